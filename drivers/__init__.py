@@ -1,0 +1,1 @@
+"""Instrument drivers, one module per real instrument protocol."""

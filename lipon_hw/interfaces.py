@@ -1,0 +1,109 @@
+"""Capabilities, not makes: what a recipe may ask of an instrument.
+
+Each is a `typing.Protocol`; a driver implements one by having the methods, so a
+recipe written against `SputterSupply` runs on any generator whose driver does.
+Names carry their units. Every instrument also has `make_safe()`, which puts it in
+the state that cannot hurt the sample, the tool or a person (RF off, flow off,
+shutter closed, ...), and `identify()`, its own answer to "who are you".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Instrument(Protocol):
+    name: str
+
+    def identify(self) -> str: ...
+
+    def make_safe(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class SupplyStatus:
+    output_on: bool
+    setpoint_reached: bool
+    interlock_open: bool
+    fault: bool
+    raw: int = 0
+
+
+@runtime_checkable
+class SputterSupply(Instrument, Protocol):
+    def set_output(self, on: bool) -> None: ...
+
+    def set_power_setpoint_W(self, power_W: float) -> None: ...
+
+    def power_setpoint_W(self) -> float: ...
+
+    def forward_power_W(self) -> float: ...
+
+    def reflected_power_W(self) -> float: ...
+
+    def load_power_W(self) -> float: ...
+
+    def dc_bias_V(self) -> float: ...
+
+    def status(self) -> SupplyStatus: ...
+
+
+@dataclass(frozen=True)
+class Film:
+    """Film parameters a thickness monitor needs (INFICON material table style)."""
+
+    name: str
+    density_g_cm3: float
+    z_ratio: float
+    tooling_pct: float = 100.0
+
+
+@runtime_checkable
+class ThicknessMonitor(Instrument, Protocol):
+    def set_film(self, film: Film) -> None: ...
+
+    def rate_A_s(self) -> float: ...
+
+    def thickness_nm(self) -> float: ...
+
+    def frequency_Hz(self) -> float: ...
+
+    def crystal_life_pct(self) -> float: ...
+
+    def zero(self) -> None: ...
+
+
+@runtime_checkable
+class PressureGauge(Instrument, Protocol):
+    def pressure_torr(self) -> float: ...
+
+
+@runtime_checkable
+class MassFlowController(Instrument, Protocol):
+    def set_flow_sccm(self, flow_sccm: float) -> None: ...
+
+    def flow_sccm(self) -> float: ...
+
+    def flow_setpoint_sccm(self) -> float: ...
+
+
+@runtime_checkable
+class Shutter(Instrument, Protocol):
+    def open(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def is_open(self) -> bool: ...
+
+
+@runtime_checkable
+class VacuumValves(Instrument, Protocol):
+    """Roughing/turbo pumping and venting of a chamber (valves and pump enables)."""
+
+    def pump(self) -> None: ...
+
+    def vent(self) -> None: ...
+
+    def isolate(self) -> None: ...

@@ -1,0 +1,349 @@
+"""Bytes to and from one instrument, whatever the wire.
+
+A `Link` is what a driver talks to: write bytes, read an exact count or up to a
+terminator, all under a timeout. Behind it a `Port` does the moving: an in-process
+emulator (`sim://NAME`), pyserial (`serial:///dev/ttyUSB0?baudrate=19200`,
+`socket://host:port`, any pyserial URL) or pyvisa (`ASRL…`, `TCPIP…`, `GPIB…`,
+`USB…`). Instruments on one physical port share one Link, hence one lock.
+
+`Link.exchange(fn)` is the one way a driver runs a transaction: it takes the port
+lock, retries a failed exchange after flushing the input, and keeps the link's
+health (ok / retrying / lost) for interlocks to read. A lost link is re-opened
+on a later exchange, no sooner than a bounded exponential back-off allows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Protocol, TypeVar
+from urllib.parse import parse_qsl, urlsplit
+
+from lipon_hw.errors import FrameError, InputError, LinkError, LinkLost, LinkTimeout
+
+T = TypeVar("T")
+
+VISA_PREFIXES = ("ASRL", "TCPIP", "GPIB", "USB", "VXI", "PXI")
+
+
+class Health(enum.Enum):
+    OK = "ok"
+    RETRYING = "retrying"
+    LOST = "lost"
+
+
+class Port(Protocol):
+    """A raw byte pipe. `read` returns at most n bytes, fewer if the timeout ran out."""
+
+    def open(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def read(self, n: int, timeout_s: float) -> bytes: ...
+
+    def reset_input(self) -> None: ...
+
+
+class Endpoint(Protocol):
+    """The instrument side of an in-process link (an emulator)."""
+
+    def handle(self, data: bytes) -> bytes: ...
+
+    def reset_connection(self) -> None: ...
+
+
+class SimPort:
+    """In-process emulator: each write is answered at once, in virtual time.
+
+    A read that finds too few bytes is a timeout, which costs no virtual time.
+    """
+
+    def __init__(self, endpoint: Endpoint):
+        self._endpoint = endpoint
+        self._rx = bytearray()
+
+    def open(self) -> None:
+        self._endpoint.reset_connection()
+        self._rx.clear()
+
+    def close(self) -> None:
+        self._rx.clear()
+
+    def write(self, data: bytes) -> None:
+        self._rx += self._endpoint.handle(bytes(data))
+
+    def read(self, n: int, timeout_s: float) -> bytes:
+        chunk = bytes(self._rx[:n])
+        del self._rx[:n]
+        return chunk
+
+    def reset_input(self) -> None:
+        self._rx.clear()
+
+
+class SerialPort:
+    """pyserial: serial devices and every pyserial URL (socket://, rfc2217://, loop://)."""
+
+    def __init__(self, url: str, settings: Mapping[str, object]):
+        self._url = url
+        self._settings = dict(settings)
+        self._serial = None
+
+    def open(self) -> None:
+        import serial  # imported here so that a sim-only run never needs the stack
+
+        self.close()
+        try:
+            self._serial = serial.serial_for_url(self._url, **self._settings)
+        except (serial.SerialException, ValueError, OSError) as exc:
+            raise LinkError(f"cannot open {self._url}: {exc}") from None
+
+    def close(self) -> None:
+        if self._serial is not None:
+            self._serial.close()
+            self._serial = None
+
+    def write(self, data: bytes) -> None:
+        try:
+            self._serial.write(data)
+            self._serial.flush()
+        except Exception as exc:  # pyserial raises several types for a dead port
+            raise LinkError(f"write to {self._url} failed: {exc}") from None
+
+    def read(self, n: int, timeout_s: float) -> bytes:
+        self._serial.timeout = timeout_s
+        try:
+            return self._serial.read(n)
+        except Exception as exc:
+            raise LinkError(f"read from {self._url} failed: {exc}") from None
+
+    def reset_input(self) -> None:
+        if self._serial is not None:
+            self._serial.reset_input_buffer()
+
+
+class VisaPort:
+    """pyvisa with the pure-Python backend; raw bytes, no terminators."""
+
+    def __init__(self, resource: str, settings: Mapping[str, object]):
+        self._resource = resource
+        self._settings = dict(settings)
+        self._inst = None
+
+    def open(self) -> None:
+        import pyvisa
+
+        self.close()
+        try:
+            rm = pyvisa.ResourceManager("@py")
+            self._inst = rm.open_resource(self._resource, **self._settings)
+        except Exception as exc:
+            raise LinkError(f"cannot open {self._resource}: {exc}") from None
+        self._inst.read_termination = None
+        self._inst.write_termination = None
+
+    def close(self) -> None:
+        if self._inst is not None:
+            try:
+                self._inst.close()
+            finally:
+                self._inst = None
+
+    def write(self, data: bytes) -> None:
+        try:
+            self._inst.write_raw(data)
+        except Exception as exc:
+            raise LinkError(f"write to {self._resource} failed: {exc}") from None
+
+    def read(self, n: int, timeout_s: float) -> bytes:
+        import pyvisa
+
+        self._inst.timeout = max(1, int(timeout_s * 1000))
+        try:
+            return self._inst.read_bytes(n, break_on_termchar=False)
+        except pyvisa.errors.VisaIOError:
+            return b""
+        except Exception as exc:
+            raise LinkError(f"read from {self._resource} failed: {exc}") from None
+
+    def reset_input(self) -> None:
+        if self._inst is not None:
+            with contextlib.suppress(Exception):
+                self._inst.clear()
+
+
+class Link:
+    """One physical port as drivers see it: framing-agnostic reads, a lock, health."""
+
+    def __init__(
+        self,
+        address: str,
+        port: Port,
+        timeout_s: float = 1.0,
+        retries: int = 2,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.address = address
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.health = Health.OK
+        self.last_error = ""
+        self.lock = threading.RLock()
+        self._port = port
+        self._backoff_s = backoff_s
+        self._max_backoff_s = max_backoff_s
+        self._next_backoff_s = backoff_s
+        self._reopen_at = 0.0
+        self._clock = clock
+        self._open = False
+
+    # -- byte access, for drivers inside exchange() ---------------------------------
+    def write(self, data: bytes) -> None:
+        self._port.write(data)
+
+    def read_exact(self, n: int) -> bytes:
+        data = self._port.read(n, self.timeout_s)
+        if len(data) < n:
+            raise LinkTimeout(
+                f"{self.address} sent {len(data)} of {n} expected bytes before timing out"
+                + (f" ({data!r})" if data else "")
+            )
+        return data
+
+    def read_until(self, terminator: bytes, max_bytes: int = 4096) -> bytes:
+        """Bytes up to and including `terminator`."""
+        buf = bytearray()
+        while not buf.endswith(terminator):
+            byte = self._port.read(1, self.timeout_s)
+            if not byte:
+                raise LinkTimeout(
+                    f"{self.address} did not finish its reply with {terminator!r}"
+                    + (f" (got {bytes(buf)!r})" if buf else " (no reply)")
+                )
+            buf += byte
+            if len(buf) > max_bytes:
+                raise FrameError(f"{self.address} sent more than {max_bytes} bytes without "
+                                 f"{terminator!r}")
+        return bytes(buf)
+
+    # -- transactions ------------------------------------------------------------
+    def exchange(self, transaction: Callable[[Link], T]) -> T:
+        """Run `transaction(self)` under the port lock, with retries and health."""
+        with self.lock:
+            self._ensure_open()
+            error: LinkError | None = None
+            for _attempt in range(self.retries + 1):
+                try:
+                    result = transaction(self)
+                except LinkError as exc:
+                    error = exc
+                    self.health = Health.RETRYING
+                    self.last_error = str(exc)
+                    self._port.reset_input()
+                    continue
+                self.health = Health.OK
+                self._next_backoff_s = self._backoff_s
+                return result
+            self._mark_lost()
+            raise LinkLost(f"{self.address} is lost after {self.retries + 1} attempts: {error}")
+
+    def _ensure_open(self) -> None:
+        if self._open and self.health is not Health.LOST:
+            return
+        now = self._clock()
+        if self.health is Health.LOST and now < self._reopen_at:
+            raise LinkLost(f"{self.address} is lost ({self.last_error}); next re-open in "
+                           f"{self._reopen_at - now:.1f} s")
+        try:
+            self._port.open()
+        except LinkError as exc:
+            self.last_error = str(exc)
+            self._mark_lost()
+            raise LinkLost(f"{self.address} could not be opened: {exc}") from None
+        self._open = True
+        if self.health is Health.LOST:
+            self.health = Health.RETRYING
+
+    def _mark_lost(self) -> None:
+        self.health = Health.LOST
+        self._reopen_at = self._clock() + self._next_backoff_s
+        self._next_backoff_s = min(self._next_backoff_s * 2, self._max_backoff_s)
+
+    def close(self) -> None:
+        with self.lock:
+            self._port.close()
+            self._open = False
+
+
+class LinkPool:
+    """Opens links by address; one Link per physical port, shared by its instruments."""
+
+    def __init__(self, sim_endpoints: Mapping[str, Endpoint] | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self._sim = dict(sim_endpoints or {})
+        self._links: dict[str, Link] = {}
+        self._clock = clock
+
+    def open(self, address: str, serial_defaults: Mapping[str, object] | None = None,
+             timeout_s: float = 1.0) -> Link:
+        key = canonical_address(address)
+        if key not in self._links:
+            port = self._make_port(address, serial_defaults or {})
+            self._links[key] = Link(address, port, timeout_s=timeout_s, clock=self._clock)
+        return self._links[key]
+
+    def _make_port(self, address: str, serial_defaults: Mapping[str, object]) -> Port:
+        if address.startswith("sim://"):
+            name = address[len("sim://"):]
+            if name not in self._sim:
+                known = ", ".join(sorted(self._sim)) or "none"
+                raise InputError(f"address {address} names no simulated instrument "
+                                 f"(known: {known})")
+            return SimPort(self._sim[name])
+        if address.upper().startswith(VISA_PREFIXES):
+            return VisaPort(address, {})
+        if address.startswith("serial://"):
+            parts = urlsplit(address)
+            settings = dict(serial_defaults)
+            settings.update(_serial_settings(dict(parse_qsl(parts.query))))
+            return SerialPort(parts.path or parts.netloc, settings)
+        if "://" in address:
+            return SerialPort(address, {k: v for k, v in serial_defaults.items()
+                                        if k == "timeout"})
+        raise InputError(f"address {address!r} is neither sim://, a pyserial URL nor a "
+                         "VISA resource string")
+
+    def close(self) -> None:
+        for link in self._links.values():
+            link.close()
+
+
+def canonical_address(address: str) -> str:
+    return address.strip().lower() if address.upper().startswith(VISA_PREFIXES) else address.strip()
+
+
+def _serial_settings(query: Mapping[str, str]) -> dict[str, object]:
+    aliases = {"baud": "baudrate", "baudrate": "baudrate", "parity": "parity",
+               "bytesize": "bytesize", "stopbits": "stopbits", "xonxoff": "xonxoff"}
+    settings: dict[str, object] = {}
+    for key, value in query.items():
+        if key not in aliases:
+            raise InputError(f"serial option {key!r} is unknown (use baud, parity, bytesize, "
+                             "stopbits, xonxoff)")
+        name = aliases[key]
+        if name == "parity":
+            settings[name] = value.upper()[:1]
+        elif name == "xonxoff":
+            settings[name] = value.lower() in ("1", "true", "yes", "on")
+        elif name == "stopbits":
+            settings[name] = float(value) if "." in value else int(value)
+        else:
+            settings[name] = int(value)
+    return settings

@@ -1,0 +1,1 @@
+"""The simulated lab: simpy-clocked physics and byte-exact instrument emulators."""

@@ -1,0 +1,1 @@
+"""Wire emulators, one module per real instrument protocol."""

@@ -1,0 +1,378 @@
+"""The simulated RF sputter tool: chamber, gas, RF generator + match + plasma,
+target, substrate shutter, substrate film stack and the QCM crystal.
+
+State advances lazily: every public accessor first calls `world.sync()`, which
+integrates from the last update to the clock. Pressure is analytic; deposition,
+matching and arcs are integrated in sub-steps short enough to follow the
+transients (≤ 0.25 s just after a change, ≤ 5 s in steady state).
+
+Numbers: PHYSICS.md §2 (vacuum, gas), §3 (RF sputtering of LiPON), §5 (QCM).
+Every parameter that no source gives is an `assumption` in the dataclasses below.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from lipon_hw.sim import physics
+
+ATMOSPHERE_TORR = 760.0
+
+
+@dataclass
+class VacuumParams:
+    """Pump-down as a sum of exponentials (PHYSICS.md §2; time constants: assumption)."""
+
+    ultimate_torr: float = 1.2e-6  # assumption: turbo-pumped chamber, no bake
+    rough_tau_s: float = 40.0  # assumption: 760 Torr → 10 mTorr in ~7.5 min
+    outgas_torr: float = 5.0e-5  # assumption: water desorption load after a vent
+    outgas_tau_s: float = 1200.0  # assumption: reaches 3e-6 Torr in ~1.1 h
+    vent_tau_s: float = 15.0  # assumption: N2 vent fills the chamber in ~1 min
+    process_pumping_L_s: float = 17.0  # PHYSICS.md §2: 15 mTorr at 20 sccm ⇒ S ≈ 17 L/s
+    volume_L: float = 50.0  # assumption: gas settles with τ = V/S ≈ 3 s
+
+
+@dataclass
+class SputterParams:
+    """RF sputtering of LiPON from a 2-inch Li3PO4 target in N2 (PHYSICS.md §3)."""
+
+    anchor_rate_A_s: float = 0.46  # seed 000/002: 50 W, 15 mTorr N2
+    anchor_power_W: float = 50.0
+    anchor_pressure_mtorr: float = 15.0
+    threshold_power_W: float = 10.0  # assumption: no net deposition below ~10 W
+    optimum_pressure_mtorr: float = 10.0  # assumption: rate peaks then falls slowly
+    scattering_mtorr: float = 60.0  # assumption: e-fold of the gas-scattering loss
+    ignition_min_mtorr: float = 5.0  # PHYSICS.md §3 assumption: ignites at ≥ 5 mTorr
+    ignition_max_mtorr: float = 200.0  # assumption: no glow at rough-vacuum pressures
+    ignition_min_W: float = 5.0  # assumption
+    unmatched_reflection: float = 0.98  # before ignition reflected ≈ forward
+    match_initial_reflection: float = 0.5  # assumption: mismatch right after ignition
+    match_tau_s: float = 0.4  # assumption: below 2 % of forward in ~1.5 s
+    matched_reflection: float = 0.006  # assumption: tuned residual
+    dc_bias_V_per_sqrt_W: float = -26.0  # assumption: ≈ −180 V at 50 W
+    target_area_cm2: float = 20.27  # 2-inch target: 50 W ≈ 2.47 W/cm² (seed)
+    arc_rate_per_h: float = 0.2  # assumption: at 2.47 W/cm² on a fresh target
+    arc_spike_s: float = 0.3  # assumption: reflected spike length of one arc
+    target_life_kWh: float = 20.0  # assumption
+    throw_cm: float = 10.0  # assumption: target–substrate distance (cosine-law map)
+    crystal_to_substrate: float = 0.8  # assumption: crystal sees 80 % ⇒ tooling 125 %
+    # film property: σ(25 °C) follows N incorporation (003 §4 trends; anchors 000/002/003)
+    sigma_anchor_S_cm: float = 2.6e-6  # seeds: 2.3–3.0e-6 S/cm at the reference process
+    activation_eV: float = 0.55  # seeds 003/000/002
+    sigma_electronic_S_cm: float = 1.2e-14  # seed 000
+    n_saturation: float = 0.08  # 004: 5–8 % of O substituted by N
+    n_pressure_mtorr: float = 6.0  # assumption: N2 supply saturates above ~15 mTorr
+    n_power_half_W: float = 20.0  # assumption: plasma activation of N2 with power
+    sigma_per_n_fraction: float = 40.0  # assumption: ln σ rises 0.4 per at.% N
+    film_density_g_cm3: float = 2.5  # PHYSICS.md §5 assumption
+    film_z_ratio: float = 1.0  # PHYSICS.md §5 assumption
+
+
+@dataclass
+class CrystalParams:
+    fundamental_Hz: float = 6.0e6  # PHYSICS.md §5
+    fundamental_spread_Hz: float = 2000.0  # assumption: crystals differ slightly
+    fail_below_Hz: float = 5.25e6  # assumption: crystals die near the end of life
+    fail_spread_Hz: float = 5.0e4
+
+
+@dataclass
+class Layer:
+    """One film on the substrate, as the world made it (the truth, not a reading)."""
+
+    material: str
+    thickness_nm: float = 0.0
+    t_start_s: float = 0.0
+    t_end_s: float = 0.0
+    sigma_S_cm: float = 0.0  # ionic, 25 °C, thickness-weighted
+    activation_eV: float = 0.0
+    sigma_electronic_S_cm: float = 0.0
+    mean_power_W: float = 0.0
+    mean_pressure_mtorr: float = 0.0
+
+
+@dataclass
+class SputterState:
+    """Everything that changes; `asdict` of this is the tool's checkpoint."""
+
+    t: float = 0.0
+    # vacuum
+    rough_on: bool = False
+    vent_open: bool = False
+    atm_torr: float = ATMOSPHERE_TORR
+    outgas_torr: float = 5.0e-5
+    gas_torr: float = 0.0
+    n2_flow_sccm: float = 0.0
+    leak_torr_L_s: float = 0.0
+    # rf
+    rf_on: bool = False
+    setpoint_W: float = 0.0
+    regulation: str = "forward"  # or "load"
+    forward_limit_W: float = 600.0
+    plasma: bool = False
+    ignited_at: float = -1e9
+    last_change: float = 0.0
+    reflection: float = 0.98
+    arcs: int = 0
+    last_arc_t: float = -1e9
+    target_kWh: float = 0.0
+    # substrate and crystal
+    shutter_open: bool = False
+    layers: list[dict] = field(default_factory=list)
+    crystal_f0_Hz: float = 6.0e6
+    crystal_mass_g_cm2: float = 0.0
+    crystal_fail_Hz: float = 5.25e6
+    crystal_failed: bool = False
+    crystal_z: float = 1.0
+
+
+class SputterTool:
+    """The physical state of the sputter chamber, shared by its emulators."""
+
+    def __init__(self, world, vacuum: VacuumParams | None = None,
+                 sputter: SputterParams | None = None, crystal: CrystalParams | None = None):
+        self.world = world
+        self.vac = vacuum or VacuumParams()
+        self.sp = sputter or SputterParams()
+        self.xp = crystal or CrystalParams()
+        rng = world.rng
+        self.s = SputterState(
+            outgas_torr=self.vac.outgas_torr,
+            crystal_f0_Hz=self.xp.fundamental_Hz + rng.normal(0, self.xp.fundamental_spread_Hz),
+            crystal_fail_Hz=self.xp.fail_below_Hz + abs(rng.normal(0, self.xp.fail_spread_Hz)),
+            crystal_z=self.sp.film_z_ratio,
+        )
+
+    # --- snapshot -------------------------------------------------------------
+    def snapshot(self) -> dict:
+        return asdict(self.s)
+
+    def restore(self, state: dict) -> None:
+        self.s = SputterState(**state)
+
+    # --- integration ----------------------------------------------------------
+    def advance(self, t1: float) -> None:
+        s = self.s
+        while s.t < t1:
+            recent = (s.t - s.last_change) < 10.0 or (s.t - s.ignited_at) < 5 * self.sp.match_tau_s
+            dt = min(t1 - s.t, 0.25 if recent else 5.0)
+            self._step(dt)
+
+    def _step(self, dt: float) -> None:
+        s, sp = self.s, self.sp
+        self._advance_vacuum(dt)
+        s.t += dt
+        pressure_mtorr = self.pressure_torr_now() * 1e3
+        # plasma and match
+        in_window = sp.ignition_min_mtorr <= pressure_mtorr <= sp.ignition_max_mtorr
+        if s.rf_on and s.setpoint_W >= sp.ignition_min_W and in_window:
+            if not s.plasma:
+                s.plasma, s.ignited_at = True, s.t
+        elif s.plasma:
+            s.plasma = False
+        if s.plasma:
+            age = s.t - s.ignited_at
+            s.reflection = (sp.matched_reflection
+                            + sp.match_initial_reflection * math.exp(-age / sp.match_tau_s))
+        else:
+            s.reflection = sp.unmatched_reflection
+        load_W = self._load_W()
+        if s.plasma and load_W > 0:
+            s.target_kWh += load_W * dt / 3.6e6
+            density = load_W / sp.target_area_cm2
+            ref_density = sp.anchor_power_W / sp.target_area_cm2
+            wear = 1 + 2 * max(0.0, s.target_kWh / sp.target_life_kWh - 0.8)
+            lam = sp.arc_rate_per_h / 3600 * (density / ref_density) ** 2 * wear
+            if self.world.rng.random() < -math.expm1(-lam * dt):
+                s.arcs += 1
+                s.last_arc_t = s.t
+        rate = self.deposition_rate_A_s(load_W, pressure_mtorr) if s.plasma else 0.0
+        if rate > 0:
+            self._deposit(rate, dt, load_W, pressure_mtorr)
+
+    def _advance_vacuum(self, dt: float) -> None:
+        s, v = self.s, self.vac
+        if s.vent_open:
+            fill = math.exp(-dt / v.vent_tau_s)
+            s.atm_torr = ATMOSPHERE_TORR + (s.atm_torr - ATMOSPHERE_TORR) * fill
+            s.outgas_torr = v.outgas_torr
+        elif s.rough_on:
+            s.atm_torr *= math.exp(-dt / v.rough_tau_s)
+            s.outgas_torr *= math.exp(-dt / v.outgas_tau_s)
+        tau_gas = v.volume_L / v.process_pumping_L_s
+        q = s.n2_flow_sccm * physics.SCCM_TORR_L_S + s.leak_torr_L_s
+        target = q / v.process_pumping_L_s if s.rough_on and not s.vent_open else 0.0
+        s.gas_torr = target + (s.gas_torr - target) * math.exp(-dt / tau_gas)
+
+    def _deposit(self, rate_A_s: float, dt: float, load_W: float, pressure_mtorr: float) -> None:
+        s, sp = self.s, self.sp
+        crystal_A = rate_A_s * sp.crystal_to_substrate * dt
+        s.crystal_mass_g_cm2 += crystal_A * 1e-8 * sp.film_density_g_cm3
+        s.crystal_z = sp.film_z_ratio
+        if not s.crystal_failed and self.crystal_frequency_true_Hz() < s.crystal_fail_Hz:
+            s.crystal_failed = True
+        if not s.shutter_open:
+            return
+        material = "LiPON" if s.n2_flow_sccm > 0 else "Li3PO4"
+        if not s.layers or s.layers[-1]["material"] != material:
+            s.layers.append(asdict(Layer(material=material, t_start_s=s.t - dt)))
+        layer = s.layers[-1]
+        added_nm = rate_A_s * dt / 10
+        total = layer["thickness_nm"] + added_nm
+        w_old, w_new = layer["thickness_nm"] / total, added_nm / total
+        layer["sigma_S_cm"] = w_old * layer["sigma_S_cm"] + w_new * self.film_sigma_S_cm(
+            load_W, pressure_mtorr)
+        layer["mean_power_W"] = w_old * layer["mean_power_W"] + w_new * load_W
+        layer["mean_pressure_mtorr"] = w_old * layer["mean_pressure_mtorr"] + w_new * pressure_mtorr
+        layer["activation_eV"] = sp.activation_eV
+        layer["sigma_electronic_S_cm"] = sp.sigma_electronic_S_cm
+        layer["thickness_nm"] = total
+        layer["t_end_s"] = s.t
+
+    # --- physics as functions of state ----------------------------------------
+    def deposition_rate_A_s(self, load_W: float, pressure_mtorr: float) -> float:
+        """Substrate-centre rate: ∝ (P − P_th) · pressure shape · target wear."""
+        sp = self.sp
+        if load_W <= sp.threshold_power_W or pressure_mtorr <= 0:
+            return 0.0
+        shape = (self._pressure_shape(pressure_mtorr)
+                 / self._pressure_shape(sp.anchor_pressure_mtorr))
+        per_W = sp.anchor_rate_A_s / (sp.anchor_power_W - sp.threshold_power_W)
+        worn = (self.s.target_kWh / sp.target_life_kWh - 0.8) / 0.2
+        end_of_life = 1 - 0.3 * min(1.0, max(0.0, worn))
+        return per_W * (load_W - sp.threshold_power_W) * shape * end_of_life
+
+    def _pressure_shape(self, p_mtorr: float) -> float:
+        """Rises to the optimum (more ions), then falls slowly (gas scattering)."""
+        sp = self.sp
+        rise = 1 - math.exp(-p_mtorr / (sp.optimum_pressure_mtorr / 2))
+        return rise * math.exp(-max(0.0, p_mtorr - sp.optimum_pressure_mtorr) / sp.scattering_mtorr)
+
+    def film_sigma_S_cm(self, load_W: float, pressure_mtorr: float) -> float:
+        """σ(25 °C) of the film grown now: more N incorporated → higher σ (003 §4)."""
+        sp = self.sp
+        ref = self._n_fraction(sp.anchor_power_W, sp.anchor_pressure_mtorr)
+        n = self._n_fraction(load_W, pressure_mtorr if self.s.n2_flow_sccm > 0 else 0.0)
+        return sp.sigma_anchor_S_cm * math.exp(sp.sigma_per_n_fraction * (n - ref))
+
+    def _n_fraction(self, load_W: float, pressure_mtorr: float) -> float:
+        sp = self.sp
+        return (sp.n_saturation * (1 - math.exp(-pressure_mtorr / sp.n_pressure_mtorr))
+                * load_W / (load_W + sp.n_power_half_W))
+
+    def _load_W(self) -> float:
+        return self._forward_W() * (1 - self._reflection_now())
+
+    def _forward_W(self) -> float:
+        s = self.s
+        if not s.rf_on:
+            return 0.0
+        if s.regulation == "load":
+            return min(s.setpoint_W / max(1 - s.reflection, 0.02), s.forward_limit_W)
+        return min(s.setpoint_W, s.forward_limit_W)
+
+    def _reflection_now(self) -> float:
+        s = self.s
+        if s.plasma and s.t - s.last_arc_t < self.sp.arc_spike_s:
+            return 0.6
+        return s.reflection
+
+    def pressure_torr_now(self) -> float:
+        s = self.s
+        return self.vac.ultimate_torr + s.atm_torr + s.outgas_torr + s.gas_torr
+
+    def crystal_frequency_true_Hz(self) -> float:
+        s = self.s
+        return physics.frequency_for_areal_mass_Hz(s.crystal_f0_Hz, s.crystal_mass_g_cm2,
+                                                   s.crystal_z)
+
+    # --- accessors for emulators (each syncs the world first) -------------------
+    def pressure_torr(self) -> float:
+        self.world.sync()
+        return self.pressure_torr_now()
+
+    def set_pumping(self, on: bool) -> None:
+        self.world.sync()
+        self.s.rough_on = on
+        self.s.last_change = self.s.t
+
+    def set_vent(self, open_: bool) -> None:
+        self.world.sync()
+        self.s.vent_open = open_
+        self.s.last_change = self.s.t
+
+    def set_n2_flow_sccm(self, flow: float) -> None:
+        self.world.sync()
+        self.s.n2_flow_sccm = max(0.0, flow)
+        self.s.last_change = self.s.t
+
+    def n2_flow_sccm(self) -> float:
+        """The flow the MFC delivers into the chamber."""
+        self.world.sync()
+        return self.s.n2_flow_sccm
+
+    def set_rf_output(self, on: bool) -> None:
+        self.world.sync()
+        self.s.rf_on = on
+        self.s.last_change = self.s.t
+
+    def set_rf_setpoint_W(self, power_W: float) -> None:
+        self.world.sync()
+        self.s.setpoint_W = max(0.0, power_W)
+        self.s.last_change = self.s.t
+
+    def set_rf_regulation(self, mode: str) -> None:
+        self.world.sync()
+        self.s.regulation = mode
+
+    def rf_readings(self) -> dict:
+        """forward_W, reflected_W, load_W, dc_bias_V, plasma, rf_on, setpoint_W, arcs."""
+        self.world.sync()
+        s, sp = self.s, self.sp
+        fwd = self._forward_W()
+        refl = fwd * self._reflection_now()
+        load = fwd - refl
+        bias = sp.dc_bias_V_per_sqrt_W * math.sqrt(load) if s.plasma else 0.0
+        return {"forward_W": fwd, "reflected_W": refl, "load_W": load, "dc_bias_V": bias,
+                "plasma": s.plasma, "rf_on": s.rf_on, "setpoint_W": s.setpoint_W,
+                "regulation": s.regulation, "arcs": s.arcs}
+
+    def set_shutter(self, open_: bool) -> None:
+        self.world.sync()
+        self.s.shutter_open = open_
+
+    def shutter_open(self) -> bool:
+        self.world.sync()
+        return self.s.shutter_open
+
+    def crystal(self) -> dict:
+        """fundamental_Hz, frequency_Hz, failed, and the true mass rate in g/cm²/s."""
+        self.world.sync()
+        s = self.s
+        if s.plasma:
+            rate = self.deposition_rate_A_s(self._load_W(), self.pressure_torr_now() * 1e3)
+        else:
+            rate = 0.0
+        mass_rate = rate * self.sp.crystal_to_substrate * 1e-8 * self.sp.film_density_g_cm3
+        return {"fundamental_Hz": s.crystal_f0_Hz, "frequency_Hz": self.crystal_frequency_true_Hz(),
+                "failed": s.crystal_failed, "mass_rate_g_cm2_s": mass_rate, "z_ratio": s.crystal_z}
+
+    def replace_crystal(self) -> None:
+        self.world.sync()
+        s, xp = self.s, self.xp
+        s.crystal_f0_Hz = xp.fundamental_Hz + self.world.rng.normal(0, xp.fundamental_spread_Hz)
+        s.crystal_fail_Hz = xp.fail_below_Hz + abs(self.world.rng.normal(0, xp.fail_spread_Hz))
+        s.crystal_mass_g_cm2, s.crystal_failed = 0.0, False
+
+    def film_stack(self) -> list[dict]:
+        self.world.sync()
+        return [dict(layer) for layer in self.s.layers]
+
+    def thickness_map_nm(self, radius_cm: float) -> float:
+        """Top-layer thickness at a radius on the sheet (cosine law)."""
+        self.world.sync()
+        if not self.s.layers:
+            return 0.0
+        return self.s.layers[-1]["thickness_nm"] * physics.cosine_law_factor(radius_cm,
+                                                                            self.sp.throw_cm)

@@ -1,0 +1,36 @@
+"""Shared fixtures: a hand-driven clock, a seeded World, links to emulators."""
+
+from __future__ import annotations
+
+import pytest
+from lipon_hw.sim.world import World
+
+from lipon_hw.links import Link, SimPort
+
+
+class ManualClock:
+    """A clock tests move by hand: `clock.advance(60)` is one virtual minute."""
+
+    def __init__(self, t: float = 0.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, dt: float) -> None:
+        self.t += dt
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def world(clock) -> World:
+    return World(clock, seed=1)
+
+
+def sim_link(emulator, timeout_s: float = 0.2) -> Link:
+    """A Link straight to an in-process emulator, as `sim://NAME` gives the drivers."""
+    return Link(f"sim://{emulator.name}", SimPort(emulator), timeout_s=timeout_s)
