@@ -1,1 +1,13 @@
-"""Instrument drivers, one module per real instrument protocol."""
+"""Instrument drivers, one module per real instrument protocol.
+
+`DRIVERS` maps the short names a station file may use to `module:Class`.
+"""
+
+DRIVERS = {
+    "ae_bus": "lipon_hw.drivers.ae_bus:AEBusGenerator",
+    "sqm160": "lipon_hw.drivers.inficon_sqm160:SQM160",
+    "mks937b": "lipon_hw.drivers.mks937b:MKS937B",
+    "alicat": "lipon_hw.drivers.alicat:AlicatMFC",
+    "modbus_relay_shutter": "lipon_hw.drivers.modbus_relay:ModbusRelayShutter",
+    "modbus_relay_valves": "lipon_hw.drivers.modbus_relay:ModbusRelayValves",
+}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -102,6 +103,9 @@ class SerialPort:
             self._serial = serial.serial_for_url(self._url, **self._settings)
         except (serial.SerialException, ValueError, OSError) as exc:
             raise LinkError(f"cannot open {self._url}: {exc}") from None
+        sock = getattr(self._serial, "_socket", None)
+        if sock is not None:  # socket://: small request/ACK frames must not wait for Nagle
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def close(self) -> None:
         if self._serial is not None:

@@ -1,1 +1,13 @@
-"""Wire emulators, one module per real instrument protocol."""
+"""Wire emulators, one module per real instrument protocol.
+
+`EMULATORS` maps a driver's short name to the emulator that speaks its bytes.
+"""
+
+EMULATORS = {
+    "ae_bus": "lipon_hw.sim.emulators.ae_bus:AEBusEmulator",
+    "sqm160": "lipon_hw.sim.emulators.inficon_sqm160:SQM160Emulator",
+    "mks937b": "lipon_hw.sim.emulators.mks937b:MKS937BEmulator",
+    "alicat": "lipon_hw.sim.emulators.alicat:AlicatEmulator",
+    "modbus_relay_shutter": "lipon_hw.sim.emulators.modbus_relay:ModbusRelayEmulator",
+    "modbus_relay_valves": "lipon_hw.sim.emulators.modbus_relay:ModbusRelayEmulator",
+}

@@ -1,0 +1,273 @@
+"""Advanced Energy AE Bus RF generators (Cesar class; Apex uses the same commands).
+
+Wire format (AE manuals, e.g. Apex 5708009-C Table 4-6; protocols.md §2.1):
+
+    HEADER CMD [LEN] DATA… CHK   HEADER = address << 3 | n, n = 0..6 data bytes,
+                                 n = 7: LEN (the data length) follows CMD
+                                 CHK = XOR of every byte before it
+                                 multi-byte values are little-endian
+
+A transaction is a handshake: host sends a packet; the unit answers ACK (or NAK
+if the packet arrived corrupt) and then a packet with the same command; the host
+answers ACK, or NAK to have that packet sent again. Set commands answer one
+byte, the CSR (0 = accepted).
+
+The codec is pure functions so the emulator speaks exactly the same bytes.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+
+from lipon_hw.errors import FrameError, InputError, InstrumentError
+from lipon_hw.interfaces import SupplyStatus
+from lipon_hw.links import Link
+
+ACK = b"\x06"
+NAK = b"\x15"
+LONG_PACKET = 7  # header length field meaning "a LEN byte follows the command"
+
+
+class Command(enum.IntEnum):
+    RF_OFF = 1
+    RF_ON = 2
+    SET_REGULATION = 3
+    SET_SETPOINT = 8
+    SET_CONTROL_MODE = 14
+    SUPPLY_TYPE = 128
+    SUPPLY_SIZE = 129
+    FIRMWARE = 130
+    REGULATION_MODE = 154
+    CONTROL_MODE = 155
+    PROCESS_STATUS = 162
+    SETPOINT = 164
+    FORWARD_POWER = 165
+    REFLECTED_POWER = 166
+    LOAD_POWER = 167
+    EXTERNAL_FEEDBACK = 168
+
+
+REGULATION_CODES = {"forward": 6, "load": 7}
+CONTROL_HOST, CONTROL_USER_PORT, CONTROL_FRONT_PANEL = 2, 4, 6
+
+CSR_MEANINGS = {
+    0: "OK",
+    1: "wrong control mode",
+    2: "RF is on",
+    4: "data out of range",
+    5: "user-port RF signal off",
+    7: "active faults",
+    9: "wrong data byte count",
+    19: "recipe active",
+    50: "frequency out of range",
+    51: "duty cycle out of range",
+    99: "not implemented",
+}
+
+# command 162, process status (Apex manual Table 4-6): byte, bit
+STATUS_OUTPUT_ON = (0, 5)
+STATUS_OUT_OF_TOLERANCE = (0, 7)
+STATUS_OVERTEMPERATURE = (1, 3)
+STATUS_INTERLOCK_OPEN = (1, 7)
+
+
+# --- codec ------------------------------------------------------------------------
+def checksum(data: bytes) -> int:
+    """XOR of all bytes; a whole valid packet therefore XORs to 0."""
+    value = 0
+    for byte in data:
+        value ^= byte
+    return value
+
+
+def encode_packet(address: int, command: int, data: bytes = b"") -> bytes:
+    if len(data) < LONG_PACKET:
+        body = bytes([address << 3 | len(data), command]) + data
+    else:
+        body = bytes([address << 3 | LONG_PACKET, command, len(data)]) + data
+    return body + bytes([checksum(body)])
+
+
+def frame_length(head: bytes) -> int | None:
+    """Total packet length, or None while `head` is too short to tell."""
+    if not head:
+        return None
+    n = head[0] & 0x07
+    if n < LONG_PACKET:
+        return 2 + n + 1
+    return 3 + head[2] + 1 if len(head) >= 3 else None
+
+
+def decode_packet(packet: bytes, source: str = "the unit") -> tuple[int, int, bytes]:
+    """(address, command, data) of one whole packet; FrameError if it is not valid."""
+    expected = frame_length(packet)
+    if expected is None or len(packet) != expected:
+        raise FrameError(f"{source} sent {packet!r}, whose length does not match its header")
+    if checksum(packet):
+        raise FrameError(f"{source} sent {packet!r}, whose XOR checksum does not add up")
+    start = 3 if packet[0] & 0x07 == LONG_PACKET else 2
+    return packet[0] >> 3, packet[1], packet[start:-1]
+
+
+def read_packet(read_exact: Callable[[int], bytes]) -> bytes:
+    """Read one packet, asking the wire only for bytes the header says are coming."""
+    head = read_exact(2)
+    if head[0] & 0x07 == LONG_PACKET:
+        head += read_exact(1)
+    return head + read_exact(frame_length(head) - len(head))
+
+
+def u16(value: int) -> bytes:
+    return int(value).to_bytes(2, "little")
+
+
+def bit(data: bytes, position: tuple[int, int]) -> bool:
+    byte, index = position
+    return bool(data[byte] >> index & 1)
+
+
+# --- driver -----------------------------------------------------------------------
+class AEBusGenerator:
+    """An AE Bus RF generator (Cesar, Apex) as a `SputterSupply`.
+
+    Settings: `unit` (AE Bus address 1–31, default 1) and `max_power_W` (the
+    station's limit; setpoints above it are refused before anything is sent).
+    Host control (command 14) is claimed before the first set command, so a
+    driver that only reads never takes the generator away from its front panel.
+    """
+
+    SERIAL_DEFAULTS: dict = {"baudrate": 19200, "parity": "O", "bytesize": 8, "stopbits": 1}
+    #: how often one transaction asks the unit to resend a corrupt reply
+    REPLY_RESENDS = 2
+
+    def __init__(self, name: str, link: Link, unit: int = 1, max_power_W: float = 600.0):
+        if not 1 <= unit <= 31:
+            raise InputError(f"{name}: AE Bus unit address {unit} is outside 1–31")
+        if not 0 < max_power_W <= 0xFFFF:
+            raise InputError(f"{name}: max_power_W {max_power_W} is outside 0–65535 W")
+        self.name = name
+        self.link = link
+        self.unit = unit
+        self.max_power_W = max_power_W
+        self._host_control = False
+
+    # --- SputterSupply --------------------------------------------------------
+    def identify(self) -> str:
+        kind = self._ascii(Command.SUPPLY_TYPE)
+        size = self._ascii(Command.SUPPLY_SIZE)
+        return f"{kind}{size} firmware {self._ascii(Command.FIRMWARE)}"
+
+    def make_safe(self) -> None:
+        self.set_output(False)
+        self.set_power_setpoint_W(0)
+
+    def set_output(self, on: bool) -> None:
+        self._set(Command.RF_ON if on else Command.RF_OFF)
+
+    def set_power_setpoint_W(self, power_W: float) -> None:
+        if not 0 <= power_W <= self.max_power_W:
+            raise InstrumentError(f"{self.name} will not set {power_W} W: the limit is "
+                                  f"0–{self.max_power_W} W (max_power_W)")
+        self._set(Command.SET_SETPOINT, u16(round(power_W)))
+
+    def set_regulation_mode(self, mode: str) -> None:
+        """'forward' regulates forward power, 'load' the power delivered to the plasma."""
+        if mode not in REGULATION_CODES:
+            raise InputError(f"{self.name}: regulation mode {mode!r} is not one of "
+                             f"{', '.join(REGULATION_CODES)}")
+        self._set(Command.SET_REGULATION, bytes([REGULATION_CODES[mode]]))
+
+    def power_setpoint_W(self) -> float:
+        return float(int.from_bytes(self._query(Command.SETPOINT, 3)[:2], "little"))
+
+    def forward_power_W(self) -> float:
+        return self._watts(Command.FORWARD_POWER)
+
+    def reflected_power_W(self) -> float:
+        return self._watts(Command.REFLECTED_POWER)
+
+    def load_power_W(self) -> float:
+        return self._watts(Command.LOAD_POWER)
+
+    def dc_bias_V(self) -> float:
+        """Target self-bias, negative. Sign convention: the external-feedback input
+        (command 168) carries the bias magnitude in volts, unsigned, so the driver
+        returns its negative, as the self-bias of an RF-driven target is."""
+        return -self._watts(Command.EXTERNAL_FEEDBACK)
+
+    def status(self) -> SupplyStatus:
+        data = self._query(Command.PROCESS_STATUS, 4)
+        on = bit(data, STATUS_OUTPUT_ON)
+        return SupplyStatus(
+            output_on=on,
+            setpoint_reached=on and not bit(data, STATUS_OUT_OF_TOLERANCE),
+            interlock_open=bit(data, STATUS_INTERLOCK_OPEN),
+            fault=bit(data, STATUS_OVERTEMPERATURE) or bool(data[2] or data[3]),
+            raw=int.from_bytes(data, "little"),
+        )
+
+    # --- transactions ---------------------------------------------------------
+    def _watts(self, command: Command) -> float:
+        return float(int.from_bytes(self._query(command, 2), "little"))
+
+    def _ascii(self, command: Command) -> str:
+        reply = self._transact(encode_packet(self.unit, command))
+        return reply.decode("ascii", errors="replace").strip(" \x00")
+
+    def _set(self, command: Command, data: bytes = b"") -> None:
+        if not self._host_control:
+            self._command(Command.SET_CONTROL_MODE, bytes([CONTROL_HOST]))
+            self._host_control = True
+        self._command(command, data)
+
+    def _command(self, command: Command, data: bytes) -> None:
+        packet = encode_packet(self.unit, command, data)
+        reply = self._transact(packet)
+        if len(reply) != 1:
+            raise FrameError(f"{self.name} answered {packet!r} with {len(reply)} data bytes "
+                             "instead of a 1-byte CSR")
+        self._check_csr(packet, reply[0])
+
+    def _query(self, command: Command, size: int) -> bytes:
+        packet = encode_packet(self.unit, command)
+        reply = self._transact(packet)
+        if len(reply) == 1 and size != 1:
+            self._check_csr(packet, reply[0])
+        if len(reply) != size:
+            raise FrameError(f"{self.name} answered {packet!r} with {len(reply)} data bytes "
+                             f"instead of {size}")
+        return reply
+
+    def _check_csr(self, packet: bytes, csr: int) -> None:
+        if csr:
+            meaning = CSR_MEANINGS.get(csr, "an undocumented code")
+            raise InstrumentError(f"{self.name} refused {packet!r} with CSR {csr} ({meaning})")
+
+    def _transact(self, packet: bytes) -> bytes:
+        return self.link.exchange(lambda link: self._handshake(link, packet))
+
+    def _handshake(self, link: Link, packet: bytes) -> bytes:
+        """One AE Bus transaction: packet, ACK, reply packet, host ACK."""
+        link.write(packet)
+        answer = link.read_exact(1)
+        if answer == NAK:
+            raise FrameError(f"{self.name} answered {packet!r} with NAK (it received it corrupt)")
+        if answer != ACK:
+            raise FrameError(f"{self.name} answered {packet!r} with {answer!r} instead of ACK")
+        reply = self._read_reply(link)
+        address, command, data = decode_packet(reply, self.name)
+        if address != self.unit or command != packet[1]:
+            raise FrameError(f"{self.name} answered {packet!r} with {reply!r}, which is "
+                             f"from unit {address} for command {command}")
+        link.write(ACK)
+        return data
+
+    def _read_reply(self, link: Link) -> bytes:
+        """The reply packet; one with a bad checksum is NAKed so the unit sends it again."""
+        for _resend in range(self.REPLY_RESENDS):
+            reply = read_packet(link.read_exact)
+            if not checksum(reply):
+                return reply
+            link.write(NAK)
+        return read_packet(link.read_exact)

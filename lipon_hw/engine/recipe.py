@@ -1,0 +1,239 @@
+"""Deposition recipes: schema, and validation against the station before anything moves.
+
+A recipe names a tool of the station and lists steps, each a one-key mapping
+(`- rf: {power_W: 50}`). Validation checks the schema, then the station: the
+tool exists, every role a step needs is played by an instrument, every
+setpoint is inside that instrument's limits, every film is known to the
+thickness monitor, and every interlock names real quantities. The first
+problem found is raised as one sentence with file, line and field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from lipon_hw.engine.interlocks import Interlock, parse_interlock
+from lipon_hw.station import ROLES, Station
+from lipon_hw.yamlfile import Doc, load, pydantic_error
+
+#: quantities the engine records for each role, as `<instrument>.<quantity>`
+ROLE_QUANTITIES: dict[str, tuple[str, ...]] = {
+    "rf_supply": ("forward_power_W", "reflected_power_W", "load_power_W", "dc_bias_V"),
+    "thickness_monitor": ("rate_A_s", "thickness_nm", "frequency_Hz", "crystal_life_pct"),
+    "base_gauge": ("pressure_torr",),
+    "process_gauge": ("pressure_torr",),
+    "gas_flow": ("flow_sccm",),
+    "shutter": (),
+    "valves": (),
+}
+
+
+class _Step(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    #: roles of the tool this step drives
+    roles: tuple[str, ...] = ()
+
+
+class PumpDown(_Step):
+    below_torr: float = Field(gt=0)
+    timeout_min: float = Field(default=180, gt=0)
+    roles: tuple[str, ...] = ("valves", "base_gauge")
+
+
+class Gas(_Step):
+    n2_sccm: float = Field(ge=0)
+    pressure_mtorr: float | None = Field(default=None, gt=0)
+    tolerance_pct: float = Field(default=5, gt=0)
+    settle_s: float = Field(default=20, ge=0)
+    timeout_min: float = Field(default=10, gt=0)
+    roles: tuple[str, ...] = ("gas_flow", "process_gauge")
+
+
+class RF(_Step):
+    power_W: float = Field(ge=0)
+    ramp_W_per_s: float = Field(default=1.0, gt=0)
+    regulation: Literal["forward", "load"] | None = None
+    ignite_timeout_s: float = Field(default=10, gt=0)
+    max_reflected_pct: float = Field(default=5, gt=0)
+    roles: tuple[str, ...] = ("rf_supply",)
+
+
+class Presputter(_Step):
+    for_min: float = Field(gt=0)
+    roles: tuple[str, ...] = ("shutter", "rf_supply")
+
+
+class Deposit(_Step):
+    film: str
+    until_thickness_nm: float | None = Field(default=None, gt=0)
+    for_min: float | None = Field(default=None, gt=0)
+    max_h: float = Field(default=24, gt=0)
+    roles: tuple[str, ...] = ("shutter", "thickness_monitor", "rf_supply")
+
+    @model_validator(mode="after")
+    def _one_end(self):
+        if (self.until_thickness_nm is None) == (self.for_min is None):
+            raise ValueError("give exactly one of until_thickness_nm or for_min")
+        return self
+
+
+class Wait(_Step):
+    for_min: float = Field(gt=0)
+
+
+class Vent(_Step):
+    timeout_min: float = Field(default=30, gt=0)
+    roles: tuple[str, ...] = ("valves", "base_gauge", "gas_flow", "rf_supply")
+
+
+STEP_KINDS: dict[str, type[_Step]] = {
+    "pump_down": PumpDown, "gas": Gas, "rf": RF, "presputter": Presputter,
+    "deposit": Deposit, "wait": Wait, "vent": Vent,
+}
+
+
+class SampleSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(min_length=1)
+    substrate: str = ""
+
+
+class InterlockSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    when: str
+    then: Literal["hold", "abort", "alarm"]
+
+
+class _RecipeHead(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    kind: Literal["deposition"] = "deposition"
+    tool: str = "sputter"
+    sample: SampleSpec | None = None
+    instruments: dict[str, str] = {}
+    record_every_s: float = Field(default=5, gt=0)
+    checkpoint_every_s: float = Field(default=60, gt=0)
+    steps: list[dict] = Field(min_length=1)
+    interlocks: list[InterlockSpec] = []
+
+
+@dataclass
+class PlannedStep:
+    kind: str
+    params: _Step
+    line: int
+
+    def describe(self) -> dict:
+        return {self.kind: self.params.model_dump(exclude={"roles"}, exclude_none=True)}
+
+
+@dataclass
+class Recipe:
+    """A validated recipe, bound to the roles of one station tool."""
+
+    path: str
+    text: str
+    name: str
+    tool: str
+    sample: SampleSpec | None
+    roles: dict[str, str]  # role → instrument
+    steps: list[PlannedStep]
+    interlocks: list[Interlock]
+    record_every_s: float
+    checkpoint_every_s: float
+
+    def quantities(self) -> dict[str, str]:
+        """Every recorded quantity name → the role that produces it."""
+        return {f"{inst}.{q}": role for role, inst in self.roles.items()
+                for q in ROLE_QUANTITIES.get(role, ())}
+
+
+def load_recipe(path: str, station: Station) -> Recipe:
+    doc = load(path)
+    if not isinstance(doc.data, dict):
+        raise doc.error((), "a recipe must be a mapping with name, tool and steps")
+    try:
+        head = _RecipeHead.model_validate(doc.data)
+    except ValidationError as exc:
+        raise pydantic_error(doc, exc) from None
+    roles = _bind_roles(doc, head, station)
+    steps = [_parse_step(doc, i, raw) for i, raw in enumerate(head.steps)]
+    recipe = Recipe(
+        path=path, text=Path(path).read_text(encoding="utf-8"), name=head.name, tool=head.tool,
+        sample=head.sample, roles=roles, steps=steps, interlocks=[],
+        record_every_s=head.record_every_s, checkpoint_every_s=head.checkpoint_every_s)
+    for i, step in enumerate(steps):
+        _check_against_station(doc, i, step, recipe, station)
+    known = recipe.quantities()
+    for i, spec in enumerate(head.interlocks):
+        try:
+            recipe.interlocks.append(parse_interlock(spec.when, spec.then, known))
+        except ValueError as exc:
+            raise doc.error(("interlocks", i, "when"), str(exc)) from None
+    return recipe
+
+
+def _bind_roles(doc: Doc, head: _RecipeHead, station: Station) -> dict[str, str]:
+    tools = station.spec.tools
+    if head.tool not in tools:
+        raise doc.error(("tool",), f"station {station.spec.name!r} has no tool {head.tool!r} "
+                                   f"(it has {', '.join(tools) or 'none'})")
+    roles = dict(tools[head.tool])
+    for role, inst in head.instruments.items():
+        loc = ("instruments", role)
+        if role not in ROLES:
+            raise doc.error(loc, f"role {role!r} is unknown (known: {', '.join(ROLES)})")
+        if inst not in station.spec.instruments:
+            raise doc.error(loc, f"instrument {inst!r} is not in station {station.spec.name!r} "
+                                 f"(it has {', '.join(station.spec.instruments)})")
+        roles[role] = inst
+    return roles
+
+
+def _parse_step(doc: Doc, i: int, raw) -> PlannedStep:
+    loc = ("steps", i)
+    if not isinstance(raw, dict) or len(raw) != 1:
+        raise doc.error(loc, "each step is a mapping with exactly one step name, "
+                             "e.g. `- rf: {power_W: 50}`")
+    kind, params = next(iter(raw.items()))
+    if kind not in STEP_KINDS:
+        raise doc.error(loc + (kind,), f"unknown step {kind!r} "
+                                       f"(known: {', '.join(STEP_KINDS)})")
+    try:
+        model = STEP_KINDS[kind].model_validate(params or {})
+    except ValidationError as exc:
+        raise pydantic_error(doc, exc, loc + (kind,)) from None
+    if "roles" in (params or {}):
+        raise doc.error(loc + (kind, "roles"), "is not a known field here")
+    return PlannedStep(kind, model, doc.line(loc))
+
+
+def _check_against_station(doc: Doc, i: int, step: PlannedStep, recipe: Recipe,
+                           station: Station) -> None:
+    loc = ("steps", i, step.kind)
+    for role in step.params.roles:
+        if role not in recipe.roles:
+            raise doc.error(loc, f"needs a {role} but tool {recipe.tool!r} of station "
+                                 f"{station.spec.name!r} has none")
+    p = step.params
+    checks: list[tuple[str, str, float | None, str]] = []
+    if isinstance(p, RF):
+        checks.append(("rf_supply", "max_power_W", p.power_W, "power_W"))
+    elif isinstance(p, Gas):
+        checks.append(("gas_flow", "max_flow_sccm", p.n2_sccm, "n2_sccm"))
+    for role, key, value, field in checks:
+        inst = recipe.roles[role]
+        limit = station.limit(inst, key)
+        if limit is not None and value is not None and value > limit:
+            raise doc.error(loc + (field,), f"{value:g} is above the station limit "
+                                            f"{key} = {limit:g} of {inst}")
+    if isinstance(p, Deposit):
+        monitor = recipe.roles["thickness_monitor"]
+        films = station.instrument(monitor).films
+        if p.film not in films:
+            raise doc.error(loc + ("film",), f"film {p.film!r} is not defined for {monitor} "
+                                             f"(station films: {', '.join(films) or 'none'})")

@@ -1,0 +1,327 @@
+"""Everything a run produces, written as it happens to one SQLite database (WAL).
+
+Readings are buffered and committed at least once a wall-clock second; a
+checkpoint is committed in the same transaction as every reading taken before
+it, so after a `kill -9` the store holds exactly the readings up to the last
+commit and the checkpoint never points past them. Alarms, step boundaries and
+run status are committed at once.
+
+Readings are stored long (run, time, quantity, value) so any instrument can add
+a quantity without a schema change; exports pivot them wide.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from lipon_hw.errors import InputError
+
+DB_NAME = "lipon.db"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    sequence_path TEXT NOT NULL,
+    sequence_text TEXT NOT NULL,
+    station_text TEXT NOT NULL,
+    seed INTEGER,
+    sample_id TEXT,
+    status TEXT NOT NULL,
+    message TEXT NOT NULL DEFAULT '',
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    summary TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS steps (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    idx INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    params TEXT NOT NULL,
+    status TEXT NOT NULL,
+    t_start_s REAL NOT NULL,
+    t_end_s REAL,
+    PRIMARY KEY (run_id, idx)
+);
+CREATE TABLE IF NOT EXISTS quantities (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS readings (
+    run_id INTEGER NOT NULL,
+    t_s REAL NOT NULL,
+    quantity_id INTEGER NOT NULL,
+    value REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS readings_by_run ON readings(run_id, t_s);
+CREATE TABLE IF NOT EXISTS alarms (
+    run_id INTEGER NOT NULL,
+    t_s REAL NOT NULL,
+    severity TEXT NOT NULL,
+    source TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    run_id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    t_s REAL NOT NULL,
+    step_idx INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    PRIMARY KEY (run_id, seq)
+);
+CREATE TABLE IF NOT EXISTS samples (
+    id TEXT PRIMARY KEY,
+    substrate TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS layers (
+    sample_id TEXT NOT NULL REFERENCES samples(id),
+    seq INTEGER NOT NULL,
+    run_id INTEGER NOT NULL,
+    material TEXT NOT NULL,
+    thickness_nm REAL NOT NULL,
+    rate_A_s REAL,
+    tool TEXT NOT NULL,
+    properties TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (sample_id, seq)
+);
+"""
+
+
+@dataclass(frozen=True)
+class Run:
+    id: int
+    name: str
+    kind: str
+    sequence_path: str
+    sequence_text: str
+    station_text: str
+    seed: int | None
+    sample_id: str | None
+    status: str
+    message: str
+    started_at: float
+    ended_at: float | None
+    summary: dict
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    seq: int
+    t_s: float
+    step_idx: int
+    state: dict
+
+
+class Store:
+    """One data directory, one database. Single writer (the run), many readers."""
+
+    def __init__(self, data_dir: Path | str, flush_every_s: float = 1.0):
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.data_dir / DB_NAME
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+        self._quantities: dict[str, int] = dict(self._db.execute(
+            "SELECT name, id FROM quantities").fetchall())
+        self._pending: list[tuple[int, float, int, float]] = []
+        self._flush_every_s = flush_every_s
+        self._last_flush = time.monotonic()
+
+    def close(self) -> None:
+        self.flush()
+        self._db.close()
+
+    # --- runs ----------------------------------------------------------------
+    def create_run(self, name: str, kind: str, sequence_path: str, sequence_text: str,
+                   station_text: str, seed: int | None, sample_id: str | None) -> int:
+        cur = self._db.execute(
+            "INSERT INTO runs (name, kind, sequence_path, sequence_text, station_text, seed,"
+            " sample_id, status, started_at) VALUES (?,?,?,?,?,?,?,?,?)",
+            (name, kind, sequence_path, sequence_text, station_text, seed, sample_id, "running",
+             time.time()))
+        return int(cur.lastrowid)
+
+    def set_status(self, run_id: int, status: str, message: str = "",
+                   summary: Mapping | None = None) -> None:
+        self.flush()
+        ended = time.time() if status != "running" else None
+        if summary is None:
+            self._db.execute("UPDATE runs SET status=?, message=?, ended_at=? WHERE id=?",
+                             (status, message, ended, run_id))
+        else:
+            self._db.execute(
+                "UPDATE runs SET status=?, message=?, ended_at=?, summary=? WHERE id=?",
+                (status, message, ended, json.dumps(summary), run_id))
+
+    def run(self, run_id: int) -> Run:
+        row = self._db.execute(
+            "SELECT id, name, kind, sequence_path, sequence_text, station_text, seed, sample_id,"
+            " status, message, started_at, ended_at, summary FROM runs WHERE id=?",
+            (run_id,)).fetchone()
+        if row is None:
+            raise InputError(f"run {run_id} is not in {self.path}")
+        return Run(*row[:-1], summary=json.loads(row[-1]))
+
+    def runs(self) -> list[Run]:
+        ids = [r[0] for r in self._db.execute("SELECT id FROM runs ORDER BY id")]
+        return [self.run(i) for i in ids]
+
+    # --- steps ---------------------------------------------------------------
+    def begin_step(self, run_id: int, idx: int, kind: str, params: Mapping, t_s: float) -> None:
+        self.flush()
+        self._db.execute(
+            "INSERT OR REPLACE INTO steps (run_id, idx, kind, params, status, t_start_s)"
+            " VALUES (?,?,?,?,?,?)", (run_id, idx, kind, json.dumps(params), "running", t_s))
+
+    def end_step(self, run_id: int, idx: int, status: str, t_s: float) -> None:
+        self.flush()
+        self._db.execute("UPDATE steps SET status=?, t_end_s=? WHERE run_id=? AND idx=?",
+                         (status, t_s, run_id, idx))
+
+    def steps(self, run_id: int) -> list[dict]:
+        rows = self._db.execute(
+            "SELECT idx, kind, params, status, t_start_s, t_end_s FROM steps WHERE run_id=?"
+            " ORDER BY idx", (run_id,)).fetchall()
+        return [{"idx": r[0], "kind": r[1], "params": json.loads(r[2]), "status": r[3],
+                 "t_start_s": r[4], "t_end_s": r[5]} for r in rows]
+
+    # --- readings --------------------------------------------------------------
+    def add_readings(self, run_id: int, t_s: float, values: Mapping[str, float]) -> None:
+        for name, value in values.items():
+            if value is None:
+                continue
+            self._pending.append((run_id, t_s, self._quantity_id(name), float(value)))
+        if time.monotonic() - self._last_flush >= self._flush_every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            with self._transaction():
+                self._write_pending()
+        self._last_flush = time.monotonic()
+
+    def _write_pending(self) -> None:
+        self._db.executemany("INSERT INTO readings VALUES (?,?,?,?)", self._pending)
+        self._pending.clear()
+
+    def _quantity_id(self, name: str) -> int:
+        qid = self._quantities.get(name)
+        if qid is None:
+            self._db.execute("INSERT OR IGNORE INTO quantities (name) VALUES (?)", (name,))
+            qid = self._db.execute("SELECT id FROM quantities WHERE name=?", (name,)).fetchone()[0]
+            self._quantities[name] = qid
+        return qid
+
+    def readings(self, run_id: int, names: Iterable[str] | None = None
+                 ) -> Iterator[tuple[float, str, float]]:
+        """(t_s, quantity, value) in time order."""
+        self.flush()
+        sql = ("SELECT r.t_s, q.name, r.value FROM readings r JOIN quantities q"
+               " ON q.id = r.quantity_id WHERE r.run_id=?")
+        args: list = [run_id]
+        if names is not None:
+            names = list(names)
+            sql += f" AND q.name IN ({','.join('?' * len(names))})"
+            args += names
+        yield from self._db.execute(sql + " ORDER BY r.t_s, q.name", args)
+
+    def quantity_names(self, run_id: int) -> list[str]:
+        self.flush()
+        return [r[0] for r in self._db.execute(
+            "SELECT DISTINCT q.name FROM readings r JOIN quantities q ON q.id = r.quantity_id"
+            " WHERE r.run_id=? ORDER BY q.name", (run_id,))]
+
+    # --- alarms ---------------------------------------------------------------
+    def add_alarm(self, run_id: int, t_s: float, severity: str, source: str, message: str) -> None:
+        self.flush()
+        self._db.execute("INSERT INTO alarms VALUES (?,?,?,?,?)",
+                         (run_id, t_s, severity, source, message))
+
+    def alarms(self, run_id: int) -> list[dict]:
+        rows = self._db.execute("SELECT t_s, severity, source, message FROM alarms WHERE run_id=?"
+                                " ORDER BY t_s, rowid", (run_id,)).fetchall()
+        return [{"t_s": r[0], "severity": r[1], "source": r[2], "message": r[3]} for r in rows]
+
+    # --- checkpoints -------------------------------------------------------------
+    def checkpoint(self, run_id: int, t_s: float, step_idx: int, state: Mapping) -> None:
+        """Commit every pending reading and the checkpoint together."""
+        with self._transaction():
+            self._write_pending()
+            seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM checkpoints"
+                                   " WHERE run_id=?", (run_id,)).fetchone()[0]
+            self._db.execute("INSERT INTO checkpoints VALUES (?,?,?,?,?)",
+                             (run_id, seq, t_s, step_idx, json.dumps(state)))
+            self._db.execute("DELETE FROM checkpoints WHERE run_id=? AND seq < ?",
+                             (run_id, seq - 2))
+        self._last_flush = time.monotonic()
+
+    def last_checkpoint(self, run_id: int) -> Checkpoint | None:
+        row = self._db.execute("SELECT seq, t_s, step_idx, state FROM checkpoints WHERE run_id=?"
+                               " ORDER BY seq DESC LIMIT 1", (run_id,)).fetchone()
+        return None if row is None else Checkpoint(row[0], row[1], row[2], json.loads(row[3]))
+
+    def rewind(self, run_id: int, t_s: float) -> int:
+        """Forget what a run recorded after `t_s` (a simulated world rolled back to a
+        checkpoint has not lived through it). Returns the number of readings removed."""
+        with self._transaction():
+            n = self._db.execute("DELETE FROM readings WHERE run_id=? AND t_s > ?",
+                                 (run_id, t_s)).rowcount
+            self._db.execute("DELETE FROM alarms WHERE run_id=? AND t_s > ?", (run_id, t_s))
+            self._db.execute("DELETE FROM layers WHERE run_id=?", (run_id,))
+        return n
+
+    # --- samples and their film stacks --------------------------------------------
+    def ensure_sample(self, sample_id: str, substrate: str = "") -> None:
+        self._db.execute("INSERT OR IGNORE INTO samples (id, substrate, created_at)"
+                         " VALUES (?,?,?)", (sample_id, substrate, time.time()))
+
+    def add_layer(self, sample_id: str, run_id: int, material: str, thickness_nm: float,
+                  rate_A_s: float | None, tool: str, properties: Mapping | None = None) -> None:
+        self.flush()
+        with self._transaction():
+            seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM layers"
+                                   " WHERE sample_id=?", (sample_id,)).fetchone()[0]
+            self._db.execute("INSERT INTO layers VALUES (?,?,?,?,?,?,?,?)",
+                             (sample_id, seq, run_id, material, thickness_nm, rate_A_s, tool,
+                              json.dumps(dict(properties or {}))))
+
+    def film_stack(self, sample_id: str) -> list[dict]:
+        rows = self._db.execute(
+            "SELECT seq, run_id, material, thickness_nm, rate_A_s, tool, properties FROM layers"
+            " WHERE sample_id=? ORDER BY seq", (sample_id,)).fetchall()
+        return [{"seq": r[0], "run_id": r[1], "material": r[2], "thickness_nm": r[3],
+                 "rate_A_s": r[4], "tool": r[5], "properties": json.loads(r[6])} for r in rows]
+
+    def sample(self, sample_id: str) -> dict:
+        row = self._db.execute("SELECT id, substrate, created_at FROM samples WHERE id=?",
+                               (sample_id,)).fetchone()
+        if row is None:
+            raise InputError(f"sample {sample_id!r} is not in {self.path}")
+        return {"id": row[0], "substrate": row[1], "created_at": row[2],
+                "layers": self.film_stack(sample_id)}
+
+    # --- plumbing ----------------------------------------------------------------
+    def _transaction(self):
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection):
+        self._db = db
+
+    def __enter__(self):
+        self._db.execute("BEGIN IMMEDIATE")
+        return self._db
+
+    def __exit__(self, exc_type, exc, tb):
+        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        return False

@@ -1,0 +1,290 @@
+"""INFICON SQM-160 emulator: the monitor's packets, readings from the sputter tool's crystal.
+
+The tool's crystal is wired to one sensor input (setting `sensor`); the other inputs of a
+2- or 6-channel unit (setting `channels`) have no crystal and read 0 Hz. Readings follow
+what the instrument computes, with the *configured* film parameters:
+
+- thickness: the Z-match equation from the frequency at the last zero (`S`) to the present
+  frequency, with the active film's density and Z-ratio, times film and crystal tooling;
+- rate: the crystal's mass rate over the film density, times the toolings, plus noise;
+- crystal life: where the frequency sits between the System 2 frequency min and max;
+- a failed crystal reads 0 Hz and rate 0, and its thickness holds the last value computed
+  while it oscillated (the emulator computes on demand, so that is the last reading asked
+  for; the manual's exact crystal-fail display could not be checked).
+
+Film and system parameters are instrument memory: they live on this object, survive new
+connections, and are part of `snapshot()` / `restore()` with the zero frequency. A packet
+with a bad CRC is dropped without a reply (assumption; the manual documents no status for
+it); a '!' inside a packet restarts reception there, as the manual says.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from lipon_hw.drivers.inficon_sqm160 import (
+    COMMAND_OFFSET,
+    DISPLAY_UNITS,
+    STATUS_OK,
+    FilmRecord,
+    SystemRecord1,
+    SystemRecord2,
+    decode_packet,
+    encode_reply,
+    packet_size,
+)
+from lipon_hw.sim.emulator import Emulator
+from lipon_hw.sim.physics import zmatch_thickness_A
+
+from lipon_hw.errors import FrameError, InputError
+
+FIRMWARE = "MON Ver 4.13"  # the version string pymeasure's tests quote
+RATE_NOISE_A_S = 0.05  # assumption: rate scatter of a settled 6 MHz crystal
+# film parameter limits from the SQM-160 specifications (quoted from memory: unverified)
+DENSITY_LIMITS_G_CM3 = (0.5, 99.99)
+TOOLING_LIMITS_PCT = (10, 399)
+Z_RATIO_LIMITS = (0.1, 10.0)
+STATUS_INVALID_COMMAND = b"C"
+STATUS_BAD_DATA = b"D"
+
+
+class SQM160Emulator(Emulator):
+    model = "INFICON SQM-160"
+
+    def __init__(self, name: str, tool, sensor: int = 1, channels: int = 2):
+        super().__init__(name)
+        if channels not in (2, 6) or not 1 <= sensor <= channels:
+            raise InputError(f"{name}: an SQM-160 has 2 or 6 channels and the crystal on one "
+                             f"of them (got channels={channels}, sensor={sensor})")
+        self.tool = tool
+        self.sensor = sensor
+        self.channels = channels
+        self._handlers = {
+            "@": lambda arg: FIRMWARE, "J": lambda arg: str(self.channels),
+            "L": self._cmd_rate, "M": self._cmd_average_rate,
+            "N": self._cmd_thickness, "O": self._cmd_average_thickness,
+            "P": self._cmd_frequency, "R": self._cmd_life, "W": self._cmd_all,
+            "S": self._cmd_zero, "T": lambda arg: "", "Y": self._cmd_power_up,
+            "Z": self._cmd_defaults, "D": self._cmd_select_film, "A": self._cmd_film,
+            "B": self._cmd_system1, "C": self._cmd_system2,
+        }
+        self.power_up = True
+        self._cmd_defaults("")
+        self._zero_Hz: float | None = None
+        self._held_A = 0.0
+        self._cmd_zero("")
+
+    # --- instrument memory ---------------------------------------------------------------
+    def snapshot(self) -> dict:
+        return {"films": {str(n): asdict(f) for n, f in self.films.items()},
+                "active_film": self.active_film, "system1": asdict(self.system1),
+                "system2": asdict(self.system2), "power_up": self.power_up,
+                "zero_Hz": self._zero_Hz, "held_A": self._held_A}
+
+    def restore(self, state: dict) -> None:
+        self.films = {int(n): FilmRecord(**f) for n, f in state["films"].items()}
+        self.active_film = state["active_film"]
+        system1 = dict(state["system1"])
+        system1["crystal_tooling_pct"] = tuple(system1["crystal_tooling_pct"])
+        self.system1 = SystemRecord1(**system1)
+        self.system2 = SystemRecord2(**state["system2"])
+        self.power_up = state["power_up"]
+        self._zero_Hz = state["zero_Hz"]
+        self._held_A = state["held_A"]
+
+    # --- framing ---------------------------------------------------------------------------
+    def _process(self, buffer: bytes) -> tuple[int, bytes]:
+        start = buffer.find(b"!")
+        if start != 0:
+            return (len(buffer) if start < 0 else start), b""
+        if len(buffer) < 2:
+            return 0, b""
+        if buffer[1] < COMMAND_OFFSET:
+            return 1, b""
+        size = packet_size(buffer, COMMAND_OFFSET)
+        restart = buffer.find(b"!", 1, size)
+        if restart > 0:
+            return restart, b""
+        if len(buffer) < size:
+            return 0, b""
+        try:
+            body = decode_packet(buffer[:size], COMMAND_OFFSET, "the host", accept_null_crc=True)
+        except FrameError:
+            return size, b""
+        return size, self._execute(body.decode("ascii", "replace"))
+
+    def _execute(self, command: str) -> bytes:
+        handler = self._handlers.get(command[:1])
+        if handler is None:
+            return encode_reply(STATUS_INVALID_COMMAND)
+        try:
+            return encode_reply(STATUS_OK, handler(command[1:]))
+        except ValueError:
+            return encode_reply(STATUS_BAD_DATA)
+
+    # --- physics -----------------------------------------------------------------------
+    def _film(self) -> FilmRecord:
+        return self.films.get(self.active_film, default_film(self.active_film))
+
+    def _tooling(self, sensor: int) -> float:
+        return self._film().tooling_pct / 100 * self.system1.crystal_tooling_pct[sensor - 1] / 100
+
+    def _live_crystal(self, sensor: int) -> dict | None:
+        """The tool's crystal if it is on `sensor` and oscillating."""
+        if sensor != self.sensor:
+            return None
+        crystal = self.tool.crystal()
+        return None if crystal["failed"] else crystal
+
+    def _frequency_Hz(self, sensor: int) -> float:
+        crystal = self._live_crystal(sensor)
+        return crystal["frequency_Hz"] if crystal else 0.0
+
+    def _rate_A_s(self, sensor: int) -> float:
+        crystal = self._live_crystal(sensor)
+        if crystal is None:
+            return 0.0
+        film_rate = crystal["mass_rate_g_cm2_s"] / self._film().density_g_cm3 * 1e8
+        return film_rate * self._tooling(sensor) + self.tool.world.rng.normal(0, RATE_NOISE_A_S)
+
+    def _thickness_A(self, sensor: int) -> float:
+        if sensor != self.sensor:
+            return 0.0
+        crystal = self._live_crystal(sensor)
+        if crystal is not None:
+            if self._zero_Hz is None:
+                self._zero_Hz = crystal["frequency_Hz"]
+            film = self._film()
+            self._held_A = zmatch_thickness_A(self._zero_Hz, crystal["frequency_Hz"],
+                                              film.density_g_cm3, film.z_ratio)
+            self._held_A *= self._tooling(sensor)
+        return self._held_A
+
+    def _averaged_sensors(self) -> list[int]:
+        mask = self._film().sensor_mask
+        return [s for s in range(1, self.channels + 1)
+                if mask & 1 << (s - 1) and self._live_crystal(s) is not None]
+
+    # --- display -------------------------------------------------------------------------
+    def _show_rate(self, rate_A_s: float) -> str:
+        return f"{rate_A_s / DISPLAY_UNITS[self.system1.display_mode][0]:5.2f}"
+
+    def _show_thickness(self, thickness_A: float) -> str:
+        return f"{thickness_A / 10 / DISPLAY_UNITS[self.system1.display_mode][1]:6.3f}"
+
+    def _sensor_arg(self, arg: str) -> int:
+        sensor = int(arg.removesuffix("?"))
+        if not 1 <= sensor <= self.channels:
+            raise ValueError(f"sensor {sensor} is not installed")
+        return sensor
+
+    # --- commands (each returns the reply data or raises ValueError for status 'D') -------
+    def _cmd_rate(self, arg: str) -> str:
+        return self._show_rate(self._rate_A_s(self._sensor_arg(arg)))
+
+    def _cmd_thickness(self, arg: str) -> str:
+        return self._show_thickness(self._thickness_A(self._sensor_arg(arg)))
+
+    def _cmd_frequency(self, arg: str) -> str:
+        return f"{self._frequency_Hz(self._sensor_arg(arg)):.3f}"
+
+    def _cmd_life(self, arg: str) -> str:
+        f = self._frequency_Hz(self._sensor_arg(arg))
+        low, high = self.system2.frequency_min_MHz * 1e6, self.system2.frequency_max_MHz * 1e6
+        return f"{min(100.0, max(0.0, 100 * (f - low) / (high - low))):.2f}"
+
+    def _cmd_average_rate(self, arg: str) -> str:
+        sensors = self._averaged_sensors()
+        return self._show_rate(sum(map(self._rate_A_s, sensors)) / max(1, len(sensors)))
+
+    def _cmd_average_thickness(self, arg: str) -> str:
+        sensors = self._averaged_sensors()
+        return self._show_thickness(sum(map(self._thickness_A, sensors)) / max(1, len(sensors)))
+
+    def _cmd_all(self, arg: str) -> str:
+        readings = (f"{self._show_rate(self._rate_A_s(s)).strip()} "
+                    f"{self._show_thickness(self._thickness_A(s)).strip()} "
+                    f"{self._frequency_Hz(s):.3f}" for s in range(1, self.channels + 1))
+        return " ".join(("00.00", *readings))
+
+    def _cmd_zero(self, arg: str) -> str:
+        crystal = self._live_crystal(self.sensor)
+        self._zero_Hz = crystal["frequency_Hz"] if crystal else None
+        self._held_A = 0.0
+        return ""
+
+    def _cmd_power_up(self, arg: str) -> str:
+        flag, self.power_up = self.power_up, False
+        return "1" if flag else "0"
+
+    def _cmd_defaults(self, arg: str) -> str:
+        self.films: dict[int, FilmRecord] = {}
+        self.active_film = 1
+        self.system1 = SystemRecord1()
+        self.system2 = SystemRecord2()
+        return ""
+
+    def _cmd_select_film(self, arg: str) -> str:
+        self.active_film = film_number(arg)
+        return ""
+
+    def _cmd_film(self, arg: str) -> str:
+        if arg.endswith("?"):
+            number = film_number(arg[:-1])
+            return self.films.get(number, default_film(number)).format()
+        number, record = parse_film_setting(arg)
+        self.films[number] = record
+        return ""
+
+    def _cmd_system1(self, arg: str) -> str:
+        if arg == "?":
+            return self.system1.format()
+        record = SystemRecord1.parse(arg)
+        if record.display_mode not in DISPLAY_UNITS:
+            raise ValueError(f"display mode {record.display_mode} is not emulated")
+        self.system1 = record
+        return ""
+
+    def _cmd_system2(self, arg: str) -> str:
+        if arg == "?":
+            return self.system2.format()
+        record = SystemRecord2.parse(arg)
+        if record.frequency_min_MHz >= record.frequency_max_MHz:
+            raise ValueError("frequency min must be below max")
+        self.system2 = record
+        return ""
+
+
+def default_film(number: int) -> FilmRecord:
+    """A film slot after a reset (`Z`); values are an assumption."""
+    return FilmRecord(name=f"FILM {number}")
+
+
+def film_number(text: str) -> int:
+    if not text.isdigit():
+        raise ValueError(f"{text!r} is not a film number")
+    number = int(text)
+    if not 1 <= number <= 99:
+        raise ValueError(f"film {number} does not exist")
+    return number
+
+
+def parse_film_setting(arg: str) -> tuple[int, FilmRecord]:
+    """`A{film}{record}`: the film number has 1 or 2 digits and the name 8 characters, so
+    the split is the one that leaves a valid record."""
+    for digits in (2, 1):
+        try:
+            number, record = film_number(arg[:digits]), FilmRecord.parse(arg[digits:])
+        except ValueError:
+            continue
+        check_film(record)
+        return number, record
+    raise ValueError(f"{arg!r} is not a film setting")
+
+
+def check_film(record: FilmRecord) -> None:
+    for value, (low, high) in ((record.density_g_cm3, DENSITY_LIMITS_G_CM3),
+                               (record.tooling_pct, TOOLING_LIMITS_PCT),
+                               (record.z_ratio, Z_RATIO_LIMITS)):
+        if not low <= value <= high:
+            raise ValueError(f"{value} is outside {low}..{high}")

@@ -1,0 +1,98 @@
+"""A Modbus RTU relay module on the wire, wired to the sputter tool.
+
+Coils are relay outputs. The wired ones act on the tool as well (`shutter`,
+`pumping`, `vent`); the rest are plain memory. The module implements read coils
+(01) and write single coil (05); any other function gets exception 01, a coil
+beyond the module exception 02, a bad value or count exception 03. Frames with a
+bad CRC or for another unit get no reply; broadcasts (unit 0) act silently.
+A real module finds frame boundaries by 3.5 characters of silence; a byte stream
+has none, so after a bad CRC the emulator drops one byte and looks again.
+"""
+
+from __future__ import annotations
+
+from lipon_hw.drivers.modbus_relay import (
+    BROADCAST_UNIT,
+    COIL_OFF,
+    COIL_ON,
+    READ_COILS,
+    WRITE_SINGLE_COIL,
+    crc_ok,
+    exception_reply,
+    read_coils_reply,
+    request_size,
+)
+from lipon_hw.sim.emulator import Emulator
+
+from lipon_hw.errors import InputError
+
+DEFAULT_WIRING = {0: "shutter", 1: "pumping", 2: "vent"}
+MAX_READ_COILS = 2000  # application protocol limit for function 01
+
+
+class ModbusRelayEmulator(Emulator):
+    model = "Modbus RTU 8-channel relay module"
+
+    def __init__(self, name: str, tool, unit: int = 1, coils: dict | None = None,
+                 n_coils: int = 8):
+        super().__init__(name)
+        self.tool = tool
+        self.unit = int(unit)
+        actions = {"shutter": tool.set_shutter, "pumping": tool.set_pumping,
+                   "vent": tool.set_vent}
+        wiring = {int(c): role for c, role in (coils or DEFAULT_WIRING).items()}
+        unknown = sorted(set(wiring.values()) - set(actions))
+        if unknown or any(not 0 <= c < n_coils for c in wiring):
+            raise InputError(f"{name}: coils {wiring} must map coil 0..{n_coils - 1} to "
+                             f"{', '.join(actions)}")
+        self._actions = {coil: actions[role] for coil, role in wiring.items()}
+        self.coils = [False] * int(n_coils)
+
+    # --- instrument memory (for checkpoints) ----------------------------------------
+    def snapshot(self) -> dict:
+        return {"coils": list(self.coils)}
+
+    def restore(self, state: dict) -> None:
+        self.coils = list(state["coils"])
+
+    # --- wire -------------------------------------------------------------------------
+    def _process(self, buffer: bytes) -> tuple[int, bytes]:
+        size = request_size(buffer)
+        if size is None or len(buffer) < size:
+            return 0, b""
+        frame = buffer[:size]
+        if not crc_ok(frame):
+            return 1, b""  # a byte stream has no silent gaps: slide until a frame checks
+        if frame[0] not in (self.unit, BROADCAST_UNIT):
+            return size, b""
+        reply = self._answer(frame)
+        return size, (b"" if frame[0] == BROADCAST_UNIT else reply)
+
+    def _answer(self, frame: bytes) -> bytes:
+        function = frame[1]
+        if function == WRITE_SINGLE_COIL:
+            return self._write_coil(frame)
+        if function == READ_COILS:
+            return self._read_coils(frame)
+        return exception_reply(self.unit, function, 0x01)
+
+    def _write_coil(self, frame: bytes) -> bytes:
+        coil = int.from_bytes(frame[2:4], "big")
+        value = int.from_bytes(frame[4:6], "big")
+        if coil >= len(self.coils):
+            return exception_reply(self.unit, WRITE_SINGLE_COIL, 0x02)
+        if value not in (COIL_ON, COIL_OFF):
+            return exception_reply(self.unit, WRITE_SINGLE_COIL, 0x03)
+        self.coils[coil] = value == COIL_ON
+        if coil in self._actions:
+            self._actions[coil](self.coils[coil])
+        return frame
+
+    def _read_coils(self, frame: bytes) -> bytes:
+        first = int.from_bytes(frame[2:4], "big")
+        count = int.from_bytes(frame[4:6], "big")
+        if not 1 <= count <= MAX_READ_COILS:
+            return exception_reply(self.unit, READ_COILS, 0x03)
+        if first + count > len(self.coils):
+            return exception_reply(self.unit, READ_COILS, 0x02)
+        return read_coils_reply(self.unit, self.coils[first:first + count])
