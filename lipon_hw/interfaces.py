@@ -37,6 +37,9 @@ class SputterSupply(Instrument, Protocol):
 
     def set_power_setpoint_W(self, power_W: float) -> None: ...
 
+    def set_regulation_mode(self, mode: str) -> None:
+        """'forward' or 'load' (delivered) power regulation."""
+
     def power_setpoint_W(self) -> float: ...
 
     def forward_power_W(self) -> float: ...

@@ -156,9 +156,16 @@ def _driver_kwargs(cls: type, inst: InstrumentSpec) -> dict:
     return kwargs
 
 
-def load_station(path: str | Path | None = None) -> Station:
-    if path is None:
-        text = resources.files("lipon_hw").joinpath("data", DEFAULT_STATION).read_text("utf-8")
+def default_station_text() -> str:
+    return resources.files("lipon_hw").joinpath("data", DEFAULT_STATION).read_text("utf-8")
+
+
+def load_station(path: str | Path | None = None, text: str | None = None) -> Station:
+    """The station file at `path`, the built-in simulated lab, or a run's stored copy."""
+    if text is not None:
+        doc = loads(text, str(path or "<stored station>"))
+    elif path is None:
+        text = default_station_text()
         doc = loads(text, f"<built-in {DEFAULT_STATION}>")
     else:
         doc = load(path)

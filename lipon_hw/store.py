@@ -88,6 +88,7 @@ CREATE TABLE IF NOT EXISTS layers (
     thickness_nm REAL NOT NULL,
     rate_A_s REAL,
     tool TEXT NOT NULL,
+    t_s REAL NOT NULL,
     properties TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (sample_id, seq)
 );
@@ -234,6 +235,11 @@ class Store:
             args += names
         yield from self._db.execute(sql + " ORDER BY r.t_s, q.name", args)
 
+    def last_reading_t(self, run_id: int) -> float | None:
+        self.flush()
+        return self._db.execute("SELECT MAX(t_s) FROM readings WHERE run_id=?",
+                                (run_id,)).fetchone()[0]
+
     def quantity_names(self, run_id: int) -> list[str]:
         self.flush()
         return [r[0] for r in self._db.execute(
@@ -276,7 +282,7 @@ class Store:
             n = self._db.execute("DELETE FROM readings WHERE run_id=? AND t_s > ?",
                                  (run_id, t_s)).rowcount
             self._db.execute("DELETE FROM alarms WHERE run_id=? AND t_s > ?", (run_id, t_s))
-            self._db.execute("DELETE FROM layers WHERE run_id=?", (run_id,))
+            self._db.execute("DELETE FROM layers WHERE run_id=? AND t_s > ?", (run_id, t_s))
         return n
 
     # --- samples and their film stacks --------------------------------------------
@@ -285,14 +291,15 @@ class Store:
                          " VALUES (?,?,?)", (sample_id, substrate, time.time()))
 
     def add_layer(self, sample_id: str, run_id: int, material: str, thickness_nm: float,
-                  rate_A_s: float | None, tool: str, properties: Mapping | None = None) -> None:
+                  rate_A_s: float | None, tool: str, t_s: float,
+                  properties: Mapping | None = None) -> None:
         self.flush()
         with self._transaction():
             seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM layers"
                                    " WHERE sample_id=?", (sample_id,)).fetchone()[0]
-            self._db.execute("INSERT INTO layers VALUES (?,?,?,?,?,?,?,?)",
+            self._db.execute("INSERT INTO layers VALUES (?,?,?,?,?,?,?,?,?)",
                              (sample_id, seq, run_id, material, thickness_nm, rate_A_s, tool,
-                              json.dumps(dict(properties or {}))))
+                              t_s, json.dumps(dict(properties or {}))))
 
     def film_stack(self, sample_id: str) -> list[dict]:
         rows = self._db.execute(

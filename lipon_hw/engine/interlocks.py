@@ -32,7 +32,11 @@ class Interlock:
     tree: ast.expr
     names: dict[str, str]  # name as written → qualified quantity
     hold_s: float = 0.0
+    during: tuple[str, ...] = ()
     _true_since: float | None = field(default=None, repr=False)
+
+    def armed(self, step_kind: str) -> bool:
+        return not self.during or step_kind in self.during
 
     def check(self, now: float, values: Mapping[str, float]) -> bool:
         """True once the condition has held for `hold_s` (missing readings: False)."""

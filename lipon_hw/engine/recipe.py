@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from lipon_hw.engine.interlocks import Interlock, parse_interlock
 from lipon_hw.station import ROLES, Station
-from lipon_hw.yamlfile import Doc, load, pydantic_error
+from lipon_hw.yamlfile import Doc, load, loads, pydantic_error
 
 #: quantities the engine records for each role, as `<instrument>.<quantity>`
 ROLE_QUANTITIES: dict[str, tuple[str, ...]] = {
@@ -106,6 +106,7 @@ class InterlockSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     when: str
     then: Literal["hold", "abort", "alarm"]
+    during: list[str] = []  # step kinds in which it is armed; empty: always
 
 
 class _RecipeHead(BaseModel):
@@ -152,8 +153,9 @@ class Recipe:
                 for q in ROLE_QUANTITIES.get(role, ())}
 
 
-def load_recipe(path: str, station: Station) -> Recipe:
-    doc = load(path)
+def load_recipe(path: str, station: Station, text: str | None = None) -> Recipe:
+    """Parse and validate; `text` (a run's stored copy) stands in for the file."""
+    doc = load(path) if text is None else loads(text, path)
     if not isinstance(doc.data, dict):
         raise doc.error((), "a recipe must be a mapping with name, tool and steps")
     try:
@@ -162,8 +164,10 @@ def load_recipe(path: str, station: Station) -> Recipe:
         raise pydantic_error(doc, exc) from None
     roles = _bind_roles(doc, head, station)
     steps = [_parse_step(doc, i, raw) for i, raw in enumerate(head.steps)]
+    if text is None:
+        text = Path(path).read_text(encoding="utf-8")
     recipe = Recipe(
-        path=path, text=Path(path).read_text(encoding="utf-8"), name=head.name, tool=head.tool,
+        path=path, text=text, name=head.name, tool=head.tool,
         sample=head.sample, roles=roles, steps=steps, interlocks=[],
         record_every_s=head.record_every_s, checkpoint_every_s=head.checkpoint_every_s)
     for i, step in enumerate(steps):
@@ -171,9 +175,15 @@ def load_recipe(path: str, station: Station) -> Recipe:
     known = recipe.quantities()
     for i, spec in enumerate(head.interlocks):
         try:
-            recipe.interlocks.append(parse_interlock(spec.when, spec.then, known))
+            lock = parse_interlock(spec.when, spec.then, known)
         except ValueError as exc:
             raise doc.error(("interlocks", i, "when"), str(exc)) from None
+        for j, kind in enumerate(spec.during):
+            if kind not in STEP_KINDS:
+                raise doc.error(("interlocks", i, "during", j),
+                                f"unknown step {kind!r} (known: {', '.join(STEP_KINDS)})")
+        lock.during = tuple(spec.during)
+        recipe.interlocks.append(lock)
     return recipe
 
 

@@ -1,0 +1,313 @@
+"""`lipon-hw`: run, validate, resume and inspect recipes; serve the simulated lab.
+
+Every error a user can cause is printed as one sentence on stderr with a
+non-zero exit code (2 for bad input, 3 for an aborted run, 1 for a failed
+run, 130 when interrupted), never as a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from lipon_hw.errors import InputError, LiponError
+
+DEFAULT_DATA = "lipon-data"
+
+data_option = click.option("--data", "data_dir", default=DEFAULT_DATA, show_default=True,
+                           type=click.Path(file_okay=False),
+                           help="Data directory holding the run database.")
+json_option = click.option("--json", "as_json", is_flag=True,
+                           help="Machine-readable output on stdout.")
+
+
+def reports_errors(fn):
+    """Turn LiponError into one line on stderr and its exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except LiponError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="lipon-hw")
+def main() -> None:
+    """Instrument control and test automation for LiPON thin-film battery lines.
+
+    With no --station, every command uses the built-in simulated lab.
+    """
+
+
+@main.command()
+@click.argument("sequence", type=click.Path(dir_okay=False))
+@click.option("--station", "station_path", type=click.Path(dir_okay=False),
+              help="Station file (default: the built-in simulated lab).")
+@data_option
+@click.option("--seed", type=int, help="Seed of the simulated lab (default: the station's).")
+@click.option("--speed", type=float,
+              help="Run on a real-time clock at this many times wall speed (1 for hardware). "
+                   "Default for a simulated lab: virtual time, as fast as possible.")
+@json_option
+@reports_errors
+def run(sequence, station_path, data_dir, seed, speed, as_json) -> None:
+    """Run a recipe SEQUENCE (YAML) on the station."""
+    from lipon_hw.engine.session import start_run
+
+    with _stop_on_sigterm(), _Progress(quiet=as_json) as progress:
+        _finish(progress, as_json, lambda: start_run(
+            sequence, data_dir, station_path, seed=seed, speed=speed, notify=progress.note,
+            on_sample=progress.sample, on_start=progress.start))
+
+
+@main.command()
+@click.argument("run_id", type=int)
+@data_option
+@click.option("--speed", type=float, help="As for `run`.")
+@json_option
+@reports_errors
+def resume(run_id, data_dir, speed, as_json) -> None:
+    """Continue a killed or interrupted run from its last checkpoint."""
+    from lipon_hw.engine.session import resume_run
+
+    _require_store(data_dir)
+    with _stop_on_sigterm(), _Progress(quiet=as_json) as progress:
+        _finish(progress, as_json, lambda: resume_run(
+            run_id, data_dir, speed=speed, notify=progress.note, on_sample=progress.sample,
+            on_start=progress.start))
+
+
+def _finish(progress, as_json: bool, start) -> None:
+    from lipon_hw.errors import RunAborted
+
+    try:
+        result = start()
+    except LiponError as exc:
+        if progress.run_id is not None and as_json and not isinstance(exc, InputError):
+            click.echo(json.dumps(_run_json_failed(progress, exc)))
+        raise
+    if as_json:
+        click.echo(json.dumps({
+            "run_id": result.run_id, "status": result.status,
+            "thickness_nm": _round(result.summary.get("thickness_nm"), 3),
+            "duration_s": round(result.t_s, 3), "wall_s": round(result.wall_s, 3),
+            "layers": [{"material": la["material"], "thickness_nm": round(la["thickness_nm"], 3)}
+                       for la in result.summary.get("layers", [])]}))
+    else:
+        click.echo(f"run {result.run_id} {result.status}: "
+                   f"{_fmt(result.summary.get('thickness_nm'))} nm, "
+                   f"{result.t_s / 3600:.2f} h of process time in {result.wall_s:.1f} s")
+    if result.status != "completed":
+        raise RunAborted(result.message)
+
+
+def _run_json_failed(progress, exc) -> dict:
+    return {"run_id": progress.run_id, "status": _status_of(exc), "message": str(exc)}
+
+
+def _status_of(exc) -> str:
+    return {3: "aborted", 130: "interrupted"}.get(exc.exit_code, "failed")
+
+
+@main.command()
+@click.argument("sequence", type=click.Path(dir_okay=False))
+@click.option("--station", "station_path", type=click.Path(dir_okay=False))
+@json_option
+@reports_errors
+def validate(sequence, station_path, as_json) -> None:
+    """Check a recipe against its schema and the station, moving nothing."""
+    from lipon_hw.engine.session import validate as check
+
+    recipe, station = check(sequence, station_path)
+    if as_json:
+        click.echo(json.dumps({"valid": True, "name": recipe.name, "tool": recipe.tool,
+                               "steps": [s.describe() for s in recipe.steps]}))
+    else:
+        click.echo(f"{sequence}: valid ({len(recipe.steps)} steps on {recipe.tool} of "
+                   f"{station.spec.name})")
+
+
+@main.command()
+@data_option
+@json_option
+@reports_errors
+def runs(data_dir, as_json) -> None:
+    """List the runs in the data directory."""
+    store = _require_store(data_dir)
+    rows = [{"run_id": r.id, "name": r.name, "status": r.status, "sample": r.sample_id,
+             "thickness_nm": r.summary.get("thickness_nm"),
+             "duration_s": r.summary.get("virtual_s"), "message": r.message}
+            for r in store.runs()]
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    for r in rows:
+        click.echo(f"{r['run_id']:>4}  {r['status']:<11} {r['sample'] or '-':<10} "
+                   f"{_fmt(r['thickness_nm']):>9} nm  {r['name']}")
+
+
+@main.command()
+@click.argument("sample_id")
+@data_option
+@json_option
+@reports_errors
+def sample(sample_id, data_dir, as_json) -> None:
+    """Show a sample's film stack, layer by layer, across tools and runs."""
+    info = _require_store(data_dir).sample(sample_id)
+    if as_json:
+        click.echo(json.dumps(info))
+        return
+    click.echo(f"sample {info['id']} on {info['substrate'] or 'unknown substrate'}")
+    for layer in info["layers"]:
+        click.echo(f"  {layer['seq']}. {layer['material']:<8} {layer['thickness_nm']:9.1f} nm  "
+                   f"at {_fmt(layer['rate_A_s'], 2)} Å/s  ({layer['tool']}, run {layer['run_id']})")
+
+
+@main.command()
+@click.argument("run_id", type=int)
+@data_option
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv",
+              show_default=True)
+@click.option("--out", "out_path", type=click.Path(), required=True)
+@reports_errors
+def export(run_id, data_dir, fmt, out_path) -> None:
+    """Export a run's readings (one row per time, one column per quantity)."""
+    from lipon_hw.export import export_run
+
+    path = export_run(_require_store(data_dir), run_id, fmt, out_path)
+    click.echo(str(path))
+
+
+@main.command()
+@click.option("--station", "station_path", type=click.Path(dir_okay=False))
+@reports_errors
+def station(station_path) -> None:
+    """Print the station file (default: the built-in simulated lab)."""
+    from lipon_hw.station import load_station
+
+    click.echo(load_station(station_path).text, nl=False)
+
+
+@main.group()
+def sim() -> None:
+    """The simulated lab."""
+
+
+@sim.command()
+@click.option("--station", "station_path", type=click.Path(dir_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port-base", type=int, default=5000, show_default=True,
+              help="First TCP port; each emulator takes the next one (0: any free ports).")
+@click.option("--speed", type=float, default=1.0, show_default=True,
+              help="Times real time for the simulated physics.")
+@click.option("--seed", type=int)
+@json_option
+@reports_errors
+def serve(station_path, host, port_base, speed, seed, as_json) -> None:
+    """Serve every emulator on its own TCP port until SIGINT/SIGTERM."""
+    from lipon_hw.sim.serve import run_serve
+    from lipon_hw.station import load_station
+
+    if speed <= 0:
+        raise InputError(f"--speed must be above 0, not {speed:g}")
+    sys.exit(run_serve(load_station(station_path), host, port_base, speed, seed, as_json))
+
+
+# --- helpers ------------------------------------------------------------------------
+def _require_store(data_dir: str):
+    from lipon_hw.store import DB_NAME, Store
+
+    if not (Path(data_dir) / DB_NAME).exists():
+        raise InputError(f"{data_dir} holds no lipon-hw data (no {DB_NAME}); "
+                         "pass --data DIR of an earlier run")
+    return Store(data_dir)
+
+
+class _stop_on_sigterm:
+    """SIGTERM stops a run like Ctrl-C: the engine then leaves the hardware safe."""
+
+    def __enter__(self):
+        def interrupt(_signum, _frame):
+            raise KeyboardInterrupt
+
+        self._old = signal.signal(signal.SIGTERM, interrupt)
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGTERM, self._old)
+        return False
+
+
+class _Progress:
+    """A progress bar of thickness toward the deposit target, with virtual and wall time."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.bar = None
+        self.run_id = None
+        self.step = ""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+        return False
+
+    def start(self, run_id: int, recipe) -> None:
+        from tqdm import tqdm
+
+        self.run_id = run_id
+        targets = [s.params.until_thickness_nm for s in recipe.steps if s.kind == "deposit"
+                   and s.params.until_thickness_nm]
+        self.monitor = recipe.roles.get("thickness_monitor")
+        self.bar = tqdm(total=round(sum(targets) or 1.0, 1), unit="nm", file=sys.stderr,
+                        disable=True if self.quiet else None, dynamic_ncols=True,
+                        desc=f"run {run_id}",
+                        bar_format="{desc} {percentage:3.0f}%|{bar}| {n:.1f}/{total:.0f} nm "
+                                   "[{elapsed} wall] {postfix}")
+
+    def note(self, message: str) -> None:
+        self.step = message.split(":")[-1].strip() if message.startswith("step") else self.step
+        if self.quiet:
+            return
+        if self.bar is not None and not self.bar.disable:
+            self.bar.write(message, file=sys.stderr)
+        else:
+            click.echo(message, err=True)
+
+    def sample(self, ctx) -> None:
+        if self.bar is None or self.bar.disable:
+            return
+        thickness = ctx.latest.get(f"{self.monitor}.thickness_nm") if self.monitor else None
+        if thickness is not None and self.step == "deposit":
+            self.bar.n = min(max(thickness, 0.0), self.bar.total)
+        h, rem = divmod(int(ctx.now), 3600)
+        self.bar.set_postfix_str(f"{self.step}, t = {h}:{rem // 60:02d}:{rem % 60:02d} virtual",
+                                 refresh=False)
+        self.bar.update(0)  # redraws at most every mininterval
+
+
+def _fmt(value, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _round(value, digits):
+    return None if value is None else round(value, digits)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,276 @@
+"""The run engine: a recipe's steps as simpy processes, one sampler, one safe state.
+
+Two processes share one simpy environment (and the simulated lab's clock):
+- the *plan* runs the steps in order, each a generator (bluesky's plan idea);
+- the *sampler* reads every instrument of the tool each `record_every_s`,
+  writes the readings to the store, evaluates interlocks and writes a
+  checkpoint each `checkpoint_every_s` and after every step.
+
+A `hold` (from an interlock or the operator) closes the shutter and switches
+RF off; steps' clocks stop while held; on release RF is ramped back and the
+shutter reopened. Whatever ends a run — completion, an interlock abort, a lost
+link, Ctrl-C — the `finally` in `Engine.run` puts every instrument in its safe
+state and says so in the store.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import simpy
+
+from lipon_hw.engine.recipe import ROLE_QUANTITIES, Recipe
+from lipon_hw.errors import LiponError, RunAborted
+from lipon_hw.station import Lab
+from lipon_hw.store import Store
+
+#: the order in which instruments are made safe: stop the power first
+SAFE_ORDER = ("rf_supply", "shutter", "gas_flow")
+#: how many holds one step tolerates before the run is aborted
+MAX_HOLDS_PER_STEP = 3
+
+
+class Interrupted(LiponError):
+    """Ctrl-C or SIGTERM."""
+
+    exit_code = 130
+
+
+@dataclass
+class RunResult:
+    run_id: int
+    status: str
+    message: str
+    t_s: float
+    wall_s: float
+    summary: dict = field(default_factory=dict)
+
+
+class Context:
+    """What a step may use: the environment, the tool's instruments, the latest readings."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.env: simpy.Environment = engine.env
+        self.recipe = engine.recipe
+        self.lab = engine.lab
+        self.store = engine.store
+        self.run_id = engine.run_id
+        self.latest: dict[str, float] = {}
+        self.setpoints: dict = {}
+        self.held = False
+        self.holds_this_step = 0
+        self.step_idx = 0
+        self.step_state: dict = {}
+        self._sampled = self.env.event()
+
+    def role(self, role: str):
+        return self.lab.instruments[self.recipe.roles[role]]
+
+    def quantity(self, role: str, name: str) -> float | None:
+        return self.latest.get(f"{self.recipe.roles[role]}.{name}")
+
+    @property
+    def now(self) -> float:
+        return self.env.now
+
+    def alarm(self, severity: str, source: str, message: str) -> None:
+        self.store.add_alarm(self.run_id, self.env.now, severity, source, message)
+        self.engine.notify(f"{severity}: {source}: {message}")
+
+    def record(self, values: dict[str, float]) -> None:
+        self.store.add_readings(self.run_id, self.env.now, values)
+
+    # --- waiting ----------------------------------------------------------------
+    def next_sample(self):
+        """Wait for a fresh set of readings taken while not held."""
+        while True:
+            yield self._sampled
+            if not self.held:
+                return
+
+    def sleep(self, seconds: float, state: dict, key: str = "elapsed_s"):
+        """Wait `seconds` of un-held time, resumable: progress is kept in `state[key]`."""
+        tick = self.recipe.record_every_s
+        while state.get(key, 0.0) < seconds - 1e-9:
+            dt = min(tick, seconds - state.get(key, 0.0))
+            yield self.env.timeout(dt)
+            if not self.held:
+                state[key] = state.get(key, 0.0) + dt
+
+    def _new_sample(self) -> None:
+        event, self._sampled = self._sampled, self.env.event()
+        event.succeed()
+
+
+class Engine:
+    def __init__(self, recipe: Recipe, lab: Lab, store: Store, run_id: int,
+                 env: simpy.Environment, notify: Callable[[str], None] | None = None,
+                 on_sample: Callable[[Context], None] | None = None):
+        self.recipe = recipe
+        self.lab = lab
+        self.store = store
+        self.run_id = run_id
+        self.env = env
+        self.notify = notify or (lambda _msg: None)
+        self.on_sample = on_sample or (lambda _ctx: None)
+        self.ctx = Context(self)
+        self._last_checkpoint = env.now
+        self._polled = self._polled_quantities()
+
+    # --- the run -------------------------------------------------------------------
+    def run(self, start_idx: int = 0, step_state: dict | None = None,
+            setpoints: dict | None = None, resumed: bool = False) -> RunResult:
+        """Run the steps from `start_idx`; a resumed run re-establishes `setpoints` first
+        and takes its first sample one period after the checkpoint (that one is stored)."""
+        from lipon_hw.engine.steps import STEPS, restore_process
+
+        ctx, wall0 = self.ctx, time.monotonic()
+        ctx.step_idx, ctx.step_state = start_idx, dict(step_state or {})
+        ctx.setpoints = dict(setpoints or {})
+
+        def plan():
+            if resumed:
+                yield from restore_process(ctx)
+            for idx in range(start_idx, len(self.recipe.steps)):
+                step = self.recipe.steps[idx]
+                if idx != start_idx:
+                    ctx.step_state = {}
+                ctx.step_idx, ctx.holds_this_step = idx, 0
+                self.store.begin_step(self.run_id, idx, step.kind, step.describe(), self.env.now)
+                self.notify(f"step {idx + 1}/{len(self.recipe.steps)}: {step.kind}")
+                yield from STEPS[step.kind](ctx, step.params, ctx.step_state)
+                self.store.end_step(self.run_id, idx, "done", self.env.now)
+                ctx.step_idx, ctx.step_state = idx + 1, {}
+                self.checkpoint()
+
+        status, message = "failed", ""
+        try:
+            sampler = self.env.process(self._sampler(delay_s=self.recipe.record_every_s
+                                                     if resumed else 0.0))
+            main = self.env.process(plan())
+            self.env.run(until=main)
+            sampler.interrupt()
+            status, message = "completed", "all steps done"
+        except KeyboardInterrupt:
+            status, message = "interrupted", "stopped by the operator (Ctrl-C / SIGTERM)"
+            raise Interrupted(message) from None
+        except RunAborted as exc:
+            status, message = "aborted", str(exc)
+            raise
+        except LiponError as exc:
+            status, message = "failed", str(exc)
+            raise
+        finally:
+            if status != "completed":
+                self._end_step(status)
+            self.make_safe(reason=message)
+            self.store.set_status(self.run_id, status, message, self.summary())
+            self.result = RunResult(self.run_id, status, message, self.env.now,
+                                    time.monotonic() - wall0, self.summary())
+        return self.result
+
+    def _end_step(self, status: str) -> None:
+        if self.ctx.step_idx < len(self.recipe.steps):
+            self.store.end_step(self.run_id, self.ctx.step_idx, status, self.env.now)
+
+    def summary(self) -> dict:
+        layers = [layer for layer in self.store.film_stack(self.recipe.sample.id)
+                  if layer["run_id"] == self.run_id] if self.recipe.sample else []
+        monitor = self.recipe.roles.get("thickness_monitor")
+        thickness = (layers[-1]["thickness_nm"] if layers
+                     else self.ctx.latest.get(f"{monitor}.thickness_nm"))
+        return {"thickness_nm": thickness, "virtual_s": self.env.now, "layers": layers}
+
+    # --- sampling, interlocks, checkpoints -------------------------------------------
+    def _polled_quantities(self) -> list[tuple[str, object, str]]:
+        out = []
+        for role, inst_name in self.recipe.roles.items():
+            driver = self.lab.instruments[inst_name]
+            for q in ROLE_QUANTITIES.get(role, ()):
+                out.append((f"{inst_name}.{q}", driver, q))
+        return out
+
+    def sample(self) -> dict[str, float]:
+        values = {name: getattr(driver, q)() for name, driver, q in self._polled}
+        self.ctx.latest.update(values)
+        self.ctx.record(values)
+        return values
+
+    def _sampler(self, delay_s: float = 0.0):
+        ctx = self.ctx
+        try:
+            yield self.env.timeout(delay_s)
+            while True:
+                values = self.sample()
+                self._check_interlocks(values)
+                if self.env.now - self._last_checkpoint >= self.recipe.checkpoint_every_s:
+                    self.checkpoint()
+                ctx._new_sample()
+                self.on_sample(ctx)
+                yield self.env.timeout(self.recipe.record_every_s)
+        except simpy.Interrupt:
+            return
+
+    def _check_interlocks(self, values: dict[str, float]) -> None:
+        ctx = self.ctx
+        steps = self.recipe.steps
+        kind = steps[ctx.step_idx].kind if ctx.step_idx < len(steps) else ""
+        fired = [lock for lock in self.recipe.interlocks
+                 if lock.armed(kind) and lock.check(self.env.now, ctx.latest)]
+        for lock in fired:
+            if lock.action == "abort":
+                raise RunAborted(f"interlock {lock.text!r} tripped")
+            if lock.action == "alarm":
+                ctx.alarm("warning", "interlock", f"{lock.text!r} is true")
+        if not ctx.held and any(lock.action == "hold" for lock in fired):
+            ctx.holds_this_step += 1
+            if ctx.holds_this_step > MAX_HOLDS_PER_STEP:
+                raise RunAborted(f"interlock {fired[0].text!r} held step "
+                                 f"{ctx.step_idx + 1} more than {MAX_HOLDS_PER_STEP} times")
+            self.env.process(self.hold([lk for lk in fired if lk.action == "hold"]))
+
+    def hold(self, reasons):
+        """Shutter closed and RF off until every holding condition has cleared."""
+        from lipon_hw.engine.steps import resume_after_hold, safe_hold
+
+        ctx = self.ctx
+        ctx.held = True
+        text = "; ".join(r.text for r in reasons)
+        ctx.alarm("hold", "interlock", f"{text}: shutter closed, RF off")
+        safe_hold(ctx)
+        yield self.env.timeout(self.recipe.record_every_s)
+        while any(r.check(self.env.now, ctx.latest) for r in reasons):
+            yield self.env.timeout(self.recipe.record_every_s)
+        yield from resume_after_hold(ctx)
+        ctx.held = False
+        ctx.alarm("info", "interlock", f"{text}: cleared, process restored")
+
+    def checkpoint(self) -> None:
+        ctx = self.ctx
+        state = {"step_idx": ctx.step_idx, "step_state": ctx.step_state,
+                 "setpoints": ctx.setpoints,
+                 "sim": self.lab.sim.snapshot() if self.lab.sim else None}
+        self.store.checkpoint(self.run_id, self.env.now, ctx.step_idx, state)
+        self._last_checkpoint = self.env.now
+
+    # --- safe state ----------------------------------------------------------------
+    def make_safe(self, reason: str = "") -> None:
+        """Every instrument to its safe state, power first; failures are recorded, not raised."""
+        roles = {inst: role for role, inst in self.recipe.roles.items()}
+        order = sorted(self.lab.instruments, key=lambda n: (
+            SAFE_ORDER.index(roles[n]) if roles.get(n) in SAFE_ORDER else len(SAFE_ORDER)))
+        done, failed = [], []
+        for name in order:
+            try:
+                self.lab.instruments[name].make_safe()
+                done.append(name)
+            except (LiponError, OSError) as exc:
+                failed.append(f"{name} ({exc})")
+        message = f"safe state: {', '.join(done)} made safe"
+        if failed:
+            message += f"; FAILED for {', '.join(failed)}"
+        self.store.add_alarm(self.run_id, self.env.now, "error" if failed else "info",
+                             "engine", message + (f" after: {reason}" if reason else ""))

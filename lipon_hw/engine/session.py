@@ -1,0 +1,95 @@
+"""Starting and resuming runs: station + recipe + store + clock → Engine.
+
+The clock: simulated stations run in virtual time by default (as fast as the
+host allows); `speed` puts the run on a real-time clock at that many times
+wall speed. A station with real hardware always runs at speed 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import simpy
+
+from lipon_hw.engine.recipe import Recipe, load_recipe
+from lipon_hw.engine.runner import Context, Engine, RunResult
+from lipon_hw.errors import InputError
+from lipon_hw.station import Station, load_station
+from lipon_hw.store import Store
+
+RESUMABLE = ("running", "interrupted", "aborted", "failed")
+
+
+def make_env(station: Station, speed: float | None, initial_time: float = 0.0):
+    if speed is None and station.simulated:
+        return simpy.Environment(initial_time)
+    return simpy.rt.RealtimeEnvironment(initial_time, factor=1.0 / (speed or 1.0), strict=False)
+
+
+def validate(sequence: str, station_path: str | None = None) -> tuple[Recipe, Station]:
+    station = load_station(station_path)
+    return load_recipe(sequence, station), station
+
+
+def start_run(sequence: str, data_dir: str | Path, station_path: str | None = None,
+              seed: int | None = None, speed: float | None = None,
+              notify: Callable[[str], None] | None = None,
+              on_sample: Callable[[Context], None] | None = None,
+              on_start: Callable[[int, Recipe], None] | None = None) -> RunResult:
+    recipe, station = validate(sequence, station_path)
+    if speed is not None and speed <= 0:
+        raise InputError(f"--speed must be above 0, not {speed:g}")
+    store = Store(data_dir)
+    seed = seed if seed is not None else (station.spec.sim.seed if station.simulated else None)
+    run_id = store.create_run(recipe.name, "deposition", str(sequence), recipe.text, station.text,
+                              seed, recipe.sample.id if recipe.sample else None)
+    if recipe.sample:
+        store.ensure_sample(recipe.sample.id, recipe.sample.substrate)
+    if on_start:
+        on_start(run_id, recipe)
+    env = make_env(station, speed)
+    lab = station.connect(lambda: env.now, seed=seed)
+    try:
+        return Engine(recipe, lab, store, run_id, env, notify, on_sample).run()
+    finally:
+        lab.close()
+        store.close()
+
+
+def resume_run(run_id: int, data_dir: str | Path, speed: float | None = None,
+               notify: Callable[[str], None] | None = None,
+               on_sample: Callable[[Context], None] | None = None,
+               on_start: Callable[[int, Recipe], None] | None = None) -> RunResult:
+    """Continue a run from its last checkpoint, with the recipe and station it started with."""
+    store = Store(data_dir)
+    try:
+        run = store.run(run_id)
+        if run.status not in RESUMABLE:
+            raise InputError(f"run {run_id} is {run.status}; only an unfinished run can resume")
+        station = load_station(text=run.station_text)
+        recipe = load_recipe(run.sequence_path, station, text=run.sequence_text)
+        cp = store.last_checkpoint(run_id)
+        t0 = cp.t_s if cp else 0.0
+        if station.simulated:
+            # the simulated world rolls back to the checkpoint: what came after never happened
+            store.rewind(run_id, t0)
+        else:
+            t0 = max(t0, store.last_reading_t(run_id) or 0.0)
+        store.set_status(run_id, "running", f"resumed from t = {t0:.0f} s")
+        store.add_alarm(run_id, t0, "info", "engine", f"resumed from checkpoint at t = {t0:.0f} s")
+        if on_start:
+            on_start(run_id, recipe)
+        env = make_env(station, speed, t0)
+        lab = station.connect(lambda: env.now, seed=run.seed)
+        try:
+            state = cp.state if cp else {"step_idx": 0, "step_state": {}, "setpoints": {}}
+            if lab.sim is not None and state.get("sim"):
+                lab.sim.restore(state["sim"])
+            engine = Engine(recipe, lab, store, run_id, env, notify, on_sample)
+            return engine.run(state["step_idx"], state["step_state"], state["setpoints"],
+                              resumed=True)
+        finally:
+            lab.close()
+    finally:
+        store.close()

@@ -1,0 +1,185 @@
+"""`lipon-hw sim serve`: every emulator of a station on its own loopback TCP port.
+
+The in-process `sim://` link answers in virtual time; here the same emulators sit
+behind real sockets on a scaled wall clock, so the real pyserial/pyvisa stack, a
+vendor's utility or any third-party client can talk to the simulated lab as it
+would to instruments behind a terminal server. One World is shared by all the
+ports (the RF supply heats the same chamber the gauge reads), so one lock guards
+it across every server.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import TextIO
+
+from lipon_hw.drivers import DRIVERS
+from lipon_hw.sim.lab import SimLab
+from lipon_hw.sim.tcp import EmulatorServer, serve
+
+from lipon_hw.errors import InputError
+from lipon_hw.station import Station
+
+SIM_PREFIX = "sim://"
+
+
+def scaled_clock(speed: float, t0_virtual: float = 0.0) -> Callable[[], float]:
+    """Virtual seconds that run `speed` times faster than the wall clock.
+
+    Monotonic, so a wall-clock adjustment (NTP, DST) never moves the physics backwards.
+    """
+    t_start = time.monotonic()
+    return lambda: t0_virtual + (time.monotonic() - t_start) * speed
+
+
+class LabServer:
+    """A running `sim serve`: the simulated lab and one TCP server per sim:// endpoint."""
+
+    def __init__(self, station: Station, lab: SimLab, host: str,
+                 servers: dict[str, EmulatorServer], speed: float):
+        self.station = station
+        self.lab = lab
+        self.host = host
+        self.servers = servers
+        self.speed = speed
+
+    @property
+    def ports(self) -> dict[str, int]:
+        """Endpoint name (the NAME of sim://NAME) → TCP port."""
+        return {endpoint: server.port for endpoint, server in self.servers.items()}
+
+    def instruments(self) -> dict[str, dict[str, str]]:
+        """How to reach each simulated instrument; instruments sharing a box share its port.
+
+        Instruments with real (non-sim://) addresses are not served and not listed.
+        """
+        out = {}
+        for name, inst in self.station.spec.instruments.items():
+            if not inst.address.startswith(SIM_PREFIX):
+                continue
+            port = self.servers[inst.address[len(SIM_PREFIX):]].port
+            out[name] = {"driver": DRIVERS.get(inst.driver, inst.driver),
+                         "tcp": f"{self.host}:{port}",
+                         "visa": f"TCPIP::{self.host}::{port}::SOCKET"}
+        return out
+
+    def stop(self) -> None:
+        for server in self.servers.values():
+            server.stop()
+        self.servers = {}
+
+    def __enter__(self) -> LabServer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def serve_lab(station: Station, host: str = "127.0.0.1", port_base: int = 0,
+              speed: float = 1.0, seed: int | None = None) -> LabServer:
+    """Build the station's simulated lab and serve each emulator, in endpoint order.
+
+    `port_base` 0 lets each server pick a free port; otherwise the endpoints get
+    port_base, port_base+1, ... so a client configuration can be written once.
+    """
+    if station.spec.sim is None:
+        raise InputError(f"station {station.spec.name!r} has no `sim:` section, so there is "
+                         "nothing to serve")
+    if not speed > 0:
+        raise InputError(f"speed must be above 0 (got {speed})")
+    lab = SimLab(station.spec, scaled_clock(speed),
+                 seed if seed is not None else station.spec.sim.seed)
+    if not lab.emulators:
+        raise InputError(f"station {station.spec.name!r} has no sim:// address, so there is "
+                         "nothing to serve")
+    if port_base and not 0 < port_base <= 65536 - len(lab.emulators):
+        raise InputError(f"port base {port_base} leaves no room for {len(lab.emulators)} ports "
+                         "below 65536")
+    world_lock = threading.Lock()
+    servers: dict[str, EmulatorServer] = {}
+    try:
+        for i, (endpoint, emulator) in enumerate(lab.emulators.items()):
+            port = port_base + i if port_base else 0
+            servers[endpoint] = _serve_one(emulator, host, port, world_lock)
+    except BaseException:
+        for server in servers.values():
+            server.stop()
+        raise
+    return LabServer(station, lab, host, servers, speed)
+
+
+def _serve_one(emulator, host: str, port: int, world_lock: threading.Lock) -> EmulatorServer:
+    try:
+        return serve(emulator, host, port, world_lock)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise InputError(f"port {port} on {host} is in use; choose another port base, or "
+                             "0 to let each instrument pick a free port") from None
+        raise InputError(f"cannot serve {emulator.name} on {host} port {port}: "
+                         f"{exc.strerror or exc}") from None
+
+
+def run_serve(station: Station, host: str = "127.0.0.1", port_base: int = 0,
+              speed: float = 1.0, seed: int | None = None, as_json: bool = False,
+              out: TextIO = sys.stdout, stop_event: threading.Event | None = None) -> int:
+    """Serve until SIGINT/SIGTERM (or until `stop_event` is set), then stop cleanly.
+
+    With `as_json` exactly one line `{"instruments": {...}}` is printed and flushed,
+    so a script can read it and connect while the lab keeps running. Signal
+    handlers are only installed without a `stop_event` (they need the main
+    thread) and the previous ones are put back afterwards.
+    """
+    lab = serve_lab(station, host, port_base, speed, seed)
+    try:
+        instruments = lab.instruments()
+        if as_json:
+            out.write(json.dumps({"instruments": instruments}) + "\n")
+        else:
+            _print_table(out, station, lab, instruments)
+        out.flush()
+        if stop_event is not None:
+            _wait(stop_event)
+        else:
+            _wait_for_signal()
+    finally:
+        lab.stop()
+    if not as_json:
+        out.write("stopped\n")
+        out.flush()
+    return 0
+
+
+def _wait(event: threading.Event) -> None:
+    # short timeouts keep the main thread responsive to signal handlers
+    while not event.wait(0.2):
+        pass
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    signums = [signal.SIGINT, signal.SIGTERM]
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in signums}
+    try:
+        _wait(stop)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _print_table(out: TextIO, station: Station, lab: LabServer,
+                 instruments: dict[str, dict[str, str]]) -> None:
+    seed = lab.lab.world.seed
+    out.write(f"Serving {station.spec.name} at {lab.speed:g}x real time (seed {seed}); "
+              "Ctrl-C stops.\n")
+    rows = [("INSTRUMENT", "TCP", "VISA", "DRIVER")]
+    rows += [(name, i["tcp"], i["visa"], i["driver"]) for name, i in instruments.items()]
+    widths = [max(len(row[c]) for row in rows) for c in range(3)]
+    for row in rows:
+        cells = [cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)] + [row[3]]
+        out.write("  ".join(cells).rstrip() + "\n")
