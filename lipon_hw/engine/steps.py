@@ -74,7 +74,9 @@ def rf(ctx, p: RF, state: dict):
         yield from wait_for_match(ctx, p.ignite_timeout_s, p.max_reflected_pct)
 
 
-def ramp_rf(ctx, target_W: float, ramp_W_per_s: float, state: dict):
+def ramp_rf(ctx, target_W: float, ramp_W_per_s: float, state: dict, restoring: bool = False):
+    """Ramp the RF setpoint to `target_W`; pauses while held, unless it is the hold's own
+    restore. Progress (`level_W`) is kept in `state`, so a resumed ramp goes on from there."""
     supply = ctx.role("rf_supply")
     level = state.setdefault("level_W", ctx.setpoints.get("rf_power_W", 0.0)
                              if ctx.setpoints.get("rf_on") else 0.0)
@@ -87,8 +89,9 @@ def ramp_rf(ctx, target_W: float, ramp_W_per_s: float, state: dict):
         level = min(target_W, level + step) if target_W > level else max(target_W, level - step)
         supply.set_power_setpoint_W(level)
         state["level_W"] = ctx.setpoints["rf_power_W"] = level
-        yield from ctx.sleep(RAMP_TICK_S, state, "ramp_s")
-        state["ramp_s"] = 0.0
+        yield ctx.env.timeout(RAMP_TICK_S)
+        while ctx.held and not restoring:
+            yield ctx.env.timeout(RAMP_TICK_S)
     supply.set_power_setpoint_W(target_W)
     ctx.setpoints["rf_power_W"] = target_W
     if target_W == 0 and ctx.setpoints.get("rf_on"):
@@ -233,7 +236,7 @@ def _restore_rf_and_shutter(ctx):
         target = sp.get("rf_power_W", 0.0)
         level = supply.forward_power_W() if supply.status().output_on else 0.0
         sp["rf_on"] = level > 0
-        yield from ramp_rf(ctx, target, 5.0, {"level_W": min(level, target)})
+        yield from ramp_rf(ctx, target, 5.0, {"level_W": min(level, target)}, restoring=True)
         yield from wait_for_match(ctx, 10.0, 5.0)
     if "shutter" in roles and sp.get("shutter_open"):
         ctx.role("shutter").open()

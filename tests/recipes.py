@@ -1,0 +1,33 @@
+"""Small recipes for tests: the shipped LiPON recipe's shape, minutes instead of hours."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SHORT = """\
+name: short LiPON
+tool: sputter
+sample: {id: T-1, substrate: glass}
+record_every_s: 5
+checkpoint_every_s: 30
+steps:
+  - pump_down: {below_torr: 2.0e-5, timeout_min: 60}
+  - gas: {n2_sccm: 20, pressure_mtorr: 15, settle_s: 10}
+  - rf: {power_W: 50, ramp_W_per_s: 5, regulation: load}
+  - presputter: {for_min: 1}
+  - deposit: {film: LiPON, until_thickness_nm: THICKNESS, max_h: 8}
+  - rf: {power_W: 0, ramp_W_per_s: 10}
+  - gas: {n2_sccm: 0}
+  - vent: {}
+interlocks:
+  - {when: "reflected_power_W > 0.1 * forward_power_W for 5 s", then: hold,
+     during: [presputter, deposit]}
+  - {when: "process_gauge.pressure_torr > 0.03", then: abort, during: [presputter, deposit]}
+"""
+
+
+def short_recipe(tmp_path: Path, thickness_nm: float = 30, name: str = "short.yaml",
+                 extra: str = "") -> Path:
+    path = tmp_path / name
+    path.write_text(SHORT.replace("THICKNESS", f"{thickness_nm:g}") + extra, encoding="utf-8")
+    return path

@@ -1,0 +1,136 @@
+"""The engine on the simulated sputter tool: targets met, faults end safe, holds recover."""
+
+from __future__ import annotations
+
+import pytest
+import simpy
+from recipes import short_recipe
+
+from lipon_hw.engine.recipe import load_recipe
+from lipon_hw.engine.runner import Engine
+from lipon_hw.errors import LinkLost, RunAborted
+from lipon_hw.station import load_station
+from lipon_hw.store import Store
+
+
+class Bench:
+    """A run wired by hand so a test can reach into the simulated world mid-run."""
+
+    def __init__(self, tmp_path, thickness_nm=30, extra=""):
+        self.station = load_station()
+        self.recipe = load_recipe(str(short_recipe(tmp_path, thickness_nm, extra=extra)),
+                                  self.station)
+        self.env = simpy.Environment()
+        self.lab = self.station.connect(lambda: self.env.now)
+        self.world = self.lab.sim.world
+        self.tool = self.world.sputter
+        self.store = Store(tmp_path / "data")
+        self.run_id = self.store.create_run(self.recipe.name, "deposition", "short.yaml",
+                                            self.recipe.text, self.station.text, 1, "T-1")
+        self.engine = Engine(self.recipe, self.lab, self.store, self.run_id, self.env)
+
+    def at_deposit(self, action, after_s=60.0):
+        """Run `action()` `after_s` into the deposit step."""
+
+        def proc():
+            while self.engine.ctx.step_idx < 4 or not self.tool.s.shutter_open:
+                yield self.env.timeout(1)
+            yield self.env.timeout(after_s)
+            action()
+
+        self.env.process(proc())
+
+    def assert_safe(self):
+        s = self.tool.s
+        assert not s.rf_on and not s.shutter_open and s.n2_flow_sccm == 0
+        assert any(a["message"].startswith("safe state") for a in self.store.alarms(self.run_id))
+
+
+def test_short_run_reaches_target_and_ends_safe(tmp_path):
+    bench = Bench(tmp_path, thickness_nm=30)
+    result = bench.engine.run()
+    assert result.status == "completed"
+    layer = bench.store.film_stack("T-1")[0]
+    assert layer["material"] == "LiPON"
+    assert layer["thickness_nm"] == pytest.approx(30, abs=0.3)
+    # the world agrees with the monitor once tooling is applied
+    assert bench.tool.film_stack()[0]["thickness_nm"] == pytest.approx(30, rel=0.02)
+    assert bench.tool.pressure_torr() > 500  # vented
+    bench.assert_safe()
+
+
+def test_pressure_burst_aborts_to_safe_state(tmp_path):
+    bench = Bench(tmp_path, thickness_nm=200)
+    bench.at_deposit(lambda: setattr(bench.tool.s, "leak_torr_L_s", 1.0))
+    with pytest.raises(RunAborted, match="pressure_torr > 0.03"):
+        bench.engine.run()
+    assert bench.store.run(bench.run_id).status == "aborted"
+    bench.assert_safe()
+
+
+def test_lost_monitor_link_fails_safe(tmp_path):
+    bench = Bench(tmp_path, thickness_nm=200)
+    bench.at_deposit(lambda: setattr(bench.lab.sim.emulators["qcm"].faults, "link_down", True))
+    with pytest.raises(LinkLost, match="sim://qcm"):
+        bench.engine.run()
+    run = bench.store.run(bench.run_id)
+    assert run.status == "failed" and "sim://qcm" in run.message
+    bench.assert_safe()
+
+
+def test_lost_rf_link_still_closes_shutter_and_gas(tmp_path):
+    bench = Bench(tmp_path, thickness_nm=200)
+    bench.at_deposit(lambda: setattr(bench.lab.sim.emulators["rf"].faults, "link_down", True))
+    with pytest.raises(LinkLost):
+        bench.engine.run()
+    s = bench.tool.s
+    assert not s.shutter_open and s.n2_flow_sccm == 0
+    safe = [a for a in bench.store.alarms(bench.run_id) if a["message"].startswith("safe state")]
+    assert "FAILED for rf" in safe[-1]["message"]
+    # without gas the plasma dies even though RF could not be switched off
+    bench.env.run(until=bench.env.now + 60)
+    assert not bench.tool.rf_readings()["plasma"]
+
+
+def test_garbled_frames_are_retried_without_a_trace_in_the_result(tmp_path):
+    bench = Bench(tmp_path, thickness_nm=30)
+    bench.at_deposit(lambda: setattr(bench.lab.sim.emulators["rf"].faults, "garble_replies", 2))
+    assert bench.engine.run().status == "completed"
+
+
+def test_mismatch_holds_deposition_then_recovers(tmp_path):
+    bench = Bench(tmp_path, thickness_nm=40)
+    sp = bench.tool.sp
+
+    def detune():
+        sp.matched_reflection = 0.3
+
+    def retune():
+        sp.matched_reflection = 0.006
+
+    bench.at_deposit(detune, after_s=30)
+    bench.at_deposit(retune, after_s=45)
+    result = bench.engine.run()
+    assert result.status == "completed"
+    messages = [a["message"] for a in bench.store.alarms(bench.run_id)]
+    assert any("shutter closed, RF off" in m for m in messages)
+    assert any("cleared, process restored" in m for m in messages)
+    assert bench.store.film_stack("T-1")[0]["thickness_nm"] == pytest.approx(40, abs=0.3)
+
+
+def test_ignition_outside_pressure_window_aborts(tmp_path):
+    bench = Bench(tmp_path)
+    bench.recipe.steps[1].params.n2_sccm = 2.0  # ~1.5 mTorr: no glow
+    bench.recipe.steps[1].params.pressure_mtorr = None
+    with pytest.raises(RunAborted, match="no matched plasma"):
+        bench.engine.run()
+    bench.assert_safe()
+
+
+def test_checkpoint_holds_every_reading_before_it(tmp_path):
+    bench = Bench(tmp_path, thickness_nm=30)
+    bench.engine.run()
+    cp = bench.store.last_checkpoint(bench.run_id)
+    assert cp.step_idx == len(bench.recipe.steps)
+    times = sorted({t for t, _, _ in bench.store.readings(bench.run_id)})
+    assert times[-1] <= cp.t_s
