@@ -11,10 +11,9 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
+from lipon_hw.errors import InputError
 from lipon_hw.sim.emulators import EMULATORS
 from lipon_hw.sim.world import World
-
-from lipon_hw.errors import InputError
 
 
 class SimLab:

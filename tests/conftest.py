@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from lipon_hw.sim.world import World
 
 from lipon_hw.links import Link, SimPort
+from lipon_hw.sim.world import World
 
 
 class ManualClock:

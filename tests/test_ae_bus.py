@@ -13,6 +13,7 @@ import pytest
 import pyvisa
 import serial
 from conftest import sim_link
+
 from lipon_hw.drivers.ae_bus import (
     ACK,
     NAK,
@@ -22,13 +23,12 @@ from lipon_hw.drivers.ae_bus import (
     encode_packet,
     frame_length,
 )
-from lipon_hw.sim.emulators.ae_bus import AEBusEmulator
-from lipon_hw.sim.tcp import serve
-from lipon_hw.sim.world import World
-
 from lipon_hw.errors import FrameError, InstrumentError, LinkLost
 from lipon_hw.interfaces import SputterSupply
 from lipon_hw.links import Health, LinkPool
+from lipon_hw.sim.emulators.ae_bus import AEBusEmulator
+from lipon_hw.sim.tcp import serve
+from lipon_hw.sim.world import World
 
 H = bytes.fromhex
 

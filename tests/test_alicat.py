@@ -7,6 +7,7 @@ import pytest
 import pyvisa
 import serial
 from conftest import sim_link
+
 from lipon_hw.drivers.alicat import (
     AlicatMFC,
     DataFrame,
@@ -16,12 +17,11 @@ from lipon_hw.drivers.alicat import (
     parse_data_frame,
     parse_firmware,
 )
+from lipon_hw.errors import InputError, InstrumentError, LinkLost
+from lipon_hw.links import Health, LinkPool
 from lipon_hw.sim.emulators.alicat import AlicatEmulator
 from lipon_hw.sim.tcp import serve
 from lipon_hw.sim.world import World
-
-from lipon_hw.errors import InputError, InstrumentError, LinkLost
-from lipon_hw.links import Health, LinkPool
 
 # --- codec: MC-series manual and protocols.md §3.4 examples ------------------------------
 

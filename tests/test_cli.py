@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from recipes import short_recipe
 
 DEPOSIT_STEP = 4

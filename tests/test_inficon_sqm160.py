@@ -7,6 +7,7 @@ import pytest
 import pyvisa
 import serial
 from conftest import sim_link
+
 from lipon_hw.drivers.inficon_sqm160 import (
     COMMAND_OFFSET,
     REPLY_OFFSET,
@@ -18,13 +19,12 @@ from lipon_hw.drivers.inficon_sqm160 import (
     encode_reply,
     inficon_crc,
 )
-from lipon_hw.sim.emulators.inficon_sqm160 import SQM160Emulator, parse_film_setting
-from lipon_hw.sim.tcp import serve
-from lipon_hw.sim.world import World
-
 from lipon_hw.errors import FrameError, InputError, InstrumentError, LinkLost
 from lipon_hw.interfaces import Film, ThicknessMonitor
 from lipon_hw.links import LinkPool
+from lipon_hw.sim.emulators.inficon_sqm160 import SQM160Emulator, parse_film_setting
+from lipon_hw.sim.tcp import serve
+from lipon_hw.sim.world import World
 
 LIPON = Film("LiPON", density_g_cm3=2.5, z_ratio=1.0, tooling_pct=125)
 

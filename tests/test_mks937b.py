@@ -7,6 +7,7 @@ import pytest
 import pyvisa
 import serial
 from conftest import sim_link
+
 from lipon_hw.drivers.mks937b import (
     MKS937B,
     decode_reply,
@@ -16,12 +17,11 @@ from lipon_hw.drivers.mks937b import (
     format_pressure,
     parse_number,
 )
+from lipon_hw.errors import InstrumentError, LinkLost
+from lipon_hw.links import Health, LinkPool
 from lipon_hw.sim.emulators.mks937b import MKS937BEmulator
 from lipon_hw.sim.tcp import serve
 from lipon_hw.sim.world import World
-
-from lipon_hw.errors import InstrumentError, LinkLost
-from lipon_hw.links import Health, LinkPool
 
 # --- codec: manual (§9.2) and pymeasure test examples -----------------------------------
 

@@ -6,6 +6,7 @@ import pytest
 import pyvisa
 import serial
 from conftest import sim_link
+
 from lipon_hw.drivers.modbus_relay import (
     ModbusRelayShutter,
     ModbusRelayValves,
@@ -19,12 +20,11 @@ from lipon_hw.drivers.modbus_relay import (
     with_crc,
     write_coil_request,
 )
+from lipon_hw.errors import InputError, InstrumentError, LinkLost
+from lipon_hw.links import Health, Link, LinkPool, SimPort
 from lipon_hw.sim.emulators.modbus_relay import ModbusRelayEmulator
 from lipon_hw.sim.tcp import serve
 from lipon_hw.sim.world import World
-
-from lipon_hw.errors import InputError, InstrumentError, LinkLost
-from lipon_hw.links import Health, Link, LinkPool, SimPort
 
 H = bytes.fromhex
 

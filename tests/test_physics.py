@@ -3,6 +3,7 @@
 import math
 
 import pytest
+
 from lipon_hw.sim import physics
 
 

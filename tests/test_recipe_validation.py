@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from recipes import SHORT
 
 from lipon_hw.cli import main
+
+from recipes import SHORT
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -25,9 +25,8 @@ from lipon_hw.drivers.ae_bus import (
     frame_length,
     u16,
 )
-from lipon_hw.sim.emulator import Emulator
-
 from lipon_hw.errors import FrameError, InputError
+from lipon_hw.sim.emulator import Emulator
 
 CSR_OK, CSR_WRONG_MODE, CSR_OUT_OF_RANGE, CSR_BAD_COUNT, CSR_NOT_IMPLEMENTED = 0, 1, 4, 9, 99
 REGULATION_NAMES = {code: name for name, code in REGULATION_CODES.items()}

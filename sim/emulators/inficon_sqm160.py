@@ -33,10 +33,9 @@ from lipon_hw.drivers.inficon_sqm160 import (
     encode_reply,
     packet_size,
 )
+from lipon_hw.errors import FrameError, InputError
 from lipon_hw.sim.emulator import Emulator
 from lipon_hw.sim.physics import zmatch_thickness_A
-
-from lipon_hw.errors import FrameError, InputError
 
 FIRMWARE = "MON Ver 4.13"  # the version string pymeasure's tests quote
 RATE_NOISE_A_S = 0.05  # assumption: rate scatter of a settled 6 MHz crystal

@@ -22,9 +22,8 @@ from lipon_hw.drivers.modbus_relay import (
     read_coils_reply,
     request_size,
 )
-from lipon_hw.sim.emulator import Emulator
-
 from lipon_hw.errors import InputError
+from lipon_hw.sim.emulator import Emulator
 
 DEFAULT_WIRING = {0: "shutter", 1: "pumping", 2: "vent"}
 MAX_READ_COILS = 2000  # application protocol limit for function 01

@@ -1,0 +1,109 @@
+"""Links: shared ports, health states, bounded re-open, and every kind of address."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from lipon_hw.drivers.mks937b import MKS937B
+from lipon_hw.errors import InputError, LinkLost
+from lipon_hw.links import Health, Link, LinkPool, SimPort
+from lipon_hw.sim.emulators.mks937b import MKS937BEmulator
+from lipon_hw.sim.tcp import serve
+from lipon_hw.sim.world import World
+
+
+class Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_instruments_on_one_address_share_one_link_and_lock(world):
+    emulator = MKS937BEmulator("gauges", world.sputter)
+    pool = LinkPool({"gauges": emulator})
+    a, b = pool.open("sim://gauges"), pool.open("sim://gauges")
+    assert a is b
+    ch1, ch3 = MKS937B("g1", a, channel=1), MKS937B("g3", b, channel=3)
+    assert ch1.pressure_torr() > 100 and ch3.pressure_torr() > 0.05  # vented chamber
+
+
+def test_health_goes_retrying_then_lost_then_recovers_after_backoff(world):
+    emulator = MKS937BEmulator("gauges", world.sputter)
+    clock = Clock()
+    link = Link("sim://gauges", SimPort(emulator), retries=2, backoff_s=1.0, clock=clock)
+    gauge = MKS937B("g1", link, channel=1)
+    gauge.pressure_torr()
+    assert link.health is Health.OK
+
+    emulator.faults.drop_replies = 1  # one lost reply: retried, healthy again
+    gauge.pressure_torr()
+    assert link.health is Health.OK
+
+    emulator.faults.link_down = True
+    with pytest.raises(LinkLost, match="sim://gauges is lost after 3 attempts"):
+        gauge.pressure_torr()
+    assert link.health is Health.LOST
+    emulator.faults.link_down = False
+    with pytest.raises(LinkLost, match="next re-open in 1.0 s"):
+        gauge.pressure_torr()  # no hammering a dead port: wait out the back-off
+    clock.t = 1.5
+    assert gauge.pressure_torr() > 100
+    assert link.health is Health.OK
+
+
+def test_backoff_doubles_and_is_bounded(world):
+    emulator = MKS937BEmulator("gauges", world.sputter)
+    emulator.faults.link_down = True
+    clock = Clock()
+    link = Link("sim://gauges", SimPort(emulator), retries=0, backoff_s=1.0,
+                max_backoff_s=4.0, clock=clock)
+    waits = []
+    for _ in range(5):
+        with pytest.raises(LinkLost):
+            link.exchange(lambda lk: (lk.write(b"@253PR1?;FF"), lk.read_until(b";FF")))
+        waits.append(link._reopen_at - clock.t)
+        clock.t = link._reopen_at
+    assert waits == [1.0, 2.0, 4.0, 4.0, 4.0]
+
+
+def test_timeout_message_names_the_address_and_what_came(world):
+    link = Link("sim://x", SimPort(MKS937BEmulator("x", world.sputter)))
+    with pytest.raises(LinkLost, match=r"sim://x did not finish its reply with b';FF' "
+                                       r"\(no reply\)"):
+        link.exchange(lambda lk: lk.read_until(b";FF"))
+
+
+@pytest.mark.parametrize("address, words", [
+    ("sim://nope", "names no simulated instrument"),
+    ("COM3", "neither sim://, a pyserial URL nor a VISA resource"),
+    ("serial:///dev/ttyS9?speed=9600", "serial option 'speed' is unknown"),
+])
+def test_bad_addresses_are_input_errors(address, words):
+    with pytest.raises(InputError, match=words):
+        LinkPool({}).open(address)
+
+
+@pytest.mark.parametrize("scheme", ["socket", "visa"])
+def test_driver_over_real_network_stacks(scheme):
+    world = World(time.monotonic, seed=1)
+    server = serve(MKS937BEmulator("gauges", world.sputter))
+    try:
+        address = (f"socket://127.0.0.1:{server.port}" if scheme == "socket"
+                   else f"TCPIP::127.0.0.1::{server.port}::SOCKET")
+        link = LinkPool().open(address, timeout_s=2.0)
+        gauge = MKS937B("g1", link, channel=1)
+        assert gauge.pressure_torr() > 100
+        assert "937B" in gauge.identify()
+        link.close()
+    finally:
+        server.stop()
+
+
+def test_unreachable_port_is_lost_not_a_traceback():
+    link = LinkPool().open("socket://127.0.0.1:9", timeout_s=0.2)  # discard port: closed
+    with pytest.raises(LinkLost, match="could not be opened"):
+        link.exchange(lambda lk: lk.write(b"x"))
