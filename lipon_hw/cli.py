@@ -191,6 +191,27 @@ def export(run_id, data_dir, fmt, out_path) -> None:
     click.echo(str(path))
 
 
+def _operator_request(action: str, doc: str):
+    @click.argument("run_id", type=int)
+    @data_option
+    @reports_errors
+    def command(run_id, data_dir) -> None:
+        store = _require_store(data_dir)
+        run = store.run(run_id)
+        if run.status != "running":
+            raise InputError(f"run {run_id} is {run.status}, not running")
+        store.request(run_id, action)
+        click.echo(f"run {run_id}: {action} requested; the engine acts on it at its next sample")
+
+    command.__doc__ = doc
+    return main.command(name=action)(command)
+
+
+_operator_request("pause", "Hold a running run: shutter closed, RF off, step clocks stopped.")
+_operator_request("continue", "Release an operator pause: RF ramped back, shutter reopened.")
+_operator_request("abort", "End a running run now, leaving the hardware safe.")
+
+
 @main.command()
 @click.option("--station", "station_path", type=click.Path(dir_okay=False))
 @reports_errors

@@ -75,6 +75,12 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     state TEXT NOT NULL,
     PRIMARY KEY (run_id, seq)
 );
+CREATE TABLE IF NOT EXISTS requests (
+    run_id INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    made_at REAL NOT NULL,
+    taken INTEGER NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS samples (
     id TEXT PRIMARY KEY,
     substrate TEXT NOT NULL DEFAULT '',
@@ -284,6 +290,20 @@ class Store:
             self._db.execute("DELETE FROM alarms WHERE run_id=? AND t_s > ?", (run_id, t_s))
             self._db.execute("DELETE FROM layers WHERE run_id=? AND t_s > ?", (run_id, t_s))
         return n
+
+    # --- operator requests to a running engine (pause, continue, abort) ---------------
+    def request(self, run_id: int, action: str) -> None:
+        self._db.execute("INSERT INTO requests (run_id, action, made_at) VALUES (?,?,?)",
+                         (run_id, action, time.time()))
+
+    def take_requests(self, run_id: int) -> list[str]:
+        """Requests not yet acted on, oldest first; taking them marks them taken."""
+        rows = self._db.execute("SELECT rowid, action FROM requests WHERE run_id=? AND taken=0"
+                                " ORDER BY rowid", (run_id,)).fetchall()
+        if rows:
+            self._db.execute(f"UPDATE requests SET taken=1 WHERE rowid IN "
+                             f"({','.join(str(r[0]) for r in rows)})")
+        return [r[1] for r in rows]
 
     # --- samples and their film stacks --------------------------------------------
     def ensure_sample(self, sample_id: str, substrate: str = "") -> None:

@@ -135,3 +135,32 @@ def test_checkpoint_holds_every_reading_before_it(tmp_path):
     assert cp.step_idx == len(bench.recipe.steps)
     times = sorted({t for t, _, _ in bench.store.readings(bench.run_id)})
     assert times[-1] <= cp.t_s
+
+
+def test_operator_pause_continue_and_abort(tmp_path):
+    bench = Bench(tmp_path, thickness_nm=60)
+    store, run_id = bench.store, bench.run_id
+    state = {}
+
+    def pause():
+        store.request(run_id, "pause")
+
+    def check_paused_then_continue():
+        state["paused"] = (bench.engine.ctx.held, bench.tool.s.shutter_open, bench.tool.s.rf_on)
+        store.request(run_id, "continue")
+
+    bench.at_deposit(pause, after_s=20)
+    bench.at_deposit(check_paused_then_continue, after_s=600)
+    assert bench.engine.run().status == "completed"
+    assert state["paused"] == (True, False, False)
+    messages = [a["message"] for a in store.alarms(run_id)]
+    assert "pause requested: shutter closed, RF off" in messages
+    assert "pause requested: cleared, process restored" in messages
+    assert store.film_stack("T-1")[0]["thickness_nm"] == pytest.approx(60, abs=0.3)
+
+    (tmp_path / "b").mkdir()
+    bench2 = Bench(tmp_path / "b", thickness_nm=200)
+    bench2.at_deposit(lambda: bench2.store.request(bench2.run_id, "abort"))
+    with pytest.raises(RunAborted, match="aborted by the operator"):
+        bench2.engine.run()
+    bench2.assert_safe()

@@ -6,7 +6,7 @@ Two processes share one simpy environment (and the simulated lab's clock):
   writes the readings to the store, evaluates interlocks and writes a
   checkpoint each `checkpoint_every_s` and after every step.
 
-A `hold` (from an interlock or the operator) closes the shutter and switches
+A `hold` (from an interlock, or the operator's `lipon-hw pause`) closes the shutter and switches
 RF off; steps' clocks stop while held; on release RF is ramped back and the
 shutter reopened. Whatever ends a run — completion, an interlock abort, a lost
 link, Ctrl-C — the `finally` in `Engine.run` puts every instrument in its safe
@@ -61,6 +61,7 @@ class Context:
         self.latest: dict[str, float] = {}
         self.setpoints: dict = {}
         self.held = False
+        self.operator_pause = False
         self.holds_this_step = 0
         self.step_idx = 0
         self.step_state: dict = {}
@@ -205,6 +206,7 @@ class Engine:
             yield self.env.timeout(delay_s)
             while True:
                 values = self.sample()
+                self._take_requests()
                 self._check_interlocks(values)
                 if self.env.now - self._last_checkpoint >= self.recipe.checkpoint_every_s:
                     self.checkpoint()
@@ -213,6 +215,19 @@ class Engine:
                 yield self.env.timeout(self.recipe.record_every_s)
         except simpy.Interrupt:
             return
+
+    def _take_requests(self) -> None:
+        ctx = self.ctx
+        for action in self.store.take_requests(self.run_id):
+            if action == "abort":
+                raise RunAborted("aborted by the operator")
+            if action == "pause" and not ctx.operator_pause:
+                ctx.operator_pause = True
+                if not ctx.held:
+                    self.env.process(self.hold([]))
+            elif action == "continue" and ctx.operator_pause:
+                ctx.operator_pause = False
+                ctx.alarm("info", "operator", "continue requested")
 
     def _check_interlocks(self, values: dict[str, float]) -> None:
         ctx = self.ctx
@@ -238,15 +253,16 @@ class Engine:
 
         ctx = self.ctx
         ctx.held = True
-        text = "; ".join(r.text for r in reasons)
-        ctx.alarm("hold", "interlock", f"{text}: shutter closed, RF off")
+        source = "interlock" if reasons else "operator"
+        text = "; ".join(r.text for r in reasons) or "pause requested"
+        ctx.alarm("hold", source, f"{text}: shutter closed, RF off")
         safe_hold(ctx)
         yield self.env.timeout(self.recipe.record_every_s)
-        while any(r.check(self.env.now, ctx.latest) for r in reasons):
+        while ctx.operator_pause or any(r.check(self.env.now, ctx.latest) for r in reasons):
             yield self.env.timeout(self.recipe.record_every_s)
         yield from resume_after_hold(ctx)
         ctx.held = False
-        ctx.alarm("info", "interlock", f"{text}: cleared, process restored")
+        ctx.alarm("info", source, f"{text}: cleared, process restored")
 
     def checkpoint(self) -> None:
         ctx = self.ctx
