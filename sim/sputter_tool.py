@@ -13,24 +13,17 @@ Every parameter that no source gives is an `assumption` in the dataclasses below
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
-from lipon_hw.sim import physics
+from lipon_hw.sim import crystal as xtal
+from lipon_hw.sim import physics, vacuum
+from lipon_hw.sim.crystal import CrystalParams
+from lipon_hw.sim.vacuum import ATMOSPHERE_TORR, VacuumParams
 
-ATMOSPHERE_TORR = 760.0
 
-
-@dataclass
-class VacuumParams:
-    """Pump-down as a sum of exponentials (PHYSICS.md §2; time constants: assumption)."""
-
-    ultimate_torr: float = 1.2e-6  # assumption: turbo-pumped chamber, no bake
-    rough_tau_s: float = 40.0  # assumption: 760 Torr → 10 mTorr in ~7.5 min
-    outgas_torr: float = 5.0e-5  # assumption: water desorption load after a vent
-    outgas_tau_s: float = 1200.0  # assumption: reaches 3e-6 Torr in ~1.1 h
-    vent_tau_s: float = 15.0  # assumption: N2 vent fills the chamber in ~1 min
-    process_pumping_L_s: float = 17.0  # PHYSICS.md §2: 15 mTorr at 20 sccm ⇒ S ≈ 17 L/s
-    volume_L: float = 50.0  # assumption: gas settles with τ = V/S ≈ 3 s
+def sputter_vacuum() -> VacuumParams:
+    """Turbo-pumped, unbaked sputter chamber: 3e-6 Torr in ~1.1 h (assumptions)."""
+    return VacuumParams(ultimate_torr=1.2e-6, outgas_torr=5.0e-5, outgas_tau_s=1200.0)
 
 
 @dataclass
@@ -70,29 +63,6 @@ class SputterParams:
 
 
 @dataclass
-class CrystalParams:
-    fundamental_Hz: float = 6.0e6  # PHYSICS.md §5
-    fundamental_spread_Hz: float = 2000.0  # assumption: crystals differ slightly
-    fail_below_Hz: float = 5.25e6  # assumption: crystals die near the end of life
-    fail_spread_Hz: float = 5.0e4
-
-
-@dataclass
-class Layer:
-    """One film on the substrate, as the world made it (the truth, not a reading)."""
-
-    material: str
-    thickness_nm: float = 0.0
-    t_start_s: float = 0.0
-    t_end_s: float = 0.0
-    sigma_S_cm: float = 0.0  # ionic, 25 °C, thickness-weighted
-    activation_eV: float = 0.0
-    sigma_electronic_S_cm: float = 0.0
-    mean_power_W: float = 0.0
-    mean_pressure_mtorr: float = 0.0
-
-
-@dataclass
 class SputterState:
     """Everything that changes; `asdict` of this is the tool's checkpoint."""
 
@@ -103,7 +73,7 @@ class SputterState:
     atm_torr: float = ATMOSPHERE_TORR
     outgas_torr: float = 5.0e-5
     gas_torr: float = 0.0
-    n2_flow_sccm: float = 0.0
+    gas_flow_sccm: float = 0.0  # N2
     leak_torr_L_s: float = 0.0
     # rf
     rf_on: bool = False
@@ -119,7 +89,6 @@ class SputterState:
     target_kWh: float = 0.0
     # substrate and crystal
     shutter_open: bool = False
-    layers: list[dict] = field(default_factory=list)
     crystal_f0_Hz: float = 6.0e6
     crystal_mass_g_cm2: float = 0.0
     crystal_fail_Hz: float = 5.25e6
@@ -131,18 +100,14 @@ class SputterTool:
     """The physical state of the sputter chamber, shared by its emulators."""
 
     def __init__(self, world, vacuum: VacuumParams | None = None,
-                 sputter: SputterParams | None = None, crystal: CrystalParams | None = None):
+                 sputter: SputterParams | None = None,
+                 crystal_params: CrystalParams | None = None):
         self.world = world
-        self.vac = vacuum or VacuumParams()
+        self.vac = vacuum or sputter_vacuum()
         self.sp = sputter or SputterParams()
-        self.xp = crystal or CrystalParams()
-        rng = world.rng
-        self.s = SputterState(
-            outgas_torr=self.vac.outgas_torr,
-            crystal_f0_Hz=self.xp.fundamental_Hz + rng.normal(0, self.xp.fundamental_spread_Hz),
-            crystal_fail_Hz=self.xp.fail_below_Hz + abs(rng.normal(0, self.xp.fail_spread_Hz)),
-            crystal_z=self.sp.film_z_ratio,
-        )
+        self.xp = crystal_params or CrystalParams()
+        self.s = SputterState(outgas_torr=self.vac.outgas_torr, crystal_z=self.sp.film_z_ratio)
+        xtal.fresh(self.s, self.xp, world.rng)
 
     # --- snapshot -------------------------------------------------------------
     def snapshot(self) -> dict:
@@ -161,7 +126,7 @@ class SputterTool:
 
     def _step(self, dt: float) -> None:
         s, sp = self.s, self.sp
-        self._advance_vacuum(dt)
+        vacuum.advance(self.s, self.vac, dt)
         s.t += dt
         pressure_mtorr = self.pressure_torr_now() * 1e3
         # plasma and match
@@ -191,44 +156,18 @@ class SputterTool:
         if rate > 0:
             self._deposit(rate, dt, load_W, pressure_mtorr)
 
-    def _advance_vacuum(self, dt: float) -> None:
-        s, v = self.s, self.vac
-        if s.vent_open:
-            fill = math.exp(-dt / v.vent_tau_s)
-            s.atm_torr = ATMOSPHERE_TORR + (s.atm_torr - ATMOSPHERE_TORR) * fill
-            s.outgas_torr = v.outgas_torr
-        elif s.rough_on:
-            s.atm_torr *= math.exp(-dt / v.rough_tau_s)
-            s.outgas_torr *= math.exp(-dt / v.outgas_tau_s)
-        tau_gas = v.volume_L / v.process_pumping_L_s
-        q = s.n2_flow_sccm * physics.SCCM_TORR_L_S + s.leak_torr_L_s
-        target = q / v.process_pumping_L_s if s.rough_on and not s.vent_open else 0.0
-        s.gas_torr = target + (s.gas_torr - target) * math.exp(-dt / tau_gas)
-
     def _deposit(self, rate_A_s: float, dt: float, load_W: float, pressure_mtorr: float) -> None:
         s, sp = self.s, self.sp
         crystal_A = rate_A_s * sp.crystal_to_substrate * dt
-        s.crystal_mass_g_cm2 += crystal_A * 1e-8 * sp.film_density_g_cm3
-        s.crystal_z = sp.film_z_ratio
-        if not s.crystal_failed and self.crystal_frequency_true_Hz() < s.crystal_fail_Hz:
-            s.crystal_failed = True
+        xtal.load(s, crystal_A * 1e-8 * sp.film_density_g_cm3, sp.film_z_ratio)
         if not s.shutter_open:
             return
-        material = "LiPON" if s.n2_flow_sccm > 0 else "Li3PO4"
-        if not s.layers or s.layers[-1]["material"] != material:
-            s.layers.append(asdict(Layer(material=material, t_start_s=s.t - dt)))
-        layer = s.layers[-1]
-        added_nm = rate_A_s * dt / 10
-        total = layer["thickness_nm"] + added_nm
-        w_old, w_new = layer["thickness_nm"] / total, added_nm / total
-        layer["sigma_S_cm"] = w_old * layer["sigma_S_cm"] + w_new * self.film_sigma_S_cm(
-            load_W, pressure_mtorr)
-        layer["mean_power_W"] = w_old * layer["mean_power_W"] + w_new * load_W
-        layer["mean_pressure_mtorr"] = w_old * layer["mean_pressure_mtorr"] + w_new * pressure_mtorr
-        layer["activation_eV"] = sp.activation_eV
-        layer["sigma_electronic_S_cm"] = sp.sigma_electronic_S_cm
-        layer["thickness_nm"] = total
-        layer["t_end_s"] = s.t
+        material = "LiPON" if s.gas_flow_sccm > 0 else "Li3PO4"
+        self.world.grow(material, rate_A_s * dt / 10, s.t, {
+            "sigma_S_cm": self.film_sigma_S_cm(load_W, pressure_mtorr),
+            "activation_eV": sp.activation_eV,
+            "sigma_electronic_S_cm": sp.sigma_electronic_S_cm,
+            "mean_power_W": load_W, "mean_pressure_mtorr": pressure_mtorr})
 
     # --- physics as functions of state ----------------------------------------
     def deposition_rate_A_s(self, load_W: float, pressure_mtorr: float) -> float:
@@ -253,7 +192,7 @@ class SputterTool:
         """σ(25 °C) of the film grown now: more N incorporated → higher σ (003 §4)."""
         sp = self.sp
         ref = self._n_fraction(sp.anchor_power_W, sp.anchor_pressure_mtorr)
-        n = self._n_fraction(load_W, pressure_mtorr if self.s.n2_flow_sccm > 0 else 0.0)
+        n = self._n_fraction(load_W, pressure_mtorr if self.s.gas_flow_sccm > 0 else 0.0)
         return sp.sigma_anchor_S_cm * math.exp(sp.sigma_per_n_fraction * (n - ref))
 
     def _n_fraction(self, load_W: float, pressure_mtorr: float) -> float:
@@ -280,12 +219,7 @@ class SputterTool:
 
     def pressure_torr_now(self) -> float:
         s = self.s
-        return self.vac.ultimate_torr + s.atm_torr + s.outgas_torr + s.gas_torr
-
-    def crystal_frequency_true_Hz(self) -> float:
-        s = self.s
-        return physics.frequency_for_areal_mass_Hz(s.crystal_f0_Hz, s.crystal_mass_g_cm2,
-                                                   s.crystal_z)
+        return vacuum.pressure_torr(s, self.vac)
 
     # --- accessors for emulators (each syncs the world first) -------------------
     def pressure_torr(self) -> float:
@@ -304,13 +238,13 @@ class SputterTool:
 
     def set_n2_flow_sccm(self, flow: float) -> None:
         self.world.sync()
-        self.s.n2_flow_sccm = max(0.0, flow)
+        self.s.gas_flow_sccm = max(0.0, flow)
         self.s.last_change = self.s.t
 
     def n2_flow_sccm(self) -> float:
         """The flow the MFC delivers into the chamber."""
         self.world.sync()
-        return self.s.n2_flow_sccm
+        return self.s.gas_flow_sccm
 
     def set_rf_output(self, on: bool) -> None:
         self.world.sync()
@@ -355,24 +289,18 @@ class SputterTool:
         else:
             rate = 0.0
         mass_rate = rate * self.sp.crystal_to_substrate * 1e-8 * self.sp.film_density_g_cm3
-        return {"fundamental_Hz": s.crystal_f0_Hz, "frequency_Hz": self.crystal_frequency_true_Hz(),
-                "failed": s.crystal_failed, "mass_rate_g_cm2_s": mass_rate, "z_ratio": s.crystal_z}
+        return xtal.reading(s, mass_rate)
 
     def replace_crystal(self) -> None:
         self.world.sync()
-        s, xp = self.s, self.xp
-        s.crystal_f0_Hz = xp.fundamental_Hz + self.world.rng.normal(0, xp.fundamental_spread_Hz)
-        s.crystal_fail_Hz = xp.fail_below_Hz + abs(self.world.rng.normal(0, xp.fail_spread_Hz))
-        s.crystal_mass_g_cm2, s.crystal_failed = 0.0, False
+        xtal.fresh(self.s, self.xp, self.world.rng)
 
     def film_stack(self) -> list[dict]:
-        self.world.sync()
-        return [dict(layer) for layer in self.s.layers]
+        return self.world.film_stack()
 
     def thickness_map_nm(self, radius_cm: float) -> float:
         """Top-layer thickness at a radius on the sheet (cosine law)."""
-        self.world.sync()
-        if not self.s.layers:
+        stack = self.world.film_stack()
+        if not stack:
             return 0.0
-        return self.s.layers[-1]["thickness_nm"] * physics.cosine_law_factor(radius_cm,
-                                                                            self.sp.throw_cm)
+        return stack[-1]["thickness_nm"] * physics.cosine_law_factor(radius_cm, self.sp.throw_cm)

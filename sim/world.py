@@ -5,6 +5,9 @@ the engine runs on (virtual time), or a scaled wall clock under `sim serve`.
 Models integrate lazily from their last update to the clock when touched
 (`sync()`), so cost follows what is asked, not how much time passes.
 Randomness comes from one seeded generator: the same seed gives the same run.
+
+The substrate — the sample being made — belongs to the World, not to a tool:
+a LiPON layer sputtered in one chamber is under the Cu evaporated in the next.
 """
 
 from __future__ import annotations
@@ -21,9 +24,15 @@ class World:
         self.clock = clock
         self.seed = seed
         self.rng = np.random.default_rng(seed)
-        self.sputter = SputterTool(self)
+        self.layers: list[dict] = []
         self._t = clock()
-        self.sputter.s.t = self._t
+        self.tools = {"sputter": SputterTool(self)}
+        for tool in self.tools.values():
+            tool.s.t = self._t
+
+    @property
+    def sputter(self) -> SputterTool:
+        return self.tools["sputter"]
 
     @property
     def now(self) -> float:
@@ -32,22 +41,46 @@ class World:
     def sync(self) -> None:
         t = self.clock()
         if t > self._t:
-            self.sputter.advance(t)
+            for tool in self.tools.values():
+                tool.advance(t)
             self._t = t
 
     def tool(self, name: str):
-        tools = {"sputter": self.sputter}
-        if name not in tools:
-            raise KeyError(f"the simulated lab has no tool {name!r} (has {', '.join(tools)})")
-        return tools[name]
+        if name not in self.tools:
+            raise KeyError(f"the simulated lab has no tool {name!r} "
+                           f"(has {', '.join(self.tools)})")
+        return self.tools[name]
+
+    # --- the substrate --------------------------------------------------------------
+    def grow(self, material: str, added_nm: float, t: float, properties: dict[str, float]) -> None:
+        """Add film to the substrate; a new material starts a new layer. Numeric
+        properties are averaged over the layer, weighted by thickness."""
+        if not self.layers or self.layers[-1]["material"] != material:
+            self.layers.append({"material": material, "thickness_nm": 0.0,
+                                "t_start_s": t, "t_end_s": t})
+        layer = self.layers[-1]
+        total = layer["thickness_nm"] + added_nm
+        if total <= 0:
+            return
+        w_new = added_nm / total
+        for key, value in properties.items():
+            layer[key] = layer.get(key, value) * (1 - w_new) + value * w_new
+        layer["thickness_nm"], layer["t_end_s"] = total, t
+
+    def film_stack(self) -> list[dict]:
+        self.sync()
+        return [dict(layer) for layer in self.layers]
 
     # --- checkpoints ------------------------------------------------------------
     def snapshot(self) -> dict:
         self.sync()
         return {"t": self._t, "rng": self.rng.bit_generator.state,
-                "sputter": self.sputter.snapshot()}
+                "layers": [dict(layer) for layer in self.layers],
+                "tools": {name: tool.snapshot() for name, tool in self.tools.items()}}
 
     def restore(self, snap: dict) -> None:
         self.rng.bit_generator.state = snap["rng"]
-        self.sputter.restore(snap["sputter"])
+        self.layers = [dict(layer) for layer in snap["layers"]]
+        for name, state in snap["tools"].items():
+            self.tools[name].restore(state)
         self._t = snap["t"]

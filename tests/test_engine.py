@@ -43,7 +43,7 @@ class Bench:
 
     def assert_safe(self):
         s = self.tool.s
-        assert not s.rf_on and not s.shutter_open and s.n2_flow_sccm == 0
+        assert not s.rf_on and not s.shutter_open and s.gas_flow_sccm == 0
         assert any(a["message"].startswith("safe state") for a in self.store.alarms(self.run_id))
 
 
@@ -85,7 +85,7 @@ def test_lost_rf_link_still_closes_shutter_and_gas(tmp_path):
     with pytest.raises(LinkLost):
         bench.engine.run()
     s = bench.tool.s
-    assert not s.shutter_open and s.n2_flow_sccm == 0
+    assert not s.shutter_open and s.gas_flow_sccm == 0
     safe = [a for a in bench.store.alarms(bench.run_id) if a["message"].startswith("safe state")]
     assert "FAILED for rf" in safe[-1]["message"]
     # without gas the plasma dies even though RF could not be switched off

@@ -89,7 +89,7 @@ def test_anchor_rate_and_one_micron_in_six_hours(world, clock):
 
 def test_conductivity_rises_with_nitrogen_pressure(world):
     tool = world.sputter
-    tool.s.n2_flow_sccm = 20
+    tool.s.gas_flow_sccm = 20
     low = tool.film_sigma_S_cm(50, 5)
     high = tool.film_sigma_S_cm(50, 25)
     assert high > low
