@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from lipon_hw.sim.evaporator_tool import EvaporatorTool
 from lipon_hw.sim.sputter_tool import SputterTool
 
 
@@ -26,13 +27,17 @@ class World:
         self.rng = np.random.default_rng(seed)
         self.layers: list[dict] = []
         self._t = clock()
-        self.tools = {"sputter": SputterTool(self)}
+        self.tools = {"sputter": SputterTool(self), "evaporator": EvaporatorTool(self)}
         for tool in self.tools.values():
             tool.s.t = self._t
 
     @property
     def sputter(self) -> SputterTool:
         return self.tools["sputter"]
+
+    @property
+    def evaporator(self) -> EvaporatorTool:
+        return self.tools["evaporator"]
 
     @property
     def now(self) -> float:
