@@ -186,3 +186,15 @@ def test_completed_run_cannot_resume(tmp_path):
     cli("run", short_recipe(tmp_path, 10), "--data", tmp_path / "d", cwd=tmp_path)
     proc = cli("resume", 1, "--data", tmp_path / "d", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "is completed" in proc.stderr
+
+
+def test_speed_runs_on_a_real_time_clock(tmp_path):
+    recipe = short_recipe(tmp_path, 5)
+    wall = time.monotonic()
+    out = cli("run", recipe, "--data", tmp_path / "d", "--speed", 2000, "--json",
+              cwd=tmp_path).stdout
+    wall = time.monotonic() - wall
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["status"] == "completed"
+    # ~1700 s of process time at 2000x is ~0.85 s of wall time, not "as fast as possible"
+    assert summary["duration_s"] / 2000 * 0.9 <= summary["wall_s"] < wall

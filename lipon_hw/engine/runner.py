@@ -152,6 +152,8 @@ class Engine:
             sampler = self.env.process(self._sampler(delay_s=self.recipe.record_every_s
                                                      if resumed else 0.0))
             main = self.env.process(plan())
+            if isinstance(self.env, simpy.rt.RealtimeEnvironment):
+                self.env.sync()  # wall time starts now, not when the station was connecting
             self.env.run(until=main)
             sampler.interrupt()
             status, message = "completed", "all steps done"
