@@ -110,3 +110,49 @@ class VacuumValves(Instrument, Protocol):
     def vent(self) -> None: ...
 
     def isolate(self) -> None: ...
+
+
+@runtime_checkable
+class SourceSupply(Instrument, Protocol):
+    """The power supply of an evaporation source, run in constant current."""
+
+    def set_output(self, on: bool) -> None: ...
+
+    def set_current_A(self, current_A: float) -> None: ...
+
+    def current_setpoint_A(self) -> float: ...
+
+    def current_A(self) -> float: ...
+
+    def voltage_V(self) -> float: ...
+
+
+@runtime_checkable
+class SourceSelector(Instrument, Protocol):
+    """Routes the source supply to one of several boats (a high-current switch)."""
+
+    def select_source(self, number: int) -> None: ...
+
+
+@runtime_checkable
+class DepositionController(ThicknessMonitor, Protocol):
+    """A thickness monitor that also closes the rate loop on a source (PID, shutter)."""
+
+    def set_rate_control(self, rate_A_s: float, final_thickness_nm: float, p_gain: float,
+                         i_time_s: float, d_time_s: float, max_power_pct: float,
+                         shutter_delay_s: float) -> None: ...
+
+    def start_layer(self) -> None: ...
+
+    def stop_layer(self) -> None: ...
+
+    def output_pct(self) -> float: ...
+
+    def phase(self) -> str: ...
+
+    def crystal_failed(self) -> bool: ...
+
+
+@runtime_checkable
+class Thermometer(Instrument, Protocol):
+    def temperature_C(self) -> float: ...

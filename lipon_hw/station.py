@@ -42,6 +42,10 @@ ROLES: dict[str, type] = {
     "gas_flow": interfaces.MassFlowController,
     "shutter": interfaces.Shutter,
     "valves": interfaces.VacuumValves,
+    "source_supply": interfaces.SourceSupply,
+    "source_selector": interfaces.SourceSelector,
+    "deposition_controller": interfaces.DepositionController,
+    "substrate_thermometer": interfaces.Thermometer,
 }
 
 

@@ -81,6 +81,13 @@ CREATE TABLE IF NOT EXISTS requests (
     made_at REAL NOT NULL,
     taken INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS tooling (
+    instrument TEXT NOT NULL,
+    film TEXT NOT NULL,
+    tooling_pct REAL NOT NULL,
+    run_id INTEGER,
+    set_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS samples (
     id TEXT PRIMARY KEY,
     substrate TEXT NOT NULL DEFAULT '',
@@ -304,6 +311,16 @@ class Store:
             self._db.execute(f"UPDATE requests SET taken=1 WHERE rowid IN "
                              f"({','.join(str(r[0]) for r in rows)})")
         return [r[1] for r in rows]
+
+    # --- calibrated tooling factors (override the station's, newest wins) ------------
+    def set_tooling(self, instrument: str, film: str, tooling_pct: float, run_id: int) -> None:
+        self._db.execute("INSERT INTO tooling VALUES (?,?,?,?,?)",
+                         (instrument, film, tooling_pct, run_id, time.time()))
+
+    def tooling(self, instrument: str, film: str) -> float | None:
+        row = self._db.execute("SELECT tooling_pct FROM tooling WHERE instrument=? AND film=?"
+                               " ORDER BY rowid DESC LIMIT 1", (instrument, film)).fetchone()
+        return None if row is None else row[0]
 
     # --- samples and their film stacks --------------------------------------------
     def ensure_sample(self, sample_id: str, substrate: str = "") -> None:

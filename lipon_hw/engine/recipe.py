@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -27,52 +27,60 @@ ROLE_QUANTITIES: dict[str, tuple[str, ...]] = {
     "base_gauge": ("pressure_torr",),
     "process_gauge": ("pressure_torr",),
     "gas_flow": ("flow_sccm",),
-    "shutter": (),
-    "valves": (),
+    "source_supply": ("current_A", "voltage_V"),
+    "deposition_controller": ("rate_A_s", "thickness_nm", "output_pct"),
+    "substrate_thermometer": ("temperature_C",),
 }
 
 
 class _Step(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    #: roles of the tool this step drives
-    roles: tuple[str, ...] = ()
+    #: roles of the current tool this step drives
+    NEEDS: ClassVar[tuple[str, ...]] = ()
+
+    def needs(self) -> tuple[str, ...]:
+        return self.NEEDS
+
+    def films(self) -> list[tuple[str, str]]:
+        """(role, film) pairs the station must define for this step."""
+        return []
 
 
 class PumpDown(_Step):
+    NEEDS = ("valves", "base_gauge")
     below_torr: float = Field(gt=0)
     timeout_min: float = Field(default=180, gt=0)
-    roles: tuple[str, ...] = ("valves", "base_gauge")
 
 
 class Gas(_Step):
+    NEEDS = ("gas_flow", "process_gauge")
     n2_sccm: float = Field(ge=0)
     pressure_mtorr: float | None = Field(default=None, gt=0)
     tolerance_pct: float = Field(default=5, gt=0)
     settle_s: float = Field(default=20, ge=0)
     timeout_min: float = Field(default=10, gt=0)
-    roles: tuple[str, ...] = ("gas_flow", "process_gauge")
 
 
 class RF(_Step):
+    NEEDS = ("rf_supply",)
     power_W: float = Field(ge=0)
     ramp_W_per_s: float = Field(default=1.0, gt=0)
     regulation: Literal["forward", "load"] | None = None
     ignite_timeout_s: float = Field(default=10, gt=0)
     max_reflected_pct: float = Field(default=5, gt=0)
-    roles: tuple[str, ...] = ("rf_supply",)
 
 
 class Presputter(_Step):
+    NEEDS = ("shutter", "rf_supply")
     for_min: float = Field(gt=0)
-    roles: tuple[str, ...] = ("shutter", "rf_supply")
 
 
 class Deposit(_Step):
+    NEEDS = ("shutter", "thickness_monitor", "rf_supply")
     film: str
     until_thickness_nm: float | None = Field(default=None, gt=0)
     for_min: float | None = Field(default=None, gt=0)
     max_h: float = Field(default=24, gt=0)
-    roles: tuple[str, ...] = ("shutter", "thickness_monitor", "rf_supply")
 
     @model_validator(mode="after")
     def _one_end(self):
@@ -80,19 +88,97 @@ class Deposit(_Step):
             raise ValueError("give exactly one of until_thickness_nm or for_min")
         return self
 
+    def films(self):
+        return [("thickness_monitor", self.film)]
+
 
 class Wait(_Step):
     for_min: float = Field(gt=0)
 
 
 class Vent(_Step):
+    NEEDS = ("valves", "base_gauge")
     timeout_min: float = Field(default=30, gt=0)
-    roles: tuple[str, ...] = ("valves", "base_gauge", "gas_flow", "rf_supply")
+
+
+class Transfer(_Step):
+    """Move the sample to another tool of the station (through its load lock)."""
+
+    to: str
+
+
+class Source(_Step):
+    """Route the source supply to a boat and load that film into the monitors."""
+
+    NEEDS = ("source_selector", "thickness_monitor")
+    boat: int = Field(ge=1)
+    film: str
+
+    def films(self):
+        return [("thickness_monitor", self.film)]
+
+
+class Precondition(_Step):
+    """Ramp the source current, then soak: melt and outgas the charge, shutter closed."""
+
+    NEEDS = ("source_supply", "shutter", "base_gauge")
+    ramp_to_A: float = Field(gt=0)
+    ramp_s: float = Field(default=60, ge=0)
+    soak_s: float = Field(default=60, ge=0)
+
+
+class PID(BaseModel):
+    """Gains on the relative rate error: kp_A amperes for a 100 % error."""
+
+    model_config = ConfigDict(extra="forbid")
+    kp_A: float = Field(default=4.0, gt=0)
+    ti_s: float = Field(default=8.0, gt=0)
+    td_s: float = Field(default=0.0, ge=0)
+
+
+class Evaporate(_Step):
+    """Rate-controlled deposition: stabilise on the rate with the shutter closed, open,
+    close on time at the target thickness. `control: controller` runs the loop in the
+    deposition controller, `host` in the engine over the monitor and the supply."""
+
+    rate_A_s: float = Field(gt=0)
+    until_thickness_nm: float = Field(gt=0)
+    control: Literal["host", "controller"] = "host"
+    tolerance_pct: float = Field(default=5, gt=0)
+    stable_s: float = Field(default=10, ge=0)
+    max_min: float = Field(default=180, gt=0)
+    max_current_A: float | None = Field(default=None, gt=0)
+    pid: PID = PID()
+    on_crystal_failure: Literal["time_power", "stop"] = "stop"
+
+    def needs(self):
+        loop = ("thickness_monitor",) if self.control == "host" else ("deposition_controller",)
+        return ("source_supply", "shutter", "base_gauge") + loop
+
+
+class SourceOff(_Step):
+    NEEDS = ("source_supply",)
+    ramp_s: float = Field(default=20, ge=0)
+
+
+class CalibrateTooling(_Step):
+    """New tooling from a reference measurement of the last layer of `film`:
+    tooling × measured / monitor reading. Without `measured_nm`, the simulated lab's
+    profilometer measures the layer (on hardware the measurement is required)."""
+
+    NEEDS = ("thickness_monitor",)
+    film: str
+    measured_nm: float | None = Field(default=None, gt=0)
+
+    def films(self):
+        return [("thickness_monitor", self.film)]
 
 
 STEP_KINDS: dict[str, type[_Step]] = {
     "pump_down": PumpDown, "gas": Gas, "rf": RF, "presputter": Presputter,
-    "deposit": Deposit, "wait": Wait, "vent": Vent,
+    "deposit": Deposit, "wait": Wait, "vent": Vent, "transfer": Transfer, "source": Source,
+    "precondition": Precondition, "evaporate": Evaporate, "source_off": SourceOff,
+    "calibrate_tooling": CalibrateTooling,
 }
 
 
@@ -127,30 +213,36 @@ class PlannedStep:
     kind: str
     params: _Step
     line: int
+    tool: str = ""
 
     def describe(self) -> dict:
-        return {self.kind: self.params.model_dump(exclude={"roles"}, exclude_none=True)}
+        return {self.kind: self.params.model_dump(exclude_none=True)}
 
 
 @dataclass
 class Recipe:
-    """A validated recipe, bound to the roles of one station tool."""
+    """A validated recipe, bound to the roles of the station tools its steps use."""
 
     path: str
     text: str
     name: str
-    tool: str
+    tool: str  # where the sample starts
     sample: SampleSpec | None
-    roles: dict[str, str]  # role → instrument
+    tool_roles: dict[str, dict[str, str]]  # tool → role → instrument
     steps: list[PlannedStep]
     interlocks: list[Interlock]
     record_every_s: float
     checkpoint_every_s: float
 
+    @property
+    def roles(self) -> dict[str, str]:
+        """Roles of the tool the recipe starts on."""
+        return self.tool_roles[self.tool]
+
     def quantities(self) -> dict[str, str]:
-        """Every recorded quantity name → the role that produces it."""
-        return {f"{inst}.{q}": role for role, inst in self.roles.items()
-                for q in ROLE_QUANTITIES.get(role, ())}
+        """Every recorded quantity name → the role that produces it, over all tools."""
+        return {f"{inst}.{q}": role for roles in self.tool_roles.values()
+                for role, inst in roles.items() for q in ROLE_QUANTITIES.get(role, ())}
 
 
 def load_recipe(path: str, station: Station, text: str | None = None) -> Recipe:
@@ -164,11 +256,22 @@ def load_recipe(path: str, station: Station, text: str | None = None) -> Recipe:
         raise pydantic_error(doc, exc) from None
     roles = _bind_roles(doc, head, station)
     steps = [_parse_step(doc, i, raw) for i, raw in enumerate(head.steps)]
+    tool_roles = {head.tool: roles}
+    tool = head.tool
+    for i, step in enumerate(steps):
+        step.tool = tool
+        if isinstance(step.params, Transfer):
+            tool = step.params.to
+            if tool not in station.spec.tools:
+                raise doc.error(("steps", i, "transfer", "to"),
+                                f"station {station.spec.name!r} has no tool {tool!r} "
+                                f"(it has {', '.join(station.spec.tools)})")
+            tool_roles.setdefault(tool, dict(station.spec.tools[tool]))
     if text is None:
         text = Path(path).read_text(encoding="utf-8")
     recipe = Recipe(
         path=path, text=text, name=head.name, tool=head.tool,
-        sample=head.sample, roles=roles, steps=steps, interlocks=[],
+        sample=head.sample, tool_roles=tool_roles, steps=steps, interlocks=[],
         record_every_s=head.record_every_s, checkpoint_every_s=head.checkpoint_every_s)
     for i, step in enumerate(steps):
         _check_against_station(doc, i, step, recipe, station)
@@ -217,17 +320,16 @@ def _parse_step(doc: Doc, i: int, raw) -> PlannedStep:
         model = STEP_KINDS[kind].model_validate(params or {})
     except ValidationError as exc:
         raise pydantic_error(doc, exc, loc + (kind,)) from None
-    if "roles" in (params or {}):
-        raise doc.error(loc + (kind, "roles"), "is not a known field here")
     return PlannedStep(kind, model, doc.line(loc))
 
 
 def _check_against_station(doc: Doc, i: int, step: PlannedStep, recipe: Recipe,
                            station: Station) -> None:
     loc = ("steps", i, step.kind)
-    for role in step.params.roles:
-        if role not in recipe.roles:
-            raise doc.error(loc, f"needs a {role} but tool {recipe.tool!r} of station "
+    roles = recipe.tool_roles[step.tool]
+    for role in step.params.needs():
+        if role not in roles:
+            raise doc.error(loc, f"needs a {role} but tool {step.tool!r} of station "
                                  f"{station.spec.name!r} has none")
     p = step.params
     checks: list[tuple[str, str, float | None, str]] = []
@@ -235,15 +337,23 @@ def _check_against_station(doc: Doc, i: int, step: PlannedStep, recipe: Recipe,
         checks.append(("rf_supply", "max_power_W", p.power_W, "power_W"))
     elif isinstance(p, Gas):
         checks.append(("gas_flow", "max_flow_sccm", p.n2_sccm, "n2_sccm"))
+    elif isinstance(p, Precondition):
+        checks.append(("source_supply", "max_current_A", p.ramp_to_A, "ramp_to_A"))
+    elif isinstance(p, Evaporate):
+        checks.append(("source_supply", "max_current_A", p.max_current_A, "max_current_A"))
     for role, key, value, field in checks:
-        inst = recipe.roles[role]
+        inst = roles[role]
         limit = station.limit(inst, key)
         if limit is not None and value is not None and value > limit:
             raise doc.error(loc + (field,), f"{value:g} is above the station limit "
                                             f"{key} = {limit:g} of {inst}")
-    if isinstance(p, Deposit):
-        monitor = recipe.roles["thickness_monitor"]
-        films = station.instrument(monitor).films
-        if p.film not in films:
-            raise doc.error(loc + ("film",), f"film {p.film!r} is not defined for {monitor} "
-                                             f"(station films: {', '.join(films) or 'none'})")
+    if isinstance(p, CalibrateTooling) and p.measured_nm is None and not station.simulated:
+        raise doc.error(loc + ("measured_nm",), "is required on a station with real hardware "
+                                                "(there is no simulated profilometer)")
+    for role, film in p.films():
+        monitors = [roles[r] for r in (role, "deposition_controller") if r in roles]
+        for monitor in monitors:
+            films = station.instrument(monitor).films
+            if film not in films:
+                raise doc.error(loc + ("film",), f"film {film!r} is not defined for {monitor} "
+                                                 f"(station films: {', '.join(films) or 'none'})")

@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 import simpy
 
 from lipon_hw.engine.recipe import ROLE_QUANTITIES, Recipe
-from lipon_hw.errors import LiponError, RunAborted
+from lipon_hw.errors import InstrumentError, LiponError, RunAborted
 from lipon_hw.station import Lab
 from lipon_hw.store import Store
 
 #: the order in which instruments are made safe: stop the power first
-SAFE_ORDER = ("rf_supply", "shutter", "gas_flow")
+SAFE_ORDER = ("rf_supply", "source_supply", "deposition_controller", "shutter", "gas_flow")
 #: how many holds one step tolerates before the run is aborted
 MAX_HOLDS_PER_STEP = 3
 
@@ -65,13 +65,24 @@ class Context:
         self.holds_this_step = 0
         self.step_idx = 0
         self.step_state: dict = {}
+        self.refusals: dict[str, str] = {}
         self._sampled = self.env.event()
 
+    @property
+    def tool(self) -> str:
+        steps = self.recipe.steps
+        return steps[min(self.step_idx, len(steps) - 1)].tool
+
+    @property
+    def roles(self) -> dict[str, str]:
+        """Role → instrument on the tool the sample is in now."""
+        return self.recipe.tool_roles[self.tool]
+
     def role(self, role: str):
-        return self.lab.instruments[self.recipe.roles[role]]
+        return self.lab.instruments[self.roles[role]]
 
     def quantity(self, role: str, name: str) -> float | None:
-        return self.latest.get(f"{self.recipe.roles[role]}.{name}")
+        return self.latest.get(f"{self.roles[role]}.{name}")
 
     @property
     def now(self) -> float:
@@ -119,7 +130,7 @@ class Engine:
         self.on_sample = on_sample or (lambda _ctx: None)
         self.ctx = Context(self)
         self._last_checkpoint = env.now
-        self._polled = self._polled_quantities()
+        self._polled: dict[str, list] = {}
 
     # --- the run -------------------------------------------------------------------
     def run(self, start_idx: int = 0, step_state: dict | None = None,
@@ -182,22 +193,38 @@ class Engine:
     def summary(self) -> dict:
         layers = [layer for layer in self.store.film_stack(self.recipe.sample.id)
                   if layer["run_id"] == self.run_id] if self.recipe.sample else []
-        monitor = self.recipe.roles.get("thickness_monitor")
+        monitor = self.ctx.roles.get("thickness_monitor")
         thickness = (layers[-1]["thickness_nm"] if layers
                      else self.ctx.latest.get(f"{monitor}.thickness_nm"))
         return {"thickness_nm": thickness, "virtual_s": self.env.now, "layers": layers}
 
     # --- sampling, interlocks, checkpoints -------------------------------------------
-    def _polled_quantities(self) -> list[tuple[str, object, str]]:
+    def _polled_quantities(self, tool: str) -> list[tuple[str, object, str]]:
         out = []
-        for role, inst_name in self.recipe.roles.items():
+        for role, inst_name in self.recipe.tool_roles[tool].items():
             driver = self.lab.instruments[inst_name]
             for q in ROLE_QUANTITIES.get(role, ()):
                 out.append((f"{inst_name}.{q}", driver, q))
         return out
 
     def sample(self) -> dict[str, float]:
-        values = {name: getattr(driver, q)() for name, driver, q in self._polled}
+        """Read every quantity of the current tool. An instrument that refuses one
+        reading (a failed crystal) costs that reading and one alarm, not the run:
+        the step in charge decides what the failure means."""
+        tool = self.ctx.tool
+        if tool not in self._polled:
+            self._polled[tool] = self._polled_quantities(tool)
+        values = {}
+        for name, driver, q in self._polled[tool]:
+            try:
+                values[name] = getattr(driver, q)()
+            except InstrumentError as exc:
+                if name not in self.ctx.refusals:
+                    self.ctx.alarm("warning", name, str(exc))
+                self.ctx.refusals[name] = str(exc)
+                self.ctx.latest.pop(name, None)
+            else:
+                self.ctx.refusals.pop(name, None)
         self.ctx.latest.update(values)
         self.ctx.record(values)
         return values
@@ -232,7 +259,10 @@ class Engine:
                 ctx.alarm("info", "operator", "continue requested")
 
     def _check_interlocks(self, values: dict[str, float]) -> None:
+        from lipon_hw.engine.evaporation import check_tool_limits
+
         ctx = self.ctx
+        check_tool_limits(ctx)
         steps = self.recipe.steps
         kind = steps[ctx.step_idx].kind if ctx.step_idx < len(steps) else ""
         fired = [lock for lock in self.recipe.interlocks
@@ -277,7 +307,8 @@ class Engine:
     # --- safe state ----------------------------------------------------------------
     def make_safe(self, reason: str = "") -> None:
         """Every instrument to its safe state, power first; failures are recorded, not raised."""
-        roles = {inst: role for role, inst in self.recipe.roles.items()}
+        roles = {inst: role for tool_roles in self.recipe.tool_roles.values()
+                 for role, inst in tool_roles.items()}
         order = sorted(self.lab.instruments, key=lambda n: (
             SAFE_ORDER.index(roles[n]) if roles.get(n) in SAFE_ORDER else len(SAFE_ORDER)))
         done, failed = [], []

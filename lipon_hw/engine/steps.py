@@ -9,7 +9,8 @@ resume re-establishes it before the interrupted step continues.
 
 from __future__ import annotations
 
-from lipon_hw.engine.recipe import RF, Deposit, Gas, Presputter, PumpDown, Vent, Wait
+from lipon_hw.engine.layers import record_layer
+from lipon_hw.engine.recipe import RF, Deposit, Gas, Presputter, PumpDown, Transfer, Vent, Wait
 from lipon_hw.errors import RunAborted
 from lipon_hw.interfaces import Film
 
@@ -39,7 +40,7 @@ def gas(ctx, p: Gas, state: dict):
     if p.pressure_mtorr is None:
         return
     state.setdefault("t0", ctx.now)
-    limit = ctx.engine.lab.station.limit(ctx.recipe.roles["gas_flow"], "max_flow_sccm")
+    limit = ctx.engine.lab.station.limit(ctx.roles["gas_flow"], "max_flow_sccm")
     in_band_since = None
     last_trim = ctx.now
     while True:
@@ -122,7 +123,7 @@ def presputter(ctx, p: Presputter, state: dict):
 
 def deposit(ctx, p: Deposit, state: dict):
     monitor, shutter = ctx.role("thickness_monitor"), ctx.role("shutter")
-    monitor_name = ctx.recipe.roles["thickness_monitor"]
+    monitor_name = ctx.roles["thickness_monitor"]
     if not state.get("opened"):
         spec = ctx.engine.lab.station.instrument(monitor_name).films[p.film]
         monitor.set_film(Film(p.film, spec.density_g_cm3, spec.z_ratio, spec.tooling_pct))
@@ -155,21 +156,7 @@ def deposit(ctx, p: Deposit, state: dict):
     seconds = ctx.now - state["t_open"]
     ctx.record({f"{monitor_name}.thickness_nm": final})
     ctx.latest[f"{monitor_name}.thickness_nm"] = final
-    _record_layer(ctx, p.film, final, final * 10 / seconds if seconds > 0 else None)
-
-
-def _record_layer(ctx, material: str, thickness_nm: float, rate_A_s: float | None) -> None:
-    sample = ctx.recipe.sample
-    if sample is None:
-        return
-    props = {"process": {k: v for k, v in ctx.setpoints.items() if k != "shutter_open"}}
-    if ctx.engine.lab.sim is not None:
-        stack = ctx.engine.lab.sim.world.tool(ctx.recipe.tool).film_stack()
-        if stack:
-            props["sim_truth"] = stack[-1]
-    ctx.store.ensure_sample(sample.id, sample.substrate)
-    ctx.store.add_layer(sample.id, ctx.run_id, material, thickness_nm, rate_A_s,
-                        ctx.recipe.tool, ctx.now, props)
+    record_layer(ctx, p.film, final, final * 10 / seconds if seconds > 0 else None)
 
 
 def wait(ctx, p: Wait, state: dict):
@@ -194,18 +181,36 @@ def vent(ctx, p: Vent, state: dict):
                              f"{p.timeout_min:g} min")
 
 
+def transfer(ctx, p: Transfer, state: dict):
+    """The sample leaves for another tool; that tool's process starts from scratch."""
+    ctx.setpoints = {}
+    ctx.alarm("info", "engine", f"sample moved to the {p.to}")
+    yield ctx.env.timeout(0)
+
+
+def _evaporation_steps():
+    from lipon_hw.engine import evaporation
+
+    return {"source": evaporation.source, "precondition": evaporation.precondition,
+            "evaporate": evaporation.evaporate, "source_off": evaporation.source_off,
+            "calibrate_tooling": evaporation.calibrate_tooling}
+
+
 STEPS = {"pump_down": pump_down, "gas": gas, "rf": rf, "presputter": presputter,
-         "deposit": deposit, "wait": wait, "vent": vent}
+         "deposit": deposit, "wait": wait, "vent": vent, "transfer": transfer,
+         **_evaporation_steps()}
 
 
 # --- holds and resumes ----------------------------------------------------------------
 def safe_hold(ctx) -> None:
-    """Stop growing film without losing the process: shutter closed, RF off."""
-    roles = ctx.recipe.roles
+    """Stop growing film without losing the process: shutter closed, RF (or source) off."""
+    roles = ctx.roles
     if "shutter" in roles:
         ctx.role("shutter").close()
     if "rf_supply" in roles and ctx.setpoints.get("rf_on"):
         ctx.role("rf_supply").set_output(False)
+    if "source_supply" in roles and ctx.setpoints.get("source_on"):
+        ctx.role("source_supply").set_output(False)
 
 
 def resume_after_hold(ctx):
@@ -215,7 +220,7 @@ def resume_after_hold(ctx):
 def restore_process(ctx):
     """Re-establish the commanded process after a crash: valves, gas, RF (ramped), shutter."""
     sp = ctx.setpoints
-    roles = ctx.recipe.roles
+    roles = ctx.roles
     if "valves" in roles and sp.get("valves"):
         getattr(ctx.role("valves"), sp["valves"])()
     if "gas_flow" in roles and "flow_sccm" in sp:
@@ -226,7 +231,7 @@ def restore_process(ctx):
 
 def _restore_rf_and_shutter(ctx):
     sp = ctx.setpoints
-    roles = ctx.recipe.roles
+    roles = ctx.roles
     if "shutter" in roles:
         ctx.role("shutter").close()
     if "rf_supply" in roles and sp.get("rf_on"):
@@ -238,5 +243,9 @@ def _restore_rf_and_shutter(ctx):
         sp["rf_on"] = level > 0
         yield from ramp_rf(ctx, target, 5.0, {"level_W": min(level, target)}, restoring=True)
         yield from wait_for_match(ctx, 10.0, 5.0)
+    if "source_supply" in roles and sp.get("source_on"):
+        supply = ctx.role("source_supply")
+        supply.set_current_A(sp.get("source_A", 0.0))
+        supply.set_output(True)
     if "shutter" in roles and sp.get("shutter_open"):
         ctx.role("shutter").open()
