@@ -10,6 +10,7 @@ it across every server.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import signal
@@ -20,10 +21,9 @@ from collections.abc import Callable
 from typing import TextIO
 
 from lipon_hw.drivers import DRIVERS
+from lipon_hw.errors import InputError
 from lipon_hw.sim.lab import SimLab
 from lipon_hw.sim.tcp import EmulatorServer, serve
-
-from lipon_hw.errors import InputError
 from lipon_hw.station import Station
 
 SIM_PREFIX = "sim://"
@@ -131,42 +131,37 @@ def run_serve(station: Station, host: str = "127.0.0.1", port_base: int = 0,
     """Serve until SIGINT/SIGTERM (or until `stop_event` is set), then stop cleanly.
 
     With `as_json` exactly one line `{"instruments": {...}}` is printed and flushed,
-    so a script can read it and connect while the lab keeps running. Signal
-    handlers are only installed without a `stop_event` (they need the main
-    thread) and the previous ones are put back afterwards.
+    so a script can read it and connect while the lab keeps running. Without a
+    `stop_event` the signal handlers (main thread only) are installed before that
+    line is printed, so a script may signal as soon as it has read it; the
+    previous handlers are put back afterwards.
     """
-    lab = serve_lab(station, host, port_base, speed, seed)
-    try:
+    with contextlib.ExitStack() as stack:
+        if stop_event is None:
+            stop_event = threading.Event()
+            stack.enter_context(_signals_set(stop_event))
+        lab = stack.enter_context(serve_lab(station, host, port_base, speed, seed))
         instruments = lab.instruments()
         if as_json:
             out.write(json.dumps({"instruments": instruments}) + "\n")
         else:
             _print_table(out, station, lab, instruments)
         out.flush()
-        if stop_event is not None:
-            _wait(stop_event)
-        else:
-            _wait_for_signal()
-    finally:
-        lab.stop()
+        while not stop_event.wait(0.2):  # short waits keep signal handlers prompt
+            pass
     if not as_json:
         out.write("stopped\n")
         out.flush()
     return 0
 
 
-def _wait(event: threading.Event) -> None:
-    # short timeouts keep the main thread responsive to signal handlers
-    while not event.wait(0.2):
-        pass
-
-
-def _wait_for_signal() -> None:
-    stop = threading.Event()
+@contextlib.contextmanager
+def _signals_set(event: threading.Event):
+    """SIGINT and SIGTERM set `event` instead of killing the process, for a clean stop."""
     signums = [signal.SIGINT, signal.SIGTERM]
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in signums}
+    previous = {s: signal.signal(s, lambda *_: event.set()) for s in signums}
     try:
-        _wait(stop)
+        yield
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

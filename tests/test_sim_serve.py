@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 import pyvisa
 import serial
-from lipon_hw.sim.serve import run_serve, serve_lab
 
 from lipon_hw.errors import InputError
 from lipon_hw.links import LinkPool
+from lipon_hw.sim.serve import run_serve, serve_lab
 from lipon_hw.station import driver_class, load_station
 
 HOST = "127.0.0.1"
@@ -119,6 +122,31 @@ def test_run_serve_prints_one_json_line_and_stops_on_the_event(station):
     assert out.getvalue().count("\n") == 1
     with pytest.raises(OSError):  # the servers are gone
         socket.create_connection((HOST, port), timeout=2).close()
+
+
+SERVE_SCRIPT = """
+import sys
+from lipon_hw.sim.serve import run_serve
+from lipon_hw.station import load_station
+sys.exit(run_serve(load_station(), "127.0.0.1", 0, 1.0, None, True))
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_the_served_lab_cleanly(signum):
+    proc = subprocess.Popen([sys.executable, "-c", SERVE_SCRIPT], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline()  # printed once the handlers are in place
+        assert "instruments" in json.loads(first)
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
 
 
 def test_readable_table_names_every_instrument(station):
