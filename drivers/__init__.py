@@ -10,4 +10,8 @@ DRIVERS = {
     "alicat": "lipon_hw.drivers.alicat:AlicatMFC",
     "modbus_relay_shutter": "lipon_hw.drivers.modbus_relay:ModbusRelayShutter",
     "modbus_relay_valves": "lipon_hw.drivers.modbus_relay:ModbusRelayValves",
+    "modbus_relay_source_selector": "lipon_hw.drivers.modbus_relay:ModbusRelaySourceSelector",
+    "modbus_thermometer": "lipon_hw.drivers.modbus_thermometer:ModbusThermometer",
+    "genesys": "lipon_hw.drivers.genesys:GenesysSupply",
+    "sqc310": "lipon_hw.drivers.inficon_sqc310:SQC310",
 }

@@ -1,11 +1,9 @@
-"""A Modbus RTU digital-output (relay) module: coils switch the shutter and the valves.
+"""A Modbus RTU digital-output (relay) module: coils switch the shutter, the valves and,
+on the evaporator, the boat (source) contactors.
 
-Framing follows "MODBUS over Serial Line" v1.02 and the application protocol
-v1.1b3: `unit, function, data…, CRC-16` with the CRC low byte first
-(polynomial 0xA001 reflected, initial value 0xFFFF). There is no terminator: the
-reply length follows from the function (05 echoes 8 bytes; 01 answers
-`unit 01 count data… CRC`; an exception is `unit function|0x80 code CRC`). A
-request with a bad CRC gets no reply at all, so the driver times out and retries.
+The codec and the master side are in `modbus_rtu`; this module adds the coil
+functions: 05 writes one coil (the reply echoes the request), 01 reads coils
+(`unit 01 count data… CRC`, the first coil in the least significant bit).
 
 The module is on RS-485 at 9600 baud, 8 data bits, even parity, 1 stop bit:
 even parity is the default the serial-line spec requires every device to have
@@ -14,50 +12,21 @@ even parity is the default the serial-line spec requires every device to have
 
 from __future__ import annotations
 
-from lipon_hw.errors import FrameError, InputError, InstrumentError
+from lipon_hw.drivers.modbus_rtu import (
+    READ_COILS,
+    WRITE_SINGLE_COIL,
+    ModbusRtuDevice,
+    read_request,
+    with_crc,
+)
+from lipon_hw.errors import InputError, InstrumentError
 from lipon_hw.links import Link
 
-READ_COILS = 0x01
-WRITE_SINGLE_COIL = 0x05
-WRITE_MULTIPLE_COILS = 0x0F
-WRITE_MULTIPLE_REGISTERS = 0x10
-EXCEPTION_FLAG = 0x80
 COIL_ON = 0xFF00
 COIL_OFF = 0x0000
-BROADCAST_UNIT = 0
-
-EXCEPTIONS = {
-    0x01: "illegal function",
-    0x02: "illegal data address",
-    0x03: "illegal data value",
-    0x04: "server device failure",
-    0x05: "acknowledge",
-    0x06: "server device busy",
-    0x08: "memory parity error",
-    0x0A: "gateway path unavailable",
-    0x0B: "gateway target device failed to respond",
-}
 
 
 # --- codec (shared with the emulator) -------------------------------------------------
-def crc16(data: bytes) -> int:
-    """CRC-16/MODBUS; crc16(b"123456789") == 0x4B37."""
-    crc = 0xFFFF
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-    return crc
-
-
-def with_crc(body: bytes) -> bytes:
-    return body + crc16(body).to_bytes(2, "little")
-
-
-def crc_ok(frame: bytes) -> bool:
-    return len(frame) >= 4 and crc16(frame[:-2]) == int.from_bytes(frame[-2:], "little")
-
-
 def write_coil_request(unit: int, coil: int, on: bool) -> bytes:
     value = COIL_ON if on else COIL_OFF
     return with_crc(bytes([unit, WRITE_SINGLE_COIL]) + coil.to_bytes(2, "big")
@@ -65,8 +34,7 @@ def write_coil_request(unit: int, coil: int, on: bool) -> bytes:
 
 
 def read_coils_request(unit: int, first: int, count: int) -> bytes:
-    return with_crc(bytes([unit, READ_COILS]) + first.to_bytes(2, "big")
-                    + count.to_bytes(2, "big"))
+    return read_request(unit, READ_COILS, first, count)
 
 
 def read_coils_reply(unit: int, states: list[bool]) -> bytes:
@@ -77,44 +45,16 @@ def read_coils_reply(unit: int, states: list[bool]) -> bytes:
     return with_crc(bytes([unit, READ_COILS, len(data)]) + data)
 
 
-def exception_reply(unit: int, function: int, code: int) -> bytes:
-    return with_crc(bytes([unit, function | EXCEPTION_FLAG, code]))
-
-
-def request_size(buffer: bytes) -> int | None:
-    """Length of the request starting `buffer`, None until enough bytes say it.
-
-    Functions 01–06 have 8-byte requests; 0F and 10 carry a byte count at offset 6.
-    For any other function the frame ends where the line falls silent, which on a
-    byte stream is the end of what has arrived.
-    """
-    if len(buffer) < 2:
-        return None
-    function = buffer[1]
-    if 0x01 <= function <= 0x06:
-        return 8
-    if function in (WRITE_MULTIPLE_COILS, WRITE_MULTIPLE_REGISTERS):
-        return 9 + buffer[6] if len(buffer) >= 7 else None
-    return len(buffer)
-
-
 def coil_state(reply: bytes, index: int = 0) -> bool:
     """Bit `index` of a read-coils reply (LSB of the first data byte is the first coil)."""
     return bool(reply[3 + index // 8] >> (index % 8) & 1)
 
 
 # --- drivers --------------------------------------------------------------------------
-class _CoilModule:
-    """Coil access for one unit on a Modbus RTU line; drivers on one line share its Link."""
+class _CoilModule(ModbusRtuDevice):
+    """Coil access for one unit on a Modbus RTU line."""
 
     SERIAL_DEFAULTS = {"baudrate": 9600, "bytesize": 8, "parity": "E", "stopbits": 1}
-
-    def __init__(self, name: str, link: Link, unit: int):
-        if not 1 <= int(unit) <= 247:
-            raise InputError(f"{name}: Modbus unit {unit} is outside 1..247")
-        self.name = name
-        self.link = link
-        self.unit = int(unit)
 
     def _write_coil(self, coil: int, on: bool) -> None:
         self._transact(write_coil_request(self.unit, coil, on))
@@ -122,34 +62,9 @@ class _CoilModule:
     def _read_coil(self, coil: int) -> bool:
         return coil_state(self._transact(read_coils_request(self.unit, coil, 1)))
 
-    def _transact(self, request: bytes) -> bytes:
-        reply = self.link.exchange(lambda link: self._exchange(link, request))
-        if reply[1] & EXCEPTION_FLAG:
-            code = reply[2]
-            raise InstrumentError(f"{self.name} refused {request.hex(' ')} with Modbus exception "
-                                  f"{code:02X} ({EXCEPTIONS.get(code, 'unlisted code')})")
-        return reply
-
-    def _exchange(self, link: Link, request: bytes) -> bytes:
-        link.write(request)
-        head = link.read_exact(2)
-        if head[1] & EXCEPTION_FLAG:
-            reply = head + link.read_exact(3)
-        elif head[1] == READ_COILS:
-            count = link.read_exact(1)
-            reply = head + count + link.read_exact(count[0] + 2)
-        else:
-            reply = head + link.read_exact(6)
-        if not crc_ok(reply):
-            raise FrameError(f"{self.name} answered {request.hex(' ')} with {reply.hex(' ')}, "
-                             "whose CRC is wrong")
-        if reply[0] != self.unit or reply[1] & 0x7F != request[1]:
-            raise FrameError(f"{self.name} answered {request.hex(' ')} with {reply.hex(' ')}, "
-                             "from another unit or function")
-        if request[1] == WRITE_SINGLE_COIL and not reply[1] & EXCEPTION_FLAG and reply != request:
-            raise FrameError(f"{self.name} answered {request.hex(' ')} with {reply.hex(' ')} "
-                             "instead of echoing it")
-        return reply
+    def _read_coils(self, first: int, count: int) -> list[bool]:
+        reply = self._transact(read_coils_request(self.unit, first, count))
+        return [coil_state(reply, i) for i in range(count)]
 
     def _describe(self, wiring: str) -> str:
         """Plain coil modules have no identity query; reading a coil proves the unit answers."""
@@ -214,3 +129,54 @@ class ModbusRelayValves(_CoilModule):
         RF off and flow off already end the process. A chamber that is venting or
         isolated got there by an operator's decision, which a fault must not reverse.
         """
+
+
+class ModbusRelaySourceSelector(_CoilModule):
+    """Boat contactors on consecutive coils: coil `first_coil + n - 1` routes the source
+    supply to boat n. At most one is ever on (break before make), because two boats in
+    parallel would share the current unpredictably.
+
+    Contactors must not switch the boat current: change boats with the supply off.
+    The driver cannot see the supply, so that order is the recipe's (and the safe
+    state's) business.
+    """
+
+    def __init__(self, name: str, link: Link, unit: int = 1, first_coil: int = 3,
+                 boats: int = 3):
+        super().__init__(name, link, unit)
+        self.first_coil = int(first_coil)
+        self.boats = int(boats)
+        if self.boats < 1:
+            raise InputError(f"{name}: boats must be at least 1, not {boats}")
+
+    def select_source(self, number: int) -> None:
+        """Route the supply to boat `number` (1-based): every boat coil off, then its own on."""
+        if not 1 <= number <= self.boats:
+            raise InputError(f"{self.name}: boat {number} does not exist (1..{self.boats})")
+        self._all_off()
+        self._write_coil(self.first_coil + number - 1, True)
+
+    def selected_source(self) -> int | None:
+        """The boat whose coil is on; None when none is."""
+        on = [i + 1 for i, state in enumerate(self._read_coils(self.first_coil, self.boats))
+              if state]
+        if len(on) > 1:
+            raise InstrumentError(f"{self.name} has boats {on} switched on at once "
+                                  f"(coils {self.first_coil}..{self.first_coil + self.boats - 1})")
+        return on[0] if on else None
+
+    def identify(self) -> str:
+        last = self.first_coil + self.boats - 1
+        return self._describe(f"coils {self.first_coil}..{last} = boats 1..{self.boats}")
+
+    def make_safe(self) -> None:
+        """Every boat coil off: no boat can heat even if the supply came back on.
+
+        The engine makes the source supply safe before the rest (its SAFE_ORDER),
+        so the contactors open without current; under 100 A they would burn.
+        """
+        self._all_off()
+
+    def _all_off(self) -> None:
+        for coil in range(self.first_coil, self.first_coil + self.boats):
+            self._write_coil(coil, False)

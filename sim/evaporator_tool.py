@@ -29,6 +29,7 @@ from lipon_hw.sim.vacuum import ATMOSPHERE_TORR, VacuumParams
 R_GAS = 8.314462618
 STEFAN_BOLTZMANN = 5.670374e-8
 WALL_K = 300.0
+NEGLIGIBLE_RATE_A_S = 1e-4  # below a monolayer a day: no film, no crystal load
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ class EvaporatorTool:
                                  boat_charge_g=list(self.p.charges_g),
                                  voltage_limit_V=self.p.supply_max_V)
         xtal.fresh(self.s, self.xp, world.rng)
-        self._controllers: list[Callable[[float, float], None]] = []
+        self._controllers: list[tuple[Callable[[float, float], None], Callable[[], bool]]] = []
 
     def snapshot(self) -> dict:
         return asdict(self.s)
@@ -131,15 +132,18 @@ class EvaporatorTool:
     def restore(self, state: dict) -> None:
         self.s = EvaporatorState(**state)
 
-    def attach_controller(self, callback: Callable[[float, float], None]) -> None:
-        """`callback(t, dt)` runs after every sub-step (an instrument's own control loop)."""
-        self._controllers.append(callback)
+    def attach_controller(self, callback: Callable[[float, float], None],
+                          active: Callable[[], bool] = lambda: True) -> None:
+        """`callback(t, dt)` runs after every sub-step (an instrument's own control loop);
+        while `active()` is true the tool integrates in short steps for it."""
+        self._controllers.append((callback, active))
 
     # --- integration ------------------------------------------------------------
     def advance(self, t1: float) -> None:
         s = self.s
         while s.t < t1:
-            active = s.supply_on or max(s.boat_T_K) > WALL_K + 5 or self._controllers
+            active = (s.supply_on or max(s.boat_T_K) > WALL_K + 5
+                      or any(is_active() for _, is_active in self._controllers))
             dt = min(t1 - s.t, 0.1 if active else 5.0)
             self._step(dt)
 
@@ -157,15 +161,16 @@ class EvaporatorTool:
         s.t += dt
         for k, material in enumerate(p.boats):
             rate = self._substrate_rate_A_s(k)
-            if rate <= 0:
+            if rate < NEGLIGIBLE_RATE_A_S:  # a cold boat's vapour makes no film
                 continue
             ev = EVAPORANTS[material]
             xtal.load(s, rate * self._crystal_ratio() * dt * 1e-8 * ev.density_g_cm3, ev.z_ratio)
             s.boat_charge_g[k] = max(0.0, s.boat_charge_g[k] - self._evaporation_g_s(k) * dt)
             if s.shutter_open:
                 self.world.grow(material, rate * dt / 10, s.t, {"mean_rate_A_s": rate})
-        for control in self._controllers:
-            control(s.t, dt)
+        for control, is_active in self._controllers:
+            if is_active():
+                control(s.t, dt)
 
     def _boat_temperature(self, T: float, heat_W: float, dt: float) -> float:
         bp = self.bp

@@ -27,6 +27,7 @@ class World:
         self.rng = np.random.default_rng(seed)
         self.layers: list[dict] = []
         self._t = clock()
+        self._advancing = False
         self.tools = {"sputter": SputterTool(self), "evaporator": EvaporatorTool(self)}
         for tool in self.tools.values():
             tool.s.t = self._t
@@ -44,10 +45,16 @@ class World:
         return self.clock()
 
     def sync(self) -> None:
+        """Advance every tool to the clock. Re-entrant calls (an instrument's control
+        loop using accessors from inside a tool's step) see the World as it is."""
         t = self.clock()
-        if t > self._t:
-            for tool in self.tools.values():
-                tool.advance(t)
+        if t > self._t and not self._advancing:
+            self._advancing = True
+            try:
+                for tool in self.tools.values():
+                    tool.advance(t)
+            finally:
+                self._advancing = False
             self._t = t
 
     def tool(self, name: str):

@@ -1,4 +1,5 @@
-"""Modbus RTU relay module: codec, drivers ↔ emulator, and an independent TCP client."""
+"""Modbus RTU relay module: codec, drivers ↔ emulator (sputter and evaporator wiring),
+and an independent TCP client."""
 
 import time
 
@@ -9,17 +10,14 @@ from conftest import sim_link
 
 from lipon_hw.drivers.modbus_relay import (
     ModbusRelayShutter,
+    ModbusRelaySourceSelector,
     ModbusRelayValves,
     coil_state,
-    crc16,
-    crc_ok,
-    exception_reply,
     read_coils_reply,
     read_coils_request,
-    request_size,
-    with_crc,
     write_coil_request,
 )
+from lipon_hw.drivers.modbus_rtu import crc16, crc_ok, exception_reply, request_size, with_crc
 from lipon_hw.errors import InputError, InstrumentError, LinkLost
 from lipon_hw.links import Health, Link, LinkPool, SimPort
 from lipon_hw.sim.emulators.modbus_relay import ModbusRelayEmulator
@@ -206,6 +204,107 @@ def test_snapshot_restores_coils(world, relay):
     assert fresh.coils[5]
 
 
+# --- the evaporator: boat contactors on coils 3..5 ----------------------------------------
+
+EVAPORATOR_WIRING = {0: "shutter", 1: "pumping", 2: "vent", 3: "boat1", 4: "boat2", 5: "boat3"}
+
+
+@pytest.fixture
+def evap_relay(world):
+    return RecordingRelay("evap_io", world.evaporator, coils=EVAPORATOR_WIRING)
+
+
+def test_selecting_a_boat_routes_the_supply(world, evap_relay):
+    selector = ModbusRelaySourceSelector("boats", sim_link(evap_relay))
+    selector.select_source(2)
+    assert world.evaporator.selected_boat() == 2
+    assert selector.selected_source() == 2
+    assert evap_relay.routed_boats == [2]
+    selector.select_source(3)
+    assert world.evaporator.selected_boat() == 3
+    assert evap_relay.coils[3:6] == [False, False, True]
+
+
+def test_boat_selection_breaks_before_make(evap_relay):
+    ModbusRelaySourceSelector("boats", sim_link(evap_relay)).select_source(2)
+    assert evap_relay.requests == [write_coil_request(1, 3, False),
+                                   write_coil_request(1, 4, False),
+                                   write_coil_request(1, 5, False),
+                                   write_coil_request(1, 4, True)]
+
+
+def test_boat_heats_through_the_selected_contactor(world, clock, evap_relay):
+    ModbusRelaySourceSelector("boats", sim_link(evap_relay)).select_source(1)
+    world.evaporator.set_supply_output(True)
+    world.evaporator.set_supply_current_A(45)
+    clock.advance(120)
+    assert world.evaporator.boat_temperature_K(1) > 600
+    assert world.evaporator.boat_temperature_K(2) == pytest.approx(300)
+
+
+def test_source_make_safe_opens_every_boat_contactor(world, evap_relay):
+    selector = ModbusRelaySourceSelector("boats", sim_link(evap_relay))
+    selector.select_source(2)
+    selector.make_safe()
+    assert evap_relay.coils[3:6] == [False, False, False]
+    assert selector.selected_source() is None
+    assert evap_relay.routed_boats == []
+    assert world.evaporator.selected_boat() == 2  # the simulated tool keeps its last boat
+
+
+def test_two_boats_on_at_once_is_reported(evap_relay):
+    evap_relay.handle(write_coil_request(1, 3, True))
+    evap_relay.handle(write_coil_request(1, 5, True))
+    with pytest.raises(InstrumentError, match=r"boats \[1, 3\] switched on at once"):
+        ModbusRelaySourceSelector("boats", sim_link(evap_relay)).selected_source()
+
+
+def test_source_selector_rejects_missing_boats(evap_relay):
+    selector = ModbusRelaySourceSelector("boats", sim_link(evap_relay))
+    with pytest.raises(InputError, match="boat 4 does not exist"):
+        selector.select_source(4)
+    assert evap_relay.requests == []
+    with pytest.raises(InputError, match="at least 1"):
+        ModbusRelaySourceSelector("boats", sim_link(evap_relay), boats=0)
+
+
+def test_evaporator_module_shares_shutter_valves_and_boats(world, clock, evap_relay):
+    link = sim_link(evap_relay)
+    selector = ModbusRelaySourceSelector("boats", link)
+    ModbusRelayShutter("shutter", link).open()
+    ModbusRelayValves("valves", link).pump()
+    selector.select_source(3)
+    clock.advance(3600)
+    assert world.evaporator.shutter_open()
+    assert world.evaporator.pressure_torr() < 1e-4
+    assert evap_relay.coils[:6] == [True, True, False, False, False, True]
+    assert selector.identify() == "Modbus RTU relay module, unit 1 (coils 3..5 = boats 1..3)"
+
+
+def test_source_selector_retries_a_garbled_reply(world, evap_relay):
+    evap_relay.faults.garble_replies = 1
+    ModbusRelaySourceSelector("boats", sim_link(evap_relay)).select_source(3)
+    assert world.evaporator.selected_boat() == 3
+    assert evap_relay.faults.garble_replies == 0
+
+
+def test_source_selector_link_down_is_lost(evap_relay):
+    evap_relay.faults.link_down = True
+    with pytest.raises(LinkLost, match="sim://evap_io is lost after 3 attempts"):
+        ModbusRelaySourceSelector("boats", sim_link(evap_relay)).make_safe()
+
+
+def test_boat_coil_beyond_the_module_is_refused(evap_relay):
+    selector = ModbusRelaySourceSelector("boats", sim_link(evap_relay), first_coil=6)
+    with pytest.raises(InstrumentError, match=r"exception 02 \(illegal data address\)"):
+        selector.select_source(3)
+
+
+def test_boats_cannot_be_wired_to_the_sputter_tool(world):
+    with pytest.raises(InputError, match="must map coil"):
+        ModbusRelayEmulator("io", world.sputter, coils={3: "boat1"})
+
+
 # --- an independent client over TCP -----------------------------------------------------
 
 
@@ -263,3 +362,34 @@ def test_drivers_over_tcp(tcp):
         assert world.sputter.shutter_open()
     finally:
         pool.close()
+
+
+def test_evaporator_boats_over_tcp():
+    world = World(time.monotonic, seed=1)
+    server = serve(ModbusRelayEmulator("evap_io", world.evaporator, coils=EVAPORATOR_WIRING))
+    port = serial.serial_for_url(f"socket://127.0.0.1:{server.port}", timeout=1)
+    rm = pyvisa.ResourceManager("@py")
+    inst = rm.open_resource(f"TCPIP::127.0.0.1::{server.port}::SOCKET")
+    pool = LinkPool()
+    try:
+        port.write(H("01 05 00 04 FF 00 CD FB"))  # coil 4 on: boat 2
+        assert port.read(8) == H("01 05 00 04 FF 00 CD FB")
+        assert world.evaporator.selected_boat() == 2
+        port.write(H("01 01 00 03 00 03 8C 0B"))  # coils 3..5
+        assert port.read(6) == H("01 01 01 02 D0 49")
+        inst.read_termination = None
+        inst.timeout = 1000
+        inst.write_raw(H("01 05 00 04 00 00 8C 0B"))  # coil 4 off
+        assert inst.read_bytes(8) == H("01 05 00 04 00 00 8C 0B")
+        link = pool.open(f"socket://127.0.0.1:{server.port}",
+                         ModbusRelaySourceSelector.SERIAL_DEFAULTS)
+        selector = ModbusRelaySourceSelector("boats", link)
+        assert selector.selected_source() is None
+        selector.select_source(3)
+        assert world.evaporator.selected_boat() == 3
+    finally:
+        pool.close()
+        inst.close()
+        rm.close()
+        port.close()
+        server.stop()

@@ -10,4 +10,8 @@ EMULATORS = {
     "alicat": "lipon_hw.sim.emulators.alicat:AlicatEmulator",
     "modbus_relay_shutter": "lipon_hw.sim.emulators.modbus_relay:ModbusRelayEmulator",
     "modbus_relay_valves": "lipon_hw.sim.emulators.modbus_relay:ModbusRelayEmulator",
+    "modbus_relay_source_selector": "lipon_hw.sim.emulators.modbus_relay:ModbusRelayEmulator",
+    "modbus_thermometer": "lipon_hw.sim.emulators.modbus_thermometer:ModbusThermometerEmulator",
+    "genesys": "lipon_hw.sim.emulators.genesys:GenesysEmulator",
+    "sqc310": "lipon_hw.sim.emulators.inficon_sqc310:SQC310Emulator",
 }

@@ -1,32 +1,54 @@
-"""A Modbus RTU relay module on the wire, wired to the sputter tool.
+"""A Modbus RTU relay module on the wire, wired to a tool.
 
-Coils are relay outputs. The wired ones act on the tool as well (`shutter`,
-`pumping`, `vent`); the rest are plain memory. The module implements read coils
-(01) and write single coil (05); any other function gets exception 01, a coil
-beyond the module exception 02, a bad value or count exception 03. Frames with a
-bad CRC or for another unit get no reply; broadcasts (unit 0) act silently.
-A real module finds frame boundaries by 3.5 characters of silence; a byte stream
-has none, so after a bad CRC the emulator drops one byte and looks again.
+Coils are relay outputs. The wired ones act on the tool as well: `shutter`,
+`pumping` and `vent` on either tool, `boat1`..`boat3` on the evaporator (a coil
+switched on routes the source supply to that boat); the rest are plain memory.
+The module implements read coils (01) and write single coil (05); any other
+function gets exception 01, a coil beyond the module exception 02, a bad value
+or count exception 03. Frames with a bad CRC or for another unit get no reply;
+broadcasts (unit 0) act silently.
+
+With every boat coil off a real tool has no boat on the supply; the simulated
+evaporator always has one selected, so it keeps the last one and `routed_boats`
+records that none is. The safe state turns the supply off first, so nothing
+heats either way. Two boat coils on at once (only a third-party client can do
+that) leave the last one switched on selected.
 """
 
 from __future__ import annotations
 
-from lipon_hw.drivers.modbus_relay import (
+from lipon_hw.drivers.modbus_relay import COIL_OFF, COIL_ON, read_coils_reply
+from lipon_hw.drivers.modbus_rtu import (
     BROADCAST_UNIT,
-    COIL_OFF,
-    COIL_ON,
     READ_COILS,
     WRITE_SINGLE_COIL,
-    crc_ok,
     exception_reply,
-    read_coils_reply,
-    request_size,
+    next_request,
 )
 from lipon_hw.errors import InputError
 from lipon_hw.sim.emulator import Emulator
 
 DEFAULT_WIRING = {0: "shutter", 1: "pumping", 2: "vent"}
+BOATS = (1, 2, 3)
 MAX_READ_COILS = 2000  # application protocol limit for function 01
+
+
+def _tool_actions(tool) -> dict:
+    """Coil roles the tool can be wired to, each a `callback(on)`."""
+    actions = {"shutter": tool.set_shutter, "pumping": tool.set_pumping, "vent": tool.set_vent}
+    if hasattr(tool, "select_boat"):
+        actions.update({f"boat{n}": _boat_contactor(tool, n) for n in BOATS})
+    return actions
+
+
+def _boat_contactor(tool, number: int):
+    """Closing the contactor routes the supply to the boat; opening it leaves the tool as is."""
+
+    def switch(on: bool) -> None:
+        if on:
+            tool.select_boat(number)
+
+    return switch
 
 
 class ModbusRelayEmulator(Emulator):
@@ -37,15 +59,21 @@ class ModbusRelayEmulator(Emulator):
         super().__init__(name)
         self.tool = tool
         self.unit = int(unit)
-        actions = {"shutter": tool.set_shutter, "pumping": tool.set_pumping,
-                   "vent": tool.set_vent}
+        actions = _tool_actions(tool)
         wiring = {int(c): role for c, role in (coils or DEFAULT_WIRING).items()}
         unknown = sorted(set(wiring.values()) - set(actions))
         if unknown or any(not 0 <= c < n_coils for c in wiring):
             raise InputError(f"{name}: coils {wiring} must map coil 0..{n_coils - 1} to "
                              f"{', '.join(actions)}")
         self._actions = {coil: actions[role] for coil, role in wiring.items()}
+        self._boat_coils = {coil: int(role[4:]) for coil, role in wiring.items()
+                            if role.startswith("boat")}
         self.coils = [False] * int(n_coils)
+
+    @property
+    def routed_boats(self) -> list[int]:
+        """The boats whose coils are on: the supply reaches these (none: no boat at all)."""
+        return sorted(boat for coil, boat in self._boat_coils.items() if self.coils[coil])
 
     # --- instrument memory (for checkpoints) ----------------------------------------
     def snapshot(self) -> dict:
@@ -56,16 +84,11 @@ class ModbusRelayEmulator(Emulator):
 
     # --- wire -------------------------------------------------------------------------
     def _process(self, buffer: bytes) -> tuple[int, bytes]:
-        size = request_size(buffer)
-        if size is None or len(buffer) < size:
-            return 0, b""
-        frame = buffer[:size]
-        if not crc_ok(frame):
-            return 1, b""  # a byte stream has no silent gaps: slide until a frame checks
-        if frame[0] not in (self.unit, BROADCAST_UNIT):
-            return size, b""
+        consumed, frame = next_request(buffer)
+        if frame is None or frame[0] not in (self.unit, BROADCAST_UNIT):
+            return consumed, b""
         reply = self._answer(frame)
-        return size, (b"" if frame[0] == BROADCAST_UNIT else reply)
+        return consumed, (b"" if frame[0] == BROADCAST_UNIT else reply)
 
     def _answer(self, frame: bytes) -> bytes:
         function = frame[1]
