@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -39,6 +40,13 @@ def reports_errors(fn):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except Exception as exc:  # a bug of ours: say so in one line (LIPON_HW_DEBUG for more)
+            if os.environ.get("LIPON_HW_DEBUG"):
+                raise
+            click.echo(f"error: internal error ({type(exc).__name__}: {exc}); any run was "
+                       "stopped with its hardware made safe; set LIPON_HW_DEBUG=1 to see the "
+                       "traceback", err=True)
+            sys.exit(1)
 
     return wrapper
 

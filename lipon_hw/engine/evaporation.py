@@ -22,6 +22,7 @@ CONTROL_PERIOD_S = 0.5
 MAX_SLEW_A_PER_S = 2.0  # protects boats from thermal shock
 RAMP_TICK_S = 1.0
 EMA_S = 20.0  # memory of the rate/current averages used for a time-power finish
+RATE_FILTER_S = 2.0  # the control loop's rate filter: QCM rates carry ~0.05-0.1 Å/s noise
 
 
 # --- source selection and film ---------------------------------------------------------
@@ -131,16 +132,19 @@ def _host_loop(ctx, p: Evaporate, state: dict):
             yield from _crystal_failed(ctx, p, state, str(exc))
             return
         _remember(state, rate, current)
-        current = pi.update(rate, current)
+        w = CONTROL_PERIOD_S / RATE_FILTER_S
+        filtered = state["filtered"] = state.get("filtered", rate) * (1 - w) + rate * w
+        current = pi.update(filtered, current)
         supply.set_current_A(current)
         ctx.setpoints["source_A"] = current
-        ctx.record({"loop.rate_A_s": rate, "loop.current_A": current,
-                    "loop.thickness_nm": thickness})
+        ctx.record({"loop.rate_A_s": rate, "loop.filtered_rate_A_s": filtered,
+                    "loop.current_A": current, "loop.thickness_nm": thickness,
+                    "loop.shutter_open": float(bool(state.get("open")))})
         if ctx.now - state["t0"] > p.max_min * 60:
             raise RunAborted(f"evaporate: {thickness:.1f} of {p.until_thickness_nm:g} nm after "
                              f"{p.max_min:g} min at {rate:.2f} Å/s (setpoint {p.rate_A_s:g})")
         if not state.get("open"):
-            if abs(rate - p.rate_A_s) <= p.rate_A_s * p.tolerance_pct / 100:
+            if abs(filtered - p.rate_A_s) <= p.rate_A_s * p.tolerance_pct / 100:
                 state.setdefault("stable_since", ctx.now)
             else:
                 state.pop("stable_since", None)
@@ -150,7 +154,7 @@ def _host_loop(ctx, p: Evaporate, state: dict):
                 ctx.setpoints["shutter_open"] = True
                 state.update(open=True, t_open=ctx.now)
             continue
-        remaining_s = (p.until_thickness_nm - thickness) * 10 / rate if rate > 0 else 1e9
+        remaining_s = (p.until_thickness_nm - thickness) * 10 / filtered if filtered > 0 else 1e9
         if remaining_s < CONTROL_PERIOD_S:
             yield ctx.env.timeout(max(0.0, remaining_s))
             break
@@ -206,9 +210,15 @@ def _controller_loop(ctx, p: Evaporate, state: dict):
     starts the layer, watches it, and reacts if the crystal dies."""
     ctrl = ctx.role("deposition_controller")
     if not state.get("started"):
+        rating = _supply_rating(ctx)
+        soak_pct = 100.0 * ctx.setpoints.get("source_A", 0.0) / rating
+        # bumpless hand-over: the controller starts from the power the host soaked at
+        ctrl.set_preconditioning(soak_pct, 1, 1, soak_pct, 1, 1)
         ctrl.set_rate_control(rate_A_s=p.rate_A_s, final_thickness_nm=p.until_thickness_nm,
-                              max_power_pct=100.0 * _current_limit(ctx, p) / _supply_rating(ctx),
-                              shutter_delay_s=p.stable_s)
+                              p_gain=p.controller_pid.p_gain, i_time_s=p.controller_pid.i_time_s,
+                              d_time_s=p.controller_pid.d_time_s,
+                              max_power_pct=100.0 * _current_limit(ctx, p) / rating,
+                              shutter_delay_s=p.stable_s, capture_pct=p.tolerance_pct)
         ctrl.start_layer()
         state.update(started=True, t0=ctx.now)
         ctx.setpoints.update(source_on=True, controller_layer=True)
@@ -225,7 +235,8 @@ def _controller_loop(ctx, p: Evaporate, state: dict):
         amps = ctx.role("source_supply").current_A()
         _remember(state, rate, amps)
         ctx.record({"loop.rate_A_s": rate, "loop.current_A": amps, "loop.thickness_nm": thickness,
-                    "loop.output_pct": ctrl.output_pct()})
+                    "loop.output_pct": ctrl.output_pct(),
+                    "loop.shutter_open": float(phase == "deposit")})
         if phase == "deposit" and not state.get("saw_deposit"):
             state.update(saw_deposit=True, open=True, t_open=ctx.now)
         if state.get("saw_deposit") and phase != "deposit":

@@ -136,6 +136,15 @@ class PID(BaseModel):
     td_s: float = Field(default=0.0, ge=0)
 
 
+class ControllerPID(BaseModel):
+    """The deposition controller's own gains (in its units: % output per unit error)."""
+
+    model_config = ConfigDict(extra="forbid")
+    p_gain: float = Field(default=8.0, ge=0)
+    i_time_s: float = Field(default=40.0, ge=0)
+    d_time_s: float = Field(default=0.0, ge=0)
+
+
 class Evaporate(_Step):
     """Rate-controlled deposition: stabilise on the rate with the shutter closed, open,
     close on time at the target thickness. `control: controller` runs the loop in the
@@ -149,6 +158,7 @@ class Evaporate(_Step):
     max_min: float = Field(default=180, gt=0)
     max_current_A: float | None = Field(default=None, gt=0)
     pid: PID = PID()
+    controller_pid: ControllerPID = ControllerPID()
     on_crystal_failure: Literal["time_power", "stop"] = "stop"
 
     def needs(self):

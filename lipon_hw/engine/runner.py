@@ -177,6 +177,9 @@ class Engine:
         except LiponError as exc:
             status, message = "failed", str(exc)
             raise
+        except Exception as exc:
+            status, message = "failed", f"internal error: {exc!r}"
+            raise
         finally:
             if status != "completed":
                 self._end_step(status)

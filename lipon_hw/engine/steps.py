@@ -166,8 +166,9 @@ def wait(ctx, p: Wait, state: dict):
 def vent(ctx, p: Vent, state: dict):
     if ctx.setpoints.get("rf_on"):
         yield from ramp_rf(ctx, 0.0, 10.0, state)
-    ctx.role("gas_flow").set_flow_sccm(0.0)
-    ctx.setpoints["flow_sccm"] = 0.0
+    if "gas_flow" in ctx.roles:
+        ctx.role("gas_flow").set_flow_sccm(0.0)
+        ctx.setpoints["flow_sccm"] = 0.0
     ctx.role("valves").vent()
     ctx.setpoints["valves"] = "vent"
     state.setdefault("t0", ctx.now)
