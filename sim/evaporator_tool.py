@@ -181,7 +181,7 @@ class EvaporatorTool:
     def _electrical(self, k: int) -> tuple[float, float, float]:
         """(current A, voltage V, power W) of boat k: CC until the voltage limit, then CV."""
         s = self.s
-        if not s.supply_on or k != s.selected - 1:
+        if not s.supply_on or s.selected == 0 or k != s.selected - 1:
             return 0.0, 0.0, 0.0
         r = self.bp.r0_ohm * (1 + self.bp.alpha_per_K * (s.boat_T_K[k] - WALL_K))
         current = min(s.current_set_A, self.p.supply_max_A)
@@ -226,9 +226,10 @@ class EvaporatorTool:
         self.s.vent_open = open_
 
     def select_boat(self, number: int) -> None:
-        """Route the supply to boat `number` (1-based), as a source switch does."""
+        """Route the supply to boat `number` (1-based), as a source switch does; 0 opens
+        every contactor, so no boat carries current whatever the supply does."""
         self.world.sync()
-        if not 1 <= number <= len(self.p.boats):
+        if not 0 <= number <= len(self.p.boats):
             raise ValueError(f"boat {number} does not exist (1..{len(self.p.boats)})")
         self.s.selected = number
 

@@ -101,3 +101,19 @@ def test_broken_station_file(tmp_path):
     assert result.exit_code == 2
     assert result.output.startswith(f"error: {station}:3: instruments.rf.driver: ")
     assert "driver 'nosuch' is unknown" in result.output
+
+
+def test_source_current_above_station_limit(tmp_path):
+    text = (REPO / "sequences/cu_collector.yaml").read_text().replace(
+        "ramp_to_A: 40", "ramp_to_A: 150")
+    path, result = _validate(tmp_path, text)
+    assert result.exit_code == 2
+    line = _line_of(text, "ramp_to_A: 150")
+    assert result.output.startswith(f"error: {path}:{line}: steps[2].precondition.ramp_to_A: ")
+    assert "above the station limit max_current_A = 120 of evap_supply" in result.output
+
+
+@pytest.mark.parametrize("recipe", ["cu_collector", "au_seed", "li_anode", "fs_lipon_cell"])
+def test_shipped_evaporation_recipes_are_valid(recipe):
+    result = CliRunner().invoke(main, ["validate", str(REPO / f"sequences/{recipe}.yaml")])
+    assert result.exit_code == 0, result.output

@@ -196,8 +196,11 @@ def _crystal_failed(ctx, p: Evaporate, state: dict, why: str):
         raise RunAborted(f"evaporate: crystal of {monitor} failed at {done:.2f} nm; layer "
                          f"stopped {reason}")
     remaining_s = (p.until_thickness_nm - done) * 10 / rate
+    # explicit: a deposition controller that stopped its layer dropped output and shutter
     supply.set_current_A(amps)
-    ctx.setpoints["source_A"] = amps
+    supply.set_output(True)
+    shutter.open()
+    ctx.setpoints.update(source_A=amps, source_on=True, shutter_open=True)
     ctx.alarm("warning", "engine", f"finishing the layer by time-power: {remaining_s:.1f} s "
                                    f"at {amps:.2f} A (last mean rate {rate:.3f} Å/s)")
     yield ctx.env.timeout(remaining_s)

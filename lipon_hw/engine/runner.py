@@ -159,6 +159,7 @@ class Engine:
                 self.checkpoint()
 
         status, message = "failed", ""
+        sampler = None
         try:
             sampler = self.env.process(self._sampler(delay_s=self.recipe.record_every_s
                                                      if resumed else 0.0))
@@ -166,7 +167,6 @@ class Engine:
             if isinstance(self.env, simpy.rt.RealtimeEnvironment):
                 self.env.sync()  # wall time starts now, not when the station was connecting
             self.env.run(until=main)
-            sampler.interrupt()
             status, message = "completed", "all steps done"
         except KeyboardInterrupt:
             status, message = "interrupted", "stopped by the operator (Ctrl-C / SIGTERM)"
@@ -181,6 +181,8 @@ class Engine:
             status, message = "failed", f"internal error: {exc!r}"
             raise
         finally:
+            if sampler is not None and sampler.is_alive:
+                sampler.interrupt()  # a finished run leaves nothing running on the clock
             if status != "completed":
                 self._end_step(status)
             self.make_safe(reason=message)

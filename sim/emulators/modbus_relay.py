@@ -8,11 +8,10 @@ function gets exception 01, a coil beyond the module exception 02, a bad value
 or count exception 03. Frames with a bad CRC or for another unit get no reply;
 broadcasts (unit 0) act silently.
 
-With every boat coil off a real tool has no boat on the supply; the simulated
-evaporator always has one selected, so it keeps the last one and `routed_boats`
-records that none is. The safe state turns the supply off first, so nothing
-heats either way. Two boat coils on at once (only a third-party client can do
-that) leave the last one switched on selected.
+With every boat coil off no boat is on the supply, so nothing heats even if the
+supply itself cannot be reached (the safe state's second line of defence). Two boat
+coils on at once (only a third-party client can do that) leave the last one switched
+on selected.
 """
 
 from __future__ import annotations
@@ -42,11 +41,14 @@ def _tool_actions(tool) -> dict:
 
 
 def _boat_contactor(tool, number: int):
-    """Closing the contactor routes the supply to the boat; opening it leaves the tool as is."""
+    """Closing the contactor routes the supply to the boat; opening the routed boat's
+    contactor leaves no boat on the supply."""
 
     def switch(on: bool) -> None:
         if on:
             tool.select_boat(number)
+        elif tool.selected_boat() == number:
+            tool.select_boat(0)
 
     return switch
 
