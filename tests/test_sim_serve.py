@@ -174,3 +174,33 @@ def test_a_station_without_sim_has_nothing_to_serve(tmp_path):
                     "  rf: {driver: ae_bus, address: 'socket://127.0.0.1:1'}\n")
     with pytest.raises(InputError, match="nothing to serve"):
         serve_lab(load_station(path))
+
+
+def test_genesys_answers_manual_bytes_over_sim_serve(served, station):
+    """TDK-Lambda Genesys manual: `ADR n` selects the supply and answers OK; IDN? names it."""
+    import serial
+
+    port = port_of(served, station, "evap_supply")
+    with serial.serial_for_url(f"socket://{HOST}:{port}", timeout=2) as link:
+        link.write(b"ADR 6\r")
+        assert link.read_until(b"\r") == b"OK\r"
+        link.write(b"IDN?\r")
+        assert link.read_until(b"\r") == b"LAMBDA,GEN6-200\r"
+
+
+def test_sqc310_answers_manual_bytes_over_sim_serve(served, station):
+    """SQC-310 manual: `!#J(79)(56)` asks for the channel count; the answer is CRC-framed."""
+    import pyvisa
+
+    port = port_of(served, station, "evap_controller")
+    inst = pyvisa.ResourceManager("@py").open_resource(f"TCPIP::{HOST}::{port}::SOCKET")
+    try:
+        inst.read_termination = None
+        inst.timeout = 2000
+        inst.write_raw(bytes([0x21, 0x23, 0x4A, 79, 56]))
+        head = inst.read_bytes(2)
+        assert head[0:1] == b"!"
+        body = inst.read_bytes(head[1] - 35 + 2)
+        assert body[0:1] == b"A" and body[1:-2].decode().strip().isdigit()
+    finally:
+        inst.close()
