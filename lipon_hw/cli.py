@@ -104,9 +104,11 @@ def _finish(progress, as_json: bool, start) -> None:
     try:
         result = start()
     except LiponError as exc:
+        progress.close()
         if progress.run_id is not None and as_json and not isinstance(exc, InputError):
             click.echo(json.dumps(_run_json_failed(progress, exc)))
         raise
+    progress.close(result.summary.get("thickness_nm"))
     if as_json:
         click.echo(json.dumps({
             "run_id": result.run_id, "status": result.status,
@@ -307,7 +309,7 @@ class _Progress:
                         disable=True if self.quiet else None, dynamic_ncols=True,
                         desc=f"run {run_id}",
                         bar_format="{desc} {percentage:3.0f}%|{bar}| {n:.1f}/{total:.0f} nm "
-                                   "[{elapsed} wall] {postfix}")
+                                   "[{elapsed} wall]")
 
     def note(self, message: str) -> None:
         self.step = message.split(":")[-1].strip() if message.startswith("step") else self.step
@@ -325,9 +327,18 @@ class _Progress:
         if thickness is not None and self.step == "deposit":
             self.bar.n = min(max(thickness, 0.0), self.bar.total)
         h, rem = divmod(int(ctx.now), 3600)
-        self.bar.set_postfix_str(f"{self.step}, t = {h}:{rem // 60:02d}:{rem % 60:02d} virtual",
-                                 refresh=False)
+        self.bar.set_description_str(f"run {self.run_id} {self.step:<12} "
+                                     f"process {h}:{rem // 60:02d}:{rem % 60:02d}", refresh=False)
         self.bar.update(0)  # redraws at most every mininterval
+
+    def close(self, thickness_nm: float | None = None) -> None:
+        """Show where the run ended, then let the summary line have the terminal."""
+        if self.bar is not None:
+            if thickness_nm is not None:
+                self.bar.n = min(thickness_nm, self.bar.total)
+            self.bar.refresh()
+            self.bar.close()
+            self.bar = None
 
 
 def _fmt(value, digits: int = 1) -> str:
