@@ -33,8 +33,9 @@ def spawn(*args, cwd):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for_deposit_checkpoint(db: Path, proc, min_checkpoints: int = 3) -> None:
-    """Until the running deposit has written a few checkpoints (bounded)."""
+def wait_for_deposit_checkpoint(db: Path, proc, min_checkpoints: int = 3,
+                                step: int = DEPOSIT_STEP) -> None:
+    """Until the running deposit (step index `step`) has written a few checkpoints."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         assert proc.poll() is None, "the run ended before it could be interrupted"
@@ -43,7 +44,7 @@ def wait_for_deposit_checkpoint(db: Path, proc, min_checkpoints: int = 3) -> Non
             try:
                 n = con.execute("SELECT COUNT(*) FROM checkpoints c JOIN steps s ON"
                                 " s.run_id = c.run_id AND s.idx = ? AND s.status = 'running'"
-                                " WHERE c.step_idx = ?", (DEPOSIT_STEP, DEPOSIT_STEP)
+                                " WHERE c.step_idx = ?", (step, step)
                                 ).fetchone()[0]
             except sqlite3.OperationalError:
                 n = 0

@@ -201,3 +201,25 @@ def test_fs_lipon_cell_stack_end_to_end(tmp_path):
     sample = json.loads(cli("sample", "FS-CELL-001", "--data", tmp_path / "d", "--json").stdout)
     got = [(la["material"], round(la["thickness_nm"], 1)) for la in sample["layers"]]
     assert got == [("LiPON", 1000.0), ("Cu", 200.0), ("Au", 3.0), ("Li", 570.0)]
+
+
+def test_kill_9_mid_layer_then_resume_finishes_the_layer(tmp_path):
+    import signal
+
+    from test_cli import spawn, wait_for_deposit_checkpoint
+
+    recipe = tmp_path / "li.yaml"
+    recipe.write_text((REPO / "sequences/li_anode.yaml").read_text()
+                      .replace("checkpoint_every_s: 60", "")
+                      .replace("record_every_s: 5", "record_every_s: 5\ncheckpoint_every_s: 20"))
+    data = tmp_path / "d"
+    proc = spawn("run", recipe, "--data", data, cwd=tmp_path)
+    wait_for_deposit_checkpoint(data / "lipon.db", proc, min_checkpoints=2, step=3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    out = subprocess.run([sys.executable, "-m", "lipon_hw.cli", "resume", "1", "--data", data,
+                          "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["status"] == "completed"
+    assert summary["layers"] == [{"material": "Li", "thickness_nm": 570.0}]
