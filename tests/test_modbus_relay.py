@@ -249,7 +249,7 @@ def test_source_make_safe_opens_every_boat_contactor(world, evap_relay):
     assert evap_relay.coils[3:6] == [False, False, False]
     assert selector.selected_source() is None
     assert evap_relay.routed_boats == []
-    assert world.evaporator.selected_boat() == 2  # the simulated tool keeps its last boat
+    assert world.evaporator.selected_boat() == 0  # no boat on the supply any more
 
 
 def test_two_boats_on_at_once_is_reported(evap_relay):

@@ -133,9 +133,10 @@ sys.exit(run_serve(load_station(), "127.0.0.1", 0, 1.0, None, True))
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_a_signal_stops_the_served_lab_cleanly(signum):
+def test_a_signal_stops_the_served_lab_cleanly(signum, tmp_path):
+    # away from the source tree, which would shadow the installed package on `python -c`
     proc = subprocess.Popen([sys.executable, "-c", SERVE_SCRIPT], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     try:
         first = proc.stdout.readline()  # printed once the handlers are in place
         assert "instruments" in json.loads(first)
