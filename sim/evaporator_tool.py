@@ -23,8 +23,9 @@ from dataclasses import asdict, dataclass, field
 
 from lipon_hw.sim import crystal as xtal
 from lipon_hw.sim import vacuum
+from lipon_hw.sim.chamber import ChamberState
 from lipon_hw.sim.crystal import CrystalParams
-from lipon_hw.sim.vacuum import ATMOSPHERE_TORR, VacuumParams
+from lipon_hw.sim.vacuum import VacuumParams
 
 R_GAS = 8.314462618
 STEFAN_BOLTZMANN = 5.670374e-8
@@ -83,30 +84,14 @@ class EvaporatorParams:
 
 
 @dataclass
-class EvaporatorState:
-    t: float = 0.0
-    rough_on: bool = False
-    vent_open: bool = False
-    atm_torr: float = ATMOSPHERE_TORR
-    outgas_torr: float = 5.0e-6
-    gas_torr: float = 0.0
-    gas_flow_sccm: float = 0.0
-    leak_torr_L_s: float = 0.0
+class EvaporatorState(ChamberState):
     boat_T_K: list[float] = field(default_factory=list)
     boat_charge_g: list[float] = field(default_factory=list)
     selected: int = 1  # 1-based boat number
     supply_on: bool = False
     current_set_A: float = 0.0
     voltage_limit_V: float = 6.0
-    shutter_open: bool = False
     substrate_C: float = 25.0
-    last_change: float = 0.0
-    crystal_f0_Hz: float = 6.0e6
-    crystal_mass_g_cm2: float = 0.0
-    crystal_fail_Hz: float = 5.25e6
-    crystal_failed: bool = False
-    crystal_z: float = 1.0
-
 
 class EvaporatorTool:
     """The physical state of the evaporator, shared by its emulators."""

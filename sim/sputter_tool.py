@@ -17,8 +17,9 @@ from dataclasses import asdict, dataclass
 
 from lipon_hw.sim import crystal as xtal
 from lipon_hw.sim import physics, vacuum
+from lipon_hw.sim.chamber import ChamberState
 from lipon_hw.sim.crystal import CrystalParams
-from lipon_hw.sim.vacuum import ATMOSPHERE_TORR, VacuumParams
+from lipon_hw.sim.vacuum import VacuumParams
 
 
 def sputter_vacuum() -> VacuumParams:
@@ -63,18 +64,9 @@ class SputterParams:
 
 
 @dataclass
-class SputterState:
+class SputterState(ChamberState):
     """Everything that changes; `asdict` of this is the tool's checkpoint."""
 
-    t: float = 0.0
-    # vacuum
-    rough_on: bool = False
-    vent_open: bool = False
-    atm_torr: float = ATMOSPHERE_TORR
-    outgas_torr: float = 5.0e-5
-    gas_torr: float = 0.0
-    gas_flow_sccm: float = 0.0  # N2
-    leak_torr_L_s: float = 0.0
     # rf
     rf_on: bool = False
     setpoint_W: float = 0.0
@@ -82,19 +74,10 @@ class SputterState:
     forward_limit_W: float = 600.0
     plasma: bool = False
     ignited_at: float = -1e9
-    last_change: float = 0.0
     reflection: float = 0.98
     arcs: int = 0
     last_arc_t: float = -1e9
     target_kWh: float = 0.0
-    # substrate and crystal
-    shutter_open: bool = False
-    crystal_f0_Hz: float = 6.0e6
-    crystal_mass_g_cm2: float = 0.0
-    crystal_fail_Hz: float = 5.25e6
-    crystal_failed: bool = False
-    crystal_z: float = 1.0
-
 
 class SputterTool:
     """The physical state of the sputter chamber, shared by its emulators."""
