@@ -223,6 +223,21 @@ _operator_request("abort", "End a running run now, leaving the hardware safe.")
 
 
 @main.command()
+@click.argument("run_id", type=int)
+@data_option
+@reports_errors
+def report(run_id, data_dir) -> None:
+    """(Re)draw a run's layer plots: rate and thickness against time, one PNG per layer."""
+    from lipon_hw.engine.session import plots_dir
+    from lipon_hw.report import write_layer_plots
+
+    store = _require_store(data_dir)
+    store.run(run_id)
+    for path in write_layer_plots(store, run_id, plots_dir(data_dir, run_id)):
+        click.echo(str(path))
+
+
+@main.command()
 @click.option("--station", "station_path", type=click.Path(dir_okay=False))
 @reports_errors
 def station(station_path) -> None:

@@ -54,7 +54,26 @@ def start_run(sequence: str, data_dir: str | Path, station_path: str | None = No
         return Engine(recipe, lab, store, run_id, env, notify, on_sample).run()
     finally:
         lab.close()
+        write_plots(store, run_id, notify)
         store.close()
+
+
+def plots_dir(data_dir: str | Path, run_id: int) -> Path:
+    return Path(data_dir) / "runs" / str(run_id)
+
+
+def write_plots(store: Store, run_id: int, notify: Callable[[str], None] | None = None
+                ) -> list[Path]:
+    """Rate and thickness against time for each layer, beside the database. A plot that
+    cannot be drawn is reported, never allowed to change how the run ended."""
+    from lipon_hw.report import write_layer_plots
+
+    try:
+        return write_layer_plots(store, run_id, plots_dir(store.data_dir, run_id))
+    except Exception as exc:  # noqa: BLE001 - plots are a by-product of the run
+        if notify:
+            notify(f"warning: plots of run {run_id} were not written ({exc})")
+        return []
 
 
 def resume_run(run_id: int, data_dir: str | Path, speed: float | None = None,
@@ -91,5 +110,6 @@ def resume_run(run_id: int, data_dir: str | Path, speed: float | None = None,
                               resumed=True)
         finally:
             lab.close()
+            write_plots(store, run_id, notify)
     finally:
         store.close()
