@@ -14,4 +14,5 @@ DRIVERS = {
     "modbus_thermometer": "lipon_hw.drivers.modbus_thermometer:ModbusThermometer",
     "genesys": "lipon_hw.drivers.genesys:GenesysSupply",
     "sqc310": "lipon_hw.drivers.inficon_sqc310:SQC310",
+    "keithley2450": "lipon_hw.drivers.keithley2450:Keithley2450",
 }
