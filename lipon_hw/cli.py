@@ -108,7 +108,7 @@ def _finish(progress, as_json: bool, start) -> None:
         if progress.run_id is not None and as_json and not isinstance(exc, InputError):
             click.echo(json.dumps(_run_json_failed(progress, exc)))
         raise
-    progress.close(result.summary.get("thickness_nm"))
+    progress.close(completed=result.status == "completed")
     if as_json:
         click.echo(json.dumps({
             "run_id": result.run_id, "status": result.status,
@@ -117,8 +117,10 @@ def _finish(progress, as_json: bool, start) -> None:
             "layers": [{"material": la["material"], "thickness_nm": round(la["thickness_nm"], 3)}
                        for la in result.summary.get("layers", [])]}))
     else:
-        click.echo(f"run {result.run_id} {result.status}: "
-                   f"{_fmt(result.summary.get('thickness_nm'))} nm, "
+        layers = result.summary.get("layers", [])
+        made = (", ".join(f"{la['material']} {la['thickness_nm']:.1f}" for la in layers)
+                if len(layers) > 1 else _fmt(result.summary.get("thickness_nm")))
+        click.echo(f"run {result.run_id} {result.status}: {made} nm, "
                    f"{result.t_s / 3600:.2f} h of process time in {result.wall_s:.1f} s")
     if result.status != "completed":
         raise RunAborted(result.message)
@@ -317,10 +319,9 @@ class _Progress:
         from tqdm import tqdm
 
         self.run_id = run_id
-        targets = [s.params.until_thickness_nm for s in recipe.steps if s.kind == "deposit"
-                   and s.params.until_thickness_nm]
-        self.monitor = recipe.roles.get("thickness_monitor")
-        self.bar = tqdm(total=round(sum(targets) or 1.0, 1), unit="nm", file=sys.stderr,
+        self.targets = [getattr(s.params, "until_thickness_nm", None) or 0.0
+                        for s in recipe.steps]
+        self.bar = tqdm(total=round(sum(self.targets) or 1.0, 1), unit="nm", file=sys.stderr,
                         disable=True if self.quiet else None, dynamic_ncols=True,
                         desc=f"run {run_id}",
                         bar_format="{desc} {percentage:3.0f}%|{bar}| {n:.1f}/{total:.0f} nm "
@@ -338,19 +339,26 @@ class _Progress:
     def sample(self, ctx) -> None:
         if self.bar is None or self.bar.disable:
             return
-        thickness = ctx.latest.get(f"{self.monitor}.thickness_nm") if self.monitor else None
-        if thickness is not None and self.step == "deposit":
-            self.bar.n = min(max(thickness, 0.0), self.bar.total)
+        self.bar.n = min(sum(self.targets[:ctx.step_idx]) + self._layer_nm(ctx), self.bar.total)
         h, rem = divmod(int(ctx.now), 3600)
         self.bar.set_description_str(f"run {self.run_id} {self.step:<12} "
                                      f"process {h}:{rem // 60:02d}:{rem % 60:02d}", refresh=False)
         self.bar.update(0)  # redraws at most every mininterval
 
-    def close(self, thickness_nm: float | None = None) -> None:
+    def _layer_nm(self, ctx) -> float:
+        """Thickness of the layer growing now (0 between layers, or behind a shutter)."""
+        if self.step == "deposit":
+            monitor = ctx.roles.get("thickness_monitor")
+            return max(ctx.latest.get(f"{monitor}.thickness_nm", 0.0), 0.0)
+        if self.step == "evaporate" and ctx.latest.get("loop.shutter_open"):
+            return max(ctx.latest.get("loop.thickness_nm", 0.0), 0.0)
+        return 0.0
+
+    def close(self, completed: bool = False) -> None:
         """Show where the run ended, then let the summary line have the terminal."""
         if self.bar is not None:
-            if thickness_nm is not None:
-                self.bar.n = min(thickness_nm, self.bar.total)
+            if completed:
+                self.bar.n = self.bar.total
             self.bar.refresh()
             self.bar.close()
             self.bar = None

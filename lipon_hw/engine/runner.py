@@ -94,6 +94,7 @@ class Context:
 
     def record(self, values: dict[str, float]) -> None:
         self.store.add_readings(self.run_id, self.env.now, values)
+        self.latest.update(values)
 
     # --- waiting ----------------------------------------------------------------
     def next_sample(self):
