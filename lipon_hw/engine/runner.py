@@ -187,9 +187,10 @@ class Engine:
             if status != "completed":
                 self._end_step(status)
             self.make_safe(reason=message)
-            self.store.set_status(self.run_id, status, message, self.summary())
+            summary = self.summary()
+            self.store.set_status(self.run_id, status, message, summary)
             self.result = RunResult(self.run_id, status, message, self.env.now,
-                                    time.monotonic() - wall0, self.summary())
+                                    time.monotonic() - wall0, summary)
         return self.result
 
     def _end_step(self, status: str) -> None:
