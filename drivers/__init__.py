@@ -15,4 +15,5 @@ DRIVERS = {
     "genesys": "lipon_hw.drivers.genesys:GenesysSupply",
     "sqc310": "lipon_hw.drivers.inficon_sqc310:SQC310",
     "keithley2450": "lipon_hw.drivers.keithley2450:Keithley2450",
+    "methodscript": "lipon_hw.drivers.methodscript:MethodScriptPotentiostat",
 }

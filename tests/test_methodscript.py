@@ -1,0 +1,593 @@
+"""PalmSens MethodSCRIPT: codec, scripts, driver ↔ emulator on test cells, independent
+clients over TCP."""
+
+import cmath
+import math
+import time
+
+import pytest
+import pyvisa
+import serial
+from conftest import ManualClock, sim_link
+
+from lipon_hw.drivers.methodscript import (
+    CCCV,
+    EIS,
+    OCV,
+    ConstantCurrent,
+    ConstantVoltage,
+    CyclicSweep,
+    DCPolarization,
+    LinearSweep,
+    MethodScriptPotentiostat,
+    Recording,
+    build_script,
+    decode_error,
+    decode_firmware,
+    decode_package,
+    decode_value,
+    encode_value,
+    format_literal,
+    is_marker,
+    parse_literal,
+    script_bytes,
+)
+from lipon_hw.errors import InputError, InstrumentError, LinkLost
+from lipon_hw.links import Health, LinkPool
+from lipon_hw.sim.emulators.methodscript import MethodScriptEmulator, parse_script
+from lipon_hw.sim.tcp import serve
+
+
+class RCCell:
+    """A test cell on the Cell contract: capacitor C (OCV = its voltage) behind Rs, with
+    an optional parallel leak Rp. Every control gives Vc(t) = target + (Vc0 − target)·e^(−t/τ)
+    (or a straight line for a current into a leak-free capacitor), so crossings are solved
+    by bisection on a monotone function."""
+
+    def __init__(self, C=1e-2, Rs=100.0, V0=3.0, Rp=math.inf, name="rc"):
+        self.name, self.C, self.Rs, self.Rp = name, C, Rs, Rp
+        self.vc, self.t, self.mode, self.value = V0, 0.0, "open", 0.0
+
+    def _vc_at(self, t):
+        dt, C, Rs, Rp = t - self.t, self.C, self.Rs, self.Rp
+        if self.mode == "current":
+            if math.isinf(Rp):
+                return self.vc + self.value * dt / C
+            target, tau = self.value * Rp, Rp * C
+        elif self.mode == "voltage":
+            leak = 1.0 if math.isinf(Rp) else Rp / (Rs + Rp)
+            target, tau = self.value * leak, C * Rs * leak
+        else:
+            if math.isinf(Rp):
+                return self.vc
+            target, tau = 0.0, Rp * C
+        return target + (self.vc - target) * math.exp(-dt / tau)
+
+    def _go(self, t):
+        assert t >= self.t - 1e-9, "a cell cannot go back in time"
+        self.vc, self.t = self._vc_at(t), max(t, self.t)
+
+    def _v_i(self, vc):
+        if self.mode == "current":
+            return vc + self.value * self.Rs, self.value
+        if self.mode == "voltage":
+            return self.value, (self.value - vc) / self.Rs
+        return vc, 0.0
+
+    def set_control(self, t, mode, value):
+        self._go(t)
+        self.mode, self.value = mode, value
+
+    def voltage_V(self, t):
+        self._go(t)
+        return self._v_i(self.vc)[0]
+
+    def current_A(self, t):
+        self._go(t)
+        return self._v_i(self.vc)[1]
+
+    def impedance_ohm(self, t, f_Hz):
+        self._go(t)
+        zc = 1 / (2j * math.pi * f_Hz * self.C)
+        return self.Rs + (zc if math.isinf(self.Rp) else self.Rp * zc / (self.Rp + zc))
+
+    def next_crossing(self, t, v_min, v_max, i_min_abs):
+        self._go(t)
+        tests = []
+        if v_max is not None:
+            tests.append(lambda vc: self._v_i(vc)[0] > v_max)
+        if v_min is not None:
+            tests.append(lambda vc: self._v_i(vc)[0] < v_min)
+        if i_min_abs is not None:
+            tests.append(lambda vc: abs(self._v_i(vc)[1]) < i_min_abs)
+        times = [self._first(t, test) for test in tests]
+        times = [x for x in times if x is not None]
+        return min(times) if times else None
+
+    def _first(self, t, test):
+        if test(self.vc) or not test(self._vc_at(t + 1e7)):
+            return None
+        low, high = t, t + 1e7
+        for _ in range(100):
+            mid = (low + high) / 2
+            low, high = (low, mid) if test(self._vc_at(mid)) else (mid, high)
+        return high
+
+    def snapshot(self):
+        return {"vc": self.vc, "t": self.t, "mode": self.mode, "value": self.value}
+
+    def restore(self, state):
+        self.__dict__.update(state)
+
+
+# --- codec: manual examples --------------------------------------------------------------
+
+
+def test_manual_package_example():
+    """protocols.md §4.1 (from the manual): applied potential and WE current with metadata.
+    (0x7F85F3F − 2^27 = −499905 µV; protocols.md's −498881 is a slip.)"""
+    da, ba = decode_package("Pda7F85F3Fu;ba48D503Dp,10,288\n")
+    assert (da.type, ba.type) == ("da", "ba")
+    assert da.value == pytest.approx(-0.499905, abs=1e-12)
+    assert ba.value == pytest.approx(-57.847747e-6, abs=1e-15)
+    assert (ba.status, ba.current_range, ba.status_text) == (0, 0x88, "ok")
+    assert encode_value(-0.499905) == "7F85F3Fu"  # the finest prefix that fits, as sent
+    assert encode_value(-57.847747e-6) == "48D503Dp"
+
+
+def test_manual_value_examples():
+    """Manual v1.2 §4.2: 0.01 is `800000Am`; −0.01 mirrors it."""
+    assert decode_value("800000Am") == pytest.approx(0.01)
+    assert encode_value(0.01, prefix="m") == "800000Am"
+    assert encode_value(-0.01, prefix="m") == "7FFFFF6m"
+    assert decode_value("7FFFFF6m") == pytest.approx(-0.01)
+
+
+def test_special_values_and_metadata():
+    assert math.isnan(decode_value("     nan"))
+    assert encode_value(math.nan) == "     nan"
+    assert decode_value("8000005i") == 5 and encode_value(5, integer=True) == "8000005i"
+    assert decode_value("8000000 ") == 0.0
+    (var,) = decode_package("Pba7678CD7p,1A,20F,43")
+    assert (var.status, var.current_range, var.noise) == (0xA, 0x0F, 3)
+    assert var.status_text == "overload, overload warning"
+    with pytest.raises(ValueError):
+        decode_package("Pba7678CD7q")  # not a prefix
+    with pytest.raises(ValueError):
+        decode_package("Pba7G78CD7p")  # not hex
+    with pytest.raises(ValueError):
+        decode_package("M0007")
+
+
+@pytest.mark.parametrize("value, text", [
+    (1.5, "1500m"), (-50e-9, "-50n"), (3e-6, "3u"), (1e-4, "100u"), (6, "6"), (0, "0"),
+    (4.2, "4200m"), (200e3, "200k"), (5.1, "5100m"), (-3.5e-6, "-3500n"), (0.1, "100m"),
+    (1 / 3, "333333333n"),
+])
+def test_script_numbers(value, text):
+    assert format_literal(value) == text
+    assert parse_literal(text)[0] == pytest.approx(value, rel=1e-8)
+
+
+def test_script_number_kinds():
+    assert parse_literal("51i") == (51, True)
+    assert parse_literal("0x1Fi") == (31, True)
+    assert parse_literal("-50n") == (pytest.approx(-50e-9), False)
+    for bad in ("1.5", "1e3", "x", "5 m"):
+        with pytest.raises(ValueError):
+            parse_literal(bad)
+
+
+def test_error_lines_and_firmware():
+    assert decode_error("Z!0006").code == 0x0006
+    refused = decode_error("e!4001: Line 3, Col 1")
+    assert (refused.code, refused.line, refused.column) == (0x4001, 3, 1)
+    assert str(refused) == "!4001 (an unknown script command) at script line 3, column 1"
+    assert decode_error("!0014: Line 9").line == 9
+    assert decode_error("Pda7F85F3Fu") is None
+    fw = decode_firmware("tes4_hr1100#Jan 28 2022 11:04:43\n", "R*\n")
+    assert (fw.device_type, fw.version, fw.build, fw.model) == (
+        "es4_hr", "1100", "Jan 28 2022 11:04:43", "EmStat4 HR")
+    assert all(map(is_marker, ("M0007", "*", "L", "+", "C0005", "-")))
+    assert not is_marker("M07")
+
+
+# --- scripts: golden texts ---------------------------------------------------------------
+
+
+def test_cc_script_with_limit_and_time_recording():
+    lines = build_script(ConstantCurrent(3e-6, 7200, v_max_V=5.1, interval_s=1,
+                                         record=Recording(dt_s=30)))
+    send = ["    pck_start", "    pck_add t", "    pck_add e", "    pck_add i", "    pck_end"]
+    assert lines == [
+        "var t", "var e", "var i", "var tn", "store_var tn 0 eb", "set_pgstat_chan 0",
+        "set_pgstat_mode 6", "set_max_bandwidth 40", "set_range ab 6",
+        "set_autoranging ab 100m 6", "set_range db 3u", "set_i 0", "cell_on", "timer_start",
+        "meas_loop_cp e i 3u 1 7200",
+        "  timer_get t",
+        "  if e >= 5100m", *send, "    breakloop", "  endif",
+        "  if t >= tn", *send, "    copy_var t tn", "    add_var tn 30", "  endif",
+        "endloop", "on_finished:", "  cell_off"]
+    assert script_bytes(lines).startswith(b"e\nvar t\n") and script_bytes(lines).endswith(
+        b"  cell_off\n\n")
+
+
+def test_eis_script_at_open_circuit():
+    assert build_script(EIS.per_decade(100e3, 100, 10 / 3)) == [
+        "var t", "var e", "var f", "var zr", "var zi", "set_pgstat_chan 0",
+        "set_pgstat_mode 3", "set_max_bandwidth 200k", "set_range ba 10u",
+        "set_autoranging ba 1n 10m", "cell_off", "meas 100m e ab", "set_e e", "cell_on",
+        "timer_start", "meas_loop_eis f zr zi 10m 100k 100 11i e",
+        "  timer_get t", "  pck_start", "  pck_add t", "  pck_add f", "  pck_add zr",
+        "  pck_add zi", "  pck_end", "endloop", "on_finished:", "  cell_off"]
+
+
+def test_every_technique_makes_a_script_the_emulator_loads():
+    techniques = [OCV(60), ConstantCurrent(-1e-6, 60, v_min_V=3, record=Recording(10, 5e-3)),
+                  ConstantVoltage(4.2, 60, i_min_A=1e-8), DCPolarization(1.0, 60),
+                  CCCV(1e-6, 4.2, 1e-8, 60), EIS(1e5, 1, 6, dc_V=0.5),
+                  LinearSweep(0, 1, 10e-3, 0.1), CyclicSweep(0, 1, -1, 10e-3, 0.1, scans=2)]
+    for technique in techniques:
+        assert parse_script(build_script(technique)).main
+    assert "meas_loop_cv e i 0 1 -1 10m 100m nscans(2)" in build_script(techniques[-1])
+
+
+def test_bad_techniques_are_bad_input():
+    with pytest.raises(InputError, match="interval_s"):
+        build_script(OCV(1, interval_s=2))
+    with pytest.raises(InputError, match="step_V"):
+        build_script(LinearSweep(0, 1, 0, 0.1))
+
+
+# --- the emulator's bytes ----------------------------------------------------------------
+
+
+@pytest.fixture
+def clock():
+    return ManualClock()
+
+
+@pytest.fixture
+def cell():
+    return RCCell(C=1e-2, Rs=100.0, V0=3.0)
+
+
+@pytest.fixture
+def emulator(cell, clock):
+    return MethodScriptEmulator("pstat", {1: cell}, clock)
+
+
+def test_online_commands(emulator):
+    assert emulator.handle(b"t\n") == b"tes4_lr14#Oct  1 2025 12:00:00\nR*\n"
+    assert emulator.handle(b"Z\n") == b"Z!0006\n"
+    assert emulator.handle(b"x\n") == b"x!0003\n"
+    assert emulator.handle(b"\n") == b""  # a bare LF is a flush
+    assert emulator.handle(b"t") == b""  # half a line
+    assert emulator.handle(b"\r\n").startswith(b"tes4_lr")
+
+
+@pytest.mark.parametrize("script, error", [
+    ("var a\nfoo a\n", b"e!4001: Line 2, Col 1\n"),
+    ("var a\nset_e b\n", b"e!420B: Line 2, Col 7\n"),
+    ("var 1a\n", b"e!402B: Line 1, Col 5\n"),
+    ("var a\nvar a\n", b"e!4026: Line 2, Col 5\n"),
+    ("set_e 1.5\n", b"e!4004: Line 1, Col 7\n"),
+    ("cell_on 1\n", b"e!420A: Line 1, Col 9\n"),
+    ("var a\nmeas_loop_ocp a 1 2\nmeas_loop_ocp a 1 2\nendloop\nendloop\n",
+     b"e!400B: Line 3, Col 1\n"),
+    ("var a\nif a > 1\nendloop\n", b"e!4012: Line 3, Col 1\n"),
+    ("var a\nif a > 1\n", b"e!4018: Line 2, Col 1\n"),
+    ("breakloop\n", b"e!400C: Line 1, Col 1\n"),
+    ("var a\nmeas_loop_cv a a 0 1 -1 1m 1 nscan(2)\nendloop\n", b"e!4008: Line 2, Col 30\n"),
+])
+def test_refused_scripts(emulator, script, error):
+    assert emulator.handle(b"e\n" + script.encode() + b"\n") == error
+    assert not emulator.running
+
+
+def test_chronopotentiometry_stream(emulator, clock, cell):
+    """1 mA into 10 mF behind 100 Ω, sampled every 100 ms for 2 s: 20 packages of the
+    measured potential, which rises 10 mV per sample from 3.1 V."""
+    script = ("var p\nvar c\nset_pgstat_chan 0\nset_pgstat_mode 6\nset_range db 1m\n"
+              "cell_on\nmeas_loop_cp p c 1m 100m 2\n  pck_start\n  pck_add p\n  pck_end\n"
+              "endloop\non_finished:\n  cell_off\n\n")
+    assert emulator.handle(b"e\n" + script.encode()) == b"e\nM000A\n"
+    clock.advance(0.35)
+    lines = emulator.handle(b"\n").splitlines()
+    assert [decode_package(x.decode())[0].value for x in lines] == pytest.approx(
+        [3.11, 3.12, 3.13])
+    assert lines[0] == b"Pab82F7470u"  # 3.11 V (cell values are rounded to the µV)
+    clock.advance(10)
+    rest = emulator.handle(b"\n").splitlines()
+    assert len(rest) == 17 + 2 and rest[-2:] == [b"*", b""]
+    assert cell.mode == "open" and cell.vc == pytest.approx(3.2)  # on_finished: cell_off
+
+
+def test_run_time_errors(emulator):
+    ocp_with_cell_on = "var e\ncell_on\nmeas_loop_ocp e 1 10\nendloop\n\n"
+    assert emulator.handle(b"e\n" + ocp_with_cell_on.encode()) == b"e\n!0014: Line 3\n"
+    cp_without_galvanostat = "var e\nvar i\ncell_on\nmeas_loop_cp e i 1u 1 10\nendloop\n\n"
+    assert emulator.handle(b"e\n" + cp_without_galvanostat.encode()) == b"e\n!0023: Line 4\n"
+
+
+def test_busy_channel_refuses_a_second_script(emulator, clock):
+    emulator.handle(script_bytes(build_script(OCV(100))))
+    assert emulator.handle(b"e\nvar a\n\n") == b"e!0006\n"
+    assert emulator.handle(b"Z\n") == b"Z\n*\n\n"
+
+
+def test_event_driven_loops_send_what_sampling_every_point_sends(clock):
+    """The skip ahead over samples whose tests cannot turn true is invisible on the wire."""
+    techniques = [
+        ConstantCurrent(2e-4, 9000, v_max_V=3.6, interval_s=1, record=Recording(60, 5e-3)),
+        ConstantCurrent(-2e-4, 9000, v_min_V=2.7, interval_s=1, record=Recording(dV=2e-3)),
+        ConstantVoltage(3.2, 9000, i_min_A=2e-6, interval_s=1, record=Recording(120)),
+        ConstantVoltage(2.8, 9000, i_min_A=2e-6, interval_s=1, record=Recording(120)),
+        CCCV(2e-4, 3.3, 1e-6, 9000, interval_s=2, record=Recording(100, 3e-3)),
+        OCV(3000, 1, Recording(100)),
+    ]
+    for technique in techniques:
+        replies = []
+        for event_driven in (True, False):
+            clock.t = 0.0
+            emulator = MethodScriptEmulator("p", {1: RCCell(C=0.5, Rs=1e3, Rp=1e7)}, clock)
+            emulator.event_driven = event_driven
+            out = emulator.handle(script_bytes(build_script(technique)))
+            for _ in range(40):
+                clock.advance(300)
+                out += emulator.handle(b"\n")
+            replies.append(out)
+        assert replies[0] == replies[1], technique
+        assert replies[0].endswith(b"*\n\n") and replies[0].count(b"\nP") > 5
+
+
+# --- driver ↔ emulator -------------------------------------------------------------------
+
+
+@pytest.fixture
+def pstat(emulator):
+    return MethodScriptPotentiostat("pstat", sim_link(emulator))
+
+
+def test_identify(pstat):
+    assert pstat.identify() == "PalmSens EmStat4 LR firmware 14 (Oct 1 2025 12:00:00), 1 channel"
+
+
+def test_cc_charge_stops_at_the_voltage_limit(pstat, clock, cell):
+    """V = 3 V + I·t/C + I·Rs with 1 mA, 10 mF, 100 Ω: 4.05 V at 9.5 s; samples every
+    0.4 s, so the loop breaks at the first sample past it, 9.6 s."""
+    run = pstat.start(1, ConstantCurrent(1e-3, 60, v_max_V=4.05, interval_s=0.4,
+                                         record=Recording(dt_s=2.0)))
+    clock.advance(5)
+    first = run.poll()
+    assert [s.t_s for s in first] == pytest.approx([0.4, 2.4, 4.4])
+    assert not run.finished and run.end_reason is None
+    clock.advance(100)
+    last = run.poll()
+    assert [s.t_s for s in last] == pytest.approx([6.4, 8.4, 9.6])
+    voltage, current = last[-1].E_V, last[-1].I_A
+    assert (voltage, current) == (pytest.approx(3.1 + 0.96, abs=1e-6), pytest.approx(1e-3))
+    assert run.finished and run.end_reason == "v_max"
+    assert cell.mode == "open" and cell.vc == pytest.approx(3.96)
+
+
+def test_cv_hold_stops_when_the_current_falls(pstat, clock, cell):
+    """3.5 V on a 3 V capacitor behind 100 Ω: I = 5 mA·e^(−t/1 s) falls below 0.1 mA at
+    ln 50 = 3.91 s; samples every 0.25 s → 4.0 s."""
+    run = pstat.start(1, ConstantVoltage(3.5, 60, i_min_A=1e-4, interval_s=0.25,
+                                         record=Recording(dt_s=10)))
+    clock.advance(60)
+    samples = run.poll()
+    assert [s.t_s for s in samples] == pytest.approx([0.25, 4.0])
+    current = samples[-1].I_A
+    assert current == pytest.approx(5e-3 * math.exp(-4.0), rel=1e-5)
+    assert run.end_reason == "i_min"
+
+
+def test_cccv_charges_then_holds(pstat, clock, cell):
+    run = pstat.start(1, CCCV(1e-3, 3.5, 2e-4, 60, interval_s=0.1))
+    clock.advance(60)
+    samples = run.poll()
+    cc = [s for s in samples if math.isclose(s.I_A, 1e-3)]
+    assert cc[-1].E_V >= 3.5 and cc[-1].t_s == pytest.approx(4.0, abs=0.15)  # 3.1 V + t/10 s
+    assert abs(samples[-1].I_A) < 2e-4 and run.end_reason == "i_min"
+
+
+def test_eis_of_r_parallel_c(clock):
+    """Rs + Rp‖C at the open-circuit potential: the analytic values, to the package's
+    resolution."""
+    cell = RCCell(C=1e-6, Rs=10.0, V0=2.0, Rp=1e3)
+    pstat = MethodScriptPotentiostat("pstat", sim_link(MethodScriptEmulator("p", {1: cell},
+                                                                            clock)))
+    technique = EIS.per_decade(1e5, 1.0, 2)
+    run = pstat.start(1, technique)
+    clock.advance(30)
+    samples = run.poll()
+    assert run.end_reason == "done" and len(samples) == 11
+    for sample, f in zip(samples, technique.frequencies_Hz, strict=True):
+        z = 10 + 1e3 / (1 + 2j * math.pi * f * 1e3 * 1e-6)
+        assert sample.f_Hz == pytest.approx(f, rel=1e-6)
+        assert complex(sample.z_re_ohm, sample.z_im_ohm) == pytest.approx(z, abs=2e-3)  # mΩ
+    assert cmath.phase(complex(samples[5].z_re_ohm, samples[5].z_im_ohm)) < -0.5
+
+
+def test_sweeps_and_ocv(pstat, clock, cell):
+    run = pstat.start(1, LinearSweep(3.0, 3.1, 0.01, 0.1))  # 11 steps of 0.1 s
+    clock.advance(2)
+    sweep = run.poll()
+    assert [s.E_V for s in sweep] == pytest.approx([3.0 + 0.01 * k for k in range(11)])
+    assert run.end_reason == "done"
+    run = pstat.start(1, OCV(5, interval_s=1))
+    clock.advance(6)
+    assert [(s.t_s, s.I_A) for s in run.poll()] == [(pytest.approx(k), None)
+                                                    for k in range(1, 6)]
+
+
+def test_stop_aborts_and_switches_off(pstat, clock, cell):
+    run = pstat.start(1, ConstantCurrent(1e-5, 3600, interval_s=1))
+    clock.advance(10.5)
+    pstat.stop(1)
+    assert run.finished and run.aborted and run.end_reason == "aborted"
+    assert len(run.poll()) == 10
+    assert cell.mode == "open" and cell.t == pytest.approx(10.5)
+    pstat.stop(1)  # nothing running: Z!0006 is fine
+
+
+def test_cell_on_at_open_circuit_or_at_a_potential_and_off(pstat, clock, cell):
+    pstat.cell_on(1)
+    assert (cell.mode, cell.value) == ("current", 0.0)
+    pstat.cell_on(1, 3.3)
+    assert cell.value == pytest.approx(3.3)
+    pstat.cell_off(1)
+    assert cell.mode == "open"
+
+
+def test_running_channel_is_refused_and_wire_refusal_is_an_instrument_error(pstat, emulator):
+    pstat.start(1, OCV(100))
+    with pytest.raises(InstrumentError, match="still running OCV"):
+        pstat.start(1, OCV(10))
+    other = MethodScriptPotentiostat("other", pstat.links[0])  # a second host on the port
+    with pytest.raises(InstrumentError, match=r"refused the OCV script with !0006"):
+        other.start(1, OCV(10))
+
+
+def test_instrument_error_ends_a_run(pstat, clock, emulator, cell):
+    run = pstat.start(1, EIS(1e3, 1, 3, amplitude_V=0))
+    clock.advance(1)
+    run.poll()
+    assert run.error.code == 0x4205 and run.end_reason == "error"
+    assert cell.mode == "open"
+
+
+def test_garbled_reply_is_retried(pstat, emulator):
+    emulator.faults.garble_replies = 1
+    assert pstat.identify().startswith("PalmSens EmStat4 LR")
+    assert emulator.faults.garble_replies == 0
+    assert pstat.links[0].health is Health.OK and pstat.links[0].last_error
+
+
+def test_garbled_data_line_is_dropped_and_counted(pstat, emulator, clock):
+    run = pstat.start(1, ConstantCurrent(1e-6, 600, interval_s=1))
+    clock.advance(20)
+    emulator.faults.garble_replies = 1
+    samples = run.poll()  # the garbled byte is a `P` turned LF: an empty line, a headless one
+    assert run.corrupt_lines == ["", "eb8A7D8C0u;ab82DCB70u;ba80F4240p,10,20C"]
+    assert len(samples) == 19 and not run.finished
+    clock.advance(5)
+    assert len(run.poll()) == 5
+
+
+def test_link_down_is_lost(pstat, emulator):
+    emulator.faults.link_down = True
+    with pytest.raises(LinkLost, match="sim://pstat is lost after 3 attempts"):
+        pstat.identify()
+
+
+def test_multichannel_runs_in_parallel_and_make_safe_stops_all(clock):
+    cells = {ch: RCCell(C=1e-2, Rs=100.0, V0=3.0 + ch / 10) for ch in (1, 2, 3)}
+    emulator = MethodScriptEmulator("mes4", cells, clock)
+    assert emulator.handle(b"t\n").startswith(b"tmes4lr")
+    pstat = MethodScriptPotentiostat("mes4", [sim_link(port) for port in
+                                              emulator.ports.values()], channels=3)
+    runs = {ch: pstat.start(ch, ConstantCurrent(1e-4 * ch, 600, interval_s=1))
+            for ch in (1, 2, 3)}
+    clock.advance(10)
+    for ch, run in runs.items():
+        voltage = run.poll()[-1].E_V  # V0 + I·t/C + I·Rs after 10 s
+        assert voltage == pytest.approx(3.0 + ch / 10 + 0.01 * ch * 10 + 0.01 * ch)
+    pstat.stop(2)
+    clock.advance(5)
+    assert runs[2].finished and not runs[1].finished
+    pstat.make_safe()
+    assert all(run.finished for run in runs.values())
+    assert all(cell.mode == "open" for cell in cells.values())
+    assert pstat.identify() == ("PalmSens MultiEmStat4 LR firmware 14 (Oct 1 2025 12:00:00), "
+                                "3 channels")
+
+
+def test_channel_numbers_and_links_must_agree(emulator, clock):
+    link = sim_link(emulator)
+    with pytest.raises(InputError, match="16 channels need 16 links"):
+        MethodScriptPotentiostat("p", link, channels=16)
+    with pytest.raises(InputError, match="channels 1–1, not 2"):
+        MethodScriptPotentiostat("p", link).start(2, OCV(1))
+    with pytest.raises(InputError, match="numbered from 1"):
+        MethodScriptEmulator("p", {0: RCCell()}, clock)
+
+
+# --- independent clients over TCP --------------------------------------------------------
+#: the OCP of a 1.000000 V capacitor, in µV: 0x8000000 + 1000000 = 0x80F4240
+OCP_SCRIPT = b"e\nvar p\nset_pgstat_chan 0\nset_pgstat_mode 2\ncell_off\n" \
+             b"meas_loop_ocp p 50m 200m\npck_start\npck_add p\npck_end\nendloop\n\n"
+OCP_OUTPUT = b"e\nM000B\n" + b"Pab80F4240u\n" * 4 + b"*\n\n"
+
+
+@pytest.fixture
+def server():
+    emulator = MethodScriptEmulator("pstat", {1: RCCell(V0=1.0)}, time.monotonic)
+    srv = serve(emulator)
+    yield srv
+    srv.stop()
+
+
+def _read_until(port, tail: bytes, limit_s: float = 2.0) -> bytes:
+    """Read until the bytes end with `tail`, nudging with a bare LF: the loopback server
+    only answers what it receives."""
+    data, deadline = b"", time.monotonic() + limit_s
+    while not data.endswith(tail) and time.monotonic() < deadline:
+        port.write(b"\n")
+        data += port.read(4096)  # whatever came within the port's timeout
+    return data
+
+
+def test_pyserial_client(server):
+    port = serial.serial_for_url(f"socket://127.0.0.1:{server.port}", timeout=1)
+    try:
+        port.write(b"t\n")
+        assert port.read_until(b"*\n") == b"tes4_lr14#Oct  1 2025 12:00:00\nR*\n"
+        port.write(b"Z\n")
+        assert port.read_until(b"\n") == b"Z!0006\n"
+        port.write(b"e\nvar p\nset_e q\n\n")
+        assert port.read_until(b"\n") == b"e!420B: Line 2, Col 7\n"
+        port.write(OCP_SCRIPT)
+        port.timeout = 0.1
+        assert _read_until(port, b"*\n\n") == OCP_OUTPUT
+    finally:
+        port.close()
+
+
+def test_pyvisa_client(server):
+    rm = pyvisa.ResourceManager("@py")
+    inst = rm.open_resource(f"TCPIP::127.0.0.1::{server.port}::SOCKET")
+    try:
+        inst.read_termination = None
+        inst.timeout = 1000
+        inst.write_raw(b"t\n")
+        assert inst.read_bytes(34) == b"tes4_lr14#Oct  1 2025 12:00:00\nR*\n"
+        inst.write_raw(OCP_SCRIPT)
+        assert inst.read_bytes(8) == b"e\nM000B\n"
+        time.sleep(0.3)
+        inst.write_raw(b"\n")
+        assert inst.read_bytes(len(OCP_OUTPUT) - 8) == OCP_OUTPUT[8:]
+        inst.write_raw(b"q\n")
+        assert inst.read_bytes(7) == b"q!0003\n"
+    finally:
+        inst.close()
+        rm.close()
+
+
+def test_driver_over_tcp(server):
+    pool = LinkPool()
+    try:
+        link = pool.open(f"socket://127.0.0.1:{server.port}",
+                         MethodScriptPotentiostat.SERIAL_DEFAULTS, timeout_s=0.1)
+        pstat = MethodScriptPotentiostat("pstat", link)
+        assert pstat.identify().startswith("PalmSens EmStat4 LR firmware 14")
+        run = pstat.start(1, OCV(0.2, interval_s=0.05))
+        time.sleep(0.3)
+        samples = run.poll()
+        assert [s.E_V for s in samples] == pytest.approx([1.0] * 4)
+        assert run.end_reason == "done"
+        pstat.make_safe()
+    finally:
+        pool.close()
