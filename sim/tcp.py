@@ -1,8 +1,9 @@
 """Serve emulators on loopback TCP sockets, as a terminal server would serve a serial port.
 
 Each emulator gets its own port; each connection is a fresh serial session
-(half-received frames are dropped). One lock guards the World, because the
-emulators of one lab share its physical state.
+(half-received frames are dropped). An idle connection still polls its emulator, so
+an instrument that streams (a potentiostat's samples) pushes them as they fall due.
+One lock guards the World, because the emulators of one lab share its physical state.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ from __future__ import annotations
 import socket
 import socketserver
 import threading
+
+#: how often an idle connection asks its emulator for output it produced on its own
+POLL_S = 0.05
 
 
 class _Handler(socketserver.BaseRequestHandler):
@@ -19,13 +23,17 @@ class _Handler(socketserver.BaseRequestHandler):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with server.world_lock:
             server.emulator.reset_connection()
+        sock.settimeout(POLL_S)
         while not server.stopping.is_set():
             try:
                 data = sock.recv(4096)
+            except TimeoutError:
+                data = b""  # nothing sent: a streaming instrument may still have output due
             except OSError:
                 return
-            if not data:
-                return
+            else:
+                if not data:
+                    return
             with server.world_lock:
                 reply = server.emulator.handle(data)
             if reply:
