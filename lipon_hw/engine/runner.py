@@ -15,6 +15,9 @@ state and says so in the store.
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +33,20 @@ from lipon_hw.store import Store
 SAFE_ORDER = ("rf_supply", "source_supply", "deposition_controller", "shutter", "gas_flow")
 #: how many holds one step tolerates before the run is aborted
 MAX_HOLDS_PER_STEP = 3
+
+
+@contextlib.contextmanager
+def _uninterruptible():
+    """A second Ctrl-C (or SIGTERM) must not cut the safe-state sequence short."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 class Interrupted(LiponError):
@@ -186,7 +203,8 @@ class Engine:
                 sampler.interrupt()  # a finished run leaves nothing running on the clock
             if status != "completed":
                 self._end_step(status)
-            self.make_safe(reason=message)
+            with _uninterruptible():
+                self.make_safe(reason=message)
             summary = self.summary()
             self.store.set_status(self.run_id, status, message, summary)
             self.result = RunResult(self.run_id, status, message, self.env.now,
