@@ -89,14 +89,12 @@ from lipon_hw.drivers.inficon_sqc310 import (
     Param,
 )
 from lipon_hw.drivers.inficon_sqm160 import (
-    COMMAND_OFFSET,
     STATUS_OK,
-    decode_packet,
     encode_reply,
-    packet_size,
 )
-from lipon_hw.errors import FrameError, InputError
+from lipon_hw.errors import InputError
 from lipon_hw.sim.emulator import Emulator
+from lipon_hw.sim.emulators.inficon_framing import BAD_CRC, next_host_packet
 from lipon_hw.sim.physics import zmatch_thickness_A
 
 FIRMWARE = "SQC-310 Ver 6.01"  # the manual's example answer to '@'
@@ -238,24 +236,12 @@ class SQC310Emulator(Emulator):
 
     # --- framing -----------------------------------------------------------------------
     def _process(self, buffer: bytes) -> tuple[int, bytes]:
-        start = buffer.find(b"!")
-        if start != 0:
-            return (len(buffer) if start < 0 else start), b""
-        if len(buffer) < 2:
-            return 0, b""
-        if buffer[1] < COMMAND_OFFSET:
-            return 1, b""
-        size = packet_size(buffer, COMMAND_OFFSET)
-        restart = buffer.find(b"!", 1, size)
-        if restart > 0:
-            return restart, b""
-        if len(buffer) < size:
-            return 0, b""
-        try:
-            body = decode_packet(buffer[:size], COMMAND_OFFSET, "the host", accept_null_crc=True)
-        except FrameError:
-            return size, encode_reply(STATUS_BAD_CRC)
-        return size, self._execute(body)
+        consumed, body = next_host_packet(buffer)
+        if body is None:
+            return consumed, b""
+        if body is BAD_CRC:
+            return consumed, encode_reply(STATUS_BAD_CRC)
+        return consumed, self._execute(body)
 
     def _execute(self, body: bytes) -> bytes:
         command = body.decode("ascii", "replace")

@@ -23,18 +23,16 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from lipon_hw.drivers.inficon_sqm160 import (
-    COMMAND_OFFSET,
     DISPLAY_UNITS,
     STATUS_OK,
     FilmRecord,
     SystemRecord1,
     SystemRecord2,
-    decode_packet,
     encode_reply,
-    packet_size,
 )
-from lipon_hw.errors import FrameError, InputError
+from lipon_hw.errors import InputError
 from lipon_hw.sim.emulator import Emulator
+from lipon_hw.sim.emulators.inficon_framing import BAD_CRC, next_host_packet
 from lipon_hw.sim.physics import zmatch_thickness_A
 
 FIRMWARE = "MON Ver 4.13"  # the version string pymeasure's tests quote
@@ -93,24 +91,10 @@ class SQM160Emulator(Emulator):
 
     # --- framing ---------------------------------------------------------------------------
     def _process(self, buffer: bytes) -> tuple[int, bytes]:
-        start = buffer.find(b"!")
-        if start != 0:
-            return (len(buffer) if start < 0 else start), b""
-        if len(buffer) < 2:
-            return 0, b""
-        if buffer[1] < COMMAND_OFFSET:
-            return 1, b""
-        size = packet_size(buffer, COMMAND_OFFSET)
-        restart = buffer.find(b"!", 1, size)
-        if restart > 0:
-            return restart, b""
-        if len(buffer) < size:
-            return 0, b""
-        try:
-            body = decode_packet(buffer[:size], COMMAND_OFFSET, "the host", accept_null_crc=True)
-        except FrameError:
-            return size, b""
-        return size, self._execute(body.decode("ascii", "replace"))
+        consumed, body = next_host_packet(buffer)
+        if body is None or body is BAD_CRC:  # the manual names no status for a bad CRC
+            return consumed, b""
+        return consumed, self._execute(body.decode("ascii", "replace"))
 
     def _execute(self, command: str) -> bytes:
         handler = self._handlers.get(command[:1])
