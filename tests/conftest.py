@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from lipon_hw.links import Link, SimPort
@@ -34,3 +36,19 @@ def world(clock) -> World:
 def sim_link(emulator, timeout_s: float = 0.2) -> Link:
     """A Link straight to an in-process emulator, as `sim://NAME` gives the drivers."""
     return Link(f"sim://{emulator.name}", SimPort(emulator), timeout_s=timeout_s)
+
+
+@contextlib.contextmanager
+def visa_socket(port: int, timeout_ms: int = 1000):
+    """An independent raw-byte client: pyvisa's TCPIP SOCKET, no terminators."""
+    import pyvisa
+
+    rm = pyvisa.ResourceManager("@py")
+    inst = rm.open_resource(f"TCPIP::127.0.0.1::{port}::SOCKET")
+    inst.read_termination = None
+    inst.write_termination = None
+    inst.timeout = timeout_ms
+    try:
+        yield inst
+    finally:
+        inst.close()

@@ -4,9 +4,8 @@ import re
 import time
 
 import pytest
-import pyvisa
 import serial
-from conftest import sim_link
+from conftest import sim_link, visa_socket
 
 from lipon_hw.drivers.alicat import (
     AlicatMFC,
@@ -186,19 +185,12 @@ def test_pyserial_client(server):
 
 
 def test_pyvisa_client(server):
-    rm = pyvisa.ResourceManager("@py")
-    inst = rm.open_resource(f"TCPIP::127.0.0.1::{server.port}::SOCKET")
-    try:
-        inst.read_termination = None
-        inst.timeout = 1000
+    with visa_socket(server.port) as inst:
         inst.write_raw(b"AS5.00\r")
         frame = inst.read_bytes(44)  # every field has a fixed width below 100 sccm
         assert FRAME.fullmatch(frame)[3] == b"005.00"
         inst.write_raw(b"AS99\r")
         assert inst.read_bytes(2) == b"?\r"
-    finally:
-        inst.close()
-        rm.close()
 
 
 def test_driver_over_tcp(server):

@@ -5,9 +5,8 @@ import re
 import time
 
 import pytest
-import pyvisa
 import serial
-from conftest import sim_link
+from conftest import sim_link, visa_socket
 
 from lipon_hw.drivers.genesys import (
     ChecksumError,
@@ -353,11 +352,7 @@ def test_pyserial_client(server):
 
 
 def test_pyvisa_client(server):
-    rm = pyvisa.ResourceManager("@py")
-    inst = rm.open_resource(f"TCPIP::127.0.0.1::{server.port}::SOCKET")
-    try:
-        inst.read_termination = None
-        inst.timeout = 1000
+    with visa_socket(server.port) as inst:
         inst.write_raw(b"ADR 6\r")
         assert inst.read_bytes(3) == b"OK\r"
         inst.write_raw(b"STT?$3A\r")
@@ -366,9 +361,6 @@ def test_pyvisa_client(server):
                             rb"SR\(84\),FR\(00\)\$[0-9A-F]{2}\r", reply)
         inst.write_raw(b"OVP?\r")
         assert inst.read_bytes(6) == b"7.500\r"
-    finally:
-        inst.close()
-        rm.close()
 
 
 def test_driver_over_tcp(server):

@@ -6,9 +6,8 @@ import time
 
 import numpy as np
 import pytest
-import pyvisa
 import serial
-from conftest import ManualClock, sim_link
+from conftest import ManualClock, sim_link, visa_socket
 
 from lipon_hw.drivers.inficon_sqc310 import (
     I_TERM,
@@ -390,18 +389,10 @@ def test_pyserial_client_speaks_the_manual_bytes(server):
 
 
 def test_pyvisa_client_speaks_the_manual_bytes(server):
-    rm = pyvisa.ResourceManager("@py")
-    inst = rm.open_resource(f"TCPIP::127.0.0.1::{server.port}::SOCKET")
-    inst.read_termination = None
-    inst.write_termination = None
-    inst.timeout = 1000
-    try:
+    with visa_socket(server.port) as inst:
         for sent, expected in (CHANNELS_J, RATE_1, THICKNESS_1):
             inst.write_raw(sent)
             assert inst.read_bytes(len(expected), break_on_termchar=False) == expected
-    finally:
-        inst.close()
-        rm.close()
 
 
 def test_driver_over_a_socket_link(server):

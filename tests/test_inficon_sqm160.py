@@ -4,9 +4,8 @@ import json
 import time
 
 import pytest
-import pyvisa
 import serial
-from conftest import sim_link
+from conftest import sim_link, visa_socket
 
 from lipon_hw.drivers.inficon_sqm160 import (
     COMMAND_OFFSET,
@@ -292,18 +291,10 @@ def test_pyserial_client_speaks_the_manual_bytes(server):
 
 
 def test_pyvisa_client_speaks_the_manual_bytes(server):
-    rm = pyvisa.ResourceManager("@py")
-    inst = rm.open_resource(f"TCPIP::127.0.0.1::{server.port}::SOCKET")
-    inst.read_termination = None
-    inst.write_termination = None
-    inst.timeout = 1000
-    try:
+    with visa_socket(server.port) as inst:
         for sent, expected in (IDENTIFY, CHANNELS):
             inst.write_raw(sent)
             assert inst.read_bytes(len(expected), break_on_termchar=False) == expected
-    finally:
-        inst.close()
-        rm.close()
 
 
 def test_driver_over_a_socket_link(server):

@@ -7,9 +7,8 @@ import re
 import time
 
 import pytest
-import pyvisa
 import serial
-from conftest import sim_link
+from conftest import sim_link, visa_socket
 
 from lipon_hw.drivers.keithley2450 import (
     NO_ERROR,
@@ -435,11 +434,7 @@ def test_pyserial_client(server):
 
 
 def test_pyvisa_client(server):
-    rm = pyvisa.ResourceManager("@py")
-    inst = rm.open_resource(f"TCPIP::127.0.0.1::{server.port}::SOCKET")
-    try:
-        inst.read_termination = None
-        inst.timeout = 1000
+    with visa_socket(server.port) as inst:
         inst.write_raw(b"*IDN?\n")
         assert inst.read_bytes(len(IDN)) == IDN
         inst.write_raw(b":SOUR:FUNC?;:SOUR:VOLT:ILIM?;:OUTP:SMOD?\n")
@@ -450,9 +445,6 @@ def test_pyvisa_client(server):
         assert float(reply) == pytest.approx(3.5, abs=1e-4)
         inst.write_raw(b":SOUR:CURR 5\n:SYST:ERR?\n")
         assert inst.read_bytes(20) == b'-222,"Data out of ra'
-    finally:
-        inst.close()
-        rm.close()
 
 
 def test_driver_over_tcp(server):

@@ -6,9 +6,8 @@ import math
 import time
 
 import pytest
-import pyvisa
 import serial
-from conftest import ManualClock, sim_link
+from conftest import ManualClock, sim_link, visa_socket
 
 from lipon_hw.drivers.methodscript import (
     CCCV,
@@ -557,11 +556,7 @@ def test_pyserial_client(server):
 
 
 def test_pyvisa_client(server):
-    rm = pyvisa.ResourceManager("@py")
-    inst = rm.open_resource(f"TCPIP::127.0.0.1::{server.port}::SOCKET")
-    try:
-        inst.read_termination = None
-        inst.timeout = 1000
+    with visa_socket(server.port) as inst:
         inst.write_raw(b"t\n")
         assert inst.read_bytes(34) == b"tes4_lr14#Oct  1 2025 12:00:00\nR*\n"
         inst.write_raw(OCP_SCRIPT)
@@ -571,9 +566,6 @@ def test_pyvisa_client(server):
         assert inst.read_bytes(len(OCP_OUTPUT) - 8) == OCP_OUTPUT[8:]
         inst.write_raw(b"q\n")
         assert inst.read_bytes(7) == b"q!0003\n"
-    finally:
-        inst.close()
-        rm.close()
 
 
 def test_driver_over_tcp(server):

@@ -4,9 +4,8 @@ import re
 import time
 
 import pytest
-import pyvisa
 import serial
-from conftest import sim_link
+from conftest import sim_link, visa_socket
 
 from lipon_hw.drivers.mks937b import (
     MKS937B,
@@ -198,18 +197,11 @@ def test_pyserial_client(server):
 
 
 def test_pyvisa_client(server):
-    rm = pyvisa.ResourceManager("@py")
-    inst = rm.open_resource(f"TCPIP::127.0.0.1::{server.port}::SOCKET")
-    try:
-        inst.read_termination = None
-        inst.timeout = 1000
+    with visa_socket(server.port) as inst:
         inst.write_raw(b"@253U?;FF")
         assert inst.read_bytes(14) == b"@253ACKTORR;FF"
         inst.write_raw(b"@253PR3?;FF")
         assert inst.read_bytes(18) == b"@253ACK1.000E-1;FF"  # manometer at full scale
-    finally:
-        inst.close()
-        rm.close()
 
 
 def test_driver_over_tcp(server):

@@ -6,7 +6,7 @@ import time
 import pytest
 import pyvisa
 import serial
-from conftest import sim_link
+from conftest import sim_link, visa_socket
 
 from lipon_hw.drivers.modbus_relay import (
     ModbusRelayShutter,
@@ -337,19 +337,12 @@ def test_pyserial_client(tcp):
 
 def test_pyvisa_client(tcp):
     server, world = tcp
-    rm = pyvisa.ResourceManager("@py")
-    inst = rm.open_resource(f"TCPIP::127.0.0.1::{server.port}::SOCKET")
-    try:
-        inst.read_termination = None
-        inst.timeout = 1000
+    with visa_socket(server.port) as inst:
         inst.write_raw(H("01 05 00 09 FF 00 5C 38"))
         assert inst.read_bytes(5) == H("01 85 02 C3 51")  # coil 9 of 8: illegal address
         inst.write_raw(H("01 05 00 00 00 00 CD CA"))
         assert inst.read_bytes(8) == H("01 05 00 00 00 00 CD CA")
         assert not world.sputter.shutter_open()
-    finally:
-        inst.close()
-        rm.close()
 
 
 def test_drivers_over_tcp(tcp):

@@ -4,9 +4,8 @@ and an independent TCP client."""
 import time
 
 import pytest
-import pyvisa
 import serial
-from conftest import sim_link
+from conftest import sim_link, visa_socket
 
 from lipon_hw.drivers.modbus_rtu import (
     READ_HOLDING_REGISTERS,
@@ -196,18 +195,11 @@ def test_pyserial_client(tcp):
 
 def test_pyvisa_client(tcp):
     server, _ = tcp
-    rm = pyvisa.ResourceManager("@py")
-    inst = rm.open_resource(f"TCPIP::127.0.0.1::{server.port}::SOCKET")
-    try:
-        inst.read_termination = None
-        inst.timeout = 1000
+    with visa_socket(server.port) as inst:
         inst.write_raw(H("02 04 00 08 00 01 B0 3B"))  # channel 8 of 0..7
         assert inst.read_bytes(5) == H("02 84 02 32 C1")
         inst.write_raw(H("02 04 00 01 00 01 60 39"))
         assert inst.read_bytes(7) == H("02 04 02 80 00 9C F0")
-    finally:
-        inst.close()
-        rm.close()
 
 
 def test_driver_over_tcp(tcp):
