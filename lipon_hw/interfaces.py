@@ -156,3 +156,40 @@ class DepositionController(ThicknessMonitor, Protocol):
 @runtime_checkable
 class Thermometer(Instrument, Protocol):
     def temperature_C(self) -> float: ...
+
+
+@runtime_checkable
+class PotentiostatRun(Protocol):
+    """One technique running on one channel. `poll()` returns the samples that arrived
+    since the last call (in time order); once `finished`, `end_reason` says why:
+    'v_max', 'v_min', 'i_min' (a limit of the technique), 'done' (its time or sweep ran
+    out), 'aborted' (stopped) or 'error' (the instrument refused to go on)."""
+
+    channel: int
+    finished: bool
+
+    def poll(self) -> list: ...
+
+    @property
+    def end_reason(self) -> str | None: ...
+
+
+@runtime_checkable
+class Potentiostat(Instrument, Protocol):
+    """A cell tester with numbered channels (from 1); techniques are those of
+    `lipon_hw.techniques`. A channel runs one technique at a time; `make_safe`
+    stops every channel and disconnects every cell."""
+
+    @property
+    def channels(self) -> int: ...
+
+    def start(self, channel: int, technique) -> PotentiostatRun: ...
+
+    def stop(self, channel: int) -> None: ...
+
+    def cell_on(self, channel: int, voltage_V: float | None = None) -> None: ...
+
+    def cell_off(self, channel: int) -> None: ...
+
+    def current_ranges_A(self) -> tuple[float, ...]:
+        """The current ranges the channels can autorange over, smallest first."""

@@ -46,6 +46,7 @@ ROLES: dict[str, type] = {
     "source_selector": interfaces.SourceSelector,
     "deposition_controller": interfaces.DepositionController,
     "substrate_thermometer": interfaces.Thermometer,
+    "potentiostat": interfaces.Potentiostat,
 }
 
 
