@@ -477,6 +477,9 @@ class Run:
     in `corrupt_lines`.
     """
 
+    #: the instrument measures, checks limits and buffers on its own: poll when convenient
+    poll_interval_s: float | None = None
+
     def __init__(self, pstat: MethodScriptPotentiostat, channel: int, technique: Technique):
         self.channel = channel
         self.technique = technique
@@ -555,6 +558,9 @@ class MethodScriptPotentiostat:
     """
 
     SERIAL_DEFAULTS: dict = {"baudrate": 921600, "bytesize": 8, "parity": "N", "stopbits": 1}
+    #: every technique runs on the instrument, limits included
+    TECHNIQUES = (OCV, ConstantCurrent, ConstantVoltage, DCPolarization, CCCV, EIS, LinearSweep,
+                  CyclicSweep)
 
     def __init__(self, name: str, link: Link | Sequence[Link], channels: int | None = None):
         links = list(link) if isinstance(link, list | tuple) else [link]

@@ -167,6 +167,9 @@ class PotentiostatRun(Protocol):
 
     channel: int
     finished: bool
+    #: the longest the host may wait between polls (a host-timed instrument measures only
+    #: when asked); None if the instrument measures and buffers on its own
+    poll_interval_s: float | None
 
     def poll(self) -> list: ...
 
@@ -178,7 +181,10 @@ class PotentiostatRun(Protocol):
 class Potentiostat(Instrument, Protocol):
     """A cell tester with numbered channels (from 1); techniques are those of
     `lipon_hw.techniques`. A channel runs one technique at a time; `make_safe`
-    stops every channel and disconnects every cell."""
+    stops every channel and disconnects every cell. `TECHNIQUES` (class attribute) lists
+    the technique types the instrument can run."""
+
+    TECHNIQUES: tuple[type, ...]
 
     @property
     def channels(self) -> int: ...
