@@ -4,12 +4,21 @@ polarization hold, Battery Data Format files and plots."""
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
+from lipon_hw.analysis.bdf import (
+    BDF_COLUMNS,
+    SPECTRUM_COLUMNS,
+    BdfMetadata,
+    write_bdf,
+    write_spectrum_csv,
+)
 from lipon_hw.analysis.cycles import CycleAccumulator, CycleStats, summarize
 from lipon_hw.analysis.dcpol import analyze_dc_polarization, steady_state_current
 from lipon_hw.analysis.eis import (
@@ -230,3 +239,107 @@ def test_dc_polarization_rejects_bad_input():
         steady_state_current([0.0, 1.0], [1e-9, 1e-9])
     with pytest.raises(InputError, match="time order"):
         steady_state_current(np.arange(10.0)[::-1], np.ones(10))
+
+
+# --- Battery Data Format -------------------------------------------------------------------------
+SPEC_LABELS = (  # the preferred labels of the format's ontology 1.2.0, typed out by hand
+    "Test Time / s", "Voltage / V", "Current / A", "Unix Time / s", "Cycle Count / 1",
+    "Step Count / 1", "Step ID", "Step Type", "Step Index / 1", "Step Time / s",
+    "Record Index / 1", "Charging Capacity / Ah", "Discharging Capacity / Ah",
+    "Charging Energy / Wh", "Discharging Energy / Wh", "Net Capacity / Ah",
+    "Cumulative Capacity / Ah", "Cycle Charging Capacity / Ah",
+    "Cycle Discharging Capacity / Ah", "Cycle Charging Energy / Wh",
+    "Cycle Discharging Energy / Wh", "Power / W")
+UNIX_START_S = 1_767_225_600.123456  # 2026-01-01T00:00:00.123456Z: needs float64
+
+
+def bdf_rows(batches):
+    """Rows of (t, V, I, cycle, step_count, step_id, step_type) for the hand-cycled cell:
+    step 1 charges and step 2 discharges in every cycle; the step count never resets."""
+    for k, (ts, vs, cs, cyc) in enumerate(batches):
+        step_count = k + 1
+        step_id, kind = (1, "CC_CHG") if k % 2 == 0 else (2, "CC_DCH")
+        for row in zip(ts, vs, cs, cyc, strict=True):
+            yield (*row, step_count, step_id, kind)
+
+
+@pytest.mark.parametrize("name", ["A0001.bdf", "A0001.bdf.parquet"])
+def test_bdf_file_has_the_standard_labels_and_round_trips(lnmo_batches, tmp_path, name):
+    _, batches = lnmo_batches
+    meta = BdfMetadata(cell_name="A0001", unix_start_s=UNIX_START_S, institution="LAB")
+    path = write_bdf(bdf_rows(batches), tmp_path / name, meta, batch_rows=7)
+    assert tuple(BDF_COLUMNS) == SPEC_LABELS
+    if name.endswith(".parquet"):
+        table = pq.read_table(path)
+        assert tuple(table.column_names) == SPEC_LABELS
+        assert str(table.schema.field("Unix Time / s").type) == "double"
+        assert str(table.schema.field("Step Count / 1").type) == "int64"
+        cols = {n: table.column(n).to_pylist() for n in SPEC_LABELS}
+    else:
+        with open(path, newline="") as fh:
+            reader = csv.reader(fh)
+            assert tuple(next(reader)) == SPEC_LABELS
+            data = list(reader)
+        cols = {n: [r[j] for r in data] for j, n in enumerate(SPEC_LABELS)}
+        cols = {n: v if n == "Step Type" else [float(x) for x in v] for n, v in cols.items()}
+    rows = list(bdf_rows(batches))
+    assert len(cols["Test Time / s"]) == len(rows)
+    assert cols["Voltage / V"] == [r[1] for r in rows]  # exact: full float precision
+    assert cols["Unix Time / s"][5] == UNIX_START_S + rows[5][0]
+    assert cols["Step Count / 1"][-1] == len(batches)  # one step per half cycle
+    assert cols["Step Index / 1"][:3] == [1, 2, 3] and cols["Step Index / 1"][30] == 1
+    assert cols["Step Time / s"][30] == 0.0
+    assert cols["Record Index / 1"][-1] == len(rows)
+    assert cols["Step Type"][0] == "CC_CHG" and cols["Step Type"][30] == "CC_DCH"
+    # the cycle columns at each cycle's last row equal the accumulator's figures
+    acc, stats = run_accumulator(batches)
+    stats += acc.finish()
+    last_rows = [j for j in range(len(rows)) if j + 1 == len(rows) or rows[j + 1][3] != rows[j][3]]
+    for s, j in zip(stats, last_rows, strict=True):
+        assert cols["Cycle Discharging Capacity / Ah"][j] == pytest.approx(s.discharge_Ah,
+                                                                           rel=1e-9)
+        assert cols["Cycle Charging Energy / Wh"][j] == pytest.approx(s.charge_Wh, rel=1e-9)
+    assert cols["Cycle Charging Capacity / Ah"][60] == 0.0  # first row of cycle 2
+    total_ch = sum(s.charge_Ah for s in stats)
+    assert cols["Charging Capacity / Ah"][-1] == pytest.approx(total_ch, rel=1e-9)
+    assert cols["Net Capacity / Ah"][-1] == pytest.approx(
+        total_ch - sum(s.discharge_Ah for s in stats), rel=1e-6)
+    side = json.loads((tmp_path / f"{name}.json").read_text())
+    assert side["cell_name"] == "A0001" and side["rows"] == len(rows)
+    assert side["start_utc"].startswith("2026-01-01T00:00:00")
+
+
+def test_bdf_rejects_bad_rows_and_leaves_no_file(tmp_path):
+    meta = BdfMetadata(cell_name="X", unix_start_s=0.0)
+    rows = [(0.0, 3.0, 1e-6, 0, 0, 1, "CC_CHG"), (1.0, 3.1, 1e-6, 0, 0, 1, "CC_CHG"),
+            (0.5, 3.1, 1e-6, 0, 0, 1, "CC_CHG")]
+    with pytest.raises(InputError, match="time goes back at row 3"):
+        write_bdf(rows, tmp_path / "x.bdf", meta, batch_rows=2)
+    with pytest.raises(InputError, match="step count goes back"):
+        write_bdf([(0.0, 3.0, 0.0, 0, 1, 1, "REST"), (2.0, 3.0, 0.0, 0, 0, 1, "REST")],
+                  tmp_path / "y.bdf", meta)
+    with pytest.raises(InputError, match="whole counts"):
+        write_bdf([(0.0, 3.0, 0.0, 0.5, 1, 1, "REST")], tmp_path / "w.bdf", meta)
+    with pytest.raises(InputError, match="unknown"):
+        write_bdf(rows[:1], tmp_path / "z.bdf", meta, fmt="xlsx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_spectrum_csv(tmp_path):
+    cell = cell_from_spec({"kind": "blocking"})
+    f, z = blocking_spectrum(cell)
+    rows = [(12.5 + k, fk, zk.real, zk.imag, 3, 7) for k, (fk, zk) in enumerate(zip(f, z,
+                                                                                       strict=True))]
+    path = write_spectrum_csv(rows, tmp_path / "eis.csv")
+    with open(path, newline="") as fh:
+        data = list(csv.DictReader(fh))
+    assert tuple(data[0]) == SPECTRUM_COLUMNS
+    assert "Frequency / Hz" in SPECTRUM_COLUMNS and "Imaginary Impedance / ohm" in SPECTRUM_COLUMNS
+    assert len(data) == len(f)
+    assert float(data[0]["Real Impedance / ohm"]) == z[0].real
+    assert float(data[0]["Imaginary Impedance / ohm"]) == z[0].imag < 0
+    assert float(data[-1]["Phase / deg"]) == pytest.approx(np.degrees(np.angle(z[-1])))
+    assert data[4]["Cycle Count / 1"] == "3" and data[4]["Step Count / 1"] == "7"
+    with pytest.raises(InputError, match="row 1"):
+        write_spectrum_csv([(0.0, -1.0, 1.0, -1.0, 0, 0)], tmp_path / "bad.csv")
+    assert not (tmp_path / "bad.csv").exists()
