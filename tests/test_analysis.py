@@ -343,3 +343,29 @@ def test_spectrum_csv(tmp_path):
     with pytest.raises(InputError, match="row 1"):
         write_spectrum_csv([(0.0, -1.0, 1.0, -1.0, 0, 0)], tmp_path / "bad.csv")
     assert not (tmp_path / "bad.csv").exists()
+
+
+# --- plots ----------------------------------------------------------------------------------------
+def test_plots_write_pngs(lnmo_batches, tmp_path):
+    from lipon_hw.analysis.plots import (
+        plot_capacity_ce,
+        plot_nyquist,
+        plot_voltage_capacity,
+        select_cycles,
+    )
+
+    _, batches = lnmo_batches
+    t, v, i, c = (np.concatenate(x) for x in zip(*batches, strict=True))
+    acc, stats = run_accumulator(batches)
+    stats += acc.finish()
+    cell = cell_from_spec({"kind": "blocking"})
+    f, z = blocking_spectrum(cell)
+    paths = [plot_voltage_capacity(t, v, i, c, tmp_path / "vq.png"),
+             plot_capacity_ce(stats, tmp_path / "sub" / "ce.png"),
+             plot_nyquist(f, z, tmp_path / "nyq.png", fit=fit_spectrum(f, z))]
+    for p in paths:
+        data = p.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    assert select_cycles(range(1, 601), 6) == [1, 121, 241, 360, 480, 600]
+    with pytest.raises(InputError, match="no cycles"):
+        plot_capacity_ce([], tmp_path / "empty.png")
