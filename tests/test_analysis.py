@@ -194,6 +194,24 @@ def test_eis_fit_of_a_hotter_cell_follows_arrhenius():
     assert s_hot / s_cold > 5  # Ea = 0.55 eV: ×10 between 25 and 60 °C
 
 
+def test_eis_fit_recovers_an_exact_three_arc_circuit():
+    f = np.logspace(6, -2, 81)
+    w = 2 * np.pi * f
+    truth = [(1000.0, 1e-6, 0.95), (300.0, 1e-4, 0.85), (2000.0, 1e-2, 0.8)]
+    z = 20.0 + sum(r / (1 + (1j * w * t) ** a) for r, t, a in truth) + \
+        1 / (1e-5 * (1j * w) ** 0.9)
+    fit = fit_spectrum(f[::-1], z[::-1], n_arcs=3)  # any frequency order
+    assert fit.R0_ohm == pytest.approx(20.0, rel=1e-4)
+    for arc, (r, t, a) in zip(fit.arcs, truth, strict=True):
+        assert (arc.R_ohm, arc.tau_s, arc.alpha) == pytest.approx((r, t, a), rel=1e-4)
+        assert arc.Q * r / t ** a == pytest.approx(1.0, rel=1e-3)
+    assert (fit.tail.Q, fit.tail.alpha) == pytest.approx((1e-5, 0.9), rel=1e-4)
+    assert fit.rms_relative < 1e-6
+    plain = fit_spectrum(f, 20.0 + sum(r / (1 + (1j * w * t) ** a) for r, t, a in truth[::2]),
+                         n_arcs=2, blocking=False)
+    assert plain.tail is None and plain.film_resistance_ohm == pytest.approx(1000.0, rel=1e-4)
+
+
 def test_ionic_conductivity_formula_and_bad_input():
     assert ionic_conductivity_S_cm(3700.0, 3700.0, 0.04) == pytest.approx(2.5e-6)
     with pytest.raises(InputError, match="positive R_ohm"):
