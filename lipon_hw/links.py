@@ -83,6 +83,13 @@ class SimPort:
         del self._rx[:n]
         return chunk
 
+    def read_available(self) -> bytes:
+        """Everything received so far: an in-process reply is complete at once, so a
+        Link may take it in one call instead of byte by byte."""
+        chunk = bytes(self._rx)
+        self._rx.clear()
+        return chunk
+
     def reset_input(self) -> None:
         self._rx.clear()
 
@@ -182,7 +189,12 @@ class VisaPort:
 
 
 class Link:
-    """One physical port as drivers see it: framing-agnostic reads, a lock, health."""
+    """One physical port as drivers see it: framing-agnostic reads, a lock, health.
+
+    A port with `read_available()` (the in-process one) is read in bulk into a buffer
+    the reads take from; what a driver sees (bytes, timeouts, frame errors) is the same
+    as reading it byte by byte.
+    """
 
     def __init__(
         self,
@@ -207,13 +219,22 @@ class Link:
         self._reopen_at = 0.0
         self._clock = clock
         self._open = False
+        self._rx = bytearray()  # bytes taken in bulk and not yet read
+        self._read_available = getattr(port, "read_available", None)
 
     # -- byte access, for drivers inside exchange() ---------------------------------
     def write(self, data: bytes) -> None:
         self._port.write(data)
 
     def read_exact(self, n: int) -> bytes:
-        data = self._port.read(n, self.timeout_s)
+        if self._read_available is None:
+            data = self._port.read(n, self.timeout_s)
+        else:
+            rx = self._rx
+            if len(rx) < n:
+                rx += self._read_available()
+            data = bytes(rx[:n])
+            del rx[:n]
         if len(data) < n:
             raise LinkTimeout(
                 f"{self.address} sent {len(data)} of {n} expected bytes before timing out"
@@ -223,6 +244,8 @@ class Link:
 
     def read_until(self, terminator: bytes, max_bytes: int = 4096) -> bytes:
         """Bytes up to and including `terminator`."""
+        if self._read_available is not None:
+            return self._read_until_buffered(terminator, max_bytes)
         buf = bytearray()
         while not buf.endswith(terminator):
             byte = self._port.read(1, self.timeout_s)
@@ -237,6 +260,32 @@ class Link:
                                  f"{terminator!r}")
         return bytes(buf)
 
+    def _read_until_buffered(self, terminator: bytes, max_bytes: int) -> bytes:
+        """read_until from the bulk buffer: a frame error consumes max_bytes + 1 bytes and
+        a timeout everything that came, as the byte-by-byte reads do."""
+        rx = self._rx
+        while True:
+            end = rx.find(terminator)
+            if end >= 0:
+                end += len(terminator)
+                if end <= max_bytes:
+                    line = bytes(rx[:end])
+                    del rx[:end]
+                    return line
+            if end >= 0 or len(rx) > max_bytes:
+                del rx[:max_bytes + 1]
+                raise FrameError(f"{self.address} sent more than {max_bytes} bytes without "
+                                 f"{terminator!r}")
+            more = self._read_available()
+            if not more:
+                got = bytes(rx)
+                rx.clear()
+                raise LinkTimeout(
+                    f"{self.address} did not finish its reply with {terminator!r}"
+                    + (f" (got {got!r})" if got else " (no reply)")
+                )
+            rx += more
+
     # -- transactions ------------------------------------------------------------
     def exchange(self, transaction: Callable[[Link], T]) -> T:
         """Run `transaction(self)` under the port lock, with retries and health."""
@@ -250,6 +299,7 @@ class Link:
                     error = exc
                     self.health = Health.RETRYING
                     self.last_error = str(exc)
+                    self._rx.clear()
                     self._port.reset_input()
                     continue
                 self.health = Health.OK
@@ -265,6 +315,7 @@ class Link:
         if self.health is Health.LOST and now < self._reopen_at:
             raise LinkLost(f"{self.address} is lost ({self.last_error}); next re-open in "
                            f"{self._reopen_at - now:.1f} s")
+        self._rx.clear()
         try:
             self._port.open()
         except LinkError as exc:
@@ -283,6 +334,7 @@ class Link:
     def close(self) -> None:
         with self.lock:
             self._port.close()
+            self._rx.clear()
             self._open = False
 
 

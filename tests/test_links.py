@@ -107,3 +107,72 @@ def test_unreachable_port_is_lost_not_a_traceback():
     link = LinkPool().open("socket://127.0.0.1:9", timeout_s=0.2)  # discard port: closed
     with pytest.raises(LinkLost, match="could not be opened"):
         link.exchange(lambda lk: lk.write(b"x"))
+
+
+class _Replies:
+    """An endpoint answering every write with the next canned reply."""
+
+    def __init__(self, replies):
+        self.replies = list(replies)
+
+    def handle(self, data):
+        return self.replies.pop(0) if self.replies else b""
+
+    def reset_connection(self):
+        pass
+
+
+class _BytewisePort:
+    """The same in-process port without `read_available`: read byte by byte."""
+
+    def __init__(self, endpoint):
+        self._inner = SimPort(endpoint)
+
+    def open(self):
+        self._inner.open()
+
+    def close(self):
+        self._inner.close()
+
+    def write(self, data):
+        self._inner.write(data)
+
+    def read(self, n, timeout_s):
+        return self._inner.read(n, timeout_s)
+
+    def reset_input(self):
+        self._inner.reset_input()
+
+
+def _outcomes(port_type):
+    replies = [b"ab\ncd;FF\n", b"x" * 40 + b"\nrest\n", b"y" * 50, b"12345\r\nz\r\n", b"par"]
+    link = Link("sim://canned", port_type(_Replies(replies)))
+    reads = [
+        lambda lk: lk.read_until(b"\n"), lambda lk: lk.read_until(b";FF"),
+        lambda lk: lk.read_exact(1), lambda lk: lk.read_exact(2),
+        lambda lk: lk.write(b"?"), lambda lk: lk.read_until(b"\n", max_bytes=16),
+        lambda lk: lk.read_until(b"\n"), lambda lk: lk.read_until(b"\n"),
+        lambda lk: lk.read_until(b"\n", max_bytes=30),
+        lambda lk: lk.write(b"?"), lambda lk: lk.read_until(b"\n", max_bytes=30),
+        lambda lk: lk.write(b"?"), lambda lk: lk.read_exact(3),
+        lambda lk: lk.read_until(b"\r\n"), lambda lk: lk.read_exact(9),
+        lambda lk: lk.write(b"?"), lambda lk: lk.read_until(b"\n"), lambda lk: lk.read_exact(1),
+    ]
+    link.write(b"?")
+    out = []
+    for read in reads:
+        try:
+            out.append(read(link))
+        except Exception as exc:  # the exception type and message are what is compared
+            out.append((type(exc).__name__, str(exc)))
+    return out
+
+
+def test_bulk_reads_of_an_in_process_port_match_byte_by_byte_reads():
+    """A Link takes an in-process port's bytes in bulk: lines, exact counts, frame errors
+    (max_bytes + 1 consumed), timeouts (what came is consumed) stay as byte reads give."""
+    bulk, bytewise = _outcomes(SimPort), _outcomes(_BytewisePort)
+    assert bulk == bytewise
+    assert bulk[:2] == [b"ab\n", b"cd;FF"] and bulk[5][0] == "FrameError"
+    assert bulk[-2] == ("LinkTimeout", "sim://canned did not finish its reply with b'\\n' "
+                                       "(got b'par')")
