@@ -72,7 +72,19 @@ def main() -> None:
 @json_option
 @reports_errors
 def run(sequence, station_path, data_dir, seed, speed, as_json) -> None:
-    """Run a recipe SEQUENCE (YAML) on the station."""
+    """Run a recipe or a cell-test protocol SEQUENCE (YAML) on the station."""
+    from lipon_hw.cli_cells import is_cell_test
+
+    if is_cell_test(sequence):
+        from lipon_hw.cli_cells import ChannelProgress, print_summary
+        from lipon_hw.engine.cell_session import start_cycling
+
+        with _stop_on_sigterm(), ChannelProgress(quiet=as_json) as progress:
+            result = start_cycling(sequence, data_dir, station_path, seed=seed, speed=speed,
+                                   notify=progress.note, on_start=progress.start,
+                                   on_cycle=progress.cycle)
+        print_summary(result, as_json)
+        return
     from lipon_hw.engine.session import start_run
 
     with _stop_on_sigterm(), _Progress(quiet=as_json) as progress:
@@ -91,7 +103,15 @@ def resume(run_id, data_dir, speed, as_json) -> None:
     """Continue a killed or interrupted run from its last checkpoint."""
     from lipon_hw.engine.session import resume_run
 
-    _require_store(data_dir)
+    if _require_store(data_dir).run(run_id).kind == "cycling":
+        from lipon_hw.cli_cells import ChannelProgress, print_summary
+        from lipon_hw.engine.cell_session import resume_cycling
+
+        with _stop_on_sigterm(), ChannelProgress(quiet=as_json) as progress:
+            result = resume_cycling(run_id, data_dir, speed=speed, notify=progress.note,
+                                    on_start=progress.start, on_cycle=progress.cycle)
+        print_summary(result, as_json)
+        return
     with _stop_on_sigterm(), _Progress(quiet=as_json) as progress:
         _finish(progress, as_json, lambda: resume_run(
             run_id, data_dir, speed=speed, notify=progress.note, on_sample=progress.sample,

@@ -105,7 +105,54 @@ CREATE TABLE IF NOT EXISTS layers (
     properties TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (sample_id, seq)
 );
+CREATE TABLE IF NOT EXISTS channels (
+    run_id INTEGER NOT NULL,
+    channel INTEGER NOT NULL,
+    instrument TEXT NOT NULL,
+    sample_id TEXT,
+    protocol TEXT NOT NULL,
+    status TEXT NOT NULL,
+    message TEXT NOT NULL DEFAULT '',
+    cycle INTEGER NOT NULL DEFAULT 0,
+    step_count INTEGER NOT NULL DEFAULT 0,
+    t_s REAL NOT NULL DEFAULT 0,
+    state TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (run_id, channel)
+);
+CREATE TABLE IF NOT EXISTS cell_samples (
+    run_id INTEGER NOT NULL,
+    channel INTEGER NOT NULL,
+    t_s REAL NOT NULL,
+    voltage_V REAL NOT NULL,
+    current_A REAL NOT NULL,
+    cycle INTEGER NOT NULL,
+    step_count INTEGER NOT NULL,
+    step_id INTEGER NOT NULL,
+    step_type TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS cell_samples_by_channel ON cell_samples(run_id, channel, t_s);
+CREATE TABLE IF NOT EXISTS spectra (
+    run_id INTEGER NOT NULL,
+    channel INTEGER NOT NULL,
+    t_s REAL NOT NULL,
+    cycle INTEGER NOT NULL,
+    step_count INTEGER NOT NULL,
+    f_Hz REAL NOT NULL,
+    z_re_ohm REAL NOT NULL,
+    z_im_ohm REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cycles (
+    run_id INTEGER NOT NULL,
+    channel INTEGER NOT NULL,
+    cycle INTEGER NOT NULL,
+    stats TEXT NOT NULL,
+    PRIMARY KEY (run_id, channel, cycle)
+);
 """
+
+#: one row of `cell_samples` after (run_id, channel)
+CELL_SAMPLE_COLUMNS = ("t_s", "voltage_V", "current_A", "cycle", "step_count", "step_id",
+                       "step_type")
 
 
 @dataclass(frozen=True)
@@ -147,6 +194,9 @@ class Store:
         self._quantities: dict[str, int] = dict(self._db.execute(
             "SELECT name, id FROM quantities").fetchall())
         self._pending: list[tuple[int, float, int, float]] = []
+        self._pending_cells: list[tuple] = []
+        self._pending_spectra: list[tuple] = []
+        self._pending_channels: dict[tuple[int, int], tuple] = {}
         self._flush_every_s = flush_every_s
         self._last_flush = time.monotonic()
 
@@ -218,7 +268,8 @@ class Store:
             self.flush()
 
     def flush(self) -> None:
-        if self._pending:
+        if self._pending or self._pending_cells or self._pending_spectra \
+                or self._pending_channels:
             with self._transaction():
                 self._write_pending()
         self._last_flush = time.monotonic()
@@ -226,6 +277,22 @@ class Store:
     def _write_pending(self) -> None:
         self._db.executemany("INSERT INTO readings VALUES (?,?,?,?)", self._pending)
         self._pending.clear()
+        if self._pending_cells:
+            self._db.executemany("INSERT INTO cell_samples VALUES (?,?,?,?,?,?,?,?,?)",
+                                 self._pending_cells)
+            self._pending_cells.clear()
+        if self._pending_spectra:
+            self._db.executemany("INSERT INTO spectra VALUES (?,?,?,?,?,?,?,?)",
+                                 self._pending_spectra)
+            self._pending_spectra.clear()
+        for args in self._pending_channels.values():
+            self._db.execute("UPDATE channels SET status=?, message=?, cycle=?, step_count=?,"
+                             " t_s=?, state=? WHERE run_id=? AND channel=?", args)
+        self._pending_channels.clear()
+
+    def _maybe_flush(self) -> None:
+        if time.monotonic() - self._last_flush >= self._flush_every_s:
+            self.flush()
 
     def _quantity_id(self, name: str) -> int:
         qid = self._quantities.get(name)
@@ -258,6 +325,80 @@ class Store:
         return [r[0] for r in self._db.execute(
             "SELECT DISTINCT q.name FROM readings r JOIN quantities q ON q.id = r.quantity_id"
             " WHERE r.run_id=? ORDER BY q.name", (run_id,))]
+
+    # --- cell tests --------------------------------------------------------------
+    def add_channel(self, run_id: int, channel: int, instrument: str, sample_id: str | None,
+                    protocol: str) -> None:
+        self._db.execute("INSERT OR IGNORE INTO channels (run_id, channel, instrument, sample_id,"
+                         " protocol, status) VALUES (?,?,?,?,?,'pending')",
+                         (run_id, channel, instrument, sample_id, protocol))
+
+    def update_channel(self, run_id: int, channel: int, status: str, message: str, cycle: int,
+                       step_count: int, t_s: float, state: Mapping) -> None:
+        """The channel's progress and resume state; committed with the samples before it."""
+        self._pending_channels[(run_id, channel)] = (
+            status, message, cycle, step_count, t_s, json.dumps(state), run_id, channel)
+        self._maybe_flush()
+
+    def channels(self, run_id: int) -> list[dict]:
+        self.flush()
+        rows = self._db.execute(
+            "SELECT channel, instrument, sample_id, protocol, status, message, cycle, step_count,"
+            " t_s, state FROM channels WHERE run_id=? ORDER BY channel", (run_id,)).fetchall()
+        keys = ("channel", "instrument", "sample_id", "protocol", "status", "message", "cycle",
+                "step_count", "t_s")
+        return [{**dict(zip(keys, r[:-1], strict=True)), "state": json.loads(r[-1])}
+                for r in rows]
+
+    def add_cell_samples(self, run_id: int, channel: int, rows: Iterable[tuple]) -> None:
+        """Rows of (t_s, voltage_V, current_A, cycle, step_count, step_id, step_type)."""
+        self._pending_cells.extend((run_id, channel, *r) for r in rows)
+        self._maybe_flush()
+
+    def add_spectrum(self, run_id: int, channel: int, rows: Iterable[tuple]) -> None:
+        """Rows of (t_s, cycle, step_count, f_Hz, z_re_ohm, z_im_ohm)."""
+        self._pending_spectra.extend((run_id, channel, *r) for r in rows)
+        self._maybe_flush()
+
+    def add_cycle(self, run_id: int, channel: int, cycle: int, stats: Mapping) -> None:
+        self._db.execute("INSERT OR REPLACE INTO cycles VALUES (?,?,?,?)",
+                         (run_id, channel, cycle, json.dumps(dict(stats))))
+
+    def cell_samples(self, run_id: int, channel: int) -> Iterator[tuple]:
+        """Rows as CELL_SAMPLE_COLUMNS, in time order."""
+        self.flush()
+        yield from self._db.execute(
+            f"SELECT {', '.join(CELL_SAMPLE_COLUMNS)} FROM cell_samples WHERE run_id=? AND"
+            " channel=? ORDER BY t_s, rowid", (run_id, channel))
+
+    def spectra(self, run_id: int, channel: int) -> list[tuple]:
+        """(t_s, cycle, step_count, f_Hz, z_re_ohm, z_im_ohm) in time order."""
+        self.flush()
+        return self._db.execute(
+            "SELECT t_s, cycle, step_count, f_Hz, z_re_ohm, z_im_ohm FROM spectra WHERE run_id=?"
+            " AND channel=? ORDER BY t_s, rowid", (run_id, channel)).fetchall()
+
+    def cycles(self, run_id: int, channel: int) -> list[dict]:
+        self.flush()
+        return [json.loads(r[0]) for r in self._db.execute(
+            "SELECT stats FROM cycles WHERE run_id=? AND channel=? ORDER BY cycle",
+            (run_id, channel))]
+
+    def max_step_count(self, run_id: int, channel: int) -> int:
+        self.flush()
+        row = self._db.execute("SELECT MAX(step_count) FROM cell_samples WHERE run_id=? AND"
+                               " channel=?", (run_id, channel)).fetchone()
+        return row[0] or 0
+
+    def rewind_channel(self, run_id: int, channel: int, t_s: float) -> None:
+        """Forget what one channel recorded after `t_s` (its simulated cell rolled back)."""
+        self.flush()
+        with self._transaction():
+            for table in ("cell_samples", "spectra"):
+                self._db.execute(f"DELETE FROM {table} WHERE run_id=? AND channel=? AND t_s > ?",
+                                 (run_id, channel, t_s))
+            self._db.execute("DELETE FROM cycles WHERE run_id=? AND channel=? AND"
+                             " json_extract(stats, '$.t_end_s') > ?", (run_id, channel, t_s))
 
     # --- alarms ---------------------------------------------------------------
     def add_alarm(self, run_id: int, t_s: float, severity: str, source: str, message: str) -> None:

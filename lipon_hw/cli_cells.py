@@ -1,0 +1,106 @@
+"""The command line of cell tests: per-channel progress, summaries, JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from lipon_hw.errors import RunAborted
+from lipon_hw.yamlfile import load
+
+
+def is_cell_test(path: str) -> bool:
+    """True for a `kind: cycling` protocol (a broken file is left to the recipe loader)."""
+    try:
+        data = load(path).data
+    except Exception:  # noqa: BLE001 - the recipe loader reports it properly
+        return False
+    return isinstance(data, dict) and data.get("kind") == "cycling"
+
+
+def expected_cycles(plan) -> int | None:
+    prog = plan.program
+    if prog.termination.cycles:
+        return prog.termination.cycles
+    loops = [s.loop.times for s in prog.steps if s.loop is not None]
+    return max(loops) if loops else None
+
+
+class ChannelProgress:
+    """One bar per channel, advanced at each new cycle."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.bars: dict[int, object] = {}
+        self.run_id = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def start(self, run_id: int, proto) -> None:
+        from tqdm import tqdm
+
+        self.run_id = run_id
+        if self.quiet or not sys.stderr.isatty():
+            return
+        for pos, plan in enumerate(proto.channels):
+            self.bars[plan.channel] = tqdm(
+                total=expected_cycles(plan), unit="cycle", file=sys.stderr, position=pos,
+                desc=f"run {run_id} ch {plan.channel:>2}", dynamic_ncols=True, leave=False,
+                mininterval=0.5)
+
+    def cycle(self, channel) -> None:
+        bar = self.bars.get(channel.number)
+        if bar is not None:
+            bar.n = channel.state.cycle - 1
+            bar.update(0)
+
+    def note(self, message: str) -> None:
+        if not self.quiet:
+            click.echo(message, err=True)
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+        self.bars = {}
+
+
+def summary_json(result) -> dict:
+    channels = result.summary.get("channels", [])
+    out = {"run_id": result.run_id, "status": result.status, "message": result.message,
+           "duration_s": round(result.t_s, 3), "wall_s": round(result.wall_s, 3)}
+    out.update({k: v for k, v in result.summary.items() if k not in ("channels", "virtual_s")})
+    out["channels"] = [{k: _round(v) for k, v in ch.items()} for ch in channels]
+    return out
+
+
+def print_summary(result, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(summary_json(result)))
+    else:
+        for ch in result.summary.get("channels", []):
+            ce = ch.get("mean_coulombic_efficiency")
+            click.echo(f"  ch {ch['channel']:>2} {ch['status']:<10} {ch['cycles']:>4} cycles"
+                       f"  last discharge {_fmt(ch.get('last_discharge_uAh'), 4)} µAh"
+                       f"  mean CE {_fmt(ce * 100 if ce else None, 3)} %  {ch['message']}")
+        for key in ("ionic_conductivity_S_cm", "electronic_conductivity_S_cm"):
+            if result.summary.get(key) is not None:
+                click.echo(f"  {key} = {result.summary[key]:.3g}")
+        click.echo(f"run {result.run_id} {result.status}: {result.message}; "
+                   f"{result.t_s / 3600:.1f} h of testing in {result.wall_s:.1f} s")
+    if result.status != "completed":
+        raise RunAborted(result.message)
+
+
+def _round(v):
+    return round(v, 9) if isinstance(v, float) else v
+
+
+def _fmt(value, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"

@@ -1,0 +1,346 @@
+"""Cell tests: every channel runs its protocol as its own simpy process.
+
+A channel sends one technique per step to its potentiostat channel, collects the
+samples the instrument streams, and decides what comes next (end conditions the
+instrument cannot judge — capacity, dV/dt — are judged here, as are the safety
+limits). A trip, a fault or a lost link stops that channel alone: its cell is
+disconnected and the others go on.
+
+Polling: an instrument that measures and buffers on its own (MethodSCRIPT) is polled
+often when an end is near and rarely otherwise, so the gap between the instrument
+ending a step and the next one starting stays within `MIN_POLL_S`, while a month of
+cycling costs few exchanges. A host-timed instrument (an SMU) is polled at its
+measurement interval.
+
+After every step the channel's resume state (program position, loop counters, cycle
+and step numbers, the running cycle's integrals and, in the simulated lab, the cell's
+state) is committed with the samples taken before it. Cycle and step numbers never go
+back: a resumed channel continues after the largest step number it stored.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import simpy
+
+from lipon_hw.engine import protocol as pr
+from lipon_hw.engine.cycle_stats import CycleCounter
+from lipon_hw.errors import LiponError
+from lipon_hw.store import Store
+from lipon_hw.techniques import EIS
+
+MIN_POLL_S = 1.0
+#: longest wait between polls of a buffering instrument, virtual and real time
+MAX_POLL_S = {"virtual": 900.0, "realtime": 2.0}
+
+ENDED = ("completed", "tripped", "failed", "stopped", "terminated")
+
+
+class ChannelTrip(LiponError):
+    """A safety limit of one channel was crossed."""
+
+
+@dataclass
+class ChannelState:
+    """Where a channel stands; JSON-able, stored after every step."""
+
+    pc: int = 0
+    loops: dict[str, int] = field(default_factory=dict)
+    cycle: int = 1
+    step_count: int = 0
+    t_s: float = 0.0
+    cycles: dict = field(default_factory=dict)  # CycleCounter state
+    cell: dict | None = None  # the simulated cell's snapshot
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ChannelState:
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class StepOutcome:
+    end: str  # the `until` key that ended the step, or "done"
+    message: str = ""
+
+
+class Channel:
+    """One channel's protocol on one potentiostat channel."""
+
+    def __init__(self, env: simpy.Environment, store: Store, run_id: int, plan: pr.ChannelPlan,
+                 pstat, state: ChannelState, max_poll_s: float, sim_cell=None,
+                 on_cycle: Callable[[Channel], None] | None = None):
+        self.env, self.store, self.run_id = env, store, run_id
+        self.plan, self.pstat, self.state = plan, pstat, state
+        self.number = plan.channel
+        self.max_poll_s = max_poll_s
+        self.sim_cell = sim_cell
+        self.on_cycle = on_cycle
+        self.status = "running"
+        self.message = ""
+        self.counter = CycleCounter.from_state(state.cycles) if state.cycles else CycleCounter()
+        self._abort_requested = False
+        self._saved: dict = asdict(state)
+
+    # --- the program ----------------------------------------------------------------
+    def process(self):
+        steps = self.plan.program.steps
+        st = self.state
+        try:
+            if self.env.now < st.t_s:
+                yield self.env.timeout(st.t_s - self.env.now)
+            self._save()
+            while st.pc < len(steps) and self.status == "running":
+                step = steps[st.pc]
+                if step.tag is not None:
+                    st.pc += 1
+                    continue
+                if step.loop is not None:
+                    done = st.loops.get(str(st.pc), 0) + 1
+                    if done < step.loop.times and not self._terminated():
+                        st.loops[str(st.pc)] = done
+                        self._next_cycle()
+                        st.pc = step.target
+                    else:
+                        st.loops.pop(str(st.pc), None)
+                        st.pc += 1
+                    continue
+                outcome = yield from self._run_step(step)
+                st.pc = step.gotos.get(outcome.end, st.pc + 1)
+                self._save()
+            if self.status == "running":
+                self.status = "terminated" if self._terminated() else "completed"
+                self.message = self.message or "protocol done"
+        except ChannelTrip as exc:
+            self.status, self.message = "tripped", str(exc)
+        except simpy.Interrupt:
+            self.status, self.message = "stopped", "stopped by the operator"
+        except LiponError as exc:
+            self.status, self.message = "failed", str(exc)
+        finally:
+            self._finish()
+
+    def _terminated(self) -> bool:
+        term = self.plan.program.termination
+        if term.cycles is not None and self.state.cycle >= term.cycles:
+            self.message = self.message or f"{term.cycles} cycles done"
+            return True
+        retention = self.counter.retention
+        if (term.retention_below_pct is not None and retention is not None
+                and retention * 100 < term.retention_below_pct):
+            self.message = (f"retention {retention * 100:.1f} % fell below "
+                            f"{term.retention_below_pct:g} %")
+            return True
+        return False
+
+    def _next_cycle(self) -> None:
+        self.state.cycle += 1
+        if self.on_cycle:
+            self.on_cycle(self)
+
+    # --- one step ---------------------------------------------------------------------
+    def _run_step(self, step: pr.PlannedStep):
+        st = self.state
+        technique = pr.technique(step, self.plan)
+        limits = pr.safety(step, self.plan)
+        st.step_count += 1
+        t0 = self.env.now
+        run = self.pstat.start(self.number, technique)
+        ends = _HostEnds(step, self.plan, t0)
+        rows: list[tuple] = []
+        outcome: StepOutcome | None = None
+        step_type, step_id = step.step_type, st.pc
+        while True:
+            yield self.env.timeout(self._wait(run, ends))
+            samples = run.poll()
+            if samples:
+                if samples[0].f_Hz is not None:
+                    self._spectrum(samples, t0)
+                else:
+                    rows = [(t0 + s.t_s, s.E_V, s.I_A, st.cycle, st.step_count, step_id,
+                             step_type) for s in samples if s.E_V is not None]
+                    self._check_safety(rows, limits)
+                    outcome = ends.take(rows)
+                    self._store_cycles(self.counter.add(rows))
+                    self.store.add_cell_samples(self.run_id, self.number, rows)
+            if outcome is None and self._abort_requested:
+                outcome = StepOutcome("aborted", "stopped by the operator")
+            if outcome is not None:
+                self.pstat.stop(self.number)
+                return outcome
+            if run.finished:
+                return ends.instrument_end(run.end_reason, self)
+
+    def _wait(self, run, ends: _HostEnds) -> float:
+        if getattr(run, "poll_interval_s", None):
+            return run.poll_interval_s
+        technique = run.technique
+        if isinstance(technique, EIS):  # a few periods per frequency: poll a few times
+            cadence = sum(1 / f for f in technique.frequencies_Hz)
+        else:
+            record = getattr(technique, "record", None)
+            cadence = getattr(record, "dt_s", None) or self.max_poll_s
+        cadence = min(cadence, self.max_poll_s)
+        return min(cadence, max(MIN_POLL_S, 0.7 * ends.time_left(self.env.now)))
+
+    def _spectrum(self, samples, t0: float) -> None:
+        st = self.state
+        self.store.add_spectrum(self.run_id, self.number, [
+            (self.env.now, st.cycle, st.step_count, s.f_Hz, s.z_re_ohm, s.z_im_ohm)
+            for s in samples])
+
+    def _check_safety(self, rows: list[tuple], limits: pr.Safety) -> None:
+        lo, hi, i_max = limits.min_V, limits.max_V, limits.max_current_A
+        for t, v, i, *_ in rows:
+            if lo is not None and v < lo:
+                raise ChannelTrip(f"channel {self.number}: {v:.3f} V is below min_V {lo:g} V "
+                                  f"at t = {t:.0f} s")
+            if hi is not None and v > hi:
+                raise ChannelTrip(f"channel {self.number}: {v:.3f} V is above max_V {hi:g} V "
+                                  f"at t = {t:.0f} s")
+            if i_max is not None and abs(i) > i_max:
+                raise ChannelTrip(f"channel {self.number}: |{i:.3g}| A is above max_current_A "
+                                  f"{i_max:g} A at t = {t:.0f} s")
+
+    # --- state ------------------------------------------------------------------------
+    def _save(self) -> None:
+        st = self.state
+        st.t_s = self.env.now
+        st.cycles = self.counter.state()
+        if self.sim_cell is not None:
+            st.cell = self.sim_cell.snapshot()
+        self._saved = asdict(st)
+        self.store.update_channel(self.run_id, self.number, self.status, self.message,
+                                  st.cycle, st.step_count, st.t_s, self._saved)
+
+    def _finish(self) -> None:
+        """The cell disconnected whatever happened; the last cycle closed."""
+        try:
+            self.pstat.stop(self.number)
+            self.pstat.cell_off(self.number)
+        except LiponError as exc:
+            self.message += f"; disconnecting the cell failed ({exc})"
+        if self.status in ENDED:
+            self._store_cycles(self.counter.finish())
+        # the resume state stays the last step boundary: what came after it is redone
+        st = self.state
+        self.store.update_channel(self.run_id, self.number, self.status, self.message,
+                                  st.cycle, st.step_count, self.env.now, self._saved)
+
+    def _store_cycles(self, closed) -> None:
+        for stats in closed:
+            self.store.add_cycle(self.run_id, self.number, stats.cycle, stats.to_dict())
+
+    def request_stop(self) -> None:
+        self._abort_requested = True
+
+    def summary(self) -> dict:
+        c = self.counter
+        return {"channel": self.number, "status": self.status, "message": self.message,
+                "cycles": self.state.cycle, "steps": self.state.step_count,
+                "last_discharge_uAh": _scaled(c.last_discharge_Ah, 1e6),
+                "mean_coulombic_efficiency": c.mean_ce, "retention": c.retention}
+
+
+def _scaled(value: float | None, k: float) -> float | None:
+    return None if value is None else value * k
+
+
+class _HostEnds:
+    """The step's end conditions the host judges, and the time it expects the end."""
+
+    def __init__(self, step: pr.PlannedStep, plan: pr.ChannelPlan, t0: float):
+        p = step.params
+        self.until = p.until
+        self.t0 = t0
+        self.duration = p.until.duration_s
+        self.capacity = p.until.capacity_Ah
+        self.dvdt = p.until.dVdt_mV_h * 1e-3 / 3600 if p.until.dVdt_mV_h else None
+        self.v_end = p.until.voltage_V
+        self.q = 0.0
+        self.last: tuple | None = None  # (t, V, I) of the last sample
+        self.slope = 0.0  # dV/dt between the last two samples
+
+    def take(self, rows: list[tuple]) -> StepOutcome | None:
+        for t, v, i, *_ in rows:
+            if self.last is not None:
+                t1, v1, i1 = self.last
+                dt = t - t1
+                self.q += 0.5 * (i + i1) * dt / 3600
+                if dt > 0:
+                    self.slope = (v - v1) / dt
+                    if self.dvdt is not None and abs(self.slope) < self.dvdt and t - self.t0 > dt:
+                        self.last = (t, v, i)
+                        return StepOutcome("dVdt_mV_h")
+            self.last = (t, v, i)
+            if self.capacity is not None and abs(self.q) >= self.capacity:
+                key = "capacity_uAh" if self.until.capacity_uAh is not None else "capacity_mAh"
+                return StepOutcome(key)
+        return None
+
+    def time_left(self, now: float) -> float:
+        """How long until the nearest end, as far as the samples tell (for polling)."""
+        left = math.inf
+        if self.duration is not None:
+            left = self.t0 + self.duration - now + MIN_POLL_S
+        if self.last is not None:
+            t, v, i = self.last
+            if self.capacity is not None and i:
+                left = min(left, (self.capacity - abs(self.q)) * 3600 / abs(i))
+            if self.v_end is not None and self.slope and (self.v_end - v) / self.slope > 0:
+                left = min(left, (self.v_end - v) / self.slope - (now - t))
+        return left
+
+    def instrument_end(self, reason: str | None, channel: Channel) -> StepOutcome:
+        if reason in ("v_max", "v_min"):
+            return StepOutcome("voltage_V")
+        if reason == "i_min":
+            return StepOutcome("current_A" if self.until.current_A is not None else "rate_C")
+        if reason == "done":
+            return StepOutcome("time" if self.duration is not None else "done")
+        raise ChannelTrip(f"channel {channel.number}: the instrument ended the step with "
+                          f"{reason}")
+
+
+# --- a run of many channels --------------------------------------------------------------------
+@dataclass
+class CyclingResult:
+    run_id: int
+    status: str
+    message: str
+    t_s: float
+    wall_s: float
+    summary: dict = field(default_factory=dict)
+
+
+def run_channels(env: simpy.Environment, store: Store, run_id: int, proto: pr.Protocol,
+                 pstat, states: dict[int, ChannelState], sim_cells: dict[int, object],
+                 realtime: bool, on_cycle=None, should_stop: Callable[[], bool] | None = None
+                 ) -> list[Channel]:
+    """Run every channel to its end; Ctrl-C stops them all, each leaving its cell off."""
+    max_poll = proto.poll_every_s or MAX_POLL_S["realtime" if realtime else "virtual"]
+    channels = [Channel(env, store, run_id, plan, pstat, states[plan.channel], max_poll,
+                        sim_cells.get(plan.channel), on_cycle) for plan in proto.channels]
+    processes = [env.process(ch.process()) for ch in channels]
+    if isinstance(env, simpy.rt.RealtimeEnvironment):
+        env.sync()
+    wall = time.monotonic()
+    try:
+        while any(p.is_alive for p in processes):
+            env.run(until=simpy.AnyOf(env, [p for p in processes if p.is_alive]
+                                      + [env.timeout(3600.0)]))
+            if should_stop is not None and time.monotonic() - wall > 1.0:
+                wall = time.monotonic()
+                if should_stop():
+                    for ch in channels:
+                        ch.request_stop()
+    except KeyboardInterrupt:
+        for ch, proc in zip(channels, processes, strict=True):
+            if proc.is_alive:
+                ch.status, ch.message = "interrupted", "stopped by the operator (Ctrl-C)"
+                ch._finish()
+        raise
+    return channels

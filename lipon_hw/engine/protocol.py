@@ -1,0 +1,582 @@
+"""Cell-test protocols: schema, and validation against the station before a channel moves.
+
+A protocol (`kind: cycling`) names a potentiostat of the station, the channels it runs
+on and the steps every channel follows:
+
+    name: LNMO / LiPON / Li cycling
+    kind: cycling
+    potentiostat: mes4            # default: the station's `cycler` tool
+    channels: 1-16                # or a mapping: {"1-8": {sample: X}, "9-16": {protocol: fast}}
+    cell: {kind: lnmo, area_cm2: 0.049, capacity_uAh: 1.47}
+    record: {every_s: 30, every_mV: 5}
+    safety: {min_V: 3.0, max_V: 5.2}
+    termination: {cycles: 600, retention_below_pct: 80}
+    steps:
+      - eis: {from_Hz: 3.0e6, to_Hz: 0.1, per_decade: 10, amplitude_mV: 10}
+      - tag: cycle
+      - cc: {rate_C: 2, until: {voltage_V: 5.1}}
+      - cc: {rate_C: -2, until: {voltage_V: 3.5}}
+      - loop: {to: cycle, times: 600}
+
+End conditions (`until`) are any-of; `goto: {condition: tag}` jumps elsewhere when that
+condition ended the step. A `loop` jumps back `times` − 1 times, and every jump back
+starts a new cycle. C-rates become currents from the channel's capacity (given, or from
+its sample's cathode). Errors name the file, line and field.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from lipon_hw import techniques as tq
+from lipon_hw.errors import InputError
+from lipon_hw.station import Station
+from lipon_hw.yamlfile import Doc, load, loads, pydantic_error
+
+FOREVER_S = 1.0e7  # a step with no time limit still needs one on the instrument
+CELL_KINDS = ("blocking", "plating", "lnmo", "lco", "lco_anodeless")
+#: areal capacity per µm of cathode, µAh/cm² (PHYSICS.md §6: LCO 69; LNMO 30 per 650 nm)
+CATHODE_UAH_CM2_PER_UM = {"LCO": 69.0, "LiCoO2": 69.0, "LNMO": 30.0 / 0.65}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Record(_Model):
+    every_s: float | None = Field(default=None, gt=0)
+    every_mV: float | None = Field(default=None, gt=0)
+    every_uA: float | None = Field(default=None, gt=0)
+    interval_s: float = Field(default=1.0, gt=0)  # how often the instrument measures
+
+
+class Safety(_Model):
+    min_V: float | None = None
+    max_V: float | None = None
+    max_current_A: float | None = Field(default=None, gt=0)
+
+
+class Until(_Model):
+    """Any-of end conditions; each is checked on every measurement."""
+
+    voltage_V: float | None = None            # reached (rising on charge, falling on discharge)
+    current_A: float | None = Field(default=None, gt=0)  # |I| fell below (cv)
+    rate_C: float | None = Field(default=None, gt=0)     # |I| fell below this C-rate (cv)
+    time_s: float | None = Field(default=None, gt=0)
+    time_min: float | None = Field(default=None, gt=0)
+    time_h: float | None = Field(default=None, gt=0)
+    capacity_uAh: float | None = Field(default=None, gt=0)  # passed in this step
+    capacity_mAh: float | None = Field(default=None, gt=0)
+    dVdt_mV_h: float | None = Field(default=None, gt=0)  # |dV/dt| fell below (rest)
+
+    @property
+    def duration_s(self) -> float | None:
+        times = [v * k for v, k in ((self.time_s, 1), (self.time_min, 60), (self.time_h, 3600))
+                 if v is not None]
+        return min(times) if times else None
+
+    @property
+    def capacity_Ah(self) -> float | None:
+        caps = [v * k for v, k in ((self.capacity_uAh, 1e-6), (self.capacity_mAh, 1e-3))
+                if v is not None]
+        return min(caps) if caps else None
+
+
+CONDITIONS = tuple(Until.model_fields) + ("time", "capacity")
+
+
+class _Step(_Model):
+    TECHNIQUE: ClassVar[type | None] = None
+    TYPE: ClassVar[str] = ""  # the Battery Data Format's step type
+    until: Until = Until()
+    goto: dict[str, str] = {}
+    record: Record | None = None
+    safety: Safety | None = None
+
+    def allowed_ends(self) -> tuple[str, ...]:
+        return ("time", "capacity")
+
+
+class Rest(_Step):
+    TECHNIQUE = tq.OCV
+    TYPE = "REST"
+
+    def allowed_ends(self):
+        return ("time", "dVdt_mV_h")
+
+
+class CC(_Step):
+    TECHNIQUE = tq.ConstantCurrent
+    current_A: float | None = None
+    rate_C: float | None = None
+
+    @model_validator(mode="after")
+    def _one_setpoint(self):
+        if (self.current_A is None) == (self.rate_C is None):
+            raise ValueError("give exactly one of current_A and rate_C")
+        if (self.current_A or self.rate_C) == 0:
+            raise ValueError("a constant current of 0 is a rest: use `rest`")
+        return self
+
+    @property
+    def charging(self) -> bool:
+        return (self.current_A if self.current_A is not None else self.rate_C) > 0
+
+    @property
+    def step_type(self) -> str:
+        return "CC_CHG" if self.charging else "CC_DCHG"
+
+    def allowed_ends(self):
+        return ("time", "capacity", "voltage_V")
+
+
+class CV(_Step):
+    TECHNIQUE = tq.ConstantVoltage
+    voltage_V: float
+
+    def allowed_ends(self):
+        return ("time", "capacity", "current_A", "rate_C")
+
+
+class CCCV(CC):
+    TECHNIQUE = tq.CCCV
+    voltage_V: float
+
+    @property
+    def step_type(self) -> str:
+        return "CCCV_CHG" if self.charging else "CCCV_DCHG"
+
+    def allowed_ends(self):
+        return ("time", "capacity", "current_A", "rate_C")
+
+
+class EISStep(_Step):
+    TECHNIQUE = tq.EIS
+    TYPE = "EIS"
+    from_Hz: float = Field(gt=0)
+    to_Hz: float = Field(gt=0)
+    per_decade: int | None = Field(default=None, gt=0)
+    points: int | None = Field(default=None, gt=0)
+    amplitude_mV: float = Field(default=10, gt=0)
+    dc_V: float | None = None
+
+    @model_validator(mode="after")
+    def _one_density(self):
+        if (self.per_decade is None) == (self.points is None):
+            raise ValueError("give exactly one of per_decade and points")
+        return self
+
+    def allowed_ends(self):
+        return ()
+
+
+class DCPolarizationStep(_Step):
+    TECHNIQUE = tq.DCPolarization
+    TYPE = "CV"
+    voltage_V: float
+
+    def allowed_ends(self):
+        return ("time",)
+
+
+class Sweep(_Step):
+    TECHNIQUE = tq.LinearSweep
+    TYPE = "LSV"
+    from_V: float
+    to_V: float
+    rate_mV_s: float = Field(gt=0)
+    step_mV: float = Field(default=1.0, gt=0)
+
+    def allowed_ends(self):
+        return ()
+
+
+class CyclicSweepStep(_Step):
+    TECHNIQUE = tq.CyclicSweep
+    TYPE = "CV_SWEEP"
+    from_V: float
+    vertex1_V: float
+    vertex2_V: float
+    rate_mV_s: float = Field(gt=0)
+    step_mV: float = Field(default=1.0, gt=0)
+    scans: int = Field(default=1, gt=0)
+
+    def allowed_ends(self):
+        return ()
+
+
+class Loop(_Model):
+    to: str
+    times: int = Field(gt=0)
+
+
+STEP_KINDS: dict[str, type[_Step]] = {
+    "rest": Rest, "cc": CC, "cv": CV, "cccv": CCCV, "eis": EISStep,
+    "dc_polarization": DCPolarizationStep, "sweep": Sweep, "cyclic_sweep": CyclicSweepStep,
+}
+
+
+class CellSpec(_Model):
+    """What sits on the channels: kind and area for the record (and for the simulated
+    lab, which mounts such cells), capacity for C-rates."""
+
+    kind: Literal["blocking", "plating", "lnmo", "lco", "lco_anodeless"] | None = None
+    area_cm2: float | None = Field(default=None, gt=0)
+    capacity_uAh: float | None = Field(default=None, gt=0)
+    temperature_C: float | None = None
+    lipon_thickness_nm: float | None = Field(default=None, gt=0)  # for σ = t/(R·A)
+    faults: list = []  # simulated lab only: faults of these cells
+    params: dict = {}  # simulated lab only: model parameters (e.g. initial_soc)
+
+
+class ChannelSpec(_Model):
+    sample: str | None = None
+    protocol: str | None = None
+    cell: CellSpec | None = None
+
+
+class Termination(_Model):
+    cycles: int | None = Field(default=None, gt=0)
+    retention_below_pct: float | None = Field(default=None, gt=0, lt=100)
+
+
+class ProtocolSpec(_Model):
+    """A named step list with its own recording, safety and termination."""
+
+    steps: list = Field(min_length=1)
+    record: Record = Record()
+    safety: Safety = Safety()
+    termination: Termination = Termination()
+
+
+class _Head(ProtocolSpec):
+    name: str
+    kind: Literal["cycling"]
+    potentiostat: str | None = None
+    channels: str | int | list[int] | dict[str, ChannelSpec]
+    cell: CellSpec = CellSpec()
+    protocols: dict[str, ProtocolSpec] = {}
+    poll_every_s: float | None = Field(default=None, gt=0)
+    checkpoint_every_s: float = Field(default=60, gt=0)
+
+
+# --- the validated protocol ----------------------------------------------------------------
+@dataclass
+class PlannedStep:
+    """One entry of a program: a technique step, a tag or a loop."""
+
+    kind: str
+    line: int
+    params: _Step | None = None
+    tag: str | None = None
+    loop: Loop | None = None
+    target: int | None = None  # index of the loop's tag
+    gotos: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def step_type(self) -> str:
+        p = self.params
+        return getattr(p, "step_type", None) or p.TYPE or self.kind.upper()
+
+    def describe(self) -> dict:
+        if self.params is None:
+            return {self.kind: self.tag if self.tag else self.loop.model_dump()}
+        return {self.kind: self.params.model_dump(exclude_none=True, exclude_defaults=True)}
+
+
+@dataclass
+class Program:
+    name: str
+    steps: list[PlannedStep]
+    record: Record
+    safety: Safety
+    termination: Termination
+
+
+@dataclass
+class ChannelPlan:
+    channel: int
+    program: Program
+    sample: str | None
+    cell: CellSpec
+    capacity_Ah: float | None  # for C-rates; None if unknown
+
+
+@dataclass
+class Protocol:
+    path: str
+    text: str
+    name: str
+    potentiostat: str
+    channels: list[ChannelPlan]
+    poll_every_s: float | None
+    checkpoint_every_s: float
+
+
+def is_protocol(doc_data) -> bool:
+    return isinstance(doc_data, dict) and doc_data.get("kind") == "cycling"
+
+
+def load_protocol(path: str, station: Station, text: str | None = None,
+                  sample_capacity=None) -> Protocol:
+    """Parse and validate. `sample_capacity(sample_id, area_cm2)` gives a sample's
+    capacity in Ah from its film stack (or None); `text` stands in for the file."""
+    doc = load(path) if text is None else loads(text, path)
+    return protocol_from_doc(doc, station, text, sample_capacity)
+
+
+def protocol_from_doc(doc: Doc, station: Station, text: str | None = None,
+                      sample_capacity=None) -> Protocol:
+    try:
+        head = _Head.model_validate(doc.data)
+    except ValidationError as exc:
+        raise pydantic_error(doc, exc) from None
+    pstat = _potentiostat(doc, head, station)
+    programs = {None: _program(doc, (), head.name, head, station, pstat)}
+    for name, spec in head.protocols.items():
+        programs[name] = _program(doc, ("protocols", name), name, spec, station, pstat)
+    plans = []
+    for loc, number, spec in _channels(doc, head, station, pstat):
+        if spec.protocol is not None and spec.protocol not in head.protocols:
+            raise doc.error(loc + ("protocol",), f"protocol {spec.protocol!r} is not defined "
+                                                 f"under protocols (it has "
+                                                 f"{', '.join(head.protocols) or 'none'})")
+        cell = _merge_cell(head.cell, spec.cell)
+        capacity = cell.capacity_uAh * 1e-6 if cell.capacity_uAh else None
+        if capacity is None and spec.sample and sample_capacity and cell.area_cm2:
+            capacity = sample_capacity(spec.sample, cell.area_cm2)
+        program = programs[spec.protocol]
+        _check_rates(doc, loc, program, capacity, number)
+        plans.append(ChannelPlan(number, program, spec.sample, cell, capacity))
+    if text is None:
+        text = Path(doc.path).read_text(encoding="utf-8")
+    return Protocol(doc.path, text, head.name, pstat, plans, head.poll_every_s,
+                    head.checkpoint_every_s)
+
+
+def _merge_cell(base: CellSpec, override: CellSpec | None) -> CellSpec:
+    if override is None:
+        return base
+    return base.model_copy(update=override.model_dump(exclude_unset=True))
+
+
+def _potentiostat(doc: Doc, head: _Head, station: Station) -> str:
+    if head.potentiostat is None:
+        name = station.spec.tools.get("cycler", {}).get("potentiostat")
+        if name is None:
+            raise doc.error(("potentiostat",), f"is required: station {station.spec.name!r} "
+                                               "has no `cycler` tool with a potentiostat")
+        return name
+    if head.potentiostat not in station.spec.instruments:
+        raise doc.error(("potentiostat",), f"instrument {head.potentiostat!r} is not in station "
+                                           f"{station.spec.name!r} (it has "
+                                           f"{', '.join(station.spec.instruments)})")
+    return head.potentiostat
+
+
+def channel_count(station: Station, pstat: str) -> int:
+    inst = station.instrument(pstat)
+    return len(getattr(inst, "addresses", None) or [inst.address])
+
+
+def parse_channels(text: str | int | list[int]) -> list[int]:
+    """'1-4,7' → [1, 2, 3, 4, 7]; ValueError if malformed."""
+    if isinstance(text, int):
+        return [text]
+    if isinstance(text, list):
+        return list(text)
+    out: list[int] = []
+    for part in str(text).split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not m or (m.group(2) and int(m.group(2)) < int(m.group(1))):
+            raise ValueError(f"{part.strip()!r} is not a channel or a range like 1-16")
+        out += range(int(m.group(1)), int(m.group(2) or m.group(1)) + 1)
+    return out
+
+
+def _channels(doc: Doc, head: _Head, station: Station, pstat: str):
+    available = channel_count(station, pstat)
+    entries = (head.channels.items() if isinstance(head.channels, dict)
+               else [(None, ChannelSpec())])
+    seen: set[int] = set()
+    for key, spec in entries:
+        loc = ("channels",) + ((key,) if key is not None else ())
+        try:
+            numbers = parse_channels(key if key is not None else head.channels)
+        except ValueError as exc:
+            raise doc.error(loc, str(exc)) from None
+        for number in numbers:
+            if not 1 <= number <= available:
+                raise doc.error(loc, f"{pstat} has channels 1–{available}, not {number}")
+            if number in seen:
+                raise doc.error(loc, f"channel {number} is given twice")
+            seen.add(number)
+            yield loc, number, spec
+
+
+def _program(doc: Doc, base: tuple, name: str, spec: ProtocolSpec, station: Station,
+             pstat: str) -> Program:
+    steps = [_parse_step(doc, base + ("steps", i), raw) for i, raw in enumerate(spec.steps)]
+    tags: dict[str, int] = {}
+    for i, st in enumerate(steps):
+        if st.tag is not None:
+            if st.tag in tags:
+                raise doc.error(base + ("steps", i, "tag"), f"tag {st.tag!r} is used twice")
+            tags[st.tag] = i
+    techniques = _driver_techniques(station, pstat)
+    for i, st in enumerate(steps):
+        loc = base + ("steps", i, st.kind)
+        if st.loop is not None:
+            if st.loop.to not in tags or tags[st.loop.to] > i:
+                raise doc.error(loc + ("to",), f"no tag {st.loop.to!r} before this loop")
+            st.target = tags[st.loop.to]
+        if st.params is None:
+            continue
+        if techniques and st.params.TECHNIQUE not in techniques:
+            raise doc.error(loc, f"{pstat} ({station.instrument(pstat).driver}) cannot run "
+                                 f"{st.kind}")
+        for key, tag in st.params.goto.items():
+            if key not in st.params.until.model_fields_set:
+                raise doc.error(loc + ("goto", key), "is not one of this step's end "
+                                                      "conditions (`until`)")
+            if tag not in tags:
+                raise doc.error(loc + ("goto", key), f"no tag {tag!r} in this protocol")
+            st.gotos[key] = tags[tag]
+        _check_ends(doc, loc, st.params)
+        _check_limits(doc, loc, st.params, station, pstat)
+    return Program(name, steps, spec.record, spec.safety, spec.termination)
+
+
+def _parse_step(doc: Doc, loc: tuple, raw) -> PlannedStep:
+    if not isinstance(raw, dict) or len(raw) != 1:
+        raise doc.error(loc, "each step is a mapping with exactly one step name, "
+                             "e.g. `- cc: {current_A: 3.0e-6, until: {voltage_V: 5.1}}`")
+    kind, params = next(iter(raw.items()))
+    line = doc.line(loc)
+    if kind == "tag":
+        if not isinstance(params, str) or not params:
+            raise doc.error(loc + (kind,), "a tag is a name, e.g. `- tag: cycle`")
+        return PlannedStep(kind, line, tag=params)
+    known = (*STEP_KINDS, "tag", "loop")
+    if kind not in known:
+        raise doc.error(loc + (kind,), f"unknown step {kind!r} (known: {', '.join(known)})")
+    model = Loop if kind == "loop" else STEP_KINDS[kind]
+    try:
+        value = model.model_validate(params or {})
+    except ValidationError as exc:
+        raise pydantic_error(doc, exc, loc + (kind,)) from None
+    if kind == "loop":
+        return PlannedStep(kind, line, loop=value)
+    return PlannedStep(kind, line, params=value)
+
+
+def _check_ends(doc: Doc, loc: tuple, p: _Step) -> None:
+    allowed = p.allowed_ends()
+    for key in p.until.model_fields_set:
+        group = "time" if key.startswith("time") else "capacity" if key.startswith(
+            "capacity") else key
+        if group not in allowed:
+            raise doc.error(loc + ("until", key), f"a {type(p).__name__.lower()} step cannot "
+                                                  f"end on {key} (it can on: "
+                                                  f"{', '.join(allowed) or 'nothing'})")
+    if isinstance(p, CC) and not isinstance(p, CCCV) and p.until.voltage_V is None \
+            and p.until.duration_s is None and p.until.capacity_Ah is None:
+        raise doc.error(loc + ("until",), "a constant current needs an end: voltage_V, a time "
+                                          "or a capacity")
+
+
+def _driver_techniques(station: Station, pstat: str) -> tuple:
+    from lipon_hw.station import driver_class
+
+    return getattr(driver_class(station.instrument(pstat).driver), "TECHNIQUES", ())
+
+
+def _check_limits(doc: Doc, loc: tuple, p: _Step, station: Station, pstat: str) -> None:
+    limits = station.instrument(pstat).limits
+    lo, hi = limits.get("min_V"), limits.get("max_V")
+    i_max = limits.get("max_current_A")
+    volts = {k: getattr(p, k) for k in ("voltage_V", "from_V", "to_V", "vertex1_V",
+                                         "vertex2_V", "dc_V") if getattr(p, k, None) is not None}
+    if p.until.voltage_V is not None:
+        volts["until.voltage_V"] = p.until.voltage_V
+    for key, v in volts.items():
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise doc.error(loc + tuple(key.split(".")),
+                            f"{v:g} V is outside the channel window {lo:g}…{hi:g} V of {pstat}")
+    current = getattr(p, "current_A", None)
+    if i_max is not None and current is not None and abs(current) > i_max:
+        raise doc.error(loc + ("current_A",), f"|{current:g}| A is above the station limit "
+                                              f"max_current_A = {i_max:g} of {pstat}")
+
+
+def _check_rates(doc: Doc, loc: tuple, program: Program, capacity_Ah: float | None,
+                 channel: int) -> None:
+    if capacity_Ah is not None:
+        return
+    for st in program.steps:
+        p = st.params
+        if p is not None and (getattr(p, "rate_C", None) is not None or p.until.rate_C):
+            raise doc.error(loc, f"channel {channel}: a C-rate needs the cell's capacity: give "
+                                 "cell.capacity_uAh, or a sample whose film stack has a cathode "
+                                 "and cell.area_cm2")
+
+
+# --- from a step to a technique ------------------------------------------------------------
+def recording(rec: Record) -> tq.Recording:
+    return tq.Recording(dt_s=rec.every_s, dV=rec.every_mV * 1e-3 if rec.every_mV else None)
+
+
+def technique(st: PlannedStep, plan: ChannelPlan) -> tq.Technique:
+    """The technique a channel runs for this step, currents resolved from C-rates."""
+    p, prog = st.params, plan.program
+    rec = p.record or prog.record
+    record, interval = recording(rec), rec.interval_s
+    duration = p.until.duration_s or FOREVER_S
+    cap = plan.capacity_Ah
+
+    def amps(current_A, rate_C):
+        return current_A if current_A is not None else rate_C * cap
+
+    if isinstance(p, Rest):
+        return tq.OCV(duration, interval, record)
+    if isinstance(p, CCCV):
+        i_min = p.until.current_A or (p.until.rate_C * cap if p.until.rate_C else 0.0)
+        return tq.CCCV(amps(p.current_A, p.rate_C), p.voltage_V, i_min, duration, interval,
+                       record)
+    if isinstance(p, CC):
+        current = amps(p.current_A, p.rate_C)
+        v_end = p.until.voltage_V
+        return tq.ConstantCurrent(current, duration,
+                                  v_max_V=v_end if current > 0 else None,
+                                  v_min_V=v_end if current < 0 else None,
+                                  interval_s=interval, record=record)
+    if isinstance(p, CV):
+        i_min = p.until.current_A or (p.until.rate_C * cap if p.until.rate_C else None)
+        return tq.ConstantVoltage(p.voltage_V, duration, i_min, interval, record)
+    if isinstance(p, DCPolarizationStep):
+        return tq.DCPolarization(p.voltage_V, duration, interval, record)
+    if isinstance(p, EISStep):
+        amplitude = p.amplitude_mV * 1e-3
+        if p.per_decade is not None:
+            return tq.EIS.per_decade(p.from_Hz, p.to_Hz, p.per_decade, amplitude_V=amplitude,
+                                     dc_V=p.dc_V)
+        return tq.EIS(p.from_Hz, p.to_Hz, p.points, amplitude, p.dc_V)
+    if isinstance(p, Sweep):
+        return tq.LinearSweep(p.from_V, p.to_V, p.step_mV * 1e-3, p.rate_mV_s * 1e-3)
+    if isinstance(p, CyclicSweepStep):
+        return tq.CyclicSweep(p.from_V, p.vertex1_V, p.vertex2_V, p.step_mV * 1e-3,
+                              p.rate_mV_s * 1e-3, p.scans)
+    raise InputError(f"step {st.kind} has no technique")  # unreachable: schema-checked
+
+
+def safety(st: PlannedStep, plan: ChannelPlan) -> Safety:
+    """The step's safety limits over the protocol's (the step's win where given)."""
+    base = plan.program.safety
+    if st.params.safety is None:
+        return base
+    return base.model_copy(update=st.params.safety.model_dump(exclude_unset=True))
