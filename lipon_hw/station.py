@@ -6,18 +6,24 @@ A station file is YAML:
     sim: {seed: 1}            # present ⇒ sim:// addresses are served by an in-process World
     instruments:
       rf: {driver: ae_bus, address: sim://rf, limits: {max_power_W: 100}, settings: {unit: 1}}
+      mes4: {driver: methodscript, address: "sim://mes4/{1-16}"}   # one port per channel
     tools:
       sputter: {rf_supply: rf, ...}   # role → instrument
 
 Recipes speak of roles (`rf_supply`, `thickness_monitor`, ...) of one tool; the
 station says which instrument plays each. The built-in default station is the
 simulated lab, so every command works with no hardware and no flags.
+
+An address may hold one channel range `{a-b}`: an instrument that enumerates one
+port per channel (a MultiEmStat4 shows up as 16 serial ports) is one instrument
+whose driver gets one Link per expanded address, in order.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -57,6 +63,34 @@ class FilmSpec(BaseModel):
     tooling_pct: float = Field(default=100.0, gt=0)
 
 
+_RANGE = re.compile(r"\{(\d+)-(\d+)\}")
+MAX_CHANNELS = 256
+
+
+def expand_address(address: str) -> list[str]:
+    """`sim://mes4/{1-3}` → [sim://mes4/1, sim://mes4/2, sim://mes4/3]; an address without
+    braces is itself. A zero-padded start keeps its width (`{01-16}` → 01 … 16).
+    InputError (one sentence) for a malformed range."""
+    if "{" not in address and "}" not in address:
+        return [address]
+    ranges = list(_RANGE.finditer(address))
+    stray = _RANGE.sub("", address)
+    if len(ranges) != 1 or "{" in stray or "}" in stray:
+        raise InputError(f"address {address!r} must hold exactly one channel range "
+                         "written {first-last}, e.g. sim://mes4/{1-16}")
+    match = ranges[0]
+    first, last = int(match[1]), int(match[2])
+    if not first <= last:
+        raise InputError(f"address {address!r}: the channel range {match[0]} runs backwards "
+                         f"({first} > {last})")
+    if last - first + 1 > MAX_CHANNELS:
+        raise InputError(f"address {address!r}: the channel range {match[0]} names "
+                         f"{last - first + 1} ports, more than {MAX_CHANNELS}")
+    width = len(match[1]) if match[1].startswith("0") and len(match[1]) > 1 else 0
+    head, tail = address[:match.start()], address[match.end():]
+    return [f"{head}{n:0{width}d}{tail}" for n in range(first, last + 1)]
+
+
 class InstrumentSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     driver: str
@@ -66,6 +100,11 @@ class InstrumentSpec(BaseModel):
     limits: dict[str, float] = {}
     films: dict[str, FilmSpec] = {}
     sim: dict[str, Any] = {}
+
+    @property
+    def addresses(self) -> list[str]:
+        """The address with its channel range expanded: one per port, in channel order."""
+        return expand_address(self.address)
 
 
 class SimSpec(BaseModel):
@@ -117,7 +156,9 @@ class Station:
         instruments = {}
         for name, inst in self.spec.instruments.items():
             cls = driver_class(inst.driver)
-            link = pool.open(inst.address, getattr(cls, "SERIAL_DEFAULTS", {}), inst.timeout_s)
+            links = [pool.open(address, getattr(cls, "SERIAL_DEFAULTS", {}), inst.timeout_s)
+                     for address in inst.addresses]
+            link = links if len(links) > 1 else links[0]  # several: one Link per channel port
             instruments[name] = cls(name, link, **_driver_kwargs(cls, inst))
         return Lab(self, instruments, pool, sim_lab)
 
@@ -191,9 +232,13 @@ def _check(spec: StationSpec, doc: Doc) -> None:
             driver_class(inst.driver)
         except InputError as exc:
             raise doc.error(("instruments", name, "driver"), str(exc)) from None
-        if inst.address.startswith("sim://") and spec.sim is None:
-            raise doc.error(("instruments", name, "address"),
-                            "sim:// addresses need a `sim:` section in the station")
+        loc = ("instruments", name, "address")
+        try:
+            addresses = inst.addresses
+        except InputError as exc:
+            raise doc.error(loc, str(exc)) from None
+        if addresses[0].startswith("sim://") and spec.sim is None:
+            raise doc.error(loc, "sim:// addresses need a `sim:` section in the station")
     for tool, roles in spec.tools.items():
         for role, name in roles.items():
             loc = ("tools", tool, role)

@@ -4,36 +4,136 @@ Instruments sharing an address (two gauge channels on one controller, a shutter
 and valves on one relay module) share one emulator, as they share one box.
 The emulator is chosen by the first instrument's driver; its settings are the
 union of the instruments' `sim:` sections (e.g. `rated_power_W`, `tool`).
+
+Potentiostats (`CELL_EMULATORS`) are built from their cells instead, one emulator per
+instrument, whose channel ports serve the instrument's expanded addresses in order
+(`sim://mes4/{1-16}`: channel 1 on `mes4/1`, …). Their `sim:` section declares the cells:
+
+    sim:
+      cells: {"1-16": {kind: lnmo}, "3": {kind: blocking}}   # ranges or single channels
+      cell: {kind: blocking}                                  # a one-channel instrument
+      fault_rates: {soft_short: 0.05, open: 0.01}             # per cell (assumptions)
+      faults_within_cycles: 600                               # drawn faults start by then
+
+A cell spec is what `lipon_hw.sim.cells.cell_from_spec` takes; a narrower key wins over
+a range, and a channel with no declared cell holds a blocking cell. Drawn faults come
+from a generator seeded by the World's seed, the instrument's name and the channel, so
+the same seed gives the same faulty cells. Other `sim:` keys go to the emulator.
 """
 
 from __future__ import annotations
 
 import importlib
+import re
+import zlib
 from collections.abc import Callable
 
+import numpy as np
+
 from lipon_hw.errors import InputError
-from lipon_hw.sim.emulators import EMULATORS
+from lipon_hw.sim.cell_models import draw_faults
+from lipon_hw.sim.cells import cell_from_spec
+from lipon_hw.sim.emulators import CELL_EMULATORS, EMULATORS
 from lipon_hw.sim.world import World
+
+SIM_PREFIX = "sim://"
+DEFAULT_CELL = {"kind": "blocking"}
+CELL_KEYS = ("cells", "cell", "fault_rates", "faults_within_cycles", "tool")
+_CHANNELS = re.compile(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?")
 
 
 class SimLab:
     def __init__(self, spec, clock: Callable[[], float], seed: int):
         self.world = World(clock, seed=seed)
-        self.emulators: dict = {}
+        self.emulators: dict = {}  # endpoint (NAME of sim://NAME) → the emulator serving it
+        self.potentiostats: dict = {}  # instrument → its emulator, whose ports are channels
         self.drivers: dict[str, str] = {}
         settings: dict[str, dict] = {}
-        for inst in spec.instruments.values():
-            if not inst.address.startswith("sim://"):
+        for name, inst in spec.instruments.items():
+            endpoints = [a[len(SIM_PREFIX):] for a in inst.addresses
+                         if a.startswith(SIM_PREFIX)]
+            if not endpoints:
                 continue
-            endpoint = inst.address[len("sim://"):]
-            self.drivers.setdefault(endpoint, inst.driver)
-            settings.setdefault(endpoint, {}).update(inst.sim)
+            if inst.driver in CELL_EMULATORS:
+                self._add_potentiostat(name, inst, endpoints, clock)
+                continue
+            for endpoint in endpoints:
+                self.drivers.setdefault(endpoint, inst.driver)
+                settings.setdefault(endpoint, {}).update(inst.sim)
         for endpoint, driver in self.drivers.items():
+            if endpoint in self.emulators:
+                raise InputError(f"sim://{endpoint} is a potentiostat's channel port; no other "
+                                 "instrument can share it")
             cls = emulator_class(driver)
             kwargs = dict(settings[endpoint])
             tool = self.world.tool(kwargs.pop("tool", "sputter"))
             self.emulators[endpoint] = cls(endpoint, tool, **kwargs)
 
+    # --- potentiostats and their cells ---------------------------------------------------
+    def _add_potentiostat(self, name: str, inst, endpoints: list[str], clock) -> None:
+        taken = [e for e in endpoints if e in self.emulators]
+        if taken:
+            raise InputError(f"instrument {name}: sim://{taken[0]} already serves another "
+                             "potentiostat")
+        specs = channel_cell_specs(name, inst.sim, len(endpoints))
+        cells = {ch: self._build_cell(name, ch, spec, inst.sim) for ch, spec in specs.items()}
+        kwargs = {k: v for k, v in inst.sim.items() if k not in CELL_KEYS}
+        try:
+            emulator = cell_emulator_factory(inst.driver)(name, cells, clock, **kwargs)
+        except TypeError as exc:
+            raise InputError(f"instrument {name}: its sim: section has a setting the "
+                             f"{inst.driver} emulator does not take ({exc})") from None
+        self.potentiostats[name] = emulator
+        for channel, endpoint in enumerate(endpoints, start=1):
+            self.emulators[endpoint] = emulator.ports[channel]
+
+    def _build_cell(self, instrument: str, channel: int, spec: dict, sim: dict):
+        spec = {"name": f"{instrument}/{channel}", **spec}
+        rates = sim.get("fault_rates")
+        if rates:
+            if not isinstance(rates, dict):
+                raise InputError(f"instrument {instrument}: sim.fault_rates must map fault "
+                                 "kinds to probabilities")
+            rng = np.random.default_rng([self.world.seed, zlib.crc32(instrument.encode()),
+                                         channel])
+            drawn = draw_faults(rng, rates, sim.get("faults_within_cycles"))
+            spec["faults"] = [*spec.get("faults", ()), *drawn]
+        try:
+            return cell_from_spec(spec)
+        except (ValueError, TypeError) as exc:
+            raise InputError(f"instrument {instrument}: the cell of channel {channel} cannot "
+                             f"be built ({exc})") from None
+
+    def _port(self, instrument: str, channel: int):
+        emulator = self.potentiostats.get(instrument)
+        if emulator is None:
+            known = ", ".join(self.potentiostats) or "none"
+            raise InputError(f"{instrument!r} is not a simulated potentiostat (these are: "
+                             f"{known})")
+        if channel not in emulator.ports:
+            raise InputError(f"{instrument} has channels 1–{len(emulator.ports)}, not {channel}")
+        return emulator.ports[channel]
+
+    def cell(self, instrument: str, channel: int):
+        """The cell on a potentiostat's channel (numbered from 1)."""
+        return self._port(instrument, channel).cell
+
+    def mount_cell(self, instrument: str, channel: int, cell) -> None:
+        """Put `cell` on the channel in place of the one there; it gets what the channel
+        applies now (open circuit unless the cell is switched on). Refused while a script
+        runs on the channel: its limits were worked out on the old cell."""
+        port = self._port(instrument, channel)
+        if getattr(port, "running", False):
+            raise InputError(f"{instrument} channel {channel} is running a measurement; stop "
+                             "it before mounting another cell")
+        if hasattr(port, "mount"):
+            port.mount(cell)
+            return
+        old, now = port.cell, self.world.clock()
+        port.cell = cell
+        cell.set_control(now, old.mode, old.value)
+
+    # --- checkpoints ------------------------------------------------------------------
     def snapshot(self) -> dict:
         """World and instrument memories, JSON-serialisable, for checkpoints."""
         return {"world": self.world.snapshot(),
@@ -46,9 +146,57 @@ class SimLab:
             self.emulators[name].restore(state)
 
 
+def channel_cell_specs(instrument: str, sim: dict, channels: int) -> dict[int, dict]:
+    """Channel → cell spec from the `cells:`/`cell:` of an instrument's `sim:` section."""
+    where = f"instrument {instrument}: sim"
+    if "cell" in sim and "cells" in sim:
+        raise InputError(f"{where} has both cell and cells; use cells for several channels")
+    specs = {ch: dict(DEFAULT_CELL) for ch in range(1, channels + 1)}
+    if "cell" in sim:
+        if channels != 1:
+            raise InputError(f"{where}.cell is for a one-channel instrument; this one has "
+                             f"{channels} channels, so use cells: {{\"1-{channels}\": {{…}}}}")
+        specs[1] = _cell_spec(f"{where}.cell", sim["cell"])
+        return specs
+    declared = sim.get("cells") or {}
+    if not isinstance(declared, dict):
+        raise InputError(f"{where}.cells must map channels (\"3\" or \"1-16\") to cell specs")
+    spans = []
+    for key, spec in declared.items():
+        match = _CHANNELS.fullmatch(str(key))
+        first = int(match[1]) if match else 0
+        last = int(match[2] or match[1]) if match else 0
+        if not match or not 1 <= first <= last <= channels:
+            raise InputError(f"{where}.cells: {str(key)!r} is not a channel or a range "
+                             f"first-last within 1–{channels}")
+        spans.append((last - first, first, last, _cell_spec(f"{where}.cells[{key}]", spec)))
+    for _, first, last, spec in sorted(spans, key=lambda s: -s[0]):  # narrower keys win
+        for ch in range(first, last + 1):
+            specs[ch] = dict(spec)
+    return specs
+
+
+def _cell_spec(where: str, spec) -> dict:
+    if not isinstance(spec, dict) or "kind" not in spec:
+        raise InputError(f"{where} must be a cell spec with a kind, e.g. {{kind: lnmo}}")
+    return dict(spec)
+
+
 def emulator_class(driver: str) -> type:
     target = EMULATORS.get(driver)
     if target is None:
         raise InputError(f"driver {driver!r} has no emulator, so it cannot use a sim:// address")
-    module, _, cls = target.partition(":")
-    return getattr(importlib.import_module(module), cls)
+    return _resolve(target)
+
+
+def cell_emulator_factory(driver: str) -> Callable:
+    return _resolve(CELL_EMULATORS[driver])
+
+
+def _resolve(target: str):
+    """`package.module:Name.attribute` → the object."""
+    module, _, path = target.partition(":")
+    obj = importlib.import_module(module)
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj

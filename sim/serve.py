@@ -5,7 +5,8 @@ behind real sockets on a scaled wall clock, so the real pyserial/pyvisa stack, a
 vendor's utility or any third-party client can talk to the simulated lab as it
 would to instruments behind a terminal server. One World is shared by all the
 ports (the RF supply heats the same chamber the gauge reads), so one lock guards
-it across every server.
+it across every server. A potentiostat with one port per channel (a MultiEmStat4)
+gets one TCP port per channel, each its own MethodSCRIPT session.
 """
 
 from __future__ import annotations
@@ -54,20 +55,28 @@ class LabServer:
         """Endpoint name (the NAME of sim://NAME) → TCP port."""
         return {endpoint: server.port for endpoint, server in self.servers.items()}
 
-    def instruments(self) -> dict[str, dict[str, str]]:
+    def instruments(self) -> dict[str, dict]:
         """How to reach each simulated instrument; instruments sharing a box share its port.
 
-        Instruments with real (non-sim://) addresses are not served and not listed.
+        An instrument with one port per channel (`sim://mes4/{1-16}`) also lists
+        `channels`: one {tcp, visa} per channel, in order; its `tcp` and `visa` are
+        channel 1's. Instruments with real (non-sim://) addresses are not served and not
+        listed.
         """
         out = {}
         for name, inst in self.station.spec.instruments.items():
-            if not inst.address.startswith(SIM_PREFIX):
+            endpoints = [a[len(SIM_PREFIX):] for a in inst.addresses if a.startswith(SIM_PREFIX)]
+            if not endpoints:
                 continue
-            port = self.servers[inst.address[len(SIM_PREFIX):]].port
-            out[name] = {"driver": DRIVERS.get(inst.driver, inst.driver),
-                         "tcp": f"{self.host}:{port}",
-                         "visa": f"TCPIP::{self.host}::{port}::SOCKET"}
+            reach = [self._reach(endpoint) for endpoint in endpoints]
+            out[name] = {"driver": DRIVERS.get(inst.driver, inst.driver), **reach[0]}
+            if len(reach) > 1:
+                out[name]["channels"] = reach
         return out
+
+    def _reach(self, endpoint: str) -> dict[str, str]:
+        port = self.servers[endpoint].port
+        return {"tcp": f"{self.host}:{port}", "visa": f"TCPIP::{self.host}::{port}::SOCKET"}
 
     def stop(self) -> None:
         for server in self.servers.values():
@@ -173,7 +182,10 @@ def _print_table(out: TextIO, station: Station, lab: LabServer,
     out.write(f"Serving {station.spec.name} at {lab.speed:g}x real time (seed {seed}); "
               "Ctrl-C stops.\n")
     rows = [("INSTRUMENT", "TCP", "VISA", "DRIVER")]
-    rows += [(name, i["tcp"], i["visa"], i["driver"]) for name, i in instruments.items()]
+    for name, i in instruments.items():
+        channels = i.get("channels", [i])
+        rows += [(f"{name} ch{ch}" if len(channels) > 1 else name, c["tcp"], c["visa"],
+                  i["driver"]) for ch, c in enumerate(channels, start=1)]
     widths = [max(len(row[c]) for row in rows) for c in range(3)]
     for row in rows:
         cells = [cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)] + [row[3]]

@@ -1,5 +1,6 @@
 """Keithley 2450 SourceMeter as a cell cycler: codec, SCPI bytes, driver ↔ emulator on a
-test cell in virtual time, and independent clients over TCP."""
+test cell in virtual time, the 2450 as a Potentiostat on the simulated cells, and
+independent clients over TCP."""
 
 import json
 import math
@@ -20,9 +21,21 @@ from lipon_hw.drivers.keithley2450 import (
     parse_number,
 )
 from lipon_hw.errors import InputError, InstrumentError, LinkLost
+from lipon_hw.interfaces import Potentiostat, PotentiostatRun
 from lipon_hw.links import Health, LinkPool
+from lipon_hw.sim.cells import cell_from_spec
 from lipon_hw.sim.emulators.keithley2450 import Keithley2450Emulator, current_range_A
 from lipon_hw.sim.tcp import serve
+from lipon_hw.techniques import (
+    CCCV,
+    EIS,
+    OCV,
+    ConstantCurrent,
+    ConstantVoltage,
+    CyclicSweep,
+    LinearSweep,
+    Recording,
+)
 
 
 class LinearCell:
@@ -463,3 +476,151 @@ def test_driver_over_tcp(server):
         assert smu.output_on() is False
     finally:
         pool.close()
+
+
+# --- the 2450 as a one-channel Potentiostat, on the simulated cells -----------------------------
+
+
+@pytest.fixture
+def lnmo(clock):
+    return cell_from_spec({"kind": "lnmo"})
+
+
+@pytest.fixture
+def pstat(lnmo, clock):
+    emulator = Keithley2450Emulator("smu", lnmo, clock)
+    return Keithley2450("smu", sim_link(emulator), max_current_A=1e-3, voltage_window_V=(0, 5.3))
+
+
+def run_to_end(pstat, clock, technique, max_polls=10_000):
+    """Poll as the engine does: wait the run's poll interval, poll, until it finishes."""
+    run = pstat.start(1, technique)
+    samples = []
+    for _ in range(max_polls):
+        if run.finished:
+            return run, samples
+        clock.advance(run.poll_interval_s)
+        samples += run.poll()
+    raise AssertionError(f"{technique} did not finish in {max_polls} polls")
+
+
+def test_the_2450_is_a_one_channel_potentiostat(pstat):
+    assert isinstance(pstat, Potentiostat)
+    assert pstat.channels == 1
+    assert EIS not in pstat.TECHNIQUES and CCCV in pstat.TECHNIQUES
+    assert pstat.current_ranges_A() == (1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+    run = pstat.start(1, OCV(60, interval_s=10))
+    assert isinstance(run, PotentiostatRun)
+    assert run.poll_interval_s == 10 and run.channel == 1
+
+
+def test_cc_charge_of_an_lnmo_cell_ends_at_the_hardware_voltage_limit(pstat, lnmo, clock):
+    twin = cell_from_spec({"kind": "lnmo"})
+    twin.set_control(0.0, "current", 1e-6)
+    crossing = twin.next_crossing(0.0, None, 5.1, None)  # the same cell, charged untouched
+    run, samples = run_to_end(pstat, clock, ConstantCurrent(1e-6, 20_000, v_max_V=5.1,
+                                                            interval_s=60))
+    assert run.end_reason == "v_max"
+    assert [s.t_s for s in samples] == [60.0 * k for k in range(1, len(samples) + 1)]
+    *charging, last = samples
+    assert all(s.I_A == 1e-6 and s.E_V < 5.1 for s in charging)
+    assert last.E_V == 5.1 and last.I_A < 1e-6  # held at the limit, current tapering
+    assert last.t_s - 60 < crossing <= last.t_s
+    assert 4000 < crossing < 8000  # ~1 µAh at 1 µA: most of the 1.47 µAh cell
+    assert lnmo.mode == "open"  # the run's end opened the output relay
+
+
+def test_cv_hold_ends_on_its_current_cutoff(pstat, lnmo, clock):
+    run_to_end(pstat, clock, ConstantCurrent(1e-6, 20_000, v_max_V=4.9, interval_s=60))
+    run, samples = run_to_end(pstat, clock, ConstantVoltage(4.9, 36_000, i_min_A=5e-8,
+                                                            interval_s=30))
+    assert run.end_reason == "i_min"
+    assert all(s.E_V == 4.9 for s in samples)
+    *holding, last = samples
+    assert all(abs(s.I_A) >= 5e-8 for s in holding) and abs(last.I_A) < 5e-8
+    assert holding[0].I_A > 0  # the hold goes on charging
+    assert lnmo.mode == "open"
+
+
+def test_ocv_reads_the_open_cell_until_its_duration(pstat, lnmo, clock):
+    run, samples = run_to_end(pstat, clock, OCV(600, interval_s=60))
+    assert run.end_reason == "done"
+    assert [s.t_s for s in samples] == [60.0 * k for k in range(1, 11)]
+    assert all(s.I_A == 0.0 for s in samples)
+    assert abs(samples[-1].E_V - lnmo.voltage_V(clock())) < 1e-6
+
+
+def test_cc_discharge_ends_on_v_min_checked_by_the_host(pstat, clock):
+    run_to_end(pstat, clock, CCCV(1e-6, 5.0, 1e-7, 36_000, interval_s=60))
+    run, samples = run_to_end(pstat, clock, ConstantCurrent(-1e-6, 36_000, v_min_V=3.5,
+                                                            interval_s=60))
+    assert run.end_reason == "v_min"
+    assert samples[-1].E_V <= 3.5 < samples[-2].E_V
+    assert all(s.I_A == -1e-6 for s in samples)
+
+
+def test_cccv_switches_to_a_voltage_hold_at_its_voltage(pstat, clock):
+    run, samples = run_to_end(pstat, clock, CCCV(1e-6, 5.0, 1e-7, 36_000, interval_s=60))
+    assert run.end_reason == "i_min"
+    switch = next(k for k, s in enumerate(samples) if s.E_V >= 5.0)
+    assert all(s.I_A == 1e-6 for s in samples[:switch])
+    assert all(s.E_V == 5.0 and 0 < s.I_A <= 1e-6 for s in samples[switch + 1:])
+    assert len(samples) - switch > 2 and abs(samples[-1].I_A) < 1e-7
+
+
+def test_recording_rule_decides_which_readings_go_out(pstat, clock):
+    run, samples = run_to_end(pstat, clock, ConstantCurrent(1e-6, 3000, interval_s=60,
+                                                            record=Recording(dt_s=600)))
+    assert run.end_reason == "done"
+    assert [s.t_s for s in samples] == [60.0, 660.0, 1260.0, 1860.0, 2460.0]
+    run, samples = run_to_end(pstat, clock, ConstantCurrent(1e-6, 3000, interval_s=10,
+                                                            record=Recording(dV=0.01)))
+    steps = [b.E_V - a.E_V for a, b in zip(samples, samples[1:], strict=False)]
+    assert steps and all(step >= 0.01 for step in steps)
+    assert len(samples) < 300 // 2  # most of the 300 readings stayed home
+
+
+def test_sweeps_are_staircases_one_level_per_poll(pstat, clock):
+    run, samples = run_to_end(pstat, clock, LinearSweep(4.0, 4.5, 0.1, 0.01))
+    assert run.end_reason == "done" and run.poll_interval_s == pytest.approx(10.0)
+    assert [s.E_V for s in samples] == pytest.approx([4.0, 4.1, 4.2, 4.3, 4.4, 4.5])
+    run, samples = run_to_end(pstat, clock, CyclicSweep(4.2, 4.4, 4.0, 0.1, 0.01, scans=2))
+    assert [s.E_V for s in samples] == pytest.approx([4.2, 4.3, 4.4, 4.3, 4.2, 4.1, 4.0, 4.1,
+                                                      4.2, 4.3, 4.4, 4.3, 4.2, 4.1, 4.0, 4.1,
+                                                      4.2])
+
+
+def test_stop_make_safe_and_refusals(pstat, lnmo, clock):
+    with pytest.raises(InputError, match=r"cannot run EIS; it runs OCV, ConstantCurrent"):
+        pstat.start(1, EIS(1e5, 1.0, 11))
+    with pytest.raises(InputError, match="has one channel, 1, not 2"):
+        pstat.start(2, OCV(60))
+    with pytest.raises(InputError, match="interval_s 120 must be > 0 and at most duration_s 60"):
+        pstat.start(1, OCV(60, interval_s=120))
+    run = pstat.start(1, ConstantCurrent(1e-6, 3600, interval_s=60))
+    assert lnmo.mode == "current"
+    with pytest.raises(InstrumentError, match="still running ConstantCurrent; stop"):
+        pstat.cell_on(1)
+    clock.advance(60)
+    assert len(run.poll()) == 1
+    pstat.stop(1)
+    assert run.finished and run.end_reason == "aborted" and lnmo.mode == "open"
+    assert run.poll() == []
+    pstat.cell_on(1, 4.0)
+    assert (lnmo.mode, lnmo.value) in (("voltage", 4.0), ("current", 1e-3))
+    pstat.cell_on(1)  # 0 A: held at open circuit
+    assert (lnmo.mode, lnmo.value) == ("current", 0.0)
+    pstat.cell_off(1)
+    assert lnmo.mode == "open"
+    run = pstat.start(1, OCV(600, interval_s=60))
+    pstat.make_safe()
+    assert run.end_reason == "aborted" and not pstat.output_on()
+
+
+def test_a_refusal_in_the_middle_of_a_run_ends_it_with_error(clock):
+    cell = cell_from_spec({"kind": "blocking"})
+    unlimited = Keithley2450("smu", sim_link(Keithley2450Emulator("smu", cell, clock)))
+    run, samples = run_to_end(unlimited, clock, LinearSweep(200.0, 220.0, 10.0, 10.0))
+    assert run.end_reason == "error"  # the 2450 sources at most 210 V
+    assert "-222" in str(run.error) and len(samples) == 2
+    assert cell.mode == "open" and not unlimited.output_on()

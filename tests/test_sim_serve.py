@@ -36,8 +36,9 @@ def served(station):
     lab.stop()
 
 
-def port_of(served, station, instrument: str) -> int:
-    return served.ports[station.instrument(instrument).address.removeprefix("sim://")]
+def port_of(served, station, instrument: str, channel: int = 1) -> int:
+    address = station.instrument(instrument).addresses[channel - 1]
+    return served.ports[address.removeprefix("sim://")]
 
 
 def test_every_instrument_is_listed_with_its_endpoint_port(served, station):
@@ -51,6 +52,11 @@ def test_every_instrument_is_listed_with_its_endpoint_port(served, station):
     # one controller, two gauge channels: one port
     assert listed["chamber_gauge"]["tcp"] == listed["process_gauge"]["tcp"]
     assert len(set(served.ports.values())) == len(served.ports)
+    # a MultiEmStat4: one port per channel, each listed in channel order
+    channels = listed["mes4"]["channels"]
+    assert [c["tcp"] for c in channels] == [f"{HOST}:{port_of(served, station, 'mes4', ch)}"
+                                            for ch in range(1, 17)]
+    assert "channels" not in listed["smu"]
 
 
 def test_project_drivers_work_over_tcp_and_the_world_is_shared(served, station):
@@ -59,9 +65,11 @@ def test_project_drivers_work_over_tcp_and_the_world_is_shared(served, station):
     try:
         for name, info in served.instruments().items():
             spec = station.instrument(name)
-            link = pool.open(f"socket://{info['tcp']}")
+            links = [pool.open(f"socket://{c['tcp']}") for c in info.get("channels", [info])]
+            link = links if len(links) > 1 else links[0]
             drivers[name] = driver_class(spec.driver)(name, link, **spec.settings)
             assert drivers[name].identify()
+        assert drivers["mes4"].channels == 16
         drivers["valves"].pump()  # the relay box's coil drives the tool the gauge reads
         deadline = time.monotonic() + 10
         pressure = drivers["chamber_gauge"].pressure_torr()
@@ -158,6 +166,7 @@ def test_readable_table_names_every_instrument(station):
     assert "seed 7" in text
     for name in station.spec.instruments:
         assert name in text
+    assert "mes4 ch16" in text  # one row per channel port
 
 
 def test_a_port_in_use_is_one_clear_input_error(station):
@@ -205,3 +214,123 @@ def test_sqc310_answers_manual_bytes_over_sim_serve(served, station):
         assert body[0:1] == b"A" and body[1:-2].decode().strip().isdigit()
     finally:
         inst.close()
+
+
+# --- potentiostats: independent clients from the vendor manuals (raw sockets) ------------
+#: MethodSCRIPT manual: SI prefix of a package value
+SI = {"a": 1e-18, "f": 1e-15, "p": 1e-12, "n": 1e-9, "u": 1e-6, "m": 1e-3, " ": 1.0,
+      "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+
+
+def read_lines_until(sock: socket.socket, done, timeout_s: float = 5.0) -> list[str]:
+    """Lines (without LF) received until `done(lines)` holds."""
+    data, deadline = b"", time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        lines = data.decode("ascii").split("\n")[:-1]
+        if done(lines):
+            return lines
+        try:
+            data += sock.recv(4096)
+        except TimeoutError:
+            continue
+    raise AssertionError(f"no complete reply in {timeout_s} s; got {data!r}")
+
+
+def decode_package(line: str) -> dict[str, float]:
+    """`Pda83D0900u;ba803B3BAn,10,215` → {'da': 4.0, 'ba': 1.9e-7}: per variable a type
+    (2 letters), 7 hex digits holding value + 2^27, an SI prefix, then metadata."""
+    assert line.startswith("P")
+    out = {}
+    for variable in line[1:].split(";"):
+        field = variable.split(",")[0]
+        out[field[:2]] = (int(field[2:9], 16) - 2**27) * SI[field[9]]
+    return out
+
+
+@pytest.fixture(scope="module")
+def cli_served(tmp_path_factory):
+    """`lipon-hw sim serve --json` in its own process at 1000× real time: instrument →
+    {tcp, visa[, channels]} as it printed them."""
+    proc = subprocess.Popen([sys.executable, "-m", "lipon_hw.cli", "sim", "serve", "--json",
+                             "--port-base", "0", "--speed", "1000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=tmp_path_factory.mktemp("serve"))
+    try:
+        yield json.loads(proc.stdout.readline())["instruments"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+
+
+def connect(listed: dict, instrument: str, channel: int = 1) -> socket.socket:
+    info = listed[instrument].get("channels", [listed[instrument]])[channel - 1]
+    host, port = info["tcp"].rsplit(":", 1)
+    return socket.create_connection((host, int(port)), timeout=1)
+
+
+def script(*lines: str) -> bytes:
+    """Manual: `e`, the script's lines, then an empty line."""
+    return ("e\n" + "".join(f"{line}\n" for line in lines) + "\n").encode("ascii")
+
+
+def test_methodscript_firmware_and_unknown_command(cli_served):
+    with connect(cli_served, "mes4", 7) as s:
+        s.sendall(b"t\n")
+        first, second = read_lines_until(s, lambda lines: len(lines) >= 2)
+        assert first.startswith("tmes4lr") and "#" in first  # device type, version, build
+        assert second == "R*"
+        s.sendall(b"x\n")
+        assert read_lines_until(s, lambda lines: len(lines) >= 1) == ["x!0003"]
+
+
+def test_methodscript_chronoamperometry_script_on_one_channel(cli_served):
+    with connect(cli_served, "mes4", 2) as s:
+        s.sendall(script("var e", "var i", "set_pgstat_chan 0", "set_pgstat_mode 2",
+                         "set_max_bandwidth 40", "set_range ba 10u",
+                         "set_autoranging ba 1n 10m", "set_e 4", "cell_on",
+                         "meas_loop_ca e i 4 100m 1", "  pck_start", "  pck_add e",
+                         "  pck_add i", "  pck_end", "endloop", "on_finished:", "  cell_off"))
+        lines = read_lines_until(s, lambda ls: len(ls) > 2 and ls[-1] == "" and ls[-2] == "*")
+    assert lines[:2] == ["e", "M0007"]  # echo, then chronoamperometry's loop start
+    packages = [decode_package(line) for line in lines[2:-2]]
+    assert len(packages) == 10  # 1 s at 100 ms
+    assert all(p["da"] == pytest.approx(4.0) for p in packages)
+    currents = [p["ba"] for p in packages]
+    assert all(0 < i < 1e-3 for i in currents)  # 4 V charges the LNMO cell
+    assert currents[-1] < currents[0]  # and the current decays
+
+
+def test_methodscript_channels_are_independent_sessions(cli_served):
+    ocp = script("var e", "set_pgstat_chan 0", "set_pgstat_mode 2", "cell_off",
+                 "meas_loop_ocp e 100m 500m", "pck_start", "pck_add e", "pck_end", "endloop")
+    with connect(cli_served, "mes4", 4) as a, connect(cli_served, "mes4", 5) as b:
+        a.sendall(ocp)
+        b.sendall(b"t\n")  # channel 5 answers its own command, not channel 4's script
+        assert read_lines_until(b, lambda ls: len(ls) >= 2)[1] == "R*"
+        lines = read_lines_until(a, lambda ls: len(ls) > 2 and ls[-1] == "")
+        b.sendall(b"Z\n")  # nothing runs on channel 5
+        assert read_lines_until(b, lambda ls: len(ls) >= 1) == ["Z!0006"]
+    assert lines[:2] == ["e", "M000B"]
+    potentials = [decode_package(line)["ab"] for line in lines if line.startswith("P")]
+    assert len(potentials) == 5
+    assert all(2.0 < e < 5.0 for e in potentials)
+
+
+def test_keithley_scpi_over_a_raw_socket(cli_served):
+    with connect(cli_served, "smu") as s:
+        s.sendall(b"*IDN?\n")
+        idn = read_lines_until(s, lambda ls: len(ls) >= 1)[0]
+        assert idn.startswith("KEITHLEY INSTRUMENTS INC.,MODEL 2450,")
+        s.sendall(b':OUTP:SMOD HIMP\n:SOUR:FUNC CURR\n:SOUR:CURR:VLIM 2\n:SOUR:CURR 1e-6\n'
+                  b':SENS:FUNC "VOLT"\n:OUTP ON\n:READ?\n:SYST:ERR?\n')
+        reading, error = read_lines_until(s, lambda ls: len(ls) >= 2)
+        assert 0.0 <= float(reading) <= 2.0  # the blocking cell charges, clamped at 2 V
+        assert error == '0,"No error;0;0 0"'
+        s.sendall(b":SOUR:CURR 5\n:SYST:ERR?\n:OUTP OFF\n:OUTP?\n")
+        error, state = read_lines_until(s, lambda ls: len(ls) >= 2)
+        assert error.startswith('-222,"Data out of range;')
+        assert state == "0"

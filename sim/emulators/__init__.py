@@ -1,6 +1,12 @@
 """Wire emulators, one module per real instrument protocol.
 
-`EMULATORS` maps a driver's short name to the emulator that speaks its bytes.
+`EMULATORS` maps a driver's short name to the emulator that speaks its bytes; the
+simulated lab builds those as `cls(endpoint, tool, **settings)` on a tool of the World.
+
+`CELL_EMULATORS` maps the potentiostats' drivers to factories that build the instrument
+from its cells instead: `factory(name, cells, clock, **settings)`, with `cells` a dict of
+channel number (from 1) → cell (`lipon_hw.sim.cells`); the result's `ports[channel]` is
+the emulator serving that channel's port (a MultiEmStat4 enumerates one per channel).
 """
 
 EMULATORS = {
@@ -14,4 +20,9 @@ EMULATORS = {
     "modbus_thermometer": "lipon_hw.sim.emulators.modbus_thermometer:ModbusThermometerEmulator",
     "genesys": "lipon_hw.sim.emulators.genesys:GenesysEmulator",
     "sqc310": "lipon_hw.sim.emulators.inficon_sqc310:SQC310Emulator",
+}
+
+CELL_EMULATORS = {
+    "methodscript": "lipon_hw.sim.emulators.methodscript:MethodScriptEmulator",
+    "keithley2450": "lipon_hw.sim.emulators.keithley2450:Keithley2450Emulator.from_cells",
 }

@@ -146,6 +146,26 @@ class Keithley2450Emulator(Emulator):
         )]
         self._reset(power_up)
 
+    @classmethod
+    def from_cells(cls, name: str, cells: dict, clock: Callable[[], float],
+                   **settings) -> Keithley2450Emulator:
+        """The simulated lab's factory (`CELL_EMULATORS`): one channel, its cell on 1."""
+        if set(cells) != {1}:
+            raise InputError(f"{name}: a 2450 has one channel, so it takes one cell, on "
+                             f"channel 1 (got channels {sorted(cells)})")
+        return cls(name, cells[1], clock, **settings)
+
+    @property
+    def ports(self) -> dict[int, Keithley2450Emulator]:
+        """Channel → the emulator serving it: the 2450 is its own single port."""
+        return {1: self}
+
+    def mount(self, cell) -> None:
+        """Connect another cell to the terminals; it gets what the output applies now."""
+        self._advance(self.clock())
+        self.cell = cell
+        self._apply()
+
     # --- instrument memory (for checkpoints; the cell keeps its own) -------------------
     def snapshot(self) -> dict:
         return {"function": self.function, "sense": self.sense, "level": dict(self.level),
