@@ -507,8 +507,8 @@ class SmuRun:
         tq, volts, amps = self.technique, s.E_V, s.I_A
         over = s.t_s - self._phase_t0 >= getattr(tq, "duration_s", math.inf) * (1 - 1e-12)
         if isinstance(tq, ConstantCurrent):
-            if tq.v_max_V is not None and (volts >= tq.v_max_V or tripped and tq.current_A > 0):
-                return "v_max", True
+            if tripped and tq.current_A > 0 or tq.v_max_V is not None and volts >= tq.v_max_V:
+                return "v_max", True  # at the hardware limit: v_max_V or the station ceiling
             if tq.v_min_V is not None and volts <= tq.v_min_V:
                 return "v_min", True
         elif isinstance(tq, ConstantVoltage) or isinstance(tq, CCCV) and self._phase == "cv":

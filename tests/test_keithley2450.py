@@ -530,6 +530,14 @@ def test_cc_charge_of_an_lnmo_cell_ends_at_the_hardware_voltage_limit(pstat, lnm
     assert lnmo.mode == "open"  # the run's end opened the output relay
 
 
+def test_cc_charge_without_v_max_stops_at_the_station_ceiling(lnmo, clock):
+    emulator = Keithley2450Emulator("smu", lnmo, clock)
+    pstat = Keithley2450("smu", sim_link(emulator), voltage_window_V=(0, 4.6))
+    run, samples = run_to_end(pstat, clock, ConstantCurrent(1e-6, 20_000, interval_s=60))
+    assert run.end_reason == "v_max"
+    assert samples[-1].E_V == 4.6 and samples[-1].I_A < 1e-6
+
+
 def test_cv_hold_ends_on_its_current_cutoff(pstat, lnmo, clock):
     run_to_end(pstat, clock, ConstantCurrent(1e-6, 20_000, v_max_V=4.9, interval_s=60))
     run, samples = run_to_end(pstat, clock, ConstantVoltage(4.9, 36_000, i_min_A=5e-8,
@@ -573,10 +581,11 @@ def test_recording_rule_decides_which_readings_go_out(pstat, clock):
                                                             record=Recording(dt_s=600)))
     assert run.end_reason == "done"
     assert [s.t_s for s in samples] == [60.0, 660.0, 1260.0, 1860.0, 2460.0]
-    run, samples = run_to_end(pstat, clock, ConstantCurrent(1e-6, 3000, interval_s=10,
+    run, samples = run_to_end(pstat, clock, ConstantCurrent(-1e-6, 3000, interval_s=10,
                                                             record=Recording(dV=0.01)))
+    assert run.end_reason == "done"
     steps = [b.E_V - a.E_V for a, b in zip(samples, samples[1:], strict=False)]
-    assert steps and all(step >= 0.01 for step in steps)
+    assert steps and all(step <= -0.01 for step in steps)
     assert len(samples) < 300 // 2  # most of the 300 readings stayed home
 
 
