@@ -117,6 +117,19 @@ def phi(beta: float, x: float) -> float:
     return x if abs(z) < 1e-300 or beta == 0.0 else -math.expm1(-z) / beta
 
 
+def phi_many(beta: float, x: np.ndarray) -> np.ndarray:
+    """phi at every element of x ≥ 0, ascending (the same numbers as phi)."""
+    if beta == 0.0:
+        return x.copy()
+    z = np.multiply(x, -beta)
+    out = np.divide(np.expm1(z, out=z), -beta, out=z)  # = −expm1(−βx)/β, bit for bit
+    for k in range(len(x)):  # |βx| grows with x: only the first elements can be tiny
+        if not abs(beta * x[k]) < 1e-300:
+            break
+        out[k] = x[k]
+    return out
+
+
 class ExpSum:
     """f(τ) = c0 + Σ a·e^{−λτ} + Σ g·φ(β, τ): every term is monotone in τ, so the
     extremes of each term on an interval sit at its ends, which bounds f exactly."""
@@ -134,6 +147,15 @@ class ExpSum:
             v += a * math.exp(-lam * x)
         for g, beta in self.phis:
             v += g * phi(beta, x)
+        return v
+
+    def many(self, x: np.ndarray) -> np.ndarray:
+        """f at every element of x, term by term as __call__ adds them (same numbers)."""
+        v = np.full_like(x, self.c0)
+        for a, lam in self.exps:
+            v += a * np.exp(-lam * x)
+        for g, beta in self.phis:
+            v += g * phi_many(beta, x)
         return v
 
     def bounds(self, x0: float, x1: float) -> tuple[float, float]:
@@ -506,6 +528,18 @@ class _CurrentTrack(_Track):
             v += a * math.exp(-tau / tk)
         return v, self.I
 
+    def terminal_many(self, tau: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """terminal() at every element of tau (the same operations, so the same numbers)."""
+        v = phi_many(self.beta, tau)
+        v *= self.gain
+        v += self.base
+        for a, tk in zip(self.amp, self.seg.tau, strict=True):
+            e = np.divide(tau, -tk)  # = −τ/τ_k, bit for bit
+            np.exp(e, out=e)
+            e *= a
+            v += e
+        return v, np.full_like(tau, self.I)
+
     def first_hit(self, limits, span: float) -> float | None:
         """τ at which a limit is reached within [0, span], after a cheap bound test."""
         v_min, v_max, i_min = limits
@@ -589,6 +623,11 @@ class _NetworkTrack(_Track):
     def terminal(self, tau: float) -> tuple[float, float]:
         v0, kv, i0, ki = self.affine
         i = self.i_cell(tau)
+        return v0 + kv * i, i0 + ki * i
+
+    def terminal_many(self, tau: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        v0, kv, i0, ki = self.affine
+        i = self.i_cell.many(tau)
         return v0 + kv * i, i0 + ki * i
 
     def first_hit(self, limits, span: float) -> float | None:
@@ -728,6 +767,29 @@ class CellModel:
             self._track = self._new_track(self._circuit_for(a), a)
 
     # --- extras -----------------------------------------------------------------------------
+    def readings_on_grid(self, t0: float, step: float, k_first: int,
+                         k_last: int) -> tuple[np.ndarray, np.ndarray]:
+        """Terminal voltage and current at t0 + k·step for k = k_first … k_last, or fewer:
+        up to the end of the table segment (or fault onset) the first one is on, and at
+        least one. These are the numbers voltage_V and current_A give one by one (same
+        segment track, same operations) for the cost of a few array operations. The cell
+        moves to the first time only; read it at the last one used to move on."""
+        self._advance(t0 + k_first * step)
+        self._terminal()  # makes or checks the track of the present segment
+        st = self._st
+        t_end = self._next_onset(st) if self.faults else INF
+        c = self._circuit_for(st)
+        track = self._track if c.short_ohm is None else None
+        if track is not None:
+            t_end = min(t_end, track.t0 + track.t_bd)
+        k_end = k_last if t_end == INF else min(k_last, int((t_end - t0) / step) + 1)
+        times = t0 + np.arange(k_first, max(k_end, k_first) + 1, dtype=float) * step
+        count = max(1, int(np.searchsorted(times, t_end, "left")))
+        if track is None:  # a hard short: the terminals do not move
+            v, i = self._terminal()
+            return np.full(count, v), np.full(count, i)
+        return track.terminal_many(times[:count] - track.t0)
+
     @property
     def t(self) -> float:
         return self._st.t

@@ -428,3 +428,33 @@ def test_draw_faults_is_seeded():
     share = sum(any(f["kind"] == "soft_short" for f in fs) for fs in many) / len(many)
     assert 0.2 < share < 0.4
     assert cell_from_spec({"kind": "blocking"}).capacity_Ah is None
+
+
+@pytest.mark.parametrize("spec, current_A", [
+    ({"kind": "lnmo", "params": {"initial_soc": 0.0}}, 3e-6),
+    ({"kind": "lnmo", "params": {"initial_soc": 1.0}}, -3e-6),
+    ({"kind": "lco_anodeless"}, 5e-6),
+    ({"kind": "lnmo", "faults": [{"kind": "soft_short", "at_s": 3000.5}]}, 3e-6),
+    ({"kind": "lnmo", "faults": [{"kind": "hard_short", "at_s": 5000}]}, 3e-6),
+    ({"kind": "lnmo", "params": {"initial_soc": 0.5}}, 0.0),
+])
+def test_readings_on_a_grid_are_the_readings_one_by_one(spec, current_A):
+    """readings_on_grid reads a segment's track as single readings do: the same numbers to
+    the bit across table breakpoints and fault onsets, and the same state afterwards."""
+    one, bulk = cell_from_spec(spec), cell_from_spec(spec)
+    t0, step, n = 100.0, 0.7, 12000
+    for cell in (one, bulk):
+        cell.set_control(t0, "current", current_A)
+    singles = [(one.voltage_V(t0 + k * step), one.current_A(t0 + k * step))
+               for k in range(1, n + 1)]
+    grid, k, stretches = [], 1, 0
+    while k <= n:
+        volts, amps = bulk.readings_on_grid(t0, step, k, min(n, k + 2999))
+        grid += zip(volts.tolist(), amps.tolist(), strict=True)
+        k += len(volts)
+        stretches += 1
+        bulk.voltage_V(t0 + (k - 1) * step)
+    assert grid == singles
+    assert bulk.snapshot() == one.snapshot()
+    # a stretch ends at a table breakpoint or a fault onset (at rest there is none)
+    assert stretches >= 7 if current_A else stretches == 4

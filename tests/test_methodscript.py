@@ -3,6 +3,7 @@ clients over TCP."""
 
 import cmath
 import math
+import random
 import time
 
 import pytest
@@ -13,6 +14,7 @@ from lipon_hw.drivers.methodscript import (
     CCCV,
     EIS,
     OCV,
+    SI_PREFIXES,
     ConstantCurrent,
     ConstantVoltage,
     CyclicSweep,
@@ -29,10 +31,13 @@ from lipon_hw.drivers.methodscript import (
     format_literal,
     is_marker,
     parse_literal,
+    sample_from_line,
+    sample_from_package,
     script_bytes,
 )
 from lipon_hw.errors import InputError, InstrumentError, LinkLost
 from lipon_hw.links import Health, LinkPool
+from lipon_hw.sim.cells import cell_from_spec
 from lipon_hw.sim.emulators.methodscript import MethodScriptEmulator, parse_script
 from lipon_hw.sim.tcp import serve
 
@@ -156,6 +161,61 @@ def test_special_values_and_metadata():
         decode_package("Pba7G78CD7p")  # not hex
     with pytest.raises(ValueError):
         decode_package("M0007")
+
+
+def _encode_value_prefix_by_prefix(value: float) -> str:
+    """The manual's rule spelled out: the finest prefix whose mantissa fits."""
+    if not math.isfinite(value):
+        return "     nan"
+    for prefix, scale in SI_PREFIXES.items():
+        mantissa = round(value / scale)
+        if abs(mantissa) < 1 << 27:
+            return f"{mantissa + (1 << 27):07X}{prefix}"
+    return "     nan"
+
+
+def test_encoding_and_decoding_shortcuts_agree_with_the_plain_rules():
+    """encode_value jumps to the right prefix, sample_from_line decodes a line in one pass:
+    both must give what the plain rules give, errors included, on values near every
+    prefix boundary and on lines garbled at random."""
+    rng = random.Random(7)
+    limit = (1 << 27) - 1
+    values = [0.0, -0.0, math.inf, -math.inf, math.nan, 1e-30, 1e30, 1e40]
+    for scale in SI_PREFIXES.values():
+        for edge in (limit, limit + 0.5, limit + 0.49999, limit + 0.50001, limit + 1, 1):
+            values += [edge * scale, -edge * scale, math.nextafter(edge * scale, 0),
+                       math.nextafter(edge * scale, math.inf)]
+    values += [rng.uniform(-1, 1) * 10 ** rng.uniform(-20, 20) for _ in range(20000)]
+    assert [encode_value(v) for v in values] == [_encode_value_prefix_by_prefix(v)
+                                                 for v in values]
+
+    lines = ["Peb8000BB8m;ab84A2A6Cu;ba7D23940p,10,20F", "Pdc8989680 ;cc80F4240m;cd7FF0BDCm",
+             "Peb8000005i;ab     nan", "Pja8000001 ;eb8000002m", "Pba7678CD7p,1A,20F,43"]
+    alphabet = "Pabcdez0123456789ABCDEFGnmpui ;,!\n"
+    trials = 0
+    for _ in range(20000):
+        text = list(rng.choice(lines))
+        for _ in range(rng.randint(0, 3)):
+            spot = rng.randrange(len(text) + 1)
+            action = rng.random()
+            if action < 0.4 and spot < len(text):
+                text[spot] = rng.choice(alphabet)
+            elif action < 0.7:
+                text.insert(spot, rng.choice(alphabet))
+            elif spot < len(text):
+                del text[spot]
+        line = "".join(text)
+        try:
+            expected = sample_from_package(decode_package(line))
+        except (ValueError, TypeError) as exc:
+            expected = type(exc)
+        try:
+            got = sample_from_line(line)
+        except (ValueError, TypeError) as exc:
+            got = type(exc)
+        trials += expected is not ValueError
+        assert repr(got) == repr(expected), line
+    assert trials > 5000  # plenty of lines that decode
 
 
 @pytest.mark.parametrize("value, text", [
@@ -338,6 +398,92 @@ def test_event_driven_loops_send_what_sampling_every_point_sends(clock):
             replies.append(out)
         assert replies[0] == replies[1], technique
         assert replies[0].endswith(b"*\n\n") and replies[0].count(b"\nP") > 5
+
+
+def _wire(technique, spec, mode, stop_at=None):
+    """Everything an emulator on a fresh cell sends for a technique, polled unevenly;
+    mode "bulk" (the default), "event" (next_crossing) or "every" (every sample run)."""
+    clock = ManualClock()
+    emulator = MethodScriptEmulator("p", {1: cell_from_spec(spec)}, clock)
+    emulator.event_driven, emulator.bulk_loops = mode != "every", mode == "bulk"
+    out = emulator.handle(script_bytes(build_script(technique)))
+    for step in range(120):
+        clock.advance(300 if step % 3 else 7.3)
+        out += emulator.handle(b"Z\n" if clock.t == stop_at else b"\n")
+    return out
+
+
+CHARGE = ConstantCurrent(3e-6, 20000, v_max_V=5.1, interval_s=1.0, record=Recording(30, 0.005))
+
+
+@pytest.mark.parametrize("spec, technique, stop_at", [
+    ({"kind": "lnmo", "params": {"initial_soc": 0.0}}, CHARGE, None),
+    ({"kind": "lnmo", "params": {"initial_soc": 1.0}},
+     ConstantCurrent(-3e-6, 20000, v_min_V=3.5, interval_s=1.0, record=Recording(30, 0.005)),
+     None),
+    ({"kind": "lnmo", "params": {"initial_soc": 0.0}}, CHARGE, 1207.3),
+    ({"kind": "lnmo", "params": {"initial_soc": 0.0},
+      "faults": [{"kind": "soft_short", "at_s": 1000.5}]}, CHARGE, None),
+    ({"kind": "lnmo", "faults": [{"kind": "hard_short", "at_s": 1000}]},
+     ConstantCurrent(3e-6, 3000, v_max_V=5.1, interval_s=1.0, record=Recording(30, 0.005)),
+     None),
+    ({"kind": "lnmo", "params": {"initial_soc": 0.2}},
+     ConstantCurrent(3e-6, 3000, v_max_V=5.1, interval_s=0.7, record=Recording(dV=2e-3)), None),
+    ({"kind": "lnmo"}, ConstantCurrent(3e-6, 3000, interval_s=2, record=Recording(45)), None),
+    ({"kind": "lnmo", "params": {"initial_soc": 1.0}},
+     ConstantCurrent(-3e-6, 2000, v_min_V=4.5, interval_s=1), None),
+    ({"kind": "lnmo", "params": {"initial_soc": 0.5}}, OCV(3000, 1, Recording(100, 1e-3)), None),
+    ({"kind": "lnmo", "params": {"initial_soc": 0.5}},
+     CCCV(3e-6, 4.9, 1e-7, 9000, interval_s=2, record=Recording(100, 3e-3)), None),
+    ({"kind": "lco_anodeless"},
+     ConstantCurrent(5e-6, 20000, v_max_V=4.2, interval_s=1.0, record=Recording(30, 0.005)),
+     None),
+])
+def test_bulk_record_loops_send_what_sampling_every_point_sends(spec, technique, stop_at):
+    """The driver's record loops, run in bulk on the cell's measurement grid, send the
+    very bytes the interpreter sends sample by sample: a whole LNMO charge and discharge
+    at 3 µA on the Δt/ΔV rule, an abort, faults switching on mid-loop, every Recording."""
+    bulk = _wire(technique, spec, "bulk", stop_at)
+    assert bulk == _wire(technique, spec, "every", stop_at)
+    assert bulk == _wire(technique, spec, "event", stop_at)
+    assert bulk.endswith(b"*\n\n") and bulk.count(b"\nP") > 20
+    if technique is CHARGE and stop_at is None and "faults" not in spec:
+        samples = [decode_package(x) for x in bulk.decode().splitlines() if x.startswith("P")]
+        assert samples[-1][1].value >= 5.1 > samples[-2][1].value  # the limit sample ends it
+        assert len(samples) > 250
+
+
+def test_bulk_loops_take_only_the_bodies_the_driver_writes():
+    """A loop body that does anything else than the driver's limits and Δt/ΔV rule runs
+    through the interpreter (and still sends the same)."""
+    bodies = {
+        "driver": build_script(CHARGE)[19:65],  # the loop body
+        "else": ["timer_get t", "if t >= tn", "  pck_start", "  pck_add t", "  pck_end",
+                 "  copy_var t tn", "  add_var tn 30", "else", "  add_var eh 1m", "endif"],
+        "other step": ["timer_get t", "if t >= tn", "  pck_start", "  pck_add t", "  pck_end",
+                       "  copy_var t tn", "  add_var tn eh", "endif"],
+        "different branches": ["timer_get t", "if t >= tn", "  pck_start", "  pck_add t",
+                               "  pck_end", "  copy_var t tn", "  add_var tn 30",
+                               "elseif e >= eh", "  pck_start", "  pck_add e", "  pck_end",
+                               "  copy_var e eh", "  add_var eh 5m", "endif"],
+    }
+    for label, body in bodies.items():
+        lines = ["var t", "var e", "var i", "var tn", "var eh", "var el", "set_pgstat_chan 0",
+                 "set_pgstat_mode 6", "set_range db 3u", "cell_on", "timer_start",
+                 "meas_loop_cp e i 3u 1 4000", *(f"  {x}" for x in body), "endloop",
+                 "on_finished:", "  cell_off"]
+        replies = []
+        for bulk in (True, False):
+            clock = ManualClock()
+            emulator = MethodScriptEmulator("p", {1: cell_from_spec({"kind": "lnmo"})}, clock)
+            emulator.bulk_loops = bulk
+            out = emulator.handle(script_bytes(lines))
+            clock.advance(5000)
+            replies.append(out + emulator.handle(b"\n"))
+            loop = parse_script(lines).main[-1]
+            recognised = emulator._recorded_body(loop, "e", "i") is not None
+            assert recognised == (label == "driver"), label
+        assert replies[0] == replies[1] and replies[0].count(b"\nP") > 5, label
 
 
 # --- driver ↔ emulator -------------------------------------------------------------------

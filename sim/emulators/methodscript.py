@@ -48,11 +48,13 @@ from lipon_hw.drivers.methodscript import (
     TECHNIQUE_IDS,
     encode_error,
     encode_package,
+    encode_value,
     encode_variable,
     parse_literal,
 )
 from lipon_hw.errors import InputError
 from lipon_hw.sim.emulator import Emulator
+from lipon_hw.sim.recording import RecordLoop
 
 MAX_LINE = 1024  # longer input without a LF is line noise, dropped
 EIS_PERIODS = 3
@@ -285,8 +287,9 @@ class MethodScriptChannel(Emulator):
         self._wake = 0.0
         self._package: list | None = None
         self._out = bytearray()
-        self._watches: dict[int, _Watch | None] = {}
+        self._watches: dict = {}  # per loop: its _Watch, and its _RecordBody under ("bulk", id)
         self.event_driven = True  # False runs every loop sample by sample (for tests)
+        self.bulk_loops = True  # False: the driver's record loops go through next_crossing
 
     @property
     def running(self) -> bool:
@@ -357,6 +360,7 @@ class MethodScriptChannel(Emulator):
         self._emit("e")
         self.t = self._wake = self.clock()
         self.vars = {name: [0.0, "aa", None] for name in program.variables}
+        self._watches.clear()  # keyed by the loops' ids, which a new program may reuse
         self.timer0 = self.t
         self._gen = self._script(program)
 
@@ -604,10 +608,14 @@ class MethodScriptChannel(Emulator):
         e_name = st.args[0]
         e_type = "da" if technique == "ca" else "ab"
         watch = self._watch(st, e_name, i_name) if self.event_driven else None
+        recorded = self._recorded_body(st, e_name, i_name) \
+            if self.event_driven and self.bulk_loops and technique != "ca" else None
         self._emit(f"M{TECHNIQUE_IDS[technique]:04X}")
         t0, k = self.t, 0
         try:
-            while True:
+            if recorded is not None:
+                yield from self._bulk(recorded, e_name, i_name, e_type, t0, dt, n)
+            while recorded is None:
                 k = k + 1 if watch is None else self._next_sample(watch, t0, dt, k)
                 if k > n:
                     yield t0 + n * dt
@@ -688,6 +696,70 @@ class MethodScriptChannel(Emulator):
             raise
         self._emit("*")
 
+    # --- loops run in bulk ----------------------------------------------------------------
+    def _recorded_body(self, st: Block, e_name: str, i_name: str | None) -> _RecordBody | None:
+        """The body as a record rule RecordLoop can run, if it is one and the cell reads
+        on a grid."""
+        if not hasattr(self.cell, "readings_on_grid"):
+            return None
+        key = ("bulk", id(st))
+        if key not in self._watches:
+            self._watches[key] = _record_body(st.body, e_name, i_name)
+        return self._watches[key]
+
+    def _bulk(self, body: _RecordBody, e_name: str, i_name: str | None, e_type: str,
+              t0: float, dt: float, n: int) -> Generator[float, None, None]:
+        """Run a recognised loop with RecordLoop: at each wake, every sample up to the
+        clock, the packages of those sent, and the variables as the body leaves them."""
+        value = self._value
+        steps = {kind: (var, value(token)) for kind, var, token in body.rule}
+        start = {kind: value(var) for kind, (var, _) in steps.items()}
+        loop = RecordLoop(
+            self.cell, t0, dt, n, self.timer0,
+            [(op, value(level), reason) for op, level, reason in body.limits],
+            steps["t"][1] if "t" in steps else None, steps["eh"][1] if "eh" in steps else None,
+            start.get("t", 0.0), start.get("eh", 0.0), start.get("el", 0.0),
+            every_point=body.every_point)
+        kinds = {body.timer: 0, e_name: 1, i_name: 2}
+        currents: dict[float, str] = {}
+
+        def field(kind: int, t: float, e: float, i: float) -> str:
+            if kind == 0:
+                return "eb" + encode_value(t)
+            if kind == 1:
+                return e_type + encode_value(e)
+            text = currents.get(i)
+            if text is None:
+                text = currents[i] = encode_variable("ba", i, False, *self._range_meta(i))
+            return text
+
+        recorded = False
+        while loop.end is None:
+            yield t0 + (loop.k + 1) * dt
+            now = self.clock()
+            k_stop = max(loop.k + 1, int((now - t0) / dt))
+            while k_stop < n and t0 + (k_stop + 1) * dt <= now:
+                k_stop += 1
+            while k_stop > loop.k + 1 and t0 + k_stop * dt > now:
+                k_stop -= 1
+            out = []
+            for t, e, i, reason in loop.run_to(k_stop):
+                names = body.names if reason is None else body.limit_names[reason]
+                out.append("P" + ";".join([field(kinds[x], t, e, i) for x in names]) + "\n")
+                recorded = recorded or reason is None
+            self._out += "".join(out).encode("ascii")
+            self.t = t0 + loop.k * dt
+            t, e, i = loop.last
+            self._set(body.timer, t, "eb")
+            self._set(e_name, e, e_type)
+            if i_name is not None:
+                self._set(i_name, i, "ba", self._range_meta(i))
+            if recorded:  # copy_var then add_var/sub_var: the source's type, no metadata
+                thresholds = {"t": (loop.tn, "eb"), "eh": (loop.eh, e_type),
+                              "el": (loop.el, e_type)}
+                for kind, (var, _) in steps.items():
+                    self._set(var, *thresholds[kind])
+
     # --- event-driven sampling --------------------------------------------------------
     def _watch(self, st: Block, e_name: str, i_name: str | None) -> _Watch | None:
         """The body's tests if it only tests (see the module docstring), else None."""
@@ -743,6 +815,105 @@ class MethodScriptChannel(Emulator):
             window["imin"].append(abs(x))
             return "cell"
         return NOW
+
+
+@dataclass(frozen=True)
+class _RecordBody:
+    """A loop body as the driver writes it: `timer_get`, limits on E that send a package
+    and break, then a Δt/ΔV rule (an if-chain whose branches all send and move their
+    thresholds: `copy_var` + `add_var`/`sub_var`), every sample sent, or nothing more."""
+
+    timer: str
+    limits: tuple[tuple[str, str, str], ...]  # (">=" | "<=", level, reason) in body order
+    limit_names: dict  # reason → the names its package sends
+    names: tuple[str, ...]  # what the rule sends
+    rule: tuple[tuple[str, str, str], ...]  # ("t" | "eh" | "el", threshold var, step)
+    every_point: bool
+
+
+def _record_body(body: list, e_name: str, i_name: str | None) -> _RecordBody | None:
+    if not body or not _is_cmd(body[0], "timer_get"):
+        return None
+    timer = body[0].args[0]
+    probes = {timer, e_name, i_name} - {None}
+    if len(probes) != (3 if i_name else 2):
+        return None
+    limits, limit_names, k = [], {}, 1
+    while k < len(body) and isinstance(body[k], IfChain) and _single(body[k]) is not None:
+        (a, op, level), inner = _single(body[k])
+        reason = {">=": "v_max", "<=": "v_min"}.get(op)
+        names = _package_names(inner[:-1]) if inner and _is_cmd(inner[-1], "breakloop") \
+            else None
+        if a != e_name or reason is None or level in probes or names is None \
+                or reason in limit_names or not set(names) <= probes:
+            return None
+        limits.append((op, level, reason))
+        limit_names[reason] = names
+        k += 1
+    rest = body[k:]
+    names = _package_names(rest)
+    if names is not None or not rest:
+        every = names is not None
+        if every and not set(names) <= probes:
+            return None
+        return _RecordBody(timer, tuple(limits), limit_names, names or (), (), every)
+    if len(rest) != 1 or not isinstance(rest[0], IfChain) or rest[0].else_body is not None:
+        return None
+    rule = _rule(rest[0], timer, e_name, probes)
+    if rule is None:
+        return None
+    return _RecordBody(timer, tuple(limits), limit_names, rule[0], rule[1], False)
+
+
+def _rule(chain: IfChain, timer: str, e_name: str, probes: set):
+    """(names sent, ((kind, threshold var, step), …)) of a Δt/ΔV if-chain, else None."""
+    shapes = {tuple((c.name, *c.args) if isinstance(c, Cmd) else None for c in body)
+              for _, body in chain.branches}
+    first = chain.branches[0][1]
+    if len(shapes) != 1 or None in next(iter(shapes)):
+        return None
+    end = next((n for n, c in enumerate(first) if c.name == "pck_end"), None)
+    names = _package_names(first[:end + 1]) if end is not None else None
+    updates = first[end + 1:] if names is not None else []
+    if names is None or not set(names) <= probes or len(updates) % 2:
+        return None
+    moves = {}  # threshold var → (source, command, step)
+    for copy, step in zip(updates[::2], updates[1::2], strict=True):
+        if copy.name != "copy_var" or step.name not in ("add_var", "sub_var") or \
+                step.args[0] != copy.args[1] or copy.args[1] in moves:
+            return None
+        moves[copy.args[1]] = (copy.args[0], step.name, step.args[1])
+    wanted = {(timer, ">=", "add_var"): "t", (e_name, ">=", "add_var"): "eh",
+              (e_name, "<=", "sub_var"): "el"}
+    rule = {}
+    for a, op, var in (condition for condition, _ in chain.branches):
+        source, command, step = moves.get(var, (None, None, None))
+        kind = wanted.get((a, op, command)) if source == a else None
+        if kind is None or kind in rule or var in probes or step in probes or step in moves:
+            return None
+        rule[kind] = (kind, var, step)
+    if len(rule) != len(moves) or ("eh" in rule) != ("el" in rule) or \
+            ("eh" in rule and rule["eh"][2] != rule["el"][2]):
+        return None
+    return names, tuple(rule.values())
+
+
+def _is_cmd(st, name: str) -> bool:
+    return isinstance(st, Cmd) and st.name == name
+
+
+def _single(chain: IfChain):
+    """The one branch of an if without elseif or else, or None."""
+    return chain.branches[0] if len(chain.branches) == 1 and chain.else_body is None else None
+
+
+def _package_names(statements: list) -> tuple[str, ...] | None:
+    """The names a `pck_start`, `pck_add`…, `pck_end` sequence sends, else None."""
+    if len(statements) < 2 or not _is_cmd(statements[0], "pck_start") or \
+            not _is_cmd(statements[-1], "pck_end") or \
+            not all(_is_cmd(c, "pck_add") for c in statements[1:-1]):
+        return None
+    return tuple(c.args[0] for c in statements[1:-1])
 
 
 def _staircase(legs, step: float) -> list[float]:
