@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import re
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -63,6 +64,7 @@ SI_PREFIXES = {"a": 1e-18, "f": 1e-15, "p": 1e-12, "n": 1e-9, "u": 1e-6, "m": 1e
                "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18}
 _FINEST_FIRST = tuple(SI_PREFIXES)
 _COARSEST_FIRST = tuple(reversed(_FINEST_FIRST))
+_FINEST_LIMITS = [MAX_MANTISSA * SI_PREFIXES[p] for p in _FINEST_FIRST]  # largest |value|s
 
 #: package variable types used here (manual, variable types appendix)
 VAR_TYPES = {
@@ -153,7 +155,11 @@ def encode_value(value: float, integer: bool = False, prefix: str | None = None)
         return NAN_FIELD if abs(number) > MAX_MANTISSA else f"{number + OFFSET:07X}i"
     if not math.isfinite(value):
         return NAN_FIELD
-    for candidate in (prefix,) if prefix is not None else _FINEST_FIRST:
+    if prefix is not None:
+        candidates: Sequence[str] = (prefix,)
+    else:  # skip the prefixes a thousand times too fine at once; the test below decides
+        candidates = _FINEST_FIRST[max(bisect_left(_FINEST_LIMITS, abs(value)) - 1, 0):]
+    for candidate in candidates:
         mantissa = round(value / SI_PREFIXES[candidate])
         if abs(mantissa) <= MAX_MANTISSA:
             return f"{mantissa + OFFSET:07X}{candidate}"
@@ -302,6 +308,42 @@ def sample_from_package(variables: Sequence[Variable]) -> Sample:
     fields = {_SAMPLE_FIELDS[v.type]: v.value for v in variables if v.type in _SAMPLE_FIELDS}
     if len(fields) != sum(v.type in _SAMPLE_FIELDS for v in variables):
         raise ValueError(f"{variables!r} holds a quantity twice")
+    return Sample(**fields)
+
+
+_HEX_DIGITS = "0123456789abcdefABCDEF"
+
+
+def sample_from_line(line: str) -> Sample:
+    """A `P…` line → its Sample: `sample_from_package(decode_package(line))` in one pass
+    (the same checks, the same ValueErrors) without building the Variables."""
+    body = line.rstrip("\n")
+    if not line.startswith("P") or len(body) < 11:
+        raise ValueError(f"{line!r} is not a data package")
+    fields: dict[str, float] = {}
+    count = 0
+    for part in body[1:].split(";"):
+        field, *meta = part.split(",")
+        if len(field) != 10 or not field[:2].isalpha() or not field[:2].islower():
+            raise ValueError(f"{part!r} is not a package variable")
+        for token in meta:
+            if not token or token.strip(_HEX_DIGITS):
+                raise ValueError(f"{part!r} has metadata {token!r} that is not hex")
+        prefix = field[9]
+        if field[2:] == NAN_FIELD:
+            value = math.nan
+        elif prefix == "i":
+            value = int(field[2:9], 16) - OFFSET
+        elif prefix in SI_PREFIXES:
+            value = (int(field[2:9], 16) - OFFSET) * SI_PREFIXES[prefix]
+        else:
+            raise ValueError(f"{field[2:]!r} is not a package value")
+        name = _SAMPLE_FIELDS.get(field[:2])
+        if name is not None:
+            fields[name] = value
+            count += 1
+    if len(fields) != count:
+        raise ValueError(f"{line!r} holds a quantity twice")
     return Sample(**fields)
 
 
@@ -530,7 +572,7 @@ class Run:
         """One output line of this run's script."""
         if line.startswith("P"):
             try:
-                sample = sample_from_package(decode_package(line))
+                sample = sample_from_line(line)
             except (ValueError, TypeError):
                 self.corrupt_lines.append(line)
                 return
