@@ -312,11 +312,41 @@ def sample_from_package(variables: Sequence[Variable]) -> Sample:
 
 
 _HEX_DIGITS = "0123456789abcdefABCDEF"
+_PLAIN_VARIABLE = r"([a-z]{2})([0-9A-Fa-f]{7})([afpnumkMGTPE i])(?:,[0-9A-Fa-f]+)*"
+_PLAIN_LINES: dict[int, re.Pattern] = {}  # by number of variables
+_LAYOUTS: dict[tuple[str, ...], list[tuple[int, str]]] = {}
+
+
+def _layout(types: tuple[str, ...]) -> list[tuple[int, str]]:
+    """(group index, Sample field) of each variable type a Sample takes."""
+    layout = _LAYOUTS.get(types)
+    if layout is None:
+        layout = [(3 * k, _SAMPLE_FIELDS[t]) for k, t in enumerate(types) if t in _SAMPLE_FIELDS]
+        if len(_LAYOUTS) < 256:
+            _LAYOUTS[types] = layout
+    return layout
 
 
 def sample_from_line(line: str) -> Sample:
     """A `P…` line → its Sample: `sample_from_package(decode_package(line))` in one pass
-    (the same checks, the same ValueErrors) without building the Variables."""
+    (the same checks, the same ValueErrors) without building the Variables. A line in
+    the plain form the instrument writes is matched at once; others are checked field by
+    field."""
+    count = line.count(";") + 1
+    pattern = _PLAIN_LINES.get(count)
+    if pattern is None:
+        pattern = _PLAIN_LINES[count] = re.compile("P" + ";".join([_PLAIN_VARIABLE] * count))
+    match = pattern.fullmatch(line)
+    if match is not None:
+        groups = match.groups()
+        fields = {}
+        for k, name in _layout(groups[::3]):
+            raw = int(groups[k + 1], 16) - OFFSET
+            prefix = groups[k + 2]
+            fields[name] = raw if prefix == "i" else raw * SI_PREFIXES[prefix]
+        if len(fields) != len(_layout(groups[::3])):
+            raise ValueError(f"{line!r} holds a quantity twice")
+        return Sample(**fields)
     body = line.rstrip("\n")
     if not line.startswith("P") or len(body) < 11:
         raise ValueError(f"{line!r} is not a data package")

@@ -567,6 +567,36 @@ class _CurrentTrack(_Track):
         self._put(st, tau, self.cs * phi(self.beta, tau), boundary, current)
 
 
+def _current_tracks_many(pieces: list, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """_CurrentTrack.terminal_many over consecutive tracks, (track, count) each, in one
+    pass: every element goes through its own track's operations (a missing branch adds
+    0.0, which changes no sum), so the numbers are the same."""
+    counts = [k for _, k in pieces]
+    tracks = [tr for tr, _ in pieces]
+
+    def each(values) -> np.ndarray:
+        return np.repeat(np.array(values, dtype=float), counts)
+
+    tau = times - each([tr.t0 for tr in tracks])
+    beta = each([tr.beta for tr in tracks])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.multiply(tau, -beta)
+        v = np.divide(np.expm1(z), -beta)  # −expm1(−βτ)/β, as phi
+    tiny = np.abs(beta * tau) < 1e-300
+    if tiny.any():
+        v = np.where(tiny, tau, v)
+    v *= each([tr.gain for tr in tracks])
+    v += each([tr.base for tr in tracks])
+    for b in range(max(len(tr.amp) for tr in tracks)):
+        amp = each([tr.amp[b] if b < len(tr.amp) else 0.0 for tr in tracks])
+        tk = each([tr.seg.tau[b] if b < len(tr.amp) else 1.0 for tr in tracks])
+        e = np.divide(tau, -tk)
+        np.exp(e, out=e)
+        e *= amp
+        v += e
+    return v, each([tr.I for tr in tracks])
+
+
 class _NetworkTrack(_Track):
     """A voltage source v_src behind r_extra (an applied voltage, or an applied current
     with a shunt in its Thevenin form): the source voltage u and the slow branch voltages
@@ -769,26 +799,43 @@ class CellModel:
     # --- extras -----------------------------------------------------------------------------
     def readings_on_grid(self, t0: float, step: float, k_first: int,
                          k_last: int) -> tuple[np.ndarray, np.ndarray]:
-        """Terminal voltage and current at t0 + k·step for k = k_first … k_last, or fewer:
-        up to the end of the table segment (or fault onset) the first one is on, and at
-        least one. These are the numbers voltage_V and current_A give one by one (same
-        segment track, same operations) for the cost of a few array operations. The cell
+        """Terminal voltage and current at t0 + k·step for k = k_first … k_last, or fewer
+        (a fault onset, or a segment that is not a plain current track, ends the stretch;
+        at least one comes back). These are the numbers voltage_V and current_A give one
+        by one: the segments are walked as _run walks them and each track is evaluated
+        with the same operations, all segments in one pass of array arithmetic. The cell
         moves to the first time only; read it at the last one used to move on."""
         self._advance(t0 + k_first * step)
         self._terminal()  # makes or checks the track of the present segment
         st = self._st
         t_end = self._next_onset(st) if self.faults else INF
         c = self._circuit_for(st)
-        track = self._track if c.short_ohm is None else None
-        if track is not None:
-            t_end = min(t_end, track.t0 + track.t_bd)
         k_end = k_last if t_end == INF else min(k_last, int((t_end - t0) / step) + 1)
         times = t0 + np.arange(k_first, max(k_end, k_first) + 1, dtype=float) * step
         count = max(1, int(np.searchsorted(times, t_end, "left")))
-        if track is None:  # a hard short: the terminals do not move
+        if c.short_ohm is not None:  # a hard short: the terminals do not move
             v, i = self._terminal()
             return np.full(count, v), np.full(count, i)
-        return track.terminal_many(times[:count] - track.t0)
+        track, walk, pieces, j = self._track, None, [], 0
+        grid = times[:count].tolist()
+        for _ in range(1_000_000):
+            m = bisect.bisect_left(grid, track.t0 + track.t_bd, j)
+            if m > j:
+                pieces.append((track, m - j))
+                j = m
+            if j >= count or not isinstance(track, _CurrentTrack):
+                break
+            walk = walk or st.copy()  # the next segment, entered exactly as _run enters it
+            track.place(walk, track.t_bd, track.side)
+            track = self._new_track(c, walk)
+            if len(self._plan) > 512:
+                self._plan.clear()
+            self._plan[track.t0] = track
+            if not isinstance(track, _CurrentTrack):
+                break
+        if len(pieces) == 1:
+            return pieces[0][0].terminal_many(times[:j] - pieces[0][0].t0)
+        return _current_tracks_many(pieces, times[:j])
 
     @property
     def t(self) -> float:

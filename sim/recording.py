@@ -20,7 +20,7 @@ import numpy as np
 
 from lipon_hw.errors import InputError
 
-STRETCH = 4096  # measurements read from the cell at once
+FIRST_STRETCH, STRETCH = 512, 4096  # measurements read from the cell at once
 INF = math.inf
 
 
@@ -66,9 +66,11 @@ class RecordLoop:
         k_stop = min(k_stop, self.n)
         sent: list[tuple[float, float, float, str | None]] = []
         cell, t0, interval = self.cell, self.t0, self.interval
+        stretch = FIRST_STRETCH  # growing: a limit may well come within the first
         while self.k < k_stop and self.end is None:
-            k1 = self.k + 1  # the cell gives readings to the end of its present segment
-            volts, amps = cell.readings_on_grid(t0, interval, k1, min(k_stop, k1 + STRETCH - 1))
+            k1 = self.k + 1
+            volts, amps = cell.readings_on_grid(t0, interval, k1, min(k_stop, k1 + stretch - 1))
+            stretch = min(2 * stretch, STRETCH)
             m = len(volts)
             timer = ((t0 + np.arange(k1, k1 + m, dtype=float) * interval) - self.timer0).tolist()
             plain = self.nan_thresholds or bool(np.isnan(volts).any())
