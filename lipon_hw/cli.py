@@ -211,15 +211,28 @@ def sample(sample_id, data_dir, as_json) -> None:
 @main.command()
 @click.argument("run_id", type=int)
 @data_option
-@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv",
-              show_default=True)
-@click.option("--out", "out_path", type=click.Path(), required=True)
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet", "bdf", "bdf-parquet"]),
+              default="csv", show_default=True,
+              help="bdf/bdf-parquet: Battery Data Format, for cell tests.")
+@click.option("--out", "out_path", type=click.Path(), required=True,
+              help="File of a deposition run; directory of a cell test (a file per channel).")
 @reports_errors
 def export(run_id, data_dir, fmt, out_path) -> None:
-    """Export a run's readings (one row per time, one column per quantity)."""
+    """Export a run: a deposition's readings (one row per time, one column per quantity),
+    or a cell test's samples and impedance spectra, one file per channel."""
     from lipon_hw.export import export_run
 
-    path = export_run(_require_store(data_dir), run_id, fmt, out_path)
+    store = _require_store(data_dir)
+    if store.run(run_id).kind == "cycling":
+        from lipon_hw.cell_results import export_cell_run
+
+        for path in export_cell_run(store, run_id, fmt, out_path):
+            click.echo(str(path))
+        return
+    if fmt.startswith("bdf"):
+        raise InputError(f"run {run_id} is a deposition; the Battery Data Format is for cell "
+                         "tests (use csv or parquet)")
+    path = export_run(store, run_id, fmt, out_path)
     click.echo(str(path))
 
 

@@ -55,10 +55,10 @@ class ChannelProgress:
                 desc=f"run {run_id} ch {plan.channel:>2}", dynamic_ncols=True, leave=False,
                 mininterval=0.5)
 
-    def cycle(self, channel) -> None:
-        bar = self.bars.get(channel.number)
-        if bar is not None:
-            bar.n = channel.state.cycle - 1
+    def cycle(self, channel: int, completed: int) -> None:
+        bar = self.bars.get(channel)
+        if bar is not None and bar.n != completed:
+            bar.n = completed
             bar.update(0)
 
     def note(self, message: str) -> None:
@@ -99,7 +99,7 @@ def print_summary(result, as_json: bool) -> None:
 
 
 def _round(v):
-    return round(v, 9) if isinstance(v, float) else v
+    return float(f"{v:.7g}") if isinstance(v, float) else v
 
 
 def _fmt(value, digits: int = 1) -> str:

@@ -12,7 +12,9 @@ a quantity without a schema change; exports pivot them wide.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -270,24 +272,30 @@ class Store:
     def flush(self) -> None:
         if self._pending or self._pending_cells or self._pending_spectra \
                 or self._pending_channels:
-            with self._transaction():
-                self._write_pending()
+            with _signals_held():
+                with self._transaction():
+                    self._write_pending()
+                self._clear_pending()
         self._last_flush = time.monotonic()
 
     def _write_pending(self) -> None:
+        """Inside a transaction; the buffers are emptied only once it commits
+        (`_clear_pending`), so an interrupted write loses nothing: the next one redoes it."""
         self._db.executemany("INSERT INTO readings VALUES (?,?,?,?)", self._pending)
-        self._pending.clear()
         if self._pending_cells:
             self._db.executemany("INSERT INTO cell_samples VALUES (?,?,?,?,?,?,?,?,?)",
                                  self._pending_cells)
-            self._pending_cells.clear()
         if self._pending_spectra:
             self._db.executemany("INSERT INTO spectra VALUES (?,?,?,?,?,?,?,?)",
                                  self._pending_spectra)
-            self._pending_spectra.clear()
         for args in self._pending_channels.values():
             self._db.execute("UPDATE channels SET status=?, message=?, cycle=?, step_count=?,"
                              " t_s=?, state=? WHERE run_id=? AND channel=?", args)
+
+    def _clear_pending(self) -> None:
+        self._pending.clear()
+        self._pending_cells.clear()
+        self._pending_spectra.clear()
         self._pending_channels.clear()
 
     def _maybe_flush(self) -> None:
@@ -371,6 +379,14 @@ class Store:
             f"SELECT {', '.join(CELL_SAMPLE_COLUMNS)} FROM cell_samples WHERE run_id=? AND"
             " channel=? ORDER BY t_s, rowid", (run_id, channel))
 
+    def cell_samples_of_cycles(self, run_id: int, channel: int, cycles: list[int]
+                               ) -> list[tuple]:
+        self.flush()
+        return self._db.execute(
+            f"SELECT {', '.join(CELL_SAMPLE_COLUMNS)} FROM cell_samples WHERE run_id=? AND"
+            f" channel=? AND cycle IN ({','.join('?' * len(cycles))}) ORDER BY t_s, rowid",
+            (run_id, channel, *cycles)).fetchall()
+
     def spectra(self, run_id: int, channel: int) -> list[tuple]:
         """(t_s, cycle, step_count, f_Hz, z_re_ohm, z_im_ohm) in time order."""
         self.flush()
@@ -414,14 +430,16 @@ class Store:
     # --- checkpoints -------------------------------------------------------------
     def checkpoint(self, run_id: int, t_s: float, step_idx: int, state: Mapping) -> None:
         """Commit every pending reading and the checkpoint together."""
-        with self._transaction():
-            self._write_pending()
-            seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM checkpoints"
-                                   " WHERE run_id=?", (run_id,)).fetchone()[0]
-            self._db.execute("INSERT INTO checkpoints VALUES (?,?,?,?,?)",
-                             (run_id, seq, t_s, step_idx, json.dumps(state)))
-            self._db.execute("DELETE FROM checkpoints WHERE run_id=? AND seq < ?",
-                             (run_id, seq - 2))
+        with _signals_held():
+            with self._transaction():
+                self._write_pending()
+                seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM checkpoints"
+                                       " WHERE run_id=?", (run_id,)).fetchone()[0]
+                self._db.execute("INSERT INTO checkpoints VALUES (?,?,?,?,?)",
+                                 (run_id, seq, t_s, step_idx, json.dumps(state)))
+                self._db.execute("DELETE FROM checkpoints WHERE run_id=? AND seq < ?",
+                                 (run_id, seq - 2))
+            self._clear_pending()
         self._last_flush = time.monotonic()
 
     def last_checkpoint(self, run_id: int) -> Checkpoint | None:
@@ -443,6 +461,11 @@ class Store:
     def request(self, run_id: int, action: str) -> None:
         self._db.execute("INSERT INTO requests (run_id, action, made_at) VALUES (?,?,?)",
                          (run_id, action, time.time()))
+
+    def pending_requests(self, run_id: int) -> list[str]:
+        """Requests not yet acted on, left pending (every worker of a run sees them)."""
+        return [r[0] for r in self._db.execute(
+            "SELECT action FROM requests WHERE run_id=? AND taken=0 ORDER BY rowid", (run_id,))]
 
     def take_requests(self, run_id: int) -> list[str]:
         """Requests not yet acted on, oldest first; taking them marks them taken."""
@@ -497,6 +520,18 @@ class Store:
     # --- plumbing ----------------------------------------------------------------
     def _transaction(self):
         return _Transaction(self._db)
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Ctrl-C and SIGTERM wait until a write and the emptying of its buffers are both done,
+    so an interrupt neither loses buffered rows nor writes them twice."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 class _Transaction:

@@ -8,8 +8,14 @@ protocol's cell kind (the seeds' stack), else the station's own cells are used.
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
+import os
+import signal
+import sys
 import time
 from collections.abc import Callable
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +53,7 @@ def start_cycling(sequence: str, data_dir: str | Path, station_path: str | None 
                   seed: int | None = None, speed: float | None = None,
                   notify: Callable[[str], None] | None = None,
                   on_start: Callable[[int, pr.Protocol], None] | None = None,
-                  on_cycle=None) -> CyclingResult:
+                  on_cycle=None, workers: int | None = None) -> CyclingResult:
     station = load_station(station_path)
     store = Store(data_dir)
     try:
@@ -64,7 +70,8 @@ def start_cycling(sequence: str, data_dir: str | Path, station_path: str | None 
         if on_start:
             on_start(run_id, proto)
         states = {plan.channel: ChannelState() for plan in proto.channels}
-        return _drive(store, run_id, proto, station, states, seed, speed, 0.0, {}, on_cycle)
+        return _drive(store, run_id, proto, station, states, seed, speed, on_cycle, notify,
+                      workers)
     finally:
         store.close()
 
@@ -72,7 +79,7 @@ def start_cycling(sequence: str, data_dir: str | Path, station_path: str | None 
 def resume_cycling(run_id: int, data_dir: str | Path, speed: float | None = None,
                    notify: Callable[[str], None] | None = None,
                    on_start: Callable[[int, pr.Protocol], None] | None = None,
-                   on_cycle=None) -> CyclingResult:
+                   on_cycle=None, workers: int | None = None) -> CyclingResult:
     """Every channel that had not ended continues from its last step boundary."""
     store = Store(data_dir)
     try:
@@ -82,7 +89,7 @@ def resume_cycling(run_id: int, data_dir: str | Path, speed: float | None = None
         station = load_station(text=run.station_text)
         proto = load(run.sequence_path, station, store, text=run.sequence_text)
         stored = {c["channel"]: c for c in store.channels(run_id)}
-        states, snapshots = {}, {}
+        states = {}
         for plan in proto.channels:
             row = stored.get(plan.channel)
             if row is None or row["status"] not in CHANNEL_RESUMABLE:
@@ -93,9 +100,7 @@ def resume_cycling(run_id: int, data_dir: str | Path, speed: float | None = None
             state.step_count = max(state.step_count,
                                    store.max_step_count(run_id, plan.channel))
             states[plan.channel] = state
-            snapshots[plan.channel] = state.cell
-        proto.channels = [p for p in proto.channels if p.channel in states]
-        if not proto.channels:
+        if not states:
             raise InputError(f"run {run_id} has no channel left to resume")
         t0 = min(s.t_s for s in states.values())
         store.set_status(run_id, "running", f"resumed from t = {t0:.0f} s")
@@ -103,26 +108,28 @@ def resume_cycling(run_id: int, data_dir: str | Path, speed: float | None = None
                         f"resumed channels {', '.join(map(str, states))} from their last step")
         if on_start:
             on_start(run_id, proto)
-        return _drive(store, run_id, proto, station, states, run.seed, speed, t0, snapshots,
-                      on_cycle)
+        return _drive(store, run_id, proto, station, states, run.seed, speed, on_cycle, notify,
+                      workers)
     finally:
         store.close()
 
 
 def _drive(store: Store, run_id: int, proto: pr.Protocol, station: Station,
-           states: dict[int, ChannelState], seed: int | None, speed: float | None, t0: float,
-           snapshots: dict, on_cycle) -> CyclingResult:
-    env = make_env(station, speed, t0)
+           states: dict[int, ChannelState], seed: int | None, speed: float | None,
+           on_cycle, notify=None, workers: int | None = None) -> CyclingResult:
+    """Run the channels in `workers` processes (default: one per core for a simulated
+    run in virtual time, one for real time), then summarise from the store."""
     wall0 = time.monotonic()
-    lab = station.connect(lambda: env.now, seed=seed)
-    status, message, channels = "failed", "", []
+    realtime = not station.simulated or speed is not None
+    groups = _groups([p.channel for p in proto.channels if p.channel in states],
+                     workers or (1 if realtime else os.cpu_count() or 1))
+    status, message = "failed", ""
     try:
-        pstat = lab.instruments[proto.potentiostat]
-        sim_cells = mount_cells(lab, proto, store, seed, snapshots) if lab.sim else {}
-        channels = run_channels(env, store, run_id, proto, pstat, states, sim_cells,
-                                realtime=not lab.sim or speed is not None, on_cycle=on_cycle,
-                                should_stop=lambda: "abort" in store.take_requests(run_id))
-        status, message = "completed", _outcome(channels)
+        if len(groups) == 1:
+            _run_group(store, run_id, proto, station, states, seed, speed, on_cycle)
+        else:
+            _run_workers(store, run_id, groups, states, seed, speed, on_cycle)
+        status = "completed"
     except KeyboardInterrupt:
         status, message = "interrupted", "stopped by the operator (Ctrl-C / SIGTERM)"
         raise Interrupted(message) from None
@@ -134,20 +141,153 @@ def _drive(store: Store, run_id: int, proto: pr.Protocol, station: Station,
         raise
     finally:
         with _uninterruptible():
-            try:
-                lab.instruments[proto.potentiostat].make_safe()
-            except (LiponError, OSError, KeyError) as exc:
-                message += f"; making {proto.potentiostat} safe failed ({exc})"
-            summary = {"channels": [ch.summary() for ch in channels], "virtual_s": env.now}
+            rows = store.channels(run_id)
+            _mark_lost(store, run_id, rows, status)
+            if status == "completed":
+                message = _outcome(rows)
+            summary = _summary(store, run_id, proto, rows)
             store.set_status(run_id, status, message, summary)
+    _plots(store, run_id, notify)
+    return CyclingResult(run_id, status, message, summary["virtual_s"],
+                         time.monotonic() - wall0, summary)
+
+
+def _groups(channels: list[int], workers: int) -> list[list[int]]:
+    n = max(1, min(workers, len(channels)))
+    return [channels[k::n] for k in range(n)]
+
+
+def _run_group(store: Store, run_id: int, proto: pr.Protocol, station: Station,
+               states: dict[int, ChannelState], seed: int | None, speed: float | None,
+               on_cycle) -> None:
+    """Some channels on one clock, in this process; their cells disconnected at the end."""
+    proto = replace(proto, channels=[p for p in proto.channels if p.channel in states])
+    t0 = min(states[p.channel].t_s for p in proto.channels)
+    env = make_env(station, speed, t0)
+    lab = station.connect(lambda: env.now, seed=seed)
+    try:
+        pstat = lab.instruments[proto.potentiostat]
+        snapshots = {n: s.cell for n, s in states.items()}
+        sim_cells = mount_cells(lab, proto, store, seed, snapshots) if lab.sim else {}
+        run_channels(env, store, run_id, proto, pstat, states, sim_cells,
+                     realtime=not lab.sim or speed is not None, on_cycle=on_cycle,
+                     should_stop=lambda: "abort" in store.pending_requests(run_id))
+    finally:
+        with _uninterruptible():
+            store.flush()
             lab.close()
-    return CyclingResult(run_id, status, message, env.now, time.monotonic() - wall0, summary)
 
 
-def _outcome(channels) -> str:
-    ended = {}
-    for ch in channels:
-        ended.setdefault(ch.status, []).append(ch.number)
+def _run_workers(store: Store, run_id: int, groups: list[list[int]],
+                 states: dict[int, ChannelState], seed: int | None, speed: float | None,
+                 on_cycle) -> None:
+    """One process per group of channels (each its own clock, lab and database
+    connection); progress is read back from the store."""
+    ctx = multiprocessing.get_context("spawn")
+    procs = []
+    for group in groups:
+        args = (str(store.data_dir), run_id, {n: asdict(states[n]) for n in group}, seed, speed)
+        procs.append(ctx.Process(target=_worker, args=args, name=f"channels {group}"))
+    for proc in procs:
+        proc.start()
+    try:
+        while any(p.is_alive() for p in procs):
+            for proc in procs:
+                proc.join(timeout=0.5 / len(procs))
+            if on_cycle:
+                for row in store.channels(run_id):
+                    on_cycle(row["channel"], max(row["cycle"] - 1, 0))
+    except KeyboardInterrupt:
+        for proc in procs:  # a SIGTERM that only reached us: pass it on
+            if proc.is_alive():
+                os.kill(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            proc.join()
+        raise
+    failed = [p for p in procs if p.exitcode not in (0, None)]
+    for proc in failed:
+        store.add_alarm(run_id, 0.0, "error", "engine",
+                        f"the process of {proc.name} ended with exit code {proc.exitcode}")
+
+
+def _worker(data_dir: str, run_id: int, states: dict, seed: int | None,
+            speed: float | None) -> None:
+    """A worker process: its channels of the run, to their end."""
+    _die_with_parent()
+
+    def interrupt(_signum, _frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    store = Store(data_dir)
+    try:
+        run = store.run(run_id)
+        station = load_station(text=run.station_text)
+        proto = load(run.sequence_path, station, store, text=run.sequence_text)
+        mine = {int(n): ChannelState.from_dict(s) for n, s in states.items()}
+        _run_group(store, run_id, proto, station, mine, seed, speed, None)
+    except KeyboardInterrupt:
+        pass  # every channel has recorded itself as interrupted
+    finally:
+        store.close()
+
+
+def _die_with_parent() -> None:
+    """If the parent is killed (even with SIGKILL), Linux sends this worker SIGTERM, so
+    it disconnects its cells and stops instead of running on unwatched."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _mark_lost(store: Store, run_id: int, rows: list[dict], status: str) -> None:
+    """Channels whose process died without saying so."""
+    for row in rows:
+        if row["status"] in ("running", "pending") and status == "completed":
+            row["status"], row["message"] = "failed", "its worker process died"
+            store.update_channel(run_id, row["channel"], "failed", row["message"], row["cycle"],
+                                 row["step_count"], row["t_s"], row["state"])
+    store.flush()
+
+
+def _summary(store: Store, run_id: int, proto: pr.Protocol, rows: list[dict]) -> dict:
+    """Per channel: status, completed cycles, last discharge capacity, mean CE (the first
+    cycle left out: formation), retention; and the film's conductivities where the
+    protocol measured them (the first such channel's also at the top level)."""
+    from lipon_hw.analysis.cycles import CycleStats, summarize
+    from lipon_hw.cell_results import film_figures
+
+    plans = {p.channel: p for p in proto.channels}
+    summary: dict = {"virtual_s": max((r["t_s"] for r in rows), default=0.0)}
+    out = []
+    for row in rows:
+        stats = [CycleStats(**c) for c in store.cycles(run_id, row["channel"])]
+        figures = summarize(stats, from_cycle=stats[0].cycle + 1 if stats else None)
+        entry = {"channel": row["channel"], "status": row["status"], "message": row["message"],
+                 "cycles": max(row["cycle"] - 1, 0), "steps": row["step_count"],
+                 "last_discharge_uAh": _scaled(figures.last_discharge_Ah, 1e6),
+                 "mean_coulombic_efficiency": figures.mean_coulombic_efficiency,
+                 "retention": figures.retention}
+        if row["channel"] in plans:
+            film = film_figures(store, run_id, plans[row["channel"]])
+            entry.update(film)
+            if film and "film_thickness_nm" not in summary:
+                summary.update(film)
+        out.append(entry)
+    summary["channels"] = out
+    return summary
+
+
+def _scaled(value: float | None, k: float) -> float | None:
+    return None if value is None else value * k
+
+
+def _outcome(rows: list[dict]) -> str:
+    ended: dict[str, list[int]] = {}
+    for row in rows:
+        ended.setdefault(row["status"], []).append(row["channel"])
     return "; ".join(f"{status}: channel{'s' * (len(nums) > 1)} "
                      f"{', '.join(map(str, nums))}" for status, nums in sorted(ended.items()))
 
@@ -194,3 +334,16 @@ def _with_thickness(layers: list[dict], lipon_nm: float | None) -> list[dict]:
         return layers
     return [{**x, "thickness_nm": lipon_nm} if x["material"] in ("LiPON", "Li3PO4") else x
             for x in layers]
+
+
+def _plots(store: Store, run_id: int, notify) -> None:
+    """The first channel's plots beside the database (`lipon-hw report RUN` draws every
+    channel's). A plot that cannot be drawn is reported, never fatal."""
+    from lipon_hw.cell_results import write_cell_plots
+    from lipon_hw.engine.session import plots_dir
+
+    try:
+        write_cell_plots(store, run_id, plots_dir(store.data_dir, run_id), max_channels=1)
+    except Exception as exc:  # noqa: BLE001 - plots are a by-product of the run
+        if notify:
+            notify(f"warning: plots of run {run_id} were not written ({exc})")

@@ -1,8 +1,6 @@
-"""A channel's cycle bookkeeping: the analysis' streaming accumulator plus the running
-figures the summary needs, so memory does not grow with the number of cycles.
-
-The mean coulombic efficiency leaves out the first cycle (formation: the first charge
-of a fresh cell also builds its interfaces, so its CE says nothing about ageing).
+"""A channel's cycle bookkeeping while it runs: the analysis' streaming accumulator and
+the retention of the last closed cycle (for termination). Memory does not grow with the
+number of cycles; the closed cycles go to the store, and summaries are made from there.
 """
 
 from __future__ import annotations
@@ -11,17 +9,16 @@ from lipon_hw.analysis.cycles import CycleAccumulator, CycleStats
 
 
 class CycleCounter:
-    def __init__(self, acc: CycleAccumulator | None = None, figures: dict | None = None):
+    def __init__(self, acc: CycleAccumulator | None = None, retention: float | None = None):
         self.acc = acc or CycleAccumulator()
-        self.figures = figures or {"last_discharge_Ah": None, "retention": None, "ce_sum": 0.0,
-                                   "ce_count": 0, "first_cycle": None}
+        self.retention = retention
 
     @classmethod
     def from_state(cls, state: dict) -> CycleCounter:
-        return cls(CycleAccumulator.from_state(state["acc"]), state["figures"])
+        return cls(CycleAccumulator.from_state(state["acc"]), state.get("retention"))
 
     def state(self) -> dict:
-        return {"acc": self.acc.state(), "figures": dict(self.figures)}
+        return {"acc": self.acc.state(), "retention": self.retention}
 
     def add(self, rows: list[tuple]) -> list[CycleStats]:
         """Rows of (t_s, voltage_V, current_A, cycle, ...); returns the cycles closed."""
@@ -31,27 +28,7 @@ class CycleCounter:
         return self._note(self.acc.finish())
 
     def _note(self, closed: list[CycleStats]) -> list[CycleStats]:
-        f = self.figures
         for s in closed:
-            if f["first_cycle"] is None:
-                f["first_cycle"] = s.cycle
             if s.discharge_Ah > 0:
-                f["last_discharge_Ah"], f["retention"] = s.discharge_Ah, s.retention
-            if s.coulombic_efficiency is not None and s.discharge_Ah > 0 \
-                    and s.cycle != f["first_cycle"]:
-                f["ce_sum"] += s.coulombic_efficiency
-                f["ce_count"] += 1
+                self.retention = s.retention
         return closed
-
-    @property
-    def retention(self) -> float | None:
-        return self.figures["retention"]
-
-    @property
-    def last_discharge_Ah(self) -> float | None:
-        return self.figures["last_discharge_Ah"]
-
-    @property
-    def mean_ce(self) -> float | None:
-        f = self.figures
-        return f["ce_sum"] / f["ce_count"] if f["ce_count"] else None

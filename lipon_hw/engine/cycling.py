@@ -7,8 +7,10 @@ limits). A trip, a fault or a lost link stops that channel alone: its cell is
 disconnected and the others go on.
 
 Polling: an instrument that measures and buffers on its own (MethodSCRIPT) is polled
-often when an end is near and rarely otherwise, so the gap between the instrument
-ending a step and the next one starting stays within `MIN_POLL_S`, while a month of
+rarely while a step is far from its end and often when it is near: a step that ran
+before is expected to last about as long again (cycles repeat), a first constant current
+about as long as it takes to pass the cell's capacity. So the gap between the instrument
+ending a step and the host starting the next stays a few seconds, while a month of
 cycling costs few exchanges. A host-timed instrument (an SMU) is polled at its
 measurement interval.
 
@@ -31,9 +33,12 @@ from lipon_hw.engine import protocol as pr
 from lipon_hw.engine.cycle_stats import CycleCounter
 from lipon_hw.errors import LiponError
 from lipon_hw.store import Store
-from lipon_hw.techniques import EIS
+from lipon_hw.techniques import EIS, ConstantCurrent
 
 MIN_POLL_S = 1.0
+NEAR_END_POLL_S = 5.0
+EXPECTED_FRACTION = 0.97  # of the step's last duration, after which its end is near
+FIRST_TIME_FRACTION = 0.6  # of the time to pass the cell's capacity, for a step's first run
 #: longest wait between polls of a buffering instrument, virtual and real time
 MAX_POLL_S = {"virtual": 900.0, "realtime": 2.0}
 
@@ -54,6 +59,7 @@ class ChannelState:
     step_count: int = 0
     t_s: float = 0.0
     cycles: dict = field(default_factory=dict)  # CycleCounter state
+    durations: dict[str, float] = field(default_factory=dict)  # last duration of each step
     cell: dict | None = None  # the simulated cell's snapshot
 
     @classmethod
@@ -72,7 +78,7 @@ class Channel:
 
     def __init__(self, env: simpy.Environment, store: Store, run_id: int, plan: pr.ChannelPlan,
                  pstat, state: ChannelState, max_poll_s: float, sim_cell=None,
-                 on_cycle: Callable[[Channel], None] | None = None):
+                 on_cycle: Callable[[int, int], None] | None = None):
         self.env, self.store, self.run_id = env, store, run_id
         self.plan, self.pstat, self.state = plan, pstat, state
         self.number = plan.channel
@@ -98,11 +104,11 @@ class Channel:
                 if step.tag is not None:
                     st.pc += 1
                     continue
-                if step.loop is not None:
+                if step.loop is not None:  # a loop ends a cycle, whether it jumps or not
                     done = st.loops.get(str(st.pc), 0) + 1
+                    self._next_cycle()
                     if done < step.loop.times and not self._terminated():
                         st.loops[str(st.pc)] = done
-                        self._next_cycle()
                         st.pc = step.target
                     else:
                         st.loops.pop(str(st.pc), None)
@@ -120,12 +126,15 @@ class Channel:
             self.status, self.message = "stopped", "stopped by the operator"
         except LiponError as exc:
             self.status, self.message = "failed", str(exc)
+        except KeyboardInterrupt:
+            self.status, self.message = "interrupted", "stopped by the operator (Ctrl-C)"
+            raise
         finally:
             self._finish()
 
     def _terminated(self) -> bool:
         term = self.plan.program.termination
-        if term.cycles is not None and self.state.cycle >= term.cycles:
+        if term.cycles is not None and self.state.cycle > term.cycles:
             self.message = self.message or f"{term.cycles} cycles done"
             return True
         retention = self.counter.retention
@@ -139,7 +148,7 @@ class Channel:
     def _next_cycle(self) -> None:
         self.state.cycle += 1
         if self.on_cycle:
-            self.on_cycle(self)
+            self.on_cycle(self.number, self.completed_cycles)
 
     # --- one step ---------------------------------------------------------------------
     def _run_step(self, step: pr.PlannedStep):
@@ -151,6 +160,7 @@ class Channel:
         run = self.pstat.start(self.number, technique)
         ends = _HostEnds(step, self.plan, t0)
         rows: list[tuple] = []
+        taken: list[tuple] = []  # the step's samples, for the cycle figures at its end
         outcome: StepOutcome | None = None
         step_type, step_id = step.step_type, st.pc
         while True:
@@ -160,31 +170,56 @@ class Channel:
                 if samples[0].f_Hz is not None:
                     self._spectrum(samples, t0)
                 else:
-                    rows = [(t0 + s.t_s, s.E_V, s.I_A, st.cycle, st.step_count, step_id,
-                             step_type) for s in samples if s.E_V is not None]
+                    # at open circuit the instrument reports no current: it is zero
+                    rows = [(t0 + s.t_s, s.E_V, s.I_A or 0.0, st.cycle, st.step_count,
+                             step_id, step_type) for s in samples if s.E_V is not None]
                     self._check_safety(rows, limits)
                     outcome = ends.take(rows)
-                    self._store_cycles(self.counter.add(rows))
+                    taken.extend(rows)
                     self.store.add_cell_samples(self.run_id, self.number, rows)
             if outcome is None and self._abort_requested:
                 outcome = StepOutcome("aborted", "stopped by the operator")
-            if outcome is not None:
+            if outcome is None and run.finished:
+                outcome = ends.instrument_end(run.end_reason, self)
+            elif outcome is not None:
                 self.pstat.stop(self.number)
+            if outcome is not None:
+                self._store_cycles(self.counter.add(taken))
+                if outcome.end != "aborted":
+                    st.durations[str(step_id)] = (ends.last[0] if ends.last else self.env.now) - t0
                 return outcome
-            if run.finished:
-                return ends.instrument_end(run.end_reason, self)
 
     def _wait(self, run, ends: _HostEnds) -> float:
+        """How long to let the instrument run before asking for its samples."""
         if getattr(run, "poll_interval_s", None):
             return run.poll_interval_s
-        technique = run.technique
+        now, technique = self.env.now, run.technique
         if isinstance(technique, EIS):  # a few periods per frequency: poll a few times
-            cadence = sum(1 / f for f in technique.frequencies_Hz)
-        else:
-            record = getattr(technique, "record", None)
-            cadence = getattr(record, "dt_s", None) or self.max_poll_s
-        cadence = min(cadence, self.max_poll_s)
-        return min(cadence, max(MIN_POLL_S, 0.7 * ends.time_left(self.env.now)))
+            return min(self.max_poll_s, max(MIN_POLL_S, sum(1 / f for f in
+                                                            technique.frequencies_Hz)))
+        expected, fraction = self._expected_duration(technique)
+        if expected is not None:
+            # rarely until the step's end is near, then at the record cadence or faster
+            near = ends.t0 + fraction * expected
+            if now < near - MIN_POLL_S:
+                return min(self.max_poll_s, near - now)
+        record = getattr(technique, "record", None)
+        cadence = min(getattr(record, "dt_s", None) or self.max_poll_s, self.max_poll_s)
+        if fraction == EXPECTED_FRACTION:
+            cadence = min(cadence, NEAR_END_POLL_S)
+        return min(cadence, max(MIN_POLL_S, 0.7 * ends.time_left(now)))
+
+    def _expected_duration(self, technique) -> tuple[float | None, float]:
+        """How long the step should take: as long as last time (steps repeat), or for a
+        constant current the time to pass the cell's capacity; and the fraction of it
+        after which its end may come."""
+        last = self.state.durations.get(str(self.state.pc))
+        if last is not None:
+            return last, EXPECTED_FRACTION
+        current = getattr(technique, "current_A", None)
+        if isinstance(technique, ConstantCurrent) and self.plan.capacity_Ah and current:
+            return self.plan.capacity_Ah * 3600 / abs(current), FIRST_TIME_FRACTION
+        return None, 1.0
 
     def _spectrum(self, samples, t0: float) -> None:
         st = self.state
@@ -234,20 +269,13 @@ class Channel:
         for stats in closed:
             self.store.add_cycle(self.run_id, self.number, stats.cycle, stats.to_dict())
 
+    @property
+    def completed_cycles(self) -> int:
+        """Cycles ended by a loop (the running one, if any, is not counted)."""
+        return self.state.cycle - 1
+
     def request_stop(self) -> None:
         self._abort_requested = True
-
-    def summary(self) -> dict:
-        c = self.counter
-        return {"channel": self.number, "status": self.status, "message": self.message,
-                "cycles": self.state.cycle, "steps": self.state.step_count,
-                "last_discharge_uAh": _scaled(c.last_discharge_Ah, 1e6),
-                "mean_coulombic_efficiency": c.mean_ce, "retention": c.retention}
-
-
-def _scaled(value: float | None, k: float) -> float | None:
-    return None if value is None else value * k
-
 
 class _HostEnds:
     """The step's end conditions the host judges, and the time it expects the end."""

@@ -1,0 +1,170 @@
+"""What a cell-test run leaves behind: conductivities, exports and plots.
+
+- `film_figures`: the film's ionic conductivity from the first impedance spectrum of a
+  channel (σ = t/(R·A), R the fastest (R‖CPE) arc) and its electronic conductivity from
+  a DC polarization hold, with the thickness and area they were computed with.
+- `export_cell_run`: one file per channel (the Battery Data Format holds one cell per
+  file): BDF CSV or Parquet, or plain CSV/Parquet of the samples; impedance spectra as
+  CSV with frequency, real and imaginary impedance.
+- `write_cell_plots`: per channel, voltage vs capacity for a few cycles, capacity and
+  coulombic efficiency per cycle, Nyquist with its fit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from lipon_hw.analysis.bdf import BdfMetadata, write_bdf, write_spectrum_csv
+from lipon_hw.analysis.cycles import CycleStats
+from lipon_hw.analysis.dcpol import analyze_dc_polarization
+from lipon_hw.analysis.eis import film_conductivity_S_cm, fit_spectrum
+from lipon_hw.errors import InputError, LiponError
+from lipon_hw.store import Store
+
+FORMATS = ("bdf", "bdf-parquet", "csv", "parquet")
+
+
+def film_geometry(store: Store, plan) -> tuple[float | None, float | None]:
+    """(LiPON thickness nm, area cm²) as the host knows them: the protocol's cell, else
+    the sample's LiPON layers."""
+    thickness = plan.cell.lipon_thickness_nm
+    if thickness is None and plan.sample:
+        try:
+            layers = store.film_stack(plan.sample)
+        except LiponError:
+            layers = []
+        total = sum(x["thickness_nm"] for x in layers if x["material"] in ("LiPON", "Li3PO4"))
+        thickness = total or None
+    return thickness, plan.cell.area_cm2
+
+
+def film_figures(store: Store, run_id: int, plan) -> dict:
+    """Conductivities of one channel's film from what the run recorded (empty if none)."""
+    thickness, area = film_geometry(store, plan)
+    out: dict = {}
+    spectrum = store.spectra(run_id, plan.channel)
+    if spectrum:
+        first = [r for r in spectrum if r[2] == spectrum[0][2]]
+        f = np.array([r[3] for r in first])
+        z = np.array([complex(r[4], r[5]) for r in first])
+        try:
+            fit = fit_spectrum(f, z)
+        except InputError:
+            fit = None
+        if fit is not None:
+            out["film_resistance_ohm"] = fit.film_resistance_ohm
+            if thickness and area:
+                out["ionic_conductivity_S_cm"] = film_conductivity_S_cm(fit, thickness, area)
+    hold = _dc_polarization(store, run_id, plan)
+    if hold is not None and thickness and area:
+        t, i, v = hold
+        out["electronic_conductivity_S_cm"] = analyze_dc_polarization(
+            t - t[0], i, v, thickness, area).sigma_e_S_cm
+    if out:
+        out.update(film_thickness_nm=thickness, area_cm2=area)
+    return out
+
+
+def _dc_polarization(store: Store, run_id: int, plan):
+    steps = {i for i, s in enumerate(plan.program.steps) if s.kind == "dc_polarization"}
+    if not steps:
+        return None
+    rows = [r for r in store.cell_samples(run_id, plan.channel) if r[5] in steps]
+    if len(rows) < 10:
+        return None
+    first = rows[0][4]
+    rows = [r for r in rows if r[4] == first]
+    t, v, i = (np.array(c) for c in zip(*[(r[0], r[1], r[2]) for r in rows], strict=True))
+    return t, i, float(np.median(v))
+
+
+# --- exports -------------------------------------------------------------------------------
+def export_cell_run(store: Store, run_id: int, fmt: str, out_dir: Path | str) -> list[Path]:
+    """Every channel's samples (and spectra) under `out_dir`; returns the files."""
+    if fmt not in FORMATS:
+        raise InputError(f"format {fmt} is unknown for a cell test (use {', '.join(FORMATS)})")
+    run = store.run(run_id)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: a cell test exports one file per channel, so --out "
+                         "must be a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for ch in store.channels(run_id):
+        n = ch["channel"]
+        rows = store.cell_samples(run_id, n)
+        if fmt.startswith("bdf"):
+            ext = "parquet" if fmt == "bdf-parquet" else "csv"
+            meta = BdfMetadata(cell_name=f"{ch['sample_id'] or run.name} channel {n}",
+                               unix_start_s=run.started_at, run_id=run_id,
+                               extra={"instrument": ch["instrument"], "channel": n,
+                                      "protocol": run.sequence_path, "status": ch["status"]})
+            files.append(write_bdf(rows, out / f"run{run_id}-ch{n}.bdf.{ext}", meta, fmt=ext))
+        else:
+            files.append(_plain(rows, out / f"run{run_id}-ch{n}.{fmt}", fmt))
+        spectrum = store.spectra(run_id, n)
+        if spectrum:
+            files.append(write_spectrum_csv(
+                [(r[0], r[3], r[4], r[5], r[1], r[2]) for r in spectrum],
+                out / f"run{run_id}-ch{n}-eis.csv"))
+    return files
+
+
+def _plain(rows, path: Path, fmt: str) -> Path:
+    from lipon_hw.store import CELL_SAMPLE_COLUMNS
+
+    if fmt == "csv":
+        import csv
+
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(CELL_SAMPLE_COLUMNS)
+            writer.writerows(rows)
+        return path
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cols = list(zip(*rows, strict=True)) or [[] for _ in CELL_SAMPLE_COLUMNS]
+    pq.write_table(pa.table(dict(zip(CELL_SAMPLE_COLUMNS, cols, strict=True))), path)
+    return path
+
+
+# --- plots ---------------------------------------------------------------------------------
+def write_cell_plots(store: Store, run_id: int, out_dir: Path | str,
+                     max_channels: int = 16) -> list[Path]:
+    from lipon_hw.analysis.plots import plot_capacity_ce, plot_nyquist, plot_voltage_capacity
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for ch in store.channels(run_id)[:max_channels]:
+        n = ch["channel"]
+        stats = [CycleStats(**s) for s in store.cycles(run_id, n)]
+        if stats:
+            files.append(plot_capacity_ce(stats, out / f"ch{n}-capacity-ce.png",
+                                          title=f"run {run_id} channel {n}"))
+            picked = _spread([s.cycle for s in stats])
+            rows = store.cell_samples_of_cycles(run_id, n, picked)
+            if rows:
+                t, v, i, c = (np.array(x) for x in zip(*[r[:4] for r in rows], strict=True))
+                files.append(plot_voltage_capacity(t, v, i, c, out / f"ch{n}-voltage-capacity.png"))
+        spectrum = store.spectra(run_id, n)
+        if spectrum:
+            first = [r for r in spectrum if r[2] == spectrum[0][2]]
+            f = np.array([r[3] for r in first])
+            z = np.array([complex(r[4], r[5]) for r in first])
+            try:
+                fit = fit_spectrum(f, z)
+            except InputError:
+                fit = None
+            files.append(plot_nyquist(f, z, out / f"ch{n}-nyquist.png", fit=fit))
+    return files
+
+
+def _spread(cycles: list[int], k: int = 6) -> list[int]:
+    if len(cycles) <= k:
+        return cycles
+    idx = np.unique(np.linspace(0, len(cycles) - 1, k).round().astype(int))
+    return [cycles[i] for i in idx]

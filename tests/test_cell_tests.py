@@ -1,0 +1,223 @@
+"""Cell tests end to end on the simulated bench: protocol → engine → MethodSCRIPT driver →
+link → emulator → simulated cells, and what the run leaves (summary, exports, resume)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lipon_hw.engine.cell_session import load, resume_cycling, start_cycling
+from lipon_hw.errors import InputError
+from lipon_hw.station import load_station
+from lipon_hw.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+SEQUENCES = ROOT / "sequences"
+
+LNMO = """
+name: LNMO short
+kind: cycling
+potentiostat: mes4
+channels: {channels}
+cell: {{kind: lnmo, area_cm2: 0.049, capacity_uAh: 1.47}}
+record: {{every_s: 30, every_mV: 5}}
+safety: {{min_V: 2.5, max_V: 5.2}}
+steps:
+  - tag: cycle
+  - cc: {{current_A: 3.0e-6, until: {{voltage_V: 5.1, time_h: 2}}}}
+  - cc: {{current_A: -3.0e-6, until: {{voltage_V: 3.5, time_h: 2}}}}
+  - loop: {{to: cycle, times: {cycles}}}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "protocol.yaml") -> str:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def cli(*args, cwd, timeout=300):
+    return subprocess.run([sys.executable, "-m", "lipon_hw.cli", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+# --- validation -----------------------------------------------------------------------------
+@pytest.mark.parametrize("patch, message", [
+    (("cc: {current_A: 3.0e-6,", "cc: {rate_C: 2,"), None),  # fine: the cell has a capacity
+    (("capacity_uAh: 1.47", "capacity_uAh: 0"), "cell.capacity_uAh"),
+    (("- cc: {current_A: -3.0e-6", "- ccc: {current_A: -3.0e-6"), "unknown step 'ccc'"),
+    (("to: cycle", "to: nowhere"), "no tag 'nowhere' before this loop"),
+    (("voltage_V: 5.1,", "current_A: 1.0e-9,"), "cannot end on current_A"),
+    (("potentiostat: mes4", "potentiostat: mes5"), "instrument 'mes5' is not in station"),
+    (("channels: 1-2", "channels: 1-17"), "mes4 has channels 1–16, not 17"),
+    (("channels: 1-2", "channels: 2-1"), "'2-1' is not a channel"),
+    (("potentiostat: mes4", "potentiostat: smu"), None),  # the SMU runs CC too
+])
+def test_protocol_errors_name_file_line_and_field(tmp_path, patch, message):
+    text = LNMO.format(channels="1-2", cycles=3).replace(*patch)
+    if "smu" in patch[1]:
+        text = text.replace("channels: 1-2", "channels: 1")
+    path = write(tmp_path, text)
+    if message is None:
+        load(path, load_station(), None)  # valid: no error
+        return
+    with pytest.raises(InputError) as err:
+        start_cycling(path, tmp_path / "data")
+    text_err = str(err.value)
+    assert text_err.startswith(f"{path}:") and message in text_err, text_err
+    assert not (tmp_path / "data" / "lipon.db").exists() or not Store(
+        tmp_path / "data").runs(), "a refused protocol must not create a run"
+
+
+def test_c_rate_without_capacity_and_eis_on_the_smu_are_refused(tmp_path):
+    text = LNMO.format(channels="1", cycles=2).replace("capacity_uAh: 1.47", "temperature_C: 25")
+    path = write(tmp_path, text.replace("current_A: 3.0e-6,", "rate_C: 2,"))
+    with pytest.raises(InputError, match=r"protocol.yaml:\d+: channels: channel 1: a C-rate"):
+        start_cycling(path, tmp_path / "data")
+    eis = write(tmp_path, LNMO.format(channels="1", cycles=2).replace(
+        "potentiostat: mes4", "potentiostat: smu").replace(
+        "- tag: cycle", "- eis: {from_Hz: 1.0e5, to_Hz: 1, per_decade: 5}\n  - tag: cycle"),
+        "eis.yaml")
+    with pytest.raises(InputError, match=r"eis.yaml:10: steps\[0\].eis: smu \(keithley2450\) "
+                                         r"cannot run eis"):
+        start_cycling(eis, tmp_path / "data")
+
+
+# --- the film: conductivities ----------------------------------------------------------------
+def test_conductivity_protocol_reports_the_films_sigma_and_exports_the_spectrum(tmp_path):
+    from lipon_hw.sim.cells import cell_from_spec
+
+    proc = cli("run", SEQUENCES / "lipon_conductivity.yaml", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    truth = cell_from_spec({"kind": "blocking"})  # the seeds' Cu/LiPON/Cu the protocol mounts
+    sigma_true = truth.lipon[0].sigma_S_cm
+    assert summary["film_thickness_nm"] == 3700 and summary["area_cm2"] == 0.04
+    assert summary["ionic_conductivity_S_cm"] == pytest.approx(sigma_true, rel=0.05)
+    assert 1.2e-14 / 2 < summary["electronic_conductivity_S_cm"] < 1.2e-14 * 2
+    out = tmp_path / "export"
+    proc = cli("export", summary["run_id"], "--format", "csv", "--out", out, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    with open(out / f"run{summary['run_id']}-ch1-eis.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 76  # 3 MHz → 100 mHz: 7.48 decades at 10 per decade, ends included
+    f = [float(r["Frequency / Hz"]) for r in rows]
+    assert f[0] == pytest.approx(3.0e6) and f[-1] == pytest.approx(0.1)
+    assert all(float(r["Imaginary Impedance / ohm"]) < 0 for r in rows)
+    assert float(rows[-1]["Real Impedance / ohm"]) > float(rows[0]["Real Impedance / ohm"])
+
+
+# --- cycling: isolation, summaries, BDF ------------------------------------------------------
+def test_a_short_on_one_channel_stops_that_channel_alone(tmp_path):
+    text = LNMO.format(channels="1-3", cycles=4).replace(
+        "channels: 1-3", 'channels: {"1-2": {}, "3": {cell: {faults: '
+                         '[{kind: hard_short, at_cycle: 1.5}]}}}')
+    result = start_cycling(write(tmp_path, text), tmp_path / "data")
+    assert result.status == "completed"
+    by_channel = {c["channel"]: c for c in result.summary["channels"]}
+    for n in (1, 2):
+        assert by_channel[n]["status"] == "completed" and by_channel[n]["cycles"] == 4
+        assert 1.2 < by_channel[n]["last_discharge_uAh"] < 1.47
+        assert 0.97 < by_channel[n]["mean_coulombic_efficiency"] <= 1.0
+    short = by_channel[3]
+    assert short["status"] == "tripped" and "below min_V 2.5 V" in short["message"]
+    assert short["cycles"] < 4
+    store = Store(tmp_path / "data")
+    assert {c["status"] for c in store.channels(result.run_id)} == {"completed", "tripped"}
+
+
+def test_bdf_export_has_the_standard_columns_and_monotonic_counts(tmp_path):
+    result = start_cycling(write(tmp_path, LNMO.format(channels="1", cycles=3)),
+                           tmp_path / "data", workers=1)
+    out = tmp_path / "bdf"
+    proc = cli("export", result.run_id, "--data", tmp_path / "data", "--format", "bdf",
+               "--out", out, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    with open(out / f"run{result.run_id}-ch1.bdf.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for column in ("Test Time / s", "Voltage / V", "Current / A", "Unix Time / s",
+                   "Cycle Count / 1", "Step Count / 1"):
+        assert column in rows[0]
+    steps = [int(r["Step Count / 1"]) for r in rows]
+    cycles = [int(r["Cycle Count / 1"]) for r in rows]
+    times = [float(r["Test Time / s"]) for r in rows]
+    assert steps == sorted(steps) and cycles == sorted(cycles) and times == sorted(times)
+    assert max(cycles) == 3 and max(steps) == 6
+    charge = [float(r["Current / A"]) for r in rows if r["Step Type"] == "CC_CHG"]
+    assert charge and all(i > 0 for i in charge)  # positive current charges (BDF)
+
+
+def test_run_json_summary_has_every_channel(tmp_path):
+    path = write(tmp_path, LNMO.format(channels="1-2", cycles=2))
+    proc = cli("run", path, "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    summary = json.loads(lines[-1])
+    assert summary["status"] == "completed"
+    assert [c["channel"] for c in summary["channels"]] == [1, 2]
+    for ch in summary["channels"]:
+        assert ch["cycles"] == 2
+        assert ch["last_discharge_uAh"] > 1.0 and ch["mean_coulombic_efficiency"] > 0.95
+
+
+# --- resume ----------------------------------------------------------------------------------
+def _progress(db: Path) -> list[tuple[int, int]]:
+    if not db.exists():
+        return []
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        return con.execute("SELECT channel, cycle FROM channels ORDER BY channel").fetchall()
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        con.close()
+
+
+def test_kill_9_mid_campaign_then_resume_continues_every_channel(tmp_path):
+    path = write(tmp_path, LNMO.format(channels="1-4", cycles=40))
+    proc = subprocess.Popen([sys.executable, "-m", "lipon_hw.cli", "run", path, "--json"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    db = tmp_path / "lipon-data" / "lipon.db"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the run ended before it could be killed"
+        rows = _progress(db)
+        if len(rows) == 4 and min(c for _, c in rows) >= 6:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(1.0)  # the workers follow their parent (SIGTERM on its death)
+    con = sqlite3.connect(db)
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    before = con.execute("SELECT channel, MAX(step_count), MAX(cycle) FROM cell_samples"
+                         " GROUP BY channel").fetchall()
+    # the workers saw their parent die: each stopped its channels and disconnected the cells
+    assert {s for (s,) in con.execute("SELECT status FROM channels")} == {"interrupted"}
+    con.close()
+    assert all(cycle < 40 for _, _, cycle in before)
+
+    result = resume_cycling(1, tmp_path / "lipon-data")
+    assert result.status == "completed"
+    assert [c["cycles"] for c in result.summary["channels"]] == [40] * 4
+    con = sqlite3.connect(db)
+    for channel in range(1, 5):
+        rows = con.execute("SELECT t_s, step_count, cycle FROM cell_samples WHERE channel=?"
+                           " ORDER BY rowid", (channel,)).fetchall()
+        t, steps, cycles = zip(*rows, strict=True)
+        assert list(t) == sorted(t) and len(set(t)) == len(t), "time must not go back"
+        assert list(steps) == sorted(steps) and list(cycles) == sorted(cycles)
+        assert max(steps) == 80 and max(cycles) == 40
+        assert set(range(1, 81)) == set(steps), "every step once, numbered without a gap"
+    stats = con.execute("SELECT cycle FROM cycles WHERE channel=1 ORDER BY cycle").fetchall()
+    assert [c for (c,) in stats] == list(range(1, 41))
+    con.close()
