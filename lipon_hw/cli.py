@@ -69,9 +69,12 @@ def main() -> None:
 @click.option("--speed", type=float,
               help="Run on a real-time clock at this many times wall speed (1 for hardware). "
                    "Default for a simulated lab: virtual time, as fast as possible.")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Cell tests: processes sharing the channels (default: one per core in "
+                   "virtual time, one in real time).")
 @json_option
 @reports_errors
-def run(sequence, station_path, data_dir, seed, speed, as_json) -> None:
+def run(sequence, station_path, data_dir, seed, speed, workers, as_json) -> None:
     """Run a recipe or a cell-test protocol SEQUENCE (YAML) on the station."""
     from lipon_hw.cli_cells import is_cell_test
 
@@ -82,7 +85,7 @@ def run(sequence, station_path, data_dir, seed, speed, as_json) -> None:
         with _stop_on_sigterm(), ChannelProgress(quiet=as_json) as progress:
             result = start_cycling(sequence, data_dir, station_path, seed=seed, speed=speed,
                                    notify=progress.note, on_start=progress.start,
-                                   on_cycle=progress.cycle)
+                                   on_cycle=progress.cycle, workers=workers)
         print_summary(result, as_json)
         return
     from lipon_hw.engine.session import start_run
@@ -97,9 +100,10 @@ def run(sequence, station_path, data_dir, seed, speed, as_json) -> None:
 @click.argument("run_id", type=int)
 @data_option
 @click.option("--speed", type=float, help="As for `run`.")
+@click.option("--workers", type=click.IntRange(min=1), help="As for `run`.")
 @json_option
 @reports_errors
-def resume(run_id, data_dir, speed, as_json) -> None:
+def resume(run_id, data_dir, speed, workers, as_json) -> None:
     """Continue a killed or interrupted run from its last checkpoint."""
     from lipon_hw.engine.session import resume_run
 
@@ -109,7 +113,8 @@ def resume(run_id, data_dir, speed, as_json) -> None:
 
         with _stop_on_sigterm(), ChannelProgress(quiet=as_json) as progress:
             result = resume_cycling(run_id, data_dir, speed=speed, notify=progress.note,
-                                    on_start=progress.start, on_cycle=progress.cycle)
+                                    on_start=progress.start, on_cycle=progress.cycle,
+                                    workers=workers)
         print_summary(result, as_json)
         return
     with _stop_on_sigterm(), _Progress(quiet=as_json) as progress:

@@ -219,7 +219,7 @@ class Link:
         self._reopen_at = 0.0
         self._clock = clock
         self._open = False
-        self._rx = bytearray()  # bytes taken in bulk and not yet read
+        self._rx = bytearray()  # bytes taken in bulk (or given back) and not yet read
         self._read_available = getattr(port, "read_available", None)
 
     # -- byte access, for drivers inside exchange() ---------------------------------
@@ -227,12 +227,13 @@ class Link:
         self._port.write(data)
 
     def read_exact(self, n: int) -> bytes:
-        if self._read_available is None:
+        if self._read_available is None and not self._rx:
             data = self._port.read(n, self.timeout_s)
         else:
             rx = self._rx
             if len(rx) < n:
-                rx += self._read_available()
+                rx += self._read_available() if self._read_available is not None else \
+                    self._port.read(n - len(rx), self.timeout_s)
             data = bytes(rx[:n])
             del rx[:n]
         if len(data) < n:
@@ -244,7 +245,7 @@ class Link:
 
     def read_until(self, terminator: bytes, max_bytes: int = 4096) -> bytes:
         """Bytes up to and including `terminator`."""
-        if self._read_available is not None:
+        if self._read_available is not None or self._rx:
             return self._read_until_buffered(terminator, max_bytes)
         buf = bytearray()
         while not buf.endswith(terminator):
@@ -260,9 +261,30 @@ class Link:
                                  f"{terminator!r}")
         return bytes(buf)
 
+    def read_lines(self, terminator: bytes, max_bytes: int = 4096) -> list[bytes]:
+        """Every frame up to `terminator` that has arrived, each as read_until gives it:
+        the first is waited for as read_until waits (its timeout and frame errors); the
+        others are those complete in the bulk buffer (a port read byte by byte gives
+        one). Give back what was read too far with `unread`."""
+        frames = [self.read_until(terminator, max_bytes)]
+        rx, start, step = self._rx, 0, len(terminator)
+        while True:
+            end = rx.find(terminator, start)
+            if end < 0 or end + step - start > max_bytes:
+                break  # incomplete or too long: left for read_until to judge
+            frames.append(bytes(rx[start:end + step]))
+            start = end + step
+        del rx[:start]
+        return frames
+
+    def unread(self, data: bytes) -> None:
+        """Put bytes back in front of those still to be read (a driver that read past the
+        end of what it wanted)."""
+        self._rx[:0] = data
+
     def _read_until_buffered(self, terminator: bytes, max_bytes: int) -> bytes:
-        """read_until from the bulk buffer: a frame error consumes max_bytes + 1 bytes and
-        a timeout everything that came, as the byte-by-byte reads do."""
+        """read_until from the buffer: a frame error consumes max_bytes + 1 bytes and a
+        timeout everything that came, as the byte-by-byte reads do."""
         rx = self._rx
         while True:
             end = rx.find(terminator)
@@ -276,7 +298,8 @@ class Link:
                 del rx[:max_bytes + 1]
                 raise FrameError(f"{self.address} sent more than {max_bytes} bytes without "
                                  f"{terminator!r}")
-            more = self._read_available()
+            more = self._read_available() if self._read_available is not None else \
+                self._port.read(1, self.timeout_s)
             if not more:
                 got = bytes(rx)
                 rx.clear()

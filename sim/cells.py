@@ -185,6 +185,9 @@ class FullParams(CellParams):
     anode_bare_V: float = 2.9  # assumption: bare Cu/SS collector against Li
     anode_double_layer_F_cm2: float = 10e-6  # assumption
     stripped_wall_V: float = 0.5  # assumption: anode climbs past bare collector once Li is gone
+    # assumption: past the wall the bare collector itself dissolves, near 3.4–3.6 V vs Li,
+    # so an emptied anode holds there instead of driving the cell far below 0 V
+    collector_dissolution_rise_V: float = 0.2
     li_slope_V: float = 0.001  # assumption: Li metal potential drift (strict monotonicity)
     reference_current_A_cm2: float = 6.0e-5  # assumption: ~C/10 of 0.6 mAh/cm² (nucleation)
     nucleation_overpotential_V: float = 0.15  # assumption: anodeless first-charge spike
@@ -585,9 +588,10 @@ class FullCell(_FilmCell):
         pos = self._ocv.scaled(fx=cap)
         n_dl = self._dl_charge_C()
         far = 10 * (self.design_capacity_C + self._li_inventory_C()) + 1.0
-        neg = PiecewiseLinear([-n_dl, 0.0, n_dl, n_dl + far],
-                              [p.anode_bare_V + p.stripped_wall_V, p.anode_bare_V, 0.0,
-                               -p.li_slope_V])
+        wall_V = p.anode_bare_V + p.stripped_wall_V
+        neg = PiecewiseLinear([-n_dl - far, -n_dl, 0.0, n_dl, n_dl + far],
+                              [wall_V + p.collector_dissolution_rise_V, wall_V,
+                               p.anode_bare_V, 0.0, -p.li_slope_V])
         kinetic = None
         if direction > 0:
             ce = self.coulombic_efficiency(self.age_cycles)

@@ -258,6 +258,7 @@ def _summary(store: Store, run_id: int, proto: pr.Protocol, rows: list[dict]) ->
     protocol measured them (the first such channel's also at the top level)."""
     from lipon_hw.analysis.cycles import CycleStats, summarize
     from lipon_hw.cell_results import film_figures
+    from lipon_hw.engine.cycle_stats import reference_discharge_Ah
 
     plans = {p.channel: p for p in proto.channels}
     summary: dict = {"virtual_s": max((r["t_s"] for r in rows), default=0.0)}
@@ -265,13 +266,17 @@ def _summary(store: Store, run_id: int, proto: pr.Protocol, rows: list[dict]) ->
     for row in rows:
         stats = [CycleStats(**c) for c in store.cycles(run_id, row["channel"])]
         figures = summarize(stats, from_cycle=stats[0].cycle + 1 if stats else None)
+        plan = plans.get(row["channel"])
+        ref = reference_discharge_Ah(stats, plan.program.termination.reference_cycle
+                                     if plan else 1)
+        last = figures.last_discharge_Ah
         entry = {"channel": row["channel"], "status": row["status"], "message": row["message"],
                  "cycles": max(row["cycle"] - 1, 0), "steps": row["step_count"],
-                 "last_discharge_uAh": _scaled(figures.last_discharge_Ah, 1e6),
+                 "last_discharge_uAh": _scaled(last, 1e6),
                  "mean_coulombic_efficiency": figures.mean_coulombic_efficiency,
-                 "retention": figures.retention}
-        if row["channel"] in plans:
-            film = film_figures(store, run_id, plans[row["channel"]])
+                 "retention": last / ref if last and ref else None}
+        if plan is not None:
+            film = film_figures(store, run_id, plan)
             entry.update(film)
             if film and "film_thickness_nm" not in summary:
                 summary.update(film)

@@ -1,6 +1,10 @@
 """A channel's cycle bookkeeping while it runs: the analysis' streaming accumulator and
 the retention of the last closed cycle (for termination). Memory does not grow with the
 number of cycles; the closed cycles go to the store, and summaries are made from there.
+
+Retention is the discharge capacity relative to that of the reference cycle (the
+protocol's `termination.reference_cycle`, or the first later cycle with a discharge), so
+formation cycles at a slower rate need not count as capacity lost.
 """
 
 from __future__ import annotations
@@ -8,17 +12,27 @@ from __future__ import annotations
 from lipon_hw.analysis.cycles import CycleAccumulator, CycleStats
 
 
+def reference_discharge_Ah(stats, reference_cycle: int) -> float | None:
+    return next((s.discharge_Ah for s in stats
+                 if s.cycle >= reference_cycle and s.discharge_Ah > 0), None)
+
+
 class CycleCounter:
-    def __init__(self, acc: CycleAccumulator | None = None, retention: float | None = None):
+    def __init__(self, acc: CycleAccumulator | None = None, reference_cycle: int = 1,
+                 reference_Ah: float | None = None, retention: float | None = None):
         self.acc = acc or CycleAccumulator()
+        self.reference_cycle = reference_cycle
+        self.reference_Ah = reference_Ah
         self.retention = retention
 
     @classmethod
     def from_state(cls, state: dict) -> CycleCounter:
-        return cls(CycleAccumulator.from_state(state["acc"]), state.get("retention"))
+        return cls(CycleAccumulator.from_state(state["acc"]), state["reference_cycle"],
+                   state["reference_Ah"], state["retention"])
 
     def state(self) -> dict:
-        return {"acc": self.acc.state(), "retention": self.retention}
+        return {"acc": self.acc.state(), "reference_cycle": self.reference_cycle,
+                "reference_Ah": self.reference_Ah, "retention": self.retention}
 
     def add(self, rows: list[tuple]) -> list[CycleStats]:
         """Rows of (t_s, voltage_V, current_A, cycle, ...); returns the cycles closed."""
@@ -28,7 +42,9 @@ class CycleCounter:
         return self._note(self.acc.finish())
 
     def _note(self, closed: list[CycleStats]) -> list[CycleStats]:
+        if self.reference_Ah is None:
+            self.reference_Ah = reference_discharge_Ah(closed, self.reference_cycle)
         for s in closed:
-            if s.discharge_Ah > 0:
-                self.retention = s.retention
+            if s.discharge_Ah > 0 and self.reference_Ah:
+                self.retention = s.discharge_Ah / self.reference_Ah
         return closed

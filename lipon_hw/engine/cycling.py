@@ -87,7 +87,9 @@ class Channel:
         self.on_cycle = on_cycle
         self.status = "running"
         self.message = ""
-        self.counter = CycleCounter.from_state(state.cycles) if state.cycles else CycleCounter()
+        reference = plan.program.termination.reference_cycle
+        self.counter = (CycleCounter.from_state(state.cycles) if state.cycles
+                        else CycleCounter(reference_cycle=reference))
         self._abort_requested = False
         self._saved: dict = asdict(state)
 
@@ -107,7 +109,9 @@ class Channel:
                 if step.loop is not None:  # a loop ends a cycle, whether it jumps or not
                     done = st.loops.get(str(st.pc), 0) + 1
                     self._next_cycle()
-                    if done < step.loop.times and not self._terminated():
+                    if self._terminated():
+                        break
+                    if done < step.loop.times:
                         st.loops[str(st.pc)] = done
                         st.pc = step.target
                     else:
@@ -118,8 +122,7 @@ class Channel:
                 st.pc = step.gotos.get(outcome.end, st.pc + 1)
                 self._save()
             if self.status == "running":
-                self.status = "terminated" if self._terminated() else "completed"
-                self.message = self.message or "protocol done"
+                self.status, self.message = "completed", self.message or "protocol done"
         except ChannelTrip as exc:
             self.status, self.message = "tripped", str(exc)
         except simpy.Interrupt:
@@ -133,15 +136,18 @@ class Channel:
             self._finish()
 
     def _terminated(self) -> bool:
+        """The protocol's termination: enough cycles (completed), or the capacity has
+        faded below the retention limit (terminated: the cell reached its end of life)."""
         term = self.plan.program.termination
-        if term.cycles is not None and self.state.cycle > term.cycles:
-            self.message = self.message or f"{term.cycles} cycles done"
+        if term.cycles is not None and self.completed_cycles >= term.cycles:
+            self.message = f"{term.cycles} cycles done"
             return True
         retention = self.counter.retention
         if (term.retention_below_pct is not None and retention is not None
                 and retention * 100 < term.retention_below_pct):
+            self.status = "terminated"
             self.message = (f"retention {retention * 100:.1f} % fell below "
-                            f"{term.retention_below_pct:g} %")
+                            f"{term.retention_below_pct:g} % at cycle {self.completed_cycles}")
             return True
         return False
 

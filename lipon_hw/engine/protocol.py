@@ -243,6 +243,7 @@ class ChannelSpec(_Model):
 class Termination(_Model):
     cycles: int | None = Field(default=None, gt=0)
     retention_below_pct: float | None = Field(default=None, gt=0, lt=100)
+    reference_cycle: int = Field(default=1, gt=0)  # retention is relative to this cycle
 
 
 class ProtocolSpec(_Model):

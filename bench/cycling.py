@@ -1,0 +1,162 @@
+"""Cycling benchmark: the thesis LNMO protocol on 16 channels, 600 cycles, recorded every
+30 s or 5 mV.
+
+Full path: `sequences/lnmo_cycling.yaml` through the engine (worker processes, SQLite
+store), the MethodSCRIPT driver, its Links, the MultiEmStat4 emulator and the simulated
+cells. Cell alone: the same cells under the same currents and limits, with the same
+record rule, computed by the cell model without any instrument (no EIS). The ratio of
+the two is the cost of the full path. The full path also runs a shorter campaign first,
+so peak memory at 100 and at 600 cycles can be compared.
+
+    python bench/cycling.py [--cycles 600] [--channels 16] [--workers N]
+
+Prints figures, then one JSON line holding them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from lipon_hw.engine.cell_session import start_cycling
+from lipon_hw.sim.cells import cell_from_films, default_layers
+from lipon_hw.sim.recording import record_constant_current
+
+ROOT = Path(__file__).resolve().parents[1]
+PROTOCOL = ROOT / "sequences" / "lnmo_cycling.yaml"
+
+
+def protocol(cycles: int, channels: int, directory: Path) -> Path:
+    """The shipped protocol with its campaign length and channel count changed."""
+    data = yaml.safe_load(PROTOCOL.read_text(encoding="utf-8"))
+    data["channels"] = f"1-{channels}"
+    data["termination"]["cycles"] = cycles
+    for step in data["steps"]:
+        if "loop" in step and step["loop"]["to"] == "cycle":
+            step["loop"]["times"] = max(1, cycles - 2)
+    path = directory / f"lnmo_{cycles}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def peak_rss_MB() -> dict:
+    kb = 1024.0  # ru_maxrss is in kB on Linux
+    return {"engine_MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / kb,
+            "workers_MB": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / kb}
+
+
+def full_path(cycles: int, channels: int, workers: int | None, directory: Path) -> dict:
+    """One campaign in a fresh interpreter, so its peak memory (engine and workers) is
+    its own."""
+    data = directory / f"data_{cycles}"
+    args = [sys.executable, __file__, "--campaign", str(protocol(cycles, channels, directory)),
+            str(data)] + ([str(workers)] if workers else [])
+    proc = subprocess.run(args, capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def campaign(path: str, data: Path, workers: int | None) -> dict:
+    wall = time.perf_counter()
+    result = start_cycling(path, data, workers=workers)
+    wall = time.perf_counter() - wall
+    con = sqlite3.connect(data / "lipon.db")
+    samples = con.execute("SELECT COUNT(*) FROM cell_samples").fetchone()[0]
+    con.close()
+    db_MB = (data / "lipon.db").stat().st_size / 1e6
+    channel_h = sum(ch["t_s"] for ch in _channels(data, result.run_id)) / 3600
+    done = [ch["cycles"] for ch in result.summary["channels"]]
+    ce = [ch["mean_coulombic_efficiency"] for ch in result.summary["channels"]]
+    return {"status": result.status, "wall_s": wall, "campaign_h": result.t_s / 3600,
+            "channel_h": channel_h, "channel_h_per_wall_s": channel_h / wall,
+            "samples": samples, "samples_per_s": samples / wall, "db_MB": db_MB,
+            "cycles_min": min(done), "cycles_max": max(done),
+            "mean_ce_min": min(ce), **peak_rss_MB()}
+
+
+def _channels(data: Path, run_id: int) -> list[dict]:
+    con = sqlite3.connect(data / "lipon.db")
+    rows = con.execute("SELECT channel, t_s FROM channels WHERE run_id=?", (run_id,)).fetchall()
+    con.close()
+    return [{"channel": c, "t_s": t} for c, t in rows]
+
+
+def cell_alone(cycles: int, channels: int, seed: int = 1) -> dict:
+    """The protocol's constant-current steps on the cells themselves."""
+    spec = yaml.safe_load(PROTOCOL.read_text(encoding="utf-8"))
+    record = spec["record"]
+    dt, dV = record["every_s"], record["every_mV"] * 1e-3
+    formation = [(1.5e-7, 15 * 3600)] * 2
+    fast = [(3.0e-6, 2 * 3600)] * max(1, cycles - 2)
+    wall = time.perf_counter()
+    samples, channel_s = 0, 0.0
+    for ch in range(1, channels + 1):
+        cell = cell_from_films("lnmo", default_layers("lnmo"), 0.049,
+                               rng=np.random.default_rng([seed, ch]))
+        t = 0.0
+        for current, max_s in formation + fast:
+            for signed, v_min, v_max in ((current, None, 5.1), (-current, 3.5, None)):
+                rec = record_constant_current(cell, t, signed, v_min, v_max, 1.0, dt, dV, max_s)
+                samples += len(rec.t_s)
+                t += float(rec.t_s[-1]) if len(rec.t_s) else max_s
+        channel_s += t
+    wall = time.perf_counter() - wall
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return {"wall_s": wall, "channel_h": channel_s / 3600,
+            "channel_h_per_wall_s": channel_s / 3600 / wall, "samples": samples,
+            "samples_per_s": samples / wall, "peak_MB": kb}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cycles", type=int, default=600)
+    ap.add_argument("--channels", type=int, default=16)
+    ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--short", type=int, default=100, help="cycles of the memory comparison run")
+    ap.add_argument("--campaign", nargs="+", help=argparse.SUPPRESS)  # PATH DATA [WORKERS]
+    args = ap.parse_args()
+    if args.campaign:
+        path, data, *workers = args.campaign
+        print(json.dumps(campaign(path, Path(data), int(workers[0]) if workers else None)))
+        return 0
+
+    alone = cell_alone(args.cycles, args.channels)
+    print(f"cell model alone: {alone['samples']} samples, {alone['channel_h']:.0f} channel-h in "
+          f"{alone['wall_s']:.1f} s ({alone['channel_h_per_wall_s']:.0f} channel-h/s, "
+          f"{alone['samples_per_s']:.0f} samples/s), peak {alone['peak_MB']:.0f} MB")
+    with tempfile.TemporaryDirectory() as tmp:
+        short = full_path(args.short, args.channels, args.workers, Path(tmp))
+        print(f"full path, {args.short} cycles: {short['wall_s']:.1f} s, peak engine "
+              f"{short['engine_MB']:.0f} MB, workers {short['workers_MB']:.0f} MB")
+        full = full_path(args.cycles, args.channels, args.workers, Path(tmp))
+    print(f"full path, {args.channels} channels × {args.cycles} cycles: {full['status']} in "
+          f"{full['wall_s']:.1f} s wall; {full['campaign_h']:.0f} h of campaign "
+          f"({full['campaign_h'] / full['wall_s']:.0f} simulated h per wall s, "
+          f"{full['channel_h_per_wall_s']:.0f} channel-h/s); {full['samples']} samples "
+          f"({full['samples_per_s']:.0f}/s), database {full['db_MB']:.0f} MB; cycles "
+          f"{full['cycles_min']}–{full['cycles_max']}, mean CE ≥ {full['mean_ce_min']:.5f}")
+    print(f"peak memory: engine {full['engine_MB']:.0f} MB, each worker ≤ "
+          f"{full['workers_MB']:.0f} MB (after {args.short} cycles: {short['workers_MB']:.0f} MB)")
+    ratio = alone["samples_per_s"] / full["samples_per_s"]
+    print(f"full path / cell alone: {ratio:.1f}× the time per sample")
+    print(json.dumps({"bench": "cycling", "channels": args.channels, "cycles": args.cycles,
+                      "full_path": _rounded(full), "short_run": _rounded(short),
+                      "cell_alone": _rounded(alone), "overhead_ratio": round(ratio, 2)}))
+    return 0 if full["status"] == "completed" else 1
+
+
+def _rounded(d: dict) -> dict:
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in d.items()}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
