@@ -314,16 +314,19 @@ def sample_from_package(variables: Sequence[Variable]) -> Sample:
 _HEX_DIGITS = "0123456789abcdefABCDEF"
 _PLAIN_VARIABLE = r"([a-z]{2})([0-9A-Fa-f]{7})([afpnumkMGTPE i])(?:,[0-9A-Fa-f]+)*"
 _PLAIN_LINES: dict[int, re.Pattern] = {}  # by number of variables
-_LAYOUTS: dict[tuple[str, ...], list[tuple[int, str]]] = {}
+_LAYOUTS: dict[tuple[str, ...], list[tuple[int, str]] | None] = {}
 
 
-def _layout(types: tuple[str, ...]) -> list[tuple[int, str]]:
-    """(group index, Sample field) of each variable type a Sample takes."""
-    layout = _LAYOUTS.get(types)
-    if layout is None:
-        layout = [(3 * k, _SAMPLE_FIELDS[t]) for k, t in enumerate(types) if t in _SAMPLE_FIELDS]
-        if len(_LAYOUTS) < 256:
-            _LAYOUTS[types] = layout
+def _layout(types: tuple[str, ...]) -> list[tuple[int, str]] | None:
+    """(group index, Sample field) of each variable type a Sample takes; None if two
+    give the same field."""
+    if types in _LAYOUTS:
+        return _LAYOUTS[types]
+    layout = [(3 * k, _SAMPLE_FIELDS[t]) for k, t in enumerate(types) if t in _SAMPLE_FIELDS]
+    if len({name for _, name in layout}) != len(layout):
+        layout = None
+    if len(_LAYOUTS) < 256:
+        _LAYOUTS[types] = layout
     return layout
 
 
@@ -339,13 +342,14 @@ def sample_from_line(line: str) -> Sample:
     match = pattern.fullmatch(line)
     if match is not None:
         groups = match.groups()
+        layout = _layout(groups[::3])
+        if layout is None:
+            raise ValueError(f"{line!r} holds a quantity twice")
         fields = {}
-        for k, name in _layout(groups[::3]):
+        for k, name in layout:
             raw = int(groups[k + 1], 16) - OFFSET
             prefix = groups[k + 2]
             fields[name] = raw if prefix == "i" else raw * SI_PREFIXES[prefix]
-        if len(fields) != len(_layout(groups[::3])):
-            raise ValueError(f"{line!r} holds a quantity twice")
         return Sample(**fields)
     body = line.rstrip("\n")
     if not line.startswith("P") or len(body) < 11:
@@ -754,10 +758,14 @@ class MethodScriptPotentiostat:
             link.write(TERMINATOR)
             while not run.finished:
                 try:
-                    line = link.read_until(TERMINATOR)
+                    lines = link.read_lines(TERMINATOR)
                 except LinkTimeout:
                     return
-                run._line(line[:-1].decode("ascii", "replace"))
+                for n, line in enumerate(lines):
+                    run._line(line[:-1].decode("ascii", "replace"))
+                    if run.finished:  # what follows the script's end is not the run's
+                        link.unread(b"".join(lines[n + 1:]))
+                        break
 
         self._link(channel).exchange(read)
 

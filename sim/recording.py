@@ -21,6 +21,7 @@ import numpy as np
 from lipon_hw.errors import InputError
 
 FIRST_STRETCH, STRETCH = 512, 4096  # measurements read from the cell at once
+FEW = 12  # up to this many, the measurements are read one by one
 INF = math.inf
 
 
@@ -50,11 +51,11 @@ class RecordLoop:
         self.dt, self.dV = dt, dV
         self.tn = -INF if every_point else tn if dt is not None else INF
         self.eh, self.el = (eh, el) if dV is not None else (INF, -INF)
-        self.v_hi = min([level for op, level, _ in limits if op == ">="], default=INF)
-        self.v_lo = max([level for op, level, _ in limits if op == "<="], default=-INF)
-        self.nan_thresholds = any(x != x for x in (self.tn, self.eh, self.el, dt, dV,
-                                                    *(level for _, level, _ in limits))
-                                  if x is not None)
+        # a NaN limit never fires (E >= NaN is false)
+        self.v_hi = min([x for op, x, _ in limits if op == ">=" and x == x], default=INF)
+        self.v_lo = max([x for op, x, _ in limits if op == "<=" and x == x], default=-INF)
+        self.nan_thresholds = any(x is not None and x != x
+                                  for x in (self.tn, self.eh, self.el, dt, dV))
         self.k = 0  # the last sample measured
         self.last: tuple[float, float, float] | None = None  # its (timer, E, I)
         self.end: str | None = None
@@ -69,12 +70,25 @@ class RecordLoop:
         stretch = FIRST_STRETCH  # growing: a limit may well come within the first
         while self.k < k_stop and self.end is None:
             k1 = self.k + 1
-            volts, amps = cell.readings_on_grid(t0, interval, k1, min(k_stop, k1 + stretch - 1))
-            stretch = min(2 * stretch, STRETCH)
-            m = len(volts)
-            timer = ((t0 + np.arange(k1, k1 + m, dtype=float) * interval) - self.timer0).tolist()
-            plain = self.nan_thresholds or bool(np.isnan(volts).any())
-            volts, amps = volts.tolist(), amps.tolist()
+            if k_stop - self.k <= FEW:  # a short poll: arrays would cost more than they save
+                timer, volts, amps = [], [], []
+                for k in range(k1, k_stop + 1):  # read up to a limit, not past it
+                    t = t0 + k * interval
+                    timer.append(t - self.timer0)
+                    volts.append(cell.voltage_V(t))
+                    amps.append(cell.current_A(t))
+                    if volts[-1] >= self.v_hi or volts[-1] <= self.v_lo:
+                        break
+                m, plain = len(volts), True
+            else:
+                volts, amps = cell.readings_on_grid(t0, interval, k1,
+                                                    min(k_stop, k1 + stretch - 1))
+                stretch = min(2 * stretch, STRETCH)
+                m = len(volts)
+                timer = ((t0 + np.arange(k1, k1 + m, dtype=float) * interval)
+                         - self.timer0).tolist()
+                plain = self.nan_thresholds or bool(np.isnan(volts).any())
+                volts, amps = volts.tolist(), amps.tolist()
             j = self._scan(timer, volts, amps, m, plain, sent)
             self.k = k1 + j
             self.last = (timer[j], volts[j], amps[j])

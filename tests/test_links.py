@@ -176,3 +176,33 @@ def test_bulk_reads_of_an_in_process_port_match_byte_by_byte_reads():
     assert bulk[:2] == [b"ab\n", b"cd;FF"] and bulk[5][0] == "FrameError"
     assert bulk[-2] == ("LinkTimeout", "sim://canned did not finish its reply with b'\\n' "
                                        "(got b'par')")
+
+
+def _frames_up_to_end(port_type):
+    """Frames read with read_lines up to an END frame, the rest given back with unread
+    and read on with read_until / read_exact."""
+    link = Link("sim://canned", port_type(_Replies([b"a\nbb\nEND\nc\n" + b"x" * 20 + b"\nd"])))
+    link.write(b"?")
+    frames: list = []
+    while not frames or frames[-1] != b"END\n":
+        lines = link.read_lines(b"\n", max_bytes=8)
+        for n, line in enumerate(lines):
+            frames.append(line)
+            if line == b"END\n":
+                link.unread(b"".join(lines[n + 1:]))
+                break
+    for read in (lambda lk: lk.read_until(b"\n", max_bytes=8), lambda lk: lk.read_exact(2),
+                 lambda lk: lk.read_until(b"\n", max_bytes=8), lambda lk: lk.read_exact(3),
+                 lambda lk: lk.read_until(b"\n"), lambda lk: lk.read_until(b"\n")):
+        try:
+            frames.append(read(link))
+        except Exception as exc:  # the exception type and message are what is compared
+            frames.append((type(exc).__name__, str(exc)))
+    return frames
+
+
+def test_read_lines_and_unread_read_as_read_until_does():
+    bulk = _frames_up_to_end(SimPort)
+    assert bulk == _frames_up_to_end(_BytewisePort)
+    assert bulk[:5] == [b"a\n", b"bb\n", b"END\n", b"c\n", b"xx"]
+    assert bulk[5][0] == "FrameError" and bulk[-1][0] == "LinkTimeout"

@@ -39,6 +39,7 @@ from lipon_hw.errors import InputError, InstrumentError, LinkLost
 from lipon_hw.links import Health, LinkPool
 from lipon_hw.sim.cells import cell_from_spec
 from lipon_hw.sim.emulators.methodscript import MethodScriptEmulator, parse_script
+from lipon_hw.sim.package_values import encode_values
 from lipon_hw.sim.tcp import serve
 
 
@@ -186,8 +187,9 @@ def test_encoding_and_decoding_shortcuts_agree_with_the_plain_rules():
             values += [edge * scale, -edge * scale, math.nextafter(edge * scale, 0),
                        math.nextafter(edge * scale, math.inf)]
     values += [rng.uniform(-1, 1) * 10 ** rng.uniform(-20, 20) for _ in range(20000)]
-    assert [encode_value(v) for v in values] == [_encode_value_prefix_by_prefix(v)
-                                                 for v in values]
+    plain = [_encode_value_prefix_by_prefix(v) for v in values]
+    assert [encode_value(v) for v in values] == plain
+    assert encode_values(values) == plain  # the emulator's batch encoding
 
     lines = ["Peb8000BB8m;ab84A2A6Cu;ba7D23940p,10,20F", "Pdc8989680 ;cc80F4240m;cd7FF0BDCm",
              "Peb8000005i;ab     nan", "Pja8000001 ;eb8000002m", "Pba7678CD7p,1A,20F,43"]

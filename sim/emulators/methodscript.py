@@ -48,12 +48,12 @@ from lipon_hw.drivers.methodscript import (
     TECHNIQUE_IDS,
     encode_error,
     encode_package,
-    encode_value,
     encode_variable,
     parse_literal,
 )
 from lipon_hw.errors import InputError
 from lipon_hw.sim.emulator import Emulator
+from lipon_hw.sim.package_values import encode_values
 from lipon_hw.sim.recording import RecordLoop
 
 MAX_LINE = 1024  # longer input without a LF is line noise, dropped
@@ -303,12 +303,16 @@ class MethodScriptChannel(Emulator):
         if self.faults.link_down:
             self._out.clear()
             return b""
-        self._buffer += data
-        while self._buffer:
-            consumed, _ = self._process(bytes(self._buffer))
-            if consumed == 0:
-                break
-            del self._buffer[:consumed]
+        buffer = self._buffer
+        buffer += data
+        start = 0  # the lines as _process takes them, without copying the rest each time
+        while (end := buffer.find(b"\n", start)) >= 0:
+            self._line(buffer[start:end].decode("latin-1").rstrip("\r"))
+            self._advance()
+            start = end + 1
+        del buffer[:start]
+        if len(buffer) > MAX_LINE:
+            buffer.clear()
         out = bytes(self._out)
         self._out.clear()
         return self._apply_faults(out)
@@ -728,9 +732,9 @@ class MethodScriptChannel(Emulator):
             steps["t"][1] if "t" in steps else None, steps["eh"][1] if "eh" in steps else None,
             start.get("t", 0.0), start.get("eh", 0.0), start.get("el", 0.0),
             every_point=body.every_point)
-        kinds = {body.timer: 0, e_name: 1, i_name: 2}
-        layouts = {reason: [kinds[x] for x in names] for reason, names in
-                   [(None, body.names), *body.limit_names.items()]}
+        fields = {body.timer: "eb{0}", e_name: e_type + "{1}", i_name: "{2}"}
+        templates = {reason: "P" + ";".join([fields[x] for x in names]) + "\n"
+                     for reason, names in [(None, body.names), *body.limit_names.items()]}
         currents: dict[float, str] = {}  # a current's field, with its range metadata
 
         recorded = False
@@ -742,23 +746,19 @@ class MethodScriptChannel(Emulator):
                 k_stop += 1
             while k_stop > loop.k + 1 and t0 + k_stop * dt > now:
                 k_stop -= 1
-            out = []
-            for t, e, i, reason in loop.run_to(k_stop):
-                parts = []
-                for kind in layouts[reason]:
-                    if kind == 0:
-                        parts.append("eb" + encode_value(t))
-                    elif kind == 1:
-                        parts.append(e_type + encode_value(e))
-                    else:
-                        text = currents.get(i)
-                        if text is None:
-                            text = currents[i] = encode_variable("ba", i, False,
-                                                                 *self._range_meta(i))
-                        parts.append(text)
-                out.append("P" + ";".join(parts) + "\n")
-                recorded = recorded or reason is None
-            self._out += "".join(out).encode("ascii")
+            sent = loop.run_to(k_stop)
+            if sent:
+                timers = encode_values([x[0] for x in sent])
+                volts = encode_values([x[1] for x in sent])
+                out = []
+                for (_, _, i, reason), t_field, e_field in zip(sent, timers, volts, strict=True):
+                    i_field = currents.get(i)
+                    if i_field is None:
+                        i_field = currents[i] = encode_variable("ba", i, False,
+                                                                *self._range_meta(i))
+                    out.append(templates[reason].format(t_field, e_field, i_field))
+                recorded = recorded or any(reason is None for *_, reason in sent)
+                self._out += "".join(out).encode("ascii")
             self.t = t0 + loop.k * dt
             t, e, i = loop.last
             self._set(body.timer, t, "eb")
