@@ -221,3 +221,33 @@ def test_kill_9_mid_campaign_then_resume_continues_every_channel(tmp_path):
     stats = con.execute("SELECT cycle FROM cycles WHERE channel=1 ORDER BY cycle").fetchall()
     assert [c for (c,) in stats] == list(range(1, 41))
     con.close()
+
+
+# --- the seeds' figures ------------------------------------------------------------------------
+def test_lnmo_thesis_figures_ce_above_99_7_percent_after_100_cycles(tmp_path):
+    text = (SEQUENCES / "lnmo_cycling.yaml").read_text(encoding="utf-8")
+    text = text.replace("channels: 1-16", "channels: 1").replace("times: 598", "times: 101")
+    result = start_cycling(write(tmp_path, text), tmp_path / "data", workers=1)
+    (channel,) = result.summary["channels"]
+    assert channel["cycles"] == 103 and channel["status"] == "completed"
+    stats = Store(tmp_path / "data").cycles(result.run_id, 1)
+    after_100 = [s for s in stats if s["cycle"] > 100]
+    assert after_100 and all(s["coulombic_efficiency"] > 0.997 for s in after_100)
+    fast = [s["discharge_Ah"] for s in stats if s["cycle"] >= 3]
+    assert fast[-1] / fast[0] > 0.98, "capacity stays stable over the first hundred cycles"
+    assert 0.0300 * 0.049 * 0.85 < fast[0] * 1e3 < 0.0300 * 0.049  # 0.03 mAh/cm² on 4.9 mm²
+
+
+def test_li_cu_plating_returns_the_seeds_coulombic_efficiency(tmp_path):
+    text = (SEQUENCES / "li_cu_plating.yaml").read_text(encoding="utf-8")
+    text = text.replace("channels: 1-4", "channels: 1").replace("times: 13", "times: 3")
+    result = start_cycling(write(tmp_path, text), tmp_path / "data", workers=1)
+    (channel,) = result.summary["channels"]
+    assert channel["status"] == "completed" and channel["cycles"] == 3
+    # seed 000: 82.7 % at 87.5 kPa stack pressure (stripped over plated)
+    assert channel["mean_coulombic_efficiency"] == pytest.approx(0.827, abs=0.01)
+    assert channel["last_discharge_uAh"] == pytest.approx(0.31e3 * 0.04, rel=0.01)  # plated
+    con = sqlite3.connect(tmp_path / "data" / "lipon.db")
+    first = con.execute("SELECT MIN(voltage_V) FROM cell_samples WHERE step_count=2").fetchone()
+    con.close()
+    assert first[0] < -0.5, "the nucleation dip of the first plating"

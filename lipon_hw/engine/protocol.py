@@ -319,6 +319,22 @@ class Protocol:
     checkpoint_every_s: float
 
 
+def stores_with_negative_current(program: Program) -> bool:
+    """True when the repeated part of a program starts with a negative current (Li plated
+    on the working electrode, as in Li/Cu tests), so a cycle's efficiency is what the
+    positive current gets back over what the negative one put in."""
+    loops = [s for s in program.steps if s.loop is not None]
+    start = loops[-1].target if loops else 0
+    for st in program.steps[start:]:
+        if st.kind == "cv":
+            return False  # a potentiostatic hold in a cycle is its charge
+        current = getattr(st.params, "current_A", None) if st.params else None
+        rate = getattr(st.params, "rate_C", None) if st.params else None
+        if current is not None or rate is not None:
+            return (current if current is not None else rate) < 0
+    return False
+
+
 def is_protocol(doc_data) -> bool:
     return isinstance(doc_data, dict) and doc_data.get("kind") == "cycling"
 
