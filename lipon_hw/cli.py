@@ -267,13 +267,19 @@ _operator_request("abort", "End a running run now, leaving the hardware safe.")
 @data_option
 @reports_errors
 def report(run_id, data_dir) -> None:
-    """(Re)draw a run's layer plots: rate and thickness against time, one PNG per layer."""
+    """(Re)draw a run's plots: a deposition's rate and thickness per layer; a cell test's
+    voltage vs capacity, capacity and CE per cycle, and Nyquist, for every channel."""
     from lipon_hw.engine.session import plots_dir
     from lipon_hw.report import write_layer_plots
 
     store = _require_store(data_dir)
-    store.run(run_id)
-    for path in write_layer_plots(store, run_id, plots_dir(data_dir, run_id)):
+    if store.run(run_id).kind == "cycling":
+        from lipon_hw.cell_results import write_cell_plots
+
+        paths = write_cell_plots(store, run_id, plots_dir(data_dir, run_id))
+    else:
+        paths = write_layer_plots(store, run_id, plots_dir(data_dir, run_id))
+    for path in paths:
         click.echo(str(path))
 
 
