@@ -165,9 +165,26 @@ def _status_of(exc) -> str:
 @json_option
 @reports_errors
 def validate(sequence, station_path, as_json) -> None:
-    """Check a recipe against its schema and the station, moving nothing."""
+    """Check a recipe or a cell-test protocol against its schema and the station, moving
+    nothing."""
+    from lipon_hw.cli_cells import is_cell_test
     from lipon_hw.engine.session import validate as check
 
+    if is_cell_test(sequence):
+        from lipon_hw.engine.cell_session import load
+        from lipon_hw.station import load_station
+
+        station = load_station(station_path)
+        proto = load(sequence, station, None)
+        channels = [p.channel for p in proto.channels]
+        if as_json:
+            click.echo(json.dumps({"valid": True, "name": proto.name, "kind": "cycling",
+                                   "potentiostat": proto.potentiostat, "channels": channels}))
+        else:
+            click.echo(f"{sequence}: valid (cell test on {len(channels)} channel"
+                       f"{'s' * (len(channels) > 1)} of {proto.potentiostat}, "
+                       f"{station.spec.name})")
+        return
     recipe, station = check(sequence, station_path)
     if as_json:
         click.echo(json.dumps({"valid": True, "name": recipe.name, "tool": recipe.tool,

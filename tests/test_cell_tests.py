@@ -78,6 +78,14 @@ def test_protocol_errors_name_file_line_and_field(tmp_path, patch, message):
         tmp_path / "data").runs(), "a refused protocol must not create a run"
 
 
+@pytest.mark.parametrize("name", ["lipon_conductivity", "li_cu_plating", "lnmo_cycling",
+                                  "lco_anodeless"])
+def test_shipped_protocols_validate(name, tmp_path):
+    proc = cli("validate", SEQUENCES / f"{name}.yaml", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["kind"] == "cycling"
+
+
 def test_c_rate_without_capacity_and_eis_on_the_smu_are_refused(tmp_path):
     text = LNMO.format(channels="1", cycles=2).replace("capacity_uAh: 1.47", "temperature_C: 25")
     path = write(tmp_path, text.replace("current_A: 3.0e-6,", "rate_C: 2,"))
