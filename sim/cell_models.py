@@ -841,6 +841,12 @@ class CellModel:
     def t(self) -> float:
         return self._st.t
 
+    @property
+    def trajectory_epoch(self) -> int:
+        """Changes whenever what lies ahead may have changed (a control, a temperature, a
+        restore): readings taken ahead before then no longer hold."""
+        return self._cache_epoch
+
     def set_temperature(self, t: float, temperature_C: float) -> None:
         """Change the cell's temperature at t (Arrhenius terms follow from then on)."""
         self._advance(t)

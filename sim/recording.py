@@ -20,8 +20,7 @@ import numpy as np
 
 from lipon_hw.errors import InputError
 
-FIRST_STRETCH, STRETCH = 512, 4096  # measurements read from the cell at once
-FEW = 12  # up to this many, the measurements are read one by one
+FIRST_STRETCH, STRETCH = 256, 4096  # measurements read from the cell at once
 INF = math.inf
 
 
@@ -56,6 +55,8 @@ class RecordLoop:
         self.v_lo = max([x for op, x, _ in limits if op == "<=" and x == x], default=-INF)
         self.nan_thresholds = any(x is not None and x != x
                                   for x in (self.tn, self.eh, self.el, dt, dV))
+        self._ahead: tuple | None = None  # readings taken ahead (see _read_ahead)
+        self._stretch = FIRST_STRETCH
         self.k = 0  # the last sample measured
         self.last: tuple[float, float, float] | None = None  # its (timer, E, I)
         self.end: str | None = None
@@ -63,60 +64,77 @@ class RecordLoop:
     def run_to(self, k_stop: int) -> list[tuple[float, float, float, str | None]]:
         """Measure samples k+1 … min(k_stop, n), stopping at a limit; return the samples
         sent, (timer, E, I, the limit that ended the loop or None). The cell is left at
-        the last sample measured."""
+        the last sample measured once the loop has ended. Readings are taken a stretch
+        ahead and kept, so that frequent short polls cost little; a cell whose
+        trajectory has changed since (its epoch) is read again."""
         k_stop = min(k_stop, self.n)
         sent: list[tuple[float, float, float, str | None]] = []
-        cell, t0, interval = self.cell, self.t0, self.interval
-        stretch = FIRST_STRETCH  # growing: a limit may well come within the first
         while self.k < k_stop and self.end is None:
-            k1 = self.k + 1
-            if k_stop - self.k <= FEW:  # a short poll: arrays would cost more than they save
-                timer, volts, amps = [], [], []
-                for k in range(k1, k_stop + 1):  # read up to a limit, not past it
-                    t = t0 + k * interval
-                    timer.append(t - self.timer0)
-                    volts.append(cell.voltage_V(t))
-                    amps.append(cell.current_A(t))
-                    if volts[-1] >= self.v_hi or volts[-1] <= self.v_lo:
-                        break
-                m, plain = len(volts), True
-            else:
-                volts, amps = cell.readings_on_grid(t0, interval, k1,
-                                                    min(k_stop, k1 + stretch - 1))
-                stretch = min(2 * stretch, STRETCH)
-                m = len(volts)
-                timer = ((t0 + np.arange(k1, k1 + m, dtype=float) * interval)
-                         - self.timer0).tolist()
-                plain = self.nan_thresholds or bool(np.isnan(volts).any())
-                volts, amps = volts.tolist(), amps.tolist()
-            j = self._scan(timer, volts, amps, m, plain, sent)
-            self.k = k1 + j
+            ahead = self._ahead
+            if ahead is None or ahead[4] != self.cell.trajectory_epoch or \
+                    not ahead[0] <= self.k + 1 < ahead[0] + len(ahead[1]):
+                ahead = self._read_ahead()
+            first = ahead[0]
+            timer, volts, amps = ahead[1], ahead[2], ahead[3]
+            j = self._scan(timer, volts, amps, self.k + 1 - first,
+                           min(k_stop - first + 1, len(volts)), ahead[5], sent)
+            self.k = first + j
             self.last = (timer[j], volts[j], amps[j])
-        if self.last is not None:
-            cell.voltage_V(t0 + self.k * interval)  # move the cell on to the last sample
         if self.end is None and self.k >= self.n:
             self.end = "done"
+        if self.end is not None and self.last is not None:
+            # the cell waits at the last sample; while the loop runs it may lag behind it
+            # (reading it later is the same), which saves a step per poll
+            self.cell.voltage_V(self.t0 + self.k * self.interval)
         return sent
 
-    def _scan(self, timer, volts, amps, m, plain, sent) -> int:
-        """Apply the body's tests from the first reading on; the index of the last one used."""
+    def next_sample(self) -> int:
+        """The first sample after k that the rules may send (or a limit end), as far as
+        the readings taken ahead tell: none before it can, so a caller may sleep until
+        then. k + 1 when nothing has been read ahead."""
+        ahead = self._ahead
+        if ahead is None or ahead[4] != self.cell.trajectory_epoch or \
+                not ahead[0] <= self.k + 1 < ahead[0] + len(ahead[1]):
+            return self.k + 1
+        j, m = self.k + 1 - ahead[0], len(ahead[1])
+        return ahead[0] + self._first_firing(ahead[1], ahead[2], j, m, ahead[5], self.tn,
+                                             self.eh, self.el)
+
+    def _first_firing(self, timer, volts, j, m, plain, tn, eh, el) -> int:
+        """The first reading from j on at which a limit or the rule fires (m if none)."""
+        hi = eh if eh < self.v_hi else self.v_hi  # a NaN threshold never fires
+        lo = el if el > self.v_lo else self.v_lo
+        k = bisect_left(timer, tn, j, m)  # the timer only grows
+        if plain:  # NaN somewhere: the script's own tests, which NaN never passes
+            for x in range(j, k):
+                if volts[x] >= hi or volts[x] <= lo:
+                    return x
+        else:  # does E leave (lo, hi) before the timer rule fires?
+            for x in range(j, k):
+                if not lo < volts[x] < hi:
+                    return x
+        return k
+
+    def _read_ahead(self) -> tuple:
+        """The readings from sample k+1 on, a stretch ahead (growing while the loop runs),
+        as (first sample, timers, volts, amps, cell epoch, has NaN)."""
+        k1, t0, interval = self.k + 1, self.t0, self.interval
+        volts, amps = self.cell.readings_on_grid(t0, interval, k1,
+                                                 min(self.n, k1 + self._stretch - 1))
+        self._stretch = min(2 * self._stretch, STRETCH)
+        m = len(volts)
+        timer = ((t0 + np.arange(k1, k1 + m, dtype=float) * interval) - self.timer0).tolist()
+        plain = self.nan_thresholds or bool(np.isnan(volts).any())
+        self._ahead = (k1, timer, volts.tolist(), amps.tolist(), self.cell.trajectory_epoch,
+                       plain)
+        return self._ahead
+
+    def _scan(self, timer, volts, amps, j: int, m: int, plain: bool, sent) -> int:
+        """Apply the body's tests to readings j … m−1; the index of the last one used."""
         tn, eh, el, dt, dV = self.tn, self.eh, self.el, self.dt, self.dV
-        v_hi, v_lo = self.v_hi, self.v_lo
-        j = 0
+        first_firing = self._first_firing
         while j < m:
-            hi = eh if eh < v_hi else v_hi  # a NaN threshold never fires: keep the limit
-            lo = el if el > v_lo else v_lo
-            k = bisect_left(timer, tn, j, m)  # the timer only grows
-            if plain:  # NaN somewhere: the script's own tests, which NaN never passes
-                for x in range(j, k):
-                    if volts[x] >= hi or volts[x] <= lo:
-                        k = x
-                        break
-            else:  # does E leave (lo, hi) before the timer rule fires?
-                for x in range(j, k):
-                    if not lo < volts[x] < hi:
-                        k = x
-                        break
+            k = first_firing(timer, volts, j, m, plain, tn, eh, el)
             if k >= m:
                 break
             t, e, i = timer[k], volts[k], amps[k]

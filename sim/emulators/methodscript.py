@@ -736,40 +736,61 @@ class MethodScriptChannel(Emulator):
         templates = {reason: "P" + ";".join([fields[x] for x in names]) + "\n"
                      for reason, names in [(None, body.names), *body.limit_names.items()]}
         currents: dict[float, str] = {}  # a current's field, with its range metadata
+        metas: dict[float, tuple] = {}  # a current's range metadata
+
+        def samples_by(now: float) -> int:
+            """How many samples are due by `now` (t0 + k·dt ≤ now, at most n)."""
+            k = max(0, int((now - t0) / dt))
+            while k < n and t0 + (k + 1) * dt <= now:
+                k += 1
+            while k > 0 and t0 + k * dt > now:
+                k -= 1
+            return min(k, n)
 
         recorded = False
-        while loop.end is None:
-            yield t0 + (loop.k + 1) * dt
-            now = self.clock()
-            k_stop = max(loop.k + 1, int((now - t0) / dt))
-            while k_stop < n and t0 + (k_stop + 1) * dt <= now:
-                k_stop += 1
-            while k_stop > loop.k + 1 and t0 + k_stop * dt > now:
-                k_stop -= 1
-            sent = loop.run_to(k_stop)
-            if sent:
-                timers = encode_values([x[0] for x in sent])
-                volts = encode_values([x[1] for x in sent])
-                out = []
-                for (_, _, i, reason), t_field, e_field in zip(sent, timers, volts, strict=True):
-                    i_field = currents.get(i)
-                    if i_field is None:
-                        i_field = currents[i] = encode_variable("ba", i, False,
-                                                                *self._range_meta(i))
-                    out.append(templates[reason].format(t_field, e_field, i_field))
-                recorded = recorded or any(reason is None for *_, reason in sent)
-                self._out += "".join(out).encode("ascii")
-            self.t = t0 + loop.k * dt
-            t, e, i = loop.last
-            self._set(body.timer, t, "eb")
-            self._set(e_name, e, e_type)
-            if i_name is not None:
-                self._set(i_name, i, "ba", self._range_meta(i))
-            if recorded:  # copy_var then add_var/sub_var: the source's type, no metadata
-                thresholds = {"t": (loop.tn, "eb"), "eh": (loop.eh, e_type),
-                              "el": (loop.el, e_type)}
-                for kind, (var, _) in steps.items():
-                    self._set(var, *thresholds[kind])
+        try:
+            while loop.end is None:
+                # nothing is sent before the next sample the rules may send: sleep till then
+                yield t0 + loop.next_sample() * dt
+                sent = loop.run_to(max(loop.k + 1, samples_by(self.clock())))
+                recorded = self._send_bulk(sent, templates, currents, metas) or recorded
+                self.t = t0 + loop.k * dt
+        except _Abort:  # the variables as sampling every point would have left them
+            loop.run_to(samples_by(self.t))
+            raise
+        finally:
+            self._bulk_variables(loop, body, steps, e_name, i_name, e_type, metas, recorded)
+
+    def _send_bulk(self, sent, templates, currents, metas) -> bool:
+        """The packages of the samples sent; True if one of them was sent by the rule."""
+        if sent:
+            timers = encode_values([x[0] for x in sent])
+            volts = encode_values([x[1] for x in sent])
+            out = []
+            for (_, _, i, reason), t_field, e_field in zip(sent, timers, volts, strict=True):
+                i_field = currents.get(i)
+                if i_field is None:
+                    meta = metas[i] = metas.get(i) or self._range_meta(i)
+                    i_field = currents[i] = encode_variable("ba", i, False, *meta)
+                out.append(templates[reason].format(t_field, e_field, i_field))
+            self._out += "".join(out).encode("ascii")
+        return any(reason is None for *_, reason in sent)
+
+    def _bulk_variables(self, loop: RecordLoop, body: _RecordBody, steps: dict, e_name: str,
+                        i_name: str | None, e_type: str, metas: dict, recorded: bool) -> None:
+        """The variables as the body leaves them after the last sample measured."""
+        if loop.last is None:
+            return
+        t, e, i = loop.last
+        self._set(body.timer, t, "eb")
+        self._set(e_name, e, e_type)
+        if i_name is not None:
+            self._set(i_name, i, "ba", metas.get(i) or self._range_meta(i))
+        if recorded:  # copy_var then add_var/sub_var: the source's type, no metadata
+            thresholds = {"t": (loop.tn, "eb"), "eh": (loop.eh, e_type),
+                          "el": (loop.el, e_type)}
+            for kind, (var, _) in steps.items():
+                self._set(var, *thresholds[kind])
 
     # --- event-driven sampling --------------------------------------------------------
     def _watch(self, st: Block, e_name: str, i_name: str | None) -> _Watch | None:
