@@ -543,6 +543,22 @@ def _sweep_script(tq: LinearSweep | CyclicSweep) -> list[str]:
             *_loop(loop, ["timer_get t", *_package(TEI)]), *_finish()]
 
 
+_SCRIPTS: dict[str, bytes] = {}  # a cycling test starts the same few techniques again
+
+
+def _script_bytes_for(technique: Technique) -> bytes:
+    """script_bytes(build_script(technique)), kept by the technique's repr (which tells
+    1 from 1.0, unlike ==)."""
+    key = f"{type(technique).__qualname__}{technique!r}"
+    script = _SCRIPTS.get(key)
+    if script is None:
+        script = script_bytes(build_script(technique))
+        if len(_SCRIPTS) >= 64:
+            _SCRIPTS.clear()
+        _SCRIPTS[key] = script
+    return script
+
+
 # --- driver ---------------------------------------------------------------------------
 class Run:
     """One technique running on one channel: its samples as they arrive.
@@ -656,7 +672,7 @@ class MethodScriptPotentiostat:
     def start(self, channel: int, technique: Technique) -> Run:
         """Send the technique's script; InstrumentError if the channel refuses it."""
         self._check_idle(channel)
-        script = script_bytes(build_script(technique))
+        script = _script_bytes_for(technique)
         run = Run(self, channel, technique)
         attempts = [0]
 

@@ -455,6 +455,27 @@ def test_bulk_record_loops_send_what_sampling_every_point_sends(spec, technique,
         assert len(samples) > 200
 
 
+def test_a_script_in_pieces_is_the_script_at_once():
+    """Scripts are taken a chunk of lines at a time: any split of the bytes (and CRLF
+    endings, and a command after the script in the same chunk) gives the same replies."""
+    script = script_bytes(build_script(CHARGE))
+    variants = [script, script.replace(b"\n", b"\r\n")]
+    rng = random.Random(3)
+    replies = []
+    for data in variants:
+        for cuts in ([], list(range(1, len(data))), sorted(rng.sample(range(1, len(data)), 9))):
+            clock = ManualClock()
+            emulator = MethodScriptEmulator("p", {1: cell_from_spec({"kind": "lnmo"})}, clock)
+            out = b""
+            for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True):
+                out += emulator.handle(data[a:b])
+            clock.advance(600)
+            replies.append(out + emulator.handle(b"\nt\n"))
+    assert all(r == replies[0] for r in replies)
+    assert replies[0].startswith(b"e\nM000A\nP") and b"\ntmes4" not in replies[0]
+    assert b"tes4_lr" in replies[0] and replies[0].count(b"\nP") > 10
+
+
 def test_bulk_loops_take_only_the_bodies_the_driver_writes():
     """A loop body that does anything else than the driver's limits and Δt/ΔV rule runs
     through the interpreter (and still sends the same)."""

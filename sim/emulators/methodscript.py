@@ -307,6 +307,9 @@ class MethodScriptChannel(Emulator):
         buffer += data
         start = 0  # the lines as _process takes them, without copying the rest each time
         while (end := buffer.find(b"\n", start)) >= 0:
+            if self._receiving is not None:  # a script's lines: take them all at once
+                start = self._receive(buffer, start)
+                continue
             self._line(buffer[start:end].decode("latin-1").rstrip("\r"))
             self._advance()
             start = end + 1
@@ -325,6 +328,23 @@ class MethodScriptChannel(Emulator):
         self._line(buffer[:end].decode("latin-1").rstrip("\r"))
         self._advance()
         return end + 1, b""
+
+    def _receive(self, buffer: bytearray, start: int) -> int:
+        """The complete lines of a script being received, from `start` up to and with its
+        empty line, as _line takes them one by one (nothing runs meanwhile); returns where
+        the next line starts."""
+        stop = buffer.rfind(b"\n") + 1
+        receiving = self._receiving
+        for raw in buffer[start:stop].decode("latin-1").split("\n")[:-1]:
+            start += len(raw) + 1  # latin-1: a character per byte
+            text = raw.rstrip("\r")
+            if text.strip():
+                receiving.append(text)
+                continue
+            self._load(receiving)
+            self._advance()
+            return start
+        return stop
 
     def _line(self, text: str) -> None:
         if self._receiving is not None:
