@@ -171,8 +171,7 @@ class FullParams(CellParams):
     double_layer_F_cm2: float = 10e-6  # assumption: τ_ct = R_ct·C_dl
     formation_ct_factor: float = 1.0  # R_ct(first cycle)/R_ct(formed); LNMO none (assumption)
     formation_cycles: float = 7.0  # e-folds of that decay (LCO: ~20 cycles = 3 e-folds, 003)
-    diffusion_cm2_s: float = 1.0e-10  # assumption: Li diffusivity in the cathode film (thin-film
-    #                                   LNMO: 1e-10–1e-9; 1e-11 put a 0.4 V hump on a 2C charge)
+    diffusion_cm2_s: float = 1.0e-11  # assumption: Li diffusivity in the cathode film
     diffusion_activation_eV: float = 0.40  # assumption
     diffusion_window_soc: float = 0.10  # assumption: the surface runs ahead of the bulk by
     #                                     up to this; the DC diffusion term sees the OCV slope
