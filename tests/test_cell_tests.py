@@ -259,3 +259,30 @@ def test_li_cu_plating_returns_the_seeds_coulombic_efficiency(tmp_path):
     first = con.execute("SELECT MIN(voltage_V) FROM cell_samples WHERE step_count=2").fetchone()
     con.close()
     assert first[0] < -0.5, "the nucleation dip of the first plating"
+
+
+def test_two_protocols_goto_and_a_step_safety_limit(tmp_path):
+    """Channel 1 cycles; channel 2 runs another protocol whose charge is cut by time and
+    jumps (goto) past a step, and whose last step has a floor of its own that trips."""
+    text = LNMO.format(channels="1", cycles=2).replace("channels: 1", '''channels:
+  "1": {}
+  "2": {protocol: probe}
+protocols:
+  probe:
+    steps:
+      - cc: {current_A: 3.0e-6, until: {voltage_V: 5.1, time_min: 10}, goto: {time_min: hold}}
+      - cc: {current_A: -3.0e-6, until: {voltage_V: 3.5}}
+      - tag: hold
+      - rest: {until: {time_min: 5}}
+      - cc: {current_A: -3.0e-6, until: {voltage_V: 2.0}, safety: {min_V: 3.4}}''')
+    result = start_cycling(write(tmp_path, text), tmp_path / "data", workers=1)
+    by_channel = {c["channel"]: c for c in result.summary["channels"]}
+    assert by_channel[1]["status"] == "completed" and by_channel[1]["cycles"] == 2
+    probe = by_channel[2]
+    assert probe["status"] == "tripped" and "below min_V 3.4 V" in probe["message"]
+    con = sqlite3.connect(tmp_path / "data" / "lipon.db")
+    kinds = con.execute("SELECT step_count, step_id, MIN(t_s), MAX(t_s) FROM cell_samples"
+                        " WHERE channel=2 GROUP BY step_count ORDER BY step_count").fetchall()
+    con.close()
+    assert [k[1] for k in kinds] == [0, 3, 4], "the charge's time end jumped over step 1"
+    assert kinds[0][3] - kinds[0][2] == pytest.approx(600, abs=2)

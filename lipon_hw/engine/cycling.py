@@ -179,10 +179,14 @@ class Channel:
                     # at open circuit the instrument reports no current: it is zero
                     rows = [(t0 + s.t_s, s.E_V, s.I_A or 0.0, st.cycle, st.step_count,
                              step_id, step_type) for s in samples if s.E_V is not None]
-                    self._check_safety(rows, limits)
-                    outcome = ends.take(rows)
-                    taken.extend(rows)
                     self.store.add_cell_samples(self.run_id, self.number, rows)
+                    taken.extend(rows)
+                    try:
+                        self._check_safety(rows, limits)  # what tripped it is kept
+                    except ChannelTrip:
+                        self._store_cycles(self.counter.add(taken))
+                        raise
+                    outcome = ends.take(rows)
             if outcome is None and self._abort_requested:
                 outcome = StepOutcome("aborted", "stopped by the operator")
             if outcome is None and run.finished:
@@ -334,7 +338,8 @@ class _HostEnds:
         if reason == "i_min":
             return StepOutcome("current_A" if self.until.current_A is not None else "rate_C")
         if reason == "done":
-            return StepOutcome("time" if self.duration is not None else "done")
+            times = [k for k in ("time_s", "time_min", "time_h") if getattr(self.until, k)]
+            return StepOutcome(times[0] if times else "done")
         raise ChannelTrip(f"channel {channel.number}: the instrument ended the step with "
                           f"{reason}")
 
