@@ -565,8 +565,8 @@ def test_eis_of_r_parallel_c(clock):
     """Rs + Rp‖C at the open-circuit potential: the analytic values, to the package's
     resolution."""
     cell = RCCell(C=1e-6, Rs=10.0, V0=2.0, Rp=1e3)
-    pstat = MethodScriptPotentiostat("pstat", sim_link(MethodScriptEmulator("p", {1: cell},
-                                                                            clock)))
+    exact = MethodScriptEmulator("p", {1: cell}, clock, eis_noise=0)
+    pstat = MethodScriptPotentiostat("pstat", sim_link(exact))
     technique = EIS.per_decade(1e5, 1.0, 2)
     run = pstat.start(1, technique)
     clock.advance(30)
@@ -577,6 +577,43 @@ def test_eis_of_r_parallel_c(clock):
         assert sample.f_Hz == pytest.approx(f, rel=1e-6)
         assert complex(sample.z_re_ohm, sample.z_im_ohm) == pytest.approx(z, abs=2e-3)  # mΩ
     assert cmath.phase(complex(samples[5].z_re_ohm, samples[5].z_im_ohm)) < -0.5
+
+
+def _spectra(seed=None, channels=(1,), **settings):
+    """The EIS points of each channel of a fresh instrument, each on its own R + R‖C."""
+    clock = ManualClock()
+    cells = {ch: RCCell(C=1e-6, Rs=10.0, V0=2.0, Rp=1e3) for ch in channels}
+    kwargs = settings if seed is None else {"seed": seed, **settings}
+    emulator = MethodScriptEmulator("p", cells, clock, **kwargs)
+    pstat = MethodScriptPotentiostat("p", [sim_link(emulator.ports[ch]) for ch in channels])
+    technique = EIS.per_decade(1e5, 1.0, 4)
+    runs = {ch: pstat.start(ch, technique) for ch in channels}
+    clock.advance(60)
+    return technique, {ch: [complex(s.z_re_ohm, s.z_im_ohm) for s in run.poll()]
+                       for ch, run in runs.items()}
+
+
+def test_eis_points_carry_seeded_noise_of_a_fraction_of_a_percent():
+    """An EIS point is the impedance plus Gaussian noise, 0.3 % of |Z| on each part by
+    default: the same seed gives the same spectrum, channels and seeds differ."""
+    technique, spectra = _spectra(seed=7, channels=(1, 2))
+    first = spectra[1]
+    exact = [10 + 1e3 / (1 + 2j * math.pi * f * 1e-3) for f in technique.frequencies_Hz]
+    errors = [(z - w) / abs(w) for z, w in zip(first, exact, strict=True)]
+    parts = [e.real for e in errors] + [e.imag for e in errors]
+    rms = math.sqrt(sum(x * x for x in parts) / len(parts))
+    assert len(first) == 21 and 0.0015 < rms < 0.006
+    assert max(abs(e) for e in errors) < 0.03
+    assert _spectra(seed=7, channels=(1, 2))[1] == spectra  # seeded
+    assert spectra[2] != first and _spectra(seed=8)[1][1] != first
+    assert _spectra()[1][1] == _spectra(seed=0)[1][1]  # the default seed is 0
+    quiet = _spectra(seed=7, eis_noise=0)[1][1]
+    assert quiet == pytest.approx(exact, abs=2e-3)
+    for bad in (-0.01, 0.5, "1%", True):
+        with pytest.raises(InputError, match="eis_noise is a fraction of"):
+            MethodScriptEmulator("p", {1: RCCell()}, ManualClock(), eis_noise=bad)
+    with pytest.raises(InputError, match="seed must be a whole number"):
+        MethodScriptEmulator("p", {1: RCCell()}, ManualClock(), seed=-1)
 
 
 def test_sweeps_and_ocv(pstat, clock, cell):

@@ -24,15 +24,20 @@ A measurement loop whose body only tests its measured values, the timer and valu
 it does not itself change at the top level (the driver's limit and Δt/ΔV recording
 blocks) is event-driven: it asks the cell's `next_crossing` for the first sample at
 which a test can turn true and skips the samples before it, which changes nothing a
-host can see. Any other body runs at every sample.
+host can see. A chronopotentiometry or OCP loop whose body is exactly the driver's
+(limits on E, then a Δt/ΔV rule or every sample) runs in bulk instead: the cell gives
+its readings on the sampling grid a stretch at a time and `RecordLoop`
+(sim/recording.py) applies the rule to them, the same bytes for far less work. Any
+other body runs at every sample.
 
 Assumptions, not read in the manual: a measurement loop's first sample is one
 interval after it starts and its last at the run time; an EIS point takes three
-periods plus 50 ms; a run-time error prints `!XXXX: Line L`, switches the cell off
-and ends the script without `on_finished:`; `L`/`+` mark a plain loop's start and
-end once; a multi-scan CV prints no scan markers; the current range reported is the
-smallest EmStat4 range at or above |I| within the autoranging limits, with the
-overload bit set above 3× the highest range.
+periods plus 50 ms and carries Gaussian noise, 0.3 % of |Z| on each part (seeded per
+channel; `eis_noise=0` gives the exact impedance); a run-time error prints
+`!XXXX: Line L`, switches the cell off and ends the script without `on_finished:`;
+`L`/`+` mark a plain loop's start and end once; a multi-scan CV prints no scan markers;
+the current range reported is the smallest EmStat4 range at or above |I| within the
+autoranging limits, with the overload bit set above 3× the highest range.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ import operator
 import re
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from lipon_hw.drivers.methodscript import (
     CURRENT_RANGES_A,
@@ -65,6 +72,8 @@ EIS_MODE = 3
 FIRMWARE_VERSION = "14"
 FIRMWARE_BUILD = "Oct  1 2025 12:00:00"
 PROGRAMS_KEPT = 8  # parsed scripts kept for their next upload
+EIS_NOISE = 0.003  # assumption: 0.3 % of |Z| on each part of an EIS point, ~0.4 % in all
+MAX_EIS_NOISE = 0.1
 
 OPS: dict[str, Callable[[float, float], bool]] = {
     "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
@@ -268,10 +277,13 @@ class MethodScriptChannel(Emulator):
 
     model = "MultiEmStat4 LR"
 
-    def __init__(self, name: str, cell, clock: Callable[[], float], device_type: str = "mes4lr"):
+    def __init__(self, name: str, cell, clock: Callable[[], float], device_type: str = "mes4lr",
+                 rng: np.random.Generator | None = None, eis_noise: float = EIS_NOISE):
         super().__init__(name)
         self.cell = cell
         self.clock = clock
+        self.rng = rng if rng is not None else np.random.default_rng(0)
+        self.eis_noise = _eis_noise(name, eis_noise)
         self.device_type = device_type
         self.cell_is_on = False
         self.mode = 2
@@ -681,6 +693,9 @@ class MethodScriptChannel(Emulator):
             f = first * ratio**k
             yield self.t + EIS_PERIODS / f + EIS_SETTLE_S
             z = self.cell.impedance_ohm(self.t, f)
+            if self.eis_noise:  # Gaussian on each part, a fraction of |Z| (PHYSICS.md §6)
+                re_noise, im_noise = self.rng.normal(0.0, self.eis_noise * abs(z), 2)
+                z += complex(re_noise, im_noise)
             self._set(f_name, f, "dc")
             self._set(re_name, z.real, "cc")
             self._set(im_name, z.imag, "cd")
@@ -968,6 +983,14 @@ def _package_names(statements: list) -> tuple[str, ...] | None:
     return tuple(c.args[0] for c in statements[1:-1])
 
 
+def _eis_noise(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or \
+            not 0.0 <= value <= MAX_EIS_NOISE:
+        raise InputError(f"{name}: eis_noise is a fraction of |Z| from 0 to {MAX_EIS_NOISE}, "
+                         f"not {value!r}")
+    return float(value)
+
+
 def _staircase(legs, step: float) -> list[float]:
     potentials: list[float] = []
     for start, end in legs:
@@ -1029,14 +1052,25 @@ class MethodScriptEmulator(MethodScriptChannel):
     to cells; this object is the first channel's port, `ports` has every channel's."""
 
     def __init__(self, name: str, cells: dict, clock: Callable[[], float],
-                 device_type: str | None = None):
+                 device_type: str | None = None, seed: int = 0, eis_noise: float = EIS_NOISE):
+        """`seed` seeds each channel's own noise generator (with the channel number);
+        `eis_noise` is the standard deviation of the noise on each part of an EIS point,
+        as a fraction of |Z| (0 for the exact impedance)."""
         if not cells or min(cells) < 1:
             raise InputError(f"{name}: a MethodSCRIPT instrument needs cells on channels "
                              f"numbered from 1, got {sorted(cells)}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise InputError(f"{name}: the noise seed must be a whole number from 0, "
+                             f"not {seed!r}")
         kind = device_type or ("mes4lr" if len(cells) > 1 else "es4_lr")
         first = min(cells)
-        super().__init__(name, cells[first], clock, kind)
+
+        def rng(channel: int) -> np.random.Generator:
+            return np.random.default_rng([seed, channel])
+
+        super().__init__(name, cells[first], clock, kind, rng(first), eis_noise)
         self.model = "MultiEmStat4 LR" if kind.startswith("mes4") else "EmStat4 LR"
         self.ports: dict[int, MethodScriptChannel] = {
-            ch: self if ch == first else MethodScriptChannel(f"{name}/{ch}", cell, clock, kind)
+            ch: self if ch == first else MethodScriptChannel(f"{name}/{ch}", cell, clock, kind,
+                                                             rng(ch), eis_noise)
             for ch, cell in sorted(cells.items())}
