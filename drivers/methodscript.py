@@ -315,6 +315,8 @@ _HEX_DIGITS = "0123456789abcdefABCDEF"
 _PLAIN_VARIABLE = r"([a-z]{2})([0-9A-Fa-f]{7})([afpnumkMGTPE i])(?:,[0-9A-Fa-f]+)*"
 _PLAIN_LINES: dict[int, re.Pattern] = {}  # by number of variables
 _LAYOUTS: dict[tuple[str, ...], list[tuple[int, str]] | None] = {}
+_TYPED: dict[tuple[str, ...], tuple[re.Pattern, list[tuple[int, str]]]] = {}
+_LAST_LAYOUT: list = [None]  # the typed pattern of the last plain line decoded
 
 
 def _layout(types: tuple[str, ...]) -> list[tuple[int, str]] | None:
@@ -330,11 +332,35 @@ def _layout(types: tuple[str, ...]) -> list[tuple[int, str]] | None:
     return layout
 
 
+def _typed_pattern(types: tuple[str, ...]) -> tuple[re.Pattern, list[tuple[int, str]]]:
+    """The plain line pattern with these variable types written in (so a match needs no
+    type lookup), and (group index, Sample field) of the variables a Sample takes."""
+    typed = _TYPED.get(types)
+    if typed is None:
+        pattern = re.compile("P" + ";".join(_PLAIN_VARIABLE.replace("([a-z]{2})", t)
+                                            for t in types))
+        layout = [(2 * k, _SAMPLE_FIELDS[t]) for k, t in enumerate(types)
+                  if t in _SAMPLE_FIELDS]
+        typed = (pattern, layout)
+        if len(_TYPED) < 64:
+            _TYPED[types] = typed
+    return typed
+
+
 def sample_from_line(line: str) -> Sample:
     """A `P…` line → its Sample: `sample_from_package(decode_package(line))` in one pass
     (the same checks, the same ValueErrors) without building the Variables. A line in
     the plain form the instrument writes is matched at once; others are checked field by
     field."""
+    last = _LAST_LAYOUT[0]  # the lines of a run share their variable types
+    if last is not None and (match := last[0].fullmatch(line)) is not None:
+        groups = match.groups()
+        fields = {}
+        for k, name in last[1]:
+            raw = int(groups[k], 16) - OFFSET
+            prefix = groups[k + 1]
+            fields[name] = raw if prefix == "i" else raw * SI_PREFIXES[prefix]
+        return Sample(**fields)
     count = line.count(";") + 1
     pattern = _PLAIN_LINES.get(count)
     if pattern is None:
@@ -350,6 +376,7 @@ def sample_from_line(line: str) -> Sample:
             raw = int(groups[k + 1], 16) - OFFSET
             prefix = groups[k + 2]
             fields[name] = raw if prefix == "i" else raw * SI_PREFIXES[prefix]
+        _LAST_LAYOUT[0] = _typed_pattern(groups[::3])
         return Sample(**fields)
     body = line.rstrip("\n")
     if not line.startswith("P") or len(body) < 11:

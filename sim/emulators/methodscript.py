@@ -799,10 +799,10 @@ class MethodScriptChannel(Emulator):
     def _send_bulk(self, sent, templates, currents, metas) -> bool:
         """The packages of the samples sent; True if one of them was sent by the rule."""
         if sent:
-            timers = encode_values([x[0] for x in sent])
-            volts = encode_values([x[1] for x in sent])
+            values = encode_values([x[0] for x in sent] + [x[1] for x in sent])
             out = []
-            for (_, _, i, reason), t_field, e_field in zip(sent, timers, volts, strict=True):
+            for (_, _, i, reason), t_field, e_field in zip(sent, values[:len(sent)],
+                                                           values[len(sent):], strict=True):
                 i_field = currents.get(i)
                 if i_field is None:
                     meta = metas[i] = metas.get(i) or self._range_meta(i)
