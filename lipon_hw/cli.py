@@ -267,6 +267,9 @@ def _operator_request(action: str, doc: str):
         run = store.run(run_id)
         if run.status != "running":
             raise InputError(f"run {run_id} is {run.status}, not running")
+        if run.kind == "cycling" and action != "abort":
+            raise InputError(f"run {run_id} is a cell test: it can be aborted (every channel "
+                             "stops, cells disconnected) and resumed later, not paused")
         store.request(run_id, action)
         click.echo(f"run {run_id}: {action} requested; the engine acts on it at its next sample")
 

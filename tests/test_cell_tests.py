@@ -286,3 +286,33 @@ protocols:
     con.close()
     assert [k[1] for k in kinds] == [0, 3, 4], "the charge's time end jumped over step 1"
     assert kinds[0][3] - kinds[0][2] == pytest.approx(600, abs=2)
+
+
+def test_operator_abort_stops_every_channel_and_leaves_the_campaign_resumable(tmp_path):
+    path = write(tmp_path, LNMO.format(channels="1-2", cycles=2000))
+    proc = subprocess.Popen([sys.executable, "-m", "lipon_hw.cli", "run", path, "--json"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    db = tmp_path / "lipon-data" / "lipon.db"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        rows = _progress(db)
+        if len(rows) == 2 and min(c for _, c in rows) >= 3:
+            break
+        time.sleep(0.05)
+    assert cli("abort", 1, cwd=tmp_path).returncode == 0
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["status"] == "aborted"
+    assert {c["status"] for c in summary["channels"]} == {"aborted"}
+    assert all(c["cycles"] < 2000 for c in summary["channels"])
+    assert Store(tmp_path / "lipon-data").run(1).status == "aborted"  # resume takes it on
+
+
+def test_a_cell_test_cannot_be_paused(tmp_path):
+    result = start_cycling(write(tmp_path, LNMO.format(channels="1", cycles=1)),
+                           tmp_path / "lipon-data", workers=1)
+    Store(tmp_path / "lipon-data").set_status(result.run_id, "running")  # as if still running
+    proc = cli("pause", result.run_id, cwd=tmp_path)
+    assert proc.returncode == 2 and "can be aborted" in proc.stderr

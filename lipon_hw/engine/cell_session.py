@@ -28,8 +28,8 @@ from lipon_hw.errors import InputError, LiponError
 from lipon_hw.station import Station, load_station
 from lipon_hw.store import Store
 
-RESUMABLE = ("running", "interrupted", "failed")
-CHANNEL_RESUMABLE = ("pending", "running", "interrupted")
+RESUMABLE = ("running", "interrupted", "failed", "aborted")
+CHANNEL_RESUMABLE = ("pending", "running", "interrupted", "aborted")
 
 
 def sample_capacity_Ah(store: Store, sample_id: str, area_cm2: float) -> float | None:
@@ -145,6 +145,9 @@ def _drive(store: Store, run_id: int, proto: pr.Protocol, station: Station,
             _mark_lost(store, run_id, rows, status)
             if status == "completed":
                 message = _outcome(rows)
+                store.take_requests(run_id)
+                if any(row["status"] == "aborted" for row in rows):
+                    status = "aborted"  # by the operator: channels stopped, cells off
             summary = _summary(store, run_id, proto, rows)
             store.set_status(run_id, status, message, summary)
     _plots(store, run_id, notify)

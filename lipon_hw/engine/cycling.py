@@ -42,7 +42,7 @@ FIRST_TIME_FRACTION = 0.6  # of the time to pass the cell's capacity, for a step
 #: longest wait between polls of a buffering instrument, virtual and real time
 MAX_POLL_S = {"virtual": 900.0, "realtime": 2.0}
 
-ENDED = ("completed", "tripped", "failed", "stopped", "terminated")
+ENDED = ("completed", "tripped", "failed", "stopped", "terminated", "aborted")
 
 
 class ChannelTrip(LiponError):
@@ -119,6 +119,9 @@ class Channel:
                         st.pc += 1
                     continue
                 outcome = yield from self._run_step(step)
+                if outcome.end == "aborted":
+                    self.status, self.message = "aborted", outcome.message
+                    break
                 st.pc = step.gotos.get(outcome.end, st.pc + 1)
                 self._save()
             if self.status == "running":
