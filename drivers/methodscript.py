@@ -36,6 +36,7 @@ from bisect import bisect_left
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from dataclasses import fields as dataclass_fields
 
 from lipon_hw.errors import FrameError, InputError, InstrumentError, LinkTimeout
 from lipon_hw.links import Link
@@ -315,7 +316,7 @@ _HEX_DIGITS = "0123456789abcdefABCDEF"
 _PLAIN_VARIABLE = r"([a-z]{2})([0-9A-Fa-f]{7})([afpnumkMGTPE i])(?:,[0-9A-Fa-f]+)*"
 _PLAIN_LINES: dict[int, re.Pattern] = {}  # by number of variables
 _LAYOUTS: dict[tuple[str, ...], list[tuple[int, str]] | None] = {}
-_TYPED: dict[tuple[str, ...], tuple[re.Pattern, list[tuple[int, str]]]] = {}
+_TYPED: dict[tuple[str, ...], tuple[re.Pattern, list[tuple[int, str]], bool]] = {}
 _LAST_LAYOUT: list = [None]  # the typed pattern of the last plain line decoded
 
 
@@ -332,16 +333,19 @@ def _layout(types: tuple[str, ...]) -> list[tuple[int, str]] | None:
     return layout
 
 
-def _typed_pattern(types: tuple[str, ...]) -> tuple[re.Pattern, list[tuple[int, str]]]:
+def _typed_pattern(types: tuple[str, ...]) -> tuple[re.Pattern, list[tuple[int, str]], bool]:
     """The plain line pattern with these variable types written in (so a match needs no
-    type lookup), and (group index, Sample field) of the variables a Sample takes."""
+    type lookup), (group index, Sample field) of the variables a Sample takes, and
+    whether those are a Sample's first fields in order (positional arguments)."""
     typed = _TYPED.get(types)
     if typed is None:
         pattern = re.compile("P" + ";".join(_PLAIN_VARIABLE.replace("([a-z]{2})", t)
                                             for t in types))
         layout = [(2 * k, _SAMPLE_FIELDS[t]) for k, t in enumerate(types)
                   if t in _SAMPLE_FIELDS]
-        typed = (pattern, layout)
+        order = [f.name for f in dataclass_fields(Sample)]
+        in_order = [name for _, name in layout] == order[:len(layout)]
+        typed = (pattern, layout, in_order)
         if len(_TYPED) < 64:
             _TYPED[types] = typed
     return typed
@@ -355,12 +359,14 @@ def sample_from_line(line: str) -> Sample:
     last = _LAST_LAYOUT[0]  # the lines of a run share their variable types
     if last is not None and (match := last[0].fullmatch(line)) is not None:
         groups = match.groups()
-        fields = {}
-        for k, name in last[1]:
+        values = []
+        for k, _ in last[1]:
             raw = int(groups[k], 16) - OFFSET
             prefix = groups[k + 1]
-            fields[name] = raw if prefix == "i" else raw * SI_PREFIXES[prefix]
-        return Sample(**fields)
+            values.append(raw if prefix == "i" else raw * SI_PREFIXES[prefix])
+        if last[2]:  # the first fields of a Sample, in its order
+            return Sample(*values)
+        return Sample(**{name: v for (_, name), v in zip(last[1], values, strict=True)})
     count = line.count(";") + 1
     pattern = _PLAIN_LINES.get(count)
     if pattern is None:

@@ -132,9 +132,21 @@ class RecordLoop:
     def _scan(self, timer, volts, amps, j: int, m: int, plain: bool, sent) -> int:
         """Apply the body's tests to readings j … m−1; the index of the last one used."""
         tn, eh, el, dt, dV = self.tn, self.eh, self.el, self.dt, self.dV
-        first_firing = self._first_firing
-        while j < m:
-            k = first_firing(timer, volts, j, m, plain, tn, eh, el)
+        v_hi, v_lo = self.v_hi, self.v_lo
+        while j < m:  # _first_firing, written out: this loop runs once per sample sent
+            hi = eh if eh < v_hi else v_hi
+            lo = el if el > v_lo else v_lo
+            k = bisect_left(timer, tn, j, m)
+            if plain:
+                for x in range(j, k):
+                    if volts[x] >= hi or volts[x] <= lo:
+                        k = x
+                        break
+            else:
+                for x in range(j, k):
+                    if not lo < volts[x] < hi:
+                        k = x
+                        break
             if k >= m:
                 break
             t, e, i = timer[k], volts[k], amps[k]
