@@ -27,12 +27,15 @@ INF = math.inf
 @dataclass(frozen=True)
 class Recorded:
     """The samples a loop sent: t_s is the loop's timer (from its start), and why it ended:
-    'v_max', 'v_min' or 'done' (its run time ran out)."""
+    'v_max', 'v_min' or 'done' (its run time ran out). end_t_s is the timer at the last
+    measurement, where the cell waits: the last sample sent unless the run time ran
+    out between two samples."""
 
     t_s: np.ndarray
     E_V: np.ndarray
     I_A: np.ndarray
     end_reason: str
+    end_t_s: float
 
 
 class RecordLoop:
@@ -188,5 +191,5 @@ def record_constant_current(cell, t0_s: float, current_A: float, v_min_V: float 
     loop = RecordLoop(cell, t0_s, interval_s, n, t0_s, limits, dt_s, dV,
                       every_point=dt_s is None and dV is None)
     sent = loop.run_to(n)
-    t, e, i = (np.array([s[k] for s in sent], dtype=float) for k in range(3))
-    return Recorded(t, e, i, loop.end or "done")
+    t, e, i = (np.array([x[k] for x in sent], dtype=float) for k in range(3))
+    return Recorded(t, e, i, loop.end or "done", loop.last[0])

@@ -50,7 +50,7 @@ def test_record_points_are_what_the_emulator_sends(current_A, soc, limits, recor
     assert [_on_the_wire(x) for x in out.E_V] == [s.E_V for s in samples]
     assert [_on_the_wire(x) for x in out.I_A] == [s.I_A for s in samples]
     assert out.end_reason == run.end_reason
-    assert cell.t == (out.t_s[-1] if limits else 6000.0)  # at the last measurement
+    assert cell.t == out.end_t_s == (out.t_s[-1] if limits else 6000.0)  # last measured
 
 
 def test_every_rule_and_the_end_of_the_run_time():
@@ -58,7 +58,7 @@ def test_every_rule_and_the_end_of_the_run_time():
     out = record_constant_current(cell, 50.0, 3e-7, 3.5, 5.1, 2.0, 120.0, None, 1000.0)
     assert out.end_reason == "done"
     assert out.t_s.tolist() == [2.0, *range(122, 1000, 120)]  # first sample, then every 120 s
-    assert cell.t == 1050.0
+    assert cell.t == 1050.0 and out.end_t_s == 1000.0
 
 
 @pytest.mark.parametrize("interval_s, max_s, words", [
