@@ -44,15 +44,9 @@ def film_figures(store: Store, run_id: int, plan) -> dict:
     """Conductivities of one channel's film from what the run recorded (empty if none)."""
     thickness, area = film_geometry(store, plan)
     out: dict = {}
-    spectrum = store.spectra(run_id, plan.channel)
-    if spectrum:
-        first = [r for r in spectrum if r[2] == spectrum[0][2]]
-        f = np.array([r[3] for r in first])
-        z = np.array([complex(r[4], r[5]) for r in first])
-        try:
-            fit = fit_spectrum(f, z)
-        except InputError:
-            fit = None
+    spectrum = first_spectrum(store, run_id, plan.channel)
+    if spectrum is not None:
+        fit = spectrum_fit(*spectrum)
         if fit is not None:
             out["film_resistance_ohm"] = fit.film_resistance_ohm
             if thickness and area:
@@ -65,6 +59,23 @@ def film_figures(store: Store, run_id: int, plan) -> dict:
     if out:
         out.update(film_thickness_nm=thickness, area_cm2=area)
     return out
+
+
+def first_spectrum(store: Store, run_id: int, channel: int):
+    """(f_Hz, Z) of the channel's first impedance step, or None."""
+    rows = store.spectra(run_id, channel)
+    if not rows:
+        return None
+    first = [r for r in rows if r[2] == rows[0][2]]
+    return np.array([r[3] for r in first]), np.array([complex(r[4], r[5]) for r in first])
+
+
+def spectrum_fit(f_Hz, z_ohm):
+    """The (R‖CPE) fit of a spectrum, or None if it cannot be fitted."""
+    try:
+        return fit_spectrum(f_Hz, z_ohm)
+    except InputError:
+        return None
 
 
 def _dc_polarization(store: Store, run_id: int, plan):
@@ -150,16 +161,10 @@ def write_cell_plots(store: Store, run_id: int, out_dir: Path | str,
             if rows:
                 t, v, i, c = (np.array(x) for x in zip(*[r[:4] for r in rows], strict=True))
                 files.append(plot_voltage_capacity(t, v, i, c, out / f"ch{n}-voltage-capacity.png"))
-        spectrum = store.spectra(run_id, n)
-        if spectrum:
-            first = [r for r in spectrum if r[2] == spectrum[0][2]]
-            f = np.array([r[3] for r in first])
-            z = np.array([complex(r[4], r[5]) for r in first])
-            try:
-                fit = fit_spectrum(f, z)
-            except InputError:
-                fit = None
-            files.append(plot_nyquist(f, z, out / f"ch{n}-nyquist.png", fit=fit))
+        spectrum = first_spectrum(store, run_id, n)
+        if spectrum is not None:
+            files.append(plot_nyquist(*spectrum, out / f"ch{n}-nyquist.png",
+                                      fit=spectrum_fit(*spectrum)))
     return files
 
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from lipon_hw.engine import protocol as pr
-from lipon_hw.engine.cycling import ChannelState, CyclingResult, run_channels
-from lipon_hw.engine.runner import Interrupted, _uninterruptible
+from lipon_hw.engine.cycling import ChannelState, run_channels
+from lipon_hw.engine.runner import Interrupted, RunResult, _uninterruptible
 from lipon_hw.engine.session import make_env
 from lipon_hw.errors import InputError, LiponError
 from lipon_hw.station import Station, load_station
@@ -53,7 +53,7 @@ def start_cycling(sequence: str, data_dir: str | Path, station_path: str | None 
                   seed: int | None = None, speed: float | None = None,
                   notify: Callable[[str], None] | None = None,
                   on_start: Callable[[int, pr.Protocol], None] | None = None,
-                  on_cycle=None, workers: int | None = None) -> CyclingResult:
+                  on_cycle=None, workers: int | None = None) -> RunResult:
     station = load_station(station_path)
     store = Store(data_dir)
     try:
@@ -79,7 +79,7 @@ def start_cycling(sequence: str, data_dir: str | Path, station_path: str | None 
 def resume_cycling(run_id: int, data_dir: str | Path, speed: float | None = None,
                    notify: Callable[[str], None] | None = None,
                    on_start: Callable[[int, pr.Protocol], None] | None = None,
-                   on_cycle=None, workers: int | None = None) -> CyclingResult:
+                   on_cycle=None, workers: int | None = None) -> RunResult:
     """Every channel that had not ended continues from its last step boundary."""
     store = Store(data_dir)
     try:
@@ -116,7 +116,7 @@ def resume_cycling(run_id: int, data_dir: str | Path, speed: float | None = None
 
 def _drive(store: Store, run_id: int, proto: pr.Protocol, station: Station,
            states: dict[int, ChannelState], seed: int | None, speed: float | None,
-           on_cycle, notify=None, workers: int | None = None) -> CyclingResult:
+           on_cycle, notify=None, workers: int | None = None) -> RunResult:
     """Run the channels in `workers` processes (default: one per core for a simulated
     run in virtual time, one for real time), then summarise from the store."""
     wall0 = time.monotonic()
@@ -151,7 +151,7 @@ def _drive(store: Store, run_id: int, proto: pr.Protocol, station: Station,
             summary = _summary(store, run_id, proto, rows)
             store.set_status(run_id, status, message, summary)
     _plots(store, run_id, notify)
-    return CyclingResult(run_id, status, message, summary["virtual_s"],
+    return RunResult(run_id, status, message, summary["virtual_s"],
                          time.monotonic() - wall0, summary)
 
 

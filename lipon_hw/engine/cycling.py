@@ -348,16 +348,6 @@ class _HostEnds:
 
 
 # --- a run of many channels --------------------------------------------------------------------
-@dataclass
-class CyclingResult:
-    run_id: int
-    status: str
-    message: str
-    t_s: float
-    wall_s: float
-    summary: dict = field(default_factory=dict)
-
-
 def run_channels(env: simpy.Environment, store: Store, run_id: int, proto: pr.Protocol,
                  pstat, states: dict[int, ChannelState], sim_cells: dict[int, object],
                  realtime: bool, on_cycle=None, should_stop: Callable[[], bool] | None = None
