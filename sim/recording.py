@@ -80,7 +80,7 @@ class RecordLoop:
             first = ahead[0]
             timer, volts, amps = ahead[1], ahead[2], ahead[3]
             j = self._scan(timer, volts, amps, self.k + 1 - first,
-                           min(k_stop - first + 1, len(volts)), ahead[5], sent)
+                           min(k_stop - first + 1, len(volts)), ahead[5], ahead[6], sent)
             self.k = first + j
             self.last = (timer[j], volts[j], amps[j])
         if self.end is None and self.k >= self.n:
@@ -120,7 +120,9 @@ class RecordLoop:
 
     def _read_ahead(self) -> tuple:
         """The readings from sample k+1 on, a stretch ahead (growing while the loop runs),
-        as (first sample, timers, volts, amps, cell epoch, has NaN)."""
+        as (first sample, timers, volts, amps, cell epoch, has NaN, runs). Without NaN,
+        runs = (ends of the rising runs, ends of the falling runs, −volts): a run of
+        potentials that never falls (or never rises) is searched by bisection."""
         k1, t0, interval = self.k + 1, self.t0, self.interval
         volts, amps = self.cell.readings_on_grid(t0, interval, k1,
                                                  min(self.n, k1 + self._stretch - 1))
@@ -128,11 +130,16 @@ class RecordLoop:
         m = len(volts)
         timer = ((t0 + np.arange(k1, k1 + m, dtype=float) * interval) - self.timer0).tolist()
         plain = self.nan_thresholds or bool(np.isnan(volts).any())
+        runs = None
+        if not plain:  # a run ends where the next reading goes the other way (or at the end)
+            steps = np.diff(volts)
+            runs = (np.flatnonzero(steps < 0).tolist() + [m - 1],
+                    np.flatnonzero(steps > 0).tolist() + [m - 1], (-volts).tolist())
         self._ahead = (k1, timer, volts.tolist(), amps.tolist(), self.cell.trajectory_epoch,
-                       plain)
+                       plain, runs)
         return self._ahead
 
-    def _scan(self, timer, volts, amps, j: int, m: int, plain: bool, sent) -> int:
+    def _scan(self, timer, volts, amps, j: int, m: int, plain: bool, runs, sent) -> int:
         """Apply the body's tests to readings j … m−1; the index of the last one used."""
         tn, eh, el, dt, dV = self.tn, self.eh, self.el, self.dt, self.dV
         v_hi, v_lo = self.v_hi, self.v_lo
@@ -140,7 +147,9 @@ class RecordLoop:
             hi = eh if eh < v_hi else v_hi
             lo = el if el > v_lo else v_lo
             k = bisect_left(timer, tn, j, m)
-            if plain:
+            if runs is not None:
+                k = _leaves(volts, runs, j, k, lo, hi)
+            elif plain:
                 for x in range(j, k):
                     if volts[x] >= hi or volts[x] <= lo:
                         k = x
@@ -167,6 +176,27 @@ class RecordLoop:
             j = k + 1
         self.tn, self.eh, self.el = tn, eh, el
         return m - 1
+
+
+def _leaves(volts, runs, x: int, k: int, lo: float, hi: float) -> int:
+    """The first reading in [x, k) outside (lo, hi), else k (no NaN about): along a run
+    that never falls only hi can be reached after its first reading, and bisection finds
+    where; likewise lo along a run that never rises."""
+    rising_ends, falling_ends, negated = runs
+    while x < k:
+        if not lo < volts[x] < hi:
+            return x
+        end = rising_ends[bisect_left(rising_ends, x)]  # volts[x … end] never fall
+        if end > x:
+            end = min(end + 1, k)
+            y = bisect_left(volts, hi, x + 1, end)
+        else:  # volts[x+1] < volts[x]: a run that never rises
+            end = min(falling_ends[bisect_left(falling_ends, x)] + 1, k)
+            y = bisect_left(negated, -lo, x + 1, end)
+        if y < end:
+            return y
+        x = end
+    return k
 
 
 def record_constant_current(cell, t0_s: float, current_A: float, v_min_V: float | None,
