@@ -171,7 +171,10 @@ class FullParams(CellParams):
     double_layer_F_cm2: float = 10e-6  # assumption: τ_ct = R_ct·C_dl
     formation_ct_factor: float = 1.0  # R_ct(first cycle)/R_ct(formed); LNMO none (assumption)
     formation_cycles: float = 7.0  # e-folds of that decay (LCO: ~20 cycles = 3 e-folds, 003)
-    diffusion_cm2_s: float = 1.0e-11  # assumption: Li diffusivity in the cathode film
+    # assumption: Li diffusivity in the cathode film, at the low end of thin-film LNMO
+    # reports (1e-10 to 1e-9 cm²/s); 1e-11 made every ~2C charge from the discharged state
+    # climb an unphysical hump to ~5.05 V (R_diff = τ_d/3 · dE/dQ on the steep low-SOC OCV)
+    diffusion_cm2_s: float = 1.0e-10
     diffusion_activation_eV: float = 0.40  # assumption
     diffusion_window_soc: float = 0.10  # assumption: the surface runs ahead of the bulk by
     #                                     up to this; the DC diffusion term sees the OCV slope
