@@ -189,7 +189,9 @@ class Store:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.data_dir / DB_NAME
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        # several processes write a cell test (one per group of channels): wait for the lock
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                   timeout=30.0)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
@@ -342,10 +344,12 @@ class Store:
                          (run_id, channel, instrument, sample_id, protocol))
 
     def update_channel(self, run_id: int, channel: int, status: str, message: str, cycle: int,
-                       step_count: int, t_s: float, state: Mapping) -> None:
-        """The channel's progress and resume state; committed with the samples before it."""
+                       step_count: int, t_s: float, state: Mapping | str) -> None:
+        """The channel's progress and resume state (a mapping, or its JSON); committed with
+        the samples before it."""
+        text = state if isinstance(state, str) else json.dumps(state)
         self._pending_channels[(run_id, channel)] = (
-            status, message, cycle, step_count, t_s, json.dumps(state), run_id, channel)
+            status, message, cycle, step_count, t_s, text, run_id, channel)
         self._maybe_flush()
 
     def channels(self, run_id: int) -> list[dict]:

@@ -190,6 +190,14 @@ def _progress(db: Path) -> list[tuple[int, int]]:
         con.close()
 
 
+def _statuses(db: Path) -> list[tuple[str]]:
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        return con.execute("SELECT status FROM channels").fetchall()
+    finally:
+        con.close()
+
+
 def test_kill_9_mid_campaign_then_resume_continues_every_channel(tmp_path):
     path = write(tmp_path, LNMO.format(channels="1-4", cycles=40))
     proc = subprocess.Popen([sys.executable, "-m", "lipon_hw.cli", "run", path, "--json"],
@@ -204,12 +212,15 @@ def test_kill_9_mid_campaign_then_resume_continues_every_channel(tmp_path):
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    time.sleep(1.0)  # the workers follow their parent (SIGTERM on its death)
+    # the workers saw their parent die (SIGTERM on its death): each stops its channels and
+    # disconnects the cells, then says so in the store
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and {s for (s,) in _statuses(db)} != {"interrupted"}:
+        time.sleep(0.1)
     con = sqlite3.connect(db)
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     before = con.execute("SELECT channel, MAX(step_count), MAX(cycle) FROM cell_samples"
                          " GROUP BY channel").fetchall()
-    # the workers saw their parent die: each stopped its channels and disconnected the cells
     assert {s for (s,) in con.execute("SELECT status FROM channels")} == {"interrupted"}
     con.close()
     assert all(cycle < 40 for _, _, cycle in before)

@@ -22,10 +22,11 @@ back: a resumed channel continues after the largest step number it stored.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import simpy
 
@@ -37,7 +38,7 @@ from lipon_hw.techniques import EIS, ConstantCurrent
 
 MIN_POLL_S = 1.0
 NEAR_END_POLL_S = 5.0
-EXPECTED_FRACTION = 0.97  # of the step's last duration, after which its end is near
+EXPECTED_FRACTION = 0.98  # of the step's last duration, after which its end is near
 FIRST_TIME_FRACTION = 0.6  # of the time to pass the cell's capacity, for a step's first run
 #: longest wait between polls of a buffering instrument, virtual and real time
 MAX_POLL_S = {"virtual": 900.0, "realtime": 2.0}
@@ -91,7 +92,7 @@ class Channel:
         self.counter = (CycleCounter.from_state(state.cycles) if state.cycles
                         else CycleCounter(reference_cycle=reference))
         self._abort_requested = False
-        self._saved: dict = asdict(state)
+        self._saved: str = json.dumps(vars(state))
 
     # --- the program ----------------------------------------------------------------
     def process(self):
@@ -220,6 +221,8 @@ class Channel:
         cadence = min(getattr(record, "dt_s", None) or self.max_poll_s, self.max_poll_s)
         if fraction == EXPECTED_FRACTION:
             cadence = min(cadence, NEAR_END_POLL_S)
+        elif expected is not None:  # a first time: ever closer as the expected end nears
+            cadence = max(cadence, 0.1 * (ends.t0 + expected - now))
         return min(cadence, max(MIN_POLL_S, 0.7 * ends.time_left(now)))
 
     def _expected_duration(self, technique) -> tuple[float | None, float]:
@@ -260,7 +263,7 @@ class Channel:
         st.cycles = self.counter.state()
         if self.sim_cell is not None:
             st.cell = self.sim_cell.snapshot()
-        self._saved = asdict(st)
+        self._saved = json.dumps(vars(st))  # a copy: the state goes on changing
         self.store.update_channel(self.run_id, self.number, self.status, self.message,
                                   st.cycle, st.step_count, st.t_s, self._saved)
 
