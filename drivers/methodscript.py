@@ -835,7 +835,9 @@ class MethodScriptPotentiostat:
         link.write(b"Z\n")
         while True:
             line = self._read_line(link, dispatch=run)
-            if line == "Z!0006":
+            if line == "Z!0006":  # nothing runs: a run whose end went unseen is over too
+                if run is not None and not run.finished:
+                    run.aborted = run.finished = True
                 return
             if line == "Z":
                 break

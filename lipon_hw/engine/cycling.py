@@ -272,7 +272,7 @@ class Channel:
         try:
             self.pstat.stop(self.number)
             self.pstat.cell_off(self.number)
-        except LiponError as exc:
+        except Exception as exc:  # noqa: BLE001 - recorded; the other channels still get theirs
             self.message += f"; disconnecting the cell failed ({exc})"
         if self.status in ENDED:
             self._store_cycles(self.counter.finish())
