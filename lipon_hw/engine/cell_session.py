@@ -151,8 +151,8 @@ def _drive(store: Store, run_id: int, proto: pr.Protocol, station: Station,
             summary = _summary(store, run_id, proto, rows)
             store.set_status(run_id, status, message, summary)
     _plots(store, run_id, notify)
-    return RunResult(run_id, status, message, summary["virtual_s"],
-                         time.monotonic() - wall0, summary)
+    return RunResult(run_id, status, message, summary["virtual_s"], time.monotonic() - wall0,
+                     summary)
 
 
 def _groups(channels: list[int], workers: int) -> list[list[int]]:
@@ -168,8 +168,8 @@ def _run_group(store: Store, run_id: int, proto: pr.Protocol, station: Station,
     t0 = min(states[p.channel].t_s for p in proto.channels)
     env = make_env(station, speed, t0)
     lab = station.connect(lambda: env.now, seed=seed)
+    pstat = lab.instruments[proto.potentiostat]
     try:
-        pstat = lab.instruments[proto.potentiostat]
         snapshots = {n: s.cell for n, s in states.items()}
         sim_cells = mount_cells(lab, proto, store, seed, snapshots) if lab.sim else {}
         run_channels(env, store, run_id, proto, pstat, states, sim_cells,
@@ -177,8 +177,24 @@ def _run_group(store: Store, run_id: int, proto: pr.Protocol, station: Station,
                      should_stop=lambda: "abort" in store.pending_requests(run_id))
     finally:
         with _uninterruptible():
+            for failure in _disconnect(pstat, [p.channel for p in proto.channels]):
+                store.add_alarm(run_id, env.now, "error", proto.potentiostat, failure)
             store.flush()
             lab.close()
+
+
+def _disconnect(pstat, channels: list[int]) -> list[str]:
+    """Every channel of this group stopped with its cell off, whatever ended the run (the
+    channels normally did it themselves; other groups' channels are not touched). Returns
+    what failed, one sentence per channel."""
+    failures = []
+    for channel in channels:
+        try:
+            pstat.stop(channel)
+            pstat.cell_off(channel)
+        except Exception as exc:  # noqa: BLE001 - every channel is tried
+            failures.append(f"channel {channel}: the cell could not be disconnected ({exc})")
+    return failures
 
 
 def _run_workers(store: Store, run_id: int, groups: list[list[int]],
