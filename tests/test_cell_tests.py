@@ -327,3 +327,25 @@ def test_a_cell_test_cannot_be_paused(tmp_path):
     Store(tmp_path / "lipon-data").set_status(result.run_id, "running")  # as if still running
     proc = cli("pause", result.run_id, cwd=tmp_path)
     assert proc.returncode == 2 and "can be aborted" in proc.stderr
+
+
+def test_a_film_made_on_the_line_is_the_film_the_cell_test_measures(tmp_path):
+    """The fab and the bench are one world: a LiPON layer sputtered here (sample T-1)
+    becomes the electrolyte of the blocking cell the conductivity protocol measures, with
+    the thickness the store holds and the conductivity the sputter tool gave it."""
+    from lipon_hw.engine.session import start_run
+
+    from recipes import short_recipe
+
+    data = tmp_path / "data"
+    start_run(str(short_recipe(tmp_path, thickness_nm=300)), data)
+    (layer,) = Store(data).film_stack("T-1")
+    truth = layer["properties"]["sim_truth"]
+    text = (SEQUENCES / "lipon_conductivity.yaml").read_text(encoding="utf-8").replace(
+        "channels: 1\ncell: {kind: blocking, area_cm2: 0.04, lipon_thickness_nm: 3700}",
+        'channels: {"1": {sample: T-1}}\ncell: {kind: blocking, area_cm2: 0.04}')
+    result = start_cycling(write(tmp_path, text), data, workers=1)
+    summary = result.summary
+    assert summary["film_thickness_nm"] == pytest.approx(layer["thickness_nm"])
+    assert summary["ionic_conductivity_S_cm"] == pytest.approx(truth["sigma_S_cm"], rel=0.05)
+    assert truth["sigma_S_cm"] != pytest.approx(2.5e-6, rel=0.01)  # not the seeds' default
