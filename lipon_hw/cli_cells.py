@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
 import click
 
@@ -21,11 +22,12 @@ def is_cell_test(path: str) -> bool:
 
 
 def expected_cycles(plan) -> int | None:
+    """Cycles the protocol will run if nothing ends it early: every loop closes a cycle
+    per pass (loops one after the other), at most the termination's count."""
     prog = plan.program
-    if prog.termination.cycles:
-        return prog.termination.cycles
-    loops = [s.loop.times for s in prog.steps if s.loop is not None]
-    return max(loops) if loops else None
+    passes = sum(s.loop.times for s in prog.steps if s.loop is not None) or None
+    limits = [n for n in (passes, prog.termination.cycles) if n]
+    return min(limits) if limits else None
 
 
 class ChannelProgress:
@@ -35,6 +37,7 @@ class ChannelProgress:
         self.quiet = quiet
         self.bars: dict[int, object] = {}
         self.run_id = None
+        self._drawn = 0.0
 
     def __enter__(self):
         return self
@@ -56,10 +59,16 @@ class ChannelProgress:
                 mininterval=0.5)
 
     def cycle(self, channel: int, completed: int) -> None:
+        """A channel's completed cycles; the bars are redrawn at most twice a second."""
         bar = self.bars.get(channel)
-        if bar is not None and bar.n != completed:
-            bar.n = completed
-            bar.update(0)
+        if bar is None or bar.n == completed:
+            return
+        bar.n = completed
+        now = time.monotonic()
+        if now - self._drawn >= 0.5:
+            self._drawn = now
+            for each in self.bars.values():
+                each.refresh()
 
     def note(self, message: str) -> None:
         if not self.quiet:
