@@ -447,8 +447,12 @@ class SmuRun:
         self._smu = smu
         self._reason: str | None = None
         self._record = getattr(technique, "record", Recording())
-        self._next_t: float | None = None  # the Δt/ΔV rules' next thresholds
+        if isinstance(technique, OCV):  # no current to follow at open circuit
+            self._record = self._record.without_current()
+        self._sent_any = False
+        self._next_t: float | None = None  # the Δt/ΔV/ΔI rules' next thresholds
         self._band: tuple[float, float] | None = None
+        self._i_band: tuple[float, float] | None = None
         self._phase_t0 = 0.0
         self._levels: list[float] = []
         tq = technique
@@ -531,17 +535,22 @@ class SmuRun:
 
     def _recorded(self, s: Sample, force: bool) -> bool:
         """The Recording rule: every reading, or the first, then every dt_s and whenever E
-        left ±dV of the last sample sent."""
+        left ±dV, or I left ±dI, of the last sample sent."""
         rec = self._record
-        due = force or rec.every_point or self._next_t is None and self._band is None
+        due = force or rec.every_point or not self._sent_any
         if rec.dt_s is not None and self._next_t is not None and s.t_s >= self._next_t:
             due = True
         if rec.dV is not None and self._band is not None and not (
                 self._band[0] < s.E_V < self._band[1]):
             due = True
+        if rec.dI is not None and self._i_band is not None and not (
+                self._i_band[0] < s.I_A < self._i_band[1]):
+            due = True
         if due:
+            self._sent_any = True
             self._next_t = s.t_s + rec.dt_s if rec.dt_s is not None else None
             self._band = (s.E_V - rec.dV, s.E_V + rec.dV) if rec.dV is not None else None
+            self._i_band = (s.I_A - rec.dI, s.I_A + rec.dI) if rec.dI is not None else None
         return due
 
     def _end(self, reason: str, switch_off: bool = True) -> None:

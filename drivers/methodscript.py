@@ -441,10 +441,13 @@ def _check_technique(tq: Technique) -> None:
 
 
 def _record_vars(rec: Recording) -> list[str]:
+    """The rules' thresholds, at 0 so that the first sample goes out."""
     lines = ["var tn"] if rec.dt_s is not None else []
     lines += ["var eh", "var el"] if rec.dV is not None else []
+    lines += ["var ih", "var il"] if rec.dI is not None else []
     lines += ["store_var tn 0 eb"] if rec.dt_s is not None else []
     lines += ["store_var eh 0 ab", "store_var el 0 ab"] if rec.dV is not None else []
+    lines += ["store_var ih 0 ba", "store_var il 0 ba"] if rec.dI is not None else []
     return lines
 
 
@@ -453,7 +456,8 @@ def _package(names: Sequence[str]) -> list[str]:
 
 
 def _record_block(rec: Recording, names: Sequence[str]) -> list[str]:
-    """The body lines that send a sample: always, or on the Δt/ΔV rules."""
+    """The body lines that send a sample: always, or on the Δt/ΔV/ΔI rules (ΔI only where
+    the loop measures a current `i`)."""
     if rec.every_point:
         return _package(names)
     send = _package(names)
@@ -462,8 +466,12 @@ def _record_block(rec: Recording, names: Sequence[str]) -> list[str]:
     if rec.dV is not None:
         send += ["copy_var e eh", f"add_var eh {L(rec.dV)}", "copy_var e el",
                  f"sub_var el {L(rec.dV)}"]
+    if rec.dI is not None:
+        send += ["copy_var i ih", f"add_var ih {L(rec.dI)}", "copy_var i il",
+                 f"sub_var il {L(rec.dI)}"]
     rules = (["t >= tn"] if rec.dt_s is not None else []) + (
-        ["e >= eh", "e <= el"] if rec.dV is not None else [])
+        ["e >= eh", "e <= el"] if rec.dV is not None else []) + (
+        ["i >= ih", "i <= il"] if rec.dI is not None else [])
     lines: list[str] = []
     for n, rule in enumerate(rules):
         lines += [f"{'if' if n == 0 else 'elseif'} {rule}", *_indent(send)]
@@ -490,8 +498,9 @@ TEI = ("t", "e", "i")
 
 
 def _ocv_script(tq: OCV) -> list[str]:
-    body = ["timer_get t", *_record_block(tq.record, ("t", "e"))]
-    return ["var t", "var e", *_record_vars(tq.record), "set_pgstat_chan 0",
+    record = tq.record.without_current()  # no current to follow at open circuit
+    body = ["timer_get t", *_record_block(record, ("t", "e"))]
+    return ["var t", "var e", *_record_vars(record), "set_pgstat_chan 0",
             "set_pgstat_mode 2", "set_max_bandwidth 40", "cell_off", "timer_start",
             *_loop(f"meas_loop_ocp e {L(tq.interval_s)} {L(tq.duration_s)}", body)]
 

@@ -14,15 +14,23 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Recording:
-    """When a sample goes out: every `dt_s` and whenever E moved by `dV` since the last
-    one. Both None: every measurement. Checks of limits happen every measurement."""
+    """When a sample goes out: every `dt_s`, whenever E moved by `dV` (volts) and whenever
+    I moved by `dI` (amperes) since the last one. All None: every measurement. Checks of
+    limits happen every measurement. dI matters where the current moves (a potentiostatic
+    hold, whose decaying current a time rule samples too coarsely to integrate); a
+    technique that measures no current (OCV) ignores it."""
 
     dt_s: float | None = None
     dV: float | None = None
+    dI: float | None = None
 
     @property
     def every_point(self) -> bool:
-        return self.dt_s is None and self.dV is None
+        return self.dt_s is None and self.dV is None and self.dI is None
+
+    def without_current(self) -> Recording:
+        """The rules left where no current is measured (all of them gone: every point)."""
+        return Recording(self.dt_s, self.dV) if self.dI is not None else self
 
 
 @dataclass(frozen=True)

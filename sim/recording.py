@@ -1,8 +1,9 @@
 """The record points of a measurement loop under a constant control, found in bulk.
 
 A potentiostat measures every `interval` and a loop body decides what to send: a limit
-(E ≥ v_max, E ≤ v_min) sends the sample and ends the loop; otherwise the Δt/ΔV rule sends
-it when t ≥ t_last + dt or E ≥ E_last + dV or E ≤ E_last − dV, in the script's own float
+(E ≥ v_max, E ≤ v_min, or −i_min < I < i_min) sends the sample and ends the loop;
+otherwise the Δt/ΔV/ΔI rule sends it when t ≥ t_last + dt or E ≥ E_last + dV or
+E ≤ E_last − dV or I ≥ I_last + dI or I ≤ I_last − dI, in the script's own float
 arithmetic. `RecordLoop` reads the cell on the measurement grid a stretch at a time
 (`readings_on_grid`: the same numbers as reading it sample by sample) and applies those
 tests over plain lists, so a sample costs a few comparisons instead of an interpreted
@@ -13,7 +14,7 @@ is the same thing without an instrument.
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,24 +41,31 @@ class Recorded:
 
 class RecordLoop:
     """A measurement loop of n samples at t0 + k·interval (k = 1 … n) on a cell under a
-    constant control, with limits and a Δt/ΔV rule (None: no such rule; every_point sends
-    every sample). `timer0` is when the loop's timer started; tn, eh, el are the rule's
-    thresholds when the loop starts (the driver's scripts start them at 0, so that the
-    first sample is always sent). `run_to(k)` measures up to sample k."""
+    constant control, with limits and a Δt/ΔV/ΔI rule (None: no such rule; every_point
+    sends every sample). Limits are (">=" | "<=", level, reason) on E, or ("in", (lo, hi),
+    reason) on I (lo < I < hi: a current cutoff), tested in their order. `timer0` is when
+    the loop's timer started; tn, eh, el, ih, il are the rule's thresholds when the loop
+    starts (the driver's scripts start them at 0, so that the first sample is always
+    sent). `run_to(k)` measures up to sample k."""
 
     def __init__(self, cell, t0: float, interval: float, n: int, timer0: float,
-                 limits: list[tuple[str, float, str]], dt: float | None, dV: float | None,
-                 tn: float = 0.0, eh: float = 0.0, el: float = 0.0, every_point: bool = False):
+                 limits: list[tuple[str, object, str]], dt: float | None, dV: float | None,
+                 tn: float = 0.0, eh: float = 0.0, el: float = 0.0, every_point: bool = False,
+                 dI: float | None = None, ih: float = 0.0, il: float = 0.0):
         self.cell, self.t0, self.interval, self.n, self.timer0 = cell, t0, interval, n, timer0
-        self.limits = limits  # (">=" | "<=", level, reason), tested in this order
-        self.dt, self.dV = dt, dV
+        self.limits = limits  # tested in this order
+        self.dt, self.dV, self.dI = dt, dV, dI
         self.tn = -INF if every_point else tn if dt is not None else INF
         self.eh, self.el = (eh, el) if dV is not None else (INF, -INF)
+        self.ih, self.il = (ih, il) if dI is not None else (INF, -INF)
         # a NaN limit never fires (E >= NaN is false)
         self.v_hi = min([x for op, x, _ in limits if op == ">=" and x == x], default=INF)
         self.v_lo = max([x for op, x, _ in limits if op == "<=" and x == x], default=-INF)
-        self.nan_thresholds = any(x is not None and x != x
-                                  for x in (self.tn, self.eh, self.el, dt, dV))
+        self.i_bands = [x for op, x, _ in limits if op == "in"]
+        self.follows_current = dI is not None or bool(self.i_bands)
+        self.nan_thresholds = any(x is not None and x != x for x in (
+            self.tn, self.eh, self.el, self.ih, self.il, dt, dV, dI,
+            *(x for band in self.i_bands for x in band)))
         self._ahead: tuple | None = None  # readings taken ahead (see _read_ahead)
         self._stretch = FIRST_STRETCH
         self.k = 0  # the last sample measured
@@ -100,100 +108,149 @@ class RecordLoop:
                 not ahead[0] <= self.k + 1 < ahead[0] + len(ahead[1]):
             return self.k + 1
         j, m = self.k + 1 - ahead[0], len(ahead[1])
-        return ahead[0] + self._first_firing(ahead[1], ahead[2], j, m, ahead[5], self.tn,
-                                             self.eh, self.el)
+        return ahead[0] + self._first_firing(ahead[1], ahead[2], ahead[3], j, m, ahead[5],
+                                             ahead[6], self.tn, self.eh, self.el, self.ih,
+                                             self.il)
 
-    def _first_firing(self, timer, volts, j, m, plain, tn, eh, el) -> int:
+    def _first_firing(self, timer, volts, amps, j, m, plain, runs, tn, eh, el, ih, il) -> int:
         """The first reading from j on at which a limit or the rule fires (m if none)."""
         hi = eh if eh < self.v_hi else self.v_hi  # a NaN threshold never fires
         lo = el if el > self.v_lo else self.v_lo
         k = bisect_left(timer, tn, j, m)  # the timer only grows
-        if plain:  # NaN somewhere: the script's own tests, which NaN never passes
-            for x in range(j, k):
-                if volts[x] >= hi or volts[x] <= lo:
+        if plain:
+            return self._plain_first(volts, amps, j, k, lo, hi, ih, il)
+        k = _leaves(volts, runs[0], j, k, lo, hi)
+        return self._current_first(amps, runs[1], j, k, ih, il) if self.follows_current else k
+
+    def _plain_first(self, volts, amps, j, k, lo, hi, ih, il) -> int:
+        """_first_firing read by read, with the script's own tests (NaN passes none)."""
+        current, bands = self.dI is not None, self.i_bands
+        for x in range(j, k):
+            v = volts[x]
+            if v >= hi or v <= lo:
+                return x
+            if current or bands:
+                i = amps[x]
+                if current and (i >= ih or i <= il):
                     return x
-        else:  # does E leave (lo, hi) before the timer rule fires?
-            for x in range(j, k):
-                if not lo < volts[x] < hi:
-                    return x
+                for band_lo, band_hi in bands:
+                    if band_lo < i < band_hi:
+                        return x
+        return k
+
+    def _current_first(self, amps, runs, j, k, ih, il) -> int:
+        """The first reading in [j, k) where I leaves (il, ih) or enters a cutoff band."""
+        if self.dI is not None:
+            k = _leaves(amps, runs, j, k, il, ih)
+        for band_lo, band_hi in self.i_bands:
+            k = _enters(amps, runs, j, k, band_lo, band_hi)
         return k
 
     def _read_ahead(self) -> tuple:
         """The readings from sample k+1 on, a stretch ahead (growing while the loop runs),
         as (first sample, timers, volts, amps, cell epoch, has NaN, runs). Without NaN,
-        runs = (ends of the rising runs, ends of the falling runs, −volts): a run of
-        potentials that never falls (or never rises) is searched by bisection."""
+        runs = (runs of volts, runs of amps or None), each (ends of the rising runs, ends
+        of the falling runs, the values negated): a run of readings that never falls (or
+        never rises) is searched by bisection."""
         k1, t0, interval = self.k + 1, self.t0, self.interval
         volts, amps = self.cell.readings_on_grid(t0, interval, k1,
                                                  min(self.n, k1 + self._stretch - 1))
         self._stretch = min(2 * self._stretch, STRETCH)
         m = len(volts)
         timer = ((t0 + np.arange(k1, k1 + m, dtype=float) * interval) - self.timer0).tolist()
-        plain = self.nan_thresholds or bool(np.isnan(volts).any())
+        plain = self.nan_thresholds or bool(np.isnan(volts).any()) or (
+            self.follows_current and bool(np.isnan(amps).any()))
         runs = None
-        if not plain:  # a run ends where the next reading goes the other way (or at the end)
-            steps = np.diff(volts)
-            runs = (np.flatnonzero(steps < 0).tolist() + [m - 1],
-                    np.flatnonzero(steps > 0).tolist() + [m - 1], (-volts).tolist())
+        if not plain:
+            runs = (_runs(volts), _runs(amps) if self.follows_current else None)
         self._ahead = (k1, timer, volts.tolist(), amps.tolist(), self.cell.trajectory_epoch,
                        plain, runs)
         return self._ahead
 
     def _scan(self, timer, volts, amps, j: int, m: int, plain: bool, runs, sent) -> int:
         """Apply the body's tests to readings j … m−1; the index of the last one used."""
-        tn, eh, el, dt, dV = self.tn, self.eh, self.el, self.dt, self.dV
-        v_hi, v_lo = self.v_hi, self.v_lo
+        tn, eh, el, ih, il = self.tn, self.eh, self.el, self.ih, self.il
+        dt, dV, dI = self.dt, self.dV, self.dI
+        v_hi, v_lo, follows_current = self.v_hi, self.v_lo, self.follows_current
+        v_runs, i_runs = runs if runs is not None else (None, None)
         while j < m:  # _first_firing, written out: this loop runs once per sample sent
             hi = eh if eh < v_hi else v_hi
             lo = el if el > v_lo else v_lo
             k = bisect_left(timer, tn, j, m)
-            if runs is not None:
-                k = _leaves(volts, runs, j, k, lo, hi)
-            elif plain:
-                for x in range(j, k):
-                    if volts[x] >= hi or volts[x] <= lo:
-                        k = x
-                        break
+            if plain:
+                k = self._plain_first(volts, amps, j, k, lo, hi, ih, il)
             else:
-                for x in range(j, k):
-                    if not lo < volts[x] < hi:
-                        k = x
-                        break
+                k = _leaves(volts, v_runs, j, k, lo, hi)
+                if follows_current:
+                    k = self._current_first(amps, i_runs, j, k, ih, il)
             if k >= m:
                 break
             t, e, i = timer[k], volts[k], amps[k]
             for op, level, reason in self.limits:
-                if (e >= level) if op == ">=" else (e <= level):
+                if (e >= level) if op == ">=" else (e <= level) if op == "<=" else \
+                        level[0] < i < level[1]:
                     sent.append((t, e, i, reason))
                     self.end = reason
-                    self.tn, self.eh, self.el = tn, eh, el
+                    self.tn, self.eh, self.el, self.ih, self.il = tn, eh, el, ih, il
                     return k
             sent.append((t, e, i, None))
             if dt is not None:
                 tn = t + dt
             if dV is not None:
                 eh, el = e + dV, e - dV
+            if dI is not None:
+                ih, il = i + dI, i - dI
             j = k + 1
-        self.tn, self.eh, self.el = tn, eh, el
+        self.tn, self.eh, self.el, self.ih, self.il = tn, eh, el, ih, il
         return m - 1
 
 
-def _leaves(volts, runs, x: int, k: int, lo: float, hi: float) -> int:
+def _runs(values: np.ndarray) -> tuple[list[int], list[int], list[float]]:
+    """(ends of the runs that never fall, ends of the runs that never rise, −values): a
+    run ends where the next reading goes the other way, or at the last reading."""
+    steps, last = np.diff(values), len(values) - 1
+    return (np.flatnonzero(steps < 0).tolist() + [last],
+            np.flatnonzero(steps > 0).tolist() + [last], (-values).tolist())
+
+
+def _leaves(values, runs, x: int, k: int, lo: float, hi: float) -> int:
     """The first reading in [x, k) outside (lo, hi), else k (no NaN about): along a run
     that never falls only hi can be reached after its first reading, and bisection finds
     where; likewise lo along a run that never rises."""
     rising_ends, falling_ends, negated = runs
     while x < k:
-        if not lo < volts[x] < hi:
+        if not lo < values[x] < hi:
             return x
-        end = rising_ends[bisect_left(rising_ends, x)]  # volts[x … end] never fall
+        end = rising_ends[bisect_left(rising_ends, x)]  # values[x … end] never fall
         if end > x:
             end = min(end + 1, k)
-            y = bisect_left(volts, hi, x + 1, end)
-        else:  # volts[x+1] < volts[x]: a run that never rises
+            y = bisect_left(values, hi, x + 1, end)
+        else:  # values[x+1] < values[x]: a run that never rises
             end = min(falling_ends[bisect_left(falling_ends, x)] + 1, k)
             y = bisect_left(negated, -lo, x + 1, end)
         if y < end:
+            return y
+        x = end
+    return k
+
+
+def _enters(values, runs, x: int, k: int, lo: float, hi: float) -> int:
+    """The first reading in [x, k) inside (lo, hi), else k (no NaN about): along a run
+    that never falls, the first reading above lo is the only candidate (those after it
+    are no lower), found by bisection; likewise below hi along a run that never rises."""
+    rising_ends, falling_ends, negated = runs
+    while x < k:
+        v = values[x]
+        if lo < v < hi:
+            return x
+        end = rising_ends[bisect_left(rising_ends, x)]  # values[x … end] never fall
+        if end > x:
+            end = min(end + 1, k)
+            y = bisect_right(values, lo, x + 1, end) if v <= lo else end
+        else:  # a run that never rises
+            end = min(falling_ends[bisect_left(falling_ends, x)] + 1, k)
+            y = bisect_right(negated, -hi, x + 1, end) if v >= hi else end
+        if y < end and lo < values[y] < hi:
             return y
         x = end
     return k

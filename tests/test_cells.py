@@ -430,21 +430,26 @@ def test_draw_faults_is_seeded():
     assert cell_from_spec({"kind": "blocking"}).capacity_Ah is None
 
 
-@pytest.mark.parametrize("spec, current_A", [
-    ({"kind": "lnmo", "params": {"initial_soc": 0.0}}, 3e-6),
-    ({"kind": "lnmo", "params": {"initial_soc": 1.0}}, -3e-6),
-    ({"kind": "lco_anodeless"}, 5e-6),
-    ({"kind": "lnmo", "faults": [{"kind": "soft_short", "at_s": 3000.5}]}, 3e-6),
-    ({"kind": "lnmo", "faults": [{"kind": "hard_short", "at_s": 5000}]}, 3e-6),
-    ({"kind": "lnmo", "params": {"initial_soc": 0.5}}, 0.0),
+@pytest.mark.parametrize("spec, mode, value", [
+    ({"kind": "lnmo", "params": {"initial_soc": 0.0}}, "current", 3e-6),
+    ({"kind": "lnmo", "params": {"initial_soc": 1.0}}, "current", -3e-6),
+    ({"kind": "lco_anodeless"}, "current", 5e-6),
+    ({"kind": "lnmo", "faults": [{"kind": "soft_short", "at_s": 3000.5}]}, "current", 3e-6),
+    ({"kind": "lnmo", "faults": [{"kind": "hard_short", "at_s": 5000}]}, "current", 3e-6),
+    ({"kind": "lnmo", "params": {"initial_soc": 0.5}}, "current", 0.0),
+    ({"kind": "lnmo", "params": {"initial_soc": 0.3}}, "voltage", 4.75),  # a CV hold
+    ({"kind": "lco"}, "voltage", 4.2),
+    ({"kind": "lnmo", "params": {"initial_soc": 0.3},
+      "faults": [{"kind": "soft_short", "at_s": 3000.5}]}, "voltage", 4.75),
 ])
-def test_readings_on_a_grid_are_the_readings_one_by_one(spec, current_A):
+def test_readings_on_a_grid_are_the_readings_one_by_one(spec, mode, value):
     """readings_on_grid reads a segment's track as single readings do: the same numbers to
     the bit across table breakpoints and fault onsets, and the same state afterwards."""
+    current_A = value if mode == "current" else None
     one, bulk = cell_from_spec(spec), cell_from_spec(spec)
     t0, step, n = 100.0, 0.7, 12000
     for cell in (one, bulk):
-        cell.set_control(t0, "current", current_A)
+        cell.set_control(t0, mode, value)
     singles, segments = [], set()
     for k in range(1, n + 1):
         singles.append((one.voltage_V(t0 + k * step), one.current_A(t0 + k * step)))
@@ -457,4 +462,4 @@ def test_readings_on_a_grid_are_the_readings_one_by_one(spec, current_A):
         bulk.voltage_V(t0 + (k - 1) * step)
     assert grid == singles
     assert bulk.snapshot() == one.snapshot()
-    assert len(segments) >= (5 if current_A else 1)  # table breakpoints crossed
+    assert len(segments) >= (3 if mode == "voltage" else 5 if current_A else 1)  # breakpoints

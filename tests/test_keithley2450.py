@@ -592,6 +592,30 @@ def test_recording_rule_decides_which_readings_go_out(pstat, clock):
     assert len(samples) < 300 // 2  # most of the 300 readings stayed home
 
 
+def test_current_rule_follows_a_decaying_hold(pstat, clock):
+    """ΔI: in a voltage hold every reading I moved to by dI from the last sample sent goes
+    out (and no other, bar the first and the cutoff's); a constant current sends none."""
+    run, samples = run_to_end(pstat, clock, ConstantCurrent(1e-6, 3000, interval_s=60,
+                                                            record=Recording(dI=1e-8)))
+    assert run.end_reason == "done" and [s.t_s for s in samples] == [60.0]
+    readings = []
+    run = pstat.start(1, ConstantVoltage(4.75, 36_000, i_min_A=2e-8, interval_s=10,
+                                         record=Recording(dI=2e-8)))
+    samples = []
+    while not run.finished:
+        clock.advance(run.poll_interval_s)
+        samples += run.poll()
+        readings.append(run.last)
+    assert run.end_reason == "i_min" and len(samples) > 10
+    sent, last = [samples[0]], samples[0]
+    for reading in readings[1:]:
+        if abs(reading.I_A - last.I_A) >= 2e-8 or abs(reading.I_A) < 2e-8:
+            sent.append(reading)
+            last = reading
+    assert samples == sent
+    assert len(readings) > len(samples) + 20  # the slow tail stayed home
+
+
 def test_sweeps_are_staircases_one_level_per_poll(pstat, clock):
     run, samples = run_to_end(pstat, clock, LinearSweep(4.0, 4.5, 0.1, 0.01))
     assert run.end_reason == "done" and run.poll_interval_s == pytest.approx(10.0)

@@ -403,15 +403,18 @@ def test_event_driven_loops_send_what_sampling_every_point_sends(clock):
 
 
 def _wire(technique, spec, mode, stop_at=None):
-    """Everything an emulator on a fresh cell sends for a technique, polled unevenly;
-    mode "bulk" (the default), "event" (next_crossing) or "every" (every sample run)."""
+    """Everything an emulator on a fresh cell sends for a technique, polled unevenly and
+    aborted at the first poll from stop_at on; mode "bulk" (the default), "event"
+    (next_crossing) or "every" (every sample run)."""
     clock = ManualClock()
     emulator = MethodScriptEmulator("p", {1: cell_from_spec(spec)}, clock)
     emulator.event_driven, emulator.bulk_loops = mode != "every", mode == "bulk"
     out = emulator.handle(script_bytes(build_script(technique)))
     for step in range(120):
         clock.advance(300 if step % 3 else 7.3)
-        out += emulator.handle(b"Z\n" if clock.t == stop_at else b"\n")
+        abort = stop_at is not None and clock.t >= stop_at
+        out += emulator.handle(b"Z\n" if abort else b"\n")
+        stop_at = None if abort else stop_at
     return out
 
 
@@ -440,6 +443,24 @@ CHARGE = ConstantCurrent(3e-6, 20000, v_max_V=5.1, interval_s=1.0, record=Record
     ({"kind": "lco_anodeless"},
      ConstantCurrent(5e-6, 20000, v_max_V=4.2, interval_s=1.0, record=Recording(30, 0.005)),
      None),
+    # ΔI: potentiostatic holds, where V is flat and only I moves
+    ({"kind": "lnmo", "params": {"initial_soc": 0.5}},
+     ConstantVoltage(4.75, 9000, i_min_A=2e-8, interval_s=1, record=Recording(600, 5e-3, 1e-8)),
+     None),
+    ({"kind": "lnmo", "params": {"initial_soc": 0.5}},
+     ConstantVoltage(4.75, 9000, i_min_A=2e-8, interval_s=1, record=Recording(dI=1e-8)), 607.3),
+    ({"kind": "lco"},
+     ConstantVoltage(4.2, 9000, i_min_A=1e-5, interval_s=1, record=Recording(60, 5e-3, 5e-7)),
+     None),
+    ({"kind": "lnmo", "params": {"initial_soc": 0.5},
+      "faults": [{"kind": "soft_short", "at_s": 600.5}]},
+     ConstantVoltage(4.75, 9000, interval_s=1, record=Recording(dI=1e-8)), None),
+    ({"kind": "lnmo", "params": {"initial_soc": 0.3}},
+     CCCV(3e-6, 4.75, 2e-8, 9000, interval_s=2, record=Recording(300, 3e-3, 2e-8)), None),
+    ({"kind": "lnmo", "params": {"initial_soc": 0.3}},
+     ConstantCurrent(3e-6, 3000, v_max_V=5.1, interval_s=1, record=Recording(dI=1e-8)), None),
+    ({"kind": "lnmo", "params": {"initial_soc": 0.5}}, OCV(3000, 1, Recording(100, dI=1e-8)),
+     None),
 ])
 def test_bulk_record_loops_send_what_sampling_every_point_sends(spec, technique, stop_at):
     """The driver's record loops, run in bulk on the cell's measurement grid, send the
@@ -448,11 +469,52 @@ def test_bulk_record_loops_send_what_sampling_every_point_sends(spec, technique,
     bulk = _wire(technique, spec, "bulk", stop_at)
     assert bulk == _wire(technique, spec, "every", stop_at)
     assert bulk == _wire(technique, spec, "event", stop_at)
-    assert bulk.endswith(b"*\n\n") and bulk.count(b"\nP") > 20
+    assert bulk.endswith(b"*\n\n") and (bulk.count(b"\nP") > 20 or technique.record.dI)
+    assert (b"\nZ\n" in bulk) == (stop_at is not None)
+    samples = [sample_from_line(x) for x in bulk.decode().splitlines() if x.startswith("P")]
     if technique is CHARGE and stop_at is None and "faults" not in spec:
-        samples = [decode_package(x) for x in bulk.decode().splitlines() if x.startswith("P")]
-        assert samples[-1][1].value >= 5.1 > samples[-2][1].value  # the limit sample ends it
+        assert samples[-1].E_V >= 5.1 > samples[-2].E_V  # the limit sample ends it
         assert len(samples) > 200
+    if technique.record.dI and stop_at is None:
+        _check_current_rule(technique, samples)
+
+
+def test_bulk_hold_below_the_cell_sends_what_sampling_every_point_sends():
+    """A potentiostatic hold below the cell's potential: a negative current rising to its
+    cutoff, followed by ΔI in bulk as sample by sample. (The event-driven path is left out:
+    its look-aheads re-anchor the cell's track at each crossing, which moves a reading near
+    a table breakpoint by ~1e-9 relative, enough to flip a last digit on the wire.)"""
+    spec = {"kind": "lnmo", "params": {"initial_soc": 0.8}}
+    technique = CCCV(-3e-6, 4.6, 2e-8, 9000, interval_s=1, record=Recording(120, 5e-3, 1e-8))
+    bulk = _wire(technique, spec, "bulk")
+    assert bulk == _wire(technique, spec, "every")
+    samples = [sample_from_line(x) for x in bulk.decode().splitlines() if x.startswith("P")]
+    held = [s for s in samples if s.E_V == 4.6]
+    assert len(held) > 50 and all(s.I_A < 0 for s in held)
+    _check_current_rule(technique, samples)
+
+
+def _check_current_rule(technique, samples):
+    """What ΔI sends: past a constant current, the first sample only (and the time rule's);
+    in a potentiostatic hold, every sample I moved to by dI from the last one sent, and a
+    decaying current followed sample after sample down to its cutoff."""
+    rec, dI = technique.record, technique.record.dI
+    if isinstance(technique, OCV):  # no current at open circuit: the Δt rule alone
+        assert [s.t_s for s in samples] == [1.0, *range(101, 3000, 100)]
+        return
+    if isinstance(technique, ConstantCurrent):
+        v_end, v_max = samples[-1].E_V, technique.v_max_V
+        assert len(samples) == 2 and v_end >= v_max  # the first sample and the limit's
+        return
+    held = [s for s in samples if technique.voltage_V == s.E_V]
+    assert len(held) > 30
+    for a, b in zip(held, held[1:-1], strict=False):  # the last one may be the cutoff's
+        moved = abs(b.I_A - a.I_A) >= dI * 0.999  # as rounded on the wire
+        assert moved or rec.dt_s and b.t_s - a.t_s >= rec.dt_s or \
+            rec.dV and abs(b.E_V - a.E_V) >= rec.dV
+    i_min = getattr(technique, "i_min_A", None)
+    if i_min is not None:
+        assert abs(held[-1].I_A) < i_min <= abs(held[-2].I_A)
 
 
 def test_a_script_in_pieces_is_the_script_at_once():
@@ -507,6 +569,37 @@ def test_bulk_loops_take_only_the_bodies_the_driver_writes():
             recognised = emulator._recorded_body(loop, "e", "i") is not None
             assert recognised == (label == "driver"), label
         assert replies[0] == replies[1] and replies[0].count(b"\nP") > 5, label
+
+
+def test_every_record_loop_the_driver_writes_runs_in_bulk():
+    """Galvanostatic and potentiostatic loops, with limits on E or a current cutoff and
+    any mix of the Δt/ΔV/ΔI rules, are recognised; a cutoff or a ΔI rule written some
+    other way is not."""
+    rules = [Recording(), Recording(60), Recording(dI=1e-8), Recording(60, 5e-3, 1e-8)]
+    for record in rules:
+        for technique in (ConstantCurrent(3e-6, 100, v_max_V=5.1, record=record),
+                          ConstantVoltage(4.7, 100, i_min_A=1e-8, record=record),
+                          DCPolarization(1.0, 100, record=record),
+                          CCCV(3e-6, 4.7, 1e-8, 100, record=record)):
+            program = parse_script(build_script(technique))
+            loops = [st for st in program.main if getattr(st, "name", "").startswith("meas")]
+            emulator = MethodScriptEmulator("p", {1: cell_from_spec({"kind": "lnmo"})},
+                                            ManualClock())
+            assert loops and all(emulator._recorded_body(loop, "e", "i") is not None
+                                 for loop in loops), (technique, record)
+    body = build_script(ConstantVoltage(4.7, 100, i_min_A=1e-8,
+                                        record=Recording(60, dI=1e-8)))
+    changes = {"one-sided cutoff": ("    if i > -10n", "    if i < 20n"),
+               "ΔI steps differ": ("    sub_var il 10n", "    sub_var il 20n"),
+               "ΔI up only": ("  elseif i <= il", "  elseif t >= il")}
+    for label, (old, new) in changes.items():
+        lines = [new if line == old else line for line in body]
+        assert lines != body, label
+        loop = next(st for st in parse_script(lines).main
+                    if getattr(st, "name", "") == "meas_loop_ca")
+        emulator = MethodScriptEmulator("p", {1: cell_from_spec({"kind": "lnmo"})},
+                                        ManualClock())
+        assert emulator._recorded_body(loop, "e", "i") is None, label
 
 
 # --- driver ↔ emulator -------------------------------------------------------------------

@@ -545,7 +545,8 @@ def _check_rates(doc: Doc, loc: tuple, program: Program, capacity_Ah: float | No
 
 # --- from a step to a technique ------------------------------------------------------------
 def recording(rec: Record) -> tq.Recording:
-    return tq.Recording(dt_s=rec.every_s, dV=rec.every_mV * 1e-3 if rec.every_mV else None)
+    return tq.Recording(dt_s=rec.every_s, dV=rec.every_mV * 1e-3 if rec.every_mV else None,
+                        dI=rec.every_uA * 1e-6 if rec.every_uA else None)
 
 
 def technique(st: PlannedStep, plan: ChannelPlan) -> tq.Technique:

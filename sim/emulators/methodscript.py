@@ -24,8 +24,9 @@ A measurement loop whose body only tests its measured values, the timer and valu
 it does not itself change at the top level (the driver's limit and Δt/ΔV recording
 blocks) is event-driven: it asks the cell's `next_crossing` for the first sample at
 which a test can turn true and skips the samples before it, which changes nothing a
-host can see. A chronopotentiometry or OCP loop whose body is exactly the driver's
-(limits on E, then a Δt/ΔV rule or every sample) runs in bulk instead: the cell gives
+host can see. A measurement loop (OCP, chronopotentiometry, chronoamperometry) whose
+body is exactly the driver's (limits on E or a current cutoff, then a Δt/ΔV/ΔI rule or
+every sample) runs in bulk instead: the cell gives
 its readings on the sampling grid a stretch at a time and `RecordLoop`
 (sim/recording.py) applies the rule to them, the same bytes for far less work. Any
 other body runs at every sample.
@@ -653,7 +654,7 @@ class MethodScriptChannel(Emulator):
         e_type = "da" if technique == "ca" else "ab"
         watch = self._watch(st, e_name, i_name) if self.event_driven else None
         recorded = self._recorded_body(st, e_name, i_name) \
-            if self.event_driven and self.bulk_loops and technique != "ca" else None
+            if self.event_driven and self.bulk_loops else None
         self._emit(f"M{TECHNIQUE_IDS[technique]:04X}")
         t0, k = self.t, 0
         try:
@@ -763,10 +764,12 @@ class MethodScriptChannel(Emulator):
         start = {kind: value(var) for kind, (var, _) in steps.items()}
         loop = RecordLoop(
             self.cell, t0, dt, n, self.timer0,
-            [(op, value(level), reason) for op, level, reason in body.limits],
+            [(op, (value(level[0]), value(level[1])) if op == "in" else value(level), reason)
+             for op, level, reason in body.limits],
             steps["t"][1] if "t" in steps else None, steps["eh"][1] if "eh" in steps else None,
             start.get("t", 0.0), start.get("eh", 0.0), start.get("el", 0.0),
-            every_point=body.every_point)
+            every_point=body.every_point, dI=steps["ih"][1] if "ih" in steps else None,
+            ih=start.get("ih", 0.0), il=start.get("il", 0.0))
         fields = {body.timer: "eb{0}", e_name: e_type + "{1}", i_name: "{2}"}
         templates = {reason: "P" + ";".join([fields[x] for x in names]) + "\n"
                      for reason, names in [(None, body.names), *body.limit_names.items()]}
@@ -823,7 +826,8 @@ class MethodScriptChannel(Emulator):
             self._set(i_name, i, "ba", metas.get(i) or self._range_meta(i))
         if recorded:  # copy_var then add_var/sub_var: the source's type, no metadata
             thresholds = {"t": (loop.tn, "eb"), "eh": (loop.eh, e_type),
-                          "el": (loop.el, e_type)}
+                          "el": (loop.el, e_type), "ih": (loop.ih, "ba"),
+                          "il": (loop.il, "ba")}
             for kind, (var, _) in steps.items():
                 self._set(var, *thresholds[kind])
 
@@ -886,15 +890,17 @@ class MethodScriptChannel(Emulator):
 
 @dataclass(frozen=True)
 class _RecordBody:
-    """A loop body as the driver writes it: `timer_get`, limits on E that send a package
-    and break, then a Δt/ΔV rule (an if-chain whose branches all send and move their
-    thresholds: `copy_var` + `add_var`/`sub_var`), every sample sent, or nothing more."""
+    """A loop body as the driver writes it: `timer_get`, limits that send a package and
+    break (on E, or a current cutoff: `if i < a` holding `if i > b`), then a Δt/ΔV/ΔI
+    rule (an if-chain whose branches all send and move their thresholds: `copy_var` +
+    `add_var`/`sub_var`), every sample sent, or nothing more."""
 
     timer: str
-    limits: tuple[tuple[str, str, str], ...]  # (">=" | "<=", level, reason) in body order
+    # (">=" | "<=", level, reason) on E, ("in", (b, a), "i_min") on I, in body order
+    limits: tuple[tuple[str, object, str], ...]
     limit_names: dict  # reason → the names its package sends
     names: tuple[str, ...]  # what the rule sends
-    rule: tuple[tuple[str, str, str], ...]  # ("t" | "eh" | "el", threshold var, step)
+    rule: tuple[tuple[str, str, str], ...]  # ("t" | "eh" | "el" | "ih" | "il", var, step)
     every_point: bool
 
 
@@ -907,12 +913,13 @@ def _record_body(body: list, e_name: str, i_name: str | None) -> _RecordBody | N
         return None
     limits, limit_names, k = [], {}, 1
     while k < len(body) and isinstance(body[k], IfChain) and _single(body[k]) is not None:
-        (a, op, level), inner = _single(body[k])
-        reason = {">=": "v_max", "<=": "v_min"}.get(op)
-        names = _package_names(inner[:-1]) if inner and _is_cmd(inner[-1], "breakloop") \
-            else None
-        if a != e_name or reason is None or level in probes or names is None \
-                or reason in limit_names or not set(names) <= probes:
+        limit = _limit(_single(body[k]), e_name, i_name)
+        if limit is None:  # not a limit: a one-branch rule (Δt alone), or nothing known
+            break
+        op, level, reason, names = limit
+        levels = level if op == "in" else (level,)
+        if any(x in probes for x in levels) or reason in limit_names \
+                or not set(names) <= probes:
             return None
         limits.append((op, level, reason))
         limit_names[reason] = names
@@ -926,14 +933,34 @@ def _record_body(body: list, e_name: str, i_name: str | None) -> _RecordBody | N
         return _RecordBody(timer, tuple(limits), limit_names, names or (), (), every)
     if len(rest) != 1 or not isinstance(rest[0], IfChain) or rest[0].else_body is not None:
         return None
-    rule = _rule(rest[0], timer, e_name, probes)
+    rule = _rule(rest[0], timer, e_name, i_name, probes)
     if rule is None:
         return None
     return _RecordBody(timer, tuple(limits), limit_names, rule[0], rule[1], False)
 
 
-def _rule(chain: IfChain, timer: str, e_name: str, probes: set):
-    """(names sent, ((kind, threshold var, step), …)) of a Δt/ΔV if-chain, else None."""
+def _limit(branch, e_name: str, i_name: str | None):
+    """(op, level, reason, names sent) of a limit's if (its one branch), else None: on E,
+    `if e >= a` / `if e <= a` sending a package and breaking; on I, a cutoff `if i < a`
+    holding only `if i > b` (or the other way round) that does so."""
+    (a, op, level), inner = branch
+    if a == e_name and op in (">=", "<="):
+        reason = "v_max" if op == ">=" else "v_min"
+    elif a == i_name and i_name is not None and op in ("<", ">") and len(inner) == 1 and \
+            isinstance(inner[0], IfChain) and _single(inner[0]) is not None:
+        (a2, op2, level2), inner = _single(inner[0])
+        if a2 != i_name or {op, op2} != {"<", ">"}:
+            return None
+        op, level, reason = "in", (level, level2) if op == ">" else (level2, level), "i_min"
+    else:
+        return None
+    names = _package_names(inner[:-1]) if inner and _is_cmd(inner[-1], "breakloop") \
+        else None
+    return None if names is None else (op, level, reason, names)
+
+
+def _rule(chain: IfChain, timer: str, e_name: str, i_name: str | None, probes: set):
+    """(names sent, ((kind, threshold var, step), …)) of a Δt/ΔV/ΔI if-chain, else None."""
     shapes = {tuple((c.name, *c.args) if isinstance(c, Cmd) else None for c in body)
               for _, body in chain.branches}
     first = chain.branches[0][1]
@@ -952,17 +979,29 @@ def _rule(chain: IfChain, timer: str, e_name: str, probes: set):
         moves[copy.args[1]] = (copy.args[0], step.name, step.args[1])
     wanted = {(timer, ">=", "add_var"): "t", (e_name, ">=", "add_var"): "eh",
               (e_name, "<=", "sub_var"): "el"}
+    if i_name is not None:
+        wanted.update({(i_name, ">=", "add_var"): "ih", (i_name, "<=", "sub_var"): "il"})
     rule = {}
     for a, op, var in (condition for condition, _ in chain.branches):
         source, command, step = moves.get(var, (None, None, None))
         kind = wanted.get((a, op, command)) if source == a else None
-        if kind is None or kind in rule or var in probes or step in probes or step in moves:
+        if kind is None or kind in rule or var in probes or not _is_literal(step):
             return None
         rule[kind] = (kind, var, step)
-    if len(rule) != len(moves) or ("eh" in rule) != ("el" in rule) or \
-            ("eh" in rule and rule["eh"][2] != rule["el"][2]):
+    for high, low in (("eh", "el"), ("ih", "il")):
+        if (high in rule) != (low in rule) or (high in rule and rule[high][2] != rule[low][2]):
+            return None
+    if len(rule) != len(moves):
         return None
     return names, tuple(rule.values())
+
+
+def _is_literal(token: str) -> bool:
+    try:
+        parse_literal(token)
+    except ValueError:
+        return False
+    return True
 
 
 def _is_cmd(st, name: str) -> bool:
