@@ -205,7 +205,8 @@ def _run_workers(store: Store, run_id: int, groups: list[list[int]],
     ctx = multiprocessing.get_context("spawn")
     procs = []
     for group in groups:
-        args = (str(store.data_dir), run_id, {n: asdict(states[n]) for n in group}, seed, speed)
+        args = (str(store.data_dir), run_id, {n: asdict(states[n]) for n in group}, seed, speed,
+                os.getpid())
         procs.append(ctx.Process(target=_worker, args=args, name=f"channels {group}"))
     for proc in procs:
         proc.start()
@@ -230,9 +231,10 @@ def _run_workers(store: Store, run_id: int, groups: list[list[int]],
 
 
 def _worker(data_dir: str, run_id: int, states: dict, seed: int | None,
-            speed: float | None) -> None:
+            speed: float | None, parent_pid: int) -> None:
     """A worker process: its channels of the run, to their end."""
-    _die_with_parent()
+    if not _die_with_parent(parent_pid):
+        return  # the parent died while this worker was starting: touch nothing
 
     def interrupt(_signum, _frame):
         raise KeyboardInterrupt
@@ -251,14 +253,16 @@ def _worker(data_dir: str, run_id: int, states: dict, seed: int | None,
         store.close()
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent_pid: int) -> bool:
     """If the parent is killed (even with SIGKILL), Linux sends this worker SIGTERM, so
-    it disconnects its cells and stops instead of running on unwatched."""
+    it disconnects its cells and stops instead of running on unwatched. False if the
+    parent is already gone (it died before the request could be made)."""
     if sys.platform.startswith("linux"):
         import ctypes
 
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    return os.getppid() == parent_pid
 
 
 def _mark_lost(store: Store, run_id: int, rows: list[dict], status: str) -> None:
