@@ -351,3 +351,25 @@ def test_a_film_made_on_the_line_is_the_film_the_cell_test_measures(tmp_path):
     assert summary["film_thickness_nm"] == pytest.approx(layer["thickness_nm"])
     assert summary["ionic_conductivity_S_cm"] == pytest.approx(truth["sigma_S_cm"], rel=0.05)
     assert truth["sigma_S_cm"] != pytest.approx(2.5e-6, rel=0.01)  # not the seeds' default
+
+
+def test_setpoints_past_the_stations_channel_window_are_refused(tmp_path):
+    station = write(tmp_path, """
+name: two-channel bench
+sim: {seed: 1}
+instruments:
+  mes4:
+    driver: methodscript
+    address: "sim://mes4/{1-2}"
+    limits: {max_V: 5.0, max_current_A: 1.0e-5}
+tools: {cycler: {potentiostat: mes4}}
+""", "station.yaml")
+    path = write(tmp_path, LNMO.format(channels="1-2", cycles=2))
+    with pytest.raises(InputError, match=r"protocol.yaml:11: steps\[1\].cc.until.voltage_V: "
+                                         r"5.1 V is outside the channel window −∞…5 V of mes4"):
+        start_cycling(path, tmp_path / "data", station_path=station)
+    fast = write(tmp_path, LNMO.format(channels="1-2", cycles=2).replace(
+        "5.1", "4.9").replace("3.0e-6", "3.0e-5"), "fast.yaml")
+    with pytest.raises(InputError, match=r"fast.yaml:11: steps\[1\].cc.current_A: \|3e-05\| A "
+                                         r"is above the station limit max_current_A = 1e-05"):
+        start_cycling(fast, tmp_path / "data", station_path=station)

@@ -523,8 +523,9 @@ def _check_limits(doc: Doc, loc: tuple, p: _Step, station: Station, pstat: str) 
         volts["until.voltage_V"] = p.until.voltage_V
     for key, v in volts.items():
         if (lo is not None and v < lo) or (hi is not None and v > hi):
+            window = f"{'−∞' if lo is None else f'{lo:g}'}…{'∞' if hi is None else f'{hi:g}'}"
             raise doc.error(loc + tuple(key.split(".")),
-                            f"{v:g} V is outside the channel window {lo:g}…{hi:g} V of {pstat}")
+                            f"{v:g} V is outside the channel window {window} V of {pstat}")
     current = getattr(p, "current_A", None)
     if i_max is not None and current is not None and abs(current) > i_max:
         raise doc.error(loc + ("current_A",), f"|{current:g}| A is above the station limit "
