@@ -404,6 +404,12 @@ class Store:
             "SELECT stats FROM cycles WHERE run_id=? AND channel=? ORDER BY cycle",
             (run_id, channel))]
 
+    def last_cell_sample_t(self, run_id: int, channel: int) -> float:
+        self.flush()
+        row = self._db.execute("SELECT MAX(t_s) FROM cell_samples WHERE run_id=? AND"
+                               " channel=?", (run_id, channel)).fetchone()
+        return row[0] or 0.0
+
     def max_step_count(self, run_id: int, channel: int) -> int:
         self.flush()
         row = self._db.execute("SELECT MAX(step_count) FROM cell_samples WHERE run_id=? AND"

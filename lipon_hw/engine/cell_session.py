@@ -95,8 +95,10 @@ def resume_cycling(run_id: int, data_dir: str | Path, speed: float | None = None
             if row is None or row["status"] not in CHANNEL_RESUMABLE:
                 continue
             state = ChannelState.from_dict(row["state"])
-            if station.simulated:
+            if station.simulated:  # the simulated cell rolls back: what came after never was
                 store.rewind_channel(run_id, plan.channel, state.t_s)
+            else:  # real cells lived on: the clock goes on from the last sample stored
+                state.t_s = max(state.t_s, store.last_cell_sample_t(run_id, plan.channel))
             state.step_count = max(state.step_count,
                                    store.max_step_count(run_id, plan.channel))
             states[plan.channel] = state
