@@ -23,7 +23,7 @@ import numpy as np
 from lipon_hw.engine import protocol as pr
 from lipon_hw.engine.cycling import ChannelState, run_channels
 from lipon_hw.engine.runner import Interrupted, RunResult, _uninterruptible
-from lipon_hw.engine.session import make_env
+from lipon_hw.engine.session import make_env, run_to_resume
 from lipon_hw.errors import InputError, LiponError
 from lipon_hw.station import Station, load_station
 from lipon_hw.store import Store
@@ -83,10 +83,7 @@ def resume_cycling(run_id: int, data_dir: str | Path, speed: float | None = None
     """Every channel that had not ended continues from its last step boundary."""
     store = Store(data_dir)
     try:
-        run = store.run(run_id)
-        if run.status not in RESUMABLE:
-            raise InputError(f"run {run_id} is {run.status}; only an unfinished run can resume")
-        station = load_station(text=run.station_text)
+        run, station = run_to_resume(store, run_id, RESUMABLE)
         proto = load(run.sequence_path, station, store, text=run.sequence_text)
         stored = {c["channel"]: c for c in store.channels(run_id)}
         states = {}

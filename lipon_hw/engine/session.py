@@ -76,6 +76,14 @@ def write_plots(store: Store, run_id: int, notify: Callable[[str], None] | None 
         return []
 
 
+def run_to_resume(store: Store, run_id: int, resumable: tuple[str, ...]):
+    """A stored run that may continue, and the station it started with."""
+    run = store.run(run_id)
+    if run.status not in resumable:
+        raise InputError(f"run {run_id} is {run.status}; only an unfinished run can resume")
+    return run, load_station(text=run.station_text)
+
+
 def resume_run(run_id: int, data_dir: str | Path, speed: float | None = None,
                notify: Callable[[str], None] | None = None,
                on_sample: Callable[[Context], None] | None = None,
@@ -83,10 +91,7 @@ def resume_run(run_id: int, data_dir: str | Path, speed: float | None = None,
     """Continue a run from its last checkpoint, with the recipe and station it started with."""
     store = Store(data_dir)
     try:
-        run = store.run(run_id)
-        if run.status not in RESUMABLE:
-            raise InputError(f"run {run_id} is {run.status}; only an unfinished run can resume")
-        station = load_station(text=run.station_text)
+        run, station = run_to_resume(store, run_id, RESUMABLE)
         recipe = load_recipe(run.sequence_path, station, text=run.sequence_text)
         cp = store.last_checkpoint(run_id)
         t0 = cp.t_s if cp else 0.0
