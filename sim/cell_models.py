@@ -110,11 +110,25 @@ class PiecewiseLinear:
         return out
 
 
+# --- one evaluation path for the exponentials ----------------------------------------------
+# numpy picks its exp/expm1 kernels by CPU (on AVX-512 they differ from libm's by one ulp in
+# a few % of values). Single readings therefore call the very ufuncs the bulk paths call,
+# on a scalar, so a reading is the same number to the bit whichever path computes it, on
+# every CPU. Across CPUs the numbers may differ by an ulp, so seeded figures agree to a
+# stated tolerance, not to the bit (see tests/test_cells.py).
+def _exp(x: float) -> float:
+    return float(np.exp(x))
+
+
+def _expm1(x: float) -> float:
+    return float(np.expm1(x))
+
+
 # --- sums of exponentials and their first crossing ------------------------------------------
 def phi(beta: float, x: float) -> float:
     """(1 − e^{−βx})/β, the integral of e^{−βx}; x itself when β → 0."""
     z = beta * x
-    return x if abs(z) < 1e-300 or beta == 0.0 else -math.expm1(-z) / beta
+    return x if abs(z) < 1e-300 or beta == 0.0 else -_expm1(-z) / beta
 
 
 def phi_many(beta: float, x: np.ndarray) -> np.ndarray:
@@ -144,7 +158,7 @@ class ExpSum:
     def __call__(self, x: float) -> float:
         v = self.c0
         for a, lam in self.exps:
-            v += a * math.exp(-lam * x)
+            v += a * _exp(-lam * x)
         for g, beta in self.phis:
             v += g * phi(beta, x)
         return v
@@ -161,7 +175,7 @@ class ExpSum:
     def bounds(self, x0: float, x1: float) -> tuple[float, float]:
         lo = hi = self.c0
         for a, lam in self.exps:
-            f0, f1 = a * math.exp(-lam * x0), a * math.exp(-lam * x1)
+            f0, f1 = a * _exp(-lam * x0), a * _exp(-lam * x1)
             lo, hi = (lo + f0, hi + f1) if f0 < f1 else (lo + f1, hi + f0)
         for g, beta in self.phis:
             f0, f1 = g * phi(beta, x0), g * phi(beta, x1)
@@ -172,10 +186,10 @@ class ExpSum:
         """True when the derivative cannot change sign on [x0, x1]."""
         lo = hi = 0.0
         for a, lam in self.exps:
-            d0, d1 = -a * lam * math.exp(-lam * x0), -a * lam * math.exp(-lam * x1)
+            d0, d1 = -a * lam * _exp(-lam * x0), -a * lam * _exp(-lam * x1)
             lo, hi = (lo + d0, hi + d1) if d0 < d1 else (lo + d1, hi + d0)
         for g, beta in self.phis:
-            d0, d1 = g * math.exp(-beta * x0), g * math.exp(-beta * x1)
+            d0, d1 = g * _exp(-beta * x0), g * _exp(-beta * x1)
             lo, hi = (lo + d0, hi + d1) if d0 < d1 else (lo + d1, hi + d0)
         return lo >= 0.0 or hi <= 0.0
 
@@ -525,7 +539,7 @@ class _CurrentTrack(_Track):
     def terminal(self, tau: float) -> tuple[float, float]:
         v = self.base + self.gain * phi(self.beta, tau)
         for a, tk in zip(self.amp, self.seg.tau, strict=True):
-            v += a * math.exp(-tau / tk)
+            v += a * _exp(-tau / tk)
         return v, self.I
 
     def terminal_many(self, tau: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -549,7 +563,7 @@ class _CurrentTrack(_Track):
             return None
         lo = hi = self.base
         for a, tk in zip(self.amp, self.seg.tau, strict=True):
-            e = a * math.exp(-span / tk)
+            e = a * _exp(-span / tk)
             lo, hi = lo + min(a, e), hi + max(a, e)
         g = self.gain * phi(self.beta, span)
         lo, hi = lo + min(0.0, g), hi + max(0.0, g)
@@ -563,7 +577,7 @@ class _CurrentTrack(_Track):
     def place(self, st: _State, tau: float, boundary: str | None) -> None:
         seg, current = self.seg, self.I
         for k, i in enumerate(seg.slow):
-            st.v[i] = current * seg.R[k] + self.amp[k] * math.exp(-tau / seg.tau[k])
+            st.v[i] = current * seg.R[k] + self.amp[k] * _exp(-tau / seg.tau[k])
         self._put(st, tau, self.cs * phi(self.beta, tau), boundary, current)
 
 
