@@ -215,7 +215,7 @@ def load_station(path: str | Path | None = None, text: str | None = None) -> Sta
         doc = loads(text, f"<built-in {DEFAULT_STATION}>")
     else:
         doc = load(path)
-        text = Path(path).read_text(encoding="utf-8")
+        text = doc.text
     if not isinstance(doc.data, dict):
         raise doc.error((), "a station file must be a mapping with name, instruments and tools")
     try:
