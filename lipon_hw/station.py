@@ -150,6 +150,8 @@ class Station:
     spec: StationSpec
     doc: Doc
     text: str
+    #: each instrument's driver built on a link that refuses use, as validation built it
+    unconnected: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def simulated(self) -> bool:
@@ -164,6 +166,10 @@ class Station:
 
     def role(self, tool: str, role: str) -> str:
         return self.spec.tools[tool][role]
+
+    def lacks(self, instrument: str, role: str) -> list[str]:
+        """What the instrument's driver lacks to act as `role` (nothing: it can)."""
+        return role_gaps(self.unconnected[instrument], role)
 
     def limit(self, instrument: str, key: str) -> float | None:
         return self.spec.instruments[instrument].limits.get(key)
@@ -264,11 +270,11 @@ def load_station(path: str | Path | None = None, text: str | None = None) -> Sta
         spec = StationSpec.model_validate(doc.data)
     except ValidationError as exc:
         raise pydantic_error(doc, exc) from None
-    _check(spec, doc)
-    return Station(spec, doc, text)
+    return Station(spec, doc, text, _check(spec, doc))
 
 
-def _check(spec: StationSpec, doc: Doc) -> None:
+def _check(spec: StationSpec, doc: Doc) -> dict[str, Any]:
+    """Every instrument, port and role checked; the drivers built unconnected."""
     ports, built = {}, {}
     for name, inst in spec.instruments.items():
         try:
@@ -293,6 +299,7 @@ def _check(spec: StationSpec, doc: Doc) -> None:
             if missing:
                 raise doc.error(loc, f"{name} ({spec.instruments[name].driver}) cannot act as "
                                      f"{role}: it lacks {', '.join(missing)}")
+    return built
 
 
 def _protocol_members(proto: type) -> list[str]:
