@@ -84,12 +84,37 @@ def check_shared_ports(doc: Doc, instruments: dict, built: dict, ports: dict) ->
             if here.address.strip() != other.address.strip():
                 raise doc.error(loc, f"reaches the port of {other.name} written differently "
                                      f"({other.address!r}); write one address for one port")
+            clash = _line_clash(port, type(driver), type(built[other.name]), here, other)
+            if clash:
+                raise doc.error(loc, clash)
         for claim in claims:
             owner = claimed.setdefault((bus, _port_keys(inst_ports), claim), name)
             if owner != name or claims.count(claim) > 1:
                 raise doc.error(("instruments", name, "settings"),
                                 f"{claim} on its bus is driven by "
                                 f"{'it twice' if owner == name else owner} already")
+
+
+def _line_clash(port: Port, cls: type, other_cls: type, here: _OnPort,
+                other: _OnPort) -> str | None:
+    """Why two instruments of one bus still cannot share this port: one line has one
+    set of serial settings, one simulated port one emulator."""
+    if port.kind == "sim":
+        from lipon_hw.sim.emulators import EMULATORS
+
+        if EMULATORS.get(here.driver) != EMULATORS.get(other.driver):
+            return (f"is the simulated port of {other.name}, whose emulator cannot also "
+                    f"serve {here.driver}; give {here.name} a sim:// port of its own")
+        return None
+    ours = {**getattr(cls, "SERIAL_DEFAULTS", {})}
+    theirs = {**getattr(other_cls, "SERIAL_DEFAULTS", {})}
+    given = {"baudrate" if k == "baud" else k for k in port.options}
+    for key in sorted(set(ours) & set(theirs) - given):
+        if ours[key] != theirs[key]:
+            return (f"shares a line with {other.name}, but {here.driver} defaults to {key} "
+                    f"{ours[key]} and {other.driver} to {theirs[key]}; give the line's "
+                    f"{'baud' if key == 'baudrate' else key} in the address")
+    return None
 
 
 def _port_keys(ports: list[Port]) -> tuple:

@@ -111,17 +111,17 @@ def read_text(path: str | Path) -> str:
     except FileNotFoundError:
         raise InputError(f"{name}: no such file") from None
     except OSError as exc:
-        raise InputError(f"{name}: cannot be read ({exc.strerror})") from None
+        raise InputError(f"{name}:1: cannot be read ({exc.strerror})") from None
     _require_regular(name, before)
     try:
         fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
     except OSError as exc:
-        raise InputError(f"{name}: cannot be read ({exc.strerror})") from None
+        raise InputError(f"{name}:1: cannot be read ({exc.strerror})") from None
     with os.fdopen(fd, "rb") as f:
         _require_regular(name, os.fstat(fd))  # the path may have been swapped since stat
         raw = f.read(MAX_BYTES + 1)
     if len(raw) > MAX_BYTES:
-        raise InputError(f"{name}: the file is larger than {MAX_BYTES // 1024} KiB; a "
+        raise InputError(f"{name}:1: the file is larger than {MAX_BYTES // 1024} KiB; a "
                          "recipe, protocol or station file is far smaller")
     try:
         return raw.decode("utf-8")
@@ -134,7 +134,7 @@ def read_text(path: str | Path) -> str:
 def _require_regular(name: str, st: os.stat_result) -> None:
     if stat.S_ISREG(st.st_mode):
         if st.st_size > MAX_BYTES:
-            raise InputError(f"{name}: the file is {st.st_size / 1048576:.1f} MiB, larger "
+            raise InputError(f"{name}:1: the file is {st.st_size / 1048576:.1f} MiB, larger "
                              f"than the {MAX_BYTES // 1024} KiB a recipe, protocol or station "
                              "file may be")
         return
@@ -142,12 +142,12 @@ def _require_regular(name: str, st: os.stat_result) -> None:
             "a FIFO" if stat.S_ISFIFO(st.st_mode) else
             "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else
             "a socket" if stat.S_ISSOCK(st.st_mode) else "not a file")
-    raise InputError(f"{name}: is {kind}, not a regular file")
+    raise InputError(f"{name}:1: the file is {kind}, not a regular file")
 
 
 def loads(text: str, name: str) -> Doc:
     if len(text) > MAX_BYTES:  # stored or given text: the same bound as a file
-        raise InputError(f"{name}: the text is larger than {MAX_BYTES // 1024} KiB")
+        raise InputError(f"{name}:1: the text is larger than {MAX_BYTES // 1024} KiB")
     loader = _BoundedLoader(text, name)
     try:
         node = loader.get_single_node()
