@@ -270,7 +270,7 @@ def test_generated_duplicate_keys_are_refused_at_the_second(case):
 
 
 @GENERATED
-@given(width=st.integers(2, 12), depth=st.integers(1, 8))
+@given(width=st.integers(2, 12), depth=st.integers(1, 5))
 def test_generated_alias_expansions_are_bounded(width, depth):
     lines = ["l0: &l0 x"]
     for level in range(1, depth + 1):
