@@ -421,3 +421,58 @@ def test_bad_seed_or_speed_stores_nothing(tmp_path, option):
     code, err = cli("run", short_recipe(tmp_path), "--data", tmp_path / "data", *option)
     assert code == 2 and f"Invalid value for '{option[0]}'" in err
     assert stored_runs(tmp_path / "data") == 0
+
+
+# --- drivers: built-in or registered plug-ins, never an import named by a file -----------
+def test_a_module_named_in_a_station_is_never_imported(tmp_path, monkeypatch):
+    marker = tmp_path / "imported"
+    (tmp_path / "payload.py").write_text(f"open({str(marker)!r}, 'w').close()\nclass X: pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    station = station_with(tmp_path, "driver: ae_bus ", 'driver: "payload:X"')
+    match = refused_by_validate_and_run(tmp_path, short_recipe(tmp_path), station, station,
+                                        "instruments.rf.driver")
+    assert "lipon_hw.drivers entry-point group" in match["rest"]
+    assert not marker.exists()
+
+
+def test_a_registered_plug_in_driver_is_checked_like_a_built_in_one(tmp_path, monkeypatch):
+    (tmp_path / "vendor_gauge.py").write_text(textwrap.dedent("""\
+        class VendorGauge:
+            LIMITS = {"max_pressure_torr": (1e-10, 1e3)}
+
+            def __init__(self, name, link, channel: int = 1, max_pressure_torr=None):
+                if not 1 <= channel <= 4:
+                    raise ValueError(f"channel {channel} is not 1-4")
+                self.name, self.link, self.channel = name, link, channel
+
+            def identify(self):
+                return "vendor gauge"
+
+            def make_safe(self):
+                pass
+
+            def pressure_torr(self):
+                return 1e-6
+        """))
+    info = tmp_path / "vendor_gauge-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: vendor-gauge\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[lipon_hw.drivers]\n"
+                                           "vendor_gauge = vendor_gauge:VendorGauge\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    text = ("name: bench\ninstruments:\n  gauge:\n    driver: vendor_gauge\n"
+            "    address: socket://127.0.0.1:5020\n    settings: {channel: CH}\n"
+            "    limits: {max_pressure_torr: 1.0e-3}\ntools:\n  sputter: {base_gauge: gauge}\n")
+    path = tmp_path / "bench.yaml"
+    path.write_text(text.replace("CH", "2"))
+    station = load_station(path)
+    assert station.lacks("gauge", "base_gauge") == []
+    assert station.unconnected["gauge"].channel == 2
+    path.write_text(text.replace("CH", "7"))
+    with pytest.raises(InputError, match=r"bench.yaml:6: instruments.gauge.settings: driver "
+                                         r"vendor_gauge cannot use them \(channel 7 is not 1-4\)"):
+        load_station(path)
+    path.write_text(text.replace("CH", "2").replace("max_pressure_torr: 1.0e-3",
+                                                    "max_pressure: 1.0e-3"))
+    with pytest.raises(InputError, match="did you mean max_pressure_torr"):
+        load_station(path)
