@@ -51,7 +51,7 @@ from lipon_hw import interfaces
 from lipon_hw.drivers import DRIVERS
 from lipon_hw.errors import InputError
 from lipon_hw.links import LinkPool
-from lipon_hw.station_checks import check_instrument, check_shared_ports
+from lipon_hw.station_checks import check_instrument, check_shared_ports, check_simulated_lab
 from lipon_hw.yamlfile import Doc, load, loads, pydantic_error
 
 DEFAULT_STATION = "sim_lab.yaml"
@@ -288,6 +288,8 @@ def _check(spec: StationSpec, doc: Doc) -> dict[str, Any]:
         ports[name], built[name] = check_instrument(doc, name, inst, cls, addresses,
                                                     spec.sim is not None)
     check_shared_ports(doc, spec.instruments, built, ports)
+    if spec.sim is not None:
+        check_simulated_lab(doc, spec)
     for tool, roles in spec.tools.items():
         for role, name in roles.items():
             loc = ("tools", tool, role)

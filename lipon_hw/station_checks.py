@@ -236,6 +236,26 @@ def _check_sim_section(doc: Doc, base: tuple, inst) -> None:
         raise doc.error(base + ("sim",), f"must hold finite numbers, not {bad}")
 
 
+def check_simulated_lab(doc: Doc, spec) -> None:
+    """Build the simulated lab once (~20 ms for the default station), as `connect`
+    will: what its cells and emulators refuse is found here, before a run exists."""
+    from lipon_hw.sim.lab import SIM_PREFIX, SimLab
+
+    try:
+        SimLab(spec, lambda: 0.0, spec.sim.seed)
+    except (InputError, ValueError, TypeError, KeyError) as exc:
+        message = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
+        loc: tuple = ("sim",)
+        for name, inst in spec.instruments.items():
+            endpoints = {a[len(SIM_PREFIX):] for a in inst.addresses if a.startswith(SIM_PREFIX)}
+            if message.startswith(f"instrument {name}:") or \
+                    any(message.startswith(f"{e}:") for e in endpoints):
+                loc = ("instruments", name, "sim")
+                message = message.partition(": ")[2]
+                break
+        raise doc.error(loc, message) from None
+
+
 def _keywords(fn, skip: int) -> set[str]:
     """Keyword parameters of `fn` after its first `skip` (not counting self); through
     the **settings of a classmethod factory to its class's constructor."""
