@@ -10,6 +10,7 @@ and an address-space limit; the others through the CLI in-process.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sqlite3
@@ -25,6 +26,7 @@ from hypothesis import strategies as st
 
 from lipon_hw.cli import main
 from lipon_hw.errors import InputError
+from lipon_hw.links import LinkPool
 from lipon_hw.station import default_station_text, load_station
 from lipon_hw.yamlfile import MAX_NODES, load, loads
 
@@ -386,6 +388,29 @@ def test_station_mistakes_are_refused_before_a_run_exists(tmp_path, old, new, fi
     match = refused_by_validate_and_run(tmp_path, short_recipe(tmp_path), station, station,
                                         field)
     assert message in match["rest"]
+
+
+ADDRESS_PARTS = st.tuples(
+    st.sampled_from(["serial://", "socket://", "rfc2217://", "tcp://", "", "serial:",
+                     "TCPIP::", "ASRL", "GPIB0::"]),
+    st.sampled_from(["/dev/ttyUSB0", "COM3", "10.0.0.5", "host-a", "", "::1", "a b"]),
+    st.sampled_from(["", ":5025", ":0", ":70000", ":x", "::INSTR", "::5025::SOCKET"]),
+    st.sampled_from(["", "?baud=9600", "?baud=12345", "?parity=E", "?parity=Q&baud=19200",
+                     "?stopbits=3", "?colour=red", "?baud=9600&baud=19200"]))
+
+
+@GENERATED
+@given(address=st.one_of(ADDRESS_PARTS.map("".join), st.text(max_size=20)))
+def test_generated_addresses_are_accepted_only_when_a_port_can_be_made(tmp_path, address):
+    path = station_with(tmp_path, "address: sim://rf\n", f"address: {json.dumps(address)}\n")
+    try:
+        station = load_station(path)
+    except InputError as err:
+        assert str(err).startswith(f"{path}:") and "\n" not in str(err)
+        return
+    address = station.instrument("rf").address
+    assert not address.startswith("sim://")  # the generated ones never are
+    LinkPool().open(address, {"baudrate": 19200})  # would raise InputError for a bad one
 
 
 def test_a_protocol_on_an_instrument_that_is_no_potentiostat_is_refused(tmp_path):
