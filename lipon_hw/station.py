@@ -121,7 +121,7 @@ class InstrumentSpec(BaseModel):
     #: a reply takes at least a few ms at 9600 baud; past a minute no interlock could act
     timeout_s: float = Field(default=1.0, ge=0.01, le=60.0, allow_inf_nan=False)
     settings: dict[str, Any] = {}
-    limits: dict[str, float] = {}
+    limits: dict[str, Any] = {}  # numbers; keys and ranges checked per driver at load
     films: dict[str, FilmSpec] = {}
     sim: dict[str, Any] = {}
 

@@ -132,8 +132,11 @@ def _check_limits(doc: Doc, base: tuple, inst, cls: type) -> None:
                     f" (its limits: {', '.join(known)})" if known else
                     "; it takes no limits")
             raise doc.error(loc, f"is not a limit driver {inst.driver} knows{hint}")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise doc.error(loc, f"must be a number, not {value!r}")
         if not math.isfinite(value):
             raise doc.error(loc, f"must be a finite number, not {value}")
+        inst.limits[key] = value = float(value)
         low, high = known[key]
         if not low <= value <= high:
             raise doc.error(loc, f"{value:g} is outside {low:g}…{high:g}, the range of "

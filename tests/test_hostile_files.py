@@ -300,6 +300,8 @@ RF_LIMITS = "limits: {max_power_W: 100}"
     ("{max_power_W: -5}", "max_power_W", "-5 is outside 1…10000"),
     ("{max_power_W: 601}", "max_power_W", "above the instrument's rating sim.rated_power_W"),
     ("{max_flow_sccm: 20}", "max_flow_sccm", "is not a limit driver ae_bus knows"),
+    ("{max_power_W: yes}", "max_power_W", "must be a number, not True"),
+    ("{max_power_W: '100'}", "max_power_W", "must be a number, not '100'"),
 ])
 def test_rf_limits_that_would_vanish_are_refused(tmp_path, limits, field, message):
     station = station_with(tmp_path, RF_LIMITS, f"limits: {limits}")
