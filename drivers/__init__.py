@@ -1,6 +1,8 @@
 """Instrument drivers, one module per real instrument protocol.
 
-`DRIVERS` maps the short names a station file may use to `module:Class`.
+`DRIVERS` maps the short names a station file may use to `module:Class`. A station
+may name no other module: further drivers are plug-ins registered in the
+`lipon_hw.drivers` entry-point group (see `lipon_hw.station`).
 """
 
 DRIVERS = {

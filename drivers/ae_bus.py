@@ -138,6 +138,9 @@ class AEBusGenerator:
     """
 
     SERIAL_DEFAULTS: dict = {"baudrate": 19200, "parity": "O", "bytesize": 8, "stopbits": 1}
+    #: station limits this driver knows, with their physical range: setpoints are whole
+    #: watts and the largest Cesar/Apex generators are rated 10 kW
+    LIMITS = {"max_power_W": (1.0, 10_000.0)}
     #: how often one transaction asks the unit to resend a corrupt reply
     REPLY_RESENDS = 2
 

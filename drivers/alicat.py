@@ -91,6 +91,13 @@ class AlicatMFC:
     """An Alicat mass-flow controller whose device unit is sccm."""
 
     SERIAL_DEFAULTS = {"baudrate": 19200, "bytesize": 8, "parity": "N", "stopbits": 1}
+    #: the MC series spans 0.5 sccm to 20 slpm full scale; 0.01 sccm is its resolution
+    LIMITS = {"max_flow_sccm": (0.01, 20_000.0)}
+    #: units A-Z share one RS-232/RS-485 line (multidrop by unit id)
+    BUS = "alicat"
+
+    def bus_claims(self) -> list[str]:
+        return [f"unit {self.unit}"]
 
     def __init__(self, name: str, link: Link, unit: str = "A", max_flow_sccm: float = 50.0):
         unit = str(unit).upper()

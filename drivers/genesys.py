@@ -108,6 +108,15 @@ class GenesysSupply:
     """
 
     SERIAL_DEFAULTS: dict = {"baudrate": 9600, "bytesize": 8, "parity": "N", "stopbits": 1}
+    #: the Genesys family spans 6-600 V and up to 1000 A; the source may not be powered
+    #: above `max_pressure_torr` (thermal evaporation needs high vacuum: 10 mTorr at most)
+    LIMITS = {"max_current_A": (0.01, 1000.0), "rated_current_A": (0.01, 1000.0),
+              "max_voltage_V": (0.01, 600.0), "max_pressure_torr": (1e-10, 1e-2)}
+    #: up to 31 supplies on one RS-485 multidrop bus, selected by `ADR n`
+    BUS = "genesys"
+
+    def bus_claims(self) -> list[str]:
+        return [f"supply address {self.address}"]
 
     def __init__(self, name: str, link: Link, address: int = 6,
                  max_current_A: float | None = None, max_voltage_V: float | None = None,

@@ -126,6 +126,10 @@ class Keithley2450:
 
     SERIAL_DEFAULTS: dict = {}  # no serial port on the 2450; see the module docstring
     #: timed by the host, reading by reading (no EIS: the 2450 has no AC source)
+    #: the channel window and current limit a station may set: the 2450 sources ±210 V
+    #: and ±1.05 A, and resolves currents down to 1 nA on its lowest useful range
+    LIMITS = {"min_V": (-210.0, 210.0), "max_V": (-210.0, 210.0),
+              "max_current_A": (1e-9, 1.05)}
     TECHNIQUES = (OCV, ConstantCurrent, ConstantVoltage, DCPolarization, CCCV, LinearSweep,
                   CyclicSweep)
 

@@ -692,6 +692,9 @@ class MethodScriptPotentiostat:
     """
 
     SERIAL_DEFAULTS: dict = {"baudrate": 921600, "bytesize": 8, "parity": "N", "stopbits": 1}
+    #: the channel window and current limit a station may set: an EmStat4 applies at
+    #: most ±10 V (compliance) and ±30 mA, down to its 1 nA range
+    LIMITS = {"min_V": (-10.0, 10.0), "max_V": (-10.0, 10.0), "max_current_A": (1e-9, 0.03)}
     #: every technique runs on the instrument, limits included
     TECHNIQUES = (OCV, ConstantCurrent, ConstantVoltage, DCPolarization, CCCV, EIS, LinearSweep,
                   CyclicSweep)

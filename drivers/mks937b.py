@@ -117,6 +117,11 @@ class MKS937B:
     """One gauge channel of an MKS 937B; several channels share the controller's Link."""
 
     SERIAL_DEFAULTS = {"baudrate": 9600, "bytesize": 8, "parity": "N", "stopbits": 1}
+    #: controllers share an RS-485 line by address; gauges share a controller by channel
+    BUS = "mks937b"
+
+    def bus_claims(self) -> list[str]:
+        return [f"channel {self.channel} of controller {self.address}"]
 
     def __init__(self, name: str, link: Link, address: int = 253, channel: int = 1,
                  lower_limit_torr: float = 1.0e-9):

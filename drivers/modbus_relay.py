@@ -79,6 +79,9 @@ class ModbusRelayShutter(_CoilModule):
         super().__init__(name, link, unit)
         self.coil = int(coil)
 
+    def bus_claims(self) -> list[str]:
+        return [f"coil {self.coil} of unit {self.unit}"]
+
     def open(self) -> None:
         self._write_coil(self.coil, True)
 
@@ -104,6 +107,9 @@ class ModbusRelayValves(_CoilModule):
         super().__init__(name, link, unit)
         self.pump_coil = int(pump_coil)
         self.vent_coil = int(vent_coil)
+
+    def bus_claims(self) -> list[str]:
+        return [f"coil {coil} of unit {self.unit}" for coil in (self.pump_coil, self.vent_coil)]
 
     def pump(self) -> None:
         self._write_coil(self.vent_coil, False)
@@ -148,6 +154,9 @@ class ModbusRelaySourceSelector(_CoilModule):
         self.boats = int(boats)
         if self.boats < 1:
             raise InputError(f"{name}: boats must be at least 1, not {boats}")
+
+    def bus_claims(self) -> list[str]:
+        return [f"coil {self.first_coil + n} of unit {self.unit}" for n in range(self.boats)]
 
     def select_source(self, number: int) -> None:
         """Route the supply to boat `number` (1-based): every boat coil off, then its own on."""

@@ -121,6 +121,14 @@ def next_request(buffer: bytes) -> tuple[int, bytes | None]:
 class ModbusRtuDevice:
     """One unit on a Modbus RTU line; drivers of units on one line share its Link."""
 
+    #: Modbus RTU is multidrop: units 1-247 share one RS-485 line
+    BUS = "modbus-rtu"
+
+    def bus_claims(self) -> list[str]:
+        """What on the bus this instrument drives; two instruments may share a port only
+        if their claims do not overlap (one unit's coils may serve several roles)."""
+        return [f"unit {self.unit}"]
+
     def __init__(self, name: str, link: Link, unit: int):
         if not 1 <= int(unit) <= 247:
             raise InputError(f"{name}: Modbus unit {unit} is outside 1..247")

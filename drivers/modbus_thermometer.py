@@ -53,6 +53,11 @@ class ModbusThermometer(ModbusRtuDevice):
     """One thermocouple channel of the module; channels of one module share its Link."""
 
     SERIAL_DEFAULTS = {"baudrate": 9600, "bytesize": 8, "parity": "N", "stopbits": 1}
+    #: no source power above this substrate temperature; LiPON crystallises above 325 °C
+    LIMITS = {"lipon_max_C": (0.0, 325.0)}
+
+    def bus_claims(self) -> list[str]:
+        return [f"input {self.channel} of unit {self.unit}"]
 
     def __init__(self, name: str, link: Link, unit: int = 2, channel: int = 0):
         super().__init__(name, link, unit)

@@ -17,15 +17,31 @@ simulated lab, so every command works with no hardware and no flags.
 An address may hold one channel range `{a-b}`: an instrument that enumerates one
 port per channel (a MultiEmStat4 shows up as 16 serial ports) is one instrument
 whose driver gets one Link per expanded address, in order.
+
+`driver:` is a short name of `lipon_hw.drivers.DRIVERS`, or the name of a plug-in
+driver: a class registered by an installed distribution in the `lipon_hw.drivers`
+entry-point group, e.g. in its pyproject.toml
+
+    [project.entry-points."lipon_hw.drivers"]
+    my_gauge = "my_package.gauge:MyGauge"
+
+A driver class is built as `cls(name, link, **settings, **limits it takes)` and its
+constructor only checks and keeps its settings (the station is validated by building
+each driver once on a link that must not be used). It declares the station limits it
+knows in `LIMITS = {key: (low, high)}`, and a multidrop bus it can share a port on in
+`BUS` with `bus_claims()` (see `lipon_hw.station_checks`). Nothing else is imported:
+a `module:Class` written in a station file is refused, since validating a file must
+never run code named by it.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import inspect
 import re
 from dataclasses import dataclass, field
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +51,12 @@ from lipon_hw import interfaces
 from lipon_hw.drivers import DRIVERS
 from lipon_hw.errors import InputError
 from lipon_hw.links import LinkPool
+from lipon_hw.station_checks import check_instrument, check_shared_ports, check_simulated_lab
 from lipon_hw.yamlfile import Doc, load, loads, pydantic_error
 
 DEFAULT_STATION = "sim_lab.yaml"
+#: the entry-point group through which installed distributions add drivers
+DRIVER_ENTRY_POINTS = "lipon_hw.drivers"
 
 #: what each role must be able to do
 ROLES: dict[str, type] = {
@@ -57,10 +76,14 @@ ROLES: dict[str, type] = {
 
 
 class FilmSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    density_g_cm3: float = Field(gt=0)
-    z_ratio: float = Field(gt=0)
-    tooling_pct: float = Field(default=100.0, gt=0)
+    """A film as a crystal monitor needs it, in the ranges INFICON monitors accept:
+    density 0.5-99.99 g/cm³ (no solid is above osmium's 22.6), Z-ratio 0.1-10,
+    tooling 10-399 %."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    density_g_cm3: float = Field(ge=0.5, le=22.6)
+    z_ratio: float = Field(ge=0.1, le=10.0)
+    tooling_pct: float = Field(default=100.0, ge=10.0, le=399.0)
 
 
 _RANGE = re.compile(r"\{(\d+)-(\d+)\}")
@@ -95,9 +118,10 @@ class InstrumentSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     driver: str
     address: str
-    timeout_s: float = Field(default=1.0, gt=0)
+    #: a reply takes at least a few ms at 9600 baud; past a minute no interlock could act
+    timeout_s: float = Field(default=1.0, ge=0.01, le=60.0, allow_inf_nan=False)
     settings: dict[str, Any] = {}
-    limits: dict[str, float] = {}
+    limits: dict[str, Any] = {}  # numbers; keys and ranges checked per driver at load
     films: dict[str, FilmSpec] = {}
     sim: dict[str, Any] = {}
 
@@ -109,7 +133,8 @@ class InstrumentSpec(BaseModel):
 
 class SimSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    seed: int = 1
+    seed: int = Field(default=1, ge=0, le=2**32 - 1)  # numpy's SeedSequence takes any
+    # non-negative integer; 32 bits are what --seed accepts too
 
 
 class StationSpec(BaseModel):
@@ -125,6 +150,8 @@ class Station:
     spec: StationSpec
     doc: Doc
     text: str
+    #: each instrument's driver built on a link that refuses use, as validation built it
+    unconnected: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def simulated(self) -> bool:
@@ -139,6 +166,10 @@ class Station:
 
     def role(self, tool: str, role: str) -> str:
         return self.spec.tools[tool][role]
+
+    def lacks(self, instrument: str, role: str) -> list[str]:
+        """What the instrument's driver lacks to act as `role` (nothing: it can)."""
+        return role_gaps(self.unconnected[instrument], role)
 
     def limit(self, instrument: str, key: str) -> float | None:
         return self.spec.instruments[instrument].limits.get(key)
@@ -159,7 +190,7 @@ class Station:
             links = [pool.open(address, getattr(cls, "SERIAL_DEFAULTS", {}), inst.timeout_s)
                      for address in inst.addresses]
             link = links if len(links) > 1 else links[0]  # several: one Link per channel port
-            instruments[name] = cls(name, link, **_driver_kwargs(cls, inst))
+            instruments[name] = cls(name, link, **driver_kwargs(cls, inst))
         return Lab(self, instruments, pool, sim_lab)
 
 
@@ -183,23 +214,40 @@ class Lab:
 
 
 def driver_class(key: str) -> type:
-    target = DRIVERS.get(key, key)
-    if ":" not in target:
-        raise InputError(f"driver {key!r} is unknown (known: {', '.join(sorted(DRIVERS))}, "
-                         "or module:Class)")
-    module, _, cls = target.partition(":")
-    try:
+    """The driver class of a station's `driver:` name: a built-in driver or a plug-in of
+    the `lipon_hw.drivers` entry-point group; never an arbitrary import."""
+    if key in DRIVERS:
+        module, _, cls = DRIVERS[key].partition(":")
         return getattr(importlib.import_module(module), cls)
-    except (ImportError, AttributeError):
-        raise InputError(f"driver {key!r} cannot be imported ({target})") from None
+    plugins = {ep.name: ep for ep in metadata.entry_points(group=DRIVER_ENTRY_POINTS)}
+    if key in plugins:
+        try:
+            cls = plugins[key].load()
+        except Exception as exc:  # noqa: BLE001 - a broken plug-in is the user's to fix
+            raise InputError(f"driver {key!r} (plug-in {plugins[key].value}) cannot be "
+                             f"loaded ({type(exc).__name__}: {exc})") from None
+        if not inspect.isclass(cls):
+            raise InputError(f"driver {key!r} (plug-in {plugins[key].value}) is not a class")
+        return cls
+    known = sorted(DRIVERS) + sorted(plugins)
+    guess = difflib.get_close_matches(key, known, n=1)
+    raise InputError(f"driver {key!r} is unknown ({f'did you mean {guess[0]}? ' if guess else ''}"
+                     f"known: {', '.join(known)}; other drivers are plug-ins registered in "
+                     f"the {DRIVER_ENTRY_POINTS} entry-point group)")
 
 
-def _driver_kwargs(cls: type, inst: InstrumentSpec) -> dict:
+def driver_kwargs(cls: type, inst: InstrumentSpec) -> dict:
     """Station settings, plus those limits the driver itself enforces."""
     params = inspect.signature(cls.__init__).parameters
     kwargs = dict(inst.settings)
     kwargs.update({k: v for k, v in inst.limits.items() if k in params})
     return kwargs
+
+
+def role_gaps(driver, role: str) -> list[str]:
+    """What a driver (built, or its class) lacks to act as `role`: the methods,
+    properties and attributes of the role's interface."""
+    return [m for m in _protocol_members(ROLES[role]) if not hasattr(driver, m)]
 
 
 def default_station_text() -> str:
@@ -215,30 +263,33 @@ def load_station(path: str | Path | None = None, text: str | None = None) -> Sta
         doc = loads(text, f"<built-in {DEFAULT_STATION}>")
     else:
         doc = load(path)
-        text = Path(path).read_text(encoding="utf-8")
+        text = doc.text
     if not isinstance(doc.data, dict):
         raise doc.error((), "a station file must be a mapping with name, instruments and tools")
     try:
         spec = StationSpec.model_validate(doc.data)
     except ValidationError as exc:
         raise pydantic_error(doc, exc) from None
-    _check(spec, doc)
-    return Station(spec, doc, text)
+    return Station(spec, doc, text, _check(spec, doc))
 
 
-def _check(spec: StationSpec, doc: Doc) -> None:
+def _check(spec: StationSpec, doc: Doc) -> dict[str, Any]:
+    """Every instrument, port and role checked; the drivers built unconnected."""
+    ports, built = {}, {}
     for name, inst in spec.instruments.items():
         try:
-            driver_class(inst.driver)
+            cls = driver_class(inst.driver)
         except InputError as exc:
             raise doc.error(("instruments", name, "driver"), str(exc)) from None
-        loc = ("instruments", name, "address")
         try:
             addresses = inst.addresses
         except InputError as exc:
-            raise doc.error(loc, str(exc)) from None
-        if addresses[0].startswith("sim://") and spec.sim is None:
-            raise doc.error(loc, "sim:// addresses need a `sim:` section in the station")
+            raise doc.error(("instruments", name, "address"), str(exc)) from None
+        ports[name], built[name] = check_instrument(doc, name, inst, cls, addresses,
+                                                    spec.sim is not None)
+    check_shared_ports(doc, spec.instruments, built, ports)
+    if spec.sim is not None:
+        check_simulated_lab(doc, spec)
     for tool, roles in spec.tools.items():
         for role, name in roles.items():
             loc = ("tools", tool, role)
@@ -246,12 +297,16 @@ def _check(spec: StationSpec, doc: Doc) -> None:
                 raise doc.error(loc, f"role {role!r} is unknown (known: {', '.join(ROLES)})")
             if name not in spec.instruments:
                 raise doc.error(loc, f"instrument {name!r} is not defined under instruments")
-            cls = driver_class(spec.instruments[name].driver)
-            missing = [m for m in _protocol_methods(ROLES[role]) if not hasattr(cls, m)]
+            missing = role_gaps(built[name], role)
             if missing:
                 raise doc.error(loc, f"{name} ({spec.instruments[name].driver}) cannot act as "
                                      f"{role}: it lacks {', '.join(missing)}")
+    return built
 
 
-def _protocol_methods(proto: type) -> list[str]:
-    return [m for m in dir(proto) if not m.startswith("_") and callable(getattr(proto, m))]
+def _protocol_members(proto: type) -> list[str]:
+    """Public methods, properties and annotated attributes of a typing.Protocol."""
+    names = {m for m in dir(proto) if not m.startswith("_")}
+    for klass in proto.__mro__:
+        names |= {a for a in getattr(klass, "__annotations__", {}) if not a.startswith("_")}
+    return sorted(names)

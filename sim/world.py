@@ -19,6 +19,9 @@ import numpy as np
 from lipon_hw.sim.evaporator_tool import EvaporatorTool
 from lipon_hw.sim.sputter_tool import SputterTool
 
+#: the tools of the simulated lab, by the name a station's `sim: {tool: …}` gives
+TOOLS = {"sputter": SputterTool, "evaporator": EvaporatorTool}
+
 
 class World:
     def __init__(self, clock: Callable[[], float], seed: int = 0):
@@ -28,7 +31,7 @@ class World:
         self.layers: list[dict] = []
         self._t = clock()
         self._advancing = False
-        self.tools = {"sputter": SputterTool(self), "evaporator": EvaporatorTool(self)}
+        self.tools = {name: cls(self) for name, cls in TOOLS.items()}
         for tool in self.tools.values():
             tool.s.t = self._t
 

@@ -393,6 +393,9 @@ def _potentiostat(doc: Doc, head: _Head, station: Station) -> str:
         raise doc.error(("potentiostat",), f"instrument {head.potentiostat!r} is not in station "
                                            f"{station.spec.name!r} (it has "
                                            f"{', '.join(station.spec.instruments)})")
+    if lacks := station.lacks(head.potentiostat, "potentiostat"):
+        raise doc.error(("potentiostat",), f"{head.potentiostat} is not a potentiostat (it "
+                                           f"lacks {', '.join(lacks)})")
     return head.potentiostat
 
 
