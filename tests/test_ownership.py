@@ -223,7 +223,7 @@ def test_resume_of_a_live_cell_test_is_refused_and_after_kill_9_waits_for_its_wo
 
     data, db = tmp_path / "d", tmp_path / "d" / "lipon.db"
     path = tmp_path / "p.yaml"
-    path.write_text(LNMO.format(channels="1-2", cycles=12), encoding="utf-8")
+    path.write_text(LNMO.format(channels="1-2", cycles=24), encoding="utf-8")
     with live("run", path, "--data", data, "--speed", "7200", "--workers", "2",
               cwd=tmp_path) as proc:
         wait_for(db, proc, "SELECT MIN(cycle) FROM channels", lambda r: r and (r[0][0] or 0) >= 2,
@@ -235,7 +235,7 @@ def test_resume_of_a_live_cell_test_is_refused_and_after_kill_9_waits_for_its_wo
     # waits for them (their lock) instead of racing them
     result = resume_cycling(1, data)
     assert result.status == "completed"
-    assert [c["cycles"] for c in result.summary["channels"]] == [12, 12]
+    assert [c["cycles"] for c in result.summary["channels"]] == [24, 24]
     for channel in (1, 2):
         rows = query(db, "SELECT t_s, step_count, cycle FROM cell_samples WHERE channel=?"
                          " ORDER BY rowid", (channel,))
