@@ -219,23 +219,27 @@ def test_the_same_channel_is_refused_another_channel_of_the_potentiostat_is_not(
 
 
 def test_resume_of_a_live_cell_test_is_refused_and_after_kill_9_waits_for_its_workers(tmp_path):
+    from lipon_hw.engine import claims
     from lipon_hw.engine.cell_session import resume_cycling
+    from lipon_hw.engine.ownership import held_by
 
     data, db = tmp_path / "d", tmp_path / "d" / "lipon.db"
     path = tmp_path / "p.yaml"
-    path.write_text(LNMO.format(channels="1-2", cycles=24), encoding="utf-8")
-    with live("run", path, "--data", data, "--speed", "7200", "--workers", "2",
+    path.write_text(LNMO.format(channels="1-2", cycles=12), encoding="utf-8")
+    with live("run", path, "--data", data, "--speed", "3600", "--workers", "2",
               cwd=tmp_path) as proc:
         wait_for(db, proc, "SELECT MIN(cycle) FROM channels", lambda r: r and (r[0][0] or 0) >= 2,
                  "two cycles on both channels")
         refused(cli("resume", 1, "--data", data, cwd=tmp_path),
                 "run 1 is being driven by a live engine", f"pid {proc.pid}")
+        worker = held_by(data, claims.run_workers(1).key)  # spawned: a lock of their own
+        assert worker and worker.startswith("a worker of run 1") and str(proc.pid) not in worker
         kill_9(proc)
     # at once: the workers of the dead engine are still stopping their channels; the resume
     # waits for them (their lock) instead of racing them
     result = resume_cycling(1, data)
     assert result.status == "completed"
-    assert [c["cycles"] for c in result.summary["channels"]] == [24, 24]
+    assert [c["cycles"] for c in result.summary["channels"]] == [12, 12]
     for channel in (1, 2):
         rows = query(db, "SELECT t_s, step_count, cycle FROM cell_samples WHERE channel=?"
                          " ORDER BY rowid", (channel,))

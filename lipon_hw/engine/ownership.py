@@ -121,7 +121,8 @@ class Ownership:
 
 def held_by(data_dir: Path | str, key: str) -> str | None:
     """Who holds `key` now ("run 2 (pid 1234)"), or None if no live process does.
-    A probe: it takes a shared lock for an instant and never creates a file."""
+    A probe: it takes the lock for an instant (exclusive, so shared holders are seen
+    too) and never creates a file."""
     path = lock_path(data_dir, key)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -130,7 +131,7 @@ def held_by(data_dir: Path | str, key: str) -> str | None:
     except OSError as exc:
         raise LiponError(f"cannot read the lock file {path} ({exc.strerror})") from None
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return _holder(fd)
     finally:
