@@ -274,9 +274,9 @@ def _operator_request(action: str, doc: str):
         from lipon_hw.engine.ownership import held_by
 
         if held_by(data_dir, claims.run(run_id).key) is None:  # queued, it would wait for a resume
-            raise InputError(f"run {run_id} is marked running but no engine is driving it (it "
-                             f"was killed); nothing would act on {action}: `lipon-hw resume "
-                             f"{run_id}` continues it, or leave it stopped")
+            raise InputError(f"run {run_id} is marked running but no engine is driving it (its "
+                             f"process was killed or its machine stopped); nothing would act on "
+                             f"{action}: `lipon-hw resume {run_id}` continues it")
         store.request(run_id, action)
         click.echo(f"run {run_id}: {action} requested; the engine acts on it at its next sample")
 
