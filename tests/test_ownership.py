@@ -397,3 +397,26 @@ def test_lock_files_name_their_holder_and_die_with_it(tmp_path):
         mine.take([res])
         assert mine.holds(res.key)
     assert os.listdir(tmp_path / "locks")  # the files stay; only the locks come and go
+
+
+def test_a_cell_test_is_refused_on_a_sample_being_coated_and_shares_it_otherwise(tmp_path):
+    """A deposition holds its sample alone; cell tests measuring it share it."""
+    from lipon_hw.engine import claims
+    from lipon_hw.engine.cell_session import start_cycling
+    from lipon_hw.engine.ownership import Busy, Ownership
+    from lipon_hw.store import Store
+
+    data = tmp_path / "d"
+    path = tmp_path / "p.yaml"
+    path.write_text(LNMO.format(channels='{"1": {sample: T-1}}', cycles=1), encoding="utf-8")
+    with Ownership(data, "run 7") as coating:
+        coating.take([claims.sample("T-1", shared=False)])
+        with pytest.raises(Busy, match=r"sample 'T-1' is being coated by run 7 \(pid"):
+            start_cycling(str(path), data)
+    with Ownership(data, "run 8") as measuring:  # another cell test on the same sample
+        measuring.take([claims.sample("T-1", shared=True)])
+        with pytest.raises(Busy, match="sample 'T-1' is in use by run 8"):
+            Ownership(data).take([claims.sample("T-1", shared=False)], grace_s=0.05)
+        with Ownership(data) as second:  # a second test on it: fine
+            second.take([claims.sample("T-1", shared=True)])
+    assert Store(data).runs() == [], "no run row for the refused test"
