@@ -290,6 +290,13 @@ def _operator_request(action: str, doc: str):
         if run.kind == "cycling" and action != "abort":
             raise InputError(f"run {run_id} is a cell test: it can be aborted (every channel "
                              "stops, cells disconnected) and resumed later, not paused")
+        from lipon_hw.engine import claims
+        from lipon_hw.engine.ownership import held_by
+
+        if held_by(data_dir, claims.run(run_id).key) is None:  # queued, it would wait for a resume
+            raise InputError(f"run {run_id} is marked running but no engine is driving it (its "
+                             f"process was killed or its machine stopped); nothing would act on "
+                             f"{action}: `lipon-hw resume {run_id}` continues it")
         store.request(run_id, action)
         click.echo(f"run {run_id}: {action} requested; the engine acts on it at its next sample")
 

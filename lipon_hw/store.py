@@ -245,10 +245,15 @@ class Store:
 
     # --- steps ---------------------------------------------------------------
     def begin_step(self, run_id: int, idx: int, kind: str, params: Mapping, t_s: float) -> None:
+        """A step starts, or starts again on resume: then it keeps its first start (the
+        readings since then are its own) and is running again, its end forgotten."""
         self.flush()
         self._db.execute(
-            "INSERT OR REPLACE INTO steps (run_id, idx, kind, params, status, t_start_s)"
-            " VALUES (?,?,?,?,?,?)", (run_id, idx, kind, json.dumps(params), "running", t_s))
+            "INSERT INTO steps (run_id, idx, kind, params, status, t_start_s)"
+            " VALUES (?,?,?,?,?,?) ON CONFLICT (run_id, idx) DO UPDATE SET kind=excluded.kind,"
+            " params=excluded.params, status=excluded.status, t_end_s=NULL,"
+            " t_start_s=MIN(t_start_s, excluded.t_start_s)",
+            (run_id, idx, kind, json.dumps(params), "running", t_s))
 
     def end_step(self, run_id: int, idx: int, status: str, t_s: float) -> None:
         self.flush()

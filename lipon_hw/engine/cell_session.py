@@ -20,8 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from lipon_hw.engine import claims
 from lipon_hw.engine import protocol as pr
 from lipon_hw.engine.cycling import ChannelState, run_channels
+from lipon_hw.engine.ownership import Ownership
 from lipon_hw.engine.runner import Interrupted, RunResult, _uninterruptible
 from lipon_hw.engine.session import make_env, run_to_resume
 from lipon_hw.errors import InputError, LiponError
@@ -56,14 +58,17 @@ def start_cycling(sequence: str, data_dir: str | Path, station_path: str | None 
                   on_cycle=None, workers: int | None = None) -> RunResult:
     station = load_station(station_path)
     store = Store(data_dir)
+    owned = Ownership(data_dir)
     try:
         proto = load(sequence, station, store)
         if speed is not None and speed <= 0:
             raise InputError(f"--speed must be above 0, not {speed:g}")
         seed = seed if seed is not None else (station.spec.sim.seed if station.simulated
                                               else None)
+        owned.take(claims.cell_test(station, proto))  # channels and samples, before the row
         run_id = store.create_run(proto.name, "cycling", str(sequence), proto.text,
                                   station.text, seed, None)
+        claims.take_run(owned, run_id)
         for plan in proto.channels:
             store.add_channel(run_id, plan.channel, proto.potentiostat, plan.sample,
                               plan.program.name)
@@ -73,6 +78,7 @@ def start_cycling(sequence: str, data_dir: str | Path, station_path: str | None 
         return _drive(store, run_id, proto, station, states, seed, speed, on_cycle, notify,
                       workers)
     finally:
+        owned.release()
         store.close()
 
 
@@ -82,9 +88,11 @@ def resume_cycling(run_id: int, data_dir: str | Path, speed: float | None = None
                    on_cycle=None, workers: int | None = None) -> RunResult:
     """Every channel that had not ended continues from its last step boundary."""
     store = Store(data_dir)
+    owned = Ownership(data_dir)
     try:
-        run, station = run_to_resume(store, run_id, RESUMABLE)
+        run, station = run_to_resume(store, run_id, RESUMABLE, owned)
         proto = load(run.sequence_path, station, store, text=run.sequence_text)
+        claims.take_cell_resume(owned, store, run_id, station, proto, CHANNEL_RESUMABLE)
         stored = {c["channel"]: c for c in store.channels(run_id)}
         states = {}
         for plan in proto.channels:
@@ -110,6 +118,7 @@ def resume_cycling(run_id: int, data_dir: str | Path, speed: float | None = None
         return _drive(store, run_id, proto, station, states, run.seed, speed, on_cycle, notify,
                       workers)
     finally:
+        owned.release()
         store.close()
 
 
@@ -232,6 +241,7 @@ def _run_workers(store: Store, run_id: int, groups: list[list[int]],
 def _worker(data_dir: str, run_id: int, states: dict, seed: int | None,
             speed: float | None, parent_pid: int) -> None:
     """A worker process: its channels of the run, to their end."""
+    claims.join_workers(data_dir, run_id)  # first: a resume waits for it until we end
     if not _die_with_parent(parent_pid):
         return  # the parent died while this worker was starting: touch nothing
 

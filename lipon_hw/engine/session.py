@@ -7,14 +7,17 @@ wall speed. A station with real hardware always runs at speed 1.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
 import simpy
 
+from lipon_hw.engine import claims
+from lipon_hw.engine.ownership import Ownership
 from lipon_hw.engine.recipe import Recipe, load_recipe
 from lipon_hw.engine.runner import Context, Engine, RunResult
-from lipon_hw.errors import InputError
+from lipon_hw.errors import InputError, LiponError
 from lipon_hw.station import Station, load_station
 from lipon_hw.store import Store
 
@@ -41,21 +44,49 @@ def start_run(sequence: str, data_dir: str | Path, station_path: str | None = No
     if speed is not None and speed <= 0:
         raise InputError(f"--speed must be above 0, not {speed:g}")
     store = Store(data_dir)
-    seed = seed if seed is not None else (station.spec.sim.seed if station.simulated else None)
-    run_id = store.create_run(recipe.name, "deposition", str(sequence), recipe.text, station.text,
-                              seed, recipe.sample.id if recipe.sample else None)
-    if recipe.sample:
-        store.ensure_sample(recipe.sample.id, recipe.sample.substrate)
-    if on_start:
-        on_start(run_id, recipe)
-    env = make_env(station, speed)
-    lab = station.connect(lambda: env.now, seed=seed)
+    owned = Ownership(data_dir)
     try:
-        return Engine(recipe, lab, store, run_id, env, notify, on_sample).run()
+        owned.take(claims.deposition(station, recipe))  # before the run exists: nothing to undo
+        seed = seed if seed is not None else (station.spec.sim.seed if station.simulated
+                                              else None)
+        run_id = store.create_run(recipe.name, "deposition", str(sequence), recipe.text,
+                                  station.text, seed, recipe.sample.id if recipe.sample else None)
+        with ends_run_on_failure(store, run_id):
+            claims.take_run(owned, run_id)
+            if recipe.sample:
+                store.ensure_sample(recipe.sample.id, recipe.sample.substrate)
+            if on_start:
+                on_start(run_id, recipe)
+            env = make_env(station, speed)
+            lab = station.connect(lambda: env.now, seed=seed)
+        try:
+            return Engine(recipe, lab, store, run_id, env, notify, on_sample).run()
+        finally:
+            lab.close()
+            write_plots(store, run_id, notify)
     finally:
-        lab.close()
-        write_plots(store, run_id, notify)
+        owned.release()
         store.close()
+
+
+@contextlib.contextmanager
+def ends_run_on_failure(store: Store, run_id: int):
+    """From the moment a run is `running` until its engine keeps its own books: a failure
+    (a station that cannot connect, a port that does not open) ends the run with its
+    reason, never leaves it `running` with no engine behind it."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        store.set_status(run_id, "interrupted", "stopped by the operator before the engine "
+                                                "started")
+        raise
+    except LiponError as exc:
+        store.set_status(run_id, "failed", f"the run could not start: {exc}")
+        raise
+    except Exception as exc:
+        store.set_status(run_id, "failed", f"the run could not start: internal error: "
+                                           f"{exc!r}")
+        raise
 
 
 def plots_dir(data_dir: str | Path, run_id: int) -> Path:
@@ -76,8 +107,13 @@ def write_plots(store: Store, run_id: int, notify: Callable[[str], None] | None 
         return []
 
 
-def run_to_resume(store: Store, run_id: int, resumable: tuple[str, ...]):
-    """A stored run that may continue, and the station it started with."""
+def run_to_resume(store: Store, run_id: int, resumable: tuple[str, ...],
+                  owned: Ownership):
+    """A stored run that may continue, and the station it started with. Its lock is
+    taken first: a run whose engine lives is refused before anything is read or changed
+    (a `running` run whose lock is free was killed, and may continue)."""
+    store.run(run_id)  # an unknown run says so before any lock file is made
+    claims.take_run(owned, run_id)
     run = store.run(run_id)
     if run.status not in resumable:
         raise InputError(f"run {run_id} is {run.status}; only an unfinished run can resume")
@@ -90,9 +126,11 @@ def resume_run(run_id: int, data_dir: str | Path, speed: float | None = None,
                on_start: Callable[[int, Recipe], None] | None = None) -> RunResult:
     """Continue a run from its last checkpoint, with the recipe and station it started with."""
     store = Store(data_dir)
+    owned = Ownership(data_dir)
     try:
-        run, station = run_to_resume(store, run_id, RESUMABLE)
+        run, station = run_to_resume(store, run_id, RESUMABLE, owned)
         recipe = load_recipe(run.sequence_path, station, text=run.sequence_text)
+        owned.take(claims.deposition(station, recipe))
         cp = store.last_checkpoint(run_id)
         t0 = cp.t_s if cp else 0.0
         if station.simulated:
@@ -101,15 +139,21 @@ def resume_run(run_id: int, data_dir: str | Path, speed: float | None = None,
         else:
             t0 = max(t0, store.last_reading_t(run_id) or 0.0)
         store.set_status(run_id, "running", f"resumed from t = {t0:.0f} s")
-        store.add_alarm(run_id, t0, "info", "engine", f"resumed from checkpoint at t = {t0:.0f} s")
-        if on_start:
-            on_start(run_id, recipe)
-        env = make_env(station, speed, t0)
-        lab = station.connect(lambda: env.now, seed=run.seed)
-        try:
+        with ends_run_on_failure(store, run_id):
+            store.add_alarm(run_id, t0, "info", "engine",
+                            f"resumed from checkpoint at t = {t0:.0f} s")
+            if on_start:
+                on_start(run_id, recipe)
+            env = make_env(station, speed, t0)
+            lab = station.connect(lambda: env.now, seed=run.seed)
             state = cp.state if cp else {"step_idx": 0, "step_state": {}, "setpoints": {}}
-            if lab.sim is not None and state.get("sim"):
-                lab.sim.restore(state["sim"])
+            try:
+                if lab.sim is not None and state.get("sim"):
+                    lab.sim.restore(state["sim"])
+            except BaseException:
+                lab.close()
+                raise
+        try:
             engine = Engine(recipe, lab, store, run_id, env, notify, on_sample)
             return engine.run(state["step_idx"], state["step_state"], state["setpoints"],
                               resumed=True)
@@ -117,4 +161,5 @@ def resume_run(run_id: int, data_dir: str | Path, speed: float | None = None,
             lab.close()
             write_plots(store, run_id, notify)
     finally:
+        owned.release()
         store.close()
