@@ -50,7 +50,7 @@ def store_error(exc: BaseException, path: Path) -> StoreError:
             return StoreUnusable(f"{path} is read-only for this user ({exc.strerror})")
         return StoreError(f"{path} could not be used: {exc.strerror or exc}")
     code = _primary_code(exc)
-    what = str(exc).rstrip(".")
+    what = _one_line(str(exc))
     if code == _FULL:
         return StoreFull(f"{path} could not be written: {_space_reason(path, errno.ENOSPC)}")
     if code == _IOERR:
@@ -76,6 +76,10 @@ def converted(path: Path) -> Iterator[None]:
         yield
     except (sqlite3.Error, OSError) as exc:
         raise store_error(exc, path) from exc
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split()).rstrip(".")
 
 
 def _primary_code(exc: BaseException) -> int | None:
@@ -271,8 +275,10 @@ def _check_contents(con: sqlite3.Connection, path: Path, schema: str, thorough: 
     if thorough:
         problems = con.execute("PRAGMA quick_check(1)").fetchone()
         if problems is None or problems[0] != "ok":
-            raise StoreUnusable(f"{path} fails its integrity check "
-                                f"({problems[0] if problems else 'no answer'})")
+            first = _one_line((problems[0] if problems else "no answer").replace(
+                "*** in database main ***", ""))
+            raise StoreUnusable(f"{path} fails its integrity check ({first}); restore it "
+                                "from a backup")
     if not found:
         return "empty"
     return "current" if version == SCHEMA_VERSION else "unversioned"
