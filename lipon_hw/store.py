@@ -274,7 +274,10 @@ class Store:
             (run_id,)).fetchone()
         if row is None:
             raise InputError(f"run {run_id} is not in {self.path}")
-        return Run(*row[:-1], summary=self._json(row[-1]))
+        summary = self._json(row[-1])
+        if not isinstance(summary, dict):
+            raise StoreUnusable(f"{self.path} holds a damaged record (run {run_id}'s summary)")
+        return Run(*row[:-1], summary=summary)
 
     def runs(self) -> list[Run]:
         ids = [r[0] for r in self._db.execute("SELECT id FROM runs ORDER BY id")]

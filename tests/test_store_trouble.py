@@ -324,6 +324,10 @@ def test_reading_commands_work_in_a_read_only_data_directory(read_only_data, tmp
                preexec_fn=without_dac_override)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "x.csv").read_text().startswith("t_s,")
+    proc = cli("report", 1, "--data", read_only_data, cwd=tmp_path,
+               preexec_fn=without_dac_override)
+    assert proc.returncode == 1  # the plots go beside the database: say so, no traceback
+    assert_one_sentence(proc.stderr, "plots of run 1 cannot be written")
     assert digest(db) == before and [p.name for p in read_only_data.iterdir()] == [DB_NAME]
 
 
