@@ -376,16 +376,17 @@ def test_readers_answer_while_another_process_holds_the_write_lock(data, tmp_pat
 
 
 def test_a_full_disk_during_a_run_is_one_sentence_and_the_store_stays_sound(tmp_path):
-    """A file-size limit in the child makes every write past 200 KB fail (EFBIG), as a
-    full disk would, a few simulated minutes into the run."""
+    """A file-size limit in the child makes every write past 400 KB fail (EFBIG), as a
+    full disk would, some simulated minutes into the run."""
     data = tmp_path / "data"
 
     def small_files():
-        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (400_000, 400_000))
 
     proc = cli("run", short_recipe(tmp_path, 5), "--data", data, cwd=tmp_path,
                preexec_fn=small_files)
     assert proc.returncode == 1
+    assert "step 1/8" in proc.stderr  # it failed while the run was writing
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error")]
     assert len(errors) == 1, proc.stderr
     assert_one_sentence(errors[0], str(data / DB_NAME), "could not be written",
@@ -394,6 +395,7 @@ def test_a_full_disk_during_a_run_is_one_sentence_and_the_store_stays_sound(tmp_
     try:
         assert con.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         assert con.execute("SELECT name FROM runs").fetchall() == [("short LiPON",)]
+        assert con.execute("SELECT count(*) FROM readings").fetchone()[0] > 0
     finally:
         con.close()
 
