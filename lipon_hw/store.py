@@ -413,13 +413,21 @@ class Store:
         """Rows of (t_s, voltage_V, current_A, cycle, step_count, step_id, step_type).
         A row with a non-finite time, voltage or current is not stored (one alarm per
         channel says so), so it cannot fail the NOT NULL columns of every later flush."""
-        for r in rows:
-            if _finite(r[0], r[1], r[2]):
-                self._pending_cells.append((run_id, channel, *r))
-            else:
-                self._non_finite(run_id, r[0], f"channel {channel}",
-                                 f"channel {channel} sample t = {r[0]!r} s, "
-                                 f"{r[1]!r} V, {r[2]!r} A")
+        rows = rows if isinstance(rows, list) else list(rows)
+        try:  # the common case in one pass: every row finite (NaN and ±inf propagate)
+            kept = [(run_id, channel, *r) for r in rows if math.isfinite(r[0] + r[1] + r[2])]
+        except TypeError:
+            kept = []
+        if len(kept) != len(rows):
+            kept = []
+            for r in rows:
+                if _finite(r[0], r[1], r[2]):
+                    kept.append((run_id, channel, *r))
+                else:
+                    self._non_finite(run_id, r[0], f"channel {channel}",
+                                     f"channel {channel} sample t = {r[0]!r} s, "
+                                     f"{r[1]!r} V, {r[2]!r} A")
+        self._pending_cells.extend(kept)
         self._maybe_flush()
 
     def add_spectrum(self, run_id: int, channel: int, rows: Iterable[tuple]) -> None:
