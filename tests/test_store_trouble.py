@@ -22,7 +22,7 @@ from click.testing import CliRunner
 
 from lipon_hw.cli import main
 from lipon_hw.engine.cell_session import start_cycling
-from lipon_hw.errors import StoreUnusable
+from lipon_hw.errors import StoreFull, StoreUnusable
 from lipon_hw.store import DB_NAME, Store
 from lipon_hw.store_open import SCHEMA_VERSION
 
@@ -398,6 +398,30 @@ def test_a_full_disk_during_a_run_is_one_sentence_and_the_store_stays_sound(tmp_
         assert con.execute("SELECT count(*) FROM readings").fetchone()[0] > 0
     finally:
         con.close()
+
+
+def test_a_write_that_finds_the_disk_full_loses_nothing_and_the_next_one_succeeds(tmp_path):
+    """In this process, for one flush: a file-size limit just above what the store holds."""
+    store = Store(tmp_path / "data", flush_every_s=1e9)
+    run_id = store.create_run("full", "deposition", "x.yaml", "", "", None, None)
+    for i in range(20_000):
+        store.add_readings(run_id, float(i), {"qcm.rate_A_s": 1.0 + i / 7})
+    wal = Path(f"{store.path}-wal")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE,
+                       (max(wal.stat().st_size, store.path.stat().st_size, 65536) + 16384, hard))
+    try:
+        with pytest.raises(StoreFull, match="file-size limit"):
+            store.flush()
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    store.flush()  # the failed transaction was rolled back; the buffered rows are still here
+    assert store.last_reading_t(run_id) == 19_999.0
+    assert len(list(store.readings(run_id))) == 20_000
+    store.close()
+    con = sqlite3.connect(tmp_path / "data" / DB_NAME)
+    assert con.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    con.close()
 
 
 # --- NaN readings ---------------------------------------------------------------------------
