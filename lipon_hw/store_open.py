@@ -134,7 +134,12 @@ def connect_read_only(path: Path) -> sqlite3.Connection:
             con.close()
             if _primary_code(exc) not in (_READONLY, _CANTOPEN):
                 raise
-        # a WAL database in a directory where its -shm cannot be made: nobody writes here
+        # a WAL database in a directory where its -shm cannot be made: nobody writes here,
+        # so the file is read as it stands, unless a WAL holds what it does not yet
+        if _size(Path(f"{path}-wal")) > 0:
+            raise StoreUnusable(f"{path}-wal holds writes not yet in {path.name}, which "
+                                "cannot be read without its -shm in a read-only directory; "
+                                "open the store once where it can be written")
         con = sqlite3.connect(_uri(path, mode="ro", immutable="1"), uri=True,
                               isolation_level=None, check_same_thread=False,
                               timeout=READER_TIMEOUT_S)

@@ -343,6 +343,31 @@ def test_run_into_a_read_only_data_directory_is_refused_before_anything_moves(re
     assert digest(db) == before and [p.name for p in read_only_data.iterdir()] == [DB_NAME]
 
 
+def test_a_wal_that_a_read_only_directory_keeps_from_being_read_is_said_not_skipped(data,
+                                                                                     tmp_path):
+    """A crash left lipon.db-wal with committed runs but no -shm: read-only, SQLite could
+    only read the file as it was before them. Say so rather than list a stale store."""
+    con = sqlite3.connect(data / DB_NAME, isolation_level=None)
+    con.execute("PRAGMA wal_autocheckpoint=0")
+    con.execute("INSERT INTO runs (name, kind, sequence_path, sequence_text, station_text,"
+                " status, started_at) VALUES ('in the wal', 'deposition', '', '', '', "
+                "'running', 0)")
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    for suffix in ("", "-wal"):  # as a crash leaves them, without the -shm
+        shutil.copyfile(f"{data / DB_NAME}{suffix}", f"{stale / DB_NAME}{suffix}")
+    con.close()
+    stale.chmod(0o555)
+    try:
+        before = digest(stale / DB_NAME)
+        proc = cli("runs", "--data", stale, cwd=tmp_path, preexec_fn=without_dac_override)
+        assert proc.returncode == 2
+        assert_one_sentence(proc.stderr, f"{DB_NAME}-wal holds writes not yet in")
+        assert digest(stale / DB_NAME) == before
+    finally:
+        stale.chmod(0o755)
+
+
 def test_readers_answer_while_another_process_holds_the_write_lock(data, tmp_path):
     """A writer's open transaction does not stop a reader of the WAL store; a lock nobody
     can read past (exclusive locking mode) is said in one sentence within seconds, where
