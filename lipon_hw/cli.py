@@ -1,8 +1,11 @@
 """`lipon-hw`: run, validate, resume and inspect recipes; serve the simulated lab.
 
 Every error a user can cause is printed as one sentence on stderr with a
-non-zero exit code (2 for bad input, 3 for an aborted run, 1 for a failed
-run, 130 when interrupted), never as a traceback.
+non-zero exit code (2 for bad input, among it a run database that is not a sound
+lipon-hw store; 3 for an aborted run; 1 for a failed run or a store that cannot be
+written, e.g. a full disk; 130 when interrupted), never as a traceback. A command
+that only reads (`runs`, `sample`, `export`, `report`, `station`) and whose stdout
+is closed early (`| head`) ends quietly with 0.
 """
 
 from __future__ import annotations
