@@ -20,7 +20,8 @@ from lipon_hw.analysis.bdf import BdfMetadata, write_bdf, write_spectrum_csv
 from lipon_hw.analysis.cycles import CycleStats
 from lipon_hw.analysis.dcpol import analyze_dc_polarization
 from lipon_hw.analysis.eis import film_conductivity_S_cm, fit_spectrum
-from lipon_hw.errors import InputError, LiponError
+from lipon_hw.errors import InputError, LiponError, OutputError
+from lipon_hw.safe_output import atomic_file, check_not_store, check_outputs, protected_paths
 from lipon_hw.store import Store
 
 FORMATS = ("bdf", "bdf-parquet", "csv", "parquet")
@@ -92,35 +93,66 @@ def _dc_polarization(store: Store, run_id: int, plan):
 
 
 # --- exports -------------------------------------------------------------------------------
-def export_cell_run(store: Store, run_id: int, fmt: str, out_dir: Path | str) -> list[Path]:
-    """Every channel's samples (and spectra) under `out_dir`; returns the files."""
+def export_cell_run(store: Store, run_id: int, fmt: str, out_dir: Path | str,
+                    force: bool = False) -> list[Path]:
+    """Every channel's samples (and spectra) under `out_dir`; returns the files. Every file
+    is checked before the first is written: none may be a file of the store or anything but
+    a regular file, nor exist unless `force`; each is written whole or not at all."""
     if fmt not in FORMATS:
         raise InputError(f"format {fmt} is unknown for a cell test (use {', '.join(FORMATS)})")
     run = store.run(run_id)
-    out = Path(out_dir)
+    out = Path(out_dir).expanduser()
+    protected = protected_paths(store.data_dir, store.path)
+    check_not_store(out, protected)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: a cell test exports one file per channel, so --out "
                          "must be a directory")
-    out.mkdir(parents=True, exist_ok=True)
-    files = []
+    ext = "parquet" if fmt == "bdf-parquet" else "csv"
+    plan = []
     for ch in store.channels(run_id):
+        n = ch["channel"]
+        data = out / (f"run{run_id}-ch{n}.bdf.{ext}" if fmt.startswith("bdf")
+                      else f"run{run_id}-ch{n}.{fmt}")
+        spectrum = store.spectra(run_id, n)
+        plan.append((ch, data, spectrum, out / f"run{run_id}-ch{n}-eis.csv"))
+    outputs = [data for _, data, _, _ in plan]
+    if fmt.startswith("bdf"):
+        outputs += [Path(f"{data}.json") for data in outputs]
+    outputs += [eis for _, _, spectrum, eis in plan if spectrum]
+    check_outputs(outputs, protected, force)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"--out {out} cannot be created ({exc.strerror})") from None
+    files = []
+    for ch, data, spectrum, eis in plan:
         n = ch["channel"]
         rows = store.cell_samples(run_id, n)
         if fmt.startswith("bdf"):
-            ext = "parquet" if fmt == "bdf-parquet" else "csv"
             meta = BdfMetadata(cell_name=f"{ch['sample_id'] or run.name} channel {n}",
                                unix_start_s=run.started_at, run_id=run_id,
                                extra={"instrument": ch["instrument"], "channel": n,
                                       "protocol": run.sequence_path, "status": ch["status"]})
-            files.append(write_bdf(rows, out / f"run{run_id}-ch{n}.bdf.{ext}", meta, fmt=ext))
+            files.append(_written(data, lambda d=data, r=rows, m=meta: write_bdf(r, d, m,
+                                                                               fmt=ext)))
         else:
-            files.append(_plain(rows, out / f"run{run_id}-ch{n}.{fmt}", fmt))
-        spectrum = store.spectra(run_id, n)
+            with atomic_file(data) as tmp:
+                _plain(rows, tmp, fmt)
+            files.append(data)
         if spectrum:
-            files.append(write_spectrum_csv(
-                [(r[0], r[3], r[4], r[5], r[1], r[2]) for r in spectrum],
-                out / f"run{run_id}-ch{n}-eis.csv"))
+            files.append(_written(eis, lambda e=eis, s=spectrum: write_spectrum_csv(
+                [(r[0], r[3], r[4], r[5], r[1], r[2]) for r in s], e)))
     return files
+
+
+def _written(path: Path, write) -> Path:
+    """`write()` (which writes `path` whole, through a temporary file), its OSError one
+    sentence."""
+    try:
+        return write()
+    except OSError as exc:
+        raise OutputError(f"{path} could not be written ({exc.strerror or exc}); nothing "
+                          "was left under that name") from None
 
 
 def _plain(rows, path: Path, fmt: str) -> Path:

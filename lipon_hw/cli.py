@@ -1,8 +1,11 @@
 """`lipon-hw`: run, validate, resume and inspect recipes; serve the simulated lab.
 
 Every error a user can cause is printed as one sentence on stderr with a
-non-zero exit code (2 for bad input, 3 for an aborted run, 1 for a failed
-run, 130 when interrupted), never as a traceback.
+non-zero exit code (2 for bad input, among it a run database that is not a sound
+lipon-hw store; 3 for an aborted run; 1 for a failed run or a store that cannot be
+written, e.g. a full disk; 130 when interrupted), never as a traceback. A command
+that only reads (`runs`, `sample`, `export`, `report`, `station`) and whose stdout
+is closed early (`| head`) ends quietly with 0.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 
 import click
 
-from lipon_hw.errors import InputError, LiponError
+from lipon_hw.errors import InputError, LiponError, OutputError
 
 DEFAULT_DATA = "lipon-data"
 
@@ -66,6 +69,25 @@ def reports_errors(fn):
                        "stopped with its hardware made safe; set LIPON_HW_DEBUG=1 to see the "
                        "traceback", err=True)
             sys.exit(1)
+
+    return wrapper
+
+
+def closed_pipe_ends_quietly(fn):
+    """A listing or export whose reader has gone (`lipon-hw runs | head -2`) has done what
+    was asked: exit 0 without a word, as `head` wanted no more. stdout is pointed at
+    /dev/null so the interpreter's own last flush cannot fail again. Only for commands that
+    change nothing: a run reports its end whatever became of its stdout."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except BrokenPipeError:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+            sys.exit(0)
 
     return wrapper
 
@@ -127,7 +149,7 @@ def resume(run_id, data_dir, speed, workers, as_json) -> None:
     """Continue a killed or interrupted run from its last checkpoint."""
     from lipon_hw.engine.session import resume_run
 
-    if _require_store(data_dir).run(run_id).kind == "cycling":
+    if _require_store(data_dir, write=False).run(run_id).kind == "cycling":
         from lipon_hw.cli_cells import ChannelProgress, print_summary
         from lipon_hw.engine.cell_session import resume_cycling
 
@@ -218,9 +240,10 @@ def validate(sequence, station_path, as_json) -> None:
 @data_option
 @json_option
 @reports_errors
+@closed_pipe_ends_quietly
 def runs(data_dir, as_json) -> None:
     """List the runs in the data directory."""
-    store = _require_store(data_dir)
+    store = _require_store(data_dir, write=False)
     rows = [{"run_id": r.id, "name": r.name, "status": r.status, "sample": r.sample_id,
              "thickness_nm": r.summary.get("thickness_nm"),
              "duration_s": r.summary.get("virtual_s"), "message": r.message}
@@ -238,9 +261,10 @@ def runs(data_dir, as_json) -> None:
 @data_option
 @json_option
 @reports_errors
+@closed_pipe_ends_quietly
 def sample(sample_id, data_dir, as_json) -> None:
     """Show a sample's film stack, layer by layer, across tools and runs."""
-    info = _require_store(data_dir).sample(sample_id)
+    info = _require_store(data_dir, write=False).sample(sample_id)
     if as_json:
         click.echo(json.dumps(info))
         return
@@ -258,23 +282,26 @@ def sample(sample_id, data_dir, as_json) -> None:
               help="bdf/bdf-parquet: Battery Data Format, for cell tests.")
 @click.option("--out", "out_path", type=click.Path(), required=True,
               help="File of a deposition run; directory of a cell test (a file per channel).")
+@click.option("--force", is_flag=True, help="Replace output files that exist already.")
 @reports_errors
-def export(run_id, data_dir, fmt, out_path) -> None:
+@closed_pipe_ends_quietly
+def export(run_id, data_dir, fmt, out_path, force) -> None:
     """Export a run: a deposition's readings (one row per time, one column per quantity),
-    or a cell test's samples and impedance spectra, one file per channel."""
+    or a cell test's samples and impedance spectra, one file per channel. Never over the
+    store's own files nor anything but a regular file; an existing file only with --force."""
     from lipon_hw.export import export_run
 
-    store = _require_store(data_dir)
+    store = _require_store(data_dir, write=False)
     if store.run(run_id).kind == "cycling":
         from lipon_hw.cell_results import export_cell_run
 
-        for path in export_cell_run(store, run_id, fmt, out_path):
+        for path in export_cell_run(store, run_id, fmt, out_path, force=force):
             click.echo(str(path))
         return
     if fmt.startswith("bdf"):
         raise InputError(f"run {run_id} is a deposition; the Battery Data Format is for cell "
                          "tests (use csv or parquet)")
-    path = export_run(store, run_id, fmt, out_path)
+    path = export_run(store, run_id, fmt, out_path, force=force)
     click.echo(str(path))
 
 
@@ -313,19 +340,27 @@ _operator_request("abort", "End a running run now, leaving the hardware safe.")
 @click.argument("run_id", type=int)
 @data_option
 @reports_errors
+@closed_pipe_ends_quietly
 def report(run_id, data_dir) -> None:
     """(Re)draw a run's plots: a deposition's rate and thickness per layer; a cell test's
     voltage vs capacity, capacity and CE per cycle, and Nyquist, for every channel."""
     from lipon_hw.engine.session import plots_dir
     from lipon_hw.report import write_layer_plots
 
-    store = _require_store(data_dir)
-    if store.run(run_id).kind == "cycling":
-        from lipon_hw.cell_results import write_cell_plots
+    store = _require_store(data_dir, write=False)
+    out = plots_dir(data_dir, run_id)
+    try:
+        if store.run(run_id).kind == "cycling":
+            from lipon_hw.cell_results import write_cell_plots
 
-        paths = write_cell_plots(store, run_id, plots_dir(data_dir, run_id))
-    else:
-        paths = write_layer_plots(store, run_id, plots_dir(data_dir, run_id))
+            paths = write_cell_plots(store, run_id, out)
+        else:
+            paths = write_layer_plots(store, run_id, out)
+    except OSError as exc:
+        if isinstance(exc, BrokenPipeError):
+            raise
+        raise OutputError(f"the plots of run {run_id} cannot be written to {out} "
+                          f"({exc.strerror or exc})") from None
     for path in paths:
         click.echo(str(path))
 
@@ -333,6 +368,7 @@ def report(run_id, data_dir) -> None:
 @main.command()
 @click.option("--station", "station_path", type=click.Path(dir_okay=False))
 @reports_errors
+@closed_pipe_ends_quietly
 def station(station_path) -> None:
     """Print the station file (default: the built-in simulated lab)."""
     from lipon_hw.station import load_station
@@ -366,13 +402,15 @@ def serve(station_path, host, port_base, speed, seed, as_json) -> None:
 
 
 # --- helpers ------------------------------------------------------------------------
-def _require_store(data_dir: str):
+def _require_store(data_dir: str, write: bool = True):
+    """The store of an earlier run: read-only for commands that only look (they then work
+    in a read-only directory and beside a run holding the database locked)."""
     from lipon_hw.store import DB_NAME, Store
 
     if not (Path(data_dir) / DB_NAME).exists():
         raise InputError(f"{data_dir} holds no lipon-hw data (no {DB_NAME}); "
                          "pass --data DIR of an earlier run")
-    return Store(data_dir)
+    return Store(data_dir, read_only=not write)
 
 
 class _stop_on_sigterm:

@@ -4,6 +4,8 @@
 `LinkError` and its children are the wire: timeouts, garbled frames, a lost port.
 `InstrumentError` is an instrument that answered but refused or reported a fault.
 `RunAborted` ends a run after the hardware was put in its safe state.
+`StoreError` and its children are the run database: `StoreUnusable` (exit 2) when it is
+not a sound lipon-hw database or cannot be written at all, `StoreFull`, `StoreBusy`.
 """
 
 
@@ -43,3 +45,26 @@ class RunAborted(LiponError):
     """A run was stopped (interlock, fault, operator) and the hardware left safe."""
 
     exit_code = 3
+
+
+class StoreError(LiponError):
+    """The run database could not be read or written (disk full, I/O error, locked)."""
+
+
+class StoreBusy(StoreError):
+    """Another process holds the run database locked for longer than this one waits."""
+
+
+class StoreFull(StoreError):
+    """A write to the run database failed for want of space (disk full, file-size limit)."""
+
+
+class StoreUnusable(StoreError, InputError):
+    """The run database is not one this lipon-hw can use (not SQLite, damaged, another
+    program's, a newer layout, read-only for a writer); nothing was written to it."""
+
+    exit_code = 2
+
+
+class OutputError(LiponError):
+    """An export's output file could not be written (disk full, permissions)."""

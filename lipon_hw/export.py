@@ -11,7 +11,8 @@ timestamps at a time (CSV through the csv module, Parquet as one record batch
 per chunk with a fixed schema), so memory follows the chunk size and the number
 of quantities, never the length of the run. The file is written under a
 temporary name and renamed when complete, so a failed export never leaves a
-half-written file under the requested name.
+half-written file under the requested name; an output that is a file of the store, is
+not a regular file, or exists without `force` is refused before anything is written.
 
 The run's metadata (id, name, status, sequence path, seed, sample id, steps and
 alarms) goes into `<out>.json` next to the data file, for both formats; the CSV
@@ -29,6 +30,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from lipon_hw.errors import InputError
+from lipon_hw.safe_output import atomic_file, check_not_store, check_outputs, protected_paths
 from lipon_hw.store import Store
 
 FORMATS = {"csv": "csv", "parquet": "parquet"}  # format name -> file extension
@@ -37,12 +39,13 @@ RESERVED_COLUMNS = ("t_s", "step", "step_kind")
 
 
 def export_run(store: Store, run_id: int, fmt: str, out_path: Path | str,
-               chunk_rows: int = CHUNK_ROWS) -> Path:
+               chunk_rows: int = CHUNK_ROWS, force: bool = False) -> Path:
     """Write run `run_id` as `fmt` ("csv" or "parquet") to `out_path`; return the data file.
 
     `out_path` may be an existing directory (or a path ending in a separator): the
     file is then `run<id>.<ext>` inside it. Missing parent directories are created.
-    The metadata sidecar is `<data file>.json`.
+    The metadata sidecar is `<data file>.json`. Neither may be a file of the store or
+    anything but a regular file, nor exist unless `force` (`safe_output.check_outputs`).
     """
     fmt_key = str(fmt).strip().lower()
     if fmt_key not in FORMATS:
@@ -57,19 +60,17 @@ def export_run(store: Store, run_id: int, fmt: str, out_path: Path | str,
                          f" the export column of that name")
     steps = store.steps(run_id)
 
+    protected = protected_paths(store.data_dir, store.path)
+    check_not_store(Path(out_path).expanduser(), protected)  # the data directory as --out
     out = _resolve_out_path(out_path, run_id, FORMATS[fmt_key])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".partial")
+    sidecar_path = out.with_name(out.name + ".json")
+    check_outputs([out, sidecar_path], protected, force)
     chunks = _wide_chunks(store, run_id, names, _StepLocator(steps), chunk_rows)
-    try:
+    with atomic_file(out) as tmp:
         if fmt_key == "csv":
             n_rows = _write_csv(tmp, names, chunks)
         else:
             n_rows = _write_parquet(tmp, names, chunks)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
     sidecar = {
         "run_id": run.id,
@@ -90,10 +91,8 @@ def export_run(store: Store, run_id: int, fmt: str, out_path: Path | str,
         "steps": steps,
         "alarms": store.alarms(run_id),
     }
-    sidecar_path = out.with_name(out.name + ".json")
-    sidecar_tmp = sidecar_path.with_name(sidecar_path.name + ".partial")
-    sidecar_tmp.write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
-    os.replace(sidecar_tmp, sidecar_path)
+    with atomic_file(sidecar_path) as tmp:
+        tmp.write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
     return out
 
 

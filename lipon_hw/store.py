@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import signal
-import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from lipon_hw.errors import InputError
+from lipon_hw import store_open
+from lipon_hw.errors import InputError, StoreUnusable
+from lipon_hw.store_open import GuardedConnection
 
 DB_NAME = "lipon.db"
 
@@ -183,26 +185,61 @@ class Checkpoint:
 
 
 class Store:
-    """One data directory, one database. Single writer (the run), many readers."""
+    """One data directory, one database. Single writer (the run), many readers.
 
-    def __init__(self, data_dir: Path | str, flush_every_s: float = 1.0):
+    `read_only=True` opens an existing store without ever writing to it (listing,
+    exports, plots), also in a read-only directory and while a run holds it locked.
+    A writer refuses, with one StoreUnusable sentence and before writing a byte, a file
+    that is not a sound lipon-hw database of a layout it knows (`store_open.examine`)."""
+
+    def __init__(self, data_dir: Path | str, flush_every_s: float = 1.0,
+                 read_only: bool = False):
         self.data_dir = Path(data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.data_dir / DB_NAME
-        # several processes write a cell test (one per group of channels): wait for the lock
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                   timeout=30.0)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
+        self.read_only = read_only
+        if read_only:
+            self._db = self._open_reader()
+        else:
+            self._db = self._open_writer()
         self._quantities: dict[str, int] = dict(self._db.execute(
             "SELECT name, id FROM quantities").fetchall())
         self._pending: list[tuple[int, float, int, float]] = []
         self._pending_cells: list[tuple] = []
         self._pending_spectra: list[tuple] = []
         self._pending_channels: dict[tuple[int, int], tuple] = {}
+        self._non_finite_seen: set[tuple] = set()
         self._flush_every_s = flush_every_s
         self._last_flush = time.monotonic()
+
+    def _open_reader(self) -> GuardedConnection:
+        found = store_open.examine(self.path, SCHEMA, thorough=False)
+        if found in ("missing", "empty"):
+            raise StoreUnusable(f"{self.data_dir} holds no lipon-hw data (no runs in "
+                                f"{self.path}); pass --data DIR of an earlier run")
+        return GuardedConnection(store_open.connect_read_only(self.path), self.path)
+
+    def _open_writer(self) -> GuardedConnection:
+        if self.data_dir.exists() and not self.data_dir.is_dir():
+            raise StoreUnusable(f"{self.data_dir} is not a directory")
+        found = store_open.examine(self.path, SCHEMA, thorough=True)
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnusable(f"{self.data_dir} cannot be created ({exc.strerror})") from exc
+        store_open.require_writable(self.data_dir, self.path)
+        db = GuardedConnection(store_open.connect_writer(self.path), self.path)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            if found != "current":  # new, or an unversioned store of this layout: adopt it
+                db.executescript(SCHEMA + f"PRAGMA user_version={store_open.SCHEMA_VERSION};"
+                                 f"PRAGMA application_id={store_open.APPLICATION_ID};")
+            else:
+                db.executescript(SCHEMA)  # tables added since, without a layout change
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     def close(self) -> None:
         self.flush()
@@ -237,7 +274,10 @@ class Store:
             (run_id,)).fetchone()
         if row is None:
             raise InputError(f"run {run_id} is not in {self.path}")
-        return Run(*row[:-1], summary=json.loads(row[-1]))
+        summary = self._json(row[-1])
+        if not isinstance(summary, dict):
+            raise StoreUnusable(f"{self.path} holds a damaged record (run {run_id}'s summary)")
+        return Run(*row[:-1], summary=summary)
 
     def runs(self) -> list[Run]:
         ids = [r[0] for r in self._db.execute("SELECT id FROM runs ORDER BY id")]
@@ -264,15 +304,22 @@ class Store:
         rows = self._db.execute(
             "SELECT idx, kind, params, status, t_start_s, t_end_s FROM steps WHERE run_id=?"
             " ORDER BY idx", (run_id,)).fetchall()
-        return [{"idx": r[0], "kind": r[1], "params": json.loads(r[2]), "status": r[3],
+        return [{"idx": r[0], "kind": r[1], "params": self._json(r[2]), "status": r[3],
                  "t_start_s": r[4], "t_end_s": r[5]} for r in rows]
 
     # --- readings --------------------------------------------------------------
     def add_readings(self, run_id: int, t_s: float, values: Mapping[str, float]) -> None:
+        """Buffer readings; None is no reading. A NaN or infinite value (an instrument's
+        garbage, a broken model) is not stored: the first of each quantity raises one alarm,
+        and the export shows an empty cell there, as for any time it was not read."""
         for name, value in values.items():
             if value is None:
                 continue
-            self._pending.append((run_id, t_s, self._quantity_id(name), float(value)))
+            value = float(value)
+            if not (_finite(value) and _finite(t_s)):
+                self._non_finite(run_id, t_s, name, f"{name} = {value!r} at t = {t_s!r} s")
+                continue
+            self._pending.append((run_id, t_s, self._quantity_id(name), value))
         if time.monotonic() - self._last_flush >= self._flush_every_s:
             self.flush()
 
@@ -364,18 +411,51 @@ class Store:
             " t_s, state FROM channels WHERE run_id=? ORDER BY channel", (run_id,)).fetchall()
         keys = ("channel", "instrument", "sample_id", "protocol", "status", "message", "cycle",
                 "step_count", "t_s")
-        return [{**dict(zip(keys, r[:-1], strict=True)), "state": json.loads(r[-1])}
+        return [{**dict(zip(keys, r[:-1], strict=True)), "state": self._json(r[-1])}
                 for r in rows]
 
     def add_cell_samples(self, run_id: int, channel: int, rows: Iterable[tuple]) -> None:
-        """Rows of (t_s, voltage_V, current_A, cycle, step_count, step_id, step_type)."""
-        self._pending_cells.extend((run_id, channel, *r) for r in rows)
+        """Rows of (t_s, voltage_V, current_A, cycle, step_count, step_id, step_type).
+        A row with a non-finite time, voltage or current is not stored (one alarm per
+        channel says so), so it cannot fail the NOT NULL columns of every later flush."""
+        rows = rows if isinstance(rows, list) else list(rows)
+        try:  # the common case in one pass: every row finite (NaN and ±inf propagate)
+            kept = [(run_id, channel, *r) for r in rows if math.isfinite(r[0] + r[1] + r[2])]
+        except TypeError:
+            kept = []
+        if len(kept) != len(rows):
+            kept = []
+            for r in rows:
+                if _finite(r[0], r[1], r[2]):
+                    kept.append((run_id, channel, *r))
+                else:
+                    self._non_finite(run_id, r[0], f"channel {channel}",
+                                     f"channel {channel} sample t = {r[0]!r} s, "
+                                     f"{r[1]!r} V, {r[2]!r} A")
+        self._pending_cells.extend(kept)
         self._maybe_flush()
 
     def add_spectrum(self, run_id: int, channel: int, rows: Iterable[tuple]) -> None:
-        """Rows of (t_s, cycle, step_count, f_Hz, z_re_ohm, z_im_ohm)."""
-        self._pending_spectra.extend((run_id, channel, *r) for r in rows)
+        """Rows of (t_s, cycle, step_count, f_Hz, z_re_ohm, z_im_ohm); as for samples, a
+        point with a non-finite value is left out with one alarm per channel."""
+        for r in rows:
+            if _finite(r[0], r[3], r[4], r[5]):
+                self._pending_spectra.append((run_id, channel, *r))
+            else:
+                self._non_finite(run_id, r[0], f"channel {channel} impedance",
+                                 f"channel {channel} impedance at {r[3]!r} Hz, t = {r[0]!r} s: "
+                                 f"{r[4]!r}, {r[5]!r} ohm")
         self._maybe_flush()
+
+    def _non_finite(self, run_id: int, t_s, source: str, what: str) -> None:
+        """One alarm per run and source for values that cannot be stored (NaN, ±inf)."""
+        if (run_id, source) in self._non_finite_seen:
+            return
+        self._non_finite_seen.add((run_id, source))
+        self._db.execute("INSERT INTO alarms VALUES (?,?,?,?,?)",
+                         (run_id, t_s if _finite(t_s) else 0.0, "warning", "store",
+                          f"{what} is not a finite number and was not stored; later "
+                          f"non-finite values of {source} are left out silently"))
 
     def add_cycle(self, run_id: int, channel: int, cycle: int, stats: Mapping) -> None:
         self._db.execute("INSERT OR REPLACE INTO cycles VALUES (?,?,?,?)",
@@ -405,7 +485,7 @@ class Store:
 
     def cycles(self, run_id: int, channel: int) -> list[dict]:
         self.flush()
-        return [json.loads(r[0]) for r in self._db.execute(
+        return [self._json(r[0]) for r in self._db.execute(
             "SELECT stats FROM cycles WHERE run_id=? AND channel=? ORDER BY cycle",
             (run_id, channel))]
 
@@ -460,7 +540,7 @@ class Store:
     def last_checkpoint(self, run_id: int) -> Checkpoint | None:
         row = self._db.execute("SELECT seq, t_s, step_idx, state FROM checkpoints WHERE run_id=?"
                                " ORDER BY seq DESC LIMIT 1", (run_id,)).fetchone()
-        return None if row is None else Checkpoint(row[0], row[1], row[2], json.loads(row[3]))
+        return None if row is None else Checkpoint(row[0], row[1], row[2], self._json(row[3]))
 
     def rewind(self, run_id: int, t_s: float) -> int:
         """Forget what a run recorded after `t_s` (a simulated world rolled back to a
@@ -522,7 +602,7 @@ class Store:
             "SELECT seq, run_id, material, thickness_nm, rate_A_s, tool, properties FROM layers"
             " WHERE sample_id=? ORDER BY seq", (sample_id,)).fetchall()
         return [{"seq": r[0], "run_id": r[1], "material": r[2], "thickness_nm": r[3],
-                 "rate_A_s": r[4], "tool": r[5], "properties": json.loads(r[6])} for r in rows]
+                 "rate_A_s": r[4], "tool": r[5], "properties": self._json(r[6])} for r in rows]
 
     def sample(self, sample_id: str) -> dict:
         row = self._db.execute("SELECT id, substrate, created_at FROM samples WHERE id=?",
@@ -533,8 +613,24 @@ class Store:
                 "layers": self.film_stack(sample_id)}
 
     # --- plumbing ----------------------------------------------------------------
+    def _json(self, text):
+        """A JSON column's value; a damaged one is the store's fault, said in one sentence."""
+        try:
+            return json.loads(text)
+        except (TypeError, ValueError) as exc:
+            raise StoreUnusable(f"{self.path} holds a damaged record ({exc})") from None
+
     def _transaction(self):
         return _Transaction(self._db)
+
+
+def _finite(*values) -> bool:
+    """All finite numbers. One sum tests a whole row (NaN and ±inf propagate); only a sum
+    that overflows is looked at value by value."""
+    try:
+        return math.isfinite(sum(values)) or all(math.isfinite(v) for v in values)
+    except TypeError:
+        return False
 
 
 @contextlib.contextmanager
@@ -550,7 +646,7 @@ def _signals_held():
 
 
 class _Transaction:
-    def __init__(self, db: sqlite3.Connection):
+    def __init__(self, db: GuardedConnection):
         self._db = db
 
     def __enter__(self):

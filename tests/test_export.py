@@ -156,6 +156,28 @@ def test_missing_parent_directories_are_created(store, tmp_path):
     assert pq.read_table(out).num_rows == len(EXPECTED)
 
 
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_the_database_itself_is_never_an_export_target(store, tmp_path, fmt):
+    run_id = make_run(store)
+    store.flush()
+    db_bytes = store.path.read_bytes()
+    with pytest.raises(InputError, match="is the database file lipon.db of the store"):
+        export_run(store, run_id, fmt, store.path)
+    assert store.path.read_bytes() == db_bytes
+    assert store.run(run_id).status == "done"
+
+
+def test_an_existing_export_is_replaced_only_when_forced(store, tmp_path):
+    run_id = make_run(store)
+    out = tmp_path / "x.csv"
+    out.write_text("keep me\n")
+    with pytest.raises(InputError, match="exists; pass --force to replace it"):
+        export_run(store, run_id, "csv", out)
+    assert out.read_text() == "keep me\n"
+    assert export_run(store, run_id, "csv", out, force=True) == out
+    assert read_csv(out)[0] == HEADER
+
+
 def test_unknown_format_is_input_error(store, tmp_path):
     run_id = make_run(store)
     with pytest.raises(InputError, match=r"format xlsx is unknown \(use csv or parquet\)"):

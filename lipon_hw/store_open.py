@@ -1,0 +1,297 @@
+"""Opening the run database safely: check it before anything is written, read it read-only.
+
+A writer (`run`, `resume`, an operator request) opens the store only after the file has
+been examined through a read-only connection: an SQLite header, no tables of another
+program, the layout of this version (or an older unversioned store of the same layout,
+which is adopted), a schema version it knows, and a passing `PRAGMA quick_check`. Until
+then nothing is created, no table, no WAL switch. A reader (`runs`, `sample`, `export`,
+`report`) never writes: it opens with `mode=ro`, and where SQLite cannot open a WAL
+database read-only (a read-only directory holding no `-shm`), with `immutable=1`, which is
+sound there because nobody can be writing into a directory nobody may write.
+
+Every sqlite3 or OS error met on the way is turned into one `StoreError` sentence naming
+the file (`store_error`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import resource
+import shutil
+import sqlite3
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+from lipon_hw.errors import StoreBusy, StoreError, StoreFull, StoreUnusable
+
+#: `PRAGMA user_version` of the layout in store.SCHEMA; raise it with every migration
+SCHEMA_VERSION = 1
+#: `PRAGMA application_id`: "LiPN", marks the file as a lipon-hw store
+APPLICATION_ID = 0x4C69504E
+SQLITE_HEADER = b"SQLite format 3\x00"
+READER_TIMEOUT_S = 2.0  # a reader answers or says the store is busy; it does not wait 30 s
+
+# primary result codes (sqlite3.h)
+_BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT, _FULL, _CANTOPEN, _NOTADB = 5, 6, 8, 10, 11, 13, \
+    14, 26
+
+
+def store_error(exc: BaseException, path: Path) -> StoreError:
+    """One sentence for an sqlite3 or OS error met on the store at `path`."""
+    if isinstance(exc, StoreError):
+        return exc
+    if isinstance(exc, OSError):
+        if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            return StoreFull(f"{path} could not be written: {_space_reason(path, exc.errno)}")
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return StoreUnusable(f"{path} is read-only for this user ({exc.strerror})")
+        return StoreError(f"{path} could not be used: {exc.strerror or exc}")
+    code = _primary_code(exc)
+    what = _one_line(str(exc))
+    if code == _FULL:
+        return StoreFull(f"{path} could not be written: {_space_reason(path, errno.ENOSPC)}")
+    if code == _IOERR:
+        reason = _space_reason(path, None)
+        return (StoreFull(f"{path} could not be written: {reason}") if reason
+                else StoreError(f"{path} could not be written or read ({what})"))
+    if code in (_BUSY, _LOCKED):
+        return StoreBusy(f"{path} is locked by another process; try again when it is done")
+    if code in (_CORRUPT, _NOTADB):
+        return StoreUnusable(f"{path} is damaged ({what}); restore it from a backup")
+    if code in (_READONLY, _CANTOPEN):
+        return StoreUnusable(f"{path} cannot be written ({what}); check the permissions of "
+                             "the file and its directory")
+    if isinstance(exc, (sqlite3.DataError, sqlite3.IntegrityError)) or "decode" in what:
+        return StoreUnusable(f"{path} holds a malformed value ({what})")
+    return StoreError(f"{path} could not be used ({what})")
+
+
+@contextlib.contextmanager
+def converted(path: Path) -> Iterator[None]:
+    """sqlite3 and OS errors inside become `store_error` sentences."""
+    try:
+        yield
+    except (sqlite3.Error, OSError) as exc:
+        raise store_error(exc, path) from exc
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split()).rstrip(".")
+
+
+def _primary_code(exc: BaseException) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return code & 0xFF
+    text = str(exc).lower()
+    for needle, value in (("locked", _BUSY), ("disk is full", _FULL), ("disk i/o", _IOERR),
+                          ("malformed", _CORRUPT), ("not a database", _NOTADB),
+                          ("readonly", _READONLY), ("unable to open", _CANTOPEN)):
+        if needle in text:
+            return value
+    return None
+
+
+def _space_reason(path: Path, err: int | None) -> str | None:
+    """Why a write failed for want of space, if it did: the disk, or this process's limit
+    on file size (`ulimit -f`). None if neither explains it."""
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY:
+        sizes = [_size(Path(f"{path}{suffix}")) for suffix in ("", "-wal", "-journal")]
+        if err == errno.EFBIG or max(sizes) + 65536 >= limit:
+            return f"the file-size limit of this process ({limit} bytes, ulimit -f) is reached"
+    with contextlib.suppress(OSError):
+        if shutil.disk_usage(path.parent).free < 1 << 20 or err in (errno.ENOSPC, errno.EDQUOT):
+            return "the disk is full"
+    return "the disk is full" if err is not None else None
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+# --- connections -----------------------------------------------------------------------
+def _uri(path: Path, **params: str) -> str:
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    return f"{path.resolve().as_uri()}?{query}"
+
+
+def connect_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that cannot write, to an existing database."""
+    with converted(path):
+        con = sqlite3.connect(_uri(path, mode="ro"), uri=True, isolation_level=None,
+                              check_same_thread=False, timeout=READER_TIMEOUT_S)
+        try:
+            con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return con
+        except sqlite3.OperationalError as exc:
+            con.close()
+            if _primary_code(exc) not in (_READONLY, _CANTOPEN):
+                raise
+        # a WAL database in a directory where its -shm cannot be made: nobody writes here,
+        # so the file is read as it stands, unless a WAL holds what it does not yet
+        if _size(Path(f"{path}-wal")) > 0:
+            raise StoreUnusable(f"{path}-wal holds writes not yet in {path.name}, which "
+                                "cannot be read without its -shm in a read-only directory; "
+                                "open the store once where it can be written")
+        con = sqlite3.connect(_uri(path, mode="ro", immutable="1"), uri=True,
+                              isolation_level=None, check_same_thread=False,
+                              timeout=READER_TIMEOUT_S)
+        con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return con
+
+
+def connect_writer(path: Path) -> sqlite3.Connection:
+    """The run's read-write connection (created if missing). Several processes write a
+    cell test (one per group of channels): a writer waits for the lock."""
+    with converted(path):
+        return sqlite3.connect(_uri(path, mode="rwc"), uri=True, isolation_level=None,
+                               check_same_thread=False, timeout=30.0)
+
+
+class GuardedConnection:
+    """An sqlite3 connection whose errors (also while rows are fetched) are StoreErrors."""
+
+    def __init__(self, con: sqlite3.Connection, path: Path):
+        self._con = con
+        self._path = path
+
+    def execute(self, sql: str, args=()) -> GuardedCursor:
+        with converted(self._path):
+            return GuardedCursor(self._con.execute(sql, args), self._path)
+
+    def executemany(self, sql: str, rows) -> GuardedCursor:
+        with converted(self._path):
+            return GuardedCursor(self._con.executemany(sql, rows), self._path)
+
+    def executescript(self, sql: str) -> None:
+        with converted(self._path):
+            self._con.executescript(sql)
+
+    def close(self) -> None:
+        with converted(self._path):
+            self._con.close()
+
+
+class GuardedCursor:
+    def __init__(self, cur: sqlite3.Cursor, path: Path):
+        self._cur = cur
+        self._path = path
+
+    @property
+    def lastrowid(self):
+        return self._cur.lastrowid
+
+    @property
+    def rowcount(self) -> int:
+        return self._cur.rowcount
+
+    def fetchone(self):
+        with converted(self._path):
+            return self._cur.fetchone()
+
+    def fetchall(self) -> list:
+        with converted(self._path):
+            return self._cur.fetchall()
+
+    def __iter__(self):
+        with converted(self._path):
+            yield from self._cur
+
+
+# --- what is in the file ------------------------------------------------------------------
+def expected_layout(schema: str) -> dict[str, list[tuple]]:
+    """Table name -> its columns (name, declared type, not null, pk) as `schema` makes them."""
+    con = sqlite3.connect(":memory:")
+    try:
+        con.executescript(schema)
+        return _layout(con)
+    finally:
+        con.close()
+
+
+def _layout(con: sqlite3.Connection) -> dict[str, list[tuple]]:
+    tables = [r[0] for r in con.execute(
+        "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite\\_%'"
+        " ESCAPE '\\' ORDER BY name")]
+    return {t: [(c[1], c[2].upper(), c[3], c[5]) for c in
+                con.execute(f'PRAGMA table_info("{t}")')] for t in tables}
+
+
+def examine(path: Path, schema: str, *, thorough: bool) -> str:
+    """What `path` holds, reading it only: "missing", "empty" (no tables yet), "unversioned"
+    (this layout, no schema version: adopt it), or "current". Anything else raises
+    StoreUnusable naming the file and what is wrong. `thorough` adds `PRAGMA quick_check`
+    (a full read of the file: about 0.3 s per 100 MB), which a writer needs."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return "missing"
+    except OSError as exc:
+        raise store_error(exc, path) from exc
+    if not stat.S_ISREG(st.st_mode):
+        raise StoreUnusable(f"{path} is not a regular file")
+    if st.st_size == 0:
+        return "empty"
+    try:
+        with open(path, "rb") as fh:
+            header = fh.read(100)
+    except OSError as exc:
+        raise store_error(exc, path) from exc
+    if header[:16] != SQLITE_HEADER[:len(header[:16])]:
+        raise StoreUnusable(f"{path} is not an SQLite database (it does not start with the "
+                            "SQLite header)")
+    if len(header) < 100:
+        raise StoreUnusable(f"{path} is truncated ({len(header)} bytes, shorter than the "
+                            "SQLite header)")
+    con = connect_read_only(path)
+    try:
+        with converted(path):
+            return _check_contents(con, path, schema, thorough)
+    finally:
+        con.close()
+
+
+def _check_contents(con: sqlite3.Connection, path: Path, schema: str, thorough: bool) -> str:
+    version = con.execute("PRAGMA user_version").fetchone()[0]
+    app_id = con.execute("PRAGMA application_id").fetchone()[0]
+    if app_id not in (0, APPLICATION_ID):
+        raise StoreUnusable(f"{path} is the database of another program (application id "
+                            f"{app_id:#x}), not a lipon-hw store")
+    if version > SCHEMA_VERSION:
+        raise StoreUnusable(f"{path} was written by a newer lipon-hw (store version {version}; "
+                            f"this one knows up to {SCHEMA_VERSION}): upgrade lipon-hw")
+    found = _layout(con)
+    expected = expected_layout(schema)
+    foreign = sorted(set(found) - set(expected))
+    if foreign:
+        raise StoreUnusable(f"{path} is an SQLite database of something else (table "
+                            f"{foreign[0]!r} is not a lipon-hw table)")
+    for table, columns in found.items():
+        if columns != expected[table]:
+            raise StoreUnusable(f"{path} has a table {table!r} of another layout than this "
+                                "lipon-hw's (columns differ)")
+    if thorough:
+        problems = con.execute("PRAGMA quick_check(1)").fetchone()
+        if problems is None or problems[0] != "ok":
+            first = _one_line((problems[0] if problems else "no answer").replace(
+                "*** in database main ***", ""))
+            raise StoreUnusable(f"{path} fails its integrity check ({first}); restore it "
+                                "from a backup")
+    if not found:
+        return "empty"
+    return "current" if version == SCHEMA_VERSION else "unversioned"
+
+
+def require_writable(data_dir: Path, path: Path) -> None:
+    """A writer needs the directory (for the WAL and its index) and the file."""
+    for target in (data_dir, path):
+        if target.exists() and not os.access(target, os.W_OK):
+            raise StoreUnusable(f"{target} is read-only for this user: a run cannot be "
+                                "written there (pass --data DIR of a writable directory)")
