@@ -283,17 +283,24 @@ def dead_socket_station(tmp_path: Path) -> Path:
 
     import yaml
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: connections are refused
     from lipon_hw.station import default_station_text
 
     spec = yaml.safe_load(default_station_text())
     spec.pop("sim")
     tool = spec["tools"]["sputter"]
-    spec["instruments"] = {name: {**inst, "address": f"socket://127.0.0.1:{port}"}
-                           for name, inst in spec["instruments"].items()
-                           if name in tool.values()}
+    ports: dict[str, int] = {}  # one dead port per simulated port (a shared bus stays shared)
+    held = []  # bound together so no two get the same port; closed again: connections refused
+    for name in tool.values():
+        address = spec["instruments"][name]["address"]
+        if address not in ports:
+            held.append(socket.socket())
+            held[-1].bind(("127.0.0.1", 0))
+            ports[address] = held[-1].getsockname()[1]
+    for s in held:
+        s.close()
+    spec["instruments"] = {
+        name: {**inst, "address": f"socket://127.0.0.1:{ports[inst['address']]}"}
+        for name, inst in spec["instruments"].items() if name in tool.values()}
     for inst in spec["instruments"].values():
         inst.pop("sim", None)
     spec["tools"] = {"sputter": tool}
