@@ -1,41 +1,68 @@
 """Serve emulators on loopback TCP sockets, as a terminal server would serve a serial port.
 
-Each emulator gets its own port; each connection is a fresh serial session
-(half-received frames are dropped). An idle connection still polls its emulator, so
-an instrument that streams (a potentiostat's samples) pushes them as they fall due.
-One lock guards the World, because the emulators of one lab share its physical state.
+Each emulator gets its own port; each connection is a fresh serial session with its
+own framing state (`Emulator.open_session`), so a client that left half a frame or
+half a script behind leaves nothing for the next, and two clients of one port never
+mix their bytes. What the instrument itself holds (an output on, a running
+measurement) persists across connections, as on the real instrument.
+
+An idle connection still polls its emulator, so an instrument that streams (a
+potentiostat's samples) pushes them as they fall due; a poll with nothing received
+is a silence on the line, which ends a partial frame where the protocol says so.
+
+Locks: one per port serialises its connections (the emulator's sessions are
+handled one at a time); the world lock guards what emulators share, and an emulator
+takes it only around the bounded work of one frame on that state, so no port's
+input, however long or malformed, holds up another. A connection whose handling
+raises is logged in one line and closed; the port and its other connections go on.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 import socketserver
 import threading
 
 #: how often an idle connection asks its emulator for output it produced on its own
 POLL_S = 0.05
+#: bytes taken from the socket at once: one request's work is bounded by this
+RECV_BYTES = 4096
+
+log = logging.getLogger(__name__)
 
 
 class _Handler(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         server: EmulatorServer = self.server  # type: ignore[assignment]
-        sock: socket.socket = self.request
+        try:
+            self._serve(server, self.request)
+        except Exception as exc:  # this connection only: the port serves on
+            log.warning("sim serve: %s: closed the connection from %s:%s after %s: %s",
+                        server.emulator.name, *self.client_address[:2],
+                        type(exc).__name__, exc)
+
+    @staticmethod
+    def _serve(server: EmulatorServer, sock: socket.socket) -> None:
+        emulator = server.emulator
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        with server.world_lock:
-            server.emulator.reset_connection()
+        with server.port_lock:
+            session = emulator.open_session()
         sock.settimeout(POLL_S)
         while not server.stopping.is_set():
             try:
-                data = sock.recv(4096)
+                data = sock.recv(RECV_BYTES)
             except TimeoutError:
-                data = b""  # nothing sent: a streaming instrument may still have output due
+                data = None  # a silence: a streaming instrument may still have output due
             except OSError:
                 return
             else:
                 if not data:
                     return
-            with server.world_lock:
-                reply = server.emulator.handle(data)
+            with server.port_lock:
+                if data is None:
+                    emulator.line_silent(session)
+                reply = emulator.handle(data or b"", session)
             if reply:
                 try:
                     sock.sendall(reply)
@@ -49,7 +76,8 @@ class EmulatorServer(socketserver.ThreadingTCPServer):
 
     def __init__(self, emulator, host: str, port: int, world_lock: threading.Lock):
         self.emulator = emulator
-        self.world_lock = world_lock
+        emulator.world_lock = world_lock
+        self.port_lock = threading.Lock()
         self.stopping = threading.Event()
         super().__init__((host, port), _Handler)
 
@@ -70,5 +98,9 @@ class EmulatorServer(socketserver.ThreadingTCPServer):
 
 def serve(emulator, host: str = "127.0.0.1", port: int = 0,
           world_lock: threading.Lock | None = None) -> EmulatorServer:
-    """Start serving `emulator` in a background thread; port 0 picks a free port."""
+    """Start serving `emulator` in a background thread; port 0 picks a free port.
+
+    `world_lock` is the lock of the state this emulator shares with others (the
+    World of a lab); without one the emulator shares nothing and gets its own.
+    """
     return EmulatorServer(emulator, host, port, world_lock or threading.Lock()).start()

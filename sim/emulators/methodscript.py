@@ -60,11 +60,12 @@ from lipon_hw.drivers.methodscript import (
     parse_literal,
 )
 from lipon_hw.errors import InputError
-from lipon_hw.sim.emulator import Emulator
+from lipon_hw.sim.emulator import Emulator, Session
 from lipon_hw.sim.package_values import encode_values
 from lipon_hw.sim.recording import RecordLoop
 
 MAX_LINE = 1024  # longer input without a LF is line noise, dropped
+MAX_SCRIPT_BYTES = 65536  # assumption: script memory; the driver's scripts are a few kB
 EIS_PERIODS = 3
 EIS_SETTLE_S = 0.05
 OVERLOAD_FACTOR = 3.0
@@ -273,10 +274,21 @@ class _Watch:
     probes: dict[str, str]
 
 
+@dataclass
+class ScriptSession(Session):
+    """What one host has half done: a script being uploaded (its lines so far and
+    their bytes), or a refused script being skipped to its empty line."""
+
+    receiving: list[str] | None = None
+    received_bytes: int = 0
+    swallowing: bool = False
+
+
 class MethodScriptChannel(Emulator):
     """One channel's serial port: a MethodSCRIPT session driving one cell."""
 
     model = "MultiEmStat4 LR"
+    session_class = ScriptSession
 
     def __init__(self, name: str, cell, clock: Callable[[], float], device_type: str = "mes4lr",
                  rng: np.random.Generator | None = None, eis_noise: float = EIS_NOISE):
@@ -295,8 +307,6 @@ class MethodScriptChannel(Emulator):
         self.t = clock()
         self.timer0 = self.t
         self.vars: dict[str, list] = {}
-        self._receiving: list[str] | None = None
-        self._swallowing = False
         self._gen: Generator[float, None, None] | None = None
         self._wake = 0.0
         self._package: list | None = None
@@ -311,21 +321,25 @@ class MethodScriptChannel(Emulator):
         return self._gen is not None
 
     # --- wire -----------------------------------------------------------------------
-    def handle(self, data: bytes) -> bytes:
-        self._advance()  # the script runs on whether or not the host listens
+    def handle(self, data: bytes, session: Session | None = None) -> bytes:
+        self.session = session = session if session is not None else self._own_session
+        with self.world_lock:
+            self._advance()  # the script runs on whether or not the host listens
         if self.faults.link_down:
             self._out.clear()
             return b""
-        buffer = self._buffer
+        buffer = session.buffer
         buffer += data
-        start = 0  # the lines as _process takes them, without copying the rest each time
+        start = 0  # each line sliced once, never the rest of the buffer again
         while (end := buffer.find(b"\n", start)) >= 0:
-            if self._receiving is not None:  # a script's lines: take them all at once
-                start = self._receive(buffer, start)
-                continue
-            self._line(buffer[start:end].decode("latin-1").rstrip("\r"))
-            self._advance()
+            text = buffer[start:end].decode("latin-1").rstrip("\r")
             start = end + 1
+            if session.receiving is not None and text.strip():
+                self._receive(session, text)  # a script's line: nothing runs meanwhile
+                continue
+            with self.world_lock:
+                self._line(text)
+                self._advance()
         del buffer[:start]
         if len(buffer) > MAX_LINE:
             buffer.clear()
@@ -333,41 +347,27 @@ class MethodScriptChannel(Emulator):
         self._out.clear()
         return self._apply_faults(out)
 
-    def _process(self, buffer: bytes) -> tuple[int, bytes]:
-        """Take one line; its reply goes to the output buffer with the script's output."""
-        end = buffer.find(b"\n")
-        if end < 0:
-            return (len(buffer) if len(buffer) > MAX_LINE else 0), b""
-        self._line(buffer[:end].decode("latin-1").rstrip("\r"))
-        self._advance()
-        return end + 1, b""
-
-    def _receive(self, buffer: bytearray, start: int) -> int:
-        """The complete lines of a script being received, from `start` up to and with its
-        empty line, as _line takes them one by one (nothing runs meanwhile); returns where
-        the next line starts."""
-        stop = buffer.rfind(b"\n") + 1
-        receiving = self._receiving
-        for raw in buffer[start:stop].decode("latin-1").split("\n")[:-1]:
-            start += len(raw) + 1  # latin-1: a character per byte
-            text = raw.rstrip("\r")
-            if text.strip():
-                receiving.append(text)
-                continue
-            self._load(receiving)
-            self._advance()
-            return start
-        return stop
+    def _receive(self, session: ScriptSession, text: str) -> None:
+        """One line of a script being uploaded; past MAX_SCRIPT_BYTES the script is
+        refused (`e!0008`) and the rest of it skipped to its empty line."""
+        session.received_bytes += len(text) + 1
+        if session.received_bytes <= MAX_SCRIPT_BYTES:
+            session.receiving.append(text)
+            return
+        session.receiving = None
+        session.swallowing = True
+        self._out += encode_error(0x0008, echo="e")
 
     def _line(self, text: str) -> None:
-        if self._receiving is not None:
+        session = self.session
+        if session.receiving is not None:
             if text.strip():
-                self._receiving.append(text)
+                self._receive(session, text)
             else:
-                self._load(self._receiving)
+                self._load(session.receiving)
             return
-        if self._swallowing:
-            self._swallowing = bool(text.strip())
+        if session.swallowing:
+            session.swallowing = bool(text.strip())
             return
         command = text.strip()
         if not command:
@@ -375,22 +375,24 @@ class MethodScriptChannel(Emulator):
         if command == "e":
             if self.running:
                 self._emit("e!0006")
-                self._swallowing = True
+                session.swallowing = True
             else:
-                self._receiving = []
+                session.receiving, session.received_bytes = [], 0
         elif command == "t":
             self._emit(f"t{self.device_type}{FIRMWARE_VERSION}#{FIRMWARE_BUILD}")
             self._emit("R*")
         elif command == "Z":
             self._abort()
-        else:
-            self._out += encode_error(0x0003, echo=command[0])
+        else:  # the output is ASCII only: a byte outside it is not echoed
+            first = command[0]
+            echo = first if first.isascii() and first.isprintable() else ""
+            self._out += encode_error(0x0003, echo=echo)
 
     def _emit(self, line: str) -> None:
         self._out += line.encode("ascii") + b"\n"
 
     def _load(self, lines: list[str]) -> None:
-        self._receiving = None
+        self.session.receiving = None
         key = tuple(lines)
         program = self._programs.pop(key, None)  # a cycling test sends the same few scripts
         if program is None:
