@@ -231,7 +231,9 @@ def read_until(sock: socket.socket, done: Callable[[bytes], bool], within_s: flo
     raise AssertionError(f"got {received!r}")
 
 
-def test_a_client_gone_mid_script_leaves_the_channel_to_the_next(served):
+def test_a_client_gone_mid_script_leaves_its_upload_behind_but_not_its_measurement(served):
+    """A half-uploaded script is the connection's and goes with it; a script already
+    running is the instrument's and goes on, as on the MultiEmStat4."""
     with connect(served, "mes4/5") as first:
         first.sendall(b"e\nvar e\nset_pgstat_chan 0\n")  # half a script, then gone
     with connect(served, "mes4/5") as second:
@@ -240,17 +242,15 @@ def test_a_client_gone_mid_script_leaves_the_channel_to_the_next(served):
     assert lines[:2] == ["e", "M000B"]
     assert len([line for line in lines if line.startswith("P")]) == 5
 
-
-def test_a_running_script_outlives_its_client_as_on_the_instrument(served):
     long_ocp = OCP_SCRIPT.replace(b"100m 500m", b"1 100000")  # ~17 min at 100x
-    with connect(served, "mes4/6") as first:
-        first.sendall(long_ocp)
-        read_until(first, lambda r: b"M000B\n" in r)
-    with connect(served, "mes4/6") as second:
-        second.sendall(b"e\n\n")  # busy: refused, its lines skipped
-        read_until(second, lambda r: b"e!0006\n" in r)
-        second.sendall(b"Z\n")  # the measurement the first client left is still there
-        read_until(second, lambda r: re.match(rb"Z\n", r) is not None)
+    with connect(served, "mes4/5") as third:
+        third.sendall(long_ocp)
+        read_until(third, lambda r: b"M000B\n" in r)
+    with connect(served, "mes4/5") as fourth:
+        fourth.sendall(b"e\n\n")  # busy: refused, its lines skipped
+        read_until(fourth, lambda r: b"e!0006\n" in r)
+        fourth.sendall(b"Z\n")  # the measurement the third client left is still there
+        read_until(fourth, lambda r: re.match(rb"Z\n", r) is not None)
 
 
 def test_two_clients_of_one_port_keep_their_own_frames(served):
