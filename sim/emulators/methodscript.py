@@ -40,11 +40,11 @@ channel; `eis_noise=0` gives the exact impedance); a run-time error prints
 the current range reported is the smallest EmStat4 range at or above |I| within the
 autoranging limits, with the overload bit set above 3× the highest range.
 
-Hostile hosts (assumptions too; the reference does not say what a MultiEmStat4 does):
-a script being uploaded belongs to its connection (`ScriptSession`), so a host that
-goes mid-upload takes it along and the next host starts clean (over USB the real
-port would keep the half script until an empty line); a script already running is
-the instrument's and runs on, its
+Hostile hosts (a choice: the reference does not say what a MultiEmStat4 does when its
+host goes mid-upload, and a USB port may give it no sign). A script being uploaded
+belongs to its connection (`ScriptSession`): a host that goes mid-upload takes it
+along and the next host starts clean, as a terminal server starts a new session
+per connection. A script already running is the instrument's and runs on, its
 output going to whoever connects next (`Z` aborts it). A command byte outside ASCII
 is answered `!0003` with no echo, since the output is ASCII only; a script over
 64 KiB is refused with `e!0008` and skipped to its empty line.
