@@ -164,6 +164,8 @@ def test_64k_of_junk_on_every_port_then_every_instrument_answers(served, station
 
 
 def test_junk_on_the_modbus_ports_leaves_another_port_prompt(served):
+    """The gauge is asked while 64 KB of junk goes to each Modbus port (before the fix
+    they took the World's lock for minutes); the next test makes the overlap certain."""
     modbus = ["io", "evap_io", "evap_tc"]
     socks = {endpoint: connect(served, endpoint) for endpoint in modbus}
     sender = threading.Thread(target=send_all_at_once, args=(
