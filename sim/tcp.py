@@ -15,6 +15,7 @@ handled one at a time); the world lock guards what emulators share, and an emula
 takes it only around the bounded work of one frame on that state, so no port's
 input, however long or malformed, holds up another. A connection whose handling
 raises is logged in one line and closed; the port and its other connections go on.
+A port serves at most MAX_CONNECTIONS at once and closes any more as they come.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ import threading
 POLL_S = 0.05
 #: bytes taken from the socket at once: one request's work is bounded by this
 RECV_BYTES = 4096
+#: connections one port serves at once; more are closed as they come (assumption: a
+#: terminal server takes a handful of hosts per serial port), so a client opening
+#: connections in a loop costs a bounded number of threads
+MAX_CONNECTIONS = 8
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,9 @@ class _Handler(socketserver.BaseRequestHandler):
             log.warning("sim serve: %s: closed the connection from %s:%s after %s: %s",
                         server.emulator.name, *self.client_address[:2],
                         type(exc).__name__, exc)
+
+    def finish(self) -> None:
+        self.server.connections.release()  # type: ignore[attr-defined]
 
     @staticmethod
     def _serve(server: EmulatorServer, sock: socket.socket) -> None:
@@ -78,8 +86,23 @@ class EmulatorServer(socketserver.ThreadingTCPServer):
         self.emulator = emulator
         emulator.world_lock = world_lock
         self.port_lock = threading.Lock()
+        self.connections = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self.stopping = threading.Event()
         super().__init__((host, port), _Handler)
+
+    def verify_request(self, request, client_address) -> bool:
+        if self.connections.acquire(blocking=False):
+            return True
+        log.warning("sim serve: %s: refused a connection from %s:%s; %d are open already",
+                    self.emulator.name, *client_address[:2], MAX_CONNECTIONS)
+        return False
+
+    def process_request(self, request, client_address) -> None:
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.connections.release()  # no handler thread came to release it
+            raise
 
     @property
     def port(self) -> int:

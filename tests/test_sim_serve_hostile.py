@@ -27,6 +27,7 @@ from lipon_hw.drivers.modbus_rtu import crc_ok
 from lipon_hw.links import LinkPool
 from lipon_hw.sim.lab import SimLab
 from lipon_hw.sim.serve import serve_lab
+from lipon_hw.sim.tcp import MAX_CONNECTIONS
 from lipon_hw.station import driver_class, load_station
 
 HOST = "127.0.0.1"
@@ -308,6 +309,43 @@ def test_a_connection_whose_handling_fails_is_closed_alone(served, caplog):
     [record] = [r for r in caplog.records if r.name == "lipon_hw.sim.tcp"]
     assert "smu" in record.getMessage() and "RuntimeError" in record.getMessage()
     assert "\n" not in record.getMessage()
+
+
+def closed_by_server(sock: socket.socket, within_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            return sock.recv(1) == b""
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            return True
+    return False
+
+
+def test_a_connection_flood_costs_a_bounded_number_of_threads(served, caplog):
+    with caplog.at_level(logging.WARNING, logger="lipon_hw.sim.tcp"):
+        held = [connect(served, "mfc") for _ in range(MAX_CONNECTIONS)]
+        try:
+            for sock in held:
+                assert ask(sock, PROBES["mfc"]) < 5.0
+            with connect(served, "mfc") as extra:
+                assert closed_by_server(extra)
+            assert ask(held[0], PROBES["mfc"]) < 5.0  # the open ones serve on
+            held.pop().close()
+            deadline = time.monotonic() + 5.0  # the closed one's slot comes back
+            while True:
+                with connect(served, "mfc") as again:
+                    try:
+                        assert ask(again, PROBES["mfc"], within_s=1.0) < 1.0
+                        break
+                    except AssertionError:
+                        if time.monotonic() > deadline:
+                            raise
+        finally:
+            for sock in held:
+                sock.close()
+    assert any("refused a connection" in r.getMessage() for r in caplog.records)
 
 
 # --- in process: time and a generated corpus -------------------------------------------
