@@ -22,9 +22,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from lipon_hw.drivers import modbus_rtu
 from lipon_hw.drivers.modbus_relay import read_coils_reply
 from lipon_hw.drivers.modbus_rtu import crc_ok
 from lipon_hw.links import LinkPool
+from lipon_hw.sim.emulators import modbus_framing
 from lipon_hw.sim.lab import SimLab
 from lipon_hw.sim.serve import serve_lab
 from lipon_hw.sim.tcp import MAX_CONNECTIONS
@@ -424,3 +426,32 @@ def test_generated_junk_never_breaks_an_emulator(lab, endpoint):
             assert reply[-6:] == read_coils_reply(1, emulator.coils[0:8])
 
     check()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300))
+def test_the_servers_table_crc_is_the_drivers_crc(data):
+    assert modbus_framing.crc16(data) == modbus_rtu.crc16(data)
+
+
+def test_modbus_resync_finds_a_request_after_junk_in_one_burst():
+    found = []
+    # junk of 8-byte frames' starts (functions 2-6) for other units, no unit 1 or 0:
+    # each false start costs one CRC of 8 bytes and one byte, even those that run into
+    # the request
+    rng = random.Random(5)
+    noise = bytes(rng.choice([*range(2, 7), *range(0x20, 0x100)]) for _ in range(300))
+    buffer = noise + READ_COILS_0_8
+    start = 0
+    while start < len(buffer):
+        consumed, frame = modbus_framing.next_request(buffer[start:], unit=1)
+        assert consumed > 0
+        start += consumed
+        if frame is not None:
+            found.append(frame)
+    assert found == [READ_COILS_0_8]
+    # a frame of no known length for this unit with a bad CRC goes whole, as on the wire
+    bad = bytes([1, 0x2B]) + bytes(40)
+    assert modbus_framing.next_request(bad, unit=1) == (len(bad), None)
+    # a write-multiple header announcing more than the largest frame: one byte at a time
+    assert modbus_framing.next_request(bytes([1, 0x10, 0, 0, 0, 0x7B, 0xFF]), 1) == (1, None)

@@ -3,8 +3,9 @@
 A real server ends a frame at 3.5 characters of silence and drops it when its CRC
 is wrong. A burst on a byte stream (a TCP terminal server) has no silences inside
 it, so the server here takes a request's length from its function code, checks the
-CRC and, when it is wrong, drops one byte and looks again: a request that follows
-junk in the same burst is still found. Each look costs at most one frame's CRC
+CRC and, when it is wrong, drops one byte and looks again, so a request that
+follows junk in the same burst is still found (unless the junk looks like the start
+of a request of no known length, below). Each look costs at most one frame's CRC
 (`MAX_ADU` bytes), never a rescan of everything buffered, so junk costs time in
 proportion to its length.
 
@@ -12,8 +13,9 @@ A request whose length the function does not give (anything but 01–06, 0F and 
 runs to the end of what has arrived, as at a silence, but no further than the
 largest RTU frame. Only one addressed to this unit or broadcast has its CRC checked,
 since no other could be answered; one whose CRC is wrong is dropped whole, as a
-real server drops a bad frame, so no byte is ever looked at under more than two
-such CRCs (a stream of junk costs about one table step per byte). The line falling
+real server drops a bad frame (with any request that came in the same burst, which
+the master sends again after its timeout), so no byte is looked at under more than
+two such CRCs and a stream of junk costs about one table step per byte. The line falling
 silent (`line_silent`) ends a partial frame, as t3.5 does on the wire, so junk that
 looks like the start of a long request cannot hold the next request back.
 """
