@@ -57,6 +57,7 @@ class Session:
     Emulators that keep more between frames subclass it (`session_class`)."""
 
     buffer: bytearray = field(default_factory=bytearray)
+    closed: bool = False  # its connection has ended
 
 
 class Emulator:
@@ -81,7 +82,12 @@ class Emulator:
 
     def reset_connection(self) -> None:
         """A re-opened port: forget half-received frames (the instrument's state stays)."""
+        self.close_session(self._own_session)
         self._own_session = self.open_session()
+
+    def close_session(self, session: Session) -> None:
+        """The connection of `session` has ended."""
+        session.closed = True
 
     def handle(self, data: bytes, session: Session | None = None) -> bytes:
         self.session = session = session if session is not None else self._own_session

@@ -56,6 +56,15 @@ class _Handler(socketserver.BaseRequestHandler):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with server.port_lock:
             session = emulator.open_session()
+        try:
+            _Handler._exchange(server, sock, session)
+        finally:
+            with server.port_lock:
+                emulator.close_session(session)
+
+    @staticmethod
+    def _exchange(server: EmulatorServer, sock: socket.socket, session) -> None:
+        emulator = server.emulator
         sock.settimeout(POLL_S)
         while not server.stopping.is_set():
             try:

@@ -258,6 +258,19 @@ def test_a_client_gone_mid_script_leaves_its_upload_behind_but_not_its_measureme
         read_until(fourth, lambda r: re.match(rb"Z\n", r) is not None)
 
 
+def test_an_idle_second_client_does_not_take_a_running_scripts_output(served):
+    """A host that connects to a channel and only listens (polls) while another's
+    script runs gets none of that script's output; its owner gets all of it."""
+    script = OCP_SCRIPT.replace(b"100m 500m", b"100m 30")  # 300 samples in 0.3 s at 100x
+    with connect(served, "mes4/8") as idle, connect(served, "mes4/8") as owner:
+        owner.sendall(script)
+        lines = read_until(owner, lambda r: r.endswith(b"*\n\n")).decode().split("\n")
+        idle.sendall(b"t\n")  # what the idle host gets is the answer to its own command
+        heard = read_until(idle, lambda r: r.endswith(b"R*\n"))
+    assert len([line for line in lines if line.startswith("P")]) == 300
+    assert re.fullmatch(rb"tmes4lr[^\n]*\nR\*\n", heard)
+
+
 def test_two_clients_of_one_port_keep_their_own_frames(served):
     """Two hosts send their requests a byte at a time, interleaved; a hook tells when
     the server has taken each byte, so the interleaving is exact. (The gauge

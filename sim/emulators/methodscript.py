@@ -286,11 +286,13 @@ class _Watch:
 @dataclass
 class ScriptSession(Session):
     """What one host has half done: a script being uploaded (its lines so far and
-    their bytes), or a refused script being skipped to its empty line."""
+    their bytes), or a refused script being skipped to its empty line; and the output
+    meant for it that it has not yet been sent."""
 
     receiving: list[str] | None = None
     received_bytes: int = 0
     swallowing: bool = False
+    out: bytearray = field(default_factory=bytearray)  # output not yet sent to this host
 
 
 class MethodScriptChannel(Emulator):
@@ -319,7 +321,8 @@ class MethodScriptChannel(Emulator):
         self._gen: Generator[float, None, None] | None = None
         self._wake = 0.0
         self._package: list | None = None
-        self._out = bytearray()
+        self._listener: ScriptSession = self._own_session  # where output goes now
+        self._owner: ScriptSession | None = None  # the host that started the script
         self._programs: dict[tuple, Program] = {}  # scripts parsed, most recent last
         self._watches: dict = {}  # per loop: its _Watch, and its _RecordBody under ("bulk", id)
         self.event_driven = True  # False runs every loop sample by sample (for tests)
@@ -329,13 +332,21 @@ class MethodScriptChannel(Emulator):
     def running(self) -> bool:
         return self._gen is not None
 
+    @property
+    def _out(self) -> bytearray:
+        return self._listener.out
+
+    @_out.setter
+    def _out(self, value: bytearray) -> None:  # `self._out += ...` writes it back
+        self._listener.out = value
+
     # --- wire -----------------------------------------------------------------------
     def handle(self, data: bytes, session: Session | None = None) -> bytes:
         self.session = session = session if session is not None else self._own_session
         with self.world_lock:
-            self._advance()  # the script runs on whether or not the host listens
+            self._advance_for(session)  # the script runs on whether or not the host listens
         if self.faults.link_down:
-            self._out.clear()
+            session.out.clear()
             return b""
         buffer = session.buffer
         buffer += data
@@ -347,14 +358,23 @@ class MethodScriptChannel(Emulator):
                 self._receive(session, text)  # a script's line: nothing runs meanwhile
                 continue
             with self.world_lock:
+                self._listener = session  # the answer to a command goes to its sender
                 self._line(text)
-                self._advance()
+                self._advance_for(session)
         del buffer[:start]
         if len(buffer) > MAX_LINE:
             buffer.clear()
-        out = bytes(self._out)
-        self._out.clear()
+        out = bytes(session.out)
+        session.out.clear()
         return self._apply_faults(out)
+
+    def _advance_for(self, session: ScriptSession) -> None:
+        """Run the script to now; what it prints goes to the host that started it while
+        that host is connected (another host polling must not take its data), else to
+        `session`."""
+        owner = self._owner
+        self._listener = owner if owner is not None and not owner.closed else session
+        self._advance()
 
     def _receive(self, session: ScriptSession, text: str) -> None:
         """One line of a script being uploaded; past MAX_SCRIPT_BYTES the script is
@@ -365,7 +385,7 @@ class MethodScriptChannel(Emulator):
             return
         session.receiving = None
         session.swallowing = True
-        self._out += encode_error(0x0008, echo="e")
+        session.out += encode_error(0x0008, echo="e")
 
     def _line(self, text: str) -> None:
         session = self.session
@@ -402,6 +422,7 @@ class MethodScriptChannel(Emulator):
 
     def _load(self, lines: list[str]) -> None:
         self.session.receiving = None
+        self._owner = self.session
         key = tuple(lines)
         program = self._programs.pop(key, None)  # a cycling test sends the same few scripts
         if program is None:
