@@ -41,7 +41,7 @@ class _Handler(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         server: EmulatorServer = self.server  # type: ignore[assignment]
         try:
-            self._serve(server, self.request)
+            _serve_connection(server, self.request)
         except Exception as exc:  # this connection only: the port serves on
             log.warning("sim serve: %s: closed the connection from %s:%s after %s: %s",
                         server.emulator.name, *self.client_address[:2],
@@ -50,41 +50,42 @@ class _Handler(socketserver.BaseRequestHandler):
     def finish(self) -> None:
         self.server.connections.release()  # type: ignore[attr-defined]
 
-    @staticmethod
-    def _serve(server: EmulatorServer, sock: socket.socket) -> None:
-        emulator = server.emulator
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        with server.port_lock:
-            session = emulator.open_session()
-        try:
-            _Handler._exchange(server, sock, session)
-        finally:
-            with server.port_lock:
-                emulator.close_session(session)
 
-    @staticmethod
-    def _exchange(server: EmulatorServer, sock: socket.socket, session) -> None:
-        emulator = server.emulator
-        sock.settimeout(POLL_S)
-        while not server.stopping.is_set():
+def _serve_connection(server: EmulatorServer, sock: socket.socket) -> None:
+    """One connection, one session: opened on connect, closed however it ends."""
+    emulator = server.emulator
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    with server.port_lock:
+        session = emulator.open_session()
+    try:
+        _exchange(server, sock, session)
+    finally:
+        with server.port_lock:
+            emulator.close_session(session)
+
+
+def _exchange(server: EmulatorServer, sock: socket.socket, session) -> None:
+    emulator = server.emulator
+    sock.settimeout(POLL_S)
+    while not server.stopping.is_set():
+        try:
+            data = sock.recv(RECV_BYTES)
+        except TimeoutError:
+            data = None  # a silence: a streaming instrument may still have output due
+        except OSError:
+            return
+        else:
+            if not data:
+                return
+        with server.port_lock:
+            if data is None:
+                emulator.line_silent(session)
+            reply = emulator.handle(data or b"", session)
+        if reply:
             try:
-                data = sock.recv(RECV_BYTES)
-            except TimeoutError:
-                data = None  # a silence: a streaming instrument may still have output due
+                sock.sendall(reply)
             except OSError:
                 return
-            else:
-                if not data:
-                    return
-            with server.port_lock:
-                if data is None:
-                    emulator.line_silent(session)
-                reply = emulator.handle(data or b"", session)
-            if reply:
-                try:
-                    sock.sendall(reply)
-                except OSError:
-                    return
 
 
 class EmulatorServer(socketserver.ThreadingTCPServer):
