@@ -364,7 +364,18 @@ def test_a_connection_flood_costs_a_bounded_number_of_threads(served, caplog):
     assert any("refused a connection" in r.getMessage() for r in caplog.records)
 
 
-# --- in process: time and a generated corpus -------------------------------------------
+# --- in process: sessions, time and a generated corpus ----------------------------------
+def test_an_ae_bus_reply_awaiting_its_hosts_ack_is_that_hosts_alone(lab):
+    """The AE Bus host NAKs to have the last reply sent again: another host's NAK must
+    not get it, and the first host's NAK still does."""
+    rf = lab.emulators["rf"]
+    first, second = rf.open_session(), rf.open_session()
+    reply = rf.handle(bytes([0x08, 0x01, 0x09]), first)  # RF off
+    assert reply[:1] == b"\x06" and len(reply) == 5
+    assert rf.handle(b"\x15", second) == b""  # a NAK from nobody's request
+    assert rf.handle(b"\x15", first) == reply[1:]  # the first host's: its reply again
+
+
 @pytest.fixture(scope="module")
 def lab(station):
     """The station's lab on a frozen clock: what a script prints stays bounded."""
