@@ -5,8 +5,10 @@ behind real sockets on a scaled wall clock, so the real pyserial/pyvisa stack, a
 vendor's utility or any third-party client can talk to the simulated lab as it
 would to instruments behind a terminal server. One World is shared by all the
 ports (the RF supply heats the same chamber the gauge reads), so one lock guards
-it across every server. A potentiostat with one port per channel (a MultiEmStat4)
-gets one TCP port per channel, each its own MethodSCRIPT session.
+it across every server, held only while a frame acts on it (`lipon_hw.sim.tcp`).
+A potentiostat with one port per channel (a MultiEmStat4) gets one TCP port per
+channel, each its own MethodSCRIPT session; a channel drives only its own cell, so
+it takes no shared lock at all.
 """
 
 from __future__ import annotations
@@ -111,11 +113,14 @@ def serve_lab(station: Station, host: str = "127.0.0.1", port_base: int = 0,
         raise InputError(f"port base {port_base} leaves no room for {len(lab.emulators)} ports "
                          "below 65536")
     world_lock = threading.Lock()
+    own_state = {id(port) for p in lab.potentiostats.values() for port in p.ports.values()}
     servers: dict[str, EmulatorServer] = {}
     try:
         for i, (endpoint, emulator) in enumerate(lab.emulators.items()):
             port = port_base + i if port_base else 0
-            servers[endpoint] = _serve_one(emulator, host, port, world_lock)
+            # a potentiostat channel drives only its own cell: it shares no lock
+            lock = None if id(emulator) in own_state else world_lock
+            servers[endpoint] = _serve_one(emulator, host, port, lock)
     except BaseException:
         for server in servers.values():
             server.stop()
@@ -123,7 +128,8 @@ def serve_lab(station: Station, host: str = "127.0.0.1", port_base: int = 0,
     return LabServer(station, lab, host, servers, speed)
 
 
-def _serve_one(emulator, host: str, port: int, world_lock: threading.Lock) -> EmulatorServer:
+def _serve_one(emulator, host: str, port: int,
+               world_lock: threading.Lock | None) -> EmulatorServer:
     try:
         return serve(emulator, host, port, world_lock)
     except OSError as exc:

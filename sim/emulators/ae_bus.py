@@ -10,7 +10,9 @@ A partial packet is dropped after an inter-byte gap, as the unit does on the wir
 
 from __future__ import annotations
 
+import math
 import time
+from dataclasses import dataclass
 
 from lipon_hw.drivers.ae_bus import (
     ACK,
@@ -26,10 +28,19 @@ from lipon_hw.drivers.ae_bus import (
     u16,
 )
 from lipon_hw.errors import FrameError, InputError
-from lipon_hw.sim.emulator import Emulator
+from lipon_hw.sim.emulator import Emulator, Session
 
 CSR_OK, CSR_WRONG_MODE, CSR_OUT_OF_RANGE, CSR_BAD_COUNT, CSR_NOT_IMPLEMENTED = 0, 1, 4, 9, 99
 REGULATION_NAMES = {code: name for name, code in REGULATION_CODES.items()}
+
+
+@dataclass
+class AEBusSession(Session):
+    """One host's link state: the reply awaiting its ACK or NAK, and when its last byte
+    came (monotonic seconds), for the inter-byte gap."""
+
+    pending: bytes | None = None
+    last_rx: float = -math.inf
 
 
 class AEBusEmulator(Emulator):
@@ -42,6 +53,7 @@ class AEBusEmulator(Emulator):
     firmware = "V1.07.0"  # assumption: 7 ASCII characters, as command 130 carries
     #: assumption: set-point tolerance of status bit "out of tolerance"
     tolerance_pct, tolerance_W = 2.0, 2.0
+    session_class = AEBusSession
 
     def __init__(self, name: str, tool, unit: int = 1, rated_power_W: float = 600.0,
                  noise_pct: float = 0.2, noise_W: float = 0.1,
@@ -56,8 +68,6 @@ class AEBusEmulator(Emulator):
         self.noise_W = noise_W
         self.inter_byte_timeout_s = inter_byte_timeout_s
         self.control_mode = CONTROL_FRONT_PANEL
-        self._pending: bytes | None = None
-        self._last_rx = time.monotonic()
         self._setters = {
             Command.RF_OFF: (0, self._rf_off),
             Command.RF_ON: (0, self._rf_on),
@@ -81,36 +91,35 @@ class AEBusEmulator(Emulator):
         }
 
     # --- wire -----------------------------------------------------------------
-    def handle(self, data: bytes) -> bytes:
+    def handle(self, data: bytes, session: Session | None = None) -> bytes:
+        session = session if session is not None else self._own_session
         now = time.monotonic()
-        if now - self._last_rx > self.inter_byte_timeout_s:
-            self._buffer.clear()
-        self._last_rx = now
-        return super().handle(data)
-
-    def reset_connection(self) -> None:
-        super().reset_connection()
-        self._pending = None
+        if now - session.last_rx > self.inter_byte_timeout_s:
+            session.buffer.clear()
+        session.last_rx = now
+        return super().handle(data, session)
 
     def _process(self, buffer: bytes) -> tuple[int, bytes]:
-        if self._pending is not None and buffer[:1] in (ACK, NAK):
-            reply = self._pending if buffer[:1] == NAK else b""
-            self._pending = reply or None
+        session = self.session
+        if session.pending is not None and buffer[:1] in (ACK, NAK):
+            reply = session.pending if buffer[:1] == NAK else b""
+            session.pending = reply or None
             return 1, reply
         length = frame_length(buffer)
         if length is None or len(buffer) < length:
             return 0, b""
-        self._pending = None
+        session.pending = None
         try:
             address, command, data = decode_packet(buffer[:length], "the host")
         except FrameError:
             return length, NAK
         if address not in (0, self.unit):
             return length, b""
-        reply = encode_packet(self.unit, command, self._execute(command, data))
+        with self.world_lock:
+            reply = encode_packet(self.unit, command, self._execute(command, data))
         if address == 0:  # broadcast: every unit acts, none answers
             return length, b""
-        self._pending = reply
+        session.pending = reply
         return length, ACK + reply
 
     def _execute(self, command: int, data: bytes) -> bytes:

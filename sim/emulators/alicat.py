@@ -13,7 +13,7 @@ ids are ignored, as on a shared RS-485 bus.
 from __future__ import annotations
 
 from lipon_hw.drivers.alicat import REFUSAL, TERMINATOR, DataFrame, format_data_frame
-from lipon_hw.sim.emulator import Emulator
+from lipon_hw.sim.emulator import DISCARD_ALL, Emulator
 
 INLET_PSIA = 14.70
 GAS_TEMPERATURE_C = 25.00
@@ -34,11 +34,12 @@ class AlicatEmulator(Emulator):
     def _process(self, buffer: bytes) -> tuple[int, bytes]:
         end = buffer.find(TERMINATOR)
         if end < 0:
-            return (len(buffer) if len(buffer) > MAX_LINE else 0), b""
+            return (DISCARD_ALL if len(buffer) > MAX_LINE else 0), b""
         line = buffer[:end].decode("ascii", errors="replace").strip().upper()
         if not line or line[0] != self.unit:
             return end + 1, b""
-        return end + 1, self._answer(line[1:].strip())
+        with self.world_lock:
+            return end + 1, self._answer(line[1:].strip())
 
     def _answer(self, command: str) -> bytes:
         if command == "":

@@ -35,7 +35,7 @@ from lipon_hw.drivers.genesys import (
     format_reading,
 )
 from lipon_hw.errors import InputError
-from lipon_hw.sim.emulator import Emulator
+from lipon_hw.sim.emulator import DISCARD_ALL, Emulator, Session
 
 MAX_LINE = 64  # longer input without a CR is line noise, dropped
 MAX_NUMBER_CHARS = 12  # manual §7.7.1: a numeric value may be up to 12 characters
@@ -102,16 +102,19 @@ class GenesysEmulator(Emulator):
         self.programmed = dict(state["programmed"])
         self.last_command = state["last_command"]
 
-    def reset_connection(self) -> None:
-        super().reset_connection()
+    def open_session(self) -> Session:
+        """A new host on the line must address the supply (`ADR n`) before it answers."""
         self.selected = False
+        return super().open_session()
 
     # --- wire -------------------------------------------------------------------------
     def _process(self, buffer: bytes) -> tuple[int, bytes]:
         end = buffer.find(TERMINATOR)
         if end < 0:
-            return (len(buffer) if len(buffer) > MAX_LINE else 0), b""
-        return end + 1, self._line(_edited(buffer[:end]) + TERMINATOR)
+            return (DISCARD_ALL if len(buffer) > MAX_LINE else 0), b""
+        line = _edited(buffer[:end]) + TERMINATOR
+        with self.world_lock:
+            return end + 1, self._line(line)
 
     def _line(self, frame: bytes) -> bytes:
         try:

@@ -241,7 +241,8 @@ class SQC310Emulator(Emulator):
             return consumed, b""
         if body is BAD_CRC:
             return consumed, encode_reply(STATUS_BAD_CRC)
-        return consumed, self._execute(body)
+        with self.world_lock:
+            return consumed, self._execute(body)
 
     def _execute(self, body: bytes) -> bytes:
         command = body.decode("ascii", "replace")

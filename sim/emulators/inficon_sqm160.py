@@ -94,7 +94,8 @@ class SQM160Emulator(Emulator):
         consumed, body = next_host_packet(buffer)
         if body is None or body is BAD_CRC:  # the manual names no status for a bad CRC
             return consumed, b""
-        return consumed, self._execute(body.decode("ascii", "replace"))
+        with self.world_lock:
+            return consumed, self._execute(body.decode("ascii", "replace"))
 
     def _execute(self, command: str) -> bytes:
         handler = self._handlers.get(command[:1])

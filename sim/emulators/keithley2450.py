@@ -54,7 +54,7 @@ from lipon_hw.drivers.keithley2450 import (
     parse_number,
 )
 from lipon_hw.errors import InputError
-from lipon_hw.sim.emulator import Emulator
+from lipon_hw.sim.emulator import DISCARD_ALL, Emulator
 
 MAX_LINE = 4096
 ERROR_QUEUE = 1000
@@ -108,6 +108,7 @@ def current_range_A(current_A: float) -> float:
 
 class Keithley2450Emulator(Emulator):
     model = "MODEL 2450"
+    frame_window = MAX_LINE + 2  # a line longer than MAX_LINE is an input buffer overrun
     identity = "KEITHLEY INSTRUMENTS INC.,MODEL 2450,01234567,1.0.0i"  # the manual's *IDN? example
 
     def __init__(self, name: str, cell, clock: Callable[[], float], off_mode: str = "NORMal"):
@@ -190,10 +191,11 @@ class Keithley2450Emulator(Emulator):
         if end < 0:
             if len(buffer) > MAX_LINE:
                 self._push(-363, "Input buffer overrun")
-                return len(buffer), b""
+                return DISCARD_ALL, b""
             return 0, b""
-        self._advance(self.clock())
-        return end + 1, self._line(buffer[:end].rstrip(b"\r"))
+        with self.world_lock:
+            self._advance(self.clock())
+            return end + 1, self._line(buffer[:end].rstrip(b"\r"))
 
     def _line(self, raw: bytes) -> bytes:
         text = raw.decode("latin-1")

@@ -39,6 +39,15 @@ channel; `eis_noise=0` gives the exact impedance); a run-time error prints
 `L`/`+` mark a plain loop's start and end once; a multi-scan CV prints no scan markers;
 the current range reported is the smallest EmStat4 range at or above |I| within the
 autoranging limits, with the overload bit set above 3× the highest range.
+
+Hostile hosts (a choice: the reference does not say what a MultiEmStat4 does when its
+host goes mid-upload, and a USB port may give it no sign). A script being uploaded
+belongs to its connection (`ScriptSession`): a host that goes mid-upload takes it
+along and the next host starts clean, as a terminal server starts a new session
+per connection. A script already running is the instrument's and runs on, its
+output going to whoever connects next (`Z` aborts it). A command byte outside ASCII
+is answered `!0003` with no echo, since the output is ASCII only; a script over
+64 KiB is refused with `e!0008` and skipped to its empty line.
 """
 
 from __future__ import annotations
@@ -60,11 +69,12 @@ from lipon_hw.drivers.methodscript import (
     parse_literal,
 )
 from lipon_hw.errors import InputError
-from lipon_hw.sim.emulator import Emulator
+from lipon_hw.sim.emulator import Emulator, Session
 from lipon_hw.sim.package_values import encode_values
 from lipon_hw.sim.recording import RecordLoop
 
 MAX_LINE = 1024  # longer input without a LF is line noise, dropped
+MAX_SCRIPT_BYTES = 65536  # assumption: script memory; the driver's scripts are a few kB
 EIS_PERIODS = 3
 EIS_SETTLE_S = 0.05
 OVERLOAD_FACTOR = 3.0
@@ -273,10 +283,23 @@ class _Watch:
     probes: dict[str, str]
 
 
+@dataclass
+class ScriptSession(Session):
+    """What one host has half done: a script being uploaded (its lines so far and
+    their bytes), or a refused script being skipped to its empty line; and the output
+    meant for it that it has not yet been sent."""
+
+    receiving: list[str] | None = None
+    received_bytes: int = 0
+    swallowing: bool = False
+    out: bytearray = field(default_factory=bytearray)  # output not yet sent to this host
+
+
 class MethodScriptChannel(Emulator):
     """One channel's serial port: a MethodSCRIPT session driving one cell."""
 
     model = "MultiEmStat4 LR"
+    session_class = ScriptSession
 
     def __init__(self, name: str, cell, clock: Callable[[], float], device_type: str = "mes4lr",
                  rng: np.random.Generator | None = None, eis_noise: float = EIS_NOISE):
@@ -295,12 +318,11 @@ class MethodScriptChannel(Emulator):
         self.t = clock()
         self.timer0 = self.t
         self.vars: dict[str, list] = {}
-        self._receiving: list[str] | None = None
-        self._swallowing = False
         self._gen: Generator[float, None, None] | None = None
         self._wake = 0.0
         self._package: list | None = None
-        self._out = bytearray()
+        self._listener: ScriptSession = self._own_session  # where output goes now
+        self._owner: ScriptSession | None = None  # the host that started the script
         self._programs: dict[tuple, Program] = {}  # scripts parsed, most recent last
         self._watches: dict = {}  # per loop: its _Watch, and its _RecordBody under ("bulk", id)
         self.event_driven = True  # False runs every loop sample by sample (for tests)
@@ -310,64 +332,71 @@ class MethodScriptChannel(Emulator):
     def running(self) -> bool:
         return self._gen is not None
 
+    @property
+    def _out(self) -> bytearray:
+        return self._listener.out
+
+    @_out.setter
+    def _out(self, value: bytearray) -> None:  # `self._out += ...` writes it back
+        self._listener.out = value
+
     # --- wire -----------------------------------------------------------------------
-    def handle(self, data: bytes) -> bytes:
-        self._advance()  # the script runs on whether or not the host listens
+    def handle(self, data: bytes, session: Session | None = None) -> bytes:
+        self.session = session = session if session is not None else self._own_session
+        with self.world_lock:
+            self._advance_for(session)  # the script runs on whether or not the host listens
         if self.faults.link_down:
-            self._out.clear()
+            session.out.clear()
             return b""
-        buffer = self._buffer
+        buffer = session.buffer
         buffer += data
-        start = 0  # the lines as _process takes them, without copying the rest each time
+        start = 0  # each line sliced once, never the rest of the buffer again
         while (end := buffer.find(b"\n", start)) >= 0:
-            if self._receiving is not None:  # a script's lines: take them all at once
-                start = self._receive(buffer, start)
-                continue
-            self._line(buffer[start:end].decode("latin-1").rstrip("\r"))
-            self._advance()
+            text = buffer[start:end].decode("latin-1").rstrip("\r")
             start = end + 1
+            if session.receiving is not None and text.strip():
+                self._receive(session, text)  # a script's line: nothing runs meanwhile
+                continue
+            with self.world_lock:
+                self._listener = session  # the answer to a command goes to its sender
+                self._line(text)
+                self._advance_for(session)
         del buffer[:start]
         if len(buffer) > MAX_LINE:
             buffer.clear()
-        out = bytes(self._out)
-        self._out.clear()
+        out = bytes(session.out)
+        session.out.clear()
         return self._apply_faults(out)
 
-    def _process(self, buffer: bytes) -> tuple[int, bytes]:
-        """Take one line; its reply goes to the output buffer with the script's output."""
-        end = buffer.find(b"\n")
-        if end < 0:
-            return (len(buffer) if len(buffer) > MAX_LINE else 0), b""
-        self._line(buffer[:end].decode("latin-1").rstrip("\r"))
+    def _advance_for(self, session: ScriptSession) -> None:
+        """Run the script to now; what it prints goes to the host that started it while
+        that host is connected (another host polling must not take its data), else to
+        `session`."""
+        owner = self._owner
+        self._listener = owner if owner is not None and not owner.closed else session
         self._advance()
-        return end + 1, b""
 
-    def _receive(self, buffer: bytearray, start: int) -> int:
-        """The complete lines of a script being received, from `start` up to and with its
-        empty line, as _line takes them one by one (nothing runs meanwhile); returns where
-        the next line starts."""
-        stop = buffer.rfind(b"\n") + 1
-        receiving = self._receiving
-        for raw in buffer[start:stop].decode("latin-1").split("\n")[:-1]:
-            start += len(raw) + 1  # latin-1: a character per byte
-            text = raw.rstrip("\r")
-            if text.strip():
-                receiving.append(text)
-                continue
-            self._load(receiving)
-            self._advance()
-            return start
-        return stop
+    def _receive(self, session: ScriptSession, text: str) -> None:
+        """One line of a script being uploaded; past MAX_SCRIPT_BYTES the script is
+        refused (`e!0008`) and the rest of it skipped to its empty line."""
+        session.received_bytes += len(text) + 1
+        if session.received_bytes <= MAX_SCRIPT_BYTES:
+            session.receiving.append(text)
+            return
+        session.receiving = None
+        session.swallowing = True
+        session.out += encode_error(0x0008, echo="e")
 
     def _line(self, text: str) -> None:
-        if self._receiving is not None:
+        session = self.session
+        if session.receiving is not None:
             if text.strip():
-                self._receiving.append(text)
+                self._receive(session, text)
             else:
-                self._load(self._receiving)
+                self._load(session.receiving)
             return
-        if self._swallowing:
-            self._swallowing = bool(text.strip())
+        if session.swallowing:
+            session.swallowing = bool(text.strip())
             return
         command = text.strip()
         if not command:
@@ -375,22 +404,25 @@ class MethodScriptChannel(Emulator):
         if command == "e":
             if self.running:
                 self._emit("e!0006")
-                self._swallowing = True
+                session.swallowing = True
             else:
-                self._receiving = []
+                session.receiving, session.received_bytes = [], 0
         elif command == "t":
             self._emit(f"t{self.device_type}{FIRMWARE_VERSION}#{FIRMWARE_BUILD}")
             self._emit("R*")
         elif command == "Z":
             self._abort()
-        else:
-            self._out += encode_error(0x0003, echo=command[0])
+        else:  # the output is ASCII only: a byte outside it is not echoed
+            first = command[0]
+            echo = first if first.isascii() and first.isprintable() else ""
+            self._out += encode_error(0x0003, echo=echo)
 
     def _emit(self, line: str) -> None:
         self._out += line.encode("ascii") + b"\n"
 
     def _load(self, lines: list[str]) -> None:
-        self._receiving = None
+        self.session.receiving = None
+        self._owner = self.session
         key = tuple(lines)
         program = self._programs.pop(key, None)  # a cycling test sends the same few scripts
         if program is None:

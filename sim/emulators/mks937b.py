@@ -19,7 +19,7 @@ from lipon_hw.drivers.mks937b import (
     encode_reply,
     format_pressure,
 )
-from lipon_hw.sim.emulator import Emulator
+from lipon_hw.sim.emulator import DISCARD_ALL, Emulator
 
 #: how many of the controller's unit one Torr is
 UNITS = {"TORR": 1.0, "MBAR": 1.333224, "PASCAL": 133.3224, "MICRON": 1000.0}
@@ -54,7 +54,7 @@ class MKS937BEmulator(Emulator):
             return (len(buffer) if start < 0 else start), b""
         end = buffer.find(TERMINATOR)
         if end < 0:
-            return (len(buffer) if len(buffer) > MAX_FRAME else 0), b""
+            return (DISCARD_ALL if len(buffer) > MAX_FRAME else 0), b""
         size = end + len(TERMINATOR)
         try:
             request = decode_request(buffer[:size])
@@ -62,7 +62,8 @@ class MKS937BEmulator(Emulator):
             return size, self._nak_if_addressed(buffer[:size])
         if request.address not in (self.address, BROADCAST_ADDRESS):
             return size, b""
-        body, ok = self._answer(request.command, request.value)
+        with self.world_lock:
+            body, ok = self._answer(request.command, request.value)
         return size, encode_reply(self.address, body, ack=ok)
 
     def _nak_if_addressed(self, frame: bytes) -> bytes:

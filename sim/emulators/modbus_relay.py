@@ -22,10 +22,9 @@ from lipon_hw.drivers.modbus_rtu import (
     READ_COILS,
     WRITE_SINGLE_COIL,
     exception_reply,
-    next_request,
 )
 from lipon_hw.errors import InputError
-from lipon_hw.sim.emulator import Emulator
+from lipon_hw.sim.emulators.modbus_framing import ModbusRtuServer
 
 DEFAULT_WIRING = {0: "shutter", 1: "pumping", 2: "vent"}
 BOATS = (1, 2, 3)
@@ -53,7 +52,7 @@ def _boat_contactor(tool, number: int):
     return switch
 
 
-class ModbusRelayEmulator(Emulator):
+class ModbusRelayEmulator(ModbusRtuServer):
     model = "Modbus RTU 8-channel relay module"
 
     def __init__(self, name: str, tool, unit: int = 1, coils: dict | None = None,
@@ -86,10 +85,11 @@ class ModbusRelayEmulator(Emulator):
 
     # --- wire -------------------------------------------------------------------------
     def _process(self, buffer: bytes) -> tuple[int, bytes]:
-        consumed, frame = next_request(buffer)
+        consumed, frame = self._next_request(buffer)
         if frame is None or frame[0] not in (self.unit, BROADCAST_UNIT):
             return consumed, b""
-        reply = self._answer(frame)
+        with self.world_lock:
+            reply = self._answer(frame)
         return consumed, (b"" if frame[0] == BROADCAST_UNIT else reply)
 
     def _answer(self, frame: bytes) -> bytes:

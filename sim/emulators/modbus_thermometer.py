@@ -21,7 +21,6 @@ from lipon_hw.drivers.modbus_rtu import (
     READ_HOLDING_REGISTERS,
     READ_INPUT_REGISTERS,
     exception_reply,
-    next_request,
     registers_reply,
 )
 from lipon_hw.drivers.modbus_thermometer import (
@@ -31,14 +30,14 @@ from lipon_hw.drivers.modbus_thermometer import (
     temperature_word,
 )
 from lipon_hw.errors import InputError
-from lipon_hw.sim.emulator import Emulator
+from lipon_hw.sim.emulators.modbus_framing import ModbusRtuServer
 
 SOURCES = {"substrate": "substrate_temperature_C"}
 MODULE_NAME = 0x7018
 NOISE_C = 0.5
 
 
-class ModbusThermometerEmulator(Emulator):
+class ModbusThermometerEmulator(ModbusRtuServer):
     model = "ICP DAS M-7018 thermocouple input module (Modbus RTU)"
 
     def __init__(self, name: str, tool, unit: int = 2, channels: dict | None = None):
@@ -56,10 +55,11 @@ class ModbusThermometerEmulator(Emulator):
 
     # --- wire -------------------------------------------------------------------------
     def _process(self, buffer: bytes) -> tuple[int, bytes]:
-        consumed, frame = next_request(buffer)
+        consumed, frame = self._next_request(buffer)
         if frame is None or frame[0] != self.unit:
             return consumed, b""
-        return consumed, self._answer(frame)
+        with self.world_lock:
+            return consumed, self._answer(frame)
 
     def _answer(self, frame: bytes) -> bytes:
         function = frame[1]
