@@ -43,3 +43,7 @@ class RunAborted(LiponError):
     """A run was stopped (interlock, fault, operator) and the hardware left safe."""
 
     exit_code = 3
+
+
+class StoreUnavailable(LiponError):
+    """The run database refuses writes (locked by another process, full, read-only)."""

@@ -7,14 +7,17 @@ wall speed. A station with real hardware always runs at speed 1.
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
 import simpy
 
+from lipon_hw.engine import runner
 from lipon_hw.engine.recipe import Recipe, load_recipe
 from lipon_hw.engine.runner import Context, Engine, RunResult
-from lipon_hw.errors import InputError
+from lipon_hw.errors import InputError, LiponError
 from lipon_hw.station import Station, load_station
 from lipon_hw.store import Store
 
@@ -51,11 +54,25 @@ def start_run(sequence: str, data_dir: str | Path, station_path: str | None = No
     env = make_env(station, speed)
     lab = station.connect(lambda: env.now, seed=seed)
     try:
-        return Engine(recipe, lab, store, run_id, env, notify, on_sample).run()
-    finally:
-        lab.close()
-        write_plots(store, run_id, notify)
+        result = Engine(recipe, lab, store, run_id, env, notify, on_sample).run()
+    except BaseException:
+        _close(lab, store, run_id, notify, failed=True)
+        raise
+    _close(lab, store, run_id, notify, failed=False)
+    return result
+
+
+def _close(lab, store: Store, run_id: int, notify, failed: bool) -> None:
+    """Links, plots, store. After a failed run (whose error already says what the store
+    took) a store that still refuses writes gets one short last try, never a 30 s wait,
+    and cannot replace that error."""
+    lab.close()
+    write_plots(store, run_id, notify)
+    if not failed:
         store.close()
+        return
+    with contextlib.suppress(LiponError, sqlite3.Error):
+        store.close(wait_s=runner.END_WRITE_WAIT_S)
 
 
 def plots_dir(data_dir: str | Path, run_id: int) -> Path:
@@ -68,6 +85,10 @@ def write_plots(store: Store, run_id: int, notify: Callable[[str], None] | None 
     cannot be drawn is reported, never allowed to change how the run ended."""
     from lipon_hw.report import write_layer_plots
 
+    if store.unwritable_since is not None:
+        if notify:
+            notify(f"warning: plots of run {run_id} were not drawn: {store.unavailable()}")
+        return []
     try:
         return write_layer_plots(store, run_id, plots_dir(store.data_dir, run_id))
     except Exception as exc:  # noqa: BLE001 - plots are a by-product of the run
@@ -111,10 +132,14 @@ def resume_run(run_id: int, data_dir: str | Path, speed: float | None = None,
             if lab.sim is not None and state.get("sim"):
                 lab.sim.restore(state["sim"])
             engine = Engine(recipe, lab, store, run_id, env, notify, on_sample)
-            return engine.run(state["step_idx"], state["step_state"], state["setpoints"],
-                              resumed=True)
-        finally:
-            lab.close()
-            write_plots(store, run_id, notify)
-    finally:
-        store.close()
+            result = engine.run(state["step_idx"], state["step_state"], state["setpoints"],
+                                resumed=True)
+        except BaseException:
+            _close(lab, store, run_id, notify, failed=True)
+            raise
+    except BaseException:
+        with contextlib.suppress(LiponError, sqlite3.Error):
+            store.close(wait_s=runner.END_WRITE_WAIT_S)
+        raise
+    _close(lab, store, run_id, notify, failed=False)
+    return result
