@@ -77,7 +77,7 @@ class Wire:
             return reply
         with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
             sock.sendall(data)
-            reply, deadline = b"", time.monotonic() + 3
+            reply, deadline = b"", time.monotonic() + 10
             while not complete(reply):
                 assert time.monotonic() < deadline, f"{data!r} answered only {reply!r}"
                 with contextlib.suppress(TimeoutError):
@@ -424,3 +424,32 @@ def test_a_signal_stops_the_run_safe(signum, recipe, tmp_path, socket_station):
     status, message, safe = stored(data)
     assert status == "interrupted" and "stopped by the operator" in message
     assert safe and "FAILED" not in safe[-1]
+
+
+def test_kill_9_of_the_engine_the_guard_switches_rf_off(recipe, tmp_path, socket_station):
+    """No code of the engine's own runs after kill -9, and no instrument of the station
+    has a host watchdog (see lipon_hw/engine/guard.py): the guard process the engine
+    started sees its pipe close and makes the tool safe. Polled from the RF generator
+    with raw AE Bus bytes until its output reads off."""
+    data = tmp_path / "d"
+    proc = spawn_run(recipe, data, socket_station, tmp_path)
+    try:
+        wait_for_step(data / "lipon.db", PRESPUTTER, proc)
+        assert_rf_was_on(socket_station)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        rf, deadline = socket_station.wire("rf"), time.monotonic() + 15
+        while rf_output_on(rf):
+            assert time.monotonic() < deadline, "RF still on 15 s after kill -9"
+            time.sleep(0.05)
+        _, err = proc.communicate(timeout=15)  # the guard shares stderr: it has finished
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert "the guard process made the hardware safe" in err
+    assert_hardware_safe(socket_station)
+    status, message, safe = stored(data)
+    assert status == "failed" and "the engine's process died" in message
+    assert safe and "FAILED" not in safe[-1] and "by the guard process" in safe[-1]

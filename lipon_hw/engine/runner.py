@@ -44,6 +44,12 @@ STORE_PATIENCE_S = 45.0
 END_WRITE_WAIT_S = 5.0
 
 
+def safe_order(roles: dict[str, str], names) -> list[str]:
+    """Instrument names in the order they are made safe: power first (SAFE_ORDER)."""
+    return sorted(names, key=lambda n: (SAFE_ORDER.index(roles[n]) if roles.get(n) in SAFE_ORDER
+                                        else len(SAFE_ORDER)))
+
+
 @contextlib.contextmanager
 def _uninterruptible():
     """A second Ctrl-C (or SIGTERM) must not cut the safe-state sequence short."""
@@ -415,10 +421,8 @@ class Engine:
         fails is reported, and so is an alarm the store will not take."""
         roles = {inst: role for tool_roles in self.recipe.tool_roles.values()
                  for role, inst in tool_roles.items()}
-        order = sorted(self.lab.instruments, key=lambda n: (
-            SAFE_ORDER.index(roles[n]) if roles.get(n) in SAFE_ORDER else len(SAFE_ORDER)))
         safe = SafeState()
-        for name in order:
+        for name in safe_order(roles, self.lab.instruments):
             try:
                 self.lab.instruments[name].make_safe()
                 safe.done.append(name)

@@ -15,6 +15,7 @@ from pathlib import Path
 import simpy
 
 from lipon_hw.engine import runner
+from lipon_hw.engine.guard import needs_guard, start_guard
 from lipon_hw.engine.recipe import Recipe, load_recipe
 from lipon_hw.engine.runner import Context, Engine, RunResult
 from lipon_hw.errors import InputError, LiponError
@@ -52,14 +53,27 @@ def start_run(sequence: str, data_dir: str | Path, station_path: str | None = No
     if on_start:
         on_start(run_id, recipe)
     env = make_env(station, speed)
-    lab = station.connect(lambda: env.now, seed=seed)
-    try:
-        result = Engine(recipe, lab, store, run_id, env, notify, on_sample).run()
-    except BaseException:
-        _close(lab, store, run_id, notify, failed=True)
-        raise
+    with _guarded(station, data_dir, run_id):
+        lab = station.connect(lambda: env.now, seed=seed)
+        try:
+            result = Engine(recipe, lab, store, run_id, env, notify, on_sample).run()
+        except BaseException:
+            _close(lab, store, run_id, notify, failed=True)
+            raise
     _close(lab, store, run_id, notify, failed=False)
     return result
+
+
+@contextlib.contextmanager
+def _guarded(station: Station, data_dir: str | Path, run_id: int):
+    """A guard process makes the instruments safe should this process die without doing
+    it (kill -9); it is released once the engine has ended the run itself."""
+    guard = start_guard(data_dir, run_id) if needs_guard(station) else None
+    try:
+        yield
+    finally:
+        if guard is not None:
+            guard.release()
 
 
 def _close(lab, store: Store, run_id: int, notify, failed: bool) -> None:
@@ -126,17 +140,18 @@ def resume_run(run_id: int, data_dir: str | Path, speed: float | None = None,
         if on_start:
             on_start(run_id, recipe)
         env = make_env(station, speed, t0)
-        lab = station.connect(lambda: env.now, seed=run.seed)
-        try:
-            state = cp.state if cp else {"step_idx": 0, "step_state": {}, "setpoints": {}}
-            if lab.sim is not None and state.get("sim"):
-                lab.sim.restore(state["sim"])
-            engine = Engine(recipe, lab, store, run_id, env, notify, on_sample)
-            result = engine.run(state["step_idx"], state["step_state"], state["setpoints"],
-                                resumed=True)
-        except BaseException:
-            _close(lab, store, run_id, notify, failed=True)
-            raise
+        with _guarded(station, data_dir, run_id):
+            lab = station.connect(lambda: env.now, seed=run.seed)
+            try:
+                state = cp.state if cp else {"step_idx": 0, "step_state": {}, "setpoints": {}}
+                if lab.sim is not None and state.get("sim"):
+                    lab.sim.restore(state["sim"])
+                engine = Engine(recipe, lab, store, run_id, env, notify, on_sample)
+                result = engine.run(state["step_idx"], state["step_state"],
+                                    state["setpoints"], resumed=True)
+            except BaseException:
+                _close(lab, store, run_id, notify, failed=True)
+                raise
     except BaseException:
         with contextlib.suppress(LiponError, sqlite3.Error):
             store.close(wait_s=runner.END_WRITE_WAIT_S)
