@@ -353,8 +353,6 @@ class Store:
             what = f"the store {self.path} is locked by another process"
         else:
             what = f"the store {self.path} cannot be written ({exc or 'unknown error'})"
-        if self.unwritable_since is not None:
-            what += f" (writes refused for {time.monotonic() - self.unwritable_since:.0f} s)"
         return StoreUnavailable(what + (f"; {detail}" if detail else ""))
 
     def _has_pending(self) -> bool:

@@ -353,8 +353,8 @@ class Engine:
             self._store_refused_at = self.env.now
         waited = max(time.monotonic() - since, self.env.now - self._store_refused_at)
         if waited > STORE_PATIENCE_S:
-            raise self.store.unavailable(f"the run was stopped after {waited:.0f} s without "
-                                         "its readings being stored")
+            raise self.store.unavailable(f"the run was stopped after {waited:.0f} s of "
+                                         "readings it could not store")
 
     def _take_requests(self) -> None:
         ctx = self.ctx

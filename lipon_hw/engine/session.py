@@ -14,7 +14,6 @@ from pathlib import Path
 
 import simpy
 
-from lipon_hw.engine import runner
 from lipon_hw.engine.guard import needs_guard, start_guard
 from lipon_hw.engine.recipe import Recipe, load_recipe
 from lipon_hw.engine.runner import Context, Engine, RunResult
@@ -23,6 +22,8 @@ from lipon_hw.station import Station, load_station
 from lipon_hw.store import Store
 
 RESUMABLE = ("running", "interrupted", "aborted", "failed")
+#: after a failed run, how long closing the store waits for a lock (the engine waited already)
+LAST_TRY_S = 0.5
 
 
 def make_env(station: Station, speed: float | None, initial_time: float = 0.0):
@@ -86,7 +87,7 @@ def _close(lab, store: Store, run_id: int, notify, failed: bool) -> None:
         store.close()
         return
     with contextlib.suppress(LiponError, sqlite3.Error):
-        store.close(wait_s=runner.END_WRITE_WAIT_S)
+        store.close(wait_s=LAST_TRY_S)
 
 
 def plots_dir(data_dir: str | Path, run_id: int) -> Path:
@@ -154,7 +155,7 @@ def resume_run(run_id: int, data_dir: str | Path, speed: float | None = None,
                 raise
     except BaseException:
         with contextlib.suppress(LiponError, sqlite3.Error):
-            store.close(wait_s=runner.END_WRITE_WAIT_S)
+            store.close(wait_s=LAST_TRY_S)
         raise
     _close(lab, store, run_id, notify, failed=False)
     return result
