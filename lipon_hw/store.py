@@ -302,7 +302,7 @@ class Store:
             if value is None:
                 continue
             self._pending.append((run_id, t_s, self._quantity_id(name), float(value)))
-        self._maybe_flush()
+        self._maybe_flush(retry_while_refused=True)
 
     def flush(self) -> None:
         """Write everything buffered, waiting for a lock as long as the connection allows."""
@@ -324,12 +324,16 @@ class Store:
         if not self._has_pending():
             self._last_flush = time.monotonic()
             return True
-        self._db.execute(f"PRAGMA busy_timeout = {max(int(wait_s * 1000), 0)}")
         try:
             with _signals_held():
-                with self._transaction():
-                    self._write_pending()
-                self._clear_pending()
+                self._db.execute(f"PRAGMA busy_timeout = {max(int(wait_s * 1000), 0)}")
+                try:
+                    with self._transaction():
+                        self._write_pending()
+                    self._clear_pending()
+                finally:
+                    self._db.execute(
+                        f"PRAGMA busy_timeout = {int(self._busy_timeout_s * 1000)}")
         except sqlite3.OperationalError as exc:
             if not _is_busy(exc):
                 raise
@@ -339,8 +343,6 @@ class Store:
                 raise self.unavailable(f"{self._pending_rows()} rows are waiting to be "
                                        "written") from None
             return False
-        finally:
-            self._db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_s * 1000)}")
         self._written()
         return True
 
@@ -402,10 +404,11 @@ class Store:
         self._pending_channels.clear()
         self._pending_writes.clear()
 
-    def _maybe_flush(self) -> None:
-        """Periodic: once a wall second, and at every write while the store is refusing
-        them (so the end of a lock is seen at once)."""
-        if (self.unwritable_since is not None
+    def _maybe_flush(self, retry_while_refused: bool = False) -> None:
+        """Periodic: once a wall second. A run's readings (a sample each record period)
+        also retry at every sample while the store refuses writes, so a run in virtual time,
+        whose run clock outpaces the wall, sees a brief lock end before it gives up."""
+        if ((retry_while_refused and self.unwritable_since is not None)
                 or time.monotonic() - self._last_flush >= self._flush_every_s):
             self.try_flush()
 

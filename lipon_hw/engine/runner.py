@@ -182,6 +182,7 @@ class Engine:
         self.ctx = Context(self)
         self._last_checkpoint = env.now
         self._polled: dict[str, list] = {}
+        self._store_refused_at: float | None = None  # run clock when the store began refusing
 
     # --- the run -------------------------------------------------------------------
     def run(self, start_idx: int = 0, step_state: dict | None = None,
@@ -349,7 +350,7 @@ class Engine:
         if since is None:
             self._store_refused_at = None
             return
-        if getattr(self, "_store_refused_at", None) is None:
+        if self._store_refused_at is None:
             self._store_refused_at = self.env.now
         waited = max(time.monotonic() - since, self.env.now - self._store_refused_at)
         if waited > STORE_PATIENCE_S:
