@@ -65,10 +65,12 @@ def recipe(tmp_path) -> Path:
 
 # --- the two stations ---------------------------------------------------------------------
 class Wire:
-    """Raw bytes to one instrument: an in-process emulator's byte handler, or a TCP port."""
+    """Raw bytes to one instrument: an in-process emulator's byte handler, or one TCP
+    connection kept for every question (a host's ACK and its next packet stay in order)."""
 
     def __init__(self, emulator=None, port: int | None = None):
         self.emulator, self.port = emulator, port
+        self.sock: socket.socket | None = None
 
     def ask(self, data: bytes, complete) -> bytes:
         if self.emulator is not None:
@@ -76,16 +78,21 @@ class Wire:
             reply = self.emulator.handle(data)
             assert complete(reply), f"{data!r} answered {reply!r}"
             return reply
-        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
-            sock.sendall(data)
-            reply, deadline = b"", time.monotonic() + 10
-            while not complete(reply):
-                assert time.monotonic() < deadline, f"{data!r} answered only {reply!r}"
-                with contextlib.suppress(TimeoutError):
-                    reply += sock.recv(256)
-            if data[1:2] in (b"\xa2", b"\xa5"):  # AE Bus: the host ACKs the unit's packet
-                sock.sendall(b"\x06")
-            return reply
+        if self.sock is None:
+            self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=0.2)
+        self.sock.sendall(data)
+        reply, deadline = b"", time.monotonic() + 10
+        while not complete(reply):
+            assert time.monotonic() < deadline, f"{data!r} answered only {reply!r}"
+            with contextlib.suppress(TimeoutError):
+                reply += self.sock.recv(256)
+        if data[1:2] in (b"\xa2", b"\xa5"):  # AE Bus: the host ACKs the unit's packet
+            self.sock.sendall(b"\x06")
+        return reply
+
+    def __del__(self):
+        if self.sock is not None:
+            self.sock.close()
 
 
 class SimStation:
