@@ -340,12 +340,18 @@ def test_a_locked_store_stops_the_run_safe_and_says_so(recipe, tmp_path, station
     assert safe and "FAILED" not in safe[-1]
     # sampling went on under the lock: the readings taken then were kept and stored after
     con = sqlite3.connect(data / "lipon.db")
-    t_presputter, = con.execute("SELECT t_start_s FROM steps WHERE idx=?",
-                                (PRESPUTTER,)).fetchone()
+    t_presputter, t_end, step_status = con.execute(
+        "SELECT t_start_s, t_end_s, status FROM steps WHERE idx=?", (PRESPUTTER,)).fetchone()
     n_after, = con.execute("SELECT COUNT(DISTINCT t_s) FROM readings WHERE t_s > ?",
                            (t_presputter,)).fetchone()
     con.close()
     assert n_after >= runner.STORE_PATIENCE_S / 5
+    # stopped once the store had refused writes for STORE_PATIENCE_S of run time, not at
+    # the end of the 10 min presputter: the first refusal comes with the first write tried
+    # under the lock (the next checkpoint, 30 s, or flush), the stop at the sample after
+    assert step_status == "failed"
+    elapsed = t_end - t_presputter
+    assert runner.STORE_PATIENCE_S <= elapsed <= runner.STORE_PATIENCE_S + 30 + 3 * 5
 
 
 def test_a_store_locked_to_the_end_is_reported_truthfully(recipe, tmp_path, monkeypatch):
