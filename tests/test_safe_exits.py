@@ -52,6 +52,8 @@ steps:
   - rf: {power_W: 0, ramp_W_per_s: 10}
   - gas: {n2_sccm: 0}
   - vent: {}
+interlocks:  # true all through the presputter: shows interlocks are evaluated at each sample
+  - {when: "forward_power_W > 10", then: alarm, during: [presputter]}
 """
 PRESPUTTER = 3
 
@@ -344,8 +346,11 @@ def test_a_locked_store_stops_the_run_safe_and_says_so(recipe, tmp_path, station
         "SELECT t_start_s, t_end_s, status FROM steps WHERE idx=?", (PRESPUTTER,)).fetchone()
     n_after, = con.execute("SELECT COUNT(DISTINCT t_s) FROM readings WHERE t_s > ?",
                            (t_presputter,)).fetchone()
+    checked, = con.execute("SELECT COUNT(*) FROM alarms WHERE source = 'interlock' AND"
+                           " t_s > ?", (t_presputter + 10,)).fetchone()
     con.close()
     assert n_after >= runner.STORE_PATIENCE_S / 5
+    assert checked >= runner.STORE_PATIENCE_S / 5  # interlocks went on being evaluated
     # stopped once the store had refused writes for STORE_PATIENCE_S of run time, not at
     # the end of the 10 min presputter: the first refusal comes with the first write tried
     # under the lock (the next checkpoint, 30 s, or flush), the stop at the sample after
