@@ -57,7 +57,7 @@ def reports_errors(fn):
         try:
             return fn(*args, **kwargs)
         except LiponError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {exc}{_safe_state_unless_ok(exc)}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
@@ -65,9 +65,11 @@ def reports_errors(fn):
         except Exception as exc:  # a bug of ours: say so in one line (LIPON_HW_DEBUG for more)
             if os.environ.get("LIPON_HW_DEBUG"):
                 raise
-            click.echo(f"error: internal error ({type(exc).__name__}: {exc}); any run was "
-                       "stopped with its hardware made safe; set LIPON_HW_DEBUG=1 to see the "
-                       "traceback", err=True)
+            # only the engine knows what it made safe: say it when it says so, else nothing
+            safe = getattr(exc, "safe_state", None)
+            hardware = f"; the run was stopped and {safe.sentence()}" if safe else ""
+            click.echo(f"error: internal error ({type(exc).__name__}: {exc}){hardware}; set "
+                       "LIPON_HW_DEBUG=1 to see the traceback", err=True)
             sys.exit(1)
 
     return wrapper
@@ -90,6 +92,13 @@ def closed_pipe_ends_quietly(fn):
             sys.exit(0)
 
     return wrapper
+
+
+def _safe_state_unless_ok(exc: LiponError) -> str:
+    """A run whose safe state failed somewhere says so with its error, whatever the error."""
+    safe = getattr(exc, "safe_state", None)
+    return f"; {safe.sentence()}" if safe is not None and not safe.ok and \
+        safe.sentence() not in str(exc) else ""
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

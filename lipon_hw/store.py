@@ -6,6 +6,13 @@ it, so after a `kill -9` the store holds exactly the readings up to the last
 commit and the checkpoint never points past them. Alarms, step boundaries and
 run status are committed at once.
 
+While another process holds the database's write lock, a run must go on
+sampling and checking its interlocks: the writes made while it runs (readings,
+alarms, steps, checkpoints) wait at most `TRY_WAIT_S` for the lock, then stay
+buffered, in order, and are retried at the next flush. `unwritable_since` says
+since when the store has refused them, so the engine can stop the run to its safe
+state once that lasts too long; the buffers are bounded (`MAX_PENDING_ROWS`).
+
 Readings are stored long (run, time, quantity, value) so any instrument can add
 a quantity without a schema change; exports pivot them wide.
 """
@@ -16,16 +23,21 @@ import contextlib
 import json
 import math
 import signal
+import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from lipon_hw import store_open
-from lipon_hw.errors import InputError, StoreUnusable
+from lipon_hw.errors import InputError, StoreBusy, StoreError, StoreUnusable
 from lipon_hw.store_open import GuardedConnection
 
 DB_NAME = "lipon.db"
+#: how long a write made while a run goes on waits for another process's lock
+TRY_WAIT_S = 0.05
+#: buffered rows kept while the store is unwritable before the writer gives up
+MAX_PENDING_ROWS = 500_000
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -196,6 +208,8 @@ class Store:
                  read_only: bool = False):
         self.data_dir = Path(data_dir)
         self.path = self.data_dir / DB_NAME
+        # several processes write a cell test (one per group of channels): wait for the lock
+        self._busy_timeout_s = 30.0
         self.read_only = read_only
         if read_only:
             self._db = self._open_reader()
@@ -208,8 +222,14 @@ class Store:
         self._pending_spectra: list[tuple] = []
         self._pending_channels: dict[tuple[int, int], tuple] = {}
         self._non_finite_seen: set[tuple] = set()
+        #: writes other than rows (alarms, steps, checkpoints...), each fn(db), in order
+        self._pending_writes: list[Callable[[sqlite3.Connection], None]] = []
+        self._taken_requests: set[int] = set()
         self._flush_every_s = flush_every_s
         self._last_flush = time.monotonic()
+        #: monotonic time of the first write refused since the last one that succeeded
+        self.unwritable_since: float | None = None
+        self.last_write_error: StoreError | None = None
 
     def _open_reader(self) -> GuardedConnection:
         found = store_open.examine(self.path, SCHEMA, thorough=False)
@@ -241,9 +261,16 @@ class Store:
             raise
         return db
 
-    def close(self) -> None:
-        self.flush()
-        self._db.close()
+    def close(self, wait_s: float | None = None) -> None:
+        """Write what is buffered (waiting up to `wait_s` for a lock; default: the
+        connection's 30 s), then close; the connection is closed even if that write fails."""
+        try:
+            if wait_s is None:
+                self.flush()
+            elif not self.try_flush(wait_s):
+                raise self.unavailable()
+        finally:
+            self._db.close()
 
     # --- runs ----------------------------------------------------------------
     def create_run(self, name: str, kind: str, sequence_path: str, sequence_text: str,
@@ -256,16 +283,24 @@ class Store:
         return int(cur.lastrowid)
 
     def set_status(self, run_id: int, status: str, message: str = "",
-                   summary: Mapping | None = None) -> None:
-        self.flush()
+                   summary: Mapping | None = None, wait_s: float | None = None) -> None:
+        """Commit everything buffered, then the run's status. With `wait_s`, wait at most
+        that long for another process's lock, then raise StoreError (the status stays
+        buffered: a later write that succeeds, such as `close`, still stores it)."""
         ended = time.time() if status != "running" else None
         if summary is None:
-            self._db.execute("UPDATE runs SET status=?, message=?, ended_at=? WHERE id=?",
-                             (status, message, ended, run_id))
+            sql, args = ("UPDATE runs SET status=?, message=?, ended_at=? WHERE id=?",
+                         (status, message, ended, run_id))
         else:
-            self._db.execute(
-                "UPDATE runs SET status=?, message=?, ended_at=?, summary=? WHERE id=?",
-                (status, message, ended, json.dumps(summary), run_id))
+            sql, args = ("UPDATE runs SET status=?, message=?, ended_at=?, summary=? WHERE id=?",
+                         (status, message, ended, json.dumps(summary), run_id))
+        if wait_s is None:
+            self.flush()
+            self._db.execute(sql, args)
+            return
+        self._pending_writes.append(lambda db: db.execute(sql, args))
+        if not self.try_flush(wait_s):
+            raise self.unavailable()
 
     def run(self, run_id: int) -> Run:
         row = self._db.execute(
@@ -287,20 +322,20 @@ class Store:
     def begin_step(self, run_id: int, idx: int, kind: str, params: Mapping, t_s: float) -> None:
         """A step starts, or starts again on resume: then it keeps its first start (the
         readings since then are its own) and is running again, its end forgotten."""
-        self.flush()
-        self._db.execute(
+        row = (run_id, idx, kind, json.dumps(params), "running", t_s)
+        self._write_soon(lambda db: db.execute(
             "INSERT INTO steps (run_id, idx, kind, params, status, t_start_s)"
             " VALUES (?,?,?,?,?,?) ON CONFLICT (run_id, idx) DO UPDATE SET kind=excluded.kind,"
             " params=excluded.params, status=excluded.status, t_end_s=NULL,"
-            " t_start_s=MIN(t_start_s, excluded.t_start_s)",
-            (run_id, idx, kind, json.dumps(params), "running", t_s))
+            " t_start_s=MIN(t_start_s, excluded.t_start_s)", row))
 
     def end_step(self, run_id: int, idx: int, status: str, t_s: float) -> None:
-        self.flush()
-        self._db.execute("UPDATE steps SET status=?, t_end_s=? WHERE run_id=? AND idx=?",
-                         (status, t_s, run_id, idx))
+        self._write_soon(lambda db: db.execute(
+            "UPDATE steps SET status=?, t_end_s=? WHERE run_id=? AND idx=?",
+            (status, t_s, run_id, idx)))
 
     def steps(self, run_id: int) -> list[dict]:
+        self.try_flush()
         rows = self._db.execute(
             "SELECT idx, kind, params, status, t_start_s, t_end_s FROM steps WHERE run_id=?"
             " ORDER BY idx", (run_id,)).fetchall()
@@ -320,17 +355,85 @@ class Store:
                 self._non_finite(run_id, t_s, name, f"{name} = {value!r} at t = {t_s!r} s")
                 continue
             self._pending.append((run_id, t_s, self._quantity_id(name), value))
-        if time.monotonic() - self._last_flush >= self._flush_every_s:
-            self.flush()
+        self._maybe_flush(retry_while_refused=True)
 
     def flush(self) -> None:
-        if self._pending or self._pending_cells or self._pending_spectra \
-                or self._pending_channels:
+        """Write everything buffered, waiting for a lock as long as the connection allows."""
+        if self._has_pending():
             with _signals_held():
-                with self._transaction():
-                    self._write_pending()
+                try:
+                    with self._transaction():
+                        self._write_pending()
+                except StoreError as exc:
+                    self._refused(exc)
+                    raise
                 self._clear_pending()
+            self._written()
         self._last_flush = time.monotonic()
+
+    def try_flush(self, wait_s: float = TRY_WAIT_S) -> bool:
+        """Write everything buffered if the lock comes within `wait_s`; True when nothing
+        is left buffered. A refused write keeps the buffers for the next attempt."""
+        if not self._has_pending():
+            self._last_flush = time.monotonic()
+            return True
+        try:
+            with _signals_held():
+                self._db.execute(f"PRAGMA busy_timeout = {max(int(wait_s * 1000), 0)}")
+                try:
+                    with self._transaction():
+                        self._write_pending()
+                    self._clear_pending()
+                finally:
+                    self._db.execute(
+                        f"PRAGMA busy_timeout = {int(self._busy_timeout_s * 1000)}")
+        except StoreError as exc:
+            if not _is_busy(exc):
+                raise
+            self._refused(exc)
+            self._last_flush = time.monotonic()
+            if self._pending_rows() > MAX_PENDING_ROWS:
+                raise self.unavailable(f"{self._pending_rows()} rows are waiting to be "
+                                       "written") from None
+            return False
+        self._written()
+        return True
+
+    def unavailable(self, detail: str = "", exc: BaseException | None = None) -> StoreError:
+        """One sentence naming the database and why it refuses writes (`exc`, or the last
+        write refused)."""
+        exc = exc or self.last_write_error
+        if exc is None or _is_busy(exc):
+            error: StoreError = StoreBusy(f"the store {self.path} is locked by another process")
+        else:
+            error = store_open.store_error(exc, self.path)
+        if detail:
+            error = type(error)(f"{error}; {detail}")
+        return error
+
+    def _has_pending(self) -> bool:
+        return bool(self._pending or self._pending_cells or self._pending_spectra
+                    or self._pending_channels or self._pending_writes)
+
+    def _pending_rows(self) -> int:
+        return (len(self._pending) + len(self._pending_cells) + len(self._pending_spectra)
+                + len(self._pending_writes))
+
+    def _refused(self, exc: StoreError) -> None:
+        self.last_write_error = exc
+        if self.unwritable_since is None:
+            self.unwritable_since = time.monotonic()
+
+    def _written(self) -> None:
+        self._last_flush = time.monotonic()
+        self.unwritable_since = None
+        self.last_write_error = None
+
+    def _write_soon(self, write: Callable[[sqlite3.Connection], None]) -> None:
+        """A write committed at once when the lock comes within TRY_WAIT_S, else buffered
+        (after every row buffered before it) until the next flush."""
+        self._pending_writes.append(write)
+        self.try_flush()
 
     def _write_pending(self) -> None:
         """Inside a transaction; the buffers are emptied only once it commits
@@ -345,16 +448,23 @@ class Store:
         for args in self._pending_channels.values():
             self._db.execute("UPDATE channels SET status=?, message=?, cycle=?, step_count=?,"
                              " t_s=?, state=? WHERE run_id=? AND channel=?", args)
+        for write in self._pending_writes:
+            write(self._db)
 
     def _clear_pending(self) -> None:
         self._pending.clear()
         self._pending_cells.clear()
         self._pending_spectra.clear()
         self._pending_channels.clear()
+        self._pending_writes.clear()
 
-    def _maybe_flush(self) -> None:
-        if time.monotonic() - self._last_flush >= self._flush_every_s:
-            self.flush()
+    def _maybe_flush(self, retry_while_refused: bool = False) -> None:
+        """Periodic: once a wall second. A run's readings (a sample each record period)
+        also retry at every sample while the store refuses writes, so a run in virtual time,
+        whose run clock outpaces the wall, sees a brief lock end before it gives up."""
+        if ((retry_while_refused and self.unwritable_since is not None)
+                or time.monotonic() - self._last_flush >= self._flush_every_s):
+            self.try_flush()
 
     def _quantity_id(self, name: str) -> int:
         qid = self._quantities.get(name)
@@ -513,11 +623,11 @@ class Store:
 
     # --- alarms ---------------------------------------------------------------
     def add_alarm(self, run_id: int, t_s: float, severity: str, source: str, message: str) -> None:
-        self.flush()
-        self._db.execute("INSERT INTO alarms VALUES (?,?,?,?,?)",
-                         (run_id, t_s, severity, source, message))
+        row = (run_id, t_s, severity, source, message)
+        self._write_soon(lambda db: db.execute("INSERT INTO alarms VALUES (?,?,?,?,?)", row))
 
     def alarms(self, run_id: int) -> list[dict]:
+        self.try_flush()
         rows = self._db.execute("SELECT t_s, severity, source, message FROM alarms WHERE run_id=?"
                                 " ORDER BY t_s, rowid", (run_id,)).fetchall()
         return [{"t_s": r[0], "severity": r[1], "source": r[2], "message": r[3]} for r in rows]
@@ -525,19 +635,19 @@ class Store:
     # --- checkpoints -------------------------------------------------------------
     def checkpoint(self, run_id: int, t_s: float, step_idx: int, state: Mapping) -> None:
         """Commit every pending reading and the checkpoint together."""
-        with _signals_held():
-            with self._transaction():
-                self._write_pending()
-                seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM checkpoints"
-                                       " WHERE run_id=?", (run_id,)).fetchone()[0]
-                self._db.execute("INSERT INTO checkpoints VALUES (?,?,?,?,?)",
-                                 (run_id, seq, t_s, step_idx, json.dumps(state)))
-                self._db.execute("DELETE FROM checkpoints WHERE run_id=? AND seq < ?",
-                                 (run_id, seq - 2))
-            self._clear_pending()
-        self._last_flush = time.monotonic()
+        text = json.dumps(state)
+
+        def write(db: sqlite3.Connection) -> None:
+            seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM checkpoints"
+                             " WHERE run_id=?", (run_id,)).fetchone()[0]
+            db.execute("INSERT INTO checkpoints VALUES (?,?,?,?,?)",
+                       (run_id, seq, t_s, step_idx, text))
+            db.execute("DELETE FROM checkpoints WHERE run_id=? AND seq < ?", (run_id, seq - 2))
+
+        self._write_soon(write)
 
     def last_checkpoint(self, run_id: int) -> Checkpoint | None:
+        self.try_flush()
         row = self._db.execute("SELECT seq, t_s, step_idx, state FROM checkpoints WHERE run_id=?"
                                " ORDER BY seq DESC LIMIT 1", (run_id,)).fetchone()
         return None if row is None else Checkpoint(row[0], row[1], row[2], self._json(row[3]))
@@ -563,12 +673,16 @@ class Store:
             "SELECT action FROM requests WHERE run_id=? AND taken=0 ORDER BY rowid", (run_id,))]
 
     def take_requests(self, run_id: int) -> list[str]:
-        """Requests not yet acted on, oldest first; taking them marks them taken."""
-        rows = self._db.execute("SELECT rowid, action FROM requests WHERE run_id=? AND taken=0"
-                                " ORDER BY rowid", (run_id,)).fetchall()
+        """Requests not yet acted on, oldest first; taking them marks them taken (in memory
+        at once, in the database at the next write it allows)."""
+        rows = [r for r in self._db.execute(
+            "SELECT rowid, action FROM requests WHERE run_id=? AND taken=0 ORDER BY rowid",
+            (run_id,)).fetchall() if r[0] not in self._taken_requests]
         if rows:
-            self._db.execute(f"UPDATE requests SET taken=1 WHERE rowid IN "
-                             f"({','.join(str(r[0]) for r in rows)})")
+            ids = ",".join(str(r[0]) for r in rows)
+            self._taken_requests.update(r[0] for r in rows)
+            self._write_soon(lambda db: db.execute(
+                f"UPDATE requests SET taken=1 WHERE rowid IN ({ids})"))
         return [r[1] for r in rows]
 
     # --- calibrated tooling factors (override the station's, newest wins) ------------
@@ -583,21 +697,26 @@ class Store:
 
     # --- samples and their film stacks --------------------------------------------
     def ensure_sample(self, sample_id: str, substrate: str = "") -> None:
-        self._db.execute("INSERT OR IGNORE INTO samples (id, substrate, created_at)"
-                         " VALUES (?,?,?)", (sample_id, substrate, time.time()))
+        row = (sample_id, substrate, time.time())
+        self._write_soon(lambda db: db.execute(
+            "INSERT OR IGNORE INTO samples (id, substrate, created_at) VALUES (?,?,?)", row))
 
     def add_layer(self, sample_id: str, run_id: int, material: str, thickness_nm: float,
                   rate_A_s: float | None, tool: str, t_s: float,
                   properties: Mapping | None = None) -> None:
-        self.flush()
-        with self._transaction():
-            seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM layers"
-                                   " WHERE sample_id=?", (sample_id,)).fetchone()[0]
-            self._db.execute("INSERT INTO layers VALUES (?,?,?,?,?,?,?,?,?)",
-                             (sample_id, seq, run_id, material, thickness_nm, rate_A_s, tool,
-                              t_s, json.dumps(dict(properties or {}))))
+        text = json.dumps(dict(properties or {}))
+
+        def write(db: sqlite3.Connection) -> None:
+            seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM layers WHERE sample_id=?",
+                             (sample_id,)).fetchone()[0]
+            db.execute("INSERT INTO layers VALUES (?,?,?,?,?,?,?,?,?)",
+                       (sample_id, seq, run_id, material, thickness_nm, rate_A_s, tool, t_s,
+                        text))
+
+        self._write_soon(write)
 
     def film_stack(self, sample_id: str) -> list[dict]:
+        self.try_flush()
         rows = self._db.execute(
             "SELECT seq, run_id, material, thickness_nm, rate_A_s, tool, properties FROM layers"
             " WHERE sample_id=? ORDER BY seq", (sample_id,)).fetchall()
@@ -643,6 +762,14 @@ def _signals_held():
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _is_busy(exc: BaseException) -> bool:
+    """The database is locked by another connection (SQLITE_BUSY / SQLITE_LOCKED)."""
+    if isinstance(exc, StoreBusy):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, sqlite3.Error) and ("locked" in text or "busy" in text)
 
 
 class _Transaction:

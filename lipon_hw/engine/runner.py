@@ -9,14 +9,18 @@ Two processes share one simpy environment (and the simulated lab's clock):
 A `hold` (from an interlock, or the operator's `lipon-hw pause`) closes the shutter and switches
 RF off; steps' clocks stop while held; on release RF is ramped back and the
 shutter reopened. Whatever ends a run — completion, an interlock abort, a lost
-link, Ctrl-C — the `finally` in `Engine.run` puts every instrument in its safe
-state and says so in the store.
+link, a store that refuses writes, Ctrl-C — `Engine.run` first puts every
+instrument in its safe state (signals held), and only then writes to the store,
+each write guarded: a store that fails cannot skip the safe state, and the error
+that reaches the user says what was made safe, what was not, and whether the
+run's status could be stored.
 """
 
 from __future__ import annotations
 
 import contextlib
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -25,7 +29,7 @@ from dataclasses import dataclass, field
 import simpy
 
 from lipon_hw.engine.recipe import ROLE_QUANTITIES, Recipe
-from lipon_hw.errors import InstrumentError, LiponError, RunAborted
+from lipon_hw.errors import InstrumentError, LiponError, RunAborted, StoreError
 from lipon_hw.station import Lab
 from lipon_hw.store import Store
 
@@ -33,6 +37,17 @@ from lipon_hw.store import Store
 SAFE_ORDER = ("rf_supply", "source_supply", "deposition_controller", "shutter", "gas_flow")
 #: how many holds one step tolerates before the run is aborted
 MAX_HOLDS_PER_STEP = 3
+#: how long (wall or run clock, whichever first) a run goes on while the store refuses its
+#: writes; the readings wait in memory meanwhile, and interlocks are still checked
+STORE_PATIENCE_S = 45.0
+#: how long the end of a run (made safe already) waits for a locked store to take its status
+END_WRITE_WAIT_S = 5.0
+
+
+def safe_order(roles: dict[str, str], names) -> list[str]:
+    """Instrument names in the order they are made safe: power first (SAFE_ORDER)."""
+    return sorted(names, key=lambda n: (SAFE_ORDER.index(roles[n]) if roles.get(n) in SAFE_ORDER
+                                        else len(SAFE_ORDER)))
 
 
 @contextlib.contextmanager
@@ -53,6 +68,24 @@ class Interrupted(LiponError):
     """Ctrl-C or SIGTERM."""
 
     exit_code = 130
+
+
+@dataclass
+class SafeState:
+    """What `make_safe` did: instruments made safe, and those that failed (with why)."""
+
+    done: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def sentence(self) -> str:
+        if self.ok:
+            return f"the hardware was made safe ({', '.join(self.done)})"
+        made = f"; made safe: {', '.join(self.done)}" if self.done else ""
+        return f"the hardware was NOT all made safe: FAILED for {', '.join(self.failed)}{made}"
 
 
 @dataclass
@@ -149,6 +182,7 @@ class Engine:
         self.ctx = Context(self)
         self._last_checkpoint = env.now
         self._polled: dict[str, list] = {}
+        self._store_refused_at: float | None = None  # run clock when the store began refusing
 
     # --- the run -------------------------------------------------------------------
     def run(self, start_idx: int = 0, step_state: dict | None = None,
@@ -177,6 +211,7 @@ class Engine:
                 self.checkpoint()
 
         status, message = "failed", ""
+        error: BaseException | None = None
         sampler = None
         try:
             sampler = self.env.process(self._sampler(delay_s=self.recipe.record_every_s
@@ -188,28 +223,64 @@ class Engine:
             status, message = "completed", "all steps done"
         except KeyboardInterrupt:
             status, message = "interrupted", "stopped by the operator (Ctrl-C / SIGTERM)"
-            raise Interrupted(message) from None
+            error = Interrupted(message)
         except RunAborted as exc:
-            status, message = "aborted", str(exc)
-            raise
+            status, message, error = "aborted", str(exc), exc
         except LiponError as exc:
-            status, message = "failed", str(exc)
-            raise
+            status, message, error = "failed", str(exc), exc
+        except sqlite3.Error as exc:
+            error = self.store.unavailable(exc=exc)
+            status, message = "failed", str(error)
         except Exception as exc:
-            status, message = "failed", f"internal error: {exc!r}"
-            raise
+            status, message, error = "failed", f"internal error: {exc!r}", exc
+        except BaseException as exc:  # SystemExit and the like: safe first all the same
+            status, message, error = "failed", f"stopped by {type(exc).__name__}", exc
         finally:
-            if sampler is not None and sampler.is_alive:
+            # the safe state before anything else, whatever failed; no signal cuts it short
+            with _uninterruptible():
+                safe = self._stop(sampler, message)
+                unrecorded = self._record_end(status, message, safe)
+            self.result = RunResult(self.run_id, status, message, self.env.now,
+                                    time.monotonic() - wall0, self._summary)
+        if unrecorded is not None:
+            if isinstance(error, LiponError):
+                unrecorded.exit_code = error.exit_code
+            error = unrecorded
+        if error is None:
+            return self.result
+        with contextlib.suppress(AttributeError):
+            error.safe_state = safe  # what the CLI may truthfully say about the hardware
+        raise error
+
+    def _stop(self, sampler, reason: str) -> SafeState:
+        """Nothing left running on the clock, then every instrument to its safe state."""
+        if sampler is not None and sampler.is_alive:
+            with contextlib.suppress(Exception):
                 sampler.interrupt()  # a finished run leaves nothing running on the clock
+        return self.make_safe(reason=reason)
+
+    def _record_end(self, status: str, message: str, safe: SafeState
+                    ) -> StoreError | None:
+        """The step and the run's status and summary, stored after the safe state; None when
+        stored, else the one-sentence error telling the whole truth."""
+        self._summary: dict = {}
+        stored = message if safe.ok else f"{message}; {safe.sentence()}"
+        try:
             if status != "completed":
                 self._end_step(status)
-            with _uninterruptible():
-                self.make_safe(reason=message)
-            summary = self.summary()
-            self.store.set_status(self.run_id, status, message, summary)
-            self.result = RunResult(self.run_id, status, message, self.env.now,
-                                    time.monotonic() - wall0, summary)
-        return self.result
+            self._summary = self.summary()
+            self.store.set_status(self.run_id, status, stored, self._summary,
+                                  wait_s=END_WRITE_WAIT_S)
+            return None
+        except (sqlite3.Error, StoreError) as exc:
+            problem = exc if isinstance(exc, StoreError) else self.store.unavailable(
+                exc=exc)
+        except Exception as exc:  # noqa: BLE001 - the user must still hear what happened
+            problem = f"{type(exc).__name__}: {exc}"
+        ended = {"completed": "completed", "interrupted": "was interrupted",
+                 "aborted": "was aborted"}.get(status, "failed")
+        return StoreError(f"run {self.run_id} {ended} ({message}) and {safe.sentence()}, "
+                          f"but its status could not be stored: {problem}")
 
     def _end_step(self, status: str) -> None:
         if self.ctx.step_idx < len(self.recipe.steps):
@@ -260,6 +331,7 @@ class Engine:
             yield self.env.timeout(delay_s)
             while True:
                 values = self.sample()
+                self._check_store()
                 self._take_requests()
                 self._check_interlocks(values)
                 if self.env.now - self._last_checkpoint >= self.recipe.checkpoint_every_s:
@@ -269,6 +341,21 @@ class Engine:
                 yield self.env.timeout(self.recipe.record_every_s)
         except simpy.Interrupt:
             return
+
+    def _check_store(self) -> None:
+        """Go on while another process holds the store's lock (readings wait in memory,
+        interlocks are checked), but not for longer than STORE_PATIENCE_S of wall time or
+        of run time, whichever comes first."""
+        since = self.store.unwritable_since
+        if since is None:
+            self._store_refused_at = None
+            return
+        if self._store_refused_at is None:
+            self._store_refused_at = self.env.now
+        waited = max(time.monotonic() - since, self.env.now - self._store_refused_at)
+        if waited > STORE_PATIENCE_S:
+            raise self.store.unavailable(f"the run was stopped after {waited:.0f} s of "
+                                         "readings it could not store")
 
     def _take_requests(self) -> None:
         ctx = self.ctx
@@ -330,21 +417,26 @@ class Engine:
         self._last_checkpoint = self.env.now
 
     # --- safe state ----------------------------------------------------------------
-    def make_safe(self, reason: str = "") -> None:
-        """Every instrument to its safe state, power first; failures are recorded, not raised."""
+    def make_safe(self, reason: str = "") -> SafeState:
+        """Every instrument to its safe state, power first. Never raises: an instrument that
+        fails is reported, and so is an alarm the store will not take."""
         roles = {inst: role for tool_roles in self.recipe.tool_roles.values()
                  for role, inst in tool_roles.items()}
-        order = sorted(self.lab.instruments, key=lambda n: (
-            SAFE_ORDER.index(roles[n]) if roles.get(n) in SAFE_ORDER else len(SAFE_ORDER)))
-        done, failed = [], []
-        for name in order:
+        safe = SafeState()
+        for name in safe_order(roles, self.lab.instruments):
             try:
                 self.lab.instruments[name].make_safe()
-                done.append(name)
-            except (LiponError, OSError) as exc:
-                failed.append(f"{name} ({exc})")
-        message = f"safe state: {', '.join(done)} made safe"
-        if failed:
-            message += f"; FAILED for {', '.join(failed)}"
-        self.store.add_alarm(self.run_id, self.env.now, "error" if failed else "info",
-                             "engine", message + (f" after: {reason}" if reason else ""))
+                safe.done.append(name)
+            except Exception as exc:  # noqa: BLE001 - one instrument never spares the others
+                safe.failed.append(f"{name} ({exc})")
+        message = f"safe state: {', '.join(safe.done)} made safe"
+        if safe.failed:
+            message += f"; FAILED for {', '.join(safe.failed)}"
+        message += f" after: {reason}" if reason else ""
+        with contextlib.suppress(Exception):
+            self.notify(message)
+        # a store that refuses the alarm is reported at the run's end; the hardware came first
+        with contextlib.suppress(sqlite3.Error, LiponError):
+            self.store.add_alarm(self.run_id, self.env.now, "info" if safe.ok else "error",
+                                 "engine", message)
+        return safe

@@ -8,12 +8,14 @@ wall speed. A station with real hardware always runs at speed 1.
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
 import simpy
 
 from lipon_hw.engine import claims
+from lipon_hw.engine.guard import needs_guard, start_guard
 from lipon_hw.engine.ownership import Ownership
 from lipon_hw.engine.recipe import Recipe, load_recipe
 from lipon_hw.engine.runner import Context, Engine, RunResult
@@ -22,6 +24,8 @@ from lipon_hw.station import Station, load_station
 from lipon_hw.store import Store
 
 RESUMABLE = ("running", "interrupted", "aborted", "failed")
+#: after a failed run, how long closing the store waits for a lock (the engine waited already)
+LAST_TRY_S = 0.5
 
 
 def make_env(station: Station, speed: float | None, initial_time: float = 0.0):
@@ -58,15 +62,58 @@ def start_run(sequence: str, data_dir: str | Path, station_path: str | None = No
             if on_start:
                 on_start(run_id, recipe)
             env = make_env(station, speed)
-            lab = station.connect(lambda: env.now, seed=seed)
-        try:
-            return Engine(recipe, lab, store, run_id, env, notify, on_sample).run()
-        finally:
-            lab.close()
-            write_plots(store, run_id, notify)
+        return _drive(station, store, run_id, env, seed, lambda lab: Engine(
+            recipe, lab, store, run_id, env, notify, on_sample).run(), notify)
+    except BaseException:
+        _last_try_to_close(store)
+        raise
     finally:
         owned.release()
+
+
+def _drive(station: Station, store: Store, run_id: int, env, seed, run, notify,
+           prepare=None) -> RunResult:
+    """Connect the station under a guard process (it makes the instruments safe should this
+    process die without doing it, kill -9), run the engine, close links, plots and store."""
+    guard = None
+    with ends_run_on_failure(store, run_id):
+        guard = start_guard(store.data_dir, run_id) if needs_guard(station) else None
+    try:
+        with ends_run_on_failure(store, run_id):
+            lab = station.connect(lambda: env.now, seed=seed)
+            try:
+                if prepare is not None:
+                    prepare(lab)
+            except BaseException:
+                lab.close()
+                raise
+        try:
+            result = run(lab)
+        except BaseException:
+            _close(lab, store, run_id, notify, failed=True)
+            raise
+    finally:
+        if guard is not None:
+            guard.release()
+    _close(lab, store, run_id, notify, failed=False)
+    return result
+
+
+def _last_try_to_close(store: Store) -> None:
+    with contextlib.suppress(LiponError, sqlite3.Error):
+        store.close(wait_s=LAST_TRY_S)
+
+
+def _close(lab, store: Store, run_id: int, notify, failed: bool) -> None:
+    """Links, plots, store. After a failed run (whose error already says what the store
+    took) a store that still refuses writes gets one short last try, never a 30 s wait,
+    and cannot replace that error."""
+    lab.close()
+    write_plots(store, run_id, notify)
+    if not failed:
         store.close()
+        return
+    _last_try_to_close(store)
 
 
 @contextlib.contextmanager
@@ -99,6 +146,10 @@ def write_plots(store: Store, run_id: int, notify: Callable[[str], None] | None 
     cannot be drawn is reported, never allowed to change how the run ended."""
     from lipon_hw.report import write_layer_plots
 
+    if store.unwritable_since is not None:
+        if notify:
+            notify(f"warning: plots of run {run_id} were not drawn: {store.unavailable()}")
+        return []
     try:
         return write_layer_plots(store, run_id, plots_dir(store.data_dir, run_id))
     except Exception as exc:  # noqa: BLE001 - plots are a by-product of the run
@@ -145,21 +196,18 @@ def resume_run(run_id: int, data_dir: str | Path, speed: float | None = None,
             if on_start:
                 on_start(run_id, recipe)
             env = make_env(station, speed, t0)
-            lab = station.connect(lambda: env.now, seed=run.seed)
-            state = cp.state if cp else {"step_idx": 0, "step_state": {}, "setpoints": {}}
-            try:
-                if lab.sim is not None and state.get("sim"):
-                    lab.sim.restore(state["sim"])
-            except BaseException:
-                lab.close()
-                raise
-        try:
-            engine = Engine(recipe, lab, store, run_id, env, notify, on_sample)
-            return engine.run(state["step_idx"], state["step_state"], state["setpoints"],
-                              resumed=True)
-        finally:
-            lab.close()
-            write_plots(store, run_id, notify)
+        state = cp.state if cp else {"step_idx": 0, "step_state": {}, "setpoints": {}}
+
+        def restore(lab) -> None:
+            if lab.sim is not None and state.get("sim"):
+                lab.sim.restore(state["sim"])
+
+        return _drive(station, store, run_id, env, run.seed, lambda lab: Engine(
+            recipe, lab, store, run_id, env, notify, on_sample).run(
+            state["step_idx"], state["step_state"], state["setpoints"], resumed=True),
+            notify, prepare=restore)
+    except BaseException:
+        _last_try_to_close(store)
+        raise
     finally:
         owned.release()
-        store.close()
