@@ -519,3 +519,26 @@ def test_the_cli_claims_a_safe_tool_only_when_the_engine_says_so(capsys):
     said = failing(SafeState(["shutter"], ["rf (link lost)"]))
     assert "NOT all made safe: FAILED for rf (link lost)" in said
     assert "was made safe" not in said
+
+
+def test_a_deposition_leaves_other_tools_instruments_alone(recipe, tmp_path):
+    """The safe state is the run's own tools': an SMU sourcing for another run (a cell test
+    on the bench) keeps its output when a deposition on the same station fails."""
+    station = SocketStation(tmp_path)
+    try:
+        smu = station.wire("smu")
+        smu.ask(b":SOUR:FUNC CURR\n:SOUR:CURR 1e-6\n:OUTP ON\n:OUTP?\n",
+                lambda r: r.endswith(b"\n"))
+        assert smu_output(smu) == "1"
+
+        def fail(_ctx):
+            raise RuntimeError("a bug in a step")
+
+        with pytest.raises(RuntimeError):
+            run_in_process(recipe, tmp_path / "d", station, at_presputter(station, fail))
+        assert not rf_output_on(station.wire("rf")), "RF output is still on"
+        assert smu_output(station.wire("smu")) == "1", "the deposition switched the SMU off"
+        _, _, safe = stored(tmp_path / "d")
+        assert "smu" not in safe[-1] and "rf" in safe[-1]
+    finally:
+        station.stop()

@@ -71,13 +71,12 @@ def make_station_safe(data_dir: str | Path, run_id: int) -> str:
     try:
         run = store.run(run_id)
         station = load_station(text=run.station_text)
-        roles = {inst: role for tool in station.spec.tools.values()
-                 for role, inst in tool.items()}
+        roles = _run_roles(run, station)
         done, failed = [], []
         lab = None
         try:
             lab = station.connect(time.monotonic)
-            for name in safe_order(roles, lab.instruments):
+            for name in safe_order(roles, [n for n in lab.instruments if n in roles]):
                 try:
                     lab.instruments[name].make_safe()
                     done.append(name)
@@ -100,6 +99,19 @@ def make_station_safe(data_dir: str | Path, run_id: int) -> str:
         return message
     finally:
         store.close()
+
+
+def _run_roles(run, station) -> dict[str, str]:
+    """Instrument → role for the instruments of the run's own tools (the station's others
+    may serve another run); every tool of the station when the recipe cannot be read."""
+    from lipon_hw.engine.recipe import load_recipe
+    from lipon_hw.engine.runner import recipe_roles
+
+    try:
+        return recipe_roles(load_recipe(run.sequence_path, station, text=run.sequence_text))
+    except Exception:  # noqa: BLE001 - a guard errs on the side of switching off
+        return {inst: role for tool in station.spec.tools.values()
+                for role, inst in tool.items()}
 
 
 def main(argv: list[str]) -> int:

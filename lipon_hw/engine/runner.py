@@ -50,6 +50,12 @@ def safe_order(roles: dict[str, str], names) -> list[str]:
                                         else len(SAFE_ORDER)))
 
 
+def recipe_roles(recipe) -> dict[str, str]:
+    """Instrument → role, for every instrument of every tool the recipe uses."""
+    return {inst: role for tool_roles in recipe.tool_roles.values()
+            for role, inst in tool_roles.items()}
+
+
 @contextlib.contextmanager
 def _uninterruptible():
     """A second Ctrl-C (or SIGTERM) must not cut the safe-state sequence short."""
@@ -420,10 +426,11 @@ class Engine:
     def make_safe(self, reason: str = "") -> SafeState:
         """Every instrument to its safe state, power first. Never raises: an instrument that
         fails is reported, and so is an alarm the store will not take."""
-        roles = {inst: role for tool_roles in self.recipe.tool_roles.values()
-                 for role, inst in tool_roles.items()}
+        roles = recipe_roles(self.recipe)
         safe = SafeState()
-        for name in safe_order(roles, self.lab.instruments):
+        # only the instruments of the recipe's tools: the station's others (a potentiostat
+        # testing cells for another run) are not this run's to switch off
+        for name in safe_order(roles, [n for n in self.lab.instruments if n in roles]):
             try:
                 self.lab.instruments[name].make_safe()
                 safe.done.append(name)
