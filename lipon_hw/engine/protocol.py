@@ -29,11 +29,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from lipon_hw import techniques as tq
+from lipon_hw.engine import ranges as r
 from lipon_hw.errors import InputError
 from lipon_hw.station import Station
 from lipon_hw.yamlfile import Doc, load, loads, pydantic_error
@@ -45,34 +46,34 @@ CATHODE_UAH_CM2_PER_UM = {"LCO": 69.0, "LiCoO2": 69.0, "LNMO": 30.0 / 0.65}
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = r.MODEL_CONFIG
 
 
 class Record(_Model):
-    every_s: float | None = Field(default=None, gt=0)
-    every_mV: float | None = Field(default=None, gt=0)
-    every_uA: float | None = Field(default=None, gt=0)
-    interval_s: float = Field(default=1.0, gt=0)  # how often the instrument measures
+    every_s: r.RECORD_S | None = None
+    every_mV: r.RECORD_MV | None = None
+    every_uA: r.RECORD_UA | None = None
+    interval_s: r.MEASURE_S = 1.0  # how often the instrument measures
 
 
 class Safety(_Model):
-    min_V: float | None = None
-    max_V: float | None = None
-    max_current_A: float | None = Field(default=None, gt=0)
+    min_V: r.VOLTS | None = None
+    max_V: r.VOLTS | None = None
+    max_current_A: r.CELL_A_CUTOFF | None = None
 
 
 class Until(_Model):
     """Any-of end conditions; each is checked on every measurement."""
 
-    voltage_V: float | None = None            # reached (rising on charge, falling on discharge)
-    current_A: float | None = Field(default=None, gt=0)  # |I| fell below (cv)
-    rate_C: float | None = Field(default=None, gt=0)     # |I| fell below this C-rate (cv)
-    time_s: float | None = Field(default=None, gt=0)
-    time_min: float | None = Field(default=None, gt=0)
-    time_h: float | None = Field(default=None, gt=0)
-    capacity_uAh: float | None = Field(default=None, gt=0)  # passed in this step
-    capacity_mAh: float | None = Field(default=None, gt=0)
-    dVdt_mV_h: float | None = Field(default=None, gt=0)  # |dV/dt| fell below (rest)
+    voltage_V: r.VOLTS | None = None  # reached (rising on charge, falling on discharge)
+    current_A: r.CELL_A_CUTOFF | None = None  # |I| fell below (cv)
+    rate_C: r.C_RATE_CUTOFF | None = None     # |I| fell below this C-rate (cv)
+    time_s: r.STEP_TIME_S | None = None
+    time_min: r.STEP_TIME_MIN | None = None
+    time_h: r.STEP_TIME_H | None = None
+    capacity_uAh: r.CAPACITY_UAH | None = None  # passed in this step
+    capacity_mAh: r.CAPACITY_MAH | None = None
+    dVdt_mV_h: r.DVDT_MV_H | None = None  # |dV/dt| fell below (rest)
 
     @property
     def duration_s(self) -> float | None:
@@ -94,7 +95,7 @@ class _Step(_Model):
     TECHNIQUE: ClassVar[type | None] = None
     TYPE: ClassVar[str] = ""  # the Battery Data Format's step type
     until: Until = Until()
-    goto: dict[str, str] = {}
+    goto: dict[str, str] = Field(default={}, max_length=len(Until.model_fields))
     record: Record | None = None
     safety: Safety | None = None
 
@@ -112,15 +113,13 @@ class Rest(_Step):
 
 class CC(_Step):
     TECHNIQUE = tq.ConstantCurrent
-    current_A: float | None = None
-    rate_C: float | None = None
+    current_A: r.CELL_A | None = None  # never 0: a current of 0 is a `rest`
+    rate_C: r.C_RATE | None = None
 
     @model_validator(mode="after")
     def _one_setpoint(self):
         if (self.current_A is None) == (self.rate_C is None):
             raise ValueError("give exactly one of current_A and rate_C")
-        if (self.current_A or self.rate_C) == 0:
-            raise ValueError("a constant current of 0 is a rest: use `rest`")
         return self
 
     @property
@@ -137,7 +136,7 @@ class CC(_Step):
 
 class CV(_Step):
     TECHNIQUE = tq.ConstantVoltage
-    voltage_V: float
+    voltage_V: r.VOLTS
 
     def allowed_ends(self):
         return ("time", "capacity", "current_A", "rate_C")
@@ -145,7 +144,7 @@ class CV(_Step):
 
 class CCCV(CC):
     TECHNIQUE = tq.CCCV
-    voltage_V: float
+    voltage_V: r.VOLTS
 
     @property
     def step_type(self) -> str:
@@ -158,12 +157,12 @@ class CCCV(CC):
 class EISStep(_Step):
     TECHNIQUE = tq.EIS
     TYPE = "EIS"
-    from_Hz: float = Field(gt=0)
-    to_Hz: float = Field(gt=0)
-    per_decade: int | None = Field(default=None, gt=0)
-    points: int | None = Field(default=None, gt=0)
-    amplitude_mV: float = Field(default=10, gt=0)
-    dc_V: float | None = None
+    from_Hz: r.FREQ_HZ
+    to_Hz: r.FREQ_HZ
+    per_decade: r.PER_DECADE | None = None
+    points: r.EIS_POINTS | None = None
+    amplitude_mV: r.AMPLITUDE_MV = 10
+    dc_V: r.VOLTS | None = None
 
     @model_validator(mode="after")
     def _one_density(self):
@@ -178,7 +177,7 @@ class EISStep(_Step):
 class DCPolarizationStep(_Step):
     TECHNIQUE = tq.DCPolarization
     TYPE = "CV"
-    voltage_V: float
+    voltage_V: r.VOLTS
 
     def allowed_ends(self):
         return ("time",)
@@ -187,10 +186,13 @@ class DCPolarizationStep(_Step):
 class Sweep(_Step):
     TECHNIQUE = tq.LinearSweep
     TYPE = "LSV"
-    from_V: float
-    to_V: float
-    rate_mV_s: float = Field(gt=0)
-    step_mV: float = Field(default=1.0, gt=0)
+    from_V: r.VOLTS
+    to_V: r.VOLTS
+    rate_mV_s: r.SWEEP_RATE_MV_S
+    step_mV: r.SWEEP_STEP_MV = 1.0
+
+    def path_V(self) -> float:
+        return abs(self.to_V - self.from_V)
 
     def allowed_ends(self):
         return ()
@@ -199,12 +201,17 @@ class Sweep(_Step):
 class CyclicSweepStep(_Step):
     TECHNIQUE = tq.CyclicSweep
     TYPE = "CV_SWEEP"
-    from_V: float
-    vertex1_V: float
-    vertex2_V: float
-    rate_mV_s: float = Field(gt=0)
-    step_mV: float = Field(default=1.0, gt=0)
-    scans: int = Field(default=1, gt=0)
+    from_V: r.VOLTS
+    vertex1_V: r.VOLTS
+    vertex2_V: r.VOLTS
+    rate_mV_s: r.SWEEP_RATE_MV_S
+    step_mV: r.SWEEP_STEP_MV = 1.0
+    scans: r.SCANS = 1
+
+    def path_V(self) -> float:
+        one = (abs(self.vertex1_V - self.from_V) + abs(self.vertex2_V - self.vertex1_V)
+               + abs(self.from_V - self.vertex2_V))
+        return one * self.scans
 
     def allowed_ends(self):
         return ()
@@ -212,7 +219,7 @@ class CyclicSweepStep(_Step):
 
 class Loop(_Model):
     to: str
-    times: int = Field(gt=0)
+    times: r.LOOP_TIMES
 
 
 STEP_KINDS: dict[str, type[_Step]] = {
@@ -226,44 +233,47 @@ class CellSpec(_Model):
     lab, which mounts such cells), capacity for C-rates."""
 
     kind: Literal["blocking", "plating", "lnmo", "lco", "lco_anodeless"] | None = None
-    area_cm2: float | None = Field(default=None, gt=0)
-    capacity_uAh: float | None = Field(default=None, gt=0)
-    temperature_C: float | None = None
-    lipon_thickness_nm: float | None = Field(default=None, gt=0)  # for σ = t/(R·A)
-    faults: list = []  # simulated lab only: faults of these cells
-    params: dict = {}  # simulated lab only: model parameters (e.g. initial_soc)
+    area_cm2: r.AREA_CM2 | None = None
+    capacity_uAh: r.CAPACITY_UAH | None = None
+    temperature_C: r.TEMPERATURE_C | None = None
+    lipon_thickness_nm: r.THICKNESS_NM | None = None  # for σ = t/(R·A)
+    faults: list = Field(default=[], max_length=100)  # simulated lab only: faults of these cells
+    params: dict[str, object] = Field(default={}, max_length=100)  # simulated lab only: model
+    #                                     parameters (e.g. initial_soc), see check_cell_params
 
 
 class ChannelSpec(_Model):
-    sample: str | None = None
+    sample: r.SAMPLE_ID | None = None
     protocol: str | None = None
     cell: CellSpec | None = None
 
 
 class Termination(_Model):
-    cycles: int | None = Field(default=None, gt=0)
-    retention_below_pct: float | None = Field(default=None, gt=0, lt=100)
-    reference_cycle: int = Field(default=1, gt=0)  # retention is relative to this cycle
+    cycles: r.CYCLES | None = None
+    retention_below_pct: r.RETENTION_PCT | None = None
+    reference_cycle: r.CYCLES = 1  # retention is relative to this cycle
 
 
 class ProtocolSpec(_Model):
     """A named step list with its own recording, safety and termination."""
 
-    steps: list = Field(min_length=1)
+    steps: list = Field(min_length=1, max_length=r.MAX_STEPS)
     record: Record = Record()
     safety: Safety = Safety()
     termination: Termination = Termination()
 
 
 class _Head(ProtocolSpec):
-    name: str
+    name: str = Field(max_length=200)
     kind: Literal["cycling"]
     potentiostat: str | None = None
-    channels: str | int | list[int] | dict[str, ChannelSpec]
+    channels: (Annotated[str, Field(max_length=1000)] | r.whole(1, 10_000, "a channel")
+               | Annotated[list[r.whole(1, 10_000, "a channel")], Field(max_length=10_000)]
+               | Annotated[dict[str, ChannelSpec], Field(max_length=1000)])
     cell: CellSpec = CellSpec()
-    protocols: dict[str, ProtocolSpec] = {}
-    poll_every_s: float | None = Field(default=None, gt=0)
-    checkpoint_every_s: float = Field(default=60, gt=0)
+    protocols: dict[str, ProtocolSpec] = Field(default={}, max_length=100)
+    poll_every_s: r.POLL_S | None = None
+    checkpoint_every_s: r.CHECKPOINT_S = 60
 
 
 # --- the validated protocol ----------------------------------------------------------------
