@@ -45,8 +45,32 @@ def sample_capacity_Ah(store: Store, sample_id: str, area_cm2: float) -> float |
 
 def load(sequence: str, station: Station, store: Store | None, text: str | None = None
          ) -> pr.Protocol:
+    """The validated protocol; with a store, its channels' samples must be in it (with films,
+    on a simulated station, which builds the cells from them)."""
     capacity = (lambda s, a: sample_capacity_Ah(store, s, a)) if store is not None else None
-    return pr.load_protocol(sequence, station, text=text, sample_capacity=capacity)
+    exists = (lambda s: _sample_known(store, s, station.simulated)) if store is not None \
+        else None
+    return pr.load_protocol(sequence, station, text=text, sample_capacity=capacity,
+                            sample_exists=exists,
+                            cell_check=_sim_cell_check if station.simulated else None)
+
+
+def _sample_known(store: Store, sample_id: str, needs_films: bool) -> bool:
+    try:
+        sample = store.sample(sample_id)
+    except InputError:
+        return False
+    return bool(sample["layers"]) or not needs_films
+
+
+def _sim_cell_check(spec: pr.CellSpec) -> None:
+    """The simulated lab's hook: build the cell once from the seeds' stack, so unknown model
+    parameters and faults are refused before a run row exists (ValueError)."""
+    from lipon_hw.sim.cells import DEFAULT_AREA_CM2, cell_from_films, default_layers
+
+    kind = spec.kind or "lnmo"
+    cell_from_films(kind, default_layers(kind), spec.area_cm2 or DEFAULT_AREA_CM2[kind],
+                    spec.temperature_C or 25.0, spec.faults, None, params=spec.params or None)
 
 
 def start_cycling(sequence: str, data_dir: str | Path, station_path: str | None = None,
