@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Discriminator, Field, Tag, ValidationError, model_validator
 
 from lipon_hw import techniques as tq
 from lipon_hw.engine import ranges as r
@@ -264,13 +264,40 @@ class ProtocolSpec(_Model):
     termination: Termination = Termination()
 
 
+def _channels_shape(value) -> str:
+    return {str: "range", dict: "map", list: "list"}.get(type(value), "number")
+
+
+#: `1-16`, `3`, `[1, 2]` or a mapping of ranges to channel specs; the shape picks the type,
+#: so an error names the field, not every shape it is not (tags are dropped from the path)
+_CHANNELS = Annotated[
+    Annotated[Annotated[str, Field(max_length=1000)], Tag("range")]
+    | Annotated[r.whole(1, 10_000, "a channel number"), Tag("number")]
+    | Annotated[Annotated[list[r.whole(1, 10_000, "a channel number")],
+                          Field(max_length=10_000)], Tag("list")]
+    | Annotated[Annotated[dict[str, ChannelSpec], Field(max_length=1000)], Tag("map")],
+    Discriminator(_channels_shape)]
+_CHANNEL_TAGS = ("range", "number", "list", "map")
+
+
+class _Untagged:
+    """A ValidationError's errors with the channel shapes' tags taken out of their paths."""
+
+    def __init__(self, exc: ValidationError):
+        self._errors = exc.errors()
+
+    def errors(self) -> list[dict]:
+        return [{**e, "loc": tuple(p for i, p in enumerate(e["loc"])
+                                   if not (i == 1 and e["loc"][0] == "channels"
+                                           and p in _CHANNEL_TAGS))}
+                for e in self._errors]
+
+
 class _Head(ProtocolSpec):
     name: str = Field(max_length=200)
     kind: Literal["cycling"]
     potentiostat: str | None = None
-    channels: (Annotated[str, Field(max_length=1000)] | r.whole(1, 10_000, "a channel")
-               | Annotated[list[r.whole(1, 10_000, "a channel")], Field(max_length=10_000)]
-               | Annotated[dict[str, ChannelSpec], Field(max_length=1000)])
+    channels: _CHANNELS
     cell: CellSpec = CellSpec()
     protocols: dict[str, ProtocolSpec] = Field(default={}, max_length=100)
     poll_every_s: r.POLL_S | None = None
@@ -368,7 +395,7 @@ def protocol_from_doc(doc: Doc, station: Station, text: str | None = None,
     try:
         head = _Head.model_validate(doc.data)
     except ValidationError as exc:
-        raise pydantic_error(doc, exc) from None
+        raise pydantic_error(doc, _Untagged(exc)) from None
     pstat = _potentiostat(doc, head, station)
     programs = {None: _program(doc, (), head.name, head, station, pstat)}
     for name, spec in head.protocols.items():
