@@ -45,7 +45,7 @@ def _refusal(path: Path, store: Store | None = None) -> str:
     t0 = time.perf_counter()
     with pytest.raises(InputError) as info:
         _validate(path, store)
-    assert time.perf_counter() - t0 < 2.0, "refusing took too long"
+    assert time.perf_counter() - t0 < 5.0, "refusing took too long"
     message = str(info.value)
     assert "\n" not in message and message.startswith(f"{path}:"), message
     return message
@@ -74,7 +74,7 @@ PROTOCOL_CASES = [
     (EIS, "  - cv: {voltage_V: 1.0e6}\n" + EIS, "voltage_V: 1.0e6", "steps[0].cv.voltage_V",
      "outside -10–10 V"),
     (EIS, "  - cv: {voltage_V: 5.3, until: {time_h: 1}}\n" + EIS, "voltage_V: 5.3",
-     "steps[0].cv.voltage_V", "not inside the safety window 2.5…5.2 V"),
+     "steps[0].cv.voltage_V", "not inside the safety window 2.5…5.2 V: max_V at line 12"),
     (CHARGE, CHARGE.replace("3.0e-6", "0"), "current_A: 0,", "steps[6].cc.current_A",
      "0 is not allowed"),
     ("safety: {min_V: 2.5, max_V: 5.2}", "safety: {min_V: 5.2, max_V: 2.5}", "safety:",
@@ -166,7 +166,7 @@ def test_channel_ranges_are_refused_before_they_are_expanded(tmp_path):
     path, _ = _variant(tmp_path, LNMO, "channels: 1-16", "channels: 1-999999999999")
     t0 = time.perf_counter()
     _refusal(path)
-    assert time.perf_counter() - t0 < 0.5
+    assert time.perf_counter() - t0 < 1.0
 
 
 # --- named cases: recipes ---------------------------------------------------------------
@@ -208,10 +208,13 @@ def test_hostile_recipe_values_are_refused_at_their_line(tmp_path, name, old, ne
 
 def test_a_20000_term_interlock_is_refused_fast(tmp_path):
     when = " + ".join(["process_gauge.pressure_torr"] * 20_000) + " > 1"
-    path, text = _variant(tmp_path, SPUTTER, "process_gauge.pressure_torr > 0.03", when)
+    known = {"process_gauge.pressure_torr": "process_gauge"}
     t0 = time.perf_counter()
-    message = _refusal(path)
-    assert time.perf_counter() - t0 < 0.5
+    with pytest.raises(ValueError, match="at most 500 characters"):
+        parse_interlock(when, "abort", known)
+    assert time.perf_counter() - t0 < 0.05, "refused before any parsing cost"
+    path, text = _variant(tmp_path, SPUTTER, "process_gauge.pressure_torr > 0.03", when)
+    message = _refusal(path)  # the file itself is 560 kB: reading the YAML is most of it
     assert "interlocks[1].when: a condition is at most 500 characters" in message
     # under the character bound, the node bound: 100 terms of a short name
     known = {"g.p": "process_gauge"}
@@ -314,7 +317,10 @@ def test_generated_hostile_values_are_refused_at_the_mutated_field(tmp_path, fie
     except InputError as exc:
         message = str(exc)
         line = loads(text, str(path)).line(loc)
-        assert message.startswith(f"{path}:{line}: {field_name(loc)}"), (value, message)
+        # the mutated field, or a field it makes impossible (a setpoint outside a safety
+        # window, a window emptied): then the sentence names the mutated key and its line
+        assert message.startswith(f"{path}:{line}: {field_name(loc)}") \
+            or f"{loc[-1]} at line {line}" in message, (value, message)
         assert "\n" not in message
     else:
         assert value in MAYBE and not any(value is v for v in NEVER), \

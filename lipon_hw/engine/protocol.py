@@ -646,28 +646,38 @@ def _check_safety(doc: Doc, base: tuple, safety: Safety, loc: tuple | None = Non
                   p: _Step | None = None) -> None:
     """A safety window (a step's own over the protocol's) is a window, min_V at least
     MIN_WINDOW_V below max_V, and a step's setpoints lie strictly inside it: a setpoint on
-    or past a limit would trip the channel at once."""
-    where = base + ("safety",)
-    if p is not None and p.safety is not None:
+    or past a limit would trip the channel at once. Each sentence names the line of every
+    limit involved, since either side may be the mistake."""
+    own = set(p.safety.model_fields_set) if p is not None and p.safety is not None else set()
+    if own:
         safety = safety.model_copy(update=p.safety.model_dump(exclude_unset=True))
-        where = loc + ("safety",)
+
+    def origin(key: str) -> tuple:
+        return (loc if key in own else base) + ("safety", key)
+
+    def at(key: str) -> str:
+        return f"{key} at line {doc.line(origin(key))}"
+
     lo, hi = safety.min_V, safety.max_V
-    if lo is not None and hi is not None and hi - lo < MIN_WINDOW_V:
-        raise doc.error(where + ("max_V",), f"the safety window {lo:g}…{hi:g} V is empty or "
-                                            f"narrower than {MIN_WINDOW_V:g} V: max_V must be "
-                                            "above min_V")
+    if lo is not None and hi is not None and hi - lo < MIN_WINDOW_V \
+            and (p is None or own & {"min_V", "max_V"}):
+        key = "max_V" if p is None or "max_V" in own else "min_V"
+        raise doc.error(origin(key), f"the safety window {lo:g}…{hi:g} V ({at('min_V')}, "
+                                     f"{at('max_V')}) is empty or narrower than "
+                                     f"{MIN_WINDOW_V:g} V: max_V must be above min_V")
     if p is None:
         return
     window = f"{'−∞' if lo is None else f'{lo:g}'}…{'∞' if hi is None else f'{hi:g}'}"
     for key, v in _setpoint_volts(p).items():
         if (lo is not None and v <= lo) or (hi is not None and v >= hi):
-            raise doc.error(loc + tuple(key.split(".")),
-                            f"{v:g} V is not inside the safety window {window} V "
-                            "(min_V/max_V): the channel would trip on it")
+            limit = "min_V" if lo is not None and v <= lo else "max_V"
+            raise doc.error(loc + (key,), f"{v:g} V is not inside the safety window {window} V: "
+                                          f"{at(limit)} would trip the channel on it")
     current, i_max = getattr(p, "current_A", None), safety.max_current_A
     if current is not None and i_max is not None and abs(current) >= i_max:
-        raise doc.error(loc + ("current_A",), f"|{current:g}| A is not below the safety "
-                                              f"limit max_current_A = {i_max:g} A")
+        raise doc.error(loc + ("current_A",), f"|{current:g}| A is not below the safety limit "
+                                              f"max_current_A = {i_max:g} A "
+                                              f"({at('max_current_A')})")
 
 
 def _check_sweep(doc: Doc, loc: tuple, p: _Step) -> None:
