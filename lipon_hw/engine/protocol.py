@@ -335,6 +335,7 @@ class Program:
     record: Record
     safety: Safety
     termination: Termination
+    base: tuple = ()  # where the program is in its file: () or ("protocols", name)
 
 
 @dataclass
@@ -419,6 +420,7 @@ def protocol_from_doc(doc: Doc, station: Station, text: str | None = None,
             capacity = sample_capacity(spec.sample, cell.area_cm2)
         program = programs[spec.protocol]
         _check_rates(doc, loc, program, capacity, number)
+        _check_c_rates(doc, program, capacity, number)
         plans.append(ChannelPlan(number, program, spec.sample, cell, capacity))
     if text is None:
         text = Path(doc.path).read_text(encoding="utf-8")
@@ -562,7 +564,7 @@ def _program(doc: Doc, base: tuple, name: str, spec: ProtocolSpec, station: Stat
         _check_limits(doc, loc, st.params, station, pstat)
         _check_safety(doc, base, spec.safety, loc, st.params)
         _check_sweep(doc, loc, st.params)
-    program = Program(name, steps, spec.record, spec.safety, spec.termination)
+    program = Program(name, steps, spec.record, spec.safety, spec.termination, base)
     check_termination(doc, base, program)
     return program
 
@@ -628,6 +630,22 @@ def _check_limits(doc: Doc, loc: tuple, p: _Step, station: Station, pstat: str) 
     if i_max is not None and current is not None and abs(current) > i_max:
         raise doc.error(loc + ("current_A",), f"|{current:g}| A is above the station limit "
                                               f"max_current_A = {i_max:g} of {pstat}")
+    full_scale = _largest_current_range(station, pstat)
+    if full_scale is not None and current is not None and abs(current) > full_scale:
+        raise doc.error(loc + ("current_A",), f"|{current:g}| A is above {pstat}'s largest "
+                                              f"current range, {full_scale:g} A")
+
+
+def _largest_current_range(station: Station, pstat: str) -> float | None:
+    """The driver's largest current range (its `current_ranges_A` is a constant of the
+    make, so it is read from the class, before any instrument is connected)."""
+    from lipon_hw.station import driver_class
+
+    ranges = getattr(driver_class(station.instrument(pstat).driver), "current_ranges_A", None)
+    try:
+        return max(ranges(None)) if ranges is not None else None
+    except (TypeError, AttributeError, ValueError):
+        return None
 
 
 MIN_WINDOW_V = 0.1  # a safety window narrower than this trips on noise at the first sample
@@ -799,6 +817,22 @@ def _components(edges: list[list[int]]) -> list[int]:
                 parent = work[-1][0]
                 low[parent] = min(low[parent], low[v])
     return comp
+
+
+def _check_c_rates(doc: Doc, program: Program, capacity_Ah: float | None,
+                   channel: int) -> None:
+    """A current given in amperes is at most the fastest C-rate of a cell of known
+    capacity (C_RATE: 100 C), as a C-rate is."""
+    if capacity_Ah is None:
+        return
+    fastest = 100.0
+    for i, st in enumerate(program.steps):
+        current = getattr(st.params, "current_A", None) if st.params is not None else None
+        if current is not None and abs(current) > fastest * capacity_Ah:
+            raise doc.error(program.base + ("steps", i, st.kind, "current_A"),
+                            f"|{current:g}| A is {abs(current) / capacity_Ah:.3g} C for the "
+                            f"{capacity_Ah * 1e6:g} µAh cell of channel {channel}, faster "
+                            f"than {fastest:g} C")
 
 
 def _check_rates(doc: Doc, loc: tuple, program: Program, capacity_Ah: float | None,
