@@ -77,6 +77,8 @@ PROTOCOL_CASES = [
      "steps[0].cv.voltage_V", "not inside the safety window 2.5…5.2 V: max_V at line 12"),
     (CHARGE, CHARGE.replace("3.0e-6", "0"), "current_A: 0,", "steps[6].cc.current_A",
      "0 is not allowed"),
+    (EIS, "  - rest: {until: {time_s: 0.5}}\n" + EIS, "time_s: 0.5",
+     "steps[0].rest.until.time_s", "less than one measurement interval (1 s"),
     (CHARGE, CHARGE.replace("3.0e-6", "0.5"), "current_A: 0.5,", "steps[6].cc.current_A",
      "above mes4's largest current range, 0.1 A"),
     (CHARGE, CHARGE.replace("3.0e-6", "1.0e-3"), "current_A: 1.0e-3,", "steps[6].cc.current_A",

@@ -564,6 +564,7 @@ def _program(doc: Doc, base: tuple, name: str, spec: ProtocolSpec, station: Stat
         _check_limits(doc, loc, st.params, station, pstat)
         _check_safety(doc, base, spec.safety, loc, st.params)
         _check_sweep(doc, loc, st.params)
+        _check_interval(doc, loc, st.params, spec.record)
     program = Program(name, steps, spec.record, spec.safety, spec.termination, base)
     check_termination(doc, base, program)
     return program
@@ -696,6 +697,20 @@ def _check_safety(doc: Doc, base: tuple, safety: Safety, loc: tuple | None = Non
         raise doc.error(loc + ("current_A",), f"|{current:g}| A is not below the safety limit "
                                               f"max_current_A = {i_max:g} A "
                                               f"({at('max_current_A')})")
+
+
+def _check_interval(doc: Doc, loc: tuple, p: _Step, record: Record) -> None:
+    """A step measures at least once: its time limit is not shorter than the instrument's
+    measurement interval (the instrument would refuse it once the run has started)."""
+    duration = p.until.duration_s
+    if duration is None or isinstance(p, EISStep | Sweep | CyclicSweepStep):
+        return
+    interval = (p.record or record).interval_s
+    if duration < interval:
+        key = next(k for k in ("time_s", "time_min", "time_h") if getattr(p.until, k))
+        raise doc.error(loc + ("until", key), f"the step would last {duration:g} s, less than "
+                                              f"one measurement interval ({interval:g} s, "
+                                              "record.interval_s)")
 
 
 def _check_sweep(doc: Doc, loc: tuple, p: _Step) -> None:
