@@ -185,6 +185,8 @@ RECIPE_CASES = [
      "steps[4].wait.for_min", "finite number"),
     (SPUTTER, "ramp_W_per_s: 1,", "ramp_W_per_s: 1.0e-12,", "ramp_W_per_s",
      "steps[2].rf.ramp_W_per_s", "must end within hours"),
+    (SPUTTER, "power_W: 0, ramp_W_per_s: 5", "power_W: 0, ramp_W_per_s: 0.002",
+     "ramp_W_per_s: 0.002", "steps[5].rf.ramp_W_per_s", "outside 0.01–1000 W/s"),
     (SPUTTER, "record_every_s: 5", "record_every_s: 1.0e-300", "record_every_s",
      "record_every_s", "outside"),
     (SPUTTER, "checkpoint_every_s: 60", "checkpoint_every_s: .nan", "checkpoint_every_s",
@@ -210,6 +212,23 @@ def test_hostile_recipe_values_are_refused_at_their_line(tmp_path, name, old, ne
     message = _refusal(path)
     assert message.startswith(f"{path}:{_line_of(text, needle)}: {field}: "), message
     assert words in message, message
+
+
+def test_an_rf_ramp_longer_than_four_hours_is_refused(tmp_path):
+    """In range on its own (0.02 W/s), but 500 W at that rate takes 6.9 h."""
+    station_text = (Path(__file__).resolve().parent.parent / "lipon_hw" / "data"
+                    / "sim_lab.yaml").read_text(encoding="utf-8")
+    assert "limits: {max_power_W: 100}" in station_text
+    station_path = tmp_path / "station.yaml"
+    station_path.write_text(station_text.replace("limits: {max_power_W: 100}",
+                                                 "limits: {max_power_W: 600}"), "utf-8")
+    path, text = _variant(tmp_path, SPUTTER, "power_W: 50, ramp_W_per_s: 1,",
+                          "power_W: 500, ramp_W_per_s: 0.02,")
+    with pytest.raises(InputError) as info:
+        load_recipe(str(path), load_station(str(station_path)))
+    line = _line_of(text, "power_W: 500")
+    assert str(info.value).startswith(f"{path}:{line}: steps[2].rf.ramp_W_per_s: 0.02 W/s "
+                                      "takes 6.94 h to ramp 500 W, longer than 4 h")
 
 
 def test_a_20000_term_interlock_is_refused_fast(tmp_path):

@@ -286,6 +286,7 @@ def load_recipe(path: str, station: Station, text: str | None = None) -> Recipe:
         record_every_s=head.record_every_s, checkpoint_every_s=head.checkpoint_every_s)
     for i, step in enumerate(steps):
         _check_against_station(doc, i, step, recipe, station)
+    _check_ramps(doc, steps)
     known = recipe.quantities()
     for i, spec in enumerate(head.interlocks):
         try:
@@ -299,6 +300,25 @@ def load_recipe(path: str, station: Station, text: str | None = None) -> Recipe:
         lock.during = tuple(spec.during)
         recipe.interlocks.append(lock)
     return recipe
+
+
+MAX_RAMP_S = 4 * 3600.0  # an RF ramp that takes longer is a typo in ramp_W_per_s
+
+
+def _check_ramps(doc: Doc, steps: list[PlannedStep]) -> None:
+    """Every RF ramp ends within MAX_RAMP_S: from the power the step before left (per
+    tool) to its own setpoint, at its ramp rate."""
+    power: dict[str, float] = {}
+    for i, step in enumerate(steps):
+        p = step.params
+        if not isinstance(p, RF):
+            continue
+        delta = abs(p.power_W - power.get(step.tool, 0.0))
+        if delta / p.ramp_W_per_s > MAX_RAMP_S:
+            raise doc.error(("steps", i, step.kind, "ramp_W_per_s"),
+                            f"{p.ramp_W_per_s:g} W/s takes {delta / p.ramp_W_per_s / 3600:.3g} h "
+                            f"to ramp {delta:g} W, longer than {MAX_RAMP_S / 3600:g} h")
+        power[step.tool] = p.power_W
 
 
 def _bind_roles(doc: Doc, head: _RecipeHead, station: Station) -> dict[str, str]:
