@@ -166,6 +166,9 @@ def test_a_channel_sample_missing_from_the_store_is_refused_before_a_run_row(tmp
         start_cycling(str(path), data, workers=1)
     assert _run_rows(data) == 0
     assert _validate(path).channels, "without a store, validation says nothing of samples"
+    result = CliRunner().invoke(main, ["validate", str(path), "--data", str(data)])
+    assert result.exit_code == 2 and "sample 'NOPE' is not in the store" in result.output
+    assert len(result.output.strip().splitlines()) == 1
 
 
 def test_channel_ranges_are_refused_before_they_are_expanded(tmp_path):
