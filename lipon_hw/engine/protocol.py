@@ -446,9 +446,19 @@ def _check_cell(doc: Doc, loc: tuple, cell: CellSpec, cell_check) -> None:
         return
     try:
         cell_check(cell)
+    except CellParamError as exc:
+        raise doc.error(loc + ("params", exc.key), exc.message) from None
     except (ValueError, TypeError, KeyError) as exc:
         field = "params" if cell.params else "faults" if cell.faults else "kind"
         raise doc.error(loc + (field,), f"the lab cannot build this cell ({exc})") from None
+
+
+class CellParamError(ValueError):
+    """A lab's `cell_check` refusing one model parameter's value."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"{key}: {message}")
+        self.key, self.message = key, message
 
 
 def _param_value_ok(v) -> bool:
