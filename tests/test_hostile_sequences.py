@@ -358,3 +358,24 @@ def test_generated_hostile_values_are_refused_at_the_mutated_field(tmp_path, fie
         assert value in MAYBE and not any(value is v for v in NEVER), \
             f"{field_name(loc)} = {value!r} in {source.name} was accepted"
     assert time.perf_counter() - t0 < 2.0
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[
+    HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(field=st.sampled_from(FIELDS), value=st.sampled_from(NEVER))
+def test_generated_refusals_through_the_cli_store_nothing(tmp_path, field, value):
+    """`lipon-hw run` of a refused file: exit 2, one line naming file, line and field, and
+    no run row in the store."""
+    index, loc = field
+    source, data = CORPUS[index]
+    text = yaml.safe_dump(_set(data, loc, value), sort_keys=False, allow_unicode=True,
+                          width=10_000)
+    path = tmp_path / source.name
+    path.write_text(text, encoding="utf-8")
+    data_dir = tmp_path / "data"
+    result = CliRunner().invoke(main, ["run", str(path), "--data", str(data_dir)])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    line = loads(text, str(path)).line(loc)
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}:{line}: "), result.output
+    assert _run_rows(data_dir) == 0
