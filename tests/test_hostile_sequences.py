@@ -373,9 +373,12 @@ def test_generated_refusals_through_the_cli_store_nothing(tmp_path, field, value
     path = tmp_path / source.name
     path.write_text(text, encoding="utf-8")
     data_dir = tmp_path / "data"
-    result = CliRunner().invoke(main, ["run", str(path), "--data", str(data_dir)])
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
     line = loads(text, str(path)).line(loc)
-    assert len(lines) == 1 and lines[0].startswith(f"error: {path}:{line}: "), result.output
+    # validate first: a value the code accepted would otherwise start a whole campaign
+    for args in (["validate", str(path)], ["run", str(path), "--data", str(data_dir)]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2, result.output
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {path}:{line}: "), \
+            result.output
     assert _run_rows(data_dir) == 0
