@@ -22,11 +22,14 @@ End conditions (`until`) are any-of; `goto: {condition: tag}` jumps elsewhere wh
 condition ended the step. A `loop` jumps back `times` − 1 times, and every jump back
 starts a new cycle. C-rates become currents from the channel's capacity (given, or from
 its sample's cathode). Errors name the file, line and field.
+
+Every number has a physical range (`ranges`); what numbers make together is checked in
+`protocol_checks` (safety window, sweeps, currents, cell parameters); a program that
+could loop forever, or run more than 10⁷ steps, is refused by `termination`.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,12 +38,14 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import BaseModel, Discriminator, Field, Tag, ValidationError, model_validator
 
 from lipon_hw import techniques as tq
+from lipon_hw.engine import protocol_checks as chk
 from lipon_hw.engine import ranges as r
+from lipon_hw.engine.protocol_checks import FOREVER_S, CellParamError  # noqa: F401 (API)
+from lipon_hw.engine.termination import check_termination
 from lipon_hw.errors import InputError
 from lipon_hw.station import Station
 from lipon_hw.yamlfile import Doc, load, loads, pydantic_error
 
-FOREVER_S = 1.0e7  # a step with no time limit still needs one on the instrument
 CELL_KINDS = ("blocking", "plating", "lnmo", "lco", "lco_anodeless")
 #: areal capacity per µm of cathode, µAh/cm² (PHYSICS.md §6: LCO 69; LNMO 30 per 650 nm)
 CATHODE_UAH_CM2_PER_UM = {"LCO": 69.0, "LiCoO2": 69.0, "LNMO": 30.0 / 0.65}
@@ -401,7 +406,7 @@ def protocol_from_doc(doc: Doc, station: Station, text: str | None = None,
     programs = {None: _program(doc, (), head.name, head, station, pstat)}
     for name, spec in head.protocols.items():
         programs[name] = _program(doc, ("protocols", name), name, spec, station, pstat)
-    _check_cell(doc, ("cell",), head.cell, cell_check)
+    chk.check_cell(doc, ("cell",), head.cell, cell_check)
     plans = []
     for loc, number, spec in _channels(doc, head, station, pstat):
         if spec.protocol is not None and spec.protocol not in head.protocols:
@@ -414,59 +419,18 @@ def protocol_from_doc(doc: Doc, station: Station, text: str | None = None,
                                                "deposit it first, or give the cell instead")
         cell = _merge_cell(head.cell, spec.cell)
         if spec.cell is not None:
-            _check_cell(doc, loc + ("cell",), cell, cell_check)
+            chk.check_cell(doc, loc + ("cell",), cell, cell_check)
         capacity = cell.capacity_uAh * 1e-6 if cell.capacity_uAh else None
         if capacity is None and spec.sample and sample_capacity and cell.area_cm2:
             capacity = sample_capacity(spec.sample, cell.area_cm2)
         program = programs[spec.protocol]
         _check_rates(doc, loc, program, capacity, number)
-        _check_c_rates(doc, program, capacity, number)
+        chk.check_c_rates(doc, program, capacity, number)
         plans.append(ChannelPlan(number, program, spec.sample, cell, capacity))
     if text is None:
         text = Path(doc.path).read_text(encoding="utf-8")
     return Protocol(doc.path, text, head.name, pstat, plans, head.poll_every_s,
                     head.checkpoint_every_s)
-
-
-def _check_cell(doc: Doc, loc: tuple, cell: CellSpec, cell_check) -> None:
-    """A cell's model parameters are finite numbers (or lists of them, or short names), an
-    initial state of charge is one, and the lab can build the cell (`cell_check`: the
-    simulated lab refuses unknown parameters and faults)."""
-    for key, value in cell.params.items():
-        values = value if isinstance(value, list) else [value]
-        if len(values) > 1000 or not all(_param_value_ok(v) for v in values):
-            raise doc.error(loc + ("params", key), "a cell parameter is a finite number, a list "
-                                                   "of them, or a short name")
-        if key == "initial_soc":
-            lo, hi = r.SOC
-            if not (isinstance(value, int | float) and lo <= value <= hi):
-                raise doc.error(loc + ("params", key), f"{value!r} is outside {lo:g}–{hi:g} "
-                                                       "(a state of charge)")
-    if cell_check is None or (cell.kind is None and not cell.params and not cell.faults):
-        return
-    try:
-        cell_check(cell)
-    except CellParamError as exc:
-        raise doc.error(loc + ("params", exc.key), exc.message) from None
-    except (ValueError, TypeError, KeyError) as exc:
-        field = "params" if cell.params else "faults" if cell.faults else "kind"
-        raise doc.error(loc + (field,), f"the lab cannot build this cell ({exc})") from None
-
-
-class CellParamError(ValueError):
-    """A lab's `cell_check` refusing one model parameter's value."""
-
-    def __init__(self, key: str, message: str):
-        super().__init__(f"{key}: {message}")
-        self.key, self.message = key, message
-
-
-def _param_value_ok(v) -> bool:
-    if isinstance(v, bool):
-        return False
-    if isinstance(v, int | float):
-        return math.isfinite(v) and abs(v) < 1e30
-    return v is None or (isinstance(v, str) and len(v) <= 64)
 
 
 def _merge_cell(base: CellSpec, override: CellSpec | None) -> CellSpec:
@@ -543,7 +507,7 @@ def _channels(doc: Doc, head: _Head, station: Station, pstat: str):
 
 def _program(doc: Doc, base: tuple, name: str, spec: ProtocolSpec, station: Station,
              pstat: str) -> Program:
-    _check_safety(doc, base, spec.safety)
+    chk.check_safety(doc, base, spec.safety)
     steps = [_parse_step(doc, base + ("steps", i), raw) for i, raw in enumerate(spec.steps)]
     tags: dict[str, int] = {}
     for i, st in enumerate(steps):
@@ -572,9 +536,9 @@ def _program(doc: Doc, base: tuple, name: str, spec: ProtocolSpec, station: Stat
             st.gotos[key] = tags[tag]
         _check_ends(doc, loc, st.params)
         _check_limits(doc, loc, st.params, station, pstat)
-        _check_safety(doc, base, spec.safety, loc, st.params)
-        _check_sweep(doc, loc, st.params)
-        _check_interval(doc, loc, st.params, spec.record)
+        chk.check_safety(doc, base, spec.safety, loc, st.params)
+        chk.check_sweep(doc, loc, st.params)
+        chk.check_interval(doc, loc, st.params, spec.record)
     program = Program(name, steps, spec.record, spec.safety, spec.termination, base)
     check_termination(doc, base, program)
     return program
@@ -657,207 +621,6 @@ def _largest_current_range(station: Station, pstat: str) -> float | None:
         return max(ranges(None)) if ranges is not None else None
     except (TypeError, AttributeError, ValueError):
         return None
-
-
-MIN_WINDOW_V = 0.1  # a safety window narrower than this trips on noise at the first sample
-MAX_STEP_RUNS = 10_000_000  # technique steps one channel may run: with each step's time cap,
-#                             the horizon within which every protocol ends
-
-
-def _setpoint_volts(p: _Step) -> dict[str, float]:
-    """Voltages a step applies (an end condition, `until.voltage_V`, is not one: a limit
-    reached first trips the channel, which is a defined end)."""
-    return {k: getattr(p, k) for k in ("voltage_V", "from_V", "to_V", "vertex1_V",
-                                       "vertex2_V", "dc_V") if getattr(p, k, None) is not None}
-
-
-def _check_safety(doc: Doc, base: tuple, safety: Safety, loc: tuple | None = None,
-                  p: _Step | None = None) -> None:
-    """A safety window (a step's own over the protocol's) is a window, min_V at least
-    MIN_WINDOW_V below max_V, and a step's setpoints lie strictly inside it: a setpoint on
-    or past a limit would trip the channel at once. Each sentence names the line of every
-    limit involved, since either side may be the mistake."""
-    own = set(p.safety.model_fields_set) if p is not None and p.safety is not None else set()
-    if own:
-        safety = safety.model_copy(update=p.safety.model_dump(exclude_unset=True))
-
-    def origin(key: str) -> tuple:
-        return (loc if key in own else base) + ("safety", key)
-
-    def at(key: str) -> str:
-        return f"{key} at line {doc.line(origin(key))}"
-
-    lo, hi = safety.min_V, safety.max_V
-    if lo is not None and hi is not None and hi - lo < MIN_WINDOW_V \
-            and (p is None or own & {"min_V", "max_V"}):
-        key = "max_V" if p is None or "max_V" in own else "min_V"
-        raise doc.error(origin(key), f"the safety window {lo:g}…{hi:g} V ({at('min_V')}, "
-                                     f"{at('max_V')}) is empty or narrower than "
-                                     f"{MIN_WINDOW_V:g} V: max_V must be above min_V")
-    if p is None:
-        return
-    window = f"{'−∞' if lo is None else f'{lo:g}'}…{'∞' if hi is None else f'{hi:g}'}"
-    for key, v in _setpoint_volts(p).items():
-        if (lo is not None and v <= lo) or (hi is not None and v >= hi):
-            limit = "min_V" if lo is not None and v <= lo else "max_V"
-            raise doc.error(loc + (key,), f"{v:g} V is not inside the safety window {window} V: "
-                                          f"{at(limit)} would trip the channel on it")
-    current, i_max = getattr(p, "current_A", None), safety.max_current_A
-    if current is not None and i_max is not None and abs(current) >= i_max:
-        raise doc.error(loc + ("current_A",), f"|{current:g}| A is not below the safety limit "
-                                              f"max_current_A = {i_max:g} A "
-                                              f"({at('max_current_A')})")
-
-
-def _check_interval(doc: Doc, loc: tuple, p: _Step, record: Record) -> None:
-    """A step measures at least once: its time limit is not shorter than the instrument's
-    measurement interval (the instrument would refuse it once the run has started)."""
-    duration = p.until.duration_s
-    if duration is None or isinstance(p, EISStep | Sweep | CyclicSweepStep):
-        return
-    interval = (p.record or record).interval_s
-    if duration < interval:
-        key = next(k for k in ("time_s", "time_min", "time_h") if getattr(p.until, k))
-        raise doc.error(loc + ("until", key), f"the step would last {duration:g} s, less than "
-                                              f"one measurement interval ({interval:g} s, "
-                                              "record.interval_s)")
-
-
-def _check_sweep(doc: Doc, loc: tuple, p: _Step) -> None:
-    """A sweep's points (path / step) and duration (path / rate) are bounded."""
-    if not isinstance(p, Sweep | CyclicSweepStep):
-        return
-    path_mV = p.path_V() * 1e3
-    points = path_mV / p.step_mV
-    if points > r.MAX_SWEEP_POINTS:
-        raise doc.error(loc + ("step_mV",), f"{p.step_mV:g} mV over a {path_mV:g} mV path makes "
-                                            f"{points:.3g} points, more than "
-                                            f"{r.MAX_SWEEP_POINTS:.0e}")
-    if path_mV / p.rate_mV_s > FOREVER_S:
-        raise doc.error(loc + ("rate_mV_s",), f"{p.rate_mV_s:g} mV/s over a {path_mV:g} mV path "
-                                              f"takes {path_mV / p.rate_mV_s:.3g} s, longer "
-                                              f"than a step may last ({FOREVER_S:.0e} s)")
-
-
-def check_termination(doc: Doc, base: tuple, program: Program) -> None:
-    """Refuse a program that could run forever, or past MAX_STEP_RUNS steps.
-
-    Every technique step ends, at the latest on its time limit (FOREVER_S without one),
-    so a program runs forever only if it can come back to a step without bound. Its
-    positions form a graph: each goes on to the next, a `goto` adds an edge to its tag, a
-    `loop` an edge back to its tag. A loop's own back edge is bounded by its counter
-    (`times`), which starts again only when the loop is left and entered anew, i.e. on
-    another way back; so loops' back edges are left out. Every pass through a `loop`
-    step closes a cycle of the cell, and `termination: {cycles: N}` stops the channel
-    after N of them: with it, `loop` steps are cut out of the graph too (a way back
-    through one is bounded). Whatever way back is left is a goto that can repeat with
-    nothing counting it: refused, at the goto that closes it.
-
-    Without such gotos the program's runs are bounded: a position runs at most the
-    product of the `times` of the loops around it (with a cycle termination, at most
-    once per cycle), which must stay within MAX_STEP_RUNS.
-    """
-    steps = program.steps
-    counted = program.termination.cycles is not None
-    n = len(steps)
-    edges: list[list[int]] = [[] for _ in range(n)]
-    for i, st in enumerate(steps):
-        if counted and st.loop is not None:
-            continue
-        if i + 1 < n and not (counted and steps[i + 1].loop is not None):
-            edges[i].append(i + 1)
-        edges[i] += [t for t in st.gotos.values()
-                     if not (counted and steps[t].loop is not None)]
-    component = _components(edges)
-    for i, st in enumerate(steps):
-        for key, target in st.gotos.items():
-            if target <= i and component[target] == component[i]:
-                tag = steps[target].tag
-                how = ("passes no `loop`" if counted else
-                       "is counted by no loop and the protocol has no termination: {cycles}")
-                raise doc.error(base + ("steps", i, st.kind, "goto", key),
-                                f"jumps back to tag {tag!r} on a way that {how}, so the "
-                                "program could run forever")
-    runs = _runs_bound(program)
-    if runs > MAX_STEP_RUNS:
-        raise doc.error(base + ("steps",), f"the program could run {runs:.3g} steps on a "
-                                           f"channel, more than {MAX_STEP_RUNS:.0e}: fewer "
-                                           "loop times, or termination: {cycles}")
-
-
-def _runs_bound(program: Program) -> float:
-    """An upper bound on the technique steps one channel runs."""
-    steps = program.steps
-    techniques = sum(1 for st in steps if st.params is not None)
-    if program.termination.cycles is not None:  # one pass of the program per cycle at most
-        return float(techniques) * (program.termination.cycles + 1)
-    log_mult = [0.0] * (len(steps) + 1)  # difference array of log(times) over loop bodies
-    for i, st in enumerate(steps):
-        if st.loop is not None:
-            log_mult[st.target] += math.log(st.loop.times)
-            log_mult[i + 1] -= math.log(st.loop.times)
-    total, acc = 0.0, 0.0
-    for i, st in enumerate(steps):
-        acc += log_mult[i]
-        if st.params is not None:
-            total += math.exp(min(acc, 700.0))
-    return total
-
-
-def _components(edges: list[list[int]]) -> list[int]:
-    """Strongly connected components (Tarjan's, iterative): node → component id."""
-    n = len(edges)
-    index, low, comp = [-1] * n, [0] * n, [-1] * n
-    on_stack = [False] * n
-    stack: list[int] = []
-    counter = ncomp = 0
-    for root in range(n):
-        if index[root] >= 0:
-            continue
-        work = [(root, 0)]
-        while work:
-            v, k = work.pop()
-            if k == 0:
-                index[v] = low[v] = counter
-                counter += 1
-                stack.append(v)
-                on_stack[v] = True
-            if k < len(edges[v]):
-                work.append((v, k + 1))
-                w = edges[v][k]
-                if index[w] < 0:
-                    work.append((w, 0))
-                elif on_stack[w]:
-                    low[v] = min(low[v], index[w])
-                continue
-            if low[v] == index[v]:
-                while True:
-                    w = stack.pop()
-                    on_stack[w] = False
-                    comp[w] = ncomp
-                    if w == v:
-                        break
-                ncomp += 1
-            if work:
-                parent = work[-1][0]
-                low[parent] = min(low[parent], low[v])
-    return comp
-
-
-def _check_c_rates(doc: Doc, program: Program, capacity_Ah: float | None,
-                   channel: int) -> None:
-    """A current given in amperes is at most the fastest C-rate of a cell of known
-    capacity (C_RATE: 100 C), as a C-rate is."""
-    if capacity_Ah is None:
-        return
-    fastest = 100.0
-    for i, st in enumerate(program.steps):
-        current = getattr(st.params, "current_A", None) if st.params is not None else None
-        if current is not None and abs(current) > fastest * capacity_Ah:
-            raise doc.error(program.base + ("steps", i, st.kind, "current_A"),
-                            f"|{current:g}| A is {abs(current) / capacity_Ah:.3g} C for the "
-                            f"{capacity_Ah * 1e6:g} µAh cell of channel {channel}, faster "
-                            f"than {fastest:g} C")
 
 
 def _check_rates(doc: Doc, loc: tuple, program: Program, capacity_Ah: float | None,
