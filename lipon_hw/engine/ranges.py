@@ -16,7 +16,7 @@ power, a channel's voltage window, ...) narrow these further at validation.
     CHECKPOINT_S     1 – 86 400       s      a resume point at least daily
     DEP_RECORD_S     0.05 – 3 600     s      serial links at 9.6–115 kbaud: 50 ms a poll
     STEP_TIME_*      0.01 – 1e7       s      a step's time limit: the instrument's own cap
-                                             (protocol.FOREVER_S, 116 days)
+                                             (protocol_checks.FOREVER_S, 116 days)
     WAIT_MIN         1/60 – 43 200    min    one second to a 30-day campaign horizon
     PROCESS_MIN      0.1 – 1 440      min    presputter, deposit by time: a day at most
     TIMEOUT_MIN      0.1 – 2 880      min    a 2-day pump-down is a leak, not a process
@@ -32,13 +32,14 @@ power, a channel's voltage window, ...) narrow these further at validation.
     THICKNESS_NM     0.1 – 100 000    nm     an atomic layer to 100 µm (10 µm LCO, §6)
     RATE_A_S         0.01 – 1 000     Å/s    QCM rate resolution to the fastest evaporation
     SOURCE_A         0.01 – 1 000     A      boat currents; the station's max_current_A
-    GAIN             0 – 1 000        —      PID gains
+    GAIN             0 – 1 000        —      PID gains (host loop: kp 1e-3–1 000 A,
+                                             ti 0.01–3 600 s, in recipe.PID)
     BOAT             1 – 64           —      selector positions; the station's `boats`
     VOLTS            −10 – 10         V      any cell voltage; the protocol's safety window
                                              and the station's channel window narrow it
     CELL_A           |I| 1e-12 – 1    A      1 pA (resolution of the finest range, 1 nA on
                                              the EmStat4 LR) to 1 A (Keithley 2450); never 0
-    C_RATE           |C| 1e-3 – 100   C      C/1000 to 100 C; never 0
+    C_RATE           |C| 1e-3 – 100   C      C/1000 to 100 C; never 0 (as an end: 1e-4)
     CAPACITY_UAH     1e-3 – 1e7       µAh    1 nAh to 10 Ah (CAPACITY_MAH likewise)
     DVDT_MV_H        1e-3 – 1e6       mV/h   a rest's end on the voltage drift
     RECORD_MV        0.01 – 1 000     mV     a change above the converter's noise
@@ -56,10 +57,18 @@ power, a channel's voltage window, ...) narrow these further at validation.
     SOC              −0.05 – 1.05     —      a cell model's state of charge: the OCV tables
                                              reach past 0 and 1 (LNMO starts at −0.03)
 
-Beyond single values, the protocol and recipe checks bound what values make together:
-a sweep's point count (`MAX_SWEEP_POINTS`) and duration (`STEP_TIME_S`), an interlock's
-size (`interlocks.MAX_*`), a channel list's length (the potentiostat's channel count),
-and a program's gotos (`protocol.check_termination`).
+Beyond single values, validation bounds what values make together:
+- protocols (`protocol_checks`): a safety window at least 0.1 V wide with the setpoints
+  strictly inside it; a sweep of at most MAX_SWEEP_POINTS points lasting at most
+  FOREVER_S; a step at least one measurement interval long; |I| at most the driver's
+  largest current range and 100 C of a known capacity; cell model parameters finite,
+  known to the simulated lab, within six decades of the model's own (efficiencies and
+  CPE exponents in 0–1);
+- programs (`termination`): no `goto` way back that no loop counts, at most 10⁷ steps;
+- channels: ranges checked against the potentiostat's channel count before expansion;
+- recipes: boats within the selector's `boats`, an RF ramp over within 4 h;
+- interlocks (`interlocks.MAX_*`): 500 characters, 200 nodes, finite number constants,
+  a hold of an hour at most.
 """
 
 from __future__ import annotations
