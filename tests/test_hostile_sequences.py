@@ -134,6 +134,17 @@ def test_hostile_protocol_values_are_refused_at_their_line(tmp_path, old, new, n
     assert words in message, message
 
 
+def test_a_c_rate_past_the_potentiostats_range_is_refused(tmp_path):
+    """0.5 C of a 10 Ah cell is 5 A; mes4's largest range is 0.1 A."""
+    path, text = _variant(tmp_path, "lco_anodeless.yaml", "capacity_uAh: 690}",
+                          "capacity_uAh: 1.0e7}")
+    message = _refusal(path)
+    line = _line_of(text, "  - cc: {rate_C: 0.1")
+    assert message.startswith(f"{path}:{line}: steps[1].cc.rate_C: 0.1 C of the 1e+07 µAh "
+                              "cell of channel 1 is 1 A, above mes4's largest current range, "
+                              "0.1 A"), message
+
+
 def test_a_goto_loop_counted_by_a_loop_and_a_cycle_termination_is_accepted(tmp_path):
     """The same way back is bounded once it passes a `loop` and the protocol ends after N
     cycles; without the termination it is refused."""

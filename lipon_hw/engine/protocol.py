@@ -407,6 +407,7 @@ def protocol_from_doc(doc: Doc, station: Station, text: str | None = None,
     for name, spec in head.protocols.items():
         programs[name] = _program(doc, ("protocols", name), name, spec, station, pstat)
     chk.check_cell(doc, ("cell",), head.cell, cell_check)
+    max_current = _max_current(station, pstat)
     plans = []
     for loc, number, spec in _channels(doc, head, station, pstat):
         if spec.protocol is not None and spec.protocol not in head.protocols:
@@ -425,7 +426,7 @@ def protocol_from_doc(doc: Doc, station: Station, text: str | None = None,
             capacity = sample_capacity(spec.sample, cell.area_cm2)
         program = programs[spec.protocol]
         _check_rates(doc, loc, program, capacity, number)
-        chk.check_c_rates(doc, program, capacity, number)
+        chk.check_c_rates(doc, program, capacity, number, max_current)
         plans.append(ChannelPlan(number, program, spec.sample, cell, capacity))
     if text is None:
         text = Path(doc.path).read_text(encoding="utf-8")
@@ -609,6 +610,16 @@ def _check_limits(doc: Doc, loc: tuple, p: _Step, station: Station, pstat: str) 
     if full_scale is not None and current is not None and abs(current) > full_scale:
         raise doc.error(loc + ("current_A",), f"|{current:g}| A is above {pstat}'s largest "
                                               f"current range, {full_scale:g} A")
+
+
+def _max_current(station: Station, pstat: str) -> tuple[float, str] | None:
+    """The largest |I| a channel of `pstat` may carry, and a phrase saying what sets it."""
+    limits = [(v, f"the station limit max_current_A = {v:g} A of {pstat}")
+              for v in [station.instrument(pstat).limits.get("max_current_A")] if v is not None]
+    full_scale = _largest_current_range(station, pstat)
+    if full_scale is not None:
+        limits.append((full_scale, f"{pstat}'s largest current range, {full_scale:g} A"))
+    return min(limits) if limits else None
 
 
 def _largest_current_range(station: Station, pstat: str) -> float | None:

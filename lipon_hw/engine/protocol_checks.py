@@ -97,19 +97,28 @@ def check_sweep(doc: Doc, loc: tuple, p: _Step) -> None:
                                               f"than a step may last ({FOREVER_S:.0e} s)")
 
 
-def check_c_rates(doc: Doc, program: Program, capacity_Ah: float | None,
-                   channel: int) -> None:
-    """A current given in amperes is at most the fastest C-rate of a cell of known
-    capacity (C_RATE: 100 C), as a C-rate is."""
+def check_c_rates(doc: Doc, program: Program, capacity_Ah: float | None, channel: int,
+                  max_current: tuple[float, str] | None = None) -> None:
+    """With a known capacity: a current given in amperes is at most the fastest C-rate
+    (C_RATE: 100 C), as a C-rate is; and a C-rate's current is within `max_current`
+    (the potentiostat's limit and what sets it), as a current in amperes is."""
     if capacity_Ah is None:
         return
+    cell = f"the {capacity_Ah * 1e6:g} µAh cell of channel {channel}"
     for i, st in enumerate(program.steps):
-        current = getattr(st.params, "current_A", None) if st.params is not None else None
+        p = st.params
+        current = getattr(p, "current_A", None) if p is not None else None
+        rate = getattr(p, "rate_C", None) if p is not None else None
+        loc = program.base + ("steps", i, st.kind)
         if current is not None and abs(current) > FASTEST_C * capacity_Ah:
-            raise doc.error(program.base + ("steps", i, st.kind, "current_A"),
-                            f"|{current:g}| A is {abs(current) / capacity_Ah:.3g} C for the "
-                            f"{capacity_Ah * 1e6:g} µAh cell of channel {channel}, faster "
-                            f"than {FASTEST_C:g} C")
+            raise doc.error(loc + ("current_A",), f"|{current:g}| A is "
+                                                  f"{abs(current) / capacity_Ah:.3g} C for "
+                                                  f"{cell}, faster than {FASTEST_C:g} C")
+        if rate is not None and max_current is not None \
+                and abs(rate) * capacity_Ah > max_current[0]:
+            raise doc.error(loc + ("rate_C",), f"{rate:g} C of {cell} is "
+                                               f"{abs(rate) * capacity_Ah:.3g} A, above "
+                                               f"{max_current[1]}")
 
 
 def check_cell(doc: Doc, loc: tuple, cell: CellSpec, cell_check) -> None:
