@@ -213,9 +213,11 @@ def _status_of(exc) -> str:
 @main.command()
 @click.argument("sequence", type=click.Path(dir_okay=False))
 @click.option("--station", "station_path", type=click.Path(dir_okay=False))
+@click.option("--data", "data_dir", type=click.Path(file_okay=False),
+              help="Also check that a protocol's samples are in this data directory.")
 @json_option
 @reports_errors
-def validate(sequence, station_path, as_json) -> None:
+def validate(sequence, station_path, data_dir, as_json) -> None:
     """Check a recipe or a cell-test protocol against its schema and the station, moving
     nothing."""
     from lipon_hw.cli_cells import is_cell_test
@@ -226,7 +228,12 @@ def validate(sequence, station_path, as_json) -> None:
         from lipon_hw.station import load_station
 
         station = load_station(station_path)
-        proto = load(sequence, station, None)
+        store = _require_store(data_dir) if data_dir is not None else None
+        try:
+            proto = load(sequence, station, store)
+        finally:
+            if store is not None:
+                store.close()
         channels = [p.channel for p in proto.channels]
         if as_json:
             click.echo(json.dumps({"valid": True, "name": proto.name, "kind": "cycling",

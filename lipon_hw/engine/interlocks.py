@@ -7,17 +7,28 @@ Names are recorded quantities, qualified (`rf.reflected_power_W`) or, when only
 one instrument records it, bare (`reflected_power_W`). Only arithmetic,
 comparisons, `and`/`or`/`not`, numbers and names are allowed: the expression is
 parsed with `ast` and evaluated by walking that tree, never by `eval`.
+
+Size is bounded before any parsing cost is paid: at most MAX_CHARS characters and
+MAX_NODES syntax nodes (a 20,000-term expression is refused in microseconds). Constants
+are finite numbers: a string, `True` or `1e999` (inf) is refused, since a comparison
+with one would fail, or never trip, in the middle of a run. A hold (`for 5 s`) is at
+most MAX_HOLD_S.
 """
 
 from __future__ import annotations
 
 import ast
+import math
 import operator
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-_FOR = re.compile(r"^(?P<expr>.*?)\s+for\s+(?P<n>[0-9.]+)\s*(?P<unit>s|min)\s*$")
+_FOR = re.compile(r"^(?P<expr>.*?)\s+for\s+(?P<n>[0-9]{1,6}(?:\.[0-9]{1,6})?)\s*"
+                  r"(?P<unit>s|min)\s*$")
+MAX_CHARS = 500  # a condition a person can read on one screen line or two
+MAX_NODES = 200  # syntax nodes (names, numbers, operators) after parsing
+MAX_HOLD_S = 3_600.0  # a condition held longer than an hour is a trend, not an interlock
 
 _BIN = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
         ast.Div: operator.truediv}
@@ -54,17 +65,29 @@ class Interlock:
 
 def parse_interlock(text: str, action: str, known: Mapping[str, str]) -> Interlock:
     """`known` maps every qualified quantity to its role; raises ValueError, one sentence."""
+    if not isinstance(text, str) or len(text) > MAX_CHARS:
+        raise ValueError(f"a condition is at most {MAX_CHARS} characters (this one has "
+                         f"{len(text) if isinstance(text, str) else 0})")
     expr, hold_s = text.strip(), 0.0
     m = _FOR.match(expr)
     if m:
         expr = m["expr"]
         hold_s = float(m["n"]) * (60 if m["unit"] == "min" else 1)
+        if hold_s > MAX_HOLD_S:
+            raise ValueError(f"a hold of {hold_s:g} s is longer than {MAX_HOLD_S:g} s")
     try:
         tree = ast.parse(expr, mode="eval").body
-    except SyntaxError:
+    except (SyntaxError, RecursionError, MemoryError, ValueError):
         raise ValueError(f"{text!r} is not a valid condition") from None
+    nodes = list(ast.walk(tree))
+    if len(nodes) > MAX_NODES:
+        raise ValueError(f"a condition has at most {MAX_NODES} terms and operators (this one "
+                         f"has {len(nodes)})")
     names: dict[str, str] = {}
-    for node in ast.walk(tree):
+    for node in nodes:
+        if isinstance(node, ast.Constant) and not _finite_number(node.value):
+            raise ValueError(f"{ast.unparse(node)[:40]} is not a finite number: a condition "
+                             "compares quantities with numbers")
         if isinstance(node, ast.Attribute | ast.Name):
             written = ast.unparse(node)
             if written not in names and not _inside_attribute(tree, node):
@@ -73,6 +96,11 @@ def parse_interlock(text: str, action: str, known: Mapping[str, str]) -> Interlo
             raise ValueError(f"{ast.unparse(node)!r} is not allowed in a condition "
                              "(use numbers, quantities, arithmetic, comparisons, and/or/not)")
     return Interlock(text, action, tree, names, hold_s)
+
+
+def _finite_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) \
+        and math.isfinite(value)
 
 
 _ALLOWED = (ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.USub, ast.BinOp,

@@ -22,6 +22,10 @@ End conditions (`until`) are any-of; `goto: {condition: tag}` jumps elsewhere wh
 condition ended the step. A `loop` jumps back `times` − 1 times, and every jump back
 starts a new cycle. C-rates become currents from the channel's capacity (given, or from
 its sample's cathode). Errors name the file, line and field.
+
+Every number has a physical range (`ranges`); what numbers make together is checked in
+`protocol_checks` (safety window, sweeps, currents, cell parameters); a program that
+could loop forever, or run more than 10⁷ steps, is refused by `termination`.
 """
 
 from __future__ import annotations
@@ -29,50 +33,53 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Discriminator, Field, Tag, ValidationError, model_validator
 
 from lipon_hw import techniques as tq
+from lipon_hw.engine import protocol_checks as chk
+from lipon_hw.engine import ranges as r
+from lipon_hw.engine.protocol_checks import FOREVER_S, CellParamError  # noqa: F401 (API)
+from lipon_hw.engine.termination import check_termination
 from lipon_hw.errors import InputError
 from lipon_hw.station import Station
 from lipon_hw.yamlfile import Doc, load, loads, pydantic_error
 
-FOREVER_S = 1.0e7  # a step with no time limit still needs one on the instrument
 CELL_KINDS = ("blocking", "plating", "lnmo", "lco", "lco_anodeless")
 #: areal capacity per µm of cathode, µAh/cm² (PHYSICS.md §6: LCO 69; LNMO 30 per 650 nm)
 CATHODE_UAH_CM2_PER_UM = {"LCO": 69.0, "LiCoO2": 69.0, "LNMO": 30.0 / 0.65}
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = r.MODEL_CONFIG
 
 
 class Record(_Model):
-    every_s: float | None = Field(default=None, gt=0)
-    every_mV: float | None = Field(default=None, gt=0)
-    every_uA: float | None = Field(default=None, gt=0)
-    interval_s: float = Field(default=1.0, gt=0)  # how often the instrument measures
+    every_s: r.RECORD_S | None = None
+    every_mV: r.RECORD_MV | None = None
+    every_uA: r.RECORD_UA | None = None
+    interval_s: r.MEASURE_S = 1.0  # how often the instrument measures
 
 
 class Safety(_Model):
-    min_V: float | None = None
-    max_V: float | None = None
-    max_current_A: float | None = Field(default=None, gt=0)
+    min_V: r.VOLTS | None = None
+    max_V: r.VOLTS | None = None
+    max_current_A: r.CELL_A_CUTOFF | None = None
 
 
 class Until(_Model):
     """Any-of end conditions; each is checked on every measurement."""
 
-    voltage_V: float | None = None            # reached (rising on charge, falling on discharge)
-    current_A: float | None = Field(default=None, gt=0)  # |I| fell below (cv)
-    rate_C: float | None = Field(default=None, gt=0)     # |I| fell below this C-rate (cv)
-    time_s: float | None = Field(default=None, gt=0)
-    time_min: float | None = Field(default=None, gt=0)
-    time_h: float | None = Field(default=None, gt=0)
-    capacity_uAh: float | None = Field(default=None, gt=0)  # passed in this step
-    capacity_mAh: float | None = Field(default=None, gt=0)
-    dVdt_mV_h: float | None = Field(default=None, gt=0)  # |dV/dt| fell below (rest)
+    voltage_V: r.VOLTS | None = None  # reached (rising on charge, falling on discharge)
+    current_A: r.CELL_A_CUTOFF | None = None  # |I| fell below (cv)
+    rate_C: r.C_RATE_CUTOFF | None = None     # |I| fell below this C-rate (cv)
+    time_s: r.STEP_TIME_S | None = None
+    time_min: r.STEP_TIME_MIN | None = None
+    time_h: r.STEP_TIME_H | None = None
+    capacity_uAh: r.CAPACITY_UAH | None = None  # passed in this step
+    capacity_mAh: r.CAPACITY_MAH | None = None
+    dVdt_mV_h: r.DVDT_MV_H | None = None  # |dV/dt| fell below (rest)
 
     @property
     def duration_s(self) -> float | None:
@@ -94,7 +101,7 @@ class _Step(_Model):
     TECHNIQUE: ClassVar[type | None] = None
     TYPE: ClassVar[str] = ""  # the Battery Data Format's step type
     until: Until = Until()
-    goto: dict[str, str] = {}
+    goto: dict[str, str] = Field(default={}, max_length=len(Until.model_fields))
     record: Record | None = None
     safety: Safety | None = None
 
@@ -112,15 +119,13 @@ class Rest(_Step):
 
 class CC(_Step):
     TECHNIQUE = tq.ConstantCurrent
-    current_A: float | None = None
-    rate_C: float | None = None
+    current_A: r.CELL_A | None = None  # never 0: a current of 0 is a `rest`
+    rate_C: r.C_RATE | None = None
 
     @model_validator(mode="after")
     def _one_setpoint(self):
         if (self.current_A is None) == (self.rate_C is None):
             raise ValueError("give exactly one of current_A and rate_C")
-        if (self.current_A or self.rate_C) == 0:
-            raise ValueError("a constant current of 0 is a rest: use `rest`")
         return self
 
     @property
@@ -137,7 +142,7 @@ class CC(_Step):
 
 class CV(_Step):
     TECHNIQUE = tq.ConstantVoltage
-    voltage_V: float
+    voltage_V: r.VOLTS
 
     def allowed_ends(self):
         return ("time", "capacity", "current_A", "rate_C")
@@ -145,7 +150,7 @@ class CV(_Step):
 
 class CCCV(CC):
     TECHNIQUE = tq.CCCV
-    voltage_V: float
+    voltage_V: r.VOLTS
 
     @property
     def step_type(self) -> str:
@@ -158,12 +163,12 @@ class CCCV(CC):
 class EISStep(_Step):
     TECHNIQUE = tq.EIS
     TYPE = "EIS"
-    from_Hz: float = Field(gt=0)
-    to_Hz: float = Field(gt=0)
-    per_decade: int | None = Field(default=None, gt=0)
-    points: int | None = Field(default=None, gt=0)
-    amplitude_mV: float = Field(default=10, gt=0)
-    dc_V: float | None = None
+    from_Hz: r.FREQ_HZ
+    to_Hz: r.FREQ_HZ
+    per_decade: r.PER_DECADE | None = None
+    points: r.EIS_POINTS | None = None
+    amplitude_mV: r.AMPLITUDE_MV = 10
+    dc_V: r.VOLTS | None = None
 
     @model_validator(mode="after")
     def _one_density(self):
@@ -178,7 +183,7 @@ class EISStep(_Step):
 class DCPolarizationStep(_Step):
     TECHNIQUE = tq.DCPolarization
     TYPE = "CV"
-    voltage_V: float
+    voltage_V: r.VOLTS
 
     def allowed_ends(self):
         return ("time",)
@@ -187,10 +192,13 @@ class DCPolarizationStep(_Step):
 class Sweep(_Step):
     TECHNIQUE = tq.LinearSweep
     TYPE = "LSV"
-    from_V: float
-    to_V: float
-    rate_mV_s: float = Field(gt=0)
-    step_mV: float = Field(default=1.0, gt=0)
+    from_V: r.VOLTS
+    to_V: r.VOLTS
+    rate_mV_s: r.SWEEP_RATE_MV_S
+    step_mV: r.SWEEP_STEP_MV = 1.0
+
+    def path_V(self) -> float:
+        return abs(self.to_V - self.from_V)
 
     def allowed_ends(self):
         return ()
@@ -199,12 +207,17 @@ class Sweep(_Step):
 class CyclicSweepStep(_Step):
     TECHNIQUE = tq.CyclicSweep
     TYPE = "CV_SWEEP"
-    from_V: float
-    vertex1_V: float
-    vertex2_V: float
-    rate_mV_s: float = Field(gt=0)
-    step_mV: float = Field(default=1.0, gt=0)
-    scans: int = Field(default=1, gt=0)
+    from_V: r.VOLTS
+    vertex1_V: r.VOLTS
+    vertex2_V: r.VOLTS
+    rate_mV_s: r.SWEEP_RATE_MV_S
+    step_mV: r.SWEEP_STEP_MV = 1.0
+    scans: r.SCANS = 1
+
+    def path_V(self) -> float:
+        one = (abs(self.vertex1_V - self.from_V) + abs(self.vertex2_V - self.vertex1_V)
+               + abs(self.from_V - self.vertex2_V))
+        return one * self.scans
 
     def allowed_ends(self):
         return ()
@@ -212,7 +225,7 @@ class CyclicSweepStep(_Step):
 
 class Loop(_Model):
     to: str
-    times: int = Field(gt=0)
+    times: r.LOOP_TIMES
 
 
 STEP_KINDS: dict[str, type[_Step]] = {
@@ -226,44 +239,74 @@ class CellSpec(_Model):
     lab, which mounts such cells), capacity for C-rates."""
 
     kind: Literal["blocking", "plating", "lnmo", "lco", "lco_anodeless"] | None = None
-    area_cm2: float | None = Field(default=None, gt=0)
-    capacity_uAh: float | None = Field(default=None, gt=0)
-    temperature_C: float | None = None
-    lipon_thickness_nm: float | None = Field(default=None, gt=0)  # for σ = t/(R·A)
-    faults: list = []  # simulated lab only: faults of these cells
-    params: dict = {}  # simulated lab only: model parameters (e.g. initial_soc)
+    area_cm2: r.AREA_CM2 | None = None
+    capacity_uAh: r.CAPACITY_UAH | None = None
+    temperature_C: r.TEMPERATURE_C | None = None
+    lipon_thickness_nm: r.THICKNESS_NM | None = None  # for σ = t/(R·A)
+    faults: list = Field(default=[], max_length=100)  # simulated lab only: faults of these cells
+    params: dict[str, object] = Field(default={}, max_length=100)  # simulated lab only: model
+    #                                     parameters (e.g. initial_soc), see check_cell_params
 
 
 class ChannelSpec(_Model):
-    sample: str | None = None
+    sample: r.SAMPLE_ID | None = None
     protocol: str | None = None
     cell: CellSpec | None = None
 
 
 class Termination(_Model):
-    cycles: int | None = Field(default=None, gt=0)
-    retention_below_pct: float | None = Field(default=None, gt=0, lt=100)
-    reference_cycle: int = Field(default=1, gt=0)  # retention is relative to this cycle
+    cycles: r.CYCLES | None = None
+    retention_below_pct: r.RETENTION_PCT | None = None
+    reference_cycle: r.CYCLES = 1  # retention is relative to this cycle
 
 
 class ProtocolSpec(_Model):
     """A named step list with its own recording, safety and termination."""
 
-    steps: list = Field(min_length=1)
+    steps: list = Field(min_length=1, max_length=r.MAX_STEPS)
     record: Record = Record()
     safety: Safety = Safety()
     termination: Termination = Termination()
 
 
+def _channels_shape(value) -> str:
+    return {str: "range", dict: "map", list: "list"}.get(type(value), "number")
+
+
+#: `1-16`, `3`, `[1, 2]` or a mapping of ranges to channel specs; the shape picks the type,
+#: so an error names the field, not every shape it is not (tags are dropped from the path)
+_CHANNELS = Annotated[
+    Annotated[Annotated[str, Field(max_length=1000)], Tag("range")]
+    | Annotated[r.whole(1, 10_000, "a channel number"), Tag("number")]
+    | Annotated[Annotated[list[r.whole(1, 10_000, "a channel number")],
+                          Field(max_length=10_000)], Tag("list")]
+    | Annotated[Annotated[dict[str, ChannelSpec], Field(max_length=1000)], Tag("map")],
+    Discriminator(_channels_shape)]
+_CHANNEL_TAGS = ("range", "number", "list", "map")
+
+
+class _Untagged:
+    """A ValidationError's errors with the channel shapes' tags taken out of their paths."""
+
+    def __init__(self, exc: ValidationError):
+        self._errors = exc.errors()
+
+    def errors(self) -> list[dict]:
+        return [{**e, "loc": tuple(p for i, p in enumerate(e["loc"])
+                                   if not (i == 1 and e["loc"][0] == "channels"
+                                           and p in _CHANNEL_TAGS))}
+                for e in self._errors]
+
+
 class _Head(ProtocolSpec):
-    name: str
+    name: str = Field(max_length=200)
     kind: Literal["cycling"]
     potentiostat: str | None = None
-    channels: str | int | list[int] | dict[str, ChannelSpec]
+    channels: _CHANNELS
     cell: CellSpec = CellSpec()
-    protocols: dict[str, ProtocolSpec] = {}
-    poll_every_s: float | None = Field(default=None, gt=0)
-    checkpoint_every_s: float = Field(default=60, gt=0)
+    protocols: dict[str, ProtocolSpec] = Field(default={}, max_length=100)
+    poll_every_s: r.POLL_S | None = None
+    checkpoint_every_s: r.CHECKPOINT_S = 60
 
 
 # --- the validated protocol ----------------------------------------------------------------
@@ -297,6 +340,7 @@ class Program:
     record: Record
     safety: Safety
     termination: Termination
+    base: tuple = ()  # where the program is in its file: () or ("protocols", name)
 
 
 @dataclass
@@ -340,35 +384,49 @@ def is_protocol(doc_data) -> bool:
 
 
 def load_protocol(path: str, station: Station, text: str | None = None,
-                  sample_capacity=None) -> Protocol:
+                  sample_capacity=None, sample_exists=None, cell_check=None) -> Protocol:
     """Parse and validate. `sample_capacity(sample_id, area_cm2)` gives a sample's
-    capacity in Ah from its film stack (or None); `text` stands in for the file."""
+    capacity in Ah from its film stack (or None); `sample_exists(sample_id)` says whether
+    the store knows a sample (None: no store, nothing said); `cell_check(cell)` raises
+    ValueError for a cell spec the station's lab cannot build (the simulated lab's hook:
+    unknown model parameters); `text` stands in for the file."""
     doc = load(path) if text is None else loads(text, path)
-    return protocol_from_doc(doc, station, text, sample_capacity)
+    return protocol_from_doc(doc, station, text, sample_capacity, sample_exists, cell_check)
 
 
 def protocol_from_doc(doc: Doc, station: Station, text: str | None = None,
-                      sample_capacity=None) -> Protocol:
+                      sample_capacity=None, sample_exists=None, cell_check=None) -> Protocol:
+    if not isinstance(doc.data, dict):
+        raise doc.error((), "a protocol must be a mapping with name, kind, channels and steps")
     try:
         head = _Head.model_validate(doc.data)
     except ValidationError as exc:
-        raise pydantic_error(doc, exc) from None
+        raise pydantic_error(doc, _Untagged(exc)) from None
     pstat = _potentiostat(doc, head, station)
     programs = {None: _program(doc, (), head.name, head, station, pstat)}
     for name, spec in head.protocols.items():
         programs[name] = _program(doc, ("protocols", name), name, spec, station, pstat)
+    chk.check_cell(doc, ("cell",), head.cell, cell_check)
+    max_current = _max_current(station, pstat)
     plans = []
     for loc, number, spec in _channels(doc, head, station, pstat):
         if spec.protocol is not None and spec.protocol not in head.protocols:
             raise doc.error(loc + ("protocol",), f"protocol {spec.protocol!r} is not defined "
                                                  f"under protocols (it has "
                                                  f"{', '.join(head.protocols) or 'none'})")
+        if spec.sample is not None and sample_exists is not None \
+                and not sample_exists(spec.sample):
+            raise doc.error(loc + ("sample",), f"sample {spec.sample!r} is not in the store: "
+                                               "deposit it first, or give the cell instead")
         cell = _merge_cell(head.cell, spec.cell)
+        if spec.cell is not None:
+            chk.check_cell(doc, loc + ("cell",), cell, cell_check)
         capacity = cell.capacity_uAh * 1e-6 if cell.capacity_uAh else None
         if capacity is None and spec.sample and sample_capacity and cell.area_cm2:
             capacity = sample_capacity(spec.sample, cell.area_cm2)
         program = programs[spec.protocol]
         _check_rates(doc, loc, program, capacity, number)
+        chk.check_c_rates(doc, program, capacity, number, max_current)
         plans.append(ChannelPlan(number, program, spec.sample, cell, capacity))
     if text is None:
         text = Path(doc.path).read_text(encoding="utf-8")
@@ -404,18 +462,32 @@ def channel_count(station: Station, pstat: str) -> int:
     return len(getattr(inst, "addresses", None) or [inst.address])
 
 
-def parse_channels(text: str | int | list[int]) -> list[int]:
-    """'1-4,7' → [1, 2, 3, 4, 7]; ValueError if malformed."""
-    if isinstance(text, int):
-        return [text]
-    if isinstance(text, list):
-        return list(text)
+def parse_channels(text: str | int | list[int], available: int | None = None) -> list[int]:
+    """'1-4,7' → [1, 2, 3, 4, 7]; ValueError if malformed, or (given `available`, the
+    potentiostat's channel count) past it or repeated. Ranges are checked before they are
+    expanded, so `1-999999999999` costs nothing."""
+    parts = [text] if isinstance(text, int) else text if isinstance(text, list) \
+        else str(text).split(",")
     out: list[int] = []
-    for part in str(text).split(","):
-        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
-        if not m or (m.group(2) and int(m.group(2)) < int(m.group(1))):
-            raise ValueError(f"{part.strip()!r} is not a channel or a range like 1-16")
-        out += range(int(m.group(1)), int(m.group(2) or m.group(1)) + 1)
+    seen: set[int] = set()
+    for part in parts:
+        if isinstance(part, int):
+            lo = hi = part
+        else:
+            m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+            if not m or (m.group(2) and int(m.group(2)) < int(m.group(1))):
+                raise ValueError(f"{part.strip()[:40]!r} is not a channel or a range like 1-16")
+            lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if available is not None:
+            for number in (lo, hi):
+                if not 1 <= number <= available:
+                    raise ValueError(f"the potentiostat has channels 1–{available}, "
+                                     f"not {number}")
+        for number in range(lo, hi + 1):
+            if number in seen:
+                raise ValueError(f"channel {number} is given twice")
+            seen.add(number)
+            out.append(number)
     return out
 
 
@@ -427,12 +499,10 @@ def _channels(doc: Doc, head: _Head, station: Station, pstat: str):
     for key, spec in entries:
         loc = ("channels",) + ((key,) if key is not None else ())
         try:
-            numbers = parse_channels(key if key is not None else head.channels)
+            numbers = parse_channels(key if key is not None else head.channels, available)
         except ValueError as exc:
-            raise doc.error(loc, str(exc)) from None
+            raise doc.error(loc, str(exc).replace("the potentiostat", pstat)) from None
         for number in numbers:
-            if not 1 <= number <= available:
-                raise doc.error(loc, f"{pstat} has channels 1–{available}, not {number}")
             if number in seen:
                 raise doc.error(loc, f"channel {number} is given twice")
             seen.add(number)
@@ -441,6 +511,7 @@ def _channels(doc: Doc, head: _Head, station: Station, pstat: str):
 
 def _program(doc: Doc, base: tuple, name: str, spec: ProtocolSpec, station: Station,
              pstat: str) -> Program:
+    chk.check_safety(doc, base, spec.safety)
     steps = [_parse_step(doc, base + ("steps", i), raw) for i, raw in enumerate(spec.steps)]
     tags: dict[str, int] = {}
     for i, st in enumerate(steps):
@@ -469,7 +540,12 @@ def _program(doc: Doc, base: tuple, name: str, spec: ProtocolSpec, station: Stat
             st.gotos[key] = tags[tag]
         _check_ends(doc, loc, st.params)
         _check_limits(doc, loc, st.params, station, pstat)
-    return Program(name, steps, spec.record, spec.safety, spec.termination)
+        chk.check_safety(doc, base, spec.safety, loc, st.params)
+        chk.check_sweep(doc, loc, st.params)
+        chk.check_interval(doc, loc, st.params, spec.record)
+    program = Program(name, steps, spec.record, spec.safety, spec.termination, base)
+    check_termination(doc, base, program)
+    return program
 
 
 def _parse_step(doc: Doc, loc: tuple, raw) -> PlannedStep:
@@ -533,6 +609,32 @@ def _check_limits(doc: Doc, loc: tuple, p: _Step, station: Station, pstat: str) 
     if i_max is not None and current is not None and abs(current) > i_max:
         raise doc.error(loc + ("current_A",), f"|{current:g}| A is above the station limit "
                                               f"max_current_A = {i_max:g} of {pstat}")
+    full_scale = _largest_current_range(station, pstat)
+    if full_scale is not None and current is not None and abs(current) > full_scale:
+        raise doc.error(loc + ("current_A",), f"|{current:g}| A is above {pstat}'s largest "
+                                              f"current range, {full_scale:g} A")
+
+
+def _max_current(station: Station, pstat: str) -> tuple[float, str] | None:
+    """The largest |I| a channel of `pstat` may carry, and a phrase saying what sets it."""
+    limits = [(v, f"the station limit max_current_A = {v:g} A of {pstat}")
+              for v in [station.instrument(pstat).limits.get("max_current_A")] if v is not None]
+    full_scale = _largest_current_range(station, pstat)
+    if full_scale is not None:
+        limits.append((full_scale, f"{pstat}'s largest current range, {full_scale:g} A"))
+    return min(limits) if limits else None
+
+
+def _largest_current_range(station: Station, pstat: str) -> float | None:
+    """The driver's largest current range (its `current_ranges_A` is a constant of the
+    make, so it is read from the class, before any instrument is connected)."""
+    from lipon_hw.station import driver_class
+
+    ranges = getattr(driver_class(station.instrument(pstat).driver), "current_ranges_A", None)
+    try:
+        return max(ranges(None)) if ranges is not None else None
+    except (TypeError, AttributeError, ValueError):
+        return None
 
 
 def _check_rates(doc: Doc, loc: tuple, program: Program, capacity_Ah: float | None,

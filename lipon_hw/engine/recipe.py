@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from lipon_hw.engine import ranges as r
 from lipon_hw.engine.interlocks import Interlock, parse_interlock
 from lipon_hw.station import ROLES, Station
 from lipon_hw.yamlfile import Doc, load, loads, pydantic_error
@@ -34,7 +35,7 @@ ROLE_QUANTITIES: dict[str, tuple[str, ...]] = {
 
 
 class _Step(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = r.MODEL_CONFIG
     #: roles of the current tool this step drives
     NEEDS: ClassVar[tuple[str, ...]] = ()
 
@@ -48,39 +49,39 @@ class _Step(BaseModel):
 
 class PumpDown(_Step):
     NEEDS = ("valves", "base_gauge")
-    below_torr: float = Field(gt=0)
-    timeout_min: float = Field(default=180, gt=0)
+    below_torr: r.PRESSURE_TORR
+    timeout_min: r.TIMEOUT_MIN = 180
 
 
 class Gas(_Step):
     NEEDS = ("gas_flow", "process_gauge")
-    n2_sccm: float = Field(ge=0)
-    pressure_mtorr: float | None = Field(default=None, gt=0)
-    tolerance_pct: float = Field(default=5, gt=0)
-    settle_s: float = Field(default=20, ge=0)
-    timeout_min: float = Field(default=10, gt=0)
+    n2_sccm: r.FLOW_SCCM
+    pressure_mtorr: r.PRESSURE_MTORR | None = None
+    tolerance_pct: r.PERCENT = 5
+    settle_s: r.SHORT_S = 20
+    timeout_min: r.TIMEOUT_MIN = 10
 
 
 class RF(_Step):
     NEEDS = ("rf_supply",)
-    power_W: float = Field(ge=0)
-    ramp_W_per_s: float = Field(default=1.0, gt=0)
+    power_W: r.POWER_W
+    ramp_W_per_s: r.RAMP_W_S = 1.0
     regulation: Literal["forward", "load"] | None = None
-    ignite_timeout_s: float = Field(default=10, gt=0)
-    max_reflected_pct: float = Field(default=5, gt=0)
+    ignite_timeout_s: r.IGNITE_S = 10
+    max_reflected_pct: r.PERCENT = 5
 
 
 class Presputter(_Step):
     NEEDS = ("shutter", "rf_supply")
-    for_min: float = Field(gt=0)
+    for_min: r.PROCESS_MIN
 
 
 class Deposit(_Step):
     NEEDS = ("shutter", "thickness_monitor", "rf_supply")
-    film: str
-    until_thickness_nm: float | None = Field(default=None, gt=0)
-    for_min: float | None = Field(default=None, gt=0)
-    max_h: float = Field(default=24, gt=0)
+    film: str = Field(max_length=64)
+    until_thickness_nm: r.THICKNESS_NM | None = None
+    for_min: r.PROCESS_MIN | None = None
+    max_h: r.MAX_H = 24
 
     @model_validator(mode="after")
     def _one_end(self):
@@ -93,26 +94,26 @@ class Deposit(_Step):
 
 
 class Wait(_Step):
-    for_min: float = Field(gt=0)
+    for_min: r.WAIT_MIN
 
 
 class Vent(_Step):
     NEEDS = ("valves", "base_gauge")
-    timeout_min: float = Field(default=30, gt=0)
+    timeout_min: r.TIMEOUT_MIN = 30
 
 
 class Transfer(_Step):
     """Move the sample to another tool of the station (through its load lock)."""
 
-    to: str
+    to: str = Field(max_length=64)
 
 
 class Source(_Step):
     """Route the source supply to a boat and load that film into the monitors."""
 
     NEEDS = ("source_selector", "thickness_monitor")
-    boat: int = Field(ge=1)
-    film: str
+    boat: r.BOAT
+    film: str = Field(max_length=64)
 
     def films(self):
         return [("thickness_monitor", self.film)]
@@ -122,27 +123,27 @@ class Precondition(_Step):
     """Ramp the source current, then soak: melt and outgas the charge, shutter closed."""
 
     NEEDS = ("source_supply", "shutter", "base_gauge")
-    ramp_to_A: float = Field(gt=0)
-    ramp_s: float = Field(default=60, ge=0)
-    soak_s: float = Field(default=60, ge=0)
+    ramp_to_A: r.SOURCE_A
+    ramp_s: r.SHORT_S = 60
+    soak_s: r.SHORT_S = 60
 
 
 class PID(BaseModel):
     """Gains on the relative rate error: kp_A amperes for a 100 % error."""
 
-    model_config = ConfigDict(extra="forbid")
-    kp_A: float = Field(default=4.0, gt=0)
-    ti_s: float = Field(default=8.0, gt=0)
-    td_s: float = Field(default=0.0, ge=0)
+    model_config = r.MODEL_CONFIG
+    kp_A: r.real(1e-3, 1_000, "A", "a source-current gain") = 4.0
+    ti_s: r.real(0.01, 3_600, "s", "an integral time") = 8.0
+    td_s: r.SHORT_S = 0.0
 
 
 class ControllerPID(BaseModel):
     """The deposition controller's own gains (in its units: % output per unit error)."""
 
-    model_config = ConfigDict(extra="forbid")
-    p_gain: float = Field(default=8.0, ge=0)
-    i_time_s: float = Field(default=40.0, ge=0)
-    d_time_s: float = Field(default=0.0, ge=0)
+    model_config = r.MODEL_CONFIG
+    p_gain: r.GAIN = 8.0
+    i_time_s: r.SHORT_S = 40.0
+    d_time_s: r.SHORT_S = 0.0
 
 
 class Evaporate(_Step):
@@ -150,13 +151,13 @@ class Evaporate(_Step):
     close on time at the target thickness. `control: controller` runs the loop in the
     deposition controller, `host` in the engine over the monitor and the supply."""
 
-    rate_A_s: float = Field(gt=0)
-    until_thickness_nm: float = Field(gt=0)
+    rate_A_s: r.RATE_A_S
+    until_thickness_nm: r.THICKNESS_NM
     control: Literal["host", "controller"] = "host"
-    tolerance_pct: float = Field(default=5, gt=0)
-    stable_s: float = Field(default=10, ge=0)
-    max_min: float = Field(default=180, gt=0)
-    max_current_A: float | None = Field(default=None, gt=0)
+    tolerance_pct: r.PERCENT = 5
+    stable_s: r.SHORT_S = 10
+    max_min: r.PROCESS_MIN = 180
+    max_current_A: r.SOURCE_A | None = None
     pid: PID = PID()
     controller_pid: ControllerPID = ControllerPID()
     on_crystal_failure: Literal["time_power", "stop"] = "stop"
@@ -168,7 +169,7 @@ class Evaporate(_Step):
 
 class SourceOff(_Step):
     NEEDS = ("source_supply",)
-    ramp_s: float = Field(default=20, ge=0)
+    ramp_s: r.SHORT_S = 20
 
 
 class CalibrateTooling(_Step):
@@ -177,8 +178,8 @@ class CalibrateTooling(_Step):
     profilometer measures the layer (on hardware the measurement is required)."""
 
     NEEDS = ("thickness_monitor",)
-    film: str
-    measured_nm: float | None = Field(default=None, gt=0)
+    film: str = Field(max_length=64)
+    measured_nm: r.THICKNESS_NM | None = None
 
     def films(self):
         return [("thickness_monitor", self.film)]
@@ -193,29 +194,29 @@ STEP_KINDS: dict[str, type[_Step]] = {
 
 
 class SampleSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    id: str = Field(min_length=1)
-    substrate: str = ""
+    model_config = r.MODEL_CONFIG
+    id: r.SAMPLE_ID
+    substrate: str = Field(default="", max_length=200)
 
 
 class InterlockSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = r.MODEL_CONFIG
     when: str
     then: Literal["hold", "abort", "alarm"]
     during: list[str] = []  # step kinds in which it is armed; empty: always
 
 
 class _RecipeHead(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str
+    model_config = r.MODEL_CONFIG
+    name: str = Field(max_length=200)
     kind: Literal["deposition"] = "deposition"
     tool: str = "sputter"
     sample: SampleSpec | None = None
     instruments: dict[str, str] = {}
-    record_every_s: float = Field(default=5, gt=0)
-    checkpoint_every_s: float = Field(default=60, gt=0)
-    steps: list[dict] = Field(min_length=1)
-    interlocks: list[InterlockSpec] = []
+    record_every_s: r.DEP_RECORD_S = 5
+    checkpoint_every_s: r.CHECKPOINT_S = 60
+    steps: list[dict] = Field(min_length=1, max_length=r.MAX_STEPS)
+    interlocks: list[InterlockSpec] = Field(default=[], max_length=r.MAX_INTERLOCKS)
 
 
 @dataclass
@@ -285,6 +286,7 @@ def load_recipe(path: str, station: Station, text: str | None = None) -> Recipe:
         record_every_s=head.record_every_s, checkpoint_every_s=head.checkpoint_every_s)
     for i, step in enumerate(steps):
         _check_against_station(doc, i, step, recipe, station)
+    _check_ramps(doc, steps)
     known = recipe.quantities()
     for i, spec in enumerate(head.interlocks):
         try:
@@ -298,6 +300,25 @@ def load_recipe(path: str, station: Station, text: str | None = None) -> Recipe:
         lock.during = tuple(spec.during)
         recipe.interlocks.append(lock)
     return recipe
+
+
+MAX_RAMP_S = 4 * 3600.0  # an RF ramp that takes longer is a typo in ramp_W_per_s
+
+
+def _check_ramps(doc: Doc, steps: list[PlannedStep]) -> None:
+    """Every RF ramp ends within MAX_RAMP_S: from the power the step before left (per
+    tool) to its own setpoint, at its ramp rate."""
+    power: dict[str, float] = {}
+    for i, step in enumerate(steps):
+        p = step.params
+        if not isinstance(p, RF):
+            continue
+        delta = abs(p.power_W - power.get(step.tool, 0.0))
+        if delta / p.ramp_W_per_s > MAX_RAMP_S:
+            raise doc.error(("steps", i, step.kind, "ramp_W_per_s"),
+                            f"{p.ramp_W_per_s:g} W/s takes {delta / p.ramp_W_per_s / 3600:.3g} h "
+                            f"to ramp {delta:g} W, longer than {MAX_RAMP_S / 3600:g} h")
+        power[step.tool] = p.power_W
 
 
 def _bind_roles(doc: Doc, head: _RecipeHead, station: Station) -> dict[str, str]:
@@ -357,6 +378,12 @@ def _check_against_station(doc: Doc, i: int, step: PlannedStep, recipe: Recipe,
         if limit is not None and value is not None and value > limit:
             raise doc.error(loc + (field,), f"{value:g} is above the station limit "
                                             f"{key} = {limit:g} of {inst}")
+    if isinstance(p, Source):
+        selector = roles["source_selector"]
+        boats = _boats(station, selector)
+        if p.boat > boats:
+            raise doc.error(loc + ("boat",), f"boat {p.boat} does not exist: {selector} "
+                                             f"selects boats 1–{boats}")
     if isinstance(p, CalibrateTooling) and p.measured_nm is None and not station.simulated:
         raise doc.error(loc + ("measured_nm",), "is required on a station with real hardware "
                                                 "(there is no simulated profilometer)")
@@ -367,3 +394,17 @@ def _check_against_station(doc: Doc, i: int, step: PlannedStep, recipe: Recipe,
             if film not in films:
                 raise doc.error(loc + ("film",), f"film {film!r} is not defined for {monitor} "
                                                  f"(station films: {', '.join(films) or 'none'})")
+
+
+def _boats(station: Station, selector: str) -> int:
+    """How many boats the source selector switches: its `boats` setting, or its driver's
+    default."""
+    import inspect
+
+    from lipon_hw.station import driver_class
+
+    inst = station.instrument(selector)
+    if "boats" in inst.settings:
+        return int(inst.settings["boats"])
+    param = inspect.signature(driver_class(inst.driver)).parameters.get("boats")
+    return param.default if param is not None and isinstance(param.default, int) else 1
