@@ -416,6 +416,13 @@ def test_a_cell_test_is_refused_on_a_sample_being_coated_and_shares_it_otherwise
     data = tmp_path / "d"
     path = tmp_path / "p.yaml"
     path.write_text(LNMO.format(channels='{"1": {sample: T-1}}', cycles=1), encoding="utf-8")
+    made = Store(data)  # the sample exists, with the films of an LNMO cell (as if deposited)
+    made.ensure_sample("T-1", "glass")
+    for layer in ({"material": "LNMO", "thickness_nm": 650.0},
+                  {"material": "LiPON", "thickness_nm": 1000.0},
+                  {"material": "Li", "thickness_nm": 570.0}):
+        made.add_layer("T-1", 0, layer["material"], layer["thickness_nm"], 1.0, "sputter", 0.0)
+    made.close()
     with Ownership(data, "run 7") as coating:
         coating.take([claims.sample("T-1", shared=False)])
         with pytest.raises(Busy, match=r"sample 'T-1' is being coated by run 7 \(pid"):
