@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, Discriminator, Field, Tag, ValidationError, model_validator
@@ -429,7 +428,7 @@ def protocol_from_doc(doc: Doc, station: Station, text: str | None = None,
         chk.check_c_rates(doc, program, capacity, number, max_current)
         plans.append(ChannelPlan(number, program, spec.sample, cell, capacity))
     if text is None:
-        text = Path(doc.path).read_text(encoding="utf-8")
+        text = doc.text  # the bounded read, not a second one of a file that may change
     return Protocol(doc.path, text, head.name, pstat, plans, head.poll_every_s,
                     head.checkpoint_every_s)
 

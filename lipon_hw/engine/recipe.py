@@ -11,7 +11,6 @@ problem found is raised as one sentence with file, line and field.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
@@ -279,7 +278,7 @@ def load_recipe(path: str, station: Station, text: str | None = None) -> Recipe:
                                 f"(it has {', '.join(station.spec.tools)})")
             tool_roles.setdefault(tool, dict(station.spec.tools[tool]))
     if text is None:
-        text = Path(path).read_text(encoding="utf-8")
+        text = doc.text  # the bounded read, not a second one of a file that may change
     recipe = Recipe(
         path=path, text=text, name=head.name, tool=head.tool,
         sample=head.sample, tool_roles=tool_roles, steps=steps, interlocks=[],
