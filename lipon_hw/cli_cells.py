@@ -101,6 +101,9 @@ def print_summary(result, as_json: bool) -> None:
         for key in ("ionic_conductivity_S_cm", "electronic_conductivity_S_cm"):
             if result.summary.get(key) is not None:
                 click.echo(f"  {key} = {result.summary[key]:.3g}")
+        if result.summary.get("ionic_conductivity_note"):
+            click.echo("  ionic conductivity not reported: "
+                       f"{result.summary['ionic_conductivity_note']}")
         click.echo(f"run {result.run_id} {result.status}: {result.message}; "
                    f"{result.t_s / 3600:.1f} h of testing in {result.wall_s:.1f} s")
     if result.status != "completed":
