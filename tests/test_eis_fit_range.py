@@ -11,7 +11,11 @@ warning."""
 from __future__ import annotations
 
 import functools
+import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -75,11 +79,44 @@ def test_a_resolvable_film_is_reported(kind, temperatures_C):
         assert sigma is not None, (t, fit.film_note)
 
 
-def test_merged_arcs_and_an_arc_above_the_band_are_named_as_the_reason():
-    _, cold, sigma = fitted("blocking", -30)
-    assert sigma is None
-    assert "arc" in cold.film_note and ("merged" in cold.film_note or
-                                        "overlap" in cold.film_note)
+def test_merged_arcs_and_an_arc_above_the_band_give_no_number():
+    cell, cold, sigma = fitted("blocking", -30)
+    assert sigma is None and cold.film_note  # the fit's R is not the film's ...
+    assert abs(cold.film_resistance_ohm / cell.film_resistance_ohm() - 1) > 0.05  # ... indeed
     _, hot, sigma = fitted("lnmo", 80)
     assert sigma is None and "uncertain" in hot.film_note
     assert hot.film.f_peak_Hz > 3e6  # the fit places the film's apex above the band
+
+
+@pytest.mark.parametrize(("temperature_C", "reported"), [(25, True), (-30, False)])
+def test_the_conductivity_protocols_summary_carries_sigma_or_the_reason(
+        tmp_path, temperature_C, reported):
+    """Through `lipon-hw run` on the simulated lab: at 25 °C σ comes with its relative
+    uncertainty, at −30 °C (film and interface arcs merge) no σ but the sentence why, in
+    the JSON and the text summary alike."""
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "sequences" / "lipon_conductivity.yaml").read_text(encoding="utf-8")
+    cell = "cell: {kind: blocking, area_cm2: 0.04, lipon_thickness_nm: 3700}"
+    assert cell in text
+    text = text.replace(cell, cell[:-1] + f", temperature_C: {temperature_C}}}")
+    text = text.replace("until: {time_h: 2}", "until: {time_min: 10}")  # σ_e not wanted here
+    protocol = tmp_path / "conductivity.yaml"
+    protocol.write_text(text, encoding="utf-8")
+    run = [sys.executable, "-m", "lipon_hw.cli", "run", protocol]
+    proc = subprocess.run([*run, "--json"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    cell = cell_from_spec({"kind": "blocking", "temperature_C": temperature_C})
+    if reported:
+        assert summary["ionic_conductivity_S_cm"] == pytest.approx(true_sigma(cell), rel=0.05)
+        assert 0 < summary["ionic_conductivity_rel_uncertainty"] < 0.02
+        assert "ionic_conductivity_note" not in summary
+    else:
+        assert summary["ionic_conductivity_S_cm"] is None
+        assert summary["film_resistance_ohm"] is None
+        note = summary["ionic_conductivity_note"]
+        assert "overlap" in note or "merged" in note
+        proc = subprocess.run(run, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert f"ionic conductivity not reported: {note}" in proc.stdout
