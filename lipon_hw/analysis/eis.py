@@ -139,7 +139,7 @@ class EisFit:
         return z
 
     def to_dict(self) -> dict:
-        return {"R0_ohm": self.R0_ohm,
+        return {"R0_ohm": self.R0_ohm, "R0_uncertainty_ohm": self.R0_uncertainty_ohm,
                 "arcs": [{"R_ohm": a.R_ohm, "Q": a.Q, "alpha": a.alpha, "tau_s": a.tau_s,
                           "f_peak_Hz": a.f_peak_Hz} for a in self.arcs],
                 "R_rel_uncertainty": list(self.R_rel_uncertainty),
