@@ -196,7 +196,7 @@ def test_lco_anodeless_formation_cv_charge_and_retention():
         t = cell.next_crossing(t_ch, 3.0, None, None)
         discharges.append(q / 5 * (t - t_ch))
         r_ct.append(cell.charge_transfer_ohm())
-    assert 0.92 < discharges[0] / cell.design_capacity_C < 0.98  # 2 % first-charge loss + IR
+    assert 0.92 < discharges[0] / cell.design_capacity_C < 0.98  # 3 % first-charge loss + IR
     assert discharges[149] / discharges[1] == pytest.approx(0.95, abs=0.02)  # 004: ~95 %
     assert r_ct[20] < 0.4 * r_ct[0]  # R_ct falls over the first ~20 cycles (003)
     assert r_ct[149] == pytest.approx(r_ct[100], rel=0.01)
