@@ -3,10 +3,10 @@ reported σ is within 5 % of the film's, or it is not reported and the fit says 
 
 Spectra come from the simulated cells over the conductivity protocol's band
 (sequences/lipon_conductivity.yaml: 3 MHz → 100 mHz, 10 per decade) with the
-MethodSCRIPT emulator's 0.3 % noise, seeded. Before the fix the fit reported a blocking
-cell at −30 °C 19–34 % too conductive (film and interface arcs merge) and an LNMO cell's
-film R at 60 °C as ~1000 Ω against 72 Ω (the film's apex is above 3 MHz), both with no
-warning."""
+MethodSCRIPT emulator's 0.3 % noise, seeded. Before the fix the fit reported, with no
+warning, a blocking cell at −30 °C 200× too conductive on these spectra (19–34 % on other
+noise draws: film and interface arcs merge), 13–17 % at 70–80 °C, and an LNMO cell's film
+R at 60/70/80 °C as 1018/313/114 Ω against 72/41/24 Ω (the film's apex is above 3 MHz)."""
 
 from __future__ import annotations
 

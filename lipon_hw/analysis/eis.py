@@ -467,7 +467,9 @@ def judge_film(fit: EisFit, at_bound: bool = False) -> EisFit:
                 "two (the film's and an interface's), so the arc it shows may be both merged")
     elif at_bound:
         note = "the film's arc sits at the edge of what the fit allows, so its R is not fitted"
-    elif u is None or not math.isfinite(u) or u > MAX_R_REL_UNCERTAINTY:
+    elif u is None or not math.isfinite(u):
+        note = "the spectrum does not constrain the film's resistance (no finite uncertainty)"
+    elif u > MAX_R_REL_UNCERTAINTY:
         note = (f"the film's resistance is uncertain by ±{u:.1%} (1 s.d.), more than the "
                 f"{MAX_R_REL_UNCERTAINTY:.1%} a conductivity is reported with")
     return replace(fit, film_resolved=not note, film_note=note)
