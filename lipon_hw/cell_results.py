@@ -1,7 +1,9 @@
 """What a cell-test run leaves behind: conductivities, exports and plots.
 
 - `film_figures`: the film's ionic conductivity from the first impedance spectrum of a
-  channel (σ = t/(R·A), R the fastest (R‖CPE) arc) and its electronic conductivity from
+  channel (σ = t/(R·A), R the fastest (R‖CPE) arc) with its relative uncertainty — or
+  None and `ionic_conductivity_note` saying why the spectrum cannot resolve the film's
+  arc — and its electronic conductivity from
   a DC polarization hold, with the thickness and area they were computed with.
 - `export_cell_run`: one file per channel (the Battery Data Format holds one cell per
   file): BDF CSV or Parquet, or plain CSV/Parquet of the samples; impedance spectra as
@@ -49,7 +51,13 @@ def film_figures(store: Store, run_id: int, plan) -> dict:
     if spectrum is not None:
         fit = spectrum_fit(*spectrum)
         if fit is not None:
-            out["film_resistance_ohm"] = fit.film_resistance_ohm
+            # an arc the spectrum does not resolve gives no number, but a reason
+            resolved = fit.film_resolved
+            out["film_resistance_ohm"] = fit.film_resistance_ohm if resolved else None
+            out["ionic_conductivity_rel_uncertainty"] = \
+                fit.film_R_rel_uncertainty if resolved else None
+            if not resolved:
+                out["ionic_conductivity_note"] = fit.film_note
             if thickness and area:
                 out["ionic_conductivity_S_cm"] = film_conductivity_S_cm(fit, thickness, area)
     hold = _dc_polarization(store, run_id, plan)

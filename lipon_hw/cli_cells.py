@@ -100,7 +100,12 @@ def print_summary(result, as_json: bool) -> None:
                        f"  mean CE {_fmt(ce * 100 if ce else None, 3)} %  {ch['message']}")
         for key in ("ionic_conductivity_S_cm", "electronic_conductivity_S_cm"):
             if result.summary.get(key) is not None:
-                click.echo(f"  {key} = {result.summary[key]:.3g}")
+                u = result.summary.get(key.replace("_S_cm", "_rel_uncertainty"))
+                click.echo(f"  {key} = {result.summary[key]:.3g}"
+                           + (f" (± {u:.1%}, 1 s.d.)" if u else ""))
+        if result.summary.get("ionic_conductivity_note"):
+            click.echo("  ionic conductivity not reported: "
+                       f"{result.summary['ionic_conductivity_note']}")
         click.echo(f"run {result.run_id} {result.status}: {result.message}; "
                    f"{result.t_s / 3600:.1f} h of testing in {result.wall_s:.1f} s")
     if result.status != "completed":

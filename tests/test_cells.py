@@ -196,10 +196,34 @@ def test_lco_anodeless_formation_cv_charge_and_retention():
         t = cell.next_crossing(t_ch, 3.0, None, None)
         discharges.append(q / 5 * (t - t_ch))
         r_ct.append(cell.charge_transfer_ohm())
-    assert discharges[0] / cell.design_capacity_C < 0.9  # first-charge loss
+    assert 0.92 < discharges[0] / cell.design_capacity_C < 0.98  # 3 % first-charge loss + IR
     assert discharges[149] / discharges[1] == pytest.approx(0.95, abs=0.02)  # 004: ~95 %
     assert r_ct[20] < 0.4 * r_ct[0]  # R_ct falls over the first ~20 cycles (003)
     assert r_ct[149] == pytest.approx(r_ct[100], rel=0.01)
+
+
+@pytest.mark.parametrize("discharge_C_rate", [0.5, 0.2])
+def test_lco_anodeless_delivers_the_production_papers_capacity_per_cm2(discharge_C_rate):
+    """004: 10 µm LCO, 0.69 mAh/cm² in theory, 80–95 % utilisation → 0.55–0.66 mAh/cm²
+    delivered. The nominal cell, run as sequences/lco_anodeless.yaml runs it (formation at
+    C/10, CV at 4.2 V to C/20, galvanostatic discharge to 3.0 V), must deliver that on its
+    first cycles (issue 9: 0.51 with a first-charge CE of 0.88)."""
+    area = 1.0
+    cell = cell_from_spec({"kind": "lco_anodeless", "area_cm2": area})
+    c = cell.design_capacity_C / 3600  # 1C in A
+    t, delivered = 0.0, []
+    for n in range(3):
+        cell.set_control(t, "current", c / 10 if n == 0 else c / 5)
+        t = cell.next_crossing(t, None, 4.2, None)
+        cell.set_control(t, "voltage", 4.2)
+        t = cell.next_crossing(t, None, None, c / 20)
+        cell.set_control(t, "current", -discharge_C_rate * c)
+        t_end = cell.next_crossing(t, 3.0, None, None)
+        delivered.append(discharge_C_rate * c * (t_end - t) / 3.6 / area)  # mAh/cm²
+        assert cell.voltage_V(t_end) == pytest.approx(3.0, abs=1e-6)
+        t = t_end
+    for mAh_cm2 in delivered:
+        assert 0.55 <= mAh_cm2 <= 0.66
 
 
 def test_arrhenius_between_25_and_60_celsius():

@@ -14,10 +14,12 @@ cycles   CycleAccumulator()                              streaming, constant mem
                     retention)
 eis      fit_spectrum(f_Hz, z_ohm (complex), n_arcs=2, blocking=True) -> EisFit
            EisFit: R0_ohm, arcs (Arc(R_ohm, Q, alpha, tau_s, f_peak_Hz), fastest first),
-           tail (BlockingTail(Q, alpha) | None), rms_relative, success, film,
-           film_resistance_ohm, impedance(f_Hz), to_dict()
+           tail (BlockingTail(Q, alpha, C_series_F) | DiffusionTail(R_d_ohm, tau_s,
+           C_series_F) | None), rms_relative, success, film, film_resistance_ohm,
+           R_rel_uncertainty (per arc), film_R_rel_uncertainty, film_resolved,
+           film_note (why not resolved), impedance(f_Hz), to_dict()
          ionic_conductivity_S_cm(R_ohm, thickness_nm, area_cm2) -> float
-         film_conductivity_S_cm(fit, thickness_nm, area_cm2) -> float
+         film_conductivity_S_cm(fit, thickness_nm, area_cm2) -> float | None
 dcpol    steady_state_current(t_s, current_A, tail_start_fraction=0.1) -> SteadyCurrent
          electronic_conductivity_S_cm(I_ss_A, voltage_V, thickness_nm, area_cm2) -> float
          analyze_dc_polarization(t_s, current_A, voltage_V, thickness_nm, area_cm2)

@@ -1,8 +1,10 @@
 """Equivalent-circuit fits of impedance spectra and the ionic conductivity they give.
 
-Model: Z(ω) = R0 + Σ_k R_k / (1 + R_k Q_k (jω)^α_k)  [+ 1 / (Q_b (jω)^α_b)]
-— a series resistance, a chain of (R‖CPE) arcs and, for blocking electrodes (Cu/LiPON/Cu),
-a CPE tail. Each arc is fitted as (R, τ, α) with R·Q = τ^α, its characteristic frequency
+Model: Z(ω) = R0 + Σ_k R_k / (1 + R_k Q_k (jω)^α_k)  [+ tail]
+— a series resistance, a chain of (R‖CPE) arcs and, unless `blocking=False`, a
+low-frequency tail: blocking electrodes' CPE plus a series capacitor (Cu/LiPON/Cu), or a
+full cell's finite-length diffusion plus its storage capacitance, whichever fits better.
+Each arc is fitted as (R, τ, α) with R·Q = τ^α, its characteristic frequency
 f_c = 1/(2πτ) being the apex of the arc.
 
 Fitting: bounded `scipy.optimize.least_squares` on the real and imaginary residuals, each
@@ -11,7 +13,12 @@ impedances), R and τ and Q in log10. Initial guesses come from the spectrum: th
 exponent from the phase of the lowest frequencies and its Q from |Z| there; after the tail
 is subtracted, the apexes of −Z'' give each arc's τ and, through the ZARC apex height
 −Z''max = (R/2)·tan(απ/4), its R; R0 from the high-frequency intercept. Arcs the apexes do
-not reveal (a shoulder under the tail) are seeded at several places and the best fit kept.
+not reveal (a shoulder under the tail) are seeded at several places, and a start puts the
+fastest arc above the top frequency (a hot film's apex can lie beyond 3 MHz: its
+low-frequency side and the intercept with the next arc still fix R); the best fit is kept.
+
+The fit reports each R's uncertainty (covariance s²·(JᵀJ)⁻¹ at the optimum) and whether
+the film's arc is resolved (`judge_film`): a σ is given only then, else a sentence why.
 
 The film's resistance: the arc with the highest characteristic frequency. In the seeds'
 model (film + interface + blocking tail) the film arc is the bulk resistance in parallel
@@ -23,7 +30,7 @@ is the film. σ = t / (R·A).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy.optimize import least_squares
@@ -31,6 +38,8 @@ from scipy.optimize import least_squares
 from lipon_hw.errors import InputError
 
 DEFAULT_ALPHA = 0.9
+SCOUT_NFEV = 60  # evaluations each start gets before the starts are compared
+FINALISTS = 4  # starts fitted to convergence
 
 
 @dataclass(frozen=True)
@@ -52,29 +61,63 @@ class Arc:
 
 @dataclass(frozen=True)
 class BlockingTail:
-    """The blocking electrodes' CPE: Z = 1 / (Q (jω)^α)."""
+    """The blocking electrodes: a CPE in series with a capacitor,
+    Z = 1 / (Q (jω)^α) + 1 / (jω C). The capacitor is the slow part of the double layer's
+    charging (space charge); a single CPE cannot bend from one to the other, and the |Z|
+    weighting gives the tail's decades as much say as the film's, so a CPE-only tail
+    dragged the film's R by 2–8 % (issue 9)."""
 
     Q: float
     alpha: float
+    C_series_F: float = math.inf
 
     def impedance(self, w) -> np.ndarray:
-        return 1.0 / (self.Q * (1j * np.asarray(w)) ** self.alpha)
+        jw = 1j * np.asarray(w)
+        return 1.0 / (self.Q * jw ** self.alpha) + 1.0 / (self.C_series_F * jw)
+
+
+@dataclass(frozen=True)
+class DiffusionTail:
+    """A full cell's finite-length (reflective) diffusion and its storage capacitance:
+    Z = R_d·[coth(√(jωτ))/√(jωτ) − 1/(jωτ)] + 1/(jω C): a Warburg line (45°) bending
+    into a capacitor below 1/τ."""
+
+    R_d_ohm: float
+    tau_s: float
+    C_series_F: float
+
+    def impedance(self, w) -> np.ndarray:
+        w = np.asarray(w, dtype=float)
+        return self.R_d_ohm * _coth_w(np.sqrt(1j * w * self.tau_s)) + \
+            1.0 / (self.C_series_F * 1j * w)
 
 
 @dataclass(frozen=True)
 class EisFit:
     """A fitted spectrum. `arcs` are ordered by time constant, fastest (highest
     characteristic frequency) first; `rms_relative` is the root mean square of the
-    |Z|-weighted real and imaginary residuals (0.01 ≈ a 1 % misfit)."""
+    |Z|-weighted real and imaginary residuals (0.01 ≈ a 1 % misfit).
+    `R_rel_uncertainty[k]`: relative standard uncertainty of arcs[k].R_ohm (see
+    `fit_spectrum`). `film_resolved` is False when the spectrum cannot give the film's
+    resistance, `film_note` then says why in one sentence."""
 
     R0_ohm: float
     arcs: tuple[Arc, ...]
-    tail: BlockingTail | None
+    tail: BlockingTail | DiffusionTail | None
     rms_relative: float
     success: bool
     n_points: int
     message: str = ""
     extra: dict = field(default_factory=dict)
+    R_rel_uncertainty: tuple[float, ...] = ()
+    R0_uncertainty_ohm: float | None = None
+    f_band_Hz: tuple[float, float] = (0.0, math.inf)
+    film_resolved: bool = True
+    film_note: str = ""
+
+    @property
+    def film_R_rel_uncertainty(self) -> float | None:
+        return self.R_rel_uncertainty[0] if self.R_rel_uncertainty else None
 
     @property
     def film(self) -> Arc:
@@ -96,13 +139,15 @@ class EisFit:
         return z
 
     def to_dict(self) -> dict:
-        return {"R0_ohm": self.R0_ohm,
+        return {"R0_ohm": self.R0_ohm, "R0_uncertainty_ohm": self.R0_uncertainty_ohm,
                 "arcs": [{"R_ohm": a.R_ohm, "Q": a.Q, "alpha": a.alpha, "tau_s": a.tau_s,
                           "f_peak_Hz": a.f_peak_Hz} for a in self.arcs],
-                "tail": None if self.tail is None else {"Q": self.tail.Q,
-                                                        "alpha": self.tail.alpha},
+                "R_rel_uncertainty": list(self.R_rel_uncertainty),
+                "tail": None if self.tail is None else
+                {"kind": type(self.tail).__name__, **vars(self.tail)},
                 "rms_relative": self.rms_relative, "success": self.success,
-                "n_points": self.n_points}
+                "n_points": self.n_points, "film_resolved": self.film_resolved,
+                "film_note": self.film_note}
 
 
 def ionic_conductivity_S_cm(R_ohm: float, thickness_nm: float, area_cm2: float) -> float:
@@ -115,20 +160,78 @@ def ionic_conductivity_S_cm(R_ohm: float, thickness_nm: float, area_cm2: float) 
 
 
 # --- the model in fitting coordinates ------------------------------------------------------------
-def _model(x: np.ndarray, w: np.ndarray, n_arcs: int, blocking: bool) -> np.ndarray:
+CPE_TAIL, DIFFUSION_TAIL = "cpe", "diffusion"
+
+
+def _coth_w(u: np.ndarray) -> np.ndarray:
+    """coth(u)/u − 1/u² for complex u (the finite-length Warburg less its capacitor)."""
+    out = np.empty(u.shape, dtype=complex)
+    small = np.abs(u) < 1e-3
+    us = u[small]
+    out[small] = 1.0 / 3.0 - us * us / 45.0
+    ub = u[~small]
+    e = np.where(ub.real < 20, np.exp(-2 * np.where(ub.real < 20, ub, 0)), 0)
+    out[~small] = (1 + e) / (1 - e) / ub - 1.0 / (ub * ub)
+    return out
+
+
+def _model(x: np.ndarray, w: np.ndarray, n_arcs: int, tail: str | None) -> np.ndarray:
     z = np.full(w.shape, x[0], dtype=complex)
     for k in range(n_arcs):
         lr, lt, a = x[1 + 3 * k: 4 + 3 * k]
         z = z + 10.0 ** lr / (1.0 + (1j * w * 10.0 ** lt) ** a)
-    if blocking:
-        lq, a = x[1 + 3 * n_arcs: 3 + 3 * n_arcs]
-        z = z + 1.0 / (10.0 ** lq * (1j * w) ** a)
+    if tail == CPE_TAIL:
+        lq, a, lc = x[1 + 3 * n_arcs: 4 + 3 * n_arcs]
+        z = z + 1.0 / (10.0 ** lq * (1j * w) ** a) + 1.0 / (10.0 ** lc * 1j * w)
+    elif tail == DIFFUSION_TAIL:
+        lr, lt, lc = x[1 + 3 * n_arcs: 4 + 3 * n_arcs]
+        z = z + 10.0 ** lr * _coth_w(np.sqrt(1j * w * 10.0 ** lt)) + \
+            1.0 / (10.0 ** lc * 1j * w)
     return z
 
 
-def _residuals(x, w, z, weight, n_arcs, blocking):
-    d = (_model(x, w, n_arcs, blocking) - z) * weight
+def _residuals(x, w, z, weight, n_arcs, tail):
+    d = (_model(x, w, n_arcs, tail) - z) * weight
     return np.concatenate((d.real, d.imag))
+
+
+def _coth_w_slope(u: np.ndarray) -> np.ndarray:
+    """d/du of `_coth_w`: −csch²(u)/u − coth(u)/u² + 2/u³ (series near 0)."""
+    out = np.empty(u.shape, dtype=complex)
+    small = np.abs(u) < 1e-2
+    out[small] = -2.0 * u[small] / 45.0
+    ub = u[~small]
+    e = np.where(ub.real < 20, np.exp(-2 * np.where(ub.real < 20, ub, 0)), 0)
+    coth = (1 + e) / (1 - e)
+    out[~small] = -(coth * coth - 1) / ub - coth / (ub * ub) + 2.0 / ub ** 3
+    return out
+
+
+def _jacobian(x, w, z, weight, n_arcs, tail):
+    """∂residuals/∂x, analytic (the fit's hot loop: ~10× fewer model evaluations than
+    finite differences)."""
+    ln10 = math.log(10.0)
+    jw = 1j * w
+    cols = [np.ones(w.shape, dtype=complex)]
+    for k in range(n_arcs):
+        lr, lt, a = x[1 + 3 * k: 4 + 3 * k]
+        r, s = 10.0 ** lr, jw * 10.0 ** lt
+        u = s ** a
+        za = r / (1.0 + u)
+        dz_du = -za / (1.0 + u)
+        cols += [za * ln10, dz_du * a * u * ln10, dz_du * u * np.log(s)]
+    if tail == CPE_TAIL:
+        lq, a, lc = x[1 + 3 * n_arcs: 4 + 3 * n_arcs]
+        zq = 1.0 / (10.0 ** lq * jw ** a)
+        zc = 1.0 / (10.0 ** lc * jw)
+        cols += [-zq * ln10, -zq * np.log(jw), -zc * ln10]
+    elif tail == DIFFUSION_TAIL:
+        lr, lt, lc = x[1 + 3 * n_arcs: 4 + 3 * n_arcs]
+        r, u = 10.0 ** lr, np.sqrt(jw * 10.0 ** lt)
+        zc = 1.0 / (10.0 ** lc * jw)
+        cols += [r * _coth_w(u) * ln10, r * _coth_w_slope(u) * u * 0.5 * ln10, -zc * ln10]
+    jac = np.stack(cols, axis=1) * weight[:, None]
+    return np.concatenate((jac.real, jac.imag))
 
 
 def _validate(f_Hz, z_ohm, n_arcs: int) -> tuple[np.ndarray, np.ndarray]:
@@ -149,13 +252,15 @@ def _validate(f_Hz, z_ohm, n_arcs: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 # --- initial guesses ------------------------------------------------------------------------------
-def _tail_guess(w: np.ndarray, z: np.ndarray) -> tuple[float, float]:
-    """(log10 Q, α) of the blocking tail from the lowest-frequency points."""
+def _tail_guess(w: np.ndarray, z: np.ndarray) -> tuple[float, float, float]:
+    """(log10 Q, α, log10 C) of the blocking tail from the lowest-frequency points; the
+    series capacitor starts where it adds a tenth of the lowest point's |Z|."""
     low = slice(len(w) - max(3, len(w) // 15), len(w))
     phase = -np.angle(z[low])
     alpha = float(np.clip(np.median(phase) / (np.pi / 2), 0.5, 1.0))
     q = np.median(1.0 / (np.abs(z[low]) * w[low] ** alpha))
-    return float(np.log10(q)), alpha
+    c = 10.0 / (w[-1] * abs(z[-1]))
+    return float(np.log10(q)), alpha, float(np.log10(c))
 
 
 def _apexes(w: np.ndarray, neg_im: np.ndarray) -> list[tuple[float, float]]:
@@ -169,42 +274,63 @@ def _apexes(w: np.ndarray, neg_im: np.ndarray) -> list[tuple[float, float]]:
     return sorted(peaks, reverse=True)
 
 
-def _starts(w, z, n_arcs: int, blocking: bool) -> list[np.ndarray]:
-    """Initial parameter vectors: the apex-based guess plus a few placements of the arcs
-    the apexes do not show."""
-    tail = _tail_guess(w, z) if blocking else None
-    zr = z - (1.0 / (10 ** tail[0] * (1j * w) ** tail[1]) if blocking else 0.0)
-    peaks = _apexes(w, -zr.imag)[:n_arcs]
+def _arc_sets(w, zr, n_arcs: int) -> list[list[tuple[float, float]]]:
+    """Candidate (R, τ) sets: the apexes of −Z'', and the same with the fastest arc put
+    above the top frequency (its apex unseen, only its low-frequency side in the band;
+    R from the real part at the top frequency); arcs neither shows are placed at several
+    free spots of the band."""
     t_apex = DEFAULT_ALPHA * np.pi / 4
-    arcs = [(2 * h / math.tan(t_apex), 1.0 / wp) for h, wp in peaks]
-    span = max(float(np.max(zr.real) - np.min(zr.real)), float(np.min(np.abs(z))))
+    peaks = [(2 * h / math.tan(t_apex), 1.0 / wp) for h, wp in _apexes(w, -zr.imag)]
+    r_top = max(float(zr.real[0]), 1e-3 * float(np.max(np.abs(zr))))
+    known_sets = [peaks[:n_arcs]]
+    known_sets += [[(r_top, 1.0 / (w[0] * k))] + peaks[:n_arcs - 1] for k in (1.0, 3.0)]
+    if peaks and n_arcs > 1:  # an apex may be the tail's, not an arc's
+        known_sets.append([(r_top, 1.0 / w[0])])
+    span = max(float(np.max(zr.real) - np.min(zr.real)), float(np.min(np.abs(zr))))
     lw_min, lw_max = math.log10(w[-1]), math.log10(w[0])
-    missing = n_arcs - len(arcs)
-    placements: list[list[tuple[float, float]]] = [[]]
-    if missing > 0:
+    out = []
+    for arcs in known_sets:
+        missing = n_arcs - len(arcs)
+        if missing <= 0:
+            out.append(list(arcs))
+            continue
         known = [math.log10(1 / t) for _, t in arcs]
         grid = np.linspace(lw_min + 0.5, lw_max - 0.5, 7)
         free = [g for g in grid if all(abs(g - k) > 0.7 for k in known)] or list(grid)
         r_each = max(span - sum(r for r, _ in arcs), 0.1 * span) / missing
-        placements = []
         for j in range(len(free)):
             picks = [free[(j + m * 2) % len(free)] for m in range(missing)]
-            placements.append([(r_each, 10 ** -g) for g in picks])
+            out.append(list(arcs) + [(r_each, 10 ** -g) for g in picks])
+    return out
+
+
+def _starts(w, z, n_arcs: int, tail: str | None) -> list[np.ndarray]:
+    """Initial parameter vectors: each candidate arc set with the tail's guess."""
+    if tail == CPE_TAIL:
+        lq, a, lc = _tail_guess(w, z)
+        guess = [lq, a, lc]
+        zr = z - 1.0 / (10 ** lq * (1j * w) ** a)
+    elif tail == DIFFUSION_TAIL:
+        c = 1.0 / (w[-1] * max(-float(z[-1].imag), 1e-12))
+        k = max(len(w) - 21, 0)  # about two decades above the bottom at 10 per decade
+        r_d = 3 * max(float(z[-1].real - z[k].real), 1e-3 * abs(z[k]))
+        guess = [math.log10(r_d), math.log10(3.0 / w[-1]), math.log10(c)]
+        zr = z - 1.0 / (c * 1j * w)
+    else:
+        guess, zr = [], z
     starts = []
-    for extra in placements:
-        chosen = sorted(arcs + extra, key=lambda a: a[1])
+    for arcs in _arc_sets(w, zr, n_arcs):
+        chosen = sorted(arcs, key=lambda a: a[1])
         r0 = max(float(np.min(z.real)) - sum(
             float(np.real(r / (1 + (1j * w[0] * t) ** DEFAULT_ALPHA))) for r, t in chosen), 0.0)
         x = [r0]
         for r, t in chosen:
             x += [math.log10(max(r, 1e-6)), math.log10(t), DEFAULT_ALPHA]
-        if blocking:
-            x += list(tail)
-        starts.append(np.array(x, dtype=float))
+        starts.append(np.array(x + guess, dtype=float))
     return starts
 
 
-def _bounds(w, z, n_arcs: int, blocking: bool, x0: np.ndarray):
+def _bounds(w, z, n_arcs: int, tail: str | None, x0: np.ndarray):
     zmax = float(np.max(np.abs(z)))
     lr = (math.log10(float(np.min(np.abs(z)))) - 4, math.log10(zmax) + 3)
     lt = (-math.log10(w[0]) - 3, -math.log10(w[-1]) + 3)
@@ -212,44 +338,146 @@ def _bounds(w, z, n_arcs: int, blocking: bool, x0: np.ndarray):
     for _ in range(n_arcs):
         lo += [lr[0], lt[0], 0.4]
         hi += [lr[1], lt[1], 1.0]
-    if blocking:
-        lo += [-25.0, 0.3]
-        hi += [5.0, 1.0]
+    if tail == CPE_TAIL:
+        lo += [-25.0, 0.3, -25.0]
+        hi += [5.0, 1.0, 5.0]
+    elif tail == DIFFUSION_TAIL:
+        lo += [lr[0], lt[0], -25.0]
+        hi += [lr[1], lt[1] + 3, 5.0]
     lo, hi = np.array(lo), np.array(hi)
     return lo, hi, np.clip(x0, lo + 1e-9 * (hi - lo), hi - 1e-9 * (hi - lo))
 
 
+def _covariance(res) -> np.ndarray:
+    """s²·(JᵀJ)⁻¹ at the optimum, s² = Σr²/(m − n): the parameters' covariance in fitting
+    coordinates (a pseudo-inverse, so a direction the data do not constrain comes out as a
+    huge variance, not an error)."""
+    jac = np.asarray(res.jac, dtype=float)
+    m, n = jac.shape
+    s2 = float(np.sum(res.fun ** 2)) / max(m - n, 1)
+    return s2 * np.linalg.pinv(jac.T @ jac, rcond=1e-15)
+
+
 def fit_spectrum(f_Hz, z_ohm, n_arcs: int = 2, blocking: bool = True) -> EisFit:
-    """Fit R0 + n_arcs (R‖CPE) [+ blocking CPE tail] to a spectrum.
+    """Fit R0 + n_arcs (R‖CPE) [+ blocking tail] to a spectrum, with the parameters'
+    uncertainties and a verdict on whether the film's arc is resolved (`film_resolved`,
+    `film_note`; see `judge_film`).
 
     f_Hz: frequencies (any order); z_ohm: complex impedances (Z' + jZ'', Z'' < 0 for a
-    capacitive cell). At least 3 points per fitted parameter are expected."""
+    capacitive cell). At least 3 points per fitted parameter are expected.
+
+    Uncertainties: from the Jacobian J of the residuals at the optimum, covariance
+    C = s²·(JᵀJ)⁻¹ with s² the residuals' variance (Σr²/(m − n)), i.e. the spectrum's
+    own scatter around the fit stands for its noise. An arc's R is fitted as log10 R, so
+    its relative standard uncertainty is ln 10·√C_RR; σ = t/(R·A) carries the same relative
+    uncertainty (thickness and area taken as exact)."""
     f, z = _validate(f_Hz, z_ohm, n_arcs)
-    n_par = 1 + 3 * n_arcs + (2 if blocking else 0)
+    n_par = 1 + 3 * n_arcs + (3 if blocking else 0)
     if len(f) < n_par + 2:
         raise InputError(f"EIS fit: {len(f)} points cannot fit {n_par} parameters")
     w = 2 * np.pi * f
     weight = 1.0 / np.abs(z)
-    best = None
-    for x0 in _starts(w, z, n_arcs, blocking):
-        lo, hi, x0 = _bounds(w, z, n_arcs, blocking, x0)
-        res = least_squares(_residuals, x0, bounds=(lo, hi), x_scale="jac",
-                            args=(w, z, weight, n_arcs, blocking), max_nfev=2000)
+    # every start is scouted briefly; only the most promising few are fitted to the end
+    scouts = []
+    for tail_kind in (CPE_TAIL, DIFFUSION_TAIL) if blocking else (None,):
+        for x0 in _starts(w, z, n_arcs, tail_kind):
+            lo, hi, x0 = _bounds(w, z, n_arcs, tail_kind, x0)
+            res = least_squares(_residuals, x0, bounds=(lo, hi), x_scale="jac",
+                                jac=_jacobian, args=(w, z, weight, n_arcs, tail_kind),
+                                max_nfev=SCOUT_NFEV)
+            scouts.append((res.cost, len(scouts), tail_kind, res))
+    best, best_tail = None, None
+    for _, _, tail_kind, scout in sorted(scouts)[:FINALISTS]:
+        res = scout
+        if scout.status == 0:  # stopped by the scouting budget, not converged
+            lo, hi, _ = _bounds(w, z, n_arcs, tail_kind, scout.x)
+            res = least_squares(_residuals, np.clip(scout.x, lo, hi), bounds=(lo, hi),
+                                x_scale="jac", jac=_jacobian,
+                                args=(w, z, weight, n_arcs, tail_kind), max_nfev=2000)
         if best is None or res.cost < best.cost:
-            best = res
+            best, best_tail = res, tail_kind
     x = best.x
-    arcs = []
+    cov = _covariance(best)
+    arcs, rel_u, at_bound = [], [], []
     for k in range(n_arcs):
         lr, lt, a = x[1 + 3 * k: 4 + 3 * k]
         R, tau = 10.0 ** lr, 10.0 ** lt
+        i = 1 + 3 * k
         arcs.append(Arc(R_ohm=float(R), Q=float(tau ** a / R), alpha=float(a), tau_s=float(tau)))
-    arcs.sort(key=lambda a: a.tau_s)
-    tail = BlockingTail(Q=float(10.0 ** x[-2]), alpha=float(x[-1])) if blocking else None
+        rel_u.append(float(math.log(10) * math.sqrt(max(cov[i, i], 0.0))))
+        at_bound.append(bool(np.any(best.active_mask[i: i + 3] != 0)))
+    order = sorted(range(n_arcs), key=lambda k: arcs[k].tau_s)
+    tail = None
+    if best_tail == CPE_TAIL:
+        tail = BlockingTail(Q=float(10.0 ** x[-3]), alpha=float(x[-2]),
+                            C_series_F=float(10.0 ** x[-1]))
+    elif best_tail == DIFFUSION_TAIL:
+        tail = DiffusionTail(R_d_ohm=float(10.0 ** x[-3]), tau_s=float(10.0 ** x[-2]),
+                             C_series_F=float(10.0 ** x[-1]))
     rms = float(np.sqrt(np.mean(best.fun ** 2)))
-    return EisFit(R0_ohm=float(x[0]), arcs=tuple(arcs), tail=tail, rms_relative=rms,
-                  success=bool(best.success), n_points=len(f), message=str(best.message))
+    fit = EisFit(R0_ohm=float(x[0]), arcs=tuple(arcs[k] for k in order), tail=tail,
+                 rms_relative=rms, success=bool(best.success), n_points=len(f),
+                 message=str(best.message),
+                 R_rel_uncertainty=tuple(rel_u[k] for k in order),
+                 R0_uncertainty_ohm=float(math.sqrt(max(cov[0, 0], 0.0))),
+                 f_band_Hz=(float(f[-1]), float(f[0])))
+    return judge_film(fit, at_bound=at_bound[order[0]])
 
 
-def film_conductivity_S_cm(fit: EisFit, thickness_nm: float, area_cm2: float) -> float:
-    """σ of the film from a fit: its fastest arc's R (see the module docstring)."""
+# --- is the film's arc resolved? ---------------------------------------------------------------
+MAX_RMS_RELATIVE = 0.03  # a model that misses the data by more than 3 % explains nothing
+MAX_R_REL_UNCERTAINTY = 0.02  # 1 s.d.: 2.5 s.d. stays inside the 5 % σ is quoted to
+MIN_TAU_RATIO = 4.0  # film and next arc at least 0.6 decade apart
+MAX_APEX_ABOVE_BAND = 5.0  # the film's apex at most this factor above the top frequency
+MIN_APEX_ABOVE_BOTTOM = 100.0  # ...and two decades above the bottom one
+MAX_NEXT_ARC_REL_UNCERTAINTY = 0.5  # the arc after the film's must be seen, not guessed
+
+
+def judge_film(fit: EisFit, at_bound: bool = False) -> EisFit:
+    """The fit with `film_resolved` and, if not, `film_note`: one sentence saying why the
+    spectrum cannot give the film's resistance. Checks, in order: the fit converged and
+    describes the spectrum; the film's apex lies in the measured band (up to
+    MAX_APEX_ABOVE_BAND above its top: past that only the arc's foot is seen); the next
+    arc's time constant differs from the film's by MIN_TAU_RATIO (else they merge into one
+    arc whose split is arbitrary); that arc (interface or charge transfer) is in the band
+    and fitted, not parked in the tail (else the arc seen may be film and interface
+    merged, R1 + R2 read as R1); the film's R is known to MAX_R_REL_UNCERTAINTY."""
+    film = fit.film
+    f_lo, f_hi = fit.f_band_Hz
+    u = fit.film_R_rel_uncertainty
+    note = ""
+    if not fit.success or fit.rms_relative > MAX_RMS_RELATIVE:
+        note = (f"the equivalent circuit does not describe the spectrum (misfit "
+                f"{fit.rms_relative:.1%}), so no arc can be taken as the film's")
+    elif film.f_peak_Hz > MAX_APEX_ABOVE_BAND * f_hi:
+        note = (f"the film's arc peaks near {film.f_peak_Hz:.3g} Hz, beyond the top "
+                f"frequency {f_hi:.3g} Hz: measure to higher frequency or at a lower "
+                "temperature")
+    elif film.f_peak_Hz < MIN_APEX_ABOVE_BOTTOM * f_lo:
+        note = (f"the fastest arc peaks at {film.f_peak_Hz:.3g} Hz, inside the electrodes' "
+                "low-frequency tail, so it cannot be told from it")
+    elif len(fit.arcs) > 1 and fit.arcs[1].tau_s / film.tau_s < MIN_TAU_RATIO:
+        note = (f"the film's arc ({film.f_peak_Hz:.3g} Hz) and the next one "
+                f"({fit.arcs[1].f_peak_Hz:.3g} Hz) overlap (time constants only "
+                f"{fit.arcs[1].tau_s / film.tau_s:.2g}× apart), so the spectrum cannot "
+                "split their resistances: measure at a higher temperature")
+    elif len(fit.arcs) > 1 and not (fit.arcs[1].f_peak_Hz >= f_lo and
+                                    fit.R_rel_uncertainty[1] < MAX_NEXT_ARC_REL_UNCERTAINTY):
+        note = ("the spectrum shows one arc above the electrodes' tail where the cell has "
+                "two (the film's and an interface's), so the arc it shows may be both merged")
+    elif at_bound:
+        note = "the film's arc sits at the edge of what the fit allows, so its R is not fitted"
+    elif u is None or not math.isfinite(u):
+        note = "the spectrum does not constrain the film's resistance (no finite uncertainty)"
+    elif u > MAX_R_REL_UNCERTAINTY:
+        note = (f"the film's resistance is uncertain by ±{u:.1%} (1 s.d.), more than the "
+                f"{MAX_R_REL_UNCERTAINTY:.1%} a conductivity is reported with")
+    return replace(fit, film_resolved=not note, film_note=note)
+
+
+def film_conductivity_S_cm(fit: EisFit, thickness_nm: float, area_cm2: float) -> float | None:
+    """σ of the film from a fit: its fastest arc's R (see the module docstring), or None
+    when the spectrum does not resolve that arc (`fit.film_note` says why)."""
+    if not fit.film_resolved:
+        return None
     return ionic_conductivity_S_cm(fit.film_resistance_ohm, thickness_nm, area_cm2)

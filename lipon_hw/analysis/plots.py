@@ -139,8 +139,10 @@ def plot_nyquist(f_Hz, z_ohm, path: Path | str, fit: EisFit | None = None,
     if fit is not None:
         fd = np.logspace(np.log10(f.max()), np.log10(f.min()), 400)
         zf = fit.impedance(fd)
-        ax.plot(zf.real, -zf.imag, "-", lw=1.4, color=CE_COLOUR,
-                label=f"fit (film R = {fit.film_resistance_ohm:.4g} Ω)")
+        label = (f"fit (film R = {fit.film_resistance_ohm:.4g} Ω "
+                 f"± {fit.film_R_rel_uncertainty:.1%})" if fit.film_resolved
+                 else "fit (film arc not resolved)")
+        ax.plot(zf.real, -zf.imag, "-", lw=1.4, color=CE_COLOUR, label=label)
         if zoom_ohm is None and fit.tail is not None:
             zoom_ohm = 1.6 * (fit.R0_ohm + sum(a.R_ohm for a in fit.arcs))
     if zoom_ohm is not None:
