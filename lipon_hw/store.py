@@ -16,6 +16,7 @@ import contextlib
 import json
 import signal
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -536,12 +537,24 @@ class Store:
 def _signals_held():
     """Ctrl-C and SIGTERM wait until a write and the emptying of its buffers are both done,
     so an interrupt neither loses buffered rows nor writes them twice."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    if threading.current_thread() is not threading.main_thread():
+        yield  # Python runs signal handlers in the main thread only
+        return
+    # deferred at the Python level: a mask would not do, as the kernel hands a blocked
+    # signal to another thread (numpy's), whose C handler still wakes this one up
+    caught: list[int] = []
+    held = {sig: signal.signal(sig, lambda signum, _frame: caught.append(signum))
+            for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for sig, handler in held.items():
+            signal.signal(sig, handler)
+        for signum in caught:
+            if callable(held[signum]):
+                held[signum](signum, None)
+            elif held[signum] == signal.SIG_DFL:
+                signal.raise_signal(signum)
 
 
 class _Transaction:

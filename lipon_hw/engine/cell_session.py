@@ -236,9 +236,14 @@ def _worker(data_dir: str, run_id: int, states: dict, seed: int | None,
         return  # the parent died while this worker was starting: touch nothing
 
     def interrupt(_signum, _frame):
+        # one stop is enough: a second signal (Ctrl-C reaches the whole process group, then
+        # the parent passes SIGTERM on) must not cut the cells' disconnection short
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, interrupt)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, interrupt)
     store = Store(data_dir)
     try:
         run = store.run(run_id)

@@ -14,6 +14,7 @@ ending a step and the host starting the next stays a few seconds, while a month 
 cycling costs few exchanges. A host-timed instrument (an SMU) is polled at its
 measurement interval.
 
+A channel says it is running, committed, before its first technique starts.
 After every step the channel's resume state (program position, loop counters, cycle
 and step numbers, the running cycle's integrals and, in the simulated lab, the cell's
 state) is committed with the samples taken before it. Cycle and step numbers never go
@@ -102,6 +103,9 @@ class Channel:
             if self.env.now < st.t_s:
                 yield self.env.timeout(st.t_s - self.env.now)
             self._save()
+            # committed now, before the cell is connected: a channel whose stored status says
+            # it never started has no samples, and no one resumes it while this process runs
+            self.store.flush()
             while st.pc < len(steps) and self.status == "running":
                 step = steps[st.pc]
                 if step.tag is not None:
