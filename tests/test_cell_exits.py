@@ -4,6 +4,7 @@ known point of the run, a lock held by the test), never by timing."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lipon_hw.engine.cell_session import load, mount_cells
+from lipon_hw.engine.cell_session import load, mount_cells, resume_cycling, start_cycling
 from lipon_hw.engine.cycling import ChannelState, run_channels
 from lipon_hw.engine.session import make_env
 from lipon_hw.station import load_station
@@ -124,3 +125,36 @@ def test_a_sigterm_during_a_commit_waits_for_it_even_when_another_thread_takes_i
         store.close()
     t = committed(tmp_path / "lipon.db", "SELECT t_s FROM cell_samples ORDER BY rowid")
     assert t == [(1.0,), (2.0,)], "every sample stored once"
+
+
+# --- issue 8: no zombie run, no `completed` run of tripped channels ---------------------------
+def test_resume_of_a_run_killed_after_its_channels_ended_finishes_it(tmp_path):
+    """The store as a kill between the channels' end and the run's status leaves it: every
+    channel ended, the run `running` with no summary. Resume used to refuse it ("no
+    channel left to resume"), so it stayed running forever; it now writes its end."""
+    data = tmp_path / "data"
+    first = start_cycling(write(tmp_path, channels="1-2", cycles=2), data, workers=1)
+    db = data / "lipon.db"
+    con = sqlite3.connect(db)
+    with con:
+        con.execute("UPDATE runs SET status='running', message='', ended_at=NULL, summary='{}'")
+    con.close()
+    result = resume_cycling(first.run_id, data)
+    assert (result.status, result.message) == ("completed", "completed: channels 1, 2")
+    assert [c["cycles"] for c in result.summary["channels"]] == [2, 2]
+    (row,) = committed(db, "SELECT status, message, ended_at IS NOT NULL, summary FROM runs")
+    assert row[:3] == ("completed", "completed: channels 1, 2", 1)
+    assert json.loads(row[3]) == first.summary
+
+
+def test_a_run_whose_every_channel_tripped_is_not_completed(tmp_path):
+    """The cells sit near 4 V; a floor of 4.6 V trips every channel at its first sample."""
+    result = start_cycling(write(tmp_path, channels="1-2", min_V=4.6), tmp_path / "data",
+                           workers=1)
+    assert [c["status"] for c in result.summary["channels"]] == ["tripped", "tripped"]
+    assert result.status == "failed"
+    assert result.message.startswith("no channel got through its protocol (tripped: channels "
+                                     "1, 2); channel 1: ")
+    assert "below min_V 4.6 V" in result.message
+    (row,) = committed(tmp_path / "data" / "lipon.db", "SELECT status, message FROM runs")
+    assert row == (result.status, result.message)

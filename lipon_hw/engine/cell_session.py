@@ -99,8 +99,10 @@ def resume_cycling(run_id: int, data_dir: str | Path, speed: float | None = None
             state.step_count = max(state.step_count,
                                    store.max_step_count(run_id, plan.channel))
             states[plan.channel] = state
-        if not states:
-            raise InputError(f"run {run_id} has no channel left to resume")
+        if not states:  # killed after its channels ended, before its status was written
+            status, message, summary = _end_run(store, run_id, proto, "completed", "")
+            _plots(store, run_id, notify)
+            return RunResult(run_id, status, message, summary["virtual_s"], 0.0, summary)
         t0 = min(s.t_s for s in states.values())
         store.set_status(run_id, "running", f"resumed from t = {t0:.0f} s")
         store.add_alarm(run_id, t0, "info", "engine",
@@ -140,18 +142,37 @@ def _drive(store: Store, run_id: int, proto: pr.Protocol, station: Station,
         raise
     finally:
         with _uninterruptible():
-            rows = store.channels(run_id)
-            _mark_lost(store, run_id, rows, status)
-            if status == "completed":
-                message = _outcome(rows)
-                store.take_requests(run_id)
-                if any(row["status"] == "aborted" for row in rows):
-                    status = "aborted"  # by the operator: channels stopped, cells off
-            summary = _summary(store, run_id, proto, rows)
-            store.set_status(run_id, status, message, summary)
+            status, message, summary = _end_run(store, run_id, proto, status, message)
     _plots(store, run_id, notify)
     return RunResult(run_id, status, message, summary["virtual_s"], time.monotonic() - wall0,
                      summary)
+
+
+def _end_run(store: Store, run_id: int, proto: pr.Protocol, status: str, message: str
+             ) -> tuple[str, str, dict]:
+    """The run's final status, message and summary, from what its channels stored. A run
+    whose channels all ran to their end (`status` completed) is judged by them."""
+    rows = store.channels(run_id)
+    _mark_lost(store, run_id, rows, status)
+    if status == "completed":
+        status, message = _judged(rows)
+        store.take_requests(run_id)
+    summary = _summary(store, run_id, proto, rows)
+    store.set_status(run_id, status, message, summary)
+    return status, message, summary
+
+
+def _judged(rows: list[dict]) -> tuple[str, str]:
+    """aborted if the operator stopped a channel; failed if no channel got through its
+    protocol (every one tripped or failed); else completed. The message lists them all."""
+    outcome = _outcome(rows)
+    ended = {row["status"] for row in rows}
+    if "aborted" in ended:
+        return "aborted", outcome  # by the operator: channels stopped, cells off
+    if ended and ended <= {"tripped", "failed"}:
+        first = next((row["message"] for row in rows if row["message"]), "")
+        return "failed", f"no channel got through its protocol ({outcome}); {first}".rstrip("; ")
+    return "completed", outcome
 
 
 def _groups(channels: list[int], workers: int) -> list[list[int]]:
