@@ -295,6 +295,15 @@ class Store:
             self._db.execute("UPDATE channels SET status=?, message=?, cycle=?, step_count=?,"
                              " t_s=?, state=? WHERE run_id=? AND channel=?", args)
 
+    def drop_unwritten_samples(self) -> int:
+        """After a write failed: forget the buffered readings, samples and spectra (the
+        channels' states stay, to be written); returns how many rows were lost."""
+        lost = len(self._pending) + len(self._pending_cells) + len(self._pending_spectra)
+        self._pending.clear()
+        self._pending_cells.clear()
+        self._pending_spectra.clear()
+        return lost
+
     def _clear_pending(self) -> None:
         self._pending.clear()
         self._pending_cells.clear()

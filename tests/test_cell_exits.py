@@ -7,8 +7,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sqlite3
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +20,8 @@ import pytest
 from lipon_hw.engine.cell_session import load, mount_cells, resume_cycling, start_cycling
 from lipon_hw.engine.cycling import ChannelState, run_channels
 from lipon_hw.engine.session import make_env
+from lipon_hw.errors import InputError
+from lipon_hw.sim.serve import serve_lab
 from lipon_hw.station import load_station
 from lipon_hw.store import Store
 
@@ -158,3 +164,157 @@ def test_a_run_whose_every_channel_tripped_is_not_completed(tmp_path):
     assert "below min_V 4.6 V" in result.message
     (row,) = committed(tmp_path / "data" / "lipon.db", "SELECT status, message FROM runs")
     assert row == (result.status, result.message)
+
+
+# --- issue 8: every exit path leaves every cell disconnected, and the store true -------------
+SHORT_CYCLES = """
+name: short cycles over TCP
+kind: cycling
+potentiostat: mes4
+channels: 1-2
+record: {every_s: 10}
+safety: {min_V: 2.5, max_V: 5.2}
+steps:
+  - tag: cycle
+  - cc: {current_A: 3.0e-6, until: {voltage_V: 5.1, time_s: 60}}
+  - cc: {current_A: -3.0e-6, until: {voltage_V: 3.5, time_s: 60}}
+  - loop: {to: cycle, times: 200}
+"""
+SPEED = 1000.0  # the served lab's clock, and the engine's: a cycle takes a few ms of wall time
+
+
+@pytest.fixture
+def served(tmp_path):
+    """The simulated lab behind TCP sockets, and a station that reaches channels 1-2 of its
+    potentiostat over `socket://` (so the engine runs as on hardware, in real time)."""
+    lab = None
+    for _ in range(20):  # a base with room for every endpoint; mes4/1-2 come first
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + 40 > 65535:
+            continue
+        try:
+            lab = serve_lab(load_station(None), "127.0.0.1", port_base=base, speed=SPEED)
+            break
+        except InputError:
+            continue
+    assert lab is not None and [lab.ports["mes4/1"], lab.ports["mes4/2"]] == [base, base + 1]
+    station = tmp_path / "station.yaml"
+    station.write_text("name: bench over TCP\ninstruments:\n  mes4:\n    driver: methodscript\n"
+                       f"    address: 'socket://127.0.0.1:{{{base}-{base + 1}}}'\n",
+                       encoding="utf-8")
+    (tmp_path / "protocol.yaml").write_text(SHORT_CYCLES, encoding="utf-8")
+    lab.station_path = str(station)
+    yield lab
+    lab.stop()
+
+
+def emulators(lab) -> list:
+    return [lab.lab.emulators[f"mes4/{n}"] for n in (1, 2)]
+
+
+def assert_disconnected(lab) -> None:
+    """Read from the emulators themselves, not from anything the engine says."""
+    for n, emulator in enumerate(emulators(lab), start=1):
+        assert not emulator.running, f"channel {n}: a technique still runs"
+        assert not emulator.cell_is_on, f"channel {n}: the cell is still on"
+
+
+def stored(data: Path) -> tuple[tuple, list[tuple]]:
+    db = data / "lipon.db"
+    (run,) = committed(db, "SELECT status, message FROM runs")
+    return run, committed(db, "SELECT channel, status, message FROM channels ORDER BY channel")
+
+
+def test_an_engine_error_mid_run_disconnects_every_cell_and_says_failed(served, tmp_path):
+    def fault(channel, cycles):
+        if (channel, cycles) == (1, 2):
+            raise RuntimeError("a bug in a progress callback")
+
+    with pytest.raises(RuntimeError):
+        start_cycling(str(tmp_path / "protocol.yaml"), tmp_path / "data", served.station_path,
+                      speed=SPEED, on_cycle=fault)
+    assert_disconnected(served)
+    run, channels = stored(tmp_path / "data")
+    assert run == ("failed", "internal error: RuntimeError('a bug in a progress callback')")
+    reasons = {"stopped by an error (internal error: RuntimeError('a bug in a progress "
+               "callback'))", "stopped with the run (internal error: RuntimeError('a bug in a "
+               "progress callback'))"}
+    assert {status for _, status, _ in channels} == {"failed"}
+    assert {message for *_, message in channels} == reasons
+
+
+def test_a_store_that_refuses_writes_mid_run_disconnects_every_cell_first(served, tmp_path):
+    """The store fails at a known point: the test's own connection adds a trigger that
+    refuses every sample of cycle 3 (as a full disk would refuse them)."""
+    data = tmp_path / "data"
+    Store(data).close()
+    con = sqlite3.connect(data / "lipon.db")
+    con.execute("CREATE TRIGGER refuse BEFORE INSERT ON cell_samples WHEN NEW.cycle >= 3 "
+                "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
+    con.commit()
+    con.close()
+    with pytest.raises(sqlite3.Error):
+        start_cycling(str(tmp_path / "protocol.yaml"), data, served.station_path, speed=SPEED)
+    assert_disconnected(served)
+    (status, message), channels = stored(data)
+    assert status == "failed"
+    assert message.startswith("the store failed: database or disk is full (") and \
+        message.endswith(" buffered samples and readings were not stored)")
+    assert {status for _, status, _ in channels} == {"failed"}
+    assert all("the store failed: database or disk is full" in m for *_, m in channels)
+    assert not any("could not be disconnected" in m for *_, m in channels)
+
+
+def test_a_lost_link_is_reported_as_a_cell_that_could_not_be_disconnected(served, tmp_path):
+    """The lab stops answering mid-run (its TCP servers stopped): the engine cannot reach
+    the cells, and the store must not say it disconnected them. (The instrument ends the
+    step's script on its own, cell off: that is the instrument's doing, not the engine's.)"""
+    ports = [f"socket://127.0.0.1:{served.ports[f'mes4/{n}']}" for n in (1, 2)]
+
+    def unplug(channel, cycles):
+        if cycles == 2:
+            served.stop()
+
+    result = start_cycling(str(tmp_path / "protocol.yaml"), tmp_path / "data",
+                           served.station_path, speed=SPEED, on_cycle=unplug)
+    run, channels = stored(tmp_path / "data")
+    assert run[0] == result.status == "failed"
+    assert run[1].startswith("no channel got through its protocol (failed: channels 1, 2)")
+    for (_, status, message), port in zip(channels, ports, strict=True):
+        assert status == "failed" and message.startswith(f"{port} is lost after 3 attempts")
+        assert f"; the cell could not be disconnected ({port} is lost" in message
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_lipon_hw_run_disconnects_every_cell_and_says_interrupted(
+        served, tmp_path, signum):
+    proc = subprocess.Popen([sys.executable, "-m", "lipon_hw.cli", "run", "protocol.yaml",
+                             "--station", served.station_path, "--speed", str(SPEED)],
+                            cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    db = tmp_path / "lipon-data" / "lipon.db"
+    deadline = time.monotonic() + 60
+    while not (db.exists() and _both_in_cycle_2(db)):  # both channels are cycling
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.05)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert_disconnected(served)
+    for port in (served.ports["mes4/1"], served.ports["mes4/2"]):
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as raw:
+            raw.sendall(b"Z\n")  # abort: answered with error 0006 when no script runs
+            assert raw.recv(64) == b"Z!0006\n"
+    run, channels = stored(tmp_path / "lipon-data")
+    assert run == ("interrupted", "stopped by the operator (Ctrl-C / SIGTERM)")
+    assert channels == [(n, "interrupted", "stopped by the operator (Ctrl-C)") for n in (1, 2)]
+
+
+def _both_in_cycle_2(db: Path) -> bool:
+    try:
+        rows = committed(db, "SELECT channel, MAX(cycle) FROM cell_samples GROUP BY channel")
+    except sqlite3.OperationalError:
+        return False
+    return len(rows) == 2 and all(cycle >= 2 for _, cycle in rows)

@@ -12,6 +12,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from lipon_hw.engine import protocol as pr
-from lipon_hw.engine.cycling import ChannelState, run_channels
+from lipon_hw.engine.cycling import ChannelState, run_channels, stop_reason
 from lipon_hw.engine.runner import Interrupted, RunResult, _uninterruptible
 from lipon_hw.engine.session import make_env, run_to_resume
 from lipon_hw.errors import InputError, LiponError
@@ -134,15 +135,21 @@ def _drive(store: Store, run_id: int, proto: pr.Protocol, station: Station,
     except KeyboardInterrupt:
         status, message = "interrupted", "stopped by the operator (Ctrl-C / SIGTERM)"
         raise Interrupted(message) from None
-    except LiponError as exc:
-        message = str(exc)
-        raise
     except Exception as exc:
-        message = f"internal error: {exc!r}"
+        message = stop_reason(exc)
         raise
     finally:
         with _uninterruptible():
-            status, message, summary = _end_run(store, run_id, proto, status, message)
+            try:
+                status, message, summary = _end_run(store, run_id, proto, status, message)
+            except sqlite3.Error as exc:  # what was buffered cannot be written: say so
+                lost = store.drop_unwritten_samples()
+                failure = stop_reason(exc)
+                if failure not in message:
+                    message = f"{message}; {failure}" if message else failure
+                message += f" ({lost} buffered samples and readings were not stored)"
+                status = "failed" if status == "completed" else status
+                status, message, summary = _end_run(store, run_id, proto, status, message)
     _plots(store, run_id, notify)
     return RunResult(run_id, status, message, summary["virtual_s"], time.monotonic() - wall0,
                      summary)
@@ -197,10 +204,13 @@ def _run_group(store: Store, run_id: int, proto: pr.Protocol, station: Station,
                      should_stop=lambda: "abort" in store.pending_requests(run_id))
     finally:
         with _uninterruptible():
-            for failure in _disconnect(pstat, [p.channel for p in proto.channels]):
-                store.add_alarm(run_id, env.now, "error", proto.potentiostat, failure)
-            store.flush()
-            lab.close()
+            failures = _disconnect(pstat, [p.channel for p in proto.channels])
+            try:  # a store that fails here does not keep the lab from being closed
+                for failure in failures:
+                    store.add_alarm(run_id, env.now, "error", proto.potentiostat, failure)
+                store.flush()
+            finally:
+                lab.close()
 
 
 def _disconnect(pstat, channels: list[int]) -> list[str]:

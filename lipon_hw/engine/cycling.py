@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -94,6 +95,8 @@ class Channel:
                         else CycleCounter(reference_cycle=reference))
         self._abort_requested = False
         self._saved: str = json.dumps(vars(state))
+        self._last_sample_t = -math.inf
+        self._finished = False
 
     # --- the program ----------------------------------------------------------------
     def process(self):
@@ -140,6 +143,9 @@ class Channel:
         except KeyboardInterrupt:
             self.status, self.message = "interrupted", "stopped by the operator (Ctrl-C)"
             raise
+        except Exception as exc:  # a bug, or the store failing: this channel says so
+            self.status, self.message = "failed", f"stopped by an error ({stop_reason(exc)})"
+            raise
         finally:
             self._finish()
 
@@ -170,7 +176,9 @@ class Channel:
         technique = pr.technique(step, self.plan)
         limits = pr.safety(step, self.plan)
         st.step_count += 1
-        t0 = self.env.now
+        # on a real-time clock the instrument runs on while the host works (a step's end is
+        # seen a poll later): a step never starts before the last sample of the one before
+        t0 = max(self.env.now, self._last_sample_t)
         run = self.pstat.start(self.number, technique)
         ends = _HostEnds(step, self.plan, t0)
         rows: list[tuple] = []
@@ -189,6 +197,8 @@ class Channel:
                              step_id, step_type) for s in samples if s.E_V is not None]
                     self.store.add_cell_samples(self.run_id, self.number, rows)
                     taken.extend(rows)
+                    if rows:
+                        self._last_sample_t = rows[-1][0]
                     try:
                         self._check_safety(rows, limits)  # what tripped it is kept
                     except ChannelTrip:
@@ -272,12 +282,17 @@ class Channel:
                                   st.cycle, st.step_count, st.t_s, self._saved)
 
     def _finish(self) -> None:
-        """The cell disconnected whatever happened; the last cycle closed."""
+        """The cell disconnected whatever happened, before anything is stored; then the
+        last cycle closed and the channel's end stored. Once: a channel the run stopped is
+        not finished again when its discarded process is closed."""
+        if self._finished:
+            return
+        self._finished = True
         try:
             self.pstat.stop(self.number)
             self.pstat.cell_off(self.number)
         except Exception as exc:  # noqa: BLE001 - recorded; the other channels still get theirs
-            self.message += f"; disconnecting the cell failed ({exc})"
+            self.message += f"; the cell could not be disconnected ({exc})"
         if self.status in ENDED:
             self._store_cycles(self.counter.finish())
         # the resume state stays the last step boundary: what came after it is redone
@@ -376,10 +391,31 @@ def run_channels(env: simpy.Environment, store: Store, run_id: int, proto: pr.Pr
                 if should_stop():
                     for ch in channels:
                         ch.request_stop()
-    except KeyboardInterrupt:
-        for ch, proc in zip(channels, processes, strict=True):
-            if proc.is_alive:
-                ch.status, ch.message = "interrupted", "stopped by the operator (Ctrl-C)"
-                ch._finish()
+    except BaseException as exc:
+        _stop_all(channels, processes, exc)
         raise
     return channels
+
+
+def _stop_all(channels: list[Channel], processes: list, cause: BaseException) -> None:
+    """Whatever ended the run early, every channel still running is stopped, its cell
+    disconnected before anything is stored; one that cannot be stored does not keep the
+    others from being disconnected."""
+    if isinstance(cause, KeyboardInterrupt):
+        status, message = "interrupted", "stopped by the operator (Ctrl-C)"
+    else:
+        status, message = "failed", f"stopped with the run ({stop_reason(cause)})"
+    for ch, proc in zip(channels, processes, strict=True):
+        if proc.is_alive:
+            ch.status, ch.message = status, message
+            try:
+                ch._finish()
+            except Exception:  # noqa: BLE001, S112 - the store; the cause is raised after
+                continue
+
+
+def stop_reason(exc: BaseException) -> str:
+    """One sentence for what stopped a run or channel."""
+    if isinstance(exc, sqlite3.Error):
+        return f"the store failed: {exc}"
+    return str(exc) if isinstance(exc, LiponError) else f"internal error: {exc!r}"
