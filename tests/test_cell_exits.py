@@ -171,7 +171,9 @@ SHORT_CYCLES = """
 name: short cycles over TCP
 kind: cycling
 potentiostat: mes4
-channels: 1-2
+channels:
+  "1": {}
+  "2": {protocol: hold}
 record: {every_s: 10}
 safety: {min_V: 2.5, max_V: 5.2}
 steps:
@@ -179,8 +181,12 @@ steps:
   - cc: {current_A: 3.0e-6, until: {voltage_V: 5.1, time_s: 60}}
   - cc: {current_A: -3.0e-6, until: {voltage_V: 3.5, time_s: 60}}
   - loop: {to: cycle, times: 200}
+protocols:
+  hold:  # one long step: its cell is on, a technique running, whenever channel 1 acts
+    steps:
+      - cc: {current_A: 1.0e-8, until: {voltage_V: 5.1, time_h: 10}, record: {every_s: 7200}}
 """
-SPEED = 1000.0  # the served lab's clock, and the engine's: a cycle takes a few ms of wall time
+SPEED = 1000.0  # the served lab's clock, and the engine's: channel 2's step lasts 36 s wall
 
 
 @pytest.fixture
@@ -269,8 +275,8 @@ def test_a_store_that_refuses_writes_mid_run_disconnects_every_cell_first(served
 
 def test_a_lost_link_is_reported_as_a_cell_that_could_not_be_disconnected(served, tmp_path):
     """The lab stops answering mid-run (its TCP servers stopped): the engine cannot reach
-    the cells, and the store must not say it disconnected them. (The instrument ends the
-    step's script on its own, cell off: that is the instrument's doing, not the engine's.)"""
+    the cells, and the store must not say it disconnected them: channel 2's cell is in
+    fact still on, its instrument running its step."""
     ports = [f"socket://127.0.0.1:{served.ports[f'mes4/{n}']}" for n in (1, 2)]
 
     def unplug(channel, cycles):
@@ -279,6 +285,8 @@ def test_a_lost_link_is_reported_as_a_cell_that_could_not_be_disconnected(served
 
     result = start_cycling(str(tmp_path / "protocol.yaml"), tmp_path / "data",
                            served.station_path, speed=SPEED, on_cycle=unplug)
+    assert emulators(served)[1].running and emulators(served)[1].cell_is_on, \
+        "channel 2's instrument runs on, unreachable"
     run, channels = stored(tmp_path / "data")
     assert run[0] == result.status == "failed"
     assert run[1].startswith("no channel got through its protocol (failed: channels 1, 2)")
@@ -296,7 +304,7 @@ def test_a_signal_to_lipon_hw_run_disconnects_every_cell_and_says_interrupted(
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     db = tmp_path / "lipon-data" / "lipon.db"
     deadline = time.monotonic() + 60
-    while not (db.exists() and _both_in_cycle_2(db)):  # both channels are cycling
+    while not (db.exists() and _running_mid_campaign(db)):
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
         time.sleep(0.05)
     proc.send_signal(signum)
@@ -312,9 +320,50 @@ def test_a_signal_to_lipon_hw_run_disconnects_every_cell_and_says_interrupted(
     assert channels == [(n, "interrupted", "stopped by the operator (Ctrl-C)") for n in (1, 2)]
 
 
-def _both_in_cycle_2(db: Path) -> bool:
+def _running_mid_campaign(db: Path) -> bool:
+    """Channel 1 in its second cycle, channel 2 in its long step."""
     try:
         rows = committed(db, "SELECT channel, MAX(cycle) FROM cell_samples GROUP BY channel")
     except sqlite3.OperationalError:
         return False
-    return len(rows) == 2 and all(cycle >= 2 for _, cycle in rows)
+    return dict(rows).get(1, 0) >= 2 and 2 in dict(rows)
+
+
+def test_every_cell_is_disconnected_before_any_channel_end_is_stored(served, tmp_path):
+    """At the moment the engine fails, the test's own connection holds the database
+    (BEGIN EXCLUSIVE): every cell must be off while no write can pass. A helper thread keeps
+    the lock until it sees both cells off (or 5 s: channel 2's step would run 36 s on its
+    own), then lets the engine store its ends."""
+    data = tmp_path / "data"
+    Store(data).close()
+    locked, seen_off = threading.Event(), []
+
+    def hold_the_store():
+        con = sqlite3.connect(data / "lipon.db", isolation_level=None)
+        con.execute("BEGIN EXCLUSIVE")
+        locked.set()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not seen_off:
+            if not any(e.running or e.cell_is_on for e in emulators(served)):
+                seen_off.append(time.monotonic())
+            time.sleep(0.01)
+        con.execute("ROLLBACK")
+        con.close()
+
+    holder = threading.Thread(target=hold_the_store)
+
+    def fault(channel, cycles):
+        if (channel, cycles) == (1, 2):
+            time.sleep(1.1)  # the store's 1 s flush cadence is due: what is stored next is
+            # written at once, not buffered (so a write before a disconnect would wait)
+            holder.start()
+            locked.wait()
+            raise RuntimeError("a bug in a progress callback")
+
+    with pytest.raises(RuntimeError):
+        start_cycling(str(tmp_path / "protocol.yaml"), data, served.station_path,
+                      speed=SPEED, on_cycle=fault)
+    holder.join()
+    assert seen_off, "a cell stayed on while the engine waited to store a channel's end"
+    run, channels = stored(data)
+    assert run[0] == "failed" and {status for _, status, _ in channels} == {"failed"}

@@ -96,12 +96,13 @@ class Channel:
         self._abort_requested = False
         self._saved: str = json.dumps(vars(state))
         self._last_sample_t = -math.inf
-        self._finished = False
+        self._disconnected = self._recorded = False
 
     # --- the program ----------------------------------------------------------------
     def process(self):
         steps = self.plan.program.steps
         st = self.state
+        run_stops = False
         try:
             if self.env.now < st.t_s:
                 yield self.env.timeout(st.t_s - self.env.now)
@@ -142,12 +143,16 @@ class Channel:
             self.status, self.message = "failed", str(exc)
         except KeyboardInterrupt:
             self.status, self.message = "interrupted", "stopped by the operator (Ctrl-C)"
+            run_stops = True
             raise
         except Exception as exc:  # a bug, or the store failing: this channel says so
             self.status, self.message = "failed", f"stopped by an error ({stop_reason(exc)})"
+            run_stops = True
             raise
         finally:
-            self._finish()
+            self._disconnect()
+            if not run_stops:  # else the run disconnects every cell before it stores any end
+                self._record_end()
 
     def _terminated(self) -> bool:
         """The protocol's termination: enough cycles (completed), or the capacity has
@@ -281,21 +286,25 @@ class Channel:
         self.store.update_channel(self.run_id, self.number, self.status, self.message,
                                   st.cycle, st.step_count, st.t_s, self._saved)
 
-    def _finish(self) -> None:
-        """The cell disconnected whatever happened, before anything is stored; then the
-        last cycle closed and the channel's end stored. Once: a channel the run stopped is
-        not finished again when its discarded process is closed."""
-        if self._finished:
+    def _disconnect(self) -> None:
+        """Technique stopped, cell off: first, once, whatever happened."""
+        if self._disconnected:
             return
-        self._finished = True
+        self._disconnected = True
         try:
             self.pstat.stop(self.number)
             self.pstat.cell_off(self.number)
         except Exception as exc:  # noqa: BLE001 - recorded; the other channels still get theirs
             self.message += f"; the cell could not be disconnected ({exc})"
+
+    def _record_end(self) -> None:
+        """The last cycle closed and the channel's end stored, once; the resume state stays
+        the last step boundary: what came after it is redone."""
+        if self._recorded:
+            return
+        self._recorded = True
         if self.status in ENDED:
             self._store_cycles(self.counter.finish())
-        # the resume state stays the last step boundary: what came after it is redone
         st = self.state
         self.store.update_channel(self.run_id, self.number, self.status, self.message,
                                   st.cycle, st.step_count, self.env.now, self._saved)
@@ -398,9 +407,9 @@ def run_channels(env: simpy.Environment, store: Store, run_id: int, proto: pr.Pr
 
 
 def _stop_all(channels: list[Channel], processes: list, cause: BaseException) -> None:
-    """Whatever ended the run early, every channel still running is stopped, its cell
-    disconnected before anything is stored; one that cannot be stored does not keep the
-    others from being disconnected."""
+    """Whatever ended the run early: every cell is disconnected first, then every channel's
+    end is stored; one that cannot be stored does not keep the others from theirs (the
+    cause is raised after)."""
     if isinstance(cause, KeyboardInterrupt):
         status, message = "interrupted", "stopped by the operator (Ctrl-C)"
     else:
@@ -408,10 +417,12 @@ def _stop_all(channels: list[Channel], processes: list, cause: BaseException) ->
     for ch, proc in zip(channels, processes, strict=True):
         if proc.is_alive:
             ch.status, ch.message = status, message
-            try:
-                ch._finish()
-            except Exception:  # noqa: BLE001, S112 - the store; the cause is raised after
-                continue
+        ch._disconnect()
+    for ch in channels:
+        try:
+            ch._record_end()
+        except Exception:  # noqa: BLE001, S112 - the store; the cause is raised after
+            continue
 
 
 def stop_reason(exc: BaseException) -> str:
