@@ -5,6 +5,7 @@ known point of the run, a lock held by the test), never by timing."""
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import signal
 import socket
@@ -367,3 +368,22 @@ def test_every_cell_is_disconnected_before_any_channel_end_is_stored(served, tmp
     assert seen_off, "a cell stayed on while the engine waited to store a channel's end"
     run, channels = stored(data)
     assert run[0] == "failed" and {status for _, status, _ in channels} == {"failed"}
+
+
+def test_an_error_in_the_parent_stops_every_worker_and_their_channels(tmp_path):
+    """Channels in worker processes: the parent fails (its progress callback raises once
+    a channel has cycled). The workers used to run on, unwatched, under a run that said
+    `failed`; now each is stopped, its channels disconnected and stored as interrupted."""
+    def fault(channel, cycles):
+        if cycles >= 1:
+            raise RuntimeError("a bug in a progress callback")
+
+    data = tmp_path / "data"
+    with pytest.raises(RuntimeError):
+        start_cycling(write(tmp_path, channels="1-2", cycles=400), data, workers=2,
+                      on_cycle=fault)
+    assert multiprocessing.active_children() == [], "a worker runs on"
+    run, channels = stored(data)
+    assert run == ("failed", "internal error: RuntimeError('a bug in a progress callback')")
+    assert {status for _, status, _ in channels} <= {"interrupted", "pending"}
+    assert "interrupted" in {status for _, status, _ in channels}

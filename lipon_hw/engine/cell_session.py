@@ -238,21 +238,22 @@ def _run_workers(store: Store, run_id: int, groups: list[list[int]],
         args = (str(store.data_dir), run_id, {n: asdict(states[n]) for n in group}, seed, speed,
                 os.getpid())
         procs.append(ctx.Process(target=_worker, args=args, name=f"channels {group}"))
-    for proc in procs:
-        proc.start()
     try:
+        for proc in procs:
+            proc.start()
         while any(p.is_alive() for p in procs):
             for proc in procs:
                 proc.join(timeout=0.5 / len(procs))
             if on_cycle:
                 for row in store.channels(run_id):
                     on_cycle(row["channel"], max(row["cycle"] - 1, 0))
-    except KeyboardInterrupt:
-        for proc in procs:  # a SIGTERM that only reached us: pass it on
+    except BaseException:  # a SIGTERM that only reached us, or this process failing: no
+        for proc in procs:  # worker runs on unwatched; each disconnects its cells and says so
             if proc.is_alive():
                 os.kill(proc.pid, signal.SIGTERM)
         for proc in procs:
-            proc.join()
+            if proc.pid is not None:
+                proc.join()
         raise
     failed = [p for p in procs if p.exitcode not in (0, None)]
     for proc in failed:
