@@ -24,6 +24,7 @@ import json
 import math
 import signal
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -451,6 +452,15 @@ class Store:
         for write in self._pending_writes:
             write(self._db)
 
+    def drop_unwritten_samples(self) -> int:
+        """After a write failed: forget the buffered readings, samples and spectra (the
+        channels' states stay, to be written); returns how many rows were lost."""
+        lost = len(self._pending) + len(self._pending_cells) + len(self._pending_spectra)
+        self._pending.clear()
+        self._pending_cells.clear()
+        self._pending_spectra.clear()
+        return lost
+
     def _clear_pending(self) -> None:
         self._pending.clear()
         self._pending_cells.clear()
@@ -756,12 +766,24 @@ def _finite(*values) -> bool:
 def _signals_held():
     """Ctrl-C and SIGTERM wait until a write and the emptying of its buffers are both done,
     so an interrupt neither loses buffered rows nor writes them twice."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    if threading.current_thread() is not threading.main_thread():
+        yield  # Python runs signal handlers in the main thread only
+        return
+    # deferred at the Python level: a mask would not do, as the kernel hands a blocked
+    # signal to another thread (numpy's), whose C handler still wakes this one up
+    caught: list[int] = []
+    held = {sig: signal.signal(sig, lambda signum, _frame: caught.append(signum))
+            for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for sig, handler in held.items():
+            signal.signal(sig, handler)
+        for signum in caught:
+            if callable(held[signum]):
+                held[signum](signum, None)
+            elif held[signum] == signal.SIG_DFL:
+                signal.raise_signal(signum)
 
 
 def _is_busy(exc: BaseException) -> bool:

@@ -205,7 +205,8 @@ def test_kill_9_mid_campaign_then_resume_continues_every_channel(tmp_path):
     db = tmp_path / "lipon-data" / "lipon.db"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        assert proc.poll() is None, "the run ended before it could be killed"
+        assert proc.poll() is None, f"the run ended before it could be killed: " \
+            f"{proc.stderr.read().decode(errors='replace')[-2000:]}"
         rows = _progress(db)
         if len(rows) == 4 and max(c for _, c in rows) >= 6:  # the workers run at own pace
             break

@@ -88,10 +88,11 @@ def test_merged_arcs_and_an_arc_above_the_band_give_no_number():
     assert hot.film.f_peak_Hz > 3e6  # the fit places the film's apex above the band
 
 
-@pytest.mark.parametrize(("temperature_C", "reported"), [(25, True), (-30, False)])
+@pytest.mark.parametrize(("temperature_C", "reported"), [(25, True), (0, True), (-30, False)])
 def test_the_conductivity_protocols_summary_carries_sigma_or_the_reason(
         tmp_path, temperature_C, reported):
-    """Through `lipon-hw run` on the simulated lab: at 25 °C σ comes with its relative
+    """Through `lipon-hw run` on the simulated lab: at 25 °C (and at 0 °C, which is not
+    25 °C: issue 9 item 4) σ comes with its relative
     uncertainty, at −30 °C (film and interface arcs merge) no σ but the sentence why, in
     the JSON and the text summary alike."""
     root = Path(__file__).resolve().parents[1]

@@ -12,6 +12,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -22,11 +23,11 @@ import numpy as np
 
 from lipon_hw.engine import claims
 from lipon_hw.engine import protocol as pr
-from lipon_hw.engine.cycling import ChannelState, run_channels
+from lipon_hw.engine.cycling import ChannelState, run_channels, stop_reason
 from lipon_hw.engine.ownership import Ownership
 from lipon_hw.engine.runner import Interrupted, RunResult, _uninterruptible
-from lipon_hw.engine.session import make_env, run_to_resume
-from lipon_hw.errors import InputError, LiponError
+from lipon_hw.engine.session import ends_run_on_failure, make_env, run_to_resume
+from lipon_hw.errors import InputError, LiponError, StoreError
 from lipon_hw.station import Station, load_station
 from lipon_hw.store import Store
 
@@ -80,7 +81,7 @@ def _sim_cell_check(spec: pr.CellSpec) -> None:
 
     def build(params):
         return cell_from_films(kind, default_layers(kind), spec.area_cm2 or
-                               DEFAULT_AREA_CM2[kind], spec.temperature_C or 25.0, spec.faults,
+                               DEFAULT_AREA_CM2[kind], _temperature_C(spec), spec.faults,
                                None, params=params)
 
     build(spec.params or None)
@@ -123,12 +124,13 @@ def start_cycling(sequence: str, data_dir: str | Path, station_path: str | None 
         owned.take(claims.cell_test(station, proto))  # channels and samples, before the row
         run_id = store.create_run(proto.name, "cycling", str(sequence), proto.text,
                                   station.text, seed, None)
-        claims.take_run(owned, run_id)
-        for plan in proto.channels:
-            store.add_channel(run_id, plan.channel, proto.potentiostat, plan.sample,
-                              plan.program.name)
-        if on_start:
-            on_start(run_id, proto)
+        with ends_run_on_failure(store, run_id):
+            claims.take_run(owned, run_id)
+            for plan in proto.channels:
+                store.add_channel(run_id, plan.channel, proto.potentiostat, plan.sample,
+                                  plan.program.name)
+            if on_start:
+                on_start(run_id, proto)
         states = {plan.channel: ChannelState() for plan in proto.channels}
         return _drive(store, run_id, proto, station, states, seed, speed, on_cycle, notify,
                       workers)
@@ -162,14 +164,17 @@ def resume_cycling(run_id: int, data_dir: str | Path, speed: float | None = None
             state.step_count = max(state.step_count,
                                    store.max_step_count(run_id, plan.channel))
             states[plan.channel] = state
-        if not states:
-            raise InputError(f"run {run_id} has no channel left to resume")
+        if not states:  # killed after its channels ended, before its status was written
+            status, message, summary = _end_run(store, run_id, proto, "completed", "")
+            _plots(store, run_id, notify)
+            return RunResult(run_id, status, message, summary["virtual_s"], 0.0, summary)
         t0 = min(s.t_s for s in states.values())
         store.set_status(run_id, "running", f"resumed from t = {t0:.0f} s")
-        store.add_alarm(run_id, t0, "info", "engine",
-                        f"resumed channels {', '.join(map(str, states))} from their last step")
-        if on_start:
-            on_start(run_id, proto)
+        with ends_run_on_failure(store, run_id):
+            store.add_alarm(run_id, t0, "info", "engine", f"resumed channels "
+                            f"{', '.join(map(str, states))} from their last step")
+            if on_start:
+                on_start(run_id, proto)
         return _drive(store, run_id, proto, station, states, run.seed, speed, on_cycle, notify,
                       workers)
     finally:
@@ -196,26 +201,51 @@ def _drive(store: Store, run_id: int, proto: pr.Protocol, station: Station,
     except KeyboardInterrupt:
         status, message = "interrupted", "stopped by the operator (Ctrl-C / SIGTERM)"
         raise Interrupted(message) from None
-    except LiponError as exc:
-        message = str(exc)
-        raise
     except Exception as exc:
-        message = f"internal error: {exc!r}"
+        message = stop_reason(exc)
         raise
     finally:
         with _uninterruptible():
-            rows = store.channels(run_id)
-            _mark_lost(store, run_id, rows, status)
-            if status == "completed":
-                message = _outcome(rows)
-                store.take_requests(run_id)
-                if any(row["status"] == "aborted" for row in rows):
-                    status = "aborted"  # by the operator: channels stopped, cells off
-            summary = _summary(store, run_id, proto, rows)
-            store.set_status(run_id, status, message, summary)
+            try:
+                status, message, summary = _end_run(store, run_id, proto, status, message)
+            except (sqlite3.Error, StoreError) as exc:  # what was buffered cannot be written
+                lost = store.drop_unwritten_samples()
+                failure = stop_reason(exc)
+                if failure not in message:
+                    message = f"{message}; {failure}" if message else failure
+                message += f" ({lost} buffered samples and readings were not stored)"
+                status = "failed" if status == "completed" else status
+                status, message, summary = _end_run(store, run_id, proto, status, message)
     _plots(store, run_id, notify)
     return RunResult(run_id, status, message, summary["virtual_s"], time.monotonic() - wall0,
                      summary)
+
+
+def _end_run(store: Store, run_id: int, proto: pr.Protocol, status: str, message: str
+             ) -> tuple[str, str, dict]:
+    """The run's final status, message and summary, from what its channels stored. A run
+    whose channels all ran to their end (`status` completed) is judged by them."""
+    rows = store.channels(run_id)
+    _mark_lost(store, run_id, rows, status)
+    if status == "completed":
+        status, message = _judged(rows)
+        store.take_requests(run_id)
+    summary = _summary(store, run_id, proto, rows)
+    store.set_status(run_id, status, message, summary)
+    return status, message, summary
+
+
+def _judged(rows: list[dict]) -> tuple[str, str]:
+    """aborted if the operator stopped a channel; failed if no channel got through its
+    protocol (every one tripped or failed); else completed. The message lists them all."""
+    outcome = _outcome(rows)
+    ended = {row["status"] for row in rows}
+    if "aborted" in ended:
+        return "aborted", outcome  # by the operator: channels stopped, cells off
+    if ended and ended <= {"tripped", "failed"}:
+        first = next((row["message"] for row in rows if row["message"]), "")
+        return "failed", f"no channel got through its protocol ({outcome}); {first}".rstrip("; ")
+    return "completed", outcome
 
 
 def _groups(channels: list[int], workers: int) -> list[list[int]]:
@@ -240,10 +270,13 @@ def _run_group(store: Store, run_id: int, proto: pr.Protocol, station: Station,
                      should_stop=lambda: "abort" in store.pending_requests(run_id))
     finally:
         with _uninterruptible():
-            for failure in _disconnect(pstat, [p.channel for p in proto.channels]):
-                store.add_alarm(run_id, env.now, "error", proto.potentiostat, failure)
-            store.flush()
-            lab.close()
+            failures = _disconnect(pstat, [p.channel for p in proto.channels])
+            try:  # a store that fails here does not keep the lab from being closed
+                for failure in failures:
+                    store.add_alarm(run_id, env.now, "error", proto.potentiostat, failure)
+                store.flush()
+            finally:
+                lab.close()
 
 
 def _disconnect(pstat, channels: list[int]) -> list[str]:
@@ -271,21 +304,22 @@ def _run_workers(store: Store, run_id: int, groups: list[list[int]],
         args = (str(store.data_dir), run_id, {n: asdict(states[n]) for n in group}, seed, speed,
                 os.getpid())
         procs.append(ctx.Process(target=_worker, args=args, name=f"channels {group}"))
-    for proc in procs:
-        proc.start()
     try:
+        for proc in procs:
+            proc.start()
         while any(p.is_alive() for p in procs):
             for proc in procs:
                 proc.join(timeout=0.5 / len(procs))
             if on_cycle:
                 for row in store.channels(run_id):
                     on_cycle(row["channel"], max(row["cycle"] - 1, 0))
-    except KeyboardInterrupt:
-        for proc in procs:  # a SIGTERM that only reached us: pass it on
+    except BaseException:  # a SIGTERM that only reached us, or this process failing: no
+        for proc in procs:  # worker runs on unwatched; each disconnects its cells and says so
             if proc.is_alive():
                 os.kill(proc.pid, signal.SIGTERM)
         for proc in procs:
-            proc.join()
+            if proc.pid is not None:
+                proc.join()
         raise
     failed = [p for p in procs if p.exitcode not in (0, None)]
     for proc in failed:
@@ -301,9 +335,14 @@ def _worker(data_dir: str, run_id: int, states: dict, seed: int | None,
         return  # the parent died while this worker was starting: touch nothing
 
     def interrupt(_signum, _frame):
+        # one stop is enough: a second signal (Ctrl-C reaches the whole process group, then
+        # the parent passes SIGTERM on) must not cut the cells' disconnection short
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, interrupt)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, interrupt)
     store = Store(data_dir)
     try:
         run = store.run(run_id)
@@ -410,7 +449,7 @@ def mount_cells(lab, proto: pr.Protocol, store: Store, seed: int | None,
             rng = np.random.default_rng([seed or 0, plan.channel])
             area = spec.area_cm2 or DEFAULT_AREA_CM2.get(kind, 0.049)
             try:
-                cell = cell_from_films(kind, layers, area, spec.temperature_C or 25.0,
+                cell = cell_from_films(kind, layers, area, _temperature_C(spec),
                                        spec.faults, rng, name=f"channel {plan.channel}",
                                        params=spec.params or None)
             except ValueError as exc:
@@ -450,3 +489,8 @@ def _plots(store: Store, run_id: int, notify) -> None:
     except Exception as exc:  # noqa: BLE001 - plots are a by-product of the run
         if notify:
             notify(f"warning: plots of run {run_id} were not written ({exc})")
+
+
+def _temperature_C(spec: pr.CellSpec) -> float:
+    """The cell's temperature, 25 °C when the protocol gives none (0 °C is a temperature)."""
+    return 25.0 if spec.temperature_C is None else spec.temperature_C

@@ -14,6 +14,7 @@ ending a step and the host starting the next stays a few seconds, while a month 
 cycling costs few exchanges. A host-timed instrument (an SMU) is polled at its
 measurement interval.
 
+A channel says it is running, committed, before its first technique starts.
 After every step the channel's resume state (program position, loop counters, cycle
 and step numbers, the running cycle's integrals and, in the simulated lab, the cell's
 state) is committed with the samples taken before it. Cycle and step numbers never go
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,7 +34,7 @@ import simpy
 
 from lipon_hw.engine import protocol as pr
 from lipon_hw.engine.cycle_stats import CycleCounter
-from lipon_hw.errors import LiponError
+from lipon_hw.errors import LiponError, StoreError
 from lipon_hw.store import Store
 from lipon_hw.techniques import EIS, ConstantCurrent
 
@@ -93,15 +95,21 @@ class Channel:
                         else CycleCounter(reference_cycle=reference))
         self._abort_requested = False
         self._saved: str = json.dumps(vars(state))
+        self._last_sample_t = -math.inf
+        self._disconnected = self._recorded = False
 
     # --- the program ----------------------------------------------------------------
     def process(self):
         steps = self.plan.program.steps
         st = self.state
+        run_stops = False
         try:
             if self.env.now < st.t_s:
                 yield self.env.timeout(st.t_s - self.env.now)
             self._save()
+            # committed now, before the cell is connected: a channel whose stored status says
+            # it never started has no samples, and no one resumes it while this process runs
+            self.store.flush()
             while st.pc < len(steps) and self.status == "running":
                 step = steps[st.pc]
                 if step.tag is not None:
@@ -131,13 +139,24 @@ class Channel:
             self.status, self.message = "tripped", str(exc)
         except simpy.Interrupt:
             self.status, self.message = "stopped", "stopped by the operator"
+        except StoreError as exc:  # no channel can keep its data: the run stops
+            self.status, self.message = "failed", f"stopped by an error ({stop_reason(exc)})"
+            run_stops = True
+            raise
         except LiponError as exc:
             self.status, self.message = "failed", str(exc)
         except KeyboardInterrupt:
             self.status, self.message = "interrupted", "stopped by the operator (Ctrl-C)"
+            run_stops = True
+            raise
+        except Exception as exc:  # a bug, or the store failing: this channel says so
+            self.status, self.message = "failed", f"stopped by an error ({stop_reason(exc)})"
+            run_stops = True
             raise
         finally:
-            self._finish()
+            self._disconnect()
+            if not run_stops:  # else the run disconnects every cell before it stores any end
+                self._record_end()
 
     def _terminated(self) -> bool:
         """The protocol's termination: enough cycles (completed), or the capacity has
@@ -166,7 +185,9 @@ class Channel:
         technique = pr.technique(step, self.plan)
         limits = pr.safety(step, self.plan)
         st.step_count += 1
-        t0 = self.env.now
+        # on a real-time clock the instrument runs on while the host works (a step's end is
+        # seen a poll later): a step never starts before the last sample of the one before
+        t0 = max(self.env.now, self._last_sample_t)
         run = self.pstat.start(self.number, technique)
         ends = _HostEnds(step, self.plan, t0)
         rows: list[tuple] = []
@@ -185,6 +206,8 @@ class Channel:
                              step_id, step_type) for s in samples if s.E_V is not None]
                     self.store.add_cell_samples(self.run_id, self.number, rows)
                     taken.extend(rows)
+                    if rows:
+                        self._last_sample_t = rows[-1][0]
                     try:
                         self._check_safety(rows, limits)  # what tripped it is kept
                     except ChannelTrip:
@@ -267,16 +290,25 @@ class Channel:
         self.store.update_channel(self.run_id, self.number, self.status, self.message,
                                   st.cycle, st.step_count, st.t_s, self._saved)
 
-    def _finish(self) -> None:
-        """The cell disconnected whatever happened; the last cycle closed."""
+    def _disconnect(self) -> None:
+        """Technique stopped, cell off: first, once, whatever happened."""
+        if self._disconnected:
+            return
+        self._disconnected = True
         try:
             self.pstat.stop(self.number)
             self.pstat.cell_off(self.number)
         except Exception as exc:  # noqa: BLE001 - recorded; the other channels still get theirs
-            self.message += f"; disconnecting the cell failed ({exc})"
+            self.message += f"; the cell could not be disconnected ({exc})"
+
+    def _record_end(self) -> None:
+        """The last cycle closed and the channel's end stored, once; the resume state stays
+        the last step boundary: what came after it is redone."""
+        if self._recorded:
+            return
+        self._recorded = True
         if self.status in ENDED:
             self._store_cycles(self.counter.finish())
-        # the resume state stays the last step boundary: what came after it is redone
         st = self.state
         self.store.update_channel(self.run_id, self.number, self.status, self.message,
                                   st.cycle, st.step_count, self.env.now, self._saved)
@@ -372,10 +404,33 @@ def run_channels(env: simpy.Environment, store: Store, run_id: int, proto: pr.Pr
                 if should_stop():
                     for ch in channels:
                         ch.request_stop()
-    except KeyboardInterrupt:
-        for ch, proc in zip(channels, processes, strict=True):
-            if proc.is_alive:
-                ch.status, ch.message = "interrupted", "stopped by the operator (Ctrl-C)"
-                ch._finish()
+    except BaseException as exc:
+        _stop_all(channels, processes, exc)
         raise
     return channels
+
+
+def _stop_all(channels: list[Channel], processes: list, cause: BaseException) -> None:
+    """Whatever ended the run early: every cell is disconnected first, then every channel's
+    end is stored; one that cannot be stored does not keep the others from theirs (the
+    cause is raised after)."""
+    if isinstance(cause, KeyboardInterrupt):
+        status, message = "interrupted", "stopped by the operator (Ctrl-C)"
+    else:
+        status, message = "failed", f"stopped with the run ({stop_reason(cause)})"
+    for ch, proc in zip(channels, processes, strict=True):
+        if proc.is_alive:
+            ch.status, ch.message = status, message
+        ch._disconnect()
+    for ch in channels:
+        try:
+            ch._record_end()
+        except Exception:  # noqa: BLE001, S112 - the store; the cause is raised after
+            continue
+
+
+def stop_reason(exc: BaseException) -> str:
+    """One sentence for what stopped a run or channel."""
+    if isinstance(exc, sqlite3.Error | StoreError):
+        return f"the store failed: {exc}"
+    return str(exc) if isinstance(exc, LiponError) else f"internal error: {exc!r}"

@@ -1,0 +1,391 @@
+"""How a cell test ends, whatever ends it: what the store says must be true, and every cell
+is disconnected first. The dangerous moments are provoked deterministically (a probe at a
+known point of the run, a lock held by the test), never by timing."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from lipon_hw.engine.cell_session import load, mount_cells, resume_cycling, start_cycling
+from lipon_hw.engine.cycling import ChannelState, run_channels
+from lipon_hw.engine.session import make_env
+from lipon_hw.errors import InputError, StoreError
+from lipon_hw.sim.serve import serve_lab
+from lipon_hw.station import load_station
+from lipon_hw.store import Store
+
+PROTOCOL = """
+name: LNMO short
+kind: cycling
+potentiostat: mes4
+channels: {channels}
+cell: {{kind: lnmo, area_cm2: 0.049, capacity_uAh: 1.47}}
+record: {{every_s: 30, every_mV: 5}}
+safety: {{min_V: {min_V}, max_V: 5.2}}
+steps:
+  - tag: cycle
+  - cc: {{current_A: 3.0e-6, until: {{voltage_V: 5.1, time_h: 2}}}}
+  - cc: {{current_A: -3.0e-6, until: {{voltage_V: 3.5, time_h: 2}}}}
+  - loop: {{to: cycle, times: {cycles}}}
+"""
+
+
+def write(tmp_path: Path, channels: str = "1", cycles: int = 3, min_V: float = 2.5) -> str:
+    path = tmp_path / "protocol.yaml"
+    path.write_text(PROTOCOL.format(channels=channels, cycles=cycles, min_V=min_V),
+                    encoding="utf-8")
+    return str(path)
+
+
+def committed(db: Path, sql: str, *args) -> list[tuple]:
+    """What another process (an operator, `lipon-hw resume`, a kill -9) sees right now."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return con.execute(sql, args).fetchall()
+    finally:
+        con.close()
+
+
+# --- issue 9 item 2: a channel that says it never started has no samples -------------------
+def test_a_channel_is_committed_running_before_its_cell_is_connected(tmp_path):
+    """A worker killed with its parent used to run its channels for up to a second while
+    their rows still said `pending` (the status rode on the next timed commit): a resume
+    started meanwhile ran them again from t = 0 over the samples the worker then stored.
+    Here nothing is committed by time (a flush every hour), and the probe looks at the store
+    when the cell has been cycled once."""
+    station = load_station(None)
+    store = Store(tmp_path / "data", flush_every_s=3600.0)
+    proto = load(write(tmp_path), station, store)
+    run_id = store.create_run(proto.name, "cycling", "p.yaml", proto.text, station.text, 1, None)
+    store.add_channel(run_id, 1, proto.potentiostat, None, "p")
+    env = make_env(station, None)
+    lab = station.connect(lambda: env.now, seed=1)
+    seen = []
+
+    def probe(channel, _cycles):
+        seen.append(committed(store.path, "SELECT status FROM channels WHERE channel=?",
+                              channel)[0][0])
+
+    try:
+        cells = mount_cells(lab, proto, store, 1, {})
+        run_channels(env, store, run_id, proto, lab.instruments[proto.potentiostat],
+                     {1: ChannelState()}, cells, realtime=False, on_cycle=probe)
+    finally:
+        lab.close()
+        store.close()
+    assert seen and set(seen) == {"running"}, f"the store said {seen} while the cell ran"
+
+
+def test_a_sigterm_during_a_commit_waits_for_it_even_when_another_thread_takes_it(tmp_path):
+    """A worker's SIGTERM used to be held off a commit by a signal mask, but the kernel hands
+    a signal the main thread blocks to another thread (numpy's pool), whose handler still
+    has Python raise in the middle of the write, or after its COMMIT before the buffers were
+    emptied (the samples then went in twice). Here a thread that does not block signals is
+    running, the SIGTERM is sent from inside the write (a trace hook of the test's own
+    connection to sqlite), and the test waits until the signal has reached the handler."""
+    store = Store(tmp_path, flush_every_s=3600.0)
+    run_id = store.create_run("p", "cycling", "p.yaml", "", "", 1, None)
+    store.add_channel(run_id, 1, "mes4", None, "p")
+    store.add_cell_samples(run_id, 1, [(t, 4.0, 3e-6, 1, 1, 1, "cc") for t in (1.0, 2.0)])
+    idle = threading.Event()
+    other = threading.Thread(target=idle.wait, daemon=True)
+    other.start()
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    old_wakeup = signal.set_wakeup_fd(write_end)
+
+    def interrupt(_signum, _frame):
+        raise KeyboardInterrupt
+
+    old_handler = signal.signal(signal.SIGTERM, interrupt)
+
+    def during_write(sql):
+        if sql.startswith("INSERT INTO cell_samples"):
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.read(read_end, 1)  # the C-level handler has run (in whichever thread)
+
+    raw = store._db._con  # the sqlite3 connection under the store's error translation
+    raw.set_trace_callback(during_write)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            store.flush()
+        raw.set_trace_callback(None)
+        store.flush()
+    finally:
+        signal.signal(signal.SIGTERM, old_handler)
+        signal.set_wakeup_fd(old_wakeup)
+        os.close(read_end)
+        os.close(write_end)
+        idle.set()
+        other.join()
+        store.close()
+    t = committed(tmp_path / "lipon.db", "SELECT t_s FROM cell_samples ORDER BY rowid")
+    assert t == [(1.0,), (2.0,)], "every sample stored once"
+
+
+# --- issue 8: no zombie run, no `completed` run of tripped channels ---------------------------
+def test_resume_of_a_run_killed_after_its_channels_ended_finishes_it(tmp_path):
+    """The store as a kill between the channels' end and the run's status leaves it: every
+    channel ended, the run `running` with no summary. Resume used to refuse it ("no
+    channel left to resume"), so it stayed running forever; it now writes its end."""
+    data = tmp_path / "data"
+    first = start_cycling(write(tmp_path, channels="1-2", cycles=2), data, workers=1)
+    db = data / "lipon.db"
+    con = sqlite3.connect(db)
+    with con:
+        con.execute("UPDATE runs SET status='running', message='', ended_at=NULL, summary='{}'")
+    con.close()
+    result = resume_cycling(first.run_id, data)
+    assert (result.status, result.message) == ("completed", "completed: channels 1, 2")
+    assert [c["cycles"] for c in result.summary["channels"]] == [2, 2]
+    (row,) = committed(db, "SELECT status, message, ended_at IS NOT NULL, summary FROM runs")
+    assert row[:3] == ("completed", "completed: channels 1, 2", 1)
+    assert json.loads(row[3]) == first.summary
+
+
+def test_a_run_whose_every_channel_tripped_is_not_completed(tmp_path):
+    """The cells sit near 4 V; a floor of 4.6 V trips every channel at its first sample."""
+    result = start_cycling(write(tmp_path, channels="1-2", min_V=4.6), tmp_path / "data",
+                           workers=1)
+    assert [c["status"] for c in result.summary["channels"]] == ["tripped", "tripped"]
+    assert result.status == "failed"
+    assert result.message.startswith("no channel got through its protocol (tripped: channels "
+                                     "1, 2); channel 1: ")
+    assert "below min_V 4.6 V" in result.message
+    (row,) = committed(tmp_path / "data" / "lipon.db", "SELECT status, message FROM runs")
+    assert row == (result.status, result.message)
+
+
+# --- issue 8: every exit path leaves every cell disconnected, and the store true -------------
+SHORT_CYCLES = """
+name: short cycles over TCP
+kind: cycling
+potentiostat: mes4
+channels:
+  "1": {}
+  "2": {protocol: hold}
+record: {every_s: 10}
+safety: {min_V: 2.5, max_V: 5.2}
+steps:
+  - tag: cycle
+  - cc: {current_A: 3.0e-6, until: {voltage_V: 5.1, time_s: 60}}
+  - cc: {current_A: -3.0e-6, until: {voltage_V: 3.5, time_s: 60}}
+  - loop: {to: cycle, times: 200}
+protocols:
+  hold:  # one long step: its cell is on, a technique running, whenever channel 1 acts
+    steps:
+      - cc: {current_A: 1.0e-8, until: {voltage_V: 5.1, time_h: 10}, record: {every_s: 7200}}
+"""
+SPEED = 1000.0  # the served lab's clock, and the engine's: channel 2's step lasts 36 s wall
+
+
+@pytest.fixture
+def served(tmp_path):
+    """The simulated lab behind TCP sockets, and a station that reaches channels 1-2 of its
+    potentiostat over `socket://` (so the engine runs as on hardware, in real time)."""
+    lab = None
+    for _ in range(20):  # a base with room for every endpoint; mes4/1-2 come first
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + 40 > 65535:
+            continue
+        try:
+            lab = serve_lab(load_station(None), "127.0.0.1", port_base=base, speed=SPEED)
+            break
+        except InputError:
+            continue
+    assert lab is not None and [lab.ports["mes4/1"], lab.ports["mes4/2"]] == [base, base + 1]
+    station = tmp_path / "station.yaml"
+    station.write_text("name: bench over TCP\ninstruments:\n  mes4:\n    driver: methodscript\n"
+                       f"    address: 'socket://127.0.0.1:{{{base}-{base + 1}}}'\n",
+                       encoding="utf-8")
+    (tmp_path / "protocol.yaml").write_text(SHORT_CYCLES, encoding="utf-8")
+    lab.station_path = str(station)
+    yield lab
+    lab.stop()
+
+
+def emulators(lab) -> list:
+    return [lab.lab.emulators[f"mes4/{n}"] for n in (1, 2)]
+
+
+def assert_disconnected(lab) -> None:
+    """Read from the emulators themselves, not from anything the engine says."""
+    for n, emulator in enumerate(emulators(lab), start=1):
+        assert not emulator.running, f"channel {n}: a technique still runs"
+        assert not emulator.cell_is_on, f"channel {n}: the cell is still on"
+
+
+def stored(data: Path) -> tuple[tuple, list[tuple]]:
+    db = data / "lipon.db"
+    (run,) = committed(db, "SELECT status, message FROM runs")
+    return run, committed(db, "SELECT channel, status, message FROM channels ORDER BY channel")
+
+
+def test_an_engine_error_mid_run_disconnects_every_cell_and_says_failed(served, tmp_path):
+    def fault(channel, cycles):
+        if (channel, cycles) == (1, 2):
+            raise RuntimeError("a bug in a progress callback")
+
+    with pytest.raises(RuntimeError):
+        start_cycling(str(tmp_path / "protocol.yaml"), tmp_path / "data", served.station_path,
+                      speed=SPEED, on_cycle=fault)
+    assert_disconnected(served)
+    run, channels = stored(tmp_path / "data")
+    assert run == ("failed", "internal error: RuntimeError('a bug in a progress callback')")
+    reasons = {"stopped by an error (internal error: RuntimeError('a bug in a progress "
+               "callback'))", "stopped with the run (internal error: RuntimeError('a bug in a "
+               "progress callback'))"}
+    assert {status for _, status, _ in channels} == {"failed"}
+    assert {message for *_, message in channels} == reasons
+
+
+def test_a_store_that_refuses_writes_mid_run_disconnects_every_cell_first(served, tmp_path):
+    """The store fails at a known point: the test's own connection adds a trigger that
+    refuses every sample of cycle 3 (as a full disk would refuse them)."""
+    data = tmp_path / "data"
+    Store(data).close()
+    con = sqlite3.connect(data / "lipon.db")
+    con.execute("CREATE TRIGGER refuse BEFORE INSERT ON cell_samples WHEN NEW.cycle >= 3 "
+                "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
+    con.commit()
+    con.close()
+    with pytest.raises(StoreError):  # the store's one sentence for the refused write
+        start_cycling(str(tmp_path / "protocol.yaml"), data, served.station_path, speed=SPEED)
+    assert_disconnected(served)
+    (status, message), channels = stored(data)
+    assert status == "failed"
+    assert message.startswith("the store failed: ") and "database or disk is full" in message \
+        and message.endswith(" buffered samples and readings were not stored)")
+    assert {status for _, status, _ in channels} == {"failed"}
+    assert all("the store failed: " in m and "database or disk is full" in m
+               for *_, m in channels)
+    assert not any("could not be disconnected" in m for *_, m in channels)
+
+
+def test_a_lost_link_is_reported_as_a_cell_that_could_not_be_disconnected(served, tmp_path):
+    """The lab stops answering mid-run (its TCP servers stopped): the engine cannot reach
+    the cells, and the store must not say it disconnected them: channel 2's cell is in
+    fact still on, its instrument running its step."""
+    ports = [f"socket://127.0.0.1:{served.ports[f'mes4/{n}']}" for n in (1, 2)]
+
+    def unplug(channel, cycles):
+        if cycles == 2:
+            served.stop()
+
+    result = start_cycling(str(tmp_path / "protocol.yaml"), tmp_path / "data",
+                           served.station_path, speed=SPEED, on_cycle=unplug)
+    assert emulators(served)[1].running and emulators(served)[1].cell_is_on, \
+        "channel 2's instrument runs on, unreachable"
+    run, channels = stored(tmp_path / "data")
+    assert run[0] == result.status == "failed"
+    assert run[1].startswith("no channel got through its protocol (failed: channels 1, 2)")
+    for (_, status, message), port in zip(channels, ports, strict=True):
+        assert status == "failed" and message.startswith(f"{port} is lost after 3 attempts")
+        assert f"; the cell could not be disconnected ({port} is lost" in message
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_lipon_hw_run_disconnects_every_cell_and_says_interrupted(
+        served, tmp_path, signum):
+    proc = subprocess.Popen([sys.executable, "-m", "lipon_hw.cli", "run", "protocol.yaml",
+                             "--station", served.station_path, "--speed", str(SPEED)],
+                            cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    db = tmp_path / "lipon-data" / "lipon.db"
+    deadline = time.monotonic() + 60
+    while not (db.exists() and _running_mid_campaign(db)):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.05)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert_disconnected(served)
+    for port in (served.ports["mes4/1"], served.ports["mes4/2"]):
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as raw:
+            raw.sendall(b"Z\n")  # abort: answered with error 0006 when no script runs
+            assert raw.recv(64) == b"Z!0006\n"
+    run, channels = stored(tmp_path / "lipon-data")
+    assert run == ("interrupted", "stopped by the operator (Ctrl-C / SIGTERM)")
+    assert channels == [(n, "interrupted", "stopped by the operator (Ctrl-C)") for n in (1, 2)]
+
+
+def _running_mid_campaign(db: Path) -> bool:
+    """Channel 1 in its second cycle, channel 2 in its long step."""
+    try:
+        rows = committed(db, "SELECT channel, MAX(cycle) FROM cell_samples GROUP BY channel")
+    except sqlite3.OperationalError:
+        return False
+    return dict(rows).get(1, 0) >= 2 and 2 in dict(rows)
+
+
+def test_every_cell_is_disconnected_before_any_channel_end_is_stored(served, tmp_path):
+    """At the moment the engine fails, the test's own connection holds the database
+    (BEGIN EXCLUSIVE): every cell must be off while no write can pass. A helper thread keeps
+    the lock until it sees both cells off (or 5 s: channel 2's step would run 36 s on its
+    own), then lets the engine store its ends."""
+    data = tmp_path / "data"
+    Store(data).close()
+    locked, seen_off = threading.Event(), []
+
+    def hold_the_store():
+        con = sqlite3.connect(data / "lipon.db", isolation_level=None)
+        con.execute("BEGIN EXCLUSIVE")
+        locked.set()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not seen_off:
+            if not any(e.running or e.cell_is_on for e in emulators(served)):
+                seen_off.append(time.monotonic())
+            time.sleep(0.01)
+        con.execute("ROLLBACK")
+        con.close()
+
+    holder = threading.Thread(target=hold_the_store)
+
+    def fault(channel, cycles):
+        if (channel, cycles) == (1, 2):
+            time.sleep(1.1)  # the store's 1 s flush cadence is due: what is stored next is
+            # written at once, not buffered (so a write before a disconnect would wait)
+            holder.start()
+            locked.wait()
+            raise RuntimeError("a bug in a progress callback")
+
+    with pytest.raises(RuntimeError):
+        start_cycling(str(tmp_path / "protocol.yaml"), data, served.station_path,
+                      speed=SPEED, on_cycle=fault)
+    holder.join()
+    assert seen_off, "a cell stayed on while the engine waited to store a channel's end"
+    run, channels = stored(data)
+    assert run[0] == "failed" and {status for _, status, _ in channels} == {"failed"}
+
+
+def test_an_error_in_the_parent_stops_every_worker_and_their_channels(tmp_path):
+    """Channels in worker processes: the parent fails (its progress callback raises once
+    a channel has cycled). The workers used to run on, unwatched, under a run that said
+    `failed`; now each is stopped, its channels disconnected and stored as interrupted."""
+    def fault(channel, cycles):
+        if cycles >= 1:
+            raise RuntimeError("a bug in a progress callback")
+
+    data = tmp_path / "data"
+    with pytest.raises(RuntimeError):
+        start_cycling(write(tmp_path, channels="1-2", cycles=400), data, workers=2,
+                      on_cycle=fault)
+    assert multiprocessing.active_children() == [], "a worker runs on"
+    run, channels = stored(data)
+    assert run == ("failed", "internal error: RuntimeError('a bug in a progress callback')")
+    assert {status for _, status, _ in channels} <= {"interrupted", "pending"}
+    assert "interrupted" in {status for _, status, _ in channels}
