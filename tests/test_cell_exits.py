@@ -323,6 +323,33 @@ def test_a_signal_to_lipon_hw_run_disconnects_every_cell_and_says_interrupted(
     assert channels == [(n, "interrupted", "stopped by the operator (Ctrl-C)") for n in (1, 2)]
 
 
+def test_kill_9_of_the_engine_leaves_the_guard_to_disconnect_every_cell(served, tmp_path):
+    """No code of the engine's own runs after kill -9: the guard process it started (the
+    station's addresses are sockets, as on hardware) sees its pipe close and stops both
+    channels, cells off; the run is marked failed by the guard, and resumes."""
+    proc = subprocess.Popen([sys.executable, "-m", "lipon_hw.cli", "run", "protocol.yaml",
+                             "--station", served.station_path, "--speed", str(SPEED)],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    db = tmp_path / "lipon-data" / "lipon.db"
+    deadline = time.monotonic() + 60
+    while not (db.exists() and _running_mid_campaign(db)):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.05)
+    assert any(e.cell_is_on for e in emulators(served)), "a cell is on when the engine dies"
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 20  # the guard: a new interpreter, the station, two ports
+    while any(e.cell_is_on or e.running for e in emulators(served)):
+        assert time.monotonic() < deadline, "the cells are still connected after kill -9"
+        time.sleep(0.1)
+    assert_disconnected(served)
+    while time.monotonic() < deadline and stored(tmp_path / "lipon-data")[0][0] == "running":
+        time.sleep(0.1)  # the guard writes the run's end after the cells are off
+    (status, message), _ = stored(tmp_path / "lipon-data")
+    assert status == "failed" and "the guard process made the hardware safe" in message
+    assert "mes4 channels 1, 2" in message
+
+
 def _running_mid_campaign(db: Path) -> bool:
     """Channel 1 in its second cycle, channel 2 in its long step."""
     try:

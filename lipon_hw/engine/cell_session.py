@@ -24,6 +24,7 @@ import numpy as np
 from lipon_hw.engine import claims
 from lipon_hw.engine import protocol as pr
 from lipon_hw.engine.cycling import ChannelState, run_channels, stop_reason
+from lipon_hw.engine.guard import needs_guard, start_guard
 from lipon_hw.engine.ownership import Ownership
 from lipon_hw.engine.runner import Interrupted, RunResult, _uninterruptible
 from lipon_hw.engine.session import ends_run_on_failure, make_env, run_to_resume
@@ -192,6 +193,8 @@ def _drive(store: Store, run_id: int, proto: pr.Protocol, station: Station,
     groups = _groups([p.channel for p in proto.channels if p.channel in states],
                      workers or (1 if realtime else os.cpu_count() or 1))
     status, message = "failed", ""
+    # on real instruments a guard process disconnects the cells should this one be killed
+    guard = start_guard(store.data_dir, run_id) if needs_guard(station) else None
     try:
         if len(groups) == 1:
             _run_group(store, run_id, proto, station, states, seed, speed, on_cycle)
@@ -216,6 +219,9 @@ def _drive(store: Store, run_id: int, proto: pr.Protocol, station: Station,
                 message += f" ({lost} buffered samples and readings were not stored)"
                 status = "failed" if status == "completed" else status
                 status, message, summary = _end_run(store, run_id, proto, status, message)
+            finally:  # this process ended the run itself (its cells are off): guard not needed
+                if guard is not None:
+                    guard.release()
     _plots(store, run_id, notify)
     return RunResult(run_id, status, message, summary["virtual_s"], time.monotonic() - wall0,
                      summary)

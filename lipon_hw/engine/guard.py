@@ -17,6 +17,7 @@ waits on a pipe whose other end only the engine holds:
   makes every one safe, power first, and stores what it did in the run's alarms and, if
   the run was still marked running, its status.
 
+A cell test's guard stops its channels and switches their cells off (and only those).
 Stations whose every address is `sim://` need no guard: their simulated lab lives and
 dies with the engine's process.
 """
@@ -71,17 +72,20 @@ def make_station_safe(data_dir: str | Path, run_id: int) -> str:
     try:
         run = store.run(run_id)
         station = load_station(text=run.station_text)
-        roles = _run_roles(run, station)
         done, failed = [], []
         lab = None
         try:
             lab = station.connect(time.monotonic)
-            for name in safe_order(roles, [n for n in lab.instruments if n in roles]):
-                try:
-                    lab.instruments[name].make_safe()
-                    done.append(name)
-                except Exception as exc:  # noqa: BLE001 - one failure never spares the rest
-                    failed.append(f"{name} ({exc})")
+            if run.kind == "cycling":
+                _disconnect_cells(run, station, lab, done, failed)
+            else:
+                roles = _run_roles(run, station)
+                for name in safe_order(roles, [n for n in lab.instruments if n in roles]):
+                    try:
+                        lab.instruments[name].make_safe()
+                        done.append(name)
+                    except Exception as exc:  # noqa: BLE001 - one failure never spares the rest
+                        failed.append(f"{name} ({exc})")
         except Exception as exc:  # noqa: BLE001 - the station could not even be opened
             failed.append(f"the station ({exc})")
         finally:
@@ -99,6 +103,19 @@ def make_station_safe(data_dir: str | Path, run_id: int) -> str:
         return message
     finally:
         store.close()
+
+
+def _disconnect_cells(run, station, lab, done: list, failed: list) -> None:
+    """A cell test's channels, each stopped with its cell off (the potentiostat's other
+    channels may test another run's cells: they are left alone)."""
+    from lipon_hw.engine.cell_session import _disconnect, load
+
+    proto = load(run.sequence_path, station, None, text=run.sequence_text)
+    channels = [plan.channel for plan in proto.channels]
+    failures = _disconnect(lab.instruments[proto.potentiostat], channels)
+    failed.extend(failures)
+    if not failures:
+        done.append(f"{proto.potentiostat} channels {', '.join(map(str, channels))}")
 
 
 def _run_roles(run, station) -> dict[str, str]:
