@@ -1,4 +1,4 @@
-"""Small recipes for tests: the shipped LiPON recipe's shape, minutes instead of hours."""
+"""Small recipes and protocols for tests: the shipped ones' shapes, minutes instead of hours."""
 
 from __future__ import annotations
 
@@ -31,3 +31,20 @@ def short_recipe(tmp_path: Path, thickness_nm: float = 30, name: str = "short.ya
     path = tmp_path / name
     path.write_text(SHORT.replace("THICKNESS", f"{thickness_nm:g}") + extra, encoding="utf-8")
     return path
+
+
+#: a short LNMO cycling protocol: format with channels= and cycles=
+LNMO = """
+name: LNMO short
+kind: cycling
+potentiostat: mes4
+channels: {channels}
+cell: {{kind: lnmo, area_cm2: 0.049, capacity_uAh: 1.47}}
+record: {{every_s: 30, every_mV: 5}}
+safety: {{min_V: 2.5, max_V: 5.2}}
+steps:
+  - tag: cycle
+  - cc: {{current_A: 3.0e-6, until: {{voltage_V: 5.1, time_h: 2}}}}
+  - cc: {{current_A: -3.0e-6, until: {{voltage_V: 3.5, time_h: 2}}}}
+  - loop: {{to: cycle, times: {cycles}}}
+"""

@@ -20,23 +20,10 @@ from lipon_hw.errors import InputError
 from lipon_hw.station import load_station
 from lipon_hw.store import Store
 
+from recipes import LNMO
+
 ROOT = Path(__file__).resolve().parents[1]
 SEQUENCES = ROOT / "sequences"
-
-LNMO = """
-name: LNMO short
-kind: cycling
-potentiostat: mes4
-channels: {channels}
-cell: {{kind: lnmo, area_cm2: 0.049, capacity_uAh: 1.47}}
-record: {{every_s: 30, every_mV: 5}}
-safety: {{min_V: 2.5, max_V: 5.2}}
-steps:
-  - tag: cycle
-  - cc: {{current_A: 3.0e-6, until: {{voltage_V: 5.1, time_h: 2}}}}
-  - cc: {{current_A: -3.0e-6, until: {{voltage_V: 3.5, time_h: 2}}}}
-  - loop: {{to: cycle, times: {cycles}}}
-"""
 
 
 def write(tmp_path: Path, text: str, name: str = "protocol.yaml") -> str:

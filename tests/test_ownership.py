@@ -17,25 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from recipes import short_recipe
+from recipes import LNMO, short_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
-
-LNMO = """
-name: LNMO short
-kind: cycling
-potentiostat: mes4
-channels: {channels}
-cell: {{kind: lnmo, area_cm2: 0.049, capacity_uAh: 1.47}}
-record: {{every_s: 30, every_mV: 5}}
-safety: {{min_V: 2.5, max_V: 5.2}}
-steps:
-  - tag: cycle
-  - cc: {{current_A: 3.0e-6, until: {{voltage_V: 5.1, time_h: 2}}}}
-  - cc: {{current_A: -3.0e-6, until: {{voltage_V: 3.5, time_h: 2}}}}
-  - loop: {{to: cycle, times: {cycles}}}
-"""
-
 
 def cli(*args, cwd, timeout=120):
     return subprocess.run([sys.executable, "-m", "lipon_hw.cli", *map(str, args)], cwd=cwd,
