@@ -33,6 +33,10 @@ def spawn(*args, cwd):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+#: times real time for runs a signal must find mid-deposit (a 120 nm deposit: ~10 s of wall)
+DEPOSIT_SPEED = 300
+
+
 def wait_for_deposit_checkpoint(db: Path, proc, min_checkpoints: int = 3,
                                 step: int = DEPOSIT_STEP) -> None:
     """Until the running deposit (step index `step`) has written a few checkpoints."""
@@ -156,7 +160,9 @@ def test_kill_9_then_resume_finishes_without_gaps_or_duplicates(tmp_path):
 def test_ctrl_c_leaves_the_tool_safe_and_the_run_resumable(tmp_path):
     data = tmp_path / "d"
     recipe = short_recipe(tmp_path, 120)
-    proc = spawn("run", recipe, "--data", data, cwd=tmp_path)
+    # on a real-time clock the deposit lasts ~10 s of wall time, so the signal lands in it
+    # (in virtual time it lasts a fraction of a second and a loaded machine can miss it)
+    proc = spawn("run", recipe, "--data", data, "--speed", DEPOSIT_SPEED, cwd=tmp_path)
     wait_for_deposit_checkpoint(data / "lipon.db", proc, min_checkpoints=1)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
@@ -176,7 +182,8 @@ def test_ctrl_c_leaves_the_tool_safe_and_the_run_resumable(tmp_path):
 
 def test_sigterm_is_handled_like_ctrl_c(tmp_path):
     data = tmp_path / "d"
-    proc = spawn("run", short_recipe(tmp_path, 120), "--data", data, cwd=tmp_path)
+    proc = spawn("run", short_recipe(tmp_path, 120), "--data", data, "--speed", DEPOSIT_SPEED,
+                 cwd=tmp_path)
     wait_for_deposit_checkpoint(data / "lipon.db", proc, min_checkpoints=1)
     os.kill(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
