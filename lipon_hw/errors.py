@@ -68,3 +68,12 @@ class StoreUnusable(StoreError, InputError):
 
 class OutputError(LiponError):
     """An export's output file could not be written (disk full, permissions)."""
+
+
+class CellParamError(ValueError):
+    """A lab's cell check refusing one model parameter's value (validation turns it into
+    the protocol's FILE:LINE: field sentence)."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"{key}: {message}")
+        self.key, self.message = key, message

@@ -174,6 +174,15 @@ class Station:
     def limit(self, instrument: str, key: str) -> float | None:
         return self.spec.instruments[instrument].limits.get(key)
 
+    def cell_check(self):
+        """The simulated lab's check of a protocol's declared cell (`sim.lab.check_cell_spec`),
+        or None on hardware, whose cells are whatever sits in the holder."""
+        if not self.simulated:
+            return None
+        from lipon_hw.sim.lab import check_cell_spec
+
+        return check_cell_spec
+
     def connect(self, clock, seed: int | None = None) -> Lab:
         """Open every instrument (and build the simulated lab when the station is one)."""
         sim_lab = None

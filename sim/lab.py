@@ -27,12 +27,13 @@ import importlib
 import re
 import zlib
 from collections.abc import Callable
+from dataclasses import asdict
 
 import numpy as np
 
-from lipon_hw.errors import InputError
+from lipon_hw.errors import CellParamError, InputError
 from lipon_hw.sim.cell_models import draw_faults
-from lipon_hw.sim.cells import cell_from_spec
+from lipon_hw.sim.cells import DEFAULT_AREA_CM2, cell_from_films, cell_from_spec, default_layers
 from lipon_hw.sim.emulators import CELL_EMULATORS, EMULATORS
 from lipon_hw.sim.world import World
 
@@ -200,3 +201,46 @@ def _resolve(target: str):
     for part in path.split("."):
         obj = getattr(obj, part)
     return obj
+
+
+#: a model parameter may differ from the model's own value by this factor at most, with
+#: its sign: they are scales (ohms, seconds, farads), and six decades off is a typo
+PARAM_DECADES = 6
+
+
+def check_cell_spec(spec) -> None:
+    """The lab's hook for a protocol's declared cell (a CellSpec: kind, params, faults,
+    area_cm2, temperature_C): build it once from the seeds' stack, so unknown model
+    parameters and faults are refused before a run row exists (ValueError), and hold each
+    number given to the scale of the model's own (CellParamError)."""
+
+    kind = spec.kind or "lnmo"
+
+    temperature_C = 25.0 if spec.temperature_C is None else spec.temperature_C
+
+    def build(params):
+        return cell_from_films(kind, default_layers(kind), spec.area_cm2 or
+                               DEFAULT_AREA_CM2[kind], temperature_C, spec.faults, None,
+                               params=params)
+
+    build(spec.params or None)
+    defaults = asdict(build(None).params)
+    for key, value in spec.params.items():
+        _check_param_scale(key, value, defaults.get(key))
+
+
+def _check_param_scale(key: str, value, default) -> None:
+    if (key.startswith("ce_") and not key.endswith("_cycles")) or key.endswith("_alpha"):
+        # coulombic efficiencies and CPE exponents
+        if not (isinstance(value, int | float) and 0 < value <= 1):
+            raise CellParamError(key, f"{value!r} is outside 0–1 (an efficiency or a CPE "
+                                         "exponent)")
+        return
+    if not isinstance(value, int | float) or not isinstance(default, int | float) \
+            or default == 0 or key == "initial_soc":
+        return
+    scale = 10.0 ** PARAM_DECADES
+    if value != 0 and (value * default < 0 or not abs(default) / scale <= abs(value)
+                       <= abs(default) * scale):
+        raise CellParamError(key, f"{value:g} is not within {PARAM_DECADES} decades of the "
+                                     f"model's {default:g}, with its sign")

@@ -56,7 +56,7 @@ def load(sequence: str, station: Station, store: Store | None, text: str | None 
         else None
     return pr.load_protocol(sequence, station, text=text, sample_capacity=capacity,
                             sample_exists=exists,
-                            cell_check=_sim_cell_check if station.simulated else None)
+                            cell_check=station.cell_check())
 
 
 def _sample_known(store: Store, sample_id: str, needs_films: bool) -> bool:
@@ -65,47 +65,6 @@ def _sample_known(store: Store, sample_id: str, needs_films: bool) -> bool:
     except InputError:
         return False
     return bool(sample["layers"]) or not needs_films
-
-
-#: a model parameter may differ from the model's own value by this factor at most, with
-#: its sign: they are scales (ohms, seconds, farads), and six decades off is a typo
-PARAM_DECADES = 6
-
-
-def _sim_cell_check(spec: pr.CellSpec) -> None:
-    """The simulated lab's hook: build the cell once from the seeds' stack, so unknown model
-    parameters and faults are refused before a run row exists (ValueError), and hold each
-    number given to the scale of the model's own (pr.CellParamError)."""
-    from lipon_hw.sim.cells import DEFAULT_AREA_CM2, cell_from_films, default_layers
-
-    kind = spec.kind or "lnmo"
-
-    def build(params):
-        return cell_from_films(kind, default_layers(kind), spec.area_cm2 or
-                               DEFAULT_AREA_CM2[kind], _temperature_C(spec), spec.faults,
-                               None, params=params)
-
-    build(spec.params or None)
-    defaults = asdict(build(None).params)
-    for key, value in spec.params.items():
-        _check_param_scale(key, value, defaults.get(key))
-
-
-def _check_param_scale(key: str, value, default) -> None:
-    if (key.startswith("ce_") and not key.endswith("_cycles")) or key.endswith("_alpha"):
-        # coulombic efficiencies and CPE exponents
-        if not (isinstance(value, int | float) and 0 < value <= 1):
-            raise pr.CellParamError(key, f"{value!r} is outside 0–1 (an efficiency or a CPE "
-                                         "exponent)")
-        return
-    if not isinstance(value, int | float) or not isinstance(default, int | float) \
-            or default == 0 or key == "initial_soc":
-        return
-    scale = 10.0 ** PARAM_DECADES
-    if value != 0 and (value * default < 0 or not abs(default) / scale <= abs(value)
-                       <= abs(default) * scale):
-        raise pr.CellParamError(key, f"{value:g} is not within {PARAM_DECADES} decades of the "
-                                     f"model's {default:g}, with its sign")
 
 
 def start_cycling(sequence: str, data_dir: str | Path, station_path: str | None = None,

@@ -39,9 +39,12 @@ from pydantic import BaseModel, Discriminator, Field, Tag, ValidationError, mode
 from lipon_hw import techniques as tq
 from lipon_hw.engine import protocol_checks as chk
 from lipon_hw.engine import ranges as r
-from lipon_hw.engine.protocol_checks import FOREVER_S, CellParamError  # noqa: F401 (API)
+from lipon_hw.engine.protocol_checks import FOREVER_S  # noqa: F401 (API)
 from lipon_hw.engine.termination import check_termination
-from lipon_hw.errors import InputError
+from lipon_hw.errors import (
+    CellParamError,  # noqa: F401 (API)
+    InputError,
+)
 from lipon_hw.station import Station
 from lipon_hw.yamlfile import Doc, load, loads, pydantic_error
 

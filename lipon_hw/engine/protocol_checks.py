@@ -10,6 +10,7 @@ import math
 from typing import TYPE_CHECKING
 
 from lipon_hw.engine import ranges as r
+from lipon_hw.errors import CellParamError
 from lipon_hw.yamlfile import Doc
 
 if TYPE_CHECKING:
@@ -144,14 +145,6 @@ def check_cell(doc: Doc, loc: tuple, cell: CellSpec, cell_check) -> None:
     except (ValueError, TypeError, KeyError) as exc:
         field = "params" if cell.params else "faults" if cell.faults else "kind"
         raise doc.error(loc + (field,), f"the lab cannot build this cell ({exc})") from None
-
-
-class CellParamError(ValueError):
-    """A lab's `cell_check` refusing one model parameter's value."""
-
-    def __init__(self, key: str, message: str):
-        super().__init__(f"{key}: {message}")
-        self.key, self.message = key, message
 
 
 def _param_value_ok(v) -> bool:
