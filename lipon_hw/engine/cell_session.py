@@ -19,8 +19,6 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
-import numpy as np
-
 from lipon_hw.engine import claims
 from lipon_hw.engine import protocol as pr
 from lipon_hw.engine.cycling import ChannelState, run_channels, stop_reason
@@ -401,26 +399,23 @@ def _outcome(rows: list[dict]) -> str:
 
 def mount_cells(lab, proto: pr.Protocol, store: Store, seed: int | None,
                 snapshots: dict) -> dict[int, object]:
-    """The simulated cells of the protocol's channels (restored to their snapshots)."""
-    from lipon_hw.sim.cells import DEFAULT_AREA_CM2, cell_from_films, default_layers
-
+    """The simulated cells of the protocol's channels (restored to their snapshots), built
+    by the lab's hook from the sample's film stack or the protocol's declared cell."""
     cells = {}
     for plan in proto.channels:
         spec = plan.cell
         if spec.kind is not None or plan.sample is not None:
             kind = spec.kind or "full"
-            layers = _sample_layers(store, plan.sample) if plan.sample else \
-                _with_thickness(default_layers(kind), spec.lipon_thickness_nm)
-            rng = np.random.default_rng([seed or 0, plan.channel])
-            area = spec.area_cm2 or DEFAULT_AREA_CM2.get(kind, 0.049)
             try:
-                cell = cell_from_films(kind, layers, area, _temperature_C(spec),
-                                       spec.faults, rng, name=f"channel {plan.channel}",
-                                       params=spec.params or None)
+                lab.sim.mount_built_cell(
+                    proto.potentiostat, plan.channel, kind,
+                    layers=_sample_layers(store, plan.sample) if plan.sample else None,
+                    lipon_thickness_nm=spec.lipon_thickness_nm, area_cm2=spec.area_cm2,
+                    temperature_C=_temperature_C(spec), faults=spec.faults,
+                    params=spec.params or None, seed=seed)
             except ValueError as exc:
                 raise InputError(f"channel {plan.channel}: cannot build a simulated {kind} "
                                  f"cell ({exc})") from None
-            lab.sim.mount_cell(proto.potentiostat, plan.channel, cell)
         cells[plan.channel] = lab.sim.cell(proto.potentiostat, plan.channel)
         if snapshots.get(plan.channel):
             cells[plan.channel].restore(snapshots[plan.channel])
@@ -434,13 +429,6 @@ def _sample_layers(store: Store, sample_id: str) -> list[dict]:
     return [layer["properties"].get("sim_truth") or
             {"material": layer["material"], "thickness_nm": layer["thickness_nm"]}
             for layer in layers]
-
-
-def _with_thickness(layers: list[dict], lipon_nm: float | None) -> list[dict]:
-    if lipon_nm is None:
-        return layers
-    return [{**x, "thickness_nm": lipon_nm} if x["material"] in ("LiPON", "Li3PO4") else x
-            for x in layers]
 
 
 def _plots(store: Store, run_id: int, notify) -> None:
