@@ -14,7 +14,10 @@ since when the store has refused them, so the engine can stop the run to its saf
 state once that lasts too long; the buffers are bounded (`MAX_PENDING_ROWS`).
 
 Readings are stored long (run, time, quantity, value) so any instrument can add
-a quantity without a schema change; exports pivot them wide.
+a quantity without a schema change; exports pivot them wide. The tables are in
+`store_schema`, opening and checking the file in `store_open`; this module is the one
+writer and reader of a run's data, deposition and cell test alike (the two kinds' methods
+share its buffers and its one transaction, which is why they are not split apart).
 """
 
 from __future__ import annotations
@@ -27,175 +30,23 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 from lipon_hw import store_open
 from lipon_hw.errors import InputError, StoreBusy, StoreError, StoreUnusable
 from lipon_hw.store_open import GuardedConnection
+from lipon_hw.store_schema import (  # noqa: F401 (the store's API)
+    CELL_SAMPLE_COLUMNS,
+    SCHEMA,
+    Checkpoint,
+    Run,
+)
 
 DB_NAME = "lipon.db"
 #: how long a write made while a run goes on waits for another process's lock
 TRY_WAIT_S = 0.05
 #: buffered rows kept while the store is unwritable before the writer gives up
 MAX_PENDING_ROWS = 500_000
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    name TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    sequence_path TEXT NOT NULL,
-    sequence_text TEXT NOT NULL,
-    station_text TEXT NOT NULL,
-    seed INTEGER,
-    sample_id TEXT,
-    status TEXT NOT NULL,
-    message TEXT NOT NULL DEFAULT '',
-    started_at REAL NOT NULL,
-    ended_at REAL,
-    summary TEXT NOT NULL DEFAULT '{}'
-);
-CREATE TABLE IF NOT EXISTS steps (
-    run_id INTEGER NOT NULL REFERENCES runs(id),
-    idx INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    params TEXT NOT NULL,
-    status TEXT NOT NULL,
-    t_start_s REAL NOT NULL,
-    t_end_s REAL,
-    PRIMARY KEY (run_id, idx)
-);
-CREATE TABLE IF NOT EXISTS quantities (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    name TEXT NOT NULL UNIQUE
-);
-CREATE TABLE IF NOT EXISTS readings (
-    run_id INTEGER NOT NULL,
-    t_s REAL NOT NULL,
-    quantity_id INTEGER NOT NULL,
-    value REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS readings_by_run ON readings(run_id, t_s);
-CREATE TABLE IF NOT EXISTS alarms (
-    run_id INTEGER NOT NULL,
-    t_s REAL NOT NULL,
-    severity TEXT NOT NULL,
-    source TEXT NOT NULL,
-    message TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS checkpoints (
-    run_id INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    t_s REAL NOT NULL,
-    step_idx INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    PRIMARY KEY (run_id, seq)
-);
-CREATE TABLE IF NOT EXISTS requests (
-    run_id INTEGER NOT NULL,
-    action TEXT NOT NULL,
-    made_at REAL NOT NULL,
-    taken INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS tooling (
-    instrument TEXT NOT NULL,
-    film TEXT NOT NULL,
-    tooling_pct REAL NOT NULL,
-    run_id INTEGER,
-    set_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS samples (
-    id TEXT PRIMARY KEY,
-    substrate TEXT NOT NULL DEFAULT '',
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS layers (
-    sample_id TEXT NOT NULL REFERENCES samples(id),
-    seq INTEGER NOT NULL,
-    run_id INTEGER NOT NULL,
-    material TEXT NOT NULL,
-    thickness_nm REAL NOT NULL,
-    rate_A_s REAL,
-    tool TEXT NOT NULL,
-    t_s REAL NOT NULL,
-    properties TEXT NOT NULL DEFAULT '{}',
-    PRIMARY KEY (sample_id, seq)
-);
-CREATE TABLE IF NOT EXISTS channels (
-    run_id INTEGER NOT NULL,
-    channel INTEGER NOT NULL,
-    instrument TEXT NOT NULL,
-    sample_id TEXT,
-    protocol TEXT NOT NULL,
-    status TEXT NOT NULL,
-    message TEXT NOT NULL DEFAULT '',
-    cycle INTEGER NOT NULL DEFAULT 0,
-    step_count INTEGER NOT NULL DEFAULT 0,
-    t_s REAL NOT NULL DEFAULT 0,
-    state TEXT NOT NULL DEFAULT '{}',
-    PRIMARY KEY (run_id, channel)
-);
-CREATE TABLE IF NOT EXISTS cell_samples (
-    run_id INTEGER NOT NULL,
-    channel INTEGER NOT NULL,
-    t_s REAL NOT NULL,
-    voltage_V REAL NOT NULL,
-    current_A REAL NOT NULL,
-    cycle INTEGER NOT NULL,
-    step_count INTEGER NOT NULL,
-    step_id INTEGER NOT NULL,
-    step_type TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS cell_samples_by_channel ON cell_samples(run_id, channel, t_s);
-CREATE TABLE IF NOT EXISTS spectra (
-    run_id INTEGER NOT NULL,
-    channel INTEGER NOT NULL,
-    t_s REAL NOT NULL,
-    cycle INTEGER NOT NULL,
-    step_count INTEGER NOT NULL,
-    f_Hz REAL NOT NULL,
-    z_re_ohm REAL NOT NULL,
-    z_im_ohm REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS cycles (
-    run_id INTEGER NOT NULL,
-    channel INTEGER NOT NULL,
-    cycle INTEGER NOT NULL,
-    stats TEXT NOT NULL,
-    PRIMARY KEY (run_id, channel, cycle)
-);
-"""
-
-#: one row of `cell_samples` after (run_id, channel)
-CELL_SAMPLE_COLUMNS = ("t_s", "voltage_V", "current_A", "cycle", "step_count", "step_id",
-                       "step_type")
-
-
-@dataclass(frozen=True)
-class Run:
-    id: int
-    name: str
-    kind: str
-    sequence_path: str
-    sequence_text: str
-    station_text: str
-    seed: int | None
-    sample_id: str | None
-    status: str
-    message: str
-    started_at: float
-    ended_at: float | None
-    summary: dict
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    seq: int
-    t_s: float
-    step_idx: int
-    state: dict
-
 
 class Store:
     """One data directory, one database. Single writer (the run), many readers.
