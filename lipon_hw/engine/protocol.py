@@ -23,7 +23,8 @@ condition ended the step. A `loop` jumps back `times` − 1 times, and every jum
 starts a new cycle. C-rates become currents from the channel's capacity (given, or from
 its sample's cathode). Errors name the file, line and field.
 
-Every number has a physical range (`ranges`); what numbers make together is checked in
+The schema (pydantic models) is `protocol_schema`; every number has a physical range
+(`ranges`); what numbers make together is checked in
 `protocol_checks` (safety window, sweeps, currents, cell parameters); a program that
 could loop forever, or run more than 10⁷ steps, is refused by `termination`.
 """
@@ -32,14 +33,37 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, Discriminator, Field, Tag, ValidationError, model_validator
+from pydantic import ValidationError
 
 from lipon_hw import techniques as tq
 from lipon_hw.engine import protocol_checks as chk
-from lipon_hw.engine import ranges as r
 from lipon_hw.engine.protocol_checks import FOREVER_S  # noqa: F401 (API)
+from lipon_hw.engine.protocol_schema import (  # noqa: F401 (the protocol's API)
+    CATHODE_UAH_CM2_PER_UM,
+    CC,
+    CCCV,
+    CELL_KINDS,
+    CONDITIONS,
+    CV,
+    STEP_KINDS,
+    CellSpec,
+    ChannelSpec,
+    CyclicSweepStep,
+    DCPolarizationStep,
+    EISStep,
+    Loop,
+    ProtocolSpec,
+    Record,
+    Rest,
+    Safety,
+    Sweep,
+    Termination,
+    Until,
+    _Head,
+    _Step,
+    _Untagged,
+)
 from lipon_hw.engine.termination import check_termination
 from lipon_hw.errors import (
     CellParamError,  # noqa: F401 (API)
@@ -47,268 +71,6 @@ from lipon_hw.errors import (
 )
 from lipon_hw.station import Station
 from lipon_hw.yamlfile import Doc, load, loads, pydantic_error
-
-CELL_KINDS = ("blocking", "plating", "lnmo", "lco", "lco_anodeless")
-#: areal capacity per µm of cathode, µAh/cm² (PHYSICS.md §6: LCO 69; LNMO 30 per 650 nm)
-CATHODE_UAH_CM2_PER_UM = {"LCO": 69.0, "LiCoO2": 69.0, "LNMO": 30.0 / 0.65}
-
-
-class _Model(BaseModel):
-    model_config = r.MODEL_CONFIG
-
-
-class Record(_Model):
-    every_s: r.RECORD_S | None = None
-    every_mV: r.RECORD_MV | None = None
-    every_uA: r.RECORD_UA | None = None
-    interval_s: r.MEASURE_S = 1.0  # how often the instrument measures
-
-
-class Safety(_Model):
-    min_V: r.VOLTS | None = None
-    max_V: r.VOLTS | None = None
-    max_current_A: r.CELL_A_CUTOFF | None = None
-
-
-class Until(_Model):
-    """Any-of end conditions; each is checked on every measurement."""
-
-    voltage_V: r.VOLTS | None = None  # reached (rising on charge, falling on discharge)
-    current_A: r.CELL_A_CUTOFF | None = None  # |I| fell below (cv)
-    rate_C: r.C_RATE_CUTOFF | None = None     # |I| fell below this C-rate (cv)
-    time_s: r.STEP_TIME_S | None = None
-    time_min: r.STEP_TIME_MIN | None = None
-    time_h: r.STEP_TIME_H | None = None
-    capacity_uAh: r.CAPACITY_UAH | None = None  # passed in this step
-    capacity_mAh: r.CAPACITY_MAH | None = None
-    dVdt_mV_h: r.DVDT_MV_H | None = None  # |dV/dt| fell below (rest)
-
-    @property
-    def duration_s(self) -> float | None:
-        times = [v * k for v, k in ((self.time_s, 1), (self.time_min, 60), (self.time_h, 3600))
-                 if v is not None]
-        return min(times) if times else None
-
-    @property
-    def capacity_Ah(self) -> float | None:
-        caps = [v * k for v, k in ((self.capacity_uAh, 1e-6), (self.capacity_mAh, 1e-3))
-                if v is not None]
-        return min(caps) if caps else None
-
-
-CONDITIONS = tuple(Until.model_fields) + ("time", "capacity")
-
-
-class _Step(_Model):
-    TECHNIQUE: ClassVar[type | None] = None
-    TYPE: ClassVar[str] = ""  # the Battery Data Format's step type
-    until: Until = Until()
-    goto: dict[str, str] = Field(default={}, max_length=len(Until.model_fields))
-    record: Record | None = None
-    safety: Safety | None = None
-
-    def allowed_ends(self) -> tuple[str, ...]:
-        return ("time", "capacity")
-
-
-class Rest(_Step):
-    TECHNIQUE = tq.OCV
-    TYPE = "REST"
-
-    def allowed_ends(self):
-        return ("time", "dVdt_mV_h")
-
-
-class CC(_Step):
-    TECHNIQUE = tq.ConstantCurrent
-    current_A: r.CELL_A | None = None  # never 0: a current of 0 is a `rest`
-    rate_C: r.C_RATE | None = None
-
-    @model_validator(mode="after")
-    def _one_setpoint(self):
-        if (self.current_A is None) == (self.rate_C is None):
-            raise ValueError("give exactly one of current_A and rate_C")
-        return self
-
-    @property
-    def charging(self) -> bool:
-        return (self.current_A if self.current_A is not None else self.rate_C) > 0
-
-    @property
-    def step_type(self) -> str:
-        return "CC_CHG" if self.charging else "CC_DCHG"
-
-    def allowed_ends(self):
-        return ("time", "capacity", "voltage_V")
-
-
-class CV(_Step):
-    TECHNIQUE = tq.ConstantVoltage
-    voltage_V: r.VOLTS
-
-    def allowed_ends(self):
-        return ("time", "capacity", "current_A", "rate_C")
-
-
-class CCCV(CC):
-    TECHNIQUE = tq.CCCV
-    voltage_V: r.VOLTS
-
-    @property
-    def step_type(self) -> str:
-        return "CCCV_CHG" if self.charging else "CCCV_DCHG"
-
-    def allowed_ends(self):
-        return ("time", "capacity", "current_A", "rate_C")
-
-
-class EISStep(_Step):
-    TECHNIQUE = tq.EIS
-    TYPE = "EIS"
-    from_Hz: r.FREQ_HZ
-    to_Hz: r.FREQ_HZ
-    per_decade: r.PER_DECADE | None = None
-    points: r.EIS_POINTS | None = None
-    amplitude_mV: r.AMPLITUDE_MV = 10
-    dc_V: r.VOLTS | None = None
-
-    @model_validator(mode="after")
-    def _one_density(self):
-        if (self.per_decade is None) == (self.points is None):
-            raise ValueError("give exactly one of per_decade and points")
-        return self
-
-    def allowed_ends(self):
-        return ()
-
-
-class DCPolarizationStep(_Step):
-    TECHNIQUE = tq.DCPolarization
-    TYPE = "CV"
-    voltage_V: r.VOLTS
-
-    def allowed_ends(self):
-        return ("time",)
-
-
-class Sweep(_Step):
-    TECHNIQUE = tq.LinearSweep
-    TYPE = "LSV"
-    from_V: r.VOLTS
-    to_V: r.VOLTS
-    rate_mV_s: r.SWEEP_RATE_MV_S
-    step_mV: r.SWEEP_STEP_MV = 1.0
-
-    def path_V(self) -> float:
-        return abs(self.to_V - self.from_V)
-
-    def allowed_ends(self):
-        return ()
-
-
-class CyclicSweepStep(_Step):
-    TECHNIQUE = tq.CyclicSweep
-    TYPE = "CV_SWEEP"
-    from_V: r.VOLTS
-    vertex1_V: r.VOLTS
-    vertex2_V: r.VOLTS
-    rate_mV_s: r.SWEEP_RATE_MV_S
-    step_mV: r.SWEEP_STEP_MV = 1.0
-    scans: r.SCANS = 1
-
-    def path_V(self) -> float:
-        one = (abs(self.vertex1_V - self.from_V) + abs(self.vertex2_V - self.vertex1_V)
-               + abs(self.from_V - self.vertex2_V))
-        return one * self.scans
-
-    def allowed_ends(self):
-        return ()
-
-
-class Loop(_Model):
-    to: str
-    times: r.LOOP_TIMES
-
-
-STEP_KINDS: dict[str, type[_Step]] = {
-    "rest": Rest, "cc": CC, "cv": CV, "cccv": CCCV, "eis": EISStep,
-    "dc_polarization": DCPolarizationStep, "sweep": Sweep, "cyclic_sweep": CyclicSweepStep,
-}
-
-
-class CellSpec(_Model):
-    """What sits on the channels: kind and area for the record (and for the simulated
-    lab, which mounts such cells), capacity for C-rates."""
-
-    kind: Literal["blocking", "plating", "lnmo", "lco", "lco_anodeless"] | None = None
-    area_cm2: r.AREA_CM2 | None = None
-    capacity_uAh: r.CAPACITY_UAH | None = None
-    temperature_C: r.TEMPERATURE_C | None = None
-    lipon_thickness_nm: r.THICKNESS_NM | None = None  # for σ = t/(R·A)
-    faults: list = Field(default=[], max_length=100)  # simulated lab only: faults of these cells
-    params: dict[str, object] = Field(default={}, max_length=100)  # simulated lab only: model
-    #                                     parameters (e.g. initial_soc), see check_cell_params
-
-
-class ChannelSpec(_Model):
-    sample: r.SAMPLE_ID | None = None
-    protocol: str | None = None
-    cell: CellSpec | None = None
-
-
-class Termination(_Model):
-    cycles: r.CYCLES | None = None
-    retention_below_pct: r.RETENTION_PCT | None = None
-    reference_cycle: r.CYCLES = 1  # retention is relative to this cycle
-
-
-class ProtocolSpec(_Model):
-    """A named step list with its own recording, safety and termination."""
-
-    steps: list = Field(min_length=1, max_length=r.MAX_STEPS)
-    record: Record = Record()
-    safety: Safety = Safety()
-    termination: Termination = Termination()
-
-
-def _channels_shape(value) -> str:
-    return {str: "range", dict: "map", list: "list"}.get(type(value), "number")
-
-
-#: `1-16`, `3`, `[1, 2]` or a mapping of ranges to channel specs; the shape picks the type,
-#: so an error names the field, not every shape it is not (tags are dropped from the path)
-_CHANNELS = Annotated[
-    Annotated[Annotated[str, Field(max_length=1000)], Tag("range")]
-    | Annotated[r.whole(1, 10_000, "a channel number"), Tag("number")]
-    | Annotated[Annotated[list[r.whole(1, 10_000, "a channel number")],
-                          Field(max_length=10_000)], Tag("list")]
-    | Annotated[Annotated[dict[str, ChannelSpec], Field(max_length=1000)], Tag("map")],
-    Discriminator(_channels_shape)]
-_CHANNEL_TAGS = ("range", "number", "list", "map")
-
-
-class _Untagged:
-    """A ValidationError's errors with the channel shapes' tags taken out of their paths."""
-
-    def __init__(self, exc: ValidationError):
-        self._errors = exc.errors()
-
-    def errors(self) -> list[dict]:
-        return [{**e, "loc": tuple(p for i, p in enumerate(e["loc"])
-                                   if not (i == 1 and e["loc"][0] == "channels"
-                                           and p in _CHANNEL_TAGS))}
-                for e in self._errors]
-
-
-class _Head(ProtocolSpec):
-    name: str = Field(max_length=200)
-    kind: Literal["cycling"]
-    potentiostat: str | None = None
-    channels: _CHANNELS
-    cell: CellSpec = CellSpec()
-    protocols: dict[str, ProtocolSpec] = Field(default={}, max_length=100)
-    poll_every_s: r.POLL_S | None = None
-    checkpoint_every_s: r.CHECKPOINT_S = 60
 
 
 # --- the validated protocol ----------------------------------------------------------------
