@@ -26,26 +26,13 @@ from lipon_hw.sim.serve import serve_lab
 from lipon_hw.station import load_station
 from lipon_hw.store import Store
 
-PROTOCOL = """
-name: LNMO short
-kind: cycling
-potentiostat: mes4
-channels: {channels}
-cell: {{kind: lnmo, area_cm2: 0.049, capacity_uAh: 1.47}}
-record: {{every_s: 30, every_mV: 5}}
-safety: {{min_V: {min_V}, max_V: 5.2}}
-steps:
-  - tag: cycle
-  - cc: {{current_A: 3.0e-6, until: {{voltage_V: 5.1, time_h: 2}}}}
-  - cc: {{current_A: -3.0e-6, until: {{voltage_V: 3.5, time_h: 2}}}}
-  - loop: {{to: cycle, times: {cycles}}}
-"""
+from recipes import LNMO
 
 
 def write(tmp_path: Path, channels: str = "1", cycles: int = 3, min_V: float = 2.5) -> str:
     path = tmp_path / "protocol.yaml"
-    path.write_text(PROTOCOL.format(channels=channels, cycles=cycles, min_V=min_V),
-                    encoding="utf-8")
+    text = LNMO.format(channels=channels, cycles=cycles)
+    path.write_text(text.replace("min_V: 2.5,", f"min_V: {min_V},"), encoding="utf-8")
     return str(path)
 
 
