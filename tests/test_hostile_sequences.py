@@ -344,16 +344,23 @@ def test_every_shipped_sequence_validates_and_the_corpus_has_fields():
     assert len(SHIPPED) >= 9 and len(FIELDS) > 100
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                    HealthCheck.function_scoped_fixture])
-@given(field=st.sampled_from(FIELDS), value=st.sampled_from(NEVER + MAYBE))
-def test_generated_hostile_values_are_refused_at_the_mutated_field(tmp_path, field, value):
+def _mutated(tmp_path, field, value) -> tuple[Path, str, tuple]:
+    """A shipped sequence with one field set to `value`, written to tmp_path: its path, its
+    text and the field's location."""
     index, loc = field
     source, data = CORPUS[index]
     text = yaml.safe_dump(_set(data, loc, value), sort_keys=False, allow_unicode=True,
                           width=10_000)
     path = tmp_path / source.name
     path.write_text(text, encoding="utf-8")
+    return path, text, loc
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                    HealthCheck.function_scoped_fixture])
+@given(field=st.sampled_from(FIELDS), value=st.sampled_from(NEVER + MAYBE))
+def test_generated_hostile_values_are_refused_at_the_mutated_field(tmp_path, field, value):
+    path, text, loc = _mutated(tmp_path, field, value)
     t0 = time.perf_counter()
     try:
         _validate(path)
@@ -367,7 +374,7 @@ def test_generated_hostile_values_are_refused_at_the_mutated_field(tmp_path, fie
         assert "\n" not in message
     else:
         assert value in MAYBE and not any(value is v for v in NEVER), \
-            f"{field_name(loc)} = {value!r} in {source.name} was accepted"
+            f"{field_name(loc)} = {value!r} in {path.name} was accepted"
     assert time.perf_counter() - t0 < 2.0
 
 
@@ -377,12 +384,7 @@ def test_generated_hostile_values_are_refused_at_the_mutated_field(tmp_path, fie
 def test_generated_refusals_through_the_cli_store_nothing(tmp_path, field, value):
     """`lipon-hw run` of a refused file: exit 2, one line naming file, line and field, and
     no run row in the store."""
-    index, loc = field
-    source, data = CORPUS[index]
-    text = yaml.safe_dump(_set(data, loc, value), sort_keys=False, allow_unicode=True,
-                          width=10_000)
-    path = tmp_path / source.name
-    path.write_text(text, encoding="utf-8")
+    path, text, loc = _mutated(tmp_path, field, value)
     data_dir = tmp_path / "data"
     line = loads(text, str(path)).line(loc)
     # validate first: a value the code accepted would otherwise start a whole campaign
