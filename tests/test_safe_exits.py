@@ -309,6 +309,17 @@ def test_an_exception_in_the_run_leaves_the_tool_safe(recipe, tmp_path, station)
     assert safe and "FAILED" not in safe[-1] and "rf" in safe[-1]
 
 
+def locker(data: Path, holder: list):
+    """A hook that takes the database's write lock (BEGIN EXCLUSIVE), as another process
+    would, and keeps the connection in `holder` for the test to let go."""
+    def lock(_ctx):
+        con = sqlite3.connect(data / "lipon.db", isolation_level=None)
+        con.execute("BEGIN EXCLUSIVE")
+        holder.append(con)
+
+    return lock
+
+
 def test_a_locked_store_stops_the_run_safe_and_says_so(recipe, tmp_path, station):
     """Issue 8, severe 1: another process holds the database (BEGIN EXCLUSIVE) from the
     presputter on. The run goes on sampling without waiting on the lock, stops itself once
@@ -317,11 +328,7 @@ def test_a_locked_store_stops_the_run_safe_and_says_so(recipe, tmp_path, station
     so the status can then be stored."""
     data = tmp_path / "d"
     holder: list[sqlite3.Connection] = []
-
-    def lock(_ctx):
-        con = sqlite3.connect(data / "lipon.db", isolation_level=None)
-        con.execute("BEGIN EXCLUSIVE")
-        holder.append(con)
+    lock = locker(data, holder)
 
     def notify(message):
         if message.startswith("safe state") and holder:
@@ -366,11 +373,7 @@ def test_a_store_locked_to_the_end_is_reported_truthfully(recipe, tmp_path, monk
     monkeypatch.setattr(runner, "END_WRITE_WAIT_S", 0.2)
     data = tmp_path / "d"
     holder: list[sqlite3.Connection] = []
-
-    def lock(_ctx):
-        con = sqlite3.connect(data / "lipon.db", isolation_level=None)
-        con.execute("BEGIN EXCLUSIVE")
-        holder.append(con)
+    lock = locker(data, holder)
 
     try:
         with pytest.raises(StoreError) as caught:
