@@ -215,7 +215,10 @@ def test_kill_9_mid_campaign_then_resume_continues_every_channel(tmp_path):
     assert "interrupted" in status_of.values()
     assert set(status_of.values()) <= {"interrupted", "pending", "completed"}
     con.close()
-    assert all(cycle < 60 for channel, _, cycle in before if status_of[channel] != "completed")
+    # an interrupted channel may be anywhere in its program, its last cycle included (the
+    # channels' progress reaches the store once a second, so the kill lands where it lands):
+    # resume must finish each from wherever it stopped, which is what follows checks
+    assert all(cycle <= 60 for _, _, cycle in before)
 
     result = resume_cycling(1, tmp_path / "lipon-data")
     assert result.status == "completed"
