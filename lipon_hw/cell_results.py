@@ -7,7 +7,8 @@
   a DC polarization hold, with the thickness and area they were computed with.
 - `export_cell_run`: one file per channel (the Battery Data Format holds one cell per
   file): BDF CSV or Parquet, or plain CSV/Parquet of the samples; impedance spectra as
-  CSV with frequency, real and imaginary impedance.
+  CSV with frequency, real and imaginary impedance; and each channel's cycles as the store
+  keeps them (capacities, energies, coulombic efficiency, retention).
 - `write_cell_plots`: per channel, voltage vs capacity for a few cycles, capacity and
   coulombic efficiency per cycle, Nyquist with its fit.
 """
@@ -116,24 +117,27 @@ def export_cell_run(store: Store, run_id: int, fmt: str, out_dir: Path | str,
         raise InputError(f"--out {out}: a cell test exports one file per channel, so --out "
                          "must be a directory")
     ext = "parquet" if fmt == "bdf-parquet" else "csv"
+    leads = channel_leads(run)
     plan = []
     for ch in store.channels(run_id):
         n = ch["channel"]
         data = out / (f"run{run_id}-ch{n}.bdf.{ext}" if fmt.startswith("bdf")
                       else f"run{run_id}-ch{n}.{fmt}")
         spectrum = store.spectra(run_id, n)
-        plan.append((ch, data, spectrum, out / f"run{run_id}-ch{n}-eis.csv"))
-    outputs = [data for _, data, _, _ in plan]
+        cycles = store.cycles(run_id, n)
+        plan.append((ch, data, spectrum, out / f"run{run_id}-ch{n}-eis.csv", cycles,
+                     out / f"run{run_id}-ch{n}-cycles.csv"))
+    outputs = [p[1] for p in plan]
     if fmt.startswith("bdf"):
         outputs += [Path(f"{data}.json") for data in outputs]
-    outputs += [eis for _, _, spectrum, eis in plan if spectrum]
+    outputs += [p[3] for p in plan if p[2]] + [p[5] for p in plan if p[4]]
     check_outputs(outputs, protected, force)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"--out {out} cannot be created ({exc.strerror})") from None
     files = []
-    for ch, data, spectrum, eis in plan:
+    for ch, data, spectrum, eis, cycles, cycles_csv in plan:
         n = ch["channel"]
         rows = store.cell_samples(run_id, n)
         if fmt.startswith("bdf"):
@@ -141,8 +145,9 @@ def export_cell_run(store: Store, run_id: int, fmt: str, out_dir: Path | str,
                                unix_start_s=run.started_at, run_id=run_id,
                                extra={"instrument": ch["instrument"], "channel": n,
                                       "protocol": run.sequence_path, "status": ch["status"]})
-            files.append(_written(data, lambda d=data, r=rows, m=meta: write_bdf(r, d, m,
-                                                                               fmt=ext)))
+            steps = leads.get(n)
+            files.append(_written(data, lambda d=data, r=rows, m=meta, k=steps:
+                                  write_bdf(r, d, m, fmt=ext, leads=k)))
         else:
             with atomic_file(data) as tmp:
                 _plain(rows, tmp, fmt)
@@ -150,7 +155,41 @@ def export_cell_run(store: Store, run_id: int, fmt: str, out_dir: Path | str,
         if spectrum:
             files.append(_written(eis, lambda e=eis, s=spectrum: write_spectrum_csv(
                 [(r[0], r[3], r[4], r[5], r[1], r[2]) for r in s], e)))
+        if cycles:
+            files.append(_written(cycles_csv, lambda p=cycles_csv, c=cycles:
+                                  _cycles_csv(c, p)))
     return files
+
+
+CYCLE_COLUMNS = ("cycle", "charge_Ah", "discharge_Ah", "charge_Wh", "discharge_Wh",
+                 "coulombic_efficiency", "retention", "t_end_s")
+
+
+def _cycles_csv(cycles: list[dict], path: Path) -> Path:
+    """The store's per-cycle figures, as they are (an empty cell for None)."""
+    import csv
+
+    with atomic_file(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(CYCLE_COLUMNS)
+        writer.writerows([("" if c.get(k) is None else c[k]) for k in CYCLE_COLUMNS]
+                         for c in cycles)
+    return path
+
+
+def channel_leads(run) -> dict[int, dict[int, float]]:
+    """Channel → (step id → measurement interval) from the run's stored protocol, so that
+    exports and plots count the open circuit between steps as the engine did; {} when
+    the protocol no longer loads (an older run): then every interval is a trapezoid."""
+    from lipon_hw.engine import protocol as pr
+    from lipon_hw.station import load_station
+
+    try:
+        proto = pr.load_protocol(run.sequence_path, load_station(text=run.station_text),
+                                 text=run.sequence_text)
+    except LiponError:
+        return {}
+    return {plan.channel: pr.leads(plan.program) for plan in proto.channels}
 
 
 def _written(path: Path, write) -> Path:
@@ -190,6 +229,7 @@ def write_cell_plots(store: Store, run_id: int, out_dir: Path | str,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = []
+    leads = channel_leads(store.run(run_id))
     for ch in store.channels(run_id)[:max_channels]:
         n = ch["channel"]
         stats = [CycleStats(**s) for s in store.cycles(run_id, n)]
@@ -199,8 +239,12 @@ def write_cell_plots(store: Store, run_id: int, out_dir: Path | str,
             picked = _spread([s.cycle for s in stats])
             rows = store.cell_samples_of_cycles(run_id, n, picked)
             if rows:
-                t, v, i, c = (np.array(x) for x in zip(*[r[:4] for r in rows], strict=True))
-                files.append(plot_voltage_capacity(t, v, i, c, out / f"ch{n}-voltage-capacity.png"))
+                t, v, i, c, step, step_id = (np.array(x) for x in zip(
+                    *[r[:6] for r in rows], strict=True))
+                lead = leads.get(n)
+                files.append(plot_voltage_capacity(
+                    t, v, i, c, out / f"ch{n}-voltage-capacity.png", step=step,
+                    lead_s=None if lead is None else [lead.get(int(k), 0.0) for k in step_id]))
         spectrum = first_spectrum(store, run_id, n)
         if spectrum is not None:
             files.append(plot_nyquist(*spectrum, out / f"ch{n}-nyquist.png",

@@ -192,7 +192,8 @@ def test_a_cell_test_export_checks_every_file_before_writing_one(tmp_path):
                                "--format", "csv", "--out", out, "--force")
     assert code == 0, err
     assert (out / f"run{result.run_id}-ch2.csv").read_text().startswith("t_s,")
-    assert len(stdout.split()) == 4  # two channels, each its samples and its spectrum
+    # two channels, each its samples, its spectrum and its cycles
+    assert len(stdout.split()) == 6
 
 
 # --- opening a database that is not a sound lipon-hw store ---------------------------------

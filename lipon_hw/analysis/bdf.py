@@ -14,8 +14,9 @@ resets), then the optional ones a cycler run fills:
   cycle count changes; Power / W.
 
 Capacities and energies integrate between rows exactly as `cycles.CycleAccumulator` does
-(trapezoid on current, split at a sign change), so a file's cycle columns at a cycle's last
-row equal the accumulator's CycleStats.
+(trapezoid on current, split at a sign change; given the steps' leads, the open circuit
+between two steps counts nothing), so a file's cycle columns at a cycle's last row equal
+the accumulator's CycleStats.
 
 Rows arrive as an iterator of (t_s, voltage_V, current_A, cycle, step_count, step_id,
 step_type) and are written a batch at a time — CSV through the csv module, Parquet as one
@@ -40,7 +41,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lipon_hw.analysis.integrate import interval_integrals
+from lipon_hw.analysis.integrate import interval_integrals, step_leads
 from lipon_hw.errors import InputError
 
 ONTOLOGY_VERSION = "1.2.0"
@@ -110,8 +111,9 @@ class BdfWriter:
     appears under its name only when the writer closes without an error."""
 
     def __init__(self, path: Path | str, metadata: BdfMetadata, fmt: str | None = None,
-                 batch_rows: int = BATCH_ROWS):
+                 batch_rows: int = BATCH_ROWS, leads: dict | None = None):
         self.path = Path(path)
+        self.leads = leads  # step id → that step's measurement interval (s)
         self.fmt = _format_of(self.path, fmt)
         if batch_rows < 1:
             raise InputError(f"batch_rows must be at least 1, not {batch_rows}")
@@ -264,18 +266,27 @@ class BdfWriter:
         if np.any(cyc < 0) or np.any(stc < 0):
             raise InputError("BDF rows: cycle and step counts must be ≥ 0")
         n = len(batch)
+        joins = None
+        if self.leads is not None:
+            try:
+                lead = np.array([float(self.leads[r[5]]) for r in batch])
+            except KeyError as exc:
+                raise InputError(f"BDF rows: step id {exc.args[0]!r} has no measurement "
+                                 "interval") from None
+            joins = step_leads(stc if prev is None else np.concatenate(([prev[4]], stc)),
+                               lead if prev is None else np.concatenate(([0.0], lead)))
         # per-row totals since the test start (each row adds the interval that ends on it)
         if prev is None:
             contrib = np.zeros((4, n))
             if n > 1:
-                contrib[:, 1:] = np.array(interval_integrals(t, v, i))
-            new_cycle = np.zeros(n, bool)
-            new_cycle[0] = True
-            new_step = new_cycle.copy()
+                contrib[:, 1:] = np.array(interval_integrals(t, v, i, joins))
+            # the first row opens a cycle and a step; so does every change after it
+            new_cycle = np.concatenate(([True], np.diff(cyc) != 0))
+            new_step = np.concatenate(([True], np.diff(stc) != 0))
         else:
             contrib = np.array(interval_integrals(np.concatenate(([prev[0]], t)),
                                                   np.concatenate(([prev[1]], v)),
-                                                  np.concatenate(([prev[2]], i))))
+                                                  np.concatenate(([prev[2]], i)), joins))
             new_cycle = np.diff(np.concatenate(([prev[3]], cyc))) != 0
             new_step = np.diff(np.concatenate(([prev[4]], stc))) != 0
         totals = self._totals[:, None] + np.cumsum(contrib, axis=1)
@@ -283,7 +294,13 @@ class BdfWriter:
             self._cycle_base = np.zeros(4)
         rows = np.arange(n)
         start = np.maximum.accumulate(np.where(new_cycle, rows, -1))
-        base = np.where(start >= 0, totals[:, np.maximum(start, 0)], self._cycle_base[:, None])
+        # a cycle starts before its first row's interval when that interval opens a step
+        # (the new step's first measurement), after it otherwise — as the accumulator does
+        first = np.maximum(start, 0)
+        opening = np.zeros(n, bool) if joins is None else np.concatenate(
+            ([False], ~np.isnan(joins))) if prev is None else ~np.isnan(joins)
+        base_at = totals[:, first] - np.where(opening[first], contrib[:, first], 0.0)
+        base = np.where(start >= 0, base_at, self._cycle_base[:, None])
         cycle_sums = totals - base
         sstart = np.maximum.accumulate(np.where(new_step, rows, -1))
         step_t0 = np.where(sstart >= 0, t[np.maximum(sstart, 0)], self._step_t0)
@@ -323,10 +340,12 @@ def _whole(x) -> int:
 
 
 def write_bdf(rows: Iterable[tuple], path: Path | str, metadata: BdfMetadata,
-              fmt: str | None = None, batch_rows: int = BATCH_ROWS) -> Path:
+              fmt: str | None = None, batch_rows: int = BATCH_ROWS,
+              leads: dict | None = None) -> Path:
     """Write rows of (t_s, voltage_V, current_A, cycle, step_count, step_id, step_type) as a
-    BDF CSV or Parquet file (fmt, or from the suffix: .parquet → Parquet, else CSV)."""
-    with BdfWriter(path, metadata, fmt, batch_rows) as w:
+    BDF CSV or Parquet file (fmt, or from the suffix: .parquet → Parquet, else CSV);
+    leads: step id → measurement interval (see `BdfWriter`)."""
+    with BdfWriter(path, metadata, fmt, batch_rows, leads) as w:
         w.write_rows(rows)
     return w.path
 

@@ -10,9 +10,18 @@ opens it. The cycle ends at the first sample of the next cycle (its `t_end_s`), 
 next cycle's counters start at zero there — as the Battery Data Format's cycle capacity
 columns reset on the row where the cycle count changes.
 
-Coulombic efficiency is discharge/charge of the same cycle (None without charge). Retention
-is discharge / discharge of the reference cycle, the first cycle with any discharge (None
-until there is one). Positive current charges.
+Positive current charges (charge_Ah, discharge_Ah follow the current's sign, as the
+Battery Data Format's columns do). Coulombic efficiency is what a cycle took out over what
+it put in: discharge/charge for a cell that stores charge with a positive current, and
+charge/discharge for one that stores it with a negative current (`stores_with=-1`: Li
+plated on the working electrode of a Li/Cu cell, then stripped); None when nothing went
+in. This is the one definition: the store keeps it, and the summary, the exports and the
+plots read it from there. Retention is discharge / discharge of the reference cycle, the
+first cycle with any discharge (None until there is one).
+
+With `step` and `lead_s` columns, an interval that opens a new step counts only the new
+step's first sample over its lead (`integrate.interval_integrals`): the cell was at open
+circuit between the two techniques. Such an interval belongs to the new step's cycle.
 
 `state()` is a JSON-able dict; `CycleAccumulator.from_state(d)` continues exactly where the
 saved accumulator stood (same floats, so a resumed run reproduces an unbroken one).
@@ -26,7 +35,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from lipon_hw.analysis.integrate import as_columns, check_time_order, interval_integrals
+from lipon_hw.analysis.integrate import (
+    as_columns,
+    check_time_order,
+    interval_integrals,
+    step_leads,
+)
 from lipon_hw.errors import InputError
 
 AS_PER_AH = 3600.0
@@ -52,21 +66,33 @@ class CycleStats:
 class CycleAccumulator:
     """Streaming per-cycle integrator; see the module docstring."""
 
-    STATE_VERSION = 1
+    STATE_VERSION = 2
 
-    def __init__(self) -> None:
+    def __init__(self, stores_with: int = 1) -> None:
+        if stores_with not in (1, -1):
+            raise InputError(f"stores_with must be 1 or -1 (the sign of the current that "
+                             f"stores charge), not {stores_with!r}")
+        self.stores_with = stores_with
         self._cycle: int | None = None  # the running cycle
+        self._step: int | None = None  # the step count of the last sample (None: unknown)
         self._sums = [0.0, 0.0, 0.0, 0.0]  # charge_As, discharge_As, charge_Ws, discharge_Ws
         self._last: tuple[float, float, float] | None = None  # (t, V, I) of the last sample
         self._reference_discharge_Ah: float | None = None
 
     # --- feeding ---------------------------------------------------------------------------
-    def feed(self, t_s, voltage_V, current_A, cycle) -> list[CycleStats]:
+    def feed(self, t_s, voltage_V, current_A, cycle, step=None, lead_s=None
+             ) -> list[CycleStats]:
         """Add a batch of samples (arrays or sequences of equal length, or scalars);
-        return the cycles this batch finished (usually none or one)."""
+        return the cycles this batch finished (usually none or one). step (the step count)
+        and lead_s (each sample's step's measurement interval, or one number) mark where
+        the cell was at open circuit between steps."""
         t, v, i, c = as_columns("cycle samples", t_s, voltage_V, current_A, cycle)
         if len(t) == 0:
             return []
+        steps = None
+        if step is not None and lead_s is not None:
+            steps, leads = as_columns("cycle samples", step, np.broadcast_to(
+                np.asarray(lead_s, dtype=float), np.shape(t)))
         if np.any(c != np.round(c)) or np.any(c < 0):
             raise InputError("cycle samples: the cycle number must be a whole number ≥ 0")
         check_time_order("cycle samples", None if self._last is None else self._last[0], t)
@@ -76,39 +102,52 @@ class CycleAccumulator:
             v = np.concatenate(([self._last[1]], v))
             i = np.concatenate(([self._last[2]], i))
             cyc = np.concatenate(([self._cycle], cyc))
+            if steps is not None:
+                # a previous step not known (a version 1 state): no join there
+                steps = np.concatenate(([steps[0] if self._step is None else self._step],
+                                        steps))
+                leads = np.concatenate(([0.0], leads))
         elif self._cycle is None:
             self._cycle = int(cyc[0])
-        parts = interval_integrals(t, v, i)
+        joins = None if steps is None else step_leads(steps, leads)
+        parts = interval_integrals(t, v, i, joins)
+        # interval k runs from sample k to k+1 and belongs to sample k's cycle — unless it
+        # opens a new step (the cell was off in between): then to the new step's cycle
+        opens = np.zeros(len(t) - 1, bool) if joins is None else ~np.isnan(joins)
         finished: list[CycleStats] = []
-        owner = cyc[:-1]  # interval k runs from sample k to k+1, owned by sample k's cycle
         changes = np.flatnonzero(cyc[1:] != cyc[:-1]) + 1  # sample indices opening a cycle
         start = 0
         for j in list(changes) + [len(t)]:
-            seg = slice(start, j)  # intervals start..j-1 belong to cycle owner[start]
-            if j - start > 0 and len(owner):
+            end = j - 1 if j < len(t) and opens[j - 1] else j
+            if end > start:  # intervals start..end-1 belong to the running cycle
                 for k in range(4):
-                    self._sums[k] += float(np.sum(parts[k][seg]))
+                    self._sums[k] += float(np.sum(parts[k][start:end]))
             if j < len(t):
                 finished.append(self._close(float(t[j])))
                 self._cycle = int(cyc[j])
-            start = j
+            start = end
         self._last = (float(t[-1]), float(v[-1]), float(i[-1]))
+        self._step = None if steps is None else int(steps[-1])
         return finished
 
-    def feed_rows(self, rows: Iterable[tuple]) -> list[CycleStats]:
-        """Add samples given as (t_s, voltage_V, current_A, cycle) tuples."""
+    def feed_rows(self, rows: Iterable[tuple], lead_s=None) -> list[CycleStats]:
+        """Add samples given as (t_s, voltage_V, current_A, cycle[, step_count, step_id,
+        …]) tuples; lead_s: a number, or a mapping step_id → that step's lead."""
         rows = list(rows)
         if not rows:
             return []
         cols = list(zip(*rows, strict=True))
-        return self.feed(*cols[:4])
+        if lead_s is None or len(cols) < 6:
+            return self.feed(*cols[:4])
+        leads = [lead_s[s] for s in cols[5]] if hasattr(lead_s, "__getitem__") else lead_s
+        return self.feed(*cols[:4], step=cols[4], lead_s=leads)
 
     def finish(self) -> list[CycleStats]:
         """Close the running cycle (if it saw any sample) and return it."""
         if self._last is None or self._cycle is None:
             return []
         stats = self._close(self._last[0])
-        self._cycle, self._last = None, None
+        self._cycle, self._last, self._step = None, None, None
         return [stats]
 
     def _close(self, t_end: float) -> CycleStats:
@@ -117,10 +156,11 @@ class CycleAccumulator:
         if self._reference_discharge_Ah is None and dis_Ah > 0:
             self._reference_discharge_Ah = dis_Ah
         ref = self._reference_discharge_Ah
+        put_in, taken_out = (ch_Ah, dis_Ah) if self.stores_with > 0 else (dis_Ah, ch_Ah)
         stats = CycleStats(
             cycle=int(self._cycle), charge_Ah=ch_Ah, discharge_Ah=dis_Ah,
             charge_Wh=ch_Ws / AS_PER_AH, discharge_Wh=dis_Ws / AS_PER_AH,
-            coulombic_efficiency=dis_Ah / ch_Ah if ch_Ah > 0 else None,
+            coulombic_efficiency=taken_out / put_in if put_in > 0 else None,
             retention=dis_Ah / ref if ref else None, t_end_s=t_end)
         self._sums = [0.0, 0.0, 0.0, 0.0]
         return stats
@@ -134,15 +174,19 @@ class CycleAccumulator:
         """Everything needed to continue: JSON-able, a few numbers."""
         return {"version": self.STATE_VERSION, "cycle": self._cycle, "sums": list(self._sums),
                 "last": None if self._last is None else list(self._last),
+                "step": self._step, "stores_with": self.stores_with,
                 "reference_discharge_Ah": self._reference_discharge_Ah}
 
     @classmethod
     def from_state(cls, state: dict) -> CycleAccumulator:
         try:
-            if state.get("version") != cls.STATE_VERSION:
-                raise InputError(f"cycle accumulator state has version {state.get('version')!r},"
+            version = state.get("version")
+            if version not in (1, cls.STATE_VERSION):  # 1: before steps and stores_with
+                raise InputError(f"cycle accumulator state has version {version!r},"
                                  f" expected {cls.STATE_VERSION}")
-            acc = cls()
+            acc = cls(int(state.get("stores_with", 1)))
+            step = state.get("step")
+            acc._step = None if step is None else int(step)
             acc._cycle = None if state["cycle"] is None else int(state["cycle"])
             acc._sums = [float(x) for x in state["sums"]]
             last = state["last"]

@@ -6,6 +6,13 @@ at the zero crossing, so a charge→discharge turn never cancels charge against 
 Energy is the exact integral of the product of the two linear interpolants, so charging
 energy is always the energy that flowed while the current was positive (whatever the sign
 of the voltage, e.g. a plating cell below 0 V).
+
+Between two steps the cell is at open circuit: a technique ends with the cell off and the
+next one switches it on, and its first sample comes one measurement interval later. So an
+interval that opens a new step is not a trapezoid from the old step's last current: it
+carries the new step's first sample (current and voltage) over at most its lead — that
+step's measurement interval — and nothing before (`step_leads`). Without step
+information every interval is a trapezoid.
 """
 
 from __future__ import annotations
@@ -20,9 +27,20 @@ def _product_integral(h, v0, v1, i0, i1):
     return h * (2 * v0 * i0 + v0 * i1 + v1 * i0 + 2 * v1 * i1) / 6.0
 
 
-def interval_integrals(t_s, voltage_V, current_A):
+def step_leads(step_count, lead_s) -> np.ndarray:
+    """Per interval between n samples (n−1 values): NaN inside a step; where the interval
+    opens a new step (the step count changes), the new step's lead in seconds. step_count
+    and lead_s are per sample (lead_s: the measurement interval of the sample's step)."""
+    steps = np.asarray(step_count)
+    lead = np.broadcast_to(np.asarray(lead_s, dtype=float), steps.shape)
+    return np.where(steps[1:] != steps[:-1], lead[1:], np.nan)
+
+
+def interval_integrals(t_s, voltage_V, current_A, leads=None):
     """For n samples, four arrays of n−1 interval contributions:
-    (charge_As, discharge_As, charge_Ws, discharge_Ws), all ≥ 0."""
+    (charge_As, discharge_As, charge_Ws, discharge_Ws), all ≥ 0. leads (from `step_leads`)
+    marks the intervals that open a step; those carry the new step's first sample over
+    min(interval, lead) instead of a trapezoid."""
     t = np.asarray(t_s, dtype=float)
     v = np.asarray(voltage_V, dtype=float)
     i = np.asarray(current_A, dtype=float)
@@ -48,6 +66,15 @@ def interval_integrals(t_s, voltage_V, current_A):
     discharge_As = -(np.where(pos_a, 0.0, q_a) + np.where(pos_b, 0.0, q_b))
     charge_Ws = np.where(pos_a, e_a, 0.0) + np.where(pos_b, e_b, 0.0)
     discharge_Ws = -(np.where(pos_a, 0.0, e_a) + np.where(pos_b, 0.0, e_b))
+    if leads is not None:
+        opens = ~np.isnan(leads)
+        if np.any(opens):
+            h = np.where(opens, np.minimum(dt, np.nan_to_num(leads)), 0.0)
+            q, e, up = i1 * h, v1 * i1 * h, i1 > 0
+            charge_As = np.where(opens, np.where(up, q, 0.0), charge_As)
+            discharge_As = np.where(opens, np.where(up, 0.0, -q), discharge_As)
+            charge_Ws = np.where(opens, np.where(up, e, 0.0), charge_Ws)
+            discharge_Ws = np.where(opens, np.where(up, 0.0, -e), discharge_Ws)
     return charge_As, discharge_As, charge_Ws, discharge_Ws
 
 

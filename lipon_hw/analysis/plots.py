@@ -18,7 +18,7 @@ from matplotlib.ticker import MaxNLocator
 
 from lipon_hw.analysis.cycles import CycleStats
 from lipon_hw.analysis.eis import EisFit
-from lipon_hw.analysis.integrate import as_columns, interval_integrals
+from lipon_hw.analysis.integrate import as_columns, interval_integrals, step_leads
 from lipon_hw.errors import InputError
 
 DPI = 120
@@ -56,11 +56,16 @@ def select_cycles(cycles: Sequence[int], max_cycles: int = 6) -> list[int]:
 
 def plot_voltage_capacity(t_s, voltage_V, current_A, cycle, path: Path | str,
                           cycles: Iterable[int] | None = None, max_cycles: int = 6,
-                          title: str = "") -> Path:
+                          title: str = "", step=None, lead_s=None) -> Path:
     """Voltage against the capacity charged (or discharged) since each half cycle began,
     for the chosen cycles (default: up to max_cycles spread over the test), coloured by
-    cycle number."""
+    cycle number. step and lead_s (per sample: step count, and the measurement interval of
+    the sample's step) keep the open circuit between steps out of the capacity, as the
+    cycle figures do."""
     t, v, i, c = as_columns("voltage–capacity plot", t_s, voltage_V, current_A, cycle)
+    joins = None
+    if step is not None and lead_s is not None:
+        st, lead = as_columns("voltage–capacity plot", step, lead_s)
     if len(t) < 2:
         raise InputError("voltage–capacity plot: at least two samples are needed")
     chosen = select_cycles(c.astype(int), max_cycles) if cycles is None else \
@@ -71,7 +76,9 @@ def plot_voltage_capacity(t_s, voltage_V, current_A, cycle, path: Path | str,
         if sel.sum() < 2:
             continue
         tc, vc, ic = t[sel], v[sel], i[sel]
-        ch, dis, _, _ = interval_integrals(tc, vc, ic)
+        if step is not None and lead_s is not None:
+            joins = step_leads(st[sel], lead[sel])
+        ch, dis, _, _ = interval_integrals(tc, vc, ic, joins)
         q_ch = np.concatenate(([0.0], np.cumsum(ch))) / 3600
         q_dis = np.concatenate(([0.0], np.cumsum(dis))) / 3600
         curves.append((n, vc, ic, q_ch, q_dis))
@@ -119,6 +126,8 @@ def plot_capacity_ce(stats: Iterable[CycleStats], path: Path | str, title: str =
     ax_ce = ax.twinx()
     ax_ce.plot(n, ce, "s-", ms=3, lw=1.0, color=CE_COLOUR)
     ax_ce.set_ylabel("coulombic efficiency (%)", color=CE_COLOUR)
+    # the percentages themselves on the axis, never an offset (+9.99e1) to add mentally
+    ax_ce.ticklabel_format(axis="y", useOffset=False, style="plain")
     if title:
         ax.set_title(title, fontsize="medium")
     return _save(fig, path)

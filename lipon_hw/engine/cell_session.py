@@ -355,8 +355,6 @@ def _summary(store: Store, run_id: int, proto: pr.Protocol, rows: list[dict]) ->
     for row in rows:
         stats = [CycleStats(**c) for c in store.cycles(run_id, row["channel"])]
         plan = plans.get(row["channel"])
-        if plan is not None and pr.stores_with_negative_current(plan.program):
-            stats = [_returned_over_stored(s) for s in stats]
         figures = summarize(stats, from_cycle=stats[0].cycle + 1 if stats else None)
         ref = reference_discharge_Ah(stats, plan.program.termination.reference_cycle
                                      if plan else 1)
@@ -374,15 +372,6 @@ def _summary(store: Store, run_id: int, proto: pr.Protocol, rows: list[dict]) ->
         out.append(entry)
     summary["channels"] = out
     return summary
-
-
-def _returned_over_stored(s):
-    """A cycle that stores charge with a negative current (Li plated on the working
-    electrode) gives it back with a positive one: its efficiency is charge/discharge."""
-    from dataclasses import replace as with_
-
-    ce = s.charge_Ah / s.discharge_Ah if s.discharge_Ah > 0 else None
-    return with_(s, coulombic_efficiency=ce)
 
 
 def _scaled(value: float | None, k: float) -> float | None:

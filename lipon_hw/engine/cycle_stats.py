@@ -18,25 +18,31 @@ def reference_discharge_Ah(stats, reference_cycle: int) -> float | None:
 
 
 class CycleCounter:
+    """leads: step id → that step's measurement interval (the program's, `protocol.leads`),
+    so that the open circuit between two steps counts no charge."""
+
     def __init__(self, acc: CycleAccumulator | None = None, reference_cycle: int = 1,
-                 reference_Ah: float | None = None, retention: float | None = None):
+                 reference_Ah: float | None = None, retention: float | None = None,
+                 leads: dict[int, float] | None = None):
         self.acc = acc or CycleAccumulator()
         self.reference_cycle = reference_cycle
         self.reference_Ah = reference_Ah
         self.retention = retention
+        self.leads = leads
 
     @classmethod
-    def from_state(cls, state: dict) -> CycleCounter:
+    def from_state(cls, state: dict, leads: dict[int, float] | None = None) -> CycleCounter:
         return cls(CycleAccumulator.from_state(state["acc"]), state["reference_cycle"],
-                   state["reference_Ah"], state["retention"])
+                   state["reference_Ah"], state["retention"], leads)
 
     def state(self) -> dict:
         return {"acc": self.acc.state(), "reference_cycle": self.reference_cycle,
                 "reference_Ah": self.reference_Ah, "retention": self.retention}
 
     def add(self, rows: list[tuple]) -> list[CycleStats]:
-        """Rows of (t_s, voltage_V, current_A, cycle, ...); returns the cycles closed."""
-        return self._note(self.acc.feed_rows(r[:4] for r in rows))
+        """Rows of (t_s, voltage_V, current_A, cycle, step_count, step_id, ...); returns the
+        cycles closed."""
+        return self._note(self.acc.feed_rows(rows, self.leads))
 
     def finish(self) -> list[CycleStats]:
         return self._note(self.acc.finish())

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import simpy
 
+from lipon_hw.analysis.cycles import CycleAccumulator
 from lipon_hw.engine import protocol as pr
 from lipon_hw.engine.cycle_stats import CycleCounter
 from lipon_hw.errors import LiponError, StoreError
@@ -91,8 +92,10 @@ class Channel:
         self.status = "running"
         self.message = ""
         reference = plan.program.termination.reference_cycle
-        self.counter = (CycleCounter.from_state(state.cycles) if state.cycles
-                        else CycleCounter(reference_cycle=reference))
+        leads = pr.leads(plan.program)
+        self.counter = (CycleCounter.from_state(state.cycles, leads) if state.cycles else
+                        CycleCounter(CycleAccumulator(pr.stores_with(plan.program)),
+                                     reference, leads=leads))
         self._abort_requested = False
         self._saved: str = json.dumps(vars(state))
         self._last_sample_t = -math.inf

@@ -127,20 +127,29 @@ class Protocol:
     checkpoint_every_s: float
 
 
-def stores_with_negative_current(program: Program) -> bool:
-    """True when the repeated part of a program starts with a negative current (Li plated
-    on the working electrode, as in Li/Cu tests), so a cycle's efficiency is what the
-    positive current gets back over what the negative one put in."""
+def stores_with(program: Program) -> int:
+    """The sign of the current that stores charge in the program's cycles: −1 when the
+    repeated part starts with a negative current (Li plated on the working electrode, as
+    in Li/Cu tests, then stripped), else +1. A cycle's coulombic efficiency is what the
+    other sign took back out over what this one put in."""
     loops = [s for s in program.steps if s.loop is not None]
     start = loops[-1].target if loops else 0
     for st in program.steps[start:]:
         if st.kind == "cv":
-            return False  # a potentiostatic hold in a cycle is its charge
+            return 1  # a potentiostatic hold in a cycle is its charge
         current = getattr(st.params, "current_A", None) if st.params else None
         rate = getattr(st.params, "rate_C", None) if st.params else None
         if current is not None or rate is not None:
-            return (current if current is not None else rate) < 0
-    return False
+            return -1 if (current if current is not None else rate) < 0 else 1
+    return 1
+
+
+def leads(program: Program) -> dict[int, float]:
+    """Step id (index in the program) → the step's measurement interval: its first sample
+    comes that long after the technique starts (cycle figures count the open circuit
+    between two steps as no charge)."""
+    return {n: (st.params.record or program.record).interval_s
+            for n, st in enumerate(program.steps) if st.params is not None}
 
 
 def is_protocol(doc_data) -> bool:
