@@ -123,13 +123,20 @@ def main() -> None:
 @click.option("--workers", type=click.IntRange(min=1),
               help="Cell tests: processes sharing the channels (default: one per core in "
                    "virtual time, one in real time).")
+@click.option("--sample", "sample_id",
+              help="Recipes: the sample the layers go onto, added to its stack if it has "
+                   "one. Default: the recipe's sample, or a new one named after it (-2, -3, "
+                   "…) once that holds a stack.")
 @json_option
 @reports_errors
-def run(sequence, station_path, data_dir, seed, speed, workers, as_json) -> None:
+def run(sequence, station_path, data_dir, seed, speed, workers, sample_id, as_json) -> None:
     """Run a recipe or a cell-test protocol SEQUENCE (YAML) on the station."""
     from lipon_hw.cli_cells import is_cell_test
 
     if is_cell_test(sequence):
+        if sample_id is not None:
+            raise InputError(f"--sample is for recipes; {sequence} is a cell-test protocol, "
+                             "which names each channel's sample itself (sample: per channel)")
         from lipon_hw.cli_cells import ChannelProgress, print_summary
         from lipon_hw.engine.cell_session import start_cycling
 
@@ -144,7 +151,7 @@ def run(sequence, station_path, data_dir, seed, speed, workers, as_json) -> None
     with _stop_on_sigterm(), _Progress(quiet=as_json) as progress:
         _finish(progress, as_json, lambda: start_run(
             sequence, data_dir, station_path, seed=seed, speed=speed, notify=progress.note,
-            on_sample=progress.sample, on_start=progress.start))
+            on_sample=progress.sample, on_start=progress.start, sample_id=sample_id))
 
 
 @main.command()
@@ -185,19 +192,34 @@ def _finish(progress, as_json: bool, start) -> None:
             click.echo(json.dumps(_run_json_failed(progress, exc)))
         raise
     progress.close(completed=result.status == "completed")
+    summary = result.summary
     if as_json:
         click.echo(json.dumps({
             "run_id": result.run_id, "status": result.status,
-            "thickness_nm": _round(result.summary.get("thickness_nm"), 3),
+            "sample_id": summary.get("sample_id"),
+            "thickness_nm": _round(summary.get("thickness_nm"), 3),
+            "mean_rate_A_s": _round(summary.get("mean_rate_A_s"), 4),
             "duration_s": round(result.t_s, 3), "wall_s": round(result.wall_s, 3),
-            "layers": [{"material": la["material"], "thickness_nm": round(la["thickness_nm"], 3)}
-                       for la in result.summary.get("layers", [])]}))
+            "layers": [{"material": la["material"], "thickness_nm": round(la["thickness_nm"], 3),
+                        "rate_A_s": _round(la["rate_A_s"], 4),
+                        "partial": bool(la["properties"].get("partial"))}
+                       for la in summary.get("layers", [])],
+            "plots": result.plots}))
     else:
-        layers = result.summary.get("layers", [])
-        made = (", ".join(f"{la['material']} {la['thickness_nm']:.1f}" for la in layers)
-                if len(layers) > 1 else _fmt(result.summary.get("thickness_nm")))
-        click.echo(f"run {result.run_id} {result.status}: {made} nm, "
+        layers = summary.get("layers", [])
+        made = (", ".join(f"{la['material']} {la['thickness_nm']:.1f}" +
+                          (" (partial)" if la["properties"].get("partial") else "")
+                          for la in layers)
+                if len(layers) > 1 else _fmt(summary.get("thickness_nm")))
+        partial = " (partial)" if len(layers) == 1 and layers[0]["properties"].get("partial") \
+            else ""
+        on = f" on sample {summary['sample_id']}" if summary.get("sample_id") else ""
+        rate = (f" at {summary['mean_rate_A_s']:.3f} Å/s" if len(layers) == 1
+                and summary.get("mean_rate_A_s") is not None else "")
+        click.echo(f"run {result.run_id} {result.status}: {made} nm{partial}{rate}{on}, "
                    f"{result.t_s / 3600:.2f} h of process time in {result.wall_s:.1f} s")
+        if result.plots:
+            click.echo(f"plots: {', '.join(result.plots)}")
     if result.status != "completed":
         raise RunAborted(result.message)
 
@@ -286,8 +308,11 @@ def sample(sample_id, data_dir, as_json) -> None:
         return
     click.echo(f"sample {info['id']} on {info['substrate'] or 'unknown substrate'}")
     for layer in info["layers"]:
+        ended = layer["properties"].get("ended")
+        partial = f"  PARTIAL: run {ended}" if layer["properties"].get("partial") else ""
         click.echo(f"  {layer['seq']}. {layer['material']:<8} {layer['thickness_nm']:9.1f} nm  "
-                   f"at {_fmt(layer['rate_A_s'], 2)} Å/s  ({layer['tool']}, run {layer['run_id']})")
+                   f"at {_fmt(layer['rate_A_s'], 2)} Å/s  ({layer['tool']}, run {layer['run_id']})"
+                   f"{partial}")
 
 
 @main.command()

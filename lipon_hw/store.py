@@ -565,9 +565,23 @@ class Store:
     def add_layer(self, sample_id: str, run_id: int, material: str, thickness_nm: float,
                   rate_A_s: float | None, tool: str, t_s: float,
                   properties: Mapping | None = None) -> None:
-        text = json.dumps(dict(properties or {}))
+        """A layer on top of the sample's stack; a layer of the same run and step that was
+        recorded partial (the run stopped while it grew, then resumed) is replaced."""
+        props = dict(properties or {})
+        text = json.dumps(props)
 
         def write(db: sqlite3.Connection) -> None:
+            partial = db.execute(
+                "SELECT seq FROM layers WHERE sample_id=? AND run_id=? AND"
+                " json_extract(properties, '$.step')=? AND"
+                " json_extract(properties, '$.partial')=1", (sample_id, run_id,
+                                                             props.get("step"))).fetchone()
+            if partial is not None:
+                db.execute("UPDATE layers SET material=?, thickness_nm=?, rate_A_s=?, tool=?,"
+                           " t_s=?, properties=? WHERE sample_id=? AND seq=?",
+                           (material, thickness_nm, rate_A_s, tool, t_s, text, sample_id,
+                            partial[0]))
+                return
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM layers WHERE sample_id=?",
                              (sample_id,)).fetchone()[0]
             db.execute("INSERT INTO layers VALUES (?,?,?,?,?,?,?,?,?)",

@@ -47,8 +47,8 @@ def run_workers(run_id: int) -> Resource:
                     "stopping their channels, {holder}; resume it when they have ended")
 
 
-def deposition(station: Station, recipe) -> list[Resource]:
-    """The ports of every instrument the recipe's tools use, and its sample."""
+def deposition(station: Station, recipe, sample_id: str | None) -> list[Resource]:
+    """The ports of every instrument the recipe's tools use, and the run's sample."""
     claims: dict[str, Resource] = {}
     for tool, roles in recipe.tool_roles.items():
         for inst in roles.values():
@@ -58,8 +58,8 @@ def deposition(station: Station, recipe) -> list[Resource]:
                     key, f"instrument {inst} of tool {tool} ({address}) is in use by "
                          "{holder}; one run at a time drives an instrument"))
     out = sorted(claims.values(), key=lambda r: r.key)
-    if recipe.sample is not None:
-        out.append(sample(recipe.sample.id, shared=False))
+    if sample_id is not None:
+        out.append(sample(sample_id, shared=False))
     return out
 
 

@@ -13,7 +13,7 @@ the next control period.
 
 from __future__ import annotations
 
-from lipon_hw.engine.layers import record_layer
+from lipon_hw.engine.layers import layer_opened, record_layer
 from lipon_hw.engine.recipe import CalibrateTooling, Evaporate, Precondition, Source, SourceOff
 from lipon_hw.errors import InstrumentError, RunAborted
 from lipon_hw.interfaces import Film
@@ -153,6 +153,7 @@ def _host_loop(ctx, p: Evaporate, state: dict):
                 shutter.open()
                 ctx.setpoints["shutter_open"] = True
                 state.update(open=True, t_open=ctx.now)
+                layer_opened(ctx, ctx.setpoints.get("film", "?"), state, "loop.thickness_nm")
             continue
         remaining_s = (p.until_thickness_nm - thickness) * 10 / filtered if filtered > 0 else 1e9
         if remaining_s < CONTROL_PERIOD_S:
@@ -242,6 +243,7 @@ def _controller_loop(ctx, p: Evaporate, state: dict):
                     "loop.shutter_open": float(phase == "deposit")})
         if phase == "deposit" and not state.get("saw_deposit"):
             state.update(saw_deposit=True, open=True, t_open=ctx.now)
+            layer_opened(ctx, ctx.setpoints.get("film", "?"), state, "loop.thickness_nm")
         if state.get("saw_deposit") and phase != "deposit":
             break
         if ctx.now - state["t0"] > p.max_min * 60:

@@ -191,14 +191,14 @@ TEMPERATURE_C = real(-80, 150, "°C", "climate chambers, well below LiPON's 207 
 SOC = (-0.05, 1.05)  # a cell model's state of charge (checked in protocol.check_cell_params)
 
 # --- names --------------------------------------------------------------------------------
-_SAMPLE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+SAMPLE_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+SAMPLE_ID_RULE = "1 to 64 letters, digits and . _ + -, starting with a letter or digit"
 
 
 def _sample_id(value: str) -> str:
-    if not _SAMPLE_ID.fullmatch(value):
-        raise PydanticCustomError(
-            "sample_id", "{value} is not a sample id: 1 to 64 letters, digits and . _ + -, "
-            "starting with a letter or digit", {"value": repr(value[:70])})
+    if not SAMPLE_ID_PATTERN.fullmatch(value):
+        raise PydanticCustomError("sample_id", "{value} is not a sample id: " + SAMPLE_ID_RULE,
+                                  {"value": repr(value[:70])})
     return value
 
 

@@ -245,6 +245,12 @@ class Recipe:
     checkpoint_every_s: float
 
     @property
+    def deposited_films(self) -> set[str]:
+        """The films the recipe lays down (deposited or evaporated from a source)."""
+        return {step.params.film for step in self.steps
+                if isinstance(step.params, Deposit | Source)}
+
+    @property
     def roles(self) -> dict[str, str]:
         """Roles of the tool the recipe starts on."""
         return self.tool_roles[self.tool]

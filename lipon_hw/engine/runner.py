@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import simpy
 
+from lipon_hw.engine.layers import record_partial_layer
 from lipon_hw.engine.recipe import ROLE_QUANTITIES, Recipe
 from lipon_hw.errors import InstrumentError, LiponError, RunAborted, StoreError
 from lipon_hw.station import Lab
@@ -102,6 +103,7 @@ class RunResult:
     t_s: float
     wall_s: float
     summary: dict = field(default_factory=dict)
+    plots: list[str] = field(default_factory=list)  # drawn after the run, beside the store
 
 
 class Context:
@@ -185,6 +187,7 @@ class Engine:
         self.env = env
         self.notify = notify or (lambda _msg: None)
         self.on_sample = on_sample or (lambda _ctx: None)
+        self.sample_id = store.run(run_id).sample_id  # chosen when the run started
         self.ctx = Context(self)
         self._last_checkpoint = env.now
         self._polled: dict[str, list] = {}
@@ -273,6 +276,7 @@ class Engine:
         stored = message if safe.ok else f"{message}; {safe.sentence()}"
         try:
             if status != "completed":
+                record_partial_layer(self.ctx, status, message)
                 self._end_step(status)
             self._summary = self.summary()
             self.store.set_status(self.run_id, status, stored, self._summary,
@@ -293,12 +297,16 @@ class Engine:
             self.store.end_step(self.run_id, self.ctx.step_idx, status, self.env.now)
 
     def summary(self) -> dict:
-        layers = [layer for layer in self.store.film_stack(self.recipe.sample.id)
-                  if layer["run_id"] == self.run_id] if self.recipe.sample else []
+        """The sample, the layers this run made on it (partial ones marked), and the last
+        layer's thickness and mean rate (shutter open to closed); the plots come later."""
+        layers = [layer for layer in self.store.film_stack(self.sample_id)
+                  if layer["run_id"] == self.run_id] if self.sample_id else []
         monitor = self.ctx.roles.get("thickness_monitor")
         thickness = (layers[-1]["thickness_nm"] if layers
                      else self.ctx.latest.get(f"{monitor}.thickness_nm"))
-        return {"thickness_nm": thickness, "virtual_s": self.env.now, "layers": layers}
+        return {"sample_id": self.sample_id, "thickness_nm": thickness,
+                "mean_rate_A_s": layers[-1]["rate_A_s"] if layers else None,
+                "virtual_s": self.env.now, "layers": layers}
 
     # --- sampling, interlocks, checkpoints -------------------------------------------
     def _polled_quantities(self, tool: str) -> list[tuple[str, object, str]]:

@@ -43,22 +43,30 @@ def start_run(sequence: str, data_dir: str | Path, station_path: str | None = No
               seed: int | None = None, speed: float | None = None,
               notify: Callable[[str], None] | None = None,
               on_sample: Callable[[Context], None] | None = None,
-              on_start: Callable[[int, Recipe], None] | None = None) -> RunResult:
+              on_start: Callable[[int, Recipe], None] | None = None,
+              sample_id: str | None = None) -> RunResult:
+    """Run a recipe. Its layers go onto `sample_id` (added to whatever stack that sample
+    has), else onto the recipe's sample — or, when that one already holds a film stack, a
+    new sample named after it (`choose_sample`)."""
     recipe, station = validate(sequence, station_path)
     if speed is not None and speed <= 0:
         raise InputError(f"--speed must be above 0, not {speed:g}")
     store = Store(data_dir)
     owned = Ownership(data_dir)
     try:
-        owned.take(claims.deposition(station, recipe))  # before the run exists: nothing to undo
+        sample, why = choose_sample(store, recipe, sample_id)
+        # before the run exists: nothing to undo
+        owned.take(claims.deposition(station, recipe, sample))
         seed = seed if seed is not None else (station.spec.sim.seed if station.simulated
                                               else None)
         run_id = store.create_run(recipe.name, "deposition", str(sequence), recipe.text,
-                                  station.text, seed, recipe.sample.id if recipe.sample else None)
+                                  station.text, seed, sample)
         with ends_run_on_failure(store, run_id):
             claims.take_run(owned, run_id)
-            if recipe.sample:
-                store.ensure_sample(recipe.sample.id, recipe.sample.substrate)
+            if sample is not None:
+                store.ensure_sample(sample, recipe.sample.substrate if recipe.sample else "")
+            if why and notify:
+                notify(why)
             if on_start:
                 on_start(run_id, recipe)
             env = make_env(station, speed)
@@ -69,6 +77,47 @@ def start_run(sequence: str, data_dir: str | Path, station_path: str | None = No
         raise
     finally:
         owned.release()
+
+
+def choose_sample(store: Store, recipe: Recipe, sample_id: str | None
+                  ) -> tuple[str | None, str | None]:
+    """The sample a run deposits on, and a sentence when it is not the one the recipe
+    names. An explicit `sample_id` is taken as is (its stack grows by this run's layers).
+    Else the recipe's sample, while its stack holds none of the films this recipe lays
+    down: so LiPON, then Cu, then Au, then Li recipes naming one sample build one stack.
+    A recipe run again finds its film there already and goes on to the next sample of
+    the series, `<id>-2`, `<id>-3`, … (the first without that film): never a second
+    layer of the same film on one sample by accident."""
+    if sample_id is not None:
+        return check_sample_id(sample_id), None
+    if recipe.sample is None:
+        return None, None
+    base, films = recipe.sample.id, recipe.deposited_films
+    candidate, k, holders = base, 1, []
+    while True:
+        stack = store.film_stack(candidate)
+        if not films & {layer["material"] for layer in stack}:
+            break
+        holders.append(candidate)
+        k += 1
+        candidate = f"{base}-{k}"
+    if candidate == base:
+        return base, None
+    if len(candidate) > 64:
+        raise InputError(f"sample {base} already holds {', '.join(sorted(films))} and its id "
+                         "is too long to number a new one; name the sample with --sample")
+    have = ", ".join(holders)
+    return candidate, (f"{have} already hold{'s' * (len(holders) == 1)} "
+                       f"{', '.join(sorted(films))}; this run deposits on sample {candidate} "
+                       f"(name the sample with --sample to choose)")
+
+
+def check_sample_id(value: str) -> str:
+    from lipon_hw.engine.ranges import SAMPLE_ID_PATTERN, SAMPLE_ID_RULE
+
+    if not SAMPLE_ID_PATTERN.fullmatch(value):
+        raise InputError(f"--sample {value!r} is not a sample id: {SAMPLE_ID_RULE}")
+    return value
 
 
 def _drive(station: Station, store: Store, run_id: int, env, seed, run, notify,
@@ -95,7 +144,9 @@ def _drive(station: Station, store: Store, run_id: int, env, seed, run, notify,
     finally:
         if guard is not None:
             guard.release()
-    _close(lab, store, run_id, notify, failed=False)
+    plots = _close(lab, store, run_id, notify, failed=False)
+    if isinstance(result, RunResult):
+        result.plots = [str(p) for p in plots]
     return result
 
 
@@ -104,16 +155,17 @@ def _last_try_to_close(store: Store) -> None:
         store.close(wait_s=LAST_TRY_S)
 
 
-def _close(lab, store: Store, run_id: int, notify, failed: bool) -> None:
-    """Links, plots, store. After a failed run (whose error already says what the store
-    took) a store that still refuses writes gets one short last try, never a 30 s wait,
-    and cannot replace that error."""
+def _close(lab, store: Store, run_id: int, notify, failed: bool) -> list[Path]:
+    """Links, plots, store; returns the plots drawn. After a failed run (whose error
+    already says what the store took) a store that still refuses writes gets one short
+    last try, never a 30 s wait, and cannot replace that error."""
     lab.close()
-    write_plots(store, run_id, notify)
+    plots = write_plots(store, run_id, notify)
     if not failed:
         store.close()
-        return
+        return plots
     _last_try_to_close(store)
+    return plots
 
 
 @contextlib.contextmanager
@@ -181,7 +233,7 @@ def resume_run(run_id: int, data_dir: str | Path, speed: float | None = None,
     try:
         run, station = run_to_resume(store, run_id, RESUMABLE, owned)
         recipe = load_recipe(run.sequence_path, station, text=run.sequence_text)
-        owned.take(claims.deposition(station, recipe))
+        owned.take(claims.deposition(station, recipe, run.sample_id))
         cp = store.last_checkpoint(run_id)
         t0 = cp.t_s if cp else 0.0
         if station.simulated:

@@ -9,7 +9,7 @@ resume re-establishes it before the interrupted step continues.
 
 from __future__ import annotations
 
-from lipon_hw.engine.layers import record_layer
+from lipon_hw.engine.layers import layer_opened, record_layer
 from lipon_hw.engine.recipe import RF, Deposit, Gas, Presputter, PumpDown, Transfer, Vent, Wait
 from lipon_hw.errors import RunAborted
 from lipon_hw.interfaces import Film
@@ -131,6 +131,7 @@ def deposit(ctx, p: Deposit, state: dict):
         shutter.open()
         ctx.setpoints["shutter_open"] = True
         state.update(opened=True, t_open=ctx.now)
+        layer_opened(ctx, p.film, state, f"{monitor_name}.thickness_nm")
     tick = ctx.recipe.record_every_s
     if p.for_min is not None:
         yield from ctx.sleep(p.for_min * 60, state)
