@@ -38,6 +38,7 @@ from pydantic import ValidationError
 
 from lipon_hw import techniques as tq
 from lipon_hw.engine import protocol_checks as chk
+from lipon_hw.engine import protocol_station as on_station
 from lipon_hw.engine.protocol_checks import FOREVER_S  # noqa: F401 (API)
 from lipon_hw.engine.protocol_schema import (  # noqa: F401 (the protocol's API)
     CATHODE_UAH_CM2_PER_UM,
@@ -57,6 +58,7 @@ from lipon_hw.engine.protocol_schema import (  # noqa: F401 (the protocol's API)
     Record,
     Rest,
     Safety,
+    Setting,
     Sweep,
     Termination,
     Until,
@@ -67,8 +69,7 @@ from lipon_hw.engine.protocol_schema import (  # noqa: F401 (the protocol's API)
 from lipon_hw.engine.termination import check_termination
 from lipon_hw.errors import (
     CellParamError,  # noqa: F401 (API)
-    InputError,
-)
+    )
 from lipon_hw.station import Station
 from lipon_hw.yamlfile import Doc, load, loads, pydantic_error
 
@@ -175,12 +176,12 @@ def protocol_from_doc(doc: Doc, station: Station, text: str | None = None,
         head = _Head.model_validate(doc.data)
     except ValidationError as exc:
         raise pydantic_error(doc, _Untagged(exc)) from None
-    pstat = _potentiostat(doc, head, station)
+    pstat = on_station.potentiostat(doc, head, station)
     programs = {None: _program(doc, (), head.name, head, station, pstat)}
     for name, spec in head.protocols.items():
         programs[name] = _program(doc, ("protocols", name), name, spec, station, pstat)
     chk.check_cell(doc, ("cell",), head.cell, cell_check)
-    max_current = _max_current(station, pstat)
+    max_current = on_station.max_current(station, pstat)
     plans = []
     for loc, number, spec in _channels(doc, head, station, pstat):
         if spec.protocol is not None and spec.protocol not in head.protocols:
@@ -213,28 +214,6 @@ def _merge_cell(base: CellSpec, override: CellSpec | None) -> CellSpec:
     return base.model_copy(update=override.model_dump(exclude_unset=True))
 
 
-def _potentiostat(doc: Doc, head: _Head, station: Station) -> str:
-    if head.potentiostat is None:
-        name = station.spec.tools.get("cycler", {}).get("potentiostat")
-        if name is None:
-            raise doc.error(("potentiostat",), f"is required: station {station.spec.name!r} "
-                                               "has no `cycler` tool with a potentiostat")
-        return name
-    if head.potentiostat not in station.spec.instruments:
-        raise doc.error(("potentiostat",), f"instrument {head.potentiostat!r} is not in station "
-                                           f"{station.spec.name!r} (it has "
-                                           f"{', '.join(station.spec.instruments)})")
-    if lacks := station.lacks(head.potentiostat, "potentiostat"):
-        raise doc.error(("potentiostat",), f"{head.potentiostat} is not a potentiostat (it "
-                                           f"lacks {', '.join(lacks)})")
-    return head.potentiostat
-
-
-def channel_count(station: Station, pstat: str) -> int:
-    inst = station.instrument(pstat)
-    return len(getattr(inst, "addresses", None) or [inst.address])
-
-
 def parse_channels(text: str | int | list[int], available: int | None = None) -> list[int]:
     """'1-4,7' → [1, 2, 3, 4, 7]; ValueError if malformed, or (given `available`, the
     potentiostat's channel count) past it or repeated. Ranges are checked before they are
@@ -265,7 +244,7 @@ def parse_channels(text: str | int | list[int], available: int | None = None) ->
 
 
 def _channels(doc: Doc, head: _Head, station: Station, pstat: str):
-    available = channel_count(station, pstat)
+    available = on_station.channel_count(station, pstat)
     entries = (head.channels.items() if isinstance(head.channels, dict)
                else [(None, ChannelSpec())])
     seen: set[int] = set()
@@ -292,7 +271,7 @@ def _program(doc: Doc, base: tuple, name: str, spec: ProtocolSpec, station: Stat
             if st.tag in tags:
                 raise doc.error(base + ("steps", i, "tag"), f"tag {st.tag!r} is used twice")
             tags[st.tag] = i
-    techniques = _driver_techniques(station, pstat)
+    techniques = on_station.driver_techniques(station, pstat)
     for i, st in enumerate(steps):
         loc = base + ("steps", i, st.kind)
         if st.loop is not None:
@@ -312,7 +291,7 @@ def _program(doc: Doc, base: tuple, name: str, spec: ProtocolSpec, station: Stat
                 raise doc.error(loc + ("goto", key), f"no tag {tag!r} in this protocol")
             st.gotos[key] = tags[tag]
         _check_ends(doc, loc, st.params)
-        _check_limits(doc, loc, st.params, station, pstat)
+        on_station.check_limits(doc, loc, st.params, station, pstat)
         chk.check_safety(doc, base, spec.safety, loc, st.params)
         chk.check_sweep(doc, loc, st.params)
         chk.check_interval(doc, loc, st.params, spec.record)
@@ -353,61 +332,8 @@ def _check_ends(doc: Doc, loc: tuple, p: _Step) -> None:
             raise doc.error(loc + ("until", key), f"a {type(p).__name__.lower()} step cannot "
                                                   f"end on {key} (it can on: "
                                                   f"{', '.join(allowed) or 'nothing'})")
-    if isinstance(p, CC) and not isinstance(p, CCCV) and p.until.voltage_V is None \
-            and p.until.duration_s is None and p.until.capacity_Ah is None:
-        raise doc.error(loc + ("until",), "a constant current needs an end: voltage_V, a time "
-                                          "or a capacity")
-
-
-def _driver_techniques(station: Station, pstat: str) -> tuple:
-    from lipon_hw.station import driver_class
-
-    return getattr(driver_class(station.instrument(pstat).driver), "TECHNIQUES", ())
-
-
-def _check_limits(doc: Doc, loc: tuple, p: _Step, station: Station, pstat: str) -> None:
-    limits = station.instrument(pstat).limits
-    lo, hi = limits.get("min_V"), limits.get("max_V")
-    i_max = limits.get("max_current_A")
-    volts = {k: getattr(p, k) for k in ("voltage_V", "from_V", "to_V", "vertex1_V",
-                                         "vertex2_V", "dc_V") if getattr(p, k, None) is not None}
-    if p.until.voltage_V is not None:
-        volts["until.voltage_V"] = p.until.voltage_V
-    for key, v in volts.items():
-        if (lo is not None and v < lo) or (hi is not None and v > hi):
-            window = f"{'−∞' if lo is None else f'{lo:g}'}…{'∞' if hi is None else f'{hi:g}'}"
-            raise doc.error(loc + tuple(key.split(".")),
-                            f"{v:g} V is outside the channel window {window} V of {pstat}")
-    current = getattr(p, "current_A", None)
-    if i_max is not None and current is not None and abs(current) > i_max:
-        raise doc.error(loc + ("current_A",), f"|{current:g}| A is above the station limit "
-                                              f"max_current_A = {i_max:g} of {pstat}")
-    full_scale = _largest_current_range(station, pstat)
-    if full_scale is not None and current is not None and abs(current) > full_scale:
-        raise doc.error(loc + ("current_A",), f"|{current:g}| A is above {pstat}'s largest "
-                                              f"current range, {full_scale:g} A")
-
-
-def _max_current(station: Station, pstat: str) -> tuple[float, str] | None:
-    """The largest |I| a channel of `pstat` may carry, and a phrase saying what sets it."""
-    limits = [(v, f"the station limit max_current_A = {v:g} A of {pstat}")
-              for v in [station.instrument(pstat).limits.get("max_current_A")] if v is not None]
-    full_scale = _largest_current_range(station, pstat)
-    if full_scale is not None:
-        limits.append((full_scale, f"{pstat}'s largest current range, {full_scale:g} A"))
-    return min(limits) if limits else None
-
-
-def _largest_current_range(station: Station, pstat: str) -> float | None:
-    """The driver's largest current range (its `current_ranges_A` is a constant of the
-    make, so it is read from the class, before any instrument is connected)."""
-    from lipon_hw.station import driver_class
-
-    ranges = getattr(driver_class(station.instrument(pstat).driver), "current_ranges_A", None)
-    try:
-        return max(ranges(None)) if ranges is not None else None
-    except (TypeError, AttributeError, ValueError):
-        return None
+    if missing := p.missing_end():
+        raise doc.error(loc + ("until",), missing)
 
 
 def _check_rates(doc: Doc, loc: tuple, program: Program, capacity_Ah: float | None,
@@ -429,46 +355,12 @@ def recording(rec: Record) -> tq.Recording:
 
 
 def technique(st: PlannedStep, plan: ChannelPlan) -> tq.Technique:
-    """The technique a channel runs for this step, currents resolved from C-rates."""
-    p, prog = st.params, plan.program
-    rec = p.record or prog.record
-    record, interval = recording(rec), rec.interval_s
-    duration = p.until.duration_s or FOREVER_S
-    cap = plan.capacity_Ah
-
-    def amps(current_A, rate_C):
-        return current_A if current_A is not None else rate_C * cap
-
-    if isinstance(p, Rest):
-        return tq.OCV(duration, interval, record)
-    if isinstance(p, CCCV):
-        i_min = p.until.current_A or (p.until.rate_C * cap if p.until.rate_C else 0.0)
-        return tq.CCCV(amps(p.current_A, p.rate_C), p.voltage_V, i_min, duration, interval,
-                       record)
-    if isinstance(p, CC):
-        current = amps(p.current_A, p.rate_C)
-        v_end = p.until.voltage_V
-        return tq.ConstantCurrent(current, duration,
-                                  v_max_V=v_end if current > 0 else None,
-                                  v_min_V=v_end if current < 0 else None,
-                                  interval_s=interval, record=record)
-    if isinstance(p, CV):
-        i_min = p.until.current_A or (p.until.rate_C * cap if p.until.rate_C else None)
-        return tq.ConstantVoltage(p.voltage_V, duration, i_min, interval, record)
-    if isinstance(p, DCPolarizationStep):
-        return tq.DCPolarization(p.voltage_V, duration, interval, record)
-    if isinstance(p, EISStep):
-        amplitude = p.amplitude_mV * 1e-3
-        if p.per_decade is not None:
-            return tq.EIS.per_decade(p.from_Hz, p.to_Hz, p.per_decade, amplitude_V=amplitude,
-                                     dc_V=p.dc_V)
-        return tq.EIS(p.from_Hz, p.to_Hz, p.points, amplitude, p.dc_V)
-    if isinstance(p, Sweep):
-        return tq.LinearSweep(p.from_V, p.to_V, p.step_mV * 1e-3, p.rate_mV_s * 1e-3)
-    if isinstance(p, CyclicSweepStep):
-        return tq.CyclicSweep(p.from_V, p.vertex1_V, p.vertex2_V, p.step_mV * 1e-3,
-                              p.rate_mV_s * 1e-3, p.scans)
-    raise InputError(f"step {st.kind} has no technique")  # unreachable: schema-checked
+    """The technique a channel runs for this step, currents resolved from C-rates (each
+    step kind builds its own: `protocol_schema`)."""
+    rec = st.params.record or plan.program.record
+    return st.params.technique(Setting(recording(rec), rec.interval_s,
+                                       st.params.until.duration_s or FOREVER_S,
+                                       plan.capacity_Ah))
 
 
 def safety(st: PlannedStep, plan: ChannelPlan) -> Safety:

@@ -7,6 +7,7 @@ are `protocol` and `protocol_checks`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, Discriminator, Field, Tag, ValidationError, model_validator
@@ -65,6 +66,25 @@ class Until(_Model):
 CONDITIONS = tuple(Until.model_fields) + ("time", "capacity")
 
 
+@dataclass(frozen=True)
+class Setting:
+    """What a step needs, besides its own fields, to become the technique a channel runs:
+    the recording in force, the run time (FOREVER_S when no time ends it) and the channel's
+    capacity for C-rates (None when unknown: validation refused C-rates then)."""
+
+    record: tq.Recording
+    interval_s: float
+    duration_s: float
+    capacity_Ah: float | None
+
+    def amps(self, current_A: float | None, rate_C: float | None) -> float:
+        return current_A if current_A is not None else rate_C * self.capacity_Ah
+
+    def cutoff_A(self, until: Until) -> float | None:
+        """|I| that ends a potentiostatic hold: current_A, or rate_C of the capacity."""
+        return until.current_A or (until.rate_C * self.capacity_Ah if until.rate_C else None)
+
+
 class _Step(_Model):
     TECHNIQUE: ClassVar[type | None] = None
     TYPE: ClassVar[str] = ""  # the Battery Data Format's step type
@@ -76,6 +96,13 @@ class _Step(_Model):
     def allowed_ends(self) -> tuple[str, ...]:
         return ("time", "capacity")
 
+    def missing_end(self) -> str | None:
+        """What the step lacks to be sure to end (None: it ends by itself or on a time)."""
+        return None
+
+    def technique(self, s: Setting) -> tq.Technique:
+        raise NotImplementedError
+
 
 class Rest(_Step):
     TECHNIQUE = tq.OCV
@@ -83,6 +110,9 @@ class Rest(_Step):
 
     def allowed_ends(self):
         return ("time", "dVdt_mV_h")
+
+    def technique(self, s: Setting) -> tq.Technique:
+        return tq.OCV(s.duration_s, s.interval_s, s.record)
 
 
 class CC(_Step):
@@ -107,6 +137,20 @@ class CC(_Step):
     def allowed_ends(self):
         return ("time", "capacity", "voltage_V")
 
+    def missing_end(self) -> str | None:
+        u = self.until
+        if u.voltage_V is None and u.duration_s is None and u.capacity_Ah is None:
+            return "a constant current needs an end: voltage_V, a time or a capacity"
+        return None
+
+    def technique(self, s: Setting) -> tq.Technique:
+        current = s.amps(self.current_A, self.rate_C)
+        v_end = self.until.voltage_V
+        return tq.ConstantCurrent(current, s.duration_s,
+                                  v_max_V=v_end if current > 0 else None,
+                                  v_min_V=v_end if current < 0 else None,
+                                  interval_s=s.interval_s, record=s.record)
+
 
 class CV(_Step):
     TECHNIQUE = tq.ConstantVoltage
@@ -114,6 +158,10 @@ class CV(_Step):
 
     def allowed_ends(self):
         return ("time", "capacity", "current_A", "rate_C")
+
+    def technique(self, s: Setting) -> tq.Technique:
+        return tq.ConstantVoltage(self.voltage_V, s.duration_s, s.cutoff_A(self.until),
+                                  s.interval_s, s.record)
 
 
 class CCCV(CC):
@@ -126,6 +174,13 @@ class CCCV(CC):
 
     def allowed_ends(self):
         return ("time", "capacity", "current_A", "rate_C")
+
+    def missing_end(self) -> str | None:
+        return None  # the hold's current or its time ends it
+
+    def technique(self, s: Setting) -> tq.Technique:
+        return tq.CCCV(s.amps(self.current_A, self.rate_C), self.voltage_V,
+                       s.cutoff_A(self.until) or 0.0, s.duration_s, s.interval_s, s.record)
 
 
 class EISStep(_Step):
@@ -147,6 +202,13 @@ class EISStep(_Step):
     def allowed_ends(self):
         return ()
 
+    def technique(self, s: Setting) -> tq.Technique:
+        amplitude = self.amplitude_mV * 1e-3
+        if self.per_decade is not None:
+            return tq.EIS.per_decade(self.from_Hz, self.to_Hz, self.per_decade,
+                                     amplitude_V=amplitude, dc_V=self.dc_V)
+        return tq.EIS(self.from_Hz, self.to_Hz, self.points, amplitude, self.dc_V)
+
 
 class DCPolarizationStep(_Step):
     TECHNIQUE = tq.DCPolarization
@@ -155,6 +217,9 @@ class DCPolarizationStep(_Step):
 
     def allowed_ends(self):
         return ("time",)
+
+    def technique(self, s: Setting) -> tq.Technique:
+        return tq.DCPolarization(self.voltage_V, s.duration_s, s.interval_s, s.record)
 
 
 class Sweep(_Step):
@@ -170,6 +235,10 @@ class Sweep(_Step):
 
     def allowed_ends(self):
         return ()
+
+    def technique(self, s: Setting) -> tq.Technique:
+        return tq.LinearSweep(self.from_V, self.to_V, self.step_mV * 1e-3,
+                              self.rate_mV_s * 1e-3)
 
 
 class CyclicSweepStep(_Step):
@@ -189,6 +258,10 @@ class CyclicSweepStep(_Step):
 
     def allowed_ends(self):
         return ()
+
+    def technique(self, s: Setting) -> tq.Technique:
+        return tq.CyclicSweep(self.from_V, self.vertex1_V, self.vertex2_V, self.step_mV * 1e-3,
+                              self.rate_mV_s * 1e-3, self.scans)
 
 
 class Loop(_Model):
