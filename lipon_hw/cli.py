@@ -355,9 +355,6 @@ def _operator_request(action: str, doc: str):
         run = store.run(run_id)
         if run.status != "running":
             raise InputError(f"run {run_id} is {run.status}, not running")
-        if run.kind == "cycling" and action != "abort":
-            raise InputError(f"run {run_id} is a cell test: it can be aborted (every channel "
-                             "stops, cells disconnected) and resumed later, not paused")
         from lipon_hw.engine import claims
         from lipon_hw.engine.ownership import held_by
 
@@ -372,8 +369,11 @@ def _operator_request(action: str, doc: str):
     return main.command(name=action)(command)
 
 
-_operator_request("pause", "Hold a running run: shutter closed, RF off, step clocks stopped.")
-_operator_request("continue", "Release an operator pause: RF ramped back, shutter reopened.")
+_operator_request("pause", "Hold a running run: a deposition's shutter closed, RF off, step "
+                           "clocks stopped; a cell test's channels at open circuit, their "
+                           "voltage recorded.")
+_operator_request("continue", "Release an operator pause: RF ramped back and shutter reopened; "
+                              "each channel's cut step goes on with what is left of it.")
 _operator_request("abort", "End a running run now, leaving the hardware safe.")
 
 

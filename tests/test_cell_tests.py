@@ -316,12 +316,45 @@ def test_operator_abort_stops_every_channel_and_leaves_the_campaign_resumable(tm
     assert Store(tmp_path / "lipon-data").run(1).status == "aborted"  # resume takes it on
 
 
-def test_a_cell_test_cannot_be_paused(tmp_path):
-    result = start_cycling(write(tmp_path, LNMO.format(channels="1", cycles=1)),
-                           tmp_path / "lipon-data", workers=1)
-    Store(tmp_path / "lipon-data").set_status(result.run_id, "running")  # as if still running
-    proc = cli("pause", result.run_id, cwd=tmp_path)
-    assert proc.returncode == 2 and "can be aborted" in proc.stderr
+def test_operator_pause_puts_every_channel_at_open_circuit_until_continue(tmp_path):
+    path = write(tmp_path, LNMO.format(channels="1-2", cycles=2000))
+    proc = subprocess.Popen([sys.executable, "-m", "lipon_hw.cli", "run", path, "--json"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    db = tmp_path / "lipon-data" / "lipon.db"
+
+    def wait_for(condition, what):
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if condition():
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"{what} never happened")
+
+    def statuses():
+        con = sqlite3.connect(db)
+        try:
+            return {r[0] for r in con.execute("SELECT status FROM channels")}
+        except sqlite3.Error:
+            return set()
+        finally:
+            con.close()
+
+    wait_for(lambda: len(rows := _progress(db)) == 2 and min(c for _, c in rows) >= 2,
+             "two cycles on both channels")
+    assert cli("pause", 1, cwd=tmp_path).returncode == 0
+    wait_for(lambda: statuses() == {"paused"}, "both channels paused")
+    assert cli("continue", 1, cwd=tmp_path).returncode == 0
+    wait_for(lambda: statuses() == {"running"}, "both channels running again")
+    assert cli("abort", 1, cwd=tmp_path).returncode == 0
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3, err
+    assert json.loads(out.strip().splitlines()[-1])["status"] == "aborted"
+    con = sqlite3.connect(db)
+    paused = con.execute("SELECT channel, COUNT(*), MAX(ABS(current_A)) FROM cell_samples"
+                         " WHERE step_type='PAUSE' GROUP BY channel").fetchall()
+    con.close()
+    assert [(ch, i) for ch, _, i in paused] == [(1, 0.0), (2, 0.0)]
 
 
 def test_a_film_made_on_the_line_is_the_film_the_cell_test_measures(tmp_path):

@@ -31,7 +31,7 @@ from lipon_hw.station import Station, load_station
 from lipon_hw.store import Store
 
 RESUMABLE = ("running", "interrupted", "failed", "aborted")
-CHANNEL_RESUMABLE = ("pending", "running", "interrupted", "aborted")
+CHANNEL_RESUMABLE = ("pending", "running", "paused", "interrupted", "aborted")
 
 
 def sample_capacity_Ah(store: Store, sample_id: str, area_cm2: float) -> float | None:
@@ -127,6 +127,7 @@ def resume_cycling(run_id: int, data_dir: str | Path, speed: float | None = None
             _plots(store, run_id, notify)
             return RunResult(run_id, status, message, summary["virtual_s"], 0.0, summary)
         t0 = min(s.t_s for s in states.values())
+        store.take_requests(run_id)  # a resume runs: a pause or abort asked before is done
         store.set_status(run_id, "running", f"resumed from t = {t0:.0f} s")
         with ends_run_on_failure(store, run_id):
             store.add_alarm(run_id, t0, "info", "engine", f"resumed channels "
@@ -230,7 +231,7 @@ def _run_group(store: Store, run_id: int, proto: pr.Protocol, station: Station,
         sim_cells = mount_cells(lab, proto, store, seed, snapshots) if lab.sim else {}
         run_channels(env, store, run_id, proto, pstat, states, sim_cells,
                      realtime=not lab.sim or speed is not None, on_cycle=on_cycle,
-                     should_stop=lambda: "abort" in store.pending_requests(run_id))
+                     operator=OperatorWish(store, run_id))
     finally:
         with _uninterruptible():
             failures = _disconnect(pstat, [p.channel for p in proto.channels])
@@ -240,6 +241,25 @@ def _run_group(store: Store, run_id: int, proto: pr.Protocol, station: Station,
                 store.flush()
             finally:
                 lab.close()
+
+
+class OperatorWish:
+    """The operator's standing wish for a running cell test, from its pending requests
+    (every worker of the run sees them): "abort" once asked, else the last of "pause" and
+    "continue", else None. Read from the store at most once a second of wall time."""
+
+    def __init__(self, store: Store, run_id: int, every_s: float = 1.0):
+        self.store, self.run_id, self.every_s = store, run_id, every_s
+        self._read_at = time.monotonic()
+        self._wish: str | None = None
+
+    def __call__(self) -> str | None:
+        if time.monotonic() - self._read_at >= self.every_s:
+            self._read_at = time.monotonic()
+            pending = self.store.pending_requests(self.run_id)
+            toggles = [a for a in pending if a in ("pause", "continue")]
+            self._wish = "abort" if "abort" in pending else toggles[-1] if toggles else None
+        return self._wish
 
 
 def _disconnect(pstat, channels: list[int]) -> list[str]:

@@ -26,18 +26,18 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import simpy
 
 from lipon_hw.analysis.cycles import CycleAccumulator
 from lipon_hw.engine import protocol as pr
 from lipon_hw.engine.cycle_stats import CycleCounter
+from lipon_hw.engine.protocol_checks import FOREVER_S
 from lipon_hw.errors import LiponError, StoreError
 from lipon_hw.store import Store
-from lipon_hw.techniques import EIS, ConstantCurrent
+from lipon_hw.techniques import EIS, OCV, ConstantCurrent
 
 MIN_POLL_S = 1.0
 NEAR_END_POLL_S = 5.0
@@ -65,6 +65,9 @@ class ChannelState:
     cycles: dict = field(default_factory=dict)  # CycleCounter state
     durations: dict[str, float] = field(default_factory=dict)  # last duration of each step
     cell: dict | None = None  # the simulated cell's snapshot
+    # what the step at pc did before an operator pause cut it short: it continues with the
+    # rest of its time and capacity ({"elapsed_s", "q_Ah"}); None when it starts afresh
+    done_before: dict | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> ChannelState:
@@ -97,6 +100,7 @@ class Channel:
                         CycleCounter(CycleAccumulator(pr.stores_with(plan.program)),
                                      reference, leads=leads))
         self._abort_requested = False
+        self._pause_wanted = False
         self._saved: str = json.dumps(vars(state))
         self._last_sample_t = -math.inf
         self._disconnected = self._recorded = False
@@ -131,10 +135,16 @@ class Channel:
                         st.pc += 1
                     continue
                 outcome = yield from self._run_step(step)
+                if outcome.end == "paused":
+                    yield from self._paused()
+                    if not self._abort_requested:
+                        continue  # the same step, with what is left of it
+                    outcome = StepOutcome("aborted", "stopped by the operator")
                 if outcome.end == "aborted":
                     self.status, self.message = "aborted", outcome.message
                     break
                 st.pc = step.gotos.get(outcome.end, st.pc + 1)
+                st.done_before = None
                 self._save()
             if self.status == "running":
                 self.status, self.message = "completed", self.message or "protocol done"
@@ -185,14 +195,15 @@ class Channel:
     # --- one step ---------------------------------------------------------------------
     def _run_step(self, step: pr.PlannedStep):
         st = self.state
-        technique = pr.technique(step, self.plan)
+        before = st.done_before or {"elapsed_s": 0.0, "q_Ah": 0.0}
+        technique = _rest_of(pr.technique(step, self.plan), before["elapsed_s"])
         limits = pr.safety(step, self.plan)
         st.step_count += 1
         # on a real-time clock the instrument runs on while the host works (a step's end is
         # seen a poll later): a step never starts before the last sample of the one before
         t0 = max(self.env.now, self._last_sample_t)
         run = self.pstat.start(self.number, technique)
-        ends = _HostEnds(step, self.plan, t0)
+        ends = _HostEnds(step, self.plan, t0, before)
         rows: list[tuple] = []
         taken: list[tuple] = []  # the step's samples, for the cycle figures at its end
         outcome: StepOutcome | None = None
@@ -219,15 +230,55 @@ class Channel:
                     outcome = ends.take(rows)
             if outcome is None and self._abort_requested:
                 outcome = StepOutcome("aborted", "stopped by the operator")
+            if outcome is None and self._pause_wanted:
+                outcome = StepOutcome("paused")
+                st.done_before = ends.done(self.env.now) if hasattr(technique, "duration_s") \
+                    else None  # a spectrum or a sweep cut short is measured again
             if outcome is None and run.finished:
                 outcome = ends.instrument_end(run.end_reason, self)
             elif outcome is not None:
                 self.pstat.stop(self.number)
             if outcome is not None:
                 self._store_cycles(self.counter.add(taken))
-                if outcome.end != "aborted":
+                if outcome.end not in ("aborted", "paused"):
                     st.durations[str(step_id)] = (ends.last[0] if ends.last else self.env.now) - t0
                 return outcome
+
+    def _paused(self):
+        """An operator pause: the step was stopped; the cell stays at open circuit, its
+        voltage recorded (step type PAUSE, a step of its own), until the operator continues
+        (the cut step then goes on with what is left of its time and capacity) or aborts.
+        The channel's stored status says `paused` meanwhile."""
+        st = self.state
+        self.pstat.cell_off(self.number)
+        self.status, self.message = "paused", "paused by the operator: cell at open circuit"
+        self._save()
+        self.store.add_alarm(self.run_id, self.env.now, "info", f"channel {self.number}",
+                             f"paused at step {st.pc} (cycle {st.cycle}): cell at open circuit")
+        rec = self.plan.program.record
+        st.step_count += 1
+        t0 = max(self.env.now, self._last_sample_t)
+        run = self.pstat.start(self.number, OCV(FOREVER_S, rec.interval_s, pr.recording(rec)))
+        poll = min(self.max_poll_s, rec.every_s or self.max_poll_s)
+        while True:
+            yield self.env.timeout(max(MIN_POLL_S, poll))
+            rows = [(t0 + s.t_s, s.E_V, 0.0, st.cycle, st.step_count, st.pc, "PAUSE")
+                    for s in run.poll() if s.E_V is not None]
+            if rows:
+                self.store.add_cell_samples(self.run_id, self.number, rows)
+                self._last_sample_t = rows[-1][0]
+                self._store_cycles(self.counter.add(rows))
+            if not self._pause_wanted or self._abort_requested:
+                self.pstat.stop(self.number)
+                break
+            if run.finished:  # a pause longer than an instrument step may last goes on
+                t0 = max(self.env.now, self._last_sample_t)
+                run = self.pstat.start(self.number, run.technique)
+        self.status, self.message = "running", ""
+        self.store.add_alarm(self.run_id, self.env.now, "info", f"channel {self.number}",
+                             "continued by the operator" if not self._abort_requested
+                             else "aborted while paused")
+        self._save()
 
     def _wait(self, run, ends: _HostEnds) -> float:
         """How long to let the instrument run before asking for its samples."""
@@ -237,7 +288,7 @@ class Channel:
         if isinstance(technique, EIS):  # a few periods per frequency: poll a few times
             return min(self.max_poll_s, max(MIN_POLL_S, sum(1 / f for f in
                                                             technique.frequencies_Hz)))
-        expected, fraction = self._expected_duration(technique)
+        expected, fraction = self._expected_duration(technique, ends)
         if expected is not None:
             # rarely until the step's end is near, then at the record cadence or faster
             near = ends.t0 + fraction * expected
@@ -251,15 +302,20 @@ class Channel:
             cadence = max(cadence, 0.1 * (ends.t0 + expected - now))
         return min(cadence, max(MIN_POLL_S, 0.7 * ends.time_left(now)))
 
-    def _expected_duration(self, technique) -> tuple[float | None, float]:
+    def _expected_duration(self, technique, ends: _HostEnds) -> tuple[float | None, float]:
         """How long the step should take: as long as last time (steps repeat), or for a
-        constant current the time to pass the cell's capacity; and the fraction of it
-        after which its end may come."""
+        constant current the time to pass the cell's capacity — or the step's own capacity
+        end when that comes first (it is exact: polled for, not guessed); and the fraction
+        of it after which its end may come."""
         last = self.state.durations.get(str(self.state.pc))
         if last is not None:
             return last, EXPECTED_FRACTION
         current = getattr(technique, "current_A", None)
-        if isinstance(technique, ConstantCurrent) and self.plan.capacity_Ah and current:
+        if not isinstance(technique, ConstantCurrent) or not current:
+            return None, 1.0
+        if ends.capacity is not None:
+            return (ends.capacity - abs(ends.q)) * 3600 / abs(current), EXPECTED_FRACTION
+        if self.plan.capacity_Ah:
             return self.plan.capacity_Ah * 3600 / abs(current), FIRST_TIME_FRACTION
         return None, 1.0
 
@@ -328,18 +384,33 @@ class Channel:
     def request_stop(self) -> None:
         self._abort_requested = True
 
+    def request_pause(self, wanted: bool) -> None:
+        """Pause (True) or continue (False); acted on at the channel's next poll."""
+        self._pause_wanted = wanted
+
+
+def _rest_of(technique, elapsed_s: float):
+    """The technique with the time a paused step already ran taken off its run time."""
+    if elapsed_s <= 0 or not hasattr(technique, "duration_s"):
+        return technique
+    return replace(technique, duration_s=max(technique.duration_s - elapsed_s, MIN_POLL_S))
+
 class _HostEnds:
     """The step's end conditions the host judges, and the time it expects the end."""
 
-    def __init__(self, step: pr.PlannedStep, plan: pr.ChannelPlan, t0: float):
+    def __init__(self, step: pr.PlannedStep, plan: pr.ChannelPlan, t0: float,
+                 before: dict | None = None):
         p = step.params
+        before = before or {"elapsed_s": 0.0, "q_Ah": 0.0}
         self.until = p.until
         self.t0 = t0
-        self.duration = p.until.duration_s
+        self.elapsed_before = before["elapsed_s"]  # of this step, before an operator pause
+        self.duration = None if p.until.duration_s is None else \
+            max(p.until.duration_s - self.elapsed_before, MIN_POLL_S)
         self.capacity = p.until.capacity_Ah
         self.dvdt = p.until.dVdt_mV_h * 1e-3 / 3600 if p.until.dVdt_mV_h else None
         self.v_end = p.until.voltage_V
-        self.q = 0.0
+        self.q = before["q_Ah"]
         self.last: tuple | None = None  # (t, V, I) of the last sample
         self.slope = 0.0  # dV/dt between the last two samples
 
@@ -359,6 +430,11 @@ class _HostEnds:
                 key = "capacity_uAh" if self.until.capacity_uAh is not None else "capacity_mAh"
                 return StepOutcome(key)
         return None
+
+    def done(self, now: float) -> dict:
+        """What the step has done so far (time and charge), for it to continue later."""
+        end = self.last[0] if self.last else now
+        return {"elapsed_s": self.elapsed_before + max(end - self.t0, 0.0), "q_Ah": self.q}
 
     def time_left(self, now: float) -> float:
         """How long until the nearest end, as far as the samples tell (for polling)."""
@@ -388,25 +464,28 @@ class _HostEnds:
 # --- a run of many channels --------------------------------------------------------------------
 def run_channels(env: simpy.Environment, store: Store, run_id: int, proto: pr.Protocol,
                  pstat, states: dict[int, ChannelState], sim_cells: dict[int, object],
-                 realtime: bool, on_cycle=None, should_stop: Callable[[], bool] | None = None
-                 ) -> list[Channel]:
-    """Run every channel to its end; Ctrl-C stops them all, each leaving its cell off."""
+                 realtime: bool, on_cycle=None,
+                 operator: Callable[[], str | None] | None = None) -> list[Channel]:
+    """Run every channel to its end; Ctrl-C stops them all, each leaving its cell off.
+    operator() gives the operator's standing wish — None, "pause", "continue" or "abort" —
+    asked between stretches of the clock (an hour of virtual time, a second of real)."""
     max_poll = proto.poll_every_s or MAX_POLL_S["realtime" if realtime else "virtual"]
     channels = [Channel(env, store, run_id, plan, pstat, states[plan.channel], max_poll,
                         sim_cells.get(plan.channel), on_cycle) for plan in proto.channels]
     processes = [env.process(ch.process()) for ch in channels]
     if isinstance(env, simpy.rt.RealtimeEnvironment):
         env.sync()
-    wall = time.monotonic()
+    stretch = 1.0 if isinstance(env, simpy.rt.RealtimeEnvironment) else 3600.0
     try:
         while any(p.is_alive for p in processes):
             env.run(until=simpy.AnyOf(env, [p for p in processes if p.is_alive]
-                                      + [env.timeout(3600.0)]))
-            if should_stop is not None and time.monotonic() - wall > 1.0:
-                wall = time.monotonic()
-                if should_stop():
-                    for ch in channels:
-                        ch.request_stop()
+                                      + [env.timeout(stretch)]))
+            wish = operator() if operator is not None else None
+            for ch in channels:
+                if wish == "abort":
+                    ch.request_stop()
+                elif wish in ("pause", "continue"):
+                    ch.request_pause(wish == "pause")
     except BaseException as exc:
         _stop_all(channels, processes, exc)
         raise
