@@ -131,27 +131,12 @@ def main() -> None:
 @reports_errors
 def run(sequence, station_path, data_dir, seed, speed, workers, sample_id, as_json) -> None:
     """Run a recipe or a cell-test protocol SEQUENCE (YAML) on the station."""
-    from lipon_hw.cli_cells import is_cell_test
+    from lipon_hw.kinds import RunOptions, for_sequence
 
-    if is_cell_test(sequence):
-        if sample_id is not None:
-            raise InputError(f"--sample is for recipes; {sequence} is a cell-test protocol, "
-                             "which names each channel's sample itself (sample: per channel)")
-        from lipon_hw.cli_cells import ChannelProgress, print_summary
-        from lipon_hw.engine.cell_session import start_cycling
-
-        with _stop_on_sigterm(), ChannelProgress(quiet=as_json) as progress:
-            result = start_cycling(sequence, data_dir, station_path, seed=seed, speed=speed,
-                                   notify=progress.note, on_start=progress.start,
-                                   on_cycle=progress.cycle, workers=workers)
-        print_summary(result, as_json)
-        return
-    from lipon_hw.engine.session import start_run
-
-    with _stop_on_sigterm(), _Progress(quiet=as_json) as progress:
-        _finish(progress, as_json, lambda: start_run(
-            sequence, data_dir, station_path, seed=seed, speed=speed, notify=progress.note,
-            on_sample=progress.sample, on_start=progress.start, sample_id=sample_id))
+    kind = for_sequence(sequence)
+    with _stop_on_sigterm():
+        kind.run(sequence, RunOptions(data_dir, station_path, seed, speed, workers, sample_id,
+                                      as_json))
 
 
 @main.command()
@@ -163,73 +148,12 @@ def run(sequence, station_path, data_dir, seed, speed, workers, sample_id, as_js
 @reports_errors
 def resume(run_id, data_dir, speed, workers, as_json) -> None:
     """Continue a killed or interrupted run from its last checkpoint."""
-    from lipon_hw.engine.session import resume_run
+    from lipon_hw.kinds import RunOptions, for_run
 
-    if _require_store(data_dir, write=False).run(run_id).kind == "cycling":
-        from lipon_hw.cli_cells import ChannelProgress, print_summary
-        from lipon_hw.engine.cell_session import resume_cycling
-
-        with _stop_on_sigterm(), ChannelProgress(quiet=as_json) as progress:
-            result = resume_cycling(run_id, data_dir, speed=speed, notify=progress.note,
-                                    on_start=progress.start, on_cycle=progress.cycle,
-                                    workers=workers)
-        print_summary(result, as_json)
-        return
-    with _stop_on_sigterm(), _Progress(quiet=as_json) as progress:
-        _finish(progress, as_json, lambda: resume_run(
-            run_id, data_dir, speed=speed, notify=progress.note, on_sample=progress.sample,
-            on_start=progress.start))
-
-
-def _finish(progress, as_json: bool, start) -> None:
-    from lipon_hw.errors import RunAborted
-
-    try:
-        result = start()
-    except LiponError as exc:
-        progress.close()
-        if progress.run_id is not None and as_json and not isinstance(exc, InputError):
-            click.echo(json.dumps(_run_json_failed(progress, exc)))
-        raise
-    progress.close(completed=result.status == "completed")
-    summary = result.summary
-    if as_json:
-        click.echo(json.dumps({
-            "run_id": result.run_id, "status": result.status,
-            "sample_id": summary.get("sample_id"),
-            "thickness_nm": _round(summary.get("thickness_nm"), 3),
-            "mean_rate_A_s": _round(summary.get("mean_rate_A_s"), 4),
-            "duration_s": round(result.t_s, 3), "wall_s": round(result.wall_s, 3),
-            "layers": [{"material": la["material"], "thickness_nm": round(la["thickness_nm"], 3),
-                        "rate_A_s": _round(la["rate_A_s"], 4),
-                        "partial": bool(la["properties"].get("partial"))}
-                       for la in summary.get("layers", [])],
-            "plots": result.plots}))
-    else:
-        layers = summary.get("layers", [])
-        made = (", ".join(f"{la['material']} {la['thickness_nm']:.1f}" +
-                          (" (partial)" if la["properties"].get("partial") else "")
-                          for la in layers)
-                if len(layers) > 1 else _fmt(summary.get("thickness_nm")))
-        partial = " (partial)" if len(layers) == 1 and layers[0]["properties"].get("partial") \
-            else ""
-        on = f" on sample {summary['sample_id']}" if summary.get("sample_id") else ""
-        rate = (f" at {summary['mean_rate_A_s']:.3f} Å/s" if len(layers) == 1
-                and summary.get("mean_rate_A_s") is not None else "")
-        click.echo(f"run {result.run_id} {result.status}: {made} nm{partial}{rate}{on}, "
-                   f"{result.t_s / 3600:.2f} h of process time in {result.wall_s:.1f} s")
-        if result.plots:
-            click.echo(f"plots: {', '.join(result.plots)}")
-    if result.status != "completed":
-        raise RunAborted(result.message)
-
-
-def _run_json_failed(progress, exc) -> dict:
-    return {"run_id": progress.run_id, "status": _status_of(exc), "message": str(exc)}
-
-
-def _status_of(exc) -> str:
-    return {3: "aborted", 130: "interrupted"}.get(exc.exit_code, "failed")
+    kind = for_run(_require_store(data_dir, write=False).run(run_id))
+    with _stop_on_sigterm():
+        kind.resume(run_id, RunOptions(data_dir, speed=speed, workers=workers,
+                                       as_json=as_json))
 
 
 @main.command()
@@ -242,36 +166,16 @@ def _status_of(exc) -> str:
 def validate(sequence, station_path, data_dir, as_json) -> None:
     """Check a recipe or a cell-test protocol against its schema and the station, moving
     nothing."""
-    from lipon_hw.cli_cells import is_cell_test
-    from lipon_hw.engine.session import validate as check
+    from lipon_hw.kinds import for_sequence
 
-    if is_cell_test(sequence):
-        from lipon_hw.engine.cell_session import load
-        from lipon_hw.station import load_station
-
-        station = load_station(station_path)
-        store = _require_store(data_dir) if data_dir is not None else None
-        try:
-            proto = load(sequence, station, store)
-        finally:
-            if store is not None:
-                store.close()
-        channels = [p.channel for p in proto.channels]
-        if as_json:
-            click.echo(json.dumps({"valid": True, "name": proto.name, "kind": "cycling",
-                                   "potentiostat": proto.potentiostat, "channels": channels}))
-        else:
-            click.echo(f"{sequence}: valid (cell test on {len(channels)} channel"
-                       f"{'s' * (len(channels) > 1)} of {proto.potentiostat}, "
-                       f"{station.spec.name})")
-        return
-    recipe, station = check(sequence, station_path)
-    if as_json:
-        click.echo(json.dumps({"valid": True, "name": recipe.name, "tool": recipe.tool,
-                               "steps": [s.describe() for s in recipe.steps]}))
-    else:
-        click.echo(f"{sequence}: valid ({len(recipe.steps)} steps on {recipe.tool} of "
-                   f"{station.spec.name})")
+    kind = for_sequence(sequence)
+    store = _require_store(data_dir) if data_dir is not None else None
+    try:
+        as_dict, line = kind.validate(sequence, station_path, store)
+    finally:
+        if store is not None:
+            store.close()
+    click.echo(json.dumps(as_dict) if as_json else line)
 
 
 @main.command()
@@ -318,9 +222,9 @@ def sample(sample_id, data_dir, as_json) -> None:
 @main.command()
 @click.argument("run_id", type=int)
 @data_option
-@click.option("--format", "fmt", type=click.Choice(["csv", "parquet", "bdf", "bdf-parquet"]),
-              default="csv", show_default=True,
-              help="bdf/bdf-parquet: Battery Data Format, for cell tests.")
+@click.option("--format", "fmt",
+              help="csv or parquet; for cell tests also bdf or bdf-parquet (the Battery "
+                   "Data Format). Default: csv.")
 @click.option("--out", "out_path", type=click.Path(), required=True,
               help="File of a deposition run; directory of a cell test (a file per channel).")
 @click.option("--force", is_flag=True, help="Replace output files that exist already.")
@@ -330,20 +234,13 @@ def export(run_id, data_dir, fmt, out_path, force) -> None:
     """Export a run: a deposition's readings (one row per time, one column per quantity),
     or a cell test's samples and impedance spectra, one file per channel. Never over the
     store's own files nor anything but a regular file; an existing file only with --force."""
-    from lipon_hw.export import export_run
+    from lipon_hw.kinds import for_run
 
     store = _require_store(data_dir, write=False)
-    if store.run(run_id).kind == "cycling":
-        from lipon_hw.cell_results import export_cell_run
-
-        for path in export_cell_run(store, run_id, fmt, out_path, force=force):
-            click.echo(str(path))
-        return
-    if fmt.startswith("bdf"):
-        raise InputError(f"run {run_id} is a deposition; the Battery Data Format is for cell "
-                         "tests (use csv or parquet)")
-    path = export_run(store, run_id, fmt, out_path, force=force)
-    click.echo(str(path))
+    kind = for_run(store.run(run_id))
+    fmt = kind.export_formats[0] if fmt is None else fmt.strip().lower()
+    for path in kind.export(store, run_id, fmt, out_path, force):
+        click.echo(str(path))
 
 
 def _operator_request(action: str, doc: str):
@@ -386,17 +283,12 @@ def report(run_id, data_dir) -> None:
     """(Re)draw a run's plots: a deposition's rate and thickness per layer; a cell test's
     voltage vs capacity, capacity and CE per cycle, and Nyquist, for every channel."""
     from lipon_hw.engine.session import plots_dir
-    from lipon_hw.report import write_layer_plots
+    from lipon_hw.kinds import for_run
 
     store = _require_store(data_dir, write=False)
     out = plots_dir(data_dir, run_id)
     try:
-        if store.run(run_id).kind == "cycling":
-            from lipon_hw.cell_results import write_cell_plots
-
-            paths = write_cell_plots(store, run_id, out)
-        else:
-            paths = write_layer_plots(store, run_id, out)
+        paths = for_run(store.run(run_id)).plots(store, run_id, out)
     except OSError as exc:
         if isinstance(exc, BrokenPipeError):
             raise
@@ -466,72 +358,6 @@ class _stop_on_sigterm:
     def __exit__(self, *exc):
         signal.signal(signal.SIGTERM, self._old)
         return False
-
-
-class _Progress:
-    """A progress bar of thickness toward the deposit target, with virtual and wall time."""
-
-    def __init__(self, quiet: bool):
-        self.quiet = quiet
-        self.bar = None
-        self.run_id = None
-        self.step = ""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.close()
-        return False
-
-    def start(self, run_id: int, recipe) -> None:
-        from tqdm import tqdm
-
-        self.run_id = run_id
-        self.targets = [getattr(s.params, "until_thickness_nm", None) or 0.0
-                        for s in recipe.steps]
-        self.bar = tqdm(total=round(sum(self.targets) or 1.0, 1), unit="nm", file=sys.stderr,
-                        disable=True if self.quiet else None, dynamic_ncols=True,
-                        desc=f"run {run_id}",
-                        bar_format="{desc} {percentage:3.0f}%|{bar}| {n:.1f}/{total:.0f} nm "
-                                   "[{elapsed} wall]")
-
-    def note(self, message: str) -> None:
-        self.step = message.split(":")[-1].strip() if message.startswith("step") else self.step
-        if self.quiet:
-            return
-        if self.bar is not None and not self.bar.disable:
-            self.bar.write(message, file=sys.stderr)
-        else:
-            click.echo(message, err=True)
-
-    def sample(self, ctx) -> None:
-        if self.bar is None or self.bar.disable:
-            return
-        self.bar.n = min(sum(self.targets[:ctx.step_idx]) + self._layer_nm(ctx), self.bar.total)
-        h, rem = divmod(int(ctx.now), 3600)
-        self.bar.set_description_str(f"run {self.run_id} {self.step:<12} "
-                                     f"process {h}:{rem // 60:02d}:{rem % 60:02d}", refresh=False)
-        self.bar.update(0)  # redraws at most every mininterval
-
-    def _layer_nm(self, ctx) -> float:
-        """Thickness of the layer growing now (0 between layers, or behind a shutter)."""
-        if self.step == "deposit":
-            monitor = ctx.roles.get("thickness_monitor")
-            return max(ctx.latest.get(f"{monitor}.thickness_nm", 0.0), 0.0)
-        if self.step == "evaporate" and ctx.latest.get("loop.shutter_open"):
-            return max(ctx.latest.get("loop.thickness_nm", 0.0), 0.0)
-        return 0.0
-
-    def close(self, completed: bool = False) -> None:
-        """Show where the run ended, then let the summary line have the terminal."""
-        if self.bar is not None:
-            if completed:
-                self.bar.n = self.bar.total
-            self.bar.refresh()
-            self.bar.close()
-            self.bar = None
 
 
 def _fmt(value, digits: int = 1) -> str:

@@ -1,24 +1,71 @@
-"""The command line of cell tests: per-channel progress, summaries, JSON."""
+"""The cell-test run kind (`kind: cycling` protocols on potentiostat channels):
+validation, running and resuming with a bar per channel, the summary and `--json`,
+exports (Battery Data Format, CSV, Parquet) and the per-channel plots. The lifecycle
+itself is the engine's (`engine.cell_session`); this is what the command line shows."""
 
 from __future__ import annotations
 
 import json
 import sys
 import time
+from pathlib import Path
 
 import click
 
-from lipon_hw.errors import RunAborted
-from lipon_hw.yamlfile import load
+from lipon_hw.errors import InputError, RunAborted
+from lipon_hw.kinds import RunOptions
 
 
-def is_cell_test(path: str) -> bool:
-    """True for a `kind: cycling` protocol (a broken file is left to the recipe loader)."""
-    try:
-        data = load(path).data
-    except Exception:  # noqa: BLE001 - the recipe loader reports it properly
-        return False
-    return isinstance(data, dict) and data.get("kind") == "cycling"
+class CellTestKind:
+    name = "cycling"
+    document_kind = "cycling"
+    export_formats = ("csv", "parquet", "bdf", "bdf-parquet")
+
+    def validate(self, sequence: str, station_path: str | None, store
+                 ) -> tuple[dict, str]:
+        from lipon_hw.engine.cell_session import load
+        from lipon_hw.station import load_station
+
+        station = load_station(station_path)
+        proto = load(sequence, station, store)
+        channels = [p.channel for p in proto.channels]
+        return ({"valid": True, "name": proto.name, "kind": self.name,
+                 "potentiostat": proto.potentiostat, "channels": channels},
+                f"{sequence}: valid (cell test on {len(channels)} channel"
+                f"{'s' * (len(channels) > 1)} of {proto.potentiostat}, {station.spec.name})")
+
+    def run(self, sequence: str, options: RunOptions) -> None:
+        from lipon_hw.engine.cell_session import start_cycling
+
+        o = options
+        if o.sample_id is not None:
+            raise InputError(f"--sample is for recipes; {sequence} is a cell-test protocol, "
+                             "which names each channel's sample itself (sample: per channel)")
+        with ChannelProgress(quiet=o.as_json) as progress:
+            result = start_cycling(sequence, o.data_dir, o.station_path, seed=o.seed,
+                                   speed=o.speed, notify=progress.note, on_start=progress.start,
+                                   on_cycle=progress.cycle, workers=o.workers)
+        print_summary(result, o.as_json)
+
+    def resume(self, run_id: int, options: RunOptions) -> None:
+        from lipon_hw.engine.cell_session import resume_cycling
+
+        o = options
+        with ChannelProgress(quiet=o.as_json) as progress:
+            result = resume_cycling(run_id, o.data_dir, speed=o.speed, notify=progress.note,
+                                    on_start=progress.start, on_cycle=progress.cycle,
+                                    workers=o.workers)
+        print_summary(result, o.as_json)
+
+    def export(self, store, run_id: int, fmt: str, out: str, force: bool) -> list[Path]:
+        from lipon_hw.cell_results import export_cell_run
+
+        return export_cell_run(store, run_id, fmt, out, force=force)
+
+    def plots(self, store, run_id: int, out: Path) -> list[Path]:
+        from lipon_hw.cell_results import write_cell_plots
+
+        return write_cell_plots(store, run_id, out)
 
 
 def expected_cycles(plan) -> int | None:
@@ -118,3 +165,6 @@ def _round(v):
 
 def _fmt(value, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
+
+
+KIND = CellTestKind()

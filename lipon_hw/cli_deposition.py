@@ -1,0 +1,191 @@
+"""The deposition run kind (recipes on the sputter and evaporation tools): validation,
+running and resuming with a thickness progress bar, the summary line and `--json`,
+exports of the readings and the layer plots. The lifecycle itself is the engine's
+(`engine.session`); this is what the command line shows of it."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from lipon_hw.errors import InputError, LiponError, RunAborted
+from lipon_hw.kinds import RunOptions
+
+
+class DepositionKind:
+    name = "deposition"
+    document_kind = "deposition"
+    export_formats = ("csv", "parquet")
+
+    def validate(self, sequence: str, station_path: str | None, store
+                 ) -> tuple[dict, str]:
+        from lipon_hw.engine.session import validate
+
+        recipe, station = validate(sequence, station_path)
+        return ({"valid": True, "name": recipe.name, "kind": self.name, "tool": recipe.tool,
+                 "steps": [s.describe() for s in recipe.steps]},
+                f"{sequence}: valid ({len(recipe.steps)} steps on {recipe.tool} of "
+                f"{station.spec.name})")
+
+    def run(self, sequence: str, options: RunOptions) -> None:
+        from lipon_hw.engine.session import start_run
+
+        o = options
+        with _Progress(quiet=o.as_json) as progress:
+            _finish(progress, o.as_json, lambda: start_run(
+                sequence, o.data_dir, o.station_path, seed=o.seed, speed=o.speed,
+                notify=progress.note, on_sample=progress.sample, on_start=progress.start,
+                sample_id=o.sample_id))
+
+    def resume(self, run_id: int, options: RunOptions) -> None:
+        from lipon_hw.engine.session import resume_run
+
+        o = options
+        with _Progress(quiet=o.as_json) as progress:
+            _finish(progress, o.as_json, lambda: resume_run(
+                run_id, o.data_dir, speed=o.speed, notify=progress.note,
+                on_sample=progress.sample, on_start=progress.start))
+
+    def export(self, store, run_id: int, fmt: str, out: str, force: bool) -> list[Path]:
+        from lipon_hw.export import export_run
+
+        if fmt not in self.export_formats:
+            raise InputError(f"run {run_id} is a deposition; export it as "
+                             f"{' or '.join(self.export_formats)}, not {fmt} (the Battery "
+                             "Data Format is for cell tests)")
+        return [export_run(store, run_id, fmt, out, force=force)]
+
+    def plots(self, store, run_id: int, out: Path) -> list[Path]:
+        from lipon_hw.report import write_layer_plots
+
+        return write_layer_plots(store, run_id, out)
+
+
+KIND = DepositionKind()
+
+
+def _finish(progress, as_json: bool, start) -> None:
+
+    try:
+        result = start()
+    except LiponError as exc:
+        progress.close()
+        if progress.run_id is not None and as_json and not isinstance(exc, InputError):
+            click.echo(json.dumps(_run_json_failed(progress, exc)))
+        raise
+    progress.close(completed=result.status == "completed")
+    summary = result.summary
+    if as_json:
+        click.echo(json.dumps({
+            "run_id": result.run_id, "status": result.status,
+            "sample_id": summary.get("sample_id"),
+            "thickness_nm": _round(summary.get("thickness_nm"), 3),
+            "mean_rate_A_s": _round(summary.get("mean_rate_A_s"), 4),
+            "duration_s": round(result.t_s, 3), "wall_s": round(result.wall_s, 3),
+            "layers": [{"material": la["material"], "thickness_nm": round(la["thickness_nm"], 3),
+                        "rate_A_s": _round(la["rate_A_s"], 4),
+                        "partial": bool(la["properties"].get("partial"))}
+                       for la in summary.get("layers", [])],
+            "plots": result.plots}))
+    else:
+        layers = summary.get("layers", [])
+        made = (", ".join(f"{la['material']} {la['thickness_nm']:.1f}" +
+                          (" (partial)" if la["properties"].get("partial") else "")
+                          for la in layers)
+                if len(layers) > 1 else _fmt(summary.get("thickness_nm")))
+        partial = " (partial)" if len(layers) == 1 and layers[0]["properties"].get("partial") \
+            else ""
+        on = f" on sample {summary['sample_id']}" if summary.get("sample_id") else ""
+        rate = (f" at {summary['mean_rate_A_s']:.3f} Å/s" if len(layers) == 1
+                and summary.get("mean_rate_A_s") is not None else "")
+        click.echo(f"run {result.run_id} {result.status}: {made} nm{partial}{rate}{on}, "
+                   f"{result.t_s / 3600:.2f} h of process time in {result.wall_s:.1f} s")
+        if result.plots:
+            click.echo(f"plots: {', '.join(result.plots)}")
+    if result.status != "completed":
+        raise RunAborted(result.message)
+
+
+def _run_json_failed(progress, exc) -> dict:
+    return {"run_id": progress.run_id, "status": _status_of(exc), "message": str(exc)}
+
+
+def _status_of(exc) -> str:
+    return {3: "aborted", 130: "interrupted"}.get(exc.exit_code, "failed")
+
+
+class _Progress:
+    """A progress bar of thickness toward the deposit target, with virtual and wall time."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.bar = None
+        self.run_id = None
+        self.step = ""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+        return False
+
+    def start(self, run_id: int, recipe) -> None:
+        from tqdm import tqdm
+
+        self.run_id = run_id
+        self.targets = [getattr(s.params, "until_thickness_nm", None) or 0.0
+                        for s in recipe.steps]
+        self.bar = tqdm(total=round(sum(self.targets) or 1.0, 1), unit="nm", file=sys.stderr,
+                        disable=True if self.quiet else None, dynamic_ncols=True,
+                        desc=f"run {run_id}",
+                        bar_format="{desc} {percentage:3.0f}%|{bar}| {n:.1f}/{total:.0f} nm "
+                                   "[{elapsed} wall]")
+
+    def note(self, message: str) -> None:
+        self.step = message.split(":")[-1].strip() if message.startswith("step") else self.step
+        if self.quiet:
+            return
+        if self.bar is not None and not self.bar.disable:
+            self.bar.write(message, file=sys.stderr)
+        else:
+            click.echo(message, err=True)
+
+    def sample(self, ctx) -> None:
+        if self.bar is None or self.bar.disable:
+            return
+        self.bar.n = min(sum(self.targets[:ctx.step_idx]) + self._layer_nm(ctx), self.bar.total)
+        h, rem = divmod(int(ctx.now), 3600)
+        self.bar.set_description_str(f"run {self.run_id} {self.step:<12} "
+                                     f"process {h}:{rem // 60:02d}:{rem % 60:02d}", refresh=False)
+        self.bar.update(0)  # redraws at most every mininterval
+
+    def _layer_nm(self, ctx) -> float:
+        """Thickness of the layer growing now (0 between layers, or behind a shutter)."""
+        if self.step == "deposit":
+            monitor = ctx.roles.get("thickness_monitor")
+            return max(ctx.latest.get(f"{monitor}.thickness_nm", 0.0), 0.0)
+        if self.step == "evaporate" and ctx.latest.get("loop.shutter_open"):
+            return max(ctx.latest.get("loop.thickness_nm", 0.0), 0.0)
+        return 0.0
+
+    def close(self, completed: bool = False) -> None:
+        """Show where the run ended, then let the summary line have the terminal."""
+        if self.bar is not None:
+            if completed:
+                self.bar.n = self.bar.total
+            self.bar.refresh()
+            self.bar.close()
+            self.bar = None
+
+
+def _fmt(value, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _round(value, digits):
+    return None if value is None else round(value, digits)
