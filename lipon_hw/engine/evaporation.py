@@ -28,7 +28,7 @@ RATE_FILTER_S = 2.0  # the control loop's rate filter: QCM rates carry ~0.05-0.1
 # --- source selection and film ---------------------------------------------------------
 def film_for(ctx, instrument: str, film: str) -> Film:
     """The station's film parameters, with the tooling last calibrated for it, if any."""
-    spec = ctx.engine.lab.station.instrument(instrument).films[film]
+    spec = ctx.station.instrument(instrument).films[film]
     tooling = ctx.store.tooling(instrument, film) or spec.tooling_pct
     return Film(film, spec.density_g_cm3, spec.z_ratio, tooling)
 
@@ -257,11 +257,11 @@ def _controller_loop(ctx, p: Evaporate, state: dict):
 
 def _supply_rating(ctx) -> float:
     inst = ctx.roles["source_supply"]
-    return ctx.engine.lab.station.instrument(inst).limits.get("rated_current_A", 200.0)
+    return ctx.station.instrument(inst).limits.get("rated_current_A", 200.0)
 
 
 def _current_limit(ctx, p: Evaporate) -> float:
-    station_limit = ctx.engine.lab.station.limit(ctx.roles["source_supply"], "max_current_A")
+    station_limit = ctx.station.limit(ctx.roles["source_supply"], "max_current_A")
     limits = [x for x in (p.max_current_A, station_limit) if x is not None]
     return min(limits) if limits else _supply_rating(ctx)
 
@@ -294,7 +294,7 @@ def check_source_may_run(ctx) -> None:
     """No source power above the station's base-pressure limit."""
     roles = ctx.roles
     inst = roles.get("source_supply")
-    limit = ctx.engine.lab.station.limit(inst, "max_pressure_torr") if inst else None
+    limit = ctx.station.limit(inst, "max_pressure_torr") if inst else None
     if limit is None or "base_gauge" not in roles:
         return
     pressure = ctx.role("base_gauge").pressure_torr()
@@ -305,7 +305,7 @@ def check_source_may_run(ctx) -> None:
 
 def check_tool_limits(ctx) -> None:
     """Checked at every sample: pressure while a source is powered; LiPON's temperature."""
-    roles, station = ctx.roles, ctx.engine.lab.station
+    roles, station = ctx.roles, ctx.station
     supply = roles.get("source_supply")
     if supply:
         limit = station.limit(supply, "max_pressure_torr")
@@ -318,8 +318,8 @@ def check_tool_limits(ctx) -> None:
     if thermometer:
         limit = station.limit(thermometer, "lipon_max_C")
         temperature = ctx.quantity("substrate_thermometer", "temperature_C")
-        sample = ctx.recipe.sample
+        sample = ctx.sample_id  # the run's: its stack says whether it carries LiPON
         if limit is not None and temperature is not None and temperature > limit and sample \
-                and any(la["material"] == "LiPON" for la in ctx.store.film_stack(sample.id)):
-            raise RunAborted(f"{thermometer}: sample {sample.id} carries LiPON and is at "
+                and any(la["material"] == "LiPON" for la in ctx.store.film_stack(sample)):
+            raise RunAborted(f"{thermometer}: sample {sample} carries LiPON and is at "
                              f"{temperature:.0f} °C, above its {limit:g} °C limit")

@@ -39,7 +39,7 @@ def record_partial_layer(ctx, status: str, message: str) -> None:
 
 def _add(ctx, material: str, thickness_nm: float, rate_A_s: float | None,
          properties: dict) -> None:
-    sample = ctx.engine.sample_id
+    sample = ctx.sample_id
     if sample is None:
         return
     props = {"step": ctx.step_idx,

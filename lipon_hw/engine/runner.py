@@ -30,6 +30,13 @@ import simpy
 
 from lipon_hw.engine.layers import record_partial_layer
 from lipon_hw.engine.recipe import ROLE_QUANTITIES, Recipe
+from lipon_hw.engine.steps import (
+    SAMPLE_CHECKS,
+    STEPS,
+    restore_process,
+    resume_after_hold,
+    safe_hold,
+)
 from lipon_hw.errors import InstrumentError, LiponError, RunAborted, StoreError
 from lipon_hw.station import Lab
 from lipon_hw.store import Store
@@ -132,6 +139,16 @@ class Context:
         return steps[min(self.step_idx, len(steps) - 1)].tool
 
     @property
+    def station(self):
+        """The station the run is on (its instruments' limits, films and ratings)."""
+        return self.lab.station
+
+    @property
+    def sample_id(self) -> str | None:
+        """The run's sample (chosen when it started; None: the recipe makes no stack)."""
+        return self.engine.sample_id
+
+    @property
     def roles(self) -> dict[str, str]:
         """Role → instrument on the tool the sample is in now."""
         return self.recipe.tool_roles[self.tool]
@@ -198,8 +215,6 @@ class Engine:
             setpoints: dict | None = None, resumed: bool = False) -> RunResult:
         """Run the steps from `start_idx`; a resumed run re-establishes `setpoints` first
         and takes its first sample one period after the checkpoint (that one is stored)."""
-        from lipon_hw.engine.steps import STEPS, restore_process
-
         ctx, wall0 = self.ctx, time.monotonic()
         ctx.step_idx, ctx.step_state = start_idx, dict(step_state or {})
         ctx.setpoints = dict(setpoints or {})
@@ -385,10 +400,9 @@ class Engine:
                 ctx.alarm("info", "operator", "continue requested")
 
     def _check_interlocks(self, values: dict[str, float]) -> None:
-        from lipon_hw.engine.evaporation import check_tool_limits
-
         ctx = self.ctx
-        check_tool_limits(ctx)
+        for check in SAMPLE_CHECKS:
+            check(ctx)
         steps = self.recipe.steps
         kind = steps[ctx.step_idx].kind if ctx.step_idx < len(steps) else ""
         fired = [lock for lock in self.recipe.interlocks
@@ -407,8 +421,6 @@ class Engine:
 
     def hold(self, reasons):
         """Shutter closed and RF off until every holding condition has cleared."""
-        from lipon_hw.engine.steps import resume_after_hold, safe_hold
-
         ctx = self.ctx
         ctx.held = True
         source = "interlock" if reasons else "operator"

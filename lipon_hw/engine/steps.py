@@ -1,206 +1,30 @@
-"""Deposition steps: generator functions `step(ctx, params, state)` on the engine's clock.
+"""Deposition steps: the registry of step kinds, the checks made at every sample, and
+holding and restoring the process.
 
-Each step keeps what it must remember across a crash in `state` (checkpointed
-with it), so a resumed step continues rather than starts over: a deposit that
-already zeroed the monitor and opened the shutter does not do so again.
-`ctx.setpoints` is the process as commanded (valves, flow, RF, shutter); a
-resume re-establishes it before the interrupted step continues.
+A step is a generator function `step(ctx, params, state)` on the engine's clock, in the
+module of its tool: `chamber_steps` (pump down, wait, vent, transfer), `sputtering`,
+`evaporation`. Each step keeps what it must remember across a crash in `state`
+(checkpointed with it), so a resumed step continues rather than starts over: a deposit
+that already zeroed the monitor and opened the shutter does not do so again.
+`ctx.setpoints` is the process as commanded (valves, flow, RF, shutter); a resume
+re-establishes it before the interrupted step continues.
 """
 
 from __future__ import annotations
 
-from lipon_hw.engine.layers import layer_opened, record_layer
-from lipon_hw.engine.recipe import RF, Deposit, Gas, Presputter, PumpDown, Transfer, Vent, Wait
-from lipon_hw.errors import RunAborted
-from lipon_hw.interfaces import Film
+from lipon_hw.engine import chamber_steps, evaporation, sputtering
+from lipon_hw.engine.sputtering import ramp_rf, wait_for_match
 
-RAMP_TICK_S = 1.0
-VENTED_TORR = 500.0
+STEPS = {"pump_down": chamber_steps.pump_down, "gas": sputtering.gas, "rf": sputtering.rf,
+         "presputter": sputtering.presputter, "deposit": sputtering.deposit,
+         "wait": chamber_steps.wait, "vent": chamber_steps.vent,
+         "transfer": chamber_steps.transfer, "source": evaporation.source,
+         "precondition": evaporation.precondition, "evaporate": evaporation.evaporate,
+         "source_off": evaporation.source_off,
+         "calibrate_tooling": evaporation.calibrate_tooling}
 
-
-def pump_down(ctx, p: PumpDown, state: dict):
-    ctx.role("valves").pump()
-    ctx.setpoints["valves"] = "pump"
-    state.setdefault("t0", ctx.now)
-    while True:
-        yield from ctx.next_sample()
-        pressure = ctx.quantity("base_gauge", "pressure_torr")
-        if pressure is not None and pressure < p.below_torr:
-            return
-        if ctx.now - state["t0"] > p.timeout_min * 60:
-            raise RunAborted(f"pump_down: the chamber is still at {pressure:.2e} Torr after "
-                             f"{p.timeout_min:g} min, above the {p.below_torr:.1e} Torr asked")
-
-
-def gas(ctx, p: Gas, state: dict):
-    mfc = ctx.role("gas_flow")
-    flow = state.setdefault("flow_sccm", p.n2_sccm)
-    mfc.set_flow_sccm(flow)
-    ctx.setpoints["flow_sccm"] = flow
-    if p.pressure_mtorr is None:
-        return
-    state.setdefault("t0", ctx.now)
-    limit = ctx.engine.lab.station.limit(ctx.roles["gas_flow"], "max_flow_sccm")
-    in_band_since = None
-    last_trim = ctx.now
-    while True:
-        yield from ctx.next_sample()
-        pressure = ctx.quantity("process_gauge", "pressure_torr") * 1e3
-        if abs(pressure - p.pressure_mtorr) <= p.pressure_mtorr * p.tolerance_pct / 100:
-            in_band_since = ctx.now if in_band_since is None else in_band_since
-            if ctx.now - in_band_since >= p.settle_s:
-                return
-            continue
-        in_band_since = None
-        if ctx.now - state["t0"] > p.timeout_min * 60:
-            raise RunAborted(f"gas: pressure is {pressure:.2f} mTorr after {p.timeout_min:g} min "
-                             f"at {flow:.1f} sccm, outside {p.pressure_mtorr:g} mTorr "
-                             f"± {p.tolerance_pct:g} %")
-        if ctx.now - last_trim >= max(p.settle_s, 10.0) and pressure > 0:
-            # throughput Q = P·S: flow scales with the pressure wanted
-            flow = min(flow * p.pressure_mtorr / pressure, limit or float("inf"))
-            state["flow_sccm"] = flow
-            mfc.set_flow_sccm(flow)
-            ctx.setpoints["flow_sccm"] = flow
-            last_trim = ctx.now
-
-
-def rf(ctx, p: RF, state: dict):
-    supply = ctx.role("rf_supply")
-    if p.regulation:
-        supply.set_regulation_mode(p.regulation)
-        ctx.setpoints["regulation"] = p.regulation
-    yield from ramp_rf(ctx, p.power_W, p.ramp_W_per_s, state)
-    if p.power_W > 0:
-        yield from wait_for_match(ctx, p.ignite_timeout_s, p.max_reflected_pct)
-
-
-def ramp_rf(ctx, target_W: float, ramp_W_per_s: float, state: dict, restoring: bool = False):
-    """Ramp the RF setpoint to `target_W`; pauses while held, unless it is the hold's own
-    restore. Progress (`level_W`) is kept in `state`, so a resumed ramp goes on from there."""
-    supply = ctx.role("rf_supply")
-    level = state.setdefault("level_W", ctx.setpoints.get("rf_power_W", 0.0)
-                             if ctx.setpoints.get("rf_on") else 0.0)
-    if target_W > 0 and not ctx.setpoints.get("rf_on"):
-        supply.set_power_setpoint_W(level)
-        supply.set_output(True)
-        ctx.setpoints["rf_on"] = True
-    while abs(level - target_W) > 1e-9:
-        step = ramp_W_per_s * RAMP_TICK_S
-        level = min(target_W, level + step) if target_W > level else max(target_W, level - step)
-        supply.set_power_setpoint_W(level)
-        state["level_W"] = ctx.setpoints["rf_power_W"] = level
-        yield ctx.env.timeout(RAMP_TICK_S)
-        while ctx.held and not restoring:
-            yield ctx.env.timeout(RAMP_TICK_S)
-    supply.set_power_setpoint_W(target_W)
-    ctx.setpoints["rf_power_W"] = target_W
-    if target_W == 0 and ctx.setpoints.get("rf_on"):
-        supply.set_output(False)
-        ctx.setpoints["rf_on"] = False
-
-
-def wait_for_match(ctx, timeout_s: float, max_reflected_pct: float):
-    """Plasma lit and the match tuned: reflected below `max_reflected_pct` of forward."""
-    supply = ctx.role("rf_supply")
-    t0 = ctx.now
-    while True:
-        forward, reflected = supply.forward_power_W(), supply.reflected_power_W()
-        if forward > 0 and reflected <= forward * max_reflected_pct / 100:
-            return
-        if ctx.now - t0 >= timeout_s:
-            raise RunAborted(f"rf: no matched plasma after {timeout_s:g} s: reflected "
-                             f"{reflected:.1f} W of {forward:.1f} W forward (is the pressure "
-                             "inside the ignition window?)")
-        yield ctx.env.timeout(0.5)
-
-
-def presputter(ctx, p: Presputter, state: dict):
-    ctx.role("shutter").close()
-    ctx.setpoints["shutter_open"] = False
-    yield from ctx.sleep(p.for_min * 60, state)
-
-
-def deposit(ctx, p: Deposit, state: dict):
-    monitor, shutter = ctx.role("thickness_monitor"), ctx.role("shutter")
-    monitor_name = ctx.roles["thickness_monitor"]
-    if not state.get("opened"):
-        spec = ctx.engine.lab.station.instrument(monitor_name).films[p.film]
-        monitor.set_film(Film(p.film, spec.density_g_cm3, spec.z_ratio, spec.tooling_pct))
-        monitor.zero()
-        shutter.open()
-        ctx.setpoints["shutter_open"] = True
-        state.update(opened=True, t_open=ctx.now)
-        layer_opened(ctx, p.film, state, f"{monitor_name}.thickness_nm")
-    tick = ctx.recipe.record_every_s
-    if p.for_min is not None:
-        yield from ctx.sleep(p.for_min * 60, state)
-    while p.until_thickness_nm is not None:
-        yield from ctx.next_sample()
-        state["elapsed_s"] = ctx.now - state["t_open"]
-        thickness = ctx.quantity("thickness_monitor", "thickness_nm")
-        rate = ctx.quantity("thickness_monitor", "rate_A_s")
-        if thickness >= p.until_thickness_nm:
-            break
-        if state["elapsed_s"] > p.max_h * 3600:
-            raise RunAborted(f"deposit: {thickness:.1f} nm after {p.max_h:g} h, short of the "
-                             f"{p.until_thickness_nm:g} nm asked (rate {rate:.3f} Å/s)")
-        if rate > 0:
-            # close on time rather than at the next sample: the last sliver is timed
-            remaining_s = (p.until_thickness_nm - thickness) * 10 / rate
-            if remaining_s < tick:
-                yield ctx.env.timeout(remaining_s)
-                break
-    shutter.close()
-    ctx.setpoints["shutter_open"] = False
-    final = monitor.thickness_nm()
-    seconds = ctx.now - state["t_open"]
-    ctx.record({f"{monitor_name}.thickness_nm": final})
-    ctx.latest[f"{monitor_name}.thickness_nm"] = final
-    record_layer(ctx, p.film, final, final * 10 / seconds if seconds > 0 else None)
-
-
-def wait(ctx, p: Wait, state: dict):
-    yield from ctx.sleep(p.for_min * 60, state)
-
-
-def vent(ctx, p: Vent, state: dict):
-    if ctx.setpoints.get("rf_on"):
-        yield from ramp_rf(ctx, 0.0, 10.0, state)
-    if "gas_flow" in ctx.roles:
-        ctx.role("gas_flow").set_flow_sccm(0.0)
-        ctx.setpoints["flow_sccm"] = 0.0
-    ctx.role("valves").vent()
-    ctx.setpoints["valves"] = "vent"
-    state.setdefault("t0", ctx.now)
-    while True:
-        yield from ctx.next_sample()
-        pressure = ctx.quantity("base_gauge", "pressure_torr")
-        if pressure is not None and pressure > VENTED_TORR:
-            return
-        if ctx.now - state["t0"] > p.timeout_min * 60:
-            raise RunAborted(f"vent: chamber only at {pressure:.3g} Torr after "
-                             f"{p.timeout_min:g} min")
-
-
-def transfer(ctx, p: Transfer, state: dict):
-    """The sample leaves for another tool; that tool's process starts from scratch."""
-    ctx.setpoints = {}
-    ctx.alarm("info", "engine", f"sample moved to the {p.to}")
-    yield ctx.env.timeout(0)
-
-
-def _evaporation_steps():
-    from lipon_hw.engine import evaporation
-
-    return {"source": evaporation.source, "precondition": evaporation.precondition,
-            "evaporate": evaporation.evaporate, "source_off": evaporation.source_off,
-            "calibrate_tooling": evaporation.calibrate_tooling}
-
-
-STEPS = {"pump_down": pump_down, "gas": gas, "rf": rf, "presputter": presputter,
-         "deposit": deposit, "wait": wait, "vent": vent, "transfer": transfer,
-         **_evaporation_steps()}
+#: checked at every sample of every run, whatever the step (a tool's own limits)
+SAMPLE_CHECKS = (evaporation.check_tool_limits,)
 
 
 # --- holds and resumes ----------------------------------------------------------------

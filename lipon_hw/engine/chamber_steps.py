@@ -1,0 +1,54 @@
+"""Steps of any vacuum tool: pump down, wait, vent, and moving the sample to another tool.
+Generator functions `step(ctx, params, state)` on the engine's clock (see `steps`)."""
+
+from __future__ import annotations
+
+from lipon_hw.engine.recipe import PumpDown, Transfer, Vent, Wait
+from lipon_hw.engine.sputtering import ramp_rf
+from lipon_hw.errors import RunAborted
+
+VENTED_TORR = 500.0
+
+
+def pump_down(ctx, p: PumpDown, state: dict):
+    ctx.role("valves").pump()
+    ctx.setpoints["valves"] = "pump"
+    state.setdefault("t0", ctx.now)
+    while True:
+        yield from ctx.next_sample()
+        pressure = ctx.quantity("base_gauge", "pressure_torr")
+        if pressure is not None and pressure < p.below_torr:
+            return
+        if ctx.now - state["t0"] > p.timeout_min * 60:
+            raise RunAborted(f"pump_down: the chamber is still at {pressure:.2e} Torr after "
+                             f"{p.timeout_min:g} min, above the {p.below_torr:.1e} Torr asked")
+
+
+def wait(ctx, p: Wait, state: dict):
+    yield from ctx.sleep(p.for_min * 60, state)
+
+
+def vent(ctx, p: Vent, state: dict):
+    if ctx.setpoints.get("rf_on"):
+        yield from ramp_rf(ctx, 0.0, 10.0, state)
+    if "gas_flow" in ctx.roles:
+        ctx.role("gas_flow").set_flow_sccm(0.0)
+        ctx.setpoints["flow_sccm"] = 0.0
+    ctx.role("valves").vent()
+    ctx.setpoints["valves"] = "vent"
+    state.setdefault("t0", ctx.now)
+    while True:
+        yield from ctx.next_sample()
+        pressure = ctx.quantity("base_gauge", "pressure_torr")
+        if pressure is not None and pressure > VENTED_TORR:
+            return
+        if ctx.now - state["t0"] > p.timeout_min * 60:
+            raise RunAborted(f"vent: chamber only at {pressure:.3g} Torr after "
+                             f"{p.timeout_min:g} min")
+
+
+def transfer(ctx, p: Transfer, state: dict):
+    """The sample leaves for another tool; that tool's process starts from scratch."""
+    ctx.setpoints = {}
+    ctx.alarm("info", "engine", f"sample moved to the {p.to}")
+    yield ctx.env.timeout(0)
