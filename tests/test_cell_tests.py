@@ -294,18 +294,30 @@ protocols:
     assert kinds[0][3] - kinds[0][2] == pytest.approx(600, abs=2)
 
 
-def test_operator_abort_stops_every_channel_and_leaves_the_campaign_resumable(tmp_path):
+def long_campaign(tmp_path: Path, cycles_done: int) -> tuple[subprocess.Popen, Path]:
+    """`lipon-hw run` of a 2-channel, 2000-cycle campaign, once both channels are past
+    `cycles_done` cycles; and its database."""
     path = write(tmp_path, LNMO.format(channels="1-2", cycles=2000))
     proc = subprocess.Popen([sys.executable, "-m", "lipon_hw.cli", "run", path, "--json"],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     db = tmp_path / "lipon-data" / "lipon.db"
+    wait_for(proc, lambda: len(rows := _progress(db)) == 2 and
+             min(c for _, c in rows) >= cycles_done, f"{cycles_done} cycles on both channels")
+    return proc, db
+
+
+def wait_for(proc: subprocess.Popen, condition, what: str) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        rows = _progress(db)
-        if len(rows) == 2 and min(c for _, c in rows) >= 3:
-            break
+        if condition():
+            return
         time.sleep(0.05)
+    raise AssertionError(f"{what} never happened")
+
+
+def test_operator_abort_stops_every_channel_and_leaves_the_campaign_resumable(tmp_path):
+    proc, _ = long_campaign(tmp_path, 3)
     assert cli("abort", 1, cwd=tmp_path).returncode == 0
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 3, err
@@ -317,19 +329,7 @@ def test_operator_abort_stops_every_channel_and_leaves_the_campaign_resumable(tm
 
 
 def test_operator_pause_puts_every_channel_at_open_circuit_until_continue(tmp_path):
-    path = write(tmp_path, LNMO.format(channels="1-2", cycles=2000))
-    proc = subprocess.Popen([sys.executable, "-m", "lipon_hw.cli", "run", path, "--json"],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    db = tmp_path / "lipon-data" / "lipon.db"
-
-    def wait_for(condition, what):
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            if condition():
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"{what} never happened")
+    proc, db = long_campaign(tmp_path, 2)
 
     def statuses():
         con = sqlite3.connect(db)
@@ -340,12 +340,10 @@ def test_operator_pause_puts_every_channel_at_open_circuit_until_continue(tmp_pa
         finally:
             con.close()
 
-    wait_for(lambda: len(rows := _progress(db)) == 2 and min(c for _, c in rows) >= 2,
-             "two cycles on both channels")
     assert cli("pause", 1, cwd=tmp_path).returncode == 0
-    wait_for(lambda: statuses() == {"paused"}, "both channels paused")
+    wait_for(proc, lambda: statuses() == {"paused"}, "both channels paused")
     assert cli("continue", 1, cwd=tmp_path).returncode == 0
-    wait_for(lambda: statuses() == {"running"}, "both channels running again")
+    wait_for(proc, lambda: statuses() == {"running"}, "both channels running again")
     assert cli("abort", 1, cwd=tmp_path).returncode == 0
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 3, err
