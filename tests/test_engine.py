@@ -164,3 +164,19 @@ def test_operator_pause_continue_and_abort(tmp_path):
     with pytest.raises(RunAborted, match="aborted by the operator"):
         bench2.engine.run()
     bench2.assert_safe()
+
+
+def test_a_pump_down_that_times_out_says_where_the_chamber_got(tmp_path):
+    path = short_recipe(tmp_path, 30)
+    path.write_text(path.read_text().replace("{below_torr: 2.0e-5, timeout_min: 60}",
+                                             "{below_torr: 1.0e-9, timeout_min: 1}"))
+    station = load_station()
+    recipe = load_recipe(str(path), station)
+    env = simpy.Environment()
+    lab = station.connect(lambda: env.now)
+    store = Store(tmp_path / "data")
+    run_id = store.create_run(recipe.name, "deposition", str(path), recipe.text, station.text,
+                              1, "T-1")
+    with pytest.raises(RunAborted, match=r"pump_down: the chamber is above the 1\.0e-09 Torr "
+                                         r"asked after 1 min \(\d\.\d\de[+-]\d\d Torr\)"):
+        Engine(recipe, lab, store, run_id, env).run()

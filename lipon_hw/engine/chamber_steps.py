@@ -13,15 +13,9 @@ VENTED_TORR = 500.0
 def pump_down(ctx, p: PumpDown, state: dict):
     ctx.role("valves").pump()
     ctx.setpoints["valves"] = "pump"
-    state.setdefault("t0", ctx.now)
-    while True:
-        yield from ctx.next_sample()
-        pressure = ctx.quantity("base_gauge", "pressure_torr")
-        if pressure is not None and pressure < p.below_torr:
-            return
-        if ctx.now - state["t0"] > p.timeout_min * 60:
-            raise RunAborted(f"pump_down: the chamber is still at {pressure:.2e} Torr after "
-                             f"{p.timeout_min:g} min, above the {p.below_torr:.1e} Torr asked")
+    yield from _until_pressure(ctx, state, p.timeout_min, lambda torr: torr < p.below_torr,
+                               f"pump_down: the chamber is above the {p.below_torr:.1e} Torr "
+                               "asked")
 
 
 def wait(ctx, p: Wait, state: dict):
@@ -36,15 +30,22 @@ def vent(ctx, p: Vent, state: dict):
         ctx.setpoints["flow_sccm"] = 0.0
     ctx.role("valves").vent()
     ctx.setpoints["valves"] = "vent"
+    yield from _until_pressure(ctx, state, p.timeout_min, lambda torr: torr > VENTED_TORR,
+                               f"vent: the chamber is not up to {VENTED_TORR:g} Torr")
+
+
+def _until_pressure(ctx, state: dict, timeout_min: float, reached, failure: str):
+    """Sample until the base gauge's pressure is `reached`; after `timeout_min` the run
+    aborts with `failure` and the last reading (or that the gauge gave none)."""
     state.setdefault("t0", ctx.now)
     while True:
         yield from ctx.next_sample()
         pressure = ctx.quantity("base_gauge", "pressure_torr")
-        if pressure is not None and pressure > VENTED_TORR:
+        if pressure is not None and reached(pressure):
             return
-        if ctx.now - state["t0"] > p.timeout_min * 60:
-            raise RunAborted(f"vent: chamber only at {pressure:.3g} Torr after "
-                             f"{p.timeout_min:g} min")
+        if ctx.now - state["t0"] > timeout_min * 60:
+            last = "no reading" if pressure is None else f"{pressure:.2e} Torr"
+            raise RunAborted(f"{failure} after {timeout_min:g} min ({last})")
 
 
 def transfer(ctx, p: Transfer, state: dict):
