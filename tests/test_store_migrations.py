@@ -86,6 +86,7 @@ def test_a_reader_reads_an_older_layout_without_changing_a_byte(old, tmp_path):
     assert meta.sequence_sha256 == hashlib.sha256(run.sequence_text.encode()).hexdigest()
     assert meta.station_name.startswith("Simulated LiPON line") and meta.simulated is True
     assert [c.status for c in store.channels(3)] == ["interrupted", "interrupted"]
+    assert store.channels(3)[0].to_dict()["state"]["cycle"] >= 2  # the resume state, parsed
     store.close()
     listing = json.loads(cli("runs", "--data", old, "--json", cwd=tmp_path).stdout)
     assert [r["status"] for r in listing] == ["completed", "running", "running"]
