@@ -39,7 +39,7 @@ def film_geometry(store: Store, plan) -> tuple[float | None, float | None]:
             layers = store.film_stack(plan.sample)
         except LiponError:
             layers = []
-        total = sum(x["thickness_nm"] for x in layers if x["material"] in ("LiPON", "Li3PO4"))
+        total = sum(x.thickness_nm for x in layers if x.material in ("LiPON", "Li3PO4"))
         thickness = total or None
     return thickness, plan.cell.area_cm2
 
@@ -120,7 +120,7 @@ def export_cell_run(store: Store, run_id: int, fmt: str, out_dir: Path | str,
     leads = channel_leads(run)
     plan = []
     for ch in store.channels(run_id):
-        n = ch["channel"]
+        n = ch.channel
         data = out / (f"run{run_id}-ch{n}.bdf.{ext}" if fmt.startswith("bdf")
                       else f"run{run_id}-ch{n}.{fmt}")
         spectrum = store.spectra(run_id, n)
@@ -138,13 +138,13 @@ def export_cell_run(store: Store, run_id: int, fmt: str, out_dir: Path | str,
         raise OutputError(f"--out {out} cannot be created ({exc.strerror})") from None
     files = []
     for ch, data, spectrum, eis, cycles, cycles_csv in plan:
-        n = ch["channel"]
+        n = ch.channel
         rows = store.cell_samples(run_id, n)
         if fmt.startswith("bdf"):
-            meta = BdfMetadata(cell_name=f"{ch['sample_id'] or run.name} channel {n}",
+            meta = BdfMetadata(cell_name=f"{ch.sample_id or run.name} channel {n}",
                                unix_start_s=run.started_at, run_id=run_id,
-                               extra={"instrument": ch["instrument"], "channel": n,
-                                      "protocol": run.sequence_path, "status": ch["status"]})
+                               extra={"instrument": ch.instrument, "channel": n,
+                                      "protocol": run.sequence_path, "status": ch.status})
             steps = leads.get(n)
             files.append(_written(data, lambda d=data, r=rows, m=meta, k=steps:
                                   write_bdf(r, d, m, fmt=ext, leads=k)))
@@ -231,7 +231,7 @@ def write_cell_plots(store: Store, run_id: int, out_dir: Path | str,
     files = []
     leads = channel_leads(store.run(run_id))
     for ch in store.channels(run_id)[:max_channels]:
-        n = ch["channel"]
+        n = ch.channel
         stats = [CycleStats(**s) for s in store.cycles(run_id, n)]
         if stats:
             files.append(plot_capacity_ce(stats, out / f"ch{n}-capacity-ce.png",

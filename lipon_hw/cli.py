@@ -208,14 +208,14 @@ def sample(sample_id, data_dir, as_json) -> None:
     """Show a sample's film stack, layer by layer, across tools and runs."""
     info = _require_store(data_dir, write=False).sample(sample_id)
     if as_json:
-        click.echo(json.dumps(info))
+        click.echo(json.dumps(info.to_dict()))
         return
-    click.echo(f"sample {info['id']} on {info['substrate'] or 'unknown substrate'}")
-    for layer in info["layers"]:
-        ended = layer["properties"].get("ended")
-        partial = f"  PARTIAL: run {ended}" if layer["properties"].get("partial") else ""
-        click.echo(f"  {layer['seq']}. {layer['material']:<8} {layer['thickness_nm']:9.1f} nm  "
-                   f"at {_fmt(layer['rate_A_s'], 2)} Å/s  ({layer['tool']}, run {layer['run_id']})"
+    click.echo(f"sample {info.id} on {info.substrate or 'unknown substrate'}")
+    for layer in info.layers:
+        ended = layer.properties.get("ended")
+        partial = f"  PARTIAL: run {ended}" if layer.partial else ""
+        click.echo(f"  {layer.seq}. {layer.material:<8} {layer.thickness_nm:9.1f} nm  "
+                   f"at {_fmt(layer.rate_A_s, 2)} Å/s  ({layer.tool}, run {layer.run_id})"
                    f"{partial}")
 
 
@@ -259,7 +259,7 @@ def _operator_request(action: str, doc: str):
             raise InputError(f"run {run_id} is marked running but no engine is driving it (its "
                              f"process was killed or its machine stopped); nothing would act on "
                              f"{action}: `lipon-hw resume {run_id}` continues it")
-        store.request(run_id, action)
+        store.requests.make(run_id, action)
         click.echo(f"run {run_id}: {action} requested; the engine acts on it at its next sample")
 
     command.__doc__ = doc

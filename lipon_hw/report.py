@@ -37,7 +37,7 @@ import yaml
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from lipon_hw.store import Store
+from lipon_hw.store import Layer, Store
 
 LAYER_STEPS = ("deposit", "evaporate")
 DPI = 110
@@ -64,7 +64,7 @@ class _Layer:
     t0: float
     t1: float
     names: dict[str, str]  # role in the plot (rate, filtered, ...) -> quantity name
-    layer: dict | None = None  # the film-stack entry the step recorded, if any
+    layer: Layer | None = None  # the film-stack entry the step recorded, if any
     series: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
 
     @property
@@ -101,7 +101,7 @@ def write_layer_plots(store: Store, run_id: int, out_dir: Path | str) -> list[Pa
 # --- which steps, which quantities --------------------------------------------------
 def _layer_steps(store: Store, run, steps: list[dict]) -> list[_Layer]:
     names = set(store.quantity_names(run.id))
-    stack = [la for la in store.film_stack(run.sample_id) if la["run_id"] == run.id] \
+    stack = [la for la in store.film_stack(run.sample_id) if la.run_id == run.id] \
         if run.sample_id else []
     end_of_run = store.last_reading_t(run.id)
     tools = _station_tools(run.station_text)
@@ -118,7 +118,7 @@ def _layer_steps(store: Store, run, steps: list[dict]) -> list[_Layer]:
             continue
         material = params.get("film") or (film if kind == "evaporate" else None)
         entry = _next_layer(stack, material)
-        material = material or (entry["material"] if entry else "layer")
+        material = material or (entry.material if entry else "layer")
         t0 = step["t_start_s"]
         t1 = step["t_end_s"]
         if t1 is None:  # still running, or the run was killed in this step
@@ -136,9 +136,9 @@ def _params(step: dict) -> dict:
     return inner if isinstance(inner, dict) else (p if isinstance(p, dict) else {})
 
 
-def _next_layer(stack: list[dict], material: str | None) -> dict | None:
+def _next_layer(stack: list[Layer], material: str | None) -> Layer | None:
     """Take the run's next film-stack entry if it is this step's (same material)."""
-    if stack and (material is None or stack[0]["material"] == material):
+    if stack and (material is None or stack[0].material == material):
         return stack.pop(0)
     return None
 
@@ -342,8 +342,8 @@ def _final_and_rate(layer: _Layer, shutter: list[tuple[float, float]]
                     ) -> tuple[float | None, float | None]:
     """The film stack's figures when the step recorded a layer, else the readings'."""
     entry = layer.layer
-    final = _number(entry["thickness_nm"]) if entry else None
-    rate = _number(entry["rate_A_s"]) if entry else None
+    final = _number(entry.thickness_nm) if entry else None
+    rate = _number(entry.rate_A_s) if entry else None
     thickness = layer.series.get("thickness")
     if final is None and thickness and thickness[1]:
         final = thickness[1][-1]

@@ -14,32 +14,37 @@ since when the store has refused them, so the engine can stop the run to its saf
 state once that lasts too long; the buffers are bounded (`MAX_PENDING_ROWS`).
 
 Readings are stored long (run, time, quantity, value) so any instrument can add
-a quantity without a schema change; exports pivot them wide. The tables are in
-`store_schema`, opening and checking the file in `store_open`; this module is the one
-writer and reader of a run's data, deposition and cell test alike (the two kinds' methods
-share its buffers and its one transaction, which is why they are not split apart).
+a quantity without a schema change; exports pivot them wide. The tables and the records
+returned are in `store_schema`, the layouts and migrations in `store_migrations`, opening
+and checking the file in `store_open`. `Store` is the one writer and reader of a run's
+data, deposition and cell test alike: the cell test's tables (`store_cells`) and the
+samples' (`store_samples`) are mixins of it, as their writes share its buffers and its one
+transaction; the operator requests (`store_requests`) are an object it holds.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import math
-import signal
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
-from lipon_hw import store_open
+from lipon_hw import store_metadata, store_migrations, store_open
 from lipon_hw.errors import InputError, StoreBusy, StoreError, StoreUnusable
+from lipon_hw.store_cells import CellTestRecords
 from lipon_hw.store_open import GuardedConnection
+from lipon_hw.store_plumbing import Transaction, finite, is_busy, signals_held
+from lipon_hw.store_requests import OperatorRequests
+from lipon_hw.store_samples import SampleRecords
 from lipon_hw.store_schema import (  # noqa: F401 (the store's API)
     CELL_SAMPLE_COLUMNS,
-    SCHEMA,
+    Channel,
     Checkpoint,
+    Layer,
     Run,
+    RunMetadata,
+    Sample,
 )
 
 DB_NAME = "lipon.db"
@@ -48,13 +53,15 @@ TRY_WAIT_S = 0.05
 #: buffered rows kept while the store is unwritable before the writer gives up
 MAX_PENDING_ROWS = 500_000
 
-class Store:
+class Store(CellTestRecords, SampleRecords):
     """One data directory, one database. Single writer (the run), many readers.
 
     `read_only=True` opens an existing store without ever writing to it (listing,
-    exports, plots), also in a read-only directory and while a run holds it locked.
+    exports, plots), also in a read-only directory and while a run holds it locked, and
+    also a store of an older layout, which it reads as it stands (`layout`).
     A writer refuses, with one StoreUnusable sentence and before writing a byte, a file
-    that is not a sound lipon-hw database of a layout it knows (`store_open.examine`)."""
+    that is not a sound lipon-hw database of a layout it knows (`store_open.examine`),
+    and migrates one of an older layout (`store_migrations`)."""
 
     def __init__(self, data_dir: Path | str, flush_every_s: float = 1.0,
                  read_only: bool = False):
@@ -63,6 +70,8 @@ class Store:
         # several processes write a cell test (one per group of channels): wait for the lock
         self._busy_timeout_s = 30.0
         self.read_only = read_only
+        #: the layout of the open database (`store_migrations`); a writer's is the latest
+        self.layout = store_migrations.LATEST
         if read_only:
             self._db = self._open_reader()
         else:
@@ -76,7 +85,8 @@ class Store:
         self._non_finite_seen: set[tuple] = set()
         #: writes other than rows (alarms, steps, checkpoints...), each fn(db), in order
         self._pending_writes: list[Callable[[sqlite3.Connection], None]] = []
-        self._taken_requests: set[int] = set()
+        #: operator requests to a running engine (pause, continue, abort)
+        self.requests = OperatorRequests(self._db, self._write_soon)
         self._flush_every_s = flush_every_s
         self._last_flush = time.monotonic()
         #: monotonic time of the first write refused since the last one that succeeded
@@ -84,16 +94,17 @@ class Store:
         self.last_write_error: StoreError | None = None
 
     def _open_reader(self) -> GuardedConnection:
-        found = store_open.examine(self.path, SCHEMA, thorough=False)
-        if found in ("missing", "empty"):
+        found = store_open.examine(self.path, thorough=False)
+        if found.state in ("missing", "empty"):
             raise StoreUnusable(f"{self.data_dir} holds no lipon-hw data (no runs in "
                                 f"{self.path}); pass --data DIR of an earlier run")
+        self.layout = max(found.version, 1)
         return GuardedConnection(store_open.connect_read_only(self.path), self.path)
 
     def _open_writer(self) -> GuardedConnection:
         if self.data_dir.exists() and not self.data_dir.is_dir():
             raise StoreUnusable(f"{self.data_dir} is not a directory")
-        found = store_open.examine(self.path, SCHEMA, thorough=True)
+        found = store_open.examine(self.path, thorough=True)
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -103,11 +114,8 @@ class Store:
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            if found != "current":  # new, or an unversioned store of this layout: adopt it
-                db.executescript(SCHEMA + f"PRAGMA user_version={store_open.SCHEMA_VERSION};"
-                                 f"PRAGMA application_id={store_open.APPLICATION_ID};")
-            else:
-                db.executescript(SCHEMA)  # tables added since, without a layout change
+            if found.state != "current":  # made, or migrated, in one transaction
+                store_migrations.migrate(db, store_open.APPLICATION_ID)
         except BaseException:
             db.close()
             raise
@@ -127,12 +135,16 @@ class Store:
     # --- runs ----------------------------------------------------------------
     def create_run(self, name: str, kind: str, sequence_path: str, sequence_text: str,
                    station_text: str, seed: int | None, sample_id: str | None) -> int:
-        cur = self._db.execute(
-            "INSERT INTO runs (name, kind, sequence_path, sequence_text, station_text, seed,"
-            " sample_id, status, started_at) VALUES (?,?,?,?,?,?,?,?,?)",
-            (name, kind, sequence_path, sequence_text, station_text, seed, sample_id, "running",
-             time.time()))
-        return int(cur.lastrowid)
+        """The run's row and its metadata (`store_metadata.at_start`), committed together."""
+        with self._transaction():
+            run_id = int(self._db.execute(
+                "INSERT INTO runs (name, kind, sequence_path, sequence_text, station_text, seed,"
+                " sample_id, status, started_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                (name, kind, sequence_path, sequence_text, station_text, seed, sample_id,
+                 "running", time.time())).lastrowid)
+            store_metadata.insert(self._db, store_metadata.at_start(run_id, sequence_text,
+                                                                    station_text))
+        return run_id
 
     def set_status(self, run_id: int, status: str, message: str = "",
                    summary: Mapping | None = None, wait_s: float | None = None) -> None:
@@ -170,6 +182,18 @@ class Store:
         ids = [r[0] for r in self._db.execute("SELECT id FROM runs ORDER BY id")]
         return [self.run(i) for i in ids]
 
+    def run_metadata(self, run_id: int) -> RunMetadata:
+        """Where and with what the run ran. A store of layout 1, read without migrating
+        it, answers as its migration would fill it (`store_metadata.inferred`)."""
+        if self.layout < 2:
+            run = self.run(run_id)
+            return store_metadata.inferred(run_id, run.sequence_text, run.station_text)
+        meta = store_metadata.select(self._db, run_id)
+        if meta is None:
+            self.run(run_id)  # no such run: says so
+            raise StoreUnusable(f"{self.path} holds no metadata of run {run_id}")
+        return meta
+
     # --- steps ---------------------------------------------------------------
     def begin_step(self, run_id: int, idx: int, kind: str, params: Mapping, t_s: float) -> None:
         """A step starts, or starts again on resume: then it keeps its first start (the
@@ -203,8 +227,8 @@ class Store:
             if value is None:
                 continue
             value = float(value)
-            if not (_finite(value) and _finite(t_s)):
-                self._non_finite(run_id, t_s, name, f"{name} = {value!r} at t = {t_s!r} s")
+            if not (finite(value) and finite(t_s)):
+                self._nonfinite(run_id, t_s, name, f"{name} = {value!r} at t = {t_s!r} s")
                 continue
             self._pending.append((run_id, t_s, self._quantity_id(name), value))
         self._maybe_flush(retry_while_refused=True)
@@ -212,7 +236,7 @@ class Store:
     def flush(self) -> None:
         """Write everything buffered, waiting for a lock as long as the connection allows."""
         if self._has_pending():
-            with _signals_held():
+            with signals_held():
                 try:
                     with self._transaction():
                         self._write_pending()
@@ -230,7 +254,7 @@ class Store:
             self._last_flush = time.monotonic()
             return True
         try:
-            with _signals_held():
+            with signals_held():
                 self._db.execute(f"PRAGMA busy_timeout = {max(int(wait_s * 1000), 0)}")
                 try:
                     with self._transaction():
@@ -240,7 +264,7 @@ class Store:
                     self._db.execute(
                         f"PRAGMA busy_timeout = {int(self._busy_timeout_s * 1000)}")
         except StoreError as exc:
-            if not _is_busy(exc):
+            if not is_busy(exc):
                 raise
             self._refused(exc)
             self._last_flush = time.monotonic()
@@ -255,7 +279,7 @@ class Store:
         """One sentence naming the database and why it refuses writes (`exc`, or the last
         write refused)."""
         exc = exc or self.last_write_error
-        if exc is None or _is_busy(exc):
+        if exc is None or is_busy(exc):
             error: StoreError = StoreBusy(f"the store {self.path} is locked by another process")
         else:
             error = store_open.store_error(exc, self.path)
@@ -360,127 +384,6 @@ class Store:
             " WHERE r.run_id=? ORDER BY q.name", (run_id,))]
 
     # --- cell tests --------------------------------------------------------------
-    def add_channel(self, run_id: int, channel: int, instrument: str, sample_id: str | None,
-                    protocol: str) -> None:
-        self._db.execute("INSERT OR IGNORE INTO channels (run_id, channel, instrument, sample_id,"
-                         " protocol, status) VALUES (?,?,?,?,?,'pending')",
-                         (run_id, channel, instrument, sample_id, protocol))
-
-    def update_channel(self, run_id: int, channel: int, status: str, message: str, cycle: int,
-                       step_count: int, t_s: float, state: Mapping | str) -> None:
-        """The channel's progress and resume state (a mapping, or its JSON); committed with
-        the samples before it."""
-        text = state if isinstance(state, str) else json.dumps(state)
-        self._pending_channels[(run_id, channel)] = (
-            status, message, cycle, step_count, t_s, text, run_id, channel)
-        self._maybe_flush()
-
-    def channels(self, run_id: int) -> list[dict]:
-        self.flush()
-        rows = self._db.execute(
-            "SELECT channel, instrument, sample_id, protocol, status, message, cycle, step_count,"
-            " t_s, state FROM channels WHERE run_id=? ORDER BY channel", (run_id,)).fetchall()
-        keys = ("channel", "instrument", "sample_id", "protocol", "status", "message", "cycle",
-                "step_count", "t_s")
-        return [{**dict(zip(keys, r[:-1], strict=True)), "state": self._json(r[-1])}
-                for r in rows]
-
-    def add_cell_samples(self, run_id: int, channel: int, rows: Iterable[tuple]) -> None:
-        """Rows of (t_s, voltage_V, current_A, cycle, step_count, step_id, step_type).
-        A row with a non-finite time, voltage or current is not stored (one alarm per
-        channel says so), so it cannot fail the NOT NULL columns of every later flush."""
-        rows = rows if isinstance(rows, list) else list(rows)
-        try:  # the common case in one pass: every row finite (NaN and ±inf propagate)
-            kept = [(run_id, channel, *r) for r in rows if math.isfinite(r[0] + r[1] + r[2])]
-        except TypeError:
-            kept = []
-        if len(kept) != len(rows):
-            kept = []
-            for r in rows:
-                if _finite(r[0], r[1], r[2]):
-                    kept.append((run_id, channel, *r))
-                else:
-                    self._non_finite(run_id, r[0], f"channel {channel}",
-                                     f"channel {channel} sample t = {r[0]!r} s, "
-                                     f"{r[1]!r} V, {r[2]!r} A")
-        self._pending_cells.extend(kept)
-        self._maybe_flush()
-
-    def add_spectrum(self, run_id: int, channel: int, rows: Iterable[tuple]) -> None:
-        """Rows of (t_s, cycle, step_count, f_Hz, z_re_ohm, z_im_ohm); as for samples, a
-        point with a non-finite value is left out with one alarm per channel."""
-        for r in rows:
-            if _finite(r[0], r[3], r[4], r[5]):
-                self._pending_spectra.append((run_id, channel, *r))
-            else:
-                self._non_finite(run_id, r[0], f"channel {channel} impedance",
-                                 f"channel {channel} impedance at {r[3]!r} Hz, t = {r[0]!r} s: "
-                                 f"{r[4]!r}, {r[5]!r} ohm")
-        self._maybe_flush()
-
-    def _non_finite(self, run_id: int, t_s, source: str, what: str) -> None:
-        """One alarm per run and source for values that cannot be stored (NaN, ±inf)."""
-        if (run_id, source) in self._non_finite_seen:
-            return
-        self._non_finite_seen.add((run_id, source))
-        self._db.execute("INSERT INTO alarms VALUES (?,?,?,?,?)",
-                         (run_id, t_s if _finite(t_s) else 0.0, "warning", "store",
-                          f"{what} is not a finite number and was not stored; later "
-                          f"non-finite values of {source} are left out silently"))
-
-    def add_cycle(self, run_id: int, channel: int, cycle: int, stats: Mapping) -> None:
-        self._db.execute("INSERT OR REPLACE INTO cycles VALUES (?,?,?,?)",
-                         (run_id, channel, cycle, json.dumps(dict(stats))))
-
-    def cell_samples(self, run_id: int, channel: int) -> Iterator[tuple]:
-        """Rows as CELL_SAMPLE_COLUMNS, in time order."""
-        self.flush()
-        yield from self._db.execute(
-            f"SELECT {', '.join(CELL_SAMPLE_COLUMNS)} FROM cell_samples WHERE run_id=? AND"
-            " channel=? ORDER BY t_s, rowid", (run_id, channel))
-
-    def cell_samples_of_cycles(self, run_id: int, channel: int, cycles: list[int]
-                               ) -> list[tuple]:
-        self.flush()
-        return self._db.execute(
-            f"SELECT {', '.join(CELL_SAMPLE_COLUMNS)} FROM cell_samples WHERE run_id=? AND"
-            f" channel=? AND cycle IN ({','.join('?' * len(cycles))}) ORDER BY t_s, rowid",
-            (run_id, channel, *cycles)).fetchall()
-
-    def spectra(self, run_id: int, channel: int) -> list[tuple]:
-        """(t_s, cycle, step_count, f_Hz, z_re_ohm, z_im_ohm) in time order."""
-        self.flush()
-        return self._db.execute(
-            "SELECT t_s, cycle, step_count, f_Hz, z_re_ohm, z_im_ohm FROM spectra WHERE run_id=?"
-            " AND channel=? ORDER BY t_s, rowid", (run_id, channel)).fetchall()
-
-    def cycles(self, run_id: int, channel: int) -> list[dict]:
-        self.flush()
-        return [self._json(r[0]) for r in self._db.execute(
-            "SELECT stats FROM cycles WHERE run_id=? AND channel=? ORDER BY cycle",
-            (run_id, channel))]
-
-    def last_cell_sample_t(self, run_id: int, channel: int) -> float:
-        self.flush()
-        row = self._db.execute("SELECT MAX(t_s) FROM cell_samples WHERE run_id=? AND"
-                               " channel=?", (run_id, channel)).fetchone()
-        return row[0] or 0.0
-
-    def max_step_count(self, run_id: int, channel: int) -> int:
-        self.flush()
-        row = self._db.execute("SELECT MAX(step_count) FROM cell_samples WHERE run_id=? AND"
-                               " channel=?", (run_id, channel)).fetchone()
-        return row[0] or 0
-
-    def rewind_channel(self, run_id: int, channel: int, t_s: float) -> None:
-        """Forget what one channel recorded after `t_s` (its simulated cell rolled back)."""
-        self.flush()
-        with self._transaction():
-            for table in ("cell_samples", "spectra"):
-                self._db.execute(f"DELETE FROM {table} WHERE run_id=? AND channel=? AND t_s > ?",
-                                 (run_id, channel, t_s))
-            self._db.execute("DELETE FROM cycles WHERE run_id=? AND channel=? AND"
-                             " json_extract(stats, '$.t_end_s') > ?", (run_id, channel, t_s))
 
     # --- alarms ---------------------------------------------------------------
     def add_alarm(self, run_id: int, t_s: float, severity: str, source: str, message: str) -> None:
@@ -523,89 +426,6 @@ class Store:
             self._db.execute("DELETE FROM layers WHERE run_id=? AND t_s > ?", (run_id, t_s))
         return n
 
-    # --- operator requests to a running engine (pause, continue, abort) ---------------
-    def request(self, run_id: int, action: str) -> None:
-        self._db.execute("INSERT INTO requests (run_id, action, made_at) VALUES (?,?,?)",
-                         (run_id, action, time.time()))
-
-    def pending_requests(self, run_id: int) -> list[str]:
-        """Requests not yet acted on, left pending (every worker of a run sees them)."""
-        return [r[0] for r in self._db.execute(
-            "SELECT action FROM requests WHERE run_id=? AND taken=0 ORDER BY rowid", (run_id,))]
-
-    def take_requests(self, run_id: int) -> list[str]:
-        """Requests not yet acted on, oldest first; taking them marks them taken (in memory
-        at once, in the database at the next write it allows)."""
-        rows = [r for r in self._db.execute(
-            "SELECT rowid, action FROM requests WHERE run_id=? AND taken=0 ORDER BY rowid",
-            (run_id,)).fetchall() if r[0] not in self._taken_requests]
-        if rows:
-            ids = ",".join(str(r[0]) for r in rows)
-            self._taken_requests.update(r[0] for r in rows)
-            self._write_soon(lambda db: db.execute(
-                f"UPDATE requests SET taken=1 WHERE rowid IN ({ids})"))
-        return [r[1] for r in rows]
-
-    # --- calibrated tooling factors (override the station's, newest wins) ------------
-    def set_tooling(self, instrument: str, film: str, tooling_pct: float, run_id: int) -> None:
-        self._db.execute("INSERT INTO tooling VALUES (?,?,?,?,?)",
-                         (instrument, film, tooling_pct, run_id, time.time()))
-
-    def tooling(self, instrument: str, film: str) -> float | None:
-        row = self._db.execute("SELECT tooling_pct FROM tooling WHERE instrument=? AND film=?"
-                               " ORDER BY rowid DESC LIMIT 1", (instrument, film)).fetchone()
-        return None if row is None else row[0]
-
-    # --- samples and their film stacks --------------------------------------------
-    def ensure_sample(self, sample_id: str, substrate: str = "") -> None:
-        row = (sample_id, substrate, time.time())
-        self._write_soon(lambda db: db.execute(
-            "INSERT OR IGNORE INTO samples (id, substrate, created_at) VALUES (?,?,?)", row))
-
-    def add_layer(self, sample_id: str, run_id: int, material: str, thickness_nm: float,
-                  rate_A_s: float | None, tool: str, t_s: float,
-                  properties: Mapping | None = None) -> None:
-        """A layer on top of the sample's stack; a layer of the same run and step that was
-        recorded partial (the run stopped while it grew, then resumed) is replaced."""
-        props = dict(properties or {})
-        text = json.dumps(props)
-
-        def write(db: sqlite3.Connection) -> None:
-            partial = db.execute(
-                "SELECT seq FROM layers WHERE sample_id=? AND run_id=? AND"
-                " json_extract(properties, '$.step')=? AND"
-                " json_extract(properties, '$.partial')=1", (sample_id, run_id,
-                                                             props.get("step"))).fetchone()
-            if partial is not None:
-                db.execute("UPDATE layers SET material=?, thickness_nm=?, rate_A_s=?, tool=?,"
-                           " t_s=?, properties=? WHERE sample_id=? AND seq=?",
-                           (material, thickness_nm, rate_A_s, tool, t_s, text, sample_id,
-                            partial[0]))
-                return
-            seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM layers WHERE sample_id=?",
-                             (sample_id,)).fetchone()[0]
-            db.execute("INSERT INTO layers VALUES (?,?,?,?,?,?,?,?,?)",
-                       (sample_id, seq, run_id, material, thickness_nm, rate_A_s, tool, t_s,
-                        text))
-
-        self._write_soon(write)
-
-    def film_stack(self, sample_id: str) -> list[dict]:
-        self.try_flush()
-        rows = self._db.execute(
-            "SELECT seq, run_id, material, thickness_nm, rate_A_s, tool, properties FROM layers"
-            " WHERE sample_id=? ORDER BY seq", (sample_id,)).fetchall()
-        return [{"seq": r[0], "run_id": r[1], "material": r[2], "thickness_nm": r[3],
-                 "rate_A_s": r[4], "tool": r[5], "properties": self._json(r[6])} for r in rows]
-
-    def sample(self, sample_id: str) -> dict:
-        row = self._db.execute("SELECT id, substrate, created_at FROM samples WHERE id=?",
-                               (sample_id,)).fetchone()
-        if row is None:
-            raise InputError(f"sample {sample_id!r} is not in {self.path}")
-        return {"id": row[0], "substrate": row[1], "created_at": row[2],
-                "layers": self.film_stack(sample_id)}
-
     # --- plumbing ----------------------------------------------------------------
     def _json(self, text):
         """A JSON column's value; a damaged one is the store's fault, said in one sentence."""
@@ -615,58 +435,4 @@ class Store:
             raise StoreUnusable(f"{self.path} holds a damaged record ({exc})") from None
 
     def _transaction(self):
-        return _Transaction(self._db)
-
-
-def _finite(*values) -> bool:
-    """All finite numbers. One sum tests a whole row (NaN and ±inf propagate); only a sum
-    that overflows is looked at value by value."""
-    try:
-        return math.isfinite(sum(values)) or all(math.isfinite(v) for v in values)
-    except TypeError:
-        return False
-
-
-@contextlib.contextmanager
-def _signals_held():
-    """Ctrl-C and SIGTERM wait until a write and the emptying of its buffers are both done,
-    so an interrupt neither loses buffered rows nor writes them twice."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # Python runs signal handlers in the main thread only
-        return
-    # deferred at the Python level: a mask would not do, as the kernel hands a blocked
-    # signal to another thread (numpy's), whose C handler still wakes this one up
-    caught: list[int] = []
-    held = {sig: signal.signal(sig, lambda signum, _frame: caught.append(signum))
-            for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in held.items():
-            signal.signal(sig, handler)
-        for signum in caught:
-            if callable(held[signum]):
-                held[signum](signum, None)
-            elif held[signum] == signal.SIG_DFL:
-                signal.raise_signal(signum)
-
-
-def _is_busy(exc: BaseException) -> bool:
-    """The database is locked by another connection (SQLITE_BUSY / SQLITE_LOCKED)."""
-    if isinstance(exc, StoreBusy):
-        return True
-    text = str(exc).lower()
-    return isinstance(exc, sqlite3.Error) and ("locked" in text or "busy" in text)
-
-
-class _Transaction:
-    def __init__(self, db: GuardedConnection):
-        self._db = db
-
-    def __enter__(self):
-        self._db.execute("BEGIN IMMEDIATE")
-        return self._db
-
-    def __exit__(self, exc_type, exc, tb):
-        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
-        return False
+        return Transaction(self._db)

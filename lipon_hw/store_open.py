@@ -2,10 +2,11 @@
 
 A writer (`run`, `resume`, an operator request) opens the store only after the file has
 been examined through a read-only connection: an SQLite header, no tables of another
-program, the layout of this version (or an older unversioned store of the same layout,
-which is adopted), a schema version it knows, and a passing `PRAGMA quick_check`. Until
-then nothing is created, no table, no WAL switch. A reader (`runs`, `sample`, `export`,
-`report`) never writes: it opens with `mode=ro`, and where SQLite cannot open a WAL
+program, a schema version it knows with that version's layout (an older one, or an
+unversioned store of layout 1, is then migrated: `store_migrations`), and a passing
+`PRAGMA quick_check`. Until then nothing is created, no table, no WAL switch. A reader
+(`runs`, `sample`, `export`, `report`) never writes, not even to migrate an older layout:
+it opens with `mode=ro`, and where SQLite cannot open a WAL
 database read-only (a read-only directory holding no `-shm`), with `immutable=1`, which is
 sound there because nobody can be writing into a directory nobody may write.
 
@@ -24,11 +25,14 @@ import sqlite3
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
+from lipon_hw import store_migrations
 from lipon_hw.errors import StoreBusy, StoreError, StoreFull, StoreUnusable
 
-#: `PRAGMA user_version` of the layout in store.SCHEMA; raise it with every migration
-SCHEMA_VERSION = 1
+#: `PRAGMA user_version` of the layout this lipon-hw writes: the last step of
+#: `store_migrations.MIGRATIONS`
+SCHEMA_VERSION = store_migrations.LATEST
 #: `PRAGMA application_id`: "LiPN", marks the file as a lipon-hw store
 APPLICATION_ID = 0x4C69504E
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -206,39 +210,28 @@ class GuardedCursor:
 
 
 # --- what is in the file ------------------------------------------------------------------
-def expected_layout(schema: str) -> dict[str, list[tuple]]:
-    """Table name -> its columns (name, declared type, not null, pk) as `schema` makes them."""
-    con = sqlite3.connect(":memory:")
-    try:
-        con.executescript(schema)
-        return _layout(con)
-    finally:
-        con.close()
+class Found(NamedTuple):
+    """What `examine` found: "missing", "empty" (no tables yet), "older" (a layout this
+    version migrates; 0 is an unversioned store of layout 1) or "current"; and its layout."""
+    state: str
+    version: int
 
 
-def _layout(con: sqlite3.Connection) -> dict[str, list[tuple]]:
-    tables = [r[0] for r in con.execute(
-        "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite\\_%'"
-        " ESCAPE '\\' ORDER BY name")]
-    return {t: [(c[1], c[2].upper(), c[3], c[5]) for c in
-                con.execute(f'PRAGMA table_info("{t}")')] for t in tables}
-
-
-def examine(path: Path, schema: str, *, thorough: bool) -> str:
-    """What `path` holds, reading it only: "missing", "empty" (no tables yet), "unversioned"
-    (this layout, no schema version: adopt it), or "current". Anything else raises
-    StoreUnusable naming the file and what is wrong. `thorough` adds `PRAGMA quick_check`
-    (a full read of the file: about 0.3 s per 100 MB), which a writer needs."""
+def examine(path: Path, *, thorough: bool) -> Found:
+    """What `path` holds, reading it only. Anything but a sound lipon-hw database of a
+    layout this version knows (`store_migrations.expected_layout`) raises StoreUnusable
+    naming the file and what is wrong. `thorough` adds `PRAGMA quick_check` (a full read
+    of the file: about 0.3 s per 100 MB), which a writer needs."""
     try:
         st = path.stat()
     except FileNotFoundError:
-        return "missing"
+        return Found("missing", 0)
     except OSError as exc:
         raise store_error(exc, path) from exc
     if not stat.S_ISREG(st.st_mode):
         raise StoreUnusable(f"{path} is not a regular file")
     if st.st_size == 0:
-        return "empty"
+        return Found("empty", 0)
     try:
         with open(path, "rb") as fh:
             header = fh.read(100)
@@ -253,12 +246,12 @@ def examine(path: Path, schema: str, *, thorough: bool) -> str:
     con = connect_read_only(path)
     try:
         with converted(path):
-            return _check_contents(con, path, schema, thorough)
+            return _check_contents(con, path, thorough)
     finally:
         con.close()
 
 
-def _check_contents(con: sqlite3.Connection, path: Path, schema: str, thorough: bool) -> str:
+def _check_contents(con: sqlite3.Connection, path: Path, thorough: bool) -> Found:
     version = con.execute("PRAGMA user_version").fetchone()[0]
     app_id = con.execute("PRAGMA application_id").fetchone()[0]
     if app_id not in (0, APPLICATION_ID):
@@ -267,8 +260,8 @@ def _check_contents(con: sqlite3.Connection, path: Path, schema: str, thorough: 
     if version > SCHEMA_VERSION:
         raise StoreUnusable(f"{path} was written by a newer lipon-hw (store version {version}; "
                             f"this one knows up to {SCHEMA_VERSION}): upgrade lipon-hw")
-    found = _layout(con)
-    expected = expected_layout(schema)
+    found = store_migrations.layout_of(con)
+    expected = store_migrations.expected_layout(max(version, 1))
     foreign = sorted(set(found) - set(expected))
     if foreign:
         raise StoreUnusable(f"{path} is an SQLite database of something else (table "
@@ -285,8 +278,8 @@ def _check_contents(con: sqlite3.Connection, path: Path, schema: str, thorough: 
             raise StoreUnusable(f"{path} fails its integrity check ({first}); restore it "
                                 "from a backup")
     if not found:
-        return "empty"
-    return "current" if version == SCHEMA_VERSION else "unversioned"
+        return Found("empty", version)
+    return Found("current" if version == SCHEMA_VERSION else "older", version)
 
 
 def require_writable(data_dir: Path, path: Path) -> None:

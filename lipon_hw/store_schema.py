@@ -1,13 +1,15 @@
-"""The store's tables (layout version `store_open.SCHEMA_VERSION`) and its row types.
+"""The store's tables as layout 1 made them, and the typed records the store returns.
 
 Readings are long (run, time, quantity, value); a cell test's samples, spectra and cycle
-statistics have tables of their own. A column added to an existing table is a new layout:
-raise SCHEMA_VERSION and migrate (a writer refuses a file of a layout it does not know).
+statistics have tables of their own. `SCHEMA` is layout 1 exactly as lipon-hw 0.1.0 wrote
+it, the base every migration starts from: never edit it. A table or column added later is
+a step in `store_migrations.MIGRATIONS`, which says how (a writer refuses a file of a
+layout it does not know, and migrates an older one).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -164,3 +166,77 @@ class Checkpoint:
     t_s: float
     step_idx: int
     state: dict
+
+
+@dataclass(frozen=True)
+class RunMetadata:
+    """Where and with what a run ran (`store_metadata`); None where it is not known."""
+    run_id: int
+    lipon_hw_version: str | None
+    station_name: str | None
+    simulated: bool | None
+    sequence_sha256: str
+    station_sha256: str
+    host_name: str | None
+    user_name: str | None
+    python_version: str | None
+    platform: str | None
+    #: `store_metadata.AT_START`, or `INFERRED` for a run older than layout 2
+    recorded: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One film of a sample's stack, as measured (`properties`: the step, the process
+    setpoints, partial and why, how its thickness was estimated...)."""
+    seq: int
+    run_id: int
+    material: str
+    thickness_nm: float
+    rate_A_s: float | None
+    tool: str
+    properties: dict
+
+    @property
+    def partial(self) -> bool:
+        """Recorded when its run stopped while the layer grew."""
+        return bool(self.properties.get("partial"))
+
+    def to_dict(self) -> dict:
+        return {"seq": self.seq, "run_id": self.run_id, "material": self.material,
+                "thickness_nm": self.thickness_nm, "rate_A_s": self.rate_A_s,
+                "tool": self.tool, "properties": self.properties}
+
+
+@dataclass(frozen=True)
+class Sample:
+    id: str
+    substrate: str
+    created_at: float
+    #: its film stack, bottom first
+    layers: tuple[Layer, ...]
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "substrate": self.substrate, "created_at": self.created_at,
+                "layers": [layer.to_dict() for layer in self.layers]}
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One potentiostat channel of a cell test: its progress and resume `state`."""
+    channel: int
+    instrument: str
+    sample_id: str | None
+    protocol: str
+    status: str
+    message: str
+    cycle: int
+    step_count: int
+    t_s: float
+    state: dict
+
+    def to_dict(self) -> dict:
+        return asdict(self)

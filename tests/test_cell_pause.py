@@ -107,10 +107,10 @@ def test_the_operator_wish_is_the_last_toggle_and_abort_wins(tmp_path):
     run_id = store.create_run("x", "cycling", "x.yaml", "", "", None, None)
     wish = OperatorWish(store, run_id, every_s=0.0)
     assert wish() is None
-    store.request(run_id, "pause")
+    store.requests.make(run_id, "pause")
     assert wish() == "pause"
-    store.request(run_id, "continue")
+    store.requests.make(run_id, "continue")
     assert wish() == "continue"
-    store.request(run_id, "pause")
-    store.request(run_id, "abort")
+    store.requests.make(run_id, "pause")
+    store.requests.make(run_id, "abort")
     assert wish() == "abort"

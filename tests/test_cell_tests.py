@@ -127,7 +127,7 @@ def test_a_short_on_one_channel_stops_that_channel_alone(tmp_path):
     assert short["status"] == "tripped" and "below min_V 2.5 V" in short["message"]
     assert short["cycles"] < 4
     store = Store(tmp_path / "data")
-    assert {c["status"] for c in store.channels(result.run_id)} == {"completed", "tripped"}
+    assert {c.status for c in store.channels(result.run_id)} == {"completed", "tripped"}
 
 
 def test_bdf_export_has_the_standard_columns_and_monotonic_counts(tmp_path):
@@ -366,13 +366,13 @@ def test_a_film_made_on_the_line_is_the_film_the_cell_test_measures(tmp_path):
     data = tmp_path / "data"
     start_run(str(short_recipe(tmp_path, thickness_nm=300)), data)
     (layer,) = Store(data).film_stack("T-1")
-    truth = layer["properties"]["sim_truth"]
+    truth = layer.properties["sim_truth"]
     text = (SEQUENCES / "lipon_conductivity.yaml").read_text(encoding="utf-8").replace(
         "channels: 1\ncell: {kind: blocking, area_cm2: 0.04, lipon_thickness_nm: 3700}",
         'channels: {"1": {sample: T-1}}\ncell: {kind: blocking, area_cm2: 0.04}')
     result = start_cycling(write(tmp_path, text), data, workers=1)
     summary = result.summary
-    assert summary["film_thickness_nm"] == pytest.approx(layer["thickness_nm"])
+    assert summary["film_thickness_nm"] == pytest.approx(layer.thickness_nm)
     assert summary["ionic_conductivity_S_cm"] == pytest.approx(truth["sigma_S_cm"], rel=0.05)
     assert truth["sigma_S_cm"] != pytest.approx(2.5e-6, rel=0.01)  # not the seeds' default
 

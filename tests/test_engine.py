@@ -52,8 +52,8 @@ def test_short_run_reaches_target_and_ends_safe(tmp_path):
     result = bench.engine.run()
     assert result.status == "completed"
     layer = bench.store.film_stack("T-1")[0]
-    assert layer["material"] == "LiPON"
-    assert layer["thickness_nm"] == pytest.approx(30, abs=0.3)
+    assert layer.material == "LiPON"
+    assert layer.thickness_nm == pytest.approx(30, abs=0.3)
     # the world agrees with the monitor once tooling is applied
     assert bench.tool.film_stack()[0]["thickness_nm"] == pytest.approx(30, rel=0.02)
     assert bench.tool.pressure_torr() > 500  # vented
@@ -116,7 +116,7 @@ def test_mismatch_holds_deposition_then_recovers(tmp_path):
     messages = [a["message"] for a in bench.store.alarms(bench.run_id)]
     assert any("shutter closed, RF off" in m for m in messages)
     assert any("cleared, process restored" in m for m in messages)
-    assert bench.store.film_stack("T-1")[0]["thickness_nm"] == pytest.approx(40, abs=0.3)
+    assert bench.store.film_stack("T-1")[0].thickness_nm == pytest.approx(40, abs=0.3)
 
 
 def test_ignition_outside_pressure_window_aborts(tmp_path):
@@ -143,11 +143,11 @@ def test_operator_pause_continue_and_abort(tmp_path):
     state = {}
 
     def pause():
-        store.request(run_id, "pause")
+        store.requests.make(run_id, "pause")
 
     def check_paused_then_continue():
         state["paused"] = (bench.engine.ctx.held, bench.tool.s.shutter_open, bench.tool.s.rf_on)
-        store.request(run_id, "continue")
+        store.requests.make(run_id, "continue")
 
     bench.at_deposit(pause, after_s=20)
     bench.at_deposit(check_paused_then_continue, after_s=600)
@@ -156,11 +156,11 @@ def test_operator_pause_continue_and_abort(tmp_path):
     messages = [a["message"] for a in store.alarms(run_id)]
     assert "pause requested: shutter closed, RF off" in messages
     assert "pause requested: cleared, process restored" in messages
-    assert store.film_stack("T-1")[0]["thickness_nm"] == pytest.approx(60, abs=0.3)
+    assert store.film_stack("T-1")[0].thickness_nm == pytest.approx(60, abs=0.3)
 
     (tmp_path / "b").mkdir()
     bench2 = Bench(tmp_path / "b", thickness_nm=200)
-    bench2.at_deposit(lambda: bench2.store.request(bench2.run_id, "abort"))
+    bench2.at_deposit(lambda: bench2.store.requests.make(bench2.run_id, "abort"))
     with pytest.raises(RunAborted, match="aborted by the operator"):
         bench2.engine.run()
     bench2.assert_safe()

@@ -113,7 +113,7 @@ def test_crystal_failure_finishes_by_time_power_when_the_recipe_says_so(tmp_path
     assert any("crystal failed at" in m for m in messages)
     assert any("finishing the layer by time-power" in m for m in messages)
     layer = bench.store.film_stack("E-1")[-1]
-    assert layer["properties"]["estimated_by"] == "time_power"
+    assert layer.properties["estimated_by"] == "time_power"
     assert bench.substrate_nm("Cu") == pytest.approx(150, rel=0.05)
 
 
@@ -183,7 +183,7 @@ def test_tooling_calibration_corrects_the_next_layer(tmp_path):
     assert bench.engine.run().status == "completed"
     new_tooling = bench.store.tooling("evap_qcm", "Cu")
     assert new_tooling == pytest.approx(bench.tool.true_tooling_pct, rel=0.02)
-    assert bench.store.film_stack("E-1")[-1]["thickness_nm"] == pytest.approx(100, abs=0.5)
+    assert bench.store.film_stack("E-1")[-1].thickness_nm == pytest.approx(100, abs=0.5)
     # one continuous Cu film: 100 nm read at the wrong tooling (~74 nm real) + 100 nm right
     cu = [la for la in bench.tool.film_stack() if la["material"] == "Cu"]
     assert len(cu) == 1

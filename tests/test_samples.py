@@ -48,12 +48,12 @@ def test_a_recipe_run_twice_deposits_on_a_new_sample_and_the_next_film_stacks(tm
                           cwd=tmp_path))
     assert (first["sample_id"], au["sample_id"], named["sample_id"]) == ("T-1", "T-1", "T-1")
     store = Store(data)
-    assert [la["material"] for la in store.film_stack("T-1")] == ["LiPON", "Au", "LiPON"]
-    assert [la["material"] for la in store.film_stack("T-1-2")] == ["LiPON"]
+    assert [la.material for la in store.film_stack("T-1")] == ["LiPON", "Au", "LiPON"]
+    assert [la.material for la in store.film_stack("T-1-2")] == ["LiPON"]
     # the summary: sample, thickness, mean rate (thickness over shutter-open time), plots
     assert first["thickness_nm"] == pytest.approx(20, abs=0.3)
     layer = store.film_stack("T-1")[0]
-    assert first["mean_rate_A_s"] == pytest.approx(layer["rate_A_s"], rel=1e-3)
+    assert first["mean_rate_A_s"] == pytest.approx(layer.rate_A_s, rel=1e-3)
     assert 0.2 < first["mean_rate_A_s"] < 1.0
     assert first["plots"] and all(Path(p).is_file() for p in first["plots"])
     assert str(data / "runs" / str(first["run_id"])) in first["plots"][0]
@@ -79,17 +79,17 @@ def test_sample_option_is_refused_for_a_cell_test(tmp_path):
 
 def test_an_aborted_deposition_keeps_its_layer_as_partial(tmp_path):
     bench = Bench(tmp_path, thickness_nm=200)
-    bench.at_deposit(lambda: bench.store.request(bench.run_id, "abort"), after_s=300)
+    bench.at_deposit(lambda: bench.store.requests.make(bench.run_id, "abort"), after_s=300)
     with pytest.raises(RunAborted):
         bench.engine.run()
     bench.assert_safe()
     (layer,) = bench.store.film_stack("T-1")
-    assert layer["properties"]["partial"] is True
-    assert layer["properties"]["ended"].startswith("aborted: ")
+    assert layer.properties["partial"] is True
+    assert layer.properties["ended"].startswith("aborted: ")
     # what the monitor read when it stopped: 300 s at ~0.46 Å/s, as the film in the world
-    assert 10 < layer["thickness_nm"] < 200
-    assert layer["thickness_nm"] == pytest.approx(bench.tool.film_stack()[0]["thickness_nm"],
-                                                  rel=0.05)
+    assert 10 < layer.thickness_nm < 200
+    assert layer.thickness_nm == pytest.approx(bench.tool.film_stack()[0]["thickness_nm"],
+                                              rel=0.05)
     summary = bench.store.run(bench.run_id).summary
     assert summary["sample_id"] == "T-1"
     assert summary["layers"][0]["properties"]["partial"] is True
@@ -104,9 +104,9 @@ def test_a_partial_layer_is_replaced_when_its_run_finishes_it(tmp_path):
                     {"step": 3, "partial": True})
     store.add_layer("S", 3, "Cu", 200.0, 1.0, "evaporator", 40.0, {"step": 3})
     stack = store.film_stack("S")
-    assert [(la["material"], la["thickness_nm"], la["run_id"]) for la in stack] == [
+    assert [(la.material, la.thickness_nm, la.run_id) for la in stack] == [
         ("LiPON", 1000.0, 1), ("Cu", 100.0, 2), ("Cu", 200.0, 3)]
-    assert "partial" not in stack[0]["properties"]
+    assert "partial" not in stack[0].properties
 
 
 def test_sample_listing_marks_a_partial_layer(tmp_path):

@@ -279,9 +279,12 @@ def test_run_does_not_write_into_a_database_that_fails_its_integrity_check(data,
     assert not (data / "runs" / "2").exists()
 
 
-def test_an_unversioned_store_of_this_layout_is_adopted(data, tmp_path):
+def test_an_unversioned_store_of_layout_1_is_adopted(data, tmp_path):
+    """Stores made before layouts had versions are of layout 1: without a version, and
+    without the tables later layouts added."""
     db = data / DB_NAME
     con = sqlite3.connect(db)
+    con.execute("DROP TABLE run_metadata")
     con.execute("PRAGMA user_version=0")
     con.execute("PRAGMA application_id=0")
     con.commit()
@@ -293,6 +296,7 @@ def test_an_unversioned_store_of_this_layout_is_adopted(data, tmp_path):
     con = sqlite3.connect(db)
     assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert con.execute("SELECT count(*) FROM runs").fetchone()[0] == 1
+    assert con.execute("SELECT count(*) FROM run_metadata").fetchone()[0] == 1
     con.close()
 
 
@@ -480,7 +484,7 @@ def test_non_finite_cell_samples_and_impedance_do_not_poison_the_buffer(tmp_path
     store.flush()
     assert [r[0] for r in store.cell_samples(run_id, 1)] == [0.0, 3.0]
     assert [r[3] for r in store.spectra(run_id, 1)] == [1e3]
-    assert store.channels(run_id)[0]["t_s"] == 5.0
+    assert store.channels(run_id)[0].t_s == 5.0
     assert len(store.alarms(run_id)) == 2  # one for the samples, one for the spectrum
     store.close()
 

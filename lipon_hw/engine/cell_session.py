@@ -28,7 +28,7 @@ from lipon_hw.engine.runner import Interrupted, RunResult, _uninterruptible
 from lipon_hw.engine.session import ends_run_on_failure, make_env, run_to_resume
 from lipon_hw.errors import InputError, LiponError, StoreError
 from lipon_hw.station import Station, load_station
-from lipon_hw.store import Store
+from lipon_hw.store import Channel, Store
 
 RESUMABLE = ("running", "interrupted", "failed", "aborted")
 CHANNEL_RESUMABLE = ("pending", "running", "paused", "interrupted", "aborted")
@@ -40,8 +40,8 @@ def sample_capacity_Ah(store: Store, sample_id: str, area_cm2: float) -> float |
         layers = store.film_stack(sample_id)
     except LiponError:
         return None
-    uah_cm2 = sum(layer["thickness_nm"] * 1e-3 * pr.CATHODE_UAH_CM2_PER_UM[layer["material"]]
-                  for layer in layers if layer["material"] in pr.CATHODE_UAH_CM2_PER_UM)
+    uah_cm2 = sum(layer.thickness_nm * 1e-3 * pr.CATHODE_UAH_CM2_PER_UM[layer.material]
+                  for layer in layers if layer.material in pr.CATHODE_UAH_CM2_PER_UM)
     return uah_cm2 * area_cm2 * 1e-6 if uah_cm2 > 0 else None
 
 
@@ -62,7 +62,7 @@ def _sample_known(store: Store, sample_id: str, needs_films: bool) -> bool:
         sample = store.sample(sample_id)
     except InputError:
         return False
-    return bool(sample["layers"]) or not needs_films
+    return bool(sample.layers) or not needs_films
 
 
 def start_cycling(sequence: str, data_dir: str | Path, station_path: str | None = None,
@@ -108,13 +108,13 @@ def resume_cycling(run_id: int, data_dir: str | Path, speed: float | None = None
         run, station = run_to_resume(store, run_id, RESUMABLE, owned)
         proto = load(run.sequence_path, station, store, text=run.sequence_text)
         claims.take_cell_resume(owned, store, run_id, station, proto, CHANNEL_RESUMABLE)
-        stored = {c["channel"]: c for c in store.channels(run_id)}
+        stored = {c.channel: c for c in store.channels(run_id)}
         states = {}
         for plan in proto.channels:
             row = stored.get(plan.channel)
-            if row is None or row["status"] not in CHANNEL_RESUMABLE:
+            if row is None or row.status not in CHANNEL_RESUMABLE:
                 continue
-            state = ChannelState.from_dict(row["state"])
+            state = ChannelState.from_dict(row.state)
             if station.simulated:  # the simulated cell rolls back: what came after never was
                 store.rewind_channel(run_id, plan.channel, state.t_s)
             else:  # real cells lived on: the clock goes on from the last sample stored
@@ -127,7 +127,7 @@ def resume_cycling(run_id: int, data_dir: str | Path, speed: float | None = None
             _plots(store, run_id, notify)
             return RunResult(run_id, status, message, summary["virtual_s"], 0.0, summary)
         t0 = min(s.t_s for s in states.values())
-        store.take_requests(run_id)  # a resume runs: a pause or abort asked before is done
+        store.requests.take(run_id)  # a resume runs: a pause or abort asked before is done
         store.set_status(run_id, "running", f"resumed from t = {t0:.0f} s")
         with ends_run_on_failure(store, run_id):
             store.add_alarm(run_id, t0, "info", "engine", f"resumed channels "
@@ -189,25 +189,24 @@ def _end_run(store: Store, run_id: int, proto: pr.Protocol, status: str, message
              ) -> tuple[str, str, dict]:
     """The run's final status, message and summary, from what its channels stored. A run
     whose channels all ran to their end (`status` completed) is judged by them."""
-    rows = store.channels(run_id)
-    _mark_lost(store, run_id, rows, status)
+    rows = _mark_lost(store, run_id, store.channels(run_id), status)
     if status == "completed":
         status, message = _judged(rows)
-        store.take_requests(run_id)
+        store.requests.take(run_id)
     summary = _summary(store, run_id, proto, rows)
     store.set_status(run_id, status, message, summary)
     return status, message, summary
 
 
-def _judged(rows: list[dict]) -> tuple[str, str]:
+def _judged(rows: list[Channel]) -> tuple[str, str]:
     """aborted if the operator stopped a channel; failed if no channel got through its
     protocol (every one tripped or failed); else completed. The message lists them all."""
     outcome = _outcome(rows)
-    ended = {row["status"] for row in rows}
+    ended = {row.status for row in rows}
     if "aborted" in ended:
         return "aborted", outcome  # by the operator: channels stopped, cells off
     if ended and ended <= {"tripped", "failed"}:
-        first = next((row["message"] for row in rows if row["message"]), "")
+        first = next((row.message for row in rows if row.message), "")
         return "failed", f"no channel got through its protocol ({outcome}); {first}".rstrip("; ")
     return "completed", outcome
 
@@ -256,7 +255,7 @@ class OperatorWish:
     def __call__(self) -> str | None:
         if time.monotonic() - self._read_at >= self.every_s:
             self._read_at = time.monotonic()
-            pending = self.store.pending_requests(self.run_id)
+            pending = self.store.requests.pending(self.run_id)
             toggles = [a for a in pending if a in ("pause", "continue")]
             self._wish = "abort" if "abort" in pending else toggles[-1] if toggles else None
         return self._wish
@@ -295,7 +294,7 @@ def _run_workers(store: Store, run_id: int, groups: list[list[int]],
                 proc.join(timeout=0.5 / len(procs))
             if on_cycle:
                 for row in store.channels(run_id):
-                    on_cycle(row["channel"], max(row["cycle"] - 1, 0))
+                    on_cycle(row.channel, max(row.cycle - 1, 0))
     except BaseException:  # a SIGTERM that only reached us, or this process failing: no
         for proc in procs:  # worker runs on unwatched; each disconnects its cells and says so
             if proc.is_alive():
@@ -351,17 +350,19 @@ def _die_with_parent(parent_pid: int) -> bool:
     return os.getppid() == parent_pid
 
 
-def _mark_lost(store: Store, run_id: int, rows: list[dict], status: str) -> None:
-    """Channels whose process died without saying so."""
-    for row in rows:
-        if row["status"] in ("running", "pending") and status == "completed":
-            row["status"], row["message"] = "failed", "its worker process died"
-            store.update_channel(run_id, row["channel"], "failed", row["message"], row["cycle"],
-                                 row["step_count"], row["t_s"], row["state"])
+def _mark_lost(store: Store, run_id: int, rows: list[Channel], status: str
+               ) -> list[Channel]:
+    """Channels whose process died without saying so, marked failed; the rows as now."""
+    for i, row in enumerate(rows):
+        if row.status in ("running", "pending") and status == "completed":
+            rows[i] = row = replace(row, status="failed", message="its worker process died")
+            store.update_channel(run_id, row.channel, "failed", row.message, row.cycle,
+                                 row.step_count, row.t_s, row.state)
     store.flush()
+    return rows
 
 
-def _summary(store: Store, run_id: int, proto: pr.Protocol, rows: list[dict]) -> dict:
+def _summary(store: Store, run_id: int, proto: pr.Protocol, rows: list[Channel]) -> dict:
     """Per channel: status, completed cycles, last discharge capacity, mean CE (the first
     cycle left out: formation), retention; and the film's conductivities where the
     protocol measured them (the first such channel's also at the top level)."""
@@ -370,17 +371,17 @@ def _summary(store: Store, run_id: int, proto: pr.Protocol, rows: list[dict]) ->
     from lipon_hw.engine.cycle_stats import reference_discharge_Ah
 
     plans = {p.channel: p for p in proto.channels}
-    summary: dict = {"virtual_s": max((r["t_s"] for r in rows), default=0.0)}
+    summary: dict = {"virtual_s": max((r.t_s for r in rows), default=0.0)}
     out = []
     for row in rows:
-        stats = [CycleStats(**c) for c in store.cycles(run_id, row["channel"])]
-        plan = plans.get(row["channel"])
+        stats = [CycleStats(**c) for c in store.cycles(run_id, row.channel)]
+        plan = plans.get(row.channel)
         figures = summarize(stats, from_cycle=stats[0].cycle + 1 if stats else None)
         ref = reference_discharge_Ah(stats, plan.program.termination.reference_cycle
                                      if plan else 1)
         last = figures.last_discharge_Ah
-        entry = {"channel": row["channel"], "status": row["status"], "message": row["message"],
-                 "cycles": max(row["cycle"] - 1, 0), "steps": row["step_count"],
+        entry = {"channel": row.channel, "status": row.status, "message": row.message,
+                 "cycles": max(row.cycle - 1, 0), "steps": row.step_count,
                  "last_discharge_uAh": _scaled(last, 1e6),
                  "mean_coulombic_efficiency": figures.mean_coulombic_efficiency,
                  "retention": last / ref if last and ref else None}
@@ -398,10 +399,10 @@ def _scaled(value: float | None, k: float) -> float | None:
     return None if value is None else value * k
 
 
-def _outcome(rows: list[dict]) -> str:
+def _outcome(rows: list[Channel]) -> str:
     ended: dict[str, list[int]] = {}
     for row in rows:
-        ended.setdefault(row["status"], []).append(row["channel"])
+        ended.setdefault(row.status, []).append(row.channel)
     return "; ".join(f"{status}: channel{'s' * (len(nums) > 1)} "
                      f"{', '.join(map(str, nums))}" for status, nums in sorted(ended.items()))
 
@@ -435,8 +436,8 @@ def _sample_layers(store: Store, sample_id: str) -> list[dict]:
     layers = store.film_stack(sample_id)
     if not layers:
         raise InputError(f"sample {sample_id!r} has no layers in {store.path}")
-    return [layer["properties"].get("sim_truth") or
-            {"material": layer["material"], "thickness_nm": layer["thickness_nm"]}
+    return [layer.properties.get("sim_truth") or
+            {"material": layer.material, "thickness_nm": layer.thickness_nm}
             for layer in layers]
 
 

@@ -127,7 +127,7 @@ def take_cell_resume(owned: Ownership, store, run_id: int, station: Station, pro
                      resumable: tuple[str, ...]) -> None:
     """The channels a cell-test resume will drive (those not ended), their samples; then
     wait for any worker of a killed engine of this run that is still writing."""
-    ended = {c["channel"] for c in store.channels(run_id) if c["status"] not in resumable}
+    ended = {c.channel for c in store.channels(run_id) if c.status not in resumable}
     owned.take(cell_test(station, proto, [p.channel for p in proto.channels
                                           if p.channel not in ended]))
     wait_until_free(owned.data_dir, run_workers(run_id), WORKERS_WAIT_S)

@@ -271,10 +271,10 @@ def calibrate_tooling(ctx, p: CalibrateTooling, state: dict):
     inst = ctx.roles["thickness_monitor"]
     sample = ctx.recipe.sample
     layers = [la for la in (ctx.store.film_stack(sample.id) if sample else [])
-              if la["material"] == p.film]
+              if la.material == p.film]
     if not layers:
         raise RunAborted(f"calibrate_tooling: no {p.film} layer on the sample to measure")
-    read_nm = layers[-1]["thickness_nm"]
+    read_nm = layers[-1].thickness_nm
     measured = p.measured_nm
     if measured is None:
         truth = [la for la in ctx.engine.lab.sim.world.film_stack() if la["material"] == p.film]
@@ -320,6 +320,6 @@ def check_tool_limits(ctx) -> None:
         temperature = ctx.quantity("substrate_thermometer", "temperature_C")
         sample = ctx.sample_id  # the run's: its stack says whether it carries LiPON
         if limit is not None and temperature is not None and temperature > limit and sample \
-                and any(la["material"] == "LiPON" for la in ctx.store.film_stack(sample)):
+                and any(la.material == "LiPON" for la in ctx.store.film_stack(sample)):
             raise RunAborted(f"{thermometer}: sample {sample} carries LiPON and is at "
                              f"{temperature:.0f} °C, above its {limit:g} °C limit")

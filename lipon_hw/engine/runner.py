@@ -315,13 +315,13 @@ class Engine:
         """The sample, the layers this run made on it (partial ones marked), and the last
         layer's thickness and mean rate (shutter open to closed); the plots come later."""
         layers = [layer for layer in self.store.film_stack(self.sample_id)
-                  if layer["run_id"] == self.run_id] if self.sample_id else []
+                  if layer.run_id == self.run_id] if self.sample_id else []
         monitor = self.ctx.roles.get("thickness_monitor")
-        thickness = (layers[-1]["thickness_nm"] if layers
+        thickness = (layers[-1].thickness_nm if layers
                      else self.ctx.latest.get(f"{monitor}.thickness_nm"))
         return {"sample_id": self.sample_id, "thickness_nm": thickness,
-                "mean_rate_A_s": layers[-1]["rate_A_s"] if layers else None,
-                "virtual_s": self.env.now, "layers": layers}
+                "mean_rate_A_s": layers[-1].rate_A_s if layers else None,
+                "virtual_s": self.env.now, "layers": [layer.to_dict() for layer in layers]}
 
     # --- sampling, interlocks, checkpoints -------------------------------------------
     def _polled_quantities(self, tool: str) -> list[tuple[str, object, str]]:
@@ -388,7 +388,7 @@ class Engine:
 
     def _take_requests(self) -> None:
         ctx = self.ctx
-        for action in self.store.take_requests(self.run_id):
+        for action in self.store.requests.take(self.run_id):
             if action == "abort":
                 raise RunAborted("aborted by the operator")
             if action == "pause" and not ctx.operator_pause:

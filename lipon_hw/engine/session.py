@@ -96,7 +96,7 @@ def choose_sample(store: Store, recipe: Recipe, sample_id: str | None
     candidate, k, holders = base, 1, []
     while True:
         stack = store.film_stack(candidate)
-        if not films & {layer["material"] for layer in stack}:
+        if not films & {layer.material for layer in stack}:
             break
         holders.append(candidate)
         k += 1

@@ -1,0 +1,137 @@
+"""A cell test's tables in the store: its channels (progress and resume state), samples,
+impedance spectra and cycle statistics.
+
+A mixin of `store.Store`, kept in a module of its own for size only: its writes go
+through the store's buffers and are committed in the store's one transaction with the
+readings and checkpoints before them, which is why it is not an object of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Iterator, Mapping
+
+from lipon_hw.store_plumbing import finite
+from lipon_hw.store_schema import CELL_SAMPLE_COLUMNS, Channel
+
+
+class CellTestRecords:
+    def add_channel(self, run_id: int, channel: int, instrument: str, sample_id: str | None,
+                    protocol: str) -> None:
+        self._db.execute("INSERT OR IGNORE INTO channels (run_id, channel, instrument, sample_id,"
+                         " protocol, status) VALUES (?,?,?,?,?,'pending')",
+                         (run_id, channel, instrument, sample_id, protocol))
+
+    def update_channel(self, run_id: int, channel: int, status: str, message: str, cycle: int,
+                       step_count: int, t_s: float, state: Mapping | str) -> None:
+        """The channel's progress and resume state (a mapping, or its JSON); committed with
+        the samples before it."""
+        text = state if isinstance(state, str) else json.dumps(state)
+        self._pending_channels[(run_id, channel)] = (
+            status, message, cycle, step_count, t_s, text, run_id, channel)
+        self._maybe_flush()
+
+    def channels(self, run_id: int) -> list[Channel]:
+        self.flush()
+        rows = self._db.execute(
+            "SELECT channel, instrument, sample_id, protocol, status, message, cycle, step_count,"
+            " t_s, state FROM channels WHERE run_id=? ORDER BY channel", (run_id,)).fetchall()
+        return [Channel(*r[:-1], state=self._json(r[-1])) for r in rows]
+
+    def add_cell_samples(self, run_id: int, channel: int, rows: Iterable[tuple]) -> None:
+        """Rows of (t_s, voltage_V, current_A, cycle, step_count, step_id, step_type).
+        A row with a non-finite time, voltage or current is not stored (one alarm per
+        channel says so), so it cannot fail the NOT NULL columns of every later flush."""
+        rows = rows if isinstance(rows, list) else list(rows)
+        try:  # the common case in one pass: every row finite (NaN and ±inf propagate)
+            kept = [(run_id, channel, *r) for r in rows if math.isfinite(r[0] + r[1] + r[2])]
+        except TypeError:
+            kept = []
+        if len(kept) != len(rows):
+            kept = []
+            for r in rows:
+                if finite(r[0], r[1], r[2]):
+                    kept.append((run_id, channel, *r))
+                else:
+                    self._nonfinite(run_id, r[0], f"channel {channel}",
+                                     f"channel {channel} sample t = {r[0]!r} s, "
+                                     f"{r[1]!r} V, {r[2]!r} A")
+        self._pending_cells.extend(kept)
+        self._maybe_flush()
+
+    def add_spectrum(self, run_id: int, channel: int, rows: Iterable[tuple]) -> None:
+        """Rows of (t_s, cycle, step_count, f_Hz, z_re_ohm, z_im_ohm); as for samples, a
+        point with a non-finite value is left out with one alarm per channel."""
+        for r in rows:
+            if finite(r[0], r[3], r[4], r[5]):
+                self._pending_spectra.append((run_id, channel, *r))
+            else:
+                self._nonfinite(run_id, r[0], f"channel {channel} impedance",
+                                 f"channel {channel} impedance at {r[3]!r} Hz, t = {r[0]!r} s: "
+                                 f"{r[4]!r}, {r[5]!r} ohm")
+        self._maybe_flush()
+
+    def _nonfinite(self, run_id: int, t_s, source: str, what: str) -> None:
+        """One alarm per run and source for values that cannot be stored (NaN, ±inf)."""
+        if (run_id, source) in self._non_finite_seen:
+            return
+        self._non_finite_seen.add((run_id, source))
+        self._db.execute("INSERT INTO alarms VALUES (?,?,?,?,?)",
+                         (run_id, t_s if finite(t_s) else 0.0, "warning", "store",
+                          f"{what} is not a finite number and was not stored; later "
+                          f"non-finite values of {source} are left out silently"))
+
+    def add_cycle(self, run_id: int, channel: int, cycle: int, stats: Mapping) -> None:
+        self._db.execute("INSERT OR REPLACE INTO cycles VALUES (?,?,?,?)",
+                         (run_id, channel, cycle, json.dumps(dict(stats))))
+
+    def cell_samples(self, run_id: int, channel: int) -> Iterator[tuple]:
+        """Rows as CELL_SAMPLE_COLUMNS, in time order."""
+        self.flush()
+        yield from self._db.execute(
+            f"SELECT {', '.join(CELL_SAMPLE_COLUMNS)} FROM cell_samples WHERE run_id=? AND"
+            " channel=? ORDER BY t_s, rowid", (run_id, channel))
+
+    def cell_samples_of_cycles(self, run_id: int, channel: int, cycles: list[int]
+                               ) -> list[tuple]:
+        self.flush()
+        return self._db.execute(
+            f"SELECT {', '.join(CELL_SAMPLE_COLUMNS)} FROM cell_samples WHERE run_id=? AND"
+            f" channel=? AND cycle IN ({','.join('?' * len(cycles))}) ORDER BY t_s, rowid",
+            (run_id, channel, *cycles)).fetchall()
+
+    def spectra(self, run_id: int, channel: int) -> list[tuple]:
+        """(t_s, cycle, step_count, f_Hz, z_re_ohm, z_im_ohm) in time order."""
+        self.flush()
+        return self._db.execute(
+            "SELECT t_s, cycle, step_count, f_Hz, z_re_ohm, z_im_ohm FROM spectra WHERE run_id=?"
+            " AND channel=? ORDER BY t_s, rowid", (run_id, channel)).fetchall()
+
+    def cycles(self, run_id: int, channel: int) -> list[dict]:
+        self.flush()
+        return [self._json(r[0]) for r in self._db.execute(
+            "SELECT stats FROM cycles WHERE run_id=? AND channel=? ORDER BY cycle",
+            (run_id, channel))]
+
+    def last_cell_sample_t(self, run_id: int, channel: int) -> float:
+        self.flush()
+        row = self._db.execute("SELECT MAX(t_s) FROM cell_samples WHERE run_id=? AND"
+                               " channel=?", (run_id, channel)).fetchone()
+        return row[0] or 0.0
+
+    def max_step_count(self, run_id: int, channel: int) -> int:
+        self.flush()
+        row = self._db.execute("SELECT MAX(step_count) FROM cell_samples WHERE run_id=? AND"
+                               " channel=?", (run_id, channel)).fetchone()
+        return row[0] or 0
+
+    def rewind_channel(self, run_id: int, channel: int, t_s: float) -> None:
+        """Forget what one channel recorded after `t_s` (its simulated cell rolled back)."""
+        self.flush()
+        with self._transaction():
+            for table in ("cell_samples", "spectra"):
+                self._db.execute(f"DELETE FROM {table} WHERE run_id=? AND channel=? AND t_s > ?",
+                                 (run_id, channel, t_s))
+            self._db.execute("DELETE FROM cycles WHERE run_id=? AND channel=? AND"
+                             " json_extract(stats, '$.t_end_s') > ?", (run_id, channel, t_s))

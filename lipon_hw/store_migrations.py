@@ -1,0 +1,129 @@
+"""The store's layouts, and the steps that bring an older run database up to this one's.
+
+Layout 1 is `store_schema.SCHEMA` as lipon-hw 0.1.0 wrote it; every later layout is one
+`Migration` in `MIGRATIONS`, in order: the SQL that turns layout N-1 into N and, where an
+older run's rows tell what the new table or column should hold, a `fill` that writes it.
+A new database is layout 1 followed by every step, so a fresh store and a migrated one
+have the same layout by construction (`tests/test_store_migrations.py` checks it against
+a database 0.1.0 really wrote).
+
+A writer that opens an older database applies the steps it lacks in one transaction,
+stamping `PRAGMA user_version` in the same one: after a crash the file is either all old
+or all new. A reader never migrates: it reads an older layout as it stands, without
+writing a byte, and the store answers for what a later step added the way that step's
+fill would (`Store.run_metadata`). A database of a newer layout than `LATEST` is refused.
+
+To add a table or a column (e.g. a table of simulated ground truth): append
+`Migration(N + 1, "what and why", sql="CREATE TABLE ... ;" or "ALTER TABLE t ADD COLUMN
+..."; fill=... if older rows can tell its values)` and make the store's reader of it
+answer for a store of an older layout (`Store.layout < N + 1`: usually nothing). Never
+edit a step once released; databases made by it exist.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lipon_hw import store_metadata
+from lipon_hw.store_schema import SCHEMA
+
+
+@dataclass(frozen=True)
+class Migration:
+    to_version: int
+    what: str
+    #: statements separated by `;` (none holding a `;` of its own)
+    sql: str
+    #: derives the new table's or columns' values from an older database's rows
+    fill: Callable[[object], None] | None = None
+
+
+def _fill_run_metadata(db) -> None:
+    runs = db.execute("SELECT id, sequence_text, station_text FROM runs WHERE id NOT IN"
+                      " (SELECT run_id FROM run_metadata) ORDER BY id").fetchall()
+    for run_id, sequence_text, station_text in runs:
+        store_metadata.insert(db, store_metadata.inferred(run_id, sequence_text, station_text))
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(2, "run metadata written at start: version, station, digests, host, user", """
+        CREATE TABLE run_metadata (
+            run_id INTEGER PRIMARY KEY REFERENCES runs(id),
+            lipon_hw_version TEXT,
+            station_name TEXT,
+            simulated INTEGER,
+            sequence_sha256 TEXT NOT NULL,
+            station_sha256 TEXT NOT NULL,
+            host_name TEXT,
+            user_name TEXT,
+            python_version TEXT,
+            platform TEXT,
+            recorded TEXT NOT NULL
+        );""", fill=_fill_run_metadata),
+)
+
+#: the layout this lipon-hw writes (`PRAGMA user_version`)
+LATEST = MIGRATIONS[-1].to_version if MIGRATIONS else 1
+
+
+def statements(sql: str) -> list[str]:
+    return [s.strip() for s in sql.split(";") if s.strip()]
+
+
+def steps_after(version: int) -> list[Migration]:
+    """The steps a database of `version` lacks (0: an unversioned store of layout 1)."""
+    return [m for m in MIGRATIONS if m.to_version > max(version, 1)]
+
+
+def migrate(db, application_id: int) -> int:
+    """Bring the database on `db` (an autocommit connection) to LATEST in one
+    transaction; a new or empty file gets layout 1 and every step. Returns the version it
+    found. Another writer may have migrated it since it was examined: the version is
+    read again under the write lock."""
+    db.execute("BEGIN IMMEDIATE")  # outside the try: a lock refused leaves nothing to undo
+    try:
+        found = db.execute("PRAGMA user_version").fetchone()[0]
+        if found < LATEST:
+            if found <= 1:  # layout 1, perhaps made before some of its tables existed
+                for sql in statements(SCHEMA):
+                    db.execute(sql)
+            for step in steps_after(found):
+                for sql in statements(step.sql):
+                    db.execute(sql)
+                if step.fill is not None:
+                    step.fill(db)
+            db.execute(f"PRAGMA user_version={LATEST}")
+            db.execute(f"PRAGMA application_id={application_id}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return found
+
+
+@functools.cache
+def expected_layout(version: int) -> dict[str, list[tuple]]:
+    """Table name -> its columns (name, declared type, not null, pk) in layout `version`."""
+    con = sqlite3.connect(":memory:")
+    try:
+        for sql in statements(SCHEMA):
+            con.execute(sql)
+        for step in MIGRATIONS:
+            if step.to_version <= version:
+                for sql in statements(step.sql):
+                    con.execute(sql)
+        return layout_of(con)
+    finally:
+        con.close()
+
+
+def layout_of(con) -> dict[str, list[tuple]]:
+    """The tables of an open database, as `expected_layout` gives them."""
+    tables = [r[0] for r in con.execute(
+        "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite\\_%'"
+        " ESCAPE '\\' ORDER BY name")]
+    return {t: [(c[1], c[2].upper(), c[3], c[5]) for c in
+                con.execute(f'PRAGMA table_info("{t}")')] for t in tables}

@@ -1,0 +1,44 @@
+"""Operator requests to a running engine (pause, continue, abort), queued in the store.
+
+`lipon-hw pause|continue|abort RUN` adds a row to `requests`; the engine driving the run
+takes the rows not yet taken at its next sample and acts on them. Every worker process of
+a cell test sees a pending abort (`pending`) until the run's end marks it taken.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+
+
+class OperatorRequests:
+    """The `requests` table of one store's connection. `write_soon` is the store's
+    buffered write (committed at once when the lock comes, else with its next flush)."""
+
+    def __init__(self, db, write_soon: Callable[[Callable[[sqlite3.Connection], None]], None]):
+        self._db = db
+        self._write_soon = write_soon
+        self._taken: set[int] = set()
+
+    def make(self, run_id: int, action: str) -> None:
+        self._db.execute("INSERT INTO requests (run_id, action, made_at) VALUES (?,?,?)",
+                         (run_id, action, time.time()))
+
+    def pending(self, run_id: int) -> list[str]:
+        """Requests not yet acted on, left pending (every worker of a run sees them)."""
+        return [r[0] for r in self._db.execute(
+            "SELECT action FROM requests WHERE run_id=? AND taken=0 ORDER BY rowid", (run_id,))]
+
+    def take(self, run_id: int) -> list[str]:
+        """Requests not yet acted on, oldest first; taking them marks them taken (in memory
+        at once, in the database at the next write it allows)."""
+        rows = [r for r in self._db.execute(
+            "SELECT rowid, action FROM requests WHERE run_id=? AND taken=0 ORDER BY rowid",
+            (run_id,)).fetchall() if r[0] not in self._taken]
+        if rows:
+            ids = ",".join(str(r[0]) for r in rows)
+            self._taken.update(r[0] for r in rows)
+            self._write_soon(lambda db: db.execute(
+                f"UPDATE requests SET taken=1 WHERE rowid IN ({ids})"))
+        return [r[1] for r in rows]

@@ -1,0 +1,76 @@
+"""Samples and their film stacks in the store, and calibrated tooling factors.
+
+A mixin of `store.Store`, kept in a module of its own for size only: a layer is written
+through the store's buffered writes, in order with the run's readings and checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Mapping
+
+from lipon_hw.errors import InputError
+from lipon_hw.store_schema import Layer, Sample
+
+
+class SampleRecords:
+    # --- calibrated tooling factors (override the station's, newest wins) ------------
+    def set_tooling(self, instrument: str, film: str, tooling_pct: float, run_id: int) -> None:
+        self._db.execute("INSERT INTO tooling VALUES (?,?,?,?,?)",
+                         (instrument, film, tooling_pct, run_id, time.time()))
+
+    def tooling(self, instrument: str, film: str) -> float | None:
+        row = self._db.execute("SELECT tooling_pct FROM tooling WHERE instrument=? AND film=?"
+                               " ORDER BY rowid DESC LIMIT 1", (instrument, film)).fetchone()
+        return None if row is None else row[0]
+
+    # --- samples and their film stacks --------------------------------------------
+    def ensure_sample(self, sample_id: str, substrate: str = "") -> None:
+        row = (sample_id, substrate, time.time())
+        self._write_soon(lambda db: db.execute(
+            "INSERT OR IGNORE INTO samples (id, substrate, created_at) VALUES (?,?,?)", row))
+
+    def add_layer(self, sample_id: str, run_id: int, material: str, thickness_nm: float,
+                  rate_A_s: float | None, tool: str, t_s: float,
+                  properties: Mapping | None = None) -> None:
+        """A layer on top of the sample's stack; a layer of the same run and step that was
+        recorded partial (the run stopped while it grew, then resumed) is replaced."""
+        props = dict(properties or {})
+        text = json.dumps(props)
+
+        def write(db: sqlite3.Connection) -> None:
+            partial = db.execute(
+                "SELECT seq FROM layers WHERE sample_id=? AND run_id=? AND"
+                " json_extract(properties, '$.step')=? AND"
+                " json_extract(properties, '$.partial')=1", (sample_id, run_id,
+                                                             props.get("step"))).fetchone()
+            if partial is not None:
+                db.execute("UPDATE layers SET material=?, thickness_nm=?, rate_A_s=?, tool=?,"
+                           " t_s=?, properties=? WHERE sample_id=? AND seq=?",
+                           (material, thickness_nm, rate_A_s, tool, t_s, text, sample_id,
+                            partial[0]))
+                return
+            seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM layers WHERE sample_id=?",
+                             (sample_id,)).fetchone()[0]
+            db.execute("INSERT INTO layers VALUES (?,?,?,?,?,?,?,?,?)",
+                       (sample_id, seq, run_id, material, thickness_nm, rate_A_s, tool, t_s,
+                        text))
+
+        self._write_soon(write)
+
+    def film_stack(self, sample_id: str) -> list[Layer]:
+        """The sample's layers, bottom first (none for a sample not in the store)."""
+        self.try_flush()
+        rows = self._db.execute(
+            "SELECT seq, run_id, material, thickness_nm, rate_A_s, tool, properties FROM layers"
+            " WHERE sample_id=? ORDER BY seq", (sample_id,)).fetchall()
+        return [Layer(*r[:-1], properties=self._json(r[-1])) for r in rows]
+
+    def sample(self, sample_id: str) -> Sample:
+        row = self._db.execute("SELECT id, substrate, created_at FROM samples WHERE id=?",
+                               (sample_id,)).fetchone()
+        if row is None:
+            raise InputError(f"sample {sample_id!r} is not in {self.path}")
+        return Sample(*row, layers=tuple(self.film_stack(sample_id)))
