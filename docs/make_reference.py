@@ -43,16 +43,11 @@ def render() -> str:
         "- [Station files](#station-files)",
         "- [Where the ranges come from](#where-the-ranges-come-from)",
         "",
-        "## Deposition recipes",
-        "",
-        "A file without `kind: cycling`. Its top level:",
-        "",
-        *_table(recipe, recipe),
-        "",
-        "Each entry of `steps` is a mapping with exactly one step name, e.g. "
-        "`- rf: {power_W: 50}`. The roles a step needs must be played by an instrument of "
-        "the tool it runs on (the recipe's `tool`, or the one a `transfer` moved to).",
-        "",
+        *_part("Deposition recipes", "A file without `kind: cycling`.", recipe,
+               "Each entry of `steps` is a mapping with exactly one step name, e.g. "
+               "`- rf: {power_W: 50}`. The roles a step needs must be played by an "
+               "instrument of the tool it runs on (the recipe's `tool`, or the one a "
+               "`transfer` moved to)."),
     ]
     for kind, model in rc.STEP_KINDS.items():
         needs = model.model_construct().needs()
@@ -68,20 +63,13 @@ def render() -> str:
     out += ["Recorded quantities per role: " + "; ".join(
         f"`{role}`: {', '.join(qs)}" for role, qs in rc.ROLE_QUANTITIES.items()) + ".", ""]
 
-    out += [
-        "## Cell-test protocols",
-        "",
-        "A file with `kind: cycling`. Its top level:",
-        "",
-        *_table(protocol, protocol),
-        "",
+    out += _part(
+        "Cell-test protocols", "A file with `kind: cycling`.", protocol,
         "`channels` is a range (`1-16`, `1-4,7`), a number, a list of numbers, or a mapping "
         "of ranges to channel specs (`{\"1-8\": {}, \"9-16\": {protocol: fast}}`). Each "
         "entry of `steps` is a mapping with exactly one step name. `until` ends are any-of; "
         "`goto: {<end>: <tag>}` jumps to a tag when that end stopped the step. A `loop` "
-        "jumps back to its tag `times` − 1 times, and every jump back starts a cycle.",
-        "",
-    ]
+        "jumps back to its tag `times` − 1 times, and every jump back starts a cycle.")
     for kind, model in ps.STEP_KINDS.items():
         ends = model.model_construct().allowed_ends()
         technique = model.TECHNIQUE.__name__ if model.TECHNIQUE else "-"
@@ -97,17 +85,10 @@ def render() -> str:
                         ("`protocols` entries", "ProtocolSpec")):
         out += _section(title, protocol, name)
 
-    out += [
-        "## Station files",
-        "",
-        "`lipon-hw station` prints the built-in one (the simulated lab). Its top level:",
-        "",
-        *_table(station, station),
-        "",
-        "`tools` maps a tool name to its roles, each played by an instrument: "
-        + ", ".join(f"`{r}`" for r in ROLES) + ".",
-        "",
-    ]
+    out += _part("Station files", "`lipon-hw station` prints the built-in one (the "
+                 "simulated lab).", station,
+                 "`tools` maps a tool name to its roles, each played by an instrument: "
+                 + ", ".join(f"`{r}`" for r in ROLES) + ".")
     for title, name in (("instruments", "InstrumentSpec"), ("`films` entries", "FilmSpec"),
                         ("`sim`", "SimSpec")):
         out += _section(title, station, name)
@@ -123,6 +104,12 @@ def render() -> str:
     out += ["", "## Where the ranges come from", "", "From `lipon_hw/engine/ranges.py`:", "",
             "```", _dedent(ranges.__doc__).strip(), "```", ""]
     return "\n".join(out)
+
+
+def _part(title: str, what: str, schema: dict, after: str) -> list[str]:
+    """A part of the reference: its title, its file's top level, then `after`."""
+    return [f"## {title}", "", f"{what} Its top level:", "", *_table(schema, schema), "",
+            after, ""]
 
 
 def _section(title: str, schema: dict, name: str, extra: list[str] | None = None) -> list[str]:
