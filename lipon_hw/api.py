@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lipon_hw.errors import InputError
+from lipon_hw.errors import InputError, InstrumentError
 
 DEFAULT_DATA = "lipon-data"
 
@@ -60,12 +60,10 @@ def open_instrument(driver: str, address: str | None = None, *, station: Any = N
         if address is not None or settings:
             spec = spec.model_copy(update={
                 "address": address or spec.address, "settings": {**spec.settings, **settings}})
-        name = driver
     else:
         if address is None:
             raise InputError(f"open_instrument({driver!r}) needs an address, or station=")
         spec = InstrumentSpec(driver=driver, address=address, settings=settings)
-        name = driver
     if timeout_s is not None:
         spec = spec.model_copy(update={"timeout_s": timeout_s})
     sims = [a for a in spec.addresses if a.startswith("sim://")]
@@ -78,7 +76,7 @@ def open_instrument(driver: str, address: str | None = None, *, station: Any = N
     links = [pool.open(a, getattr(cls, "SERIAL_DEFAULTS", {}), spec.timeout_s)
              for a in spec.addresses]
     try:
-        return cls(name, links if len(links) > 1 else links[0], **driver_kwargs(cls, spec))
+        return cls(driver, links if len(links) > 1 else links[0], **driver_kwargs(cls, spec))
     except BaseException:
         pool.close()
         raise
@@ -159,12 +157,18 @@ class ConnectedStation:
         return self.clock.t_s
 
     def close(self) -> None:
-        """Every instrument made safe, then every link closed."""
-        try:
-            for instrument in self.instruments.values():
+        """Every instrument made safe (each tried, whatever another one did), then every
+        link closed; the first instrument that could not be made safe is then raised."""
+        failures = []
+        for name, instrument in self.instruments.items():
+            try:
                 instrument.make_safe()
-        finally:
-            self.lab.close()
+            except Exception as exc:  # noqa: BLE001 - the others must still be made safe
+                failures.append((name, exc))
+        self.lab.close()
+        if failures:
+            name, exc = failures[0]
+            raise InstrumentError(f"{name} could not be made safe ({exc})") from exc
 
     def __enter__(self) -> ConnectedStation:
         return self
