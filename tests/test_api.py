@@ -143,3 +143,17 @@ def test_pandas_when_installed(tmp_path):
     run = lipon_hw.run("lipon_conductivity", tmp_path, workers=1)
     frame = run.readings().to_pandas()
     assert len(frame) == run.readings().num_rows
+
+
+def test_closing_a_station_makes_every_instrument_safe_even_past_a_dead_link():
+    from lipon_hw.errors import InstrumentError
+
+    lab = lipon_hw.connect()
+    lab["shutter"].open()
+    relay = lab.lab.sim.emulators["io"]
+    assert relay.coils[0]  # the shutter's coil: open
+    lab.lab.sim.emulators["rf"].faults.link_down = True  # the RF supply stops answering
+    with pytest.raises(InstrumentError, match="rf could not be made safe"):
+        lab.close()
+    assert not relay.coils[0]  # the shutter behind it was still closed
+    assert lab.lab.closed
