@@ -99,7 +99,8 @@ def render() -> str:
                      if r["if"]["properties"]["driver"]["const"] == key)["then"]["properties"]
         limits = ", ".join(f"`{k}` ({_g(v['minimum'])} … {_g(v['maximum'])})"
                            for k, v in rules["limits"]["properties"].items()) or "-"
-        settings = ", ".join(f"`{s}`" for s in rules["settings"]["propertyNames"]["enum"])
+        settings = ", ".join(f"`{s}`" for s in rules["settings"]["propertyNames"]["enum"]) \
+            if "settings" in rules else "any"
         out.append(f"| `{key}` | `{driver_class(key).__name__}` | {limits} | {settings or '-'} |")
     out += ["", "## Where the ranges come from", "", "From `lipon_hw/engine/ranges.py`:", "",
             "```", _dedent(ranges.__doc__).strip(), "```", ""]

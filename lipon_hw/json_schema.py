@@ -128,13 +128,14 @@ def _driver_rules(key: str, cls: type) -> dict:
     limits = {name: {"type": "number", "minimum": lo, "maximum": hi}
               for name, (lo, hi) in getattr(cls, "LIMITS", {}).items()}
     params = inspect.signature(cls.__init__).parameters
-    settings = [p for p in list(params)[3:] if p not in limits  # after self, name, link
-                and params[p].kind not in (inspect.Parameter.VAR_KEYWORD,
-                                           inspect.Parameter.VAR_POSITIONAL)]
+    kinds = {p: params[p].kind for p in list(params)[3:]}  # after self, name, link
+    settings = [p for p, kind in kinds.items() if p not in limits
+                and kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)]
+    rules = {"limits": {"properties": limits, "additionalProperties": False}}
+    if inspect.Parameter.VAR_KEYWORD not in kinds.values():  # else it takes any setting
+        rules["settings"] = {"propertyNames": {"enum": settings}}
     return {"if": {"required": ["driver"], "properties": {"driver": {"const": key}}},
-            "then": {"properties": {
-                "limits": {"properties": limits, "additionalProperties": False},
-                "settings": {"propertyNames": {"enum": settings}}}}}
+            "then": {"properties": rules}}
 
 
 def _roles() -> dict:

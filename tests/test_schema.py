@@ -128,6 +128,22 @@ def test_station_schema_knows_each_drivers_limits():
     assert errors(validator, _set(station, ("instruments", rf, "limits", "max_power_W"), 1e6))
     assert errors(validator, _set(station, ("instruments", rf, "limits", "max_flow_sccm"), 1))
     assert errors(validator, _set(station, ("tools", "sputter", "rf_suply"), rf))
+    assert errors(validator, _set(station, ("instruments", "qcm", "settings", "sensr"), 1))
+    assert not errors(validator, _set(station, ("instruments", "qcm", "settings", "film"), 2))
+
+
+def test_a_station_the_schema_refuses_is_refused_by_the_loader(tmp_path):
+    validator = jsonschema.Draft202012Validator(printed_schema("station"))
+    station = load_yaml12(default_station_text())
+    for path, value in ((("instruments", "rf", "limits", "max_power_W"), 1e6),
+                        (("instruments", "qcm", "settings", "sensr"), 1),
+                        (("tools", "sputter", "rf_suply"), "rf")):
+        broken = _set(station, path, value)
+        assert errors(validator, broken), path
+        file = tmp_path / "station.yaml"
+        file.write_text(yaml.safe_dump(broken, sort_keys=False), encoding="utf-8")
+        result = CliRunner().invoke(main, ["station", "--station", str(file)])
+        assert result.exit_code == 2, (path, result.output)
 
 
 def test_yaml12_numbers_are_numbers():
