@@ -300,6 +300,10 @@ def open_run(run_id: int, data_dir: str | Path = DEFAULT_DATA) -> Run:
                stored.summary)
 
 
+#: rows turned into one Arrow record batch at a time: memory follows the table, not Python
+CHUNK_ROWS = 50_000
+
+
 def _deposition_table(store, run_id: int):
     import pyarrow as pa
 
@@ -307,23 +311,16 @@ def _deposition_table(store, run_id: int):
     from lipon_hw.export import _StepLocator, _wide_chunks
 
     names = sorted(store.quantity_names(run_id))
-    ts: list[float] = []
-    cols: list[list] = [[] for _ in names]
-    steps: list = []
-    kinds: list = []
-    for chunk in _wide_chunks(store, run_id, names, _StepLocator(store.steps(run_id)), 10_000):
-        ts += chunk[0]
-        for col, part in zip(cols, chunk[1], strict=True):
-            col += part
-        steps += chunk[2]
-        kinds += chunk[3]
-    return pa.table({"t_s": pa.array(ts, pa.float64()),
-                     **{n: pa.array(c, pa.float64()) for n, c in zip(names, cols, strict=True)},
-                     "step": pa.array(steps, pa.int32()),
-                     "step_kind": pa.array(kinds, pa.string())})
+    schema = pa.schema([("t_s", pa.float64()), *((n, pa.float64()) for n in names),
+                        ("step", pa.int32()), ("step_kind", pa.string())])
+    chunks = _wide_chunks(store, run_id, names, _StepLocator(store.steps(run_id)), CHUNK_ROWS)
+    return pa.Table.from_batches([_batch([ts, *cols, steps, kinds], schema)
+                                  for ts, cols, steps, kinds in chunks], schema=schema)
 
 
 def _cell_table(store, run_id: int):
+    import itertools
+
     import pyarrow as pa
 
     from lipon_hw.store_schema import CELL_SAMPLE_COLUMNS
@@ -331,13 +328,19 @@ def _cell_table(store, run_id: int):
     types = {"t_s": pa.float64(), "voltage_V": pa.float64(), "current_A": pa.float64(),
              "cycle": pa.int64(), "step_count": pa.int64(), "step_id": pa.int64(),
              "step_type": pa.string()}
-    channel: list[int] = []
-    cols: list[list] = [[] for _ in CELL_SAMPLE_COLUMNS]
+    schema = pa.schema([("channel", pa.int32()),
+                        *((n, types[n]) for n in CELL_SAMPLE_COLUMNS)])
+    batches = []
     for ch in store.channels(run_id):
-        for row in store.cell_samples(run_id, ch["channel"]):
-            channel.append(ch["channel"])
-            for col, value in zip(cols, row, strict=True):
-                col.append(value)
-    return pa.table({"channel": pa.array(channel, pa.int32()),
-                     **{n: pa.array(c, types.get(n)) for n, c in
-                        zip(CELL_SAMPLE_COLUMNS, cols, strict=True)}})
+        rows = store.cell_samples(run_id, ch["channel"])
+        while chunk := list(itertools.islice(rows, CHUNK_ROWS)):
+            columns = [list(c) for c in zip(*chunk, strict=True)]
+            batches.append(_batch([[ch["channel"]] * len(chunk), *columns], schema))
+    return pa.Table.from_batches(batches, schema=schema)
+
+
+def _batch(columns: list[list], schema):
+    import pyarrow as pa
+
+    return pa.RecordBatch.from_arrays(
+        [pa.array(c, f.type) for c, f in zip(columns, schema, strict=True)], schema=schema)
