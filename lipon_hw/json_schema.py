@@ -33,7 +33,7 @@ def _models_schema(models: list[type[BaseModel]]) -> tuple[dict, dict[type, dict
     return top.get("$defs", {}), {m: refs[(m, "validation")] for m in models}
 
 
-def _one_of_steps(kinds: dict[str, type[BaseModel]], refs: dict[type, dict],
+def _step_schema(kinds: dict[str, type[BaseModel]], refs: dict[type, dict],
                   defs: dict, extra: dict[str, dict] | None = None) -> dict:
     """A step: a mapping with exactly one known step name, whose value is that step's
     parameters (null stands for {} when the step needs none)."""
@@ -55,7 +55,7 @@ def recipe_schema() -> dict:
     kinds = rc.STEP_KINDS
     defs, refs = _models_schema([rc._RecipeHead, *dict.fromkeys(kinds.values())])
     head = defs.pop(refs[rc._RecipeHead]["$ref"].rsplit("/", 1)[1])
-    defs["Step"] = _one_of_steps(kinds, refs, defs)
+    defs["Step"] = _step_schema(kinds, refs, defs)
     head["properties"]["steps"]["items"] = {"$ref": "#/$defs/Step"}
     head["properties"]["instruments"]["propertyNames"] = _roles()
     head["properties"]["interlocks"]["items"] = {"$ref": "#/$defs/InterlockSpec"}
@@ -70,7 +70,7 @@ def protocol_schema() -> dict:
     kinds = ps.STEP_KINDS
     defs, refs = _models_schema([ps._Head, ps.Loop, *kinds.values()])
     head = defs.pop(refs[ps._Head]["$ref"].rsplit("/", 1)[1])
-    defs["Step"] = _one_of_steps(kinds, refs, defs, {
+    defs["Step"] = _step_schema(kinds, refs, defs, {
         "tag": {"type": "string", "minLength": 1,
                 "description": "a name a loop or a goto jumps back to"},
         "loop": refs[ps.Loop]})
