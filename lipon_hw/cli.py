@@ -49,6 +49,13 @@ SEED = click.IntRange(0, 2**32 - 1)
 SPEED = _FiniteFloatRange(0.01, 1e6)
 
 
+def shipped_sequence(_ctx, _param, value: str) -> str:
+    """A bare name of a shipped sequence (`lipon_rf_sputter`) is that file; a path is itself."""
+    from lipon_hw.shipped import find_sequence
+
+    return find_sequence(value)
+
+
 def reports_errors(fn):
     """Turn LiponError into one line on stderr and its exit code."""
 
@@ -111,7 +118,7 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("sequence", type=click.Path(dir_okay=False))
+@click.argument("sequence", type=click.Path(dir_okay=False), callback=shipped_sequence)
 @click.option("--station", "station_path", type=click.Path(dir_okay=False),
               help="Station file (default: the built-in simulated lab).")
 @data_option
@@ -157,7 +164,7 @@ def resume(run_id, data_dir, speed, workers, as_json) -> None:
 
 
 @main.command()
-@click.argument("sequence", type=click.Path(dir_okay=False))
+@click.argument("sequence", type=click.Path(dir_okay=False), callback=shipped_sequence)
 @click.option("--station", "station_path", type=click.Path(dir_okay=False))
 @click.option("--data", "data_dir", type=click.Path(file_okay=False),
               help="Also check that a protocol's samples are in this data directory.")
@@ -307,6 +314,20 @@ def station(station_path) -> None:
     from lipon_hw.station import load_station
 
     click.echo(load_station(station_path).text, nl=False)
+
+
+@main.command()
+@click.argument("kind", type=click.Choice(["sequence", "recipe", "protocol", "station"]),
+                default="sequence")
+@reports_errors
+@closed_pipe_ends_quietly
+def schema(kind) -> None:
+    """Print the JSON Schema of a KIND of file, for editors (default: sequence, i.e. a
+    recipe or a cell-test protocol); put `# yaml-language-server: $schema=FILE` on a
+    YAML file's first line to use it."""
+    from lipon_hw.json_schema import schema as make
+
+    click.echo(json.dumps(make(kind), indent=1, ensure_ascii=False))
 
 
 @main.group()

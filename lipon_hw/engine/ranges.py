@@ -78,6 +78,7 @@ import re
 from typing import Annotated
 
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Strict
+from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError
 
 #: every step model: unknown fields refused, NaN and ±inf refused
@@ -118,20 +119,44 @@ def _not_bool(value):
 _NUMBER = BeforeValidator(_not_bool)
 
 
+class Span:
+    """A range as JSON Schema says it (`lipon-hw schema`): bounds, unit and why, so an
+    editor shows and checks what validation will."""
+
+    def __init__(self, lo: float, hi: float, unit: str, why: str, signed: bool = False):
+        self.lo, self.hi, self.unit, self.why, self.signed = lo, hi, unit, why, signed
+
+    def __get_pydantic_json_schema__(self, core_schema, handler) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        unit = f" [{self.unit}]" if self.unit else ""
+        schema["description"] = f"{self.why}{unit}"
+        if self.unit:
+            schema["x-unit"] = self.unit
+        if self.signed:  # either sign, magnitude in [lo, hi]
+            schema["anyOf"] = [{"minimum": -self.hi, "maximum": -self.lo},
+                               {"minimum": self.lo, "maximum": self.hi}]
+        else:
+            schema["minimum"], schema["maximum"] = self.lo, self.hi
+        return schema
+
+
 def real(lo: float, hi: float, unit: str, why: str):
     """A finite float in [lo, hi]; ints and numeric strings are taken, booleans are not."""
-    return Annotated[float, _NUMBER, AfterValidator(_checker(lo, hi, unit, why, False, False))]
+    return Annotated[float, _NUMBER, AfterValidator(_checker(lo, hi, unit, why, False, False)),
+                     Span(lo, hi, unit, why)]
 
 
 def signed(lo: float, hi: float, unit: str, why: str):
     """A non-zero float whose magnitude is in [lo, hi] (a current or a C-rate: the sign is
     its direction)."""
-    return Annotated[float, _NUMBER, AfterValidator(_checker(lo, hi, unit, why, True, True))]
+    return Annotated[float, _NUMBER, AfterValidator(_checker(lo, hi, unit, why, True, True)),
+                     Span(lo, hi, unit, why, signed=True)]
 
 
 def whole(lo: int, hi: int, why: str):
     """An int in [lo, hi]."""
-    return Annotated[int, _NUMBER, AfterValidator(_checker(lo, hi, "", why, False, False))]
+    return Annotated[int, _NUMBER, AfterValidator(_checker(lo, hi, "", why, False, False)),
+                     Span(lo, hi, "", why)]
 
 
 # --- time ---------------------------------------------------------------------------------
