@@ -228,8 +228,8 @@ class Run:
         with self._store() as store:
             if self.kind == "cycling":
                 for ch in store.channels(self.run_id):
-                    rows += [(ch["channel"], *r) for r in store.spectra(self.run_id,
-                                                                          ch["channel"])]
+                    rows += [(ch.channel, *r) for r in store.spectra(self.run_id,
+                                                                          ch.channel)]
         columns = list(zip(*rows, strict=True)) if rows else [[] for _ in range(7)]
         return pa.table(dict(zip(("channel", *names), columns, strict=True)))
 
@@ -332,10 +332,10 @@ def _cell_table(store, run_id: int):
                         *((n, types[n]) for n in CELL_SAMPLE_COLUMNS)])
     batches = []
     for ch in store.channels(run_id):
-        rows = store.cell_samples(run_id, ch["channel"])
+        rows = store.cell_samples(run_id, ch.channel)
         while chunk := list(itertools.islice(rows, CHUNK_ROWS)):
             columns = [list(c) for c in zip(*chunk, strict=True)]
-            batches.append(_batch([[ch["channel"]] * len(chunk), *columns], schema))
+            batches.append(_batch([[ch.channel] * len(chunk), *columns], schema))
     return pa.Table.from_batches(batches, schema=schema)
 
 
