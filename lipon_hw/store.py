@@ -606,6 +606,22 @@ class Store:
         return {"id": row[0], "substrate": row[1], "created_at": row[2],
                 "layers": self.film_stack(sample_id)}
 
+    # --- the simulated lab's ground truth, apart from measurements (read by sim/ only) ---
+    def put_sim_truth(self, kind: str, run_id: int, sample_id: str, position: int,
+                      truth: Mapping) -> None:
+        """The simulated truth of one film ('film': position = the recipe step that laid it
+        down) or cell ('cell': position = its channel); a second one of the same key wins."""
+        row = (kind, run_id, sample_id, position, json.dumps(dict(truth)))
+        self._write_soon(lambda db: db.execute(
+            "INSERT OR REPLACE INTO sim_truth VALUES (?,?,?,?,?)", row))
+
+    def sim_truths(self, kind: str, sample_id: str) -> dict[tuple[int, int], dict]:
+        """(run_id, position) → truth of the sample's `kind` records."""
+        self.try_flush()
+        rows = self._db.execute("SELECT run_id, position, truth FROM sim_truth WHERE kind=? AND"
+                                " sample_id=?", (kind, sample_id)).fetchall()
+        return {(r[0], r[1]): self._json(r[2]) for r in rows}
+
     # --- plumbing ----------------------------------------------------------------
     def _json(self, text):
         """A JSON column's value; a damaged one is the store's fault, said in one sentence."""

@@ -134,7 +134,19 @@ CREATE TABLE IF NOT EXISTS cycles (
     stats TEXT NOT NULL,
     PRIMARY KEY (run_id, channel, cycle)
 );
+CREATE TABLE IF NOT EXISTS sim_truth (
+    kind TEXT NOT NULL,
+    run_id INTEGER NOT NULL,
+    sample_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    truth TEXT NOT NULL,
+    PRIMARY KEY (kind, run_id, sample_id, position)
+);
 """
+# `sim_truth` is written and read by the simulated lab only (`lipon_hw.sim`), never by the
+# engine: the true film of a layer (kind 'film': the sample, the run and recipe step that
+# laid it down) or the true parameters of a cell (kind 'cell': the run and channel it was
+# mounted on, sample '' unless it was built from one). Measurements stay in their tables.
 
 #: one row of `cell_samples` after (run_id, channel)
 CELL_SAMPLE_COLUMNS = ("t_s", "voltage_V", "current_A", "cycle", "step_count", "step_id",
