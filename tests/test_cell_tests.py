@@ -346,6 +346,9 @@ def test_a_film_made_on_the_line_is_the_film_the_cell_test_measures(tmp_path):
     assert summary["film_thickness_nm"] == pytest.approx(layer["thickness_nm"])
     assert summary["ionic_conductivity_S_cm"] == pytest.approx(truth["sigma_S_cm"], rel=0.05)
     assert truth["sigma_S_cm"] != pytest.approx(2.5e-6, rel=0.01)  # not the seeds' default
+    cell = Store(data).sim_truths("cell", "T-1")[(result.run_id, 1)]  # its truth, apart too
+    assert cell["kind"] == "blocking" and cell["layers"][0]["thickness_nm"] == \
+        pytest.approx(truth["thickness_nm"])
 
 
 def test_setpoints_past_the_stations_channel_window_are_refused(tmp_path):
