@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -24,31 +23,16 @@ from pathlib import Path
 
 import pytest
 import yaml
+from served import serve_on_consecutive_ports
 
-from lipon_hw.errors import InputError
-from lipon_hw.sim.serve import serve_lab
 from lipon_hw.station import default_station_text, load_station
+
+from recipes import short_recipe
 
 #: the served lab's clock and the engine's: ~2.3 s of wall time from the start of the
 #: deposition to its presputter step; a cell-test step of 60 s lasts 0.2 s
 SPEED = 300.0
 
-RECIPE = """\
-name: LiPON over TCP
-tool: sputter
-sample: {id: HW-1, substrate: glass}
-record_every_s: 5
-checkpoint_every_s: 30
-steps:
-  - pump_down: {below_torr: 1.0e-4, timeout_min: 60}
-  - gas: {n2_sccm: 20, pressure_mtorr: 15, settle_s: 10}
-  - rf: {power_W: 50, ramp_W_per_s: 5, regulation: load}
-  - presputter: {for_min: 2}
-  - deposit: {film: LiPON, until_thickness_nm: 30, max_h: 8}
-  - rf: {power_W: 0, ramp_W_per_s: 10}
-  - gas: {n2_sccm: 0}
-  - vent: {}
-"""
 DEPOSIT = 4
 
 CYCLES = 8
@@ -71,19 +55,7 @@ steps:
 def hardware(tmp_path):
     """The default station's lab served on consecutive ports (its potentiostat's channels
     1-2 first), and a station file that reaches every instrument over `socket://`."""
-    lab = None
-    for _ in range(20):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + 40 > 65535:
-            continue
-        try:
-            lab = serve_lab(load_station(None), "127.0.0.1", port_base=base, speed=SPEED)
-            break
-        except InputError:
-            continue
-    assert lab is not None and [lab.ports["mes4/1"], lab.ports["mes4/2"]] == [base, base + 1]
+    lab, base = serve_on_consecutive_ports(SPEED)
     spec = yaml.safe_load(default_station_text())
     del spec["sim"]
     for inst in spec["instruments"].values():
@@ -119,10 +91,12 @@ def committed(db: Path, sql: str, *args) -> list[tuple]:
         con.close()
 
 
-def kill_when(proc: subprocess.Popen, ready, timeout_s: float = 60) -> None:
-    """SIGKILL the engine once `ready()` holds (polling the store, never a guessed time),
-    then wait for its guard to make the hardware safe and say so."""
-    deadline = time.monotonic() + timeout_s
+def run_then_kill(sequence: Path, station: str, data: Path, ready) -> None:
+    """`lipon-hw run` in its own process, SIGKILLed once `ready()` holds (polling the
+    store, never a guessed time); returns once its guard made the hardware safe."""
+    proc = lipon_hw("run", sequence, "--station", station, "--speed", SPEED, "--data", data,
+                    cwd=sequence.parent)
+    deadline = time.monotonic() + 60
     while not ready():
         assert proc.poll() is None, proc.communicate()[1]
         assert time.monotonic() < deadline, "the moment to kill never came"
@@ -143,13 +117,10 @@ def resume(run_id: int, data: Path, cwd: Path) -> dict:
 
 def test_a_deposition_killed_mid_layer_resumes_on_hardware_and_completes_whole(
         hardware, tmp_path):
-    recipe = tmp_path / "lipon.yaml"
-    recipe.write_text(RECIPE, encoding="utf-8")
     data = tmp_path / "data"
     db = data / "lipon.db"
-    proc = lipon_hw("run", recipe, "--station", hardware.station_path, "--speed", SPEED,
-                    "--data", data, cwd=tmp_path)
-    kill_when(proc, lambda: committed(
+    run_then_kill(short_recipe(tmp_path, thickness_nm=30), hardware.station_path, data,
+                  lambda: committed(
         db, "SELECT 1 FROM checkpoints WHERE step_idx=? AND t_s > (SELECT t_start_s FROM steps "
             "WHERE idx=?)", DEPOSIT, DEPOSIT))
     (killed_at,) = committed(db, "SELECT MAX(t_s) FROM readings")[0]
@@ -200,14 +171,12 @@ def test_a_cell_test_killed_mid_campaign_resumes_on_hardware_and_completes_whole
     protocol.write_text(PROTOCOL, encoding="utf-8")
     data = tmp_path / "data"
     db = data / "lipon.db"
-    proc = lipon_hw("run", protocol, "--station", hardware.station_path, "--speed", SPEED,
-                    "--data", data, cwd=tmp_path)
 
     def mid_campaign() -> bool:  # channel 1's resume state committed inside cycle 3
         rows = committed(db, "SELECT cycle, state FROM channels WHERE channel=1")
         return bool(rows) and rows[0][0] >= 3 and json.loads(rows[0][1]).get("pc", 0) > 0
 
-    kill_when(proc, mid_campaign)
+    run_then_kill(protocol, hardware.station_path, data, mid_campaign)
     for emulator in (hardware.lab.emulators["mes4/1"], hardware.lab.emulators["mes4/2"]):
         assert not emulator.running and not emulator.cell_is_on  # the guard's doing
     before = {ch: committed(db, "SELECT * FROM cell_samples WHERE channel=? ORDER BY rowid",
