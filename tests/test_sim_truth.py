@@ -10,17 +10,23 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from pathlib import Path
 
 import pytest
+import yaml
 
+from lipon_hw.engine.recipe import load_recipe
 from lipon_hw.engine.runner import Interrupted
 from lipon_hw.engine.session import resume_run, start_run
+from lipon_hw.errors import InputError
 from lipon_hw.sim.lab_hooks import FILM, true_films
+from lipon_hw.station import default_station_text, load_station
 from lipon_hw.store import Store
 
 from recipes import short_recipe
 
 DEPOSIT = 4
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_a_layers_true_film_is_stored_apart_from_its_measurement(tmp_path):
@@ -81,3 +87,28 @@ def test_a_checkpoint_written_by_0_1_0_restores_the_simulated_world(tmp_path):
     resumed = resume_run(1, data)
     assert resumed.status == "completed"
     assert resumed.summary["thickness_nm"] == pytest.approx(whole, rel=1e-6)
+
+
+def test_only_the_simulated_lab_measures_a_film_by_itself(tmp_path):
+    """`calibrate_tooling` without `measured_nm` asks the lab's profilometer: the simulated
+    lab's film truth. A station of real addresses has none (no instrument role measures a
+    film's thickness yet), so the reading is required there, before anything moves."""
+    recipe = tmp_path / "li.yaml"
+    recipe.write_text((REPO / "sequences" / "li_anode.yaml").read_text(encoding="utf-8")
+                      .replace("  - vent:", "  - calibrate_tooling: {film: Li}\n  - vent:"),
+                      encoding="utf-8")
+    spec = yaml.safe_load(default_station_text())
+    del spec["sim"]
+    for port, inst in enumerate(spec["instruments"].values(), start=5000):
+        inst["address"] = f"socket://127.0.0.1:{port}"  # never opened: validation only
+        inst.pop("sim", None)
+    station = tmp_path / "station.yaml"
+    station.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+
+    load_recipe(str(recipe), load_station(None))  # the simulated lab measures it
+    with pytest.raises(InputError) as refused:
+        load_recipe(str(recipe), load_station(station))
+    assert f"{recipe}:14" in str(refused.value) and "measured_nm" in str(refused.value)
+    recipe.write_text(recipe.read_text(encoding="utf-8").replace(
+        "{film: Li}", "{film: Li, measured_nm: 560}"), encoding="utf-8")
+    load_recipe(str(recipe), load_station(station))
