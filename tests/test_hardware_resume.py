@@ -140,6 +140,9 @@ def test_a_deposition_killed_mid_layer_resumes_on_hardware_and_completes_whole(
     assert [(m, json.loads(p).get("partial")) for m, _, p in layers] == [("LiPON", None)]
     assert layers[0][1] == pytest.approx(30, abs=2)
     assert "sim_truth" not in layers[0][2]
+    # the film itself, as the served World grew it: one LiPON film, interrupted and finished
+    films = [f for f in hardware.lab.world.film_stack() if f["material"] == "LiPON"]
+    assert len(films) == 1 and films[0]["thickness_nm"] == pytest.approx(layers[0][1], rel=0.05)
     # nothing rewound on hardware: what was stored before the kill is all still there ...
     after = committed(db, "SELECT t_s, quantity_id, value FROM readings ORDER BY t_s")
     assert set(before) <= set(after)
