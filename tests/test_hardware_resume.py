@@ -126,6 +126,7 @@ def test_a_deposition_killed_mid_layer_resumes_on_hardware_and_completes_whole(
     (killed_at,) = committed(db, "SELECT MAX(t_s) FROM readings")[0]
     (status,) = committed(db, "SELECT status FROM runs")[0]
     assert status == "failed"  # the guard's word, until the resume
+    assert committed(db, "SELECT status FROM steps WHERE idx=?", DEPOSIT) == [("running",)]
     assert committed(db, "SELECT t_s FROM alarms WHERE source='guard'") == [(killed_at,)]
     before = committed(db, "SELECT t_s, quantity_id, value FROM readings ORDER BY t_s")
 
@@ -186,6 +187,7 @@ def test_a_cell_test_killed_mid_campaign_resumes_on_hardware_and_completes_whole
     before = {ch: committed(db, "SELECT * FROM cell_samples WHERE channel=? ORDER BY rowid",
                             ch) for ch in (1, 2)}
     assert before[1]
+    assert committed(db, "SELECT status FROM channels") == [("running",)] * 2  # mid-campaign
     # the guard's safe state is stored at the engine's death: after its last sample
     ((died_t,),) = committed(db, "SELECT t_s FROM alarms WHERE source='guard'")
     assert died_t == max(row[2] for rows in before.values() for row in rows)
