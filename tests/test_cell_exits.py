@@ -66,7 +66,7 @@ def test_a_channel_is_committed_running_before_its_cell_is_connected(tmp_path):
                               channel)[0][0])
 
     try:
-        cells = mount_cells(lab, proto, store, 1, {})
+        cells = mount_cells(lab, proto, store, 1, {}, run_id)
         run_channels(env, store, run_id, proto, lab.instruments[proto.potentiostat],
                      {1: ChannelState()}, cells, realtime=False, on_cycle=probe)
     finally:

@@ -388,7 +388,7 @@ def _outcome(rows: list[dict]) -> str:
 
 
 def mount_cells(lab, proto: pr.Protocol, store: Store, seed: int | None,
-                snapshots: dict, run_id: int = 0) -> dict[int, object]:
+                snapshots: dict, run_id: int) -> dict[int, object]:
     """Each channel's cell physics (restored to its snapshot), the cells loaded by the
     lab's `cells` hook from the sample's films or the protocol's declared cell."""
     cells = {}
