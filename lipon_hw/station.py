@@ -43,7 +43,7 @@ import re
 from dataclasses import dataclass, field
 from importlib import metadata, resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -187,11 +187,15 @@ class Station:
         """Open every instrument (and build the simulated lab when the station is one)."""
         sim_lab = None
         endpoints = {}
+        hooks: dict[str, Any] = {}
         if self.simulated:
             from lipon_hw.sim.lab import SimLab
+            from lipon_hw.sim.lab_hooks import SimCells, SimFilmTruth, SimPhysics
 
             sim_lab = SimLab(self.spec, clock, seed if seed is not None else self.spec.sim.seed)
             endpoints = sim_lab.emulators
+            hooks = {"cells": SimCells(sim_lab), "physics": SimPhysics(sim_lab),
+                     "film_truth": SimFilmTruth(sim_lab)}
         pool = LinkPool(endpoints)
         instruments = {}
         for name, inst in self.spec.instruments.items():
@@ -200,17 +204,56 @@ class Station:
                      for address in inst.addresses]
             link = links if len(links) > 1 else links[0]  # several: one Link per channel port
             instruments[name] = cls(name, link, **driver_kwargs(cls, inst))
-        return Lab(self, instruments, pool, sim_lab)
+        return Lab(self, instruments, pool, sim_lab, **hooks)
+
+
+class CellLoading(Protocol):
+    """`Lab.cells`: puts cells on potentiostat channels, as an operator loads holders."""
+
+    def mount(self, store, run_id: int, instrument: str, channel: int, spec,
+              sample_id: str | None, seed: int | None) -> None:
+        """A cell built from the sample's films (or `spec`'s kind) onto the channel;
+        ValueError when it cannot be built."""
+
+    def channel(self, instrument: str, channel: int) -> PhysicsCheckpoint:
+        """The physics of the cell on the channel, for the channel's checkpoints."""
+
+
+class PhysicsCheckpoint(Protocol):
+    """`Lab.physics` (and a channel's cell): state that a checkpoint saves and a resume
+    restores, so what came after the checkpoint never happened."""
+
+    def snapshot(self) -> dict: ...
+
+    def restore(self, state: dict) -> None: ...
+
+
+class FilmTruth(Protocol):
+    """`Lab.film_truth`: the films as they really are."""
+
+    def record_film(self, store, run_id: int, sample_id: str, step: int,
+                    material: str) -> None:
+        """Keep the true film behind the layer a step just recorded (apart from it)."""
+
+    def thickness_nm(self, material: str) -> float | None:
+        """The true thickness of the newest film of `material` (None: there is none)."""
 
 
 @dataclass
 class Lab:
-    """A connected station: live drivers by name, and the simulated lab if any."""
+    """A connected station: live drivers by name, and what only a simulated lab can do.
+
+    `cells`, `physics` and `film_truth` are hooks the engine calls by capability (None on
+    hardware, implemented in `lipon_hw.sim.lab_hooks`); `sim` is the simulated lab itself,
+    for tests and the simulator's own tools: the engine never reads it."""
 
     station: Station
     instruments: dict[str, Any]
     pool: LinkPool
     sim: Any = None
+    cells: CellLoading | None = None
+    physics: PhysicsCheckpoint | None = None
+    film_truth: FilmTruth | None = None
     closed: bool = field(default=False)
 
     def for_role(self, tool: str, role: str):

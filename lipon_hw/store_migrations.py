@@ -63,6 +63,19 @@ MIGRATIONS: tuple[Migration, ...] = (
             platform TEXT,
             recorded TEXT NOT NULL
         );""", fill=_fill_run_metadata),
+    # written and read by the simulated lab only (`lipon_hw.sim`), never by the engine: the
+    # true film of a layer (kind 'film': the sample, and the run and recipe step that laid
+    # it down) or the true parameters of a cell (kind 'cell': the run and the channel it
+    # was mounted on; sample '' unless built from one). Measurements stay in their tables.
+    Migration(3, "the simulated lab's ground truth, apart from measurements", """
+        CREATE TABLE sim_truth (
+            kind TEXT NOT NULL,
+            run_id INTEGER NOT NULL,
+            sample_id TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            truth TEXT NOT NULL,
+            PRIMARY KEY (kind, run_id, sample_id, position)
+        );"""),
 )
 
 #: the layout this lipon-hw writes (`PRAGMA user_version`)

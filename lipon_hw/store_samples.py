@@ -74,3 +74,22 @@ class SampleRecords:
         if row is None:
             raise InputError(f"sample {sample_id!r} is not in {self.path}")
         return Sample(*row, layers=tuple(self.film_stack(sample_id)))
+
+    # --- the simulated lab's ground truth, apart from measurements (read by sim/ only) ---
+    def put_sim_truth(self, kind: str, run_id: int, sample_id: str, position: int,
+                      truth: Mapping) -> None:
+        """The simulated truth of one film ('film': position = the recipe step that laid it
+        down) or cell ('cell': position = its channel); a second one of the same key wins."""
+        row = (kind, run_id, sample_id, position, json.dumps(dict(truth)))
+        self._write_soon(lambda db: db.execute(
+            "INSERT OR REPLACE INTO sim_truth VALUES (?,?,?,?,?)", row))
+
+    def sim_truths(self, kind: str, sample_id: str) -> dict[tuple[int, int], dict]:
+        """(run_id, position) → truth of the sample's `kind` records (none in a store of a
+        layout before 3, read as it is)."""
+        if self.layout < 3:
+            return {}
+        self.try_flush()
+        rows = self._db.execute("SELECT run_id, position, truth FROM sim_truth WHERE kind=? AND"
+                                " sample_id=?", (kind, sample_id)).fetchall()
+        return {(r[0], r[1]): self._json(r[2]) for r in rows}

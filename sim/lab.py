@@ -119,24 +119,6 @@ class SimLab:
         """The cell on a potentiostat's channel (numbered from 1)."""
         return self._port(instrument, channel).cell
 
-    def mount_built_cell(self, instrument: str, channel: int, kind: str, *,
-                         layers: list[dict] | None = None,
-                         lipon_thickness_nm: float | None = None,
-                         area_cm2: float | None = None, temperature_C: float = 25.0,
-                         faults=(), params: dict | None = None, seed: int | None = None) -> None:
-        """Build a `kind` cell from `layers` (a sample's film stack) or the seeds' stack (its
-        LiPON `lipon_thickness_nm` thick, if given), seeded per channel, and mount it on the
-        channel (ValueError for a cell that cannot be built)."""
-        if layers is None:
-            layers = default_layers(kind)
-            if lipon_thickness_nm is not None:
-                layers = [{**x, "thickness_nm": lipon_thickness_nm}
-                          if x["material"] in ("LiPON", "Li3PO4") else x for x in layers]
-        cell = cell_from_films(kind, layers, area_cm2 or DEFAULT_AREA_CM2.get(kind, 0.049),
-                               temperature_C, faults, np.random.default_rng([seed or 0, channel]),
-                               name=f"channel {channel}", params=params)
-        self.mount_cell(instrument, channel, cell)
-
     def mount_cell(self, instrument: str, channel: int, cell) -> None:
         """Put `cell` on the channel in place of the one there; it gets what the channel
         applies now (open circuit unless the cell is switched on). Refused while a script

@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 
 import pytest
+from served import serve_on_consecutive_ports
 
 from lipon_hw.engine.cell_session import load, mount_cells, resume_cycling, start_cycling
 from lipon_hw.engine.cycling import ChannelState, run_channels
 from lipon_hw.engine.session import make_env
-from lipon_hw.errors import InputError, StoreError
-from lipon_hw.sim.serve import serve_lab
+from lipon_hw.errors import StoreError
 from lipon_hw.station import load_station
 from lipon_hw.store import Store
 
@@ -66,7 +66,7 @@ def test_a_channel_is_committed_running_before_its_cell_is_connected(tmp_path):
                               channel)[0][0])
 
     try:
-        cells = mount_cells(lab, proto, store, 1, {})
+        cells = mount_cells(lab, proto, store, 1, {}, run_id)
         run_channels(env, store, run_id, proto, lab.instruments[proto.potentiostat],
                      {1: ChannelState()}, cells, realtime=False, on_cycle=probe)
     finally:
@@ -182,19 +182,7 @@ SPEED = 1000.0  # the served lab's clock, and the engine's: channel 2's step las
 def served(tmp_path):
     """The simulated lab behind TCP sockets, and a station that reaches channels 1-2 of its
     potentiostat over `socket://` (so the engine runs as on hardware, in real time)."""
-    lab = None
-    for _ in range(20):  # a base with room for every endpoint; mes4/1-2 come first
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + 40 > 65535:
-            continue
-        try:
-            lab = serve_lab(load_station(None), "127.0.0.1", port_base=base, speed=SPEED)
-            break
-        except InputError:
-            continue
-    assert lab is not None and [lab.ports["mes4/1"], lab.ports["mes4/2"]] == [base, base + 1]
+    lab, base = serve_on_consecutive_ports(SPEED)
     station = tmp_path / "station.yaml"
     station.write_text("name: bench over TCP\ninstruments:\n  mes4:\n    driver: methodscript\n"
                        f"    address: 'socket://127.0.0.1:{{{base}-{base + 1}}}'\n",

@@ -42,7 +42,7 @@ def run(tmp_path: Path, wishes: list[tuple[float, str]]):
     env = make_env(station, None, 0.0)
     lab = station.connect(lambda: env.now, seed=1)
     try:
-        cells = mount_cells(lab, proto, store, 1, {})
+        cells = mount_cells(lab, proto, store, 1, {}, run_id)
 
         def operator():
             now = [w for t, w in wishes if env.now >= t]

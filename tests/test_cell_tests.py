@@ -360,13 +360,15 @@ def test_a_film_made_on_the_line_is_the_film_the_cell_test_measures(tmp_path):
     becomes the electrolyte of the blocking cell the conductivity protocol measures, with
     the thickness the store holds and the conductivity the sputter tool gave it."""
     from lipon_hw.engine.session import start_run
+    from lipon_hw.sim.lab_hooks import true_films
 
     from recipes import short_recipe
 
     data = tmp_path / "data"
     start_run(str(short_recipe(tmp_path, thickness_nm=300)), data)
     (layer,) = Store(data).film_stack("T-1")
-    truth = layer.properties["sim_truth"]
+    assert "sim_truth" not in layer.properties  # the measured layer holds measurements
+    (truth,) = true_films(Store(data), "T-1")  # the truth is the simulated lab's, apart
     text = (SEQUENCES / "lipon_conductivity.yaml").read_text(encoding="utf-8").replace(
         "channels: 1\ncell: {kind: blocking, area_cm2: 0.04, lipon_thickness_nm: 3700}",
         'channels: {"1": {sample: T-1}}\ncell: {kind: blocking, area_cm2: 0.04}')
@@ -375,6 +377,9 @@ def test_a_film_made_on_the_line_is_the_film_the_cell_test_measures(tmp_path):
     assert summary["film_thickness_nm"] == pytest.approx(layer.thickness_nm)
     assert summary["ionic_conductivity_S_cm"] == pytest.approx(truth["sigma_S_cm"], rel=0.05)
     assert truth["sigma_S_cm"] != pytest.approx(2.5e-6, rel=0.01)  # not the seeds' default
+    cell = Store(data).sim_truths("cell", "T-1")[(result.run_id, 1)]  # its truth, apart too
+    assert cell["kind"] == "blocking" and cell["layers"][0]["thickness_nm"] == \
+        pytest.approx(truth["thickness_nm"])
 
 
 def test_setpoints_past_the_stations_channel_window_are_refused(tmp_path):

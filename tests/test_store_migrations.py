@@ -119,7 +119,7 @@ def test_a_writer_migrates_the_older_store_to_the_latest_layout(old, tmp_path):
     before_runs = Store(old, read_only=True).runs()
 
     store = Store(old)
-    assert store.layout == SCHEMA_VERSION == store_migrations.LATEST == 2
+    assert store.layout == SCHEMA_VERSION == store_migrations.LATEST == 3  # run metadata, sim truth
     assert store.runs() == before_runs
     assert [la.material for la in store.film_stack("T-1")] == ["LiPON"]
     metas = [store.run_metadata(r.id) for r in before_runs]
@@ -128,7 +128,7 @@ def test_a_writer_migrates_the_older_store_to_the_latest_layout(old, tmp_path):
     assert [m.station_sha256 for m in metas] == [
         hashlib.sha256(r.station_text.encode()).hexdigest() for r in before_runs]
     assert {m.host_name for m in metas} == {None}  # not known for runs made before layout 2
-    assert query(db, "PRAGMA user_version") == [(2,)]
+    assert query(db, "PRAGMA user_version") == [(store_migrations.LATEST,)]
     assert query(db, counts) == before_rows
 
     # the migrated layout is the one a new store gets
@@ -137,7 +137,7 @@ def test_a_writer_migrates_the_older_store_to_the_latest_layout(old, tmp_path):
     con, new = sqlite3.connect(db), sqlite3.connect(tmp_path / "fresh" / DB_NAME)
     try:
         assert store_migrations.layout_of(con) == store_migrations.layout_of(new) \
-            == store_migrations.expected_layout(2)
+            == store_migrations.expected_layout(store_migrations.LATEST)
     finally:
         con.close()
         new.close()
@@ -175,7 +175,7 @@ def test_both_interrupted_runs_of_0_1_0_resume_to_completion(old, tmp_path):
         (1, "completed", 6), (2, "completed", 6)]
 
     store = Store(old, read_only=True)
-    assert store.layout == 2
+    assert store.layout == store_migrations.LATEST
     assert [r.status for r in store.runs()] == ["completed"] * 3
     assert [(la.material, round(la.thickness_nm)) for la in store.film_stack("K-1")] == [
         ("LiPON", 120)]

@@ -1,9 +1,10 @@
 """Starting and resuming cell tests: protocol + station + store + clock → channels.
 
-On a simulated station the engine first puts the protocol's cells on their channels,
-as an operator loads cells into the holders: built from the sample's film stack when
-the channel names a sample (the fab and the test bench are one world), else from the
-protocol's cell kind (the seeds' stack), else the station's own cells are used.
+On a lab that can load cells (the simulated lab's `cells` hook) the engine first puts the
+protocol's cells on their channels, as an operator loads cells into the holders: built
+from the sample's film stack when the channel names a sample (the fab and the test bench
+are one world), else from the protocol's cell kind (the seeds' stack), else the station's
+own cells are used. On hardware the cells are whatever sits in the holders.
 """
 
 from __future__ import annotations
@@ -227,9 +228,9 @@ def _run_group(store: Store, run_id: int, proto: pr.Protocol, station: Station,
     pstat = lab.instruments[proto.potentiostat]
     try:
         snapshots = {n: s.cell for n, s in states.items()}
-        sim_cells = mount_cells(lab, proto, store, seed, snapshots) if lab.sim else {}
-        run_channels(env, store, run_id, proto, pstat, states, sim_cells,
-                     realtime=not lab.sim or speed is not None, on_cycle=on_cycle,
+        cells = mount_cells(lab, proto, store, seed, snapshots, run_id) if lab.cells else {}
+        run_channels(env, store, run_id, proto, pstat, states, cells,
+                     realtime=not station.simulated or speed is not None, on_cycle=on_cycle,
                      operator=OperatorWish(store, run_id))
     finally:
         with _uninterruptible():
@@ -408,37 +409,23 @@ def _outcome(rows: list[Channel]) -> str:
 
 
 def mount_cells(lab, proto: pr.Protocol, store: Store, seed: int | None,
-                snapshots: dict) -> dict[int, object]:
-    """The simulated cells of the protocol's channels (restored to their snapshots), built
-    by the lab's hook from the sample's film stack or the protocol's declared cell."""
+                snapshots: dict, run_id: int) -> dict[int, object]:
+    """Each channel's cell physics (restored to its snapshot), the cells loaded by the
+    lab's `cells` hook from the sample's films or the protocol's declared cell."""
     cells = {}
     for plan in proto.channels:
         spec = plan.cell
         if spec.kind is not None or plan.sample is not None:
-            kind = spec.kind or "full"
             try:
-                lab.sim.mount_built_cell(
-                    proto.potentiostat, plan.channel, kind,
-                    layers=_sample_layers(store, plan.sample) if plan.sample else None,
-                    lipon_thickness_nm=spec.lipon_thickness_nm, area_cm2=spec.area_cm2,
-                    temperature_C=_temperature_C(spec), faults=spec.faults,
-                    params=spec.params or None, seed=seed)
+                lab.cells.mount(store, run_id, proto.potentiostat, plan.channel, spec,
+                                plan.sample, seed)
             except ValueError as exc:
-                raise InputError(f"channel {plan.channel}: cannot build a simulated {kind} "
-                                 f"cell ({exc})") from None
-        cells[plan.channel] = lab.sim.cell(proto.potentiostat, plan.channel)
+                raise InputError(f"channel {plan.channel}: cannot build a simulated "
+                                 f"{spec.kind or 'full'} cell ({exc})") from None
+        cells[plan.channel] = lab.cells.channel(proto.potentiostat, plan.channel)
         if snapshots.get(plan.channel):
             cells[plan.channel].restore(snapshots[plan.channel])
     return cells
-
-
-def _sample_layers(store: Store, sample_id: str) -> list[dict]:
-    layers = store.film_stack(sample_id)
-    if not layers:
-        raise InputError(f"sample {sample_id!r} has no layers in {store.path}")
-    return [layer.properties.get("sim_truth") or
-            {"material": layer.material, "thickness_nm": layer.thickness_nm}
-            for layer in layers]
 
 
 def _plots(store: Store, run_id: int, notify) -> None:
@@ -453,7 +440,3 @@ def _plots(store: Store, run_id: int, notify) -> None:
         if notify:
             notify(f"warning: plots of run {run_id} were not written ({exc})")
 
-
-def _temperature_C(spec: pr.CellSpec) -> float:
-    """The cell's temperature, 25 °C when the protocol gives none (0 °C is a temperature)."""
-    return 25.0 if spec.temperature_C is None else spec.temperature_C

@@ -16,9 +16,10 @@ measurement interval.
 
 A channel says it is running, committed, before its first technique starts.
 After every step the channel's resume state (program position, loop counters, cycle
-and step numbers, the running cycle's integrals and, in the simulated lab, the cell's
-state) is committed with the samples taken before it. Cycle and step numbers never go
-back: a resumed channel continues after the largest step number it stored.
+and step numbers, the running cycle's integrals and, where the lab can snapshot it (the
+simulated lab's `cells` hook), the cell's physics) is committed with the samples taken
+before it. Cycle and step numbers never go back: a resumed channel continues after the
+largest step number it stored.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ class ChannelState:
     t_s: float = 0.0
     cycles: dict = field(default_factory=dict)  # CycleCounter state
     durations: dict[str, float] = field(default_factory=dict)  # last duration of each step
-    cell: dict | None = None  # the simulated cell's snapshot
+    cell: dict | None = None  # the cell physics' snapshot (a simulated lab's hook)
     # what the step at pc did before an operator pause cut it short: it continues with the
     # rest of its time and capacity ({"elapsed_s", "q_Ah"}); None when it starts afresh
     done_before: dict | None = None
@@ -84,13 +85,13 @@ class Channel:
     """One channel's protocol on one potentiostat channel."""
 
     def __init__(self, env: simpy.Environment, store: Store, run_id: int, plan: pr.ChannelPlan,
-                 pstat, state: ChannelState, max_poll_s: float, sim_cell=None,
+                 pstat, state: ChannelState, max_poll_s: float, cell_physics=None,
                  on_cycle: Callable[[int, int], None] | None = None):
         self.env, self.store, self.run_id = env, store, run_id
         self.plan, self.pstat, self.state = plan, pstat, state
         self.number = plan.channel
         self.max_poll_s = max_poll_s
-        self.sim_cell = sim_cell
+        self.cell_physics = cell_physics
         self.on_cycle = on_cycle
         self.status = "running"
         self.message = ""
@@ -343,8 +344,8 @@ class Channel:
         st = self.state
         st.t_s = self.env.now
         st.cycles = self.counter.state()
-        if self.sim_cell is not None:
-            st.cell = self.sim_cell.snapshot()
+        if self.cell_physics is not None:
+            st.cell = self.cell_physics.snapshot()
         self._saved = json.dumps(vars(st))  # a copy: the state goes on changing
         self.store.update_channel(self.run_id, self.number, self.status, self.message,
                                   st.cycle, st.step_count, st.t_s, self._saved)
@@ -463,7 +464,7 @@ class _HostEnds:
 
 # --- a run of many channels --------------------------------------------------------------------
 def run_channels(env: simpy.Environment, store: Store, run_id: int, proto: pr.Protocol,
-                 pstat, states: dict[int, ChannelState], sim_cells: dict[int, object],
+                 pstat, states: dict[int, ChannelState], cell_physics: dict[int, object],
                  realtime: bool, on_cycle=None,
                  operator: Callable[[], str | None] | None = None) -> list[Channel]:
     """Run every channel to its end; Ctrl-C stops them all, each leaving its cell off.
@@ -471,7 +472,7 @@ def run_channels(env: simpy.Environment, store: Store, run_id: int, proto: pr.Pr
     asked between stretches of the clock (an hour of virtual time, a second of real)."""
     max_poll = proto.poll_every_s or MAX_POLL_S["realtime" if realtime else "virtual"]
     channels = [Channel(env, store, run_id, plan, pstat, states[plan.channel], max_poll,
-                        sim_cells.get(plan.channel), on_cycle) for plan in proto.channels]
+                        cell_physics.get(plan.channel), on_cycle) for plan in proto.channels]
     processes = [env.process(ch.process()) for ch in channels]
     if isinstance(env, simpy.rt.RealtimeEnvironment):
         env.sync()

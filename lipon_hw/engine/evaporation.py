@@ -276,9 +276,12 @@ def calibrate_tooling(ctx, p: CalibrateTooling, state: dict):
         raise RunAborted(f"calibrate_tooling: no {p.film} layer on the sample to measure")
     read_nm = layers[-1].thickness_nm
     measured = p.measured_nm
-    if measured is None:
-        truth = [la for la in ctx.engine.lab.sim.world.film_stack() if la["material"] == p.film]
-        measured = truth[-1]["thickness_nm"]  # the simulated profilometer
+    if measured is None:  # the lab's own profilometer: the simulated lab's true film
+        truth = ctx.engine.lab.film_truth
+        measured = truth.thickness_nm(p.film) if truth is not None else None
+        if measured is None:
+            raise RunAborted(f"calibrate_tooling: this lab cannot measure the {p.film} layer; "
+                             "give the profilometer's reading as measured_nm")
     old = film_for(ctx, inst, p.film).tooling_pct
     new = old * measured / read_nm
     ctx.store.set_tooling(inst, p.film, new, ctx.run_id)

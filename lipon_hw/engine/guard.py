@@ -96,8 +96,12 @@ def make_station_safe(data_dir: str | Path, run_id: int) -> str:
         verdict = "made the hardware safe" if not failed else "could NOT make all hardware safe"
         message = (f"the engine's process died without ending run {run_id} (killed?); "
                    f"the guard process {verdict}: {what}")
-        store.add_alarm(run_id, store.last_reading_t(run_id) or 0.0,
-                        "error", "guard", f"safe state: {what} (by the guard process)")
+        # when the engine died: after the last reading (a cell test's: sample) it stored
+        died_t = max([store.last_cell_sample_t(run_id, row.channel)
+                      for row in store.channels(run_id)], default=0.0) \
+            if run.kind == "cycling" else store.last_reading_t(run_id) or 0.0
+        store.add_alarm(run_id, died_t, "error", "guard",
+                        f"safe state: {what} (by the guard process)")
         if store.run(run_id).status == "running":
             store.set_status(run_id, "failed", message)
         return message

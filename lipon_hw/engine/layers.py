@@ -45,11 +45,10 @@ def _add(ctx, material: str, thickness_nm: float, rate_A_s: float | None,
     props = {"step": ctx.step_idx,
              "process": {k: v for k, v in ctx.setpoints.items() if k != "shutter_open"},
              **properties}
-    if ctx.engine.lab.sim is not None:
-        stack = ctx.engine.lab.sim.world.film_stack()
-        if stack and stack[-1]["material"] == material:
-            props["sim_truth"] = stack[-1]
     recipe_sample = ctx.recipe.sample
     ctx.store.ensure_sample(sample, recipe_sample.substrate if recipe_sample else "")
     ctx.store.add_layer(sample, ctx.run_id, material, thickness_nm, rate_A_s, ctx.tool,
                         ctx.now, props)
+    truth = ctx.engine.lab.film_truth  # a simulated lab keeps the true film, apart
+    if truth is not None:
+        truth.record_film(ctx.store, ctx.run_id, sample, ctx.step_idx, material)

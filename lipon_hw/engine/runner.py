@@ -438,7 +438,7 @@ class Engine:
         ctx = self.ctx
         state = {"step_idx": ctx.step_idx, "step_state": ctx.step_state,
                  "setpoints": ctx.setpoints,
-                 "sim": self.lab.sim.snapshot() if self.lab.sim else None}
+                 "physics": self.lab.physics.snapshot() if self.lab.physics else None}
         self.store.checkpoint(self.run_id, self.env.now, ctx.step_idx, state)
         self._last_checkpoint = self.env.now
 

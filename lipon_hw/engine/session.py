@@ -251,8 +251,9 @@ def resume_run(run_id: int, data_dir: str | Path, speed: float | None = None,
         state = cp.state if cp else {"step_idx": 0, "step_state": {}, "setpoints": {}}
 
         def restore(lab) -> None:
-            if lab.sim is not None and state.get("sim"):
-                lab.sim.restore(state["sim"])
+            physics = state.get("physics", state.get("sim"))  # "sim": lipon-hw 0.1.0
+            if lab.physics is not None and physics:
+                lab.physics.restore(physics)
 
         return _drive(station, store, run_id, env, run.seed, lambda lab: Engine(
             recipe, lab, store, run_id, env, notify, on_sample).run(

@@ -1,0 +1,29 @@
+"""The simulated lab served behind TCP sockets on consecutive ports, for tests that drive
+it as hardware (`socket://` addresses, a real-time clock)."""
+
+from __future__ import annotations
+
+import socket
+
+from lipon_hw.errors import InputError
+from lipon_hw.sim.serve import LabServer, serve_lab
+from lipon_hw.station import load_station
+
+
+def serve_on_consecutive_ports(speed: float) -> tuple[LabServer, int]:
+    """The default station's lab at `speed` × real time, its endpoints on ports base,
+    base + 1, … (its potentiostat's channels 1-2 first, so `{base-(base + 1)}` reaches
+    them), and that base."""
+    for _ in range(20):  # a base with room for every endpoint
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + 40 > 65535:
+            continue
+        try:
+            lab = serve_lab(load_station(None), "127.0.0.1", port_base=base, speed=speed)
+        except InputError:  # a port of the range was taken meanwhile
+            continue
+        assert [lab.ports["mes4/1"], lab.ports["mes4/2"]] == [base, base + 1]
+        return lab, base
+    raise AssertionError("no free run of consecutive ports for the served lab")
