@@ -29,7 +29,7 @@ import numpy as np
 import yaml
 
 from lipon_hw.engine.cell_session import start_cycling
-from lipon_hw.sim.cells import cell_from_films, default_layers
+from lipon_hw.sim.cells.factories import cell_from_films, default_layers
 from lipon_hw.sim.recording import record_constant_current
 
 ROOT = Path(__file__).resolve().parents[1]

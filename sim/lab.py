@@ -15,7 +15,7 @@ instrument, whose channel ports serve the instrument's expanded addresses in ord
       fault_rates: {soft_short: 0.05, open: 0.01}             # per cell (assumptions)
       faults_within_cycles: 600                               # drawn faults start by then
 
-A cell spec is what `lipon_hw.sim.cells.cell_from_spec` takes; a narrower key wins over
+A cell spec is what `lipon_hw.sim.cells.factories.cell_from_spec` takes; a narrower key wins over
 a range, and a channel with no declared cell holds a blocking cell. Drawn faults come
 from a generator seeded by the World's seed, the instrument's name and the channel, so
 the same seed gives the same faulty cells. Other `sim:` keys go to the emulator.
@@ -32,8 +32,13 @@ from dataclasses import asdict
 import numpy as np
 
 from lipon_hw.errors import CellParamError, InputError
-from lipon_hw.sim.cell_models import draw_faults
-from lipon_hw.sim.cells import DEFAULT_AREA_CM2, cell_from_films, cell_from_spec, default_layers
+from lipon_hw.sim.cells.factories import (
+    DEFAULT_AREA_CM2,
+    cell_from_films,
+    cell_from_spec,
+    default_layers,
+)
+from lipon_hw.sim.cells.faults import draw_faults
 from lipon_hw.sim.emulators import CELL_EMULATORS, EMULATORS
 from lipon_hw.sim.world import World
 

@@ -27,7 +27,7 @@ from lipon_hw.analysis.eis import (
     ionic_conductivity_S_cm,
 )
 from lipon_hw.errors import InputError
-from lipon_hw.sim.cells import cell_from_spec
+from lipon_hw.sim.cells.factories import cell_from_spec
 
 I_FAST_A = 3.0e-6  # seed 002's fast rate on the 4.9 mm² LNMO cell
 

@@ -89,7 +89,7 @@ def test_c_rate_without_capacity_and_eis_on_the_smu_are_refused(tmp_path):
 
 # --- the film: conductivities ----------------------------------------------------------------
 def test_conductivity_protocol_reports_the_films_sigma_and_exports_the_spectrum(tmp_path):
-    from lipon_hw.sim.cells import cell_from_spec
+    from lipon_hw.sim.cells.factories import cell_from_spec
 
     proc = cli("run", SEQUENCES / "lipon_conductivity.yaml", "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr

@@ -1,4 +1,4 @@
-"""Simulated cells (sim/cells.py) against the seeds' numbers (PHYSICS.md §6) and the cell
+"""Simulated cells (sim/cells/) against the seeds' numbers (PHYSICS.md §6) and the cell
 contract: exact lazy integration, next_crossing, faults, snapshots."""
 
 from __future__ import annotations
@@ -10,17 +10,12 @@ import time
 import numpy as np
 import pytest
 
-from lipon_hw.sim.cells import (
-    LI_UAH_CM2_PER_UM,
-    BlockingCell,
-    FullCell,
-    LiponLayer,
-    PlatingCell,
-    cell_from_films,
-    cell_from_spec,
-    default_layers,
-    draw_faults,
-)
+from lipon_hw.sim.cells.blocking import BlockingCell
+from lipon_hw.sim.cells.factories import cell_from_films, cell_from_spec, default_layers
+from lipon_hw.sim.cells.faults import draw_faults
+from lipon_hw.sim.cells.full import FullCell
+from lipon_hw.sim.cells.params import LI_UAH_CM2_PER_UM, LiponLayer
+from lipon_hw.sim.cells.plating import PlatingCell
 from lipon_hw.sim.physics import BOLTZMANN_EV_K
 
 LNMO_AREA_CM2 = 0.049  # 4.9 mm² (seed 002)

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from lipon_hw.analysis.eis import film_conductivity_S_cm, fit_spectrum
-from lipon_hw.sim.cells import cell_from_spec
+from lipon_hw.sim.cells.factories import cell_from_spec
 from lipon_hw.sim.emulators.methodscript import EIS_NOISE
 
 TEMPERATURES_C = range(-30, 81, 10)

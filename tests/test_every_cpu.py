@@ -3,7 +3,7 @@
 numpy chooses its exp/expm1 kernels by the CPU's SIMD width (AVX-512 differs from AVX2 and
 from libm by one ulp in a few % of values). The simulated cells read the same number to the
 bit whichever path (bulk or one by one) computes it on one CPU — both call the same ufunc
-(sim/cell_models.py) — but across CPUs numbers may differ by an ulp. Here the same seeded
+(sim/cells/expsums.py) — but across CPUs numbers may differ by an ulp. Here the same seeded
 cell test runs under every kernel set numpy can be limited to on this machine
 (NPY_DISABLE_CPU_FEATURES); the figures a user reads must agree to TOLERANCE.
 """

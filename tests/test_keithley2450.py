@@ -23,7 +23,7 @@ from lipon_hw.drivers.keithley2450 import (
 from lipon_hw.errors import InputError, InstrumentError, LinkLost
 from lipon_hw.interfaces import Potentiostat, PotentiostatRun
 from lipon_hw.links import Health, LinkPool
-from lipon_hw.sim.cells import cell_from_spec
+from lipon_hw.sim.cells.factories import cell_from_spec
 from lipon_hw.sim.emulators.keithley2450 import Keithley2450Emulator, current_range_A
 from lipon_hw.sim.tcp import serve
 from lipon_hw.techniques import (

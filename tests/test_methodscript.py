@@ -37,7 +37,7 @@ from lipon_hw.drivers.methodscript import (
 )
 from lipon_hw.errors import InputError, InstrumentError, LinkLost
 from lipon_hw.links import Health, LinkPool
-from lipon_hw.sim.cells import cell_from_spec
+from lipon_hw.sim.cells.factories import cell_from_spec
 from lipon_hw.sim.emulators.methodscript import MethodScriptEmulator, parse_script
 from lipon_hw.sim.package_values import encode_values
 from lipon_hw.sim.tcp import serve

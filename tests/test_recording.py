@@ -14,7 +14,7 @@ from lipon_hw.drivers.methodscript import (
     encode_value,
 )
 from lipon_hw.errors import InputError
-from lipon_hw.sim.cells import cell_from_spec
+from lipon_hw.sim.cells.factories import cell_from_spec
 from lipon_hw.sim.emulators.methodscript import MethodScriptEmulator
 from lipon_hw.sim.recording import record_constant_current
 

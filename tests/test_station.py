@@ -7,7 +7,7 @@ import time
 import pytest
 
 from lipon_hw.errors import InputError
-from lipon_hw.sim.cells import cell_from_spec
+from lipon_hw.sim.cells.factories import cell_from_spec
 from lipon_hw.sim.lab import SimLab
 from lipon_hw.station import expand_address, load_station
 from lipon_hw.techniques import OCV, ConstantCurrent
