@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lipon_hw.sim import physics
+from lipon_hw.sim import qcm
 
 
 @dataclass
@@ -35,7 +35,7 @@ def load(s, mass_g_cm2: float, z_ratio: float) -> None:
 
 
 def frequency_Hz(s) -> float:
-    return physics.frequency_for_areal_mass_Hz(s.crystal_f0_Hz, s.crystal_mass_g_cm2,
+    return qcm.frequency_for_areal_mass_Hz(s.crystal_f0_Hz, s.crystal_mass_g_cm2,
                                                s.crystal_z)
 
 
