@@ -1,10 +1,14 @@
-"""The one QCM model (sim/qcm.py) against textbook numbers and a Z-match example by hand."""
+"""The one QCM model (sim/qcm.py) against textbook numbers and a Z-match example by hand,
+and the simulated crystal (sim/crystal.py) that follows it."""
 
 import math
 
+import numpy as np
 import pytest
 
-from lipon_hw.sim import qcm
+from lipon_hw.sim import crystal, qcm
+from lipon_hw.sim.chamber import ChamberState
+from lipon_hw.sim.crystal import CrystalParams
 
 
 def test_sauerbrey_constant_at_6_MHz():
@@ -58,3 +62,20 @@ def test_rate_and_crystal_life():
     assert qcm.crystal_life_pct(5.75e6, 5.0e6, 6.0e6) == pytest.approx(75.0)
     assert qcm.crystal_life_pct(6.1e6, 5.0e6, 6.0e6) == 100.0
     assert qcm.crystal_life_pct(0.0, 5.0e6, 6.0e6) == 0.0
+
+
+def test_a_new_material_continues_the_crystal_frequency():
+    """Li (Z 5.9) on a crystal carrying 1 mg/cm² of Cu (Z 0.437): the frequency must not jump
+    when the material changes, and the Li layer reads back its own thickness through the
+    instruments' equation (recomputing all the mass with Li's Z jumped 1.7 kHz)."""
+    s = ChamberState()
+    crystal.fresh(s, CrystalParams(fundamental_spread_Hz=0.0, fail_below_Hz=4.0e6),
+                  np.random.default_rng(0))
+    crystal.load(s, 1e-3, 0.437)
+    before = crystal.frequency_Hz(s)
+    crystal.load(s, 1e-12, 5.9)
+    assert crystal.frequency_Hz(s) == pytest.approx(before, abs=0.01)
+    li_mass = 100e-7 * 0.53  # 100 nm of Li
+    crystal.load(s, li_mass, 5.9)
+    grown_A = qcm.thickness_since_zero_A(6.0e6, before, crystal.frequency_Hz(s), 0.53, 5.9, 1.0)
+    assert grown_A == pytest.approx(1000.0, abs=0.01)
