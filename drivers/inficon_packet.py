@@ -7,12 +7,13 @@ len(BODY) + 35. The 14-bit CRC covers LEN and BODY; the offsets keep '!' (which 
 packet) out of everything but the sync byte. Checked byte for byte against the manuals'
 CRC examples and example frames (protocols.md §1.1 and §1.2).
 
-Reply status, both manuals: 'A' OK, 'C' an invalid command, 'D' a problem with the data in
-the command. An instrument with more statuses declares them on its driver class
-(`InficonInstrument.REFUSALS`, `.DAMAGED`); `InficonInstrument.query` is the transaction both
-drivers use: one command packet out, one reply packet in, the status turned into the reply's
-data, an InstrumentError (a refusal) or a FrameError (a damaged packet, which the link
-retries).
+Reply status: 'A' OK, 'C' an invalid command, 'D' a problem with the data in the command
+(SQM-160, as pymeasure's driver reads its manual; the SQC-310 status list, known from a public
+SQC-310C driver and not from its manual, starts with the same three). An instrument with more
+statuses declares them on its driver class (`InficonInstrument.REFUSALS`, `.DAMAGED`).
+`InficonInstrument.query` is the one transaction both drivers use: one command packet out,
+one reply packet in, and the status turned into the reply's data, an InstrumentError (a
+refusal) or a FrameError (a damaged packet, which the link retries).
 """
 
 from __future__ import annotations

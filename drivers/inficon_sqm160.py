@@ -26,7 +26,7 @@ sensor reads 0 Hz, rate 0 and holds its last thickness. `crystal_failed()` says 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
 from lipon_hw.drivers.inficon_packet import InficonInstrument
 from lipon_hw.errors import InputError, InstrumentError
@@ -39,77 +39,90 @@ FILM_NAME_CHARS = 8
 
 
 # --- parameter records (SQM-160 `A`, `B`, `C`; field orders unverified, see above) ---------
-@dataclass(frozen=True)
-class FilmRecord:
-    name: str = "FILM"
-    density_g_cm3: float = 1.0
-    tooling_pct: int = 100
-    z_ratio: float = 1.0
-    final_thickness_kA: float = 0.0
-    thickness_setpoint_kA: float = 0.0
-    time_setpoint_s: int = 0
-    sensor_mask: int = 1
+def wire(fmt: str, default, count: int = 1):
+    """A record field: its default, its format on the wire (``<8``: text padded to 8
+    characters, ``d``: an integer, ``.2f``: 2 decimals) and, for a tuple, how many values."""
+    return field(default=default, metadata={"fmt": fmt, "count": count})
+
+
+class SpacedRecord:
+    """A parameter record as the SQM-160 sends it: the fields in order, separated by single
+    spaces; a fixed-width text field (the film name, which may hold spaces) comes first."""
+
+    #: what a reply that does not parse is said not to be
+    WHAT = "a parameter record"
 
     def format(self) -> str:
-        return (f"{self.name[:FILM_NAME_CHARS]:<{FILM_NAME_CHARS}} {self.density_g_cm3:.2f} "
-                f"{self.tooling_pct:d} {self.z_ratio:.3f} {self.final_thickness_kA:.3f} "
-                f"{self.thickness_setpoint_kA:.3f} {self.time_setpoint_s:d} {self.sensor_mask:d}")
+        texts = []
+        for spec in fields(self):
+            value, fmt = getattr(self, spec.name), spec.metadata["fmt"]
+            if fmt.startswith("<"):
+                value = value[:int(fmt[1:])]
+            values = value if spec.metadata["count"] > 1 else (value,)
+            texts += [format(v, fmt) for v in values]
+        return " ".join(texts)
 
     @classmethod
-    def parse(cls, text: str) -> FilmRecord:
-        """ValueError unless `text` is a name of 8 characters, a space and seven numbers."""
-        fields = text[FILM_NAME_CHARS:].split()
-        if text[FILM_NAME_CHARS:FILM_NAME_CHARS + 1] != " " or len(fields) != 7:
-            raise ValueError(f"{text!r} is not a film record")
-        return cls(text[:FILM_NAME_CHARS].rstrip(), float(fields[0]), int(fields[1]),
-                   float(fields[2]), float(fields[3]), float(fields[4]), int(fields[5]),
-                   int(fields[6]))
-
-
-@dataclass(frozen=True)
-class SystemRecord1:
-    time_base_s: float = 0.25
-    simulate: int = 0
-    display_mode: int = 0
-    high_rate_resolution: int = 0
-    rate_filter: int = 8
-    crystal_tooling_pct: tuple[int, ...] = (100,) * 6
-
-    def format(self) -> str:
-        toolings = " ".join(str(t) for t in self.crystal_tooling_pct)
-        return (f"{self.time_base_s:.2f} {self.simulate} {self.display_mode} "
-                f"{self.high_rate_resolution} {self.rate_filter} {toolings}")
-
-    @classmethod
-    def parse(cls, text: str) -> SystemRecord1:
-        fields = text.split()
-        if len(fields) != 11:
-            raise ValueError(f"{text!r} is not the 11 system parameters 1")
-        return cls(float(fields[0]), *(int(f) for f in fields[1:5]),
-                   tuple(int(f) for f in fields[5:]))
+    def parse(cls, text: str):
+        """ValueError unless `text` holds exactly the record's fields."""
+        rest, values = text, {}
+        for spec in fields(cls):
+            fmt, count = spec.metadata["fmt"], spec.metadata["count"]
+            if fmt.startswith("<"):
+                width = int(fmt[1:])
+                if rest[width:width + 1] != " ":
+                    raise ValueError(f"{text!r} is not {cls.WHAT}")
+                values[spec.name], rest = rest[:width].rstrip(), rest[width + 1:]
+                continue
+            words = rest.split(None, count)
+            if len(words) < count:
+                raise ValueError(f"{text!r} is not {cls.WHAT}")
+            convert = int if fmt.endswith("d") else float
+            numbers = tuple(convert(word) for word in words[:count])
+            values[spec.name] = numbers if count > 1 else numbers[0]
+            rest = words[count] if len(words) > count else ""
+        if rest.strip():
+            raise ValueError(f"{text!r} is not {cls.WHAT}: {rest!r} is left over")
+        return cls(**values)
 
 
 @dataclass(frozen=True)
-class SystemRecord2:
-    frequency_min_MHz: float = 5.0
-    frequency_max_MHz: float = 6.0
-    rate_min: float = 0.0
-    rate_max: float = 100.0
-    thickness_min: float = 0.0
-    thickness_max: float = 1.0
-    etch_mode: int = 0
+class FilmRecord(SpacedRecord):
+    WHAT = "a film record"
 
-    def format(self) -> str:
-        return (f"{self.frequency_min_MHz:.3f} {self.frequency_max_MHz:.3f} "
-                f"{self.rate_min:.3f} {self.rate_max:.3f} {self.thickness_min:.3f} "
-                f"{self.thickness_max:.3f} {self.etch_mode}")
+    name: str = wire(f"<{FILM_NAME_CHARS}", "FILM")
+    density_g_cm3: float = wire(".2f", 1.0)
+    tooling_pct: int = wire("d", 100)
+    z_ratio: float = wire(".3f", 1.0)
+    final_thickness_kA: float = wire(".3f", 0.0)
+    thickness_setpoint_kA: float = wire(".3f", 0.0)
+    time_setpoint_s: int = wire("d", 0)
+    sensor_mask: int = wire("d", 1)
 
-    @classmethod
-    def parse(cls, text: str) -> SystemRecord2:
-        fields = text.split()
-        if len(fields) != 7:
-            raise ValueError(f"{text!r} is not the 7 system parameters 2")
-        return cls(*(float(f) for f in fields[:6]), int(fields[6]))
+
+@dataclass(frozen=True)
+class SystemRecord1(SpacedRecord):
+    WHAT = "the system parameters 1"
+
+    time_base_s: float = wire(".2f", 0.25)
+    simulate: int = wire("d", 0)
+    display_mode: int = wire("d", 0)
+    high_rate_resolution: int = wire("d", 0)
+    rate_filter: int = wire("d", 8)
+    crystal_tooling_pct: tuple[int, ...] = wire("d", (100,) * 6, count=6)
+
+
+@dataclass(frozen=True)
+class SystemRecord2(SpacedRecord):
+    WHAT = "the system parameters 2"
+
+    frequency_min_MHz: float = wire(".3f", 5.0)
+    frequency_max_MHz: float = wire(".3f", 6.0)
+    rate_min: float = wire(".3f", 0.0)
+    rate_max: float = wire(".3f", 100.0)
+    thickness_min: float = wire(".3f", 0.0)
+    thickness_max: float = wire(".3f", 1.0)
+    etch_mode: int = wire("d", 0)
 
 
 def film_name(name: str) -> str:
@@ -133,7 +146,7 @@ class SQM160(InficonInstrument):
         self.film = int(film)
 
     def _display_units(self) -> tuple[float, float]:
-        system = self.query_as("B?", SystemRecord1.parse, "its system parameters")
+        system = self.query_as("B?", SystemRecord1.parse, SystemRecord1.WHAT)
         if system.display_mode not in DISPLAY_UNITS:
             raise InstrumentError(f"{self.name} answered 'B?' with system parameters whose "
                                   f"display mode {system.display_mode} reports no thickness "
@@ -146,7 +159,7 @@ class SQM160(InficonInstrument):
 
     # --- ThicknessMonitor --------------------------------------------------------------
     def film_parameters(self) -> FilmRecord:
-        return self.query_as(f"A{self.film}?", FilmRecord.parse, "a film record")
+        return self.query_as(f"A{self.film}?", FilmRecord.parse, FilmRecord.WHAT)
 
     def set_film(self, film: Film) -> None:
         """Write name, density, Z-ratio and tooling into the film slot, then select it.
