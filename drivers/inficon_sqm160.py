@@ -26,7 +26,7 @@ sensor reads 0 Hz, rate 0 and holds its last thickness. `crystal_failed()` says 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
 from lipon_hw.drivers.inficon_packet import InficonInstrument
 from lipon_hw.errors import InputError, InstrumentError
@@ -39,47 +39,43 @@ FILM_NAME_CHARS = 8
 
 
 # --- parameter records (SQM-160 `A`, `B`, `C`; field orders unverified, see above) ---------
-def wire(fmt: str, default, count: int = 1):
-    """A record field: its default, its format on the wire (``<8``: text padded to 8
-    characters, ``d``: an integer, ``.2f``: 2 decimals) and, for a tuple, how many values."""
-    return field(default=default, metadata={"fmt": fmt, "count": count})
-
-
 class SpacedRecord:
     """A parameter record as the SQM-160 sends it: the fields in order, separated by single
-    spaces; a fixed-width text field (the film name, which may hold spaces) comes first."""
+    spaces. `WIRE` holds each field's format (``<8``: text padded to 8 characters, which may
+    hold spaces; ``d``: an integer; ``.2f``: 2 decimals); a tuple field holds as many values
+    as its default."""
 
+    WIRE: tuple[str, ...] = ()
     #: what a reply that does not parse is said not to be
     WHAT = "a parameter record"
 
     def format(self) -> str:
         texts = []
-        for spec in fields(self):
-            value, fmt = getattr(self, spec.name), spec.metadata["fmt"]
+        for spec, fmt in zip(fields(self), self.WIRE, strict=True):
+            value = getattr(self, spec.name)
             if fmt.startswith("<"):
                 value = value[:int(fmt[1:])]
-            values = value if spec.metadata["count"] > 1 else (value,)
-            texts += [format(v, fmt) for v in values]
+            texts += [format(v, fmt) for v in (value if isinstance(value, tuple) else (value,))]
         return " ".join(texts)
 
     @classmethod
     def parse(cls, text: str):
         """ValueError unless `text` holds exactly the record's fields."""
         rest, values = text, {}
-        for spec in fields(cls):
-            fmt, count = spec.metadata["fmt"], spec.metadata["count"]
+        for spec, fmt in zip(fields(cls), cls.WIRE, strict=True):
             if fmt.startswith("<"):
                 width = int(fmt[1:])
                 if rest[width:width + 1] != " ":
                     raise ValueError(f"{text!r} is not {cls.WHAT}")
                 values[spec.name], rest = rest[:width].rstrip(), rest[width + 1:]
                 continue
+            count = len(spec.default) if isinstance(spec.default, tuple) else 1
             words = rest.split(None, count)
             if len(words) < count:
                 raise ValueError(f"{text!r} is not {cls.WHAT}")
             convert = int if fmt.endswith("d") else float
             numbers = tuple(convert(word) for word in words[:count])
-            values[spec.name] = numbers if count > 1 else numbers[0]
+            values[spec.name] = numbers if isinstance(spec.default, tuple) else numbers[0]
             rest = words[count] if len(words) > count else ""
         if rest.strip():
             raise ValueError(f"{text!r} is not {cls.WHAT}: {rest!r} is left over")
@@ -88,41 +84,44 @@ class SpacedRecord:
 
 @dataclass(frozen=True)
 class FilmRecord(SpacedRecord):
-    WHAT = "a film record"
+    name: str = "FILM"
+    density_g_cm3: float = 1.0
+    tooling_pct: int = 100
+    z_ratio: float = 1.0
+    final_thickness_kA: float = 0.0
+    thickness_setpoint_kA: float = 0.0
+    time_setpoint_s: int = 0
+    sensor_mask: int = 1
 
-    name: str = wire(f"<{FILM_NAME_CHARS}", "FILM")
-    density_g_cm3: float = wire(".2f", 1.0)
-    tooling_pct: int = wire("d", 100)
-    z_ratio: float = wire(".3f", 1.0)
-    final_thickness_kA: float = wire(".3f", 0.0)
-    thickness_setpoint_kA: float = wire(".3f", 0.0)
-    time_setpoint_s: int = wire("d", 0)
-    sensor_mask: int = wire("d", 1)
+    WIRE = (f"<{FILM_NAME_CHARS}", ".2f", "d", ".3f", ".3f", ".3f", "d", "d")
+    WHAT = "a film record"
 
 
 @dataclass(frozen=True)
 class SystemRecord1(SpacedRecord):
-    WHAT = "the system parameters 1"
+    time_base_s: float = 0.25
+    simulate: int = 0
+    display_mode: int = 0
+    high_rate_resolution: int = 0
+    rate_filter: int = 8
+    crystal_tooling_pct: tuple[int, ...] = (100,) * 6
 
-    time_base_s: float = wire(".2f", 0.25)
-    simulate: int = wire("d", 0)
-    display_mode: int = wire("d", 0)
-    high_rate_resolution: int = wire("d", 0)
-    rate_filter: int = wire("d", 8)
-    crystal_tooling_pct: tuple[int, ...] = wire("d", (100,) * 6, count=6)
+    WIRE = (".2f", "d", "d", "d", "d", "d")
+    WHAT = "the system parameters 1"
 
 
 @dataclass(frozen=True)
 class SystemRecord2(SpacedRecord):
-    WHAT = "the system parameters 2"
+    frequency_min_MHz: float = 5.0
+    frequency_max_MHz: float = 6.0
+    rate_min: float = 0.0
+    rate_max: float = 100.0
+    thickness_min: float = 0.0
+    thickness_max: float = 1.0
+    etch_mode: int = 0
 
-    frequency_min_MHz: float = wire(".3f", 5.0)
-    frequency_max_MHz: float = wire(".3f", 6.0)
-    rate_min: float = wire(".3f", 0.0)
-    rate_max: float = wire(".3f", 100.0)
-    thickness_min: float = wire(".3f", 0.0)
-    thickness_max: float = wire(".3f", 1.0)
-    etch_mode: int = wire("d", 0)
+    WIRE = (".3f", ".3f", ".3f", ".3f", ".3f", ".3f", "d")
+    WHAT = "the system parameters 2"
 
 
 def film_name(name: str) -> str:
