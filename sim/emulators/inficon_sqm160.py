@@ -41,6 +41,7 @@ Z_RATIO_LIMITS = (0.1, 10.0)
 
 class SQM160Emulator(InficonEmulator):
     model = "INFICON SQM-160"
+    bad_crc_reply = b""  # dropped: the manual names no status for it (assumption)
 
     def __init__(self, name: str, tool, sensor: int = 1, channels: int = 2):
         super().__init__(name)
