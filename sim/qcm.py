@@ -11,11 +11,11 @@ same film on the same crystal reads the same on every monitor.
   m / ρ_f, with F_q the uncoated crystal's frequency, F_c the coated crystal's now and Z the
   film's Z-ratio (quartz acoustic impedance over the film's).
 
-Which formula the instruments use, and why both emulators use the same one: the SQM-160
-manual (PN 074-511, theory of operation) and the SQC-310 manual (PN 074-550, film and material
-parameters) both compute thickness with the Z-match equation above, with the active film's
-density and Z-ratio and F_q defined as the *uncoated* crystal's frequency (protocols.md §1.1
-quotes it "as written in INFICON manuals"; the pages themselves could not be read here). So
+Which formula the instruments use, and why both emulators use the same one: INFICON documents
+one thickness equation for its monitors and controllers, the Z-match equation above with the
+active film's density and Z-ratio and F_q defined as the *uncoated* crystal's frequency
+(protocols.md §1.1 quotes it as written in INFICON manuals; which section of the SQM-160
+manual PN 074-511 and of the SQC-310 manual PN 074-550 prints it is unverified). So
 `thickness_since_zero_A` is that equation taken between the frequency at the last zero and
 now, both measured from F_q, times the toolings: the film grown since the zero, even on a
 crystal that already carries earlier films. The emulators take F_q from the simulated crystal,
