@@ -1,10 +1,11 @@
 """INFICON SQC-310 deposition controller: QCM readings plus the PID loop that drives a source.
 
-Wire format: the SQM-160 packet (`lipon_hw.drivers.inficon_sqm160`), which the SQC-310
-manual (PN 074-550-P1B §5, P1C §4) documents identically. Reply status: 'A' OK, 'C' invalid
-command, 'D' bad data, 'E' wrong mode for this command, 'F' invalid CRC, 'G' reply longer
-than 221 characters (status list as published with a public SQC-310C driver). 'F' means the
-packet was damaged on the way, so it is a FrameError and the link retries it.
+Wire format: the INFICON packet (`lipon_hw.drivers.inficon_packet`), which the SQC-310 manual
+(PN 074-550-P1B §5, P1C §4) documents as the SQM-160's. Reply status: 'A' OK, 'C' invalid
+command, 'D' bad data (both manuals), and the SQC-310's own: 'E' wrong mode for this command,
+'F' invalid CRC, 'G' reply longer than 221 characters (E-G as published with a public
+SQC-310C driver; unverified in the manual). 'F' means the packet was damaged on the way, so it
+is a FrameError and the link retries it.
 
 Commands this driver sends. Byte-checked: the manual prints the frame (P1C §4.3: J, L, N,
 P, PA, S, K1/K2 replies) or a public EPICS driver sent it to an SQC-310C (``@``, ``F``,
@@ -39,22 +40,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lipon_hw.drivers.inficon_sqm160 import (
-    REFUSALS,
-    STATUS_OK,
-    encode_command,
-    read_reply,
-)
-from lipon_hw.errors import FrameError, InputError, InstrumentError
+from lipon_hw.drivers.inficon_packet import REFUSALS, InficonInstrument
+from lipon_hw.errors import InputError, InstrumentError
 from lipon_hw.interfaces import Film
 from lipon_hw.links import Link
 
 STATUS_WRONG_MODE = b"E"
 STATUS_BAD_CRC = b"F"
 STATUS_TOO_LONG = b"G"
-SQC_REFUSALS = {**REFUSALS,
-                STATUS_WRONG_MODE: "refused because it is in the wrong mode for this command",
-                STATUS_TOO_LONG: "refused because its reply would exceed 221 characters"}
 
 CHANNELS = 4
 FILMS = 50
@@ -192,7 +185,7 @@ def _check_range(name: str, value: float, low: float, high: float) -> None:
 
 
 # --- driver ---------------------------------------------------------------------------------------
-class SQC310:
+class SQC310(InficonInstrument):
     """ThicknessMonitor on one sensor, and the rate loop of one output, film and layer.
 
     `material` is the material slot `set_film` writes (default: the film number); on a real
@@ -200,7 +193,10 @@ class SQC310:
     layer that "Start Layer" runs (the active process's current layer).
     """
 
-    SERIAL_DEFAULTS = {"baudrate": 19200, "bytesize": 8, "parity": "N", "stopbits": 1}
+    REFUSALS = {**REFUSALS,
+                STATUS_WRONG_MODE: "refused because it is in the wrong mode for this command",
+                STATUS_TOO_LONG: "refused because its reply would exceed 221 characters"}
+    DAMAGED = {STATUS_BAD_CRC: "reported a CRC error in the command"}
 
     def __init__(self, name: str, link: Link, sensor: int = 1, output: int = 1, film: int = 1,
                  layer: int = 1, material: int | None = None):
@@ -209,8 +205,7 @@ class SQC310:
                                  ("material", film if material is None else material, MATERIALS)):
             if not 1 <= int(value) <= high:
                 raise InputError(f"{name}: {key} must be 1 to {high}, not {value!r}")
-        self.name = name
-        self.link = link
+        super().__init__(name, link)
         self.sensor = int(sensor)
         self.output = int(output)
         self.film = int(film)
@@ -218,48 +213,16 @@ class SQC310:
         self.material = int(film if material is None else material)
         self._relays_on: set[int] = set()
 
-    # --- transactions ----------------------------------------------------------------
-    def query(self, command: str) -> str:
-        """Send one command, return the reply data; a refusal is InstrumentError."""
-        packet = encode_command(command)
-        return self.link.exchange(lambda link: self._transact(link, packet))
-
-    def _transact(self, link: Link, packet: bytes) -> str:
-        link.write(packet)
-        status, data = read_reply(link, self.name)
-        if status == STATUS_OK:
-            return data
-        if status == STATUS_BAD_CRC:
-            raise FrameError(f"{self.name} reported a CRC error in {packet!r}")
-        reason = SQC_REFUSALS.get(status, f"answered with unknown status {status!r}")
-        raise InstrumentError(f"{self.name} {reason}: it was sent {packet!r}")
-
-    def _numbers(self, command: str, count: int) -> list[float]:
-        data = self.query(command)
-        try:
-            numbers = [float(field) for field in data.split()]
-        except ValueError:
-            numbers = []
-        if len(numbers) < count:
-            raise InstrumentError(f"{self.name} answered {command!r} with {data!r}, which is "
-                                  f"not {count} number(s)")
-        return numbers
-
-    def _number(self, command: str) -> float:
-        return self._numbers(command, 1)[0]
-
     def get_parameters(self, command: str, index: int | None, numbers: list[int]) -> dict[int, str]:
         """Read fields of a parameter group (A1..A5, B, D, HA, HB) as raw text."""
-        text = get_command(command, index, numbers)
-        data = self.query(text)
-        try:
+        def fields(data: str) -> dict[int, str]:
             pairs = parse_pairs(data)
-        except ValueError:
-            pairs = {}
-        if set(pairs) != set(numbers):
-            raise InstrumentError(f"{self.name} answered {text!r} with {data!r}, which are not "
-                                  f"the fields {numbers}")
-        return pairs
+            if set(pairs) != set(numbers):
+                raise ValueError(f"{data!r} holds the fields {sorted(pairs)}")
+            return pairs
+
+        return self.query_as(get_command(command, index, numbers), fields,
+                             f"the fields {numbers}")
 
     def set_parameters(self, command: str, index: int | None,
                        values: dict[Param, float]) -> None:
@@ -270,9 +233,6 @@ class SQC310:
         self.query(set_command(command, index, raw))
 
     # --- Instrument ------------------------------------------------------------------
-    def identify(self) -> str:
-        return self.query("@")
-
     def make_safe(self) -> None:
         """Stop the process (output 0; the controller closes the source shutter), then turn
         off the relays this driver turned on."""
@@ -295,7 +255,7 @@ class SQC310:
                                               FILM_TOOLING: film.tooling_pct})
 
     def rate_A_s(self) -> float:
-        rate = self._number(f"L{self.sensor}")
+        rate = self.query_number(f"L{self.sensor}")
         if rate == 0.0 and self.crystal_failed():
             raise InstrumentError(f"{self.name} has a failed crystal on sensor {self.sensor} "
                                   f"('PA{self.sensor}' reads 0 Hz), so its rate of 0 is no "
@@ -304,16 +264,16 @@ class SQC310:
 
     def thickness_nm(self) -> float:
         """Thickness since the last zero (start of deposit or `zero()`), reported in kÅ."""
-        return self._number(f"N{self.sensor}") * 100.0
+        return self.query_number(f"N{self.sensor}") * 100.0
 
     def frequency_Hz(self) -> float:
-        return self._number(f"P{self.sensor}")
+        return self.query_number(f"P{self.sensor}")
 
     def crystal_life_pct(self) -> float:
-        return self._numbers(f"PA{self.sensor}", 3)[2]
+        return self.query_numbers(f"PA{self.sensor}", 3)[2]
 
     def crystal_failed(self) -> bool:
-        return self._numbers(f"PA{self.sensor}", 3)[1] <= 0.0
+        return self.query_numbers(f"PA{self.sensor}", 3)[1] <= 0.0
 
     def zero(self) -> None:
         self.query("U32")
@@ -369,12 +329,12 @@ class SQC310:
         self.query("U3")
 
     def output_pct(self) -> float:
-        return self._number(f"S? {self.output}")
+        return self.query_number(f"S? {self.output}")
 
     def run_state(self) -> RunState:
         """`V?`: phase, process elapsed time, process and layer (a 5th field, auto/manual
         control on newer firmware, is ignored)."""
-        fields = self._numbers("V?", 4)
+        fields = self.query_numbers("V?", 4)
         return RunState(*(int(f) for f in fields[:4]))
 
     def phase(self) -> str:

@@ -1,11 +1,7 @@
-"""INFICON SQM-160 rate/thickness monitor, and the packet codec INFICON shares with the SQC-310.
+"""INFICON SQM-160 rate/thickness monitor: its commands, parameter records and display units.
 
-Wire format (SQM-160 manual PN 074-511-P1C §5.3, read; the SQC-310 manual PN 074-550 §4.2
-is identical): ``'!' LEN BODY CRC1 CRC2``, no terminator. A host packet's LEN is
-len(BODY) + 34; a reply's BODY is a status byte and data, and its LEN is len(BODY) + 35.
-Status 'A' is OK, 'C' an invalid command, 'D' a problem with the data in the command. The
-14-bit CRC covers LEN and BODY; the offsets keep '!' (which resets a packet) out of
-everything but the sync byte.
+Packet, CRC and the 'A'/'C'/'D' reply statuses: `lipon_hw.drivers.inficon_packet` (SQM-160
+manual PN 074-511-P1C §5.3). The SQM-160 adds no status of its own.
 
 Commands this driver uses (reply data after 'A'): ``@`` model, ``L{s}`` rate, ``N{s}``
 thickness, ``P{s}`` frequency in Hz, ``R{s}`` crystal life in %, ``S`` zero, ``B?`` system
@@ -30,101 +26,64 @@ sensor reads 0 Hz, rate 0 and holds its last thickness. `crystal_failed()` says 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
-from lipon_hw.errors import FrameError, InputError, InstrumentError
+from lipon_hw.drivers.inficon_packet import InficonInstrument
+from lipon_hw.errors import InputError, InstrumentError
 from lipon_hw.interfaces import Film
 from lipon_hw.links import Link
-
-SYNC = 0x21  # '!'
-COMMAND_OFFSET = 34
-REPLY_OFFSET = 35
-MAX_LEN_BYTE = 0xFF
-STATUS_OK = b"A"
-REFUSALS = {b"C": "refused as an invalid command",
-            b"D": "refused because of a problem with the data in the command"}
 
 #: display mode -> (Å/s per reported rate unit, nm per reported thickness unit)
 DISPLAY_UNITS = {0: (1.0, 100.0), 1: (10.0, 1000.0)}
 FILM_NAME_CHARS = 8
 
 
-# --- codec (shared by the SQM-160 and SQC-310) -------------------------------------------
-def inficon_crc(data: bytes) -> bytes:
-    """The two CRC characters over `data` (LEN byte + body): 14-bit CRC, 7 bits + 34 each."""
-    crc = 0x3FFF
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            carry = crc & 1
-            crc >>= 1
-            if carry:
-                crc ^= 0x2001
-        crc &= 0x3FFF
-    return bytes(((crc & 0x7F) + 34, ((crc >> 7) & 0x7F) + 34))
-
-
-def encode_packet(body: bytes, offset: int) -> bytes:
-    """A packet around `body`: offset 34 for host commands, 35 for instrument replies."""
-    length = len(body) + offset
-    if length > MAX_LEN_BYTE:
-        raise InputError(f"an INFICON packet holds at most {MAX_LEN_BYTE - offset} bytes, "
-                         f"not {len(body)} ({body[:20]!r}...)")
-    head = bytes((length,)) + body
-    return bytes((SYNC,)) + head + inficon_crc(head)
-
-
-def packet_size(header: bytes, offset: int) -> int:
-    """Total packet size announced by its first two bytes (sync and LEN)."""
-    return header[1] - offset + 4
-
-
-def decode_packet(frame: bytes, offset: int, source: str = "the instrument",
-                  accept_null_crc: bool = False) -> bytes:
-    """The body of a complete packet, or FrameError naming `source` and the bytes.
-
-    The manual lets a host send two NUL bytes instead of a CRC; `accept_null_crc` is for
-    the instrument side, which then skips the check.
-    """
-    if len(frame) < 4 or frame[0] != SYNC or frame[1] < offset:
-        raise FrameError(f"{source} sent {frame!r}, which is not an INFICON packet")
-    if len(frame) != packet_size(frame, offset):
-        raise FrameError(f"{source} sent {frame!r}, whose length byte announces "
-                         f"{packet_size(frame, offset)} bytes, not {len(frame)}")
-    head, crc = frame[1:-2], frame[-2:]
-    if crc != inficon_crc(head) and not (accept_null_crc and crc == b"\0\0"):
-        raise FrameError(f"{source} sent {frame!r}, whose CRC {crc!r} should be "
-                         f"{inficon_crc(head)!r}")
-    return head[1:]
-
-
-def encode_command(command: str) -> bytes:
-    """A host packet; '!' would reset the packet at the instrument, so it cannot be sent."""
-    if not command.isascii() or "!" in command:
-        raise InputError(f"command {command!r} must be ASCII without '!'")
-    return encode_packet(command.encode("ascii"), COMMAND_OFFSET)
-
-
-def encode_reply(status: bytes, data: str = "") -> bytes:
-    return encode_packet(status + data.encode("ascii"), REPLY_OFFSET)
-
-
-def read_reply(link: Link, source: str) -> tuple[bytes, str]:
-    """Read one reply packet from `link`: (status byte, data text)."""
-    header = link.read_exact(2)
-    if header[0] != SYNC or header[1] <= REPLY_OFFSET:
-        raise FrameError(f"{source} began its reply with {header!r}, not '!' and a length byte")
-    frame = header + link.read_exact(packet_size(header, REPLY_OFFSET) - 2)
-    body = decode_packet(frame, REPLY_OFFSET, source)
-    try:
-        return body[:1], body[1:].decode("ascii")
-    except UnicodeDecodeError:
-        raise FrameError(f"{source} sent {frame!r}, whose data is not ASCII") from None
-
-
 # --- parameter records (SQM-160 `A`, `B`, `C`; field orders unverified, see above) ---------
+class SpacedRecord:
+    """A parameter record as the SQM-160 sends it: the fields in order, separated by single
+    spaces. `WIRE` holds each field's format (``<8``: text padded to 8 characters, which may
+    hold spaces; ``d``: an integer; ``.2f``: 2 decimals); a tuple field holds as many values
+    as its default."""
+
+    WIRE: tuple[str, ...] = ()
+    #: what a reply that does not parse is said not to be
+    WHAT = "a parameter record"
+
+    def format(self) -> str:
+        texts = []
+        for spec, fmt in zip(fields(self), self.WIRE, strict=True):
+            value = getattr(self, spec.name)
+            if fmt.startswith("<"):
+                value = value[:int(fmt[1:])]
+            texts += [format(v, fmt) for v in (value if isinstance(value, tuple) else (value,))]
+        return " ".join(texts)
+
+    @classmethod
+    def parse(cls, text: str):
+        """ValueError unless `text` holds exactly the record's fields."""
+        rest, values = text, {}
+        for spec, fmt in zip(fields(cls), cls.WIRE, strict=True):
+            if fmt.startswith("<"):
+                width = int(fmt[1:])
+                if rest[width:width + 1] != " ":
+                    raise ValueError(f"{text!r} is not {cls.WHAT}")
+                values[spec.name], rest = rest[:width].rstrip(), rest[width + 1:]
+                continue
+            count = len(spec.default) if isinstance(spec.default, tuple) else 1
+            words = rest.split(None, count)
+            if len(words) < count:
+                raise ValueError(f"{text!r} is not {cls.WHAT}")
+            convert = int if fmt.endswith("d") else float
+            numbers = tuple(convert(word) for word in words[:count])
+            values[spec.name] = numbers if isinstance(spec.default, tuple) else numbers[0]
+            rest = words[count] if len(words) > count else ""
+        if rest.strip():
+            raise ValueError(f"{text!r} is not {cls.WHAT}: {rest!r} is left over")
+        return cls(**values)
+
+
 @dataclass(frozen=True)
-class FilmRecord:
+class FilmRecord(SpacedRecord):
     name: str = "FILM"
     density_g_cm3: float = 1.0
     tooling_pct: int = 100
@@ -134,24 +93,12 @@ class FilmRecord:
     time_setpoint_s: int = 0
     sensor_mask: int = 1
 
-    def format(self) -> str:
-        return (f"{self.name[:FILM_NAME_CHARS]:<{FILM_NAME_CHARS}} {self.density_g_cm3:.2f} "
-                f"{self.tooling_pct:d} {self.z_ratio:.3f} {self.final_thickness_kA:.3f} "
-                f"{self.thickness_setpoint_kA:.3f} {self.time_setpoint_s:d} {self.sensor_mask:d}")
-
-    @classmethod
-    def parse(cls, text: str) -> FilmRecord:
-        """ValueError unless `text` is a name of 8 characters, a space and seven numbers."""
-        fields = text[FILM_NAME_CHARS:].split()
-        if text[FILM_NAME_CHARS:FILM_NAME_CHARS + 1] != " " or len(fields) != 7:
-            raise ValueError(f"{text!r} is not a film record")
-        return cls(text[:FILM_NAME_CHARS].rstrip(), float(fields[0]), int(fields[1]),
-                   float(fields[2]), float(fields[3]), float(fields[4]), int(fields[5]),
-                   int(fields[6]))
+    WIRE = (f"<{FILM_NAME_CHARS}", ".2f", "d", ".3f", ".3f", ".3f", "d", "d")
+    WHAT = "a film record"
 
 
 @dataclass(frozen=True)
-class SystemRecord1:
+class SystemRecord1(SpacedRecord):
     time_base_s: float = 0.25
     simulate: int = 0
     display_mode: int = 0
@@ -159,22 +106,12 @@ class SystemRecord1:
     rate_filter: int = 8
     crystal_tooling_pct: tuple[int, ...] = (100,) * 6
 
-    def format(self) -> str:
-        toolings = " ".join(str(t) for t in self.crystal_tooling_pct)
-        return (f"{self.time_base_s:.2f} {self.simulate} {self.display_mode} "
-                f"{self.high_rate_resolution} {self.rate_filter} {toolings}")
-
-    @classmethod
-    def parse(cls, text: str) -> SystemRecord1:
-        fields = text.split()
-        if len(fields) != 11:
-            raise ValueError(f"{text!r} is not the 11 system parameters 1")
-        return cls(float(fields[0]), *(int(f) for f in fields[1:5]),
-                   tuple(int(f) for f in fields[5:]))
+    WIRE = (".2f", "d", "d", "d", "d", "d")
+    WHAT = "the system parameters 1"
 
 
 @dataclass(frozen=True)
-class SystemRecord2:
+class SystemRecord2(SpacedRecord):
     frequency_min_MHz: float = 5.0
     frequency_max_MHz: float = 6.0
     rate_min: float = 0.0
@@ -183,17 +120,8 @@ class SystemRecord2:
     thickness_max: float = 1.0
     etch_mode: int = 0
 
-    def format(self) -> str:
-        return (f"{self.frequency_min_MHz:.3f} {self.frequency_max_MHz:.3f} "
-                f"{self.rate_min:.3f} {self.rate_max:.3f} {self.thickness_min:.3f} "
-                f"{self.thickness_max:.3f} {self.etch_mode}")
-
-    @classmethod
-    def parse(cls, text: str) -> SystemRecord2:
-        fields = text.split()
-        if len(fields) != 7:
-            raise ValueError(f"{text!r} is not the 7 system parameters 2")
-        return cls(*(float(f) for f in fields[:6]), int(fields[6]))
+    WIRE = (".3f", ".3f", ".3f", ".3f", ".3f", ".3f", "d")
+    WHAT = "the system parameters 2"
 
 
 def film_name(name: str) -> str:
@@ -204,70 +132,33 @@ def film_name(name: str) -> str:
 
 
 # --- driver --------------------------------------------------------------------------------
-class SQM160:
+class SQM160(InficonInstrument):
     """ThicknessMonitor on one SQM-160 sensor input; film parameters go to one film slot."""
-
-    SERIAL_DEFAULTS = {"baudrate": 19200, "bytesize": 8, "parity": "N", "stopbits": 1}
 
     def __init__(self, name: str, link: Link, sensor: int = 1, film: int = 1):
         if not 1 <= int(sensor) <= 6:
             raise InputError(f"{name}: sensor must be 1 to 6, not {sensor!r}")
         if not 1 <= int(film) <= 99:
             raise InputError(f"{name}: film must be 1 to 99, not {film!r}")
-        self.name = name
-        self.link = link
+        super().__init__(name, link)
         self.sensor = int(sensor)
         self.film = int(film)
 
-    # --- transactions ----------------------------------------------------------------
-    def query(self, command: str) -> str:
-        """Send one command, return the reply data; a 'C' or 'D' status is InstrumentError."""
-        packet = encode_command(command)
-        return self.link.exchange(lambda link: self._transact(link, packet))
-
-    def _transact(self, link: Link, packet: bytes) -> str:
-        link.write(packet)
-        status, data = read_reply(link, self.name)
-        if status == STATUS_OK:
-            return data
-        reason = REFUSALS.get(status, f"answered with unknown status {status!r}")
-        raise InstrumentError(f"{self.name} {reason}: it was sent {packet!r}")
-
-    def _number(self, command: str) -> float:
-        data = self.query(command)
-        try:
-            return float(data)
-        except ValueError:
-            raise InstrumentError(f"{self.name} answered {command!r} with {data!r}, "
-                                  "which is not a number") from None
-
     def _display_units(self) -> tuple[float, float]:
-        data = self.query("B?")
-        try:
-            mode = SystemRecord1.parse(data).display_mode
-        except ValueError:
-            raise InstrumentError(f"{self.name} answered 'B?' with {data!r}, which is not "
-                                  "its system parameters") from None
-        if mode not in DISPLAY_UNITS:
-            raise InstrumentError(f"{self.name} answered 'B?' with {data!r}, whose display "
-                                  f"mode {mode} reports no thickness (set Å or nm in its menu)")
-        return DISPLAY_UNITS[mode]
+        system = self.query_as("B?", SystemRecord1.parse, SystemRecord1.WHAT)
+        if system.display_mode not in DISPLAY_UNITS:
+            raise InstrumentError(f"{self.name} answered 'B?' with system parameters whose "
+                                  f"display mode {system.display_mode} reports no thickness "
+                                  "(set Å or nm in its menu)")
+        return DISPLAY_UNITS[system.display_mode]
 
     # --- Instrument ------------------------------------------------------------------
-    def identify(self) -> str:
-        return self.query("@")
-
     def make_safe(self) -> None:
         """Nothing to do: a monitor drives no power, gas or shutter through this driver."""
 
     # --- ThicknessMonitor --------------------------------------------------------------
     def film_parameters(self) -> FilmRecord:
-        data = self.query(f"A{self.film}?")
-        try:
-            return FilmRecord.parse(data)
-        except ValueError:
-            raise InstrumentError(f"{self.name} answered 'A{self.film}?' with {data!r}, "
-                                  "which is not a film record") from None
+        return self.query_as(f"A{self.film}?", FilmRecord.parse, FilmRecord.WHAT)
 
     def set_film(self, film: Film) -> None:
         """Write name, density, Z-ratio and tooling into the film slot, then select it.
@@ -286,7 +177,7 @@ class SQM160:
 
     def rate_A_s(self) -> float:
         rate_unit, _ = self._display_units()
-        rate = self._number(f"L{self.sensor}") * rate_unit
+        rate = self.query_number(f"L{self.sensor}") * rate_unit
         if rate == 0.0 and self.crystal_failed():
             raise InstrumentError(f"{self.name} has a failed crystal on sensor {self.sensor} "
                                   f"('P{self.sensor}' reads 0 Hz), so its rate of 0 is no "
@@ -296,14 +187,14 @@ class SQM160:
     def thickness_nm(self) -> float:
         """Thickness since the last zero; held at its last value if the crystal failed."""
         _, thickness_unit = self._display_units()
-        return self._number(f"N{self.sensor}") * thickness_unit
+        return self.query_number(f"N{self.sensor}") * thickness_unit
 
     def frequency_Hz(self) -> float:
         """Crystal frequency; 0 when the crystal has failed."""
-        return self._number(f"P{self.sensor}")
+        return self.query_number(f"P{self.sensor}")
 
     def crystal_life_pct(self) -> float:
-        return self._number(f"R{self.sensor}")
+        return self.query_number(f"R{self.sensor}")
 
     def crystal_failed(self) -> bool:
         return self.frequency_Hz() <= 0.0

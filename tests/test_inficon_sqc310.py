@@ -9,19 +9,19 @@ import pytest
 import serial
 from conftest import ManualClock, sim_link, visa_socket
 
+from lipon_hw.drivers.inficon_packet import (
+    COMMAND_OFFSET,
+    REPLY_OFFSET,
+    decode_packet,
+    encode_command,
+    encode_reply,
+)
 from lipon_hw.drivers.inficon_sqc310 import (
     I_TERM,
     SQC310,
     get_command,
     parse_pairs,
     set_command,
-)
-from lipon_hw.drivers.inficon_sqm160 import (
-    COMMAND_OFFSET,
-    REPLY_OFFSET,
-    decode_packet,
-    encode_command,
-    encode_reply,
 )
 from lipon_hw.errors import InputError, InstrumentError, LinkLost
 from lipon_hw.interfaces import Film, ThicknessMonitor
@@ -178,8 +178,8 @@ def test_driver_is_a_thickness_monitor_and_identifies(qcm, emulator):
 
 def test_set_film_writes_material_and_film(qcm, emulator):
     qcm.set_film(Film("LiPON cap", density_g_cm3=2.5, z_ratio=1.0, tooling_pct=125.4))
-    assert emulator.materials[1] == {1: "LiPON cap", 2: 250, 3: 1000}
-    assert emulator.films[1]["A1"][1] == "LiPON cap"
+    assert emulator.memory.materials[1] == {1: "LiPON cap", 2: 250, 3: 1000}
+    assert emulator.memory.films[1]["A1"][1] == "LiPON cap"
     assert qcm.get_parameters("A2", 1, [4, 6]) == {4: "1", 6: "125"}
     with pytest.raises(InputError, match="density_g_cm3"):
         qcm.set_film(Film("AIR", density_g_cm3=0.1, z_ratio=1.0))
@@ -190,9 +190,9 @@ def test_rate_control_parameters_are_scaled_integers(qcm, emulator):
                          shutter_delay_s=20, capture_pct=2.5)
     assert qcm.get_parameters("A2", 1, [1, 2, 3]) == {1: "8", 2: "405", 3: "5"}
     assert qcm.get_parameters("A4", 1, [1, 2]) == {1: "20", 2: "25"}
-    assert emulator.layers[1][1] == 150  # 1.50 Å/s
-    assert emulator.layers[1][2] == 1000  # 100 nm = 1.000 kÅ
-    assert emulator.layers[1][6] == 300  # max power 30.0 %
+    assert emulator.memory.layers[1][1] == 150  # 1.50 Å/s
+    assert emulator.memory.layers[1][2] == 1000  # 100 nm = 1.000 kÅ
+    assert emulator.memory.layers[1][6] == 300  # max power 30.0 %
 
 
 def test_a_layer_drives_the_supply_through_its_phases(qcm, tool, clock):

@@ -7,17 +7,15 @@ import pytest
 import serial
 from conftest import sim_link, visa_socket
 
-from lipon_hw.drivers.inficon_sqm160 import (
+from lipon_hw.drivers.inficon_packet import (
     COMMAND_OFFSET,
     REPLY_OFFSET,
-    SQM160,
-    FilmRecord,
-    SystemRecord1,
     decode_packet,
     encode_command,
     encode_reply,
     inficon_crc,
 )
+from lipon_hw.drivers.inficon_sqm160 import SQM160, FilmRecord, SystemRecord1
 from lipon_hw.errors import FrameError, InputError, InstrumentError, LinkLost
 from lipon_hw.interfaces import Film, ThicknessMonitor
 from lipon_hw.links import LinkPool

@@ -1,13 +1,29 @@
-"""How an INFICON instrument (SQM-160, SQC-310) finds the host's packets in its input.
+"""The instrument side of the INFICON packet (SQM-160, SQC-310): finding the host's packets in
+the input and answering each command with a status packet.
 
 A `!` always starts a packet (the length and CRC offsets keep it out of a packet's
 inside), so bytes before a `!`, and a packet interrupted by a new `!`, are dropped.
+`InficonEmulator` is what both emulators share: it dispatches a command to the handler of its
+one- or two-letter code and turns the handler's answer into status 'A' and data, its
+ValueError into 'D' (a problem with the data), WrongMode into the instrument's wrong-mode
+status, and an unknown code into 'C' (codec: `lipon_hw.drivers.inficon_packet`).
 """
 
 from __future__ import annotations
 
-from lipon_hw.drivers.inficon_sqm160 import COMMAND_OFFSET, decode_packet, packet_size
+from collections.abc import Callable
+
+from lipon_hw.drivers.inficon_packet import (
+    COMMAND_OFFSET,
+    STATUS_BAD_DATA,
+    STATUS_INVALID_COMMAND,
+    STATUS_OK,
+    decode_packet,
+    encode_reply,
+    packet_size,
+)
 from lipon_hw.errors import FrameError
+from lipon_hw.sim.emulator import Emulator
 
 #: `next_host_packet` found a whole packet whose CRC is wrong
 BAD_CRC = object()
@@ -35,3 +51,46 @@ def next_host_packet(buffer: bytes) -> tuple[int, bytes | object | None]:
                                    accept_null_crc=True)
     except FrameError:
         return size, BAD_CRC
+
+
+class WrongMode(Exception):
+    """The command is valid but not now (the SQC-310's status 'E')."""
+
+
+class InficonEmulator(Emulator):
+    """An INFICON instrument's packet loop; subclasses fill `handlers` and declare statuses."""
+
+    #: the reply to a packet whose CRC is wrong; b"" drops it unanswered
+    bad_crc_reply = b""
+    #: the status a handler's WrongMode is answered with
+    wrong_mode_status = STATUS_BAD_DATA
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        #: command code (1 or 2 letters) -> handler(rest of the command) -> reply data
+        self.handlers: dict[str, Callable[[str], str]] = {}
+
+    def _process(self, buffer: bytes) -> tuple[int, bytes]:
+        consumed, body = next_host_packet(buffer)
+        if body is None:
+            return consumed, b""
+        if body is BAD_CRC:
+            return consumed, self.bad_crc_reply
+        with self.world_lock:
+            return consumed, self._execute(body.decode("ascii", "replace"))
+
+    def _execute(self, command: str) -> bytes:
+        key = command[:2] if command[:2] in self.handlers else command[:1]
+        handler = self.handlers.get(key)
+        if handler is None:
+            return encode_reply(STATUS_INVALID_COMMAND)
+        self._before_command()
+        try:
+            return encode_reply(STATUS_OK, handler(command[len(key):]))
+        except ValueError:
+            return encode_reply(STATUS_BAD_DATA)
+        except WrongMode:
+            return encode_reply(self.wrong_mode_status)
+
+    def _before_command(self) -> None:
+        """Called before a known command runs (the SQC-310 brings the World up to date)."""

@@ -4,13 +4,13 @@ The tool's crystal is wired to one sensor input (setting `sensor`); the other in
 2- or 6-channel unit (setting `channels`) have no crystal and read 0 Hz. Readings follow
 what the instrument computes, with the *configured* film parameters:
 
-- thickness: the Z-match equation from the frequency at the last zero (`S`) to the present
-  frequency, with the active film's density and Z-ratio, times film and crystal tooling;
-- rate: the crystal's mass rate over the film density, times the toolings, plus noise;
+- thickness and rate: the INFICON sensor measurement both emulators share
+  (`lipon_hw.sim.emulators.inficon_sensor`): the Z-match equation from the crystal's uncoated
+  frequency, between the frequency at the last zero (`S`) and now, with the active film's
+  density and Z-ratio, times film and crystal tooling; every rate reading carries noise;
 - crystal life: where the frequency sits between the System 2 frequency min and max;
 - a failed crystal reads 0 Hz and rate 0, and its thickness holds the last value computed
-  while it oscillated (the emulator computes on demand, so that is the last reading asked
-  for; the manual's exact crystal-fail display could not be checked).
+  while it oscillated (the manual's exact crystal-fail display could not be checked).
 
 Film and system parameters are instrument memory: they live on this object, survive new
 connections, and are part of `snapshot()` / `restore()` with the zero frequency. A packet
@@ -24,29 +24,24 @@ from dataclasses import asdict
 
 from lipon_hw.drivers.inficon_sqm160 import (
     DISPLAY_UNITS,
-    STATUS_OK,
     FilmRecord,
     SystemRecord1,
     SystemRecord2,
-    encode_reply,
 )
 from lipon_hw.errors import InputError
-from lipon_hw.sim.emulator import Emulator
-from lipon_hw.sim.emulators.inficon_framing import BAD_CRC, next_host_packet
-from lipon_hw.sim.physics import zmatch_thickness_A
+from lipon_hw.sim.emulators.inficon_framing import InficonEmulator
+from lipon_hw.sim.emulators.inficon_sensor import CrystalSensor, FilmConstants
 
 FIRMWARE = "MON Ver 4.13"  # the version string pymeasure's tests quote
-RATE_NOISE_A_S = 0.05  # assumption: rate scatter of a settled 6 MHz crystal
 # film parameter limits from the SQM-160 specifications (quoted from memory: unverified)
 DENSITY_LIMITS_G_CM3 = (0.5, 99.99)
 TOOLING_LIMITS_PCT = (10, 399)
 Z_RATIO_LIMITS = (0.1, 10.0)
-STATUS_INVALID_COMMAND = b"C"
-STATUS_BAD_DATA = b"D"
 
 
-class SQM160Emulator(Emulator):
+class SQM160Emulator(InficonEmulator):
     model = "INFICON SQM-160"
+    bad_crc_reply = b""  # dropped: the manual names no status for it (assumption)
 
     def __init__(self, name: str, tool, sensor: int = 1, channels: int = 2):
         super().__init__(name)
@@ -56,7 +51,8 @@ class SQM160Emulator(Emulator):
         self.tool = tool
         self.sensor = sensor
         self.channels = channels
-        self._handlers = {
+        self.crystal_sensor = CrystalSensor(tool)
+        self.handlers = {
             "@": lambda arg: FIRMWARE, "J": lambda arg: str(self.channels),
             "L": self._cmd_rate, "M": self._cmd_average_rate,
             "N": self._cmd_thickness, "O": self._cmd_average_thickness,
@@ -67,8 +63,6 @@ class SQM160Emulator(Emulator):
         }
         self.power_up = True
         self._cmd_defaults("")
-        self._zero_Hz: float | None = None
-        self._held_A = 0.0
         self._cmd_zero("")
 
     # --- instrument memory ---------------------------------------------------------------
@@ -76,7 +70,7 @@ class SQM160Emulator(Emulator):
         return {"films": {str(n): asdict(f) for n, f in self.films.items()},
                 "active_film": self.active_film, "system1": asdict(self.system1),
                 "system2": asdict(self.system2), "power_up": self.power_up,
-                "zero_Hz": self._zero_Hz, "held_A": self._held_A}
+                "zero_Hz": self.crystal_sensor.zero_Hz, "held_A": self.crystal_sensor.held_A}
 
     def restore(self, state: dict) -> None:
         self.films = {int(n): FilmRecord(**f) for n, f in state["films"].items()}
@@ -86,63 +80,35 @@ class SQM160Emulator(Emulator):
         self.system1 = SystemRecord1(**system1)
         self.system2 = SystemRecord2(**state["system2"])
         self.power_up = state["power_up"]
-        self._zero_Hz = state["zero_Hz"]
-        self._held_A = state["held_A"]
+        self.crystal_sensor.zero_Hz = state["zero_Hz"]
+        self.crystal_sensor.held_A = state["held_A"]
 
-    # --- framing ---------------------------------------------------------------------------
-    def _process(self, buffer: bytes) -> tuple[int, bytes]:
-        consumed, body = next_host_packet(buffer)
-        if body is None or body is BAD_CRC:  # the manual names no status for a bad CRC
-            return consumed, b""
-        with self.world_lock:
-            return consumed, self._execute(body.decode("ascii", "replace"))
-
-    def _execute(self, command: str) -> bytes:
-        handler = self._handlers.get(command[:1])
-        if handler is None:
-            return encode_reply(STATUS_INVALID_COMMAND)
-        try:
-            return encode_reply(STATUS_OK, handler(command[1:]))
-        except ValueError:
-            return encode_reply(STATUS_BAD_DATA)
-
-    # --- physics -----------------------------------------------------------------------
+    # --- physics (the shared sensor measurement) ------------------------------------------
     def _film(self) -> FilmRecord:
         return self.films.get(self.active_film, default_film(self.active_film))
 
-    def _tooling(self, sensor: int) -> float:
-        return self._film().tooling_pct / 100 * self.system1.crystal_tooling_pct[sensor - 1] / 100
+    def _constants(self, sensor: int) -> FilmConstants:
+        film = self._film()
+        tooling = film.tooling_pct / 100 * self.system1.crystal_tooling_pct[sensor - 1] / 100
+        return FilmConstants(film.density_g_cm3, film.z_ratio, tooling)
 
     def _live_crystal(self, sensor: int) -> dict | None:
         """The tool's crystal if it is on `sensor` and oscillating."""
-        if sensor != self.sensor:
-            return None
-        crystal = self.tool.crystal()
-        return None if crystal["failed"] else crystal
+        return self.crystal_sensor.live() if sensor == self.sensor else None
 
     def _frequency_Hz(self, sensor: int) -> float:
-        crystal = self._live_crystal(sensor)
-        return crystal["frequency_Hz"] if crystal else 0.0
+        return self.crystal_sensor.frequency_Hz() if sensor == self.sensor else 0.0
 
     def _rate_A_s(self, sensor: int) -> float:
         crystal = self._live_crystal(sensor)
         if crystal is None:
             return 0.0
-        film_rate = crystal["mass_rate_g_cm2_s"] / self._film().density_g_cm3 * 1e8
-        return film_rate * self._tooling(sensor) + self.tool.world.rng.normal(0, RATE_NOISE_A_S)
+        return self.crystal_sensor.measured_rate_A_s(self._constants(sensor), crystal)
 
     def _thickness_A(self, sensor: int) -> float:
         if sensor != self.sensor:
             return 0.0
-        crystal = self._live_crystal(sensor)
-        if crystal is not None:
-            if self._zero_Hz is None:
-                self._zero_Hz = crystal["frequency_Hz"]
-            film = self._film()
-            self._held_A = zmatch_thickness_A(self._zero_Hz, crystal["frequency_Hz"],
-                                              film.density_g_cm3, film.z_ratio)
-            self._held_A *= self._tooling(sensor)
-        return self._held_A
+        return self.crystal_sensor.thickness_A(self._constants(sensor))
 
     def _averaged_sensors(self) -> list[int]:
         mask = self._film().sensor_mask
@@ -173,9 +139,10 @@ class SQM160Emulator(Emulator):
         return f"{self._frequency_Hz(self._sensor_arg(arg)):.3f}"
 
     def _cmd_life(self, arg: str) -> str:
-        f = self._frequency_Hz(self._sensor_arg(arg))
-        low, high = self.system2.frequency_min_MHz * 1e6, self.system2.frequency_max_MHz * 1e6
-        return f"{min(100.0, max(0.0, 100 * (f - low) / (high - low))):.2f}"
+        life = self.crystal_sensor.life_pct(self._frequency_Hz(self._sensor_arg(arg)),
+                                            self.system2.frequency_min_MHz * 1e6,
+                                            self.system2.frequency_max_MHz * 1e6)
+        return f"{life:.2f}"
 
     def _cmd_average_rate(self, arg: str) -> str:
         sensors = self._averaged_sensors()
@@ -192,9 +159,7 @@ class SQM160Emulator(Emulator):
         return " ".join(("00.00", *readings))
 
     def _cmd_zero(self, arg: str) -> str:
-        crystal = self._live_crystal(self.sensor)
-        self._zero_Hz = crystal["frequency_Hz"] if crystal else None
-        self._held_A = 0.0
+        self.crystal_sensor.zero()
         return ""
 
     def _cmd_power_up(self, arg: str) -> str:
