@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from lipon_hw.errors import InputError
-from lipon_hw.sim.cells import DEFAULT_AREA_CM2, cell_from_films, default_layers
+from lipon_hw.sim.cells.factories import DEFAULT_AREA_CM2, cell_from_films, default_layers
 
 #: the store's `sim_truth` kinds
 FILM, CELL = "film", "cell"
