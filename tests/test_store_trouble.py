@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from lipon_hw import store_migrations
 from lipon_hw.cli import main
 from lipon_hw.engine.cell_session import start_cycling
 from lipon_hw.errors import StoreFull, StoreUnusable
@@ -284,7 +285,8 @@ def test_an_unversioned_store_of_layout_1_is_adopted(data, tmp_path):
     without the tables later layouts added."""
     db = data / DB_NAME
     con = sqlite3.connect(db)
-    con.execute("DROP TABLE run_metadata")
+    for table in set(store_migrations.layout_of(con)) - set(store_migrations.expected_layout(1)):
+        con.execute(f"DROP TABLE {table}")  # what the migrations added
     con.execute("PRAGMA user_version=0")
     con.execute("PRAGMA application_id=0")
     con.commit()
