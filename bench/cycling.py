@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from lipon_hw.engine.cell_session import start_cycling
+from lipon_hw.celltest.session import start_cycling
 from lipon_hw.sim.cells.factories import cell_from_films, default_layers
 from lipon_hw.sim.recording import record_constant_current
 

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lipon_hw.engine.session import start_run
+from lipon_hw.deposition.session import start_run
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -1,7 +1,7 @@
 """Write docs/reference.md, the recipe, protocol and station language, from the code.
 
 Every table is rendered from the JSON Schema that `lipon-hw schema` prints, which is
-generated from the pydantic models (`engine/recipe.py`, `engine/protocol_schema.py`,
+generated from the pydantic models (`deposition/recipe.py`, `celltest/protocol_schema.py`,
 `station.py`) with the ranges and units of `engine/ranges.py`; the roles a step needs and
 the ends a cell-test step takes come from the step classes. So the reference cannot say
 what the code does not: `tests/test_docs.py` fails when the committed file differs from
@@ -16,10 +16,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from lipon_hw.celltest import protocol_schema as ps
+from lipon_hw.deposition import recipe as rc
 from lipon_hw.drivers import DRIVERS
-from lipon_hw.engine import protocol_schema as ps
 from lipon_hw.engine import ranges
-from lipon_hw.engine import recipe as rc
 from lipon_hw.json_schema import protocol_schema, recipe_schema, station_schema
 from lipon_hw.station import ROLES, driver_class
 

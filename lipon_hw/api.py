@@ -263,7 +263,7 @@ def run(sequence: str | Path, data_dir: str | Path = DEFAULT_DATA, *,
     aborted or failed is returned with that status (see `.message`); bad input raises
     `InputError`.
     """
-    from lipon_hw.engine.protocol import is_protocol
+    from lipon_hw.celltest.protocol import is_protocol
     from lipon_hw.shipped import find_sequence
     from lipon_hw.yamlfile import load
 
@@ -273,13 +273,13 @@ def run(sequence: str | Path, data_dir: str | Path = DEFAULT_DATA, *,
         if sample is not None:
             raise InputError(f"sample= is for recipes; {path} is a cell-test protocol, which "
                              "names each channel's sample itself")
-        from lipon_hw.engine.cell_session import start_cycling
+        from lipon_hw.celltest.session import start_cycling
 
         result = start_cycling(path, data_dir, station_path, seed=seed, speed=speed,
                                notify=notify, workers=workers)
         kind = "cycling"
     else:
-        from lipon_hw.engine.session import start_run
+        from lipon_hw.deposition.session import start_run
 
         result = start_run(path, data_dir, station_path, seed=seed, speed=speed,
                            notify=notify, sample_id=sample)

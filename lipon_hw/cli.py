@@ -289,7 +289,7 @@ _operator_request("abort", "End a running run now, leaving the hardware safe.")
 def report(run_id, data_dir) -> None:
     """(Re)draw a run's plots: a deposition's rate and thickness per layer; a cell test's
     voltage vs capacity, capacity and CE per cycle, and Nyquist, for every channel."""
-    from lipon_hw.engine.session import plots_dir
+    from lipon_hw.engine.lifecycle import plots_dir
     from lipon_hw.kinds import for_run
 
     store = _require_store(data_dir, write=False)

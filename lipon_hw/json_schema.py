@@ -50,7 +50,7 @@ def _step_schema(kinds: dict[str, type[BaseModel]], refs: dict[type, dict],
 
 def recipe_schema() -> dict:
     """A deposition recipe (`kind: deposition`, the default)."""
-    from lipon_hw.engine import recipe as rc
+    from lipon_hw.deposition import recipe as rc
 
     kinds = rc.STEP_KINDS
     defs, refs = _models_schema([rc._RecipeHead, *dict.fromkeys(kinds.values())])
@@ -65,7 +65,7 @@ def recipe_schema() -> dict:
 
 def protocol_schema() -> dict:
     """A cell-test protocol (`kind: cycling`)."""
-    from lipon_hw.engine import protocol_schema as ps
+    from lipon_hw.celltest import protocol_schema as ps
 
     kinds = ps.STEP_KINDS
     defs, refs = _models_schema([ps._Head, ps.Loop, *kinds.values()])

@@ -63,7 +63,8 @@ class RunKind(Protocol):
         ...
 
 
-_BUILT_IN = {"deposition": "lipon_hw.cli_deposition:KIND", "cycling": "lipon_hw.cli_cells:KIND"}
+_BUILT_IN = {"deposition": "lipon_hw.deposition.kind:KIND",
+             "cycling": "lipon_hw.celltest.kind:KIND"}
 _kinds: dict[str, RunKind] = {}
 
 

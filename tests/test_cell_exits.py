@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from served import serve_on_consecutive_ports
 
-from lipon_hw.engine.cell_session import load, mount_cells, resume_cycling, start_cycling
-from lipon_hw.engine.cycling import ChannelState, run_channels
-from lipon_hw.engine.session import make_env
+from lipon_hw.celltest.channels import ChannelState, run_channels
+from lipon_hw.celltest.session import load, mount_cells, resume_cycling, start_cycling
+from lipon_hw.engine.lifecycle import make_env
 from lipon_hw.errors import StoreError
 from lipon_hw.station import load_station
 from lipon_hw.store import Store

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lipon_hw.engine.cell_session import OperatorWish, load, mount_cells
-from lipon_hw.engine.cycling import ChannelState, run_channels
-from lipon_hw.engine.session import make_env
+from lipon_hw.celltest.channels import ChannelState, run_channels
+from lipon_hw.celltest.session import OperatorWish, load, mount_cells
+from lipon_hw.engine.lifecycle import make_env
 from lipon_hw.station import load_station
 from lipon_hw.store import Store
 

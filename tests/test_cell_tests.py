@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from lipon_hw.engine.cell_session import load, resume_cycling, start_cycling
+from lipon_hw.celltest.session import load, resume_cycling, start_cycling
 from lipon_hw.errors import InputError
 from lipon_hw.station import load_station
 from lipon_hw.store import Store
@@ -359,7 +359,7 @@ def test_a_film_made_on_the_line_is_the_film_the_cell_test_measures(tmp_path):
     """The fab and the bench are one world: a LiPON layer sputtered here (sample T-1)
     becomes the electrolyte of the blocking cell the conductivity protocol measures, with
     the thickness the store holds and the conductivity the sputter tool gave it."""
-    from lipon_hw.engine.session import start_run
+    from lipon_hw.deposition.session import start_run
     from lipon_hw.sim.lab_hooks import true_films
 
     from recipes import short_recipe

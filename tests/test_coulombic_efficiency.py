@@ -14,8 +14,8 @@ import pytest
 from lipon_hw.analysis import plots
 from lipon_hw.analysis.cycles import CycleAccumulator
 from lipon_hw.analysis.integrate import interval_integrals, step_leads
-from lipon_hw.cell_results import export_cell_run, write_cell_plots
-from lipon_hw.engine.cell_session import start_cycling
+from lipon_hw.celltest.results import export_cell_run, write_cell_plots
+from lipon_hw.celltest.session import start_cycling
 from lipon_hw.errors import InputError
 from lipon_hw.store import Store
 

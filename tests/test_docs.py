@@ -22,8 +22,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from lipon_hw.engine import protocol_schema as ps
-from lipon_hw.engine import recipe as rc
+from lipon_hw.celltest import protocol_schema as ps
+from lipon_hw.deposition import recipe as rc
 from lipon_hw.json_schema import load_yaml12
 
 DOCS = Path(__file__).parent.parent / "docs"

@@ -1,4 +1,5 @@
-"""The engine never knows it is simulated: nothing under `lipon_hw/engine/` imports
+"""The engine never knows it is simulated: nothing under `lipon_hw/engine/` nor the run
+kinds' folders (`lipon_hw/deposition/`, `lipon_hw/celltest/`) imports
 `lipon_hw.sim` (at the top, inside a function, or by name through importlib), nothing it
 imports pulls the simulator in, and it reads nothing of the simulated lab itself
 (`lab.sim`): what only a simulation can do reaches it as the lab's hooks."""
@@ -10,15 +11,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-import lipon_hw.engine
+import lipon_hw
 
-ENGINE = Path(lipon_hw.engine.__file__).parent
+PACKAGE = Path(lipon_hw.__file__).parent
 SIM = "lipon_hw.sim"
+#: the lifecycle every kind shares, and each kind of run
+FOLDERS = ("engine", "deposition", "celltest")
 
 
 def engine_modules() -> list[Path]:
-    modules = sorted(ENGINE.rglob("*.py"))
-    assert len(modules) > 10  # the scan sees the engine, not an empty folder
+    modules = sorted(p for folder in FOLDERS for p in (PACKAGE / folder).rglob("*.py"))
+    assert len(modules) > 20  # the scan sees the engine, not an empty folder
     return modules
 
 
@@ -50,7 +53,7 @@ def sim_references(tree: ast.AST) -> list[tuple[int, str]]:
 
 
 def test_no_engine_module_imports_or_reads_the_simulator():
-    offences = [f"{path.relative_to(ENGINE.parent)}:{line}: {what}"
+    offences = [f"{path.relative_to(PACKAGE)}:{line}: {what}"
                 for path in engine_modules()
                 for line, what in sim_references(ast.parse(path.read_text("utf-8")))]
     assert offences == []
@@ -69,7 +72,7 @@ def test_the_scan_finds_each_way_of_reaching_the_simulator():
 
 def test_importing_the_whole_engine_loads_nothing_of_the_simulator():
     """What the engine imports, and what those import in turn, at the top of each module."""
-    names = [".".join(p.relative_to(ENGINE.parent.parent).with_suffix("").parts)
+    names = [".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts)
              for p in engine_modules() if p.name != "__init__.py"]
     code = ("import sys\n" + "".join(f"import {n}\n" for n in names) +
             f"print(sorted(m for m in sys.modules if m == {SIM!r} "

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import simpy
 
-from lipon_hw.engine.recipe import load_recipe
-from lipon_hw.engine.runner import Engine
+from lipon_hw.deposition.recipe import load_recipe
+from lipon_hw.deposition.runner import Engine
 from lipon_hw.errors import LinkLost, RunAborted
 from lipon_hw.station import load_station
 from lipon_hw.store import Store

@@ -19,11 +19,11 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from lipon_hw.celltest.session import load as load_protocol
+from lipon_hw.celltest.session import start_cycling
 from lipon_hw.cli import main
-from lipon_hw.engine.cell_session import load as load_protocol
-from lipon_hw.engine.cell_session import start_cycling
-from lipon_hw.engine.interlocks import parse_interlock
-from lipon_hw.engine.recipe import load_recipe
+from lipon_hw.deposition.interlocks import parse_interlock
+from lipon_hw.deposition.recipe import load_recipe
 from lipon_hw.errors import InputError
 from lipon_hw.station import load_station
 from lipon_hw.store import Store

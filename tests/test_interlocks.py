@@ -1,6 +1,6 @@
 import pytest
 
-from lipon_hw.engine.interlocks import parse_interlock
+from lipon_hw.deposition.interlocks import parse_interlock
 
 KNOWN = {"rf.forward_power_W": "rf_supply", "rf.reflected_power_W": "rf_supply",
          "g1.pressure_torr": "base_gauge", "g2.pressure_torr": "process_gauge"}

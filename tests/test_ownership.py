@@ -179,7 +179,7 @@ def test_a_second_run_on_the_same_instruments_or_sample_is_refused(tmp_path):
 
 # --- cell tests: channels, a live engine, orphaned workers ------------------------------------
 def test_the_same_channel_is_refused_another_channel_of_the_potentiostat_is_not(tmp_path):
-    from lipon_hw.engine.cell_session import start_cycling
+    from lipon_hw.celltest.session import start_cycling
     from lipon_hw.errors import InputError
 
     data, db = tmp_path / "d", tmp_path / "d" / "lipon.db"
@@ -203,8 +203,8 @@ def test_the_same_channel_is_refused_another_channel_of_the_potentiostat_is_not(
 
 
 def test_resume_of_a_live_cell_test_is_refused_and_after_kill_9_waits_for_its_workers(tmp_path):
+    from lipon_hw.celltest.session import resume_cycling
     from lipon_hw.engine import claims
-    from lipon_hw.engine.cell_session import resume_cycling
     from lipon_hw.engine.ownership import held_by
 
     data, db = tmp_path / "d", tmp_path / "d" / "lipon.db"
@@ -234,8 +234,8 @@ def test_resume_of_a_live_cell_test_is_refused_and_after_kill_9_waits_for_its_wo
 
 def test_a_resume_waits_for_workers_of_a_killed_engine_still_writing(tmp_path, monkeypatch):
     """Deterministic: the test holds the workers' lock as an orphaned worker would."""
+    from lipon_hw.celltest.session import resume_cycling
     from lipon_hw.engine import claims
-    from lipon_hw.engine.cell_session import resume_cycling
     from lipon_hw.engine.ownership import Busy, Ownership, Resource
 
     data, db = tmp_path / "d", tmp_path / "d" / "lipon.db"
@@ -294,7 +294,7 @@ def dead_socket_station(tmp_path: Path) -> Path:
 
 
 def test_a_run_that_cannot_start_ends_failed_with_its_reason(tmp_path):
-    from lipon_hw.engine.session import resume_run, start_run
+    from lipon_hw.deposition.session import resume_run, start_run
     from lipon_hw.store import Store
 
     data = tmp_path / "d"
@@ -392,8 +392,8 @@ def test_lock_files_name_their_holder_and_die_with_it(tmp_path):
 
 def test_a_cell_test_is_refused_on_a_sample_being_coated_and_shares_it_otherwise(tmp_path):
     """A deposition holds its sample alone; cell tests measuring it share it."""
+    from lipon_hw.celltest.session import start_cycling
     from lipon_hw.engine import claims
-    from lipon_hw.engine.cell_session import start_cycling
     from lipon_hw.engine.ownership import Busy, Ownership
     from lipon_hw.store import Store
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lipon_hw.report import write_layer_plots
+from lipon_hw.deposition.report import write_layer_plots
 from lipon_hw.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]

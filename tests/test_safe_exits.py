@@ -27,8 +27,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lipon_hw.engine import runner
-from lipon_hw.engine.session import start_run
+from lipon_hw.deposition import runner
+from lipon_hw.deposition.session import start_run
 from lipon_hw.errors import LinkError, StoreError
 from lipon_hw.sim.serve import serve_lab
 from lipon_hw.station import default_station_text, load_station
@@ -502,7 +502,7 @@ def test_the_cli_claims_a_safe_tool_only_when_the_engine_says_so(capsys):
     """`reports_errors` used to tell every internal error that 'any run was stopped with
     its hardware made safe', true or not; now only what the engine reported is said."""
     from lipon_hw.cli import reports_errors
-    from lipon_hw.engine.runner import SafeState
+    from lipon_hw.deposition.runner import SafeState
 
     def failing(safe_state=None):
         @reports_errors

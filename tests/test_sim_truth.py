@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lipon_hw.engine.recipe import load_recipe
-from lipon_hw.engine.runner import Interrupted
-from lipon_hw.engine.session import resume_run, start_run
+from lipon_hw.deposition.recipe import load_recipe
+from lipon_hw.deposition.session import resume_run, start_run
+from lipon_hw.engine.lifecycle import Interrupted
 from lipon_hw.errors import InputError
 from lipon_hw.sim.lab_hooks import FILM, true_films
 from lipon_hw.station import default_station_text, load_station

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from lipon_hw import __version__, store_metadata, store_migrations
-from lipon_hw.engine.session import start_run
+from lipon_hw.deposition.session import start_run
 from lipon_hw.store import DB_NAME, Layer, Sample, Store
 from lipon_hw.store_open import SCHEMA_VERSION
 

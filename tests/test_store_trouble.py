@@ -21,8 +21,8 @@ import pytest
 from click.testing import CliRunner
 
 from lipon_hw import store_migrations
+from lipon_hw.celltest.session import start_cycling
 from lipon_hw.cli import main
-from lipon_hw.engine.cell_session import start_cycling
 from lipon_hw.errors import StoreFull, StoreUnusable
 from lipon_hw.store import DB_NAME, Store
 from lipon_hw.store_open import SCHEMA_VERSION

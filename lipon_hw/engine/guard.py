@@ -64,7 +64,7 @@ def make_station_safe(data_dir: str | Path, run_id: int) -> str:
     """Open the run's station, make every instrument safe, store what was done; returns it."""
     import time
 
-    from lipon_hw.engine.runner import safe_order
+    from lipon_hw.deposition.runner import safe_order
     from lipon_hw.station import load_station
     from lipon_hw.store import Store
 
@@ -112,7 +112,7 @@ def make_station_safe(data_dir: str | Path, run_id: int) -> str:
 def _disconnect_cells(run, station, lab, done: list, failed: list) -> None:
     """A cell test's channels, each stopped with its cell off (the potentiostat's other
     channels may test another run's cells: they are left alone)."""
-    from lipon_hw.engine.cell_session import _disconnect, load
+    from lipon_hw.celltest.session import _disconnect, load
 
     proto = load(run.sequence_path, station, None, text=run.sequence_text)
     channels = [plan.channel for plan in proto.channels]
@@ -125,8 +125,8 @@ def _disconnect_cells(run, station, lab, done: list, failed: list) -> None:
 def _run_roles(run, station) -> dict[str, str]:
     """Instrument → role for the instruments of the run's own tools (the station's others
     may serve another run); every tool of the station when the recipe cannot be read."""
-    from lipon_hw.engine.recipe import load_recipe
-    from lipon_hw.engine.runner import recipe_roles
+    from lipon_hw.deposition.recipe import load_recipe
+    from lipon_hw.deposition.runner import recipe_roles
 
     try:
         return recipe_roles(load_recipe(run.sequence_path, station, text=run.sequence_text))

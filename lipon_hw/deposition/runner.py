@@ -19,24 +19,23 @@ run's status could be stored.
 from __future__ import annotations
 
 import contextlib
-import signal
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import simpy
 
-from lipon_hw.engine.layers import record_partial_layer
-from lipon_hw.engine.recipe import ROLE_QUANTITIES, Recipe
-from lipon_hw.engine.steps import (
+from lipon_hw.deposition.layers import record_partial_layer
+from lipon_hw.deposition.recipe import ROLE_QUANTITIES, Recipe
+from lipon_hw.deposition.steps import (
     SAMPLE_CHECKS,
     STEPS,
     restore_process,
     resume_after_hold,
     safe_hold,
 )
+from lipon_hw.engine.lifecycle import Interrupted, RunResult, uninterruptible
 from lipon_hw.errors import InstrumentError, LiponError, RunAborted, StoreError
 from lipon_hw.station import Lab
 from lipon_hw.store import Store
@@ -64,26 +63,6 @@ def recipe_roles(recipe) -> dict[str, str]:
             for role, inst in tool_roles.items()}
 
 
-@contextlib.contextmanager
-def _uninterruptible():
-    """A second Ctrl-C (or SIGTERM) must not cut the safe-state sequence short."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
-
-
-class Interrupted(LiponError):
-    """Ctrl-C or SIGTERM."""
-
-    exit_code = 130
-
-
 @dataclass
 class SafeState:
     """What `make_safe` did: instruments made safe, and those that failed (with why)."""
@@ -101,16 +80,6 @@ class SafeState:
         made = f"; made safe: {', '.join(self.done)}" if self.done else ""
         return f"the hardware was NOT all made safe: FAILED for {', '.join(self.failed)}{made}"
 
-
-@dataclass
-class RunResult:
-    run_id: int
-    status: str
-    message: str
-    t_s: float
-    wall_s: float
-    summary: dict = field(default_factory=dict)
-    plots: list[str] = field(default_factory=list)  # drawn after the run, beside the store
 
 
 class Context:
@@ -261,7 +230,7 @@ class Engine:
             status, message, error = "failed", f"stopped by {type(exc).__name__}", exc
         finally:
             # the safe state before anything else, whatever failed; no signal cuts it short
-            with _uninterruptible():
+            with uninterruptible():
                 safe = self._stop(sampler, message)
                 unrecorded = self._record_end(status, message, safe)
             self.result = RunResult(self.run_id, status, message, self.env.now,

@@ -181,7 +181,7 @@ def channel_leads(run) -> dict[int, dict[int, float]]:
     """Channel → (step id → measurement interval) from the run's stored protocol, so that
     exports and plots count the open circuit between steps as the engine did; {} when
     the protocol no longer loads (an older run): then every interval is a trapezoid."""
-    from lipon_hw.engine import protocol as pr
+    from lipon_hw.celltest import protocol as pr
     from lipon_hw.station import load_station
 
     try:

@@ -4,7 +4,7 @@ file and the driver's current ranges, read from its class before anything connec
 
 from __future__ import annotations
 
-from lipon_hw.engine.protocol_schema import _Head, _Step
+from lipon_hw.celltest.protocol_schema import _Head, _Step
 from lipon_hw.station import Station, driver_class
 from lipon_hw.yamlfile import Doc
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from lipon_hw.yamlfile import Doc
 
 if TYPE_CHECKING:
-    from lipon_hw.engine.protocol import Program
+    from lipon_hw.celltest.protocol import Program
 
 MAX_STEP_RUNS = 10_000_000  # technique steps one channel may run: with each step's time cap,
 #                             the horizon within which every protocol ends

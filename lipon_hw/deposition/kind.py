@@ -22,7 +22,7 @@ class DepositionKind:
 
     def validate(self, sequence: str, station_path: str | None, store
                  ) -> tuple[dict, str]:
-        from lipon_hw.engine.session import validate
+        from lipon_hw.deposition.session import validate
 
         recipe, station = validate(sequence, station_path)
         return ({"valid": True, "name": recipe.name, "kind": self.name, "tool": recipe.tool,
@@ -31,7 +31,7 @@ class DepositionKind:
                 f"{station.spec.name})")
 
     def run(self, sequence: str, options: RunOptions) -> None:
-        from lipon_hw.engine.session import start_run
+        from lipon_hw.deposition.session import start_run
 
         o = options
         with _Progress(quiet=o.as_json) as progress:
@@ -41,7 +41,7 @@ class DepositionKind:
                 sample_id=o.sample_id))
 
     def resume(self, run_id: int, options: RunOptions) -> None:
-        from lipon_hw.engine.session import resume_run
+        from lipon_hw.deposition.session import resume_run
 
         o = options
         with _Progress(quiet=o.as_json) as progress:
@@ -59,7 +59,7 @@ class DepositionKind:
         return [export_run(store, run_id, fmt, out, force=force)]
 
     def plots(self, store, run_id: int, out: Path) -> list[Path]:
-        from lipon_hw.report import write_layer_plots
+        from lipon_hw.deposition.report import write_layer_plots
 
         return write_layer_plots(store, run_id, out)
 

@@ -12,8 +12,8 @@ re-establishes it before the interrupted step continues.
 
 from __future__ import annotations
 
-from lipon_hw.engine import chamber_steps, evaporation, sputtering
-from lipon_hw.engine.sputtering import ramp_rf, wait_for_match
+from lipon_hw.deposition import chamber_steps, evaporation, sputtering
+from lipon_hw.deposition.sputtering import ramp_rf, wait_for_match
 
 STEPS = {"pump_down": chamber_steps.pump_down, "gas": sputtering.gas, "rf": sputtering.rf,
          "presputter": sputtering.presputter, "deposit": sputtering.deposit,

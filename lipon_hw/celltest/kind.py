@@ -23,7 +23,7 @@ class CellTestKind:
 
     def validate(self, sequence: str, station_path: str | None, store
                  ) -> tuple[dict, str]:
-        from lipon_hw.engine.cell_session import load
+        from lipon_hw.celltest.session import load
         from lipon_hw.station import load_station
 
         station = load_station(station_path)
@@ -35,7 +35,7 @@ class CellTestKind:
                 f"{'s' * (len(channels) > 1)} of {proto.potentiostat}, {station.spec.name})")
 
     def run(self, sequence: str, options: RunOptions) -> None:
-        from lipon_hw.engine.cell_session import start_cycling
+        from lipon_hw.celltest.session import start_cycling
 
         o = options
         if o.sample_id is not None:
@@ -48,7 +48,7 @@ class CellTestKind:
         print_summary(result, o.as_json)
 
     def resume(self, run_id: int, options: RunOptions) -> None:
-        from lipon_hw.engine.cell_session import resume_cycling
+        from lipon_hw.celltest.session import resume_cycling
 
         o = options
         with ChannelProgress(quiet=o.as_json) as progress:
@@ -58,12 +58,12 @@ class CellTestKind:
         print_summary(result, o.as_json)
 
     def export(self, store, run_id: int, fmt: str, out: str, force: bool) -> list[Path]:
-        from lipon_hw.cell_results import export_cell_run
+        from lipon_hw.celltest.results import export_cell_run
 
         return export_cell_run(store, run_id, fmt, out, force=force)
 
     def plots(self, store, run_id: int, out: Path) -> list[Path]:
-        from lipon_hw.cell_results import write_cell_plots
+        from lipon_hw.celltest.results import write_cell_plots
 
         return write_cell_plots(store, run_id, out)
 

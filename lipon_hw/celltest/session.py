@@ -20,13 +20,20 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from lipon_hw.celltest import protocol as pr
+from lipon_hw.celltest.channels import ChannelState, run_channels, stop_reason
 from lipon_hw.engine import claims
-from lipon_hw.engine import protocol as pr
-from lipon_hw.engine.cycling import ChannelState, run_channels, stop_reason
 from lipon_hw.engine.guard import needs_guard, start_guard
+from lipon_hw.engine.lifecycle import (
+    Interrupted,
+    RunResult,
+    ends_run_on_failure,
+    make_env,
+    plots_dir,
+    run_to_resume,
+    uninterruptible,
+)
 from lipon_hw.engine.ownership import Ownership
-from lipon_hw.engine.runner import Interrupted, RunResult, _uninterruptible
-from lipon_hw.engine.session import ends_run_on_failure, make_env, run_to_resume
 from lipon_hw.errors import InputError, LiponError, StoreError
 from lipon_hw.station import Station, load_station
 from lipon_hw.store import Channel, Store
@@ -167,7 +174,7 @@ def _drive(store: Store, run_id: int, proto: pr.Protocol, station: Station,
         message = stop_reason(exc)
         raise
     finally:
-        with _uninterruptible():
+        with uninterruptible():
             try:
                 status, message, summary = _end_run(store, run_id, proto, status, message)
             except (sqlite3.Error, StoreError) as exc:  # what was buffered cannot be written
@@ -233,7 +240,7 @@ def _run_group(store: Store, run_id: int, proto: pr.Protocol, station: Station,
                      realtime=not station.simulated or speed is not None, on_cycle=on_cycle,
                      operator=OperatorWish(store, run_id))
     finally:
-        with _uninterruptible():
+        with uninterruptible():
             failures = _disconnect(pstat, [p.channel for p in proto.channels])
             try:  # a store that fails here does not keep the lab from being closed
                 for failure in failures:
@@ -368,8 +375,8 @@ def _summary(store: Store, run_id: int, proto: pr.Protocol, rows: list[Channel])
     cycle left out: formation), retention; and the film's conductivities where the
     protocol measured them (the first such channel's also at the top level)."""
     from lipon_hw.analysis.cycles import CycleStats, summarize
-    from lipon_hw.cell_results import film_figures
-    from lipon_hw.engine.cycle_stats import reference_discharge_Ah
+    from lipon_hw.celltest.cycle_counter import reference_discharge_Ah
+    from lipon_hw.celltest.results import film_figures
 
     plans = {p.channel: p for p in proto.channels}
     summary: dict = {"virtual_s": max((r.t_s for r in rows), default=0.0)}
@@ -431,8 +438,7 @@ def mount_cells(lab, proto: pr.Protocol, store: Store, seed: int | None,
 def _plots(store: Store, run_id: int, notify) -> None:
     """The first channel's plots beside the database (`lipon-hw report RUN` draws every
     channel's). A plot that cannot be drawn is reported, never fatal."""
-    from lipon_hw.cell_results import write_cell_plots
-    from lipon_hw.engine.session import plots_dir
+    from lipon_hw.celltest.results import write_cell_plots
 
     try:
         write_cell_plots(store, run_id, plots_dir(store.data_dir, run_id), max_channels=1)

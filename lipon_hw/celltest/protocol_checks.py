@@ -14,8 +14,8 @@ from lipon_hw.errors import CellParamError
 from lipon_hw.yamlfile import Doc
 
 if TYPE_CHECKING:
-    from lipon_hw.engine.protocol import Program
-    from lipon_hw.engine.protocol_schema import CellSpec, Record, Safety, _Step
+    from lipon_hw.celltest.protocol import Program
+    from lipon_hw.celltest.protocol_schema import CellSpec, Record, Safety, _Step
 
 FOREVER_S = 1.0e7  # a step with no time limit still needs one on the instrument
 FASTEST_C = 100.0  # a current in amperes is at most this C-rate of a known capacity

@@ -33,14 +33,14 @@ from dataclasses import dataclass, field, replace
 import simpy
 
 from lipon_hw.analysis.cycles import CycleAccumulator
-from lipon_hw.engine import protocol as pr
-from lipon_hw.engine.cycle_stats import CycleCounter
-from lipon_hw.engine.protocol_checks import FOREVER_S
+from lipon_hw.celltest import protocol as pr
+from lipon_hw.celltest.cycle_counter import CycleCounter
+from lipon_hw.celltest.protocol_checks import FOREVER_S
+from lipon_hw.celltest.step_ends import MIN_POLL_S, ChannelTrip, HostEnds, StepOutcome
 from lipon_hw.errors import LiponError, StoreError
 from lipon_hw.store import Store
 from lipon_hw.techniques import EIS, OCV, ConstantCurrent
 
-MIN_POLL_S = 1.0
 NEAR_END_POLL_S = 5.0
 EXPECTED_FRACTION = 0.98  # of the step's last duration, after which its end is near
 FIRST_TIME_FRACTION = 0.6  # of the time to pass the cell's capacity, for a step's first run
@@ -48,10 +48,6 @@ FIRST_TIME_FRACTION = 0.6  # of the time to pass the cell's capacity, for a step
 MAX_POLL_S = {"virtual": 900.0, "realtime": 2.0}
 
 ENDED = ("completed", "tripped", "failed", "stopped", "terminated", "aborted")
-
-
-class ChannelTrip(LiponError):
-    """A safety limit of one channel was crossed."""
 
 
 @dataclass
@@ -73,12 +69,6 @@ class ChannelState:
     @classmethod
     def from_dict(cls, d: dict) -> ChannelState:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
-
-
-@dataclass
-class StepOutcome:
-    end: str  # the `until` key that ended the step, or "done"
-    message: str = ""
 
 
 class Channel:
@@ -204,7 +194,7 @@ class Channel:
         # seen a poll later): a step never starts before the last sample of the one before
         t0 = max(self.env.now, self._last_sample_t)
         run = self.pstat.start(self.number, technique)
-        ends = _HostEnds(step, self.plan, t0, before)
+        ends = HostEnds(step, self.plan, t0, before)
         rows: list[tuple] = []
         taken: list[tuple] = []  # the step's samples, for the cycle figures at its end
         outcome: StepOutcome | None = None
@@ -281,7 +271,7 @@ class Channel:
                              else "aborted while paused")
         self._save()
 
-    def _wait(self, run, ends: _HostEnds) -> float:
+    def _wait(self, run, ends: HostEnds) -> float:
         """How long to let the instrument run before asking for its samples."""
         if getattr(run, "poll_interval_s", None):
             return run.poll_interval_s
@@ -303,7 +293,7 @@ class Channel:
             cadence = max(cadence, 0.1 * (ends.t0 + expected - now))
         return min(cadence, max(MIN_POLL_S, 0.7 * ends.time_left(now)))
 
-    def _expected_duration(self, technique, ends: _HostEnds) -> tuple[float | None, float]:
+    def _expected_duration(self, technique, ends: HostEnds) -> tuple[float | None, float]:
         """How long the step should take: as long as last time (steps repeat), or for a
         constant current the time to pass the cell's capacity — or the step's own capacity
         end when that comes first (it is exact: polled for, not guessed); and the fraction
@@ -395,72 +385,6 @@ def _rest_of(technique, elapsed_s: float):
     if elapsed_s <= 0 or not hasattr(technique, "duration_s"):
         return technique
     return replace(technique, duration_s=max(technique.duration_s - elapsed_s, MIN_POLL_S))
-
-class _HostEnds:
-    """The step's end conditions the host judges, and the time it expects the end."""
-
-    def __init__(self, step: pr.PlannedStep, plan: pr.ChannelPlan, t0: float,
-                 before: dict | None = None):
-        p = step.params
-        before = before or {"elapsed_s": 0.0, "q_Ah": 0.0}
-        self.until = p.until
-        self.t0 = t0
-        self.elapsed_before = before["elapsed_s"]  # of this step, before an operator pause
-        self.duration = None if p.until.duration_s is None else \
-            max(p.until.duration_s - self.elapsed_before, MIN_POLL_S)
-        self.capacity = p.until.capacity_Ah
-        self.dvdt = p.until.dVdt_mV_h * 1e-3 / 3600 if p.until.dVdt_mV_h else None
-        self.v_end = p.until.voltage_V
-        self.q = before["q_Ah"]
-        self.last: tuple | None = None  # (t, V, I) of the last sample
-        self.slope = 0.0  # dV/dt between the last two samples
-
-    def take(self, rows: list[tuple]) -> StepOutcome | None:
-        for t, v, i, *_ in rows:
-            if self.last is not None:
-                t1, v1, i1 = self.last
-                dt = t - t1
-                self.q += 0.5 * (i + i1) * dt / 3600
-                if dt > 0:
-                    self.slope = (v - v1) / dt
-                    if self.dvdt is not None and abs(self.slope) < self.dvdt and t - self.t0 > dt:
-                        self.last = (t, v, i)
-                        return StepOutcome("dVdt_mV_h")
-            self.last = (t, v, i)
-            if self.capacity is not None and abs(self.q) >= self.capacity:
-                key = "capacity_uAh" if self.until.capacity_uAh is not None else "capacity_mAh"
-                return StepOutcome(key)
-        return None
-
-    def done(self, now: float) -> dict:
-        """What the step has done so far (time and charge), for it to continue later."""
-        end = self.last[0] if self.last else now
-        return {"elapsed_s": self.elapsed_before + max(end - self.t0, 0.0), "q_Ah": self.q}
-
-    def time_left(self, now: float) -> float:
-        """How long until the nearest end, as far as the samples tell (for polling)."""
-        left = math.inf
-        if self.duration is not None:
-            left = self.t0 + self.duration - now + MIN_POLL_S
-        if self.last is not None:
-            t, v, i = self.last
-            if self.capacity is not None and i:
-                left = min(left, (self.capacity - abs(self.q)) * 3600 / abs(i))
-            if self.v_end is not None and self.slope and (self.v_end - v) / self.slope > 0:
-                left = min(left, (self.v_end - v) / self.slope - (now - t))
-        return left
-
-    def instrument_end(self, reason: str | None, channel: Channel) -> StepOutcome:
-        if reason in ("v_max", "v_min"):
-            return StepOutcome("voltage_V")
-        if reason == "i_min":
-            return StepOutcome("current_A" if self.until.current_A is not None else "rate_C")
-        if reason == "done":
-            times = [k for k in ("time_s", "time_min", "time_h") if getattr(self.until, k)]
-            return StepOutcome(times[0] if times else "done")
-        raise ChannelTrip(f"channel {channel.number}: the instrument ended the step with "
-                          f"{reason}")
-
 
 # --- a run of many channels --------------------------------------------------------------------
 def run_channels(env: simpy.Environment, store: Store, run_id: int, proto: pr.Protocol,

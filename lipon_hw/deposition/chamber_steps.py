@@ -3,8 +3,8 @@ Generator functions `step(ctx, params, state)` on the engine's clock (see `steps
 
 from __future__ import annotations
 
-from lipon_hw.engine.recipe import PumpDown, Transfer, Vent, Wait
-from lipon_hw.engine.sputtering import ramp_rf
+from lipon_hw.deposition.recipe import PumpDown, Transfer, Vent, Wait
+from lipon_hw.deposition.sputtering import ramp_rf
 from lipon_hw.errors import RunAborted
 
 VENTED_TORR = 500.0

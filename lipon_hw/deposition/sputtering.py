@@ -4,8 +4,8 @@ Generator functions `step(ctx, params, state)` on the engine's clock (see `steps
 
 from __future__ import annotations
 
-from lipon_hw.engine.layers import layer_opened, record_layer
-from lipon_hw.engine.recipe import RF, Deposit, Gas, Presputter
+from lipon_hw.deposition.layers import layer_opened, record_layer
+from lipon_hw.deposition.recipe import RF, Deposit, Gas, Presputter
 from lipon_hw.errors import RunAborted
 from lipon_hw.interfaces import Film
 

@@ -12,13 +12,18 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-import simpy
-
+from lipon_hw.deposition.recipe import Recipe, load_recipe
+from lipon_hw.deposition.runner import Context, Engine
 from lipon_hw.engine import claims
 from lipon_hw.engine.guard import needs_guard, start_guard
+from lipon_hw.engine.lifecycle import (
+    RunResult,
+    ends_run_on_failure,
+    make_env,
+    plots_dir,
+    run_to_resume,
+)
 from lipon_hw.engine.ownership import Ownership
-from lipon_hw.engine.recipe import Recipe, load_recipe
-from lipon_hw.engine.runner import Context, Engine, RunResult
 from lipon_hw.errors import InputError, LiponError
 from lipon_hw.station import Station, load_station
 from lipon_hw.store import Store
@@ -26,12 +31,6 @@ from lipon_hw.store import Store
 RESUMABLE = ("running", "interrupted", "aborted", "failed")
 #: after a failed run, how long closing the store waits for a lock (the engine waited already)
 LAST_TRY_S = 0.5
-
-
-def make_env(station: Station, speed: float | None, initial_time: float = 0.0):
-    if speed is None and station.simulated:
-        return simpy.Environment(initial_time)
-    return simpy.rt.RealtimeEnvironment(initial_time, factor=1.0 / (speed or 1.0), strict=False)
 
 
 def validate(sequence: str, station_path: str | None = None) -> tuple[Recipe, Station]:
@@ -168,35 +167,11 @@ def _close(lab, store: Store, run_id: int, notify, failed: bool) -> list[Path]:
     return plots
 
 
-@contextlib.contextmanager
-def ends_run_on_failure(store: Store, run_id: int):
-    """From the moment a run is `running` until its engine keeps its own books: a failure
-    (a station that cannot connect, a port that does not open) ends the run with its
-    reason, never leaves it `running` with no engine behind it."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        store.set_status(run_id, "interrupted", "stopped by the operator before the engine "
-                                                "started")
-        raise
-    except LiponError as exc:
-        store.set_status(run_id, "failed", f"the run could not start: {exc}")
-        raise
-    except Exception as exc:
-        store.set_status(run_id, "failed", f"the run could not start: internal error: "
-                                           f"{exc!r}")
-        raise
-
-
-def plots_dir(data_dir: str | Path, run_id: int) -> Path:
-    return Path(data_dir) / "runs" / str(run_id)
-
-
 def write_plots(store: Store, run_id: int, notify: Callable[[str], None] | None = None
                 ) -> list[Path]:
     """Rate and thickness against time for each layer, beside the database. A plot that
     cannot be drawn is reported, never allowed to change how the run ended."""
-    from lipon_hw.report import write_layer_plots
+    from lipon_hw.deposition.report import write_layer_plots
 
     if store.unwritable_since is not None:
         if notify:
@@ -208,19 +183,6 @@ def write_plots(store: Store, run_id: int, notify: Callable[[str], None] | None 
         if notify:
             notify(f"warning: plots of run {run_id} were not written ({exc})")
         return []
-
-
-def run_to_resume(store: Store, run_id: int, resumable: tuple[str, ...],
-                  owned: Ownership):
-    """A stored run that may continue, and the station it started with. Its lock is
-    taken first: a run whose engine lives is refused before anything is read or changed
-    (a `running` run whose lock is free was killed, and may continue)."""
-    store.run(run_id)  # an unknown run says so before any lock file is made
-    claims.take_run(owned, run_id)
-    run = store.run(run_id)
-    if run.status not in resumable:
-        raise InputError(f"run {run_id} is {run.status}; only an unfinished run can resume")
-    return run, load_station(text=run.station_text)
 
 
 def resume_run(run_id: int, data_dir: str | Path, speed: float | None = None,

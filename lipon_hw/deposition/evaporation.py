@@ -13,8 +13,8 @@ the next control period.
 
 from __future__ import annotations
 
-from lipon_hw.engine.layers import layer_opened, record_layer
-from lipon_hw.engine.recipe import CalibrateTooling, Evaporate, Precondition, Source, SourceOff
+from lipon_hw.deposition.layers import layer_opened, record_layer
+from lipon_hw.deposition.recipe import CalibrateTooling, Evaporate, Precondition, Source, SourceOff
 from lipon_hw.errors import InstrumentError, RunAborted
 from lipon_hw.interfaces import Film
 

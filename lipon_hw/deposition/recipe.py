@@ -15,8 +15,8 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from lipon_hw.deposition.interlocks import Interlock, parse_interlock
 from lipon_hw.engine import ranges as r
-from lipon_hw.engine.interlocks import Interlock, parse_interlock
 from lipon_hw.station import ROLES, Station
 from lipon_hw.yamlfile import Doc, load, loads, pydantic_error
 

@@ -37,10 +37,10 @@ from dataclasses import dataclass, field
 from pydantic import ValidationError
 
 from lipon_hw import techniques as tq
-from lipon_hw.engine import protocol_checks as chk
-from lipon_hw.engine import protocol_station as on_station
-from lipon_hw.engine.protocol_checks import FOREVER_S  # noqa: F401 (API)
-from lipon_hw.engine.protocol_schema import (  # noqa: F401 (the protocol's API)
+from lipon_hw.celltest import protocol_checks as chk
+from lipon_hw.celltest import protocol_station as on_station
+from lipon_hw.celltest.protocol_checks import FOREVER_S  # noqa: F401 (API)
+from lipon_hw.celltest.protocol_schema import (  # noqa: F401 (the protocol's API)
     CATHODE_UAH_CM2_PER_UM,
     CC,
     CCCV,
@@ -66,7 +66,7 @@ from lipon_hw.engine.protocol_schema import (  # noqa: F401 (the protocol's API)
     _Step,
     _Untagged,
 )
-from lipon_hw.engine.termination import check_termination
+from lipon_hw.celltest.termination import check_termination
 from lipon_hw.errors import (
     CellParamError,  # noqa: F401 (API)
     )

@@ -1,0 +1,89 @@
+"""How a cell-test step ends: the outcome a channel acts on, the end conditions the host
+judges from the samples (capacity passed, dV/dt, what the instrument's own end means) and
+when it expects the end, for polling; a safety trip."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from lipon_hw.celltest import protocol as pr
+from lipon_hw.errors import LiponError
+
+MIN_POLL_S = 1.0
+
+
+class ChannelTrip(LiponError):
+    """A safety limit of one channel was crossed."""
+
+
+@dataclass
+class StepOutcome:
+    end: str  # the `until` key that ended the step, or "done"
+    message: str = ""
+
+
+class HostEnds:
+    """The step's end conditions the host judges, and the time it expects the end."""
+
+    def __init__(self, step: pr.PlannedStep, plan: pr.ChannelPlan, t0: float,
+                 before: dict | None = None):
+        p = step.params
+        before = before or {"elapsed_s": 0.0, "q_Ah": 0.0}
+        self.until = p.until
+        self.t0 = t0
+        self.elapsed_before = before["elapsed_s"]  # of this step, before an operator pause
+        self.duration = None if p.until.duration_s is None else \
+            max(p.until.duration_s - self.elapsed_before, MIN_POLL_S)
+        self.capacity = p.until.capacity_Ah
+        self.dvdt = p.until.dVdt_mV_h * 1e-3 / 3600 if p.until.dVdt_mV_h else None
+        self.v_end = p.until.voltage_V
+        self.q = before["q_Ah"]
+        self.last: tuple | None = None  # (t, V, I) of the last sample
+        self.slope = 0.0  # dV/dt between the last two samples
+
+    def take(self, rows: list[tuple]) -> StepOutcome | None:
+        for t, v, i, *_ in rows:
+            if self.last is not None:
+                t1, v1, i1 = self.last
+                dt = t - t1
+                self.q += 0.5 * (i + i1) * dt / 3600
+                if dt > 0:
+                    self.slope = (v - v1) / dt
+                    if self.dvdt is not None and abs(self.slope) < self.dvdt and t - self.t0 > dt:
+                        self.last = (t, v, i)
+                        return StepOutcome("dVdt_mV_h")
+            self.last = (t, v, i)
+            if self.capacity is not None and abs(self.q) >= self.capacity:
+                key = "capacity_uAh" if self.until.capacity_uAh is not None else "capacity_mAh"
+                return StepOutcome(key)
+        return None
+
+    def done(self, now: float) -> dict:
+        """What the step has done so far (time and charge), for it to continue later."""
+        end = self.last[0] if self.last else now
+        return {"elapsed_s": self.elapsed_before + max(end - self.t0, 0.0), "q_Ah": self.q}
+
+    def time_left(self, now: float) -> float:
+        """How long until the nearest end, as far as the samples tell (for polling)."""
+        left = math.inf
+        if self.duration is not None:
+            left = self.t0 + self.duration - now + MIN_POLL_S
+        if self.last is not None:
+            t, v, i = self.last
+            if self.capacity is not None and i:
+                left = min(left, (self.capacity - abs(self.q)) * 3600 / abs(i))
+            if self.v_end is not None and self.slope and (self.v_end - v) / self.slope > 0:
+                left = min(left, (self.v_end - v) / self.slope - (now - t))
+        return left
+
+    def instrument_end(self, reason: str | None, channel) -> StepOutcome:
+        if reason in ("v_max", "v_min"):
+            return StepOutcome("voltage_V")
+        if reason == "i_min":
+            return StepOutcome("current_A" if self.until.current_A is not None else "rate_C")
+        if reason == "done":
+            times = [k for k in ("time_s", "time_min", "time_h") if getattr(self.until, k)]
+            return StepOutcome(times[0] if times else "done")
+        raise ChannelTrip(f"channel {channel.number}: the instrument ended the step with "
+                          f"{reason}")
