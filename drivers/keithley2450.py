@@ -47,8 +47,13 @@ from lipon_hw.techniques import (
     CyclicSweep,
     DCPolarization,
     LinearSweep,
-    Recording,
+    RecordGate,
     Sample,
+    check_technique,
+    end_limits,
+    kind_of,
+    recording_of,
+    sweep_legs,
 )
 
 T = TypeVar("T")
@@ -233,11 +238,11 @@ class Keithley2450:
         """Set the source for `technique`, switch the output on and take the first reading
         (time 0); InputError for a technique the 2450 cannot run."""
         self._check_idle(channel)
-        if not isinstance(technique, self.TECHNIQUES):
+        if type(technique) not in self.TECHNIQUES:
             raise InputError(f"{self.name} (Keithley 2450) cannot run "
                              f"{type(technique).__name__}; it runs "
                              f"{', '.join(t.__name__ for t in self.TECHNIQUES)}")
-        _check_technique(technique)
+        check_technique(technique)
         self.run = SmuRun(self, technique)
         return self.run
 
@@ -407,27 +412,11 @@ class Keithley2450:
 
 
 # --- host-timed runs ------------------------------------------------------------------
-def _check_technique(tq) -> None:
-    interval = getattr(tq, "interval_s", None)
-    if interval is not None and not 0 < interval <= tq.duration_s:
-        raise InputError(f"{type(tq).__name__}: interval_s {interval} must be > 0 and at most "
-                         f"duration_s {tq.duration_s}")
-    if isinstance(tq, LinearSweep | CyclicSweep) and not (tq.step_V > 0 and tq.rate_V_s > 0):
-        raise InputError(f"{type(tq).__name__}: step_V and rate_V_s must be positive")
-    if isinstance(tq, CyclicSweep) and tq.scans < 1:
-        raise InputError(f"CyclicSweep: scans must be at least 1, not {tq.scans}")
-
-
 def sweep_levels(tq: LinearSweep | CyclicSweep) -> list[float]:
-    """The staircase of a sweep: start → end, or start → vertex 1 → vertex 2 → start per
-    scan, in steps of at most `step_V`, each leg's ends included once."""
-    if isinstance(tq, LinearSweep):
-        legs = [(tq.start_V, tq.end_V)]
-    else:
-        legs = [(tq.start_V, tq.vertex1_V), (tq.vertex1_V, tq.vertex2_V),
-                (tq.vertex2_V, tq.start_V)] * tq.scans
+    """The staircase of a sweep, leg by leg (techniques.sweep_legs), in steps of at most
+    `step_V`, each leg's ends included once."""
     levels: list[float] = []
-    for begin, end in legs:
+    for begin, end in sweep_legs(tq):
         steps = max(1, math.ceil(abs(end - begin) / tq.step_V - 1e-9))
         levels += [begin + (end - begin) * k / steps for k in range(1 if levels else 0, steps + 1)]
     return levels
@@ -450,34 +439,30 @@ class SmuRun:
         self.last: Sample | None = None
         self._smu = smu
         self._reason: str | None = None
-        self._record = getattr(technique, "record", Recording())
-        if isinstance(technique, OCV):  # no current to follow at open circuit
-            self._record = self._record.without_current()
-        self._sent_any = False
-        self._next_t: float | None = None  # the Δt/ΔV/ΔI rules' next thresholds
-        self._band: tuple[float, float] | None = None
-        self._i_band: tuple[float, float] | None = None
+        self._gate = RecordGate(recording_of(technique))
         self._phase_t0 = 0.0
         self._levels: list[float] = []
-        tq = technique
-        if isinstance(tq, LinearSweep | CyclicSweep):
+        tq, self._control = technique, kind_of(technique).control
+        self._limits = end_limits(tq)
+        if self._control == "sweep":
             self._levels = sweep_levels(tq)
             self.poll_interval_s = tq.step_V / tq.rate_V_s
         else:
             self.poll_interval_s = tq.interval_s
-        if isinstance(tq, OCV):
+        if self._control == "open":
             self._sourcing = "CURR"
             smu._source_current(0.0, None)
-        elif isinstance(tq, ConstantCurrent | CCCV):
+        elif self._control == "current":
             self._sourcing = "CURR"
-            charging = tq.current_A > 0
-            v_max = tq.voltage_V if isinstance(tq, CCCV) else tq.v_max_V
-            smu._source_current(tq.current_A, v_max if charging else None)
+            smu._source_current(tq.current_A, tq.v_max_V if tq.current_A > 0 else None)
+        elif self._control == "current, then voltage":
+            self._sourcing = "CURR"
+            smu._source_current(tq.current_A, tq.voltage_V if tq.current_A > 0 else None)
         else:
             self._sourcing = "VOLT"
             level = self._levels[0] if self._levels else tq.voltage_V
             smu._source_voltage(level, None)
-        self._phase = "cc" if isinstance(tq, CCCV) else "main"
+        self._phase = "cc" if self._control == "current, then voltage" else "main"
         self._step = 0
         first, _ = smu._output_and_first_reading(self._sourcing)
         self.last = first
@@ -512,50 +497,33 @@ class SmuRun:
         """(the end reason this reading gives or None, whether it reached a limit, so that
         it goes out whatever the recording rule); moves a CCCV to its voltage phase and a
         sweep to its next level."""
-        tq, volts, amps = self.technique, s.E_V, s.I_A
+        tq, control, volts = self.technique, self._control, s.E_V
         over = s.t_s - self._phase_t0 >= getattr(tq, "duration_s", math.inf) * (1 - 1e-12)
-        if isinstance(tq, ConstantCurrent):
-            if tripped and tq.current_A > 0 or tq.v_max_V is not None and volts >= tq.v_max_V:
-                return "v_max", True  # at the hardware limit: v_max_V or the station ceiling
-            if tq.v_min_V is not None and volts <= tq.v_min_V:
-                return "v_min", True
-        elif isinstance(tq, ConstantVoltage) or isinstance(tq, CCCV) and self._phase == "cv":
-            if tq.i_min_A is not None and abs(amps) < tq.i_min_A:
-                return "i_min", True
-        elif isinstance(tq, CCCV):
+        if control == "current" and tripped and tq.current_A > 0:
+            return "v_max", True  # at the hardware limit: v_max_V or the station ceiling
+        if control == "current, then voltage" and self._phase == "cc":
             charging = tq.current_A > 0
             reached = (volts >= tq.voltage_V or tripped) if charging else volts <= tq.voltage_V
             if reached or over:
                 self._smu._source_voltage(tq.voltage_V, abs(tq.current_A) or None)
                 self._sourcing, self._phase, self._phase_t0 = "VOLT", "cv", s.t_s
             return None, reached
-        elif self._levels:
+        if control == "sweep":
             self._step += 1
             if self._step == len(self._levels):
                 return "done", False
             self._smu._set_level(self._levels[self._step])
             return None, False
+        reason = self._limits.reached(s)
+        if reason is not None:
+            return reason, True
         return ("done" if over else None), False
 
     def _recorded(self, s: Sample, force: bool) -> bool:
-        """The Recording rule: every reading, or the first, then every dt_s and whenever E
-        left ±dV, or I left ±dI, of the last sample sent."""
-        rec = self._record
-        due = force or rec.every_point or not self._sent_any
-        if rec.dt_s is not None and self._next_t is not None and s.t_s >= self._next_t:
-            due = True
-        if rec.dV is not None and self._band is not None and not (
-                self._band[0] < s.E_V < self._band[1]):
-            due = True
-        if rec.dI is not None and self._i_band is not None and not (
-                self._i_band[0] < s.I_A < self._i_band[1]):
-            due = True
-        if due:
-            self._sent_any = True
-            self._next_t = s.t_s + rec.dt_s if rec.dt_s is not None else None
-            self._band = (s.E_V - rec.dV, s.E_V + rec.dV) if rec.dV is not None else None
-            self._i_band = (s.I_A - rec.dI, s.I_A + rec.dI) if rec.dI is not None else None
-        return due
+        """A reading at a limit always goes out (and leaves the rule's thresholds where
+        they are, as the script's limit block does); any other goes out if the technique's
+        record rule (techniques.RecordGate) says so."""
+        return force or self._gate.offer(s.t_s, s.E_V, s.I_A)
 
     def _end(self, reason: str, switch_off: bool = True) -> None:
         self.finished, self._reason = True, reason

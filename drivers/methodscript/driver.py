@@ -18,20 +18,17 @@ from lipon_hw.drivers.methodscript.codec import (
     script_bytes,
 )
 from lipon_hw.drivers.methodscript.samples import sample_from_line
-from lipon_hw.drivers.methodscript.scripts import potentiostat_lines, script_bytes_for
+from lipon_hw.drivers.methodscript.scripts import (
+    SCRIPT_BUILDERS,
+    potentiostat_lines,
+    script_bytes_for,
+)
 from lipon_hw.errors import FrameError, InputError, InstrumentError, LinkTimeout
 from lipon_hw.links import Link
 from lipon_hw.techniques import (
-    CCCV,
-    EIS,
-    OCV,
-    ConstantCurrent,
-    ConstantVoltage,
-    CyclicSweep,
-    DCPolarization,
-    LinearSweep,
     Sample,
     Technique,
+    end_limits,
 )
 
 
@@ -79,19 +76,9 @@ class Run:
             return None
         if self.aborted or self.error:
             return "aborted" if self.aborted else "error"
-        tq, last = self.technique, self.last
-        if last is None:
+        if self.last is None:
             return "done"
-        v_max, v_min = getattr(tq, "v_max_V", None), getattr(tq, "v_min_V", None)
-        i_min = getattr(tq, "i_min_A", None)
-        potential = last.E_V
-        if v_max is not None and potential >= v_max:
-            return "v_max"
-        if v_min is not None and potential <= v_min:
-            return "v_min"
-        if i_min is not None and abs(last.I_A) < i_min:
-            return "i_min"
-        return "done"
+        return end_limits(self.technique).reached(self.last) or "done"
 
     def _line(self, line: str) -> None:
         """One output line of this run's script."""
@@ -129,8 +116,7 @@ class MethodScriptPotentiostat:
     #: most ±10 V (compliance) and ±30 mA, down to its 1 nA range
     LIMITS = {"min_V": (-10.0, 10.0), "max_V": (-10.0, 10.0), "max_current_A": (1e-9, 0.03)}
     #: every technique runs on the instrument, limits included
-    TECHNIQUES = (OCV, ConstantCurrent, ConstantVoltage, DCPolarization, CCCV, EIS, LinearSweep,
-                  CyclicSweep)
+    TECHNIQUES = tuple(SCRIPT_BUILDERS)
 
     def __init__(self, name: str, link: Link | Sequence[Link], channels: int | None = None):
         links = list(link) if isinstance(link, list | tuple) else [link]

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from lipon_hw.drivers.methodscript.codec import format_literal, script_bytes
-from lipon_hw.errors import InputError
 from lipon_hw.techniques import (
     CCCV,
     EIS,
@@ -16,8 +15,13 @@ from lipon_hw.techniques import (
     CyclicSweep,
     DCPolarization,
     LinearSweep,
+    RecordGate,
     Recording,
     Technique,
+    check_technique,
+    end_limits,
+    recording_of,
+    sweep_legs,
 )
 
 L = format_literal
@@ -27,32 +31,22 @@ I_RANGE_LOW, I_RANGE_HIGH = "1n", "10m"
 
 def build_script(technique: Technique) -> list[str]:
     """The script lines (without the `e` and the final empty line) for a technique."""
-    builders = {OCV: _ocv_script, ConstantCurrent: _cc_script, ConstantVoltage: _cv_script,
-                DCPolarization: _cv_script, CCCV: _cccv_script, EIS: _eis_script,
-                LinearSweep: _sweep_script, CyclicSweep: _sweep_script}
-    _check_technique(technique)
-    return builders[type(technique)](technique)
-
-
-def _check_technique(tq: Technique) -> None:
-    interval = getattr(tq, "interval_s", None)
-    if interval is not None and not 0 < interval <= tq.duration_s:
-        raise InputError(f"{type(tq).__name__}: interval_s {interval} must be > 0 and at most "
-                         f"duration_s {tq.duration_s}")
-    if isinstance(tq, EIS) and (tq.points < 1 or min(tq.f_start_Hz, tq.f_end_Hz) <= 0):
-        raise InputError("EIS needs positive frequencies and at least one point")
-    if isinstance(tq, LinearSweep | CyclicSweep) and (tq.step_V <= 0 or tq.rate_V_s <= 0):
-        raise InputError(f"{type(tq).__name__}: step_V and rate_V_s must be positive")
+    check_technique(technique)
+    return SCRIPT_BUILDERS[type(technique)](technique)
 
 
 def _record_vars(rec: Recording) -> list[str]:
-    """The rules' thresholds, at 0 so that the first sample goes out."""
+    """The rule's thresholds where a RecordGate starts them (0, so that the first sample
+    goes out)."""
+    gate = RecordGate(rec)
     lines = ["var tn"] if rec.dt_s is not None else []
     lines += ["var eh", "var el"] if rec.dV is not None else []
     lines += ["var ih", "var il"] if rec.dI is not None else []
-    lines += ["store_var tn 0 eb"] if rec.dt_s is not None else []
-    lines += ["store_var eh 0 ab", "store_var el 0 ab"] if rec.dV is not None else []
-    lines += ["store_var ih 0 ba", "store_var il 0 ba"] if rec.dI is not None else []
+    lines += [f"store_var tn {L(gate.next_t)} eb"] if rec.dt_s is not None else []
+    lines += [f"store_var eh {L(gate.e_high)} ab",
+              f"store_var el {L(gate.e_low)} ab"] if rec.dV is not None else []
+    lines += [f"store_var ih {L(gate.i_high)} ba",
+              f"store_var il {L(gate.i_low)} ba"] if rec.dI is not None else []
     return lines
 
 
@@ -61,8 +55,8 @@ def _package(names: Sequence[str]) -> list[str]:
 
 
 def _record_block(rec: Recording, names: Sequence[str]) -> list[str]:
-    """The body lines that send a sample: always, or on the Δt/ΔV/ΔI rules (ΔI only where
-    the loop measures a current `i`)."""
+    """The body lines that send a sample: always, or by RecordGate's tests and moves written
+    as script lines (ΔI only where the loop measures a current `i`)."""
     if rec.every_point:
         return _package(names)
     send = _package(names)
@@ -103,7 +97,7 @@ TEI = ("t", "e", "i")
 
 
 def _ocv_script(tq: OCV) -> list[str]:
-    record = tq.record.without_current()  # no current to follow at open circuit
+    record = recording_of(tq)  # no current to follow at open circuit
     body = ["timer_get t", *_record_block(record, ("t", "e"))]
     return ["var t", "var e", *_record_vars(record), "set_pgstat_chan 0",
             "set_pgstat_mode 2", "set_max_bandwidth 40", "cell_off", "timer_start",
@@ -147,7 +141,7 @@ def _cv_script(tq: ConstantVoltage | DCPolarization) -> list[str]:
     loop = f"meas_loop_ca e i {L(tq.voltage_V)} {L(tq.interval_s)} {L(tq.duration_s)}"
     return ["var t", "var e", "var i", *_record_vars(tq.record), "set_pgstat_chan 0",
             *potentiostat_lines(tq.voltage_V), "timer_start",
-            *_loop(loop, _cv_body(tq.record, getattr(tq, "i_min_A", None))), *_finish()]
+            *_loop(loop, _cv_body(tq.record, end_limits(tq).i_min_A)), *_finish()]
 
 
 def _cccv_script(tq: CCCV) -> list[str]:
@@ -173,16 +167,20 @@ def _eis_script(tq: EIS) -> list[str]:
             *_loop(loop, ["timer_get t", *_package(("t", "f", "zr", "zi"))]), *_finish()]
 
 
-def _sweep_script(tq: LinearSweep | CyclicSweep) -> list[str]:
-    if isinstance(tq, LinearSweep):
-        low, high = sorted((tq.start_V, tq.end_V))
-        loop = (f"meas_loop_lsv e i {L(tq.start_V)} {L(tq.end_V)} {L(tq.step_V)} "
-                f"{L(tq.rate_V_s)}")
-    else:
-        low, high = sorted((tq.vertex1_V, tq.vertex2_V, tq.start_V))[::2]
-        loop = (f"meas_loop_cv e i {L(tq.start_V)} {L(tq.vertex1_V)} {L(tq.vertex2_V)} "
-                f"{L(tq.step_V)} {L(tq.rate_V_s)}" + (f" nscans({tq.scans})" if tq.scans > 1
-                                                       else ""))
+def _lsv_script(tq: LinearSweep) -> list[str]:
+    return _sweep_script(tq, f"meas_loop_lsv e i {L(tq.start_V)} {L(tq.end_V)} "
+                             f"{L(tq.step_V)} {L(tq.rate_V_s)}")
+
+
+def _cv_sweep_script(tq: CyclicSweep) -> list[str]:
+    scans = f" nscans({tq.scans})" if tq.scans > 1 else ""
+    return _sweep_script(tq, f"meas_loop_cv e i {L(tq.start_V)} {L(tq.vertex1_V)} "
+                             f"{L(tq.vertex2_V)} {L(tq.step_V)} {L(tq.rate_V_s)}{scans}")
+
+
+def _sweep_script(tq: LinearSweep | CyclicSweep, loop: str) -> list[str]:
+    ends = [v for leg in sweep_legs(tq) for v in leg]
+    low, high = min(ends), max(ends)
     return ["var t", "var e", "var i", "set_pgstat_chan 0", "set_pgstat_mode 2",
             "set_max_bandwidth 40", f"set_range_minmax da {L(low)} {L(high)}",
             "set_range ba 10u", f"set_autoranging ba {I_RANGE_LOW} {I_RANGE_HIGH}",
@@ -190,6 +188,10 @@ def _sweep_script(tq: LinearSweep | CyclicSweep) -> list[str]:
             *_loop(loop, ["timer_get t", *_package(TEI)]), *_finish()]
 
 
+#: the script of each technique type
+SCRIPT_BUILDERS = {OCV: _ocv_script, ConstantCurrent: _cc_script, ConstantVoltage: _cv_script,
+                   DCPolarization: _cv_script, CCCV: _cccv_script, EIS: _eis_script,
+                   LinearSweep: _lsv_script, CyclicSweep: _cv_sweep_script}
 _SCRIPTS: dict[str, bytes] = {}  # a cycling test starts the same few techniques again
 
 
