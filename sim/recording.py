@@ -5,7 +5,8 @@ A potentiostat measures every `interval` and a loop body decides what to send: a
 otherwise the Δt/ΔV/ΔI rule sends it when t ≥ t_last + dt or E ≥ E_last + dV or
 E ≤ E_last − dV or I ≥ I_last + dI or I ≤ I_last − dI, in the script's own float
 arithmetic: the rule and its thresholds are a `RecordGate` (lipon_hw/techniques.py),
-here searched for over a stretch of readings instead of asked reading by reading. `RecordLoop` reads the cell on the measurement grid a stretch at a time
+here searched for over a stretch of readings instead of asked reading by reading.
+`RecordLoop` reads the cell on the measurement grid a stretch at a time
 (`readings_on_grid`: the same numbers as reading it sample by sample) and applies those
 tests over plain lists, so a sample costs a few comparisons instead of an interpreted
 body. The MethodSCRIPT emulator runs the driver's loops with it; `record_constant_current`

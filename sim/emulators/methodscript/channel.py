@@ -3,6 +3,7 @@ commands, the hosts' sessions, script uploads and the script run against the clo
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 
@@ -70,6 +71,9 @@ class MethodScriptChannel(Interpreter, MeasurementLoops, EventDriven, BulkLoops,
         self._watches: dict = {}  # per loop: its _Watch, and its _RecordBody under ("bulk", id)
         self.event_driven = True  # False runs every loop sample by sample (for tests)
         self.bulk_loops = True  # False: the driver's record loops go through next_crossing
+        #: measurement loops run, by how: "bulk" (RecordLoop), "event" (next_crossing),
+        #: "sample" (the body at every sample), "stepped" (EIS and sweeps, point by point)
+        self.loops_served: Counter[str] = Counter()
 
     @property
     def running(self) -> bool:

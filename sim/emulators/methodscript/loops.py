@@ -53,6 +53,8 @@ class MeasurementLoops:
         watch = self._watch(st, e_name, i_name) if self.event_driven else None
         recorded = self._recorded_body(st, e_name, i_name) \
             if self.event_driven and self.bulk_loops else None
+        self.loops_served["bulk" if recorded is not None else "event" if watch is not None
+                          else "sample"] += 1
         self._emit(f"M{TECHNIQUE_IDS[technique]:04X}")
         t0, k = self.t, 0
         try:
@@ -129,6 +131,7 @@ class MeasurementLoops:
 
     def _stepped(self, st: Block, technique: str, points):
         """A loop whose samples are given by `points`, each a generator taking its time."""
+        self.loops_served["stepped"] += 1
         self._emit(f"M{TECHNIQUE_IDS[technique]:04X}")
         try:
             for point in points:
