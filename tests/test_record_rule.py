@@ -101,7 +101,8 @@ def gate_picks(record: Recording, volts, amps) -> list[int]:
     return [k for k in range(1, STEPS + 1) if gate.offer(float(k), volts[k], amps[k])]
 
 
-def smu_picks(technique, cell) -> list[int]:
+def smu_picks(technique, cell, end: str = "done") -> list[int]:
+    """The samples the 2450 driver returns, polled once a second; `end` is how it must end."""
     clock = ManualClock()
     smu = Keithley2450("smu", sim_link(Keithley2450Emulator("smu", cell, clock)))
     run = smu.start(1, technique)
@@ -109,13 +110,13 @@ def smu_picks(technique, cell) -> list[int]:
     while not run.finished:
         clock.advance(1.0)
         picked += [round(s.t_s) for s in run.poll()]
-    assert run.end_reason == "done"
+    assert run.end_reason == end
     return picked
 
 
-def script_picks(technique, cell, path: str, served: str) -> list[int]:
-    """The samples the driver receives with the emulator set to run loops by `path`;
-    `served` is the way it must say it ran the loop."""
+def script_picks(technique, cell, path: str, served: dict, end: str = "done") -> list[int]:
+    """The samples the MethodSCRIPT driver receives with the emulator set to run loops by
+    `path`; `served` is how it must say it ran them, `end` how the run must end."""
     clock = ManualClock()
     emulator = MethodScriptEmulator("p", {1: cell}, clock)
     emulator.event_driven = path != "sample"
@@ -126,8 +127,8 @@ def script_picks(technique, cell, path: str, served: str) -> list[int]:
     while not run.finished:
         clock.advance(47.0)
         picked += [round(s.t_s) for s in run.poll()]
-    assert run.end_reason == "done"
-    assert dict(emulator.loops_served) == {served: 1}
+    assert run.end_reason == end
+    assert dict(emulator.loops_served) == served
     return picked
 
 
@@ -157,7 +158,8 @@ def test_every_path_picks_the_samples_the_gate_picks(make, record, seed):
     # a body that sends every sample tests nothing an event could skip to
     event = "sample" if rule.every_point else "event"
     for path, served in (("sample", "sample"), ("event", event), ("bulk", "bulk")):
-        assert script_picks(technique, TableCell(volts, amps), path, served) == expected, path
+        picked = script_picks(technique, TableCell(volts, amps), path, {served: 1})
+        assert picked == expected, path
 
 
 def test_the_script_writes_the_gates_start_and_steps():
@@ -203,25 +205,9 @@ def test_cccv_limit_samples_leave_the_rule_where_it_was(record):
     path does the same, so both pick the same samples in the CV phase."""
     technique = CCCV(3e-6, 4.0, 1e-6, STEPS, interval_s=1.0, record=record)
     volts, amps = cccv_stream(7)
-    clock = ManualClock()
-    smu = Keithley2450("smu", sim_link(Keithley2450Emulator("smu", TableCell(volts, amps),
-                                                            clock)))
-    run, picked = smu.start(1, technique), []
-    while not run.finished:
-        clock.advance(1.0)
-        picked += [round(s.t_s) for s in run.poll()]
-    assert run.end_reason == "i_min"
+    picked = smu_picks(technique, TableCell(volts, amps), end="i_min")
     crossing = next(k for k in range(STEPS) if volts[k] >= 4.0)
     assert crossing in picked and picked[-1] < STEPS
     for path in ("sample", "event", "bulk"):
-        clock = ManualClock()
-        emulator = MethodScriptEmulator("p", {1: TableCell(volts, amps)}, clock)
-        emulator.event_driven = path != "sample"
-        emulator.bulk_loops = path == "bulk"
-        pstat = MethodScriptPotentiostat("p", sim_link(emulator))
-        run, script = pstat.start(1, technique), []
-        while not run.finished:
-            clock.advance(47.0)
-            script += [round(s.t_s) for s in run.poll()]
+        script = script_picks(technique, TableCell(volts, amps), path, {path: 2}, end="i_min")
         assert script == picked, path
-        assert run.end_reason == "i_min" and emulator.loops_served[path] == 2
