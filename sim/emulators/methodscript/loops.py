@@ -55,24 +55,35 @@ class MeasurementLoops:
             if self.event_driven and self.bulk_loops else None
         self.loops_served["bulk" if recorded is not None else "event" if watch is not None
                           else "sample"] += 1
-        self._emit(f"M{TECHNIQUE_IDS[technique]:04X}")
+        yield from self._marked(technique, self._samples(st, recorded, watch, e_name, i_name,
+                                                          e_type, dt, n))
+
+    def _samples(self, st: Block, recorded, watch, e_name: str, i_name: str | None,
+                 e_type: str, dt: float, n: int):
+        """A sampled loop's samples: in bulk, or each one (or each one an event may need)
+        measured and given to the body."""
         t0, k = self.t, 0
+        if recorded is not None:
+            yield from self._bulk(recorded, e_name, i_name, e_type, t0, dt, n)
+        while recorded is None:
+            k = k + 1 if watch is None else self._next_sample(watch, t0, dt, k)
+            if k > n:
+                yield t0 + n * dt
+                break
+            yield t0 + k * dt
+            self._set(e_name, self.cell.voltage_V(self.t), e_type)
+            if i_name is not None:
+                self._set(i_name, *self._measure("ba"))
+            try:
+                yield from self._block(st.body)
+            except _Break:
+                break
+
+    def _marked(self, technique: str, samples):
+        """A measurement loop between its `M<technique>` and `*` lines (`*` on an abort too)."""
+        self._emit(f"M{TECHNIQUE_IDS[technique]:04X}")
         try:
-            if recorded is not None:
-                yield from self._bulk(recorded, e_name, i_name, e_type, t0, dt, n)
-            while recorded is None:
-                k = k + 1 if watch is None else self._next_sample(watch, t0, dt, k)
-                if k > n:
-                    yield t0 + n * dt
-                    break
-                yield t0 + k * dt
-                self._set(e_name, self.cell.voltage_V(self.t), e_type)
-                if i_name is not None:
-                    self._set(i_name, *self._measure("ba"))
-                try:
-                    yield from self._block(st.body)
-                except _Break:
-                    break
+            yield from samples
         except _Abort:
             self._emit("*")
             raise
@@ -132,18 +143,15 @@ class MeasurementLoops:
     def _stepped(self, st: Block, technique: str, points):
         """A loop whose samples are given by `points`, each a generator taking its time."""
         self.loops_served["stepped"] += 1
-        self._emit(f"M{TECHNIQUE_IDS[technique]:04X}")
-        try:
-            for point in points:
-                yield from point
-                try:
-                    yield from self._block(st.body)
-                except _Break:
-                    break
-        except _Abort:
-            self._emit("*")
-            raise
-        self._emit("*")
+        yield from self._marked(technique, self._points(st, points))
+
+    def _points(self, st: Block, points):
+        for point in points:
+            yield from point
+            try:
+                yield from self._block(st.body)
+            except _Break:
+                break
 
 
 def _staircase(legs, step: float) -> list[float]:
