@@ -10,7 +10,7 @@ from collections.abc import Generator
 from dataclasses import dataclass
 
 from lipon_hw.drivers.methodscript import encode_variable, parse_literal
-from lipon_hw.sim.emulators.methodscript.interpreter import _Abort
+from lipon_hw.sim.emulators.methodscript.interpreter import ScriptAborted
 from lipon_hw.sim.emulators.methodscript.parser import Block, Cmd, IfChain
 from lipon_hw.sim.package_values import encode_values
 from lipon_hw.sim.recording import RecordLoop
@@ -68,7 +68,7 @@ class BulkLoops:
                 sent = loop.run_to(max(loop.k + 1, samples_by(self.clock())))
                 recorded = self._send_bulk(sent, templates, currents, metas) or recorded
                 self.t = t0 + loop.k * dt
-        except _Abort:  # the variables as sampling every point would have left them
+        except ScriptAborted:  # the variables as sampling every point would have left them
             loop.run_to(samples_by(self.t))
             raise
         finally:

@@ -14,7 +14,7 @@ from lipon_hw.errors import InputError
 from lipon_hw.sim.emulator import Emulator, Session
 from lipon_hw.sim.emulators.methodscript.bulk import BulkLoops
 from lipon_hw.sim.emulators.methodscript.events import EventDriven
-from lipon_hw.sim.emulators.methodscript.interpreter import Interpreter, _Abort
+from lipon_hw.sim.emulators.methodscript.interpreter import Interpreter, ScriptAborted
 from lipon_hw.sim.emulators.methodscript.loops import MeasurementLoops
 from lipon_hw.sim.emulators.methodscript.parser import Program, ScriptError, parse_script
 
@@ -204,7 +204,7 @@ class MethodScriptChannel(Interpreter, MeasurementLoops, EventDriven, BulkLoops,
         self._emit("Z")
         self.t = max(self.t, self.clock())
         try:
-            self._wake = self._gen.throw(_Abort())
+            self._wake = self._gen.throw(ScriptAborted())
         except StopIteration:
             self._gen = None
 

@@ -21,15 +21,17 @@ OVERLOAD_FACTOR = 3.0
 GALVANOSTAT_MODE = 6
 
 
-class _Break(Exception):
-    pass
+class LoopBroken(Exception):
+    """`breakloop`: ends the innermost loop."""
 
 
-class _Abort(Exception):
-    pass
+class ScriptAborted(Exception):
+    """`abort` or the host's `Z`: the script goes on at `on_finished:`."""
 
 
-class _Fault(Exception):
+class RunTimeFault(Exception):
+    """An error while the script runs: printed with its line, the cell switched off."""
+
     def __init__(self, code: int, line: int):
         super().__init__(f"!{code:04X}: Line {line}")
         self.code, self.line = code, line
@@ -43,9 +45,9 @@ class Interpreter:
     def _script(self, program: Program) -> Generator[float, None, None]:
         try:
             yield from self._block(program.main)
-        except _Abort:
+        except ScriptAborted:
             pass
-        except _Fault as fault:
+        except RunTimeFault as fault:
             self._out += encode_error(fault.code, fault.line)
             self._switch_off()
             return
@@ -78,9 +80,9 @@ class Interpreter:
         try:
             while self._test(st.args):
                 yield from self._block(st.body)
-        except _Break:
+        except LoopBroken:
             pass
-        except _Abort:
+        except ScriptAborted:
             self._emit("+")
             raise
         self._emit("+")
@@ -191,20 +193,20 @@ class Interpreter:
 
     def _c_pck_add(self, st, name):
         if self._package is None:
-            raise _Fault(0x400C, st.line)
+            raise RunTimeFault(0x400C, st.line)
         self._package.append(name)
 
     def _c_pck_end(self, st):
         if self._package is None:
-            raise _Fault(0x400C, st.line)
+            raise RunTimeFault(0x400C, st.line)
         names, self._package = self._package, None
         self._out += encode_package([self._encoded(name) for name in names])
 
     def _c_breakloop(self, st):
-        raise _Break
+        raise LoopBroken
 
     def _c_abort(self, st):
-        raise _Abort
+        raise ScriptAborted
 
     def _encoded(self, name: str) -> str:
         value, var_type, meta = self.vars.get(name, [math.nan, "aa", None])

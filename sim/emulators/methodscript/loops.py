@@ -7,7 +7,12 @@ from __future__ import annotations
 from collections.abc import Generator
 
 from lipon_hw.drivers.methodscript import TECHNIQUE_IDS, parse_literal
-from lipon_hw.sim.emulators.methodscript.interpreter import GALVANOSTAT_MODE, _Abort, _Break, _Fault
+from lipon_hw.sim.emulators.methodscript.interpreter import (
+    GALVANOSTAT_MODE,
+    LoopBroken,
+    RunTimeFault,
+    ScriptAborted,
+)
 from lipon_hw.sim.emulators.methodscript.parser import Block
 
 EIS_PERIODS = 3
@@ -21,7 +26,7 @@ class MeasurementLoops:
     # --- measurement loops (one generator per technique: _m_<name>) ----------------------
     def _need(self, condition: bool, code: int, st: Block) -> None:
         if not condition:
-            raise _Fault(code, st.line)
+            raise RunTimeFault(code, st.line)
 
     def _m_ocp(self, st: Block):
         self._need(not self.cell_is_on, 0x0014, st)
@@ -76,7 +81,7 @@ class MeasurementLoops:
                 self._set(i_name, *self._measure("ba"))
             try:
                 yield from self._block(st.body)
-            except _Break:
+            except LoopBroken:
                 break
 
     def _marked(self, technique: str, samples):
@@ -84,7 +89,7 @@ class MeasurementLoops:
         self._emit(f"M{TECHNIQUE_IDS[technique]:04X}")
         try:
             yield from samples
-        except _Abort:
+        except ScriptAborted:
             self._emit("*")
             raise
         self._emit("*")
@@ -150,7 +155,7 @@ class MeasurementLoops:
             yield from point
             try:
                 yield from self._block(st.body)
-            except _Break:
+            except LoopBroken:
                 break
 
 
