@@ -68,7 +68,7 @@ class RecordLoop:
         self.i_bands = [x for op, x, _ in limits if op == "in"]
         self.follows_current = dI is not None or bool(self.i_bands)
         self.nan_thresholds = any(x is not None and x != x for x in (
-            self.tn, self.eh, self.el, self.ih, self.il, dt, dV, dI,
+            *self.thresholds, dt, dV, dI,
             *(x for band in self.i_bands for x in band)))
         self._ahead: tuple | None = None  # readings taken ahead (see _read_ahead)
         self._stretch = FIRST_STRETCH
@@ -77,24 +77,11 @@ class RecordLoop:
         self.end: str | None = None
 
     @property
-    def tn(self) -> float:
-        return self.gate.next_t
-
-    @property
-    def eh(self) -> float:
-        return self.gate.e_high
-
-    @property
-    def el(self) -> float:
-        return self.gate.e_low
-
-    @property
-    def ih(self) -> float:
-        return self.gate.i_high
-
-    @property
-    def il(self) -> float:
-        return self.gate.i_low
+    def thresholds(self) -> tuple[float, float, float, float, float]:
+        """The rule's thresholds now: next t, E high, E low, I high, I low (the script's
+        tn, eh, el, ih, il)."""
+        g = self.gate
+        return g.next_t, g.e_high, g.e_low, g.i_high, g.i_low
 
     def run_to(self, k_stop: int) -> list[tuple[float, float, float, str | None]]:
         """Measure samples k+1 … min(k_stop, n), stopping at a limit; return the samples
@@ -133,8 +120,7 @@ class RecordLoop:
             return self.k + 1
         j, m = self.k + 1 - ahead[0], len(ahead[1])
         return ahead[0] + self._first_firing(ahead[1], ahead[2], ahead[3], j, m, ahead[5],
-                                             ahead[6], self.tn, self.eh, self.el, self.ih,
-                                             self.il)
+                                             ahead[6], *self.thresholds)
 
     def _first_firing(self, timer, volts, amps, j, m, plain, runs, tn, eh, el, ih, il) -> int:
         """The first reading from j on at which a limit or the rule fires (m if none)."""
@@ -194,7 +180,7 @@ class RecordLoop:
     def _scan(self, timer, volts, amps, j: int, m: int, plain: bool, runs, sent) -> int:
         """Apply the body's tests to readings j … m−1; the index of the last one used."""
         gate = self.gate  # the rule: whether a reading goes out, and its thresholds after
-        tn, eh, el, ih, il = gate.next_t, gate.e_high, gate.e_low, gate.i_high, gate.i_low
+        tn, eh, el, ih, il = self.thresholds
         v_hi, v_lo, follows_current = self.v_hi, self.v_lo, self.follows_current
         v_runs, i_runs = runs if runs is not None else (None, None)
         while j < m:  # the first reading the gate lets out (or a limit), searched for

@@ -100,9 +100,9 @@ class BulkLoops:
         if i_name is not None:
             self._set(i_name, i, "ba", metas.get(i) or self._range_meta(i))
         if recorded:  # copy_var then add_var/sub_var: the source's type, no metadata
-            thresholds = {"t": (loop.tn, "eb"), "eh": (loop.eh, e_type),
-                          "el": (loop.el, e_type), "ih": (loop.ih, "ba"),
-                          "il": (loop.il, "ba")}
+            tn, eh, el, ih, il = loop.thresholds
+            thresholds = {"t": (tn, "eb"), "eh": (eh, e_type), "el": (el, e_type),
+                          "ih": (ih, "ba"), "il": (il, "ba")}
             for kind, (var, _) in steps.items():
                 self._set(var, *thresholds[kind])
 
