@@ -41,13 +41,7 @@ from lipon_hw.drivers.keithley2450_runs import SmuRun
 from lipon_hw.errors import FrameError, InputError, InstrumentError
 from lipon_hw.links import Link
 from lipon_hw.techniques import (
-    CCCV,
-    OCV,
-    ConstantCurrent,
-    ConstantVoltage,
-    CyclicSweep,
-    DCPolarization,
-    LinearSweep,
+    KINDS,
     Sample,
     check_technique,
 )
@@ -126,13 +120,12 @@ class Keithley2450:
     """
 
     SERIAL_DEFAULTS: dict = {}  # no serial port on the 2450; see the module docstring
-    #: timed by the host, reading by reading (no EIS: the 2450 has no AC source)
     #: the channel window and current limit a station may set: the 2450 sources ±210 V
     #: and ±1.05 A, and resolves currents down to 1 nA on its lowest useful range
     LIMITS = {"min_V": (-210.0, 210.0), "max_V": (-210.0, 210.0),
               "max_current_A": (1e-9, 1.05)}
-    TECHNIQUES = (OCV, ConstantCurrent, ConstantVoltage, DCPolarization, CCCV, LinearSweep,
-                  CyclicSweep)
+    #: timed by the host, reading by reading (no EIS: the 2450 has no AC source)
+    TECHNIQUES = tuple(t for t, kind in KINDS.items() if kind.control != "impedance")
 
     def __init__(self, name: str, link: Link, max_current_A: float | None = None,
                  voltage_window_V: Sequence[float] | None = None):
