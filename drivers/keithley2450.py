@@ -17,11 +17,12 @@ sets the source, clears the buffer and takes a first reading, which is the techn
 time origin; then every `poll()` takes one reading (`:READ?` with the relative time
 stamp, so durations are instrument time), checks the technique's limits on it and
 returns it if the technique's `Recording` rule asks for it (a sample that ends the run
-on a limit is always returned). A current source runs with its voltage limit as the
-hardware v_max (or the station's ceiling, else the 2450's 21 V); a voltage source with
-the station's max_current_A, else the 2450's 105 µA. CCCV switches to a voltage source
-at `voltage_V` limited to |current_A| once a reading reaches it. A sweep is a staircase
-of `step_V` levels, one per poll. When a run ends, for any reason, the output goes off.
+on a limit is always returned; the runs are drivers/keithley2450_runs.py). A current
+source runs with its voltage limit as the hardware v_max (or the station's ceiling, else
+the 2450's 21 V); a voltage source with the station's max_current_A, else the 2450's 105
+µA. CCCV switches to a voltage source at `voltage_V` limited to |current_A| once a
+reading reaches it. A sweep is a staircase of `step_V` levels, one per poll. When a run
+ends, for any reason, the output goes off.
 
 Cell safety: in the "normal" output-off state the 2450 holds its terminals at 0 V through
 a current limit of 10 % of the present range, which on a cell is a discharge. The driver
@@ -31,24 +32,18 @@ and again whenever it turns the output off.
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from lipon_hw.errors import FrameError, InputError, InstrumentError, LiponError
+from lipon_hw.drivers.keithley2450_runs import SmuRun
+from lipon_hw.errors import FrameError, InputError, InstrumentError
 from lipon_hw.links import Link
 from lipon_hw.techniques import (
-    CCCV,
-    OCV,
-    ConstantCurrent,
-    ConstantVoltage,
-    CyclicSweep,
-    DCPolarization,
-    LinearSweep,
-    Recording,
+    KINDS,
     Sample,
+    check_technique,
 )
 
 T = TypeVar("T")
@@ -125,13 +120,12 @@ class Keithley2450:
     """
 
     SERIAL_DEFAULTS: dict = {}  # no serial port on the 2450; see the module docstring
-    #: timed by the host, reading by reading (no EIS: the 2450 has no AC source)
     #: the channel window and current limit a station may set: the 2450 sources ±210 V
     #: and ±1.05 A, and resolves currents down to 1 nA on its lowest useful range
     LIMITS = {"min_V": (-210.0, 210.0), "max_V": (-210.0, 210.0),
               "max_current_A": (1e-9, 1.05)}
-    TECHNIQUES = (OCV, ConstantCurrent, ConstantVoltage, DCPolarization, CCCV, LinearSweep,
-                  CyclicSweep)
+    #: timed by the host, reading by reading (no EIS: the 2450 has no AC source)
+    TECHNIQUES = tuple(t for t, kind in KINDS.items() if kind.control != "impedance")
 
     def __init__(self, name: str, link: Link, max_current_A: float | None = None,
                  voltage_window_V: Sequence[float] | None = None):
@@ -233,11 +227,11 @@ class Keithley2450:
         """Set the source for `technique`, switch the output on and take the first reading
         (time 0); InputError for a technique the 2450 cannot run."""
         self._check_idle(channel)
-        if not isinstance(technique, self.TECHNIQUES):
+        if type(technique) not in self.TECHNIQUES:
             raise InputError(f"{self.name} (Keithley 2450) cannot run "
                              f"{type(technique).__name__}; it runs "
                              f"{', '.join(t.__name__ for t in self.TECHNIQUES)}")
-        _check_technique(technique)
+        check_technique(technique)
         self.run = SmuRun(self, technique)
         return self.run
 
@@ -404,164 +398,3 @@ class Keithley2450:
         also = f" (then {', '.join(others)})" if others else ""
         return InstrumentError(f'{self.name} refused {request!r} with error {code} "{message}"'
                                f"{also}")
-
-
-# --- host-timed runs ------------------------------------------------------------------
-def _check_technique(tq) -> None:
-    interval = getattr(tq, "interval_s", None)
-    if interval is not None and not 0 < interval <= tq.duration_s:
-        raise InputError(f"{type(tq).__name__}: interval_s {interval} must be > 0 and at most "
-                         f"duration_s {tq.duration_s}")
-    if isinstance(tq, LinearSweep | CyclicSweep) and not (tq.step_V > 0 and tq.rate_V_s > 0):
-        raise InputError(f"{type(tq).__name__}: step_V and rate_V_s must be positive")
-    if isinstance(tq, CyclicSweep) and tq.scans < 1:
-        raise InputError(f"CyclicSweep: scans must be at least 1, not {tq.scans}")
-
-
-def sweep_levels(tq: LinearSweep | CyclicSweep) -> list[float]:
-    """The staircase of a sweep: start → end, or start → vertex 1 → vertex 2 → start per
-    scan, in steps of at most `step_V`, each leg's ends included once."""
-    if isinstance(tq, LinearSweep):
-        legs = [(tq.start_V, tq.end_V)]
-    else:
-        legs = [(tq.start_V, tq.vertex1_V), (tq.vertex1_V, tq.vertex2_V),
-                (tq.vertex2_V, tq.start_V)] * tq.scans
-    levels: list[float] = []
-    for begin, end in legs:
-        steps = max(1, math.ceil(abs(end - begin) / tq.step_V - 1e-9))
-        levels += [begin + (end - begin) * k / steps for k in range(1 if levels else 0, steps + 1)]
-    return levels
-
-
-class SmuRun:
-    """One technique on the 2450, timed by the host: poll every `poll_interval_s`.
-
-    Each `poll()` takes one reading; `finished` and `end_reason` ('v_max', 'v_min',
-    'i_min', 'done', 'aborted', 'error') as for any `PotentiostatRun`. A refusal by the
-    instrument ends the run with 'error' (kept in `error`); a lost link is raised.
-    """
-
-    channel = 1
-
-    def __init__(self, smu: Keithley2450, technique):
-        self.technique = technique
-        self.finished = False
-        self.error: InstrumentError | None = None
-        self.last: Sample | None = None
-        self._smu = smu
-        self._reason: str | None = None
-        self._record = getattr(technique, "record", Recording())
-        if isinstance(technique, OCV):  # no current to follow at open circuit
-            self._record = self._record.without_current()
-        self._sent_any = False
-        self._next_t: float | None = None  # the Δt/ΔV/ΔI rules' next thresholds
-        self._band: tuple[float, float] | None = None
-        self._i_band: tuple[float, float] | None = None
-        self._phase_t0 = 0.0
-        self._levels: list[float] = []
-        tq = technique
-        if isinstance(tq, LinearSweep | CyclicSweep):
-            self._levels = sweep_levels(tq)
-            self.poll_interval_s = tq.step_V / tq.rate_V_s
-        else:
-            self.poll_interval_s = tq.interval_s
-        if isinstance(tq, OCV):
-            self._sourcing = "CURR"
-            smu._source_current(0.0, None)
-        elif isinstance(tq, ConstantCurrent | CCCV):
-            self._sourcing = "CURR"
-            charging = tq.current_A > 0
-            v_max = tq.voltage_V if isinstance(tq, CCCV) else tq.v_max_V
-            smu._source_current(tq.current_A, v_max if charging else None)
-        else:
-            self._sourcing = "VOLT"
-            level = self._levels[0] if self._levels else tq.voltage_V
-            smu._source_voltage(level, None)
-        self._phase = "cc" if isinstance(tq, CCCV) else "main"
-        self._step = 0
-        first, _ = smu._output_and_first_reading(self._sourcing)
-        self.last = first
-
-    @property
-    def end_reason(self) -> str | None:
-        return self._reason if self.finished else None
-
-    def poll(self) -> list[Sample]:
-        """Take one reading; return it if the technique records it, else nothing."""
-        if self.finished:
-            return []
-        try:
-            sample, tripped = self._smu._reading(self._sourcing)
-        except InstrumentError as exc:
-            self.error = exc
-            self._end("error")
-            return []
-        self.last = sample
-        try:
-            ending, at_limit = self._judge(sample, tripped)
-        except InstrumentError as exc:  # refused the next setting: the reading still counts
-            self.error = exc
-            ending, at_limit = "error", True
-        send = self._recorded(sample, force=at_limit)
-        if ending is not None:
-            self._end(ending)
-        return [sample] if send else []
-
-    # --- the technique's rules ---------------------------------------------------------
-    def _judge(self, s: Sample, tripped: bool) -> tuple[str | None, bool]:
-        """(the end reason this reading gives or None, whether it reached a limit, so that
-        it goes out whatever the recording rule); moves a CCCV to its voltage phase and a
-        sweep to its next level."""
-        tq, volts, amps = self.technique, s.E_V, s.I_A
-        over = s.t_s - self._phase_t0 >= getattr(tq, "duration_s", math.inf) * (1 - 1e-12)
-        if isinstance(tq, ConstantCurrent):
-            if tripped and tq.current_A > 0 or tq.v_max_V is not None and volts >= tq.v_max_V:
-                return "v_max", True  # at the hardware limit: v_max_V or the station ceiling
-            if tq.v_min_V is not None and volts <= tq.v_min_V:
-                return "v_min", True
-        elif isinstance(tq, ConstantVoltage) or isinstance(tq, CCCV) and self._phase == "cv":
-            if tq.i_min_A is not None and abs(amps) < tq.i_min_A:
-                return "i_min", True
-        elif isinstance(tq, CCCV):
-            charging = tq.current_A > 0
-            reached = (volts >= tq.voltage_V or tripped) if charging else volts <= tq.voltage_V
-            if reached or over:
-                self._smu._source_voltage(tq.voltage_V, abs(tq.current_A) or None)
-                self._sourcing, self._phase, self._phase_t0 = "VOLT", "cv", s.t_s
-            return None, reached
-        elif self._levels:
-            self._step += 1
-            if self._step == len(self._levels):
-                return "done", False
-            self._smu._set_level(self._levels[self._step])
-            return None, False
-        return ("done" if over else None), False
-
-    def _recorded(self, s: Sample, force: bool) -> bool:
-        """The Recording rule: every reading, or the first, then every dt_s and whenever E
-        left ±dV, or I left ±dI, of the last sample sent."""
-        rec = self._record
-        due = force or rec.every_point or not self._sent_any
-        if rec.dt_s is not None and self._next_t is not None and s.t_s >= self._next_t:
-            due = True
-        if rec.dV is not None and self._band is not None and not (
-                self._band[0] < s.E_V < self._band[1]):
-            due = True
-        if rec.dI is not None and self._i_band is not None and not (
-                self._i_band[0] < s.I_A < self._i_band[1]):
-            due = True
-        if due:
-            self._sent_any = True
-            self._next_t = s.t_s + rec.dt_s if rec.dt_s is not None else None
-            self._band = (s.E_V - rec.dV, s.E_V + rec.dV) if rec.dV is not None else None
-            self._i_band = (s.I_A - rec.dI, s.I_A + rec.dI) if rec.dI is not None else None
-        return due
-
-    def _end(self, reason: str, switch_off: bool = True) -> None:
-        self.finished, self._reason = True, reason
-        if switch_off:
-            try:
-                self._smu.output(False)
-            except LiponError:
-                if reason != "error":
-                    raise

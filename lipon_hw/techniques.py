@@ -4,12 +4,24 @@ A technique says what to apply, until when, and what to record; a `Potentiostat`
 driver turns it into its own wire language (a MethodSCRIPT script, SCPI settings and
 host-timed readings, ...). Samples come back in SI units. Current sign: positive
 charges the cell (Battery Data Format).
+
+What every driver needs to know about a technique type lives here, once: its entry in
+`KINDS` (what it controls, whether it records by a rule and measures a current, how it
+is checked), `check_technique`, `recording_of`, `end_limits`, `sweep_legs`. The record
+rule itself is `RecordGate`: the host-timed SMU path and the simulated lab's bulk loops
+ask it whether a sample goes out, and the MethodSCRIPT script compiler writes the same
+thresholds and tests as script lines.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from lipon_hw.errors import InputError
+
+INF = math.inf
 
 
 @dataclass(frozen=True)
@@ -148,3 +160,183 @@ class Sample:
     f_Hz: float | None = None
     z_re_ohm: float | None = None
     z_im_ohm: float | None = None
+
+
+# --- the record rule -----------------------------------------------------------------
+class RecordGate:
+    """Whether a sample goes out under a `Recording`, as the driver's MethodSCRIPT script
+    decides it: thresholds that start at 0 (so the first sample goes out: its timer is
+    ≥ 0 and E is ≥ 0 or ≤ 0), then a sample goes out when t ≥ next_t or E ≥ e_high or
+    E ≤ e_low or I ≥ i_high or I ≤ i_low, and moves them to t + dt_s, E ± dV, I ± dI.
+    A rule the Recording does not have never fires (its thresholds are infinite); with
+    no rule at all every sample goes out. A NaN passes no test, as in the script. A
+    sample sent because it reached a limit is not offered: the loop ends there and the
+    thresholds stay (the script's limit block breaks before its rule block).
+
+    `offer(t, e, i)` is the rule in one call; `due` and `sent` are its two halves, for a
+    caller that finds the first due sample its own way (sim/recording.py searches a
+    stretch of readings for the first one outside the window these thresholds make)."""
+
+    __slots__ = ("dt_s", "dV", "dI", "next_t", "e_high", "e_low", "i_high", "i_low")
+
+    def __init__(self, record: Recording, next_t: float = 0.0, e_high: float = 0.0,
+                 e_low: float = 0.0, i_high: float = 0.0, i_low: float = 0.0):
+        self.dt_s, self.dV, self.dI = record.dt_s, record.dV, record.dI
+        self.next_t = -INF if record.every_point else next_t if self.dt_s is not None else INF
+        self.e_high, self.e_low = (e_high, e_low) if self.dV is not None else (INF, -INF)
+        self.i_high, self.i_low = (i_high, i_low) if self.dI is not None else (INF, -INF)
+
+    def due(self, t: float, e: float, i: float | None = None) -> bool:
+        """Whether this sample goes out (the thresholds do not move)."""
+        if t >= self.next_t or e >= self.e_high or e <= self.e_low:
+            return True
+        return self.dI is not None and i is not None and (i >= self.i_high or i <= self.i_low)
+
+    def sent(self, t: float, e: float, i: float | None = None) -> None:
+        """Move the thresholds past a sample that went out by the rule."""
+        if self.dt_s is not None:
+            self.next_t = t + self.dt_s
+        if self.dV is not None:
+            self.e_high, self.e_low = e + self.dV, e - self.dV
+        if self.dI is not None and i is not None:
+            self.i_high, self.i_low = i + self.dI, i - self.dI
+
+    def offer(self, t: float, e: float, i: float | None = None) -> bool:
+        """Whether this sample goes out; if it does, the thresholds move past it."""
+        if self.due(t, e, i):
+            self.sent(t, e, i)
+            return True
+        return False
+
+
+# --- what each technique type is -------------------------------------------------------
+@dataclass(frozen=True)
+class EndLimits:
+    """The limits that end a technique early: E ≥ v_max_V, E ≤ v_min_V, |I| < i_min_A."""
+
+    v_max_V: float | None = None
+    v_min_V: float | None = None
+    i_min_A: float | None = None
+
+    def reached(self, sample: Sample) -> str | None:
+        """'v_max', 'v_min' or 'i_min' if the sample is past that limit, else None."""
+        potential, current = sample.E_V, sample.I_A
+        if self.v_max_V is not None and potential >= self.v_max_V:
+            return "v_max"
+        if self.v_min_V is not None and potential <= self.v_min_V:
+            return "v_min"
+        if self.i_min_A is not None and abs(current) < self.i_min_A:
+            return "i_min"
+        return None
+
+
+NO_LIMITS = EndLimits()
+
+
+@dataclass(frozen=True)
+class TechniqueKind:
+    """What drivers need to know about one technique type. `control`: "open" (open
+    circuit), "current", "voltage", "current, then voltage" (CCCV), "sweep" (a voltage
+    staircase) or "impedance". `records`: it has a `record` rule (else every sample
+    goes out); `measures_current`: its samples carry a current (OCV's do not, so a ΔI
+    rule means nothing there). `checks`: each returns what is wrong, or None. `limits`:
+    the limits that end it early; `legs`: a sweep's (from, to) legs."""
+
+    control: str
+    records: bool
+    measures_current: bool
+    checks: tuple[Callable[[Technique], str | None], ...] = ()
+    limits: Callable[[Technique], EndLimits] = lambda tq: NO_LIMITS
+    legs: Callable[[Technique], list[tuple[float, float]]] | None = None
+
+
+def _interval_within_duration(tq) -> str | None:
+    if not 0 < tq.interval_s <= tq.duration_s:
+        return (f"{type(tq).__name__}: interval_s {tq.interval_s} must be > 0 and at most "
+                f"duration_s {tq.duration_s}")
+    return None
+
+
+def _positive_step_and_rate(tq) -> str | None:
+    if not (tq.step_V > 0 and tq.rate_V_s > 0):
+        return f"{type(tq).__name__}: step_V and rate_V_s must be positive"
+    return None
+
+
+def _at_least_one_scan(tq) -> str | None:
+    return None if tq.scans >= 1 else f"CyclicSweep: scans must be at least 1, not {tq.scans}"
+
+
+def _positive_frequencies(tq) -> str | None:
+    if tq.points < 1 or min(tq.f_start_Hz, tq.f_end_Hz) <= 0:
+        return "EIS needs positive frequencies and at least one point"
+    return None
+
+
+def _current_cutoff(tq) -> EndLimits:
+    return EndLimits(i_min_A=tq.i_min_A)
+
+
+_TIMED = (_interval_within_duration,)
+_SWEPT = (_positive_step_and_rate,)
+
+#: every technique type, keyed by its class
+KINDS: dict[type, TechniqueKind] = {
+    OCV: TechniqueKind("open", records=True, measures_current=False, checks=_TIMED),
+    ConstantCurrent: TechniqueKind("current", records=True, measures_current=True,
+                                   checks=_TIMED,
+                                   limits=lambda tq: EndLimits(tq.v_max_V, tq.v_min_V)),
+    ConstantVoltage: TechniqueKind("voltage", records=True, measures_current=True,
+                                   checks=_TIMED, limits=_current_cutoff),
+    DCPolarization: TechniqueKind("voltage", records=True, measures_current=True,
+                                  checks=_TIMED),
+    CCCV: TechniqueKind("current, then voltage", records=True, measures_current=True,
+                        checks=_TIMED, limits=_current_cutoff),
+    EIS: TechniqueKind("impedance", records=False, measures_current=False,
+                       checks=(_positive_frequencies,)),
+    LinearSweep: TechniqueKind("sweep", records=False, measures_current=True, checks=_SWEPT,
+                               legs=lambda tq: [(tq.start_V, tq.end_V)]),
+    CyclicSweep: TechniqueKind(
+        "sweep", records=False, measures_current=True, checks=(*_SWEPT, _at_least_one_scan),
+        legs=lambda tq: [(tq.start_V, tq.vertex1_V), (tq.vertex1_V, tq.vertex2_V),
+                         (tq.vertex2_V, tq.start_V)] * tq.scans),
+}
+
+
+def kind_of(technique: Technique) -> TechniqueKind:
+    """The technique's entry in KINDS; InputError for anything that is not a technique."""
+    kind = KINDS.get(type(technique))
+    if kind is None:
+        raise InputError(f"{type(technique).__name__} is not a technique; techniques are "
+                         f"{', '.join(t.__name__ for t in KINDS)}")
+    return kind
+
+
+def check_technique(technique: Technique) -> None:
+    """InputError naming the first thing wrong with the technique's values."""
+    for check in kind_of(technique).checks:
+        problem = check(technique)
+        if problem is not None:
+            raise InputError(problem)
+
+
+def recording_of(technique: Technique) -> Recording:
+    """The rule that picks the samples that go out: the technique's own, without ΔI where
+    no current is measured; every sample for a technique without one."""
+    kind = kind_of(technique)
+    if not kind.records:
+        return Recording()
+    return technique.record if kind.measures_current else technique.record.without_current()
+
+
+def end_limits(technique: Technique) -> EndLimits:
+    """The limits that end the technique early (CCCV: the cutoff of its voltage phase)."""
+    return kind_of(technique).limits(technique)
+
+
+def sweep_legs(technique: LinearSweep | CyclicSweep) -> list[tuple[float, float]]:
+    """The legs of a sweep: start → end, or start → vertex 1 → vertex 2 → start per scan."""
+    legs = kind_of(technique).legs
+    if legs is None:
+        raise InputError(f"{type(technique).__name__} is not a sweep")
+    return legs(technique)

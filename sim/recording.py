@@ -4,7 +4,9 @@ A potentiostat measures every `interval` and a loop body decides what to send: a
 (E ≥ v_max, E ≤ v_min, or −i_min < I < i_min) sends the sample and ends the loop;
 otherwise the Δt/ΔV/ΔI rule sends it when t ≥ t_last + dt or E ≥ E_last + dV or
 E ≤ E_last − dV or I ≥ I_last + dI or I ≤ I_last − dI, in the script's own float
-arithmetic. `RecordLoop` reads the cell on the measurement grid a stretch at a time
+arithmetic: the rule and its thresholds are a `RecordGate` (lipon_hw/techniques.py),
+here searched for over a stretch of readings instead of asked reading by reading.
+`RecordLoop` reads the cell on the measurement grid a stretch at a time
 (`readings_on_grid`: the same numbers as reading it sample by sample) and applies those
 tests over plain lists, so a sample costs a few comparisons instead of an interpreted
 body. The MethodSCRIPT emulator runs the driver's loops with it; `record_constant_current`
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lipon_hw.errors import InputError
+from lipon_hw.techniques import RecordGate, Recording
 
 FIRST_STRETCH, STRETCH = 256, 4096  # measurements read from the cell at once
 INF = math.inf
@@ -55,22 +58,30 @@ class RecordLoop:
         self.cell, self.t0, self.interval, self.n, self.timer0 = cell, t0, interval, n, timer0
         self.limits = limits  # tested in this order
         self.dt, self.dV, self.dI = dt, dV, dI
-        self.tn = -INF if every_point else tn if dt is not None else INF
-        self.eh, self.el = (eh, el) if dV is not None else (INF, -INF)
-        self.ih, self.il = (ih, il) if dI is not None else (INF, -INF)
+        rule = Recording() if every_point else Recording(dt, dV, dI)
+        self.gate = RecordGate(rule, tn, eh, el, ih, il)  # the rule and its thresholds
+        if rule.every_point and not every_point:  # no rule: only a limit sends
+            self.gate.next_t = INF
         # a NaN limit never fires (E >= NaN is false)
         self.v_hi = min([x for op, x, _ in limits if op == ">=" and x == x], default=INF)
         self.v_lo = max([x for op, x, _ in limits if op == "<=" and x == x], default=-INF)
         self.i_bands = [x for op, x, _ in limits if op == "in"]
         self.follows_current = dI is not None or bool(self.i_bands)
         self.nan_thresholds = any(x is not None and x != x for x in (
-            self.tn, self.eh, self.el, self.ih, self.il, dt, dV, dI,
+            *self.thresholds, dt, dV, dI,
             *(x for band in self.i_bands for x in band)))
         self._ahead: tuple | None = None  # readings taken ahead (see _read_ahead)
         self._stretch = FIRST_STRETCH
         self.k = 0  # the last sample measured
         self.last: tuple[float, float, float] | None = None  # its (timer, E, I)
         self.end: str | None = None
+
+    @property
+    def thresholds(self) -> tuple[float, float, float, float, float]:
+        """The rule's thresholds now: next t, E high, E low, I high, I low (the script's
+        tn, eh, el, ih, il)."""
+        g = self.gate
+        return g.next_t, g.e_high, g.e_low, g.i_high, g.i_low
 
     def run_to(self, k_stop: int) -> list[tuple[float, float, float, str | None]]:
         """Measure samples k+1 … min(k_stop, n), stopping at a limit; return the samples
@@ -109,8 +120,7 @@ class RecordLoop:
             return self.k + 1
         j, m = self.k + 1 - ahead[0], len(ahead[1])
         return ahead[0] + self._first_firing(ahead[1], ahead[2], ahead[3], j, m, ahead[5],
-                                             ahead[6], self.tn, self.eh, self.el, self.ih,
-                                             self.il)
+                                             ahead[6], *self.thresholds)
 
     def _first_firing(self, timer, volts, amps, j, m, plain, runs, tn, eh, el, ih, il) -> int:
         """The first reading from j on at which a limit or the rule fires (m if none)."""
@@ -169,11 +179,11 @@ class RecordLoop:
 
     def _scan(self, timer, volts, amps, j: int, m: int, plain: bool, runs, sent) -> int:
         """Apply the body's tests to readings j … m−1; the index of the last one used."""
-        tn, eh, el, ih, il = self.tn, self.eh, self.el, self.ih, self.il
-        dt, dV, dI = self.dt, self.dV, self.dI
+        gate = self.gate  # the rule: whether a reading goes out, and its thresholds after
+        tn, eh, el, ih, il = self.thresholds
         v_hi, v_lo, follows_current = self.v_hi, self.v_lo, self.follows_current
         v_runs, i_runs = runs if runs is not None else (None, None)
-        while j < m:  # _first_firing, written out: this loop runs once per sample sent
+        while j < m:  # the first reading the gate lets out (or a limit), searched for
             hi = eh if eh < v_hi else v_hi
             lo = el if el > v_lo else v_lo
             k = bisect_left(timer, tn, j, m)
@@ -191,17 +201,11 @@ class RecordLoop:
                         level[0] < i < level[1]:
                     sent.append((t, e, i, reason))
                     self.end = reason
-                    self.tn, self.eh, self.el, self.ih, self.il = tn, eh, el, ih, il
                     return k
             sent.append((t, e, i, None))
-            if dt is not None:
-                tn = t + dt
-            if dV is not None:
-                eh, el = e + dV, e - dV
-            if dI is not None:
-                ih, il = i + dI, i - dI
+            gate.sent(t, e, i)
+            tn, eh, el, ih, il = gate.next_t, gate.e_high, gate.e_low, gate.i_high, gate.i_low
             j = k + 1
-        self.tn, self.eh, self.el, self.ih, self.il = tn, eh, el, ih, il
         return m - 1
 
 

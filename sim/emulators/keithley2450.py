@@ -9,6 +9,7 @@ voltage source whose cell would draw more than the current limit holds ±limit i
 until the cell's voltage reaches the level. The emulator does not tick: it asks the cell
 for the next crossing and switches there. A rising current under voltage control cannot be
 predicted that way, so it is caught at the next command (assumption of this emulator).
+That regulation is sim/emulators/keithley2450_source.py; this module is the SCPI side.
 
 Output off follows the off state of the present source function (manual, output-off
 states): HIMPedance opens the relay (cell "open"); NORMal holds 0 V with a current limit of
@@ -40,7 +41,6 @@ an error ends the line; `[:SENS]:FUNC?` answers `"VOLT:DC"`; the event clock cou
 from __future__ import annotations
 
 import functools
-import math
 import re
 from collections import deque
 from collections.abc import Callable
@@ -55,19 +55,20 @@ from lipon_hw.drivers.keithley2450 import (
 )
 from lipon_hw.errors import InputError
 from lipon_hw.sim.emulator import DISCARD_ALL, Emulator
+from lipon_hw.sim.emulators.keithley2450_source import (  # noqa: F401 - current_range_A re-exported
+    BUFFERS,
+    LEVEL_BOUNDS,
+    LIMIT_BOUNDS,
+    SourceRegulation,
+    current_range_A,
+)
 
 MAX_LINE = 4096
 ERROR_QUEUE = 1000
-MAX_SWITCHES = 16  # regime changes handled per command, so a chattering cell cannot hang it
-CURRENT_RANGES_A = (1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
-OVERRANGE = 1.05
-LEVEL_BOUNDS = {"CURR": (-1.05, 1.05, 0.0), "VOLT": (-210.0, 210.0, 0.0)}  # min, max, default
-LIMIT_BOUNDS = {"CURR": (0.02, 210.0, 21.0), "VOLT": (1e-9, 1.05, 105e-6)}
 FUNCTIONS = {"CURRent[:DC]": "CURR", "VOLTage[:DC]": "VOLT"}
 OFF_MODES = {"NORMal": "NORM", "HIMPedance": "HIMP", "ZERO": "ZERO", "GUARd": "GUAR"}
 ELEMENTS = {"READing": "READ", "SOURce": "SOUR", "RELative": "REL"}
 BOOLEANS = {"ON": True, "1": True, "OFF": False, "0": False}
-BUFFERS = ("defbuffer1", "defbuffer2")
 _TOKEN = re.compile(r"\[1\]|\[|\]|:|\*|[A-Z]+[a-z]*")
 
 
@@ -100,13 +101,7 @@ def header_pattern(spec: str) -> re.Pattern:
     return re.compile("".join(parts), re.IGNORECASE)
 
 
-def current_range_A(current_A: float) -> float:
-    """The smallest 2450 current range that holds `current_A` (5 % over-range)."""
-    return next((r for r in CURRENT_RANGES_A if abs(current_A) <= OVERRANGE * r),
-                CURRENT_RANGES_A[-1])
-
-
-class Keithley2450Emulator(Emulator):
+class Keithley2450Emulator(SourceRegulation, Emulator):
     model = "MODEL 2450"
     frame_window = MAX_LINE + 2  # a line longer than MAX_LINE is an input buffer overrun
     identity = "KEITHLEY INSTRUMENTS INC.,MODEL 2450,01234567,1.0.0i"  # the manual's *IDN? example
@@ -374,99 +369,6 @@ class Keithley2450Emulator(Emulator):
         if self.regime == "open":
             return 0.0, 0.0
         return self.cell.voltage_V(self._now), self.cell.current_A(self._now)
-
-    # --- the source acting on the cell --------------------------------------------------
-    def _reset(self, off_mode: str) -> None:
-        self.function, self.sense = "VOLT", "CURR"
-        self.level = {f: LEVEL_BOUNDS[f][2] for f in LEVEL_BOUNDS}
-        self.limit = {f: LIMIT_BOUNDS[f][2] for f in LIMIT_BOUNDS}
-        self.off_mode = {"CURR": off_mode, "VOLT": off_mode}
-        self.output_on = False
-        self.buffers = dict.fromkeys(BUFFERS)
-        self._apply()
-
-    def _programme(self) -> tuple[str, float, float] | None:
-        """(function, level, limit) the output regulates to now; None with the relay open."""
-        if self.output_on:
-            return self.function, self.level[self.function], self.limit[self.function]
-        mode = self.off_mode[self.function]
-        if mode == "HIMP":
-            return None
-        if mode == "GUAR":
-            return "CURR", 0.0, math.inf
-        present = self.level["CURR"] if self.function == "CURR" else self.limit["VOLT"]
-        fraction = 0.1 if mode == "NORM" else 1.0
-        return "VOLT", 0.0, fraction * current_range_A(present)
-
-    def _apply(self) -> None:
-        """Start regulating the present programme at the present time."""
-        t, programme = self._now, self._programme()
-        if programme is None:
-            self._hold(t, "open", 0.0, "open")
-            return
-        function, level, limit = programme
-        if function == "CURR":
-            self.cell.set_control(t, "current", level)
-            volts = self.cell.voltage_V(t)
-            if abs(volts) > limit:
-                self._hold(t, "voltage", math.copysign(limit, volts), "limit")
-            else:
-                self._hold(t, "current", level, "source")
-        else:
-            self.cell.set_control(t, "voltage", level)
-            amps = self.cell.current_A(t)
-            if abs(amps) > limit:
-                self._hold(t, "current", math.copysign(limit, amps), "limit")
-            else:
-                self._hold(t, "voltage", level, "source")
-
-    def _hold(self, t: float, mode: str, value: float, regime: str) -> None:
-        self.cell.set_control(t, mode, value)
-        self.regime, self._held = regime, (mode, value)
-        self._switch_at = self._next_switch(t)
-
-    def _next_switch(self, t: float) -> float | None:
-        """When the cell will leave the present regime by itself, as far as it can tell."""
-        programme = self._programme()
-        if programme is None:
-            return None
-        function, level, limit = programme
-        if function == "CURR" and self.regime == "source" and math.isfinite(limit):
-            return self.cell.next_crossing(t, -limit, limit, None)
-        if function == "VOLT" and self.regime == "limit":
-            rising = self._held[1] > 0
-            return self.cell.next_crossing(t, None if rising else level,
-                                           level if rising else None, None)
-        return None
-
-    def _advance(self, now: float) -> None:
-        """Take every regime change up to `now`, then check what crossings cannot predict."""
-        for _ in range(MAX_SWITCHES):
-            if self._switch_at is None or self._switch_at > now:
-                break
-            self._cross(self._switch_at)
-        self._now = max(now, self._now)
-        self._recheck()
-
-    def _cross(self, t: float) -> None:
-        function, level, limit = self._programme()
-        if function == "CURR":  # a current source reached its voltage limit: clamp
-            self._hold(t, "voltage", math.copysign(limit, self.cell.voltage_V(t)), "limit")
-        else:  # a current-limited voltage source reached its level
-            self._hold(t, "voltage", level, "source")
-
-    def _recheck(self) -> None:
-        programme = self._programme()
-        if programme is None:
-            return
-        function, level, limit = programme
-        amps = self.cell.current_A(self._now)
-        if function == "VOLT" and self.regime == "source" and abs(amps) > limit:
-            self._hold(self._now, "current", math.copysign(limit, amps), "limit")
-        elif (function == "CURR" and self.regime == "limit" and amps * level > 0
-              and abs(amps) > abs(level)):
-            self._hold(self._now, "current", level, "source")
-
 
 # --- parameters -------------------------------------------------------------------------
 def _split(text: str, separator: str) -> list[str]:

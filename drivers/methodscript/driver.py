@@ -1,0 +1,291 @@
+"""The MethodSCRIPT potentiostat driver: uploads a technique's script to a channel and
+turns its output lines into a Run's samples; online commands (`t`, `Z`) and the
+zero-time scripts that switch a cell on or off."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+
+from lipon_hw.drivers.methodscript.codec import (
+    CURRENT_RANGES_A,
+    TERMINATOR,
+    DeviceError,
+    Firmware,
+    decode_error,
+    decode_firmware,
+    is_marker,
+    script_bytes,
+)
+from lipon_hw.drivers.methodscript.samples import sample_from_line
+from lipon_hw.drivers.methodscript.scripts import (
+    SCRIPT_BUILDERS,
+    potentiostat_lines,
+    script_bytes_for,
+)
+from lipon_hw.errors import FrameError, InputError, InstrumentError, LinkTimeout
+from lipon_hw.links import Link
+from lipon_hw.techniques import (
+    Sample,
+    Technique,
+    end_limits,
+)
+
+
+class Run:
+    """One technique running on one channel: its samples as they arrive.
+
+    Iterating yields the samples received so far and stops; `finished` says whether
+    the script has ended (normally, by `stop()`, or with an instrument error). Data
+    lines that arrive corrupted cannot be asked for again: they are dropped and kept
+    in `corrupt_lines`.
+    """
+
+    #: the instrument measures, checks limits and buffers on its own: poll when convenient
+    poll_interval_s: float | None = None
+
+    def __init__(self, pstat: MethodScriptPotentiostat, channel: int, technique: Technique):
+        self.channel = channel
+        self.technique = technique
+        self.finished = False
+        self.aborted = False
+        self.error: DeviceError | None = None
+        self.last: Sample | None = None
+        self.corrupt_lines: list[str] = []
+        self._open_loops = 0
+        self._pending: deque[Sample] = deque()
+        self._pstat = pstat
+
+    def poll(self) -> list[Sample]:
+        """Read what the instrument has sent; return the samples not yet returned."""
+        if not self.finished:
+            self._pstat._poll(self.channel)
+        out = list(self._pending)
+        self._pending.clear()
+        return out
+
+    def __iter__(self):
+        return iter(self.poll())
+
+    @property
+    def end_reason(self) -> str | None:
+        """Why the script ended: 'aborted', 'error', the limit the last sample is past
+        ('v_max', 'v_min', 'i_min'), or 'done' (its time or sweep ran out); None while
+        it runs."""
+        if not self.finished:
+            return None
+        if self.aborted or self.error:
+            return "aborted" if self.aborted else "error"
+        if self.last is None:
+            return "done"
+        return end_limits(self.technique).reached(self.last) or "done"
+
+    def _line(self, line: str) -> None:
+        """One output line of this run's script."""
+        if line.startswith("P"):
+            try:
+                sample = sample_from_line(line)
+            except (ValueError, TypeError):
+                self.corrupt_lines.append(line)
+                return
+            self.last = sample
+            self._pending.append(sample)
+        elif line == "" and self._open_loops == 0:  # else an LF was garbled into the data
+            self.finished = True
+        elif line in ("*", "+") or line[:1] in ("M", "L") and is_marker(line):
+            self._open_loops += 1 if line[:1] in ("M", "L") else -1
+        elif line == "Z":
+            self.aborted = True
+        elif (error := decode_error(line)) is not None:
+            self.error, self.finished = error, True
+        elif not (is_marker(line) or line.startswith("T") or line == "e"):
+            self.corrupt_lines.append(line)
+
+
+class MethodScriptPotentiostat:
+    """A MethodSCRIPT potentiostat with one or more channels.
+
+    `link` is the Link of an EmStat4, or a sequence of Links, one per MultiEmStat4
+    channel port (channel k on `link[k-1]`); `channels`, if given, must match.
+    Channels are numbered from 1. `start(channel, technique)` sends the script and
+    returns a `Run` to poll; `stop`, `cell_on`, `cell_off` act on one channel.
+    """
+
+    SERIAL_DEFAULTS: dict = {"baudrate": 921600, "bytesize": 8, "parity": "N", "stopbits": 1}
+    #: the channel window and current limit a station may set: an EmStat4 applies at
+    #: most ±10 V (compliance) and ±30 mA, down to its 1 nA range
+    LIMITS = {"min_V": (-10.0, 10.0), "max_V": (-10.0, 10.0), "max_current_A": (1e-9, 0.03)}
+    #: every technique runs on the instrument, limits included
+    TECHNIQUES = tuple(SCRIPT_BUILDERS)
+
+    def __init__(self, name: str, link: Link | Sequence[Link], channels: int | None = None):
+        links = list(link) if isinstance(link, list | tuple) else [link]
+        if channels is not None and int(channels) != len(links):
+            raise InputError(f"{name}: {channels} channels need {channels} links, one per "
+                             f"channel port (a MultiEmStat4 has one serial port per channel); "
+                             f"got {len(links)}")
+        self.name = name
+        self.links = links
+        self.runs: dict[int, Run | None] = {ch: None for ch in range(1, len(links) + 1)}
+
+    @property
+    def channels(self) -> int:
+        return len(self.links)
+
+    # --- potentiostat -------------------------------------------------------------
+    def start(self, channel: int, technique: Technique) -> Run:
+        """Send the technique's script; InstrumentError if the channel refuses it."""
+        self._check_idle(channel)
+        script = script_bytes_for(technique)
+        run = Run(self, channel, technique)
+        attempts = [0]
+
+        def upload(link: Link) -> None:
+            attempts[0] += 1
+            if attempts[0] > 1:  # a failed attempt may have started the script: abort it
+                self._sync(link, None)
+            link.write(script)
+            while True:
+                line = self._read_line(link)
+                if line == "e":
+                    return
+                error = decode_error(line)
+                if error is not None and line.startswith("e"):
+                    raise InstrumentError(f"{self.name} channel {channel} refused the "
+                                          f"{type(technique).__name__} script with {error}")
+                if not (line.startswith("P") or is_marker(line)):
+                    raise FrameError(f"{self.name} channel {channel} answered the script "
+                                     f"{script[:40]!r}… with {line!r} instead of its echo 'e'")
+                run._line(line)  # the echo was lost but the script is running
+                return
+
+        self._link(channel).exchange(upload)
+        self.runs[channel] = run
+        return run
+
+    def stop(self, channel: int) -> None:
+        """Abort the channel's script (`Z`); its `on_finished:` turns the cell off."""
+        run = self.runs.get(channel)
+        self._link(channel).exchange(lambda link: self._sync(link, run))
+
+    def cell_on(self, channel: int, voltage_V: float | None = None) -> None:
+        """Hold `voltage_V`; if None, connect the cell at zero current (galvanostat),
+        so that its potential stays at open circuit. Takes no time on the instrument."""
+        self._check_idle(channel)
+        if voltage_V is None:
+            lines = ["set_pgstat_chan 0", "set_pgstat_mode 6", "set_range db 1u", "set_i 0"]
+        else:
+            lines = ["set_pgstat_chan 0", *potentiostat_lines(voltage_V)[:-1]]
+        self._script(channel, [*lines, "cell_on"])
+
+    def cell_off(self, channel: int) -> None:
+        self._check_idle(channel)
+        self._script(channel, ["set_pgstat_chan 0", "cell_off"])
+
+    def current_ranges_A(self) -> tuple[float, ...]:
+        return tuple(sorted(CURRENT_RANGES_A.values()))
+
+    def identify(self) -> str:
+        """`t` on the first channel: model, firmware version and build."""
+        def ask(link: Link) -> Firmware:
+            link.write(b"t\n")
+            first = self._read_line(link, dispatch=self.runs.get(1))
+            second = self._read_line(link)
+            try:
+                return decode_firmware(first, second)
+            except ValueError as exc:
+                raise FrameError(f"{self.name} answered b't\\n' with {first!r}, {second!r}: "
+                                 f"{exc}") from None
+
+        fw = self._link(1).exchange(ask)
+        return (f"PalmSens {fw.model} firmware {fw.version} ({fw.build}), "
+                f"{self.channels} channel{'s' * (self.channels > 1)}")
+
+    def make_safe(self) -> None:
+        """Abort and switch the cell off on every channel, even if one of them fails."""
+        failure: Exception | None = None
+        for channel in self.runs:
+            try:
+                self.stop(channel)
+                self._script(channel, ["set_pgstat_chan 0", "cell_off"])
+            except Exception as exc:  # every channel is tried; the first failure is raised
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+
+    # --- protocol -----------------------------------------------------------------
+    def _link(self, channel: int) -> Link:
+        if channel not in self.runs:
+            raise InputError(f"{self.name} has channels 1–{self.channels}, not {channel}")
+        return self.links[channel - 1]
+
+    def _check_idle(self, channel: int) -> None:
+        self._link(channel)  # checks the channel number
+        run = self.runs[channel]
+        if run is not None and not run.finished:
+            run.poll()
+            if not run.finished:
+                raise InstrumentError(f"{self.name} channel {channel} is still running "
+                                      f"{type(run.technique).__name__}; stop() it first")
+
+    def _poll(self, channel: int) -> None:
+        """Send a bare LF and read every complete line that has arrived. PalmSens' own
+        resync sends one as a harmless flush; here it also makes request/reply links
+        (sim://, the loopback server) hand over what the instrument printed meanwhile."""
+        run = self.runs[channel]
+
+        def read(link: Link) -> None:
+            link.write(TERMINATOR)
+            while not run.finished:
+                try:
+                    lines = link.read_lines(TERMINATOR)
+                except LinkTimeout:
+                    return
+                for n, line in enumerate(lines):
+                    run._line(line[:-1].decode("ascii", "replace"))
+                    if run.finished:  # what follows the script's end is not the run's
+                        link.unread(b"".join(lines[n + 1:]))
+                        break
+
+        self._link(channel).exchange(read)
+
+    def _script(self, channel: int, lines: list[str]) -> None:
+        """Run a script that takes no time and wait for its end."""
+        def execute(link: Link) -> None:
+            link.write(script_bytes(lines))
+            while (line := self._read_line(link)) != "":
+                error = decode_error(line)
+                if error is not None:
+                    raise InstrumentError(f"{self.name} channel {channel} refused "
+                                          f"{lines!r} with {error}")
+
+        self._link(channel).exchange(execute)
+
+    def _sync(self, link: Link, run: Run | None) -> None:
+        """`Z`: `Z!0006` if nothing runs, else `Z`, the script's last lines, an empty line."""
+        link.write(b"Z\n")
+        while True:
+            line = self._read_line(link, dispatch=run)
+            if line == "Z!0006":  # nothing runs: a run whose end went unseen is over too
+                if run is not None and not run.finished:
+                    run.aborted = run.finished = True
+                return
+            if line == "Z":
+                break
+        while (line := self._read_line(link, dispatch=run)) != "":
+            if decode_error(line) is not None:
+                break
+        if run is not None:
+            run.aborted = run.finished = True
+
+    def _read_line(self, link: Link, dispatch: Run | None = None) -> str:
+        """The next line that is not script output; output goes to `dispatch`'s run."""
+        while True:
+            line = link.read_until(TERMINATOR)[:-1].decode("ascii", "replace")
+            if dispatch is None or dispatch.finished or not _is_output(line):
+                return line
+            dispatch._line(line)
+
+
+def _is_output(line: str) -> bool:
+    return line.startswith(("P", "T")) or is_marker(line)

@@ -1,0 +1,209 @@
+"""Techniques → MethodSCRIPT scripts: the lines the driver uploads for each technique,
+its limits and its record rule."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from lipon_hw.drivers.methodscript.codec import format_literal, script_bytes
+from lipon_hw.techniques import (
+    CCCV,
+    EIS,
+    OCV,
+    ConstantCurrent,
+    ConstantVoltage,
+    CyclicSweep,
+    DCPolarization,
+    LinearSweep,
+    RecordGate,
+    Recording,
+    Technique,
+    check_technique,
+    end_limits,
+    recording_of,
+    sweep_legs,
+)
+
+L = format_literal
+#: 10 µA: the ranges of a thin-film cell; autoranging spans 1 nA–10 mA (EmStat4 LR)
+I_RANGE_LOW, I_RANGE_HIGH = "1n", "10m"
+
+
+def build_script(technique: Technique) -> list[str]:
+    """The script lines (without the `e` and the final empty line) for a technique."""
+    check_technique(technique)
+    return SCRIPT_BUILDERS[type(technique)](technique)
+
+
+def _record_vars(rec: Recording) -> list[str]:
+    """The rule's thresholds where a RecordGate starts them (0, so that the first sample
+    goes out)."""
+    gate = RecordGate(rec)
+    lines = ["var tn"] if rec.dt_s is not None else []
+    lines += ["var eh", "var el"] if rec.dV is not None else []
+    lines += ["var ih", "var il"] if rec.dI is not None else []
+    lines += [f"store_var tn {L(gate.next_t)} eb"] if rec.dt_s is not None else []
+    lines += [f"store_var eh {L(gate.e_high)} ab",
+              f"store_var el {L(gate.e_low)} ab"] if rec.dV is not None else []
+    lines += [f"store_var ih {L(gate.i_high)} ba",
+              f"store_var il {L(gate.i_low)} ba"] if rec.dI is not None else []
+    return lines
+
+
+def _package(names: Sequence[str]) -> list[str]:
+    return ["pck_start", *(f"pck_add {name}" for name in names), "pck_end"]
+
+
+def _record_block(rec: Recording, names: Sequence[str]) -> list[str]:
+    """The body lines that send a sample: always, or by RecordGate's tests and moves written
+    as script lines (ΔI only where the loop measures a current `i`)."""
+    if rec.every_point:
+        return _package(names)
+    send = _package(names)
+    if rec.dt_s is not None:
+        send += ["copy_var t tn", f"add_var tn {L(rec.dt_s)}"]
+    if rec.dV is not None:
+        send += ["copy_var e eh", f"add_var eh {L(rec.dV)}", "copy_var e el",
+                 f"sub_var el {L(rec.dV)}"]
+    if rec.dI is not None:
+        send += ["copy_var i ih", f"add_var ih {L(rec.dI)}", "copy_var i il",
+                 f"sub_var il {L(rec.dI)}"]
+    rules = (["t >= tn"] if rec.dt_s is not None else []) + (
+        ["e >= eh", "e <= el"] if rec.dV is not None else []) + (
+        ["i >= ih", "i <= il"] if rec.dI is not None else [])
+    lines: list[str] = []
+    for n, rule in enumerate(rules):
+        lines += [f"{'if' if n == 0 else 'elseif'} {rule}", *_indent(send)]
+    return [*lines, "endif"]
+
+
+def _limit(condition: str, names: Sequence[str]) -> list[str]:
+    return [f"if {condition}", *_indent(_package(names)), "  breakloop", "endif"]
+
+
+def _indent(lines: Sequence[str]) -> list[str]:
+    return [f"  {line}" for line in lines]
+
+
+def _loop(head: str, body: Sequence[str]) -> list[str]:
+    return [head, *_indent(body), "endloop"]
+
+
+def _finish() -> list[str]:
+    return ["on_finished:", "  cell_off"]
+
+
+TEI = ("t", "e", "i")
+
+
+def _ocv_script(tq: OCV) -> list[str]:
+    record = recording_of(tq)  # no current to follow at open circuit
+    body = ["timer_get t", *_record_block(record, ("t", "e"))]
+    return ["var t", "var e", *_record_vars(record), "set_pgstat_chan 0",
+            "set_pgstat_mode 2", "set_max_bandwidth 40", "cell_off", "timer_start",
+            *_loop(f"meas_loop_ocp e {L(tq.interval_s)} {L(tq.duration_s)}", body)]
+
+
+def _cc_body(rec: Recording, v_max: float | None, v_min: float | None) -> list[str]:
+    body = ["timer_get t"]
+    body += _limit(f"e >= {L(v_max)}", TEI) if v_max is not None else []
+    body += _limit(f"e <= {L(v_min)}", TEI) if v_min is not None else []
+    return body + _record_block(rec, TEI)
+
+
+def _cv_body(rec: Recording, i_min: float | None) -> list[str]:
+    body = ["timer_get t"]
+    if i_min is not None:  # |I| < i_min as two nested comparisons
+        body += [f"if i < {L(i_min)}", *_indent(_limit(f"i > {L(-i_min)}", TEI)), "endif"]
+    return body + _record_block(rec, TEI)
+
+
+def _galvanostat(current: float) -> list[str]:
+    return ["set_pgstat_mode 6", "set_max_bandwidth 40", "set_range ab 6",
+            "set_autoranging ab 100m 6", f"set_range db {L(abs(current) or 1e-9)}", "set_i 0",
+            "cell_on"]
+
+
+def potentiostat_lines(voltage: float) -> list[str]:
+    return ["set_pgstat_mode 2", "set_max_bandwidth 40", f"set_range_minmax da {L(voltage)} "
+            f"{L(voltage)}", "set_range ba 10u", f"set_autoranging ba {I_RANGE_LOW} {I_RANGE_HIGH}",
+            f"set_e {L(voltage)}", "cell_on"]
+
+
+def _cc_script(tq: ConstantCurrent) -> list[str]:
+    loop = f"meas_loop_cp e i {L(tq.current_A)} {L(tq.interval_s)} {L(tq.duration_s)}"
+    return ["var t", "var e", "var i", *_record_vars(tq.record), "set_pgstat_chan 0",
+            *_galvanostat(tq.current_A), "timer_start",
+            *_loop(loop, _cc_body(tq.record, tq.v_max_V, tq.v_min_V)), *_finish()]
+
+
+def _cv_script(tq: ConstantVoltage | DCPolarization) -> list[str]:
+    loop = f"meas_loop_ca e i {L(tq.voltage_V)} {L(tq.interval_s)} {L(tq.duration_s)}"
+    return ["var t", "var e", "var i", *_record_vars(tq.record), "set_pgstat_chan 0",
+            *potentiostat_lines(tq.voltage_V), "timer_start",
+            *_loop(loop, _cv_body(tq.record, end_limits(tq).i_min_A)), *_finish()]
+
+
+def _cccv_script(tq: CCCV) -> list[str]:
+    up = tq.current_A >= 0
+    cc = f"meas_loop_cp e i {L(tq.current_A)} {L(tq.interval_s)} {L(tq.duration_s)}"
+    cv = f"meas_loop_ca e i {L(tq.voltage_V)} {L(tq.interval_s)} {L(tq.duration_s)}"
+    return ["var t", "var e", "var i", *_record_vars(tq.record), "set_pgstat_chan 0",
+            *_galvanostat(tq.current_A), "timer_start",
+            *_loop(cc, _cc_body(tq.record, tq.voltage_V if up else None,
+                                None if up else tq.voltage_V)),
+            *potentiostat_lines(tq.voltage_V), *_loop(cv, _cv_body(tq.record, tq.i_min_A)),
+            *_finish()]
+
+
+def _eis_script(tq: EIS) -> list[str]:
+    dc = ["meas 100m e ab"] if tq.dc_V is None else [f"store_var e {L(tq.dc_V)} da"]
+    loop = (f"meas_loop_eis f zr zi {L(tq.amplitude_V)} {L(tq.f_start_Hz)} {L(tq.f_end_Hz)} "
+            f"{tq.points}i e")
+    return ["var t", "var e", "var f", "var zr", "var zi", "set_pgstat_chan 0",
+            "set_pgstat_mode 3", "set_max_bandwidth 200k", "set_range ba 10u",
+            f"set_autoranging ba {I_RANGE_LOW} {I_RANGE_HIGH}", "cell_off", *dc, "set_e e",
+            "cell_on", "timer_start",
+            *_loop(loop, ["timer_get t", *_package(("t", "f", "zr", "zi"))]), *_finish()]
+
+
+def _lsv_script(tq: LinearSweep) -> list[str]:
+    return _sweep_script(tq, f"meas_loop_lsv e i {L(tq.start_V)} {L(tq.end_V)} "
+                             f"{L(tq.step_V)} {L(tq.rate_V_s)}")
+
+
+def _cv_sweep_script(tq: CyclicSweep) -> list[str]:
+    scans = f" nscans({tq.scans})" if tq.scans > 1 else ""
+    return _sweep_script(tq, f"meas_loop_cv e i {L(tq.start_V)} {L(tq.vertex1_V)} "
+                             f"{L(tq.vertex2_V)} {L(tq.step_V)} {L(tq.rate_V_s)}{scans}")
+
+
+def _sweep_script(tq: LinearSweep | CyclicSweep, loop: str) -> list[str]:
+    ends = [v for leg in sweep_legs(tq) for v in leg]
+    low, high = min(ends), max(ends)
+    return ["var t", "var e", "var i", "set_pgstat_chan 0", "set_pgstat_mode 2",
+            "set_max_bandwidth 40", f"set_range_minmax da {L(low)} {L(high)}",
+            "set_range ba 10u", f"set_autoranging ba {I_RANGE_LOW} {I_RANGE_HIGH}",
+            f"set_e {L(tq.start_V)}", "cell_on", "timer_start",
+            *_loop(loop, ["timer_get t", *_package(TEI)]), *_finish()]
+
+
+#: the script of each technique type
+SCRIPT_BUILDERS = {OCV: _ocv_script, ConstantCurrent: _cc_script, ConstantVoltage: _cv_script,
+                   DCPolarization: _cv_script, CCCV: _cccv_script, EIS: _eis_script,
+                   LinearSweep: _lsv_script, CyclicSweep: _cv_sweep_script}
+_SCRIPTS: dict[str, bytes] = {}  # a cycling test starts the same few techniques again
+
+
+def script_bytes_for(technique: Technique) -> bytes:
+    """script_bytes(build_script(technique)), kept by the technique's repr (which tells
+    1 from 1.0, unlike ==)."""
+    key = f"{type(technique).__qualname__}{technique!r}"
+    script = _SCRIPTS.get(key)
+    if script is None:
+        script = script_bytes(build_script(technique))
+        if len(_SCRIPTS) >= 64:
+            _SCRIPTS.clear()
+        _SCRIPTS[key] = script
+    return script
+
