@@ -10,7 +10,7 @@ from conftest import ManualClock, sim_link
 
 from lipon_hw.drivers.methodscript import MethodScriptPotentiostat
 from lipon_hw.drivers.methodscript.scripts import SCRIPT_BUILDERS
-from lipon_hw.sim.cells import cell_from_spec
+from lipon_hw.sim.cells.factories import cell_from_spec
 from lipon_hw.sim.emulators.methodscript import MethodScriptEmulator
 from lipon_hw.techniques import (
     CCCV,

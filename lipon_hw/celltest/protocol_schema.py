@@ -85,6 +85,13 @@ class Setting:
         return until.current_A or (until.rate_C * self.capacity_Ah if until.rate_C else None)
 
 
+def _exactly_one(model, first: str, second: str):
+    """A step that takes its setpoint (or its density) one way or the other, not both."""
+    if (getattr(model, first) is None) == (getattr(model, second) is None):
+        raise ValueError(f"give exactly one of {first} and {second}")
+    return model
+
+
 class _Step(_Model):
     TECHNIQUE: ClassVar[type | None] = None
     TYPE: ClassVar[str] = ""  # the Battery Data Format's step type
@@ -120,11 +127,8 @@ class CC(_Step):
     current_A: r.CELL_A | None = None  # never 0: a current of 0 is a `rest`
     rate_C: r.C_RATE | None = None
 
-    @model_validator(mode="after")
-    def _one_setpoint(self):
-        if (self.current_A is None) == (self.rate_C is None):
-            raise ValueError("give exactly one of current_A and rate_C")
-        return self
+    _one_setpoint = model_validator(mode="after")(
+        lambda self: _exactly_one(self, "current_A", "rate_C"))
 
     @property
     def charging(self) -> bool:
@@ -193,11 +197,8 @@ class EISStep(_Step):
     amplitude_mV: r.AMPLITUDE_MV = 10
     dc_V: r.VOLTS | None = None
 
-    @model_validator(mode="after")
-    def _one_density(self):
-        if (self.per_decade is None) == (self.points is None):
-            raise ValueError("give exactly one of per_decade and points")
-        return self
+    _one_density = model_validator(mode="after")(
+        lambda self: _exactly_one(self, "per_decade", "points"))
 
     def allowed_ends(self):
         return ()
