@@ -62,6 +62,14 @@ class RunKind(Protocol):
     def plots(self, store, run_id: int, out: Path) -> list[Path]:
         ...
 
+    def make_safe(self, run, station, lab, done: list[str], failed: list[str]) -> None:
+        """For the guard process, when the engine died without ending `run`: make the
+        run's own hardware safe on the freshly connected `lab`, appending what was made
+        safe to `done` and each failure (one phrase) to `failed`; never raise."""
+
+    def last_stored_t(self, store, run_id: int) -> float:
+        """The run-clock time of the last thing the run stored (when its engine died)."""
+
 
 _BUILT_IN = {"deposition": "lipon_hw.deposition.kind:KIND",
              "cycling": "lipon_hw.celltest.kind:KIND"}

@@ -59,6 +59,12 @@ class SoakKind:
     def plots(self, store, run_id, out):
         return []
 
+    def make_safe(self, run, station, lab, done, failed):
+        pass  # a soak drives no instrument
+
+    def last_stored_t(self, store, run_id):
+        return store.last_reading_t(run_id) or 0.0
+
 
 @pytest.fixture
 def soak():

@@ -67,6 +67,22 @@ class CellTestKind:
 
         return write_cell_plots(store, run_id, out)
 
+    def make_safe(self, run, station, lab, done: list[str], failed: list[str]) -> None:
+        """The protocol's channels, each stopped with its cell off (the potentiostat's
+        other channels may test another run's cells: they are left alone)."""
+        from lipon_hw.celltest.session import _disconnect, load
+
+        proto = load(run.sequence_path, station, None, text=run.sequence_text)
+        channels = [plan.channel for plan in proto.channels]
+        failures = _disconnect(lab.instruments[proto.potentiostat], channels)
+        failed.extend(failures)
+        if not failures:
+            done.append(f"{proto.potentiostat} channels {', '.join(map(str, channels))}")
+
+    def last_stored_t(self, store, run_id: int) -> float:
+        return max([store.last_cell_sample_t(run_id, row.channel)
+                    for row in store.channels(run_id)], default=0.0)
+
 
 def expected_cycles(plan) -> int | None:
     """Cycles the protocol will run if nothing ends it early: every loop closes a cycle

@@ -63,6 +63,34 @@ class DepositionKind:
 
         return write_layer_plots(store, run_id, out)
 
+    def make_safe(self, run, station, lab, done: list[str], failed: list[str]) -> None:
+        """The instruments of the recipe's own tools (the station's others may serve
+        another run; all of them when the recipe cannot be read), power first."""
+        from lipon_hw.deposition.runner import safe_order
+
+        roles = _run_roles(run, station)
+        for name in safe_order(roles, [n for n in lab.instruments if n in roles]):
+            try:
+                lab.instruments[name].make_safe()
+                done.append(name)
+            except Exception as exc:  # noqa: BLE001 - one failure never spares the rest
+                failed.append(f"{name} ({exc})")
+
+    def last_stored_t(self, store, run_id: int) -> float:
+        return store.last_reading_t(run_id) or 0.0
+
+
+def _run_roles(run, station) -> dict[str, str]:
+    """Instrument → role for the instruments of the run's own tools."""
+    from lipon_hw.deposition.recipe import load_recipe
+    from lipon_hw.deposition.runner import recipe_roles
+
+    try:
+        return recipe_roles(load_recipe(run.sequence_path, station, text=run.sequence_text))
+    except Exception:  # noqa: BLE001 - a guard errs on the side of switching off
+        return {inst: role for tool in station.spec.tools.values()
+                for role, inst in tool.items()}
+
 
 KIND = DepositionKind()
 

@@ -17,7 +17,8 @@ waits on a pipe whose other end only the engine holds:
   makes every one safe, power first, and stores what it did in the run's alarms and, if
   the run was still marked running, its status.
 
-A cell test's guard stops its channels and switches their cells off (and only those).
+What is made safe is the run kind's to say (`RunKind.make_safe`): a deposition's own
+instruments, power first; a cell test's own channels, stopped with their cells off.
 Stations whose every address is `sim://` need no guard: their simulated lab lives and
 dies with the engine's process.
 """
@@ -61,31 +62,25 @@ def start_guard(data_dir: str | Path, run_id: int) -> Guard:
 
 
 def make_station_safe(data_dir: str | Path, run_id: int) -> str:
-    """Open the run's station, make every instrument safe, store what was done; returns it."""
+    """Open the run's station, let the run's kind make its hardware safe (its own
+    instruments, power first; a cell test's own channels), store what was done; returns
+    it."""
     import time
 
-    from lipon_hw.deposition.runner import safe_order
+    from lipon_hw.kinds import for_run
     from lipon_hw.station import load_station
     from lipon_hw.store import Store
 
     store = Store(data_dir)
     try:
         run = store.run(run_id)
+        kind = for_run(run)
         station = load_station(text=run.station_text)
         done, failed = [], []
         lab = None
         try:
             lab = station.connect(time.monotonic)
-            if run.kind == "cycling":
-                _disconnect_cells(run, station, lab, done, failed)
-            else:
-                roles = _run_roles(run, station)
-                for name in safe_order(roles, [n for n in lab.instruments if n in roles]):
-                    try:
-                        lab.instruments[name].make_safe()
-                        done.append(name)
-                    except Exception as exc:  # noqa: BLE001 - one failure never spares the rest
-                        failed.append(f"{name} ({exc})")
+            kind.make_safe(run, station, lab, done, failed)
         except Exception as exc:  # noqa: BLE001 - the station could not even be opened
             failed.append(f"the station ({exc})")
         finally:
@@ -96,43 +91,13 @@ def make_station_safe(data_dir: str | Path, run_id: int) -> str:
         verdict = "made the hardware safe" if not failed else "could NOT make all hardware safe"
         message = (f"the engine's process died without ending run {run_id} (killed?); "
                    f"the guard process {verdict}: {what}")
-        # when the engine died: after the last reading (a cell test's: sample) it stored
-        died_t = max([store.last_cell_sample_t(run_id, row.channel)
-                      for row in store.channels(run_id)], default=0.0) \
-            if run.kind == "cycling" else store.last_reading_t(run_id) or 0.0
-        store.add_alarm(run_id, died_t, "error", "guard",
+        store.add_alarm(run_id, kind.last_stored_t(store, run_id), "error", "guard",
                         f"safe state: {what} (by the guard process)")
         if store.run(run_id).status == "running":
             store.set_status(run_id, "failed", message)
         return message
     finally:
         store.close()
-
-
-def _disconnect_cells(run, station, lab, done: list, failed: list) -> None:
-    """A cell test's channels, each stopped with its cell off (the potentiostat's other
-    channels may test another run's cells: they are left alone)."""
-    from lipon_hw.celltest.session import _disconnect, load
-
-    proto = load(run.sequence_path, station, None, text=run.sequence_text)
-    channels = [plan.channel for plan in proto.channels]
-    failures = _disconnect(lab.instruments[proto.potentiostat], channels)
-    failed.extend(failures)
-    if not failures:
-        done.append(f"{proto.potentiostat} channels {', '.join(map(str, channels))}")
-
-
-def _run_roles(run, station) -> dict[str, str]:
-    """Instrument → role for the instruments of the run's own tools (the station's others
-    may serve another run); every tool of the station when the recipe cannot be read."""
-    from lipon_hw.deposition.recipe import load_recipe
-    from lipon_hw.deposition.runner import recipe_roles
-
-    try:
-        return recipe_roles(load_recipe(run.sequence_path, station, text=run.sequence_text))
-    except Exception:  # noqa: BLE001 - a guard errs on the side of switching off
-        return {inst: role for tool in station.spec.tools.values()
-                for role, inst in tool.items()}
 
 
 def main(argv: list[str]) -> int:
