@@ -116,3 +116,16 @@ def test_the_command_line_never_branches_on_the_kind_of_a_run():
     attributes = [node for node in ast.walk(tree)
                   if isinstance(node, ast.Attribute) and node.attr == "kind"]
     assert attributes == []
+
+
+def test_what_every_kind_shares_imports_no_kind():
+    """lipon_hw/engine/ is the lifecycle every kind builds on: it names none of them (the
+    guard asks the run's kind what to make safe)."""
+    offences = []
+    for path in sorted((ROOT / "lipon_hw" / "engine").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            offences += [f"{path.name}:{node.lineno}: {n}" for n in names
+                         if n.startswith(("lipon_hw.deposition", "lipon_hw.celltest"))]
+    assert offences == []
