@@ -70,13 +70,15 @@ def test_the_scan_finds_each_way_of_reaching_the_simulator():
     assert not sim_references(ast.parse("import lipon_hw.simple\nx = station.spec.sim"))
 
 
-def test_importing_the_whole_engine_loads_nothing_of_the_simulator():
+def test_importing_the_whole_engine_loads_nothing_of_the_simulator(tmp_path):
     """What the engine imports, and what those import in turn, at the top of each module."""
     names = [".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts)
              for p in engine_modules() if p.name != "__init__.py"]
     code = ("import sys\n" + "".join(f"import {n}\n" for n in names) +
             f"print(sorted(m for m in sys.modules if m == {SIM!r} "
             f"or m.startswith({SIM + '.'!r})))")
+    # from a directory of its own: run from the source tree, `python -c` would import the
+    # tree's lipon_hw (no drivers/ or sim/ inside it) instead of the installed package
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
+                         check=True, cwd=tmp_path).stdout
     assert out.strip() == "[]"

@@ -27,9 +27,12 @@ from lipon_hw.engine.guard import needs_guard, start_guard
 from lipon_hw.engine.lifecycle import (
     Interrupted,
     RunResult,
+    check_speed,
     ends_run_on_failure,
     make_env,
+    open_run,
     plots_dir,
+    run_seed,
     run_to_resume,
     uninterruptible,
 )
@@ -83,20 +86,18 @@ def start_cycling(sequence: str, data_dir: str | Path, station_path: str | None 
     owned = Ownership(data_dir)
     try:
         proto = load(sequence, station, store)
-        if speed is not None and speed <= 0:
-            raise InputError(f"--speed must be above 0, not {speed:g}")
-        seed = seed if seed is not None else (station.spec.sim.seed if station.simulated
-                                              else None)
-        owned.take(claims.cell_test(station, proto))  # channels and samples, before the row
-        run_id = store.create_run(proto.name, "cycling", str(sequence), proto.text,
-                                  station.text, seed, None)
-        with ends_run_on_failure(store, run_id):
-            claims.take_run(owned, run_id)
+        check_speed(speed)
+        seed = run_seed(station, seed)
+
+        def prepare(run_id: int) -> None:
             for plan in proto.channels:
                 store.add_channel(run_id, plan.channel, proto.potentiostat, plan.sample,
                                   plan.program.name)
             if on_start:
                 on_start(run_id, proto)
+
+        run_id = open_run(store, owned, station, claims.cell_test(station, proto), "cycling",
+                          proto.name, sequence, proto.text, seed, None, prepare)
         states = {plan.channel: ChannelState() for plan in proto.channels}
         return _drive(store, run_id, proto, station, states, seed, speed, on_cycle, notify,
                       workers)

@@ -18,9 +18,12 @@ from lipon_hw.engine import claims
 from lipon_hw.engine.guard import needs_guard, start_guard
 from lipon_hw.engine.lifecycle import (
     RunResult,
+    check_speed,
     ends_run_on_failure,
     make_env,
+    open_run,
     plots_dir,
+    run_seed,
     run_to_resume,
 )
 from lipon_hw.engine.ownership import Ownership
@@ -48,26 +51,25 @@ def start_run(sequence: str, data_dir: str | Path, station_path: str | None = No
     has), else onto the recipe's sample — or, when that one already holds a film stack, a
     new sample named after it (`choose_sample`)."""
     recipe, station = validate(sequence, station_path)
-    if speed is not None and speed <= 0:
-        raise InputError(f"--speed must be above 0, not {speed:g}")
+    check_speed(speed)
     store = Store(data_dir)
     owned = Ownership(data_dir)
     try:
         sample, why = choose_sample(store, recipe, sample_id)
-        # before the run exists: nothing to undo
-        owned.take(claims.deposition(station, recipe, sample))
-        seed = seed if seed is not None else (station.spec.sim.seed if station.simulated
-                                              else None)
-        run_id = store.create_run(recipe.name, "deposition", str(sequence), recipe.text,
-                                  station.text, seed, sample)
-        with ends_run_on_failure(store, run_id):
-            claims.take_run(owned, run_id)
+        seed = run_seed(station, seed)
+
+        def prepare(run_id: int) -> None:
             if sample is not None:
                 store.ensure_sample(sample, recipe.sample.substrate if recipe.sample else "")
             if why and notify:
                 notify(why)
             if on_start:
                 on_start(run_id, recipe)
+
+        run_id = open_run(store, owned, station, claims.deposition(station, recipe, sample),
+                          "deposition", recipe.name, sequence, recipe.text, seed, sample,
+                          prepare)
+        with ends_run_on_failure(store, run_id):
             env = make_env(station, speed)
         return _drive(station, store, run_id, env, seed, lambda lab: Engine(
             recipe, lab, store, run_id, env, notify, on_sample).run(), notify)

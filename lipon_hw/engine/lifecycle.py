@@ -51,6 +51,32 @@ def uninterruptible():
             signal.signal(sig, handler)
 
 
+def open_run(store: Store, owned: Ownership, station: Station, resources, kind: str,
+             name: str, sequence, text: str, seed: int | None, sample_id: str | None,
+             prepare) -> int:
+    """A new run: its resources locked before its row exists (a refusal leaves nothing
+    to undo), its row written `running` with the station and the sequence as they were,
+    its own lock taken, then `prepare(run_id)` (the kind's rows, the caller's on_start);
+    a failure from there on ends the run with its reason (`ends_run_on_failure`)."""
+    owned.take(resources)
+    run_id = store.create_run(name, kind, str(sequence), text, station.text, seed, sample_id)
+    with ends_run_on_failure(store, run_id):
+        claims.take_run(owned, run_id)
+        prepare(run_id)
+    return run_id
+
+
+def run_seed(station: Station, seed: int | None) -> int | None:
+    """The seed a run records: the one asked for, else a simulated station's own."""
+    return seed if seed is not None else (station.spec.sim.seed if station.simulated
+                                          else None)
+
+
+def check_speed(speed: float | None) -> None:
+    if speed is not None and speed <= 0:
+        raise InputError(f"--speed must be above 0, not {speed:g}")
+
+
 def make_env(station: Station, speed: float | None, initial_time: float = 0.0):
     if speed is None and station.simulated:
         return simpy.Environment(initial_time)
