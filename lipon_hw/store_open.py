@@ -75,11 +75,15 @@ def store_error(exc: BaseException, path: Path) -> StoreError:
 
 @contextlib.contextmanager
 def converted(path: Path) -> Iterator[None]:
-    """sqlite3 and OS errors inside become `store_error` sentences."""
+    """sqlite3 and OS errors inside become `store_error` sentences; a text column whose
+    bytes are not UTF-8 (a damaged page that SQLite itself finds sound) is a damaged store."""
     try:
         yield
     except (sqlite3.Error, OSError) as exc:
         raise store_error(exc, path) from exc
+    except UnicodeDecodeError as exc:
+        raise StoreUnusable(f"{path} holds a damaged record (text that is not UTF-8: "
+                            f"{exc.reason} at byte {exc.start})") from None
 
 
 def _one_line(text: str) -> str:

@@ -504,6 +504,22 @@ def test_a_listing_into_a_closed_pipe_ends_quietly(data, tmp_path, args):
     assert proc.stderr == ""
 
 
+@pytest.mark.parametrize("args", [("runs", "--json"), ("sample", "T-1")])
+def test_a_schema_byte_that_is_not_utf8_is_a_damaged_store_in_one_sentence(data, args):
+    """The generated corpus below once overwrote a schema statement with b"'\\x80": SQLite
+    then reports a syntax error quoting that byte, and Python cannot decode its message
+    (a UnicodeDecodeError, not an sqlite3 error). One sentence, exit 2, file unchanged."""
+    db = data / DB_NAME
+    raw = db.read_bytes()
+    at = raw.find(b"CREATE TABLE alarms (") + len(b"CREATE TABLE alarms ")
+    db.write_bytes(raw[:at] + b"\x80" + raw[at + 1:])  # the "(" becomes a byte not UTF-8
+    before = digest(db)
+    code, _, err = invoke(*args, "--data", data)
+    assert code == 2, err
+    assert_one_sentence(err, "holds a damaged record (text that is not UTF-8")
+    assert digest(db) == before
+
+
 # --- a generated corpus of damaged stores ------------------------------------------------------
 def _damage_strategy():
     from hypothesis import strategies as st
