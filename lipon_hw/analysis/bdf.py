@@ -267,14 +267,10 @@ class BdfWriter:
             raise InputError("BDF rows: cycle and step counts must be ≥ 0")
         n = len(batch)
         joins = None
-        if self.leads is not None:
-            try:
-                lead = np.array([float(self.leads[r[5]]) for r in batch])
-            except KeyError as exc:
-                raise InputError(f"BDF rows: step id {exc.args[0]!r} has no measurement "
-                                 "interval") from None
+        if self.leads is not None:  # the previous row's step id is never looked up
+            ids = [r[5] for r in batch]
             joins = step_leads(stc if prev is None else np.concatenate(([prev[4]], stc)),
-                               lead if prev is None else np.concatenate(([0.0], lead)))
+                               self.leads, ids if prev is None else ids[:1] + ids)
         # per-row totals since the test start (each row adds the interval that ends on it)
         if prev is None:
             contrib = np.zeros((4, n))

@@ -30,7 +30,7 @@ saved accumulator stood (same floats, so a resumed run reproduces an unbroken on
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -80,19 +80,21 @@ class CycleAccumulator:
         self._reference_discharge_Ah: float | None = None
 
     # --- feeding ---------------------------------------------------------------------------
-    def feed(self, t_s, voltage_V, current_A, cycle, step=None, lead_s=None
+    def feed(self, t_s, voltage_V, current_A, cycle, step=None, lead_s=None, step_id=None
              ) -> list[CycleStats]:
         """Add a batch of samples (arrays or sequences of equal length, or scalars);
         return the cycles this batch finished (usually none or one). step (the step count)
-        and lead_s (each sample's step's measurement interval, or one number) mark where
-        the cell was at open circuit between steps."""
+        and lead_s (one number, a value per sample, or step id → seconds with `step_id`)
+        mark where the cell was at open circuit between steps (`integrate.step_leads`)."""
         t, v, i, c = as_columns("cycle samples", t_s, voltage_V, current_A, cycle)
         if len(t) == 0:
             return []
-        steps = None
+        steps = ids = leads = None
         if step is not None and lead_s is not None:
-            steps, leads = as_columns("cycle samples", step, np.broadcast_to(
-                np.asarray(lead_s, dtype=float), np.shape(t)))
+            (steps,) = as_columns("cycle samples", step)
+            ids = None if step_id is None else np.asarray(step_id)
+            leads = lead_s if isinstance(lead_s, Mapping) or np.ndim(lead_s) == 0 \
+                else np.asarray(lead_s, dtype=float)
         if np.any(c != np.round(c)) or np.any(c < 0):
             raise InputError("cycle samples: the cycle number must be a whole number ≥ 0")
         check_time_order("cycle samples", None if self._last is None else self._last[0], t)
@@ -103,13 +105,16 @@ class CycleAccumulator:
             i = np.concatenate(([self._last[2]], i))
             cyc = np.concatenate(([self._cycle], cyc))
             if steps is not None:
-                # a previous step not known (a version 1 state): no join there
+                # a previous step not known (a version 1 state): no join there; the
+                # previous sample's own lead is never looked up (only a step's first is)
                 steps = np.concatenate(([steps[0] if self._step is None else self._step],
                                         steps))
-                leads = np.concatenate(([0.0], leads))
+                ids = None if ids is None else np.concatenate((ids[:1], ids))
+                if isinstance(leads, np.ndarray):
+                    leads = np.concatenate(([0.0], leads))
         elif self._cycle is None:
             self._cycle = int(cyc[0])
-        joins = None if steps is None else step_leads(steps, leads)
+        joins = None if steps is None else step_leads(steps, leads, ids)
         parts = interval_integrals(t, v, i, joins)
         # interval k runs from sample k to k+1 and belongs to sample k's cycle — unless it
         # opens a new step (the cell was off in between): then to the new step's cycle
@@ -139,8 +144,7 @@ class CycleAccumulator:
         cols = list(zip(*rows, strict=True))
         if lead_s is None or len(cols) < 6:
             return self.feed(*cols[:4])
-        leads = [lead_s[s] for s in cols[5]] if hasattr(lead_s, "__getitem__") else lead_s
-        return self.feed(*cols[:4], step=cols[4], lead_s=leads)
+        return self.feed(*cols[:4], step=cols[4], lead_s=lead_s, step_id=cols[5])
 
     def finish(self) -> list[CycleStats]:
         """Close the running cycle (if it saw any sample) and return it."""

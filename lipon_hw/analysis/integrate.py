@@ -17,6 +17,8 @@ information every interval is a trapezoid.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from lipon_hw.errors import InputError
@@ -27,13 +29,25 @@ def _product_integral(h, v0, v1, i0, i1):
     return h * (2 * v0 * i0 + v0 * i1 + v1 * i0 + 2 * v1 * i1) / 6.0
 
 
-def step_leads(step_count, lead_s) -> np.ndarray:
+def step_leads(step_count, leads, step_id=None) -> np.ndarray:
     """Per interval between n samples (n−1 values): NaN inside a step; where the interval
-    opens a new step (the step count changes), the new step's lead in seconds. step_count
-    and lead_s are per sample (lead_s: the measurement interval of the sample's step)."""
+    opens a new step (the step count changes), the new step's lead in seconds. `leads` is
+    one number, a value per sample, or a mapping step id → seconds (then `step_id` gives
+    each sample's step id); it is looked up only where a step opens."""
     steps = np.asarray(step_count)
-    lead = np.broadcast_to(np.asarray(lead_s, dtype=float), steps.shape)
-    return np.where(steps[1:] != steps[:-1], lead[1:], np.nan)
+    out = np.full(max(len(steps) - 1, 0), np.nan)
+    opens = np.flatnonzero(steps[1:] != steps[:-1])
+    if len(opens) == 0:
+        return out
+    if isinstance(leads, Mapping):
+        ids = np.asarray(step_id)[opens + 1]
+        try:
+            out[opens] = [leads[k.item() if hasattr(k, "item") else k] for k in ids]
+        except KeyError as exc:
+            raise InputError(f"step id {exc.args[0]!r} has no measurement interval") from None
+    else:
+        out[opens] = np.broadcast_to(np.asarray(leads, dtype=float), steps.shape)[opens + 1]
+    return out
 
 
 def interval_integrals(t_s, voltage_V, current_A, leads=None):

@@ -7,7 +7,7 @@ global figure registry is touched. Each function writes one PNG and returns its 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -56,16 +56,19 @@ def select_cycles(cycles: Sequence[int], max_cycles: int = 6) -> list[int]:
 
 def plot_voltage_capacity(t_s, voltage_V, current_A, cycle, path: Path | str,
                           cycles: Iterable[int] | None = None, max_cycles: int = 6,
-                          title: str = "", step=None, lead_s=None) -> Path:
+                          title: str = "", step=None, lead_s=None, step_id=None) -> Path:
     """Voltage against the capacity charged (or discharged) since each half cycle began,
     for the chosen cycles (default: up to max_cycles spread over the test), coloured by
-    cycle number. step and lead_s (per sample: step count, and the measurement interval of
-    the sample's step) keep the open circuit between steps out of the capacity, as the
-    cycle figures do."""
+    cycle number. step (per sample: the step count) and lead_s (as `integrate.step_leads`
+    takes it, with step_id for a mapping) keep the open circuit between steps out of the
+    capacity, as the cycle figures do."""
     t, v, i, c = as_columns("voltage–capacity plot", t_s, voltage_V, current_A, cycle)
     joins = None
     if step is not None and lead_s is not None:
-        st, lead = as_columns("voltage–capacity plot", step, lead_s)
+        (st,) = as_columns("voltage–capacity plot", step)
+        ids = None if step_id is None else np.asarray(step_id)
+        per_sample = not isinstance(lead_s, Mapping) and np.ndim(lead_s) > 0
+        lead = np.asarray(lead_s, dtype=float) if per_sample else lead_s
     if len(t) < 2:
         raise InputError("voltage–capacity plot: at least two samples are needed")
     chosen = select_cycles(c.astype(int), max_cycles) if cycles is None else \
@@ -77,7 +80,8 @@ def plot_voltage_capacity(t_s, voltage_V, current_A, cycle, path: Path | str,
             continue
         tc, vc, ic = t[sel], v[sel], i[sel]
         if step is not None and lead_s is not None:
-            joins = step_leads(st[sel], lead[sel])
+            joins = step_leads(st[sel], lead[sel] if per_sample else lead,
+                               None if ids is None else ids[sel])
         ch, dis, _, _ = interval_integrals(tc, vc, ic, joins)
         q_ch = np.concatenate(([0.0], np.cumsum(ch))) / 3600
         q_dis = np.concatenate(([0.0], np.cumsum(dis))) / 3600

@@ -241,10 +241,9 @@ def write_cell_plots(store: Store, run_id: int, out_dir: Path | str,
             if rows:
                 t, v, i, c, step, step_id = (np.array(x) for x in zip(
                     *[r[:6] for r in rows], strict=True))
-                lead = leads.get(n)
                 files.append(plot_voltage_capacity(
                     t, v, i, c, out / f"ch{n}-voltage-capacity.png", step=step,
-                    lead_s=None if lead is None else [lead.get(int(k), 0.0) for k in step_id]))
+                    lead_s=leads.get(n), step_id=step_id))
         spectrum = first_spectrum(store, run_id, n)
         if spectrum is not None:
             files.append(plot_nyquist(*spectrum, out / f"ch{n}-nyquist.png",
