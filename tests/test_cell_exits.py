@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from served import serve_on_consecutive_ports
+from stores import committed
 
 from lipon_hw.celltest.channels import ChannelState, run_channels
 from lipon_hw.celltest.session import load, mount_cells, resume_cycling, start_cycling
@@ -34,15 +35,6 @@ def write(tmp_path: Path, channels: str = "1", cycles: int = 3, min_V: float = 2
     text = LNMO.format(channels=channels, cycles=cycles)
     path.write_text(text.replace("min_V: 2.5,", f"min_V: {min_V},"), encoding="utf-8")
     return str(path)
-
-
-def committed(db: Path, sql: str, *args) -> list[tuple]:
-    """What another process (an operator, `lipon-hw resume`, a kill -9) sees right now."""
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return con.execute(sql, args).fetchall()
-    finally:
-        con.close()
 
 
 # --- issue 9 item 2: a channel that says it never started has no samples -------------------

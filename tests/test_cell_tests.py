@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from stores import committed
 
 from lipon_hw.celltest.session import load, resume_cycling, start_cycling
 from lipon_hw.errors import InputError
@@ -166,15 +167,8 @@ def test_run_json_summary_has_every_channel(tmp_path):
 
 # --- resume ----------------------------------------------------------------------------------
 def _progress(db: Path) -> list[tuple[int, int]]:
-    if not db.exists():
-        return []
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-    try:
-        return con.execute("SELECT channel, cycle FROM channels ORDER BY channel").fetchall()
-    except sqlite3.OperationalError:
-        return []
-    finally:
-        con.close()
+    return committed(db, "SELECT channel, cycle FROM channels ORDER BY channel",
+                     while_made=True)
 
 
 def _statuses(db: Path) -> list[tuple[str]]:

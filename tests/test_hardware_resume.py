@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 from served import serve_on_consecutive_ports
+from stores import committed
 
 from lipon_hw.station import default_station_text, load_station
 
@@ -78,19 +78,6 @@ def lipon_hw(*args, cwd: Path) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def committed(db: Path, sql: str, *args) -> list[tuple]:
-    """What another process sees in the store right now (nothing while it is being made)."""
-    if not db.exists():
-        return []
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-    try:
-        return con.execute(sql, args).fetchall()
-    except sqlite3.OperationalError:
-        return []
-    finally:
-        con.close()
-
-
 def run_then_kill(sequence: Path, station: str, data: Path, ready) -> None:
     """`lipon-hw run` in its own process, SIGKILLed once `ready()` holds (polling the
     store, never a guessed time); returns once its guard made the hardware safe."""
@@ -122,7 +109,7 @@ def test_a_deposition_killed_mid_layer_resumes_on_hardware_and_completes_whole(
     run_then_kill(short_recipe(tmp_path, thickness_nm=30), hardware.station_path, data,
                   lambda: committed(
         db, "SELECT 1 FROM checkpoints WHERE step_idx=? AND t_s > (SELECT t_start_s FROM steps "
-            "WHERE idx=?)", DEPOSIT, DEPOSIT))
+            "WHERE idx=?)", DEPOSIT, DEPOSIT, while_made=True))
     (killed_at,) = committed(db, "SELECT MAX(t_s) FROM readings")[0]
     (status,) = committed(db, "SELECT status FROM runs")[0]
     assert status == "failed"  # the guard's word, until the resume
@@ -178,7 +165,8 @@ def test_a_cell_test_killed_mid_campaign_resumes_on_hardware_and_completes_whole
     db = data / "lipon.db"
 
     def mid_campaign() -> bool:  # channel 1's resume state committed inside cycle 3
-        rows = committed(db, "SELECT cycle, state FROM channels WHERE channel=1")
+        rows = committed(db, "SELECT cycle, state FROM channels WHERE channel=1",
+                         while_made=True)
         return bool(rows) and rows[0][0] >= 3 and json.loads(rows[0][1]).get("pc", 0) > 0
 
     run_then_kill(protocol, hardware.station_path, data, mid_campaign)

@@ -9,13 +9,13 @@ import contextlib
 import csv
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from stores import committed
 
 from recipes import LNMO, short_recipe
 
@@ -32,15 +32,7 @@ def spawn(*args, cwd):
 
 
 def query(db: Path, sql: str, args=()) -> list[tuple]:
-    if not db.exists():
-        return []
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    try:
-        return con.execute(sql, args).fetchall()
-    except sqlite3.OperationalError:  # the schema is not there yet
-        return []
-    finally:
-        con.close()
+    return committed(db, sql, *args, while_made=True)
 
 
 def wait_for(db: Path, proc, sql: str, ready, what: str, timeout_s: float = 60):

@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from stores import committed as query
+from stores import digest
 
 from lipon_hw import __version__, store_metadata, store_migrations
 from lipon_hw.deposition.session import start_run
@@ -43,18 +45,6 @@ def cli(*args, cwd) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return proc
-
-
-def query(db: Path, sql: str) -> list[tuple]:
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
-
-
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_the_fixture_is_a_layout_1_store_of_three_runs():

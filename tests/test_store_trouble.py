@@ -5,7 +5,6 @@ and the exit code of its class, and the database's bytes are what they were."""
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import math
 import os
 import resource
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from stores import digest
 
 from lipon_hw import store_migrations
 from lipon_hw.celltest.session import start_cycling
@@ -55,10 +55,6 @@ def invoke(*args):
     """`lipon-hw ARGS` in this process: (exit code, stdout, stderr)."""
     result = CliRunner().invoke(main, [str(a) for a in args])
     return result.exit_code, result.stdout, result.stderr
-
-
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def assert_one_sentence(stderr: str, *words: str) -> None:
