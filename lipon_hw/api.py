@@ -15,7 +15,7 @@ Three things, each one call:
     result = run("au_seed", data_dir="lipon-data")   # a recipe or a cell-test protocol
     result.readings()                      # a pyarrow Table (.to_pandas() with pandas)
 
-`run` goes through the same `start_run` / `start_cycling` as `lipon-hw run`: the same
+`run` goes through the same lifecycle (`engine.lifecycle.start`) as `lipon-hw run`: the same
 validation, store records, safe state on every exit and summary. Errors are the CLI's
 (`lipon_hw.errors.InputError` for bad input, with file, line and field).
 """
@@ -263,28 +263,16 @@ def run(sequence: str | Path, data_dir: str | Path = DEFAULT_DATA, *,
     aborted or failed is returned with that status (see `.message`); bad input raises
     `InputError`.
     """
-    from lipon_hw.celltest.protocol import is_protocol
+    from lipon_hw.engine import lifecycle
+    from lipon_hw.kinds import RunOptions, for_sequence
     from lipon_hw.shipped import find_sequence
-    from lipon_hw.yamlfile import load
 
     path = find_sequence(sequence)
-    station_path = None if station is None else str(station)
-    if is_protocol(load(path).data):
-        if sample is not None:
-            raise InputError(f"sample= is for recipes; {path} is a cell-test protocol, which "
-                             "names each channel's sample itself")
-        from lipon_hw.celltest.session import start_cycling
-
-        result = start_cycling(path, data_dir, station_path, seed=seed, speed=speed,
-                               notify=notify, workers=workers)
-        kind = "cycling"
-    else:
-        from lipon_hw.deposition.session import start_run
-
-        result = start_run(path, data_dir, station_path, seed=seed, speed=speed,
-                           notify=notify, sample_id=sample)
-        kind = "deposition"
-    return Run(result.run_id, Path(data_dir), kind, result.status, result.message,
+    kind = for_sequence(path)
+    options = RunOptions(str(data_dir), None if station is None else str(station), seed, speed,
+                         workers, sample)
+    result = lifecycle.start(kind, path, options, lifecycle.Watch(note=notify))
+    return Run(result.run_id, Path(data_dir), kind.name, result.status, result.message,
                result.summary, list(result.plots))
 
 

@@ -138,12 +138,13 @@ def main() -> None:
 @reports_errors
 def run(sequence, station_path, data_dir, seed, speed, workers, sample_id, as_json) -> None:
     """Run a recipe or a cell-test protocol SEQUENCE (YAML) on the station."""
+    from lipon_hw import console
     from lipon_hw.kinds import RunOptions, for_sequence
 
     kind = for_sequence(sequence)
     with _stop_on_sigterm():
-        kind.run(sequence, RunOptions(data_dir, station_path, seed, speed, workers, sample_id,
-                                      as_json))
+        console.run(kind, sequence, RunOptions(data_dir, station_path, seed, speed, workers,
+                                               sample_id, as_json))
 
 
 @main.command()
@@ -155,12 +156,13 @@ def run(sequence, station_path, data_dir, seed, speed, workers, sample_id, as_js
 @reports_errors
 def resume(run_id, data_dir, speed, workers, as_json) -> None:
     """Continue a killed or interrupted run from its last checkpoint."""
+    from lipon_hw import console
     from lipon_hw.kinds import RunOptions, for_run
 
     kind = for_run(_require_store(data_dir, write=False).run(run_id))
     with _stop_on_sigterm():
-        kind.resume(run_id, RunOptions(data_dir, speed=speed, workers=workers,
-                                       as_json=as_json))
+        console.resume(kind, run_id, RunOptions(data_dir, speed=speed, workers=workers,
+                                                as_json=as_json))
 
 
 @main.command()
@@ -174,11 +176,13 @@ def validate(sequence, station_path, data_dir, as_json) -> None:
     """Check a recipe or a cell-test protocol against its schema and the station, moving
     nothing."""
     from lipon_hw.kinds import for_sequence
+    from lipon_hw.station import load_station
 
     kind = for_sequence(sequence)
     store = _require_store(data_dir) if data_dir is not None else None
     try:
-        as_dict, line = kind.validate(sequence, station_path, store)
+        station = load_station(station_path)
+        as_dict, line = kind.describe(kind.load(sequence, station, store), sequence, station)
     finally:
         if store is not None:
             store.close()
@@ -317,16 +321,19 @@ def station(station_path) -> None:
 
 
 @main.command()
-@click.argument("kind", type=click.Choice(["sequence", "recipe", "protocol", "station"]),
-                default="sequence")
+@click.argument("kind", default="sequence")
 @reports_errors
 @closed_pipe_ends_quietly
 def schema(kind) -> None:
-    """Print the JSON Schema of a KIND of file, for editors (default: sequence, i.e. a
-    recipe or a cell-test protocol); put `# yaml-language-server: $schema=FILE` on a
-    YAML file's first line to use it."""
+    """Print the JSON Schema of a KIND of file, for editors: sequence (the default: any
+    run kind's file), station, or one run kind's (deposition or recipe, cycling or
+    protocol); put `# yaml-language-server: $schema=FILE` on a YAML file's first line to
+    use it."""
+    from lipon_hw.json_schema import names
     from lipon_hw.json_schema import schema as make
 
+    if kind not in names():
+        raise InputError(f"no schema of {kind!r}: choose one of {', '.join(names())}")
     click.echo(json.dumps(make(kind), indent=1, ensure_ascii=False))
 
 

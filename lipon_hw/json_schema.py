@@ -1,6 +1,7 @@
-"""JSON Schema of recipes, cell-test protocols and station files, from the pydantic models.
+"""JSON Schema of sequence files and station files, from the pydantic models.
 
-`lipon-hw schema [sequence|recipe|protocol|station]` prints these, for editors: with the
+`lipon-hw schema [sequence|station|KIND]` prints these (each run kind supplies its
+own: `RunKind.schema`), for editors: with the
 YAML language server, a first line `# yaml-language-server: $schema=<file>` gives
 completion, units and ranges while a recipe is typed. The schemas say what the models
 say — every number's range and unit (`engine.ranges.Span`), every default, unknown keys
@@ -23,17 +24,16 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
-KINDS = ("sequence", "recipe", "protocol", "station")
 
 
-def _models_schema(models: list[type[BaseModel]]) -> tuple[dict, dict[type, dict]]:
+def models_schema(models: list[type[BaseModel]]) -> tuple[dict, dict[type, dict]]:
     """The models' schemas with one shared `$defs`: ({name: def}, {model: its $ref})."""
     refs, top = models_json_schema([(m, "validation") for m in models],
                                    ref_template="#/$defs/{model}")
     return top.get("$defs", {}), {m: refs[(m, "validation")] for m in models}
 
 
-def _step_schema(kinds: dict[str, type[BaseModel]], refs: dict[type, dict],
+def step_schema(kinds: dict[str, type[BaseModel]], refs: dict[type, dict],
                   defs: dict, extra: dict[str, dict] | None = None) -> dict:
     """A step: a mapping with exactly one known step name, whose value is that step's
     parameters (null stands for {} when the step needs none)."""
@@ -48,54 +48,28 @@ def _step_schema(kinds: dict[str, type[BaseModel]], refs: dict[type, dict],
             "description": "one step: exactly one of " + ", ".join(properties)}
 
 
-def recipe_schema() -> dict:
-    """A deposition recipe (`kind: deposition`, the default)."""
-    from lipon_hw.deposition import recipe as rc
-
-    kinds = rc.STEP_KINDS
-    defs, refs = _models_schema([rc._RecipeHead, *dict.fromkeys(kinds.values())])
-    head = defs.pop(refs[rc._RecipeHead]["$ref"].rsplit("/", 1)[1])
-    defs["Step"] = _step_schema(kinds, refs, defs)
-    head["properties"]["steps"]["items"] = {"$ref": "#/$defs/Step"}
-    head["properties"]["instruments"]["propertyNames"] = _roles()
-    head["properties"]["interlocks"]["items"] = {"$ref": "#/$defs/InterlockSpec"}
-    defs["InterlockSpec"]["properties"]["during"]["items"] = {"enum": list(kinds)}
-    return _document("lipon-hw deposition recipe", rc.__doc__, head, defs)
-
-
-def protocol_schema() -> dict:
-    """A cell-test protocol (`kind: cycling`)."""
-    from lipon_hw.celltest import protocol_schema as ps
-
-    kinds = ps.STEP_KINDS
-    defs, refs = _models_schema([ps._Head, ps.Loop, *kinds.values()])
-    head = defs.pop(refs[ps._Head]["$ref"].rsplit("/", 1)[1])
-    defs["Step"] = _step_schema(kinds, refs, defs, {
-        "tag": {"type": "string", "minLength": 1,
-                "description": "a name a loop or a goto jumps back to"},
-        "loop": refs[ps.Loop]})
-    for spec in (head, defs["ProtocolSpec"]):
-        spec["properties"]["steps"]["items"] = {"$ref": "#/$defs/Step"}
-    for model in kinds.values():  # a goto names one of the step's own end conditions
-        goto = defs[model.__name__]["properties"]["goto"]
-        goto["propertyNames"] = {"enum": list(ps.Until.model_fields)}
-    return _document("lipon-hw cell-test protocol", None, head, defs)
-
-
 def sequence_schema() -> dict:
-    """Either, as `lipon-hw run` tells them apart: `kind: cycling` is a protocol."""
-    recipe, protocol = _prefixed(recipe_schema(), "recipe."), _prefixed(
-        protocol_schema(), "protocol.")
-    defs = {**recipe.pop("$defs"), **protocol.pop("$defs")}
-    for part in (recipe, protocol):
-        del part["$schema"]
-    defs["recipe"], defs["protocol"] = recipe, protocol
-    return {"$schema": DIALECT, "title": "lipon-hw sequence (recipe or cell-test protocol)",
-            "description": "A cell-test protocol when `kind: cycling`, else a deposition recipe.",
-            "if": {"type": "object", "required": ["kind"],
-                   "properties": {"kind": {"const": "cycling"}}},
-            "then": {"$ref": "#/$defs/protocol"}, "else": {"$ref": "#/$defs/recipe"},
-            "$defs": defs}
+    """Any sequence file, as `lipon-hw run` tells them apart: each run kind's schema when
+    `kind:` names it; a file without `kind:` is a recipe (`kinds.UNTYPED`)."""
+    from lipon_hw.kinds import UNTYPED, all_kinds
+
+    kinds = sorted(all_kinds().values(), key=lambda k: k.document_kind != UNTYPED)
+    defs: dict = {}
+    for kind in kinds:
+        part = prefixed(kind.schema(), f"{kind.document_kind}.")
+        defs.update(part.pop("$defs", {}))
+        part.pop("$schema", None)
+        defs[kind.document_kind] = part
+    chain: dict = {"$ref": f"#/$defs/{UNTYPED}"}
+    for kind in kinds:
+        if kind.document_kind != UNTYPED:
+            chain = {"if": {"type": "object", "required": ["kind"],
+                            "properties": {"kind": {"const": kind.document_kind}}},
+                     "then": {"$ref": f"#/$defs/{kind.document_kind}"}, "else": chain}
+    names = ", ".join(f"`kind: {k.document_kind}`" for k in kinds)
+    return {"$schema": DIALECT, "title": "lipon-hw sequence",
+            "description": f"A sequence of one kind of run ({names}); without `kind:` a "
+                           f"{UNTYPED} recipe.", **chain, "$defs": defs}
 
 
 def station_schema() -> dict:
@@ -104,24 +78,39 @@ def station_schema() -> dict:
     from lipon_hw import station as st
     from lipon_hw.drivers import DRIVERS
 
-    defs, refs = _models_schema([st.StationSpec])
+    defs, refs = models_schema([st.StationSpec])
     head = defs.pop("StationSpec")
-    head["properties"]["tools"]["additionalProperties"]["propertyNames"] = _roles()
+    head["properties"]["tools"]["additionalProperties"]["propertyNames"] = roles()
     inst = defs["InstrumentSpec"]
     inst["properties"]["driver"] = {
         "anyOf": [{"enum": sorted(DRIVERS)}, {"type": "string"}], "title": "Driver",
         "description": "a built-in driver, or a plug-in of the lipon_hw.drivers entry points"}
     inst["allOf"] = [_driver_rules(key, st.driver_class(key)) for key in sorted(DRIVERS)]
-    return _document("lipon-hw station file", None, head, defs)
+    return document("lipon-hw station file", None, head, defs)
 
 
-SCHEMAS = {"sequence": sequence_schema, "recipe": recipe_schema,
-           "protocol": protocol_schema, "station": station_schema}
+#: other names of a kind's schema, as `lipon-hw schema` took them before kinds had their own
+ALIASES = {"recipe": "deposition", "protocol": "cycling"}
 
 
-def schema(kind: str) -> dict:
-    """The JSON Schema of `kind`, one of KINDS."""
-    return SCHEMAS[kind]()
+def names() -> list[str]:
+    """What `lipon-hw schema` can print: sequence, station, and each run kind's sequences."""
+    from lipon_hw.kinds import all_kinds
+
+    return ["sequence", "station", *sorted(k.document_kind for k in all_kinds().values()),
+            *ALIASES]
+
+
+def schema(name: str) -> dict:
+    """The JSON Schema of `name`, one of `names()`."""
+    from lipon_hw.kinds import all_kinds
+
+    if name == "sequence":
+        return sequence_schema()
+    if name == "station":
+        return station_schema()
+    by_document = {k.document_kind: k for k in all_kinds().values()}
+    return by_document[ALIASES.get(name, name)].schema()
 
 
 def _driver_rules(key: str, cls: type) -> dict:
@@ -138,13 +127,13 @@ def _driver_rules(key: str, cls: type) -> dict:
             "then": {"properties": rules}}
 
 
-def _roles() -> dict:
+def roles() -> dict:
     from lipon_hw.station import ROLES
 
     return {"enum": list(ROLES)}
 
 
-def _document(title: str, description: str | None, head: dict, defs: dict) -> dict:
+def document(title: str, description: str | None, head: dict, defs: dict) -> dict:
     head = dict(head)
     head["title"] = title
     if description:
@@ -152,7 +141,7 @@ def _document(title: str, description: str | None, head: dict, defs: dict) -> di
     return {"$schema": DIALECT, **head, "$defs": dict(sorted(defs.items()))}
 
 
-def _prefixed(node: Any, prefix: str) -> Any:
+def prefixed(node: Any, prefix: str) -> Any:
     """`node` with its `$defs` names and the `$ref`s to them prefixed (to merge two)."""
     if isinstance(node, dict):
         out = {}
@@ -160,12 +149,12 @@ def _prefixed(node: Any, prefix: str) -> Any:
             if key == "$ref" and value.startswith("#/$defs/"):
                 out[key] = "#/$defs/" + prefix + value[len("#/$defs/"):]
             elif key == "$defs":
-                out[key] = {prefix + k: _prefixed(v, prefix) for k, v in value.items()}
+                out[key] = {prefix + k: prefixed(v, prefix) for k, v in value.items()}
             else:
-                out[key] = _prefixed(value, prefix)
+                out[key] = prefixed(value, prefix)
         return out
     if isinstance(node, list):
-        return [_prefixed(v, prefix) for v in node]
+        return [prefixed(v, prefix) for v in node]
     return node
 
 

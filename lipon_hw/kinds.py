@@ -13,6 +13,7 @@ names a zero-argument callable returning the kind). The two built in:
 from __future__ import annotations
 
 import importlib
+import sys
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -40,27 +41,56 @@ class RunOptions:
 
 
 class RunKind(Protocol):
+    """What a kind of run supplies; the lifecycle (`lipon_hw.engine.lifecycle`) and the
+    console (`lipon_hw.console`) do the rest, the same way for every kind. `KindBase`
+    gives the optional parts a default."""
+
     name: str  # stored as the run's kind
     document_kind: str  # the `kind:` of its sequence files
     export_formats: tuple[str, ...]  # the first is `export`'s default
+    resumable: tuple[str, ...]  # the statuses from which a run of this kind may continue
 
-    def validate(self, sequence: str, station_path: str | None, store
-                 ) -> tuple[dict, str]:
-        """Check a sequence against its schema and the station (and, given the store of
-        a data directory, against what it holds); (JSON, one line)."""
+    def schema(self) -> dict:
+        """The JSON Schema of its sequence files (`lipon-hw schema`)."""
 
-    def run(self, sequence: str, options: RunOptions) -> None:
-        """Run it with progress on stderr and its summary on stdout; raises the run's
-        LiponError (its exit code) when it did not complete."""
+    def load(self, sequence: str, station, store, text: str | None = None):
+        """The sequence read and checked against its schema and the station (and, given a
+        store, what it holds): the plan, with `.name` and `.text`. Raises InputError
+        naming file, line and field."""
 
-    def resume(self, run_id: int, options: RunOptions) -> None:
-        """Continue an unfinished run of this kind; as `run` for the output."""
+    def describe(self, plan, sequence: str, station) -> tuple[dict, str]:
+        """What `validate` prints of a valid plan: (JSON, one line)."""
+
+    def opening(self, store, station, plan, options: RunOptions):
+        """`lifecycle.Opening`: what a new run locks, its sample, its own rows; refuses, in
+        one sentence, an option that does not apply to the kind."""
+
+    def resumption(self, store, owned, run, station, plan):
+        """`lifecycle.Resumption`: where an unfinished run takes up (its resources taken,
+        the store rewound where the world rolls back)."""
+
+    def execute(self, running):
+        """Run it (`lifecycle.Running`): connect, drive, make the hardware safe on every
+        exit, then store the end; return `lifecycle.Outcome`, or raise the run's
+        LiponError when it did not complete."""
+
+    def plots(self, store, run_id: int, out: Path, brief: bool = False) -> list[Path]:
+        """Draw a run's plots into `out` (`brief`: those worth drawing at every run's end)."""
 
     def export(self, store, run_id: int, fmt: str, out: str, force: bool) -> list[Path]:
         ...
 
-    def plots(self, store, run_id: int, out: Path) -> list[Path]:
-        ...
+    def progress(self, quiet: bool):
+        """What the operator sees while it runs: a context manager with `note(str)`,
+        `start(run_id, plan)`, `update(...)` (the kind's progress calls), `run_id` and
+        `close(completed=False)`."""
+
+    def summary_lines(self, result) -> list[str]:
+        """The summary printed when a run ends (the last line says how it ended)."""
+
+    def json_fields(self, result) -> dict:
+        """The kind's fields of `--json`, beside run_id, status, message, duration_s,
+        wall_s and plots."""
 
     def make_safe(self, run, station, lab, done: list[str], failed: list[str]) -> None:
         """For the guard process, when the engine died without ending `run`: make the
@@ -69,6 +99,69 @@ class RunKind(Protocol):
 
     def last_stored_t(self, store, run_id: int) -> float:
         """The run-clock time of the last thing the run stored (when its engine died)."""
+
+
+class KindBase:
+    """Defaults for a kind's optional parts."""
+
+    resumable: tuple[str, ...] = ("running", "interrupted", "failed", "aborted")
+    export_formats: tuple[str, ...] = ("csv",)
+
+    def schema(self) -> dict:
+        return {"type": "object", "required": ["kind"],
+                "properties": {"kind": {"const": self.document_kind}}}
+
+    def describe(self, plan, sequence: str, station) -> tuple[dict, str]:
+        return ({"valid": True, "name": plan.name, "kind": self.name},
+                f"{sequence}: valid ({self.name} on {station.spec.name})")
+
+    def resumption(self, store, owned, run, station, plan):
+        raise InputError(f"run {run.id}: a {self.name} run cannot resume")
+
+    def plots(self, store, run_id: int, out: Path, brief: bool = False) -> list[Path]:
+        return []
+
+    def progress(self, quiet: bool):
+        return Notes(quiet)
+
+    def summary_lines(self, result) -> list[str]:
+        return [f"run {result.run_id} {result.status}: {result.message}; "
+                f"{result.t_s:.0f} s of run time in {result.wall_s:.1f} s"]
+
+    def json_fields(self, result) -> dict:
+        return {}
+
+    def make_safe(self, run, station, lab, done: list[str], failed: list[str]) -> None:
+        pass
+
+    def last_stored_t(self, store, run_id: int) -> float:
+        return store.last_reading_t(run_id) or 0.0
+
+
+class Notes:
+    """The plainest progress: notes on stderr, nothing drawn."""
+
+    def __init__(self, quiet: bool):
+        self.quiet, self.run_id = quiet, None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def note(self, message: str) -> None:
+        if not self.quiet:
+            print(message, file=sys.stderr)
+
+    def start(self, run_id: int, plan) -> None:
+        self.run_id = run_id
+
+    def update(self, *args) -> None:
+        pass
+
+    def close(self, completed: bool = False) -> None:
+        pass
 
 
 _BUILT_IN = {"deposition": "lipon_hw.deposition.kind:KIND",

@@ -155,7 +155,32 @@ class Station:
 
     @property
     def simulated(self) -> bool:
+        """The station file describes the simulated lab (its `sim:` section): what a
+        station *is*, for the simulator's own tools; the engine asks what it can *do*
+        (`in_process`, `default_seed`, `measures_films`)."""
         return self.spec.sim is not None
+
+    @property
+    def in_process(self) -> bool:
+        """Every instrument lives in this process, on the run's own clock (`sim://`): a run
+        may go in virtual time, no guard process is needed, and a resume rolls their world
+        back to its checkpoint (what came after never happened). False as soon as one
+        instrument is outside — hardware, or emulators served by `lipon-hw sim serve`,
+        whose world lives on while the host is down."""
+        return all(address.startswith("sim://") for inst in self.spec.instruments.values()
+                   for address in inst.addresses)
+
+    @property
+    def default_seed(self) -> int | None:
+        """The seed a run takes when none is asked for (None: nothing of the station is
+        random)."""
+        return self.spec.sim.seed if self.spec.sim is not None else None
+
+    @property
+    def measures_films(self) -> bool:
+        """The station can measure a film it made, for a tooling calibration without an
+        operator's number: the simulated lab knows its films' true thickness."""
+        return self.in_process and self.spec.sim is not None
 
     @property
     def path(self) -> str:

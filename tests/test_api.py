@@ -129,7 +129,7 @@ def test_the_example_runs_and_its_tables_match_the_export(tmp_path):
 
 
 def test_run_refuses_a_sample_for_a_protocol(tmp_path):
-    with pytest.raises(InputError, match="sample= is for recipes"):
+    with pytest.raises(InputError, match=r"\(--sample\) is for recipes"):
         lipon_hw.run("lipon_conductivity", tmp_path, sample="FS-001")
 
 

@@ -21,7 +21,9 @@ from served import serve_on_consecutive_ports
 from stores import committed
 
 from lipon_hw.celltest.channels import ChannelState, run_channels
-from lipon_hw.celltest.session import load, mount_cells, resume_cycling, start_cycling
+from lipon_hw.celltest.groups import mount_cells
+from lipon_hw.celltest.plan import load
+from lipon_hw.celltest.session import resume_cycling, start_cycling
 from lipon_hw.engine.lifecycle import make_env
 from lipon_hw.errors import StoreError
 from lipon_hw.station import load_station

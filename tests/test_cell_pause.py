@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from lipon_hw.celltest.channels import ChannelState, run_channels
-from lipon_hw.celltest.session import OperatorWish, load, mount_cells
+from lipon_hw.celltest.groups import OperatorWish, mount_cells
+from lipon_hw.celltest.plan import load
 from lipon_hw.engine.lifecycle import make_env
 from lipon_hw.station import load_station
 from lipon_hw.store import Store

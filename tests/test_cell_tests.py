@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from stores import committed
 
-from lipon_hw.celltest.session import load, resume_cycling, start_cycling
+from lipon_hw.celltest.plan import load
+from lipon_hw.celltest.session import resume_cycling, start_cycling
 from lipon_hw.errors import InputError
 from lipon_hw.station import load_station
 from lipon_hw.store import Store

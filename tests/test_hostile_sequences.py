@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lipon_hw.celltest.session import load as load_protocol
+from lipon_hw.celltest.plan import load as load_protocol
 from lipon_hw.celltest.session import start_cycling
 from lipon_hw.cli import main
 from lipon_hw.deposition.interlocks import parse_interlock

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -13,57 +14,61 @@ from click.testing import CliRunner
 
 from lipon_hw import kinds
 from lipon_hw.cli import main
-from lipon_hw.errors import InputError
+from lipon_hw.engine.lifecycle import Opening, Outcome
 from lipon_hw.export import export_run
+from lipon_hw.kinds import KindBase
 from lipon_hw.store import Store
-from lipon_hw.yamlfile import load
+from lipon_hw.yamlfile import load, loads
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class SoakKind:
-    """Hold for `minutes` of virtual time; one reading a minute."""
+@dataclass
+class Soak:
+    name: str
+    text: str
+    minutes: int
+
+
+class SoakKind(KindBase):
+    """Hold for `minutes` of virtual time; one reading a minute. Everything a run does but
+    run is the lifecycle's: its row, locks, guard, status on every exit, --json, plots."""
 
     name = "soak"
     document_kind = "soak"
-    export_formats = ("csv",)
 
-    def _minutes(self, sequence: str) -> int:
-        doc = load(sequence)
+    def load(self, sequence, station, store, text=None):
+        doc = load(sequence) if text is None else loads(text, sequence)
         minutes = doc.data.get("minutes")
         if not isinstance(minutes, int) or not 1 <= minutes <= 600:
             raise doc.error(("minutes",), "is a whole number of minutes from 1 to 600")
-        return minutes
+        return Soak(doc.data.get("name", "soak"), doc.text, minutes)
 
-    def validate(self, sequence, station_path, store):
-        minutes = self._minutes(sequence)
-        return {"valid": True, "kind": self.name, "minutes": minutes}, f"soak {minutes} min"
+    def describe(self, plan, sequence, station):
+        return {"valid": True, "kind": self.name, "minutes": plan.minutes}, \
+            f"soak {plan.minutes} min"
 
-    def run(self, sequence, options):
-        minutes = self._minutes(sequence)
-        store = Store(options.data_dir)
-        run_id = store.create_run("soak", self.name, sequence, load(sequence).text, "", None,
-                                  None)
-        for m in range(minutes):
-            store.add_readings(run_id, 60.0 * m, {"soak.minutes": float(m)})
-        store.set_status(run_id, "completed", "soaked", {"minutes": minutes})
-        store.close()
-        print(json.dumps({"run_id": run_id, "minutes": minutes}))
+    def opening(self, store, station, plan, options):
+        return Opening([])
 
-    def resume(self, run_id, options):
-        raise InputError(f"run {run_id}: a soak has nothing to resume")
+    def execute(self, running):
+        env = running.env()
+
+        def soak():
+            for m in range(running.plan.minutes):
+                running.store.add_readings(running.run_id, env.now, {"soak.minutes": float(m)})
+                yield env.timeout(60.0)
+
+        env.run(env.process(soak()))
+        summary = {"minutes": running.plan.minutes, "virtual_s": env.now}
+        running.store.set_status(running.run_id, "completed", "soaked", summary)
+        return Outcome("completed", "soaked", summary, env.now)
+
+    def json_fields(self, result):
+        return {"minutes": result.summary["minutes"]}
 
     def export(self, store, run_id, fmt, out, force):
         return [export_run(store, run_id, fmt, out, force=force)]
-
-    def plots(self, store, run_id, out):
-        return []
-
-    def make_safe(self, run, station, lab, done, failed):
-        pass  # a soak drives no instrument
-
-    def last_stored_t(self, store, run_id):
-        return store.last_reading_t(run_id) or 0.0
 
 
 @pytest.fixture
@@ -83,15 +88,21 @@ def test_a_third_kind_runs_validates_exports_and_reports_through_the_same_comman
     assert out.exit_code == 0 and json.loads(out.output)["minutes"] == 3
     out = cli.invoke(main, ["run", str(seq), "--data", data])
     assert out.exit_code == 0, out.output
-    run_id = json.loads(out.output)["run_id"]
-    assert Store(data).run(run_id).kind == "soak"
+    assert out.output.startswith("run 1 completed: soaked; 180 s of run time")
+    out = cli.invoke(main, ["run", str(seq), "--data", data, "--json"])
+    shown = json.loads(out.output)
+    run_id = shown["run_id"]
+    assert shown["status"] == "completed" and shown["minutes"] == 3
+    assert shown["duration_s"] == 180.0 and shown["message"] == "soaked"
+    stored = Store(data).run(run_id)
+    assert stored.kind == "soak" and stored.status == "completed"
     out = cli.invoke(main, ["export", str(run_id), "--data", data, "--out",
                             str(tmp_path / "soak.csv")])
     assert out.exit_code == 0, out.output
     assert (tmp_path / "soak.csv").read_text().splitlines()[0] == "t_s,soak.minutes,step,step_kind"
     assert cli.invoke(main, ["report", str(run_id), "--data", data]).exit_code == 0
     out = cli.invoke(main, ["resume", str(run_id), "--data", data])
-    assert out.exit_code == 2 and "a soak has nothing to resume" in out.output
+    assert out.exit_code == 2 and f"run {run_id} is completed" in out.output
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: soak\nkind: soak\nminutes: 0\n", encoding="utf-8")
     out = cli.invoke(main, ["run", str(bad), "--data", data])
@@ -128,4 +139,27 @@ def test_what_every_kind_shares_imports_no_kind():
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             offences += [f"{path.name}:{node.lineno}: {n}" for n in names
                          if n.startswith(("lipon_hw.deposition", "lipon_hw.celltest"))]
+    assert offences == []
+
+
+def test_the_lifecycle_is_written_once():
+    """A run's row, its lock, finding a run to resume, the guard and the plots at a run's
+    end are `engine/lifecycle.py`'s only: no kind has a start or resume of its own. How a
+    run ended is stored by the part that made its hardware safe first — the deposition
+    engine, the cell test's judge of its channels — and by the guard when the engine died."""
+    once = {"create_run", "open_run", "take_run", "run_to_resume", "start_guard",
+            "draw_plots"}
+    ends_runs = {"lipon_hw/engine/lifecycle.py", "lipon_hw/engine/guard.py",
+                 "lipon_hw/deposition/runner.py", "lipon_hw/celltest/session.py"}
+    offences = []
+    for path in sorted((ROOT / "lipon_hw").rglob("*.py")):
+        where = path.relative_to(ROOT).as_posix()
+        if where in ("lipon_hw/engine/lifecycle.py", "lipon_hw/store.py") or \
+                where.startswith("lipon_hw/sim/"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call):
+                name = getattr(node.func, "attr", getattr(node.func, "id", ""))
+                if name in once or (name == "set_status" and where not in ends_runs):
+                    offences.append(f"{where}:{node.lineno}: {name}")
     assert offences == []

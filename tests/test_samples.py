@@ -74,7 +74,7 @@ def test_sample_option_is_refused_for_a_cell_test(tmp_path):
     out = cli("run", SEQUENCES / "li_cu_plating.yaml", "--data", tmp_path / "d", "--sample",
               "X-1", cwd=tmp_path)
     assert out.returncode == 2
-    assert "--sample is for recipes" in out.stderr
+    assert "(--sample) is for recipes" in out.stderr
 
 
 def test_an_aborted_deposition_keeps_its_layer_as_partial(tmp_path):

@@ -1,80 +1,106 @@
-"""The cell-test run kind (`kind: cycling` protocols on potentiostat channels):
-validation, running and resuming with a bar per channel, the summary and `--json`,
-exports (Battery Data Format, CSV, Parquet) and the per-channel plots. The lifecycle
-itself is the engine's (`engine.cell_session`); this is what the command line shows."""
+"""The cell-test run kind (`kind: cycling` protocols on potentiostat channels): its schema,
+validation, the channels' execution (`session`), a bar per channel, the summary and its
+`--json` fields, exports (Battery Data Format, CSV, Parquet) and the per-channel plots.
+The lifecycle itself is the engine's (`engine.lifecycle`), the same for every kind."""
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
 
 import click
 
-from lipon_hw.errors import InputError, RunAborted
-from lipon_hw.kinds import RunOptions
+from lipon_hw.kinds import KindBase
 
 
-class CellTestKind:
+class CellTestKind(KindBase):
     name = "cycling"
     document_kind = "cycling"
     export_formats = ("csv", "parquet", "bdf", "bdf-parquet")
+    resumable = ("running", "interrupted", "failed", "aborted")
 
-    def validate(self, sequence: str, station_path: str | None, store
-                 ) -> tuple[dict, str]:
-        from lipon_hw.celltest.session import load
-        from lipon_hw.station import load_station
+    def schema(self) -> dict:
+        from lipon_hw.celltest.protocol_json import protocol_schema
 
-        station = load_station(station_path)
-        proto = load(sequence, station, store)
+        return protocol_schema()
+
+    def load(self, sequence: str, station, store, text: str | None = None):
+        from lipon_hw.celltest.plan import load
+
+        return load(sequence, station, store, text=text)
+
+    def describe(self, proto, sequence: str, station) -> tuple[dict, str]:
         channels = [p.channel for p in proto.channels]
         return ({"valid": True, "name": proto.name, "kind": self.name,
                  "potentiostat": proto.potentiostat, "channels": channels},
                 f"{sequence}: valid (cell test on {len(channels)} channel"
                 f"{'s' * (len(channels) > 1)} of {proto.potentiostat}, {station.spec.name})")
 
-    def run(self, sequence: str, options: RunOptions) -> None:
-        from lipon_hw.celltest.session import start_cycling
+    def opening(self, store, station, proto, options):
+        from lipon_hw.celltest.session import opening
 
-        o = options
-        if o.sample_id is not None:
-            raise InputError(f"--sample is for recipes; {sequence} is a cell-test protocol, "
-                             "which names each channel's sample itself (sample: per channel)")
-        with ChannelProgress(quiet=o.as_json) as progress:
-            result = start_cycling(sequence, o.data_dir, o.station_path, seed=o.seed,
-                                   speed=o.speed, notify=progress.note, on_start=progress.start,
-                                   on_cycle=progress.cycle, workers=o.workers)
-        print_summary(result, o.as_json)
+        return opening(store, station, proto, options, proto.path)
 
-    def resume(self, run_id: int, options: RunOptions) -> None:
-        from lipon_hw.celltest.session import resume_cycling
+    def resumption(self, store, owned, run, station, proto):
+        from lipon_hw.celltest.session import resumption
 
-        o = options
-        with ChannelProgress(quiet=o.as_json) as progress:
-            result = resume_cycling(run_id, o.data_dir, speed=o.speed, notify=progress.note,
-                                    on_start=progress.start, on_cycle=progress.cycle,
-                                    workers=o.workers)
-        print_summary(result, o.as_json)
+        return resumption(store, owned, run, station, proto)
+
+    def execute(self, running):
+        from lipon_hw.celltest.session import execute
+
+        return execute(running)
 
     def export(self, store, run_id: int, fmt: str, out: str, force: bool) -> list[Path]:
         from lipon_hw.celltest.results import export_cell_run
 
         return export_cell_run(store, run_id, fmt, out, force=force)
 
-    def plots(self, store, run_id: int, out: Path) -> list[Path]:
+    def plots(self, store, run_id: int, out: Path, brief: bool = False) -> list[Path]:
+        """Every channel's plots; at the end of a run (`brief`) the first channel's only
+        (`lipon-hw report RUN` draws them all)."""
         from lipon_hw.celltest.results import write_cell_plots
 
-        return write_cell_plots(store, run_id, out)
+        return write_cell_plots(store, run_id, out, max_channels=1 if brief else None)
+
+    def progress(self, quiet: bool):
+        return ChannelProgress(quiet)
+
+    def summary_lines(self, result) -> list[str]:
+        lines = []
+        for ch in result.summary.get("channels", []):
+            ce = ch.get("mean_coulombic_efficiency")
+            lines.append(f"  ch {ch['channel']:>2} {ch['status']:<10} {ch['cycles']:>4} cycles"
+                         f"  last discharge {_fmt(ch.get('last_discharge_uAh'), 4)} µAh"
+                         f"  mean CE {_fmt(ce * 100 if ce else None, 3)} %  {ch['message']}")
+        for key in ("ionic_conductivity_S_cm", "electronic_conductivity_S_cm"):
+            if result.summary.get(key) is not None:
+                u = result.summary.get(key.replace("_S_cm", "_rel_uncertainty"))
+                lines.append(f"  {key} = {result.summary[key]:.3g}"
+                             + (f" (± {u:.1%}, 1 s.d.)" if u else ""))
+        if result.summary.get("ionic_conductivity_note"):
+            lines.append("  ionic conductivity not reported: "
+                         f"{result.summary['ionic_conductivity_note']}")
+        lines.append(f"run {result.run_id} {result.status}: {result.message}; "
+                     f"{result.t_s / 3600:.1f} h of testing in {result.wall_s:.1f} s")
+        return lines
+
+    def json_fields(self, result) -> dict:
+        out = {k: v for k, v in result.summary.items() if k not in ("channels", "virtual_s")}
+        out["channels"] = [{k: _round(v) for k, v in ch.items()}
+                           for ch in result.summary.get("channels", [])]
+        return out
 
     def make_safe(self, run, station, lab, done: list[str], failed: list[str]) -> None:
         """The protocol's channels, each stopped with its cell off (the potentiostat's
         other channels may test another run's cells: they are left alone)."""
-        from lipon_hw.celltest.session import _disconnect, load
+        from lipon_hw.celltest.groups import disconnect
+        from lipon_hw.celltest.plan import load
 
         proto = load(run.sequence_path, station, None, text=run.sequence_text)
         channels = [plan.channel for plan in proto.channels]
-        failures = _disconnect(lab.instruments[proto.potentiostat], channels)
+        failures = disconnect(lab.instruments[proto.potentiostat], channels)
         failed.extend(failures)
         if not failures:
             done.append(f"{proto.potentiostat} channels {', '.join(map(str, channels))}")
@@ -121,7 +147,7 @@ class ChannelProgress:
                 desc=f"run {run_id} ch {plan.channel:>2}", dynamic_ncols=True, leave=False,
                 mininterval=0.5)
 
-    def cycle(self, channel: int, completed: int) -> None:
+    def update(self, channel: int, completed: int) -> None:
         """A channel's completed cycles; the bars are redrawn at most twice a second."""
         bar = self.bars.get(channel)
         if bar is None or bar.n == completed:
@@ -137,42 +163,10 @@ class ChannelProgress:
         if not self.quiet:
             click.echo(message, err=True)
 
-    def close(self) -> None:
+    def close(self, completed: bool = False) -> None:
         for bar in self.bars.values():
             bar.close()
         self.bars = {}
-
-
-def summary_json(result) -> dict:
-    channels = result.summary.get("channels", [])
-    out = {"run_id": result.run_id, "status": result.status, "message": result.message,
-           "duration_s": round(result.t_s, 3), "wall_s": round(result.wall_s, 3)}
-    out.update({k: v for k, v in result.summary.items() if k not in ("channels", "virtual_s")})
-    out["channels"] = [{k: _round(v) for k, v in ch.items()} for ch in channels]
-    return out
-
-
-def print_summary(result, as_json: bool) -> None:
-    if as_json:
-        click.echo(json.dumps(summary_json(result)))
-    else:
-        for ch in result.summary.get("channels", []):
-            ce = ch.get("mean_coulombic_efficiency")
-            click.echo(f"  ch {ch['channel']:>2} {ch['status']:<10} {ch['cycles']:>4} cycles"
-                       f"  last discharge {_fmt(ch.get('last_discharge_uAh'), 4)} µAh"
-                       f"  mean CE {_fmt(ce * 100 if ce else None, 3)} %  {ch['message']}")
-        for key in ("ionic_conductivity_S_cm", "electronic_conductivity_S_cm"):
-            if result.summary.get(key) is not None:
-                u = result.summary.get(key.replace("_S_cm", "_rel_uncertainty"))
-                click.echo(f"  {key} = {result.summary[key]:.3g}"
-                           + (f" (± {u:.1%}, 1 s.d.)" if u else ""))
-        if result.summary.get("ionic_conductivity_note"):
-            click.echo("  ionic conductivity not reported: "
-                       f"{result.summary['ionic_conductivity_note']}")
-        click.echo(f"run {result.run_id} {result.status}: {result.message}; "
-                   f"{result.t_s / 3600:.1f} h of testing in {result.wall_s:.1f} s")
-    if result.status != "completed":
-        raise RunAborted(result.message)
 
 
 def _round(v):

@@ -223,7 +223,7 @@ def _plain(rows, path: Path, fmt: str) -> Path:
 
 # --- plots ---------------------------------------------------------------------------------
 def write_cell_plots(store: Store, run_id: int, out_dir: Path | str,
-                     max_channels: int = 16) -> list[Path]:
+                     max_channels: int | None = 16) -> list[Path]:
     from lipon_hw.analysis.plots import plot_capacity_ce, plot_nyquist, plot_voltage_capacity
 
     out = Path(out_dir)

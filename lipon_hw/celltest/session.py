@@ -1,79 +1,41 @@
-"""Starting and resuming cell tests: protocol + station + store + clock → channels.
-
-On a lab that can load cells (the simulated lab's `cells` hook) the engine first puts the
-protocol's cells on their channels, as an operator loads cells into the holders: built
-from the sample's film stack when the channel names a sample (the fab and the test bench
-are one world), else from the protocol's cell kind (the seeds' stack), else the station's
-own cells are used. On hardware the cells are whatever sits in the holders.
-"""
+"""A cell test's own part of the lifecycle (`engine.lifecycle`): the channels' rows of a
+new run, where a resumed run's channels take up, and `execute` — the channels run in one
+process or several (`groups`, `workers`), then the run judged by how its channels ended
+and summarised from the store. `start_cycling` and `resume_cycling` are the lifecycle
+with this kind, for Python callers."""
 
 from __future__ import annotations
 
-import contextlib
-import multiprocessing
 import os
-import signal
 import sqlite3
-import sys
-import time
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 from lipon_hw.celltest import protocol as pr
-from lipon_hw.celltest.channels import ChannelState, run_channels, stop_reason
-from lipon_hw.engine import claims
-from lipon_hw.engine.guard import needs_guard, start_guard
+from lipon_hw.celltest.channels import ChannelState, stop_reason
+from lipon_hw.celltest.groups import run_group, split
+from lipon_hw.celltest.workers import run_workers
+from lipon_hw.engine import claims, lifecycle
 from lipon_hw.engine.lifecycle import (
     Interrupted,
+    Outcome,
+    Resumption,
+    Running,
     RunResult,
-    check_speed,
-    ends_run_on_failure,
-    make_env,
-    open_run,
-    plots_dir,
-    run_seed,
-    run_to_resume,
+    Watch,
     uninterruptible,
 )
-from lipon_hw.engine.ownership import Ownership
-from lipon_hw.errors import InputError, LiponError, StoreError
-from lipon_hw.station import Station, load_station
+from lipon_hw.errors import InputError, StoreError
+from lipon_hw.kinds import RunOptions
+from lipon_hw.station import Station
 from lipon_hw.store import Channel, Store
+
+__all__ = ["start_cycling", "resume_cycling"]
+
 
 RESUMABLE = ("running", "interrupted", "failed", "aborted")
 CHANNEL_RESUMABLE = ("pending", "running", "paused", "interrupted", "aborted")
-
-
-def sample_capacity_Ah(store: Store, sample_id: str, area_cm2: float) -> float | None:
-    """A sample's capacity from the cathode layers of its film stack, if it has any."""
-    try:
-        layers = store.film_stack(sample_id)
-    except LiponError:
-        return None
-    uah_cm2 = sum(layer.thickness_nm * 1e-3 * pr.CATHODE_UAH_CM2_PER_UM[layer.material]
-                  for layer in layers if layer.material in pr.CATHODE_UAH_CM2_PER_UM)
-    return uah_cm2 * area_cm2 * 1e-6 if uah_cm2 > 0 else None
-
-
-def load(sequence: str, station: Station, store: Store | None, text: str | None = None
-         ) -> pr.Protocol:
-    """The validated protocol; with a store, its channels' samples must be in it (with films,
-    on a simulated station, which builds the cells from them)."""
-    capacity = (lambda s, a: sample_capacity_Ah(store, s, a)) if store is not None else None
-    exists = (lambda s: _sample_known(store, s, station.simulated)) if store is not None \
-        else None
-    return pr.load_protocol(sequence, station, text=text, sample_capacity=capacity,
-                            sample_exists=exists,
-                            cell_check=station.cell_check())
-
-
-def _sample_known(store: Store, sample_id: str, needs_films: bool) -> bool:
-    try:
-        sample = store.sample(sample_id)
-    except InputError:
-        return False
-    return bool(sample.layers) or not needs_films
 
 
 def start_cycling(sequence: str, data_dir: str | Path, station_path: str | None = None,
@@ -81,29 +43,12 @@ def start_cycling(sequence: str, data_dir: str | Path, station_path: str | None 
                   notify: Callable[[str], None] | None = None,
                   on_start: Callable[[int, pr.Protocol], None] | None = None,
                   on_cycle=None, workers: int | None = None) -> RunResult:
-    station = load_station(station_path)
-    store = Store(data_dir)
-    owned = Ownership(data_dir)
-    try:
-        proto = load(sequence, station, store)
-        check_speed(speed)
-        seed = run_seed(station, seed)
+    """Run a cell-test protocol (the lifecycle with this kind, for Python callers)."""
+    from lipon_hw.celltest.kind import KIND
 
-        def prepare(run_id: int) -> None:
-            for plan in proto.channels:
-                store.add_channel(run_id, plan.channel, proto.potentiostat, plan.sample,
-                                  plan.program.name)
-            if on_start:
-                on_start(run_id, proto)
-
-        run_id = open_run(store, owned, station, claims.cell_test(station, proto), "cycling",
-                          proto.name, sequence, proto.text, seed, None, prepare)
-        states = {plan.channel: ChannelState() for plan in proto.channels}
-        return _drive(store, run_id, proto, station, states, seed, speed, on_cycle, notify,
-                      workers)
-    finally:
-        owned.release()
-        store.close()
+    return lifecycle.start(KIND, sequence, RunOptions(str(data_dir), station_path, seed, speed,
+                                                      workers),
+                           Watch(notify, on_start, on_cycle))
 
 
 def resume_cycling(run_id: int, data_dir: str | Path, speed: float | None = None,
@@ -111,62 +56,75 @@ def resume_cycling(run_id: int, data_dir: str | Path, speed: float | None = None
                    on_start: Callable[[int, pr.Protocol], None] | None = None,
                    on_cycle=None, workers: int | None = None) -> RunResult:
     """Every channel that had not ended continues from its last step boundary."""
-    store = Store(data_dir)
-    owned = Ownership(data_dir)
-    try:
-        run, station = run_to_resume(store, run_id, RESUMABLE, owned)
-        proto = load(run.sequence_path, station, store, text=run.sequence_text)
-        claims.take_cell_resume(owned, store, run_id, station, proto, CHANNEL_RESUMABLE)
-        stored = {c.channel: c for c in store.channels(run_id)}
-        states = {}
+    from lipon_hw.celltest.kind import KIND
+
+    return lifecycle.resume(KIND, run_id, RunOptions(str(data_dir), speed=speed,
+                                                     workers=workers),
+                            Watch(notify, on_start, on_cycle))
+
+
+def opening(store: Store, station: Station, proto: pr.Protocol, options: RunOptions,
+            sequence: str) -> lifecycle.Opening:
+    if options.sample_id is not None:
+        raise InputError(f"a sample to deposit on (--sample) is for recipes; {sequence} is "
+                         "a cell-test protocol, which names each channel's sample itself "
+                         "(sample: per channel)")
+
+    def prepare(run_id: int) -> None:
         for plan in proto.channels:
-            row = stored.get(plan.channel)
-            if row is None or row.status not in CHANNEL_RESUMABLE:
-                continue
-            state = ChannelState.from_dict(row.state)
-            if station.simulated:  # the simulated cell rolls back: what came after never was
-                store.rewind_channel(run_id, plan.channel, state.t_s)
-            else:  # real cells lived on: the clock goes on from the last sample stored
-                state.t_s = max(state.t_s, store.last_cell_sample_t(run_id, plan.channel))
-            state.step_count = max(state.step_count,
-                                   store.max_step_count(run_id, plan.channel))
-            states[plan.channel] = state
-        if not states:  # killed after its channels ended, before its status was written
-            status, message, summary = _end_run(store, run_id, proto, "completed", "")
-            _plots(store, run_id, notify)
-            return RunResult(run_id, status, message, summary["virtual_s"], 0.0, summary)
-        t0 = min(s.t_s for s in states.values())
-        store.requests.take(run_id)  # a resume runs: a pause or abort asked before is done
-        store.set_status(run_id, "running", f"resumed from t = {t0:.0f} s")
-        with ends_run_on_failure(store, run_id):
-            store.add_alarm(run_id, t0, "info", "engine", f"resumed channels "
-                            f"{', '.join(map(str, states))} from their last step")
-            if on_start:
-                on_start(run_id, proto)
-        return _drive(store, run_id, proto, station, states, run.seed, speed, on_cycle, notify,
-                      workers)
-    finally:
-        owned.release()
-        store.close()
+            store.add_channel(run_id, plan.channel, proto.potentiostat, plan.sample,
+                              plan.program.name)
+
+    return lifecycle.Opening(claims.cell_test(station, proto), None, [], prepare)
 
 
-def _drive(store: Store, run_id: int, proto: pr.Protocol, station: Station,
-           states: dict[int, ChannelState], seed: int | None, speed: float | None,
-           on_cycle, notify=None, workers: int | None = None) -> RunResult:
-    """Run the channels in `workers` processes (default: one per core for a simulated
-    run in virtual time, one for real time), then summarise from the store."""
-    wall0 = time.monotonic()
-    realtime = not station.simulated or speed is not None
-    groups = _groups([p.channel for p in proto.channels if p.channel in states],
-                     workers or (1 if realtime else os.cpu_count() or 1))
+def resumption(store: Store, owned, run, station: Station, proto: pr.Protocol
+               ) -> Resumption:
+    """Each channel that had not ended, from its last step boundary. Where the station's
+    world lives in this process its cells roll back to that boundary (what came after
+    never was); real cells lived on, so their clock goes on from the last sample stored.
+    Step counts stay monotonic either way."""
+    claims.take_cell_resume(owned, store, run.id, station, proto, CHANNEL_RESUMABLE)
+    stored = {c.channel: c for c in store.channels(run.id)}
+    states = {}
+    for plan in proto.channels:
+        row = stored.get(plan.channel)
+        if row is None or row.status not in CHANNEL_RESUMABLE:
+            continue
+        state = ChannelState.from_dict(row.state)
+        if station.in_process:
+            store.rewind_channel(run.id, plan.channel, state.t_s)
+        else:
+            state.t_s = max(state.t_s, store.last_cell_sample_t(run.id, plan.channel))
+        state.step_count = max(state.step_count, store.max_step_count(run.id, plan.channel))
+        states[plan.channel] = state
+    if not states:  # killed after its channels ended, before its status was written
+        return Resumption(0.0, {}, "", finished=True)
+    return Resumption(min(s.t_s for s in states.values()), states,
+                      f"resumed channels {', '.join(map(str, states))} from their last step")
+
+
+def execute(running: Running) -> Outcome:
+    """Run the channels in `workers` processes (default: one per core for a run in
+    virtual time, one for real time), then judge and summarise the run from the store."""
+    store, run_id, proto = running.store, running.run_id, running.plan
+    if running.resumed is None:
+        states = {plan.channel: ChannelState() for plan in proto.channels}
+    else:
+        states = running.resumed.state
+    if not states:
+        status, message, summary = _end_run(store, run_id, proto, "completed", "")
+        return Outcome(status, message, summary, summary["virtual_s"])
+    groups = split([p.channel for p in proto.channels if p.channel in states],
+                     running.workers or (1 if running.realtime else os.cpu_count() or 1))
     status, message = "failed", ""
-    # on real instruments a guard process disconnects the cells should this one be killed
-    guard = start_guard(store.data_dir, run_id) if needs_guard(station) else None
     try:
         if len(groups) == 1:
-            _run_group(store, run_id, proto, station, states, seed, speed, on_cycle)
+            run_group(store, run_id, proto, running.station, states, running.seed,
+                       running.speed, running.watch.progress)
         else:
-            _run_workers(store, run_id, groups, states, seed, speed, on_cycle)
+            run_workers(store, run_id, groups, states, running.seed, running.speed,
+                         running.watch.progress)
         status = "completed"
     except KeyboardInterrupt:
         status, message = "interrupted", "stopped by the operator (Ctrl-C / SIGTERM)"
@@ -186,12 +144,7 @@ def _drive(store: Store, run_id: int, proto: pr.Protocol, station: Station,
                 message += f" ({lost} buffered samples and readings were not stored)"
                 status = "failed" if status == "completed" else status
                 status, message, summary = _end_run(store, run_id, proto, status, message)
-            finally:  # this process ended the run itself (its cells are off): guard not needed
-                if guard is not None:
-                    guard.release()
-    _plots(store, run_id, notify)
-    return RunResult(run_id, status, message, summary["virtual_s"], time.monotonic() - wall0,
-                     summary)
+    return Outcome(status, message, summary, summary["virtual_s"])
 
 
 def _end_run(store: Store, run_id: int, proto: pr.Protocol, status: str, message: str
@@ -218,145 +171,6 @@ def _judged(rows: list[Channel]) -> tuple[str, str]:
         first = next((row.message for row in rows if row.message), "")
         return "failed", f"no channel got through its protocol ({outcome}); {first}".rstrip("; ")
     return "completed", outcome
-
-
-def _groups(channels: list[int], workers: int) -> list[list[int]]:
-    n = max(1, min(workers, len(channels)))
-    return [channels[k::n] for k in range(n)]
-
-
-def _run_group(store: Store, run_id: int, proto: pr.Protocol, station: Station,
-               states: dict[int, ChannelState], seed: int | None, speed: float | None,
-               on_cycle) -> None:
-    """Some channels on one clock, in this process; their cells disconnected at the end."""
-    proto = replace(proto, channels=[p for p in proto.channels if p.channel in states])
-    t0 = min(states[p.channel].t_s for p in proto.channels)
-    env = make_env(station, speed, t0)
-    lab = station.connect(lambda: env.now, seed=seed)
-    pstat = lab.instruments[proto.potentiostat]
-    try:
-        snapshots = {n: s.cell for n, s in states.items()}
-        cells = mount_cells(lab, proto, store, seed, snapshots, run_id) if lab.cells else {}
-        run_channels(env, store, run_id, proto, pstat, states, cells,
-                     realtime=not station.simulated or speed is not None, on_cycle=on_cycle,
-                     operator=OperatorWish(store, run_id))
-    finally:
-        with uninterruptible():
-            failures = _disconnect(pstat, [p.channel for p in proto.channels])
-            try:  # a store that fails here does not keep the lab from being closed
-                for failure in failures:
-                    store.add_alarm(run_id, env.now, "error", proto.potentiostat, failure)
-                store.flush()
-            finally:
-                lab.close()
-
-
-class OperatorWish:
-    """The operator's standing wish for a running cell test, from its pending requests
-    (every worker of the run sees them): "abort" once asked, else the last of "pause" and
-    "continue", else None. Read from the store at most once a second of wall time."""
-
-    def __init__(self, store: Store, run_id: int, every_s: float = 1.0):
-        self.store, self.run_id, self.every_s = store, run_id, every_s
-        self._read_at = time.monotonic()
-        self._wish: str | None = None
-
-    def __call__(self) -> str | None:
-        if time.monotonic() - self._read_at >= self.every_s:
-            self._read_at = time.monotonic()
-            pending = self.store.requests.pending(self.run_id)
-            toggles = [a for a in pending if a in ("pause", "continue")]
-            self._wish = "abort" if "abort" in pending else toggles[-1] if toggles else None
-        return self._wish
-
-
-def _disconnect(pstat, channels: list[int]) -> list[str]:
-    """Every channel of this group stopped with its cell off, whatever ended the run (the
-    channels normally did it themselves; other groups' channels are not touched). Returns
-    what failed, one sentence per channel."""
-    failures = []
-    for channel in channels:
-        try:
-            pstat.stop(channel)
-            pstat.cell_off(channel)
-        except Exception as exc:  # noqa: BLE001 - every channel is tried
-            failures.append(f"channel {channel}: the cell could not be disconnected ({exc})")
-    return failures
-
-
-def _run_workers(store: Store, run_id: int, groups: list[list[int]],
-                 states: dict[int, ChannelState], seed: int | None, speed: float | None,
-                 on_cycle) -> None:
-    """One process per group of channels (each its own clock, lab and database
-    connection); progress is read back from the store."""
-    ctx = multiprocessing.get_context("spawn")
-    procs = []
-    for group in groups:
-        args = (str(store.data_dir), run_id, {n: asdict(states[n]) for n in group}, seed, speed,
-                os.getpid())
-        procs.append(ctx.Process(target=_worker, args=args, name=f"channels {group}"))
-    try:
-        for proc in procs:
-            proc.start()
-        while any(p.is_alive() for p in procs):
-            for proc in procs:
-                proc.join(timeout=0.5 / len(procs))
-            if on_cycle:
-                for row in store.channels(run_id):
-                    on_cycle(row.channel, max(row.cycle - 1, 0))
-    except BaseException:  # a SIGTERM that only reached us, or this process failing: no
-        for proc in procs:  # worker runs on unwatched; each disconnects its cells and says so
-            if proc.is_alive():
-                os.kill(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            if proc.pid is not None:
-                proc.join()
-        raise
-    failed = [p for p in procs if p.exitcode not in (0, None)]
-    for proc in failed:
-        store.add_alarm(run_id, 0.0, "error", "engine",
-                        f"the process of {proc.name} ended with exit code {proc.exitcode}")
-
-
-def _worker(data_dir: str, run_id: int, states: dict, seed: int | None,
-            speed: float | None, parent_pid: int) -> None:
-    """A worker process: its channels of the run, to their end."""
-    claims.join_workers(data_dir, run_id)  # first: a resume waits for it until we end
-    if not _die_with_parent(parent_pid):
-        return  # the parent died while this worker was starting: touch nothing
-
-    def interrupt(_signum, _frame):
-        # one stop is enough: a second signal (Ctrl-C reaches the whole process group, then
-        # the parent passes SIGTERM on) must not cut the cells' disconnection short
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_IGN)
-        raise KeyboardInterrupt
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, interrupt)
-    store = Store(data_dir)
-    try:
-        run = store.run(run_id)
-        station = load_station(text=run.station_text)
-        proto = load(run.sequence_path, station, store, text=run.sequence_text)
-        mine = {int(n): ChannelState.from_dict(s) for n, s in states.items()}
-        _run_group(store, run_id, proto, station, mine, seed, speed, None)
-    except KeyboardInterrupt:
-        pass  # every channel has recorded itself as interrupted
-    finally:
-        store.close()
-
-
-def _die_with_parent(parent_pid: int) -> bool:
-    """If the parent is killed (even with SIGKILL), Linux sends this worker SIGTERM, so
-    it disconnects its cells and stops instead of running on unwatched. False if the
-    parent is already gone (it died before the request could be made)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    return os.getppid() == parent_pid
 
 
 def _mark_lost(store: Store, run_id: int, rows: list[Channel], status: str
@@ -414,36 +228,3 @@ def _outcome(rows: list[Channel]) -> str:
         ended.setdefault(row.status, []).append(row.channel)
     return "; ".join(f"{status}: channel{'s' * (len(nums) > 1)} "
                      f"{', '.join(map(str, nums))}" for status, nums in sorted(ended.items()))
-
-
-def mount_cells(lab, proto: pr.Protocol, store: Store, seed: int | None,
-                snapshots: dict, run_id: int) -> dict[int, object]:
-    """Each channel's cell physics (restored to its snapshot), the cells loaded by the
-    lab's `cells` hook from the sample's films or the protocol's declared cell."""
-    cells = {}
-    for plan in proto.channels:
-        spec = plan.cell
-        if spec.kind is not None or plan.sample is not None:
-            try:
-                lab.cells.mount(store, run_id, proto.potentiostat, plan.channel, spec,
-                                plan.sample, seed)
-            except ValueError as exc:
-                raise InputError(f"channel {plan.channel}: cannot build a simulated "
-                                 f"{spec.kind or 'full'} cell ({exc})") from None
-        cells[plan.channel] = lab.cells.channel(proto.potentiostat, plan.channel)
-        if snapshots.get(plan.channel):
-            cells[plan.channel].restore(snapshots[plan.channel])
-    return cells
-
-
-def _plots(store: Store, run_id: int, notify) -> None:
-    """The first channel's plots beside the database (`lipon-hw report RUN` draws every
-    channel's). A plot that cannot be drawn is reported, never fatal."""
-    from lipon_hw.celltest.results import write_cell_plots
-
-    try:
-        write_cell_plots(store, run_id, plots_dir(store.data_dir, run_id), max_channels=1)
-    except Exception as exc:  # noqa: BLE001 - plots are a by-product of the run
-        if notify:
-            notify(f"warning: plots of run {run_id} were not written ({exc})")
-

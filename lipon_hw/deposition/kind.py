@@ -1,53 +1,56 @@
-"""The deposition run kind (recipes on the sputter and evaporation tools): validation,
-running and resuming with a thickness progress bar, the summary line and `--json`,
-exports of the readings and the layer plots. The lifecycle itself is the engine's
-(`engine.session`); this is what the command line shows of it."""
+"""The deposition run kind (recipes on the sputter and evaporation tools): its schema,
+validation, the sample a run goes onto, its execution (`session`), a thickness progress
+bar, the summary line and its `--json` fields, exports of the readings and the layer
+plots. The lifecycle itself is the engine's (`engine.lifecycle`), the same for every
+kind."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import click
 
-from lipon_hw.errors import InputError, LiponError, RunAborted
-from lipon_hw.kinds import RunOptions
+from lipon_hw.errors import InputError
+from lipon_hw.kinds import KindBase
 
 
-class DepositionKind:
+class DepositionKind(KindBase):
     name = "deposition"
     document_kind = "deposition"
     export_formats = ("csv", "parquet")
+    resumable = ("running", "interrupted", "aborted", "failed")
 
-    def validate(self, sequence: str, station_path: str | None, store
-                 ) -> tuple[dict, str]:
-        from lipon_hw.deposition.session import validate
+    def schema(self) -> dict:
+        from lipon_hw.deposition.recipe_json import recipe_schema
 
-        recipe, station = validate(sequence, station_path)
+        return recipe_schema()
+
+    def load(self, sequence: str, station, store, text: str | None = None):
+        from lipon_hw.deposition.recipe import load_recipe
+
+        return load_recipe(sequence, station, text=text)
+
+    def describe(self, recipe, sequence: str, station) -> tuple[dict, str]:
         return ({"valid": True, "name": recipe.name, "kind": self.name, "tool": recipe.tool,
                  "steps": [s.describe() for s in recipe.steps]},
                 f"{sequence}: valid ({len(recipe.steps)} steps on {recipe.tool} of "
                 f"{station.spec.name})")
 
-    def run(self, sequence: str, options: RunOptions) -> None:
-        from lipon_hw.deposition.session import start_run
+    def opening(self, store, station, recipe, options):
+        from lipon_hw.deposition.session import opening
 
-        o = options
-        with _Progress(quiet=o.as_json) as progress:
-            _finish(progress, o.as_json, lambda: start_run(
-                sequence, o.data_dir, o.station_path, seed=o.seed, speed=o.speed,
-                notify=progress.note, on_sample=progress.sample, on_start=progress.start,
-                sample_id=o.sample_id))
+        return opening(store, station, recipe, options)
 
-    def resume(self, run_id: int, options: RunOptions) -> None:
-        from lipon_hw.deposition.session import resume_run
+    def resumption(self, store, owned, run, station, recipe):
+        from lipon_hw.deposition.session import resumption
 
-        o = options
-        with _Progress(quiet=o.as_json) as progress:
-            _finish(progress, o.as_json, lambda: resume_run(
-                run_id, o.data_dir, speed=o.speed, notify=progress.note,
-                on_sample=progress.sample, on_start=progress.start))
+        return resumption(store, owned, run, station, recipe)
+
+    def execute(self, running):
+        from lipon_hw.deposition.session import execute
+
+        return execute(running)
 
     def export(self, store, run_id: int, fmt: str, out: str, force: bool) -> list[Path]:
         from lipon_hw.export import export_run
@@ -58,10 +61,39 @@ class DepositionKind:
                              "Data Format is for cell tests)")
         return [export_run(store, run_id, fmt, out, force=force)]
 
-    def plots(self, store, run_id: int, out: Path) -> list[Path]:
+    def plots(self, store, run_id: int, out: Path, brief: bool = False) -> list[Path]:
         from lipon_hw.deposition.report import write_layer_plots
 
         return write_layer_plots(store, run_id, out)
+
+    def progress(self, quiet: bool):
+        return _Progress(quiet)
+
+    def summary_lines(self, result) -> list[str]:
+        summary = result.summary
+        layers = summary.get("layers", [])
+        made = (", ".join(f"{la['material']} {la['thickness_nm']:.1f}" +
+                          (" (partial)" if la["properties"].get("partial") else "")
+                          for la in layers)
+                if len(layers) > 1 else _fmt(summary.get("thickness_nm")))
+        partial = " (partial)" if len(layers) == 1 and layers[0]["properties"].get("partial") \
+            else ""
+        on = f" on sample {summary['sample_id']}" if summary.get("sample_id") else ""
+        rate = (f" at {summary['mean_rate_A_s']:.3f} Å/s" if len(layers) == 1
+                and summary.get("mean_rate_A_s") is not None else "")
+        return [f"run {result.run_id} {result.status}: {made} nm{partial}{rate}{on}, "
+                f"{result.t_s / 3600:.2f} h of process time in {result.wall_s:.1f} s"]
+
+    def json_fields(self, result) -> dict:
+        summary = result.summary
+        return {"sample_id": summary.get("sample_id"),
+                "thickness_nm": _round(summary.get("thickness_nm"), 3),
+                "mean_rate_A_s": _round(summary.get("mean_rate_A_s"), 4),
+                "layers": [{"material": la["material"],
+                            "thickness_nm": round(la["thickness_nm"], 3),
+                            "rate_A_s": _round(la["rate_A_s"], 4),
+                            "partial": bool(la["properties"].get("partial"))}
+                           for la in summary.get("layers", [])]}
 
     def make_safe(self, run, station, lab, done: list[str], failed: list[str]) -> None:
         """The instruments of the recipe's own tools (the station's others may serve
@@ -93,56 +125,6 @@ def _run_roles(run, station) -> dict[str, str]:
 
 
 KIND = DepositionKind()
-
-
-def _finish(progress, as_json: bool, start) -> None:
-
-    try:
-        result = start()
-    except LiponError as exc:
-        progress.close()
-        if progress.run_id is not None and as_json and not isinstance(exc, InputError):
-            click.echo(json.dumps(_run_json_failed(progress, exc)))
-        raise
-    progress.close(completed=result.status == "completed")
-    summary = result.summary
-    if as_json:
-        click.echo(json.dumps({
-            "run_id": result.run_id, "status": result.status,
-            "sample_id": summary.get("sample_id"),
-            "thickness_nm": _round(summary.get("thickness_nm"), 3),
-            "mean_rate_A_s": _round(summary.get("mean_rate_A_s"), 4),
-            "duration_s": round(result.t_s, 3), "wall_s": round(result.wall_s, 3),
-            "layers": [{"material": la["material"], "thickness_nm": round(la["thickness_nm"], 3),
-                        "rate_A_s": _round(la["rate_A_s"], 4),
-                        "partial": bool(la["properties"].get("partial"))}
-                       for la in summary.get("layers", [])],
-            "plots": result.plots}))
-    else:
-        layers = summary.get("layers", [])
-        made = (", ".join(f"{la['material']} {la['thickness_nm']:.1f}" +
-                          (" (partial)" if la["properties"].get("partial") else "")
-                          for la in layers)
-                if len(layers) > 1 else _fmt(summary.get("thickness_nm")))
-        partial = " (partial)" if len(layers) == 1 and layers[0]["properties"].get("partial") \
-            else ""
-        on = f" on sample {summary['sample_id']}" if summary.get("sample_id") else ""
-        rate = (f" at {summary['mean_rate_A_s']:.3f} Å/s" if len(layers) == 1
-                and summary.get("mean_rate_A_s") is not None else "")
-        click.echo(f"run {result.run_id} {result.status}: {made} nm{partial}{rate}{on}, "
-                   f"{result.t_s / 3600:.2f} h of process time in {result.wall_s:.1f} s")
-        if result.plots:
-            click.echo(f"plots: {', '.join(result.plots)}")
-    if result.status != "completed":
-        raise RunAborted(result.message)
-
-
-def _run_json_failed(progress, exc) -> dict:
-    return {"run_id": progress.run_id, "status": _status_of(exc), "message": str(exc)}
-
-
-def _status_of(exc) -> str:
-    return {3: "aborted", 130: "interrupted"}.get(exc.exit_code, "failed")
 
 
 class _Progress:
@@ -183,7 +165,7 @@ class _Progress:
         else:
             click.echo(message, err=True)
 
-    def sample(self, ctx) -> None:
+    def update(self, ctx) -> None:
         if self.bar is None or self.bar.disable:
             return
         self.bar.n = min(sum(self.targets[:ctx.step_idx]) + self._layer_nm(ctx), self.bar.total)

@@ -389,9 +389,9 @@ def _check_against_station(doc: Doc, i: int, step: PlannedStep, recipe: Recipe,
         if p.boat > boats:
             raise doc.error(loc + ("boat",), f"boat {p.boat} does not exist: {selector} "
                                              f"selects boats 1–{boats}")
-    if isinstance(p, CalibrateTooling) and p.measured_nm is None and not station.simulated:
-        raise doc.error(loc + ("measured_nm",), "is required on a station with real hardware "
-                                                "(there is no simulated profilometer)")
+    if isinstance(p, CalibrateTooling) and p.measured_nm is None and not station.measures_films:
+        raise doc.error(loc + ("measured_nm",), "is required: nothing of this station "
+                                                "measures a film's thickness (no profilometer)")
     for role, film in p.films():
         monitors = [roles[r] for r in (role, "deposition_controller") if r in roles]
         for monitor in monitors:

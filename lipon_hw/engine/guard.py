@@ -50,8 +50,7 @@ class Guard:
 
 def needs_guard(station) -> bool:
     """True when some instrument is outside this process (any address but sim://)."""
-    return any(not address.startswith("sim://")
-               for inst in station.spec.instruments.values() for address in inst.addresses)
+    return not station.in_process
 
 
 def start_guard(data_dir: str | Path, run_id: int) -> Guard:

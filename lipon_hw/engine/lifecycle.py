@@ -1,23 +1,54 @@
-"""What every kind of run shares in its lifecycle: the result a run ends with, its clock,
-the guard that ends a run which could not start, finding a run to resume (its lock taken
-first), where its plots go, and the signal hold around a safe state. The kinds
-(`lipon_hw.deposition`, `lipon_hw.celltest`) build their start and resume from these."""
+"""The run lifecycle, written once for every kind of run.
+
+`start(kind, sequence, options)` and `resume(kind, run_id, options)` do what every run
+does, in this order, whatever its kind:
+
+1. the station loaded, the sequence read and checked by the kind (`kind.load`), the
+   clock's speed checked — before anything is locked or stored;
+2. the run's resources locked, then its row written `running` with the station and the
+   sequence as they were (a refusal leaves nothing to undo), its own lock taken, the
+   kind's rows added (`Opening.prepare`); a resume instead takes the run's lock first,
+   lets the kind find where it takes up (`kind.resumption`: its resources, its rewind)
+   and records that it resumed;
+3. a guard process started where an instrument is outside this process, so a killed
+   engine still leaves the hardware safe;
+4. the kind's `execute`: connect, run, make safe on every exit, store how it ended (only
+   the kind knows when its hardware is safe, and it stores nothing before that);
+5. the plots drawn (never allowed to change how the run ended), the store closed, and a
+   `RunResult`.
+
+A failure from step 2 on ends the run with its reason (`ends_run_on_failure`): no run is
+ever left `running` with no engine behind it. What the operator sees — progress, the
+summary line, `--json` — is the console's (`lipon_hw.console`), also written once.
+
+The clock: a station whose instruments all live in this process runs in virtual time by
+default (as fast as the host allows); `speed` puts a run on a real-time clock at that
+many times wall speed. A station with anything outside runs at speed 1 unless told.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import signal
+import sqlite3
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import simpy
 
 from lipon_hw.engine import claims
+from lipon_hw.engine.guard import needs_guard, start_guard
 from lipon_hw.engine.ownership import Ownership
 from lipon_hw.errors import InputError, LiponError
 from lipon_hw.station import Station, load_station
 from lipon_hw.store import Store
+
+#: after a failed run, how long closing the store waits for a lock (the engine waited already)
+LAST_TRY_S = 0.5
 
 
 @dataclass
@@ -29,6 +60,81 @@ class RunResult:
     wall_s: float
     summary: dict = field(default_factory=dict)
     plots: list[str] = field(default_factory=list)  # drawn after the run, beside the store
+
+
+@dataclass
+class Outcome:
+    """How a kind's `execute` ended its run (status and summary already stored)."""
+
+    status: str
+    message: str
+    summary: dict
+    t_s: float  # the run clock at the end
+
+
+@dataclass
+class Watch:
+    """Who watches a run: `note` gets sentences for the operator, `start` the run id and
+    the plan once the run exists, `progress` the kind's own progress calls (a deposition's
+    sample context; a cell test's channel and completed cycles)."""
+
+    note: Callable[[str], None] | None = None
+    start: Callable[[int, Any], None] | None = None
+    progress: Callable[..., None] | None = None
+
+    def say(self, message: str) -> None:
+        if self.note is not None:
+            self.note(message)
+
+
+@dataclass
+class Opening:
+    """What a kind says about a new run before it exists: what it locks, the sample it
+    runs on, sentences for the operator, and the rows it adds once the run exists."""
+
+    resources: list
+    sample_id: str | None = None
+    notes: list[str] = field(default_factory=list)
+    prepare: Callable[[int], None] | None = None
+
+
+@dataclass
+class Resumption:
+    """Where a resumed run takes up: the run clock, the kind's own state (a checkpoint, a
+    channel's step), and the sentence stored as the resume's alarm. `finished`: nothing
+    was left to run (killed after its work ended, before its status was written)."""
+
+    t_s: float
+    state: Any
+    note: str
+    finished: bool = False
+
+
+@dataclass
+class Running:
+    """One run as `execute` gets it: opened (row, locks, guard) by the lifecycle."""
+
+    plan: Any
+    station: Station
+    store: Store
+    run_id: int
+    seed: int | None
+    speed: float | None
+    workers: int | None
+    watch: Watch
+    resumed: Resumption | None = None
+
+    @property
+    def realtime(self) -> bool:
+        return self.speed is not None or not self.station.in_process
+
+    def env(self, initial_time: float = 0.0):
+        return make_env(self.station, self.speed, initial_time)
+
+    def lab(self, env):
+        """The station connected on `env`'s clock; a failure ends the run with its reason."""
+        with ends_run_on_failure(self.store, self.run_id):
+            return self.station.connect(lambda: env.now, seed=self.seed)
 
 
 class Interrupted(LiponError):
@@ -51,6 +157,108 @@ def uninterruptible():
             signal.signal(sig, handler)
 
 
+# --- the lifecycle ----------------------------------------------------------------------
+def start(kind, sequence: str, options, watch: Watch | None = None) -> RunResult:
+    """Run `sequence` as a new run of `kind` (see the module docstring for the order)."""
+    watch = watch or Watch()
+    station = load_station(options.station_path)
+    store = Store(options.data_dir)
+    owned = Ownership(options.data_dir)
+    try:
+        plan = kind.load(sequence, station, store)
+        check_speed(options.speed)
+        opening = kind.opening(store, station, plan, options)
+        seed = run_seed(station, options.seed)
+
+        def prepare(run_id: int) -> None:
+            if opening.prepare is not None:
+                opening.prepare(run_id)
+            for note in opening.notes:
+                watch.say(note)
+            if watch.start is not None:
+                watch.start(run_id, plan)
+
+        run_id = open_run(store, owned, station, opening.resources, kind.name, plan.name,
+                          sequence, plan.text, seed, opening.sample_id, prepare)
+        return _drive(kind, Running(plan, station, store, run_id, seed, options.speed,
+                                    options.workers, watch))
+    except BaseException:
+        _last_try_to_close(store)
+        raise
+    finally:
+        owned.release()
+
+
+def resume(kind, run_id: int, options, watch: Watch | None = None) -> RunResult:
+    """Continue an unfinished run of `kind` where the kind says it can take up, with the
+    sequence and the station it started with."""
+    watch = watch or Watch()
+    store = Store(options.data_dir)
+    owned = Ownership(options.data_dir)
+    try:
+        run, station = run_to_resume(store, run_id, kind.resumable, owned)
+        plan = kind.load(run.sequence_path, station, store, text=run.sequence_text)
+        point = kind.resumption(store, owned, run, station, plan)
+        if not point.finished:
+            store.requests.take(run_id)  # a resume runs: a pause or abort asked before is done
+            store.set_status(run_id, "running", f"resumed from t = {point.t_s:.0f} s")
+            with ends_run_on_failure(store, run_id):
+                store.add_alarm(run_id, point.t_s, "info", "engine", point.note)
+                if watch.start is not None:
+                    watch.start(run_id, plan)
+        return _drive(kind, Running(plan, station, store, run_id, run.seed, options.speed,
+                                    options.workers, watch, point))
+    except BaseException:
+        _last_try_to_close(store)
+        raise
+    finally:
+        owned.release()
+
+
+def _drive(kind, running: Running) -> RunResult:
+    """Guard, execute, plots, store closed: the part of every run after its row exists."""
+    store, run_id = running.store, running.run_id
+    wall0 = time.monotonic()
+    guard = None
+    with ends_run_on_failure(store, run_id):
+        guard = start_guard(store.data_dir, run_id) if needs_guard(running.station) else None
+    try:
+        try:
+            outcome = kind.execute(running)
+        finally:  # the run ended under this process's control: the guard is not needed
+            if guard is not None:
+                guard.release()
+    except BaseException:
+        draw_plots(kind, store, run_id, running.watch)
+        raise
+    plots = draw_plots(kind, store, run_id, running.watch)
+    store.close()
+    return RunResult(run_id, outcome.status, outcome.message, outcome.t_s,
+                     time.monotonic() - wall0, outcome.summary, [str(p) for p in plots])
+
+
+def draw_plots(kind, store: Store, run_id: int, watch: Watch) -> list[Path]:
+    """The kind's plots of a run that just ended, beside the database. A plot that cannot
+    be drawn is reported, never allowed to change how the run ended."""
+    if store.unwritable_since is not None:
+        watch.say(f"warning: plots of run {run_id} were not drawn: {store.unavailable()}")
+        return []
+    try:
+        return kind.plots(store, run_id, plots_dir(store.data_dir, run_id), brief=True)
+    except Exception as exc:  # noqa: BLE001 - plots are a by-product of the run
+        watch.say(f"warning: plots of run {run_id} were not written ({exc})")
+        return []
+
+
+def _last_try_to_close(store: Store) -> None:
+    """After a failed run (whose error already says what the store took) a store that still
+    refuses writes gets one short last try, never a 30 s wait, and cannot replace that
+    error."""
+    with contextlib.suppress(LiponError, sqlite3.Error):
+        store.close(wait_s=LAST_TRY_S)
+
+
+# --- the parts ----------------------------------------------------------------------------
 def open_run(store: Store, owned: Ownership, station: Station, resources, kind: str,
              name: str, sequence, text: str, seed: int | None, sample_id: str | None,
              prepare) -> int:
@@ -67,9 +275,8 @@ def open_run(store: Store, owned: Ownership, station: Station, resources, kind: 
 
 
 def run_seed(station: Station, seed: int | None) -> int | None:
-    """The seed a run records: the one asked for, else a simulated station's own."""
-    return seed if seed is not None else (station.spec.sim.seed if station.simulated
-                                          else None)
+    """The seed a run records: the one asked for, else the station's own."""
+    return seed if seed is not None else station.default_seed
 
 
 def check_speed(speed: float | None) -> None:
@@ -78,7 +285,7 @@ def check_speed(speed: float | None) -> None:
 
 
 def make_env(station: Station, speed: float | None, initial_time: float = 0.0):
-    if speed is None and station.simulated:
+    if speed is None and station.in_process:
         return simpy.Environment(initial_time)
     return simpy.rt.RealtimeEnvironment(initial_time, factor=1.0 / (speed or 1.0), strict=False)
 

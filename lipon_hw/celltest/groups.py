@@ -1,0 +1,102 @@
+"""Some channels of a cell test on one clock, in this process: the station connected, the
+cells loaded where the lab can load them (the simulated lab's `cells` hook: built from
+the sample's film stack when the channel names a sample, else from the protocol's cell
+kind, else the station's own; on hardware the cells are whatever sits in the holders),
+the channels run to their end with the operator's wishes read from the store, and every
+cell disconnected on the way out, whatever ended it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+from lipon_hw.celltest import protocol as pr
+from lipon_hw.celltest.channels import ChannelState, run_channels
+from lipon_hw.engine.lifecycle import make_env, uninterruptible
+from lipon_hw.errors import InputError
+from lipon_hw.station import Station
+from lipon_hw.store import Store
+
+
+def split(channels: list[int], workers: int) -> list[list[int]]:
+    n = max(1, min(workers, len(channels)))
+    return [channels[k::n] for k in range(n)]
+
+
+def run_group(store: Store, run_id: int, proto: pr.Protocol, station: Station,
+               states: dict[int, ChannelState], seed: int | None, speed: float | None,
+               on_cycle) -> None:
+    """Some channels on one clock, in this process; their cells disconnected at the end."""
+    proto = replace(proto, channels=[p for p in proto.channels if p.channel in states])
+    t0 = min(states[p.channel].t_s for p in proto.channels)
+    env = make_env(station, speed, t0)
+    lab = station.connect(lambda: env.now, seed=seed)
+    pstat = lab.instruments[proto.potentiostat]
+    try:
+        snapshots = {n: s.cell for n, s in states.items()}
+        cells = mount_cells(lab, proto, store, seed, snapshots, run_id) if lab.cells else {}
+        run_channels(env, store, run_id, proto, pstat, states, cells,
+                     realtime=not station.in_process or speed is not None, on_cycle=on_cycle,
+                     operator=OperatorWish(store, run_id))
+    finally:
+        with uninterruptible():
+            failures = disconnect(pstat, [p.channel for p in proto.channels])
+            try:  # a store that fails here does not keep the lab from being closed
+                for failure in failures:
+                    store.add_alarm(run_id, env.now, "error", proto.potentiostat, failure)
+                store.flush()
+            finally:
+                lab.close()
+
+
+class OperatorWish:
+    """The operator's standing wish for a running cell test, from its pending requests
+    (every worker of the run sees them): "abort" once asked, else the last of "pause" and
+    "continue", else None. Read from the store at most once a second of wall time."""
+
+    def __init__(self, store: Store, run_id: int, every_s: float = 1.0):
+        self.store, self.run_id, self.every_s = store, run_id, every_s
+        self._read_at = time.monotonic()
+        self._wish: str | None = None
+
+    def __call__(self) -> str | None:
+        if time.monotonic() - self._read_at >= self.every_s:
+            self._read_at = time.monotonic()
+            pending = self.store.requests.pending(self.run_id)
+            toggles = [a for a in pending if a in ("pause", "continue")]
+            self._wish = "abort" if "abort" in pending else toggles[-1] if toggles else None
+        return self._wish
+
+
+def disconnect(pstat, channels: list[int]) -> list[str]:
+    """Every channel of this group stopped with its cell off, whatever ended the run (the
+    channels normally did it themselves; other groups' channels are not touched). Returns
+    what failed, one sentence per channel."""
+    failures = []
+    for channel in channels:
+        try:
+            pstat.stop(channel)
+            pstat.cell_off(channel)
+        except Exception as exc:  # noqa: BLE001 - every channel is tried
+            failures.append(f"channel {channel}: the cell could not be disconnected ({exc})")
+    return failures
+
+
+def mount_cells(lab, proto: pr.Protocol, store: Store, seed: int | None,
+                snapshots: dict, run_id: int) -> dict[int, object]:
+    """Each channel's cell physics (restored to its snapshot), the cells loaded by the
+    lab's `cells` hook from the sample's films or the protocol's declared cell."""
+    cells = {}
+    for plan in proto.channels:
+        spec = plan.cell
+        if spec.kind is not None or plan.sample is not None:
+            try:
+                lab.cells.mount(store, run_id, proto.potentiostat, plan.channel, spec,
+                                plan.sample, seed)
+            except ValueError as exc:
+                raise InputError(f"channel {plan.channel}: cannot build a simulated "
+                                 f"{spec.kind or 'full'} cell ({exc})") from None
+        cells[plan.channel] = lab.cells.channel(proto.potentiostat, plan.channel)
+        if snapshots.get(plan.channel):
+            cells[plan.channel].restore(snapshots[plan.channel])
+    return cells

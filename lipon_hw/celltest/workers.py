@@ -1,0 +1,95 @@
+"""A cell test's channels spread over worker processes, one group each (each its own
+clock, lab and database connection), watched from the run's own process, which reads
+their progress back from the store. A worker dies with its parent: if the engine is
+killed, even with SIGKILL, each worker disconnects its cells and stops."""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import sys
+from dataclasses import asdict
+
+from lipon_hw.celltest.channels import ChannelState
+from lipon_hw.celltest.groups import run_group
+from lipon_hw.celltest.plan import load
+from lipon_hw.engine import claims
+from lipon_hw.station import load_station
+from lipon_hw.store import Store
+
+
+def run_workers(store: Store, run_id: int, groups: list[list[int]],
+                 states: dict[int, ChannelState], seed: int | None, speed: float | None,
+                 on_cycle) -> None:
+    """One process per group of channels (each its own clock, lab and database
+    connection); progress is read back from the store."""
+    ctx = multiprocessing.get_context("spawn")
+    procs = []
+    for group in groups:
+        args = (str(store.data_dir), run_id, {n: asdict(states[n]) for n in group}, seed, speed,
+                os.getpid())
+        procs.append(ctx.Process(target=_worker, args=args, name=f"channels {group}"))
+    try:
+        for proc in procs:
+            proc.start()
+        while any(p.is_alive() for p in procs):
+            for proc in procs:
+                proc.join(timeout=0.5 / len(procs))
+            if on_cycle:
+                for row in store.channels(run_id):
+                    on_cycle(row.channel, max(row.cycle - 1, 0))
+    except BaseException:  # a SIGTERM that only reached us, or this process failing: no
+        for proc in procs:  # worker runs on unwatched; each disconnects its cells and says so
+            if proc.is_alive():
+                os.kill(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            if proc.pid is not None:
+                proc.join()
+        raise
+    failed = [p for p in procs if p.exitcode not in (0, None)]
+    for proc in failed:
+        store.add_alarm(run_id, 0.0, "error", "engine",
+                        f"the process of {proc.name} ended with exit code {proc.exitcode}")
+
+
+def _worker(data_dir: str, run_id: int, states: dict, seed: int | None,
+            speed: float | None, parent_pid: int) -> None:
+    """A worker process: its channels of the run, to their end."""
+    claims.join_workers(data_dir, run_id)  # first: a resume waits for it until we end
+    if not _die_with_parent(parent_pid):
+        return  # the parent died while this worker was starting: touch nothing
+
+    def interrupt(_signum, _frame):
+        # one stop is enough: a second signal (Ctrl-C reaches the whole process group, then
+        # the parent passes SIGTERM on) must not cut the cells' disconnection short
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, interrupt)
+    store = Store(data_dir)
+    try:
+        run = store.run(run_id)
+        station = load_station(text=run.station_text)
+        proto = load(run.sequence_path, station, store, text=run.sequence_text)
+        mine = {int(n): ChannelState.from_dict(s) for n, s in states.items()}
+        run_group(store, run_id, proto, station, mine, seed, speed, None)
+    except KeyboardInterrupt:
+        pass  # every channel has recorded itself as interrupted
+    finally:
+        store.close()
+
+
+def _die_with_parent(parent_pid: int) -> bool:
+    """If the parent is killed (even with SIGKILL), Linux sends this worker SIGTERM, so
+    it disconnects its cells and stops instead of running on unwatched. False if the
+    parent is already gone (it died before the request could be made)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    return os.getppid() == parent_pid
