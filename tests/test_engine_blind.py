@@ -2,7 +2,9 @@
 kinds' folders (`lipon_hw/deposition/`, `lipon_hw/celltest/`) imports
 `lipon_hw.sim` (at the top, inside a function, or by name through importlib), nothing it
 imports pulls the simulator in, and it reads nothing of the simulated lab itself
-(`lab.sim`): what only a simulation can do reaches it as the lab's hooks."""
+(`lab.sim`): what only a simulation can do reaches it as the lab's hooks. Nor does it ask
+whether a station is simulated (`station.simulated`): it asks what the station can do —
+keep the run's clock (`in_process`), give a seed, measure a film."""
 
 from __future__ import annotations
 
@@ -49,6 +51,9 @@ def sim_references(tree: ast.AST) -> list[tuple[int, str]]:
                 owner.id if isinstance(owner, ast.Name) else ""
             if name == "lab":
                 found.append((node.lineno, "lab.sim"))
+        elif isinstance(node, ast.Attribute) and node.attr == "simulated":
+            # what a station is; the engine asks what it can do (in_process, default_seed)
+            found.append((node.lineno, ".simulated"))
     return found
 
 
@@ -65,7 +70,8 @@ def test_the_scan_finds_each_way_of_reaching_the_simulator():
                    "from lipon_hw import sim", "def f():\n    from lipon_hw.sim import lab",
                    "import importlib\nimportlib.import_module('lipon_hw.sim.world')",
                    "def f(ctx):\n    return ctx.engine.lab.sim.world",
-                   "def f(lab):\n    return lab.sim"):
+                   "def f(lab):\n    return lab.sim",
+                   "def f(station):\n    return station.simulated"):
         assert sim_references(ast.parse(source)), source
     assert not sim_references(ast.parse("import lipon_hw.simple\nx = station.spec.sim"))
 

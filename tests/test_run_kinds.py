@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from lipon_hw import kinds
 from lipon_hw.cli import main
 from lipon_hw.engine.lifecycle import Opening, Outcome
+from lipon_hw.errors import InstrumentError
 from lipon_hw.export import export_run
 from lipon_hw.kinds import KindBase
 from lipon_hw.store import Store
@@ -163,3 +164,33 @@ def test_the_lifecycle_is_written_once():
                 if name in once or (name == "set_status" and where not in ends_runs):
                     offences.append(f"{where}:{node.lineno}: {name}")
     assert offences == []
+
+
+class BrokenSoak(SoakKind):
+    """A kind whose instrument fails mid-run and which forgets to store how it ended."""
+
+    name = "broken-soak"
+    document_kind = "broken-soak"
+
+    def execute(self, running):
+        running.store.add_readings(running.run_id, 0.0, {"soak.minutes": 0.0})
+        raise InstrumentError("oven: no reply to TEMP? within 1 s")
+
+
+def test_a_kind_that_fails_without_ending_its_run_is_ended_by_the_lifecycle(tmp_path):
+    kinds.register(BrokenSoak())
+    try:
+        seq = tmp_path / "soak.yaml"
+        seq.write_text("name: soak\nkind: broken-soak\nminutes: 3\n", encoding="utf-8")
+        data = str(tmp_path / "data")
+        out = CliRunner().invoke(main, ["run", str(seq), "--data", data, "--json"])
+        assert out.exit_code == 1
+        assert json.loads(out.stdout.splitlines()[0]) == {
+            "run_id": 1, "status": "failed", "message": "oven: no reply to TEMP? within 1 s"}
+        run = Store(data, read_only=True).run(1)
+        assert (run.status, run.message) == ("failed", "oven: no reply to TEMP? within 1 s")
+        # its lock was let go: the next run of the same file starts (and fails the same way)
+        out = CliRunner().invoke(main, ["run", str(seq), "--data", data])
+        assert out.exit_code == 1 and Store(data, read_only=True).run(2).status == "failed"
+    finally:
+        kinds.unregister("broken-soak")

@@ -228,13 +228,28 @@ def _drive(kind, running: Running) -> RunResult:
         finally:  # the run ended under this process's control: the guard is not needed
             if guard is not None:
                 guard.release()
-    except BaseException:
+    except BaseException as exc:
+        _never_left_running(store, run_id, exc)
         draw_plots(kind, store, run_id, running.watch)
         raise
     plots = draw_plots(kind, store, run_id, running.watch)
     store.close()
     return RunResult(run_id, outcome.status, outcome.message, outcome.t_s,
                      time.monotonic() - wall0, outcome.summary, [str(p) for p in plots])
+
+
+def _never_left_running(store: Store, run_id: int, exc: BaseException) -> None:
+    """A kind's `execute` stores how its run ended; should one raise without doing so, the
+    run is ended here with its error — never left `running` with no engine behind it."""
+    with contextlib.suppress(LiponError, sqlite3.Error):
+        if store.run(run_id).status != "running":
+            return
+        if isinstance(exc, KeyboardInterrupt | Interrupted):
+            store.set_status(run_id, "interrupted", "stopped by the operator (Ctrl-C / "
+                                                    "SIGTERM)", wait_s=LAST_TRY_S)
+        else:
+            why = str(exc) if isinstance(exc, LiponError) else f"internal error: {exc!r}"
+            store.set_status(run_id, "failed", why, wait_s=LAST_TRY_S)
 
 
 def draw_plots(kind, store: Store, run_id: int, watch: Watch) -> list[Path]:
