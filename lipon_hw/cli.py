@@ -311,13 +311,35 @@ def report(run_id, data_dir) -> None:
 
 @main.command()
 @click.option("--station", "station_path", type=click.Path(dir_okay=False))
+@click.option("--check", is_flag=True,
+              help="Ask every instrument its identity (model, serial, firmware) and say "
+                   "which do not answer; exit 1 if any does not. Sets nothing.")
+@json_option
 @reports_errors
 @closed_pipe_ends_quietly
-def station(station_path) -> None:
-    """Print the station file (default: the built-in simulated lab)."""
+def station(station_path, check, as_json) -> None:
+    """Print the station file (default: the built-in simulated lab), or with --check ask
+    its instruments who they are."""
     from lipon_hw.station import load_station
 
-    click.echo(load_station(station_path).text, nl=False)
+    loaded = load_station(station_path)
+    if not check:
+        if as_json:
+            click.echo(json.dumps({"name": loaded.spec.name, "text": loaded.text}))
+        else:
+            click.echo(loaded.text, nl=False)
+        return
+    from lipon_hw.roll_call import roll_call, table, verdict
+
+    answers = roll_call(loaded)
+    if as_json:
+        click.echo(json.dumps([a.to_dict() for a in answers]))
+    else:
+        for line in table(answers):
+            click.echo(line)
+    problem = verdict(loaded, answers)
+    if problem:
+        raise LiponError(problem)
 
 
 @main.command()

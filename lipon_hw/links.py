@@ -399,6 +399,10 @@ class LinkPool:
         raise InputError(f"address {address!r} is neither sim://, a pyserial URL nor a "
                          "VISA resource string")
 
+    def link(self, address: str) -> Link:
+        """The link of `address`, opened (made) already by `open`."""
+        return self._links[canonical_address(address)]
+
     def close(self) -> None:
         for link in self._links.values():
             link.close()

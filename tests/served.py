@@ -4,10 +4,13 @@ it as hardware (`socket://` addresses, a real-time clock)."""
 from __future__ import annotations
 
 import socket
+from pathlib import Path
+
+import yaml
 
 from lipon_hw.errors import InputError
 from lipon_hw.sim.serve import LabServer, serve_lab
-from lipon_hw.station import load_station
+from lipon_hw.station import default_station_text, load_station
 
 
 def serve_on_consecutive_ports(speed: float) -> tuple[LabServer, int]:
@@ -27,3 +30,20 @@ def serve_on_consecutive_ports(speed: float) -> tuple[LabServer, int]:
         assert [lab.ports["mes4/1"], lab.ports["mes4/2"]] == [base, base + 1]
         return lab, base
     raise AssertionError("no free run of consecutive ports for the served lab")
+
+
+def socket_station(lab: LabServer, base: int, path: Path) -> Path:
+    """A station file at `path` reaching every instrument of the served default lab over
+    `socket://` (two of the potentiostat's sixteen channels: ports base and base + 1), as
+    a station of real instruments would: no `sim:` section."""
+    spec = yaml.safe_load(default_station_text())
+    del spec["sim"]
+    for inst in spec["instruments"].values():
+        endpoint = inst["address"].removeprefix("sim://")
+        if endpoint.startswith("mes4/"):
+            inst["address"] = f"socket://127.0.0.1:{{{base}-{base + 1}}}"
+        else:
+            inst["address"] = f"socket://127.0.0.1:{lab.ports[endpoint]}"
+        inst.pop("sim", None)
+    path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    return path

@@ -21,11 +21,10 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
-from served import serve_on_consecutive_ports
+from served import serve_on_consecutive_ports, socket_station
 from stores import committed
 
-from lipon_hw.station import default_station_text, load_station
+from lipon_hw.station import load_station
 
 from recipes import short_recipe
 
@@ -56,17 +55,7 @@ def hardware(tmp_path):
     """The default station's lab served on consecutive ports (its potentiostat's channels
     1-2 first), and a station file that reaches every instrument over `socket://`."""
     lab, base = serve_on_consecutive_ports(SPEED)
-    spec = yaml.safe_load(default_station_text())
-    del spec["sim"]
-    for inst in spec["instruments"].values():
-        endpoint = inst["address"].removeprefix("sim://")
-        if endpoint.startswith("mes4/"):  # two of its sixteen channels
-            inst["address"] = f"socket://127.0.0.1:{{{base}-{base + 1}}}"
-        else:
-            inst["address"] = f"socket://127.0.0.1:{lab.ports[endpoint]}"
-        inst.pop("sim", None)
-    path = tmp_path / "station.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    path = socket_station(lab, base, tmp_path / "station.yaml")
     assert not load_station(path).simulated
     lab.station_path = str(path)
     yield lab
