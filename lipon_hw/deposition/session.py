@@ -14,6 +14,7 @@ from pathlib import Path
 
 from lipon_hw.deposition.recipe import Recipe, load_recipe
 from lipon_hw.deposition.runner import Context, Engine
+from lipon_hw.deposition.steps import describe_steps
 from lipon_hw.engine import claims
 from lipon_hw.engine.guard import needs_guard, start_guard
 from lipon_hw.engine.lifecycle import (
@@ -59,6 +60,7 @@ def start_run(sequence: str, data_dir: str | Path, station_path: str | None = No
         seed = run_seed(station, seed)
 
         def prepare(run_id: int) -> None:
+            store.add_run_steps(run_id, describe_steps(recipe))
             if sample is not None:
                 store.ensure_sample(sample, recipe.sample.substrate if recipe.sample else "")
             if why and notify:
