@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
-from lipon_hw import store_metadata, store_migrations, store_open
+from lipon_hw import store_metadata, store_migrations, store_open, store_run_steps
 from lipon_hw.errors import InputError, StoreBusy, StoreError, StoreUnusable
 from lipon_hw.store_cells import CellTestRecords
 from lipon_hw.store_open import GuardedConnection
@@ -44,7 +44,9 @@ from lipon_hw.store_schema import (  # noqa: F401 (the store's API)
     Layer,
     Run,
     RunMetadata,
+    RunStep,
     Sample,
+    StepFilm,
 )
 
 DB_NAME = "lipon.db"
@@ -193,6 +195,24 @@ class Store(CellTestRecords, SampleRecords):
             self.run(run_id)  # no such run: says so
             raise StoreUnusable(f"{self.path} holds no metadata of run {run_id}")
         return meta
+
+    def add_run_steps(self, run_id: int, steps: list[RunStep]) -> None:
+        """The run's steps as planned at its start (`store_run_steps`), written once."""
+        steps = list(steps)
+        self._write_soon(lambda db: store_run_steps.insert(db, run_id, steps))
+
+    def run_steps(self, run_id: int) -> list[RunStep]:
+        """The run's steps as planned at its start, in order (none for a run whose kind
+        records none). A store older than layout 4, read without migrating it, answers
+        as its migration would fill it (`store_run_steps.inferred`)."""
+        self.try_flush()
+        if self.layout < 4:
+            self.run(run_id)  # no such run: says so
+            return store_run_steps.inferred(self._db, run_id)
+        steps = store_run_steps.select(self._db, run_id)
+        if not steps:
+            self.run(run_id)
+        return steps
 
     # --- steps ---------------------------------------------------------------
     def begin_step(self, run_id: int, idx: int, kind: str, params: Mapping, t_s: float) -> None:

@@ -19,10 +19,8 @@ import socket
 import yaml
 
 from lipon_hw import __version__
-from lipon_hw.store_schema import RunMetadata
+from lipon_hw.store_schema import AT_START, RunMetadata
 
-#: `recorded` of a row written as the run started
-AT_START = "at start"
 #: `recorded` of a row the migration to layout 2 derived from an older run's own row
 INFERRED = "inferred by the migration to store layout 2"
 #: the only lipon-hw that wrote store layouts 0 and 1

@@ -27,7 +27,7 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lipon_hw import store_metadata
+from lipon_hw import store_metadata, store_run_steps
 from lipon_hw.store_schema import SCHEMA
 
 
@@ -76,6 +76,12 @@ MIGRATIONS: tuple[Migration, ...] = (
             truth TEXT NOT NULL,
             PRIMARY KEY (kind, run_id, sample_id, position)
         );"""),
+    # a table, not a JSON column of `runs`: one row per step keyed like `steps` (run, idx),
+    # typed columns a query can select on (which runs laid LiPON, read from which monitor)
+    # without parsing a document, and room for a column more without rewriting `runs`
+    Migration(4, "each run's steps as planned at start: kind, tool, and the film a step "
+                 "lays down with the quantities holding its rate, thickness and shutter",
+              store_run_steps.SQL, fill=store_run_steps.fill),
 )
 
 #: the layout this lipon-hw writes (`PRAGMA user_version`)

@@ -138,6 +138,9 @@ CREATE TABLE IF NOT EXISTS cycles (
 );
 """
 
+#: `recorded` of a record written as the run started (`run_metadata`, `planned_steps`)
+AT_START = "at start"
+
 #: one row of `cell_samples` after (run_id, channel)
 CELL_SAMPLE_COLUMNS = ("t_s", "voltage_V", "current_A", "cycle", "step_count", "step_id",
                        "step_type")
@@ -186,6 +189,48 @@ class RunMetadata:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class StepFilm:
+    """The film a step lays down and the recorded quantities that hold its readings
+    (`<instrument>.<quantity>` or a loop's own names; None where the step records none)."""
+    #: None: not known before the run (an evaporation with no source loaded on its tool)
+    material: str | None
+    rate: str | None
+    thickness: str | None
+    #: 1 while the shutter is open; None: open for the whole step, except while held
+    shutter: str | None
+    #: the rate loop's filtered rate, and the source current it drives
+    filtered_rate: str | None = None
+    current: str | None = None
+    rate_setpoint_A_s: float | None = None
+    target_nm: float | None = None
+    #: where the rate loop runs (`host`, `controller`), for a step that runs one
+    rate_control: str | None = None
+    #: the raw rate is too noisy to read as recorded (a monitor sampled every few
+    #: seconds, with no filtered companion): a plot draws a running mean over it
+    smooth_rate: bool = False
+
+    def readings(self) -> dict[str, str]:
+        """Role in a plot (rate, filtered, thickness, current, shutter) -> quantity."""
+        roles = {"rate": self.rate, "filtered": self.filtered_rate,
+                 "thickness": self.thickness, "current": self.current,
+                 "shutter": self.shutter}
+        return {role: name for role, name in roles.items() if name is not None}
+
+
+@dataclass(frozen=True)
+class RunStep:
+    """One step of a run as planned when it started (`planned_steps`): its index in the
+    sequence, its kind, the tool it runs on, and the film it lays down, if any."""
+    idx: int
+    kind: str
+    #: None: not known (a run older than store layout 4 whose sequence does not say)
+    tool: str | None
+    film: StepFilm | None
+    #: AT_START, or `store_run_steps.INFERRED` for a run older than layout 4
+    recorded: str = AT_START
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,7 @@
-"""Layer plots: one PNG per deposit/evaporate step, from synthetic and real runs."""
+"""Layer plots: one PNG per step that lays down a film, from synthetic and real runs.
+
+A synthetic run stores the description of its steps a run stores as it starts
+(`Store.add_run_steps`), made by the step kinds' own describers."""
 
 from __future__ import annotations
 
@@ -9,12 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from lipon_hw.deposition.report import write_layer_plots
-from lipon_hw.store import Store
+from lipon_hw.deposition.evaporation import evaporate_film
+from lipon_hw.deposition.recipe import Deposit, Evaporate
+from lipon_hw.deposition.report import layer_readings, write_layer_plots
+from lipon_hw.deposition.sputtering import deposit_film
+from lipon_hw.store import RunStep, StepFilm, Store
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 EVAPORATE = {"evaporate": {"rate_A_s": 1.5, "until_thickness_nm": 3, "control": "host"}}
+EVAPORATE_FILM = evaporate_film(Evaporate.model_validate(EVAPORATE["evaporate"]), {}, "Au")
 
 
 @pytest.fixture
@@ -44,6 +51,9 @@ def make_evaporation_run(store: Store, after_s: float = 0.0) -> int:
     60 s and 3 nm grow at 1.5 Å/s in the last 20 s. `after_s` of readings follow the step."""
     run_id = store.create_run("Au seed", "deposition", "au.yaml", "tool: evaporator\n",
                               "name: sim\n", seed=1, sample_id=None)
+    store.add_run_steps(run_id, [RunStep(0, "source", "evaporator", None),
+                                 RunStep(1, "evaporate", "evaporator", EVAPORATE_FILM),
+                                 RunStep(2, "source_off", "evaporator", None)])
     store.begin_step(run_id, 0, "source", {"source": {"boat": 2, "film": "Au"}}, 0.0)
     store.end_step(run_id, 0, "done", 10.0)
     store.begin_step(run_id, 1, "evaporate", EVAPORATE, 10.0)
@@ -97,6 +107,9 @@ def test_deposit_step_with_a_hold_and_no_layer_steps(store, tmp_path):
     station = "name: s\ntools: {sputter: {thickness_monitor: qcm}}\n"
     run_id = store.create_run("LiPON", "deposition", "l.yaml", "tool: sputter\n", station,
                               seed=1, sample_id="S-1")
+    deposit = Deposit(film="LiPON", until_thickness_nm=10)
+    store.add_run_steps(run_id, [RunStep(0, "deposit", "sputter", deposit_film(
+        deposit, {"thickness_monitor": "qcm"}, None))])
     store.begin_step(run_id, 0, "deposit",
                      {"deposit": {"film": "LiPON", "until_thickness_nm": 10}}, 0.0)
     for i in range(300):
@@ -115,6 +128,7 @@ def test_deposit_step_with_a_hold_and_no_layer_steps(store, tmp_path):
 
     other = store.create_run("pump", "deposition", "p.yaml", "tool: sputter\n", station,
                              seed=1, sample_id=None)
+    store.add_run_steps(other, [RunStep(0, "pump_down", "sputter", None)])
     store.begin_step(other, 0, "pump_down", {"pump_down": {"below_torr": 1e-6}}, 0.0)
     store.end_step(other, 0, "done", 10.0)
     assert write_layer_plots(store, other, tmp_path / "none") == []
@@ -123,6 +137,8 @@ def test_deposit_step_with_a_hold_and_no_layer_steps(store, tmp_path):
 def test_a_step_cut_short_still_gets_its_plot(store, tmp_path):
     """A run killed mid-layer: the step has no end time and no film-stack entry."""
     run_id = store.create_run("Au", "deposition", "au.yaml", "", "", seed=1, sample_id=None)
+    no_source = evaporate_film(Evaporate.model_validate(EVAPORATE["evaporate"]), {}, None)
+    store.add_run_steps(run_id, [RunStep(0, "evaporate", "evaporator", no_source)])
     store.begin_step(run_id, 0, "evaporate", EVAPORATE, 0.0)
     for i in range(40):
         store.add_readings(run_id, 0.5 * i, {"loop.rate_A_s": 1.4, "loop.thickness_nm": 0.0,
@@ -145,3 +161,55 @@ def test_plots_of_a_real_au_seed_run(tmp_path):
         store.close()
     assert [p.name for p in paths] == ["layer-1-Au.png"]
     assert_sensible_png(paths[0])
+
+
+def test_the_layers_are_the_ones_the_run_stored_whatever_their_names(store, tmp_path):
+    """Which steps lay a film and where their readings are is what the run stored at its
+    start: a step kind of another name, and quantities of other names, are drawn, while
+    the names a text-reading report went by (`deposit`, `loop.*`, the station's monitor)
+    are not taken for them."""
+    station = "name: s\ntools: {sputter: {thickness_monitor: qcm}}\n"
+    run_id = store.create_run("renamed", "deposition", "r.yaml", "tool: sputter\n", station,
+                              seed=1, sample_id=None)
+    lipon = StepFilm("LiPON", rate="mon2.rate", thickness="mon2.thick", shutter=None,
+                     target_nm=8.0, smooth_rate=True)
+    au = StepFilm("Au", rate="ctl.rate", thickness="ctl.thick", shutter="ctl.open",
+                  rate_setpoint_A_s=1.5, target_nm=3.0, rate_control="host")
+    store.add_run_steps(run_id, [RunStep(0, "sputter_deposit", "sputter", lipon),
+                                 RunStep(1, "deposit", "sputter", None),
+                                 RunStep(2, "flash_evaporate", "evaporator", au),
+                                 RunStep(3, "evaporate", "evaporator", None)])
+    store.begin_step(run_id, 0, "sputter_deposit", {}, 0.0)
+    for i in range(100):
+        t = 5.0 * i
+        store.add_readings(run_id, t, {"mon2.rate": 0.16, "mon2.thick": 0.016 * t,
+                                       "qcm.rate_A_s": 9.0, "qcm.thickness_nm": 900.0})
+    store.end_step(run_id, 0, "done", 500.0)
+    store.begin_step(run_id, 1, "deposit", {"deposit": {"film": "LiPON"}}, 500.0)
+    store.add_readings(run_id, 550.0, {"qcm.rate_A_s": 9.0, "qcm.thickness_nm": 900.0})
+    store.end_step(run_id, 1, "done", 600.0)
+    store.begin_step(run_id, 2, "flash_evaporate", {}, 600.0)
+    for i in range(80):
+        t = 600.0 + 0.5 * i
+        store.add_readings(run_id, t, {"ctl.rate": 1.5, "ctl.thick": 0.075 * max(i - 40, 0),
+                                       "ctl.open": float(i >= 40), "loop.rate_A_s": 7.0,
+                                       "loop.thickness_nm": 70.0, "loop.shutter_open": 0.0})
+    store.end_step(run_id, 2, "done", 640.0)
+    store.begin_step(run_id, 3, "evaporate", {"evaporate": {"rate_A_s": 1.5}}, 640.0)
+    store.add_readings(run_id, 645.0, {"loop.rate_A_s": 7.0, "loop.thickness_nm": 70.0})
+    store.end_step(run_id, 3, "done", 650.0)
+
+    paths = write_layer_plots(store, run_id, tmp_path / "plots")
+    assert [p.name for p in paths] == ["layer-1-LiPON.png", "layer-2-Au.png"]
+    for path in paths:
+        assert_sensible_png(path)
+    first, second = layer_readings(store, run_id)
+    assert (first.step["idx"], first.material, second.step["idx"], second.material) == (
+        0, "LiPON", 2, "Au")
+    assert set(first.series) == {"rate", "thickness"}
+    assert max(first.series["thickness"][1]) == pytest.approx(0.016 * 495)
+    assert set(first.series["rate"][1]) == {0.16}
+    assert set(second.series) == {"rate", "thickness", "shutter"}
+    assert set(second.series["rate"][1]) == {1.5}
+    assert max(second.series["thickness"][1]) == pytest.approx(0.075 * 39)
+    assert sum(second.series["shutter"][1]) == 40

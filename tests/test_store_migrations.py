@@ -109,7 +109,8 @@ def test_a_writer_migrates_the_older_store_to_the_latest_layout(old, tmp_path):
     before_runs = Store(old, read_only=True).runs()
 
     store = Store(old)
-    assert store.layout == SCHEMA_VERSION == store_migrations.LATEST == 3  # run metadata, sim truth
+    # layouts 2-4: run metadata, sim truth, the steps a run planned
+    assert store.layout == SCHEMA_VERSION == store_migrations.LATEST == 4
     assert store.runs() == before_runs
     assert [la.material for la in store.film_stack("T-1")] == ["LiPON"]
     metas = [store.run_metadata(r.id) for r in before_runs]

@@ -17,12 +17,32 @@ from lipon_hw.deposition.layers import layer_opened, record_layer
 from lipon_hw.deposition.recipe import CalibrateTooling, Evaporate, Precondition, Source, SourceOff
 from lipon_hw.errors import InstrumentError, RunAborted
 from lipon_hw.interfaces import Film
+from lipon_hw.store_schema import StepFilm
 
 CONTROL_PERIOD_S = 0.5
 MAX_SLEW_A_PER_S = 2.0  # protects boats from thermal shock
 RAMP_TICK_S = 1.0
 EMA_S = 20.0  # memory of the rate/current averages used for a time-power finish
 RATE_FILTER_S = 2.0  # the control loop's rate filter: QCM rates carry ~0.05-0.1 Å/s noise
+
+# what the rate loop records every control period (the filtered rate: the host loop's only)
+LOOP_RATE, LOOP_FILTERED_RATE = "loop.rate_A_s", "loop.filtered_rate_A_s"
+LOOP_THICKNESS, LOOP_CURRENT = "loop.thickness_nm", "loop.current_A"
+LOOP_SHUTTER, LOOP_OUTPUT = "loop.shutter_open", "loop.output_pct"
+
+
+def evaporate_film(p: Evaporate, roles: dict[str, str], loaded: str | None) -> StepFilm:
+    """An evaporation's film (the one its tool's source loaded) and its readings: the
+    rate loop's, every control period, the shutter among them."""
+    return StepFilm(loaded, rate=LOOP_RATE, thickness=LOOP_THICKNESS, shutter=LOOP_SHUTTER,
+                    filtered_rate=LOOP_FILTERED_RATE if p.control == "host" else None,
+                    current=LOOP_CURRENT, rate_setpoint_A_s=p.rate_A_s,
+                    target_nm=p.until_thickness_nm, rate_control=p.control)
+
+
+def source_film(p: Source) -> str:
+    """The film a source step loads: the tool's later evaporations lay it down."""
+    return p.film
 
 
 # --- source selection and film ---------------------------------------------------------
@@ -137,9 +157,8 @@ def _host_loop(ctx, p: Evaporate, state: dict):
         current = pi.update(filtered, current)
         supply.set_current_A(current)
         ctx.setpoints["source_A"] = current
-        ctx.record({"loop.rate_A_s": rate, "loop.filtered_rate_A_s": filtered,
-                    "loop.current_A": current, "loop.thickness_nm": thickness,
-                    "loop.shutter_open": float(bool(state.get("open")))})
+        ctx.record({LOOP_RATE: rate, LOOP_FILTERED_RATE: filtered, LOOP_CURRENT: current,
+                    LOOP_THICKNESS: thickness, LOOP_SHUTTER: float(bool(state.get("open")))})
         if ctx.now - state["t0"] > p.max_min * 60:
             raise RunAborted(f"evaporate: {thickness:.1f} of {p.until_thickness_nm:g} nm after "
                              f"{p.max_min:g} min at {rate:.2f} Å/s (setpoint {p.rate_A_s:g})")
@@ -153,7 +172,7 @@ def _host_loop(ctx, p: Evaporate, state: dict):
                 shutter.open()
                 ctx.setpoints["shutter_open"] = True
                 state.update(open=True, t_open=ctx.now)
-                layer_opened(ctx, ctx.setpoints.get("film", "?"), state, "loop.thickness_nm")
+                layer_opened(ctx, ctx.setpoints.get("film", "?"), state, LOOP_THICKNESS)
             continue
         remaining_s = (p.until_thickness_nm - thickness) * 10 / filtered if filtered > 0 else 1e9
         if remaining_s < CONTROL_PERIOD_S:
@@ -174,7 +193,7 @@ def _close_layer(ctx, p: Evaporate, state: dict, thickness_nm: float, **props) -
     ctx.setpoints["shutter_open"] = False
     seconds = ctx.now - state.get("t_open", ctx.now)
     rate = thickness_nm * 10 / seconds if seconds > 0 else None
-    ctx.record({"loop.thickness_nm": thickness_nm})
+    ctx.record({LOOP_THICKNESS: thickness_nm})
     record_layer(ctx, ctx.setpoints.get("film", "?"), thickness_nm, rate, control=p.control,
                  **props)
 
@@ -238,12 +257,11 @@ def _controller_loop(ctx, p: Evaporate, state: dict):
         state["last_thickness"] = thickness
         amps = ctx.role("source_supply").current_A()
         _remember(state, rate, amps)
-        ctx.record({"loop.rate_A_s": rate, "loop.current_A": amps, "loop.thickness_nm": thickness,
-                    "loop.output_pct": ctrl.output_pct(),
-                    "loop.shutter_open": float(phase == "deposit")})
+        ctx.record({LOOP_RATE: rate, LOOP_CURRENT: amps, LOOP_THICKNESS: thickness,
+                    LOOP_OUTPUT: ctrl.output_pct(), LOOP_SHUTTER: float(phase == "deposit")})
         if phase == "deposit" and not state.get("saw_deposit"):
             state.update(saw_deposit=True, open=True, t_open=ctx.now)
-            layer_opened(ctx, ctx.setpoints.get("film", "?"), state, "loop.thickness_nm")
+            layer_opened(ctx, ctx.setpoints.get("film", "?"), state, LOOP_THICKNESS)
         if state.get("saw_deposit") and phase != "deposit":
             break
         if ctx.now - state["t0"] > p.max_min * 60:

@@ -147,9 +147,11 @@ class _Progress:
     def start(self, run_id: int, recipe) -> None:
         from tqdm import tqdm
 
+        from lipon_hw.deposition.steps import describe_steps
+
         self.run_id = run_id
-        self.targets = [getattr(s.params, "until_thickness_nm", None) or 0.0
-                        for s in recipe.steps]
+        self.films = [step.film for step in describe_steps(recipe)]
+        self.targets = [(film.target_nm or 0.0) if film else 0.0 for film in self.films]
         self.bar = tqdm(total=round(sum(self.targets) or 1.0, 1), unit="nm", file=sys.stderr,
                         disable=True if self.quiet else None, dynamic_ncols=True,
                         desc=f"run {run_id}",
@@ -175,13 +177,14 @@ class _Progress:
         self.bar.update(0)  # redraws at most every mininterval
 
     def _layer_nm(self, ctx) -> float:
-        """Thickness of the layer growing now (0 between layers, or behind a shutter)."""
-        if self.step == "deposit":
-            monitor = ctx.roles.get("thickness_monitor")
-            return max(ctx.latest.get(f"{monitor}.thickness_nm", 0.0), 0.0)
-        if self.step == "evaporate" and ctx.latest.get("loop.shutter_open"):
-            return max(ctx.latest.get("loop.thickness_nm", 0.0), 0.0)
-        return 0.0
+        """Thickness of the layer growing now (0 between layers, or behind a shutter), from
+        the quantities its step records (as the run stored them at its start)."""
+        film = self.films[min(ctx.step_idx, len(self.films) - 1)]
+        if film is None or film.thickness is None:
+            return 0.0
+        if film.shutter is not None and not ctx.latest.get(film.shutter):
+            return 0.0
+        return max(ctx.latest.get(film.thickness, 0.0), 0.0)
 
     def close(self, completed: bool = False) -> None:
         """Show where the run ended, then let the summary line have the terminal."""

@@ -1,22 +1,22 @@
 """Per-layer plots of a run: deposition rate and thickness against time.
 
-`write_layer_plots` writes one PNG per `deposit` or `evaporate` step of a run,
-`layer-<n>-<material>.png` (n counts the layer steps of the run from 1). Each has
-two panels sharing a time axis in minutes from the step start:
+`write_layer_plots` writes one PNG per step of a run that lays down a film,
+`layer-<n>-<material>.png` (n counts those steps of the run from 1). Which steps they are,
+their film, and the quantities holding their readings are what the run stored as it
+started (`Store.run_steps`; the migration to store layout 4 inferred them for older runs):
+nothing here reads a sequence's text or guesses from a step's or a quantity's name. Each
+plot has two panels sharing a time axis in minutes from the step start:
 
-- rate: the raw monitor rate (light when a smoother line is drawn over it), the
-  control loop's filtered rate (for a sputter deposit, which records none, a
-  running mean over about 1/60 of the step), the setpoint dashed when the step
-  asks for one, and the source current on a twin axis when the step recorded it;
-- thickness: the monitor thickness, with the step's `until_thickness_nm` dashed
-  (a deposition controller also counts behind the closed shutter: that part is grey).
+- rate: the raw monitor rate (light when a smoother line is drawn over it), the rate
+  loop's filtered rate (for a step that records none and whose raw rate is noisy, a
+  running mean over about 1/60 of the step), the setpoint dashed when the step has one,
+  and the source current on a twin axis when the step records it;
+- thickness: the monitor thickness, with the step's target dashed (a deposition
+  controller also counts behind the closed shutter: that part is grey).
 
 The interval(s) with the shutter open are shaded on both panels, and interlock or
-operator holds are shaded in red. An `evaporate` step records the fast control
-loop (`loop.*`, including `loop.shutter_open`); a sputter `deposit` step records
-its thickness monitor every few seconds, named by the station's
-`thickness_monitor` role of the tool the sample was in, and its shutter is open
-for the whole step except during holds.
+operator holds are shaded in red. A step that records its shutter has it open while that
+reading is 1; a step that records none has it open for the whole step except during holds.
 
 Readings are streamed once through the run, in time order, keeping only the
 quantities and time window of the layer being collected, so memory follows one
@@ -33,13 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from lipon_hw.store import Layer, Store
+from lipon_hw.store import Layer, StepFilm, Store
 
-LAYER_STEPS = ("deposit", "evaporate")
 DPI = 110
 FIGSIZE_IN = (9.0, 6.4)
 
@@ -59,17 +57,18 @@ class _Layer:
     """One layer step: where to look, and what was collected there."""
 
     number: int
-    step: dict
+    step: dict  # the step as it ran: idx, kind, status, times
+    film: StepFilm  # what the run stored at its start about the step's film
     material: str
     t0: float
     t1: float
-    names: dict[str, str]  # role in the plot (rate, filtered, ...) -> quantity name
     layer: Layer | None = None  # the film-stack entry the step recorded, if any
     series: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
+    #: role in the plot (rate, filtered, ...) -> quantity name
+    names: dict[str, str] = field(init=False)
 
-    @property
-    def params(self) -> dict:
-        return _params(self.step)
+    def __post_init__(self) -> None:
+        self.names = self.film.readings()
 
     def add(self, name: str, t: float, value: float) -> None:
         for role, quantity in self.names.items():
@@ -80,11 +79,10 @@ class _Layer:
 
 
 def write_layer_plots(store: Store, run_id: int, out_dir: Path | str) -> list[Path]:
-    """Write one PNG per deposit/evaporate step of run `run_id` into `out_dir`
+    """Write one PNG per step of run `run_id` that lays down a film into `out_dir`
     (created if missing); return their paths in step order."""
     run = store.run(run_id)
-    steps = store.steps(run_id)
-    layers = _layer_steps(store, run, steps)
+    layers = _layer_steps(store, run, store.steps(run_id))
     if not layers:
         return []
     out = Path(out_dir)
@@ -98,42 +96,34 @@ def write_layer_plots(store: Store, run_id: int, out_dir: Path | str) -> list[Pa
     return paths
 
 
+def layer_readings(store: Store, run_id: int) -> list[_Layer]:
+    """What the plots draw: each step of the run that lays down a film, in step order,
+    with its film and the readings of its window by role (`series`: rate, filtered,
+    thickness, current, shutter -> times, values)."""
+    run = store.run(run_id)
+    return list(_collect(store, run_id, _layer_steps(store, run, store.steps(run_id))))
+
+
 # --- which steps, which quantities --------------------------------------------------
 def _layer_steps(store: Store, run, steps: list[dict]) -> list[_Layer]:
-    names = set(store.quantity_names(run.id))
+    films = {s.idx: s.film for s in store.run_steps(run.id) if s.film is not None}
     stack = [la for la in store.film_stack(run.sample_id) if la.run_id == run.id] \
         if run.sample_id else []
     end_of_run = store.last_reading_t(run.id)
-    tools = _station_tools(run.station_text)
-    tool = _start_tool(run.sequence_text)
-    film = None  # the evaporation source loaded last
     layers: list[_Layer] = []
     for i, step in enumerate(steps):
-        kind, params = step["kind"], _params(step)
-        if kind == "transfer":
-            tool = params.get("to", tool)
-        elif kind == "source":
-            film = params.get("film", film)
-        if kind not in LAYER_STEPS:
+        film = films.get(step["idx"])
+        if film is None:
             continue
-        material = params.get("film") or (film if kind == "evaporate" else None)
-        entry = _next_layer(stack, material)
-        material = material or (entry.material if entry else "layer")
+        entry = _next_layer(stack, film.material)
+        material = film.material or (entry.material if entry else "layer")
         t0 = step["t_start_s"]
         t1 = step["t_end_s"]
         if t1 is None:  # still running, or the run was killed in this step
             later = [s["t_start_s"] for s in steps[i + 1:]]
             t1 = later[0] if later else max(end_of_run or t0, t0)
-        quantities = (_loop_names(names) if kind == "evaporate" else {}) or \
-            _monitor_names(names, tools.get(tool, {}).get("thickness_monitor"))
-        layers.append(_Layer(len(layers) + 1, step, str(material), t0, t1, quantities, entry))
+        layers.append(_Layer(len(layers) + 1, step, film, str(material), t0, t1, entry))
     return layers
-
-
-def _params(step: dict) -> dict:
-    p = step["params"]
-    inner = p.get(step["kind"]) if isinstance(p, dict) else None
-    return inner if isinstance(inner, dict) else (p if isinstance(p, dict) else {})
 
 
 def _next_layer(stack: list[Layer], material: str | None) -> Layer | None:
@@ -141,47 +131,6 @@ def _next_layer(stack: list[Layer], material: str | None) -> Layer | None:
     if stack and (material is None or stack[0].material == material):
         return stack.pop(0)
     return None
-
-
-def _loop_names(names: set[str]) -> dict[str, str]:
-    roles = {"rate": "loop.rate_A_s", "filtered": "loop.filtered_rate_A_s",
-             "thickness": "loop.thickness_nm", "current": "loop.current_A",
-             "shutter": "loop.shutter_open"}
-    found = {role: q for role, q in roles.items() if q in names}
-    return found if "rate" in found or "thickness" in found else {}
-
-
-def _monitor_names(names: set[str], monitor: str | None) -> dict[str, str]:
-    """The thickness monitor's rate and thickness: the station's monitor for the tool,
-    else the first instrument (not the control loop) that records both."""
-    candidates = sorted(q[: -len(".rate_A_s")] for q in names
-                        if q.endswith(".rate_A_s") and not q.startswith("loop."))
-    prefer = [m for m in candidates if f"{m}.thickness_nm" in names]
-    if monitor is not None and (f"{monitor}.rate_A_s" in names
-                                or f"{monitor}.thickness_nm" in names):
-        chosen = monitor
-    elif prefer or candidates:
-        chosen = (prefer or candidates)[0]
-    else:
-        return {}
-    return {role: q for role, q in (("rate", f"{chosen}.rate_A_s"),
-                                    ("thickness", f"{chosen}.thickness_nm")) if q in names}
-
-
-def _station_tools(text: str) -> dict[str, dict[str, str]]:
-    try:
-        tools = (yaml.safe_load(text) or {}).get("tools", {})
-    except (yaml.YAMLError, AttributeError):
-        return {}
-    return tools if isinstance(tools, dict) else {}
-
-
-def _start_tool(text: str) -> str | None:
-    try:
-        tool = (yaml.safe_load(text) or {}).get("tool")
-    except (yaml.YAMLError, AttributeError):
-        return None
-    return tool if isinstance(tool, str) else None
 
 
 def _holds(alarms: list[dict]) -> list[tuple[float, float | None]]:
@@ -233,7 +182,7 @@ def _collect(store: Store, run_id: int, layers: list[_Layer]) -> Iterable[_Layer
 # --- drawing ---------------------------------------------------------------------------
 def _plot(layer: _Layer, run_id: int, run_name: str,
           holds: list[tuple[float, float | None]], path: Path) -> None:
-    p, t0 = layer.params, layer.t0
+    film, t0 = layer.film, layer.t0
     span_min = max((layer.t1 - t0) / 60, 1e-3)
 
     def minutes(ts: list[float]) -> list[float]:
@@ -256,8 +205,8 @@ def _plot(layer: _Layer, run_id: int, run_name: str,
                        label="hold" if i == 0 and ax is ax_rate else None)
 
     smooth, smooth_label = s.get("filtered"), "rate (filtered)"
-    if smooth is None and "rate" in s and layer.step["kind"] == "deposit":
-        # a sputter monitor's rate, sampled every few seconds over hours: too noisy to read
+    if smooth is None and "rate" in s and film.smooth_rate:
+        # e.g. a sputter monitor's rate, sampled every few seconds over hours: too noisy
         mean = _running_mean(*s["rate"], window_s=max(60.0, (layer.t1 - t0) / 60))
         if mean is not None:
             smooth = mean[:2]
@@ -269,7 +218,7 @@ def _plot(layer: _Layer, run_id: int, run_name: str,
     if smooth:
         ax_rate.plot(minutes(smooth[0]), smooth[1], lw=1.6, color=FILTERED_COLOUR,
                      label=smooth_label)
-    setpoint = _number(p.get("rate_A_s"))
+    setpoint = _number(film.rate_setpoint_A_s)
     if setpoint is not None:
         ax_rate.axhline(setpoint, ls="--", lw=1.2, color=TARGET_COLOUR,
                         label=f"setpoint {setpoint:g} Å/s")
@@ -304,7 +253,7 @@ def _plot(layer: _Layer, run_id: int, run_name: str,
     else:
         ax_thick.text(0.5, 0.5, "no thickness recorded", transform=ax_thick.transAxes,
                       ha="center", va="center", color="grey")
-    target = _number(p.get("until_thickness_nm"))
+    target = _number(film.target_nm)
     if target is not None:
         ax_thick.axhline(target, ls="--", lw=1.2, color=TARGET_COLOUR,
                          label=f"target {target:g} nm")
@@ -330,7 +279,7 @@ def _title(layer: _Layer, run_id: int, run_name: str,
                                     if final is not None else "final thickness unknown")
     head += f", mean rate {rate:.2f} Å/s" if rate is not None else ""
     step = layer.step
-    control = layer.params.get("control")
+    control = layer.film.rate_control
     where = f"run {run_id}, step {step['idx'] + 1} ({step['kind']}"
     where += f", rate loop on the {control})" if control else ")"
     if step["status"] != "done":
@@ -355,10 +304,10 @@ def _final_and_rate(layer: _Layer, shutter: list[tuple[float, float]]
 
 def _shutter_spans(layer: _Layer, held: list[tuple[float, float]]
                    ) -> list[tuple[float, float]]:
-    """Open intervals from `loop.shutter_open`; a deposit step's shutter is open for the
-    whole step except while held (a hold closes it)."""
+    """Open intervals from the step's shutter reading; a step that records none has its
+    shutter open for the whole step except while held (a hold closes it)."""
     if "shutter" not in layer.series:
-        if layer.step["kind"] != "deposit":
+        if layer.film.shutter is not None:  # recorded, but no reading in the step
             return []
         spans, start = [], layer.t0
         for a, b in held:

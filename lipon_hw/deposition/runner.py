@@ -198,7 +198,7 @@ class Engine:
                 ctx.step_idx, ctx.holds_this_step = idx, 0
                 self.store.begin_step(self.run_id, idx, step.kind, step.describe(), self.env.now)
                 self.notify(f"step {idx + 1}/{len(self.recipe.steps)}: {step.kind}")
-                yield from STEPS[step.kind](ctx, step.params, ctx.step_state)
+                yield from STEPS[step.kind].run(ctx, step.params, ctx.step_state)
                 self.store.end_step(self.run_id, idx, "done", self.env.now)
                 ctx.step_idx, ctx.step_state = idx + 1, {}
                 self.checkpoint()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from lipon_hw.deposition.recipe import Recipe
 from lipon_hw.deposition.runner import Context, Engine
+from lipon_hw.deposition.steps import describe_steps
 from lipon_hw.engine import claims, lifecycle
 from lipon_hw.engine.lifecycle import Outcome, Resumption, Running, RunResult, Watch
 from lipon_hw.errors import InputError
@@ -52,9 +53,10 @@ def opening(store: Store, station: Station, recipe: Recipe, options: RunOptions
             ) -> lifecycle.Opening:
     sample, why = choose_sample(store, recipe, options.sample_id)
 
-    def prepare(_run_id: int) -> None:
+    def prepare(run_id: int) -> None:
         if sample is not None:
             store.ensure_sample(sample, recipe.sample.substrate if recipe.sample else "")
+        store.add_run_steps(run_id, describe_steps(recipe))
 
     return lifecycle.Opening(claims.deposition(station, recipe, sample), sample,
                              [why] if why else [], prepare)

@@ -8,8 +8,23 @@ from lipon_hw.deposition.layers import layer_opened, record_layer
 from lipon_hw.deposition.recipe import RF, Deposit, Gas, Presputter
 from lipon_hw.errors import RunAborted
 from lipon_hw.interfaces import Film
+from lipon_hw.store_schema import StepFilm
 
 RAMP_TICK_S = 1.0
+
+
+def monitor_quantity(roles: dict[str, str], name: str) -> str:
+    """The name the sampler records a quantity of the tool's thickness monitor under."""
+    return f"{roles['thickness_monitor']}.{name}"
+
+
+def deposit_film(p: Deposit, roles: dict[str, str], loaded: str | None) -> StepFilm:
+    """A deposit's film and its readings: the tool's thickness monitor, sampled every
+    record period (noisy: no filtered rate); the shutter open for the whole step, except
+    while held (a hold closes it)."""
+    return StepFilm(p.film, rate=monitor_quantity(roles, "rate_A_s"),
+                    thickness=monitor_quantity(roles, "thickness_nm"), shutter=None,
+                    target_nm=p.until_thickness_nm, smooth_rate=True)
 
 
 def gas(ctx, p: Gas, state: dict):
@@ -104,6 +119,7 @@ def presputter(ctx, p: Presputter, state: dict):
 def deposit(ctx, p: Deposit, state: dict):
     monitor, shutter = ctx.role("thickness_monitor"), ctx.role("shutter")
     monitor_name = ctx.roles["thickness_monitor"]
+    reading = monitor_quantity(ctx.roles, "thickness_nm")
     if not state.get("opened"):
         spec = ctx.station.instrument(monitor_name).films[p.film]
         monitor.set_film(Film(p.film, spec.density_g_cm3, spec.z_ratio, spec.tooling_pct))
@@ -111,7 +127,7 @@ def deposit(ctx, p: Deposit, state: dict):
         shutter.open()
         ctx.setpoints["shutter_open"] = True
         state.update(opened=True, t_open=ctx.now)
-        layer_opened(ctx, p.film, state, f"{monitor_name}.thickness_nm")
+        layer_opened(ctx, p.film, state, reading)
     tick = ctx.recipe.record_every_s
     if p.for_min is not None:
         yield from ctx.sleep(p.for_min * 60, state)
@@ -135,6 +151,6 @@ def deposit(ctx, p: Deposit, state: dict):
     ctx.setpoints["shutter_open"] = False
     final = monitor.thickness_nm()
     seconds = ctx.now - state["t_open"]
-    ctx.record({f"{monitor_name}.thickness_nm": final})
-    ctx.latest[f"{monitor_name}.thickness_nm"] = final
+    ctx.record({reading: final})
+    ctx.latest[reading] = final
     record_layer(ctx, p.film, final, final * 10 / seconds if seconds > 0 else None)

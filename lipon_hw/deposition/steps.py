@@ -1,5 +1,5 @@
-"""Deposition steps: the registry of step kinds, the checks made at every sample, and
-holding and restoring the process.
+"""Deposition steps: the registry of step kinds, the description of a run's steps it
+gives, the checks made at every sample, and holding and restoring the process.
 
 A step is a generator function `step(ctx, params, state)` on the engine's clock, in the
 module of its tool: `chamber_steps` (pump down, wait, vent, transfer), `sputtering`,
@@ -8,20 +8,65 @@ module of its tool: `chamber_steps` (pump down, wait, vent, transfer), `sputteri
 that already zeroed the monitor and opened the shutter does not do so again.
 `ctx.setpoints` is the process as commanded (valves, flow, RF, shutter); a resume
 re-establishes it before the interrupted step continues.
+
+A step kind that lays down a film says so in its registry entry (`lays`): which film, and
+the recorded quantities that hold its rate, thickness and shutter. `describe_steps` gives
+that for every step of a recipe; the run stores it as it starts (`Store.add_run_steps`),
+and whoever reads a run's layers (the layer plots) reads it there.
 """
 
 from __future__ import annotations
 
-from lipon_hw.deposition import chamber_steps, evaporation, sputtering
-from lipon_hw.deposition.sputtering import ramp_rf, wait_for_match
+from collections.abc import Callable
+from dataclasses import dataclass
 
-STEPS = {"pump_down": chamber_steps.pump_down, "gas": sputtering.gas, "rf": sputtering.rf,
-         "presputter": sputtering.presputter, "deposit": sputtering.deposit,
-         "wait": chamber_steps.wait, "vent": chamber_steps.vent,
-         "transfer": chamber_steps.transfer, "source": evaporation.source,
-         "precondition": evaporation.precondition, "evaporate": evaporation.evaporate,
-         "source_off": evaporation.source_off,
-         "calibrate_tooling": evaporation.calibrate_tooling}
+from lipon_hw.deposition import chamber_steps, evaporation, sputtering
+from lipon_hw.deposition.recipe import Recipe
+from lipon_hw.deposition.sputtering import ramp_rf, wait_for_match
+from lipon_hw.store_schema import RunStep, StepFilm
+
+
+@dataclass(frozen=True)
+class StepKind:
+    #: the step: a generator function `run(ctx, params, state)`
+    run: Callable
+    #: for a step that lays down a film: `lays(params, roles of its tool, the film loaded
+    #: on that tool or None)` -> the film and the quantities holding its readings
+    lays: Callable[..., StepFilm] | None = None
+    #: for a step that loads a film into its tool (a source): `loads(params)` -> the film
+    #: the tool's later steps lay down, until the sample leaves the tool
+    loads: Callable[..., str] | None = None
+
+
+STEPS: dict[str, StepKind] = {
+    "pump_down": StepKind(chamber_steps.pump_down), "gas": StepKind(sputtering.gas),
+    "rf": StepKind(sputtering.rf), "presputter": StepKind(sputtering.presputter),
+    "deposit": StepKind(sputtering.deposit, lays=sputtering.deposit_film),
+    "wait": StepKind(chamber_steps.wait), "vent": StepKind(chamber_steps.vent),
+    "transfer": StepKind(chamber_steps.transfer),
+    "source": StepKind(evaporation.source, loads=evaporation.source_film),
+    "precondition": StepKind(evaporation.precondition),
+    "evaporate": StepKind(evaporation.evaporate, lays=evaporation.evaporate_film),
+    "source_off": StepKind(evaporation.source_off),
+    "calibrate_tooling": StepKind(evaporation.calibrate_tooling)}
+
+
+def describe_steps(recipe: Recipe) -> list[RunStep]:
+    """Every step of the recipe: its kind, its tool, and the film it lays down, if any.
+    A film loaded by a source is the one a later step of that tool lays down; it is
+    forgotten when the sample moves (the next tool's process starts afresh)."""
+    described, loaded, tool = [], None, None
+    for idx, step in enumerate(recipe.steps):
+        kind = STEPS[step.kind]
+        if step.tool != tool:
+            loaded, tool = None, step.tool
+        film = None
+        if kind.lays is not None:
+            film = kind.lays(step.params, recipe.tool_roles[step.tool], loaded)
+        if kind.loads is not None:
+            loaded = kind.loads(step.params)
+        described.append(RunStep(idx, step.kind, step.tool, film))
+    return described
 
 #: checked at every sample of every run, whatever the step (a tool's own limits)
 SAMPLE_CHECKS = (evaporation.check_tool_limits,)
