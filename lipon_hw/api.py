@@ -183,7 +183,7 @@ def connect(station: str | Path | None = None, seed: int | None = None) -> Conne
     from lipon_hw.station import load_station
 
     loaded = load_station(station)
-    clock = _StepClock() if loaded.simulated else None
+    clock = _StepClock() if loaded.in_process else None  # its world keeps our clock
     lab = loaded.connect(clock if clock is not None else _wall_clock, seed)
     return ConnectedStation(lab, clock)
 
