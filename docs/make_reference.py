@@ -56,10 +56,14 @@ def render() -> str:
     out += _section("`pid` (of `evaporate`)", recipe, "PID")
     out += _section("`controller_pid` (of `evaporate`)", recipe, "ControllerPID")
     out += _section("`sample`", recipe, "SampleSpec")
-    out += _section("`interlocks` entries", recipe, "InterlockSpec", [
+    out += _section("`interlocks` entries", recipe, "RuleSpec", [
         "`when` is a condition on recorded quantities, `<instrument>.<quantity>` or a "
         "quantity of the tool (`reflected_power_W > 0.1 * forward_power_W for 5 s`); "
-        "`during` names the step kinds in which it is armed (empty: always)."])
+        "`then` is `alarm` (once as it trips), `hold` (outputs kept, steps stopped until it "
+        "clears), `pause` (shutter closed and RF off until it clears, then restored) or "
+        "`abort`; `during` names the step kinds in which it is armed (empty: always); "
+        "`name` names it in alarms. A station file's `interlocks: {TOOL: [...]}` holds "
+        "rules of the same shape for every run on that tool."])
     out += ["Recorded quantities per role: " + "; ".join(
         f"`{role}`: {', '.join(qs)}" for role, qs in rc.ROLE_QUANTITIES.items()) + ".", ""]
 

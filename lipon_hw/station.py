@@ -49,6 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lipon_hw import interfaces
 from lipon_hw.drivers import DRIVERS
+from lipon_hw.engine import interlocks as il
 from lipon_hw.errors import InputError
 from lipon_hw.links import LinkPool
 from lipon_hw.station_checks import check_instrument, check_shared_ports, check_simulated_lab
@@ -143,6 +144,8 @@ class StationSpec(BaseModel):
     sim: SimSpec | None = None
     instruments: dict[str, InstrumentSpec]
     tools: dict[str, dict[str, str]] = {}
+    #: interlock rules for every run on a tool (by tool name) or a potentiostat (by name)
+    interlocks: dict[str, list[il.RuleSpec]] = Field(default={}, max_length=50)
 
 
 @dataclass
@@ -152,6 +155,8 @@ class Station:
     text: str
     #: each instrument's driver built on a link that refuses use, as validation built it
     unconnected: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: the station's interlock rules by tool or potentiostat, syntax checked, names not yet
+    interlocks: dict[str, il.Declared] = field(default_factory=dict, repr=False)
 
     @property
     def simulated(self) -> bool:
@@ -347,7 +352,20 @@ def load_station(path: str | Path | None = None, text: str | None = None) -> Sta
         spec = StationSpec.model_validate(doc.data)
     except ValidationError as exc:
         raise pydantic_error(doc, exc) from None
-    return Station(spec, doc, text, _check(spec, doc))
+    return Station(spec, doc, text, _check(spec, doc), _interlocks(spec, doc))
+
+
+def _interlocks(spec: StationSpec, doc: Doc) -> dict[str, il.Declared]:
+    """Each set of station rules belongs to a tool or an instrument of the station."""
+    out = {}
+    for owner, specs in spec.interlocks.items():
+        if owner not in spec.tools and owner not in spec.instruments:
+            raise doc.error(("interlocks", owner), f"{owner!r} is neither a tool nor an "
+                            f"instrument of this station (tools: {', '.join(spec.tools)})")
+        if len(specs) > il.MAX_INTERLOCKS:
+            raise doc.error(("interlocks", owner), f"at most {il.MAX_INTERLOCKS} rules")
+        out[owner] = il.declare(doc, ("interlocks", owner), specs)
+    return out
 
 
 def _check(spec: StationSpec, doc: Doc) -> dict[str, Any]:

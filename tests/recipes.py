@@ -20,7 +20,7 @@ steps:
   - gas: {n2_sccm: 0}
   - vent: {}
 interlocks:
-  - {when: "reflected_power_W > 0.1 * forward_power_W for 5 s", then: hold,
+  - {when: "reflected_power_W > 0.1 * forward_power_W for 5 s", then: pause,
      during: [presputter, deposit]}
   - {when: "process_gauge.pressure_torr > 0.03", then: abort, during: [presputter, deposit]}
 """

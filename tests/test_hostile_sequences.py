@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from lipon_hw.celltest.plan import load as load_protocol
 from lipon_hw.celltest.session import start_cycling
 from lipon_hw.cli import main
-from lipon_hw.deposition.interlocks import parse_interlock
 from lipon_hw.deposition.recipe import load_recipe
+from lipon_hw.engine.conditions import parse_condition
 from lipon_hw.errors import InputError
 from lipon_hw.station import load_station
 from lipon_hw.store import Store
@@ -254,7 +254,7 @@ def test_a_20000_term_interlock_is_refused_fast(tmp_path):
     known = {"process_gauge.pressure_torr": "process_gauge"}
     t0 = time.perf_counter()
     with pytest.raises(ValueError, match="at most 500 characters"):
-        parse_interlock(when, "abort", known)
+        parse_condition(when, known)
     assert time.perf_counter() - t0 < 0.05, "refused before any parsing cost"
     path, text = _variant(tmp_path, SPUTTER, "process_gauge.pressure_torr > 0.03", when)
     message = _refusal(path)  # the file itself is 560 kB: reading the YAML is most of it
@@ -262,7 +262,7 @@ def test_a_20000_term_interlock_is_refused_fast(tmp_path):
     # under the character bound, the node bound: 100 terms of a short name
     known = {"g.p": "process_gauge"}
     with pytest.raises(ValueError, match="at most 200 terms"):
-        parse_interlock(" + ".join(["p"] * 120) + " > 1", "hold", known)
+        parse_condition(" + ".join(["p"] * 120) + " > 1", known)
 
 
 def test_cli_refuses_with_one_line_exit_2_and_run_stores_nothing(tmp_path):

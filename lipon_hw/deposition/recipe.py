@@ -15,7 +15,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from lipon_hw.deposition.interlocks import Interlock, parse_interlock
+from lipon_hw.engine import interlocks as il
 from lipon_hw.engine import ranges as r
 from lipon_hw.station import ROLES, Station
 from lipon_hw.yamlfile import Doc, load, loads, pydantic_error
@@ -198,13 +198,6 @@ class SampleSpec(BaseModel):
     substrate: str = Field(default="", max_length=200)
 
 
-class InterlockSpec(BaseModel):
-    model_config = r.MODEL_CONFIG
-    when: str
-    then: Literal["hold", "abort", "alarm"]
-    during: list[str] = []  # step kinds in which it is armed; empty: always
-
-
 class _RecipeHead(BaseModel):
     model_config = r.MODEL_CONFIG
     name: str = Field(max_length=200)
@@ -215,7 +208,7 @@ class _RecipeHead(BaseModel):
     record_every_s: r.DEP_RECORD_S = 5
     checkpoint_every_s: r.CHECKPOINT_S = 60
     steps: list[dict] = Field(min_length=1, max_length=r.MAX_STEPS)
-    interlocks: list[InterlockSpec] = Field(default=[], max_length=r.MAX_INTERLOCKS)
+    interlocks: list[il.RuleSpec] = Field(default=[], max_length=r.MAX_INTERLOCKS)
 
 
 @dataclass
@@ -240,7 +233,7 @@ class Recipe:
     sample: SampleSpec | None
     tool_roles: dict[str, dict[str, str]]  # tool → role → instrument
     steps: list[PlannedStep]
-    interlocks: list[Interlock]
+    interlocks: list[il.Rule]  # the station's rules for its tools, then its own
     record_every_s: float
     checkpoint_every_s: float
 
@@ -292,18 +285,13 @@ def load_recipe(path: str, station: Station, text: str | None = None) -> Recipe:
     for i, step in enumerate(steps):
         _check_against_station(doc, i, step, recipe, station)
     _check_ramps(doc, steps)
-    known = recipe.quantities()
-    for i, spec in enumerate(head.interlocks):
-        try:
-            lock = parse_interlock(spec.when, spec.then, known)
-        except ValueError as exc:
-            raise doc.error(("interlocks", i, "when"), str(exc)) from None
-        for j, kind in enumerate(spec.during):
-            if kind not in STEP_KINDS:
-                raise doc.error(("interlocks", i, "during", j),
-                                f"unknown step {kind!r} (known: {', '.join(STEP_KINDS)})")
-        lock.during = tuple(spec.during)
-        recipe.interlocks.append(lock)
+    known, phases = recipe.quantities(), list(STEP_KINDS)
+    for tool in dict.fromkeys(step.tool for step in steps):  # the station's, for its tools
+        if tool in station.interlocks:
+            recipe.interlocks += il.bind(station.interlocks[tool], known, phases, "station",
+                                         f"{tool} rule")
+    recipe.interlocks += il.bind(il.declare(doc, ("interlocks",), head.interlocks), known,
+                                 phases, path, "interlock")
     return recipe
 
 

@@ -15,6 +15,6 @@ def recipe_schema() -> dict:
     defs["Step"] = step_schema(kinds, refs, defs)
     head["properties"]["steps"]["items"] = {"$ref": "#/$defs/Step"}
     head["properties"]["instruments"]["propertyNames"] = roles()
-    head["properties"]["interlocks"]["items"] = {"$ref": "#/$defs/InterlockSpec"}
-    defs["InterlockSpec"]["properties"]["during"]["items"] = {"enum": list(kinds)}
+    head["properties"]["interlocks"]["items"] = {"$ref": "#/$defs/RuleSpec"}
+    defs["RuleSpec"]["properties"]["during"]["items"] = {"enum": list(kinds)}
     return document("lipon-hw deposition recipe", rc.__doc__, head, defs)

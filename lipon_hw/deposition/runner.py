@@ -35,6 +35,7 @@ from lipon_hw.deposition.steps import (
     resume_after_hold,
     safe_hold,
 )
+from lipon_hw.engine import interlocks as il
 from lipon_hw.engine.lifecycle import Interrupted, RunResult, uninterruptible
 from lipon_hw.errors import InstrumentError, LiponError, RunAborted, StoreError
 from lipon_hw.station import Lab
@@ -178,6 +179,7 @@ class Engine:
         self._last_checkpoint = env.now
         self._polled: dict[str, list] = {}
         self._store_refused_at: float | None = None  # run clock when the store began refusing
+        self._alarming: set[str] = set()  # `alarm` rules true at the last sample
 
     # --- the run -------------------------------------------------------------------
     def run(self, start_idx: int = 0, step_state: dict | None = None,
@@ -369,39 +371,54 @@ class Engine:
                 ctx.alarm("info", "operator", "continue requested")
 
     def _check_interlocks(self, values: dict[str, float]) -> None:
+        """The tool's own limits, then the recipe's and the station's rules: an `alarm`
+        rule alarms once as it trips (and says when it clears); `hold` and `pause` hold
+        the run until their conditions clear; `abort` ends it."""
         ctx = self.ctx
         for check in SAMPLE_CHECKS:
             check(ctx)
         steps = self.recipe.steps
-        kind = steps[ctx.step_idx].kind if ctx.step_idx < len(steps) else ""
-        fired = [lock for lock in self.recipe.interlocks
-                 if lock.armed(kind) and lock.check(self.env.now, ctx.latest)]
-        for lock in fired:
-            if lock.action == "abort":
-                raise RunAborted(f"interlock {lock.text!r} tripped")
-            if lock.action == "alarm":
-                ctx.alarm("warning", "interlock", f"{lock.text!r} is true")
-        if not ctx.held and any(lock.action == "hold" for lock in fired):
+        phase = steps[ctx.step_idx].kind if ctx.step_idx < len(steps) else ""
+        fired = il.tripped(self.recipe.interlocks, phase, self.env.now, ctx.latest)
+        for rule in fired:
+            if rule.reaction == "abort":
+                raise RunAborted(f"interlock {rule.describe()} tripped")
+        alarming = {rule.name: rule for rule in fired if rule.reaction == "alarm"}
+        for name in alarming.keys() - self._alarming:
+            ctx.alarm("warning", "interlock", f"{alarming[name].describe()} is true")
+        for name in self._alarming - alarming.keys():
+            ctx.alarm("info", "interlock", f"{name}: no longer true")
+        self._alarming = set(alarming)
+        holding = [rule for rule in fired if rule.reaction in ("hold", "pause")]
+        if not ctx.held and holding:
             ctx.holds_this_step += 1
             if ctx.holds_this_step > MAX_HOLDS_PER_STEP:
-                raise RunAborted(f"interlock {fired[0].text!r} held step "
+                raise RunAborted(f"interlock {holding[0].describe()} held step "
                                  f"{ctx.step_idx + 1} more than {MAX_HOLDS_PER_STEP} times")
-            self.env.process(self.hold([lk for lk in fired if lk.action == "hold"]))
+            self.env.process(self.hold(holding, safe=any(r.reaction == "pause"
+                                                         for r in holding)))
 
-    def hold(self, reasons):
-        """Shutter closed and RF off until every holding condition has cleared."""
+    def hold(self, reasons, safe: bool = True):
+        """Until every holding condition (and an operator's pause) has cleared, the steps'
+        clocks stop; `safe` (a pause): shutter closed and RF off meanwhile, then RF ramped
+        back and the shutter reopened; else (a hold) the outputs stay as they are."""
         ctx = self.ctx
         ctx.held = True
         source = "interlock" if reasons else "operator"
-        text = "; ".join(r.text for r in reasons) or "pause requested"
-        ctx.alarm("hold", source, f"{text}: shutter closed, RF off")
-        safe_hold(ctx)
+        text = "; ".join(r.describe() for r in reasons) or "pause requested"
+        if safe:  # severity `hold`: the shutter is closed (the layer plots mark it)
+            ctx.alarm("hold", source, f"{text}: shutter closed, RF off")
+            safe_hold(ctx)
+        else:
+            ctx.alarm("warning", source, f"{text}: held, outputs kept, steps stopped")
         yield self.env.timeout(self.recipe.record_every_s)
         while ctx.operator_pause or any(r.check(self.env.now, ctx.latest) for r in reasons):
             yield self.env.timeout(self.recipe.record_every_s)
-        yield from resume_after_hold(ctx)
+        if safe:
+            yield from resume_after_hold(ctx)
         ctx.held = False
-        ctx.alarm("info", source, f"{text}: cleared, process restored")
+        ctx.alarm("info", source, f"{text}: cleared, " +
+                  ("process restored" if safe else "steps go on"))
 
     def checkpoint(self) -> None:
         ctx = self.ctx

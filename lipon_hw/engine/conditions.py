@@ -1,7 +1,7 @@
-"""Interlock conditions written as small expressions over recorded quantities.
+"""Conditions written as small expressions over recorded quantities — the safe expression
+language of interlock rules (`engine.interlocks`), whatever the kind of run:
 
     when: "reflected_power_W > 0.1 * forward_power_W for 5 s"
-    then: hold            # or abort, alarm
 
 Names are recorded quantities, qualified (`rf.reflected_power_W`) or, when only
 one instrument records it, bare (`reflected_power_W`). Only arithmetic,
@@ -37,17 +37,12 @@ _CMP = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE:
 
 
 @dataclass
-class Interlock:
+class Condition:
     text: str
-    action: str
     tree: ast.expr
-    names: dict[str, str]  # name as written → qualified quantity
+    names: dict[str, str]  # name as written → qualified quantity (itself while unresolved)
     hold_s: float = 0.0
-    during: tuple[str, ...] = ()
     _true_since: float | None = field(default=None, repr=False)
-
-    def armed(self, step_kind: str) -> bool:
-        return not self.during or step_kind in self.during
 
     def check(self, now: float, values: Mapping[str, float]) -> bool:
         """True once the condition has held for `hold_s` (missing readings: False)."""
@@ -62,9 +57,17 @@ class Interlock:
             self._true_since = now
         return now - self._true_since >= self.hold_s
 
+    def resolved(self, known: Mapping[str, str]) -> Condition:
+        """A copy whose names are the quantities of `known` they stand for; ValueError,
+        one sentence, for a name that is none of them."""
+        return Condition(self.text, self.tree, {written: _resolve(written, known)
+                                                for written in self.names}, self.hold_s)
 
-def parse_interlock(text: str, action: str, known: Mapping[str, str]) -> Interlock:
-    """`known` maps every qualified quantity to its role; raises ValueError, one sentence."""
+
+def parse_condition(text: str, known: Mapping[str, str] | None = None) -> Condition:
+    """`known` maps every qualified quantity to its role (None: the names are left as
+    written, to be resolved when the run's quantities are known); raises ValueError, one
+    sentence."""
     if not isinstance(text, str) or len(text) > MAX_CHARS:
         raise ValueError(f"a condition is at most {MAX_CHARS} characters (this one has "
                          f"{len(text) if isinstance(text, str) else 0})")
@@ -91,11 +94,11 @@ def parse_interlock(text: str, action: str, known: Mapping[str, str]) -> Interlo
         if isinstance(node, ast.Attribute | ast.Name):
             written = ast.unparse(node)
             if written not in names and not _inside_attribute(tree, node):
-                names[written] = _resolve(written, known)
+                names[written] = written if known is None else _resolve(written, known)
         elif not isinstance(node, _ALLOWED):
             raise ValueError(f"{ast.unparse(node)!r} is not allowed in a condition "
                              "(use numbers, quantities, arithmetic, comparisons, and/or/not)")
-    return Interlock(text, action, tree, names, hold_s)
+    return Condition(text, tree, names, hold_s)
 
 
 def _finite_number(value) -> bool:
@@ -121,8 +124,8 @@ def _resolve(name: str, known: Mapping[str, str]) -> str:
         raise ValueError(f"{name!r} is ambiguous; write one of {', '.join(sorted(matches))}")
     instrument = name.split(".", 1)[0] if "." in name else None
     if instrument and not any(q.startswith(instrument + ".") for q in known):
-        raise ValueError(f"{name!r} names instrument {instrument!r}, which this recipe's tool "
-                         "does not have")
+        raise ValueError(f"{name!r} names instrument {instrument!r}, which records nothing "
+                         "this run can read")
     raise ValueError(f"{name!r} is not a recorded quantity (known: {', '.join(sorted(known))})")
 
 
