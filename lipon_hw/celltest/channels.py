@@ -37,6 +37,7 @@ from lipon_hw.celltest import protocol as pr
 from lipon_hw.celltest.cycle_counter import CycleCounter
 from lipon_hw.celltest.protocol_checks import FOREVER_S
 from lipon_hw.celltest.step_ends import MIN_POLL_S, ChannelTrip, HostEnds, StepOutcome
+from lipon_hw.engine import interlocks as il
 from lipon_hw.errors import LiponError, StoreError
 from lipon_hw.store import Store
 from lipon_hw.techniques import EIS, OCV, ConstantCurrent
@@ -92,6 +93,8 @@ class Channel:
                                      reference, leads=leads))
         self._abort_requested = False
         self._pause_wanted = False
+        self._alarming: set[str] = set()  # `alarm` rules true at the last sample
+        self._held_by: list[il.Rule] = []  # `hold` and `pause` rules holding the channel
         self._saved: str = json.dumps(vars(state))
         self._last_sample_t = -math.inf
         self._disconnected = self._recorded = False
@@ -137,6 +140,11 @@ class Channel:
                 st.pc = step.gotos.get(outcome.end, st.pc + 1)
                 st.done_before = None
                 self._save()
+                if self._held_by:  # a `hold` rule: the step ran to its end; the next waits
+                    yield from self._paused()
+                    if self._abort_requested:
+                        self.status, self.message = "aborted", "stopped by the operator"
+                        break
             if self.status == "running":
                 self.status, self.message = "completed", self.message or "protocol done"
         except ChannelTrip as exc:
@@ -215,13 +223,15 @@ class Channel:
                         self._last_sample_t = rows[-1][0]
                     try:
                         self._check_safety(rows, limits)  # what tripped it is kept
+                        self._check_rules(rows, step.kind)
                     except ChannelTrip:
                         self._store_cycles(self.counter.add(taken))
                         raise
                     outcome = ends.take(rows)
             if outcome is None and self._abort_requested:
                 outcome = StepOutcome("aborted", "stopped by the operator")
-            if outcome is None and self._pause_wanted:
+            if outcome is None and (self._pause_wanted or any(
+                    rule.reaction == "pause" for rule in self._held_by)):
                 outcome = StepOutcome("paused")
                 st.done_before = ends.done(self.env.now) if hasattr(technique, "duration_s") \
                     else None  # a spectrum or a sweep cut short is measured again
@@ -236,16 +246,21 @@ class Channel:
                 return outcome
 
     def _paused(self):
-        """An operator pause: the step was stopped; the cell stays at open circuit, its
-        voltage recorded (step type PAUSE, a step of its own), until the operator continues
-        (the cut step then goes on with what is left of its time and capacity) or aborts.
-        The channel's stored status says `paused` meanwhile."""
+        """The cell at open circuit, its voltage recorded (step type PAUSE, a step of its
+        own), for as long as the operator's pause or an interlock rule holding the channel
+        lasts: the operator continues (or aborts); a rule's condition clears on the
+        recorded voltage. A step cut short then goes on with what is left of its time and
+        capacity. The channel's stored status says `paused` meanwhile."""
         st = self.state
         self.pstat.cell_off(self.number)
-        self.status, self.message = "paused", "paused by the operator: cell at open circuit"
+        rule = "interlock " + "; ".join(r.describe() for r in self._held_by) \
+            if self._held_by and not self._pause_wanted else None
+        self.status, self.message = "paused", \
+            f"paused by {rule or 'the operator'}: cell at open circuit"
         self._save()
-        self.store.add_alarm(self.run_id, self.env.now, "info", f"channel {self.number}",
-                             f"paused at step {st.pc} (cycle {st.cycle}): cell at open circuit")
+        self.store.add_alarm(self.run_id, self.env.now, "hold" if rule else "info",
+                             f"channel {self.number}", f"{rule + ': ' if rule else ''}paused "
+                             f"at step {st.pc} (cycle {st.cycle}): cell at open circuit")
         rec = self.plan.program.record
         st.step_count += 1
         t0 = max(self.env.now, self._last_sample_t)
@@ -259,7 +274,9 @@ class Channel:
                 self.store.add_cell_samples(self.run_id, self.number, rows)
                 self._last_sample_t = rows[-1][0]
                 self._store_cycles(self.counter.add(rows))
-            if not self._pause_wanted or self._abort_requested:
+                self._held_by = [rule for rule in self._held_by
+                                 if _holds_on(rule, rows)]
+            if not (self._pause_wanted or self._held_by) or self._abort_requested:
                 self.pstat.stop(self.number)
                 break
             if run.finished:  # a pause longer than an instrument step may last goes on
@@ -267,9 +284,33 @@ class Channel:
                 run = self.pstat.start(self.number, run.technique)
         self.status, self.message = "running", ""
         self.store.add_alarm(self.run_id, self.env.now, "info", f"channel {self.number}",
-                             "continued by the operator" if not self._abort_requested
-                             else "aborted while paused")
+                             "aborted while paused" if self._abort_requested else
+                             f"{rule}: cleared, the channel goes on" if rule else
+                             "continued by the operator")
         self._save()
+
+    def _check_rules(self, rows: list[tuple], phase: str) -> None:
+        """Each sample against the channel's interlock rules: `abort` trips the channel,
+        `alarm` alarms once as it trips and once as it clears, `pause` stops the step at
+        once and `hold` after it; both then wait at open circuit until they clear."""
+        if not self.plan.rules:
+            return
+        for t, v, i, *_ in rows:
+            fired = il.tripped(self.plan.rules, phase, t, {"voltage_V": v, "current_A": i})
+            for rule in fired:
+                if rule.reaction == "abort":
+                    raise ChannelTrip(f"channel {self.number}: interlock {rule.describe()} "
+                                      f"tripped at t = {t:.0f} s")
+            alarming = {rule.name: rule for rule in fired if rule.reaction == "alarm"}
+            for name in alarming.keys() - self._alarming:
+                self.store.add_alarm(self.run_id, t, "warning", f"channel {self.number}",
+                                     f"interlock {alarming[name].describe()} is true")
+            for name in self._alarming - alarming.keys():
+                self.store.add_alarm(self.run_id, t, "info", f"channel {self.number}",
+                                     f"interlock {name}: no longer true")
+            self._alarming = set(alarming)
+            if not self._held_by:
+                self._held_by = [rule for rule in fired if rule.reaction in ("hold", "pause")]
 
     def _wait(self, run, ends: HostEnds) -> float:
         """How long to let the instrument run before asking for its samples."""
@@ -441,3 +482,12 @@ def stop_reason(exc: BaseException) -> str:
     if isinstance(exc, sqlite3.Error | StoreError):
         return f"the store failed: {exc}"
     return str(exc) if isinstance(exc, LiponError) else f"internal error: {exc!r}"
+
+
+def _holds_on(rule: il.Rule, rows: list[tuple]) -> bool:
+    """Whether a holding rule's condition still holds at the last of `rows` (recorded at
+    open circuit)."""
+    held = False
+    for t, v, i, *_ in rows:
+        held = rule.check(t, {"voltage_V": v, "current_A": i})
+    return held

@@ -67,6 +67,7 @@ from lipon_hw.celltest.protocol_schema import (  # noqa: F401 (the protocol's AP
     _Untagged,
 )
 from lipon_hw.celltest.termination import check_termination
+from lipon_hw.engine import interlocks as il
 from lipon_hw.errors import (
     CellParamError,  # noqa: F401 (API)
     )
@@ -106,6 +107,7 @@ class Program:
     safety: Safety
     termination: Termination
     base: tuple = ()  # where the program is in its file: () or ("protocols", name)
+    interlocks: il.Declared | None = None  # its rules, names not yet bound to a channel
 
 
 @dataclass
@@ -115,6 +117,8 @@ class ChannelPlan:
     sample: str | None
     cell: CellSpec
     capacity_Ah: float | None  # for C-rates; None if unknown
+    #: the potentiostat's rules from the station, then the program's: this channel's own
+    rules: list[il.Rule] = field(default_factory=list)
 
 
 @dataclass
@@ -201,7 +205,8 @@ def protocol_from_doc(doc: Doc, station: Station, text: str | None = None,
         program = programs[spec.protocol]
         _check_rates(doc, loc, program, capacity, number)
         chk.check_c_rates(doc, program, capacity, number, max_current)
-        plans.append(ChannelPlan(number, program, spec.sample, cell, capacity))
+        plans.append(ChannelPlan(number, program, spec.sample, cell, capacity,
+                                 channel_rules(station, pstat, program, doc.path)))
     if text is None:
         text = doc.text  # the bounded read, not a second one of a file that may change
     return Protocol(doc.path, text, head.name, pstat, plans, head.poll_every_s,
@@ -295,9 +300,26 @@ def _program(doc: Doc, base: tuple, name: str, spec: ProtocolSpec, station: Stat
         chk.check_safety(doc, base, spec.safety, loc, st.params)
         chk.check_sweep(doc, loc, st.params)
         chk.check_interval(doc, loc, st.params, spec.record)
-    program = Program(name, steps, spec.record, spec.safety, spec.termination, base)
+    program = Program(name, steps, spec.record, spec.safety, spec.termination, base,
+                      il.declare(doc, (*base, "interlocks"), spec.interlocks))
     check_termination(doc, base, program)
+    il.bind(program.interlocks, CHANNEL_QUANTITIES, list(STEP_KINDS), doc.path, "interlock")
     return program
+
+
+#: what a channel's interlock rules can read, sample by sample
+CHANNEL_QUANTITIES = {"voltage_V": "channel", "current_A": "channel"}
+
+
+def channel_rules(station: Station, pstat: str, program: Program, path: str) -> list[il.Rule]:
+    """One channel's own rules (each channel counts how long its conditions have held):
+    the station's for its potentiostat, then its program's."""
+    rules = []
+    if pstat in station.interlocks:
+        rules += il.bind(station.interlocks[pstat], CHANNEL_QUANTITIES, list(STEP_KINDS),
+                         "station", f"{pstat} rule")
+    return rules + il.bind(program.interlocks, CHANNEL_QUANTITIES, list(STEP_KINDS), path,
+                           "interlock")
 
 
 def _parse_step(doc: Doc, loc: tuple, raw) -> PlannedStep:

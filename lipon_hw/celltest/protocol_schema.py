@@ -13,6 +13,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import BaseModel, Discriminator, Field, Tag, ValidationError, model_validator
 
 from lipon_hw import techniques as tq
+from lipon_hw.engine import interlocks as il
 from lipon_hw.engine import ranges as r
 
 CELL_KINDS = ("blocking", "plating", "lnmo", "lco", "lco_anodeless")
@@ -309,6 +310,8 @@ class ProtocolSpec(_Model):
     record: Record = Record()
     safety: Safety = Safety()
     termination: Termination = Termination()
+    #: rules on each channel's voltage_V and current_A (`engine.interlocks`)
+    interlocks: list[il.RuleSpec] = Field(default=[], max_length=r.MAX_INTERLOCKS)
 
 
 def _channels_shape(value) -> str:

@@ -117,7 +117,7 @@ def _inside_attribute(tree: ast.AST, node: ast.AST) -> bool:
 def _resolve(name: str, known: Mapping[str, str]) -> str:
     if name in known:
         return name
-    matches = [q for q in known if q.split(".", 1)[1] == name]
+    matches = [q for q in known if "." in q and q.split(".", 1)[1] == name]
     if len(matches) == 1:
         return matches[0]
     if matches:
