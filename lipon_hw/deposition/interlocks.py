@@ -46,6 +46,11 @@ class Interlock:
     during: tuple[str, ...] = ()
     _true_since: float | None = field(default=None, repr=False)
 
+    @property
+    def rule(self) -> str:
+        """The rule an alarm of this interlock names: its condition as written."""
+        return self.text
+
     def armed(self, step_kind: str) -> bool:
         return not self.during or step_kind in self.during
 

@@ -132,9 +132,11 @@ class Context:
     def now(self) -> float:
         return self.env.now
 
-    def alarm(self, severity: str, source: str, message: str) -> None:
-        self.store.add_alarm(self.run_id, self.env.now, severity, source, message)
-        self.engine.notify(f"{severity}: {source}: {message}")
+    def alarm(self, severity: str, source: str, message: str, rule: str | None = None,
+              reaction: str | None = None) -> None:
+        """Stored, and heard by whoever listens to the store (`Store.on_alarm`)."""
+        self.store.add_alarm(self.run_id, self.env.now, severity, source, message, rule,
+                             reaction)
 
     def record(self, values: dict[str, float]) -> None:
         self.store.add_readings(self.run_id, self.env.now, values)
@@ -378,14 +380,19 @@ class Engine:
                  if lock.armed(kind) and lock.check(self.env.now, ctx.latest)]
         for lock in fired:
             if lock.action == "abort":
+                ctx.alarm("error", "interlock", f"{lock.text!r} tripped: the run is aborted",
+                          lock.rule, "abort")
                 raise RunAborted(f"interlock {lock.text!r} tripped")
             if lock.action == "alarm":
-                ctx.alarm("warning", "interlock", f"{lock.text!r} is true")
+                ctx.alarm("warning", "interlock", f"{lock.text!r} is true", lock.rule, "alarm")
         if not ctx.held and any(lock.action == "hold" for lock in fired):
             ctx.holds_this_step += 1
             if ctx.holds_this_step > MAX_HOLDS_PER_STEP:
-                raise RunAborted(f"interlock {fired[0].text!r} held step "
-                                 f"{ctx.step_idx + 1} more than {MAX_HOLDS_PER_STEP} times")
+                why = (f"interlock {fired[0].text!r} held step {ctx.step_idx + 1} more than "
+                       f"{MAX_HOLDS_PER_STEP} times")
+                ctx.alarm("error", "interlock", f"{why}: the run is aborted", fired[0].rule,
+                          "abort")
+                raise RunAborted(why)
             self.env.process(self.hold([lk for lk in fired if lk.action == "hold"]))
 
     def hold(self, reasons):
@@ -394,14 +401,15 @@ class Engine:
         ctx.held = True
         source = "interlock" if reasons else "operator"
         text = "; ".join(r.text for r in reasons) or "pause requested"
-        ctx.alarm("hold", source, f"{text}: shutter closed, RF off")
+        rule = "; ".join(r.rule for r in reasons) or None
+        ctx.alarm("hold", source, f"{text}: shutter closed, RF off", rule, "hold")
         safe_hold(ctx)
         yield self.env.timeout(self.recipe.record_every_s)
         while ctx.operator_pause or any(r.check(self.env.now, ctx.latest) for r in reasons):
             yield self.env.timeout(self.recipe.record_every_s)
         yield from resume_after_hold(ctx)
         ctx.held = False
-        ctx.alarm("info", source, f"{text}: cleared, process restored")
+        ctx.alarm("info", source, f"{text}: cleared, process restored", rule, "resume")
 
     def checkpoint(self) -> None:
         ctx = self.ctx
@@ -429,10 +437,9 @@ class Engine:
         if safe.failed:
             message += f"; FAILED for {', '.join(safe.failed)}"
         message += f" after: {reason}" if reason else ""
-        with contextlib.suppress(Exception):
-            self.notify(message)
-        # a store that refuses the alarm is reported at the run's end; the hardware came first
+        # a store that refuses the alarm is reported at the run's end; the hardware came
+        # first. The operator hears it through the store's alarm listener, even then.
         with contextlib.suppress(sqlite3.Error, LiponError):
             self.store.add_alarm(self.run_id, self.env.now, "info" if safe.ok else "error",
-                                 "engine", message)
+                                 "engine", message, reaction="safe state")
         return safe
