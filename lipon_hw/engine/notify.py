@@ -43,6 +43,8 @@ HEARD_FROM = SEVERITIES.index("warning")
 REPEAT_S = 600.0
 #: events waiting for the hooks, at most; more are counted and said in the log
 MAX_QUEUED = 200
+#: beyond the hooks' own timeouts, what closing waits for processes to start and die
+CLOSE_SLACK_S = 2.0
 _STOP = object()
 
 
@@ -82,12 +84,14 @@ class Notifier:
                         "status": status, "message": message, "alarms": summary})
 
     def close(self, wait_s: float | None = None) -> None:
-        """Wait at most `wait_s` (default: one timeout per hook) for the events sent so
-        far; what is still waiting then is given up, and said in the log."""
+        """Wait at most `wait_s` for the events sent so far (default: long enough for the
+        event under way and one more, the end, to time out on every hook); what is still
+        waiting then is given up, and said in the log."""
         if self._thread is None:
             return
         if wait_s is None:
-            wait_s = self.spec.timeout_s * (bool(self.spec.command) + bool(self.spec.url)) + 1
+            per_event = self.spec.timeout_s * (bool(self.spec.command) + bool(self.spec.url))
+            wait_s = 2 * per_event + CLOSE_SLACK_S
         self._queue.put(_STOP)
         self._thread.join(wait_s)
         if self._thread.is_alive():
