@@ -192,6 +192,41 @@ def test_alarms_another_process_stores_are_heard_once(tmp_path):
     ours.close()
 
 
+def test_a_cell_test_hears_its_worker_processes_alarms_while_it_runs(tmp_path):
+    """Two channels in two worker processes, a pause asked before they start: each worker
+    stores its channel's pause; the run's process hears it (read back from the store) while
+    the run goes on, and answers it with an abort, which the workers store in turn. The
+    protocol is far too long to end before a worker reads the pause (within a second)."""
+    path = tmp_path / "lnmo.yaml"
+    path.write_text(LNMO.format(channels="1-2", cycles=5000), encoding="utf-8")
+    data = tmp_path / "d"
+    heard: list[Alarm] = []
+    operator: list[Store] = []
+
+    def start(run_id, _proto):
+        operator.append(Store(data))
+        operator[0].requests.make(run_id, "pause")
+
+    def alarm(a: Alarm) -> None:
+        heard.append(a)
+        if sum(x.message.startswith("paused at step") for x in heard) == 2:
+            operator[0].requests.make(a.run_id, "abort")
+
+    from lipon_hw.celltest.kind import KIND as CELL_TEST
+
+    result = lifecycle.start(CELL_TEST, str(path), RunOptions(str(data), workers=2),
+                             lifecycle.Watch(start=start, alarm=alarm))
+    operator[0].close()
+    assert result.status == "aborted"
+    stored = Store(data, read_only=True).alarms(1)
+    assert sorted(heard, key=lambda a: (a.t_s, a.source)) == \
+        sorted(stored, key=lambda a: (a.t_s, a.source)) == \
+        sorted(result.alarms, key=lambda a: (a.t_s, a.source))
+    assert sorted((a.source, a.message.split(" at step")[0]) for a in heard) == [
+        ("channel 1", "aborted while paused"), ("channel 1", "paused"),
+        ("channel 2", "aborted while paused"), ("channel 2", "paused")]
+
+
 def test_a_listener_that_fails_changes_nothing_stored(tmp_path):
     store = Store(tmp_path / "d")
     run_id = store.create_run("r", "deposition", "r.yaml", "", "", None, None)

@@ -93,7 +93,10 @@ class Notifier:
             per_event = self.spec.timeout_s * (bool(self.spec.command) + bool(self.spec.url))
             wait_s = 2 * per_event + CLOSE_SLACK_S
         self._queue.put(_STOP)
-        self._thread.join(wait_s)
+        try:
+            self._thread.join(wait_s)
+        except KeyboardInterrupt:  # the run is over and stored: Ctrl-C only stops the wait
+            wait_s = 0.0
         if self._thread.is_alive():
             self._give_up.set()
             left = self._queue.qsize() - 1
