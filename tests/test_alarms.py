@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 
 import pytest
 from click.testing import CliRunner
@@ -207,17 +208,28 @@ def test_a_cell_test_hears_its_worker_processes_alarms_while_it_runs(tmp_path):
         operator.append(Store(data))
         operator[0].requests.make(run_id, "pause")
 
+    answered: list[int] = []
+
     def alarm(a: Alarm) -> None:
         heard.append(a)
         if sum(x.message.startswith("paused at step") for x in heard) == 2:
+            answered.append(a.run_id)
             operator[0].requests.make(a.run_id, "abort")
+
+    def unheard() -> None:  # else, should the pauses never be heard, the run never ends
+        Store(data).requests.make(1, "abort")
 
     from lipon_hw.celltest.kind import KIND as CELL_TEST
 
-    result = lifecycle.start(CELL_TEST, str(path), RunOptions(str(data), workers=2),
-                             lifecycle.Watch(start=start, alarm=alarm))
+    watchdog = threading.Timer(120, unheard)
+    watchdog.start()
+    try:
+        result = lifecycle.start(CELL_TEST, str(path), RunOptions(str(data), workers=2),
+                                 lifecycle.Watch(start=start, alarm=alarm))
+    finally:
+        watchdog.cancel()
     operator[0].close()
-    assert result.status == "aborted"
+    assert answered == [1] and result.status == "aborted"
     stored = Store(data, read_only=True).alarms(1)
     assert sorted(heard, key=lambda a: (a.t_s, a.source)) == \
         sorted(stored, key=lambda a: (a.t_s, a.source)) == \
