@@ -4,7 +4,7 @@ Every error a user can cause is printed as one sentence on stderr with a
 non-zero exit code (2 for bad input, among it a run database that is not a sound
 lipon-hw store; 3 for an aborted run; 1 for a failed run or a store that cannot be
 written, e.g. a full disk; 130 when interrupted), never as a traceback. A command
-that only reads (`runs`, `sample`, `export`, `report`, `station`) and whose stdout
+that only reads (`runs`, `alarms`, `sample`, `export`, `report`, `station`) and whose stdout
 is closed early (`| head`) ends quietly with 0.
 """
 
@@ -207,6 +207,37 @@ def runs(data_dir, as_json) -> None:
     for r in rows:
         click.echo(f"{r['run_id']:>4}  {r['status']:<11} {r['sample'] or '-':<10} "
                    f"{_fmt(r['thickness_nm']):>9} nm  {r['name']}")
+
+
+@main.command()
+@click.argument("run_id", type=int, required=False)
+@data_option
+@click.option("--since", "since",
+              help="Only alarms from this time of the run clock on: seconds or h:mm:ss.")
+@json_option
+@reports_errors
+@closed_pipe_ends_quietly
+def alarms(run_id, data_dir, since, as_json) -> None:
+    """List a run's alarms (default: the latest run), one line each: run clock, severity,
+    instrument or source, message, and the rule and reaction behind it."""
+    from lipon_hw import alarm_view
+
+    since_s = alarm_view.parse_clock(since) if since is not None else None
+    store = _require_store(data_dir, write=False)
+    if run_id is None:
+        runs = store.runs()
+        if not runs:
+            raise InputError(f"{data_dir} holds no runs yet")
+        run_id = runs[-1].id
+    store.run(run_id)  # an unknown run says so
+    found = store.alarms(run_id, since_s)
+    if as_json:
+        click.echo(json.dumps({"run_id": run_id, **alarm_view.as_json(found)}))
+        return
+    for alarm in found:
+        click.echo(alarm_view.line(alarm))
+    click.echo(f"run {run_id}: {alarm_view.count_text(found)}"
+               + (f" from {alarm_view.clock(since_s)} on" if since_s else ""), err=True)
 
 
 @main.command()

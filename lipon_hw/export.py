@@ -89,7 +89,7 @@ def export_run(store: Store, run_id: int, fmt: str, out_path: Path | str,
         "columns": ["t_s", *names, "step", "step_kind"],
         "rows": n_rows,
         "steps": steps,
-        "alarms": store.alarms(run_id),
+        "alarms": [a.to_dict() for a in store.alarms(run_id)],
     }
     with atomic_file(sidecar_path) as tmp:
         tmp.write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")

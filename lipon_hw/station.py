@@ -9,6 +9,7 @@ A station file is YAML:
       mes4: {driver: methodscript, address: "sim://mes4/{1-16}"}   # one port per channel
     tools:
       sputter: {rf_supply: rf, ...}   # role → instrument
+    notify: {command: "...", url: "https://..."}   # optional (`station_notify`)
 
 Recipes speak of roles (`rf_supply`, `thickness_monitor`, ...) of one tool; the
 station says which instrument plays each. The built-in default station is the
@@ -53,6 +54,7 @@ from lipon_hw.engine import interlocks as il
 from lipon_hw.errors import InputError
 from lipon_hw.links import LinkPool
 from lipon_hw.station_checks import check_instrument, check_shared_ports, check_simulated_lab
+from lipon_hw.station_notify import NotifySpec, check_notify
 from lipon_hw.yamlfile import Doc, load, loads, pydantic_error
 
 DEFAULT_STATION = "sim_lab.yaml"
@@ -146,6 +148,7 @@ class StationSpec(BaseModel):
     tools: dict[str, dict[str, str]] = {}
     #: interlock rules for every run on a tool (by tool name) or a potentiostat (by name)
     interlocks: dict[str, list[il.RuleSpec]] = Field(default={}, max_length=50)
+    notify: NotifySpec | None = None
 
 
 @dataclass
@@ -383,6 +386,7 @@ def _check(spec: StationSpec, doc: Doc) -> dict[str, Any]:
         ports[name], built[name] = check_instrument(doc, name, inst, cls, addresses,
                                                     spec.sim is not None)
     check_shared_ports(doc, spec.instruments, built, ports)
+    check_notify(doc, spec.notify)
     if spec.sim is not None:
         check_simulated_lab(doc, spec)
     for tool, roles in spec.tools.items():

@@ -24,9 +24,10 @@ Readings are stored long (run, time, quantity, value) so any instrument can add
 a quantity without a schema change; exports pivot them wide. The tables and the records
 returned are in `store_schema`, the layouts and migrations in `store_migrations`, opening
 and checking the file in `store_open`. `Store` is the one writer and reader of a run's
-data, deposition and cell test alike: the cell test's tables (`store_cells`) and the
-samples' (`store_samples`) are mixins of it, as their writes share its buffers and its one
-transaction; the operator requests (`store_requests`) are an object it holds.
+data, deposition and cell test alike: the cell test's tables (`store_cells`), the
+samples' (`store_samples`) and the alarms (`store_alarms`) are mixins of it, as their
+writes share its buffers and its one transaction; the operator requests
+(`store_requests`) are an object it holds.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from pathlib import Path
 
 from lipon_hw import store_metadata, store_migrations, store_open, store_run_steps
 from lipon_hw.errors import InputError, StoreBusy, StoreError, StoreUnusable
+from lipon_hw.store_alarms import AlarmRecords
 from lipon_hw.store_cells import CellTestRecords
 from lipon_hw.store_open import GuardedConnection
 from lipon_hw.store_plumbing import Transaction, finite, is_busy, signals_held
@@ -47,6 +49,7 @@ from lipon_hw.store_requests import OperatorRequests
 from lipon_hw.store_samples import SampleRecords
 from lipon_hw.store_schema import (  # noqa: F401 (the store's API)
     CELL_SAMPLE_COLUMNS,
+    Alarm,
     Channel,
     Checkpoint,
     Layer,
@@ -65,7 +68,7 @@ MAX_PENDING_ROWS = 500_000
 #: wall seconds between two checkpoints synced to disk (those between are crash-safe only)
 SYNC_EVERY_S = 1.0
 
-class Store(CellTestRecords, SampleRecords):
+class Store(AlarmRecords, CellTestRecords, SampleRecords):
     """One data directory, one database. Single writer (the run), many readers.
 
     `read_only=True` opens an existing store without ever writing to it (listing,
@@ -97,6 +100,9 @@ class Store(CellTestRecords, SampleRecords):
         self._non_finite_seen: set[tuple] = set()
         #: writes other than rows (alarms, steps, checkpoints...), each fn(db), in order
         self._pending_writes: list[Callable[[sqlite3.Connection], None]] = []
+        #: hears every alarm as it is made (`store_alarms`); set by the run's lifecycle
+        self.on_alarm: Callable[[Alarm], None] | None = None
+        self._announced: set[tuple] = set()
         #: operator requests to a running engine (pause, continue, abort)
         self.requests = OperatorRequests(self._db, self._write_soon)
         self._flush_every_s = flush_every_s
@@ -414,19 +420,6 @@ class Store(CellTestRecords, SampleRecords):
         return [r[0] for r in self._db.execute(
             "SELECT DISTINCT q.name FROM readings r JOIN quantities q ON q.id = r.quantity_id"
             " WHERE r.run_id=? ORDER BY q.name", (run_id,))]
-
-    # --- cell tests --------------------------------------------------------------
-
-    # --- alarms ---------------------------------------------------------------
-    def add_alarm(self, run_id: int, t_s: float, severity: str, source: str, message: str) -> None:
-        row = (run_id, t_s, severity, source, message)
-        self._write_soon(lambda db: db.execute("INSERT INTO alarms VALUES (?,?,?,?,?)", row))
-
-    def alarms(self, run_id: int) -> list[dict]:
-        self.try_flush()
-        rows = self._db.execute("SELECT t_s, severity, source, message FROM alarms WHERE run_id=?"
-                                " ORDER BY t_s, rowid", (run_id,)).fetchall()
-        return [{"t_s": r[0], "severity": r[1], "source": r[2], "message": r[3]} for r in rows]
 
     # --- checkpoints -------------------------------------------------------------
     def checkpoint(self, run_id: int, t_s: float, step_idx: int, state: Mapping) -> None:

@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterable, Iterator, Mapping
 
 from lipon_hw.store_plumbing import finite
-from lipon_hw.store_schema import CELL_SAMPLE_COLUMNS, Channel
+from lipon_hw.store_schema import CELL_SAMPLE_COLUMNS, Alarm, Channel
 
 
 class CellTestRecords:
@@ -77,10 +77,9 @@ class CellTestRecords:
         if (run_id, source) in self._non_finite_seen:
             return
         self._non_finite_seen.add((run_id, source))
-        self._db.execute("INSERT INTO alarms VALUES (?,?,?,?,?)",
-                         (run_id, t_s if finite(t_s) else 0.0, "warning", "store",
-                          f"{what} is not a finite number and was not stored; later "
-                          f"non-finite values of {source} are left out silently"))
+        self._add_alarm_now(Alarm(run_id, t_s if finite(t_s) else 0.0, "warning", "store",
+                                  f"{what} is not a finite number and was not stored; later "
+                                  f"non-finite values of {source} are left out silently"))
 
     def add_cycle(self, run_id: int, channel: int, cycle: int, stats: Mapping) -> None:
         self._db.execute("INSERT OR REPLACE INTO cycles VALUES (?,?,?,?)",

@@ -82,6 +82,11 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "each run's steps as planned at start: kind, tool, and the film a step "
                  "lays down with the quantities holding its rate, thickness and shutter",
               store_run_steps.SQL, fill=store_run_steps.fill),
+    # nullable: an older alarm was raised by no rule the store knows (the engine's own
+    # faults and notes), and an interlock's condition is its rule (`store_alarms`)
+    Migration(5, "each alarm's rule (what raised it) and reaction (what was done)", """
+        ALTER TABLE alarms ADD COLUMN rule TEXT;
+        ALTER TABLE alarms ADD COLUMN reaction TEXT"""),
 )
 
 #: the layout this lipon-hw writes (`PRAGMA user_version`)

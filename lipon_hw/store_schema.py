@@ -285,3 +285,33 @@ class Channel:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+#: alarm severities, least first; a notification hook hears `warning` and above
+SEVERITIES = ("info", "warning", "hold", "error")
+
+
+@dataclass(frozen=True)
+class Alarm:
+    """Something the operator must hear of, as the run stored it: when (run clock), how
+    bad, which instrument or part of the engine saw it, the rule that raised it and the
+    reaction it took (None: no rule — a fault the engine met itself — or no reaction)."""
+    run_id: int
+    t_s: float
+    severity: str
+    #: the instrument (`rf`, `rf.reflected_power_W`, `channel 3`) or `engine`, `guard`...
+    source: str
+    message: str
+    #: e.g. an interlock's condition; None for a store older than layout 5
+    rule: str | None = None
+    #: what was done: `hold`, `abort`, `alarm` (none but this alarm), `resume`...
+    reaction: str | None = None
+
+    @property
+    def level(self) -> int:
+        """The severity's rank in SEVERITIES (an unknown one counts as a warning)."""
+        return SEVERITIES.index(self.severity) if self.severity in SEVERITIES else 1
+
+    def to_dict(self) -> dict:
+        return {"t_s": self.t_s, "severity": self.severity, "source": self.source,
+                "rule": self.rule, "reaction": self.reaction, "message": self.message}

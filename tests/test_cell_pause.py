@@ -89,7 +89,7 @@ def test_pause_and_continue_finish_each_cut_step_with_what_was_left(tmp_path):
     assert {r[3] for rows in steps.values() for r in rows} == {1}
     t = [r[0] for r in store.cell_samples(run_id, 1)]
     assert t == sorted(t)
-    messages = [a["message"] for a in store.alarms(run_id)]
+    messages = [a.message for a in store.alarms(run_id)]
     assert sum(m.startswith("paused at step") for m in messages) == 2
     assert messages.count("continued by the operator") == 2
 
@@ -99,7 +99,7 @@ def test_abort_while_paused_ends_the_channel_with_its_cell_off(tmp_path):
     assert channel.status == "aborted"
     kinds = [rows[0][6] for _, rows in sorted(steps_of(store, run_id).items())]
     assert kinds == ["REST", "PAUSE"]
-    assert "aborted while paused" in [a["message"] for a in store.alarms(run_id)]
+    assert "aborted while paused" in [a.message for a in store.alarms(run_id)]
     assert channel._disconnected
 
 

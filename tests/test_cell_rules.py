@@ -71,7 +71,7 @@ def kinds(store: Store, run_id: int, channel: int) -> list[str]:
 
 
 def messages(store: Store, run_id: int) -> list[str]:
-    return [f"{a['source']}: {a['message']}" for a in store.alarms(run_id)]
+    return [f"{a.source}: {a.message}" for a in store.alarms(run_id)]
 
 
 def test_an_abort_rule_trips_its_channel_at_the_sample(tmp_path):

@@ -44,7 +44,7 @@ class Bench:
     def assert_safe(self):
         s = self.tool.s
         assert not s.rf_on and not s.shutter_open and s.gas_flow_sccm == 0
-        assert any(a["message"].startswith("safe state") for a in self.store.alarms(self.run_id))
+        assert any(a.message.startswith("safe state") for a in self.store.alarms(self.run_id))
 
 
 def test_short_run_reaches_target_and_ends_safe(tmp_path):
@@ -86,8 +86,8 @@ def test_lost_rf_link_still_closes_shutter_and_gas(tmp_path):
         bench.engine.run()
     s = bench.tool.s
     assert not s.shutter_open and s.gas_flow_sccm == 0
-    safe = [a for a in bench.store.alarms(bench.run_id) if a["message"].startswith("safe state")]
-    assert "FAILED for rf" in safe[-1]["message"]
+    safe = [a for a in bench.store.alarms(bench.run_id) if a.message.startswith("safe state")]
+    assert "FAILED for rf" in safe[-1].message
     # without gas the plasma dies even though RF could not be switched off
     bench.env.run(until=bench.env.now + 60)
     assert not bench.tool.rf_readings()["plasma"]
@@ -113,7 +113,7 @@ def test_mismatch_holds_deposition_then_recovers(tmp_path):
     bench.at_deposit(retune, after_s=45)
     result = bench.engine.run()
     assert result.status == "completed"
-    messages = [a["message"] for a in bench.store.alarms(bench.run_id)]
+    messages = [a.message for a in bench.store.alarms(bench.run_id)]
     assert any("shutter closed, RF off" in m for m in messages)
     assert any("cleared, process restored" in m for m in messages)
     assert bench.store.film_stack("T-1")[0].thickness_nm == pytest.approx(40, abs=0.3)
@@ -153,7 +153,7 @@ def test_operator_pause_continue_and_abort(tmp_path):
     bench.at_deposit(check_paused_then_continue, after_s=600)
     assert bench.engine.run().status == "completed"
     assert state["paused"] == (True, False, False)
-    messages = [a["message"] for a in store.alarms(run_id)]
+    messages = [a.message for a in store.alarms(run_id)]
     assert "pause requested: shutter closed, RF off" in messages
     assert "pause requested: cleared, process restored" in messages
     assert store.film_stack("T-1")[0].thickness_nm == pytest.approx(60, abs=0.3)

@@ -77,7 +77,7 @@ class EvapBench:
         s = self.tool.s
         assert not s.shutter_open
         assert not s.supply_on or s.selected == 0 or s.current_set_A == 0
-        assert any(a["message"].startswith("safe state") for a in self.store.alarms(self.run_id))
+        assert any(a.message.startswith("safe state") for a in self.store.alarms(self.run_id))
 
 
 @pytest.mark.parametrize("control", ["host", "controller"])
@@ -109,7 +109,7 @@ def test_crystal_failure_finishes_by_time_power_when_the_recipe_says_so(tmp_path
     bench = EvapBench(tmp_path, "Cu", 150, on_fail="time_power")
     bench.when_open(bench.tool.fail_crystal, after_s=60)
     assert bench.engine.run().status == "completed"
-    messages = [a["message"] for a in bench.store.alarms(bench.run_id)]
+    messages = [a.message for a in bench.store.alarms(bench.run_id)]
     assert any("crystal failed at" in m for m in messages)
     assert any("finishing the layer by time-power" in m for m in messages)
     layer = bench.store.film_stack("E-1")[-1]
@@ -148,8 +148,8 @@ def test_dropped_source_link_opens_the_boat_contactors(tmp_path):
                                     "link_down", True), after_s=30)
     with pytest.raises(LinkLost, match="sim://evap_supply"):
         bench.engine.run()
-    safe = [a for a in bench.store.alarms(bench.run_id) if a["message"].startswith("safe")]
-    assert "FAILED for evap_supply" in safe[-1]["message"]
+    safe = [a for a in bench.store.alarms(bench.run_id) if a.message.startswith("safe")]
+    assert "FAILED for evap_supply" in safe[-1].message
     # the supply could not be told, but no boat is on it any more: the boat cools
     assert bench.tool.s.selected == 0 and not bench.tool.s.shutter_open
     bench.env.run(until=bench.env.now + 300)

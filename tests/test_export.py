@@ -126,6 +126,7 @@ def test_sidecar_holds_run_metadata(store, tmp_path, fmt):
         (0, "pump_down", 0.0, 10.0), (1, "rf", 10.0, 20.0), (2, "deposit", 30.0, None)]
     assert meta["steps"][1]["params"] == {"power_W": 50}
     assert meta["alarms"] == [{"t_s": 26.0, "severity": "warning", "source": "rf",
+                               "rule": None, "reaction": None,
                                "message": "reflected power high"}]
 
 

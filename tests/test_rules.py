@@ -60,7 +60,7 @@ class Run:
         self.env.process(proc())
 
     def messages(self) -> list[str]:
-        return [f"{a['severity']}: {a['message']}" for a in self.store.alarms(self.run_id)]
+        return [f"{a.severity}: {a.message}" for a in self.store.alarms(self.run_id)]
 
 
 def test_pause_goes_to_the_safe_state_and_back(tmp_path):
@@ -104,7 +104,8 @@ def test_a_station_rule_applies_to_every_run_on_its_tool(tmp_path):
     rules = {"sputter": [{"name": "N2 low", "when": "n2_mfc.flow_sccm < 25 for 20 s",
                           "then": "abort", "during": ["deposit"]}]}
     run = Run(tmp_path, station_rules=rules)
-    assert [r.name for r in run.recipe.interlocks] == ["N2 low", "interlock 1", "interlock 2"]
+    assert [r.label for r in run.recipe.interlocks] == ["interlock N2 low", "interlock 1",
+                                                         "interlock 2"]
     with pytest.raises(RunAborted, match=r"interlock N2 low \(n2_mfc.flow_sccm < 25"):
         run.engine.run()
     run_row = run.store.run(run.run_id)

@@ -186,7 +186,8 @@ def test_a_kind_that_fails_without_ending_its_run_is_ended_by_the_lifecycle(tmp_
         out = CliRunner().invoke(main, ["run", str(seq), "--data", data, "--json"])
         assert out.exit_code == 1
         assert json.loads(out.stdout.splitlines()[0]) == {
-            "run_id": 1, "status": "failed", "message": "oven: no reply to TEMP? within 1 s"}
+            "run_id": 1, "status": "failed", "message": "oven: no reply to TEMP? within 1 s",
+            "alarms": {"count": 0, "by_severity": {}, "list": []}}
         run = Store(data, read_only=True).run(1)
         assert (run.status, run.message) == ("failed", "oven: no reply to TEMP? within 1 s")
         # its lock was let go: the next run of the same file starts (and fails the same way)

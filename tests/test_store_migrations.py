@@ -77,10 +77,14 @@ def test_a_reader_reads_an_older_layout_without_changing_a_byte(old, tmp_path):
     assert meta.station_name.startswith("Simulated LiPON line") and meta.simulated is True
     assert [c.status for c in store.channels(3)] == ["interrupted", "interrupted"]
     assert store.channels(3)[0].to_dict()["state"]["cycle"] >= 2  # the resume state, parsed
+    alarms = store.alarms(1)  # layout 1 has no rule or reaction: read as None
+    assert alarms and all(a.rule is None and a.reaction is None for a in alarms)
     store.close()
     listing = json.loads(cli("runs", "--data", old, "--json", cwd=tmp_path).stdout)
     assert [r["status"] for r in listing] == ["completed", "running", "running"]
     cli("sample", "K-1", "--data", old, cwd=tmp_path)
+    listed = cli("alarms", 1, "--data", old, cwd=tmp_path).stdout.splitlines()
+    assert len(listed) == len(alarms) and "safe state" in listed[-1]
     assert digest(db) == before
     assert query(db, "PRAGMA user_version") == [(1,)]
 
@@ -108,10 +112,17 @@ def test_a_writer_migrates_the_older_store_to_the_latest_layout(old, tmp_path):
     before_rows = query(db, counts)
     before_runs = Store(old, read_only=True).runs()
 
+    alarms_before = query(db, "SELECT run_id, t_s, severity, source, message FROM alarms"
+                              " ORDER BY rowid")
+    assert alarms_before  # the fixture's runs raised some (a safe state at least)
     store = Store(old)
-    # layouts 2-4: run metadata, sim truth, the steps a run planned
-    assert store.layout == SCHEMA_VERSION == store_migrations.LATEST == 4
+    # layouts 2-5: run metadata, sim truth, the steps a run planned, alarms' rule/reaction
+    assert store.layout == SCHEMA_VERSION == store_migrations.LATEST == 5
     assert store.runs() == before_runs
+    migrated = [a for r in before_runs for a in store.alarms(r.id)]
+    assert sorted((a.run_id, a.t_s, a.severity, a.source, a.message) for a in migrated) == \
+        sorted(alarms_before)
+    assert {(a.rule, a.reaction) for a in migrated} == {(None, None)}  # not known before 5
     assert [la.material for la in store.film_stack("T-1")] == ["LiPON"]
     metas = [store.run_metadata(r.id) for r in before_runs]
     store.close()

@@ -278,11 +278,16 @@ def test_run_does_not_write_into_a_database_that_fails_its_integrity_check(data,
 
 def test_an_unversioned_store_of_layout_1_is_adopted(data, tmp_path):
     """Stores made before layouts had versions are of layout 1: without a version, and
-    without the tables later layouts added."""
+    without the tables and columns later layouts added."""
     db = data / DB_NAME
     con = sqlite3.connect(db)
-    for table in set(store_migrations.layout_of(con)) - set(store_migrations.expected_layout(1)):
-        con.execute(f"DROP TABLE {table}")  # what the migrations added
+    layout_1 = store_migrations.expected_layout(1)
+    for table, columns in store_migrations.layout_of(con).items():  # what migrations added
+        if table not in layout_1:
+            con.execute(f"DROP TABLE {table}")
+            continue
+        for column in {c[0] for c in columns} - {c[0] for c in layout_1[table]}:
+            con.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
     con.execute("PRAGMA user_version=0")
     con.execute("PRAGMA application_id=0")
     con.commit()
@@ -379,7 +384,8 @@ def test_readers_answer_while_another_process_holds_the_write_lock(data, tmp_pat
     holder = sqlite3.connect(db, isolation_level=None)
     holder.execute("PRAGMA journal_mode=WAL")
     holder.execute("BEGIN EXCLUSIVE")
-    holder.execute("INSERT INTO alarms VALUES (1, 0, 'info', 'test', 'uncommitted')")
+    holder.execute("INSERT INTO alarms (run_id, t_s, severity, source, message)"
+                   " VALUES (1, 0, 'info', 'test', 'uncommitted')")
     try:
         proc = cli("runs", "--data", data, cwd=tmp_path, timeout=60)
         assert proc.returncode == 0, proc.stderr
@@ -390,7 +396,8 @@ def test_readers_answer_while_another_process_holds_the_write_lock(data, tmp_pat
         holder.execute("ROLLBACK")
     holder.execute("PRAGMA locking_mode=EXCLUSIVE")
     holder.execute("BEGIN EXCLUSIVE")
-    holder.execute("INSERT INTO alarms VALUES (1, 0, 'info', 'test', 'uncommitted')")
+    holder.execute("INSERT INTO alarms (run_id, t_s, severity, source, message)"
+                   " VALUES (1, 0, 'info', 'test', 'uncommitted')")
     try:
         t0 = time.monotonic()
         proc = cli("runs", "--data", data, cwd=tmp_path, timeout=60)
@@ -463,8 +470,8 @@ def test_a_nan_reading_is_left_out_with_one_alarm_and_later_flushes_go_on(tmp_pa
     assert list(store.readings(run_id)) == [(1.0, "qcm.rate_A_s", 1.5), (2.0, "cell.soc", 0.5),
                                             (3.0, "qcm.rate_A_s", 1.7)]
     alarms = store.alarms(run_id)
-    assert [a["t_s"] for a in alarms] == [1.0, 2.0]  # once per quantity
-    assert "cell.soc = nan" in alarms[0]["message"] and "not stored" in alarms[0]["message"]
+    assert [a.t_s for a in alarms] == [1.0, 2.0]  # once per quantity
+    assert "cell.soc = nan" in alarms[0].message and "not stored" in alarms[0].message
     store.close()
 
 

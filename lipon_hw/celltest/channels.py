@@ -253,14 +253,18 @@ class Channel:
         capacity. The channel's stored status says `paused` meanwhile."""
         st = self.state
         self.pstat.cell_off(self.number)
-        rule = "interlock " + "; ".join(r.describe() for r in self._held_by) \
-            if self._held_by and not self._pause_wanted else None
+        by_rule = self._held_by and not self._pause_wanted
+        rule = "; ".join(r.describe() for r in self._held_by) if by_rule else None
+        labels = "; ".join(r.label for r in self._held_by) if by_rule else None
+        reaction = ("pause" if any(r.reaction == "pause" for r in self._held_by) else "hold") \
+            if by_rule else None
         self.status, self.message = "paused", \
             f"paused by {rule or 'the operator'}: cell at open circuit"
         self._save()
         self.store.add_alarm(self.run_id, self.env.now, "hold" if rule else "info",
                              f"channel {self.number}", f"{rule + ': ' if rule else ''}paused "
-                             f"at step {st.pc} (cycle {st.cycle}): cell at open circuit")
+                             f"at step {st.pc} (cycle {st.cycle}): cell at open circuit",
+                             labels, reaction)
         rec = self.plan.program.record
         st.step_count += 1
         t0 = max(self.env.now, self._last_sample_t)
@@ -286,7 +290,7 @@ class Channel:
         self.store.add_alarm(self.run_id, self.env.now, "info", f"channel {self.number}",
                              "aborted while paused" if self._abort_requested else
                              f"{rule}: cleared, the channel goes on" if rule else
-                             "continued by the operator")
+                             "continued by the operator", labels, "resume" if rule else None)
         self._save()
 
     def _check_rules(self, rows: list[tuple], phase: str) -> None:
@@ -299,15 +303,15 @@ class Channel:
             fired = il.tripped(self.plan.rules, phase, t, {"voltage_V": v, "current_A": i})
             for rule in fired:
                 if rule.reaction == "abort":
-                    raise ChannelTrip(f"channel {self.number}: interlock {rule.describe()} "
+                    raise ChannelTrip(f"channel {self.number}: {rule.describe()} "
                                       f"tripped at t = {t:.0f} s")
-            alarming = {rule.name: rule for rule in fired if rule.reaction == "alarm"}
+            alarming = {rule.label: rule for rule in fired if rule.reaction == "alarm"}
             for name in alarming.keys() - self._alarming:
                 self.store.add_alarm(self.run_id, t, "warning", f"channel {self.number}",
-                                     f"interlock {alarming[name].describe()} is true")
+                                     f"{alarming[name].describe()} is true", name, "alarm")
             for name in self._alarming - alarming.keys():
                 self.store.add_alarm(self.run_id, t, "info", f"channel {self.number}",
-                                     f"interlock {name}: no longer true")
+                                     f"{name}: no longer true", name, "alarm")
             self._alarming = set(alarming)
             if not self._held_by:
                 self._held_by = [rule for rule in fired if rule.reaction in ("hold", "pause")]

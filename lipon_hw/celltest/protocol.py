@@ -303,7 +303,7 @@ def _program(doc: Doc, base: tuple, name: str, spec: ProtocolSpec, station: Stat
     program = Program(name, steps, spec.record, spec.safety, spec.termination, base,
                       il.declare(doc, (*base, "interlocks"), spec.interlocks))
     check_termination(doc, base, program)
-    il.bind(program.interlocks, CHANNEL_QUANTITIES, list(STEP_KINDS), doc.path, "interlock")
+    il.bind(program.interlocks, CHANNEL_QUANTITIES, list(STEP_KINDS), doc.path)
     return program
 
 
@@ -317,9 +317,8 @@ def channel_rules(station: Station, pstat: str, program: Program, path: str) -> 
     rules = []
     if pstat in station.interlocks:
         rules += il.bind(station.interlocks[pstat], CHANNEL_QUANTITIES, list(STEP_KINDS),
-                         "station", f"{pstat} rule")
-    return rules + il.bind(program.interlocks, CHANNEL_QUANTITIES, list(STEP_KINDS), path,
-                           "interlock")
+                         "station", f"{pstat} ")
+    return rules + il.bind(program.interlocks, CHANNEL_QUANTITIES, list(STEP_KINDS), path)
 
 
 def _parse_step(doc: Doc, loc: tuple, raw) -> PlannedStep:

@@ -26,6 +26,7 @@ from lipon_hw.engine.lifecycle import (
     Watch,
     uninterruptible,
 )
+from lipon_hw.engine.trouble import AlarmRelay
 from lipon_hw.errors import InputError, StoreError
 from lipon_hw.kinds import RunOptions
 from lipon_hw.station import Station
@@ -122,9 +123,13 @@ def execute(running: Running) -> Outcome:
         if len(groups) == 1:
             run_group(store, run_id, proto, running.station, states, running.seed,
                        running.speed, running.watch.progress)
-        else:
-            run_workers(store, run_id, groups, states, running.seed, running.speed,
-                         running.watch.progress)
+        else:  # their alarms are stored by the workers: read back as the run goes on
+            relay = AlarmRelay(store, run_id)
+            try:
+                run_workers(store, run_id, groups, states, running.seed, running.speed,
+                             relay.watching(running.watch.progress))
+            finally:
+                relay.poll(force=True)
         status = "completed"
     except KeyboardInterrupt:
         status, message = "interrupted", "stopped by the operator (Ctrl-C / SIGTERM)"

@@ -289,9 +289,9 @@ def load_recipe(path: str, station: Station, text: str | None = None) -> Recipe:
     for tool in dict.fromkeys(step.tool for step in steps):  # the station's, for its tools
         if tool in station.interlocks:
             recipe.interlocks += il.bind(station.interlocks[tool], known, phases, "station",
-                                         f"{tool} rule")
+                                         f"{tool} ")
     recipe.interlocks += il.bind(il.declare(doc, ("interlocks",), head.interlocks), known,
-                                 phases, path, "interlock")
+                                 phases, path)
     return recipe
 
 

@@ -36,7 +36,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from lipon_hw.store import Layer, StepFilm, Store
+from lipon_hw.store import Alarm, Layer, StepFilm, Store
 
 DPI = 110
 FIGSIZE_IN = (9.0, 6.4)
@@ -133,15 +133,15 @@ def _next_layer(stack: list[Layer], material: str | None) -> Layer | None:
     return None
 
 
-def _holds(alarms: list[dict]) -> list[tuple[float, float | None]]:
+def _holds(alarms: list[Alarm]) -> list[tuple[float, float | None]]:
     """Hold intervals: a `hold` alarm until its source says it cleared (None: never did)."""
     spans: list[tuple[float, float | None]] = []
     open_since: dict[str, float] = {}
     for a in alarms:
-        if a["severity"] == "hold":
-            open_since.setdefault(a["source"], a["t_s"])
-        elif a["source"] in open_since and "cleared" in a["message"]:
-            spans.append((open_since.pop(a["source"]), a["t_s"]))
+        if a.severity == "hold":
+            open_since.setdefault(a.source, a.t_s)
+        elif a.source in open_since and "cleared" in a.message:
+            spans.append((open_since.pop(a.source), a.t_s))
     spans += [(t, None) for t in open_since.values()]
     return sorted(spans, key=lambda s: s[0])
 

@@ -133,9 +133,11 @@ class Context:
     def now(self) -> float:
         return self.env.now
 
-    def alarm(self, severity: str, source: str, message: str) -> None:
-        self.store.add_alarm(self.run_id, self.env.now, severity, source, message)
-        self.engine.notify(f"{severity}: {source}: {message}")
+    def alarm(self, severity: str, source: str, message: str, rule: str | None = None,
+              reaction: str | None = None) -> None:
+        """Stored, and heard by whoever listens to the store (`Store.on_alarm`)."""
+        self.store.add_alarm(self.run_id, self.env.now, severity, source, message, rule,
+                             reaction)
 
     def record(self, values: dict[str, float]) -> None:
         self.store.add_readings(self.run_id, self.env.now, values)
@@ -382,19 +384,25 @@ class Engine:
         fired = il.tripped(self.recipe.interlocks, phase, self.env.now, ctx.latest)
         for rule in fired:
             if rule.reaction == "abort":
-                raise RunAborted(f"interlock {rule.describe()} tripped")
-        alarming = {rule.name: rule for rule in fired if rule.reaction == "alarm"}
+                ctx.alarm("error", "interlock", f"{rule.describe()} tripped: the run is "
+                          "aborted", rule.label, "abort")
+                raise RunAborted(f"{rule.describe()} tripped")
+        alarming = {rule.label: rule for rule in fired if rule.reaction == "alarm"}
         for name in alarming.keys() - self._alarming:
-            ctx.alarm("warning", "interlock", f"{alarming[name].describe()} is true")
+            ctx.alarm("warning", "interlock", f"{alarming[name].describe()} is true", name,
+                      "alarm")
         for name in self._alarming - alarming.keys():
-            ctx.alarm("info", "interlock", f"{name}: no longer true")
+            ctx.alarm("info", "interlock", f"{name}: no longer true", name, "alarm")
         self._alarming = set(alarming)
         holding = [rule for rule in fired if rule.reaction in ("hold", "pause")]
         if not ctx.held and holding:
             ctx.holds_this_step += 1
             if ctx.holds_this_step > MAX_HOLDS_PER_STEP:
-                raise RunAborted(f"interlock {holding[0].describe()} held step "
-                                 f"{ctx.step_idx + 1} more than {MAX_HOLDS_PER_STEP} times")
+                why = (f"{holding[0].describe()} held step {ctx.step_idx + 1} more "
+                       f"than {MAX_HOLDS_PER_STEP} times")
+                ctx.alarm("error", "interlock", f"{why}: the run is aborted", holding[0].label,
+                          "abort")
+                raise RunAborted(why)
             self.env.process(self.hold(holding, safe=any(r.reaction == "pause"
                                                          for r in holding)))
 
@@ -406,11 +414,14 @@ class Engine:
         ctx.held = True
         source = "interlock" if reasons else "operator"
         text = "; ".join(r.describe() for r in reasons) or "pause requested"
+        rule = "; ".join(r.label for r in reasons) or None
+        reaction = "pause" if safe else "hold"
         if safe:  # severity `hold`: the shutter is closed (the layer plots mark it)
-            ctx.alarm("hold", source, f"{text}: shutter closed, RF off")
+            ctx.alarm("hold", source, f"{text}: shutter closed, RF off", rule, reaction)
             safe_hold(ctx)
         else:
-            ctx.alarm("warning", source, f"{text}: held, outputs kept, steps stopped")
+            ctx.alarm("warning", source, f"{text}: held, outputs kept, steps stopped", rule,
+                      reaction)
         yield self.env.timeout(self.recipe.record_every_s)
         while ctx.operator_pause or any(r.check(self.env.now, ctx.latest) for r in reasons):
             yield self.env.timeout(self.recipe.record_every_s)
@@ -418,7 +429,7 @@ class Engine:
             yield from resume_after_hold(ctx)
         ctx.held = False
         ctx.alarm("info", source, f"{text}: cleared, " +
-                  ("process restored" if safe else "steps go on"))
+                  ("process restored" if safe else "steps go on"), rule, "resume")
 
     def checkpoint(self) -> None:
         ctx = self.ctx
@@ -446,10 +457,9 @@ class Engine:
         if safe.failed:
             message += f"; FAILED for {', '.join(safe.failed)}"
         message += f" after: {reason}" if reason else ""
-        with contextlib.suppress(Exception):
-            self.notify(message)
-        # a store that refuses the alarm is reported at the run's end; the hardware came first
+        # a store that refuses the alarm is reported at the run's end; the hardware came
+        # first. The operator hears it through the store's alarm listener, even then.
         with contextlib.suppress(sqlite3.Error, LiponError):
             self.store.add_alarm(self.run_id, self.env.now, "info" if safe.ok else "error",
-                                 "engine", message)
+                                 "engine", message, reaction="safe state")
         return safe

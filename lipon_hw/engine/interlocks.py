@@ -65,8 +65,14 @@ class Rule:
     def check(self, now: float, values: Mapping[str, float]) -> bool:
         return self.condition.check(now, values)
 
+    @property
+    def label(self) -> str:
+        """How alarms name it: `interlock NAME` (a rule without a name is named by its
+        place: `interlock 2`, or `interlock sputter 1` for the station's first on sputter)."""
+        return f"interlock {self.name}"
+
     def describe(self) -> str:
-        return f"{self.name} ({self.condition.text})"
+        return f"{self.label} ({self.condition.text})"
 
 
 @dataclass
@@ -94,9 +100,10 @@ def declare(doc, at: tuple, specs: Sequence[RuleSpec]) -> Declared:
 
 
 def bind(declared: Declared, known: Mapping[str, str], phases: Sequence[str],
-         origin: str, default_name: str) -> list[Rule]:
+         origin: str, default_name: str = "") -> list[Rule]:
     """The declared rules for one run: every name resolved against the quantities the
-    run records (`known`: qualified quantity → role), every phase one of `phases`."""
+    run records (`known`: qualified quantity → role), every phase one of `phases`. A rule
+    without a name is named `default_name` and its place (1, 2, …)."""
     rules = []
     for i, (spec, condition) in enumerate(zip(declared.specs, declared.conditions,
                                               strict=True)):
@@ -108,7 +115,7 @@ def bind(declared: Declared, known: Mapping[str, str], phases: Sequence[str],
             if phase not in phases:
                 raise declared.doc.error((*declared.at, i, "during", j),
                                          f"unknown step {phase!r} (known: {', '.join(phases)})")
-        rules.append(Rule(spec.name or f"{default_name} {i + 1}", bound, spec.then,
+        rules.append(Rule(spec.name or f"{default_name}{i + 1}", bound, spec.then,
                           tuple(spec.during), origin))
     return rules
 

@@ -14,12 +14,16 @@ does, in this order, whatever its kind:
    engine still leaves the hardware safe;
 4. the kind's `execute`: connect, run, make safe on every exit, store how it ended (only
    the kind knows when its hardware is safe, and it stores nothing before that);
-5. the plots drawn (never allowed to change how the run ended), the store closed, and a
-   `RunResult`.
+5. the plots drawn (never allowed to change how the run ended), how the run ended told
+   (`trouble`: its log file and the station's notification hooks), the store closed,
+   and a `RunResult` with the run's alarms.
 
 A failure from step 2 on ends the run with its reason (`ends_run_on_failure`): no run is
 ever left `running` with no engine behind it. What the operator sees — progress, the
-summary line, `--json` — is the console's (`lipon_hw.console`), also written once.
+summary line, `--json` — is the console's (`lipon_hw.console`), also written once. From
+the moment the run exists to its end, `engine.trouble` hears its notes and each alarm as
+the store is given it (`Store.on_alarm`), and passes them on: to the watch, to the run's
+log file (`<data>/runs/<id>/run.log`) and to the station's notification hooks.
 
 The clock: a station whose instruments all live in this process runs in virtual time by
 default (as fast as the host allows); `speed` puts a run on a real-time clock at that
@@ -43,6 +47,7 @@ import simpy
 from lipon_hw.engine import claims
 from lipon_hw.engine.guard import needs_guard, start_guard
 from lipon_hw.engine.ownership import Ownership
+from lipon_hw.engine.trouble import RunTrouble
 from lipon_hw.errors import InputError, LiponError
 from lipon_hw.station import Station, load_station
 from lipon_hw.store import Store
@@ -60,6 +65,7 @@ class RunResult:
     wall_s: float
     summary: dict = field(default_factory=dict)
     plots: list[str] = field(default_factory=list)  # drawn after the run, beside the store
+    alarms: list = field(default_factory=list)  # the run's, `store_schema.Alarm`, in order
 
 
 @dataclass
@@ -76,11 +82,14 @@ class Outcome:
 class Watch:
     """Who watches a run: `note` gets sentences for the operator, `start` the run id and
     the plan once the run exists, `progress` the kind's own progress calls (a deposition's
-    sample context; a cell test's channel and completed cycles)."""
+    sample context; a cell test's channel and completed cycles), `alarm` each alarm
+    (`store_schema.Alarm`) as it is stored — without it, alarms come to `note` as
+    `alarm: ...` sentences."""
 
     note: Callable[[str], None] | None = None
     start: Callable[[int, Any], None] | None = None
     progress: Callable[..., None] | None = None
+    alarm: Callable[[Any], None] | None = None
 
     def say(self, message: str) -> None:
         if self.note is not None:
@@ -163,6 +172,7 @@ def start(kind, sequence: str, options, watch: Watch | None = None) -> RunResult
     watch = watch or Watch()
     station = load_station(options.station_path)
     store = Store(options.data_dir)
+    trouble = RunTrouble(watch, store)
     owned = Ownership(options.data_dir)
     try:
         plan = kind.load(sequence, station, store)
@@ -171,18 +181,20 @@ def start(kind, sequence: str, options, watch: Watch | None = None) -> RunResult
         seed = run_seed(station, options.seed)
 
         def prepare(run_id: int) -> None:
+            trouble.open(run_id, station, plan.name, resumed=False)
             if opening.prepare is not None:
                 opening.prepare(run_id)
             for note in opening.notes:
-                watch.say(note)
+                trouble.watch.say(note)
             if watch.start is not None:
                 watch.start(run_id, plan)
 
         run_id = open_run(store, owned, station, opening.resources, kind.name, plan.name,
                           sequence, plan.text, seed, opening.sample_id, prepare)
         return _drive(kind, Running(plan, station, store, run_id, seed, options.speed,
-                                    options.workers, watch))
-    except BaseException:
+                                    options.workers, trouble.watch), trouble)
+    except BaseException as exc:
+        trouble.end_after_failure(exc)
         _last_try_to_close(store)
         raise
     finally:
@@ -194,29 +206,35 @@ def resume(kind, run_id: int, options, watch: Watch | None = None) -> RunResult:
     sequence and the station it started with."""
     watch = watch or Watch()
     store = Store(options.data_dir)
+    trouble = RunTrouble(watch, store)
     owned = Ownership(options.data_dir)
     try:
         run, station = run_to_resume(store, run_id, kind.resumable, owned)
         plan = kind.load(run.sequence_path, station, store, text=run.sequence_text)
         point = kind.resumption(store, owned, run, station, plan)
+        trouble.open(run_id, station, run.name, resumed=True)
         if not point.finished:
             store.requests.take(run_id)  # a resume runs: a pause or abort asked before is done
             store.set_status(run_id, "running", f"resumed from t = {point.t_s:.0f} s")
             with ends_run_on_failure(store, run_id):
-                store.add_alarm(run_id, point.t_s, "info", "engine", point.note)
+                store.add_alarm(run_id, point.t_s, "info", "engine", point.note,
+                                reaction="resume")
                 if watch.start is not None:
                     watch.start(run_id, plan)
         return _drive(kind, Running(plan, station, store, run_id, run.seed, options.speed,
-                                    options.workers, watch, point))
-    except BaseException:
+                                    options.workers, trouble.watch, point), trouble)
+    except BaseException as exc:
+        trouble.end_after_failure(exc)
         _last_try_to_close(store)
         raise
     finally:
         owned.release()
 
 
-def _drive(kind, running: Running) -> RunResult:
-    """Guard, execute, plots, store closed: the part of every run after its row exists."""
+def _drive(kind, running: Running, trouble: RunTrouble) -> RunResult:
+    """Guard, execute, plots, the end told, store closed: the part of every run after its
+    row exists. The end is told (log, notification hooks) only once the kind has made the
+    hardware safe and stored how the run ended."""
     store, run_id = running.store, running.run_id
     wall0 = time.monotonic()
     guard = None
@@ -231,11 +249,24 @@ def _drive(kind, running: Running) -> RunResult:
     except BaseException as exc:
         _never_left_running(store, run_id, exc)
         draw_plots(kind, store, run_id, running.watch)
+        alarms = trouble.end_after_failure(exc)
+        with contextlib.suppress(AttributeError):
+            exc.alarms = alarms  # what the console may list of the run's alarms
         raise
     plots = draw_plots(kind, store, run_id, running.watch)
+    alarms = run_alarms(store, run_id)
+    trouble.end(outcome.status, outcome.message, alarms)
     store.close()
     return RunResult(run_id, outcome.status, outcome.message, outcome.t_s,
-                     time.monotonic() - wall0, outcome.summary, [str(p) for p in plots])
+                     time.monotonic() - wall0, outcome.summary, [str(p) for p in plots],
+                     alarms)
+
+
+def run_alarms(store: Store, run_id: int) -> list:
+    """The run's alarms, or none when the store cannot answer (its error is the run's)."""
+    with contextlib.suppress(LiponError, sqlite3.Error):
+        return store.alarms(run_id)
+    return []
 
 
 def _never_left_running(store: Store, run_id: int, exc: BaseException) -> None:
