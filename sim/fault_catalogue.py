@@ -167,8 +167,8 @@ def _crystal_life_start(target, params, t):
     s = tool.s
     s.crystal_fail_Hz = max(s.crystal_fail_Hz, f_min + params["at_life_pct"] / 100
                             * (f_max - f_min))
-    if xtal.frequency_Hz(s) < s.crystal_fail_Hz:
-        s.crystal_failed = True
+    if xtal.frequency_Hz(s) < s.crystal_fail_Hz or params["at_life_pct"] >= 100.0:
+        s.crystal_failed = True  # the monitor reads it at (or below) that life already
 
 
 def life_limits_Hz(emulator) -> tuple[float, float]:

@@ -192,7 +192,7 @@ class FaultSchedule:
                 raise FaultEntryError(where + ("count",), f"{count} arcs need for_s, the "
                                                           "window they come in")
             entry.times = [start] if count == 1 else \
-                sorted(start + rng.uniform(0.0, entry.for_s, count).tolist())
+                sorted(start + x for x in rng.uniform(0.0, entry.for_s, count).tolist())
         return entry
 
     def _number(self, value, spec: Param, loc: tuple, rng) -> float:
