@@ -212,12 +212,12 @@ class MethodScriptChannel(Interpreter, MeasurementLoops, EventDriven, BulkLoops,
     def channel_fault(self, code: int, t: float) -> None:
         """Fault injection: the channel fails at time `t` (≤ now): a running script runs
         up to `t`, then ends as a run-time error does (`!XXXX: Line 0`, cell off)."""
-        while self._gen is not None and self._wake <= t:
-            self.t = max(self.t, self._wake)
-            try:
-                self._wake = next(self._gen)
-            except StopIteration:
-                self._gen = None
+        clock = self.clock
+        self.clock = lambda: t  # the script (a bulk loop too) runs as far as `t` only
+        try:
+            self._advance()
+        finally:
+            self.clock = clock
         if self._gen is None:
             return
         self.t = max(self.t, t)
