@@ -137,7 +137,9 @@ class SimSpec(BaseModel):
     # non-negative integer; 32 bits are what --seed accepts too
     #: faults the simulated lab injects (`lipon_hw.sim.fault_schedule`; docs/faults.md),
     #: each entry checked field by field when the station is loaded
-    faults: list[Any] = []
+    faults: list[Any] = Field(default=[], description="faults the simulated lab injects, "
+                              "each {fault, instrument or tool, at_s or after_s, for_s, "
+                              "parameters}: docs/faults.md")
 
 
 class StationSpec(BaseModel):

@@ -15,6 +15,9 @@ instrument, whose channel ports serve the instrument's expanded addresses in ord
       fault_rates: {soft_short: 0.05, open: 0.01}             # per cell (assumptions)
       faults_within_cycles: 600                               # drawn faults start by then
 
+Faults (`sim: faults:` of the station, `SimLab.faults.add(...)` from a test) are armed
+here: see `lipon_hw.sim.fault_schedule` and docs/faults.md.
+
 A cell spec is what `lipon_hw.sim.cells.factories.cell_from_spec` takes; a narrower key wins over
 a range, and a channel with no declared cell holds a blocking cell. Drawn faults come
 from a generator seeded by the World's seed, the instrument's name and the channel, so
@@ -92,10 +95,16 @@ class SimLab:
         self.faults = FaultSchedule(self, seed)
         self.world.schedule = self.faults
         for emulator in {id(e): e for ports in self._ports.values() for e in ports}.values():
-            emulator.faults.tick = self.world.sync
+            emulator.faults.tick = self._fire_due_faults
         entries = getattr(getattr(spec, "sim", None), "faults", None) or []
         for index, entry in enumerate(entries):
             self.faults.add(entry, where=("sim", "faults", index))
+
+    def _fire_due_faults(self) -> None:
+        """Before an emulator acts on bytes: the World advanced (and the faults fired)
+        only when a fault is due, so a potentiostat's polls never integrate the tools."""
+        if self.faults.due(self.world.clock()):
+            self.world.sync()
 
     def ports_of(self, instrument: str) -> list:
         """The emulators serving an instrument's simulated addresses, in order."""

@@ -195,3 +195,23 @@ def test_the_cli_refuses_it_before_anything_moves(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "sim.faults[0].leak_mbar_l_s: 500 is outside" in proc.stderr
+
+
+def test_the_fault_page_names_every_fault_and_its_example_loads():
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from lipon_hw.sim.fault_catalogue import FAULTS
+
+    text = (Path(__file__).parent.parent / "docs" / "faults.md").read_text("utf-8")
+    rows = set(re.findall(r"^\| `(\w+)` \|", text, re.M))
+    assert set(FAULTS) <= rows
+    for kind in FAULTS.values():
+        for param in kind.params:
+            assert f"`{param}`" in text, (kind.name, param)
+    example = re.search(r"```yaml\n(.*?)```", text, re.S)[1]
+    faults = yaml.safe_load(example)["sim"]["faults"]
+    lab, clock = connect(faults)
+    assert [e.kind.name for e in lab.sim.faults.entries] == [f["fault"] for f in faults]
