@@ -49,7 +49,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lipon_hw.sim import crystal as xtal
-from lipon_hw.sim import qcm
 
 #: 1 mbar·l/s in Torr·L/s
 MBAR_L_TORR_L = 0.750062
@@ -292,7 +291,3 @@ TARGETS = {"wire": "a simulated instrument", "sputter": "the sputter tool",
            "crystal": "a crystal monitor", "cell": "a potentiostat channel",
            "channel": "a potentiostat channel", "host": "the host"}
 
-
-def life_at_Hz(frequency_Hz: float, limits: tuple[float, float]) -> float:
-    """The life a monitor with `limits` reads at a frequency (for tests and messages)."""
-    return qcm.crystal_life_pct(frequency_Hz, *limits)

@@ -181,6 +181,10 @@ class FaultSchedule:
                     raise FaultEntryError(where, f"fault {name} needs {key} ({spec.doc}, "
                                                  f"{_range(spec)})")
                 params[key] = spec.default
+        if name == "source_burnout" and params["boat"] > len(target.p.boats):
+            raise FaultEntryError(where + ("boat",), f"the evaporator has boats 1–"
+                                                     f"{len(target.p.boats)}, not "
+                                                     f"{params['boat']:g}")
         now = self._lab.world.clock()
         start = (when["at_s"] if "at_s" in when else now + when["after_s"] if "after_s" in
                  when else None if "after_cycles" in when else now)

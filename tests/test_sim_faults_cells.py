@@ -163,6 +163,7 @@ BAD = [
     ("after_cycles", "fault: silent\n  instrument: rf\n  after_cycles: 3", "not a field"),
     ("reflected_pct", "fault: reflected_power\n  instrument: rf\n  reflected_pct: [50, 20]",
      "runs backwards"),
+    ("boat", "fault: source_burnout\n  tool: evaporator\n  boat: 4", "has boats 1–3"),
     ("rise_C", "fault: substrate_overtemp\n  tool: evaporator\n  rise_C: hot",
      "must be a finite number"),
 ]
