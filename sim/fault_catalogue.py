@@ -71,6 +71,8 @@ class FaultKind:
     doc: str
     params: dict[str, Param] = field(default_factory=dict)
     clears: bool = True  # `for_s` allowed: the fault ends by itself
+    #: overlapping entries add up (two leaks); else the fault holds until the last ends
+    additive: bool = False
     #: drivers whose instruments may be named (None: any simulated instrument)
     drivers: tuple[str, ...] | None = None
     start: Callable | None = None  # start(target, params, t)
@@ -257,19 +259,21 @@ FAULTS: dict[str, FaultKind] = {k.name: k for k in [
               clears=False, drivers=("sqm160", "sqc310"), start=_crystal_life_start),
     FaultKind("vacuum_leak", "chamber", "an air leak into the chamber",
               {"leak_mbar_l_s": Param(1e-9, 100.0, 1e-3, "mbar·l/s", "the leak rate")},
-              start=_leak_start, stop=_leak_stop),
+              additive=True, start=_leak_start, stop=_leak_stop),
     FaultKind("gas_supply_loss", "sputter", "the gas bottle runs empty: flow falls to zero",
               {"fall_s": Param(0.1, 3600.0, 5.0, "s", "e-fold time of the falling flow")},
               drivers=("alicat",), start=_gas_start, stop=_gas_stop),
     FaultKind("source_burnout", "evaporator", "a boat burns through: an open circuit",
               {"boat": Param(0, 16, 0, "", "the boat (1-based); 0: the one selected at the "
                                               "onset", integer=True)},
-              drivers=("genesys", "sqc310"), start=_burnout_start, stop=_burnout_stop),
+              drivers=("genesys", "sqc310"), additive=True, start=_burnout_start,
+              stop=_burnout_stop),
     FaultKind("substrate_overtemp", "evaporator", "the substrate heats above its normal "
               "temperature (a runaway heater)",
               {"rise_C": Param(1.0, 1000.0, 150.0, "°C", "the extra temperature it settles "
                                                          "at")},
-              drivers=("modbus_thermometer",), start=_overtemp_start, stop=_overtemp_stop),
+              drivers=("modbus_thermometer",), additive=True, start=_overtemp_start,
+              stop=_overtemp_stop),
     _cell_kind("soft_short", "a soft short (parallel leakage: self-discharge)", _OHM),
     _cell_kind("hard_short", "a hard short (the voltage collapses)", _OHM),
     _cell_kind("open", "an open contact", _OHM),
@@ -282,7 +286,7 @@ FAULTS: dict[str, FaultKind] = {k.name: k for k in [
               drivers=("methodscript",), start=_channel_start, stop=_channel_stop),
     FaultKind("clock_jump", "host", "the host clock jumps",
               {"jump_s": Param(-1e8, 1e8, None, "s", "the jump (negative: backwards)")},
-              start=_clock_start, stop=_clock_stop),
+              additive=True, start=_clock_start, stop=_clock_stop),
 ]}
 
 #: what each target kind is, for messages

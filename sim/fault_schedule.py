@@ -105,6 +105,7 @@ class FaultSchedule:
         self._seq = 0
         self.entries: list[ScheduledFault] = []
         self.fired: list[tuple[float, str, str]] = []  # (time, fault, "start"/"stop"/"arc")
+        self._held: dict[tuple, int] = {}  # entries of a non-additive fault now in force
 
     # --- the API --------------------------------------------------------------------------
     def add(self, entry: dict | None = None, *, where: tuple = (), **fields) -> ScheduledFault:
@@ -301,8 +302,17 @@ class FaultSchedule:
             self._push(e.end_s, e, "stop", kind.stop)
 
     def _push(self, t: float, e: ScheduledFault, what: str, fn) -> None:
+        target = e.target
+        key = (e.kind.name, tuple(map(id, target)) if isinstance(target, list) else id(target))
+
         def action(t_fire: float) -> None:
-            fn(e.target, e.params, t_fire)
+            if not e.kind.additive and what in ("start", "stop"):
+                held = self._held.get(key, 0) + (1 if what == "start" else -1)
+                self._held[key] = held
+                if what == "stop" and held > 0:  # another entry still holds it
+                    self.fired.append((t_fire, e.kind.name, "held"))
+                    return
+            fn(target, e.params, t_fire)
             self.fired.append((t_fire, e.kind.name, what))
 
         heapq.heappush(self._heap, (t, self._seq, action))

@@ -216,3 +216,21 @@ def test_the_fault_page_names_every_fault_and_its_example_loads():
     faults = yaml.safe_load(example)["sim"]["faults"]
     lab, clock = connect(faults)
     assert [e.kind.name for e in lab.sim.faults.entries] == [f["fault"] for f in faults]
+
+
+def test_overlapping_entries_hold_until_the_last_ends_and_leaks_add_up():
+    lab, clock = connect([
+        {"fault": "silent", "instrument": "rf", "at_s": 100, "for_s": 100},
+        {"fault": "silent", "instrument": "rf", "at_s": 150, "for_s": 100},
+        {"fault": "vacuum_leak", "tool": "sputter", "at_s": 0, "leak_mbar_l_s": 1e-2},
+        {"fault": "vacuum_leak", "tool": "sputter", "at_s": 0, "leak_mbar_l_s": 1e-2}])
+    rf = lab.instruments["rf"]
+    lab.instruments["valves"].pump()
+    at(clock, 210.0)  # the first ended, the second still holds
+    with pytest.raises(LinkLost):
+        rf.forward_power_W()
+    at(clock, 260.0)
+    rf.forward_power_W()
+    at(clock, 7200.0)  # pumped down: the two leaks' gas load over the pumping speed
+    assert lab.instruments["process_gauge"].pressure_torr() == \
+        pytest.approx(2 * 7.5e-3 / 17.0, rel=0.05)
