@@ -138,6 +138,11 @@ class SimSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     seed: int = Field(default=1, ge=0, le=2**32 - 1)  # numpy's SeedSequence takes any
     # non-negative integer; 32 bits are what --seed accepts too
+    #: faults the simulated lab injects (`lipon_hw.sim.fault_schedule`; docs/faults.md),
+    #: each entry checked field by field when the station is loaded
+    faults: list[Any] = Field(default=[], description="faults the simulated lab injects, "
+                              "each {fault, instrument or tool, at_s or after_s, for_s, "
+                              "parameters}: docs/faults.md")
 
 
 class StationSpec(BaseModel):
@@ -229,7 +234,9 @@ class Station:
             endpoints = sim_lab.emulators
             hooks = {"cells": SimCells(sim_lab), "physics": SimPhysics(sim_lab),
                      "film_truth": SimFilmTruth(sim_lab)}
-        pool = LinkPool(endpoints)
+        # in-process links back off on the run's clock: a lost sim:// port re-opens after
+        # the same virtual delay on every machine (a fault's re-appearance is reproducible)
+        pool = LinkPool(endpoints, clock=clock) if self.in_process else LinkPool(endpoints)
         instruments = {}
         for name, inst in self.spec.instruments.items():
             cls = driver_class(inst.driver)

@@ -242,10 +242,13 @@ def _check_sim_section(doc: Doc, base: tuple, inst) -> None:
 def check_simulated_lab(doc: Doc, spec) -> None:
     """Build the simulated lab once (~20 ms for the default station), as `connect`
     will: what its cells and emulators refuse is found here, before a run exists."""
+    from lipon_hw.sim.fault_schedule import FaultEntryError
     from lipon_hw.sim.lab import SIM_PREFIX, SimLab
 
     try:
         SimLab(spec, lambda: 0.0, spec.sim.seed)
+    except FaultEntryError as exc:
+        raise doc.error(exc.loc, str(exc)) from None
     except (InputError, ValueError, TypeError, KeyError) as exc:
         message = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
         loc: tuple = ("sim",)

@@ -25,16 +25,23 @@ must serialise `handle` per emulator (`sim serve` holds a lock per port).
 around the bounded part of a frame that reads or changes that state, never while
 looking for frames in its input, so garbage on one port never stalls another.
 
-Faults are switched on by tests or the station file (`faults:`) and applied
-here, identically for every instrument: a dropped link answers nothing, a
-garbled reply has one byte flipped.
+Wire faults are switched on by tests or by the lab's fault schedule
+(`lipon_hw.sim.fault_catalogue`) and applied here, identically for every instrument:
+an unplugged port refuses to open and to carry bytes, a silent instrument (`link_down`)
+reads and never answers, a garbled reply has one byte flipped, and a reply with a bad
+checksum has its protocol's checksum wrong (`corrupt_checksum`, per protocol). Each
+protocol's own error reply (`faults.error_code`) is answered by its emulator. Before it
+acts on bytes an emulator calls `faults.tick()`, the schedule's way to fire what is due.
 """
 
 from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from lipon_hw.errors import LinkError
 
 #: the world lock of an emulator nobody else shares state with (in-process links)
 NO_LOCK = contextlib.nullcontext()
@@ -44,11 +51,18 @@ DISCARD_ALL = sys.maxsize
 
 @dataclass
 class Faults:
-    """Wire faults an emulator injects. Counters count down one per reply."""
+    """Wire faults an emulator injects. Counters count down one per reply; the switches
+    hold while set (the fault schedule sets and clears them)."""
 
-    link_down: bool = False
+    link_down: bool = False  # silent: the instrument reads and never answers
     garble_replies: int = 0
     drop_replies: int = 0
+    unplugged: bool = False  # the port itself is gone: opening and writing fail
+    garble_all: bool = False  # every reply has one byte flipped
+    bad_checksum: bool = False  # every reply's checksum (CRC) is wrong
+    error_code: int | None = None  # every command answered with the protocol's error
+    #: called before bytes are handled: the lab's fault schedule fires what is due
+    tick: Callable[[], None] | None = None
 
 
 @dataclass
@@ -81,7 +95,9 @@ class Emulator:
         return self.session_class()
 
     def reset_connection(self) -> None:
-        """A re-opened port: forget half-received frames (the instrument's state stays)."""
+        """A re-opened port: forget half-received frames (the instrument's state stays).
+        LinkError while the port is unplugged (the OS has no such device)."""
+        self.check_plugged()
         self.close_session(self._own_session)
         self._own_session = self.open_session()
 
@@ -89,8 +105,16 @@ class Emulator:
         """The connection of `session` has ended."""
         session.closed = True
 
+    def check_plugged(self) -> None:
+        """Fire what the fault schedule has due, then LinkError if the port is gone."""
+        if self.faults.tick is not None:
+            self.faults.tick()
+        if self.faults.unplugged:
+            raise LinkError(f"sim://{self.name} is unplugged (the port refuses)")
+
     def handle(self, data: bytes, session: Session | None = None) -> bytes:
         self.session = session = session if session is not None else self._own_session
+        self.check_plugged()
         if self.faults.link_down:
             return b""
         buffer = session.buffer
@@ -116,15 +140,26 @@ class Emulator:
         the rest ignore it."""
 
     def _apply_faults(self, reply: bytes) -> bytes:
+        faults = self.faults
         if not reply:
             return reply
-        if self.faults.drop_replies > 0:
-            self.faults.drop_replies -= 1
+        if faults.drop_replies > 0:
+            faults.drop_replies -= 1
             return b""
-        if self.faults.garble_replies > 0:
-            self.faults.garble_replies -= 1
+        if faults.bad_checksum:
+            reply = self.corrupt_checksum(reply)
+        if faults.garble_replies > 0 or faults.garble_all:
+            faults.garble_replies = max(0, faults.garble_replies - 1)
             mid = len(reply) // 2
             return reply[:mid] + bytes([reply[mid] ^ 0x5A]) + reply[mid + 1:]
+        return reply
+
+    #: whether replies carry a checksum or CRC that `corrupt_checksum` can make wrong
+    has_checksum = False
+
+    def corrupt_checksum(self, reply: bytes) -> bytes:
+        """The reply with its checksum wrong and everything else intact (protocols with
+        a checksum override this and set `has_checksum`)."""
         return reply
 
     def _process(self, buffer: bytes) -> tuple[int, bytes]:

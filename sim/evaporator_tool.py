@@ -92,6 +92,9 @@ class EvaporatorState(ChamberState):
     current_set_A: float = 0.0
     voltage_limit_V: float = 6.0
     substrate_C: float = 25.0
+    # faults (lipon_hw.sim.fault_catalogue)
+    open_boats: list[int] = field(default_factory=list)  # burnt out: an open circuit
+    substrate_fault_C: float = 0.0  # extra heating of the substrate (a runaway heater)
 
 class EvaporatorTool:
     """The physical state of the evaporator, shared by its emulators."""
@@ -141,7 +144,7 @@ class EvaporatorTool:
             s.boat_T_K[k] = self._boat_temperature(s.boat_T_K[k], heat, dt)
         power = self._electrical(i)[2]
         s.outgas_torr += p.outgas_torr_per_W * power * dt / self.vac.outgas_tau_s
-        target_C = 25.0 + p.substrate_heating_K_per_W * power
+        target_C = 25.0 + p.substrate_heating_K_per_W * power + s.substrate_fault_C
         s.substrate_C = target_C + (s.substrate_C - target_C) * math.exp(-dt / p.substrate_tau_s)
         s.t += dt
         for k, material in enumerate(p.boats):
@@ -168,6 +171,8 @@ class EvaporatorTool:
         s = self.s
         if not s.supply_on or s.selected == 0 or k != s.selected - 1:
             return 0.0, 0.0, 0.0
+        if k + 1 in s.open_boats:  # no load: the supply sits at its voltage limit
+            return 0.0, min(s.voltage_limit_V, self.p.supply_max_V), 0.0
         r = self.bp.r0_ohm * (1 + self.bp.alpha_per_K * (s.boat_T_K[k] - WALL_K))
         current = min(s.current_set_A, self.p.supply_max_A)
         if current * r > s.voltage_limit_V:

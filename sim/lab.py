@@ -15,6 +15,9 @@ instrument, whose channel ports serve the instrument's expanded addresses in ord
       fault_rates: {soft_short: 0.05, open: 0.01}             # per cell (assumptions)
       faults_within_cycles: 600                               # drawn faults start by then
 
+Faults (`sim: faults:` of the station, `SimLab.faults.add(...)` from a test) are armed
+here: see `lipon_hw.sim.fault_schedule` and docs/faults.md.
+
 A cell spec is what `lipon_hw.sim.cells.factories.cell_from_spec` takes; a narrower key wins over
 a range, and a channel with no declared cell holds a blocking cell. Drawn faults come
 from a generator seeded by the World's seed, the instrument's name and the channel, so
@@ -40,6 +43,7 @@ from lipon_hw.sim.cells.factories import (
 )
 from lipon_hw.sim.cells.faults import draw_faults
 from lipon_hw.sim.emulators import CELL_EMULATORS, EMULATORS
+from lipon_hw.sim.fault_schedule import FaultSchedule
 from lipon_hw.sim.world import World
 
 SIM_PREFIX = "sim://"
@@ -74,6 +78,48 @@ class SimLab:
             kwargs = dict(settings[endpoint])
             tool = self.world.tool(kwargs.pop("tool", "sputter"))
             self.emulators[endpoint] = cls(endpoint, tool, **kwargs)
+        self._arm_faults(spec, seed)
+
+    # --- faults (lipon_hw.sim.fault_schedule) -------------------------------------------
+    def _arm_faults(self, spec, seed: int) -> None:
+        """The fault schedule: every emulator fires it before acting on bytes; the
+        station's `sim: faults:` entries are added (FaultEntryError names a bad field)."""
+        self.host_clock_offset_s = 0.0
+        self.drivers_by_instrument = {
+            name: inst.driver for name, inst in spec.instruments.items()
+            if any(a.startswith(SIM_PREFIX) for a in inst.addresses)}
+        self._ports = {name: [self.emulators[a[len(SIM_PREFIX):]] for a in inst.addresses
+                              if a.startswith(SIM_PREFIX)]
+                       for name, inst in spec.instruments.items()
+                       if name in self.drivers_by_instrument}
+        self.faults = FaultSchedule(self, seed)
+        self.world.schedule = self.faults
+        for emulator in {id(e): e for ports in self._ports.values() for e in ports}.values():
+            emulator.faults.tick = self._fire_due_faults
+        entries = getattr(getattr(spec, "sim", None), "faults", None) or []
+        for index, entry in enumerate(entries):
+            self.faults.add(entry, where=("sim", "faults", index))
+
+    def _fire_due_faults(self) -> None:
+        """Before an emulator acts on bytes: the World advanced (and the faults fired)
+        only when a fault is due, so a potentiostat's polls never integrate the tools."""
+        if self.faults.due(self.world.clock()):
+            self.world.sync()
+
+    def ports_of(self, instrument: str) -> list:
+        """The emulators serving an instrument's simulated addresses, in order."""
+        return self._ports[instrument]
+
+    def add_cell_fault(self, entry) -> None:
+        """A scheduled cell fault onto the cell now on its channel (and onto cells mounted
+        later, by `mount_cell`)."""
+        self.cell(entry.instrument, entry.channel).add_faults([entry.cell_fault()])
+
+    def host_clock(self) -> float:
+        """The host's clock as the lab shows it: the lab clock plus every clock jump
+        (`clock_jump` faults) fired so far."""
+        self.world.sync()
+        return self.world.clock() + self.host_clock_offset_s
 
     # --- potentiostats and their cells ---------------------------------------------------
     def _add_potentiostat(self, name: str, inst, endpoints: list[str], clock) -> None:
@@ -132,10 +178,14 @@ class SimLab:
         if getattr(port, "running", False):
             raise InputError(f"{instrument} channel {channel} is running a measurement; stop "
                              "it before mounting another cell")
+        now = self.world.clock()
+        scheduled = self.faults.cell_faults(instrument, channel, now)
+        if scheduled:
+            cell.add_faults(scheduled)
         if hasattr(port, "mount"):
             port.mount(cell)
             return
-        old, now = port.cell, self.world.clock()
+        old = port.cell
         port.cell = cell
         cell.set_control(now, old.mode, old.value)
 

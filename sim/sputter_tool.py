@@ -78,6 +78,12 @@ class SputterState(ChamberState):
     arcs: int = 0
     last_arc_t: float = -1e9
     target_kWh: float = 0.0
+    # faults (lipon_hw.sim.fault_catalogue)
+    fault_reflection: float = 0.0  # reflected fraction held by a reflected-power fault
+    plasma_blocked: bool = False  # the plasma cannot burn (plasma loss)
+    gas_supply_lost: bool = False  # the MFC's inlet is empty: its flow bleeds away
+    gas_set_sccm: float = 0.0  # the MFC's setpoint while the supply is lost
+    gas_fall_s: float = 5.0  # e-fold time of the flow once the supply is lost
 
 class SputterTool:
     """The physical state of the sputter chamber, shared by its emulators."""
@@ -109,12 +115,15 @@ class SputterTool:
 
     def _step(self, dt: float) -> None:
         s, sp = self.s, self.sp
+        if s.gas_supply_lost:
+            s.gas_flow_sccm *= math.exp(-dt / s.gas_fall_s)
         vacuum.advance(self.s, self.vac, dt)
         s.t += dt
         pressure_mtorr = self.pressure_torr_now() * 1e3
         # plasma and match
         in_window = sp.ignition_min_mtorr <= pressure_mtorr <= sp.ignition_max_mtorr
-        if s.rf_on and s.setpoint_W >= sp.ignition_min_W and in_window:
+        if s.rf_on and s.setpoint_W >= sp.ignition_min_W and in_window \
+                and not s.plasma_blocked:
             if not s.plasma:
                 s.plasma, s.ignited_at = True, s.t
         elif s.plasma:
@@ -197,8 +206,8 @@ class SputterTool:
     def _reflection_now(self) -> float:
         s = self.s
         if s.plasma and s.t - s.last_arc_t < self.sp.arc_spike_s:
-            return 0.6
-        return s.reflection
+            return max(0.6, s.fault_reflection)
+        return max(s.reflection, s.fault_reflection)
 
     def pressure_torr_now(self) -> float:
         s = self.s
@@ -221,13 +230,45 @@ class SputterTool:
 
     def set_n2_flow_sccm(self, flow: float) -> None:
         self.world.sync()
-        self.s.gas_flow_sccm = max(0.0, flow)
+        if self.s.gas_supply_lost:  # the valve opens wider; nothing more comes
+            self.s.gas_set_sccm = max(0.0, flow)
+        else:
+            self.s.gas_flow_sccm = max(0.0, flow)
         self.s.last_change = self.s.t
 
     def n2_flow_sccm(self) -> float:
         """The flow the MFC delivers into the chamber."""
         self.world.sync()
         return self.s.gas_flow_sccm
+
+    def n2_setpoint_sccm(self) -> float:
+        """The flow the MFC is asked for (what it delivers, unless its supply is lost)."""
+        self.world.sync()
+        return self.s.gas_set_sccm if self.s.gas_supply_lost else self.s.gas_flow_sccm
+
+    # --- faults (lipon_hw.sim.fault_catalogue), applied with the tool advanced to now ---
+    def lose_gas_supply(self, lost: bool, fall_s: float = 5.0) -> None:
+        s = self.s
+        if lost and not s.gas_supply_lost:
+            s.gas_set_sccm, s.gas_fall_s = s.gas_flow_sccm, fall_s
+        elif not lost and s.gas_supply_lost:
+            s.gas_flow_sccm = s.gas_set_sccm
+        s.gas_supply_lost = lost
+        s.last_change = s.t
+
+    def block_plasma(self, blocked: bool) -> None:
+        self.s.plasma_blocked = blocked
+        if blocked:
+            self.s.plasma = False
+        self.s.last_change = self.s.t
+
+    def arc(self) -> None:
+        """One arc now: counted, and a reflected-power spike of `arc_spike_s`."""
+        s = self.s
+        if s.plasma:
+            s.arcs += 1
+            s.last_arc_t = s.t
+            s.last_change = s.t
 
     def set_rf_output(self, on: bool) -> None:
         self.world.sync()

@@ -31,6 +31,8 @@ class World:
         self.layers: list[dict] = []
         self._t = clock()
         self._advancing = False
+        #: the lab's fault schedule (`lipon_hw.sim.fault_schedule`): its events fire here
+        self.schedule = None
         self.tools = {name: cls(self) for name, cls in TOOLS.items()}
         for tool in self.tools.values():
             tool.s.t = self._t
@@ -51,13 +53,24 @@ class World:
         """Advance every tool to the clock. Re-entrant calls (an instrument's control
         loop using accessors from inside a tool's step) see the World as it is."""
         t = self.clock()
-        if t > self._t and not self._advancing:
+        if self._advancing:
+            return
+        due = self.schedule is not None and self.schedule.due(t)
+        if t > self._t or due:
             self._advancing = True
             try:
-                for tool in self.tools.values():
-                    tool.advance(t)
+                if due:  # each fault acts with the tools advanced to its own time
+                    for te, action in self.schedule.pop_due(t):
+                        self._advance_tools(te)
+                        action(max(te, self._t))
+                self._advance_tools(t)
             finally:
                 self._advancing = False
+
+    def _advance_tools(self, t: float) -> None:
+        if t > self._t:
+            for tool in self.tools.values():
+                tool.advance(t)
             self._t = t
 
     def tool(self, name: str):

@@ -275,6 +275,12 @@ class CellModel:
     def _restore_extra(self, extra: dict) -> None:
         pass
 
+    def add_faults(self, faults) -> None:
+        """Faults the lab schedules onto the cell already built (onsets at or after its
+        present time, or at a cycle count): they act as those given at construction."""
+        self.faults.extend(as_fault(f) for f in faults)
+        self._invalidate()
+
     # --- machinery ----------------------------------------------------------------------------
     def _fault_param(self, active: frozenset, kind: str, attr: str, default: float):
         """The parameter of the first active fault of a kind, or None if none is active."""

@@ -123,6 +123,8 @@ class AEBusEmulator(Emulator):
         return length, ACK + reply
 
     def _execute(self, command: int, data: bytes) -> bytes:
+        if self.faults.error_code is not None:  # a unit with active faults refuses all
+            return bytes([self.faults.error_code])
         if command in self._setters:
             size, action = self._setters[command]
             if len(data) != size:
@@ -133,6 +135,14 @@ class AEBusEmulator(Emulator):
         if command in self._queries:
             return self._queries[command]() if not data else bytes([CSR_BAD_COUNT])
         return bytes([CSR_NOT_IMPLEMENTED])
+
+    has_checksum = True
+
+    def corrupt_checksum(self, reply: bytes) -> bytes:
+        """The reply packet's XOR byte (its last) wrong; the ACK before it intact."""
+        if len(reply) < 3:  # a bare ACK or NAK carries no checksum
+            return reply
+        return reply[:-1] + bytes([reply[-1] ^ 0xFF])
 
     # --- set commands: each returns its CSR -------------------------------------
     def _rf_off(self, _value: int) -> int:

@@ -42,6 +42,8 @@ class AlicatEmulator(Emulator):
             return end + 1, self._answer(line[1:].strip())
 
     def _answer(self, command: str) -> bytes:
+        if self.faults.error_code is not None:  # the unit refuses whatever it is sent
+            return REFUSAL.encode("ascii") + TERMINATOR
         if command == "":
             return self._frame()
         if command == "VE":
@@ -63,8 +65,8 @@ class AlicatEmulator(Emulator):
         return None
 
     def _frame(self) -> bytes:
-        setpoint = self.tool.n2_flow_sccm()
+        setpoint = self.tool.n2_setpoint_sccm()
         noise = self.tool.world.rng.normal(0.0, 0.002 * self.full_scale_sccm)
-        flow = setpoint + noise
+        flow = self.tool.n2_flow_sccm() + noise
         return format_data_frame(DataFrame(self.unit, INLET_PSIA, GAS_TEMPERATURE_C,
                                            flow, flow, setpoint, "N2"))

@@ -64,6 +64,15 @@ class InficonEmulator(Emulator):
     bad_crc_reply = b""
     #: the status a handler's WrongMode is answered with
     wrong_mode_status = STATUS_BAD_DATA
+    has_checksum = True
+
+    def corrupt_checksum(self, reply: bytes) -> bytes:
+        """The reply's 14-bit CRC wrong: its last byte moved to another value the offset
+        encoding allows (never '!', which would restart the packet)."""
+        if len(reply) < 4:
+            return reply
+        last = reply[-1]
+        return reply[:-1] + bytes([COMMAND_OFFSET + (last - COMMAND_OFFSET + 1) % 128])
 
     def __init__(self, name: str):
         super().__init__(name)

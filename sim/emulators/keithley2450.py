@@ -65,6 +65,12 @@ from lipon_hw.sim.emulators.keithley2450_source import (  # noqa: F401 - current
 
 MAX_LINE = 4096
 ERROR_QUEUE = 1000
+#: SCPI-standard messages of the errors an instrument fault puts in the queue
+SCPI_FAULT_MESSAGES = {-300: "Device-specific error", -310: "System error",
+                       -311: "Memory error", -313: "Calibration memory lost",
+                       -315: "Configuration memory lost", -330: "Self-test failed",
+                       -350: "Queue overflow", -200: "Execution error",
+                       -240: "Hardware error", -241: "Hardware missing"}
 FUNCTIONS = {"CURRent[:DC]": "CURR", "VOLTage[:DC]": "VOLT"}
 OFF_MODES = {"NORMal": "NORM", "HIMPedance": "HIMP", "ZERO": "ZERO", "GUARd": "GUAR"}
 ELEMENTS = {"READing": "READ", "SOURce": "SOUR", "RELative": "REL"}
@@ -217,6 +223,9 @@ class Keithley2450Emulator(SourceRegulation, Emulator):
         if not header.startswith((":", "*")):
             header = ":" + header
         args = [arg.strip() for arg in _split(rest, ",")] if rest.strip() else []
+        code = self.faults.error_code
+        if code is not None and not header.upper().startswith((":SYST:ERR", ":SYSTEM:ERR")):
+            raise ScpiError(code, SCPI_FAULT_MESSAGES.get(code, "Device-specific error"))
         for pattern, handler in self._commands:
             if pattern.fullmatch(header):
                 return handler(query, args)

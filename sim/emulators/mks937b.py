@@ -73,6 +73,8 @@ class MKS937BEmulator(Emulator):
         return b""
 
     def _answer(self, command: str, value: str | None) -> tuple[str, bool]:
+        if self.faults.error_code is not None:  # every message refused with that NAK
+            return f"{self.faults.error_code}", False
         if command == "U":
             return self._unit_command(value)
         if command == "MD" and value is None:

@@ -94,6 +94,11 @@ class ModbusRtuServer(Emulator):
     """An emulator of a Modbus RTU server (slave) at unit `self.unit`."""
 
     frame_window = 2 * MAX_ADU
+    has_checksum = True
+
+    def corrupt_checksum(self, reply: bytes) -> bytes:
+        """The reply's CRC-16 (its last two bytes) wrong."""
+        return reply[:-1] + bytes([reply[-1] ^ 0xFF]) if len(reply) >= 4 else reply
 
     def _next_request(self, buffer: bytes) -> tuple[int, bytes | None]:
         return next_request(buffer, self.unit)

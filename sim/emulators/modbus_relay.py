@@ -89,7 +89,9 @@ class ModbusRelayEmulator(ModbusRtuServer):
         if frame is None or frame[0] not in (self.unit, BROADCAST_UNIT):
             return consumed, b""
         with self.world_lock:
-            reply = self._answer(frame)
+            code = self.faults.error_code
+            reply = self._answer(frame) if code is None else \
+                exception_reply(self.unit, frame[1], code)
         return consumed, (b"" if frame[0] == BROADCAST_UNIT else reply)
 
     def _answer(self, frame: bytes) -> bytes:

@@ -59,6 +59,9 @@ class ModbusThermometerEmulator(ModbusRtuServer):
         if frame is None or frame[0] != self.unit:
             return consumed, b""
         with self.world_lock:
+            code = self.faults.error_code
+            if code is not None:  # the module's own exception reply
+                return consumed, exception_reply(self.unit, frame[1], code)
             return consumed, self._answer(frame)
 
     def _answer(self, frame: bytes) -> bytes:

@@ -14,7 +14,11 @@ from lipon_hw.errors import InputError
 from lipon_hw.sim.emulator import Emulator, Session
 from lipon_hw.sim.emulators.methodscript.bulk import BulkLoops
 from lipon_hw.sim.emulators.methodscript.events import EventDriven
-from lipon_hw.sim.emulators.methodscript.interpreter import Interpreter, ScriptAborted
+from lipon_hw.sim.emulators.methodscript.interpreter import (
+    Interpreter,
+    RunTimeFault,
+    ScriptAborted,
+)
 from lipon_hw.sim.emulators.methodscript.loops import MeasurementLoops
 from lipon_hw.sim.emulators.methodscript.parser import Program, ScriptError, parse_script
 
@@ -90,6 +94,7 @@ class MethodScriptChannel(Interpreter, MeasurementLoops, EventDriven, BulkLoops,
     # --- wire -----------------------------------------------------------------------
     def handle(self, data: bytes, session: Session | None = None) -> bytes:
         self.session = session = session if session is not None else self._own_session
+        self.check_plugged()  # fires scheduled faults (channel_fault below) first
         with self.world_lock:
             self._advance_for(session)  # the script runs on whether or not the host listens
         if self.faults.link_down:
@@ -148,6 +153,13 @@ class MethodScriptChannel(Interpreter, MeasurementLoops, EventDriven, BulkLoops,
         command = text.strip()
         if not command:
             return
+        if self.faults.error_code is not None:  # the channel refuses every command
+            first = command[0]
+            self._out += encode_error(self.faults.error_code,
+                                      echo=first if first.isascii() and first.isprintable()
+                                      else "")
+            session.swallowing = command == "e"
+            return
         if command == "e":
             if self.running:
                 self._emit("e!0006")
@@ -196,6 +208,23 @@ class MethodScriptChannel(Interpreter, MeasurementLoops, EventDriven, BulkLoops,
                 self._wake = next(self._gen)
             except StopIteration:
                 self._gen = None
+
+    def channel_fault(self, code: int, t: float) -> None:
+        """Fault injection: the channel fails at time `t` (≤ now): a running script runs
+        up to `t`, then ends as a run-time error does (`!XXXX: Line 0`, cell off)."""
+        clock = self.clock
+        self.clock = lambda: t  # the script (a bulk loop too) runs as far as `t` only
+        try:
+            self._advance()
+        finally:
+            self.clock = clock
+        if self._gen is None:
+            return
+        self.t = max(self.t, t)
+        try:
+            self._wake = self._gen.throw(RunTimeFault(code, 0))
+        except StopIteration:
+            self._gen = None
 
     def _abort(self) -> None:
         if self._gen is None:

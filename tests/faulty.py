@@ -1,0 +1,35 @@
+"""The default simulated station with a fault schedule, connected on a hand-driven clock."""
+
+from __future__ import annotations
+
+import textwrap
+
+import yaml
+from conftest import ManualClock
+
+from lipon_hw.station import default_station_text, load_station
+
+SIM_HEADER = "sim:\n  seed: 1\n"
+
+
+def station_text(faults: list[dict] | str, seed: int = 1) -> str:
+    """The default station's text with `faults` (entries, or YAML lines) as `sim: faults:`."""
+    block = faults if isinstance(faults, str) else yaml.safe_dump(faults, sort_keys=False)
+    entries = textwrap.indent(block, "    ")
+    text = default_station_text()
+    assert SIM_HEADER in text
+    return text.replace(SIM_HEADER, f"sim:\n  seed: {seed}\n  faults:\n{entries}")
+
+
+def connect(faults: list[dict] | str = (), seed: int = 1, t0: float = 0.0):
+    """(lab, clock): the default station with `faults`, connected at virtual time `t0`."""
+    clock = ManualClock(t0)
+    station = load_station(text=station_text(list(faults) if not isinstance(faults, str)
+                                             else faults, seed), path="faulty_station.yaml")
+    return station.connect(clock), clock
+
+
+def at(clock: ManualClock, t: float) -> None:
+    """Move the hand clock to virtual time `t` (never back)."""
+    assert t >= clock.t
+    clock.t = t
