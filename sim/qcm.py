@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import math
 
-from scipy.optimize import brentq
-
 RHO_QUARTZ_G_CM3 = 2.648
 MU_QUARTZ_G_CM_S2 = 2.947e11
 N_QUARTZ_HZ_A = 1.668e13  # frequency constant of AT-cut quartz, Hz·Å
@@ -66,6 +64,8 @@ def frequency_for_areal_mass_Hz(f0_Hz: float, mass_g_cm2: float, z_ratio: float)
         return f0_Hz
     # the quarter-wave limit (π(f0−f)/f0 → π/2, f → f0/2) bounds any physical solution
     low = f0_Hz * 0.5 + 1e-6
+    from scipy.optimize import brentq  # here: a cell test's workers never need scipy
+
     return brentq(lambda f: zmatch_areal_mass_g_cm2(f0_Hz, f, z_ratio) - mass_g_cm2,
                   low, f0_Hz, xtol=1e-6, rtol=1e-15)
 

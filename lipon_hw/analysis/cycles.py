@@ -89,12 +89,15 @@ class CycleAccumulator:
         t, v, i, c = as_columns("cycle samples", t_s, voltage_V, current_A, cycle)
         if len(t) == 0:
             return []
-        steps = ids = leads = None
+        steps = ids = None
         if step is not None and lead_s is not None:
             (steps,) = as_columns("cycle samples", step)
             ids = None if step_id is None else np.asarray(step_id)
-            leads = lead_s if isinstance(lead_s, Mapping) or np.ndim(lead_s) == 0 \
-                else np.asarray(lead_s, dtype=float)
+        return self._feed(t, v, i, c, steps, _leads(lead_s) if steps is not None else None,
+                          ids)
+
+    def _feed(self, t, v, i, c, steps, leads, ids) -> list[CycleStats]:
+        """`feed` once its columns are 1-D float arrays of one length ≥ 1, all finite."""
         if np.any(c != np.round(c)) or np.any(c < 0):
             raise InputError("cycle samples: the cycle number must be a whole number ≥ 0")
         check_time_order("cycle samples", None if self._last is None else self._last[0], t)
@@ -126,7 +129,7 @@ class CycleAccumulator:
             end = j - 1 if j < len(t) and opens[j - 1] else j
             if end > start:  # intervals start..end-1 belong to the running cycle
                 for k in range(4):
-                    self._sums[k] += float(np.sum(parts[k][start:end]))
+                    self._sums[k] += float(parts[k][start:end].sum())
             if j < len(t):
                 finished.append(self._close(float(t[j])))
                 self._cycle = int(cyc[j])
@@ -142,9 +145,19 @@ class CycleAccumulator:
         if not rows:
             return []
         cols = list(zip(*rows, strict=True))
-        if lead_s is None or len(cols) < 6:
-            return self.feed(*cols[:4])
-        return self.feed(*cols[:4], step=cols[4], lead_s=lead_s, step_id=cols[5])
+        with_steps = lead_s is not None and len(cols) >= 6
+        try:  # the columns in one array (a stream's batches are many and short)
+            block = np.array(cols[:5] if with_steps else cols[:4], dtype=float)
+        except (TypeError, ValueError):
+            block = None
+        if block is None or block.ndim != 2 or not np.isfinite(block).all():
+            # not plain finite numbers: feed says what is wrong, as for any batch
+            if not with_steps:
+                return self.feed(*cols[:4])
+            return self.feed(*cols[:4], step=cols[4], lead_s=lead_s, step_id=cols[5])
+        if not with_steps:
+            return self._feed(*block, None, None, None)
+        return self._feed(*block[:4], block[4], _leads(lead_s), np.asarray(cols[5]))
 
     def finish(self) -> list[CycleStats]:
         """Close the running cycle (if it saw any sample) and return it."""
@@ -203,6 +216,14 @@ class CycleAccumulator:
         if len(acc._sums) != 4:
             raise InputError("cycle accumulator state is not valid (sums needs four numbers)")
         return acc
+
+
+def _leads(lead_s):
+    """A step lead as `step_leads` takes it: a mapping or one number as given, else one
+    value per sample as a float array."""
+    if isinstance(lead_s, Mapping) or np.ndim(lead_s) == 0:
+        return lead_s
+    return np.asarray(lead_s, dtype=float)
 
 
 # --- summaries ---------------------------------------------------------------------------------

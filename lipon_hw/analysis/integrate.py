@@ -60,35 +60,57 @@ def interval_integrals(t_s, voltage_V, current_A, leads=None):
     i = np.asarray(current_A, dtype=float)
     dt = np.diff(t)
     v0, v1, i0, i1 = v[:-1], v[1:], i[:-1], i[1:]
-    crosses = (i0 * i1) < 0
-    # fraction of the interval before the zero crossing (1 when there is none)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        f = np.where(crosses, i0 / (i0 - i1), 1.0)
-    h_a = f * dt  # first part: from sample 0 to the crossing (or the whole interval)
-    h_b = dt - h_a
-    vc = v0 + f * (v1 - v0)
-    i_end_a = np.where(crosses, 0.0, i1)
-    v_end_a = np.where(crosses, vc, v1)
-    q_a = 0.5 * (i0 + i_end_a) * h_a
-    e_a = _product_integral(h_a, v0, v_end_a, i0, i_end_a)
-    q_b = np.where(crosses, 0.5 * i1 * h_b, 0.0)
-    e_b = np.where(crosses, _product_integral(h_b, vc, v1, 0.0, i1), 0.0)
     # part a's sign is i0's (or, with i0 == 0, i1's); part b's is i1's
     pos_a = np.where(i0 != 0, i0 > 0, i1 > 0)
+    # every interval as a whole (part b is nothing: + 0.0, the same floats as the split
+    # form adds); then those that cross zero current are split, but for the ones that open
+    # a step, which the step's first sample replaces (few: a step's current keeps its sign)
+    q_a = 0.5 * (i0 + i1) * dt
+    e_a = _product_integral(dt, v0, v1, i0, i1)
+    charge_As = np.where(pos_a, q_a, 0.0) + 0.0
+    discharge_As = -(np.where(pos_a, 0.0, q_a) + 0.0)
+    charge_Ws = np.where(pos_a, e_a, 0.0) + 0.0
+    discharge_Ws = -(np.where(pos_a, 0.0, e_a) + 0.0)
+    crossing = (i0 * i1) < 0
+    opens = None
+    if leads is not None:
+        leads = np.asarray(leads, dtype=float)
+        opens = np.flatnonzero(~np.isnan(leads))
+        crossing[opens] = False
+    crosses = np.flatnonzero(crossing)
+    if len(crosses):
+        split = _split_at_zero(dt[crosses], v0[crosses], v1[crosses], i0[crosses],
+                               i1[crosses], pos_a[crosses])
+        for whole, part in zip((charge_As, discharge_As, charge_Ws, discharge_Ws), split,
+                               strict=True):
+            whole[crosses] = part
+    if opens is not None and len(opens):
+        h = np.minimum(dt[opens], leads[opens])
+        i_open = i1[opens]
+        q, e, up = i_open * h, v1[opens] * i_open * h, i_open > 0
+        charge_As[opens] = np.where(up, q, 0.0)
+        discharge_As[opens] = np.where(up, 0.0, -q)
+        charge_Ws[opens] = np.where(up, e, 0.0)
+        discharge_Ws[opens] = np.where(up, 0.0, -e)
+    return charge_As, discharge_As, charge_Ws, discharge_Ws
+
+
+def _split_at_zero(dt, v0, v1, i0, i1, pos_a):
+    """The four contributions of intervals that all cross zero current, each split at the
+    crossing: part a (to the crossing) with i0's sign, part b with i1's."""
+    f = i0 / (i0 - i1)  # the fraction of the interval before the crossing
+    h_a = f * dt
+    h_b = dt - h_a
+    vc = v0 + f * (v1 - v0)
+    q_a = 0.5 * (i0 + 0.0) * h_a
+    e_a = _product_integral(h_a, v0, vc, i0, 0.0)
+    q_b = 0.5 * i1 * h_b
+    e_b = _product_integral(h_b, vc, v1, 0.0, i1)
     pos_b = i1 > 0
     charge_As = np.where(pos_a, q_a, 0.0) + np.where(pos_b, q_b, 0.0)
     discharge_As = -(np.where(pos_a, 0.0, q_a) + np.where(pos_b, 0.0, q_b))
     charge_Ws = np.where(pos_a, e_a, 0.0) + np.where(pos_b, e_b, 0.0)
     discharge_Ws = -(np.where(pos_a, 0.0, e_a) + np.where(pos_b, 0.0, e_b))
-    if leads is not None:
-        opens = ~np.isnan(leads)
-        if np.any(opens):
-            h = np.where(opens, np.minimum(dt, np.nan_to_num(leads)), 0.0)
-            q, e, up = i1 * h, v1 * i1 * h, i1 > 0
-            charge_As = np.where(opens, np.where(up, q, 0.0), charge_As)
-            discharge_As = np.where(opens, np.where(up, 0.0, -q), discharge_As)
-            charge_Ws = np.where(opens, np.where(up, e, 0.0), charge_Ws)
-            discharge_Ws = np.where(opens, np.where(up, 0.0, -e), discharge_Ws)
     return charge_As, discharge_As, charge_Ws, discharge_Ws
 
 

@@ -1,0 +1,36 @@
+"""A cell test's worker process starts quickly: loading the cell-test engine and the
+built-in simulated station (which imports the simulated lab) pulls in no scipy, whose
+import costs a worker about half a second before its first sample (the simulated QCM
+imports its root finder only when a crystal carries a film)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+WORKER_START = """
+import sys
+from lipon_hw.celltest import session
+from lipon_hw.station import load_station
+station = load_station()
+lab = station.connect(lambda: 0.0, seed=1)
+lab.close()
+print(sorted(m for m in sys.modules if m == "scipy" or m.startswith("scipy.")))
+"""
+
+
+def test_a_cell_test_worker_starts_without_scipy():
+    out = subprocess.run([sys.executable, "-c", WORKER_START], capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout[-500:]
+
+
+def test_the_qcm_still_finds_a_loaded_crystal_frequency():
+    from lipon_hw.sim import qcm
+
+    f = qcm.frequency_for_areal_mass_Hz(6.0e6, 1e-4, 1.0)
+    assert 3.0e6 < f < 6.0e6
+    assert qcm.zmatch_areal_mass_g_cm2(6.0e6, f, 1.0) == pytest.approx(1e-4, rel=1e-9)
+
