@@ -222,7 +222,9 @@ def chaos_run(plan: Plan, workdir: Path) -> dict:
             "message": v.message[:200], "safe": safe, "why_unsafe": why, "resumed": resumed,
             "resumes": v.resumes, "readings": v.readings, "duplicates": v.duplicates,
             "identical_duplicates": v.identical_duplicates, "disorder": v.disorder,
-            "gaps": len(v.gaps), "gap_list": [(q, round(a, 3), round(b, 3))
+            "gaps": len(v.gaps), "told_gaps": len(v.told_gaps),
+            "told_gap_list": [(q, round(a, 3), round(b, 3)) for q, a, b in v.told_gaps[:3]],
+            "gap_list": [(q, round(a, 3), round(b, 3))
                                               for q, a, b in v.gaps[:5]],
             "twin_list": [(q, round(t, 3)) for q, t in v.twins[:5]],
             "stragglers": runner.stragglers, "notes": runner.notes, "stderr_tail": err_tail,
@@ -234,7 +236,8 @@ def row_text(r: dict) -> str:
     kill = f"kill×{r['kills']}" if r["kills"] else "-"
     return (f"{r['index']:4d} {r['seed']:>8d} {r['sequence']:<18} {kill:<6} "
             f"{r['status']:<10} {safe:<8} {r['resumed']:<15} dup {r['duplicates']}"
-            f"/{r['disorder']} gaps {r['gaps']:<3} {r['wall_s']:6.1f}s  {'; '.join(r['faults'])}")
+            f"/{r['disorder']} gaps {r['gaps']}+{r['told_gaps']:<2} {r['wall_s']:6.1f}s  "
+            f"{'; '.join(r['faults'])}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -268,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="chaos-")))
         print(f"{'run':>4} {'seed':>8} {'sequence':<18} {'kill':<6} {'status':<10} "
-              f"{'safe?':<8} {'resumed':<15} dup/order gaps   wall  faults", flush=True)
+              f"{'safe?':<8} {'resumed':<15} dup/order gaps lost+told  wall  faults", flush=True)
         lock = threading.Lock()
         rows = []
 
@@ -295,7 +298,8 @@ def summary(rows: list[dict], args, wall: float) -> dict:
     findings = [{k: r[k] for k in ("index", "seed", "sequence", "fault_entries", "kills",
                                    "codes", "status", "message", "safe", "why_unsafe",
                                    "duplicates", "identical_duplicates", "disorder",
-                                   "twin_list", "gap_list", "stragglers", "notes", "stderr_tail")}
+                                   "twin_list", "gap_list", "told_gap_list", "stragglers",
+                                   "notes", "stderr_tail")}
                 for r in rows if not r["safe"] or r["gaps"] or r["duplicates"] or r["disorder"]
                 or r["stragglers"]]
     figures = {
@@ -309,6 +313,7 @@ def summary(rows: list[dict], args, wall: float) -> dict:
         "resumed_otherwise": sum(r["resumed"] == "no" for r in killed),
         "readings_checked": sum(r["readings"] for r in rows),
         "readings_lost": sum(r["gaps"] for r in rows),
+        "readings_not_taken_told": sum(r["told_gaps"] for r in rows),
         "readings_duplicated": sum(r["duplicates"] + r["disorder"] for r in rows),
         "identical_duplicates": sum(r["identical_duplicates"] for r in rows),
         "stragglers": sum(r["stragglers"] for r in rows),
@@ -324,7 +329,8 @@ def totals_text(f: dict) -> str:
             f"{f['killed']} killed ({f['kills']} kills), {f['resumed_to_completion']} resumed "
             f"to completion, {f['resumed_to_interlock_abort']} to an interlock's abort, "
             f"{f['resumed_otherwise']} otherwise; {f['readings_checked']} readings checked, "
-            f"{f['readings_lost']} gaps, {f['readings_duplicated']} duplicated or out of "
+            f"{f['readings_lost']} gaps ({f['readings_not_taken_told']} more where an "
+            f"instrument's alarm told of it), {f['readings_duplicated']} duplicated or out of "
             f"order ({f['identical_duplicates']} identical twins); statuses {f['statuses']}")
 
 

@@ -30,9 +30,11 @@ readings lost (gaps)
       record; 60 s when none) + 5 s;
     except where the gap holds a hold or a pause (an alarm with reaction `hold` or
     `pause`, a `PAUSE` sample) or an impedance spectrum of that channel (EIS records
-    spectra, not samples). A resume is not excused: in virtual time a resumed run rewinds
-    to its checkpoint (what came after is deleted and lived again), so the checkpoint
-    allows no gap.
+    spectra, not samples). A deposition's gap holding an alarm of the quantity's own
+    instrument (it refused, or did not answer, and the run said so) is counted apart as
+    "told": a reading never taken, not one the store lost. A resume is not excused: in
+    virtual time a resumed run rewinds to its checkpoint (what came after is deleted and
+    lived again), so the checkpoint allows no gap.
 """
 
 from __future__ import annotations
@@ -59,6 +61,9 @@ class Verdict:
     identical_duplicates: int = 0
     disorder: int = 0
     gaps: list[tuple] = field(default_factory=list)
+    #: gaps of an instrument that refused or failed to answer, told by an alarm of its own
+    #: inside the gap (readings never taken, not readings lost by the store)
+    told_gaps: list[tuple] = field(default_factory=list)
     #: (quantity or channel, t) of the first duplicated or out-of-order readings
     twins: list[tuple] = field(default_factory=list)
     readings: int = 0
@@ -146,7 +151,9 @@ def _deposition(con, run_id: int, alarms: list[tuple], v: Verdict) -> None:
                 continue
             if name.startswith("loop.") and _step_of(steps, a) != _step_of(steps, b):
                 continue
-            v.gaps.append((name, a, b))
+            told = any(a <= al[1] <= b and al[2].split(".")[0] == name.split(".")[0]
+                       for al in alarms)
+            (v.told_gaps if told else v.gaps).append((name, a, b))
 
 
 def _step_of(steps: list[tuple[float, float]], t: float) -> int:

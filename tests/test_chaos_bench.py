@@ -91,6 +91,20 @@ def test_a_duplicated_reading_and_a_gap_are_found(tmp_path):
                                                                   60.0)]
 
 
+def test_a_gap_an_instrument_alarm_told_of_is_counted_apart(tmp_path):
+    store = Store(tmp_path)
+    run_id = store.create_run("r", "deposition", "r.yaml", "", "", 1, None)
+    for t in (0.0, 5.0, 10.0, 20.0, 25.0):  # 15 refused by the gauge, and said so
+        store.add_readings(run_id, t, {"gauge.pressure_torr": 1e-6})
+    store.add_alarm(run_id, 15.0, "warning", "gauge.pressure_torr", "gauge refused")
+    store.add_alarm(run_id, 25.0, "info", "engine", "safe state: gauge made safe",
+                    reaction="safe state")
+    store.set_status(run_id, "completed", "all steps done", {})
+    store.close()
+    v = judge(tmp_path / "lipon.db")
+    assert v.gaps == [] and v.told_gaps == [("gauge.pressure_torr", 10.0, 20.0)]
+
+
 def test_a_reading_out_of_order_is_found(tmp_path):
     v = _deposition(tmp_path, extra=[12.5])
     assert (v.duplicates, v.disorder) == (0, 2)
