@@ -22,6 +22,9 @@ explained by a hold, a pause or an impedance spectrum).
     python bench/chaos.py [--runs 20] [--seed 1] [--kill-fraction 0.3] [--jobs 1]
     python bench/chaos.py --seed 1 --index 17 --keep DIR   # one run again, its files kept
 
+A run's plan (sequence, faults, kill or not, when) depends only on --seed and its index;
+the same run with --kill-fraction 0 has the same sequence and faults, never killed.
+
 Prints a row per run and the totals, then one JSON line. Exit 1 when a run did not end
 safe or a reading was lost or duplicated.
 """
