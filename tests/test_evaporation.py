@@ -103,6 +103,14 @@ def test_three_nm_gold_seed_on_time(tmp_path, control):
     bench = EvapBench(tmp_path, "Au", 3, control, stable=15)
     assert bench.engine.run().status == "completed"
     assert bench.substrate_nm("Au") == pytest.approx(3.0, abs=0.3)
+    # one reading per quantity and instant, even where the layer closed on a sample
+    # (the chaos bench found the final thickness stored twice at one time)
+    twins = bench.store._db.execute(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM readings WHERE run_id=? GROUP BY t_s, "
+        "quantity_id HAVING COUNT(*) > 1)", (bench.run_id,)).fetchone()[0]
+    assert twins == 0
+    # the source ramped down to exactly nothing (a last step of -3.6e-15 A was refused)
+    assert bench.tool.s.current_set_A == 0.0
 
 
 def test_crystal_failure_finishes_by_time_power_when_the_recipe_says_so(tmp_path):

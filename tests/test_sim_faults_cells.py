@@ -84,6 +84,11 @@ def test_channel_fault_ends_the_running_script_with_its_error_then_clears():
     assert lab.sim.ports_of("mes4")[2].cell_is_on is False
     with pytest.raises(InstrumentError, match="!0032"):  # refused while it lasts
         mes4.start(3, OCV(60.0, 10.0))
+    # the abort a safe state sends is refused too: said at once, never waited on until the
+    # link times out and is declared lost
+    with pytest.raises(InstrumentError, match=r"refused to abort its script \(Z\) with"):
+        mes4.stop(3)
+    assert lab.pool.link("sim://mes4/3").health.value == "ok"
     assert other.poll() and other.end_reason is None  # the other channel runs on
     at(clock, 1500.0)
     again = mes4.start(3, OCV(200.0, 100.0))

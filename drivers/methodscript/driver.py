@@ -270,6 +270,9 @@ class MethodScriptPotentiostat:
                 if run is not None and not run.finished:
                     run.aborted = run.finished = True
                 return
+            if line.startswith("Z!"):  # refused (a channel in fault): said, never waited on
+                raise InstrumentError(f"{link.address} refused to abort its script (Z) with "
+                                      f"{decode_error(line)}")
             if line == "Z":
                 break
         while (line := self._read_line(link, dispatch=run)) != "":

@@ -95,7 +95,8 @@ def _ramp_current(ctx, target_A: float, ramp_s: float, state: dict):
     ticks = max(1, round(ramp_s / RAMP_TICK_S)) if ramp_s > 0 else 1
     while state.get("ramp_tick", 0) < ticks:
         state["ramp_tick"] = state.get("ramp_tick", 0) + 1
-        level = start + (target_A - start) * state["ramp_tick"] / ticks
+        tick = state["ramp_tick"]  # the last tick lands on the target itself, never a hair off
+        level = target_A if tick == ticks else start + (target_A - start) * tick / ticks
         supply.set_current_A(level)
         ctx.setpoints["source_A"] = level
         if ramp_s > 0:

@@ -101,6 +101,8 @@ class Context:
         self.step_idx = 0
         self.step_state: dict = {}
         self.refusals: dict[str, str] = {}
+        self._recorded_t: float | None = None  # the instant of the last readings stored
+        self._recorded: set[str] = set()  # the quantities stored at that instant
         self._sampled = self.env.event()
 
     @property
@@ -140,7 +142,14 @@ class Context:
                              reaction)
 
     def record(self, values: dict[str, float]) -> None:
-        self.store.add_readings(self.run_id, self.env.now, values)
+        """Store readings at the run clock's now; a quantity read twice at one instant (a
+        layer closing on a sample) is stored once: (time, quantity) is a reading's key."""
+        now = self.env.now
+        if now != self._recorded_t:
+            self._recorded_t, self._recorded = now, set()
+        fresh = {k: v for k, v in values.items() if k not in self._recorded}
+        self._recorded.update(fresh)
+        self.store.add_readings(self.run_id, now, fresh)
         self.latest.update(values)
 
     # --- waiting ----------------------------------------------------------------
