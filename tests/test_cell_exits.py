@@ -25,7 +25,7 @@ from lipon_hw.celltest.groups import mount_cells
 from lipon_hw.celltest.plan import load
 from lipon_hw.celltest.session import resume_cycling, start_cycling
 from lipon_hw.engine.lifecycle import make_env
-from lipon_hw.errors import StoreError
+from lipon_hw.errors import InstrumentError, StoreError
 from lipon_hw.station import load_station
 from lipon_hw.store import Store
 
@@ -255,13 +255,16 @@ def test_a_lost_link_is_reported_as_a_cell_that_could_not_be_disconnected(served
         if cycles == 2:
             served.stop()
 
-    result = start_cycling(str(tmp_path / "protocol.yaml"), tmp_path / "data",
-                           served.station_path, speed=SPEED, on_cycle=unplug)
+    with pytest.raises(InstrumentError) as caught:
+        start_cycling(str(tmp_path / "protocol.yaml"), tmp_path / "data",
+                      served.station_path, speed=SPEED, on_cycle=unplug)
     assert emulators(served)[1].running and emulators(served)[1].cell_is_on, \
         "channel 2's instrument runs on, unreachable"
     run, channels = stored(tmp_path / "data")
-    assert run[0] == result.status == "failed"
-    assert run[1].startswith("no channel got through its protocol (failed: channels 1, 2)")
+    # the run's end says what was not made safe: never "completed", nor a plain failure
+    assert run[0] == "failed" and run[1] == str(caught.value)
+    assert run[1].startswith("the hardware was NOT all made safe: channel 1: the cell could "
+                             f"not be disconnected ({ports[0]} is lost")
     for (_, status, message), port in zip(channels, ports, strict=True):
         assert status == "failed" and message.startswith(f"{port} is lost after 3 attempts")
         assert f"; the cell could not be disconnected ({port} is lost" in message
@@ -385,3 +388,24 @@ def test_an_error_in_the_parent_stops_every_worker_and_their_channels(tmp_path):
     assert run == ("failed", "internal error: RuntimeError('a bug in a progress callback')")
     assert {status for _, status, _ in channels} <= {"interrupted", "pending"}
     assert "interrupted" in {status for _, status, _ in channels}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_cell_left_connected_in_any_process_ends_the_run_not_made_safe(tmp_path, workers):
+    """A channel's link drops for good mid-campaign (the simulated lab's `link_drop`), so its
+    cell cannot be disconnected. Whether its channels ran in this process or in a worker,
+    the run must not end `completed` (the chaos bench found one that did): it ends failed,
+    saying which cell was not made safe."""
+    from faulty import station_text
+
+    station = tmp_path / "station.yaml"
+    station.write_text(station_text([{"fault": "link_drop", "instrument": "mes4",
+                                      "channel": 2, "at_s": 1800}]), encoding="utf-8")
+    protocol = tmp_path / "lnmo.yaml"
+    protocol.write_text(LNMO.format(channels="1-2", cycles=3), encoding="utf-8")
+    with pytest.raises(InstrumentError, match="the hardware was NOT all made safe: channel 2: "
+                                              "the cell could not be disconnected"):
+        start_cycling(str(protocol), tmp_path / "data", str(station), workers=workers)
+    run, channels = stored(tmp_path / "data")
+    assert run[0] == "failed" and run[1].startswith("the hardware was NOT all made safe")
+    assert dict((c[0], c[1]) for c in channels)[1] == "completed"

@@ -13,7 +13,7 @@ from dataclasses import replace
 from lipon_hw.celltest import protocol as pr
 from lipon_hw.celltest.channels import ChannelState, run_channels
 from lipon_hw.engine.lifecycle import make_env, uninterruptible
-from lipon_hw.errors import InputError
+from lipon_hw.errors import InputError, InstrumentError
 from lipon_hw.station import Station
 from lipon_hw.store import Store
 
@@ -43,10 +43,13 @@ def run_group(store: Store, run_id: int, proto: pr.Protocol, station: Station,
             failures = disconnect(pstat, [p.channel for p in proto.channels])
             try:  # a store that fails here does not keep the lab from being closed
                 for failure in failures:
-                    store.add_alarm(run_id, env.now, "error", proto.potentiostat, failure)
+                    store.add_alarm(run_id, env.now, "error", proto.potentiostat, failure,
+                                    reaction="safe state")
                 store.flush()
             finally:
                 lab.close()
+    if failures:  # the channels ended, but a cell is not known to be off: never "completed"
+        raise InstrumentError("the hardware was NOT all made safe: " + "; ".join(failures))
 
 
 class OperatorWish:

@@ -16,6 +16,7 @@ from lipon_hw.celltest.channels import ChannelState
 from lipon_hw.celltest.groups import run_group
 from lipon_hw.celltest.plan import load
 from lipon_hw.engine import claims
+from lipon_hw.errors import InstrumentError, LiponError
 from lipon_hw.station import load_station
 from lipon_hw.store import Store
 
@@ -26,6 +27,7 @@ def run_workers(store: Store, run_id: int, groups: list[list[int]],
     """One process per group of channels (each its own clock, lab and database
     connection); progress is read back from the store."""
     ctx = multiprocessing.get_context("spawn")
+    before = set(store.alarms(run_id))
     procs = []
     for group in groups:
         args = (str(store.data_dir), run_id, {n: asdict(states[n]) for n in group}, seed, speed,
@@ -52,6 +54,12 @@ def run_workers(store: Store, run_id: int, groups: list[list[int]],
     for proc in failed:
         store.add_alarm(run_id, 0.0, "error", "engine",
                         f"the process of {proc.name} ended with exit code {proc.exitcode}")
+    if failed:  # what a worker could not make safe is the run's end, in its own words
+        unsafe = [a.message for a in store.alarms(run_id)
+                  if a not in before and a.reaction == "safe state" and a.severity == "error"]
+        ended = ", ".join(p.name for p in failed)
+        raise InstrumentError(("the hardware was NOT all made safe: " + "; ".join(unsafe))
+                              if unsafe else f"the process of {ended} ended abnormally")
 
 
 def _worker(data_dir: str, run_id: int, states: dict, seed: int | None,
@@ -79,6 +87,8 @@ def _worker(data_dir: str, run_id: int, states: dict, seed: int | None,
         run_group(store, run_id, proto, station, mine, seed, speed, None)
     except KeyboardInterrupt:
         pass  # every channel has recorded itself as interrupted
+    except LiponError:  # stored as its alarms already: the parent reads them back
+        sys.exit(1)
     finally:
         store.close()
 
