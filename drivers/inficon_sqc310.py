@@ -125,6 +125,10 @@ PHASE_CATEGORIES = {
 }
 
 
+#: phase categories that show a layer was started
+STARTED = ("ramp", "soak", "shutter-delay", "deposit", "crystal-fail")
+
+
 @dataclass(frozen=True)
 class RunState:
     phase: int
@@ -276,7 +280,8 @@ class SQC310(InficonInstrument):
         return self.query_numbers(f"PA{self.sensor}", 3)[1] <= 0.0
 
     def zero(self) -> None:
-        self.query("U32")
+        """`U32`, read back with `N{s}` before any resend (`zero_once`)."""
+        self.zero_once("U32", f"N{self.sensor}")
 
     # --- deposition control --------------------------------------------------------------
     def set_rate_control(self, rate_A_s: float, final_thickness_nm: float, p_gain: float,
@@ -323,7 +328,15 @@ class SQC310(InficonInstrument):
             IDLE_POWER: idle_power_pct, IDLE_RAMP: idle_ramp_s})
 
     def start_layer(self) -> None:
-        self.query("U2")
+        """`U2`, never sent twice blindly: a second start is refused while the layer runs
+        ('E', wrong mode), or would restart one that ended. After a failed attempt `V?` is
+        read back: a phase of a running layer (or Crystal Fail, which only a started layer
+        enters) means the start took."""
+        def started(link) -> bool:
+            phase = int(self.ask(link, "V?", 4)[0])
+            return PHASE_CATEGORIES.get(phase) in STARTED
+
+        self.command_once("U2", started)
 
     def stop_layer(self) -> None:
         self.query("U3")

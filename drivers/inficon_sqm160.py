@@ -200,5 +200,6 @@ class SQM160(InficonInstrument):
         return self.frequency_Hz() <= 0.0
 
     def zero(self) -> None:
-        """Zero thickness and rate ('S' zeroes the average and every active sensor)."""
-        self.query("S")
+        """Zero thickness and rate ('S' zeroes the average and every active sensor), read
+        back with `N{s}` before any resend (`zero_once`)."""
+        self.zero_once("S", f"N{self.sensor}")
