@@ -34,6 +34,15 @@ materials and layers.
 PID semantics (the manual defines the terms, not the arithmetic; the emulator implements
 this): error e = (setpoint − rate) / setpoint; P-term is % output per unit e; I-term is the
 integral time and D-term the derivative time, in seconds.
+
+Link recovery (`Link.exchange`'s retry rule). Idempotent, resent as they are: the queries,
+the parameter writes (A, B, D, F: absolute values), ``GE{r} 1|2|3`` (relay on, off,
+unlocked: absolute states), ``U1`` stop process and ``U3`` stop layer (end states: sent
+again they find the process or layer stopped). Read back before resending: ``U32`` zero
+thickness (``N{s}``, as the SQM-160's zero) and ``U2`` start layer (``V?``: a phase of a
+running layer means it took; a second ``U2`` is refused 'E' while a layer runs, or would
+start a layer that had already ended again). Unverified: what a real SQC-310 answers to a
+second ``U2``; the emulator refuses it as the wrong mode.
 """
 
 from __future__ import annotations

@@ -1,6 +1,17 @@
 """The MethodSCRIPT potentiostat driver: uploads a technique's script to a channel and
 turns its output lines into a Run's samples; online commands (`t`, `Z`) and the
-zero-time scripts that switch a cell on or off."""
+zero-time scripts that switch a cell on or off.
+
+Link recovery (`Link.exchange`'s retry rule). Not idempotent, read back before resending:
+the upload of a technique's script (`e`, lines, empty line): sent twice it runs twice (or
+is refused `e!0006` while the first runs). After a failed attempt the driver asks whether
+a script runs (`_running`: `e` and an empty line) and uploads again only if none does.
+Idempotent, resent as they are: `t`, `Z` (abort; a repeat finds nothing running and
+answers `Z!0006`, the same end state), the bare LF that collects output, and the zero-time
+scripts of `cell_on`/`cell_off` (mode, range, level and cell state set absolutely).
+Unverified on an instrument: that an EmStat4 refuses an upload with `!0006` while a script
+runs, and runs an empty script as a no-op (both as the emulator does).
+"""
 
 from __future__ import annotations
 
