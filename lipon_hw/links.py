@@ -194,9 +194,18 @@ class VisaPort:
             raise LinkError(f"read from {self._resource} failed: {exc}") from None
 
     def reset_input(self) -> None:
-        if self._inst is not None:
-            with contextlib.suppress(Exception):
-                self._inst.clear()
+        """Drop what has arrived with reads that end at once: a bounded number of them.
+        Not `clear()`: that is a device clear on GPIB and USB, and pyvisa-py's loops
+        forever on a TCPIP socket whose peer has closed it."""
+        if self._inst is None:
+            return
+        self._inst.timeout = 1
+        for _ in range(16):
+            try:
+                if not self._inst.read_bytes(4096, break_on_termchar=False):
+                    return
+            except Exception:  # noqa: BLE001 - a timeout (nothing left) or a dead session
+                return
 
 
 class Link:
