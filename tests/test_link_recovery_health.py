@@ -44,7 +44,7 @@ def test_a_watched_link_that_drops_pauses_the_run_which_then_completes(tmp_path)
     assert paused[0].t_s == pytest.approx(lost_at + 30.0, abs=bench.recipe.record_every_s)
     assert any(a.reaction == "resume" and a.t_s >= restored_at for a in alarms)
     health = [v for _t, _q, v in bench.store.readings(bench.run_id, ["qcm.link_health"])]
-    assert health == [0.0, 2.0, 0.0]  # stored when it changes
+    assert health == [2.0, 0.0]  # stored when it changes (from 0 at the start)
     layer = bench.store.film_stack("T-1")[0]
     assert layer.thickness_nm == pytest.approx(30, abs=0.5)
     bench.assert_safe()

@@ -6,10 +6,11 @@ reads it at every sample, so a rule such as
 
     {when: "qcm.link_health > 0 for 30 s", then: pause}
 
-validates and trips like any other. The store gets the value when it changes (and at the
-first sample), not at every sample, and each change is an alarm whose source is the
-instrument: `link to sim://qcm lost: …`, `link to sim://qcm restored`. Drivers know nothing
-of this: the watch reads the links' health through the lab's pool.
+validates and trips like any other. The store gets the value when it changes from the one
+before (a run starts from 0, which is not stored), not at every sample, and each change is
+an alarm whose source is the instrument: `link to sim://qcm lost: …`, `link to sim://qcm
+restored`. Drivers know nothing of this: the watch reads the links' health through the
+lab's pool.
 
 A link found lost while sampling costs that instrument's readings for the sample, and the
 steps see no fresh sample meanwhile (a step waiting for a reading waits). How long the run
@@ -73,13 +74,11 @@ class LinkWatch:
             values[f"{inst}.{QUANTITY}"] = float(code)
             if code != 2:
                 self._lost_since.pop(inst, None)
-            before = self._last.get(inst)
+            before = self._last.get(inst, 0)  # a link is taken to start healthy
             if before == code:
                 continue
             self._last[inst] = code
             changed[f"{inst}.{QUANTITY}"] = float(code)
-            if before is None and code == 0:
-                continue  # the first sample of a healthy link is no news
             address = ", ".join(self.lab.station.instrument(inst).addresses)
             error = self._error(inst)
             detail = f": {error}" if code and error else ""
