@@ -65,7 +65,11 @@ def render() -> str:
         "`name` names it in alarms. A station file's `interlocks: {TOOL: [...]}` holds "
         "rules of the same shape for every run on that tool."])
     out += ["Recorded quantities per role: " + "; ".join(
-        f"`{role}`: {', '.join(qs)}" for role, qs in rc.ROLE_QUANTITIES.items()) + ".", ""]
+        f"`{role}`: {', '.join(qs)}" for role, qs in rc.ROLE_QUANTITIES.items()) + ". "
+        "Every instrument of the recipe's tools also has `link_health` (0 ok, 1 retrying, "
+        "2 lost), e.g. `qcm.link_health > 0 for 30 s`: a rule on it lets the run go on "
+        "while that link is lost (else a lost link fails the run), and its changes are "
+        "alarms.", ""]
 
     out += _part(
         "Cell-test protocols", "A file with `kind: cycling`.", protocol,

@@ -13,6 +13,12 @@ answers ACK, or NAK to have that packet sent again. Set commands answer one
 byte, the CSR (0 = accepted).
 
 The codec is pure functions so the emulator speaks exactly the same bytes.
+
+Link recovery (`Link.exchange`'s retry rule). Idempotent, resent as they are after a lost
+or damaged reply: every command this driver sends. RF off (1) and on (2), regulation mode
+(3), power setpoint (8) and control mode (14) set absolute states (Apex manual Table 4-6
+lists them as set commands with a value or none), and the rest are queries. Read back
+before resending: none needed. Not used: no command that steps or toggles.
 """
 
 from __future__ import annotations

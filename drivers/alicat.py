@@ -12,6 +12,11 @@ optionally followed by a totalizer column and status codes (`LCK`, `MOV`, …).
 `AS4.54\\r` sets the setpoint and is answered with the data frame. A command the
 device does not accept is answered with `?` (as numat/alicat expects; the
 primer's wording was not available, so a line ending in `?` counts).
+
+Link recovery (`Link.exchange`'s retry rule). Idempotent: the setpoint `S` (an absolute
+value; its answer, the data frame, reads it back), the poll and `VE`. Not used, and not
+idempotent if ever added: the totalizer reset and the tare commands, which would need a
+read-back (the totalizer column) before any resend.
 """
 
 from __future__ import annotations

@@ -15,6 +15,10 @@ tracking which supply is selected. Supplies on one bus share a Link with other
 drivers, and a port can be re-opened or a supply power-cycled in between. Sent
 every time, the ADR never leaves the wrong supply listening. It costs one short
 round trip per exchange.
+
+Link recovery (`Link.exchange`'s retry rule). Idempotent: `ADR n`, `RMT REM`, `OUT ON|OFF`,
+`PC`, `PV` set absolute states (manual §7.7: each sets a value, answered `OK`), and the
+rest are queries. Not used: `RST`, `SAV`/`RCL`, which would need a read-back.
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ SQC-310C driver and not from its manual, starts with the same three). An instrum
 statuses declares them on its driver class (`InficonInstrument.REFUSALS`, `.DAMAGED`).
 `InficonInstrument.query` is the one transaction both drivers use: one command packet out,
 one reply packet in, and the status turned into the reply's data, an InstrumentError (a
-refusal) or a FrameError (a damaged packet, which the link retries).
+refusal) or a FrameError (a damaged packet, which the link retries). A command that acts
+again when repeated goes through `command_once` (a read-back before any resend).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ SYNC = 0x21  # '!'
 COMMAND_OFFSET = 34
 REPLY_OFFSET = 35
 MAX_LEN_BYTE = 0xFF
+#: the last digit both instruments display of a thickness (0.001 kÅ, or µm in nm mode)
+ZERO_RESOLUTION = 0.001
 STATUS_OK = b"A"
 STATUS_INVALID_COMMAND = b"C"
 STATUS_BAD_DATA = b"D"
@@ -140,6 +143,36 @@ class InficonInstrument:
             raise FrameError(f"{self.name} {self.DAMAGED[status]}: it was sent {packet!r}")
         reason = self.REFUSALS.get(status, f"answered with unknown status {status!r}")
         raise InstrumentError(f"{self.name} {reason}: it was sent {packet!r}")
+
+    def command_once(self, command: str, took: Callable[[Link], bool]) -> None:
+        """A command that acts again if sent again (a zero, a layer start): after a failed
+        attempt the link runs `took(link)`, a read-back made with `ask`, and resends the
+        command only if it says the command did not take (`Link.exchange`'s rule)."""
+        packet = encode_command(command)
+        self.link.exchange(lambda link: self._transact(link, packet), verify=took)
+
+    def ask(self, link: Link, command: str, count: int) -> list[float]:
+        """Inside an exchange (a read-back): the numbers of the reply to `command`."""
+        data = self._transact(link, encode_command(command))
+        try:
+            return _numbers(data, count)
+        except ValueError:
+            raise InstrumentError(f"{self.name} answered {command!r} with {data!r}, which is "
+                                  f"not {count} number(s)") from None
+
+    def zero_once(self, command: str, thickness_command: str) -> None:
+        """Zero thickness with `command`, read back with `thickness_command` before any
+        resend: a zero sent twice is not harmless, since a late second one loses what was
+        deposited in between. The zero took if the thickness now reads at most half of what
+        it read before (or at most the last displayed digit): a thickness that was not
+        zeroed can only have grown."""
+        before = self.query_number(thickness_command)
+
+        def zeroed(link: Link) -> bool:
+            now = self.ask(link, thickness_command, 1)[0]
+            return now <= max(ZERO_RESOLUTION, before / 2)
+
+        self.command_once(command, zeroed)
 
     def query_as(self, command: str, parse: Callable[[str], T], what: str) -> T:
         """The reply to `command` read by `parse`; its ValueError is InstrumentError."""

@@ -34,6 +34,15 @@ materials and layers.
 PID semantics (the manual defines the terms, not the arithmetic; the emulator implements
 this): error e = (setpoint − rate) / setpoint; P-term is % output per unit e; I-term is the
 integral time and D-term the derivative time, in seconds.
+
+Link recovery (`Link.exchange`'s retry rule). Idempotent, resent as they are: the queries,
+the parameter writes (A, B, D, F: absolute values), ``GE{r} 1|2|3`` (relay on, off,
+unlocked: absolute states), ``U1`` stop process and ``U3`` stop layer (end states: sent
+again they find the process or layer stopped). Read back before resending: ``U32`` zero
+thickness (``N{s}``, as the SQM-160's zero) and ``U2`` start layer (``V?``: a phase of a
+running layer means it took; a second ``U2`` is refused 'E' while a layer runs, or would
+start a layer that had already ended again). Unverified: what a real SQC-310 answers to a
+second ``U2``; the emulator refuses it as the wrong mode.
 """
 
 from __future__ import annotations
@@ -123,6 +132,10 @@ PHASE_CATEGORIES = {
     STOP_LAYER: "done", CRYSTAL_FAIL: "crystal-fail", 33: "crystal-fail",
     MANUAL_POWER: "manual",
 }
+
+
+#: phase categories that show a layer was started
+STARTED = ("ramp", "soak", "shutter-delay", "deposit", "crystal-fail")
 
 
 @dataclass(frozen=True)
@@ -276,7 +289,8 @@ class SQC310(InficonInstrument):
         return self.query_numbers(f"PA{self.sensor}", 3)[1] <= 0.0
 
     def zero(self) -> None:
-        self.query("U32")
+        """`U32`, read back with `N{s}` before any resend (`zero_once`)."""
+        self.zero_once("U32", f"N{self.sensor}")
 
     # --- deposition control --------------------------------------------------------------
     def set_rate_control(self, rate_A_s: float, final_thickness_nm: float, p_gain: float,
@@ -323,7 +337,15 @@ class SQC310(InficonInstrument):
             IDLE_POWER: idle_power_pct, IDLE_RAMP: idle_ramp_s})
 
     def start_layer(self) -> None:
-        self.query("U2")
+        """`U2`, never sent twice blindly: a second start is refused while the layer runs
+        ('E', wrong mode), or would restart one that ended. After a failed attempt `V?` is
+        read back: a phase of a running layer (or Crystal Fail, which only a started layer
+        enters) means the start took."""
+        def started(link) -> bool:
+            phase = int(self.ask(link, "V?", 4)[0])
+            return PHASE_CATEGORIES.get(phase) in STARTED
+
+        self.command_once("U2", started)
 
     def stop_layer(self) -> None:
         self.query("U3")

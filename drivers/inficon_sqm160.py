@@ -22,6 +22,13 @@ Crystal failure (modelled so by the emulator; the manual's wording on it is unve
 sensor reads 0 Hz, rate 0 and holds its last thickness. `crystal_failed()` says so outright,
 `rate_A_s()` raises InstrumentError (a recipe must not mistake it for "no flux") and
 `thickness_nm()` returns the held value, the last valid one.
+
+Link recovery (`Link.exchange`'s retry rule). Idempotent, resent as they are: the queries,
+the film record write ``A{f}<fields>`` (absolute values) and the film select ``D{f}``. Read
+back before resending: ``S`` (zero): a second zero sent late loses what was deposited in
+between, so after a failed attempt ``N{s}`` is read and the zero is resent only if the
+thickness was not zeroed (`InficonInstrument.zero_once`). Unverified: that a real SQM-160
+reads a thickness near 0 at once after ``S`` (the emulator does).
 """
 
 from __future__ import annotations
@@ -200,5 +207,6 @@ class SQM160(InficonInstrument):
         return self.frequency_Hz() <= 0.0
 
     def zero(self) -> None:
-        """Zero thickness and rate ('S' zeroes the average and every active sensor)."""
-        self.query("S")
+        """Zero thickness and rate ('S' zeroes the average and every active sensor), read
+        back with `N{s}` before any resend (`zero_once`)."""
+        self.zero_once("S", f"N{self.sensor}")

@@ -28,6 +28,16 @@ Cell safety: in the "normal" output-off state the 2450 holds its terminals at 0 
 a current limit of 10 % of the present range, which on a cell is a discharge. The driver
 selects the high-impedance off state (`:OUTP:SMOD HIMP`, output relay open) on first use,
 and again whenever it turns the output off.
+
+Link recovery (`Link.exchange`'s retry rule). Idempotent, resent as they are: `*CLS`,
+`:OUTP:SMOD HIMP`, `:OUTP ON|OFF`, `:SOUR:FUNC`, `:SENS:FUNC`, the source levels and
+limits (absolute values), the queries, and `:TRAC:CLE "defbuffer1"` (sent before a run's
+first reading, so a repeat clears a buffer already empty). `:READ?` takes a reading into
+defbuffer1; a repeat takes one more, which changes no output (if a run's first `:READ?`
+loses its answer, the run's time origin is that lost reading, a moment earlier). The
+`:SYST:ERR?` that drains the queue after a refusal pops entries: a repeat can only leave
+one out of the error message. Not used: `:INIT` and trace triggers, which start a
+measurement and would need a read-back (`:TRIG:STAT?`) before any resend.
 """
 
 from __future__ import annotations

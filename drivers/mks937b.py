@@ -13,6 +13,10 @@ available, so this driver treats them by shape (PyExpLabSys handles `LO…`,
 `OFF`, `WAIT` the same way): a reply starting with `LO` is under-range and reads
 as the gauge's lower limit; `ATM` reads as 760 Torr; any other all-capital word
 (`OFF`, `MISCONN`, `WAIT`, `PROT_OFF`, …) is a refusal.
+
+Link recovery (`Link.exchange`'s retry rule). Idempotent: the queries (`PR`, `MD`, `SN`,
+`U`) and the one set it sends, `U!TORR` (an absolute unit). Not used: set points and
+degas, which would need a read-back before any resend.
 """
 
 from __future__ import annotations

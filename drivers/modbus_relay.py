@@ -8,6 +8,11 @@ functions: 05 writes one coil (the reply echoes the request), 01 reads coils
 The module is on RS-485 at 9600 baud, 8 data bits, even parity, 1 stop bit:
 even parity is the default the serial-line spec requires every device to have
 (modules shipped as 8N1 are set with `?parity=N` on the address).
+
+Link recovery (`Link.exchange`'s retry rule). Idempotent: function 05 writes a coil ON
+(FF00) or OFF (0000), an absolute state, never a toggle (the Modbus spec has no toggle in
+function 05), so a shutter, a valve or a boat contactor is set, not flipped, and a resend
+after a lost echo sets the same state again; function 01 reads. No read-back needed.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ this driver assumes them: check them against the module's manual before use.
 Factory serial settings are 9600 baud, 8 data bits, no parity, 1 stop bit. On a
 bus shared with the even-parity relay module, set the module to even parity
 (register 40486, bits 7:6 = 10) and open the bus with the relay's settings.
+
+Link recovery (`Link.exchange`'s retry rule): it only reads registers (functions 03 and
+04), so every exchange is idempotent and is simply resent.
 """
 
 from __future__ import annotations

@@ -9,7 +9,18 @@ emulator (`sim://NAME`), pyserial (`serial:///dev/ttyUSB0?baudrate=19200`,
 `Link.exchange(fn)` is the one way a driver runs a transaction: it takes the port
 lock, retries a failed exchange after flushing the input, and keeps the link's
 health (ok / retrying / lost) for interlocks to read. A lost link is re-opened
-on a later exchange, no sooner than a bounded exponential back-off allows.
+on a later exchange, no sooner than a bounded exponential back-off allows; this
+holds for every port kind (a closed socket, an unplugged adapter, a VISA session
+gone: the port is opened afresh).
+
+The retry rule. A transaction that is idempotent (a query, an absolute setpoint,
+a coil set ON or OFF) is simply sent again after a failure. One that is not (a
+script upload, a layer start, a thickness zero: sent twice it acts twice) is
+passed with `verify=`: after a failure that may have come after the instrument
+took the command (a lost or garbled reply), the link does NOT send it again; it
+runs the driver's read-back `verify(link)` first, and resends only if that says
+the command did not take. Retries stay bounded either way: `retries + 1` attempts
+in all, then LinkLost, which says when a command may have taken effect unseen.
 """
 
 from __future__ import annotations
@@ -183,9 +194,18 @@ class VisaPort:
             raise LinkError(f"read from {self._resource} failed: {exc}") from None
 
     def reset_input(self) -> None:
-        if self._inst is not None:
-            with contextlib.suppress(Exception):
-                self._inst.clear()
+        """Drop what has arrived with reads that end at once: a bounded number of them.
+        Not `clear()`: that is a device clear on GPIB and USB, and pyvisa-py's loops
+        forever on a TCPIP socket whose peer has closed it."""
+        if self._inst is None:
+            return
+        self._inst.timeout = 1
+        for _ in range(16):
+            try:
+                if not self._inst.read_bytes(4096, break_on_termchar=False):
+                    return
+            except Exception:  # noqa: BLE001 - a timeout (nothing left) or a dead session
+                return
 
 
 class Link:
@@ -310,26 +330,60 @@ class Link:
             rx += more
 
     # -- transactions ------------------------------------------------------------
-    def exchange(self, transaction: Callable[[Link], T]) -> T:
-        """Run `transaction(self)` under the port lock, with retries and health."""
+    def exchange(self, transaction: Callable[[Link], T],
+                 verify: Callable[[Link], bool] | None = None) -> T | None:
+        """Run `transaction(self)` under the port lock, with retries and health.
+
+        Without `verify` the transaction is idempotent: a failed attempt (LinkError: a
+        timeout, a damaged frame, a dead port) is flushed and sent again.
+
+        With `verify` it is not: after a failed attempt the instrument may have acted on
+        the command all the same, so the next attempt first runs `verify(self)`, the
+        driver's read-back of the state (in the same lock; it must not change anything
+        itself). True: the command took effect, and `exchange` returns None (the
+        transaction's own reply is lost; a non-idempotent transaction should return
+        nothing its caller needs). False: it did not take, and the transaction is sent
+        again. A read-back that fails (LinkError) is tried again, never the command.
+        At most `retries + 1` attempts in all (each a read-back when one is due, and the
+        command if needed), then LinkLost.
+        """
         with self.lock:
             self._ensure_open()
             error: LinkError | None = None
+            unsure = False  # a command went out and whether it took is not known
             for _attempt in range(self.retries + 1):
                 try:
+                    if not self._open:  # the port failed on the last attempt: open it anew
+                        self._port.open()
+                        self._open = True
+                    if unsure:
+                        if verify(self):
+                            self._succeeded()
+                            return None
+                        unsure = False
                     result = transaction(self)
                 except LinkError as exc:
                     error = exc
+                    unsure = verify is not None
                     self.health = Health.RETRYING
                     self.last_error = str(exc)
                     self._rx.clear()
-                    self._port.reset_input()
+                    if type(exc) is LinkError:  # the port itself failed (a closed socket,
+                        self._close_port()  # an unplugged adapter): re-opened next attempt
+                    else:
+                        self._port.reset_input()
                     continue
-                self.health = Health.OK
-                self._next_backoff_s = self._backoff_s
+                self._succeeded()
                 return result
             self._mark_lost()
-            raise LinkLost(f"{self.address} is lost after {self.retries + 1} attempts: {error}")
+            doubt = ("; its last command may or may not have taken effect (the read-back "
+                     "did not answer)" if unsure else "")
+            raise LinkLost(f"{self.address} is lost after {self.retries + 1} attempts: "
+                           f"{error}{doubt}")
+
+    def _succeeded(self) -> None:
+        self.health = Health.OK
+        self._next_backoff_s = self._backoff_s
 
     def _ensure_open(self) -> None:
         if self._open and self.health is not Health.LOST:
@@ -353,6 +407,11 @@ class Link:
         self.health = Health.LOST
         self._reopen_at = self._clock() + self._next_backoff_s
         self._next_backoff_s = min(self._next_backoff_s * 2, self._max_backoff_s)
+
+    def _close_port(self) -> None:
+        with contextlib.suppress(Exception):  # a dead port may fail to close as well
+            self._port.close()
+        self._open = False
 
     def close(self) -> None:
         with self.lock:

@@ -1,6 +1,17 @@
 """The MethodSCRIPT potentiostat driver: uploads a technique's script to a channel and
 turns its output lines into a Run's samples; online commands (`t`, `Z`) and the
-zero-time scripts that switch a cell on or off."""
+zero-time scripts that switch a cell on or off.
+
+Link recovery (`Link.exchange`'s retry rule). Not idempotent, read back before resending:
+the upload of a technique's script (`e`, lines, empty line): sent twice it runs twice (or
+is refused `e!0006` while the first runs). After a failed attempt the driver asks whether
+a script runs (`_running`: `e` and an empty line) and uploads again only if none does.
+Idempotent, resent as they are: `t`, `Z` (abort; a repeat finds nothing running and
+answers `Z!0006`, the same end state), the bare LF that collects output, and the zero-time
+scripts of `cell_on`/`cell_off` (mode, range, level and cell state set absolutely).
+Unverified on an instrument: that an EmStat4 refuses an upload with `!0006` while a script
+runs, and runs an empty script as a no-op (both as the emulator does).
+"""
 
 from __future__ import annotations
 
@@ -93,7 +104,8 @@ class Run:
         elif line == "" and self._open_loops == 0:  # else an LF was garbled into the data
             self.finished = True
         elif line in ("*", "+") or line[:1] in ("M", "L") and is_marker(line):
-            self._open_loops += 1 if line[:1] in ("M", "L") else -1
+            # a loop's start marker lost with an upload's answer must not keep the run open
+            self._open_loops = max(0, self._open_loops + (1 if line[:1] in ("M", "L") else -1))
         elif line == "Z":
             self.aborted = True
         elif (error := decode_error(line)) is not None:
@@ -138,12 +150,8 @@ class MethodScriptPotentiostat:
         self._check_idle(channel)
         script = script_bytes_for(technique)
         run = Run(self, channel, technique)
-        attempts = [0]
 
         def upload(link: Link) -> None:
-            attempts[0] += 1
-            if attempts[0] > 1:  # a failed attempt may have started the script: abort it
-                self._sync(link, None)
             link.write(script)
             while True:
                 line = self._read_line(link)
@@ -159,7 +167,7 @@ class MethodScriptPotentiostat:
                 run._line(line)  # the echo was lost but the script is running
                 return
 
-        self._link(channel).exchange(upload)
+        self._link(channel).exchange(upload, verify=lambda link: self._running(link, run))
         self.runs[channel] = run
         return run
 
@@ -260,6 +268,38 @@ class MethodScriptPotentiostat:
                                           f"{lines!r} with {error}")
 
         self._link(channel).exchange(execute)
+
+    def _running(self, link: Link, run: Run) -> bool:
+        """The read-back of a script upload whose answer was lost: is a script running?
+
+        `e` and an empty line: while a script runs the channel refuses a new one with
+        `e!0006` (a command not allowed now) and skips to the empty line; idle, it runs the
+        empty script, which does nothing and answers `e` and an empty line. Output of the
+        uploaded script met on the way (its late echo, markers, packages) goes to `run` and
+        also says that it runs. Unverified on hardware: the emulator refuses a second
+        upload so; the manual's wording was not available."""
+        link.write(b"e\n\n")
+        seen = False
+        while True:
+            line = self._read_line(link)
+            if _is_output(line):
+                run._line(line)
+                seen = True
+            elif line == "e":
+                continue  # the probe's echo, or the upload's own arriving late
+            elif line == "":
+                return seen  # the empty script ran: nothing else was running
+            elif (error := decode_error(line)) is not None and not line.startswith("e"):
+                run._line(line)  # the uploaded script's own end on an error: it ran
+                seen = True
+            elif error is not None and error.code == 0x0006:
+                return True
+            elif error is not None:
+                raise InstrumentError(f"{self.name} refused the read-back of a script upload "
+                                      f"(`e` and an empty line) with {error}")
+            else:
+                raise FrameError(f"{self.name} answered the read-back b'e\\n\\n' with "
+                                 f"{line!r}")
 
     def _sync(self, link: Link, run: Run | None) -> None:
         """`Z`: `Z!0006` if nothing runs, else `Z`, the script's last lines, an empty line."""

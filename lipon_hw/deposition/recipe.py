@@ -15,6 +15,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from lipon_hw.deposition.link_watch import link_quantities
 from lipon_hw.engine import interlocks as il
 from lipon_hw.engine import ranges as r
 from lipon_hw.station import ROLES, Station
@@ -249,9 +250,11 @@ class Recipe:
         return self.tool_roles[self.tool]
 
     def quantities(self) -> dict[str, str]:
-        """Every recorded quantity name → the role that produces it, over all tools."""
-        return {f"{inst}.{q}": role for roles in self.tool_roles.values()
-                for role, inst in roles.items() for q in ROLE_QUANTITIES.get(role, ())}
+        """Every recorded quantity name → the role that produces it, over all tools; with
+        each instrument's `link_health` (deposition.link_watch)."""
+        return {**{f"{inst}.{q}": role for roles in self.tool_roles.values()
+                   for role, inst in roles.items() for q in ROLE_QUANTITIES.get(role, ())},
+                **link_quantities(self.tool_roles)}
 
 
 def load_recipe(path: str, station: Station, text: str | None = None) -> Recipe:

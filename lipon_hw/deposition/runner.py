@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import simpy
 
 from lipon_hw.deposition.layers import record_partial_layer
+from lipon_hw.deposition.link_watch import LinkWatch
 from lipon_hw.deposition.recipe import ROLE_QUANTITIES, Recipe
 from lipon_hw.deposition.steps import (
     SAMPLE_CHECKS,
@@ -37,7 +38,7 @@ from lipon_hw.deposition.steps import (
 )
 from lipon_hw.engine import interlocks as il
 from lipon_hw.engine.lifecycle import Interrupted, RunResult, uninterruptible
-from lipon_hw.errors import InstrumentError, LiponError, RunAborted, StoreError
+from lipon_hw.errors import InstrumentError, LinkLost, LiponError, RunAborted, StoreError
 from lipon_hw.station import Lab
 from lipon_hw.store import Store
 
@@ -191,6 +192,7 @@ class Engine:
         self._polled: dict[str, list] = {}
         self._store_refused_at: float | None = None  # run clock when the store began refusing
         self._alarming: set[str] = set()  # `alarm` rules true at the last sample
+        self.links = LinkWatch(lab, recipe)  # link health: quantities, alarms, grace
 
     # --- the run -------------------------------------------------------------------
     def run(self, start_idx: int = 0, step_state: dict | None = None,
@@ -321,10 +323,19 @@ class Engine:
         tool = self.ctx.tool
         if tool not in self._polled:
             self._polled[tool] = self._polled_quantities(tool)
-        values = {}
+        values, lost = {}, set()
         for name, driver, q in self._polled[tool]:
+            inst = name.partition(".")[0]
+            if inst in lost:  # one lost link is asked once a sample
+                continue
             try:
                 values[name] = getattr(driver, q)()
+            except LinkLost as exc:  # fails the run unless a rule watches this link
+                self.links.lost(inst, exc, self.env.now)
+                lost.add(inst)
+                for other, _, _ in self._polled[tool]:
+                    if other.partition(".")[0] == inst:
+                        self.ctx.latest.pop(other, None)
             except InstrumentError as exc:
                 if name not in self.ctx.refusals:
                     self.ctx.alarm("warning", name, str(exc))
@@ -332,6 +343,9 @@ class Engine:
                 self.ctx.latest.pop(name, None)
             else:
                 self.ctx.refusals.pop(name, None)
+        health, changed = self.links.sample(self.ctx, self.recipe.tool_roles[tool].values())
+        self.ctx.latest.update(health)  # read by rules at every sample, stored on change
+        values.update(changed)
         self.ctx.latest.update(values)
         self.ctx.record(values)
         return values
@@ -342,6 +356,7 @@ class Engine:
             yield self.env.timeout(delay_s)
             while True:
                 values = self.sample()
+                self.links.check(self.env.now, ctx.held)
                 self._check_store()
                 self._take_requests()
                 self._check_interlocks(values)
@@ -350,7 +365,8 @@ class Engine:
                     # checkpoint holds their readings too, so a resume re-takes none of them
                     yield self.env.timeout(0)
                     self.checkpoint()
-                ctx._new_sample()
+                if not self.links.any_lost:  # steps wait for a sample with every reading
+                    ctx._new_sample()
                 self.on_sample(ctx)
                 yield self.env.timeout(self.recipe.record_every_s)
         except simpy.Interrupt:

@@ -42,6 +42,7 @@ class CrystalSensor:
         self.tool = tool
         self.zero_Hz: float | None = None
         self.held_A = 0.0
+        self.zeros = 0  # zero commands carried out (tests count repeats)
 
     def live(self) -> dict | None:
         """The crystal's reading (`tool.crystal()`) if it oscillates, else None."""
@@ -80,6 +81,7 @@ class CrystalSensor:
         crystal = self.live()
         self.zero_Hz = crystal["frequency_Hz"] if crystal else None
         self.held_A = 0.0
+        self.zeros += 1
 
     @staticmethod
     def life_pct(frequency_Hz: float, f_min_Hz: float, f_max_Hz: float) -> float:

@@ -106,6 +106,7 @@ class RateLoop:
     source_shutter: Callable[[bool], None]
     loop: Loop = field(default_factory=Loop)
     _attached: bool = field(default=False, init=False)
+    layers_started: int = field(default=0, init=False)  # tests count repeated starts
 
     # --- what the instrument reports -------------------------------------------------------
     def now(self) -> float:
@@ -302,6 +303,7 @@ class RateLoop:
         loop.rate_A_s = loop.last_rate_A_s = self.rate_A_s()
         loop.manual_pct, loop.process_t0 = None, now
         loop.ramp_from_pct = loop.output_pct
+        self.layers_started += 1
         self._enter(RAMP1, now)
         self.attach()
         self.tool.set_supply_output(True)

@@ -78,6 +78,7 @@ class MethodScriptChannel(Interpreter, MeasurementLoops, EventDriven, BulkLoops,
         #: measurement loops run, by how: "bulk" (RecordLoop), "event" (next_crossing),
         #: "sample" (the body at every sample), "stepped" (EIS and sweeps, point by point)
         self.loops_served: Counter[str] = Counter()
+        self.scripts_started = 0  # scripts begun, the empty one not counted (tests count)
 
     @property
     def running(self) -> bool:
@@ -194,6 +195,7 @@ class MethodScriptChannel(Interpreter, MeasurementLoops, EventDriven, BulkLoops,
                 del self._programs[next(iter(self._programs))]
                 self._watches.clear()  # keyed by the loops' ids, which may be reused now
         self._programs[key] = program
+        self.scripts_started += bool(lines)
         self._emit("e")
         self.t = self._wake = self.clock()
         self.vars = {name: [0.0, "aa", None] for name in program.variables}

@@ -1,0 +1,101 @@
+"""Link health in a deposition run: a quantity interlock rules read, and alarms when it changes.
+
+Every instrument of the recipe's tools has `<instrument>.link_health`: 0 ok, 1 retrying,
+2 lost (its worst link, for an instrument on several), as its `Link` keeps it. The engine
+reads it at every sample, so a rule such as
+
+    {when: "qcm.link_health > 0 for 30 s", then: pause}
+
+validates and trips like any other. The store gets the value when it changes from the one
+before (a run starts from 0, which is not stored), not at every sample, and each change is
+an alarm whose source is the instrument: `link to sim://qcm lost: …`, `link to sim://qcm
+restored`. Drivers know nothing of this: the watch reads the links' health through the
+lab's pool.
+
+A link found lost while sampling costs that instrument's readings for the sample, and the
+steps see no fresh sample meanwhile (a step waiting for a reading waits). How long the run
+goes on so: only if an interlock rule names that instrument's link_health, for the longest
+`for` of those rules plus two sample periods, so the rule can trip, and for as long as the
+run is held by a rule or the operator; with no such rule a lost link fails the run at once,
+to the safe state, as it always has.
+"""
+
+from __future__ import annotations
+
+from lipon_hw.errors import LinkLost
+from lipon_hw.links import Health
+
+QUANTITY = "link_health"
+CODES = {Health.OK: 0, Health.RETRYING: 1, Health.LOST: 2}
+WORDS = {0: "restored", 1: "retrying", 2: "lost"}
+
+
+def link_quantities(tool_roles: dict[str, dict[str, str]]) -> dict[str, str]:
+    """`<instrument>.link_health` → role, for every instrument of every tool."""
+    return {f"{inst}.{QUANTITY}": role for roles in tool_roles.values()
+            for role, inst in roles.items()}
+
+
+class LinkWatch:
+    """The link health of a run's instruments, their alarms, and the grace a lost one gets."""
+
+    def __init__(self, lab, recipe):
+        self.lab = lab
+        self.recipe = recipe
+        self._last: dict[str, int] = {}
+        self._lost_since: dict[str, float] = {}
+        self.grace_s: dict[str, float] = {}
+        for rule in recipe.interlocks:
+            for quantity in rule.condition.names.values():
+                inst, _, name = quantity.partition(".")
+                if name == QUANTITY:
+                    self.grace_s[inst] = max(self.grace_s.get(inst, 0.0),
+                                             rule.condition.hold_s + 2 * recipe.record_every_s)
+
+    def health(self, instrument: str) -> int:
+        spec = self.lab.station.instrument(instrument)
+        return max(CODES[self.lab.pool.link(address).health] for address in spec.addresses)
+
+    def lost(self, instrument: str, error: LinkLost, now: float) -> None:
+        """A reading found the instrument's link lost: re-raised unless a rule watches it."""
+        if instrument not in self.grace_s:
+            raise error
+        self._lost_since.setdefault(instrument, now)
+
+    @property
+    def any_lost(self) -> bool:
+        return bool(self._lost_since)
+
+    def sample(self, ctx, instruments) -> tuple[dict[str, float], dict[str, float]]:
+        """(every instrument's link_health, those that changed, to store); alarms changes."""
+        values, changed = {}, {}
+        for inst in instruments:
+            code = self.health(inst)
+            values[f"{inst}.{QUANTITY}"] = float(code)
+            if code != 2:
+                self._lost_since.pop(inst, None)
+            before = self._last.get(inst, 0)  # a link is taken to start healthy
+            if before == code:
+                continue
+            self._last[inst] = code
+            changed[f"{inst}.{QUANTITY}"] = float(code)
+            address = ", ".join(self.lab.station.instrument(inst).addresses)
+            error = self._error(inst)
+            detail = f": {error}" if code and error else ""
+            ctx.alarm("error" if code == 2 else "warning" if code else "info", inst,
+                      f"link to {address} {WORDS[code]}{detail}")
+        return values, changed
+
+    def check(self, now: float, held: bool) -> None:
+        """LinkLost once a watched link has been lost longer than its grace (not while held)."""
+        for inst, since in self._lost_since.items():
+            if not held and now - since > self.grace_s[inst]:
+                address = ", ".join(self.lab.station.instrument(inst).addresses)
+                raise LinkLost(f"{address} ({inst}) has been lost for {now - since:.0f} s, "
+                               f"longer than its interlock rules wait "
+                               f"({self.grace_s[inst]:.0f} s): {self._error(inst)}")
+
+    def _error(self, instrument: str) -> str:
+        spec = self.lab.station.instrument(instrument)
+        return "; ".join(e for e in (self.lab.pool.link(a).last_error for a in spec.addresses)
+                         if e)
