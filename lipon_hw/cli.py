@@ -159,7 +159,11 @@ def resume(run_id, data_dir, speed, workers, as_json) -> None:
     from lipon_hw import console
     from lipon_hw.kinds import RunOptions, for_run
 
-    kind = for_run(_require_store(data_dir, write=False).run(run_id))
+    looked = _require_store(data_dir, write=False)
+    try:
+        kind = for_run(looked.run(run_id))
+    finally:  # not held open beside the run's own connection
+        looked.close()
     with _stop_on_sigterm():
         console.resume(kind, run_id, RunOptions(data_dir, speed=speed, workers=workers,
                                                 as_json=as_json))

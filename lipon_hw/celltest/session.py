@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from lipon_hw.celltest import protocol as pr
-from lipon_hw.celltest.channels import ChannelState, stop_reason
+from lipon_hw.celltest.channels import ENDED, ChannelState, stop_reason
 from lipon_hw.celltest.groups import run_group, split
 from lipon_hw.celltest.workers import run_workers
 from lipon_hw.engine import claims, lifecycle
@@ -140,7 +140,8 @@ def execute(running: Running) -> Outcome:
     finally:
         with uninterruptible():
             try:
-                status, message, summary = _end_run(store, run_id, proto, status, message)
+                status, message, summary = _end_run(store, run_id, proto, status, message,
+                                                    set(states))
             except (sqlite3.Error, StoreError) as exc:  # what was buffered cannot be written
                 lost = store.drop_unwritten_samples()
                 failure = stop_reason(exc)
@@ -148,15 +149,16 @@ def execute(running: Running) -> Outcome:
                     message = f"{message}; {failure}" if message else failure
                 message += f" ({lost} buffered samples and readings were not stored)"
                 status = "failed" if status == "completed" else status
-                status, message, summary = _end_run(store, run_id, proto, status, message)
+                status, message, summary = _end_run(store, run_id, proto, status, message,
+                                                    set(states))
     return Outcome(status, message, summary, summary["virtual_s"])
 
 
-def _end_run(store: Store, run_id: int, proto: pr.Protocol, status: str, message: str
-             ) -> tuple[str, str, dict]:
+def _end_run(store: Store, run_id: int, proto: pr.Protocol, status: str, message: str,
+             meant: set[int] = frozenset()) -> tuple[str, str, dict]:
     """The run's final status, message and summary, from what its channels stored. A run
     whose channels all ran to their end (`status` completed) is judged by them."""
-    rows = _mark_lost(store, run_id, store.channels(run_id), status)
+    rows = _mark_lost(store, run_id, store.channels(run_id), status, meant)
     if status == "completed":
         status, message = _judged(rows)
         store.requests.take(run_id)
@@ -178,12 +180,17 @@ def _judged(rows: list[Channel]) -> tuple[str, str]:
     return "completed", outcome
 
 
-def _mark_lost(store: Store, run_id: int, rows: list[Channel], status: str
-               ) -> list[Channel]:
-    """Channels whose process died without saying so, marked failed; the rows as now."""
+def _mark_lost(store: Store, run_id: int, rows: list[Channel], status: str,
+               meant: set[int] = frozenset()) -> list[Channel]:
+    """Channels whose process died without saying so, or never ran one that this engine
+    was to run (`meant`), marked failed — never judged by a status left from before;
+    the rows as now."""
     for i, row in enumerate(rows):
-        if row.status in ("running", "pending") and status == "completed":
-            rows[i] = row = replace(row, status="failed", message="its worker process died")
+        unrun = row.channel in meant and row.status not in ENDED
+        if (row.status in ("running", "pending") or unrun) and status == "completed":
+            why = "its worker process died" if not unrun else \
+                f"its worker process ended without running it (it was {row.status})"
+            rows[i] = row = replace(row, status="failed", message=why)
             store.update_channel(run_id, row.channel, "failed", row.message, row.cycle,
                                  row.step_count, row.t_s, row.state)
     store.flush()
