@@ -197,7 +197,7 @@ def test_the_cli_refuses_it_before_anything_moves(tmp_path):
                                  "  leak_mbar_l_s: 500\n"))
     proc = subprocess.run([sys.executable, "-m", "lipon_hw.cli", "station", "--check",
                            "--station", str(path)], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, cwd=tmp_path)  # not the source tree (see conftest)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "sim.faults[0].leak_mbar_l_s: 500 is outside" in proc.stderr

@@ -21,9 +21,11 @@ print(sorted(m for m in sys.modules if m == "scipy" or m.startswith("scipy.")))
 """
 
 
-def test_a_cell_test_worker_starts_without_scipy():
+def test_a_cell_test_worker_starts_without_scipy(tmp_path):
+    # from a directory of its own: from the source tree `python -c` would import the
+    # checkout's lipon_hw, not the installed package (whose drivers and sim are mapped in)
     out = subprocess.run([sys.executable, "-c", WORKER_START], capture_output=True, text=True,
-                         check=True, timeout=120)
+                         check=True, timeout=120, cwd=tmp_path)
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout[-500:]
 
 
