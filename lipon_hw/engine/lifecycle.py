@@ -174,7 +174,7 @@ def start(kind, sequence: str, options, watch: Watch | None = None) -> RunResult
     store = Store(options.data_dir)
     trouble = RunTrouble(watch, store)
     owned = Ownership(options.data_dir)
-    try:
+    with _released(store, owned, trouble):
         plan = kind.load(sequence, station, store)
         check_speed(options.speed)
         opening = kind.opening(store, station, plan, options)
@@ -193,12 +193,6 @@ def start(kind, sequence: str, options, watch: Watch | None = None) -> RunResult
                           sequence, plan.text, seed, opening.sample_id, prepare)
         return _drive(kind, Running(plan, station, store, run_id, seed, options.speed,
                                     options.workers, trouble.watch), trouble)
-    except BaseException as exc:
-        trouble.end_after_failure(exc)
-        _last_try_to_close(store)
-        raise
-    finally:
-        owned.release()
 
 
 def resume(kind, run_id: int, options, watch: Watch | None = None) -> RunResult:
@@ -208,7 +202,7 @@ def resume(kind, run_id: int, options, watch: Watch | None = None) -> RunResult:
     store = Store(options.data_dir)
     trouble = RunTrouble(watch, store)
     owned = Ownership(options.data_dir)
-    try:
+    with _released(store, owned, trouble):
         run, station = run_to_resume(store, run_id, kind.resumable, owned)
         plan = kind.load(run.sequence_path, station, store, text=run.sequence_text)
         point = kind.resumption(store, owned, run, station, plan)
@@ -223,6 +217,14 @@ def resume(kind, run_id: int, options, watch: Watch | None = None) -> RunResult:
                     watch.start(run_id, plan)
         return _drive(kind, Running(plan, station, store, run_id, run.seed, options.speed,
                                     options.workers, trouble.watch, point), trouble)
+
+
+@contextlib.contextmanager
+def _released(store: Store, owned: Ownership, trouble: RunTrouble):
+    """Around a start or a resume: its locks let go whatever happens; on a failure the end
+    told (log, hooks) and the store given one short last try to close."""
+    try:
+        yield
     except BaseException as exc:
         trouble.end_after_failure(exc)
         _last_try_to_close(store)
