@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import yaml
 from conftest import ManualClock
@@ -33,3 +34,13 @@ def at(clock: ManualClock, t: float) -> None:
     """Move the hand clock to virtual time `t` (never back)."""
     assert t >= clock.t
     clock.t = t
+
+
+def station_with_rules(tmp_path, rules: dict) -> Path:
+    """The default station's file with `rules` as its `interlocks:` (tool or instrument →
+    rule entries), written to `tmp_path/station.yaml`."""
+    spec = yaml.safe_load(default_station_text())
+    spec["interlocks"] = rules
+    path = Path(tmp_path) / "station.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    return path

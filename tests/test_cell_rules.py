@@ -9,14 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
+from faulty import station_with_rules
 
 from lipon_hw.celltest.channels import ChannelState, run_channels
 from lipon_hw.celltest.groups import mount_cells
 from lipon_hw.celltest.plan import load
 from lipon_hw.engine.lifecycle import make_env
 from lipon_hw.errors import InputError
-from lipon_hw.station import default_station_text, load_station
+from lipon_hw.station import load_station
 from lipon_hw.store import Store
 
 PROTOCOL = """
@@ -38,12 +38,7 @@ def run(tmp_path: Path, rules: str, station_rules=None, channels: str = "1-2"):
     path = tmp_path / "rules.yaml"
     path.write_text(PROTOCOL.replace("RULES", rules).replace("CHANNELS", channels),
                     encoding="utf-8")
-    station_path = None
-    if station_rules is not None:
-        spec = yaml.safe_load(default_station_text())
-        spec["interlocks"] = station_rules
-        station_path = tmp_path / "station.yaml"
-        station_path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    station_path = None if station_rules is None else station_with_rules(tmp_path, station_rules)
     station, store = load_station(station_path), Store(tmp_path / "data")
     proto = load(str(path), station, store)
     run_id = store.create_run(proto.name, "cycling", str(path), proto.text, station.text, 1,

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import pytest
 import simpy
-import yaml
+from faulty import station_with_rules
 
 from lipon_hw.deposition.recipe import load_recipe
 from lipon_hw.deposition.runner import Engine
 from lipon_hw.errors import InputError, RunAborted
-from lipon_hw.station import default_station_text, load_station
+from lipon_hw.station import load_station
 from lipon_hw.store import Store
 
 from recipes import short_recipe
@@ -28,12 +28,8 @@ class Run:
         recipe_path = tmp_path / "rules.yaml"
         recipe_path.write_text(text.replace(RULE_LINE, RULE_LINE.replace("pause", reaction)),
                                encoding="utf-8")
-        station_path = None
-        if station_rules is not None:
-            spec = yaml.safe_load(default_station_text())
-            spec["interlocks"] = station_rules
-            station_path = tmp_path / "station.yaml"
-            station_path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+        station_path = None if station_rules is None else \
+            station_with_rules(tmp_path, station_rules)
         self.station = load_station(station_path)
         self.recipe = load_recipe(str(recipe_path), self.station)
         self.env = simpy.Environment()
@@ -117,10 +113,7 @@ def test_a_station_rule_applies_to_every_run_on_its_tool(tmp_path):
 
 
 def _station_error(tmp_path, rules) -> str:
-    spec = yaml.safe_load(default_station_text())
-    spec["interlocks"] = rules
-    path = tmp_path / "station.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    path = station_with_rules(tmp_path, rules)
     with pytest.raises(InputError) as info:
         load_recipe(str(short_recipe(tmp_path)), load_station(path))
     return str(info.value)
