@@ -34,7 +34,14 @@ from collections.abc import Callable, Mapping
 from typing import Protocol, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
-from lipon_hw.errors import FrameError, InputError, LinkError, LinkLost, LinkTimeout
+from lipon_hw.errors import (
+    FrameError,
+    InputError,
+    LinkError,
+    LinkLost,
+    LinkTimeout,
+    LiponError,
+)
 
 T = TypeVar("T")
 
@@ -373,6 +380,16 @@ class Link:
                     else:
                         self._port.reset_input()
                     continue
+                except BaseException as exc:
+                    if not isinstance(exc, LiponError):
+                        # cut short from outside (Ctrl-C, SIGTERM, a bug): what is on the
+                        # wire is unknown (half a frame sent, a reply unread or not
+                        # acknowledged), so the port is closed and the next exchange opens
+                        # it anew; the instrument drops a half frame after its byte gap.
+                        # (An InstrumentError is a refusal read whole: the wire is in step.)
+                        self._rx.clear()
+                        self._close_port()
+                    raise
                 self._succeeded()
                 return result
             self._mark_lost()
