@@ -5,10 +5,13 @@ MultiEmStat4: `MethodScriptEmulator(name, cells, clock)` is the instrument and
 serves its first channel itself; `ports[channel]` serves each channel (give those
 to `sim://` links or `serve()`). A single cell makes it an EmStat4 LR.
 
-Online commands: `t` (firmware, two lines), `e` + script + empty line (echo `e`,
-output, empty line; a refused script answers `e!XXXX: Line L, Col C`), `Z`
-(abort: `Z`, the loop's end marker, `on_finished:`, empty line; `Z!0006` if idle).
-Any other command answers `<its first letter>!0003`; an empty line is ignored.
+Online commands: `e` + script + empty line (echo `e`, output, empty line; a refused
+script answers `e!XXXX: Line L, Col C`), `l` + script + empty line (load only: `l`),
+and those of `online` (its docstring has the table and what is unverified): `t`
+(firmware, two lines), `v`, `i`, `r` (run the script loaded), `Z` (abort: `Z`, the
+loop's end marker, `on_finished:`, empty line; `Z!0006` if idle), `h`/`H` (halt and
+resume), `Fmscr`/`Lmscr` (store to / load from flash), `G`/`S` (registers). Any other
+command answers `<its first letter>!0003`; an empty line is ignored.
 
 The script language is the subset the driver sends and PalmSens' loop examples use:
 `var`, `store_var`, `copy_var`, `add/sub/mul/div_var`, `set_pgstat_chan/mode`,
@@ -52,9 +55,10 @@ is answered `!0003` with no echo, since the output is ASCII only; a script over
 The package, one job a module: `parser` (script text → a Program, refused with the
 manual's codes), `interpreter` (statements and commands), `loops` (the measurement
 loops of each technique), `events` (event-driven sampling), `bulk` (the driver's record
-loops run by RecordLoop), `channel` (the serial port: online commands, sessions, the
-script running against the clock). `MethodScriptChannel.loops_served` counts which way
-each measurement loop was run ("bulk", "event", "sample" or "stepped").
+loops run by RecordLoop), `online` (the online commands besides the upload), `channel`
+(the serial port: sessions, script upload, the script running against the clock).
+`MethodScriptChannel.loops_served` counts which way each measurement loop was run
+("bulk", "event", "sample" or "stepped").
 """
 
 from __future__ import annotations

@@ -20,12 +20,11 @@ from lipon_hw.sim.emulators.methodscript.interpreter import (
     ScriptAborted,
 )
 from lipon_hw.sim.emulators.methodscript.loops import MeasurementLoops
+from lipon_hw.sim.emulators.methodscript.online import OnlineCommands
 from lipon_hw.sim.emulators.methodscript.parser import Program, ScriptError, parse_script
 
 MAX_LINE = 1024  # longer input without a LF is line noise, dropped
 MAX_SCRIPT_BYTES = 65536  # assumption: script memory; the driver's scripts are a few kB
-FIRMWARE_VERSION = "14"
-FIRMWARE_BUILD = "Oct  1 2025 12:00:00"
 PROGRAMS_KEPT = 8  # parsed scripts kept for their next upload
 EIS_NOISE = 0.003  # assumption: 0.3 % of |Z| on each part of an EIS point, ~0.4 % in all
 MAX_EIS_NOISE = 0.1
@@ -39,11 +38,13 @@ class ScriptSession(Session):
 
     receiving: list[str] | None = None
     received_bytes: int = 0
+    loading: str = "e"  # the command uploading the script: "e" runs it, "l" only loads it
     swallowing: bool = False
     out: bytearray = field(default_factory=bytearray)  # output not yet sent to this host
 
 
-class MethodScriptChannel(Interpreter, MeasurementLoops, EventDriven, BulkLoops, Emulator):
+class MethodScriptChannel(OnlineCommands, Interpreter, MeasurementLoops, EventDriven, BulkLoops,
+                          Emulator):
     """One channel's serial port: a MethodSCRIPT session driving one cell."""
 
     model = "MultiEmStat4 LR"
@@ -138,7 +139,7 @@ class MethodScriptChannel(Interpreter, MeasurementLoops, EventDriven, BulkLoops,
             return
         session.receiving = None
         session.swallowing = True
-        session.out += encode_error(0x0008, echo="e")
+        session.out += encode_error(0x0008, echo=session.loading)
 
     def _line(self, text: str) -> None:
         session = self.session
@@ -146,7 +147,7 @@ class MethodScriptChannel(Interpreter, MeasurementLoops, EventDriven, BulkLoops,
             if text.strip():
                 self._receive(session, text)
             else:
-                self._load(session.receiving)
+                self._load(session.receiving, run=session.loading == "e")
             return
         if session.swallowing:
             session.swallowing = bool(text.strip())
@@ -161,17 +162,17 @@ class MethodScriptChannel(Interpreter, MeasurementLoops, EventDriven, BulkLoops,
                                       else "")
             session.swallowing = command == "e"
             return
-        if command == "e":
+        if command in ("e", "l"):
             if self.running:
-                self._emit("e!0006")
+                self._emit(f"{command}!0006")
                 session.swallowing = True
             else:
                 session.receiving, session.received_bytes = [], 0
-        elif command == "t":
-            self._emit(f"t{self.device_type}{FIRMWARE_VERSION}#{FIRMWARE_BUILD}")
-            self._emit("R*")
-        elif command == "Z":
-            self._abort()
+                session.loading = command
+        elif command in self._online:
+            self._online[command]()
+        elif command[0] in "GS" and command[0] in self._online_with_argument:
+            self._online_with_argument[command[0]](command[1:])
         else:  # the output is ASCII only: a byte outside it is not echoed
             first = command[0]
             echo = first if first.isascii() and first.isprintable() else ""
@@ -180,23 +181,31 @@ class MethodScriptChannel(Interpreter, MeasurementLoops, EventDriven, BulkLoops,
     def _emit(self, line: str) -> None:
         self._out += line.encode("ascii") + b"\n"
 
-    def _load(self, lines: list[str]) -> None:
+    def _load(self, lines: list[str], run: bool = True) -> None:
+        """A script uploaded with `e` (`run`) or `l`: parsed, kept in RAM, and run if `e`."""
+        echo = "e" if run else "l"
         self.session.receiving = None
-        self._owner = self.session
         key = tuple(lines)
         program = self._programs.pop(key, None)  # a cycling test sends the same few scripts
         if program is None:
             try:
                 program = parse_script(lines)
             except ScriptError as exc:
-                self._out += encode_error(exc.code, exc.line, exc.column, echo="e")
+                self._out += encode_error(exc.code, exc.line, exc.column, echo=echo)
                 return
             if len(self._programs) >= PROGRAMS_KEPT:
                 del self._programs[next(iter(self._programs))]
                 self._watches.clear()  # keyed by the loops' ids, which may be reused now
         self._programs[key] = program
+        self.ram_script = list(lines)
+        self._emit(echo)
+        if run:
+            self._start(program, lines)
+
+    def _start(self, program: Program, lines: list[str]) -> None:
+        """Run a parsed script from now; its output goes to the host that started it."""
+        self._owner = self.session
         self.scripts_started += bool(lines)
-        self._emit("e")
         self.t = self._wake = self.clock()
         self.vars = {name: [0.0, "aa", None] for name in program.variables}
         self.timer0 = self.t
