@@ -18,7 +18,11 @@ The OVP maximum is 125 % of the rating, 7.5 V for the GEN6 (assumption).
 Instrument behaviour that is assumed, not read in the manual:
 - a set command received in local mode is carried out, and the unit goes to remote;
 - a new connection starts unselected, so ADR must come first;
-- the unit keeps the supply without faults, so E07 and the fault register never appear.
+- no AC failure or over-temperature happens, so E07 never appears and the fault
+  register shows only foldback (FOLD).
+
+Foldback, auto-restart, save/recall, the filter and the status/fault enable and event
+registers are in `genesys_protection` (its docstring has their table).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from lipon_hw.drivers.genesys import (
 )
 from lipon_hw.errors import InputError
 from lipon_hw.sim.emulator import DISCARD_ALL, Emulator, Session
+from lipon_hw.sim.emulators.genesys_protection import GenesysProtection
 
 MAX_LINE = 64  # longer input without a CR is line noise, dropped
 MAX_NUMBER_CHARS = 12  # manual §7.7.1: a numeric value may be up to 12 characters
@@ -47,7 +52,7 @@ STATUS_CV, STATUS_CC, STATUS_NO_FAULT, STATUS_LOCAL = 0x01, 0x02, 0x04, 0x80
 _MODEL = re.compile(r"GEN(\d+(?:\.\d+)?)-(\d+(?:\.\d+)?)")
 
 
-class GenesysEmulator(Emulator):
+class GenesysEmulator(GenesysProtection, Emulator):
     model = "GEN6-200"
     firmware = "REV:1U:4.3"
     serial = "12A3456-0001"
@@ -83,6 +88,9 @@ class GenesysEmulator(Emulator):
         }
         self._setters = {"PV": self._set_pv, "PC": self._set_pc, "OUT": self._set_output,
                          "RMT": self._set_remote, "OVP": self._set_ovp, "UVL": self._set_uvl}
+        self._init_protection()
+        self._queries.update(self.protection_queries)
+        self._setters.update(self.protection_setters)
 
     @property
     def max_ovp_V(self) -> float:
@@ -92,7 +100,7 @@ class GenesysEmulator(Emulator):
     def snapshot(self) -> dict:
         return {"selected": self.selected, "remote": self.remote, "ovp_V": self.ovp_V,
                 "uvl_V": self.uvl_V, "programmed": dict(self.programmed),
-                "last_command": self.last_command}
+                "last_command": self.last_command, "protection": self.protection_state()}
 
     def restore(self, state: dict) -> None:
         self.selected = state["selected"]
@@ -101,6 +109,8 @@ class GenesysEmulator(Emulator):
         self.uvl_V = state["uvl_V"]
         self.programmed = dict(state["programmed"])
         self.last_command = state["last_command"]
+        if "protection" in state:  # checkpoints from before the protection commands lack it
+            self.restore_protection(state["protection"])
 
     def open_session(self) -> Session:
         """A new host on the line must address the supply (`ADR n`) before it answers."""
@@ -129,6 +139,7 @@ class GenesysEmulator(Emulator):
             return self._select(arg.strip(), with_checksum)
         if not self.selected:
             return b""
+        self.check_foldback()
         if text == "\\":
             text = self.last_command
         else:
@@ -177,6 +188,8 @@ class GenesysEmulator(Emulator):
         if on is None:
             return "C03"
         self.tool.set_supply_output(on)
+        if on:
+            self.clear_fold()
         return self._programmed()
 
     def _set_remote(self, arg: str) -> str:
@@ -217,6 +230,8 @@ class GenesysEmulator(Emulator):
         self.tool.set_supply_current_A(0.0)
         self.tool.set_supply_voltage_limit_V(0.0)
         self.ovp_V, self.uvl_V = self.max_ovp_V, 0.0
+        self.foldback, self.foldback_delay, self.auto_restart = False, 0, False
+        self.clear_fold()
         self.programmed.clear()
         self.remote = "REM"
         return "OK"
@@ -266,12 +281,14 @@ class GenesysEmulator(Emulator):
         """STT? (manual: `MV(45.201),PV(45),MC(4.3257),PC(10),SR(30),FR(00)`)."""
         volts, amps = self._measured()
         mode = self.tool.supply_readings()["mode"]
-        status = STATUS_NO_FAULT | {"CV": STATUS_CV, "CC": STATUS_CC}.get(mode, 0)
+        status = {"CV": STATUS_CV, "CC": STATUS_CC}.get(mode, 0) | self.protection_status_bits()
+        if not self.fault:
+            status |= STATUS_NO_FAULT
         if self.remote == "LOC":
             status |= STATUS_LOCAL
         return (f"MV({format_reading(volts, self.rated_V)}),PV({self._pv_query()}),"
                 f"MC({format_reading(amps, self.rated_A)}),PC({self._pc_query()}),"
-                f"SR({status:02X}),FR(00)")
+                f"SR({status:02X}),FR({self.fault:02X})")
 
 
 def _number(arg: str) -> float | None:
