@@ -209,8 +209,8 @@ def test_dropped_link_is_lost_with_a_clear_message(qcm, emulator):
 
 def test_invalid_command_is_refused(qcm):
     with pytest.raises(InstrumentError, match="invalid command") as err:
-        qcm.query("U1")
-    assert repr(b"!$U1Zq") in str(err.value)
+        qcm.query("X1")  # U1 (the shutter relay) is a command since the manual walk
+    assert repr(b"!$X1i2") in str(err.value)
 
 
 def test_out_of_range_film_data_is_refused(qcm):

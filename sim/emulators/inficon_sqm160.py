@@ -16,6 +16,17 @@ Film and system parameters are instrument memory: they live on this object, surv
 connections, and are part of `snapshot()` / `restore()` with the zero frequency. A packet
 with a bad CRC is dropped without a reply (assumption; the manual documents no status for
 it); a '!' inside a packet restarts reception there, as the manual says.
+
+Command summary (SQM-160 manual ch. 8.4 as the reference notes and the open clients quote
+it) and coverage: `@` version, `J` channels, `L{n}`/`L{n}?` rate, `M` average rate,
+`N{n}` thickness, `O` average thickness, `P{n}` frequency, `R{n}` crystal life, `W` all
+readings, `S` zero thickness and rate, `T` zero the timer (acknowledged; the timer has no
+reading here), `Y` power-up flag, `Z` defaults, `D{f}` active film, `A{f}?`/`A{f} …` film
+parameters, `B?`/`B …` and `C?`/`C …` system parameters, `U?`/`U1`/`U0` shutter relay
+(status, open, close). Any other command answers status 'C' (invalid command), bad data
+'D'. Unverified: `D`, `U` and the field order of A/B/C are from a third-party package, not
+the manual; the shutter relay is not wired to a tool here (each station's shutter is on its
+relay module), so `U` switches the relay's own state only.
 """
 
 from __future__ import annotations
@@ -59,8 +70,9 @@ class SQM160Emulator(InficonEmulator):
             "P": self._cmd_frequency, "R": self._cmd_life, "W": self._cmd_all,
             "S": self._cmd_zero, "T": lambda arg: "", "Y": self._cmd_power_up,
             "Z": self._cmd_defaults, "D": self._cmd_select_film, "A": self._cmd_film,
-            "B": self._cmd_system1, "C": self._cmd_system2,
+            "B": self._cmd_system1, "C": self._cmd_system2, "U": self._cmd_shutter,
         }
+        self.shutter_open = False  # the rear-panel shutter relay
         self.power_up = True
         self._cmd_defaults("")
         self._cmd_zero("")
@@ -70,7 +82,8 @@ class SQM160Emulator(InficonEmulator):
         return {"films": {str(n): asdict(f) for n, f in self.films.items()},
                 "active_film": self.active_film, "system1": asdict(self.system1),
                 "system2": asdict(self.system2), "power_up": self.power_up,
-                "zero_Hz": self.crystal_sensor.zero_Hz, "held_A": self.crystal_sensor.held_A}
+                "zero_Hz": self.crystal_sensor.zero_Hz, "held_A": self.crystal_sensor.held_A,
+                "shutter_open": self.shutter_open}
 
     def restore(self, state: dict) -> None:
         self.films = {int(n): FilmRecord(**f) for n, f in state["films"].items()}
@@ -82,6 +95,7 @@ class SQM160Emulator(InficonEmulator):
         self.power_up = state["power_up"]
         self.crystal_sensor.zero_Hz = state["zero_Hz"]
         self.crystal_sensor.held_A = state["held_A"]
+        self.shutter_open = state.get("shutter_open", False)  # older checkpoints lack it
 
     # --- physics (the shared sensor measurement) ------------------------------------------
     def _film(self) -> FilmRecord:
@@ -171,6 +185,14 @@ class SQM160Emulator(InficonEmulator):
         self.active_film = 1
         self.system1 = SystemRecord1()
         self.system2 = SystemRecord2()
+        return ""
+
+    def _cmd_shutter(self, arg: str) -> str:
+        if arg == "?":
+            return "1" if self.shutter_open else "0"
+        if arg not in ("0", "1"):
+            raise ValueError(f"U{arg} is not U?, U0 or U1")
+        self.shutter_open = arg == "1"
         return ""
 
     def _cmd_select_film(self, arg: str) -> str:

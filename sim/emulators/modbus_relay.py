@@ -3,10 +3,12 @@
 Coils are relay outputs. The wired ones act on the tool as well: `shutter`,
 `pumping` and `vent` on either tool, `boat1`..`boat3` on the evaporator (a coil
 switched on routes the source supply to that boat); the rest are plain memory.
-The module implements read coils (01) and write single coil (05); any other
-function gets exception 01, a coil beyond the module exception 02, a bad value
-or count exception 03. Frames with a bad CRC or for another unit get no reply;
-broadcasts (unit 0) act silently.
+The module implements read coils (01), write single coil (05) and write multiple
+coils (15, what pymodbus' `write_coils` and most SCADA clients send; the coils are
+switched in coil order); any other function gets exception 01, a coil beyond the
+module exception 02, a bad value, count or byte count exception 03 (MODBUS
+Application Protocol v1.1b3 §6.1, 6.5, 6.11). Frames with a bad CRC or for another
+unit get no reply; broadcasts (unit 0) act silently.
 
 With every boat coil off no boat is on the supply, so nothing heats even if the
 supply itself cannot be reached (the safe state's second line of defence). Two boat
@@ -20,8 +22,10 @@ from lipon_hw.drivers.modbus_relay import COIL_OFF, COIL_ON, read_coils_reply
 from lipon_hw.drivers.modbus_rtu import (
     BROADCAST_UNIT,
     READ_COILS,
+    WRITE_MULTIPLE_COILS,
     WRITE_SINGLE_COIL,
     exception_reply,
+    with_crc,
 )
 from lipon_hw.errors import InputError
 from lipon_hw.sim.emulators.modbus_framing import ModbusRtuServer
@@ -29,6 +33,7 @@ from lipon_hw.sim.emulators.modbus_framing import ModbusRtuServer
 DEFAULT_WIRING = {0: "shutter", 1: "pumping", 2: "vent"}
 BOATS = (1, 2, 3)
 MAX_READ_COILS = 2000  # application protocol limit for function 01
+MAX_WRITE_COILS = 0x07B0  # application protocol limit for function 15
 
 
 def _tool_actions(tool) -> dict:
@@ -100,6 +105,8 @@ class ModbusRelayEmulator(ModbusRtuServer):
             return self._write_coil(frame)
         if function == READ_COILS:
             return self._read_coils(frame)
+        if function == WRITE_MULTIPLE_COILS:
+            return self._write_coils(frame)
         return exception_reply(self.unit, function, 0x01)
 
     def _write_coil(self, frame: bytes) -> bytes:
@@ -109,10 +116,26 @@ class ModbusRelayEmulator(ModbusRtuServer):
             return exception_reply(self.unit, WRITE_SINGLE_COIL, 0x02)
         if value not in (COIL_ON, COIL_OFF):
             return exception_reply(self.unit, WRITE_SINGLE_COIL, 0x03)
-        self.coils[coil] = value == COIL_ON
-        if coil in self._actions:
-            self._actions[coil](self.coils[coil])
+        self._switch(coil, value == COIL_ON)
         return frame
+
+    def _write_coils(self, frame: bytes) -> bytes:
+        first = int.from_bytes(frame[2:4], "big")
+        count = int.from_bytes(frame[4:6], "big")
+        packed = frame[7:-2]
+        if not 1 <= count <= MAX_WRITE_COILS or frame[6] != (count + 7) // 8 or \
+                len(packed) != frame[6]:
+            return exception_reply(self.unit, WRITE_MULTIPLE_COILS, 0x03)
+        if first + count > len(self.coils):
+            return exception_reply(self.unit, WRITE_MULTIPLE_COILS, 0x02)
+        for i in range(count):
+            self._switch(first + i, bool(packed[i // 8] >> (i % 8) & 1))
+        return with_crc(frame[:6])
+
+    def _switch(self, coil: int, on: bool) -> None:
+        self.coils[coil] = on
+        if coil in self._actions:
+            self._actions[coil](on)
 
     def _read_coils(self, frame: bytes) -> bytes:
         first = int.from_bytes(frame[2:4], "big")
