@@ -1,13 +1,13 @@
 """The SQM-160 command summary (manual ch. 8) walked over `sim serve` by a client written
-from the manual, not the project's driver: its own packet framing and 14-bit CRC over
-pyserial `socket://`, every reading and setting command, and the 'C'/'D' error statuses."""
+from the manual, not the project's driver (`inficon_client`: its own framing and 14-bit
+CRC over pyserial `socket://`): every reading and setting command, the 'C'/'D' statuses."""
 
 from __future__ import annotations
 
 import re
 
 import pytest
-import serial
+from inficon_client import InficonClient, crc
 
 from lipon_hw.sim.serve import serve_lab
 from lipon_hw.station import load_station
@@ -16,46 +16,9 @@ HOST = "127.0.0.1"
 NUMBER = r"\s*-?\d+\.\d+"
 
 
-def crc(data: bytes) -> bytes:
-    """Manual §8.2: CRC over the length byte and the message, 14 bits in two offset bytes."""
-    value = 0x3FFF
-    for byte in data:
-        value ^= byte
-        for _ in range(8):
-            value = (value >> 1) ^ 0x2001 if value & 1 else value >> 1
-    return bytes([(value & 0x7F) + 34, ((value >> 7) & 0x7F) + 34])
-
-
 def test_crc_matches_the_manual_examples():
     assert crc(b"#@") == b"O7"
     assert crc(b"$C?") == b"g/"
-
-
-class SQM160Client:
-    def __init__(self, port: int):
-        self.ser = serial.serial_for_url(f"socket://{HOST}:{port}", timeout=2)
-
-    @staticmethod
-    def packet(command: str) -> bytes:
-        body = bytes([len(command) + 34]) + command.encode("ascii")
-        return b"!" + body + crc(body)
-
-    def ask(self, command: str) -> tuple[str, str]:
-        """(status, data) of the reply: 'A' ok, 'C' invalid command, 'D' bad data."""
-        self.ser.write(self.packet(command))
-        head = self.ser.read(2)
-        assert head[:1] == b"!" and len(head) == 2, head
-        rest = self.ser.read(head[1] - 35 + 2)  # status and data, then the CRC
-        assert len(rest) == head[1] - 35 + 2, rest
-        body = head[1:] + rest[:-2]
-        assert rest[-2:] == crc(body), (command, head + rest)
-        text = body[1:].decode("ascii")
-        return text[0], text[1:]
-
-    def ok(self, command: str) -> str:
-        status, data = self.ask(command)
-        assert status == "A", (command, status, data)
-        return data
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +30,7 @@ def lab():
 
 @pytest.fixture
 def qcm(lab):
-    client = SQM160Client(lab.ports["qcm"])
+    client = InficonClient(HOST, lab.ports["qcm"])
     yield client
     client.ser.close()
 
@@ -111,10 +74,7 @@ def test_error_statuses(qcm, command, status):
 
 def test_a_corrupt_packet_gets_no_reply_and_the_next_one_is_answered(qcm):
     packet = qcm.packet("@")
-    qcm.ser.timeout = 0.3
-    qcm.ser.write(packet[:-1] + bytes([packet[-1] ^ 1]))
-    assert qcm.ser.read(1) == b""
-    qcm.ser.timeout = 2
+    assert qcm.silent_after(packet[:-1] + bytes([packet[-1] ^ 1]))
     assert qcm.ok("@").startswith("MON Ver")
 
 

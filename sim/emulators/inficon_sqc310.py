@@ -20,6 +20,17 @@ the loop (phase, PID integral, filter, zero frequency) are on this object and in
 `snapshot()` / `restore()`. Assumptions: a packet with a bad CRC is answered with status 'F';
 GE on a relay a source controls is refused ('D'); manual power (``S1 p``) is only accepted
 between layers ('E' otherwise); run-state codes other than 0-3, 5, 32, 33 are refused ('D').
+
+Command summary (manual §4.3) and coverage: `@` version, `A1`-`A5` film, `B` system,
+`D` layer, `F` material, `GC` relay state, `GD` relay override (while stopped; 'E'
+during a layer), `GE` remote relay, `HA`/`HB` sensor/source parameters, `HC`/`HD`
+sensor/source status flags (Get only), `J` channels, `K1`/`K2` readings, `L`/`M`/`N`/`O`
+rates and thicknesses, `P`/`PA` frequency and crystal life, `Q` deviation, `S` output
+power, `U` run state, `V` phase. Not emulated, though the unit knows them: `GA`/`GB`
+(input and relay configuration), `HE`/`HF` (I/O maps) and the logic statements are
+answered 'C' (invalid command); `K3` (K for the manufacturer's testing, its argument form
+unclear) is K with an argument it does not take, 'D'. None is sent by the project's
+driver or by PyExpLabSys' SQC-310 client.
 """
 
 from __future__ import annotations
@@ -35,7 +46,7 @@ from lipon_hw.drivers.inficon_sqc310 import (
     STATUS_WRONG_MODE,
 )
 from lipon_hw.errors import InputError
-from lipon_hw.sim.emulators.inficon_framing import InficonEmulator
+from lipon_hw.sim.emulators.inficon_framing import InficonEmulator, WrongMode
 from lipon_hw.sim.emulators.inficon_sensor import CrystalSensor
 from lipon_hw.sim.emulators.inficon_sqc310_loop import Loop, RateLoop
 from lipon_hw.sim.emulators.inficon_sqc310_memory import (
@@ -77,7 +88,9 @@ class SQC310Emulator(InficonEmulator):
             "@": lambda arg: FIRMWARE, "J": lambda arg: str(CHANNELS),
             "A": memory.cmd_film, "B": memory.cmd_system, "D": memory.cmd_layer,
             "F": memory.cmd_material, "HA": memory.cmd_sensor, "HB": memory.cmd_source,
-            "GC": self._cmd_relay_state, "GE": self._cmd_remote_relay,
+            "GC": self._cmd_relay_state, "GD": self._cmd_override_relay,
+            "GE": self._cmd_remote_relay, "HC": self._cmd_sensor_status,
+            "HD": self._cmd_source_status,
             "K": self._cmd_readings, "L": self._cmd_rate, "M": self._cmd_output_rate,
             "N": self._cmd_thickness, "O": self._cmd_output_thickness,
             "P": self._cmd_frequency, "PA": self._cmd_sensor_info, "Q": self._cmd_deviation,
@@ -125,6 +138,39 @@ class SQC310Emulator(InficonEmulator):
         relay = parse_index(match.group(1), RELAYS)
         states = {1: int(self.relays[relay]), 2: 0}
         return "".join(f"{f},{states[f]} " for f in parse_fields(match.group(2), range(1, 3)))
+
+    def _cmd_override_relay(self, arg: str) -> str:
+        """GD{relay} 1|2: switch a relay on/off by hand, only while stopped (manual)."""
+        match = re.fullmatch(r"(\d+) ([12])", arg)
+        if not match:
+            raise ValueError(f"{arg!r} is not a relay and 1 or 2")
+        relay = parse_index(match.group(1), RELAYS)
+        if self.rate_loop.layer_running():
+            raise WrongMode
+        self._set_relay(relay, match.group(2) == "1")
+        return ""
+
+    def _cmd_sensor_status(self, arg: str) -> str:
+        """HC{sensor}? flags: 5 original crystal failed, 6 sensor in use; the dual/backup
+        crystal, indexer and disable flags (1-4, 7-9) are 0: one crystal, always enabled."""
+        sensor, fields = self._status_request(arg, range(1, 10))
+        wired = sensor == self.sensor
+        flags = {5: wired and self.crystal_sensor.live() is None,
+                 6: wired and self.rate_loop.layer_running()}
+        return "".join(f"{f},{int(flags.get(f, False))} " for f in fields)
+
+    def _cmd_source_status(self, arg: str) -> str:
+        """HD{source}? 1: the source is in use (output 1 during a layer)."""
+        source, fields = self._status_request(arg, range(1, 2))
+        in_use = source == OUTPUT and self.rate_loop.layer_running()
+        return "".join(f"{f},{int(in_use)} " for f in fields)
+
+    @staticmethod
+    def _status_request(arg: str, fields: range) -> tuple[int, list[int]]:
+        match = GET_INDEXED.fullmatch(arg)
+        if not match:
+            raise ValueError(f"{arg!r} is not a status request")
+        return parse_index(match.group(1), CHANNELS), parse_fields(match.group(2), fields)
 
     def _cmd_remote_relay(self, arg: str) -> str:
         match = re.fullmatch(r"(\d+) ([123])", arg)
