@@ -7,7 +7,11 @@ import contextlib
 import pytest
 
 from lipon_hw.links import Link, SimPort
+from lipon_hw.sim.serve import serve_lab
 from lipon_hw.sim.world import World
+from lipon_hw.station import load_station
+
+HOST = "127.0.0.1"
 
 
 class ManualClock:
@@ -31,6 +35,16 @@ def clock() -> ManualClock:
 @pytest.fixture
 def world(clock) -> World:
     return World(clock, seed=1)
+
+
+@pytest.fixture(scope="module")
+def lab():
+    """The default station served on real time, as `lipon-hw sim serve` serves it, for a
+    module of tests that reach it as a client written from a manual would (a module that
+    defines its own `lab` uses that)."""
+    served = serve_lab(load_station(None), HOST, speed=1.0)
+    yield served
+    served.stop()
 
 
 def sim_link(emulator, timeout_s: float = 0.2) -> Link:

@@ -6,11 +6,7 @@ from __future__ import annotations
 
 import pytest
 import serial
-
-from lipon_hw.sim.serve import serve_lab
-from lipon_hw.station import load_station
-
-HOST = "127.0.0.1"
+from conftest import HOST
 
 
 class AlicatClient:
@@ -42,13 +38,6 @@ class AlicatClient:
         tokens = line.split()
         assert tokens[0] == self.unit and tokens[2] == "=", line
         return int(line.split("=")[-1])
-
-
-@pytest.fixture(scope="module")
-def lab():
-    served = serve_lab(load_station(None), HOST, speed=1.0)
-    yield served
-    served.stop()
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,8 @@ import re
 
 import pytest
 import serial
+from conftest import HOST
 
-from lipon_hw.sim.serve import serve_lab
-from lipon_hw.station import load_station
-
-HOST = "127.0.0.1"
 READING = re.compile(r"\d+\.\d+")
 
 
@@ -27,13 +24,6 @@ class GenesysClient:
         reply = self.ser.read_until(b"\r")
         assert reply.endswith(b"\r"), (command, reply)
         return reply[:-1].decode("ascii")
-
-
-@pytest.fixture(scope="module")
-def lab():
-    served = serve_lab(load_station(None), HOST, speed=1.0)
-    yield served
-    served.stop()
 
 
 @pytest.fixture

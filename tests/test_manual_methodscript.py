@@ -8,11 +8,8 @@ import re
 
 import pytest
 import serial
+from conftest import HOST
 
-from lipon_hw.sim.serve import serve_lab
-from lipon_hw.station import load_station
-
-HOST = "127.0.0.1"
 OCP = ["var p", "set_pgstat_mode 2", "meas_loop_ocp p 100m {run}", "pck_start", "pck_add p",
        "pck_end", "endloop", "on_finished:", "cell_off"]
 PACKAGE = re.compile(r"Pab[0-9A-F]{7}[a-zA-Z ]")
@@ -44,13 +41,6 @@ class Channel:
     def script(self, command: str, lines: list[str]) -> str:
         self.send(command, *lines, "")
         return self.line()
-
-
-@pytest.fixture(scope="module")
-def lab():
-    served = serve_lab(load_station(None), HOST, speed=1.0)
-    yield served
-    served.stop()
 
 
 @pytest.fixture

@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import pytest
 import serial
+from conftest import HOST
 
-from lipon_hw.sim.serve import serve_lab
-from lipon_hw.station import load_station
-
-HOST = "127.0.0.1"
 UNIT = 1
 
 
@@ -56,13 +53,6 @@ class RelayClient:
     def exception(self, request: bytes) -> tuple[int, int]:
         reply = self.send(request, 5)
         return reply[1], reply[2]
-
-
-@pytest.fixture(scope="module")
-def lab():
-    served = serve_lab(load_station(None), HOST, speed=1.0)
-    yield served
-    served.stop()
 
 
 @pytest.fixture

@@ -7,24 +7,14 @@ from __future__ import annotations
 import re
 
 import pytest
+from conftest import HOST
 from inficon_client import InficonClient
 
-from lipon_hw.sim.serve import serve_lab
-from lipon_hw.station import load_station
-
-HOST = "127.0.0.1"
 NUMBER = r"\s*-?\d+\.\d+"
 
 
 def test_the_manuals_num_channels_example():
     assert InficonClient.packet("J") == b"!#J" + bytes([79, 56])
-
-
-@pytest.fixture(scope="module")
-def lab():
-    served = serve_lab(load_station(None), HOST, speed=1.0)
-    yield served
-    served.stop()
 
 
 @pytest.fixture

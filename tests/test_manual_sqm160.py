@@ -7,25 +7,15 @@ from __future__ import annotations
 import re
 
 import pytest
+from conftest import HOST
 from inficon_client import InficonClient, crc
 
-from lipon_hw.sim.serve import serve_lab
-from lipon_hw.station import load_station
-
-HOST = "127.0.0.1"
 NUMBER = r"\s*-?\d+\.\d+"
 
 
 def test_crc_matches_the_manual_examples():
     assert crc(b"#@") == b"O7"
     assert crc(b"$C?") == b"g/"
-
-
-@pytest.fixture(scope="module")
-def lab():
-    served = serve_lab(load_station(None), HOST, speed=1.0)
-    yield served
-    served.stop()
 
 
 @pytest.fixture
