@@ -18,6 +18,14 @@ display mode, high-rate resolution, rate filter and six crystal toolings; system
 mode 0 (Å) is taken to report Å/s and kÅ (the "1.000" thickness form of the SQC-310 manual's
 examples) and mode 1 (nm) nm/s and µm. Other display modes carry no thickness and are refused.
 
+Display units (``B?``) are read once and kept, not asked before every rate and thickness
+(they were a third of the exchanges with the instrument). What could change them is watched:
+the kept units are forgotten on every command this driver sends that writes anything (a
+film record, a film select, a zero, system parameters sent through `query`), on every failed
+attempt on the link (a retry, a lost link: the instrument may have restarted) and, for a
+change made from the front panel, which no command shows, re-read every `UNITS_REREAD_EVERY`
+readings of rate or thickness.
+
 Crystal failure (modelled so by the emulator; the manual's wording on it is unverified): the
 sensor reads 0 Hz, rate 0 and holds its last thickness. `crystal_failed()` says so outright,
 `rate_A_s()` raises InstrumentError (a recipe must not mistake it for "no flux") and
@@ -36,12 +44,16 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from lipon_hw.drivers.inficon_packet import InficonInstrument
-from lipon_hw.errors import InputError, InstrumentError
+from lipon_hw.errors import InputError, InstrumentError, LinkError
 from lipon_hw.interfaces import Film
 from lipon_hw.links import Link
 
 #: display mode -> (Å/s per reported rate unit, nm per reported thickness unit)
 DISPLAY_UNITS = {0: (1.0, 100.0), 1: (10.0, 1000.0)}
+#: rate or thickness readings between two reads of the display units (a front-panel change)
+UNITS_REREAD_EVERY = 16
+#: commands that only read: the display units kept survive them (any other forgets them)
+_READS = ("L", "N", "P", "R", "@", "B?")
 FILM_NAME_CHARS = 8
 
 
@@ -150,14 +162,35 @@ class SQM160(InficonInstrument):
         super().__init__(name, link)
         self.sensor = int(sensor)
         self.film = int(film)
+        self._units: tuple[float, float] | None = None  # kept display units (docstring)
+        self._units_used = 0  # readings that used them
 
     def _display_units(self) -> tuple[float, float]:
-        system = self.query_as("B?", SystemRecord1.parse, SystemRecord1.WHAT)
-        if system.display_mode not in DISPLAY_UNITS:
-            raise InstrumentError(f"{self.name} answered 'B?' with system parameters whose "
-                                  f"display mode {system.display_mode} reports no thickness "
-                                  "(set Å or nm in its menu)")
-        return DISPLAY_UNITS[system.display_mode]
+        if self._units is None or self._units_used >= UNITS_REREAD_EVERY:
+            self._units = None
+            system = self.query_as("B?", SystemRecord1.parse, SystemRecord1.WHAT)
+            if system.display_mode not in DISPLAY_UNITS:
+                raise InstrumentError(f"{self.name} answered 'B?' with system parameters "
+                                      f"whose display mode {system.display_mode} reports no "
+                                      "thickness (set Å or nm in its menu)")
+            self._units, self._units_used = DISPLAY_UNITS[system.display_mode], 0
+        self._units_used += 1
+        return self._units
+
+    def query(self, command: str) -> str:
+        """`InficonInstrument.query`; a command that writes anything forgets the display
+        units kept (it may have changed them)."""
+        if not (command.startswith(_READS) or (command.startswith("A")
+                                               and command.endswith("?"))):
+            self._units = None
+        return super().query(command)
+
+    def _transact(self, link: Link, packet: bytes) -> str:
+        try:
+            return super()._transact(link, packet)
+        except LinkError:  # retried, or the link lost: the instrument may have restarted
+            self._units = None
+            raise
 
     # --- Instrument ------------------------------------------------------------------
     def make_safe(self) -> None:
@@ -208,5 +241,6 @@ class SQM160(InficonInstrument):
 
     def zero(self) -> None:
         """Zero thickness and rate ('S' zeroes the average and every active sensor), read
-        back with `N{s}` before any resend (`zero_once`)."""
+        back with `N{s}` before any resend (`zero_once`). Forgets the display units kept."""
+        self._units = None
         self.zero_once("S", f"N{self.sensor}")

@@ -39,6 +39,12 @@ class CellTestRecords:
             " t_s, state FROM channels WHERE run_id=? ORDER BY channel", (run_id,)).fetchall()
         return [Channel(*r[:-1], state=self._json(r[-1])) for r in rows]
 
+    def channel_cycles(self, run_id: int) -> list[tuple[int, int]]:
+        """(channel, cycle) of each channel as stored: a cell test's progress, read
+        without decoding the channels' states."""
+        return self._db.execute("SELECT channel, cycle FROM channels WHERE run_id=?"
+                                " ORDER BY channel", (run_id,)).fetchall()
+
     def add_cell_samples(self, run_id: int, channel: int, rows: Iterable[tuple]) -> None:
         """Rows of (t_s, voltage_V, current_A, cycle, step_count, step_id, step_type).
         A row with a non-finite time, voltage or current is not stored (one alarm per

@@ -6,6 +6,8 @@ import time
 import pytest
 import serial
 from conftest import sim_link, visa_socket
+from hypothesis import given
+from hypothesis import strategies as st
 
 from lipon_hw.drivers.inficon_packet import (
     COMMAND_OFFSET,
@@ -15,7 +17,12 @@ from lipon_hw.drivers.inficon_packet import (
     encode_reply,
     inficon_crc,
 )
-from lipon_hw.drivers.inficon_sqm160 import SQM160, FilmRecord, SystemRecord1
+from lipon_hw.drivers.inficon_sqm160 import (
+    SQM160,
+    UNITS_REREAD_EVERY,
+    FilmRecord,
+    SystemRecord1,
+)
 from lipon_hw.errors import FrameError, InputError, InstrumentError, LinkLost
 from lipon_hw.interfaces import Film, ThicknessMonitor
 from lipon_hw.links import LinkPool
@@ -35,6 +42,25 @@ def manual(text: str, *codes: int) -> bytes:
 def test_crc_matches_the_manual_checksum_examples():
     assert inficon_crc(b"#@") == b"O7"
     assert inficon_crc(b"$C?") == b"g/"
+
+
+def bitwise_crc(data: bytes) -> bytes:
+    """The manual's CRC, bit by bit as it describes it (the driver's is table-driven)."""
+    crc = 0x3FFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            carry = crc & 1
+            crc >>= 1
+            if carry:
+                crc ^= 0x2001
+        crc &= 0x3FFF
+    return bytes(((crc & 0x7F) + 34, ((crc >> 7) & 0x7F) + 34))
+
+
+@given(st.binary(max_size=300))
+def test_table_crc_equals_the_bitwise_crc(data):
+    assert inficon_crc(data) == bitwise_crc(data)
 
 
 @pytest.mark.parametrize(("command", "frame"), [
@@ -179,6 +205,52 @@ def test_display_mode_without_thickness_is_refused(qcm, emulator):
         qcm.thickness_nm()
     with pytest.raises(InstrumentError, match="problem with the data"):
         qcm.query("B 0.25 0 2 0 8 100 100 100 100 100 100")
+
+
+def count_unit_reads(emulator) -> list[str]:
+    """The 'B' commands the emulator is sent from now on (its display-unit reads)."""
+    sent, handler = [], emulator.handlers["B"]
+
+    def counted(arg: str) -> str:
+        sent.append(arg)
+        return handler(arg)
+
+    emulator.handlers["B"] = counted
+    return sent
+
+
+def test_display_units_are_read_once_then_again_after_a_write(qcm, emulator, tool, clock):
+    qcm.set_film(LIPON)
+    deposit(tool, clock, seconds=600)
+    reads = count_unit_reads(emulator)
+    for _ in range(UNITS_REREAD_EVERY // 2):
+        qcm.rate_A_s(), qcm.thickness_nm()
+    assert reads == ["?"]
+    qcm.set_film(LIPON)  # a film record written and selected: units asked again
+    qcm.thickness_nm()
+    qcm.zero()
+    qcm.thickness_nm()
+    assert reads == ["?", "?", "?"]
+
+
+def test_front_panel_unit_change_is_seen_within_the_reread_period(qcm, emulator, tool, clock):
+    qcm.set_film(LIPON)
+    deposit(tool, clock)
+    in_kA = qcm.thickness_nm()
+    emulator.system1 = SystemRecord1(display_mode=1)  # nm, set from the front panel
+    values = [qcm.thickness_nm() for _ in range(UNITS_REREAD_EVERY + 1)]
+    assert values[-1] == pytest.approx(in_kA, abs=1.0)
+
+
+def test_a_failed_attempt_on_the_link_forgets_the_display_units(qcm, emulator, tool, clock):
+    qcm.set_film(LIPON)
+    deposit(tool, clock, seconds=600)
+    qcm.thickness_nm()
+    reads = count_unit_reads(emulator)
+    emulator.faults.garble_replies = 1  # the instrument may have restarted meanwhile
+    qcm.frequency_Hz()
+    qcm.thickness_nm()
+    assert reads == ["?"]
 
 
 def test_crystal_failure_is_reported(qcm, tool, clock):

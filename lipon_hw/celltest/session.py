@@ -127,7 +127,7 @@ def execute(running: Running) -> Outcome:
             relay = AlarmRelay(store, run_id)
             try:
                 run_workers(store, run_id, groups, states, running.seed, running.speed,
-                             relay.watching(running.watch.progress))
+                             running.watch.progress, relay.poll)
             finally:
                 relay.poll(force=True)
         status = "completed"

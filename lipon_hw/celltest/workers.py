@@ -10,6 +10,7 @@ import multiprocessing
 import os
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 
 from lipon_hw.celltest.channels import ChannelState
@@ -23,9 +24,10 @@ from lipon_hw.store import Store
 
 def run_workers(store: Store, run_id: int, groups: list[list[int]],
                  states: dict[int, ChannelState], seed: int | None, speed: float | None,
-                 on_cycle) -> None:
+                 on_cycle, poll: Callable[[], None] | None = None) -> None:
     """One process per group of channels (each its own clock, lab and database
-    connection); progress is read back from the store."""
+    connection); progress (`on_cycle`, if given) is read back from the store, and `poll`
+    (the alarm relay) is called, each time the loop that watches the workers goes round."""
     ctx = multiprocessing.get_context("spawn")
     before = set(store.alarms(run_id))
     procs = []
@@ -39,9 +41,11 @@ def run_workers(store: Store, run_id: int, groups: list[list[int]],
         while any(p.is_alive() for p in procs):
             for proc in procs:
                 proc.join(timeout=0.5 / len(procs))
+            if poll is not None:
+                poll()
             if on_cycle:
-                for row in store.channels(run_id):
-                    on_cycle(row.channel, max(row.cycle - 1, 0))
+                for channel, cycle in store.channel_cycles(run_id):
+                    on_cycle(channel, max(cycle - 1, 0))
     except BaseException:  # a SIGTERM that only reached us, or this process failing: no
         for proc in procs:  # worker runs on unwatched; each disconnects its cells and says so
             if proc.is_alive():

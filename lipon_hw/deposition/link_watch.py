@@ -45,6 +45,8 @@ class LinkWatch:
         self._last: dict[str, int] = {}
         self._lost_since: dict[str, float] = {}
         self.grace_s: dict[str, float] = {}
+        self._links: dict[str, list] = {}  # instrument → its links, looked up once
+        self._names = {}  # instrument → its quantity's name
         for rule in recipe.interlocks:
             for quantity in rule.condition.names.values():
                 inst, _, name = quantity.partition(".")
@@ -53,8 +55,13 @@ class LinkWatch:
                                              rule.condition.hold_s + 2 * recipe.record_every_s)
 
     def health(self, instrument: str) -> int:
-        spec = self.lab.station.instrument(instrument)
-        return max(CODES[self.lab.pool.link(address).health] for address in spec.addresses)
+        links = self._links.get(instrument)
+        if links is None:  # the pool keeps one Link per port for the lab's life
+            spec = self.lab.station.instrument(instrument)
+            links = self._links[instrument] = [self.lab.pool.link(a) for a in spec.addresses]
+        if len(links) == 1:
+            return CODES[links[0].health]
+        return max(CODES[link.health] for link in links)
 
     def lost(self, instrument: str, error: LinkLost, now: float) -> None:
         """A reading found the instrument's link lost: re-raised unless a rule watches it."""
@@ -68,17 +75,18 @@ class LinkWatch:
 
     def sample(self, ctx, instruments) -> tuple[dict[str, float], dict[str, float]]:
         """(every instrument's link_health, those that changed, to store); alarms changes."""
-        values, changed = {}, {}
+        values, changed, names = {}, {}, self._names
         for inst in instruments:
             code = self.health(inst)
-            values[f"{inst}.{QUANTITY}"] = float(code)
-            if code != 2:
+            name = names.get(inst) or names.setdefault(inst, f"{inst}.{QUANTITY}")
+            values[name] = float(code)
+            if code != 2 and self._lost_since:
                 self._lost_since.pop(inst, None)
             before = self._last.get(inst, 0)  # a link is taken to start healthy
             if before == code:
                 continue
             self._last[inst] = code
-            changed[f"{inst}.{QUANTITY}"] = float(code)
+            changed[name] = float(code)
             address = ", ".join(self.lab.station.instrument(inst).addresses)
             error = self._error(inst)
             detail = f": {error}" if code and error else ""

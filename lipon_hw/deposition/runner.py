@@ -146,10 +146,11 @@ class Context:
         """Store readings at the run clock's now; a quantity read twice at one instant (a
         layer closing on a sample) is stored once: (time, quantity) is a reading's key."""
         now = self.env.now
-        if now != self._recorded_t:
-            self._recorded_t, self._recorded = now, set()
-        fresh = {k: v for k, v in values.items() if k not in self._recorded}
-        self._recorded.update(fresh)
+        if now != self._recorded_t:  # the usual case: the first readings of this instant
+            self._recorded_t, self._recorded, fresh = now, set(values), values
+        else:
+            fresh = {k: v for k, v in values.items() if k not in self._recorded}
+            self._recorded.update(fresh)
         self.store.add_readings(self.run_id, now, fresh)
         self.latest.update(values)
 
@@ -308,12 +309,13 @@ class Engine:
                 "virtual_s": self.env.now, "layers": [layer.to_dict() for layer in layers]}
 
     # --- sampling, interlocks, checkpoints -------------------------------------------
-    def _polled_quantities(self, tool: str) -> list[tuple[str, object, str]]:
+    def _polled_quantities(self, tool: str) -> list[tuple[str, str, Callable[[], float]]]:
+        """(quantity, instrument, the driver's bound method reading it) of every quantity."""
         out = []
         for role, inst_name in self.recipe.tool_roles[tool].items():
             driver = self.lab.instruments[inst_name]
             for q in ROLE_QUANTITIES.get(role, ()):
-                out.append((f"{inst_name}.{q}", driver, q))
+                out.append((f"{inst_name}.{q}", inst_name, getattr(driver, q)))
         return out
 
     def sample(self) -> dict[str, float]:
@@ -323,26 +325,26 @@ class Engine:
         tool = self.ctx.tool
         if tool not in self._polled:
             self._polled[tool] = self._polled_quantities(tool)
-        values, lost = {}, set()
-        for name, driver, q in self._polled[tool]:
-            inst = name.partition(".")[0]
-            if inst in lost:  # one lost link is asked once a sample
+        values, lost, refusals = {}, set(), self.ctx.refusals
+        for name, inst, read in self._polled[tool]:
+            if lost and inst in lost:  # one lost link is asked once a sample
                 continue
             try:
-                values[name] = getattr(driver, q)()
+                values[name] = read()
             except LinkLost as exc:  # fails the run unless a rule watches this link
                 self.links.lost(inst, exc, self.env.now)
                 lost.add(inst)
-                for other, _, _ in self._polled[tool]:
-                    if other.partition(".")[0] == inst:
+                for other, other_inst, _ in self._polled[tool]:
+                    if other_inst == inst:
                         self.ctx.latest.pop(other, None)
             except InstrumentError as exc:
-                if name not in self.ctx.refusals:
+                if name not in refusals:
                     self.ctx.alarm("warning", name, str(exc))
-                self.ctx.refusals[name] = str(exc)
+                refusals[name] = str(exc)
                 self.ctx.latest.pop(name, None)
             else:
-                self.ctx.refusals.pop(name, None)
+                if refusals:
+                    refusals.pop(name, None)
         health, changed = self.links.sample(self.ctx, self.recipe.tool_roles[tool].values())
         self.ctx.latest.update(health)  # read by rules at every sample, stored on change
         values.update(changed)

@@ -17,7 +17,6 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
 from dataclasses import replace
 
 from lipon_hw import alarm_view
@@ -134,13 +133,3 @@ class AlarmRelay:
         self._read_at = time.monotonic()
         with contextlib.suppress(LiponError, sqlite3.Error):  # never the run's problem
             self.cursor = self.store.relay_alarms(self.run_id, self.cursor)
-
-    def watching(self, on_cycle: Callable | None) -> Callable:
-        """`on_cycle` (a cell test's progress, called from the loop that watches its
-        workers) that also polls."""
-        def watched(channel: int, completed: int) -> None:
-            self.poll()
-            if on_cycle is not None:
-                on_cycle(channel, completed)
-
-        return watched
