@@ -153,7 +153,7 @@ def cell(clock):
 
 @pytest.fixture
 def smu(cell, clock):
-    return Keithley2450Emulator("smu", cell, clock)
+    return Keithley2450Emulator("smu", cell, clock, serial="01234567")
 
 
 def test_identity_and_manual_limit_example(smu):
@@ -221,7 +221,7 @@ def test_buffer_elements_and_fetch(smu, clock):
     assert smu.handle(b":FUNC?\n") == b'"CURR:DC"\n'
     assert smu.handle(b':TRAC:CLE "defbuffer1";:TRAC:ACT?\n') == b"0\n"
     assert smu.handle(b':READ? "mybuffer"\n') == b""
-    assert smu.handle(b':READ? "defbuffer1", DATE\n') == b""
+    assert smu.handle(b':READ? "defbuffer1", VOLTage\n') == b""
     assert smu.handle(b":SYST:ERR?\n").startswith(b'-224,"Illegal parameter value')
 
 
@@ -419,7 +419,7 @@ def test_link_down_is_lost(smu, driver):
 @pytest.fixture
 def server():
     cell = LinearCell(t0=time.monotonic())
-    srv = serve(Keithley2450Emulator("smu", cell, time.monotonic))
+    srv = serve(Keithley2450Emulator("smu", cell, time.monotonic, serial="01234567"))
     yield srv
     srv.stop()
 
