@@ -9,10 +9,10 @@ voltage source whose cell would draw more than the current limit holds ±limit i
 until the cell's voltage reaches the level. The emulator does not tick: it asks the cell
 for the next crossing and switches there. A rising current under voltage control cannot be
 predicted that way, so it is caught at the next command (assumption of this emulator).
-That regulation is keithley2450_source.py; the stored settings and ranges
-keithley2450_settings.py, the buffers keithley2450_buffer.py, the error queue and status
-registers keithley2450_status.py, the parser keithley2450_scpi.py; this module is the
-SCPI side.
+That regulation is keithley2450_source.py; the readings keithley2450_measure.py, the
+stored settings and ranges keithley2450_settings.py, the buffers keithley2450_buffer.py,
+the error queue and status registers keithley2450_status.py, the parser
+keithley2450_scpi.py; this module is the SCPI side.
 
 Output off follows the off state of the present source function (manual, output-off
 states): HIMPedance opens the relay (cell "open"); NORMal holds 0 V with a current limit of
@@ -95,13 +95,11 @@ from lipon_hw.drivers.keithley2450 import (
 from lipon_hw.errors import InputError
 from lipon_hw.sim.emulator import DISCARD_ALL, Emulator
 from lipon_hw.sim.emulators.keithley2450_buffer import (
-    DEFAULT_BUFFERS,
     BufferCommands,
     ReadingBuffer,
-    elements_of,
 )
+from lipon_hw.sim.emulators.keithley2450_measure import FUNCTIONS, SENSE_FUNCTIONS, Measuring
 from lipon_hw.sim.emulators.keithley2450_scpi import (
-    OVERFLOW,
     UNDEFINED_HEADER,
     ScpiError,
     boolean,
@@ -113,10 +111,9 @@ from lipon_hw.sim.emulators.keithley2450_scpi import (
     query_named,
     query_only,
     split,
-    unquote,
     with_suffix_one,
 )
-from lipon_hw.sim.emulators.keithley2450_settings import OVERRANGE, SENSE_RANGES, SettingCommands
+from lipon_hw.sim.emulators.keithley2450_settings import OVERRANGE, SettingCommands
 from lipon_hw.sim.emulators.keithley2450_source import (  # noqa: F401 - current_range_A re-exported
     LEVEL_BOUNDS,
     LIMIT_BOUNDS,
@@ -132,8 +129,6 @@ SCPI_FAULT_MESSAGES = {-300: "Device-specific error", -310: "System error",
                        -315: "Configuration memory lost", -330: "Self-test failed",
                        -350: "Queue overflow", -200: "Execution error",
                        -240: "Hardware error", -241: "Hardware missing"}
-FUNCTIONS = {"CURRent[:DC]": "CURR", "VOLTage[:DC]": "VOLT"}
-SENSE_FUNCTIONS = FUNCTIONS | {"RESistance": "RES"}
 OFF_MODES = {"NORMal": "NORM", "HIMPedance": "HIMP", "ZERO": "ZERO", "GUARd": "GUAR"}
 LANGUAGES = {"SCPI": "SCPI", "TSP": "TSP", "SCPI2400": "SCPI2400"}
 _SERIAL = re.compile(r"[A-Za-z0-9.-]{1,20}")
@@ -144,8 +139,8 @@ def serial_from_name(name: str) -> str:
     return f"{zlib.crc32(name.encode()) % 10**8:08d}"
 
 
-class Keithley2450Emulator(SettingCommands, BufferCommands, StatusModel, SourceRegulation,
-                           Emulator):
+class Keithley2450Emulator(Measuring, SettingCommands, BufferCommands, StatusModel,
+                           SourceRegulation, Emulator):
     model = "MODEL 2450"
     frame_window = MAX_LINE + 2  # a line longer than MAX_LINE is an input buffer overrun
     firmware = "1.0.0i"  # the manual's *IDN? example: KEITHLEY INSTRUMENTS INC.,MODEL 2450,…
@@ -235,12 +230,24 @@ class Keithley2450Emulator(SettingCommands, BufferCommands, StatusModel, SourceR
         self.function, self.sense = state["function"], state["sense"]
         self.level, self.limit = dict(state["level"]), dict(state["limit"])
         self.off_mode, self.output_on = dict(state["off_mode"]), state["output_on"]
-        self.settings, self.fixed_range = dict(state["settings"]), dict(state["fixed_range"])
-        self.language = state["language"]
-        self.buffers = {name: ReadingBuffer.restored(b) for name, b in state["buffers"].items()}
+        self._reset_settings()  # a checkpoint of lipon-hw 0.1.0 has only what follows
+        self.settings |= state.get("settings", {})
+        self.fixed_range |= state.get("fixed_range", {})
+        self.language = state.get("language", "SCPI")
+        self.buffers = {name: self._restored_buffer(b) for name, b in state["buffers"].items()}
         self.status_restore(state)
         self.regime, self._held = state["regime"], tuple(state["held"])
         self._switch_at, self._now = state["switch_at"], state["now"]
+
+    def _restored_buffer(self, state: dict | None) -> ReadingBuffer:
+        """A buffer from its snapshot, or from 0.1.0's (None, or its latest reading)."""
+        if state is not None and "readings" in state:
+            return ReadingBuffer.restored(state)
+        buffer = ReadingBuffer()
+        if state is not None:
+            buffer.first_t = state["first_t"]
+            buffer.add(state["t"], state["READ"], self.sense, state["SOUR"], self.function)
+        return buffer
 
     # --- wire ---------------------------------------------------------------------------
     def _process(self, buffer: bytes) -> tuple[int, bytes]:
@@ -394,94 +401,3 @@ class Keithley2450Emulator(SettingCommands, BufferCommands, StatusModel, SourceR
             return "1" if held else "0"
 
         return handler
-
-    # --- measuring ----------------------------------------------------------------------
-    def _sense_function(self, query: bool, args: list[str]) -> str | None:
-        if query:
-            query_only(query, args)
-            return f'"{self.sense}:DC"' if self.sense != "RES" else '"RES"'
-        self.sense = choose(unquote(one(args)), SENSE_FUNCTIONS)
-        return None
-
-    def _measure(self, function: str | None):
-        """`:MEAS[:<function>]?` selects that measure function, then reads (manual)."""
-
-        def handler(query: bool, args: list[str]) -> str:
-            query_only(query)
-            if function is not None:
-                self.sense = function
-            return self._read(query, args)
-
-        return handler
-
-    def _read(self, query: bool, args: list[str]) -> str:
-        query_only(query)
-        name, _ = self._buffer(args[:1])
-        elements = elements_of(args[1:])
-        for _ in range(self.settings["SENS:COUN"]):
-            self._take_reading(name)
-        buffer = self.buffers[name]
-        return buffer.format(buffer.readings[-1], elements)
-
-    def _initiate(self, query: bool, args: list[str]) -> None:
-        command_only(query)
-        if args:
-            raise ScpiError(-108, "Parameter not allowed")
-        for _ in range(self.settings["SENS:COUN"]):
-            self._take_reading(DEFAULT_BUFFERS[0])
-
-    def _take_reading(self, name: str) -> None:
-        volts, amps = self._terminals()
-        value, unit = self._reading_value(volts, amps)
-        if self.settings[f"SOUR:{self.function}:READ:BACK"]:
-            source = volts if self.function == "VOLT" else amps
-        else:
-            source = self.level[self.function]
-        self.buffers[name].add(self._now, value, unit, source, self.function)
-
-    def _reading_value(self, volts: float, amps: float) -> tuple[float, str]:
-        """The measured value in the function's unit, overflowing a fixed range."""
-        unit = "RES" if self.sense == "RES" else \
-            {"AMP": "CURR", "VOLT": "VOLT", "OHM": "RES", "WATT": "WATT"}[
-                self.settings[f"SENS:{self.sense}:UNIT"]]
-        measured = self._measured(self.sense, volts, amps)
-        ranges = SENSE_RANGES[self.sense]
-        fixed = not self.settings[f"SENS:{self.sense}:RANG:AUTO"]
-        if fixed and abs(measured) > OVERRANGE * self.fixed_range[f"SENS:{self.sense}"]:
-            return OVERFLOW, unit
-        if not fixed and abs(measured) > OVERRANGE * ranges[-1]:
-            return OVERFLOW, unit
-        if unit == "RES" and self.sense != "RES":
-            return _ohms(volts, amps), unit
-        if unit == "WATT":
-            return volts * amps, unit
-        return measured, unit
-
-    def _measured(self, function: str, volts: float | None = None,
-                  amps: float | None = None) -> float:
-        if volts is None or amps is None:
-            volts, amps = self._terminals()
-        if function == "RES":
-            return _ohms(volts, amps)
-        return volts if function == "VOLT" else amps
-
-    def _terminals(self) -> tuple[float, float]:
-        if self.settings["ROUT:TERM"] != "FRON":  # nothing on the rear terminals
-            return self._open_terminals()
-        if self.regime == "open":
-            return 0.0, 0.0
-        return self.cell.voltage_V(self._now), self.cell.current_A(self._now)
-
-    def _open_terminals(self) -> tuple[float, float]:
-        if not self.output_on:
-            return 0.0, 0.0
-        function, level, limit = self.function, self.level[self.function], \
-            self.limit[self.function]
-        if function == "VOLT":
-            return level, 0.0
-        return (limit if level > 0 else -limit if level < 0 else 0.0), 0.0
-
-
-def _ohms(volts: float, amps: float) -> float:
-    return OVERFLOW if amps == 0 else volts / amps
-

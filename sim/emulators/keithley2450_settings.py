@@ -147,14 +147,14 @@ class SettingCommands:
             if query:
                 return query_setting(kind, self.settings[key], args)
             value = parse_setting(kind, args)
+            if key == "ROUT:TERM" and value != self.settings[key]:
+                self.output_on = False  # manual: changing terminals turns the output off
             if key.endswith(":RANG:AUTO") and not value and self.settings[key]:
                 where = key.removesuffix(":RANG:AUTO")
                 self.fixed_range[where] = self._range_in_use(*where.split(":"))
             self.settings[key] = value
             if key in TURNS_OFF:
                 self.settings[TURNS_OFF[key]] = False
-            if key == "ROUT:TERM":  # manual: changing terminals turns the output off
-                self.output_on = False
             self._apply()
             return None
 

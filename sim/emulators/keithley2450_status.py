@@ -43,9 +43,11 @@ class StatusModel:
                 "ese": self.ese, "sre": self.sre, "enable": dict(self.enable)}
 
     def status_restore(self, state: dict) -> None:
+        """The registers default as at power-up when a 0.1.0 checkpoint lacks them."""
         self.errors = deque((tuple(entry) for entry in state["errors"]), maxlen=ERROR_QUEUE)
-        self.esr, self.ese, self.sre = state["esr"], state["ese"], state["sre"]
-        self.enable = dict(state["enable"])
+        self.esr, self.ese = state.get("esr", PON), state.get("ese", 0)
+        self.sre = state.get("sre", 0)
+        self.enable = dict(state.get("enable", dict.fromkeys(REGISTERS, 0)))
 
     def _push(self, code: int, message: str) -> None:
         self.errors.append((code, message, self._now))
