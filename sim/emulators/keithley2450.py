@@ -192,6 +192,7 @@ class Keithley2450Emulator(Measuring, SettingCommands, BufferCommands, StatusMod
             (":ABORt", self._no_op_command),
             *self._buffer_commands(),
         )]
+        self._known: dict = {}  # header in upper case → its handler, as met
         self.language = "SCPI"
         self._reset(power_up)
 
@@ -291,9 +292,14 @@ class Keithley2450Emulator(Measuring, SettingCommands, BufferCommands, StatusMod
         code = self.faults.error_code
         if code is not None and not header.upper().startswith((":SYST:ERR", ":SYSTEM:ERR")):
             raise ScpiError(code, SCPI_FAULT_MESSAGES.get(code, "Device-specific error"))
-        for pattern, handler in self._commands:
-            if pattern.fullmatch(header):
-                return handler(query, args)
+        key = header.upper()
+        handler = self._known.get(key)
+        if handler is None:
+            handler = next((h for pattern, h in self._commands if pattern.fullmatch(header)),
+                           None)
+        if handler is not None:
+            self._known[key] = handler  # only headers that exist: a bounded cache
+            return handler(query, args)
         suffixed = with_suffix_one(header)
         if suffixed != header and any(p.fullmatch(suffixed) for p, _ in self._commands):
             raise ScpiError(-114, "Header suffix out of range")

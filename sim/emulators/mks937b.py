@@ -8,7 +8,7 @@ Command summary (937B operation manual §9 "937B RS232/485 serial communication 
 the manual was read in excerpts: §9.1 framing and its examples, §6.6.3 `CPn`, §9.6 cold
 cathode control commands; the rest follows pymeasure's mks937b.py and its tests,
 PyExpLabSys's mks_937b.py, the sister transducers' (902B, 910, 971) command lists and
-docs/reference protocols.md §3.3 — so reply words and NAK codes outside those are
+protocols.md §3.3 — so reply words and NAK codes outside those are
 unverified). n is a channel 1–6, r a relay 1–12, i an ion-gauge channel 1, 3 or 5.
   pressure   PRn? (pressure, or LO, ATM, OFF, MISCONN)  PRZ? (all six, space-separated)
              PCn? (combination n = 1, 2; 2 is not configured here and reads OFF)
@@ -34,6 +34,13 @@ a channel outside 1–6, or a frame that is not a 937B message; 169 an argument 
 one of the words or not a number; 172 a number outside its range; 151 a channel with no
 gauge; 152 an ion-gauge command on a channel without an ion gauge; 175 a query with a
 value or a set of something read-only. Unknown queries thus always get an answer.
+
+Verified in the excerpts: the framing, `PRn` and `BR` examples, `CPn`, `PROn` (range and
+default), `CSPn`, `CHPn`, `CSEn`, `CTLn`, `XSPn`, `UCn` (0.1–10), `GTn`, `Tn` and its
+letters, the baud rates. Unverified: the space between `PRZ`/`PCZ` readings, the PC2
+answer, the ENABLE/SET/CLEAR words of `EN` (pymeasure's test shows ENABLE), the relay
+defaults, the `FV`, `HV` and `MT` answers, which address answers an `AD` set, and the NAK
+code of each refusal above 160.
 
 Identity: `serial` (the station's `sim: serial:`), by default ten digits derived from
 the controller's name; `address` (`sim: address:`), by default 253, the factory's.
