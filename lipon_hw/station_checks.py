@@ -252,13 +252,18 @@ def check_simulated_lab(doc: Doc, spec) -> None:
     except (InputError, ValueError, TypeError, KeyError) as exc:
         message = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
         loc: tuple = ("sim",)
+        found = []
         for name, inst in spec.instruments.items():
             endpoints = {a[len(SIM_PREFIX):] for a in inst.addresses if a.startswith(SIM_PREFIX)}
             if message.startswith(f"instrument {name}:") or \
                     any(message.startswith(f"{e}:") for e in endpoints):
-                loc = ("instruments", name, "sim")
-                message = message.partition(": ")[2]
-                break
+                found.append((name, inst))
+        if found:
+            message = message.partition(": ")[2]
+            field = message.partition(" ")[0]  # "serial '12a' must be …" names its field
+            # instruments sharing an emulator: the one whose sim: section holds the field
+            name, inst = next(((n, i) for n, i in found if field in i.sim), found[0])
+            loc = ("instruments", name, "sim") + ((field,) if field in inst.sim else ())
         raise doc.error(loc, message) from None
 
 

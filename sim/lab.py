@@ -18,6 +18,11 @@ instrument, whose channel ports serve the instrument's expanded addresses in ord
 Faults (`sim: faults:` of the station, `SimLab.faults.add(...)` from a test) are armed
 here: see `lipon_hw.sim.fault_schedule` and docs/faults.md.
 
+Identity: an emulator that reports a serial number takes `serial:` (a quoted string) in
+the `sim:` section, and one with a bus address `address:`; without them each serial is
+derived from the emulator's name (the endpoint, or a potentiostat's instrument name), so
+two controllers of one station never report the same one.
+
 A cell spec is what `lipon_hw.sim.cells.factories.cell_from_spec` takes; a narrower key wins over
 a range, and a channel with no declared cell holds a blocking cell. Drawn faults come
 from a generator seeded by the World's seed, the instrument's name and the channel, so

@@ -380,7 +380,7 @@ def test_generated_rf_limits_are_kept_only_when_known_finite_and_in_range(tmp_pa
     ("seed: 1", "seed: -1", "sim.seed", "greater than or equal to 0"),
     ('cells: {"1-16": {kind: lnmo}}', 'cells: {"1-16": {kind: nmc}}', "instruments.mes4.sim",
      "the cell of channel 1 cannot be built (cell kind 'nmc'"),
-    ("model: GEN6-200", "model: GEN6-9999x", "instruments.evap_supply.sim",
+    ("model: GEN6-200", "model: GEN6-9999x", "instruments.evap_supply.sim.model",
      "model 'GEN6-9999x' is not a Genesys"),
     ("address: sim://smu ", "address: sim://smu\n    limits: {min_V: 5, max_V: 2}\n   ",
      "instruments.smu.limits.min_V", "5 V is not below max_V = 2 V"),

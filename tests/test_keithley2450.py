@@ -153,7 +153,7 @@ def cell(clock):
 
 @pytest.fixture
 def smu(cell, clock):
-    return Keithley2450Emulator("smu", cell, clock)
+    return Keithley2450Emulator("smu", cell, clock, serial="01234567")
 
 
 def test_identity_and_manual_limit_example(smu):
@@ -221,7 +221,7 @@ def test_buffer_elements_and_fetch(smu, clock):
     assert smu.handle(b":FUNC?\n") == b'"CURR:DC"\n'
     assert smu.handle(b':TRAC:CLE "defbuffer1";:TRAC:ACT?\n') == b"0\n"
     assert smu.handle(b':READ? "mybuffer"\n') == b""
-    assert smu.handle(b':READ? "defbuffer1", DATE\n') == b""
+    assert smu.handle(b':READ? "defbuffer1", VOLTage\n') == b""
     assert smu.handle(b":SYST:ERR?\n").startswith(b'-224,"Illegal parameter value')
 
 
@@ -419,7 +419,7 @@ def test_link_down_is_lost(smu, driver):
 @pytest.fixture
 def server():
     cell = LinearCell(t0=time.monotonic())
-    srv = serve(Keithley2450Emulator("smu", cell, time.monotonic))
+    srv = serve(Keithley2450Emulator("smu", cell, time.monotonic, serial="01234567"))
     yield srv
     srv.stop()
 
@@ -660,3 +660,19 @@ def test_a_refusal_in_the_middle_of_a_run_ends_it_with_error(clock):
     assert run.end_reason == "error"  # the 2450 sources at most 210 V
     assert "-222" in str(run.error) and len(samples) == 2
     assert cell.mode == "open" and not unlimited.output_on()
+
+
+def test_a_checkpoint_of_0_1_0_restores(cell, clock):
+    """0.1.0 kept a buffer's count and latest reading only, and no settings or registers."""
+    old = {"function": "CURR", "sense": "VOLT", "level": {"CURR": 1e-3, "VOLT": 0.0},
+           "limit": {"CURR": 21.0, "VOLT": 0.000105}, "off_mode": {"CURR": "HIMP", "VOLT": "NORM"},
+           "output_on": True, "errors": [[-113, "Undefined header", 2.0]],
+           "buffers": {"defbuffer1": {"first_t": 0.0, "count": 3, "t": 2.0, "READ": 3.7,
+                                      "SOUR": 1e-3}, "defbuffer2": None},
+           "regime": "source", "held": ["current", 1e-3], "switch_at": None, "now": 2.0}
+    smu = Keithley2450Emulator("smu", cell, clock)
+    smu.restore(old)
+    assert smu.handle(b':FETC? "defbuffer1", READ, SOUR, REL\n') == (
+        b"3.700000E+00,1.000000E-03,2.000000E+00\n")
+    assert smu.handle(b":SENS:VOLT:NPLC?;:ROUT:TERM?;:OUTP?\n") == b"1.000000E+00;FRON;1\n"
+    assert smu.handle(b":SYST:ERR?\n").startswith(b'-113,"Undefined header')

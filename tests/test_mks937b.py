@@ -75,7 +75,7 @@ def test_pressure_format(value, text):
 
 @pytest.fixture
 def gauges(world):
-    return MKS937BEmulator("gauges", world.sputter)
+    return MKS937BEmulator("gauges", world.sputter, serial="1103937001")
 
 
 def test_both_channels_follow_the_chamber(world, clock, gauges):
@@ -141,7 +141,7 @@ def test_channel_switched_off_reads_off(gauges):
 
 def test_empty_channel_reads_misconn(gauges):
     with pytest.raises(InstrumentError, match="'MISCONN'"):
-        MKS937B("chamber", sim_link(gauges), channel=2).pressure_torr()
+        MKS937B("chamber", sim_link(gauges), channel=4).pressure_torr()
 
 
 def test_atm_reads_as_760_torr(gauges):

@@ -9,126 +9,169 @@ voltage source whose cell would draw more than the current limit holds ±limit i
 until the cell's voltage reaches the level. The emulator does not tick: it asks the cell
 for the next crossing and switches there. A rising current under voltage control cannot be
 predicted that way, so it is caught at the next command (assumption of this emulator).
-That regulation is sim/emulators/keithley2450_source.py; this module is the SCPI side.
+That regulation is keithley2450_source.py; the readings keithley2450_measure.py, the
+stored settings and ranges keithley2450_settings.py, the buffers keithley2450_buffer.py,
+the error queue and status registers keithley2450_status.py, the parser
+keithley2450_scpi.py; this module is the SCPI side.
 
 Output off follows the off state of the present source function (manual, output-off
 states): HIMPedance opens the relay (cell "open"); NORMal holds 0 V with a current limit of
 10 % of the present current range and ZERO with the full range, both of which discharge
-a cell; GUARd sources 0 A (the voltage clamp of that state is not modelled). The present
-current range is taken as the smallest range holding the current level, or the current
-limit when sourcing voltage (autorange; assumption).
+a cell; GUARd sources 0 A (the voltage clamp of that state is not modelled). The cell is
+on the FRONt terminals: with REAR selected it is disconnected, and the output drives open
+terminals (a voltage source reads its level and 0 A; a current source other than 0 A is
+clamped at its voltage limit). Overvoltage protection (PROTn) clamps the source voltage
+(`:SOUR:VOLT:PROT:TRIP?` reads 1 while it does).
 
-Measurements are the cell's exact terminal values (no noise); with the relay open they read
-0. The source element (SOUR) is the read-back, i.e. the measured source value. REL is the
-time since the first reading stored in the buffer since it was last cleared. A reading is
-stored as its count and the latest values only.
+Measurements are the cell's exact terminal values (no noise, so NPLC, filters, autozero
+and remote sense are kept but change no value); with the relay open they read 0. A fixed
+measure range that the value exceeds by more than 5 % reads 9.9E+37 (overflow); so does a
+resistance or an OHM-unit reading at 0 A. The source element (SOUR) is the read-back (the
+measured source value), or with `:SOUR:<f>:READ:BACK OFF` the programmed level. REL is the
+time since the first reading stored in the buffer since it was last cleared. `:READ?` and
+`:MEASure?` take `[:SENS]:COUNt` readings and return the last (manual).
 
-Commands: `*IDN? *RST *CLS *OPC?`, `:SYST:ERR[:NEXT]? :SYST:ERR:COUN? :SYST:CLE`,
-`:OUTP[:STAT]`, `:OUTP[:CURR|:VOLT]:SMOD`, `:SOUR:FUNC`, `:SOUR:CURR|VOLT[:LEV]`,
-`:SOUR:CURR:VLIM`, `:SOUR:VOLT:ILIM` (and `:TRIP?`), `[:SENS]:FUNC`, `:MEAS:VOLT|CURR?`,
-`:READ?`, `:FETC?` (elements READ, SOUR, REL), `:TRAC:CLE`, `:TRAC:ACT?`, long or short
-forms in any case, several per line separated by `;` (each taken from the root).
+Command summary covered (2450 Reference Manual 2450-901-01, SCPI command reference; long
+or short forms in any case, numeric suffix 1 optional — another suffix is -114 —, several
+units per line separated by `;`, each from the root, a common command after `;` with or
+without a leading `:`; numeric parameters take MINimum/MAXimum/DEFault and their queries
+answer them):
+  common   *IDN? *RST *CLS *ESE[?] *ESR? *SRE[?] *STB? *OPC[?] *WAI *TRG *TST? *LANG[?]
+  SYSTem   :ERRor[:NEXT]? :ERRor:COUNt? :ERRor:ALL? :CLEar :VERSion? :LFRequency?
+           :BEEPer[:IMMediate]
+  STATus   :PRESet :CLEar :OPERation|:QUEStionable [:EVENt]? :CONDition? :ENABle[?]
+           :STANdard[:EVENt]? :STANdard:ENABle[?]
+  OUTPut   [:STATe][?] [:CURRent|:VOLTage]:SMODe[?]
+  SOURce   :FUNCtion[?] :<f>[:LEVel][?] :<f>:RANGe[?] :<f>:RANGe:AUTO[?] :CURRent:VLIMit[?]
+           :VOLTage:ILIMit[?] and their :TRIPped? :<f>:DELay[?] :<f>:DELay:AUTO[?]
+           :<f>:READ:BACK[?] :VOLTage:PROTection[?] :VOLTage:PROTection:TRIPped?
+  SENSe    :FUNCtion[?] ("CURR", "VOLT", "RES") :<f>:RANGe[?] :<f>:RANGe:AUTO[?] :<f>:NPLCycles[?]
+           :<f>:AZERo[?] :AZERo:ONCE :<f>:AVERage[?] :AVERage:COUNt[?] :AVERage:TCONtrol[?]
+           :<f>:RSENse[?] :<f>:UNIT[?] :RESistance:OCOMpensated[?] :COUNt[?]
+  ROUTe    :TERMinals FRONt|REAR[?] (the output goes off on a change)
+  MEASure? :MEASure:<f>?  READ?  FETCh?  (buffer name and elements)
+  TRACe    :CLEar :ACTual? :ACTual:STARt? :ACTual:END? :POINts[?] :FILL:MODE[?] :DATA?
+           :MAKE :DELete :TRIGger :STATistics:AVERage?|MINimum?|MAXimum?|STDDev?|PK2Pk?
+  INITiate[:IMMediate] (takes COUNt readings into defbuffer1)  ABORt  FORMat[:DATA] ASCii
+Not emulated, so -113 like any unknown header: the trigger model (:TRIGger), sweeps and
+lists (:SOURce:SWEep, :SOURce:LIST), CALCulate (math, limit tests), DISPlay, DIGital I/O,
+scripts, TSP-Link, :STATus:...:MAP, :SYSTem:TIME/DATE, file and setup commands
+(*SAV, *RCL, :MMEMory), and the binary data formats.
+
+An unknown header, or any error, queues its entry and ends the message: the rest of the
+line is discarded (manual, FAQ "What does -420 Query unterminated mean?": "When the
+instrument detects an error in a command string, it discards all further commands in the
+command string"). A query that errors, unknown or not, gets no reply: the 2450 has then
+"nothing to say" (same FAQ: an "Undefined header" query followed by a read gives "Query
+unterminated" on GPIB). Over a raw socket there is no read request for the instrument to
+refuse, so the documented answer to an unknown query is the -113 entry in the error
+queue, which a client reads with `:SYSTem:ERRor?` (as the driver does after every
+message); the emulator follows the instrument and sends nothing.
 
 Assumed, not read in the 2450 manual: *RST defaults of source function VOLT and current
 limit 105 µA (read in the 2461/2470 manuals; the 21 V voltage limit and the NORMal off state
-are the 2450's) and of measure function CURR; out-of-range values are -222 "Data out of range", an
-unknown buffer or buffer element -224 "Illegal parameter value", `:FETC?` of an empty buffer
--230 "Data corrupt or stale", a line longer than 4096 bytes -363 "Input buffer overrun";
-an error ends the line; `[:SENS]:FUNC?` answers `"VOLT:DC"`; the event clock counts from
-1970 with the virtual time.
+are the 2450's) and of measure function CURR; out-of-range values are -222 "Data out of
+range" (also a source level outside a fixed source range, and a fixed range that would not
+hold the level); an unknown buffer or buffer element -224 "Illegal parameter value";
+`:FETC?` of an empty buffer -230 "Data corrupt or stale"; a line longer than 4096 bytes
+-363 "Input buffer overrun"; `[:SENS]:FUNC?` answers `"VOLT:DC"`; *LANG? answers the
+command set in use, SCPI (a set *LANG would take effect after a power cycle, which the
+emulator never has); *TST? answers 0; :SYST:VERS? 1999.0; :SYST:LFR? 60; the event clock
+counts from 1970 with the virtual time. Identity: `serial` (the station's `sim: serial:`),
+by default eight digits derived from the instrument's name.
 """
 
 from __future__ import annotations
 
-import functools
 import re
-from collections import deque
+import zlib
 from collections.abc import Callable
 
 from lipon_hw.drivers.keithley2450 import (
-    NO_ERROR,
     TERMINATOR,
     encode_lines,
-    format_error,
     format_number,
-    parse_number,
 )
 from lipon_hw.errors import InputError
 from lipon_hw.sim.emulator import DISCARD_ALL, Emulator
+from lipon_hw.sim.emulators.keithley2450_buffer import (
+    BufferCommands,
+    ReadingBuffer,
+)
+from lipon_hw.sim.emulators.keithley2450_measure import FUNCTIONS, SENSE_FUNCTIONS, Measuring
+from lipon_hw.sim.emulators.keithley2450_scpi import (
+    UNDEFINED_HEADER,
+    ScpiError,
+    boolean,
+    choose,
+    command_only,
+    header_pattern,
+    number,
+    one,
+    query_named,
+    query_only,
+    split,
+    with_suffix_one,
+)
+from lipon_hw.sim.emulators.keithley2450_settings import OVERRANGE, SettingCommands
 from lipon_hw.sim.emulators.keithley2450_source import (  # noqa: F401 - current_range_A re-exported
-    BUFFERS,
     LEVEL_BOUNDS,
     LIMIT_BOUNDS,
     SourceRegulation,
     current_range_A,
 )
+from lipon_hw.sim.emulators.keithley2450_status import StatusModel
 
 MAX_LINE = 4096
-ERROR_QUEUE = 1000
 #: SCPI-standard messages of the errors an instrument fault puts in the queue
 SCPI_FAULT_MESSAGES = {-300: "Device-specific error", -310: "System error",
                        -311: "Memory error", -313: "Calibration memory lost",
                        -315: "Configuration memory lost", -330: "Self-test failed",
                        -350: "Queue overflow", -200: "Execution error",
                        -240: "Hardware error", -241: "Hardware missing"}
-FUNCTIONS = {"CURRent[:DC]": "CURR", "VOLTage[:DC]": "VOLT"}
 OFF_MODES = {"NORMal": "NORM", "HIMPedance": "HIMP", "ZERO": "ZERO", "GUARd": "GUAR"}
-ELEMENTS = {"READing": "READ", "SOURce": "SOUR", "RELative": "REL"}
-BOOLEANS = {"ON": True, "1": True, "OFF": False, "0": False}
-_TOKEN = re.compile(r"\[1\]|\[|\]|:|\*|[A-Z]+[a-z]*")
+LANGUAGES = {"SCPI": "SCPI", "TSP": "TSP", "SCPI2400": "SCPI2400"}
+_SERIAL = re.compile(r"[A-Za-z0-9.-]{1,20}")
 
 
-class ScpiError(Exception):
-    """A command the 2450 refuses: it answers nothing and queues this entry."""
-
-    def __init__(self, code: int, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
+def serial_from_name(name: str) -> str:
+    """Eight digits from the instrument's name: the same name gives the same serial."""
+    return f"{zlib.crc32(name.encode()) % 10**8:08d}"
 
 
-@functools.cache
-def header_pattern(spec: str) -> re.Pattern:
-    """`[:SENSe[1]]:FUNCtion[:ON]` → a regex accepting the short or long form of each
-    mnemonic in any case, with the bracketed nodes optional."""
-    parts = []
-    for token in _TOKEN.findall(spec):
-        if token == "[1]":
-            parts.append("1?")
-        elif token == "[":
-            parts.append("(?:")
-        elif token == "]":
-            parts.append(")?")
-        elif token in ":*":
-            parts.append(re.escape(token))
-        else:
-            short = "".join(c for c in token if c.isupper())
-            parts.append(f"(?:{short}|{token.upper()})")
-    return re.compile("".join(parts), re.IGNORECASE)
-
-
-class Keithley2450Emulator(SourceRegulation, Emulator):
+class Keithley2450Emulator(Measuring, SettingCommands, BufferCommands, StatusModel,
+                           SourceRegulation, Emulator):
     model = "MODEL 2450"
     frame_window = MAX_LINE + 2  # a line longer than MAX_LINE is an input buffer overrun
-    identity = "KEITHLEY INSTRUMENTS INC.,MODEL 2450,01234567,1.0.0i"  # the manual's *IDN? example
+    firmware = "1.0.0i"  # the manual's *IDN? example: KEITHLEY INSTRUMENTS INC.,MODEL 2450,…
 
-    def __init__(self, name: str, cell, clock: Callable[[], float], off_mode: str = "NORMal"):
+    def __init__(self, name: str, cell, clock: Callable[[], float], off_mode: str = "NORMal",
+                 serial: str | None = None):
         """`off_mode` is the power-up output-off state (factory: NORMal); `*RST` restores
-        NORMal whatever it is."""
+        NORMal whatever it is. `serial`: the serial number *IDN? reports."""
         super().__init__(name)
         self.cell = cell
         self.clock = clock
-        self.errors: deque[tuple[int, str, float]] = deque(maxlen=ERROR_QUEUE)
         self._now = clock()
         try:
-            power_up = _choose(off_mode, OFF_MODES)
+            power_up = choose(off_mode, OFF_MODES)
         except ScpiError:
             raise InputError(f"{name}: off_mode {off_mode!r} is not one of NORMal, HIMPedance, "
                              "ZERO, GUARd") from None
+        if serial is None:
+            serial = serial_from_name(name)
+        if not isinstance(serial, str) or not _SERIAL.fullmatch(serial):
+            raise InputError(f"{name}: serial {serial!r} must be a quoted string of 1–20 "
+                             "letters, digits, '.' or '-', e.g. \"04412345\"")
+        self.identity = f"KEITHLEY INSTRUMENTS INC.,{self.model},{serial},{self.firmware}"
+        self._power_up_status()
         self._commands = [(header_pattern(spec), handler) for spec, handler in (
-            ("*IDN", self._idn), ("*RST", self._rst), ("*CLS", self._cls), ("*OPC", self._opc),
-            (":SYSTem:ERRor[:NEXT]", self._error_next), (":SYSTem:ERRor:COUNt", self._error_count),
-            (":SYSTem:CLEar", self._cls),
+            ("*IDN", self._idn), ("*RST", self._rst), ("*TST", self._constant("0")),
+            ("*TRG", self._no_op_command), ("*LANG", self._language),
+            *self._status_commands(),
+            (":SYSTem:VERSion", self._constant("1999.0")),
+            (":SYSTem:LFRequency", self._constant("60")),
+            (":SYSTem:BEEPer[:IMMediate]", self._beep),
             (":OUTPut[1][:STATe]", self._output),
             (":OUTPut[1]:SMODe", self._off_mode(("CURR", "VOLT"))),
             (":OUTPut[1]:CURRent:SMODe", self._off_mode(("CURR",))),
@@ -140,12 +183,17 @@ class Keithley2450Emulator(SourceRegulation, Emulator):
             (":SOURce[1]:VOLTage:ILIMit[:LEVel]", self._limit("VOLT")),
             (":SOURce[1]:CURRent:VLIMit[:LEVel]:TRIPped", self._tripped("CURR")),
             (":SOURce[1]:VOLTage:ILIMit[:LEVel]:TRIPped", self._tripped("VOLT")),
+            *self._setting_commands(),
             ("[:SENSe[1]]:FUNCtion[:ON]", self._sense_function),
-            (":MEASure:CURRent[:DC]", self._measure("CURR")),
-            (":MEASure:VOLTage[:DC]", self._measure("VOLT")),
-            (":READ", self._read), (":FETCh", self._fetch),
-            (":TRACe:CLEar", self._trace_clear), (":TRACe:ACTual", self._trace_actual),
+            ("[:SENSe[1]]:AZERo:ONCE", self._no_op_command),
+            (":MEASure", self._measure(None)),
+            *[(f":MEASure:{spec}", self._measure(f)) for spec, f in SENSE_FUNCTIONS.items()],
+            (":READ", self._read), (":INITiate[:IMMediate]", self._initiate),
+            (":ABORt", self._no_op_command),
+            *self._buffer_commands(),
         )]
+        self._known: dict = {}  # header in upper case → its handler, as met
+        self.language = "SCPI"
         self._reset(power_up)
 
     @classmethod
@@ -172,8 +220,10 @@ class Keithley2450Emulator(SourceRegulation, Emulator):
     def snapshot(self) -> dict:
         return {"function": self.function, "sense": self.sense, "level": dict(self.level),
                 "limit": dict(self.limit), "off_mode": dict(self.off_mode),
-                "output_on": self.output_on, "buffers": dict(self.buffers),
-                "errors": [list(entry) for entry in self.errors], "regime": self.regime,
+                "output_on": self.output_on, "settings": dict(self.settings),
+                "fixed_range": dict(self.fixed_range), "language": self.language,
+                "buffers": {name: b.snapshot() for name, b in self.buffers.items()},
+                **self.status_snapshot(), "regime": self.regime,
                 "held": list(self._held), "switch_at": self._switch_at, "now": self._now}
 
     def restore(self, state: dict) -> None:
@@ -181,10 +231,24 @@ class Keithley2450Emulator(SourceRegulation, Emulator):
         self.function, self.sense = state["function"], state["sense"]
         self.level, self.limit = dict(state["level"]), dict(state["limit"])
         self.off_mode, self.output_on = dict(state["off_mode"]), state["output_on"]
-        self.buffers = dict(state["buffers"])
-        self.errors = deque((tuple(entry) for entry in state["errors"]), maxlen=ERROR_QUEUE)
+        self._reset_settings()  # a checkpoint of lipon-hw 0.1.0 has only what follows
+        self.settings |= state.get("settings", {})
+        self.fixed_range |= state.get("fixed_range", {})
+        self.language = state.get("language", "SCPI")
+        self.buffers = {name: self._restored_buffer(b) for name, b in state["buffers"].items()}
+        self.status_restore(state)
         self.regime, self._held = state["regime"], tuple(state["held"])
         self._switch_at, self._now = state["switch_at"], state["now"]
+
+    def _restored_buffer(self, state: dict | None) -> ReadingBuffer:
+        """A buffer from its snapshot, or from 0.1.0's (None, or its latest reading)."""
+        if state is not None and "readings" in state:
+            return ReadingBuffer.restored(state)
+        buffer = ReadingBuffer()
+        if state is not None:
+            buffer.first_t = state["first_t"]
+            buffer.add(state["t"], state["READ"], self.sense, state["SOUR"], self.function)
+        return buffer
 
     # --- wire ---------------------------------------------------------------------------
     def _process(self, buffer: bytes) -> tuple[int, bytes]:
@@ -204,7 +268,7 @@ class Keithley2450Emulator(SourceRegulation, Emulator):
             self._push(-101, "Invalid character")
             return b""
         replies = []
-        for unit in _split(text, ";"):
+        for unit in split(text, ";"):
             if not unit.strip():
                 continue
             try:
@@ -220,59 +284,74 @@ class Keithley2450Emulator(SourceRegulation, Emulator):
         header, _, rest = unit.partition(" ")
         query = header.endswith("?")
         header = header[:-1] if query else header
+        if header.startswith(":*"):  # a common command written from the root
+            header = header[1:]
         if not header.startswith((":", "*")):
             header = ":" + header
-        args = [arg.strip() for arg in _split(rest, ",")] if rest.strip() else []
+        args = [arg.strip() for arg in split(rest, ",")] if rest.strip() else []
         code = self.faults.error_code
         if code is not None and not header.upper().startswith((":SYST:ERR", ":SYSTEM:ERR")):
             raise ScpiError(code, SCPI_FAULT_MESSAGES.get(code, "Device-specific error"))
-        for pattern, handler in self._commands:
-            if pattern.fullmatch(header):
-                return handler(query, args)
-        raise ScpiError(-113, "Undefined header")
-
-    def _push(self, code: int, message: str) -> None:
-        self.errors.append((code, message, self._now))
+        key = header.upper()
+        handler = self._known.get(key)
+        if handler is None:
+            handler = next((h for pattern, h in self._commands if pattern.fullmatch(header)),
+                           None)
+        if handler is not None:
+            self._known[key] = handler  # only headers that exist: a bounded cache
+            return handler(query, args)
+        suffixed = with_suffix_one(header)
+        if suffixed != header and any(p.fullmatch(suffixed) for p, _ in self._commands):
+            raise ScpiError(-114, "Header suffix out of range")
+        raise ScpiError(*UNDEFINED_HEADER)
 
     # --- common and system commands -----------------------------------------------------
     def _idn(self, query: bool, args: list[str]) -> str:
-        _query_only(query, args)
+        query_only(query, args)
         return self.identity
 
     def _rst(self, query: bool, args: list[str]) -> None:
-        _command_only(query)
+        command_only(query)
         self._reset("NORM")
 
-    def _cls(self, query: bool, args: list[str]) -> None:
-        _command_only(query)
-        self.errors.clear()
+    def _constant(self, answer: str):
+        def handler(query: bool, args: list[str]) -> str:
+            query_only(query, args)
+            return answer
 
-    def _opc(self, query: bool, args: list[str]) -> str | None:
-        return "1" if query else None
+        return handler
 
-    def _error_next(self, query: bool, args: list[str]) -> str:
-        _query_only(query, args)
-        return format_error(*self.errors.popleft()) if self.errors else NO_ERROR
+    def _language(self, query: bool, args: list[str]) -> str | None:
+        if query:
+            query_only(query, args)
+            return self.language
+        choose(one(args), LANGUAGES)  # takes effect at the next power-up
+        return None
 
-    def _error_count(self, query: bool, args: list[str]) -> str:
-        _query_only(query, args)
-        return str(len(self.errors))
+    def _beep(self, query: bool, args: list[str]) -> None:
+        """`:SYSTem:BEEPer frequency, duration`: 20 Hz–8 kHz, 1 ms–100 s (unverified)."""
+        command_only(query)
+        if len(args) != 2:
+            raise ScpiError(-109 if len(args) < 2 else -108,
+                            "Missing parameter" if len(args) < 2 else "Parameter not allowed")
+        number(args[:1], 20.0, 8000.0, 1000.0)
+        number(args[1:], 0.001, 100.0, 1.0)
 
     # --- output and source --------------------------------------------------------------
     def _output(self, query: bool, args: list[str]) -> str | None:
         if query:
-            _query_only(query, args)
+            query_only(query, args)
             return "1" if self.output_on else "0"
-        self.output_on = _boolean(args)
+        self.output_on = boolean(args)
         self._apply()
         return None
 
     def _off_mode(self, functions: tuple[str, ...]):
         def handler(query: bool, args: list[str]) -> str | None:
             if query:
-                _query_only(query, args)
+                query_only(query, args)
                 return self.off_mode[functions[0] if len(functions) == 1 else self.function]
-            mode = _choose(_one(args), OFF_MODES)
+            mode = choose(one(args), OFF_MODES)
             for function in functions:
                 self.off_mode[function] = mode
             self._apply()
@@ -282,18 +361,23 @@ class Keithley2450Emulator(SourceRegulation, Emulator):
 
     def _source_function(self, query: bool, args: list[str]) -> str | None:
         if query:
-            _query_only(query, args)
+            query_only(query, args)
             return self.function
-        self.function = _choose(_one(args), FUNCTIONS)
+        self.function = choose(one(args), FUNCTIONS)
         self._apply()
         return None
 
     def _level(self, function: str):
         def handler(query: bool, args: list[str]) -> str | None:
+            low, high, default = LEVEL_BOUNDS[function]
             if query:
-                _query_only(query, args)
-                return format_number(self.level[function])
-            self.level[function] = _number(args, *LEVEL_BOUNDS[function])
+                named = query_named(args, low, high, default)
+                return format_number(self.level[function] if named is None else named)
+            level = number(args, low, high, default)
+            if not self.settings[f"SOUR:{function}:RANG:AUTO"] and \
+                    abs(level) > OVERRANGE * self.fixed_range[f"SOUR:{function}"]:
+                raise ScpiError(-222, "Data out of range")
+            self.level[function] = level
             self._apply()
             return None
 
@@ -303,11 +387,11 @@ class Keithley2450Emulator(SourceRegulation, Emulator):
         """Limits are magnitudes; a negative value sets the same limit."""
 
         def handler(query: bool, args: list[str]) -> str | None:
-            if query:
-                _query_only(query, args)
-                return format_number(self.limit[function])
             low, high, default = LIMIT_BOUNDS[function]
-            self.limit[function] = _number(args, low, high, default, signed=True)
+            if query:
+                named = query_named(args, low, high, default)
+                return format_number(self.limit[function] if named is None else named)
+            self.limit[function] = number(args, low, high, default, signed=True)
             self._apply()
             return None
 
@@ -315,154 +399,11 @@ class Keithley2450Emulator(SourceRegulation, Emulator):
 
     def _tripped(self, function: str):
         def handler(query: bool, args: list[str]) -> str:
-            _query_only(query, args)
+            query_only(query, args)
             held = self.output_on and self.function == function and self.regime == "limit"
+            if self.settings["ROUT:TERM"] != "FRON":
+                held = self.output_on and self.function == function == "CURR" and \
+                    self.level["CURR"] != 0
             return "1" if held else "0"
 
         return handler
-
-    # --- measuring ----------------------------------------------------------------------
-    def _sense_function(self, query: bool, args: list[str]) -> str | None:
-        if query:
-            _query_only(query, args)
-            return f'"{self.sense}:DC"'
-        self.sense = _choose(_unquote(_one(args)), FUNCTIONS)
-        return None
-
-    def _measure(self, function: str):
-        """`:MEAS:<function>?` selects that measure function, then reads (manual)."""
-
-        def handler(query: bool, args: list[str]) -> str:
-            _query_only(query)
-            self.sense = function
-            return self._reading(args)
-
-        return handler
-
-    def _read(self, query: bool, args: list[str]) -> str:
-        _query_only(query)
-        return self._reading(args)
-
-    def _fetch(self, query: bool, args: list[str]) -> str:
-        _query_only(query)
-        name, elements = _buffer_args(args)
-        if self.buffers[name] is None:
-            raise ScpiError(-230, "Data corrupt or stale")
-        return self._format(self.buffers[name], elements)
-
-    def _trace_clear(self, query: bool, args: list[str]) -> None:
-        _command_only(query)
-        self.buffers[_buffer_args(args[:1])[0]] = None
-
-    def _trace_actual(self, query: bool, args: list[str]) -> str:
-        _query_only(query)
-        stored = self.buffers[_buffer_args(args[:1])[0]]
-        return str(stored["count"] if stored else 0)
-
-    def _reading(self, args: list[str]) -> str:
-        name, elements = _buffer_args(args)
-        volts, amps = self._terminals()
-        values = {"VOLT": volts, "CURR": amps}
-        stored = self.buffers[name] or {"first_t": self._now, "count": 0}
-        stored = {**stored, "count": stored["count"] + 1, "t": self._now,
-                  "READ": values[self.sense], "SOUR": values[self.function]}
-        self.buffers[name] = stored
-        return self._format(stored, elements)
-
-    def _format(self, stored: dict, elements: list[str]) -> str:
-        values = {"READ": stored["READ"], "SOUR": stored["SOUR"],
-                  "REL": stored["t"] - stored["first_t"]}
-        return ",".join(format_number(values[element]) for element in elements)
-
-    def _terminals(self) -> tuple[float, float]:
-        if self.regime == "open":
-            return 0.0, 0.0
-        return self.cell.voltage_V(self._now), self.cell.current_A(self._now)
-
-# --- parameters -------------------------------------------------------------------------
-def _split(text: str, separator: str) -> list[str]:
-    """Split at `separator` outside quoted strings."""
-    parts, current, quote = [], [], ""
-    for char in text:
-        if quote:
-            quote = "" if char == quote else quote
-        elif char in "\"'":
-            quote = char
-        elif char == separator:
-            parts.append("".join(current))
-            current = []
-            continue
-        current.append(char)
-    parts.append("".join(current))
-    return parts
-
-
-def _query_only(query: bool, args: list[str] | None = None) -> None:
-    if not query:
-        raise ScpiError(-113, "Undefined header")
-    if args:
-        raise ScpiError(-108, "Parameter not allowed")
-
-
-def _command_only(query: bool) -> None:
-    if query:
-        raise ScpiError(-113, "Undefined header")
-
-
-def _one(args: list[str]) -> str:
-    if not args:
-        raise ScpiError(-109, "Missing parameter")
-    if len(args) > 1:
-        raise ScpiError(-108, "Parameter not allowed")
-    return args[0]
-
-
-def _choose(arg: str, options: dict[str, str]) -> str:
-    for spec, value in options.items():
-        if header_pattern(spec).fullmatch(arg):
-            return value
-    raise ScpiError(-141, "Invalid character data")
-
-
-def _boolean(args: list[str]) -> bool:
-    value = BOOLEANS.get(_one(args).upper())
-    if value is None:
-        raise ScpiError(-141, "Invalid character data")
-    return value
-
-
-def _number(args: list[str], low: float, high: float, default: float,
-            signed: bool = False) -> float:
-    """A numeric parameter or MINimum/MAXimum/DEFault; `signed` takes a magnitude."""
-    arg = _one(args)
-    named = {"MINimum": low, "MAXimum": high, "DEFault": default}
-    for spec, value in named.items():
-        if header_pattern(spec).fullmatch(arg):
-            return value
-    try:
-        value = parse_number(arg)
-    except ValueError:
-        raise ScpiError(-104, "Data type error") from None
-    if signed:
-        value = abs(value)
-    if not low <= value <= high:
-        raise ScpiError(-222, "Data out of range")
-    return value
-
-
-def _unquote(arg: str) -> str:
-    if len(arg) >= 2 and arg[0] == arg[-1] and arg[0] in "\"'":
-        return arg[1:-1]
-    return arg
-
-
-def _buffer_args(args: list[str]) -> tuple[str, list[str]]:
-    """(buffer name, elements) of `"defbuffer1", READ, SOUR, REL`; READ alone by default."""
-    name = _unquote(args[0]) if args else BUFFERS[0]
-    if name not in BUFFERS:
-        raise ScpiError(-224, "Illegal parameter value")
-    try:
-        elements = [_choose(arg, ELEMENTS) for arg in args[1:]] or ["READ"]
-    except ScpiError:
-        raise ScpiError(-224, "Illegal parameter value") from None
-    return name, elements

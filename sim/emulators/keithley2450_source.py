@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import math
 
+from lipon_hw.sim.emulators.keithley2450_buffer import DEFAULT_BUFFERS, ReadingBuffer
+from lipon_hw.sim.emulators.keithley2450_settings import CURRENT_RANGES_A, range_for
+
 MAX_SWITCHES = 16  # regime changes handled per command, so a chattering cell cannot hang it
-CURRENT_RANGES_A = (1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
-OVERRANGE = 1.05
 LEVEL_BOUNDS = {"CURR": (-1.05, 1.05, 0.0), "VOLT": (-210.0, 210.0, 0.0)}  # min, max, default
 LIMIT_BOUNDS = {"CURR": (0.02, 210.0, 21.0), "VOLT": (1e-9, 1.05, 105e-6)}
-BUFFERS = ("defbuffer1", "defbuffer2")
 
 
 def current_range_A(current_A: float) -> float:
     """The smallest 2450 current range that holds `current_A` (5 % over-range)."""
-    return next((r for r in CURRENT_RANGES_A if abs(current_A) <= OVERRANGE * r),
-                CURRENT_RANGES_A[-1])
+    return range_for(current_A, CURRENT_RANGES_A)
 
 
 class SourceRegulation:
@@ -31,21 +30,37 @@ class SourceRegulation:
         self.limit = {f: LIMIT_BOUNDS[f][2] for f in LIMIT_BOUNDS}
         self.off_mode = {"CURR": off_mode, "VOLT": off_mode}
         self.output_on = False
-        self.buffers = dict.fromkeys(BUFFERS)
+        self.buffers = {name: ReadingBuffer() for name in DEFAULT_BUFFERS}
+        self._reset_settings()
         self._apply()
 
     def _programme(self) -> tuple[str, float, float] | None:
-        """(function, level, limit) the output regulates to now; None with the relay open."""
+        """(function, level, limit) the output regulates the cell to now; None with the
+        relay open or the other terminals selected (the cell is on the front ones)."""
+        if self.settings["ROUT:TERM"] != "FRON":
+            return None
         if self.output_on:
-            return self.function, self.level[self.function], self.limit[self.function]
+            function = self.function
+            level, limit = self.level[function], self.limit[function]
+            protection = self._protection_V()  # overvoltage protection clamps the output
+            if protection is not None and function == "CURR":
+                limit = min(limit, protection)
+            elif protection is not None:
+                level = max(-protection, min(protection, level))
+            return function, level, limit
         mode = self.off_mode[self.function]
         if mode == "HIMP":
             return None
         if mode == "GUAR":
             return "CURR", 0.0, math.inf
-        present = self.level["CURR"] if self.function == "CURR" else self.limit["VOLT"]
         fraction = 0.1 if mode == "NORM" else 1.0
-        return "VOLT", 0.0, fraction * current_range_A(present)
+        return "VOLT", 0.0, fraction * self._present_current_range_A()
+
+    def _present_current_range_A(self) -> float:
+        """The source current range, or when sourcing voltage the range of its limit."""
+        if self.function == "CURR":
+            return self._range_in_use("SOUR", "CURR")
+        return current_range_A(self.limit["VOLT"])
 
     def _apply(self) -> None:
         """Start regulating the present programme at the present time."""
