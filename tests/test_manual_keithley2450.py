@@ -11,11 +11,8 @@ import re
 import socket
 
 import pytest
+from conftest import HOST
 
-from lipon_hw.sim.serve import serve_lab
-from lipon_hw.station import load_station
-
-HOST = "127.0.0.1"
 ERROR = re.compile(r'(-?\d+),"([^;"]*)(?:;(\d);([^"]*))?"')
 NUMBER = re.compile(r"[-+]?\d\.\d{6}E[-+]\d{2}")
 
@@ -71,18 +68,11 @@ class Scpi:
         return int(match[1]), match[2]
 
 
-@pytest.fixture(scope="module")
-def served():
-    lab = serve_lab(load_station(None), HOST, speed=1.0)
-    yield lab
-    lab.stop()
-
-
 @pytest.fixture
-def smu(served):
+def smu(lab):
     """A fresh connection to an instrument just reset (*RST restores every setting and
     the default buffers; *CLS empties the error queue and the event registers)."""
-    client = Scpi(served.ports["smu"])
+    client = Scpi(lab.ports["smu"])
     client.write("*RST", "*CLS", "*ESE 0", "*SRE 0", ":STAT:PRES")
     yield client
     client.close()
@@ -91,11 +81,11 @@ def smu(served):
 # --- common commands and the status model ------------------------------------------------
 
 
-def test_identity_language_and_self_test(served, smu):
+def test_identity_language_and_self_test(lab, smu):
     idn = smu.ask("*IDN?")
     match = re.fullmatch(r"KEITHLEY INSTRUMENTS INC\.,MODEL 2450,(\w+),([\w.]+)", idn)
     assert match
-    assert match[1] == served.lab.potentiostats["smu"].identity.split(",")[2]
+    assert match[1] == lab.lab.potentiostats["smu"].identity.split(",")[2]
     assert smu.ask("*LANG?") == "SCPI"
     smu.write("*LANG SCPI")
     assert smu.ask("*TST?") == "0"
@@ -145,7 +135,7 @@ SETTINGS = [  # (set, query, answer) from the command descriptions
     (":SOUR:CURR:DEL:AUTO ON", ":SOUR:CURR:DEL:AUTO?", "1"),
     (":SOUR:VOLT:READ:BACK OFF", ":SOUR:VOLT:READ:BACK?", "0"),
     (":SOUR:VOLT:PROTection PROT20", ":SOUR:VOLT:PROT?", "PROT20"),
-    (":SENSe:FUNCtion \"VOLT\"", ":SENS:FUNC?", '"VOLT:DC"'),
+    (':SENSe:FUNCtion "VOLT"', ":SENS:FUNC?", '"VOLT:DC"'),
     (":SENS:FUNC 'RES'", ":FUNC?", '"RES"'),
     (":SENS:CURR:NPLCycles 0.5", ":SENS:CURR:NPLC?", "5.000000E-01"),
     (":SENS:VOLT:NPLC 10", ":SENSe1:VOLTage:DC:NPLCycles?", "1.000000E+01"),
@@ -185,9 +175,10 @@ def test_minimum_maximum_default_and_reset(smu):
     assert smu.ask(":SENS:CURR:NPLC? MIN;:SENS:CURR:NPLC? DEF") == "1.000000E-02;1.000000E+00"
     assert smu.ask(":SOUR:VOLT? MAX;:SOUR:CURR:VLIM? DEFault") == "2.100000E+02;2.100000E+01"
     smu.write("*RST")  # every setting back to its default
-    assert smu.ask(":SENS:CURR:NPLC?;:SOUR:VOLT:ILIM?;:SENS:CURR:RANG:AUTO?;:ROUT:TERM?;"
-                   ":OUTP?;:SOUR:FUNC?;:SENS:COUN?") == (
-        "1.000000E+00;1.050000E-04;1;FRON;0;VOLT;1")
+    assert smu.ask(
+        ":SENS:CURR:NPLC?;:SOUR:VOLT:ILIM?;:SENS:CURR:RANG:AUTO?;:ROUT:TERM?;"
+        ":OUTP?;:SOUR:FUNC?;:SENS:COUN?"
+    ) == ("1.000000E+00;1.050000E-04;1;FRON;0;VOLT;1")
     assert smu.errors() == []
 
 
@@ -210,12 +201,20 @@ def test_source_ranges_and_limits(smu):
 
 
 def test_readings_units_overflow_and_buffers(smu):
-    smu.write(":SOUR:FUNC VOLT", ":SOUR:VOLT 1", ":SOUR:VOLT:ILIM 1e-3", ':SENS:FUNC "VOLT"',
-              ":OUTP:SMOD HIMP", ":OUTP ON")
+    smu.write(
+        ":SOUR:FUNC VOLT",
+        ":SOUR:VOLT 1",
+        ":SOUR:VOLT:ILIM 1e-3",
+        ':SENS:FUNC "VOLT"',
+        ":OUTP:SMOD HIMP",
+        ":OUTP ON",
+    )
     assert smu.ask(":OUTP?") == "1"
     assert smu.number(":READ?") == pytest.approx(1.0)
     assert smu.ask(':READ? "defbuffer1", READ, SOUR, UNIT, SOURUNIT').split(",")[2:] == [
-        "Volt DC", "Volt DC"]
+        "Volt DC",
+        "Volt DC",
+    ]
     smu.write(":SENS:VOLT:RANG 0.2")  # fixed, too small for 1 V: overflow
     assert smu.number(":READ?") == 9.9e37
     smu.write(":SENS:VOLT:RANG:AUTO ON")
@@ -229,21 +228,28 @@ def test_readings_units_overflow_and_buffers(smu):
     data = smu.ask(':TRAC:DATA? 1, 2, "defbuffer1", READ, REL').split(",")
     assert len(data) == 4 and float(data[0]) == pytest.approx(1.0) and float(data[1]) == 0.0
     assert smu.number(":TRACe:STATistics:MAXimum?") == 9.9e37
-    smu.write(':TRACe:MAKE "sweep1", 10', ":SENS:COUN 3", ':TRAC:TRIGger "sweep1"',
-              ':READ? "sweep1"')
+    smu.write(
+        ':TRACe:MAKE "sweep1", 10', ":SENS:COUN 3", ':TRAC:TRIGger "sweep1"', ':READ? "sweep1"'
+    )
     smu.read()
     assert smu.ask(':TRAC:ACT:STAR? "sweep1";:TRAC:ACT:END? "sweep1"') == "1;4"
     smu.write(':TRAC:CLE "sweep1"', ':TRAC:DEL "sweep1"')
     assert smu.refused(':TRAC:ACT? "sweep1"') == (-224, "Illegal parameter value")
-    assert smu.refused(':TRAC:DATA? 1, 99') == (-222, "Data out of range")
+    assert smu.refused(":TRAC:DATA? 1, 99") == (-222, "Data out of range")
     smu.write(":OUTP OFF")
     assert smu.errors() == []
 
 
-def test_protection_clamps_and_rear_terminals_disconnect(served, smu):
-    cell = served.lab.cell("smu", 1)
-    smu.write(":SOUR:FUNC VOLT", ":SOUR:VOLT 5", ":SOUR:VOLT:ILIM 1e-3",
-              ":SOUR:VOLT:PROT PROT2", ":OUTP:SMOD HIMP", ":OUTP ON")
+def test_protection_clamps_and_rear_terminals_disconnect(lab, smu):
+    cell = lab.lab.cell("smu", 1)
+    smu.write(
+        ":SOUR:FUNC VOLT",
+        ":SOUR:VOLT 5",
+        ":SOUR:VOLT:ILIM 1e-3",
+        ":SOUR:VOLT:PROT PROT2",
+        ":OUTP:SMOD HIMP",
+        ":OUTP ON",
+    )
     assert smu.ask(":SOUR:VOLT:PROT:TRIP?") == "1"
     assert smu.number(":MEAS:VOLT?") == pytest.approx(2.0)  # clamped at 2 V
     smu.write(":SOUR:VOLT:PROT NONE")
@@ -271,7 +277,7 @@ def test_errors_from_the_manual(smu):
     assert smu.refused(":SENS:COUN 1.5") == (-104, "Data type error")
     assert smu.refused(":FORM:DATA REAL") == (-141, "Invalid character data")
     assert smu.refused(':READ? "nobuffer"') == (-224, "Illegal parameter value")
-    assert smu.refused(':TRAC:MAKE nobuffer, 10') == (-151, "Invalid string data")
+    assert smu.refused(":TRAC:MAKE nobuffer, 10") == (-151, "Invalid string data")
     smu.write(':TRAC:CLE "defbuffer2"')
     assert smu.refused(':FETCh? "defbuffer2"') == (-230, "Data corrupt or stale")
     assert smu.errors() == []

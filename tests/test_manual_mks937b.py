@@ -14,13 +14,12 @@ from pathlib import Path
 import pytest
 import serial
 import yaml
+from conftest import HOST
 
 from lipon_hw.errors import InputError
 from lipon_hw.sim.emulators.mks937b_sensors import default_state
-from lipon_hw.sim.serve import serve_lab
 from lipon_hw.station import default_station_text, load_station
 
-HOST = "127.0.0.1"
 REPLY = re.compile(rb"@(\d{3})(ACK|NAK)([ -~]*?);FF")
 PRESSURE = re.compile(r"\d\.\d{3}E[+-]\d+")
 
@@ -55,18 +54,11 @@ class Controller:
         return int(body)
 
 
-@pytest.fixture(scope="module")
-def served():
-    lab = serve_lab(load_station(None), HOST, speed=1.0)
-    yield lab
-    lab.stop()
-
-
 @pytest.fixture
-def gauges(served):
+def gauges(lab):
     """The sputter tool's controller, its settings back to the factory's afterwards."""
-    client = Controller(served.ports["gauges"])
-    emulator = served.lab.emulators["gauges"]
+    client = Controller(lab.ports["gauges"])
+    emulator = lab.lab.emulators["gauges"]
     calibration = emulator.calibration
     yield client
     client.port.write(b"@253U!TORR;FF@253CP1!ON;FF@253CP3!ON;FF")
@@ -149,8 +141,8 @@ def test_channel_power_and_ion_gauge_status(gauges):
     assert gauges.nak("GT1", "Xenon") == 169
 
 
-def test_gas_correction_scales_the_cold_cathode(served, gauges):
-    emulator = served.lab.emulators["gauges"]
+def test_gas_correction_scales_the_cold_cathode(lab, gauges):
+    emulator = lab.lab.emulators["gauges"]
     emulator.calibration = 0.5  # far off, so that doubling stays within the range
     assert gauges.ask("UC1") == "1.0"
     before = float(gauges.ask("PR1"))
@@ -160,8 +152,8 @@ def test_gas_correction_scales_the_cold_cathode(served, gauges):
     assert gauges.nak("UC3") == 152
 
 
-def test_relays_follow_their_channel(served, gauges):
-    served.lab.emulators["gauges"].calibration = 1.0  # channel 1 reads 760 Torr ± 1 %
+def test_relays_follow_their_channel(lab, gauges):
+    lab.lab.emulators["gauges"].calibration = 1.0  # channel 1 reads 760 Torr ± 1 %
     assert gauges.ask("SS1") == "CLEAR"  # factory: disabled
     assert gauges.ask("SD1") == "BELOW"
     assert gauges.ask("SP1", "1.00E+3") == "1.00E+3"  # above the vented chamber's pressure
@@ -203,16 +195,16 @@ def test_unknown_and_malformed_messages_get_nak(gauges):
 # --- identity from the station --------------------------------------------------------------
 
 
-def test_the_default_stations_controllers_differ(served):
+def test_the_default_stations_controllers_differ(lab):
     serials = []
     for endpoint in ("gauges", "evap_gauges"):
-        client = Controller(served.ports[endpoint])
+        client = Controller(lab.ports[endpoint])
         try:
             serials.append(client.ask("SN"))
         finally:
             client.close()
     assert serials[0] != serials[1]
-    assert serials == [served.lab.emulators[e].serial for e in ("gauges", "evap_gauges")]
+    assert serials == [lab.lab.emulators[e].serial for e in ("gauges", "evap_gauges")]
 
 
 def station_with(tmp_path: Path, instrument: str, **sim) -> Path:
@@ -229,18 +221,31 @@ def test_a_station_sets_serial_and_address(tmp_path):
     assert lab.emulators["gauges"].handle(b"@007SN?;FF") == b"@007ACK1100000042;FF"
     smu = station_with(tmp_path, "smu", serial="04412345")
     assert load_station(smu).connect(lambda: 0.0).sim.potentiostats["smu"].identity == (
-        "KEITHLEY INSTRUMENTS INC.,MODEL 2450,04412345,1.0.0i")
+        "KEITHLEY INSTRUMENTS INC.,MODEL 2450,04412345,1.0.0i"
+    )
 
 
-@pytest.mark.parametrize("instrument, sim, message", [
-    ("process_gauge", {"serial": 1103937001},
-     r"instruments\.process_gauge\.sim\.serial: serial 1103937001 must be a quoted string"),
-    ("chamber_gauge", {"serial": "11-0"},
-     r"instruments\.chamber_gauge\.sim\.serial: serial '11-0'"),
-    ("evap_gauge", {"address": 254},
-     r"instruments\.evap_gauge\.sim\.address: address 254 must be a whole number 1\.\.253"),
-    ("smu", {"serial": "a b"}, r"instruments\.smu\.sim\.serial: serial 'a b' must be"),
-])
+@pytest.mark.parametrize(
+    "instrument, sim, message",
+    [
+        (
+            "process_gauge",
+            {"serial": 1103937001},
+            r"instruments\.process_gauge\.sim\.serial: serial 1103937001 must be a quoted string",
+        ),
+        (
+            "chamber_gauge",
+            {"serial": "11-0"},
+            r"instruments\.chamber_gauge\.sim\.serial: serial '11-0'",
+        ),
+        (
+            "evap_gauge",
+            {"address": 254},
+            r"instruments\.evap_gauge\.sim\.address: address 254 must be a whole number 1\.\.253",
+        ),
+        ("smu", {"serial": "a b"}, r"instruments\.smu\.sim\.serial: serial 'a b' must be"),
+    ],
+)
 def test_a_bad_identity_is_one_sentence_naming_the_field(tmp_path, instrument, sim, message):
     path = station_with(tmp_path, instrument, **sim)
     with pytest.raises(InputError, match=rf"station\.yaml:\d+: {message}"):
