@@ -136,17 +136,36 @@ def test_a_host_that_freezes_has_rf_cut_within_the_watchdog_time_and_the_run_abo
     assert not run.tool.s.rf_on and not run.tool.s.shutter_open
 
 
+def test_a_frozen_host_is_caught_by_the_next_reading_when_the_sampler_polls_often(tmp_path):
+    """Record period 5 s: the sampler's polls outpace the heartbeat, so no keep-alive is
+    ever added; after the freeze the forward power reads 0 with RF commanded on, and
+    one look at the trip flag ends the run."""
+    run = Run(tmp_path, SHORT.replace("THICKNESS", "3"))
+    frozen = []
+
+    def freeze():
+        frozen.append((run.env.now, run.heard[-1]))
+        run.frozen_s += 30.0
+
+    run.during_step(3, 20.0, freeze)
+    with pytest.raises(RunAborted, match="host watchdog switched the output off"):
+        run.engine.run()
+    (thawed, last_heard), = frozen
+    assert run.trips == [pytest.approx(last_heard + 4.0, abs=1e-9)]
+    aborted = next(a for a in run.store.alarms(run.run_id) if a.severity == "error")
+    assert 0 <= aborted.t_s - thawed <= 5.0 + 4 / 2  # a sample shows it, one look confirms
+
+
 def test_the_default_recipe_needs_no_added_exchange(tmp_path, monkeypatch):
     """Record period 5 s, watchdog 10 s (the default): the sampler's polls feed it."""
     added = []
-    due = heartbeat.Heartbeat._due
+    check = heartbeat.Heartbeat._check
 
     def counting(self, ctx, w):
-        if ctx.setpoints.get("rf_on"):
-            added.append(self.env.now)
-        due(self, ctx, w)
+        added.append(self.env.now)
+        check(self, ctx, w)
 
-    monkeypatch.setattr(heartbeat.Heartbeat, "_due", counting)
+    monkeypatch.setattr(heartbeat.Heartbeat, "_check", counting)
     text = SHORT.replace("THICKNESS", "3")
     run = Run(tmp_path, text, default_station_text())
     assert run.lab.instruments["rf"].watchdog_period_s == 10.0

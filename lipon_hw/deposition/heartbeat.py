@@ -8,12 +8,14 @@ instrument's `host_watchdog_s` limit: default 10 s, 1–65 s; see the driver's L
 it starts, before any step can switch the output on; the watchdog acts only while the
 output is on.
 
-While a role's output is commanded on (`OUTPUT_SETPOINTS`), some valid exchange with its
-instrument happens at least every half period. The sampler's readings usually are those,
-and then nothing is added; when none came for half a period (a record period longer than
-that, a step that reads nothing), the heartbeat adds one: a status query, which also says
-whether the watchdog has tripped. A trip aborts the run: the output went off behind the
-process's back, so the layer is not what the recipe asked.
+While a role's output is commanded on (`OUTPUTS`), some valid exchange with its instrument
+happens at least every half period. The sampler's readings usually are those, and then
+nothing is added; when none came for half a period (a record period longer than that, a
+step that reads nothing), the heartbeat adds one: a status query, which also says whether
+the watchdog has tripped. So does a reading that shows the output off while it is
+commanded on (after a lost link, or a host that froze, the unit may have tripped while
+the sampler's polls came back): one query, at most once a period. A trip aborts the run:
+the output went off behind the process's back, so the layer is not what the recipe asked.
 
 A unit that refuses to be armed (a generator without the command) costs one warning
 alarm, and the run goes on guarded by software alone. A lost link is the sampler's to
@@ -32,8 +34,21 @@ import simpy
 from lipon_hw.errors import InstrumentError, LinkError, RunAborted
 from lipon_hw.interfaces import HostWatchdog
 
-#: roles whose output a watchdog guards → the setpoint saying that output is on
-OUTPUT_SETPOINTS = {"rf_supply": "rf_on"}
+
+@dataclass(frozen=True)
+class Output:
+    """How the run tells a guarded output is on: the setpoint that says it is commanded
+    on, the one holding its level, and the sampler's reading that shows it."""
+
+    on: str
+    level: str
+    reading: str
+
+
+#: roles whose output a watchdog guards
+OUTPUTS = {"rf_supply": Output("rf_on", "rf_power_W", "forward_power_W")}
+#: a reading below this (in its unit) shows the output off
+OFF_READING = 0.5
 #: how close to its due time (s of the run clock) a check counts as due
 DUE_EPS_S = 1e-9
 
@@ -47,6 +62,10 @@ class Watched:
     driver: HostWatchdog
     #: run clock of the start of the present silence (the last valid exchange)
     since_s: float = -math.inf
+    #: run clock of the last look at the trip flag
+    checked_s: float = -math.inf
+    #: run clock when the heartbeat first saw the output commanded on (None: it is off)
+    on_since_s: float | None = None
     armed: bool = False
     refused: bool = False
 
@@ -65,7 +84,7 @@ class Heartbeat:
         for tool_roles in recipe.tool_roles.values():
             for role, name in tool_roles.items():
                 driver = lab.instruments[name]
-                if role in OUTPUT_SETPOINTS and isinstance(driver, HostWatchdog) \
+                if role in OUTPUTS and isinstance(driver, HostWatchdog) \
                         and all(w.name != name for w in self.watched):
                     self.watched.append(Watched(name, role, driver))
 
@@ -87,6 +106,9 @@ class Heartbeat:
                     yield self.env.timeout(0)
                     for w in self._due_now():
                         self._due(ctx, w)
+                for w in self.watched:
+                    if self._looks_off(ctx, w):
+                        self._check(ctx, w)
                 wake = min(w.since_s + w.half_s for w in self.watched)
                 yield self.env.timeout(max(wake - self.env.now, 0.0))
         except simpy.Interrupt:
@@ -104,9 +126,31 @@ class Heartbeat:
         now = self.env.now
         if not w.armed and not w.refused:
             self._arm(ctx, w)
-        if not ctx.setpoints.get(OUTPUT_SETPOINTS[w.role]):
+        if not ctx.setpoints.get(OUTPUTS[w.role].on):
             w.since_s = now  # nothing to keep alive; look again half a period on
             return
+        self._check(ctx, w)
+
+    def _looks_off(self, ctx, w: Watched) -> bool:
+        """The sampler's last reading shows the output off while it is commanded on at
+        some level (the host was silent too long: a lost link, a frozen host): worth one
+        look at the trip flag, at most once a period. While a pause holds RF off this
+        looks once a period too, which also keeps the unit hearing from the run."""
+        out, now = OUTPUTS[w.role], self.env.now
+        if not (ctx.setpoints.get(out.on) and ctx.setpoints.get(out.level, 0) > 0):
+            w.on_since_s = None
+            return False
+        if w.on_since_s is None:
+            w.on_since_s = now
+        reading = ctx.latest.get(f"{w.name}.{out.reading}")
+        return (reading is not None and reading < OFF_READING
+                and now - w.on_since_s >= 2 * w.half_s  # not a reading from before it went on
+                and now - w.checked_s >= 2 * w.half_s)
+
+    def _check(self, ctx, w: Watched) -> None:
+        """One status query: RunAborted if the watchdog has switched the output off."""
+        now = self.env.now
+        w.checked_s = now
         try:
             tripped = w.driver.host_watchdog_tripped()
         except (LinkError, InstrumentError):
