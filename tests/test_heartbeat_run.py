@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import simpy
+import simpy.rt
 
 from lipon_hw.deposition import heartbeat
 from lipon_hw.deposition.recipe import load_recipe
@@ -207,3 +208,17 @@ def test_the_cli_refuses_it_in_one_line_without_a_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "instruments.rf.limits.host_watchdog_s: 0 is outside" in lines[0]
+
+
+def test_an_accelerated_run_leaves_the_watchdog_disarmed(tmp_path):
+    """At 1000× real time 4 s of the run is 4 ms of wall time: no host can promise that."""
+    run = Run(tmp_path, QUIET)
+    notes = []
+    env = simpy.rt.RealtimeEnvironment(factor=1 / 1000, strict=False)
+    engine = Engine(run.recipe, run.lab, run.store, run.run_id, env, notify=notes.append)
+    (watched,) = engine.heartbeat.watched
+    engine.heartbeat._arm(engine.ctx, watched)
+    assert watched.refused and not watched.armed
+    assert run.lab.sim.emulators["rf"].watchdog_ms == 0
+    assert notes == ["rf: host watchdog left disarmed: at 1000× real time 4 s of the run is "
+                     "0.004 s of wall time, less than a host process can promise"]

@@ -17,11 +17,14 @@ commanded on (after a lost link, or a host that froze, the unit may have tripped
 the sampler's polls came back): one query, at most once a period. A trip aborts the run:
 the output went off behind the process's back, so the layer is not what the recipe asked.
 
-A unit that refuses to be armed (a generator without the command) costs one warning
-alarm, and the run goes on guarded by software alone. A lost link is the sampler's to
-report: the heartbeat tries again half a period later, and meanwhile the hardware's
-watchdog does what it is there for. The watchdog stays armed when the run ends: every
-end of a run switches RF off, it acts only while RF is on, and a power cycle disarms it.
+A run that goes faster than real time (`lipon-hw run --speed` on a served simulated lab)
+leaves it disarmed: at 300× a 10 s watchdog is 33 ms of wall time, which no host process
+can promise between two exchanges. A unit that refuses to be armed (a generator without
+the command) costs one warning alarm, and the run goes on guarded by software alone. A
+lost link is the sampler's to report: the heartbeat tries again half a period later, and
+meanwhile the hardware's watchdog does what it is there for. The watchdog stays armed
+when the run ends: every end of a run switches RF off, it acts only while RF is on, and a
+power cycle disarms it.
 """
 
 from __future__ import annotations
@@ -165,6 +168,13 @@ class Heartbeat:
 
     def _arm(self, ctx, w: Watched) -> None:
         period = w.driver.watchdog_period_s
+        factor = getattr(self.env, "factor", 1.0)  # wall s per s of the run's clock
+        if factor < 1.0:  # an accelerated simulation, never hardware
+            w.refused = True
+            ctx.engine.notify(f"{w.name}: host watchdog left disarmed: at {1 / factor:g}× "
+                              f"real time {period:g} s of the run is {period * factor:.3g} s "
+                              "of wall time, less than a host process can promise")
+            return
         try:
             w.driver.set_host_watchdog_s(period)
             kept = w.driver.host_watchdog_s()
