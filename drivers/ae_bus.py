@@ -16,9 +16,26 @@ The codec is pure functions so the emulator speaks exactly the same bytes.
 
 Link recovery (`Link.exchange`'s retry rule). Idempotent, resent as they are after a lost
 or damaged reply: every command this driver sends. RF off (1) and on (2), regulation mode
-(3), power setpoint (8) and control mode (14) set absolute states (Apex manual Table 4-6
-lists them as set commands with a value or none), and the rest are queries. Read back
-before resending: none needed. Not used: no command that steps or toggles.
+(3), power setpoint (8), control mode (14) and the host watchdog (39) set absolute states
+(Apex manual Table 4-6 and Paramount manual Table 4-10 list them as set commands with a
+value or none), and the rest are queries. Read back before resending: none needed. Not
+used: no command that steps or toggles.
+
+Host watchdog (`HostWatchdog`). Taken from the Paramount MF 2 kW manual (57020114-00E,
+Table 4-10): command 39 "set communications watchdog timer", 3 data bytes — byte 0
+enable/disable, bytes 1–2 the time in ms (1–65535; 0 disables; volatile, 0 at power-on;
+kept in 10 ms steps, truncated) — answered with a CSR: when no successful communication
+arrives for that long, the unit turns its output off if it is on. Command 139 reports it
+(1 data byte, 0; 2 bytes back, ms). Not to be confused with command 40/140, the host-port
+time-out, which is the gap *between bytes* after which a partial packet is dropped.
+Unverified here: that Cesar and Apex units (whose manual at hand, Apex 5708009-C, lists
+40/140 but not 39/139) implement 39/139 (a unit that does not answers CSR 99, and a run
+then goes on with an alarm saying so); the enable byte's values (1 on, 0 off, assumed);
+and how a unit reports a trip: the manuals at hand say only that the output goes off,
+which command 162 shows (byte 0 bit 5). This driver and the emulator assume a latched
+flag in the 4th status byte of 162, bit 3 (unassigned in the Apex table), set by the trip
+and cleared by the next RF on (`STATUS_WATCHDOG_TRIPPED`); on a real unit that bit may
+stay 0, and only the output being off tells.
 """
 
 from __future__ import annotations
@@ -41,9 +58,11 @@ class Command(enum.IntEnum):
     SET_REGULATION = 3
     SET_SETPOINT = 8
     SET_CONTROL_MODE = 14
+    SET_HOST_WATCHDOG = 39
     SUPPLY_TYPE = 128
     SUPPLY_SIZE = 129
     FIRMWARE = 130
+    HOST_WATCHDOG = 139
     REGULATION_MODE = 154
     CONTROL_MODE = 155
     PROCESS_STATUS = 162
@@ -76,6 +95,11 @@ STATUS_OUTPUT_ON = (0, 5)
 STATUS_OUT_OF_TOLERANCE = (0, 7)
 STATUS_OVERTEMPERATURE = (1, 3)
 STATUS_INTERLOCK_OPEN = (1, 7)
+#: assumption (not in the manuals at hand): a host-watchdog trip, latched until RF on
+STATUS_WATCHDOG_TRIPPED = (3, 3)
+#: command 39: the watchdog time in ms is a 16-bit value; 0 disables it
+WATCHDOG_MAX_MS = 0xFFFF
+WATCHDOG_ON, WATCHDOG_OFF = 1, 0
 
 
 # --- codec ------------------------------------------------------------------------
@@ -137,28 +161,43 @@ def bit(data: bytes, position: tuple[int, int]) -> bool:
 class AEBusGenerator:
     """An AE Bus RF generator (Cesar, Apex) as a `SputterSupply`.
 
-    Settings: `unit` (AE Bus address 1–31, default 1) and `max_power_W` (the
-    station's limit; setpoints above it are refused before anything is sent).
+    Settings: `unit` (AE Bus address 1–31, default 1). Limits: `max_power_W` (the
+    station's limit; setpoints above it are refused before anything is sent) and
+    `host_watchdog_s` (default 10 s): how long the generator may hear nothing from the
+    host before it switches RF off by itself; a run arms it and keeps talking at least
+    every half of it (`lipon_hw.deposition.heartbeat`).
     Host control (command 14) is claimed before the first set command, so a
     driver that only reads never takes the generator away from its front panel.
     """
 
     SERIAL_DEFAULTS: dict = {"baudrate": 19200, "parity": "O", "bytesize": 8, "stopbits": 1}
     #: station limits this driver knows, with their physical range: setpoints are whole
-    #: watts and the largest Cesar/Apex generators are rated 10 kW
-    LIMITS = {"max_power_W": (1.0, 10_000.0)}
+    #: watts and the largest Cesar/Apex generators are rated 10 kW; the watchdog time is
+    #: 16-bit ms on the wire (≤ 65.535 s), and below 1 s a host that waits one link
+    #: timeout (1 s by default) on another instrument would trip it while alive
+    LIMITS = {"max_power_W": (1.0, 10_000.0), "host_watchdog_s": (1.0, 65.0)}
+    #: the watchdog time a station that names none gets
+    DEFAULT_HOST_WATCHDOG_S = 10.0
     #: how often one transaction asks the unit to resend a corrupt reply
     REPLY_RESENDS = 2
 
-    def __init__(self, name: str, link: Link, unit: int = 1, max_power_W: float = 600.0):
+    def __init__(self, name: str, link: Link, unit: int = 1, max_power_W: float = 600.0,
+                 host_watchdog_s: float = DEFAULT_HOST_WATCHDOG_S):
         if not 1 <= unit <= 31:
             raise InputError(f"{name}: AE Bus unit address {unit} is outside 1–31")
         if not 0 < max_power_W <= 0xFFFF:
             raise InputError(f"{name}: max_power_W {max_power_W} is outside 0–65535 W")
+        low, high = self.LIMITS["host_watchdog_s"]
+        if not low <= host_watchdog_s <= high:
+            raise InputError(f"{name}: host_watchdog_s {host_watchdog_s} is outside "
+                             f"{low:g}–{high:g} s")
         self.name = name
         self.link = link
         self.unit = unit
         self.max_power_W = max_power_W
+        self.watchdog_period_s = float(host_watchdog_s)
+        #: called after every valid exchange (`HostWatchdog`); the heartbeat sets it
+        self.on_exchange: Callable[[], None] | None = None
         self._host_control = False
 
     # --- SputterSupply --------------------------------------------------------
@@ -216,6 +255,25 @@ class AEBusGenerator:
             raw=int.from_bytes(data, "little"),
         )
 
+    # --- HostWatchdog -----------------------------------------------------------
+    def set_host_watchdog_s(self, timeout_s: float) -> None:
+        """Arm the generator's host watchdog (command 39) for `timeout_s`, or disarm it
+        with 0. The unit keeps it in 10 ms steps, truncated (a value under 10 ms is 10)."""
+        ms = round(timeout_s * 1000)
+        if not 0 <= ms <= WATCHDOG_MAX_MS:
+            raise InputError(f"{self.name}: host watchdog {timeout_s} s is outside "
+                             f"0–{WATCHDOG_MAX_MS / 1000:g} s")
+        self._set(Command.SET_HOST_WATCHDOG,
+                  bytes([WATCHDOG_ON if ms else WATCHDOG_OFF]) + u16(ms))
+
+    def host_watchdog_s(self) -> float:
+        """The armed watchdog time (command 139), 0 when disarmed."""
+        return int.from_bytes(self._query(Command.HOST_WATCHDOG, 2, b"\x00"), "little") / 1000
+
+    def host_watchdog_tripped(self) -> bool:
+        """The watchdog switched RF off since the last RF on (one status query)."""
+        return bit(self._query(Command.PROCESS_STATUS, 4), STATUS_WATCHDOG_TRIPPED)
+
     # --- transactions ---------------------------------------------------------
     def _watts(self, command: Command) -> float:
         return float(int.from_bytes(self._query(command, 2), "little"))
@@ -238,8 +296,8 @@ class AEBusGenerator:
                              "instead of a 1-byte CSR")
         self._check_csr(packet, reply[0])
 
-    def _query(self, command: Command, size: int) -> bytes:
-        packet = encode_packet(self.unit, command)
+    def _query(self, command: Command, size: int, data: bytes = b"") -> bytes:
+        packet = encode_packet(self.unit, command, data)
         reply = self._transact(packet)
         if len(reply) == 1 and size != 1:
             self._check_csr(packet, reply[0])
@@ -254,7 +312,10 @@ class AEBusGenerator:
             raise InstrumentError(f"{self.name} refused {packet!r} with CSR {csr} ({meaning})")
 
     def _transact(self, packet: bytes) -> bytes:
-        return self.link.exchange(lambda link: self._handshake(link, packet))
+        reply = self.link.exchange(lambda link: self._handshake(link, packet))
+        if self.on_exchange is not None:  # the unit heard a valid packet: its watchdog too
+            self.on_exchange()
+        return reply
 
     def _handshake(self, link: Link, packet: bytes) -> bytes:
         """One AE Bus transaction: packet, ACK, reply packet, host ACK."""

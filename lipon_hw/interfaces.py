@@ -9,6 +9,7 @@ shutter closed, ...), and `identify()`, its own answer to "who are you".
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -51,6 +52,29 @@ class SputterSupply(Instrument, Protocol):
     def dc_bias_V(self) -> float: ...
 
     def status(self) -> SupplyStatus: ...
+
+
+@runtime_checkable
+class HostWatchdog(Protocol):
+    """An instrument that switches its output off by itself when the host has not
+    exchanged a valid frame with it for `host_watchdog_s()` (a generator's communications
+    watchdog). A run arms it with the station's `watchdog_period_s` and, while the output
+    is on, exchanges at least every half of it (`lipon_hw.deposition.heartbeat`)."""
+
+    name: str
+    #: the watchdog time the station gives (its `host_watchdog_s` limit, or the default)
+    watchdog_period_s: float
+    #: called after every valid exchange with the instrument, whatever it was
+    on_exchange: Callable[[], None] | None
+
+    def set_host_watchdog_s(self, timeout_s: float) -> None:
+        """Arm the watchdog for `timeout_s`; 0 disarms it."""
+
+    def host_watchdog_s(self) -> float:
+        """The armed time, 0 when disarmed."""
+
+    def host_watchdog_tripped(self) -> bool:
+        """The watchdog switched the output off since it was last switched on."""
 
 
 @dataclass(frozen=True)

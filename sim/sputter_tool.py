@@ -21,6 +21,9 @@ from lipon_hw.sim.chamber import ChamberState
 from lipon_hw.sim.crystal import CrystalParams
 from lipon_hw.sim.vacuum import VacuumParams
 
+#: how close (s) a step comes to the watchdog's deadline before it fires there
+TIME_EPS_S = 1e-9
+
 
 def sputter_vacuum() -> VacuumParams:
     """Turbo-pumped, unbaked sputter chamber: 3e-6 Torr in ~1.1 h (assumptions)."""
@@ -78,6 +81,10 @@ class SputterState(ChamberState):
     arcs: int = 0
     last_arc_t: float = -1e9
     target_kWh: float = 0.0
+    # the generator's host watchdog: RF goes off at `rf_off_at` (virtual s; None: no
+    # deadline) unless the generator hears from the host first; the trip is latched
+    rf_off_at: float | None = None
+    rf_watchdog_tripped_at: float | None = None
     # faults (lipon_hw.sim.fault_catalogue)
     fault_reflection: float = 0.0  # reflected fraction held by a reflected-power fault
     plasma_blocked: bool = False  # the plasma cannot burn (plasma loss)
@@ -111,7 +118,23 @@ class SputterTool:
         while s.t < t1:
             recent = (s.t - s.last_change) < 10.0 or (s.t - s.ignited_at) < 5 * self.sp.match_tau_s
             dt = min(t1 - s.t, 0.25 if recent else 5.0)
+            if s.rf_off_at is not None:  # a step ends where the watchdog fires
+                if s.rf_off_at - s.t <= TIME_EPS_S:
+                    self._watchdog_fires()
+                    continue
+                dt = min(dt, s.rf_off_at - s.t)
             self._step(dt)
+        if s.rf_off_at is not None and s.rf_off_at - s.t <= TIME_EPS_S:
+            self._watchdog_fires()
+
+    def _watchdog_fires(self) -> None:
+        """The generator heard nothing from the host in time: RF off, the trip latched."""
+        s = self.s
+        if s.rf_on:
+            s.rf_on = False
+            s.last_change = s.t
+            s.rf_watchdog_tripped_at = s.t
+        s.rf_off_at = None
 
     def _step(self, dt: float) -> None:
         s, sp = self.s, self.sp
@@ -271,9 +294,19 @@ class SputterTool:
             s.last_change = s.t
 
     def set_rf_output(self, on: bool) -> None:
+        """RF on or off; switching it on clears a latched watchdog trip."""
         self.world.sync()
         self.s.rf_on = on
         self.s.last_change = self.s.t
+        if on:
+            self.s.rf_watchdog_tripped_at = None
+
+    def set_rf_deadline(self, t: float | None) -> None:
+        """The generator's host watchdog: RF switches off at virtual time `t` unless this is
+        called again first (None: no deadline). What came before now is settled first, so
+        a deadline already passed has fired."""
+        self.world.sync()
+        self.s.rf_off_at = t
 
     def set_rf_setpoint_W(self, power_W: float) -> None:
         self.world.sync()
@@ -285,7 +318,8 @@ class SputterTool:
         self.s.regulation = mode
 
     def rf_readings(self) -> dict:
-        """forward_W, reflected_W, load_W, dc_bias_V, plasma, rf_on, setpoint_W, arcs."""
+        """forward_W, reflected_W, load_W, dc_bias_V, plasma, rf_on, setpoint_W, arcs,
+        watchdog_tripped."""
         self.world.sync()
         s, sp = self.s, self.sp
         fwd = self._forward_W()
@@ -294,7 +328,8 @@ class SputterTool:
         bias = sp.dc_bias_V_per_sqrt_W * math.sqrt(load) if s.plasma else 0.0
         return {"forward_W": fwd, "reflected_W": refl, "load_W": load, "dc_bias_V": bias,
                 "plasma": s.plasma, "rf_on": s.rf_on, "setpoint_W": s.setpoint_W,
-                "regulation": s.regulation, "arcs": s.arcs}
+                "regulation": s.regulation, "arcs": s.arcs,
+                "watchdog_tripped": s.rf_watchdog_tripped_at is not None}
 
     def set_shutter(self, open_: bool) -> None:
         self.world.sync()

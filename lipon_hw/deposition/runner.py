@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import simpy
 
+from lipon_hw.deposition.heartbeat import Heartbeat
 from lipon_hw.deposition.layers import record_partial_layer
 from lipon_hw.deposition.link_watch import LinkWatch
 from lipon_hw.deposition.recipe import ROLE_QUANTITIES, Recipe
@@ -194,6 +195,7 @@ class Engine:
         self._store_refused_at: float | None = None  # run clock when the store began refusing
         self._alarming: set[str] = set()  # `alarm` rules true at the last sample
         self.links = LinkWatch(lab, recipe)  # link health: quantities, alarms, grace
+        self.heartbeat = Heartbeat(lab, recipe, env)  # generators' host watchdogs
 
     # --- the run -------------------------------------------------------------------
     def run(self, start_idx: int = 0, step_state: dict | None = None,
@@ -221,10 +223,11 @@ class Engine:
 
         status, message = "failed", ""
         error: BaseException | None = None
-        sampler = None
+        sampler = beat = None
         try:
             sampler = self.env.process(self._sampler(delay_s=self.recipe.record_every_s
                                                      if resumed else 0.0))
+            beat = self.env.process(self.heartbeat.beat(ctx))  # armed before any step
             main = self.env.process(plan())
             if isinstance(self.env, simpy.rt.RealtimeEnvironment):
                 self.env.sync()  # wall time starts now, not when the station was connecting
@@ -247,7 +250,7 @@ class Engine:
         finally:
             # the safe state before anything else, whatever failed; no signal cuts it short
             with uninterruptible():
-                safe = self._stop(sampler, message)
+                safe = self._stop((sampler, beat), message)
                 unrecorded = self._record_end(status, message, safe)
             self.result = RunResult(self.run_id, status, message, self.env.now,
                                     time.monotonic() - wall0, self._summary)
@@ -261,11 +264,12 @@ class Engine:
             error.safe_state = safe  # what the CLI may truthfully say about the hardware
         raise error
 
-    def _stop(self, sampler, reason: str) -> SafeState:
+    def _stop(self, processes, reason: str) -> SafeState:
         """Nothing left running on the clock, then every instrument to its safe state."""
-        if sampler is not None and sampler.is_alive:
-            with contextlib.suppress(Exception):
-                sampler.interrupt()  # a finished run leaves nothing running on the clock
+        for process in processes:
+            if process is not None and process.is_alive:
+                with contextlib.suppress(Exception):
+                    process.interrupt()  # a finished run leaves nothing running on the clock
         return self.make_safe(reason=reason)
 
     def _record_end(self, status: str, message: str, safe: SafeState

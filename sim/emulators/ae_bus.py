@@ -6,6 +6,16 @@ are refused with CSR 1 unless the unit is in host control (command 14), as a
 Cesar under front-panel control does. Readings come from the tool with a little
 seeded noise and are carried as whole watts and volts, like the real protocol.
 A partial packet is dropped after an inter-byte gap, as the unit does on the wire.
+
+The host watchdog (command 39, readback 139; Paramount MF manual 57020114-00E Table
+4-10, see `lipon_hw.drivers.ae_bus` for what is taken from where and what is assumed):
+off at power-on; armed, every valid packet for this unit (or a broadcast) restarts it,
+and when none has come for its time while RF is on, RF goes off at that instant of
+virtual time (the tool's `set_rf_deadline`, so the plasma stops exactly then, whoever
+looks later) and the trip is latched in status byte 3, bit 3 until the next RF on.
+A packet with a bad checksum, a lone ACK or NAK, or bytes while the unit is silent
+(`link_down`) do not restart it. Values are kept in 10 ms steps, truncated; 1–9 ms is
+10 ms, as the manual says.
 """
 
 from __future__ import annotations
@@ -21,6 +31,9 @@ from lipon_hw.drivers.ae_bus import (
     CONTROL_USER_PORT,
     NAK,
     REGULATION_CODES,
+    STATUS_WATCHDOG_TRIPPED,
+    WATCHDOG_OFF,
+    WATCHDOG_ON,
     Command,
     decode_packet,
     encode_packet,
@@ -47,7 +60,8 @@ class AEBusEmulator(Emulator):
     """Cesar-class RF generator. Settings: `unit` (address, default 1),
     `rated_power_W` (largest setpoint accepted, default 600), `noise_pct` and
     `noise_W` (1-σ reading noise, default 0.2 % + 0.1 W), `inter_byte_timeout_s`
-    (a gap that drops a partial packet; default 0.02 s, the Apex default)."""
+    (a gap that drops a partial packet; default 0.02 s, the Apex default). `watchdog_ms`
+    is the armed host watchdog (0: off), kept in its checkpoints."""
 
     model = "CESAR_1312"
     firmware = "V1.07.0"  # assumption: 7 ASCII characters, as command 130 carries
@@ -68,12 +82,14 @@ class AEBusEmulator(Emulator):
         self.noise_W = noise_W
         self.inter_byte_timeout_s = inter_byte_timeout_s
         self.control_mode = CONTROL_FRONT_PANEL
+        self.watchdog_ms = 0  # volatile: off at power-on
         self._setters = {
             Command.RF_OFF: (0, self._rf_off),
             Command.RF_ON: (0, self._rf_on),
             Command.SET_REGULATION: (1, self._set_regulation),
             Command.SET_SETPOINT: (2, self._set_setpoint),
             Command.SET_CONTROL_MODE: (1, self._set_control_mode),
+            Command.SET_HOST_WATCHDOG: (3, self._set_watchdog),
         }
         kind, size = self.model.split("_")
         self._queries = {
@@ -88,7 +104,10 @@ class AEBusEmulator(Emulator):
             Command.REFLECTED_POWER: lambda: self._reading("reflected_W"),
             Command.LOAD_POWER: lambda: self._reading("load_W"),
             Command.EXTERNAL_FEEDBACK: lambda: self._reading("dc_bias_V"),
+            Command.HOST_WATCHDOG: lambda: u16(self.watchdog_ms),
         }
+        #: data bytes a query may carry (the manual's "send 1 data byte, 0" for 139)
+        self._query_data = {Command.HOST_WATCHDOG: (b"", b"\x00")}
 
     # --- wire -----------------------------------------------------------------
     def handle(self, data: bytes, session: Session | None = None) -> bytes:
@@ -116,6 +135,7 @@ class AEBusEmulator(Emulator):
         if address not in (0, self.unit):
             return length, b""
         with self.world_lock:
+            self._heard()
             reply = encode_packet(self.unit, command, self._execute(command, data))
         if address == 0:  # broadcast: every unit acts, none answers
             return length, b""
@@ -133,7 +153,9 @@ class AEBusEmulator(Emulator):
                 return bytes([CSR_WRONG_MODE])
             return bytes([action(int.from_bytes(data, "little"))])
         if command in self._queries:
-            return self._queries[command]() if not data else bytes([CSR_BAD_COUNT])
+            if data not in self._query_data.get(command, (b"",)):
+                return bytes([CSR_BAD_COUNT])
+            return self._queries[command]()
         return bytes([CSR_NOT_IMPLEMENTED])
 
     has_checksum = True
@@ -143,6 +165,29 @@ class AEBusEmulator(Emulator):
         if len(reply) < 3:  # a bare ACK or NAK carries no checksum
             return reply
         return reply[:-1] + bytes([reply[-1] ^ 0xFF])
+
+    # --- host watchdog ------------------------------------------------------------
+    def _heard(self) -> None:
+        """A valid packet for this unit: an armed watchdog starts its time again."""
+        if self.watchdog_ms:
+            self.tool.set_rf_deadline(self.tool.world.now + self.watchdog_ms / 1000)
+
+    def _set_watchdog(self, value: int) -> int:
+        enable, ms = value & 0xFF, value >> 8
+        if enable not in (WATCHDOG_ON, WATCHDOG_OFF):
+            return CSR_OUT_OF_RANGE
+        self.watchdog_ms = max(ms // 10 * 10, 10) if enable == WATCHDOG_ON and ms else 0
+        if self.watchdog_ms:
+            self._heard()  # this packet is a successful communication too
+        else:
+            self.tool.set_rf_deadline(None)
+        return CSR_OK
+
+    def snapshot(self) -> dict:
+        return {"watchdog_ms": self.watchdog_ms}
+
+    def restore(self, state: dict) -> None:
+        self.watchdog_ms = state.get("watchdog_ms", 0)
 
     # --- set commands: each returns its CSR -------------------------------------
     def _rf_off(self, _value: int) -> int:
@@ -186,7 +231,10 @@ class AEBusEmulator(Emulator):
         regulated = r["forward_W"] if r["regulation"] == "forward" else r["load_W"]
         tolerance = max(self.tolerance_W, r["setpoint_W"] * self.tolerance_pct / 100)
         out_of_tolerance = r["rf_on"] and abs(regulated - r["setpoint_W"]) > tolerance
-        return bytes([r["rf_on"] << 5 | out_of_tolerance << 7, 0, 0, 0])
+        byte, index = STATUS_WATCHDOG_TRIPPED
+        status = [r["rf_on"] << 5 | out_of_tolerance << 7, 0, 0, 0]
+        status[byte] |= r["watchdog_tripped"] << index
+        return bytes(status)
 
     def _reading(self, key: str) -> bytes:
         """A reading as the unit reports it: noisy, whole units, magnitude, 16 bits."""
