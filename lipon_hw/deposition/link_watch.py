@@ -23,11 +23,7 @@ to the safe state, as it always has.
 from __future__ import annotations
 
 from lipon_hw.errors import LinkLost
-from lipon_hw.links import Health
-
-QUANTITY = "link_health"
-CODES = {Health.OK: 0, Health.RETRYING: 1, Health.LOST: 2}
-WORDS = {0: "restored", 1: "retrying", 2: "lost"}
+from lipon_hw.link_health import QUANTITY, change_alarm, errors, instrument_links, worst
 
 
 def link_quantities(tool_roles: dict[str, dict[str, str]]) -> dict[str, str]:
@@ -53,8 +49,7 @@ class LinkWatch:
                                              rule.condition.hold_s + 2 * recipe.record_every_s)
 
     def health(self, instrument: str) -> int:
-        spec = self.lab.station.instrument(instrument)
-        return max(CODES[self.lab.pool.link(address).health] for address in spec.addresses)
+        return worst(instrument_links(self.lab, instrument))
 
     def lost(self, instrument: str, error: LinkLost, now: float) -> None:
         """A reading found the instrument's link lost: re-raised unless a rule watches it."""
@@ -80,10 +75,8 @@ class LinkWatch:
             self._last[inst] = code
             changed[f"{inst}.{QUANTITY}"] = float(code)
             address = ", ".join(self.lab.station.instrument(inst).addresses)
-            error = self._error(inst)
-            detail = f": {error}" if code and error else ""
-            ctx.alarm("error" if code == 2 else "warning" if code else "info", inst,
-                      f"link to {address} {WORDS[code]}{detail}")
+            severity, message = change_alarm(code, address, self._error(inst))
+            ctx.alarm(severity, inst, message)
         return values, changed
 
     def check(self, now: float, held: bool) -> None:
@@ -96,6 +89,4 @@ class LinkWatch:
                                f"({self.grace_s[inst]:.0f} s): {self._error(inst)}")
 
     def _error(self, instrument: str) -> str:
-        spec = self.lab.station.instrument(instrument)
-        return "; ".join(e for e in (self.lab.pool.link(a).last_error for a in spec.addresses)
-                         if e)
+        return errors(instrument_links(self.lab, instrument))
