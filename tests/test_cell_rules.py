@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from faulty import station_with_rules
 
-from lipon_hw.celltest.channels import ChannelState, run_channels
+from lipon_hw.celltest.all_channels import run_channels
+from lipon_hw.celltest.channels import ChannelState
 from lipon_hw.celltest.groups import mount_cells
 from lipon_hw.celltest.plan import load
 from lipon_hw.engine.lifecycle import make_env
@@ -136,7 +137,8 @@ def test_the_station_rules_of_a_potentiostat_apply_to_every_channel(tmp_path):
 
 @pytest.mark.parametrize("rule, field, words", [
     ('  - {when: "voltage > 4.9", then: abort}', "interlocks[0].when",
-     "'voltage' is not a recorded quantity (known: current_A, voltage_V)"),
+     "'voltage' is not a recorded quantity (known: current_A, mes4.channels_in_fault, "
+     "mes4.link_health, voltage_V)"),
     ('  - {when: "voltage_V > 4.9", then: abort, during: [charge]}',
      "interlocks[0].during[0]", "unknown step 'charge'"),
     ('  - {when: "voltage_V >", then: abort}', "interlocks[0].when", "not a valid condition"),
