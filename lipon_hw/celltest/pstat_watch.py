@@ -66,11 +66,11 @@ class PotentiostatWatch:
 
     def observe(self, now: float) -> None:
         """Read the quantities now: store and alarm link changes, check the rules, react."""
+        if self.held_by and self._reads_links and self.trip is None:
+            self._disconnect_lost(now)
         self._links_changed(now)
         if not self.rules or self.trip is not None:
             return
-        if self.held_by and self._reads_links:
-            self._disconnect_lost(now)
         values = self.values()
         fired = il.tripped(self.rules, "", now, values)
         aborting = next((rule for rule in fired if rule.reaction == "abort"), None)
