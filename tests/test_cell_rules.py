@@ -142,6 +142,9 @@ def test_the_station_rules_of_a_potentiostat_apply_to_every_channel(tmp_path):
     ('  - {when: "voltage_V > 4.9", then: abort, during: [charge]}',
      "interlocks[0].during[0]", "unknown step 'charge'"),
     ('  - {when: "voltage_V >", then: abort}', "interlocks[0].when", "not a valid condition"),
+    ('  - {when: "link_health > 0 or voltage_V > 5", then: pause}', "interlocks[0].when",
+     "'voltage_V' is a quantity of each channel, and mes4.link_health one of mes4 as a "
+     "whole: one rule reads one or the other (write two rules)"),
 ])
 def test_a_malformed_protocol_rule_is_one_sentence(tmp_path, rule, field, words):
     path = tmp_path / "bad.yaml"

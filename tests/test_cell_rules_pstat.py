@@ -7,6 +7,7 @@ naming the station file, line and field."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -40,17 +41,20 @@ UNPLUGGED = [{"fault": "link_drop", "instrument": "mes4", "channel": 2, "at_s": 
               "for_s": 1200}]
 
 
-def protocol(tmp_path: Path) -> Path:
+def protocol(tmp_path: Path, rules: list[dict] = ()) -> Path:
     path = tmp_path / "protocol.yaml"
-    path.write_text(PROTOCOL, encoding="utf-8")
+    path.write_text(PROTOCOL + (f"interlocks: {json.dumps(list(rules))}\n" if rules else ""),
+                    encoding="utf-8")
     return path
 
 
-def run(tmp_path: Path, rules: list[dict], faults: list[dict] = ()):
-    """The protocol's channels on one clock in this process, the lab still open after."""
-    station = load_station(station_with_rules(tmp_path, {"mes4": rules}, faults))
+def run(tmp_path: Path, rules: list[dict], faults: list[dict] = (), in_protocol=False):
+    """The protocol's channels on one clock in this process, the lab still open after;
+    `rules` the station's for mes4, or (`in_protocol`) the protocol's."""
+    station = load_station(station_with_rules(tmp_path, {} if in_protocol else {"mes4": rules},
+                                              faults))
     store = Store(tmp_path / "data")
-    proto = load(str(protocol(tmp_path)), station, store)
+    proto = load(str(protocol(tmp_path, rules if in_protocol else ())), station, store)
     run_id = store.create_run(proto.name, "cycling", proto.path, proto.text, station.text, 1,
                               None)
     for plan in proto.channels:
@@ -126,14 +130,17 @@ def test_a_lost_link_pauses_every_channel_until_it_answers_again(tmp_path):
     store.close()
 
 
-def test_an_abort_on_channels_in_fault_trips_every_channel_with_its_cell_off(tmp_path):
+@pytest.mark.parametrize("in_protocol", [False, True], ids=["station", "protocol"])
+def test_an_abort_on_channels_in_fault_trips_every_channel_with_its_cell_off(tmp_path,
+                                                                             in_protocol):
     """Channel 2's cell shorts at 600 s: it trips on its safety limit, which makes
     `channels_in_fault` 1, and the potentiostat's abort rule trips channels 1 and 3 at
     once (not at their own next poll) — each disconnected, as the emulators themselves
-    say — with one alarm."""
+    say — with one alarm; declared in the station or in the protocol alike."""
     rule = {"name": "one down", "when": "channels_in_fault >= 1", "then": "abort"}
     chans, store, run_id, lab = run(tmp_path, [rule], [
-        {"fault": "cell_hard_short", "instrument": "mes4", "channel": 2, "at_s": 600}])
+        {"fault": "cell_hard_short", "instrument": "mes4", "channel": 2, "at_s": 600}],
+        in_protocol)
     try:
         for n in (1, 2, 3):
             emulator = lab.sim.emulators[f"mes4/{n}"]

@@ -11,7 +11,7 @@ import simpy
 
 from lipon_hw.celltest import protocol as pr
 from lipon_hw.celltest.channels import MAX_POLL_S, Channel, ChannelState, stop_reason
-from lipon_hw.celltest.pstat_watch import PotentiostatWatch
+from lipon_hw.celltest.pstat_watch import IN_FAULT, PotentiostatWatch
 from lipon_hw.store import Store
 
 
@@ -30,6 +30,9 @@ def run_channels(env: simpy.Environment, store: Store, run_id: int, proto: pr.Pr
                         cell_physics.get(plan.channel), on_cycle, watch)
                 for plan in proto.channels]
     watch.channels = channels
+    if proto.rules:  # a resumed run: its channels that had ended in fault still count
+        watch.earlier_in_fault = sum(row.status in IN_FAULT for row in store.channels(run_id)
+                                     if row.channel not in states)
     processes = [env.process(ch.process()) for ch in channels]
     if isinstance(env, simpy.rt.RealtimeEnvironment):
         env.sync()

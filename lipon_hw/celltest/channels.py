@@ -4,7 +4,9 @@ A channel sends one technique per step to its potentiostat channel, collects the
 samples the instrument streams, and decides what comes next (end conditions the
 instrument cannot judge — capacity, dV/dt — are judged here, as are the safety
 limits). A trip, a fault or a lost link stops that channel alone: its cell is
-disconnected and the others go on.
+disconnected and the others go on — unless a rule on the potentiostat as a whole (its
+link health, its channels in fault) then holds, pauses or trips them all (`pstat_watch`:
+each channel reads it as it polls, and is woken to poll at once when it acts).
 
 Polling: an instrument that measures and buffers on its own (MethodSCRIPT) is polled
 rarely while a step is far from its end and often when it is near: a step that ran

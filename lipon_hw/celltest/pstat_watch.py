@@ -47,6 +47,7 @@ class PotentiostatWatch:
         self.links = list(links)
         self.pstat = pstat
         self.channels: list = []  # the run's channels (celltest.channels.Channel)
+        self.earlier_in_fault = 0  # its channels that ended in fault before a resume
         self.held_by: list[il.Rule] = []  # `hold` and `pause` rules holding every channel
         self.trip: str | None = None  # an `abort` rule's words, once one tripped
         self._alarming: set[str] = set()
@@ -61,7 +62,7 @@ class PotentiostatWatch:
 
     def values(self) -> dict[str, float]:
         return {f"{self.name}.{LINK_HEALTH}": float(worst(self.links)),
-                f"{self.name}.channels_in_fault": float(sum(
+                f"{self.name}.channels_in_fault": float(self.earlier_in_fault + sum(
                     ch.status in IN_FAULT for ch in self.channels))}
 
     def observe(self, now: float) -> None:
