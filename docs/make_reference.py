@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from lipon_hw.celltest import protocol_schema as ps
+from lipon_hw.celltest import rules as cell_rules
 from lipon_hw.deposition import recipe as rc
 from lipon_hw.drivers import DRIVERS
 from lipon_hw.engine import ranges
@@ -92,6 +93,24 @@ def render() -> str:
                         ("channel specs", "ChannelSpec"),
                         ("`protocols` entries", "ProtocolSpec")):
         out += _section(title, protocol, name)
+    out += ["### Interlock rules of a cell test", "",
+            "A protocol's `interlocks` (top level or under `protocols`) and a station's "
+            "`interlocks: {POTENTIOSTAT: [...]}` hold rules of the same shape as a recipe's "
+            "(see the recipe's `interlocks` entries). A rule reading only a channel's own "
+            "quantities is each channel's, checked on its samples: "
+            + "; ".join(f"`{q}`: {what}" for q, what in cell_rules.CHANNEL_QUANTITIES.items())
+            + ". A rule reading a quantity of the potentiostat as a whole, "
+            "`<potentiostat>.<quantity>` (or bare), is checked once for all the run's "
+            "channels as they poll, and its reaction acts on every one of them: `alarm` "
+            "once, `hold` (each ends its step, then waits at open circuit), `pause` (each "
+            "cut at once to open circuit, all going on when it clears), `abort` (all "
+            "tripped, cells off): "
+            + "; ".join(f"`{q}`: {what}" for q, what in
+                        cell_rules.POTENTIOSTAT_QUANTITIES.items())
+            + ". One rule reads one kind or the other, and a potentiostat's rule has no "
+            "`during` (its channels are each in a step of their own). A run with such a "
+            "rule runs its channels in one process. `link_health` is stored when it "
+            "changes and every link's change is an alarm, with or without a rule.", ""]
 
     out += _part("Station files", "`lipon-hw station` prints the built-in one (the "
                  "simulated lab).", station,

@@ -36,10 +36,10 @@ def at(clock: ManualClock, t: float) -> None:
     clock.t = t
 
 
-def station_with_rules(tmp_path, rules: dict) -> Path:
+def station_with_rules(tmp_path, rules: dict, faults: list[dict] = ()) -> Path:
     """The default station's file with `rules` as its `interlocks:` (tool or instrument →
-    rule entries), written to `tmp_path/station.yaml`."""
-    spec = yaml.safe_load(default_station_text())
+    rule entries) and `faults` as its `sim: faults:`, written to `tmp_path/station.yaml`."""
+    spec = yaml.safe_load(station_text(list(faults)) if faults else default_station_text())
     spec["interlocks"] = rules
     path = Path(tmp_path) / "station.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")

@@ -20,7 +20,8 @@ import pytest
 from served import serve_on_consecutive_ports
 from stores import committed
 
-from lipon_hw.celltest.channels import ChannelState, run_channels
+from lipon_hw.celltest.all_channels import run_channels
+from lipon_hw.celltest.channels import ChannelState
 from lipon_hw.celltest.groups import mount_cells
 from lipon_hw.celltest.plan import load
 from lipon_hw.celltest.session import resume_cycling, start_cycling

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lipon_hw.celltest.channels import ChannelState, run_channels
+from lipon_hw.celltest.all_channels import run_channels
+from lipon_hw.celltest.channels import ChannelState
 from lipon_hw.celltest.groups import OperatorWish, mount_cells
 from lipon_hw.celltest.plan import load
 from lipon_hw.engine.lifecycle import make_env

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from faulty import station_with_rules
 
-from lipon_hw.celltest.channels import ChannelState, run_channels
+from lipon_hw.celltest.all_channels import run_channels
+from lipon_hw.celltest.channels import ChannelState
 from lipon_hw.celltest.groups import mount_cells
 from lipon_hw.celltest.plan import load
 from lipon_hw.engine.lifecycle import make_env
@@ -136,10 +137,14 @@ def test_the_station_rules_of_a_potentiostat_apply_to_every_channel(tmp_path):
 
 @pytest.mark.parametrize("rule, field, words", [
     ('  - {when: "voltage > 4.9", then: abort}', "interlocks[0].when",
-     "'voltage' is not a recorded quantity (known: current_A, voltage_V)"),
+     "'voltage' is not a recorded quantity (known: current_A, mes4.channels_in_fault, "
+     "mes4.link_health, voltage_V)"),
     ('  - {when: "voltage_V > 4.9", then: abort, during: [charge]}',
      "interlocks[0].during[0]", "unknown step 'charge'"),
     ('  - {when: "voltage_V >", then: abort}', "interlocks[0].when", "not a valid condition"),
+    ('  - {when: "link_health > 0 or voltage_V > 5", then: pause}', "interlocks[0].when",
+     "'voltage_V' is a quantity of each channel, and mes4.link_health one of mes4 as a "
+     "whole: one rule reads one or the other (write two rules)"),
 ])
 def test_a_malformed_protocol_rule_is_one_sentence(tmp_path, rule, field, words):
     path = tmp_path / "bad.yaml"

@@ -4,7 +4,9 @@ A channel sends one technique per step to its potentiostat channel, collects the
 samples the instrument streams, and decides what comes next (end conditions the
 instrument cannot judge — capacity, dV/dt — are judged here, as are the safety
 limits). A trip, a fault or a lost link stops that channel alone: its cell is
-disconnected and the others go on.
+disconnected and the others go on — unless a rule on the potentiostat as a whole (its
+link health, its channels in fault) then holds, pauses or trips them all (`pstat_watch`:
+each channel reads it as it polls, and is woken to poll at once when it acts).
 
 Polling: an instrument that measures and buffers on its own (MethodSCRIPT) is polled
 rarely while a step is far from its end and often when it is near: a step that ran
@@ -28,7 +30,7 @@ import json
 import math
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import simpy
 
@@ -36,7 +38,15 @@ from lipon_hw.analysis.cycles import CycleAccumulator
 from lipon_hw.celltest import protocol as pr
 from lipon_hw.celltest.cycle_counter import CycleCounter
 from lipon_hw.celltest.protocol_checks import FOREVER_S
-from lipon_hw.celltest.step_ends import MIN_POLL_S, ChannelTrip, HostEnds, StepOutcome
+from lipon_hw.celltest.pstat_watch import PotentiostatWatch
+from lipon_hw.celltest.step_ends import (
+    MIN_POLL_S,
+    ChannelTrip,
+    HostEnds,
+    StepOutcome,
+    check_safety,
+    rest_of,
+)
 from lipon_hw.engine import interlocks as il
 from lipon_hw.errors import LiponError, StoreError
 from lipon_hw.store import Store
@@ -77,7 +87,8 @@ class Channel:
 
     def __init__(self, env: simpy.Environment, store: Store, run_id: int, plan: pr.ChannelPlan,
                  pstat, state: ChannelState, max_poll_s: float, cell_physics=None,
-                 on_cycle: Callable[[int, int], None] | None = None):
+                 on_cycle: Callable[[int, int], None] | None = None,
+                 watch: PotentiostatWatch | None = None):
         self.env, self.store, self.run_id = env, store, run_id
         self.plan, self.pstat, self.state = plan, pstat, state
         self.number = plan.channel
@@ -98,6 +109,9 @@ class Channel:
         self._saved: str = json.dumps(vars(state))
         self._last_sample_t = -math.inf
         self._disconnected = self._recorded = False
+        #: the potentiostat as a whole: its rules hold, pause or trip every channel
+        self.watch = watch or PotentiostatWatch(store, run_id, "", [])
+        self._wakeup = env.event()  # the watch's call to poll now, not at the next wait
 
     # --- the program ----------------------------------------------------------------
     def process(self):
@@ -140,7 +154,7 @@ class Channel:
                 st.pc = step.gotos.get(outcome.end, st.pc + 1)
                 st.done_before = None
                 self._save()
-                if self._held_by:  # a `hold` rule: the step ran to its end; the next waits
+                if self._held_by or self.watch.held_by:  # a `hold`: the next step waits
                     yield from self._paused()
                     if self._abort_requested:
                         self.status, self.message = "aborted", "stopped by the operator"
@@ -169,6 +183,7 @@ class Channel:
             self._disconnect()
             if not run_stops:  # else the run disconnects every cell before it stores any end
                 self._record_end()
+                self.watch.observe(self.env.now)  # one fewer channel running, a link lost
 
     def _terminated(self) -> bool:
         """The protocol's termination: enough cycles (completed), or the capacity has
@@ -195,7 +210,7 @@ class Channel:
     def _run_step(self, step: pr.PlannedStep):
         st = self.state
         before = st.done_before or {"elapsed_s": 0.0, "q_Ah": 0.0}
-        technique = _rest_of(pr.technique(step, self.plan), before["elapsed_s"])
+        technique = rest_of(pr.technique(step, self.plan), before["elapsed_s"])
         limits = pr.safety(step, self.plan)
         st.step_count += 1
         # on a real-time clock the instrument runs on while the host works (a step's end is
@@ -208,7 +223,7 @@ class Channel:
         outcome: StepOutcome | None = None
         step_type, step_id = step.step_type, st.pc
         while True:
-            yield self.env.timeout(self._wait(run, ends))
+            yield self._sleep(self._wait(run, ends))
             samples = run.poll()
             if samples:
                 if samples[0].f_Hz is not None:
@@ -222,15 +237,16 @@ class Channel:
                     if rows:
                         self._last_sample_t = rows[-1][0]
                     try:
-                        self._check_safety(rows, limits)  # what tripped it is kept
+                        check_safety(self.number, rows, limits)  # what tripped it is kept
                         self._check_rules(rows, step.kind)
                     except ChannelTrip:
                         self._store_cycles(self.counter.add(taken))
                         raise
                     outcome = ends.take(rows)
+            self._check_watch(taken)
             if outcome is None and self._abort_requested:
                 outcome = StepOutcome("aborted", "stopped by the operator")
-            if outcome is None and (self._pause_wanted or any(
+            if outcome is None and (self._pause_wanted or self.watch.pausing or any(
                     rule.reaction == "pause" for rule in self._held_by)):
                 outcome = StepOutcome("paused")
                 st.done_before = ends.done(self.env.now) if hasattr(technique, "duration_s") \
@@ -254,24 +270,27 @@ class Channel:
         st = self.state
         self.pstat.cell_off(self.number)
         by_rule = self._held_by and not self._pause_wanted
+        # the potentiostat's rules alarm once for every channel (`pstat_watch`)
+        by_watch = not by_rule and not self._pause_wanted and self.watch.holds()
         rule = "; ".join(r.describe() for r in self._held_by) if by_rule else None
         labels = "; ".join(r.label for r in self._held_by) if by_rule else None
         reaction = ("pause" if any(r.reaction == "pause" for r in self._held_by) else "hold") \
             if by_rule else None
         self.status, self.message = "paused", \
-            f"paused by {rule or 'the operator'}: cell at open circuit"
+            f"paused by {rule or by_watch or 'the operator'}: cell at open circuit"
         self._save()
-        self.store.add_alarm(self.run_id, self.env.now, "hold" if rule else "info",
-                             f"channel {self.number}", f"{rule + ': ' if rule else ''}paused "
-                             f"at step {st.pc} (cycle {st.cycle}): cell at open circuit",
-                             labels, reaction)
+        if not by_watch:
+            self.store.add_alarm(self.run_id, self.env.now, "hold" if rule else "info",
+                                 f"channel {self.number}", f"{rule + ': ' if rule else ''}"
+                                 f"paused at step {st.pc} (cycle {st.cycle}): cell at open "
+                                 "circuit", labels, reaction)
         rec = self.plan.program.record
         st.step_count += 1
         t0 = max(self.env.now, self._last_sample_t)
         run = self.pstat.start(self.number, OCV(FOREVER_S, rec.interval_s, pr.recording(rec)))
         poll = min(self.max_poll_s, rec.every_s or self.max_poll_s)
         while True:
-            yield self.env.timeout(max(MIN_POLL_S, poll))
+            yield self._sleep(max(MIN_POLL_S, poll))
             rows = [(t0 + s.t_s, s.E_V, 0.0, st.cycle, st.step_count, st.pc, "PAUSE")
                     for s in run.poll() if s.E_V is not None]
             if rows:
@@ -280,18 +299,43 @@ class Channel:
                 self._store_cycles(self.counter.add(rows))
                 self._held_by = [rule for rule in self._held_by
                                  if _holds_on(rule, rows)]
-            if not (self._pause_wanted or self._held_by) or self._abort_requested:
+            self._check_watch(())
+            if not (self._pause_wanted or self._held_by or self.watch.held_by) \
+                    or self._abort_requested:
                 self.pstat.stop(self.number)
                 break
             if run.finished:  # a pause longer than an instrument step may last goes on
                 t0 = max(self.env.now, self._last_sample_t)
                 run = self.pstat.start(self.number, run.technique)
         self.status, self.message = "running", ""
-        self.store.add_alarm(self.run_id, self.env.now, "info", f"channel {self.number}",
-                             "aborted while paused" if self._abort_requested else
-                             f"{rule}: cleared, the channel goes on" if rule else
-                             "continued by the operator", labels, "resume" if rule else None)
+        if not by_watch or self._abort_requested:
+            self.store.add_alarm(self.run_id, self.env.now, "info", f"channel {self.number}",
+                                 "aborted while paused" if self._abort_requested else
+                                 f"{rule}: cleared, the channel goes on" if rule else
+                                 "continued by the operator", labels, "resume" if rule else None)
         self._save()
+
+    def _sleep(self, dt: float):
+        """Wait `dt` before the next poll, or less if the potentiostat's watch calls."""
+        if not self.watch.rules:
+            return self.env.timeout(dt)
+        if self._wakeup.triggered:  # called while this channel was busy: poll at once
+            self._wakeup = self.env.event()
+            return self.env.timeout(0)
+        return self.env.any_of([self.env.timeout(dt), self._wakeup])
+
+    def wake(self) -> None:
+        """Poll now (the potentiostat's watch: every channel pauses, goes on, or trips)."""
+        if not self._wakeup.triggered:
+            self._wakeup.succeed()
+
+    def _check_watch(self, taken) -> None:
+        """The potentiostat read as this channel polled; its `abort` trips the channel
+        (the cycle figures of what the step took are kept)."""
+        self.watch.observe(self.env.now)
+        if self.watch.trip is not None:
+            self._store_cycles(self.counter.add(taken))
+            raise ChannelTrip(f"channel {self.number}: {self.watch.trip}")
 
     def _check_rules(self, rows: list[tuple], phase: str) -> None:
         """Each sample against the channel's interlock rules: `abort` trips the channel,
@@ -361,19 +405,6 @@ class Channel:
             (self.env.now, st.cycle, st.step_count, s.f_Hz, s.z_re_ohm, s.z_im_ohm)
             for s in samples])
 
-    def _check_safety(self, rows: list[tuple], limits: pr.Safety) -> None:
-        lo, hi, i_max = limits.min_V, limits.max_V, limits.max_current_A
-        for t, v, i, *_ in rows:
-            if lo is not None and v < lo:
-                raise ChannelTrip(f"channel {self.number}: {v:.3f} V is below min_V {lo:g} V "
-                                  f"at t = {t:.0f} s")
-            if hi is not None and v > hi:
-                raise ChannelTrip(f"channel {self.number}: {v:.3f} V is above max_V {hi:g} V "
-                                  f"at t = {t:.0f} s")
-            if i_max is not None and abs(i) > i_max:
-                raise ChannelTrip(f"channel {self.number}: |{i:.3g}| A is above max_current_A "
-                                  f"{i_max:g} A at t = {t:.0f} s")
-
     # --- state ------------------------------------------------------------------------
     def _save(self) -> None:
         st = self.state
@@ -423,62 +454,6 @@ class Channel:
     def request_pause(self, wanted: bool) -> None:
         """Pause (True) or continue (False); acted on at the channel's next poll."""
         self._pause_wanted = wanted
-
-
-def _rest_of(technique, elapsed_s: float):
-    """The technique with the time a paused step already ran taken off its run time."""
-    if elapsed_s <= 0 or not hasattr(technique, "duration_s"):
-        return technique
-    return replace(technique, duration_s=max(technique.duration_s - elapsed_s, MIN_POLL_S))
-
-# --- a run of many channels --------------------------------------------------------------------
-def run_channels(env: simpy.Environment, store: Store, run_id: int, proto: pr.Protocol,
-                 pstat, states: dict[int, ChannelState], cell_physics: dict[int, object],
-                 realtime: bool, on_cycle=None,
-                 operator: Callable[[], str | None] | None = None) -> list[Channel]:
-    """Run every channel to its end; Ctrl-C stops them all, each leaving its cell off.
-    operator() gives the operator's standing wish — None, "pause", "continue" or "abort" —
-    asked between stretches of the clock (an hour of virtual time, a second of real)."""
-    max_poll = proto.poll_every_s or MAX_POLL_S["realtime" if realtime else "virtual"]
-    channels = [Channel(env, store, run_id, plan, pstat, states[plan.channel], max_poll,
-                        cell_physics.get(plan.channel), on_cycle) for plan in proto.channels]
-    processes = [env.process(ch.process()) for ch in channels]
-    if isinstance(env, simpy.rt.RealtimeEnvironment):
-        env.sync()
-    stretch = 1.0 if isinstance(env, simpy.rt.RealtimeEnvironment) else 3600.0
-    try:
-        while any(p.is_alive for p in processes):
-            env.run(until=simpy.AnyOf(env, [p for p in processes if p.is_alive]
-                                      + [env.timeout(stretch)]))
-            wish = operator() if operator is not None else None
-            for ch in channels:
-                if wish == "abort":
-                    ch.request_stop()
-                elif wish in ("pause", "continue"):
-                    ch.request_pause(wish == "pause")
-    except BaseException as exc:
-        _stop_all(channels, processes, exc)
-        raise
-    return channels
-
-
-def _stop_all(channels: list[Channel], processes: list, cause: BaseException) -> None:
-    """Whatever ended the run early: every cell is disconnected first, then every channel's
-    end is stored; one that cannot be stored does not keep the others from theirs (the
-    cause is raised after)."""
-    if isinstance(cause, KeyboardInterrupt):
-        status, message = "interrupted", "stopped by the operator (Ctrl-C)"
-    else:
-        status, message = "failed", f"stopped with the run ({stop_reason(cause)})"
-    for ch, proc in zip(channels, processes, strict=True):
-        if proc.is_alive:
-            ch.status, ch.message = status, message
-        ch._disconnect()
-    for ch in channels:
-        try:
-            ch._record_end()
-        except Exception:  # noqa: BLE001, S112 - the store; the cause is raised after
-            continue
 
 
 def stop_reason(exc: BaseException) -> str:

@@ -11,9 +11,11 @@ import time
 from dataclasses import replace
 
 from lipon_hw.celltest import protocol as pr
-from lipon_hw.celltest.channels import ChannelState, run_channels
+from lipon_hw.celltest.all_channels import run_channels
+from lipon_hw.celltest.channels import ChannelState
 from lipon_hw.engine.lifecycle import make_env, uninterruptible
 from lipon_hw.errors import InputError, InstrumentError
+from lipon_hw.link_health import instrument_links
 from lipon_hw.station import Station
 from lipon_hw.store import Store
 
@@ -37,7 +39,8 @@ def run_group(store: Store, run_id: int, proto: pr.Protocol, station: Station,
         cells = mount_cells(lab, proto, store, seed, snapshots, run_id) if lab.cells else {}
         run_channels(env, store, run_id, proto, pstat, states, cells,
                      realtime=not station.in_process or speed is not None, on_cycle=on_cycle,
-                     operator=OperatorWish(store, run_id))
+                     operator=OperatorWish(store, run_id),
+                     links=instrument_links(lab, proto.potentiostat))
     finally:
         with uninterruptible():
             failures = disconnect(pstat, [p.channel for p in proto.channels])

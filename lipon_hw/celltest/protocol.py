@@ -39,6 +39,7 @@ from pydantic import ValidationError
 from lipon_hw import techniques as tq
 from lipon_hw.celltest import protocol_checks as chk
 from lipon_hw.celltest import protocol_station as on_station
+from lipon_hw.celltest import rules as cell_rules
 from lipon_hw.celltest.protocol_checks import FOREVER_S  # noqa: F401 (API)
 from lipon_hw.celltest.protocol_schema import (  # noqa: F401 (the protocol's API)
     CATHODE_UAH_CM2_PER_UM,
@@ -130,6 +131,9 @@ class Protocol:
     channels: list[ChannelPlan]
     poll_every_s: float | None
     checkpoint_every_s: float
+    #: rules on the potentiostat as a whole (the station's for it, then the programs'
+    #: its channels run), checked once for all its channels of the run (`rules`)
+    rules: list[il.Rule] = field(default_factory=list)
 
 
 def stores_with(program: Program) -> int:
@@ -210,7 +214,7 @@ def protocol_from_doc(doc: Doc, station: Station, text: str | None = None,
     if text is None:
         text = doc.text  # the bounded read, not a second one of a file that may change
     return Protocol(doc.path, text, head.name, pstat, plans, head.poll_every_s,
-                    head.checkpoint_every_s)
+                    head.checkpoint_every_s, potentiostat_rules(station, pstat, plans, doc.path))
 
 
 def _merge_cell(base: CellSpec, override: CellSpec | None) -> CellSpec:
@@ -303,22 +307,26 @@ def _program(doc: Doc, base: tuple, name: str, spec: ProtocolSpec, station: Stat
     program = Program(name, steps, spec.record, spec.safety, spec.termination, base,
                       il.declare(doc, (*base, "interlocks"), spec.interlocks))
     check_termination(doc, base, program)
-    il.bind(program.interlocks, CHANNEL_QUANTITIES, list(STEP_KINDS), doc.path)
+    cell_rules.bind(program.interlocks, pstat, doc.path)  # refused now, before any channel
     return program
-
-
-#: what a channel's interlock rules can read, sample by sample
-CHANNEL_QUANTITIES = {"voltage_V": "channel", "current_A": "channel"}
 
 
 def channel_rules(station: Station, pstat: str, program: Program, path: str) -> list[il.Rule]:
     """One channel's own rules (each channel counts how long its conditions have held):
     the station's for its potentiostat, then its program's."""
-    rules = []
-    if pstat in station.interlocks:
-        rules += il.bind(station.interlocks[pstat], CHANNEL_QUANTITIES, list(STEP_KINDS),
-                         "station", f"{pstat} ")
-    return rules + il.bind(program.interlocks, CHANNEL_QUANTITIES, list(STEP_KINDS), path)
+    return (cell_rules.bind(station.interlocks.get(pstat), pstat, "station", f"{pstat} ")[0]
+            + cell_rules.bind(program.interlocks, pstat, path)[0])
+
+
+def potentiostat_rules(station: Station, pstat: str, plans: list[ChannelPlan], path: str
+                       ) -> list[il.Rule]:
+    """The rules on the potentiostat as a whole, once each: the station's for it, then
+    those of every program a channel runs."""
+    rules = cell_rules.bind(station.interlocks.get(pstat), pstat, "station", f"{pstat} ")[1]
+    programs = {id(plan.program): plan.program for plan in plans}
+    for program in programs.values():
+        rules += cell_rules.bind(program.interlocks, pstat, path)[1]
+    return rules
 
 
 def _parse_step(doc: Doc, loc: tuple, raw) -> PlannedStep:

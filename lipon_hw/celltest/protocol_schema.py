@@ -310,7 +310,8 @@ class ProtocolSpec(_Model):
     record: Record = Record()
     safety: Safety = Safety()
     termination: Termination = Termination()
-    #: rules on each channel's voltage_V and current_A (`engine.interlocks`)
+    #: rules on each channel's voltage_V and current_A, or on the potentiostat as a whole
+    #: (`celltest.rules`, `engine.interlocks`)
     interlocks: list[il.RuleSpec] = Field(default=[], max_length=r.MAX_INTERLOCKS)
 
 

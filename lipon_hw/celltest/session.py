@@ -107,7 +107,8 @@ def resumption(store: Store, owned, run, station: Station, proto: pr.Protocol
 
 def execute(running: Running) -> Outcome:
     """Run the channels in `workers` processes (default: one per core for a run in
-    virtual time, one for real time), then judge and summarise the run from the store."""
+    virtual time, one for real time; one for a run with rules on the potentiostat as a
+    whole), then judge and summarise the run from the store."""
     store, run_id, proto = running.store, running.run_id, running.plan
     if running.resumed is None:
         states = {plan.channel: ChannelState() for plan in proto.channels}
@@ -116,8 +117,10 @@ def execute(running: Running) -> Outcome:
     if not states:
         status, message, summary = _end_run(store, run_id, proto, "completed", "")
         return Outcome(status, message, summary, summary["virtual_s"])
-    groups = split([p.channel for p in proto.channels if p.channel in states],
-                     running.workers or (1 if running.realtime else os.cpu_count() or 1))
+    # rules on the potentiostat as a whole need one view of all its channels: one process
+    workers = 1 if proto.rules else \
+        running.workers or (1 if running.realtime else os.cpu_count() or 1)
+    groups = split([p.channel for p in proto.channels if p.channel in states], workers)
     status, message = "failed", ""
     try:
         if len(groups) == 1:

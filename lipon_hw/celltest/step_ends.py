@@ -1,11 +1,12 @@
 """How a cell-test step ends: the outcome a channel acts on, the end conditions the host
 judges from the samples (capacity passed, dV/dt, what the instrument's own end means) and
-when it expects the end, for polling; a safety trip."""
+when it expects the end, for polling; a safety trip; what is left of a step a pause cut
+short."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from lipon_hw.celltest import protocol as pr
 from lipon_hw.errors import LiponError
@@ -87,3 +88,25 @@ class HostEnds:
             return StepOutcome(times[0] if times else "done")
         raise ChannelTrip(f"channel {channel.number}: the instrument ended the step with "
                           f"{reason}")
+
+
+def check_safety(number: int, rows: list[tuple], limits: pr.Safety) -> None:
+    """A sample outside the step's safety limits trips the channel."""
+    lo, hi, i_max = limits.min_V, limits.max_V, limits.max_current_A
+    for t, v, i, *_ in rows:
+        if lo is not None and v < lo:
+            raise ChannelTrip(f"channel {number}: {v:.3f} V is below min_V {lo:g} V "
+                              f"at t = {t:.0f} s")
+        if hi is not None and v > hi:
+            raise ChannelTrip(f"channel {number}: {v:.3f} V is above max_V {hi:g} V "
+                              f"at t = {t:.0f} s")
+        if i_max is not None and abs(i) > i_max:
+            raise ChannelTrip(f"channel {number}: |{i:.3g}| A is above max_current_A "
+                              f"{i_max:g} A at t = {t:.0f} s")
+
+
+def rest_of(technique, elapsed_s: float):
+    """The technique with the time a paused step already ran taken off its run time."""
+    if elapsed_s <= 0 or not hasattr(technique, "duration_s"):
+        return technique
+    return replace(technique, duration_s=max(technique.duration_s - elapsed_s, MIN_POLL_S))

@@ -23,11 +23,7 @@ to the safe state, as it always has.
 from __future__ import annotations
 
 from lipon_hw.errors import LinkLost
-from lipon_hw.links import Health
-
-QUANTITY = "link_health"
-CODES = {Health.OK: 0, Health.RETRYING: 1, Health.LOST: 2}
-WORDS = {0: "restored", 1: "retrying", 2: "lost"}
+from lipon_hw.link_health import QUANTITY, change_alarm, errors, instrument_links, worst
 
 
 def link_quantities(tool_roles: dict[str, dict[str, str]]) -> dict[str, str]:
@@ -57,11 +53,8 @@ class LinkWatch:
     def health(self, instrument: str) -> int:
         links = self._links.get(instrument)
         if links is None:  # the pool keeps one Link per port for the lab's life
-            spec = self.lab.station.instrument(instrument)
-            links = self._links[instrument] = [self.lab.pool.link(a) for a in spec.addresses]
-        if len(links) == 1:
-            return CODES[links[0].health]
-        return max(CODES[link.health] for link in links)
+            links = self._links[instrument] = instrument_links(self.lab, instrument)
+        return worst(links)
 
     def lost(self, instrument: str, error: LinkLost, now: float) -> None:
         """A reading found the instrument's link lost: re-raised unless a rule watches it."""
@@ -88,10 +81,8 @@ class LinkWatch:
             self._last[inst] = code
             changed[name] = float(code)
             address = ", ".join(self.lab.station.instrument(inst).addresses)
-            error = self._error(inst)
-            detail = f": {error}" if code and error else ""
-            ctx.alarm("error" if code == 2 else "warning" if code else "info", inst,
-                      f"link to {address} {WORDS[code]}{detail}")
+            severity, message = change_alarm(code, address, self._error(inst))
+            ctx.alarm(severity, inst, message)
         return values, changed
 
     def check(self, now: float, held: bool) -> None:
@@ -104,6 +95,4 @@ class LinkWatch:
                                f"({self.grace_s[inst]:.0f} s): {self._error(inst)}")
 
     def _error(self, instrument: str) -> str:
-        spec = self.lab.station.instrument(instrument)
-        return "; ".join(e for e in (self.lab.pool.link(a).last_error for a in spec.addresses)
-                         if e)
+        return errors(instrument_links(self.lab, instrument))

@@ -16,6 +16,10 @@ Reactions, from the mildest (bluesky's suspenders are the model for `pause`):
             condition clears
     abort   the run (a cell test: the channel) ends, to the safe state
 
+A cell test's rule on the potentiostat as a whole (its link health, its channels in
+fault: `celltest.rules`) reacts for every channel of the run on it at once
+(`celltest.pstat_watch`).
+
 `during` names the phases (step kinds) in which a rule is armed; empty: always. A rule
 is checked at every sample; one that trips while another holds the run does not stack.
 A malformed rule — bad syntax, an unknown quantity, an unknown phase — is one sentence

@@ -1,0 +1,37 @@
+"""Link health as a recorded quantity, for every kind of run: `<instrument>.link_health`
+is 0 ok, 1 retrying, 2 lost — the worst of the instrument's links, as each `Link` keeps it
+(`lipon_hw.links`). Interlock rules read it like any other quantity; a run stores it when
+it changes and alarms each change in these words (`link to ADDRESS lost: …`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from lipon_hw.links import Health, Link
+
+QUANTITY = "link_health"
+CODES = {Health.OK: 0, Health.RETRYING: 1, Health.LOST: 2}
+WORDS = {0: "restored", 1: "retrying", 2: "lost"}
+
+
+def instrument_links(lab, instrument: str) -> list[Link]:
+    """The links of a connected lab's instrument, in the order of its addresses (a
+    potentiostat with one port per channel: channel n is the n-th)."""
+    return [lab.pool.link(address) for address in lab.station.instrument(instrument).addresses]
+
+
+def worst(links: Iterable[Link]) -> int:
+    """The worst health code of `links` (0 for none)."""
+    return max((CODES[link.health] for link in links), default=0)
+
+
+def errors(links: Iterable[Link]) -> str:
+    """The last errors of `links`, joined."""
+    return "; ".join(e for e in (link.last_error for link in links) if e)
+
+
+def change_alarm(code: int, address: str, error: str) -> tuple[str, str]:
+    """(severity, message) of the alarm for a link's health becoming `code`."""
+    detail = f": {error}" if code and error else ""
+    return ("error" if code == 2 else "warning" if code else "info",
+            f"link to {address} {WORDS[code]}{detail}")
