@@ -12,6 +12,11 @@ run in virtual time is not slowed by thousands of syncs) and when a run's status
 changes. A power cut therefore loses at most the readings since the last synced
 checkpoint — a checkpoint interval in real time — and never leaves a checkpoint that
 points past its readings: the database opens consistent, and `resume` goes on from it.
+A killed process (kill -9) loses only what it had not committed: at most its last wall
+second of readings. What `resume` makes of a loss — readings measured again in a world
+that rolls back, the host's absence accounted on hardware — is the run kinds' (see
+`deposition.downtime`); a dead link costs its instrument's readings while it is down,
+marked in the store by link-health readings and alarms (`deposition.link_watch`).
 
 While another process holds the database's write lock, a run must go on
 sampling and checking its interlocks: the writes made while it runs (readings,

@@ -66,3 +66,45 @@ def test_the_end_of_a_run_is_synced(traced):
     assert statements[-1] == "PRAGMA synchronous=NORMAL"
     full = statements.index("PRAGMA synchronous=FULL")
     assert any(s.startswith("UPDATE runs SET status") for s in statements[full:])
+
+
+# --- a dead link: the readings of its time are missing, and the store says so ------------
+def test_a_dead_link_loses_its_readings_for_the_time_it_was_down_and_records_the_gap(
+        tmp_path):
+    """The QCM's link down for 90 s mid-deposit, a rule watching it: the QCM has no reading
+    from the sample that found it lost to the one after it came back, every other
+    instrument reads on, and the gap is in the store at both ends (link-health readings
+    and alarms), never silent."""
+    from test_engine import Bench
+
+    bench = Bench(tmp_path, thickness_nm=30,
+                  extra='  - {when: "qcm.link_health > 0 for 30 s", then: pause}\n')
+    emulator = bench.lab.sim.emulators["qcm"]
+
+    def unplug():
+        emulator.faults.unplugged = True
+
+        def replug():
+            yield bench.env.timeout(90.0)
+            emulator.faults.unplugged = False
+
+        bench.env.process(replug())
+
+    bench.at_deposit(unplug)
+    assert bench.engine.run().status == "completed"
+    store, run_id = bench.store, bench.run_id
+    lost, restored = [a for a in store.alarms(run_id) if a.source == "qcm"
+                      and a.message.startswith("link to sim://qcm")]
+    assert lost.message.startswith("link to sim://qcm lost") and lost.severity == "error"
+    assert restored.message == "link to sim://qcm restored"
+    health = list(store.readings(run_id, ["qcm.link_health"]))
+    assert [(t, v) for t, _, v in health] == [(lost.t_s, 2.0), (restored.t_s, 0.0)]
+    qcm = [t for t, _, _ in store.readings(run_id, ["qcm.thickness_nm"])]
+    rf = [t for t, _, _ in store.readings(run_id, ["rf.forward_power_W"])]
+    period = bench.recipe.record_every_s
+    missing = [t for t in rf if lost.t_s <= t < restored.t_s]
+    assert len(missing) >= 90 / period - 1  # the others read on through the gap ...
+    assert not [t for t in qcm if lost.t_s <= t < restored.t_s]  # ... the QCM did not
+    before, after = max(t for t in qcm if t < lost.t_s), min(t for t in qcm if t >= lost.t_s)
+    assert lost.t_s - before == pytest.approx(period)  # nothing lost but the gap itself
+    assert after == pytest.approx(restored.t_s)

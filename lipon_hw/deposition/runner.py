@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import simpy
 
+from lipon_hw.deposition.downtime import Away, wall_mark
 from lipon_hw.deposition.heartbeat import Heartbeat
 from lipon_hw.deposition.layers import record_partial_layer
 from lipon_hw.deposition.link_watch import LinkWatch
@@ -33,6 +34,7 @@ from lipon_hw.deposition.recipe import ROLE_QUANTITIES, Recipe
 from lipon_hw.deposition.steps import (
     SAMPLE_CHECKS,
     STEPS,
+    account_time_away,
     restore_process,
     resume_after_hold,
     safe_hold,
@@ -199,15 +201,18 @@ class Engine:
 
     # --- the run -------------------------------------------------------------------
     def run(self, start_idx: int = 0, step_state: dict | None = None,
-            setpoints: dict | None = None, resumed: bool = False) -> RunResult:
-        """Run the steps from `start_idx`; a resumed run re-establishes `setpoints` first
-        and takes its first sample one period after the checkpoint (that one is stored)."""
+            setpoints: dict | None = None, resumed: bool = False,
+            away: Away | None = None) -> RunResult:
+        """Run the steps from `start_idx`; a resumed run accounts for the time its host
+        was `away` (`downtime`), re-establishes `setpoints`, and takes its first sample
+        one period after it resumed (the checkpoint's own is stored)."""
         ctx, wall0 = self.ctx, time.monotonic()
         ctx.step_idx, ctx.step_state = start_idx, dict(step_state or {})
         ctx.setpoints = dict(setpoints or {})
 
         def plan():
             if resumed:
+                account_time_away(ctx, away)
                 yield from restore_process(ctx)
             for idx in range(start_idx, len(self.recipe.steps)):
                 step = self.recipe.steps[idx]
@@ -469,7 +474,8 @@ class Engine:
         ctx = self.ctx
         state = {"step_idx": ctx.step_idx, "step_state": ctx.step_state,
                  "setpoints": ctx.setpoints,
-                 "physics": self.lab.physics.snapshot() if self.lab.physics else None}
+                 "physics": self.lab.physics.snapshot() if self.lab.physics else None,
+                 "wall": wall_mark(self.env)}
         self.store.checkpoint(self.run_id, self.env.now, ctx.step_idx, state)
         self._last_checkpoint = self.env.now
 

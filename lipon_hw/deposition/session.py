@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from lipon_hw.deposition.downtime import Away, time_away
 from lipon_hw.deposition.recipe import Recipe
 from lipon_hw.deposition.runner import Context, Engine
 from lipon_hw.deposition.steps import describe_steps
@@ -65,16 +66,23 @@ def opening(store: Store, station: Station, recipe: Recipe, options: RunOptions
 def resumption(store: Store, owned, run, station: Station, recipe: Recipe) -> Resumption:
     """From the last checkpoint. Where the station's world lives in this process it rolls
     back to that checkpoint (what came after never happened); a world outside went on,
-    so the run clock does too, from the last reading stored."""
+    so the run clock does too: from the last reading stored, on by the wall time the
+    host was away (`downtime`), which the interrupted step then accounts for."""
     owned.take(claims.deposition(station, recipe, run.sample_id))
     cp = store.last_checkpoint(run.id)
     t0 = cp.t_s if cp else 0.0
+    state = cp.state if cp else {"step_idx": 0, "step_state": {}, "setpoints": {}}
+    note = f"resumed from checkpoint at t = {t0:.0f} s"
     if station.in_process:
         store.rewind(run.id, t0)
     else:
         t0 = max(t0, store.last_reading_t(run.id) or 0.0)
-    state = cp.state if cp else {"step_idx": 0, "step_state": {}, "setpoints": {}}
-    return Resumption(t0, state, f"resumed from checkpoint at t = {t0:.0f} s")
+        away = time_away(cp.t_s, cp.state, t0) if cp else None
+        if away is not None:
+            t0 = away.to_t_s
+            state = {**state, "away": away.to_dict()}
+            note += f"; {away.sentence()}"
+    return Resumption(t0, state, note)
 
 
 def execute(running: Running) -> Outcome:
@@ -94,7 +102,8 @@ def execute(running: Running) -> Outcome:
             result = engine.run()
         else:
             result = engine.run(point.state["step_idx"], point.state["step_state"],
-                                point.state["setpoints"], resumed=True)
+                                point.state["setpoints"], resumed=True,
+                                away=Away.from_dict(point.state.get("away")))
     finally:
         lab.close()
     return Outcome(result.status, result.message, result.summary, result.t_s)

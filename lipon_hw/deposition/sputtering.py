@@ -129,12 +129,13 @@ def deposit(ctx, p: Deposit, state: dict):
         state.update(opened=True, t_open=ctx.now)
         layer_opened(ctx, p.film, state, reading)
     tick = ctx.recipe.record_every_s
+    offset = state.get("offset_nm", 0.0)  # a monitor reset while the host was away
     if p.for_min is not None:
         yield from ctx.sleep(p.for_min * 60, state)
-    while p.until_thickness_nm is not None:
+    while p.until_thickness_nm is not None and "over_target_nm" not in state:
         yield from ctx.next_sample()
         state["elapsed_s"] = ctx.now - state["t_open"]
-        thickness = ctx.quantity("thickness_monitor", "thickness_nm")
+        thickness = ctx.quantity("thickness_monitor", "thickness_nm") + offset
         rate = ctx.quantity("thickness_monitor", "rate_A_s")
         if thickness >= p.until_thickness_nm:
             break
@@ -149,8 +150,15 @@ def deposit(ctx, p: Deposit, state: dict):
                 break
     shutter.close()
     ctx.setpoints["shutter_open"] = False
-    final = monitor.thickness_nm()
+    measured = monitor.thickness_nm()
+    # a layer ended by the resume is the film the monitor counted then (the crystal beside
+    # the shutter goes on counting while the process is restored behind it)
+    final = state.get("ended_nm", measured + offset)
     seconds = ctx.now - state["t_open"]
-    ctx.record({reading: final})
-    ctx.latest[reading] = final
-    record_layer(ctx, p.film, final, final * 10 / seconds if seconds > 0 else None)
+    ctx.record({reading: measured})
+    ctx.latest[reading] = measured
+    # the time the host was away, and a target passed meanwhile, stay with the layer
+    facts = {"while_away": state.get("away"), "over_target_nm": state.get("over_target_nm"),
+             "monitor_offset_nm": state.get("offset_nm")}
+    record_layer(ctx, p.film, final, final * 10 / seconds if seconds > 0 else None,
+                 **{k: v for k, v in facts.items() if v is not None})

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lipon_hw.deposition import chamber_steps, evaporation, sputtering
+from lipon_hw.deposition import chamber_steps, downtime, evaporation, sputtering
 from lipon_hw.deposition.recipe import Recipe
 from lipon_hw.deposition.sputtering import ramp_rf, wait_for_match
 from lipon_hw.store_schema import RunStep, StepFilm
@@ -36,12 +36,17 @@ class StepKind:
     #: for a step that loads a film into its tool (a source): `loads(params)` -> the film
     #: the tool's later steps lay down, until the sample leaves the tool
     loads: Callable[..., str] | None = None
+    #: for a step whose work the hardware may go on with while the host is away: called
+    #: on a resume after time away, before the process is restored, as
+    #: `resumes(ctx, params, state, away)` (`downtime`)
+    resumes: Callable | None = None
 
 
 STEPS: dict[str, StepKind] = {
     "pump_down": StepKind(chamber_steps.pump_down), "gas": StepKind(sputtering.gas),
     "rf": StepKind(sputtering.rf), "presputter": StepKind(sputtering.presputter),
-    "deposit": StepKind(sputtering.deposit, lays=sputtering.deposit_film),
+    "deposit": StepKind(sputtering.deposit, lays=sputtering.deposit_film,
+                        resumes=downtime.account_deposit),
     "wait": StepKind(chamber_steps.wait), "vent": StepKind(chamber_steps.vent),
     "transfer": StepKind(chamber_steps.transfer),
     "source": StepKind(evaporation.source, loads=evaporation.source_film),
@@ -86,6 +91,18 @@ def safe_hold(ctx) -> None:
 
 def resume_after_hold(ctx):
     yield from _restore_rf_and_shutter(ctx)
+
+
+def account_time_away(ctx, away) -> None:
+    """On a resume after the host was away (`downtime.Away`; None: a world that rolled
+    back), before anything is switched back on: the interrupted step accounts for what
+    the hardware did meanwhile."""
+    steps = ctx.recipe.steps
+    if away is None or ctx.step_idx >= len(steps):
+        return
+    step = steps[ctx.step_idx]
+    if STEPS[step.kind].resumes is not None:
+        STEPS[step.kind].resumes(ctx, step.params, ctx.step_state, away)
 
 
 def restore_process(ctx):
