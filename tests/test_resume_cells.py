@@ -28,6 +28,11 @@ CYCLES = 12
 CHANNELS = (1, 2)
 #: LNMO's record period, plus the channel's poll that finds it due
 EVERY_S = 30.0 + 1.0
+#: the killed run goes on a real-time clock this many times wall speed, so its 12 cycles
+#: (~12 h) last ~20 s of wall time and the moment to kill (a step cut short, its samples
+#: committed) comes long before its end whatever the machine; in virtual time the whole run
+#: can end between two of the store's once-a-second commits
+SPEED = 2000
 
 
 def test_a_cell_test_killed_mid_cycle_resumes_with_its_numbers_monotonic_and_nothing_lost(
@@ -37,7 +42,7 @@ def test_a_cell_test_killed_mid_cycle_resumes_with_its_numbers_monotonic_and_not
     data = tmp_path / "data"
     db = data / "lipon.db"
     proc = subprocess.Popen([sys.executable, "-m", "lipon_hw.cli", "run", protocol, "--data",
-                             data, "--workers", "1"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                             data, "--workers", "1", "--speed", str(SPEED)], cwd=tmp_path, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, start_new_session=True)
 
     def mid_step() -> bool:
