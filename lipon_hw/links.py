@@ -398,6 +398,11 @@ class Link:
             raise LinkLost(f"{self.address} is lost after {self.retries + 1} attempts: "
                            f"{error}{doubt}")
 
+    def retry_now(self) -> None:
+        """The next exchange re-opens a lost link at once, back-off or not (the safe state
+        tries every instrument, however recently its link was lost)."""
+        self._reopen_at = 0.0
+
     def _succeeded(self) -> None:
         self.health = Health.OK
         self._next_backoff_s = self._backoff_s

@@ -44,3 +44,30 @@ def station_with_rules(tmp_path, rules: dict, faults: list[dict] = ()) -> Path:
     path = Path(tmp_path) / "station.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
     return path
+
+
+def fault_station(tmp_path, faults: list[dict], rules: dict | None = None) -> Path:
+    """The default station's file with `faults` as its `sim: faults:` and `rules` (tool or
+    instrument → rule entries) as its `interlocks:`, written to `tmp_path/station.yaml`."""
+    spec = yaml.safe_load(default_station_text())
+    spec["sim"]["faults"] = faults
+    if rules:
+        spec["interlocks"] = rules
+    path = Path(tmp_path) / "station.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def spy_labs(monkeypatch) -> list:
+    """Every lab a station connects from now on (the run's own, to read its simulated world
+    after the run has closed its links)."""
+    from lipon_hw.station import Station
+
+    labs, connect_lab = [], Station.connect
+
+    def spied(self, *args, **kwargs):
+        labs.append(connect_lab(self, *args, **kwargs))
+        return labs[-1]
+
+    monkeypatch.setattr(Station, "connect", spied)
+    return labs

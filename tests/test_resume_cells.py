@@ -42,8 +42,9 @@ def test_a_cell_test_killed_mid_cycle_resumes_with_its_numbers_monotonic_and_not
     data = tmp_path / "data"
     db = data / "lipon.db"
     proc = subprocess.Popen([sys.executable, "-m", "lipon_hw.cli", "run", protocol, "--data",
-                             data, "--workers", "1", "--speed", str(SPEED)], cwd=tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
+                             data, "--workers", "1", "--speed", str(SPEED)], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
 
     def mid_step() -> bool:
         """Every channel past its first step, and one with samples committed past its last

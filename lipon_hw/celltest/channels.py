@@ -36,6 +36,7 @@ import simpy
 
 from lipon_hw.analysis.cycles import CycleAccumulator
 from lipon_hw.celltest import protocol as pr
+from lipon_hw.celltest import step_ends as se
 from lipon_hw.celltest.cycle_counter import CycleCounter
 from lipon_hw.celltest.protocol_checks import FOREVER_S
 from lipon_hw.celltest.pstat_watch import PotentiostatWatch
@@ -163,6 +164,7 @@ class Channel:
                 self.status, self.message = "completed", self.message or "protocol done"
         except ChannelTrip as exc:
             self.status, self.message = "tripped", str(exc)
+            se.alarm_stop(self, exc)
         except simpy.Interrupt:
             self.status, self.message = "stopped", "stopped by the operator"
         except StoreError as exc:  # no channel can keep its data: the run stops
@@ -171,6 +173,7 @@ class Channel:
             raise
         except LiponError as exc:
             self.status, self.message = "failed", str(exc)
+            se.alarm_stop(self, exc)
         except KeyboardInterrupt:
             self.status, self.message = "interrupted", "stopped by the operator (Ctrl-C)"
             run_stops = True
@@ -335,7 +338,8 @@ class Channel:
         self.watch.observe(self.env.now)
         if self.watch.trip is not None:
             self._store_cycles(self.counter.add(taken))
-            raise ChannelTrip(f"channel {self.number}: {self.watch.trip}")
+            raise ChannelTrip(f"channel {self.number}: {self.watch.trip}",
+                              self.watch.trip_rule)
 
     def _check_rules(self, rows: list[tuple], phase: str) -> None:
         """Each sample against the channel's interlock rules: `abort` trips the channel,
@@ -348,7 +352,7 @@ class Channel:
             for rule in fired:
                 if rule.reaction == "abort":
                     raise ChannelTrip(f"channel {self.number}: {rule.describe()} "
-                                      f"tripped at t = {t:.0f} s")
+                                      f"tripped at t = {t:.0f} s", rule.label)
             alarming = {rule.label: rule for rule in fired if rule.reaction == "alarm"}
             for name in alarming.keys() - self._alarming:
                 self.store.add_alarm(self.run_id, t, "warning", f"channel {self.number}",

@@ -50,6 +50,7 @@ class PotentiostatWatch:
         self.earlier_in_fault = 0  # its channels that ended in fault before a resume
         self.held_by: list[il.Rule] = []  # `hold` and `pause` rules holding every channel
         self.trip: str | None = None  # an `abort` rule's words, once one tripped
+        self.trip_rule: str | None = None  # and its label
         self._alarming: set[str] = set()
         self._held_words = self._held_labels = ""
         self._codes = [0] * len(self.links)  # each link's last health code
@@ -77,6 +78,7 @@ class PotentiostatWatch:
         aborting = next((rule for rule in fired if rule.reaction == "abort"), None)
         if aborting is not None:
             self.trip = f"{aborting.describe()} on {self.name} tripped at t = {now:.0f} s"
+            self.trip_rule = aborting.label
             self.store.add_alarm(self.run_id, now, "error", self.name,
                                  f"{self.trip}: every channel stopped, its cell disconnected",
                                  aborting.label, "abort")

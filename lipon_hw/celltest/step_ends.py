@@ -15,7 +15,21 @@ MIN_POLL_S = 1.0
 
 
 class ChannelTrip(LiponError):
-    """A safety limit of one channel was crossed."""
+    """A safety limit of one channel was crossed (`rule`: the interlock rule that tripped,
+    or "safety" for the protocol's limits)."""
+
+    def __init__(self, message: str, rule: str | None = "safety"):
+        super().__init__(message)
+        self.rule = rule
+
+
+def alarm_stop(channel, exc: LiponError) -> None:
+    """The error alarm of a channel stopped by a trip (a rule, a safety limit, the
+    instrument) or a failure, stored as it stops; its cell is disconnected next (a cell
+    that cannot be is an alarm of its own)."""
+    channel.store.add_alarm(channel.run_id, channel.env.now, "error",
+                            f"channel {channel.number}", f"{exc}: the channel is stopped",
+                            getattr(exc, "rule", None), "abort")
 
 
 @dataclass
@@ -87,7 +101,7 @@ class HostEnds:
             times = [k for k in ("time_s", "time_min", "time_h") if getattr(self.until, k)]
             return StepOutcome(times[0] if times else "done")
         raise ChannelTrip(f"channel {channel.number}: the instrument ended the step with "
-                          f"{reason}")
+                          f"{reason}", rule=None)
 
 
 def check_safety(number: int, rows: list[tuple], limits: pr.Safety) -> None:

@@ -49,6 +49,13 @@ class LinkWatch:
                 if name == QUANTITY:
                     self.grace_s[inst] = max(self.grace_s.get(inst, 0.0),
                                              rule.condition.hold_s + 2 * recipe.record_every_s)
+        # instruments on one port share its link: a rule reading one's health watches all
+        station = lab.station
+        for inst, grace in list(self.grace_s.items()):
+            ports = set(station.instrument(inst).addresses)
+            for other, spec in station.spec.instruments.items():
+                if ports & set(spec.addresses):
+                    self.grace_s[other] = max(self.grace_s.get(other, 0.0), grace)
 
     def health(self, instrument: str) -> int:
         links = self._links.get(instrument)

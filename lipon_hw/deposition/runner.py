@@ -22,7 +22,6 @@ import contextlib
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import simpy
 
@@ -31,6 +30,7 @@ from lipon_hw.deposition.heartbeat import Heartbeat
 from lipon_hw.deposition.layers import record_partial_layer
 from lipon_hw.deposition.link_watch import LinkWatch
 from lipon_hw.deposition.recipe import ROLE_QUANTITIES, Recipe
+from lipon_hw.deposition.safety import SafeState, alarmed, recipe_roles, safe_order
 from lipon_hw.deposition.steps import (
     SAMPLE_CHECKS,
     STEPS,
@@ -45,8 +45,6 @@ from lipon_hw.errors import InstrumentError, LinkLost, LiponError, RunAborted, S
 from lipon_hw.station import Lab
 from lipon_hw.store import Store
 
-#: the order in which instruments are made safe: stop the power first
-SAFE_ORDER = ("rf_supply", "source_supply", "deposition_controller", "shutter", "gas_flow")
 #: how many holds one step tolerates before the run is aborted
 MAX_HOLDS_PER_STEP = 3
 #: how long (wall or run clock, whichever first) a run goes on while the store refuses its
@@ -54,37 +52,6 @@ MAX_HOLDS_PER_STEP = 3
 STORE_PATIENCE_S = 45.0
 #: how long the end of a run (made safe already) waits for a locked store to take its status
 END_WRITE_WAIT_S = 5.0
-
-
-def safe_order(roles: dict[str, str], names) -> list[str]:
-    """Instrument names in the order they are made safe: power first (SAFE_ORDER)."""
-    return sorted(names, key=lambda n: (SAFE_ORDER.index(roles[n]) if roles.get(n) in SAFE_ORDER
-                                        else len(SAFE_ORDER)))
-
-
-def recipe_roles(recipe) -> dict[str, str]:
-    """Instrument → role, for every instrument of every tool the recipe uses."""
-    return {inst: role for tool_roles in recipe.tool_roles.values()
-            for role, inst in tool_roles.items()}
-
-
-@dataclass
-class SafeState:
-    """What `make_safe` did: instruments made safe, and those that failed (with why)."""
-
-    done: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-    def sentence(self) -> str:
-        if self.ok:
-            return f"the hardware was made safe ({', '.join(self.done)})"
-        made = f"; made safe: {', '.join(self.done)}" if self.done else ""
-        return f"the hardware was NOT all made safe: FAILED for {', '.join(self.failed)}{made}"
-
 
 
 class Context:
@@ -243,8 +210,10 @@ class Engine:
             error = Interrupted(message)
         except RunAborted as exc:
             status, message, error = "aborted", str(exc), exc
+            self._alarm_stop(exc, "the run is aborted")
         except LiponError as exc:
             status, message, error = "failed", str(exc), exc
+            self._alarm_stop(exc, "the run fails")
         except sqlite3.Error as exc:
             error = self.store.unavailable(exc=exc)
             status, message = "failed", str(error)
@@ -268,6 +237,16 @@ class Engine:
         with contextlib.suppress(AttributeError):
             error.safe_state = safe  # what the CLI may truthfully say about the hardware
         raise error
+
+    def _alarm_stop(self, exc: LiponError, what: str) -> None:
+        """An error alarm for what stopped the run (a step's abort, an instrument that
+        failed), unless an alarm said so already (an interlock, a lost link) or the
+        store is what failed; the safe state's alarm follows."""
+        if any(getattr(e, "alarmed", False) for e in (exc, exc.__cause__)) or \
+                isinstance(exc, StoreError):  # (simpy raises a copy, caused by the original)
+            return
+        with contextlib.suppress(sqlite3.Error, LiponError):
+            self.ctx.alarm("error", "engine", f"{exc}: {what}", reaction="abort")
 
     def _stop(self, processes, reason: str) -> SafeState:
         """Nothing left running on the clock, then every instrument to its safe state."""
@@ -341,6 +320,10 @@ class Engine:
             try:
                 values[name] = read()
             except LinkLost as exc:  # fails the run unless a rule watches this link
+                if inst not in self.links.grace_s:
+                    self.ctx.alarm("error", inst, f"{exc}: the run stops (no rule reads "
+                                   f"{inst}.link_health)", reaction="abort")
+                    exc.alarmed = True
                 self.links.lost(inst, exc, self.env.now)
                 lost.add(inst)
                 for other, other_inst, _ in self._polled[tool]:
@@ -348,7 +331,7 @@ class Engine:
                         self.ctx.latest.pop(other, None)
             except InstrumentError as exc:
                 if name not in refusals:
-                    self.ctx.alarm("warning", name, str(exc))
+                    self.ctx.alarm("warning", name, str(exc), reaction="left out")
                 refusals[name] = str(exc)
                 self.ctx.latest.pop(name, None)
             else:
@@ -401,8 +384,8 @@ class Engine:
     def _take_requests(self) -> None:
         ctx = self.ctx
         for action in self.store.requests.take(self.run_id):
-            if action == "abort":
-                raise RunAborted("aborted by the operator")
+            if action == "abort":  # the operator's own act: no alarm
+                raise alarmed(RunAborted("aborted by the operator"))
             if action == "pause" and not ctx.operator_pause:
                 ctx.operator_pause = True
                 if not ctx.held:
@@ -425,7 +408,7 @@ class Engine:
             if rule.reaction == "abort":
                 ctx.alarm("error", "interlock", f"{rule.describe()} tripped: the run is "
                           "aborted", rule.label, "abort")
-                raise RunAborted(f"{rule.describe()} tripped")
+                raise alarmed(RunAborted(f"{rule.describe()} tripped"))
         alarming = {rule.label: rule for rule in fired if rule.reaction == "alarm"}
         for name in alarming.keys() - self._alarming:
             ctx.alarm("warning", "interlock", f"{alarming[name].describe()} is true", name,
@@ -441,7 +424,7 @@ class Engine:
                        f"than {MAX_HOLDS_PER_STEP} times")
                 ctx.alarm("error", "interlock", f"{why}: the run is aborted", holding[0].label,
                           "abort")
-                raise RunAborted(why)
+                raise alarmed(RunAborted(why))
             self.env.process(self.hold(holding, safe=any(r.reaction == "pause"
                                                          for r in holding)))
 
@@ -489,6 +472,9 @@ class Engine:
         # testing cells for another run) are not this run's to switch off
         for name in safe_order(roles, [n for n in self.lab.instruments if n in roles]):
             try:
+                with contextlib.suppress(KeyError):  # no back-off in the safe state
+                    for address in self.lab.station.instrument(name).addresses:
+                        self.lab.pool.link(address).retry_now()
                 self.lab.instruments[name].make_safe()
                 safe.done.append(name)
             except Exception as exc:  # noqa: BLE001 - one instrument never spares the others

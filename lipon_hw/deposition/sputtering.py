@@ -137,6 +137,10 @@ def deposit(ctx, p: Deposit, state: dict):
         state["elapsed_s"] = ctx.now - state["t_open"]
         thickness = ctx.quantity("thickness_monitor", "thickness_nm") + offset
         rate = ctx.quantity("thickness_monitor", "rate_A_s")
+        if thickness is None or rate is None:  # a failed crystal: the layer is blind
+            why = "; ".join(v for k, v in ctx.refusals.items() if k.startswith(monitor_name))
+            raise RunAborted(f"deposit: {monitor_name} gives no thickness or rate "
+                             f"({why or 'no reading'}); the layer is stopped")
         if thickness >= p.until_thickness_nm:
             break
         if state["elapsed_s"] > p.max_h * 3600:
