@@ -148,8 +148,12 @@ def test_an_abort_on_channels_in_fault_trips_every_channel_with_its_cell_off(tmp
     finally:
         lab.close()
     assert chans[2].status == "tripped" and "below min_V" in chans[2].message
-    aborts = [a for a in alarms(store, run_id) if a[4] == "abort"]
+    every = alarms(store, run_id)
+    aborts = [a for a in every if a[4] == "abort" and a[1] == "mes4"]
     assert len(aborts) == 1, aborts
+    # channel 2 tells its own trip; channels 1 and 3 were told by the potentiostat's alarm
+    assert [a[1:4] for a in every if a[4] == "abort" and a[1] != "mes4"] == [
+        ("channel 2", f"{chans[2].message}: the channel is stopped", "safety")]
     t_abort = aborts[0][0]  # as channel 2's poll found its trip (its sample came before)
     assert float(chans[2].message.rsplit("t = ", 1)[1].split()[0]) <= t_abort
     trip = f"interlock one down (channels_in_fault >= 1) on mes4 tripped at t = {t_abort:.0f} s"

@@ -338,8 +338,10 @@ class Channel:
         self.watch.observe(self.env.now)
         if self.watch.trip is not None:
             self._store_cycles(self.counter.add(taken))
-            raise ChannelTrip(f"channel {self.number}: {self.watch.trip}",
-                              self.watch.trip_rule)
+            trip = ChannelTrip(f"channel {self.number}: {self.watch.trip}",
+                               self.watch.trip_rule)
+            trip.alarmed = True  # the potentiostat's one alarm says it for every channel
+            raise trip
 
     def _check_rules(self, rows: list[tuple], phase: str) -> None:
         """Each sample against the channel's interlock rules: `abort` trips the channel,

@@ -26,7 +26,10 @@ class ChannelTrip(LiponError):
 def alarm_stop(channel, exc: LiponError) -> None:
     """The error alarm of a channel stopped by a trip (a rule, a safety limit, the
     instrument) or a failure, stored as it stops; its cell is disconnected next (a cell
-    that cannot be is an alarm of its own)."""
+    that cannot be is an alarm of its own). None for a trip an alarm already told (a
+    potentiostat-wide abort: one alarm for all its channels)."""
+    if getattr(exc, "alarmed", False):
+        return
     channel.store.add_alarm(channel.run_id, channel.env.now, "error",
                             f"channel {channel.number}", f"{exc}: the channel is stopped",
                             getattr(exc, "rule", None), "abort")
