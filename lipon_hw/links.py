@@ -9,9 +9,12 @@ emulator (`sim://NAME`), pyserial (`serial:///dev/ttyUSB0?baudrate=19200`,
 `Link.exchange(fn)` is the one way a driver runs a transaction: it takes the port
 lock, retries a failed exchange after flushing the input, and keeps the link's
 health (ok / retrying / lost) for interlocks to read. A lost link is re-opened
-on a later exchange, no sooner than a bounded exponential back-off allows; this
-holds for every port kind (a closed socket, an unplugged adapter, a VISA session
-gone: the port is opened afresh).
+on a later exchange, no sooner than a bounded exponential back-off allows (or at once
+after `reopen_now()`, which a safe state asks for: it does not wait out a back-off);
+this holds for every port kind (a closed socket, an unplugged adapter, a VISA session
+gone: the port is opened afresh). The back-off runs on the link's clock: the run's own,
+so a simulated lab's port comes back after the same virtual delay on every machine, and
+a caller that rides out an outage waits on that clock between its tries.
 
 The retry rule. A transaction that is idempotent (a query, an absolute setpoint,
 a coil set ON or OFF) is simply sent again after a failure. One that is not (a
@@ -378,8 +381,17 @@ class Link:
             self._mark_lost()
             doubt = ("; its last command may or may not have taken effect (the read-back "
                      "did not answer)" if unsure else "")
-            raise LinkLost(f"{self.address} is lost after {self.retries + 1} attempts: "
-                           f"{error}{doubt}")
+            lost = LinkLost(f"{self.address} is lost after {self.retries + 1} attempts: "
+                            f"{error}{doubt}")
+            lost.maybe_took = unsure  # a caller trying again later must read back first
+            raise lost
+
+    def reopen_now(self) -> None:
+        """Let the next exchange re-open a lost port at once, back-off or not: the safe
+        state is worth one more try whenever it is wanted (its retries stay bounded by
+        whoever asks, see `lipon_hw.celltest.groups.disconnect`)."""
+        with self.lock:
+            self._reopen_at = min(self._reopen_at, self._clock())
 
     def _succeeded(self) -> None:
         self.health = Health.OK
@@ -418,6 +430,40 @@ class Link:
             self._port.close()
             self._rx.clear()
             self._open = False
+
+
+#: how long (the run's clock) a safe state keeps trying an instrument that failed it, and
+#: the longest wait between its tries (1, 2, 4 … s)
+SAFE_PATIENCE_S = 1800.0
+SAFE_RETRY_MAX_S = 30.0
+
+
+def links_of(instrument) -> list[Link]:
+    """The Links a driver talks through (`link`, or `links` for one per channel)."""
+    links = getattr(instrument, "links", None) or [getattr(instrument, "link", None)]
+    return [link for link in links if isinstance(link, Link)]
+
+
+def retry_safe_state(call: Callable[[], None], links: list[Link],
+                     wait: Callable[[float], None],
+                     patience_s: float = SAFE_PATIENCE_S) -> None:
+    """`call()` (an instrument's safe state) until it succeeds, bounded: after a failure
+    `wait(s)` lets the run's clock move on s seconds (1, 2, 4 … SAFE_RETRY_MAX_S), every
+    link in `links` is let re-open at once (`reopen_now`), and the call is tried again, for
+    up to `patience_s` of waiting; then the last failure is raised."""
+    waited, pause = 0.0, 1.0
+    while True:
+        try:
+            call()
+            return
+        except Exception:
+            if waited + pause > patience_s:
+                raise
+        wait(pause)
+        waited += pause
+        pause = min(2 * pause, SAFE_RETRY_MAX_S)
+        for link in links:
+            link.reopen_now()
 
 
 class LinkPool:

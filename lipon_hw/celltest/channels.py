@@ -37,6 +37,7 @@ from lipon_hw.celltest import protocol as pr
 from lipon_hw.celltest.cycle_counter import CycleCounter
 from lipon_hw.celltest.protocol_checks import FOREVER_S
 from lipon_hw.celltest.step_ends import MIN_POLL_S, ChannelTrip, HostEnds, StepOutcome
+from lipon_hw.celltest.wire import disconnect_patiently, patiently, tell_gaps
 from lipon_hw.engine import interlocks as il
 from lipon_hw.errors import LiponError, StoreError
 from lipon_hw.store import Store
@@ -166,6 +167,8 @@ class Channel:
             run_stops = True
             raise
         finally:
+            if not run_stops:  # else the run disconnects every cell at once, then stores
+                yield from disconnect_patiently(self)
             self._disconnect()
             if not run_stops:  # else the run disconnects every cell before it stores any end
                 self._record_end()
@@ -201,7 +204,7 @@ class Channel:
         # on a real-time clock the instrument runs on while the host works (a step's end is
         # seen a poll later): a step never starts before the last sample of the one before
         t0 = max(self.env.now, self._last_sample_t)
-        run = self.pstat.start(self.number, technique)
+        run = yield from patiently(self.env, lambda: self.pstat.start(self.number, technique))
         ends = HostEnds(step, self.plan, t0, before)
         rows: list[tuple] = []
         taken: list[tuple] = []  # the step's samples, for the cycle figures at its end
@@ -209,7 +212,8 @@ class Channel:
         step_type, step_id = step.step_type, st.pc
         while True:
             yield self.env.timeout(self._wait(run, ends))
-            samples = run.poll()
+            samples = yield from patiently(self.env, run.poll)
+            tell_gaps(self, run, t0)
             if samples:
                 if samples[0].f_Hz is not None:
                     self._spectrum(samples, t0)
@@ -238,7 +242,8 @@ class Channel:
             if outcome is None and run.finished:
                 outcome = ends.instrument_end(run.end_reason, self)
             elif outcome is not None:
-                self.pstat.stop(self.number)
+                yield from patiently(self.env, lambda: self.pstat.stop(self.number))
+                tell_gaps(self, run, t0)
             if outcome is not None:
                 self._store_cycles(self.counter.add(taken))
                 if outcome.end not in ("aborted", "paused"):
@@ -252,7 +257,7 @@ class Channel:
         recorded voltage. A step cut short then goes on with what is left of its time and
         capacity. The channel's stored status says `paused` meanwhile."""
         st = self.state
-        self.pstat.cell_off(self.number)
+        yield from patiently(self.env, lambda: self.pstat.cell_off(self.number))
         by_rule = self._held_by and not self._pause_wanted
         rule = "; ".join(r.describe() for r in self._held_by) if by_rule else None
         labels = "; ".join(r.label for r in self._held_by) if by_rule else None
@@ -268,12 +273,15 @@ class Channel:
         rec = self.plan.program.record
         st.step_count += 1
         t0 = max(self.env.now, self._last_sample_t)
-        run = self.pstat.start(self.number, OCV(FOREVER_S, rec.interval_s, pr.recording(rec)))
+        pause = OCV(FOREVER_S, rec.interval_s, pr.recording(rec))
+        run = yield from patiently(self.env, lambda: self.pstat.start(self.number, pause))
         poll = min(self.max_poll_s, rec.every_s or self.max_poll_s)
         while True:
             yield self.env.timeout(max(MIN_POLL_S, poll))
+            samples = yield from patiently(self.env, run.poll)
+            tell_gaps(self, run, t0)
             rows = [(t0 + s.t_s, s.E_V, 0.0, st.cycle, st.step_count, st.pc, "PAUSE")
-                    for s in run.poll() if s.E_V is not None]
+                    for s in samples if s.E_V is not None]
             if rows:
                 self.store.add_cell_samples(self.run_id, self.number, rows)
                 self._last_sample_t = rows[-1][0]
@@ -281,11 +289,12 @@ class Channel:
                 self._held_by = [rule for rule in self._held_by
                                  if _holds_on(rule, rows)]
             if not (self._pause_wanted or self._held_by) or self._abort_requested:
-                self.pstat.stop(self.number)
+                yield from patiently(self.env, lambda: self.pstat.stop(self.number))
+                tell_gaps(self, run, t0)
                 break
             if run.finished:  # a pause longer than an instrument step may last goes on
                 t0 = max(self.env.now, self._last_sample_t)
-                run = self.pstat.start(self.number, run.technique)
+                run = yield from patiently(self.env, lambda: self.pstat.start(self.number, pause))
         self.status, self.message = "running", ""
         self.store.add_alarm(self.run_id, self.env.now, "info", f"channel {self.number}",
                              "aborted while paused" if self._abort_requested else

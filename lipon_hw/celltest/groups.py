@@ -71,17 +71,31 @@ class OperatorWish:
         return self._wish
 
 
+#: tries of each channel's disconnection at the run's end, each re-opening a lost link at
+#: once (no back-off: the clock may no longer move, and the safe state is worth a try)
+SAFE_TRIES = 3
+
+
 def disconnect(pstat, channels: list[int]) -> list[str]:
     """Every channel of this group stopped with its cell off, whatever ended the run (the
-    channels normally did it themselves; other groups' channels are not touched). Returns
-    what failed, one sentence per channel."""
+    channels normally did it themselves; other groups' channels are not touched), each
+    tried SAFE_TRIES times, a lost link re-opened for each try. Returns what failed, one
+    sentence per channel."""
     failures = []
     for channel in channels:
-        try:
-            pstat.stop(channel)
-            pstat.cell_off(channel)
-        except Exception as exc:  # noqa: BLE001 - every channel is tried
-            failures.append(f"channel {channel}: the cell could not be disconnected ({exc})")
+        for attempt in range(SAFE_TRIES):
+            links = getattr(pstat, "links", None) or [getattr(pstat, "link", None)]
+            for link in links:
+                if hasattr(link, "reopen_now"):
+                    link.reopen_now()
+            try:
+                pstat.stop(channel)
+                pstat.cell_off(channel)
+                break
+            except Exception as exc:  # noqa: BLE001 - every channel is tried
+                if attempt + 1 == SAFE_TRIES:
+                    failures.append(f"channel {channel}: the cell could not be disconnected "
+                                    f"({exc}; tried {SAFE_TRIES} times)")
     return failures
 
 

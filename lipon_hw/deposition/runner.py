@@ -39,6 +39,7 @@ from lipon_hw.deposition.steps import (
 from lipon_hw.engine import interlocks as il
 from lipon_hw.engine.lifecycle import Interrupted, RunResult, uninterruptible
 from lipon_hw.errors import InstrumentError, LinkLost, LiponError, RunAborted, StoreError
+from lipon_hw.links import links_of, retry_safe_state
 from lipon_hw.station import Lab
 from lipon_hw.store import Store
 
@@ -468,6 +469,13 @@ class Engine:
         self._last_checkpoint = self.env.now
 
     # --- safe state ----------------------------------------------------------------
+    def _wait_safe(self, seconds: float) -> None:
+        """The run's clock moves on while the safe state waits to try again, and nothing
+        else runs on it (the run has ended): wall time on a real-time clock."""
+        if isinstance(self.env, simpy.rt.RealtimeEnvironment):
+            time.sleep(seconds / self.env.factor)
+        self.env._now = self.env.now + seconds  # noqa: SLF001 - simpy has no public setter
+
     def make_safe(self, reason: str = "") -> SafeState:
         """Every instrument to its safe state, power first. Never raises: an instrument that
         fails is reported, and so is an alarm the store will not take."""
@@ -476,8 +484,9 @@ class Engine:
         # only the instruments of the recipe's tools: the station's others (a potentiostat
         # testing cells for another run) are not this run's to switch off
         for name in safe_order(roles, [n for n in self.lab.instruments if n in roles]):
-            try:
-                self.lab.instruments[name].make_safe()
+            instrument = self.lab.instruments[name]
+            try:  # a lost link is tried again, bounded, as the clock moves on
+                retry_safe_state(instrument.make_safe, links_of(instrument), self._wait_safe)
                 safe.done.append(name)
             except Exception as exc:  # noqa: BLE001 - one instrument never spares the others
                 safe.failed.append(f"{name} ({exc})")

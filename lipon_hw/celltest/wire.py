@@ -1,0 +1,71 @@
+"""How a cell-test channel lives with its instrument's wire: a lost link ridden out on the
+run clock, output the wire lost told as alarms, and the cell's disconnection tried until
+it is done or its patience is spent.
+
+Budgets (run clock; virtual in a simulated run, so the same on every machine):
+- LINK_PATIENCE_S: a start, poll, stop or cell-off that finds the link lost (an unplugged
+  port, a silent or garbling instrument: `LinkLost` after the Link's own bounded retries)
+  is tried again after 1, 2, 4 … 30 s, for up to 15 minutes; then the channel fails with
+  the link's words. A MethodSCRIPT instrument runs its step on its own meanwhile, its
+  limits in its script, and keeps what it measured while the port was unplugged.
+- SAFE_PATIENCE_S: a channel that has ended tries to stop its script and switch its cell
+  off for up to 30 minutes (a lost link, a channel in fault refusing commands) before it
+  says the cell could not be disconnected. A run that stops at once (Ctrl-C, the store
+  failing) does not wait: every cell gets one try, then the run's own bounded retry
+  (`groups.disconnect`).
+"""
+
+from __future__ import annotations
+
+from lipon_hw.celltest.step_ends import MIN_POLL_S
+from lipon_hw.errors import LinkLost, LiponError
+
+LINK_PATIENCE_S = 900.0
+SAFE_PATIENCE_S = 1800.0
+RETRY_MAX_S = 30.0
+
+
+def patiently(env, call):
+    """call(), tried again while its link is lost (LinkLost), on the run clock, for up to
+    LINK_PATIENCE_S; then the LinkLost is raised. A generator: `yield from` it."""
+    since, wait = env.now, MIN_POLL_S
+    while True:
+        try:
+            return call()
+        except LinkLost:
+            if env.now - since + wait > LINK_PATIENCE_S:
+                raise
+        yield env.timeout(wait)
+        wait = min(2 * wait, RETRY_MAX_S)
+
+
+def tell_gaps(channel, run, t0: float) -> None:
+    """What the instrument's output lost on the wire (`run.take_gaps()`, script time),
+    stored as an alarm of the channel with reaction `gap` at the start of each stretch."""
+    take = getattr(run, "take_gaps", None)
+    for a, b, why in (take() if take is not None else ()):
+        end = (f"t = {t0 + b:.1f} s" if b is not None
+               else f"the script's end (seen missing at t = {channel.env.now:.1f} s)")
+        channel.store.add_alarm(channel.run_id, t0 + a, "warning", f"channel {channel.number}",
+                                f"samples from t = {t0 + a:.1f} s to {end} not received: "
+                                f"{why}", None, "gap")
+
+
+def disconnect_patiently(channel):
+    """The channel's technique stopped and cell off, tried on the run clock for up to
+    SAFE_PATIENCE_S; marks the channel disconnected when done. What the last try could not
+    do is the channel's own `_disconnect`'s to say. A generator: `yield from` it."""
+    if channel._disconnected:
+        return
+    env, pstat = channel.env, channel.pstat
+    since, wait = env.now, MIN_POLL_S
+    while env.now - since + wait <= SAFE_PATIENCE_S:
+        try:
+            pstat.stop(channel.number)
+            pstat.cell_off(channel.number)
+        except LiponError:
+            yield env.timeout(wait)
+            wait = min(2 * wait, RETRY_MAX_S)
+            continue
+        channel._disconnected = True
+        return
