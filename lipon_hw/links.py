@@ -37,7 +37,14 @@ from collections.abc import Callable, Mapping
 from typing import Protocol, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
-from lipon_hw.errors import FrameError, InputError, LinkError, LinkLost, LinkTimeout
+from lipon_hw.errors import (
+    FrameError,
+    InputError,
+    LinkError,
+    LinkLost,
+    LinkTimeout,
+    LiponError,
+)
 
 T = TypeVar("T")
 
@@ -450,13 +457,14 @@ def retry_safe_state(call: Callable[[], None], links: list[Link],
     """`call()` (an instrument's safe state) until it succeeds, bounded: after a failure
     `wait(s)` lets the run's clock move on s seconds (1, 2, 4 … SAFE_RETRY_MAX_S), every
     link in `links` is let re-open at once (`reopen_now`), and the call is tried again, for
-    up to `patience_s` of waiting; then the last failure is raised."""
+    up to `patience_s` of waiting; then the last failure is raised. Only the instrument's
+    and its link's failures (LiponError) are tried again."""
     waited, pause = 0.0, 1.0
     while True:
         try:
             call()
             return
-        except Exception:
+        except LiponError:  # the instrument or its link; a bug is raised at once
             if waited + pause > patience_s:
                 raise
         wait(pause)

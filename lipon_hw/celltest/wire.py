@@ -27,14 +27,19 @@ RETRY_MAX_S = 30.0
 
 def patiently(env, call):
     """call(), tried again while its link is lost (LinkLost), on the run clock, for up to
-    LINK_PATIENCE_S; then the LinkLost is raised. A generator: `yield from` it."""
-    since, wait = env.now, MIN_POLL_S
+    LINK_PATIENCE_S; then LinkLost, in the words of the outage's first failure and its last.
+    A generator: `yield from` it."""
+    since, wait, first = env.now, MIN_POLL_S, None
     while True:
         try:
             return call()
-        except LinkLost:
+        except LinkLost as exc:
+            first = first or exc  # the words of the outage's start: what went wrong
             if env.now - since + wait > LINK_PATIENCE_S:
-                raise
+                if exc is first:
+                    raise
+                raise LinkLost(f"{first}; still lost after {env.now - since:.0f} s of "
+                               f"trying again ({exc})") from None
         yield env.timeout(wait)
         wait = min(2 * wait, RETRY_MAX_S)
 

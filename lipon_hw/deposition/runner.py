@@ -473,7 +473,7 @@ class Engine:
         """The run's clock moves on while the safe state waits to try again, and nothing
         else runs on it (the run has ended): wall time on a real-time clock."""
         if isinstance(self.env, simpy.rt.RealtimeEnvironment):
-            time.sleep(seconds / self.env.factor)
+            time.sleep(seconds * self.env.factor)  # factor: wall seconds per clock second
         self.env._now = self.env.now + seconds  # noqa: SLF001 - simpy has no public setter
 
     def make_safe(self, reason: str = "") -> SafeState:
