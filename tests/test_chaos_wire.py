@@ -227,3 +227,17 @@ def test_a_cell_gap_the_run_told_of_is_accounted_and_one_it_did_not_is_lost(tmp_
     v = _cells(tmp_path, told)
     gap = [("channel 1", 60.0, 150.0)]
     assert (v.told_gaps, v.gaps) == ((gap, []) if told else ([], gap))
+
+
+def test_a_silence_from_the_scripts_start_is_a_gap_from_its_start():
+    lab, clock = connect([])
+    run = lab.instruments["mes4"].start(1, OCV(1000.0, 1.0, Recording(30.0)))
+    port = lab.sim.emulators["mes4/1"]
+    port.faults.link_down = True
+    at(clock, 200.0)
+    run.poll()
+    port.faults.link_down = False
+    at(clock, 400.0)
+    first = run.poll()[0]
+    (a, b, why), = run.take_gaps()
+    assert (a, b) == (0.0, first.t_s) and first.t_s >= 200.0 and "record rule" in why

@@ -111,8 +111,7 @@ class Run:
             if self._garbled:
                 self.gaps.append((last_t, t, f"{self._garbled} output line"
                                   f"{'s' * (self._garbled > 1)} garbled on the wire"))
-            elif self._max_spacing_s is not None and self.last is not None \
-                    and t - last_t > self._max_spacing_s:
+            elif self._max_spacing_s is not None and t - last_t > self._max_spacing_s:
                 self.gaps.append((last_t, t, f"no sample for {t - last_t:.0f} s where the "
                                   "record rule sends one at least every "
                                   f"{self._max_spacing_s:g} s (output lost on the wire)"))
