@@ -139,11 +139,16 @@ def test_an_end_that_went_unseen_is_a_gap_to_the_script_end():
 
 
 class _Channel:
-    """What the wire helpers use of a cell-test channel."""
+    """What the wire helpers use of a cell-test channel (its alarms kept in a list)."""
 
     def __init__(self, env, pstat, number):
         self.env, self.pstat, self.number = env, pstat, number
         self._disconnected = False
+        self.run_id, self.alarms = 1, []
+        self.store = self
+
+    def add_alarm(self, *args):
+        self.alarms.append(args)
 
 
 def _on_env(faults):
@@ -161,29 +166,33 @@ def test_a_short_unplug_is_ridden_out_on_the_run_clock():
                          "for_s": 20}])
     mes4 = lab.instruments["mes4"]
     run = mes4.start(1, OCV(1000.0, 1.0, Recording(30.0)))
-    got = []
+    ch, got = _Channel(env, mes4, 1), []
 
     def channel():
         yield env.timeout(110)
-        got.extend((yield from patiently(env, run.poll)))
+        got.extend((yield from patiently(ch, run.poll)))
 
     env.process(channel())
     env.run()
     assert 120 <= env.now <= 140 and got and run.take_gaps() == []
+    (_, t, _, source, message, _, reaction), = ch.alarms  # the outage, told where it ended
+    assert (t, source, reaction) == (env.now, "channel 1", "gap")
+    assert message.startswith("link lost from t = 110.0 s") and "unplugged" in message
 
 
 def test_an_unplug_longer_than_the_patience_fails_with_the_links_words():
     env, lab = _on_env([{"fault": "link_drop", "instrument": "mes4", "at_s": 100}])
     run = lab.instruments["mes4"].start(1, OCV(5000.0, 1.0, Recording(30.0)))
+    ch = _Channel(env, lab.instruments["mes4"], 1)
 
     def channel():
         yield env.timeout(110)
-        yield from patiently(env, run.poll)
+        yield from patiently(ch, run.poll)
 
     proc = env.process(channel())
-    with pytest.raises(LinkLost, match="unplugged"):
+    with pytest.raises(LinkLost, match="unplugged.*still lost after"):
         env.run(until=proc)
-    assert env.now - 110 <= 900.0
+    assert env.now - 110 <= 900.0 and ch.alarms == []
 
 
 def test_a_channel_in_fault_is_disconnected_once_the_fault_clears():

@@ -204,7 +204,7 @@ class Channel:
         # on a real-time clock the instrument runs on while the host works (a step's end is
         # seen a poll later): a step never starts before the last sample of the one before
         t0 = max(self.env.now, self._last_sample_t)
-        run = yield from patiently(self.env, lambda: self.pstat.start(self.number, technique))
+        run = yield from patiently(self, lambda: self.pstat.start(self.number, technique))
         ends = HostEnds(step, self.plan, t0, before)
         rows: list[tuple] = []
         taken: list[tuple] = []  # the step's samples, for the cycle figures at its end
@@ -212,7 +212,7 @@ class Channel:
         step_type, step_id = step.step_type, st.pc
         while True:
             yield self.env.timeout(self._wait(run, ends))
-            samples = yield from patiently(self.env, run.poll)
+            samples = yield from patiently(self, run.poll)
             tell_gaps(self, run, t0)
             if samples:
                 if samples[0].f_Hz is not None:
@@ -242,7 +242,7 @@ class Channel:
             if outcome is None and run.finished:
                 outcome = ends.instrument_end(run.end_reason, self)
             elif outcome is not None:
-                yield from patiently(self.env, lambda: self.pstat.stop(self.number))
+                yield from patiently(self, lambda: self.pstat.stop(self.number))
                 tell_gaps(self, run, t0)
             if outcome is not None:
                 self._store_cycles(self.counter.add(taken))
@@ -257,7 +257,7 @@ class Channel:
         recorded voltage. A step cut short then goes on with what is left of its time and
         capacity. The channel's stored status says `paused` meanwhile."""
         st = self.state
-        yield from patiently(self.env, lambda: self.pstat.cell_off(self.number))
+        yield from patiently(self, lambda: self.pstat.cell_off(self.number))
         by_rule = self._held_by and not self._pause_wanted
         rule = "; ".join(r.describe() for r in self._held_by) if by_rule else None
         labels = "; ".join(r.label for r in self._held_by) if by_rule else None
@@ -274,11 +274,11 @@ class Channel:
         st.step_count += 1
         t0 = max(self.env.now, self._last_sample_t)
         pause = OCV(FOREVER_S, rec.interval_s, pr.recording(rec))
-        run = yield from patiently(self.env, lambda: self.pstat.start(self.number, pause))
+        run = yield from patiently(self, lambda: self.pstat.start(self.number, pause))
         poll = min(self.max_poll_s, rec.every_s or self.max_poll_s)
         while True:
             yield self.env.timeout(max(MIN_POLL_S, poll))
-            samples = yield from patiently(self.env, run.poll)
+            samples = yield from patiently(self, run.poll)
             tell_gaps(self, run, t0)
             rows = [(t0 + s.t_s, s.E_V, 0.0, st.cycle, st.step_count, st.pc, "PAUSE")
                     for s in samples if s.E_V is not None]
@@ -289,12 +289,12 @@ class Channel:
                 self._held_by = [rule for rule in self._held_by
                                  if _holds_on(rule, rows)]
             if not (self._pause_wanted or self._held_by) or self._abort_requested:
-                yield from patiently(self.env, lambda: self.pstat.stop(self.number))
+                yield from patiently(self, lambda: self.pstat.stop(self.number))
                 tell_gaps(self, run, t0)
                 break
             if run.finished:  # a pause longer than an instrument step may last goes on
                 t0 = max(self.env.now, self._last_sample_t)
-                run = yield from patiently(self.env, lambda: self.pstat.start(self.number, pause))
+                run = yield from patiently(self, lambda: self.pstat.start(self.number, pause))
         self.status, self.message = "running", ""
         self.store.add_alarm(self.run_id, self.env.now, "info", f"channel {self.number}",
                              "aborted while paused" if self._abort_requested else

@@ -25,14 +25,18 @@ SAFE_PATIENCE_S = 1800.0
 RETRY_MAX_S = 30.0
 
 
-def patiently(env, call):
+def patiently(channel, call):
     """call(), tried again while its link is lost (LinkLost), on the run clock, for up to
     LINK_PATIENCE_S; then LinkLost, in the words of the outage's first failure and its last.
-    A generator: `yield from` it."""
+    An outage ridden out is told as an alarm of the channel (reaction `gap`) at the moment
+    the link answered again: the samples the host could not take meanwhile (a step that
+    ended unseen waits for the next) are no sample lost without a word. A generator:
+    `yield from` it."""
+    env = channel.env
     since, wait, first = env.now, MIN_POLL_S, None
     while True:
         try:
-            return call()
+            result = call()
         except LinkLost as exc:
             first = first or exc  # the words of the outage's start: what went wrong
             if env.now - since + wait > LINK_PATIENCE_S:
@@ -40,6 +44,13 @@ def patiently(env, call):
                     raise
                 raise LinkLost(f"{first}; still lost after {env.now - since:.0f} s of "
                                f"trying again ({exc})") from None
+        else:
+            if first is not None:
+                channel.store.add_alarm(
+                    channel.run_id, env.now, "warning", f"channel {channel.number}",
+                    f"link lost from t = {since:.1f} s to t = {env.now:.1f} s, ridden out: "
+                    f"no samples taken meanwhile ({first})", None, "gap")
+            return result
         yield env.timeout(wait)
         wait = min(2 * wait, RETRY_MAX_S)
 
