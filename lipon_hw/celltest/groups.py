@@ -14,6 +14,7 @@ from lipon_hw.celltest import protocol as pr
 from lipon_hw.celltest.channels import ChannelState, run_channels
 from lipon_hw.engine.lifecycle import make_env, uninterruptible
 from lipon_hw.errors import InputError, InstrumentError
+from lipon_hw.links import links_of
 from lipon_hw.station import Station
 from lipon_hw.store import Store
 
@@ -84,10 +85,8 @@ def disconnect(pstat, channels: list[int]) -> list[str]:
     failures = []
     for channel in channels:
         for attempt in range(SAFE_TRIES):
-            links = getattr(pstat, "links", None) or [getattr(pstat, "link", None)]
-            for link in links:
-                if hasattr(link, "reopen_now"):
-                    link.reopen_now()
+            for link in links_of(pstat):
+                link.reopen_now()
             try:
                 pstat.stop(channel)
                 pstat.cell_off(channel)
