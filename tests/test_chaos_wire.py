@@ -250,3 +250,23 @@ def test_a_silence_from_the_scripts_start_is_a_gap_from_its_start():
     first = run.poll()[0]
     (a, b, why), = run.take_gaps()
     assert (a, b) == (0.0, first.t_s) and first.t_s >= 200.0 and "record rule" in why
+
+
+def test_a_step_whose_end_went_unseen_is_overdue_after_its_length_and_a_margin():
+    from types import SimpleNamespace
+
+    from lipon_hw.celltest.wire import OVERDUE_S, end_overdue, expected_s
+    from lipon_hw.techniques import CCCV, EIS
+
+    assert expected_s(CCCV(3e-6, 4.2, 1e-7, 1000.0)) == 2000.0  # two phases, each capped
+    assert expected_s(EIS(1000.0, 10.0, 3)) == pytest.approx(1.0 + 3 * 0.05 + 0.003 + 0.03
+                                                             + 0.3)
+    lab, clock = connect([])
+    run = lab.instruments["mes4"].start(1, OCV(100.0, 1.0, Recording(10.0)))
+    channel = SimpleNamespace(env=SimpleNamespace(now=110.0 + OVERDUE_S))
+    assert not end_overdue(channel, run, 0.0)  # 100 s + a tenth + the margin: not yet
+    channel.env.now = 110.5 + OVERDUE_S
+    assert end_overdue(channel, run, 0.0)
+    at(clock, 200.0)
+    run.poll()
+    assert run.finished and not end_overdue(channel, run, 0.0)

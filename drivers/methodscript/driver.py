@@ -126,8 +126,11 @@ class Run:
     def _end_unseen(self) -> None:
         """The script ended while its end went unseen: what it sent last was lost."""
         last_t = self.last.t_s if self.last is not None and self.last.t_s is not None else 0.0
-        self.gaps.append((last_t, None, "the script's last output and its end were lost on "
-                          "the wire"))
+        garbled = (f" ({self._garbled} line{'s' * (self._garbled > 1)} of it garbled)"
+                   if self._garbled else "")
+        self.gaps.append((last_t, None, f"the script's last output{garbled} and its end were "
+                          "lost on the wire"))
+        self._garbled = 0
         self.finished = True  # on its own: why is judged from the last sample seen
 
     @property

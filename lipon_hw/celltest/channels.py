@@ -37,7 +37,12 @@ from lipon_hw.celltest import protocol as pr
 from lipon_hw.celltest.cycle_counter import CycleCounter
 from lipon_hw.celltest.protocol_checks import FOREVER_S
 from lipon_hw.celltest.step_ends import MIN_POLL_S, ChannelTrip, HostEnds, StepOutcome
-from lipon_hw.celltest.wire import disconnect_patiently, patiently, tell_gaps
+from lipon_hw.celltest.wire import (
+    disconnect_patiently,
+    end_overdue,
+    patiently,
+    tell_gaps,
+)
 from lipon_hw.engine import interlocks as il
 from lipon_hw.errors import LiponError, StoreError
 from lipon_hw.store import Store
@@ -203,8 +208,8 @@ class Channel:
         st.step_count += 1
         # on a real-time clock the instrument runs on while the host works (a step's end is
         # seen a poll later): a step never starts before the last sample of the one before
-        t0 = max(self.env.now, self._last_sample_t)
         run = yield from patiently(self, lambda: self.pstat.start(self.number, technique))
+        t0 = max(self.env.now, self._last_sample_t)  # after a lost link ridden out, if any
         ends = HostEnds(step, self.plan, t0, before)
         rows: list[tuple] = []
         taken: list[tuple] = []  # the step's samples, for the cycle figures at its end
@@ -239,6 +244,9 @@ class Channel:
                 outcome = StepOutcome("paused")
                 st.done_before = ends.done(self.env.now) if hasattr(technique, "duration_s") \
                     else None  # a spectrum or a sweep cut short is measured again
+            if outcome is None and end_overdue(self, run, t0):  # its end lost on the wire
+                yield from patiently(self, lambda: self.pstat.stop(self.number))
+                tell_gaps(self, run, t0)
             if outcome is None and run.finished:
                 outcome = ends.instrument_end(run.end_reason, self)
             elif outcome is not None:
@@ -272,9 +280,9 @@ class Channel:
                              labels, reaction)
         rec = self.plan.program.record
         st.step_count += 1
-        t0 = max(self.env.now, self._last_sample_t)
         pause = OCV(FOREVER_S, rec.interval_s, pr.recording(rec))
         run = yield from patiently(self, lambda: self.pstat.start(self.number, pause))
+        t0 = max(self.env.now, self._last_sample_t)
         poll = min(self.max_poll_s, rec.every_s or self.max_poll_s)
         while True:
             yield self.env.timeout(max(MIN_POLL_S, poll))
@@ -293,8 +301,8 @@ class Channel:
                 tell_gaps(self, run, t0)
                 break
             if run.finished:  # a pause longer than an instrument step may last goes on
-                t0 = max(self.env.now, self._last_sample_t)
                 run = yield from patiently(self, lambda: self.pstat.start(self.number, pause))
+                t0 = max(self.env.now, self._last_sample_t)
         self.status, self.message = "running", ""
         self.store.add_alarm(self.run_id, self.env.now, "info", f"channel {self.number}",
                              "aborted while paused" if self._abort_requested else

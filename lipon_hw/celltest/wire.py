@@ -8,6 +8,10 @@ Budgets (run clock; virtual in a simulated run, so the same on every machine):
   is tried again after 1, 2, 4 … 30 s, for up to 15 minutes; then the channel fails with
   the link's words. A MethodSCRIPT instrument runs its step on its own meanwhile, its
   limits in its script, and keeps what it measured while the port was unplugged.
+- OVERDUE_S: a step whose own end (the script's last lines) went unseen, lost on a
+  garbling or silent wire, would be waited for forever; once it is overdue (its length,
+  as the technique says, plus a tenth plus a minute) the channel stops it (`Z`): the
+  instrument says nothing runs, and the lost end is told as a gap (`end_overdue`).
 - SAFE_PATIENCE_S: a channel that has ended tries to stop its script and switch its cell
   off for up to 30 minutes (a lost link, a channel in fault refusing commands) before it
   says the cell could not be disconnected. A run that stops at once (Ctrl-C, the store
@@ -19,10 +23,14 @@ from __future__ import annotations
 
 from lipon_hw.celltest.step_ends import MIN_POLL_S
 from lipon_hw.errors import LinkLost, LiponError
+from lipon_hw.techniques import CCCV, EIS, CyclicSweep, LinearSweep, sweep_legs
 
 LINK_PATIENCE_S = 900.0
 SAFE_PATIENCE_S = 1800.0
 RETRY_MAX_S = 30.0
+#: how far past its expected length (plus a tenth of it) a step's own end may go unseen
+#: before the host asks the instrument whether the script still runs
+OVERDUE_S = 60.0
 
 
 def patiently(channel, call):
@@ -85,3 +93,25 @@ def disconnect_patiently(channel):
             continue
         channel._disconnected = True
         return
+
+
+def expected_s(technique) -> float | None:
+    """How long the instrument takes for the technique at most, as it says (None: not
+    known): its run time (a CCCV's two phases each), an EIS' three periods and 50 ms a
+    point, a sweep's legs at its rate."""
+    if isinstance(technique, EIS):
+        return 1.0 + sum(3.0 / f + 0.05 for f in technique.frequencies_Hz)
+    if isinstance(technique, LinearSweep | CyclicSweep):
+        return sum(abs(b - a) for a, b in sweep_legs(technique)) / technique.rate_V_s
+    duration = getattr(technique, "duration_s", None)
+    if duration is None:
+        return None
+    return 2 * duration if isinstance(technique, CCCV) else duration
+
+
+def end_overdue(channel, run, t0: float) -> bool:
+    """Whether the step's own end is overdue (see OVERDUE_S): the caller stops it."""
+    if run.finished:
+        return False
+    expected = expected_s(run.technique)
+    return expected is not None and channel.env.now > t0 + 1.1 * expected + OVERDUE_S
