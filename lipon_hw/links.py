@@ -37,14 +37,7 @@ from collections.abc import Callable, Mapping
 from typing import Protocol, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
-from lipon_hw.errors import (
-    FrameError,
-    InputError,
-    LinkError,
-    LinkLost,
-    LinkTimeout,
-    LiponError,
-)
+from lipon_hw.errors import FrameError, InputError, LinkError, LinkLost, LinkTimeout
 
 T = TypeVar("T")
 
@@ -396,7 +389,7 @@ class Link:
     def reopen_now(self) -> None:
         """Let the next exchange re-open a lost port at once, back-off or not: the safe
         state is worth one more try whenever it is wanted (its retries stay bounded by
-        whoever asks, see `lipon_hw.celltest.groups.disconnect`)."""
+        whoever asks: `lipon_hw.safe_retry`)."""
         with self.lock:
             self._reopen_at = min(self._reopen_at, self._clock())
 
@@ -437,41 +430,6 @@ class Link:
             self._port.close()
             self._rx.clear()
             self._open = False
-
-
-#: how long (the run's clock) a safe state keeps trying an instrument that failed it, and
-#: the longest wait between its tries (1, 2, 4 … s)
-SAFE_PATIENCE_S = 1800.0
-SAFE_RETRY_MAX_S = 30.0
-
-
-def links_of(instrument) -> list[Link]:
-    """The Links a driver talks through (`link`, or `links` for one per channel)."""
-    links = getattr(instrument, "links", None) or [getattr(instrument, "link", None)]
-    return [link for link in links if isinstance(link, Link)]
-
-
-def retry_safe_state(call: Callable[[], None], links: list[Link],
-                     wait: Callable[[float], None],
-                     patience_s: float = SAFE_PATIENCE_S) -> None:
-    """`call()` (an instrument's safe state) until it succeeds, bounded: after a failure
-    `wait(s)` lets the run's clock move on s seconds (1, 2, 4 … SAFE_RETRY_MAX_S), every
-    link in `links` is let re-open at once (`reopen_now`), and the call is tried again, for
-    up to `patience_s` of waiting; then the last failure is raised. Only the instrument's
-    and its link's failures (LiponError) are tried again."""
-    waited, pause = 0.0, 1.0
-    while True:
-        try:
-            call()
-            return
-        except LiponError:  # the instrument or its link; a bug is raised at once
-            if waited + pause > patience_s:
-                raise
-        wait(pause)
-        waited += pause
-        pause = min(2 * pause, SAFE_RETRY_MAX_S)
-        for link in links:
-            link.reopen_now()
 
 
 class LinkPool:

@@ -14,7 +14,8 @@ from faulty import at, connect
 
 from lipon_hw.celltest.wire import disconnect_patiently, patiently
 from lipon_hw.errors import InstrumentError, LinkLost
-from lipon_hw.links import Health, links_of, retry_safe_state
+from lipon_hw.links import Health
+from lipon_hw.safe_retry import links_of, retry_safe_state
 from lipon_hw.store import Store
 from lipon_hw.techniques import OCV, ConstantCurrent, Recording
 

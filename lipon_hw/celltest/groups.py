@@ -14,7 +14,7 @@ from lipon_hw.celltest import protocol as pr
 from lipon_hw.celltest.channels import ChannelState, run_channels
 from lipon_hw.engine.lifecycle import make_env, uninterruptible
 from lipon_hw.errors import InputError, InstrumentError
-from lipon_hw.links import links_of
+from lipon_hw.safe_retry import links_of
 from lipon_hw.station import Station
 from lipon_hw.store import Store
 

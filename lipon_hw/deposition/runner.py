@@ -39,7 +39,7 @@ from lipon_hw.deposition.steps import (
 from lipon_hw.engine import interlocks as il
 from lipon_hw.engine.lifecycle import Interrupted, RunResult, uninterruptible
 from lipon_hw.errors import InstrumentError, LinkLost, LiponError, RunAborted, StoreError
-from lipon_hw.links import links_of, retry_safe_state
+from lipon_hw.safe_retry import links_of, retry_safe_state
 from lipon_hw.station import Lab
 from lipon_hw.store import Store
 
