@@ -32,7 +32,12 @@ readings lost (gaps)
     `pause`, a `PAUSE` sample) or an impedance spectrum of that channel (EIS records
     spectra, not samples). A deposition's gap holding an alarm of the quantity's own
     instrument (it refused, or did not answer, and the run said so) is counted apart as
-    "told": a reading never taken, not one the store lost. A resume is not excused: in
+    "told": a reading never taken, not one the store lost. So is a cell test's gap that
+    holds a `gap` alarm of its channel (the driver found output lost on the wire: garbled
+    lines, a silence longer than the record rule allows, an end unseen, and the run said
+    where): a reading the instrument sent that the store records as missing. Lost means
+    a reading the instrument produced that the store neither has nor records as a gap.
+    A resume is not excused: in
     virtual time a resumed run rewinds to its checkpoint (what came after is deleted and
     lived again), so the checkpoint allows no gap.
 """
@@ -222,4 +227,6 @@ def _cells(con, run_id: int, text: str, alarms: list[tuple], v: Verdict) -> None
                 continue
             if any(a <= s <= b for s in spectra) or _held(alarms, a, b, f"channel {channel}"):
                 continue
-            v.gaps.append((f"channel {channel}", a, b))
+            told = any(al[4] == "gap" and al[2] == f"channel {channel}" and a <= al[1] < b
+                       for al in alarms)
+            (v.told_gaps if told else v.gaps).append((f"channel {channel}", a, b))

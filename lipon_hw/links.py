@@ -9,9 +9,12 @@ emulator (`sim://NAME`), pyserial (`serial:///dev/ttyUSB0?baudrate=19200`,
 `Link.exchange(fn)` is the one way a driver runs a transaction: it takes the port
 lock, retries a failed exchange after flushing the input, and keeps the link's
 health (ok / retrying / lost) for interlocks to read. A lost link is re-opened
-on a later exchange, no sooner than a bounded exponential back-off allows; this
-holds for every port kind (a closed socket, an unplugged adapter, a VISA session
-gone: the port is opened afresh).
+on a later exchange, no sooner than a bounded exponential back-off allows (or at once
+after `reopen_now()`, which a safe state asks for: it does not wait out a back-off);
+this holds for every port kind (a closed socket, an unplugged adapter, a VISA session
+gone: the port is opened afresh). The back-off runs on the link's clock: the run's own,
+so a simulated lab's port comes back after the same virtual delay on every machine, and
+a caller that rides out an outage waits on that clock between its tries.
 
 The retry rule. A transaction that is idempotent (a query, an absolute setpoint,
 a coil set ON or OFF) is simply sent again after a failure. One that is not (a
@@ -395,13 +398,17 @@ class Link:
             self._mark_lost()
             doubt = ("; its last command may or may not have taken effect (the read-back "
                      "did not answer)" if unsure else "")
-            raise LinkLost(f"{self.address} is lost after {self.retries + 1} attempts: "
-                           f"{error}{doubt}")
+            lost = LinkLost(f"{self.address} is lost after {self.retries + 1} attempts: "
+                            f"{error}{doubt}")
+            lost.maybe_took = unsure  # a caller trying again later must read back first
+            raise lost
 
-    def retry_now(self) -> None:
-        """The next exchange re-opens a lost link at once, back-off or not (the safe state
-        tries every instrument, however recently its link was lost)."""
-        self._reopen_at = 0.0
+    def reopen_now(self) -> None:
+        """Let the next exchange re-open a lost port at once, back-off or not: the safe
+        state is worth one more try whenever it is wanted (its retries stay bounded by
+        whoever asks: `lipon_hw.safe_retry`)."""
+        with self.lock:
+            self._reopen_at = min(self._reopen_at, self._clock())
 
     def _succeeded(self) -> None:
         self.health = Health.OK

@@ -265,7 +265,7 @@ def test_a_lost_link_is_reported_as_a_cell_that_could_not_be_disconnected(served
     # the run's end says what was not made safe: never "completed", nor a plain failure
     assert run[0] == "failed" and run[1] == str(caught.value)
     assert run[1].startswith("the hardware was NOT all made safe: channel 1: the cell could "
-                             f"not be disconnected ({ports[0]} is lost")
+                             f"not be disconnected ({ports[0]} ")  # its re-open, refused
     for (_, status, message), port in zip(channels, ports, strict=True):
         assert status == "failed" and message.startswith(f"{port} is lost after 3 attempts")
         assert f"; the cell could not be disconnected ({port} is lost" in message

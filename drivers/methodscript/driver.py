@@ -10,7 +10,17 @@ Idempotent, resent as they are: `t`, `Z` (abort; a repeat finds nothing running 
 answers `Z!0006`, the same end state), the bare LF that collects output, and the zero-time
 scripts of `cell_on`/`cell_off` (mode, range, level and cell state set absolutely).
 Unverified on an instrument: that an EmStat4 refuses an upload with `!0006` while a script
-runs, and runs an empty script as a no-op (both as the emulator does).
+runs, and runs an empty script as a no-op (both as the emulator does). A start lost with
+its link while the upload may have taken is remembered: the same start asked again (a
+caller riding out the outage) reads back first and adopts the running script.
+
+Streamed output and the wire. An output line is never asked for twice (the protocol has
+no way to), and a retried exchange flushes what was left of a garbled reply: a `Run`
+reads every line of a poll's reply before anything can fail, and what the wire still lost
+is told in `Run.gaps` (garbled lines; a stretch between samples longer than the record
+rule allows, i.e. output sent while the line was silent; an end that went unseen), never
+dropped without a word. Output the instrument sent while its port was unplugged is not
+lost: it waits in the instrument and comes with the next poll.
 """
 
 from __future__ import annotations
@@ -34,12 +44,14 @@ from lipon_hw.drivers.methodscript.scripts import (
     potentiostat_lines,
     script_bytes_for,
 )
-from lipon_hw.errors import FrameError, InputError, InstrumentError, LinkTimeout
+from lipon_hw.errors import FrameError, InputError, InstrumentError, LinkLost, LinkTimeout
 from lipon_hw.links import Link
 from lipon_hw.techniques import (
+    EIS,
     Sample,
     Technique,
     end_limits,
+    recording_of,
 )
 
 
@@ -47,9 +59,15 @@ class Run:
     """One technique running on one channel: its samples as they arrive.
 
     Iterating yields the samples received so far and stops; `finished` says whether
-    the script has ended (normally, by `stop()`, or with an instrument error). Data
-    lines that arrive corrupted cannot be asked for again: they are dropped and kept
-    in `corrupt_lines`.
+    the script has ended (normally, by `stop()`, or with an instrument error).
+
+    No sample is lost silently. MethodSCRIPT cannot send a data line again, so what the
+    wire lost is found and told in `gaps` (take them with `take_gaps()`), each
+    `(from_s, to_s, why)` in the script's time, `to_s` None when the stretch runs to the
+    script's end: data lines that arrived corrupted (kept in `corrupt_lines`), a stretch
+    longer than the record rule allows between two samples (output the instrument sent
+    while the line was silent: the rule sends one at least every `dt_s`), and the end of
+    a script that went unseen (`stop()` finds nothing running).
     """
 
     #: the instrument measures, checks limits and buffers on its own: poll when convenient
@@ -63,6 +81,9 @@ class Run:
         self.error: DeviceError | None = None
         self.last: Sample | None = None
         self.corrupt_lines: list[str] = []
+        self.gaps: list[tuple[float, float | None, str]] = []
+        self._garbled = 0  # corrupt lines since the last good sample
+        self._max_spacing_s = _max_spacing_s(technique)
         self._open_loops = 0
         self._pending: deque[Sample] = deque()
         self._pstat = pstat
@@ -77,6 +98,40 @@ class Run:
 
     def __iter__(self):
         return iter(self.poll())
+
+    def take_gaps(self) -> list[tuple[float, float | None, str]]:
+        """The stretches of output lost on the wire found since the last call."""
+        gaps, self.gaps = self.gaps, []
+        return gaps
+
+    def _sample(self, sample: Sample) -> None:
+        last_t = self.last.t_s if self.last is not None and self.last.t_s is not None else 0.0
+        t = sample.t_s
+        if t is not None and sample.f_Hz is None:
+            if self._garbled:
+                self.gaps.append((last_t, t, f"{self._garbled} output line"
+                                  f"{'s' * (self._garbled > 1)} garbled on the wire"))
+            elif self._max_spacing_s is not None and t - last_t > self._max_spacing_s:
+                self.gaps.append((last_t, t, f"no sample for {t - last_t:.0f} s where the "
+                                  "record rule sends one at least every "
+                                  f"{self._max_spacing_s:g} s (output lost on the wire)"))
+        self._garbled = 0
+        self.last = sample
+        self._pending.append(sample)
+
+    def _corrupt(self, line: str) -> None:
+        self.corrupt_lines.append(line)
+        self._garbled += 1
+
+    def _end_unseen(self) -> None:
+        """The script ended while its end went unseen: what it sent last was lost."""
+        last_t = self.last.t_s if self.last is not None and self.last.t_s is not None else 0.0
+        garbled = (f" ({self._garbled} line{'s' * (self._garbled > 1)} of it garbled)"
+                   if self._garbled else "")
+        self.gaps.append((last_t, None, f"the script's last output{garbled} and its end were "
+                          "lost on the wire"))
+        self._garbled = 0
+        self.finished = True  # on its own: why is judged from the last sample seen
 
     @property
     def end_reason(self) -> str | None:
@@ -97,12 +152,13 @@ class Run:
             try:
                 sample = sample_from_line(line)
             except (ValueError, TypeError):
-                self.corrupt_lines.append(line)
+                self._corrupt(line)
                 return
-            self.last = sample
-            self._pending.append(sample)
+            self._sample(sample)
         elif line == "" and self._open_loops == 0:  # else an LF was garbled into the data
             self.finished = True
+            if self._garbled:
+                self._end_unseen_after_garble()
         elif line in ("*", "+") or line[:1] in ("M", "L") and is_marker(line):
             # a loop's start marker lost with an upload's answer must not keep the run open
             self._open_loops = max(0, self._open_loops + (1 if line[:1] in ("M", "L") else -1))
@@ -110,8 +166,17 @@ class Run:
             self.aborted = True
         elif (error := decode_error(line)) is not None:
             self.error, self.finished = error, True
+            if self._garbled:
+                self._end_unseen_after_garble()
         elif not (is_marker(line) or line.startswith("T") or line == "e"):
-            self.corrupt_lines.append(line)
+            self._corrupt(line)
+
+    def _end_unseen_after_garble(self) -> None:
+        last_t = self.last.t_s if self.last is not None and self.last.t_s is not None else 0.0
+        self.gaps.append((last_t, None, f"{self._garbled} output line"
+                          f"{'s' * (self._garbled > 1)} garbled on the wire before the "
+                          "script's end"))
+        self._garbled = 0
 
 
 class MethodScriptPotentiostat:
@@ -139,6 +204,8 @@ class MethodScriptPotentiostat:
         self.name = name
         self.links = links
         self.runs: dict[int, Run | None] = {ch: None for ch in range(1, len(links) + 1)}
+        #: a start whose upload may have taken unseen (the link was lost): its Run
+        self._unsure: dict[int, Run] = {}
 
     @property
     def channels(self) -> int:
@@ -148,6 +215,11 @@ class MethodScriptPotentiostat:
     def start(self, channel: int, technique: Technique) -> Run:
         """Send the technique's script; InstrumentError if the channel refuses it."""
         self._check_idle(channel)
+        pending = self._unsure.pop(channel, None)
+        if pending is not None and pending.technique == technique and self._link(
+                channel).exchange(lambda link: self._running(link, pending)):
+            self.runs[channel] = pending  # the upload whose answer was lost took after all
+            return pending
         script = script_bytes_for(technique)
         run = Run(self, channel, technique)
 
@@ -167,7 +239,12 @@ class MethodScriptPotentiostat:
                 run._line(line)  # the echo was lost but the script is running
                 return
 
-        self._link(channel).exchange(upload, verify=lambda link: self._running(link, run))
+        try:
+            self._link(channel).exchange(upload, verify=lambda link: self._running(link, run))
+        except LinkLost as exc:
+            if getattr(exc, "maybe_took", False):  # the same start again reads back first
+                self._unsure[channel] = run
+            raise
         self.runs[channel] = run
         return run
 
@@ -308,13 +385,16 @@ class MethodScriptPotentiostat:
             line = self._read_line(link, dispatch=run)
             if line == "Z!0006":  # nothing runs: a run whose end went unseen is over too
                 if run is not None and not run.finished:
-                    run.aborted = run.finished = True
+                    run._end_unseen()
                 return
             if line.startswith("Z!"):  # refused (a channel in fault): said, never waited on
                 raise InstrumentError(f"{link.address} refused to abort its script (Z) with "
                                       f"{decode_error(line)}")
             if line == "Z":
                 break
+            if run is not None and not run.finished and (line == "" or not line.startswith(
+                    ("Z", "e", "t"))):
+                run._line(line)  # the script's own end (or error) came before the answer
         while (line := self._read_line(link, dispatch=run)) != "":
             if decode_error(line) is not None:
                 break
@@ -328,6 +408,20 @@ class MethodScriptPotentiostat:
             if dispatch is None or dispatch.finished or not _is_output(line):
                 return line
             dispatch._line(line)
+
+
+def _max_spacing_s(technique: Technique) -> float | None:
+    """The longest stretch between two samples the technique's record rule allows (a
+    sample on the first measurement at or past `dt_s` after the last one, so less than
+    `dt_s` + one interval), with one interval to spare; None when only ΔV or ΔI rules
+    send samples (no bound) or the technique has no measurement interval."""
+    interval = getattr(technique, "interval_s", None)
+    if interval is None or isinstance(technique, EIS):
+        return None
+    rule = recording_of(technique)
+    if rule.every_point:
+        return 2 * interval + 1e-6
+    return None if rule.dt_s is None else rule.dt_s + 2 * interval + 1e-6
 
 
 def _is_output(line: str) -> bool:

@@ -48,6 +48,12 @@ from lipon_hw.celltest.step_ends import (
     check_safety,
     rest_of,
 )
+from lipon_hw.celltest.wire import (
+    disconnect_patiently,
+    end_overdue,
+    patiently,
+    tell_gaps,
+)
 from lipon_hw.engine import interlocks as il
 from lipon_hw.errors import LiponError, StoreError
 from lipon_hw.store import Store
@@ -183,6 +189,8 @@ class Channel:
             run_stops = True
             raise
         finally:
+            if not run_stops:  # else the run disconnects every cell at once, then stores
+                yield from disconnect_patiently(self)
             self._disconnect()
             if not run_stops:  # else the run disconnects every cell before it stores any end
                 self._record_end()
@@ -218,8 +226,8 @@ class Channel:
         st.step_count += 1
         # on a real-time clock the instrument runs on while the host works (a step's end is
         # seen a poll later): a step never starts before the last sample of the one before
-        t0 = max(self.env.now, self._last_sample_t)
-        run = self.pstat.start(self.number, technique)
+        run = yield from patiently(self, lambda: self.pstat.start(self.number, technique))
+        t0 = max(self.env.now, self._last_sample_t)  # after a lost link ridden out, if any
         ends = HostEnds(step, self.plan, t0, before)
         rows: list[tuple] = []
         taken: list[tuple] = []  # the step's samples, for the cycle figures at its end
@@ -227,7 +235,8 @@ class Channel:
         step_type, step_id = step.step_type, st.pc
         while True:
             yield self._sleep(self._wait(run, ends))
-            samples = run.poll()
+            samples = yield from patiently(self, run.poll)
+            tell_gaps(self, run, t0)
             if samples:
                 if samples[0].f_Hz is not None:
                     self._spectrum(samples, t0)
@@ -254,10 +263,14 @@ class Channel:
                 outcome = StepOutcome("paused")
                 st.done_before = ends.done(self.env.now) if hasattr(technique, "duration_s") \
                     else None  # a spectrum or a sweep cut short is measured again
+            if outcome is None and end_overdue(self, run, t0):  # its end lost on the wire
+                yield from patiently(self, lambda: self.pstat.stop(self.number))
+                tell_gaps(self, run, t0)
             if outcome is None and run.finished:
                 outcome = ends.instrument_end(run.end_reason, self)
             elif outcome is not None:
-                self.pstat.stop(self.number)
+                yield from patiently(self, lambda: self.pstat.stop(self.number))
+                tell_gaps(self, run, t0)
             if outcome is not None:
                 self._store_cycles(self.counter.add(taken))
                 if outcome.end not in ("aborted", "paused"):
@@ -271,7 +284,7 @@ class Channel:
         recorded voltage. A step cut short then goes on with what is left of its time and
         capacity. The channel's stored status says `paused` meanwhile."""
         st = self.state
-        self.pstat.cell_off(self.number)
+        yield from patiently(self, lambda: self.pstat.cell_off(self.number))
         by_rule = self._held_by and not self._pause_wanted
         # the potentiostat's rules alarm once for every channel (`pstat_watch`)
         by_watch = not by_rule and not self._pause_wanted and self.watch.holds()
@@ -289,13 +302,16 @@ class Channel:
                                  "circuit", labels, reaction)
         rec = self.plan.program.record
         st.step_count += 1
+        pause = OCV(FOREVER_S, rec.interval_s, pr.recording(rec))
+        run = yield from patiently(self, lambda: self.pstat.start(self.number, pause))
         t0 = max(self.env.now, self._last_sample_t)
-        run = self.pstat.start(self.number, OCV(FOREVER_S, rec.interval_s, pr.recording(rec)))
         poll = min(self.max_poll_s, rec.every_s or self.max_poll_s)
         while True:
             yield self._sleep(max(MIN_POLL_S, poll))
+            samples = yield from patiently(self, run.poll)
+            tell_gaps(self, run, t0)
             rows = [(t0 + s.t_s, s.E_V, 0.0, st.cycle, st.step_count, st.pc, "PAUSE")
-                    for s in run.poll() if s.E_V is not None]
+                    for s in samples if s.E_V is not None]
             if rows:
                 self.store.add_cell_samples(self.run_id, self.number, rows)
                 self._last_sample_t = rows[-1][0]
@@ -305,11 +321,12 @@ class Channel:
             self._check_watch(())
             if not (self._pause_wanted or self._held_by or self.watch.held_by) \
                     or self._abort_requested:
-                self.pstat.stop(self.number)
+                yield from patiently(self, lambda: self.pstat.stop(self.number))
+                tell_gaps(self, run, t0)
                 break
             if run.finished:  # a pause longer than an instrument step may last goes on
+                run = yield from patiently(self, lambda: self.pstat.start(self.number, pause))
                 t0 = max(self.env.now, self._last_sample_t)
-                run = self.pstat.start(self.number, run.technique)
         self.status, self.message = "running", ""
         if not by_watch or self._abort_requested:
             self.store.add_alarm(self.run_id, self.env.now, "info", f"channel {self.number}",

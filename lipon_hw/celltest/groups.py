@@ -43,7 +43,7 @@ def run_group(store: Store, run_id: int, proto: pr.Protocol, station: Station,
                      links=instrument_links(lab, proto.potentiostat))
     finally:
         with uninterruptible():
-            failures = disconnect(pstat, [p.channel for p in proto.channels])
+            failures = disconnect(lab, proto.potentiostat, [p.channel for p in proto.channels])
             try:  # a store that fails here does not keep the lab from being closed
                 for failure in failures:
                     store.add_alarm(run_id, env.now, "error", proto.potentiostat, failure,
@@ -74,17 +74,30 @@ class OperatorWish:
         return self._wish
 
 
-def disconnect(pstat, channels: list[int]) -> list[str]:
+#: tries of each channel's disconnection at the run's end, each re-opening a lost link at
+#: once (no back-off: the clock may no longer move, and the safe state is worth a try)
+SAFE_TRIES = 3
+
+
+def disconnect(lab, potentiostat: str, channels: list[int]) -> list[str]:
     """Every channel of this group stopped with its cell off, whatever ended the run (the
-    channels normally did it themselves; other groups' channels are not touched). Returns
-    what failed, one sentence per channel."""
+    channels normally did it themselves; other groups' channels are not touched), each
+    tried SAFE_TRIES times, a lost link re-opened for each try. Returns what failed, one
+    sentence per channel."""
+    pstat, links = lab.instruments[potentiostat], instrument_links(lab, potentiostat)
     failures = []
     for channel in channels:
-        try:
-            pstat.stop(channel)
-            pstat.cell_off(channel)
-        except Exception as exc:  # noqa: BLE001 - every channel is tried
-            failures.append(f"channel {channel}: the cell could not be disconnected ({exc})")
+        for attempt in range(SAFE_TRIES):
+            for link in links:
+                link.reopen_now()
+            try:
+                pstat.stop(channel)
+                pstat.cell_off(channel)
+                break
+            except Exception as exc:  # noqa: BLE001 - every channel is tried
+                if attempt + 1 == SAFE_TRIES:
+                    failures.append(f"channel {channel}: the cell could not be disconnected "
+                                    f"({exc}; tried {SAFE_TRIES} times)")
     return failures
 
 

@@ -100,7 +100,7 @@ class CellTestKind(KindBase):
 
         proto = load(run.sequence_path, station, None, text=run.sequence_text)
         channels = [plan.channel for plan in proto.channels]
-        failures = disconnect(lab.instruments[proto.potentiostat], channels)
+        failures = disconnect(lab, proto.potentiostat, channels)
         failed.extend(failures)
         if not failures:
             done.append(f"{proto.potentiostat} channels {', '.join(map(str, channels))}")

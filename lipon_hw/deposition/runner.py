@@ -42,6 +42,8 @@ from lipon_hw.deposition.steps import (
 from lipon_hw.engine import interlocks as il
 from lipon_hw.engine.lifecycle import Interrupted, RunResult, uninterruptible
 from lipon_hw.errors import InstrumentError, LinkLost, LiponError, RunAborted, StoreError
+from lipon_hw.link_health import instrument_links
+from lipon_hw.safe_retry import retry_safe_state
 from lipon_hw.station import Lab
 from lipon_hw.store import Store
 
@@ -463,6 +465,13 @@ class Engine:
         self._last_checkpoint = self.env.now
 
     # --- safe state ----------------------------------------------------------------
+    def _wait_safe(self, seconds: float) -> None:
+        """The run's clock moves on while the safe state waits to try again, and nothing
+        else runs on it (the run has ended): wall time on a real-time clock."""
+        if isinstance(self.env, simpy.rt.RealtimeEnvironment):
+            time.sleep(seconds * self.env.factor)  # factor: wall seconds per clock second
+        self.env._now = self.env.now + seconds  # noqa: SLF001 - simpy has no public setter
+
     def make_safe(self, reason: str = "") -> SafeState:
         """Every instrument to its safe state, power first. Never raises: an instrument that
         fails is reported, and so is an alarm the store will not take."""
@@ -471,11 +480,9 @@ class Engine:
         # only the instruments of the recipe's tools: the station's others (a potentiostat
         # testing cells for another run) are not this run's to switch off
         for name in safe_order(roles, [n for n in self.lab.instruments if n in roles]):
-            try:
-                with contextlib.suppress(KeyError):  # no back-off in the safe state
-                    for address in self.lab.station.instrument(name).addresses:
-                        self.lab.pool.link(address).retry_now()
-                self.lab.instruments[name].make_safe()
+            try:  # a lost link is tried again, bounded, as the clock moves on
+                retry_safe_state(self.lab.instruments[name].make_safe,
+                                 instrument_links(self.lab, name), self._wait_safe)
                 safe.done.append(name)
             except Exception as exc:  # noqa: BLE001 - one instrument never spares the others
                 safe.failed.append(f"{name} ({exc})")

@@ -1,0 +1,117 @@
+"""How a cell-test channel lives with its instrument's wire: a lost link ridden out on the
+run clock, output the wire lost told as alarms, and the cell's disconnection tried until
+it is done or its patience is spent.
+
+Budgets (run clock; virtual in a simulated run, so the same on every machine):
+- LINK_PATIENCE_S: a start, poll, stop or cell-off that finds the link lost (an unplugged
+  port, a silent or garbling instrument: `LinkLost` after the Link's own bounded retries)
+  is tried again after 1, 2, 4 … 30 s, for up to 15 minutes; then the channel fails with
+  the link's words. A MethodSCRIPT instrument runs its step on its own meanwhile, its
+  limits in its script, and keeps what it measured while the port was unplugged.
+- OVERDUE_S: a step whose own end (the script's last lines) went unseen, lost on a
+  garbling or silent wire, would be waited for forever; once it is overdue (its length,
+  as the technique says, plus a tenth plus a minute) the channel stops it (`Z`): the
+  instrument says nothing runs, and the lost end is told as a gap (`end_overdue`).
+- SAFE_PATIENCE_S: a channel that has ended tries to stop its script and switch its cell
+  off for up to 30 minutes (a lost link, a channel in fault refusing commands) before it
+  says the cell could not be disconnected. A run that stops at once (Ctrl-C, the store
+  failing) does not wait: every cell gets one try, then the run's own bounded retry
+  (`groups.disconnect`).
+"""
+
+from __future__ import annotations
+
+from lipon_hw.celltest.step_ends import MIN_POLL_S
+from lipon_hw.errors import LinkLost, LiponError
+from lipon_hw.techniques import CCCV, EIS, CyclicSweep, LinearSweep, sweep_legs
+
+LINK_PATIENCE_S = 900.0
+SAFE_PATIENCE_S = 1800.0
+RETRY_MAX_S = 30.0
+#: how far past its expected length (plus a tenth of it) a step's own end may go unseen
+#: before the host asks the instrument whether the script still runs
+OVERDUE_S = 60.0
+
+
+def patiently(channel, call):
+    """call(), tried again while its link is lost (LinkLost), on the run clock, for up to
+    LINK_PATIENCE_S; then LinkLost, in the words of the outage's first failure and its last.
+    An outage ridden out is told as an alarm of the channel (reaction `gap`) at the moment
+    the link answered again: the samples the host could not take meanwhile (a step that
+    ended unseen waits for the next) are no sample lost without a word. A generator:
+    `yield from` it."""
+    env = channel.env
+    since, wait, first = env.now, MIN_POLL_S, None
+    while True:
+        try:
+            result = call()
+        except LinkLost as exc:
+            first = first or exc  # the words of the outage's start: what went wrong
+            if env.now - since + wait > LINK_PATIENCE_S:
+                if exc is first:
+                    raise
+                raise LinkLost(f"{first}; still lost after {env.now - since:.0f} s of "
+                               f"trying again ({exc})") from None
+        else:
+            if first is not None:
+                channel.store.add_alarm(
+                    channel.run_id, env.now, "warning", f"channel {channel.number}",
+                    f"link lost from t = {since:.1f} s to t = {env.now:.1f} s, ridden out: "
+                    f"no samples taken meanwhile ({first})", None, "gap")
+            return result
+        yield env.timeout(wait)
+        wait = min(2 * wait, RETRY_MAX_S)
+
+
+def tell_gaps(channel, run, t0: float) -> None:
+    """What the instrument's output lost on the wire (`run.take_gaps()`, script time),
+    stored as an alarm of the channel with reaction `gap` at the start of each stretch."""
+    take = getattr(run, "take_gaps", None)
+    for a, b, why in (take() if take is not None else ()):
+        end = (f"t = {t0 + b:.1f} s" if b is not None
+               else f"the script's end (seen missing at t = {channel.env.now:.1f} s)")
+        channel.store.add_alarm(channel.run_id, t0 + a, "warning", f"channel {channel.number}",
+                                f"samples from t = {t0 + a:.1f} s to {end} not received: "
+                                f"{why}", None, "gap")
+
+
+def disconnect_patiently(channel):
+    """The channel's technique stopped and cell off, tried on the run clock for up to
+    SAFE_PATIENCE_S; marks the channel disconnected when done. What the last try could not
+    do is the channel's own `_disconnect`'s to say. A generator: `yield from` it."""
+    if channel._disconnected:
+        return
+    env, pstat = channel.env, channel.pstat
+    since, wait = env.now, MIN_POLL_S
+    while env.now - since + wait <= SAFE_PATIENCE_S:
+        try:
+            pstat.stop(channel.number)
+            pstat.cell_off(channel.number)
+        except LiponError:
+            yield env.timeout(wait)
+            wait = min(2 * wait, RETRY_MAX_S)
+            continue
+        channel._disconnected = True
+        return
+
+
+def expected_s(technique) -> float | None:
+    """How long the instrument takes for the technique at most, as it says (None: not
+    known): its run time (a CCCV's two phases each), an EIS' three periods and 50 ms a
+    point, a sweep's legs at its rate."""
+    if isinstance(technique, EIS):
+        return 1.0 + sum(3.0 / f + 0.05 for f in technique.frequencies_Hz)
+    if isinstance(technique, LinearSweep | CyclicSweep):
+        return sum(abs(b - a) for a, b in sweep_legs(technique)) / technique.rate_V_s
+    duration = getattr(technique, "duration_s", None)
+    if duration is None:
+        return None
+    return 2 * duration if isinstance(technique, CCCV) else duration
+
+
+def end_overdue(channel, run, t0: float) -> bool:
+    """Whether the step's own end is overdue (see OVERDUE_S): the caller stops it."""
+    if run.finished:
+        return False
+    expected = expected_s(run.technique)
+    return expected is not None and channel.env.now > t0 + 1.1 * expected + OVERDUE_S

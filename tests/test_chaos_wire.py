@@ -1,0 +1,274 @@
+"""What the chaos bench found on the wire (issue 11, item 6): a safe state tried again,
+bounded, with a lost link re-opened at once; MethodSCRIPT output a garbled or silent wire
+lost told as gaps, never dropped without a word; a short outage ridden out by a cell test
+and a channel in fault disconnected once it clears; a told gap counted apart by the bench."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import simpy
+from faulty import at, connect
+
+from lipon_hw.celltest.wire import disconnect_patiently, patiently
+from lipon_hw.errors import InstrumentError, LinkLost
+from lipon_hw.link_health import instrument_links
+from lipon_hw.links import Health
+from lipon_hw.safe_retry import retry_safe_state
+from lipon_hw.store import Store
+from lipon_hw.techniques import OCV, ConstantCurrent, Recording
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+from chaos_checks import judge  # noqa: E402
+
+
+def _lost_mfc():
+    lab, clock = connect([])
+    mfc, emulator = lab.instruments["n2_mfc"], lab.sim.emulators["mfc"]
+    at(clock, 10.0)
+    emulator.faults.unplugged = True
+    with pytest.raises(LinkLost):
+        mfc.flow_sccm()
+    return lab, clock, mfc, emulator
+
+
+def test_a_safe_state_is_tried_again_as_the_clock_moves_and_the_port_comes_back():
+    lab, clock, mfc, emulator = _lost_mfc()
+    waits = []
+
+    def wait(s):
+        waits.append(s)
+        at(clock, clock.t + s)
+        if clock.t >= 17.0:  # the port is back 7 s later
+            emulator.faults.unplugged = False
+
+    retry_safe_state(mfc.make_safe, instrument_links(lab, "mfc"), wait)
+    assert waits == [1.0, 2.0, 4.0] and lab.pool.link("sim://mfc").health is Health.OK
+
+
+def test_a_safe_state_that_never_gets_through_fails_after_its_patience():
+    lab, clock, mfc, _ = _lost_mfc()
+    waits = []
+    with pytest.raises(LinkLost, match="unplugged"):
+        retry_safe_state(mfc.make_safe, instrument_links(lab, "mfc"), waits.append, patience_s=20.0)
+    assert waits == [1.0, 2.0, 4.0, 8.0]  # 15 s waited; one more would pass 20 s
+    assert clock.t == 10.0  # each try re-opened the port at once, back-off or not
+
+
+def test_reopen_now_skips_the_back_off():
+    lab, clock, mfc, emulator = _lost_mfc()
+    emulator.faults.unplugged = False
+    with pytest.raises(LinkLost, match="next re-open"):
+        mfc.flow_sccm()
+    lab.pool.link("sim://mfc").reopen_now()
+    mfc.flow_sccm()
+
+
+def _charging(lab):
+    mes4 = lab.instruments["mes4"]
+    return mes4, mes4.start(1, ConstantCurrent(3e-6, 3000.0, 5.1, None, 1.0,
+                                                  Recording(30.0, 0.005)))
+
+
+def test_garbled_output_lines_are_told_as_a_gap_between_the_samples_around_them():
+    lab, clock = connect([])
+    mes4, run = _charging(lab)
+    at(clock, 300.0)
+    good = run.poll()
+    lab.sim.emulators["mes4/1"].faults.garble_replies = 1
+    at(clock, 600.0)
+    samples = run.poll()
+    assert run.corrupt_lines, "the middle of the reply was garbled"
+    gaps = run.take_gaps()
+    assert len(gaps) == 1 and "garbled" in gaps[0][2]
+    a, b, _ = gaps[0]
+    times = [s.t_s for s in good + samples]
+    assert a in times and b in times and b > a  # the garbled line(s) came between them
+    assert not any(a < t < b for t in times) and run.take_gaps() == []
+
+
+def test_output_sent_while_the_wire_was_silent_is_told_as_a_gap():
+    lab, clock = connect([])
+    mes4, run = _charging(lab)
+    port = lab.sim.emulators["mes4/1"]
+    at(clock, 300.0)
+    before = run.poll()
+    port.faults.link_down = True
+    at(clock, 500.0)
+    assert run.poll() == []  # a poll in the silence sees nothing: no error either
+    port.faults.link_down = False
+    at(clock, 700.0)
+    after = run.poll()
+    (a, b, why), = run.take_gaps()
+    assert a == before[-1].t_s and b == after[0].t_s and "record rule" in why
+    assert before[-1].t_s <= 300.0 and after[0].t_s >= 500.0
+
+
+def test_output_kept_while_the_port_was_unplugged_is_no_gap():
+    lab, clock = connect([])
+    mes4, run = _charging(lab)
+    port = lab.sim.emulators["mes4/1"]
+    at(clock, 300.0)
+    run.poll()
+    port.faults.unplugged = True
+    at(clock, 400.0)
+    with pytest.raises(LinkLost):
+        run.poll()
+    port.faults.unplugged = False
+    at(clock, 700.0)
+    samples = run.poll()
+    assert samples and samples[0].t_s <= 330.0 and run.take_gaps() == []
+
+
+def test_an_end_that_went_unseen_is_a_gap_to_the_script_end():
+    lab, clock = connect([])
+    mes4 = lab.instruments["mes4"]
+    run = mes4.start(1, OCV(400.0, 1.0, Recording(30.0)))
+    port = lab.sim.emulators["mes4/1"]
+    at(clock, 100.0)
+    run.poll()
+    port.faults.link_down = True
+    at(clock, 500.0)
+    run.poll()  # the end and the last samples go out into the silence
+    port.faults.link_down = False
+    mes4.stop(1)  # nothing runs any more
+    assert run.finished and not run.aborted
+    (a, b, why), = run.take_gaps()
+    assert b is None and a <= 100.0 and "end" in why
+
+
+class _Channel:
+    """What the wire helpers use of a cell-test channel (its alarms kept in a list)."""
+
+    def __init__(self, env, pstat, number):
+        self.env, self.pstat, self.number = env, pstat, number
+        self._disconnected = False
+        self.run_id, self.alarms = 1, []
+        self.store = self
+
+    def add_alarm(self, *args):
+        self.alarms.append(args)
+
+
+def _on_env(faults):
+    from faulty import station_text
+
+    from lipon_hw.station import load_station
+
+    env = simpy.Environment()
+    station = load_station(text=station_text(faults), path="faulty_station.yaml")
+    return env, station.connect(lambda: env.now)
+
+
+def test_a_short_unplug_is_ridden_out_on_the_run_clock():
+    env, lab = _on_env([{"fault": "link_drop", "instrument": "mes4", "at_s": 100,
+                         "for_s": 20}])
+    mes4 = lab.instruments["mes4"]
+    run = mes4.start(1, OCV(1000.0, 1.0, Recording(30.0)))
+    ch, got = _Channel(env, mes4, 1), []
+
+    def channel():
+        yield env.timeout(110)
+        got.extend((yield from patiently(ch, run.poll)))
+
+    env.process(channel())
+    env.run()
+    assert 120 <= env.now <= 140 and got and run.take_gaps() == []
+    (_, t, _, source, message, _, reaction), = ch.alarms  # the outage, told where it ended
+    assert (t, source, reaction) == (env.now, "channel 1", "gap")
+    assert message.startswith("link lost from t = 110.0 s") and "unplugged" in message
+
+
+def test_an_unplug_longer_than_the_patience_fails_with_the_links_words():
+    env, lab = _on_env([{"fault": "link_drop", "instrument": "mes4", "at_s": 100}])
+    run = lab.instruments["mes4"].start(1, OCV(5000.0, 1.0, Recording(30.0)))
+    ch = _Channel(env, lab.instruments["mes4"], 1)
+
+    def channel():
+        yield env.timeout(110)
+        yield from patiently(ch, run.poll)
+
+    proc = env.process(channel())
+    with pytest.raises(LinkLost, match="unplugged.*still lost after"):
+        env.run(until=proc)
+    assert env.now - 110 <= 900.0 and ch.alarms == []
+
+
+def test_a_channel_in_fault_is_disconnected_once_the_fault_clears():
+    env, lab = _on_env([{"fault": "channel_fault", "instrument": "mes4", "channel": 1,
+                         "at_s": 50, "for_s": 120}])
+    mes4 = lab.instruments["mes4"]
+    run = mes4.start(1, ConstantCurrent(3e-6, 3000.0, 5.1, None, 1.0, Recording(30.0)))
+    ch = _Channel(env, mes4, 1)
+
+    def end():
+        yield env.timeout(60)
+        run.poll()
+        assert run.error is not None
+        with pytest.raises(InstrumentError):
+            mes4.cell_off(1)  # refused while the fault lasts
+        yield from disconnect_patiently(ch)
+
+    env.run(until=env.process(end()))
+    assert ch._disconnected and 170 <= env.now <= 210
+    assert not lab.sim.emulators["mes4/1"].cell_is_on
+
+
+def _cells(tmp_path, told: bool):
+    store = Store(tmp_path)
+    text = "name: p\nkind: cycling\nrecord: {every_s: 30}\nsteps: []\n"
+    run_id = store.create_run("p", "cycling", "p.yaml", text, "", 1, None)
+    store.add_channel(run_id, 1, "mes4", None, "p")
+    rows = [(t, 4.0, 1e-6, 1, 1, 1, "CC_CHG") for t in (0, 30, 60, 150, 180)]
+    store.add_cell_samples(run_id, 1, rows)
+    if told:
+        store.add_alarm(run_id, 60.0, "warning", "channel 1", "samples from t = 60.0 s to "
+                        "t = 150.0 s not received: 2 output lines garbled", None, "gap")
+    store.update_channel(run_id, 1, "completed", "protocol done", 1, 1, 180.0, "{}")
+    store.set_status(run_id, "completed", "protocol done", {})
+    store.close()
+    return judge(tmp_path / "lipon.db")
+
+
+@pytest.mark.parametrize("told", [True, False])
+def test_a_cell_gap_the_run_told_of_is_accounted_and_one_it_did_not_is_lost(tmp_path, told):
+    v = _cells(tmp_path, told)
+    gap = [("channel 1", 60.0, 150.0)]
+    assert (v.told_gaps, v.gaps) == ((gap, []) if told else ([], gap))
+
+
+def test_a_silence_from_the_scripts_start_is_a_gap_from_its_start():
+    lab, clock = connect([])
+    run = lab.instruments["mes4"].start(1, OCV(1000.0, 1.0, Recording(30.0)))
+    port = lab.sim.emulators["mes4/1"]
+    port.faults.link_down = True
+    at(clock, 200.0)
+    run.poll()
+    port.faults.link_down = False
+    at(clock, 400.0)
+    first = run.poll()[0]
+    (a, b, why), = run.take_gaps()
+    assert (a, b) == (0.0, first.t_s) and first.t_s >= 200.0 and "record rule" in why
+
+
+def test_a_step_whose_end_went_unseen_is_overdue_after_its_length_and_a_margin():
+    from types import SimpleNamespace
+
+    from lipon_hw.celltest.wire import OVERDUE_S, end_overdue, expected_s
+    from lipon_hw.techniques import CCCV, EIS
+
+    assert expected_s(CCCV(3e-6, 4.2, 1e-7, 1000.0)) == 2000.0  # two phases, each capped
+    assert expected_s(EIS(1000.0, 10.0, 3)) == pytest.approx(1.0 + 3 * 0.05 + 0.003 + 0.03
+                                                             + 0.3)
+    lab, clock = connect([])
+    run = lab.instruments["mes4"].start(1, OCV(100.0, 1.0, Recording(10.0)))
+    channel = SimpleNamespace(env=SimpleNamespace(now=110.0 + OVERDUE_S))
+    assert not end_overdue(channel, run, 0.0)  # 100 s + a tenth + the margin: not yet
+    channel.env.now = 110.5 + OVERDUE_S
+    assert end_overdue(channel, run, 0.0)
+    at(clock, 200.0)
+    run.poll()
+    assert run.finished and not end_overdue(channel, run, 0.0)
