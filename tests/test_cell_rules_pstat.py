@@ -169,9 +169,14 @@ def test_without_a_rule_the_link_health_is_stored_and_alarmed_all_the_same(tmp_p
     chans, store, run_id, lab = run(tmp_path, [], UNPLUGGED)
     lab.close()
     assert chans[2].status == "failed" and {chans[1].status, chans[3].status} == {"completed"}
-    assert [v for _t, _q, v in store.readings(run_id, ["mes4.link_health"])] == [2.0]
+    # channel 2 rides the unplug out in vain (15 min) and keeps trying to disconnect its
+    # cell; channels 1 and 3 go on, so the run sees the port answer again at 2100 s
+    assert [v for _t, _q, v in store.readings(run_id, ["mes4.link_health"])] == [2.0, 0.0]
     assert [a[1:3] for a in alarms(store, run_id) if "link to" in a[2]] == [
-        ("mes4", "link to sim://mes4/2 lost: sim://mes4/2 is unplugged (the port refuses)")]
+        ("mes4", "link to sim://mes4/2 lost: sim://mes4/2 is unplugged (the port refuses)"),
+        ("mes4", "link to sim://mes4/2 restored")]
+    assert any(a[1:3] == ("channel 2", "its link answers again: cell disconnected")
+               for a in alarms(store, run_id))
 
 
 @pytest.mark.parametrize("rule, field, words", [

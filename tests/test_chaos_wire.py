@@ -45,7 +45,7 @@ def test_a_safe_state_is_tried_again_as_the_clock_moves_and_the_port_comes_back(
         if clock.t >= 17.0:  # the port is back 7 s later
             emulator.faults.unplugged = False
 
-    retry_safe_state(mfc.make_safe, instrument_links(lab, "mfc"), wait)
+    retry_safe_state(mfc.make_safe, instrument_links(lab, "n2_mfc"), wait)
     assert waits == [1.0, 2.0, 4.0] and lab.pool.link("sim://mfc").health is Health.OK
 
 
@@ -53,7 +53,7 @@ def test_a_safe_state_that_never_gets_through_fails_after_its_patience():
     lab, clock, mfc, _ = _lost_mfc()
     waits = []
     with pytest.raises(LinkLost, match="unplugged"):
-        retry_safe_state(mfc.make_safe, instrument_links(lab, "mfc"), waits.append, patience_s=20.0)
+        retry_safe_state(mfc.make_safe, instrument_links(lab, "n2_mfc"), waits.append, patience_s=20.0)
     assert waits == [1.0, 2.0, 4.0, 8.0]  # 15 s waited; one more would pass 20 s
     assert clock.t == 10.0  # each try re-opened the port at once, back-off or not
 
@@ -149,8 +149,8 @@ class _Channel:
         self.run_id, self.alarms = 1, []
         self.store = self
 
-    def add_alarm(self, *args):
-        self.alarms.append(args)
+    def add_alarm(self, *args, reaction=None):
+        self.alarms.append((*args, reaction) if reaction else args)
 
 
 def _on_env(faults):

@@ -214,7 +214,7 @@ def test_a_duplicate_instrument_is_refused(tmp_path):
                                                  "    address: sim://rf2\n  qcm:\n")
     match = refused_by_validate_and_run(tmp_path, short_recipe(tmp_path), station, station,
                                         "instruments.rf")
-    assert match["line"] == "15" and "'rf' appears twice (first at line 9)" in match["rest"]
+    assert match["line"] == "17" and "'rf' appears twice (first at line 9)" in match["rest"]
 
 
 @st.composite

@@ -92,6 +92,11 @@ def disconnect_patiently(channel):
             wait = min(2 * wait, RETRY_MAX_S)
             continue
         channel._disconnected = True
+        if env.now > since:  # it took more than one try: say when the cell was reached
+            channel.store.add_alarm(channel.run_id, env.now, "info",
+                                    f"channel {channel.number}",
+                                    "its link answers again: cell disconnected",
+                                    reaction="safe state")
         return
 
 
