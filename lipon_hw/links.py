@@ -241,6 +241,7 @@ class Link:
         self.retries = retries
         self.health = Health.OK
         self.last_error = ""
+        self.answered = False  # an exchange has succeeded since the link was made
         self.lock = threading.RLock()
         self._port = port
         self._backoff_s = backoff_s
@@ -411,6 +412,7 @@ class Link:
             self._reopen_at = min(self._reopen_at, self._clock())
 
     def _succeeded(self) -> None:
+        self.answered = True
         self.health = Health.OK
         self._next_backoff_s = self._backoff_s
 

@@ -1,42 +1,66 @@
-"""A safe state that failed, tried again: bounded, each try re-opening the instrument's lost
-links at once (`Link.reopen_now`: no back-off), the run's clock moving on between tries.
-Used for a deposition's instruments at the run's end (`deposition.runner.Engine.make_safe`)
-and a cell test's potentiostat channels (`celltest.groups.disconnect`)."""
+"""A safe state that failed, tried again: bounded, in rounds. Every instrument is tried
+once, in the order given (power first), each lost link re-opened at once (`Link.reopen_now`:
+no back-off); then those that failed are tried again, round after round, the run's clock
+moving on between rounds, so one dead instrument never keeps the others waiting. Only an
+instrument whose link has answered in this lab's life is tried again (a port that never
+answered — a run that could not start — is reported after its first try). Used for a
+deposition's instruments at the run's end (`deposition.runner.Engine.make_safe`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from lipon_hw.errors import LiponError
 from lipon_hw.links import Link
 
-#: how long (the run's clock) a safe state keeps trying an instrument that failed it, and
-#: the longest wait between its tries (1, 2, 4 … s)
+#: how long (the run's clock) a safe state keeps trying the instruments that failed it, and
+#: the longest wait between its rounds (1, 2, 4 … s)
 SAFE_PATIENCE_S = 1800.0
 SAFE_RETRY_MAX_S = 30.0
 
 
+@dataclass
+class SafeCall:
+    """One instrument's safe state: its name, the call, and the links it goes through."""
 
-def retry_safe_state(call: Callable[[], None], links: list[Link],
-                     wait: Callable[[float], None],
-                     patience_s: float = SAFE_PATIENCE_S) -> None:
-    """`call()` (an instrument's safe state) until it succeeds, bounded: after a failure
-    `wait(s)` lets the run's clock move on s seconds (1, 2, 4 … SAFE_RETRY_MAX_S), every
-    link in `links` is let re-open at once (`reopen_now`), and the call is tried again, for
-    up to `patience_s` of waiting; then the last failure is raised. Only the instrument's
-    and its link's failures (LiponError) are tried again."""
-    waited, pause = 0.0, 1.0
-    for link in links:  # the first try too: a link lost moments ago is tried at once
-        link.reopen_now()
+    name: str
+    call: Callable[[], None]
+    links: list[Link]
+
+
+def retry_safe_state(calls: list[SafeCall], wait: Callable[[float], None],
+                     patience_s: float = SAFE_PATIENCE_S,
+                     on_retry: Callable[[dict[str, str]], None] | None = None
+                     ) -> dict[str, str]:
+    """Each call once, in order; then those that failed with the instrument's or its link's
+    failure (LiponError) and whose link has answered before, again after `wait(s)` lets
+    the run's clock move on s seconds (1, 2, 4 … SAFE_RETRY_MAX_S), for up to `patience_s`
+    of waiting. `on_retry(failed)` is told once, before the first wait. Returns the name
+    → failure of those that never got through (empty: all made safe). Never raises for an
+    instrument: one never spares the others."""
+    failed: dict[str, str] = {}
+    pending, waited, pause = list(calls), 0.0, 1.0
     while True:
-        try:
-            call()
-            return
-        except LiponError:  # the instrument or its link; a bug is raised at once
-            if waited + pause > patience_s:
-                raise
+        again = []
+        for safe in pending:
+            for link in safe.links:  # every try, the first too: no back-off
+                link.reopen_now()
+            try:
+                safe.call()
+            except LiponError as exc:  # the instrument or its link
+                failed[safe.name] = str(exc)
+                if any(link.answered for link in safe.links):
+                    again.append(safe)
+            except Exception as exc:  # noqa: BLE001 - a bug: said, not tried again
+                failed[safe.name] = repr(exc)
+            else:
+                failed.pop(safe.name, None)
+        if not again or waited + pause > patience_s:
+            return failed
+        if on_retry is not None and waited == 0.0:
+            on_retry(dict(failed))
         wait(pause)
         waited += pause
         pause = min(2 * pause, SAFE_RETRY_MAX_S)
-        for link in links:
-            link.reopen_now()
+        pending = again

@@ -219,3 +219,20 @@ def test_a_hold_lets_every_channel_end_its_step_then_wait(tmp_path):
         assert kinds == ["CC_CHG", "PAUSE", "CC_DCHG"], kinds
         assert [r for r in rows if r[6] == "CC_CHG"][-1][1] >= 5.09
         assert min(r[0] for r in rows if r[6] == "CC_DCHG") >= cleared
+
+
+def test_a_channel_whose_port_never_answered_fails_at_once(tmp_path):
+    """Unplugged from the start (a run that cannot start on that channel): no 15 minutes
+    of riding out and no 30 of disconnection tries for a port that never answered — the
+    channel fails at its first exchange, says its cell could not be disconnected, and the
+    others run on."""
+    never = [{"fault": "link_drop", "instrument": "mes4", "channel": 2, "at_s": 0,
+              "for_s": 1e5}]
+    chans, store, run_id, lab = run(tmp_path, [], never)
+    lab.close()
+    assert chans[2].status == "failed" and "unplugged" in chans[2].message
+    assert "the cell could not be disconnected" in chans[2].message
+    ended = {c.channel: c.t_s for c in store.channels(run_id)}
+    assert ended[2] < 60.0, ended
+    assert {chans[1].status, chans[3].status} == {"completed"}
+    store.close()

@@ -16,7 +16,7 @@ from lipon_hw.celltest.wire import disconnect_patiently, patiently
 from lipon_hw.errors import InstrumentError, LinkLost
 from lipon_hw.link_health import instrument_links
 from lipon_hw.links import Health
-from lipon_hw.safe_retry import retry_safe_state
+from lipon_hw.safe_retry import SafeCall, retry_safe_state
 from lipon_hw.store import Store
 from lipon_hw.techniques import OCV, ConstantCurrent, Recording
 
@@ -28,6 +28,7 @@ from chaos_checks import judge  # noqa: E402
 def _lost_mfc():
     lab, clock = connect([])
     mfc, emulator = lab.instruments["n2_mfc"], lab.sim.emulators["mfc"]
+    mfc.flow_sccm()  # it answered once
     at(clock, 10.0)
     emulator.faults.unplugged = True
     with pytest.raises(LinkLost):
@@ -45,17 +46,50 @@ def test_a_safe_state_is_tried_again_as_the_clock_moves_and_the_port_comes_back(
         if clock.t >= 17.0:  # the port is back 7 s later
             emulator.faults.unplugged = False
 
-    retry_safe_state(mfc.make_safe, instrument_links(lab, "n2_mfc"), wait)
+    failed = retry_safe_state([SafeCall("n2_mfc", mfc.make_safe,
+                                        instrument_links(lab, "n2_mfc"))], wait)
+    assert failed == {}
     assert waits == [1.0, 2.0, 4.0] and lab.pool.link("sim://mfc").health is Health.OK
 
 
 def test_a_safe_state_that_never_gets_through_fails_after_its_patience():
     lab, clock, mfc, _ = _lost_mfc()
     waits = []
-    with pytest.raises(LinkLost, match="unplugged"):
-        retry_safe_state(mfc.make_safe, instrument_links(lab, "n2_mfc"), waits.append, patience_s=20.0)
+    told = []
+    failed = retry_safe_state([SafeCall("n2_mfc", mfc.make_safe,
+                                        instrument_links(lab, "n2_mfc"))], waits.append,
+                              patience_s=20.0, on_retry=told.append)
+    assert list(failed) == ["n2_mfc"] and "unplugged" in failed["n2_mfc"]
     assert waits == [1.0, 2.0, 4.0, 8.0]  # 15 s waited; one more would pass 20 s
     assert clock.t == 10.0  # each try re-opened the port at once, back-off or not
+    assert len(told) == 1 and list(told[0]) == ["n2_mfc"]  # told once, before the first wait
+
+
+def test_one_dead_instrument_never_keeps_the_next_waiting():
+    """Round one tries every instrument in order before any wait; only the dead one is
+    tried again."""
+    lab, clock, mfc, _ = _lost_mfc()
+    calls, waits = [], []
+    failed = retry_safe_state(
+        [SafeCall("n2_mfc", lambda: (calls.append(("mfc", len(waits))), mfc.make_safe()),
+                  instrument_links(lab, "n2_mfc")),
+         SafeCall("other", lambda: calls.append(("other", len(waits))), [])],
+        waits.append, patience_s=3.0)
+    assert calls[:2] == [("mfc", 0), ("other", 0)]
+    assert calls[2:] == [("mfc", 1), ("mfc", 2)] and waits == [1.0, 2.0]
+    assert list(failed) == ["n2_mfc"]
+
+
+def test_a_port_that_never_answered_is_reported_after_one_try():
+    """A run that could not start: its port never answered, so its safe state is not
+    waited for (the operator hears at once)."""
+    lab, _ = connect([])
+    lab.sim.emulators["mfc"].faults.unplugged = True
+    assert not lab.pool.link("sim://mfc").answered
+    waits = []
+    failed = retry_safe_state([SafeCall("n2_mfc", lab.instruments["n2_mfc"].make_safe,
+                                        instrument_links(lab, "n2_mfc"))], waits.append)
+    assert list(failed) == ["n2_mfc"] and waits == []
 
 
 def test_reopen_now_skips_the_back_off():

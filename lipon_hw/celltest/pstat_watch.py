@@ -136,7 +136,7 @@ class PotentiostatWatch:
         if self.pstat is None:
             return
         for ch in self.channels:
-            link = self._link_of(ch.number)
+            link = self.link_of(ch.number)
             if ch.status in IN_FAULT and link is not None and link.health is Health.LOST:
                 try:
                     self.pstat.stop(ch.number)
@@ -147,7 +147,7 @@ class PotentiostatWatch:
                                      "its link answers again: cell disconnected",
                                      reaction="safe state")
 
-    def _link_of(self, channel: int) -> Link | None:
+    def link_of(self, channel: int) -> Link | None:
         if len(self.links) == 1:
             return self.links[0]
         return self.links[channel - 1] if 0 < channel <= len(self.links) else None

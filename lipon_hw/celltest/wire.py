@@ -17,6 +17,9 @@ Budgets (run clock; virtual in a simulated run, so the same on every machine):
   says the cell could not be disconnected. A run that stops at once (Ctrl-C, the store
   failing) does not wait: every cell gets one try, then the run's own bounded retry
   (`groups.disconnect`).
+
+A port that has never answered in this lab's life (a run that could not start) is not
+waited for: its first failure is the channel's.
 """
 
 from __future__ import annotations
@@ -33,6 +36,13 @@ RETRY_MAX_S = 30.0
 OVERDUE_S = 60.0
 
 
+def never_answered(channel) -> bool:
+    """The channel's link has never answered since the lab was connected."""
+    watch = getattr(channel, "watch", None)
+    link = watch.link_of(channel.number) if watch is not None else None
+    return link is not None and not link.answered
+
+
 def patiently(channel, call):
     """call(), tried again while its link is lost (LinkLost), on the run clock, for up to
     LINK_PATIENCE_S; then LinkLost, in the words of the outage's first failure and its last.
@@ -47,6 +57,8 @@ def patiently(channel, call):
             result = call()
         except LinkLost as exc:
             first = first or exc  # the words of the outage's start: what went wrong
+            if never_answered(channel):
+                raise
             if env.now - since + wait > LINK_PATIENCE_S:
                 if exc is first:
                     raise
@@ -88,6 +100,8 @@ def disconnect_patiently(channel):
             pstat.stop(channel.number)
             pstat.cell_off(channel.number)
         except LiponError:
+            if never_answered(channel):
+                return  # the channel's own `_disconnect` tries once more and says so
             yield env.timeout(wait)
             wait = min(2 * wait, RETRY_MAX_S)
             continue

@@ -43,7 +43,7 @@ from lipon_hw.engine import interlocks as il
 from lipon_hw.engine.lifecycle import Interrupted, RunResult, uninterruptible
 from lipon_hw.errors import InstrumentError, LinkLost, LiponError, RunAborted, StoreError
 from lipon_hw.link_health import instrument_links
-from lipon_hw.safe_retry import retry_safe_state
+from lipon_hw.safe_retry import SAFE_PATIENCE_S, SafeCall, retry_safe_state
 from lipon_hw.station import Lab
 from lipon_hw.store import Store
 
@@ -472,6 +472,14 @@ class Engine:
             time.sleep(seconds * self.env.factor)  # factor: wall seconds per clock second
         self.env._now = self.env.now + seconds  # noqa: SLF001 - simpy has no public setter
 
+    def _safe_retrying(self, failed: dict[str, str]) -> None:
+        """The operator hears at once which instruments the safe state is still trying."""
+        with contextlib.suppress(sqlite3.Error, LiponError):
+            self.store.add_alarm(self.run_id, self.env.now, "error", "engine",
+                                 f"safe state: FAILED so far for {', '.join(failed)}; trying "
+                                 f"again for up to {SAFE_PATIENCE_S / 60:.0f} min",
+                                 reaction="safe state")
+
     def make_safe(self, reason: str = "") -> SafeState:
         """Every instrument to its safe state, power first. Never raises: an instrument that
         fails is reported, and so is an alarm the store will not take."""
@@ -479,13 +487,14 @@ class Engine:
         safe = SafeState()
         # only the instruments of the recipe's tools: the station's others (a potentiostat
         # testing cells for another run) are not this run's to switch off
-        for name in safe_order(roles, [n for n in self.lab.instruments if n in roles]):
-            try:  # a lost link is tried again, bounded, as the clock moves on
-                retry_safe_state(self.lab.instruments[name].make_safe,
-                                 instrument_links(self.lab, name), self._wait_safe)
-                safe.done.append(name)
-            except Exception as exc:  # noqa: BLE001 - one instrument never spares the others
-                safe.failed.append(f"{name} ({exc})")
+        names = safe_order(roles, [n for n in self.lab.instruments if n in roles])
+        # each once, power first; those that failed again, bounded, as the clock moves on
+        failed = retry_safe_state(
+            [SafeCall(name, self.lab.instruments[name].make_safe,
+                      instrument_links(self.lab, name)) for name in names],
+            self._wait_safe, on_retry=self._safe_retrying)
+        safe.done = [name for name in names if name not in failed]
+        safe.failed = [f"{name} ({failed[name]})" for name in names if name in failed]
         message = f"safe state: {', '.join(safe.done)} made safe"
         if safe.failed:
             message += f"; FAILED for {', '.join(safe.failed)}"
