@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from lipon_hw.errors import InputError
-from lipon_hw.links import VISA_PREFIXES
+from lipon_hw.ports import VISA_PREFIXES
 
 #: the baud rates of the standard series (POSIX termios and the common USB bridges)
 BAUD_RATES = (300, 600, 1200, 2400, 4800, 9600, 14400, 19200, 38400, 57600, 115200,

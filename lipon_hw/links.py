@@ -4,7 +4,7 @@ A `Link` is what a driver talks to: write bytes, read an exact count or up to a
 terminator, all under a timeout. Behind it a `Port` does the moving: an in-process
 emulator (`sim://NAME`), pyserial (`serial:///dev/ttyUSB0?baudrate=19200`,
 `socket://host:port`, any pyserial URL) or pyvisa (`ASRL…`, `TCPIP…`, `GPIB…`,
-`USB…`). Instruments on one physical port share one Link, hence one lock.
+`USB…`; `lipon_hw.ports`). Instruments on one physical port share one Link, hence one lock.
 
 `Link.exchange(fn)` is the one way a driver runs a transaction: it takes the port
 lock, retries a failed exchange after flushing the input, and keeps the link's
@@ -30,26 +30,21 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Protocol, TypeVar
-from urllib.parse import parse_qsl, urlsplit
+from typing import TypeVar
 
 from lipon_hw.errors import (
     FrameError,
-    InputError,
     LinkError,
     LinkLost,
     LinkTimeout,
     LiponError,
 )
+from lipon_hw.ports import Endpoint, Port, canonical_address, make_port
 
 T = TypeVar("T")
-
-VISA_PREFIXES = ("ASRL", "TCPIP", "GPIB", "USB", "VXI", "PXI")
-
 
 class Health(enum.Enum):
     OK = "ok"
@@ -57,165 +52,6 @@ class Health(enum.Enum):
     LOST = "lost"
 
 
-class Port(Protocol):
-    """A raw byte pipe. `read` returns at most n bytes, fewer if the timeout ran out."""
-
-    def open(self) -> None: ...
-
-    def close(self) -> None: ...
-
-    def write(self, data: bytes) -> None: ...
-
-    def read(self, n: int, timeout_s: float) -> bytes: ...
-
-    def reset_input(self) -> None: ...
-
-
-class Endpoint(Protocol):
-    """The instrument side of an in-process link (an emulator)."""
-
-    def handle(self, data: bytes) -> bytes: ...
-
-    def reset_connection(self) -> None: ...
-
-
-class SimPort:
-    """In-process emulator: each write is answered at once, in virtual time.
-
-    A read that finds too few bytes is a timeout, which costs no virtual time.
-    """
-
-    def __init__(self, endpoint: Endpoint):
-        self._endpoint = endpoint
-        self._rx = bytearray()
-
-    def open(self) -> None:
-        self._endpoint.reset_connection()
-        self._rx.clear()
-
-    def close(self) -> None:
-        self._rx.clear()
-
-    def write(self, data: bytes) -> None:
-        self._rx += self._endpoint.handle(bytes(data))
-
-    def read(self, n: int, timeout_s: float) -> bytes:
-        chunk = bytes(self._rx[:n])
-        del self._rx[:n]
-        return chunk
-
-    def read_available(self) -> bytes:
-        """Everything received so far: an in-process reply is complete at once, so a
-        Link may take it in one call instead of byte by byte."""
-        chunk = bytes(self._rx)
-        self._rx.clear()
-        return chunk
-
-    def reset_input(self) -> None:
-        self._rx.clear()
-
-
-class SerialPort:
-    """pyserial: serial devices and every pyserial URL (socket://, rfc2217://, loop://)."""
-
-    def __init__(self, url: str, settings: Mapping[str, object]):
-        self._url = url
-        self._settings = dict(settings)
-        self._serial = None
-
-    def open(self) -> None:
-        import serial  # imported here so that a sim-only run never needs the stack
-
-        self.close()
-        try:
-            self._serial = serial.serial_for_url(self._url, **self._settings)
-        except (serial.SerialException, ValueError, OSError) as exc:
-            raise LinkError(f"cannot open {self._url}: {exc}") from None
-        sock = getattr(self._serial, "_socket", None)
-        if sock is not None:  # socket://: small request/ACK frames must not wait for Nagle
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def close(self) -> None:
-        if self._serial is not None:
-            self._serial.close()
-            self._serial = None
-
-    def write(self, data: bytes) -> None:
-        try:
-            self._serial.write(data)
-            self._serial.flush()
-        except Exception as exc:  # pyserial raises several types for a dead port
-            raise LinkError(f"write to {self._url} failed: {exc}") from None
-
-    def read(self, n: int, timeout_s: float) -> bytes:
-        self._serial.timeout = timeout_s
-        try:
-            return self._serial.read(n)
-        except Exception as exc:
-            raise LinkError(f"read from {self._url} failed: {exc}") from None
-
-    def reset_input(self) -> None:
-        if self._serial is not None:
-            self._serial.reset_input_buffer()
-
-
-class VisaPort:
-    """pyvisa with the pure-Python backend; raw bytes, no terminators."""
-
-    def __init__(self, resource: str, settings: Mapping[str, object]):
-        self._resource = resource
-        self._settings = dict(settings)
-        self._inst = None
-
-    def open(self) -> None:
-        import pyvisa
-
-        self.close()
-        try:
-            rm = pyvisa.ResourceManager("@py")
-            self._inst = rm.open_resource(self._resource, **self._settings)
-        except Exception as exc:
-            raise LinkError(f"cannot open {self._resource}: {exc}") from None
-        self._inst.read_termination = None
-        self._inst.write_termination = None
-
-    def close(self) -> None:
-        if self._inst is not None:
-            try:
-                self._inst.close()
-            finally:
-                self._inst = None
-
-    def write(self, data: bytes) -> None:
-        try:
-            self._inst.write_raw(data)
-        except Exception as exc:
-            raise LinkError(f"write to {self._resource} failed: {exc}") from None
-
-    def read(self, n: int, timeout_s: float) -> bytes:
-        import pyvisa
-
-        self._inst.timeout = max(1, int(timeout_s * 1000))
-        try:
-            return self._inst.read_bytes(n, break_on_termchar=False)
-        except pyvisa.errors.VisaIOError:
-            return b""
-        except Exception as exc:
-            raise LinkError(f"read from {self._resource} failed: {exc}") from None
-
-    def reset_input(self) -> None:
-        """Drop what has arrived with reads that end at once: a bounded number of them.
-        Not `clear()`: that is a device clear on GPIB and USB, and pyvisa-py's loops
-        forever on a TCPIP socket whose peer has closed it."""
-        if self._inst is None:
-            return
-        self._inst.timeout = 1
-        for _ in range(16):
-            try:
-                if not self._inst.read_bytes(4096, break_on_termchar=False):
-                    return
-            except Exception:  # noqa: BLE001 - a timeout (nothing left) or a dead session
-                return
 
 
 class Link:
@@ -464,30 +300,9 @@ class LinkPool:
              timeout_s: float = 1.0) -> Link:
         key = canonical_address(address)
         if key not in self._links:
-            port = self._make_port(address, serial_defaults or {})
+            port = make_port(address, serial_defaults or {}, self._sim)
             self._links[key] = Link(address, port, timeout_s=timeout_s, clock=self._clock)
         return self._links[key]
-
-    def _make_port(self, address: str, serial_defaults: Mapping[str, object]) -> Port:
-        if address.startswith("sim://"):
-            name = address[len("sim://"):]
-            if name not in self._sim:
-                known = ", ".join(sorted(self._sim)) or "none"
-                raise InputError(f"address {address} names no simulated instrument "
-                                 f"(known: {known})")
-            return SimPort(self._sim[name])
-        if address.upper().startswith(VISA_PREFIXES):
-            return VisaPort(address, {})
-        if address.startswith("serial://"):
-            parts = urlsplit(address)
-            settings = dict(serial_defaults)
-            settings.update(_serial_settings(dict(parse_qsl(parts.query))))
-            return SerialPort(parts.path or parts.netloc, settings)
-        if "://" in address:
-            return SerialPort(address, {k: v for k, v in serial_defaults.items()
-                                        if k == "timeout"})
-        raise InputError(f"address {address!r} is neither sim://, a pyserial URL nor a "
-                         "VISA resource string")
 
     def link(self, address: str) -> Link:
         """The link of `address`, opened (made) already by `open`."""
@@ -498,25 +313,3 @@ class LinkPool:
             link.close()
 
 
-def canonical_address(address: str) -> str:
-    return address.strip().lower() if address.upper().startswith(VISA_PREFIXES) else address.strip()
-
-
-def _serial_settings(query: Mapping[str, str]) -> dict[str, object]:
-    aliases = {"baud": "baudrate", "baudrate": "baudrate", "parity": "parity",
-               "bytesize": "bytesize", "stopbits": "stopbits", "xonxoff": "xonxoff"}
-    settings: dict[str, object] = {}
-    for key, value in query.items():
-        if key not in aliases:
-            raise InputError(f"serial option {key!r} is unknown (use baud, parity, bytesize, "
-                             "stopbits, xonxoff)")
-        name = aliases[key]
-        if name == "parity":
-            settings[name] = value.upper()[:1]
-        elif name == "xonxoff":
-            settings[name] = value.lower() in ("1", "true", "yes", "on")
-        elif name == "stopbits":
-            settings[name] = float(value) if "." in value else int(value)
-        else:
-            settings[name] = int(value)
-    return settings

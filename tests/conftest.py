@@ -6,7 +6,8 @@ import contextlib
 
 import pytest
 
-from lipon_hw.links import Link, SimPort
+from lipon_hw.links import Link
+from lipon_hw.ports import SimPort
 from lipon_hw.sim.serve import serve_lab
 from lipon_hw.sim.world import World
 from lipon_hw.station import load_station

@@ -17,7 +17,8 @@ from lipon_hw.drivers.genesys import (
     format_reading,
 )
 from lipon_hw.errors import InputError, InstrumentError, LinkLost
-from lipon_hw.links import Health, Link, LinkPool, SimPort
+from lipon_hw.links import Health, Link, LinkPool
+from lipon_hw.ports import SimPort
 from lipon_hw.sim.emulators.genesys import GenesysEmulator
 from lipon_hw.sim.tcp import serve
 from lipon_hw.sim.world import World

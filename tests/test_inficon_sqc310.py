@@ -25,7 +25,8 @@ from lipon_hw.drivers.inficon_sqc310 import (
 )
 from lipon_hw.errors import InputError, InstrumentError, LinkLost
 from lipon_hw.interfaces import Film, ThicknessMonitor
-from lipon_hw.links import Link, LinkPool, SimPort
+from lipon_hw.links import Link, LinkPool
+from lipon_hw.ports import SimPort
 from lipon_hw.sim.emulators.inficon_sqc310 import SQC310Emulator
 from lipon_hw.sim.tcp import serve
 from lipon_hw.sim.world import World

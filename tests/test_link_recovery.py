@@ -14,7 +14,8 @@ from conftest import ManualClock
 from faulty import at, connect
 
 from lipon_hw.errors import LinkLost
-from lipon_hw.links import Health, Link, SimPort
+from lipon_hw.links import Health, Link
+from lipon_hw.ports import SimPort
 from lipon_hw.techniques import OCV, ConstantCurrent
 
 # --- MethodSCRIPT: a script upload ---------------------------------------------------------

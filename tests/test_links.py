@@ -8,7 +8,8 @@ import pytest
 
 from lipon_hw.drivers.mks937b import MKS937B
 from lipon_hw.errors import InputError, LinkLost
-from lipon_hw.links import Health, Link, LinkPool, SimPort
+from lipon_hw.links import Health, Link, LinkPool
+from lipon_hw.ports import SimPort
 from lipon_hw.sim.emulators.mks937b import MKS937BEmulator
 from lipon_hw.sim.tcp import serve
 from lipon_hw.sim.world import World

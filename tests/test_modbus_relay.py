@@ -19,7 +19,8 @@ from lipon_hw.drivers.modbus_relay import (
 )
 from lipon_hw.drivers.modbus_rtu import crc16, crc_ok, exception_reply, request_size, with_crc
 from lipon_hw.errors import InputError, InstrumentError, LinkLost
-from lipon_hw.links import Health, Link, LinkPool, SimPort
+from lipon_hw.links import Health, Link, LinkPool
+from lipon_hw.ports import SimPort
 from lipon_hw.sim.emulators.modbus_relay import ModbusRelayEmulator
 from lipon_hw.sim.tcp import serve
 from lipon_hw.sim.world import World

@@ -30,7 +30,12 @@ from lipon_hw.deposition.heartbeat import Heartbeat
 from lipon_hw.deposition.layers import record_partial_layer
 from lipon_hw.deposition.link_watch import LinkWatch
 from lipon_hw.deposition.recipe import ROLE_QUANTITIES, Recipe
-from lipon_hw.deposition.safety import SafeState, alarmed, recipe_roles, safe_order
+from lipon_hw.deposition.safety import (
+    SafeState,
+    alarmed,
+    make_run_safe,
+    recipe_roles,
+)
 from lipon_hw.deposition.steps import (
     SAMPLE_CHECKS,
     STEPS,
@@ -42,8 +47,6 @@ from lipon_hw.deposition.steps import (
 from lipon_hw.engine import interlocks as il
 from lipon_hw.engine.lifecycle import Interrupted, RunResult, uninterruptible
 from lipon_hw.errors import InstrumentError, LinkLost, LiponError, RunAborted, StoreError
-from lipon_hw.link_health import instrument_links
-from lipon_hw.safe_retry import SAFE_PATIENCE_S, SafeCall, retry_safe_state
 from lipon_hw.station import Lab
 from lipon_hw.store import Store
 
@@ -465,43 +468,8 @@ class Engine:
         self._last_checkpoint = self.env.now
 
     # --- safe state ----------------------------------------------------------------
-    def _wait_safe(self, seconds: float) -> None:
-        """The run's clock moves on while the safe state waits to try again, and nothing
-        else runs on it (the run has ended): wall time on a real-time clock."""
-        if isinstance(self.env, simpy.rt.RealtimeEnvironment):
-            time.sleep(seconds * self.env.factor)  # factor: wall seconds per clock second
-        self.env._now = self.env.now + seconds  # noqa: SLF001 - simpy has no public setter
-
-    def _safe_retrying(self, failed: dict[str, str]) -> None:
-        """The operator hears at once which instruments the safe state is still trying."""
-        with contextlib.suppress(sqlite3.Error, LiponError):
-            self.store.add_alarm(self.run_id, self.env.now, "error", "engine",
-                                 f"safe state: FAILED so far for {', '.join(failed)}; trying "
-                                 f"again for up to {SAFE_PATIENCE_S / 60:.0f} min",
-                                 reaction="safe state")
-
     def make_safe(self, reason: str = "") -> SafeState:
-        """Every instrument to its safe state, power first. Never raises: an instrument that
-        fails is reported, and so is an alarm the store will not take."""
-        roles = recipe_roles(self.recipe)
-        safe = SafeState()
-        # only the instruments of the recipe's tools: the station's others (a potentiostat
-        # testing cells for another run) are not this run's to switch off
-        names = safe_order(roles, [n for n in self.lab.instruments if n in roles])
-        # each once, power first; those that failed again, bounded, as the clock moves on
-        failed = retry_safe_state(
-            [SafeCall(name, self.lab.instruments[name].make_safe,
-                      instrument_links(self.lab, name)) for name in names],
-            self._wait_safe, on_retry=self._safe_retrying)
-        safe.done = [name for name in names if name not in failed]
-        safe.failed = [f"{name} ({failed[name]})" for name in names if name in failed]
-        message = f"safe state: {', '.join(safe.done)} made safe"
-        if safe.failed:
-            message += f"; FAILED for {', '.join(safe.failed)}"
-        message += f" after: {reason}" if reason else ""
-        # a store that refuses the alarm is reported at the run's end; the hardware came
-        # first. The operator hears it through the store's alarm listener, even then.
-        with contextlib.suppress(sqlite3.Error, LiponError):
-            self.store.add_alarm(self.run_id, self.env.now, "info" if safe.ok else "error",
-                                 "engine", message, reaction="safe state")
-        return safe
+        """Every instrument of the recipe's tools to its safe state, power first
+        (`safety.make_run_safe`). Never raises."""
+        return make_run_safe(self.lab, recipe_roles(self.recipe), self.store, self.run_id,
+                             self.env, reason)

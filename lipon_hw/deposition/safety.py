@@ -3,9 +3,16 @@ achieved (`SafeState`), for the engine (`runner`) and for a run's end outside it
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+import time
 from dataclasses import dataclass, field
 
+import simpy
+
 from lipon_hw.errors import LiponError
+from lipon_hw.link_health import instrument_links
+from lipon_hw.safe_retry import SAFE_PATIENCE_S, SafeCall, retry_safe_state
 
 #: the order in which instruments are made safe: stop the power first
 SAFE_ORDER = ("rf_supply", "source_supply", "deposition_controller", "shutter", "gas_flow")
@@ -45,3 +52,43 @@ class SafeState:
             return f"the hardware was made safe ({', '.join(self.done)})"
         made = f"; made safe: {', '.join(self.done)}" if self.done else ""
         return f"the hardware was NOT all made safe: FAILED for {', '.join(self.failed)}{made}"
+
+
+def make_run_safe(lab, roles: dict[str, str], store, run_id: int, env, reason: str = ""
+                  ) -> SafeState:
+    """Every instrument in `roles` (the run's tools only: the station's others, a
+    potentiostat testing cells for another run, are not this run's to switch off) to its
+    safe state: each once, power first, then those that failed again, bounded, as the
+    run's clock moves on (`safe_retry`). Never raises: an instrument that fails is
+    reported, and so is an alarm the store will not take (it is reported at the run's end;
+    the hardware came first, and the operator hears it through the store's listener)."""
+    names = safe_order(roles, [n for n in lab.instruments if n in roles])
+
+    def retrying(failed: dict[str, str]) -> None:  # the operator hears it at once
+        with contextlib.suppress(sqlite3.Error, LiponError):
+            store.add_alarm(run_id, env.now, "error", "engine",
+                            f"safe state: FAILED so far for {', '.join(failed)}; trying "
+                            f"again for up to {SAFE_PATIENCE_S / 60:.0f} min",
+                            reaction="safe state")
+
+    failed = retry_safe_state([SafeCall(name, lab.instruments[name].make_safe,
+                                        instrument_links(lab, name)) for name in names],
+                              lambda s: _clock_moves_on(env, s), on_retry=retrying)
+    safe = SafeState([n for n in names if n not in failed],
+                     [f"{n} ({failed[n]})" for n in names if n in failed])
+    message = f"safe state: {', '.join(safe.done)} made safe"
+    if safe.failed:
+        message += f"; FAILED for {', '.join(safe.failed)}"
+    message += f" after: {reason}" if reason else ""
+    with contextlib.suppress(sqlite3.Error, LiponError):
+        store.add_alarm(run_id, env.now, "info" if safe.ok else "error", "engine", message,
+                        reaction="safe state")
+    return safe
+
+
+def _clock_moves_on(env, seconds: float) -> None:
+    """The run's clock moves on while the safe state waits to try again, and nothing else
+    runs on it (the run has ended): wall time too on a real-time clock."""
+    if isinstance(env, simpy.rt.RealtimeEnvironment):
+        time.sleep(seconds * env.factor)  # factor: wall seconds per clock second
+    env._now = env.now + seconds  # noqa: SLF001 - simpy has no public setter

@@ -30,7 +30,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from lipon_hw.engine.ownership import Ownership, Resource, hold_shared_until_exit, wait_until_free
-from lipon_hw.links import VISA_PREFIXES
+from lipon_hw.ports import VISA_PREFIXES
 from lipon_hw.station import Station
 
 
