@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import pytest
 from faulty import fault_station, spy_labs
 
+from lipon_hw.deposition.link_watch import LINK_GRACE_S
 from lipon_hw.deposition.session import start_run
 from lipon_hw.errors import LiponError
 from lipon_hw.store import Alarm, Store
@@ -150,15 +151,46 @@ def test_a_wire_fault_that_lasts_is_aborted_by_the_rule_watching_it(run, fault, 
     assert_sputter_safe(ran, unconfirmed=inst if inst in ("rf", "n2_mfc") else None)
 
 
-def test_a_lost_link_no_rule_watches_fails_the_run_at_once(run):
-    """The engine's own reaction: a link lost with no rule reading its health stops the
-    run at that sample, to the safe state, with an alarm from the instrument."""
+def test_a_lasting_lost_link_fails_the_run_after_its_grace(run):
+    """The engine's own reaction: a link lost for good, with no rule reading its health,
+    is ridden out for LINK_GRACE_S of the run clock, then the run fails to the safe state
+    in the words of the outage's first failure, with an alarm from the instrument."""
     ran = run([{"fault": "link_drop", "instrument": "qcm", "at_s": DEPOSIT_S + 35}])
-    assert ran.status == "failed" and "sim://qcm is lost after 3 attempts" in ran.message
-    alarm, = ran.by("qcm")
-    assert (alarm.severity, alarm.rule, alarm.reaction) == ("error", None, "abort")
-    assert "the run stops (no rule reads qcm.link_health)" in alarm.message
-    assert alarm.t_s == pytest.approx(DEPOSIT_S + 35, abs=5)
+    assert ran.status == "failed" and "sim://qcm (qcm) has been lost for" in ran.message
+    assert f"longer than it is ridden out ({LINK_GRACE_S:.0f} s)" in ran.message
+    lost, = ran.by("qcm")
+    assert (lost.severity, lost.reaction) == ("error", None) and "lost" in lost.message
+    assert lost.t_s == pytest.approx(DEPOSIT_S + 35, abs=5)
+    stop, = ran.reacted("abort")
+    assert stop.source == "engine" and stop.severity == "error"
+    assert lost.t_s + LINK_GRACE_S <= stop.t_s <= lost.t_s + LINK_GRACE_S + 35
+    assert_sputter_safe(ran)
+
+
+@pytest.mark.parametrize("inst, for_s", [("qcm", 20), ("rf", 2), ("n2_mfc", 20)])
+def test_a_short_lost_link_is_ridden_out_and_the_run_completes(run, inst, for_s):
+    """Unplugged for a moment with no rule: the samples go on without the instrument, a
+    step command that finds the link lost waits for it (alarm `hold`), the process is
+    restored as after a resume (`resume`), and the deposit reaches its target."""
+    ran = run([{"fault": "link_drop", "instrument": inst, "at_s": DEPOSIT_S + 35,
+                "for_s": for_s}])
+    assert ran.status == "completed", ran.message
+    words = [a.message for a in ran.by(inst)]
+    assert any("lost" in w for w in words) and any("restored" in w for w in words), words
+    health = [v for _t, _q, v in ran.store.readings(1, [f"{inst}.link_health"])]
+    assert health[-1] == 0.0 and 2.0 in health
+    for held in ran.reacted("hold"):
+        assert held.source == "engine" and "the step waits for the link" in held.message
+    assert len(ran.reacted("resume")) == len(ran.reacted("hold"))
+    assert_sputter_safe(ran)
+
+
+def test_the_rf_link_lost_longer_than_its_host_watchdog_aborts_the_run(run):
+    """The generator keeps itself safe: 20 s without the host is past its 10 s watchdog,
+    which cuts RF; once the link answers the run sees the trip and aborts, safe."""
+    ran = run([{"fault": "link_drop", "instrument": "rf", "at_s": DEPOSIT_S + 35,
+                "for_s": 20}])
+    assert ran.status == "aborted" and "host watchdog switched the output off" in ran.message
     assert_sputter_safe(ran)
 
 

@@ -504,7 +504,7 @@ def test_the_cli_claims_a_safe_tool_only_when_the_engine_says_so(capsys):
     """`reports_errors` used to tell every internal error that 'any run was stopped with
     its hardware made safe', true or not; now only what the engine reported is said."""
     from lipon_hw.cli import reports_errors
-    from lipon_hw.deposition.runner import SafeState
+    from lipon_hw.deposition.safety import SafeState
 
     def failing(safe_state=None):
         @reports_errors

@@ -36,6 +36,7 @@ import simpy
 
 from lipon_hw.errors import InstrumentError, LinkError, RunAborted
 from lipon_hw.interfaces import HostWatchdog
+from lipon_hw.link_health import instrument_links
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,9 @@ OUTPUTS = {"rf_supply": Output("rf_on", "rf_power_W", "forward_power_W")}
 OFF_READING = 0.5
 #: how close to its due time (s of the run clock) a check counts as due
 DUE_EPS_S = 1e-9
+#: after a beat the link refused, the next try this soon (its port re-opened at once, back-off
+#: or not): a blip shorter than the watchdog's period must not cost the deposit its RF
+RETRY_S = 1.0
 
 
 @dataclass
@@ -71,6 +75,8 @@ class Watched:
     on_since_s: float | None = None
     armed: bool = False
     refused: bool = False
+    #: the links the instrument talks through (re-opened at once for a retried beat)
+    links: tuple = ()
 
     @property
     def half_s(self) -> float:
@@ -89,7 +95,8 @@ class Heartbeat:
                 driver = lab.instruments[name]
                 if role in OUTPUTS and isinstance(driver, HostWatchdog) \
                         and all(w.name != name for w in self.watched):
-                    self.watched.append(Watched(name, role, driver))
+                    self.watched.append(Watched(name, role, driver,
+                                                links=tuple(instrument_links(lab, name))))
 
     def beat(self, ctx):
         """The process: arm every watched instrument, then keep each alive while its
@@ -157,9 +164,13 @@ class Heartbeat:
         try:
             tripped = w.driver.host_watchdog_tripped()
         except (LinkError, InstrumentError):
-            return  # the sampler reports the link; the watchdog guards meanwhile
-        finally:
-            w.since_s = now  # heard now, or tried: the next try half a period on
+            # the sampler reports the link; the next beat soon, in case it comes back
+            # before the unit's deadline (the watchdog guards meanwhile)
+            w.since_s = now - w.half_s + RETRY_S
+            for link in w.links:
+                link.reopen_now()
+            return
+        w.since_s = now  # heard now: the next beat half a period on
         if tripped:
             why = (f"{w.name}: its host watchdog switched the output off (no valid exchange "
                    f"for {w.driver.watchdog_period_s:g} s)")

@@ -98,7 +98,7 @@ class DepositionKind(KindBase):
     def make_safe(self, run, station, lab, done: list[str], failed: list[str]) -> None:
         """The instruments of the recipe's own tools (the station's others may serve
         another run; all of them when the recipe cannot be read), power first."""
-        from lipon_hw.deposition.runner import safe_order
+        from lipon_hw.deposition.safety import safe_order
 
         roles = _run_roles(run, station)
         for name in safe_order(roles, [n for n in lab.instruments if n in roles]):
@@ -115,7 +115,7 @@ class DepositionKind(KindBase):
 def _run_roles(run, station) -> dict[str, str]:
     """Instrument → role for the instruments of the run's own tools."""
     from lipon_hw.deposition.recipe import load_recipe
-    from lipon_hw.deposition.runner import recipe_roles
+    from lipon_hw.deposition.safety import recipe_roles
 
     try:
         return recipe_roles(load_recipe(run.sequence_path, station, text=run.sequence_text))

@@ -13,17 +13,31 @@ restored`. Drivers know nothing of this: the watch reads the links' health throu
 lab's pool.
 
 A link found lost while sampling costs that instrument's readings for the sample, and the
-steps see no fresh sample meanwhile (a step waiting for a reading waits). How long the run
-goes on so: only if an interlock rule names that instrument's link_health, for the longest
-`for` of those rules plus two sample periods, so the rule can trip, and for as long as the
-run is held by a rule or the operator; with no such rule a lost link fails the run at once,
-to the safe state, as it always has.
+steps see no fresh sample meanwhile (a step waiting for a reading waits). A step whose own
+command finds a link lost waits too (`ride_out`): on the run clock, trying again after
+1, 2, 4 … 30 s; once the link answers, the process is restored as after a resume (shutter
+closed, RF ramped back, shutter re-opened: `steps.restore_process`) and the step goes on
+from its state. How long a lost link is ridden out: LINK_GRACE_S (a USB adapter
+re-enumerating, a garbled burst, an instrument busy for a moment), or longer where an
+interlock rule names that instrument's link_health (the longest `for` of those rules plus
+two sample periods, so the rule can trip), and for as long as the run is held by a rule or
+the operator; then the run fails, to the safe state, in the words of the outage's first
+failure. The hardware keeps itself safe meanwhile where it can: the RF generator's own
+host watchdog cuts RF after `host_watchdog_s` without the host (`heartbeat`), and the run
+then aborts on its trip; a deposit whose monitor was lost may overshoot by what grows
+during the outage, which its restore reads back from the QCM (at most the rate times the
+grace: 6 nm at 1 Å/s).
 """
 
 from __future__ import annotations
 
 from lipon_hw.errors import LinkLost
 from lipon_hw.link_health import QUANTITY, change_alarm, errors, instrument_links, worst
+
+#: how long (run clock) a lost link is ridden out when no interlock rule asks for longer
+LINK_GRACE_S = 60.0
+#: the longest wait between a step's tries of a lost link
+RIDE_OUT_MAX_S = 30.0
 
 
 def link_quantities(tool_roles: dict[str, dict[str, str]]) -> dict[str, str]:
@@ -64,9 +78,7 @@ class LinkWatch:
         return worst(links)
 
     def lost(self, instrument: str, error: LinkLost, now: float) -> None:
-        """A reading found the instrument's link lost: re-raised unless a rule watches it."""
-        if instrument not in self.grace_s:
-            raise error
+        """A reading found the instrument's link lost: ridden out for its grace."""
         self._lost_since.setdefault(instrument, now)
 
     @property
@@ -93,13 +105,48 @@ class LinkWatch:
         return values, changed
 
     def check(self, now: float, held: bool) -> None:
-        """LinkLost once a watched link has been lost longer than its grace (not while held)."""
+        """LinkLost once a link has been lost longer than its grace (not while held)."""
         for inst, since in self._lost_since.items():
-            if not held and now - since > self.grace_s[inst]:
+            if not held and now - since > self.grace(inst):
                 address = ", ".join(self.lab.station.instrument(inst).addresses)
                 raise LinkLost(f"{address} ({inst}) has been lost for {now - since:.0f} s, "
-                               f"longer than its interlock rules wait "
-                               f"({self.grace_s[inst]:.0f} s): {self._error(inst)}")
+                               f"longer than it is ridden out "
+                               f"({self.grace(inst):.0f} s): {self._error(inst)}")
+
+    def grace(self, instrument: str) -> float:
+        """How long a lost link of `instrument` is ridden out (run clock)."""
+        return max(self.grace_s.get(instrument, 0.0), LINK_GRACE_S)
+
+    def ride_out(self, ctx, run_step, restore):
+        """`run_step()` (a step's generator), ridden through lost links: a LinkLost it
+        raises is waited out on the run clock (1, 2, 4 … RIDE_OUT_MAX_S between tries) for
+        up to the longest grace of the tool's instruments, then `restore()` (the process
+        as commanded) and the step again from its state. An outage ridden out is an alarm
+        as it starts (`hold`) and as it ends (`resume`); one that lasts fails the run in the
+        words of its first failure. A generator: `yield from` it."""
+        env, first, since, wait = ctx.env, None, 0.0, 1.0
+        while True:
+            try:
+                if first is not None:
+                    yield from restore()
+                yield from run_step()
+            except LinkLost as exc:
+                if first is None:
+                    first, since = exc, env.now
+                    grace = max(self.grace(inst) for inst in ctx.roles.values())
+                    ctx.alarm("warning", "engine", f"{exc}: the step waits for the link (up "
+                              f"to {grace:.0f} s), then goes on", reaction="hold")
+                elif env.now - since + wait > grace:
+                    raise LinkLost(f"{first}; still lost after {env.now - since:.0f} s of "
+                                   f"trying again ({exc})") from None
+                yield env.timeout(wait)
+                wait = min(2 * wait, RIDE_OUT_MAX_S)
+                continue
+            if first is not None:
+                ctx.alarm("info", "engine", f"the link answered again after "
+                          f"{env.now - since:.0f} s: process restored, the step went on",
+                          reaction="resume")
+            return
 
     def _error(self, instrument: str) -> str:
         return errors(instrument_links(self.lab, instrument))

@@ -193,7 +193,10 @@ class Engine:
                 ctx.step_idx, ctx.holds_this_step = idx, 0
                 self.store.begin_step(self.run_id, idx, step.kind, step.describe(), self.env.now)
                 self.notify(f"step {idx + 1}/{len(self.recipe.steps)}: {step.kind}")
-                yield from STEPS[step.kind].run(ctx, step.params, ctx.step_state)
+                yield from self.links.ride_out(
+                    ctx, lambda step=step: STEPS[step.kind].run(ctx, step.params,
+                                                                ctx.step_state),
+                    lambda: restore_process(ctx))
                 self.store.end_step(self.run_id, idx, "done", self.env.now)
                 ctx.step_idx, ctx.step_state = idx + 1, {}
                 self.checkpoint()
@@ -324,11 +327,7 @@ class Engine:
                 continue
             try:
                 values[name] = read()
-            except LinkLost as exc:  # fails the run unless a rule watches this link
-                if inst not in self.links.grace_s:
-                    self.ctx.alarm("error", inst, f"{exc}: the run stops (no rule reads "
-                                   f"{inst}.link_health)", reaction="abort")
-                    exc.alarmed = True
+            except LinkLost as exc:  # ridden out for its grace (`link_watch`)
                 self.links.lost(inst, exc, self.env.now)
                 lost.add(inst)
                 for other, other_inst, _ in self._polled[tool]:
