@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from test_engine import Bench
 
+from lipon_hw.deposition.link_watch import LINK_GRACE_S
 from lipon_hw.errors import InputError, LinkLost
 
 PAUSE_ON_QCM = '  - {when: "qcm.link_health > 0 for 30 s", then: pause}\n'
@@ -51,7 +52,8 @@ def test_a_watched_link_that_drops_pauses_the_run_which_then_completes(tmp_path)
 
 
 def test_a_watched_link_that_never_returns_fails_safe_once_the_pause_cannot_help(tmp_path):
-    """A rule that only alarms gives the lost link its `for` and two samples, no more."""
+    """A rule that only alarms gives the lost link its grace: its `for` and two samples, or
+    the ride-out every lost link gets (LINK_GRACE_S) if longer, no more."""
     rule = '  - {when: "qcm.link_health > 0 for 10 s", then: alarm}\n'
     bench = Bench(tmp_path, thickness_nm=200, extra=rule)
     bench.at_deposit(lambda: setattr(bench.lab.sim.emulators["qcm"].faults, "unplugged",
@@ -61,13 +63,14 @@ def test_a_watched_link_that_never_returns_fails_safe_once_the_pause_cannot_help
     alarms = bench.store.alarms(bench.run_id)
     assert any(a.rule == "interlock 3" and a.reaction == "alarm" for a in alarms)
     lost = next(a for a in alarms if a.source == "qcm")
-    assert bench.env.now - lost.t_s <= 10 + 3 * bench.recipe.record_every_s
+    every = bench.recipe.record_every_s
+    assert bench.env.now - lost.t_s <= max(10 + 2 * every, LINK_GRACE_S) + every
     bench.assert_safe()
 
 
-def test_an_unwatched_link_still_fails_the_run_at_once(tmp_path):
+def test_an_unwatched_link_lost_longer_than_its_ride_out_fails_the_run(tmp_path):
     bench = Bench(tmp_path, thickness_nm=200)
-    _drop(bench, "qcm", for_s=90.0)
+    _drop(bench, "qcm", for_s=LINK_GRACE_S + 30.0)
     with pytest.raises(LinkLost, match="sim://qcm"):
         bench.engine.run()
     bench.assert_safe()
