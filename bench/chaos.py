@@ -15,9 +15,10 @@ Each run is then judged from its store (definitions in `bench/chaos_checks.py`):
 safe (an end status, and the store says the hardware was made safe: every cell
 disconnected, the deposition's safe-state alarm without a failure), resumed to completion
 (a killed run whose resume reached `completed`; one aborted by an interlock its faults
-tripped is counted apart), readings duplicated (the same reading stored twice, out of
-order, or step counts going back) and readings lost (gaps beyond the record rule not
-explained by a hold, a pause or an impedance spectrum).
+tripped is counted apart, and so is one whose twin — the same run never killed — does not
+complete either: its faults end it whatever the kill, so it was not resumable), readings
+duplicated (the same reading stored twice, out of order, or step counts going back) and
+readings lost (gaps beyond the record rule not explained by a hold, a pause or an impedance spectrum).
 
     python bench/chaos.py [--runs 20] [--seed 1] [--kill-fraction 0.3] [--jobs 1]
     python bench/chaos.py --seed 1 --index 17 --keep DIR   # one run again, its files kept
@@ -26,13 +27,14 @@ A run's plan (sequence, faults, kill or not, when) depends only on --seed and it
 the same run with --kill-fraction 0 has the same sequence and faults, never killed.
 
 Prints a row per run and the totals, then one JSON line. Exit 1 when a run did not end
-safe or a reading was lost or duplicated.
+safe, a reading was lost or duplicated, or a resumable run did not resume to completion.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -194,6 +196,17 @@ def _refused_as_live(err: Path) -> bool:
     return any(w in text for w in ("another", "running", "live", "lock", "in use"))
 
 
+def _twin(plan: Plan, directory: Path) -> str:
+    """The status the same run (sequence, station, faults) reaches when never killed: a
+    killed run that did not resume to completion is resumable only if its twin completes
+    (a run whose faults end it anyway — a lasting outage, a shorted cell — cannot)."""
+    twin_dir = directory / "twin"
+    twin_dir.mkdir(parents=True, exist_ok=True)
+    runner = Runner(dataclasses.replace(plan, kill=False, rekill=[]), twin_dir)
+    runner.run()
+    return judge(runner.data / "lipon.db").status
+
+
 def chaos_run(plan: Plan, workdir: Path) -> dict:
     """One run: its processes, then its verdict, as a row of the table."""
     directory = workdir / f"run{plan.index:04d}"
@@ -213,6 +226,10 @@ def chaos_run(plan: Plan, workdir: Path) -> dict:
     if runner.kills:
         resumed = ("completed" if v.status == "completed" else
                    "interlock abort" if v.aborted_by_interlock else "no")
+        if resumed == "no":  # resumable? its twin, never killed, says what its faults do
+            twin = _twin(plan, directory)
+            if twin != "completed":
+                resumed = f"as twin: {twin}"
     else:
         resumed = "-"
     err_tail = ""
@@ -238,7 +255,7 @@ def row_text(r: dict) -> str:
     safe = "safe" if r["safe"] else "NOT SAFE"
     kill = f"kill×{r['kills']}" if r["kills"] else "-"
     return (f"{r['index']:4d} {r['seed']:>8d} {r['sequence']:<18} {kill:<6} "
-            f"{r['status']:<10} {safe:<8} {r['resumed']:<15} dup {r['duplicates']}"
+            f"{r['status']:<10} {safe:<8} {r['resumed']:<22} dup {r['duplicates']}"
             f"/{r['disorder']} gaps {r['gaps']}+{r['told_gaps']:<2} {r['wall_s']:6.1f}s  "
             f"{'; '.join(r['faults'])}")
 
@@ -274,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="chaos-")))
         print(f"{'run':>4} {'seed':>8} {'sequence':<18} {'kill':<6} {'status':<10} "
-              f"{'safe?':<8} {'resumed':<15} dup/order gaps lost+told  wall  faults", flush=True)
+              f"{'safe?':<8} {'resumed':<22} dup/order gaps lost+told  wall  faults", flush=True)
         lock = threading.Lock()
         rows = []
 
@@ -293,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     print(totals_text(figures))
     print(json.dumps(figures))
     return 0 if figures["runs"] == figures["ended_safe"] and not figures["readings_lost"] \
-        and not figures["readings_duplicated"] else 1
+        and not figures["readings_duplicated"] and not figures["resumed_otherwise"] else 1
 
 
 def summary(rows: list[dict], args, wall: float) -> dict:
@@ -304,7 +321,7 @@ def summary(rows: list[dict], args, wall: float) -> dict:
                                    "twin_list", "gap_list", "told_gap_list", "stragglers",
                                    "notes", "stderr_tail")}
                 for r in rows if not r["safe"] or r["gaps"] or r["duplicates"] or r["disorder"]
-                or r["stragglers"]]
+                or r["stragglers"] or r["resumed"] == "no"]
     figures = {
         "bench": "chaos", "runs": len(rows), "seed": args.seed,
         "sequences_drawn_from": args.sequence or [q.name for q in SEQUENCES],
@@ -313,6 +330,7 @@ def summary(rows: list[dict], args, wall: float) -> dict:
         "killed": len(killed), "kills": sum(r["kills"] for r in rows),
         "resumed_to_completion": sum(r["resumed"] == "completed" for r in killed),
         "resumed_to_interlock_abort": sum(r["resumed"] == "interlock abort" for r in killed),
+        "resumed_as_twin": sum(r["resumed"].startswith("as twin") for r in killed),
         "resumed_otherwise": sum(r["resumed"] == "no" for r in killed),
         "readings_checked": sum(r["readings"] for r in rows),
         "readings_lost": sum(r["gaps"] for r in rows),
@@ -331,6 +349,7 @@ def totals_text(f: dict) -> str:
     return (f"\n{f['runs']} runs in {f['wall_s']} s: {f['ended_safe']} ended safe; "
             f"{f['killed']} killed ({f['kills']} kills), {f['resumed_to_completion']} resumed "
             f"to completion, {f['resumed_to_interlock_abort']} to an interlock's abort, "
+            f"{f['resumed_as_twin']} as their never-killed twin ended (not resumable), "
             f"{f['resumed_otherwise']} otherwise; {f['readings_checked']} readings checked, "
             f"{f['readings_lost']} gaps ({f['readings_not_taken_told']} more where an "
             f"instrument's alarm told of it), {f['readings_duplicated']} duplicated or out of "
