@@ -18,7 +18,8 @@ disconnected, the deposition's safe-state alarm without a failure), resumed to c
 tripped is counted apart, and so is one whose twin — the same run never killed — does not
 complete either: its faults end it whatever the kill, so it was not resumable), readings
 duplicated (the same reading stored twice, out of order, or step counts going back) and
-readings lost (gaps beyond the record rule not explained by a hold, a pause or an impedance spectrum).
+readings lost (gaps beyond the record rule not explained by a hold, a pause or an
+impedance spectrum).
 
     python bench/chaos.py [--runs 20] [--seed 1] [--kill-fraction 0.3] [--jobs 1]
     python bench/chaos.py --seed 1 --index 17 --keep DIR   # one run again, its files kept
