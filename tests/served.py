@@ -3,7 +3,10 @@ it as hardware (`socket://` addresses, a real-time clock)."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -47,3 +50,24 @@ def socket_station(lab: LabServer, base: int, path: Path) -> Path:
         inst.pop("sim", None)
     path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
     return path
+
+
+@contextlib.contextmanager
+def served_hardware(speed: float, path: Path):
+    """The default station's lab served on consecutive ports (its potentiostat's channels
+    1-2 first), and a station file at `path` that reaches every instrument over
+    `socket://` (`lab.station_path`): a run that does not know it is simulated."""
+    lab, base = serve_on_consecutive_ports(speed)
+    try:
+        station = socket_station(lab, base, path)
+        assert not load_station(station).simulated
+        lab.station_path = str(station)
+        yield lab
+    finally:
+        lab.stop()
+
+
+def cli_process(*args, cwd: Path) -> subprocess.Popen:
+    """`lipon-hw ARGS` in a process of its own, its output piped as text."""
+    return subprocess.Popen([sys.executable, "-m", "lipon_hw.cli", *map(str, args)], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

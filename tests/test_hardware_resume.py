@@ -15,16 +15,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from served import serve_on_consecutive_ports, socket_station
+from served import cli_process, served_hardware
 from stores import committed
-
-from lipon_hw.station import load_station
 
 from recipes import short_recipe
 
@@ -52,25 +48,15 @@ steps:
 
 @pytest.fixture
 def hardware(tmp_path):
-    """The default station's lab served on consecutive ports (its potentiostat's channels
-    1-2 first), and a station file that reaches every instrument over `socket://`."""
-    lab, base = serve_on_consecutive_ports(SPEED)
-    path = socket_station(lab, base, tmp_path / "station.yaml")
-    assert not load_station(path).simulated
-    lab.station_path = str(path)
-    yield lab
-    lab.stop()
+    with served_hardware(SPEED, tmp_path / "station.yaml") as lab:
+        yield lab
 
-
-def lipon_hw(*args, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "lipon_hw.cli", *map(str, args)], cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def run_then_kill(sequence: Path, station: str, data: Path, ready) -> None:
     """`lipon-hw run` in its own process, SIGKILLed once `ready()` holds (polling the
     store, never a guessed time); returns once its guard made the hardware safe."""
-    proc = lipon_hw("run", sequence, "--station", station, "--speed", SPEED, "--data", data,
+    proc = cli_process("run", sequence, "--station", station, "--speed", SPEED, "--data", data,
                     cwd=sequence.parent)
     deadline = time.monotonic() + 60
     while not ready():
@@ -84,7 +70,7 @@ def run_then_kill(sequence: Path, station: str, data: Path, ready) -> None:
 
 
 def resume(run_id: int, data: Path, cwd: Path) -> dict:
-    proc = lipon_hw("resume", run_id, "--data", data, "--speed", SPEED, "--json", cwd=cwd)
+    proc = cli_process("resume", run_id, "--data", data, "--speed", SPEED, "--json", cwd=cwd)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert "Traceback" not in err

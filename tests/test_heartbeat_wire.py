@@ -12,27 +12,17 @@ from __future__ import annotations
 
 import pytest
 from conftest import sim_link
+from test_ae_bus import H, host
 
 from lipon_hw.drivers.ae_bus import ACK, AEBusGenerator, encode_packet
 from lipon_hw.errors import InputError
 from lipon_hw.interfaces import HostWatchdog
 from lipon_hw.sim.emulators.ae_bus import AEBusEmulator
 
-H = bytes.fromhex
-
 ARM_4S = "0B 27 01 A0 0F 82"  # 39: enable, 4000 ms = 0x0FA0
 CSR_OK_39 = "09 27 00 2E"
 READ_139 = "09 8B 00 82"  # 139 with its one data byte, 0
 
-
-def host(emulator, *packets):
-    """Send packets as a host would (ACKing each reply); return the last answer."""
-    answer = b""
-    for packet in packets:
-        answer = emulator.handle(H(packet))
-        if answer[:1] == ACK:
-            emulator.handle(ACK)
-    return answer
 
 
 def lit(tool, clock):

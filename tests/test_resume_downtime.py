@@ -20,16 +20,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from served import serve_on_consecutive_ports, socket_station
+from served import cli_process, served_hardware
 from stores import committed
-
-from lipon_hw.station import load_station
 
 from recipes import short_recipe
 
@@ -42,17 +38,9 @@ DEPOSIT = 4
 
 @pytest.fixture
 def hardware(tmp_path):
-    lab, base = serve_on_consecutive_ports(SPEED)
-    path = socket_station(lab, base, tmp_path / "station.yaml")
-    assert not load_station(path).simulated
-    lab.station_path = str(path)
-    yield lab
-    lab.stop()
+    with served_hardware(SPEED, tmp_path / "station.yaml") as lab:
+        yield lab
 
-
-def lipon_hw(*args, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "lipon_hw.cli", *map(str, args)], cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def guard_of(pid: int) -> int:
@@ -75,7 +63,7 @@ def kill_mid_layer(lab, recipe: Path, data: Path, power_cut: bool) -> tuple[floa
     store, never a guessed time); `power_cut`: its guard dies first, as with the host's
     power. Returns the World's clock and the sample's LiPON film at the kill."""
     db = data / "lipon.db"
-    proc = lipon_hw("run", recipe, "--station", lab.station_path, "--speed", SPEED,
+    proc = cli_process("run", recipe, "--station", lab.station_path, "--speed", SPEED,
                     "--data", data, cwd=recipe.parent)
     deadline = time.monotonic() + 60
     while not committed(db, "SELECT 1 FROM checkpoints WHERE step_idx=? AND t_s > (SELECT "
@@ -115,7 +103,7 @@ def wait_for_film(lab, nm: float) -> None:
 
 
 def resume(data: Path, cwd: Path) -> dict:
-    proc = lipon_hw("resume", 1, "--data", data, "--speed", SPEED, "--json", cwd=cwd)
+    proc = cli_process("resume", 1, "--data", data, "--speed", SPEED, "--json", cwd=cwd)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert "Traceback" not in err
