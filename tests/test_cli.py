@@ -119,7 +119,11 @@ def test_unknown_run_and_missing_data_dir(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_kill_9_then_resume_finishes_without_gaps_or_duplicates(tmp_path):
+@pytest.mark.parametrize("sample_committed", [True, False], ids=["as-killed", "sample-lost"])
+def test_kill_9_then_resume_finishes_without_gaps_or_duplicates(tmp_path, sample_committed):
+    """`sample-lost`: the host died between the checkpoint's commit and the commit of the
+    sample of that instant (the store commits them apart), which the store is left as
+    here; the resumed run samples at once instead of a period on."""
     data = tmp_path / "d"
     db = data / "lipon.db"
     recipe = short_recipe(tmp_path, 120)
@@ -135,7 +139,15 @@ def test_kill_9_then_resume_finishes_without_gaps_or_duplicates(tmp_path):
     status = con.execute("SELECT status FROM runs").fetchone()[0]
     con.close()
     assert status == "running"  # nobody had the chance to say otherwise
-    before = [r for r in readings(db) if r[0] <= cp_t]
+    if not sample_committed:
+        con = sqlite3.connect(db)
+        with con:
+            con.execute("DELETE FROM readings WHERE t_s >= ?", (cp_t,))
+        con.close()
+    # what the resume must keep as it was: up to the checkpoint (before it, when the
+    # sample of its instant is the resume's to take)
+    kept = (lambda t: t <= cp_t) if sample_committed else (lambda t: t < cp_t)
+    before = [r for r in readings(db) if kept(r[0])]
 
     out = cli("resume", 1, "--data", data, "--json", cwd=tmp_path).stdout
     summary = json.loads(out.strip().splitlines()[-1])
@@ -143,7 +155,7 @@ def test_kill_9_then_resume_finishes_without_gaps_or_duplicates(tmp_path):
     assert summary["thickness_nm"] == pytest.approx(120, abs=0.3)
 
     after = readings(db)
-    assert [r for r in after if r[0] <= cp_t] == before  # nothing before the checkpoint changed
+    assert [r for r in after if kept(r[0])] == before  # nothing before the checkpoint changed
     by_quantity: dict[str, list[float]] = {}
     for t, name, _ in after:
         by_quantity.setdefault(name, []).append(t)

@@ -205,8 +205,8 @@ class Engine:
         error: BaseException | None = None
         sampler = beat = None
         try:
-            sampler = self.env.process(self._sampler(delay_s=self.recipe.record_every_s
-                                                     if resumed else 0.0))
+            sampler = self.env.process(self._sampler(delay_s=self._first_sample_delay(
+                resumed)))
             beat = self.env.process(self.heartbeat.beat(ctx))  # armed before any step
             main = self.env.process(plan())
             if isinstance(self.env, simpy.rt.RealtimeEnvironment):
@@ -245,6 +245,17 @@ class Engine:
         with contextlib.suppress(AttributeError):
             error.safe_state = safe  # what the CLI may truthfully say about the hardware
         raise error
+
+    def _first_sample_delay(self, resumed: bool) -> float:
+        """A run samples at once; a resumed one a period on when the store holds a sample
+        of the instant it resumes at (the checkpoint's own), and at once when it does not
+        (a host killed between the checkpoint's commit and its sample's: no hole of two
+        periods at the seam)."""
+        if not resumed:
+            return 0.0
+        last = self.store.last_reading_t(self.run_id)
+        return self.recipe.record_every_s if last is not None and last >= self.env.now \
+            else 0.0
 
     def _alarm_stop(self, exc: LiponError, what: str) -> None:
         """An error alarm for what stopped the run (a step's abort, an instrument that
