@@ -2,8 +2,9 @@
 once, in the order given (power first), each lost link re-opened at once (`Link.reopen_now`:
 no back-off); then those that failed are tried again, round after round, the run's clock
 moving on between rounds, so one dead instrument never keeps the others waiting. Only an
-instrument whose link has answered in this lab's life is tried again (a port that never
-answered — a run that could not start — is reported after its first try). Used for a
+instrument whose link has answered is tried again — in this lab's life, or in an earlier
+process of a resumed run (a port that never answered — a run that could not start — is
+reported after its first try). Used for a
 deposition's instruments at the run's end (`deposition.runner.Engine.make_safe`)."""
 
 from __future__ import annotations
@@ -31,12 +32,14 @@ class SafeCall:
 
 def retry_safe_state(calls: list[SafeCall], wait: Callable[[float], None],
                      patience_s: float = SAFE_PATIENCE_S,
-                     on_retry: Callable[[dict[str, str]], None] | None = None
-                     ) -> dict[str, str]:
+                     on_retry: Callable[[dict[str, str]], None] | None = None,
+                     answered_before: bool = False) -> dict[str, str]:
     """Each call once, in order; then those that failed with the instrument's or its link's
     failure (LiponError) and whose link has answered before, again after `wait(s)` lets
     the run's clock move on s seconds (1, 2, 4 … SAFE_RETRY_MAX_S), for up to `patience_s`
-    of waiting. `on_retry(failed)` is told once, before the first wait. Returns the name
+    of waiting (`answered_before`: every link answered in an earlier process of the run —
+    a resume — so all are tried again). `on_retry(failed)` is told once, before the first
+    wait. Returns the name
     → failure of those that never got through (empty: all made safe). Never raises for an
     instrument: one never spares the others."""
     failed: dict[str, str] = {}
@@ -50,7 +53,7 @@ def retry_safe_state(calls: list[SafeCall], wait: Callable[[float], None],
                 safe.call()
             except LiponError as exc:  # the instrument or its link
                 failed[safe.name] = str(exc)
-                if any(link.answered for link in safe.links):
+                if answered_before or any(link.answered for link in safe.links):
                     again.append(safe)
             except Exception as exc:  # noqa: BLE001 - a bug: said, not tried again
                 failed[safe.name] = repr(exc)

@@ -306,3 +306,24 @@ def test_a_step_whose_end_went_unseen_is_overdue_after_its_length_and_a_margin()
     at(clock, 200.0)
     run.poll()
     assert run.finished and not end_overdue(channel, run, 0.0)
+
+
+def test_a_resumed_runs_port_is_tried_again_though_it_never_answered_this_process():
+    """A resume: its links answered in the killed process, so a port silent since this
+    process connected is worth the bounded retries (chaos seed 1 run 84: a shutter
+    controller silent at the resume was reported NOT safe after one try)."""
+    lab, clock = connect([])
+    emulator = lab.sim.emulators["mfc"]
+    emulator.faults.unplugged = True
+    waits = []
+
+    def wait(s):
+        waits.append(s)
+        at(clock, clock.t + s)
+        if clock.t >= 5.0:
+            emulator.faults.unplugged = False
+
+    failed = retry_safe_state([SafeCall("n2_mfc", lab.instruments["n2_mfc"].make_safe,
+                                        instrument_links(lab, "n2_mfc"))], wait,
+                              answered_before=True)
+    assert failed == {} and waits == [1.0, 2.0, 4.0]

@@ -116,6 +116,9 @@ class Channel:
         self._saved: str = json.dumps(vars(state))
         self._last_sample_t = -math.inf
         self._disconnected = self._recorded = False
+        #: the channel ran before this process (a resume): its link has answered, in an
+        #: earlier process (`wire.never_answered`)
+        self.ran_before = state.step_count > 0 or state.t_s > 0
         #: the potentiostat as a whole: its rules hold, pause or trip every channel
         self.watch = watch or PotentiostatWatch(store, run_id, "", [])
         self._wakeup = env.event()  # the watch's call to poll now, not at the next wait

@@ -18,8 +18,9 @@ Budgets (run clock; virtual in a simulated run, so the same on every machine):
   failing) does not wait: every cell gets one try, then the run's own bounded retry
   (`groups.disconnect`).
 
-A port that has never answered in this lab's life (a run that could not start) is not
-waited for: its first failure is the channel's.
+A port that has never answered (a run that could not start: not in this lab's life, and
+the channel never ran before a resume) is not waited for: its first failure is the
+channel's.
 """
 
 from __future__ import annotations
@@ -37,7 +38,10 @@ OVERDUE_S = 60.0
 
 
 def never_answered(channel) -> bool:
-    """The channel's link has never answered since the lab was connected."""
+    """The channel's link has never answered: not since the lab was connected, nor in an
+    earlier process of the run (a resumed channel's did)."""
+    if getattr(channel, "ran_before", False):
+        return False
     watch = getattr(channel, "watch", None)
     link = watch.link_of(channel.number) if watch is not None else None
     return link is not None and not link.answered

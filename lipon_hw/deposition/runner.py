@@ -170,6 +170,7 @@ class Engine:
         self._alarming: set[str] = set()  # `alarm` rules true at the last sample
         self.links = LinkWatch(lab, recipe)  # link health: quantities, alarms, grace
         self.heartbeat = Heartbeat(lab, recipe, env)  # generators' host watchdogs
+        self._resumed = False  # a resumed run: its links answered in an earlier process
 
     # --- the run -------------------------------------------------------------------
     def run(self, start_idx: int = 0, step_state: dict | None = None,
@@ -179,6 +180,7 @@ class Engine:
         was `away` (`downtime`), re-establishes `setpoints`, and takes its first sample
         one period after it resumed (the checkpoint's own is stored)."""
         ctx, wall0 = self.ctx, time.monotonic()
+        self._resumed = resumed
         ctx.step_idx, ctx.step_state = start_idx, dict(step_state or {})
         ctx.setpoints = dict(setpoints or {})
 
@@ -482,4 +484,4 @@ class Engine:
         """Every instrument of the recipe's tools to its safe state, power first
         (`safety.make_run_safe`). Never raises."""
         return make_run_safe(self.lab, recipe_roles(self.recipe), self.store, self.run_id,
-                             self.env, reason)
+                             self.env, reason, resumed=self._resumed)

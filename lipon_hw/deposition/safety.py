@@ -54,8 +54,8 @@ class SafeState:
         return f"the hardware was NOT all made safe: FAILED for {', '.join(self.failed)}{made}"
 
 
-def make_run_safe(lab, roles: dict[str, str], store, run_id: int, env, reason: str = ""
-                  ) -> SafeState:
+def make_run_safe(lab, roles: dict[str, str], store, run_id: int, env, reason: str = "",
+                  resumed: bool = False) -> SafeState:
     """Every instrument in `roles` (the run's tools only: the station's others, a
     potentiostat testing cells for another run, are not this run's to switch off) to its
     safe state: each once, power first, then those that failed again, bounded, as the
@@ -73,7 +73,8 @@ def make_run_safe(lab, roles: dict[str, str], store, run_id: int, env, reason: s
 
     failed = retry_safe_state([SafeCall(name, lab.instruments[name].make_safe,
                                         instrument_links(lab, name)) for name in names],
-                              lambda s: _clock_moves_on(env, s), on_retry=retrying)
+                              lambda s: _clock_moves_on(env, s), on_retry=retrying,
+                              answered_before=resumed)
     safe = SafeState([n for n in names if n not in failed],
                      [f"{n} ({failed[n]})" for n in names if n in failed])
     message = f"safe state: {', '.join(safe.done)} made safe"
