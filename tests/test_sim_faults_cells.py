@@ -71,6 +71,25 @@ def test_a_cell_mounted_later_takes_the_channel_faults_still_ahead():
     assert smu.voltage_V() < 1e-3
 
 
+def test_a_cell_restored_after_its_fault_fired_keeps_the_fault_it_counts():
+    """A resumed channel's cell is built afresh and restored from its snapshot after the
+    schedule's fault has fired (a worker mounting it later than the fault's onset takes no
+    scheduled fault): the snapshot carries the faults its active set counts, so the
+    restored cell is still shorted instead of failing on a fault it does not have (chaos
+    seed 1 run 115: IndexError in the worker, the cell reported not disconnected)."""
+    spec = {"kind": "plating", "name": "c", "faults": [{"kind": "hard_short", "at_s": 50}]}
+    cell = cell_from_spec(spec)
+    cell.set_control(0.0, "current", 1e-6)
+    before = cell.voltage_V(100.0)
+    state = cell.snapshot()
+    assert state["active"] == [0]
+    again = cell_from_spec({k: v for k, v in spec.items() if k != "faults"})
+    again.restore(state)
+    again.add_faults([{"kind": "hard_short", "at_s": 50}])  # the schedule again: not twice
+    assert len(again.faults) == 1 and again.active_faults == ["hard_short"]
+    assert again.voltage_V(200.0) == pytest.approx(before, abs=0.05)
+
+
 def test_channel_fault_ends_the_running_script_with_its_error_then_clears():
     lab, clock = connect([{"fault": "channel_fault", "instrument": "mes4", "channel": 3,
                            "at_s": 1000, "for_s": 500, "code": 0x0032}])

@@ -155,7 +155,8 @@ class CellModel:
         st = self._st
         return {"kind": self.kind, "name": self.name, "t": st.t, "p": st.p, "n": st.n,
                 "v": list(st.v), "thr_ch": st.thr_ch, "thr_dis": st.thr_dis,
-                "active": sorted(st.active), "mode": self.mode, "value": self.value,
+                "active": sorted(st.active), "faults": [f.to_dict() for f in self.faults],
+                "mode": self.mode, "value": self.value,
                 "dir": self._dir, "age_cycles": self.age_cycles,
                 "temperature_C": self.temperature_C, "extra": self._extra_state(),
                 "anchor": self._track.anchor() if self._track is not None else None}
@@ -164,6 +165,8 @@ class CellModel:
         if state.get("kind") != self.kind:
             raise ValueError(f"cell {self.name}: snapshot of a {state.get('kind')!r} cell "
                              f"cannot restore a {self.kind!r} cell")
+        if "faults" in state:  # the faults `active` counts in (an older snapshot has none)
+            self.faults = [as_fault(f) for f in state["faults"]]
         self._st = CellState(state["t"], state["p"], state["n"], list(state["v"]),
                              state["thr_ch"], state["thr_dis"], frozenset(state["active"]))
         self.mode, self.value, self._dir = state["mode"], state["value"], state["dir"]
@@ -277,8 +280,11 @@ class CellModel:
 
     def add_faults(self, faults) -> None:
         """Faults the lab schedules onto the cell already built (onsets at or after its
-        present time, or at a cycle count): they act as those given at construction."""
-        self.faults.extend(as_fault(f) for f in faults)
+        present time, or at a cycle count): they act as those given at construction. One
+        the cell has already (restored from its snapshot) is not added twice."""
+        for fault in map(as_fault, faults):
+            if fault not in self.faults:
+                self.faults.append(fault)
         self._invalidate()
 
     # --- machinery ----------------------------------------------------------------------------
