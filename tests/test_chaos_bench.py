@@ -22,7 +22,8 @@ from chaos_plan import SEQUENCES, plan_run, station_text  # noqa: E402
 from lipon_hw.station import load_station  # noqa: E402
 
 FIGURES = {"bench", "runs", "ended_safe", "killed", "kills", "resumed_to_completion",
-           "resumed_to_interlock_abort", "resumed_otherwise", "readings_checked",
+           "resumed_to_interlock_abort", "resumed_as_twin", "resumed_otherwise",
+           "readings_checked",
            "readings_lost", "readings_duplicated", "identical_duplicates", "stragglers",
            "statuses", "sequences", "wall_s", "findings"}
 
@@ -42,10 +43,14 @@ def test_two_short_runs_one_killed_give_the_json_line(tmp_path):
     assert figures["killed"] == len(list(tmp_path.glob("run*/resume1.err")))
     assert figures["killed"] >= 1, proc.stdout
     assert figures["resumed_to_completion"] + figures["resumed_to_interlock_abort"] \
-        + figures["resumed_otherwise"] == figures["killed"]
+        + figures["resumed_as_twin"] + figures["resumed_otherwise"] == figures["killed"]
+    # a killed run that did not resume to completion was run again, never killed
+    twins = len(list(tmp_path.glob("run*/twin/run.err")))
+    assert twins == figures["resumed_as_twin"] + figures["resumed_otherwise"]
     assert 0 <= figures["ended_safe"] <= 2 and figures["readings_checked"] > 100
     assert proc.returncode == (0 if figures["ended_safe"] == 2 and not figures["readings_lost"]
-                               and not figures["readings_duplicated"] else 1)
+                               and not figures["readings_duplicated"]
+                               and not figures["resumed_otherwise"] else 1)
     assert len(figures["findings"]) <= 2
     assert sum(line[:4].strip().isdigit() for line in lines) == 2  # a row per run
 
