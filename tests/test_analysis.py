@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from bdf_check import check_with_reference
 
 from lipon_hw.analysis.bdf import (
     BDF_COLUMNS,
@@ -281,12 +282,13 @@ def bdf_rows(batches):
             yield (*row, step_count, step_id, kind)
 
 
-@pytest.mark.parametrize("name", ["A0001.bdf", "A0001.bdf.parquet"])
+@pytest.mark.parametrize("name", ["A0001.bdf.csv", "A0001.bdf.parquet"])
 def test_bdf_file_has_the_standard_labels_and_round_trips(lnmo_batches, tmp_path, name):
     _, batches = lnmo_batches
     meta = BdfMetadata(cell_name="A0001", unix_start_s=UNIX_START_S, institution="LAB")
     path = write_bdf(bdf_rows(batches), tmp_path / name, meta, batch_rows=7)
     assert tuple(BDF_COLUMNS) == SPEC_LABELS
+    check_with_reference(path)  # the format's own reader validates it
     if name.endswith(".parquet"):
         table = pq.read_table(path)
         assert tuple(table.column_names) == SPEC_LABELS

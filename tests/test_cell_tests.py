@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from bdf_check import check_with_reference
 from stores import committed
 
 from lipon_hw.celltest.plan import load
@@ -139,6 +140,7 @@ def test_bdf_export_has_the_standard_columns_and_monotonic_counts(tmp_path):
     proc = cli("export", result.run_id, "--data", tmp_path / "data", "--format", "bdf",
                "--out", out, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
+    check_with_reference(out / f"run{result.run_id}-ch1.bdf.csv")
     with open(out / f"run{result.run_id}-ch1.bdf.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     for column in ("Test Time / s", "Voltage / V", "Current / A", "Unix Time / s",

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bdf_check import check_with_reference
 
 from lipon_hw.analysis import plots
 from lipon_hw.analysis.cycles import CycleAccumulator
@@ -101,6 +102,9 @@ def test_plating_efficiency_is_one_number_in_store_summary_export_and_plot(tmp_p
     assert channel["mean_coulombic_efficiency"] == pytest.approx(np.mean(ce[1:]), rel=1e-6)
 
     files = export_cell_run(Store(data), result.run_id, "bdf", tmp_path / "out")
+    for f in files:
+        if f.name.endswith(".bdf.csv"):
+            check_with_reference(f)
     table = next(f for f in files if f.name.endswith("-cycles.csv"))
     with open(table, encoding="utf-8") as fh:
         exported = [float(r["coulombic_efficiency"]) for r in csv.DictReader(fh)]
@@ -148,6 +152,7 @@ def test_lco_discharge_ends_at_its_cut_off_and_never_returns_more_than_it_took(t
     # the BDF cycle columns at each cycle's last row are the stored cycle figures
     (bdf,) = [f for f in export_cell_run(store, result.run_id, "bdf", tmp_path / "out")
               if f.name.endswith(".bdf.csv")]
+    check_with_reference(bdf)
     with open(bdf, encoding="utf-8") as fh:
         table = list(csv.DictReader(fh))
     ends = {}

@@ -23,7 +23,28 @@ step_type) and are written a batch at a time — CSV through the csv module, Par
 row group per batch with pyarrow's ParquetWriter — so memory follows the batch size, never
 the length of the test. The file is written under a temporary name and renamed when
 complete. Metadata (cell, start time, …) go to a JSON sidecar `<file>.json`.
-File names: the format suggests `.bdf` (CSV) and `.bdf.parquet`.
+File names: `.bdf.csv` and `.bdf.parquet`, as `lipon-hw export` writes them. The format also
+allows a bare `.bdf` for CSV (same bytes), but the reference reader below takes a bare `.bdf`
+for a vendor file and re-normalises it, dropping the columns it does not know.
+
+Checked by the reference reader, the format's own package (`batterydf`, imported as `bdf`):
+it reads every export back and its validator passes it (tests/test_bdf_reference.py). That
+validator (batterydf 0.1.0) checks against a built-in table of 27 quantities, older than
+ontology 1.2.0, and lists eight of ours as non-canonical: Step ID, Step Type, Step Time / s,
+Record Index / 1, Cycle Charging Capacity / Ah, Cycle Discharging Capacity / Ah, Cycle
+Charging Energy / Wh and Cycle Discharging Energy / Wh. They stay,
+under these names, because each is a preferred label of ontology 1.2.0 (battery-data-format.ttl
+of the battery-data-format-ontology release 1.2.0) and a column of that release's canonical
+table schema (schema/schema.json, 56 columns): renaming one would make it less standard, and
+dropping it would lose data a user reads (the cycle columns are the per-cycle capacities and
+energies, Step ID/Type tie a row to its program step). With that ontology loaded into the
+reader (BDF_ONTOLOGY_PATH) only Step ID and Step Type remain flagged, as its loader skips
+labels without a unit. The schema types Step ID as a string; a program with numeric ids keeps
+them as numbers (int64 in Parquet), which existing Parquet readers of these files rely on.
+Ontology 1.3.0 renames Step Index / 1 to Step Record Index / 1 (the old label stays an alias);
+these files follow 1.2.0, which the reader knows. Impedance spectra (`write_spectrum_csv`)
+use the ontology's EIS labels but are not BDF time series: they have no voltage or current,
+and the format defines no spectrum file yet.
 """
 
 from __future__ import annotations
