@@ -189,3 +189,26 @@ def test_a_lost_link_is_reported_naming_the_device(RE, lab):
     assert "unplugged" in message and "\n" not in message
     lab.lab.sim.emulators["mfc"].faults.unplugged = False  # plugged back for the safe state
     lab.lab.pool.link("sim://mfc").reopen_now()
+
+
+def test_only_the_bluesky_package_imports_bluesky():
+    """The extra stays optional: no other module of lipon_hw imports bluesky or
+    ophyd(-async), at the top or inside a function."""
+    import ast
+    from pathlib import Path
+
+    import lipon_hw
+
+    root = Path(lipon_hw.__file__).parent
+    offences = []
+    for path in sorted(root.rglob("*.py")):
+        if (root / "bluesky") in path.parents:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level \
+                else []
+            offences += [f"{path.relative_to(root)}:{node.lineno}: {n}" for n in names
+                         if n.split(".")[0] in ("bluesky", "ophyd", "ophyd_async")
+                         or n.startswith("lipon_hw.bluesky")]
+    assert len(list(root.rglob("*.py"))) > 50 and offences == []
