@@ -20,6 +20,7 @@ A port serves at most MAX_CONNECTIONS at once and closes any more as they come.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import socketserver
@@ -57,9 +58,13 @@ def _serve_connection(server: EmulatorServer, sock: socket.socket) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     with server.port_lock:
         session = emulator.open_session()
+    with server.open_lock:
+        server.open_sockets.add(sock)
     try:
         _exchange(server, sock, session)
     finally:
+        with server.open_lock:
+            server.open_sockets.discard(sock)
         with server.port_lock:
             emulator.close_session(session)
 
@@ -77,6 +82,8 @@ def _exchange(server: EmulatorServer, sock: socket.socket, session) -> None:
         else:
             if not data:
                 return
+        if server.stopping.is_set():  # bytes that came as the server stopped: unanswered
+            return
         with server.port_lock:
             if data is None:
                 emulator.line_silent(session)
@@ -98,6 +105,8 @@ class EmulatorServer(socketserver.ThreadingTCPServer):
         self.port_lock = threading.Lock()
         self.connections = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self.stopping = threading.Event()
+        self.open_sockets: set[socket.socket] = set()  # the connections being served
+        self.open_lock = threading.Lock()
         super().__init__((host, port), _Handler)
 
     def verify_request(self, request, client_address) -> bool:
@@ -124,9 +133,15 @@ class EmulatorServer(socketserver.ThreadingTCPServer):
         return self
 
     def stop(self) -> None:
+        """Stopped when this returns: no new connection, and every open one cut (a client
+        sees its peer gone at once, not after a handler thread's next poll)."""
         self.stopping.set()
         self.shutdown()
         self.server_close()
+        with self.open_lock:
+            for sock in self.open_sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
 
 def serve(emulator, host: str = "127.0.0.1", port: int = 0,

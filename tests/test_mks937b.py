@@ -1,6 +1,8 @@
 """MKS 937B gauge controller: codec, driver ↔ emulator, and an independent TCP client."""
 
+import contextlib
 import re
+import socket
 import time
 
 import pytest
@@ -18,6 +20,7 @@ from lipon_hw.drivers.mks937b import (
 )
 from lipon_hw.errors import InstrumentError, LinkLost
 from lipon_hw.links import Health, LinkPool
+from lipon_hw.sim import tcp
 from lipon_hw.sim.emulators.mks937b import MKS937BEmulator
 from lipon_hw.sim.tcp import serve
 from lipon_hw.sim.world import World
@@ -194,6 +197,29 @@ def test_pyserial_client(server):
         assert port.read_until(b";FF") == b"@253NAK160;FF"
     finally:
         port.close()
+
+
+def test_a_stopped_server_answers_no_more_bytes(monkeypatch):
+    """Once `stop()` returns, a connection still open gets no reply: its socket is cut at
+    once, not left to a handler thread's next poll. The handler's poll is made long (5 s)
+    so it is surely waiting in recv as the client writes (before the fix it answered)."""
+    monkeypatch.setattr(tcp, "POLL_S", 5.0)
+    emulator = MKS937BEmulator("gauges", World(time.monotonic, seed=1).sputter)
+    srv = serve(emulator)
+    sock = socket.create_connection(("127.0.0.1", srv.port), timeout=2)
+    try:
+        sock.sendall(b"@253U?;FF")
+        assert sock.recv(64) == b"@253ACKTORR;FF"
+        srv.stop()
+        with contextlib.suppress(OSError):
+            sock.sendall(b"@253U?;FF")
+        try:
+            answer = sock.recv(64)
+        except OSError:  # reset by the peer: no answer either
+            answer = b""
+        assert answer == b""
+    finally:
+        sock.close()
 
 
 def test_pyvisa_client(server):
