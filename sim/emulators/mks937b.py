@@ -13,7 +13,8 @@ unverified). n is a channel 1–6, r a relay 1–12, i an ion-gauge channel 1, 3
   pressure   PRn? (pressure, or LO, ATM, OFF, MISCONN)  PRZ? (all six, space-separated)
              PCn? (combination n = 1, 2; 2 is not configured here and reads OFF)
              PCZ? (both)
-  ion gauge  Ti? (W O G P C R; a channel without an ion gauge: NAK152, empty: NAK151)
+  ion gauge  Ti? (the manual's W O G P C R; answered G, P, C or O here; on channel 3,
+             which holds no ion gauge: NAK152; on 5, empty: NAK151)
              PROi?/! (protection set point, 1e-5..1e-2 Torr, default 5e-3)
              CSPi?/! (control set point 5e-4..1e-2)  CHPi?/! (control hysteresis
              5.5e-4..1.1e-2)  CSEi?/! (A1 B1 A2 B2 C1 C2 OFF)  CTLi?/! (AUTO SAFE OFF)
@@ -29,11 +30,12 @@ unverified). n is a channel 1–6, r a relay 1–12, i an ion-gauge channel 1, 3
              depend on it)
 Replies: a set answers the value it set; pressures and set points print as `d.dddE±e`
 (the manual's `7.602E+2`), set points `d.ddE±e` (pymeasure's `2.00E+0`).
-NAK codes (the 946 manual's table 9-15, which the driver lists): 160 an unknown command or
-a channel outside 1–6, or a frame that is not a 937B message; 169 an argument that is not
-one of the words or not a number; 172 a number outside its range; 151 a channel with no
-gauge; 152 an ion-gauge command on a channel without an ion gauge; 175 a query with a
-value or a set of something read-only. Unknown queries thus always get an answer.
+NAK codes (the 946 manual's table 9-15, which the driver lists): 160 an unknown command, a
+channel outside 1–6 (for an ion-gauge command, a channel other than 1, 3, 5; for a relay
+command, a relay outside 1–12), or a frame that is not a 937B message; 169 an argument that
+is not one of the words or not a number; 172 a number outside its range; 151 a channel with
+no gauge; 152 an ion-gauge command on channel 1, 3 or 5 holding another gauge; 175 a query
+with a value or a set of something read-only. Unknown queries thus always get an answer.
 
 Verified in the excerpts: the framing, `PRn` and `BR` examples, `CPn`, `PROn` (range and
 default), `CSPn`, `CHPn`, `CSEn`, `CTLn`, `XSPn`, `UCn` (0.1–10), `GTn`, `Tn` and its
