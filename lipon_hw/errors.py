@@ -6,6 +6,7 @@
 `RunAborted` ends a run after the hardware was put in its safe state.
 `StoreError` and its children are the run database: `StoreUnusable` (exit 2) when it is
 not a sound lipon-hw database or cannot be written at all, `StoreFull`, `StoreBusy`.
+`MissingExtra` is an optional stack (an extra of the install) asked for but not installed.
 """
 
 
@@ -19,6 +20,11 @@ class InputError(LiponError):
     """A recipe, station file or command-line value is wrong; nothing was touched."""
 
     exit_code = 2
+
+
+class MissingExtra(InputError):
+    """What was asked needs an optional stack this install lacks; the sentence names the
+    extra that installs it (`lipon_hw.extras`)."""
 
 
 class LinkError(LiponError):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from lipon_hw.extras import needs
 from lipon_hw.kinds import KindBase
 
 
@@ -60,9 +61,10 @@ class CellTestKind(KindBase):
     def plots(self, store, run_id: int, out: Path, brief: bool = False) -> list[Path]:
         """Every channel's plots; at the end of a run (`brief`) the first channel's only
         (`lipon-hw report RUN` draws them all)."""
-        from lipon_hw.celltest.results import write_cell_plots
+        with needs("plots", "drawing plots"):
+            from lipon_hw.celltest.results import write_cell_plots
 
-        return write_cell_plots(store, run_id, out, max_channels=1 if brief else None)
+            return write_cell_plots(store, run_id, out, max_channels=1 if brief else None)
 
     def progress(self, quiet: bool):
         return ChannelProgress(quiet)

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from lipon_hw.errors import InputError
+from lipon_hw.extras import needs
 from lipon_hw.kinds import KindBase
 
 
@@ -62,9 +63,10 @@ class DepositionKind(KindBase):
         return [export_run(store, run_id, fmt, out, force=force)]
 
     def plots(self, store, run_id: int, out: Path, brief: bool = False) -> list[Path]:
-        from lipon_hw.deposition.report import write_layer_plots
+        with needs("plots", "drawing plots"):
+            from lipon_hw.deposition.report import write_layer_plots
 
-        return write_layer_plots(store, run_id, out)
+            return write_layer_plots(store, run_id, out)
 
     def progress(self, quiet: bool):
         return _Progress(quiet)
