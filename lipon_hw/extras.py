@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from lipon_hw.errors import MissingExtra
 
 #: the top-level modules each extra brings that the code imports
-MODULES = {"plots": ("matplotlib",)}
+MODULES = {"plots": ("matplotlib",), "bluesky": ("bluesky", "ophyd_async", "ophyd")}
 
 
 @contextmanager

@@ -106,11 +106,15 @@ def modules(name):
 
 done = [m for pkg in ("lipon_hw", "lipon_hw.drivers", "lipon_hw.sim")
         for m in modules(pkg) if importlib.import_module(m)]
+from lipon_hw.errors import MissingExtra
+
 for name in extra_only:  # each needs its extra: the finder is at work and the list is true
     try:
         importlib.import_module(name)
     except ModuleNotFoundError as exc:
         assert exc.name.partition(".")[0] in refused, (name, exc.name)
+    except MissingExtra as exc:  # said in one sentence naming the extra
+        assert "pip install 'lipon-hw[" in str(exc), (name, str(exc))
     else:
         raise AssertionError(name + " imports without its extra: drop it from EXTRA_ONLY")
 leaked = sorted(m for m in sys.modules if m.partition(".")[0] in refused)

@@ -24,7 +24,10 @@ Modules: `station_devices` (finding devices by capability, the clock, `devices()
 `limits` (setpoint ranges from the station), `calls` (driver calls off the event loop).
 """
 
-from lipon_hw.bluesky.movables import ShutterState, ValveState
-from lipon_hw.bluesky.station_devices import StationDevices, devices
+from lipon_hw.extras import needs
+
+with needs("bluesky", "bluesky devices"):
+    from lipon_hw.bluesky.movables import ShutterState, ValveState
+    from lipon_hw.bluesky.station_devices import StationDevices, devices
 
 __all__ = ["ShutterState", "StationDevices", "ValveState", "devices"]
