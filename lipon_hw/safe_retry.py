@@ -56,7 +56,7 @@ def retry_safe_state(calls: list[SafeCall], wait: Callable[[float], None],
                 if answered_before or any(link.answered for link in safe.links):
                     again.append(safe)
             except Exception as exc:  # noqa: BLE001 - a bug: said, not tried again
-                failed[safe.name] = repr(exc)
+                failed[safe.name] = str(exc)
             else:
                 failed.pop(safe.name, None)
         if not again or waited + pause > patience_s:

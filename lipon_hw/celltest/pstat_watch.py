@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from lipon_hw.celltest.wire import tell_reached
 from lipon_hw.engine import interlocks as il
 from lipon_hw.link_health import CODES, change_alarm, worst
 from lipon_hw.link_health import QUANTITY as LINK_HEALTH
@@ -143,9 +144,7 @@ class PotentiostatWatch:
                     self.pstat.cell_off(ch.number)
                 except Exception:  # noqa: BLE001, S112 - still lost: tried again next poll
                     continue
-                self.store.add_alarm(self.run_id, now, "info", f"channel {ch.number}",
-                                     "its link answers again: cell disconnected",
-                                     reaction="safe state")
+                tell_reached(self.store, self.run_id, ch.number, now)
 
     def link_of(self, channel: int) -> Link | None:
         if len(self.links) == 1:

@@ -111,11 +111,14 @@ def disconnect_patiently(channel):
             continue
         channel._disconnected = True
         if env.now > since:  # it took more than one try: say when the cell was reached
-            channel.store.add_alarm(channel.run_id, env.now, "info",
-                                    f"channel {channel.number}",
-                                    "its link answers again: cell disconnected",
-                                    reaction="safe state")
+            tell_reached(channel.store, channel.run_id, channel.number, env.now)
         return
+
+
+def tell_reached(store, run_id: int, number: int, now: float) -> None:
+    """The alarm of a cell disconnected once its lost link answered again."""
+    store.add_alarm(run_id, now, "info", f"channel {number}",
+                    "its link answers again: cell disconnected", reaction="safe state")
 
 
 def expected_s(technique) -> float | None:

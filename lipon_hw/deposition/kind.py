@@ -99,16 +99,19 @@ class DepositionKind(KindBase):
 
     def make_safe(self, run, station, lab, done: list[str], failed: list[str]) -> None:
         """The instruments of the recipe's own tools (the station's others may serve
-        another run; all of them when the recipe cannot be read), power first."""
+        another run; all of them when the recipe cannot be read), power first: one round
+        of the engine's safe state (`safe_retry`), with no clock to wait on."""
         from lipon_hw.deposition.safety import safe_order
+        from lipon_hw.link_health import instrument_links
+        from lipon_hw.safe_retry import SafeCall, retry_safe_state
 
         roles = _run_roles(run, station)
-        for name in safe_order(roles, [n for n in lab.instruments if n in roles]):
-            try:
-                lab.instruments[name].make_safe()
-                done.append(name)
-            except Exception as exc:  # noqa: BLE001 - one failure never spares the rest
-                failed.append(f"{name} ({exc})")
+        names = safe_order(roles, [n for n in lab.instruments if n in roles])
+        failures = retry_safe_state([SafeCall(n, lab.instruments[n].make_safe,
+                                              instrument_links(lab, n)) for n in names],
+                                    wait=lambda _s: None, patience_s=0.0)
+        done.extend(n for n in names if n not in failures)
+        failed.extend(f"{n} ({failures[n]})" for n in names if n in failures)
 
     def last_stored_t(self, store, run_id: int) -> float:
         return store.last_reading_t(run_id) or 0.0
