@@ -178,7 +178,8 @@ class Engine:
             away: Away | None = None) -> RunResult:
         """Run the steps from `start_idx`; a resumed run accounts for the time its host
         was `away` (`downtime`), re-establishes `setpoints`, and takes its first sample
-        one period after it resumed (the checkpoint's own is stored)."""
+        one period after it resumed, or at once if the checkpoint's own sample was never
+        stored (`_first_sample_delay`)."""
         ctx, wall0 = self.ctx, time.monotonic()
         self._resumed = resumed
         ctx.step_idx, ctx.step_state = start_idx, dict(step_state or {})
