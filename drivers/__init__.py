@@ -18,4 +18,5 @@ DRIVERS = {
     "sqc310": "lipon_hw.drivers.inficon_sqc310:SQC310",
     "keithley2450": "lipon_hw.drivers.keithley2450:Keithley2450",
     "methodscript": "lipon_hw.drivers.methodscript:MethodScriptPotentiostat",
+    "grbl_stage": "lipon_hw.drivers.grbl:GrblStage",
 }

@@ -223,3 +223,55 @@ class Potentiostat(Instrument, Protocol):
 
     def current_ranges_A(self) -> tuple[float, ...]:
         """The current ranges the channels can autorange over, smallest first."""
+
+
+@dataclass(frozen=True)
+class ProbeCard:
+    """A prober's probe card: `rows` × `cols` sites at `pitch_mm` (x along the columns,
+    y along the rows; the sheet's pitch), site (i, j) numbered (i−1)·cols + j from 1 and
+    wired to potentiostat channel `channels[site − 1]`."""
+
+    rows: int
+    cols: int
+    pitch_mm: tuple[float, float]
+    channels: tuple[int, ...]
+
+    @property
+    def sites(self) -> int:
+        return self.rows * self.cols
+
+    def site_offset_mm(self, row: int, col: int) -> tuple[float, float]:
+        """Where site (row, col) touches, relative to site (1, 1), in mm."""
+        return ((col - 1) * self.pitch_mm[0], (row - 1) * self.pitch_mm[1])
+
+    def channel(self, row: int, col: int) -> int:
+        return self.channels[(row - 1) * self.cols + (col - 1)]
+
+
+@runtime_checkable
+class ProberStage(Instrument, Protocol):
+    """The XYZ stage that steps a sheet under a probe card (Z down = needles on the pads).
+
+    Positions are in the sheet's frame: (x, y) is the sheet point under site (1, 1), cell
+    (r, c) sitting at ((c−1)·pitch_x, (r−1)·pitch_y). The `start_…` calls send the moves
+    and return the seconds they take; a host on a simulated clock waits that long and asks
+    `settled()`. `move_to_mm` and `contact` wait themselves (wall time). `make_safe`
+    lifts the needles to clear height: the cells disconnected from the probes."""
+
+    card: ProbeCard
+    contact_z_mm: float
+    clear_z_mm: float
+    settle_s: float
+
+    def move_to_mm(self, x_mm: float, y_mm: float) -> None: ...
+
+    def contact(self, down: bool) -> None: ...
+
+    def position_mm(self) -> tuple[float, float, float]:
+        """(x, y) in the sheet's frame and the machine Z."""
+
+    def start_move_mm(self, x_mm: float, y_mm: float) -> float: ...
+
+    def start_contact(self, down: bool) -> float: ...
+
+    def settled(self) -> bool: ...

@@ -75,6 +75,7 @@ ROLES: dict[str, type] = {
     "deposition_controller": interfaces.DepositionController,
     "substrate_thermometer": interfaces.Thermometer,
     "potentiostat": interfaces.Potentiostat,
+    "stage": interfaces.ProberStage,
 }
 
 

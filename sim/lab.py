@@ -84,6 +84,15 @@ class SimLab:
             tool = self.world.tool(kwargs.pop("tool", "sputter"))
             self.emulators[endpoint] = cls(endpoint, tool, **kwargs)
         self._arm_faults(spec, seed)
+        from lipon_hw.sim.chuck import attach_chucks
+
+        self.chucks = attach_chucks(self, spec, seed)  # one under each simulated stage
+
+    @property
+    def chuck(self):
+        """The prober's chuck (`lipon_hw.sim.chuck`), None without a simulated stage; a
+        station with several stages reaches theirs through `chucks`."""
+        return next(iter(self.chucks.values()), None) if len(self.chucks) == 1 else None
 
     # --- faults (lipon_hw.sim.fault_schedule) -------------------------------------------
     def _arm_faults(self, spec, seed: int) -> None:

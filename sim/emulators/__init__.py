@@ -20,6 +20,7 @@ EMULATORS = {
     "modbus_thermometer": "lipon_hw.sim.emulators.modbus_thermometer:ModbusThermometerEmulator",
     "genesys": "lipon_hw.sim.emulators.genesys:GenesysEmulator",
     "sqc310": "lipon_hw.sim.emulators.inficon_sqc310:SQC310Emulator",
+    "grbl_stage": "lipon_hw.sim.emulators.grbl:GrblEmulator",
 }
 
 CELL_EMULATORS = {
