@@ -113,6 +113,7 @@ ERROR_REPLIES = {
     "modbus_thermometer": (1, 11, 4, "the Modbus exception code (4: server device failure)"),
     "keithley2450": (-499, -100, -300, "the SCPI error queued (-300: device-specific error)"),
     "methodscript": (1, 0xFFFF, 1, "the MethodSCRIPT error code !XXXX (0x0001: unspecified)"),
+    "grbl_stage": (1, 38, 9, "the GRBL error:N of every line (9: G-code locked out)"),
 }
 #: protocols whose replies carry a checksum or CRC
 CHECKSUM_DRIVERS = ("ae_bus", "modbus_relay_shutter", "modbus_relay_valves",

@@ -81,8 +81,13 @@ class LabServer:
         return {"tcp": f"{self.host}:{port}", "visa": f"TCPIP::{self.host}::{port}::SOCKET"}
 
     def stop(self) -> None:
-        for server in self.servers.values():
-            server.stop()
+        """Every server stopped, all at once: each waits up to its poll interval to see
+        the request, and a station has a port per potentiostat channel (hundreds)."""
+        stopping = [threading.Thread(target=server.stop) for server in self.servers.values()]
+        for thread in stopping:
+            thread.start()
+        for thread in stopping:
+            thread.join()
         self.servers = {}
 
     def __enter__(self) -> LabServer:

@@ -13,7 +13,7 @@ import yaml
 
 from lipon_hw.errors import InputError
 from lipon_hw.sim.serve import LabServer, serve_lab
-from lipon_hw.station import default_station_text, load_station
+from lipon_hw.station import default_station_text, expand_address, load_station
 
 
 def serve_on_consecutive_ports(speed: float) -> tuple[LabServer, int]:
@@ -24,7 +24,7 @@ def serve_on_consecutive_ports(speed: float) -> tuple[LabServer, int]:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             base = probe.getsockname()[1]
-        if base + 40 > 65535:
+        if base + 200 > 65535:
             continue
         try:
             lab = serve_lab(load_station(None), "127.0.0.1", port_base=base, speed=speed)
@@ -45,6 +45,10 @@ def socket_station(lab: LabServer, base: int, path: Path) -> Path:
         endpoint = inst["address"].removeprefix("sim://")
         if endpoint.startswith("mes4/"):
             inst["address"] = f"socket://127.0.0.1:{{{base}-{base + 1}}}"
+        elif "{" in endpoint:  # one port per channel, served on consecutive ports
+            ports = [lab.ports[a.removeprefix("sim://")] for a in expand_address(inst["address"])]
+            assert ports == list(range(ports[0], ports[0] + len(ports))), endpoint
+            inst["address"] = f"socket://127.0.0.1:{{{ports[0]}-{ports[-1]}}}"
         else:
             inst["address"] = f"socket://127.0.0.1:{lab.ports[endpoint]}"
         inst.pop("sim", None)

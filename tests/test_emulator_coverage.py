@@ -18,7 +18,7 @@ import yaml
 
 from lipon_hw.drivers import ae_bus, inficon_packet
 from lipon_hw.drivers.modbus_rtu import EXCEPTION_FLAG, with_crc
-from lipon_hw.sim.emulators import CELL_EMULATORS, EMULATORS, mks937b
+from lipon_hw.sim.emulators import CELL_EMULATORS, EMULATORS, grbl, mks937b
 from lipon_hw.sim.emulators.methodscript.parser import SPEC
 from lipon_hw.sim.lab import SimLab
 from lipon_hw.station import load_station
@@ -290,8 +290,29 @@ class Modbus(Framing):
         return span.split()[0].upper() == f"{key:02X}"
 
 
+class Grbl(Framing):
+    """A line (or a real-time byte) → the lines before `ok`, or `error:N`."""
+
+    def ask(self, command: str) -> Answer:
+        data = command.encode("ascii") + (b"" if command == "?" else b"\n")
+        reply = self.emu.handle(data).decode("ascii")
+        if not reply:
+            return Answer("silence")
+        last = reply.strip().splitlines()[-1]
+        return Answer("refused", last) if last.startswith("error:") else Answer("value", reply)
+
+    def dispatch_keys(self) -> list:
+        return [*grbl.SYSTEM, *(f"G{code}" for code in grbl.G_CODES)]
+
+    def names(self, span: str, key) -> bool:
+        if key.startswith("G"):  # a code of the line's words
+            return key in span.replace(",", " ").split()
+        return span.startswith(key)
+
+
 FRAMINGS = {"ae_bus": AeBus, "inficon": Inficon, "mks937b": Mks937b, "alicat": Alicat,
-            "genesys": Genesys, "scpi": Scpi, "methodscript": MethodScript, "modbus": Modbus}
+            "genesys": Genesys, "scpi": Scpi, "methodscript": MethodScript, "modbus": Modbus,
+            "grbl": Grbl}
 
 
 def framing(lab, section: Section) -> Framing:

@@ -67,6 +67,10 @@ DEFAULT_SETTINGS = {
     110: 6000.0, 111: 6000.0, 112: 600.0, 120: 500.0, 121: 500.0, 122: 100.0,
     130: 400.0, 131: 300.0, 132: 20.0,
 }
+#: the `$` commands answered (besides `$N=value` settings)
+SYSTEM = ("$", "$$", "$I", "$G", "$X", "$H", "$J=")
+#: the G codes a line may carry
+G_CODES = (0, 1, 4, 17, 20, 21, 53, 54, 90, 91, 94)
 _WORD = re.compile(r"([A-Z])([+-]?(?:\d+\.?\d*|\.\d+))")
 _SET = re.compile(r"\$(\d+)=([+-]?(?:\d+\.?\d*|\.\d+))")
 
@@ -239,6 +243,8 @@ class GrblEmulator(Emulator):
     # --- lines -----------------------------------------------------------------------
     def _line(self, text: str) -> str:
         line = re.sub(r"\([^)]*\)|;.*$|\s", "", text).upper()
+        if self.faults.error_code is not None:  # the fault schedule's refusal of every line
+            return f"error:{self.faults.error_code}\r\n"
         if not line:
             return "ok\r\n"
         if line.startswith("$"):
@@ -324,7 +330,7 @@ class GrblEmulator(Emulator):
         motion = [c for c in codes if c in (0, 1)]
         if len(motion) > 1:
             return "error:21\r\n"
-        unsupported = [c for c in codes if c not in (0, 1, 4, 17, 20, 21, 53, 54, 90, 91, 94)]
+        unsupported = [c for c in codes if c not in G_CODES]
         if unsupported or set(words) - set("XYZFPN"):
             return "error:20\r\n" if unsupported else "error:36\r\n"
         if jog and (motion or 4 in codes):
