@@ -206,7 +206,7 @@ def test_the_station_refuses_a_bad_card(tmp_path):
 
 
 def test_a_stage_card_beyond_the_potentiostat_is_refused(tmp_path):
-    text = load_station(None).text.replace('"sim://probe/{1-128}"', '"sim://probe/{1-16}"')
+    text = load_station(None).text.replace('"sim://probe/{1-32}"', '"sim://probe/{1-16}"')
     path = tmp_path / "station.yaml"
     path.write_text(text, encoding="utf-8")
     with pytest.raises(InputError, match="sites use channel 17, but probe_pstat has 16"):
@@ -288,3 +288,36 @@ def test_the_channels_start_open_and_an_empty_chuck_touches_nothing(lab, stage):
     stage.move_to_mm(0, 0)
     stage.contact(True)
     assert {s.contact for s in lab.sim.chuck.last} == {"off_sheet"}
+
+
+def test_a_checkpoint_restores_the_stage_and_the_miss_draws(lab, stage, clock):
+    chuck = lab.sim.chuck
+    chuck.load(Sheet(4, 8))
+    chuck.contact_miss = 0.3
+    stage.move_to_mm(0, 0)
+    saved = lab.sim.snapshot()
+    stage.contact(True)
+    first = [s.contact for s in chuck.last]
+    stage.contact(False)
+    stage.move_to_mm(24, 12)
+    lab.sim.restore(saved)
+    assert stage.position_mm()[:2] == (0.0, 0.0)
+    assert not any(c.connected for c in channel_contents(lab).values())
+    stage.contact(True)
+    assert [s.contact for s in chuck.last] == first
+
+
+def test_a_128_site_bench_is_the_default_station_with_a_bigger_bank(tmp_path, clock):
+    text = (load_station(None).text.replace('"sim://probe/{1-32}"', '"sim://probe/{1-128}"')
+            .replace("card: {rows: 4, cols: 8,", "card: {rows: 8, cols: 16,"))
+    path = tmp_path / "bench.yaml"
+    path.write_text(text, encoding="utf-8")
+    lab = load_station(path).connect(clock)
+    stage = lab.instruments["stage"]
+    stage.clock, stage.sleep = clock, clock.advance
+    lab.sim.chuck.load(Sheet(20, 30))
+    lab.sim.chuck.contact_miss = 0.0
+    stage.move_to_mm(0, 0)
+    stage.contact(True)
+    assert [s.contact for s in lab.sim.chuck.last] == ["ok"] * 128
+    assert lab.sim.cell("probe_pstat", 128).cell is lab.sim.chuck.sheet.cell(8, 16)

@@ -80,7 +80,7 @@ PROBES: dict[str, Probe] = {
     "evap_tc": Probe(b"", READ_INPUT_0, _modbus_reply(b"\x02\x04\x02", 7), gap="silence"),
     "smu": Probe(b"\n", b"*IDN?\n", lambda r: IDN.search(r) is not None),
     **{f"mes4/{ch}": MES4 for ch in range(1, 17)},
-    **{f"probe/{ch}": MES4 for ch in range(1, 129)},
+    **{f"probe/{ch}": MES4 for ch in range(1, 33)},
     # GRBL: a line end, then the real-time status query, answered wherever it falls
     "stage": Probe(b"\n", b"?", lambda r: re.search(rb"<\w+(:\d)?\|MPos:[^>]*>\r\n$", r)
                    is not None),

@@ -408,16 +408,24 @@ class GrblEmulator(Emulator):
 
     # --- checkpoints -----------------------------------------------------------------
     def snapshot(self) -> dict:
+        """Where the stage ends up (moves queued are taken as done), its settings and the
+        chuck's touchdown count (the seed of its next contact misses)."""
         return {"position": list(self.planner.ends_at()), "alarm": self.alarm,
                 "settings": {str(k): v for k, v in self.settings.items()},
-                "in_contact": self.in_contact}
+                "touchdowns": self.chuck.touchdowns if self.chuck is not None else 0}
 
     def restore(self, state: dict) -> None:
+        """Back at the checkpoint's position, out of contact as far as the chuck knows
+        (every channel left open: a host that resumes lifts and touches down again)."""
         self.planner.queue.clear()
         self.planner.position = tuple(state["position"])
         self.alarm, self.critical, self.hold, self._waiting = state["alarm"], False, None, None
+        self._held = []
         self.settings = {int(k): v for k, v in state["settings"].items()}
-        self.in_contact = state["in_contact"]
+        self.in_contact = False
+        if self.chuck is not None:
+            self.chuck.touchdowns = state["touchdowns"]
+            self.chuck.touch(*self.planner.position[:2], False)
 
 
 def _fmt(key: int, value: float) -> str:
