@@ -133,7 +133,8 @@ def test_move_time_follows_distance_rate_and_acceleration(lab, stage, clock, dx_
     stage.contact(True)
     start = clock()
     expected = stage.start_move_mm(dx_mm, 0)
-    lift = trapezoid_s(3.0, 300 / 60, 100.0)  # Z −6 → −3 at the 300 mm/min approach feed
+    lift = trapezoid_s(stage.clear_z_mm - stage.contact_z_mm, stage.feed_mm_min / 60,
+                       100.0)  # Z up at the approach feed and the Z acceleration
     step = 2 * math.sqrt(dx_mm / XY_ACCEL) if dx_mm < XY_RATE ** 2 / XY_ACCEL else \
         dx_mm / XY_RATE + XY_RATE / XY_ACCEL
     assert expected == pytest.approx(lift + step, rel=1e-6)
@@ -141,7 +142,7 @@ def test_move_time_follows_distance_rate_and_acceleration(lab, stage, clock, dx_
     assert not stage.settled()
     clock.advance(step * 0.04)
     assert stage.settled()
-    assert stage.position_mm() == (dx_mm, 0.0, -3.0)
+    assert stage.position_mm() == (dx_mm, 0.0, stage.clear_z_mm)
     assert clock() - start == pytest.approx(expected, rel=0.05)
 
 

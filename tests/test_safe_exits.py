@@ -128,9 +128,9 @@ class SocketStation:
         self.served = serve_lab(load_station(), speed=SPEED)
         spec = yaml.safe_load(default_station_text())
         del spec["sim"]
-        for name in ("mes4",):  # 16 ports behind one address: not on this station
+        for name in ("mes4", "probe_pstat"):  # a port per channel: not on this station
             del spec["instruments"][name]
-        del spec["tools"]["cycler"]
+        del spec["tools"]["cycler"], spec["tools"]["prober"]
         for inst in spec["instruments"].values():
             endpoint = inst["address"].removeprefix("sim://")
             inst["address"] = f"socket://127.0.0.1:{self.served.ports[endpoint]}"
