@@ -12,7 +12,7 @@ import pytest
 
 from lipon_hw.errors import InputError
 from lipon_hw.sim.physics import cosine_law_factor
-from lipon_hw.sim.sheet import SHEET_CELL, Coater, SheetParams, SimSheet
+from lipon_hw.sim.sheet import SHEET, SHEET_CELL, Coater, SheetParams, SimSheet
 from lipon_hw.station import load_station
 from lipon_hw.store import Store
 
@@ -173,7 +173,8 @@ def _spec(**kw):
 
 def test_the_lab_hook_stores_every_cells_truth_apart_from_measurements(tmp_path):
     store = Store(tmp_path)
-    lab = load_station().connect(lambda: 3600.0, seed=1)
+    clock = [3600.0]
+    lab = load_station().connect(lambda: clock[0], seed=1)
     try:
         assert lab.sheets is not None
         lab.sheets.load(store, 7, _spec(), seed=5)
@@ -186,6 +187,15 @@ def test_the_lab_hook_stores_every_cells_truth_apart_from_measurements(tmp_path)
         assert store.film_stack("SH-9") == []  # nothing of it among the measured samples
         assert sheet.cell(20, 30).t == 3600.0  # ready at the lab's clock
         assert sheet.area_cm2 == 0.16 and (sheet.rows, sheet.cols) == (20, 30)
+        record = store.sim_truths(SHEET, "SH-9")[(7, 0)]
+        assert record["t_ready_s"] == 3600.0 and record["summary"] == sheet.summary()
+        assert record["params"]["defects"]["soft_short"] == 0.03
+        clock[0] = 9000.0  # the run resumed later: its sheet is the one it loaded first
+        lab.sheets.load(store, 7, _spec(), seed=5)
+        assert lab.sim.sheet is not sheet and lab.sim.sheet.cell(20, 30).t == 3600.0
+        assert lab.sim.sheet.truths() == sheet.truths()
+        lab.sheets.load(store, 8, _spec(), seed=5)  # another run's: ready now
+        assert lab.sim.sheet.cell(1, 1).t == 9000.0
     finally:
         lab.close()
         store.close()

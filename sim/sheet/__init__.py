@@ -42,14 +42,15 @@ Where the numbers come from:
   utilisation, R_ct) is `cell_from_films`'.
 
 Ground truth (`SimSheet.truth`) is stored by the hook in the store's `sim_truth` table
-(kind "sheet_cell"), apart from measurements; nothing that bins reads it.
+(kind "sheet_cell"; the sheet's settings and maps as kind "sheet"), apart from
+measurements; nothing that bins reads it.
 """
 
 from lipon_hw.sim.sheet.defects import DEFECT_KINDS, DefectRates
 from lipon_hw.sim.sheet.formation import Formation
 from lipon_hw.sim.sheet.geometry import Coater
-from lipon_hw.sim.sheet.hooks import SHEET_CELL, SimSheets
+from lipon_hw.sim.sheet.hooks import SHEET, SHEET_CELL, SimSheets
 from lipon_hw.sim.sheet.sheet import SheetParams, SimSheet
 
-__all__ = ["DEFECT_KINDS", "SHEET_CELL", "Coater", "DefectRates", "Formation", "SheetParams",
-           "SimSheet", "SimSheets"]
+__all__ = ["DEFECT_KINDS", "SHEET", "SHEET_CELL", "Coater", "DefectRates", "Formation",
+           "SheetParams", "SimSheet", "SimSheets"]
