@@ -45,6 +45,7 @@ project's EIS range, 10 µHz–10 MHz), amplitude (peak of the sum) in AMPLITUDE
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -159,10 +160,12 @@ def problems(frequencies_Hz, amplitude_V: float) -> str | None:
     if not 1 <= len(freqs) <= MAX_TONES:
         return f"takes 1 to {MAX_TONES} frequencies, not {len(freqs)}"
     for f in freqs:
-        if isinstance(f, bool) or not isinstance(f, int | float) or not low <= f <= high:
+        if isinstance(f, bool) or not isinstance(f, numbers.Real):
+            return f"frequency {f!r} is not a number of Hz"
+        if not low <= f <= high:
             return f"frequency {f!r} is outside {low:g}–{high:g} Hz"
     a_low, a_high = AMPLITUDE_RANGE_V
-    if isinstance(amplitude_V, bool) or not isinstance(amplitude_V, int | float) or \
+    if isinstance(amplitude_V, bool) or not isinstance(amplitude_V, numbers.Real) or \
             not a_low <= amplitude_V <= a_high:
         return (f"amplitude_V {amplitude_V!r} is outside {a_low * 1e3:g}–{a_high * 1e3:g} mV "
                 "(the peak of the sum)")

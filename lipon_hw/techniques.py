@@ -11,6 +11,10 @@ is checked), `check_technique`, `recording_of`, `end_limits`, `sweep_legs`. The 
 rule itself is `RecordGate`: the host-timed SMU path and the simulated lab's bulk loops
 ask it whether a sample goes out, and the MethodSCRIPT script compiler writes the same
 thresholds and tests as script lines.
+
+Impedance comes as a sweep (`EIS`, one frequency after the other) or as a multisine
+(`MultisineEIS`, every frequency at once over one period of the lowest: lipon_hw.multisine
+has its design and physics); `eis_physical_limit_s` is the shortest time either can take.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from lipon_hw.drivers.methodscript import (
 )
 from lipon_hw.errors import InputError
 from lipon_hw.sim.cells.factories import cell_from_spec
+from lipon_hw.sim.emulators.keithley2450 import Keithley2450Emulator
 from lipon_hw.sim.emulators.methodscript import MethodScriptEmulator
 from lipon_hw.sim.emulators.methodscript.loops import EIS_PERIODS
 from lipon_hw.techniques import check_technique, eis_physical_limit_s
@@ -164,7 +165,33 @@ def test_without_the_station_setting_the_driver_refuses_before_sending_anything(
     assert "\n" not in text and emulator.scripts_started == 0 and pstat.runs[1] is None
     with pytest.raises(InputError, match="multisine is true or false, not 'yes'"):
         MethodScriptPotentiostat("p", sim_link(emulator), multisine="yes")
+
+
+def test_the_keithley_2450_refuses_it_in_one_sentence_before_sending_anything():
+    class Heard(Keithley2450Emulator):
+        heard = b""
+
+        def handle(self, data, *args, **kwargs):
+            self.heard += data
+            return super().handle(data, *args, **kwargs)
+
+    smu = Heard("smu", cell_from_spec({"kind": "lco_anodeless"}), ManualClock())
+    pstat = Keithley2450("k", sim_link(smu))
+    with pytest.raises(InputError) as refused:
+        pstat.start(1, MultisineEIS(SPECTRUM))
+    assert str(refused.value).startswith("k (Keithley 2450) cannot run MultisineEIS; it runs ")
+    assert "\n" not in str(refused.value) and smu.heard == b""
     assert MultisineEIS not in Keithley2450.TECHNIQUES  # the 2450 has no impedance at all
+
+
+def test_a_stop_in_the_window_aborts_it_and_switches_the_cell_off():
+    clock, cell, emulator, pstat = _rig()
+    run = pstat.start(1, MultisineEIS((0.01, 0.1, 1.0), dc_V=2.0))  # 125 s
+    clock.advance(60)
+    assert run.poll() == [] and not run.finished and cell.mode == "voltage"
+    pstat.stop(1)
+    assert run.finished and run.end_reason == "aborted" and run.poll() == []
+    assert cell.mode == "open" and not emulator.running
 
 
 @pytest.mark.parametrize("technique, words", [
@@ -172,7 +199,8 @@ def test_without_the_station_setting_the_driver_refuses_before_sending_anything(
     (MultisineEIS(()), "1 to 30 frequencies, not 0"),
     (MultisineEIS((10.0, 0.0)), "frequency 0.0 is outside 1e-05–1e+07 Hz"),
     (MultisineEIS((10.0, 2e7)), "frequency 20000000.0 is outside"),
-    (MultisineEIS((10.0, "1k")), "frequency '1k' is outside"),
+    (MultisineEIS((10.0, math.nan)), "frequency nan is outside"),
+    (MultisineEIS((10.0, "1k")), "frequency '1k' is not a number of Hz"),
     (MultisineEIS(SPECTRUM, amplitude_V=5e-4), "amplitude_V 0.0005 is outside 1–50 mV"),
     (MultisineEIS(SPECTRUM, amplitude_V=0.06), "amplitude_V 0.06 is outside 1–50 mV"),
     (MultisineEIS((10.0, 100.0, 104.0)), "100 Hz and 104 Hz both fall on harmonic 10"),
