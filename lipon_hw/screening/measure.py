@@ -21,6 +21,8 @@ from lipon_hw.screening.recipe import ScreeningPlan, freq_label
 
 #: shortest wait between two polls of a running technique, s of run clock
 MIN_POLL_S = 0.01
+#: an open-circuit reading beyond this is a floating input, not a cell (`ranges.VOLTS`)
+MAX_CELL_V = 10.0
 
 
 @dataclass
@@ -32,12 +34,15 @@ class SiteResult:
     why: str = ""
 
 
-def eis_techniques(plan: ScreeningPlan) -> list:
+def eis_techniques(plan: ScreeningPlan, dc_V: float | None = None) -> list:
+    """The impedance techniques of the recipe, at `dc_V` (the OCV just measured: the
+    instrument need not measure it again) or, without one, at the open-circuit potential
+    the instrument measures first."""
     eis = plan.eis
     amplitude = eis.amplitude_mV * 1e-3
     if eis.mode == "multisine":
-        return [tq.MultisineEIS(tuple(eis.frequencies_Hz), amplitude)]
-    return [tq.EIS(f, f, 1, amplitude) for f in eis.frequencies_Hz]
+        return [tq.MultisineEIS(tuple(eis.frequencies_Hz), amplitude, dc_V)]
+    return [tq.EIS(f, f, 1, amplitude, dc_V) for f in eis.frequencies_Hz]
 
 
 def physical_limit_s(plan: ScreeningPlan) -> float:
@@ -67,13 +72,13 @@ def measure_site(env, pstat, channel: int, plan: ScreeningPlan):
         start = samples[0].t_s if samples and samples[0].t_s is not None else 0.0
         window = [s.E_V for s in samples if s.E_V is not None and s.t_s is not None
                   and s.t_s - start >= ocv.settle_s - 1e-9]
-        if window and all(math.isfinite(v) for v in window):
+        if window and all(math.isfinite(v) and abs(v) <= MAX_CELL_V for v in window):
             out.metrics["ocv_V"] = sum(window) / len(window)
-        else:
-            out.contact, out.why = False, "no open-circuit voltage read"
+        else:  # a floating input reads at the rails, or nothing
+            out.contact, out.why = False, "no open-circuit voltage read (probe floating)"
     if plan.eis is not None and out.contact:
         spectrum = []
-        for technique in eis_techniques(plan):
+        for technique in eis_techniques(plan, out.metrics.get("ocv_V")):
             samples = yield from _run(env, pstat, channel, technique,
                                       tq.eis_physical_limit_s(technique))
             spectrum += [s for s in samples if s.f_Hz is not None]
