@@ -304,7 +304,9 @@ def test_the_shipped_protocol_validates_once_the_sheet_is_screened(made, tmp_pat
 
 def test_cycling_picked_cells_on_the_simulated_lab_shows_in_their_genealogy(tmp_path):
     """Two channels, three cycles of the shipped protocol on cells it picks: the cells
-    are built from the roll's films, and `lipon-hw sample SHEET` finds the run."""
+    are built from the roll's films, and `lipon-hw sample SHEET` finds the run. Once the
+    sheet is screened again with other bins, the run cannot resume on the cells the
+    protocol now picks: refused in one sentence, the run left as it was."""
     data = tmp_path / "d"
     build(data)
     text = SHIPPED.read_text().replace('"1-8"', '"1-2"').replace(
@@ -322,3 +324,22 @@ def test_cycling_picked_cells_on_the_simulated_lab_shows_in_their_genealogy(tmp_
     assert [t.channel for t in tests] == [1, 2]
     assert [t.hard_bin for t in tests] == [1, 2] and all(t.cycles == 3 for t in tests)
     assert all(t.status == "completed" and 50 < t.last_discharge_uAh < 110 for t in tests)
+    s = Store(data)
+    s.set_status(run_id, "interrupted", "a test's stop")
+    for ch in s.channels(run_id):
+        s.update_channel(run_id, ch.channel, "interrupted", "", ch.cycle, ch.step_count,
+                         ch.t_s, ch.state)
+    again = s.create_run("screened again", "screening", "sheet.yaml", "x", "", 1, SHEET)
+    s.add_screen_cells(screen_cell(again, r + 1, c + 1, {1: 2, 2: 1}.get(b, b))
+                       for r, row in enumerate(BINS) for c, b in enumerate(row))
+    s.close()
+    proc = subprocess.run([sys.executable, "-m", "lipon_hw.cli", "resume", str(run_id),
+                           "--data", str(data)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert f"run {run_id} channel 1 tested {tests[0].sample_id}, but its protocol now " \
+        "picks" in line and "from a newer screening of the sheet" in line
+    s = Store(data, read_only=True)
+    assert s.run(run_id).status == "interrupted"
+    s.close()
