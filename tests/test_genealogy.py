@@ -268,6 +268,24 @@ def test_a_sheet_known_but_never_screened_says_so(tmp_path):
     s.close()
 
 
+def test_on_the_simulated_lab_a_picked_cell_needs_films_to_be_built(tmp_path):
+    """A screened sheet whose roll holds no layers: its cells cannot be simulated."""
+    from lipon_hw.store_schema import Sheet
+
+    s = Store(tmp_path / "d")
+    run = s.create_run("screen", "screening", "s.yaml", "x", "", 1, None)
+    s.add_sheet(Sheet(SHEET, ROLL, ROWS, COLS, 5.0, 5.0, run))
+    s.add_screen_cells(_cells(run))
+    path = protocol(tmp_path)
+    assert STATION.in_process
+    with pytest.raises(InputError) as info:
+        load(str(path), STATION, s)
+    message = str(info.value)
+    assert message.startswith(f"{path}:5: channels.1-4.from_screening: cell {SHEET}-R")
+    assert "nor has its sheet's roll" in message
+    s.close()
+
+
 def test_a_sample_and_a_pick_on_one_entry_are_refused(store, tmp_path):
     path = tmp_path / "both.yaml"
     path.write_text(PROTOCOL.format(sheet=SHEET, bins="[1]", run="").replace(

@@ -212,8 +212,11 @@ def protocol_from_doc(doc: Doc, station: Station, text: str | None = None,
             raise doc.error(loc + ("protocol",), f"protocol {spec.protocol!r} is not defined "
                                                  f"under protocols (it has "
                                                  f"{', '.join(head.protocols) or 'none'})")
-        if spec.sample is not None and sample_exists is not None \
-                and not sample_exists(spec.sample):
+        if sample is not None and sample_exists is not None and not sample_exists(sample):
+            if spec.sample is None:  # picked: in the store, but the lab cannot build it
+                raise doc.error(loc + ("from_screening",), f"cell {sample} has no films in "
+                                "the store, nor has its sheet's roll: the simulated lab "
+                                "cannot build it")
             raise doc.error(loc + ("sample",), f"sample {spec.sample!r} is not in the store: "
                                                "deposit it first, or give the cell instead")
         cell = _merge_cell(head.cell, spec.cell)
