@@ -117,6 +117,29 @@ class ScreeningRecords:
         """What was made from the sample (a roll: its sheets; a sheet: its cells)."""
         return self._links("parent", sample_id)
 
+    def ancestors(self, sample_id: str) -> list[SampleLink]:
+        """Every link up from the sample (a cell: to its sheet, then the sheet's to its
+        roll...), nearest first; a loop of links is followed once round."""
+        return self._walk(sample_id, "child", "parent")
+
+    def descendants(self, sample_id: str) -> list[SampleLink]:
+        """Every link down from the sample (a roll: its sheets, then their cells...),
+        nearest first."""
+        return self._walk(sample_id, "parent", "child")
+
+    def _walk(self, sample_id: str, here: str, there: str) -> list[SampleLink]:
+        if self.layout < 6:
+            return []
+        self.try_flush()
+        rows = self._db.execute(
+            f"WITH RECURSIVE walk(child, parent, relation, run_id, depth) AS ("
+            f" SELECT child, parent, relation, run_id, 1 FROM sample_links WHERE {here}=?"
+            f" UNION SELECT l.child, l.parent, l.relation, l.run_id, w.depth + 1"
+            f" FROM sample_links l JOIN walk w ON l.{here} = w.{there} WHERE w.depth < 64)"
+            f" SELECT child, parent, relation, run_id, MIN(depth) AS d FROM walk"
+            f" GROUP BY child, parent ORDER BY d, child, parent", (sample_id,)).fetchall()
+        return [SampleLink(*r[:4]) for r in rows]
+
     def _links(self, column: str, sample_id: str) -> list[SampleLink]:
         if self.layout < 6:
             return []
@@ -154,6 +177,28 @@ class ScreeningRecords:
     def screen_results_of(self, sheet_id: str, row: int, col: int) -> list[ScreenCell]:
         """Every screening of the cell at (row, col) of a sheet, oldest first."""
         return self._screen_cells("sheet_id=? AND row=? AND col=?", (sheet_id, row, col))
+
+    def screenings_of(self, sheet_id: str) -> list[int]:
+        """The runs that screened cells of the sheet, oldest first."""
+        if self.layout < 6:
+            return []
+        self.try_flush()
+        return [r[0] for r in self._db.execute(
+            "SELECT DISTINCT run_id FROM screen_cells WHERE sheet_id=? ORDER BY run_id",
+            (sheet_id,))]
+
+    def sheet_screen(self, run_id: int, sheet_id: str) -> list[ScreenCell]:
+        """The cells of one sheet a screening run measured, row by row."""
+        return self._screen_cells("run_id=? AND sheet_id=?", (run_id, sheet_id))
+
+    def hard_bin_counts(self, run_id: int, sheet_id: str) -> list[tuple[int, str, int]]:
+        """(hard bin, its name, cells) of one sheet in a screening run, by bin."""
+        if self.layout < 6:
+            return []
+        self.try_flush()
+        return self._db.execute(
+            "SELECT hard_bin, MIN(hard_bin_name), COUNT(*) FROM screen_cells WHERE run_id=?"
+            " AND sheet_id=? GROUP BY hard_bin ORDER BY hard_bin", (run_id, sheet_id)).fetchall()
 
     def screened_positions(self, run_id: int) -> set[tuple[int, int]]:
         if self.layout < 6:

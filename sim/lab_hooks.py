@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from lipon_hw.errors import InputError
+from lipon_hw.genealogy import nearest_stack
 from lipon_hw.sim.cells.factories import DEFAULT_AREA_CM2, cell_from_films, default_layers
 
 #: the store's `sim_truth` kinds
@@ -96,11 +97,12 @@ class SimFilmTruth:
 
 def true_films(store, sample_id: str) -> list[dict]:
     """The sample's film stack as the World made it: each stored layer's recorded truth,
-    else the measured material and thickness."""
-    layers = store.film_stack(sample_id)
+    else the measured material and thickness. A sample with no layers of its own (a cell
+    of a sheet) has its nearest ancestor's (the roll's, as deposited: uniform)."""
+    owner, layers = nearest_stack(store, sample_id)
     if not layers:
         raise InputError(f"sample {sample_id!r} has no layers in {store.path}")
-    truths = store.sim_truths(FILM, sample_id)
+    truths = store.sim_truths(FILM, owner)
     films = []
     for layer in layers:
         props = layer.properties
