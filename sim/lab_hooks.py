@@ -42,6 +42,11 @@ class SimCells:
         its kind, seeded per channel; mount it and record its true parameters. ValueError
         for a cell that cannot be built, InputError for a sample without films."""
         kind = spec.kind or "full"
+        picked = _sheet_cell(store, sample_id, self._lab.world.clock()) if sample_id else None
+        if picked is not None:  # a cell picked from a screened sheet: that very cell
+            self._lab.mount_cell(instrument, channel, picked)
+            store.put_sim_truth(CELL, run_id, sample_id, channel, picked.spec)
+            return
         if sample_id is not None:
             layers = true_films(store, sample_id)
         else:
@@ -60,6 +65,14 @@ class SimCells:
     def channel(self, instrument: str, channel: int):
         """The physics of the cell on the channel: `snapshot()` → dict, `restore(dict)`."""
         return self._lab.cell(instrument, channel)
+
+
+def _sheet_cell(store, sample_id: str, now: float):
+    from lipon_hw.genealogy import sheet_of_cell
+    from lipon_hw.sim.sheet.hooks import sheet_cell
+
+    where = sheet_of_cell(store, sample_id)
+    return None if where is None else sheet_cell(store, *where, now)
 
 
 class SimPhysics:

@@ -48,8 +48,26 @@ class SimSheets:
             "t_ready_s": t_ready, "rows": sheet.rows, "cols": sheet.cols,
             "pitch_mm": list(sheet.pitch_mm), "area_cm2": sheet.area_cm2,
             "dwell_h": sheet.dwell_h, "seed": seed, "params": asdict(params),
-            "summary": sheet.summary()})
+            "kind": kind, "layers": [dict(x) for x in layers], "summary": sheet.summary()})
         for truth in sheet.truths():
             store.put_sim_truth(SHEET_CELL, run_id, sheet.id,
                                 sheet.position(truth["row"], truth["col"]), truth)
         self._lab.sheet = sheet
+
+
+def sheet_cell(store, sheet_id: str, row: int, col: int, now: float):
+    """The cell at (row, col) of a sheet the simulated lab screened, rebuilt from the
+    sheet's stored record (the newest run that loaded it: its films, settings and seed),
+    formed and rested as it was on the prober, ready at the lab time `now` (a cycler
+    mounting a cell picked from a screening gets that same cell: its films, its defects).
+    None for a sheet no simulated run loaded, or one stored before its films were kept."""
+    records = store.sim_truths(SHEET, sheet_id)
+    if not records:
+        return None
+    record = records[max(records)]
+    if "layers" not in record:
+        return None
+    sheet = SimSheet(sheet_id, record["rows"], record["cols"], tuple(record["pitch_mm"]),
+                     record["layers"], record["kind"], record["area_cm2"], record["dwell_h"],
+                     record["seed"], SheetParams.from_mapping(record["params"]), t_ready_s=now)
+    return sheet.cell(row, col)
