@@ -1,0 +1,336 @@
+"""A screening run's outputs: results table, yield, maps, STDF wafer map, exports.
+
+The sheet is built through the real store: a 20×30 sheet (5 mm pitch) whose LiPON thickness
+falls off from the centre by the cosine law (about −9 % at the corners), so the bulk
+resistance — |Z| at 100 kHz — follows it; a few hard shorts (OCV ≈ 0), soft shorts and
+high-impedance cells, and two cells the prober never contacted (tester faults).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import struct
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from lipon_hw.errors import InputError
+from lipon_hw.screening.maps import bin_map_figure, heat_map_figure
+from lipon_hw.screening.outputs import export_screening, write_screening_outputs
+from lipon_hw.screening.stdf import FAR, PRR, Body, record
+from lipon_hw.screening.tables import (
+    HEAD_COLUMNS,
+    bin_defs,
+    results_frame,
+    write_yield_csv,
+    yield_table,
+)
+from lipon_hw.store import Store
+from lipon_hw.store_schema import ScreenCell, Sheet
+
+ROWS, COLS, PITCH = 20, 30, 5.0
+CARD = (4, 8)
+BINS = [
+    {"soft_bin": 1, "name": "good", "hard_bin": 1, "hard_name": "pass", "passed": True,
+     "tester_fault": False},
+    {"soft_bin": 2, "name": "soft short", "hard_bin": 2, "hard_name": "short", "passed": False,
+     "tester_fault": False},
+    {"soft_bin": 3, "name": "hard short", "hard_bin": 2, "hard_name": "short", "passed": False,
+     "tester_fault": False},
+    {"soft_bin": 4, "name": "high impedance", "hard_bin": 3, "hard_name": "impedance",
+     "passed": False, "tester_fault": False},
+    {"soft_bin": 5, "name": "thin electrolyte", "hard_bin": 3, "hard_name": "impedance",
+     "passed": False, "tester_fault": False},
+    {"soft_bin": 9, "name": "tester fault", "hard_bin": 9, "hard_name": "tester fault",
+     "passed": False, "tester_fault": True},
+]
+HARD_SHORTS = {(3, 4), (10, 15), (18, 29)}
+SOFT_SHORTS = {(7, 22), (15, 2)}
+HIGH_Z = {(12, 8)}
+LOST = {(5, 5), (20, 30)}
+FREQS = (100000, 1000, 10)
+
+
+def thickness_factor(row: int, col: int) -> float:
+    """Cosine-law fall-off of a point source 400 mm above the sheet's centre."""
+    x = (col - 1 - (COLS - 1) / 2) * PITCH
+    y = (row - 1 - (ROWS - 1) / 2) * PITCH
+    return (1 + (x * x + y * y) / 400.0 ** 2) ** -2
+
+
+def _cell(run_id, row, col, rng) -> ScreenCell:
+    block = ((row - 1) // CARD[0]) * math.ceil(COLS / CARD[1]) + (col - 1) // CARD[1] + 1
+    site = ((row - 1) % CARD[0]) * CARD[1] + (col - 1) % CARD[1] + 1
+    r_bulk = 167.0 * thickness_factor(row, col) * (1 + 0.002 * rng.standard_normal())
+    ocv = 4.15 + 0.001 * rng.standard_normal()
+    soft, rule, attempts, contact = 1, "pass", 1, "ok"
+    if (row, col) in HARD_SHORTS:
+        soft, rule, ocv, r_bulk = 3, "ocv_below_0.5V", 0.002 * rng.random(), 4.0
+    elif (row, col) in SOFT_SHORTS:
+        soft, rule, ocv = 2, "ocv_below_4.05V", 3.7
+    elif (row, col) in HIGH_Z:
+        soft, rule, r_bulk = 4, "z_above_400ohm", 2500.0
+    metrics = {"ocv_V": ocv, "r_bulk_ohm": r_bulk, "r_dc_ohm": r_bulk + 35.0}
+    for f in FREQS:
+        metrics[f"z_{f}Hz_ohm"] = r_bulk + 2.0 + 3e5 / f
+        metrics[f"phase_{f}Hz_deg"] = -math.degrees(math.atan2(3e5 / f, r_bulk))
+    if (row, col) in LOST:
+        soft, rule, attempts, contact = 9, "no_contact", 3, "lost"
+        metrics = {"ocv_V": 0.0, "z_100000Hz_ohm": 1e12}
+    b = BINS[[d["soft_bin"] for d in BINS].index(soft)]
+    return ScreenCell(run_id, "SH-7", row, col, site=site, touchdown=block, t_s=2.5 * block,
+                      attempts=attempts, contact=contact, metrics=metrics, soft_bin=soft,
+                      soft_bin_name=b["name"], hard_bin=b["hard_bin"],
+                      hard_bin_name=b["hard_name"], passed=b["passed"], rule=rule)
+
+
+@pytest.fixture(scope="module")
+def screened(tmp_path_factory):
+    root = tmp_path_factory.mktemp("screened")
+    store = Store(root / "data")
+    run = store.create_run("sheet screening", "screening", "s.yaml", "kind: screening", "",
+                           7, None)
+    store.add_sheet(Sheet("SH-7", "ROLL-3", ROWS, COLS, PITCH, PITCH, run))
+    rng = np.random.default_rng(7)
+    store.add_screen_cells([_cell(run, r, c, rng) for r in range(1, ROWS + 1)
+                            for c in range(1, COLS + 1)])
+    store.set_status(run, "done")
+    return store, run, root
+
+
+def test_results_frame_has_a_row_per_cell_with_position_metrics_and_bins(screened):
+    store, run, _ = screened
+    frame = results_frame(store, run)
+    assert frame.num_rows == ROWS * COLS
+    names = frame.column_names
+    assert tuple(names[:len(HEAD_COLUMNS)]) == HEAD_COLUMNS
+    assert names[len(HEAD_COLUMNS):len(HEAD_COLUMNS) + 4] == \
+        ["ocv_V", "z_10Hz_ohm", "z_1000Hz_ohm", "z_100000Hz_ohm"]
+    assert names[-6:] == ["soft_bin", "soft_bin_name", "hard_bin", "hard_bin_name", "passed",
+                          "rule"]
+    rows = frame.to_pylist()
+    by_pos = {(r["row"], r["col"]): r for r in rows}
+    r = by_pos[(3, 7)]
+    assert r["cell_id"] == "SH-7-R03C07" and r["sheet_id"] == "SH-7"
+    assert (r["x_mm"], r["y_mm"]) == (30.0, 10.0)
+    cell = next(c for c in store.screen_cells(run) if (c.row, c.col) == (3, 7))
+    assert r["z_1000Hz_ohm"] == cell.metrics["z_1000Hz_ohm"]
+    assert (r["site"], r["touchdown"], r["soft_bin"], r["passed"]) == \
+        (cell.site, cell.touchdown, 1, True)
+    lost = by_pos[(5, 5)]
+    assert lost["contact"] == "lost" and lost["attempts"] == 3
+    assert lost["r_bulk_ohm"] is None and lost["soft_bin_name"] == "tester fault"
+    assert by_pos[(10, 15)]["rule"] == "ocv_below_0.5V"
+
+
+def test_yield_counts_tester_faults_apart(screened, tmp_path):
+    store, run, _ = screened
+    cells = store.screen_cells(run)
+    table = yield_table(cells, BINS, on_sheet=ROWS * COLS)
+    bad = len(HARD_SHORTS) + len(SOFT_SHORTS) + len(HIGH_Z) + len(LOST)
+    assert (table.measured, table.passed, table.tester_faults, table.valid) == \
+        (600, 600 - bad, 2, 598)
+    assert table.yield_percent == pytest.approx(100 * 592 / 600)
+    assert table.valid_yield_percent == pytest.approx(100 * 592 / 598)
+    counts = {(b.level, b.bin): (b.count, b.percent) for b in table.bins}
+    assert counts[("hard", 2)] == (5, pytest.approx(100 * 5 / 600))
+    assert counts[("soft", 3)][0] == 3 and counts[("soft", 2)][0] == 2
+    assert counts[("soft", 5)] == (0, 0.0)  # a bin of the recipe no cell fell in
+    assert counts[("hard", 9)][0] == 2
+    lines = table.lines()
+    assert lines[0].startswith("yield 98.7 % (592 passed of 600 measured of 600 on the sheet)")
+    assert "99.0 % of the 598 validly tested (2 tester faults set apart)" in lines[0]
+    assert any("hard bin   2 short" in ln and "(fail)" in ln for ln in lines)
+    assert any("soft bin   3 hard short" in ln for ln in lines)
+    with open(write_yield_csv(table, tmp_path / "y.csv"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["name"]: r["count"] for r in rows if r["level"] == "total"}["valid"] == "598"
+    assert float(next(r for r in rows if r["name"] == "valid_yield_percent")["percent"]) == \
+        pytest.approx(100 * 592 / 598, abs=1e-3)
+    # without the recipe's bins: those the cells hold; the one whose cells all lost contact
+    # is the tester-fault bin
+    derived = bin_defs(cells)
+    assert [b.soft_bin for b in derived] == [1, 2, 3, 4, 9]
+    assert [b.soft_bin for b in derived if b.tester_fault] == [9]
+    assert yield_table(cells).valid == 598
+
+
+def test_heat_map_follows_the_thickness_gradient(screened):
+    store, run, _ = screened
+    sheet, cells = store.sheet("SH-7"), store.screen_cells(run)
+    fig = heat_map_figure(sheet, cells, "z_100000Hz_ohm", faults={9}, run_id=run)
+    ax = fig.axes[0]
+    image = ax.images[0]
+    shown = np.ma.filled(image.get_array().astype(float), np.nan)
+    assert shown.shape == (ROWS, COLS)
+    assert np.isnan(shown[4, 4]) and np.isnan(shown[19, 29])  # tester faults: no colour
+    truth = np.array([[thickness_factor(r, c) for c in range(1, COLS + 1)]
+                      for r in range(1, ROWS + 1)])
+    good = np.isfinite(shown)
+    for r, c in HARD_SHORTS | HIGH_Z:
+        good[r - 1, c - 1] = False
+    assert np.corrcoef(shown[good], truth[good])[0, 1] > 0.95
+    centre = np.nanmedian(shown[8:12, 12:18])  # the middle of the sheet, and its corners
+    assert centre > 1.07 * np.nanmax(shown[[0, 0, -1, -1], [0, -1, 0, -1]])
+    lo, hi = image.get_clim()  # a short (4 Ω) or the high-impedance cell set neither limit
+    assert 150 < lo < 160 and 170 < hi < 180
+    bar_label = fig.axes[-1].get_ylabel()
+    assert "|Z| at 100 kHz / Ω" in bar_label and "percentile" in bar_label
+    assert "SH-7" in ax.get_title() and "|Z| at 100 kHz" in ax.get_title()
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels == ["far below the colour range (3 cells)",  # the hard shorts
+                      "far above the colour range (1 cell)",  # the high-impedance cell
+                      "tester fault: no contact (2 cells)"]
+    ocv = heat_map_figure(sheet, cells, "ocv_V", faults={9}).axes[0].images[0].get_clim()
+    assert ocv[0] > 4.0  # three hard shorts at 0 V do not flatten the OCV map
+    binned = bin_map_figure(sheet, cells, bin_defs(cells, BINS), run_id=run)
+    hard = [t.get_text() for t in binned.legends[0].get_texts()]
+    assert hard[:2] == ["1 pass: 592 (98.7 %)", "2 short: 5 (0.8 %)"]
+    written = sorted(t.get_text() for t in binned.axes[0].texts)
+    assert written == sorted(["2", "2", "3", "3", "3", "4", "9", "9"])
+
+
+def test_every_output_written_under_the_sheet(screened, tmp_path):
+    store, run, _ = screened
+    files = write_screening_outputs(store, run, tmp_path / "out", bins=BINS, brief=True)
+    names = sorted(p.name for p in files)
+    assert all(p.parent == tmp_path / "out" / "SH-7" for p in files)
+    assert "SH-7-bins.png" in names and "SH-7-ocv_V.png" in names
+    assert "SH-7-z_1000Hz_ohm.png" in names and "SH-7-r_bulk_ohm.png" in names
+    assert not any("phase" in n for n in names)  # brief: no phase maps
+    assert {"SH-7-cells.csv", "SH-7-cells.parquet", "SH-7-yield.csv", "SH-7.stdf"} <= \
+        set(names)
+    for p in files:
+        if p.suffix == ".png":
+            head = p.read_bytes()[:24]
+            assert head[:8] == b"\x89PNG\r\n\x1a\n"
+            width, height = struct.unpack(">II", head[16:24])
+            assert width > 800 and height > 500 and p.stat().st_size > 30_000
+    assert pq.read_table(tmp_path / "out" / "SH-7" / "SH-7-cells.parquet").num_rows == 600
+    again = write_screening_outputs(store, run, tmp_path / "out", bins=BINS)  # redrawn
+    assert any("phase_10Hz_deg" in p.name for p in again)
+
+
+def _parse_stdf(path):
+    from pystdf.IO import Parser
+
+    records = []
+
+    class Sink:
+        def after_send(self, _source, data):
+            kind, fields = data
+            records.append((type(kind).__name__.upper(), dict(zip(kind.fieldNames, fields,
+                                                                   strict=True))))
+
+    with open(path, "rb") as f:
+        parser = Parser(inp=f)
+        parser.addSink(Sink())
+        parser.parse()
+        assert parser.endian == "<"
+    return records
+
+
+def test_stdf_read_back_by_an_independent_reader(screened, tmp_path):
+    store, run, _ = screened
+    (path,) = export_screening(store, run, "stdf", tmp_path / "sheet.stdf", bins=BINS)
+    records = _parse_stdf(path)
+    kinds = [k for k, _ in records]
+    assert kinds[:3] == ["FAR", "MIR", "SDR"] and kinds[-1] == "MRR"
+    for k in ("FAR", "MIR", "SDR", "WCR", "WIR", "WRR", "PCR", "MRR"):
+        assert kinds.count(k) == 1, k
+    cells = store.screen_cells(run)
+    assert kinds.count("PIR") == kinds.count("PRR") == 600
+    assert kinds.count("PTR") == sum(len(c.metrics) for c in cells)
+    assert kinds.count("TSR") == 9  # ocv, r_bulk, r_dc, |Z| and phase at 3 f
+    by_id = {f"SH-7-R{c.row:02d}C{c.col:02d}": c for c in cells}
+    for k, f in records:
+        if k == "PRR":
+            c = by_id[f["PART_ID"]]
+            assert (f["X_COORD"], f["Y_COORD"], f["HARD_BIN"], f["SOFT_BIN"], f["SITE_NUM"]) \
+                == (c.col, c.row, c.hard_bin, c.soft_bin, c.site)
+            assert bool(f["PART_FLG"] & 0x08) == (not c.passed)
+            assert bool(f["PART_FLG"] & 0x04) == (c.contact == "lost")
+            assert f["NUM_TEST"] == len(c.metrics)
+    hbr = {f["HBIN_NUM"]: (f["HBIN_CNT"], f["HBIN_PF"], f["HBIN_NAM"])
+           for k, f in records if k == "HBR"}
+    assert hbr == {1: (592, "P", "pass"), 2: (5, "F", "short"), 3: (1, "F", "impedance"),
+                   9: (2, "F", "tester fault")}
+    sbr = {f["SBIN_NUM"]: f["SBIN_CNT"] for k, f in records if k == "SBR"}
+    assert sbr == {1: 592, 2: 2, 3: 3, 4: 1, 5: 0, 9: 2}
+    wrr = next(f for k, f in records if k == "WRR")
+    assert (wrr["WAFER_ID"], wrr["PART_CNT"], wrr["GOOD_CNT"], wrr["ABRT_CNT"]) == \
+        ("SH-7", 600, 592, 2)
+    wcr = next(f for k, f in records if k == "WCR")
+    assert (wcr["DIE_WID"], wcr["DIE_HT"], wcr["WF_UNITS"], wcr["POS_Y"]) == (5.0, 5.0, 3, "D")
+    # PTR values: each cell's metrics as 4-byte floats, tied to its part by site and order
+    open_parts: dict[int, list] = {}
+    seen = 0
+    for k, f in records:
+        if k == "PIR":
+            open_parts[f["SITE_NUM"]] = []
+        elif k == "PTR":
+            open_parts[f["SITE_NUM"]].append(f)
+        elif k == "PRR":
+            c = by_id[f["PART_ID"]]
+            got = {p["TEST_TXT"]: p["RESULT"] for p in open_parts.pop(f["SITE_NUM"])}
+            assert got.keys() == c.metrics.keys()
+            for name, value in c.metrics.items():
+                assert got[name] == pytest.approx(value, rel=1e-6)
+            seen += 1
+    assert seen == 600
+    units = {f["TEST_TXT"]: f["UNITS"] for k, f in records if k == "PTR" and f["UNITS"]}
+    assert units["ocv_V"] == "V" and units["z_1000Hz_ohm"] == "ohm"
+    tsr = {f["TEST_NAM"]: f for k, f in records if k == "TSR"}
+    r_bulk = [c.metrics["r_bulk_ohm"] for c in cells if c.contact == "ok"]
+    assert tsr["r_bulk_ohm"]["EXEC_CNT"] == 598
+    assert tsr["r_bulk_ohm"]["TEST_MAX"] == pytest.approx(max(r_bulk), rel=1e-6)
+
+
+def test_stdf_record_header_is_the_specifications():
+    # FAR: REC_LEN 2 (U*2, little-endian), REC_TYP 0, REC_SUB 10, CPU_TYPE 2, STDF_VER 4
+    assert record(FAR, Body().u1(2).u1(4)) == bytes([0x02, 0x00, 0x00, 0x0A, 0x02, 0x04])
+    prr = record(PRR, Body().u1(1).u1(3).u1(0x08).u2(10).u2(2).u2(3).i2(30).i2(-20).u4(1500)
+                 .cn("C1").cn(""))
+    assert prr[:4] == struct.pack("<HBB", len(prr) - 4, 5, 20) == b"\x15\x00\x05\x14"
+    assert prr[4:] == bytes([1, 3, 0x08, 10, 0, 2, 0, 3, 0, 30, 0, 0xEC, 0xFF,
+                             0xDC, 0x05, 0, 0, 2]) + b"C1" + b"\x00"
+
+
+def test_stdf_file_is_a_chain_of_whole_records(screened, tmp_path):
+    store, run, _ = screened
+    (path,) = export_screening(store, run, "stdf", tmp_path)
+    assert path.name == f"run{run}.stdf"
+    data = path.read_bytes()
+    at, kinds = 0, []
+    while at < len(data):
+        length, typ, sub = struct.unpack_from("<HBB", data, at)
+        kinds.append((typ, sub))
+        at += 4 + length
+    assert at == len(data) and kinds[0] == (0, 10) and kinds[-1] == (1, 20)
+
+
+def test_exports_refuse_to_overwrite_and_the_store(screened, tmp_path):
+    store, run, root = screened
+    (out,) = export_screening(store, run, "csv", tmp_path / "cells.csv")
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 600 and rows[0]["cell_id"] == "SH-7-R01C01"
+    lost = next(r for r in rows if r["cell_id"] == "SH-7-R05C05")
+    assert lost["r_bulk_ohm"] == "" and lost["passed"] == "False"
+    before = out.read_bytes()
+    with pytest.raises(InputError, match="exists; pass --force"):
+        export_screening(store, run, "csv", out)
+    assert out.read_bytes() == before
+    export_screening(store, run, "csv", out, force=True)
+    with pytest.raises(InputError, match="of the store"):
+        export_screening(store, run, "parquet", store.path, force=True)
+    with pytest.raises(InputError, match="format xlsx is unknown"):
+        export_screening(store, run, "xlsx", tmp_path / "x")
+    other = store.create_run("dep", "deposition", "d.yaml", "", "", 1, None)
+    with pytest.raises(InputError, match=f"run {other} .* has no screened cells"):
+        export_screening(store, other, "csv", tmp_path / "y.csv")
+    (pq_out,) = export_screening(store, run, "parquet", str(tmp_path / "dir") + "/")
+    assert pq_out.name == f"run{run}-cells.parquet"
+    assert pq.read_table(pq_out).equals(results_frame(store, run))
