@@ -18,7 +18,8 @@ import pytest
 
 from lipon_hw.errors import InputError
 from lipon_hw.screening.maps import bin_map_figure, heat_map_figure
-from lipon_hw.screening.outputs import export_screening, write_screening_outputs
+from lipon_hw.screening.metrics import ordered, parse
+from lipon_hw.screening.outputs import export_screening, map_metrics, write_screening_outputs
 from lipon_hw.screening.stdf import FAR, PRR, Body, record
 from lipon_hw.screening.tables import (
     HEAD_COLUMNS,
@@ -178,7 +179,8 @@ def test_heat_map_follows_the_thickness_gradient(screened):
     assert 150 < lo < 160 and 170 < hi < 180
     bar_label = fig.axes[-1].get_ylabel()
     assert "|Z| at 100 kHz / Ω" in bar_label and "percentile" in bar_label
-    assert "SH-7" in ax.get_title() and "|Z| at 100 kHz" in ax.get_title()
+    title = fig.get_suptitle()
+    assert title.startswith("SH-7: |Z| at 100 kHz\nrun ") and "median 16" in title
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert labels == ["far below the colour range (3 cells)",  # the hard shorts
                       "far above the colour range (1 cell)",  # the high-impedance cell
@@ -192,25 +194,36 @@ def test_heat_map_follows_the_thickness_gradient(screened):
     assert written == sorted(["2", "2", "3", "3", "3", "4", "9", "9"])
 
 
-def test_every_output_written_under_the_sheet(screened, tmp_path):
-    store, run, _ = screened
+def test_every_output_written_under_the_sheet(tmp_path):
+    # a small sheet: each PNG costs the same whatever the cells, so few metrics keep it fast
+    store = Store(tmp_path / "data")
+    run = store.create_run("small", "screening", "s.yaml", "kind: screening", "", 1, None)
+    store.add_sheet(Sheet("SH-2", None, 6, 8, 4.0, 5.0, run))
+    rng = np.random.default_rng(2)
+    cells = []
+    for r, c in ((r, c) for r in range(1, 7) for c in range(1, 9)):
+        full = _cell(run, r, c, rng)
+        keep = {k: full.metrics[k] for k in ("ocv_V", "z_1000Hz_ohm", "phase_1000Hz_deg")
+                if k in full.metrics}
+        cells.append(ScreenCell(**{**full.to_dict(), "sheet_id": "SH-2", "metrics": keep}))
+    store.add_screen_cells(cells)
     files = write_screening_outputs(store, run, tmp_path / "out", bins=BINS, brief=True)
-    names = sorted(p.name for p in files)
-    assert all(p.parent == tmp_path / "out" / "SH-7" for p in files)
-    assert "SH-7-bins.png" in names and "SH-7-ocv_V.png" in names
-    assert "SH-7-z_1000Hz_ohm.png" in names and "SH-7-r_bulk_ohm.png" in names
-    assert not any("phase" in n for n in names)  # brief: no phase maps
-    assert {"SH-7-cells.csv", "SH-7-cells.parquet", "SH-7-yield.csv", "SH-7.stdf"} <= \
-        set(names)
+    assert all(p.parent == tmp_path / "out" / "SH-2" for p in files)
+    assert sorted(p.name for p in files) == [
+        "SH-2-bins.png", "SH-2-cells.csv", "SH-2-cells.parquet", "SH-2-ocv_V.png",
+        "SH-2-yield.csv", "SH-2-z_1000Hz_ohm.png", "SH-2.stdf"]  # brief: no phase maps
     for p in files:
         if p.suffix == ".png":
             head = p.read_bytes()[:24]
             assert head[:8] == b"\x89PNG\r\n\x1a\n"
             width, height = struct.unpack(">II", head[16:24])
-            assert width > 800 and height > 500 and p.stat().st_size > 30_000
-    assert pq.read_table(tmp_path / "out" / "SH-7" / "SH-7-cells.parquet").num_rows == 600
-    again = write_screening_outputs(store, run, tmp_path / "out", bins=BINS)  # redrawn
-    assert any("phase_10Hz_deg" in p.name for p in again)
+            assert width > 800 and height > 500 and p.stat().st_size > 20_000
+    frame = pq.read_table(tmp_path / "out" / "SH-2" / "SH-2-cells.parquet")
+    assert frame.num_rows == 48 and frame.column("y_mm").to_pylist()[-1] == 25.0
+    assert map_metrics(["phase_10Hz_deg", "z_10Hz_ohm", "ocv_V"], brief=False) == \
+        ["ocv_V", "z_10Hz_ohm", "phase_10Hz_deg"]
+    assert map_metrics(["phase_10Hz_deg", "z_10Hz_ohm", "ocv_V"], brief=True) == \
+        ["ocv_V", "z_10Hz_ohm"]
 
 
 def _parse_stdf(path):
@@ -334,3 +347,15 @@ def test_exports_refuse_to_overwrite_and_the_store(screened, tmp_path):
     (pq_out,) = export_screening(store, run, "parquet", str(tmp_path / "dir") + "/")
     assert pq_out.name == f"run{run}-cells.parquet"
     assert pq.read_table(pq_out).equals(results_frame(store, run))
+
+
+def test_metric_names_read_as_labels_and_bad_bins_are_one_sentence():
+    assert parse("z_100000Hz_ohm").label == "|Z| at 100 kHz / Ω"
+    assert parse("phase_0.5Hz_deg").label == "phase at 500 mHz / °"
+    assert parse("r_bulk_ohm").label == "R_bulk (fitted) / Ω"
+    assert parse("ocv_V").label == "OCV / V" and parse("odd_thing").label == "odd thing"
+    assert ordered(["r_dc_ohm", "z_1e+05Hz_ohm", "phase_10Hz_deg", "z_10Hz_ohm", "ocv_V",
+                    "extra"]) == ["ocv_V", "z_10Hz_ohm", "z_1e+05Hz_ohm", "phase_10Hz_deg",
+                                  "r_dc_ohm", "extra"]
+    with pytest.raises(InputError, match="screening bin 2 has no 'hard_bin'"):
+        bin_defs([], [BINS[0], {"soft_bin": 2, "name": "x", "hard_name": "y", "passed": 0}])

@@ -44,11 +44,23 @@ FAIL_COLOURS = ("#d62728", "#ff7f0e", "#9467bd", "#1f77b4", "#8c564b", "#e377c2"
 _PREFIXES = ((1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""), (1e-3, "m"), (1e-6, "µ"))
 
 
-def _figure(sheet: Sheet, extra_width_in: float = 2.2) -> Figure:
+def _map_size_in(sheet: Sheet) -> tuple[float, float]:
+    """The map's own width and height in inches: 7.5 wide, or 9 high for a tall sheet."""
     aspect = (sheet.rows * sheet.pitch_y_mm) / (sheet.cols * sheet.pitch_x_mm)
-    width = 7.5
-    height = float(np.clip(width * aspect, 3.0, 9.0)) + 1.6
-    fig = Figure(figsize=(width + extra_width_in, height), layout="constrained")
+    width = 7.5 if aspect * 7.5 <= 9.0 else max(9.0 / aspect, 2.5)
+    return width, float(np.clip(width * aspect, 2.5, 9.0))
+
+
+def _cell_pt(sheet: Sheet) -> float:
+    """About how wide a cell is drawn, in points."""
+    width, height = _map_size_in(sheet)
+    return 72 * min(width / sheet.cols, height / sheet.rows)
+
+
+def _figure(sheet: Sheet, extra_width_in: float = 2.2) -> Figure:
+    width, height = _map_size_in(sheet)
+    fig = Figure(figsize=(max(width + extra_width_in, 7.0), height + 1.6),
+                 layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
@@ -132,7 +144,7 @@ def heat_map_figure(sheet: Sheet, cells: Sequence[ScreenCell], name: str,
     label = f"{metric.quantity} / {unit}" if unit else metric.quantity
     bar = fig.colorbar(image, ax=ax, extend=extend, shrink=0.9, pad=0.02)
     bar.set_label(f"{label}\ncolours span the {_ordinal(PERCENTILES[0])}–"
-                  f"{_ordinal(PERCENTILES[1])} percentile ({below} cells below, {above} above)")
+                  f"{_ordinal(PERCENTILES[1])} percentile ({_cells(below)} below, {above} above)")
     handles = _mark_off_scale(ax, grid, lo, hi, sheet)
     if n_none:
         handles.append(Patch(facecolor=NO_VALUE, label=f"no value ({_cells(n_none)})"))
@@ -145,7 +157,7 @@ def heat_map_figure(sheet: Sheet, cells: Sequence[ScreenCell], name: str,
     median = f"median {np.median(values) / factor:.4g} {unit}".rstrip() if values.size \
         else "no values"
     run = f"run {run_id}, " if run_id is not None else ""
-    ax.set_title(f"{sheet.id}: {metric.quantity}\n{run}{values.size} cells with a value, "
+    fig.suptitle(f"{sheet.id}: {metric.quantity}\n{run}{values.size} cells with a value, "
                  f"{median}", fontsize=11)
     return fig
 
@@ -168,7 +180,7 @@ def _mark_off_scale(ax, grid: np.ndarray, lo: float, hi: float, sheet: Sheet) ->
     Returns their legend entries."""
     span = hi - lo
     handles = []
-    size = float(np.clip(1800 / max(sheet.cols, sheet.rows * 1.4), 10, 90))
+    size = float(np.clip((0.45 * _cell_pt(sheet)) ** 2, 10, 120))
     for sel, marker, words in ((grid < lo - span, "v", "far below"),
                                (grid > hi + span, "^", "far above")):
         rows, cols = np.nonzero(sel)
@@ -208,7 +220,7 @@ def bin_map_figure(sheet: Sheet, cells: Sequence[ScreenCell], defs: Sequence[Bin
               origin="upper", interpolation="nearest")
     fault_bins = {b.soft_bin for b in defs if b.tester_fault}
     passing_bins = {h for h, _n, passed, _f in hards if passed}
-    size = float(np.clip(220 / max(sheet.cols, sheet.rows * 1.4), 4.5, 10))
+    size = float(np.clip(0.5 * _cell_pt(sheet), 4.5, 11))
     px, py = sheet.pitch_x_mm, sheet.pitch_y_mm
     for c in cells:
         if c.soft_bin in fault_bins:
@@ -227,20 +239,22 @@ def bin_map_figure(sheet: Sheet, cells: Sequence[ScreenCell], defs: Sequence[Bin
     if missing:
         hard_handles.append(Patch(facecolor="white", edgecolor="#404040",
                                   label=f"not measured: {missing}"))
-    first = fig.legend(handles=hard_handles, title="hard bin", loc="outside right upper",
-                       frameon=False)
-    first.get_title().set_fontweight("bold")
     soft_handles = [Patch(facecolor=colour[b.hard_bin], edgecolor="#404040",
                           hatch=FAULT_HATCH if b.soft_bin in fault_bins else None,
                           label=f"{b.soft_bin} {b.name}: {soft_count[b.soft_bin]}")
                     for b in defs]
-    second = fig.legend(handles=soft_handles, title="soft bin (number in the cell)",
-                        loc="outside right lower", frameon=False)
-    second.get_title().set_fontweight("bold")
+    blank = Patch(facecolor="none", edgecolor="none")
+    legend = fig.legend(handles=[*hard_handles, blank, blank, *soft_handles],
+                        labels=[*(h.get_label() for h in hard_handles), "",
+                                "soft bin (number in the cell)",
+                                *(h.get_label() for h in soft_handles)],
+                        title="hard bin", loc="outside right center", frameon=False)
+    legend.get_title().set_fontweight("bold")
+    legend.get_texts()[len(hard_handles) + 1].set_fontweight("bold")
     passed = sum(1 for c in cells if c.passed)
     valid = sum(1 for c in cells if c.soft_bin not in fault_bins)
     run = f"run {run_id}, " if run_id is not None else ""
-    ax.set_title(f"{sheet.id}: bin map\n{run}yield {100 * passed / n:.1f} % of {len(cells)} "
+    fig.suptitle(f"{sheet.id}: bin map\n{run}yield {100 * passed / n:.1f} % of {len(cells)} "
                  f"measured, {100 * passed / max(valid, 1):.1f} % of {valid} validly tested",
                  fontsize=11)
     return fig
