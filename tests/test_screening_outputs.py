@@ -25,6 +25,7 @@ from lipon_hw.screening.tables import (
     HEAD_COLUMNS,
     bin_defs,
     results_frame,
+    run_yield,
     write_yield_csv,
     yield_table,
 )
@@ -156,6 +157,7 @@ def test_yield_counts_tester_faults_apart(screened, tmp_path):
     assert [b.soft_bin for b in derived] == [1, 2, 3, 4, 9]
     assert [b.soft_bin for b in derived if b.tester_fault] == [9]
     assert yield_table(cells).valid == 598
+    assert run_yield(store, run, BINS)["SH-7"].lines() == lines
 
 
 def test_heat_map_follows_the_thickness_gradient(screened):

@@ -3,10 +3,13 @@
 `write_screening_outputs` (the kind calls it at a run's end, `lipon-hw report` again):
 per sheet, in `out_dir/<sheet id>/`, a heat map per metric (`maps`), the bin map, the
 cells' results as CSV and Parquet, the yield table as CSV, and the STDF wafer map
-(`stdf`), each file named after the sheet. They are the run's own derived files and are
-replaced when drawn again. `export_screening` writes one file of the run — its results
-table (`csv`, `parquet`) or its STDF — where the user says, refusing the store's own files,
-anything but a regular file, and an existing file without `force` (`safe_output`).
+(`stdf`), each file named after the sheet; the data files first, so an install without the
+`[plots]` extra still gets them before it is told what to install for the maps. They are
+the run's own derived files and are replaced when drawn again.
+
+`export_screening` writes one file of the run — its results table (`csv`, `parquet`) or
+its STDF — where the user says, refusing the store's own files, anything but a regular
+file, and an existing file without `force` (`safe_output`).
 """
 
 from __future__ import annotations
@@ -65,13 +68,6 @@ def write_screening_outputs(store: Store, run_id: int, out_dir: Path | str,
         defs = bin_defs(mine, bins)
         faults = {b.soft_bin for b in defs if b.tester_fault}
         where = out / sid
-        with needs("plots", "drawing the sheet's maps"):
-            from lipon_hw.screening.maps import bin_map, heat_map
-
-            for name in map_metrics((k for c in mine for k in c.metrics), brief):
-                files.append(heat_map(sheet, mine, name, where / f"{sid}-{name}.png",
-                                      faults, run_id))
-            files.append(bin_map(sheet, mine, defs, where / f"{sid}-bins.png", run_id))
         frame = cells_frame(mine, {sid: sheet})
         table = yield_table(mine, bins, on_sheet=sheet.rows * sheet.cols)
         for path in (where / f"{sid}-cells.csv", where / f"{sid}-cells.parquet",
@@ -84,6 +80,13 @@ def write_screening_outputs(store: Store, run_id: int, out_dir: Path | str,
                 else:
                     write_frame(frame, tmp, path.suffix[1:])
             files.append(path)
+        with needs("plots", "drawing the sheet's maps"):
+            from lipon_hw.screening.maps import bin_map, heat_map
+
+            for name in map_metrics((k for c in mine for k in c.metrics), brief):
+                files.append(heat_map(sheet, mine, name, where / f"{sid}-{name}.png",
+                                      faults, run_id))
+            files.append(bin_map(sheet, mine, defs, where / f"{sid}-bins.png", run_id))
     return files
 
 

@@ -15,7 +15,7 @@
 - `yield_table(cells, bins)`: count and percent per hard bin and per soft bin, and the
   yield: passed over measured, and — tester faults (cells the prober could not contact)
   set apart — passed over the cells whose test was valid. `YieldTable.lines()` is the
-  printed form, `write_yield_csv` its file.
+  printed form, `write_yield_csv` its file, `run_yield` each sheet's table.
 """
 
 from __future__ import annotations
@@ -236,6 +236,15 @@ def yield_table(cells: Sequence[ScreenCell], bins: Sequence[Mapping] | None = No
     return YieldTable(measured=n, passed=sum(1 for c in cells if c.passed),
                       tester_faults=sum(1 for c in cells if c.soft_bin in fault_bins),
                       on_sheet=on_sheet, bins=tuple(rows))
+
+
+def run_yield(store: Store, run_id: int, bins: Sequence[Mapping] | None = None
+              ) -> dict[str, YieldTable]:
+    """The yield of each sheet the run screened, by sheet id (for the run's summary)."""
+    cells = run_cells(store, run_id)
+    return {sid: yield_table([c for c in cells if c.sheet_id == sid], bins,
+                             on_sheet=sheet.rows * sheet.cols)
+            for sid, sheet in sheets_of(store, cells).items()}
 
 
 YIELD_COLUMNS = ("level", "bin", "name", "hard_bin", "passed", "tester_fault", "count",
