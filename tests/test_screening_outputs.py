@@ -11,12 +11,13 @@ from __future__ import annotations
 import csv
 import math
 import struct
+import sys
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from lipon_hw.errors import InputError
+from lipon_hw.errors import InputError, MissingExtra
 from lipon_hw.screening.maps import bin_map_figure, heat_map_figure
 from lipon_hw.screening.metrics import ordered, parse
 from lipon_hw.screening.outputs import export_screening, map_metrics, write_screening_outputs
@@ -361,3 +362,14 @@ def test_metric_names_read_as_labels_and_bad_bins_are_one_sentence():
                                   "r_dc_ohm", "extra"]
     with pytest.raises(InputError, match="screening bin 2 has no 'hard_bin'"):
         bin_defs([], [BINS[0], {"soft_bin": 2, "name": "x", "hard_name": "y", "passed": 0}])
+
+
+def test_without_the_plots_extra_the_data_files_are_written_and_the_maps_named(
+        screened, tmp_path, monkeypatch):
+    store, run, _ = screened
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
+    monkeypatch.delitem(sys.modules, "lipon_hw.screening.maps", raising=False)
+    with pytest.raises(MissingExtra, match=r"drawing the sheet's maps needs .*lipon-hw\[plots\]"):
+        write_screening_outputs(store, run, tmp_path, bins=BINS, brief=True)
+    assert sorted(p.name for p in (tmp_path / "SH-7").iterdir()) == \
+        ["SH-7-cells.csv", "SH-7-cells.parquet", "SH-7-yield.csv", "SH-7.stdf"]
