@@ -373,3 +373,4 @@ def test_without_the_plots_extra_the_data_files_are_written_and_the_maps_named(
         write_screening_outputs(store, run, tmp_path, bins=BINS, brief=True)
     assert sorted(p.name for p in (tmp_path / "SH-7").iterdir()) == \
         ["SH-7-cells.csv", "SH-7-cells.parquet", "SH-7-yield.csv", "SH-7.stdf"]
+

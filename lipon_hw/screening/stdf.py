@@ -124,9 +124,9 @@ def stdf_records(run: Run, sheets: Mapping[str, Sheet], cells: Sequence[ScreenCe
     faults = {b.soft_bin for b in defs if b.tester_fault}
     tests = metric_names.ordered(k for c in cells for k in c.metrics)
     number = {name: i for i, name in enumerate(tests, start=1)}
-    start = int(run.started_at or 0)
-    last = start + int(max((c.t_s for c in cells), default=0.0))
-    finish = max(int(run.ended_at), last) if run.ended_at else last
+    start = _when(run.started_at or 0.0, 0.0)
+    last = _when(start, max(c.t_s for c in cells))
+    finish = max(_when(run.ended_at, 0.0), last) if run.ended_at else last
     first_sheet = sheets[cells[0].sheet_id]
     lot = first_sheet.roll_id or first_sheet.id
 
@@ -146,10 +146,13 @@ def stdf_records(run: Run, sheets: Mapping[str, Sheet], cells: Sequence[ScreenCe
     stats: dict[str, list[float]] = {name: [] for name in tests}  # valid, reliable results
     executed = dict.fromkeys(tests, 0)
     with_defaults: set[str] = set()
-    for sheet_id, group in groupby(cells, key=lambda c: c.sheet_id):
+    by_sheet: dict[str, list[ScreenCell]] = {}
+    for c in cells:
+        by_sheet.setdefault(c.sheet_id, []).append(c)
+    for sheet_id, group in by_sheet.items():
         on_sheet = sorted(group, key=lambda c: (c.touchdown, c.site, c.row, c.col))
         yield record(WIR, Body().u1(HEAD).u1(SITE_GROUP)
-                     .u4(start + int(min(c.t_s for c in on_sheet))).cn(sheet_id))
+                     .u4(_when(start, min(c.t_s for c in on_sheet))).cn(sheet_id))
         for _td, touch in groupby(on_sheet, key=lambda c: c.touchdown):
             touch = list(touch)
             for c in touch:
@@ -166,7 +169,7 @@ def stdf_records(run: Run, sheets: Mapping[str, Sheet], cells: Sequence[ScreenCe
         passed = sum(1 for c in on_sheet if c.passed)
         sheet = sheets[sheet_id]
         yield record(WRR, Body().u1(HEAD).u1(SITE_GROUP)
-                     .u4(start + int(max(c.t_s for c in on_sheet))).u4(len(on_sheet))
+                     .u4(_when(start, max(c.t_s for c in on_sheet))).u4(len(on_sheet))
                      .u4(sum(1 for c in on_sheet if c.attempts > 1))
                      .u4(sum(1 for c in on_sheet if c.soft_bin in faults)).u4(passed)
                      .u4(U4_MISSING).cn(sheet_id).cn(sheet.roll_id or ""))
@@ -188,6 +191,15 @@ def stdf_records(run: Run, sheets: Mapping[str, Sheet], cells: Sequence[ScreenCe
                  .u4(sum(1 for c in cells if c.soft_bin in faults))
                  .u4(sum(1 for c in cells if c.passed)).u4(U4_MISSING))
     yield record(MRR, Body().u4(finish).c1(" ").cn("").cn(""))
+
+
+def _when(start: float, t_s: float) -> int:
+    """Unix seconds `t_s` after `start`, as an STDF time (U*4; out of range: 0, missing)."""
+    try:
+        t = int(start + t_s)
+    except (OverflowError, ValueError):
+        return 0
+    return t if 0 <= t < U4_MISSING else 0
 
 
 def _check(cells: Sequence[ScreenCell]) -> None:
