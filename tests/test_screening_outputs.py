@@ -20,7 +20,12 @@ import pytest
 from lipon_hw.errors import InputError, MissingExtra
 from lipon_hw.screening.maps import bin_map_figure, heat_map_figure
 from lipon_hw.screening.metrics import ordered, parse
-from lipon_hw.screening.outputs import export_screening, map_metrics, write_screening_outputs
+from lipon_hw.screening.outputs import (
+    export_screening,
+    map_metrics,
+    recipe_bins,
+    write_screening_outputs,
+)
 from lipon_hw.screening.stdf import FAR, PRR, Body, record
 from lipon_hw.screening.tables import (
     HEAD_COLUMNS,
@@ -374,3 +379,59 @@ def test_without_the_plots_extra_the_data_files_are_written_and_the_maps_named(
     assert sorted(p.name for p in (tmp_path / "SH-7").iterdir()) == \
         ["SH-7-cells.csv", "SH-7-cells.parquet", "SH-7-yield.csv", "SH-7.stdf"]
 
+
+
+RECIPE = """\
+name: bins from the run's own recipe
+kind: screening
+sheet: {id: SH-R, rows: 3, cols: 4, pitch_mm: [5, 5]}
+prober: {sites: [1, 2]}
+tests:
+  ocv: {}
+  eis: {frequencies_Hz: [1000, 10]}
+bins:
+  fail:
+    - {name: hard_short, soft_bin: 10, hard_bin: 5, hard_name: short, when: "ocv_V < 1"}
+    - {name: soft_short, soft_bin: 11, hard_bin: 5, when: "ocv_V < 4.1"}
+  grades:
+    - {name: A, soft_bin: 1, hard_bin: 1}
+    - {name: B, soft_bin: 2, hard_bin: 2, when: "z_1000Hz_ohm > 250"}
+  tester_fault: {name: no_contact, soft_bin: 98, hard_bin: 8}
+"""
+
+
+def test_without_bins_given_the_runs_recipe_names_them(tmp_path):
+    store = Store(tmp_path / "data")
+    run = store.create_run("r", "screening", "sheet.yaml", RECIPE, "", 1, None)
+    store.add_sheet(Sheet("SH-R", None, 3, 4, 5.0, 5.0, run))
+    defs = recipe_bins(store.run(run))
+    assert [(d["soft_bin"], d["hard_bin"], d["hard_name"], d["passed"], d["tester_fault"])
+            for d in defs] == [(1, 1, "A", True, False), (2, 2, "B", True, False),
+                               (10, 5, "short", False, False), (11, 5, "short", False, False),
+                               (98, 8, "no_contact", False, True)]
+
+    def cell(row, col, soft, hard, name, hard_name, passed, metrics, rule):
+        return ScreenCell(run, "SH-R", row, col, site=col % 2 + 1, touchdown=1, t_s=1.0,
+                          attempts=1, contact="ok", metrics=metrics, soft_bin=soft,
+                          soft_bin_name=name, hard_bin=hard, hard_bin_name=hard_name,
+                          passed=passed, rule=rule)
+
+    good = {"ocv_V": 4.2, "z_1000Hz_ohm": 120.0, "z_10Hz_ohm": 900.0}
+    cells = [cell(r, c, 1, 1, "A", "A", True, good, "pass")
+             for r in range(1, 4) for c in range(1, 5)]
+    cells[5] = cell(2, 2, 10, 5, "hard_short", "short", False, {**good, "ocv_V": 0.01},
+                    "hard_short")
+    # measured (contact ok), but a value a rule needs is missing: the recipe's tester fault
+    cells[6] = cell(2, 3, 98, 8, "no_contact", "no_contact", False, {"ocv_V": 4.2},
+                    "z_1000Hz_ohm not measured")
+    store.add_screen_cells(cells)
+    (path,) = export_screening(store, run, "stdf", tmp_path / "r.stdf")
+    records = _parse_stdf(path)
+    assert {f["SBIN_NUM"]: f["SBIN_CNT"] for k, f in records if k == "SBR"} == \
+        {1: 10, 2: 0, 10: 1, 11: 0, 98: 1}
+    fault = next(f for k, f in records if k == "PRR" and f["PART_ID"] == "SH-R-R02C03")
+    assert fault["PART_FLG"] & 0x04  # abnormal end: a tester fault, though it touched
+    table = yield_table(store.screen_cells(run), defs)
+    assert (table.tester_faults, table.valid, table.passed) == (1, 11, 10)
+    broken = store.create_run("r2", "screening", "sheet.yaml", "kind: screening\n", "", 1, None)
+    assert recipe_bins(store.run(broken)) is None  # then the cells' own bins serve

@@ -2,7 +2,8 @@
 axis labels and test numbers.
 
 A cell's metrics are stored as name → value with the unit as the name's last part
-(`ocv_V`, `z_1000Hz_ohm`, `phase_1000Hz_deg`, `r_dc_ohm`, `r_bulk_ohm`). Their order
+(`ocv_V`, `z_1000Hz_ohm`, `phase_0p5Hz_deg`, `r_hf_ohm`, `r_arc_ohm`, `r_dc_ohm`; see
+`recipe.metric_names`). Their order
 everywhere (table columns, maps, STDF test numbers) is the reading order: OCV, then |Z|
 and phase by rising frequency, then resistances, then anything else by name.
 """
@@ -14,12 +15,16 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-_AT_FREQUENCY = re.compile(r"^(?P<q>[a-z]+)_(?P<f>[0-9.eE+-]+)Hz_(?P<u>[A-Za-z]+)$")
+#: a frequency as the recipe writes it into a name (`recipe.freq_label`): 1000, 0p5 (0.5),
+#: 1e06, 1em05 (1e-05); a plain 0.5 or 1e+06 is read too
+_AT_FREQUENCY = re.compile(r"^(?P<q>[a-z]+)_(?P<f>[0-9][0-9p.eE+m-]*)Hz_(?P<u>[A-Za-z]+)$")
 #: the unit part of a name as a person writes it
 UNITS = {"V": "V", "mV": "mV", "A": "A", "ohm": "Ω", "deg": "°", "s": "s", "Hz": "Hz",
          "F": "F", "pct": "%", "C": "°C", "nm": "nm", "Ah": "Ah"}
 _QUANTITIES = {"ocv": "OCV", "z": "|Z|", "phase": "phase", "r_dc": "R_dc (pulse)",
-               "r_bulk": "R_bulk (fitted)", "r_ct": "R_ct (fitted)", "i_leak": "leakage current"}
+               "r_bulk": "R_bulk (fitted)", "r_ct": "R_ct (fitted)",
+               "r_hf": "R_hf (Re Z, highest frequency)", "r_arc": "R_arc (interface arcs)",
+               "i_leak": "leakage current"}
 
 
 @dataclass(frozen=True)
@@ -39,7 +44,7 @@ def parse(name: str) -> Metric:
     m = _AT_FREQUENCY.match(name)
     if m:
         try:
-            f = float(m["f"])
+            f = float(m["f"].replace("p", ".").replace("m", "-"))
         except ValueError:
             f = None
         if f is not None and math.isfinite(f):

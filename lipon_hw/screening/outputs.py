@@ -46,6 +46,27 @@ def _version() -> str:
         return ""
 
 
+def recipe_bins(run) -> list[dict] | None:
+    """The bin definitions of the run's own recipe (the copy stored with the run; its bins
+    and tests only, so no station is needed), or None when they no longer read: the cells'
+    own bins then serve (`tables.bin_defs`)."""
+    from pydantic import ValidationError
+
+    from lipon_hw.errors import LiponError
+    from lipon_hw.screening.bins import compile_rules
+    from lipon_hw.screening.recipe import ScreeningModel, metric_names
+    from lipon_hw.yamlfile import loads
+
+    try:
+        m = ScreeningModel.model_validate(loads(run.sequence_text, run.sequence_path).data)
+        rules = compile_rules([b.model_dump() for b in m.bins.fail],
+                              [b.model_dump() for b in m.bins.grades],
+                              m.bins.tester_fault.model_dump(), metric_names(m.tests))
+    except (LiponError, ValidationError, ValueError):
+        return None
+    return rules.definitions()
+
+
 def map_metrics(names, brief: bool) -> list[str]:
     """The metrics that get a heat map: all of them; `brief`, all but the phases (OCV,
     |Z| at each frequency, resistances and the rest)."""
@@ -56,9 +77,11 @@ def map_metrics(names, brief: bool) -> list[str]:
 def write_screening_outputs(store: Store, run_id: int, out_dir: Path | str,
                             bins: Sequence[Mapping] | None = None,
                             brief: bool = False) -> list[Path]:
-    """Every output of the run (see the module's docstring); returns the files written."""
+    """Every output of the run (see the module's docstring); returns the files written.
+    `bins`: the bin definitions (`tables.bin_defs`); by default the run's recipe's."""
     cells = run_cells(store, run_id)
     run = store.run(run_id)
+    bins = recipe_bins(run) if bins is None else bins
     sheets = sheets_of(store, cells)
     out = Path(out_dir)
     check_not_store(out, protected_paths(store.data_dir, store.path))
@@ -120,6 +143,7 @@ def export_screening(store: Store, run_id: int, fmt: str, out: Path | str,
         raise OutputError(f"--out {raw.parent} cannot be created ({exc.strerror})") from None
     if key == "stdf":
         run = store.run(run_id)
+        bins = recipe_bins(run) if bins is None else bins
         return [_write(raw, lambda p: write_stdf(p, run, sheets, cells, bins, _version()))]
     frame = cells_frame(cells, sheets)
     return [_write(raw, lambda p: write_frame(frame, p, key))]
