@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lipon_hw.errors import InputError, MissingExtra
-from lipon_hw.screening.maps import bin_map_figure, heat_map_figure
+from lipon_hw.screening.maps import bin_map_figure, colour_limits, heat_map_figure
 from lipon_hw.screening.metrics import ordered, parse
 from lipon_hw.screening.outputs import (
     export_screening,
@@ -435,3 +435,42 @@ def test_without_bins_given_the_runs_recipe_names_them(tmp_path):
     assert (table.tester_faults, table.valid, table.passed) == (1, 11, 10)
     broken = store.create_run("r2", "screening", "sheet.yaml", "kind: screening\n", "", 1, None)
     assert recipe_bins(store.run(broken)) is None  # then the cells' own bins serve
+
+
+def test_a_simulated_sheets_heat_map_follows_the_coaters_lipon_map():
+    """The acceptance on the simulator's own sheet (cosine-law coaters, seeded defects):
+    |Z|'s real part at 10 kHz (the LiPON bulk) as mapped follows the LiPON thickness the
+    coater laid, and the colours span the good cells, not the defects."""
+    from lipon_hw.sim.sheet import SimSheet
+
+    rows, cols = 10, 30  # the whole width of the web: the gradient runs across it
+    sim = SimSheet("SIM-2", rows, cols, (5.0, 5.0), dwell_h=12.0, seed=3)
+    cells, good = [], np.zeros((rows, cols), bool)
+    t = sim.t_ready_s + 60.0
+    for r in range(1, rows + 1):
+        for c in range(1, cols + 1):
+            cell = sim.cell(r, c)
+            m = {"ocv_V": cell.ocv_V(t), "r_hf_ohm": cell.impedance_ohm(t, 1e4).real}
+            good[r - 1, c - 1] = sim.truth(r, c)["class"] == "good"
+            cells.append(ScreenCell(1, "SIM-2", r, c, 1, 1, 1.0, 1, "ok", m, 1, "A", 1, "A",
+                                    True, "pass"))
+    assert 0.8 * good.size < good.sum() < good.size  # defects seeded, most cells good
+    fig = heat_map_figure(Sheet("SIM-2", None, rows, cols, 5.0, 5.0, 1), cells, "r_hf_ohm")
+    image = fig.axes[0].images[0]
+    shown = np.ma.filled(image.get_array().astype(float), np.nan)
+    lipon = sim.thickness_maps_nm()["lipon_nm"]
+    assert np.corrcoef(shown[good], lipon[good])[0, 1] > 0.98
+    lo, hi = image.get_clim()
+    span = shown[good].max() - shown[good].min()
+    assert shown[good].min() - 0.1 * span <= lo and hi <= shown[good].max() + 0.1 * span
+
+
+def test_colour_limits_hold_to_the_bulk_of_the_cells():
+    rng = np.random.default_rng(1)
+    bulk = 230 + 20 * rng.random(970)
+    thin = 160 + rng.random(30)  # 3 %: more than the 2nd percentile can leave out
+    lo, hi = colour_limits(np.concatenate([bulk, thin]))
+    assert 215 < lo < 232 and 248 < hi < 251  # the fence, far above the thin cells
+    assert colour_limits(np.array([4.2, 4.2, 4.2]))[0] < 4.2 < colour_limits(
+        np.array([4.2, 4.2, 4.2]))[1]  # a flat map still has a range
+    assert colour_limits(np.array([])) == (0.0, 1.0)

@@ -3,8 +3,9 @@
 Each map shows the sheet as it lies on the chuck: rows down, columns across, one square
 per cell, axes in mm from cell (1, 1)'s centre with the column and row numbers on the
 opposite axes. A heat map colours each cell by one metric; its colour limits are the 2nd
-and 98th percentiles of the validly tested cells, so a short (OCV ≈ 0 V) or an open does
-not flatten the gradient of the rest — the colour bar says so and points its ends where
+and 98th percentiles of the validly tested cells, pulled in to the quartiles ± 1.5 IQR
+(`colour_limits`), so shorts (OCV ≈ 0 V), opens or a few per cent of thin cells do not
+flatten the gradient of the rest — the colour bar says so and points its ends where
 cells lie beyond; cells far beyond it (further than the range is wide) carry a triangle
 pointing down or up. Cells without a value are light grey, tester faults (no contact) dark
 grey and hatched, each named in the legend with its count. The bin map colours each cell
@@ -35,6 +36,7 @@ from lipon_hw.store_schema import ScreenCell, Sheet
 
 DPI = 120
 PERCENTILES = (2.0, 98.0)
+FENCE = 1.5  # Tukey's fences: quartiles ± 1.5 interquartile ranges
 NO_VALUE = "#d9d9d9"
 FAULT = "#7f7f7f"
 FAULT_HATCH = "xxx"
@@ -122,12 +124,7 @@ def heat_map_figure(sheet: Sheet, cells: Sequence[ScreenCell], name: str,
             grid[c.row - 1, c.col - 1] = v
     values = grid[np.isfinite(grid)]
     n_none = sheet.rows * sheet.cols - values.size - len(fault_cells)
-    if values.size:
-        lo, hi = np.percentile(values, PERCENTILES)
-        if hi <= lo:
-            lo, hi = lo - max(abs(lo) * 1e-3, 1e-12), hi + max(abs(hi) * 1e-3, 1e-12)
-    else:
-        lo, hi = 0.0, 1.0
+    lo, hi = colour_limits(values)
     factor, unit = _scale(metric.unit, lo, hi)
     below, above = int((values < lo).sum()), int((values > hi).sum())
     extend = {(False, False): "neither", (True, False): "min", (False, True): "max",
@@ -143,8 +140,9 @@ def heat_map_figure(sheet: Sheet, cells: Sequence[ScreenCell], name: str,
         _cell_patch(ax, sheet, c, FAULT, FAULT_HATCH)
     label = f"{metric.quantity} / {unit}" if unit else metric.quantity
     bar = fig.colorbar(image, ax=ax, extend=extend, shrink=0.9, pad=0.02)
-    bar.set_label(f"{label}\ncolours span the {_ordinal(PERCENTILES[0])}–"
-                  f"{_ordinal(PERCENTILES[1])} percentile ({_cells(below)} below, {above} above)")
+    bar.set_label(f"{label}\ncolours: {_ordinal(PERCENTILES[0])}–{_ordinal(PERCENTILES[1])} "
+                  f"percentile, within the quartiles ± {FENCE:g} IQR\n({_cells(below)} below, "
+                  f"{above} above)")
     handles = _mark_off_scale(ax, grid, lo, hi, sheet)
     if n_none:
         handles.append(Patch(facecolor=NO_VALUE, label=f"no value ({_cells(n_none)})"))
@@ -160,6 +158,20 @@ def heat_map_figure(sheet: Sheet, cells: Sequence[ScreenCell], name: str,
     fig.suptitle(f"{sheet.id}: {metric.quantity}\n{run}{values.size} cells with a value, "
                  f"{median}", fontsize=11)
     return fig
+
+
+def colour_limits(values: np.ndarray) -> tuple[float, float]:
+    """A heat map's colour range: the 2nd and 98th percentiles, pulled in to Tukey's fences
+    (quartiles ± 1.5 IQR) when the defects are more than 2 % on one side (a sheet with 3 %
+    thin-electrolyte cells would otherwise spend most of its colours on them)."""
+    if not values.size:
+        return 0.0, 1.0
+    p_lo, q1, q3, p_hi = np.percentile(values, (PERCENTILES[0], 25, 75, PERCENTILES[1]))
+    iqr = q3 - q1
+    lo, hi = max(p_lo, q1 - FENCE * iqr), min(p_hi, q3 + FENCE * iqr)
+    if hi <= lo:
+        lo, hi = lo - max(abs(lo) * 1e-3, 1e-12), hi + max(abs(hi) * 1e-3, 1e-12)
+    return float(lo), float(hi)
 
 
 def _cells(n: int) -> str:
