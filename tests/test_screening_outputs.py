@@ -463,6 +463,13 @@ def test_a_simulated_sheets_heat_map_follows_the_coaters_lipon_map():
     lo, hi = image.get_clim()
     span = shown[good].max() - shown[good].min()
     assert shown[good].min() - 0.1 * span <= lo and hi <= shown[good].max() + 0.1 * span
+    # OCVs of good cells a few µV apart at 4.2 V: drawn as their difference from 4.2 V
+    ocv = heat_map_figure(Sheet("SIM-2", None, rows, cols, 5.0, 5.0, 1), cells, "ocv_V")
+    assert ocv.axes[-1].get_ylabel().startswith("OCV − 4.2 V / µV\n")
+    shown = np.ma.filled(ocv.axes[0].images[0].get_array().astype(float), np.nan)
+    truth = np.array([[c.metrics["ocv_V"] for c in cells[r * cols:(r + 1) * cols]]
+                      for r in range(rows)])
+    assert np.allclose(shown, (truth - 4.2) * 1e6)
 
 
 def test_colour_limits_hold_to_the_bulk_of_the_cells():

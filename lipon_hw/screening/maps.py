@@ -100,15 +100,29 @@ def _cell_patch(ax, sheet: Sheet, c: ScreenCell, face: str, hatch: str | None) -
                            hatch=hatch, edgecolor="#404040", linewidth=0.0))
 
 
-def _scale(unit: str, lo: float, hi: float) -> tuple[float, str]:
-    """A prefix for units that span decades (Ω, A, F), so the bar reads 1.2 kΩ, not 1200."""
-    if unit not in ("Ω", "A", "F") or not np.isfinite([lo, hi]).all():
-        return 1.0, unit
-    big = max(abs(lo), abs(hi))
+def _scale(unit: str, lo: float, hi: float, median: float) -> tuple[float, float, str]:
+    """(reference, factor, unit) for the colour bar: values are drawn as (v − reference) /
+    factor. A prefix for units that span decades (Ω, A, F, and V), so the bar reads 1.2 kΩ,
+    not 1200; a range too narrow for its values' digits (OCVs a few µV apart at 4.2 V) is
+    drawn as the difference from a round reference, in the prefix its width needs."""
+    if not np.isfinite([lo, hi, median]).all():
+        return 0.0, 1.0, unit
+    ref = 0.0
+    if hi - lo < 1e-4 * max(abs(lo), abs(hi)):
+        ref = float(f"{median:.4g}")
+    if unit not in ("Ω", "A", "F", "V"):
+        return ref, 1.0, unit
+    big = max(abs(lo - ref), abs(hi - ref)) if ref == 0.0 else hi - lo
     for factor, prefix in _PREFIXES:
         if big >= factor:
-            return factor, prefix + unit
-    return 1.0, unit
+            return ref, factor, prefix + unit
+    return ref, 1.0, unit
+
+
+def _median_text(values: np.ndarray, unit: str) -> str:
+    median = float(np.median(values))
+    _ref, factor, shown = _scale(unit, 0.0, median, 0.0)  # the prefix of its size
+    return f"median {median / factor:.6g} {shown}".rstrip()
 
 
 def heat_map_figure(sheet: Sheet, cells: Sequence[ScreenCell], name: str,
@@ -125,7 +139,8 @@ def heat_map_figure(sheet: Sheet, cells: Sequence[ScreenCell], name: str,
     values = grid[np.isfinite(grid)]
     n_none = sheet.rows * sheet.cols - values.size - len(fault_cells)
     lo, hi = colour_limits(values)
-    factor, unit = _scale(metric.unit, lo, hi)
+    ref, factor, unit = _scale(metric.unit, lo, hi,
+                               float(np.median(values)) if values.size else 0.0)
     below, above = int((values < lo).sum()), int((values > hi).sum())
     extend = {(False, False): "neither", (True, False): "min", (False, True): "max",
               (True, True): "both"}[(below > 0, above > 0)]
@@ -133,13 +148,18 @@ def heat_map_figure(sheet: Sheet, cells: Sequence[ScreenCell], name: str,
     fig = _figure(sheet)
     ax = _sheet_axes(fig, sheet)
     cmap = colormaps["viridis"].with_extremes(bad=NO_VALUE)
-    image = ax.imshow(np.ma.masked_invalid(grid / factor), cmap=cmap, vmin=lo / factor,
-                      vmax=hi / factor, extent=_extent(sheet), origin="upper",
+    image = ax.imshow(np.ma.masked_invalid((grid - ref) / factor), cmap=cmap,
+                      vmin=(lo - ref) / factor, vmax=(hi - ref) / factor,
+                      extent=_extent(sheet), origin="upper",
                       interpolation="nearest")
     for c in fault_cells:
         _cell_patch(ax, sheet, c, FAULT, FAULT_HATCH)
-    label = f"{metric.quantity} / {unit}" if unit else metric.quantity
+    quantity = f"{metric.quantity} − {ref:g} {metric.unit}".rstrip() if ref else \
+        metric.quantity
+    label = f"{quantity} / {unit}" if unit else quantity
     bar = fig.colorbar(image, ax=ax, extend=extend, shrink=0.9, pad=0.02)
+    if hasattr(bar.formatter, "set_useOffset"):
+        bar.formatter.set_useOffset(False)  # no "1e−6+4.19999" above the bar
     bar.set_label(f"{label}\ncolours: {_ordinal(PERCENTILES[0])}–{_ordinal(PERCENTILES[1])} "
                   f"percentile, within the quartiles ± {FENCE:g} IQR\n({_cells(below)} below, "
                   f"{above} above)")
@@ -152,7 +172,7 @@ def heat_map_figure(sheet: Sheet, cells: Sequence[ScreenCell], name: str,
     if handles:
         fig.legend(handles=handles, loc="outside lower center", ncols=len(handles),
                    frameon=False)
-    median = f"median {np.median(values) / factor:.4g} {unit}".rstrip() if values.size \
+    median = _median_text(values, metric.unit) if values.size \
         else "no values"
     run = f"run {run_id}, " if run_id is not None else ""
     fig.suptitle(f"{sheet.id}: {metric.quantity}\n{run}{values.size} cells with a value, "
