@@ -111,17 +111,14 @@ class ScreeningKind(KindBase):
         return point.t_s if point else 0.0
 
     def export(self, store, run_id: int, fmt: str, out: str, force: bool) -> list[Path]:
-        from lipon_hw.screening.tables import export_screening
+        from lipon_hw.screening.outputs import export_screening
 
         return export_screening(store, run_id, fmt, out, force)
 
     def plots(self, store, run_id: int, out: Path, brief: bool = False) -> list[Path]:
-        from lipon_hw.extras import needs
+        from lipon_hw.screening.outputs import write_screening_outputs
 
-        with needs("plots", "drawing sheet maps"):
-            from lipon_hw.screening.maps import write_screening_outputs
-
-            return write_screening_outputs(store, run_id, out, brief=brief)
+        return write_screening_outputs(store, run_id, out, brief=brief)
 
 
 class TouchdownProgress(Notes):
