@@ -91,6 +91,7 @@ def render() -> str:
     for title, name in (("`until`", "Until"), ("`record`", "Record"), ("`safety`", "Safety"),
                         ("`termination`", "Termination"), ("`cell`", "CellSpec"),
                         ("channel specs", "ChannelSpec"),
+                        ("`from_screening` (a channel spec's)", "FromScreening"),
                         ("`protocols` entries", "ProtocolSpec")):
         out += _section(title, protocol, name)
     out += ["### Interlock rules of a cell test", "",

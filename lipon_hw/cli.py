@@ -247,22 +247,24 @@ def alarms(run_id, data_dir, since, as_json) -> None:
 @main.command()
 @click.argument("sample_id")
 @data_option
+@click.option("--cells", "all_cells", is_flag=True,
+              help="List every cell of a sheet with its bins, not only cells per bin.")
 @json_option
 @reports_errors
 @closed_pipe_ends_quietly
-def sample(sample_id, data_dir, as_json) -> None:
-    """Show a sample's film stack, layer by layer, across tools and runs."""
-    info = _require_store(data_dir, write=False).sample(sample_id)
+def sample(sample_id, data_dir, all_cells, as_json) -> None:
+    """Show a sample's film stack, layer by layer, across tools and runs, and its
+    genealogy both ways: up to its roll (roll ← sheet ← cell) and the deposition runs,
+    its screening bins, down to its sheets and cells, and the cell tests that cycled it."""
+    from lipon_hw.genealogy import lineage
+    from lipon_hw.genealogy_view import lines
+
+    found = lineage(_require_store(data_dir, write=False), sample_id, cells=all_cells)
     if as_json:
-        click.echo(json.dumps(info.to_dict()))
+        click.echo(json.dumps(found.to_dict()))
         return
-    click.echo(f"sample {info.id} on {info.substrate or 'unknown substrate'}")
-    for layer in info.layers:
-        ended = layer.properties.get("ended")
-        partial = f"  PARTIAL: run {ended}" if layer.partial else ""
-        click.echo(f"  {layer.seq}. {layer.material:<8} {layer.thickness_nm:9.1f} nm  "
-                   f"at {_fmt(layer.rate_A_s, 2)} Å/s  ({layer.tool}, run {layer.run_id})"
-                   f"{partial}")
+    for line in lines(found):
+        click.echo(line)
 
 
 @main.command()

@@ -8,6 +8,7 @@ names a zero-argument callable returning the kind). The two built in:
 
     deposition   recipes (`kind: deposition`, or no `kind:`): sputter and evaporation tools
     cycling      cell-test protocols (`kind: cycling`) on potentiostat channels
+    screening    sheet-screening recipes (`kind: screening`) on a prober's parallel sites
 """
 
 from __future__ import annotations
@@ -165,7 +166,8 @@ class Notes:
 
 
 _BUILT_IN = {"deposition": "lipon_hw.deposition.kind:KIND",
-             "cycling": "lipon_hw.celltest.kind:KIND"}
+             "cycling": "lipon_hw.celltest.kind:KIND",
+             "screening": "lipon_hw.screening.kind:KIND"}
 _kinds: dict[str, RunKind] = {}
 
 

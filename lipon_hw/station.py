@@ -230,11 +230,12 @@ class Station:
         if self.simulated:
             from lipon_hw.sim.lab import SimLab
             from lipon_hw.sim.lab_hooks import SimCells, SimFilmTruth, SimPhysics
+            from lipon_hw.sim.sheet import SimSheets
 
             sim_lab = SimLab(self.spec, clock, seed if seed is not None else self.spec.sim.seed)
             endpoints = sim_lab.emulators
             hooks = {"cells": SimCells(sim_lab), "physics": SimPhysics(sim_lab),
-                     "film_truth": SimFilmTruth(sim_lab)}
+                     "film_truth": SimFilmTruth(sim_lab), "sheets": SimSheets(sim_lab)}
         # in-process links back off on the run's clock: a lost sim:// port re-opens after
         # the same virtual delay on every machine (a fault's re-appearance is reproducible)
         pool = LinkPool(endpoints, clock=clock) if self.in_process else LinkPool(endpoints)
@@ -280,13 +281,22 @@ class FilmTruth(Protocol):
         """The true thickness of the newest film of `material` (None: there is none)."""
 
 
+class SheetLoading(Protocol):
+    """`Lab.sheets`: puts a sheet of cells on the prober's chuck (a simulated station's)."""
+
+    def load(self, store, run_id: int, spec, seed: int | None) -> None:
+        """The sheet `spec` (a SheetSpec) built, its cells' truth stored apart from
+        measurements; InputError for one that cannot be built."""
+
+
 @dataclass
 class Lab:
     """A connected station: live drivers by name, and what only a simulated lab can do.
 
-    `cells`, `physics` and `film_truth` are hooks the engine calls by capability (None on
-    hardware, implemented in `lipon_hw.sim.lab_hooks`); `sim` is the simulated lab itself,
-    for tests and the simulator's own tools: the engine never reads it."""
+    `cells`, `physics`, `film_truth` and `sheets` are hooks the engine calls by capability
+    (None on hardware, implemented in `lipon_hw.sim.lab_hooks` and `lipon_hw.sim.sheet`);
+    `sim` is the simulated lab itself, for tests and the simulator's own tools: the engine
+    never reads it."""
 
     station: Station
     instruments: dict[str, Any]
@@ -295,6 +305,7 @@ class Lab:
     cells: CellLoading | None = None
     physics: PhysicsCheckpoint | None = None
     film_truth: FilmTruth | None = None
+    sheets: SheetLoading | None = None
     closed: bool = field(default=False)
 
     def for_role(self, tool: str, role: str):

@@ -62,8 +62,12 @@ from lipon_hw.store_schema import (  # noqa: F401 (the store's API)
     RunMetadata,
     RunStep,
     Sample,
+    SampleLink,
+    ScreenCell,
+    Sheet,
     StepFilm,
 )
+from lipon_hw.store_screening import ScreeningRecords
 
 DB_NAME = "lipon.db"
 #: how long a write made while a run goes on waits for another process's lock
@@ -73,7 +77,7 @@ MAX_PENDING_ROWS = 500_000
 #: wall seconds between two checkpoints synced to disk (those between are crash-safe only)
 SYNC_EVERY_S = 1.0
 
-class Store(AlarmRecords, CellTestRecords, SampleRecords):
+class Store(AlarmRecords, CellTestRecords, SampleRecords, ScreeningRecords):
     """One data directory, one database. Single writer (the run), many readers.
 
     `read_only=True` opens an existing store without ever writing to it (listing,

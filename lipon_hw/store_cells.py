@@ -39,6 +39,16 @@ class CellTestRecords:
             " t_s, state FROM channels WHERE run_id=? ORDER BY channel", (run_id,)).fetchall()
         return [Channel(*r[:-1], state=self._json(r[-1])) for r in rows]
 
+    def channels_naming(self, sample_ids: Iterable[str]) -> list[tuple[int, Channel]]:
+        """(run id, channel) of every cell-test channel whose sample is one of
+        `sample_ids`, by run and channel (their resume states left out: {})."""
+        self.flush()
+        rows = self._db.execute(
+            "SELECT run_id, channel, instrument, sample_id, protocol, status, message, cycle,"
+            " step_count, t_s FROM channels WHERE sample_id IN (SELECT value FROM json_each(?))"
+            " ORDER BY run_id, channel", (json.dumps(sorted(set(sample_ids))),)).fetchall()
+        return [(r[0], Channel(*r[1:], state={})) for r in rows]
+
     def channel_cycles(self, run_id: int) -> list[tuple[int, int]]:
         """(channel, cycle) of each channel as stored: a cell test's progress, read
         without decoding the channels' states."""

@@ -27,7 +27,7 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lipon_hw import store_metadata, store_run_steps
+from lipon_hw import store_metadata, store_run_steps, store_screening
 from lipon_hw.store_schema import SCHEMA
 
 
@@ -87,6 +87,10 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "each alarm's rule (what raised it) and reaction (what was done)", """
         ALTER TABLE alarms ADD COLUMN rule TEXT;
         ALTER TABLE alarms ADD COLUMN reaction TEXT"""),
+    # sheet screening: sheets (samples with a geometry), each screened cell's metrics and
+    # bins keyed by (run, row, col), and the genealogy roll → sheet → cell as links
+    Migration(6, "sheets, screened cells with their bins, and links between samples",
+              store_screening.SQL),
 )
 
 #: the layout this lipon-hw writes (`PRAGMA user_version`)

@@ -315,3 +315,51 @@ class Alarm:
     def to_dict(self) -> dict:
         return {"t_s": self.t_s, "severity": self.severity, "source": self.source,
                 "rule": self.rule, "reaction": self.reaction, "message": self.message}
+
+
+@dataclass(frozen=True)
+class Sheet:
+    """A sheet patterned into `rows` × `cols` cells (a sample of its own), cut from a roll
+    (a sample, or None), first stored by run `run_id`."""
+    id: str
+    roll_id: str | None
+    rows: int
+    cols: int
+    pitch_x_mm: float
+    pitch_y_mm: float
+    run_id: int
+
+
+@dataclass(frozen=True)
+class SampleLink:
+    child: str
+    parent: str
+    relation: str
+    run_id: int
+
+
+@dataclass(frozen=True)
+class ScreenCell:
+    """One cell's screening result: where (row, col from 1; the probe site and touchdown
+    that measured it), what was measured (`metrics`: name → value in the name's unit),
+    and its bins (the rule that set them: a bin rule's name, or `pass`)."""
+    run_id: int
+    sheet_id: str
+    row: int
+    col: int
+    site: int
+    touchdown: int
+    t_s: float
+    attempts: int
+    #: 'ok', or 'lost' when no touchdown made contact (a tester fault, not a bad cell)
+    contact: str
+    metrics: dict
+    soft_bin: int
+    soft_bin_name: str
+    hard_bin: int
+    hard_bin_name: str
+    passed: bool
+    rule: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)

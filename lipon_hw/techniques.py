@@ -11,6 +11,10 @@ is checked), `check_technique`, `recording_of`, `end_limits`, `sweep_legs`. The 
 rule itself is `RecordGate`: the host-timed SMU path and the simulated lab's bulk loops
 ask it whether a sample goes out, and the MethodSCRIPT script compiler writes the same
 thresholds and tests as script lines.
+
+Impedance comes as a sweep (`EIS`, one frequency after the other) or as a multisine
+(`MultisineEIS`, every frequency at once over one period of the lowest: lipon_hw.multisine
+has its design and physics); `eis_physical_limit_s` is the shortest time either can take.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from lipon_hw import multisine
 from lipon_hw.errors import InputError
 
 INF = math.inf
@@ -122,6 +127,24 @@ class EIS:
 
 
 @dataclass(frozen=True)
+class MultisineEIS:
+    """Potentiostatic impedance at all `frequencies_Hz` at once (lipon_hw.multisine): tones
+    on harmonics of the lowest frequency f0, Schroeder phases, `amplitude_V` the peak of
+    the sum (for linearity), one period of f0 measured after a quarter period's settle,
+    at `dc_V` or, if None, at the open-circuit potential measured just before. Each
+    frequency is moved to its harmonic k·f0; `design.frequencies_Hz` (ascending) are the
+    ones measured and reported."""
+
+    frequencies_Hz: tuple[float, ...]
+    amplitude_V: float = 0.01
+    dc_V: float | None = None
+
+    @property
+    def design(self) -> multisine.MultisineDesign:
+        return multisine.design(self.frequencies_Hz, self.amplitude_V)
+
+
+@dataclass(frozen=True)
 class LinearSweep:
     start_V: float
     end_V: float
@@ -140,7 +163,7 @@ class CyclicSweep:
 
 
 Technique = (OCV | ConstantCurrent | ConstantVoltage | DCPolarization | CCCV | EIS
-             | LinearSweep | CyclicSweep)
+             | MultisineEIS | LinearSweep | CyclicSweep)
 
 
 def log_frequencies(f_start: float, f_end: float, points: int) -> tuple[float, ...]:
@@ -273,6 +296,16 @@ def _positive_frequencies(tq) -> str | None:
     return None
 
 
+def _multisine_values(tq) -> str | None:
+    if not isinstance(tq.frequencies_Hz, tuple | list):
+        return f"MultisineEIS: frequencies_Hz is a list of frequencies, not {tq.frequencies_Hz!r}"
+    problem = multisine.problems(tq.frequencies_Hz, tq.amplitude_V)
+    if problem is None and tq.dc_V is not None and not (
+            isinstance(tq.dc_V, int | float) and math.isfinite(tq.dc_V)):
+        problem = f"dc_V {tq.dc_V!r} is not a potential in volts"
+    return None if problem is None else f"MultisineEIS: {problem}"
+
+
 def _current_cutoff(tq) -> EndLimits:
     return EndLimits(i_min_A=tq.i_min_A)
 
@@ -294,6 +327,8 @@ KINDS: dict[type, TechniqueKind] = {
                         checks=_TIMED, limits=_current_cutoff),
     EIS: TechniqueKind("impedance", records=False, measures_current=False,
                        checks=(_positive_frequencies,)),
+    MultisineEIS: TechniqueKind("impedance", records=False, measures_current=False,
+                                checks=(_multisine_values,)),
     LinearSweep: TechniqueKind("sweep", records=False, measures_current=True, checks=_SWEPT,
                                legs=lambda tq: [(tq.start_V, tq.end_V)]),
     CyclicSweep: TechniqueKind(
@@ -340,3 +375,25 @@ def sweep_legs(technique: LinearSweep | CyclicSweep) -> list[tuple[float, float]
     if legs is None:
         raise InputError(f"{type(technique).__name__} is not a sweep")
     return legs(technique)
+
+
+#: the fewest periods a single-sine measurement of one frequency can take: the amplitude
+#: and phase of a sine are those of one whole period (less leaks the DC and the drift in)
+SWEEP_MIN_PERIODS = 1.0
+
+
+def eis_physical_limit_s(technique: EIS | MultisineEIS) -> float:
+    """The shortest time physics allows for the technique's spectrum (settling and
+    overheads not counted).
+
+    A sweep measures one frequency after the other, each for at least SWEEP_MIN_PERIODS
+    (1) period: Σ 1/f over its points. (The emulated EmStat takes 3 periods and 50 ms a
+    point; commercial sweeps 1–10 periods and a settle.) A multisine measures every
+    tone at once over one period of its lowest frequency f0, the tones being harmonics of
+    f0: 1/f0, whatever the number of tones. Its actual time is `design.duration_s` (a
+    quarter period's settle on top: 1.25/f0)."""
+    if isinstance(technique, MultisineEIS):
+        return technique.design.window_s
+    if isinstance(technique, EIS):
+        return sum(SWEEP_MIN_PERIODS / f for f in technique.frequencies_Hz)
+    raise InputError(f"{type(technique).__name__} is not an impedance technique")

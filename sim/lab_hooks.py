@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from lipon_hw.errors import InputError
+from lipon_hw.genealogy import nearest_stack
 from lipon_hw.sim.cells.factories import DEFAULT_AREA_CM2, cell_from_films, default_layers
 
 #: the store's `sim_truth` kinds
@@ -41,6 +42,11 @@ class SimCells:
         its kind, seeded per channel; mount it and record its true parameters. ValueError
         for a cell that cannot be built, InputError for a sample without films."""
         kind = spec.kind or "full"
+        picked = _sheet_cell(store, sample_id, self._lab.world.clock()) if sample_id else None
+        if picked is not None:  # a cell picked from a screened sheet: that very cell
+            self._lab.mount_cell(instrument, channel, picked)
+            store.put_sim_truth(CELL, run_id, sample_id, channel, picked.spec)
+            return
         if sample_id is not None:
             layers = true_films(store, sample_id)
         else:
@@ -59,6 +65,14 @@ class SimCells:
     def channel(self, instrument: str, channel: int):
         """The physics of the cell on the channel: `snapshot()` → dict, `restore(dict)`."""
         return self._lab.cell(instrument, channel)
+
+
+def _sheet_cell(store, sample_id: str, now: float):
+    from lipon_hw.genealogy import sheet_of_cell
+    from lipon_hw.sim.sheet.hooks import sheet_cell
+
+    where = sheet_of_cell(store, sample_id)
+    return None if where is None else sheet_cell(store, *where, now)
 
 
 class SimPhysics:
@@ -96,11 +110,12 @@ class SimFilmTruth:
 
 def true_films(store, sample_id: str) -> list[dict]:
     """The sample's film stack as the World made it: each stored layer's recorded truth,
-    else the measured material and thickness."""
-    layers = store.film_stack(sample_id)
+    else the measured material and thickness. A sample with no layers of its own (a cell
+    of a sheet) has its nearest ancestor's (the roll's, as deposited: uniform)."""
+    owner, layers = nearest_stack(store, sample_id)
     if not layers:
         raise InputError(f"sample {sample_id!r} has no layers in {store.path}")
-    truths = store.sim_truths(FILM, sample_id)
+    truths = store.sim_truths(FILM, owner)
     films = []
     for layer in layers:
         props = layer.properties

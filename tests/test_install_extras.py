@@ -25,7 +25,8 @@ from lipon_hw.errors import MissingExtra
 from lipon_hw.extras import needs
 
 #: the modules only an extra's stack needs (everything else must import on a core install)
-EXTRA_ONLY = ("lipon_hw.bluesky", "lipon_hw.analysis.plots", "lipon_hw.deposition.report")
+EXTRA_ONLY = ("lipon_hw.bluesky", "lipon_hw.analysis.plots", "lipon_hw.deposition.report",
+              "lipon_hw.screening.maps")
 
 PLOTS = "matplotlib is not installed: drawing plots needs `pip install 'lipon-hw[plots]'`"
 

@@ -21,12 +21,14 @@ from lipon_hw.techniques import (
     CyclicSweep,
     DCPolarization,
     LinearSweep,
+    MultisineEIS,
     Recording,
 )
 
 #: techniques whose loops cannot run in bulk, and why
 NOT_BULK = {
     EIS: "each point is a new frequency, measured on its own (a stepped loop)",
+    MultisineEIS: "one window for all tones, then a P line per tone (a stepped loop)",
     LinearSweep: "each step sets a new potential (a stepped loop)",
     CyclicSweep: "each step sets a new potential (a stepped loop)",
 }
@@ -48,6 +50,7 @@ def techniques():
         yield CCCV(-3e-6, 4.0, 1e-7, 600, 1.0, rec)
     yield EIS(1e5, 10, 9)
     yield EIS(1e5, 10, 5, dc_V=4.0)
+    yield MultisineEIS((1e5, 1e4, 1e3, 100.0, 10.0))
     yield LinearSweep(4.0, 4.2, 0.01, 0.01)
     yield CyclicSweep(4.0, 4.2, 3.9, 0.01, 0.01, 2)
 
@@ -60,7 +63,7 @@ def test_every_technique_the_driver_builds_is_tried():
 def test_the_drivers_scripts_take_the_bulk_path(technique):
     clock = ManualClock()
     emulator = MethodScriptEmulator("p", {1: cell_from_spec({"kind": "lnmo"})}, clock)
-    pstat = MethodScriptPotentiostat("p", sim_link(emulator))
+    pstat = MethodScriptPotentiostat("p", sim_link(emulator), multisine=True)
     run = pstat.start(1, technique)
     while not run.finished:
         clock.advance(100.0)

@@ -112,10 +112,10 @@ def test_a_third_kind_runs_validates_exports_and_reports_through_the_same_comman
 
 def test_an_unknown_kind_is_one_sentence_naming_the_line(tmp_path):
     seq = tmp_path / "x.yaml"
-    seq.write_text("name: x\n\nkind: screening\n", encoding="utf-8")
+    seq.write_text("name: x\n\nkind: sintering\n", encoding="utf-8")
     out = CliRunner().invoke(main, ["run", str(seq), "--data", str(tmp_path / "d")])
     assert out.exit_code == 2
-    assert f"{seq}:3: kind: 'screening' is not a kind of run" in out.output
+    assert f"{seq}:3: kind: 'sintering' is not a kind of run" in out.output
     assert "cycling, deposition" in out.output
 
 
@@ -147,11 +147,13 @@ def test_the_lifecycle_is_written_once():
     """A run's row, its lock, finding a run to resume, the guard and the plots at a run's
     end are `engine/lifecycle.py`'s only: no kind has a start or resume of its own. How a
     run ended is stored by the part that made its hardware safe first — the deposition
-    engine, the cell test's judge of its channels — and by the guard when the engine died."""
+    engine, the cell test's judge of its channels, the prober after lifting its probes — and
+    by the guard when the engine died."""
     once = {"create_run", "open_run", "take_run", "run_to_resume", "start_guard",
             "draw_plots"}
     ends_runs = {"lipon_hw/engine/lifecycle.py", "lipon_hw/engine/guard.py",
-                 "lipon_hw/deposition/runner.py", "lipon_hw/celltest/session.py"}
+                 "lipon_hw/deposition/runner.py", "lipon_hw/celltest/session.py",
+                 "lipon_hw/screening/session.py"}
     offences = []
     for path in sorted((ROOT / "lipon_hw").rglob("*.py")):
         where = path.relative_to(ROOT).as_posix()

@@ -116,8 +116,9 @@ def test_a_writer_migrates_the_older_store_to_the_latest_layout(old, tmp_path):
                               " ORDER BY rowid")
     assert alarms_before  # the fixture's runs raised some (a safe state at least)
     store = Store(old)
-    # layouts 2-5: run metadata, sim truth, the steps a run planned, alarms' rule/reaction
-    assert store.layout == SCHEMA_VERSION == store_migrations.LATEST == 5
+    # layouts 2-6: run metadata, sim truth, the steps a run planned, alarms' rule/reaction,
+    # sheets, screened cells and links between samples
+    assert store.layout == SCHEMA_VERSION == store_migrations.LATEST == 6
     assert store.runs() == before_runs
     migrated = [a for r in before_runs for a in store.alarms(r.id)]
     assert sorted((a.run_id, a.t_s, a.severity, a.source, a.message) for a in migrated) == \

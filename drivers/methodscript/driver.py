@@ -21,6 +21,14 @@ is told in `Run.gaps` (garbled lines; a stretch between samples longer than the 
 rule allows, i.e. output sent while the line was silent; an end that went unseen), never
 dropped without a word. Output the instrument sent while its port was unplugged is not
 lost: it waits in the instrument and comes with the next poll.
+
+Multisine impedance (`MultisineEIS`) is a lipon-hw extension, not in the MethodSCRIPT
+manual v1.8 (which has no multisine): `meas_loop_eis` with the option `multisine(k1,k2,…)`
+(the tones' harmonic numbers of f_start, in MethodSCRIPT's parenthesised-option style, as
+`nscans(n)` of `meas_loop_cv`). The emulator runs it; a PalmSens firmware would refuse it
+(`!4008`, an option the command does not take). So the driver sends it only where the
+station says the instrument takes it (`settings: {multisine: true}`), and otherwise
+refuses the technique in one sentence before anything is sent.
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ from lipon_hw.errors import FrameError, InputError, InstrumentError, LinkLost, L
 from lipon_hw.links import Link
 from lipon_hw.techniques import (
     EIS,
+    MultisineEIS,
     Sample,
     Technique,
     end_limits,
@@ -186,6 +195,8 @@ class MethodScriptPotentiostat:
     channel port (channel k on `link[k-1]`); `channels`, if given, must match.
     Channels are numbered from 1. `start(channel, technique)` sends the script and
     returns a `Run` to poll; `stop`, `cell_on`, `cell_off` act on one channel.
+    `multisine` (a station setting, default false): the instrument takes the lipon-hw
+    multisine extension of `meas_loop_eis` (see the module's docstring).
     """
 
     SERIAL_DEFAULTS: dict = {"baudrate": 921600, "bytesize": 8, "parity": "N", "stopbits": 1}
@@ -195,7 +206,12 @@ class MethodScriptPotentiostat:
     #: every technique runs on the instrument, limits included
     TECHNIQUES = tuple(SCRIPT_BUILDERS)
 
-    def __init__(self, name: str, link: Link | Sequence[Link], channels: int | None = None):
+    def __init__(self, name: str, link: Link | Sequence[Link], channels: int | None = None,
+                 multisine: bool = False):
+        if not isinstance(multisine, bool):
+            raise InputError(f"{name}: the setting multisine is true or false, not "
+                             f"{multisine!r}")
+        self.multisine = multisine
         links = list(link) if isinstance(link, list | tuple) else [link]
         if channels is not None and int(channels) != len(links):
             raise InputError(f"{name}: {channels} channels need {channels} links, one per "
@@ -214,6 +230,11 @@ class MethodScriptPotentiostat:
     # --- potentiostat -------------------------------------------------------------
     def start(self, channel: int, technique: Technique) -> Run:
         """Send the technique's script; InstrumentError if the channel refuses it."""
+        if isinstance(technique, MultisineEIS) and not self.multisine:
+            raise InputError(f"{self.name} (MethodSCRIPT) cannot run MultisineEIS: multisine "
+                             "is a lipon-hw extension of meas_loop_eis that PalmSens firmware "
+                             "does not take; set `multisine: true` in the station's settings "
+                             f"of {self.name} only if this instrument runs it")
         self._check_idle(channel)
         pending = self._unsure.pop(channel, None)
         if pending is not None and pending.technique == technique and self._link(
@@ -416,7 +437,7 @@ def _max_spacing_s(technique: Technique) -> float | None:
     `dt_s` + one interval), with one interval to spare; None when only ΔV or ΔI rules
     send samples (no bound) or the technique has no measurement interval."""
     interval = getattr(technique, "interval_s", None)
-    if interval is None or isinstance(technique, EIS):
+    if interval is None or isinstance(technique, EIS | MultisineEIS):
         return None
     rule = recording_of(technique)
     if rule.every_point:

@@ -15,6 +15,7 @@ from lipon_hw.techniques import (
     CyclicSweep,
     DCPolarization,
     LinearSweep,
+    MultisineEIS,
     RecordGate,
     Recording,
     Technique,
@@ -157,14 +158,32 @@ def _cccv_script(tq: CCCV) -> list[str]:
 
 
 def _eis_script(tq: EIS) -> list[str]:
+    return _impedance_script(tq, f"meas_loop_eis f zr zi {L(tq.amplitude_V)} "
+                                 f"{L(tq.f_start_Hz)} {L(tq.f_end_Hz)} {tq.points}i e")
+
+
+def _impedance_script(tq: EIS | MultisineEIS, loop: str) -> list[str]:
+    """At `dc_V`, or at the open-circuit potential measured just before; a P line (time,
+    frequency, Z re, Z im) per frequency."""
     dc = ["meas 100m e ab"] if tq.dc_V is None else [f"store_var e {L(tq.dc_V)} da"]
-    loop = (f"meas_loop_eis f zr zi {L(tq.amplitude_V)} {L(tq.f_start_Hz)} {L(tq.f_end_Hz)} "
-            f"{tq.points}i e")
     return ["var t", "var e", "var f", "var zr", "var zi", "set_pgstat_chan 0",
             "set_pgstat_mode 3", "set_max_bandwidth 200k", "set_range ba 10u",
             f"set_autoranging ba {I_RANGE_LOW} {I_RANGE_HIGH}", "cell_off", *dc, "set_e e",
             "cell_on", "timer_start",
             *_loop(loop, ["timer_get t", *_package(("t", "f", "zr", "zi"))]), *_finish()]
+
+
+def _multisine_script(tq: MultisineEIS) -> list[str]:
+    """The sweep's script with its loop given the lipon-hw `multisine(k1,k2,…)` option (not
+    in the MethodSCRIPT manual: only an instrument that takes it runs it, see
+    MethodScriptPotentiostat): amplitude the peak of the sum, f_start the fundamental f0,
+    f_end the top tone, points the number of tones, the option their harmonic numbers
+    ascending. One P line per tone, lowest first, once the window has been measured."""
+    design = tq.design
+    harmonics = ",".join(str(k) for k in design.harmonics)
+    return _impedance_script(tq, f"meas_loop_eis f zr zi {L(tq.amplitude_V)} "
+                                 f"{L(design.f0_Hz)} {L(design.frequencies_Hz[-1])} "
+                                 f"{len(design.harmonics)}i e multisine({harmonics})")
 
 
 def _lsv_script(tq: LinearSweep) -> list[str]:
@@ -191,7 +210,8 @@ def _sweep_script(tq: LinearSweep | CyclicSweep, loop: str) -> list[str]:
 #: the script of each technique type
 SCRIPT_BUILDERS = {OCV: _ocv_script, ConstantCurrent: _cc_script, ConstantVoltage: _cv_script,
                    DCPolarization: _cv_script, CCCV: _cccv_script, EIS: _eis_script,
-                   LinearSweep: _lsv_script, CyclicSweep: _cv_sweep_script}
+                   MultisineEIS: _multisine_script, LinearSweep: _lsv_script,
+                   CyclicSweep: _cv_sweep_script}
 _SCRIPTS: dict[str, bytes] = {}  # a cycling test starts the same few techniques again
 
 

@@ -33,10 +33,18 @@ class CellTestKind(KindBase):
 
     def describe(self, proto, sequence: str, station) -> tuple[dict, str]:
         channels = [p.channel for p in proto.channels]
+        samples = {p.channel: p.sample for p in proto.channels if p.sample is not None}
+        unpicked = sorted({p.screening.sheet for p in proto.channels
+                           if p.screening is not None and p.sample is None})
+        note = (f"; its cells come from the screening of {', '.join(unpicked)}, picked when "
+                "it runs (--data picks them now)") if unpicked else ""
         return ({"valid": True, "name": proto.name, "kind": self.name,
-                 "potentiostat": proto.potentiostat, "channels": channels},
+                 "potentiostat": proto.potentiostat, "channels": channels,
+                 "samples": {str(k): v for k, v in samples.items()},
+                 "unpicked_from": unpicked},
                 f"{sequence}: valid (cell test on {len(channels)} channel"
-                f"{'s' * (len(channels) > 1)} of {proto.potentiostat}, {station.spec.name})")
+                f"{'s' * (len(channels) > 1)} of {proto.potentiostat}, {station.spec.name})"
+                + note)
 
     def opening(self, store, station, proto, options):
         from lipon_hw.celltest.session import opening
@@ -98,9 +106,10 @@ class CellTestKind(KindBase):
         """The protocol's channels, each stopped with its cell off (the potentiostat's
         other channels may test another run's cells: they are left alone)."""
         from lipon_hw.celltest.groups import disconnect
-        from lipon_hw.celltest.plan import load
+        from lipon_hw.celltest.protocol import load_protocol
 
-        proto = load(run.sequence_path, station, None, text=run.sequence_text)
+        # read back for its channels only: cells picked from a screening stay unpicked
+        proto = load_protocol(run.sequence_path, station, text=run.sequence_text)
         channels = [plan.channel for plan in proto.channels]
         failures = disconnect(lab, proto.potentiostat, channels)
         failed.extend(failures)

@@ -21,7 +21,9 @@ on and the steps every channel follows:
 End conditions (`until`) are any-of; `goto: {condition: tag}` jumps elsewhere when that
 condition ended the step. A `loop` jumps back `times` − 1 times, and every jump back
 starts a new cycle. C-rates become currents from the channel's capacity (given, or from
-its sample's cathode). Errors name the file, line and field.
+its sample's cathode). A channel entry may take its samples from a sheet's screening
+instead (`{"1-8": {from_screening: {sheet: S, hard_bins: [1, 2], seed: 1}}}`: one
+screened cell per channel, `screened`). Errors name the file, line and field.
 
 The schema (pydantic models) is `protocol_schema`; every number has a physical range
 (`ranges`); what numbers make together is checked in
@@ -40,6 +42,7 @@ from lipon_hw import techniques as tq
 from lipon_hw.celltest import protocol_checks as chk
 from lipon_hw.celltest import protocol_station as on_station
 from lipon_hw.celltest import rules as cell_rules
+from lipon_hw.celltest import screened
 from lipon_hw.celltest.protocol_checks import FOREVER_S  # noqa: F401 (API)
 from lipon_hw.celltest.protocol_schema import (  # noqa: F401 (the protocol's API)
     CATHODE_UAH_CM2_PER_UM,
@@ -54,6 +57,7 @@ from lipon_hw.celltest.protocol_schema import (  # noqa: F401 (the protocol's AP
     CyclicSweepStep,
     DCPolarizationStep,
     EISStep,
+    FromScreening,
     Loop,
     ProtocolSpec,
     Record,
@@ -120,6 +124,9 @@ class ChannelPlan:
     capacity_Ah: float | None  # for C-rates; None if unknown
     #: the potentiostat's rules from the station, then the program's: this channel's own
     rules: list[il.Rule] = field(default_factory=list)
+    #: where its sample is picked from (`FromScreening`), for a cell taken from a sheet's
+    #: screening; `sample` is None while it is not picked (read without a store)
+    screening: FromScreening | None = None
 
 
 @dataclass
@@ -166,18 +173,24 @@ def is_protocol(doc_data) -> bool:
 
 
 def load_protocol(path: str, station: Station, text: str | None = None,
-                  sample_capacity=None, sample_exists=None, cell_check=None) -> Protocol:
+                  sample_capacity=None, sample_exists=None, cell_check=None,
+                  screened_cells=None) -> Protocol:
     """Parse and validate. `sample_capacity(sample_id, area_cm2)` gives a sample's
     capacity in Ah from its film stack (or None); `sample_exists(sample_id)` says whether
     the store knows a sample (None: no store, nothing said); `cell_check(cell)` raises
     ValueError for a cell spec the station's lab cannot build (the simulated lab's hook:
-    unknown model parameters); `text` stands in for the file."""
+    unknown model parameters); `screened_cells(from_screening, count, taken)` picks the
+    cells of an entry that takes them from a screening (`screened`; None: they stay
+    unpicked, sample None, for a protocol read back for its channels and programs only);
+    `text` stands in for the file."""
     doc = load(path) if text is None else loads(text, path)
-    return protocol_from_doc(doc, station, text, sample_capacity, sample_exists, cell_check)
+    return protocol_from_doc(doc, station, text, sample_capacity, sample_exists, cell_check,
+                             screened_cells)
 
 
 def protocol_from_doc(doc: Doc, station: Station, text: str | None = None,
-                      sample_capacity=None, sample_exists=None, cell_check=None) -> Protocol:
+                      sample_capacity=None, sample_exists=None, cell_check=None,
+                      screened_cells=None) -> Protocol:
     if not isinstance(doc.data, dict):
         raise doc.error((), "a protocol must be a mapping with name, kind, channels and steps")
     try:
@@ -191,26 +204,34 @@ def protocol_from_doc(doc: Doc, station: Station, text: str | None = None,
     chk.check_cell(doc, ("cell",), head.cell, cell_check)
     max_current = on_station.max_current(station, pstat)
     plans = []
-    for loc, number, spec in _channels(doc, head, station, pstat):
+    entries = list(_channels(doc, head, station, pstat))
+    picked = screened.resolve(doc, entries, screened_cells)
+    for loc, number, spec in entries:
+        sample = picked.get(number, spec.sample)
         if spec.protocol is not None and spec.protocol not in head.protocols:
             raise doc.error(loc + ("protocol",), f"protocol {spec.protocol!r} is not defined "
                                                  f"under protocols (it has "
                                                  f"{', '.join(head.protocols) or 'none'})")
-        if spec.sample is not None and sample_exists is not None \
-                and not sample_exists(spec.sample):
+        if sample is not None and sample_exists is not None and not sample_exists(sample):
+            if spec.sample is None:  # picked: in the store, but the lab cannot build it
+                raise doc.error(loc + ("from_screening",), f"cell {sample} has no films in "
+                                "the store, nor has its sheet's roll: the simulated lab "
+                                "cannot build it")
             raise doc.error(loc + ("sample",), f"sample {spec.sample!r} is not in the store: "
                                                "deposit it first, or give the cell instead")
         cell = _merge_cell(head.cell, spec.cell)
         if spec.cell is not None:
             chk.check_cell(doc, loc + ("cell",), cell, cell_check)
         capacity = cell.capacity_uAh * 1e-6 if cell.capacity_uAh else None
-        if capacity is None and spec.sample and sample_capacity and cell.area_cm2:
-            capacity = sample_capacity(spec.sample, cell.area_cm2)
+        if capacity is None and sample and sample_capacity and cell.area_cm2:
+            capacity = sample_capacity(sample, cell.area_cm2)
         program = programs[spec.protocol]
-        _check_rates(doc, loc, program, capacity, number)
+        if sample is not None or spec.from_screening is None:  # else: its cell not picked
+            _check_rates(doc, loc, program, capacity, number)
         chk.check_c_rates(doc, program, capacity, number, max_current)
-        plans.append(ChannelPlan(number, program, spec.sample, cell, capacity,
-                                 channel_rules(station, pstat, program, doc.path)))
+        plans.append(ChannelPlan(number, program, sample, cell, capacity,
+                                 channel_rules(station, pstat, program, doc.path),
+                                 spec.from_screening))
     if text is None:
         text = doc.text  # the bounded read, not a second one of a file that may change
     return Protocol(doc.path, text, head.name, pstat, plans, head.poll_every_s,

@@ -291,10 +291,30 @@ class CellSpec(_Model):
     #                                     parameters (e.g. initial_soc), see check_cell_params
 
 
+class FromScreening(_Model):
+    """The channels' cells picked from a sheet's screening, one per channel of the entry:
+    a seeded random sample of the cells in `hard_bins`, spread as evenly over those bins
+    as their cells allow (`celltest.screened`), from run `run` (default: the sheet's
+    newest screening)."""
+
+    sheet: r.SAMPLE_ID
+    hard_bins: list[r.whole(0, 32_767, "a hard bin number")] = Field(min_length=1,
+                                                                       max_length=100)
+    seed: r.whole(0, 2**32 - 1, "a random generator's seed") = 0
+    run: r.whole(1, 2**62, "a screening run's id") | None = None
+
+
 class ChannelSpec(_Model):
     sample: r.SAMPLE_ID | None = None
+    from_screening: FromScreening | None = None
     protocol: str | None = None
     cell: CellSpec | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if self.sample is not None and self.from_screening is not None:
+            raise ValueError("give a sample or from_screening, not both")
+        return self
 
 
 class Termination(_Model):

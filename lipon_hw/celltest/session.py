@@ -92,6 +92,11 @@ def resumption(store: Store, owned, run, station: Station, proto: pr.Protocol
         row = stored.get(plan.channel)
         if row is None or row.status not in CHANNEL_RESUMABLE:
             continue
+        if row.sample_id != plan.sample:  # a cell picked from a screening newer than the run
+            raise InputError(f"run {run.id} channel {plan.channel} tested {row.sample_id}, "
+                             f"but its protocol now picks {plan.sample} from a newer "
+                             "screening of the sheet: the run cannot go on with other cells "
+                             "(start a new run; from_screening.run pins a screening)")
         state = ChannelState.from_dict(row.state)
         if station.in_process:
             store.rewind_channel(run.id, plan.channel, state.t_s)

@@ -1,11 +1,25 @@
 """The measurement loops of each technique (`_m_<name>`), as a mixin of the channel: a
 sampled loop (OCP, CA, CP) runs in bulk, event-driven or sample by sample; a stepped loop
-(EIS, LSV, CV) takes its points one by one."""
+(EIS, LSV, CV) takes its points one by one.
+
+Multisine EIS (`meas_loop_eis … multisine(k1,k2,…)`) is a lipon-hw extension, not in the
+MethodSCRIPT manual v1.8: every tone k·f_start at once (lipon_hw.multisine: Schroeder
+phases, the amplitude argument the peak of the sum), a quarter period of f_start to settle
+and one period measured; then one P line per tone, lowest first, in the sweep's variables.
+Each tone's Z is the cell's impedance at k·f_start plus Gaussian noise on each part of
+eis_noise·|Z| scaled honestly from the sweep's single sine over EIS_PERIODS periods: by
+A/a (the tone's amplitude a is the full amplitude A over the sum's peak factor) and by
+√(EIS_PERIODS/k) (the tone runs k periods in the window). Refused while running, as the
+manual's codes go: tones ≠ points, harmonics not ascending from 1 up to MAX_HARMONIC or
+more than MAX_TONES (`!4205`), f_end ≠ k_last·f_start or a frequency out of range
+(`!0011`); a malformed option at load (`!4004`)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Generator
 
+from lipon_hw import multisine
 from lipon_hw.drivers.methodscript import TECHNIQUE_IDS, parse_literal
 from lipon_hw.sim.emulators.methodscript.interpreter import (
     GALVANOSTAT_MODE,
@@ -102,6 +116,9 @@ class MeasurementLoops:
         self._need(count >= 1 and self._value(amplitude) > 0, 0x4205, st)
         first, last = self._value(f_start), self._value(f_end)
         self._need(first > 0 and last > 0, 0x0011, st)
+        if "multisine" in st.option:
+            yield from self._multisine(st, first, last, count, self._value(dc))
+            return
         self.e_set = self._value(dc)
         self.cell.set_control(self.t, "voltage", self.e_set)
         ratio = (last / first) ** (1 / (count - 1)) if count > 1 else 1.0
@@ -118,6 +135,41 @@ class MeasurementLoops:
             self._set(im_name, z.imag, "cd")
 
         yield from self._stepped(st, "eis", (point(k) for k in range(count)))
+
+    def _multisine(self, st: Block, f0: float, top: float, count: int, dc: float):
+        """All tones at once: the window's time, then one P line per tone."""
+        harmonics = tuple(int(k) for k in st.option["multisine"].split(","))
+        self._need(len(harmonics) == count <= multisine.MAX_TONES and harmonics[0] >= 1
+                   and harmonics[-1] <= multisine.MAX_HARMONIC
+                   and all(a < b for a, b in zip(harmonics, harmonics[1:], strict=False)),
+                   0x4205, st)
+        low, high = multisine.FREQUENCY_RANGE_HZ
+        self._need(math.isclose(top, harmonics[-1] * f0, rel_tol=1e-6)
+                   and low <= f0 and top <= high, 0x0011, st)
+        self.e_set = dc
+        self.cell.set_control(self.t, "voltage", dc)
+        peak = multisine.schroeder_peak(harmonics)  # full amplitude / a tone's amplitude
+        f_name, re_name, im_name = st.args[:3]
+        spectrum: list[tuple[float, complex]] = []
+
+        def window() -> Generator[float, None, None]:
+            yield self.t + (multisine.SETTLE_PERIODS + 1) / f0
+            for k in harmonics:
+                z = self.cell.impedance_ohm(self.t, k * f0)
+                if self.eis_noise:
+                    sigma = self.eis_noise * abs(z) * peak * math.sqrt(EIS_PERIODS / k)
+                    z += complex(*self.rng.normal(0.0, sigma, 2))
+                spectrum.append((k * f0, z))
+
+        def tone(i: int) -> Generator[float, None, None]:
+            if i == 0:
+                yield from window()
+            f, z = spectrum[i]
+            self._set(f_name, f, "dc")
+            self._set(re_name, z.real, "cc")
+            self._set(im_name, z.imag, "cd")
+
+        yield from self._stepped(st, "eis", (tone(i) for i in range(count)))
 
     def _m_lsv(self, st: Block):
         begin, end, step, rate = (self._value(a) for a in st.args[2:6])

@@ -36,7 +36,10 @@ SPEC: dict[str, tuple[str, ...]] = {
     "meas_loop_cv": ("var", "var", "val", "val", "val", "val", "val"),
     "meas_loop_eis": ("var", "var", "var", "val", "val", "val", "val", "val"),
 }
-OPTIONS = {"meas_loop_cv": {"nscans"}}
+#: the options each command takes, and the form of each option's value. `multisine` (the
+#: tones' harmonic numbers) is the lipon-hw extension of meas_loop_eis, not in the manual
+OPTIONS = {"meas_loop_cv": {"nscans"}, "meas_loop_eis": {"multisine"}}
+OPTION_FORMS = {"multisine": re.compile(r"\d{1,9}(?:,\d{1,9})*")}
 
 # --- the parsed script ------------------------------------------------------------------
 @dataclass
@@ -142,6 +145,9 @@ def _option(name: str, args: list[str], columns: list[int], number: int) -> dict
         return {}
     if match[1] not in OPTIONS.get(name, ()):
         raise ScriptError(0x4008, number, columns[len(args) - 1])
+    form = OPTION_FORMS.get(match[1])
+    if form is not None and not form.fullmatch(match[2]):
+        raise ScriptError(0x4004, number, columns[len(args) - 1] + len(match[1]) + 1)
     args.pop()
     return {match[1]: match[2]}
 

@@ -1,0 +1,266 @@
+"""A sheet screening's own part of the lifecycle (`engine.lifecycle`): what a new run
+claims and adds to the store, where a resumed run takes up, and `execute` — the prober
+steps across the sheet, every site of a touchdown measures its cell side by side, each
+cell is binned, and the touchdown's results are committed with a checkpoint. On every
+way out the probes are lifted and every site's cell disconnected before anything else.
+
+Exactly once: a touchdown's results and its checkpoint are one transaction, keyed by
+(run, row, col); a resumed run skips the touchdowns whose cells are all stored and
+measures the rest, so every cell of the sheet is stored once, whatever killed the run.
+A site that made no contact is touched again (`retouch`: the probes lifted and lowered,
+only the sites without contact measured again); still none, the cell is binned as a
+tester fault, never as a bad cell.
+"""
+
+from __future__ import annotations
+
+import time
+
+from lipon_hw.engine import lifecycle
+from lipon_hw.engine.claims import port_identity
+from lipon_hw.engine.claims import sample as sample_claim
+from lipon_hw.engine.lifecycle import Interrupted, Outcome, Resumption, Running, uninterruptible
+from lipon_hw.engine.ownership import Resource
+from lipon_hw.errors import InputError, InstrumentError, LiponError
+from lipon_hw.kinds import RunOptions
+from lipon_hw.screening.layout import Touchdown, touchdowns
+from lipon_hw.screening.measure import SiteResult, measure_site, physical_limit_s
+from lipon_hw.screening.recipe import ScreeningPlan
+from lipon_hw.store import Store
+from lipon_hw.store_schema import ScreenCell, Sheet
+
+RESUMABLE = ("running", "interrupted", "failed", "aborted")
+#: run-clock seconds between two looks at the stage while it moves
+STAGE_POLL_S = 0.05
+
+
+def claims(station, plan: ScreeningPlan) -> list[Resource]:
+    """The stage's port, the potentiostat channels the sites use, the sheet (exclusive)."""
+    out = {}
+    for address in station.instrument(plan.stage).addresses:
+        key = f"port {port_identity(address)}"
+        out[key] = Resource(key, f"the prober stage {plan.stage} ({address}) is in use by "
+                                 "{holder}; one run at a time drives a prober")
+    addresses = station.instrument(plan.potentiostat).addresses
+    for i in range(plan.card.rows):
+        for j in range(plan.card.cols):
+            n = plan.card.channel(i, j)
+            key = f"port {port_identity(addresses[n - 1])}" if len(addresses) > 1 else \
+                f"port {port_identity(addresses[0])} channel {n}"
+            out[key] = Resource(key, f"channel {n} of {plan.potentiostat} is in use by "
+                                     "{holder}; one run at a time drives a channel")
+    return [*sorted(out.values(), key=lambda r: r.key), sample_claim(plan.sheet.id, False)]
+
+
+def opening(store: Store, station, plan: ScreeningPlan, options: RunOptions
+            ) -> lifecycle.Opening:
+    if options.sample_id is not None:
+        raise InputError(f"a sample to deposit on (--sample) is for recipes; {plan.path} is "
+                         "a screening recipe, which names its sheet (sheet: id)")
+    known = store.sheet(plan.sheet.id)
+    s = plan.sheet
+    if known is not None and (known.rows, known.cols) != (s.rows, s.cols):
+        raise InputError(f"{plan.path}: sheet {s.id!r} is stored as {known.rows}×{known.cols} "
+                         f"cells (run {known.run_id}), not {s.rows}×{s.cols}")
+
+    def prepare(run_id: int) -> None:
+        store.add_sheet(Sheet(s.id, s.roll, s.rows, s.cols, s.pitch_x_mm, s.pitch_y_mm,
+                              run_id))
+
+    return lifecycle.Opening(claims(station, plan), s.id, [], prepare)
+
+
+def resumption(store: Store, owned, run, station, plan: ScreeningPlan) -> Resumption:
+    """From the last touchdown stored: those whose cells are all stored are not measured
+    again (a touchdown's results and its checkpoint were committed together)."""
+    owned.take(claims(station, plan))
+    point = store.last_checkpoint(run.id)
+    done = store.screened_positions(run.id)
+    left = [td.index for td in touchdowns(plan.sheet, plan.card) if not td.positions() <= done]
+    if not left:
+        return Resumption(point.t_s if point else 0.0, {}, "", finished=True)
+    return Resumption(point.t_s if point else 0.0, {"touchdowns_done": point.step_idx
+                                                    if point else 0},
+                      f"resumed at touchdown {left[0]} of "
+                      f"{len(touchdowns(plan.sheet, plan.card))}: {len(done)} cells stored")
+
+
+def execute(running: Running) -> Outcome:
+    plan, store, run_id = running.plan, running.store, running.run_id
+    point = running.resumed
+    env = running.env(point.t_s if point else 0.0)
+    lab = running.lab(env)
+    prober = Prober(env, lab, store, run_id, plan, running.watch)
+    status, message = "failed", ""
+    try:
+        with lifecycle.ends_run_on_failure(store, run_id):
+            if lab.sheets is not None:  # the simulated lab puts the sheet on its chuck
+                lab.sheets.load(store, run_id, plan.sheet, running.seed)
+        process = env.process(prober.run(store.screened_positions(run_id)))
+        env.run(process)
+        status, message = process.value
+    except KeyboardInterrupt:
+        status, message = "interrupted", "stopped by the operator (Ctrl-C / SIGTERM)"
+        raise Interrupted(message) from None
+    except LiponError as exc:
+        message = str(exc)
+        raise
+    except Exception as exc:
+        message = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        with uninterruptible():
+            failures = prober.make_safe()
+            try:
+                for failure in failures:
+                    store.add_alarm(run_id, env.now, "error", plan.stage, failure,
+                                    reaction="safe state")
+                if failures:
+                    status = "failed"
+                    message = (f"{message}; " if message else "") + \
+                        "the hardware was NOT all made safe: " + "; ".join(failures)
+                summary = summarize(store, run_id, plan, env.now, prober)
+                store.set_status(run_id, status, message, summary)
+            finally:
+                lab.close()
+    if failures:
+        raise InstrumentError(message)
+    return Outcome(status, message, summary, env.now)
+
+
+class Prober:
+    """The stepping of one screening: touchdown after touchdown, sites in parallel."""
+
+    def __init__(self, env, lab, store: Store, run_id: int, plan: ScreeningPlan, watch):
+        self.env, self.lab, self.store, self.run_id, self.plan = env, lab, store, run_id, plan
+        self.watch = watch
+        self.stage = lab.instruments[plan.stage]
+        self.pstat = lab.instruments[plan.potentiostat]
+        self.busy_s: list[float] = []  # each measured cell's time on its site
+        self.touchdowns_made = 0
+        self._wish_at = -1.0
+        self._wish = None
+
+    def run(self, done: set[tuple[int, int]]):
+        plan = self.plan
+        plan_tds = touchdowns(plan.sheet, plan.card)
+        for td in plan_tds:
+            if td.positions() <= done:
+                continue
+            wish = self._operator()
+            while wish == "pause":
+                yield self.env.timeout(1.0)
+                wish = self._operator()
+            if wish == "abort":
+                self.store.requests.take(self.run_id)
+                return "aborted", f"stopped by the operator before touchdown {td.index}"
+            cells = yield from self._touchdown(td, done)
+            self.store.add_screen_cells(cells)
+            self.store.checkpoint(self.run_id, self.env.now, td.index, {"touchdown": td.index})
+            self.store.flush()
+            done |= td.positions()
+            if self.watch.progress:
+                self.watch.progress(td.index, len(plan_tds), len(done))
+        return "completed", f"{len(done)} cells of sheet {plan.sheet.id} screened"
+
+    def _touchdown(self, td: Touchdown, done: set[tuple[int, int]]):
+        env, plan = self.env, self.plan
+        todo = [t for t in td.touches if (t.row, t.col) not in done]
+        yield from self._move(td.x_mm, td.y_mm)
+        results: dict[int, SiteResult] = {}
+        attempts: dict[int, int] = {}
+        for attempt in range(plan.retouch + 1):
+            self.stage.contact(True)
+            self.touchdowns_made += 1
+            if plan.settle_s:
+                yield env.timeout(plan.settle_s)
+            sites = [t for t in todo if t.site not in results or not results[t.site].contact]
+            procs = {t.site: env.process(measure_site(env, self.pstat, t.channel, plan))
+                     for t in sites}
+            yield env.all_of(list(procs.values()))
+            for t in sites:
+                results[t.site] = procs[t.site].value
+                attempts[t.site] = attempt + 1
+            self._disconnect(t.channel for t in sites)
+            self.stage.contact(False)
+            if all(r.contact for r in results.values()):
+                break
+        cells = []
+        for t in todo:
+            r = results[t.site]
+            binned = plan.bins.classify(r.metrics, measured=r.contact)
+            if r.contact:
+                self.busy_s.append(r.busy_s)
+            b = binned.bin
+            cells.append(ScreenCell(self.run_id, plan.sheet.id, t.row, t.col, t.site, td.index,
+                                    env.now, attempts[t.site], "ok" if r.contact else "lost",
+                                    r.metrics, b.soft_bin, b.name, b.hard_bin, b.hard_name,
+                                    b.passed, binned.rule if r.contact else r.why or binned.rule))
+        return cells
+
+    def _move(self, x_mm: float, y_mm: float):
+        """The stage to (x, y) with the probes up, waited for on the run clock."""
+        expected = self.stage.move_to_mm(x_mm, y_mm)
+        yield self.env.timeout(max(0.0, expected or 0.0))
+        while self.stage.moving():
+            yield self.env.timeout(STAGE_POLL_S)
+
+    def _disconnect(self, channels) -> None:
+        for channel in channels:
+            self.pstat.cell_off(channel)
+
+    def _operator(self):
+        now = time.monotonic()
+        if now - self._wish_at >= 1.0:
+            self._wish_at = now
+            pending = self.store.requests.pending(self.run_id)
+            toggles = [a for a in pending if a in ("pause", "continue")]
+            self._wish = "abort" if "abort" in pending else toggles[-1] if toggles else None
+        return self._wish
+
+    def make_safe(self) -> list[str]:
+        """Probes up, every site's cell disconnected: each tried, whatever failed before.
+        Returns what could not be done, one phrase each."""
+        failures = []
+        try:
+            self.stage.make_safe()
+        except Exception as exc:  # noqa: BLE001 - the channels are tried all the same
+            failures.append(f"the probes of {self.plan.stage} could not be lifted ({exc})")
+        card = self.plan.card
+        for i in range(card.rows):
+            for j in range(card.cols):
+                channel = card.channel(i, j)
+                try:
+                    self.pstat.stop(channel)
+                    self.pstat.cell_off(channel)
+                except Exception as exc:  # noqa: BLE001 - every channel is tried
+                    failures.append(f"{self.plan.potentiostat} channel {channel}: the cell "
+                                    f"could not be disconnected ({exc})")
+        return failures
+
+
+def summarize(store: Store, run_id: int, plan: ScreeningPlan, t_s: float,
+              prober: Prober | None = None) -> dict:
+    """Cells measured, yield, bins, throughput and the test time per cell against the
+    physical limit."""
+    cells = store.screen_cells(run_id)
+    measured = [c for c in cells if c.contact == "ok"]
+    passed = [c for c in cells if c.passed]
+    by_hard: dict[str, int] = {}
+    for c in cells:
+        key = f"{c.hard_bin} {c.hard_bin_name}"
+        by_hard[key] = by_hard.get(key, 0) + 1
+    limit = physical_limit_s(plan)
+    busy = sorted(prober.busy_s) if prober and prober.busy_s else []
+    median_busy = busy[len(busy) // 2] if busy else None
+    return {"sheet": plan.sheet.id, "cells": plan.sheet.rows * plan.sheet.cols,
+            "cells_screened": len(cells), "tester_faults": len(cells) - len(measured),
+            "passed": len(passed),
+            "yield": len(passed) / len(cells) if cells else None,
+            "yield_of_measured": len(passed) / len(measured) if measured else None,
+            "hard_bins": by_hard, "sites": plan.card.sites,
+            "cells_per_hour": len(cells) / t_s * 3600 if t_s > 0 and cells else None,
+            "test_time_per_cell_s": median_busy,
+            "physical_limit_per_cell_s": limit,
+            "test_time_over_limit": median_busy / limit if median_busy and limit else None,
+            "virtual_s": t_s}
