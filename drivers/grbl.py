@@ -35,11 +35,12 @@ the needles on the pads and lifted clear of them) and `feed_mm_min` (the Z appro
 `move_to_mm(x, y)` puts the sheet point (x, y) — cell (r, c) is at ((c−1)·x, (r−1)·y) —
 under site (1, 1), always with the needles lifted first.
 
-Waiting. `start_move_mm` / `start_contact` send the moves and return the time they take
-by GRBL's trapezoid (distance, rate, acceleration read from `$$`); `settled()` asks one
-status report. A host on a simulated clock waits that time itself and then asks
-`settled()`; `move_to_mm` / `contact` wait with the driver's `sleep` and `clock`
-(wall time unless a host replaces them) up to 1.5× that time + `settle_s` + 2 s.
+Waiting. `move_to_mm` and `contact` send their moves and return the seconds they take
+by GRBL's trapezoid (distance, rate, acceleration read from `$$`): a host on a simulated
+clock waits that long on its own clock, then asks `moving()` (one status report) until
+it says False. Moves queue behind one still running, as GRBL's planner takes them.
+`wait_until_stopped(expected_s)` does that waiting with the driver's `sleep` and `clock`
+(wall time unless a host replaces them), up to 1.5× the time + 2 s.
 
 Link recovery (`Link.exchange`'s retry rule). Idempotent: `?`, `$$`, `$I`, `$X`, and
 absolute moves (`G53` targets: sent twice they end where sent once). A soft reset is
@@ -175,7 +176,7 @@ class GrblStage:
 
     def __init__(self, name: str, link: Link, card: dict | None = None,
                  origin_mm: tuple = (0.0, 0.0), contact_z_mm: float = -5.0,
-                 clear_z_mm: float = -2.0, feed_mm_min: float = 300.0, settle_s: float = 0.2):
+                 clear_z_mm: float = -2.0, feed_mm_min: float = 300.0):
         self.name = name
         self.link = link
         self.card = _card(name, card or {"rows": 1, "cols": 1, "pitch_mm": [1.0, 1.0]})
@@ -189,9 +190,7 @@ class GrblStage:
                              f"clear_z_mm ({clear_z_mm}): Z down is contact")
         if not 0 < float(feed_mm_min) <= 100_000:
             raise InputError(f"{name}: feed_mm_min must be within 0-100000 mm/min")
-        if not 0 <= float(settle_s) <= 60:
-            raise InputError(f"{name}: settle_s must be within 0-60 s")
-        self.feed_mm_min, self.settle_s = float(feed_mm_min), float(settle_s)
+        self.feed_mm_min = float(feed_mm_min)
         #: how this driver waits: wall time unless a host on another clock replaces them
         self.clock, self.sleep = time.monotonic, time.sleep
         self._settings: dict[str, float] | None = None
@@ -211,7 +210,7 @@ class GrblStage:
         x, y, z = self.status().mpos
         return (round(x - self.origin_mm[0], 3), round(y - self.origin_mm[1], 3), z)
 
-    def start_move_mm(self, x_mm: float, y_mm: float) -> float:
+    def move_to_mm(self, x_mm: float, y_mm: float) -> float:
         """Lift the needles if they are below clear height, then a rapid to the sheet
         point (x, y) under site (1, 1); the seconds the moves take."""
         mx, my = x_mm + self.origin_mm[0], y_mm + self.origin_mm[1]
@@ -222,20 +221,19 @@ class GrblStage:
         plan.append(((mx, my, max(here[2], self.clear_z_mm)), None))
         return self._send_moves(here, plan)
 
-    def start_contact(self, down: bool) -> float:
+    def contact(self, down: bool) -> float:
         """Z to contact height (down) or clear height (up) at `feed_mm_min`; the seconds
-        it takes, the settling after a touchdown included."""
+        the move takes (the contact is made, or broken, when it ends)."""
         here = self._ready()
         z = self.contact_z_mm if down else self.clear_z_mm
-        return self._send_moves(here, [((here[0], here[1], z), self.feed_mm_min)]) + \
-            (self.settle_s if down else 0.0)
+        return self._send_moves(here, [((here[0], here[1], z), self.feed_mm_min)])
 
-    def settled(self) -> bool:
-        """One status report: True when Idle at the last target, False while it moves;
-        InstrumentError for an alarm, a hold or a stop short of the target."""
+    def moving(self) -> bool:
+        """One status report: True while the stage moves, False once it rests at its last
+        target; InstrumentError for an alarm, a hold or a stop short of the target."""
         status = self.status()
         if status.state in ("Run", "Jog", "Home"):
-            return False
+            return True
         if status.state != "Idle":
             raise InstrumentError(f"{self.name} stopped in state {status.state} at machine "
                                   f"{_xyz(status.mpos)} before reaching its target")
@@ -244,16 +242,20 @@ class GrblStage:
                                                                    strict=True)):
             raise InstrumentError(f"{self.name} is Idle at machine {_xyz(status.mpos)}, not at "
                                   f"its target {_xyz(self._target)}")
-        return True
+        return False
 
-    def move_to_mm(self, x_mm: float, y_mm: float) -> None:
-        self._wait(self.start_move_mm(x_mm, y_mm))
-
-    def contact(self, down: bool) -> None:
-        expected = self.start_contact(down)
-        self._wait(expected - (self.settle_s if down else 0.0))
-        if down and self.settle_s:
-            self.sleep(self.settle_s)
+    def wait_until_stopped(self, expected_s: float) -> None:
+        """Sleep the expected time, then poll `moving()` (every `POLL_S`) until it rests;
+        InstrumentError after 1.5× the time + 2 s."""
+        deadline = self.clock() + 1.5 * expected_s + 2.0
+        if expected_s > 0:
+            self.sleep(expected_s)
+        while self.moving():
+            if self.clock() > deadline:
+                raise InstrumentError(
+                    f"{self.name} did not reach {_xyz(self._target)} within "
+                    f"{1.5 * expected_s + 2.0:.1f} s (it is at {_xyz(self._last_mpos)})")
+            self.sleep(self.POLL_S)
 
     def make_safe(self) -> None:
         """Needles up: the cells disconnected from the probes. A stage in motion is
@@ -290,14 +292,19 @@ class GrblStage:
         return self._settings
 
     def _ready(self) -> tuple[float, float, float]:
-        """Idle (an alarm is refused: its cause needs a person), the position known."""
+        """Where the next move starts: the position at rest, or the last target while
+        moving (GRBL queues the move behind it). An alarm is refused (its cause needs a
+        person), and so is a hold."""
         status = self.status()
         if status.state == "Alarm":
             raise InstrumentError(f"{self.name} is in alarm (G-code locked): home it ($H) "
                                   "or, if its position is known, unlock it ($X)")
+        if status.state == "Run" and self._target is not None:
+            self.controller_settings()
+            return self._target
         if status.state != "Idle":
-            raise InstrumentError(f"{self.name} is {status.state}, not Idle: a move is "
-                                  "sent only from rest")
+            raise InstrumentError(f"{self.name} is {status.state}: a move is sent at rest "
+                                  "or behind the driver's own moves")
         self.controller_settings()
         return status.mpos
 
@@ -380,17 +387,6 @@ class GrblStage:
             return parse_status(raw.decode("ascii", errors="replace").strip())
         except ValueError as exc:
             raise FrameError(f"{self.name} answered ? with {raw!r} ({exc})") from None
-
-    def _wait(self, expected_s: float) -> None:
-        deadline = self.clock() + 1.5 * expected_s + self.settle_s + 2.0
-        if expected_s > 0:
-            self.sleep(expected_s)
-        while not self.settled():
-            if self.clock() > deadline:
-                raise InstrumentError(
-                    f"{self.name} did not reach {_xyz(self._target)} within "
-                    f"{1.5 * expected_s + 2.0:.1f} s (it is at {_xyz(self._last_mpos)})")
-            self.sleep(self.POLL_S)
 
 
 def _xyz(p) -> str:

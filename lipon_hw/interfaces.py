@@ -253,25 +253,20 @@ class ProberStage(Instrument, Protocol):
     """The XYZ stage that steps a sheet under a probe card (Z down = needles on the pads).
 
     Positions are in the sheet's frame: (x, y) is the sheet point under site (1, 1), cell
-    (r, c) sitting at ((c−1)·pitch_x, (r−1)·pitch_y). The `start_…` calls send the moves
-    and return the seconds they take; a host on a simulated clock waits that long and asks
-    `settled()`. `move_to_mm` and `contact` wait themselves (wall time). `make_safe`
-    lifts the needles to clear height: the cells disconnected from the probes."""
+    (r, c) sitting at ((c−1)·pitch_x, (r−1)·pitch_y). `move_to_mm` (needles lifted first)
+    and `contact` send their moves and return the seconds they take: the host waits that
+    long on its own clock, then asks `moving()` until False. `make_safe` lifts the needles
+    to clear height: the cells disconnected from the probes."""
 
     card: ProbeCard
     contact_z_mm: float
     clear_z_mm: float
-    settle_s: float
 
-    def move_to_mm(self, x_mm: float, y_mm: float) -> None: ...
+    def move_to_mm(self, x_mm: float, y_mm: float) -> float: ...
 
-    def contact(self, down: bool) -> None: ...
+    def contact(self, down: bool) -> float: ...
+
+    def moving(self) -> bool: ...
 
     def position_mm(self) -> tuple[float, float, float]:
         """(x, y) in the sheet's frame and the machine Z."""
-
-    def start_move_mm(self, x_mm: float, y_mm: float) -> float: ...
-
-    def start_contact(self, down: bool) -> float: ...
-
-    def settled(self) -> bool: ...

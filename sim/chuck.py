@@ -147,15 +147,22 @@ class Chuck:
         self.contact_miss = float(contact_miss)
         self.align_tolerance_mm = float(align_tolerance_mm)
         self._seed = [int(seed), zlib.crc32(stage.encode())]
-        self.sheet = None
+        self._loaded = None
         self.touchdowns = 0
         self.last: list[SiteContact] = []
         for site, channel in enumerate(self.card.channels, start=1):
             self._mount(channel, ProbeContact(self._name(site)))
 
+    @property
+    def sheet(self):
+        """The sheet on the chuck: one `load`ed, else the lab's (`SimSheets` leaves the
+        sheet a screening tests on the lab as `sheet`), else None."""
+        return self._loaded if self._loaded is not None else getattr(self.lab, "sheet", None)
+
     def load(self, sheet) -> None:
-        """Put a sheet (rows, cols, pitch_mm, cell(row, col)) on the chuck (None: empty)."""
-        self.sheet = sheet
+        """Put a sheet (rows, cols, pitch_mm, cell(row, col)) on the chuck (None: the
+        lab's)."""
+        self._loaded = sheet
 
     def touch(self, x_mm: float, y_mm: float, down: bool) -> None:
         now = self.lab.world.clock()
@@ -240,6 +247,6 @@ def attach_chucks(lab, spec, seed: int) -> dict[str, Chuck]:
             raise InputError(f"instrument {name}: the probe card's sites use channel "
                              f"{beyond[0]}, but {pstat} has {count} channels")
         chuck = Chuck(lab, name, driver, pstat, miss, align, seed)
-        emulator.chuck = chuck
+        emulator.chuck, emulator.schedule = chuck, lab.faults.at
         chucks[name] = chuck
     return chucks

@@ -126,6 +126,12 @@ class FaultSchedule:
             te, _, action = heapq.heappop(heap)
             yield te, action
 
+    def at(self, t: float, action: Callable[[float], None]) -> None:
+        """Any other lab event at `t`, fired as the faults are, whichever instrument is
+        touched first (the prober's needles landing while only the potentiostat talks)."""
+        heapq.heappush(self._heap, (t, self._seq, action))
+        self._seq += 1
+
     def due(self, t: float) -> bool:
         return bool(self._heap) and self._heap[0][0] <= t
 

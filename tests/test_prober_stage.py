@@ -24,7 +24,7 @@ class Sheet:
     """A sheet as the chuck reads one (rows, cols, pitch_mm, cell(row, col), 1-based),
     with real anodeless cells named by their position."""
 
-    def __init__(self, rows: int, cols: int, pitch_mm=(12.0, 12.0)):
+    def __init__(self, rows: int, cols: int, pitch_mm=(5.0, 5.0)):
         self.rows, self.cols, self.pitch_mm = rows, cols, pitch_mm
         self.cells = {(r, c): cell_from_spec({"kind": "lco_anodeless", "name": f"R{r}C{c}"})
                       for r in range(1, rows + 1) for c in range(1, cols + 1)}
@@ -50,6 +50,15 @@ def lab(clock):
 @pytest.fixture
 def stage(lab):
     return lab.instruments["stage"]
+
+
+def go(stage, x_mm: float, y_mm: float) -> None:
+    """A move, waited for as a wall-clock host waits (here on the test's clock)."""
+    stage.wait_until_stopped(stage.move_to_mm(x_mm, y_mm))
+
+
+def touch(stage, down: bool) -> None:
+    stage.wait_until_stopped(stage.contact(down))
 
 
 def channel_contents(lab):
@@ -129,25 +138,25 @@ def test_feed_hold_decelerates_and_resume_finishes_the_move(clock, world):
 
 @pytest.mark.parametrize("dx_mm", [5.0, 50.0])
 def test_move_time_follows_distance_rate_and_acceleration(lab, stage, clock, dx_mm):
-    stage.move_to_mm(0, 0)
-    stage.contact(True)
+    go(stage, 0, 0)
+    touch(stage, True)
     start = clock()
-    expected = stage.start_move_mm(dx_mm, 0)
+    expected = stage.move_to_mm(dx_mm, 0)
     lift = trapezoid_s(stage.clear_z_mm - stage.contact_z_mm, stage.feed_mm_min / 60,
                        100.0)  # Z up at the approach feed and the Z acceleration
     step = 2 * math.sqrt(dx_mm / XY_ACCEL) if dx_mm < XY_RATE ** 2 / XY_ACCEL else \
         dx_mm / XY_RATE + XY_RATE / XY_ACCEL
     assert expected == pytest.approx(lift + step, rel=1e-6)
     clock.advance(lift + step * 0.98)
-    assert not stage.settled()
+    assert stage.moving()
     clock.advance(step * 0.04)
-    assert stage.settled()
+    assert not stage.moving()
     assert stage.position_mm() == (dx_mm, 0.0, stage.clear_z_mm)
     assert clock() - start == pytest.approx(expected, rel=0.05)
 
 
 def test_status_during_a_move_reports_run_and_the_path(stage, clock):
-    duration = stage.start_move_mm(0, 100)
+    duration = stage.move_to_mm(0, 100)
     clock.advance(duration / 2)
     status = stage.status()
     assert status.state == "Run"
@@ -155,19 +164,19 @@ def test_status_during_a_move_reports_run_and_the_path(stage, clock):
     x, y, _ = status.mpos
     assert -390 < x < -1 and -290 < y < -1  # on the way from home
     clock.advance(duration)
-    assert stage.settled() and stage.status().state == "Idle"
+    assert not stage.moving() and stage.status().state == "Idle"
 
 
 def test_a_target_beyond_travel_is_one_sentence_naming_the_stage(stage):
-    stage.move_to_mm(10, 10)
+    go(stage, 10, 10)
     with pytest.raises(InstrumentError) as err:
-        stage.move_to_mm(1000, 0)
+        go(stage, 1000, 0)
     message = str(err.value)
     assert message.startswith("stage refused the move") and "ALARM:2" in message
     assert "\n" not in message and "soft limit" in message
     assert stage.status().state == "Idle"  # reset and unlocked, position kept
     assert stage.position_mm()[:2] == (10.0, 10.0)
-    stage.move_to_mm(20, 10)  # and it moves on
+    go(stage, 20, 10)  # and it moves on
 
 
 def test_a_dropped_link_is_ridden_out_and_a_dead_one_is_lost(lab, stage):
@@ -184,13 +193,12 @@ def test_a_dropped_link_is_ridden_out_and_a_dead_one_is_lost(lab, stage):
 
 
 def test_make_safe_lifts_the_needles_even_mid_move(lab, stage, clock):
-    stage.move_to_mm(0, 0)
-    stage.contact(True)
+    go(stage, 0, 0)
+    touch(stage, True)
     stage.make_safe()
     clock.advance(5)
     assert stage.position_mm()[2] == stage.clear_z_mm
-    stage.start_contact(True)
-    clock.advance(0.3)  # on the way down
+    clock.advance(stage.contact(True) / 3)  # on the way down
     stage.make_safe()  # reset in motion: ALARM:3, unlocked, Z sent up
     clock.advance(5)
     status = stage.status()
@@ -221,8 +229,8 @@ def test_touchdown_puts_each_sites_cell_on_its_channel(lab, stage):
     sheet = Sheet(6, 8)
     lab.sim.chuck.load(sheet)
     lab.sim.chuck.contact_miss = 0.0
-    stage.move_to_mm(2 * 12.0, 1 * 12.0)  # cell (2, 3) under site (1, 1)
-    stage.contact(True)
+    go(stage, 2 * 5.0, 1 * 5.0)  # cell (2, 3) under site (1, 1)
+    touch(stage, True)
     card = stage.card
     held = channel_contents(lab)
     for i in range(1, card.rows + 1):
@@ -236,14 +244,14 @@ def test_touchdown_puts_each_sites_cell_on_its_channel(lab, stage):
     off = {(s.site, s.contact) for s in lab.sim.chuck.last if s.contact != "ok"}
     assert off == {((i - 1) * card.cols + j, "off_sheet") for i in range(1, card.rows + 1)
                    for j in (7, 8)}
-    stage.contact(False)
+    touch(stage, False)
     assert not any(c.connected for c in channel_contents(lab).values())
 
 
 def test_a_misaligned_touchdown_lands_on_no_pad(lab, stage):
     lab.sim.chuck.load(Sheet(4, 8))
-    stage.move_to_mm(0.5, 0)  # half a millimetre off the pads' centres
-    stage.contact(True)
+    go(stage, 0.5, 0)  # half a millimetre off the pads' centres
+    touch(stage, True)
     assert {s.contact for s in lab.sim.chuck.last} == {"misaligned"}
     assert not any(c.connected for c in channel_contents(lab).values())
 
@@ -253,8 +261,8 @@ def test_contact_misses_are_seeded_and_read_as_no_contact(lab, stage, clock):
     chuck = lab.sim.chuck
     chuck.load(sheet)
     chuck.contact_miss = 0.2
-    stage.move_to_mm(0, 0)
-    stage.contact(True)
+    go(stage, 0, 0)
+    touch(stage, True)
     missed = [s for s in chuck.last if s.contact == "miss"]
     assert 1 <= len(missed) <= 16  # 32 sites at 20 %
     again = load_station(None).connect(ManualClock()).sim.chuck  # same seed, same misses
@@ -286,8 +294,8 @@ def test_contact_misses_are_seeded_and_read_as_no_contact(lab, stage, clock):
 def test_the_channels_start_open_and_an_empty_chuck_touches_nothing(lab, stage):
     assert all(isinstance(c, ProbeContact) and not c.connected
                for c in channel_contents(lab).values())
-    stage.move_to_mm(0, 0)
-    stage.contact(True)
+    go(stage, 0, 0)
+    touch(stage, True)
     assert {s.contact for s in lab.sim.chuck.last} == {"off_sheet"}
 
 
@@ -295,16 +303,16 @@ def test_a_checkpoint_restores_the_stage_and_the_miss_draws(lab, stage, clock):
     chuck = lab.sim.chuck
     chuck.load(Sheet(4, 8))
     chuck.contact_miss = 0.3
-    stage.move_to_mm(0, 0)
+    go(stage, 0, 0)
     saved = lab.sim.snapshot()
-    stage.contact(True)
+    touch(stage, True)
     first = [s.contact for s in chuck.last]
-    stage.contact(False)
-    stage.move_to_mm(24, 12)
+    touch(stage, False)
+    go(stage, 10, 5)
     lab.sim.restore(saved)
     assert stage.position_mm()[:2] == (0.0, 0.0)
     assert not any(c.connected for c in channel_contents(lab).values())
-    stage.contact(True)
+    touch(stage, True)
     assert [s.contact for s in chuck.last] == first
 
 
@@ -318,7 +326,25 @@ def test_a_128_site_bench_is_the_default_station_with_a_bigger_bank(tmp_path, cl
     stage.clock, stage.sleep = clock, clock.advance
     lab.sim.chuck.load(Sheet(20, 30))
     lab.sim.chuck.contact_miss = 0.0
-    stage.move_to_mm(0, 0)
-    stage.contact(True)
+    go(stage, 0, 0)
+    touch(stage, True)
     assert [s.contact for s in lab.sim.chuck.last] == ["ok"] * 128
     assert lab.sim.cell("probe_pstat", 128).cell is lab.sim.chuck.sheet.cell(8, 16)
+
+
+def test_the_needles_land_on_time_while_only_the_potentiostat_is_asked(lab, stage, clock):
+    sheet = Sheet(4, 8)
+    lab.sim.chuck.load(sheet)
+    lab.sim.chuck.contact_miss = 0.0
+    go(stage, 0, 0)
+    travel = stage.contact(True)
+    clock.advance(travel * 0.9)
+    pstat = lab.instruments["probe_pstat"]
+    pstat.cell_off(1)  # the stage is not asked: its landing is on the lab's schedule
+    assert lab.sim.chuck.touchdowns == 0
+    clock.advance(travel * 0.2)
+    run = pstat.start(1, OCV(1, 0.5))
+    assert lab.sim.chuck.touchdowns == 1
+    assert lab.sim.cell("probe_pstat", 1).cell is sheet.cell(1, 1)
+    clock.advance(2)
+    assert run.poll() and run.end_reason == "done"

@@ -170,7 +170,7 @@ class Prober:
         results: dict[int, SiteResult] = {}
         attempts: dict[int, int] = {}
         for attempt in range(plan.retouch + 1):
-            self.stage.contact(True)
+            yield from self._wait_stage(self.stage.contact(True))
             self.touchdowns_made += 1
             if plan.settle_s:
                 yield env.timeout(plan.settle_s)
@@ -200,7 +200,10 @@ class Prober:
 
     def _move(self, x_mm: float, y_mm: float):
         """The stage to (x, y) with the probes up, waited for on the run clock."""
-        expected = self.stage.move_to_mm(x_mm, y_mm)
+        yield from self._wait_stage(self.stage.move_to_mm(x_mm, y_mm))
+
+    def _wait_stage(self, expected):
+        """The time a stage move takes (it says), then until it rests, on the run clock."""
         yield self.env.timeout(max(0.0, expected or 0.0))
         while self.stage.moving():
             yield self.env.timeout(STAGE_POLL_S)

@@ -40,8 +40,9 @@ home position, as a rig homed at power-up; `false` starts in Alarm as GRBL does 
 homing enabled. `potentiostat`, `contact_miss` and `align_tolerance_mm` belong to the
 chuck (`lipon_hw.sim.chuck`), which `SimLab` attaches as `chuck`: every move that
 brings Z to or below the chuck's contact height calls `chuck.touch(x, y, True)` when
-it ends, and every move that starts from contact calls `chuck.touch(x, y, False)` as
-it starts.
+it ends (an event on the lab's schedule, so it happens at its time even if the host
+talks only to the potentiostat meanwhile), and every move that starts from contact
+calls `chuck.touch(x, y, False)` as it starts.
 """
 
 from __future__ import annotations
@@ -98,6 +99,9 @@ class GrblEmulator(Emulator):
         self.chuck_settings = {"potentiostat": potentiostat, "contact_miss": contact_miss,
                                "align_tolerance_mm": align_tolerance_mm}
         self.chuck = None  # the simulated prober's chuck, attached by SimLab
+        #: the lab's event schedule, `schedule(t, action)` (SimLab: `faults.at`): a landing
+        #: fires at its time even when only the potentiostat is being talked to
+        self.schedule = None
         pull = -self.settings[27]
         self.planner = Planner((pull, pull, pull))
         self.alarm = not homed  # G-code locked
@@ -393,9 +397,20 @@ class GrblEmulator(Emulator):
         segment = Segment(start, target, rate, accel, feed_mm_min=feed or rate * 60, jog=jog)
         if self.hold is not None:
             self._held.append(segment)
-        else:
-            self.planner.add(segment, self.clock())
-            self._announce()
+            return
+        self.planner.add(segment, self.clock())
+        self._announce()
+        if self.schedule is not None and self._touching(target):
+            queue = self.planner.queue
+            t_end = queue[0].t0 + sum(q.duration_s for q in queue)
+            self.schedule(t_end, lambda t, landing=segment: self._land(landing, t))
+
+    def _land(self, segment: Segment, t: float) -> None:
+        """A move to contact height ends (scheduled): the needles touch down, unless a
+        hold or a reset took the move away meanwhile."""
+        if segment in self.planner.queue and self.hold is None and not self.in_contact:
+            self.in_contact = True
+            self._touch(segment.end, True, t)
 
     def _dwell(self, seconds: float) -> str:
         if seconds == 0 and not self.planner.busy:
