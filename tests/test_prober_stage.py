@@ -348,3 +348,27 @@ def test_the_needles_land_on_time_while_only_the_potentiostat_is_asked(lab, stag
     assert lab.sim.cell("probe_pstat", 1).cell is sheet.cell(1, 1)
     clock.advance(2)
     assert run.poll() and run.end_reason == "done"
+
+
+def test_a_small_screening_steps_the_stage_over_every_cell_once(tmp_path):
+    """The screening engine on the default station: the stage's moves and touchdowns on
+    the run clock, each cell of a 4 × 10 sheet measured once by a 2 × 4 block of sites."""
+    import sqlite3
+    from pathlib import Path
+
+    from lipon_hw import api
+
+    shipped = Path(__file__).parent.parent / "sequences" / "sheet_screening.yaml"
+    text = (shipped.read_text(encoding="utf-8").replace("  roll: ROLL-0001\n", "")
+            .replace("  rows: 20\n  cols: 30\n", "  rows: 4\n  cols: 10\n")
+            .replace("sites: [4, 8]", "sites: [2, 4]"))
+    recipe = tmp_path / "small.yaml"
+    recipe.write_text(text, encoding="utf-8")
+    run = api.run(recipe, tmp_path / "data")
+    assert run.status == "completed", run.message
+    with sqlite3.connect(tmp_path / "data" / "lipon.db") as db:
+        cells = db.execute("SELECT row, col, touchdown, contact FROM screen_cells").fetchall()
+    assert sorted((r, c) for r, c, _, _ in cells) == [(r, c) for r in range(1, 5)
+                                                      for c in range(1, 11)]
+    assert {t for _, _, t, _ in cells} == set(range(1, 7))  # 2 × 3 touchdowns
+    assert sum(contact == "ok" for *_, contact in cells) >= 36
