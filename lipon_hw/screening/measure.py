@@ -5,9 +5,11 @@ the sites of a touchdown run side by side, each on its own channel.
 
 What a site reports: the cell's metrics (see `recipe` for their names), whether the probe
 made contact (an open contact reads as an impedance above `contact_max_ohm` at the
-highest frequency, or as a pulse that could not pass its current), and how long the
-site was busy on the cell. A technique the instrument could not finish is not a
-measurement: the site reports no contact, and the prober may touch down again.
+highest frequency; without impedance, as a pulse that ran its voltage away to a limit
+or read more than that), and how long the site was busy on the cell. A shorted cell
+is a measured cell: it takes the pulse's current at ~0 V. A technique the instrument
+could not finish is not a measurement: the site reports no contact, and the prober may
+touch down again.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from lipon_hw.screening.recipe import ScreeningPlan, freq_label
 
 #: shortest wait between two polls of a running technique, s of run clock
 MIN_POLL_S = 0.01
+#: a pulse that moves the voltage this far to a limit ran away: nothing took its current
+RUNAWAY_V = 0.5
 #: an open-circuit reading beyond this is a floating input, not a cell (`ranges.VOLTS`)
 MAX_CELL_V = 10.0
 
@@ -91,12 +95,16 @@ def measure_site(env, pstat, channel: int, plan: ScreeningPlan):
             interval_s=max(0.001, _pulse.duration_s / 10)), _pulse.duration_s)
         volts = [s.E_V for s in samples if s.E_V is not None]
         before = out.metrics.get("ocv_V")
-        reached = volts and (volts[-1] >= _pulse.max_V - 1e-6 or volts[-1] <= _pulse.min_V + 1e-6)
-        if not volts or reached or before is None:
-            out.contact = False
-            out.why = "the pulse could not pass its current" if volts else "no pulse read"
-        else:
+        if volts and before is not None:
             out.metrics["r_dc_ohm"] = abs((volts[-1] - before) / current)
+            # a shorted cell sits at its limit from the start; a floating probe runs to it
+            ran_away = min(abs(volts[-1] - _pulse.max_V), abs(volts[-1] - _pulse.min_V)) \
+                < 1e-3 and abs(volts[-1] - before) > RUNAWAY_V
+            if plan.eis is None and (ran_away or out.metrics["r_dc_ohm"] >
+                                     plan.contact_max_ohm):
+                out.contact, out.why = False, "the pulse could not pass its current"
+        elif plan.eis is None:
+            out.contact, out.why = False, "no pulse read"
     out.busy_s = env.now - t0
     return out
 

@@ -24,18 +24,19 @@ class SimSheets:
     def load(self, store, run_id: int, spec, seed: int | None) -> None:
         """Build the sheet `spec` describes (id, roll, rows, cols, pitch_x_mm, pitch_y_mm,
         cell_kind, area_cm2, dwell_h, and optionally `sim`: a mapping over `SheetParams`):
-        its films are the roll's true films when it has a roll, else the seeds' stack of
-        its kind. Every cell's truth goes to the store apart from measurements. A sheet
-        loaded again by the same run (a resume) is the one first loaded, ready at the same
-        lab time (unless the clock now reads earlier). InputError (one sentence) for a spec
-        the simulator cannot build."""
+        its films are the roll's true films when the store holds its layers, else the
+        seeds' stack of its kind. Every cell's truth goes to the store apart from
+        measurements. A sheet loaded again by the same run (a resume) is the one first
+        loaded, ready at the same lab time (unless the clock now reads earlier).
+        InputError (one sentence) for a spec the simulator cannot build."""
         now = self._lab.world.clock()
         first = store.sim_truths(SHEET, str(spec.id)).get((run_id, 0))
         t_ready = now if first is None else min(float(first["t_ready_s"]), now)
         kind = getattr(spec, "cell_kind", None) or "lco_anodeless"
         roll = getattr(spec, "roll", None)
         try:
-            layers = true_films(store, roll) if roll else default_layers(kind)
+            layers = _roll_films(store, roll) if roll else None
+            layers = layers or default_layers(kind)
             params = SheetParams.from_mapping(getattr(spec, "sim", None))
             sheet = SimSheet(spec.id, spec.rows, spec.cols, (spec.pitch_x_mm, spec.pitch_y_mm),
                              layers, kind, getattr(spec, "area_cm2", None),
@@ -53,6 +54,15 @@ class SimSheets:
             store.put_sim_truth(SHEET_CELL, run_id, sheet.id,
                                 sheet.position(truth["row"], truth["col"]), truth)
         self._lab.sheet = sheet
+
+
+def _roll_films(store, roll: str) -> list[dict] | None:
+    """The roll's true films, or None for a roll this store holds no layers of (made
+    before or outside its records: the seeds' stack of the kind stands in)."""
+    try:
+        return true_films(store, roll)
+    except InputError:
+        return None
 
 
 def sheet_cell(store, sheet_id: str, row: int, col: int, now: float):

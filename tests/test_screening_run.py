@@ -1,0 +1,173 @@
+"""Sheet screening end to end on the simulated lab (issue 13): a roll deposited by the
+sputter tool, its sheet screened by the shipped recipe (20 × 30 cells, 32 sites,
+multisine impedance), scored against the simulated sheet's ground truth; the maps, the
+exports, the genealogy; a kill -9 mid-sheet and a resume that measures every cell once;
+contacts that fail, measured and binned as the tester's fault."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from stores import committed
+
+from lipon_hw.cli import main
+from lipon_hw.deposition.session import start_run
+from lipon_hw.engine import lifecycle
+from lipon_hw.kinds import RunOptions
+from lipon_hw.screening.kind import KIND
+from lipon_hw.sim.sheet.hooks import SHEET_CELL
+from lipon_hw.sim.sheet.score import score
+from lipon_hw.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "sequences" / "sheet_screening.yaml"
+SHEET, ROLL = "SHEET-0001", "ROLL-0001"
+
+
+@pytest.fixture(scope="module")
+def screened(tmp_path_factory):
+    """ROLL-0001's LiPON sputtered by the shipped 1 µm recipe, then its sheet screened."""
+    data = tmp_path_factory.mktemp("screened") / "data"
+    deposit = start_run(str(ROOT / "sequences" / "lipon_rf_sputter.yaml"), data,
+                        sample_id=ROLL)
+    assert deposit.status == "completed"
+    result = lifecycle.start(KIND, str(RECIPE), RunOptions(str(data), seed=1))
+    return data, deposit, result
+
+
+def test_every_cell_is_measured_once_and_binned(screened):
+    data, _, result = screened
+    assert result.status == "completed", result.message
+    store = Store(data, read_only=True)
+    cells = store.screen_cells(result.run_id)
+    assert len(cells) == len({(c.row, c.col) for c in cells}) == 600
+    assert {c.touchdown for c in cells} == set(range(1, 21))  # 4 × 8 sites: 5 × 4 blocks
+    s = result.summary
+    assert s["cells_screened"] == 600 and s["sites"] == 32
+    assert sum(s["hard_bins"].values()) == 600
+
+
+def test_shorts_are_found_and_good_cells_kept_against_the_ground_truth(screened):
+    """Acceptance: ≥ 99 % of shorted cells binned as shorts, ≤ 1 % of good cells out."""
+    data, _, result = screened
+    found = score(Store(data, read_only=True), result.run_id)
+    assert found.shorts >= 10 and found.good >= 500  # the sheet has both to score
+    assert found.short_detection >= 0.99, found.to_dict()
+    assert found.good_loss <= 0.01, found.to_dict()
+    assert found.unscored == 0
+
+
+def test_test_time_per_cell_is_within_1_5_of_the_physical_limit(screened):
+    s = screened[2].summary
+    assert s["physical_limit_per_cell_s"] == pytest.approx(1.0 + 0.5 + 0.1 + 0.2)
+    assert s["test_time_over_limit"] <= 1.5
+    assert s["cells_per_hour"] > 10_000  # 32 sites, ~2 s a touchdown's tests
+
+
+def test_the_maps_follow_the_depositions_thickness_gradient(screened):
+    """Re Z at 10 kHz (the LiPON's bulk resistance) follows the true local LiPON
+    thickness across the sheet, and the heat maps and bin map are drawn."""
+    data, _, result = screened
+    store = Store(data, read_only=True)
+    truth = {pos: t for (_, pos), t in store.sim_truths(SHEET_CELL, SHEET).items()}
+    good = [c for c in store.screen_cells(result.run_id) if c.passed]
+    thickness = np.array([truth[(c.row - 1) * 30 + c.col - 1]["lipon_nm"] for c in good])
+    r_hf = np.array([c.metrics["r_hf_ohm"] for c in good])
+    assert np.corrcoef(thickness, r_hf)[0, 1] > 0.9
+    centre = [c.metrics["r_hf_ohm"] for c in good if c.col in (15, 16)]
+    edge = [c.metrics["r_hf_ohm"] for c in good if c.col in (1, 30)]
+    assert 0.85 < np.mean(edge) / np.mean(centre) < 0.97  # ±5–10 % centre to edge
+    names = {Path(p).name for p in result.plots}
+    for metric in ("ocv_V", "z_10000Hz_ohm", "z_10Hz_ohm", "r_hf_ohm", "bins"):
+        assert f"{SHEET}-{metric}.png" in names
+    assert f"{SHEET}.stdf" in names and f"{SHEET}-cells.csv" in names
+
+
+def test_exports_and_the_genealogy_both_ways(screened, tmp_path):
+    data, deposit, result = screened
+    cli = CliRunner()
+    out = cli.invoke(main, ["export", str(result.run_id), "--data", str(data), "--format",
+                            "stdf", "--out", str(tmp_path / "sheet.stdf")])
+    assert out.exit_code == 0, out.output
+    assert (tmp_path / "sheet.stdf").stat().st_size > 10_000
+    cell = cli.invoke(main, ["sample", f"{SHEET}-R01C01", "--data", str(data), "--json"])
+    assert cell.exit_code == 0, cell.output
+    doc = json.loads(cell.output)
+    assert [a["parent"] for a in doc["ancestors"]] == [SHEET, ROLL]
+    assert str(deposit.run_id) in json.dumps(doc["runs"])  # the run that laid the LiPON
+    assert doc["screening"][0]["run_id"] == result.run_id
+    roll = cli.invoke(main, ["sample", ROLL, "--data", str(data)])
+    assert roll.exit_code == 0 and SHEET in roll.output, roll.output
+
+
+def test_the_shipped_cycling_of_screened_cells_validates_on_the_screened_sheet(screened):
+    data = screened[0]
+    out = CliRunner().invoke(main, ["validate", str(ROOT / "sequences" /
+                                                    "screened_cells_cycling.yaml"),
+                                    "--data", str(data), "--json"])
+    assert out.exit_code == 0, out.output
+
+
+def test_a_killed_sheet_resumes_and_measures_every_cell_exactly_once(tmp_path):
+    """kill -9 mid-sheet (real-time clock at 20×, so the moment comes), then resume: 600
+    cells, each stored once; what was stored before the kill is kept as it was."""
+    data = tmp_path / "data"
+    db = data / "lipon.db"
+    proc = subprocess.Popen([sys.executable, "-m", "lipon_hw.cli", "run", str(RECIPE), "--data",
+                             str(data), "--speed", "20"], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not committed(db, "SELECT 1 FROM screen_cells WHERE touchdown >= 3", while_made=True):
+        assert proc.poll() is None, proc.stderr.read().decode(errors="replace")[-2000:]
+        assert time.monotonic() < deadline, "the moment to kill never came"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    proc.stderr.close()
+    before = committed(db, "SELECT row, col, t_s, metrics, soft_bin FROM screen_cells "
+                           "ORDER BY row, col")
+    assert 64 <= len(before) < 600
+    assert committed(db, "SELECT status FROM runs") == [("running",)]
+    resume = subprocess.run([sys.executable, "-m", "lipon_hw.cli", "resume", "1", "--data",
+                             str(data), "--json"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=300)
+    assert resume.returncode == 0, resume.stderr
+    assert json.loads(resume.stdout.strip().splitlines()[-1])["status"] == "completed"
+    rows = committed(db, "SELECT row, col FROM screen_cells")
+    assert len(rows) == len(set(rows)) == 600
+    kept = committed(db, "SELECT row, col, t_s, metrics, soft_bin FROM screen_cells")
+    assert set(before) <= set(kept)  # measured before the kill: kept as it was
+
+
+def test_lost_contacts_are_measured_retouched_and_binned_as_the_testers_fault(tmp_path):
+    """A prober whose needles miss half the time: no crash; a site without contact is
+    lowered again; one that never made it is a tester fault, never a bad cell."""
+    station = tmp_path / "station.yaml"
+    text = (ROOT / "lipon_hw" / "data" / "sim_lab.yaml").read_text(encoding="utf-8")
+    assert "contact_miss: 0.003" in text
+    station.write_text(text.replace("contact_miss: 0.003", "contact_miss: 0.5"),
+                       encoding="utf-8")
+    recipe = tmp_path / "small.yaml"
+    recipe.write_text(RECIPE.read_text(encoding="utf-8").replace("rows: 20", "rows: 4")
+                      .replace("cols: 30", "cols: 16"), encoding="utf-8")
+    result = lifecycle.start(KIND, str(recipe), RunOptions(str(tmp_path / "d"),
+                                                           str(station), seed=3))
+    assert result.status == "completed", result.message
+    cells = Store(tmp_path / "d", read_only=True).screen_cells(result.run_id)
+    assert len(cells) == 64
+    lost = [c for c in cells if c.contact == "lost"]
+    retouched = [c for c in cells if c.attempts == 2]
+    assert lost and len(retouched) > len(lost)  # some found contact on the second touch
+    assert all(c.soft_bin == 98 and c.hard_bin == 8 and not c.passed for c in lost)
+    assert all(c.soft_bin != 98 for c in cells if c.contact == "ok")
+    assert result.summary["tester_faults"] == len(lost)
