@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from lipon_hw import kinds
 from lipon_hw.celltest.plan import load as load_protocol
 from lipon_hw.celltest.session import start_cycling
 from lipon_hw.cli import main
@@ -31,12 +32,15 @@ from lipon_hw.yamlfile import field_name, loads
 
 SEQUENCES = Path(__file__).resolve().parent.parent / "sequences"
 STATION = load_station(None)
+SCREENING = kinds.all_kinds()["screening"]
 
 
 def _validate(path: Path, store: Store | None = None):
     text = path.read_text(encoding="utf-8")
     if "kind: cycling" in text:
         return load_protocol(str(path), STATION, store)
+    if "kind: screening" in text:
+        return SCREENING.load(str(path), STATION, store)
     return load_recipe(str(path), STATION)
 
 

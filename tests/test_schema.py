@@ -47,7 +47,8 @@ def test_every_shipped_sequence_passes_its_schema(sequence_validator):
     for path in SEQUENCES:
         doc = load_yaml12(path.read_text("utf-8"))
         assert errors(sequence_validator, doc) == [], path.name
-        kind = "protocol" if doc.get("kind") == "cycling" else "recipe"
+        kind = {"cycling": "protocol", "screening": "screening"}.get(doc.get("kind"),
+                                                                      "recipe")
         own = jsonschema.Draft202012Validator(printed_schema(kind))
         assert errors(own, doc) == [], (path.name, kind)
 
