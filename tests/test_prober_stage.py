@@ -142,10 +142,12 @@ def test_move_time_follows_distance_rate_and_acceleration(lab, stage, clock, dx_
     touch(stage, True)
     start = clock()
     expected = stage.move_to_mm(dx_mm, 0)
+    rates = lab.sim.emulators["stage"].settings  # the station's stage, `$110`/`$120`…
+    xy_rate, xy_accel = rates[110] / 60, rates[120]
     lift = trapezoid_s(stage.clear_z_mm - stage.contact_z_mm, stage.feed_mm_min / 60,
-                       100.0)  # Z up at the approach feed and the Z acceleration
-    step = 2 * math.sqrt(dx_mm / XY_ACCEL) if dx_mm < XY_RATE ** 2 / XY_ACCEL else \
-        dx_mm / XY_RATE + XY_RATE / XY_ACCEL
+                       rates[122])  # Z up at the approach feed and the Z acceleration
+    step = 2 * math.sqrt(dx_mm / xy_accel) if dx_mm < xy_rate ** 2 / xy_accel else \
+        dx_mm / xy_rate + xy_rate / xy_accel
     assert expected == pytest.approx(lift + step, rel=1e-6)
     clock.advance(lift + step * 0.98)
     assert stage.moving()

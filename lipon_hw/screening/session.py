@@ -262,6 +262,10 @@ def summarize(store: Store, run_id: int, plan: ScreeningPlan, t_s: float,
             "yield": len(passed) / len(cells) if cells else None,
             "yield_of_measured": len(passed) / len(measured) if measured else None,
             "hard_bins": by_hard, "sites": plan.card.sites,
+            "touchdowns": len(touchdowns(plan.sheet, plan.card)),
+            # the share of site-touchdowns that landed on a cell (the rest fell off the sheet)
+            "site_utilisation": plan.sheet.rows * plan.sheet.cols /
+            (len(touchdowns(plan.sheet, plan.card)) * plan.card.sites),
             "cells_per_hour": len(cells) / t_s * 3600 if t_s > 0 and cells else None,
             "test_time_per_cell_s": median_busy,
             "physical_limit_per_cell_s": limit,
