@@ -50,7 +50,7 @@ def test_tester_fault_is_not_a_bad_cell(rules):
 
 
 @pytest.mark.parametrize("fail, grades, where, match", [
-    ([{**FAIL[0], "when": "ocv_mV < 1"}], GRADES, ("fail", 0, "when"), "not a recorded"),
+    ([{**FAIL[0], "when": "ocv_mV < 1"}], GRADES, ("fail", 0, "when"), "not a metric"),
     ([{**FAIL[0], "when": "__import__('os')"}], GRADES, ("fail", 0, "when"), "not allowed"),
     ([{**FAIL[0], "soft_bin": 1}], GRADES, ("fail", 0, "soft_bin"), "already 'A'"),
     ([{**FAIL[0], "hard_bin": 1}], GRADES, ("fail", 0, "hard_bin"), "already a pass bin"),

@@ -171,3 +171,25 @@ def test_lost_contacts_are_measured_retouched_and_binned_as_the_testers_fault(tm
     assert all(c.soft_bin == 98 and c.hard_bin == 8 and not c.passed for c in lost)
     assert all(c.soft_bin != 98 for c in cells if c.contact == "ok")
     assert result.summary["tester_faults"] == len(lost)
+
+
+def test_an_operator_abort_stops_between_touchdowns_with_the_probes_up_and_resumes(tmp_path):
+    """`lipon-hw abort` reaches the prober at its next touchdown: the run ends aborted,
+    the needles lifted and the sites' cells disconnected; a resume screens the rest."""
+    data = tmp_path / "d"
+    recipe = tmp_path / "small.yaml"
+    recipe.write_text(RECIPE.read_text(encoding="utf-8").replace("rows: 20", "rows: 8")
+                      .replace("cols: 30", "cols: 16"), encoding="utf-8")
+
+    def abort_at_once(run_id, plan):
+        other = Store(data)
+        other.requests.make(run_id, "abort")
+        other.close()
+
+    result = lifecycle.start(KIND, str(recipe), RunOptions(str(data), seed=1),
+                             lifecycle.Watch(start=abort_at_once))
+    assert result.status == "aborted" and "before touchdown 1" in result.message
+    assert Store(data, read_only=True).screen_cells(result.run_id) == []
+    again = lifecycle.resume(KIND, result.run_id, RunOptions(str(data)))
+    assert again.status == "completed", again.message
+    assert len(Store(data, read_only=True).screen_cells(result.run_id)) == 128

@@ -120,9 +120,13 @@ def compile_rules(fail: list[dict], grades: list[dict], tester_fault: dict,
         condition = None
         if spec.get("when") is not None:
             try:
-                condition = parse_condition(spec["when"], known)
+                condition = parse_condition(spec["when"])
             except ValueError as exc:
                 raise ValueError(str(exc), where + ("when",)) from None
+            unknown = [n for n in condition.names if n not in known]
+            if unknown:
+                raise ValueError(f"{unknown[0]!r} is not a metric the recipe's tests give "
+                                 f"(they give {', '.join(metrics)})", where + ("when",))
             if condition.hold_s:
                 raise ValueError("a bin rule is judged once per cell: no 'for' hold",
                                  where + ("when",))

@@ -27,7 +27,7 @@ class SheetSpec:
     pitch_x_mm: float
     pitch_y_mm: float
     cell_kind: str = "lco_anodeless"
-    area_cm2: float = 0.09
+    area_cm2: float = 0.16
     #: hours between the sheet's formation charge and its screening
     dwell_h: float = 12.0
     #: simulator-only settings (defect rates, geometry) handed to a simulated lab's hook

@@ -58,16 +58,20 @@ class SheetModel(_Model):
     roll: r.SAMPLE_ID | None = None
     rows: SHEET_CELLS
     cols: SHEET_CELLS
-    pitch_mm: tuple[PITCH_MM, PITCH_MM]
+    pitch_mm: Annotated[tuple[PITCH_MM, PITCH_MM], Field(
+        description="[x, y]: across the web (columns) and down it (rows), mm, each 0.1 … 1000")]
     cell_kind: Literal["lco_anodeless", "lco", "lnmo"] = "lco_anodeless"
-    area_cm2: r.AREA_CM2 = 0.09
+    area_cm2: r.AREA_CM2 = 0.16
     dwell_h: DWELL_H = 12.0
-    sim: dict | None = None  # simulator-only settings: defect rates, deposition geometry
+    sim: Annotated[dict | None, Field(description=(
+        "simulator-only settings (defect rates, coater geometry), checked when the "
+        "simulated lab builds the sheet"))] = None
 
 
 class ProberModel(_Model):
     tool: str = "prober"
-    sites: tuple[SITES, SITES]
+    sites: Annotated[tuple[SITES, SITES], Field(
+        description="[rows, cols]: the block of the station's probe card in use, each 1 … 1024")]
     settle_s: SETTLE_S = 0.2
     retouch: RETOUCH = 1
     contact_max_ohm: CONTACT_OHM = 1.0e6
@@ -118,7 +122,6 @@ class ScreeningModel(_Model):
     prober: ProberModel
     tests: TestsModel
     bins: BinsModel
-    checkpoint: Literal["touchdown"] = "touchdown"
 
 
 @dataclass(frozen=True)
