@@ -4,13 +4,16 @@ no back-off); then those that failed are tried again, round after round, the run
 moving on between rounds, so one dead instrument never keeps the others waiting. Only an
 instrument whose link has answered is tried again — in this lab's life, or in an earlier
 process of a resumed run (a port that never answered — a run that could not start — is
-reported after its first try). Used for a
-deposition's instruments at the run's end (`deposition.runner.Engine.make_safe`)."""
+reported after its first try). Used for a deposition's instruments at the run's end
+(`deposition.safety`) and a prober's (`screening.safety`)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+import simpy
 
 from lipon_hw.errors import LiponError
 from lipon_hw.links import Link
@@ -67,3 +70,11 @@ def retry_safe_state(calls: list[SafeCall], wait: Callable[[float], None],
         waited += pause
         pause = min(2 * pause, SAFE_RETRY_MAX_S)
         pending = again
+
+
+def clock_moves_on(env, seconds: float) -> None:
+    """The run's clock moves on while a safe state waits to try again, and nothing else
+    runs on it (the run has ended): wall time too on a real-time clock."""
+    if isinstance(env, simpy.rt.RealtimeEnvironment):
+        time.sleep(seconds * env.factor)  # factor: wall seconds per clock second
+    env._now = env.now + seconds  # noqa: SLF001 - simpy has no public setter

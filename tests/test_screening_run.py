@@ -193,3 +193,28 @@ def test_an_operator_abort_stops_between_touchdowns_with_the_probes_up_and_resum
     again = lifecycle.resume(KIND, result.run_id, RunOptions(str(data)))
     assert again.status == "completed", again.message
     assert len(Store(data, read_only=True).screen_cells(result.run_id)) == 128
+
+
+def test_a_dead_channel_fails_the_sheet_with_every_cell_off_and_the_needles_up(tmp_path):
+    """A potentiostat port that drops mid-sheet: the run fails in the link's words, what
+    was measured is kept, and the safe state keeps trying that channel as the clock moves
+    on until its port answers again, the needles lifted meanwhile; the alarms say so."""
+    station = tmp_path / "station.yaml"
+    text = (ROOT / "lipon_hw" / "data" / "sim_lab.yaml").read_text(encoding="utf-8")
+    station.write_text(text.replace("sim:\n  seed: 1\n", "sim:\n  seed: 1\n  faults:\n"
+                                    "    - {fault: link_drop, instrument: probe_pstat, "
+                                    "channel: 5, at_s: 5, for_s: 20}\n"), encoding="utf-8")
+    recipe = tmp_path / "small.yaml"
+    recipe.write_text(RECIPE.read_text(encoding="utf-8").replace("rows: 20", "rows: 8")
+                      .replace("cols: 30", "cols: 16"), encoding="utf-8")
+    data = tmp_path / "d"
+    with pytest.raises(Exception) as failed:
+        lifecycle.start(KIND, str(recipe), RunOptions(str(data), str(station), seed=1))
+    store = Store(data, read_only=True)
+    (run,) = store.runs()
+    assert run.status == "failed" and "probe/5" in run.message, run.message
+    assert "NOT all made safe" not in run.message and "probe/5" in str(failed.value)
+    assert 0 < len(store.screen_cells(run.id)) < 128  # the touchdowns before it, kept
+    safe = [a.message for a in store.alarms(run.id) if a.reaction == "safe state"]
+    assert any("FAILED so far for probe_pstat channel 5" in m for m in safe), safe
+    assert "probe_pstat channels 1–32 off; stage needles up" in safe[-1], safe

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-import time
 from dataclasses import dataclass, field
-
-import simpy
 
 from lipon_hw.errors import LiponError
 from lipon_hw.link_health import instrument_links
-from lipon_hw.safe_retry import SAFE_PATIENCE_S, SafeCall, retry_safe_state
+from lipon_hw.safe_retry import SAFE_PATIENCE_S, SafeCall, clock_moves_on, retry_safe_state
 
 #: the order in which instruments are made safe: stop the power first
 SAFE_ORDER = ("rf_supply", "source_supply", "deposition_controller", "shutter", "gas_flow")
@@ -73,7 +70,7 @@ def make_run_safe(lab, roles: dict[str, str], store, run_id: int, env, reason: s
 
     failed = retry_safe_state([SafeCall(name, lab.instruments[name].make_safe,
                                         instrument_links(lab, name)) for name in names],
-                              lambda s: _clock_moves_on(env, s), on_retry=retrying,
+                              lambda s: clock_moves_on(env, s), on_retry=retrying,
                               answered_before=resumed)
     safe = SafeState([n for n in names if n not in failed],
                      [f"{n} ({failed[n]})" for n in names if n in failed])
@@ -85,11 +82,3 @@ def make_run_safe(lab, roles: dict[str, str], store, run_id: int, env, reason: s
         store.add_alarm(run_id, env.now, "info" if safe.ok else "error", "engine", message,
                         reaction="safe state")
     return safe
-
-
-def _clock_moves_on(env, seconds: float) -> None:
-    """The run's clock moves on while the safe state waits to try again, and nothing else
-    runs on it (the run has ended): wall time too on a real-time clock."""
-    if isinstance(env, simpy.rt.RealtimeEnvironment):
-        time.sleep(seconds * env.factor)  # factor: wall seconds per clock second
-    env._now = env.now + seconds  # noqa: SLF001 - simpy has no public setter

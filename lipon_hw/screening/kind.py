@@ -83,28 +83,14 @@ class ScreeningKind(KindBase):
         return {k: v for k, v in result.summary.items() if k != "virtual_s"}
 
     def make_safe(self, run, station, lab, done: list[str], failed: list[str]) -> None:
-        """Probes lifted, every site's cell disconnected."""
+        """Every site's cell off, the needles lifted: one round (the guard's)."""
         from lipon_hw.screening.recipe import load_screening
+        from lipon_hw.screening.safety import make_prober_safe
 
         plan = load_screening(run.sequence_path, station, text=run.sequence_text)
-        before = len(failed)
-        try:
-            lab.instruments[plan.stage].make_safe()
-            done.append(f"{plan.stage} probes lifted")
-        except Exception as exc:  # noqa: BLE001 - the channels are tried all the same
-            failed.append(f"{plan.stage}: probes not lifted ({exc})")
-        pstat = lab.instruments[plan.potentiostat]
-        for i in range(plan.card.rows):
-            for j in range(plan.card.cols):
-                channel = plan.card.channel(i, j)
-                try:
-                    pstat.stop(channel)
-                    pstat.cell_off(channel)
-                except Exception as exc:  # noqa: BLE001 - every channel is tried
-                    failed.append(f"{plan.potentiostat} channel {channel}: cell not "
-                                  f"disconnected ({exc})")
-        if len(failed) == before:
-            done.append(f"{plan.potentiostat} sites' cells disconnected")
+        made, failures = make_prober_safe(lab, plan, lambda s: None, patience_s=0.0)
+        done.extend(made)
+        failed.extend(failures)
 
     def last_stored_t(self, store, run_id: int) -> float:
         point = store.last_checkpoint(run_id)

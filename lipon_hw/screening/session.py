@@ -14,6 +14,8 @@ tester fault, never as a bad cell.
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import time
 
 from lipon_hw.engine import lifecycle
@@ -23,9 +25,11 @@ from lipon_hw.engine.lifecycle import Interrupted, Outcome, Resumption, Running,
 from lipon_hw.engine.ownership import Resource
 from lipon_hw.errors import InputError, InstrumentError, LiponError
 from lipon_hw.kinds import RunOptions
+from lipon_hw.safe_retry import SAFE_PATIENCE_S, clock_moves_on
 from lipon_hw.screening.layout import Touchdown, touchdowns
 from lipon_hw.screening.measure import SiteResult, measure_site, physical_limit_s
 from lipon_hw.screening.recipe import ScreeningPlan
+from lipon_hw.screening.safety import make_prober_safe
 from lipon_hw.store import Store
 from lipon_hw.store_schema import ScreenCell, Sheet
 
@@ -110,11 +114,8 @@ def execute(running: Running) -> Outcome:
         raise
     finally:
         with uninterruptible():
-            failures = prober.make_safe()
+            failures = prober.make_safe(resumed=point is not None)
             try:
-                for failure in failures:
-                    store.add_alarm(run_id, env.now, "error", plan.stage, failure,
-                                    reaction="safe state")
                 if failures:
                     status = "failed"
                     message = (f"{message}; " if message else "") + \
@@ -221,25 +222,25 @@ class Prober:
             self._wish = "abort" if "abort" in pending else toggles[-1] if toggles else None
         return self._wish
 
-    def make_safe(self) -> list[str]:
-        """Probes up, every site's cell disconnected: each tried, whatever failed before.
-        Returns what could not be done, one phrase each."""
-        failures = []
-        try:
-            self.stage.make_safe()
-        except Exception as exc:  # noqa: BLE001 - the channels are tried all the same
-            failures.append(f"the probes of {self.plan.stage} could not be lifted ({exc})")
-        card = self.plan.card
-        for i in range(card.rows):
-            for j in range(card.cols):
-                channel = card.channel(i, j)
-                try:
-                    self.pstat.stop(channel)
-                    self.pstat.cell_off(channel)
-                except Exception as exc:  # noqa: BLE001 - every channel is tried
-                    failures.append(f"{self.plan.potentiostat} channel {channel}: the cell "
-                                    f"could not be disconnected ({exc})")
-        return failures
+    def make_safe(self, resumed: bool) -> list[str]:
+        """Every site's cell off, the needles up (`safety`), retried as the clock moves on;
+        the operator hears at once what is still being tried. Returns what failed."""
+        def retrying(failed: dict[str, str]) -> None:
+            with contextlib.suppress(sqlite3.Error, LiponError):
+                self.store.add_alarm(self.run_id, self.env.now, "error", self.plan.stage,
+                                     f"safe state: FAILED so far for {', '.join(failed)}; "
+                                     f"trying again for up to {SAFE_PATIENCE_S / 60:.0f} min",
+                                     reaction="safe state")
+
+        done, failed = make_prober_safe(self.lab, self.plan,
+                                        lambda s: clock_moves_on(self.env, s),
+                                        on_retry=retrying, answered_before=resumed)
+        with contextlib.suppress(sqlite3.Error, LiponError):
+            self.store.add_alarm(self.run_id, self.env.now, "error" if failed else "info",
+                                 self.plan.stage, "safe state: " + "; ".join(
+                                     [*(f"{d}" for d in done), *(f"FAILED {f}" for f in failed)]),
+                                 reaction="safe state")
+        return failed
 
 
 def summarize(store: Store, run_id: int, plan: ScreeningPlan, t_s: float,
