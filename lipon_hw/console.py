@@ -71,8 +71,9 @@ def _show(kind, options: RunOptions, go) -> None:
         for line in kind.summary_lines(result):
             click.echo(line)
         click.echo(alarm_view.summary_line(result.run_id, result.alarms, _data_hint(options)))
-        if result.plots:
-            click.echo(f"plots: {', '.join(result.plots)}")
+        if result.plots:  # plots, and the data files a kind writes beside them
+            label = "plots" if all(p.endswith(".png") for p in result.plots) else "written"
+            click.echo(f"{label}: {', '.join(result.plots)}")
     if result.status != "completed":
         raise RunAborted(result.message)
 
