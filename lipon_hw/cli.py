@@ -307,7 +307,9 @@ def _operator_request(action: str, doc: str):
             raise InputError(f"run {run_id} is marked running but no engine is driving it (its "
                              f"process was killed or its machine stopped); nothing would act on "
                              f"{action}: `lipon-hw resume {run_id}` continues it")
-        store.requests.make(run_id, action)
+        from lipon_hw.store_requests import os_user
+
+        store.requests.make(run_id, action, author=os_user())
         click.echo(f"run {run_id}: {action} requested; the engine acts on it at its next sample")
 
     command.__doc__ = doc
