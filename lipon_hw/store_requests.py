@@ -1,9 +1,10 @@
 """Operator requests to a running engine (pause, continue, abort), queued in the store.
 
 `lipon-hw pause|continue|abort RUN` (or an operator of `lipon-hw serve`) adds a row to
-`requests`, with who made it (`author`: the OS user, or the web user's name); the engine driving the run
-takes the rows not yet taken at its next sample and acts on them. Every worker process of
-a cell test sees a pending abort (`pending`) until the run's end marks it taken.
+`requests`, with who made it (`author`: the OS user, or the web user's name); the engine
+driving the run takes the rows not yet taken at its next sample and acts on them. Every
+worker process of a cell test sees a pending abort (`pending`) until the run's end marks
+it taken.
 """
 
 from __future__ import annotations
