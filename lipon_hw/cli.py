@@ -399,9 +399,9 @@ def schema(kind) -> None:
 
 
 @main.command(name="serve")
-@click.option("--bind", "bind_text", default="127.0.0.1:8765", show_default=True,
-              help="HOST:PORT to listen on ([::1]:PORT for IPv6; port 0: any free one). "
-                   "Beyond loopback, tokens are required.")
+@click.option("--bind", "bind_text", default="localhost:8765", show_default=True,
+              help="HOST:PORT to listen on (localhost: 127.0.0.1 and ::1; [::1]:PORT for "
+                   "IPv6; port 0: any free one). Beyond loopback, tokens are required.")
 @click.option("--token-file", type=click.Path(dir_okay=False),
               help="Users, one `NAME ROLE TOKEN` a line (role viewer or operator), a file "
                    "only its owner may read. Default: LIPON_HW_TOKEN, one operator; neither: "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -19,8 +20,10 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Annotated
 
 import pytest
+from fastapi import Depends
 from fastapi.testclient import TestClient
 from stores import committed
 
@@ -30,7 +33,7 @@ from lipon_hw.errors import InputError, RunAborted
 from lipon_hw.genealogy import lineage
 from lipon_hw.store import DB_NAME, Store
 from lipon_hw.web.app import create_app
-from lipon_hw.web.security import Security, User, configure, load_token_file
+from lipon_hw.web.security import Security, User, configure, load_token_file, require
 from lipon_hw.web.server import SERVE_FILE, parse_bind, url_for
 
 from recipes import LNMO, short_recipe
@@ -105,6 +108,27 @@ def test_reads_need_a_known_token_and_the_engine_token_reads_nothing(made):
         assert isinstance(detail, str) and detail.count(".") <= 1 and "\n" not in detail
         if status == 401:
             assert answer.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_the_engine_role_posts_events_and_no_one_else_does(made):
+    """What the engine's endpoint (`require("engine")`) lets through."""
+    security = Security(TOKENS)
+    security.add("engine-token-0123456789", User("engine", "engine"))
+    app = create_app(made[0], security)
+
+    @app.post("/api/probe")
+    def probe(user: Annotated[User, Depends(require("engine"))]) -> dict:
+        return {"name": user.name}
+
+    client = TestClient(app)
+    engine = client.post("/api/probe", headers=bearer("engine-token-0123456789"))
+    assert (engine.status_code, engine.json()) == (200, {"name": "engine"})
+    refused = client.post("/api/probe", headers=bearer(OPERATOR))
+    assert (refused.status_code, refused.json()) == (
+        403, {"detail": "only an engine of this data directory posts a run's events"})
+    assert client.post("/api/probe").status_code == 401
+    with pytest.raises(ValueError, match="no role 'admin'"):
+        require("admin")
 
 
 def test_readings_come_in_bounded_pages_that_add_up_to_the_run(made, client):
@@ -296,6 +320,15 @@ def _get(url: str, token: str | None = None) -> tuple[int, object]:
         return exc.code, json.loads(exc.read())
 
 
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
 def test_the_real_server_serves_announces_itself_and_cleans_up(made, tmp_path):
     data = made[0]
     tokens = tmp_path / "tokens"
@@ -303,7 +336,7 @@ def test_the_real_server_serves_announces_itself_and_cleans_up(made, tmp_path):
     tokens.chmod(0o600)
     announced = data / SERVE_FILE
     server = subprocess.Popen([sys.executable, "-m", "lipon_hw.cli", "serve", "--bind",
-                               "127.0.0.1:0", "--token-file", str(tokens), "--data", str(data)],
+                               "localhost:0", "--token-file", str(tokens), "--data", str(data)],
                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True)
     try:
@@ -319,6 +352,9 @@ def test_the_real_server_serves_announces_itself_and_cleans_up(made, tmp_path):
         status, runs = _get(f"{found['url']}/api/runs", VIEWER)
         assert status == 200 and [r["id"] for r in runs] == [made[1], made[2]]
         assert _get(f"{found['url']}/api/runs")[0] == 401
+        if _has_ipv6_loopback():  # localhost is both loopbacks, on one port
+            port = found["url"].rpartition(":")[2]
+            assert _get(f"http://[::1]:{port}/api/runs", VIEWER) == (status, runs)
         assert _get(f"{found['url']}/api/runs", found["engine_token"])[0] == 403
 
         second = cli("serve", "--bind", "127.0.0.1:0", "--token-file", tokens, "--data", data,

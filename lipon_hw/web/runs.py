@@ -183,7 +183,7 @@ def _action(action: str):
         finally:
             store.close()
         client = request.client.host if request.client else "?"
-        log.warning("run %d: %s requested by %s (%s) from %s", run_id, action, user.name,
+        log.info("run %d: %s requested by %s (%s) from %s", run_id, action, user.name,
                     user.role, client)
         return {"run_id": run_id, "action": action, "author": user.name,
                 "detail": f"run {run_id}: {action} requested by {user.name}; the engine acts "

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import secrets
+import signal
 import socket
 from pathlib import Path
 
@@ -22,7 +24,8 @@ from lipon_hw.engine.ownership import Ownership, Resource
 from lipon_hw.errors import InputError
 from lipon_hw.web.security import ENGINE, User, configure
 
-DEFAULT_BIND = "127.0.0.1:8765"
+#: `localhost` is 127.0.0.1 and, where the machine has IPv6, ::1, on one port
+DEFAULT_BIND = "localhost:8765"
 SERVE_FILE = "serve.json"
 SERVING = Resource("serve", "{holder} serves this data directory already; stop it first")
 
@@ -43,7 +46,7 @@ def parse_bind(text: str) -> tuple[str, int]:
 
 def url_for(host: str, port: int) -> str:
     """Where an engine on this machine reaches a server bound to `host`."""
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "localhost": "127.0.0.1"}.get(host, host)
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
@@ -62,6 +65,17 @@ def bind(host: str, port: int) -> socket.socket:
         raise InputError(f"cannot bind {host}:{port} ({_why(exc)})") from None
     sock.set_inheritable(True)
     return sock
+
+
+def bind_all(host: str, port: int) -> list[socket.socket]:
+    """The listening sockets: `localhost` binds both loopbacks (::1 only where it can)."""
+    if host != "localhost":
+        return [bind(host, port)]
+    first = bind("127.0.0.1", port)
+    if socket.has_ipv6:
+        with contextlib.suppress(InputError):  # a machine without IPv6 loopback
+            return [first, bind("::1", first.getsockname()[1])]
+    return [first]
 
 
 def announce(data: Path, url: str, engine_token: str) -> Path:
@@ -98,22 +112,50 @@ def serve(bind_text: str, token_file: str | None, data_dir: str,
     data.mkdir(parents=True, exist_ok=True)
     with Ownership(data, "lipon-hw serve") as owned:
         owned.take([SERVING])
-        sock = bind(host, port)
+        sockets = bind_all(host, port)
         engine_token = secrets.token_urlsafe(32)
         security.add(engine_token, User("engine", ENGINE))
-        url = url_for(host, sock.getsockname()[1])
+        url = url_for(host, sockets[0].getsockname()[1])
         announced = announce(data, url, engine_token)
         try:
+            _log_actions()
             who = (f"local requests act as {security.local_operator.name} (operator); "
                    "no tokens" if security.local_operator else "tokens required")
             echo(f"serving {data} at {url} ({who}); Ctrl-C stops")
             config = uvicorn.Config(create_app(data, security), log_level=log_level,
                                     lifespan="off")
-            uvicorn.Server(config).run(sockets=[sock])
+            with _stop_on_sigterm():  # uvicorn stops, then raises again what stopped it
+                uvicorn.Server(config).run(sockets=sockets)
+        except KeyboardInterrupt:
+            pass  # the server was asked to stop, and did
         finally:
             withdraw(announced, engine_token)
-            sock.close()
+            for sock in sockets:
+                sock.close()
     return 0
+
+
+def _log_actions() -> None:
+    """Operators' actions (`runs`: who asked what of which run) beside uvicorn's log."""
+    log = logging.getLogger("lipon_hw.web")
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm():
+    """SIGTERM ends the serving as Ctrl-C does (the announcement withdrawn on the way)."""
+    def stop(_signum, _frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _why(exc: BaseException) -> str:
