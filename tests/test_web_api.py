@@ -231,13 +231,27 @@ def test_loopback_without_tokens_is_the_local_operator_and_nothing_else_binds(ma
     security = configure("127.0.0.1", None, environ={})
     local = security.local_operator
     assert local is not None and local.role == "operator" and local.name
-    here = TestClient(create_app(data, security), client=("127.0.0.1", 40000))
+    app = create_app(data, security)
+    here = TestClient(app, base_url="http://127.0.0.1:8765", client=("127.0.0.1", 40000))
     assert here.get("/api/runs").status_code == 200
     finished = here.post(f"/api/runs/{dep}/abort")  # past the operator check: it has ended
     assert finished.status_code == 409
+    own_page = {"Origin": "http://127.0.0.1:8765", "Sec-Fetch-Site": "same-origin"}
+    assert here.post(f"/api/runs/{dep}/abort", headers=own_page).status_code == 409
     for host in ("::1", "::ffff:127.0.0.1"):
-        assert TestClient(create_app(data, security), client=(host, 1)).get(
+        assert TestClient(app, base_url="http://[::1]:8765", client=(host, 1)).get(
             "/api/runs").status_code == 200
+    # another site open in the lab PC's browser, posting here: CSRF, DNS rebinding
+    for headers, named in (({"Origin": "https://evil.example"}, "origin 'https://evil.example'"),
+                           ({"Origin": "null"}, "origin 'null'"),
+                           ({"Sec-Fetch-Site": "cross-site"}, "a cross-site page"),
+                           ({"Host": "evil.example:8765"}, "host 'evil.example:8765'"),
+                           ({"Host": "[::1"}, "host '[::1'")):
+        refused = here.post(f"/api/runs/{dep}/abort", headers=headers)
+        assert (refused.status_code, refused.json()) == (401, {
+            "detail": f"a request without a token must come from this server's own pages, "
+                      f"not {named}"}), headers
+    assert TestClient(app, client=("127.0.0.1", 1)).get("/api/runs").status_code == 401
     away = TestClient(create_app(data, security), client=("192.168.1.20", 40000))
     assert away.get("/api/runs").status_code == 401
 

@@ -14,6 +14,11 @@ Where the users come from (`configure`):
 - else no tokens: allowed on a loopback bind only (127.0.0.1, ::1, localhost), where a
   request from this machine without a token is the local operator, named after the OS
   user running the server — the single-user lab PC. Any other bind refuses to start.
+  A tokenless request sent by a browser must come from this server's own pages (a Host
+  that is a loopback address, an Origin equal to it, no cross-site fetch), so that
+  another site open in the lab PC's browser cannot post here as the local operator
+  (CSRF, DNS rebinding). A reverse proxy on the same machine makes every request look
+  local: behind one, configure tokens.
 
 With tokens, every request (reads too) carries `Authorization: Bearer TOKEN`: none, or one
 not known, is 401 (`WWW-Authenticate: Bearer`); a role below the one asked is 403; both
@@ -31,6 +36,7 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from fastapi import HTTPException
 from starlette.requests import HTTPConnection
@@ -69,11 +75,16 @@ class Security:
     def add(self, token: str, user: User) -> None:
         self._users.append((_digest(token), user))
 
-    def identify(self, authorization: str | None, client_host: str | None) -> User:
-        """The user of a request, from its Authorization header and where it comes
-        from; HTTPException 401 when it names no known user."""
+    def identify(self, authorization: str | None, client_host: str | None,
+                 headers: Mapping[str, str] | None = None) -> User:
+        """The user of a request, from its Authorization header, where it comes from and
+        (a tokenless local request) the page that sent it; 401 when it names no user."""
         if authorization is None:
             if self.local_operator is not None and is_loopback(client_host):
+                foreign = _foreign_page(headers or {})
+                if foreign:
+                    raise _unauthorized(f"a request without a token must come from this "
+                                        f"server's own pages, not {foreign}")
                 return self.local_operator
             raise _unauthorized("this request needs a token: send `Authorization: Bearer "
                                 "TOKEN`")
@@ -91,9 +102,9 @@ class Security:
         return found
 
     def authorize(self, authorization: str | None, client_host: str | None,
-                  role: str) -> User:
+                  role: str, headers: Mapping[str, str] | None = None) -> User:
         """The request's user if its role allows `role`; else 401 or 403."""
-        user = self.identify(authorization, client_host)
+        user = self.identify(authorization, client_host, headers)
         if not allows(user.role, role):
             if user.role == ENGINE:
                 why = "the engine's token may only post a run's events"
@@ -120,7 +131,8 @@ def require(role: str):
     def dependency(connection: HTTPConnection) -> User:
         security: Security = connection.app.state.security
         client = connection.client.host if connection.client else None
-        return security.authorize(connection.headers.get("authorization"), client, role)
+        return security.authorize(connection.headers.get("authorization"), client, role,
+                                  connection.headers)
 
     return dependency
 
@@ -195,6 +207,30 @@ def is_loopback(host: str | None) -> bool:
         return False
     mapped = getattr(address, "ipv4_mapped", None)
     return (mapped or address).is_loopback
+
+
+def _foreign_page(headers: Mapping[str, str]) -> str | None:
+    """What betrays a tokenless request from this machine as another site's doing (a page
+    in the lab PC's browser posting here, or a name rebound to 127.0.0.1): a Host that is
+    not a loopback address, an Origin other than that Host, a cross-site fetch. None: it
+    is this server's own page, or no browser's request at all (curl, a script)."""
+    host = headers.get("host", "")
+    if not is_loopback(_hostname(f"http://{host}")):
+        return f"host {host!r}"
+    origin = headers.get("origin")
+    if origin is not None and (_hostname(origin) is None or urlsplit(origin).netloc != host):
+        return f"origin {origin!r}"
+    site = headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        return f"a {site} page"
+    return None
+
+
+def _hostname(url: str) -> str | None:
+    try:
+        return urlsplit(url).hostname
+    except ValueError:  # e.g. an unclosed [ of an IPv6 address
+        return None
 
 
 def _check_token(token: str, where: str) -> None:
