@@ -23,12 +23,13 @@ class PagedReads:
         sql = ("SELECT r.t_s, r.rowid, q.name, r.value FROM readings r JOIN quantities q"
                " ON q.id = r.quantity_id WHERE r.run_id=?")
         args: list = [run_id]
-        if since_t is not None:
+        lowest = [t for t in (since_t, after[0] if after else None) if t is not None]
+        if lowest:  # a range of the index (run_id, t_s): a page costs its rows, not its place
             sql += " AND r.t_s >= ?"
-            args.append(since_t)
+            args.append(max(lowest))
         if after is not None:
-            sql += " AND (r.t_s > ? OR (r.t_s = ? AND r.rowid > ?))"
-            args += [after[0], after[0], after[1]]
+            sql += " AND (r.t_s > ? OR r.rowid > ?)"
+            args += [after[0], after[1]]
         if names is not None:
             names = list(names)
             sql += f" AND q.name IN ({','.join('?' * len(names))})"
