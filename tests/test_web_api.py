@@ -387,6 +387,18 @@ def test_the_real_server_serves_announces_itself_and_cleans_up(made, tmp_path):
     assert not announced.exists()
 
 
+def test_an_empty_data_directory_has_no_runs_and_a_damaged_store_is_503(tmp_path):
+    client = TestClient(create_app(tmp_path, Security(TOKENS)))
+    assert client.get("/api/runs", headers=bearer(VIEWER)).json() == []
+    assert client.get("/api/runs/1", headers=bearer(VIEWER)).status_code == 404
+    assert client.get("/api/samples/T-1", headers=bearer(VIEWER)).status_code == 404
+    (tmp_path / DB_NAME).write_bytes(b"not a database at all, " * 100)
+    damaged = client.get("/api/runs", headers=bearer(VIEWER))
+    assert damaged.status_code == 503
+    assert damaged.json()["detail"].startswith(f"{tmp_path / DB_NAME} is not")
+    assert (tmp_path / DB_NAME).read_bytes() == b"not a database at all, " * 100
+
+
 def test_concurrent_requests_each_read_their_own_store(made):
     """Requests answered concurrently each open and close their own read-only store."""
     client = TestClient(create_app(made[0], Security(TOKENS)))
