@@ -22,7 +22,7 @@ from pathlib import Path
 
 from lipon_hw.engine.ownership import Ownership, Resource
 from lipon_hw.errors import InputError
-from lipon_hw.web.security import ENGINE, User, configure
+from lipon_hw.web.security import ENGINE, User, configure, is_loopback
 
 #: `localhost` is 127.0.0.1 and, where the machine has IPv6, ::1, on one port
 DEFAULT_BIND = "localhost:8765"
@@ -121,7 +121,10 @@ def serve(bind_text: str, token_file: str | None, data_dir: str,
             _log_actions()
             who = (f"local requests act as {security.local_operator.name} (operator); "
                    "no tokens" if security.local_operator else "tokens required")
-            echo(f"serving {data} at {url} ({who}); Ctrl-C stops")
+            port = sockets[0].getsockname()[1]
+            bound = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            where = url if is_loopback(host) else f"{bound}, from this machine {url}"
+            echo(f"serving {data} on {where} ({who}); Ctrl-C stops")
             config = uvicorn.Config(create_app(data, security), log_level=log_level,
                                     lifespan="off")
             with _stop_on_sigterm():  # uvicorn stops, then raises again what stopped it
