@@ -67,11 +67,6 @@ class Security:
         self._users = [(_digest(t), u) for t, u in (tokens or {}).items()]
         self.local_operator = local_operator
 
-    @property
-    def has_tokens(self) -> bool:
-        """Any person's token (the engine's does not count)."""
-        return any(u.role != ENGINE for _, u in self._users)
-
     def add(self, token: str, user: User) -> None:
         self._users.append((_digest(token), user))
 
@@ -124,7 +119,9 @@ def allows(has: str, needs: str) -> bool:
 
 def require(role: str):
     """A FastAPI dependency: the request's User when its role allows `role` (the app's
-    `state.security` decides), else 401/403. Use as `user: User = Depends(require(...))`."""
+    `state.security` decides), else 401/403: `user: Annotated[User, Depends(require("engine"))]`
+    in a route's parameters (HTTP; for a WebSocket, which a browser cannot give headers,
+    call `app.state.security.authorize` with the token it sends)."""
     if role not in (*ROLES, ENGINE):
         raise ValueError(f"no role {role!r}")
 
