@@ -307,7 +307,9 @@ def _operator_request(action: str, doc: str):
             raise InputError(f"run {run_id} is marked running but no engine is driving it (its "
                              f"process was killed or its machine stopped); nothing would act on "
                              f"{action}: `lipon-hw resume {run_id}` continues it")
-        store.requests.make(run_id, action)
+        from lipon_hw.store_requests import os_user
+
+        store.requests.make(run_id, action, author=os_user())
         click.echo(f"run {run_id}: {action} requested; the engine acts on it at its next sample")
 
     command.__doc__ = doc
@@ -394,6 +396,26 @@ def schema(kind) -> None:
     if kind not in names():
         raise InputError(f"no schema of {kind!r}: choose one of {', '.join(names())}")
     click.echo(json.dumps(make(kind), indent=1, ensure_ascii=False))
+
+
+@main.command(name="serve")
+@click.option("--bind", "bind_text", default="localhost:8765", show_default=True,
+              help="HOST:PORT to listen on (localhost: 127.0.0.1 and ::1; [::1]:PORT for "
+                   "IPv6; port 0: any free one). Beyond loopback, tokens are required.")
+@click.option("--token-file", type=click.Path(dir_okay=False),
+              help="Users, one `NAME ROLE TOKEN` a line (role viewer or operator), a file "
+                   "only its owner may read. Default: LIPON_HW_TOKEN, one operator; neither: "
+                   "local requests act as the local operator (loopback only).")
+@data_option
+@reports_errors
+def serve_web(bind_text, token_file, data_dir) -> None:
+    """Serve the operator's web view of the data directory (runs, readings, channels,
+    alarms, samples; pause, continue, abort) until SIGINT/SIGTERM."""
+    from lipon_hw.extras import needs
+
+    with needs("web", "`lipon-hw serve`"):
+        from lipon_hw.web.server import serve as run_server
+    sys.exit(run_server(bind_text, token_file, data_dir, echo=click.echo))
 
 
 @main.group()

@@ -14,7 +14,8 @@ from contextlib import contextmanager
 from lipon_hw.errors import MissingExtra
 
 #: the top-level modules each extra brings that the code imports
-MODULES = {"plots": ("matplotlib",), "bluesky": ("bluesky", "ophyd_async", "ophyd")}
+MODULES = {"plots": ("matplotlib",), "bluesky": ("bluesky", "ophyd_async", "ophyd"),
+           "web": ("fastapi", "starlette", "uvicorn", "websockets")}
 
 
 @contextmanager

@@ -91,6 +91,10 @@ MIGRATIONS: tuple[Migration, ...] = (
     # bins keyed by (run, row, col), and the genealogy roll → sheet → cell as links
     Migration(6, "sheets, screened cells with their bins, and links between samples",
               store_screening.SQL),
+    # who asked: the OS user of `lipon-hw pause|continue|abort`, or the web user whose
+    # token made the request (`lipon-hw serve`); NULL for a request made before layout 7
+    Migration(7, "each operator request's author",
+              "ALTER TABLE requests ADD COLUMN author TEXT"),
 )
 
 #: the layout this lipon-hw writes (`PRAGMA user_version`)

@@ -1,15 +1,27 @@
 """Operator requests to a running engine (pause, continue, abort), queued in the store.
 
-`lipon-hw pause|continue|abort RUN` adds a row to `requests`; the engine driving the run
-takes the rows not yet taken at its next sample and acts on them. Every worker process of
-a cell test sees a pending abort (`pending`) until the run's end marks it taken.
+`lipon-hw pause|continue|abort RUN` (or an operator of `lipon-hw serve`) adds a row to
+`requests`, with who made it (`author`: the OS user, or the web user's name); the engine
+driving the run takes the rows not yet taken at its next sample and acts on them. Every
+worker process of a cell test sees a pending abort (`pending`) until the run's end marks
+it taken.
 """
 
 from __future__ import annotations
 
+import getpass
+import os
 import sqlite3
 import time
 from collections.abc import Callable
+
+
+def os_user() -> str:
+    """The name of the user this process runs as (its uid where no name is known)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER in the environment
+        return f"uid {os.getuid()}"
 
 
 class OperatorRequests:
@@ -21,9 +33,11 @@ class OperatorRequests:
         self._write_soon = write_soon
         self._taken: set[int] = set()
 
-    def make(self, run_id: int, action: str) -> None:
-        self._db.execute("INSERT INTO requests (run_id, action, made_at) VALUES (?,?,?)",
-                         (run_id, action, time.time()))
+    def make(self, run_id: int, action: str, author: str | None = None) -> None:
+        """Committed at once; `author`: who asked (None: not said)."""
+        self._db.execute("INSERT INTO requests (run_id, action, made_at, author)"
+                         " VALUES (?,?,?,?)", (run_id, action, time.time(), author))
+
 
     def pending(self, run_id: int) -> list[str]:
         """Requests not yet acted on, left pending (every worker of a run sees them)."""

@@ -22,6 +22,7 @@ from lipon_hw.celltest.session import resume_cycling, start_cycling
 from lipon_hw.errors import InputError
 from lipon_hw.station import load_station
 from lipon_hw.store import Store
+from lipon_hw.store_requests import os_user
 
 from recipes import LNMO
 
@@ -350,6 +351,8 @@ def test_operator_pause_puts_every_channel_at_open_circuit_until_continue(tmp_pa
                          " WHERE step_type='PAUSE' GROUP BY channel").fetchall()
     con.close()
     assert [(ch, i) for ch, _, i in paused] == [(1, 0.0), (2, 0.0)]
+    assert committed(db, "SELECT action, author FROM requests ORDER BY rowid") == [
+        ("pause", os_user()), ("continue", os_user()), ("abort", os_user())]
 
 
 def test_a_film_made_on_the_line_is_the_film_the_cell_test_measures(tmp_path):

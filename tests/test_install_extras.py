@@ -26,7 +26,8 @@ from lipon_hw.extras import needs
 
 #: the modules only an extra's stack needs (everything else must import on a core install)
 EXTRA_ONLY = ("lipon_hw.bluesky", "lipon_hw.analysis.plots", "lipon_hw.deposition.report",
-              "lipon_hw.screening.maps")
+              "lipon_hw.screening.maps", "lipon_hw.web.app", "lipon_hw.web.runs",
+              "lipon_hw.web.security", "lipon_hw.web.server")
 
 PLOTS = "matplotlib is not installed: drawing plots needs `pip install 'lipon-hw[plots]'`"
 
@@ -63,7 +64,8 @@ def refused_modules() -> set[str]:
 @pytest.fixture(scope="module")
 def core_env(tmp_path_factory) -> dict:
     refused = refused_modules()
-    assert {"matplotlib", "bluesky", "ophyd_async", "pytest"} <= refused, refused
+    assert {"matplotlib", "bluesky", "ophyd_async", "pytest", "fastapi", "uvicorn"} <= refused, \
+        refused
     site = tmp_path_factory.mktemp("core_only")
     (site / "sitecustomize.py").write_text(textwrap.dedent(f"""\
         import sys
@@ -166,6 +168,14 @@ def test_the_simulated_lab_runs_on_a_core_install_and_plots_name_their_extra(cor
     assert "run 1 completed: 3.0 nm" in done.stdout, done.stdout
     assert f"warning: plots of run 1 were not written ({PLOTS})" in done.stderr
     assert not any(data.rglob("*.png"))
+
+
+def test_serving_the_web_view_names_its_extra_on_a_core_install(core_env, tmp_path):
+    done = core(core_env, "serve", "--data", tmp_path / "data", cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (
+        2, "error: fastapi is not installed: `lipon-hw serve` needs "
+           "`pip install 'lipon-hw[web]'`\n")
+    assert not (tmp_path / "data").exists()
 
 
 def test_only_a_missing_module_of_the_extra_is_explained():

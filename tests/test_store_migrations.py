@@ -112,13 +112,17 @@ def test_a_writer_migrates_the_older_store_to_the_latest_layout(old, tmp_path):
     before_rows = query(db, counts)
     before_runs = Store(old, read_only=True).runs()
 
+    con = sqlite3.connect(db)  # a request 0.1.0 made, which named no author
+    with con:
+        con.execute("INSERT INTO requests (run_id, action, made_at) VALUES (2, 'pause', 1.0)")
+    con.close()
     alarms_before = query(db, "SELECT run_id, t_s, severity, source, message FROM alarms"
                               " ORDER BY rowid")
     assert alarms_before  # the fixture's runs raised some (a safe state at least)
     store = Store(old)
-    # layouts 2-6: run metadata, sim truth, the steps a run planned, alarms' rule/reaction,
-    # sheets, screened cells and links between samples
-    assert store.layout == SCHEMA_VERSION == store_migrations.LATEST == 6
+    # layouts 2-7: run metadata, sim truth, the steps a run planned, alarms' rule/reaction,
+    # sheets, screened cells and links between samples, operator requests' authors
+    assert store.layout == SCHEMA_VERSION == store_migrations.LATEST == 7
     assert store.runs() == before_runs
     migrated = [a for r in before_runs for a in store.alarms(r.id)]
     assert sorted((a.run_id, a.t_s, a.severity, a.source, a.message) for a in migrated) == \
@@ -133,6 +137,8 @@ def test_a_writer_migrates_the_older_store_to_the_latest_layout(old, tmp_path):
     assert {m.host_name for m in metas} == {None}  # not known for runs made before layout 2
     assert query(db, "PRAGMA user_version") == [(store_migrations.LATEST,)]
     assert query(db, counts) == before_rows
+    assert query(db, "SELECT run_id, action, author, taken FROM requests") == [
+        (2, "pause", None, 0)]
 
     # the migrated layout is the one a new store gets
     fresh = Store(tmp_path / "fresh")

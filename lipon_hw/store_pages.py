@@ -1,0 +1,56 @@
+"""Reads in bounded pieces, for a reader that must answer at once whatever a run's size
+(the web view, `lipon_hw.web`): a run's readings a page at a time, and where each channel
+of a cell test stands without reading its history.
+
+A mixin of `store.Store`, kept in a module of its own for size only. A page of readings
+is in (time, row) order and ends with a cursor, (t_s, rowid) of its last row: the next
+page starts after it, so rows sharing a time are neither lost nor repeated across pages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class PagedReads:
+    def readings_page(self, run_id: int, limit: int, since_t: float | None = None,
+                      after: tuple[float, int] | None = None,
+                      names: Iterable[str] | None = None
+                      ) -> tuple[list[tuple[float, str, float]], tuple[float, int] | None]:
+        """Up to `limit` readings (t_s, quantity, value) of the run from `since_t` on and
+        after the cursor `after`; and the cursor of the next page (None: no more now)."""
+        self.try_flush()
+        sql = ("SELECT r.t_s, r.rowid, q.name, r.value FROM readings r JOIN quantities q"
+               " ON q.id = r.quantity_id WHERE r.run_id=?")
+        args: list = [run_id]
+        lowest = [t for t in (since_t, after[0] if after else None) if t is not None]
+        if lowest:  # a range of the index (run_id, t_s): a page costs its rows, not its place
+            sql += " AND r.t_s >= ?"
+            args.append(max(lowest))
+        if after is not None:
+            sql += " AND (r.t_s > ? OR r.rowid > ?)"
+            args += [after[0], after[1]]
+        if names is not None:
+            names = list(names)
+            sql += f" AND q.name IN ({','.join('?' * len(names))})"
+            args += names
+        rows = self._db.execute(sql + " ORDER BY r.t_s, r.rowid LIMIT ?",
+                                [*args, limit + 1]).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        cursor = (rows[-1][0], rows[-1][1]) if more else None
+        return [(t, name, value) for t, _, name, value in rows], cursor
+
+    def last_cell_sample(self, run_id: int, channel: int) -> tuple | None:
+        """(t_s, voltage_V, current_A, cycle) of the channel's latest sample, if any."""
+        self.try_flush()
+        return self._db.execute(
+            "SELECT t_s, voltage_V, current_A, cycle FROM cell_samples WHERE run_id=? AND"
+            " channel=? ORDER BY t_s DESC, rowid DESC LIMIT 1", (run_id, channel)).fetchone()
+
+    def last_cycle(self, run_id: int, channel: int) -> dict | None:
+        """The stats of the channel's latest finished cycle (`celltest.results`), if any."""
+        self.try_flush()
+        row = self._db.execute("SELECT stats FROM cycles WHERE run_id=? AND channel=?"
+                               " ORDER BY cycle DESC LIMIT 1", (run_id, channel)).fetchone()
+        return None if row is None else self._json(row[0])
