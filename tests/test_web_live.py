@@ -8,6 +8,8 @@ import asyncio
 import json
 import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -24,12 +26,14 @@ from fastapi import FastAPI, HTTPException, WebSocketException  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from starlette.requests import HTTPConnection  # noqa: E402
 
-from lipon_hw.deposition.session import start_run  # noqa: E402
+from lipon_hw.celltest.session import start_cycling  # noqa: E402
+from lipon_hw.deposition.session import resume_run, start_run  # noqa: E402
 from lipon_hw.engine import publish  # noqa: E402
+from lipon_hw.errors import RunAborted  # noqa: E402
 from lipon_hw.store import Store  # noqa: E402
 from lipon_hw.web.live import Hub, make_router  # noqa: E402
 
-from recipes import short_recipe  # noqa: E402
+from recipes import LNMO, short_recipe  # noqa: E402
 
 TOKENS = {"engine-secret": "engine", "viewer-secret": "viewer"}
 ENGINE = {"Authorization": "Bearer engine-secret"}
@@ -346,6 +350,9 @@ def test_a_server_restarted_mid_run(tmp_path, publishers, monkeypatch):
             first.stop()
         elif stopped is not None and samples == stopped + 120:
             servers.append(LiveServer(Hub(ring=100_000), port=first.port))
+            deadline = time.monotonic() + 10  # the publisher finds it before the run ends
+            while not servers[1].hub.streams and time.monotonic() < deadline:
+                time.sleep(0.01)
 
     try:
         result = start_run(str(short_recipe(tmp_path)), data, on_sample=on_sample)
@@ -385,3 +392,86 @@ def test_no_server_no_publisher(tmp_path, publishers):
     with sqlite3.connect(tmp_path / "none" / "lipon.db") as con:
         assert con.execute("SELECT COUNT(*) FROM readings").fetchone()[0] > 0
     assert not (tmp_path / "none" / "runs" / str(result.run_id) / publish.SEQ_FILE).exists()
+
+
+def test_a_cell_test_publishes_every_channels_samples_once(tmp_path, publishers):
+    """A cell test whose channels run in the run's own process (one group: a real-time
+    run's, or one worker) publishes each channel's samples as stored."""
+    hub = Hub(ring=100_000)
+    server = LiveServer(hub)
+    data = tmp_path / "data"
+    announce(data, server.port)
+    protocol = tmp_path / "protocol.yaml"
+    protocol.write_text(LNMO.format(channels="[1, 2]", cycles=2), encoding="utf-8")
+    try:
+        result = start_cycling(str(protocol), data, workers=1)
+    finally:
+        server.stop()
+    assert result.status == "completed" and publishers[0].dropped == 0
+    events = hub_events(hub, result.run_id)
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    store = Store(data, read_only=True)
+    try:
+        for channel in (1, 2):
+            cells = [e["data"] for e in events if e["kind"] == "cell"
+                     and e["data"]["channel"] == channel]
+            published = [(t, v, i, c) for d in cells
+                         for t, v, i, c in zip(d["t"], d["V"], d["I"], d["cycle"], strict=True)]
+            stored = [r[:4] for r in store.cell_samples(result.run_id, channel)]
+            assert len(stored) > 50 and published == stored
+    finally:
+        store.close()
+
+
+def test_the_engine_side_needs_no_web_stack():
+    """`engine.publish` is the engine's: the standard library only, no server module."""
+    code = ("import sys, lipon_hw.engine.publish, lipon_hw.engine.lifecycle; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('fastapi', 'starlette', 'uvicorn', 'websockets', 'httpx') "
+            "or m.startswith('lipon_hw.web')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
+
+
+def test_a_resumed_run_goes_on_with_later_seqs_and_watchers_resync(tmp_path, publishers):
+    """Aborted in its deposit step and resumed: the resumed engine's seqs go on after every
+    seq the first one could have used; a watcher that saw the first engine's last event
+    is told to resync (the run's history was rewound to its checkpoint) and then gets the
+    resumed events once each; every stored reading was published."""
+    hub = Hub(ring=100_000)
+    server = LiveServer(hub)
+    data = tmp_path / "data"
+    announce(data, server.port)
+
+    asked: list[float] = []
+
+    def abort_in_the_deposit(ctx):
+        if ctx.step_idx == 4 and not asked:
+            asked.append(ctx.now)
+            ctx.store.requests.make(ctx.run_id, "abort")
+
+    try:
+        with pytest.raises(RunAborted):
+            start_run(str(short_recipe(tmp_path)), data, on_sample=abort_in_the_deposit)
+        first = hub_events(hub, 1)
+        result = resume_run(1, data)
+    finally:
+        server.stop()
+    assert result.status == "completed"
+    assert first[-1]["data"]["status"] == "aborted" and publishers[0].dropped == 0
+    resumed = publishers[1].first_seq
+    assert resumed > publishers[0].seqs.next - 1 and resumed == publish.SEQ_BLOCK + 1
+    events = hub_events(hub, 1)
+    assert [e["seq"] for e in events] == [e["seq"] for e in first] + list(
+        range(resumed, publishers[1].seqs.next))
+    assert hub.stats(1)["duplicates"] == 0 and hub.stats(1)["gaps"] == 1
+
+    async def reconnect():
+        async with hub.watch(1, since_seq=first[-1]["seq"]) as nxt:
+            return json.loads(await asyncio.wait_for(nxt(), 1))
+
+    got = asyncio.run(reconnect())
+    assert got[0]["kind"] == "resync" and got[0]["data"]["next_seq"] == resumed
+    assert [e["seq"] for e in got[1:]] == list(range(resumed, resumed + len(got) - 1))
+    assert set(stored_readings(data, 1)) <= set(published_readings(events))

@@ -252,15 +252,18 @@ class Publisher:
         self._thread.start()
 
     def close(self, wait_s: float = CLOSE_WAIT_S) -> None:
-        """Send what is queued if the server takes it within `wait_s`, then stop."""
-        sending = self._sending_since
-        if self.failures or (sending is not None and time.monotonic() - sending > STUCK_S):
-            wait_s = 0.0  # a server that is away or slow gets no more of the run's time
+        """Send what is queued if the server takes it within `wait_s`, then stop. A server
+        that failed before gets no wait; one that has not answered a request within
+        `STUCK_S` gets its request cut short."""
         self._stop.set()
         self._kick.set()
-        if self._thread.is_alive():
-            self._thread.join(wait_s)
-        if self._thread.is_alive():  # a silent server: cut the request short
+        deadline = time.monotonic() + (0.0 if self.failures else wait_s)
+        while self._thread.is_alive() and time.monotonic() < deadline:
+            sending = self._sending_since
+            if sending is not None and time.monotonic() - sending > STUCK_S:
+                break
+            self._thread.join(0.02)
+        if self._thread.is_alive():  # cut the request short (a silent server)
             conn = self._conn
             with contextlib.suppress(Exception):
                 conn.sock.shutdown(socket.SHUT_RDWR)
