@@ -99,6 +99,12 @@ def test_ring_is_bounded_and_a_late_watcher_is_told_to_resync():
     stream = hub.streams[3]
     assert hub.stats(3)["buffered"] == 50 and stream.first_seq == 951
     assert len(stream.seqs) < 2 * 50 + 10  # the head is cut off, not kept
+    assert stream.bytes == sum(map(len, stream.texts[stream.start:]))
+    small = Hub(ring=1000, ring_bytes=2000)
+    small.publish(3, [event(s) for s in range(1, 201)])
+    size = len(small.streams[3].texts[-1])
+    assert 2000 - 2 * size < small.stats(3)["bytes"] <= 2000
+    assert small.stats(3)["last_seq"] == 200
 
     async def watch(since):
         async with hub.watch(3, since_seq=since) as next_message:

@@ -6,6 +6,7 @@ The engine (`lipon_hw.engine.publish`) POSTs batches of events to
 `RING` events by seq (each stored once, as the JSON text every watcher is sent), drops an
 event whose seq it has already passed (a batch sent again after a timeout) and notes gaps.
 
+A ring holds at most `RING` events and `RING_BYTES` of their JSON (its newest event always).
 A browser watches `/ws/runs/{id}?since_seq=N` (viewer role): N is the last seq it has (0:
 none). Each WebSocket message is a JSON list of events, in seq order: first the buffered
 ones after N, then live ones as they come. Every watcher has only a cursor (the last seq
@@ -41,7 +42,9 @@ from fastapi import APIRouter, Depends, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, Field
 
 RING = 20_000
-MAX_RUNS = 64
+#: a ring's bound in bytes of JSON too (a cell test's events carry many samples each)
+RING_BYTES = 8_000_000
+MAX_RUNS = 16
 #: the most events in one WebSocket message
 MESSAGE_EVENTS = 500
 
@@ -62,8 +65,9 @@ class EventBatch(BaseModel):
 class Stream:
     """One run's ring of events (seqs increasing, not always contiguous)."""
 
-    def __init__(self, size: int):
-        self.size = size
+    def __init__(self, size: int, max_bytes: int = RING_BYTES):
+        self.size, self.max_bytes = size, max_bytes
+        self.bytes = 0
         self.seqs: list[int] = []
         self.times: list[float | None] = []
         self.texts: list[str] = []
@@ -86,15 +90,18 @@ class Stream:
                 self.gaps += 1
             self.seqs.append(seq)
             self.times.append(event.get("t_s"))
-            self.texts.append(json.dumps(event, separators=(",", ":")))
+            text = json.dumps(event, separators=(",", ":"))
+            self.texts.append(text)
+            self.bytes += len(text)
             self.last_seq = seq
             accepted += 1
-        excess = len(self.seqs) - self.start - self.size
-        if excess > 0:
-            self.start += excess
-            if self.start >= self.size:  # cut the head off now and then: amortised O(1)
-                del self.seqs[:self.start], self.times[:self.start], self.texts[:self.start]
-                self.start = 0
+        while self.start < len(self.seqs) - 1 and (
+                len(self.seqs) - self.start > self.size or self.bytes > self.max_bytes):
+            self.bytes -= len(self.texts[self.start])
+            self.start += 1
+        if self.start >= self.size:  # cut the head off now and then: amortised O(1)
+            del self.seqs[:self.start], self.times[:self.start], self.texts[:self.start]
+            self.start = 0
         self.received += accepted
         self.duplicates += duplicates
         if accepted and self._wake is not None:
@@ -151,14 +158,15 @@ class Hub:
     """Every run's ring, fed by engines, watched by browsers (one event loop)."""
 
     def __init__(self, ring: int = RING, max_runs: int = MAX_RUNS,
-                 message_events: int = MESSAGE_EVENTS):
+                 message_events: int = MESSAGE_EVENTS, ring_bytes: int = RING_BYTES):
         self.ring, self.max_runs, self.message_events = ring, max_runs, message_events
+        self.ring_bytes = ring_bytes
         self.streams: OrderedDict[int, Stream] = OrderedDict()
 
     def stream(self, run_id: int) -> Stream:
         stream = self.streams.get(run_id)
         if stream is None:
-            stream = self.streams[run_id] = Stream(self.ring)
+            stream = self.streams[run_id] = Stream(self.ring, self.ring_bytes)
             self._let_go()
         self.streams.move_to_end(run_id)
         return stream
@@ -180,7 +188,8 @@ class Hub:
     def stats(self, run_id: int) -> dict:
         s = self.stream(run_id)
         return {"first_seq": s.first_seq, "last_seq": s.last_seq, "buffered":
-                len(s.seqs) - s.start, "received": s.received, "duplicates": s.duplicates,
+                len(s.seqs) - s.start, "bytes": s.bytes, "received": s.received,
+                "duplicates": s.duplicates,
                 "gaps": s.gaps, "engine_dropped": s.engine_dropped, "watchers": s.watchers}
 
     @contextlib.asynccontextmanager
