@@ -44,7 +44,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
-from lipon_hw import store_metadata, store_migrations, store_open, store_run_steps
+from lipon_hw import store_metadata, store_migrations, store_open, store_plumbing, store_run_steps
 from lipon_hw.errors import InputError, StoreBusy, StoreError, StoreUnusable
 from lipon_hw.store_alarms import AlarmRecords
 from lipon_hw.store_cells import CellTestRecords
@@ -112,6 +112,8 @@ class Store(AlarmRecords, CellTestRecords, SampleRecords, ScreeningRecords, Page
         self._pending_writes: list[Callable[[sqlite3.Connection], None]] = []
         #: hears every alarm as it is made (`store_alarms`); set by the run's lifecycle
         self.on_alarm: Callable[[Alarm], None] | None = None
+        #: told of every reading, cell sample, alarm, step and status (`store_plumbing.tell`)
+        self.taps: list = []
         self._announced: set[tuple] = set()
         #: operator requests to a running engine (pause, continue, abort)
         self.requests = OperatorRequests(self._db, self._write_soon)
@@ -187,6 +189,8 @@ class Store(AlarmRecords, CellTestRecords, SampleRecords, ScreeningRecords, Page
         else:
             sql, args = ("UPDATE runs SET status=?, message=?, ended_at=?, summary=? WHERE id=?",
                          (status, message, ended, json.dumps(summary), run_id))
+        if self.taps:
+            store_plumbing.tell(self.taps, "status", run_id, status, message, summary)
         with self._synced():  # how a run ended survives a power cut once stored
             if wait_s is None:
                 self.flush()
@@ -247,6 +251,8 @@ class Store(AlarmRecords, CellTestRecords, SampleRecords, ScreeningRecords, Page
         """A step starts, or starts again on resume: then it keeps its first start (the
         readings since then are its own) and is running again, its end forgotten."""
         row = (run_id, idx, kind, json.dumps(params), "running", t_s)
+        if self.taps:
+            store_plumbing.tell(self.taps, "step", run_id, idx, "running", t_s, kind, params)
         self._write_soon(lambda db: db.execute(
             "INSERT INTO steps (run_id, idx, kind, params, status, t_start_s)"
             " VALUES (?,?,?,?,?,?) ON CONFLICT (run_id, idx) DO UPDATE SET kind=excluded.kind,"
@@ -254,6 +260,8 @@ class Store(AlarmRecords, CellTestRecords, SampleRecords, ScreeningRecords, Page
             " t_start_s=MIN(t_start_s, excluded.t_start_s)", row))
 
     def end_step(self, run_id: int, idx: int, status: str, t_s: float) -> None:
+        if self.taps:
+            store_plumbing.tell(self.taps, "step", run_id, idx, status, t_s)
         self._write_soon(lambda db: db.execute(
             "UPDATE steps SET status=?, t_end_s=? WHERE run_id=? AND idx=?",
             (status, t_s, run_id, idx)))
@@ -279,6 +287,8 @@ class Store(AlarmRecords, CellTestRecords, SampleRecords, ScreeningRecords, Page
                 self._nonfinite(run_id, t_s, name, f"{name} = {value!r} at t = {t_s!r} s")
                 continue
             self._pending.append((run_id, t_s, self._quantity_id(name), value))
+        if self.taps:
+            store_plumbing.tell(self.taps, "readings", run_id, t_s, values)
         self._maybe_flush(retry_while_refused=True)
 
     def flush(self) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 
-from lipon_hw.store_plumbing import finite
+from lipon_hw.store_plumbing import finite, tell
 from lipon_hw.store_schema import Alarm
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,8 @@ class AlarmRecords:
 
     def _announce(self, alarm: Alarm) -> None:
         self._announced.add(_key(alarm))
+        if self.taps:
+            tell(self.taps, "alarm", alarm)
         listener = self.on_alarm
         if listener is None:
             return

@@ -12,7 +12,7 @@ import json
 import math
 from collections.abc import Iterable, Iterator, Mapping
 
-from lipon_hw.store_plumbing import finite
+from lipon_hw.store_plumbing import finite, tell
 from lipon_hw.store_schema import CELL_SAMPLE_COLUMNS, Alarm, Channel
 
 
@@ -74,6 +74,8 @@ class CellTestRecords:
                                      f"channel {channel} sample t = {r[0]!r} s, "
                                      f"{r[1]!r} V, {r[2]!r} A")
         self._pending_cells.extend(kept)
+        if self.taps and kept:
+            tell(self.taps, "cell_samples", run_id, channel, kept)
         self._maybe_flush()
 
     def add_spectrum(self, run_id: int, channel: int, rows: Iterable[tuple]) -> None:

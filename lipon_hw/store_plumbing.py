@@ -4,6 +4,7 @@ busy database and a finite row are. Used by `store` and the table modules beside
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import signal
 import sqlite3
@@ -11,6 +12,21 @@ import threading
 
 from lipon_hw.errors import StoreBusy
 from lipon_hw.store_open import GuardedConnection
+
+log = logging.getLogger(__name__)
+
+
+def tell(taps: list, event: str, *args) -> None:
+    """Tell each of a store's taps (`Store.taps`, such as the live view's
+    `engine.publish.Publisher`) of what the store was just given: `readings(run_id, t_s,
+    values)` as given, `cell_samples(run_id, channel, rows)` as buffered, `alarm(alarm)`,
+    `step(run_id, idx, status, t_s[, kind, params])`, `status(run_id, status, message,
+    summary)`. A tap that fails is logged and never reaches the engine."""
+    for tap in taps:
+        try:
+            getattr(tap, event)(*args)
+        except Exception:  # noqa: BLE001 - a listener never changes the run
+            log.warning("a store tap failed on %s", event, exc_info=True)
 
 
 def finite(*values) -> bool:

@@ -1,7 +1,8 @@
 """What the operator hears of one run, wired by the lifecycle around the kind's own work:
 the notes and each alarm as it is stored — on the console (through the `Watch`), in the
 run's log file (`runlog`) and, from warnings up, through the station's notification hooks
-(`notify`) — and, once the run is safe and stored, how it ended.
+(`notify`) — and, once the run is safe and stored, how it ended. While `lipon-hw serve`
+runs, the run's events are published to it for browsers (`publish`, a tap on the store).
 
 Alarms reach it without the engine knowing who listens: the store announces each alarm
 it is given (`Store.on_alarm`), whichever part of the engine raised it. A cell test's
@@ -20,6 +21,7 @@ import time
 from dataclasses import replace
 
 from lipon_hw import alarm_view
+from lipon_hw.engine import publish
 from lipon_hw.engine.notify import Notifier
 from lipon_hw.engine.runlog import RunLog
 from lipon_hw.errors import LiponError
@@ -47,6 +49,7 @@ class RunTrouble:
         self.run_id: int | None = None
         self._log: RunLog | None = None
         self._notifier: Notifier | None = None
+        self._publisher: publish.Publisher | None = None
 
     def open(self, run_id: int, station, run_name: str, resumed: bool) -> None:
         self.run_id = run_id
@@ -57,6 +60,7 @@ class RunTrouble:
                            f"({exc.strerror or exc})")
         self._notifier = Notifier(station.spec.notify, run_id, run_name, station.spec.name)
         self.store.on_alarm = self.alarm
+        self._publisher = publish.attach(self.store, run_id)  # when `lipon-hw serve` runs
         how = "resumed" if resumed else "started"
         log.info("run %d %s: %s on %s", run_id, how, run_name, station.spec.name)
 
@@ -81,6 +85,8 @@ class RunTrouble:
         if self.run_id is None:
             return
         self.store.on_alarm = None
+        publish.detach(self.store, self._publisher)
+        self._publisher = None
         if safe_state:
             log.info("%s", safe_state)
         log.info("run %d ended %s: %s; %s", self.run_id, status, message,
