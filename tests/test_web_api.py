@@ -415,3 +415,22 @@ def test_concurrent_requests_each_read_their_own_store(made):
     for t in threads:
         t.join(60)
     assert answers == [200] * 20
+
+
+def test_the_served_app_takes_an_engines_events_and_streams_them_to_a_viewer(made):
+    """`create_app` holds one hub: the engine's token posts a run's events, a viewer's
+    WebSocket receives them, in order; a viewer may not post."""
+    security = Security(TOKENS)
+    security.add("engine-token-0123456789", User("engine", "engine"))
+    client = TestClient(create_app(made[0], security))
+    batch = {"events": [{"seq": n, "t_s": float(n), "kind": "readings",
+                         "data": {"qcm.rate_A_s": 0.46}} for n in (1, 2, 3)],
+             "dropped": 0, "resync_from_seq": None}
+    refused = client.post("/api/engine/runs/1/events", json=batch, headers=bearer(VIEWER))
+    assert refused.status_code == 403
+    taken = client.post("/api/engine/runs/1/events", json=batch,
+                        headers=bearer("engine-token-0123456789"))
+    assert taken.status_code in (200, 202), taken.text
+    with client.websocket_connect("/ws/runs/1?since_seq=0", headers=bearer(VIEWER)) as ws:
+        got = json.loads(ws.receive_text())
+    assert [e["seq"] for e in got] == [1, 2, 3]

@@ -1,8 +1,9 @@
 """The web application of `lipon-hw serve`: `create_app(data_dir, security)`.
 
 One FastAPI app per served data directory; its routers come from their modules (`runs`:
-the REST API over the store). `app.state` holds the data directory and the `Security`
-that every route's `require(role)` asks. Every error is `{"detail": one sentence}`, a
+the REST API over the store; `live`: the engines' events in and the browsers' WebSocket
+out, through one `Hub`). `app.state` holds the data directory, the `Security` that every
+route's `require(role)` asks, and the hub. Every error is `{"detail": one sentence}`, a
 request's bad field included (422), and a store that cannot be read now is 503.
 """
 
@@ -16,8 +17,8 @@ from fastapi.responses import JSONResponse
 
 from lipon_hw import __version__
 from lipon_hw.errors import LiponError
-from lipon_hw.web import runs
-from lipon_hw.web.security import Security
+from lipon_hw.web import live, runs
+from lipon_hw.web.security import Security, require
 
 
 def create_app(data_dir: str | Path, security: Security) -> FastAPI:
@@ -25,7 +26,9 @@ def create_app(data_dir: str | Path, security: Security) -> FastAPI:
                   openapi_url="/api/openapi.json", redoc_url=None)
     app.state.data_dir = Path(data_dir)
     app.state.security = security
+    app.state.hub = live.Hub()
     app.include_router(runs.router)
+    app.include_router(live.make_router(app.state.hub, require("engine"), require("viewer")))
     app.add_exception_handler(RequestValidationError, _bad_field)
     app.add_exception_handler(LiponError, _store_trouble)
     return app

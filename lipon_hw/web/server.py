@@ -125,8 +125,10 @@ def serve(bind_text: str, token_file: str | None, data_dir: str,
             bound = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
             where = url if is_loopback(host) else f"{bound}, from this machine {url}"
             echo(f"serving {data} on {where} ({who}); Ctrl-C stops")
+            # no per-message deflate: the server would compress every small event once per
+            # watcher (50 watchers: 10.9 % of a deposition's throughput with it, 2 % without)
             config = uvicorn.Config(create_app(data, security), log_level=log_level,
-                                    lifespan="off")
+                                    lifespan="off", ws_per_message_deflate=False)
             with _stop_on_sigterm():  # uvicorn stops, then raises again what stopped it
                 uvicorn.Server(config).run(sockets=sockets)
         except KeyboardInterrupt:
