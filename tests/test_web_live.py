@@ -429,14 +429,16 @@ def test_a_cell_test_publishes_every_channels_samples_once(tmp_path, publishers)
         store.close()
 
 
-def test_the_engine_side_needs_no_web_stack():
-    """`engine.publish` is the engine's: the standard library only, no server module."""
+def test_the_engine_side_needs_no_web_stack(tmp_path):
+    """`engine.publish` is the engine's: the standard library only, no server module.
+    (Run away from the checkout: from its root, `-c` would import the source folder,
+    which an installed lipon-hw maps differently: `lipon_hw.drivers` is `drivers/`.)"""
     code = ("import sys, lipon_hw.engine.publish, lipon_hw.engine.lifecycle; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('fastapi', 'starlette', 'uvicorn', 'websockets', 'httpx') "
             "or m.startswith('lipon_hw.web')))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60)
+                          timeout=60, cwd=tmp_path)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
 
 
