@@ -243,7 +243,11 @@ def _abort(request: Request, store: Store, entry: QueueEntry, user: User) -> str
     runner = getattr(request.app.state, "queue_runner", None)
     run_id = entry.run_id if entry.run_id is not None else (
         runner.run_of(entry) if runner is not None else None)
-    if run_id is not None and store.run(run_id).status == "running":
+    try:
+        status = None if run_id is None else store.run(run_id).status
+    except InputError:
+        status = None
+    if status == "running":
         store.queue_note(entry.id, run_id=run_id, message=note)
         store.requests.make(run_id, "abort", author=user.name)
         return f"queue entry {entry.id}: abort of run {run_id} requested by {user.name}"

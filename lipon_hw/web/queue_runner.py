@@ -94,15 +94,24 @@ class QueueRunner:
         if not (self.data / DB_NAME).exists():
             return
         with self._lock:
-            store = Store(self.data)
+            # read read-only (a writer's opening checks the whole file): a writer is
+            # opened only to write, when an entry starts or its run is learnt or ends
+            reader = Store(self.data, read_only=True)
             try:
-                for entry in store.queue_entries(("running",)):
-                    self._watch(store, entry)
-                if not self._stop.is_set():
-                    for entry in store.startable():
-                        self._start(store, entry)
+                running = [(e, e.run_id if e.run_id is not None else self.run_of(e, reader))
+                           for e in reader.queue_entries(("running",))]
+                startable = reader.startable()
             finally:
-                store.close()
+                reader.close()
+            writer = _Writer(self.data)
+            try:
+                for entry, run_id in running:
+                    self._watch(writer, entry, run_id)
+                for entry in startable:
+                    if not self._stop.is_set():
+                        self._start(writer, entry)
+            finally:
+                writer.close()
 
     def sequence_file(self, entry: QueueEntry) -> Path:
         return self.data / "queue" / str(entry.id) / entry.sequence_name
@@ -154,8 +163,7 @@ class QueueRunner:
         log.info("queue %d: %s started on %s (pid %d)", entry.id, entry.sequence_name,
                  ",".join(entry.lanes), self._procs[entry.id].pid)
 
-    def _watch(self, store: Store, entry: QueueEntry) -> None:
-        run_id = entry.run_id if entry.run_id is not None else self.run_of(entry, store)
+    def _watch(self, store: Store, entry: QueueEntry, run_id: int | None) -> None:
         if run_id is not None and entry.run_id is None:
             store.queue_note(entry.id, run_id=run_id, message=f"run {run_id} running")
         proc = self._procs.get(entry.id)
@@ -164,10 +172,12 @@ class QueueRunner:
                 return
             del self._procs[entry.id]
             self._ended(store, entry, proc.returncode, run_id)
+            self._wake.set()  # its lanes are free: look again at once
             return
         if run_id is not None and _driven(self.data, run_id):
             return  # an engine started before this server still drives it
         self._adopted_end(store, entry, run_id)
+        self._wake.set()
 
     def _ended(self, store: Store, entry: QueueEntry, code: int, run_id: int | None) -> None:
         folder = self.sequence_file(entry).parent
@@ -206,6 +216,22 @@ class QueueRunner:
         else:
             state, message = "failed", f"{run.status}: {run.message}"
         store.queue_set(entry.id, state, RUNNER, f"run {run_id}: {message}", run_id)
+
+
+class _Writer:
+    """The data directory's store, opened to write at its first use."""
+
+    def __init__(self, data: Path):
+        self.data, self.store = data, None
+
+    def __getattr__(self, name: str):
+        if self.store is None:
+            self.store = Store(self.data)
+        return getattr(self.store, name)
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
 
 
 def _driven(data: Path, run_id: int) -> bool:
