@@ -124,7 +124,9 @@ def queue_command(server: str | None, token: str | None, data_dir: str,
     url, token = server_url(server, data_dir), token_of(token)
     if move_to is None and cancel_id is None:
         found = listing(url, token)
-        return [json.dumps(found)] if as_json else [entry_line(e) for e in found["entries"]]
+        if as_json:
+            return [json.dumps(found)]
+        return [entry_line(e) for e in found["entries"]] or ["the queue is empty"]
     moved = move(url, token, *move_to) if move_to is not None else None
     said = cancel(url, token, cancel_id) if cancel_id is not None else None
     if as_json:
