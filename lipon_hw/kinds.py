@@ -101,6 +101,10 @@ class RunKind(Protocol):
     def last_stored_t(self, store, run_id: int) -> float:
         """The run-clock time of the last thing the run stored (when its engine died)."""
 
+    def lanes(self, plan) -> tuple[str, ...]:
+        """The queue lanes a run of the plan stands in (`lipon-hw serve`'s queue): the
+        tools or potentiostats it needs, one run of each lane at a time."""
+
 
 class KindBase:
     """Defaults for a kind's optional parts."""
@@ -137,6 +141,9 @@ class KindBase:
 
     def last_stored_t(self, store, run_id: int) -> float:
         return store.last_reading_t(run_id) or 0.0
+
+    def lanes(self, plan) -> tuple[str, ...]:
+        return (self.name,)
 
 
 class Notes:
@@ -202,17 +209,18 @@ def for_run(run) -> RunKind:
     return kinds[run.kind]
 
 
-def for_sequence(path: str) -> RunKind:
+def for_sequence(path: str, text: str | None = None) -> RunKind:
     """The kind a sequence file is written for, by its `kind:` (a file without one is a
-    recipe). A file that cannot be read as a mapping goes to the recipe loader, which says
-    what is wrong with it, naming file and line."""
-    from lipon_hw.yamlfile import load
+    recipe); `text`: the file's text, given (`path` then only names it). A file that cannot
+    be read as a mapping goes to the recipe loader, which says what is wrong with it,
+    naming file and line."""
+    from lipon_hw.yamlfile import load, loads
 
     kinds = all_kinds()
     by_document = {k.document_kind: k for k in kinds.values()}
     default = by_document[UNTYPED]
     try:
-        doc = load(path)
+        doc = load(path) if text is None else loads(text, path)
     except Exception:  # noqa: BLE001 - the default kind's loader reports it properly
         return default
     if not isinstance(doc.data, dict) or "kind" not in doc.data:

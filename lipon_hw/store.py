@@ -51,6 +51,7 @@ from lipon_hw.store_cells import CellTestRecords
 from lipon_hw.store_open import GuardedConnection
 from lipon_hw.store_pages import PagedReads
 from lipon_hw.store_plumbing import Transaction, finite, is_busy, signals_held
+from lipon_hw.store_queue import QueueRecords
 from lipon_hw.store_requests import OperatorRequests
 from lipon_hw.store_samples import SampleRecords
 from lipon_hw.store_schema import (  # noqa: F401 (the store's API)
@@ -78,7 +79,9 @@ MAX_PENDING_ROWS = 500_000
 #: wall seconds between two checkpoints synced to disk (those between are crash-safe only)
 SYNC_EVERY_S = 1.0
 
-class Store(AlarmRecords, CellTestRecords, SampleRecords, ScreeningRecords, PagedReads):
+
+class Store(AlarmRecords, CellTestRecords, SampleRecords, ScreeningRecords, PagedReads,
+            QueueRecords):
     """One data directory, one database. Single writer (the run), many readers.
 
     `read_only=True` opens an existing store without ever writing to it (listing,

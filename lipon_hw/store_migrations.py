@@ -27,7 +27,7 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lipon_hw import store_metadata, store_run_steps, store_screening
+from lipon_hw import store_metadata, store_queue, store_run_steps, store_screening
 from lipon_hw.store_schema import SCHEMA
 
 
@@ -95,6 +95,10 @@ MIGRATIONS: tuple[Migration, ...] = (
     # token made the request (`lipon-hw serve`); NULL for a request made before layout 7
     Migration(7, "each operator request's author",
               "ALTER TABLE requests ADD COLUMN author TEXT"),
+    # `lipon-hw serve`'s run queue: submitted sequences waiting in their tools' lanes
+    # (`store_queue`); nothing older to fill it from
+    Migration(8, "the run queue: submitted sequences, their lanes, states and who acted",
+              store_queue.SQL),
 )
 
 #: the layout this lipon-hw writes (`PRAGMA user_version`)

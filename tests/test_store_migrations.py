@@ -79,6 +79,7 @@ def test_a_reader_reads_an_older_layout_without_changing_a_byte(old, tmp_path):
     assert store.channels(3)[0].to_dict()["state"]["cycle"] >= 2  # the resume state, parsed
     alarms = store.alarms(1)  # layout 1 has no rule or reaction: read as None
     assert alarms and all(a.rule is None and a.reaction is None for a in alarms)
+    assert store.queue_entries() == []  # no queue before layout 8
     store.close()
     listing = json.loads(cli("runs", "--data", old, "--json", cwd=tmp_path).stdout)
     assert [r["status"] for r in listing] == ["completed", "running", "running"]
@@ -121,8 +122,10 @@ def test_a_writer_migrates_the_older_store_to_the_latest_layout(old, tmp_path):
     assert alarms_before  # the fixture's runs raised some (a safe state at least)
     store = Store(old)
     # layouts 2-7: run metadata, sim truth, the steps a run planned, alarms' rule/reaction,
-    # sheets, screened cells and links between samples, operator requests' authors
-    assert store.layout == SCHEMA_VERSION == store_migrations.LATEST == 7
+    # sheets, screened cells and links between samples, operator requests' authors; 8: the
+    # run queue (empty)
+    assert store.layout == SCHEMA_VERSION == store_migrations.LATEST == 8
+    assert store.queue_entries() == []
     assert store.runs() == before_runs
     migrated = [a for r in before_runs for a in store.alarms(r.id)]
     assert sorted((a.run_id, a.t_s, a.severity, a.source, a.message) for a in migrated) == \

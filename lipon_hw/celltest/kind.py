@@ -46,6 +46,10 @@ class CellTestKind(KindBase):
                 f"{'s' * (len(channels) > 1)} of {proto.potentiostat}, {station.spec.name})"
                 + note)
 
+    def lanes(self, proto) -> tuple[str, ...]:
+        """Its potentiostat: one cell test at a time on each."""
+        return (proto.potentiostat,)
+
     def opening(self, store, station, proto, options):
         from lipon_hw.celltest.session import opening
 

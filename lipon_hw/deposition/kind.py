@@ -38,6 +38,10 @@ class DepositionKind(KindBase):
                 f"{sequence}: valid ({len(recipe.steps)} steps on {recipe.tool} of "
                 f"{station.spec.name})")
 
+    def lanes(self, recipe) -> tuple[str, ...]:
+        """Its tools: where it starts and every one it is transferred to."""
+        return tuple(recipe.tool_roles)
+
     def opening(self, store, station, recipe, options):
         from lipon_hw.deposition.session import opening
 

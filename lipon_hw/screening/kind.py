@@ -40,6 +40,11 @@ class ScreeningKind(KindBase):
                 f"{sequence}: valid (screening of sheet {s.id}, {s.rows}×{s.cols} cells, "
                 f"{card.sites} sites in {n} touchdowns, on {station.spec.name})")
 
+    def lanes(self, plan) -> tuple[str, ...]:
+        """Its prober tool, and the potentiostat whose channels its sites are (which a
+        cell test may also use)."""
+        return tuple(dict.fromkeys((plan.tool, plan.potentiostat)))
+
     def opening(self, store, station, plan, options):
         from lipon_hw.screening.session import opening
 

@@ -141,6 +141,7 @@ class ScreeningPlan:
     pulse: PulseTest | None
     bins: BinRules
     metrics: tuple[str, ...]
+    tool: str = "prober"  # the station's prober tool (stage and potentiostat)
 
 
 def freq_label(f_Hz: float) -> str:
@@ -199,7 +200,8 @@ def load_screening(path: str, station: Station, text: str | None = None) -> Scre
                       s.area_cm2, s.dwell_h, s.sim)
     return ScreeningPlan(m.name, doc.text, path, sheet, CardSpec(rows, cols, card_cols), stage,
                          pstat, m.prober.settle_s, m.prober.retouch, m.prober.contact_max_ohm,
-                         m.tests.ocv, m.tests.eis, m.tests.pulse, rules, tuple(metrics))
+                         m.tests.ocv, m.tests.eis, m.tests.pulse, rules, tuple(metrics),
+                         m.prober.tool)
 
 
 def _prober(doc: Doc, m: ScreeningModel, station: Station) -> tuple[str, str, int, int]:

@@ -17,17 +17,21 @@ from fastapi.responses import JSONResponse
 
 from lipon_hw import __version__
 from lipon_hw.errors import LiponError
-from lipon_hw.web import live, runs
+from lipon_hw.web import live, queue, runs
 from lipon_hw.web.security import Security, require
 
 
-def create_app(data_dir: str | Path, security: Security) -> FastAPI:
+def create_app(data_dir: str | Path, security: Security,
+               station_path: str | None = None) -> FastAPI:
     app = FastAPI(title="lipon-hw", version=__version__, docs_url="/api/docs",
                   openapi_url="/api/openapi.json", redoc_url=None)
     app.state.data_dir = Path(data_dir)
     app.state.security = security
     app.state.hub = live.Hub()
+    app.state.station_path = station_path  # what the queue validates against and runs on
+    app.state.queue_runner = None  # `lipon-hw serve` starts one (`queue_runner`)
     app.include_router(runs.router)
+    app.include_router(queue.router)
     app.include_router(live.make_router(app.state.hub, require("engine"), require("viewer")))
     app.add_exception_handler(RequestValidationError, _bad_field)
     app.add_exception_handler(LiponError, _store_trouble)

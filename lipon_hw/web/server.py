@@ -98,14 +98,19 @@ def withdraw(path: Path, engine_token: str) -> None:
 
 
 def serve(bind_text: str, token_file: str | None, data_dir: str,
-          echo=print, log_level: str = "info") -> int:
-    """Serve `data_dir` until SIGINT/SIGTERM; returns the exit code."""
+          echo=print, log_level: str = "info", station_path: str | None = None) -> int:
+    """Serve `data_dir` until SIGINT/SIGTERM, its queue's runs on the station at
+    `station_path` (default: the built-in lab); returns the exit code."""
     import uvicorn
 
+    from lipon_hw.station import load_station
     from lipon_hw.web.app import create_app
+    from lipon_hw.web.queue_runner import QueueRunner
 
     host, port = parse_bind(bind_text)
     security = configure(host, token_file)
+    load_station(station_path)  # a bad station file is refused before anything is bound
+    station_path = None if station_path is None else str(Path(station_path).resolve())
     data = Path(data_dir)
     if data.exists() and not data.is_dir():
         raise InputError(f"{data} is not a directory")
@@ -117,6 +122,7 @@ def serve(bind_text: str, token_file: str | None, data_dir: str,
         security.add(engine_token, User("engine", ENGINE))
         url = url_for(host, sockets[0].getsockname()[1])
         announced = announce(data, url, engine_token)
+        runner = None
         try:
             _log_actions()
             who = (f"local requests act as {security.local_operator.name} (operator); "
@@ -127,13 +133,17 @@ def serve(bind_text: str, token_file: str | None, data_dir: str,
             echo(f"serving {data} on {where} ({who}); Ctrl-C stops")
             # no per-message deflate: the server would compress every small event once per
             # watcher (50 watchers: 10.9 % of a deposition's throughput with it, 2 % without)
-            config = uvicorn.Config(create_app(data, security), log_level=log_level,
+            app = create_app(data, security, station_path)
+            app.state.queue_runner = runner = QueueRunner(data, station_path).start()
+            config = uvicorn.Config(app, log_level=log_level,
                                     lifespan="off", ws_per_message_deflate=False)
             with _stop_on_sigterm():  # uvicorn stops, then raises again what stopped it
                 uvicorn.Server(config).run(sockets=sockets)
         except KeyboardInterrupt:
             pass  # the server was asked to stop, and did
         finally:
+            if runner is not None:  # its runs go on; the next server watches them
+                runner.stop()
             withdraw(announced, engine_token)
             for sock in sockets:
                 sock.close()
