@@ -27,7 +27,8 @@ from lipon_hw.extras import needs
 #: the modules only an extra's stack needs (everything else must import on a core install)
 EXTRA_ONLY = ("lipon_hw.bluesky", "lipon_hw.analysis.plots", "lipon_hw.deposition.report",
               "lipon_hw.screening.maps", "lipon_hw.web.app", "lipon_hw.web.runs",
-              "lipon_hw.web.security", "lipon_hw.web.server", "lipon_hw.web.live")
+              "lipon_hw.web.security", "lipon_hw.web.server", "lipon_hw.web.live",
+              "lipon_hw.web.queue")
 
 PLOTS = "matplotlib is not installed: drawing plots needs `pip install 'lipon-hw[plots]'`"
 
