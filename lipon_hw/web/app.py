@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 
 from lipon_hw import __version__
 from lipon_hw.errors import LiponError
-from lipon_hw.web import live, runs
+from lipon_hw.web import live, pages, runs
 from lipon_hw.web.security import Security, require
 
 
@@ -29,6 +29,7 @@ def create_app(data_dir: str | Path, security: Security) -> FastAPI:
     app.state.hub = live.Hub()
     app.include_router(runs.router)
     app.include_router(live.make_router(app.state.hub, require("engine"), require("viewer")))
+    pages.mount(app)
     app.add_exception_handler(RequestValidationError, _bad_field)
     app.add_exception_handler(LiponError, _store_trouble)
     return app

@@ -1,0 +1,207 @@
+"""The operator's pages in a real browser: Debian's chromium, driven by Playwright (its
+own browsers are never downloaded), against a live `lipon-hw serve` and simulated runs on
+a real-time clock (`--speed`), each in a process of its own, publishing as in the lab.
+
+Each test writes a screenshot of its page to docs/screenshots/ (the README shows them).
+Without /usr/bin/chromium the tests are skipped, saying why — except in CI (`CI` set),
+where they fail: `.ci/run` installs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi")
+sync_api = pytest.importorskip("playwright.sync_api")
+
+from recipes import LNMO, short_recipe  # noqa: E402
+
+ROOT = Path(__file__).parent.parent
+SHOTS = ROOT / "docs" / "screenshots"
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+OPERATOR, VIEWER = "otto-operator-token-0123", "vera-viewer-token-01234"
+WAIT_MS = 40_000
+
+
+@pytest.fixture
+def browser(tmp_path):
+    if not CHROMIUM.exists():
+        why = (f"{CHROMIUM} is missing: install Debian's chromium "
+               "(apt-get install chromium) for the browser tests")
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    with sync_api.sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True,
+            args=ARGS, viewport={"width": 1400, "height": 900})
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+def cli(*args, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "lipon_hw.cli", *map(str, args)], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def stop(process: subprocess.Popen, sig=signal.SIGTERM) -> None:
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def get(url: str, token: str | None = None):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as r:
+        return json.loads(r.read())
+
+
+@pytest.fixture
+def served(tmp_path):
+    """`lipon-hw serve` on a free port with an operator and a viewer: (url, data dir)."""
+    data = tmp_path / "data"
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"otto operator {OPERATOR}\nvera viewer {VIEWER}\n", encoding="utf-8")
+    tokens.chmod(0o600)
+    server = cli("serve", "--bind", "127.0.0.1:0", "--token-file", tokens, "--data", data,
+                 cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 30
+        while not (data / "serve.json").exists():
+            assert server.poll() is None and time.monotonic() < deadline, server.stderr.read()
+            time.sleep(0.05)
+        time.sleep(0.1)  # written whole (os.replace) but give the server its first request
+        yield json.loads((data / "serve.json").read_text(encoding="utf-8"))["url"], data
+    finally:
+        stop(server)
+
+
+def started(url: str, run: subprocess.Popen) -> int:
+    """The id of the run the engine started (once the store has it)."""
+    deadline = time.monotonic() + 30
+    while True:
+        runs = get(f"{url}/api/runs", VIEWER)
+        if runs:
+            return runs[-1]["id"]
+        assert run.poll() is None and time.monotonic() < deadline, run.stderr.read()
+        time.sleep(0.1)
+
+
+def open_run(browser, url: str, run_id: int, token: str):
+    page = browser.new_page()
+    page.goto(f"{url}/runs/{run_id}")
+    page.fill("#token", token)
+    page.press("#token", "Enter")  # kept in sessionStorage, the page reloads with it
+    page.wait_for_function("() => document.querySelector('#link')?.textContent === 'live'",
+                           timeout=WAIT_MS)
+    return page
+
+
+def count(page, selector: str, attr: str) -> int:
+    return int(page.get_attribute(selector, f"data-{attr}") or 0)
+
+
+def test_a_deposition_page_follows_the_run_and_its_operator_pauses_it(browser, served,
+                                                                      tmp_path):
+    url, data = served
+    recipe = short_recipe(tmp_path, thickness_nm=30)
+    run = cli("run", recipe, "--speed", 200, "--data", data, cwd=tmp_path)
+    try:
+        run_id = started(url, run)
+        page = open_run(browser, url, run_id, OPERATOR)
+        page.wait_for_function("() => +document.querySelector('#plots').dataset.points > 20",
+                               timeout=WAIT_MS)
+        first = count(page, "#plots", "points")
+        page.wait_for_function(f"() => +document.querySelector('#plots').dataset.points > "
+                               f"{first + 50}", timeout=WAIT_MS)
+        # on to the deposit (step 5), where a pause matters: RF off, shutter closed
+        page.wait_for_selector("#steps tr.step-running:nth-child(6)", timeout=WAIT_MS)
+        page.wait_for_timeout(1000)
+        assert page.locator("#steps tr.step-running").count() == 1
+
+        page.click("#pause")
+        page.wait_for_selector("#said.done", timeout=WAIT_MS)
+        assert "pause requested by otto" in page.text_content("#said")
+        page.wait_for_function("() => [...document.querySelectorAll('#alarms li')].some("
+                               "li => li.textContent.includes('pause requested'))",
+                               timeout=WAIT_MS)
+        db = sqlite3.connect(f"file:{data / 'lipon.db'}?mode=ro", uri=True)
+        try:
+            asked = db.execute("SELECT action, author FROM requests WHERE run_id=?",
+                               (run_id,)).fetchall()
+        finally:
+            db.close()
+        assert asked == [("pause", "otto")]
+
+        page.fill("#token", "")  # no token now: the abort is refused, and the page says so
+        page.press("#token", "Enter")
+        page.wait_for_selector("#token")
+        page.click("#abort")
+        page.wait_for_selector("#said.refused", timeout=WAIT_MS)
+        said = page.text_content("#said")
+        assert "abort refused (401)" in said and "needs a token" in said
+        assert run.poll() is None  # the run holds on, paused
+
+        page = open_run(browser, url, run_id, OPERATOR)  # the page read again, from scratch
+        page.wait_for_function("() => +document.querySelector('#plots').dataset.points > "
+                               f"{first + 50}", timeout=WAIT_MS)
+        page.wait_for_timeout(300)  # a frame drawn
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / "deposition-live.png"), full_page=True)
+        page.click("#abort")
+        page.wait_for_selector("#said.done", timeout=WAIT_MS)
+        assert run.wait(60) == 3  # aborted by the operator
+        page.wait_for_function("() => document.querySelector('#status').textContent === "
+                               "'aborted'", timeout=WAIT_MS)
+        page.goto(f"{url}/")  # the list of runs, with the token this tab keeps
+        page.wait_for_selector(f"#runs a[href='/runs/{run_id}']", timeout=WAIT_MS)
+        assert "aborted" in page.text_content("#runs")
+    finally:
+        stop(run, signal.SIGINT)
+
+
+def test_a_cell_test_page_shows_sixteen_channels_updating(browser, served, tmp_path):
+    url, data = served
+    protocol = tmp_path / "lnmo16.yaml"
+    protocol.write_text(LNMO.format(channels="1-16", cycles=3), encoding="utf-8")
+    run = cli("run", protocol, "--speed", 600, "--data", data, cwd=tmp_path)
+    try:
+        run_id = started(url, run)
+        page = open_run(browser, url, run_id, VIEWER)
+        page.wait_for_function("() => +document.querySelector('#channels').dataset.channels "
+                               "=== 16", timeout=WAIT_MS)
+        page.wait_for_function("() => [...document.querySelectorAll('#channels .tile')]"
+                               ".every(t => +t.dataset.samples > 5)", timeout=WAIT_MS)
+        before = [count(page, f".tile[data-channel='{c}']", "samples") for c in range(1, 17)]
+        page.wait_for_function(
+            "(before) => [...document.querySelectorAll('#channels .tile')].every("
+            "(t, i) => +t.dataset.samples > before[i])", arg=before, timeout=WAIT_MS)
+        page.click(".tile[data-channel='3']")
+        assert page.text_content("#detail-title") == "Channel 3"
+        # a first cycle ends: its discharge capacity and CE, integrated from the samples
+        page.wait_for_function("() => +document.querySelector('#detail').dataset.cycles >= 1",
+                               timeout=WAIT_MS)
+        assert "CE –" not in page.text_content(".tile[data-channel='3']")
+        page.wait_for_timeout(300)
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / "celltest-live.png"), full_page=True)
+    finally:
+        stop(run, signal.SIGINT)
