@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -98,7 +99,11 @@ def started(url: str, run: subprocess.Popen) -> int:
     """The id of the run the engine started (once the store has it)."""
     deadline = time.monotonic() + 30
     while True:
-        runs = get(f"{url}/api/runs", VIEWER)
+        try:
+            runs = get(f"{url}/api/runs", VIEWER)
+        except urllib.error.HTTPError as exc:  # 503 while the engine makes the store
+            assert exc.code == 503, exc
+            runs = []
         if runs:
             return runs[-1]["id"]
         assert run.poll() is None and time.monotonic() < deadline, run.stderr.read()
@@ -122,7 +127,7 @@ def count(page, selector: str, attr: str) -> int:
 def test_a_deposition_page_follows_the_run_and_its_operator_pauses_it(browser, served,
                                                                       tmp_path):
     url, data = served
-    recipe = short_recipe(tmp_path, thickness_nm=30)
+    recipe = short_recipe(tmp_path, thickness_nm=100)  # a deposit of ~10 s: paused in it
     run = cli("run", recipe, "--speed", 200, "--data", data, cwd=tmp_path)
     try:
         run_id = started(url, run)
@@ -181,7 +186,7 @@ def test_a_deposition_page_follows_the_run_and_its_operator_pauses_it(browser, s
 def test_a_cell_test_page_shows_sixteen_channels_updating(browser, served, tmp_path):
     url, data = served
     protocol = tmp_path / "lnmo16.yaml"
-    protocol.write_text(LNMO.format(channels="1-16", cycles=3), encoding="utf-8")
+    protocol.write_text(LNMO.format(channels="1-16", cycles=20), encoding="utf-8")
     run = cli("run", protocol, "--speed", 600, "--data", data, cwd=tmp_path)
     try:
         run_id = started(url, run)
@@ -205,3 +210,74 @@ def test_a_cell_test_page_shows_sixteen_channels_updating(browser, served, tmp_p
         page.screenshot(path=str(SHOTS / "celltest-live.png"), full_page=True)
     finally:
         stop(run, signal.SIGINT)
+
+
+def test_the_plotter_draws_100k_points_as_a_few_segments_per_pixel_column(browser, served):
+    """Two series of 100 000 points in view: one pass each, at most a few path operations
+    per pixel column (min..max), and the draw's time measured in the browser."""
+    url, _data = served
+    page = browser.new_page()
+    page.goto(f"{url}/static/index.html")
+    got = page.evaluate("""async () => {
+        const { Plot } = await import('/static/plot.js');
+        const box = document.createElement('div');
+        box.style.width = '1000px';
+        document.body.appendChild(box);
+        const plot = new Plot(box, { height: 200 });
+        for (const [k, f] of [['a', Math.sin], ['b', Math.cos]]) {
+            const s = plot.add(k, k);
+            for (let i = 0; i < 100000; i++) s.add(i * 0.01, f(i * 1e-3) + (i % 7) * 0.01);
+        }
+        const g = plot.canvas.getContext('2d');
+        let ops = 0;
+        for (const name of ['moveTo', 'lineTo']) {
+            const real = g[name].bind(g);
+            g[name] = (...a) => { ops++; return real(...a); };
+        }
+        plot.dirty = true;
+        const t0 = performance.now();
+        plot.draw();
+        return { ms: performance.now() - t0, ops, width: plot.canvas.clientWidth,
+                 points: plot.points };
+    }""")
+    assert got["points"] == 200_000
+    assert got["ops"] < 2 * 5 * got["width"] + 200, got  # not one per point
+    print(f"plotter: 200k points drawn in {got['ms']:.1f} ms ({got['ops']} path ops)")
+
+
+def test_pages_are_served_and_a_websocket_takes_its_token_as_access_token(tmp_path):
+    """The pages and their scripts are served to anyone (they hold no data); a WebSocket,
+    which a browser cannot give a header, may send its token as `access_token`, which the
+    server's log does not show."""
+    import logging
+
+    from fastapi.testclient import TestClient
+    from starlette.websockets import WebSocketDisconnect
+
+    from lipon_hw.web.app import create_app
+    from lipon_hw.web.security import Security, User
+    from lipon_hw.web.server import _HideTokens
+
+    app = create_app(tmp_path, Security({VIEWER: User("vera", "viewer")}))
+    client = TestClient(app)
+    for path, kind in (("/", "text/html"), ("/runs/3", "text/html"),
+                       ("/static/plot.js", "javascript"), ("/static/style.css", "text/css")):
+        answer = client.get(path)
+        assert answer.status_code == 200 and kind in answer.headers["content-type"], path
+    assert "run.js" in client.get("/runs/3").text
+    assert client.get("/api/runs").status_code == 401  # the data still needs a token
+    app.state.hub.publish(3, [{"seq": 1, "t_s": 0.0, "kind": "status",
+                               "data": {"status": "running", "message": ""}}])
+    with client.websocket_connect(f"/ws/runs/3?access_token={VIEWER}") as ws:
+        assert [e["seq"] for e in json.loads(ws.receive_text())] == [1]
+    for query in ("", "?access_token=not-a-token-0123456789"):
+        with pytest.raises(WebSocketDisconnect), \
+                client.websocket_connect(f"/ws/runs/3{query}") as ws:
+            ws.receive_text()
+    record = logging.LogRecord("uvicorn.error", logging.INFO, __file__, 1,
+                               '%s - "WebSocket %s" [accepted]',
+                               ("127.0.0.1:5", f"/ws/runs/3?since_seq=4&access_token={VIEWER}"),
+                               None)
+    assert _HideTokens().filter(record)
+    assert VIEWER not in record.getMessage() and "since_seq=4&access_token=…" in \
+        record.getMessage()
