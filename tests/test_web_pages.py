@@ -75,24 +75,43 @@ def get(url: str, token: str | None = None):
         return json.loads(r.read())
 
 
+class Server:
+    """`lipon-hw serve` on a port of its own with an operator and a viewer; `restart()`
+    stops it and serves again on the same port, as after a server's restart."""
+
+    def __init__(self, tmp_path: Path):
+        self.cwd, self.data = tmp_path, tmp_path / "data"
+        self.tokens = tmp_path / "tokens"
+        self.tokens.write_text(f"otto operator {OPERATOR}\nvera viewer {VIEWER}\n",
+                               encoding="utf-8")
+        self.tokens.chmod(0o600)
+        self.url = self.start("127.0.0.1:0")
+
+    def start(self, bind: str) -> str:
+        announced = self.data / "serve.json"
+        announced.unlink(missing_ok=True)
+        self.process = cli("serve", "--bind", bind, "--token-file", self.tokens, "--data",
+                           self.data, cwd=self.cwd)
+        deadline = time.monotonic() + 30
+        while not announced.exists():
+            assert self.process.poll() is None and time.monotonic() < deadline, \
+                self.process.stderr.read()
+            time.sleep(0.05)
+        return json.loads(announced.read_text(encoding="utf-8"))["url"]
+
+    def restart(self) -> None:
+        stop(self.process)
+        assert self.process.returncode == 0, self.process.stderr.read()
+        assert self.start(self.url.removeprefix("http://")) == self.url
+
+
 @pytest.fixture
 def served(tmp_path):
-    """`lipon-hw serve` on a free port with an operator and a viewer: (url, data dir)."""
-    data = tmp_path / "data"
-    tokens = tmp_path / "tokens"
-    tokens.write_text(f"otto operator {OPERATOR}\nvera viewer {VIEWER}\n", encoding="utf-8")
-    tokens.chmod(0o600)
-    server = cli("serve", "--bind", "127.0.0.1:0", "--token-file", tokens, "--data", data,
-                 cwd=tmp_path)
+    server = Server(tmp_path)
     try:
-        deadline = time.monotonic() + 30
-        while not (data / "serve.json").exists():
-            assert server.poll() is None and time.monotonic() < deadline, server.stderr.read()
-            time.sleep(0.05)
-        time.sleep(0.1)  # written whole (os.replace) but give the server its first request
-        yield json.loads((data / "serve.json").read_text(encoding="utf-8"))["url"], data
+        yield server
     finally:
-        stop(server)
+        stop(server.process)
 
 
 def started(url: str, run: subprocess.Popen) -> int:
@@ -126,7 +145,7 @@ def count(page, selector: str, attr: str) -> int:
 
 def test_a_deposition_page_follows_the_run_and_its_operator_pauses_it(browser, served,
                                                                       tmp_path):
-    url, data = served
+    url, data = served.url, served.data
     recipe = short_recipe(tmp_path, thickness_nm=100)  # a deposit of ~10 s: paused in it
     run = cli("run", recipe, "--speed", 200, "--data", data, cwd=tmp_path)
     try:
@@ -134,6 +153,14 @@ def test_a_deposition_page_follows_the_run_and_its_operator_pauses_it(browser, s
         page = open_run(browser, url, run_id, OPERATOR)
         page.wait_for_function("() => +document.querySelector('#plots').dataset.points > 20",
                                timeout=WAIT_MS)
+        first = count(page, "#plots", "points")
+        page.wait_for_function(f"() => +document.querySelector('#plots').dataset.points > "
+                               f"{first + 50}", timeout=WAIT_MS)
+        served.restart()  # the page carries on with the new server, missing nothing
+        page.wait_for_function("() => document.querySelector('#link').textContent "
+                               "!== 'live'", timeout=WAIT_MS)
+        page.wait_for_function("() => document.querySelector('#link').textContent "
+                               "=== 'live'", timeout=WAIT_MS)
         first = count(page, "#plots", "points")
         page.wait_for_function(f"() => +document.querySelector('#plots').dataset.points > "
                                f"{first + 50}", timeout=WAIT_MS)
@@ -148,6 +175,7 @@ def test_a_deposition_page_follows_the_run_and_its_operator_pauses_it(browser, s
         page.wait_for_function("() => [...document.querySelectorAll('#alarms li')].some("
                                "li => li.textContent.includes('pause requested'))",
                                timeout=WAIT_MS)
+        assert page.is_visible("#held")  # the run stands held
         db = sqlite3.connect(f"file:{data / 'lipon.db'}?mode=ro", uri=True)
         try:
             asked = db.execute("SELECT action, author FROM requests WHERE run_id=?",
@@ -156,18 +184,17 @@ def test_a_deposition_page_follows_the_run_and_its_operator_pauses_it(browser, s
             db.close()
         assert asked == [("pause", "otto")]
 
-        page.fill("#token", "")  # no token now: the abort is refused, and the page says so
-        page.press("#token", "Enter")
-        page.wait_for_selector("#token")
-        page.click("#abort")
-        page.wait_for_selector("#said.refused", timeout=WAIT_MS)
-        said = page.text_content("#said")
+        stranger = browser.new_page()  # a tab without a token: its abort is refused
+        stranger.goto(f"{url}/runs/{run_id}")
+        stranger.wait_for_function("() => document.querySelector('#said').textContent"
+                                   ".includes('cannot be read (401)')", timeout=WAIT_MS)
+        stranger.click("#abort")
+        stranger.wait_for_function("() => document.querySelector('#said').textContent"
+                                   ".includes('abort refused')", timeout=WAIT_MS)
+        said = stranger.text_content("#said")
         assert "abort refused (401)" in said and "needs a token" in said
         assert run.poll() is None  # the run holds on, paused
 
-        page = open_run(browser, url, run_id, OPERATOR)  # the page read again, from scratch
-        page.wait_for_function("() => +document.querySelector('#plots').dataset.points > "
-                               f"{first + 50}", timeout=WAIT_MS)
         page.wait_for_timeout(300)  # a frame drawn
         SHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SHOTS / "deposition-live.png"), full_page=True)
@@ -176,6 +203,19 @@ def test_a_deposition_page_follows_the_run_and_its_operator_pauses_it(browser, s
         assert run.wait(60) == 3  # aborted by the operator
         page.wait_for_function("() => document.querySelector('#status').textContent === "
                                "'aborted'", timeout=WAIT_MS)
+        # what the page followed, across the server's restart, is what the store holds:
+        # nothing lost, nothing twice
+        stored = get(f"{url}/api/runs/{run_id}/readings?limit=100000", VIEWER)
+        assert stored["next"] is None
+        deadline = time.monotonic() + 10  # a history read again after a resync may be due
+        while True:
+            plotted = page.evaluate("() => Object.fromEntries(liponPage.plots.flatMap("
+                                    "p => p.series.map(s => [s.name, s.t.length])))")
+            if plotted == {n: len(stored["series"][n]["t_s"]) for n in plotted} or \
+                    time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert plotted == {n: len(stored["series"][n]["t_s"]) for n in plotted}
         page.goto(f"{url}/")  # the list of runs, with the token this tab keeps
         page.wait_for_selector(f"#runs a[href='/runs/{run_id}']", timeout=WAIT_MS)
         assert "aborted" in page.text_content("#runs")
@@ -184,7 +224,7 @@ def test_a_deposition_page_follows_the_run_and_its_operator_pauses_it(browser, s
 
 
 def test_a_cell_test_page_shows_sixteen_channels_updating(browser, served, tmp_path):
-    url, data = served
+    url, data = served.url, served.data
     protocol = tmp_path / "lnmo16.yaml"
     protocol.write_text(LNMO.format(channels="1-16", cycles=20), encoding="utf-8")
     run = cli("run", protocol, "--speed", 600, "--data", data, cwd=tmp_path)
@@ -215,7 +255,7 @@ def test_a_cell_test_page_shows_sixteen_channels_updating(browser, served, tmp_p
 def test_the_plotter_draws_100k_points_as_a_few_segments_per_pixel_column(browser, served):
     """Two series of 100 000 points in view: one pass each, at most a few path operations
     per pixel column (min..max), and the draw's time measured in the browser."""
-    url, _data = served
+    url = served.url
     page = browser.new_page()
     page.goto(f"{url}/static/index.html")
     got = page.evaluate("""async () => {

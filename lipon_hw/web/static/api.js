@@ -4,6 +4,7 @@
 // A loopback server without tokens needs none.
 
 const KEY = "lipon-hw.token";
+const FILL_MS = 2500;
 
 export function token() { return sessionStorage.getItem(KEY) || ""; }
 export function setToken(t) {
@@ -25,9 +26,9 @@ export async function api(path, method = "GET") {
 }
 
 // every page of a run's readings: {quantity: {t_s: [], value: []}}
-export async function allReadings(runId) {
+export async function allReadings(runId, sinceT = null) {
   const out = {};
-  let next = `/api/runs/${runId}/readings?limit=100000`;
+  let next = `/api/runs/${runId}/readings?limit=100000` + (sinceT == null ? "" : `&since_t=${sinceT}`);
   while (next) {
     const page = await api(next);
     for (const [name, s] of Object.entries(page.series)) {
@@ -44,8 +45,9 @@ export async function allReadings(runId) {
 // socket is opened again after a close, waiting longer each time (up to 10 s), from the
 // last seq seen — so the page survives a server restart.
 export class Live {
-  constructor(runId, { onEvents, onResync, onState }) {
+  constructor(runId, { onEvents, onResync, onLater, onState }) {
     this.runId = runId; this.onEvents = onEvents; this.onResync = onResync;
+    this.onLater = onLater;
     this.onState = onState || (() => {});
     this.lastSeq = 0; this.wait = 500; this.pending = null; this.loading = null;
     this.connect();
@@ -84,6 +86,9 @@ export class Live {
       const held = this.pending;
       this.loading = null; this.pending = null;
       this.onEvents(held);
+      // readings the engine had sent but not yet committed when the history was read
+      // (it commits at least once a wall second) are read once more, merged by time
+      if (this.onLater) setTimeout(() => this.onLater().catch(() => {}), FILL_MS);
     })();
     return this.loading;
   }

@@ -62,9 +62,22 @@ export class DepositionPage {
                               t_start: s.t_start_s, t_end: s.t_end_s });
     }
     this.holds = [];
+    this.ui.held(false);
     this.ui.resetLog();
     for (const a of run.alarms) this.alarm(a.t_s, a, false);
     this.ui.status(run.status, run.message);
+    this.merge(history);
+    this.loadedTo = Math.max(-Infinity, ...Object.values(history).map((s) => s.t_s[s.t_s.length - 1] ?? -Infinity));
+  }
+
+  // the readings since the history's end, read again a little later: any the history
+  // lacked (not committed yet when it was read) take their place by time
+  async fill() {
+    if (!Number.isFinite(this.loadedTo)) return this.merge(await allReadings(this.run.id));
+    this.merge(await allReadings(this.run.id, this.loadedTo));
+  }
+
+  merge(history) {
     for (const [name, s] of Object.entries(history)) {
       const found = this.byName[name];
       if (found) for (let i = 0; i < s.t_s.length; i++) found[1].add(s.t_s[i], s.value[i]);
@@ -101,8 +114,11 @@ export class DepositionPage {
 
   alarm(t, a, live) {
     this.ui.alarm(t, a, live);
-    if (a.reaction === "pause" || a.reaction === "hold") this.holds.push({ t0: t, t1: null });
-    else if (a.reaction === "resume" && this.holds.length) this.holds[this.holds.length - 1].t1 = t;
+    const open = this.holds.length && this.holds[this.holds.length - 1].t1 == null;
+    if ((a.reaction === "pause" || a.reaction === "hold") && !open) this.holds.push({ t0: t, t1: null });
+    else if (a.reaction === "resume" && open) this.holds[this.holds.length - 1].t1 = t;
+    const held = this.holds.length > 0 && this.holds[this.holds.length - 1].t1 == null;
+    this.ui.held(held, held ? a.message : "");
   }
 
   redraw() {

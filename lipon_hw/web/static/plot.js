@@ -13,10 +13,14 @@ export class Series {
     this.t = []; this.v = [];
   }
   get last() { return this.t.length ? this.t[this.t.length - 1] : -Infinity; }
-  // add one point unless it is not after the last one (history and live overlap: merge by time)
+  // add one point in time order, unless one at that time is here already (history and
+  // live events overlap: merged by time, each reading once)
   add(t, v) {
-    if (!(t > this.last) || !Number.isFinite(v)) return false;
-    this.t.push(t); this.v.push(v);
+    if (!Number.isFinite(t) || !Number.isFinite(v)) return false;
+    if (t > this.last) { this.t.push(t); this.v.push(v); return true; }
+    const i = lowerBound(this.t, t);
+    if (this.t[i] === t) return false;
+    this.t.splice(i, 0, t); this.v.splice(i, 0, v);
     return true;
   }
   clear() { this.t = []; this.v = []; }

@@ -35,6 +35,7 @@ const ui = {
     while (box.children.length > LOG_LINES) box.lastChild.remove();
   },
   resetLog() { this.seen.clear(); $("log").replaceChildren(); $("alarms").replaceChildren(); $("alarm-count").textContent = "0"; },
+  held(on, why) { $("held").hidden = !on; $("held").title = why || ""; },
   say(text, bad) { $("said").textContent = text; $("said").className = bad ? "refused" : "done"; },
 };
 
@@ -54,8 +55,11 @@ async function main() {
   let run;
   for (let wait = 1000; ; wait = Math.min(2 * wait, 10000)) {
     try { run = await api(`/api/runs/${runId}`); break; } catch (err) {
+      if (err.status === 401 || err.status === 403 || err.status === 404) {
+        ui.say(`run ${runId} cannot be read (${err.status}): ${err.message}`, true);
+        return;
+      }
       ui.say(`run ${runId} cannot be read (${err.message}); trying again`, true);
-      if (err.status === 401 || err.status === 403 || err.status === 404) return;
       await new Promise((r) => setTimeout(r, wait));
     }
   }
@@ -69,6 +73,7 @@ async function main() {
   const live = new Live(runId, {
     onEvents: (events) => page.events(events),
     onResync: () => page.load(),
+    onLater: page.fill ? () => page.fill() : null,
     onState: (s) => { $("link").textContent = s; },
   });
   live.resync();
