@@ -45,6 +45,8 @@ def test_the_wheel_holds_the_sequences_and_runs_the_quick_start(tmp_path):
     shipped = sorted(p.name for p in (ROOT / "sequences").glob("*.yaml"))
     assert shipped and {f"lipon_hw/sequences/{n}" for n in shipped} <= inside
     assert "lipon_hw/data/sim_lab.yaml" in inside
+    static = sorted(p.name for p in (ROOT / "lipon_hw/web/static").iterdir())  # the pages
+    assert static and {f"lipon_hw/web/static/{n}" for n in static} <= inside
 
     work = tmp_path / "elsewhere"  # no sequences/ here: the bare name must find the wheel's
     work.mkdir()

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 
 from lipon_hw import __version__
 from lipon_hw.errors import LiponError
-from lipon_hw.web import live, queue, runs
+from lipon_hw.web import live, pages, queue, runs
 from lipon_hw.web.security import Security, require
 
 
@@ -33,6 +33,7 @@ def create_app(data_dir: str | Path, security: Security,
     app.include_router(runs.router)
     app.include_router(queue.router)
     app.include_router(live.make_router(app.state.hub, require("engine"), require("viewer")))
+    pages.mount(app)
     app.add_exception_handler(RequestValidationError, _bad_field)
     app.add_exception_handler(LiponError, _store_trouble)
     return app

@@ -50,6 +50,8 @@ ROLES = ("viewer", "operator")
 ENGINE = "engine"
 MIN_TOKEN_CHARS = 16
 TOKEN_ENV = "LIPON_HW_TOKEN"
+#: a WebSocket's token, which a browser cannot send as a header (RFC 6750 §2.3's name)
+WS_TOKEN_PARAM = "access_token"
 
 
 @dataclass(frozen=True)
@@ -120,16 +122,19 @@ def allows(has: str, needs: str) -> bool:
 def require(role: str):
     """A FastAPI dependency: the request's User when its role allows `role` (the app's
     `state.security` decides), else 401/403: `user: Annotated[User, Depends(require("engine"))]`
-    in a route's parameters (HTTP; for a WebSocket, which a browser cannot give headers,
-    call `app.state.security.authorize` with the token it sends)."""
+    in a route's parameters. A WebSocket without the header (a browser cannot give it
+    one) may send its token as the query parameter `access_token`."""
     if role not in (*ROLES, ENGINE):
         raise ValueError(f"no role {role!r}")
 
     def dependency(connection: HTTPConnection) -> User:
         security: Security = connection.app.state.security
         client = connection.client.host if connection.client else None
-        return security.authorize(connection.headers.get("authorization"), client, role,
-                                  connection.headers)
+        authorization = connection.headers.get("authorization")
+        if authorization is None and connection.scope["type"] == "websocket":
+            sent = connection.query_params.get(WS_TOKEN_PARAM)  # a browser's WebSocket
+            authorization = f"Bearer {sent}" if sent is not None else None
+        return security.authorize(authorization, client, role, connection.headers)
 
     return dependency
 

@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import secrets
 import signal
 import socket
@@ -150,8 +151,25 @@ def serve(bind_text: str, token_file: str | None, data_dir: str,
     return 0
 
 
+class _HideTokens(logging.Filter):
+    """uvicorn logs a WebSocket's path with its query, where a browser's token goes
+    (`access_token=`): the log shows `access_token=…` instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(
+                isinstance(a, str) and "access_token=" in a for a in record.args):
+            record.args = tuple(_TOKEN_IN_QUERY.sub(r"\1…", a) if isinstance(a, str) else a
+                                for a in record.args)
+        return True
+
+
+_TOKEN_IN_QUERY = re.compile(r"(access_token=)[^&\s]*")
+
+
 def _log_actions() -> None:
     """Operators' actions (`runs`: who asked what of which run) beside uvicorn's log."""
+    for name in ("uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).addFilter(_HideTokens())
     log = logging.getLogger("lipon_hw.web")
     if not log.handlers:
         handler = logging.StreamHandler()
