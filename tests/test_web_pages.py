@@ -2,7 +2,10 @@
 own browsers are never downloaded), against a live `lipon-hw serve` and simulated runs on
 a real-time clock (`--speed`), each in a process of its own, publishing as in the lab.
 
-Each test writes a screenshot of its page to docs/screenshots/ (the README shows them).
+Each test writes a screenshot of its page: to the test's own directory, or to the
+directory `LIPON_HW_SCREENSHOTS` names — `LIPON_HW_SCREENSHOTS=docs/screenshots pytest
+tests/test_web_pages.py` renews the two the README shows (a plain test run leaves the
+checkout as it was).
 Without /usr/bin/chromium the tests are skipped, saying why — except in CI (`CI` set),
 where they fail: `.ci/run` installs it.
 """
@@ -28,12 +31,19 @@ sync_api = pytest.importorskip("playwright.sync_api")
 from recipes import LNMO, short_recipe  # noqa: E402
 
 ROOT = Path(__file__).parent.parent
-SHOTS = ROOT / "docs" / "screenshots"
+SHOTS_ENV = "LIPON_HW_SCREENSHOTS"
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 OPERATOR, VIEWER = "otto-operator-token-0123", "vera-viewer-token-01234"
 WAIT_MS = 40_000
+
+
+def shots(tmp_path: Path) -> Path:
+    """Where the screenshots go (see the module's docstring)."""
+    where = Path(os.environ[SHOTS_ENV]) if os.environ.get(SHOTS_ENV) else tmp_path
+    where.mkdir(parents=True, exist_ok=True)
+    return where
 
 
 @pytest.fixture
@@ -196,8 +206,7 @@ def test_a_deposition_page_follows_the_run_and_its_operator_pauses_it(browser, s
         assert run.poll() is None  # the run holds on, paused
 
         page.wait_for_timeout(300)  # a frame drawn
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SHOTS / "deposition-live.png"), full_page=True)
+        page.screenshot(path=str(shots(tmp_path) / "deposition-live.png"), full_page=True)
         page.click("#abort")
         page.wait_for_selector("#said.done", timeout=WAIT_MS)
         assert run.wait(60) == 3  # aborted by the operator
@@ -246,8 +255,7 @@ def test_a_cell_test_page_shows_sixteen_channels_updating(browser, served, tmp_p
                                timeout=WAIT_MS)
         assert "CE –" not in page.text_content(".tile[data-channel='3']")
         page.wait_for_timeout(300)
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SHOTS / "celltest-live.png"), full_page=True)
+        page.screenshot(path=str(shots(tmp_path) / "celltest-live.png"), full_page=True)
     finally:
         stop(run, signal.SIGINT)
 
