@@ -82,3 +82,23 @@ def test_touchdowns_cover_every_cell_once_serpentine():
     td = touchdowns(sheet, CardSpec(4, 8, 16))[0]
     assert (td.x_mm, td.y_mm) == (0.0, 0.0)
     assert touchdowns(sheet, CardSpec(4, 8, 16))[1].x_mm == 40.0
+
+
+def test_a_recipe_must_check_contact_with_impedance_or_a_pulse(tmp_path):
+    """A floating probe reads some volts: OCV alone would bin a missed pad as a cell."""
+    from pathlib import Path
+
+    from lipon_hw.errors import InputError
+    from lipon_hw.screening.recipe import load_screening
+    from lipon_hw.station import load_station
+
+    text = (Path(__file__).parents[1] / "sequences" / "sheet_screening.yaml").read_text()
+    start, end = text.index("  eis:"), text.index("bins:")
+    ocv_only = text[:start] + text[end:]
+    ocv_only = ocv_only.replace('"z_10000Hz_ohm < 50"', '"ocv_V < 1"').replace(
+        '"z_10Hz_ohm > 3000"', '"ocv_V > 5"').replace('"z_10000Hz_ohm < 210"', '"ocv_V > 6"')
+    ocv_only = ocv_only.replace('"z_10Hz_ohm > 2200 or r_dc_ohm > 2450"', '"ocv_V < 4.197"')
+    path = tmp_path / "ocv_only.yaml"
+    path.write_text(ocv_only)
+    with pytest.raises(InputError, match=r"ocv_only.yaml:\d+: tests: needs eis or pulse"):
+        load_screening(str(path), load_station(None))

@@ -6,7 +6,8 @@ the sites of a touchdown run side by side, each on its own channel.
 What a site reports: the cell's metrics (see `recipe` for their names), whether the probe
 made contact (an open contact reads as an impedance above `contact_max_ohm` at the
 highest frequency; without impedance, as a pulse that ran its voltage away to a limit
-or read more than that), and how long the site was busy on the cell. A shorted cell
+or read more than that; a floating input reads some volts, so a recipe always has one
+of the two), and how long the site was busy on the cell. A shorted cell
 is a measured cell: it takes the pulse's current at ~0 V. A technique the instrument
 could not finish is not a measurement: the site reports no contact, and the prober may
 touch down again.

@@ -175,8 +175,9 @@ def load_screening(path: str, station: Station, text: str | None = None) -> Scre
         m = ScreeningModel.model_validate(doc.data)
     except ValidationError as exc:
         raise pydantic_error(doc, exc) from None
-    if m.tests.ocv is None and m.tests.eis is None and m.tests.pulse is None:
-        raise doc.error(("tests",), "names no test: give ocv, eis or pulse")
+    if m.tests.eis is None and m.tests.pulse is None:  # a floating probe reads some volts
+        raise doc.error(("tests",), "needs eis or pulse: an open-circuit voltage alone "
+                                    "cannot tell a probe that missed its pad from a cell")
     if m.tests.eis is not None:
         freqs = m.tests.eis.frequencies_Hz
         labels = [freq_label(f) for f in freqs]
