@@ -10,102 +10,24 @@ is closed early (`| head`) ends quietly with 0.
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 import signal
 import sys
 from pathlib import Path
 
 import click
 
+from lipon_hw import cli_web
+from lipon_hw.cli_options import (
+    SEED,
+    SPEED,
+    closed_pipe_ends_quietly,
+    data_option,
+    json_option,
+    reports_errors,
+    shipped_sequence,
+)
 from lipon_hw.errors import InputError, LiponError, OutputError
-
-DEFAULT_DATA = "lipon-data"
-
-data_option = click.option("--data", "data_dir", default=DEFAULT_DATA, show_default=True,
-                           type=click.Path(file_okay=False),
-                           help="Data directory holding the run database.")
-json_option = click.option("--json", "as_json", is_flag=True,
-                           help="Machine-readable output on stdout.")
-
-
-class _FiniteFloatRange(click.FloatRange):
-    """click's FloatRange, which lets nan through (nan < min is false); this does not."""
-
-    def convert(self, value, param, ctx):
-        number = super().convert(value, param, ctx)
-        if number != number:
-            self.fail(f"{value!r} is not a number.", param, ctx)
-        return number
-
-
-#: numpy seeds with any non-negative integer; 32 bits are what the store and every
-#: generator of the simulated lab take the same way
-SEED = click.IntRange(0, 2**32 - 1)
-#: times wall speed on a real-time clock: 0.01 is a hundredfold slow motion (slower is a
-#: stopped lab); at 1e6 a 22-hour deposition takes 0.08 s, past which the clock's sleeps
-#: are below the scheduler's resolution and the run is virtual time in all but name
-SPEED = _FiniteFloatRange(0.01, 1e6)
-
-
-def shipped_sequence(_ctx, _param, value: str) -> str:
-    """A bare name of a shipped sequence (`lipon_rf_sputter`) is that file; a path is itself."""
-    from lipon_hw.shipped import find_sequence
-
-    return find_sequence(value)
-
-
-def reports_errors(fn):
-    """Turn LiponError into one line on stderr and its exit code."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except LiponError as exc:
-            click.echo(f"error: {exc}{_safe_state_unless_ok(exc)}", err=True)
-            sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
-        except Exception as exc:  # a bug of ours: say so in one line (LIPON_HW_DEBUG for more)
-            if os.environ.get("LIPON_HW_DEBUG"):
-                raise
-            # only the engine knows what it made safe: say it when it says so, else nothing
-            safe = getattr(exc, "safe_state", None)
-            hardware = f"; the run was stopped and {safe.sentence()}" if safe else ""
-            click.echo(f"error: internal error ({type(exc).__name__}: {exc}){hardware}; set "
-                       "LIPON_HW_DEBUG=1 to see the traceback", err=True)
-            sys.exit(1)
-
-    return wrapper
-
-
-def closed_pipe_ends_quietly(fn):
-    """A listing or export whose reader has gone (`lipon-hw runs | head -2`) has done what
-    was asked: exit 0 without a word, as `head` wanted no more. stdout is pointed at
-    /dev/null so the interpreter's own last flush cannot fail again. Only for commands that
-    change nothing: a run reports its end whatever became of its stdout."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except BrokenPipeError:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
-            sys.exit(0)
-
-    return wrapper
-
-
-def _safe_state_unless_ok(exc: LiponError) -> str:
-    """A run whose safe state failed somewhere says so with its error, whatever the error."""
-    safe = getattr(exc, "safe_state", None)
-    return f"; {safe.sentence()}" if safe is not None and not safe.ok and \
-        safe.sentence() not in str(exc) else ""
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -398,75 +320,6 @@ def schema(kind) -> None:
     click.echo(json.dumps(make(kind), indent=1, ensure_ascii=False))
 
 
-@main.command(name="serve")
-@click.option("--bind", "bind_text", default="localhost:8765", show_default=True,
-              help="HOST:PORT to listen on (localhost: 127.0.0.1 and ::1; [::1]:PORT for "
-                   "IPv6; port 0: any free one). Beyond loopback, tokens are required.")
-@click.option("--token-file", type=click.Path(dir_okay=False),
-              help="Users, one `NAME ROLE TOKEN` a line (role viewer or operator), a file "
-                   "only its owner may read. Default: LIPON_HW_TOKEN, one operator; neither: "
-                   "local requests act as the local operator (loopback only).")
-@click.option("--station", "station_path", type=click.Path(dir_okay=False),
-              help="Station the queue's sequences are validated against and run on "
-                   "(default: the built-in simulated lab).")
-@data_option
-@reports_errors
-def serve_web(bind_text, token_file, station_path, data_dir) -> None:
-    """Serve the operator's web view of the data directory (runs, readings, channels,
-    alarms, samples; pause, continue, abort; the run queue) until SIGINT/SIGTERM."""
-    from lipon_hw.extras import needs
-
-    with needs("web", "`lipon-hw serve`"):
-        from lipon_hw.web.server import serve as run_server
-    sys.exit(run_server(bind_text, token_file, data_dir, echo=click.echo,
-                        station_path=station_path))
-
-
-server_option = click.option("--server", help="URL of the `lipon-hw serve` (default: the one "
-                                              "serving --data, else http://localhost:8765).")
-token_option = click.option("--token", envvar="LIPON_HW_TOKEN", show_envvar=True,
-                            help="The server's token for you (none: a loopback server's "
-                                 "local operator).")
-
-
-@main.command()
-@click.argument("sequence", type=click.Path(dir_okay=False), callback=shipped_sequence)
-@server_option
-@token_option
-@data_option
-@click.option("--seed", type=SEED, help="As for `run`.")
-@click.option("--speed", type=SPEED, help="As for `run` (0.01 to 1e6).")
-@json_option
-@reports_errors
-def submit(sequence, server, token, data_dir, seed, speed, as_json) -> None:
-    """Queue a recipe or protocol on a `lipon-hw serve`: validated there against its
-    station, then run when its tool (or potentiostat) is free."""
-    from lipon_hw import queue_client as qc
-
-    for line in qc.submit_command(server, token, data_dir, sequence, seed, speed, as_json):
-        click.echo(line)
-
-
-@main.command(name="queue")
-@server_option
-@token_option
-@data_option
-@click.option("--move", "move_to", type=(int, click.IntRange(min=1)), metavar="ID POS",
-              help="Put queued entry ID at position POS (1: next) of its lane.")
-@click.option("--cancel", "cancel_id", type=int, metavar="ID",
-              help="Cancel entry ID: take it out if queued, abort its run if running.")
-@json_option
-@reports_errors
-@closed_pipe_ends_quietly
-def queue_cmd(server, token, data_dir, move_to, cancel_id, as_json) -> None:
-    """List a `lipon-hw serve`'s run queue (each lane's running and queued entries, then
-    the latest ended), or move or cancel an entry."""
-    from lipon_hw import queue_client as qc
-
-    for line in qc.queue_command(server, token, data_dir, move_to, cancel_id, as_json):
-        click.echo(line)
-
-
 @main.group()
 def sim() -> None:
     """The simulated lab."""
@@ -525,6 +378,8 @@ def _fmt(value, digits: int = 1) -> str:
 def _round(value, digits):
     return None if value is None else round(value, digits)
 
+
+cli_web.register(main)
 
 if __name__ == "__main__":
     main()

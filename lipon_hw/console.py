@@ -80,6 +80,6 @@ def _show(kind, options: RunOptions, go) -> None:
 
 def _data_hint(options: RunOptions) -> str | None:
     """`--data DIR` for the `lipon-hw alarms` hint, unless DIR is the default."""
-    from lipon_hw.cli import DEFAULT_DATA
+    from lipon_hw.cli_options import DEFAULT_DATA
 
     return None if options.data_dir == DEFAULT_DATA else options.data_dir
