@@ -4,6 +4,7 @@ it as hardware (`socket://` addresses, a real-time clock)."""
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
 import subprocess
 import sys
@@ -75,3 +76,15 @@ def cli_process(*args, cwd: Path) -> subprocess.Popen:
     """`lipon-hw ARGS` in a process of its own, its output piped as text."""
     return subprocess.Popen([sys.executable, "-m", "lipon_hw.cli", *map(str, args)], cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def stop_process(process: subprocess.Popen, sig=signal.SIGTERM, wait_s: float = 30) -> None:
+    """Ask a process to stop with `sig` (if it still lives); killed if it has not ended
+    within `wait_s`."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from typing import Annotated
 import pytest
 from fastapi import Depends
 from fastapi.testclient import TestClient
+from served import stop_process
 from stores import committed
 
 from lipon_hw.celltest.session import start_cycling
@@ -377,12 +377,7 @@ def test_the_real_server_serves_announces_itself_and_cleans_up(made, tmp_path):
         assert "serves this data directory already" in second.stderr
         assert json.loads(announced.read_text(encoding="utf-8")) == found  # left as it was
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(20)
-        finally:
-            if server.poll() is None:
-                server.kill()
+        stop_process(server, wait_s=20)
     assert server.returncode == 0, server.stderr.read()
     assert not announced.exists()
 

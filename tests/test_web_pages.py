@@ -17,7 +17,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -27,6 +26,8 @@ import pytest
 
 pytest.importorskip("fastapi")
 sync_api = pytest.importorskip("playwright.sync_api")
+
+from served import cli_process, stop_process  # noqa: E402
 
 from recipes import LNMO, short_recipe  # noqa: E402
 
@@ -64,21 +65,6 @@ def browser(tmp_path):
             context.close()
 
 
-def cli(*args, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "lipon_hw.cli", *map(str, args)], cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def stop(process: subprocess.Popen, sig=signal.SIGTERM) -> None:
-    if process.poll() is None:
-        process.send_signal(sig)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def get(url: str, token: str | None = None):
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as r:
@@ -100,7 +86,7 @@ class Server:
     def start(self, bind: str) -> str:
         announced = self.data / "serve.json"
         announced.unlink(missing_ok=True)
-        self.process = cli("serve", "--bind", bind, "--token-file", self.tokens, "--data",
+        self.process = cli_process("serve", "--bind", bind, "--token-file", self.tokens, "--data",
                            self.data, cwd=self.cwd)
         deadline = time.monotonic() + 30
         while not announced.exists():
@@ -110,7 +96,7 @@ class Server:
         return json.loads(announced.read_text(encoding="utf-8"))["url"]
 
     def restart(self) -> None:
-        stop(self.process)
+        stop_process(self.process)
         assert self.process.returncode == 0, self.process.stderr.read()
         assert self.start(self.url.removeprefix("http://")) == self.url
 
@@ -121,7 +107,7 @@ def served(tmp_path):
     try:
         yield server
     finally:
-        stop(server.process)
+        stop_process(server.process)
 
 
 def started(url: str, run: subprocess.Popen) -> int:
@@ -157,7 +143,7 @@ def test_a_deposition_page_follows_the_run_and_its_operator_pauses_it(browser, s
                                                                       tmp_path):
     url, data = served.url, served.data
     recipe = short_recipe(tmp_path, thickness_nm=100)  # a deposit of ~10 s: paused in it
-    run = cli("run", recipe, "--speed", 200, "--data", data, cwd=tmp_path)
+    run = cli_process("run", recipe, "--speed", 200, "--data", data, cwd=tmp_path)
     try:
         run_id = started(url, run)
         page = open_run(browser, url, run_id, OPERATOR)
@@ -229,14 +215,14 @@ def test_a_deposition_page_follows_the_run_and_its_operator_pauses_it(browser, s
         page.wait_for_selector(f"#runs a[href='/runs/{run_id}']", timeout=WAIT_MS)
         assert "aborted" in page.text_content("#runs")
     finally:
-        stop(run, signal.SIGINT)
+        stop_process(run, signal.SIGINT)
 
 
 def test_a_cell_test_page_shows_sixteen_channels_updating(browser, served, tmp_path):
     url, data = served.url, served.data
     protocol = tmp_path / "lnmo16.yaml"
     protocol.write_text(LNMO.format(channels="1-16", cycles=20), encoding="utf-8")
-    run = cli("run", protocol, "--speed", 600, "--data", data, cwd=tmp_path)
+    run = cli_process("run", protocol, "--speed", 600, "--data", data, cwd=tmp_path)
     try:
         run_id = started(url, run)
         page = open_run(browser, url, run_id, VIEWER)
@@ -257,7 +243,7 @@ def test_a_cell_test_page_shows_sixteen_channels_updating(browser, served, tmp_p
         page.wait_for_timeout(300)
         page.screenshot(path=str(shots(tmp_path) / "celltest-live.png"), full_page=True)
     finally:
-        stop(run, signal.SIGINT)
+        stop_process(run, signal.SIGINT)
 
 
 def test_the_plotter_draws_100k_points_as_a_few_segments_per_pixel_column(browser, served):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from served import stop_process
 
 from lipon_hw.shipped import find_sequence
 from lipon_hw.store import DB_NAME, Store
@@ -312,10 +312,5 @@ def test_the_cli_submits_lists_and_cancels_on_a_real_server(tmp_path):
         assert lines[0].endswith("two.yaml (short LiPON) by operator: cancelled by operator")
         assert lines[1].split()[2:4] == ["sputter", "run"] and "one.yaml" in lines[1]
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(20)
-        finally:
-            if server.poll() is None:
-                server.kill()
+        stop_process(server, wait_s=20)
     assert server.returncode == 0, server.stderr.read()

@@ -7,13 +7,13 @@ cell disconnected on the way out, whatever ended it."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 
 from lipon_hw.celltest import protocol as pr
 from lipon_hw.celltest.all_channels import run_channels
 from lipon_hw.celltest.channels import ChannelState
 from lipon_hw.engine.lifecycle import make_env, uninterruptible
+from lipon_hw.engine.operator import OperatorWish
 from lipon_hw.errors import InputError, InstrumentError
 from lipon_hw.link_health import instrument_links
 from lipon_hw.station import Station
@@ -53,25 +53,6 @@ def run_group(store: Store, run_id: int, proto: pr.Protocol, station: Station,
                 lab.close()
     if failures:  # the channels ended, but a cell is not known to be off: never "completed"
         raise InstrumentError("the hardware was NOT all made safe: " + "; ".join(failures))
-
-
-class OperatorWish:
-    """The operator's standing wish for a running cell test, from its pending requests
-    (every worker of the run sees them): "abort" once asked, else the last of "pause" and
-    "continue", else None. Read from the store at most once a second of wall time."""
-
-    def __init__(self, store: Store, run_id: int, every_s: float = 1.0):
-        self.store, self.run_id, self.every_s = store, run_id, every_s
-        self._read_at = time.monotonic()
-        self._wish: str | None = None
-
-    def __call__(self) -> str | None:
-        if time.monotonic() - self._read_at >= self.every_s:
-            self._read_at = time.monotonic()
-            pending = self.store.requests.pending(self.run_id)
-            toggles = [a for a in pending if a in ("pause", "continue")]
-            self._wish = "abort" if "abort" in pending else toggles[-1] if toggles else None
-        return self._wish
 
 
 #: tries of each channel's disconnection at the run's end, each re-opening a lost link at

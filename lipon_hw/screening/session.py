@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-import time
 
 from lipon_hw.engine import lifecycle
 from lipon_hw.engine.claims import port_identity
 from lipon_hw.engine.claims import sample as sample_claim
 from lipon_hw.engine.lifecycle import Interrupted, Outcome, Resumption, Running, uninterruptible
+from lipon_hw.engine.operator import OperatorWish
 from lipon_hw.engine.ownership import Resource
 from lipon_hw.errors import InputError, InstrumentError, LiponError
 from lipon_hw.kinds import RunOptions
@@ -80,13 +80,14 @@ def resumption(store: Store, owned, run, station, plan: ScreeningPlan) -> Resump
     owned.take(claims(station, plan))
     point = store.last_checkpoint(run.id)
     done = store.screened_positions(run.id)
-    left = [td.index for td in touchdowns(plan.sheet, plan.card) if not td.positions() <= done]
+    every = touchdowns(plan.sheet, plan.card)
+    left = [td.index for td in every if not td.positions() <= done]
     if not left:
         return Resumption(point.t_s if point else 0.0, {}, "", finished=True)
     return Resumption(point.t_s if point else 0.0, {"touchdowns_done": point.step_idx
                                                     if point else 0},
                       f"resumed at touchdown {left[0]} of "
-                      f"{len(touchdowns(plan.sheet, plan.card))}: {len(done)} cells stored")
+                      f"{len(every)}: {len(done)} cells stored")
 
 
 def execute(running: Running) -> Outcome:
@@ -139,8 +140,7 @@ class Prober:
         self.pstat = lab.instruments[plan.potentiostat]
         self.busy_s: list[float] = []  # each measured cell's time on its site
         self.touchdowns_made = 0
-        self._wish_at = -1.0
-        self._wish = None
+        self._operator = OperatorWish(store, run_id)
 
     def run(self, done: set[tuple[int, int]]):
         plan = self.plan
@@ -213,15 +213,6 @@ class Prober:
         for channel in channels:
             self.pstat.cell_off(channel)
 
-    def _operator(self):
-        now = time.monotonic()
-        if now - self._wish_at >= 1.0:
-            self._wish_at = now
-            pending = self.store.requests.pending(self.run_id)
-            toggles = [a for a in pending if a in ("pause", "continue")]
-            self._wish = "abort" if "abort" in pending else toggles[-1] if toggles else None
-        return self._wish
-
     def make_safe(self, resumed: bool) -> list[str]:
         """Every site's cell off, the needles up (`safety`), retried as the clock moves on;
         the operator hears at once what is still being tried. Returns what failed."""
@@ -255,6 +246,7 @@ def summarize(store: Store, run_id: int, plan: ScreeningPlan, t_s: float,
         key = f"{c.hard_bin} {c.hard_bin_name}"
         by_hard[key] = by_hard.get(key, 0) + 1
     limit = physical_limit_s(plan)
+    n_touchdowns = len(touchdowns(plan.sheet, plan.card))
     busy = sorted(prober.busy_s) if prober and prober.busy_s else []
     median_busy = busy[len(busy) // 2] if busy else None
     return {"sheet": plan.sheet.id, "cells": plan.sheet.rows * plan.sheet.cols,
@@ -263,10 +255,10 @@ def summarize(store: Store, run_id: int, plan: ScreeningPlan, t_s: float,
             "yield": len(passed) / len(cells) if cells else None,
             "yield_of_measured": len(passed) / len(measured) if measured else None,
             "hard_bins": by_hard, "sites": plan.card.sites,
-            "touchdowns": len(touchdowns(plan.sheet, plan.card)),
+            "touchdowns": n_touchdowns,
             # the share of site-touchdowns that landed on a cell (the rest fell off the sheet)
             "site_utilisation": plan.sheet.rows * plan.sheet.cols /
-            (len(touchdowns(plan.sheet, plan.card)) * plan.card.sites),
+            (n_touchdowns * plan.card.sites),
             "cells_per_hour": len(cells) / t_s * 3600 if t_s > 0 and cells else None,
             "test_time_per_cell_s": median_busy,
             "physical_limit_per_cell_s": limit,
