@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import resource
 import shutil
@@ -164,11 +165,17 @@ def connect_writer(path: Path) -> sqlite3.Connection:
 
 
 class GuardedConnection:
-    """An sqlite3 connection whose errors (also while rows are fetched) are StoreErrors."""
+    """An sqlite3 connection whose errors (also while rows are fetched) are StoreErrors;
+    the SQLite side of the back-end seam `store_pg.PgConnection` describes."""
+
+    kind = "sqlite"
+    begin_sql = "BEGIN IMMEDIATE"
+    json_values = "SELECT value FROM json_each(?)"
 
     def __init__(self, con: sqlite3.Connection, path: Path):
         self._con = con
         self._path = path
+        self.where = str(path)
 
     def execute(self, sql: str, args=()) -> GuardedCursor:
         with converted(self._path):
@@ -182,9 +189,37 @@ class GuardedConnection:
         with converted(self._path):
             self._con.executescript(sql)
 
+    def insert_rows(self, table: str, columns: tuple[str, ...], rows) -> None:
+        """Rows into a table (the bulk tables' writes: executemany)."""
+        with converted(self._path):
+            self._con.executemany(_insert_sql(table, columns), rows)
+
+    def insert_id(self, sql: str, args) -> int:
+        """An INSERT's new `id` (its rowid)."""
+        return int(self.execute(sql, args).lastrowid)
+
+    def stream(self, sql: str, args=()) -> Iterator[tuple]:
+        """A query's rows as SQLite steps through them."""
+        yield from self.execute(sql, args)
+
+    def wait_for_locks(self, seconds: float) -> None:
+        self.execute(f"PRAGMA busy_timeout = {max(int(seconds * 1000), 0)}")
+
+    def durable(self, on: bool) -> None:
+        """`synchronous=FULL`: the WAL synced at each commit; NORMAL: at checkpoints."""
+        self.execute("PRAGMA synchronous=FULL" if on else "PRAGMA synchronous=NORMAL")
+
+    def serialize(self, what: str) -> None:
+        """Nothing to do: a write transaction (BEGIN IMMEDIATE) holds the one write lock."""
+
     def close(self) -> None:
         with converted(self._path):
             self._con.close()
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_sql(table: str, columns: tuple[str, ...]) -> str:
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({','.join('?' * len(columns))})"
 
 
 class GuardedCursor:
