@@ -43,6 +43,9 @@ COPY_TYPES = {"readings": ("int8", "float8", "int8", "float8"),
 #: how long a writer waits for another connection's lock, as SQLite's busy timeout
 LOCK_WAIT_S = 30.0
 _cursor_names = itertools.count(1)
+#: statements sent again on a new connection when the old one turns out dropped: they
+#: change nothing, or start a transaction
+_SAFE_AGAIN = ("BEGIN", "SET ", "SELECT ")
 
 
 def _psycopg():
@@ -161,8 +164,15 @@ class PgConnection:
             self._in_transaction = False  # nothing to roll back on a lost connection
             return None
         self._ready(sql)
-        with self._converted():
-            cur = self._con.execute(placeholders(sql), args)
+        try:
+            with self._converted():
+                cur = self._con.execute(placeholders(sql), args)
+        except StoreUnreachable:
+            if self._in_transaction or not sql.startswith(_SAFE_AGAIN):
+                raise  # a write whose fate is unknown is never sent twice
+            self._ready(sql)  # dropped since its last use (a restart): made again, once
+            with self._converted():
+                cur = self._con.execute(placeholders(sql), args)
         if sql == self.begin_sql:
             self._in_transaction = True
         elif sql in ("COMMIT", "ROLLBACK"):

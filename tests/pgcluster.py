@@ -51,27 +51,53 @@ def start(root: Path) -> str:
     root = Path(root)
     shutil.rmtree(root, ignore_errors=True)
     (root / "socket").mkdir(parents=True)
+    os.chmod(root, 0o755)
     if os.geteuid() == 0:
         entry = pwd.getpwnam("postgres")
         for path in (root, root / "socket"):
             os.chown(path, entry.pw_uid, entry.pw_gid)
     data = root / "data"
     user = _server_user()
-    run = {"check": True, "stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE}
-    subprocess.run(_as_server_user([str(bins / "initdb"), "-D", str(data), "-A", "trust",
+    run = {"check": True, "stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE,
+           "cwd": root}
+    _checked(_as_server_user([str(bins / "initdb"), "-D", str(data), "-A", "trust",
                                     "-U", user, "--no-sync", "-E", "UTF8",
                                     "--locale=C"]), **run)
     # nothing the tests need survives a crash of this server: no fsync, small and quick
     options = (f"-k {root / 'socket'} -c listen_addresses='' -c fsync=off "
                "-c full_page_writes=off -c synchronous_commit=on -c max_connections=200 "
                "-c shared_buffers=64MB")
-    subprocess.run(_as_server_user([str(bins / "pg_ctl"), "-D", str(data), "-l",
+    _checked(_as_server_user([str(bins / "pg_ctl"), "-D", str(data), "-l",
                                     str(root / "server.log"), "-w", "-t", "60", "-o", options,
                                     "start"]), **run)
     base = f"postgresql:///postgres?host={root / 'socket'}&user={user}"
-    subprocess.run([str(bins / "psql"), "-q", "-d", base, "-c",
+    _checked([str(bins / "psql"), "-q", "-d", base, "-c",
                     f"CREATE DATABASE {DATABASE}"], **run)
     return f"postgresql:///{DATABASE}?host={root / 'socket'}&user={user}"
+
+
+def _checked(cmd: list[str], **run) -> None:
+    """Run a server command; its failure raises with what it said."""
+    try:
+        subprocess.run(cmd, **run)
+    except subprocess.CalledProcessError as exc:
+        said = (exc.stderr or b"").decode(errors="replace").strip()
+        raise RuntimeError(f"{Path(cmd[0]).name if cmd[0] != 'runuser' else cmd[4]} failed: "
+                           f"{said}") from None
+
+
+def sql(url: str, statement: str) -> None:
+    """One statement on the server (psycopg: the tests' own client, not the store's)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as con:
+        con.execute(statement)
+
+
+def in_schema(url: str, schema: str) -> str:
+    """The address with its search_path set to `schema` (where a store's tables go)."""
+    joiner = "&" if "?" in url else "?"
+    return f"{url}{joiner}options=-csearch_path%3D{schema}"
 
 
 def stop(root: Path) -> None:
@@ -90,8 +116,7 @@ if __name__ == "__main__":
     if sys.argv[1] == "start":
         try:
             print(start(Path(sys.argv[2])))
-        except subprocess.CalledProcessError as exc:
-            sys.exit(f"the test PostgreSQL server did not start: "
-                     f"{(exc.stderr or b'').decode(errors='replace').strip()}")
+        except RuntimeError as exc:
+            sys.exit(f"the test PostgreSQL server did not start: {exc}")
     else:
         stop(Path(sys.argv[2]))
