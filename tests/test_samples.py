@@ -77,7 +77,7 @@ def test_sample_option_is_refused_for_a_cell_test(tmp_path):
     assert "(--sample) is for recipes" in out.stderr
 
 
-def test_an_aborted_deposition_keeps_its_layer_as_partial(tmp_path):
+def test_an_aborted_deposition_keeps_its_layer_as_partial(tmp_path, backend):
     bench = Bench(tmp_path, thickness_nm=200)
     bench.at_deposit(lambda: bench.store.requests.make(bench.run_id, "abort"), after_s=300)
     with pytest.raises(RunAborted):
@@ -95,7 +95,7 @@ def test_an_aborted_deposition_keeps_its_layer_as_partial(tmp_path):
     assert summary["layers"][0]["properties"]["partial"] is True
 
 
-def test_a_partial_layer_is_replaced_when_its_run_finishes_it(tmp_path):
+def test_a_partial_layer_is_replaced_when_its_run_finishes_it(tmp_path, backend):
     store = Store(tmp_path / "d")
     store.ensure_sample("S", "glass")
     store.add_layer("S", 1, "LiPON", 300.0, 0.4, "sputter", 10.0, {"step": 4, "partial": True})
@@ -109,7 +109,7 @@ def test_a_partial_layer_is_replaced_when_its_run_finishes_it(tmp_path):
     assert "partial" not in stack[0].properties
 
 
-def test_sample_listing_marks_a_partial_layer(tmp_path):
+def test_sample_listing_marks_a_partial_layer(tmp_path, backend):
     store = Store(tmp_path / "d")
     store.ensure_sample("S", "glass")
     store.add_layer("S", 1, "LiPON", 304.8, 0.4, "sputter", 10.0,
