@@ -116,6 +116,8 @@ class PgConnection:
         self._read_only = read_only
         self._in_transaction = False
         self._durable = False
+        #: how long the next transaction waits for a lock (`wait_for_locks`)
+        self._lock_wait_ms = int(LOCK_WAIT_S * 1000)
         self._con = self._connect()
 
     def _connect(self):
@@ -164,15 +166,19 @@ class PgConnection:
             self._in_transaction = False  # nothing to roll back on a lost connection
             return None
         self._ready(sql)
+        if sql == self.begin_sql:  # the transaction's lock wait, in the same round trip
+            text, args = f"BEGIN; SET LOCAL lock_timeout = '{self._lock_wait_ms}ms'", None
+        else:
+            text = placeholders(sql)
         try:
             with self._converted():
-                cur = self._con.execute(placeholders(sql), args)
+                cur = self._con.execute(text, args)
         except StoreUnreachable:
             if self._in_transaction or not sql.startswith(_SAFE_AGAIN):
                 raise  # a write whose fate is unknown is never sent twice
             self._ready(sql)  # dropped since its last use (a restart): made again, once
             with self._converted():
-                cur = self._con.execute(placeholders(sql), args)
+                cur = self._con.execute(text, args)
         if sql == self.begin_sql:
             self._in_transaction = True
         elif sql in ("COMMIT", "ROLLBACK"):
@@ -227,7 +233,8 @@ class PgConnection:
                 cur.close()
 
     def wait_for_locks(self, seconds: float) -> None:
-        self.execute(f"SET lock_timeout = '{max(int(seconds * 1000), 1)}ms'")
+        """How long the transactions begun from now on wait for another one's lock."""
+        self._lock_wait_ms = max(int(seconds * 1000), 1)
 
     def durable(self, on: bool) -> None:
         """Commits synced on the server before they return (on), or not (off)."""
