@@ -122,9 +122,9 @@ class Store(AlarmRecords, CellTestRecords, SampleRecords, ScreeningRecords, Page
         #: the layout of the open database (`store_migrations`); a writer's is the latest
         self.layout = store_migrations.LATEST
         if read_only:
-            self._db = self._open_reader()
+            self._db, self.layout = store_open.open_reader(self.data_dir, self.location)
         else:
-            self._db = self._open_writer()
+            self._db = store_open.open_writer(self.data_dir, self.location)
         self._quantities: dict[str, int] = dict(self._db.execute(
             "SELECT name, id FROM quantities").fetchall())
         self._pending: list[tuple[int, float, int, float]] = []
@@ -147,57 +147,6 @@ class Store(AlarmRecords, CellTestRecords, SampleRecords, ScreeningRecords, Page
         #: monotonic time of the first write refused since the last one that succeeded
         self.unwritable_since: float | None = None
         self.last_write_error: StoreError | None = None
-
-    def _open_reader(self) -> GuardedConnection:
-        if self.location.is_postgresql:
-            from lipon_hw import store_pg_schema
-
-            db, self.layout = store_pg_schema.open_reader(self.location)
-            return db
-        found = store_open.examine(self.path, thorough=False)
-        if found.state in ("missing", "empty"):
-            raise StoreUnusable(f"{self.data_dir} holds no lipon-hw data (no runs in "
-                                f"{self.where}); pass --data DIR of an earlier run")
-        self.layout = max(found.version, 1)
-        return GuardedConnection(store_open.connect_read_only(self.path), self.path)
-
-    def _open_writer(self) -> GuardedConnection:
-        if self.data_dir.exists() and not self.data_dir.is_dir():
-            raise StoreUnusable(f"{self.data_dir} is not a directory")
-        if self.location.is_postgresql:
-            return self._open_pg_writer()
-        found = store_open.examine(self.path, thorough=True)
-        try:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreUnusable(f"{self.data_dir} cannot be created ({exc.strerror})") from exc
-        store_open.require_writable(self.data_dir, self.path)
-        db = GuardedConnection(store_open.connect_writer(self.path), self.path)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            if found.state != "current":  # made, or migrated, in one transaction
-                store_migrations.migrate(db, store_open.APPLICATION_ID)
-        except BaseException:
-            db.close()
-            raise
-        return db
-
-    def _open_pg_writer(self):
-        from lipon_hw import store_pg_schema
-
-        try:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreUnusable(f"{self.data_dir} cannot be created ({exc.strerror})") from exc
-        db = store_pg_schema.open_writer(self.location)
-        try:
-            store_location.remember(self.data_dir, self.location)
-        except OSError as exc:
-            db.close()
-            raise store_open.store_error(exc, self.data_dir / store_location.RECORD_NAME
-                                         ) from exc
-        return db
 
     def close(self, wait_s: float | None = None) -> None:
         """Write what is buffered (waiting up to `wait_s` for a lock; default: the
