@@ -315,3 +315,24 @@ def test_pages_are_served_and_a_websocket_takes_its_token_as_access_token(tmp_pa
     assert _HideTokens().filter(record)
     assert VIEWER not in record.getMessage() and "since_seq=4&access_token=…" in \
         record.getMessage()
+
+
+def test_the_samples_pages_list_samples_and_show_a_film_stack(browser, served, tmp_path):
+    """`/samples` lists the data directory's samples; a sample's page shows its film stack
+    with the run that grew each layer linked to its page."""
+    from lipon_hw.deposition.session import start_run
+
+    done = start_run(str(short_recipe(tmp_path, 5)), served.data)
+    assert done.status == "completed"
+    page = browser.new_page()
+    page.goto(f"{served.url}/samples")
+    page.fill("#token", VIEWER)
+    page.press("#token", "Enter")
+    page.wait_for_selector("#samples a:text('T-1')", timeout=WAIT_MS)
+    assert count(page, "#samples", "total") == 1
+    page.click("#samples a:text('T-1')")
+    page.wait_for_selector("#stack td:text('LiPON')", timeout=WAIT_MS)
+    assert page.url.endswith("/samples/T-1")
+    link = page.get_attribute("#stack a", "href")
+    assert link == f"/runs/{done.run_id}"
+    page.screenshot(path=str(shots(tmp_path) / "sample.png"))

@@ -66,7 +66,7 @@ async function main() {
   document.title = `run ${runId}: ${run.name}`;
   $("name").textContent = `run ${runId} · ${run.name}`;
   $("kind").textContent = run.kind + (run.sample ? ` · sample ${run.sample}` : "");
-  if (run.sample) $("kind").append(" ", el("a", { href: `/api/samples/${encodeURIComponent(run.sample)}` }, "lineage"));
+  if (run.sample) $("kind").append(" ", el("a", { href: `/samples/${encodeURIComponent(run.sample)}` }, "lineage"));
   const body = $("body");
   const page = run.kind === "cycling" ? new CellTestPage(body, run, ui) : new DepositionPage(body, run, ui);
   window.liponPage = page;
