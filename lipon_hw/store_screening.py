@@ -201,8 +201,9 @@ class ScreeningRecords:
                            ) -> list[tuple[int, ScreenCell]]:
         """(cursor, cell) of the cells a screening run stored after `cursor` (0: from the
         first), in the order they were stored, at most `limit`. A cursor is the row's
-        rowid: rows are never deleted, and each commit's rowids follow the last one's, so
-        a later read from the last cursor seen gets exactly the cells stored since."""
+        rowid: rows are never deleted (nor the file VACUUMed, which could renumber them)
+        and each commit's rowids follow the last one's, so a later read from the last
+        cursor seen gets exactly the cells stored since."""
         if self.layout < 6:
             return []
         self.try_flush()
