@@ -5,9 +5,8 @@ a real-time clock (`--speed`), each in a process of its own, publishing as in th
 Each test writes a screenshot of its page: to the test's own directory, or to the
 directory `LIPON_HW_SCREENSHOTS` names — `LIPON_HW_SCREENSHOTS=docs/screenshots pytest
 tests/test_web_pages.py` renews the two the README shows (a plain test run leaves the
-checkout as it was). The browser, the server and the screenshots' folder come from
-`web_fixtures.py`; without /usr/bin/chromium the tests are skipped, saying why — except
-in CI (`CI` set), where they fail: `.ci/run` installs it.
+checkout as it was). The fixtures and helpers are `web_fixtures`' (shared with the other
+pages' browser tests).
 """
 
 from __future__ import annotations
@@ -20,29 +19,21 @@ import time
 import pytest
 
 pytest.importorskip("fastapi")
-sync_api = pytest.importorskip("playwright.sync_api")
-pytest.register_assert_rewrite("web_fixtures")  # also a plugin (pytest_plugins below)
+pytest.importorskip("playwright.sync_api")
 
 from served import cli_process, stop_process  # noqa: E402
-from web_fixtures import OPERATOR, VIEWER, WAIT_MS, get, shots, started  # noqa: E402
+from web_fixtures import (  # noqa: E402
+    OPERATOR,
+    VIEWER,
+    WAIT_MS,
+    count,
+    get,
+    open_run,
+    shots,
+    started,
+)
 
 from recipes import LNMO, short_recipe  # noqa: E402
-
-pytest_plugins = ["web_fixtures"]  # the fixtures browser and served
-
-
-def open_run(browser, url: str, run_id: int, token: str):
-    page = browser.new_page()
-    page.goto(f"{url}/runs/{run_id}")
-    page.fill("#token", token)
-    page.press("#token", "Enter")  # kept in sessionStorage, the page reloads with it
-    page.wait_for_function("() => document.querySelector('#link')?.textContent === 'live'",
-                           timeout=WAIT_MS)
-    return page
-
-
-def count(page, selector: str, attr: str) -> int:
-    return int(page.get_attribute(selector, f"data-{attr}") or 0)
 
 
 def test_a_deposition_page_follows_the_run_and_its_operator_pauses_it(browser, served,

@@ -21,7 +21,6 @@ import pytest
 
 pytest.importorskip("fastapi")
 pytest.importorskip("playwright.sync_api")
-pytest.register_assert_rewrite("web_fixtures")  # also a plugin (pytest_plugins below)
 
 from served import cli_process  # noqa: E402
 from web_fixtures import OPERATOR, VIEWER, WAIT_MS, get, shots  # noqa: E402
@@ -29,8 +28,6 @@ from web_fixtures import OPERATOR, VIEWER, WAIT_MS, get, shots  # noqa: E402
 from lipon_hw.shipped import find_sequence, shipped_names  # noqa: E402
 
 from recipes import LNMO, SHORT  # noqa: E402
-
-pytest_plugins = ["web_fixtures"]  # the fixtures browser and served
 
 BAD = SHORT.replace("THICKNESS", "5").replace("power_W: 50,", "power_W: -50,")
 ENDED = ("done", "failed", "cancelled")

@@ -1,11 +1,12 @@
-"""What the browser tests of the operator's pages share (test_web_pages.py,
-test_web_queuepage.py): Debian's chromium driven by Playwright (`browser`), a live
-`lipon-hw serve` with an operator and a viewer (`served`), where screenshots go (`shots`).
+"""What the browser tests share (a pytest plugin, named in `conftest.py`'s
+`pytest_plugins`): Debian's chromium driven by Playwright (`browser`; its own browsers are
+never downloaded), a live `lipon-hw serve` with an operator and a viewer (`served`), where
+screenshots go (`shots`), and a few looks at a server and a page.
 
 Screenshots go to the test's own directory, or to the directory `LIPON_HW_SCREENSHOTS`
 names (`LIPON_HW_SCREENSHOTS=docs/screenshots` renews the README's). Without
-/usr/bin/chromium a browser test is skipped, saying why — except in CI (`CI` set), where
-it fails: `.ci/run` installs it.
+/usr/bin/chromium the tests are skipped, saying why — except in CI (`CI` set), where they
+fail: `.ci/run` installs it.
 """
 
 from __future__ import annotations
@@ -19,10 +20,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-sync_api = pytest.importorskip("playwright.sync_api")
-
-from served import cli_process, stop_process  # noqa: E402
+from served import cli_process, stop_process
 
 SHOTS_ENV = "LIPON_HW_SCREENSHOTS"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -47,6 +45,7 @@ def browser(tmp_path):
         if os.environ.get("CI"):
             pytest.fail(why)
         pytest.skip(why)
+    sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
             str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True,
@@ -115,3 +114,17 @@ def started(url: str, run: subprocess.Popen) -> int:
             return runs[-1]["id"]
         assert run.poll() is None and time.monotonic() < deadline, run.stderr.read()
         time.sleep(0.1)
+
+
+def open_run(browser, url: str, run_id: int, token: str):
+    page = browser.new_page()
+    page.goto(f"{url}/runs/{run_id}")
+    page.fill("#token", token)
+    page.press("#token", "Enter")  # kept in sessionStorage, the page reloads with it
+    page.wait_for_function("() => document.querySelector('#link')?.textContent === 'live'",
+                           timeout=WAIT_MS)
+    return page
+
+
+def count(page, selector: str, attr: str) -> int:
+    return int(page.get_attribute(selector, f"data-{attr}") or 0)

@@ -14,6 +14,8 @@ Events: `{"seq": int, "t_s": float | None, "kind": str, "data": {...}}`, kinds
   as stored);
 - `cell`: a cell-test channel's samples, `data` = {"channel", "t", "V", "I", "cycle"}
   (lists, one entry per sample);
+- `screen_cells`: a screening touchdown's cells, `data` = {"cells": [`ScreenCell` as a
+  dict, ...]};
 - `alarm`: `data` = {"severity", "source", "message", "rule", "reaction"};
 - `step`: a deposition step starts or ends, `data` = {"idx", "status"[, "kind", "params"]};
 - `status`: the run's status, `data` = {"status", "message"[, "summary"]}.
@@ -278,6 +280,11 @@ class Publisher:
         self.emit("cell", rows[-1][2], {"channel": channel, "t": list(cols[2]),
                                         "V": list(cols[3]), "I": list(cols[4]),
                                         "cycle": list(cols[5])})
+
+    def screen_cells(self, run_id: int, cells: list) -> None:
+        """A touchdown's screened cells (`ScreenCell`s), as the store was given them."""
+        if run_id == self.run_id and cells:
+            self.emit("screen_cells", cells[-1].t_s, {"cells": [c.to_dict() for c in cells]})
 
     def alarm(self, alarm) -> None:
         if alarm.run_id == self.run_id:
