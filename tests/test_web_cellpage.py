@@ -33,7 +33,10 @@ from test_web_pages import (  # noqa: E402, F401 - the fixtures browser and serv
 
 from recipes import LNMO_EIS  # noqa: E402
 
-SPEED = 2000  # a cycle (~3600 s of the run clock) in about 2 s
+SPEED = 3000  # a cycle (~3600 s of the run clock) in about 1.2 s
+#: cycles run before the page is opened: the page reads the first ones decimated (all but
+#: its last 5 cycles), the others at full resolution
+BEFORE = 6
 
 
 def detail(page, name: str) -> int:
@@ -61,7 +64,7 @@ def test_the_chosen_channels_history_comes_from_the_store_then_grows_live(
     try:
         run_id = started(url, run)
         deadline = time.monotonic() + WAIT_MS / 1000
-        while len(stored_cycles(url, run_id, 1)) < 3:  # some cycles, in the store only
+        while len(stored_cycles(url, run_id, 1)) < BEFORE:  # in the store only
             assert run.poll() is None and time.monotonic() < deadline, run.stderr.read()
             time.sleep(0.2)
         served.restart()  # the server's ring starts anew: the cycles before are stored only
@@ -74,8 +77,11 @@ def test_the_chosen_channels_history_comes_from_the_store_then_grows_live(
                          " && document.querySelector('#detail').dataset.channel === '1'")
         # the whole history: from the run's first sample, every cycle, every spectrum
         assert page.evaluate("() => liponPage.channels.get(1).data.t[0]") == first_t
+        full_from = page.evaluate("() => liponPage.channels.get(1).data.fullFrom")
+        ends = [c["t_end_s"] for c in stored_cycles(url, run_id, 1)]
+        assert full_from in ends[len(cycles) - 5:]  # a cycle's end: the decimated read's
         assert detail(page, "samples") >= len(before["t_s"])
-        assert detail(page, "cycles") >= len(cycles) >= 3
+        assert detail(page, "cycles") >= len(cycles) >= BEFORE
         assert detail(page, "spectra") >= len(cycles) + 1  # one opens each cycle
         assert detail(page, "spectrum-points") >= 21 * (len(cycles) + 1)
         shown = page.evaluate("() => [...liponPage.channels.get(1).data.cycles.values()]"
@@ -85,14 +91,18 @@ def test_the_chosen_channels_history_comes_from_the_store_then_grows_live(
         # the plots drew them: V–Q half-cycles of the last cycles, a point per cycle,
         # a curve per spectrum
         assert detail(page, "vq-curves") >= 6 and detail(page, "vq-points") > 100
-        wait_until(page, "() => +document.querySelector('#vq canvas').dataset.drawn > 50 && "
-                         "+document.querySelector('#nyquist canvas').dataset.curves >= 4")
-        assert drawn(page, "capacity") >= 2 * len(cycles) and drawn(page, "ce") >= len(cycles)
-        assert drawn(page, "nyquist") >= 4 * 10
+        wait_until(page, """(n) => {
+            const drawn = (id) => +document.querySelector(`#${id} canvas`).dataset.drawn;
+            return drawn('vq') > 50 && drawn('nyquist') >= 4 * 10 && drawn('capacity') >= 2 * n
+                && drawn('ce') >= n && drawn('vt') > 100;
+        }""", len(cycles))
+        assert int(page.get_attribute("#nyquist canvas", "data-curves")) >= len(cycles) + 1
         vq_max = page.evaluate("() => Math.max(...liponPage.vq.curves.map(c => c.x.at(-1)))")
         assert 1.0 < vq_max < 2.0  # µAh: the cell's 1.47 µAh, give or take
 
-        # live: a cycle more, its spectrum, its samples, each drawn
+        # live: a cycle more, its spectrum, its samples, each drawn — after the history's
+        # tail was read again (2.5 s after a resync), from the live events alone
+        wait_until(page, "() => +document.querySelector('#detail').dataset.fills >= 1")
         now = {k: detail(page, k) for k in ("cycles", "spectra", "samples")}
         now["nyquist"] = drawn(page, "nyquist")
         wait_until(page, """(now) => {

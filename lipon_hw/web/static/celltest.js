@@ -169,6 +169,7 @@ export class CellTestPage {
     }
     c.data.addCycles((await this.ui.api(`${base}/cycles`)).cycles);
     c.data.addSpectra((await this.ui.api(`${base}/spectra`)).spectra);
+    this.detail.dataset.fills = String(+(this.detail.dataset.fills || 0) + 1);
     c.show();
     this.showChosen();
   }
