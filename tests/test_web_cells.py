@@ -3,7 +3,9 @@ its cycles and its impedance spectra as stored; and its spectra and cycles publi
 (`spectrum` and `cycle` events) exactly as stored.
 
 The store holds a real simulated two-channel cell test with an impedance spectrum opening
-each cycle, run through the lifecycle while a live server's hub took its events.
+each cycle, run through the lifecycle in two worker processes (their spectra and cycles
+reach the run's publisher through `celltest.relay`) while a live server's hub took its
+events. (A run in one process publishes from its own store: `test_web_cellpage`.)
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def made(tmp_path_factory) -> tuple[Path, int, list[dict]]:
     protocol = tmp / "lnmo-eis.yaml"
     protocol.write_text(LNMO_EIS.format(channels="1-2", cycles=CYCLES), encoding="utf-8")
     try:
-        result = start_cycling(str(protocol), data, workers=1)
+        result = start_cycling(str(protocol), data, workers=2)
     finally:
         server.stop()
     assert result.status == "completed"
