@@ -33,7 +33,7 @@ from web_fixtures import (  # noqa: E402
     started,
 )
 
-from recipes import LNMO, short_recipe  # noqa: E402
+from recipes import LNMO_EIS, short_recipe  # noqa: E402
 
 
 def test_a_deposition_page_follows_the_run_and_its_operator_pauses_it(browser, served,
@@ -118,7 +118,7 @@ def test_a_deposition_page_follows_the_run_and_its_operator_pauses_it(browser, s
 def test_a_cell_test_page_shows_sixteen_channels_updating(browser, served, tmp_path):
     url, data = served.url, served.data
     protocol = tmp_path / "lnmo16.yaml"
-    protocol.write_text(LNMO.format(channels="1-16", cycles=20), encoding="utf-8")
+    protocol.write_text(LNMO_EIS.format(channels="1-16", cycles=20), encoding="utf-8")
     run = cli_process("run", protocol, "--speed", 600, "--data", data, cwd=tmp_path)
     try:
         run_id = started(url, run)
@@ -133,8 +133,8 @@ def test_a_cell_test_page_shows_sixteen_channels_updating(browser, served, tmp_p
             "(t, i) => +t.dataset.samples > before[i])", arg=before, timeout=WAIT_MS)
         page.click(".tile[data-channel='3']")
         assert page.text_content("#detail-title") == "Channel 3"
-        # a first cycle ends: its discharge capacity and CE, integrated from the samples
-        page.wait_for_function("() => +document.querySelector('#detail').dataset.cycles >= 1",
+        # two cycles end: their capacities and CE as the store has them (`cycle` events)
+        page.wait_for_function("() => +document.querySelector('#detail').dataset.cycles >= 2",
                                timeout=WAIT_MS)
         assert "CE –" not in page.text_content(".tile[data-channel='3']")
         page.wait_for_timeout(300)

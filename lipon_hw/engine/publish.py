@@ -16,6 +16,10 @@ Events: `{"seq": int, "t_s": float | None, "kind": str, "data": {...}}`, kinds
   (lists, one entry per sample);
 - `screen_cells`: a screening touchdown's cells, `data` = {"cells": [`ScreenCell` as a
   dict, ...]};
+- `spectrum`: impedance points of a channel as measured (a spectrum comes in pieces),
+  `data` = {"channel", "t", "cycle", "step_count", "f_Hz", "z_re_ohm", "z_im_ohm"} (lists);
+- `cycle`: a channel's finished cycle as stored, `data` = {"channel", "stats"} (the
+  `cycles` table's stats; a non-finite number as null);
 - `alarm`: `data` = {"severity", "source", "message", "rule", "reaction"};
 - `step`: a deposition step starts or ends, `data` = {"idx", "status"[, "kind", "params"]};
 - `status`: the run's status, `data` = {"status", "message"[, "summary"]}.
@@ -285,6 +289,23 @@ class Publisher:
         """A touchdown's screened cells (`ScreenCell`s), as the store was given them."""
         if run_id == self.run_id and cells:
             self.emit("screen_cells", cells[-1].t_s, {"cells": [c.to_dict() for c in cells]})
+
+    def spectrum(self, run_id: int, channel: int, rows: list[tuple]) -> None:
+        """`rows` as the store buffers them: (run, channel, t, cycle, step, f, Re, Im)."""
+        if run_id == self.run_id and rows:
+            cols = list(zip(*rows, strict=False))
+            self.emit("spectrum", rows[-1][2], {
+                "channel": channel, "t": list(cols[2]), "cycle": list(cols[3]),
+                "step_count": list(cols[4]), "f_Hz": list(cols[5]),
+                "z_re_ohm": list(cols[6]), "z_im_ohm": list(cols[7])})
+
+    def cycle(self, run_id: int, channel: int, cycle: int, stats) -> None:
+        if run_id == self.run_id:
+            stats = {k: v if not isinstance(v, float) or math.isfinite(v) else None
+                     for k, v in dict(stats).items()}
+            t_end = stats.get("t_end_s")
+            self.emit("cycle", self._last_t if t_end is None else t_end,
+                      {"channel": channel, "stats": {**stats, "cycle": cycle}})
 
     def alarm(self, alarm) -> None:
         if alarm.run_id == self.run_id:
