@@ -20,16 +20,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("playwright.sync_api")
 
 from served import cli_process, stop_process  # noqa: E402
-from test_web_pages import (  # noqa: E402, F401 - the fixtures browser and served
-    VIEWER,
-    WAIT_MS,
-    browser,
-    get,
-    open_run,
-    served,
-    shots,
-    started,
-)
+from web_fixtures import VIEWER, WAIT_MS, get, open_run, shots, started  # noqa: E402
 
 from recipes import LNMO_EIS  # noqa: E402
 
