@@ -3,12 +3,13 @@ must cost it less than 5 % of its throughput).
 
 The shipped 1 µm LiPON recipe in virtual time (as `bench/sputter_run.py`), three ways:
 - `none`: no server (no `serve.json`: nothing published);
-- `0`: a live server in its own process (uvicorn, the hub and its endpoints of
-  `lipon_hw.web.live`), the run publishing to it, no one watching;
-- `N` (default 50): the same with N WebSocket watchers (in a third process, as browsers
-  would be), each of which must receive every event of the run.
-WebSocket messages go uncompressed unless `--deflate` (per-message deflate costs the
-server one compression per watcher and message: about twice its CPU with 50 watchers).
+- `0`: `lipon-hw serve` on the run's data directory (its own process, a token file, as an
+  operator would start it), the run publishing to it, no one watching;
+- `N` (default 50): the same with N WebSocket watchers holding a viewer's token (in a third
+  process, as browsers would be), each of which must receive every event of the run.
+The server sends WebSocket messages uncompressed (`lipon-hw serve` turns per-message
+deflate off: with it, one compression per watcher and message cost 10.9 % of the run's
+throughput with 50 watchers, against 2.0 % without, when this bench measured both).
 Each way runs `--repeat` times, interleaved; the figures are medians of the engine's
 throughput (readings stored per wall second; the server and the watchers share the
 machine with it) and of its own process's CPU time per reading (what publishing costs the
@@ -25,7 +26,6 @@ import asyncio
 import json
 import os
 import re
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -33,32 +33,36 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 REPO = Path(__file__).resolve().parent.parent
-TOKEN = "bench-engine-token"
 #: where an event starts in a message (nested records may have a "seq" of their own)
 EVENT_START = re.compile(r'\{"seq":(?:\d+|null),"t_s":')
 
 
 # --- the server process ---------------------------------------------------------------
-def serve(deflate: bool) -> None:
-    """A live server on a free port (printed first), open to anyone (a bench on loopback)."""
-    import uvicorn
-    from fastapi import FastAPI
+VIEWER = "bench-viewer-token"
 
-    from lipon_hw.web.live import Hub, make_router
 
-    def anyone() -> None:
-        return None
-
-    app = FastAPI()
-    app.include_router(make_router(Hub(), anyone, anyone))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    print(sock.getsockname()[1], flush=True)
-    uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off",
-                                ws_per_message_deflate=deflate)).run(
-        sockets=[sock])
+def serve(data: Path) -> tuple[subprocess.Popen, str]:
+    """`lipon-hw serve` on `data` (any free loopback port, a viewer's token in a token
+    file); (its process, its URL) once it has announced itself in `serve.json`."""
+    tokens = data.parent / f"{data.name}.tokens"
+    tokens.write_text(f"bench viewer {VIEWER}\n")
+    tokens.chmod(0o600)
+    code = "import sys; from lipon_hw.cli import main; sys.exit(main())"
+    proc = subprocess.Popen([sys.executable, "-c", code, "serve", "--bind", "127.0.0.1:0",
+                             "--token-file", str(tokens), "--data", str(data)],
+                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    announced = data / "serve.json"
+    deadline = time.monotonic() + 60
+    while not announced.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise SystemExit(f"lipon-hw serve did not start: {proc.communicate()[1]}")
+        time.sleep(0.05)
+    return proc, json.loads(announced.read_text())["url"]
 
 
 # --- the watchers' process ------------------------------------------------------------------
@@ -82,7 +86,7 @@ async def _watcher(url: str, ready: asyncio.Event, opened: list) -> dict:
 
 
 async def _watch(port: int, run_id: int, n: int) -> list[dict]:
-    url = f"ws://127.0.0.1:{port}/ws/runs/{run_id}?since_seq=0"
+    url = f"ws://127.0.0.1:{port}/ws/runs/{run_id}?since_seq=0&access_token={VIEWER}"
     ready, opened = asyncio.Event(), []
     tasks = [asyncio.ensure_future(_watcher(url, ready, opened)) for _ in range(n)]
     while len(opened) < n:
@@ -97,10 +101,13 @@ def watch(port: int, run_id: int, n: int) -> None:
 
 
 # --- the bench --------------------------------------------------------------------------------
-def _child(*args) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [
         str(REPO), os.environ.get("PYTHONPATH")]))}
-    return subprocess.Popen([sys.executable, __file__, *map(str, args)], env=env,
+
+
+def _child(*args) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, __file__, *map(str, args)], env=_env(),
                             stdout=subprocess.PIPE, text=True)
 
 
@@ -110,8 +117,22 @@ def cpu_s(proc: subprocess.Popen) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def once(watchers: int | None, deflate: bool = False) -> dict:
+def once(watchers: int | None) -> dict:
     """One run of the recipe; `watchers` None: no server."""
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        data.mkdir()
+        procs: list[subprocess.Popen] = []
+        try:
+            return _measured(data, watchers, procs)
+        finally:  # stopped before their data directory goes
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.terminate()
+                    proc.wait(10)
+
+
+def _measured(data: Path, watchers: int | None, procs: list) -> dict:
     from lipon_hw.deposition.session import start_run
     from lipon_hw.engine import publish
 
@@ -121,45 +142,39 @@ def once(watchers: int | None, deflate: bool = False) -> dict:
     attach = publish.attach
     publish.attach = lambda *a, **k: made.append(attach(*a, **k)) or made[-1]
     try:
-        with tempfile.TemporaryDirectory() as data:
-            if watchers is not None:
-                server = _child("--serve", *(["--deflate"] if deflate else []))
-                port = int(server.stdout.readline())
-                server_cpu0 = cpu_s(server)  # its start (imports) is not the run's
-                (Path(data) / "serve.json").write_text(json.dumps(
-                    {"url": f"http://127.0.0.1:{port}", "engine_token": TOKEN}))
-                if watchers:
-                    watching = _child("--watch", port, 1, watchers)
-                    assert watching.stdout.readline().strip() == "ready"
-                    watching_cpu0 = cpu_s(watching)
-            wall, cpu = time.perf_counter(), time.process_time()
-            result = start_run(str(recipe), data)
-            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-            with sqlite3.connect(Path(data) / "lipon.db") as con:
-                readings = con.execute("SELECT COUNT(*) FROM readings").fetchone()[0]
-            figures = {"status": result.status, "wall_s": round(wall, 3),
-                       "cpu_s": round(cpu, 3), "readings": readings,
-                       "readings_per_s": round(readings / wall),
-                       "readings_per_cpu_s": round(readings / cpu)}
-            pub = made[-1] if made else None
-            if pub is not None:
-                figures.update(events=pub.seqs.next - pub.first_seq, sent=pub.sent,
-                               dropped=pub.dropped, batches=pub.batches)
-            if server is not None:
-                figures["server_cpu_s"] = round(cpu_s(server) - server_cpu0, 2)
-            if watching is not None:
-                figures["watchers_cpu_s"] = round(cpu_s(watching) - watching_cpu0, 2)
-                out, _ = watching.communicate(timeout=60)
-                got = json.loads(out)
-                figures["watchers_got_all"] = all(
-                    g["events"] == figures["sent"] and g["resyncs"] == 0 for g in got)
-                figures["watcher_events_min"] = min(g["events"] for g in got)
+        if watchers is not None:
+            server, url = serve(data)
+            procs.append(server)
+            server_cpu0 = cpu_s(server)  # its start (imports) is not the run's
+            if watchers:
+                watching = _child("--watch", urlsplit(url).port, 1, watchers)
+                procs.insert(0, watching)
+                assert watching.stdout.readline().strip() == "ready"
+                watching_cpu0 = cpu_s(watching)
+        wall, cpu = time.perf_counter(), time.process_time()
+        result = start_run(str(recipe), data)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     finally:
         publish.attach = attach
-        for proc in (watching, server):
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                proc.wait(10)
+    with sqlite3.connect(data / "lipon.db") as con:
+        readings = con.execute("SELECT COUNT(*) FROM readings").fetchone()[0]
+    figures = {"status": result.status, "wall_s": round(wall, 3),
+               "cpu_s": round(cpu, 3), "readings": readings,
+               "readings_per_s": round(readings / wall),
+               "readings_per_cpu_s": round(readings / cpu)}
+    pub = made[-1] if made else None
+    if pub is not None:
+        figures.update(events=pub.seqs.next - pub.first_seq, sent=pub.sent,
+                       dropped=pub.dropped, batches=pub.batches)
+    if server is not None:
+        figures["server_cpu_s"] = round(cpu_s(server) - server_cpu0, 2)
+    if watching is not None:
+        figures["watchers_cpu_s"] = round(cpu_s(watching) - watching_cpu0, 2)
+        out, _ = watching.communicate(timeout=60)
+        got = json.loads(out)
+        figures["watchers_got_all"] = all(
+            g["events"] == figures["sent"] and g["resyncs"] == 0 for g in got)
+        figures["watcher_events_min"] = min(g["events"] for g in got)
     return figures
 
 
@@ -167,15 +182,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--watchers", type=int, default=50)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--deflate", action="store_true",
-                    help="let the server compress WebSocket messages (permessage-deflate, "
-                         "uvicorn's default), each watcher's on its own")
-    ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--watch", nargs=3, type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.serve:
-        serve(args.deflate)
-        return 0
     if args.watch:
         watch(*args.watch)
         return 0
@@ -184,7 +192,7 @@ def main() -> int:
     once(None)  # warm-up: the first run in a process pays for its imports
     for _ in range(max(1, args.repeat)):
         for name, watchers in ways.items():
-            runs[name].append(once(watchers, args.deflate))
+            runs[name].append(once(watchers))
             print(f"{name:>5}: {runs[name][-1]}", flush=True)
     rate = {k: statistics.median(r["readings_per_s"] for r in v) for k, v in runs.items()}
     cost = {k: round(100 * (1 - rate[k] / rate["none"]), 1) for k in ways if k != "none"}
@@ -194,7 +202,7 @@ def main() -> int:
                 for k in ways if k != "none"}
     last = runs[str(args.watchers)][-1]
     figures = {"bench": "web_watchers", "watchers": args.watchers, "runs": args.repeat,
-               "deflate": args.deflate, "readings_per_s": rate, "cost_percent": cost,
+               "server": "lipon-hw serve", "readings_per_s": rate, "cost_percent": cost,
                "readings_per_cpu_s": cpu_rate, "cpu_cost_percent": cpu_cost,
                "readings_per_s_each": {k: [r["readings_per_s"] for r in v]
                                        for k, v in runs.items()},

@@ -81,13 +81,17 @@ class CellTestRecords:
     def add_spectrum(self, run_id: int, channel: int, rows: Iterable[tuple]) -> None:
         """Rows of (t_s, cycle, step_count, f_Hz, z_re_ohm, z_im_ohm); as for samples, a
         point with a non-finite value is left out with one alarm per channel."""
+        kept = []
         for r in rows:
             if finite(r[0], r[3], r[4], r[5]):
-                self._pending_spectra.append((run_id, channel, *r))
+                kept.append((run_id, channel, *r))
             else:
                 self._nonfinite(run_id, r[0], f"channel {channel} impedance",
                                  f"channel {channel} impedance at {r[3]!r} Hz, t = {r[0]!r} s: "
                                  f"{r[4]!r}, {r[5]!r} ohm")
+        self._pending_spectra.extend(kept)
+        if self.taps and kept:
+            tell(self.taps, "spectrum", run_id, channel, kept)
         self._maybe_flush()
 
     def _nonfinite(self, run_id: int, t_s, source: str, what: str) -> None:
@@ -103,6 +107,8 @@ class CellTestRecords:
         self._db.execute("INSERT INTO cycles (run_id, channel, cycle, stats) VALUES (?,?,?,?)"
                          " ON CONFLICT (run_id, channel, cycle) DO UPDATE SET"
                          " stats=excluded.stats", (run_id, channel, cycle, json.dumps(dict(stats))))
+        if self.taps:
+            tell(self.taps, "cycle", run_id, channel, cycle, stats)
 
     def cell_samples(self, run_id: int, channel: int) -> Iterator[tuple]:
         """Rows as CELL_SAMPLE_COLUMNS, in time order."""

@@ -172,6 +172,7 @@ class GuardedConnection:
     kind = "sqlite"
     begin_sql = "BEGIN IMMEDIATE"
     json_values = "SELECT value FROM json_each(?)"
+    like_any_case = "LIKE"
 
     def __init__(self, con: sqlite3.Connection, path: Path):
         self._con = con

@@ -3,8 +3,9 @@
 of a cell test stands without reading its history.
 
 A mixin of `store.Store`, kept in a module of its own for size only. A page of readings
-is in (time, row) order and ends with a cursor, (t_s, rowid) of its last row: the next
-page starts after it, so rows sharing a time are neither lost nor repeated across pages.
+(or of a channel's samples) is in (time, row) order and ends with a cursor, (t_s, rowid)
+of its last row: the next page starts after it, so rows sharing a time are neither lost
+nor repeated across pages.
 """
 
 from __future__ import annotations
@@ -40,6 +41,51 @@ class PagedReads:
         rows = rows[:limit]
         cursor = (rows[-1][0], rows[-1][1]) if more else None
         return [(t, name, value) for t, _, name, value in rows], cursor
+
+    def cell_samples_page(self, run_id: int, channel: int, limit: int,
+                          since_t: float | None = None, until_t: float | None = None,
+                          after: tuple[float, int] | None = None
+                          ) -> tuple[list[tuple], tuple[float, int] | None]:
+        """Up to `limit` samples (t_s, voltage_V, current_A, cycle) of one channel from
+        `since_t` to `until_t` (both included) after the cursor `after`, in (time, row)
+        order; and the cursor of the next page (None: no more now)."""
+        self.try_flush()
+        sql, args = self._channel_span(run_id, channel, since_t, until_t, after)
+        rows = self._db.execute(
+            f"SELECT t_s, rowid, voltage_V, current_A, cycle FROM cell_samples WHERE {sql}"
+            " ORDER BY t_s, rowid LIMIT ?", [*args, limit + 1]).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        cursor = (rows[-1][0], rows[-1][1]) if more else None
+        return [(t, v, i, c) for t, _, v, i, c in rows], cursor
+
+    def cell_samples_span(self, run_id: int, channel: int, since_t: float | None = None,
+                          until_t: float | None = None) -> list[tuple]:
+        """Every sample (t_s, voltage_V, current_A, cycle) of one channel from `since_t`
+        to `until_t` (both included), in (time, row) order."""
+        self.try_flush()
+        sql, args = self._channel_span(run_id, channel, since_t, until_t)
+        return self._db.execute(
+            f"SELECT t_s, voltage_V, current_A, cycle FROM cell_samples WHERE {sql}"
+            " ORDER BY t_s, rowid", args).fetchall()
+
+    @staticmethod
+    def _channel_span(run_id: int, channel: int, since_t: float | None,
+                      until_t: float | None, after: tuple[float, int] | None = None
+                      ) -> tuple[str, list]:
+        """WHERE clause and arguments: a range of the index (run_id, channel, t_s)."""
+        sql, args = "run_id=? AND channel=?", [run_id, channel]
+        lowest = [t for t in (since_t, after[0] if after else None) if t is not None]
+        if lowest:
+            sql += " AND t_s >= ?"
+            args.append(max(lowest))
+        if until_t is not None:
+            sql += " AND t_s <= ?"
+            args.append(until_t)
+        if after is not None:
+            sql += " AND (t_s > ? OR rowid > ?)"
+            args += [after[0], after[1]]
+        return sql, args
 
     def last_cell_sample(self, run_id: int, channel: int) -> tuple | None:
         """(t_s, voltage_V, current_A, cycle) of the channel's latest sample, if any."""

@@ -5,7 +5,8 @@ every error into one `StoreError` sentence naming the store.
 The seam between the back ends is this connection's methods (`store_open`'s
 `GuardedConnection` has the same): `execute`, `executemany`, `insert_rows` (COPY here,
 executemany there), `insert_id` (RETURNING here, lastrowid there), `stream` (a server-side
-cursor here), `begin_sql`, `wait_for_locks`, `durable`, `serialize` and `json_values`.
+cursor here), `begin_sql`, `wait_for_locks`, `durable`, `serialize`, `json_values` and
+`like_any_case`.
 The queries themselves are written once, in the SQL both databases speak.
 
 Commits are safe from a killed client as soon as they return (the server holds them);
@@ -109,6 +110,7 @@ class PgConnection:
     kind = "postgresql"
     begin_sql = "BEGIN"
     json_values = "SELECT json_array_elements_text(?::json)"
+    like_any_case = "ILIKE"
 
     def __init__(self, url: str, where: str, read_only: bool = False):
         self._url = url

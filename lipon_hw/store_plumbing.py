@@ -19,9 +19,11 @@ log = logging.getLogger(__name__)
 def tell(taps: list, event: str, *args) -> None:
     """Tell each of a store's taps (`Store.taps`, such as the live view's
     `engine.publish.Publisher`) of what the store was just given: `readings(run_id, t_s,
-    values)` as given, `cell_samples(run_id, channel, rows)` as buffered, `alarm(alarm)`,
-    `step(run_id, idx, status, t_s[, kind, params])`, `status(run_id, status, message,
-    summary)`. A tap that fails is logged and never reaches the engine."""
+    values)` as given, `cell_samples(run_id, channel, rows)` and `spectrum(run_id,
+    channel, rows)` as buffered, `cycle(run_id, channel, cycle, stats)` as stored,
+    `screen_cells(run_id, cells)` (a screening touchdown's `ScreenCell`s) as buffered,
+    `alarm(alarm)`, `step(run_id, idx, status, t_s[, kind, params])`, `status(run_id,
+    status, message, summary)`. A tap that fails is logged and never reaches the engine."""
     for tap in taps:
         try:
             getattr(tap, event)(*args)

@@ -79,6 +79,23 @@ class SampleRecords:
             " WHERE sample_id=? ORDER BY seq", (sample_id,)).fetchall()
         return [Layer(*r[:-1], properties=self._json(r[-1])) for r in rows]
 
+    def samples(self, limit: int, offset: int = 0, containing: str = ""
+                ) -> tuple[int, list[tuple[str, str, float, int, float]]]:
+        """(how many match, a page of them newest first): (id, substrate, created_at,
+        layers, total thickness nm), the ids containing `containing` (any case)."""
+        self.try_flush()
+        like = "%" + containing.replace("\\", "\\\\").replace("%", "\\%").replace(
+            "_", "\\_") + "%"
+        like_sql = self._db.like_any_case  # any case: SQLite's LIKE, PostgreSQL's ILIKE
+        total = self._db.execute(f"SELECT COUNT(*) FROM samples WHERE id {like_sql} ? ESCAPE"
+                                 " '\\'", (like,)).fetchone()[0]
+        rows = self._db.execute(
+            "SELECT s.id, s.substrate, s.created_at, COUNT(l.seq), COALESCE(SUM(l.thickness_nm),"
+            " 0) FROM samples s LEFT JOIN layers l ON l.sample_id = s.id"
+            f" WHERE s.id {like_sql} ? ESCAPE '\\' GROUP BY s.id ORDER BY s.created_at DESC, s.id"
+            " LIMIT ? OFFSET ?", (like, limit, offset)).fetchall()
+        return total, rows
+
     def sample(self, sample_id: str) -> Sample:
         row = self._db.execute("SELECT id, substrate, created_at FROM samples WHERE id=?",
                                (sample_id,)).fetchone()

@@ -158,7 +158,9 @@ class ScreeningRecords:
     # --- screened cells -----------------------------------------------------------------
     def add_screen_cells(self, cells: Iterable[ScreenCell]) -> None:
         """A touchdown's results: each cell becomes a sample linked to its sheet. Buffered:
-        committed with the next checkpoint (or flush)."""
+        committed with the next checkpoint (or flush); the store's taps are told of them
+        as given (`screen_cells(run_id, cells)`)."""
+        cells = list(cells)
         rows = [(c.run_id, c.sheet_id, c.row, c.col, c.site, c.touchdown, c.t_s, c.attempts,
                  c.contact, json.dumps(c.metrics, allow_nan=False), c.soft_bin,
                  c.soft_bin_name, c.hard_bin, c.hard_bin_name, int(c.passed), c.rule)
@@ -176,6 +178,10 @@ class ScreeningRecords:
                            " ON CONFLICT DO NOTHING", (cid, r[1], CELL_OF_SHEET, r[0]))
 
         self._write_soon(write)
+        if self.taps and cells:
+            from lipon_hw.store_plumbing import tell  # store_plumbing imports the layouts
+
+            tell(self.taps, "screen_cells", cells[0].run_id, cells)
 
     def screen_cells(self, run_id: int) -> list[ScreenCell]:
         """Every cell a screening run measured, row by row."""
@@ -197,6 +203,21 @@ class ScreeningRecords:
     def sheet_screen(self, run_id: int, sheet_id: str) -> list[ScreenCell]:
         """The cells of one sheet a screening run measured, row by row."""
         return self._screen_cells("run_id=? AND sheet_id=?", (run_id, sheet_id))
+
+    def screen_cells_after(self, run_id: int, cursor: int, limit: int
+                           ) -> list[tuple[int, ScreenCell]]:
+        """(cursor, cell) of the cells a screening run stored after `cursor` (0: from the
+        first), in the order they were stored, at most `limit`. A cursor is the row's
+        rowid: rows are never deleted (nor the file VACUUMed, which could renumber them)
+        and each commit's rowids follow the last one's, so a later read from the last
+        cursor seen gets exactly the cells stored since."""
+        if self.layout < 6:
+            return []
+        self.try_flush()
+        rows = self._db.execute(f"SELECT rowid, {_CELL_COLUMNS} FROM screen_cells WHERE "
+                                "run_id=? AND rowid > ? ORDER BY rowid LIMIT ?",
+                                (run_id, cursor, limit)).fetchall()
+        return [(r[0], self._screen_cell(r[1:])) for r in rows]
 
     def hard_bin_counts(self, run_id: int, sheet_id: str) -> list[tuple[int, str, int]]:
         """(hard bin, its name, cells) of one sheet in a screening run, by bin."""
@@ -220,6 +241,9 @@ class ScreeningRecords:
         self.try_flush()
         rows = self._db.execute(f"SELECT {_CELL_COLUMNS} FROM screen_cells WHERE {where}"
                                 " ORDER BY run_id, row, col", args).fetchall()
-        return [ScreenCell(*r[:9], metrics=self._json(r[9]), soft_bin=r[10],
-                           soft_bin_name=r[11], hard_bin=r[12], hard_bin_name=r[13],
-                           passed=bool(r[14]), rule=r[15]) for r in rows]
+        return [self._screen_cell(r) for r in rows]
+
+    def _screen_cell(self, r: tuple) -> ScreenCell:
+        return ScreenCell(*r[:9], metrics=self._json(r[9]), soft_bin=r[10],
+                          soft_bin_name=r[11], hard_bin=r[12], hard_bin_name=r[13],
+                          passed=bool(r[14]), rule=r[15])

@@ -15,6 +15,8 @@ from lipon_hw.sim.world import World
 from lipon_hw.station import load_station
 
 HOST = "127.0.0.1"
+#: the browser tests' fixtures (`browser`, `served`)
+pytest_plugins = ["web_fixtures"]
 
 
 class ManualClock:

@@ -48,3 +48,11 @@ steps:
   - cc: {{current_A: -3.0e-6, until: {{voltage_V: 3.5, time_h: 2}}}}
   - loop: {{to: cycle, times: {cycles}}}
 """
+
+#: LNMO as above with an impedance spectrum (21 points, 100 kHz to 1 Hz) opening each
+#: cycle: format with channels= and cycles=
+LNMO_EIS = LNMO.replace(
+    "  - tag: cycle\n",
+    "  - tag: cycle\n"
+    "  - eis: {{from_Hz: 1.0e5, to_Hz: 1, per_decade: 4, amplitude_mV: 10}}\n").replace(
+    "name: LNMO short", "name: LNMO short with EIS")

@@ -28,7 +28,8 @@ from lipon_hw.extras import needs
 EXTRA_ONLY = ("lipon_hw.bluesky", "lipon_hw.analysis.plots", "lipon_hw.deposition.report",
               "lipon_hw.screening.maps", "lipon_hw.web.app", "lipon_hw.web.runs",
               "lipon_hw.web.security", "lipon_hw.web.server", "lipon_hw.web.live",
-              "lipon_hw.web.queue", "lipon_hw.web.pages")
+              "lipon_hw.web.queue", "lipon_hw.web.pages", "lipon_hw.web.screening",
+              "lipon_hw.web.cells")
 
 PLOTS = "matplotlib is not installed: drawing plots needs `pip install 'lipon-hw[plots]'`"
 

@@ -193,6 +193,38 @@ def test_a_samples_lineage_is_genealogys(made, client):
         404, {"detail": "sample 'nope' is not in this data directory"})
 
 
+def test_samples_are_listed_newest_first_a_page_at_a_time(made, client, tmp_path):
+    data, _dep, _ = made
+    listed = client.get("/api/samples", headers=bearer(VIEWER)).json()
+    store = Store(data, read_only=True)
+    stack = store.film_stack("T-1")
+    store.close()
+    t1 = next(s for s in listed["samples"] if s["id"] == "T-1")
+    assert t1["layers"] == len(stack) == 1
+    assert abs(t1["thickness_nm"] - sum(la.thickness_nm for la in stack)) < 1e-9
+    assert listed["total"] == len(listed["samples"]) >= 1
+    assert client.get("/api/samples?containing=t-", headers=bearer(VIEWER)).json()[
+        "samples"][0]["id"] == "T-1"
+    assert client.get("/api/samples?containing=%25", headers=bearer(VIEWER)).json() == {
+        "total": 0, "offset": 0, "samples": []}  # % is a character here, not a wildcard
+    assert client.get("/api/samples?limit=0", headers=bearer(VIEWER)).status_code == 422
+    assert client.get("/api/samples").status_code == 401
+    # many, paged: newest first, each once
+    more = tmp_path / "more"
+    store = Store(more)
+    for i in range(7):
+        store.ensure_sample(f"S-{i}", "glass")
+        store.flush()
+    store.close()
+    other = TestClient(create_app(more, Security(TOKENS)))
+    pages = [other.get(f"/api/samples?limit=3&offset={o}", headers=bearer(VIEWER)).json()
+             for o in (0, 3, 6)]
+    ids = [s["id"] for page in pages for s in page["samples"]]
+    assert pages[0]["total"] == 7 and sorted(ids) == [f"S-{i}" for i in range(7)]
+    created = [s["created_at"] for page in pages for s in page["samples"]]
+    assert created == sorted(created, reverse=True)
+
+
 def test_actions_need_an_operator_and_are_stored_with_their_author(tmp_path):
     data = tmp_path / "d"
     client = TestClient(create_app(data, Security(TOKENS)))

@@ -10,7 +10,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -21,9 +20,9 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 pytest.importorskip("httpx")
 
-import uvicorn  # noqa: E402
 from fastapi import FastAPI, HTTPException, WebSocketException  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
+from served import ThreadServer  # noqa: E402
 from starlette.requests import HTTPConnection  # noqa: E402
 
 from lipon_hw.celltest.session import start_cycling  # noqa: E402
@@ -197,29 +196,12 @@ def test_websocket_live_then_reconnect_gets_exactly_the_missed_events():
 
 
 # --- the publisher against a live server, a real deposition --------------------------------
-class LiveServer:
+class LiveServer(ThreadServer):
     """uvicorn in a thread on `port` (0: a free one), serving a hub."""
 
     def __init__(self, hub: Hub, port: int = 0):
         self.hub = hub
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", port))
-        self.port = self.sock.getsockname()[1]
-        config = uvicorn.Config(make_app(hub), log_level="warning", lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run,
-                                       kwargs={"sockets": [self.sock]}, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive()
-            time.sleep(0.01)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.sock.close()
+        super().__init__(make_app(hub), port)
 
 
 def announce(data: Path, port: int) -> None:
@@ -326,8 +308,8 @@ def test_a_server_down_or_silent_never_slows_the_run(tmp_path, publishers, monke
             wall, result = run_wall(tmp_path, name, data)
             assert result.status == "completed"
             walls.append(wall)
-    assert publishers[0] is None  # no serve.json: no publisher
-    for pub in publishers[1:]:
+    assert len(publishers) == 2  # no serve.json: no publisher
+    for pub in publishers:
         assert pub.sent == 0 and pub.failures >= 1 and pub.dropped >= 300
     assert max(walls) < 1.5 * alone + 1.0, (alone, walls)
 
@@ -394,10 +376,26 @@ def test_a_server_restarted_mid_run(tmp_path, publishers, monkeypatch):
 
 def test_no_server_no_publisher(tmp_path, publishers):
     wall, result = run_wall(tmp_path, "none", tmp_path / "none")
-    assert result.status == "completed" and publishers == [None]
+    assert result.status == "completed" and publishers == []
     with sqlite3.connect(tmp_path / "none" / "lipon.db") as con:
         assert con.execute("SELECT COUNT(*) FROM readings").fetchone()[0] > 0
     assert not (tmp_path / "none" / "runs" / str(result.run_id) / publish.SEQ_FILE).exists()
+
+
+def assert_published_as_stored(events: list[dict], data: Path, run_id: int,
+                               channels: tuple[int, ...]) -> None:
+    """Each channel's samples in the `cell` events are the stored ones, in order, once."""
+    store = Store(data, read_only=True)
+    try:
+        for channel in channels:
+            cells = [e["data"] for e in events if e["kind"] == "cell"
+                     and e["data"]["channel"] == channel]
+            published = [(t, v, i, c) for d in cells
+                         for t, v, i, c in zip(d["t"], d["V"], d["I"], d["cycle"], strict=True)]
+            stored = [r[:4] for r in store.cell_samples(run_id, channel)]
+            assert len(stored) > 50 and published == stored
+    finally:
+        store.close()
 
 
 def test_a_cell_test_publishes_every_channels_samples_once(tmp_path, publishers):
@@ -416,17 +414,75 @@ def test_a_cell_test_publishes_every_channels_samples_once(tmp_path, publishers)
     assert result.status == "completed" and publishers[0].dropped == 0
     events = hub_events(hub, result.run_id)
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
-    store = Store(data, read_only=True)
+    assert_published_as_stored(events, data, result.run_id, (1, 2))
+
+
+def test_a_cell_test_in_worker_processes_publishes_every_channels_samples_once(
+        tmp_path, publishers):
+    """Channels in two worker processes, each with its own store: their samples reach the
+    run's publisher through the relay, each once, as stored."""
+    hub = Hub(ring=100_000)
+    server = LiveServer(hub)
+    data = tmp_path / "data"
+    announce(data, server.port)
+    protocol = tmp_path / "protocol.yaml"
+    protocol.write_text(LNMO.format(channels="[1, 2, 3]", cycles=2), encoding="utf-8")
     try:
-        for channel in (1, 2):
-            cells = [e["data"] for e in events if e["kind"] == "cell"
-                     and e["data"]["channel"] == channel]
-            published = [(t, v, i, c) for d in cells
-                         for t, v, i, c in zip(d["t"], d["V"], d["I"], d["cycle"], strict=True)]
-            stored = [r[:4] for r in store.cell_samples(result.run_id, channel)]
-            assert len(stored) > 50 and published == stored
+        result = start_cycling(str(protocol), data, workers=2)
     finally:
-        store.close()
+        server.stop()
+    assert result.status == "completed" and publishers[0].dropped == 0
+    events = hub_events(hub, result.run_id)
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert_published_as_stored(events, data, result.run_id, (1, 2, 3))
+
+
+def test_a_server_started_mid_run_gets_the_run_from_then_on(tmp_path, publishers,
+                                                            monkeypatch):
+    """`serve.json` appears at the 100th sample: the run looks for it (here every 20 ms),
+    publishes from then on, and leaves its first seq out, so a watcher from the start is
+    sent to the store for the history before; what is published is what is stored."""
+    monkeypatch.setattr(publish, "WATCH_S", 0.02)
+    hub = Hub(ring=100_000)
+    server = LiveServer(hub)
+    data = tmp_path / "data"
+    samples = 0
+
+    def on_sample(_context) -> None:
+        nonlocal samples
+        samples += 1
+        if samples == 100:
+            announce(data, server.port)
+            deadline = time.monotonic() + 10  # the run goes on once it is published
+            while not publishers and time.monotonic() < deadline:
+                time.sleep(0.005)
+
+    try:
+        result = start_run(str(short_recipe(tmp_path)), data, on_sample=on_sample)
+    finally:
+        server.stop()
+    assert result.status == "completed" and len(publishers) == 1
+    pub = publishers[0]
+    assert pub.dropped == 0 and pub.first_seq == 1
+    events = hub_events(hub, result.run_id)
+    assert [e["seq"] for e in events] == list(range(2, len(events) + 2))
+    assert events[0]["kind"] == "status" and events[0]["data"]["status"] == "running"
+
+    async def watch_from_start():
+        got = []
+        async with hub.watch(result.run_id, since_seq=0) as nxt:
+            while not got or got[-1]["seq"] != events[-1]["seq"]:
+                got += json.loads(await asyncio.wait_for(nxt(), 1))
+        return got
+
+    got = asyncio.run(watch_from_start())
+    assert got[0]["kind"] == "resync" and got[0]["data"]["reason"] == "not buffered"
+    assert got[1:] == events
+    published = published_readings(events)
+    stored = stored_readings(data, result.run_id)
+    first_t = min(t for t, _q, _v in published)
+    assert first_t > 0 and published == Counter(
+        {k: n for k, n in stored.items() if k[0] >= first_t})
 
 
 def test_the_engine_side_needs_no_web_stack(tmp_path):

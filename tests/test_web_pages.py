@@ -5,138 +5,35 @@ a real-time clock (`--speed`), each in a process of its own, publishing as in th
 Each test writes a screenshot of its page: to the test's own directory, or to the
 directory `LIPON_HW_SCREENSHOTS` names — `LIPON_HW_SCREENSHOTS=docs/screenshots pytest
 tests/test_web_pages.py` renews the two the README shows (a plain test run leaves the
-checkout as it was).
-Without /usr/bin/chromium the tests are skipped, saying why — except in CI (`CI` set),
-where they fail: `.ci/run` installs it.
+checkout as it was). The fixtures and helpers are `web_fixtures`' (shared with the other
+pages' browser tests).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
-import subprocess
 import time
-import urllib.error
-import urllib.request
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("fastapi")
-sync_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("playwright.sync_api")
 
 from served import cli_process, stop_process  # noqa: E402
+from web_fixtures import (  # noqa: E402
+    OPERATOR,
+    VIEWER,
+    WAIT_MS,
+    count,
+    get,
+    open_run,
+    shots,
+    started,
+)
 
-from recipes import LNMO, short_recipe  # noqa: E402
-
-ROOT = Path(__file__).parent.parent
-SHOTS_ENV = "LIPON_HW_SCREENSHOTS"
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-OPERATOR, VIEWER = "otto-operator-token-0123", "vera-viewer-token-01234"
-WAIT_MS = 40_000
-
-
-def shots(tmp_path: Path) -> Path:
-    """Where the screenshots go (see the module's docstring)."""
-    where = Path(os.environ[SHOTS_ENV]) if os.environ.get(SHOTS_ENV) else tmp_path
-    where.mkdir(parents=True, exist_ok=True)
-    return where
-
-
-@pytest.fixture
-def browser(tmp_path):
-    if not CHROMIUM.exists():
-        why = (f"{CHROMIUM} is missing: install Debian's chromium "
-               "(apt-get install chromium) for the browser tests")
-        if os.environ.get("CI"):
-            pytest.fail(why)
-        pytest.skip(why)
-    with sync_api.sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True,
-            args=ARGS, viewport={"width": 1400, "height": 900})
-        try:
-            yield context
-        finally:
-            context.close()
-
-
-def get(url: str, token: str | None = None):
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as r:
-        return json.loads(r.read())
-
-
-class Server:
-    """`lipon-hw serve` on a port of its own with an operator and a viewer; `restart()`
-    stops it and serves again on the same port, as after a server's restart."""
-
-    def __init__(self, tmp_path: Path):
-        self.cwd, self.data = tmp_path, tmp_path / "data"
-        self.tokens = tmp_path / "tokens"
-        self.tokens.write_text(f"otto operator {OPERATOR}\nvera viewer {VIEWER}\n",
-                               encoding="utf-8")
-        self.tokens.chmod(0o600)
-        self.url = self.start("127.0.0.1:0")
-
-    def start(self, bind: str) -> str:
-        announced = self.data / "serve.json"
-        announced.unlink(missing_ok=True)
-        self.process = cli_process("serve", "--bind", bind, "--token-file", self.tokens, "--data",
-                           self.data, cwd=self.cwd)
-        deadline = time.monotonic() + 30
-        while not announced.exists():
-            assert self.process.poll() is None and time.monotonic() < deadline, \
-                self.process.stderr.read()
-            time.sleep(0.05)
-        return json.loads(announced.read_text(encoding="utf-8"))["url"]
-
-    def restart(self) -> None:
-        stop_process(self.process)
-        assert self.process.returncode == 0, self.process.stderr.read()
-        assert self.start(self.url.removeprefix("http://")) == self.url
-
-
-@pytest.fixture
-def served(tmp_path):
-    server = Server(tmp_path)
-    try:
-        yield server
-    finally:
-        stop_process(server.process)
-
-
-def started(url: str, run: subprocess.Popen) -> int:
-    """The id of the run the engine started (once the store has it)."""
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            runs = get(f"{url}/api/runs", VIEWER)
-        except urllib.error.HTTPError as exc:  # 503 while the engine makes the store
-            assert exc.code == 503, exc
-            runs = []
-        if runs:
-            return runs[-1]["id"]
-        assert run.poll() is None and time.monotonic() < deadline, run.stderr.read()
-        time.sleep(0.1)
-
-
-def open_run(browser, url: str, run_id: int, token: str):
-    page = browser.new_page()
-    page.goto(f"{url}/runs/{run_id}")
-    page.fill("#token", token)
-    page.press("#token", "Enter")  # kept in sessionStorage, the page reloads with it
-    page.wait_for_function("() => document.querySelector('#link')?.textContent === 'live'",
-                           timeout=WAIT_MS)
-    return page
-
-
-def count(page, selector: str, attr: str) -> int:
-    return int(page.get_attribute(selector, f"data-{attr}") or 0)
+from recipes import LNMO_EIS, short_recipe  # noqa: E402
 
 
 def test_a_deposition_page_follows_the_run_and_its_operator_pauses_it(browser, served,
@@ -221,7 +118,7 @@ def test_a_deposition_page_follows_the_run_and_its_operator_pauses_it(browser, s
 def test_a_cell_test_page_shows_sixteen_channels_updating(browser, served, tmp_path):
     url, data = served.url, served.data
     protocol = tmp_path / "lnmo16.yaml"
-    protocol.write_text(LNMO.format(channels="1-16", cycles=20), encoding="utf-8")
+    protocol.write_text(LNMO_EIS.format(channels="1-16", cycles=20), encoding="utf-8")
     run = cli_process("run", protocol, "--speed", 600, "--data", data, cwd=tmp_path)
     try:
         run_id = started(url, run)
@@ -236,8 +133,8 @@ def test_a_cell_test_page_shows_sixteen_channels_updating(browser, served, tmp_p
             "(t, i) => +t.dataset.samples > before[i])", arg=before, timeout=WAIT_MS)
         page.click(".tile[data-channel='3']")
         assert page.text_content("#detail-title") == "Channel 3"
-        # a first cycle ends: its discharge capacity and CE, integrated from the samples
-        page.wait_for_function("() => +document.querySelector('#detail').dataset.cycles >= 1",
+        # two cycles end: their capacities and CE as the store has them (`cycle` events)
+        page.wait_for_function("() => +document.querySelector('#detail').dataset.cycles >= 2",
                                timeout=WAIT_MS)
         assert "CE –" not in page.text_content(".tile[data-channel='3']")
         page.wait_for_timeout(300)
@@ -315,3 +212,24 @@ def test_pages_are_served_and_a_websocket_takes_its_token_as_access_token(tmp_pa
     assert _HideTokens().filter(record)
     assert VIEWER not in record.getMessage() and "since_seq=4&access_token=…" in \
         record.getMessage()
+
+
+def test_the_samples_pages_list_samples_and_show_a_film_stack(browser, served, tmp_path):
+    """`/samples` lists the data directory's samples; a sample's page shows its film stack
+    with the run that grew each layer linked to its page."""
+    from lipon_hw.deposition.session import start_run
+
+    done = start_run(str(short_recipe(tmp_path, 5)), served.data)
+    assert done.status == "completed"
+    page = browser.new_page()
+    page.goto(f"{served.url}/samples")
+    page.fill("#token", VIEWER)
+    page.press("#token", "Enter")
+    page.wait_for_selector("#samples a:text('T-1')", timeout=WAIT_MS)
+    assert count(page, "#samples", "total") == 1
+    page.click("#samples a:text('T-1')")
+    page.wait_for_selector("#stack td:text('LiPON')", timeout=WAIT_MS)
+    assert page.url.endswith("/samples/T-1")
+    link = page.get_attribute("#stack a", "href")
+    assert link == f"/runs/{done.run_id}"
+    page.screenshot(path=str(shots(tmp_path) / "sample.png"))

@@ -19,7 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 from served import stop_process
 
-from lipon_hw.shipped import find_sequence
+from lipon_hw.shipped import find_sequence, shipped_names
 from lipon_hw.store import DB_NAME, Store
 from lipon_hw.web.app import create_app
 from lipon_hw.web.queue import MAX_BYTES
@@ -112,6 +112,18 @@ def test_a_refused_sequence_gets_validates_sentence_and_nothing_is_stored(client
         answer = client.post("/api/queue", headers=bearer(OPERATOR), json=body)
         assert answer.status_code == 422 and why in answer.json()["detail"], answer.json()
     assert not (app.state.data_dir / DB_NAME).exists()
+
+
+def test_the_shipped_sequences_are_listed_with_their_text_for_a_viewer(client):
+    """What a page offers to submit when the browser has no copy of them."""
+    assert client.get("/api/queue/shipped").status_code == 401
+    got = client.get("/api/queue/shipped", headers=bearer(VIEWER))
+    assert got.status_code == 200
+    assert [s["name"] for s in got.json()["sequences"]] == [f"{n}.yaml" for n in
+                                                            shipped_names()]
+    assert "lipon_rf_sputter.yaml" in [s["name"] for s in got.json()["sequences"]]
+    for one in got.json()["sequences"]:
+        assert one["text"] == shipped(one["name"])
 
 
 def test_a_submission_past_256_kB_is_413(client, app):

@@ -1,7 +1,8 @@
 """A cell test's channels spread over worker processes, one group each (each its own
 clock, lab and database connection), watched from the run's own process, which reads
-their progress back from the store. A worker dies with its parent: if the engine is
-killed, even with SIGKILL, each worker disconnects its cells and stops."""
+their progress back from the store, and their samples for the live view through a queue
+(`relay`). A worker dies with its parent: if the engine is killed, even with SIGKILL, each
+worker disconnects its cells and stops."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict
 
+from lipon_hw.celltest import relay
 from lipon_hw.celltest.channels import ChannelState
 from lipon_hw.celltest.groups import run_group
 from lipon_hw.celltest.plan import load
@@ -30,10 +32,12 @@ def run_workers(store: Store, run_id: int, groups: list[list[int]],
     (the alarm relay) is called, each time the loop that watches the workers goes round."""
     ctx = multiprocessing.get_context("spawn")
     before = set(store.alarms(run_id))
+    inbox = ctx.Queue(relay.MAX_BATCHES)
+    publishing = ctx.RawValue("b", 1 if store.taps else 0)
     procs = []
     for group in groups:
         args = (str(store.data_dir), run_id, {n: asdict(states[n]) for n in group}, seed, speed,
-                os.getpid())
+                os.getpid(), inbox, publishing)
         procs.append(ctx.Process(target=_worker, args=args, name=f"channels {group}"))
     try:
         for proc in procs:
@@ -41,18 +45,21 @@ def run_workers(store: Store, run_id: int, groups: list[list[int]],
         while any(p.is_alive() for p in procs):
             for proc in procs:
                 proc.join(timeout=0.5 / len(procs))
+            relay.pass_on(store, inbox, publishing)
             if poll is not None:
                 poll()
             if on_cycle:
                 for channel, cycle in store.channel_cycles(run_id):
                     on_cycle(channel, max(cycle - 1, 0))
+        relay.pass_on(store, inbox, publishing)
     except BaseException:  # a SIGTERM that only reached us, or this process failing: no
         for proc in procs:  # worker runs on unwatched; each disconnects its cells and says so
             if proc.is_alive():
                 os.kill(proc.pid, signal.SIGTERM)
         for proc in procs:
-            if proc.pid is not None:
-                proc.join()
+            while proc.pid is not None and proc.is_alive():
+                proc.join(0.1)
+                relay.drain(inbox)  # a worker exits once its queued samples are taken
         raise
     failed = [p for p in procs if p.exitcode not in (0, None)]
     for proc in failed:
@@ -67,7 +74,7 @@ def run_workers(store: Store, run_id: int, groups: list[list[int]],
 
 
 def _worker(data_dir: str, run_id: int, states: dict, seed: int | None,
-            speed: float | None, parent_pid: int) -> None:
+            speed: float | None, parent_pid: int, outbox=None, publishing=None) -> None:
     """A worker process: its channels of the run, to their end."""
     claims.join_workers(data_dir, run_id)  # first: a resume waits for it until we end
     if not _die_with_parent(parent_pid):
@@ -83,6 +90,9 @@ def _worker(data_dir: str, run_id: int, states: dict, seed: int | None,
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, interrupt)
     store = Store(data_dir)
+    samples = None if outbox is None else relay.SampleRelay(outbox, publishing)
+    if samples is not None:
+        store.taps.append(samples)
     try:
         run = store.run(run_id)
         station = load_station(text=run.station_text)
@@ -94,6 +104,8 @@ def _worker(data_dir: str, run_id: int, states: dict, seed: int | None,
     except LiponError:  # stored as its alarms already: the parent reads them back
         sys.exit(1)
     finally:
+        if samples is not None:
+            samples.close(run_id)
         store.close()
 
 

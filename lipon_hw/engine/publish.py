@@ -5,13 +5,21 @@ When `<data>/serve.json` exists (written by `lipon-hw serve`: `{"url": ..., "eng
 ...}`), the run's lifecycle attaches a `Publisher` to the run's store (`attach`): the store
 tells its taps of everything it is given (`Store.taps`), whichever part of the engine made
 it, so this is the one place the run is tapped. Without the file nothing is attached and
-the store's cost is one empty-list check per write.
+the store's cost is one empty-list check per write; a thread looks for the file once a wall
+second (`follow`), so a server started while a run goes on gets it from then on, and its
+watchers the history before from the store (the late publisher leaves a seq out: a gap).
 
 Events: `{"seq": int, "t_s": float | None, "kind": str, "data": {...}}`, kinds
 - `readings`: one sample of a deposition, `data` = {quantity: value} (finite values only,
   as stored);
 - `cell`: a cell-test channel's samples, `data` = {"channel", "t", "V", "I", "cycle"}
   (lists, one entry per sample);
+- `screen_cells`: a screening touchdown's cells, `data` = {"cells": [`ScreenCell` as a
+  dict, ...]};
+- `spectrum`: impedance points of a channel as measured (a spectrum comes in pieces),
+  `data` = {"channel", "t", "cycle", "step_count", "f_Hz", "z_re_ohm", "z_im_ohm"} (lists);
+- `cycle`: a channel's finished cycle as stored, `data` = {"channel", "stats"} (the
+  `cycles` table's stats; a non-finite number as null);
 - `alarm`: `data` = {"severity", "source", "message", "rule", "reaction"};
 - `step`: a deposition step starts or ends, `data` = {"idx", "status"[, "kind", "params"]};
 - `status`: the run's status, `data` = {"status", "message"[, "summary"]}.
@@ -69,6 +77,8 @@ MAX_BACKOFF_S = 5.0
 CLOSE_WAIT_S = 1.0
 #: a request pending this long at the end of a run: the server is slow, not waited for
 STUCK_S = 0.5
+#: how often a run not yet published looks for a `serve.json` (one stat)
+WATCH_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -95,9 +105,11 @@ def serve_target(data_dir: Path | str) -> Target | None:
         return None
 
 
-def attach(store, run_id: int, **options) -> Publisher | None:
+def attach(store, run_id: int, late: bool = False, **options) -> Publisher | None:
     """A started `Publisher` tapping `store` for `run_id` when `serve.json` names a server;
-    else None. Never raises: the run goes on unpublished."""
+    else None. Never raises: the run goes on unpublished. `late`: the run went on for a
+    while unpublished, so its first seq is left out: the gap sends every watcher to the
+    store for the history before it (`Publisher.lost`)."""
     if serve_target(store.data_dir) is None:
         return None
     try:
@@ -105,6 +117,8 @@ def attach(store, run_id: int, **options) -> Publisher | None:
     except OSError as exc:
         log.warning("live view: run %d is not published (%s)", run_id, exc)
         return None
+    if late:
+        publisher.lost(run_id)
     publisher.start()
     store.taps.append(publisher)
     publisher.emit("status", None, {"status": "running", "message": "engine publishing"})
@@ -118,6 +132,67 @@ def detach(store, publisher: Publisher | None, wait_s: float = CLOSE_WAIT_S) -> 
     with contextlib.suppress(ValueError):
         store.taps.remove(publisher)
     publisher.close(wait_s)
+
+
+class Follower:
+    """A run's publishing from its start to its end (`follow`): a `Publisher` at once when
+    `serve.json` names a server, else a daemon thread that looks for the file every
+    `watch_s` of wall time (one stat; a file it could not use is read again only once it
+    changes) and attaches one late when a server is started while the run goes on."""
+
+    def __init__(self, store, run_id: int, watch_s: float | None = None):
+        self.store, self.run_id = store, run_id
+        self.watch_s = watch_s or WATCH_S
+        self.publisher: Publisher | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._unusable: float | None = None  # mtime of a serve.json found unusable
+
+    def start(self) -> Follower:
+        if not self._try(late=False):
+            self._thread = threading.Thread(target=self._watch, daemon=True,
+                                            name=f"serve.json watch run {self.run_id}")
+            self._thread.start()
+        return self
+
+    def _try(self, late: bool) -> bool:
+        """Attach if a server is announced: True once there is nothing more to look for."""
+        path = Path(self.store.data_dir) / SERVE_FILE
+        try:
+            mtime = path.stat().st_mtime
+        except OSError:
+            return False
+        if mtime == self._unusable:
+            return False
+        with self._lock:
+            if self._stop.is_set():
+                return True
+            self.publisher = attach(self.store, self.run_id, late=late)
+        if self.publisher is None:
+            self._unusable = mtime
+            return False
+        if late:
+            log.info("live view: run %d published from now on (%s appeared)", self.run_id,
+                     path.name)
+        return True
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.watch_s):
+            if self._try(late=True):
+                return
+
+    def close(self, wait_s: float = CLOSE_WAIT_S) -> None:
+        """Stop looking, then untap and close the publisher (`detach`)."""
+        with self._lock:
+            self._stop.set()
+        detach(self.store, self.publisher, wait_s)
+        self.publisher = None
+
+
+def follow(store, run_id: int, watch_s: float | None = None) -> Follower:
+    """The run published now, or from when a server is announced (`Follower`)."""
+    return Follower(store, run_id, watch_s).start()
 
 
 class SeqBook:
@@ -210,6 +285,28 @@ class Publisher:
                                         "V": list(cols[3]), "I": list(cols[4]),
                                         "cycle": list(cols[5])})
 
+    def screen_cells(self, run_id: int, cells: list) -> None:
+        """A touchdown's screened cells (`ScreenCell`s), as the store was given them."""
+        if run_id == self.run_id and cells:
+            self.emit("screen_cells", cells[-1].t_s, {"cells": [c.to_dict() for c in cells]})
+
+    def spectrum(self, run_id: int, channel: int, rows: list[tuple]) -> None:
+        """`rows` as the store buffers them: (run, channel, t, cycle, step, f, Re, Im)."""
+        if run_id == self.run_id and rows:
+            cols = list(zip(*rows, strict=False))
+            self.emit("spectrum", rows[-1][2], {
+                "channel": channel, "t": list(cols[2]), "cycle": list(cols[3]),
+                "step_count": list(cols[4]), "f_Hz": list(cols[5]),
+                "z_re_ohm": list(cols[6]), "z_im_ohm": list(cols[7])})
+
+    def cycle(self, run_id: int, channel: int, cycle: int, stats) -> None:
+        if run_id == self.run_id:
+            stats = {k: v if not isinstance(v, float) or math.isfinite(v) else None
+                     for k, v in dict(stats).items()}
+            t_end = stats.get("t_end_s")
+            self.emit("cycle", self._last_t if t_end is None else t_end,
+                      {"channel": channel, "stats": {**stats, "cycle": cycle}})
+
     def alarm(self, alarm) -> None:
         if alarm.run_id == self.run_id:
             self.emit("alarm", alarm.t_s, {
@@ -230,6 +327,14 @@ class Publisher:
             if summary is not None:
                 data["summary"] = dict(summary)
             self.emit("status", self._last_t, data)
+
+    def lost(self, run_id: int) -> None:
+        """Events of the run were lost before they reached this publisher (it attached
+        late, or a worker process could not pass them on): one seq is left out, so the
+        server tells every watcher to read the history from the store."""
+        if run_id == self.run_id:
+            with self._lock:
+                self.seqs.take()
 
     def emit(self, kind: str, t_s: float | None, data: dict) -> None:
         """Queue one event (the oldest dropped and counted when the queue is full)."""

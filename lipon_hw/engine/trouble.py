@@ -48,7 +48,7 @@ class RunTrouble:
         self.run_id: int | None = None
         self._log: RunLog | None = None
         self._notifier: Notifier | None = None
-        self._publisher: publish.Publisher | None = None
+        self._publishing: publish.Follower | None = None
 
     def open(self, run_id: int, station, run_name: str, resumed: bool) -> None:
         self.run_id = run_id
@@ -59,7 +59,7 @@ class RunTrouble:
                            f"({exc.strerror or exc})")
         self._notifier = Notifier(station.spec.notify, run_id, run_name, station.spec.name)
         self.store.on_alarm = self.alarm
-        self._publisher = publish.attach(self.store, run_id)  # when `lipon-hw serve` runs
+        self._publishing = publish.follow(self.store, run_id)  # while `lipon-hw serve` runs
         how = "resumed" if resumed else "started"
         log.info("run %d %s: %s on %s", run_id, how, run_name, station.spec.name)
 
@@ -84,8 +84,9 @@ class RunTrouble:
         if self.run_id is None:
             return
         self.store.on_alarm = None
-        publish.detach(self.store, self._publisher)
-        self._publisher = None
+        if self._publishing is not None:
+            self._publishing.close()
+            self._publishing = None
         if safe_state:
             log.info("%s", safe_state)
         log.info("run %d ended %s: %s; %s", self.run_id, status, message,

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 
 from lipon_hw import __version__
 from lipon_hw.errors import LiponError
-from lipon_hw.web import live, pages, queue, runs
+from lipon_hw.web import cells, live, pages, queue, runs, screening
 from lipon_hw.web.security import Security, require
 
 
@@ -31,7 +31,9 @@ def create_app(data_dir: str | Path, security: Security,
     app.state.station_path = station_path  # what the queue validates against and runs on
     app.state.queue_runner = None  # `lipon-hw serve` starts one (`queue_runner`)
     app.include_router(runs.router)
+    app.include_router(cells.router)
     app.include_router(queue.router)
+    app.include_router(screening.router)
     app.include_router(live.make_router(app.state.hub, require("engine"), require("viewer")))
     pages.mount(app)
     app.add_exception_handler(RequestValidationError, _bad_field)

@@ -52,7 +52,8 @@ MESSAGE_EVENTS = 500
 class Event(BaseModel):
     seq: int = Field(ge=1)
     t_s: float | None = None
-    kind: Literal["readings", "cell", "alarm", "step", "status"]
+    kind: Literal["readings", "cell", "spectrum", "cycle", "screen_cells", "alarm", "step",
+                  "status"]
     data: dict[str, Any]
 
 

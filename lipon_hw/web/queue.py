@@ -4,6 +4,9 @@
                                  "options": {"seed": N, "speed": X}} → 201, the entry
     GET  /api/queue              viewer; every entry (newest ended ones last) and each
                                  lane's running and queued entries in order
+    GET  /api/queue/shipped      viewer; the sequences shipped with lipon-hw (name, text),
+                                 for a page to submit one (a browser away from the
+                                 server's machine has no copy of them)
     POST /api/queue/{id}/move    operator; {"position": P}: P-th (from 1) of its lane's
                                  queued entries
     POST /api/queue/{id}/cancel  operator; a queued entry is taken out, a running one's
@@ -30,6 +33,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
 from lipon_hw.errors import InputError
+from lipon_hw.shipped import shipped_dir, shipped_names
 from lipon_hw.store import DB_NAME, Store
 from lipon_hw.store_queue import QueueEntry
 from lipon_hw.web.runs import reading
@@ -181,6 +185,16 @@ def listing(request: Request, _user: User = viewer) -> dict:
         for lane in entry.lanes:
             lanes.setdefault(lane, []).append(entry.id)
     return {"entries": [e.to_dict() for e in live + ended], "lanes": lanes}
+
+
+@router.get("/shipped")
+def shipped(_user: User = viewer) -> dict:
+    """The shipped sequences, each its file name and text (package data read by fixed
+    names: the request names no file)."""
+    folder = shipped_dir()
+    return {"sequences": [{"name": f"{n}.yaml",
+                           "text": (folder / f"{n}.yaml").read_text(encoding="utf-8")}
+                          for n in shipped_names()]}
 
 
 @router.get("/{entry_id}")

@@ -36,6 +36,7 @@ operator = Depends(require("operator"))
 PAGE_ROWS = 10_000
 MAX_PAGE_ROWS = 100_000
 ACTIONS = ("pause", "continue", "abort")
+MAX_SAMPLES = 5_000
 
 
 @contextlib.contextmanager
@@ -149,6 +150,22 @@ def alarms(run_id: int, request: Request, _user: User = viewer,
     with reading(request) as store:
         _run(store, run_id)
         return [a.to_dict() for a in store.alarms(run_id, since_t)]
+
+
+@router.get("/samples")
+def samples(request: Request, _user: User = viewer,
+            containing: str = Query("", max_length=200,
+                                    description="only the ids containing this (any case)"),
+            limit: int = Query(200, ge=1, le=MAX_SAMPLES),
+            offset: int = Query(0, ge=0, le=10**9)) -> dict:
+    """The data directory's samples, newest first, a page at a time: each with its
+    substrate (a sheet, a roll, a cell...), when it was first stored, its layers and their
+    total thickness (its own: a cell's film stack is its sheet's)."""
+    with reading(request) as store:
+        total, rows = (0, []) if store is None else store.samples(limit, offset, containing)
+    return {"total": total, "offset": offset, "samples": [
+        {"id": r[0], "substrate": r[1], "created_at": r[2], "layers": r[3],
+         "thickness_nm": r[4]} for r in rows]}
 
 
 @router.get("/samples/{sample_id}")

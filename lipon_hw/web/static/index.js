@@ -19,7 +19,7 @@ async function show() {
       el("td", {}, el("a", { href: `/runs/${r.id}` }, String(r.id))),
       el("td", {}, el("a", { href: `/runs/${r.id}` }, r.name)),
       el("td", {}, r.kind), el("td", {}, el("span", { class: "status " + r.status }, r.status)),
-      el("td", {}, r.sample ? el("a", { href: `/api/samples/${encodeURIComponent(r.sample)}` }, r.sample) : ""),
+      el("td", {}, r.sample ? el("a", { href: `/samples/${encodeURIComponent(r.sample)}` }, r.sample) : ""),
       el("td", {}, r.started_at ? new Date(r.started_at * 1000).toLocaleString() : ""),
       el("td", {}, r.message || "")));
   }

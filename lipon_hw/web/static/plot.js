@@ -32,7 +32,7 @@ function lowerBound(a, x) {
   return lo;
 }
 
-function niceTicks(lo, hi, n) {
+export function niceTicks(lo, hi, n) {
   const span = hi - lo;
   if (!(span > 0)) return [lo];
   const raw = span / n, mag = 10 ** Math.floor(Math.log10(raw));
@@ -42,14 +42,30 @@ function niceTicks(lo, hi, n) {
   return out;
 }
 
-function fmt(x) {
+// the canvas sized to its box at the device's pixel ratio and cleared: {g, W, H} in CSS
+// pixels, or null while it has no size (hidden)
+export function clearedCanvas(canvas) {
+  const dpr = window.devicePixelRatio || 1;
+  const W = canvas.clientWidth, H = canvas.clientHeight;
+  if (!W || !H) return null;
+  if (canvas.width !== Math.round(W * dpr)) canvas.width = Math.round(W * dpr);
+  if (canvas.height !== Math.round(H * dpr)) canvas.height = Math.round(H * dpr);
+  const g = canvas.getContext("2d");
+  g.setTransform(dpr, 0, 0, dpr, 0, 0);
+  g.clearRect(0, 0, W, H);
+  return { g, W, H };
+}
+
+export function fmt(x) {
   const a = Math.abs(x);
   if (a !== 0 && (a < 1e-2 || a >= 1e5)) return x.toExponential(1);
   return String(+x.toPrecision(4));
 }
 
 export class Plot {
-  // opts: {title, log: bool (y on a log scale), height}
+  // opts: {title, log: bool (y on a log scale), height, compact, xUnit, xInteger (x ticks
+  // on whole numbers: cycles)}; `drawn`, and the canvas' data-drawn: the pixel columns
+  // drawn last time, summed over the series
   constructor(parent, opts = {}) {
     this.opts = opts;
     this.series = [];
@@ -98,14 +114,9 @@ export class Plot {
   draw() {
     if (!this.dirty) return;
     this.dirty = false;
-    const dpr = window.devicePixelRatio || 1;
-    const W = this.canvas.clientWidth, H = this.canvas.clientHeight;
-    if (!W || !H) return;
-    if (this.canvas.width !== Math.round(W * dpr)) this.canvas.width = Math.round(W * dpr);
-    if (this.canvas.height !== Math.round(H * dpr)) this.canvas.height = Math.round(H * dpr);
-    const g = this.canvas.getContext("2d");
-    g.setTransform(dpr, 0, 0, dpr, 0, 0);
-    g.clearRect(0, 0, W, H);
+    const sized = clearedCanvas(this.canvas);
+    if (!sized) return;
+    const { g, W, H } = sized;
     const r = this.range();
     if (this.xRange) [r.t0, r.t1] = this.xRange;
     const { t0, t1, v0, v1 } = r;
@@ -133,7 +144,9 @@ export class Plot {
       g.strokeStyle = "#eee"; g.beginPath(); g.moveTo(PAD.left, y); g.lineTo(PAD.left + pw, y); g.stroke();
     }
     g.textAlign = "center"; g.textBaseline = "top";
-    if (!this.opts.compact) for (const t of niceTicks(t0, t1, 6)) g.fillText(fmt(t) + (this.opts.xUnit ?? " s"), xOf(t), PAD.top + ph + 4);
+    let xt = niceTicks(t0, t1, 6);
+    if (this.opts.xInteger) xt = xt.filter((t) => Math.abs(t - Math.round(t)) < 1e-6).map(Math.round);
+    if (!this.opts.compact) for (const t of xt) g.fillText(fmt(t) + (this.opts.xUnit ?? " s"), xOf(t), PAD.top + ph + 4);
     g.save();
     g.beginPath(); g.rect(PAD.left, PAD.top, pw, ph); g.clip();
     g.setLineDash([2, 3]); g.strokeStyle = "#999";
@@ -148,7 +161,9 @@ export class Plot {
       g.beginPath(); g.moveTo(xOf(l.t0), y); g.lineTo(xOf(l.t1 ?? t1), y); g.stroke();
     }
     g.setLineDash([]); g.lineWidth = 1;
+    this.drawn = 0;
     for (const s of this.series) this.drawSeries(g, s, t0, t1, pw, xOf, yOf);
+    this.canvas.dataset.drawn = String(this.drawn);
     g.restore();
     g.textAlign = "left"; g.textBaseline = "top";
     let x = PAD.left + 4;
@@ -182,6 +197,7 @@ export class Plot {
         if (v > hi) hi = v;
       }
       if (Number.isNaN(first)) continue;
+      this.drawn++;
       const x = PAD.left + col + 0.5;
       if (!started) { g.moveTo(x, yOf(first)); started = true; } else g.lineTo(x, yOf(first));
       if (hi > lo) { g.moveTo(x, yOf(lo)); g.lineTo(x, yOf(hi)); g.moveTo(x, yOf(last)); }

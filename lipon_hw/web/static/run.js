@@ -4,6 +4,7 @@
 import { api, clock, el, Live, setToken, token } from "./api.js";
 import { DepositionPage } from "./deposition.js";
 import { CellTestPage } from "./celltest.js";
+import { ScreeningPage } from "./screening.js";
 
 const runId = Number(location.pathname.split("/").filter(Boolean).pop());
 const $ = (id) => document.getElementById(id);
@@ -66,9 +67,9 @@ async function main() {
   document.title = `run ${runId}: ${run.name}`;
   $("name").textContent = `run ${runId} · ${run.name}`;
   $("kind").textContent = run.kind + (run.sample ? ` · sample ${run.sample}` : "");
-  if (run.sample) $("kind").append(" ", el("a", { href: `/api/samples/${encodeURIComponent(run.sample)}` }, "lineage"));
+  if (run.sample) $("kind").append(" ", el("a", { href: `/samples/${encodeURIComponent(run.sample)}` }, "lineage"));
   const body = $("body");
-  const page = run.kind === "cycling" ? new CellTestPage(body, run, ui) : new DepositionPage(body, run, ui);
+  const page = run.kind === "cycling" ? new CellTestPage(body, run, ui) : run.kind === "screening" ? new ScreeningPage(body, run, ui) : new DepositionPage(body, run, ui);
   window.liponPage = page;
   const live = new Live(runId, {
     onEvents: (events) => page.events(events),
