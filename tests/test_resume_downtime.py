@@ -176,8 +176,10 @@ def test_a_power_cut_mid_layer_counts_what_was_deposited_meanwhile_and_goes_on_t
     assert "the host was away about" in message
     # the layer went on to the target, not to the target plus what grew while away (the
     # sample holds a little less: the crystal beside the shutter also counts what grows
-    # while the RF is ramped back behind the closed shutter)
-    assert thickness == pytest.approx(30, abs=1.5)
+    # while the RF is ramped back behind the closed shutter). Past the target by what grew
+    # while a loaded host woke late to close the shutter (the world runs on the wall clock
+    # at 300x: 0.1 s late is 1.4 nm), never by what grew while away
+    assert 30 - 1.5 <= thickness < 30 + away["grown_nm"] - 1.5
     assert "over_target_nm" not in props and not props.get("partial")
     assert lipon_film_nm(hardware) == pytest.approx(30, abs=3)
 
