@@ -13,12 +13,13 @@ Every parameter that no source gives is an `assumption` in the dataclasses below
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from lipon_hw.sim import crystal as xtal
 from lipon_hw.sim import physics, vacuum
 from lipon_hw.sim.chamber import ChamberState
 from lipon_hw.sim.crystal import CrystalParams
+from lipon_hw.sim.state import state_dict
 from lipon_hw.sim.vacuum import VacuumParams
 
 #: how close (s) a step comes to the watchdog's deadline before it fires there
@@ -107,7 +108,7 @@ class SputterTool:
 
     # --- snapshot -------------------------------------------------------------
     def snapshot(self) -> dict:
-        return asdict(self.s)
+        return state_dict(self.s)
 
     def restore(self, state: dict) -> None:
         self.s = SputterState(**state)

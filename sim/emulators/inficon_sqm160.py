@@ -31,8 +31,6 @@ relay module), so `U` switches the relay's own state only.
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 from lipon_hw.drivers.inficon_sqm160 import (
     DISPLAY_UNITS,
     FilmRecord,
@@ -42,6 +40,7 @@ from lipon_hw.drivers.inficon_sqm160 import (
 from lipon_hw.errors import InputError
 from lipon_hw.sim.emulators.inficon_framing import InficonEmulator
 from lipon_hw.sim.emulators.inficon_sensor import CrystalSensor, FilmConstants
+from lipon_hw.sim.state import state_dict
 
 FIRMWARE = "MON Ver 4.13"  # the version string pymeasure's tests quote
 # film parameter limits from the SQM-160 specifications (quoted from memory: unverified)
@@ -79,9 +78,9 @@ class SQM160Emulator(InficonEmulator):
 
     # --- instrument memory ---------------------------------------------------------------
     def snapshot(self) -> dict:
-        return {"films": {str(n): asdict(f) for n, f in self.films.items()},
-                "active_film": self.active_film, "system1": asdict(self.system1),
-                "system2": asdict(self.system2), "power_up": self.power_up,
+        return {"films": {str(n): state_dict(f) for n, f in self.films.items()},
+                "active_film": self.active_film, "system1": state_dict(self.system1),
+                "system2": state_dict(self.system2), "power_up": self.power_up,
                 "zero_Hz": self.crystal_sensor.zero_Hz, "held_A": self.crystal_sensor.held_A,
                 "shutter_open": self.shutter_open}
 
