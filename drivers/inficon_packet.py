@@ -152,7 +152,9 @@ class InficonInstrument:
         if status in self.DAMAGED:
             raise FrameError(f"{self.name} {self.DAMAGED[status]}: it was sent {packet!r}")
         reason = self.REFUSALS.get(status, f"answered with unknown status {status!r}")
-        raise InstrumentError(f"{self.name} {reason}: it was sent {packet!r}")
+        refusal = InstrumentError(f"{self.name} {reason}: it was sent {packet!r}")
+        refusal.status = status  # which refusal: a driver may fall back on another command
+        raise refusal
 
     def command_once(self, command: str, took: Callable[[Link], bool]) -> None:
         """A command that acts again if sent again (a zero, a layer start): after a failed
