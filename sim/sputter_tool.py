@@ -104,6 +104,7 @@ class SputterTool:
         self.sp = sputter or SputterParams()
         self.xp = crystal_params or CrystalParams()
         self.s = SputterState(outgas_torr=self.vac.outgas_torr, crystal_z=self.sp.film_z_ratio)
+        self._anchor: tuple = (None, 0.0)  # (parameters, pressure shape at the anchor)
         xtal.fresh(self.s, self.xp, world.rng)
 
     # --- snapshot -------------------------------------------------------------
@@ -191,12 +192,20 @@ class SputterTool:
         sp = self.sp
         if load_W <= sp.threshold_power_W or pressure_mtorr <= 0:
             return 0.0
-        shape = (self._pressure_shape(pressure_mtorr)
-                 / self._pressure_shape(sp.anchor_pressure_mtorr))
+        shape = self._pressure_shape(pressure_mtorr) / self._anchor_shape()
         per_W = sp.anchor_rate_A_s / (sp.anchor_power_W - sp.threshold_power_W)
         worn = (self.s.target_kWh / sp.target_life_kWh - 0.8) / 0.2
         end_of_life = 1 - 0.3 * min(1.0, max(0.0, worn))
         return per_W * (load_W - sp.threshold_power_W) * shape * end_of_life
+
+    def _anchor_shape(self) -> float:
+        """`_pressure_shape` at the anchor pressure, kept while the parameters it depends on
+        stay as they were."""
+        sp = self.sp
+        key = (sp.anchor_pressure_mtorr, sp.optimum_pressure_mtorr, sp.scattering_mtorr)
+        if self._anchor[0] != key:
+            self._anchor = (key, self._pressure_shape(sp.anchor_pressure_mtorr))
+        return self._anchor[1]
 
     def _pressure_shape(self, p_mtorr: float) -> float:
         """Rises to the optimum (more ions), then falls slowly (gas scattering)."""
