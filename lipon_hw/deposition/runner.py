@@ -19,6 +19,7 @@ run's status could be stored.
 from __future__ import annotations
 
 import contextlib
+import functools
 import sqlite3
 import time
 from collections.abc import Callable
@@ -331,8 +332,8 @@ class Engine:
             together = getattr(driver, "read_together", None)
             if together is not None and len(quantities) > 1:
                 names = {q: f"{inst_name}.{q}" for q in quantities}
-                out.append((None, inst_name, lambda together=together, q=tuple(quantities):
-                            together(q), names))
+                out.append((None, inst_name, functools.partial(together, tuple(quantities)),
+                            names))
                 continue
             for q in quantities:
                 out.append((f"{inst_name}.{q}", inst_name, getattr(driver, q), None))
