@@ -41,6 +41,7 @@ stay 0, and only the output being off tells.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Callable
 
 from lipon_hw.errors import FrameError, InputError, InstrumentError
@@ -117,6 +118,17 @@ def encode_packet(address: int, command: int, data: bytes = b"") -> bytes:
     else:
         body = bytes([address << 3 | LONG_PACKET, command, len(data)]) + data
     return body + bytes([checksum(body)])
+
+
+def request(address: int, command: int, data: bytes = b"") -> bytes:
+    """`encode_packet` of a host's request, kept per (address, command, data): a host sends
+    the same few again and again."""
+    if type(data) is not bytes:
+        return encode_packet(address, command, data)
+    return _request(address, command, data)
+
+
+_request = functools.lru_cache(maxsize=256)(encode_packet)
 
 
 def frame_length(head: bytes) -> int | None:
@@ -289,7 +301,7 @@ class AEBusGenerator:
         self._command(command, data)
 
     def _command(self, command: Command, data: bytes) -> None:
-        packet = encode_packet(self.unit, command, data)
+        packet = request(self.unit, command, data)
         reply = self._transact(packet)
         if len(reply) != 1:
             raise FrameError(f"{self.name} answered {packet!r} with {len(reply)} data bytes "
@@ -297,7 +309,7 @@ class AEBusGenerator:
         self._check_csr(packet, reply[0])
 
     def _query(self, command: Command, size: int, data: bytes = b"") -> bytes:
-        packet = encode_packet(self.unit, command, data)
+        packet = request(self.unit, command, data)
         reply = self._transact(packet)
         if len(reply) == 1 and size != 1:
             self._check_csr(packet, reply[0])
@@ -325,8 +337,9 @@ class AEBusGenerator:
             raise FrameError(f"{self.name} answered {packet!r} with NAK (it received it corrupt)")
         if answer != ACK:
             raise FrameError(f"{self.name} answered {packet!r} with {answer!r} instead of ACK")
-        reply = self._read_reply(link)
-        address, command, data = decode_packet(reply, self.name)
+        reply = self._read_reply(link)  # whole, as its header says, and its checksum right
+        address, command = reply[0] >> 3, reply[1]
+        data = reply[3 if reply[0] & 0x07 == LONG_PACKET else 2:-1]
         if address != self.unit or command != packet[1]:
             raise FrameError(f"{self.name} answered {packet!r} with {reply!r}, which is "
                              f"from unit {address} for command {command}")
@@ -334,10 +347,14 @@ class AEBusGenerator:
         return data
 
     def _read_reply(self, link: Link) -> bytes:
-        """The reply packet; one with a bad checksum is NAKed so the unit sends it again."""
+        """The reply packet; one with a bad checksum is NAKed so the unit sends it again, and
+        is a FrameError once it has been resent REPLY_RESENDS times."""
         for _resend in range(self.REPLY_RESENDS):
             reply = read_packet(link.read_exact)
             if not checksum(reply):
                 return reply
             link.write(NAK)
-        return read_packet(link.read_exact)
+        reply = read_packet(link.read_exact)
+        if checksum(reply):
+            raise FrameError(f"{self.name} sent {reply!r}, whose XOR checksum does not add up")
+        return reply

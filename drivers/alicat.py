@@ -21,6 +21,7 @@ read-back (the totalizer column) before any resend.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ class DataFrame:
 
 
 # --- codec (shared with the emulator) -------------------------------------------------
+@functools.lru_cache(maxsize=256)  # the same poll (or command) again and again
 def encode_command(unit: str, command: str = "") -> bytes:
     return f"{unit}{command}\r".encode("ascii")
 

@@ -19,6 +19,8 @@ again when repeated goes through `command_once` (a read-back before any resend).
 
 from __future__ import annotations
 
+import functools
+import sys
 from collections.abc import Callable, Mapping
 from typing import ClassVar, TypeVar
 
@@ -57,12 +59,51 @@ _CRC_TABLE = tuple(_crc_of_byte(value) for value in range(256))
 
 
 def inficon_crc(data: bytes) -> bytes:
-    """The two CRC characters over `data` (LEN byte + body): 14-bit CRC, 7 bits + 34 each."""
+    """The two CRC characters over `data` (LEN byte + body): 14-bit CRC, 7 bits + 34 each.
+    Those of short data (a command, a short reply) are kept: the same bytes, the same CRC."""
+    if type(data) is bytes and len(data) <= _CRC_KEPT_UP_TO:
+        crc = _crc_kept.get(data)
+        if crc is None:
+            if len(_crc_kept) >= _CRC_KEPT_MAX:
+                _crc_kept.clear()
+            crc = _crc_kept[data] = _crc(data)
+        return crc
+    return _crc(data)
+
+
+_CRC_KEPT_UP_TO = 12  # bytes: every command this project sends, and short replies
+_CRC_KEPT_MAX = 4096
+_crc_kept: dict[bytes, bytes] = {}
+
+
+def _crc(data: bytes) -> bytes:
     crc = 0x3FFF
     table = _CRC_TABLE
+    if len(data) >= _PAIRS_FROM and sys.byteorder == "little":
+        # two bytes a step: the register never exceeds 14 bits, so after XOR with the next
+        # two bytes (little-endian) it indexes the table of sixteen bitwise steps
+        pairs = _pair_table()
+        even = len(data) & ~1
+        for word in memoryview(data[:even]).cast("H"):
+            crc = pairs[crc ^ word]
+        data = data[even:]
     for byte in data:
         crc = (crc >> 8) ^ table[(crc ^ byte) & 0xFF]
     return bytes(((crc & 0x7F) + 34, ((crc >> 7) & 0x7F) + 34))
+
+
+_PAIRS_FROM = 16  # bytes: below this the byte table is as quick
+_pairs: list[int] = []
+
+
+def _pair_table() -> list[int]:
+    """The register after two byte steps, for every 16-bit register ^ word (built at first
+    use, from the byte table: 64 k entries)."""
+    if not _pairs:
+        table = _CRC_TABLE
+        one = [(x >> 8) ^ table[x & 0xFF] for x in range(0x10000)]  # after the low byte
+        _pairs[:] = [(r >> 8) ^ table[r & 0xFF] for r in one]
+    return _pairs
 
 
 def encode_packet(body: bytes, offset: int) -> bytes:
@@ -99,8 +140,10 @@ def decode_packet(frame: bytes, offset: int, source: str = "the instrument",
     return head[1:]
 
 
+@functools.lru_cache(maxsize=256)
 def encode_command(command: str) -> bytes:
-    """A host packet; '!' would reset the packet at the instrument, so it cannot be sent."""
+    """A host packet; '!' would reset the packet at the instrument, so it cannot be sent.
+    (Kept per command: a monitor is asked the same few commands at every sample.)"""
     if not command.isascii() or "!" in command:
         raise InputError(f"command {command!r} must be ASCII without '!'")
     return encode_packet(command.encode("ascii"), COMMAND_OFFSET)
@@ -152,7 +195,9 @@ class InficonInstrument:
         if status in self.DAMAGED:
             raise FrameError(f"{self.name} {self.DAMAGED[status]}: it was sent {packet!r}")
         reason = self.REFUSALS.get(status, f"answered with unknown status {status!r}")
-        raise InstrumentError(f"{self.name} {reason}: it was sent {packet!r}")
+        refusal = InstrumentError(f"{self.name} {reason}: it was sent {packet!r}")
+        refusal.status = status  # which refusal: a driver may fall back on another command
+        raise refusal
 
     def command_once(self, command: str, took: Callable[[Link], bool]) -> None:
         """A command that acts again if sent again (a zero, a layer start): after a failed

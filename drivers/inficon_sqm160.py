@@ -4,7 +4,8 @@ Packet, CRC and the 'A'/'C'/'D' reply statuses: `lipon_hw.drivers.inficon_packet
 manual PN 074-511-P1C §5.3). The SQM-160 adds no status of its own.
 
 Commands this driver uses (reply data after 'A'): ``@`` model, ``L{s}`` rate, ``N{s}``
-thickness, ``P{s}`` frequency in Hz, ``R{s}`` crystal life in %, ``S`` zero, ``B?`` system
+thickness, ``P{s}`` frequency in Hz, ``R{s}`` crystal life in %, ``W`` all readings ("00.00",
+then rate, thickness and frequency of each sensor: `read_together`), ``S`` zero, ``B?`` system
 parameters 1 (for the display mode), ``A{f}?`` / ``A{f}<fields>`` film parameters, ``D{f}``
 select film.
 
@@ -43,7 +44,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from lipon_hw.drivers.inficon_packet import InficonInstrument
+from lipon_hw.drivers.inficon_packet import STATUS_INVALID_COMMAND, InficonInstrument
 from lipon_hw.errors import InputError, InstrumentError, LinkError
 from lipon_hw.interfaces import Film
 from lipon_hw.links import Link
@@ -53,7 +54,9 @@ DISPLAY_UNITS = {0: (1.0, 100.0), 1: (10.0, 1000.0)}
 #: rate or thickness readings between two reads of the display units (a front-panel change)
 UNITS_REREAD_EVERY = 16
 #: commands that only read: the display units kept survive them (any other forgets them)
-_READS = ("L", "N", "P", "R", "@", "B?")
+_READS = ("L", "N", "P", "R", "W", "@", "B?")
+#: what one `W` reply carries for each sensor, in order after its leading "00.00" field
+ALL_READINGS = ("rate_A_s", "thickness_nm", "frequency_Hz")
 FILM_NAME_CHARS = 8
 
 
@@ -164,8 +167,11 @@ class SQM160(InficonInstrument):
         self.film = int(film)
         self._units: tuple[float, float] | None = None  # kept display units (docstring)
         self._units_used = 0  # readings that used them
+        self._w_refused = False  # the instrument answered `W` as an invalid command
 
-    def _display_units(self) -> tuple[float, float]:
+    def _display_units(self, readings: int = 1) -> tuple[float, float]:
+        """The display units kept (read with `B?` first if due); `readings` of rate and
+        thickness use them."""
         if self._units is None or self._units_used >= UNITS_REREAD_EVERY:
             self._units = None
             system = self.query_as("B?", SystemRecord1.parse, SystemRecord1.WHAT)
@@ -174,7 +180,7 @@ class SQM160(InficonInstrument):
                                       f"whose display mode {system.display_mode} reports no "
                                       "thickness (set Å or nm in its menu)")
             self._units, self._units_used = DISPLAY_UNITS[system.display_mode], 0
-        self._units_used += 1
+        self._units_used += readings
         return self._units
 
     def query(self, command: str) -> str:
@@ -219,10 +225,12 @@ class SQM160(InficonInstrument):
         rate_unit, _ = self._display_units()
         rate = self.query_number(f"L{self.sensor}") * rate_unit
         if rate == 0.0 and self.crystal_failed():
-            raise InstrumentError(f"{self.name} has a failed crystal on sensor {self.sensor} "
-                                  f"('P{self.sensor}' reads 0 Hz), so its rate of 0 is no "
-                                  "measurement")
+            raise InstrumentError(self._failed_rate())
         return rate
+
+    def _failed_rate(self) -> str:
+        return (f"{self.name} has a failed crystal on sensor {self.sensor} ('P{self.sensor}' "
+                "reads 0 Hz), so its rate of 0 is no measurement")
 
     def thickness_nm(self) -> float:
         """Thickness since the last zero; held at its last value if the crystal failed."""
@@ -238,6 +246,48 @@ class SQM160(InficonInstrument):
 
     def crystal_failed(self) -> bool:
         return self.frequency_Hz() <= 0.0
+
+    # --- ReadsTogether -------------------------------------------------------------------
+    def read_together(self, names: tuple[str, ...]) -> dict[str, float | Exception]:
+        """Rate, thickness and frequency from one `W` reply (the manual's "all readings":
+        "00.00", then rate, thickness and frequency of each sensor), each as `rate_A_s`,
+        `thickness_nm` and `frequency_Hz` give it (a zero rate on a crystal whose frequency
+        reads 0 Hz is refused, from that same reply); any other quantity by its own method.
+        An instrument that refuses `W` is read quantity by quantity from then on."""
+        together = [name for name in names if name in ALL_READINGS] \
+            if not self._w_refused else []
+        out: dict[str, float | Exception] = {}
+        if together:
+            try:
+                rate, thickness, frequency = self._all_readings(
+                    ("rate_A_s" in together) + ("thickness_nm" in together))
+            except InstrumentError as exc:
+                if getattr(exc, "status", None) != STATUS_INVALID_COMMAND:
+                    raise
+                self._w_refused = True
+                together = []
+            else:
+                read = {"rate_A_s": rate, "thickness_nm": thickness, "frequency_Hz": frequency}
+                if rate == 0.0 and frequency <= 0.0:
+                    read["rate_A_s"] = InstrumentError(self._failed_rate())
+        for name in names:
+            if name in together:
+                out[name] = read[name]
+                continue
+            try:
+                out[name] = getattr(self, name)()
+            except InstrumentError as exc:
+                out[name] = exc
+        return out
+
+    def _all_readings(self, unit_readings: int) -> tuple[float, float, float]:
+        """(rate Å/s, thickness nm, frequency Hz) of this driver's sensor from `W`."""
+        rate_unit, thickness_unit = self._display_units(max(1, unit_readings))
+        fields_per_sensor = len(ALL_READINGS)
+        numbers = self.query_numbers("W", 1 + fields_per_sensor * self.sensor)
+        first = 1 + fields_per_sensor * (self.sensor - 1)
+        rate, thickness, frequency = numbers[first:first + fields_per_sensor]
+        return rate * rate_unit, thickness * thickness_unit, frequency
 
     def zero(self) -> None:
         """Zero thickness and rate ('S' zeroes the average and every active sensor), read

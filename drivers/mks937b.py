@@ -21,6 +21,7 @@ degas, which would need a read-back before any resend.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -70,6 +71,7 @@ class Request:
 
 
 # --- codec (shared with the emulator) -------------------------------------------------
+@functools.lru_cache(maxsize=256)  # a host asks the same few queries again and again
 def encode_query(address: int, command: str) -> bytes:
     return f"@{address:03d}{command}?;FF".encode("ascii")
 

@@ -103,6 +103,19 @@ class ThicknessMonitor(Instrument, Protocol):
 
 
 @runtime_checkable
+class ReadsTogether(Protocol):
+    """An instrument whose protocol answers several quantities in one query (the SQM-160's
+    `W`: rate, thickness and frequency of every sensor). `read_together(names)` reads the
+    named quantities (method names of its capability) with the fewest exchanges its protocol
+    allows, every one a reading taken now: each value as that quantity's own method gives
+    it, or the InstrumentError that method would raise for it (the others still read). A
+    lost link raises, as a single reading does, and so does a refusal of the query that
+    carries several (each of those quantities is refused with it)."""
+
+    def read_together(self, names: tuple[str, ...]) -> dict[str, float | Exception]: ...
+
+
+@runtime_checkable
 class PressureGauge(Instrument, Protocol):
     def pressure_torr(self) -> float: ...
 

@@ -94,15 +94,19 @@ class Link:
         self._port.write(data)
 
     def read_exact(self, n: int) -> bytes:
-        if self._read_available is None and not self._rx:
+        rx = self._rx
+        if self._read_available is None and not rx:
             data = self._port.read(n, self.timeout_s)
         else:
-            rx = self._rx
             if len(rx) < n:
                 rx += self._read_available() if self._read_available is not None else \
                     self._port.read(n - len(rx), self.timeout_s)
-            data = bytes(rx[:n])
-            del rx[:n]
+            if len(rx) <= n:  # all of it (a frame's last read, or too few: a timeout)
+                data = bytes(rx)
+                rx.clear()
+            else:
+                data = bytes(rx[:n])
+                del rx[:n]
         if len(data) < n:
             raise LinkTimeout(
                 f"{self.address} sent {len(data)} of {n} expected bytes before timing out"
@@ -195,7 +199,8 @@ class Link:
         command if needed), then LinkLost.
         """
         with self.lock:
-            self._ensure_open()
+            if not self._open or self.health is Health.LOST:
+                self._ensure_open()
             error: LinkError | None = None
             unsure = False  # a command went out and whether it took is not known
             for _attempt in range(self.retries + 1):
@@ -230,7 +235,8 @@ class Link:
                         self._rx.clear()
                         self._close_port()
                     raise
-                self._succeeded()
+                if self.health is not Health.OK or not self.answered:
+                    self._succeeded()  # (healthy and answered already: nothing changes)
                 return result
             self._mark_lost()
             doubt = ("; its last command may or may not have taken effect (the read-back "

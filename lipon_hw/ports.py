@@ -56,7 +56,7 @@ class SimPort:
         self._rx.clear()
 
     def write(self, data: bytes) -> None:
-        self._rx += self._endpoint.handle(bytes(data))
+        self._rx += self._endpoint.handle(data if type(data) is bytes else bytes(data))
 
     def read(self, n: int, timeout_s: float) -> bytes:
         chunk = bytes(self._rx[:n])

@@ -114,25 +114,40 @@ class Emulator:
 
     def handle(self, data: bytes, session: Session | None = None) -> bytes:
         self.session = session = session if session is not None else self._own_session
-        self.check_plugged()
-        if self.faults.link_down:
+        faults = self.faults
+        if faults.tick is not None:  # `check_plugged`, inline: it runs for every write
+            faults.tick()
+        if faults.unplugged:
+            raise LinkError(f"sim://{self.name} is unplugged (the port refuses)")
+        if faults.link_down:
             return b""
         buffer = session.buffer
-        buffer += data
-        out = bytearray()
+        if buffer:  # a frame begun earlier: carry on from it
+            buffer += data
+            pending = bytes(buffer)
+        else:  # the usual case: whole frames, worked on without copying them in and out
+            pending = data if type(data) is bytes else bytes(data)
+        size, window_size = len(pending), self.frame_window
+        replies = []
         start = 0
-        while start < len(buffer):
-            with memoryview(buffer) as view:
-                window = view[start:start + self.frame_window].tobytes()
-            consumed, reply = self._process(window)
-            out += reply
-            if consumed <= 0:
-                if len(window) < self.frame_window:
-                    break  # a frame still incomplete
-                consumed = len(window)  # a subclass that never gives up: line noise
-            start += consumed
-        del buffer[:min(start, len(buffer))]
-        return self._apply_faults(bytes(out))
+        try:
+            while start < size:
+                window = pending if start == 0 and size <= window_size else \
+                    pending[start:start + window_size]
+                consumed, reply = self._process(window)
+                if reply:
+                    replies.append(reply)
+                if consumed <= 0:
+                    if len(window) < window_size:
+                        break  # a frame still incomplete
+                    consumed = len(window)  # a subclass that never gives up: line noise
+                start += consumed
+        finally:  # (an exception leaves what was not consumed buffered, as before)
+            if start < size:
+                buffer[:] = pending[start:] if start else pending
+            elif buffer:
+                buffer.clear()
+        return self._apply_faults(b"".join(replies)) if replies else b""
 
     def line_silent(self, session: Session | None = None) -> None:
         """The line has fallen silent (`sim serve`: no byte for a poll interval). A

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from lipon_hw.sim import crystal as xtal
 from lipon_hw.sim import vacuum
 from lipon_hw.sim.chamber import ChamberState
 from lipon_hw.sim.crystal import CrystalParams
+from lipon_hw.sim.state import state_dict
 from lipon_hw.sim.vacuum import VacuumParams
 
 R_GAS = 8.314462618
@@ -115,7 +116,7 @@ class EvaporatorTool:
         self._controllers: list[tuple[Callable[[float, float], None], Callable[[], bool]]] = []
 
     def snapshot(self) -> dict:
-        return asdict(self.s)
+        return state_dict(self.s)
 
     def restore(self, state: dict) -> None:
         self.s = EvaporatorState(**state)

@@ -102,6 +102,8 @@ class FaultSchedule:
         self._lab = lab
         self._seed = seed
         self._heap: list[tuple[float, int, Callable[[float], None]]] = []
+        #: when the next event is due (inf: none): what every touch of the lab compares with
+        self.next_s = math.inf
         self._seq = 0
         self.entries: list[ScheduledFault] = []
         self.fired: list[tuple[float, str, str]] = []  # (time, fault, "start"/"stop"/"arc")
@@ -124,16 +126,21 @@ class FaultSchedule:
         heap = self._heap
         while heap and heap[0][0] <= t:
             te, _, action = heapq.heappop(heap)
+            self.next_s = heap[0][0] if heap else math.inf
             yield te, action
 
     def at(self, t: float, action: Callable[[float], None]) -> None:
         """Any other lab event at `t`, fired as the faults are, whichever instrument is
         touched first (the prober's needles landing while only the potentiostat talks)."""
-        heapq.heappush(self._heap, (t, self._seq, action))
-        self._seq += 1
+        self._enqueue(t, action)
 
     def due(self, t: float) -> bool:
-        return bool(self._heap) and self._heap[0][0] <= t
+        return self.next_s <= t
+
+    def _enqueue(self, t: float, action: Callable[[float], None]) -> None:
+        heapq.heappush(self._heap, (t, self._seq, action))
+        self._seq += 1
+        self.next_s = self._heap[0][0]
 
     def cell_faults(self, instrument: str, channel: int, since_s: float) -> list[dict]:
         """The scheduled faults of a channel a cell mounted at `since_s` takes on: those
@@ -321,8 +328,7 @@ class FaultSchedule:
             fn(target, e.params, t_fire)
             self.fired.append((t_fire, e.kind.name, what))
 
-        heapq.heappush(self._heap, (t, self._seq, action))
-        self._seq += 1
+        self._enqueue(t, action)
 
 
 def _range(spec: Param) -> str:

@@ -117,7 +117,7 @@ class SimLab:
     def _fire_due_faults(self) -> None:
         """Before an emulator acts on bytes: the World advanced (and the faults fired)
         only when a fault is due, so a potentiostat's polls never integrate the tools."""
-        if self.faults.due(self.world.clock()):
+        if self.faults.next_s <= self.world.clock():
             self.world.sync()
 
     def ports_of(self, instrument: str) -> list:

@@ -13,12 +13,13 @@ Every parameter that no source gives is an `assumption` in the dataclasses below
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from lipon_hw.sim import crystal as xtal
 from lipon_hw.sim import physics, vacuum
 from lipon_hw.sim.chamber import ChamberState
 from lipon_hw.sim.crystal import CrystalParams
+from lipon_hw.sim.state import state_dict
 from lipon_hw.sim.vacuum import VacuumParams
 
 #: how close (s) a step comes to the watchdog's deadline before it fires there
@@ -103,11 +104,12 @@ class SputterTool:
         self.sp = sputter or SputterParams()
         self.xp = crystal_params or CrystalParams()
         self.s = SputterState(outgas_torr=self.vac.outgas_torr, crystal_z=self.sp.film_z_ratio)
+        self._anchor: tuple = (None, 0.0)  # (parameters, pressure shape at the anchor)
         xtal.fresh(self.s, self.xp, world.rng)
 
     # --- snapshot -------------------------------------------------------------
     def snapshot(self) -> dict:
-        return asdict(self.s)
+        return state_dict(self.s)
 
     def restore(self, state: dict) -> None:
         self.s = SputterState(**state)
@@ -190,12 +192,20 @@ class SputterTool:
         sp = self.sp
         if load_W <= sp.threshold_power_W or pressure_mtorr <= 0:
             return 0.0
-        shape = (self._pressure_shape(pressure_mtorr)
-                 / self._pressure_shape(sp.anchor_pressure_mtorr))
+        shape = self._pressure_shape(pressure_mtorr) / self._anchor_shape()
         per_W = sp.anchor_rate_A_s / (sp.anchor_power_W - sp.threshold_power_W)
         worn = (self.s.target_kWh / sp.target_life_kWh - 0.8) / 0.2
         end_of_life = 1 - 0.3 * min(1.0, max(0.0, worn))
         return per_W * (load_W - sp.threshold_power_W) * shape * end_of_life
+
+    def _anchor_shape(self) -> float:
+        """`_pressure_shape` at the anchor pressure, kept while the parameters it depends on
+        stay as they were."""
+        sp = self.sp
+        key = (sp.anchor_pressure_mtorr, sp.optimum_pressure_mtorr, sp.scattering_mtorr)
+        if self._anchor[0] != key:
+            self._anchor = (key, self._pressure_shape(sp.anchor_pressure_mtorr))
+        return self._anchor[1]
 
     def _pressure_shape(self, p_mtorr: float) -> float:
         """Rises to the optimum (more ions), then falls slowly (gas scattering)."""

@@ -55,7 +55,7 @@ class World:
         t = self.clock()
         if self._advancing:
             return
-        due = self.schedule is not None and self.schedule.due(t)
+        due = self.schedule is not None and self.schedule.next_s <= t
         if t > self._t or due:
             self._advancing = True
             try:

@@ -32,7 +32,7 @@ grace: 6 nm at 1 Å/s).
 from __future__ import annotations
 
 from lipon_hw.errors import LinkLost
-from lipon_hw.link_health import QUANTITY, change_alarm, errors, instrument_links, worst
+from lipon_hw.link_health import CODES, QUANTITY, change_alarm, errors, instrument_links, worst
 
 #: how long (run clock) a lost link is ridden out when no interlock rule asks for longer
 LINK_GRACE_S = 60.0
@@ -75,7 +75,7 @@ class LinkWatch:
         links = self._links.get(instrument)
         if links is None:  # the pool keeps one Link per port for the lab's life
             links = self._links[instrument] = instrument_links(self.lab, instrument)
-        return worst(links)
+        return CODES[links[0].health] if len(links) == 1 else worst(links)
 
     def lost(self, instrument: str, error: LinkLost, now: float) -> None:
         """A reading found the instrument's link lost: ridden out for its grace."""

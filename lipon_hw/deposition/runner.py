@@ -19,6 +19,7 @@ run's status could be stored.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Callable
 
@@ -314,13 +315,23 @@ class Engine:
                 "virtual_s": self.env.now, "layers": [layer.to_dict() for layer in layers]}
 
     # --- sampling, interlocks, checkpoints -------------------------------------------
-    def _polled_quantities(self, tool: str) -> list[tuple[str, str, Callable[[], float]]]:
-        """(quantity, instrument, the driver's bound method reading it) of every quantity."""
+    def _polled_quantities(self, tool: str) -> list[tuple]:
+        """What a sample reads, in order: (quantity, instrument, the driver's bound method
+        reading it, None) for each quantity, or (None, instrument, a reader of several, their
+        names) for an instrument whose protocol answers several in one query
+        (`interfaces.ReadsTogether`: the SQM-160's `W`)."""
         out = []
         for role, inst_name in self.recipe.tool_roles[tool].items():
             driver = self.lab.instruments[inst_name]
-            for q in ROLE_QUANTITIES.get(role, ()):
-                out.append((f"{inst_name}.{q}", inst_name, getattr(driver, q)))
+            quantities = ROLE_QUANTITIES.get(role, ())
+            together = getattr(driver, "read_together", None)
+            if together is not None and len(quantities) > 1:
+                names = {q: f"{inst_name}.{q}" for q in quantities}
+                out.append((None, inst_name, functools.partial(together, tuple(quantities)),
+                            names))
+                continue
+            for q in quantities:
+                out.append((f"{inst_name}.{q}", inst_name, getattr(driver, q), None))
         return out
 
     def sample(self) -> dict[str, float]:
@@ -330,32 +341,49 @@ class Engine:
         tool = self.ctx.tool
         if tool not in self._polled:
             self._polled[tool] = self._polled_quantities(tool)
-        values, lost, refusals = {}, set(), self.ctx.refusals
-        for name, inst, read in self._polled[tool]:
+        values, lost = {}, set()
+        for name, inst, read, names in self._polled[tool]:
             if lost and inst in lost:  # one lost link is asked once a sample
                 continue
             try:
-                values[name] = read()
+                got = read()
             except LinkLost as exc:  # ridden out for its grace (`link_watch`)
                 self.links.lost(inst, exc, self.env.now)
                 lost.add(inst)
-                for other, other_inst, _ in self._polled[tool]:
-                    if other_inst == inst:
-                        self.ctx.latest.pop(other, None)
+                for other in self._polled[tool]:
+                    if other[1] == inst:
+                        for q in (other[3].values() if other[3] else (other[0],)):
+                            self.ctx.latest.pop(q, None)
             except InstrumentError as exc:
-                if name not in refusals:
-                    self.ctx.alarm("warning", name, str(exc), reaction="left out")
-                refusals[name] = str(exc)
-                self.ctx.latest.pop(name, None)
+                for q in (names.values() if names else (name,)):
+                    self._refused(q, exc)
             else:
-                if refusals:
-                    refusals.pop(name, None)
+                if names is None:
+                    values[name] = got
+                    if self.ctx.refusals:
+                        self.ctx.refusals.pop(name, None)
+                    continue
+                for q, value in got.items():
+                    if isinstance(value, InstrumentError):
+                        self._refused(names[q], value)
+                    else:
+                        values[names[q]] = value
+                        if self.ctx.refusals:
+                            self.ctx.refusals.pop(names[q], None)
         health, changed = self.links.sample(self.ctx, self.recipe.tool_roles[tool].values())
         self.ctx.latest.update(health)  # read by rules at every sample, stored on change
         values.update(changed)
         self.ctx.latest.update(values)
         self.ctx.record(values)
         return values
+
+    def _refused(self, name: str, exc: InstrumentError) -> None:
+        """A reading the instrument refused: one alarm while it keeps refusing."""
+        refusals = self.ctx.refusals
+        if name not in refusals:
+            self.ctx.alarm("warning", name, str(exc), reaction="left out")
+        refusals[name] = str(exc)
+        self.ctx.latest.pop(name, None)
 
     def _sampler(self, delay_s: float = 0.0):
         ctx = self.ctx

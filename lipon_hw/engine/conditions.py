@@ -21,7 +21,7 @@ import ast
 import math
 import operator
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 _FOR = re.compile(r"^(?P<expr>.*?)\s+for\s+(?P<n>[0-9]{1,6}(?:\.[0-9]{1,6})?)\s*"
@@ -43,11 +43,16 @@ class Condition:
     names: dict[str, str]  # name as written → qualified quantity (itself while unresolved)
     hold_s: float = 0.0
     _true_since: float | None = field(default=None, repr=False)
+    #: the tree as nested closures (`_compile`), made at the first check
+    _evaluate: Callable[[Mapping[str, float]], object] | None = field(
+        default=None, repr=False, compare=False)
 
     def check(self, now: float, values: Mapping[str, float]) -> bool:
         """True once the condition has held for `hold_s` (missing readings: False)."""
+        if self._evaluate is None:
+            self._evaluate = _compile(self.tree)
         try:
-            active = bool(_eval(self.tree, {k: values[v] for k, v in self.names.items()}))
+            active = bool(self._evaluate({k: values[v] for k, v in self.names.items()}))
         except (KeyError, ZeroDivisionError):
             active = False
         if not active:
@@ -129,25 +134,45 @@ def _resolve(name: str, known: Mapping[str, str]) -> str:
     raise ValueError(f"{name!r} is not a recorded quantity (known: {', '.join(sorted(known))})")
 
 
-def _eval(node: ast.AST, env: Mapping[str, float]):
+def _compile(node: ast.AST) -> Callable[[Mapping[str, float]], object]:
+    """`node` as a function of the environment (name as written → value): the tree is
+    walked once, here, and each check runs the closures (a condition is checked at every
+    sample). Arithmetic, comparison chains and and/or/not short-circuit as Python does."""
     if isinstance(node, ast.Constant):
-        return node.value
+        value = node.value
+        return lambda env: value
     if isinstance(node, ast.Name | ast.Attribute):
-        return env[ast.unparse(node)]
+        name = ast.unparse(node)
+        return lambda env: env[name]
     if isinstance(node, ast.BinOp):
-        return _BIN[type(node.op)](_eval(node.left, env), _eval(node.right, env))
+        op, left, right = _BIN[type(node.op)], _compile(node.left), _compile(node.right)
+        return lambda env: op(left(env), right(env))
     if isinstance(node, ast.UnaryOp):
-        value = _eval(node.operand, env)
-        return -value if isinstance(node.op, ast.USub) else not value
+        operand = _compile(node.operand)
+        if isinstance(node.op, ast.USub):
+            return lambda env: -operand(env)
+        return lambda env: not operand(env)
     if isinstance(node, ast.BoolOp):
-        values = (_eval(v, env) for v in node.values)
-        return all(values) if isinstance(node.op, ast.And) else any(values)
+        parts = [_compile(v) for v in node.values]
+        if isinstance(node.op, ast.And):
+            return lambda env: all(part(env) for part in parts)
+        return lambda env: any(part(env) for part in parts)
     if isinstance(node, ast.Compare):
-        left = _eval(node.left, env)
-        for op, right_node in zip(node.ops, node.comparators, strict=True):
-            right = _eval(right_node, env)
-            if not _CMP[type(op)](left, right):
-                return False
-            left = right
-        return True
-    raise ValueError(f"cannot evaluate {ast.unparse(node)!r}")
+        first = _compile(node.left)
+        links = [(_CMP[type(op)], _compile(right))
+                 for op, right in zip(node.ops, node.comparators, strict=True)]
+
+        def compare(env):
+            left = first(env)
+            for op, right_of in links:
+                right = right_of(env)
+                if not op(left, right):
+                    return False
+                left = right
+            return True
+        return compare
+    text = ast.unparse(node)
+
+    def refuse(env):
+        raise ValueError(f"cannot evaluate {text!r}")
+    return refuse

@@ -20,6 +20,7 @@ A packet with a bad checksum, a lone ACK or NAK, or bytes while the unit is sile
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -42,6 +43,11 @@ from lipon_hw.drivers.ae_bus import (
 )
 from lipon_hw.errors import FrameError, InputError
 from lipon_hw.sim.emulator import Emulator, Session
+
+#: `decode_packet` of a host's packet, kept per packet (a host sends the same few again and
+#: again); a damaged one raises FrameError every time
+_host_packet = functools.lru_cache(maxsize=256)(
+    lambda packet: decode_packet(packet, "the host"))
 
 CSR_OK, CSR_WRONG_MODE, CSR_OUT_OF_RANGE, CSR_BAD_COUNT, CSR_NOT_IMPLEMENTED = 0, 1, 4, 9, 99
 REGULATION_NAMES = {code: name for name, code in REGULATION_CODES.items()}
@@ -129,7 +135,7 @@ class AEBusEmulator(Emulator):
             return 0, b""
         session.pending = None
         try:
-            address, command, data = decode_packet(buffer[:length], "the host")
+            address, command, data = _host_packet(buffer[:length])
         except FrameError:
             return length, NAK
         if address not in (0, self.unit):

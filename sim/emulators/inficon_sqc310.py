@@ -36,7 +36,6 @@ driver or by PyExpLabSys' SQC-310 client.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict
 
 from lipon_hw.drivers.inficon_packet import encode_reply
 from lipon_hw.drivers.inficon_sqc310 import (
@@ -57,6 +56,7 @@ from lipon_hw.sim.emulators.inficon_sqc310_memory import (
     parse_fields,
     parse_index,
 )
+from lipon_hw.sim.state import state_dict
 
 FIRMWARE = "SQC-310 Ver 6.01"  # the manual's example answer to '@'
 
@@ -100,7 +100,8 @@ class SQC310Emulator(InficonEmulator):
     # --- instrument memory -----------------------------------------------------------
     def snapshot(self) -> dict:
         sensor = self.crystal_sensor
-        loop = {**asdict(self.rate_loop.loop), "zero_Hz": sensor.zero_Hz, "held_A": sensor.held_A}
+        loop = {**state_dict(self.rate_loop.loop), "zero_Hz": sensor.zero_Hz,
+                "held_A": sensor.held_A}
         return {**self.memory.snapshot(), "relays": self.relays, "locked": sorted(self.locked),
                 "unwired_pct": self.unwired_pct, "loop": loop}
 

@@ -31,8 +31,6 @@ relay module), so `U` switches the relay's own state only.
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 from lipon_hw.drivers.inficon_sqm160 import (
     DISPLAY_UNITS,
     FilmRecord,
@@ -42,6 +40,7 @@ from lipon_hw.drivers.inficon_sqm160 import (
 from lipon_hw.errors import InputError
 from lipon_hw.sim.emulators.inficon_framing import InficonEmulator
 from lipon_hw.sim.emulators.inficon_sensor import CrystalSensor, FilmConstants
+from lipon_hw.sim.state import state_dict
 
 FIRMWARE = "MON Ver 4.13"  # the version string pymeasure's tests quote
 # film parameter limits from the SQM-160 specifications (quoted from memory: unverified)
@@ -63,6 +62,7 @@ class SQM160Emulator(InficonEmulator):
         self.sensor = sensor
         self.channels = channels
         self.crystal_sensor = CrystalSensor(tool)
+        self._constants_for: tuple = (None, None)  # (film, system 1, sensor) -> constants
         self.handlers = {
             "@": lambda arg: FIRMWARE, "J": lambda arg: str(self.channels),
             "L": self._cmd_rate, "M": self._cmd_average_rate,
@@ -79,9 +79,9 @@ class SQM160Emulator(InficonEmulator):
 
     # --- instrument memory ---------------------------------------------------------------
     def snapshot(self) -> dict:
-        return {"films": {str(n): asdict(f) for n, f in self.films.items()},
-                "active_film": self.active_film, "system1": asdict(self.system1),
-                "system2": asdict(self.system2), "power_up": self.power_up,
+        return {"films": {str(n): state_dict(f) for n, f in self.films.items()},
+                "active_film": self.active_film, "system1": state_dict(self.system1),
+                "system2": state_dict(self.system2), "power_up": self.power_up,
                 "zero_Hz": self.crystal_sensor.zero_Hz, "held_A": self.crystal_sensor.held_A,
                 "shutter_open": self.shutter_open}
 
@@ -99,12 +99,16 @@ class SQM160Emulator(InficonEmulator):
 
     # --- physics (the shared sensor measurement) ------------------------------------------
     def _film(self) -> FilmRecord:
-        return self.films.get(self.active_film, default_film(self.active_film))
+        film = self.films.get(self.active_film)
+        return film if film is not None else default_film(self.active_film)
 
     def _constants(self, sensor: int) -> FilmConstants:
         film = self._film()
-        tooling = film.tooling_pct / 100 * self.system1.crystal_tooling_pct[sensor - 1] / 100
-        return FilmConstants(film.density_g_cm3, film.z_ratio, tooling)
+        key = (film, self.system1, sensor)  # frozen records: the same ones, the same constants
+        if self._constants_for[0] != key:
+            tooling = film.tooling_pct / 100 * self.system1.crystal_tooling_pct[sensor - 1] / 100
+            self._constants_for = (key, FilmConstants(film.density_g_cm3, film.z_ratio, tooling))
+        return self._constants_for[1]
 
     def _live_crystal(self, sensor: int) -> dict | None:
         """The tool's crystal if it is on `sensor` and oscillating."""
@@ -167,10 +171,21 @@ class SQM160Emulator(InficonEmulator):
         return self._show_thickness(sum(map(self._thickness_A, sensors)) / max(1, len(sensors)))
 
     def _cmd_all(self, arg: str) -> str:
-        readings = (f"{self._show_rate(self._rate_A_s(s)).strip()} "
-                    f"{self._show_thickness(self._thickness_A(s)).strip()} "
-                    f"{self._frequency_Hz(s):.3f}" for s in range(1, self.channels + 1))
-        return " ".join(("00.00", *readings))
+        """Rate, thickness and frequency of every sensor, as L, N and P give them, from one
+        look at its crystal (the three are read at one instant)."""
+        readings = ["00.00"]
+        for s in range(1, self.channels + 1):
+            crystal = self._live_crystal(s)
+            if crystal is None:  # no crystal on this input, or a failed one
+                rate, thickness, frequency = 0.0, self._thickness_A(s), 0.0
+            else:
+                constants = self._constants(s)
+                rate = self.crystal_sensor.measured_rate_A_s(constants, crystal)
+                thickness = self.crystal_sensor.thickness_from(constants, crystal)
+                frequency = crystal["frequency_Hz"]
+            readings.append(f"{self._show_rate(rate).strip()} "
+                            f"{self._show_thickness(thickness).strip()} {frequency:.3f}")
+        return " ".join(readings)
 
     def _cmd_zero(self, arg: str) -> str:
         self.crystal_sensor.zero()

@@ -50,6 +50,7 @@ the controller's name; `address` (`sim: address:`), by default 253, the factory'
 
 from __future__ import annotations
 
+import functools
 import math
 import zlib
 from collections.abc import Callable
@@ -98,6 +99,11 @@ def serial_from_name(name: str) -> str:
     return f"11{zlib.crc32(name.encode()) % 10**8:08d}"
 
 
+#: `decode_request` of a frame, kept per frame (a host sends the same few queries again and
+#: again; the Request is frozen); a frame that is no request raises ValueError every time
+_request = functools.lru_cache(maxsize=256)(decode_request)
+
+
 class MKS937BEmulator(Sensors, Emulator):
     model = "MKS 937B"
 
@@ -142,7 +148,7 @@ class MKS937BEmulator(Sensors, Emulator):
             return (DISCARD_ALL if len(buffer) > MAX_FRAME else 0), b""
         size = end + len(TERMINATOR)
         try:
-            request = decode_request(buffer[:size])
+            request = _request(buffer[:size])
         except ValueError:
             return size, self._nak_if_addressed(buffer[:size])
         if request.address not in (self.address, BROADCAST_ADDRESS):
