@@ -38,6 +38,7 @@ SCHEMA_VERSION = store_migrations.LATEST
 #: `PRAGMA application_id`: "LiPN", marks the file as a lipon-hw store
 APPLICATION_ID = 0x4C69504E
 SQLITE_HEADER = b"SQLite format 3\x00"
+SMALLEST_DATABASE_BYTES = 512  # one page of the smallest page size
 READER_TIMEOUT_S = 2.0  # a reader answers or says the store is busy; it does not wait 30 s
 
 # primary result codes (sqlite3.h)
@@ -273,6 +274,29 @@ def examine(path: Path, *, thorough: bool) -> Found:
         raise StoreUnusable(f"{path} is not a regular file")
     if st.st_size == 0:
         return Found("empty", 0)
+    if st.st_size < SMALLEST_DATABASE_BYTES:
+        _check_header(path)
+    try:
+        con = connect_read_only(path)
+    except StoreUnusable as exc:
+        if _primary_code(exc.__cause__) == _NOTADB:
+            raise StoreUnusable(f"{path} is not an SQLite database, or its header is damaged "
+                                "(SQLite: file is not a database)") from None
+        raise
+    try:
+        with converted(path):
+            return _check_contents(con, path, thorough)
+    finally:
+        con.close()
+
+
+def _check_header(path: Path) -> None:
+    """A file smaller than one SQLite page, read as bytes. Only such a file is read so:
+    closing any descriptor of a file drops every POSIX lock this process holds on it,
+    so reading a live database's header beside a connection of this process would
+    drop that connection's locks, and another process could then check-point and
+    remove the WAL under it, or switch its journal mode (test_store_trouble). No
+    connection holds a file this small; a larger one is left to SQLite to judge."""
     try:
         with open(path, "rb") as fh:
             header = fh.read(100)
@@ -281,15 +305,8 @@ def examine(path: Path, *, thorough: bool) -> Found:
     if header[:16] != SQLITE_HEADER[:len(header[:16])]:
         raise StoreUnusable(f"{path} is not an SQLite database (it does not start with the "
                             "SQLite header)")
-    if len(header) < 100:
-        raise StoreUnusable(f"{path} is truncated ({len(header)} bytes, shorter than the "
-                            "SQLite header)")
-    con = connect_read_only(path)
-    try:
-        with converted(path):
-            return _check_contents(con, path, thorough)
-    finally:
-        con.close()
+    raise StoreUnusable(f"{path} is truncated ({len(header)} bytes, shorter than the "
+                        "smallest SQLite database)")
 
 
 def _check_contents(con: sqlite3.Connection, path: Path, thorough: bool) -> Found:

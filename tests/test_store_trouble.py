@@ -571,3 +571,36 @@ def test_every_damaged_store_is_read_or_refused_in_one_sentence_and_never_change
 
     check()
     assert outcomes["read"] and outcomes["refused"], outcomes  # the corpus has both kinds
+
+
+_SWITCH_TO_ROLLBACK_JOURNAL = """
+import sqlite3, sys
+con = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=0)
+try:
+    print(con.execute("PRAGMA journal_mode=DELETE").fetchone()[0])
+except sqlite3.OperationalError as exc:
+    print(exc)
+"""
+
+
+def test_a_second_store_on_the_file_keeps_the_first_ones_locks(data):
+    """Closing any descriptor of a file drops every POSIX lock the process holds on it: a
+    second Store that read the database's header as a plain file dropped the first one's
+    locks, and another process could then take the file from under it (check-point and
+    remove the WAL, or leave WAL mode, as here); the first Store's next write found
+    'database disk image is malformed'."""
+    def other_process() -> str:
+        return subprocess.run([sys.executable, "-c", _SWITCH_TO_ROLLBACK_JOURNAL,
+                               str(data / DB_NAME)], capture_output=True, text=True,
+                              timeout=60, check=True).stdout.strip()
+
+    first = Store(data)
+    try:
+        assert other_process() == "database is locked"
+        Store(data).close()
+        assert other_process() == "database is locked"
+        run = first.create_run("after the second store", "deposition", "", "", "", None, None)
+        first.add_alarm(run, 1.0, "info", "test", "the first store still writes")
+    finally:
+        first.close()
+    assert other_process() == "delete"  # the check can tell: with no Store, it switches
