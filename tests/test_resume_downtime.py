@@ -237,4 +237,10 @@ def test_a_killed_engine_whose_guard_stopped_the_rf_counts_what_grew_until_then(
     assert value == pytest.approx(before_nm + away["grown_nm"])
     # then the RF ramped back and the shutter reopened: the layer finished at its target
     assert thickness == pytest.approx(80, abs=1.5)
-    assert lipon_film_nm(hardware) == pytest.approx(80, abs=3)
+    # the sample holds the rest, a little less than the crystal beside the shutter counted:
+    # it also counts what grows while the RF ramps back behind the closed shutter, longer
+    # on a loaded host (75.4 nm once at load average 9; the world runs on the wall clock).
+    # Neither nothing more deposited (the film at the kill) nor the layer deposited anew
+    # (80 more) passes
+    assert stopped_nm < 40
+    assert 80 - 8 <= lipon_film_nm(hardware) <= 80 + 1.5

@@ -39,7 +39,9 @@ from recipes import LNMO_EIS, short_recipe  # noqa: E402
 def test_a_deposition_page_follows_the_run_and_its_operator_pauses_it(browser, served,
                                                                       tmp_path):
     url, data = served.url, served.data
-    recipe = short_recipe(tmp_path, thickness_nm=100)  # a deposit of ~10 s: paused in it
+    # a deposit of ~60 s at this speed (paused in it, then aborted): long enough to be still
+    # going after a server restart on a loaded machine (100 nm ended the run there first)
+    recipe = short_recipe(tmp_path, thickness_nm=600)
     run = cli_process("run", recipe, "--speed", 200, "--data", data, cwd=tmp_path)
     try:
         run_id = started(url, run)
