@@ -39,7 +39,7 @@ from lipon_hw.errors import InputError, InstrumentError, LinkLost
 from lipon_hw.links import Health, LinkPool
 from lipon_hw.sim.cells.factories import cell_from_spec
 from lipon_hw.sim.emulators.methodscript import MethodScriptEmulator, parse_script
-from lipon_hw.sim.package_values import encode_values
+from lipon_hw.sim.package_values import encode_batch, encode_lines, encode_values
 from lipon_hw.sim.tcp import serve
 
 
@@ -190,6 +190,22 @@ def test_encoding_and_decoding_shortcuts_agree_with_the_plain_rules():
     plain = [_encode_value_prefix_by_prefix(v) for v in values]
     assert [encode_value(v) for v in values] == plain
     assert encode_values(values) == plain  # the emulator's batch encoding
+    written = 0  # and its lines of a batch at once, values of like size in each column
+    for _ in range(400):
+        scale = 10 ** rng.uniform(-20, 20)
+        columns = {k: [rng.choice((-1, 1)) * scale * rng.uniform(1, 1.2) for _ in range(20)]
+                   for k in (0, 1)}
+        lines = encode_lines("Peb{0};ab{1};{2}\n", columns, {2: "ba%,1"})
+        written += lines is not None
+        assert lines is None or lines == "".join(
+            f"Peb{_encode_value_prefix_by_prefix(t)};ab{_encode_value_prefix_by_prefix(e)};"
+            "ba%,1\n" for t, e in zip(columns[0], columns[1], strict=True))
+    assert written > 300
+    times = [0.5 + k for k in range(400)]  # a step's timer: its prefix changes on the way
+    assert encode_values(times) == [_encode_value_prefix_by_prefix(t) for t in times]
+    assert encode_batch("{1}:{0}{2}", {0: times, 1: times[::-1]}, {2: "|"}) == "".join(
+        f"{_encode_value_prefix_by_prefix(b)}:{_encode_value_prefix_by_prefix(a)}|"
+        for a, b in zip(times, times[::-1], strict=True))
 
     lines = ["Peb8000BB8m;ab84A2A6Cu;ba7D23940p,10,20F", "Pdc8989680 ;cc80F4240m;cd7FF0BDCm",
              "Peb8000005i;ab     nan", "Pja8000001 ;eb8000002m", "Pba7678CD7p,1A,20F,43"]
