@@ -35,6 +35,7 @@ from lipon_hw.drivers.methodscript import (
     sample_from_package,
     script_bytes,
 )
+from lipon_hw.drivers.methodscript.samples import columns_from_lines
 from lipon_hw.errors import InputError, InstrumentError, LinkLost
 from lipon_hw.links import Health, LinkPool
 from lipon_hw.sim.cells.factories import cell_from_spec
@@ -234,6 +235,49 @@ def test_encoding_and_decoding_shortcuts_agree_with_the_plain_rules():
         trials += expected is not ValueError
         assert repr(got) == repr(expected), line
     assert trials > 5000  # plenty of lines that decode
+
+
+def test_a_stretch_of_data_lines_decodes_at_once_as_line_by_line():
+    """columns_from_lines (a poll's data lines at once) gives exactly what sample_from_line
+    gives line by line, or None — for a stretch that holds a line garbled at random, of
+    another layout, of another length, or an integer value; never for a clean stretch."""
+    rng = random.Random(11)
+    layouts = [("eb", "ab", "ba"), ("eb", "da", "ba"), ("eb", "ab"), ("dc", "cc", "cd"),
+               ("ba", "eb", "ab")]
+    decoded = 0
+    for trial in range(3000):
+        types = rng.choice(layouts)
+        prefix = rng.choice("afpnumkMGTPE ")
+        lines = [("P" + ";".join(t + f"{rng.randrange(1 << 28):07X}" + (
+            prefix if t != "eb" else rng.choice("um")) + (",10,20C" if t == "ba" else "")
+            for t in types) + "\n") for _ in range(rng.randrange(1, 30))]
+        if trial % 3:  # spoil a line: a character changed, added or dropped; or an integer
+            k = rng.randrange(len(lines))
+            text = list(lines[k][:-1])
+            spot = rng.randrange(len(text))
+            action = rng.random()
+            if action < 0.4:
+                text[spot] = rng.choice("Pabcdez0123456789ABCDEFGnmpui ;,!")
+            elif action < 0.7:
+                text.insert(spot, rng.choice("Pabcdez0123456789ABCDEFGnmpui ;,"))
+            else:
+                del text[spot]
+            lines[k] = "".join(text) + "\n"
+        columns = columns_from_lines([x.encode("latin-1") for x in lines])
+        try:
+            one_by_one = [sample_from_line(x[:-1]) for x in lines]
+        except ValueError:
+            assert columns is None
+            continue
+        if columns is None:
+            assert trial % 3, lines  # only a spoilt stretch goes line by line
+            continue
+        decoded += 1
+        for name, column in columns.items():
+            assert column == [getattr(x, name) for x in one_by_one]
+        assert set(columns) == {n for n in ("t_s", "E_V", "I_A", "f_Hz", "z_re_ohm",
+                                            "z_im_ohm") if getattr(one_by_one[0], n) is not None}
+    assert decoded > 1200
 
 
 @pytest.mark.parametrize("value, text", [
