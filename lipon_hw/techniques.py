@@ -199,7 +199,10 @@ class SampleBlock:
     z_im_ohm: list | None = None
 
     def __len__(self) -> int:
-        return next((len(c) for c in self._columns() if c is not None), 0)
+        for column in self._columns():
+            if column is not None:
+                return len(column)
+        return 0
 
     @property
     def fields(self) -> tuple[str, ...]:
