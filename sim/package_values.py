@@ -40,7 +40,7 @@ def encode_values(values) -> list[str]:
     out: list[str] = []
     at = 0
     for k, run in groupby(first):
-        n = sum(1 for _ in run)
+        n = len(list(run))
         chunk = values[at:at + n]
         if k >= len(_PREFIXES) or (k > 0 and min(magnitudes[at:at + n]) <= _NEAR[k - 1]):
             out += [encode_value(x) for x in chunk]
@@ -53,13 +53,17 @@ def encode_values(values) -> list[str]:
 
 def encode_batch(template: str, columns: dict[int, list], texts: dict[int, str]) -> str:
     """`template.format(*row)` for every row, slot {k} being encode_value(columns[k][row])
-    or texts[k]: the rows in runs whose first column keeps its prefix (a loop's timer
-    changes prefix once or twice in a step), each run by `encode_lines` where it can be."""
+    or texts[k]: at once by `encode_lines` where it can be, else in runs whose first
+    column keeps its prefix (a loop's timer changes prefix once or twice in a step), each
+    at once where it can be, else value by value."""
+    text = encode_lines(template, columns, texts)
+    if text is not None:
+        return text
     key = next(iter(columns))
     first = list(map(bisect_left, repeat(_LIMITS), map(abs, columns[key])))
     out, at = [], 0
     for _, run in groupby(first):
-        n = sum(1 for _ in run)
+        n = len(list(run))
         part = {k: column[at:at + n] for k, column in columns.items()}
         text = encode_lines(template, part, texts) if n > 1 else None
         if text is None:
@@ -120,10 +124,14 @@ def _form(template: str, prefixes: dict[int, str], texts: dict[int, str]
 def _shared_prefix(values: list) -> int | None:
     """The index of the prefix encode_value gives every one of the values, if it is one
     and no rounding can change it (every value finite, away from a boundary); else None."""
-    if not values or not all(map(math.isfinite, values)):
+    if not values or not math.isfinite(sum(values)):  # a NaN or an infinity: not finite
         return None
-    magnitudes = list(map(abs, values))
-    low, high = min(magnitudes), max(magnitudes)
+    low, high = min(values), max(values)
+    if low < 0 < high:
+        magnitudes = list(map(abs, values))
+        low, high = min(magnitudes), max(magnitudes)
+    elif high <= 0:
+        low, high = -high, -low
     k = bisect_left(_LIMITS, low)
     if k >= len(_PREFIXES) or bisect_left(_LIMITS, high) != k or (k > 0 and low <= _NEAR[k - 1]):
         return None

@@ -82,7 +82,7 @@ class BulkLoops:
         (`encode_batch`); the rest line by line: the same bytes."""
         if not sent:
             return False
-        amps = [x[2] for x in sent]
+        times, volts, amps, _ = map(list, zip(*sent, strict=True))
         if amps.count(amps[0]) == len(amps):  # one current: a galvanostatic step's
             i_fields = [self._current_field(amps[0], currents, metas)] * len(amps)
         else:
@@ -90,8 +90,7 @@ class BulkLoops:
         ruled = len(sent) if sent[-1][3] is None else len(sent) - 1  # a limit's ends it
         text = None
         if ruled > FEW_ROWS and i_fields[:ruled].count(i_fields[0]) == ruled:
-            text = encode_batch(templates[None], {0: [x[0] for x in sent[:ruled]],
-                                                  1: [x[1] for x in sent[:ruled]]},
+            text = encode_batch(templates[None], {0: times[:ruled], 1: volts[:ruled]},
                                 {2: i_fields[0]})
         rest = sent if text is None else sent[ruled:]
         if rest:
