@@ -280,6 +280,30 @@ def test_a_stretch_of_data_lines_decodes_at_once_as_line_by_line():
     assert decoded > 1200
 
 
+def test_a_stretch_decoded_at_once_tells_the_same_gaps_as_line_by_line():
+    """A stretch with a hole longer than the record rule allows, after a garbled line or
+    not, gives the same samples and the same gaps whether it is taken at once or line by
+    line (Run.lines against Run._line)."""
+    from lipon_hw.drivers.methodscript.run import Run
+
+    technique = ConstantCurrent(3e-6, 7200, v_max_V=5.1, interval_s=1.0,
+                                record=Recording(30, 0.005))
+    times = [30.0 * k for k in range(1, 12)] + [600.0, 630.0, 1500.0, 1530.0]
+    lines = [f"Peb{encode_value(t)};ab{encode_value(4.0 + t / 1e4)};ba{encode_value(3e-6)}"
+             f",10,20C\n".encode() for t in times]
+    for before in ([], [b"Pgarbled\n"], [b"Pgarbled\n", b"Pgarbled too\n"]):
+        at_once, one_by_one = Run(None, 1, technique), Run(None, 1, technique)
+        at_once.lines([*before, b"M000A\n"])
+        at_once.lines(lines)
+        for line in [*before, b"M000A\n", *lines]:
+            one_by_one._line(line[:-1].decode("ascii"))
+        gaps = at_once.take_gaps()
+        assert gaps == one_by_one.take_gaps() and len(gaps) == 2 + bool(before)
+        assert at_once.last == one_by_one.last
+        at_once.finished = one_by_one.finished = True  # nothing more to read: no instrument
+        assert at_once.poll_block().samples() == one_by_one.poll()
+
+
 @pytest.mark.parametrize("value, text", [
     (1.5, "1500m"), (-50e-9, "-50n"), (3e-6, "3u"), (1e-4, "100u"), (6, "6"), (0, "0"),
     (4.2, "4200m"), (200e3, "200k"), (5.1, "5100m"), (-3.5e-6, "-3500n"), (0.1, "100m"),

@@ -8,6 +8,7 @@ values, gaps and end as line by line; `poll_block` hands them over as a `SampleB
 
 from __future__ import annotations
 
+import operator
 from typing import TYPE_CHECKING
 
 from lipon_hw.drivers.methodscript.codec import DeviceError, decode_error, is_marker
@@ -152,9 +153,11 @@ class Run:
                 spacing_from = 0
             if spacing is not None:
                 before = [last_t, *t[:-1]]
-                for k in range(spacing_from, len(t)):
-                    if t[k] - before[k] > spacing:
-                        self._spacing_gap(before[k], t[k])
+                if max(map(operator.sub, t[spacing_from:], before[spacing_from:]),
+                       default=0.0) > spacing:
+                    for k in range(spacing_from, len(t)):  # rare: told one by one
+                        if t[k] - before[k] > spacing:
+                            self._spacing_gap(before[k], t[k])
         self._garbled = 0
         self.last = block.sample(len(block) - 1)
         self._pending.append(block)

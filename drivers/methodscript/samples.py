@@ -132,10 +132,11 @@ def sample_from_line(line: str) -> Sample:
 #: a stretch of fewer data lines is decoded line by line (`sample_from_line`); a longer
 #: one at once: column by column with slices of its bytes when its lines are of one length,
 #: else with the regular expression's groups
-MANY_LINES = 4
+MANY_LINES = 8
 _BLOCKS: dict[tuple[str, ...], tuple] = {}  # by variable types: patterns and field places
 _BYTE_SCALES = {p.encode("ascii"): scale for p, scale in SI_PREFIXES.items()}
 _PREFIX_SCALES = {ord(p): scale for p, scale in SI_PREFIXES.items()}
+_UNBIAS = (-OFFSET).__add__  # a package value's mantissa from its seven hex digits
 
 
 def columns_from_lines(lines: list[bytes]) -> dict[str, list] | None:
@@ -206,7 +207,8 @@ def _columns_in_place(data: bytes, n: int, width: int, match: re.Match, layout
             scale = _PREFIX_SCALES.get(prefixes[0])
             if scale is None:
                 return None  # an integer value: one by one
-            columns[name] = [(r - OFFSET) * scale for r in raw]
+            # (raw − OFFSET)·scale, as line by line (a product is the same either way round)
+            columns[name] = list(map(scale.__rmul__, map(_UNBIAS, raw)))
         else:
             if b"i" in prefixes:
                 return None

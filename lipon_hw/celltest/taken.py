@@ -22,10 +22,10 @@ def rows_of(samples, t0: float, cycle: int, step_count: int, step_id: int,
     """A poll's samples (a list of Samples, or a SampleBlock of voltages with their
     times) as rows, and as columns when they came so. A sample without a voltage makes
     no row; at open circuit the instrument reports no current: it is zero."""
-    if isinstance(samples, SampleBlock):
+    if isinstance(samples, SampleBlock):  # a column holds numbers only: no None in it
         n = len(samples)
-        times = [t0 + t for t in samples.t_s]
-        currents = [0.0] * n if samples.I_A is None else [i or 0.0 for i in samples.I_A]
+        times = list(map(t0.__add__, samples.t_s))
+        currents = [0.0] * n if samples.I_A is None else samples.I_A
         rows = list(zip(times, samples.E_V, currents, repeat(cycle, n), repeat(step_count, n),
                         repeat(step_id, n), repeat(step_type, n), strict=True))
         return rows, (times, samples.E_V, currents)
