@@ -4,14 +4,23 @@
 Full path: `sequences/lnmo_cycling.yaml` through the engine (worker processes, SQLite
 store), the MethodSCRIPT driver, its Links, the MultiEmStat4 emulator and the simulated
 cells. Cell alone: the same cells under the same currents and limits, with the same
-record rule, computed by the cell model without any instrument (no EIS). The ratio of
-the two is the cost of the full path. The full path also runs a shorter campaign first,
-so peak memory at 100 and at 600 cycles can be compared.
+record rule, computed by the cell model without any instrument (no EIS), in one process.
+The full path also runs a shorter campaign first, so peak memory at 100 and at 600
+cycles can be compared.
+
+Per core: the machine may be shared, so the comparison is made in CPU time, not wall
+time. The full path's CPU time is the campaign process's (the engine: its watch loop,
+the summary, the plots) plus its worker processes' (RUSAGE_CHILDREN, each worker's own
+process time summed); divided by the samples stored, it is what one core spends per
+sample, to set against the cell model alone's CPU time per sample in one process
+(`per_core_ratio`). The wall-time ratio of the old report (two workers against one
+process) is kept as `wall_ratio`, and `wall_ratio_per_core` is it times the workers.
 
     python bench/cycling.py [--cycles 600] [--channels 16] [--workers N] [--repeat N]
 
 `--repeat N` runs the cell model alone and the full campaign N times each (alternately)
-and reports the medians (each run's wall time is in the JSON too).
+and reports the medians: the median CPU time per sample of each, and the run of median
+wall time (each run's wall and CPU figures are in the JSON too).
 
 Prints figures, then one JSON line holding them.
 """
@@ -20,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sqlite3
 import subprocess
@@ -58,6 +68,13 @@ def peak_rss_MB() -> dict:
             "workers_MB": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / kb}
 
 
+def cpu_s(who: int) -> float:
+    """User + system CPU seconds of this process (RUSAGE_SELF) or of its children that
+    have ended (RUSAGE_CHILDREN: each worker's process time, summed)."""
+    use = resource.getrusage(who)
+    return use.ru_utime + use.ru_stime
+
+
 def full_path(cycles: int, channels: int, workers: int | None, directory: Path) -> dict:
     """One campaign in a fresh interpreter, so its peak memory (engine and workers) is
     its own."""
@@ -69,9 +86,12 @@ def full_path(cycles: int, channels: int, workers: int | None, directory: Path) 
 
 
 def campaign(path: str, data: Path, workers: int | None) -> dict:
+    engine0, workers0 = cpu_s(resource.RUSAGE_SELF), cpu_s(resource.RUSAGE_CHILDREN)
     wall = time.perf_counter()
     result = start_cycling(path, data, workers=workers)
     wall = time.perf_counter() - wall
+    engine_cpu = cpu_s(resource.RUSAGE_SELF) - engine0
+    workers_cpu = cpu_s(resource.RUSAGE_CHILDREN) - workers0
     con = sqlite3.connect(data / "lipon.db")
     samples = con.execute("SELECT COUNT(*) FROM cell_samples").fetchone()[0]
     con.close()
@@ -82,6 +102,10 @@ def campaign(path: str, data: Path, workers: int | None) -> dict:
     return {"status": result.status, "wall_s": wall, "campaign_h": result.t_s / 3600,
             "channel_h": channel_h, "channel_h_per_wall_s": channel_h / wall,
             "samples": samples, "samples_per_s": samples / wall, "db_MB": db_MB,
+            "engine_cpu_s": engine_cpu, "workers_cpu_s": workers_cpu,
+            "cpu_s": engine_cpu + workers_cpu,
+            "cpu_us_per_sample": (engine_cpu + workers_cpu) / samples * 1e6,
+            "workers_cpu_us_per_sample": workers_cpu / samples * 1e6,
             "cycles_min": min(done), "cycles_max": max(done),
             "mean_ce_min": min(ce), **peak_rss_MB()}
 
@@ -100,7 +124,7 @@ def cell_alone(cycles: int, channels: int, seed: int = 1) -> dict:
     dt, dV = record["every_s"], record["every_mV"] * 1e-3
     formation = [(1.5e-7, 15 * 3600)] * 2
     fast = [(3.0e-6, 2 * 3600)] * max(1, cycles - 2)
-    wall = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     samples, channel_s = 0, 0.0
     for ch in range(1, channels + 1):
         cell = cell_from_films("lnmo", default_layers("lnmo"), 0.049,
@@ -112,11 +136,12 @@ def cell_alone(cycles: int, channels: int, seed: int = 1) -> dict:
                 samples += len(rec.t_s)
                 t += float(rec.t_s[-1]) if len(rec.t_s) else max_s
         channel_s += t
-    wall = time.perf_counter() - wall
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    return {"wall_s": wall, "channel_h": channel_s / 3600,
+    return {"wall_s": wall, "cpu_s": cpu, "channel_h": channel_s / 3600,
             "channel_h_per_wall_s": channel_s / 3600 / wall, "samples": samples,
-            "samples_per_s": samples / wall, "peak_MB": kb}
+            "samples_per_s": samples / wall, "cpu_us_per_sample": cpu / samples * 1e6,
+            "peak_MB": kb}
 
 
 def main() -> int:
@@ -134,13 +159,15 @@ def main() -> int:
         return 0
 
     repeat = max(1, args.repeat)
+    workers = args.workers or os.cpu_count() or 1
     alone = cell_alone(args.cycles, args.channels)
     print(f"cell model alone: {alone['samples']} samples, {alone['channel_h']:.0f} channel-h in "
-          f"{alone['wall_s']:.1f} s ({alone['channel_h_per_wall_s']:.0f} channel-h/s, "
-          f"{alone['samples_per_s']:.0f} samples/s), peak {alone['peak_MB']:.0f} MB")
+          f"{alone['wall_s']:.1f} s wall, {alone['cpu_s']:.1f} s CPU "
+          f"({alone['cpu_us_per_sample']:.2f} µs CPU per sample), peak {alone['peak_MB']:.0f} MB")
     with tempfile.TemporaryDirectory() as tmp:
         short = full_path(args.short, args.channels, args.workers, Path(tmp))
-        print(f"full path, {args.short} cycles: {short['wall_s']:.1f} s, peak engine "
+        print(f"full path, {args.short} cycles: {short['wall_s']:.1f} s wall, "
+              f"{short['cpu_us_per_sample']:.2f} µs CPU per sample; peak engine "
               f"{short['engine_MB']:.0f} MB, workers {short['workers_MB']:.0f} MB")
         fulls = [full_path(args.cycles, args.channels, args.workers, Path(tmp))]
         alones = [alone]
@@ -148,22 +175,47 @@ def main() -> int:
             alones.append(cell_alone(args.cycles, args.channels))
             fulls.append(full_path(args.cycles, args.channels, args.workers, Path(tmp)))
     full, alone = _median_run(fulls), _median_run(alones)
+    full_us = _median([f["cpu_us_per_sample"] for f in fulls])
+    workers_us = _median([f["workers_cpu_us_per_sample"] for f in fulls])
+    alone_us = _median([a["cpu_us_per_sample"] for a in alones])
     print(f"full path, {args.channels} channels × {args.cycles} cycles: {full['status']} in "
           f"{full['wall_s']:.1f} s wall; {full['campaign_h']:.0f} h of campaign "
           f"({full['campaign_h'] / full['wall_s']:.0f} simulated h per wall s, "
           f"{full['channel_h_per_wall_s']:.0f} channel-h/s); {full['samples']} samples "
           f"({full['samples_per_s']:.0f}/s), database {full['db_MB']:.0f} MB; cycles "
           f"{full['cycles_min']}–{full['cycles_max']}, mean CE ≥ {full['mean_ce_min']:.5f}")
+    print(f"CPU: engine {full['engine_cpu_s']:.1f} s, {workers} workers "
+          f"{full['workers_cpu_s']:.1f} s in all")
     print(f"peak memory: engine {full['engine_MB']:.0f} MB, each worker ≤ "
           f"{full['workers_MB']:.0f} MB (after {args.short} cycles: {short['workers_MB']:.0f} MB)")
-    ratio = alone["samples_per_s"] / full["samples_per_s"]
-    print(f"full path / cell alone: {ratio:.1f}× the time per sample")
+    per_core = full_us / alone_us
+    print(f"per core: the full path {full_us:.2f} µs CPU per sample (its workers "
+          f"{workers_us:.2f}), the cell model alone {alone_us:.2f}: {per_core:.2f}×")
+    wall_ratio = alone["samples_per_s"] / full["samples_per_s"]
+    print(f"wall: full path ({workers} workers) / cell alone (one process): {wall_ratio:.2f}× "
+          f"the time per sample, {wall_ratio * workers:.2f}× per core")
     print(json.dumps({"bench": "cycling", "channels": args.channels, "cycles": args.cycles,
-                      "full_path": _rounded(full), "short_run": _rounded(short),
-                      "cell_alone": _rounded(alone), "overhead_ratio": round(ratio, 2),
+                      "workers": workers, "full_path": _rounded(full),
+                      "short_run": _rounded(short), "cell_alone": _rounded(alone),
+                      "full_cpu_us_per_sample": round(full_us, 3),
+                      "workers_cpu_us_per_sample": round(workers_us, 3),
+                      "alone_cpu_us_per_sample": round(alone_us, 3),
+                      "per_core_ratio": round(per_core, 2),
+                      "wall_ratio": round(wall_ratio, 2),
+                      "wall_ratio_per_core": round(wall_ratio * workers, 2),
+                      "peak_worker_MB": {str(args.short): round(short["workers_MB"], 1),
+                                         str(args.cycles): round(full["workers_MB"], 1)},
                       "runs": repeat, "full_wall_s_each": [round(f["wall_s"], 3) for f in fulls],
-                      "alone_wall_s_each": [round(a["wall_s"], 3) for a in alones]}))
+                      "full_cpu_s_each": [round(f["cpu_s"], 3) for f in fulls],
+                      "alone_wall_s_each": [round(a["wall_s"], 3) for a in alones],
+                      "alone_cpu_s_each": [round(a["cpu_s"], 3) for a in alones]}))
     return 0 if all(f["status"] == "completed" for f in fulls) else 1
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else 0.5 * (ordered[mid - 1] + ordered[mid])
 
 
 def _median_run(runs: list[dict]) -> dict:

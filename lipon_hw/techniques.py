@@ -185,6 +185,65 @@ class Sample:
     z_im_ohm: float | None = None
 
 
+@dataclass(frozen=True)
+class SampleBlock:
+    """Samples as columns, one list of values per Sample field that every one of them
+    has (None for a field none has): what a driver decoding a batch at once hands over,
+    without a Sample object each. `samples()` gives them as Samples."""
+
+    t_s: list | None = None
+    E_V: list | None = None
+    I_A: list | None = None
+    f_Hz: list | None = None
+    z_re_ohm: list | None = None
+    z_im_ohm: list | None = None
+
+    def __len__(self) -> int:
+        for column in self._columns():
+            if column is not None:
+                return len(column)
+        return 0
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The fields it has, in Sample's order."""
+        return tuple(name for name, c in zip(_SAMPLE_FIELDS, self._columns(), strict=True)
+                     if c is not None)
+
+    def _columns(self) -> tuple:
+        return (self.t_s, self.E_V, self.I_A, self.f_Hz, self.z_re_ohm, self.z_im_ohm)
+
+    @classmethod
+    def join(cls, chunks: list) -> SampleBlock | None:
+        """Samples and SampleBlocks, in order, in one block; None unless they all have
+        the same fields."""
+        if not chunks:
+            return None
+        names = {c.fields if isinstance(c, SampleBlock) else
+                 tuple(n for n in _SAMPLE_FIELDS if getattr(c, n) is not None) for c in chunks}
+        if len(names) != 1:
+            return None
+        columns: dict[str, list] = {name: [] for name in next(iter(names))}
+        for chunk in chunks:
+            for name, column in columns.items():
+                if isinstance(chunk, SampleBlock):
+                    column += getattr(chunk, name)
+                else:
+                    column.append(getattr(chunk, name))
+        return cls(**columns)
+
+    def sample(self, k: int) -> Sample:
+        return Sample(*(c[k] if c is not None else None for c in self._columns()))
+
+    def samples(self) -> list[Sample]:
+        n = len(self)
+        return [Sample(*row) for row in zip(*[c if c is not None else [None] * n
+                                              for c in self._columns()], strict=True)]
+
+
+_SAMPLE_FIELDS = ("t_s", "E_V", "I_A", "f_Hz", "z_re_ohm", "z_im_ohm")
+
+
 # --- the record rule -----------------------------------------------------------------
 class RecordGate:
     """Whether a sample goes out under a `Recording`, as the driver's MethodSCRIPT script

@@ -2,44 +2,137 @@
 
 An emulator sending a batch of samples encodes each value as `encode_value` in
 drivers/methodscript.py does (7 hex digits of the mantissa + 2^27 and the finest SI
-prefix whose mantissa fits); here the prefixes and mantissas come from array arithmetic,
-so only the formatting is left per value. The strings are the same.
+prefix whose mantissa fits). The values of a batch mostly share their prefix (a
+stretch of times, of potentials): such a run of values is scaled, rounded and formatted
+by `map` over the run, without a call per value; a value near a prefix boundary (where
+rounding decides) or not finite is encoded on its own. `encode_lines` writes whole lines
+of such columns with one %-format. The strings are the same.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import math
+import string
+from bisect import bisect_left
+from itertools import chain, groupby, repeat
+from operator import truediv
 
-from lipon_hw.drivers.methodscript import (
-    MAX_MANTISSA,
-    NAN_FIELD,
-    OFFSET,
-    SI_PREFIXES,
-    encode_value,
-)
+from lipon_hw.drivers.methodscript import MAX_MANTISSA, OFFSET, SI_PREFIXES, encode_value
 
-FEW = 8  # fewer values are encoded one by one (array set-up would cost more)
 _PREFIXES = tuple(SI_PREFIXES)  # finest first
-_SCALES = np.array([SI_PREFIXES[p] for p in _PREFIXES])
-_LIMITS = MAX_MANTISSA * _SCALES  # the largest |value| each prefix holds, about
+_SCALES = [SI_PREFIXES[p] for p in _PREFIXES]
+_LIMITS = [MAX_MANTISSA * s for s in _SCALES]  # the largest |value| each prefix holds
+#: at or below this |value| a prefix may still hold it after rounding (with a margin):
+#: the value is encoded on its own, which decides
+_NEAR = [(MAX_MANTISSA + 2) * s for s in _SCALES]
+_FORMATS = [f"{{:07X}}{p}".format for p in _PREFIXES]
+FEW = 8  # fewer values are encoded one by one (the runs' set-up would cost more)
 
 
 def encode_values(values) -> list[str]:
     """encode_value(v) for every v (floats, no fixed prefix)."""
-    if len(values) <= FEW:
+    values = values if isinstance(values, list) else list(values)
+    if len(values) <= FEW or not all(map(math.isfinite, values)):
         return [encode_value(x) for x in values]
-    v = np.asarray(values, dtype=float)
-    finite = np.isfinite(v)
-    if not finite.all():
-        v = np.where(finite, v, 0.0)
-    # the first prefix whose limit holds |v| always fits; the one before may, by rounding
-    start = np.searchsorted(_LIMITS, np.abs(v), "left")
-    fine, coarse = np.maximum(start - 1, 0), np.minimum(start, len(_PREFIXES) - 1)
-    m_fine = np.round(v / _SCALES[fine])  # half to even, as round()
-    m_coarse = np.round(v / _SCALES[coarse])
-    use_fine = np.abs(m_fine) <= MAX_MANTISSA
-    index = np.where(use_fine, fine, np.where(np.abs(m_coarse) <= MAX_MANTISSA, coarse, -1))
-    index[~finite] = -1
-    mantissa = np.where(index >= 0, np.where(use_fine, m_fine, m_coarse), 0.0)
-    return [f"{m + OFFSET:07X}{_PREFIXES[k]}" if k >= 0 else NAN_FIELD
-            for m, k in zip(mantissa.astype(np.int64).tolist(), index.tolist(), strict=True)]
+    magnitudes = list(map(abs, values))
+    # the first prefix whose limit holds |v| holds it; the one finer only by rounding
+    first = list(map(bisect_left, repeat(_LIMITS), magnitudes))
+    out: list[str] = []
+    at = 0
+    for k, run in groupby(first):
+        n = len(list(run))
+        chunk = values[at:at + n]
+        if k >= len(_PREFIXES) or (k > 0 and min(magnitudes[at:at + n]) <= _NEAR[k - 1]):
+            out += [encode_value(x) for x in chunk]
+        else:
+            out += map(_FORMATS[k], map(OFFSET.__add__,
+                                        map(round, map(truediv, chunk, repeat(_SCALES[k])))))
+        at += n
+    return out
+
+
+def encode_batch(template: str, columns: dict[int, list], texts: dict[int, str]) -> str:
+    """`template.format(*row)` for every row, slot {k} being encode_value(columns[k][row])
+    or texts[k]: at once by `encode_lines` where it can be, else in runs whose first
+    column keeps its prefix (a loop's timer changes prefix once or twice in a step), each
+    at once where it can be, else value by value."""
+    text = encode_lines(template, columns, texts)
+    if text is not None:
+        return text
+    key = next(iter(columns))
+    first = list(map(bisect_left, repeat(_LIMITS), map(abs, columns[key])))
+    out, at = [], 0
+    for _, run in groupby(first):
+        n = len(list(run))
+        part = {k: column[at:at + n] for k, column in columns.items()}
+        text = encode_lines(template, part, texts) if n > 1 else None
+        if text is None:
+            encoded = {k: encode_values(column) for k, column in part.items()}
+            text = "".join(template.format(*[encoded[k][row] if k in encoded else texts[k]
+                                             for k in range(len(columns) + len(texts))])
+                           for row in range(n))
+        out.append(text)
+        at += n
+    return "".join(out)
+
+
+def encode_lines(template: str, columns: dict[int, list], texts: dict[int, str]) -> str | None:
+    """`template.format(*row)` for every row, where slot {k} is encode_value(columns[k][row])
+    or the text texts[k] (the same in every row), written by one %-format of the batch;
+    None when a column's values do not all take one prefix (the caller encodes them one
+    by one then)."""
+    biased, prefixes = {}, {}
+    for k, column in columns.items():
+        shared = _shared_prefix(column)
+        if shared is None:
+            return None
+        prefixes[k] = _PREFIXES[shared]
+        biased[k] = list(map(OFFSET.__add__, map(round, map(truediv, column,
+                                                            repeat(_SCALES[shared])))))
+    key = (template, tuple(prefixes.items()), tuple(texts.items()))
+    form = _FORMS.get(key)
+    if form is None:
+        form = _form(template, prefixes, texts)
+        if len(_FORMS) < 256:
+            _FORMS[key] = form
+    line, order = form
+    n = len(next(iter(columns.values())))
+    return (line * n) % tuple(chain.from_iterable(zip(*[biased[k] for k in order],
+                                                      strict=True)))
+
+
+_FORMS: dict[tuple, tuple[str, list[int]]] = {}
+
+
+def _form(template: str, prefixes: dict[int, str], texts: dict[int, str]
+          ) -> tuple[str, list[int]]:
+    """A line template as a %-format (each value slot seven hex digits and its prefix, the
+    texts written in) and the columns its %X take, in order."""
+    line, order = [], []
+    for literal, slot, _, _ in string.Formatter().parse(template):
+        line.append(literal.replace("%", "%%"))
+        if slot is not None:
+            k = int(slot)
+            if k in prefixes:
+                line.append("%07X" + prefixes[k])
+                order.append(k)
+            else:
+                line.append(texts[k].replace("%", "%%"))
+    return "".join(line), order
+
+
+def _shared_prefix(values: list) -> int | None:
+    """The index of the prefix encode_value gives every one of the values, if it is one
+    and no rounding can change it (every value finite, away from a boundary); else None."""
+    if not values or not math.isfinite(sum(values)):  # a NaN or an infinity: not finite
+        return None
+    low, high = min(values), max(values)
+    if low < 0 < high:
+        magnitudes = list(map(abs, values))
+        low, high = min(magnitudes), max(magnitudes)
+    elif high <= 0:
+        low, high = -high, -low
+    k = bisect_left(_LIMITS, low)
+    if k >= len(_PREFIXES) or bisect_left(_LIMITS, high) != k or (k > 0 and low <= _NEAR[k - 1]):
+        return None
+    return k

@@ -35,11 +35,12 @@ from lipon_hw.drivers.methodscript import (
     sample_from_package,
     script_bytes,
 )
+from lipon_hw.drivers.methodscript.samples import columns_from_lines
 from lipon_hw.errors import InputError, InstrumentError, LinkLost
 from lipon_hw.links import Health, LinkPool
 from lipon_hw.sim.cells.factories import cell_from_spec
 from lipon_hw.sim.emulators.methodscript import MethodScriptEmulator, parse_script
-from lipon_hw.sim.package_values import encode_values
+from lipon_hw.sim.package_values import encode_batch, encode_lines, encode_values
 from lipon_hw.sim.tcp import serve
 
 
@@ -190,6 +191,22 @@ def test_encoding_and_decoding_shortcuts_agree_with_the_plain_rules():
     plain = [_encode_value_prefix_by_prefix(v) for v in values]
     assert [encode_value(v) for v in values] == plain
     assert encode_values(values) == plain  # the emulator's batch encoding
+    written = 0  # and its lines of a batch at once, values of like size in each column
+    for _ in range(400):
+        scale = 10 ** rng.uniform(-20, 20)
+        columns = {k: [rng.choice((-1, 1)) * scale * rng.uniform(1, 1.2) for _ in range(20)]
+                   for k in (0, 1)}
+        lines = encode_lines("Peb{0};ab{1};{2}\n", columns, {2: "ba%,1"})
+        written += lines is not None
+        assert lines is None or lines == "".join(
+            f"Peb{_encode_value_prefix_by_prefix(t)};ab{_encode_value_prefix_by_prefix(e)};"
+            "ba%,1\n" for t, e in zip(columns[0], columns[1], strict=True))
+    assert written > 300
+    times = [0.5 + k for k in range(400)]  # a step's timer: its prefix changes on the way
+    assert encode_values(times) == [_encode_value_prefix_by_prefix(t) for t in times]
+    assert encode_batch("{1}:{0}{2}", {0: times, 1: times[::-1]}, {2: "|"}) == "".join(
+        f"{_encode_value_prefix_by_prefix(b)}:{_encode_value_prefix_by_prefix(a)}|"
+        for a, b in zip(times, times[::-1], strict=True))
 
     lines = ["Peb8000BB8m;ab84A2A6Cu;ba7D23940p,10,20F", "Pdc8989680 ;cc80F4240m;cd7FF0BDCm",
              "Peb8000005i;ab     nan", "Pja8000001 ;eb8000002m", "Pba7678CD7p,1A,20F,43"]
@@ -218,6 +235,73 @@ def test_encoding_and_decoding_shortcuts_agree_with_the_plain_rules():
         trials += expected is not ValueError
         assert repr(got) == repr(expected), line
     assert trials > 5000  # plenty of lines that decode
+
+
+def test_a_stretch_of_data_lines_decodes_at_once_as_line_by_line():
+    """columns_from_lines (a poll's data lines at once) gives exactly what sample_from_line
+    gives line by line, or None — for a stretch that holds a line garbled at random, of
+    another layout, of another length, or an integer value; never for a clean stretch."""
+    rng = random.Random(11)
+    layouts = [("eb", "ab", "ba"), ("eb", "da", "ba"), ("eb", "ab"), ("dc", "cc", "cd"),
+               ("ba", "eb", "ab")]
+    decoded = 0
+    for trial in range(3000):
+        types = rng.choice(layouts)
+        prefix = rng.choice("afpnumkMGTPE ")
+        lines = [("P" + ";".join(t + f"{rng.randrange(1 << 28):07X}" + (
+            prefix if t != "eb" else rng.choice("um")) + (",10,20C" if t == "ba" else "")
+            for t in types) + "\n") for _ in range(rng.randrange(1, 30))]
+        if trial % 3:  # spoil a line: a character changed, added or dropped; or an integer
+            k = rng.randrange(len(lines))
+            text = list(lines[k][:-1])
+            spot = rng.randrange(len(text))
+            action = rng.random()
+            if action < 0.4:
+                text[spot] = rng.choice("Pabcdez0123456789ABCDEFGnmpui ;,!")
+            elif action < 0.7:
+                text.insert(spot, rng.choice("Pabcdez0123456789ABCDEFGnmpui ;,"))
+            else:
+                del text[spot]
+            lines[k] = "".join(text) + "\n"
+        columns = columns_from_lines([x.encode("latin-1") for x in lines])
+        try:
+            one_by_one = [sample_from_line(x[:-1]) for x in lines]
+        except ValueError:
+            assert columns is None
+            continue
+        if columns is None:
+            assert trial % 3, lines  # only a spoilt stretch goes line by line
+            continue
+        decoded += 1
+        for name, column in columns.items():
+            assert column == [getattr(x, name) for x in one_by_one]
+        assert set(columns) == {n for n in ("t_s", "E_V", "I_A", "f_Hz", "z_re_ohm",
+                                            "z_im_ohm") if getattr(one_by_one[0], n) is not None}
+    assert decoded > 1200
+
+
+def test_a_stretch_decoded_at_once_tells_the_same_gaps_as_line_by_line():
+    """A stretch with a hole longer than the record rule allows, after a garbled line or
+    not, gives the same samples and the same gaps whether it is taken at once or line by
+    line (Run.lines against Run._line)."""
+    from lipon_hw.drivers.methodscript.run import Run
+
+    technique = ConstantCurrent(3e-6, 7200, v_max_V=5.1, interval_s=1.0,
+                                record=Recording(30, 0.005))
+    times = [30.0 * k for k in range(1, 12)] + [600.0, 630.0, 1500.0, 1530.0]
+    lines = [f"Peb{encode_value(t)};ab{encode_value(4.0 + t / 1e4)};ba{encode_value(3e-6)}"
+             f",10,20C\n".encode() for t in times]
+    for before in ([], [b"Pgarbled\n"], [b"Pgarbled\n", b"Pgarbled too\n"]):
+        at_once, one_by_one = Run(None, 1, technique), Run(None, 1, technique)
+        at_once.lines([*before, b"M000A\n"])
+        at_once.lines(lines)
+        for line in [*before, b"M000A\n", *lines]:
+            one_by_one._line(line[:-1].decode("ascii"))
+        gaps = at_once.take_gaps()
+        assert gaps == one_by_one.take_gaps() and len(gaps) == 2 + bool(before)
+        assert at_once.last == one_by_one.last
+        at_once.finished = one_by_one.finished = True  # nothing more to read: no instrument
+        assert at_once.poll_block().samples() == one_by_one.poll()
 
 
 @pytest.mark.parametrize("value, text", [

@@ -1,10 +1,13 @@
 """MethodSCRIPT data packages → Samples (SI units), fast for the plain lines an
-instrument writes, field by field for anything else."""
+instrument writes, field by field for anything else; many lines at once into columns
+(`columns_from_lines`) when every one of them is a plain line of one layout."""
 
 from __future__ import annotations
 
+import binascii
 import math
 import re
+import struct
 from collections.abc import Sequence
 from dataclasses import fields as dataclass_fields
 
@@ -124,3 +127,91 @@ def sample_from_line(line: str) -> Sample:
         raise ValueError(f"{line!r} holds a quantity twice")
     return Sample(**fields)
 
+
+
+#: a stretch of fewer data lines is decoded line by line (`sample_from_line`); a longer
+#: one at once: column by column with slices of its bytes when its lines are of one length,
+#: else with the regular expression's groups
+MANY_LINES = 8
+_BLOCKS: dict[tuple[str, ...], tuple] = {}  # by variable types: patterns and field places
+_BYTE_SCALES = {p.encode("ascii"): scale for p, scale in SI_PREFIXES.items()}
+_PREFIX_SCALES = {ord(p): scale for p, scale in SI_PREFIXES.items()}
+_UNBIAS = (-OFFSET).__add__  # a package value's mantissa from its seven hex digits
+
+
+def columns_from_lines(lines: list[bytes]) -> dict[str, list] | None:
+    """`P…` lines, each with its LF, → {Sample field: its values, in order}: what
+    `sample_from_line` gives line by line (the same floats), when every line is a plain
+    one with the first line's variable types and no `i` (integer) value; else None, and
+    the caller decodes them one by one (and judges the others)."""
+    first = lines[0]
+    try:
+        head = first[:-1].decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    count = head.count(";") + 1
+    pattern = _PLAIN_LINES.get(count)
+    if pattern is None:
+        pattern = _PLAIN_LINES[count] = re.compile("P" + ";".join([_PLAIN_VARIABLE] * count))
+    match = pattern.fullmatch(head)
+    if match is None or _layout(match.groups()[::3]) is None:
+        return None
+    types = match.groups()[::3]
+    block = _BLOCKS.get(types)
+    if block is None:
+        value = rb"([0-9A-Fa-f]{7})([afpnumkMGTPE i])(?:,[0-9A-Fa-f]+)*"
+        line = b"P" + b";".join(t.encode("ascii") + value for t in types) + b"\n"
+        layout = [(2 * k, _SAMPLE_FIELDS[t]) for k, t in enumerate(types)
+                  if t in _SAMPLE_FIELDS]
+        plain = line.replace(b"([", b"(?:[")  # the same line without its groups
+        block = (re.compile(b"(?:" + plain + b")+"), re.compile(line), layout)
+        if len(_BLOCKS) < 64:
+            _BLOCKS[types] = block
+    whole, one, layout = block
+    data = b"".join(lines)
+    if whole.fullmatch(data) is None:
+        return None
+    if len(data) == len(lines) * len(first):
+        columns = _columns_in_place(data, len(lines), len(first), match, layout)
+        if columns is not None:
+            return columns
+    groups = one.findall(data)
+    columns = {}
+    for k, name in layout:
+        prefixes = [g[k + 1] for g in groups]
+        if b"i" in prefixes:
+            return None
+        columns[name] = [(int(g[k], 16) - OFFSET) * _BYTE_SCALES[p]
+                         for g, p in zip(groups, prefixes, strict=True)]
+    return columns
+
+
+def _columns_in_place(data: bytes, n: int, width: int, match: re.Match, layout
+                      ) -> dict | None:
+    """The columns of n lines of `width` bytes whose variables all sit where the first
+    line's do (its `;` in the same places): each value's digits taken from every line at
+    once (a slice of the bytes with a step of one line), read as 32-bit numbers; None if
+    the lines are not so aligned or hold an integer value."""
+    for j in range(1, len(match.groups()) // 3):
+        if data[match.start(3 * j + 1) - 1::width] != b";" * n:
+            return None
+    columns = {}
+    for k, name in layout:
+        at = match.start(3 * (k // 2) + 2)  # the value's seven hex digits in a line
+        digits = bytearray(b"0" * (8 * n))  # each value as eight hex digits
+        for d in range(7):
+            digits[d + 1::8] = data[at + d::width]
+        raw = struct.unpack(f">{n}I", binascii.unhexlify(digits))
+        prefixes = data[at + 7::width]
+        if prefixes.count(prefixes[0]) == n:
+            scale = _PREFIX_SCALES.get(prefixes[0])
+            if scale is None:
+                return None  # an integer value: one by one
+            # (raw − OFFSET)·scale, as line by line (a product is the same either way round)
+            columns[name] = list(map(scale.__rmul__, map(_UNBIAS, raw)))
+        else:
+            if b"i" in prefixes:
+                return None
+            columns[name] = [(r - OFFSET) * _PREFIX_SCALES[p]
+                             for r, p in zip(raw, prefixes, strict=True)]
+    return columns

@@ -159,6 +159,25 @@ class CycleAccumulator:
             return self._feed(*block, None, None, None)
         return self._feed(*block[:4], block[4], _leads(lead_s), np.asarray(cols[5]))
 
+    def feed_columns(self, t_s, voltage_V, current_A, cycle: int, step: int, step_id,
+                     lead_s=None) -> list[CycleStats]:
+        """As `feed_rows` for samples of one cycle, step count and step id, given as
+        columns (sequences of floats) and those three numbers: no row tuples to take
+        apart, the same figures."""
+        if len(t_s) == 0:
+            return []
+        block = np.array((t_s, voltage_V, current_A), dtype=float)
+        if block.ndim != 2 or not np.isfinite(block).all():  # feed_rows says what is wrong
+            n = len(t_s)
+            return self.feed_rows(zip(t_s, voltage_V, current_A, [cycle] * n, [step] * n,
+                                      [step_id] * n, strict=True), lead_s)
+        n = block.shape[1]
+        cycles = np.full(n, float(cycle))
+        if lead_s is None:
+            return self._feed(*block, cycles, None, None, None)
+        return self._feed(*block, cycles, np.full(n, float(step)), _leads(lead_s),
+                          np.full(n, step_id))
+
     def finish(self) -> list[CycleStats]:
         """Close the running cycle (if it saw any sample) and return it."""
         if self._last is None or self._cycle is None:

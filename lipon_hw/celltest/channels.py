@@ -39,14 +39,8 @@ from lipon_hw.celltest import step_ends as se
 from lipon_hw.celltest.cycle_counter import CycleCounter
 from lipon_hw.celltest.protocol_checks import FOREVER_S
 from lipon_hw.celltest.pstat_watch import PotentiostatWatch
-from lipon_hw.celltest.step_ends import (
-    MIN_POLL_S,
-    ChannelTrip,
-    HostEnds,
-    StepOutcome,
-    check_safety,
-    rest_of,
-)
+from lipon_hw.celltest.step_ends import MIN_POLL_S, ChannelTrip, HostEnds, StepOutcome, rest_of
+from lipon_hw.celltest.taken import Taken, as_rows, check_limits, rows_of
 from lipon_hw.celltest.wire import (
     disconnect_patiently,
     end_overdue,
@@ -56,7 +50,7 @@ from lipon_hw.celltest.wire import (
 from lipon_hw.engine import interlocks as il
 from lipon_hw.errors import LiponError, StoreError
 from lipon_hw.store import Store
-from lipon_hw.techniques import EIS, OCV, ConstantCurrent
+from lipon_hw.techniques import EIS, OCV, ConstantCurrent, SampleBlock
 
 NEAR_END_POLL_S = 5.0
 EXPECTED_FRACTION = 0.98  # of the step's last duration, after which its end is near
@@ -231,32 +225,33 @@ class Channel:
         run = yield from patiently(self, lambda: self.pstat.start(self.number, technique))
         t0 = max(self.env.now, self._last_sample_t)  # after a lost link ridden out, if any
         ends = HostEnds(step, self.plan, t0, before)
-        rows: list[tuple] = []
-        taken: list[tuple] = []  # the step's samples, for the cycle figures at its end
+        taken = Taken()  # the step's samples, for the cycle figures at its end
         outcome: StepOutcome | None = None
         step_type, step_id = step.step_type, st.pc
+        poll = getattr(run, "poll_block", run.poll)  # in columns, where the driver can
         while True:
             yield self._sleep(self._wait(run, ends))
-            samples = yield from patiently(self, run.poll)
+            samples = yield from patiently(self, poll)
             tell_gaps(self, run, t0)
             if samples:
-                if samples[0].f_Hz is not None:
+                if isinstance(samples, SampleBlock) and not as_rows(samples):
+                    samples = samples.samples()
+                if not isinstance(samples, SampleBlock) and samples[0].f_Hz is not None:
                     self._spectrum(samples, t0)
                 else:
-                    # at open circuit the instrument reports no current: it is zero
-                    rows = [(t0 + s.t_s, s.E_V, s.I_A or 0.0, st.cycle, st.step_count,
-                             step_id, step_type) for s in samples if s.E_V is not None]
+                    rows, columns = rows_of(samples, t0, st.cycle, st.step_count, step_id,
+                                            step_type)
                     self.store.add_cell_samples(self.run_id, self.number, rows)
-                    taken.extend(rows)
+                    taken.add(rows, columns)
                     if rows:
                         self._last_sample_t = rows[-1][0]
-                    try:
-                        check_safety(self.number, rows, limits)  # what tripped it is kept
+                    try:  # what tripped it is kept
+                        check_limits(self.number, rows, limits, columns)
                         self._check_rules(rows, step.kind)
                     except ChannelTrip:
-                        self._store_cycles(self.counter.add(taken))
+                        self._store_cycles(taken.feed(self.counter))
                         raise
-                    outcome = ends.take(rows)
+                    outcome = ends.take(rows, columns)
             self._check_watch(taken)
             if outcome is None and self._abort_requested:
                 outcome = StepOutcome("aborted", "stopped by the operator")
@@ -274,7 +269,7 @@ class Channel:
                 yield from patiently(self, lambda: self.pstat.stop(self.number))
                 tell_gaps(self, run, t0)
             if outcome is not None:
-                self._store_cycles(self.counter.add(taken))
+                self._store_cycles(taken.feed(self.counter))
                 if outcome.end not in ("aborted", "paused"):
                     st.durations[str(step_id)] = (ends.last[0] if ends.last else self.env.now) - t0
                 return outcome
@@ -320,7 +315,7 @@ class Channel:
                 self._store_cycles(self.counter.add(rows))
                 self._held_by = [rule for rule in self._held_by
                                  if _holds_on(rule, rows)]
-            self._check_watch(())
+            self._check_watch(Taken())
             if not (self._pause_wanted or self._held_by or self.watch.held_by) \
                     or self._abort_requested:
                 yield from patiently(self, lambda: self.pstat.stop(self.number))
@@ -356,7 +351,7 @@ class Channel:
         (the cycle figures of what the step took are kept)."""
         self.watch.observe(self.env.now)
         if self.watch.trip is not None:
-            self._store_cycles(self.counter.add(taken))
+            self._store_cycles(taken.feed(self.counter))
             trip = ChannelTrip(f"channel {self.number}: {self.watch.trip}",
                                self.watch.trip_rule)
             trip.alarmed = True  # the potentiostat's one alarm says it for every channel

@@ -44,6 +44,12 @@ class CycleCounter:
         cycles closed."""
         return self._note(self.acc.feed_rows(rows, self.leads))
 
+    def add_columns(self, t_s, voltage_V, current_A, cycle: int, step_count: int,
+                    step_id: int) -> list[CycleStats]:
+        """As `add`, for samples of one cycle, step count and step id given as columns."""
+        return self._note(self.acc.feed_columns(t_s, voltage_V, current_A, cycle, step_count,
+                                                step_id, self.leads))
+
     def finish(self) -> list[CycleStats]:
         return self._note(self.acc.finish())
 

@@ -55,6 +55,7 @@ class PotentiostatWatch:
         self._alarming: set[str] = set()
         self._held_words = self._held_labels = ""
         self._codes = [0] * len(self.links)  # each link's last health code
+        self._healths: list | None = None  # each link's health at the last look
         self._reads_links = any(q == f"{name}.{LINK_HEALTH}" for rule in self.rules
                                 for q in rule.condition.names.values())
 
@@ -120,6 +121,10 @@ class PotentiostatWatch:
         self._alarming = set(alarming)
 
     def _links_changed(self, now: float) -> None:
+        healths = [link.health for link in self.links]
+        if healths == self._healths:  # as at the last look: no alarm, no reading
+            return
+        self._healths = healths
         before = max(self._codes, default=0)
         for i, link in enumerate(self.links):
             code = CODES[link.health]

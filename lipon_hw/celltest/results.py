@@ -81,11 +81,24 @@ def first_spectrum(store: Store, run_id: int, channel: int):
 
 
 def spectrum_fit(f_Hz, z_ohm):
-    """The (R‖CPE) fit of a spectrum, or None if it cannot be fitted."""
+    """The (R‖CPE) fit of a spectrum, or None if it cannot be fitted. The fits of the
+    last few spectra are kept: a run's summary and its plots fit the same first spectra."""
+    f, z = np.asarray(f_Hz), np.asarray(z_ohm)
+    key = (f.dtype.str, f.tobytes(), z.dtype.str, z.tobytes())
+    if key in _FITS:
+        return _FITS[key]
     try:
-        return fit_spectrum(f_Hz, z_ohm)
+        fit = fit_spectrum(f_Hz, z_ohm)
     except InputError:
-        return None
+        fit = None
+    if len(_FITS) >= FITS_KEPT:
+        del _FITS[next(iter(_FITS))]
+    _FITS[key] = fit
+    return fit
+
+
+FITS_KEPT = 32
+_FITS: dict[tuple, object] = {}
 
 
 def _dc_polarization(store: Store, run_id: int, plan):

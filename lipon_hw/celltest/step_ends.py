@@ -6,7 +6,9 @@ short."""
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass, replace
+from functools import reduce
 
 from lipon_hw.celltest import protocol as pr
 from lipon_hw.errors import LiponError
@@ -60,7 +62,16 @@ class HostEnds:
         self.last: tuple | None = None  # (t, V, I) of the last sample
         self.slope = 0.0  # dV/dt between the last two samples
 
-    def take(self, rows: list[tuple]) -> StepOutcome | None:
+    def take(self, rows: list[tuple], columns: tuple | None = None) -> StepOutcome | None:
+        """The samples (rows, and their times, voltages and currents as columns if the
+        caller has them) against the ends judged here; the step's outcome if one is
+        reached. Without a capacity or dV/dt end, none is, and the columns of more than a
+        few samples give the charge and the slope with the same arithmetic as the rows, in
+        the same order."""
+        if columns is not None and len(rows) > 8 and self.capacity is None and \
+                self.dvdt is None:
+            self._take_columns(*columns)
+            return None
         for t, v, i, *_ in rows:
             if self.last is not None:
                 t1, v1, i1 = self.last
@@ -76,6 +87,20 @@ class HostEnds:
                 key = "capacity_uAh" if self.until.capacity_uAh is not None else "capacity_mAh"
                 return StepOutcome(key)
         return None
+
+    def _take_columns(self, times: list, volts: list, currents: list) -> None:
+        if self.last is not None:
+            times, volts, currents = ([self.last[k], *c] for k, c in
+                                      enumerate((times, volts, currents)))
+        self.q = reduce(operator.add, [0.5 * (i + i1) * (t - t1) / 3600 for t, i, t1, i1 in
+                                       zip(times[1:], currents[1:], times, currents,
+                                           strict=False)], self.q)
+        for k in range(len(times) - 1, 0, -1):  # the slope of the last pair apart in time
+            dt = times[k] - times[k - 1]
+            if dt > 0:
+                self.slope = (volts[k] - volts[k - 1]) / dt
+                break
+        self.last = (times[-1], volts[-1], currents[-1])
 
     def done(self, now: float) -> dict:
         """What the step has done so far (time and charge), for it to continue later."""

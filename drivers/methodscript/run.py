@@ -1,0 +1,242 @@
+"""A technique running on one MethodSCRIPT channel (`Run`): its output lines turned into
+samples as they arrive, what the wire lost told as gaps, and why the script ended.
+
+A stretch of data lines read together (`lines`) is decoded at once into columns
+(`samples.columns_from_lines`) when every line is a plain one of one layout, the same
+values, gaps and end as line by line; `poll_block` hands them over as a `SampleBlock`.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import TYPE_CHECKING
+
+from lipon_hw.drivers.methodscript.codec import DeviceError, decode_error, is_marker
+from lipon_hw.drivers.methodscript.samples import (
+    MANY_LINES,
+    columns_from_lines,
+    sample_from_line,
+)
+from lipon_hw.techniques import (
+    EIS,
+    MultisineEIS,
+    Sample,
+    SampleBlock,
+    Technique,
+    end_limits,
+    recording_of,
+)
+
+if TYPE_CHECKING:
+    from lipon_hw.drivers.methodscript.driver import MethodScriptPotentiostat
+
+
+class Run:
+    """One technique running on one channel: its samples as they arrive.
+
+    Iterating yields the samples received so far and stops; `finished` says whether
+    the script has ended (normally, by `stop()`, or with an instrument error).
+
+    No sample is lost silently. MethodSCRIPT cannot send a data line again, so what the
+    wire lost is found and told in `gaps` (take them with `take_gaps()`), each
+    `(from_s, to_s, why)` in the script's time, `to_s` None when the stretch runs to the
+    script's end: data lines that arrived corrupted (kept in `corrupt_lines`), a stretch
+    longer than the record rule allows between two samples (output the instrument sent
+    while the line was silent: the rule sends one at least every `dt_s`), and the end of
+    a script that went unseen (`stop()` finds nothing running).
+    """
+
+    #: the instrument measures, checks limits and buffers on its own: poll when convenient
+    poll_interval_s: float | None = None
+
+    def __init__(self, pstat: MethodScriptPotentiostat, channel: int, technique: Technique):
+        self.channel = channel
+        self.technique = technique
+        self.finished = False
+        self.aborted = False
+        self.error: DeviceError | None = None
+        self.last: Sample | None = None
+        self.corrupt_lines: list[str] = []
+        self.gaps: list[tuple[float, float | None, str]] = []
+        self._garbled = 0  # corrupt lines since the last good sample
+        self._max_spacing_s = _max_spacing_s(technique)
+        self._open_loops = 0
+        self._pending: list[Sample | SampleBlock] = []  # in order
+        self._pstat = pstat
+
+    def poll(self) -> list[Sample]:
+        """Read what the instrument has sent; return the samples not yet returned."""
+        if not self.finished:
+            self._pstat._poll(self.channel)
+        out = []
+        for chunk in self._pending:
+            if isinstance(chunk, SampleBlock):
+                out += chunk.samples()
+            else:
+                out.append(chunk)
+        self._pending.clear()
+        return out
+
+    def poll_block(self) -> SampleBlock | list[Sample]:
+        """As `poll`, in one SampleBlock when every sample that came has the same fields;
+        else as a list of Samples."""
+        if not self.finished:
+            self._pstat._poll(self.channel)
+        pending, self._pending = self._pending, []
+        if len(pending) == 1 and isinstance(pending[0], SampleBlock):
+            return pending[0]
+        block = SampleBlock.join(pending)
+        if block is not None:
+            return block
+        return [s for chunk in pending for s in (
+            chunk.samples() if isinstance(chunk, SampleBlock) else (chunk,))]
+
+    def __iter__(self):
+        return iter(self.poll())
+
+    def take_gaps(self) -> list[tuple[float, float | None, str]]:
+        """The stretches of output lost on the wire found since the last call."""
+        gaps, self.gaps = self.gaps, []
+        return gaps
+
+    def _sample(self, sample: Sample) -> None:
+        last_t = self.last.t_s if self.last is not None and self.last.t_s is not None else 0.0
+        t = sample.t_s
+        if t is not None and sample.f_Hz is None:
+            if self._garbled:
+                self.gaps.append((last_t, t, f"{self._garbled} output line"
+                                  f"{'s' * (self._garbled > 1)} garbled on the wire"))
+            elif self._max_spacing_s is not None and t - last_t > self._max_spacing_s:
+                self._spacing_gap(last_t, t)
+        self._garbled = 0
+        self.last = sample
+        self._pending.append(sample)
+
+    def lines(self, lines: list[bytes]) -> int:
+        """Output lines of this run's script, each with its LF, in order, up to the
+        script's end (`finished`; a data line never ends it); a stretch of data lines
+        decoded at once where it can be. Returns how many lines it took."""
+        n, count = 0, len(lines)
+        while n < count:
+            if lines[n][:1] == b"P":
+                end = n + 1
+                while end < count and lines[end][:1] == b"P":
+                    end += 1
+                if end - n < MANY_LINES or not self._block(lines[n:end]):
+                    for line in lines[n:end]:
+                        self._line(line[:-1].decode("ascii", "replace"))
+                n = end
+                continue
+            self._line(lines[n][:-1].decode("ascii", "replace"))
+            n += 1
+            if self.finished:
+                return n
+        return n
+
+    def _block(self, lines: list[bytes]) -> bool:
+        """Data lines decoded at once, as `_sample` takes them one by one; False (and
+        nothing done) unless every line is a plain one of one layout."""
+        columns = columns_from_lines(lines)
+        if columns is None:
+            return False
+        block = SampleBlock(**columns)
+        t = block.t_s
+        if t is not None and block.f_Hz is None:
+            last = self.last
+            last_t = last.t_s if last is not None and last.t_s is not None else 0.0
+            spacing = self._max_spacing_s
+            if self._garbled:
+                self.gaps.append((last_t, t[0], f"{self._garbled} output line"
+                                  f"{'s' * (self._garbled > 1)} garbled on the wire"))
+                spacing_from = 1
+            else:
+                spacing_from = 0
+            if spacing is not None:
+                before = [last_t, *t[:-1]]
+                if max(map(operator.sub, t[spacing_from:], before[spacing_from:]),
+                       default=0.0) > spacing:
+                    for k in range(spacing_from, len(t)):  # rare: told one by one
+                        if t[k] - before[k] > spacing:
+                            self._spacing_gap(before[k], t[k])
+        self._garbled = 0
+        self.last = block.sample(len(block) - 1)
+        self._pending.append(block)
+        return True
+
+    def _spacing_gap(self, last_t: float, t: float) -> None:
+        self.gaps.append((last_t, t, f"no sample for {t - last_t:.0f} s where the record "
+                          "rule sends one at least every "
+                          f"{self._max_spacing_s:g} s (output lost on the wire)"))
+
+    def _corrupt(self, line: str) -> None:
+        self.corrupt_lines.append(line)
+        self._garbled += 1
+
+    def _end_unseen(self) -> None:
+        """The script ended while its end went unseen: what it sent last was lost."""
+        last_t = self.last.t_s if self.last is not None and self.last.t_s is not None else 0.0
+        garbled = (f" ({self._garbled} line{'s' * (self._garbled > 1)} of it garbled)"
+                   if self._garbled else "")
+        self.gaps.append((last_t, None, f"the script's last output{garbled} and its end were "
+                          "lost on the wire"))
+        self._garbled = 0
+        self.finished = True  # on its own: why is judged from the last sample seen
+
+    @property
+    def end_reason(self) -> str | None:
+        """Why the script ended: 'aborted', 'error', the limit the last sample is past
+        ('v_max', 'v_min', 'i_min'), or 'done' (its time or sweep ran out); None while
+        it runs."""
+        if not self.finished:
+            return None
+        if self.aborted or self.error:
+            return "aborted" if self.aborted else "error"
+        if self.last is None:
+            return "done"
+        return end_limits(self.technique).reached(self.last) or "done"
+
+    def _line(self, line: str) -> None:
+        """One output line of this run's script."""
+        if line.startswith("P"):
+            try:
+                sample = sample_from_line(line)
+            except (ValueError, TypeError):
+                self._corrupt(line)
+                return
+            self._sample(sample)
+        elif line == "" and self._open_loops == 0:  # else an LF was garbled into the data
+            self.finished = True
+            if self._garbled:
+                self._end_unseen_after_garble()
+        elif line in ("*", "+") or line[:1] in ("M", "L") and is_marker(line):
+            # a loop's start marker lost with an upload's answer must not keep the run open
+            self._open_loops = max(0, self._open_loops + (1 if line[:1] in ("M", "L") else -1))
+        elif line == "Z":
+            self.aborted = True
+        elif (error := decode_error(line)) is not None:
+            self.error, self.finished = error, True
+            if self._garbled:
+                self._end_unseen_after_garble()
+        elif not (is_marker(line) or line.startswith("T") or line == "e"):
+            self._corrupt(line)
+
+    def _end_unseen_after_garble(self) -> None:
+        last_t = self.last.t_s if self.last is not None and self.last.t_s is not None else 0.0
+        self.gaps.append((last_t, None, f"{self._garbled} output line"
+                          f"{'s' * (self._garbled > 1)} garbled on the wire before the "
+                          "script's end"))
+        self._garbled = 0
+
+
+def _max_spacing_s(technique: Technique) -> float | None:
+    """The longest stretch between two samples the technique's record rule allows (a
+    sample on the first measurement at or past `dt_s` after the last one, so less than
+    `dt_s` + one interval), with one interval to spare; None when only ΔV or ΔI rules
+    send samples (no bound) or the technique has no measurement interval."""
+    interval = getattr(technique, "interval_s", None)
+    if interval is None or isinstance(technique, EIS | MultisineEIS):
+        return None
+    rule = recording_of(technique)
+    if rule.every_point:
+        return 2 * interval + 1e-6
+    return None if rule.dt_s is None else rule.dt_s + 2 * interval + 1e-6
