@@ -1,0 +1,116 @@
+"""A cell test's channels as shards on a Dask LocalCluster (`lipon_hw.cluster`): the
+samples are those of the same campaign on this machine's worker processes, and a worker
+killed (SIGKILL) mid-campaign loses and duplicates nothing: its shard is run again on
+another worker, from each channel's last step boundary stored."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from cluster_hooks import HoldAfter
+from stores import committed
+
+from lipon_hw.celltest.session import start_cycling
+from lipon_hw.cluster.connect import open_cluster
+
+from recipes import LNMO
+
+CHANNELS = "1-4"
+CYCLES = 4
+SAMPLE_COLUMNS = "channel, t_s, voltage_V, current_A, cycle, step_count, step_id, step_type"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with open_cluster("local", 2) as opened:
+        opened.client.run(importlib.import_module, "lipon_hw.cluster.shards")  # warm
+        yield opened
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The campaign in this process (no cluster; its channels' samples do not depend on
+    how they are grouped)."""
+    tmp = tmp_path_factory.mktemp("reference")
+    result = start_cycling(str(_protocol(tmp)), tmp / "data", workers=1)
+    assert result.status == "completed"
+    return _samples(tmp / "data" / "lipon.db")
+
+
+def _protocol(tmp: Path) -> Path:
+    path = tmp / "protocol.yaml"
+    path.write_text(LNMO.format(channels=CHANNELS, cycles=CYCLES), encoding="utf-8")
+    return path
+
+
+def _samples(db: Path) -> list[tuple]:
+    return committed(db, f"SELECT {SAMPLE_COLUMNS} FROM cell_samples ORDER BY channel, t_s")
+
+
+def test_shards_on_the_cluster_store_the_campaign_one_process_stores(
+        cluster, reference, tmp_path):
+    result = start_cycling(str(_protocol(tmp_path)), tmp_path / "data", cluster=cluster)
+    assert result.status == "completed", result.message
+    assert _samples(tmp_path / "data" / "lipon.db") == reference
+    assert [ch["cycles"] for ch in result.summary["channels"]] == [CYCLES] * 4
+
+
+def test_a_worker_killed_mid_campaign_loses_and_duplicates_nothing(cluster, reference,
+                                                                   tmp_path):
+    data = tmp_path / "data"
+    db = data / "lipon.db"
+    held = tmp_path / "held"
+    killed: dict = {}
+
+    def kill_the_holder() -> None:
+        """Once a shard holds, its channel's committed samples get some from past its
+        last step boundary stored (as a dying attempt may have committed: the re-run
+        must forget them), then its worker is killed with no word said."""
+        deadline = time.monotonic() + 60
+        while not held.exists():
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.02)
+        pid, channel = map(int, held.read_text(encoding="utf-8").split())
+        state = committed(db, "SELECT state FROM channels WHERE channel=?", channel)[0][0]
+        boundary = json.loads(state)["t_s"]
+        stored = {r[0] for r in committed(db, "SELECT t_s FROM cell_samples WHERE channel=?",
+                                          channel)}
+        fresh = [r for r in reference if r[0] == channel and r[1] > boundary
+                 and r[1] not in stored][:5]
+        con = sqlite3.connect(db, timeout=30)
+        with con:
+            con.executemany(f"INSERT INTO cell_samples (run_id, {SAMPLE_COLUMNS}) VALUES "
+                            "(1,?,?,?,?,?,?,?,?)", fresh)
+        con.close()
+        killed.update(pid=pid, channel=channel, injected=len(fresh))
+        os.kill(pid, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_the_holder, daemon=True)
+    killer.start()
+    cluster.on_cycle = HoldAfter(str(held), 2)
+    try:
+        result = start_cycling(str(_protocol(tmp_path)), data, cluster=cluster)
+    finally:
+        cluster.on_cycle = None
+        killer.join(timeout=5)
+    assert killed and killed["injected"] > 0, "no worker was killed mid-campaign"
+    with pytest.raises(ProcessLookupError):
+        os.kill(killed["pid"], 0)  # the worker is gone: its shard ran again elsewhere
+    assert result.status == "completed", result.message
+    samples = _samples(db)
+    assert committed(db, "SELECT channel, t_s FROM cell_samples GROUP BY channel, t_s "
+                         "HAVING COUNT(*) > 1") == []
+    assert samples == reference  # every sample once: none lost, none written twice
+    for channel in range(1, 5):
+        cycles = [c for (c,) in committed(db, "SELECT cycle FROM cycles WHERE channel=? "
+                                              "ORDER BY cycle", channel)]
+        assert cycles == list(range(1, len(cycles) + 1)) and len(cycles) >= CYCLES
