@@ -21,7 +21,7 @@ from stores import committed
 from lipon_hw.celltest.session import start_cycling
 from lipon_hw.cluster.connect import open_cluster
 
-from recipes import LNMO
+from recipes import LNMO_EIS
 
 CHANNELS = "1-4"
 CYCLES = 4
@@ -42,12 +42,12 @@ def reference(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("reference")
     result = start_cycling(str(_protocol(tmp)), tmp / "data", workers=1)
     assert result.status == "completed"
-    return _samples(tmp / "data" / "lipon.db")
+    return _samples(tmp / "data" / "lipon.db"), result.summary
 
 
 def _protocol(tmp: Path) -> Path:
     path = tmp / "protocol.yaml"
-    path.write_text(LNMO.format(channels=CHANNELS, cycles=CYCLES), encoding="utf-8")
+    path.write_text(LNMO_EIS.format(channels=CHANNELS, cycles=CYCLES), encoding="utf-8")
     return path
 
 
@@ -59,12 +59,17 @@ def test_shards_on_the_cluster_store_the_campaign_one_process_stores(
         cluster, reference, tmp_path):
     result = start_cycling(str(_protocol(tmp_path)), tmp_path / "data", cluster=cluster)
     assert result.status == "completed", result.message
-    assert _samples(tmp_path / "data" / "lipon.db") == reference
+    samples, summary = reference
+    assert _samples(tmp_path / "data" / "lipon.db") == samples
     assert [ch["cycles"] for ch in result.summary["channels"]] == [CYCLES] * 4
+    # the film figures (impedance fits) were worked out by the shards: as one process does
+    assert "film_resistance_ohm" in result.summary["channels"][0]
+    assert result.summary == summary
 
 
 def test_a_worker_killed_mid_campaign_loses_and_duplicates_nothing(cluster, reference,
                                                                    tmp_path):
+    reference, summary = reference
     data = tmp_path / "data"
     db = data / "lipon.db"
     held = tmp_path / "held"
@@ -110,6 +115,7 @@ def test_a_worker_killed_mid_campaign_loses_and_duplicates_nothing(cluster, refe
     assert committed(db, "SELECT channel, t_s FROM cell_samples GROUP BY channel, t_s "
                          "HAVING COUNT(*) > 1") == []
     assert samples == reference  # every sample once: none lost, none written twice
+    assert result.summary == summary
     for channel in range(1, 5):
         cycles = [c for (c,) in committed(db, "SELECT cycle FROM cycles WHERE channel=? "
                                               "ORDER BY cycle", channel)]

@@ -140,14 +140,17 @@ def execute(running: Running) -> Outcome:
         1 if running.realtime else os.cpu_count() or 1)
     groups = split([p.channel for p in proto.channels if p.channel in states], workers)
     status, message = "failed", ""
+    figures: dict[int, dict] = {}  # the film figures the shards worked out themselves
     try:
         if cluster is not None:  # shards on a Dask cluster (`lipon_hw.cluster`)
             from lipon_hw.cluster.campaign import run_shards
 
             relay = AlarmRelay(store, run_id)
             try:
-                run_shards(cluster, store, run_id, groups, states, running.seed,
-                           running.speed, running.watch.progress, relay.poll)
+                for report in run_shards(cluster, store, run_id, groups, states,
+                                         running.seed, running.speed,
+                                         running.watch.progress, relay.poll):
+                    figures.update(report["figures"])
             finally:
                 relay.poll(force=True)
         elif len(groups) == 1:
@@ -171,7 +174,7 @@ def execute(running: Running) -> Outcome:
         with uninterruptible():
             try:
                 status, message, summary = _end_run(store, run_id, proto, status, message,
-                                                    set(states))
+                                                    set(states), figures)
             except (sqlite3.Error, StoreError) as exc:  # what was buffered cannot be written
                 lost = store.drop_unwritten_samples()
                 failure = stop_reason(exc)
@@ -180,19 +183,21 @@ def execute(running: Running) -> Outcome:
                 message += f" ({lost} buffered samples and readings were not stored)"
                 status = "failed" if status == "completed" else status
                 status, message, summary = _end_run(store, run_id, proto, status, message,
-                                                    set(states))
+                                                    set(states), figures)
     return Outcome(status, message, summary, summary["virtual_s"])
 
 
 def _end_run(store: Store, run_id: int, proto: pr.Protocol, status: str, message: str,
-             meant: set[int] = frozenset()) -> tuple[str, str, dict]:
+             meant: set[int] = frozenset(), figures: dict | None = None
+             ) -> tuple[str, str, dict]:
     """The run's final status, message and summary, from what its channels stored. A run
-    whose channels all ran to their end (`status` completed) is judged by them."""
+    whose channels all ran to their end (`status` completed) is judged by them. `figures`:
+    channels' film figures worked out already (by the cluster's shards)."""
     rows = _mark_lost(store, run_id, store.channels(run_id), status, meant)
     if status == "completed":
         status, message = _judged(rows)
         store.requests.take(run_id)
-    summary = _summary(store, run_id, proto, rows)
+    summary = _summary(store, run_id, proto, rows, figures or {})
     store.set_status(run_id, status, message, summary)
     return status, message, summary
 
@@ -227,7 +232,8 @@ def _mark_lost(store: Store, run_id: int, rows: list[Channel], status: str,
     return rows
 
 
-def _summary(store: Store, run_id: int, proto: pr.Protocol, rows: list[Channel]) -> dict:
+def _summary(store: Store, run_id: int, proto: pr.Protocol, rows: list[Channel],
+             films: dict) -> dict:
     """Per channel: status, completed cycles, last discharge capacity, mean CE (the first
     cycle left out: formation), retention; and the film's conductivities where the
     protocol measured them (the first such channel's also at the top level)."""
@@ -251,7 +257,8 @@ def _summary(store: Store, run_id: int, proto: pr.Protocol, rows: list[Channel])
                  "mean_coulombic_efficiency": figures.mean_coulombic_efficiency,
                  "retention": last / ref if last and ref else None}
         if plan is not None:
-            film = film_figures(store, run_id, plan)
+            film = films[row.channel] if row.channel in films else \
+                film_figures(store, run_id, plan)
             entry.update(film)
             if film and "film_thickness_nm" not in summary:
                 summary.update(film)

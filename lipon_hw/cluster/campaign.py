@@ -11,6 +11,7 @@ SIGTERM on the engine sets the campaign's stop event: every shard stops its chan
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict
@@ -47,12 +48,16 @@ def run_shards(cluster: Cluster, store: Store, run_id: int, groups: list[list[in
     stop = distributed.Event(f"lipon-hw run {run_id} stop {token}", client=client)
     before = set(store.alarms(run_id))
     address = store_address(store)
+    submitted = time.time()
+    heard: dict[str, float] = {}
     futures = [client.submit(run_shard, ShardOrder(str(store.data_dir), address, run_id,
                                                    tuple(group), seed, speed, stop.name,
                                                    cluster.on_cycle),
                              key=f"lipon-hw run {run_id} shard {k + 1} of {len(groups)} {token}",
                              pure=False)
                for k, group in enumerate(groups)]
+    for future in futures:
+        future.add_done_callback(lambda f: heard.setdefault(f.key, time.time()))
     try:
         while not all(f.done() for f in futures):
             with contextlib.suppress(distributed.TimeoutError):
@@ -63,7 +68,10 @@ def run_shards(cluster: Cluster, store: Store, run_id: int, groups: list[list[in
         stop.set()  # unwatched; each disconnects its cells and stores its channels' end
         distributed.wait(futures, timeout=STOP_WAIT_S)
         raise
-    return _results(store, run_id, groups, futures, before)
+    cluster.reports = [{**report, "submitted": submitted, "heard": heard.get(f.key)}
+                       for report, f in zip(_results(store, run_id, groups, futures, before),
+                                            futures, strict=True)]
+    return cluster.reports
 
 
 def _look(store: Store, run_id: int, on_cycle, poll) -> None:

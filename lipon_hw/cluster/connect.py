@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from lipon_hw.errors import InputError, LiponError
@@ -29,12 +29,15 @@ class Cluster:
     """A connected Dask client (`client`) and, for `--cluster local`, the cluster it
     started. `slots`: the worker threads there are, the default number of shards.
     `on_cycle`: a picklable callable sent with every shard, told (channel, completed
-    cycles) in the worker as each cycle ends (None: nothing)."""
+    cycles) in the worker as each cycle ends (None: nothing). `reports`: what each shard
+    of the last campaign returned (`shards.run_shard`), with the wall times (time.time)
+    it was submitted and its end was heard (`submitted`, `heard`)."""
 
     spec: str
     client: object
     local: object | None = None
     on_cycle: object | None = None
+    reports: list = field(default_factory=list)
 
     @property
     def slots(self) -> int:

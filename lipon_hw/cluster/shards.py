@@ -26,6 +26,7 @@ from pathlib import Path
 from lipon_hw.celltest.channels import ENDED, ChannelState
 from lipon_hw.celltest.groups import run_group
 from lipon_hw.celltest.plan import load
+from lipon_hw.celltest.results import film_figures
 from lipon_hw.celltest.session import take_up
 from lipon_hw.engine import claims
 from lipon_hw.engine.operator import OperatorWish
@@ -64,15 +65,19 @@ def run_shard(order: ShardOrder) -> dict:
         own.take([Resource(workers.key, workers.busy, shared=True)])
         store = open_store(order.data_dir, order.store)
         try:
-            ran, interrupted = _run(store, order)
+            ran, interrupted, figures = _run(store, order)
         finally:
             store.close()
-    return {"channels": ran, "interrupted": interrupted, "pid": os.getpid(),
+    return {"channels": ran, "interrupted": interrupted, "figures": figures,
+            "pid": os.getpid(),
             "started": started, "ended": time.time(), "cpu_s": time.process_time() - cpu0,
             "peak_rss_MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
 
 
-def _run(store: Store, order: ShardOrder) -> tuple[list[int], bool]:
+def _run(store: Store, order: ShardOrder) -> tuple[list[int], bool, dict[int, dict]]:
+    """The channels run, whether the campaign stopped them, and the film figures of those
+    that ran to their end (the impedance fits of the run's summary, worked out here so
+    that the engine does not fit thousands of spectra one after the other)."""
     run = store.run(order.run_id)
     station = load_station(text=run.station_text)
     proto = load(run.sequence_path, station, store, text=run.sequence_text)
@@ -86,13 +91,15 @@ def _run(store: Store, order: ShardOrder) -> tuple[list[int], bool]:
                             station.in_process)
     store.flush()
     if not states:
-        return [], False
+        return [], False, {}
     try:
         run_group(store, order.run_id, proto, station, states, order.seed, order.speed,
                   order.on_cycle, operator=_Asked(store, order))
     except KeyboardInterrupt:  # the campaign stopped: every channel stored interrupted
-        return sorted(states), True
-    return sorted(states), False
+        return sorted(states), True, {}
+    plans = {p.channel: p for p in proto.channels}
+    return sorted(states), False, {n: film_figures(store, order.run_id, plans[n])
+                                   for n in sorted(states)}
 
 
 class _Asked:
