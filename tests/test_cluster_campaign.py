@@ -21,10 +21,10 @@ from stores import committed
 from lipon_hw.celltest.session import start_cycling
 from lipon_hw.cluster.connect import open_cluster
 
-from recipes import LNMO_EIS
+from recipes import LNMO, LNMO_EIS
 
 CHANNELS = "1-4"
-CYCLES = 4
+CYCLES = 3
 SAMPLE_COLUMNS = "channel, t_s, voltage_V, current_A, cycle, step_count, step_id, step_type"
 
 
@@ -120,3 +120,62 @@ def test_a_worker_killed_mid_campaign_loses_and_duplicates_nothing(cluster, refe
         cycles = [c for (c,) in committed(db, "SELECT cycle FROM cycles WHERE channel=? "
                                               "ORDER BY cycle", channel)]
         assert cycles == list(range(1, len(cycles) + 1)) and len(cycles) >= CYCLES
+
+
+def _sweep(tmp_path: Path, cluster, times: str, speed: float | None = None) -> list[dict]:
+    """A sweep of the short LNMO protocol over its loop count, on the cluster."""
+    from lipon_hw.celltest.kind import KIND
+    from lipon_hw.cluster import sweep as sw
+    from lipon_hw.station import load_station
+
+    protocol = tmp_path / "protocol.yaml"
+    protocol.write_text(LNMO.format(channels="1", cycles=1), encoding="utf-8")
+    station = load_station(None)
+    planned = sw.plan(KIND, str(protocol), sw.parse_vary([f"times={times}"]), station, None)
+    todo = sw.orders(planned, str(tmp_path / "data"), None, station.text, None, speed, 1,
+                     own_labs=True)
+    return sw.run_on(cluster, todo, lambda _outcome: None)
+
+
+def test_a_sweeps_variants_run_side_by_side_each_on_a_lab_of_its_own(cluster, tmp_path):
+    done = _sweep(tmp_path, cluster, "1,2")
+    assert sorted((o["variant"], o["status"]) for o in done) == [(1, "completed"),
+                                                                 (2, "completed")]
+    db = tmp_path / "data" / "lipon.db"
+    runs = dict(committed(db, "SELECT id, station_text FROM runs"))
+    for outcome in done:
+        assert f"sim://v{outcome['variant']}/mes4/" in runs[outcome["run_id"]]
+        cycles = committed(db, "SELECT MAX(cycle) FROM cycles WHERE run_id=?",
+                           outcome["run_id"])[0][0]
+        assert cycles == outcome["variant"]  # times=1 and times=2
+
+
+def test_a_variant_whose_worker_dies_is_resumed_as_the_same_run(cluster, tmp_path):
+    from lipon_hw.engine.ownership import held_by
+
+    data = tmp_path / "data"
+    db = data / "lipon.db"
+    killed: list[int] = []
+
+    def kill_a_running_variant() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            rows = committed(db, "SELECT DISTINCT run_id FROM cell_samples", while_made=True)
+            holder = held_by(data, f"run {rows[0][0]}") if rows else None
+            if holder is not None:
+                killed.append(int(holder.rsplit("pid ", 1)[1].rstrip(")")))
+                os.kill(killed[0], signal.SIGKILL)
+                return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_a_running_variant, daemon=True)
+    killer.start()
+    # on a real-time clock (3000 x), so the moment to kill comes before the run ends
+    done = _sweep(tmp_path, cluster, "2", speed=3000)
+    killer.join(timeout=5)
+    assert killed, "no variant's worker was killed"
+    assert [(o["variant"], o["run_id"], o["status"]) for o in done] == [(1, 1, "completed")]
+    assert committed(db, "SELECT COUNT(*) FROM runs")[0][0] == 1  # resumed, not run anew
+    assert committed(db, "SELECT COUNT(*) FROM alarms WHERE reaction='resume'")[0][0] == 1
+    assert committed(db, "SELECT run_id, channel, t_s FROM cell_samples GROUP BY run_id, "
+                         "channel, t_s HAVING COUNT(*) > 1") == []
