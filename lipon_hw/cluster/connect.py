@@ -78,7 +78,7 @@ def open_cluster(spec: str | None, workers: int | None = None) -> Iterator[Clust
     if spec == "local":
         n = workers or os.cpu_count() or 1
         local = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                         dashboard_address=None, silence_logs=logging.ERROR)
+                                         dashboard_address=":0", silence_logs=logging.ERROR)
         client = distributed.Client(local)
     else:
         local = None
@@ -87,6 +87,13 @@ def open_cluster(spec: str | None, workers: int | None = None) -> Iterator[Clust
         except (OSError, TimeoutError) as exc:
             raise LiponError(f"the Dask scheduler at {spec} did not answer within "
                              f"{CONNECT_TIMEOUT_S:g} s ({exc})") from None
+        try:
+            client.wait_for_workers(1, timeout=CONNECT_TIMEOUT_S)
+        except (OSError, TimeoutError):
+            client.close()
+            raise LiponError(f"the Dask scheduler at {spec} has no workers (none joined "
+                             f"within {CONNECT_TIMEOUT_S:g} s): start some with `dask worker "
+                             f"{spec} --nthreads 1`") from None
     cluster = Cluster(spec, client, local)
     try:
         yield cluster
