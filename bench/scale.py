@@ -3,7 +3,8 @@ simulated LNMO cells on a Dask LocalCluster of 1 and of 2 workers, then the wall
 projected for 100 workers.
 
 (b) The shipped thesis protocol (`sequences/lnmo_cycling.yaml`: impedance, two formation
-cycles at C/10, then 3 µA cycles) cut to `--cycles`, on `--cells` channels of one
+cycles at C/10, then 3 µA cycles; `--short`: the 3 µA cycles alone) cut to `--cycles`,
+on `--cells` channels of one
 simulated potentiostat (a generated station whose `mes4` is a bank of that many cells),
 run through the full path (`lipon-hw run --cluster local`: engine, shards, driver, links,
 emulator, cells, store). Per worker count: samples/s, channel-hours per wall second,
@@ -18,7 +19,7 @@ measured at 2 workers (shards share nothing but the store), plus what a shard co
 before its first sample (the station loaded, the bank's cells built) — and a store that
 takes 100 workers' samples (PostgreSQL; one SQLite file is a single writer).
 
-    python bench/scale.py [--cells 10000] [--cycles 50] [--workers 1,2] [--store URL]
+    python bench/scale.py [--cells 10000] [--cycles 50] [--short] [--workers 1,2] [--store URL]
 
 `--store postgresql://…` puts the runs in a PostgreSQL store (the `pgstore` back end);
 default: each run's data directory's SQLite file. Prints figures, then one JSON line.
@@ -46,9 +47,11 @@ PROJECTED_WORKERS = 100
 EMPTY_TASKS = 200
 
 
-def files(cells: int, cycles: int, directory: Path) -> tuple[Path, Path]:
+def files(cells: int, cycles: int, directory: Path, short: bool = False
+          ) -> tuple[Path, Path]:
     """The station with its potentiostat a bank of `cells` LNMO cells, and the protocol
-    on all of them for `cycles` cycles."""
+    on all of them for `cycles` cycles (`short`: its 3 µA cycles only, no impedance step
+    and no formation cycles)."""
     station = yaml.safe_load(STATION.read_text(encoding="utf-8"))
     mes4 = station["instruments"]["mes4"]
     mes4["address"] = f"sim://mes4/{{1-{cells}}}"
@@ -58,9 +61,14 @@ def files(cells: int, cycles: int, directory: Path) -> tuple[Path, Path]:
     proto = yaml.safe_load(PROTOCOL.read_text(encoding="utf-8"))
     proto["channels"] = f"1-{cells}"
     proto["termination"]["cycles"] = cycles
+    if short:
+        steps = proto["steps"]
+        proto["steps"] = steps[steps.index({"tag": "cycle"}):]
+        proto["termination"]["reference_cycle"] = 1
+        proto["name"] += " (3 µA cycles only)"
     for step in proto["steps"]:
         if "loop" in step and step["loop"]["to"] == "cycle":
-            step["loop"]["times"] = max(1, cycles - 2)
+            step["loop"]["times"] = cycles if short else max(1, cycles - 2)
     proto_path = directory / f"lnmo_{cells}x{cycles}.yaml"
     proto_path.write_text(yaml.safe_dump(proto, sort_keys=False), encoding="utf-8")
     return station_path, proto_path
@@ -77,7 +85,8 @@ def empty_task_s(client) -> float:
     return (time.perf_counter() - t) / EMPTY_TASKS
 
 
-def campaign(workers: int, cells: int, cycles: int, store: str | None, tmp: Path) -> dict:
+def campaign(workers: int, cells: int, cycles: int, store: str | None, tmp: Path,
+             short: bool = False) -> dict:
     """One campaign on a LocalCluster of `workers` processes, in this process."""
     from lipon_hw.celltest.session import start_cycling
     from lipon_hw.cluster.connect import open_cluster
@@ -85,7 +94,7 @@ def campaign(workers: int, cells: int, cycles: int, store: str | None, tmp: Path
 
     directory = tmp / f"w{workers}"
     directory.mkdir()
-    station, proto = files(cells, cycles, directory)
+    station, proto = files(cells, cycles, directory, short)
     data = directory / "data"
     if store is not None:
         os.environ["LIPON_HW_STORE"] = store  # the pgstore back end reads it (--store)
@@ -168,6 +177,8 @@ def main() -> int:
     ap.add_argument("--cycles", type=int, default=50)
     ap.add_argument("--workers", default="1,2", help="worker counts, comma-separated")
     ap.add_argument("--store", help="postgresql://… (default: SQLite in each data directory)")
+    ap.add_argument("--short", action="store_true",
+                    help="the protocol's 3 µA cycles only (no impedance, no formation)")
     args = ap.parse_args()
     counts = [int(w) for w in args.workers.split(",")]
     if args.store is not None:
@@ -181,7 +192,7 @@ def main() -> int:
         print(f"a shard's setup (station of {args.cells} cells loaded, cells built): "
               f"{setup_s:.1f} s")
         for workers in counts:
-            run = campaign(workers, args.cells, args.cycles, args.store, Path(tmp))
+            run = campaign(workers, args.cells, args.cycles, args.store, Path(tmp), args.short)
             runs.append(run)
             print(f"{workers} worker{'s' * (workers > 1)}: {run['status']} in "
                   f"{run['wall_s']:.1f} s; {run['samples']} samples ({run['samples_per_s']:.0f}"
@@ -206,6 +217,7 @@ def main() -> int:
     print(f"projected on {PROJECTED_WORKERS} workers: {projection['wall_s']:.0f} s "
           f"({projection['assumption']})")
     print(json.dumps({"bench": "scale", "cells": args.cells, "cycles": args.cycles,
+                      "protocol": "3 µA cycles only" if args.short else "thesis",
                       "store": "postgresql" if args.store else "sqlite",
                       "cluster": [_rounded(r) for r in runs], "projected": _rounded(projection)}))
     ok = all(r["status"] == "completed" and r["samples_twice"] == 0 for r in runs)

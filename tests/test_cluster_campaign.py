@@ -179,3 +179,47 @@ def test_a_variant_whose_worker_dies_is_resumed_as_the_same_run(cluster, tmp_pat
     assert committed(db, "SELECT COUNT(*) FROM alarms WHERE reaction='resume'")[0][0] == 1
     assert committed(db, "SELECT run_id, channel, t_s FROM cell_samples GROUP BY run_id, "
                          "channel, t_s HAVING COUNT(*) > 1") == []
+
+
+class _Watcher:
+    """A live view's tap on the engine's store: what it is told of samples and cycles."""
+
+    def __init__(self):
+        self.samples: list[tuple] = []
+        self.cycles: list[tuple] = []
+        self.gaps = 0
+
+    def cell_samples(self, _run_id, channel, rows) -> None:
+        self.samples.extend((channel, r[2]) for r in rows)  # (run, channel, t_s, V, I, …)
+
+    def cycle(self, _run_id, channel, cycle, _stats) -> None:
+        self.cycles.append((channel, cycle))
+
+    def lost(self, *_args) -> None:  # batches dropped on the way (a full queue)
+        self.gaps += 1
+
+    def close(self) -> None: ...
+
+    def __getattr__(self, _event):  # readings, alarm, step, status, spectrum: not counted
+        return lambda *_args, **_kwargs: None
+
+
+def test_the_shards_samples_reach_the_engines_live_view(cluster, reference, tmp_path,
+                                                       monkeypatch):
+    from lipon_hw.engine import publish
+
+    watcher = _Watcher()
+
+    def follow(store, _run_id, watch_s=None):
+        store.taps.append(watcher)
+        return watcher
+
+    monkeypatch.setattr(publish, "follow", follow)
+    result = start_cycling(str(_protocol(tmp_path)), tmp_path / "data", cluster=cluster)
+    assert result.status == "completed"
+    stored = [(r[0], r[1]) for r in reference[0]]
+    assert watcher.samples and set(watcher.samples) <= set(stored)
+    if not watcher.gaps:  # nothing dropped on the way: every sample came live, once
+        assert sorted(watcher.samples) == stored
+    assert sorted(set(watcher.cycles)) == [(ch, c) for ch in range(1, 5)
+                                           for c in range(1, CYCLES + 1)]

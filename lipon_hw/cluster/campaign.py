@@ -1,7 +1,8 @@
 """A cell test's channels on a Dask cluster, watched from the run's own process: one
 shard (`shards.run_shard`) per group of channels, each a long-lived task with its own
 clock writing to the run's store; their progress and alarms read back from the store as
-the run goes on, as for the worker processes of `celltest.workers`.
+the run goes on, as for the worker processes of `celltest.workers`, and their samples
+passed on to the live view through the scheduler (`live`).
 
 A worker that dies takes its shard with it; Dask gives the task to another worker, which
 takes the shard's channels up from their last step boundary (`shards`). Ctrl-C or
@@ -16,7 +17,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict
 
+from lipon_hw.celltest import relay
 from lipon_hw.celltest.channels import ChannelState
+from lipon_hw.cluster import live
 from lipon_hw.cluster.connect import Cluster
 from lipon_hw.cluster.shards import ShardOrder, run_shard, store_address
 from lipon_hw.errors import InstrumentError
@@ -48,11 +51,14 @@ def run_shards(cluster: Cluster, store: Store, run_id: int, groups: list[list[in
     stop = distributed.Event(f"lipon-hw run {run_id} stop {token}", client=client)
     before = set(store.alarms(run_id))
     address = store_address(store)
+    inbox_name, flag_name = live.names(run_id, token)
+    inbox = live.Inbox(inbox_name, client)
+    publishing = live.Flag(flag_name, client, 1 if store.taps else 0)
     submitted = time.time()
     heard: dict[str, float] = {}
     futures = [client.submit(run_shard, ShardOrder(str(store.data_dir), address, run_id,
                                                    tuple(group), seed, speed, stop.name,
-                                                   cluster.on_cycle),
+                                                   cluster.on_cycle, (inbox_name, flag_name)),
                              key=f"lipon-hw run {run_id} shard {k + 1} of {len(groups)} {token}",
                              pure=False)
                for k, group in enumerate(groups)]
@@ -62,7 +68,9 @@ def run_shards(cluster: Cluster, store: Store, run_id: int, groups: list[list[in
         while not all(f.done() for f in futures):
             with contextlib.suppress(distributed.TimeoutError):
                 distributed.wait(futures, timeout=WATCH_EVERY_S)
+            relay.pass_on(store, inbox, publishing)
             _look(store, run_id, on_cycle, poll)
+        relay.pass_on(store, inbox, publishing)
         _look(store, run_id, on_cycle, poll)
     except BaseException:  # Ctrl-C, SIGTERM, this process failing: no shard runs on
         stop.set()  # unwatched; each disconnects its cells and stores its channels' end

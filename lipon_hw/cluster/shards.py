@@ -28,6 +28,7 @@ from lipon_hw.celltest.groups import run_group
 from lipon_hw.celltest.plan import load
 from lipon_hw.celltest.results import film_figures
 from lipon_hw.celltest.session import take_up
+from lipon_hw.cluster.live import shard_tap
 from lipon_hw.engine import claims
 from lipon_hw.engine.operator import OperatorWish
 from lipon_hw.engine.ownership import Ownership, Resource
@@ -44,7 +45,7 @@ class ShardOrder:
     """What a shard is sent: where the run's store is (`store`: a PostgreSQL address, or
     None for the data directory's own SQLite file), which run and channels, the clock.
     `stop`: the name of the campaign's stop event; `on_cycle`: a picklable callable told
-    (channel, completed cycles) in the worker."""
+    (channel, completed cycles) in the worker; `relay`: where the live view's samples go."""
 
     data_dir: str
     store: str | None
@@ -54,6 +55,7 @@ class ShardOrder:
     speed: float | None
     stop: str | None = None
     on_cycle: Callable[[int, int], None] | None = None
+    relay: tuple[str, str] | None = None  # the live view's queue and flag (`live`)
 
 
 def run_shard(order: ShardOrder) -> dict:
@@ -64,10 +66,17 @@ def run_shard(order: ShardOrder) -> dict:
     with Ownership(order.data_dir, f"a shard of run {order.run_id} (pid {os.getpid()})") as own:
         own.take([Resource(workers.key, workers.busy, shared=True)])
         store = open_store(order.data_dir, order.store)
+        samples = shard_tap(order.relay)
+        if samples is not None:
+            store.taps.append(samples)
         try:
             ran, interrupted, figures = _run(store, order)
         finally:
-            store.close()
+            try:
+                if samples is not None:
+                    samples.close(order.run_id)
+            finally:
+                store.close()
     return {"channels": ran, "interrupted": interrupted, "figures": figures,
             "pid": os.getpid(),
             "started": started, "ended": time.time(), "cpu_s": time.process_time() - cpu0,
