@@ -279,8 +279,9 @@ def run(sequence: str | Path, data_dir: str | Path = DEFAULT_DATA, *,
 def open_run(run_id: int, data_dir: str | Path = DEFAULT_DATA) -> Run:
     """An earlier run of the data directory (read only), e.g. one `lipon-hw run` made."""
     from lipon_hw.store import DB_NAME, Store
+    from lipon_hw.store_location import has_store
 
-    if not (Path(data_dir) / DB_NAME).exists():
+    if not has_store(data_dir):
         raise InputError(f"{data_dir} holds no lipon-hw data (no {DB_NAME})")
     with _Closing(Store(data_dir, read_only=True)) as store:
         stored = store.run(run_id)

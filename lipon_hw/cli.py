@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import signal
 import sys
-from pathlib import Path
 
 import click
 
@@ -26,6 +25,7 @@ from lipon_hw.cli_options import (
     json_option,
     reports_errors,
     shipped_sequence,
+    store_option,
 )
 from lipon_hw.errors import InputError, LiponError, OutputError
 
@@ -99,6 +99,7 @@ def resume(run_id, data_dir, speed, workers, cluster, cluster_workers, as_json) 
 @click.option("--station", "station_path", type=click.Path(dir_okay=False))
 @click.option("--data", "data_dir", type=click.Path(file_okay=False),
               help="Also check that a protocol's samples are in this data directory.")
+@store_option
 @json_option
 @reports_errors
 def validate(sequence, station_path, data_dir, as_json) -> None:
@@ -353,8 +354,9 @@ def _require_store(data_dir: str, write: bool = True):
     """The store of an earlier run: read-only for commands that only look (they then work
     in a read-only directory and beside a run holding the database locked)."""
     from lipon_hw.store import DB_NAME, Store
+    from lipon_hw.store_location import has_store
 
-    if not (Path(data_dir) / DB_NAME).exists():
+    if not has_store(data_dir):
         raise InputError(f"{data_dir} holds no lipon-hw data (no {DB_NAME}); "
                          "pass --data DIR of an earlier run")
     return Store(data_dir, read_only=not write)

@@ -15,9 +15,33 @@ from lipon_hw.errors import LiponError
 
 DEFAULT_DATA = "lipon-data"
 
-data_option = click.option("--data", "data_dir", default=DEFAULT_DATA, show_default=True,
-                           type=click.Path(file_okay=False),
-                           help="Data directory holding the run database.")
+_data = click.option("--data", "data_dir", default=DEFAULT_DATA, show_default=True,
+                     type=click.Path(file_okay=False),
+                     help="Data directory holding the run database (or naming it: store.url).")
+
+
+def _store_for_every_process(_ctx, _param, value: str | None) -> None:
+    """--store is LIPON_HW_STORE for the command and every process it starts (a cell test's
+    workers, the guard, the queue's runs), which all open the store by themselves."""
+    from lipon_hw.store_location import STORE_ENV
+
+    if value is not None:
+        os.environ[STORE_ENV] = value
+
+
+store_option = click.option("--store", expose_value=False, callback=_store_for_every_process,
+                            metavar="postgresql://…|sqlite",
+                            help="The run database: a shared PostgreSQL database, or the data "
+                                 "directory's SQLite file (default; also LIPON_HW_STORE). A "
+                                 "data directory remembers a PostgreSQL store it was used "
+                                 "with.")
+
+
+def data_option(fn):
+    """--data DIR and --store: where a command's runs are."""
+    return _data(store_option(fn))
+
+
 json_option = click.option("--json", "as_json", is_flag=True,
                            help="Machine-readable output on stdout.")
 

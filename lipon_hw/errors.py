@@ -5,7 +5,8 @@
 `InstrumentError` is an instrument that answered but refused or reported a fault.
 `RunAborted` ends a run after the hardware was put in its safe state.
 `StoreError` and its children are the run database: `StoreUnusable` (exit 2) when it is
-not a sound lipon-hw database or cannot be written at all, `StoreFull`, `StoreBusy`.
+not a sound lipon-hw database or cannot be written at all, `StoreFull`, `StoreBusy`
+(and `StoreUnreachable`, a shared store's server that cannot be reached for now).
 `MissingExtra` is an optional stack (an extra of the install) asked for but not installed.
 """
 
@@ -59,6 +60,11 @@ class StoreError(LiponError):
 
 class StoreBusy(StoreError):
     """Another process holds the run database locked for longer than this one waits."""
+
+
+class StoreUnreachable(StoreBusy):
+    """A shared store's database server cannot be reached (down, restarting, the network
+    cut): like a lock, it may pass; writes stay buffered meanwhile."""
 
 
 class StoreFull(StoreError):

@@ -1,4 +1,6 @@
-"""Everything a run produces, written as it happens to one SQLite database (WAL).
+"""Everything a run produces, written as it happens to one database: the data directory's
+SQLite file (WAL), or a PostgreSQL database shared by many testers (`store_location` says
+which; `store_pg` is that back end, the same queries and the same guarantees).
 
 Readings are buffered and committed at least once a wall-clock second; a
 checkpoint is committed in the same transaction as every reading taken before
@@ -39,13 +41,19 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
-from lipon_hw import store_metadata, store_migrations, store_open, store_plumbing, store_run_steps
-from lipon_hw.errors import InputError, StoreBusy, StoreError, StoreUnusable
+from lipon_hw import (
+    store_location,
+    store_metadata,
+    store_migrations,
+    store_open,
+    store_plumbing,
+    store_run_steps,
+)
+from lipon_hw.errors import InputError, StoreBusy, StoreError, StoreUnreachable, StoreUnusable
 from lipon_hw.store_alarms import AlarmRecords
 from lipon_hw.store_cells import CellTestRecords
 from lipon_hw.store_open import GuardedConnection
@@ -71,7 +79,12 @@ from lipon_hw.store_schema import (  # noqa: F401 (the store's API)
 )
 from lipon_hw.store_screening import ScreeningRecords
 
-DB_NAME = "lipon.db"
+DB_NAME = store_location.DB_NAME
+#: the bulk tables' columns, in the order their buffered rows hold them
+READING_COLUMNS = ("run_id", "t_s", "quantity_id", "value")
+CELL_COLUMNS = ("run_id", "channel", *CELL_SAMPLE_COLUMNS)
+SPECTRUM_COLUMNS = ("run_id", "channel", "t_s", "cycle", "step_count", "f_Hz", "z_re_ohm",
+                    "z_im_ohm")
 #: how long a write made while a run goes on waits for another process's lock
 TRY_WAIT_S = 0.05
 #: buffered rows kept while the store is unwritable before the writer gives up
@@ -84,6 +97,9 @@ class Store(AlarmRecords, CellTestRecords, SampleRecords, ScreeningRecords, Page
             QueueRecords):
     """One data directory, one database. Single writer (the run), many readers.
 
+    `store`: `postgresql://…` or `sqlite`, as `--store` (default: what the directory
+    remembers, else LIPON_HW_STORE, else its SQLite file: `store_location.resolve`).
+
     `read_only=True` opens an existing store without ever writing to it (listing,
     exports, plots), also in a read-only directory and while a run holds it locked, and
     also a store of an older layout, which it reads as it stands (`layout`).
@@ -92,18 +108,23 @@ class Store(AlarmRecords, CellTestRecords, SampleRecords, ScreeningRecords, Page
     and migrates one of an older layout (`store_migrations`)."""
 
     def __init__(self, data_dir: Path | str, flush_every_s: float = 1.0,
-                 read_only: bool = False):
+                 read_only: bool = False, store: str | None = None):
         self.data_dir = Path(data_dir)
+        #: the SQLite file of the data directory (also for a PostgreSQL store: never
+        #: written there, but an export still never overwrites it)
         self.path = self.data_dir / DB_NAME
+        self.location = store_location.resolve(self.data_dir, store)
+        #: how messages name the store: its file, or its PostgreSQL address
+        self.where = self.location.shown
         # several processes write a cell test (one per group of channels): wait for the lock
         self._busy_timeout_s = 30.0
         self.read_only = read_only
         #: the layout of the open database (`store_migrations`); a writer's is the latest
         self.layout = store_migrations.LATEST
         if read_only:
-            self._db = self._open_reader()
+            self._db, self.layout = store_open.open_reader(self.data_dir, self.location)
         else:
-            self._db = self._open_writer()
+            self._db = store_open.open_writer(self.data_dir, self.location)
         self._quantities: dict[str, int] = dict(self._db.execute(
             "SELECT name, id FROM quantities").fetchall())
         self._pending: list[tuple[int, float, int, float]] = []
@@ -112,7 +133,7 @@ class Store(AlarmRecords, CellTestRecords, SampleRecords, ScreeningRecords, Page
         self._pending_channels: dict[tuple[int, int], tuple] = {}
         self._non_finite_seen: set[tuple] = set()
         #: writes other than rows (alarms, steps, checkpoints...), each fn(db), in order
-        self._pending_writes: list[Callable[[sqlite3.Connection], None]] = []
+        self._pending_writes: list[Callable[[GuardedConnection], None]] = []
         #: hears every alarm as it is made (`store_alarms`); set by the run's lifecycle
         self.on_alarm: Callable[[Alarm], None] | None = None
         #: told of every reading, cell sample, alarm, step and status (`store_plumbing.tell`)
@@ -126,34 +147,6 @@ class Store(AlarmRecords, CellTestRecords, SampleRecords, ScreeningRecords, Page
         #: monotonic time of the first write refused since the last one that succeeded
         self.unwritable_since: float | None = None
         self.last_write_error: StoreError | None = None
-
-    def _open_reader(self) -> GuardedConnection:
-        found = store_open.examine(self.path, thorough=False)
-        if found.state in ("missing", "empty"):
-            raise StoreUnusable(f"{self.data_dir} holds no lipon-hw data (no runs in "
-                                f"{self.path}); pass --data DIR of an earlier run")
-        self.layout = max(found.version, 1)
-        return GuardedConnection(store_open.connect_read_only(self.path), self.path)
-
-    def _open_writer(self) -> GuardedConnection:
-        if self.data_dir.exists() and not self.data_dir.is_dir():
-            raise StoreUnusable(f"{self.data_dir} is not a directory")
-        found = store_open.examine(self.path, thorough=True)
-        try:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreUnusable(f"{self.data_dir} cannot be created ({exc.strerror})") from exc
-        store_open.require_writable(self.data_dir, self.path)
-        db = GuardedConnection(store_open.connect_writer(self.path), self.path)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            if found.state != "current":  # made, or migrated, in one transaction
-                store_migrations.migrate(db, store_open.APPLICATION_ID)
-        except BaseException:
-            db.close()
-            raise
-        return db
 
     def close(self, wait_s: float | None = None) -> None:
         """Write what is buffered (waiting up to `wait_s` for a lock; default: the
@@ -171,11 +164,11 @@ class Store(AlarmRecords, CellTestRecords, SampleRecords, ScreeningRecords, Page
                    station_text: str, seed: int | None, sample_id: str | None) -> int:
         """The run's row and its metadata (`store_metadata.at_start`), committed together."""
         with self._transaction():
-            run_id = int(self._db.execute(
+            run_id = self._db.insert_id(
                 "INSERT INTO runs (name, kind, sequence_path, sequence_text, station_text, seed,"
                 " sample_id, status, started_at) VALUES (?,?,?,?,?,?,?,?,?)",
                 (name, kind, sequence_path, sequence_text, station_text, seed, sample_id,
-                 "running", time.time())).lastrowid)
+                 "running", time.time()))
             store_metadata.insert(self._db, store_metadata.at_start(run_id, sequence_text,
                                                                     station_text))
         return run_id
@@ -209,10 +202,10 @@ class Store(AlarmRecords, CellTestRecords, SampleRecords, ScreeningRecords, Page
             " status, message, started_at, ended_at, summary FROM runs WHERE id=?",
             (run_id,)).fetchone()
         if row is None:
-            raise InputError(f"run {run_id} is not in {self.path}")
+            raise InputError(f"run {run_id} is not in {self.where}")
         summary = self._json(row[-1])
         if not isinstance(summary, dict):
-            raise StoreUnusable(f"{self.path} holds a damaged record (run {run_id}'s summary)")
+            raise StoreUnusable(f"{self.where} holds a damaged record (run {run_id}'s summary)")
         return Run(*row[:-1], summary=summary)
 
     def runs(self) -> list[Run]:
@@ -228,7 +221,7 @@ class Store(AlarmRecords, CellTestRecords, SampleRecords, ScreeningRecords, Page
         meta = store_metadata.select(self._db, run_id)
         if meta is None:
             self.run(run_id)  # no such run: says so
-            raise StoreUnusable(f"{self.path} holds no metadata of run {run_id}")
+            raise StoreUnusable(f"{self.where} holds no metadata of run {run_id}")
         return meta
 
     def add_run_steps(self, run_id: int, steps: list[RunStep]) -> None:
@@ -260,7 +253,8 @@ class Store(AlarmRecords, CellTestRecords, SampleRecords, ScreeningRecords, Page
             "INSERT INTO steps (run_id, idx, kind, params, status, t_start_s)"
             " VALUES (?,?,?,?,?,?) ON CONFLICT (run_id, idx) DO UPDATE SET kind=excluded.kind,"
             " params=excluded.params, status=excluded.status, t_end_s=NULL,"
-            " t_start_s=MIN(t_start_s, excluded.t_start_s)", row))
+            " t_start_s=CASE WHEN excluded.t_start_s < steps.t_start_s"
+            " THEN excluded.t_start_s ELSE steps.t_start_s END", row))
 
     def end_step(self, run_id: int, idx: int, status: str, t_s: float) -> None:
         if self.taps:
@@ -316,14 +310,13 @@ class Store(AlarmRecords, CellTestRecords, SampleRecords, ScreeningRecords, Page
             return True
         try:
             with signals_held():
-                self._db.execute(f"PRAGMA busy_timeout = {max(int(wait_s * 1000), 0)}")
+                self._db.wait_for_locks(wait_s)
                 try:
                     with self._transaction():
                         self._write_pending()
                     self._clear_pending()
                 finally:
-                    self._db.execute(
-                        f"PRAGMA busy_timeout = {int(self._busy_timeout_s * 1000)}")
+                    self._db.wait_for_locks(self._busy_timeout_s)
         except StoreError as exc:
             if not is_busy(exc):
                 raise
@@ -340,8 +333,10 @@ class Store(AlarmRecords, CellTestRecords, SampleRecords, ScreeningRecords, Page
         """One sentence naming the database and why it refuses writes (`exc`, or the last
         write refused)."""
         exc = exc or self.last_write_error
-        if exc is None or is_busy(exc):
-            error: StoreError = StoreBusy(f"the store {self.path} is locked by another process")
+        if isinstance(exc, StoreUnreachable):
+            error: StoreError = exc
+        elif exc is None or is_busy(exc):
+            error = StoreBusy(f"the store {self.where} is locked by another process")
         else:
             error = store_open.store_error(exc, self.path)
         if detail:
@@ -366,7 +361,7 @@ class Store(AlarmRecords, CellTestRecords, SampleRecords, ScreeningRecords, Page
         self.unwritable_since = None
         self.last_write_error = None
 
-    def _write_soon(self, write: Callable[[sqlite3.Connection], None]) -> None:
+    def _write_soon(self, write: Callable[[GuardedConnection], None]) -> None:
         """A write committed at once when the lock comes within TRY_WAIT_S, else buffered
         (after every row buffered before it) until the next flush."""
         self._pending_writes.append(write)
@@ -375,13 +370,11 @@ class Store(AlarmRecords, CellTestRecords, SampleRecords, ScreeningRecords, Page
     def _write_pending(self) -> None:
         """Inside a transaction; the buffers are emptied only once it commits
         (`_clear_pending`), so an interrupted write loses nothing: the next one redoes it."""
-        self._db.executemany("INSERT INTO readings VALUES (?,?,?,?)", self._pending)
+        self._db.insert_rows("readings", READING_COLUMNS, self._pending)
         if self._pending_cells:
-            self._db.executemany("INSERT INTO cell_samples VALUES (?,?,?,?,?,?,?,?,?)",
-                                 self._pending_cells)
+            self._db.insert_rows("cell_samples", CELL_COLUMNS, self._pending_cells)
         if self._pending_spectra:
-            self._db.executemany("INSERT INTO spectra VALUES (?,?,?,?,?,?,?,?)",
-                                 self._pending_spectra)
+            self._db.insert_rows("spectra", SPECTRUM_COLUMNS, self._pending_spectra)
         for args in self._pending_channels.values():
             self._db.execute("UPDATE channels SET status=?, message=?, cycle=?, step_count=?,"
                              " t_s=?, state=? WHERE run_id=? AND channel=?", args)
@@ -415,7 +408,8 @@ class Store(AlarmRecords, CellTestRecords, SampleRecords, ScreeningRecords, Page
     def _quantity_id(self, name: str) -> int:
         qid = self._quantities.get(name)
         if qid is None:
-            self._db.execute("INSERT OR IGNORE INTO quantities (name) VALUES (?)", (name,))
+            self._db.execute("INSERT INTO quantities (name) VALUES (?) ON CONFLICT DO NOTHING",
+                             (name,))
             qid = self._db.execute("SELECT id FROM quantities WHERE name=?", (name,)).fetchone()[0]
             self._quantities[name] = qid
         return qid
@@ -431,7 +425,7 @@ class Store(AlarmRecords, CellTestRecords, SampleRecords, ScreeningRecords, Page
             names = list(names)
             sql += f" AND q.name IN ({','.join('?' * len(names))})"
             args += names
-        yield from self._db.execute(sql + " ORDER BY r.t_s, q.name", args)
+        yield from self._db.stream(sql + " ORDER BY r.t_s, q.name", args)
 
     def last_reading_t(self, run_id: int) -> float | None:
         self.flush()
@@ -449,10 +443,12 @@ class Store(AlarmRecords, CellTestRecords, SampleRecords, ScreeningRecords, Page
         """Commit every pending reading and the checkpoint together."""
         text = json.dumps(state)
 
-        def write(db: sqlite3.Connection) -> None:
+        def write(db: GuardedConnection) -> None:
+            db.serialize(f"checkpoints of run {run_id}")
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM checkpoints"
                              " WHERE run_id=?", (run_id,)).fetchone()[0]
-            db.execute("INSERT INTO checkpoints VALUES (?,?,?,?,?)",
+            db.execute("INSERT INTO checkpoints (run_id, seq, t_s, step_idx, state)"
+                       " VALUES (?,?,?,?,?)",
                        (run_id, seq, t_s, step_idx, text))
             db.execute("DELETE FROM checkpoints WHERE run_id=? AND seq < ?", (run_id, seq - 2))
 
@@ -465,14 +461,14 @@ class Store(AlarmRecords, CellTestRecords, SampleRecords, ScreeningRecords, Page
     @contextlib.contextmanager
     def _synced(self) -> Iterator[None]:
         """Commits made inside are on the disk before they return (`synchronous=FULL`: the
-        WAL is synced at each commit), so a power cut cannot take them back; elsewhere
-        (`NORMAL`) a commit survives a killed process but a power cut may undo the last
-        ones since the WAL was last synced."""
-        self._db.execute("PRAGMA synchronous=FULL")
+        WAL is synced at each commit; PostgreSQL: `synchronous_commit` on), so a power cut
+        cannot take them back; elsewhere (`NORMAL`, off) a commit survives a killed process
+        but a power cut may undo the last ones since the WAL was last synced."""
+        self._db.durable(True)
         try:
             yield
         finally:
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.durable(False)
             self._last_synced = time.monotonic()
 
     def last_checkpoint(self, run_id: int) -> Checkpoint | None:
@@ -497,7 +493,7 @@ class Store(AlarmRecords, CellTestRecords, SampleRecords, ScreeningRecords, Page
         try:
             return json.loads(text)
         except (TypeError, ValueError) as exc:
-            raise StoreUnusable(f"{self.path} holds a damaged record ({exc})") from None
+            raise StoreUnusable(f"{self.where} holds a damaged record ({exc})") from None
 
     def _transaction(self):
         return Transaction(self._db)

@@ -17,7 +17,6 @@ it, answers None for both.
 from __future__ import annotations
 
 import logging
-import sqlite3
 
 from lipon_hw.store_plumbing import finite, tell
 from lipon_hw.store_schema import Alarm
@@ -93,7 +92,10 @@ class AlarmRecords:
             log.warning("an alarm listener failed on %r", alarm, exc_info=True)
 
 
-def _insert(db: sqlite3.Connection, alarm: Alarm) -> None:
+def _insert(db, alarm: Alarm) -> None:
+    # a run's alarms take their rowids in the order they are committed, as `relay_alarms`
+    # reads them (several processes write a cell test's; SQLite's write lock orders them)
+    db.serialize(f"alarms of run {alarm.run_id}")
     db.execute(_INSERT, (alarm.run_id, alarm.t_s, alarm.severity, alarm.source,
                          alarm.message, alarm.rule, alarm.reaction))
 

@@ -19,8 +19,8 @@ from lipon_hw.store_schema import CELL_SAMPLE_COLUMNS, Alarm, Channel
 class CellTestRecords:
     def add_channel(self, run_id: int, channel: int, instrument: str, sample_id: str | None,
                     protocol: str) -> None:
-        self._db.execute("INSERT OR IGNORE INTO channels (run_id, channel, instrument, sample_id,"
-                         " protocol, status) VALUES (?,?,?,?,?,'pending')",
+        self._db.execute("INSERT INTO channels (run_id, channel, instrument, sample_id,"
+                         " protocol, status) VALUES (?,?,?,?,?,'pending') ON CONFLICT DO NOTHING",
                          (run_id, channel, instrument, sample_id, protocol))
 
     def update_channel(self, run_id: int, channel: int, status: str, message: str, cycle: int,
@@ -45,7 +45,7 @@ class CellTestRecords:
         self.flush()
         rows = self._db.execute(
             "SELECT run_id, channel, instrument, sample_id, protocol, status, message, cycle,"
-            " step_count, t_s FROM channels WHERE sample_id IN (SELECT value FROM json_each(?))"
+            f" step_count, t_s FROM channels WHERE sample_id IN ({self._db.json_values})"
             " ORDER BY run_id, channel", (json.dumps(sorted(set(sample_ids))),)).fetchall()
         return [(r[0], Channel(*r[1:], state={})) for r in rows]
 
@@ -104,15 +104,16 @@ class CellTestRecords:
                                   f"non-finite values of {source} are left out silently"))
 
     def add_cycle(self, run_id: int, channel: int, cycle: int, stats: Mapping) -> None:
-        self._db.execute("INSERT OR REPLACE INTO cycles VALUES (?,?,?,?)",
-                         (run_id, channel, cycle, json.dumps(dict(stats))))
+        self._db.execute("INSERT INTO cycles (run_id, channel, cycle, stats) VALUES (?,?,?,?)"
+                         " ON CONFLICT (run_id, channel, cycle) DO UPDATE SET"
+                         " stats=excluded.stats", (run_id, channel, cycle, json.dumps(dict(stats))))
         if self.taps:
             tell(self.taps, "cycle", run_id, channel, cycle, stats)
 
     def cell_samples(self, run_id: int, channel: int) -> Iterator[tuple]:
         """Rows as CELL_SAMPLE_COLUMNS, in time order."""
         self.flush()
-        yield from self._db.execute(
+        yield from self._db.stream(
             f"SELECT {', '.join(CELL_SAMPLE_COLUMNS)} FROM cell_samples WHERE run_id=? AND"
             " channel=? ORDER BY t_s, rowid", (run_id, channel))
 
@@ -156,5 +157,14 @@ class CellTestRecords:
             for table in ("cell_samples", "spectra"):
                 self._db.execute(f"DELETE FROM {table} WHERE run_id=? AND channel=? AND t_s > ?",
                                  (run_id, channel, t_s))
-            self._db.execute("DELETE FROM cycles WHERE run_id=? AND channel=? AND"
-                             " json_extract(stats, '$.t_end_s') > ?", (run_id, channel, t_s))
+            later = [cycle for cycle, stats in self._db.execute(
+                "SELECT cycle, stats FROM cycles WHERE run_id=? AND channel=?",
+                (run_id, channel)).fetchall() if _ends_after(self._json(stats), t_s)]
+            self._db.executemany("DELETE FROM cycles WHERE run_id=? AND channel=? AND cycle=?",
+                                 [(run_id, channel, c) for c in later])
+
+
+def _ends_after(stats, t_s: float) -> bool:
+    """A cycle's statistics end after `t_s` (a number `t_end_s` past it)."""
+    end = stats.get("t_end_s") if isinstance(stats, dict) else None
+    return isinstance(end, int | float) and not isinstance(end, bool) and end > t_s

@@ -18,6 +18,11 @@ To add a table or a column (e.g. a table of simulated ground truth): append
 ..."; fill=... if older rows can tell its values)` and make the store's reader of it
 answer for a store of an older layout (`Store.layout < N + 1`: usually nothing). Never
 edit a step once released; databases made by it exist.
+
+A PostgreSQL store takes the very same steps (`store_pg_schema`: each statement put in
+PostgreSQL's words, `schema_version` for `user_version`), so a step's SQL sticks to what
+both speak: CREATE TABLE / INDEX and ALTER TABLE ADD COLUMN with INTEGER, REAL and TEXT
+columns, and a `fill` that reads and writes through the store's connection (`?`).
 """
 
 from __future__ import annotations

@@ -11,13 +11,15 @@ database read-only (a read-only directory holding no `-shm`), with `immutable=1`
 sound there because nobody can be writing into a directory nobody may write.
 
 Every sqlite3 or OS error met on the way is turned into one `StoreError` sentence naming
-the file (`store_error`).
+the file (`store_error`). `open_reader` and `open_writer` give the store its connection on
+either back end: this file's checks for SQLite, `store_pg_schema`'s for PostgreSQL.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import resource
 import shutil
@@ -164,11 +166,18 @@ def connect_writer(path: Path) -> sqlite3.Connection:
 
 
 class GuardedConnection:
-    """An sqlite3 connection whose errors (also while rows are fetched) are StoreErrors."""
+    """An sqlite3 connection whose errors (also while rows are fetched) are StoreErrors;
+    the SQLite side of the back-end seam `store_pg.PgConnection` describes."""
+
+    kind = "sqlite"
+    begin_sql = "BEGIN IMMEDIATE"
+    json_values = "SELECT value FROM json_each(?)"
+    like_any_case = "LIKE"
 
     def __init__(self, con: sqlite3.Connection, path: Path):
         self._con = con
         self._path = path
+        self.where = str(path)
 
     def execute(self, sql: str, args=()) -> GuardedCursor:
         with converted(self._path):
@@ -182,9 +191,37 @@ class GuardedConnection:
         with converted(self._path):
             self._con.executescript(sql)
 
+    def insert_rows(self, table: str, columns: tuple[str, ...], rows) -> None:
+        """Rows into a table (the bulk tables' writes: executemany)."""
+        with converted(self._path):
+            self._con.executemany(_insert_sql(table, columns), rows)
+
+    def insert_id(self, sql: str, args) -> int:
+        """An INSERT's new `id` (its rowid)."""
+        return int(self.execute(sql, args).lastrowid)
+
+    def stream(self, sql: str, args=()) -> Iterator[tuple]:
+        """A query's rows as SQLite steps through them."""
+        yield from self.execute(sql, args)
+
+    def wait_for_locks(self, seconds: float) -> None:
+        self.execute(f"PRAGMA busy_timeout = {max(int(seconds * 1000), 0)}")
+
+    def durable(self, on: bool) -> None:
+        """`synchronous=FULL`: the WAL synced at each commit; NORMAL: at checkpoints."""
+        self.execute("PRAGMA synchronous=FULL" if on else "PRAGMA synchronous=NORMAL")
+
+    def serialize(self, what: str) -> None:
+        """Nothing to do: a write transaction (BEGIN IMMEDIATE) holds the one write lock."""
+
     def close(self) -> None:
         with converted(self._path):
             self._con.close()
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_sql(table: str, columns: tuple[str, ...]) -> str:
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({','.join('?' * len(columns))})"
 
 
 class GuardedCursor:
@@ -292,3 +329,58 @@ def require_writable(data_dir: Path, path: Path) -> None:
         if target.exists() and not os.access(target, os.W_OK):
             raise StoreUnusable(f"{target} is read-only for this user: a run cannot be "
                                 "written there (pass --data DIR of a writable directory)")
+
+
+# --- a store's connection, either back end ------------------------------------------------
+def open_reader(data_dir: Path, location) -> tuple:
+    """A connection that never writes (`store_location.Location`), and the layout of the
+    store it reads, as it stands."""
+    if location.is_postgresql:
+        from lipon_hw import store_pg_schema
+
+        return store_pg_schema.open_reader(location)
+    path = Path(location.target)
+    found = examine(path, thorough=False)
+    if found.state in ("missing", "empty"):
+        raise StoreUnusable(f"{data_dir} holds no lipon-hw data (no runs in {path}); pass "
+                            "--data DIR of an earlier run")
+    return GuardedConnection(connect_read_only(path), path), max(found.version, 1)
+
+
+def open_writer(data_dir: Path, location):
+    """The run's connection, once the store was examined; made or migrated to the latest
+    layout in one transaction if it must be. A PostgreSQL store is remembered by the
+    directory (`store_location.remember`)."""
+    if data_dir.exists() and not data_dir.is_dir():
+        raise StoreUnusable(f"{data_dir} is not a directory")
+    path = Path(location.target)
+    found = None if location.is_postgresql else examine(path, thorough=True)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreUnusable(f"{data_dir} cannot be created ({exc.strerror})") from exc
+    if location.is_postgresql:
+        return _open_pg_writer(data_dir, location)
+    require_writable(data_dir, path)
+    db = GuardedConnection(connect_writer(path), path)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        if found.state != "current":  # made, or migrated, in one transaction
+            store_migrations.migrate(db, APPLICATION_ID)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _open_pg_writer(data_dir: Path, location):
+    from lipon_hw import store_location, store_pg_schema
+
+    db = store_pg_schema.open_writer(location)
+    try:
+        store_location.remember(data_dir, location)
+    except OSError as exc:
+        db.close()
+        raise store_error(exc, data_dir / store_location.RECORD_NAME) from exc
+    return db

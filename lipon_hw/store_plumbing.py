@@ -73,13 +73,14 @@ def is_busy(exc: BaseException) -> bool:
 
 
 class Transaction:
-    """BEGIN IMMEDIATE … COMMIT, or ROLLBACK when the block raises."""
+    """BEGIN IMMEDIATE (SQLite; BEGIN on PostgreSQL) … COMMIT, or ROLLBACK when the block
+    raises."""
 
     def __init__(self, db: GuardedConnection):
         self._db = db
 
     def __enter__(self):
-        self._db.execute("BEGIN IMMEDIATE")
+        self._db.execute(self._db.begin_sql)
         return self._db
 
     def __exit__(self, exc_type, exc, tb):

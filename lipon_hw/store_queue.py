@@ -88,13 +88,15 @@ class QueueRecords:
         if not lanes or any("," in lane or not lane for lane in lanes):
             raise ValueError(f"bad lanes {lanes!r}")
         with self._transaction():
+            self._db.serialize("the run queue")
             last = self._db.execute("SELECT COALESCE(MAX(position), 0) FROM queue"
                                     ).fetchone()[0]
             now = time.time()
-            return int(self._db.execute(
-                f"INSERT INTO queue ({_COLUMNS}) VALUES (NULL,?,?,?,?,?,?,?,?,?,'queued',NULL,"
-                "'',?,?)", (",".join(lanes), float(int(last) + 1), name, kind, sequence_name,
-                            sequence_text, json.dumps(options), by, now, by, now)).lastrowid)
+            return self._db.insert_id(
+                f"INSERT INTO queue ({_COLUMNS.split(', ', 1)[1]}) VALUES (?,?,?,?,?,?,?,?,?,"
+                "'queued',NULL,'',?,?)", (",".join(lanes), float(int(last) + 1), name, kind,
+                                          sequence_name, sequence_text, json.dumps(options),
+                                          by, now, by, now))
 
     def queue_entries(self, states: tuple[str, ...] = STATES) -> list[QueueEntry]:
         """The entries in `states`, by position."""
@@ -109,7 +111,7 @@ class QueueRecords:
         row = None if self.layout < 8 else self._db.execute(
             f"SELECT {_COLUMNS} FROM queue WHERE id=?", (entry_id,)).fetchone()
         if row is None:
-            raise InputError(f"queue entry {entry_id} is not in {self.path}")
+            raise InputError(f"queue entry {entry_id} is not in {self.where}")
         return _entry(row)
 
     def queue_lane(self, lane: str) -> list[QueueEntry]:
@@ -120,6 +122,7 @@ class QueueRecords:
         """Put a queued entry at `position` (1: first) among the queued entries of its
         first lane; InputError when it is not queued. Returns it as moved."""
         with self._transaction():
+            self._db.serialize("the run queue")
             entry = self.queue_entry(entry_id)
             if entry.state != "queued":
                 raise InputError(f"queue entry {entry_id} is {entry.state}; only a queued "

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import getpass
 import os
-import sqlite3
 import time
 from collections.abc import Callable
 
@@ -28,7 +27,7 @@ class OperatorRequests:
     """The `requests` table of one store's connection. `write_soon` is the store's
     buffered write (committed at once when the lock comes, else with its next flush)."""
 
-    def __init__(self, db, write_soon: Callable[[Callable[[sqlite3.Connection], None]], None]):
+    def __init__(self, db, write_soon: Callable[[Callable[[object], None]], None]):
         self._db = db
         self._write_soon = write_soon
         self._taken: set[int] = set()

@@ -15,7 +15,7 @@ is the cell-test channels that name it as their sample.
 from __future__ import annotations
 
 import json
-import sqlite3
+import time
 from collections.abc import Iterable
 
 from lipon_hw.errors import InputError
@@ -67,6 +67,9 @@ _CELL_COLUMNS = ("run_id, sheet_id, row, col, site, touchdown, t_s, attempts, co
                  " soft_bin, soft_bin_name, hard_bin, hard_bin_name, passed, rule")
 
 
+_LINK_COLUMNS = "(child, parent, relation, run_id)"
+
+
 def cell_id(sheet_id: str, row: int, col: int) -> str:
     """The sample id of the cell at (row, col) of a sheet, both from 1."""
     return f"{sheet_id}-R{row:02d}C{col:02d}"
@@ -90,7 +93,8 @@ class ScreeningRecords:
         row = (sheet.id, sheet.roll_id, sheet.rows, sheet.cols, sheet.pitch_x_mm,
                sheet.pitch_y_mm, sheet.run_id)
         self._write_soon(lambda db: db.execute(
-            "INSERT OR IGNORE INTO sheets VALUES (?,?,?,?,?,?,?)", row))
+            "INSERT INTO sheets (id, roll_id, rows, cols, pitch_x_mm, pitch_y_mm, run_id)"
+            " VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING", row))
         if sheet.roll_id:
             self.ensure_sample(sheet.roll_id, "roll")
             self.link_samples(sheet.id, sheet.roll_id, SHEET_OF_ROLL, sheet.run_id)
@@ -107,7 +111,8 @@ class ScreeningRecords:
     def link_samples(self, child: str, parent: str, relation: str, run_id: int) -> None:
         row = (child, parent, relation, run_id)
         self._write_soon(lambda db: db.execute(
-            "INSERT OR IGNORE INTO sample_links VALUES (?,?,?,?)", row))
+            f"INSERT INTO sample_links {_LINK_COLUMNS} VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
+            row))
 
     def parents(self, sample_id: str) -> list[SampleLink]:
         """What the sample was made from (a cell: its sheet; a sheet: its roll)."""
@@ -137,7 +142,8 @@ class ScreeningRecords:
             f" UNION SELECT l.child, l.parent, l.relation, l.run_id, w.depth + 1"
             f" FROM sample_links l JOIN walk w ON l.{here} = w.{there} WHERE w.depth < 64)"
             f" SELECT child, parent, relation, run_id, MIN(depth) AS d FROM walk"
-            f" GROUP BY child, parent ORDER BY d, child, parent", (sample_id,)).fetchall()
+            f" GROUP BY child, parent, relation, run_id ORDER BY d, child, parent",
+            (sample_id,)).fetchall()
         return [SampleLink(*r[:4]) for r in rows]
 
     def _links(self, column: str, sample_id: str) -> list[SampleLink]:
@@ -160,15 +166,16 @@ class ScreeningRecords:
                  c.soft_bin_name, c.hard_bin, c.hard_bin_name, int(c.passed), c.rule)
                 for c in cells]
 
-        def write(db: sqlite3.Connection) -> None:
+        def write(db) -> None:
+            now = time.time()
             db.executemany(f"INSERT INTO screen_cells ({_CELL_COLUMNS}) VALUES "
                            f"({','.join('?' * 16)})", rows)
             for r in rows:
                 cid = cell_id(r[1], r[2], r[3])
-                db.execute("INSERT OR IGNORE INTO samples (id, substrate, created_at) "
-                           "VALUES (?, 'cell', strftime('%s','now'))", (cid,))
-                db.execute("INSERT OR IGNORE INTO sample_links VALUES (?,?,?,?)",
-                           (cid, r[1], CELL_OF_SHEET, r[0]))
+                db.execute("INSERT INTO samples (id, substrate, created_at) "
+                           "VALUES (?, 'cell', ?) ON CONFLICT DO NOTHING", (cid, now))
+                db.execute(f"INSERT INTO sample_links {_LINK_COLUMNS} VALUES (?,?,?,?)"
+                           " ON CONFLICT DO NOTHING", (cid, r[1], CELL_OF_SHEET, r[0]))
 
         self._write_soon(write)
         if self.taps and cells:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -69,3 +71,71 @@ def visa_socket(port: int, timeout_ms: int = 1000):
         yield inst
     finally:
         inst.close()
+
+
+# --- the store's two back ends ---------------------------------------------------------
+#: a PostgreSQL server's address for the store tests (.ci/run starts one and sets it)
+TEST_PG_ENV = "LIPON_HW_TEST_PG"
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """The address of a real PostgreSQL server: LIPON_HW_TEST_PG, else a throwaway cluster
+    this session starts (initdb found) and tears down. Never skipped in CI: no server there
+    fails the PostgreSQL tests."""
+    import os
+
+    import pgcluster
+
+    url = os.environ.get(TEST_PG_ENV)
+    if url:
+        yield url
+        return
+    if pgcluster.bin_dir() is None:
+        message = f"no PostgreSQL server: set {TEST_PG_ENV} or install postgresql (initdb)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    # not under pytest's own temporary directory, which only this user may enter: run as
+    # root, the server runs as `postgres`
+    root = Path(tempfile.mkdtemp(prefix="lipon-hw-pg-"))
+    try:
+        url = pgcluster.start(root)
+    except Exception as exc:  # noqa: BLE001 - said in one line, then failed or skipped
+        pgcluster.stop(root)
+        if os.environ.get("CI"):
+            pytest.fail(f"the test PostgreSQL server did not start: {exc}")
+        pytest.skip(f"the test PostgreSQL server did not start: {exc}")
+    try:
+        yield url
+    finally:
+        pgcluster.stop(root)
+
+
+@pytest.fixture
+def pg_url(pg_server):
+    """A store address of its own for one test: a fresh schema of the server's database
+    (dropped after the test), chosen by the address's search_path."""
+    import uuid
+
+    import pgcluster
+
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    pgcluster.sql(pg_server, f"CREATE SCHEMA {schema}")
+    yield pgcluster.in_schema(pg_server, schema)
+    pgcluster.sql(pg_server, f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request, monkeypatch) -> str | None:
+    """Run the test on each store back end: on PostgreSQL, LIPON_HW_STORE names a fresh
+    schema, so every Store the test opens (and every lipon-hw process it starts) is there.
+    Returns the address (None for SQLite)."""
+    from lipon_hw.store_location import STORE_ENV
+
+    if request.param == "sqlite":
+        monkeypatch.delenv(STORE_ENV, raising=False)
+        return None
+    url = request.getfixturevalue("pg_url")
+    monkeypatch.setenv(STORE_ENV, url)
+    return url

@@ -88,3 +88,34 @@ def stop_process(process: subprocess.Popen, sig=signal.SIGTERM, wait_s: float = 
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+class ThreadServer:
+    """An ASGI `app` served by uvicorn in a thread of this process on 127.0.0.1:`port` (0:
+    a free one; a port given is taken again at once, as after a server's restart)."""
+
+    def __init__(self, app, port: int = 0):
+        import threading
+        import time
+
+        import uvicorn
+
+        self.app = app
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.port = self.sock.getsockname()[1]
+        config = uvicorn.Config(app, log_level="warning", lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run,
+                                       kwargs={"sockets": [self.sock]}, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            assert time.monotonic() < deadline and self.thread.is_alive()
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.sock.close()

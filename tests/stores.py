@@ -5,13 +5,21 @@ committed only."""
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 from pathlib import Path
+
+from lipon_hw.store_location import STORE_ENV
+from lipon_hw.store_pg import placeholders
 
 
 def committed(db: Path, sql: str, *args, while_made: bool = False) -> list[tuple]:
     """The rows `sql` reads from the committed store. while_made: the store may not be
-    made yet (no file, or its tables not yet there): that reads as no rows."""
+    made yet (no file, or its tables not yet there): that reads as no rows. When the test
+    runs on PostgreSQL (`backend`: LIPON_HW_STORE names it), the rows are read there."""
+    url = os.environ.get(STORE_ENV)
+    if url:
+        return _committed_pg(url, sql, args, while_made)
     if while_made and not db.exists():
         return []
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
@@ -28,3 +36,15 @@ def committed(db: Path, sql: str, *args, while_made: bool = False) -> list[tuple
 def digest(path: Path) -> str:
     """The file's bytes, as a SHA-256: unchanged means not written."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _committed_pg(url: str, sql: str, args: tuple, while_made: bool) -> list[tuple]:
+    import psycopg
+
+    try:
+        with psycopg.connect(url, autocommit=True) as con:
+            return con.execute(placeholders(sql), args).fetchall()
+    except psycopg.errors.UndefinedTable:
+        if while_made:
+            return []
+        raise

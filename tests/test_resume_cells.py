@@ -36,7 +36,7 @@ SPEED = 2000
 
 
 def test_a_cell_test_killed_mid_cycle_resumes_with_its_numbers_monotonic_and_nothing_lost(
-        tmp_path):
+        tmp_path, backend):
     protocol = tmp_path / "protocol.yaml"
     protocol.write_text(LNMO.format(channels="1-2", cycles=CYCLES), encoding="utf-8")
     data = tmp_path / "data"

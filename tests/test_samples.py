@@ -77,7 +77,7 @@ def test_sample_option_is_refused_for_a_cell_test(tmp_path):
     assert "(--sample) is for recipes" in out.stderr
 
 
-def test_an_aborted_deposition_keeps_its_layer_as_partial(tmp_path):
+def test_an_aborted_deposition_keeps_its_layer_as_partial(tmp_path, backend):
     bench = Bench(tmp_path, thickness_nm=200)
     bench.at_deposit(lambda: bench.store.requests.make(bench.run_id, "abort"), after_s=300)
     with pytest.raises(RunAborted):
@@ -95,7 +95,7 @@ def test_an_aborted_deposition_keeps_its_layer_as_partial(tmp_path):
     assert summary["layers"][0]["properties"]["partial"] is True
 
 
-def test_a_partial_layer_is_replaced_when_its_run_finishes_it(tmp_path):
+def test_a_partial_layer_is_replaced_when_its_run_finishes_it(tmp_path, backend):
     store = Store(tmp_path / "d")
     store.ensure_sample("S", "glass")
     store.add_layer("S", 1, "LiPON", 300.0, 0.4, "sputter", 10.0, {"step": 4, "partial": True})
@@ -109,7 +109,7 @@ def test_a_partial_layer_is_replaced_when_its_run_finishes_it(tmp_path):
     assert "partial" not in stack[0].properties
 
 
-def test_sample_listing_marks_a_partial_layer(tmp_path):
+def test_sample_listing_marks_a_partial_layer(tmp_path, backend):
     store = Store(tmp_path / "d")
     store.ensure_sample("S", "glass")
     store.add_layer("S", 1, "LiPON", 304.8, 0.4, "sputter", 10.0,
@@ -118,3 +118,17 @@ def test_sample_listing_marks_a_partial_layer(tmp_path):
     out = cli("sample", "S", "--data", tmp_path / "d", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "304.8 nm" in out.stdout and "PARTIAL: run aborted: by the operator" in out.stdout
+
+
+def test_the_sample_search_matches_any_case_and_takes_wildcards_literally(tmp_path, backend):
+    store = Store(tmp_path / "d")
+    for sample_id in ("Roll-A", "ROLL-B", "sheet_1", "sheet%2"):
+        store.ensure_sample(sample_id, "glass")
+    store.add_layer("Roll-A", 1, "LiPON", 300.0, 0.4, "sputter", 10.0, {"step": 4})
+    store.flush()
+    total, rows = store.samples(10, containing="roll")
+    assert total == 2 and {r[0] for r in rows} == {"Roll-A", "ROLL-B"}
+    assert [r[3:] for r in rows if r[0] == "Roll-A"] == [(1, 300.0)]
+    assert [r[0] for r in store.samples(10, containing="_")[1]] == ["sheet_1"]
+    assert [r[0] for r in store.samples(10, containing="%")[1]] == ["sheet%2"]
+    store.close()

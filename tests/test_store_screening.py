@@ -1,4 +1,4 @@
-"""The store's sheets, screened cells and sample links (layout 6)."""
+"""The store's sheets, screened cells and sample links (layout 6), on both back ends."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def _cell(run_id, row, col, bin_=1):
                       passed=True, rule="pass")
 
 
-def test_sheet_cells_and_links_round_trip(tmp_path):
+def test_sheet_cells_and_links_round_trip(tmp_path, backend):
     store = Store(tmp_path)
     run = store.create_run("screen", "screening", "s.yaml", "kind: screening", "", 1, None)
     store.add_sheet(Sheet("SH-1", "ROLL-1", 2, 3, 5.0, 5.0, run))
@@ -38,7 +38,7 @@ def test_sheet_cells_and_links_round_trip(tmp_path):
     assert again.screen_results_of("SH-1", 2, 3)[0].soft_bin == 2
 
 
-def test_a_sheet_stored_with_another_geometry_is_refused(tmp_path):
+def test_a_sheet_stored_with_another_geometry_is_refused(tmp_path, backend):
     store = Store(tmp_path)
     run = store.create_run("screen", "screening", "s.yaml", "kind: screening", "", 1, None)
     store.add_sheet(Sheet("SH-1", None, 2, 3, 5.0, 5.0, run))

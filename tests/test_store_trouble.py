@@ -460,7 +460,7 @@ def test_a_write_that_finds_the_disk_full_loses_nothing_and_the_next_one_succeed
 
 
 # --- NaN readings ---------------------------------------------------------------------------
-def test_a_nan_reading_is_left_out_with_one_alarm_and_later_flushes_go_on(tmp_path):
+def test_a_nan_reading_is_left_out_with_one_alarm_and_later_flushes_go_on(tmp_path, backend):
     store = Store(tmp_path / "data", flush_every_s=0.0)
     run_id = store.create_run("nan", "deposition", "x.yaml", "", "", None, None)
     store.add_readings(run_id, 1.0, {"qcm.rate_A_s": 1.5, "cell.soc": math.nan})
@@ -475,7 +475,7 @@ def test_a_nan_reading_is_left_out_with_one_alarm_and_later_flushes_go_on(tmp_pa
     store.close()
 
 
-def test_non_finite_cell_samples_and_impedance_do_not_poison_the_buffer(tmp_path):
+def test_non_finite_cell_samples_and_impedance_do_not_poison_the_buffer(tmp_path, backend):
     store = Store(tmp_path / "data", flush_every_s=0.0)
     run_id = store.create_run("nan", "cycling", "x.yaml", "", "", None, None)
     store.add_channel(run_id, 1, "mes4", None, "p")

@@ -461,3 +461,18 @@ def test_the_served_app_takes_an_engines_events_and_streams_them_to_a_viewer(mad
     with client.websocket_connect("/ws/runs/1?since_seq=0", headers=bearer(VIEWER)) as ws:
         got = json.loads(ws.receive_text())
     assert [e["seq"] for e in got] == [1, 2, 3]
+
+
+def test_the_server_reads_the_data_directorys_store_on_either_back_end(tmp_path, backend):
+    """A data directory whose store is PostgreSQL is served as one whose store is its
+    SQLite file: its runs, a run, its readings."""
+    data = tmp_path / "d"
+    done = start_run(str(short_recipe(tmp_path, 3)), data)
+    assert done.status == "completed"
+    assert (data / DB_NAME).exists() == (backend is None)
+    client = TestClient(create_app(data, Security(TOKENS)))
+    runs = client.get("/api/runs", headers=bearer(VIEWER)).json()
+    assert [(r["id"], r["status"]) for r in runs] == [(done.run_id, "completed")]
+    got = client.get(f"/api/runs/{done.run_id}/readings?quantities=qcm.thickness_nm",
+                     headers=bearer(VIEWER)).json()
+    assert got["rows"] > 10 and got["series"]["qcm.thickness_nm"]["value"][-1] > 2.5

@@ -10,7 +10,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -21,9 +20,9 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 pytest.importorskip("httpx")
 
-import uvicorn  # noqa: E402
 from fastapi import FastAPI, HTTPException, WebSocketException  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
+from served import ThreadServer  # noqa: E402
 from starlette.requests import HTTPConnection  # noqa: E402
 
 from lipon_hw.celltest.session import start_cycling  # noqa: E402
@@ -197,29 +196,12 @@ def test_websocket_live_then_reconnect_gets_exactly_the_missed_events():
 
 
 # --- the publisher against a live server, a real deposition --------------------------------
-class LiveServer:
+class LiveServer(ThreadServer):
     """uvicorn in a thread on `port` (0: a free one), serving a hub."""
 
     def __init__(self, hub: Hub, port: int = 0):
         self.hub = hub
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", port))
-        self.port = self.sock.getsockname()[1]
-        config = uvicorn.Config(make_app(hub), log_level="warning", lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run,
-                                       kwargs={"sockets": [self.sock]}, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive()
-            time.sleep(0.01)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.sock.close()
+        super().__init__(make_app(hub), port)
 
 
 def announce(data: Path, port: int) -> None:
@@ -400,6 +382,22 @@ def test_no_server_no_publisher(tmp_path, publishers):
     assert not (tmp_path / "none" / "runs" / str(result.run_id) / publish.SEQ_FILE).exists()
 
 
+def assert_published_as_stored(events: list[dict], data: Path, run_id: int,
+                               channels: tuple[int, ...]) -> None:
+    """Each channel's samples in the `cell` events are the stored ones, in order, once."""
+    store = Store(data, read_only=True)
+    try:
+        for channel in channels:
+            cells = [e["data"] for e in events if e["kind"] == "cell"
+                     and e["data"]["channel"] == channel]
+            published = [(t, v, i, c) for d in cells
+                         for t, v, i, c in zip(d["t"], d["V"], d["I"], d["cycle"], strict=True)]
+            stored = [r[:4] for r in store.cell_samples(run_id, channel)]
+            assert len(stored) > 50 and published == stored
+    finally:
+        store.close()
+
+
 def test_a_cell_test_publishes_every_channels_samples_once(tmp_path, publishers):
     """A cell test whose channels run in the run's own process (one group: a real-time
     run's, or one worker) publishes each channel's samples as stored."""
@@ -416,17 +414,7 @@ def test_a_cell_test_publishes_every_channels_samples_once(tmp_path, publishers)
     assert result.status == "completed" and publishers[0].dropped == 0
     events = hub_events(hub, result.run_id)
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
-    store = Store(data, read_only=True)
-    try:
-        for channel in (1, 2):
-            cells = [e["data"] for e in events if e["kind"] == "cell"
-                     and e["data"]["channel"] == channel]
-            published = [(t, v, i, c) for d in cells
-                         for t, v, i, c in zip(d["t"], d["V"], d["I"], d["cycle"], strict=True)]
-            stored = [r[:4] for r in store.cell_samples(result.run_id, channel)]
-            assert len(stored) > 50 and published == stored
-    finally:
-        store.close()
+    assert_published_as_stored(events, data, result.run_id, (1, 2))
 
 
 def test_a_cell_test_in_worker_processes_publishes_every_channels_samples_once(
@@ -446,17 +434,7 @@ def test_a_cell_test_in_worker_processes_publishes_every_channels_samples_once(
     assert result.status == "completed" and publishers[0].dropped == 0
     events = hub_events(hub, result.run_id)
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
-    store = Store(data, read_only=True)
-    try:
-        for channel in (1, 2, 3):
-            cells = [e["data"] for e in events if e["kind"] == "cell"
-                     and e["data"]["channel"] == channel]
-            published = [(t, v, i, c) for d in cells
-                         for t, v, i, c in zip(d["t"], d["V"], d["I"], d["cycle"], strict=True)]
-            stored = [r[:4] for r in store.cell_samples(result.run_id, channel)]
-            assert len(stored) > 50 and published == stored
-    finally:
-        store.close()
+    assert_published_as_stored(events, data, result.run_id, (1, 2, 3))
 
 
 def test_a_server_started_mid_run_gets_the_run_from_then_on(tmp_path, publishers,

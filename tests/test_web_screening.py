@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import sqlite3
-import threading
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -20,8 +17,8 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-import uvicorn  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
+from served import ThreadServer  # noqa: E402
 
 from lipon_hw.engine import lifecycle  # noqa: E402
 from lipon_hw.kinds import RunOptions  # noqa: E402
@@ -47,32 +44,15 @@ def security() -> Security:
     return found
 
 
-class Serving:
+class Serving(ThreadServer):
     """The web app of `data` served by uvicorn in a thread, announced in `serve.json` as
     `lipon-hw serve` announces itself, so a run of that data directory publishes to it."""
 
     def __init__(self, data: Path):
-        self.app = create_app(data, security())
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        port = self.sock.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning",
-                                                    lifespan="off"))
-        self.thread = threading.Thread(target=self.server.run,
-                                       kwargs={"sockets": [self.sock]}, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive()
-            time.sleep(0.01)
+        super().__init__(create_app(data, security()))
         data.mkdir(parents=True, exist_ok=True)
         (data / "serve.json").write_text(json.dumps(
-            {"url": f"http://127.0.0.1:{port}", "engine_token": ENGINE}))
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.sock.close()
+            {"url": f"http://127.0.0.1:{self.port}", "engine_token": ENGINE}))
 
 
 @pytest.fixture(scope="module")

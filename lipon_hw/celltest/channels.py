@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import math
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -484,7 +483,7 @@ class Channel:
 
 def stop_reason(exc: BaseException) -> str:
     """One sentence for what stopped a run or channel."""
-    if isinstance(exc, sqlite3.Error | StoreError):
+    if isinstance(exc, StoreError):
         return f"the store failed: {exc}"
     return str(exc) if isinstance(exc, LiponError) else f"internal error: {exc!r}"
 

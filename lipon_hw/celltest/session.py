@@ -7,7 +7,6 @@ with this kind, for Python callers."""
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -175,7 +174,7 @@ def execute(running: Running) -> Outcome:
             try:
                 status, message, summary = _end_run(store, run_id, proto, status, message,
                                                     set(states), figures)
-            except (sqlite3.Error, StoreError) as exc:  # what was buffered cannot be written
+            except StoreError as exc:  # what was buffered cannot be written
                 lost = store.drop_unwritten_samples()
                 failure = stop_reason(exc)
                 if failure not in message:

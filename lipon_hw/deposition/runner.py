@@ -19,7 +19,6 @@ run's status could be stored.
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 import time
 from collections.abc import Callable
 
@@ -225,9 +224,6 @@ class Engine:
         except LiponError as exc:
             status, message, error = "failed", str(exc), exc
             self._alarm_stop(exc, "the run fails")
-        except sqlite3.Error as exc:
-            error = self.store.unavailable(exc=exc)
-            status, message = "failed", str(error)
         except Exception as exc:
             status, message, error = "failed", f"internal error: {exc!r}", exc
         except BaseException as exc:  # SystemExit and the like: safe first all the same
@@ -267,7 +263,7 @@ class Engine:
         if any(getattr(e, "alarmed", False) for e in (exc, exc.__cause__)) or \
                 isinstance(exc, StoreError):  # (simpy raises a copy, caused by the original)
             return
-        with contextlib.suppress(sqlite3.Error, LiponError):
+        with contextlib.suppress(LiponError):
             self.ctx.alarm("error", "engine", f"{exc}: {what}", reaction="abort")
 
     def _stop(self, processes, reason: str) -> SafeState:
@@ -292,9 +288,8 @@ class Engine:
             self.store.set_status(self.run_id, status, stored, self._summary,
                                   wait_s=END_WRITE_WAIT_S)
             return None
-        except (sqlite3.Error, StoreError) as exc:
-            problem = exc if isinstance(exc, StoreError) else self.store.unavailable(
-                exc=exc)
+        except StoreError as exc:
+            problem = exc
         except Exception as exc:  # noqa: BLE001 - the user must still hear what happened
             problem = f"{type(exc).__name__}: {exc}"
         ended = {"completed": "completed", "interrupted": "was interrupted",

@@ -4,7 +4,6 @@ achieved (`SafeState`), for the engine (`runner`) and for a run's end outside it
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 from dataclasses import dataclass, field
 
 from lipon_hw.errors import LiponError
@@ -62,7 +61,7 @@ def make_run_safe(lab, roles: dict[str, str], store, run_id: int, env, reason: s
     names = safe_order(roles, [n for n in lab.instruments if n in roles])
 
     def retrying(failed: dict[str, str]) -> None:  # the operator hears it at once
-        with contextlib.suppress(sqlite3.Error, LiponError):
+        with contextlib.suppress(LiponError):
             store.add_alarm(run_id, env.now, "error", "engine",
                             f"safe state: FAILED so far for {', '.join(failed)}; trying "
                             f"again for up to {SAFE_PATIENCE_S / 60:.0f} min",
@@ -78,7 +77,7 @@ def make_run_safe(lab, roles: dict[str, str], store, run_id: int, env, reason: s
     if safe.failed:
         message += f"; FAILED for {', '.join(safe.failed)}"
     message += f" after: {reason}" if reason else ""
-    with contextlib.suppress(sqlite3.Error, LiponError):
+    with contextlib.suppress(LiponError):
         store.add_alarm(run_id, env.now, "info" if safe.ok else "error", "engine", message,
                         reaction="safe state")
     return safe

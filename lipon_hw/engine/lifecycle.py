@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -269,7 +268,7 @@ def _drive(kind, running: Running, trouble: RunTrouble) -> RunResult:
 
 def run_alarms(store: Store, run_id: int) -> list:
     """The run's alarms, or none when the store cannot answer (its error is the run's)."""
-    with contextlib.suppress(LiponError, sqlite3.Error):
+    with contextlib.suppress(LiponError):
         return store.alarms(run_id)
     return []
 
@@ -277,7 +276,7 @@ def run_alarms(store: Store, run_id: int) -> list:
 def _never_left_running(store: Store, run_id: int, exc: BaseException) -> None:
     """A kind's `execute` stores how its run ended; should one raise without doing so, the
     run is ended here with its error — never left `running` with no engine behind it."""
-    with contextlib.suppress(LiponError, sqlite3.Error):
+    with contextlib.suppress(LiponError):
         if store.run(run_id).status != "running":
             return
         if isinstance(exc, KeyboardInterrupt | Interrupted):
@@ -305,7 +304,7 @@ def _last_try_to_close(store: Store) -> None:
     """After a failed run (whose error already says what the store took) a store that still
     refuses writes gets one short last try, never a 30 s wait, and cannot replace that
     error."""
-    with contextlib.suppress(LiponError, sqlite3.Error):
+    with contextlib.suppress(LiponError):
         store.close(wait_s=LAST_TRY_S)
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sqlite3
 import time
 from dataclasses import replace
 
@@ -111,11 +110,11 @@ class RunTrouble:
             status = "interrupted"
         message = str(exc) or type(exc).__name__
         alarms: list[Alarm] = []
-        with contextlib.suppress(LiponError, sqlite3.Error):
+        with contextlib.suppress(LiponError):
             run = self.store.run(self.run_id)
             if run.status != "running":  # else its end could not be stored: the error says
                 status, message = run.status, run.message or message
-        with contextlib.suppress(LiponError, sqlite3.Error):
+        with contextlib.suppress(LiponError):
             alarms = self.store.alarms(self.run_id)  # read before the store is closed
         safe = getattr(exc, "safe_state", None)
         self.end(status, message, alarms, safe.sentence() if safe is not None else None)
@@ -138,5 +137,5 @@ class AlarmRelay:
         if not force and time.monotonic() - self._read_at < self.every_s:
             return
         self._read_at = time.monotonic()
-        with contextlib.suppress(LiponError, sqlite3.Error):  # never the run's problem
+        with contextlib.suppress(LiponError):  # never the run's problem
             self.cursor = self.store.relay_alarms(self.run_id, self.cursor)

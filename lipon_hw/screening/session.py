@@ -15,7 +15,6 @@ tester fault, never as a bad cell.
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 
 from lipon_hw.engine import lifecycle
 from lipon_hw.engine.claims import port_identity
@@ -217,7 +216,7 @@ class Prober:
         """Every site's cell off, the needles up (`safety`), retried as the clock moves on;
         the operator hears at once what is still being tried. Returns what failed."""
         def retrying(failed: dict[str, str]) -> None:
-            with contextlib.suppress(sqlite3.Error, LiponError):
+            with contextlib.suppress(LiponError):
                 self.store.add_alarm(self.run_id, self.env.now, "error", self.plan.stage,
                                      f"safe state: FAILED so far for {', '.join(failed)}; "
                                      f"trying again for up to {SAFE_PATIENCE_S / 60:.0f} min",
@@ -226,7 +225,7 @@ class Prober:
         done, failed = make_prober_safe(self.lab, self.plan,
                                         lambda s: clock_moves_on(self.env, s),
                                         on_retry=retrying, answered_before=resumed)
-        with contextlib.suppress(sqlite3.Error, LiponError):
+        with contextlib.suppress(LiponError):
             self.store.add_alarm(self.run_id, self.env.now, "error" if failed else "info",
                                  self.plan.stage, "safe state: " + "; ".join(
                                      [*(f"{d}" for d in done), *(f"FAILED {f}" for f in failed)]),

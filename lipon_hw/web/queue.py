@@ -34,7 +34,8 @@ from starlette.concurrency import run_in_threadpool
 
 from lipon_hw.errors import InputError
 from lipon_hw.shipped import shipped_dir, shipped_names
-from lipon_hw.store import DB_NAME, Store
+from lipon_hw.store import Store
+from lipon_hw.store_location import has_store
 from lipon_hw.store_queue import QueueEntry
 from lipon_hw.web.runs import reading
 from lipon_hw.web.security import User, require
@@ -92,7 +93,7 @@ def validate(name: str, text: str, station_path: str | None, data: Path):
     from lipon_hw.station import load_station
 
     kind = for_sequence(name, text)
-    store = Store(data, read_only=True) if (data / DB_NAME).exists() else None
+    store = Store(data, read_only=True) if has_store(data) else None
     try:
         station = load_station(station_path)
         return kind, kind.load(name, station, store, text=text)

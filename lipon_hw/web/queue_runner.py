@@ -30,7 +30,8 @@ import threading
 from pathlib import Path
 
 from lipon_hw.errors import InputError, LiponError
-from lipon_hw.store import DB_NAME, Store
+from lipon_hw.store import Store
+from lipon_hw.store_location import has_store
 from lipon_hw.store_queue import QueueEntry
 
 log = logging.getLogger("lipon_hw.web")
@@ -91,7 +92,7 @@ class QueueRunner:
     # --- one look ---------------------------------------------------------------------
     def tick(self) -> None:
         """End what has ended, start what may start."""
-        if not (self.data / DB_NAME).exists():
+        if not has_store(self.data):
             return
         with self._lock:
             # read read-only (a writer's opening checks the whole file): a writer is

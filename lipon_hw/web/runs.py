@@ -23,7 +23,8 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from lipon_hw.errors import InputError
-from lipon_hw.store import DB_NAME, Run, Store
+from lipon_hw.store import Run, Store
+from lipon_hw.store_location import has_store
 from lipon_hw.web.security import User, require
 
 log = logging.getLogger("lipon_hw.web")
@@ -43,7 +44,7 @@ MAX_SAMPLES = 5_000
 def reading(request: Request) -> Iterator[Store | None]:
     """The data directory's store, read-only, for this request (None: no run yet)."""
     data: Path = request.app.state.data_dir
-    if not (data / DB_NAME).exists():
+    if not has_store(data):
         yield None
         return
     store = Store(data, read_only=True)

@@ -42,6 +42,20 @@ export function niceTicks(lo, hi, n) {
   return out;
 }
 
+// the canvas sized to its box at the device's pixel ratio and cleared: {g, W, H} in CSS
+// pixels, or null while it has no size (hidden)
+export function clearedCanvas(canvas) {
+  const dpr = window.devicePixelRatio || 1;
+  const W = canvas.clientWidth, H = canvas.clientHeight;
+  if (!W || !H) return null;
+  if (canvas.width !== Math.round(W * dpr)) canvas.width = Math.round(W * dpr);
+  if (canvas.height !== Math.round(H * dpr)) canvas.height = Math.round(H * dpr);
+  const g = canvas.getContext("2d");
+  g.setTransform(dpr, 0, 0, dpr, 0, 0);
+  g.clearRect(0, 0, W, H);
+  return { g, W, H };
+}
+
 export function fmt(x) {
   const a = Math.abs(x);
   if (a !== 0 && (a < 1e-2 || a >= 1e5)) return x.toExponential(1);
@@ -100,14 +114,9 @@ export class Plot {
   draw() {
     if (!this.dirty) return;
     this.dirty = false;
-    const dpr = window.devicePixelRatio || 1;
-    const W = this.canvas.clientWidth, H = this.canvas.clientHeight;
-    if (!W || !H) return;
-    if (this.canvas.width !== Math.round(W * dpr)) this.canvas.width = Math.round(W * dpr);
-    if (this.canvas.height !== Math.round(H * dpr)) this.canvas.height = Math.round(H * dpr);
-    const g = this.canvas.getContext("2d");
-    g.setTransform(dpr, 0, 0, dpr, 0, 0);
-    g.clearRect(0, 0, W, H);
+    const sized = clearedCanvas(this.canvas);
+    if (!sized) return;
+    const { g, W, H } = sized;
     const r = this.range();
     if (this.xRange) [r.t0, r.t1] = this.xRange;
     const { t0, t1, v0, v1 } = r;

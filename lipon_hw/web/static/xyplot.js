@@ -6,7 +6,7 @@
 // animation frame after data or size changed; the canvas' `data-drawn` is the number of
 // points drawn last time, `data-curves` the curves.
 
-import { fmt, niceTicks } from "./plot.js";
+import { clearedCanvas, fmt, niceTicks } from "./plot.js";
 
 const PAD = { left: 58, right: 10, top: 18, bottom: 30 };
 
@@ -55,14 +55,9 @@ export class XYPlot {
   draw() {
     if (!this.dirty) return;
     this.dirty = false;
-    const dpr = window.devicePixelRatio || 1;
-    const W = this.canvas.clientWidth, H = this.canvas.clientHeight;
-    if (!W || !H) return;
-    if (this.canvas.width !== Math.round(W * dpr)) this.canvas.width = Math.round(W * dpr);
-    if (this.canvas.height !== Math.round(H * dpr)) this.canvas.height = Math.round(H * dpr);
-    const g = this.canvas.getContext("2d");
-    g.setTransform(dpr, 0, 0, dpr, 0, 0);
-    g.clearRect(0, 0, W, H);
+    const sized = clearedCanvas(this.canvas);
+    if (!sized) return;
+    const { g, W, H } = sized;
     const pw = W - PAD.left - PAD.right, ph = H - PAD.top - PAD.bottom;
     const { x0, x1, y0, y1 } = this.range(pw, ph);
     const xOf = (x) => PAD.left + ((x - x0) / (x1 - x0)) * pw;
