@@ -20,6 +20,7 @@ from stores import committed
 
 from lipon_hw.celltest.session import start_cycling
 from lipon_hw.cluster.connect import open_cluster
+from lipon_hw.store import Store
 
 from recipes import LNMO, LNMO_EIS
 
@@ -68,7 +69,9 @@ def test_shards_on_the_cluster_store_the_campaign_one_process_stores(
 
 
 def test_a_worker_killed_mid_campaign_loses_and_duplicates_nothing(cluster, reference,
-                                                                   tmp_path):
+                                                                   tmp_path, backend):
+    """On each store back end (`backend`: SQLite, and a real PostgreSQL server, where the
+    shards write through the address the engine's store hands them)."""
     reference, summary = reference
     data = tmp_path / "data"
     db = data / "lipon.db"
@@ -89,13 +92,22 @@ def test_a_worker_killed_mid_campaign_loses_and_duplicates_nothing(cluster, refe
         boundary = json.loads(state)["t_s"]
         stored = {r[0] for r in committed(db, "SELECT t_s FROM cell_samples WHERE channel=?",
                                           channel)}
-        fresh = [r for r in reference if r[0] == channel and r[1] > boundary
+        fresh = [r[1:] for r in reference if r[0] == channel and r[1] > boundary
                  and r[1] not in stored][:5]
-        con = sqlite3.connect(db, timeout=30)
-        with con:
-            con.executemany(f"INSERT INTO cell_samples (run_id, {SAMPLE_COLUMNS}) VALUES "
-                            "(1,?,?,?,?,?,?,?,?)", fresh)
-        con.close()
+        if backend is None:  # never a second Store on an SQLite file in this process:
+            con = sqlite3.connect(db, timeout=30)  # its check of the file's header would
+            with con:  # drop the engine's POSIX locks on it (SQLite's own pitfall)
+                con.executemany("INSERT INTO cell_samples (run_id, channel, t_s, voltage_V, "
+                                "current_A, cycle, step_count, step_id, step_type) VALUES "
+                                "(1,?,?,?,?,?,?,?,?)", [(channel, *r) for r in fresh])
+            con.close()
+        else:
+            store = Store(data)  # the run's own PostgreSQL store
+            try:
+                store.add_cell_samples(1, channel, fresh)
+                store.flush()
+            finally:
+                store.close()
         killed.update(pid=pid, channel=channel, injected=len(fresh))
         os.kill(pid, signal.SIGKILL)
 
