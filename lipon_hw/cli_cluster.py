@@ -18,7 +18,7 @@ from lipon_hw.cli_options import (
     reports_errors,
     shipped_sequence,
 )
-from lipon_hw.errors import InputError
+from lipon_hw.errors import InputError, StoreUnusable
 
 
 def cluster_options(fn):
@@ -88,10 +88,10 @@ def sweep(sequence, vary, vary_file, station_path, data_dir, seed, speed, worker
 
     from lipon_hw.cli import _stop_on_sigterm
     from lipon_hw.cluster import sweep as sw
-    from lipon_hw.cluster.shards import store_address
     from lipon_hw.kinds import for_sequence
     from lipon_hw.station import load_station
     from lipon_hw.store import Store
+    from lipon_hw.store_location import resolve
 
     kind = for_sequence(sequence)
     varied = sw.parse_vary(list(vary))
@@ -105,13 +105,20 @@ def sweep(sequence, vary, vary_file, station_path, data_dir, seed, speed, worker
         raise InputError("--cluster runs a sweep's variants side by side, each on a "
                          "simulated lab of its own; real instruments run one variant at a "
                          "time: drop --cluster")
-    store = Store(data_dir, read_only=True) if sw.has_store(data_dir) else None
+    location = resolve(data_dir)  # --store, LIPON_HW_STORE, or what the directory holds
+    address = location.target if location.is_postgresql else None
+    try:
+        store = Store(data_dir, read_only=True) if sw.has_store(data_dir) else None
+    except StoreUnusable:
+        if not location.is_postgresql:
+            raise
+        store = None  # a PostgreSQL store not made yet: it holds nothing to check against
     try:  # checked against what the store holds (samples), nothing written before all pass
         planned = sw.plan(kind, sequence, varied, station, store)
-        address = store_address(store) if store is not None else None
     finally:
         if store is not None:
             store.close()
+    Store(data_dir, store=address or "sqlite").close()  # made once, before the variants
     if not as_json:
         for target in planned.targets:
             click.echo(f"{target.key}: {sequence}:{target.line}: {target.field}", err=True)

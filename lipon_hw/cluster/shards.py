@@ -147,15 +147,16 @@ def _stopped(event_name: str) -> bool:
 
 
 def open_store(data_dir: str, address: str | None) -> Store:
-    """The run's store as the engine opened it. An SQLite store must be in the worker's
-    view of the data directory (a shared file system), never made anew there."""
+    """The run's store as the engine opened it, whatever the worker's own environment
+    says (LIPON_HW_STORE). An SQLite store must be in the worker's view of the data
+    directory (a shared file system), never made anew there."""
     if address is None:
         if not (Path(data_dir) / DB_NAME).is_file():
             raise InputError(f"this worker does not see the run's store {data_dir}/{DB_NAME}: "
                              "a cluster beyond this machine needs the data directory on a "
                              "shared file system, or a PostgreSQL store (--store)")
-        return Store(data_dir)
-    return Store(data_dir, store=address)  # the PostgreSQL back end (`store_location`)
+        return Store(data_dir, store="sqlite")
+    return Store(data_dir, store=address)
 
 
 def store_address(store: Store) -> str | None:

@@ -22,9 +22,12 @@ variations', not the dice's.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
 import re
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -226,10 +229,6 @@ def run_variant(order: VariantOrder) -> dict:
     path.write_text(order.text, encoding="utf-8")
     station = folder / f"{order.index:03d}-station.yaml"
     station.write_text(order.station_text, encoding="utf-8")
-    if order.store is not None:
-        import os
-
-        os.environ.setdefault("LIPON_HW_STORE", order.store)  # the pgstore back end
     kind = for_sequence(str(path))
     keeper = _RunKeeper(order)
     options = RunOptions(order.data_dir, str(station), order.seed, order.speed,
@@ -237,19 +236,20 @@ def run_variant(order: VariantOrder) -> dict:
     earlier = keeper.earlier()
     outcome = {"variant": order.index, "values": order.label, "run_id": earlier}
     try:
-        if earlier is not None:
-            result = lifecycle.resume(kind, earlier, replace(options, station_path=None))
-        else:
-            result = lifecycle.start(kind, str(path), options,
-                                     lifecycle.Watch(start=lambda run_id, _plan:
-                                                     keeper.made(run_id)))
+        with store_pinned(order.store):
+            if earlier is not None:
+                result = lifecycle.resume(kind, earlier, replace(options, station_path=None))
+            else:
+                result = lifecycle.start(kind, str(path), options,
+                                         lifecycle.Watch(start=lambda run_id, _plan:
+                                                         keeper.made(run_id)))
     except lifecycle.Interrupted:
         raise
     except LiponError as exc:  # the run's end (as stored), or why it never began
         run_id = keeper.run_id or earlier
         status = "not run"
         if run_id is not None:
-            looked = Store(order.data_dir, read_only=True)
+            looked = Store(order.data_dir, read_only=True, store=order.store or "sqlite")
             try:
                 status = looked.run(run_id).status
             finally:
@@ -257,6 +257,24 @@ def run_variant(order: VariantOrder) -> dict:
         return {**outcome, "run_id": run_id, "status": status, "message": str(exc)}
     return {**outcome, "run_id": result.run_id, "status": result.status,
             "message": result.message}
+
+
+@contextlib.contextmanager
+def store_pinned(address: str | None) -> Iterator[None]:
+    """The run's store for the lifecycle, which opens it by the environment: the sweep's
+    own, whatever the worker's LIPON_HW_STORE says (a worker runs one task at a time:
+    start workers with one thread each)."""
+    from lipon_hw.store_location import STORE_ENV
+
+    before = os.environ.get(STORE_ENV)
+    os.environ[STORE_ENV] = address or "sqlite"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(STORE_ENV, None)
+        else:
+            os.environ[STORE_ENV] = before
 
 
 class _RunKeeper:
