@@ -16,7 +16,7 @@ import sys
 
 import click
 
-from lipon_hw import cli_web
+from lipon_hw import cli_cluster, cli_web
 from lipon_hw.cli_options import (
     SEED,
     SPEED,
@@ -56,17 +56,19 @@ def main() -> None:
               help="Recipes: the sample the layers go onto, added to its stack if it has "
                    "one. Default: the recipe's sample, or a new one named after it (-2, -3, "
                    "…) once that holds a stack.")
+@cli_cluster.cluster_options
 @json_option
 @reports_errors
-def run(sequence, station_path, data_dir, seed, speed, workers, sample_id, as_json) -> None:
+def run(sequence, station_path, data_dir, seed, speed, workers, sample_id, cluster,
+        cluster_workers, as_json) -> None:
     """Run a recipe or a cell-test protocol SEQUENCE (YAML) on the station."""
     from lipon_hw import console
     from lipon_hw.kinds import RunOptions, for_sequence
 
     kind = for_sequence(sequence)
-    with _stop_on_sigterm():
+    with _stop_on_sigterm(), cli_cluster.on_cluster(kind, cluster, cluster_workers) as on:
         console.run(kind, sequence, RunOptions(data_dir, station_path, seed, speed, workers,
-                                               sample_id, as_json))
+                                               sample_id, as_json, on))
 
 
 @main.command()
@@ -74,9 +76,10 @@ def run(sequence, station_path, data_dir, seed, speed, workers, sample_id, as_js
 @data_option
 @click.option("--speed", type=SPEED, help="As for `run` (0.01 to 1e6).")
 @click.option("--workers", type=click.IntRange(min=1), help="As for `run`.")
+@cli_cluster.cluster_options
 @json_option
 @reports_errors
-def resume(run_id, data_dir, speed, workers, as_json) -> None:
+def resume(run_id, data_dir, speed, workers, cluster, cluster_workers, as_json) -> None:
     """Continue a killed or interrupted run from its last checkpoint."""
     from lipon_hw import console
     from lipon_hw.kinds import RunOptions, for_run
@@ -86,9 +89,9 @@ def resume(run_id, data_dir, speed, workers, as_json) -> None:
         kind = for_run(looked.run(run_id))
     finally:  # not held open beside the run's own connection
         looked.close()
-    with _stop_on_sigterm():
+    with _stop_on_sigterm(), cli_cluster.on_cluster(kind, cluster, cluster_workers) as on:
         console.resume(kind, run_id, RunOptions(data_dir, speed=speed, workers=workers,
-                                                as_json=as_json))
+                                                as_json=as_json, cluster=on))
 
 
 @main.command()
@@ -382,6 +385,7 @@ def _round(value, digits):
 
 
 cli_web.register(main)
+cli_cluster.register(main)
 
 if __name__ == "__main__":
     main()

@@ -16,6 +16,7 @@ from lipon_hw.errors import MissingExtra
 #: the top-level modules each extra brings that the code imports
 MODULES = {"plots": ("matplotlib",), "bluesky": ("bluesky", "ophyd_async", "ophyd"),
            "web": ("fastapi", "starlette", "uvicorn", "websockets"),
+           "cluster": ("dask", "distributed"),
            "postgres": ("psycopg", "psycopg_binary")}
 
 

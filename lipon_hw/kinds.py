@@ -39,6 +39,9 @@ class RunOptions:
     workers: int | None = None
     sample_id: str | None = None
     as_json: bool = False
+    #: a connected Dask cluster (`lipon_hw.cluster.connect.Cluster`) for the kinds that
+    #: spread over one (`spreads_on_cluster`); None: this machine's worker processes
+    cluster: object | None = None
 
 
 class RunKind(Protocol):
@@ -111,6 +114,8 @@ class KindBase:
 
     resumable: tuple[str, ...] = ("running", "interrupted", "failed", "aborted")
     export_formats: tuple[str, ...] = ("csv",)
+    #: its `execute` spreads a run over a Dask cluster (`RunOptions.cluster`)
+    spreads_on_cluster: bool = False
 
     def schema(self) -> dict:
         return {"type": "object", "required": ["kind"],

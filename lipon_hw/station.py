@@ -92,6 +92,9 @@ class FilmSpec(BaseModel):
 
 _RANGE = re.compile(r"\{(\d+)-(\d+)\}")
 MAX_CHANNELS = 256
+#: a simulated bank (sim://) may hold more: a campaign of thousands of simulated cells on
+#: one potentiostat, spread over a cluster (`lipon_hw.cluster`)
+MAX_SIM_CHANNELS = 100_000
 
 
 def expand_address(address: str) -> list[str]:
@@ -110,9 +113,10 @@ def expand_address(address: str) -> list[str]:
     if not first <= last:
         raise InputError(f"address {address!r}: the channel range {match[0]} runs backwards "
                          f"({first} > {last})")
-    if last - first + 1 > MAX_CHANNELS:
+    most = MAX_SIM_CHANNELS if address.startswith("sim://") else MAX_CHANNELS
+    if last - first + 1 > most:
         raise InputError(f"address {address!r}: the channel range {match[0]} names "
-                         f"{last - first + 1} ports, more than {MAX_CHANNELS}")
+                         f"{last - first + 1} ports, more than {most}")
     width = len(match[1]) if match[1].startswith("0") and len(match[1]) > 1 else 0
     head, tail = address[:match.start()], address[match.end():]
     return [f"{head}{n:0{width}d}{tail}" for n in range(first, last + 1)]

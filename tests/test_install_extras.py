@@ -187,3 +187,14 @@ def test_only_a_missing_module_of_the_extra_is_explained():
     with pytest.raises(ModuleNotFoundError) as caught, needs("plots", "drawing plots"):
         raise ModuleNotFoundError("No module named 'numpy'", name="numpy")
     assert caught.value.name == "numpy"
+
+
+def test_a_cluster_names_its_extra_on_a_core_install(core_env, tmp_path):
+    protocol = tmp_path / "protocol.yaml"
+    protocol.write_text(PROTOCOL, encoding="utf-8")
+    done = core(core_env, "run", protocol, "--data", tmp_path / "data", "--cluster", "local",
+                cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (
+        2, "error: distributed is not installed: --cluster needs "
+           "`pip install 'lipon-hw[cluster]'`\n")
+    assert not (tmp_path / "data").exists()

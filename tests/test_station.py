@@ -56,7 +56,8 @@ def test_a_channel_range_expands_in_order(address, expanded):
     ("sim://m/{a-b}", "must hold exactly one channel range"),
     ("sim://m/{1-4", "must hold exactly one channel range"),
     ("sim://m/{1,2}", "must hold exactly one channel range"),
-    ("sim://m/{1-1000}", "names 1000 ports, more than 256"),
+    ("serial:///dev/ttyACM{0-999}", "names 1000 ports, more than 256"),
+    ("sim://m/{1-100001}", "names 100001 ports, more than 100000"),
 ])
 def test_a_malformed_range_is_one_located_station_error(tmp_path, address, message):
     text = BENCH.replace('"sim://mes4/{1-4}"', f'"{address}"')

@@ -27,8 +27,10 @@ def split(channels: list[int], workers: int) -> list[list[int]]:
 
 def run_group(store: Store, run_id: int, proto: pr.Protocol, station: Station,
                states: dict[int, ChannelState], seed: int | None, speed: float | None,
-               on_cycle) -> None:
-    """Some channels on one clock, in this process; their cells disconnected at the end."""
+               on_cycle, operator=None) -> None:
+    """Some channels on one clock, in this process; their cells disconnected at the end.
+    `operator`: the operator's wish, asked between stretches of the clock (default: the
+    store's requests, `OperatorWish`)."""
     proto = replace(proto, channels=[p for p in proto.channels if p.channel in states])
     t0 = min(states[p.channel].t_s for p in proto.channels)
     env = make_env(station, speed, t0)
@@ -39,7 +41,7 @@ def run_group(store: Store, run_id: int, proto: pr.Protocol, station: Station,
         cells = mount_cells(lab, proto, store, seed, snapshots, run_id) if lab.cells else {}
         run_channels(env, store, run_id, proto, pstat, states, cells,
                      realtime=not station.in_process or speed is not None, on_cycle=on_cycle,
-                     operator=OperatorWish(store, run_id),
+                     operator=operator or OperatorWish(store, run_id),
                      links=instrument_links(lab, proto.potentiostat))
     finally:
         with uninterruptible():

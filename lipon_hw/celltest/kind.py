@@ -20,6 +20,7 @@ class CellTestKind(KindBase):
     document_kind = "cycling"
     export_formats = ("csv", "parquet", "bdf", "bdf-parquet")
     resumable = ("running", "interrupted", "failed", "aborted")
+    spreads_on_cluster = True  # its channels, in shards (`lipon_hw.cluster.campaign`)
 
     def schema(self) -> dict:
         from lipon_hw.celltest.protocol_json import protocol_schema

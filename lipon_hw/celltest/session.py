@@ -42,24 +42,25 @@ def start_cycling(sequence: str, data_dir: str | Path, station_path: str | None 
                   seed: int | None = None, speed: float | None = None,
                   notify: Callable[[str], None] | None = None,
                   on_start: Callable[[int, pr.Protocol], None] | None = None,
-                  on_cycle=None, workers: int | None = None) -> RunResult:
-    """Run a cell-test protocol (the lifecycle with this kind, for Python callers)."""
+                  on_cycle=None, workers: int | None = None, cluster=None) -> RunResult:
+    """Run a cell-test protocol (the lifecycle with this kind, for Python callers);
+    `cluster`: a connected `lipon_hw.cluster.connect.Cluster` to spread the channels over."""
     from lipon_hw.celltest.kind import KIND
 
     return lifecycle.start(KIND, sequence, RunOptions(str(data_dir), station_path, seed, speed,
-                                                      workers),
+                                                      workers, cluster=cluster),
                            Watch(notify, on_start, on_cycle))
 
 
 def resume_cycling(run_id: int, data_dir: str | Path, speed: float | None = None,
                    notify: Callable[[str], None] | None = None,
                    on_start: Callable[[int, pr.Protocol], None] | None = None,
-                   on_cycle=None, workers: int | None = None) -> RunResult:
+                   on_cycle=None, workers: int | None = None, cluster=None) -> RunResult:
     """Every channel that had not ended continues from its last step boundary."""
     from lipon_hw.celltest.kind import KIND
 
     return lifecycle.resume(KIND, run_id, RunOptions(str(data_dir), speed=speed,
-                                                     workers=workers),
+                                                     workers=workers, cluster=cluster),
                             Watch(notify, on_start, on_cycle))
 
 
@@ -96,23 +97,33 @@ def resumption(store: Store, owned, run, station: Station, proto: pr.Protocol
                              f"but its protocol now picks {plan.sample} from a newer "
                              "screening of the sheet: the run cannot go on with other cells "
                              "(start a new run; from_screening.run pins a screening)")
-        state = ChannelState.from_dict(row.state)
-        if station.in_process:
-            store.rewind_channel(run.id, plan.channel, state.t_s)
-        else:
-            state.t_s = max(state.t_s, store.last_cell_sample_t(run.id, plan.channel))
-        state.step_count = max(state.step_count, store.max_step_count(run.id, plan.channel))
-        states[plan.channel] = state
+        states[plan.channel] = take_up(store, run.id, plan.channel,
+                                       ChannelState.from_dict(row.state), station.in_process)
     if not states:  # killed after its channels ended, before its status was written
         return Resumption(0.0, {}, "", finished=True)
     return Resumption(min(s.t_s for s in states.values()), states,
                       f"resumed channels {', '.join(map(str, states))} from their last step")
 
 
+def take_up(store: Store, run_id: int, channel: int, state: ChannelState,
+            in_process: bool) -> ChannelState:
+    """A channel taken up from its last step boundary stored (`state`). Where the world
+    lives in the process that runs it, its cell rolls back to that boundary and what the
+    store holds after it is forgotten; real cells lived on, so their clock goes on from
+    the last sample stored. Step counts stay monotonic either way."""
+    if in_process:
+        store.rewind_channel(run_id, channel, state.t_s)
+    else:
+        state.t_s = max(state.t_s, store.last_cell_sample_t(run_id, channel))
+    state.step_count = max(state.step_count, store.max_step_count(run_id, channel))
+    return state
+
+
 def execute(running: Running) -> Outcome:
     """Run the channels in `workers` processes (default: one per core for a run in
     virtual time, one for real time; one for a run with rules on the potentiostat as a
-    whole), then judge and summarise the run from the store."""
+    whole) — or in as many shards on the run's Dask cluster (default: one per worker
+    thread) — then judge and summarise the run from the store."""
     store, run_id, proto = running.store, running.run_id, running.plan
     if running.resumed is None:
         states = {plan.channel: ChannelState() for plan in proto.channels}
@@ -121,13 +132,27 @@ def execute(running: Running) -> Outcome:
     if not states:
         status, message, summary = _end_run(store, run_id, proto, "completed", "")
         return Outcome(status, message, summary, summary["virtual_s"])
+    cluster = running.cluster
     # rules on the potentiostat as a whole need one view of all its channels: one process
-    workers = 1 if proto.rules else \
-        running.workers or (1 if running.realtime else os.cpu_count() or 1)
+    workers = 1 if proto.rules else running.workers or (
+        cluster.slots if cluster is not None else
+        1 if running.realtime else os.cpu_count() or 1)
     groups = split([p.channel for p in proto.channels if p.channel in states], workers)
     status, message = "failed", ""
+    figures: dict[int, dict] = {}  # the film figures the shards worked out themselves
     try:
-        if len(groups) == 1:
+        if cluster is not None:  # shards on a Dask cluster (`lipon_hw.cluster`)
+            from lipon_hw.cluster.campaign import run_shards
+
+            relay = AlarmRelay(store, run_id)
+            try:
+                for report in run_shards(cluster, store, run_id, groups, states,
+                                         running.seed, running.speed,
+                                         running.watch.progress, relay.poll):
+                    figures.update(report["figures"])
+            finally:
+                relay.poll(force=True)
+        elif len(groups) == 1:
             run_group(store, run_id, proto, running.station, states, running.seed,
                        running.speed, running.watch.progress)
         else:  # their alarms are stored by the workers: read back as the run goes on
@@ -148,7 +173,7 @@ def execute(running: Running) -> Outcome:
         with uninterruptible():
             try:
                 status, message, summary = _end_run(store, run_id, proto, status, message,
-                                                    set(states))
+                                                    set(states), figures)
             except StoreError as exc:  # what was buffered cannot be written
                 lost = store.drop_unwritten_samples()
                 failure = stop_reason(exc)
@@ -157,19 +182,21 @@ def execute(running: Running) -> Outcome:
                 message += f" ({lost} buffered samples and readings were not stored)"
                 status = "failed" if status == "completed" else status
                 status, message, summary = _end_run(store, run_id, proto, status, message,
-                                                    set(states))
+                                                    set(states), figures)
     return Outcome(status, message, summary, summary["virtual_s"])
 
 
 def _end_run(store: Store, run_id: int, proto: pr.Protocol, status: str, message: str,
-             meant: set[int] = frozenset()) -> tuple[str, str, dict]:
+             meant: set[int] = frozenset(), figures: dict | None = None
+             ) -> tuple[str, str, dict]:
     """The run's final status, message and summary, from what its channels stored. A run
-    whose channels all ran to their end (`status` completed) is judged by them."""
+    whose channels all ran to their end (`status` completed) is judged by them. `figures`:
+    channels' film figures worked out already (by the cluster's shards)."""
     rows = _mark_lost(store, run_id, store.channels(run_id), status, meant)
     if status == "completed":
         status, message = _judged(rows)
         store.requests.take(run_id)
-    summary = _summary(store, run_id, proto, rows)
+    summary = _summary(store, run_id, proto, rows, figures or {})
     store.set_status(run_id, status, message, summary)
     return status, message, summary
 
@@ -204,7 +231,8 @@ def _mark_lost(store: Store, run_id: int, rows: list[Channel], status: str,
     return rows
 
 
-def _summary(store: Store, run_id: int, proto: pr.Protocol, rows: list[Channel]) -> dict:
+def _summary(store: Store, run_id: int, proto: pr.Protocol, rows: list[Channel],
+             films: dict) -> dict:
     """Per channel: status, completed cycles, last discharge capacity, mean CE (the first
     cycle left out: formation), retention; and the film's conductivities where the
     protocol measured them (the first such channel's also at the top level)."""
@@ -228,7 +256,8 @@ def _summary(store: Store, run_id: int, proto: pr.Protocol, rows: list[Channel])
                  "mean_coulombic_efficiency": figures.mean_coulombic_efficiency,
                  "retention": last / ref if last and ref else None}
         if plan is not None:
-            film = film_figures(store, run_id, plan)
+            film = films[row.channel] if row.channel in films else \
+                film_figures(store, run_id, plan)
             entry.update(film)
             if film and "film_thickness_nm" not in summary:
                 summary.update(film)

@@ -131,6 +131,7 @@ class Running:
     workers: int | None
     watch: Watch
     resumed: Resumption | None = None
+    cluster: Any = None  # `RunOptions.cluster`
 
     @property
     def realtime(self) -> bool:
@@ -191,7 +192,8 @@ def start(kind, sequence: str, options, watch: Watch | None = None) -> RunResult
         run_id = open_run(store, owned, station, opening.resources, kind.name, plan.name,
                           sequence, plan.text, seed, opening.sample_id, prepare)
         return _drive(kind, Running(plan, station, store, run_id, seed, options.speed,
-                                    options.workers, trouble.watch), trouble)
+                                    options.workers, trouble.watch,
+                                    cluster=options.cluster), trouble)
 
 
 def resume(kind, run_id: int, options, watch: Watch | None = None) -> RunResult:
@@ -215,7 +217,8 @@ def resume(kind, run_id: int, options, watch: Watch | None = None) -> RunResult:
                 if watch.start is not None:
                     watch.start(run_id, plan)
         return _drive(kind, Running(plan, station, store, run_id, run.seed, options.speed,
-                                    options.workers, trouble.watch, point), trouble)
+                                    options.workers, trouble.watch, point,
+                                    options.cluster), trouble)
 
 
 @contextlib.contextmanager

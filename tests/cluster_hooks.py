@@ -1,0 +1,35 @@
+"""What the cluster tests send along with a shard (`ShardOrder.on_cycle`): importable by
+the Dask workers, which the test process spawns with its own sys.path."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+#: a held shard that nobody kills gives up after this long (the test then fails)
+HOLD_AT_MOST_S = 120.0
+
+
+class HoldAfter:
+    """The first channel (of any shard) to complete `cycles` cycles writes
+    "PID CHANNEL" of its worker process to `path` and holds its shard there until the
+    process is killed. Once the file exists, every later call (the shard run again on
+    another worker) goes on."""
+
+    def __init__(self, path: str, cycles: int):
+        self.path, self.cycles = path, cycles
+
+    def __call__(self, channel: int, completed: int) -> None:
+        if completed < self.cycles or os.path.exists(self.path):
+            return
+        part = Path(f"{self.path}.{os.getpid()}")
+        part.write_text(f"{os.getpid()} {channel}", encoding="utf-8")
+        try:
+            os.link(part, self.path)  # one shard wins, the file whole when seen
+        except FileExistsError:
+            return
+        finally:
+            part.unlink()
+        time.sleep(HOLD_AT_MOST_S)
+        raise RuntimeError(f"the worker holding at cycle {self.cycles} was never killed")
