@@ -62,6 +62,10 @@ class Link:
     as reading it byte by byte.
     """
 
+    #: counts every change of any link's health in this process: whoever watches
+    #: thousands of links (a potentiostat bank's watch) looks at each only when it moved
+    health_changes = 0
+
     def __init__(
         self,
         address: str,
@@ -217,7 +221,7 @@ class Link:
                 except LinkError as exc:
                     error = exc
                     unsure = verify is not None
-                    self.health = Health.RETRYING
+                    self._set_health(Health.RETRYING)
                     self.last_error = str(exc)
                     self._rx.clear()
                     if type(exc) is LinkError:  # the port itself failed (a closed socket,
@@ -255,7 +259,7 @@ class Link:
 
     def _succeeded(self) -> None:
         self.answered = True
-        self.health = Health.OK
+        self._set_health(Health.OK)
         self._next_backoff_s = self._backoff_s
 
     def _ensure_open(self) -> None:
@@ -274,10 +278,15 @@ class Link:
             raise LinkLost(f"{self.address} could not be opened: {exc}") from None
         self._open = True
         if self.health is Health.LOST:
-            self.health = Health.RETRYING
+            self._set_health(Health.RETRYING)
+
+    def _set_health(self, health: Health) -> None:
+        if health is not self.health:
+            self.health = health
+            Link.health_changes += 1
 
     def _mark_lost(self) -> None:
-        self.health = Health.LOST
+        self._set_health(Health.LOST)
         self._reopen_at = self._clock() + self._next_backoff_s
         self._next_backoff_s = min(self._next_backoff_s * 2, self._max_backoff_s)
 

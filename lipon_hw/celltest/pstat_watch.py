@@ -56,6 +56,7 @@ class PotentiostatWatch:
         self._held_words = self._held_labels = ""
         self._codes = [0] * len(self.links)  # each link's last health code
         self._healths: list | None = None  # each link's health at the last look
+        self._changes_seen = -1  # `Link.health_changes` at the last look
         self._reads_links = any(q == f"{name}.{LINK_HEALTH}" for rule in self.rules
                                 for q in rule.condition.names.values())
 
@@ -121,6 +122,9 @@ class PotentiostatWatch:
         self._alarming = set(alarming)
 
     def _links_changed(self, now: float) -> None:
+        if Link.health_changes == self._changes_seen:
+            return  # no link of this process changed its health since the last look
+        self._changes_seen = Link.health_changes
         healths = [link.health for link in self.links]
         if healths == self._healths:  # as at the last look: no alarm, no reading
             return
