@@ -1,6 +1,12 @@
-"""Scale benchmark, the cluster part (issue 15, 4 (b) and (c)): a campaign of many
-simulated LNMO cells on a Dask LocalCluster of 1 and of 2 workers, then the wall time
-projected for 100 workers.
+"""Scale benchmark (issue 15, 4): (a) the 16 × 600 campaign on this machine through the
+full path, against the cell model alone; (b) a campaign of many simulated LNMO cells on a
+Dask LocalCluster of 1 and of 2 workers; (c) the wall time projected for 100 workers.
+
+(a) is `bench/cycling.py`'s campaign (the shipped thesis protocol, 16 channels × 600
+cycles, one worker process per core, SQLite): wall time, CPU per sample of the full path
+(the engine and its workers) per core against the cell model alone's, and peak worker
+memory at 100 and at 600 cycles (flat in the number of cycles). `--skip-one-machine`
+leaves it out.
 
 (b) The shipped thesis protocol (`sequences/lnmo_cycling.yaml`: impedance, two formation
 cycles at C/10, then 3 µA cycles; `--short`: the 3 µA cycles alone) cut to `--cycles`,
@@ -19,7 +25,11 @@ measured at 2 workers (shards share nothing but the store), plus what a shard co
 before its first sample (the station loaded, the bank's cells built) — and a store that
 takes 100 workers' samples (PostgreSQL; one SQLite file is a single writer).
 
-    python bench/scale.py [--cells 10000] [--cycles 50] [--short] [--workers 1,2] [--store URL]
+    python bench/scale.py [--cells 10000] [--cycles 50] [--short] [--workers 1,2]
+                          [--shards N] [--store URL] [--skip-one-machine]
+
+`--shards N` splits the bank into N shards (default: one per worker): a shard's memory
+grows with its channels, and more shards than workers queue on them.
 
 `--store postgresql://…` puts the runs in a PostgreSQL store (the `pgstore` back end);
 default: each run's data directory's SQLite file. Prints figures, then one JSON line.
@@ -86,7 +96,7 @@ def empty_task_s(client) -> float:
 
 
 def campaign(workers: int, cells: int, cycles: int, store: str | None, tmp: Path,
-             short: bool = False) -> dict:
+             short: bool = False, shards: int | None = None) -> dict:
     """One campaign on a LocalCluster of `workers` processes, in this process."""
     from lipon_hw.celltest.session import start_cycling
     from lipon_hw.cluster.connect import open_cluster
@@ -105,7 +115,8 @@ def campaign(workers: int, cells: int, cycles: int, store: str | None, tmp: Path
         per_empty = empty_task_s(cluster.client)
         load0, began = os.getloadavg()[0], time.time()
         wall = time.perf_counter()
-        result = start_cycling(str(proto), data, station_path=str(station), cluster=cluster)
+        result = start_cycling(str(proto), data, station_path=str(station), cluster=cluster,
+                               workers=shards)
         wall = time.perf_counter() - wall
         finished = time.time()
         reports = cluster.reports
@@ -118,6 +129,8 @@ def campaign(workers: int, cells: int, cycles: int, store: str | None, tmp: Path
         twice = db.execute("SELECT COUNT(*) FROM (SELECT channel, t_s FROM cell_samples "
                            "WHERE run_id=? GROUP BY channel, t_s HAVING COUNT(*) > 1) AS d",
                            (run_id,)).fetchone()[0]
+        with_samples = db.execute("SELECT COUNT(DISTINCT channel) FROM cell_samples WHERE "
+                                  "run_id=?", (run_id,)).fetchone()[0]
         channel_s = sum(c.t_s for c in looked.channels(run_id))
     finally:
         looked.close()
@@ -126,7 +139,8 @@ def campaign(workers: int, cells: int, cycles: int, store: str | None, tmp: Path
     overhead = [(r["started"] - r["submitted"]) + (r["heard"] - r["ended"]) for r in reports]
     return {"workers": workers, "status": result.status, "wall_s": wall,
             "cluster_start_s": up_s, "samples": samples, "samples_per_s": samples / wall,
-            "samples_twice": twice, "channel_h": channel_s / 3600,
+            "samples_twice": twice, "cells_with_samples": with_samples,
+            "channel_h": channel_s / 3600,
             "channel_h_per_wall_s": channel_s / 3600 / wall,
             "cycles_min": min(done), "cycles_max": max(done), "shards": len(reports),
             "shard_wall_s": shard_s, "shard_cpu_s": [r["cpu_s"] for r in reports],
@@ -138,6 +152,31 @@ def campaign(workers: int, cells: int, cycles: int, store: str | None, tmp: Path
             "empty_task_s": per_empty,
             "peak_worker_MB": max(r["peak_rss_MB"] for r in reports),
             "engine_peak_MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+
+
+def on_this_machine(cycles: int = 600, channels: int = 16, short: int = 100) -> dict:
+    """(a): `bench/cycling.py`'s campaign through the full path, and the cell model alone."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import cycling
+
+    alone = cycling.cell_alone(cycles, channels)
+    with tempfile.TemporaryDirectory() as tmp:
+        before = cycling.full_path(short, channels, None, Path(tmp))
+        full = cycling.full_path(cycles, channels, None, Path(tmp))
+    per_core = full["cpu_us_per_sample"] / alone["cpu_us_per_sample"]
+    print(f"(a) {channels} channels × {cycles} cycles on this machine ({os.cpu_count()} "
+          f"cores): {full['status']} in {full['wall_s']:.1f} s wall, {full['samples']} samples;"
+          f" per core the full path {full['cpu_us_per_sample']:.2f} µs CPU per sample, the "
+          f"cell model alone {alone['cpu_us_per_sample']:.2f}: {per_core:.2f}×; peak worker "
+          f"{before['workers_MB']:.0f} MB after {short} cycles, {full['workers_MB']:.0f} MB "
+          f"after {cycles}")
+    return {"channels": channels, "cycles": cycles, "status": full["status"],
+            "wall_s": round(full["wall_s"], 2), "samples": full["samples"],
+            "full_cpu_us_per_sample": round(full["cpu_us_per_sample"], 2),
+            "alone_cpu_us_per_sample": round(alone["cpu_us_per_sample"], 2),
+            "per_core_ratio": round(per_core, 2),
+            "peak_worker_MB": {str(short): round(before["workers_MB"], 1),
+                               str(cycles): round(full["workers_MB"], 1)}}
 
 
 def setup_cost_s(cells: int, tmp: Path) -> float:
@@ -179,7 +218,12 @@ def main() -> int:
     ap.add_argument("--store", help="postgresql://… (default: SQLite in each data directory)")
     ap.add_argument("--short", action="store_true",
                     help="the protocol's 3 µA cycles only (no impedance, no formation)")
+    ap.add_argument("--shards", type=int, default=None,
+                    help="shards the bank is split into (default: one per worker)")
+    ap.add_argument("--skip-one-machine", action="store_true",
+                    help="leave out (a), the 16 × 600 campaign on this machine")
     args = ap.parse_args()
+    one_machine = None if args.skip_one_machine else on_this_machine()
     counts = [int(w) for w in args.workers.split(",")]
     if args.store is not None:
         try:
@@ -192,7 +236,8 @@ def main() -> int:
         print(f"a shard's setup (station of {args.cells} cells loaded, cells built): "
               f"{setup_s:.1f} s")
         for workers in counts:
-            run = campaign(workers, args.cells, args.cycles, args.store, Path(tmp), args.short)
+            run = campaign(workers, args.cells, args.cycles, args.store, Path(tmp), args.short,
+                           args.shards)
             runs.append(run)
             print(f"{workers} worker{'s' * (workers > 1)}: {run['status']} in "
                   f"{run['wall_s']:.1f} s; {run['samples']} samples ({run['samples_per_s']:.0f}"
@@ -219,8 +264,11 @@ def main() -> int:
     print(json.dumps({"bench": "scale", "cells": args.cells, "cycles": args.cycles,
                       "protocol": "3 µA cycles only" if args.short else "thesis",
                       "store": "postgresql" if args.store else "sqlite",
+                      "one_machine": one_machine,
                       "cluster": [_rounded(r) for r in runs], "projected": _rounded(projection)}))
-    ok = all(r["status"] == "completed" and r["samples_twice"] == 0 for r in runs)
+    ok = all(r["status"] == "completed" and r["samples_twice"] == 0
+             and r["cells_with_samples"] == args.cells for r in runs)
+    ok = ok and (one_machine is None or one_machine["status"] == "completed")
     return 0 if ok else 1
 
 
