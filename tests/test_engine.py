@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import simpy
 
+from lipon_hw.deposition import runner
 from lipon_hw.deposition.recipe import load_recipe
 from lipon_hw.deposition.runner import Engine
 from lipon_hw.errors import LinkLost, RunAborted
@@ -164,6 +165,31 @@ def test_operator_pause_continue_and_abort(tmp_path):
     with pytest.raises(RunAborted, match="aborted by the operator"):
         bench2.engine.run()
     bench2.assert_safe()
+
+
+def test_a_request_from_another_process_is_taken_within_a_minute_of_run_time(tmp_path):
+    """The engine reads the requests table at most once a wall second, but at least once
+    every REQUESTS_EVERY_RUN_S of run time: an abort made through another connection (as
+    `lipon-hw abort` makes it) mid-deposit is acted on within that much run time, even in
+    a virtual-time run that lives hours in a wall second."""
+    bench = Bench(tmp_path, thickness_nm=200)
+    other = Store(tmp_path / "data")
+    asked = []
+
+    def abort():
+        asked.append(bench.env.now)
+        other.requests.make(bench.run_id, "abort")
+
+    bench.at_deposit(abort, after_s=30)
+    try:
+        with pytest.raises(RunAborted, match="aborted by the operator"):
+            bench.engine.run()
+    finally:
+        other.close()
+    bench.assert_safe()
+    (at,) = asked
+    ended = bench.env.now  # the clock stopped where the abort was acted on
+    assert at <= ended <= at + runner.REQUESTS_EVERY_RUN_S + bench.recipe.record_every_s
 
 
 def test_a_pump_down_that_times_out_says_where_the_chamber_got(tmp_path):
