@@ -244,7 +244,7 @@ class AEBusEmulator(Emulator):
 
     def _reading(self, key: str) -> bytes:
         """A reading as the unit reports it: noisy, whole units, magnitude, 16 bits."""
-        true = abs(self.tool.rf_readings()[key])
+        true = abs(self.tool.rf_reading(key))
         sigma = true * self.noise_pct / 100 + self.noise_W
         noisy = true + sigma * self.tool.world.rng.standard_normal() if sigma else true
         return u16(min(max(round(noisy), 0), 0xFFFF))
