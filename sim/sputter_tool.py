@@ -377,6 +377,12 @@ class SputterTool:
         mass_rate = rate * self.sp.crystal_to_substrate * 1e-8 * self.sp.film_density_g_cm3
         return xtal.reading(s, mass_rate)
 
+    def crystal_frequency_Hz(self) -> float:
+        """`crystal()`'s frequency, 0 Hz when the crystal has failed: what a monitor's
+        frequency and life readings need, without the mass rate."""
+        self.world.sync()
+        return 0.0 if self.s.crystal_failed else xtal.frequency_Hz(self.s)
+
     def replace_crystal(self) -> None:
         self.world.sync()
         xtal.fresh(self.s, self.xp, self.world.rng)
