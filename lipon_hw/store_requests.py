@@ -2,7 +2,8 @@
 
 `lipon-hw pause|continue|abort RUN` (or an operator of `lipon-hw serve`) adds a row to
 `requests`, with who made it (`author`: the OS user, or the web user's name); the engine
-driving the run takes the rows not yet taken at its next sample and acts on them. Every
+driving the run takes the rows not yet taken and acts on them (a deposition at its next
+sample a wall second or a minute of run time after it last looked). Every
 worker process of a cell test sees a pending abort (`pending`) until the run's end marks
 it taken.
 """
@@ -32,11 +33,15 @@ class OperatorRequests:
         self._db = db
         self._write_soon = write_soon
         self._taken: set[int] = set()
+        #: requests made through this connection: a reader in the same process that
+        #: paces its reads of the table reads it at once after one (`deposition.runner`)
+        self.made = 0
 
     def make(self, run_id: int, action: str, author: str | None = None) -> None:
         """Committed at once; `author`: who asked (None: not said)."""
         self._db.execute("INSERT INTO requests (run_id, action, made_at, author)"
                          " VALUES (?,?,?,?)", (run_id, action, time.time(), author))
+        self.made += 1
 
 
     def pending(self, run_id: int) -> list[str]:

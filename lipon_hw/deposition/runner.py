@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import sqlite3
 import time
 from collections.abc import Callable
@@ -58,6 +59,10 @@ MAX_HOLDS_PER_STEP = 3
 STORE_PATIENCE_S = 45.0
 #: how long the end of a run (made safe already) waits for a locked store to take its status
 END_WRITE_WAIT_S = 5.0
+#: the operator's requests are read at most once a wall second, and at least once a
+#: minute of run time (`Engine._take_requests`)
+REQUESTS_EVERY_S = 1.0
+REQUESTS_EVERY_RUN_S = 60.0
 
 
 class Context:
@@ -166,6 +171,7 @@ class Engine:
         self.sample_id = store.run(run_id).sample_id  # chosen when the run started
         self.ctx = Context(self)
         self._last_checkpoint = env.now
+        self._requests_read = (-math.inf, -math.inf, -1)  # wall, run time, made: _take_requests
         self._polled: dict[str, list] = {}
         self._store_refused_at: float | None = None  # run clock when the store began refusing
         self._alarming: set[str] = set()  # `alarm` rules true at the last sample
@@ -428,6 +434,16 @@ class Engine:
                                          "readings it could not store")
 
     def _take_requests(self) -> None:
+        """The operator's requests, read from the store at most once a wall second (a run
+        in virtual time samples far faster than anyone asks; on PostgreSQL each read is a
+        round trip) but at least once every REQUESTS_EVERY_RUN_S of run time, and at once
+        after one made through this process's store."""
+        wall, made = time.monotonic(), self.store.requests.made
+        read_wall, read_t, read_made = self._requests_read
+        if made == read_made and wall - read_wall < REQUESTS_EVERY_S and \
+                self.env.now - read_t < REQUESTS_EVERY_RUN_S:
+            return
+        self._requests_read = (wall, self.env.now, made)
         ctx = self.ctx
         for action in self.store.requests.take(self.run_id):
             if action == "abort":  # the operator's own act: no alarm
