@@ -112,6 +112,10 @@ def checksum(data: bytes) -> int:
     return value
 
 
+#: `checksum` of a reply packet, kept per packet: a unit's replies repeat (whole watts)
+_reply_checksum = functools.lru_cache(maxsize=1024)(checksum)
+
+
 def encode_packet(address: int, command: int, data: bytes = b"") -> bytes:
     if len(data) < LONG_PACKET:
         body = bytes([address << 3 | len(data), command]) + data
@@ -351,7 +355,7 @@ class AEBusGenerator:
         is a FrameError once it has been resent REPLY_RESENDS times."""
         for _resend in range(self.REPLY_RESENDS):
             reply = read_packet(link.read_exact)
-            if not checksum(reply):
+            if not _reply_checksum(reply):
                 return reply
             link.write(NAK)
         reply = read_packet(link.read_exact)

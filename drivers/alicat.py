@@ -93,6 +93,11 @@ def is_refusal(line: str) -> bool:
     return bool(tokens) and tokens[-1] == REFUSAL
 
 
+#: `parse_data_frame` kept per line: a controller's frames repeat (two decimals of a flow
+#: that holds its setpoint); a line that is no frame raises ValueError every time
+_frame_of = functools.lru_cache(maxsize=1024)(parse_data_frame)
+
+
 # --- driver ---------------------------------------------------------------------------
 class AlicatMFC:
     """An Alicat mass-flow controller whose device unit is sccm."""
@@ -145,7 +150,7 @@ class AlicatMFC:
         return self._transact(command, self._data_frame)
 
     def _data_frame(self, line: str) -> DataFrame:
-        frame = parse_data_frame(line)
+        frame = _frame_of(line)
         if frame.unit != self.unit:
             raise ValueError(f"it comes from unit {frame.unit!r}, not {self.unit!r}")
         return frame

@@ -60,20 +60,25 @@ _CRC_TABLE = tuple(_crc_of_byte(value) for value in range(256))
 
 def inficon_crc(data: bytes) -> bytes:
     """The two CRC characters over `data` (LEN byte + body): 14-bit CRC, 7 bits + 34 each.
-    Those of short data (a command, a short reply) are kept: the same bytes, the same CRC."""
-    if type(data) is bytes and len(data) <= _CRC_KEPT_UP_TO:
-        crc = _crc_kept.get(data)
-        if crc is None:
-            if len(_crc_kept) >= _CRC_KEPT_MAX:
-                _crc_kept.clear()
-            crc = _crc_kept[data] = _crc(data)
-        return crc
-    return _crc(data)
+    Those of short data (a command, a short reply) are kept: the same bytes, the same CRC;
+    those of the last few longer ones too (an in-process instrument's reply is checked by the
+    host right after the instrument computed its CRC: the same bytes again)."""
+    if type(data) is not bytes:
+        return _crc(data)
+    kept = _crc_kept if len(data) <= _CRC_KEPT_UP_TO else _crc_recent
+    crc = kept.get(data)
+    if crc is None:
+        if len(kept) >= (_CRC_KEPT_MAX if kept is _crc_kept else _CRC_RECENT_MAX):
+            kept.clear()
+        crc = kept[data] = _crc(data)
+    return crc
 
 
 _CRC_KEPT_UP_TO = 12  # bytes: every command this project sends, and short replies
 _CRC_KEPT_MAX = 4096
 _crc_kept: dict[bytes, bytes] = {}
+_CRC_RECENT_MAX = 16  # longer data: only the last few
+_crc_recent: dict[bytes, bytes] = {}
 
 
 def _crc(data: bytes) -> bytes:

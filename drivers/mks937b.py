@@ -118,6 +118,13 @@ def parse_number(text: str) -> float | None:
     return float(text) if _NUMBER.fullmatch(text) else None
 
 
+#: `decode_reply` and `parse_number` kept per frame and per text: a controller's replies
+#: repeat (four significant digits of a pressure that changes slowly); a frame that is no
+#: reply raises ValueError every time
+_reply = functools.lru_cache(maxsize=1024)(decode_reply)
+_number = functools.lru_cache(maxsize=1024)(parse_number)
+
+
 # --- driver ---------------------------------------------------------------------------
 class MKS937B:
     """One gauge channel of an MKS 937B; several channels share the controller's Link."""
@@ -145,7 +152,7 @@ class MKS937B:
         """The channel's pressure in Torr; under-range reads as `lower_limit_torr`."""
         self._ensure_torr()
         body = self._query(f"PR{self.channel}", PRESSURE_BODY)
-        value = parse_number(body)
+        value = _number(body)
         if value is not None:
             return value
         if body.startswith("LO"):
@@ -190,7 +197,7 @@ class MKS937B:
         link.write(request)
         frame = link.read_until(TERMINATOR)
         try:
-            reply = decode_reply(frame)
+            reply = _reply(frame)
         except ValueError as exc:
             raise FrameError(f"{self.name} answered {request!r} with {frame!r}, "
                              f"which is not a 937B reply ({exc})") from None

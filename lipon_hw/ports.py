@@ -46,32 +46,35 @@ class SimPort:
 
     def __init__(self, endpoint: Endpoint):
         self._endpoint = endpoint
-        self._rx = bytearray()
+        self._rx = b""  # what the instrument sent and the host has not read (immutable:
+        # a reply is usually read whole, so it is handed over without a copy)
 
     def open(self) -> None:
         self._endpoint.reset_connection()
-        self._rx.clear()
+        self._rx = b""
 
     def close(self) -> None:
-        self._rx.clear()
+        self._rx = b""
 
     def write(self, data: bytes) -> None:
-        self._rx += self._endpoint.handle(data if type(data) is bytes else bytes(data))
+        reply = self._endpoint.handle(data if type(data) is bytes else bytes(data))
+        if reply:
+            if type(reply) is not bytes:
+                reply = bytes(reply)
+            self._rx = self._rx + reply if self._rx else reply
 
     def read(self, n: int, timeout_s: float) -> bytes:
-        chunk = bytes(self._rx[:n])
-        del self._rx[:n]
+        chunk, self._rx = self._rx[:n], self._rx[n:]
         return chunk
 
     def read_available(self) -> bytes:
         """Everything received so far: an in-process reply is complete at once, so a
         Link may take it in one call instead of byte by byte."""
-        chunk = bytes(self._rx)
-        self._rx.clear()
+        chunk, self._rx = self._rx, b""
         return chunk
 
     def reset_input(self) -> None:
-        self._rx.clear()
+        self._rx = b""
 
 
 class SerialPort:

@@ -43,6 +43,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from math import isfinite
 from pathlib import Path
 
 from lipon_hw import (
@@ -276,14 +277,18 @@ class Store(AlarmRecords, CellTestRecords, SampleRecords, ScreeningRecords, Page
         """Buffer readings; None is no reading. A NaN or infinite value (an instrument's
         garbage, a broken model) is not stored: the first of each quantity raises one alarm,
         and the export shows an empty cell there, as for any time it was not read."""
+        pending, quantities = self._pending, self._quantities
+        t_finite = finite(t_s)
         for name, value in values.items():
             if value is None:
                 continue
             value = float(value)
-            if not (finite(value) and finite(t_s)):
+            if not (t_finite and isfinite(value)):
                 self._nonfinite(run_id, t_s, name, f"{name} = {value!r} at t = {t_s!r} s")
                 continue
-            self._pending.append((run_id, t_s, self._quantity_id(name), value))
+            qid = quantities.get(name)
+            pending.append((run_id, t_s, qid if qid is not None else self._quantity_id(name),
+                            value))
         if self.taps:
             store_plumbing.tell(self.taps, "readings", run_id, t_s, values)
         self._maybe_flush(retry_while_refused=True)

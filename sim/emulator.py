@@ -147,7 +147,14 @@ class Emulator:
                 buffer[:] = pending[start:] if start else pending
             elif buffer:
                 buffer.clear()
-        return self._apply_faults(b"".join(replies)) if replies else b""
+        if not replies:
+            return b""
+        reply = replies[0] if len(replies) == 1 and type(replies[0]) is bytes else \
+            b"".join(replies)
+        if faults.drop_replies or faults.garble_replies or faults.garble_all or \
+                faults.bad_checksum:  # (`_apply_faults`, called only when it has work)
+            return self._apply_faults(reply)
+        return reply
 
     def line_silent(self, session: Session | None = None) -> None:
         """The line has fallen silent (`sim serve`: no byte for a poll interval). A

@@ -267,6 +267,12 @@ class EvaporatorTool:
                         * EVAPORANTS[m].density_g_cm3 for k, m in enumerate(self.p.boats))
         return xtal.reading(self.s, mass_rate)
 
+    def crystal_frequency_Hz(self) -> float:
+        """`crystal()`'s frequency, 0 Hz when the crystal has failed: what a monitor's
+        frequency and life readings need, without the mass rate."""
+        self.world.sync()
+        return 0.0 if self.s.crystal_failed else xtal.frequency_Hz(self.s)
+
     def fail_crystal(self) -> None:
         """Fault injection: the crystal dies now (mode-hops, stops oscillating)."""
         self.world.sync()

@@ -341,6 +341,23 @@ class SputterTool:
                 "regulation": s.regulation, "arcs": s.arcs,
                 "watchdog_tripped": s.rf_watchdog_tripped_at is not None}
 
+    def rf_reading(self, key: str) -> float:
+        """One of `rf_readings`' forward_W, reflected_W, load_W or dc_bias_V, worked out as
+        it does, without the others after it (a generator answers one query at a time)."""
+        self.world.sync()
+        fwd = self._forward_W()
+        if key == "forward_W":
+            return fwd
+        refl = fwd * self._reflection_now()
+        if key == "reflected_W":
+            return refl
+        load = fwd - refl
+        if key == "load_W":
+            return load
+        if key == "dc_bias_V":
+            return self.sp.dc_bias_V_per_sqrt_W * math.sqrt(load) if self.s.plasma else 0.0
+        return self.rf_readings()[key]
+
     def set_shutter(self, open_: bool) -> None:
         self.world.sync()
         self.s.shutter_open = open_
@@ -359,6 +376,12 @@ class SputterTool:
             rate = 0.0
         mass_rate = rate * self.sp.crystal_to_substrate * 1e-8 * self.sp.film_density_g_cm3
         return xtal.reading(s, mass_rate)
+
+    def crystal_frequency_Hz(self) -> float:
+        """`crystal()`'s frequency, 0 Hz when the crystal has failed: what a monitor's
+        frequency and life readings need, without the mass rate."""
+        self.world.sync()
+        return 0.0 if self.s.crystal_failed else xtal.frequency_Hz(self.s)
 
     def replace_crystal(self) -> None:
         self.world.sync()

@@ -33,6 +33,8 @@ many times wall speed. A station with anything outside runs at speed 1 unless to
 from __future__ import annotations
 
 import contextlib
+import functools
+import operator
 import signal
 import threading
 import time
@@ -143,7 +145,7 @@ class Running:
     def lab(self, env):
         """The station connected on `env`'s clock; a failure ends the run with its reason."""
         with ends_run_on_failure(self.store, self.run_id):
-            return self.station.connect(lambda: env.now, seed=self.seed)
+            return self.station.connect(env_clock(env), seed=self.seed)
 
 
 class Interrupted(LiponError):
@@ -332,6 +334,16 @@ def run_seed(station: Station, seed: int | None) -> int | None:
 def check_speed(speed: float | None) -> None:
     if speed is not None and speed <= 0:
         raise InputError(f"--speed must be above 0, not {speed:g}")
+
+
+def env_clock(env) -> Callable[[], float]:
+    """`env.now` as a function of no arguments, for the station's clock. The lab reads it at
+    every touch of the simulated world (tens of times a sample), so a simpy environment's
+    time is read without a Python frame (its `now` is the attribute `_now`); any other
+    environment through its property."""
+    if type(env).now is simpy.Environment.now and "_now" in vars(env):
+        return functools.partial(operator.attrgetter("_now"), env)
+    return lambda: env.now
 
 
 def make_env(station: Station, speed: float | None, initial_time: float = 0.0):

@@ -48,6 +48,9 @@ from lipon_hw.sim.emulator import Emulator, Session
 #: again); a damaged one raises FrameError every time
 _host_packet = functools.lru_cache(maxsize=256)(
     lambda packet: decode_packet(packet, "the host"))
+#: `encode_packet` of a reply, kept per (unit, command, data): readings are whole watts and
+#: volts, so a unit sends the same few replies again and again
+_reply_packet = functools.lru_cache(maxsize=1024)(encode_packet)
 
 CSR_OK, CSR_WRONG_MODE, CSR_OUT_OF_RANGE, CSR_BAD_COUNT, CSR_NOT_IMPLEMENTED = 0, 1, 4, 9, 99
 REGULATION_NAMES = {code: name for name, code in REGULATION_CODES.items()}
@@ -142,7 +145,7 @@ class AEBusEmulator(Emulator):
             return length, b""
         with self.world_lock:
             self._heard()
-            reply = encode_packet(self.unit, command, self._execute(command, data))
+            reply = _reply_packet(self.unit, command, self._execute(command, data))
         if address == 0:  # broadcast: every unit acts, none answers
             return length, b""
         session.pending = reply
@@ -244,7 +247,7 @@ class AEBusEmulator(Emulator):
 
     def _reading(self, key: str) -> bytes:
         """A reading as the unit reports it: noisy, whole units, magnitude, 16 bits."""
-        true = abs(self.tool.rf_readings()[key])
+        true = abs(self.tool.rf_reading(key))
         sigma = true * self.noise_pct / 100 + self.noise_W
         noisy = true + sigma * self.tool.world.rng.standard_normal() if sigma else true
         return u16(min(max(round(noisy), 0), 0xFFFF))

@@ -50,6 +50,11 @@ class CrystalSensor:
         return None if crystal["failed"] else crystal
 
     def frequency_Hz(self) -> float:
+        """The crystal's frequency, 0 Hz when it has failed (the tool's own accessor where it
+        has one: the mass rate is not needed)."""
+        frequency = getattr(self.tool, "crystal_frequency_Hz", None)
+        if frequency is not None:
+            return frequency()
         crystal = self.live()
         return crystal["frequency_Hz"] if crystal else 0.0
 

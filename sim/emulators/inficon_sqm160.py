@@ -104,10 +104,17 @@ class SQM160Emulator(InficonEmulator):
 
     def _constants(self, sensor: int) -> FilmConstants:
         film = self._film()
-        key = (film, self.system1, sensor)  # frozen records: the same ones, the same constants
-        if self._constants_for[0] != key:
+        kept = self._constants_for
+        if kept[0] is not None:  # frozen records: the very same ones, the same constants
+            kept_film, kept_system, kept_sensor = kept[0]
+            if kept_film is film and kept_system is self.system1 and kept_sensor == sensor:
+                return kept[1]
+        key = (film, self.system1, sensor)  # equal records (a film written again), too
+        if kept[0] != key:
             tooling = film.tooling_pct / 100 * self.system1.crystal_tooling_pct[sensor - 1] / 100
             self._constants_for = (key, FilmConstants(film.density_g_cm3, film.z_ratio, tooling))
+        else:
+            self._constants_for = (key, kept[1])
         return self._constants_for[1]
 
     def _live_crystal(self, sensor: int) -> dict | None:
