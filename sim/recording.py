@@ -179,6 +179,8 @@ class RecordLoop:
 
     def _scan(self, timer, volts, amps, j: int, m: int, plain: bool, runs, sent) -> int:
         """Apply the body's tests to readings j … m−1; the index of the last one used."""
+        if not plain and not self.follows_current:
+            return self._scan_volts(timer, volts, amps, j, m, runs[0], sent)
         gate = self.gate  # the rule: whether a reading goes out, and its thresholds after
         tn, eh, el, ih, il = self.thresholds
         v_hi, v_lo, follows_current = self.v_hi, self.v_lo, self.follows_current
@@ -207,6 +209,39 @@ class RecordLoop:
             tn, eh, el, ih, il = gate.next_t, gate.e_high, gate.e_low, gate.i_high, gate.i_low
             j = k + 1
         return m - 1
+
+    def _scan_volts(self, timer, volts, amps, j: int, m: int, v_runs, sent) -> int:
+        """_scan where only E and the timer matter (limits on E alone, no ΔI rule) and no
+        reading is NaN: the gate's thresholds kept in locals and moved as `sent` moves
+        them (t + dt_s, E ± dV), the limits tested against their nearest levels first."""
+        gate = self.gate
+        tn, eh, el = gate.next_t, gate.e_high, gate.e_low
+        dt, dV = gate.dt_s, gate.dV
+        v_hi, v_lo = self.v_hi, self.v_lo
+        try:
+            while j < m:
+                k = bisect_left(timer, tn, j, m)
+                k = _leaves(volts, v_runs, j, k, el if el > v_lo else v_lo,
+                            eh if eh < v_hi else v_hi)
+                if k >= m:
+                    break
+                t, e = timer[k], volts[k]
+                if e >= v_hi or e <= v_lo:  # a limit fires: the first in their order
+                    i = amps[k]
+                    for op, level, reason in self.limits:
+                        if (e >= level) if op == ">=" else (e <= level):
+                            sent.append((t, e, i, reason))
+                            self.end = reason
+                            return k
+                sent.append((t, e, amps[k], None))
+                if dt is not None:
+                    tn = t + dt
+                if dV is not None:
+                    eh, el = e + dV, e - dV
+                j = k + 1
+            return m - 1
+        finally:
+            gate.next_t, gate.e_high, gate.e_low = tn, eh, el
 
 
 def _runs(values: np.ndarray) -> tuple[list[int], list[int], list[float]]:
