@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from lipon_hw.errors import LinkLost
 from lipon_hw.link_health import CODES, QUANTITY, change_alarm, errors, instrument_links, worst
+from lipon_hw.links import Link
 
 #: how long (run clock) a lost link is ridden out when no interlock rule asks for longer
 LINK_GRACE_S = 60.0
@@ -57,6 +58,9 @@ class LinkWatch:
         self.grace_s: dict[str, float] = {}
         self._links: dict[str, list] = {}  # instrument → its links, looked up once
         self._names = {}  # instrument → its quantity's name
+        #: (Link.health_changes, instruments) of the last look, and its values
+        self._looked: tuple | None = None
+        self._looked_values: dict[str, float] = {}
         for rule in recipe.interlocks:
             for quantity in rule.condition.names.values():
                 inst, _, name = quantity.partition(".")
@@ -86,7 +90,18 @@ class LinkWatch:
         return bool(self._lost_since)
 
     def sample(self, ctx, instruments) -> tuple[dict[str, float], dict[str, float]]:
-        """(every instrument's link_health, those that changed, to store); alarms changes."""
+        """(every instrument's link_health, those that changed, to store); alarms changes.
+        While no link of the process has changed its health (`Link.health_changes`) since
+        the last look at the same instruments, that look's values stand and none changed."""
+        instruments = tuple(instruments)
+        key = (Link.health_changes, instruments)
+        if key == self._looked:
+            return self._looked_values, {}
+        values, changed = self._look(ctx, instruments)
+        self._looked, self._looked_values = key, values
+        return values, changed
+
+    def _look(self, ctx, instruments) -> tuple[dict[str, float], dict[str, float]]:
         values, changed, names = {}, {}, self._names
         for inst in instruments:
             code = self.health(inst)
