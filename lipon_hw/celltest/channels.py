@@ -53,7 +53,7 @@ from lipon_hw.store import Store
 from lipon_hw.techniques import EIS, OCV, ConstantCurrent, SampleBlock
 
 NEAR_END_POLL_S = 5.0
-EXPECTED_FRACTION = 0.995  # of the step's last duration, after which its end is near
+EXPECTED_FRACTION = 0.98  # of the step's last duration, after which its end is near
 FIRST_TIME_FRACTION = 0.6  # of the time to pass the cell's capacity, for a step's first run
 #: longest wait between polls of a buffering instrument, virtual and real time
 MAX_POLL_S = {"virtual": 900.0, "realtime": 2.0}
