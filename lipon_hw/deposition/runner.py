@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import time
 from collections.abc import Callable
 
@@ -47,6 +46,7 @@ from lipon_hw.deposition.steps import (
 )
 from lipon_hw.engine import interlocks as il
 from lipon_hw.engine.lifecycle import Interrupted, RunResult, uninterruptible
+from lipon_hw.engine.operator import ReadPace
 from lipon_hw.errors import InstrumentError, LinkLost, LiponError, RunAborted, StoreError
 from lipon_hw.station import Lab
 from lipon_hw.store import Store
@@ -170,7 +170,7 @@ class Engine:
         self.sample_id = store.run(run_id).sample_id  # chosen when the run started
         self.ctx = Context(self)
         self._last_checkpoint = env.now
-        self._requests_read = (-math.inf, -math.inf, -1)  # wall, run time, made: _take_requests
+        self._requests_pace = ReadPace(store.requests, REQUESTS_EVERY_S, REQUESTS_EVERY_RUN_S)
         self._polled: dict[str, list] = {}
         self._store_refused_at: float | None = None  # run clock when the store began refusing
         self._alarming: set[str] = set()  # `alarm` rules true at the last sample
@@ -429,16 +429,10 @@ class Engine:
                                          "readings it could not store")
 
     def _take_requests(self) -> None:
-        """The operator's requests, read from the store at most once a wall second (a run
-        in virtual time samples far faster than anyone asks; on PostgreSQL each read is a
-        round trip) but at least once every REQUESTS_EVERY_RUN_S of run time, and at once
-        after one made through this process's store."""
-        wall, made = time.monotonic(), self.store.requests.made
-        read_wall, read_t, read_made = self._requests_read
-        if made == read_made and wall - read_wall < REQUESTS_EVERY_S and \
-                self.env.now - read_t < REQUESTS_EVERY_RUN_S:
+        """The operator's requests, read from the store as `ReadPace` allows: at most once
+        a wall second, at least once every REQUESTS_EVERY_RUN_S of run time."""
+        if not self._requests_pace.due(self.env.now):
             return
-        self._requests_read = (wall, self.env.now, made)
         ctx = self.ctx
         for action in self.store.requests.take(self.run_id):
             if action == "abort":  # the operator's own act: no alarm
