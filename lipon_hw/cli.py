@@ -229,7 +229,7 @@ def _operator_request(action: str, doc: str):
         from lipon_hw.engine import claims
         from lipon_hw.engine.ownership import held_by
 
-        if held_by(data_dir, claims.run(run_id).key) is None:  # queued, it would wait for a resume
+        if held_by(data_dir, claims.run(run_id)) is None:  # queued, it would wait for a resume
             raise InputError(f"run {run_id} is marked running but no engine is driving it (its "
                              f"process was killed or its machine stopped); nothing would act on "
                              f"{action}: `lipon-hw resume {run_id}` continues it")

@@ -163,6 +163,7 @@ def test_a_sweeps_variants_run_side_by_side_each_on_a_lab_of_its_own(cluster, tm
 
 
 def test_a_variant_whose_worker_dies_is_resumed_as_the_same_run(cluster, tmp_path):
+    from lipon_hw.engine import claims
     from lipon_hw.engine.ownership import held_by
 
     data = tmp_path / "data"
@@ -173,7 +174,7 @@ def test_a_variant_whose_worker_dies_is_resumed_as_the_same_run(cluster, tmp_pat
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             rows = committed(db, "SELECT DISTINCT run_id FROM cell_samples", while_made=True)
-            holder = held_by(data, f"run {rows[0][0]}") if rows else None
+            holder = held_by(data, claims.run(rows[0][0])) if rows else None
             if holder is not None:
                 killed.append(int(holder.rsplit("pid ", 1)[1].rstrip(")")))
                 os.kill(killed[0], signal.SIGKILL)

@@ -208,7 +208,7 @@ def test_resume_of_a_live_cell_test_is_refused_and_after_kill_9_waits_for_its_wo
                  "two cycles on both channels")
         refused(cli("resume", 1, "--data", data, cwd=tmp_path),
                 "run 1 is being driven by a live engine", f"pid {proc.pid}")
-        worker = held_by(data, claims.run_workers(1).key)  # spawned: a lock of their own
+        worker = held_by(data, claims.run_workers(1))  # spawned: a lock of their own
         assert worker and worker.startswith("a worker of run 1") and str(proc.pid) not in worker
         kill_9(proc)
     # at once: the workers of the dead engine are still stopping their channels; the resume
@@ -369,13 +369,13 @@ def test_lock_files_name_their_holder_and_die_with_it(tmp_path):
         "time.sleep(600)\n")], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        assert held_by(tmp_path, res.key) == f"run 9 (pid {holder.pid})"
+        assert held_by(tmp_path, res) == f"run 9 (pid {holder.pid})"
         with pytest.raises(Busy, match=rf"port busy: run 9 \(pid {holder.pid}\)"):
             Ownership(tmp_path).take([res], grace_s=0.05)
     finally:
         holder.kill()
         holder.wait()
-    assert held_by(tmp_path, res.key) is None
+    assert held_by(tmp_path, res) is None
     with Ownership(tmp_path) as mine:
         mine.take([res])
         assert mine.holds(res.key)

@@ -16,6 +16,7 @@ wanted (the engine's client went away); it is asked between stretches of its clo
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import resource
 import time
@@ -31,7 +32,7 @@ from lipon_hw.celltest.session import take_up
 from lipon_hw.cluster.live import shard_tap
 from lipon_hw.engine import claims
 from lipon_hw.engine.operator import OperatorWish
-from lipon_hw.engine.ownership import Ownership, Resource
+from lipon_hw.engine.ownership import Ownership
 from lipon_hw.errors import InputError
 from lipon_hw.station import load_station
 from lipon_hw.store import DB_NAME, Store
@@ -64,7 +65,7 @@ def run_shard(order: ShardOrder) -> dict:
     # held while this task writes: a resume of the run waits for it (`claims`)
     workers = claims.run_workers(order.run_id)
     with Ownership(order.data_dir, f"a shard of run {order.run_id} (pid {os.getpid()})") as own:
-        own.take([Resource(workers.key, workers.busy, shared=True)])
+        own.take([dataclasses.replace(workers, shared=True)])
         store = open_store(order.data_dir, order.store)
         samples = shard_tap(order.relay)
         if samples is not None:

@@ -19,6 +19,9 @@ port and the channel number.
 A deposition claims its sample exclusively; a cell test claims its channels'
 samples shared (several tests may measure one sample, nobody while it is coated).
 
+The run, its workers and its sample are claimed for every machine sharing a PostgreSQL
+store too (`Resource.store_wide`, `store_claims`); ports and channels are this machine's.
+
 A cell test's worker processes are spawned, so they inherit none of their parent's
 locks. Each holds the run's worker lock shared until it ends; a resume waits for that
 lock to be free, so it cannot start while the workers of a killed engine (told to stop
@@ -37,14 +40,16 @@ from lipon_hw.station import Station
 def run(run_id: int) -> Resource:
     return Resource(f"run {run_id}",
                     f"run {run_id} is being driven by a live engine, {{holder}}; wait for it "
-                    f"to end, or stop it with `lipon-hw abort {run_id}`, before resuming it")
+                    f"to end, or stop it with `lipon-hw abort {run_id}`, before resuming it",
+                    store_wide=True)
 
 
 def run_workers(run_id: int) -> Resource:
     """Held shared by each worker process of a cell test, until the process has ended."""
     return Resource(f"run {run_id} workers",
                     f"worker processes of an earlier engine of run {run_id} are still "
-                    "stopping their channels, {holder}; resume it when they have ended")
+                    "stopping their channels, {holder}; resume it when they have ended",
+                    store_wide=True)
 
 
 def deposition(station: Station, recipe, sample_id: str | None) -> list[Resource]:
@@ -86,7 +91,7 @@ def sample(sample_id: str, shared: bool) -> Resource:
             "until that run ends" if shared else
             f"sample {sample_id!r} is in use by {{holder}}; one run at a time deposits on "
             "a sample, and nobody while its cells are being tested")
-    return Resource(f"sample {sample_id}", busy, shared=shared)
+    return Resource(f"sample {sample_id}", busy, shared=shared, store_wide=True)
 
 
 def port_identity(address: str) -> str:

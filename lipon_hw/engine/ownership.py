@@ -17,14 +17,20 @@ Locks are taken without blocking (a busy one is retried for a moment, so a probe
 descriptors are plain ints, closed only by `release` or by the process ending, never
 by the garbage collector.
 
-Limits: advisory (only lipon-hw honours them); scoped to one data directory (two
-data directories on one line do not see each other's locks); `flock` on a network
-file system is only as good as that file system's locking.
+A claim on something the store holds for every machine (`Resource.store_wide`: a run,
+its workers, a sample) is also taken in a PostgreSQL store, as an advisory lock that dies
+with its connection (`store_claims`): testers and tools sharing one database each have
+their own data directory, and must still not drive one run or coat one sample twice.
+
+Limits: advisory (only lipon-hw honours them); the lock files are scoped to one data
+directory (two data directories driving one instrument do not see each other's port
+locks); `flock` on a network file system is only as good as that file system's locking.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import hashlib
@@ -33,9 +39,9 @@ import os
 import re
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
+from lipon_hw import store_location
 from lipon_hw.errors import InputError, LiponError
 
 LOCKS_DIR = "locks"
@@ -44,7 +50,7 @@ GRACE_S = 0.25
 _RETRY_S = 0.02
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Resource:
     """One lockable thing. `key` is its identity; `busy` the refusal, with `{holder}`
     standing for who holds it ("run 2 (pid 1234)")."""
@@ -52,6 +58,8 @@ class Resource:
     key: str
     busy: str
     shared: bool = False
+    #: also claimed in a PostgreSQL store, for every machine that shares it
+    store_wide: bool = False
 
 
 class Busy(InputError):
@@ -73,6 +81,7 @@ class Ownership:
         self.data_dir = Path(data_dir)
         self.holder = holder
         self._fds: dict[str, int] = {}
+        self._store_locks = None  # store_claims.StoreLocks, made at the first store-wide take
 
     def take(self, resources: Iterable[Resource], grace_s: float = GRACE_S) -> None:
         """Lock every resource, or none of them (those taken here are let go again) and
@@ -85,16 +94,37 @@ class Ownership:
                 self._fds[res.key] = _lock(self.data_dir, res, grace_s)
                 taken.append(res.key)
                 self._write_holder(res.key)
+                if res.store_wide:
+                    self._take_in_store(res, grace_s)
         except BaseException:
             for key in taken:
                 os.close(self._fds.pop(key))
+                if self._store_locks is not None:
+                    self._store_locks.release(key)
             raise
+
+    def _take_in_store(self, res: Resource, wait_s: float) -> None:
+        locks = self._store_locks
+        if locks is None:
+            url = _postgresql_store(self.data_dir)
+            if url is None:
+                return
+            from lipon_hw.store_claims import StoreLocks
+            locks = self._store_locks = StoreLocks(url, self.holder)
+        deadline = time.monotonic() + wait_s
+        while not locks.try_take(res.key, res.shared):
+            if time.monotonic() >= deadline:
+                raise Busy(res.busy.format(holder=locks.holder(res.key)
+                                           or "a process of another machine"))
+            time.sleep(_RETRY_S)
 
     def label(self, holder: str) -> None:
         """Say who holds the locks from now on (a run's id is known once its row exists)."""
         self.holder = holder
         for key in self._fds:
             self._write_holder(key)
+        if self._store_locks is not None:
+            self._store_locks.label(holder)
 
     def holds(self, key: str) -> bool:
         return key in self._fds
@@ -103,6 +133,9 @@ class Ownership:
         while self._fds:
             _key, fd = self._fds.popitem()
             os.close(fd)
+        if self._store_locks is not None:
+            self._store_locks.close()
+            self._store_locks = None
 
     def __enter__(self) -> Ownership:
         return self
@@ -119,10 +152,28 @@ class Ownership:
             os.pwrite(fd, text, 0)
 
 
-def held_by(data_dir: Path | str, key: str) -> str | None:
-    """Who holds `key` now ("run 2 (pid 1234)"), or None if no live process does.
-    A probe: it takes the lock for an instant (exclusive, so shared holders are seen
-    too) and never creates a file."""
+def held_by(data_dir: Path | str, resource: Resource) -> str | None:
+    """Who holds `resource` now ("run 2 (pid 1234)"), or None if no live process does:
+    on this machine, else (a store-wide claim) on any machine sharing its PostgreSQL
+    store."""
+    holder = _held_here(data_dir, resource.key)
+    if holder is None and resource.store_wide:
+        url = _postgresql_store(data_dir)
+        if url is not None:
+            from lipon_hw.store_claims import held_in_store
+            holder = held_in_store(url, resource.key)
+    return holder
+
+
+def _postgresql_store(data_dir: Path | str) -> str | None:
+    """The address of the data directory's store if it is a PostgreSQL one."""
+    location = store_location.resolve(Path(data_dir))
+    return location.target if location.is_postgresql else None
+
+
+def _held_here(data_dir: Path | str, key: str) -> str | None:
+    """A probe of the lock file: it takes the lock for an instant (exclusive, so shared
+    holders are seen too) and never creates a file."""
     path = lock_path(data_dir, key)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -142,17 +193,21 @@ def held_by(data_dir: Path | str, key: str) -> str | None:
 def wait_until_free(data_dir: Path | str, resource: Resource, timeout_s: float) -> None:
     """Block until nobody holds `resource` (taken and let go again at once), or raise
     `Busy` after `timeout_s`. For processes that are known to be ending."""
-    fd = _lock(data_dir, resource, timeout_s)
-    os.close(fd)
+    with Ownership(data_dir, "a process waiting for it") as owned:
+        owned.take([resource], grace_s=timeout_s)
+
+
+#: the claims of `hold_shared_until_exit`, never let go: they end with the process
+_HELD_UNTIL_EXIT: list[Ownership] = []
 
 
 def hold_shared_until_exit(data_dir: Path | str, resource: Resource, holder: str) -> None:
-    """Take a shared lock this process keeps until it ends (its descriptor is never
-    closed): for worker processes, whose lock must outlive every write they make."""
-    fd = _lock(data_dir, Resource(resource.key, resource.busy, shared=True), GRACE_S)
-    with contextlib.suppress(OSError):
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"pid": os.getpid(), "holder": holder}).encode(), 0)
+    """Take a shared lock this process keeps until it ends (its descriptor, and its
+    store connection, are never closed): for worker processes, whose lock must outlive
+    every write they make."""
+    owned = Ownership(data_dir, holder)
+    owned.take([dataclasses.replace(resource, shared=True)])
+    _HELD_UNTIL_EXIT.append(owned)
 
 
 def _lock(data_dir: Path, res: Resource, wait_s: float) -> int:

@@ -239,7 +239,7 @@ def _driven(data: Path, run_id: int) -> bool:
     from lipon_hw.engine import claims
     from lipon_hw.engine.ownership import held_by
 
-    return held_by(data, claims.run(run_id).key) is not None
+    return held_by(data, claims.run(run_id)) is not None
 
 
 def _last_line(path: Path) -> str:

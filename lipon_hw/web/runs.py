@@ -192,7 +192,7 @@ def _action(action: str):
             run = _run(store, run_id)
         if run.status != "running":
             raise HTTPException(409, f"run {run_id} is {run.status}, not running")
-        if held_by(data, claims.run(run_id).key) is None:
+        if held_by(data, claims.run(run_id)) is None:
             raise HTTPException(409, f"run {run_id} is marked running but no engine is "
                                      f"driving it; nothing would act on {action}")
         store = Store(data)

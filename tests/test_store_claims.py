@@ -1,0 +1,156 @@
+"""Claims shared through a PostgreSQL store (issue 15: one store for many testers and
+tools): a run, its workers and its sample are claimed for every data directory, on every
+machine, that shares the store — by an advisory lock that dies with its holder — while
+ports and channels stay the claims of one machine's lock files.
+
+Two data directories on one store stand for two machines here: each has lock files of
+its own, which never see each other, so only the store's claim can refuse the second."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from lipon_hw.engine import claims
+from lipon_hw.engine.ownership import Busy, Ownership, Resource, held_by
+from lipon_hw.store import Store
+
+from recipes import short_recipe
+
+
+def _store_dirs(tmp_path, url, *names):
+    """Data directories that all use the store at `url`."""
+    dirs = []
+    for name in names:
+        Store(tmp_path / name, store=url).close()
+        dirs.append(tmp_path / name)
+    return dirs
+
+
+def _holder_process(data_dir, resource_call: str, holder: str) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", (
+        "import time\n"
+        "from lipon_hw.engine import claims\n"
+        "from lipon_hw.engine.ownership import Ownership\n"
+        f"o = Ownership({str(data_dir)!r}, {holder!r})\n"
+        f"o.take([claims.{resource_call}])\n"
+        "print('held', flush=True)\n"
+        "time.sleep(600)\n")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline().strip()
+    assert line == "held", proc.stderr.read()
+    return proc
+
+
+def test_a_run_claimed_from_one_data_directory_is_refused_from_another_until_its_holder_dies(
+        pg_url, tmp_path):
+    here, there = _store_dirs(tmp_path, pg_url, "here", "there")
+    holder = _holder_process(here, "run(1)", "run 1")
+    try:
+        # the other directory's lock file is free: only the store knows
+        seen = held_by(there, claims.run(1))
+        assert seen is not None and seen.startswith(f"run 1 (pid {holder.pid} on ")
+        with pytest.raises(Busy, match=rf"run 1 is being driven by a live engine, run 1 \(pid "
+                                       rf"{holder.pid} on .+\); wait for it to end"):
+            Ownership(there).take([claims.run(1)], grace_s=0.05)
+        # what is not the store's (a port) is this machine's alone
+        port = Resource("port sim://rf", "busy {holder}")
+        with Ownership(there) as mine:
+            mine.take([port])
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    # the server lets the dead session's lock go as soon as it sees the socket close
+    with Ownership(there, "run 1") as mine:
+        mine.take([claims.run(1)], grace_s=10)
+        assert held_by(here, claims.run(1)).startswith("run 1 (pid ")  # seen from the first
+    assert held_by(here, claims.run(1)) is None
+    assert held_by(there, claims.run(1)) is None
+
+
+def test_a_sample_is_shared_by_cell_tests_and_refused_to_a_deposition_across_directories(
+        pg_url, tmp_path):
+    one, two, three = _store_dirs(tmp_path, pg_url, "one", "two", "three")
+    with Ownership(one, "run 4") as a, Ownership(two, "run 5") as b:
+        a.take([claims.sample("S-7", shared=True)])
+        b.take([claims.sample("S-7", shared=True)])  # two cell tests measure one sample
+        with pytest.raises(Busy, match=r"sample 'S-7' is in use by run [45] \(pid "):
+            Ownership(three).take([claims.sample("S-7", shared=False)], grace_s=0.05)
+    with Ownership(three, "run 6") as c:
+        c.take([claims.sample("S-7", shared=False)])
+        with pytest.raises(Busy, match=r"sample 'S-7' is being coated by run 6 \(pid "):
+            Ownership(one).take([claims.sample("S-7", shared=True)], grace_s=0.05)
+
+
+def test_two_stores_in_one_database_do_not_share_claims(pg_server, pg_url, tmp_path):
+    import pgcluster
+
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    pgcluster.sql(pg_server, f"CREATE SCHEMA {schema}")
+    try:
+        first, = _store_dirs(tmp_path, pg_url, "first")
+        second, = _store_dirs(tmp_path, pgcluster.in_schema(pg_server, schema), "second")
+        with Ownership(first, "run 1") as a, Ownership(second, "run 1") as b:
+            a.take([claims.run(1)])
+            b.take([claims.run(1)], grace_s=0.05)  # run 1 of another store
+    finally:
+        pgcluster.sql(pg_server, f"DROP SCHEMA {schema} CASCADE")
+
+
+def test_a_run_is_resumed_from_another_directory_only_once_its_engine_is_dead(
+        pg_url, tmp_path):
+    """The whole path: `lipon-hw resume` on the second machine refuses, in one sentence,
+    a run the first still drives, and `lipon-hw pause` there reaches its engine; after the
+    first engine is killed the second machine finishes the run."""
+    here, there = tmp_path / "here", tmp_path / "there"
+    recipe = short_recipe(tmp_path, 60)
+    cli = [sys.executable, "-m", "lipon_hw.cli"]
+    engine = subprocess.Popen([*cli, "run", recipe, "--data", here, "--store", pg_url,
+                               "--speed", "300"], cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not _rows(pg_url, "SELECT 1 FROM checkpoints WHERE run_id = 1"):
+            assert engine.poll() is None, engine.stderr.read()
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.05)
+        refused = subprocess.run([*cli, "resume", "1", "--data", there, "--store", pg_url],
+                                 cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert refused.returncode != 0
+        lines = refused.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in refused.stderr, refused.stderr
+        assert "run 1 is being driven by a live engine" in lines[0]
+        assert f"pid {engine.pid} on " in lines[0]
+        # the second machine sees a live engine, so its operator's pause is taken, and acted on
+        asked = subprocess.run([*cli, "pause", "1", "--data", there], cwd=tmp_path,
+                               capture_output=True, text=True, timeout=60)
+        assert asked.returncode == 0, asked.stderr
+        while not _rows(pg_url, "SELECT 1 FROM alarms WHERE run_id = 1 AND source = 'operator'"
+                                " AND reaction = 'pause'"):
+            assert engine.poll() is None, engine.stderr.read()
+            assert time.monotonic() < deadline, "the engine did not pause within 120 s of its start"
+            time.sleep(0.05)
+    finally:
+        engine.send_signal(signal.SIGKILL)
+        engine.wait()
+    done = subprocess.run([*cli, "resume", "1", "--data", there, "--store", pg_url, "--json"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["status"] == "completed"
+    assert summary["thickness_nm"] == pytest.approx(60, abs=0.3)
+
+
+def _rows(url, sql):
+    import psycopg
+
+    try:
+        with psycopg.connect(url, autocommit=True) as con:
+            return con.execute(sql).fetchall()
+    except psycopg.errors.UndefinedTable:  # the engine has not made the store yet
+        return []
