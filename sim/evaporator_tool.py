@@ -114,6 +114,11 @@ class EvaporatorTool:
                                  voltage_limit_V=self.p.supply_max_V)
         xtal.fresh(self.s, self.xp, world.rng)
         self._controllers: list[tuple[Callable[[float, float], None], Callable[[], bool]]] = []
+        #: boats whose vapour at the wall's temperature makes no film (every boat of the
+        #: shipped materials): such a boat at exactly that temperature, unheated, stays
+        #: there and makes none, so a step passes it by (the same numbers, none computed)
+        self._cold_is_idle = [self._rate_at_wall_A_s(k) < NEGLIGIBLE_RATE_A_S
+                              for k in range(n)]
 
     def snapshot(self) -> dict:
         return state_dict(self.s)
@@ -140,7 +145,10 @@ class EvaporatorTool:
         s, p = self.s, self.p
         vacuum.advance(s, self.vac, dt)
         i = s.selected - 1
+        idle = self._cold_is_idle
         for k in range(len(s.boat_T_K)):
+            if k != i and idle[k] and s.boat_T_K[k] == WALL_K:
+                continue  # no heat in, no loss out: _boat_temperature would give WALL_K
             heat = self._electrical(k)[2] if k == i else 0.0
             s.boat_T_K[k] = self._boat_temperature(s.boat_T_K[k], heat, dt)
         power = self._electrical(i)[2]
@@ -149,6 +157,8 @@ class EvaporatorTool:
         s.substrate_C = target_C + (s.substrate_C - target_C) * math.exp(-dt / p.substrate_tau_s)
         s.t += dt
         for k, material in enumerate(p.boats):
+            if idle[k] and s.boat_T_K[k] == WALL_K:
+                continue  # its rate is below NEGLIGIBLE_RATE_A_S (`_cold_is_idle`)
             rate = self._substrate_rate_A_s(k)
             if rate < NEGLIGIBLE_RATE_A_S:  # a cold boat's vapour makes no film
                 continue
@@ -189,6 +199,15 @@ class EvaporatorTool:
         p_vap = 10 ** (ev.a - ev.b_K / T)
         flux_kg_m2_s = p_vap * math.sqrt(ev.molar_kg / (2 * math.pi * R_GAS * T))
         return flux_kg_m2_s * ev.melt_area_cm2 * 1e-4 * 1e3
+
+    def _rate_at_wall_A_s(self, k: int) -> float:
+        """Boat k's substrate rate with a full charge at the wall's temperature."""
+        saved = self.s.boat_T_K[k], self.s.boat_charge_g[k]
+        self.s.boat_T_K[k], self.s.boat_charge_g[k] = WALL_K, max(saved[1], 1.0)
+        try:
+            return self._substrate_rate_A_s(k)
+        finally:
+            self.s.boat_T_K[k], self.s.boat_charge_g[k] = saved
 
     def _substrate_rate_A_s(self, k: int) -> float:
         """On-axis film rate: a small planar source emits Q/(π h²) per unit area."""
