@@ -101,7 +101,13 @@ def test_a_deposition_killed_mid_layer_resumes_on_hardware_and_completes_whole(
     # one LiPON layer on the sample, whole (the one the kill cut short was finished)
     layers = committed(db, "SELECT material, thickness_nm, properties FROM layers")
     assert [(m, json.loads(p).get("partial")) for m, _, p in layers] == [("LiPON", None)]
-    assert layers[0][1] == pytest.approx(30, abs=2)
+    # ended where the monitor crossed 30 nm: past it by no more than one sample's growth (the
+    # served lab keeps the wall clock's pace, so a loaded host samples it more coarsely)
+    thickness = [v for (v,) in committed(
+        db, "SELECT r.value FROM readings r JOIN quantities q ON q.id = r.quantity_id"
+            " WHERE q.name = 'qcm.thickness_nm' ORDER BY r.t_s, r.rowid")]
+    one_sample = max(b - a for a, b in zip(thickness, thickness[1:], strict=False))
+    assert 30 - 2 <= layers[0][1] <= 30 + one_sample + 2, (layers[0][1], one_sample)
     assert "sim_truth" not in layers[0][2]
     # the film itself, as the served World grew it: one LiPON film, interrupted and finished
     films = [f for f in hardware.lab.world.film_stack() if f["material"] == "LiPON"]
