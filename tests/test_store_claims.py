@@ -154,3 +154,20 @@ def _rows(url, sql):
             return con.execute(sql).fetchall()
     except psycopg.errors.UndefinedTable:  # the engine has not made the store yet
         return []
+
+
+def test_an_sqlite_directory_claims_only_in_its_lock_files_whatever_the_environment_names(
+        pg_url, tmp_path, monkeypatch):
+    """A process whose environment names a PostgreSQL store (a Dask worker started for
+    another campaign) still claims a run of an SQLite directory where that run lives."""
+    from lipon_hw.store_location import STORE_ENV
+
+    Store(tmp_path / "local", store="sqlite").close()
+    monkeypatch.setenv(STORE_ENV, pg_url)
+    with Ownership(tmp_path / "local", "run 1") as mine:
+        mine.take([claims.run(1)])  # refused before: the environment contradicted the file
+    one, two = _store_dirs(tmp_path, pg_url, "one", "two")
+    with Ownership(one, "run 1") as mine:  # a directory that remembers its PostgreSQL store
+        mine.take([claims.run(1)])
+        with pytest.raises(Busy):
+            Ownership(two).take([claims.run(1)], grace_s=0.05)

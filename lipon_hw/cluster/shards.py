@@ -64,9 +64,14 @@ def run_shard(order: ShardOrder) -> dict:
     started, cpu0 = time.time(), time.process_time()
     # held while this task writes: a resume of the run waits for it (`claims`)
     workers = claims.run_workers(order.run_id)
-    with Ownership(order.data_dir, f"a shard of run {order.run_id} (pid {os.getpid()})") as own:
+    store = open_store(order.data_dir, order.store)  # first: it records a PostgreSQL store
+    own = Ownership(order.data_dir, f"a shard of run {order.run_id} (pid {os.getpid()})")
+    try:
         own.take([dataclasses.replace(workers, shared=True)])
-        store = open_store(order.data_dir, order.store)
+    except BaseException:
+        store.close()
+        raise
+    with own:
         samples = shard_tap(order.relay)
         if samples is not None:
             store.taps.append(samples)

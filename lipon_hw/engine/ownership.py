@@ -166,9 +166,12 @@ def held_by(data_dir: Path | str, resource: Resource) -> str | None:
 
 
 def _postgresql_store(data_dir: Path | str) -> str | None:
-    """The address of the data directory's store if it is a PostgreSQL one."""
-    location = store_location.resolve(Path(data_dir))
-    return location.target if location.is_postgresql else None
+    """The address of the data directory's store if it is a PostgreSQL one: the one it
+    remembers. The first Store opened on a directory records its PostgreSQL store, and
+    every claim is taken after the engine opened its store (not from --store or the
+    environment, which name a store only for a directory that has none yet)."""
+    location = store_location.recorded_location(Path(data_dir))
+    return location.target if location is not None else None
 
 
 def _held_here(data_dir: Path | str, key: str) -> str | None:
