@@ -6,7 +6,9 @@ prefix whose mantissa fits). The values of a batch mostly share their prefix (a
 stretch of times, of potentials): such a run of values is scaled, rounded and formatted
 by `map` over the run, without a call per value; a value near a prefix boundary (where
 rounding decides) or not finite is encoded on its own. `encode_lines` writes whole lines
-of such columns with one %-format. The strings are the same.
+of such columns with one %-format; `encode_rows` writes many lines of one layout as one
+matrix of bytes with numpy (every value is eight characters wide). The strings are the
+same.
 """
 
 from __future__ import annotations
