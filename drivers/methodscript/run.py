@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 from lipon_hw.drivers.methodscript.codec import DeviceError, decode_error, is_marker
 from lipon_hw.drivers.methodscript.samples import (
     MANY_LINES,
-    MATRIX_LINES,
     columns_from_block,
     columns_from_lines,
     sample_from_line,
@@ -139,9 +138,10 @@ class Run:
     def take(self, data: bytes) -> int:
         """`lines` of whole output lines given as one bytes object (each line with its
         LF, as `Link.read_block` gives them); returns how many bytes it took. Data lines
-        only, of one length and layout, are decoded at once without a bytes object each."""
+        only, of one layout (many of one length: as a matrix), are decoded at once without
+        a bytes object each."""
         n = data.count(b"\n")
-        if n >= MATRIX_LINES and data[:1] == b"P" and len(data) % n == 0:
+        if n >= MANY_LINES and data[:1] == b"P":
             columns = columns_from_block(data, n)
             if columns is not None:
                 self._columns(columns)
