@@ -152,6 +152,21 @@ class Link:
         del rx[:start]
         return frames
 
+    def read_block(self, terminator: bytes, max_bytes: int = 4096) -> bytes:
+        """The frames read_lines gives, as one bytes object (for a terminator that cannot
+        overlap itself): the first waited for as read_until waits, then those complete in
+        the bulk buffer up to the first longer than max_bytes, found a window of
+        max_bytes at a time rather than frame by frame."""
+        first = self.read_until(terminator, max_bytes)
+        rx, start = self._rx, 0
+        while (end := rx.rfind(terminator, start, start + max_bytes)) >= 0:
+            start = end + len(terminator)
+        if not start:
+            return first
+        data = first + rx[:start]
+        del rx[:start]
+        return bytes(data)
+
     def unread(self, data: bytes) -> None:
         """Put bytes back in front of those still to be read (a driver that read past the
         end of what it wanted)."""

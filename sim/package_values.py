@@ -6,7 +6,9 @@ prefix whose mantissa fits). The values of a batch mostly share their prefix (a
 stretch of times, of potentials): such a run of values is scaled, rounded and formatted
 by `map` over the run, without a call per value; a value near a prefix boundary (where
 rounding decides) or not finite is encoded on its own. `encode_lines` writes whole lines
-of such columns with one %-format. The strings are the same.
+of such columns with one %-format; `encode_rows` writes many lines of one layout as one
+matrix of bytes with numpy (every value is eight characters wide). The strings are the
+same.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import string
 from bisect import bisect_left
 from itertools import chain, groupby, repeat
 from operator import truediv
+
+import numpy as np
 
 from lipon_hw.drivers.methodscript import MAX_MANTISSA, OFFSET, SI_PREFIXES, encode_value
 
@@ -136,3 +140,76 @@ def _shared_prefix(values: list) -> int | None:
     if k >= len(_PREFIXES) or bisect_left(_LIMITS, high) != k or (k > 0 and low <= _NEAR[k - 1]):
         return None
     return k
+
+
+# --- whole lines of one layout as a matrix of bytes ----------------------------------
+_LIMITS_ARRAY = np.array(_LIMITS)
+_SCALES_ARRAY = np.array(_SCALES)
+#: _NEAR shifted by one (the bound below prefix k is _NEAR[k − 1]; none below the finest)
+_NEAR_BELOW = np.array([-1.0, *_NEAR])
+_PREFIX_BYTES = np.frombuffer("".join(_PREFIXES).encode("ascii"), np.uint8)
+#: the two hex digits of every byte value, as one 16-bit word each
+_HEX_PAIRS = np.frombuffer("".join(f"{b:02X}" for b in range(256)).encode("ascii"),
+                           np.uint16)
+_LITTLE_U32 = np.dtype("<u4")
+_ROWS: dict[tuple, tuple[np.ndarray, list[tuple[int, int]]]] = {}
+
+
+def encode_rows(template: str, columns: dict[int, list], texts: dict[int, str]) -> bytes:
+    """`template.format(*row)` for every row, as `encode_lines` writes it, in ASCII: slot
+    {k} is encode_value(columns[k][row]) or texts[k]. Each value takes eight characters,
+    so the rows are one matrix of bytes: the template's own bytes in every row, and every
+    value's seven hex digits and prefix written in at once (the prefix found by bisection
+    on the limits, the mantissa scaled and rounded half to even, as `round` does). A
+    value near a prefix boundary (where rounding decides) or not finite is encoded on its
+    own by encode_value; the bytes are the same."""
+    row, places = _row(template, texts)
+    n = len(next(iter(columns.values())))
+    flat = [x for k, _ in places for x in columns[k]]
+    values = np.array(flat, dtype=float)
+    magnitudes = np.abs(values)
+    first = _LIMITS_ARRAY.searchsorted(magnitudes)  # bisect_left, value by value
+    alone = first >= len(_PREFIXES)  # too large, or NaN (sorted last)
+    alone |= magnitudes <= _NEAR_BELOW[np.minimum(first, len(_PREFIXES))]
+    lonely = np.count_nonzero(alone)
+    if lonely:
+        first[alone] = 0
+        values[alone] = 0.0
+    # the mantissa + 2^27 shifted one hex digit up: eight digits, the last one 0
+    biased = (np.rint(values / _SCALES_ARRAY[first]) + OFFSET).astype(_LITTLE_U32) << 4
+    fields = _HEX_PAIRS.take(biased.view(np.uint8).reshape(-1, 4)[:, ::-1]).view(np.uint8)
+    fields[:, 7] = _PREFIX_BYTES[first]  # (value, 8) bytes: its digits, its prefix
+    if lonely:
+        for r in np.flatnonzero(alone).tolist():
+            fields[r] = np.frombuffer(encode_value(flat[r]).encode("ascii"), np.uint8)
+    out = np.empty((n, len(row)), np.uint8)
+    out[:] = row
+    for c, (_, at) in enumerate(places):
+        out[:, at:at + 8] = fields[c * n:(c + 1) * n]
+    return out.tobytes()
+
+
+def _row(template: str, texts: dict[int, str]) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """A row's bytes (its value slots blank) and (column, where its slot starts) of each
+    value slot."""
+    key = (template, tuple(texts.items()))
+    found = _ROWS.get(key)
+    if found is not None:
+        return found
+    parts, places, width = [], [], 0
+    for literal, slot, _, _ in string.Formatter().parse(template):
+        parts.append(literal)
+        width += len(literal)
+        if slot is not None:
+            k = int(slot)
+            if k in texts:
+                parts.append(texts[k])
+                width += len(texts[k])
+            else:
+                places.append((k, width))
+                parts.append(" " * 8)
+                width += 8
+    found = (np.frombuffer("".join(parts).encode("ascii"), np.uint8).copy(), places)
+    if len(_ROWS) < 256:
+        _ROWS[key] = found
+    return found

@@ -207,3 +207,36 @@ def test_read_lines_and_unread_read_as_read_until_does():
     assert bulk == _frames_up_to_end(_BytewisePort)
     assert bulk[:5] == [b"a\n", b"bb\n", b"END\n", b"c\n", b"xx"]
     assert bulk[5][0] == "FrameError" and bulk[-1][0] == "LinkTimeout"
+
+
+def _blocks(read, stream: bytes, max_bytes: int) -> list:
+    """What `read` (read_lines joined, or read_block) gives poll after poll, then the
+    error that ends the stream."""
+    link = Link("sim://canned", SimPort(_Replies([stream])), timeout_s=0.01)
+    link.write(b"?")
+    got: list = []
+    while True:
+        try:
+            got.append(read(link, max_bytes))
+        except Exception as exc:  # the exception type and message are what is compared
+            return [*got, (type(exc).__name__, str(exc))]
+
+
+def test_read_block_gives_the_frames_read_lines_gives_in_one_piece():
+    """Random streams of frames, some longer than max_bytes and some cut at the end: a
+    block is read_lines' frames joined, poll after poll, errors included; a block reaches
+    past one window of max_bytes."""
+    import random
+
+    rng = random.Random(2)
+    long_blocks = 0
+    for _ in range(300):
+        max_bytes = rng.randrange(4, 40)
+        frames = [b"x" * rng.randrange(0, max_bytes if rng.random() < 0.95 else 2 * max_bytes)
+                  + b"\n" for _ in range(rng.randrange(1, 60))]
+        stream = b"".join(frames) + b"y" * rng.randrange(0, 3)
+        blocks = _blocks(lambda lk, m: lk.read_block(b"\n", m), stream, max_bytes)
+        assert blocks == _blocks(lambda lk, m: b"".join(lk.read_lines(b"\n", m)), stream,
+                                 max_bytes)
+        long_blocks += any(isinstance(b, bytes) and len(b) > 2 * max_bytes for b in blocks)
+    assert long_blocks > 100

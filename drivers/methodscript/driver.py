@@ -211,12 +211,12 @@ class MethodScriptPotentiostat:
             link.write(TERMINATOR)
             while not run.finished:
                 try:
-                    lines = link.read_lines(TERMINATOR)
+                    data = link.read_block(TERMINATOR)
                 except LinkTimeout:
                     return
-                taken = run.lines(lines)
+                taken = run.take(data)
                 if run.finished:  # what follows the script's end is not the run's
-                    link.unread(b"".join(lines[taken:]))
+                    link.unread(data[taken:])
 
         self._link(channel).exchange(read)
 

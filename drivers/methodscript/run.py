@@ -1,9 +1,10 @@
 """A technique running on one MethodSCRIPT channel (`Run`): its output lines turned into
 samples as they arrive, what the wire lost told as gaps, and why the script ended.
 
-A stretch of data lines read together (`lines`) is decoded at once into columns
-(`samples.columns_from_lines`) when every line is a plain one of one layout, the same
-values, gaps and end as line by line; `poll_block` hands them over as a `SampleBlock`.
+A stretch of data lines read together (`lines`, or `take` for the bytes of many lines)
+is decoded at once into columns (`samples.columns_from_lines`/`columns_from_block`) when
+every line is a plain one of one layout, the same values, gaps and end as line by line;
+`poll_block` hands them over as a `SampleBlock`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 from lipon_hw.drivers.methodscript.codec import DeviceError, decode_error, is_marker
 from lipon_hw.drivers.methodscript.samples import (
     MANY_LINES,
+    columns_from_block,
     columns_from_lines,
     sample_from_line,
 )
@@ -133,12 +135,32 @@ class Run:
                 return n
         return n
 
+    def take(self, data: bytes) -> int:
+        """`lines` of whole output lines given as one bytes object (each line with its
+        LF, as `Link.read_block` gives them); returns how many bytes it took. Data lines
+        only, of one layout (many of one length: as a matrix), are decoded at once without
+        a bytes object each."""
+        n = data.count(b"\n")
+        if n >= MANY_LINES and data[:1] == b"P":
+            columns = columns_from_block(data, n)
+            if columns is not None:
+                self._columns(columns)
+                return len(data)
+        lines = [line + b"\n" for line in data.split(b"\n")[:-1]]
+        taken = self.lines(lines)
+        return len(data) if taken == len(lines) else sum(map(len, lines[:taken]))
+
     def _block(self, lines: list[bytes]) -> bool:
         """Data lines decoded at once, as `_sample` takes them one by one; False (and
         nothing done) unless every line is a plain one of one layout."""
         columns = columns_from_lines(lines)
         if columns is None:
             return False
+        self._columns(columns)
+        return True
+
+    def _columns(self, columns: dict[str, list]) -> None:
+        """Decoded data lines, as `_sample` takes them one by one."""
         block = SampleBlock(**columns)
         t = block.t_s
         if t is not None and block.f_Hz is None:
@@ -161,7 +183,6 @@ class Run:
         self._garbled = 0
         self.last = block.sample(len(block) - 1)
         self._pending.append(block)
-        return True
 
     def _spacing_gap(self, last_t: float, t: float) -> None:
         self.gaps.append((last_t, t, f"no sample for {t - last_t:.0f} s where the record "

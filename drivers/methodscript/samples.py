@@ -11,6 +11,8 @@ import struct
 from collections.abc import Sequence
 from dataclasses import fields as dataclass_fields
 
+import numpy as np
+
 from lipon_hw.drivers.methodscript.codec import NAN_FIELD, OFFSET, SI_PREFIXES, Variable
 from lipon_hw.techniques import Sample
 
@@ -144,7 +146,13 @@ def columns_from_lines(lines: list[bytes]) -> dict[str, list] | None:
     `sample_from_line` gives line by line (the same floats), when every line is a plain
     one with the first line's variable types and no `i` (integer) value; else None, and
     the caller decodes them one by one (and judges the others)."""
-    first = lines[0]
+    return columns_from_block(b"".join(lines), len(lines))
+
+
+def columns_from_block(data: bytes, n: int) -> dict[str, list] | None:
+    """`columns_from_lines` of n lines given as one bytes object (each line with its
+    LF, and no other LF in it)."""
+    first = data[:data.find(b"\n") + 1]
     try:
         head = first[:-1].decode("ascii")
     except UnicodeDecodeError:
@@ -168,11 +176,15 @@ def columns_from_lines(lines: list[bytes]) -> dict[str, list] | None:
         if len(_BLOCKS) < 64:
             _BLOCKS[types] = block
     whole, one, layout = block
-    data = b"".join(lines)
+    width = len(first)
+    if n >= MATRIX_LINES and len(data) == n * width:
+        columns = _columns_as_matrix(data, n, width, match, layout)
+        if columns is not None:
+            return columns
     if whole.fullmatch(data) is None:
         return None
-    if len(data) == len(lines) * len(first):
-        columns = _columns_in_place(data, len(lines), len(first), match, layout)
+    if len(data) == n * width:
+        columns = _columns_in_place(data, n, width, match, layout)
         if columns is not None:
             return columns
     groups = one.findall(data)
@@ -215,3 +227,69 @@ def _columns_in_place(data: bytes, n: int, width: int, match: re.Match, layout
             columns[name] = [(r - OFFSET) * _PREFIX_SCALES[p]
                              for r, p in zip(raw, prefixes, strict=True)]
     return columns
+
+
+#: a stretch of at least as many lines of one length is read as one matrix of bytes
+MATRIX_LINES = 16
+_HEX_VALUES = np.full(256, np.nan)  # a hex digit's value; NaN: not a hex digit
+for _digit in _HEX_DIGITS:
+    _HEX_VALUES[ord(_digit)] = int(_digit, 16)
+_SCALE_OF = np.full(256, np.nan)  # a prefix's scale; NaN: not an SI prefix (`i` neither)
+for _prefix, _scale in SI_PREFIXES.items():
+    _SCALE_OF[ord(_prefix)] = _scale
+_IS_PREFIX = ~np.isnan(_SCALE_OF)
+_IS_PREFIX[ord("i")] = True  # another variable may hold an integer
+_POWERS = 16.0 ** np.arange(6, -1, -1)  # of a value's seven hex digits
+_MATRICES: dict[tuple, tuple] = {}  # by line shape: the byte columns of its parts
+
+
+def _columns_as_matrix(data: bytes, n: int, width: int, match: re.Match, layout
+                       ) -> dict | None:
+    """The columns of n lines of `width` bytes, each with one LF, as one (n, width) matrix
+    of bytes: every byte outside the values' digits and prefixes the same as the first
+    line's (which `match` found plain), every digit a hex digit and every prefix an SI
+    prefix; each value (raw − 2^27)·scale, as line by line. None if a line differs (the
+    caller reads them its other ways)."""
+    count = len(match.groups()) // 3
+    starts = tuple(match.start(3 * j + 2) for j in range(count))
+    key = (starts, width, tuple(layout))
+    shape = _MATRICES.get(key)
+    if shape is None:
+        shape = _matrix_shape(starts, width, layout)
+        if len(_MATRICES) < 64:
+            _MATRICES[key] = shape
+    digits, prefixes, fixed, others, names = shape
+    rows = np.frombuffer(data, np.uint8).reshape(n, width)
+    same = rows.take(fixed, axis=1)
+    if same.tobytes() != same[0].tobytes() * n:
+        return None
+    if others is not None:  # the variables a Sample does not take: hex and a prefix too
+        other_digits, other_prefixes = others
+        if np.isnan(_HEX_VALUES.take(rows.take(other_digits, axis=1)).sum()) or \
+                not _IS_PREFIX.take(rows.take(other_prefixes, axis=1)).all():
+            return None
+    # each value's digits weighed by their powers of 16: the raw number, exact in a double
+    raw = (_HEX_VALUES.take(rows.take(digits, axis=1)).reshape(-1, 7) @ _POWERS).reshape(n, -1)
+    # (raw − OFFSET)·scale, as line by line: the same product of two doubles
+    table = (raw - OFFSET) * _SCALE_OF.take(rows.take(prefixes, axis=1))
+    if math.isnan(table.sum()):  # a digit not hex, a prefix not SI (an integer value)
+        return None
+    return dict(zip(names, table.T.tolist(), strict=True))
+
+
+def _matrix_shape(starts: tuple[int, ...], width: int, layout) -> tuple:
+    """The byte columns of a line's parts: the digits and the prefixes of the variables a
+    Sample takes, the bytes every line shares, those of the other variables (or None),
+    and the Sample fields in order."""
+    taken = [k // 2 for k, _ in layout]
+    other = [j for j in range(len(starts)) if j not in taken]
+
+    def places(variables: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        return (np.array([starts[j] + d for j in variables for d in range(7)], np.intp),
+                np.array([starts[j] + 7 for j in variables], np.intp))
+
+    digits, prefixes = places(taken)
+    every = np.concatenate([*places(list(range(len(starts))))])
+    fixed = np.setdiff1d(np.arange(width), every)
+    return (digits, prefixes, fixed, places(other) if other else None,
+            [name for _, name in layout])

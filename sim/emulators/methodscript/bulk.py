@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from lipon_hw.drivers.methodscript import encode_variable, parse_literal
 from lipon_hw.sim.emulators.methodscript.interpreter import ScriptAborted
 from lipon_hw.sim.emulators.methodscript.parser import Block, Cmd, IfChain
-from lipon_hw.sim.package_values import encode_batch, encode_values
+from lipon_hw.sim.package_values import encode_batch, encode_rows, encode_values
 from lipon_hw.sim.recording import RecordLoop
 
 FEW_ROWS = 2  # fewer rule samples are written line by line (a batch's set-up costs more)
+MANY_ROWS = 16  # as many rule samples of one current are written as a matrix of bytes
 
 
 class BulkLoops:
@@ -78,30 +79,49 @@ class BulkLoops:
 
     def _send_bulk(self, sent, templates, currents, metas) -> bool:
         """The packages of the samples sent; True if one of them was sent by the rule.
-        The rule's samples of one current are written in runs of one prefix at once
-        (`encode_batch`); the rest line by line: the same bytes."""
+        The rule's samples of one current are written at once: many as one matrix of
+        bytes (`encode_rows`), a few in runs of one prefix (`encode_batch`); the rest
+        line by line: the same bytes."""
         if not sent:
             return False
+        ruled = len(sent) if sent[-1][3] is None else len(sent) - 1  # a limit's ends it
+        if ruled >= MANY_ROWS:
+            rows = sent[:ruled] if ruled < len(sent) else sent
+            i = rows[0][2]
+            if [x[2] for x in rows].count(i) == ruled:
+                data = encode_rows(templates[None], {0: [x[0] for x in rows],
+                                                     1: [x[1] for x in rows]},
+                                   {2: self._current_field(i, currents, metas)})
+                if ruled < len(sent):
+                    data += self._lines(sent[ruled:], templates, currents, metas).encode(
+                        "ascii")
+                self._out += data
+                return True
         times, volts, amps, _ = map(list, zip(*sent, strict=True))
         if amps.count(amps[0]) == len(amps):  # one current: a galvanostatic step's
             i_fields = [self._current_field(amps[0], currents, metas)] * len(amps)
         else:
             i_fields = [self._current_field(i, currents, metas) for i in amps]
-        ruled = len(sent) if sent[-1][3] is None else len(sent) - 1  # a limit's ends it
         text = None
         if ruled > FEW_ROWS and i_fields[:ruled].count(i_fields[0]) == ruled:
             text = encode_batch(templates[None], {0: times[:ruled], 1: volts[:ruled]},
                                 {2: i_fields[0]})
         rest = sent if text is None else sent[ruled:]
         if rest:
-            values = encode_values([x[0] for x in rest] + [x[1] for x in rest])
-            text = (text or "") + "".join(
-                templates[reason].format(t_field, e_field, i_field)
-                for (_, _, _, reason), t_field, e_field, i_field in zip(
-                    rest, values[:len(rest)], values[len(rest):], i_fields[-len(rest):],
-                    strict=True))
+            text = (text or "") + self._lines(rest, templates, currents, metas,
+                                              i_fields[-len(rest):])
         self._out += text.encode("ascii")
         return any(reason is None for *_, reason in sent)
+
+    def _lines(self, rows, templates, currents, metas, i_fields=None) -> str:
+        """The packages of these samples, line by line (each by its reason's template)."""
+        if i_fields is None:
+            i_fields = [self._current_field(x[2], currents, metas) for x in rows]
+        values = encode_values([x[0] for x in rows] + [x[1] for x in rows])
+        return "".join(templates[reason].format(t_field, e_field, i_field)
+                       for (_, _, _, reason), t_field, e_field, i_field in zip(
+                           rows, values[:len(rows)], values[len(rows):], i_fields,
+                           strict=True))
 
     def _current_field(self, i: float, currents: dict, metas: dict) -> str:
         """A current's package variable, with its range metadata (kept by current)."""
