@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Iterator, Mapping
+from itertools import chain, repeat
 
 from lipon_hw.store_plumbing import finite, tell
 from lipon_hw.store_schema import CELL_SAMPLE_COLUMNS, Alarm, Channel
@@ -76,6 +77,30 @@ class CellTestRecords:
         self._pending_cells.extend(kept)
         if self.taps and kept:
             tell(self.taps, "cell_samples", run_id, channel, kept)
+        self._maybe_flush()
+
+    def add_cell_columns(self, run_id: int, channel: int, times: list, volts: list,
+                         currents: list, cycle: int, step_count: int, step_id: int,
+                         step_type: str) -> None:
+        """As `add_cell_samples` for samples of one cycle, step count, step id and step type
+        given as columns (lists of floats, left as they are from now on): buffered as they
+        are, without a row tuple each; the rows are made as the flush writes them, the
+        same rows. Columns with a non-finite value go through `add_cell_samples`."""
+        try:  # one sum a column tests it (NaN and ±inf propagate; an overflow looks again)
+            finite_ = math.isfinite(sum(times) + sum(volts) + sum(currents))
+        except TypeError:
+            finite_ = False
+        if not finite_ or not len(times) == len(volts) == len(currents):
+            self.add_cell_samples(run_id, channel, list(zip(
+                times, volts, currents, repeat(cycle), repeat(step_count), repeat(step_id),
+                repeat(step_type), strict=True)))
+            return
+        if times:
+            block = (run_id, channel, times, volts, currents, cycle, step_count, step_id,
+                     step_type)
+            self._pending_cells.add_columns(block)
+            if self.taps:
+                tell(self.taps, "cell_samples", run_id, channel, list(_rows_of(block)))
         self._maybe_flush()
 
     def add_spectrum(self, run_id: int, channel: int, rows: Iterable[tuple]) -> None:
@@ -168,3 +193,48 @@ def _ends_after(stats, t_s: float) -> bool:
     """A cycle's statistics end after `t_s` (a number `t_end_s` past it)."""
     end = stats.get("t_end_s") if isinstance(stats, dict) else None
     return isinstance(end, int | float) and not isinstance(end, bool) and end > t_s
+
+
+class PendingCells:
+    """Cell samples waiting for the store's next flush, in order: lists of rows (run_id,
+    channel, t_s, voltage_V, current_A, cycle, step_count, step_id, step_type) and blocks
+    of columns; read as one iterable of such rows, a block's made as they are read (by
+    `insert_rows`: no tuple of a block's kept once written). A list as the store's other
+    buffers are for what the store does with it: `extend`, `clear`, `len`, truth."""
+
+    def __init__(self) -> None:
+        self._chunks: list = []
+        self._rows = 0
+
+    def extend(self, rows: list[tuple]) -> None:
+        if rows:
+            self._chunks.append(rows)
+            self._rows += len(rows)
+
+    def add_columns(self, block: tuple) -> None:
+        """(run_id, channel, times, volts, currents, cycle, step_count, step_id,
+        step_type), its three columns of one length ≥ 1."""
+        self._chunks.append(block)
+        self._rows += len(block[2])
+
+    def clear(self) -> None:
+        self._chunks.clear()
+        self._rows = 0
+
+    def __len__(self) -> int:
+        return self._rows
+
+    def __bool__(self) -> bool:
+        return self._rows > 0
+
+    def __iter__(self) -> Iterator[tuple]:
+        return chain.from_iterable(map(_rows_of, self._chunks))
+
+
+def _rows_of(chunk) -> Iterable[tuple]:
+    """A chunk of `PendingCells` as rows: a list as it is, a block of columns zipped."""
+    if isinstance(chunk, list):
+        return chunk
+    run_id, channel, times, volts, currents, cycle, step_count, step_id, step_type = chunk
+    return zip(repeat(run_id), repeat(channel), times, volts, currents, repeat(cycle),
+               repeat(step_count), repeat(step_id), repeat(step_type))
