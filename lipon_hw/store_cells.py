@@ -90,10 +90,11 @@ class CellTestRecords:
             finite_ = math.isfinite(sum(times) + sum(volts) + sum(currents))
         except TypeError:
             finite_ = False
-        if not finite_ or not len(times) == len(volts) == len(currents):
+        n = len(times)
+        if not finite_ or not n == len(volts) == len(currents):
             self.add_cell_samples(run_id, channel, list(zip(
-                times, volts, currents, repeat(cycle), repeat(step_count), repeat(step_id),
-                repeat(step_type), strict=True)))
+                times, volts, currents, repeat(cycle, n), repeat(step_count, n),
+                repeat(step_id, n), repeat(step_type, n), strict=True)))
             return
         if times:
             block = (run_id, channel, times, volts, currents, cycle, step_count, step_id,
