@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterable, Iterator, Mapping
 from itertools import chain, repeat
 
+from lipon_hw.column_rows import ColumnRows
 from lipon_hw.store_plumbing import finite, tell
 from lipon_hw.store_schema import CELL_SAMPLE_COLUMNS, Alarm, Channel
 
@@ -84,8 +85,9 @@ class CellTestRecords:
                          step_type: str) -> None:
         """As `add_cell_samples` for samples of one cycle, step count, step id and step type
         given as columns (lists of floats, left as they are from now on): buffered as they
-        are, without a row tuple each; the rows are made as the flush writes them, the
-        same rows. Columns with a non-finite value go through `add_cell_samples`."""
+        are (a `ColumnRows`), without a row tuple each; the flush makes the rows as it
+        writes them, the same rows, and the taps are told of them as a sequence of rows
+        made if read. Columns with a non-finite value go through `add_cell_samples`."""
         try:  # one sum a column tests it (NaN and ±inf propagate; an overflow looks again)
             finite_ = math.isfinite(sum(times) + sum(volts) + sum(currents))
         except TypeError:
@@ -97,11 +99,11 @@ class CellTestRecords:
                 repeat(step_id, n), repeat(step_type, n), strict=True)))
             return
         if times:
-            block = (run_id, channel, times, volts, currents, cycle, step_count, step_id,
-                     step_type)
-            self._pending_cells.add_columns(block)
-            if self.taps:
-                tell(self.taps, "cell_samples", run_id, channel, list(_rows_of(block)))
+            rows = ColumnRows((run_id, channel), (times, volts, currents),
+                              (cycle, step_count, step_id, step_type))
+            self._pending_cells.extend(rows)
+            if self.taps:  # made only if a tap reads them
+                tell(self.taps, "cell_samples", run_id, channel, rows)
         self._maybe_flush()
 
     def add_spectrum(self, run_id: int, channel: int, rows: Iterable[tuple]) -> None:
@@ -198,25 +200,19 @@ def _ends_after(stats, t_s: float) -> bool:
 
 class PendingCells:
     """Cell samples waiting for the store's next flush, in order: lists of rows (run_id,
-    channel, t_s, voltage_V, current_A, cycle, step_count, step_id, step_type) and blocks
-    of columns; read as one iterable of such rows, a block's made as they are read (by
-    `insert_rows`: no tuple of a block's kept once written). A list as the store's other
-    buffers are for what the store does with it: `extend`, `clear`, `len`, truth."""
+    channel, t_s, voltage_V, current_A, cycle, step_count, step_id, step_type) and
+    `ColumnRows` of such rows; read as one iterable of rows, a `ColumnRows`' made as they
+    are read (by `insert_rows`: none of them kept). Used as the store's other buffers
+    (lists) are: `extend`, `clear`, `len`, truth."""
 
     def __init__(self) -> None:
-        self._chunks: list = []
+        self._chunks: list[list[tuple] | ColumnRows] = []
         self._rows = 0
 
-    def extend(self, rows: list[tuple]) -> None:
+    def extend(self, rows: list[tuple] | ColumnRows) -> None:
         if rows:
             self._chunks.append(rows)
             self._rows += len(rows)
-
-    def add_columns(self, block: tuple) -> None:
-        """(run_id, channel, times, volts, currents, cycle, step_count, step_id,
-        step_type), its three columns of one length ≥ 1."""
-        self._chunks.append(block)
-        self._rows += len(block[2])
 
     def clear(self) -> None:
         self._chunks.clear()
@@ -232,10 +228,5 @@ class PendingCells:
         return chain.from_iterable(map(_rows_of, self._chunks))
 
 
-def _rows_of(chunk) -> Iterable[tuple]:
-    """A chunk of `PendingCells` as rows: a list as it is, a block of columns zipped."""
-    if isinstance(chunk, list):
-        return chunk
-    run_id, channel, times, volts, currents, cycle, step_count, step_id, step_type = chunk
-    return zip(repeat(run_id), repeat(channel), times, volts, currents, repeat(cycle),
-               repeat(step_count), repeat(step_id), repeat(step_type))
+def _rows_of(chunk: list[tuple] | ColumnRows) -> Iterable[tuple]:
+    return chunk.stream() if isinstance(chunk, ColumnRows) else chunk

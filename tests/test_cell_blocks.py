@@ -188,7 +188,8 @@ def test_blocks_reach_the_store_as_the_same_rows_in_order(tmp_path, backend):
         store.add_cell_columns(run_id, channel, *columns, 1, k + 1, 0, "CC")
         rows = [r for r in rows if math.isfinite(r[1])]
         want += [(channel, *r) for r in rows]
-        assert heard[-1] == (run_id, channel, [(run_id, channel, *r) for r in rows])
+        assert heard[-1][:2] == (run_id, channel)
+        assert list(heard[-1][2]) == [(run_id, channel, *r) for r in rows]
         store.add_cell_samples(run_id, 2, [(500.0 + k, 3.9, 1e-6, 1, 9, 1, "REST")])
         want.append((2, 500.0 + k, 3.9, 1e-6, 1, 9, 1, "REST"))
     assert list(store._pending_cells) == [(run_id, *w) for w in want]  # in order

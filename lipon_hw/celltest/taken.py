@@ -3,62 +3,27 @@ voltage, current, cycle, step count, step id, step type) for the store, the safe
 limits, the rules and the step's ends; and, when the driver handed them over in columns
 (a `SampleBlock`), the columns too, so that the store, the limits and the step's cycle
 figures take them without a loop in Python per sample — the same outcome as from the
-rows. A block's rows (`BlockRows`) are made only if something asks for them one by one
+rows. A block's rows (a `ColumnRows`) are made only if something asks for them one by one
 (a limit crossed, the channel's rules, a step end judged sample by sample)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from itertools import repeat
 
 from lipon_hw.celltest import protocol as pr
 from lipon_hw.celltest.step_ends import check_safety
+from lipon_hw.column_rows import ColumnRows
 from lipon_hw.techniques import SampleBlock
 
 #: (times on the run clock, voltages, currents) of a poll's samples
 Columns = tuple[list, list, list]
 
 
-class BlockRows(Sequence):
-    """A poll's rows, held as its columns and the (cycle, step count, step id, step type)
-    its samples share: the same rows as a list of them, made when first read as a whole."""
-
-    __slots__ = ("columns", "keys", "_rows")
-
-    def __init__(self, columns: Columns, keys: tuple):
-        times, volts, currents = columns
-        if not len(times) == len(volts) == len(currents):
-            raise ValueError(f"a block's columns have different lengths ({len(times)}, "
-                             f"{len(volts)}, {len(currents)})")
-        self.columns, self.keys = columns, keys
-        self._rows: list[tuple] | None = None
-
-    def __len__(self) -> int:
-        return len(self.columns[0])
-
-    def __getitem__(self, k):
-        if isinstance(k, int):  # one row (the last one's time), without making them all
-            times, volts, currents = self.columns
-            return (times[k], volts[k], currents[k], *self.keys)
-        return self.rows()[k]
-
-    def __iter__(self):
-        return iter(self.rows())
-
-    def rows(self) -> list[tuple]:
-        if self._rows is None:
-            cycle, step_count, step_id, step_type = self.keys
-            n = len(self)
-            self._rows = list(zip(*self.columns, repeat(cycle, n), repeat(step_count, n),
-                                  repeat(step_id, n), repeat(step_type, n), strict=True))
-        return self._rows
-
-
 def rows_of(samples, t0: float, cycle: int, step_count: int, step_id: int,
             step_type: str) -> tuple[Sequence[tuple], Columns | None]:
     """A poll's samples (a list of Samples, or a SampleBlock of voltages with their
-    times) as rows (a `BlockRows` for a block), and as columns when they came so. A
+    times) as rows (a `ColumnRows` for a block), and as columns when they came so. A
     sample without a voltage makes no row; at open circuit the instrument reports no
     current: it is zero."""
     if isinstance(samples, SampleBlock):  # a column holds numbers only: no None in it
@@ -67,7 +32,7 @@ def rows_of(samples, t0: float, cycle: int, step_count: int, step_id: int,
         if currents is None:
             currents = [0.0] * len(times)
         columns = (times, volts, currents)
-        return BlockRows(columns, (cycle, step_count, step_id, step_type)), columns
+        return ColumnRows((), columns, (cycle, step_count, step_id, step_type)), columns
     return [(t0 + s.t_s, s.E_V, s.I_A or 0.0, cycle, step_count, step_id, step_type)
             for s in samples if s.E_V is not None], None
 
@@ -125,7 +90,7 @@ class Taken:
     def _columns_as_rows(self) -> list[tuple]:
         if not self.columns[0]:
             return []
-        return list(BlockRows(self.columns, self._keys))
+        return ColumnRows((), self.columns, self._keys).rows()
 
     def feed(self, counter) -> list:
         """The step's samples into the cycle counter (a step's rows share their cycle,
