@@ -10,14 +10,10 @@ import operator
 from dataclasses import dataclass, replace
 from functools import reduce
 
-import numpy as np
-
 from lipon_hw.celltest import protocol as pr
 from lipon_hw.errors import LiponError
 
 MIN_POLL_S = 1.0
-#: samples from which a block's charge is taken in arrays (fewer: a list is quicker)
-MANY = 64
 
 
 class ChannelTrip(LiponError):
@@ -96,13 +92,9 @@ class HostEnds:
         if self.last is not None:
             times, volts, currents = ([self.last[k], *c] for k, c in
                                       enumerate((times, volts, currents)))
-        if len(times) >= MANY:  # each term the same IEEE operations, summed in order
-            t, i = np.array(times, dtype=float), np.array(currents, dtype=float)
-            terms = (0.5 * (i[1:] + i[:-1]) * (t[1:] - t[:-1]) / 3600).tolist()
-        else:
-            terms = [0.5 * (i + i1) * (t - t1) / 3600 for t, i, t1, i1 in
-                     zip(times[1:], currents[1:], times, currents, strict=False)]
-        self.q = reduce(operator.add, terms, self.q)
+        self.q = reduce(operator.add, [0.5 * (i + i1) * (t - t1) / 3600 for t, i, t1, i1 in
+                                       zip(times[1:], currents[1:], times, currents,
+                                           strict=False)], self.q)
         for k in range(len(times) - 1, 0, -1):  # the slope of the last pair apart in time
             dt = times[k] - times[k - 1]
             if dt > 0:
