@@ -56,7 +56,7 @@ from lipon_hw import (
 )
 from lipon_hw.errors import InputError, StoreBusy, StoreError, StoreUnreachable, StoreUnusable
 from lipon_hw.store_alarms import AlarmRecords
-from lipon_hw.store_cells import CellTestRecords
+from lipon_hw.store_cells import CellTestRecords, PendingCells
 from lipon_hw.store_open import GuardedConnection
 from lipon_hw.store_pages import PagedReads
 from lipon_hw.store_plumbing import Transaction, finite, is_busy, signals_held
@@ -129,7 +129,7 @@ class Store(AlarmRecords, CellTestRecords, SampleRecords, ScreeningRecords, Page
         self._quantities: dict[str, int] = dict(self._db.execute(
             "SELECT name, id FROM quantities").fetchall())
         self._pending: list[tuple[int, float, int, float]] = []
-        self._pending_cells: list[tuple] = []
+        self._pending_cells = PendingCells()  # rows and blocks of columns
         self._pending_spectra: list[tuple] = []
         self._pending_channels: dict[tuple[int, int], tuple] = {}
         self._non_finite_seen: set[tuple] = set()

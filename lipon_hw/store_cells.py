@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Iterator, Mapping
+from itertools import chain, repeat
 
+from lipon_hw.column_rows import ColumnRows
 from lipon_hw.store_plumbing import finite, tell
 from lipon_hw.store_schema import CELL_SAMPLE_COLUMNS, Alarm, Channel
 
@@ -76,6 +78,32 @@ class CellTestRecords:
         self._pending_cells.extend(kept)
         if self.taps and kept:
             tell(self.taps, "cell_samples", run_id, channel, kept)
+        self._maybe_flush()
+
+    def add_cell_columns(self, run_id: int, channel: int, times: list, volts: list,
+                         currents: list, cycle: int, step_count: int, step_id: int,
+                         step_type: str) -> None:
+        """As `add_cell_samples` for samples of one cycle, step count, step id and step type
+        given as columns (lists of floats, left as they are from now on): buffered as they
+        are (a `ColumnRows`), without a row tuple each; the flush makes the rows as it
+        writes them, the same rows, and the taps are told of them as a sequence of rows
+        made if read. Columns with a non-finite value go through `add_cell_samples`."""
+        try:  # one sum a column tests it (NaN and ±inf propagate; an overflow looks again)
+            finite_ = math.isfinite(sum(times) + sum(volts) + sum(currents))
+        except TypeError:
+            finite_ = False
+        n = len(times)
+        if not finite_ or not n == len(volts) == len(currents):
+            self.add_cell_samples(run_id, channel, list(zip(
+                times, volts, currents, repeat(cycle, n), repeat(step_count, n),
+                repeat(step_id, n), repeat(step_type, n), strict=True)))
+            return
+        if times:
+            rows = ColumnRows((run_id, channel), (times, volts, currents),
+                              (cycle, step_count, step_id, step_type))
+            self._pending_cells.extend(rows)
+            if self.taps:  # made only if a tap reads them
+                tell(self.taps, "cell_samples", run_id, channel, rows)
         self._maybe_flush()
 
     def add_spectrum(self, run_id: int, channel: int, rows: Iterable[tuple]) -> None:
@@ -168,3 +196,37 @@ def _ends_after(stats, t_s: float) -> bool:
     """A cycle's statistics end after `t_s` (a number `t_end_s` past it)."""
     end = stats.get("t_end_s") if isinstance(stats, dict) else None
     return isinstance(end, int | float) and not isinstance(end, bool) and end > t_s
+
+
+class PendingCells:
+    """Cell samples waiting for the store's next flush, in order: lists of rows (run_id,
+    channel, t_s, voltage_V, current_A, cycle, step_count, step_id, step_type) and
+    `ColumnRows` of such rows; read as one iterable of rows, a `ColumnRows`' made as they
+    are read (by `insert_rows`: none of them kept). Used as the store's other buffers
+    (lists) are: `extend`, `clear`, `len`, truth."""
+
+    def __init__(self) -> None:
+        self._chunks: list[list[tuple] | ColumnRows] = []
+        self._rows = 0
+
+    def extend(self, rows: list[tuple] | ColumnRows) -> None:
+        if rows:
+            self._chunks.append(rows)
+            self._rows += len(rows)
+
+    def clear(self) -> None:
+        self._chunks.clear()
+        self._rows = 0
+
+    def __len__(self) -> int:
+        return self._rows
+
+    def __bool__(self) -> bool:
+        return self._rows > 0
+
+    def __iter__(self) -> Iterator[tuple]:
+        return chain.from_iterable(map(_rows_of, self._chunks))
+
+
+def _rows_of(chunk: list[tuple] | ColumnRows) -> Iterable[tuple]:
+    return chunk.stream() if isinstance(chunk, ColumnRows) else chunk

@@ -171,12 +171,48 @@ class CycleAccumulator:
             n = len(t_s)
             return self.feed_rows(zip(t_s, voltage_V, current_A, [cycle] * n, [step] * n,
                                       [step_id] * n, strict=True), lead_s)
+        if _plain_int(cycle) and cycle >= 0 and _plain_int(step) and _plain_int(step_id) and \
+                (lead_s is None or isinstance(lead_s, Mapping) or _plain_number(lead_s)):
+            return self._feed_step(*block, cycle, step, step_id, lead_s)
         n = block.shape[1]
         cycles = np.full(n, float(cycle))
         if lead_s is None:
             return self._feed(*block, cycles, None, None, None)
         return self._feed(*block, cycles, np.full(n, float(step)), _leads(lead_s),
                           np.full(n, step_id))
+
+    def _feed_step(self, t, v, i, cycle: int, step: int, step_id: int, lead_s
+                   ) -> list[CycleStats]:
+        """`_feed` for finite columns of one cycle, step count and step id (`feed_columns`):
+        the same intervals, sums and closes, found without a column per sample of those
+        three numbers — a new step or cycle can open only at the block's first sample."""
+        check_time_order("cycle samples", None if self._last is None else self._last[0], t)
+        joins = None if lead_s is None else np.full(len(t) - (self._last is None), np.nan)
+        new_cycle = False
+        if self._last is not None:  # the interval from the previous batch's last sample
+            t = np.concatenate(([self._last[0]], t))
+            v = np.concatenate(([self._last[1]], v))
+            i = np.concatenate(([self._last[2]], i))
+            new_cycle = self._cycle != cycle
+            if joins is not None and self._step is not None and self._step != step:
+                joins[0] = _lead_of(lead_s, step_id)
+        elif self._cycle is None:
+            self._cycle = cycle
+        parts = interval_integrals(t, v, i, joins)
+        finished: list[CycleStats] = []
+        start = 0
+        if new_cycle:  # the block's first sample opens a cycle (see `_feed`)
+            start = 0 if joins is not None and not math.isnan(joins[0]) else 1
+            if start > 0:
+                for k in range(4):
+                    self._sums[k] += float(parts[k][:start].sum())
+            finished.append(self._close(float(t[1])))
+            self._cycle = cycle
+        for k in range(4):
+            self._sums[k] += float(parts[k][start:].sum())
+        self._last = (float(t[-1]), float(v[-1]), float(i[-1]))
+        self._step = None if lead_s is None else step
+        return finished
 
     def finish(self) -> list[CycleStats]:
         """Close the running cycle (if it saw any sample) and return it."""
@@ -235,6 +271,25 @@ class CycleAccumulator:
         if len(acc._sums) != 4:
             raise InputError("cycle accumulator state is not valid (sums needs four numbers)")
         return acc
+
+
+def _plain_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _plain_number(x) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _lead_of(lead_s, step_id: int) -> float:
+    """A step's lead as `step_leads` looks it up: from a mapping by step id, or the one
+    number."""
+    if not isinstance(lead_s, Mapping):
+        return float(lead_s)
+    try:
+        return lead_s[step_id]
+    except KeyError as exc:
+        raise InputError(f"step id {exc.args[0]!r} has no measurement interval") from None
 
 
 def _leads(lead_s):

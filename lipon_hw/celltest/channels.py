@@ -241,7 +241,11 @@ class Channel:
                 else:
                     rows, columns = rows_of(samples, t0, st.cycle, st.step_count, step_id,
                                             step_type)
-                    self.store.add_cell_samples(self.run_id, self.number, rows)
+                    if columns is None:
+                        self.store.add_cell_samples(self.run_id, self.number, rows)
+                    else:  # buffered as columns: the store makes the rows as it writes
+                        self.store.add_cell_columns(self.run_id, self.number, *columns,
+                                                    st.cycle, st.step_count, step_id, step_type)
                     taken.add(rows, columns)
                     if rows:
                         self._last_sample_t = rows[-1][0]

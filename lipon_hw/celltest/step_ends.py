@@ -68,11 +68,11 @@ class HostEnds:
         reached. Without a capacity or dV/dt end, none is, and the columns of more than a
         few samples give the charge and the slope with the same arithmetic as the rows, in
         the same order."""
-        if columns is not None and len(rows) > 8 and self.capacity is None and \
+        if columns is not None and len(columns[0]) > 8 and self.capacity is None and \
                 self.dvdt is None:
             self._take_columns(*columns)
             return None
-        for t, v, i, *_ in rows:
+        for t, v, i, *_ in (rows if columns is None else zip(*columns, strict=True)):
             if self.last is not None:
                 t1, v1, i1 = self.last
                 dt = t - t1
