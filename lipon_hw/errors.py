@@ -67,6 +67,11 @@ class StoreUnreachable(StoreBusy):
     cut): like a lock, it may pass; writes stay buffered meanwhile."""
 
 
+class ClaimLost(StoreError):
+    """A claim the engine held in a shared store (its run, its sample) was lost with its
+    connection, and another engine holds it now: two would drive one run."""
+
+
 class StoreFull(StoreError):
     """A write to the run database failed for want of space (disk full, file-size limit)."""
 

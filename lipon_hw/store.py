@@ -92,6 +92,7 @@ TRY_WAIT_S = 0.05
 MAX_PENDING_ROWS = 500_000
 #: wall seconds between two checkpoints synced to disk (those between are crash-safe only)
 SYNC_EVERY_S = 1.0
+CHECK_CLAIMS_EVERY_S = 1.0
 
 
 class Store(AlarmRecords, CellTestRecords, SampleRecords, ScreeningRecords, PagedReads,
@@ -139,6 +140,10 @@ class Store(AlarmRecords, CellTestRecords, SampleRecords, ScreeningRecords, Page
         self.on_alarm: Callable[[Alarm], None] | None = None
         #: told of every reading, cell sample, alarm, step and status (`store_plumbing.tell`)
         self.taps: list = []
+        #: called after a write, at most once every CHECK_CLAIMS_EVERY_S of wall time (the
+        #: engine's check that it still holds its claims in a shared store: `Ownership.keep`)
+        self.after_write: list[Callable[[], None]] = []
+        self._last_after_write = time.monotonic()
         self._announced: set[tuple] = set()
         #: operator requests to a running engine (pause, continue, abort)
         self.requests = OperatorRequests(self._db, self._write_soon)
@@ -151,7 +156,9 @@ class Store(AlarmRecords, CellTestRecords, SampleRecords, ScreeningRecords, Page
 
     def close(self, wait_s: float | None = None) -> None:
         """Write what is buffered (waiting up to `wait_s` for a lock; default: the
-        connection's 30 s), then close; the connection is closed even if that write fails."""
+        connection's 30 s), then close; the connection is closed even if that write fails.
+        The last write checks nothing more (`after_write`): the run is over by then."""
+        self.after_write.clear()
         try:
             if wait_s is None:
                 self.flush()
@@ -362,9 +369,13 @@ class Store(AlarmRecords, CellTestRecords, SampleRecords, ScreeningRecords, Page
             self.unwritable_since = time.monotonic()
 
     def _written(self) -> None:
-        self._last_flush = time.monotonic()
+        now = self._last_flush = time.monotonic()
         self.unwritable_since = None
         self.last_write_error = None
+        if self.after_write and now - self._last_after_write >= CHECK_CLAIMS_EVERY_S:
+            self._last_after_write = now
+            for call in self.after_write:
+                call()
 
     def _write_soon(self, write: Callable[[GuardedConnection], None]) -> None:
         """A write committed at once when the lock comes within TRY_WAIT_S, else buffered

@@ -21,7 +21,7 @@ import contextlib
 import os
 import socket
 
-from lipon_hw.errors import StoreError
+from lipon_hw.errors import ClaimLost, StoreError
 from lipon_hw.store_pg import _psycopg, lock_key, store_error
 
 #: PostgreSQL keeps 63 bytes of an application_name
@@ -54,14 +54,44 @@ class StoreLocks:
 
     def __init__(self, url: str, holder: str):
         self.where = url
-        psycopg = _psycopg()
-        try:
-            self._con = psycopg.connect(url, autocommit=True, connect_timeout=10,
-                                        application_name=holder_name(holder))
-        except Exception as exc:  # noqa: BLE001 - every failure becomes one sentence
-            raise store_error(exc, url) from exc
+        self._holder = holder
+        self._con = self._connect()
         self._schema = _schema(self._con, url)
         self._held: dict[str, bool] = {}  # key → shared
+
+    def _connect(self):
+        try:
+            return _psycopg().connect(self.where, autocommit=True, connect_timeout=10,
+                                      application_name=holder_name(self._holder))
+        except Exception as exc:  # noqa: BLE001 - every failure becomes one sentence
+            raise store_error(exc, self.where) from exc
+
+    def keep(self) -> None:
+        """Still holding every claim: its session alive, or (the server dropped it: a
+        restart, a cut network) each claim taken again on a new connection. ClaimLost if
+        another session took one meanwhile. A server still away is the store's to judge
+        (its writes wait, with their patience): tried again at the next call."""
+        try:
+            self._con.execute("SELECT 1")
+            return
+        except Exception:  # noqa: BLE001 - the session is gone, whatever the words
+            self.close_connection()
+        try:
+            self._con = self._connect()
+        except StoreError:
+            return
+        held, self._held = self._held, {}
+        try:
+            lost = [key for key, shared in held.items() if not self.try_take(key, shared)]
+        except StoreError:  # the new connection failed too: every claim again next time
+            self._held = held
+            self.close_connection()
+            return
+        if lost:
+            holder = self.holder(lost[0]) or "another engine"
+            raise ClaimLost(f"{lost[0]} was claimed by this engine in the store {self.where} "
+                            f"until the server dropped the claim's connection; {holder} "
+                            "holds it now, so this engine stops")
 
     def try_take(self, key: str, shared: bool) -> bool:
         """Take `key` without waiting; False if another session holds it (exclusively,
@@ -84,6 +114,7 @@ class StoreLocks:
 
     def label(self, holder: str) -> None:
         """Say who holds the locks from now on."""
+        self._holder = holder
         with contextlib.suppress(StoreError):  # the name only informs
             self._query("SELECT set_config('application_name', %s, false)",
                         (holder_name(holder),))
@@ -93,6 +124,9 @@ class StoreLocks:
 
     def close(self) -> None:
         self._held.clear()
+        self.close_connection()
+
+    def close_connection(self) -> None:
         with contextlib.suppress(Exception):
             self._con.close()
 

@@ -171,3 +171,108 @@ def test_an_sqlite_directory_claims_only_in_its_lock_files_whatever_the_environm
         mine.take([claims.run(1)])
         with pytest.raises(Busy):
             Ownership(two).take([claims.run(1)], grace_s=0.05)
+
+
+def _claims_backend(url, holder_prefix):
+    """The server pid of the session holding claims under a name starting so."""
+    rows = _rows(url, "SELECT pid FROM pg_stat_activity WHERE application_name LIKE "
+                      f"'{holder_prefix}%'")
+    assert len(rows) == 1, rows
+    return rows[0][0]
+
+
+def _terminate(url, pid):
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as con:
+        assert con.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]
+
+
+def _wait_in_line(url, key):
+    """Another session asking for `key` and waiting for it (a blocking advisory lock, first
+    in the server's queue), on a thread; returns (thread, its connection)."""
+    import threading
+
+    import psycopg
+
+    from lipon_hw.store_claims import claim_key
+
+    con = psycopg.connect(url, autocommit=True, application_name="the other engine")
+    schema = con.execute("SELECT current_schema()").fetchone()[0]
+    waiting = threading.Thread(
+        target=lambda: con.execute("SELECT pg_advisory_lock(%s)", (claim_key(schema, key),)),
+        daemon=True)
+    waiting.start()
+    deadline = time.monotonic() + 10
+    while not _rows(url, "SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+                         " WHERE a.application_name = 'the other engine' AND NOT l.granted"):
+        assert time.monotonic() < deadline, "the other session never queued for the claim"
+        time.sleep(0.02)
+    return waiting, con
+
+
+def test_a_claim_dropped_by_the_server_is_taken_again_or_its_loss_is_one_sentence(
+        pg_url, tmp_path):
+    from lipon_hw.errors import ClaimLost
+
+    here, there = _store_dirs(tmp_path, pg_url, "here", "there")
+    import os
+
+    with Ownership(here, "run 1") as mine:
+        mine.take([claims.run(1)])
+        # the server drops the claim's session (a restart, a cut network): taken again
+        _terminate(pg_url, _claims_backend(pg_url, f"run 1 (pid {os.getpid()} "))
+        mine.keep()
+        assert held_by(there, claims.run(1)).startswith(f"run 1 (pid {os.getpid()} on ")
+        # dropped again, and another engine was waiting for it: it has it now
+        waiting, other = _wait_in_line(pg_url, "run 1")
+        try:
+            _terminate(pg_url, _claims_backend(pg_url, f"run 1 (pid {os.getpid()} "))
+            waiting.join(10)
+            assert not waiting.is_alive()
+            with pytest.raises(ClaimLost, match=r"^run 1 was claimed by this engine in the "
+                                                r"store .+ until the server dropped the claim's "
+                                                r"connection; the other engine holds it now, so "
+                                                r"this engine stops$"):
+                mine.keep()
+        finally:
+            other.close()
+
+
+def test_an_engine_whose_run_claim_went_to_another_stops_with_the_hardware_safe(
+        pg_url, tmp_path):
+    here = tmp_path / "here"
+    recipe = short_recipe(tmp_path, 60)
+    cli = [sys.executable, "-m", "lipon_hw.cli"]
+    engine = subprocess.Popen([*cli, "run", recipe, "--data", here, "--store", pg_url,
+                               "--speed", "300"], cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    other = None
+    try:
+        deadline = time.monotonic() + 120
+        while not _rows(pg_url, "SELECT 1 FROM checkpoints WHERE run_id = 1"):
+            assert engine.poll() is None, engine.stderr.read()
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.05)
+        waiting, other = _wait_in_line(pg_url, "run 1")
+        _terminate(pg_url, _claims_backend(pg_url, f"run 1 (pid {engine.pid} "))
+        _, err = engine.communicate(timeout=120)
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+            engine.wait()
+        if other is not None:
+            other.close()
+    assert engine.returncode == 1, err
+    assert "Traceback" not in err
+    said = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(said) == 1, err
+    assert said[0].startswith("error: run 1 was claimed by this engine in the store ")
+    assert said[0].endswith("; the other engine holds it now, so this engine stops")
+    status = _rows(pg_url, "SELECT status FROM runs WHERE id = 1")
+    assert status == [("failed",)]
+    # the engine's way out made the tool safe first, and stored that it did
+    safe = [m for (m,) in _rows(pg_url, "SELECT message FROM alarms WHERE run_id = 1")
+            if m.startswith("safe state: ")]
+    assert len(safe) == 1 and "rf, shutter" in safe[0] and "made safe after: run 1 was " \
+        "claimed by this engine" in safe[0], safe

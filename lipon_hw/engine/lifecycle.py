@@ -226,7 +226,9 @@ def resume(kind, run_id: int, options, watch: Watch | None = None) -> RunResult:
 @contextlib.contextmanager
 def _released(store: Store, owned: Ownership, trouble: RunTrouble):
     """Around a start or a resume: its locks let go whatever happens; on a failure the end
-    told (log, hooks) and the store given one short last try to close."""
+    told (log, hooks) and the store given one short last try to close. While it runs,
+    the store's writes check that the claims in a shared store are still held."""
+    store.after_write.append(owned.keep)
     try:
         yield
     except BaseException as exc:

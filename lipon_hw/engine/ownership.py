@@ -129,6 +129,12 @@ class Ownership:
     def holds(self, key: str) -> bool:
         return key in self._fds
 
+    def keep(self) -> None:
+        """Check that the store-wide claims are still held (`StoreLocks.keep`): called by
+        the engine's store after its writes, at most once a wall second."""
+        if self._store_locks is not None:
+            self._store_locks.keep()
+
     def release(self) -> None:
         while self._fds:
             _key, fd = self._fds.popitem()
