@@ -41,7 +41,8 @@ def _holder_process(data_dir, resource_call: str, holder: str) -> subprocess.Pop
         f"o = Ownership({str(data_dir)!r}, {holder!r})\n"
         f"o.take([claims.{resource_call}])\n"
         "print('held', flush=True)\n"
-        "time.sleep(600)\n")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        "time.sleep(600)\n")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=data_dir)  # away from the source tree: the installed package is imported
     line = proc.stdout.readline().strip()
     assert line == "held", proc.stderr.read()
     return proc
