@@ -194,26 +194,21 @@ class EvaporatorTool:
         """Hertz–Knudsen: total evaporated mass per second from boat k's melt."""
         if self.s.boat_charge_g[k] <= 0:
             return 0.0
-        ev = EVAPORANTS[self.p.boats[k]]
-        T = self.s.boat_T_K[k]
-        p_vap = 10 ** (ev.a - ev.b_K / T)
-        flux_kg_m2_s = p_vap * math.sqrt(ev.molar_kg / (2 * math.pi * R_GAS * T))
-        return flux_kg_m2_s * ev.melt_area_cm2 * 1e-4 * 1e3
+        return _melt_evaporation_g_s(EVAPORANTS[self.p.boats[k]], self.s.boat_T_K[k])
 
     def _rate_at_wall_A_s(self, k: int) -> float:
-        """Boat k's substrate rate with a full charge at the wall's temperature."""
-        saved = self.s.boat_T_K[k], self.s.boat_charge_g[k]
-        self.s.boat_T_K[k], self.s.boat_charge_g[k] = WALL_K, max(saved[1], 1.0)
-        try:
-            return self._substrate_rate_A_s(k)
-        finally:
-            self.s.boat_T_K[k], self.s.boat_charge_g[k] = saved
+        """Boat k's substrate rate with a charge in it at the wall's temperature."""
+        return self._substrate_rate_of(k, _melt_evaporation_g_s(EVAPORANTS[self.p.boats[k]],
+                                                                WALL_K))
 
     def _substrate_rate_A_s(self, k: int) -> float:
+        return self._substrate_rate_of(k, self._evaporation_g_s(k))
+
+    def _substrate_rate_of(self, k: int, evaporation_g_s: float) -> float:
         """On-axis film rate: a small planar source emits Q/(π h²) per unit area."""
         ev = EVAPORANTS[self.p.boats[k]]
         h_cm = self.p.throw_cm
-        g_cm2_s = self._evaporation_g_s(k) / (math.pi * h_cm**2)
+        g_cm2_s = evaporation_g_s / (math.pi * h_cm**2)
         return g_cm2_s / ev.density_g_cm3 * 1e8
 
     def _crystal_ratio(self) -> float:
@@ -320,3 +315,10 @@ class EvaporatorTool:
 
     def film_stack(self) -> list[dict]:
         return self.world.film_stack()
+
+
+def _melt_evaporation_g_s(ev, T: float) -> float:
+    """Hertz–Knudsen mass per second from a melt of evaporant `ev` at temperature T."""
+    p_vap = 10 ** (ev.a - ev.b_K / T)
+    flux_kg_m2_s = p_vap * math.sqrt(ev.molar_kg / (2 * math.pi * R_GAS * T))
+    return flux_kg_m2_s * ev.melt_area_cm2 * 1e-4 * 1e3
