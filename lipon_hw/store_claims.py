@@ -43,6 +43,15 @@ def _schema(con, where: str) -> str:
         raise store_error(exc, where) from exc
 
 
+def _connect(url: str, name: str):
+    """An autocommit connection to the store's server, named `name` there."""
+    try:
+        return _psycopg().connect(url, autocommit=True, connect_timeout=10,
+                                  application_name=name)
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one sentence
+        raise store_error(exc, url) from exc
+
+
 def holder_name(holder: str) -> str:
     """Who holds the claims, as the server shows it to other machines."""
     text = f"{holder} (pid {os.getpid()} on {socket.gethostname()})"
@@ -60,11 +69,7 @@ class StoreLocks:
         self._held: dict[str, bool] = {}  # key → shared
 
     def _connect(self):
-        try:
-            return _psycopg().connect(self.where, autocommit=True, connect_timeout=10,
-                                      application_name=holder_name(self._holder))
-        except Exception as exc:  # noqa: BLE001 - every failure becomes one sentence
-            raise store_error(exc, self.where) from exc
+        return _connect(self.where, holder_name(self._holder))
 
     def keep(self) -> None:
         """Still holding every claim: its session alive, or (the server dropped it: a
@@ -139,12 +144,7 @@ class StoreLocks:
 
 def held_in_store(url: str, key: str) -> str | None:
     """Who holds `key` in the store at `url` now, or None if no session does."""
-    psycopg = _psycopg()
-    try:
-        con = psycopg.connect(url, autocommit=True, connect_timeout=10,
-                              application_name="lipon-hw probe")
-    except Exception as exc:  # noqa: BLE001
-        raise store_error(exc, url) from exc
+    con = _connect(url, "lipon-hw probe")
     try:
         return holder_in(con, key, url, own=False)
     finally:
