@@ -24,7 +24,7 @@ from lipon_hw.station import load_station
 from lipon_hw.store import Store
 from lipon_hw.store_requests import os_user
 
-from recipes import LNMO
+from recipes import LNMO, LNMO_EIS
 
 ROOT = Path(__file__).resolve().parents[1]
 SEQUENCES = ROOT / "sequences"
@@ -92,6 +92,35 @@ def test_c_rate_without_capacity_and_eis_on_the_smu_are_refused(tmp_path):
 
 
 # --- the film: conductivities ----------------------------------------------------------------
+def test_worker_processes_fit_their_channels_spectra_for_the_summary(tmp_path, monkeypatch):
+    """With its channels in worker processes, each worker fits its own channels' spectra
+    (in parallel): the run's process fits none (here it cannot), and the summary holds
+    the figures, the same as fitted from the store afterwards."""
+    from lipon_hw.celltest import results
+
+    fit = results.film_figures
+
+    def engine_fits(*_args):
+        raise AssertionError("the run's process fitted a spectrum its worker had fitted")
+
+    monkeypatch.setattr(results, "film_figures", engine_fits)  # spawned workers: not theirs
+    text = LNMO_EIS.format(channels="1-2", cycles=1).replace(  # the shipped one: resolved
+        "from_Hz: 1.0e5, to_Hz: 1, per_decade: 4", "from_Hz: 3.0e6, to_Hz: 0.1, per_decade: 10")
+    path = write(tmp_path, text)
+    result = start_cycling(path, tmp_path / "data", workers=2)
+    monkeypatch.undo()
+    assert result.status == "completed", result.message
+    store = Store(tmp_path / "data")
+    plans = {p.channel: p for p in load(path, load_station(), store).channels}
+    for entry in result.summary["channels"]:
+        expected = fit(store, result.run_id, plans[entry["channel"]])
+        assert expected.get("film_resistance_ohm"), expected  # a spectrum was fitted
+        for key, value in expected.items():
+            assert entry[key] == (pytest.approx(value, rel=1e-12) if isinstance(value, float)
+                                  else value), key
+    store.close()
+
+
 def test_conductivity_protocol_reports_the_films_sigma_and_exports_the_spectrum(tmp_path):
     from lipon_hw.sim.cells.factories import cell_from_spec
 

@@ -158,8 +158,8 @@ def execute(running: Running) -> Outcome:
         else:  # their alarms are stored by the workers: read back as the run goes on
             relay = AlarmRelay(store, run_id)
             try:
-                run_workers(store, run_id, groups, states, running.seed, running.speed,
-                             running.watch.progress, relay.poll)
+                figures = run_workers(store, run_id, groups, states, running.seed,
+                                      running.speed, running.watch.progress, relay.poll)
             finally:
                 relay.poll(force=True)
         status = "completed"
@@ -191,7 +191,8 @@ def _end_run(store: Store, run_id: int, proto: pr.Protocol, status: str, message
              ) -> tuple[str, str, dict]:
     """The run's final status, message and summary, from what its channels stored. A run
     whose channels all ran to their end (`status` completed) is judged by them. `figures`:
-    channels' film figures worked out already (by the cluster's shards)."""
+    channels' film figures worked out already (by the cluster's shards or the worker
+    processes)."""
     rows = _mark_lost(store, run_id, store.channels(run_id), status, meant)
     if status == "completed":
         status, message = _judged(rows)

@@ -1,8 +1,10 @@
 """A cell test's channels spread over worker processes, one group each (each its own
 clock, lab and database connection), watched from the run's own process, which reads
 their progress back from the store, and their samples for the live view through a queue
-(`relay`). A worker dies with its parent: if the engine is killed, even with SIGKILL, each
-worker disconnects its cells and stops."""
+(`relay`). A worker whose channels ran works out their film figures (the impedance fits of
+the run's summary) and sends them back, so that the fits are made in parallel, not one
+after the other by the run's process. A worker dies with its parent: if the engine is
+killed, even with SIGKILL, each worker disconnects its cells and stops."""
 
 from __future__ import annotations
 
@@ -26,18 +28,21 @@ from lipon_hw.store import Store
 
 def run_workers(store: Store, run_id: int, groups: list[list[int]],
                  states: dict[int, ChannelState], seed: int | None, speed: float | None,
-                 on_cycle, poll: Callable[[], None] | None = None) -> None:
+                 on_cycle, poll: Callable[[], None] | None = None) -> dict[int, dict]:
     """One process per group of channels (each its own clock, lab and database
     connection); progress (`on_cycle`, if given) is read back from the store, and `poll`
-    (the alarm relay) is called, each time the loop that watches the workers goes round."""
+    (the alarm relay) is called, each time the loop that watches the workers goes round.
+    Returns the film figures of the channels whose workers ran them to their end."""
     ctx = multiprocessing.get_context("spawn")
     before = set(store.alarms(run_id))
     inbox = ctx.Queue(relay.MAX_BATCHES)
+    figures_box = ctx.SimpleQueue()  # read as the workers go: a big batch waits for no one
+    figures: dict[int, dict] = {}
     publishing = ctx.RawValue("b", 1 if store.taps else 0)
     procs = []
     for group in groups:
         args = (str(store.data_dir), run_id, {n: asdict(states[n]) for n in group}, seed, speed,
-                os.getpid(), inbox, publishing)
+                os.getpid(), inbox, publishing, figures_box)
         procs.append(ctx.Process(target=_worker, args=args, name=f"channels {group}"))
     try:
         for proc in procs:
@@ -46,6 +51,7 @@ def run_workers(store: Store, run_id: int, groups: list[list[int]],
             for proc in procs:
                 proc.join(timeout=0.5 / len(procs))
             relay.pass_on(store, inbox, publishing)
+            _take_figures(figures_box, figures)
             if poll is not None:
                 poll()
             if on_cycle:
@@ -71,11 +77,22 @@ def run_workers(store: Store, run_id: int, groups: list[list[int]],
         ended = ", ".join(p.name for p in failed)
         raise InstrumentError(("the hardware was NOT all made safe: " + "; ".join(unsafe))
                               if unsafe else f"the process of {ended} ended abnormally")
+    _take_figures(figures_box, figures)
+    return figures
+
+
+def _take_figures(box, figures: dict[int, dict]) -> None:
+    """The film figures the workers have sent so far, into `figures`."""
+    with contextlib.suppress(EOFError, OSError):
+        while not box.empty():
+            figures.update(box.get())
 
 
 def _worker(data_dir: str, run_id: int, states: dict, seed: int | None,
-            speed: float | None, parent_pid: int, outbox=None, publishing=None) -> None:
-    """A worker process: its channels of the run, to their end."""
+            speed: float | None, parent_pid: int, outbox=None, publishing=None,
+            figures_box=None) -> None:
+    """A worker process: its channels of the run, to their end; then, unless stopped,
+    their film figures into `figures_box`."""
     claims.join_workers(data_dir, run_id)  # first: a resume waits for it until we end
     if not _die_with_parent(parent_pid):
         return  # the parent died while this worker was starting: touch nothing
@@ -99,6 +116,14 @@ def _worker(data_dir: str, run_id: int, states: dict, seed: int | None,
         proto = load(run.sequence_path, station, store, text=run.sequence_text)
         mine = {int(n): ChannelState.from_dict(s) for n, s in states.items()}
         run_group(store, run_id, proto, station, mine, seed, speed, None)
+        if figures_box is not None:
+            from lipon_hw.celltest.results import film_figures  # scipy: only where it fits
+
+            if samples is not None:
+                samples.send(run_id)  # the live view's last samples before the fits
+
+            plans = {p.channel: p for p in proto.channels}
+            figures_box.put({n: film_figures(store, run_id, plans[n]) for n in sorted(mine)})
     except KeyboardInterrupt:
         pass  # every channel has recorded itself as interrupted
     except LiponError:  # stored as its alarms already: the parent reads them back
