@@ -372,6 +372,12 @@ class Store(AlarmRecords, CellTestRecords, SampleRecords, ScreeningRecords, Page
         now = self._last_flush = time.monotonic()
         self.unwritable_since = None
         self.last_write_error = None
+        self.keep_claims(now)
+
+    def keep_claims(self, now: float | None = None) -> None:
+        """The `after_write` checks, at most once every CHECK_CLAIMS_EVERY_S: called after
+        each write, and by an engine that only watches (its workers write)."""
+        now = time.monotonic() if now is None else now
         if self.after_write and now - self._last_after_write >= CHECK_CLAIMS_EVERY_S:
             self._last_after_write = now
             for call in self.after_write:

@@ -21,7 +21,7 @@ from lipon_hw.engine import claims
 from lipon_hw.engine.ownership import Busy, Ownership, Resource, held_by
 from lipon_hw.store import Store
 
-from recipes import short_recipe
+from recipes import LNMO, short_recipe
 
 
 def _store_dirs(tmp_path, url, *names):
@@ -279,3 +279,47 @@ def test_an_engine_whose_run_claim_went_to_another_stops_with_the_hardware_safe(
             if m.startswith("safe state: ")]
     assert len(safe) == 1 and "rf, shutter" in safe[0] and "made safe after: run 1 was " \
         "claimed by this engine" in safe[0], safe
+
+
+def test_a_worker_takes_its_claim_on_the_run_again_after_the_server_dropped_it(
+        pg_url, tmp_path):
+    """A cell test's worker processes hold a shared claim on their run while they write, so
+    that a resume waits for them. A claim whose session the server dropped (a restart, a
+    cut network) is taken again at the worker's next write: a resume from another machine
+    is still kept out. The run's own process, which only watches them, keeps its claim on
+    the run too."""
+    here, there = _store_dirs(tmp_path, pg_url, "here", "there")
+    protocol = tmp_path / "lnmo.yaml"
+    protocol.write_text(LNMO.format(channels="1-2", cycles=5000), encoding="utf-8")
+    engine = subprocess.Popen([sys.executable, "-c", (
+        "from lipon_hw.celltest.session import start_cycling\n"
+        f"start_cycling({str(protocol)!r}, {str(here)!r}, workers=2)\n")],
+        cwd=here, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    worker_sessions = ("SELECT a.pid, a.application_name FROM pg_stat_activity a JOIN pg_locks l"
+                       " ON l.pid = a.pid WHERE l.locktype = 'advisory' AND l.granted AND"
+                       " a.application_name LIKE 'a worker of run 1 %'")
+    try:
+        deadline = time.monotonic() + 120
+        while len(held := _rows(pg_url, worker_sessions)) < 2:
+            assert engine.poll() is None and time.monotonic() < deadline, \
+                engine.communicate()[1]
+            time.sleep(0.05)
+        pid, name = held[0]
+        _terminate(pg_url, pid)
+        deadline = time.monotonic() + 60
+        while not any(n == name and p != pid for p, n in _rows(pg_url, worker_sessions)):
+            assert engine.poll() is None, engine.communicate()[1]
+            assert time.monotonic() < deadline, f"{name} never took its claim again"
+            time.sleep(0.05)
+        assert held_by(there, claims.run_workers(1)).startswith("a worker of run 1 (pid ")
+        # the run's own process only watches its workers: it keeps its claim all the same
+        _terminate(pg_url, _claims_backend(pg_url, f"run 1 (pid {engine.pid} "))
+        deadline = time.monotonic() + 60
+        while held_by(there, claims.run(1)) is None:
+            assert engine.poll() is None, engine.communicate()[1]
+            assert time.monotonic() < deadline, "the engine never took its claim again"
+            time.sleep(0.05)
+        assert held_by(there, claims.run(1)).startswith(f"run 1 (pid {engine.pid} on ")
+    finally:
+        engine.send_signal(signal.SIGTERM)
+        engine.communicate(timeout=120)

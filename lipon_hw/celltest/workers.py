@@ -21,6 +21,7 @@ from lipon_hw.celltest.channels import ChannelState
 from lipon_hw.celltest.groups import run_group
 from lipon_hw.celltest.plan import load
 from lipon_hw.engine import claims
+from lipon_hw.engine.ownership import keep_held_until_exit
 from lipon_hw.errors import InstrumentError, LiponError
 from lipon_hw.station import load_station
 from lipon_hw.store import Store
@@ -52,6 +53,7 @@ def run_workers(store: Store, run_id: int, groups: list[list[int]],
                 proc.join(timeout=0.5 / len(procs))
             relay.pass_on(store, inbox, publishing)
             _take_figures(figures_box, figures)
+            store.keep_claims()  # this process only watches: its claims kept all the same
             if poll is not None:
                 poll()
             if on_cycle:
@@ -107,6 +109,7 @@ def _worker(data_dir: str, run_id: int, states: dict, seed: int | None,
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, interrupt)
     store = Store(data_dir)
+    store.after_write.append(keep_held_until_exit)  # its claim on the run: still held
     samples = None if outbox is None else relay.SampleRelay(outbox, publishing)
     if samples is not None:
         store.taps.append(samples)

@@ -83,6 +83,7 @@ def run_shards(cluster: Cluster, store: Store, run_id: int, groups: list[list[in
 
 
 def _look(store: Store, run_id: int, on_cycle, poll) -> None:
+    store.keep_claims()  # this process only watches: its claims kept all the same
     if poll is not None:
         poll()
     if on_cycle:

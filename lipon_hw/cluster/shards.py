@@ -71,6 +71,7 @@ def run_shard(order: ShardOrder) -> dict:
     except BaseException:
         store.close()
         raise
+    store.after_write.append(own.keep)  # the claim still held after a dropped session
     with own:
         samples = shard_tap(order.relay)
         if samples is not None:

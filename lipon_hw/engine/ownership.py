@@ -219,6 +219,14 @@ def hold_shared_until_exit(data_dir: Path | str, resource: Resource, holder: str
     _HELD_UNTIL_EXIT.append(owned)
 
 
+def keep_held_until_exit() -> None:
+    """`Ownership.keep` for the claims of `hold_shared_until_exit`: a worker's store calls it
+    after its writes, so that a claim the server dropped (a restart, a cut network) is
+    taken again — else a resume could start while this worker still writes."""
+    for owned in _HELD_UNTIL_EXIT:
+        owned.keep()
+
+
 def _lock(data_dir: Path, res: Resource, wait_s: float) -> int:
     path = lock_path(data_dir, res.key)
     try:
