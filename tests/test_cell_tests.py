@@ -94,8 +94,9 @@ def test_c_rate_without_capacity_and_eis_on_the_smu_are_refused(tmp_path):
 # --- the film: conductivities ----------------------------------------------------------------
 def test_worker_processes_fit_their_channels_spectra_for_the_summary(tmp_path, monkeypatch):
     """With its channels in worker processes, each worker fits its own channels' spectra
-    (in parallel): the run's process fits none (here it cannot), and the summary holds
-    the figures, the same as fitted from the store afterwards."""
+    (in parallel): the run's process fits none (here it cannot), the summary holds the
+    figures, the same as fitted from the store afterwards, and the run's Nyquist plot shows
+    the worker's fit."""
     from lipon_hw.celltest import results
 
     fit = results.film_figures
@@ -103,13 +104,16 @@ def test_worker_processes_fit_their_channels_spectra_for_the_summary(tmp_path, m
     def engine_fits(*_args):
         raise AssertionError("the run's process fitted a spectrum its worker had fitted")
 
-    monkeypatch.setattr(results, "film_figures", engine_fits)  # spawned workers: not theirs
+    # spawned workers import their own: only the run's process is made unable to fit
+    monkeypatch.setattr(results, "film_figures", engine_fits)
+    monkeypatch.setattr(results, "fit_spectrum", engine_fits)
     text = LNMO_EIS.format(channels="1-2", cycles=1).replace(  # the shipped one: resolved
         "from_Hz: 1.0e5, to_Hz: 1, per_decade: 4", "from_Hz: 3.0e6, to_Hz: 0.1, per_decade: 10")
     path = write(tmp_path, text)
     result = start_cycling(path, tmp_path / "data", workers=2)
     monkeypatch.undo()
     assert result.status == "completed", result.message
+    assert any(p.endswith("ch1-nyquist.png") for p in result.plots), result.plots
     store = Store(tmp_path / "data")
     plans = {p.channel: p for p in load(path, load_station(), store).channels}
     for entry in result.summary["channels"]:

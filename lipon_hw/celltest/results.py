@@ -91,14 +91,27 @@ def spectrum_fit(f_Hz, z_ohm):
         fit = fit_spectrum(f_Hz, z_ohm)
     except InputError:
         fit = None
-    if len(_FITS) >= FITS_KEPT:
-        del _FITS[next(iter(_FITS))]
-    _FITS[key] = fit
+    keep_fits([(key, fit)])
     return fit
 
 
 FITS_KEPT = 32
 _FITS: dict[tuple, object] = {}
+
+
+def kept_fits() -> list[tuple]:
+    """The fits kept in this process (`spectrum_fit`), for another to keep (`keep_fits`):
+    a worker process sends those of its channels to the run's, which plots them."""
+    return list(_FITS.items())
+
+
+def keep_fits(items) -> None:
+    """Fits (`kept_fits`' items) kept as `spectrum_fit` keeps its own, the oldest let go."""
+    for key, fit in items:
+        _FITS.pop(key, None)
+        if len(_FITS) >= FITS_KEPT:
+            del _FITS[next(iter(_FITS))]
+        _FITS[key] = fit
 
 
 def _dc_polarization(store: Store, run_id: int, plan):

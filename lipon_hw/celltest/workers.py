@@ -84,10 +84,15 @@ def run_workers(store: Store, run_id: int, groups: list[list[int]],
 
 
 def _take_figures(box, figures: dict[int, dict]) -> None:
-    """The film figures the workers have sent so far, into `figures`."""
+    """The film figures the workers have sent so far, into `figures`; their fits kept here
+    too, for the run's plots."""
     with contextlib.suppress(EOFError, OSError):
         while not box.empty():
-            figures.update(box.get())
+            sent, fits = box.get()
+            figures.update(sent)
+            from lipon_hw.celltest.results import keep_fits  # scipy: once a worker sent
+
+            keep_fits(fits)
 
 
 def _worker(data_dir: str, run_id: int, states: dict, seed: int | None,
@@ -120,13 +125,13 @@ def _worker(data_dir: str, run_id: int, states: dict, seed: int | None,
         mine = {int(n): ChannelState.from_dict(s) for n, s in states.items()}
         run_group(store, run_id, proto, station, mine, seed, speed, None)
         if figures_box is not None:
-            from lipon_hw.celltest.results import film_figures  # scipy: only where it fits
-
             if samples is not None:
                 samples.send(run_id)  # the live view's last samples before the fits
+            from lipon_hw.celltest.results import film_figures, kept_fits  # scipy: here only
 
             plans = {p.channel: p for p in proto.channels}
-            figures_box.put({n: film_figures(store, run_id, plans[n]) for n in sorted(mine)})
+            figures = {n: film_figures(store, run_id, plans[n]) for n in sorted(mine)}
+            figures_box.put((figures, kept_fits()))
     except KeyboardInterrupt:
         pass  # every channel has recorded itself as interrupted
     except LiponError:  # stored as its alarms already: the parent reads them back
