@@ -10,11 +10,14 @@ each channel reads it as it polls, and is woken to poll at once when it acts).
 
 Polling: an instrument that measures and buffers on its own (MethodSCRIPT) is polled
 rarely while a step is far from its end and often when it is near: a step that ran
-before is expected to last about as long again (cycles repeat), a first constant current
-about as long as it takes to pass the cell's capacity. So the gap between the instrument
-ending a step and the host starting the next stays a few seconds, while a month of
-cycling costs few exchanges. A host-timed instrument (an SMU) is polled at its
-measurement interval.
+before is expected to last about as long again (cycles repeat), or, once it has run twice,
+to change by as much as it changed last time (a fading cell's steps shorten cycle by
+cycle); a first constant current about as long as it takes to pass the cell's capacity.
+Prompt polling starts a margin before the expected end: 2 % of the step, and once the step
+is steady (its last change was less than that), NEAR_MARGIN_S or SHIFT_MARGINS times that
+change, whichever is longer, never more than 2 %. So the gap between the instrument ending
+a step and the host starting the next stays a few seconds, while a month of cycling costs
+few exchanges. A host-timed instrument (an SMU) is polled at its measurement interval.
 
 A channel says it is running, committed, before its first technique starts.
 After every step the channel's resume state (program position, loop counters, cycle
@@ -54,6 +57,10 @@ from lipon_hw.techniques import EIS, OCV, ConstantCurrent, SampleBlock
 
 NEAR_END_POLL_S = 5.0
 EXPECTED_FRACTION = 0.98  # of the step's last duration, after which its end is near
+#: a step run twice or more: prompt polling starts this long before its expected end, or
+#: SHIFT_MARGINS times its last change in duration if that is longer
+NEAR_MARGIN_S = 10.0
+SHIFT_MARGINS = 3.0
 FIRST_TIME_FRACTION = 0.6  # of the time to pass the cell's capacity, for a step's first run
 #: longest wait between polls of a buffering instrument, virtual and real time
 MAX_POLL_S = {"virtual": 900.0, "realtime": 2.0}
@@ -72,6 +79,7 @@ class ChannelState:
     t_s: float = 0.0
     cycles: dict = field(default_factory=dict)  # CycleCounter state
     durations: dict[str, float] = field(default_factory=dict)  # last duration of each step
+    shifts: dict[str, float] = field(default_factory=dict)  # its change since the run before
     cell: dict | None = None  # the cell physics' snapshot (a simulated lab's hook)
     # what the step at pc did before an operator pause cut it short: it continues with the
     # rest of its time and capacity ({"elapsed_s", "q_Ah"}); None when it starts afresh
@@ -275,7 +283,7 @@ class Channel:
             if outcome is not None:
                 self._store_cycles(taken.feed(self.counter))
                 if outcome.end not in ("aborted", "paused"):
-                    st.durations[str(step_id)] = (ends.last[0] if ends.last else self.env.now) - t0
+                    self._took((ends.last[0] if ends.last else self.env.now) - t0)
                 return outcome
 
     def _paused(self):
@@ -392,36 +400,54 @@ class Channel:
         if isinstance(technique, EIS):  # a few periods per frequency: poll a few times
             return min(self.max_poll_s, max(MIN_POLL_S, sum(1 / f for f in
                                                             technique.frequencies_Hz)))
-        expected, fraction = self._expected_duration(technique, ends)
+        expected = self._expected_end(technique, ends)
         if expected is not None:
             # rarely until the step's end is near, then at the record cadence or faster
-            near = ends.t0 + fraction * expected
+            end, near, known = expected
             if now < near - MIN_POLL_S:
                 return min(self.max_poll_s, near - now)
         record = getattr(technique, "record", None)
         cadence = min(getattr(record, "dt_s", None) or self.max_poll_s, self.max_poll_s)
-        if fraction == EXPECTED_FRACTION:
+        if expected is not None and known:
             cadence = min(cadence, NEAR_END_POLL_S)
         elif expected is not None:  # a first time: ever closer as the expected end nears
-            cadence = max(cadence, 0.1 * (ends.t0 + expected - now))
+            cadence = max(cadence, 0.1 * (end - now))
         return min(cadence, max(MIN_POLL_S, 0.7 * ends.time_left(now)))
 
-    def _expected_duration(self, technique, ends: HostEnds) -> tuple[float | None, float]:
-        """How long the step should take: as long as last time (steps repeat), or for a
-        constant current the time to pass the cell's capacity — or the step's own capacity
-        end when that comes first (it is exact: polled for, not guessed); and the fraction
-        of it after which its end may come."""
-        last = self.state.durations.get(str(self.state.pc))
+    def _expected_end(self, technique, ends: HostEnds) -> tuple[float, float, bool] | None:
+        """When the step should end, from when its end may come, and whether that is known
+        (from its runs before, or its own capacity end) rather than guessed (a first
+        constant current); None when there is nothing to go by. A step that ran before
+        lasts as long again, changed by its last change when it has run twice; a constant
+        current passes the cell's capacity — or the step's own capacity end when that
+        comes first (it is exact: polled for, not guessed). The margins: see the module."""
+        key = str(self.state.pc)
+        last = self.state.durations.get(key)
         if last is not None:
-            return last, EXPECTED_FRACTION
+            shift = self.state.shifts.get(key)
+            window = (1 - EXPECTED_FRACTION) * last
+            if shift is None or abs(shift) > window:  # not steady (yet): 2 % of it
+                return ends.t0 + last, ends.t0 + last - window, True
+            end = ends.t0 + last + shift
+            return end, end - min(max(NEAR_MARGIN_S, SHIFT_MARGINS * abs(shift)), window), True
         current = getattr(technique, "current_A", None)
         if not isinstance(technique, ConstantCurrent) or not current:
-            return None, 1.0
+            return None
         if ends.capacity is not None:
-            return (ends.capacity - abs(ends.q)) * 3600 / abs(current), EXPECTED_FRACTION
+            expected = (ends.capacity - abs(ends.q)) * 3600 / abs(current)
+            return ends.t0 + expected, ends.t0 + EXPECTED_FRACTION * expected, True
         if self.plan.capacity_Ah:
-            return self.plan.capacity_Ah * 3600 / abs(current), FIRST_TIME_FRACTION
-        return None, 1.0
+            expected = self.plan.capacity_Ah * 3600 / abs(current)
+            return ends.t0 + expected, ends.t0 + FIRST_TIME_FRACTION * expected, False
+        return None
+
+    def _took(self, duration: float) -> None:
+        """The step at pc ran to its end in `duration`: its expected duration next time."""
+        key = str(self.state.pc)
+        last = self.state.durations.get(key)
+        if last is not None:
+            self.state.shifts[key] = duration - last
+        self.state.durations[key] = duration
 
     def _spectrum(self, samples, t0: float) -> None:
         st = self.state
