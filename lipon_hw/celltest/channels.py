@@ -410,7 +410,7 @@ class Channel:
             end, near, known = expected
             if now < near - MIN_POLL_S:  # unless the voltage says its end comes sooner
                 return min(self.max_poll_s, near - now,
-                           max(NEAR_END_POLL_S, 0.5 * ends.time_left(now)))
+                           max(NEAR_END_POLL_S, 0.5 * ends.voltage_time_left(now)))
         record = getattr(technique, "record", None)
         cadence = min(getattr(record, "dt_s", None) or self.max_poll_s, self.max_poll_s)
         if expected is not None and known:

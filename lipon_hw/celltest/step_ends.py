@@ -109,16 +109,21 @@ class HostEnds:
 
     def time_left(self, now: float) -> float:
         """How long until the nearest end, as far as the samples tell (for polling)."""
-        left = math.inf
+        left = self.voltage_time_left(now)
         if self.duration is not None:
-            left = self.t0 + self.duration - now + MIN_POLL_S
-        if self.last is not None:
-            t, v, i = self.last
-            if self.capacity is not None and i:
-                left = min(left, (self.capacity - abs(self.q)) * 3600 / abs(i))
-            if self.v_end is not None and self.slope and (self.v_end - v) / self.slope > 0:
-                left = min(left, (self.v_end - v) / self.slope - (now - t))
+            left = min(left, self.t0 + self.duration - now + MIN_POLL_S)
+        if self.last is not None and self.capacity is not None and self.last[2]:
+            left = min(left, (self.capacity - abs(self.q)) * 3600 / abs(self.last[2]))
         return left
+
+    def voltage_time_left(self, now: float) -> float:
+        """How long until the voltage reaches its end at the slope of the last two samples
+        (inf if it is not heading there)."""
+        if self.last is None or self.v_end is None or not self.slope:
+            return math.inf
+        t, v, _ = self.last
+        to_end = (self.v_end - v) / self.slope
+        return to_end - (now - t) if to_end > 0 else math.inf
 
     def instrument_end(self, reason: str | None, channel) -> StepOutcome:
         if reason in ("v_max", "v_min"):
