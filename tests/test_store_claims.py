@@ -9,6 +9,7 @@ its own, which never see each other, so only the store's claim can refuse the se
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -123,11 +124,9 @@ def test_a_run_is_resumed_from_another_directory_only_once_its_engine_is_dead(
         asked = subprocess.run([*CLI, "pause", "1", "--data", there], cwd=tmp_path,
                                capture_output=True, text=True, timeout=60)
         assert asked.returncode == 0, asked.stderr
-        while not _rows(pg_url, "SELECT 1 FROM alarms WHERE run_id = 1 AND source = 'operator'"
-                                " AND reaction = 'pause'"):
-            assert engine.poll() is None, engine.stderr.read()
-            assert time.monotonic() < deadline, "the engine did not pause within 120 s"
-            time.sleep(0.05)
+        _until(lambda: _rows(pg_url, "SELECT 1 FROM alarms WHERE run_id = 1 AND source = "
+                                     "'operator' AND reaction = 'pause'"),
+               engine, deadline, "the engine did not pause within 120 s")
     finally:
         engine.send_signal(signal.SIGKILL)
         engine.wait()
@@ -157,6 +156,15 @@ def _engine_running(pg_url, tmp_path) -> subprocess.Popen:
             raise AssertionError(f"no checkpoint of a live engine within 120 s: {err}")
         time.sleep(0.05)
     return engine
+
+
+def _until(condition, engine: subprocess.Popen, deadline: float, failure: str):
+    """Wait for `condition` while `engine` lives, until the monotonic `deadline`."""
+    while not (found := condition()):
+        assert engine.poll() is None, engine.communicate()[1]
+        assert time.monotonic() < deadline, failure
+        time.sleep(0.05)
+    return found
 
 
 def _rows(url, sql):
@@ -229,8 +237,6 @@ def test_a_claim_dropped_by_the_server_is_taken_again_or_its_loss_is_one_sentenc
     from lipon_hw.errors import ClaimLost
 
     here, there = _store_dirs(tmp_path, pg_url, "here", "there")
-    import os
-
     with Ownership(here, "run 1") as mine:
         mine.take([claims.run(1)])
         # the server drops the claim's session (a restart, a cut network): taken again
@@ -299,26 +305,20 @@ def test_a_worker_takes_its_claim_on_the_run_again_after_the_server_dropped_it(
                        " ON l.pid = a.pid WHERE l.locktype = 'advisory' AND l.granted AND"
                        " a.application_name LIKE 'a worker of run 1 %'")
     try:
-        deadline = time.monotonic() + 120
-        while len(held := _rows(pg_url, worker_sessions)) < 2:
-            assert engine.poll() is None and time.monotonic() < deadline, \
-                engine.communicate()[1]
-            time.sleep(0.05)
+        def both_workers():
+            rows = _rows(pg_url, worker_sessions)
+            return rows if len(rows) >= 2 else None
+
+        held = _until(both_workers, engine, time.monotonic() + 120, "no two workers in 120 s")
         pid, name = held[0]
         _terminate(pg_url, pid)
-        deadline = time.monotonic() + 60
-        while not any(n == name and p != pid for p, n in _rows(pg_url, worker_sessions)):
-            assert engine.poll() is None, engine.communicate()[1]
-            assert time.monotonic() < deadline, f"{name} never took its claim again"
-            time.sleep(0.05)
+        _until(lambda: any(n == name and p != pid for p, n in _rows(pg_url, worker_sessions)),
+               engine, time.monotonic() + 60, f"{name} never took its claim again")
         assert held_by(there, claims.run_workers(1)).startswith("a worker of run 1 (pid ")
         # the run's own process only watches its workers: it keeps its claim all the same
         _terminate(pg_url, _claims_backend(pg_url, f"run 1 (pid {engine.pid} "))
-        deadline = time.monotonic() + 60
-        while held_by(there, claims.run(1)) is None:
-            assert engine.poll() is None, engine.communicate()[1]
-            assert time.monotonic() < deadline, "the engine never took its claim again"
-            time.sleep(0.05)
+        _until(lambda: held_by(there, claims.run(1)), engine, time.monotonic() + 60,
+               "the engine never took its claim again")
         assert held_by(there, claims.run(1)).startswith(f"run 1 (pid {engine.pid} on ")
     finally:
         engine.send_signal(signal.SIGTERM)

@@ -21,7 +21,6 @@ from lipon_hw.celltest.channels import ChannelState
 from lipon_hw.celltest.groups import run_group
 from lipon_hw.celltest.plan import load
 from lipon_hw.engine import claims
-from lipon_hw.engine.ownership import keep_held_until_exit
 from lipon_hw.errors import InstrumentError, LiponError
 from lipon_hw.station import load_station
 from lipon_hw.store import Store
@@ -87,11 +86,13 @@ def _take_figures(box, figures: dict[int, dict]) -> None:
     """The film figures the workers have sent so far, into `figures`; their fits kept here
     too, for the run's plots."""
     with contextlib.suppress(EOFError, OSError):
+        if box.empty():
+            return
+        from lipon_hw.celltest.results import keep_fits  # scipy: once a worker has sent
+
         while not box.empty():
             sent, fits = box.get()
             figures.update(sent)
-            from lipon_hw.celltest.results import keep_fits  # scipy: once a worker sent
-
             keep_fits(fits)
 
 
@@ -100,7 +101,7 @@ def _worker(data_dir: str, run_id: int, states: dict, seed: int | None,
             figures_box=None) -> None:
     """A worker process: its channels of the run, to their end; then, unless stopped,
     their film figures into `figures_box`."""
-    claims.join_workers(data_dir, run_id)  # first: a resume waits for it until we end
+    held = claims.join_workers(data_dir, run_id)  # first: a resume waits for it until we end
     if not _die_with_parent(parent_pid):
         return  # the parent died while this worker was starting: touch nothing
 
@@ -114,7 +115,7 @@ def _worker(data_dir: str, run_id: int, states: dict, seed: int | None,
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, interrupt)
     store = Store(data_dir)
-    store.after_write.append(keep_held_until_exit)  # its claim on the run: still held
+    store.after_write.append(held.keep)  # its claim on the run: still held
     samples = None if outbox is None else relay.SampleRelay(outbox, publishing)
     if samples is not None:
         store.taps.append(samples)

@@ -138,7 +138,8 @@ def take_cell_resume(owned: Ownership, store, run_id: int, station: Station, pro
     wait_until_free(owned.data_dir, run_workers(run_id), WORKERS_WAIT_S)
 
 
-def join_workers(data_dir, run_id: int) -> None:
+def join_workers(data_dir, run_id: int) -> Ownership:
     """In a worker process, before it checks that its parent lives: the shared lock that
-    keeps a resume out until this process has ended (see `take_cell_resume`)."""
-    hold_shared_until_exit(data_dir, run_workers(run_id), f"a worker of run {run_id}")
+    keeps a resume out until this process has ended (see `take_cell_resume`); its
+    Ownership, whose `keep` the worker's store calls after its writes."""
+    return hold_shared_until_exit(data_dir, run_workers(run_id), f"a worker of run {run_id}")

@@ -210,21 +210,16 @@ def wait_until_free(data_dir: Path | str, resource: Resource, timeout_s: float) 
 _HELD_UNTIL_EXIT: list[Ownership] = []
 
 
-def hold_shared_until_exit(data_dir: Path | str, resource: Resource, holder: str) -> None:
+def hold_shared_until_exit(data_dir: Path | str, resource: Resource, holder: str
+                           ) -> Ownership:
     """Take a shared lock this process keeps until it ends (its descriptor, and its
     store connection, are never closed): for worker processes, whose lock must outlive
-    every write they make."""
+    every write they make. Returns its Ownership, whose `keep` the worker's store calls
+    after its writes."""
     owned = Ownership(data_dir, holder)
     owned.take([dataclasses.replace(resource, shared=True)])
     _HELD_UNTIL_EXIT.append(owned)
-
-
-def keep_held_until_exit() -> None:
-    """`Ownership.keep` for the claims of `hold_shared_until_exit`: a worker's store calls it
-    after its writes, so that a claim the server dropped (a restart, a cut network) is
-    taken again — else a resume could start while this worker still writes."""
-    for owned in _HELD_UNTIL_EXIT:
-        owned.keep()
+    return owned
 
 
 def _lock(data_dir: Path, res: Resource, wait_s: float) -> int:
