@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import sqlite3
 import subprocess
@@ -205,9 +206,13 @@ class LiveServer(ThreadServer):
 
 
 def announce(data: Path, port: int) -> None:
+    """`serve.json` written whole or not at all, as `lipon-hw serve` writes it: a run that
+    looks for it meanwhile never reads it half written."""
     data.mkdir(parents=True, exist_ok=True)
-    (data / "serve.json").write_text(json.dumps({"url": f"http://127.0.0.1:{port}",
-                                                 "engine_token": "engine-secret"}))
+    part = data / ".serve.json.part"
+    part.write_text(json.dumps({"url": f"http://127.0.0.1:{port}",
+                                "engine_token": "engine-secret"}))
+    os.replace(part, data / "serve.json")
 
 
 @pytest.fixture
