@@ -132,9 +132,12 @@ class CellTestRecords:
                                   f"non-finite values of {source} are left out silently"))
 
     def add_cycle(self, run_id: int, channel: int, cycle: int, stats: Mapping) -> None:
-        self._db.execute("INSERT INTO cycles (run_id, channel, cycle, stats) VALUES (?,?,?,?)"
-                         " ON CONFLICT (run_id, channel, cycle) DO UPDATE SET"
-                         " stats=excluded.stats", (run_id, channel, cycle, json.dumps(dict(stats))))
+        """A cycle's statistics, buffered with the channel's samples and state: written by
+        their next flush (one commit a wall second, not one per cycle)."""
+        row = (run_id, channel, cycle, json.dumps(dict(stats)))
+        self._pending_writes.append(lambda db: db.execute(
+            "INSERT INTO cycles (run_id, channel, cycle, stats) VALUES (?,?,?,?)"
+            " ON CONFLICT (run_id, channel, cycle) DO UPDATE SET stats=excluded.stats", row))
         if self.taps:
             tell(self.taps, "cycle", run_id, channel, cycle, stats)
 
