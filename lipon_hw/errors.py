@@ -72,6 +72,11 @@ class ClaimLost(StoreError):
     connection, and another engine holds it now: two would drive one run."""
 
 
+class RunTakenOver(ClaimLost):
+    """Another engine took the run over (its driver epoch moved on: `Store.take_over`)
+    while this one still wrote: its writes since are refused, none of them stored."""
+
+
 class StoreFull(StoreError):
     """A write to the run database failed for want of space (disk full, file-size limit)."""
 

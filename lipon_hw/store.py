@@ -54,7 +54,14 @@ from lipon_hw import (
     store_plumbing,
     store_run_steps,
 )
-from lipon_hw.errors import InputError, StoreBusy, StoreError, StoreUnreachable, StoreUnusable
+from lipon_hw.errors import (
+    InputError,
+    RunTakenOver,
+    StoreBusy,
+    StoreError,
+    StoreUnreachable,
+    StoreUnusable,
+)
 from lipon_hw.store_alarms import AlarmRecords
 from lipon_hw.store_cells import CellTestRecords, PendingCells
 from lipon_hw.store_open import GuardedConnection
@@ -144,6 +151,8 @@ class Store(AlarmRecords, CellTestRecords, SampleRecords, ScreeningRecords, Page
         #: engine's check that it still holds its claims in a shared store: `Ownership.keep`)
         self.after_write: list[Callable[[], None]] = []
         self._last_after_write = time.monotonic()
+        #: run → the driver epoch this store writes it under (`take_over`, `follow`)
+        self._fences: dict[int, int] = {}
         self._announced: set[tuple] = set()
         #: operator requests to a running engine (pause, continue, abort)
         self.requests = OperatorRequests(self._db, self._write_soon)
@@ -198,11 +207,60 @@ class Store(AlarmRecords, CellTestRecords, SampleRecords, ScreeningRecords, Page
         with self._synced():  # how a run ended survives a power cut once stored
             if wait_s is None:
                 self.flush()
-                self._db.execute(sql, args)
+                with self._transaction():
+                    self._db.execute(sql, args)
+                    if self._fences:
+                        self._check_fences()
                 return
             self._pending_writes.append(lambda db: db.execute(sql, args))
             if not self.try_flush(wait_s):
                 raise self.unavailable()
+
+    # --- who drives a run (a fencing token) -----------------------------------------
+    def take_over(self, run_id: int, new: bool = False) -> int:
+        """This store's writes of `run_id` are its driver's from now on: the run's driver
+        epoch moves on by one (`new`: a run this store just made is at its first, 1), and
+        every later write of this store checks it in its own transaction. An engine calls
+        it once it holds the run's claim and before it reads where to go on from, so
+        whatever an engine before it still writes (one that lost its claim without knowing
+        yet: a shared store's server dropped the claim's session) is either stored before
+        that point or refused (RunTakenOver), never mixed with this engine's."""
+        if new:
+            epoch = 1
+        else:
+            self.flush()
+            with self._transaction():
+                self._db.execute("UPDATE runs SET driver_epoch = driver_epoch + 1 WHERE id=?",
+                                 (run_id,))
+                row = self._db.execute("SELECT driver_epoch FROM runs WHERE id=?",
+                                       (run_id,)).fetchone()
+            if row is None:
+                raise InputError(f"run {run_id} is not in {self.where}")
+            epoch = row[0]
+        self._fences[run_id] = epoch
+        return epoch
+
+    def follow(self, run_id: int, epoch: int) -> None:
+        """Write `run_id` under its driver's `epoch` (a worker process or a cluster shard
+        of that driver): refused once another engine has taken the run over."""
+        self._fences[run_id] = epoch
+
+    def epoch(self, run_id: int) -> int | None:
+        """The driver epoch this store writes `run_id` under (None: it is not fenced)."""
+        return self._fences.get(run_id)
+
+    def _check_fences(self) -> None:
+        """Inside a write transaction: every fenced run is still at this store's epoch, its
+        row held to the commit (PostgreSQL: FOR SHARE; a take-over waits for it), else
+        RunTakenOver and the transaction rolls back."""
+        for run_id, epoch in self._fences.items():
+            row = self._db.execute(f"SELECT driver_epoch FROM runs WHERE id=?"
+                                   f"{self._db.row_share}", (run_id,)).fetchone()
+            if row is None or row[0] != epoch:
+                raise RunTakenOver(
+                    f"run {run_id} was taken over by another engine in the store "
+                    f"{self.where} (its driver epoch is {row[0] if row else 'gone'}, this "
+                    f"engine's {epoch}), so this engine stores nothing more of it")
 
     def run(self, run_id: int) -> Run:
         row = self._db.execute(
@@ -402,6 +460,8 @@ class Store(AlarmRecords, CellTestRecords, SampleRecords, ScreeningRecords, Page
                              " t_s=?, state=? WHERE run_id=? AND channel=?", args)
         for write in self._pending_writes:
             write(self._db)
+        if self._fences:  # last: its row is held from here to the commit only
+            self._check_fences()
 
     def drop_unwritten_samples(self) -> int:
         """After a write failed: forget the buffered readings, samples and spectra (the

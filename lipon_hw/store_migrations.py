@@ -104,6 +104,12 @@ MIGRATIONS: tuple[Migration, ...] = (
     # (`store_queue`); nothing older to fill it from
     Migration(8, "the run queue: submitted sequences, their lanes, states and who acted",
               store_queue.SQL),
+    # a fencing token: an engine that lost its claim unseen (the server dropped the claim's
+    # session, another machine resumed the run) must not write over its successor; every
+    # engine taking a run to drive it moves the number on, and its writes check it
+    # (`Store.take_over`); a run of an older layout is at its first driver's
+    Migration(9, "each run's driver epoch, moved on by every engine that takes the run over",
+              "ALTER TABLE runs ADD COLUMN driver_epoch INTEGER NOT NULL DEFAULT 1"),
 )
 
 #: the layout this lipon-hw writes (`PRAGMA user_version`)

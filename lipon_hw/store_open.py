@@ -174,6 +174,9 @@ class GuardedConnection:
     begin_sql = "BEGIN IMMEDIATE"
     json_values = "SELECT value FROM json_each(?)"
     like_any_case = "LIKE"
+    #: what a read in a write transaction adds to hold its rows until the commit: nothing
+    #: (BEGIN IMMEDIATE already keeps every other writer out)
+    row_share = ""
 
     def __init__(self, con: sqlite3.Connection, path: Path):
         self._con = con

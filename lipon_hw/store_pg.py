@@ -5,8 +5,8 @@ every error into one `StoreError` sentence naming the store.
 The seam between the back ends is this connection's methods (`store_open`'s
 `GuardedConnection` has the same): `execute`, `executemany`, `insert_rows` (COPY here,
 executemany there), `insert_id` (RETURNING here, lastrowid there), `stream` (a server-side
-cursor here), `begin_sql`, `wait_for_locks`, `durable`, `serialize`, `json_values` and
-`like_any_case`.
+cursor here), `begin_sql`, `wait_for_locks`, `durable`, `serialize`, `json_values`,
+`like_any_case` and `row_share`.
 The queries themselves are written once, in the SQL both databases speak.
 
 Commits are safe from a killed client as soon as they return (the server holds them);
@@ -111,6 +111,9 @@ class PgConnection:
     begin_sql = "BEGIN"
     json_values = "SELECT json_array_elements_text(?::json)"
     like_any_case = "ILIKE"
+    #: a row read in a write transaction is held until the commit: an UPDATE of it from
+    #: another session waits for the commit, or is seen by the read (`Store._check_fences`)
+    row_share = " FOR SHARE"
 
     def __init__(self, url: str, where: str, read_only: bool = False):
         self._url = url

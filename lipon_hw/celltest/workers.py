@@ -42,7 +42,7 @@ def run_workers(store: Store, run_id: int, groups: list[list[int]],
     procs = []
     for group in groups:
         args = (str(store.data_dir), run_id, {n: asdict(states[n]) for n in group}, seed, speed,
-                os.getpid(), inbox, publishing, figures_box)
+                os.getpid(), inbox, publishing, figures_box, store.epoch(run_id))
         procs.append(ctx.Process(target=_worker, args=args, name=f"channels {group}"))
     try:
         for proc in procs:
@@ -98,9 +98,10 @@ def _take_figures(box, figures: dict[int, dict]) -> None:
 
 def _worker(data_dir: str, run_id: int, states: dict, seed: int | None,
             speed: float | None, parent_pid: int, outbox=None, publishing=None,
-            figures_box=None) -> None:
+            figures_box=None, epoch: int | None = None) -> None:
     """A worker process: its channels of the run, to their end; then, unless stopped,
-    their film figures into `figures_box`."""
+    their film figures into `figures_box`. Its writes are its engine's: under that engine's
+    driver `epoch` (`Store.follow`)."""
     held = claims.join_workers(data_dir, run_id)  # first: a resume waits for it until we end
     if not _die_with_parent(parent_pid):
         return  # the parent died while this worker was starting: touch nothing
@@ -116,6 +117,8 @@ def _worker(data_dir: str, run_id: int, states: dict, seed: int | None,
         signal.signal(sig, interrupt)
     store = Store(data_dir)
     store.after_write.append(held.keep)  # its claim on the run: still held
+    if epoch is not None:
+        store.follow(run_id, epoch)
     samples = None if outbox is None else relay.SampleRelay(outbox, publishing)
     if samples is not None:
         store.taps.append(samples)

@@ -58,7 +58,8 @@ def run_shards(cluster: Cluster, store: Store, run_id: int, groups: list[list[in
     heard: dict[str, float] = {}
     futures = [client.submit(run_shard, ShardOrder(str(store.data_dir), address, run_id,
                                                    tuple(group), seed, speed, stop.name,
-                                                   cluster.on_cycle, (inbox_name, flag_name)),
+                                                   cluster.on_cycle, (inbox_name, flag_name),
+                                                   store.epoch(run_id)),
                              key=f"lipon-hw run {run_id} shard {k + 1} of {len(groups)} {token}",
                              pure=False)
                for k, group in enumerate(groups)]

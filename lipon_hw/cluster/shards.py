@@ -46,7 +46,9 @@ class ShardOrder:
     """What a shard is sent: where the run's store is (`store`: a PostgreSQL address, or
     None for the data directory's own SQLite file), which run and channels, the clock.
     `stop`: the name of the campaign's stop event; `on_cycle`: a picklable callable told
-    (channel, completed cycles) in the worker; `relay`: where the live view's samples go."""
+    (channel, completed cycles) in the worker; `relay`: where the live view's samples go;
+    `epoch`: the driver epoch of the engine that sent it, which its writes keep to
+    (`Store.follow`)."""
 
     data_dir: str
     store: str | None
@@ -57,6 +59,7 @@ class ShardOrder:
     stop: str | None = None
     on_cycle: Callable[[int, int], None] | None = None
     relay: tuple[str, str] | None = None  # the live view's queue and flag (`live`)
+    epoch: int | None = None
 
 
 def run_shard(order: ShardOrder) -> dict:
@@ -72,6 +75,8 @@ def run_shard(order: ShardOrder) -> dict:
         store.close()
         raise
     store.after_write.append(own.keep)  # the claim still held after a dropped session
+    if order.epoch is not None:
+        store.follow(order.run_id, order.epoch)
     with own:
         samples = shard_tap(order.relay)
         if samples is not None:

@@ -47,7 +47,14 @@ from lipon_hw.deposition.steps import (
 from lipon_hw.engine import interlocks as il
 from lipon_hw.engine.lifecycle import Interrupted, RunResult, uninterruptible
 from lipon_hw.engine.operator import ReadPace
-from lipon_hw.errors import InstrumentError, LinkLost, LiponError, RunAborted, StoreError
+from lipon_hw.errors import (
+    InstrumentError,
+    LinkLost,
+    LiponError,
+    RunAborted,
+    RunTakenOver,
+    StoreError,
+)
 from lipon_hw.station import Lab
 from lipon_hw.store import Store
 
@@ -299,6 +306,8 @@ class Engine:
             problem = exc
         except Exception as exc:  # noqa: BLE001 - the user must still hear what happened
             problem = f"{type(exc).__name__}: {exc}"
+        if isinstance(problem, RunTakenOver):  # its status is the new driver's to store
+            return RunTakenOver(f"{problem}; this engine stopped, and {safe.sentence()}")
         ended = {"completed": "completed", "interrupted": "was interrupted",
                  "aborted": "was aborted"}.get(status, "failed")
         return StoreError(f"run {self.run_id} {ended} ({message}) and {safe.sentence()}, "

@@ -322,6 +322,7 @@ def open_run(store: Store, owned: Ownership, station: Station, resources, kind: 
     a failure from there on ends the run with its reason (`ends_run_on_failure`)."""
     owned.take(resources)
     run_id = store.create_run(name, kind, str(sequence), text, station.text, seed, sample_id)
+    store.take_over(run_id, new=True)
     with ends_run_on_failure(store, run_id):
         claims.take_run(owned, run_id)
         prepare(run_id)
@@ -382,10 +383,12 @@ def run_to_resume(store: Store, run_id: int, resumable: tuple[str, ...],
                   owned: Ownership):
     """A stored run that may continue, and the station it started with. Its lock is
     taken first: a run whose engine lives is refused before anything is read or changed
-    (a `running` run whose lock is free was killed, and may continue)."""
+    (a `running` run whose lock is free was killed, and may continue). Then this engine
+    takes it over (`Store.take_over`) before anything says where to go on from."""
     store.run(run_id)  # an unknown run says so before any lock file is made
     claims.take_run(owned, run_id)
     run = store.run(run_id)
     if run.status not in resumable:
         raise InputError(f"run {run_id} is {run.status}; only an unfinished run can resume")
+    store.take_over(run_id)
     return run, load_station(text=run.station_text)
