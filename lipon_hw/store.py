@@ -192,9 +192,10 @@ class Store(AlarmRecords, CellTestRecords, SampleRecords, ScreeningRecords, Page
 
     def set_status(self, run_id: int, status: str, message: str = "",
                    summary: Mapping | None = None, wait_s: float | None = None) -> None:
-        """Commit everything buffered, then the run's status. With `wait_s`, wait at most
-        that long for another process's lock, then raise StoreError (the status stays
-        buffered: a later write that succeeds, such as `close`, still stores it)."""
+        """Commit everything buffered and the run's status, in one transaction (checked
+        like every write: `take_over`). With `wait_s`, wait at most that long for another
+        process's lock, then raise StoreError. A status not written stays buffered: a later
+        write that succeeds, such as `close`, still stores it."""
         ended = time.time() if status != "running" else None
         if summary is None:
             sql, args = ("UPDATE runs SET status=?, message=?, ended_at=? WHERE id=?",
@@ -204,16 +205,11 @@ class Store(AlarmRecords, CellTestRecords, SampleRecords, ScreeningRecords, Page
                          (status, message, ended, json.dumps(summary), run_id))
         if self.taps:
             store_plumbing.tell(self.taps, "status", run_id, status, message, summary)
+        self._pending_writes.append(lambda db: db.execute(sql, args))
         with self._synced():  # how a run ended survives a power cut once stored
             if wait_s is None:
                 self.flush()
-                with self._transaction():
-                    self._db.execute(sql, args)
-                    if self._fences:
-                        self._check_fences()
-                return
-            self._pending_writes.append(lambda db: db.execute(sql, args))
-            if not self.try_flush(wait_s):
+            elif not self.try_flush(wait_s):
                 raise self.unavailable()
 
     # --- who drives a run (a fencing token) -----------------------------------------
@@ -252,7 +248,8 @@ class Store(AlarmRecords, CellTestRecords, SampleRecords, ScreeningRecords, Page
     def _check_fences(self) -> None:
         """Inside a write transaction: every fenced run is still at this store's epoch, its
         row held to the commit (PostgreSQL: FOR SHARE; a take-over waits for it), else
-        RunTakenOver and the transaction rolls back."""
+        RunTakenOver and the transaction rolls back. Nothing to do for a store that writes
+        no run as its driver (a reader, a tool's own queue)."""
         for run_id, epoch in self._fences.items():
             row = self._db.execute(f"SELECT driver_epoch FROM runs WHERE id=?"
                                    f"{self._db.row_share}", (run_id,)).fetchone()
@@ -460,8 +457,7 @@ class Store(AlarmRecords, CellTestRecords, SampleRecords, ScreeningRecords, Page
                              " t_s=?, state=? WHERE run_id=? AND channel=?", args)
         for write in self._pending_writes:
             write(self._db)
-        if self._fences:  # last: its row is held from here to the commit only
-            self._check_fences()
+        self._check_fences()  # last: the run's row is held from here to the commit only
 
     def drop_unwritten_samples(self) -> int:
         """After a write failed: forget the buffered readings, samples and spectra (the

@@ -167,6 +167,25 @@ def _until(condition, engine: subprocess.Popen, deadline: float, failure: str):
     return found
 
 
+def _end(engine: subprocess.Popen, other) -> None:
+    """After a test of a live engine: the engine killed if it still lives, the other
+    session (if any) closed."""
+    if engine.poll() is None:
+        engine.kill()
+        engine.wait()
+    if other is not None:
+        other.close()
+
+
+def _one_error(engine: subprocess.Popen, err: str) -> str:
+    """The engine exited 1 with exactly one `error:` line and no traceback: that line."""
+    assert engine.returncode == 1, err
+    assert "Traceback" not in err
+    said = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(said) == 1, err
+    return said[0]
+
+
 def _rows(url, sql):
     import psycopg
 
@@ -267,17 +286,10 @@ def test_an_engine_whose_run_claim_went_to_another_stops_with_the_hardware_safe(
         _terminate(pg_url, _claims_backend(pg_url, f"run 1 (pid {engine.pid} "))
         _, err = engine.communicate(timeout=120)
     finally:
-        if engine.poll() is None:
-            engine.kill()
-            engine.wait()
-        if other is not None:
-            other.close()
-    assert engine.returncode == 1, err
-    assert "Traceback" not in err
-    said = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(said) == 1, err
-    assert said[0].startswith("error: run 1 was claimed by this engine in the store ")
-    assert said[0].endswith("; the other engine holds it now, so this engine stops")
+        _end(engine, other)
+    said = _one_error(engine, err)
+    assert said.startswith("error: run 1 was claimed by this engine in the store ")
+    assert said.endswith("; the other engine holds it now, so this engine stops")
     status = _rows(pg_url, "SELECT status FROM runs WHERE id = 1")
     assert status == [("failed",)]
     # the engine's way out made the tool safe first, and stored that it did

@@ -11,14 +11,15 @@ stays; nothing after it lands."""
 
 from __future__ import annotations
 
-import signal
 import threading
 import time
 
 import pytest
 from test_store_claims import (
     _claims_backend,
+    _end,
     _engine_running,
+    _one_error,
     _rows,
     _terminate,
     _wait_in_line,
@@ -130,17 +131,10 @@ def test_an_engine_whose_run_was_taken_over_stores_nothing_more_and_says_so(pg_u
         resumer.close()
         _, err = engine.communicate(timeout=120)
     finally:
-        if engine.poll() is None:
-            engine.send_signal(signal.SIGKILL)
-            engine.wait()
-        if other is not None:
-            other.close()
-    assert engine.returncode == 1, err
-    assert "Traceback" not in err
-    said = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(said) == 1, err
-    assert said[0].startswith("error: run 1 was taken over by another engine in the store ")
-    assert "; this engine stopped, and the hardware was made safe (" in said[0], said[0]
+        _end(engine, other)
+    said = _one_error(engine, err)
+    assert said.startswith("error: run 1 was taken over by another engine in the store ")
+    assert "; this engine stopped, and the hardware was made safe (" in said, said
     assert _rows(pg_url, "SELECT status, message FROM runs WHERE id = 1") == [
         ("running", "resumed elsewhere")]
     assert _rows(pg_url, "SELECT count(*), max(t_s) FROM readings WHERE run_id = 1") == before
