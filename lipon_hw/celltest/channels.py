@@ -14,14 +14,16 @@ before is expected to last about as long again (cycles repeat), or, once it has 
 to change by as much as it changed last time (a fading cell's steps shorten cycle by
 cycle); a first constant current about as long as it takes to pass the cell's capacity.
 Prompt polling starts a margin before the expected end: 2 % of the step, and once the step
-is steady (its last change was less than that), NEAR_MARGIN_S or SHIFT_MARGINS times that
-change, whichever is longer, never more than 2 %. Before that, a step whose voltage is
-seen heading for its end (the slope of its last two samples) is polled again at half the
-time that slope gives to reach it, or 5 s: a step that ends sooner than its last run
-(the second 15 h formation charge, 3 % shorter than the first) is caught in its knee. So
-the gap between the instrument ending a step and the host starting the next stays a few
-seconds, while a month of cycling costs few exchanges. A host-timed instrument (an SMU)
-is polled at its measurement interval.
+is steady (NEAR_MARGIN_S and SHIFT_MARGINS times its last change both less than that),
+the longer of those two. Before that, a step whose voltage is seen heading for its end
+(the slope of its last two samples) is polled again at half the time that slope gives to
+reach it, or 5 s: a step that ends sooner than its last run (the second 15 h formation
+charge, 3 % shorter than the first) is caught in its knee. A steady step is polled so only
+when that slope says its end comes before its prompt polling would begin, and from then
+on at NEAR_END_POLL_S: three or four polls a step (halfway, the margin, the end), where
+the slope's polls made seven. So the gap between the instrument ending a step and the
+host starting the next stays a few seconds, while a month of cycling costs few exchanges.
+A host-timed instrument (an SMU) is polled at its measurement interval.
 
 A channel says it is running, committed, before its first technique starts.
 After every step the channel's resume state (program position, loop counters, cycle
@@ -63,7 +65,7 @@ NEAR_END_POLL_S = 5.0
 EXPECTED_FRACTION = 0.98  # of the step's last duration, after which its end is near
 #: a step run twice or more: prompt polling starts this long before its expected end, or
 #: SHIFT_MARGINS times its last change in duration if that is longer
-NEAR_MARGIN_S = 10.0
+NEAR_MARGIN_S = 5.0
 SHIFT_MARGINS = 3.0
 FIRST_TIME_FRACTION = 0.6  # of the time to pass the cell's capacity, for a step's first run
 #: longest wait between polls of a buffering instrument, virtual and real time
@@ -407,10 +409,15 @@ class Channel:
         expected = self._expected_end(technique, ends)
         if expected is not None:
             # rarely until the step's end is near, then at the record cadence or faster
-            end, near, known = expected
+            end, near, known, steady = expected
             if now < near - MIN_POLL_S:  # unless the voltage says its end comes sooner
-                return min(self.max_poll_s, near - now,
-                           max(NEAR_END_POLL_S, 0.5 * ends.voltage_time_left(now)))
+                wait = min(self.max_poll_s, near - now)
+                soon = ends.voltage_time_left(now)
+                if not steady or soon < wait:
+                    wait = min(wait, max(NEAR_END_POLL_S, 0.5 * soon))
+                return wait
+            if steady:  # its end foreseen to within the margin: the prompt cadence
+                return NEAR_END_POLL_S
         record = getattr(technique, "record", None)
         cadence = min(getattr(record, "dt_s", None) or self.max_poll_s, self.max_poll_s)
         if expected is not None and known:
@@ -419,31 +426,35 @@ class Channel:
             cadence = max(cadence, 0.1 * (end - now))
         return min(cadence, max(MIN_POLL_S, 0.7 * ends.time_left(now)))
 
-    def _expected_end(self, technique, ends: HostEnds) -> tuple[float, float, bool] | None:
+    def _expected_end(self, technique, ends: HostEnds
+                      ) -> tuple[float, float, bool, bool] | None:
         """When the step should end, from when its end may come, and whether that is known
         (from its runs before, or its own capacity end) rather than guessed (a first
-        constant current); None when there is nothing to go by. A step that ran before
-        lasts as long again, changed by its last change when it has run twice; a constant
-        current passes the cell's capacity — or the step's own capacity end when that
-        comes first (it is exact: polled for, not guessed). The margins: see the module."""
+        constant current), and whether it is steady (foreseen from its last change, to
+        within a margin under 2 % of it); None when there is nothing to go by. A step that
+        ran before lasts as long again, changed by its last change when it has run twice; a
+        constant current passes the cell's capacity — or the step's own capacity end when
+        that comes first (it is exact: polled for, not guessed). The margins: see the
+        module."""
         key = str(self.state.pc)
         last = self.state.durations.get(key)
         if last is not None:
             shift = self.state.shifts.get(key)
             window = (1 - EXPECTED_FRACTION) * last
             if shift is None or abs(shift) > window:  # not steady (yet): 2 % of it
-                return ends.t0 + last, ends.t0 + last - window, True
+                return ends.t0 + last, ends.t0 + last - window, True, False
             end = ends.t0 + last + shift
-            return end, end - min(max(NEAR_MARGIN_S, SHIFT_MARGINS * abs(shift)), window), True
+            margin = min(max(NEAR_MARGIN_S, SHIFT_MARGINS * abs(shift)), window)
+            return end, end - margin, True, margin < window
         current = getattr(technique, "current_A", None)
         if not isinstance(technique, ConstantCurrent) or not current:
             return None
         if ends.capacity is not None:
             expected = (ends.capacity - abs(ends.q)) * 3600 / abs(current)
-            return ends.t0 + expected, ends.t0 + EXPECTED_FRACTION * expected, True
+            return ends.t0 + expected, ends.t0 + EXPECTED_FRACTION * expected, True, False
         if self.plan.capacity_Ah:
             expected = self.plan.capacity_Ah * 3600 / abs(current)
-            return ends.t0 + expected, ends.t0 + FIRST_TIME_FRACTION * expected, False
+            return ends.t0 + expected, ends.t0 + FIRST_TIME_FRACTION * expected, False, False
         return None
 
     def _took(self, duration: float) -> None:
