@@ -138,6 +138,29 @@ def test_checkpoint_holds_every_reading_before_it(tmp_path):
     assert times[-1] <= cp.t_s
 
 
+def test_a_run_in_virtual_time_checkpoints_every_ten_minutes_and_at_every_step_end(
+        tmp_path, monkeypatch):
+    """The recipe asks for a checkpoint every 30 s (meant for hardware); on a virtual clock
+    they are VIRTUAL_CHECKPOINT_S apart within a step, and every step still ends with one."""
+    made: list[tuple[float, int]] = []
+    real = Store.checkpoint
+
+    def counted(store, run_id, t_s, step_idx, state):
+        made.append((t_s, step_idx))
+        return real(store, run_id, t_s, step_idx, state)
+
+    monkeypatch.setattr(Store, "checkpoint", counted)
+    bench = Bench(tmp_path, thickness_nm=30)
+    assert bench.recipe.checkpoint_every_s == 30
+    bench.engine.run()
+    ends = {(s["t_end_s"], s["idx"] + 1) for s in bench.store.steps(bench.run_id)}
+    assert ends <= set(made)  # after every step, at the moment it ended
+    within = [(a, b) for a, b in zip(made, made[1:], strict=False)
+              if b not in ends and a[1] == b[1]]
+    assert within, made  # the long steps (pump-down, deposit) checkpoint on the way
+    assert all(b[0] - a[0] >= 600 for a, b in within), made  # ten minutes: README
+
+
 def test_operator_pause_continue_and_abort(tmp_path):
     bench = Bench(tmp_path, thickness_nm=60)
     store, run_id = bench.store, bench.run_id

@@ -411,12 +411,14 @@ def test_readers_answer_while_another_process_holds_the_write_lock(data, tmp_pat
 
 
 def test_a_full_disk_during_a_run_is_one_sentence_and_the_store_stays_sound(tmp_path):
-    """A file-size limit in the child makes every write past 400 KB fail (EFBIG), as a
-    full disk would, some simulated minutes into the run."""
+    """A file-size limit in the child makes every write past 600 KB fail (EFBIG), as a
+    full disk would, some simulated minutes into the run (in virtual time a commit holds
+    ten minutes of the run: `runner.VIRTUAL_CHECKPOINT_S`; the first fits, a later
+    one does not)."""
     data = tmp_path / "data"
 
     def small_files():
-        resource.setrlimit(resource.RLIMIT_FSIZE, (400_000, 400_000))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (600_000, 600_000))
 
     proc = cli("run", short_recipe(tmp_path, 5), "--data", data, cwd=tmp_path,
                preexec_fn=small_files)
