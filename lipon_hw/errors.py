@@ -77,6 +77,11 @@ class RunTakenOver(ClaimLost):
     while this one still wrote: its writes since are refused, none of them stored."""
 
 
+class ShardTakenOver(RunTakenOver):
+    """Another attempt of the same cluster shard took its channels up (`Store.take_shard`)
+    while this one still wrote: its writes since are refused, none of them stored."""
+
+
 class StoreFull(StoreError):
     """A write to the run database failed for want of space (disk full, file-size limit)."""
 

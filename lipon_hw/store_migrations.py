@@ -110,6 +110,16 @@ MIGRATIONS: tuple[Migration, ...] = (
     # (`Store.take_over`); a run of an older layout is at its first driver's
     Migration(9, "each run's driver epoch, moved on by every engine that takes the run over",
               "ALTER TABLE runs ADD COLUMN driver_epoch INTEGER NOT NULL DEFAULT 1"),
+    # the same within one engine's epoch, for the shards of a cluster campaign: Dask may
+    # run a shard's task again while its first attempt still lives (a worker cut off from
+    # the scheduler, not from the store), and both hold the run's shared worker claim; each
+    # attempt moves its shard's number on and its writes check it (`Store.take_shard`)
+    Migration(10, "each cluster shard's attempt, moved on by every attempt that takes it up",
+              """CREATE TABLE shard_attempts (
+                     run_id INTEGER NOT NULL REFERENCES runs(id),
+                     shard TEXT NOT NULL,
+                     attempt INTEGER NOT NULL,
+                     PRIMARY KEY (run_id, shard))"""),
 )
 
 #: the layout this lipon-hw writes (`PRAGMA user_version`)

@@ -33,3 +33,30 @@ class HoldAfter:
             part.unlink()
         time.sleep(HOLD_AT_MOST_S)
         raise RuntimeError(f"the worker holding at cycle {self.cycles} was never killed")
+
+
+class HoldUntilGo:
+    """The first channel (of any shard) to complete `cycles` cycles writes "PID CHANNEL"
+    of its worker process to `held` and holds its shard there until the file `go` exists
+    (the shard's attempt goes on, alive all along). Once `held` exists, every later call
+    goes on."""
+
+    def __init__(self, held: str, go: str, cycles: int):
+        self.held, self.go, self.cycles = held, go, cycles
+
+    def __call__(self, channel: int, completed: int) -> None:
+        if completed < self.cycles or os.path.exists(self.held):
+            return
+        part = Path(f"{self.held}.{os.getpid()}")
+        part.write_text(f"{os.getpid()} {channel}", encoding="utf-8")
+        try:
+            os.link(part, self.held)  # one shard wins, the file whole when seen
+        except FileExistsError:
+            return
+        finally:
+            part.unlink()
+        deadline = time.monotonic() + HOLD_AT_MOST_S
+        while not os.path.exists(self.go):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the shard holding at cycle {self.cycles} was never let go")
+            time.sleep(0.02)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import signal
 import sqlite3
 import threading
@@ -15,11 +16,15 @@ import time
 from pathlib import Path
 
 import pytest
-from cluster_hooks import HoldAfter
+from cluster_hooks import HoldAfter, HoldUntilGo
 from stores import committed
 
+from lipon_hw.celltest.groups import split
 from lipon_hw.celltest.session import start_cycling
+from lipon_hw.cluster.campaign import _span
 from lipon_hw.cluster.connect import open_cluster
+from lipon_hw.cluster.shards import ShardOrder, run_shard
+from lipon_hw.errors import InstrumentError
 from lipon_hw.store import Store
 
 from recipes import LNMO, LNMO_EIS
@@ -132,6 +137,66 @@ def test_a_worker_killed_mid_campaign_loses_and_duplicates_nothing(cluster, refe
         cycles = [c for (c,) in committed(db, "SELECT cycle FROM cycles WHERE channel=? "
                                               "ORDER BY cycle", channel)]
         assert cycles == list(range(1, len(cycles) + 1)) and len(cycles) >= CYCLES
+
+
+def test_a_shard_run_again_while_its_first_attempt_lives_keeps_every_sample_once(
+        cluster, reference, tmp_path):
+    """Dask may run a shard's task again while its first attempt still lives (its worker
+    cut off from the scheduler, not from the store); both hold the run's shared worker
+    claim and follow its driver epoch. Here the first attempt holds at cycle 2 while a
+    second attempt of the same shard (its very order, sent as Dask would send it) takes
+    the shard up and runs it to its end; then the first goes on, and its next write is
+    refused (ShardTakenOver). Every sample is there once, as one process stores them, and
+    the campaign ends saying which shard and why."""
+    reference, _summary = reference
+    data = tmp_path / "data"
+    db = data / "lipon.db"
+    held, go = tmp_path / "held", tmp_path / "go"
+    again: dict = {}
+
+    def run_it_again() -> None:
+        try:
+            deadline = time.monotonic() + 60
+            while not held.exists():
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.02)
+            channel = int(held.read_text(encoding="utf-8").split()[1])
+            keys = [key for keys in cluster.client.processing().values() for key in keys]
+            shards = [re.fullmatch(r"lipon-hw run 1 shard (\d+) of (\d+) (\w+)", str(key))
+                      for key in keys]
+            k, n, token = next((int(m[1]), int(m[2]), m[3]) for m in shards if m and channel
+                               in split([1, 2, 3, 4], int(m[2]))[int(m[1]) - 1])
+            seed = committed(db, "SELECT seed FROM runs WHERE id = 1")[0][0]
+            order = ShardOrder(str(data), None, 1, tuple(split([1, 2, 3, 4], n)[k - 1]),
+                               seed, None, f"lipon-hw run 1 stop {token}", epoch=1,
+                               shard=f"{k} {token}")
+            again["channels"] = list(order.channels)
+            again["report"] = cluster.client.submit(run_shard, order, pure=False,
+                                                    key=f"again {token}").result(timeout=120)
+        finally:
+            go.touch()
+
+    second = threading.Thread(target=run_it_again, daemon=True)
+    second.start()
+    cluster.on_cycle = HoldUntilGo(str(held), str(go), 2)
+    try:
+        with pytest.raises(InstrumentError) as stopped:
+            start_cycling(str(_protocol(tmp_path)), data, cluster=cluster)
+    finally:
+        cluster.on_cycle = None
+        second.join(timeout=5)
+    assert again.get("report"), "no second attempt ran"
+    assert again["report"]["channels"] == again["channels"]
+    shard = _span(again["channels"])
+    assert re.fullmatch(rf"the shard of channels {shard} ended with ShardTakenOver: shard "
+                        rf"\d \w+ of run 1 was taken up again by another attempt in the "
+                        rf"store .+ \(attempt 2, this one 1\), so this attempt stores "
+                        rf"nothing more of it", str(stopped.value)), str(stopped.value)
+    assert committed(db, "SELECT channel, t_s FROM cell_samples GROUP BY channel, t_s "
+                         "HAVING COUNT(*) > 1") == []
+    assert _samples(db) == reference  # every sample once: the second attempt's
+    assert committed(db, "SELECT DISTINCT status FROM channels") == [("completed",)]
 
 
 def _sweep(tmp_path: Path, cluster, times: str, speed: float | None = None) -> list[dict]:

@@ -25,7 +25,7 @@ from test_store_claims import (
     _wait_in_line,
 )
 
-from lipon_hw.errors import RunTakenOver
+from lipon_hw.errors import RunTakenOver, ShardTakenOver
 from lipon_hw.store import Store
 
 TAKEN = (r"^run 1 was taken over by another engine in the store .+ \(its driver epoch is 2, "
@@ -72,6 +72,49 @@ def test_a_run_taken_over_refuses_every_later_write_of_its_earlier_driver(backen
     for store in (first, worker):  # what they still buffer is never written
         with pytest.raises(RunTakenOver):
             store.close(wait_s=0.1)
+
+
+def test_a_shard_taken_up_again_refuses_every_later_write_of_its_earlier_attempt(
+        backend, tmp_path):
+    """Two attempts of one cluster shard under one engine (Dask ran its task again while
+    the first still lived, cut off from the scheduler): both follow the run's epoch and
+    hold its shared worker claim; the shard's attempt number keeps them apart. Another
+    shard of the same run is not touched."""
+    engine = Store(tmp_path / "d")
+    run_id = _run(engine)
+    first, again, other = (Store(tmp_path / "d") for _ in range(3))  # shard 1 twice, 2 once
+    for store in (first, again, other):
+        store.follow(run_id, engine.epoch(run_id))
+    assert first.take_shard(run_id, "1 t0k3n") == 1
+    assert other.take_shard(run_id, "2 t0k3n") == 1
+    first.add_cell_samples(run_id, 1, [(10.0, 3.9, 3e-6, 1, 1, 0, "CC")])
+    first.flush()  # before the shard is taken up again: stored
+
+    assert again.take_shard(run_id, "1 t0k3n") == 2
+    first.add_cell_samples(run_id, 1, [(20.0, 4.0, 3e-6, 1, 1, 0, "CC")])
+    with pytest.raises(ShardTakenOver, match=r"^shard 1 t0k3n of run 1 was taken up again "
+                       r"by another attempt in the store .+ \(attempt 2, this one 1\), so "
+                       r"this attempt stores nothing more of it$"):
+        first.flush()
+    with pytest.raises(ShardTakenOver):  # an alarm is written at once
+        first.add_alarm(run_id, 21.0, "error", "channel 1", "written after the take-up")
+    again.add_cell_samples(run_id, 1, [(20.0, 4.01, 3e-6, 1, 1, 0, "CC")])
+    again.flush()
+    other.add_cell_samples(run_id, 3, [(20.0, 3.8, 3e-6, 1, 1, 0, "CC")])
+    other.flush()
+    # the engine's own writes (its alarm relay, the run's end) follow the run, not a shard
+    engine.set_status(run_id, "completed", "")
+    assert [(ch, t, v) for ch, t, v, *_ in _cell_rows(engine, run_id)] == [
+        (1, 10.0, 3.9), (1, 20.0, 4.01), (3, 20.0, 3.8)]
+    assert engine.alarms(run_id) == []
+    for store in (again, other, engine):
+        store.close()
+    with pytest.raises(ShardTakenOver):  # what it still buffers is never written
+        first.close(wait_s=0.1)
+
+
+def _cell_rows(store: Store, run_id: int) -> list[tuple]:
+    return sorted((ch, *row) for ch in (1, 3) for row in store.cell_samples(run_id, ch))
 
 
 def test_a_take_over_waits_for_a_write_under_way_on_postgresql(pg_url, tmp_path):

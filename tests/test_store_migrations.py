@@ -123,8 +123,9 @@ def test_a_writer_migrates_the_older_store_to_the_latest_layout(old, tmp_path):
     store = Store(old)
     # layouts 2-7: run metadata, sim truth, the steps a run planned, alarms' rule/reaction,
     # sheets, screened cells and links between samples, operator requests' authors; 8: the
-    # run queue (empty); 9: each run's driver epoch (every older run at its first driver's)
-    assert store.layout == SCHEMA_VERSION == store_migrations.LATEST == 9
+    # run queue (empty); 9: each run's driver epoch (every older run at its first driver's);
+    # 10: cluster shards' attempts (none)
+    assert store.layout == SCHEMA_VERSION == store_migrations.LATEST == 10
     assert store.queue_entries() == []
     assert store.runs() == before_runs
     migrated = [a for r in before_runs for a in store.alarms(r.id)]
@@ -141,6 +142,7 @@ def test_a_writer_migrates_the_older_store_to_the_latest_layout(old, tmp_path):
     assert query(db, "PRAGMA user_version") == [(store_migrations.LATEST,)]
     assert query(db, counts) == before_rows
     assert query(db, "SELECT DISTINCT driver_epoch FROM runs") == [(1,)]
+    assert query(db, "SELECT COUNT(*) FROM shard_attempts") == [(0,)]
     assert query(db, "SELECT run_id, action, author, taken FROM requests") == [
         (2, "pause", None, 0)]
 

@@ -59,7 +59,7 @@ def run_shards(cluster: Cluster, store: Store, run_id: int, groups: list[list[in
     futures = [client.submit(run_shard, ShardOrder(str(store.data_dir), address, run_id,
                                                    tuple(group), seed, speed, stop.name,
                                                    cluster.on_cycle, (inbox_name, flag_name),
-                                                   store.epoch(run_id)),
+                                                   store.epoch(run_id), f"{k + 1} {token}"),
                              key=f"lipon-hw run {run_id} shard {k + 1} of {len(groups)} {token}",
                              pure=False)
                for k, group in enumerate(groups)]

@@ -8,7 +8,11 @@ another. So it never trusts what it was sent but takes its channels up from the 
 on from its last step boundary stored, what an attempt wrote after that boundary
 forgotten first (`Store.rewind_channel`) — no sample lost, none written twice. The
 campaign marked every channel it hands out `running` before the first attempt, so an
-ended status can only come from an attempt of this campaign.
+ended status can only come from an attempt of this campaign. An earlier attempt may
+still be alive (its worker cut off from the scheduler, not from the store) and both hold
+the run's worker claim, which is shared: each attempt moves the shard's attempt number
+on before it takes its channels up (`Store.take_shard`), and the earlier one's writes are
+refused from then on (ShardTakenOver): it stops, its cells off, storing nothing more.
 
 A shard stops early, its channels `interrupted` and its cells off, when the campaign
 asks (a Dask `Event`: Ctrl-C or SIGTERM reached the engine) or when its task is no longer
@@ -48,7 +52,8 @@ class ShardOrder:
     `stop`: the name of the campaign's stop event; `on_cycle`: a picklable callable told
     (channel, completed cycles) in the worker; `relay`: where the live view's samples go;
     `epoch`: the driver epoch of the engine that sent it, which its writes keep to
-    (`Store.follow`)."""
+    (`Store.follow`); `shard`: the campaign's name for it, the same for every attempt of
+    its task, whose attempt number each attempt moves on (`Store.take_shard`)."""
 
     data_dir: str
     store: str | None
@@ -60,6 +65,7 @@ class ShardOrder:
     on_cycle: Callable[[int, int], None] | None = None
     relay: tuple[str, str] | None = None  # the live view's queue and flag (`live`)
     epoch: int | None = None
+    shard: str | None = None
 
 
 def run_shard(order: ShardOrder) -> dict:
@@ -99,6 +105,8 @@ def _run(store: Store, order: ShardOrder) -> tuple[list[int], bool, dict[int, di
     """The channels run, whether the campaign stopped them, and the film figures of those
     that ran to their end (the impedance fits of the run's summary, worked out here so
     that the engine does not fit thousands of spectra one after the other)."""
+    if order.shard is not None:  # this attempt's, before its channels are taken up
+        store.take_shard(order.run_id, order.shard)
     run = store.run(order.run_id)
     station = load_station(text=run.station_text)
     proto = load(run.sequence_path, station, store, text=run.sequence_text)
