@@ -76,9 +76,10 @@ def cpu_s(who: int) -> float:
 
 
 def full_path(cycles: int, channels: int, workers: int | None, directory: Path) -> dict:
-    """One campaign in a fresh interpreter, so its peak memory (engine and workers) is
-    its own."""
-    data = directory / f"data_{cycles}"
+    """One campaign in a fresh interpreter and a data directory of its own, so its peak
+    memory (engine and workers) and its samples are its own (a repeat in the same data
+    directory counted both runs' samples, halving the figures per sample)."""
+    data = directory / f"data_{cycles}_{len(list(directory.glob(f'data_{cycles}_*')))}"
     args = [sys.executable, __file__, "--campaign", str(protocol(cycles, channels, directory)),
             str(data)] + ([str(workers)] if workers else [])
     proc = subprocess.run(args, capture_output=True, text=True, check=True)
