@@ -162,18 +162,23 @@ def test_a_shard_run_again_while_its_first_attempt_lives_keeps_every_sample_once
                     return
                 time.sleep(0.02)
             channel = int(held.read_text(encoding="utf-8").split()[1])
-            keys = [key for keys in cluster.client.processing().values() for key in keys]
-            shards = [re.fullmatch(r"lipon-hw run 1 shard (\d+) of (\d+) (\w+)", str(key))
-                      for key in keys]
-            k, n, token = next((int(m[1]), int(m[2]), m[3]) for m in shards if m and channel
-                               in split([1, 2, 3, 4], int(m[2]))[int(m[1]) - 1])
+            processing = cluster.client.processing()  # worker → keys of its tasks
+            shards = [(worker, re.fullmatch(r"lipon-hw run 1 shard (\d+) of (\d+) (\w+)",
+                                            str(key)))
+                      for worker, keys in processing.items() for key in keys]
+            holder, k, n, token = next(
+                (worker, int(m[1]), int(m[2]), m[3]) for worker, m in shards
+                if m and channel in split([1, 2, 3, 4], int(m[2]))[int(m[1]) - 1])
             seed = committed(db, "SELECT seed FROM runs WHERE id = 1")[0][0]
             order = ShardOrder(str(data), None, 1, tuple(split([1, 2, 3, 4], n)[k - 1]),
                                seed, None, f"lipon-hw run 1 stop {token}", epoch=1,
                                shard=f"{k} {token}")
             again["channels"] = list(order.channels)
-            again["report"] = cluster.client.submit(run_shard, order, pure=False,
-                                                    key=f"again {token}").result(timeout=120)
+            # on another worker: the holder's one thread is the held attempt's
+            others = [worker for worker in processing if worker != holder]
+            again["report"] = cluster.client.submit(
+                run_shard, order, pure=False, key=f"again {token}", workers=others,
+                allow_other_workers=False).result(timeout=120)
         finally:
             go.touch()
 
