@@ -11,6 +11,22 @@ from pathlib import Path
 HOLD_AT_MOST_S = 120.0
 
 
+def _first_to_hold(path: str, channel: int, completed: int, cycles: int) -> bool:
+    """Whether this call, the first to see `cycles` cycles completed, holds: it then wrote
+    "PID CHANNEL" of its worker process to `path` (whole when seen; one shard wins)."""
+    if completed < cycles or os.path.exists(path):
+        return False
+    part = Path(f"{path}.{os.getpid()}")
+    part.write_text(f"{os.getpid()} {channel}", encoding="utf-8")
+    try:
+        os.link(part, path)
+    except FileExistsError:
+        return False
+    finally:
+        part.unlink()
+    return True
+
+
 class HoldAfter:
     """The first channel (of any shard) to complete `cycles` cycles writes
     "PID CHANNEL" of its worker process to `path` and holds its shard there until the
@@ -21,18 +37,9 @@ class HoldAfter:
         self.path, self.cycles = path, cycles
 
     def __call__(self, channel: int, completed: int) -> None:
-        if completed < self.cycles or os.path.exists(self.path):
-            return
-        part = Path(f"{self.path}.{os.getpid()}")
-        part.write_text(f"{os.getpid()} {channel}", encoding="utf-8")
-        try:
-            os.link(part, self.path)  # one shard wins, the file whole when seen
-        except FileExistsError:
-            return
-        finally:
-            part.unlink()
-        time.sleep(HOLD_AT_MOST_S)
-        raise RuntimeError(f"the worker holding at cycle {self.cycles} was never killed")
+        if _first_to_hold(self.path, channel, completed, self.cycles):
+            time.sleep(HOLD_AT_MOST_S)
+            raise RuntimeError(f"the worker holding at cycle {self.cycles} was never killed")
 
 
 class HoldUntilGo:
@@ -45,16 +52,8 @@ class HoldUntilGo:
         self.held, self.go, self.cycles = held, go, cycles
 
     def __call__(self, channel: int, completed: int) -> None:
-        if completed < self.cycles or os.path.exists(self.held):
+        if not _first_to_hold(self.held, channel, completed, self.cycles):
             return
-        part = Path(f"{self.held}.{os.getpid()}")
-        part.write_text(f"{os.getpid()} {channel}", encoding="utf-8")
-        try:
-            os.link(part, self.held)  # one shard wins, the file whole when seen
-        except FileExistsError:
-            return
-        finally:
-            part.unlink()
         deadline = time.monotonic() + HOLD_AT_MOST_S
         while not os.path.exists(self.go):
             if time.monotonic() > deadline:
