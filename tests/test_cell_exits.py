@@ -26,7 +26,7 @@ from lipon_hw.celltest.groups import mount_cells
 from lipon_hw.celltest.plan import load
 from lipon_hw.celltest.session import resume_cycling, start_cycling
 from lipon_hw.engine.lifecycle import make_env
-from lipon_hw.errors import InstrumentError, StoreError
+from lipon_hw.errors import InstrumentError, RunTakenOver, StoreError
 from lipon_hw.station import load_station
 from lipon_hw.store import Store
 
@@ -244,6 +244,48 @@ def test_a_store_that_refuses_writes_mid_run_disconnects_every_cell_first(served
     assert all("the store failed: " in m and "database or disk is full" in m
                for *_, m in channels)
     assert not any("could not be disconnected" in m for *_, m in channels)
+
+
+def test_a_run_taken_over_mid_run_disconnects_every_cell_and_writes_nothing_more(
+        served, tmp_path):
+    """Another engine takes the run over while this one drives it (a shared store's
+    claim dropped unseen: `test_store_fencing`); here the test's own connection moves the
+    run's driver epoch on and says it resumed elsewhere, at a known point (channel 1 past
+    cycle 3). This engine's next write is refused: it disconnects
+    every cell, stores nothing more (no channel's end, no alarm, not its run's status) and
+    says so in one sentence."""
+    data = tmp_path / "data"
+    at: dict = {}
+
+    def take_over(channel, cycles):
+        if (channel, cycles) != (1, 3) or at:
+            return
+        db = data / "lipon.db"
+        at["samples"] = committed(db, "SELECT COUNT(*) FROM cell_samples")[0][0]
+        con = sqlite3.connect(db, timeout=30)
+        with con:
+            con.execute("UPDATE runs SET driver_epoch = driver_epoch + 1, status = 'running',"
+                        " message = 'resumed elsewhere'")
+        con.close()
+        at["channels"] = committed(db, "SELECT channel, status, message FROM channels"
+                                       " ORDER BY channel")
+        at["alarms"] = committed(db, "SELECT COUNT(*) FROM alarms")[0][0]
+
+    with pytest.raises(RunTakenOver) as caught:
+        start_cycling(str(tmp_path / "protocol.yaml"), data, served.station_path,
+                      speed=SPEED, on_cycle=take_over)
+    assert at, "the run was never taken over"
+    assert_disconnected(served)
+    assert str(caught.value).startswith("run 1 was taken over by another engine in the store ")
+    assert str(caught.value).endswith(" (its driver epoch is 2, this engine's 1), so this "
+                                      "engine stores nothing more of it")
+    run, channels = stored(data)
+    assert run == ("running", "resumed elsewhere")  # the new driver's, not overwritten
+    assert channels == at["channels"]  # as they were at the take-over
+    db = data / "lipon.db"
+    # what it stored before the take-over stays; nothing after it lands
+    assert committed(db, "SELECT COUNT(*) FROM cell_samples")[0][0] == at["samples"]
+    assert committed(db, "SELECT COUNT(*) FROM alarms")[0][0] == at["alarms"]
 
 
 def test_a_lost_link_is_reported_as_a_cell_that_could_not_be_disconnected(served, tmp_path):
