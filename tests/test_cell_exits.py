@@ -288,6 +288,34 @@ def test_a_run_taken_over_mid_run_disconnects_every_cell_and_writes_nothing_more
     assert committed(db, "SELECT COUNT(*) FROM alarms")[0][0] == at["alarms"]
 
 
+def test_a_run_taken_over_as_its_link_is_lost_still_says_which_cell_is_not_safe(
+        served, tmp_path):
+    """The take-over above and the lost lab below at once: nothing of the run can be
+    stored any more, so the one sentence is all the operator learns, and it must say that
+    channel 2's cell is still on (it said only that the run was taken over)."""
+    data = tmp_path / "data"
+
+    def take_over_and_unplug(channel, cycles):
+        if (channel, cycles) == (1, 2):
+            con = sqlite3.connect(data / "lipon.db", timeout=30)
+            with con:
+                con.execute("UPDATE runs SET driver_epoch = driver_epoch + 1")
+            con.close()
+            served.stop()
+
+    with pytest.raises(InstrumentError) as caught:
+        start_cycling(str(tmp_path / "protocol.yaml"), data, served.station_path,
+                      speed=SPEED, on_cycle=take_over_and_unplug)
+    assert emulators(served)[1].cell_is_on, "channel 2's instrument runs on, unreachable"
+    said = str(caught.value)
+    assert said.startswith("the hardware was NOT all made safe: channel 1: the cell could "
+                           "not be disconnected ("), said
+    assert "channel 2: the cell could not be disconnected (" in said
+    assert said.endswith("; and run 1 was taken over by another engine in the store "
+                         f"{data / 'lipon.db'} (its driver epoch is 2, this engine's 1), so "
+                         "this engine stores nothing more of it"), said
+
+
 def test_a_lost_link_is_reported_as_a_cell_that_could_not_be_disconnected(served, tmp_path):
     """The lab stops answering mid-run (its TCP servers stopped): the engine cannot reach
     the cells, and the store must not say it disconnected them: channel 2's cell is in

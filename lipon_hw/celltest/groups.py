@@ -14,7 +14,7 @@ from lipon_hw.celltest.all_channels import run_channels
 from lipon_hw.celltest.channels import ChannelState
 from lipon_hw.engine.lifecycle import make_env, uninterruptible
 from lipon_hw.engine.operator import OperatorWish
-from lipon_hw.errors import InputError, InstrumentError
+from lipon_hw.errors import InputError, InstrumentError, RunTakenOver
 from lipon_hw.link_health import instrument_links
 from lipon_hw.station import Station
 from lipon_hw.store import Store
@@ -51,6 +51,11 @@ def run_group(store: Store, run_id: int, proto: pr.Protocol, station: Station,
                     store.add_alarm(run_id, env.now, "error", proto.potentiostat, failure,
                                     reaction="safe state")
                 store.flush()
+            except RunTakenOver as exc:  # nothing of the run is this engine's to store now:
+                if failures:  # what is not safe is said here, before anything else
+                    raise InstrumentError("the hardware was NOT all made safe: " +
+                                          "; ".join(failures) + f"; and {exc}") from None
+                raise
             finally:
                 lab.close()
     if failures:  # the channels ended, but a cell is not known to be off: never "completed"

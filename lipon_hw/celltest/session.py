@@ -26,7 +26,7 @@ from lipon_hw.engine.lifecycle import (
     uninterruptible,
 )
 from lipon_hw.engine.trouble import AlarmRelay
-from lipon_hw.errors import InputError, StoreError
+from lipon_hw.errors import InputError, InstrumentError, RunTakenOver, StoreError
 from lipon_hw.kinds import RunOptions
 from lipon_hw.station import Station
 from lipon_hw.store import Channel, Store
@@ -174,6 +174,12 @@ def execute(running: Running) -> Outcome:
             try:
                 status, message, summary = _end_run(store, run_id, proto, status, message,
                                                     set(states), figures)
+            except RunTakenOver as exc:  # the run's end is its new driver's to store
+                if message.startswith("the hardware was NOT all made safe"):
+                    raise InstrumentError(message) from None  # (the take-over said in it)
+                if message and str(exc) not in message:  # what stopped it, not stored
+                    raise RunTakenOver(f"{exc}; this engine stopped: {message}") from None
+                raise
             except StoreError as exc:  # what was buffered cannot be written
                 lost = store.drop_unwritten_samples()
                 failure = stop_reason(exc)
