@@ -293,10 +293,21 @@ def test_a_run_taken_over_as_its_link_is_lost_still_says_which_cell_is_not_safe(
     """The take-over above and the lost lab below at once: nothing of the run can be
     stored any more, so the one sentence is all the operator learns, and it must say that
     channel 2's cell is still on (it said only that the run was taken over)."""
+    said = _taken_over_and_unplugged(served, tmp_path, workers=None)
+    assert said.startswith("the hardware was NOT all made safe: channel 1: the cell could "
+                           "not be disconnected ("), said
+
+
+def _taken_over_and_unplugged(served, tmp_path: Path, workers: int | None) -> str:
+    """The run taken over and the lab unplugged at once, as channel 1 is past cycle 2 (as
+    the engine hears it); the run's one sentence, which must name channel 2's cell as not
+    made safe, and the take-over."""
     data = tmp_path / "data"
+    done: list = []
 
     def take_over_and_unplug(channel, cycles):
-        if (channel, cycles) == (1, 2):
+        if channel == 1 and cycles >= 2 and not done:  # workers' progress comes in leaps
+            done.append(channel)
             con = sqlite3.connect(data / "lipon.db", timeout=30)
             with con:
                 con.execute("UPDATE runs SET driver_epoch = driver_epoch + 1")
@@ -305,15 +316,23 @@ def test_a_run_taken_over_as_its_link_is_lost_still_says_which_cell_is_not_safe(
 
     with pytest.raises(InstrumentError) as caught:
         start_cycling(str(tmp_path / "protocol.yaml"), data, served.station_path,
-                      speed=SPEED, on_cycle=take_over_and_unplug)
+                      speed=SPEED, on_cycle=take_over_and_unplug, workers=workers)
     assert emulators(served)[1].cell_is_on, "channel 2's instrument runs on, unreachable"
     said = str(caught.value)
-    assert said.startswith("the hardware was NOT all made safe: channel 1: the cell could "
-                           "not be disconnected ("), said
+    assert said.startswith("the hardware was NOT all made safe: channel "), said
     assert "channel 2: the cell could not be disconnected (" in said
     assert said.endswith("; and run 1 was taken over by another engine in the store "
                          f"{data / 'lipon.db'} (its driver epoch is 2, this engine's 1), so "
                          "this engine stores nothing more of it"), said
+    return said
+
+
+def test_worker_processes_taken_over_as_the_link_is_lost_say_which_cell_is_not_safe(
+        served, tmp_path):
+    """As above with each channel in a worker process of its own: the workers' alarms
+    are refused as the engine's are, so each hands the parent the cells it could not
+    disconnect, and the run's one sentence names them."""
+    _taken_over_and_unplugged(served, tmp_path, workers=2)
 
 
 def test_a_lost_link_is_reported_as_a_cell_that_could_not_be_disconnected(served, tmp_path):

@@ -53,13 +53,21 @@ def run_group(store: Store, run_id: int, proto: pr.Protocol, station: Station,
                 store.flush()
             except RunTakenOver as exc:  # nothing of the run is this engine's to store now:
                 if failures:  # what is not safe is said here, before anything else
-                    raise InstrumentError("the hardware was NOT all made safe: " +
-                                          "; ".join(failures) + f"; and {exc}") from None
+                    raise not_safe(failures, exc) from None
                 raise
             finally:
                 lab.close()
     if failures:  # the channels ended, but a cell is not known to be off: never "completed"
         raise InstrumentError("the hardware was NOT all made safe: " + "; ".join(failures))
+
+
+def not_safe(failures: list[str], taken: RunTakenOver) -> InstrumentError:
+    """The cells not known to be off, said in the error itself (`unsafe`: one sentence
+    each), for a run taken over whose store takes none of this engine's alarms."""
+    error = InstrumentError("the hardware was NOT all made safe: " + "; ".join(failures) +
+                            f"; and {taken}")
+    error.unsafe = list(failures)
+    return error
 
 
 #: tries of each channel's disconnection at the run's end, each re-opening a lost link at

@@ -18,10 +18,10 @@ from dataclasses import asdict
 
 from lipon_hw.celltest import relay
 from lipon_hw.celltest.channels import ChannelState
-from lipon_hw.celltest.groups import run_group
+from lipon_hw.celltest.groups import not_safe, run_group
 from lipon_hw.celltest.plan import load
 from lipon_hw.engine import claims
-from lipon_hw.errors import InstrumentError, LiponError
+from lipon_hw.errors import InstrumentError, LiponError, RunTakenOver
 from lipon_hw.station import load_station
 from lipon_hw.store import Store
 
@@ -37,12 +37,13 @@ def run_workers(store: Store, run_id: int, groups: list[list[int]],
     before = set(store.alarms(run_id))
     inbox = ctx.Queue(relay.MAX_BATCHES)
     figures_box = ctx.SimpleQueue()  # read as the workers go: a big batch waits for no one
+    unsafe_box = ctx.SimpleQueue()  # the cells a worker taken over could not store as unsafe
     figures: dict[int, dict] = {}
     publishing = ctx.RawValue("b", 1 if store.taps else 0)
     procs = []
     for group in groups:
         args = (str(store.data_dir), run_id, {n: asdict(states[n]) for n in group}, seed, speed,
-                os.getpid(), inbox, publishing, figures_box, store.epoch(run_id))
+                os.getpid(), inbox, publishing, figures_box, store.epoch(run_id), unsafe_box)
         procs.append(ctx.Process(target=_worker, args=args, name=f"channels {group}"))
     try:
         for proc in procs:
@@ -69,9 +70,17 @@ def run_workers(store: Store, run_id: int, groups: list[list[int]],
                 relay.drain(inbox)  # a worker exits once its queued samples are taken
         raise
     failed = [p for p in procs if p.exitcode not in (0, None)]
-    for proc in failed:
-        store.add_alarm(run_id, 0.0, "error", "engine",
-                        f"the process of {proc.name} ended with exit code {proc.exitcode}")
+    try:
+        for proc in failed:
+            store.add_alarm(run_id, 0.0, "error", "engine",
+                            f"the process of {proc.name} ended with exit code {proc.exitcode}")
+    except RunTakenOver as exc:  # the workers' alarms were refused too: said here
+        unsafe = []
+        while not unsafe_box.empty():  # the workers have ended: all they sent is there
+            unsafe += unsafe_box.get()
+        if unsafe:
+            raise not_safe(unsafe, exc) from None
+        raise
     if failed:  # what a worker could not make safe is the run's end, in its own words
         unsafe = [a.message for a in store.alarms(run_id)
                   if a not in before and a.reaction == "safe state" and a.severity == "error"]
@@ -98,9 +107,11 @@ def _take_figures(box, figures: dict[int, dict]) -> None:
 
 def _worker(data_dir: str, run_id: int, states: dict, seed: int | None,
             speed: float | None, parent_pid: int, outbox=None, publishing=None,
-            figures_box=None, epoch: int | None = None) -> None:
+            figures_box=None, epoch: int | None = None, unsafe_box=None) -> None:
     """A worker process: its channels of the run, to their end; then, unless stopped,
-    their film figures into `figures_box`. Its writes are its engine's: under that engine's
+    their film figures into `figures_box` (and, stopped by a take-over of the run with a
+    cell it could not disconnect, those cells' sentences into `unsafe_box`: its alarms
+    saying so were refused). Its writes are its engine's: under that engine's
     driver `epoch` (`Store.follow`)."""
     held = claims.join_workers(data_dir, run_id)  # first: a resume waits for it until we end
     if not _die_with_parent(parent_pid):
@@ -138,7 +149,9 @@ def _worker(data_dir: str, run_id: int, states: dict, seed: int | None,
             figures_box.put((figures, kept_fits()))
     except KeyboardInterrupt:
         pass  # every channel has recorded itself as interrupted
-    except LiponError:  # stored as its alarms already: the parent reads them back
+    except LiponError as exc:  # stored as its alarms already: the parent reads them back
+        if getattr(exc, "unsafe", None) and unsafe_box is not None:  # (unless refused)
+            unsafe_box.put(exc.unsafe)
         sys.exit(1)
     finally:
         if samples is not None:
