@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -22,8 +23,10 @@ from stores import committed
 from lipon_hw.cli import main
 from lipon_hw.deposition.session import start_run
 from lipon_hw.engine import lifecycle
+from lipon_hw.errors import InstrumentError
 from lipon_hw.kinds import RunOptions
 from lipon_hw.screening.kind import KIND
+from lipon_hw.screening.session import Prober
 from lipon_hw.sim.sheet.hooks import SHEET_CELL
 from lipon_hw.sim.sheet.score import score
 from lipon_hw.store import Store
@@ -218,3 +221,47 @@ def test_a_dead_channel_fails_the_sheet_with_every_cell_off_and_the_needles_up(t
     safe = [a.message for a in store.alarms(run.id) if a.reaction == "safe state"]
     assert any("FAILED so far for probe_pstat channel 5" in m for m in safe), safe
     assert "probe_pstat channels 1–32 off; stage needles up" in safe[-1], safe
+
+
+def test_a_sheet_taken_over_as_a_channel_drops_still_says_what_is_not_safe(tmp_path,
+                                                                            monkeypatch):
+    """Another engine takes the run over (the test's own connection moves its driver epoch
+    on) at the moment channel 5's port drops for good, after touchdown 1: nothing of the
+    run can be stored any more, the safe state's alarms included, so the one sentence is
+    all the operator learns, and it must say that channel 5 was not made safe (it said
+    only that the run was taken over: the refused summary replaced it)."""
+    labs: list = []
+    real_init = Prober.__init__
+
+    def keeping_the_lab(prober, env, lab, *args):  # the lab, to unplug a port from
+        labs.append(lab)
+        real_init(prober, env, lab, *args)
+
+    monkeypatch.setattr(Prober, "__init__", keeping_the_lab)
+    data = tmp_path / "d"
+    recipe = tmp_path / "small.yaml"
+    recipe.write_text(RECIPE.read_text(encoding="utf-8").replace("rows: 20", "rows: 8")
+                      .replace("cols: 30", "cols: 16"), encoding="utf-8")
+    fired: list = []
+
+    def take_over_and_unplug(index, _total, _done):
+        if index >= 1 and not fired:
+            fired.append(index)
+            con = sqlite3.connect(data / "lipon.db", timeout=30)
+            with con:
+                con.execute("UPDATE runs SET driver_epoch = driver_epoch + 1, message ="
+                            " 'resumed elsewhere'")
+            con.close()
+            labs[0].sim.emulators["probe/5"].faults.unplugged = True
+
+    with pytest.raises(InstrumentError) as failed:
+        lifecycle.start(KIND, str(recipe), RunOptions(str(data), seed=1),
+                        lifecycle.Watch(progress=take_over_and_unplug))
+    said = str(failed.value)  # the port's loss, what it left unsafe, the take-over
+    assert said.startswith("sim://probe/5 is lost after 3 attempts"), said
+    assert "; the hardware was NOT all made safe: probe_pstat channel 5: " in said, said
+    assert said.endswith("; and run 1 was taken over by another engine in the store "
+                         f"{data / 'lipon.db'} (its driver epoch is 2, this engine's 1), so "
+                         "this engine stores nothing more of it"), said
+    assert committed(data / "lipon.db", "SELECT status, message, driver_epoch FROM runs") == [
+        ("running", "resumed elsewhere", 2)]  # the new driver's, not overwritten

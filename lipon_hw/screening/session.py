@@ -22,7 +22,7 @@ from lipon_hw.engine.claims import sample as sample_claim
 from lipon_hw.engine.lifecycle import Interrupted, Outcome, Resumption, Running, uninterruptible
 from lipon_hw.engine.operator import OperatorWish
 from lipon_hw.engine.ownership import Resource
-from lipon_hw.errors import InputError, InstrumentError, LiponError
+from lipon_hw.errors import InputError, InstrumentError, LiponError, RunTakenOver
 from lipon_hw.kinds import RunOptions
 from lipon_hw.safe_retry import SAFE_PATIENCE_S, clock_moves_on
 from lipon_hw.screening.layout import Touchdown, touchdowns
@@ -120,8 +120,14 @@ def execute(running: Running) -> Outcome:
                     status = "failed"
                     message = (f"{message}; " if message else "") + \
                         "the hardware was NOT all made safe: " + "; ".join(failures)
-                summary = summarize(store, run_id, plan, env.now, prober)
-                store.set_status(run_id, status, message, summary)
+                try:
+                    summary = summarize(store, run_id, plan, env.now, prober)
+                    store.set_status(run_id, status, message, summary)
+                except RunTakenOver as exc:  # the run's end is its new driver's to store;
+                    if failures:  # what is not safe is said all the same, here
+                        raise InstrumentError(message if str(exc) in message else
+                                              f"{message}; and {exc}") from None
+                    raise
             finally:
                 lab.close()
     if failures:
