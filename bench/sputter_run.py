@@ -4,15 +4,18 @@ Runs `sequences/lipon_rf_sputter.yaml` through the full path (engine → drivers
 links → emulators → physics → store) in virtual time and prints wall and CPU time,
 process hours per wall second, readings per second and the cost of one reading, peak
 resident memory and the database size, then one JSON line with the same figures.
-`--repeat N` runs it N times in this process and reports medians (the first run also
-pays for the imports the run makes lazily: matplotlib for its plots); CPU time
-(`time.process_time`) is the figure to compare on a shared machine, wall time the one a
-user waits.
+The run is started as `lipon-hw run` starts it: its plots are drawn by a helper process
+readied while the run goes (`lipon_hw.engine.plot_helper`); `--plots-here` draws them in
+this process instead (the import of matplotlib then on the run's own core). `--repeat N`
+runs it N times in this process and reports medians (with `--plots-here`, the first run
+alone pays for importing matplotlib). CPU time (this process's and its children's: the
+plot helper) is the figure to compare on a shared machine, wall time the one a user
+waits.
 
 `--thickness-nm T` deposits T nm instead of 1000 (a temporary copy of the recipe, its
 `max_h` scaled with it): `--thickness-nm 3650` is the 22 h deposition of PHYSICS.md §1.
 
-    python bench/sputter_run.py [--repeat N] [--thickness-nm T]
+    python bench/sputter_run.py [--repeat N] [--thickness-nm T] [--plots-here]
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from lipon_hw.deposition.session import start_run
+from lipon_hw.deposition.kind import KIND
+from lipon_hw.engine import lifecycle
+from lipon_hw.kinds import RunOptions
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "sequences" / "lipon_rf_sputter.yaml"
@@ -52,14 +57,21 @@ def recipe_text(thickness_nm: float | None) -> str:
     return text
 
 
-def once(text: str) -> dict:
+def cpu_s() -> float:
+    """CPU seconds of this process and of its children that have ended (the plot helper)."""
+    return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
+                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
+def once(text: str, plots_here: bool) -> dict:
     """One run of the recipe in a fresh data directory: its figures."""
     with tempfile.TemporaryDirectory() as data:
         recipe = Path(data) / RECIPE.name
         recipe.write_text(text, encoding="utf-8")
-        wall, cpu = time.perf_counter(), time.process_time()
-        result = start_run(str(recipe), Path(data) / "store")
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        options = RunOptions(str(Path(data) / "store"), plot_helper=not plots_here)
+        wall, cpu = time.perf_counter(), cpu_s()
+        result = lifecycle.start(KIND, str(recipe), options)
+        wall, cpu = time.perf_counter() - wall, cpu_s() - cpu
         db = Path(data) / "store" / "lipon.db"
         with sqlite3.connect(db) as con:
             readings = con.execute("SELECT COUNT(*) FROM readings").fetchone()[0]
@@ -68,7 +80,7 @@ def once(text: str) -> dict:
     return {"status": result.status, "thickness_nm": round(result.summary["thickness_nm"], 2),
             "process_h": round(result.t_s / 3600, 3), "wall_s": round(wall, 3),
             "cpu_s": round(cpu, 3), "readings": readings, "samples": instants,
-            "database_MB": round(db_mb, 2)}
+            "database_MB": round(db_mb, 2), "plots": len(result.plots)}
 
 
 def main() -> int:
@@ -76,11 +88,13 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=1, help="runs; medians are reported")
     ap.add_argument("--thickness-nm", type=float, default=None,
                     help="LiPON to deposit (default: the recipe's 1000 nm)")
+    ap.add_argument("--plots-here", action="store_true",
+                    help="draw the plots in this process, not in a helper readied meanwhile")
     args = ap.parse_args()
     if args.thickness_nm is not None and not 1 <= args.thickness_nm <= 20000:
         ap.error("--thickness-nm must be within 1–20000")
     text = recipe_text(args.thickness_nm)
-    runs = [once(text) for _ in range(max(1, args.repeat))]
+    runs = [once(text, args.plots_here) for _ in range(max(1, args.repeat))]
     wall = statistics.median(r["wall_s"] for r in runs)
     cpu = statistics.median(r["cpu_s"] for r in runs)
     peak_MB = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -96,6 +110,8 @@ def main() -> int:
         "us_per_reading_wall": round(wall / last["readings"] * 1e6, 1),
         "us_per_reading_cpu": round(cpu / last["readings"] * 1e6, 1),
         "peak_rss_MB": round(peak_MB, 1), "database_MB": last["database_MB"],
+        "plots": last["plots"], "plots_drawn_by": "this process" if args.plots_here else
+        "a helper process (if the run lasted over 1 s)",
     }
     median = f", medians of {len(runs)} runs" if len(runs) > 1 else ""
     print(f"LiPON: {figures['thickness_nm']} nm, {figures['process_h']} h of process "
@@ -106,7 +122,7 @@ def main() -> int:
           f"each), peak resident memory {figures['peak_rss_MB']} MB, "
           f"database {figures['database_MB']} MB")
     print(json.dumps(figures))
-    return 0 if all(r["status"] == "completed" for r in runs) else 1
+    return 0 if all(r["status"] == "completed" and r["plots"] for r in runs) else 1
 
 
 if __name__ == "__main__":

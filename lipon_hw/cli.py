@@ -68,7 +68,7 @@ def run(sequence, station_path, data_dir, seed, speed, workers, sample_id, clust
     kind = for_sequence(sequence)
     with _stop_on_sigterm(), cli_cluster.on_cluster(kind, cluster, cluster_workers) as on:
         console.run(kind, sequence, RunOptions(data_dir, station_path, seed, speed, workers,
-                                               sample_id, as_json, on))
+                                               sample_id, as_json, on, plot_helper=True))
 
 
 @main.command()
@@ -91,7 +91,7 @@ def resume(run_id, data_dir, speed, workers, cluster, cluster_workers, as_json) 
         looked.close()
     with _stop_on_sigterm(), cli_cluster.on_cluster(kind, cluster, cluster_workers) as on:
         console.resume(kind, run_id, RunOptions(data_dir, speed=speed, workers=workers,
-                                                as_json=as_json, cluster=on))
+                                                as_json=as_json, cluster=on, plot_helper=True))
 
 
 @main.command()

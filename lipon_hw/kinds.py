@@ -42,6 +42,9 @@ class RunOptions:
     #: a connected Dask cluster (`lipon_hw.cluster.connect.Cluster`) for the kinds that
     #: spread over one (`spreads_on_cluster`); None: this machine's worker processes
     cluster: object | None = None
+    #: draw the plots at the end of a run that lasts in a process of its own, readied while
+    #: the run goes (`lipon_hw.engine.plot_helper`): for a process that runs one run
+    plot_helper: bool = False
 
 
 class RunKind(Protocol):

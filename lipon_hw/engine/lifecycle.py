@@ -45,7 +45,7 @@ from typing import Any
 
 import simpy
 
-from lipon_hw.engine import claims
+from lipon_hw.engine import claims, plot_helper
 from lipon_hw.engine.guard import needs_guard, start_guard
 from lipon_hw.engine.ownership import Ownership
 from lipon_hw.engine.trouble import RunTrouble
@@ -134,6 +134,7 @@ class Running:
     watch: Watch
     resumed: Resumption | None = None
     cluster: Any = None  # `RunOptions.cluster`
+    plot_helper: bool = False  # `RunOptions.plot_helper`
 
     @property
     def realtime(self) -> bool:
@@ -195,7 +196,8 @@ def start(kind, sequence: str, options, watch: Watch | None = None) -> RunResult
                           sequence, plan.text, seed, opening.sample_id, prepare)
         return _drive(kind, Running(plan, station, store, run_id, seed, options.speed,
                                     options.workers, trouble.watch,
-                                    cluster=options.cluster), trouble)
+                                    cluster=options.cluster,
+                                    plot_helper=options.plot_helper), trouble)
 
 
 def resume(kind, run_id: int, options, watch: Watch | None = None) -> RunResult:
@@ -220,7 +222,7 @@ def resume(kind, run_id: int, options, watch: Watch | None = None) -> RunResult:
                     watch.start(run_id, plan)
         return _drive(kind, Running(plan, station, store, run_id, run.seed, options.speed,
                                     options.workers, trouble.watch, point,
-                                    options.cluster), trouble)
+                                    options.cluster, options.plot_helper), trouble)
 
 
 @contextlib.contextmanager
@@ -248,23 +250,24 @@ def _drive(kind, running: Running, trouble: RunTrouble) -> RunResult:
     guard = None
     with ends_run_on_failure(store, run_id):
         guard = start_guard(store.data_dir, run_id) if needs_guard(running.station) else None
-    try:
+    with plot_helper.later(kind.name, store, running.plot_helper) as helper:
         try:
-            outcome = kind.execute(running)
-        finally:  # the run ended under this process's control: the guard is not needed
-            if guard is not None:
-                guard.release()
-    except BaseException as exc:
-        _never_left_running(store, run_id, exc)
-        draw_plots(kind, store, run_id, running.watch)
-        alarms = trouble.end_after_failure(exc)
-        with contextlib.suppress(AttributeError):
-            exc.alarms = alarms  # what the console may list of the run's alarms
-        raise
-    plots = draw_plots(kind, store, run_id, running.watch)
-    alarms = run_alarms(store, run_id)
-    trouble.end(outcome.status, outcome.message, alarms)
-    store.close()
+            try:
+                outcome = kind.execute(running)
+            finally:  # the run ended under this process's control: the guard is not needed
+                if guard is not None:
+                    guard.release()
+        except BaseException as exc:
+            _never_left_running(store, run_id, exc)
+            draw_plots(kind, store, run_id, running.watch, helper)
+            alarms = trouble.end_after_failure(exc)
+            with contextlib.suppress(AttributeError):
+                exc.alarms = alarms  # what the console may list of the run's alarms
+            raise
+        plots = draw_plots(kind, store, run_id, running.watch, helper)
+        alarms = run_alarms(store, run_id)  # while the helper exits
+        trouble.end(outcome.status, outcome.message, alarms)
+        store.close()
     return RunResult(run_id, outcome.status, outcome.message, outcome.t_s,
                      time.monotonic() - wall0, outcome.summary, [str(p) for p in plots],
                      alarms)
@@ -291,14 +294,18 @@ def _never_left_running(store: Store, run_id: int, exc: BaseException) -> None:
             store.set_status(run_id, "failed", why, wait_s=LAST_TRY_S)
 
 
-def draw_plots(kind, store: Store, run_id: int, watch: Watch) -> list[Path]:
-    """The kind's plots of a run that just ended, beside the database. A plot that cannot
-    be drawn is reported, never allowed to change how the run ended."""
+def draw_plots(kind, store: Store, run_id: int, watch: Watch,
+               helper: plot_helper.PlotHelper | None = None) -> list[Path]:
+    """The kind's plots of a run that just ended, beside the database: by the run's
+    plot helper if it has one ready, else here. A plot that cannot be drawn is reported,
+    never allowed to change how the run ended."""
     if store.unwritable_since is not None:
         watch.say(f"warning: plots of run {run_id} were not drawn: {store.unavailable()}")
         return []
+    out = plots_dir(store.data_dir, run_id)
     try:
-        return kind.plots(store, run_id, plots_dir(store.data_dir, run_id), brief=True)
+        drawn = helper.draw(store, run_id, out) if helper is not None else None
+        return drawn if drawn is not None else kind.plots(store, run_id, out, brief=True)
     except Exception as exc:  # noqa: BLE001 - plots are a by-product of the run
         watch.say(f"warning: plots of run {run_id} were not written ({exc})")
         return []
