@@ -23,7 +23,7 @@ from stores import committed
 from lipon_hw.cli import main
 from lipon_hw.deposition.session import start_run
 from lipon_hw.engine import lifecycle
-from lipon_hw.errors import InstrumentError
+from lipon_hw.errors import InstrumentError, LinkLost
 from lipon_hw.kinds import RunOptions
 from lipon_hw.screening.kind import KIND
 from lipon_hw.screening.session import Prober
@@ -223,13 +223,10 @@ def test_a_dead_channel_fails_the_sheet_with_every_cell_off_and_the_needles_up(t
     assert "probe_pstat channels 1–32 off; stage needles up" in safe[-1], safe
 
 
-def test_a_sheet_taken_over_as_a_channel_drops_still_says_what_is_not_safe(tmp_path,
-                                                                            monkeypatch):
-    """Another engine takes the run over (the test's own connection moves its driver epoch
-    on) at the moment channel 5's port drops for good, after touchdown 1: nothing of the
-    run can be stored any more, the safe state's alarms included, so the one sentence is
-    all the operator learns, and it must say that channel 5 was not made safe (it said
-    only that the run was taken over: the refused summary replaced it)."""
+def _channel_5_lost_after_touchdown_1(tmp_path, monkeypatch, take_over: bool):
+    """Run an 8 × 16 sheet whose channel 5 port drops for good after touchdown 1 (and, if
+    `take_over`, the run taken over by another engine at that moment); the error it
+    stops with, and the data directory."""
     labs: list = []
     real_init = Prober.__init__
 
@@ -244,20 +241,48 @@ def test_a_sheet_taken_over_as_a_channel_drops_still_says_what_is_not_safe(tmp_p
                       .replace("cols: 30", "cols: 16"), encoding="utf-8")
     fired: list = []
 
-    def take_over_and_unplug(index, _total, _done):
+    def unplug(index, _total, _done):
         if index >= 1 and not fired:
             fired.append(index)
-            con = sqlite3.connect(data / "lipon.db", timeout=30)
-            with con:
-                con.execute("UPDATE runs SET driver_epoch = driver_epoch + 1, message ="
-                            " 'resumed elsewhere'")
-            con.close()
+            if take_over:
+                con = sqlite3.connect(data / "lipon.db", timeout=30)
+                with con:
+                    con.execute("UPDATE runs SET driver_epoch = driver_epoch + 1, message ="
+                                " 'resumed elsewhere'")
+                con.close()
             labs[0].sim.emulators["probe/5"].faults.unplugged = True
 
     with pytest.raises(InstrumentError) as failed:
         lifecycle.start(KIND, str(recipe), RunOptions(str(data), seed=1),
-                        lifecycle.Watch(progress=take_over_and_unplug))
-    said = str(failed.value)  # the port's loss, what it left unsafe, the take-over
+                        lifecycle.Watch(progress=unplug))
+    return failed.value, data
+
+
+def test_a_sheet_whose_channel_drops_for_good_says_in_its_error_what_is_not_safe(
+        tmp_path, monkeypatch):
+    """The port's loss is the error in flight when the safe state cannot switch channel 5
+    off: the error the operator gets (the command line's one line, the API's exception)
+    says so, in the stored message's words, with the lost link's exit code (it said only
+    that the port was lost: the 'NOT all made safe' was in the store alone)."""
+    error, data = _channel_5_lost_after_touchdown_1(tmp_path, monkeypatch, take_over=False)
+    said = str(error)
+    assert said.startswith("sim://probe/5 is lost after 3 attempts"), said
+    assert "; the hardware was NOT all made safe: probe_pstat channel 5: " in said, said
+    assert error.exit_code == LinkLost.exit_code
+    assert isinstance(error.__cause__, LinkLost)
+    assert committed(data / "lipon.db", "SELECT status, message FROM runs") == [
+        ("failed", said)]
+
+
+def test_a_sheet_taken_over_as_a_channel_drops_still_says_what_is_not_safe(tmp_path,
+                                                                            monkeypatch):
+    """Another engine takes the run over (the test's own connection moves its driver epoch
+    on) at the moment channel 5's port drops for good, after touchdown 1: nothing of the
+    run can be stored any more, the safe state's alarms included, so the one sentence is
+    all the operator learns, and it must say that channel 5 was not made safe (it said
+    only that the run was taken over: the refused summary replaced it)."""
+    error, data = _channel_5_lost_after_touchdown_1(tmp_path, monkeypatch, take_over=True)
+    said = str(error)  # the port's loss, what it left unsafe, the take-over
     assert said.startswith("sim://probe/5 is lost after 3 attempts"), said
     assert "; the hardware was NOT all made safe: probe_pstat channel 5: " in said, said
     assert said.endswith("; and run 1 was taken over by another engine in the store "

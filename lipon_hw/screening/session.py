@@ -96,6 +96,7 @@ def execute(running: Running) -> Outcome:
     lab = running.lab(env)
     prober = Prober(env, lab, store, run_id, plan, running.watch)
     status, message = "failed", ""
+    during: BaseException | None = None  # the error the run stops on, if any
     try:
         with lifecycle.ends_run_on_failure(store, run_id):
             if lab.sheets is not None:  # the simulated lab puts the sheet on its chuck
@@ -105,12 +106,13 @@ def execute(running: Running) -> Outcome:
         status, message = process.value
     except KeyboardInterrupt:
         status, message = "interrupted", "stopped by the operator (Ctrl-C / SIGTERM)"
-        raise Interrupted(message) from None
+        during = Interrupted(message)
+        raise during from None
     except LiponError as exc:
-        message = str(exc)
+        message, during = str(exc), exc
         raise
     except Exception as exc:
-        message = f"{type(exc).__name__}: {exc}"
+        message, during = f"{type(exc).__name__}: {exc}", exc
         raise
     finally:
         with uninterruptible():
@@ -130,9 +132,20 @@ def execute(running: Running) -> Outcome:
                     raise
             finally:
                 lab.close()
-    if failures:
-        raise InstrumentError(message)
+        if failures:  # whatever stopped the run, its one sentence says what is not safe
+            raise _not_safe(message, during) from during
     return Outcome(status, message, summary, env.now)
+
+
+def _not_safe(message: str, during: BaseException | None) -> LiponError:
+    """The run's error when its safe state left something unsafe: `message` says what, in
+    the class (and exit code) of the error it stopped on, if any."""
+    if isinstance(during, Interrupted):
+        return Interrupted(message)
+    error = InstrumentError(message)
+    if isinstance(during, LiponError):
+        error.exit_code = during.exit_code
+    return error
 
 
 class Prober:
