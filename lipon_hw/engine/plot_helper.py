@@ -143,9 +143,17 @@ def later(kind_name: str, store, wanted: bool) -> PlotHelper:
     """The helper of a run of `kind_name` kept in `store`, started if the run lasts, when
     it is `wanted` and would hide an import (matplotlib installed and not imported here
     yet); else one that never starts."""
-    hides_import = "matplotlib" not in sys.modules and \
-        importlib.util.find_spec("matplotlib") is not None
-    return PlotHelper(kind_name, store, WARM_AFTER_S if wanted and hides_import else None)
+    return PlotHelper(kind_name, store, WARM_AFTER_S if wanted and _hides_import() else None)
+
+
+def _hides_import() -> bool:
+    """matplotlib installed, and not imported in this process yet."""
+    if "matplotlib" in sys.modules:
+        return False
+    try:
+        return importlib.util.find_spec("matplotlib") is not None
+    except (ImportError, ValueError):  # a finder that refuses it outright
+        return False
 
 
 # --- the helper's side ---------------------------------------------------------------------
