@@ -25,7 +25,7 @@ from lipon_hw.celltest.channels import ChannelState
 from lipon_hw.celltest.groups import mount_cells
 from lipon_hw.celltest.plan import load
 from lipon_hw.celltest.session import resume_cycling, start_cycling
-from lipon_hw.engine.lifecycle import make_env
+from lipon_hw.engine.lifecycle import Interrupted, make_env
 from lipon_hw.errors import InstrumentError, RunTakenOver, StoreError
 from lipon_hw.station import load_station
 from lipon_hw.store import Store
@@ -499,3 +499,31 @@ def test_a_cell_left_connected_in_any_process_ends_the_run_not_made_safe(tmp_pat
     run, channels = stored(tmp_path / "data")
     assert run[0] == "failed" and run[1].startswith("the hardware was NOT all made safe")
     assert dict((c[0], c[1]) for c in channels)[1] == "completed"
+
+
+@pytest.mark.parametrize("workers", [None, 2])
+def test_a_ctrl_c_as_the_link_is_lost_says_which_cell_is_not_safe(served, tmp_path, workers):
+    """Ctrl-C at the moment the lab stops answering: the cells cannot be reached to be
+    disconnected, and the run's one sentence, the operator's and the store's, says so
+    after what stopped it (it said only that the operator stopped the run). With worker
+    processes, the engine's Ctrl-C is passed on to them as SIGTERM."""
+    data = tmp_path / "data"
+    done: list = []
+
+    def ctrl_c_and_unplug(channel, cycles):
+        if cycles >= 2 and not done:  # workers' progress comes in leaps
+            done.append(channel)
+            served.stop()
+            raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted) as caught:
+        start_cycling(str(tmp_path / "protocol.yaml"), data, served.station_path,
+                      speed=SPEED, on_cycle=ctrl_c_and_unplug, workers=workers)
+    assert emulators(served)[1].cell_is_on, "channel 2's instrument runs on, unreachable"
+    said = str(caught.value)  # (the workers' channels in the order their alarms came)
+    assert said.startswith("stopped by the operator (Ctrl-C / SIGTERM); the hardware was NOT "
+                           "all made safe: channel "), said
+    for n in (1, 2):
+        assert f"channel {n}: the cell could not be disconnected (" in said, said
+    run, _ = stored(data)
+    assert run == ("interrupted", said)

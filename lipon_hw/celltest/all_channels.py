@@ -74,6 +74,7 @@ def _stop_all(channels: list[Channel], processes: list, cause: BaseException) ->
     for ch, proc in zip(channels, processes, strict=True):
         if proc.is_alive:
             ch.status, ch.message = status, message
+        ch.ended_by_run = True
         ch._disconnect()
     for ch in channels:
         try:

@@ -123,6 +123,9 @@ class Channel:
         self._saved: str = json.dumps(vars(state))
         self._last_sample_t = -math.inf
         self._disconnected = self._recorded = False
+        #: the run stopped this channel from outside (`all_channels._stop_all`): its cell
+        #: disconnected and its end stored there, none of it left to this process
+        self.ended_by_run = False
         #: the channel ran before this process (a resume): its link has answered, in an
         #: earlier process (`wire.never_answered`)
         self.ran_before = state.step_count > 0 or state.t_s > 0
@@ -199,10 +202,13 @@ class Channel:
             run_stops = True
             raise
         finally:
-            if not run_stops:  # else the run disconnects every cell at once, then stores
+            # else the run disconnects every cell at once, then stores their ends; or did
+            # so already (`ended_by_run`: this is the process closed afterwards)
+            own_end = not run_stops and not self.ended_by_run
+            if own_end:
                 yield from disconnect_patiently(self)
             self._disconnect()
-            if not run_stops:  # else the run disconnects every cell before it stores any end
+            if own_end:
                 self._record_end()
                 self.watch.observe(self.env.now)  # one fewer channel running, a link lost
 

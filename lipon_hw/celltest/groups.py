@@ -11,10 +11,16 @@ from dataclasses import replace
 
 from lipon_hw.celltest import protocol as pr
 from lipon_hw.celltest.all_channels import run_channels
-from lipon_hw.celltest.channels import ChannelState
-from lipon_hw.engine.lifecycle import make_env, uninterruptible
+from lipon_hw.celltest.channels import ChannelState, stop_reason
+from lipon_hw.engine.lifecycle import (
+    OPERATOR_STOP,
+    Interrupted,
+    make_env,
+    not_safe_error,
+    uninterruptible,
+)
 from lipon_hw.engine.operator import OperatorWish
-from lipon_hw.errors import InputError, InstrumentError, RunTakenOver
+from lipon_hw.errors import InputError, InstrumentError, LiponError, RunTakenOver
 from lipon_hw.link_health import instrument_links
 from lipon_hw.station import Station
 from lipon_hw.store import Store
@@ -36,6 +42,7 @@ def run_group(store: Store, run_id: int, proto: pr.Protocol, station: Station,
     env = make_env(station, speed, t0)
     lab = station.connect(lambda: env.now, seed=seed)
     pstat = lab.instruments[proto.potentiostat]
+    during: BaseException | None = None  # what stops the channels, if anything does
     try:
         snapshots = {n: s.cell for n, s in states.items()}
         cells = mount_cells(lab, proto, store, seed, snapshots, run_id) if lab.cells else {}
@@ -43,6 +50,9 @@ def run_group(store: Store, run_id: int, proto: pr.Protocol, station: Station,
                      realtime=not station.in_process or speed is not None, on_cycle=on_cycle,
                      operator=operator or OperatorWish(store, run_id),
                      links=instrument_links(lab, proto.potentiostat))
+    except BaseException as exc:
+        during = exc
+        raise
     finally:
         with uninterruptible():
             failures = disconnect(lab, proto.potentiostat, [p.channel for p in proto.channels])
@@ -57,8 +67,20 @@ def run_group(store: Store, run_id: int, proto: pr.Protocol, station: Station,
                 raise
             finally:
                 lab.close()
-    if failures:  # the channels ended, but a cell is not known to be off: never "completed"
-        raise InstrumentError("the hardware was NOT all made safe: " + "; ".join(failures))
+        if failures:  # a cell not known to be off is said, whatever ended the channels
+            raise not_safe_after(failures, during) from during
+
+
+def not_safe_after(failures: list[str], during: BaseException | None) -> LiponError:
+    """The error of channels whose cells are not all known to be off: the sentence of what
+    stopped them (if anything did: never "completed"), then what is not safe; in the class
+    (and exit code) of that error: Interrupted after a Ctrl-C."""
+    unsafe = "the hardware was NOT all made safe: " + "; ".join(failures)
+    if during is None:
+        return InstrumentError(unsafe)
+    stopped = OPERATOR_STOP if isinstance(during, KeyboardInterrupt | Interrupted) else \
+        stop_reason(during)
+    return not_safe_error(f"{stopped}; {unsafe}", during)
 
 
 def not_safe(failures: list[str], taken: RunTakenOver) -> InstrumentError:

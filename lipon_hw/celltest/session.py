@@ -17,6 +17,7 @@ from lipon_hw.celltest.groups import run_group, split
 from lipon_hw.celltest.workers import run_workers
 from lipon_hw.engine import claims, lifecycle
 from lipon_hw.engine.lifecycle import (
+    OPERATOR_STOP,
     Interrupted,
     Outcome,
     Resumption,
@@ -164,8 +165,11 @@ def execute(running: Running) -> Outcome:
                 relay.poll(force=True)
         status = "completed"
     except KeyboardInterrupt:
-        status, message = "interrupted", "stopped by the operator (Ctrl-C / SIGTERM)"
+        status, message = "interrupted", OPERATOR_STOP
         raise Interrupted(message) from None
+    except Interrupted as exc:  # a Ctrl-C the channels said more of (a cell not safe)
+        status, message = "interrupted", str(exc)
+        raise
     except Exception as exc:
         message = stop_reason(exc)
         raise

@@ -18,7 +18,7 @@ from dataclasses import asdict
 
 from lipon_hw.celltest import relay
 from lipon_hw.celltest.channels import ChannelState
-from lipon_hw.celltest.groups import not_safe, run_group
+from lipon_hw.celltest.groups import not_safe, not_safe_after, run_group
 from lipon_hw.celltest.plan import load
 from lipon_hw.engine import claims
 from lipon_hw.errors import InstrumentError, LiponError, RunTakenOver
@@ -60,7 +60,7 @@ def run_workers(store: Store, run_id: int, groups: list[list[int]],
                 for channel, cycle in store.channel_cycles(run_id):
                     on_cycle(channel, max(cycle - 1, 0))
         relay.pass_on(store, inbox, publishing)
-    except BaseException:  # a SIGTERM that only reached us, or this process failing: no
+    except BaseException as exc:  # a Ctrl-C or SIGTERM, or this process failing: no
         for proc in procs:  # worker runs on unwatched; each disconnects its cells and says so
             if proc.is_alive():
                 os.kill(proc.pid, signal.SIGTERM)
@@ -68,6 +68,10 @@ def run_workers(store: Store, run_id: int, groups: list[list[int]],
             while proc.pid is not None and proc.is_alive():
                 proc.join(0.1)
                 relay.drain(inbox)  # a worker exits once its queued samples are taken
+        unsafe = _unsafe(store, run_id, before, unsafe_box)
+        if unsafe:  # whatever stopped the run, its one sentence says what is not safe
+            raise (not_safe(unsafe, exc) if isinstance(exc, RunTakenOver) else
+                   not_safe_after(unsafe, exc)) from exc
         raise
     failed = [p for p in procs if p.exitcode not in (0, None)]
     try:
@@ -75,20 +79,31 @@ def run_workers(store: Store, run_id: int, groups: list[list[int]],
             store.add_alarm(run_id, 0.0, "error", "engine",
                             f"the process of {proc.name} ended with exit code {proc.exitcode}")
     except RunTakenOver as exc:  # the workers' alarms were refused too: said here
-        unsafe = []
-        while not unsafe_box.empty():  # the workers have ended: all they sent is there
-            unsafe += unsafe_box.get()
+        unsafe = _unsafe(store, run_id, before, unsafe_box)
         if unsafe:
             raise not_safe(unsafe, exc) from None
         raise
     if failed:  # what a worker could not make safe is the run's end, in its own words
-        unsafe = [a.message for a in store.alarms(run_id)
-                  if a not in before and a.reaction == "safe state" and a.severity == "error"]
+        unsafe = _unsafe(store, run_id, before, unsafe_box)
         ended = ", ".join(p.name for p in failed)
         raise InstrumentError(("the hardware was NOT all made safe: " + "; ".join(unsafe))
                               if unsafe else f"the process of {ended} ended abnormally")
     _take_figures(figures_box, figures)
     return figures
+
+
+def _unsafe(store: Store, run_id: int, before: set, unsafe_box) -> list[str]:
+    """What the workers, all ended, could not make safe: their safe state's error alarms
+    (`before`: the run's alarms as they started) and the sentences they sent instead of
+    alarms a take-over refused (`unsafe_box`)."""
+    unsafe: list[str] = []
+    with contextlib.suppress(LiponError):  # a store that fails has the run's error said
+        unsafe = [a.message for a in store.alarms(run_id)
+                  if a not in before and a.reaction == "safe state" and a.severity == "error"]
+    with contextlib.suppress(EOFError, OSError):
+        while not unsafe_box.empty():
+            unsafe += [u for u in unsafe_box.get() if u not in unsafe]
+    return unsafe
 
 
 def _take_figures(box, figures: dict[int, dict]) -> None:

@@ -49,7 +49,7 @@ from lipon_hw.engine import claims, plot_helper
 from lipon_hw.engine.guard import needs_guard, start_guard
 from lipon_hw.engine.ownership import Ownership
 from lipon_hw.engine.trouble import RunTrouble
-from lipon_hw.errors import InputError, LiponError
+from lipon_hw.errors import InputError, InstrumentError, LiponError
 from lipon_hw.station import Station, load_station
 from lipon_hw.store import Store
 
@@ -153,6 +153,22 @@ class Interrupted(LiponError):
     """Ctrl-C or SIGTERM."""
 
     exit_code = 130
+
+
+#: what a run stopped by a Ctrl-C or SIGTERM says
+OPERATOR_STOP = "stopped by the operator (Ctrl-C / SIGTERM)"
+
+
+def not_safe_error(sentence: str, during: BaseException | None) -> LiponError:
+    """The error of a run whose safe state left something unsafe, `sentence` saying so,
+    whatever else stopped the run (`during`): in that error's class where it matters
+    (Interrupted after a Ctrl-C) and with its exit code, else an InstrumentError."""
+    if isinstance(during, KeyboardInterrupt | Interrupted):
+        return Interrupted(sentence)
+    error = InstrumentError(sentence)
+    if isinstance(during, LiponError):
+        error.exit_code = during.exit_code
+    return error
 
 
 @contextlib.contextmanager

@@ -133,19 +133,8 @@ def execute(running: Running) -> Outcome:
             finally:
                 lab.close()
         if failures:  # whatever stopped the run, its one sentence says what is not safe
-            raise _not_safe(message, during) from during
+            raise lifecycle.not_safe_error(message, during) from during
     return Outcome(status, message, summary, env.now)
-
-
-def _not_safe(message: str, during: BaseException | None) -> LiponError:
-    """The run's error when its safe state left something unsafe: `message` says what, in
-    the class (and exit code) of the error it stopped on, if any."""
-    if isinstance(during, Interrupted):
-        return Interrupted(message)
-    error = InstrumentError(message)
-    if isinstance(during, LiponError):
-        error.exit_code = during.exit_code
-    return error
 
 
 class Prober:
