@@ -11,10 +11,14 @@ cycles can be compared.
 Per core: the machine may be shared, so the comparison is made in CPU time, not wall
 time. The full path's CPU time is the campaign process's (the engine: its watch loop,
 the summary, the plots) plus its worker processes' (RUSAGE_CHILDREN, each worker's own
-process time summed); divided by the samples stored, it is what one core spends per
-sample, to set against the cell model alone's CPU time per sample in one process
-(`per_core_ratio`). The wall-time ratio of the old report (two workers against one
-process) is kept as `wall_ratio`, and `wall_ratio_per_core` is it times the workers.
+process time summed; the plots are drawn by the engine, not by the helper `lipon-hw run`
+starts, whose memory would be taken for a worker's); divided by the samples stored, it
+is what one core spends per sample, to set against the cell model alone's CPU time per
+sample in one process (`per_core_ratio`), and against the cell model run on every core
+at once, its channels shared as the workers share them (`per_core_ratio_every_core_busy`:
+cores that share caches and memory bandwidth are each slower when all are busy). The
+wall-time ratio of the old report (two workers against one process) is kept as
+`wall_ratio`, and `wall_ratio_per_core` is it times the workers.
 
     python bench/cycling.py [--cycles 600] [--channels 16] [--workers N] [--repeat N]
 
@@ -118,8 +122,10 @@ def _channels(data: Path, run_id: int) -> list[dict]:
     return [{"channel": c, "t_s": t} for c, t in rows]
 
 
-def cell_alone(cycles: int, channels: int, seed: int = 1) -> dict:
-    """The protocol's constant-current steps on the cells themselves."""
+def cell_alone(cycles: int, channels: int, seed: int = 1,
+               which: list[int] | None = None) -> dict:
+    """The protocol's constant-current steps on the cells themselves (channels 1 …
+    `channels`, or those in `which`)."""
     spec = yaml.safe_load(PROTOCOL.read_text(encoding="utf-8"))
     record = spec["record"]
     dt, dV = record["every_s"], record["every_mV"] * 1e-3
@@ -127,7 +133,7 @@ def cell_alone(cycles: int, channels: int, seed: int = 1) -> dict:
     fast = [(3.0e-6, 2 * 3600)] * max(1, cycles - 2)
     wall, cpu = time.perf_counter(), time.process_time()
     samples, channel_s = 0, 0.0
-    for ch in range(1, channels + 1):
+    for ch in which or range(1, channels + 1):
         cell = cell_from_films("lnmo", default_layers("lnmo"), 0.049,
                                rng=np.random.default_rng([seed, ch]))
         t = 0.0
@@ -143,6 +149,20 @@ def cell_alone(cycles: int, channels: int, seed: int = 1) -> dict:
             "channel_h_per_wall_s": channel_s / 3600 / wall, "samples": samples,
             "samples_per_s": samples / wall, "cpu_us_per_sample": cpu / samples * 1e6,
             "peak_MB": kb}
+
+
+def cell_alone_on_every_core(cycles: int, channels: int, workers: int) -> dict:
+    """The cell model alone, its channels shared as the full path shares them among
+    `workers` processes running at once: what a core spends per sample of the model when
+    every core is busy (cores share caches and memory bandwidth)."""
+    import multiprocessing
+
+    groups = [list(range(1, channels + 1))[k::workers] for k in range(workers)]
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        parts = pool.starmap(cell_alone, [(cycles, channels, 1, g) for g in groups])
+    samples, cpu = sum(p["samples"] for p in parts), sum(p["cpu_s"] for p in parts)
+    return {"workers": workers, "samples": samples, "cpu_s": cpu,
+            "wall_s": max(p["wall_s"] for p in parts), "cpu_us_per_sample": cpu / samples * 1e6}
 
 
 def main() -> int:
@@ -165,6 +185,9 @@ def main() -> int:
     print(f"cell model alone: {alone['samples']} samples, {alone['channel_h']:.0f} channel-h in "
           f"{alone['wall_s']:.1f} s wall, {alone['cpu_s']:.1f} s CPU "
           f"({alone['cpu_us_per_sample']:.2f} µs CPU per sample), peak {alone['peak_MB']:.0f} MB")
+    every_core = cell_alone_on_every_core(args.cycles, args.channels, workers)
+    print(f"cell model alone on {workers} cores at once: {every_core['cpu_s']:.1f} s CPU "
+          f"({every_core['cpu_us_per_sample']:.2f} µs CPU per sample)")
     with tempfile.TemporaryDirectory() as tmp:
         short = full_path(args.short, args.channels, args.workers, Path(tmp))
         print(f"full path, {args.short} cycles: {short['wall_s']:.1f} s wall, "
@@ -190,8 +213,10 @@ def main() -> int:
     print(f"peak memory: engine {full['engine_MB']:.0f} MB, each worker ≤ "
           f"{full['workers_MB']:.0f} MB (after {args.short} cycles: {short['workers_MB']:.0f} MB)")
     per_core = full_us / alone_us
+    busy_us = every_core["cpu_us_per_sample"]
     print(f"per core: the full path {full_us:.2f} µs CPU per sample (its workers "
-          f"{workers_us:.2f}), the cell model alone {alone_us:.2f}: {per_core:.2f}×")
+          f"{workers_us:.2f}), the cell model alone {alone_us:.2f}: {per_core:.2f}×; "
+          f"with every core busy for both, {full_us / busy_us:.2f}×")
     wall_ratio = alone["samples_per_s"] / full["samples_per_s"]
     print(f"wall: full path ({workers} workers) / cell alone (one process): {wall_ratio:.2f}× "
           f"the time per sample, {wall_ratio * workers:.2f}× per core")
@@ -202,6 +227,8 @@ def main() -> int:
                       "workers_cpu_us_per_sample": round(workers_us, 3),
                       "alone_cpu_us_per_sample": round(alone_us, 3),
                       "per_core_ratio": round(per_core, 2),
+                      "alone_every_core_cpu_us_per_sample": round(busy_us, 3),
+                      "per_core_ratio_every_core_busy": round(full_us / busy_us, 2),
                       "wall_ratio": round(wall_ratio, 2),
                       "wall_ratio_per_core": round(wall_ratio * workers, 2),
                       "peak_worker_MB": {str(args.short): round(short["workers_MB"], 1),
