@@ -4,6 +4,7 @@ it as hardware (`socket://` addresses, a real-time clock)."""
 from __future__ import annotations
 
 import contextlib
+import random
 import signal
 import socket
 import subprocess
@@ -20,11 +21,10 @@ from lipon_hw.station import default_station_text, expand_address, load_station
 def serve_on_consecutive_ports(speed: float) -> tuple[LabServer, int]:
     """The default station's lab at `speed` × real time, its endpoints on ports base,
     base + 1, … (its potentiostat's channels 1-2 first, so `{base-(base + 1)}` reaches
-    them), and that base."""
+    them), and that base: below the kernel's range of ports for outgoing connections,
+    where one of them cannot take a port a test stops serving and serves again."""
     for _ in range(20):  # a base with room for every endpoint
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
+        base = _listening_base()
         if base + 200 > 65535:
             continue
         try:
@@ -34,6 +34,20 @@ def serve_on_consecutive_ports(speed: float) -> tuple[LabServer, int]:
         assert [lab.ports["mes4/1"], lab.ports["mes4/2"]] == [base, base + 1]
         return lab, base
     raise AssertionError("no free run of consecutive ports for the served lab")
+
+
+def _listening_base() -> int:
+    """A port to serve from: at random below the ephemeral range (Linux), else one the
+    kernel hands out."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 0
+    if low > 10_000 + 400:
+        return random.randrange(10_000, low - 200)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def socket_station(lab: LabServer, base: int, path: Path) -> Path:

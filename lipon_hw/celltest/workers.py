@@ -68,10 +68,10 @@ def run_workers(store: Store, run_id: int, groups: list[list[int]],
             while proc.pid is not None and proc.is_alive():
                 proc.join(0.1)
                 relay.drain(inbox)  # a worker exits once its queued samples are taken
-        unsafe = _unsafe(store, run_id, before, unsafe_box)
+        taken = isinstance(exc, RunTakenOver)
+        unsafe = _unsafe(store, run_id, before, unsafe_box, taken)
         if unsafe:  # whatever stopped the run, its one sentence says what is not safe
-            raise (not_safe(unsafe, exc) if isinstance(exc, RunTakenOver) else
-                   not_safe_after(unsafe, exc)) from exc
+            raise (not_safe(unsafe, exc) if taken else not_safe_after(unsafe, exc)) from exc
         raise
     failed = [p for p in procs if p.exitcode not in (0, None)]
     try:
@@ -79,12 +79,12 @@ def run_workers(store: Store, run_id: int, groups: list[list[int]],
             store.add_alarm(run_id, 0.0, "error", "engine",
                             f"the process of {proc.name} ended with exit code {proc.exitcode}")
     except RunTakenOver as exc:  # the workers' alarms were refused too: said here
-        unsafe = _unsafe(store, run_id, before, unsafe_box)
+        unsafe = _unsafe(store, run_id, before, unsafe_box, taken=True)
         if unsafe:
             raise not_safe(unsafe, exc) from None
         raise
     if failed:  # what a worker could not make safe is the run's end, in its own words
-        unsafe = _unsafe(store, run_id, before, unsafe_box)
+        unsafe = _unsafe(store, run_id, before, unsafe_box, taken=False)
         ended = ", ".join(p.name for p in failed)
         raise InstrumentError(("the hardware was NOT all made safe: " + "; ".join(unsafe))
                               if unsafe else f"the process of {ended} ended abnormally")
@@ -92,14 +92,16 @@ def run_workers(store: Store, run_id: int, groups: list[list[int]],
     return figures
 
 
-def _unsafe(store: Store, run_id: int, before: set, unsafe_box) -> list[str]:
-    """What the workers, all ended, could not make safe: their safe state's error alarms
-    (`before`: the run's alarms as they started) and the sentences they sent instead of
-    alarms a take-over refused (`unsafe_box`)."""
+def _unsafe(store: Store, run_id: int, before: set, unsafe_box, taken: bool) -> list[str]:
+    """What the workers, all ended, could not make safe: the sentences they sent instead
+    of the alarms a take-over refused (`unsafe_box`), and unless the run was `taken` over
+    (its alarms since are its new driver's), their safe state's error alarms (`before`:
+    the run's alarms as they started)."""
     unsafe: list[str] = []
     with contextlib.suppress(LiponError):  # a store that fails has the run's error said
-        unsafe = [a.message for a in store.alarms(run_id)
-                  if a not in before and a.reaction == "safe state" and a.severity == "error"]
+        if not taken:
+            unsafe = [a.message for a in store.alarms(run_id) if a not in before and
+                      a.reaction == "safe state" and a.severity == "error"]
     with contextlib.suppress(EOFError, OSError):
         while not unsafe_box.empty():
             unsafe += [u for u in unsafe_box.get() if u not in unsafe]

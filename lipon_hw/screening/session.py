@@ -105,7 +105,7 @@ def execute(running: Running) -> Outcome:
         env.run(process)
         status, message = process.value
     except KeyboardInterrupt:
-        status, message = "interrupted", "stopped by the operator (Ctrl-C / SIGTERM)"
+        status, message = "interrupted", lifecycle.OPERATOR_STOP
         during = Interrupted(message)
         raise during from None
     except LiponError as exc:
