@@ -295,6 +295,10 @@ def test_a_run_that_cannot_start_ends_failed_with_its_reason(tmp_path):
               cwd=tmp_path)
     assert out.returncode == 1 and "Connection refused" in out.stderr
     assert Store(data).run(1).status == "failed"
+    # a port that never answered is not waited for (it was, 31 s of the run clock)
+    assert "; it has not answered since the run started, so the run does not wait for it" \
+        in out.stderr
+    assert [a for a in Store(data).alarms(1) if a.reaction == "hold"] == []
 
     def progress_bar_gone(_run_id, _recipe):  # e.g. the terminal closed under the bar
         raise BrokenPipeError(32, "Broken pipe")

@@ -22,18 +22,21 @@ re-enumerating, a garbled burst, an instrument busy for a moment), or longer whe
 interlock rule names that instrument's link_health (the longest `for` of those rules plus
 two sample periods, so the rule can trip), and for as long as the run is held by a rule or
 the operator; then the run fails, to the safe state, in the words of the outage's first
-failure. The hardware keeps itself safe meanwhile where it can: the RF generator's own
-host watchdog cuts RF after `host_watchdog_s` without the host (`heartbeat`), and the run
-then aborts on its trip; a deposit whose monitor was lost may overshoot by what grows
-during the outage, which its restore reads back from the QCM (at most the rate times the
-grace: 6 nm at 1 Å/s).
+failure. A step is not kept waiting for a port that has never answered since the run
+started (a wrong address, an instrument switched off, a cable not plugged in): the run
+fails at once, as a safe state does not try such a port again (`safe_retry`); a resumed
+run's ports answered in its earlier process, and are waited for. The hardware keeps
+itself safe meanwhile where it can: the RF generator's own host watchdog cuts RF after
+`host_watchdog_s` without the host (`heartbeat`), and the run then aborts on its trip; a
+deposit whose monitor was lost may overshoot by what grows during the outage, which its
+restore reads back from the QCM (at most the rate times the grace: 6 nm at 1 Å/s).
 """
 
 from __future__ import annotations
 
 from lipon_hw.errors import LinkLost
 from lipon_hw.link_health import CODES, QUANTITY, change_alarm, errors, instrument_links, worst
-from lipon_hw.links import Link
+from lipon_hw.links import Health, Link
 
 #: how long (run clock) a lost link is ridden out when no interlock rule asks for longer
 LINK_GRACE_S = 60.0
@@ -132,13 +135,15 @@ class LinkWatch:
         """How long a lost link of `instrument` is ridden out (run clock)."""
         return max(self.grace_s.get(instrument, 0.0), LINK_GRACE_S)
 
-    def ride_out(self, ctx, run_step, restore):
+    def ride_out(self, ctx, run_step, restore, answered_before: bool = False):
         """`run_step()` (a step's generator), ridden through lost links: a LinkLost it
         raises is waited out on the run clock (1, 2, 4 … RIDE_OUT_MAX_S between tries) for
         up to the longest grace of the tool's instruments, then `restore()` (the process
         as commanded) and the step again from its state. An outage ridden out is an alarm
         as it starts (`hold`) and as it ends (`resume`); one that lasts fails the run in the
-        words of its first failure. A generator: `yield from` it."""
+        words of its first failure. Not ridden out: links lost that have never answered,
+        unless they did in an earlier process of the run (`answered_before`: a resume).
+        A generator: `yield from` it."""
         env, first, since, wait = ctx.env, None, 0.0, 1.0
         while True:
             try:
@@ -146,6 +151,10 @@ class LinkWatch:
                     yield from restore()
                 yield from run_step()
             except LinkLost as exc:
+                if first is None and not answered_before and \
+                        self._lost_never_answered(ctx.roles.values()):
+                    raise LinkLost(f"{exc}; it has not answered since the run started, so "
+                                   "the run does not wait for it") from None
                 if first is None:
                     first, since = exc, env.now
                     grace = max(self.grace(inst) for inst in ctx.roles.values())
@@ -162,6 +171,12 @@ class LinkWatch:
                           f"{env.now - since:.0f} s: process restored, the step went on",
                           reaction="resume")
             return
+
+    def _lost_never_answered(self, instruments) -> bool:
+        """Some of these instruments' links are lost, and none of those ever answered."""
+        lost = [link for inst in set(instruments) for link in instrument_links(self.lab, inst)
+                if link.health is Health.LOST]
+        return bool(lost) and not any(link.answered for link in lost)
 
     def _error(self, instrument: str) -> str:
         return errors(instrument_links(self.lab, instrument))

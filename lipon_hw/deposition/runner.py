@@ -223,7 +223,7 @@ class Engine:
                 yield from self.links.ride_out(
                     ctx, lambda step=step: STEPS[step.kind].run(ctx, step.params,
                                                                 ctx.step_state),
-                    lambda: restore_process(ctx))
+                    lambda: restore_process(ctx), answered_before=resumed)
                 self.store.end_step(self.run_id, idx, "done", self.env.now)
                 ctx.step_idx, ctx.step_state = idx + 1, {}
                 self.checkpoint()
