@@ -22,7 +22,7 @@ import os
 import socket
 
 from lipon_hw.errors import ClaimLost, StoreError
-from lipon_hw.store_pg import _psycopg, lock_key, store_error
+from lipon_hw.store_pg import lock_key, psycopg_module, store_error
 
 #: PostgreSQL keeps 63 bytes of an application_name
 _NAME_BYTES = 63
@@ -46,7 +46,7 @@ def _schema(con, where: str) -> str:
 def _connect(url: str, name: str):
     """An autocommit connection to the store's server, named `name` there."""
     try:
-        return _psycopg().connect(url, autocommit=True, connect_timeout=10,
+        return psycopg_module().connect(url, autocommit=True, connect_timeout=10,
                                   application_name=name)
     except Exception as exc:  # noqa: BLE001 - every failure becomes one sentence
         raise store_error(exc, url) from exc

@@ -49,7 +49,8 @@ _cursor_names = itertools.count(1)
 _SAFE_AGAIN = ("BEGIN", "SET ", "SELECT ")
 
 
-def _psycopg():
+def psycopg_module():
+    """psycopg, or the sentence naming the extra that brings it (`MissingExtra`)."""
     with needs("postgres", "a postgresql:// store"):
         import psycopg
     return psycopg
@@ -76,7 +77,7 @@ def store_error(exc: BaseException, where: str) -> StoreError:
     """One sentence for a psycopg or OS error met on the store at `where`."""
     if isinstance(exc, StoreError):
         return exc
-    psycopg = _psycopg()
+    psycopg = psycopg_module()
     state = getattr(exc, "sqlstate", None) or ""
     what = " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
     if state in ("55P03", "40P01", "40001", "57014", "55006", "53300"):
@@ -126,7 +127,7 @@ class PgConnection:
         self._con = self._connect()
 
     def _connect(self):
-        psycopg = _psycopg()
+        psycopg = psycopg_module()
         try:
             con = psycopg.connect(self._url, autocommit=True, application_name="lipon-hw",
                                   connect_timeout=10)

@@ -21,7 +21,7 @@ from stores import committed
 
 from lipon_hw.celltest.groups import split
 from lipon_hw.celltest.session import start_cycling
-from lipon_hw.cluster.campaign import _span
+from lipon_hw.cluster.campaign import channel_span
 from lipon_hw.cluster.connect import open_cluster
 from lipon_hw.cluster.shards import ShardOrder, run_shard
 from lipon_hw.errors import InstrumentError
@@ -193,7 +193,7 @@ def test_a_shard_run_again_while_its_first_attempt_lives_keeps_every_sample_once
         second.join(timeout=5)
     assert again.get("report"), "no second attempt ran"
     assert again["report"]["channels"] == again["channels"]
-    shard = _span(again["channels"])
+    shard = channel_span(again["channels"])
     assert re.fullmatch(rf"the shard of channels {shard} ended with ShardTakenOver: shard "
                         rf"\d \w+ of run 1 was taken up again by another attempt in the "
                         rf"store .+ \(attempt 2, this one 1\), so this attempt stores "

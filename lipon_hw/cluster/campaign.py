@@ -104,7 +104,7 @@ def _results(store: Store, run_id: int, groups: list[list[int]], futures: list,
         exc = future.exception()
         why = f"{type(exc).__name__}: {exc}" if not str(exc).startswith(type(exc).__name__) \
             else str(exc)
-        failed.append(f"the shard of channels {_span(group)} ended with {why}")
+        failed.append(f"the shard of channels {channel_span(group)} ended with {why}")
     for message in failed:
         store.add_alarm(run_id, 0.0, "error", "engine", message)
     if failed:
@@ -115,7 +115,7 @@ def _results(store: Store, run_id: int, groups: list[list[int]], futures: list,
     return done
 
 
-def _span(group: list[int], shown: int = 8) -> str:
+def channel_span(group: list[int], shown: int = 8) -> str:
     """Channels as a person reads them: 1-4, 9 (the first few runs of them)."""
     runs, start = [], None
     ordered = sorted(group)
