@@ -10,6 +10,11 @@ from collections.abc import Iterable
 from lipon_hw.links import Health, Link
 
 QUANTITY = "link_health"
+#: how long (run clock) a run rides out a lost link by default (a USB adapter
+#: re-enumerating, a garbled burst, an instrument busy for a moment)
+LINK_GRACE_S = 60.0
+#: the longest wait between two tries of a lost link while it is ridden out
+RIDE_OUT_MAX_S = 30.0
 CODES = {Health.OK: 0, Health.RETRYING: 1, Health.LOST: 2}
 WORDS = {0: "restored", 1: "retrying", 2: "lost"}
 

@@ -198,24 +198,74 @@ def test_an_operator_abort_stops_between_touchdowns_with_the_probes_up_and_resum
     assert len(Store(data, read_only=True).screen_cells(result.run_id)) == 128
 
 
-def test_a_dead_channel_fails_the_sheet_with_every_cell_off_and_the_needles_up(tmp_path):
-    """A potentiostat port that drops mid-sheet: the run fails in the link's words, what
-    was measured is kept, and the safe state keeps trying that channel as the clock moves
-    on until its port answers again, the needles lifted meanwhile; the alarms say so."""
+def _small_sheet_with_a_dropped_channel(tmp_path, at_s: float, for_s: float | None):
+    """An 8 × 16 sheet's recipe, and a station whose probe channel 5 port drops at `at_s`
+    for `for_s` (None: for good)."""
     station = tmp_path / "station.yaml"
     text = (ROOT / "lipon_hw" / "data" / "sim_lab.yaml").read_text(encoding="utf-8")
+    lasting = "" if for_s is None else f", for_s: {for_s:g}"
     station.write_text(text.replace("sim:\n  seed: 1\n", "sim:\n  seed: 1\n  faults:\n"
                                     "    - {fault: link_drop, instrument: probe_pstat, "
-                                    "channel: 5, at_s: 5, for_s: 20}\n"), encoding="utf-8")
+                                    f"channel: 5, at_s: {at_s:g}{lasting}}}\n"),
+                       encoding="utf-8")
     recipe = tmp_path / "small.yaml"
     recipe.write_text(RECIPE.read_text(encoding="utf-8").replace("rows: 20", "rows: 8")
                       .replace("cols: 30", "cols: 16"), encoding="utf-8")
+    return recipe, station
+
+
+def test_a_channel_lost_for_a_moment_is_ridden_out_and_its_cell_measured_again(tmp_path):
+    """Channel 5's port drops for 20 s mid-sheet: its site waits for the link (alarm
+    `hold`), the other sites measure on, then it stops what its channel still ran and
+    measures its cell again (alarm `resume`); the sheet completes with every cell once,
+    as the same sheet without the drop (it failed the whole sheet)."""
+    recipe, station = _small_sheet_with_a_dropped_channel(tmp_path, at_s=5, for_s=20)
+    data = tmp_path / "d"
+    result = lifecycle.start(KIND, str(recipe), RunOptions(str(data), str(station), seed=1))
+    assert result.status == "completed", result.message
+    store = Store(data, read_only=True)
+    cells = store.screen_cells(result.run_id)
+    assert len(cells) == 128 and len({(c.row, c.col) for c in cells}) == 128
+    held = [a for a in store.alarms(result.run_id) if a.reaction == "hold"]
+    again = [a for a in store.alarms(result.run_id) if a.reaction == "resume"]
+    assert [a.source for a in held] == [a.source for a in again] == ["probe_pstat channel 5"]
+    assert "sim://probe/5" in held[0].message and "waits for the link" in held[0].message
+    assert 20 <= again[0].t_s - held[0].t_s <= 20 + 30 + 1  # the next try after it is back
+    clean = lifecycle.start(KIND, str(recipe), RunOptions(str(tmp_path / "clean"), seed=1))
+    assert [c.contact for c in cells] == [c.contact for c in Store(
+        tmp_path / "clean", read_only=True).screen_cells(clean.run_id)]
+
+
+def test_a_channel_that_never_answers_fails_the_sheet_at_once(tmp_path):
+    """Channel 5's port is dead from the start (a wrong address, a cable not plugged in):
+    the sheet is not kept waiting for it; it fails in the port's words, at once, and says
+    that the channel it could never reach is not known to be off."""
+    recipe, station = _small_sheet_with_a_dropped_channel(tmp_path, at_s=0, for_s=None)
+    data = tmp_path / "d"
+    with pytest.raises(InstrumentError) as failed:
+        lifecycle.start(KIND, str(recipe), RunOptions(str(data), str(station), seed=1))
+    said = str(failed.value)
+    assert said.startswith("sim://probe/5 could not be opened: "), said
+    assert "; it has not answered since the run started, so the run does not wait for it; " \
+           "the hardware was NOT all made safe: probe_pstat channel 5: " in said, said
+    assert failed.value.exit_code == LinkLost.exit_code
+    store = Store(data, read_only=True)
+    assert [a for a in store.alarms(1) if a.reaction == "hold"] == []
+
+
+def test_a_dead_channel_fails_the_sheet_with_every_cell_off_and_the_needles_up(tmp_path):
+    """A potentiostat port that drops mid-sheet for longer than the ride-out: the run
+    fails in the link's words, what was measured is kept, and the safe state keeps trying
+    that channel as the clock moves on until its port answers again, the needles lifted
+    meanwhile; the alarms say so."""
+    recipe, station = _small_sheet_with_a_dropped_channel(tmp_path, at_s=5, for_s=300)
     data = tmp_path / "d"
     with pytest.raises(Exception) as failed:
         lifecycle.start(KIND, str(recipe), RunOptions(str(data), str(station), seed=1))
     store = Store(data, read_only=True)
     (run,) = store.runs()
     assert run.status == "failed" and "probe/5" in run.message, run.message
+    assert "still lost after" in run.message, run.message
     assert "NOT all made safe" not in run.message and "probe/5" in str(failed.value)
     assert 0 < len(store.screen_cells(run.id)) < 128  # the touchdowns before it, kept
     safe = [a.message for a in store.alarms(run.id) if a.reaction == "safe state"]
@@ -230,9 +280,9 @@ def _channel_5_lost_after_touchdown_1(tmp_path, monkeypatch, take_over: bool):
     labs: list = []
     real_init = Prober.__init__
 
-    def keeping_the_lab(prober, env, lab, *args):  # the lab, to unplug a port from
+    def keeping_the_lab(prober, env, lab, *args, **kwargs):  # the lab, to unplug a port
         labs.append(lab)
-        real_init(prober, env, lab, *args)
+        real_init(prober, env, lab, *args, **kwargs)
 
     monkeypatch.setattr(Prober, "__init__", keeping_the_lab)
     data = tmp_path / "d"
@@ -278,15 +328,16 @@ def test_a_sheet_taken_over_as_a_channel_drops_still_says_what_is_not_safe(tmp_p
                                                                             monkeypatch):
     """Another engine takes the run over (the test's own connection moves its driver epoch
     on) at the moment channel 5's port drops for good, after touchdown 1: nothing of the
-    run can be stored any more, the safe state's alarms included, so the one sentence is
-    all the operator learns, and it must say that channel 5 was not made safe (it said
-    only that the run was taken over: the refused summary replaced it)."""
+    run can be stored any more (the site's ride-out alarm is refused first), the safe
+    state's alarms included, so the one sentence is all the operator learns, and it must
+    say that channel 5 was not made safe (it said only that the run was taken over: the
+    refused summary replaced it)."""
     error, data = _channel_5_lost_after_touchdown_1(tmp_path, monkeypatch, take_over=True)
-    said = str(error)  # the port's loss, what it left unsafe, the take-over
-    assert said.startswith("sim://probe/5 is lost after 3 attempts"), said
-    assert "; the hardware was NOT all made safe: probe_pstat channel 5: " in said, said
-    assert said.endswith("; and run 1 was taken over by another engine in the store "
-                         f"{data / 'lipon.db'} (its driver epoch is 2, this engine's 1), so "
-                         "this engine stores nothing more of it"), said
+    said = str(error)  # the take-over (met as the site's ride-out alarm is refused), and
+    # what is not safe
+    assert said.startswith("run 1 was taken over by another engine in the store "
+                           f"{data / 'lipon.db'} (its driver epoch is 2, this engine's 1), "
+                           "so this engine stores nothing more of it; the hardware was NOT "
+                           "all made safe: probe_pstat channel 5: sim://probe/5 "), said
     assert committed(data / "lipon.db", "SELECT status, message, driver_epoch FROM runs") == [
         ("running", "resumed elsewhere", 2)]  # the new driver's, not overwritten

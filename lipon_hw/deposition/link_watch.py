@@ -35,13 +35,17 @@ restore reads back from the QCM (at most the rate times the grace: 6 nm at 1 Å/
 from __future__ import annotations
 
 from lipon_hw.errors import LinkLost
-from lipon_hw.link_health import CODES, QUANTITY, change_alarm, errors, instrument_links, worst
+from lipon_hw.link_health import (  # (the grace: when no interlock rule asks for longer)
+    CODES,
+    LINK_GRACE_S,
+    QUANTITY,
+    RIDE_OUT_MAX_S,
+    change_alarm,
+    errors,
+    instrument_links,
+    worst,
+)
 from lipon_hw.links import Health, Link
-
-#: how long (run clock) a lost link is ridden out when no interlock rule asks for longer
-LINK_GRACE_S = 60.0
-#: the longest wait between a step's tries of a lost link
-RIDE_OUT_MAX_S = 30.0
 
 
 def link_quantities(tool_roles: dict[str, dict[str, str]]) -> dict[str, str]:

@@ -22,8 +22,9 @@ from lipon_hw.engine.claims import sample as sample_claim
 from lipon_hw.engine.lifecycle import Interrupted, Outcome, Resumption, Running, uninterruptible
 from lipon_hw.engine.operator import OperatorWish
 from lipon_hw.engine.ownership import Resource
-from lipon_hw.errors import InputError, InstrumentError, LiponError, RunTakenOver
+from lipon_hw.errors import InputError, InstrumentError, LinkLost, LiponError, RunTakenOver
 from lipon_hw.kinds import RunOptions
+from lipon_hw.link_health import LINK_GRACE_S, RIDE_OUT_MAX_S, instrument_links
 from lipon_hw.safe_retry import SAFE_PATIENCE_S, clock_moves_on
 from lipon_hw.screening.layout import Touchdown, touchdowns
 from lipon_hw.screening.measure import SiteResult, measure_site, physical_limit_s
@@ -94,7 +95,7 @@ def execute(running: Running) -> Outcome:
     point = running.resumed
     env = running.env(point.t_s if point else 0.0)
     lab = running.lab(env)
-    prober = Prober(env, lab, store, run_id, plan, running.watch)
+    prober = Prober(env, lab, store, run_id, plan, running.watch, resumed=point is not None)
     status, message = "failed", ""
     during: BaseException | None = None  # the error the run stops on, if any
     try:
@@ -140,9 +141,11 @@ def execute(running: Running) -> Outcome:
 class Prober:
     """The stepping of one screening: touchdown after touchdown, sites in parallel."""
 
-    def __init__(self, env, lab, store: Store, run_id: int, plan: ScreeningPlan, watch):
+    def __init__(self, env, lab, store: Store, run_id: int, plan: ScreeningPlan, watch,
+                 resumed: bool = False):
         self.env, self.lab, self.store, self.run_id, self.plan = env, lab, store, run_id, plan
         self.watch = watch
+        self.resumed = resumed  # a resumed run: its links answered in an earlier process
         self.stage = lab.instruments[plan.stage]
         self.pstat = lab.instruments[plan.potentiostat]
         self.busy_s: list[float] = []  # each measured cell's time on its site
@@ -183,8 +186,7 @@ class Prober:
             if plan.settle_s:
                 yield env.timeout(plan.settle_s)
             sites = [t for t in todo if t.site not in results or not results[t.site].contact]
-            procs = {t.site: env.process(measure_site(env, self.pstat, t.channel, plan))
-                     for t in sites}
+            procs = {t.site: env.process(self._site(t.channel)) for t in sites}
             yield env.all_of(list(procs.values()))
             for t in sites:
                 results[t.site] = procs[t.site].value
@@ -205,6 +207,52 @@ class Prober:
                                     r.metrics, b.soft_bin, b.name, b.hard_bin, b.hard_name,
                                     b.passed, binned.rule if r.contact else r.why or binned.rule))
         return cells
+
+    def _site(self, channel: int):
+        """`measure_site`, ridden through a lost link of its channel: the site waits for it
+        on the run clock (1, 2, 4 … RIDE_OUT_MAX_S between tries, the needles down, the
+        other sites measuring), then stops whatever its channel still runs and measures
+        its cell again from the start; an outage ridden out is an alarm as it starts
+        (`hold`) and as it ends (`resume`). Lost longer than LINK_GRACE_S, or a port that
+        has not answered since the run started: the sheet fails, in the outage's words."""
+        env, first, since, wait = self.env, None, 0.0, 1.0
+        while True:
+            try:
+                if first is not None:  # what the channel ran when its link went: stopped
+                    self.pstat.stop(channel)
+                    self.pstat.cell_off(channel)
+                result = yield from measure_site(env, self.pstat, channel, self.plan)
+            except LinkLost as exc:
+                if first is None and not self.resumed and self._never_answered(channel):
+                    raise LinkLost(f"{exc}; it has not answered since the run started, so "
+                                   "the run does not wait for it") from None
+                if first is None:
+                    first, since = exc, env.now
+                    self._site_alarm(channel, "warning", f"{exc}: the site waits for the "
+                                     f"link (up to {LINK_GRACE_S:.0f} s), then measures its "
+                                     "cell again", "hold")
+                elif env.now - since + wait > LINK_GRACE_S:
+                    raise LinkLost(f"{first}; still lost after {env.now - since:.0f} s of "
+                                   f"trying again ({exc})") from None
+                yield env.timeout(wait)
+                wait = min(2 * wait, RIDE_OUT_MAX_S)
+                continue
+            if first is not None:
+                self._site_alarm(channel, "info", f"the link answered again after "
+                                 f"{env.now - since:.0f} s: the cell was measured again",
+                                 "resume")
+            return result
+
+    def _never_answered(self, channel: int) -> bool:
+        links = instrument_links(self.lab, self.plan.potentiostat)
+        link = links[0] if len(links) == 1 else \
+            links[channel - 1] if 0 < channel <= len(links) else None
+        return link is not None and not link.answered
+
+    def _site_alarm(self, channel: int, severity: str, message: str, reaction: str) -> None:
+        self.store.add_alarm(self.run_id, self.env.now, severity,
+                             f"{self.plan.potentiostat} channel {channel}", message,
+                             reaction=reaction)
 
     def _move(self, x_mm: float, y_mm: float):
         """The stage to (x, y) with the probes up, waited for on the run clock."""
