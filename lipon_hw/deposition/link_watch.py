@@ -39,13 +39,13 @@ from lipon_hw.link_health import (  # (the grace: when no interlock rule asks fo
     CODES,
     LINK_GRACE_S,
     QUANTITY,
-    RIDE_OUT_MAX_S,
     change_alarm,
     errors,
     instrument_links,
     worst,
 )
 from lipon_hw.links import Health, Link
+from lipon_hw.ride_out import ride_out
 
 
 def link_quantities(tool_roles: dict[str, dict[str, str]]) -> dict[str, str]:
@@ -148,33 +148,15 @@ class LinkWatch:
         words of its first failure. Not ridden out: links lost that have never answered,
         unless they did in an earlier process of the run (`answered_before`: a resume).
         A generator: `yield from` it."""
-        env, first, since, wait = ctx.env, None, 0.0, 1.0
-        while True:
-            try:
-                if first is not None:
-                    yield from restore()
-                yield from run_step()
-            except LinkLost as exc:
-                if first is None and not answered_before and \
-                        self._lost_never_answered(ctx.roles.values()):
-                    raise LinkLost(f"{exc}; it has not answered since the run started, so "
-                                   "the run does not wait for it") from None
-                if first is None:
-                    first, since = exc, env.now
-                    grace = max(self.grace(inst) for inst in ctx.roles.values())
-                    ctx.alarm("warning", "engine", f"{exc}: the step waits for the link (up "
-                              f"to {grace:.0f} s), then goes on", reaction="hold")
-                elif env.now - since + wait > grace:
-                    raise LinkLost(f"{first}; still lost after {env.now - since:.0f} s of "
-                                   f"trying again ({exc})") from None
-                yield env.timeout(wait)
-                wait = min(2 * wait, RIDE_OUT_MAX_S)
-                continue
-            if first is not None:
-                ctx.alarm("info", "engine", f"the link answered again after "
-                          f"{env.now - since:.0f} s: process restored, the step went on",
-                          reaction="resume")
-            return
+        grace = max(self.grace(inst) for inst in ctx.roles.values())
+        yield from ride_out(
+            ctx.env, run_step, grace,
+            lambda: not answered_before and self._lost_never_answered(ctx.roles.values()),
+            lambda exc: ctx.alarm("warning", "engine", f"{exc}: the step waits for the link "
+                                  f"(up to {grace:.0f} s), then goes on", reaction="hold"),
+            lambda s: ctx.alarm("info", "engine", f"the link answered again after {s:.0f} s: "
+                                "process restored, the step went on", reaction="resume"),
+            again=restore)
 
     def _lost_never_answered(self, instruments) -> bool:
         """Some of these instruments' links are lost, and none of those ever answered."""

@@ -22,9 +22,10 @@ from lipon_hw.engine.claims import sample as sample_claim
 from lipon_hw.engine.lifecycle import Interrupted, Outcome, Resumption, Running, uninterruptible
 from lipon_hw.engine.operator import OperatorWish
 from lipon_hw.engine.ownership import Resource
-from lipon_hw.errors import InputError, InstrumentError, LinkLost, LiponError, RunTakenOver
+from lipon_hw.errors import InputError, InstrumentError, LiponError, RunTakenOver
 from lipon_hw.kinds import RunOptions
-from lipon_hw.link_health import LINK_GRACE_S, RIDE_OUT_MAX_S, instrument_links
+from lipon_hw.link_health import LINK_GRACE_S, instrument_links
+from lipon_hw.ride_out import ride_out
 from lipon_hw.safe_retry import SAFE_PATIENCE_S, clock_moves_on
 from lipon_hw.screening.layout import Touchdown, touchdowns
 from lipon_hw.screening.measure import SiteResult, measure_site, physical_limit_s
@@ -215,33 +216,19 @@ class Prober:
         its cell again from the start; an outage ridden out is an alarm as it starts
         (`hold`) and as it ends (`resume`). Lost longer than LINK_GRACE_S, or a port that
         has not answered since the run started: the sheet fails, in the outage's words."""
-        env, first, since, wait = self.env, None, 0.0, 1.0
-        while True:
-            try:
-                if first is not None:  # what the channel ran when its link went: stopped
-                    self.pstat.stop(channel)
-                    self.pstat.cell_off(channel)
-                result = yield from measure_site(env, self.pstat, channel, self.plan)
-            except LinkLost as exc:
-                if first is None and not self.resumed and self._never_answered(channel):
-                    raise LinkLost(f"{exc}; it has not answered since the run started, so "
-                                   "the run does not wait for it") from None
-                if first is None:
-                    first, since = exc, env.now
-                    self._site_alarm(channel, "warning", f"{exc}: the site waits for the "
-                                     f"link (up to {LINK_GRACE_S:.0f} s), then measures its "
-                                     "cell again", "hold")
-                elif env.now - since + wait > LINK_GRACE_S:
-                    raise LinkLost(f"{first}; still lost after {env.now - since:.0f} s of "
-                                   f"trying again ({exc})") from None
-                yield env.timeout(wait)
-                wait = min(2 * wait, RIDE_OUT_MAX_S)
-                continue
-            if first is not None:
-                self._site_alarm(channel, "info", f"the link answered again after "
-                                 f"{env.now - since:.0f} s: the cell was measured again",
-                                 "resume")
-            return result
+        def stopped() -> None:  # what the channel ran when its link went
+            self.pstat.stop(channel)
+            self.pstat.cell_off(channel)
+
+        return (yield from ride_out(
+            self.env, lambda: measure_site(self.env, self.pstat, channel, self.plan),
+            LINK_GRACE_S, lambda: not self.resumed and self._never_answered(channel),
+            lambda exc: self._site_alarm(channel, "warning", f"{exc}: the site waits for the "
+                                         f"link (up to {LINK_GRACE_S:.0f} s), then measures "
+                                         "its cell again", "hold"),
+            lambda s: self._site_alarm(channel, "info", f"the link answered again after "
+                                       f"{s:.0f} s: the cell was measured again", "resume"),
+            again=stopped))
 
     def _never_answered(self, channel: int) -> bool:
         links = instrument_links(self.lab, self.plan.potentiostat)
