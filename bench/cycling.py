@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from lipon_hw.celltest.groups import split
 from lipon_hw.celltest.session import start_cycling
 from lipon_hw.sim.cells.factories import cell_from_films, default_layers
 from lipon_hw.sim.recording import record_constant_current
@@ -157,8 +158,8 @@ def cell_alone_on_every_core(cycles: int, channels: int, workers: int) -> dict:
     every core is busy (cores share caches and memory bandwidth)."""
     import multiprocessing
 
-    groups = [list(range(1, channels + 1))[k::workers] for k in range(workers)]
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+    groups = split(list(range(1, channels + 1)), workers)  # as the engine shares them
+    with multiprocessing.get_context("spawn").Pool(len(groups)) as pool:
         parts = pool.starmap(cell_alone, [(cycles, channels, 1, g) for g in groups])
     samples, cpu = sum(p["samples"] for p in parts), sum(p["cpu_s"] for p in parts)
     return {"workers": workers, "samples": samples, "cpu_s": cpu,

@@ -75,7 +75,7 @@ def not_safe_after(failures: list[str], during: BaseException | None) -> LiponEr
     """The error of channels whose cells are not all known to be off: the sentence of what
     stopped them (if anything did: never "completed"), then what is not safe; in the class
     (and exit code) of that error: Interrupted after a Ctrl-C."""
-    unsafe = "the hardware was NOT all made safe: " + "; ".join(failures)
+    unsafe = unsafe_sentence(failures)
     if during is None:
         return InstrumentError(unsafe)
     stopped = OPERATOR_STOP if isinstance(during, KeyboardInterrupt | Interrupted) else \
@@ -86,10 +86,15 @@ def not_safe_after(failures: list[str], during: BaseException | None) -> LiponEr
 def not_safe(failures: list[str], taken: RunTakenOver) -> InstrumentError:
     """The cells not known to be off, said in the error itself (`unsafe`: one sentence
     each), for a run taken over whose store takes none of this engine's alarms."""
-    error = InstrumentError("the hardware was NOT all made safe: " + "; ".join(failures) +
-                            f"; and {taken}")
+    error = InstrumentError(f"{unsafe_sentence(failures)}; and {taken}")
     error.unsafe = list(failures)
     return error
+
+
+def unsafe_sentence(failures: list[str]) -> str:
+    """The cells not known to be off, in the project's one wording (the run's message
+    starts with it when nothing else stopped the run)."""
+    return "the hardware was NOT all made safe: " + "; ".join(failures)
 
 
 #: tries of each channel's disconnection at the run's end, each re-opening a lost link at

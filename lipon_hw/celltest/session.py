@@ -13,7 +13,7 @@ from pathlib import Path
 
 from lipon_hw.celltest import protocol as pr
 from lipon_hw.celltest.channels import ENDED, ChannelState, stop_reason
-from lipon_hw.celltest.groups import run_group, split
+from lipon_hw.celltest.groups import run_group, split, unsafe_sentence
 from lipon_hw.celltest.workers import run_workers
 from lipon_hw.engine import claims, lifecycle
 from lipon_hw.engine.lifecycle import (
@@ -179,7 +179,7 @@ def execute(running: Running) -> Outcome:
                 status, message, summary = _end_run(store, run_id, proto, status, message,
                                                     set(states), figures)
             except RunTakenOver as exc:  # the run's end is its new driver's to store
-                if message.startswith("the hardware was NOT all made safe"):
+                if message.startswith(unsafe_sentence([])):
                     raise InstrumentError(message) from None  # (the take-over said in it)
                 if message and str(exc) not in message:  # what stopped it, not stored
                     raise RunTakenOver(f"{exc}; this engine stopped: {message}") from None

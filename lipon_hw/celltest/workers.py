@@ -86,8 +86,8 @@ def run_workers(store: Store, run_id: int, groups: list[list[int]],
     if failed:  # what a worker could not make safe is the run's end, in its own words
         unsafe = _unsafe(store, run_id, before, unsafe_box, taken=False)
         ended = ", ".join(p.name for p in failed)
-        raise InstrumentError(("the hardware was NOT all made safe: " + "; ".join(unsafe))
-                              if unsafe else f"the process of {ended} ended abnormally")
+        raise not_safe_after(unsafe, None) if unsafe else \
+            InstrumentError(f"the process of {ended} ended abnormally")
     _take_figures(figures_box, figures)
     return figures
 

@@ -39,8 +39,6 @@ WARM_AFTER_S = 1.0
 ANSWER_WAIT_S = 300.0
 #: how long a helper has to exit once its stdin is closed, before it is killed
 EXIT_WAIT_S = 2.0
-#: what the helper imports while it waits (most of the cost of drawing a first plot)
-WARM_MODULES = ("matplotlib.figure", "matplotlib.backends.backend_agg", "matplotlib.ticker")
 
 
 class PlotHelper:
@@ -158,11 +156,10 @@ def _hides_import() -> bool:
 
 # --- the helper's side ---------------------------------------------------------------------
 def _warm_up() -> None:
-    """Import what drawing needs and draw one small figure, as a first plot would."""
+    """Import what drawing needs (most of the cost of a first plot) and draw one small
+    figure, as a first plot would."""
     import io
 
-    for module in WARM_MODULES:
-        importlib.import_module(module)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
