@@ -216,13 +216,14 @@ def _sweep(tmp_path: Path, cluster, times: str, speed: float | None = None) -> l
     planned = sw.plan(KIND, str(protocol), sw.parse_vary([f"times={times}"]), station, None)
     todo = sw.orders(planned, str(tmp_path / "data"), None, station.text, None, speed, 1,
                      own_labs=True)
+    Store(tmp_path / "data").close()  # made once, before the variants, as `lipon-hw sweep` does
     return sw.run_on(cluster, todo, lambda _outcome: None)
 
 
 def test_a_sweeps_variants_run_side_by_side_each_on_a_lab_of_its_own(cluster, tmp_path):
     done = _sweep(tmp_path, cluster, "1,2")
     assert sorted((o["variant"], o["status"]) for o in done) == [(1, "completed"),
-                                                                 (2, "completed")]
+                                                                 (2, "completed")], done
     db = tmp_path / "data" / "lipon.db"
     runs = dict(committed(db, "SELECT id, station_text FROM runs"))
     for outcome in done:
