@@ -111,7 +111,7 @@ def main() -> int:
         "us_per_reading_cpu": round(cpu / last["readings"] * 1e6, 1),
         "peak_rss_MB": round(peak_MB, 1), "database_MB": last["database_MB"],
         "plots": last["plots"], "plots_drawn_by": "this process" if args.plots_here else
-        "a helper process (if the run lasted over 1 s)",
+        "a helper process (if the run lasted over 1 s with a core idle)",
     }
     median = f", medians of {len(runs)} runs" if len(runs) > 1 else ""
     print(f"LiPON: {figures['thickness_nm']} nm, {figures['process_h']} h of process "

@@ -102,6 +102,34 @@ def test_a_run_that_ends_before_the_helper_is_due_starts_none(finished_run):
         store.close()
 
 
+@pytest.mark.parametrize("idle_ticks, starts", [(10, False), (190, True)])
+def test_a_helper_starts_only_if_the_machine_had_an_idle_core(finished_run, monkeypatch,
+                                                               idle_ticks, starts):
+    """Over the timer's wait, 200 ticks of a two-core machine: 10 idle (0.1 core spare:
+    the helper's CPU would be taken from busy cores) → none; 190 idle (1.9) → one."""
+    data, _, _ = finished_run
+    readings = iter([(1000, 5000, 2), (1000 + idle_ticks, 5200, 2)])
+    monkeypatch.setattr(plot_helper, "cpu_times", lambda: next(readings))
+    store = Store(data)
+    try:
+        with PlotHelper("deposition", store, after_s=0.0, on_spare_core=True) as helper:
+            helper._timer.join(READY_WAIT_S)
+            assert helper.started is starts
+    finally:
+        store.close()
+
+
+def test_the_machine_s_cpu_times_are_read_where_linux_gives_them():
+    before = plot_helper.cpu_times()
+    if not Path("/proc/stat").exists():
+        assert before is None
+        return
+    time.sleep(0.05)
+    after = plot_helper.cpu_times()
+    assert 0 <= before[0] <= before[1] and 1 <= before[2] <= 4096
+    assert after[0] >= before[0] and after[1] >= before[1] and after[2] == before[2]
+
+
 def test_a_helper_exits_when_its_engine_is_killed(finished_run, tmp_path):
     """kill -9 of the engine: the helper reads end-of-file on its stdin and exits."""
     data, _, _ = finished_run

@@ -14,11 +14,14 @@ JSON line: the plots' paths, or the sentence saying why it could not draw them.
 
 Nothing changes for a run that ends sooner (no helper is started), nor where matplotlib
 is imported already (nothing to hide) or not installed (drawn here, the kind's sentence
-names the extra). A helper that cannot be started, cannot draw, dies or answers what is
-not an answer costs only time: the plots are drawn here, as without it (and a plot that
-cannot be drawn here either is told as it always is). It never outlives its
-engine: in a session of its own (a Ctrl-C at the terminal is the engine's), it reads
-end-of-file on its stdin once the engine's process has gone, and exits.
+names the extra), nor on a machine whose cores were all busy over that first second
+(`spare_cores` < `SPARE_CORES_MIN`: the helper's ~1 s of CPU would be taken from the run
+or from the machine's other work, not from an idle core). A helper that cannot be
+started, cannot draw, dies or answers what is not an answer costs only time: the plots
+are drawn here, as without it (and a plot that cannot be drawn here either is told as it
+always is). It never outlives its engine: in a session of its own (a Ctrl-C at the
+terminal is the engine's), it reads end-of-file on its stdin once the engine's process
+has gone, and exits.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import math
+import os
 import subprocess
 import sys
 import threading
@@ -35,6 +40,9 @@ from lipon_hw.errors import LiponError
 
 #: wall seconds a run goes before its plots' helper is started (a shorter run draws here)
 WARM_AFTER_S = 1.0
+#: idle cores the machine must have had over the run's first WARM_AFTER_S for a helper
+#: to start (/proc/stat; elsewhere the load average)
+SPARE_CORES_MIN = 0.5
 #: how long the engine waits for the helper's answer before it draws the plots itself
 ANSWER_WAIT_S = 300.0
 #: how long a helper has to exit once its stdin is closed, before it is killed
@@ -43,9 +51,11 @@ EXIT_WAIT_S = 2.0
 
 class PlotHelper:
     """The helper of one run: started by a timer `after_s` into the run (only if drawing
-    would have to import matplotlib), given the job by `draw`, closed by `close`."""
+    would have to import matplotlib; with `on_spare_core`, only if the machine had an idle
+    core meanwhile), given the job by `draw`, closed by `close`."""
 
-    def __init__(self, kind_name: str, store, after_s: float | None = WARM_AFTER_S):
+    def __init__(self, kind_name: str, store, after_s: float | None = WARM_AFTER_S,
+                 on_spare_core: bool = False):
         self.kind_name = kind_name
         location = store.location
         #: what the helper is started with: the kind, the data directory, its store
@@ -56,6 +66,9 @@ class PlotHelper:
         self._exiting: subprocess.Popen | None = None  # answered, exiting
         self._done = after_s is None  # None: never started
         self._timer = None
+        #: the machine's CPU times when the timer was set (`on_spare_core`)
+        self._cpu_before = cpu_times() if on_spare_core and after_s is not None else None
+        self._on_spare_core = on_spare_core
         if after_s is not None:
             self._timer = threading.Timer(after_s, self._start)
             self._timer.daemon = True
@@ -72,6 +85,8 @@ class PlotHelper:
         return self._proc is not None
 
     def _start(self) -> None:
+        if self._on_spare_core and spare_cores(self._cpu_before) < SPARE_CORES_MIN:
+            return  # no idle core to hide the import on: the engine draws the plots
         with self._lock:
             if self._done:
                 return
@@ -141,7 +156,8 @@ def later(kind_name: str, store, wanted: bool) -> PlotHelper:
     """The helper of a run of `kind_name` kept in `store`, started if the run lasts, when
     it is `wanted` and would hide an import (matplotlib installed and not imported here
     yet); else one that never starts."""
-    return PlotHelper(kind_name, store, WARM_AFTER_S if wanted and _hides_import() else None)
+    return PlotHelper(kind_name, store, WARM_AFTER_S if wanted and _hides_import() else None,
+                      on_spare_core=True)
 
 
 def _hides_import() -> bool:
@@ -152,6 +168,35 @@ def _hides_import() -> bool:
         return importlib.util.find_spec("matplotlib") is not None
     except (ImportError, ValueError):  # a finder that refuses it outright
         return False
+
+
+def cpu_times() -> tuple[int, int, int] | None:
+    """(idle, all) clock ticks of the whole machine so far and its number of cores, from
+    /proc/stat (Linux); None elsewhere or if it cannot be read."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            lines = f.read().splitlines()
+        head = lines[0].split()
+        ticks = [int(x) for x in head[1:9]]  # user nice system idle iowait irq softirq steal
+    except (OSError, IndexError, ValueError):
+        return None
+    cores = sum(1 for line in lines if line.startswith("cpu") and line[3:4].isdigit())
+    if head[0] != "cpu" or len(ticks) < 5 or cores < 1:
+        return None
+    return ticks[3] + ticks[4], sum(ticks), cores
+
+
+def spare_cores(before: tuple[int, int, int] | None) -> float:
+    """How many cores the machine left idle since `before` (`cpu_times`), or, without
+    /proc/stat, now by the load average (cores less the runnable processes); inf if
+    neither can be told (the helper is then started, as it would be on an idle machine)."""
+    now = cpu_times()
+    if before is not None and now is not None and now[1] > before[1]:
+        return (now[0] - before[0]) / (now[1] - before[1]) * now[2]
+    try:
+        return (os.cpu_count() or 1) - os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return math.inf
 
 
 # --- the helper's side ---------------------------------------------------------------------
