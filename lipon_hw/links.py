@@ -167,6 +167,40 @@ class Link:
         del rx[:start]
         return bytes(data)
 
+    def read_arrived(self, terminator: bytes, first_s: float, gap_s: float,
+                     max_bytes: int = 4096) -> bytes:
+        """The complete frames an instrument sending on its own has sent so far, as one
+        bytes object (b"" if none): the first bytes waited for up to `first_s` (a reply
+        on its way), then more read until the line has been quiet for `gap_s`, for at
+        most the link's timeout in all (an instrument that never pauses). A frame still
+        arriving when the line goes quiet is kept for the next read, not lost; one longer
+        than max_bytes without `terminator` is a FrameError, as read_until's."""
+        rx = self._rx
+        waiting = getattr(self._port, "read_waiting", None)
+        deadline = time.monotonic() + self.timeout_s
+        wait_s = first_s
+        while True:
+            if self._read_available is not None:  # in process: everything is there
+                more = self._read_available()
+            elif waiting is not None:
+                more = waiting(wait_s)
+            else:
+                more = self._port.read(1, wait_s)
+            rx += more
+            if not more or self._read_available is not None or time.monotonic() > deadline:
+                break
+            wait_s = gap_s
+        start = 0
+        while (end := rx.rfind(terminator, start, start + max_bytes)) >= 0:
+            start = end + len(terminator)
+        if not start and len(rx) > max_bytes:
+            del rx[:max_bytes + 1]
+            raise FrameError(f"{self.address} sent more than {max_bytes} bytes without "
+                             f"{terminator!r}")
+        data = bytes(rx[:start])
+        del rx[:start]
+        return data
+
     def unread(self, data: bytes) -> None:
         """Put bytes back in front of those still to be read (a driver that read past the
         end of what it wanted)."""

@@ -17,7 +17,10 @@ VISA_PREFIXES = ("ASRL", "TCPIP", "GPIB", "USB", "VXI", "PXI")
 
 
 class Port(Protocol):
-    """A raw byte pipe. `read` returns at most n bytes, fewer if the timeout ran out."""
+    """A raw byte pipe. `read` returns at most n bytes, fewer if the timeout ran out. A
+    port may also have `read_available()` (in process: a reply is there whole at once) or
+    `read_waiting(timeout_s)` (all that has arrived, in one read), which a Link uses to
+    read in bulk."""
 
     def open(self) -> None: ...
 
@@ -113,6 +116,19 @@ class SerialPort:
         self._serial.timeout = timeout_s
         try:
             return self._serial.read(n)
+        except Exception as exc:
+            raise LinkError(f"read from {self._url} failed: {exc}") from None
+
+    def read_waiting(self, timeout_s: float) -> bytes:
+        """Every byte that has arrived, once one has (waited for up to timeout_s): one
+        read, not one per byte (b"" if none came)."""
+        try:
+            self._serial.timeout = timeout_s
+            first = self._serial.read(1)
+            if not first:
+                return first
+            self._serial.timeout = 0  # what else is there now, without waiting
+            return first + self._serial.read(65536)
         except Exception as exc:
             raise LinkError(f"read from {self._url} failed: {exc}") from None
 

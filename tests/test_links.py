@@ -240,3 +240,62 @@ def test_read_block_gives_the_frames_read_lines_gives_in_one_piece():
                                  max_bytes)
         long_blocks += any(isinstance(b, bytes) and len(b) > 2 * max_bytes for b in blocks)
     assert long_blocks > 100
+
+
+def test_read_arrived_takes_what_came_and_keeps_a_line_still_on_its_way():
+    """An instrument sending on its own over TCP (pyserial's socket://): a read takes the
+    complete lines that came, keeps a cut one for the next read, and with nothing coming
+    ends after `first_s`, not after the link's timeout (a poll must not hold its link for
+    a timeout each time); a frame longer than max_bytes is a FrameError."""
+    import socket
+    import threading
+
+    from lipon_hw.errors import FrameError
+
+    server = socket.create_server(("127.0.0.1", 0))
+    sends = [b"a\nbb\nc", b"cc\n", None, b"z" * 20]  # None: nothing this time
+    turn = threading.Semaphore(0)
+
+    def instrument():
+        conn, _ = server.accept()
+        with conn:
+            for data in sends:
+                turn.acquire()
+                if data:
+                    conn.sendall(data)
+            turn.acquire()
+
+    thread = threading.Thread(target=instrument, daemon=True)
+    thread.start()
+    link = LinkPool().open(f"socket://127.0.0.1:{server.getsockname()[1]}", timeout_s=30.0)
+    def read(lk, first_s, max_bytes):
+        try:
+            return lk.read_arrived(b"\n", first_s=first_s, gap_s=0.05, max_bytes=max_bytes)
+        except FrameError as exc:  # in the exchange: a link error there is retried
+            return str(exc)
+
+    got, waited = [], []
+    try:
+        link.exchange(lambda lk: None)  # connected (an open flushes what came before it)
+        for first_s, max_bytes in ((10.0, 4096), (10.0, 4096), (0.2, 4096), (10.0, 8)):
+            turn.release()
+            t0 = time.monotonic()
+            got.append(link.exchange(lambda lk, f=first_s, m=max_bytes: read(lk, f, m)))
+            waited.append(time.monotonic() - t0)
+    finally:
+        turn.release()
+        link.close()
+        server.close()
+        thread.join(5)
+    assert got[:3] == [b"a\nbb\n", b"ccc\n", b""]
+    assert got[3].endswith("sent more than 8 bytes without b'\\n'"), got[3]
+    assert waited[2] < 10.0, waited  # first_s 0.2 s, the link's timeout 30 s
+
+
+def test_read_arrived_of_an_in_process_port_takes_every_complete_line_at_once():
+    link = Link("sim://canned", SimPort(_Replies([b"a\nbb\nc", b"cc\n"])))
+    link.write(b"\n")
+    assert link.read_arrived(b"\n", 1.0, 0.1) == b"a\nbb\n"
+    assert link.read_arrived(b"\n", 1.0, 0.1) == b""  # 'c' waits for the rest of its line
+    link.write(b"\n")
+    assert link.read_arrived(b"\n", 1.0, 0.1) == b"ccc\n"

@@ -20,7 +20,10 @@ reads every line of a poll's reply before anything can fail, and what the wire s
 is told in `Run.gaps` (garbled lines; a stretch between samples longer than the record
 rule allows, i.e. output sent while the line was silent; an end that went unseen), never
 dropped without a word. Output the instrument sent while its port was unplugged is not
-lost: it waits in the instrument and comes with the next poll.
+lost: it waits in the instrument and comes with the next poll. A poll takes what has
+arrived, waiting POLL_REPLY_S for a first byte and then until the line is quiet for
+POLL_GAP_S, not a reply timeout (a script's output has no end to wait for): a line still
+on its way is the next poll's.
 
 Multisine impedance (`MultisineEIS`) is a lipon-hw extension, not in the MethodSCRIPT
 manual v1.8 (which has no multisine): `meas_loop_eis` with the option `multisine(k1,k2,…)`
@@ -50,9 +53,16 @@ from lipon_hw.drivers.methodscript.scripts import (
     potentiostat_lines,
     script_bytes_for,
 )
-from lipon_hw.errors import FrameError, InputError, InstrumentError, LinkLost, LinkTimeout
+from lipon_hw.errors import FrameError, InputError, InstrumentError, LinkLost
 from lipon_hw.links import Link
 from lipon_hw.techniques import MultisineEIS, Technique
+
+#: how long a poll waits for the first byte after its LF: a request/reply link's answer (the
+#: served lab's), a round trip through a terminal server; an instrument's buffered output
+#: is there at once
+POLL_REPLY_S = 0.05
+#: the silence that then ends a poll's read (lines at 921,600 Bd come ~0.4 ms apart)
+POLL_GAP_S = 0.005
 
 
 class MethodScriptPotentiostat:
@@ -209,11 +219,8 @@ class MethodScriptPotentiostat:
 
         def read(link: Link) -> None:
             link.write(TERMINATOR)
-            while not run.finished:
-                try:
-                    data = link.read_block(TERMINATOR)
-                except LinkTimeout:
-                    return
+            data = link.read_arrived(TERMINATOR, POLL_REPLY_S, POLL_GAP_S)
+            if data:
                 taken = run.take(data)
                 if run.finished:  # what follows the script's end is not the run's
                     link.unread(data[taken:])
