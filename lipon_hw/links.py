@@ -57,9 +57,9 @@ class Health(enum.Enum):
 class Link:
     """One physical port as drivers see it: framing-agnostic reads, a lock, health.
 
-    A port with `read_available()` (the in-process one) is read in bulk into a buffer
-    the reads take from; what a driver sees (bytes, timeouts, frame errors) is the same
-    as reading it byte by byte.
+    A port with `read_available()` (the in-process one) or `read_waiting()` (pyserial's:
+    every port kind but VISA) is read in bulk into a buffer the reads take from; what a
+    driver sees (bytes, timeouts, frame errors) is the same as reading it byte by byte.
     """
 
     #: counts every change of any link's health in this process: whoever watches
@@ -92,6 +92,7 @@ class Link:
         self._open = False
         self._rx = bytearray()  # bytes taken in bulk (or given back) and not yet read
         self._read_available = getattr(port, "read_available", None)
+        self._read_waiting = getattr(port, "read_waiting", None)
 
     # -- byte access, for drivers inside exchange() ---------------------------------
     def write(self, data: bytes) -> None:
@@ -120,7 +121,7 @@ class Link:
 
     def read_until(self, terminator: bytes, max_bytes: int = 4096) -> bytes:
         """Bytes up to and including `terminator`."""
-        if self._read_available is not None or self._rx:
+        if self._read_available is not None or self._read_waiting is not None or self._rx:
             return self._read_until_buffered(terminator, max_bytes)
         buf = bytearray()
         while not buf.endswith(terminator):
@@ -176,19 +177,13 @@ class Link:
         arriving when the line goes quiet is kept for the next read, not lost; one longer
         than max_bytes without `terminator` is a FrameError, as read_until's."""
         rx = self._rx
-        waiting = getattr(self._port, "read_waiting", None)
         deadline = time.monotonic() + self.timeout_s
         wait_s = first_s
         while True:
-            if self._read_available is not None:  # in process: everything is there
-                more = self._read_available()
-            elif waiting is not None:
-                more = waiting(wait_s)
-            else:
-                more = self._port.read(1, wait_s)
+            more = self._more(wait_s)
             rx += more
             if not more or self._read_available is not None or time.monotonic() > deadline:
-                break
+                break  # in process, everything there is came at once
             wait_s = gap_s
         start = 0
         while (end := rx.rfind(terminator, start, start + max_bytes)) >= 0:
@@ -200,6 +195,15 @@ class Link:
         data = bytes(rx[:start])
         del rx[:start]
         return data
+
+    def _more(self, timeout_s: float) -> bytes:
+        """The next bytes: all an in-process port has, all a port that reads in bulk has
+        once one has come (waited for up to timeout_s), else one byte; b"" if none came."""
+        if self._read_available is not None:
+            return self._read_available()
+        if self._read_waiting is not None:
+            return self._read_waiting(timeout_s)
+        return self._port.read(1, timeout_s)
 
     def unread(self, data: bytes) -> None:
         """Put bytes back in front of those still to be read (a driver that read past the
@@ -222,8 +226,7 @@ class Link:
                 del rx[:max_bytes + 1]
                 raise FrameError(f"{self.address} sent more than {max_bytes} bytes without "
                                  f"{terminator!r}")
-            more = self._read_available() if self._read_available is not None else \
-                self._port.read(1, self.timeout_s)
+            more = self._more(self.timeout_s)
             if not more:
                 got = bytes(rx)
                 rx.clear()

@@ -145,6 +145,13 @@ class _BytewisePort:
         self._inner.reset_input()
 
 
+class _WaitingPort(_BytewisePort):
+    """The same in-process port read as pyserial's is: all that came, in one read."""
+
+    def read_waiting(self, timeout_s):
+        return self._inner.read_available()
+
+
 def _outcomes(port_type):
     replies = [b"ab\ncd;FF\n", b"x" * 40 + b"\nrest\n", b"y" * 50, b"12345\r\nz\r\n", b"par"]
     link = Link("sim://canned", port_type(_Replies(replies)))
@@ -170,10 +177,11 @@ def _outcomes(port_type):
 
 
 def test_bulk_reads_of_an_in_process_port_match_byte_by_byte_reads():
-    """A Link takes an in-process port's bytes in bulk: lines, exact counts, frame errors
-    (max_bytes + 1 consumed), timeouts (what came is consumed) stay as byte reads give."""
+    """A Link takes an in-process port's bytes in bulk, and a pyserial port's as they
+    come: lines, exact counts, frame errors (max_bytes + 1 consumed), timeouts (what came
+    is consumed) stay as byte reads give."""
     bulk, bytewise = _outcomes(SimPort), _outcomes(_BytewisePort)
-    assert bulk == bytewise
+    assert bulk == bytewise == _outcomes(_WaitingPort)
     assert bulk[:2] == [b"ab\n", b"cd;FF"] and bulk[5][0] == "FrameError"
     assert bulk[-2] == ("LinkTimeout", "sim://canned did not finish its reply with b'\\n' "
                                        "(got b'par')")
@@ -204,7 +212,7 @@ def _frames_up_to_end(port_type):
 
 def test_read_lines_and_unread_read_as_read_until_does():
     bulk = _frames_up_to_end(SimPort)
-    assert bulk == _frames_up_to_end(_BytewisePort)
+    assert bulk == _frames_up_to_end(_BytewisePort) == _frames_up_to_end(_WaitingPort)
     assert bulk[:5] == [b"a\n", b"bb\n", b"END\n", b"c\n", b"xx"]
     assert bulk[5][0] == "FrameError" and bulk[-1][0] == "LinkTimeout"
 
