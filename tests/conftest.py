@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 from pathlib import Path
 
@@ -17,6 +18,17 @@ from lipon_hw.station import load_station
 HOST = "127.0.0.1"
 #: the browser tests' fixtures (`browser`, `served`)
 pytest_plugins = ["web_fixtures"]
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto`: one test process more than the machine's cores. About a third of the
+    suite's test time is spent waiting (on subprocesses, sockets, runs paced in real
+    time); a spare process keeps the cores busy meanwhile (2 cores: 8 min → under 6)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return cores + 1
 
 
 class ManualClock:
