@@ -113,8 +113,8 @@ class SerialPort:
             raise LinkError(f"write to {self._url} failed: {exc}") from None
 
     def read(self, n: int, timeout_s: float) -> bytes:
-        self._serial.timeout = timeout_s
         try:
+            self._set_timeout(timeout_s)
             return self._serial.read(n)
         except Exception as exc:
             raise LinkError(f"read from {self._url} failed: {exc}") from None
@@ -123,14 +123,20 @@ class SerialPort:
         """Every byte that has arrived, once one has (waited for up to timeout_s): one
         read, not one per byte (b"" if none came)."""
         try:
-            self._serial.timeout = timeout_s
+            self._set_timeout(timeout_s)
             first = self._serial.read(1)
             if not first:
                 return first
-            self._serial.timeout = 0  # what else is there now, without waiting
+            self._set_timeout(0)  # what else is there now, without waiting
             return first + self._serial.read(65536)
         except Exception as exc:
             raise LinkError(f"read from {self._url} failed: {exc}") from None
+
+    def _set_timeout(self, timeout_s: float) -> None:
+        """Only a change is set: on a serial device pyserial re-applies the port's whole
+        configuration (termios) at each setting."""
+        if self._serial.timeout != timeout_s:
+            self._serial.timeout = timeout_s
 
     def reset_input(self) -> None:
         if self._serial is not None:

@@ -46,9 +46,12 @@ def post(url: str, token: str | None, body: dict | None = None) -> tuple[int, di
         return exc.code, json.loads(exc.read())
 
 
-def lane_order(page, lane: str) -> list[int]:
-    return [int(i) for i in page.eval_on_selector_all(
-        f"#lane-{lane} tr[data-entry]", "rows => rows.map(r => r.dataset.entry)")]
+def wait_lane(page, lane: str, entries: list[int]) -> None:
+    """Wait until the lane shows these entries in this order (the page redraws its lanes
+    when it next hears of the queue, not at once)."""
+    page.wait_for_function("([lane, want]) => [...document.querySelectorAll(`#lane-${lane} "
+                           "tr[data-entry]`)].map(r => r.dataset.entry).join() === want",
+                           arg=[lane, ",".join(map(str, entries))], timeout=WAIT_MS)
 
 
 def wait_text(page, selector: str, text: str) -> str:
@@ -106,7 +109,7 @@ def end_queue_runs(url: str, data: Path) -> None:
     deadline = time.monotonic() + 60
     for entry in entries:
         while entry["state"] == "running" and entry["run_id"] is not None:
-            holder = held_by(data, claims.run(entry["run_id"]).key)
+            holder = held_by(data, claims.run(entry["run_id"]))
             if holder is None:
                 break
             if time.monotonic() > deadline:
@@ -162,16 +165,14 @@ def test_an_operator_queues_reorders_and_cancels_from_the_queue_page(browser, se
         run_1 = get(f"{url}/api/queue/1", VIEWER)["run_id"]
         assert page.get_attribute("#lane-sputter tr[data-entry='1'] a.run-link", "href") == \
             f"/runs/{run_1}"
-        assert lane_order(page, "sputter") == [1, 3, 4]
+        wait_lane(page, "sputter", [1, 3, 4])
         # the cell test runs beside it, in its own lane, and ends
         page.wait_for_selector("#ended tr[data-entry='2'][data-state='done'] a.run-link",
                                timeout=WAIT_MS)
 
         page.click("#lane-sputter tr[data-entry='4'] button.up")
         assert wait_text(page, "#said", "moved") == "entry 4 moved to 1 of lane sputter by otto"
-        page.wait_for_function("() => [...document.querySelectorAll('#lane-sputter "
-                               "tr[data-entry]')].map(r => r.dataset.entry).join() === "
-                               "'1,4,3'", timeout=WAIT_MS)
+        wait_lane(page, "sputter", [1, 4, 3])
 
         # a tab without a token reads nothing and submits nothing; a viewer cancels nothing
         stranger = open_queue(browser, url, None)
@@ -195,7 +196,7 @@ def test_an_operator_queues_reorders_and_cancels_from_the_queue_page(browser, se
         assert wait_text(page, "#said", "cancelled") == "queue entry 4 cancelled by otto"
         page.wait_for_selector("#ended tr[data-entry='4'][data-state='cancelled']",
                                timeout=WAIT_MS)
-        assert lane_order(page, "sputter") == [1, 3]
+        wait_lane(page, "sputter", [1, 3])
         page.wait_for_timeout(200)  # a frame drawn
         page.screenshot(path=str(shots(tmp_path) / "queue.png"), full_page=True)
 
