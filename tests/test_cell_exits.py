@@ -356,8 +356,9 @@ def test_a_lost_link_is_reported_as_a_cell_that_could_not_be_disconnected(served
     assert run[1].startswith("the hardware was NOT all made safe: channel 1: the cell could "
                              f"not be disconnected ({ports[0]} ")  # its re-open, refused
     for (_, status, message), port in zip(channels, ports, strict=True):
-        assert status == "failed" and message.startswith(f"{port} is lost after 3 attempts")
-        assert f"; the cell could not be disconnected ({port} is lost" in message
+        assert status == "failed" and message.startswith(f"{port} is lost after 3 attempts"), \
+            message
+        assert f"; the cell could not be disconnected ({port} is lost" in message, message
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
