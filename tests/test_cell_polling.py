@@ -26,8 +26,9 @@ def _steps(db):
                            " channel = 1 GROUP BY step_count ORDER BY step_count").fetchall()
 
 
-def test_a_repeated_step_is_polled_promptly_only_near_its_expected_end(tmp_path, monkeypatch):
-    polls: list[int] = []  # the step count of each poll, counted as the channel makes it
+def _count_polls(monkeypatch) -> list[int]:
+    """The step count of each poll of the channel's potentiostat, counted as it makes it."""
+    polls: list[int] = []
     state: dict = {}
     real_poll = Run.poll_block
 
@@ -43,6 +44,11 @@ def test_a_repeated_step_is_polled_promptly_only_near_its_expected_end(tmp_path,
 
     monkeypatch.setattr(Run, "poll_block", counted)
     monkeypatch.setattr(channels.Channel, "_run_step", step)
+    return polls
+
+
+def test_a_repeated_step_is_polled_promptly_only_near_its_expected_end(tmp_path, monkeypatch):
+    polls = _count_polls(monkeypatch)
     protocol = tmp_path / "lnmo.yaml"
     protocol.write_text(LNMO.format(channels="1", cycles=40), encoding="utf-8")
     result = start_cycling(str(protocol), tmp_path / "data", workers=1)
@@ -85,3 +91,30 @@ def test_a_step_shorter_than_its_last_run_is_caught_by_its_voltage(tmp_path):
     assert second < 0.98 * first  # before the 2 % rule's prompt polling
     gap = discharge[1] - second_charge[2]
     assert gap < 120, gap
+
+
+def test_a_steady_step_recorded_rarely_is_not_polled_at_the_prompt_cadence(tmp_path,
+                                                                           monkeypatch):
+    """A record rule that sends a sample an hour or 500 mV apart leaves the slope of the
+    last two samples (the jump at the step's start and the plateau) pointing at an end
+    long past: that stale guess no longer calls a poll every NEAR_END_POLL_S for the rest
+    of a steady step (it called about 170 per 30 min step), its end is still seen
+    promptly."""
+    polls = _count_polls(monkeypatch)
+    protocol = tmp_path / "lnmo.yaml"
+    protocol.write_text(LNMO.format(channels="1", cycles=12).replace(
+        "every_s: 30, every_mV: 5", "every_s: 3600, every_mV: 500"), encoding="utf-8")
+    result = start_cycling(str(protocol), tmp_path / "data", workers=1)
+    assert result.status == "completed", result.message
+    steps = _steps(tmp_path / "data" / "lipon.db")
+    assert len(steps) == 24
+    store = Store(tmp_path / "data")
+    state = store.channels(result.run_id)[0].state
+    store.close()
+    steady_from = 8  # the shifts of the first cycles are not yet within 2 % of the step
+    assert all(abs(s) < 10 for s in state["shifts"].values()), state["shifts"]
+    per_step = [polls.count(n) for n, *_ in steps[steady_from:]]
+    assert max(per_step) <= 4, per_step
+    gaps = [b[1] - a[2] for a, b in zip(steps[steady_from:], steps[steady_from + 1:],
+                                        strict=False)]
+    assert max(gaps) <= channels.NEAR_END_POLL_S + 2.0, gaps

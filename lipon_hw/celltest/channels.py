@@ -419,7 +419,10 @@ class Channel:
             if now < near - MIN_POLL_S:  # unless the voltage says its end comes sooner
                 wait = min(self.max_poll_s, near - now)
                 soon = ends.voltage_time_left(now)
-                if not steady or soon < wait:
+                # an extrapolation already overdue is stale: the slope of two samples an
+                # hour apart (a rare record rule) points past a steady step's end for the
+                # rest of it, and would call a poll every NEAR_END_POLL_S till then
+                if not steady or 0 < soon < wait:
                     wait = min(wait, max(NEAR_END_POLL_S, 0.5 * soon))
                 return wait
             if steady:  # its end foreseen to within the margin: the prompt cadence
