@@ -25,7 +25,7 @@ from lipon_hw.celltest.channels import ChannelState
 from lipon_hw.celltest.groups import mount_cells
 from lipon_hw.celltest.plan import load
 from lipon_hw.celltest.session import resume_cycling, start_cycling
-from lipon_hw.engine.lifecycle import Interrupted, make_env
+from lipon_hw.engine.lifecycle import OPERATOR_STOP, Interrupted, make_env
 from lipon_hw.errors import InstrumentError, RunTakenOver, StoreError
 from lipon_hw.station import load_station
 from lipon_hw.store import Store
@@ -387,7 +387,7 @@ def test_a_signal_to_lipon_hw_run_disconnects_every_cell_and_says_interrupted(
             assert raw.recv(64) == b"Z!0006\n"
     run, channels = stored(tmp_path / "lipon-data")
     assert run == ("interrupted", "stopped by the operator (Ctrl-C / SIGTERM)")
-    assert channels == [(n, "interrupted", "stopped by the operator (Ctrl-C)") for n in (1, 2)]
+    assert channels == [(n, "interrupted", OPERATOR_STOP) for n in (1, 2)]
 
 
 def test_kill_9_of_the_engine_leaves_the_guard_to_disconnect_every_cell(served, tmp_path):

@@ -12,6 +12,7 @@ import simpy
 from lipon_hw.celltest import protocol as pr
 from lipon_hw.celltest.channels import MAX_POLL_S, Channel, ChannelState, stop_reason
 from lipon_hw.celltest.pstat_watch import IN_FAULT, PotentiostatWatch
+from lipon_hw.engine.lifecycle import OPERATOR_STOP
 from lipon_hw.store import Store
 
 
@@ -68,7 +69,7 @@ def _stop_all(channels: list[Channel], processes: list, cause: BaseException) ->
     end is stored; one that cannot be stored does not keep the others from theirs (the
     cause is raised after)."""
     if isinstance(cause, KeyboardInterrupt):
-        status, message = "interrupted", "stopped by the operator (Ctrl-C)"
+        status, message = "interrupted", OPERATOR_STOP
     else:
         status, message = "failed", f"stopped with the run ({stop_reason(cause)})"
     for ch, proc in zip(channels, processes, strict=True):

@@ -57,6 +57,7 @@ from lipon_hw.celltest.wire import (
     tell_gaps,
 )
 from lipon_hw.engine import interlocks as il
+from lipon_hw.engine.lifecycle import OPERATOR_STOP
 from lipon_hw.errors import LiponError, StoreError
 from lipon_hw.store import Store
 from lipon_hw.techniques import EIS, OCV, ConstantCurrent, SampleBlock
@@ -194,7 +195,7 @@ class Channel:
             self.status, self.message = "failed", str(exc)
             se.alarm_stop(self, exc)
         except KeyboardInterrupt:
-            self.status, self.message = "interrupted", "stopped by the operator (Ctrl-C)"
+            self.status, self.message = "interrupted", OPERATOR_STOP
             run_stops = True
             raise
         except Exception as exc:  # a bug, or the store failing: this channel says so

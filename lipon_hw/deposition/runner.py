@@ -46,7 +46,7 @@ from lipon_hw.deposition.steps import (
     safe_hold,
 )
 from lipon_hw.engine import interlocks as il
-from lipon_hw.engine.lifecycle import Interrupted, RunResult, uninterruptible
+from lipon_hw.engine.lifecycle import OPERATOR_STOP, Interrupted, RunResult, uninterruptible
 from lipon_hw.engine.operator import ReadPace
 from lipon_hw.errors import (
     InstrumentError,
@@ -241,7 +241,7 @@ class Engine:
             self.env.run(until=main)
             status, message = "completed", "all steps done"
         except KeyboardInterrupt:
-            status, message = "interrupted", "stopped by the operator (Ctrl-C / SIGTERM)"
+            status, message = "interrupted", OPERATOR_STOP
             error = Interrupted(message)
         except RunAborted as exc:
             status, message, error = "aborted", str(exc), exc

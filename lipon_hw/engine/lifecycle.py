@@ -303,8 +303,7 @@ def _never_left_running(store: Store, run_id: int, exc: BaseException) -> None:
         if store.run(run_id).status != "running":
             return
         if isinstance(exc, KeyboardInterrupt | Interrupted):
-            store.set_status(run_id, "interrupted", "stopped by the operator (Ctrl-C / "
-                                                    "SIGTERM)", wait_s=LAST_TRY_S)
+            store.set_status(run_id, "interrupted", OPERATOR_STOP, wait_s=LAST_TRY_S)
         else:
             why = str(exc) if isinstance(exc, LiponError) else f"internal error: {exc!r}"
             store.set_status(run_id, "failed", why, wait_s=LAST_TRY_S)
