@@ -222,10 +222,13 @@ def _claims_backend(url, holder_prefix):
 
 
 def _terminate(url, pid):
+    """The server drops a session, and it has gone when this returns: without the timeout
+    pg_terminate_backend only signals it, and a look at the locks just after may still
+    find the dying session's (CI once saw the engine's claim held, then held by nobody)."""
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as con:
-        assert con.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]
+        assert con.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,)).fetchone()[0]
 
 
 def _wait_in_line(url, key):
