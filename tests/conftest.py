@@ -118,10 +118,13 @@ def pg_server():
         if os.environ.get("CI"):
             pytest.fail(f"the test PostgreSQL server did not start: {exc}")
         pytest.skip(f"the test PostgreSQL server did not start: {exc}")
+    watcher = pgcluster.watch(root)  # stops it should this process be killed
     try:
         yield url
     finally:
         pgcluster.stop(root)
+        watcher.stdin.close()
+        watcher.wait()
 
 
 @pytest.fixture

@@ -2,7 +2,9 @@
 on a Unix socket of its own (no TCP port), trust authentication, torn down at the end.
 
 Used by `.ci/run` (`python tests/pgcluster.py start DIR` prints the URL to export as
-LIPON_HW_TEST_PG; `stop DIR` ends it) and by the tests' fixture when no URL is given.
+LIPON_HW_TEST_PG; `stop DIR` ends it) and by the tests' fixture when no URL is given,
+which also starts `watch DIR`: the cluster is stopped when the test process ends, even
+killed.
 PostgreSQL refuses to run as root: run as root (CI), the server runs as the `postgres`
 user that Debian's package creates, and the tests connect through the socket as that
 role. Never a mock: a real server, its data in a temporary directory.
@@ -100,6 +102,17 @@ def in_schema(url: str, schema: str) -> str:
     return f"{url}{joiner}options=-csearch_path%3D{schema}"
 
 
+def watch(root: Path) -> subprocess.Popen:
+    """A process that stops the cluster in `root` once this one has ended, however it
+    ended: it waits for the end of its standard input, which the kernel gives it when the
+    last holder of the pipe's other end exits (a test process killed with SIGKILL too).
+    Its own session, so a Ctrl-C at the terminal leaves it to do so. Close its `stdin`
+    (after `stop`) when done."""
+    return subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "watch",
+                             str(root)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
 def stop(root: Path) -> None:
     bins = bin_dir()
     data = Path(root) / "data"
@@ -111,12 +124,14 @@ def stop(root: Path) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] not in ("start", "stop"):
-        sys.exit("usage: pgcluster.py start|stop DIR")
+    if len(sys.argv) != 3 or sys.argv[1] not in ("start", "stop", "watch"):
+        sys.exit("usage: pgcluster.py start|stop|watch DIR")
     if sys.argv[1] == "start":
         try:
             print(start(Path(sys.argv[2])))
         except RuntimeError as exc:
             sys.exit(f"the test PostgreSQL server did not start: {exc}")
     else:
+        if sys.argv[1] == "watch":
+            sys.stdin.buffer.read()  # until whoever started it has ended
         stop(Path(sys.argv[2]))
