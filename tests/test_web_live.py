@@ -19,7 +19,8 @@ import pytest
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
-pytest.importorskip("httpx")
+# FastAPI's TestClient takes httpx2 (the dev extra), httpx below Python 3.11
+pytest.importorskip("httpx2" if sys.version_info >= (3, 11) else "httpx")
 
 from fastapi import FastAPI, HTTPException, WebSocketException  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
@@ -511,7 +512,7 @@ def test_the_engine_side_needs_no_web_stack(tmp_path):
     which an installed lipon-hw maps differently: `lipon_hw.drivers` is `drivers/`.)"""
     code = ("import sys, lipon_hw.engine.publish, lipon_hw.engine.lifecycle; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('fastapi', 'starlette', 'uvicorn', 'websockets', 'httpx') "
+            "('fastapi', 'starlette', 'uvicorn', 'websockets', 'httpx', 'httpx2') "
             "or m.startswith('lipon_hw.web')))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, cwd=tmp_path)
