@@ -58,6 +58,24 @@ def fault_station(tmp_path, faults: list[dict], rules: dict | None = None) -> Pa
     return path
 
 
+#: what a run says when channel 2's cell could not be disconnected (`lost_cell_campaign`)
+CELL_2_NOT_SAFE = ("the hardware was NOT all made safe: channel 2: the cell could not be "
+                   "disconnected")
+
+
+def lost_cell_campaign(tmp_path) -> tuple[str, str]:
+    """(protocol, station) files of a 3-cycle LNMO campaign on channels 1-2 whose channel 2
+    link drops for good at 1800 s (the simulated lab's `link_drop`): its cell cannot be
+    disconnected, and the run must end failed saying so (`CELL_2_NOT_SAFE`)."""
+    from recipes import LNMO
+
+    station = fault_station(tmp_path, [{"fault": "link_drop", "instrument": "mes4",
+                                        "channel": 2, "at_s": 1800}])
+    protocol = Path(tmp_path) / "lnmo.yaml"
+    protocol.write_text(LNMO.format(channels="1-2", cycles=3), encoding="utf-8")
+    return str(protocol), str(station)
+
+
 def spy_labs(monkeypatch) -> list:
     """Every lab a station connects from now on (the run's own, to read its simulated world
     after the run has closed its links)."""

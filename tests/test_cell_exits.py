@@ -491,16 +491,11 @@ def test_a_cell_left_connected_in_any_process_ends_the_run_not_made_safe(tmp_pat
     cell cannot be disconnected. Whether its channels ran in this process or in a worker,
     the run must not end `completed` (the chaos bench found one that did): it ends failed,
     saying which cell was not made safe."""
-    from faulty import station_text
+    from faulty import CELL_2_NOT_SAFE, lost_cell_campaign
 
-    station = tmp_path / "station.yaml"
-    station.write_text(station_text([{"fault": "link_drop", "instrument": "mes4",
-                                      "channel": 2, "at_s": 1800}]), encoding="utf-8")
-    protocol = tmp_path / "lnmo.yaml"
-    protocol.write_text(LNMO.format(channels="1-2", cycles=3), encoding="utf-8")
-    with pytest.raises(InstrumentError, match="the hardware was NOT all made safe: channel 2: "
-                                              "the cell could not be disconnected"):
-        start_cycling(str(protocol), tmp_path / "data", str(station), workers=workers)
+    protocol, station = lost_cell_campaign(tmp_path)
+    with pytest.raises(InstrumentError, match=CELL_2_NOT_SAFE):
+        start_cycling(protocol, tmp_path / "data", station, workers=workers)
     run, channels = stored(tmp_path / "data")
     assert run[0] == "failed" and run[1].startswith("the hardware was NOT all made safe")
     assert dict((c[0], c[1]) for c in channels)[1] == "completed"

@@ -315,16 +315,11 @@ def test_a_shard_that_could_not_disconnect_its_cell_ends_the_run_not_made_safe(c
     channel 2's link drops for good mid-campaign (the simulated lab's `link_drop`), so the
     shard that runs it cannot disconnect its cell. The run must not end `completed`: it
     ends failed, saying which cell was not made safe, and channel 1's shard completes."""
-    from faulty import station_text
+    from faulty import CELL_2_NOT_SAFE, lost_cell_campaign
 
-    station = tmp_path / "station.yaml"
-    station.write_text(station_text([{"fault": "link_drop", "instrument": "mes4",
-                                      "channel": 2, "at_s": 1800}]), encoding="utf-8")
-    protocol = tmp_path / "lnmo.yaml"
-    protocol.write_text(LNMO.format(channels="1-2", cycles=3), encoding="utf-8")
-    with pytest.raises(InstrumentError, match="the hardware was NOT all made safe: channel 2: "
-                                              "the cell could not be disconnected"):
-        start_cycling(str(protocol), tmp_path / "data", str(station), cluster=cluster)
+    protocol, station = lost_cell_campaign(tmp_path)
+    with pytest.raises(InstrumentError, match=CELL_2_NOT_SAFE):
+        start_cycling(protocol, tmp_path / "data", station, cluster=cluster)
     db = tmp_path / "data" / "lipon.db"
     (status, message), = committed(db, "SELECT status, message FROM runs")
     assert status == "failed" and message.startswith("the hardware was NOT all made safe"), \
