@@ -219,11 +219,14 @@ def test_an_operator_queues_reorders_and_cancels_from_the_queue_page(browser, se
                           3: ("done", "queue runner"), 4: ("cancelled", "otto")}
         run_3 = get(f"{url}/api/queue/3", VIEWER)["run_id"]
         assert get(f"{url}/api/runs/{run_1}", VIEWER)["status"] == "aborted"
-        page.click("#ended tr[data-entry='3'] a.run-link")
-        page.wait_for_function("() => document.querySelector('#status').textContent === "
+        # the click starts a navigation: wait for the run page before looking into it (the
+        # queue page, still shown for a moment, has no #status)
+        with page.expect_navigation(url=f"{url}/runs/{run_3}", timeout=WAIT_MS):
+            page.click("#ended tr[data-entry='3'] a.run-link")
+        page.wait_for_function("() => document.querySelector('#status')?.textContent === "
                                "'completed'", timeout=WAIT_MS)
-        assert page.url == f"{url}/runs/{run_3}"
-        page.click("header a[href='/queue']")  # the run page's header leads back
+        with page.expect_navigation(url=f"{url}/queue", timeout=WAIT_MS):
+            page.click("header a[href='/queue']")  # the run page's header leads back
         page.wait_for_selector("#ended tr[data-entry='3']", timeout=WAIT_MS)
         page.goto(f"{url}/")
         assert page.get_attribute("header a[href='/queue']", "href") == "/queue"
