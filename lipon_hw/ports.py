@@ -12,6 +12,7 @@ from typing import Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 from lipon_hw.errors import InputError, LinkError
+from lipon_hw.interrupts import hold, release
 
 VISA_PREFIXES = ("ASRL", "TCPIP", "GPIB", "USB", "VXI", "PXI")
 
@@ -60,11 +61,17 @@ class SimPort:
         self._rx = b""
 
     def write(self, data: bytes) -> None:
-        reply = self._endpoint.handle(data if type(data) is bytes else bytes(data))
-        if reply:
-            if type(reply) is not bytes:
-                reply = bytes(reply)
-            self._rx = self._rx + reply if self._rx else reply
+        """The instrument answers whole: a Ctrl-C or SIGTERM meanwhile waits until its
+        reply is in (`interrupts`), as a real instrument would not be cut off mid-step."""
+        hold()
+        try:
+            reply = self._endpoint.handle(data if type(data) is bytes else bytes(data))
+            if reply:
+                if type(reply) is not bytes:
+                    reply = bytes(reply)
+                self._rx = self._rx + reply if self._rx else reply
+        finally:
+            release()
 
     def read(self, n: int, timeout_s: float) -> bytes:
         chunk, self._rx = self._rx[:n], self._rx[n:]

@@ -485,6 +485,37 @@ def test_an_error_in_the_parent_stops_every_worker_and_their_channels(tmp_path):
     assert "interrupted" in {status for _, status, _ in channels}
 
 
+def test_a_sigterm_inside_a_simulated_instrument_waits_for_its_answer(tmp_path, monkeypatch):
+    """A SIGTERM (the CLI's handler) raised while the simulated potentiostat answers a
+    poll, its cell's physics measured and its own clock not yet set: the signal waits for
+    the instrument's answer (`lipon_hw.interrupts`), then stops the run at once, every cell
+    disconnected and the run and channels interrupted. (What a signal cut off inside an
+    instrument does is shown in tests/test_interrupts.py; here, that a held one still
+    stops a whole run, safe.) Raised at that very point: the handler runs inside
+    `raise_signal`."""
+    from lipon_hw.cli import _stop_on_sigterm
+    from lipon_hw.sim.recording import RecordLoop
+
+    measure, polls = RecordLoop.run_to, []
+
+    def run_to(loop, k_stop):
+        sent = measure(loop, k_stop)  # the cell is at its last sample; the instrument's clock
+        polls.append(k_stop)  # is set when this returns
+        if len(polls) == 60:
+            signal.raise_signal(signal.SIGTERM)
+        return sent
+
+    monkeypatch.setattr(RecordLoop, "run_to", run_to)
+    with _stop_on_sigterm(), pytest.raises(Interrupted) as caught:
+        start_cycling(write(tmp_path, channels="1-2", cycles=400), tmp_path / "data",
+                      workers=1)
+    assert str(caught.value) == "stopped by the operator (Ctrl-C / SIGTERM)"
+    run, channels = stored(tmp_path / "data")
+    assert run == ("interrupted", str(caught.value))
+    assert channels == [(n, "interrupted", OPERATOR_STOP) for n in (1, 2)]
+    assert 60 <= len(polls) < 80, "stopped at once"
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_cell_left_connected_in_any_process_ends_the_run_not_made_safe(tmp_path, workers):
     """A channel's link drops for good mid-campaign (the simulated lab's `link_drop`), so its

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict
 
+from lipon_hw import interrupts
 from lipon_hw.celltest import relay
 from lipon_hw.celltest.channels import ChannelState
 from lipon_hw.celltest.groups import not_safe, not_safe_after, run_group
@@ -141,8 +142,8 @@ def _worker(data_dir: str, run_id: int, states: dict, seed: int | None,
             signal.signal(sig, signal.SIG_IGN)
         raise KeyboardInterrupt
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, interrupt)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # never inside a simulated instrument
+        signal.signal(sig, interrupts.deferring(interrupt))
     store = Store(data_dir)
     store.after_write.append(held.keep)  # its claim on the run: still held
     if epoch is not None:

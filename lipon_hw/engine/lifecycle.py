@@ -45,6 +45,7 @@ from typing import Any
 
 import simpy
 
+from lipon_hw import interrupts
 from lipon_hw.engine import claims, plot_helper
 from lipon_hw.engine.guard import needs_guard, start_guard
 from lipon_hw.engine.ownership import Ownership
@@ -269,7 +270,8 @@ def _drive(kind, running: Running, trouble: RunTrouble) -> RunResult:
     with plot_helper.later(kind.name, store, running.plot_helper) as helper:
         try:
             try:
-                outcome = kind.execute(running)
+                with interrupts.deferring_run():  # never inside a simulated instrument
+                    outcome = kind.execute(running)
             finally:  # the run ended under this process's control: the guard is not needed
                 if guard is not None:
                     guard.release()
