@@ -18,7 +18,6 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy.optimize import least_squares
 
 from lipon_hw.analysis.integrate import as_columns, check_time_order
 from lipon_hw.errors import InputError
@@ -67,6 +66,8 @@ def _fit(t: np.ndarray, i: np.ndarray, n_exp: int, scale: float):
         for k in range(n_exp):
             y = y + x[1 + 2 * k] * np.exp(-(t - t0) / 10 ** x[2 + 2 * k])
         return y
+
+    from scipy.optimize import least_squares  # here: a run that fits nothing never loads scipy
 
     res = least_squares(lambda x: model(x) - i / scale, x0, bounds=(lo, hi), x_scale="jac")
     taus = tuple(sorted(float(10 ** res.x[2 + 2 * k]) for k in range(n_exp)))

@@ -33,7 +33,6 @@ import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-from scipy.optimize import least_squares
 
 from lipon_hw.errors import InputError
 
@@ -375,6 +374,8 @@ def fit_spectrum(f_Hz, z_ohm, n_arcs: int = 2, blocking: bool = True) -> EisFit:
     n_par = 1 + 3 * n_arcs + (3 if blocking else 0)
     if len(f) < n_par + 2:
         raise InputError(f"EIS fit: {len(f)} points cannot fit {n_par} parameters")
+    from scipy.optimize import least_squares  # here: a run that fits nothing never loads scipy
+
     w = 2 * np.pi * f
     weight = 1.0 / np.abs(z)
     # every start is scouted briefly; only the most promising few are fitted to the end
