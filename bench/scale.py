@@ -122,16 +122,8 @@ def campaign(workers: int, cells: int, cycles: int, store: str | None, tmp: Path
         reports = cluster.reports
     looked = Store(data, read_only=True)
     try:
-        db = looked._db  # a bench's counts, on whichever back end the run used
-        run_id = result.run_id
-        samples = db.execute("SELECT COUNT(*) FROM cell_samples WHERE run_id=?",
-                             (run_id,)).fetchone()[0]
-        twice = db.execute("SELECT COUNT(*) FROM (SELECT channel, t_s FROM cell_samples "
-                           "WHERE run_id=? GROUP BY channel, t_s HAVING COUNT(*) > 1) AS d",
-                           (run_id,)).fetchone()[0]
-        with_samples = db.execute("SELECT COUNT(DISTINCT channel) FROM cell_samples WHERE "
-                                  "run_id=?", (run_id,)).fetchone()[0]
-        channel_s = sum(c.t_s for c in looked.channels(run_id))
+        samples, twice, with_samples = looked.sample_census(result.run_id)
+        channel_s = sum(c.t_s for c in looked.channels(result.run_id))
     finally:
         looked.close()
     done = [ch["cycles"] for ch in result.summary["channels"]]

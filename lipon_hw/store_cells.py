@@ -175,6 +175,19 @@ class CellTestRecords:
                                " channel=?", (run_id, channel)).fetchone()
         return row[0] or 0.0
 
+    def sample_census(self, run_id: int) -> tuple[int, int, int]:
+        """A run's cell samples counted as an exactly-once check counts them, on either
+        back end: (samples, (channel, time) pairs stored more than once, channels with
+        samples)."""
+        self.flush()
+        row = self._db.execute(
+            "SELECT (SELECT COUNT(*) FROM cell_samples WHERE run_id=?),"
+            " (SELECT COUNT(*) FROM (SELECT channel, t_s FROM cell_samples WHERE run_id=?"
+            " GROUP BY channel, t_s HAVING COUNT(*) > 1) AS twice),"
+            " (SELECT COUNT(DISTINCT channel) FROM cell_samples WHERE run_id=?)",
+            (run_id, run_id, run_id)).fetchone()
+        return int(row[0]), int(row[1]), int(row[2])
+
     def max_step_count(self, run_id: int, channel: int) -> int:
         self.flush()
         row = self._db.execute("SELECT MAX(step_count) FROM cell_samples WHERE run_id=? AND"

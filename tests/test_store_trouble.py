@@ -496,6 +496,28 @@ def test_non_finite_cell_samples_and_impedance_do_not_poison_the_buffer(tmp_path
     store.close()
 
 
+def test_a_runs_sample_census_counts_samples_twins_and_channels(tmp_path, backend):
+    """What an exactly-once check reads (bench/scale.py), the same on both back ends: a
+    sample stored twice at one time of one channel is one twin; another run's samples
+    are not counted."""
+    store = Store(tmp_path / "data", flush_every_s=3600.0)
+    run_id, other = (store.create_run(n, "cycling", "x.yaml", "", "", None, None)
+                     for n in ("census", "other"))
+    for channel in (1, 2, 3):
+        store.add_channel(run_id, channel, "mes4", None, "p")
+    store.add_channel(other, 1, "mes4", None, "p")
+    assert store.sample_census(run_id) == (0, 0, 0)
+    store.add_cell_columns(run_id, 1, [0.0, 1.0, 2.0], [3.9, 3.91, 3.92], [1e-6] * 3,
+                           1, 1, 0, "CC_CHG")
+    store.add_cell_samples(run_id, 2, [(0.0, 3.9, 1e-6, 1, 1, 0, "CC_CHG"),
+                                       (1.0, 3.9, 1e-6, 1, 1, 0, "CC_CHG"),
+                                       (1.0, 3.9, 1e-6, 1, 1, 0, "CC_CHG")])
+    store.add_cell_samples(other, 1, [(1.0, 3.9, 1e-6, 1, 1, 0, "CC_CHG")])
+    assert store.sample_census(run_id) == (6, 1, 2)  # unflushed samples counted too
+    assert store.sample_census(other) == (1, 0, 1)
+    store.close()
+
+
 # --- a closed pipe -----------------------------------------------------------------------------
 @pytest.mark.parametrize("args", [("runs",), ("runs", "--json"), ("sample", "T-1")])
 def test_a_listing_into_a_closed_pipe_ends_quietly(data, tmp_path, args):
