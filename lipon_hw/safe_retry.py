@@ -18,6 +18,16 @@ import simpy
 from lipon_hw.errors import LiponError
 from lipon_hw.links import Link
 
+#: how every kind's run says that something was not made safe (its failures follow)
+NOT_ALL_SAFE = "the hardware was NOT all made safe: "
+
+
+def unsafe_sentence(failures: list[str]) -> str:
+    """What was not made safe, in the project's one wording, whatever the kind of run
+    (its message starts with it when nothing else stopped the run)."""
+    return NOT_ALL_SAFE + "; ".join(failures)
+
+
 #: how long (the run's clock) a safe state keeps trying the instruments that failed it, and
 #: the longest wait between its rounds (1, 2, 4 … s)
 SAFE_PATIENCE_S = 1800.0

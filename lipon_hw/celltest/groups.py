@@ -22,6 +22,7 @@ from lipon_hw.engine.lifecycle import (
 from lipon_hw.engine.operator import OperatorWish
 from lipon_hw.errors import InputError, InstrumentError, LiponError, RunTakenOver
 from lipon_hw.link_health import instrument_links
+from lipon_hw.safe_retry import unsafe_sentence
 from lipon_hw.station import Station
 from lipon_hw.store import Store
 
@@ -89,12 +90,6 @@ def not_safe(failures: list[str], taken: RunTakenOver) -> InstrumentError:
     error = InstrumentError(f"{unsafe_sentence(failures)}; and {taken}")
     error.unsafe = list(failures)
     return error
-
-
-def unsafe_sentence(failures: list[str]) -> str:
-    """The cells not known to be off, in the project's one wording (the run's message
-    starts with it when nothing else stopped the run)."""
-    return "the hardware was NOT all made safe: " + "; ".join(failures)
 
 
 #: tries of each channel's disconnection at the run's end, each re-opening a lost link at

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from lipon_hw.celltest import protocol as pr
 from lipon_hw.celltest.channels import ENDED, ChannelState, stop_reason
-from lipon_hw.celltest.groups import run_group, split, unsafe_sentence
+from lipon_hw.celltest.groups import run_group, split
 from lipon_hw.celltest.workers import run_workers
 from lipon_hw.engine import claims, lifecycle
 from lipon_hw.engine.lifecycle import (
@@ -29,6 +29,7 @@ from lipon_hw.engine.lifecycle import (
 from lipon_hw.engine.trouble import AlarmRelay
 from lipon_hw.errors import InputError, InstrumentError, RunTakenOver, StoreError
 from lipon_hw.kinds import RunOptions
+from lipon_hw.safe_retry import unsafe_sentence
 from lipon_hw.station import Station
 from lipon_hw.store import Channel, Store
 

@@ -23,6 +23,7 @@ from lipon_hw.cluster import live
 from lipon_hw.cluster.connect import Cluster
 from lipon_hw.cluster.shards import ShardOrder, run_shard, store_address
 from lipon_hw.errors import InstrumentError
+from lipon_hw.safe_retry import unsafe_sentence
 from lipon_hw.store import Store
 
 #: wall seconds between two looks at the store while the shards run
@@ -110,8 +111,7 @@ def _results(store: Store, run_id: int, groups: list[list[int]], futures: list,
     if failed:
         unsafe = [a.message for a in store.alarms(run_id)
                   if a not in before and a.reaction == "safe state" and a.severity == "error"]
-        raise InstrumentError(("the hardware was NOT all made safe: " + "; ".join(unsafe))
-                              if unsafe else "; ".join(failed))
+        raise InstrumentError(unsafe_sentence(unsafe) if unsafe else "; ".join(failed))
     return done
 
 

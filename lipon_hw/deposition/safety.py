@@ -8,7 +8,13 @@ from dataclasses import dataclass, field
 
 from lipon_hw.errors import LiponError
 from lipon_hw.link_health import instrument_links
-from lipon_hw.safe_retry import SAFE_PATIENCE_S, SafeCall, clock_moves_on, retry_safe_state
+from lipon_hw.safe_retry import (
+    SAFE_PATIENCE_S,
+    SafeCall,
+    clock_moves_on,
+    retry_safe_state,
+    unsafe_sentence,
+)
 
 #: the order in which instruments are made safe: stop the power first
 SAFE_ORDER = ("rf_supply", "source_supply", "deposition_controller", "shutter", "gas_flow")
@@ -47,7 +53,7 @@ class SafeState:
         if self.ok:
             return f"the hardware was made safe ({', '.join(self.done)})"
         made = f"; made safe: {', '.join(self.done)}" if self.done else ""
-        return f"the hardware was NOT all made safe: FAILED for {', '.join(self.failed)}{made}"
+        return unsafe_sentence([f"FAILED for {', '.join(self.failed)}"]) + made
 
 
 def make_run_safe(lab, roles: dict[str, str], store, run_id: int, env, reason: str = "",
