@@ -5,7 +5,8 @@ moving on between rounds, so one dead instrument never keeps the others waiting.
 instrument whose link has answered is tried again — in this lab's life, or in an earlier
 process of a resumed run (a port that never answered — a run that could not start — is
 reported after its first try). Used for a deposition's instruments at the run's end
-(`deposition.safety`) and a prober's (`screening.safety`)."""
+(`deposition.safety`) and a prober's (`screening.safety`). Here too: the one sentence
+every kind of run says when something was not made safe (`unsafe_sentence`)."""
 
 from __future__ import annotations
 
