@@ -63,7 +63,10 @@ class RunKind(Protocol):
     def load(self, sequence: str, station, store, text: str | None = None):
         """The sequence read and checked against its schema and the station (and, given a
         store, what it holds): the plan, with `.name` and `.text`. Raises InputError
-        naming file, line and field."""
+        naming file, line and field. A kind whose plan depends on what other runs hold
+        (the cell tests: cells picked from a screening, none another run's channel names)
+        also takes `resuming=RUN_ID` when the plan is its stored sequence read back to
+        resume that run (`lifecycle.resume` passes it to a `load` that takes it)."""
 
     def describe(self, plan, sequence: str, station) -> tuple[dict, str]:
         """What `validate` prints of a valid plan: (JSON, one line)."""

@@ -17,6 +17,7 @@ from lipon_hw.celltest import screened
 from lipon_hw.celltest.kind import KIND
 from lipon_hw.celltest.plan import load
 from lipon_hw.cli import main
+from lipon_hw.engine.lifecycle import load_to_resume
 from lipon_hw.errors import InputError
 from lipon_hw.genealogy import lineage
 from lipon_hw.station import load_station
@@ -229,6 +230,41 @@ def protocol(tmp_path, sheet=SHEET, bins="[1, 2]", run=""):
     return path
 
 
+def test_a_second_run_picks_cells_no_run_has_named_and_a_resume_keeps_its_own(tmp_path):
+    """A run's channels name the cells it picked; the same protocol loaded for a new run
+    then picks others (none a channel of any run names: on a cycler already, or reserved by
+    a run that may resume), while the first run read back to resume it (`resuming`) picks
+    exactly its own again. When too few are left, the refusal says they are taken."""
+    data = tmp_path / "d"
+    build(data)
+    s = Store(data)
+    path = str(protocol(tmp_path))
+    first = {p.channel: p.sample for p in load(path, STATION, s).channels}
+    cycled = {cell_id(SHEET, *rc) for rc in CYCLED}
+    assert len(set(first.values())) == 6 and not cycled & set(first.values())
+    run_id = s.create_run("picked", "cycling", path, Path(path).read_text(), STATION.text, 1,
+                          None)
+    for channel, cell in first.items():
+        s.add_channel(run_id, channel, "mes4", cell, "picked")
+    second = {p.channel: p.sample for p in load(path, STATION, s).channels}
+    assert len(set(second.values())) == 6
+    assert not (set(first.values()) | cycled) & set(second.values())
+    assert {p.channel: p.sample for p in load(path, STATION, s, resuming=run_id).channels} \
+        == first
+    # as the engine reads it back to resume it
+    resumed = load_to_resume(KIND, s.run(run_id), STATION, s)
+    assert {p.channel: p.sample for p in resumed.channels} == first
+    # bins 1 and 2 hold 17 cells: 2 cycled and the first run's 6 left 9 for the second,
+    # whose 6 leave 3, too few for the next run's first entry of 4
+    again = s.create_run("picked again", "cycling", path, "x", "", 1, None)
+    for channel, cell in second.items():
+        s.add_channel(again, channel, "mes4", cell, "picked")
+    with pytest.raises(InputError, match="not yet taken by a channel: too few for 4 "
+                                         "channels"):
+        load(path, STATION, s)
+    s.close()
+
+
 def test_a_protocol_picks_its_channels_cells_from_the_store(made, store, tmp_path):
     proto = load(str(protocol(tmp_path)), STATION, store)
     samples = {p.channel: p.sample for p in proto.channels}
@@ -310,7 +346,9 @@ def test_the_shipped_protocol_validates_once_the_sheet_is_screened(made, tmp_pat
     assert result.exit_code == 0, result.output
     samples = json.loads(result.output)["samples"]
     assert list(samples) == [str(n) for n in range(1, 9)]
-    assert Counter(bin_of(c) for c in samples.values()) == {1: 4, 2: 4}
+    # bin 2's four cells less the one a run cycled already (CYCLED): three, bin 1 the rest
+    assert Counter(bin_of(c) for c in samples.values()) == {1: 5, 2: 3}
+    assert not {cell_id(SHEET, *rc) for rc in CYCLED} & set(samples.values())
     empty = tmp_path / "e"
     Store(empty).close()
     refused = CliRunner().invoke(main, ["validate", str(SHIPPED), "--data", str(empty)])

@@ -27,10 +27,11 @@ class CellTestKind(KindBase):
 
         return protocol_schema()
 
-    def load(self, sequence: str, station, store, text: str | None = None):
+    def load(self, sequence: str, station, store, text: str | None = None,
+             resuming: int | None = None):
         from lipon_hw.celltest.plan import load
 
-        return load(sequence, station, store, text=text)
+        return load(sequence, station, store, text=text, resuming=resuming)
 
     def describe(self, proto, sequence: str, station) -> tuple[dict, str]:
         channels = [p.channel for p in proto.channels]

@@ -25,16 +25,17 @@ def sample_capacity_Ah(store: Store, sample_id: str, area_cm2: float) -> float |
     return uah_cm2 * area_cm2 * 1e-6 if uah_cm2 > 0 else None
 
 
-def load(sequence: str, station: Station, store: Store | None, text: str | None = None
-         ) -> pr.Protocol:
+def load(sequence: str, station: Station, store: Store | None, text: str | None = None,
+         resuming: int | None = None) -> pr.Protocol:
     """The validated protocol; with a store, its channels' samples must be in it (with films,
     on a simulated station, which builds the cells from them) and cells taken from a
-    screening are picked from it; without one, those stay unpicked (sample None: picked
-    when the run starts, which always has a store)."""
+    screening are picked from it (none another run's channel names; `resuming`: the run
+    this is read back for, whose own cells stay its picks); without one, those stay
+    unpicked (sample None: picked when the run starts, which always has a store)."""
     capacity = (lambda s, a: sample_capacity_Ah(store, s, a)) if store is not None else None
     exists = (lambda s: _sample_known(store, s, station.in_process)) if store is not None \
         else None
-    picker = (lambda spec, n, taken: screened.pick_from_store(store, spec, n, taken)) \
+    picker = (lambda spec, n, taken: screened.pick_from_store(store, spec, n, taken, resuming)) \
         if store is not None else None
     return pr.load_protocol(sequence, station, text=text, sample_capacity=capacity,
                             sample_exists=exists,

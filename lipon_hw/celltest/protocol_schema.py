@@ -295,7 +295,8 @@ class FromScreening(_Model):
     """The channels' cells picked from a sheet's screening, one per channel of the entry:
     a seeded random sample of the cells in `hard_bins`, spread as evenly over those bins
     as their cells allow (`celltest.screened`), from run `run` (default: the sheet's
-    newest screening)."""
+    newest screening); a cell a channel of another run names (cycled already, or held by
+    a run that may resume) is not picked again."""
 
     sheet: r.SAMPLE_ID
     hard_bins: list[r.whole(0, 32_767, "a hard bin number")] = Field(min_length=1,

@@ -15,7 +15,11 @@ One cell per channel of the entry, from the sheet's newest screening run (or `ru
   replacement from the bin's cells in row-major order: the same seed, sheet and screening
   give the same cells, and a bin's pick does not depend on the other bins listed;
 - the channels of the entry take the picked cells in bin order (as listed), each bin's
-  cells by position; a cell already named by an earlier entry is not picked again.
+  cells by position; a cell already named by an earlier entry is not picked again, nor
+  one that a channel of another run in the store has named (on a cycler already, or
+  reserved by a run that may yet resume): a second run of the same protocol takes other
+  cells. A run read back to resume it (`resuming`) picks as it did, its own channels'
+  cells not counted as taken.
 
 Refused (`PickError`: the field and one sentence) when the sheet has no screening in the
 store, the run did not screen it, or the bins hold too few cells. Without a store (`lipon-hw
@@ -64,14 +68,19 @@ def pick(cells: Iterable[ScreenCell], hard_bins: list[int], count: int, seed: in
     PickError on `hard_bins`) when they hold fewer."""
     bins = list(dict.fromkeys(hard_bins))
     pools: dict[int, list[ScreenCell]] = {b: [] for b in bins}
+    taken = False  # a cell of these bins left out as taken
     for c in sorted(cells, key=lambda c: (c.row, c.col)):
-        if c.hard_bin in pools and cell_id(c.sheet_id, c.row, c.col) not in exclude:
-            pools[c.hard_bin].append(c)
+        if c.hard_bin in pools:
+            if cell_id(c.sheet_id, c.row, c.col) in exclude:
+                taken = True
+            else:
+                pools[c.hard_bin].append(c)
     have = {b: len(p) for b, p in pools.items()}
     if sum(have.values()) < count:
         found = ", ".join(f"{n} in bin {b}" for b, n in have.items())
         raise PickError("hard_bins", f"the screening has {found}"
-                                     f"{' not yet taken' if exclude else ''}: too few for "
+                                     f"{' not yet taken by a channel' if taken else ''}: "
+                                     "too few for "
                                      f"{count} channel{'s' * (count != 1)}")
     out = []
     for b, n in shares(have, count).items():
@@ -80,9 +89,11 @@ def pick(cells: Iterable[ScreenCell], hard_bins: list[int], count: int, seed: in
     return out
 
 
-def pick_from_store(store, spec, count: int, exclude: set[str]) -> list[str]:
+def pick_from_store(store, spec, count: int, exclude: set[str],
+                    resuming: int | None = None) -> list[str]:
     """The cell ids a `from_screening` spec (`protocol_schema.FromScreening`) picks from
-    the store's screening of its sheet."""
+    the store's screening of its sheet, leaving out `exclude` and the cells other runs'
+    channels name (all but run `resuming`'s)."""
     runs = store.screenings_of(spec.sheet)
     if not runs:
         known = "has no screening in" if store.sheet(spec.sheet) is not None \
@@ -93,9 +104,11 @@ def pick_from_store(store, spec, count: int, exclude: set[str]) -> list[str]:
         raise PickError("run", f"run {spec.run} did not screen sheet {spec.sheet!r} (its "
                                f"screenings: runs {', '.join(map(str, runs))})")
     run_id = spec.run if spec.run is not None else runs[-1]
+    cells = store.sheet_screen(run_id, spec.sheet)
+    named = {ch.sample_id for run, ch in store.channels_naming(
+        [cell_id(c.sheet_id, c.row, c.col) for c in cells]) if run != resuming}
     try:
-        picked = pick(store.sheet_screen(run_id, spec.sheet), spec.hard_bins, count,
-                      spec.seed, exclude)
+        picked = pick(cells, spec.hard_bins, count, spec.seed, set(exclude) | named)
     except PickError as exc:
         raise PickError(exc.field, f"sheet {spec.sheet!r}, screening run {run_id}: "
                                    f"{exc}") from None

@@ -154,7 +154,8 @@ def _worker(data_dir: str, run_id: int, states: dict, seed: int | None,
     try:
         run = store.run(run_id)
         station = load_station(text=run.station_text)
-        proto = load(run.sequence_path, station, store, text=run.sequence_text)
+        proto = load(run.sequence_path, station, store, text=run.sequence_text,
+                     resuming=run_id)  # the run's own picks
         mine = {int(n): ChannelState.from_dict(s) for n, s in states.items()}
         run_group(store, run_id, proto, station, mine, seed, speed, None)
         if figures_box is not None:

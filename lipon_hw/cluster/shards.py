@@ -109,7 +109,8 @@ def _run(store: Store, order: ShardOrder) -> tuple[list[int], bool, dict[int, di
         store.take_shard(order.run_id, order.shard)
     run = store.run(order.run_id)
     station = load_station(text=run.station_text)
-    proto = load(run.sequence_path, station, store, text=run.sequence_text)
+    proto = load(run.sequence_path, station, store, text=run.sequence_text,
+                 resuming=order.run_id)  # the run's own picks
     stored = {c.channel: c for c in store.channels(order.run_id)}
     states = {}
     for n in order.channels:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import operator
 import signal
 import threading
@@ -172,6 +173,14 @@ def not_safe_error(sentence: str, during: BaseException | None) -> LiponError:
     return error
 
 
+def load_to_resume(kind, run, station, store):
+    """The run's stored sequence read back to resume it; a kind's `load` that takes
+    `resuming` (`kinds.RunKind.load`) is told which run it is."""
+    extra = {"resuming": run.id} if "resuming" in inspect.signature(kind.load).parameters \
+        else {}
+    return kind.load(run.sequence_path, station, store, text=run.sequence_text, **extra)
+
+
 @contextlib.contextmanager
 def uninterruptible():
     """A second Ctrl-C (or SIGTERM) must not cut the safe-state sequence short."""
@@ -226,7 +235,7 @@ def resume(kind, run_id: int, options, watch: Watch | None = None) -> RunResult:
     owned = Ownership(options.data_dir)
     with _released(store, owned, trouble):
         run, station = run_to_resume(store, run_id, kind.resumable, owned)
-        plan = kind.load(run.sequence_path, station, store, text=run.sequence_text)
+        plan = load_to_resume(kind, run, station, store)
         point = kind.resumption(store, owned, run, station, plan)
         trouble.open(run_id, station, run.name, resumed=True)
         if not point.finished:
