@@ -259,6 +259,13 @@ def test_a_second_run_picks_cells_no_run_has_named_and_a_resume_keeps_its_own(tm
     again = s.create_run("picked again", "cycling", path, "x", "", 1, None)
     for channel, cell in second.items():
         s.add_channel(again, channel, "mes4", cell, "picked")
+    # nor do a later run's cells (here the first of bin 1, ahead of the first run's picks
+    # in the order the draw indexes) change what the first picked when it is read back
+    assert cell_id(SHEET, 1, 1) not in first.values()
+    s.add_channel(s.create_run("later", "cycling", path, "x", "", 1, None), 1, "mes4",
+                  cell_id(SHEET, 1, 1), "picked")
+    assert {p.channel: p.sample for p in load(path, STATION, s, resuming=run_id).channels} \
+        == first
     with pytest.raises(InputError, match="not yet taken by a channel: too few for 4 "
                                          "channels"):
         load(path, STATION, s)

@@ -18,8 +18,8 @@ One cell per channel of the entry, from the sheet's newest screening run (or `ru
   cells by position; a cell already named by an earlier entry is not picked again, nor
   one that a channel of another run in the store has named (on a cycler already, or
   reserved by a run that may yet resume): a second run of the same protocol takes other
-  cells. A run read back to resume it (`resuming`) picks as it did, its own channels'
-  cells not counted as taken.
+  cells. A run read back (`resuming`: to resume it, or in its worker processes) counts only
+  the runs before it, so it picks as it did when it started.
 
 Refused (`PickError`: the field and one sentence) when the sheet has no screening in the
 store, the run did not screen it, or the bins hold too few cells. Without a store (`lipon-hw
@@ -93,7 +93,8 @@ def pick_from_store(store, spec, count: int, exclude: set[str],
                     resuming: int | None = None) -> list[str]:
     """The cell ids a `from_screening` spec (`protocol_schema.FromScreening`) picks from
     the store's screening of its sheet, leaving out `exclude` and the cells other runs'
-    channels name (all but run `resuming`'s)."""
+    channels name: every run's for a new run, the runs before it for run `resuming`
+    (read back to resume it, or by its workers), so that it picks as it did."""
     runs = store.screenings_of(spec.sheet)
     if not runs:
         known = "has no screening in" if store.sheet(spec.sheet) is not None \
@@ -105,8 +106,9 @@ def pick_from_store(store, spec, count: int, exclude: set[str],
                                f"screenings: runs {', '.join(map(str, runs))})")
     run_id = spec.run if spec.run is not None else runs[-1]
     cells = store.sheet_screen(run_id, spec.sheet)
+    # read back for run `resuming`: as it picked, before the runs after it named theirs
     named = {ch.sample_id for run, ch in store.channels_naming(
-        [cell_id(c.sheet_id, c.row, c.col) for c in cells]) if run != resuming}
+        [cell_id(c.sheet_id, c.row, c.col) for c in cells]) if resuming is None or run < resuming}
     try:
         picked = pick(cells, spec.hard_bins, count, spec.seed, set(exclude) | named)
     except PickError as exc:
