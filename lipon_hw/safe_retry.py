@@ -5,8 +5,7 @@ moving on between rounds, so one dead instrument never keeps the others waiting.
 instrument whose link has answered is tried again — in this lab's life, or in an earlier
 process of a resumed run (a port that never answered — a run that could not start — is
 reported after its first try). Used for a deposition's instruments at the run's end
-(`deposition.safety`) and a prober's (`screening.safety`). Here too: the one sentence
-every kind of run says when something was not made safe (`unsafe_sentence`)."""
+(`deposition.safety`) and a prober's (`screening.safety`)."""
 
 from __future__ import annotations
 
@@ -18,16 +17,6 @@ import simpy
 
 from lipon_hw.errors import LiponError
 from lipon_hw.links import Link
-
-#: how every kind's run says that something was not made safe (its failures follow)
-NOT_ALL_SAFE = "the hardware was NOT all made safe: "
-
-
-def unsafe_sentence(failures: list[str]) -> str:
-    """What was not made safe, in the project's one wording, whatever the kind of run
-    (its message starts with it when nothing else stopped the run)."""
-    return NOT_ALL_SAFE + "; ".join(failures)
-
 
 #: how long (the run's clock) a safe state keeps trying the instruments that failed it, and
 #: the longest wait between its rounds (1, 2, 4 … s)

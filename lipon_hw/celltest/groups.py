@@ -18,11 +18,11 @@ from lipon_hw.engine.lifecycle import (
     make_env,
     not_safe_error,
     uninterruptible,
+    unsafe_sentence,
 )
 from lipon_hw.engine.operator import OperatorWish
 from lipon_hw.errors import InputError, InstrumentError, LiponError, RunTakenOver
 from lipon_hw.link_health import instrument_links
-from lipon_hw.safe_retry import unsafe_sentence
 from lipon_hw.station import Station
 from lipon_hw.store import Store
 

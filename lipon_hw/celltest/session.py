@@ -25,11 +25,11 @@ from lipon_hw.engine.lifecycle import (
     RunResult,
     Watch,
     uninterruptible,
+    unsafe_sentence,
 )
 from lipon_hw.engine.trouble import AlarmRelay
 from lipon_hw.errors import InputError, InstrumentError, RunTakenOver, StoreError
 from lipon_hw.kinds import RunOptions
-from lipon_hw.safe_retry import unsafe_sentence
 from lipon_hw.station import Station
 from lipon_hw.store import Channel, Store
 

@@ -22,8 +22,8 @@ from lipon_hw.celltest.channels import ChannelState
 from lipon_hw.cluster import live
 from lipon_hw.cluster.connect import Cluster
 from lipon_hw.cluster.shards import ShardOrder, run_shard, store_address
+from lipon_hw.engine.lifecycle import unsafe_sentence
 from lipon_hw.errors import InstrumentError
-from lipon_hw.safe_retry import unsafe_sentence
 from lipon_hw.store import Store
 
 #: wall seconds between two looks at the store while the shards run

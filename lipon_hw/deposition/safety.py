@@ -6,15 +6,10 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 
+from lipon_hw.engine.lifecycle import unsafe_sentence
 from lipon_hw.errors import LiponError
 from lipon_hw.link_health import instrument_links
-from lipon_hw.safe_retry import (
-    SAFE_PATIENCE_S,
-    SafeCall,
-    clock_moves_on,
-    retry_safe_state,
-    unsafe_sentence,
-)
+from lipon_hw.safe_retry import SAFE_PATIENCE_S, SafeCall, clock_moves_on, retry_safe_state
 
 #: the order in which instruments are made safe: stop the power first
 SAFE_ORDER = ("rf_supply", "source_supply", "deposition_controller", "shutter", "gas_flow")

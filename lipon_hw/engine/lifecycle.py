@@ -161,6 +161,12 @@ class Interrupted(LiponError):
 OPERATOR_STOP = "stopped by the operator (Ctrl-C / SIGTERM)"
 
 
+def unsafe_sentence(failures: list[str]) -> str:
+    """What was not made safe, in the one wording of every kind of run (its message
+    starts with it when nothing else stopped the run)."""
+    return "the hardware was NOT all made safe: " + "; ".join(failures)
+
+
 def not_safe_error(sentence: str, during: BaseException | None) -> LiponError:
     """The error of a run whose safe state left something unsafe, `sentence` saying so,
     whatever else stopped the run (`during`): in that error's class where it matters

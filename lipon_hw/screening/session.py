@@ -26,7 +26,7 @@ from lipon_hw.errors import InputError, InstrumentError, LiponError, RunTakenOve
 from lipon_hw.kinds import RunOptions
 from lipon_hw.link_health import LINK_GRACE_S, instrument_links
 from lipon_hw.ride_out import ride_out
-from lipon_hw.safe_retry import SAFE_PATIENCE_S, clock_moves_on, unsafe_sentence
+from lipon_hw.safe_retry import SAFE_PATIENCE_S, clock_moves_on
 from lipon_hw.screening.layout import Touchdown, touchdowns
 from lipon_hw.screening.measure import SiteResult, measure_site, physical_limit_s
 from lipon_hw.screening.recipe import ScreeningPlan
@@ -122,7 +122,8 @@ def execute(running: Running) -> Outcome:
             try:
                 if failures:
                     status = "failed"
-                    message = (f"{message}; " if message else "") + unsafe_sentence(failures)
+                    unsafe = lifecycle.unsafe_sentence(failures)
+                    message = f"{message}; {unsafe}" if message else unsafe
                 try:
                     summary = summarize(store, run_id, plan, env.now, prober)
                     store.set_status(run_id, status, message, summary)
