@@ -51,6 +51,13 @@ class CellTestRecords:
             " ORDER BY run_id, channel", (json.dumps(sorted(set(sample_ids))),)).fetchall()
         return [(r[0], Channel(*r[1:], state={})) for r in rows]
 
+    def channel_samples(self, run_id: int) -> dict[int, str | None]:
+        """Channel → the sample (cell) it names, for run `run_id`'s channels, read without
+        decoding their states."""
+        self.flush()
+        return dict(self._db.execute("SELECT channel, sample_id FROM channels WHERE run_id=?",
+                                     (run_id,)).fetchall())
+
     def channel_cycles(self, run_id: int) -> list[tuple[int, int]]:
         """(channel, cycle) of each channel as stored: a cell test's progress, read
         without decoding the channels' states."""

@@ -272,6 +272,32 @@ def test_a_second_run_picks_cells_no_run_has_named_and_a_resume_keeps_its_own(tm
     s.close()
 
 
+def test_a_run_read_back_takes_the_cells_its_channels_name_though_a_run_began_between(
+        tmp_path):
+    """Two runs started at once: run B's channels are stored between run A's pick and A's
+    own row, so B has the lower id. A's workers, reading A back, take the cells A's channels
+    name, not a new draw that counts B (B's cell, a bin-1 cell A did not pick, shifts the
+    draw: counted, it gives other cells)."""
+    data = tmp_path / "d"
+    build(data)
+    s = Store(data)
+    path = str(protocol(tmp_path))
+    picks = {p.channel: p.sample for p in load(path, STATION, s).channels}  # A's load
+    assert cell_id(SHEET, 2, 3) not in picks.values()
+    b = s.create_run("B", "cycling", path, "x", "", 1, None)
+    s.add_channel(b, 1, "mes4", cell_id(SHEET, 2, 3), "picked")
+    shifted = {p.channel: p.sample for p in load(path, STATION, s).channels}
+    assert shifted != picks  # what A's workers would draw again, counting B
+    a = s.create_run("A", "cycling", path, Path(path).read_text(), STATION.text, 1, None)
+    for channel, cell in picks.items():
+        s.add_channel(a, channel, "mes4", cell, "picked")
+    assert b < a
+    assert {p.channel: p.sample for p in load(path, STATION, s, resuming=a).channels} == picks
+    assert {p.channel: p.sample for p in load_to_resume(KIND, s.run(a), STATION, s).channels} \
+        == picks
+    s.close()
+
+
 def test_a_protocol_picks_its_channels_cells_from_the_store(made, store, tmp_path):
     proto = load(str(protocol(tmp_path)), STATION, store)
     samples = {p.channel: p.sample for p in proto.channels}

@@ -35,7 +35,8 @@ def load(sequence: str, station: Station, store: Store | None, text: str | None 
     capacity = (lambda s, a: sample_capacity_Ah(store, s, a)) if store is not None else None
     exists = (lambda s: _sample_known(store, s, station.in_process)) if store is not None \
         else None
-    picker = (lambda spec, n, taken: screened.pick_from_store(store, spec, n, taken, resuming)) \
+    picker = (lambda spec, numbers, taken:
+              screened.pick_from_store(store, spec, numbers, taken, resuming)) \
         if store is not None else None
     return pr.load_protocol(sequence, station, text=text, sample_capacity=capacity,
                             sample_exists=exists,

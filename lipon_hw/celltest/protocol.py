@@ -179,8 +179,8 @@ def load_protocol(path: str, station: Station, text: str | None = None,
     capacity in Ah from its film stack (or None); `sample_exists(sample_id)` says whether
     the store knows a sample (None: no store, nothing said); `cell_check(cell)` raises
     ValueError for a cell spec the station's lab cannot build (the simulated lab's hook:
-    unknown model parameters); `screened_cells(from_screening, count, taken)` picks the
-    cells of an entry that takes them from a screening (`screened`; None: they stay
+    unknown model parameters); `screened_cells(from_screening, channels, taken)` picks
+    the cells of an entry's channels that takes them from a screening (`screened`; None: they stay
     unpicked, sample None, for a protocol read back for its channels and programs only);
     `text` stands in for the file."""
     doc = load(path) if text is None else loads(text, path)

@@ -18,8 +18,11 @@ One cell per channel of the entry, from the sheet's newest screening run (or `ru
   cells by position; a cell already named by an earlier entry is not picked again, nor
   one that a channel of another run in the store has named (on a cycler already, or
   reserved by a run that may yet resume): a second run of the same protocol takes other
-  cells. A run read back (`resuming`: to resume it, or in its worker processes) counts only
-  the runs before it, so it picks as it did when it started.
+  cells. A run read back (`resuming`: to resume it, in its worker processes or its Dask
+  shards) takes the cells its own channels name in the store, the picks it stored as it
+  started, whatever runs have been started since — if the screening could have drawn them
+  (in the listed bins, in the draw's order); otherwise (none stored, or a newer screening
+  binned them otherwise) it draws again, counting only the runs before it.
 
 Refused (`PickError`: the field and one sentence) when the sheet has no screening in the
 store, the run did not screen it, or the bins hold too few cells. Without a store (`lipon-hw
@@ -89,12 +92,12 @@ def pick(cells: Iterable[ScreenCell], hard_bins: list[int], count: int, seed: in
     return out
 
 
-def pick_from_store(store, spec, count: int, exclude: set[str],
+def pick_from_store(store, spec, channels: list[int], exclude: set[str],
                     resuming: int | None = None) -> list[str]:
     """The cell ids a `from_screening` spec (`protocol_schema.FromScreening`) picks from
-    the store's screening of its sheet, leaving out `exclude` and the cells other runs'
-    channels name: every run's for a new run, the runs before it for run `resuming`
-    (read back to resume it, or by its workers), so that it picks as it did."""
+    the store's screening of its sheet for `channels` (in their order), leaving out
+    `exclude` and the cells other runs' channels name; for run `resuming` (read back), the
+    cells its channels name (see the module docstring)."""
     runs = store.screenings_of(spec.sheet)
     if not runs:
         known = "has no screening in" if store.sheet(spec.sheet) is not None \
@@ -106,15 +109,32 @@ def pick_from_store(store, spec, count: int, exclude: set[str],
                                f"screenings: runs {', '.join(map(str, runs))})")
     run_id = spec.run if spec.run is not None else runs[-1]
     cells = store.sheet_screen(run_id, spec.sheet)
-    # read back for run `resuming`: as it picked, before the runs after it named theirs
+    if resuming is not None:  # its channels' cells, if this screening could have given them
+        own = store.channel_samples(resuming)
+        stored = [own.get(number) for number in channels]
+        if _a_draw_of(stored, cells, spec.hard_bins):
+            return stored
+    # (its channels name none: it draws as it did, before the runs after it named theirs)
     named = {ch.sample_id for run, ch in store.channels_naming(
         [cell_id(c.sheet_id, c.row, c.col) for c in cells]) if resuming is None or run < resuming}
     try:
-        picked = pick(cells, spec.hard_bins, count, spec.seed, set(exclude) | named)
+        picked = pick(cells, spec.hard_bins, len(channels), spec.seed, set(exclude) | named)
     except PickError as exc:
         raise PickError(exc.field, f"sheet {spec.sheet!r}, screening run {run_id}: "
                                    f"{exc}") from None
     return [cell_id(c.sheet_id, c.row, c.col) for c in picked]
+
+
+def _a_draw_of(picked: list, cells: list[ScreenCell], hard_bins: list[int]) -> bool:
+    """Whether `picked` (cell ids, in channel order) is as `pick` orders a draw from these
+    cells: distinct cells of the listed bins, bin by bin as listed, each bin's by position.
+    Cells a newer screening binned otherwise are not (a resume then draws again, and is
+    refused if that names other cells)."""
+    order = {b: k for k, b in enumerate(dict.fromkeys(hard_bins))}
+    where = {cell_id(c.sheet_id, c.row, c.col): (order[c.hard_bin], c.row, c.col)
+             for c in cells if c.hard_bin in order}
+    keys = [where.get(cell) for cell in picked]
+    return None not in keys and len(set(keys)) == len(keys) and keys == sorted(keys)
 
 
 def resolve(doc, entries: list[tuple], picker) -> dict[int, str]:
@@ -131,7 +151,7 @@ def resolve(doc, entries: list[tuple], picker) -> dict[int, str]:
     out: dict[int, str] = {}
     for loc, (spec, numbers) in wanted.items():
         try:
-            cells = picker(spec, len(numbers), taken)
+            cells = picker(spec, numbers, taken)
         except PickError as exc:
             field = (exc.field,) if exc.field else ()
             raise doc.error(loc + ("from_screening", *field), str(exc)) from None
