@@ -115,6 +115,36 @@ def test_channel_fault_ends_the_running_script_with_its_error_then_clears():
     assert len(again.poll()) == 2 and again.end_reason == "done"
 
 
+class _Answers:
+    """A MethodSCRIPT port answering each write with the next canned reply."""
+
+    def __init__(self, replies):
+        self.replies = list(replies)
+
+    def handle(self, data):
+        return self.replies.pop(0) if self.replies else b""
+
+    def reset_connection(self):
+        pass
+
+
+def test_a_garbled_refusal_of_an_abort_is_asked_again_not_taken_as_said():
+    """`Z` answered with a refusal whose code a flipped byte made unreadable is a garbled
+    frame: the Link asks again (after a flush) and the second, whole refusal is what the
+    channel said (it said "refused … with None")."""
+    from lipon_hw.drivers.methodscript import MethodScriptPotentiostat
+    from lipon_hw.links import Link
+    from lipon_hw.ports import SimPort
+
+    wire = _Answers([b"Z!00\xb01\n", b"", b"Z!0032\n"])  # garbled, the flush, whole
+    pstat = MethodScriptPotentiostat("p", Link("sim://p", SimPort(wire), timeout_s=0.05))
+    with pytest.raises(InstrumentError) as said:
+        pstat.stop(1)
+    assert str(said.value) == "sim://p refused to abort its script (Z) with !0032 (a heavy " \
+        "cell overload, so the measurement was stopped)"
+    assert wire.replies == []
+
+
 def test_host_clock_jumps_at_its_time_and_back_when_it_clears():
     lab, clock = connect([{"fault": "clock_jump", "at_s": 3600, "jump_s": -7200,
                            "for_s": 60}])

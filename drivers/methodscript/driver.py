@@ -281,8 +281,10 @@ class MethodScriptPotentiostat:
                     run._end_unseen()
                 return
             if line.startswith("Z!"):  # refused (a channel in fault): said, never waited on
+                if (error := decode_error(line)) is None:  # a garbled refusal: asked again
+                    raise FrameError(f"{link.address} answered Z with {line!r}")
                 raise InstrumentError(f"{link.address} refused to abort its script (Z) with "
-                                      f"{decode_error(line)}")
+                                      f"{error}")
             if line == "Z":
                 break
             if run is not None and not run.finished and (line == "" or not line.startswith(
