@@ -198,14 +198,15 @@ def test_an_operator_abort_stops_between_touchdowns_with_the_probes_up_and_resum
     assert len(Store(data, read_only=True).screen_cells(result.run_id)) == 128
 
 
-def _small_sheet_with_a_dropped_channel(tmp_path, at_s: float, for_s: float | None):
-    """An 8 × 16 sheet's recipe, and a station whose probe channel 5 port drops at `at_s`
-    for `for_s` (None: for good)."""
+def _small_sheet_with_a_dropped_channel(tmp_path, at_s: float, for_s: float | None,
+                                       fault: str = "link_drop"):
+    """An 8 × 16 sheet's recipe, and a station whose probe channel 5 port drops (or has
+    another `fault` of the catalogue) at `at_s` for `for_s` (None: for good)."""
     station = tmp_path / "station.yaml"
     text = (ROOT / "lipon_hw" / "data" / "sim_lab.yaml").read_text(encoding="utf-8")
     lasting = "" if for_s is None else f", for_s: {for_s:g}"
     station.write_text(text.replace("sim:\n  seed: 1\n", "sim:\n  seed: 1\n  faults:\n"
-                                    "    - {fault: link_drop, instrument: probe_pstat, "
+                                    f"    - {{fault: {fault}, instrument: probe_pstat, "
                                     f"channel: 5, at_s: {at_s:g}{lasting}}}\n"),
                        encoding="utf-8")
     recipe = tmp_path / "small.yaml"
@@ -234,6 +235,89 @@ def test_a_channel_lost_for_a_moment_is_ridden_out_and_its_cell_measured_again(t
     clean = lifecycle.start(KIND, str(recipe), RunOptions(str(tmp_path / "clean"), seed=1))
     assert [c.contact for c in cells] == [c.contact for c in Store(
         tmp_path / "clean", read_only=True).screen_cells(clean.run_id)]
+
+
+@pytest.mark.parametrize("retouch", [1, 0])
+def test_a_channel_in_fault_for_a_moment_is_switched_off_before_the_needles_come_down(
+        tmp_path, retouch):
+    """Channel 5 fails (a heavy overload, `!0032`) mid-measurement at touchdown 2 and
+    refuses every command for 10 s: the needles go up, and come down again (the retouch,
+    or the next touchdown) only once it has switched its cell off; its cell is measured
+    by the retouch, or without one is binned as a tester fault in the channel's words,
+    never as a bad cell. The sheet completes with every cell once, the others binned as
+    the same sheet without the fault bins them (the fault failed the whole sheet)."""
+    recipe, station = _small_sheet_with_a_dropped_channel(tmp_path, at_s=5, for_s=10,
+                                                          fault="channel_fault")
+    recipe.write_text(recipe.read_text(encoding="utf-8").replace(
+        "retouch: 1", f"retouch: {retouch}"), encoding="utf-8")
+    data = tmp_path / "d"
+    result = lifecycle.start(KIND, str(recipe), RunOptions(str(data), str(station), seed=1))
+    assert result.status == "completed", result.message
+    store = Store(data, read_only=True)
+    cells = store.screen_cells(result.run_id)
+    assert len(cells) == 128 and len({(c.row, c.col) for c in cells}) == 128
+    (hit,) = [c for c in cells if c.site == 5 and c.touchdown == 2]
+    if retouch:
+        assert (hit.contact, hit.attempts) == ("ok", 2)
+    else:
+        assert (hit.contact, hit.hard_bin) == ("lost", 8)
+        assert hit.rule.startswith("probe_pstat channel 5 ended its OCV with !0032"), hit.rule
+    alarms = [a for a in store.alarms(result.run_id) if a.source == "probe_pstat channel 5"]
+    assert [a.reaction for a in alarms] == [None, "hold", "resume"], alarms
+    assert "refused ['set_pgstat_chan 0', 'cell_off'] with !0032" in alarms[1].message
+    assert 15 <= alarms[2].t_s <= 15 + 30 + 1  # the next try after the fault cleared
+    clean = lifecycle.start(KIND, str(recipe), RunOptions(str(tmp_path / "clean"), seed=1))
+    bins = {(c.row, c.col): c.soft_bin for c in Store(
+        tmp_path / "clean", read_only=True).screen_cells(clean.run_id)}
+    assert {(c.row, c.col): c.soft_bin for c in cells if c is not hit or retouch} == \
+        {k: v for k, v in bins.items() if k != (hit.row, hit.col) or retouch}
+
+
+def test_a_channel_that_refuses_for_long_fails_the_sheet_with_the_needles_up(tmp_path):
+    """Channel 5 refuses every command (its protocol's error) for 300 s from t = 5 s: its
+    cell is a tester fault, but the needles do not come down on the next cells while it
+    may still hold its cell on; after a minute of trying it the sheet fails in its words,
+    and the safe state ends with every channel off and the needles up."""
+    recipe, station = _small_sheet_with_a_dropped_channel(tmp_path, at_s=5, for_s=300,
+                                                          fault="error_reply")
+    data = tmp_path / "d"
+    with pytest.raises(InstrumentError) as failed:
+        lifecycle.start(KIND, str(recipe), RunOptions(str(data), str(station), seed=1))
+    said = str(failed.value)
+    assert "probe_pstat channel 5 still not switched off after" in said, said
+    assert "so the needles stay up" in said and "NOT all made safe" not in said, said
+    store = Store(data, read_only=True)
+    (run,) = store.runs()
+    assert run.status == "failed" and run.message == said
+    assert 0 < len(store.screen_cells(run.id)) < 128  # the touchdowns before it, kept
+    safe = [a.message for a in store.alarms(run.id) if a.reaction == "safe state"]
+    assert "probe_pstat channels 1–32 off; stage needles up" in safe[-1], safe
+
+
+def test_a_channel_silent_mid_measurement_is_asked_for_its_end_and_ridden_out(tmp_path):
+    """Channel 5 goes silent for 20 s mid-measurement at touchdown 2 (it reads and never
+    answers; the end of its technique is lost meanwhile): the site stops waiting for an end
+    once it is overdue, finds the link lost when it asks (`Z`), rides it out and measures
+    its cell again; the sheet completes (the site polled for the lost end forever: a run
+    in its own process, so a hang fails the test instead of the suite)."""
+    recipe, station = _small_sheet_with_a_dropped_channel(tmp_path, at_s=5, for_s=20,
+                                                          fault="silent")
+    data = tmp_path / "d"
+    proc = subprocess.run([sys.executable, "-m", "lipon_hw.cli", "run", str(recipe),
+                           "--station", str(station), "--data", str(data), "--json"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    store = Store(data, read_only=True)
+    (run,) = store.runs()
+    assert run.status == "completed"
+    cells = store.screen_cells(run.id)
+    assert len({(c.row, c.col) for c in cells}) == 128
+    (hit,) = [c for c in cells if c.site == 5 and c.touchdown == 2]
+    assert hit.contact == "ok"
+    said = [(a.reaction, a.message) for a in store.alarms(run.id)
+            if a.source == "probe_pstat channel 5"]
+    assert [r for r, _ in said] == ["hold", "resume"], said
+    assert "sim://probe/5 is lost" in said[0][1] and "measured again" in said[1][1]
 
 
 def test_a_channel_that_never_answers_fails_the_sheet_at_once(tmp_path):

@@ -10,7 +10,8 @@ or read more than that; a floating input reads some volts, so a recipe always ha
 of the two), and how long the site was busy on the cell. A shorted cell
 is a measured cell: it takes the pulse's current at ~0 V. A technique the instrument
 could not finish is not a measurement: the site reports no contact, and the prober may
-touch down again.
+touch down again; one that the instrument ended on an error of its own (`!XXXX`: an
+overload, a channel fault) is the channel's failure, an InstrumentError in its words.
 """
 
 from __future__ import annotations
@@ -20,10 +21,14 @@ import math
 from dataclasses import dataclass, field
 
 from lipon_hw import techniques as tq
+from lipon_hw.errors import InstrumentError
 from lipon_hw.screening.recipe import ScreeningPlan, freq_label
 
 #: shortest wait between two polls of a running technique, s of run clock
 MIN_POLL_S = 0.01
+#: how long past its expected end (plus a tenth of its length) a technique's end may go
+#: unseen before the site stops it, s of run clock
+OVERDUE_S = 5.0
 #: a pulse that moves the voltage this far to a limit ran away: nothing took its current
 RUNAWAY_V = 0.5
 #: an open-circuit reading beyond this is a floating input, not a cell (`ranges.VOLTS`)
@@ -136,12 +141,26 @@ def _impedance_metrics(out: SiteResult, spectrum: list, plan: ScreeningPlan) -> 
 
 def _run(env, pstat, channel: int, technique, expected_s: float):
     """Start `technique` on the channel and collect its samples until it ends: the first
-    poll when it should have ended, then every tenth of that."""
+    poll when it should have ended, then every tenth of that. An end not seen OVERDUE_S
+    after it was due (plus a tenth: lost on the wire while the link was silent, or a hung
+    channel) is asked for by stopping the technique (`Z`), and the measurement is the
+    channel's failure; a link lost meanwhile is the site's to ride out."""
     run = pstat.start(channel, technique)
     samples = list(run.poll())
     wait = max(MIN_POLL_S, expected_s)
+    due = env.now + 1.1 * expected_s + OVERDUE_S
     while not run.finished:
         yield env.timeout(wait)
         samples += run.poll()
         wait = max(MIN_POLL_S, expected_s / 10)
+        if not run.finished and env.now > due:
+            pstat.stop(channel)
+            raise InstrumentError(f"{pstat.name} channel {channel}: its "
+                                  f"{type(technique).__name__} had not ended {OVERDUE_S:g} s "
+                                  "after it was due (its end lost on the wire, or the channel "
+                                  "hung): stopped")
+    error = getattr(run, "error", None)
+    if error is not None:
+        raise InstrumentError(f"{pstat.name} channel {channel} ended its "
+                              f"{type(technique).__name__} with {error}")
     return samples

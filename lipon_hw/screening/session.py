@@ -9,7 +9,12 @@ Exactly once: a touchdown's results and its checkpoint are one transaction, keye
 measures the rest, so every cell of the sheet is stored once, whatever killed the run.
 A site that made no contact is touched again (`retouch`: the probes lifted and lowered,
 only the sites without contact measured again); still none, the cell is binned as a
-tester fault, never as a bad cell.
+tester fault, never as a bad cell. So is a cell whose channel refused its tests (a
+command or script answered with an error, a channel fault ending the script): the sheet
+goes on. No touchdown puts the needles on cells while a site's channel is not known to be
+off: a channel that refused to switch its cell off as the needles went up is tried again
+before they come down, on the run clock for up to LINK_GRACE_S, then the sheet fails in
+its words.
 """
 
 from __future__ import annotations
@@ -22,9 +27,9 @@ from lipon_hw.engine.claims import sample as sample_claim
 from lipon_hw.engine.lifecycle import Interrupted, Outcome, Resumption, Running, uninterruptible
 from lipon_hw.engine.operator import OperatorWish
 from lipon_hw.engine.ownership import Resource
-from lipon_hw.errors import InputError, InstrumentError, LiponError, RunTakenOver
+from lipon_hw.errors import InputError, InstrumentError, LinkLost, LiponError, RunTakenOver
 from lipon_hw.kinds import RunOptions
-from lipon_hw.link_health import LINK_GRACE_S, instrument_links
+from lipon_hw.link_health import LINK_GRACE_S, RIDE_OUT_MAX_S, instrument_links
 from lipon_hw.ride_out import ride_out
 from lipon_hw.safe_retry import SAFE_PATIENCE_S, clock_moves_on
 from lipon_hw.screening.layout import Touchdown, touchdowns
@@ -152,6 +157,8 @@ class Prober:
         self.busy_s: list[float] = []  # each measured cell's time on its site
         self.touchdowns_made = 0
         self._operator = OperatorWish(store, run_id)
+        #: channels whose cell-off failed as the needles went up: what they said
+        self._not_off: dict[int, LiponError] = {}
 
     def run(self, done: set[tuple[int, int]]):
         plan = self.plan
@@ -182,6 +189,7 @@ class Prober:
         results: dict[int, SiteResult] = {}
         attempts: dict[int, int] = {}
         for attempt in range(plan.retouch + 1):
+            yield from self._switch_off_the_rest()
             yield from self._wait_stage(self.stage.contact(True))
             self.touchdowns_made += 1
             if plan.settle_s:
@@ -220,15 +228,21 @@ class Prober:
             self.pstat.stop(channel)
             self.pstat.cell_off(channel)
 
-        return (yield from ride_out(
-            self.env, lambda: measure_site(self.env, self.pstat, channel, self.plan),
-            LINK_GRACE_S, lambda: not self.resumed and self._never_answered(channel),
-            lambda exc: self._site_alarm(channel, "warning", f"{exc}: the site waits for the "
-                                         f"link (up to {LINK_GRACE_S:.0f} s), then measures "
-                                         "its cell again", "hold"),
-            lambda s: self._site_alarm(channel, "info", f"the link answered again after "
-                                       f"{s:.0f} s: the cell was measured again", "resume"),
-            again=stopped))
+        try:
+            return (yield from ride_out(
+                self.env, lambda: measure_site(self.env, self.pstat, channel, self.plan),
+                LINK_GRACE_S, lambda: not self.resumed and self._never_answered(channel),
+                lambda exc: self._site_alarm(channel, "warning", f"{exc}: the site waits for "
+                                             f"the link (up to {LINK_GRACE_S:.0f} s), then "
+                                             "measures its cell again", "hold"),
+                lambda s: self._site_alarm(channel, "info", f"the link answered again after "
+                                           f"{s:.0f} s: the cell was measured again", "resume"),
+                again=stopped))
+        except InstrumentError as exc:  # it refused: its cell is the tester's fault
+            self._site_alarm(channel, "warning", f"{exc}: its cell is not measured at this "
+                                                 "touch (a tester fault if no touch measures "
+                                                 "it)", None)
+            return SiteResult(contact=False, why=str(exc))
 
     def _never_answered(self, channel: int) -> bool:
         links = instrument_links(self.lab, self.plan.potentiostat)
@@ -236,7 +250,8 @@ class Prober:
             links[channel - 1] if 0 < channel <= len(links) else None
         return link is not None and not link.answered
 
-    def _site_alarm(self, channel: int, severity: str, message: str, reaction: str) -> None:
+    def _site_alarm(self, channel: int, severity: str, message: str,
+                    reaction: str | None) -> None:
         self.store.add_alarm(self.run_id, self.env.now, severity,
                              f"{self.plan.potentiostat} channel {channel}", message,
                              reaction=reaction)
@@ -252,8 +267,41 @@ class Prober:
             yield self.env.timeout(STAGE_POLL_S)
 
     def _disconnect(self, channels) -> None:
+        """Each site's cell off before the needles go up (which disconnects it too); one
+        that refuses, or whose link is lost, is kept to be switched off before the needles
+        come down again (`_switch_off_the_rest`)."""
         for channel in channels:
-            self.pstat.cell_off(channel)
+            try:
+                self.pstat.cell_off(channel)
+            except (InstrumentError, LinkLost) as exc:
+                if channel not in self._not_off:
+                    self._not_off[channel] = exc
+                    self._site_alarm(channel, "warning", f"{exc}: the needles go up; it is "
+                                     "switched off before they come down again (tried for "
+                                     f"up to {LINK_GRACE_S:.0f} s)", "hold")
+
+    def _switch_off_the_rest(self):
+        """The channels `_disconnect` could not switch off, stopped and switched off now,
+        tried on the run clock (1, 2, 4 … RIDE_OUT_MAX_S s apart) for up to LINK_GRACE_S
+        each; one still refusing fails the sheet, in its words, the needles up."""
+        for channel, first in list(self._not_off.items()):
+            since, wait = self.env.now, 1.0
+            while True:
+                try:
+                    self.pstat.stop(channel)
+                    self.pstat.cell_off(channel)
+                    break
+                except (InstrumentError, LinkLost) as exc:
+                    if self.env.now - since + wait > LINK_GRACE_S:
+                        raise InstrumentError(
+                            f"{first}; {self.plan.potentiostat} channel {channel} still not "
+                            f"switched off after {self.env.now - since:.0f} s of trying again "
+                            f"({exc}), so the needles stay up") from None
+                    yield self.env.timeout(wait)
+                    wait = min(2 * wait, RIDE_OUT_MAX_S)
+            del self._not_off[channel]
+            self._site_alarm(channel, "info", f"switched off after {self.env.now - since:.0f} "
+                             "s: the needles come down", "resume")
 
     def make_safe(self, resumed: bool) -> list[str]:
         """Every site's cell off, the needles up (`safety`), retried as the clock moves on;
