@@ -42,10 +42,10 @@ def ride_out(env, attempt: Callable, grace_s: float, never_answered: Callable[[]
             if first is None:
                 first, since = exc, env.now
                 on_hold(exc)
-            elif env.now - since + wait > grace_s:
+            elif env.now - since >= grace_s:
                 raise LinkLost(f"{first}; still lost after {env.now - since:.0f} s of "
                                f"trying again ({exc})") from None
-            yield env.timeout(wait)
+            yield env.timeout(min(wait, grace_s - (env.now - since)))  # the last try at grace_s
             wait = min(2 * wait, RIDE_OUT_MAX_S)
             continue
         if first is not None:
