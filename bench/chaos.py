@@ -1,6 +1,6 @@
-"""Chaos benchmark: seeded runs of the shipped recipes and protocols (and short variants
-of their shapes) on the simulated lab with 1-3 random faults from the catalogue
-(docs/faults.md), some killed with SIGKILL at a random moment and resumed.
+"""Chaos benchmark: seeded runs of the shipped recipes, protocols and sheet screening (and
+short variants of their shapes) on the simulated lab with 1-3 random faults from the
+catalogue (docs/faults.md), some killed with SIGKILL at a random moment and resumed.
 
 Each run is `python -m lipon_hw.cli run SEQ --station ST --data DIR --json` in a process
 of its own (virtual time), ST being the built-in station with the drawn faults in its
@@ -183,7 +183,8 @@ def _query(db: Path, sql: str):
 def _has_readings(db: Path) -> bool:
     row = _query(db, "SELECT (SELECT COUNT(*) FROM runs), (SELECT COUNT(*) FROM"
                      " (SELECT 1 FROM readings LIMIT 3)) + (SELECT COUNT(*) FROM"
-                     " (SELECT 1 FROM cell_samples LIMIT 3))")
+                     " (SELECT 1 FROM cell_samples LIMIT 3)) + (SELECT COUNT(*) FROM"
+                     " (SELECT 1 FROM screen_cells LIMIT 3))")
     return bool(row and row[0] and row[1] >= 3)
 
 

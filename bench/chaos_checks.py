@@ -8,7 +8,9 @@ ended safe
     - a deposition: its last `safe state` alarm (reaction `safe state`) comes after its
       last `resume` alarm and reads "… made safe" without "FAILED for";
     - a cell test: every channel's status is an end and no channel message and no alarm
-      says "could not be disconnected".
+      says "could not be disconnected";
+    - a sheet screening: its last `safe state` alarm after its last start (the engine's
+      `resume` alarm) says the needles are up and names no failure ("FAILED").
     A killed run's simulated lab died with its process (it lived in it), so a killed run is
     safe when its last resume ended safe.
 
@@ -18,7 +20,10 @@ readings duplicated
       one of its quantity in the order they were stored;
     - a cell test: each (run, channel, t) sample beyond the first, each sample whose t is
       not above its channel's previous one in the order stored, and each sample whose
-      step count is below its channel's previous one.
+      step count is below its channel's previous one;
+    - a sheet screening: each cell whose touchdown is below the one stored before it (a
+      touchdown measured again after a later one); a cell stored twice cannot be (the
+      store's key is (run, row, column)).
 
 readings lost (gaps)
     A gap is two consecutive readings of one quantity (a deposition) or samples of one
@@ -40,6 +45,9 @@ readings lost (gaps)
     A resume is not excused: in
     virtual time a resumed run rewinds to its checkpoint (what came after is deleted and
     lived again), so the checkpoint allows no gap.
+    A sheet screening that completed has lost each cell of its sheet (`rows` × `cols` of
+    its recipe) that it did not store; one that ended otherwise is not judged for loss
+    (it did not reach every cell).
 """
 
 from __future__ import annotations
@@ -100,6 +108,8 @@ def judge(db: Path) -> Verdict:
         v.aborted_by_interlock = v.status == "aborted" and any(a[4] == "abort" for a in alarms)
         if v.kind == "cycling":
             _cells(con, run_id, text, alarms, v)
+        elif v.kind == "screening":
+            _screening(con, run_id, text, alarms, v)
         else:
             _deposition(con, run_id, alarms, v)
     finally:
@@ -230,3 +240,38 @@ def _cells(con, run_id: int, text: str, alarms: list[tuple], v: Verdict) -> None
             told = any(al[4] == "gap" and al[2] == f"channel {channel}" and a <= al[1] < b
                        for al in alarms)
             (v.told_gaps if told else v.gaps).append((f"channel {channel}", a, b))
+
+
+def _screening(con, run_id: int, text: str, alarms: list[tuple], v: Verdict) -> None:
+    started = max((a[0] for a in alarms if a[4] == "resume" and a[2] == "engine"), default=-1)
+    safe = [a for a in alarms if a[4] == "safe state" and a[0] > started]
+    if not safe:
+        v.why_unsafe = "no safe-state alarm after the last start"
+    elif "FAILED" in safe[-1][3] or "needles up" not in safe[-1][3]:
+        v.why_unsafe = safe[-1][3]
+    else:
+        v.safe = True
+    rows = con.execute("SELECT row, col, touchdown, t_s FROM screen_cells WHERE run_id=?"
+                       " ORDER BY rowid", (run_id,)).fetchall()
+    v.readings = len(rows)
+    last = None
+    for row, col, touchdown, t in rows:
+        if last is not None and touchdown < last:
+            v.disorder += 1
+            v.twins.append((f"cell R{row:02d}C{col:02d} touchdown {touchdown}", t))
+        last = touchdown if last is None else max(last, touchdown)
+    seen = {(row, col) for row, col, *_ in rows}
+    if v.status != "completed":
+        return
+    sheet = {}
+    with contextlib.suppress(yaml.YAMLError, AttributeError):
+        sheet = yaml.safe_load(text).get("sheet") or {}
+    rows_n, cols_n = sheet.get("rows"), sheet.get("cols")
+    if not isinstance(rows_n, int) or not isinstance(cols_n, int):
+        v.why_unsafe = v.why_unsafe or "the recipe's sheet has no rows and cols to judge by"
+        v.safe = False
+        return
+    for row in range(1, rows_n + 1):
+        for col in range(1, cols_n + 1):
+            if (row, col) not in seen:
+                v.gaps.append((f"cell R{row:02d}C{col:02d}", 0.0, 0.0))

@@ -74,13 +74,13 @@ class Sequence:
     #: a shipped sequence's bare name, or None for `text`
     shipped: str | None
     text: str | None
-    tool: str  # sputter, evaporator, cycler
+    tool: str  # sputter, evaporator, cycler, prober
     #: virtual seconds it takes undisturbed (where faults are timed)
     duration_s: float
     #: its usual wall time from its first readings to its end, on a loaded 2-core machine
     #: (the scale of the moment a kill comes)
     wall_s: float = 5.0
-    #: potentiostat channels it uses (cell tests)
+    #: potentiostat channels it uses (cell tests; a prober's sites)
     channels: tuple[int, ...] = ()
 
 
@@ -93,6 +93,9 @@ SEQUENCES = [
     Sequence("lipon_conductivity", "lipon_conductivity", None, "cycler", 8297, 2.5, (1,)),
     Sequence("lnmo_short", None, SHORT_LNMO, "cycler", 6 * 3600, 3.0, (1, 2)),
     Sequence("plating_short", None, SHORT_PLATING, "cycler", 400000, 5.0, (1, 2)),
+    # 600 cells, 20 touchdowns of the 32-site card (probe_pstat channels 1-32) in 52 s
+    Sequence("sheet_screening", "sheet_screening", None, "prober", 52, 5.0,
+             tuple(range(1, 33))),
 ]
 
 SPUTTER = ("rf", "qcm", "chamber_gauge", "process_gauge", "n2_mfc", "shutter")
@@ -114,8 +117,8 @@ def _window(rng: random.Random, seq: Sequence) -> dict:
     return {"at_s": round(rng.uniform(0.02, 0.9) * seq.duration_s, 1)}
 
 
-def _for(rng: random.Random) -> dict:
-    return {"for_s": round(rng.choice([rng.uniform(1, 30), rng.uniform(30, 900)]), 1)}
+def _for(rng: random.Random, longest_s: float = 900.0) -> dict:
+    return {"for_s": round(rng.choice([rng.uniform(1, 30), rng.uniform(30, longest_s)]), 1)}
 
 
 def draw_fault(rng: random.Random, seq: Sequence) -> dict:
@@ -132,6 +135,8 @@ def draw_fault(rng: random.Random, seq: Sequence) -> dict:
         if kind.startswith("cell_"):
             return entry  # cell faults never clear
         return {**entry, **_for(rng)}
+    if seq.tool == "prober":
+        return _prober_fault(rng, seq, when)
     names = SPUTTER if seq.tool == "sputter" else EVAPORATOR
     wire = ["link_drop", "silent", "garble", "bad_checksum", "error_reply"]
     if seq.tool == "sputter":
@@ -169,6 +174,20 @@ def draw_fault(rng: random.Random, seq: Sequence) -> dict:
         return {"fault": kind, **tool, **when, **_for(rng),
                 "rise_C": round(rng.uniform(20, 300), 1)}
     return {"fault": kind, **tool, **when, **_for(rng)}  # plasma_loss, crystal_fail
+
+
+def _prober_fault(rng: random.Random, seq: Sequence, when: dict) -> dict:
+    """A fault of a screening's prober: its stage's wire or a site's potentiostat channel
+    (its wire, or the channel failing), or the host's clock; lasting up to 90 s (a sheet
+    takes about a minute: half of them within the 60 s a site's channel is waited for)."""
+    kind = rng.choice(["link_drop", "silent", "garble", "error_reply", "channel_fault",
+                       "clock_jump"])
+    if kind == "clock_jump":
+        return {"fault": kind, **when, "jump_s": rng.choice([-3600, 86400]), **_for(rng, 90)}
+    instrument = "probe_pstat" if kind == "channel_fault" else \
+        rng.choice(["stage", "probe_pstat"])
+    site = {"channel": rng.choice(seq.channels)} if instrument == "probe_pstat" else {}
+    return {"fault": kind, "instrument": instrument, **site, **when, **_for(rng, 90)}
 
 
 def label(entry: dict) -> str:

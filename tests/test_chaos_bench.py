@@ -63,7 +63,7 @@ def test_plans_are_seeded_and_their_stations_load():
                                                            again.kill)
         assert 1 <= len(plan.faults) <= 3
         load_station(text=station_text(plan.faults, plan.seed), path="chaos.yaml")
-    assert {plan_run(i, 7, 0.3, 2).sequence.name for i in range(60)} \
+    assert {plan_run(i, 7, 0.3, 2).sequence.name for i in range(80)} \
         == {s.name for s in SEQUENCES}
 
 
@@ -160,3 +160,50 @@ def test_a_cell_left_connected_is_not_safe(tmp_path):
     v = _cells(tmp_path, [_row(0), _row(30)], status="failed",
                message="lost; the cell could not be disconnected (sim://mes4/1 is lost)")
     assert not v.safe and "could not be disconnected" in v.why_unsafe
+
+
+def _sheet(tmp_path: Path, cells, status="completed",
+           last_safe="safe state: probe_pstat channels 1–32 off; stage needles up"):
+    """A 2 × 3 sheet's screening with `cells` ((row, col, touchdown) in the order stored)."""
+    from lipon_hw.store_schema import ScreenCell, Sheet
+
+    store = Store(tmp_path)
+    text = "name: s\nkind: screening\nsheet: {id: S-1, rows: 2, cols: 3}\n"
+    run_id = store.create_run("s", "screening", "s.yaml", text, "", 1, "S-1")
+    store.add_sheet(Sheet("S-1", None, 2, 3, 5.0, 5.0, run_id))
+    for k, (row, col, touchdown) in enumerate(cells):
+        store.add_screen_cells([ScreenCell(run_id, "S-1", row, col, col, touchdown, float(k),
+                                           1, "ok", {"ocv_V": 4.2}, 1, "good", 1, "pass",
+                                           True, "pass")])
+        store.flush()
+    if last_safe:
+        store.add_alarm(run_id, 9.0, "info", "stage", last_safe, reaction="safe state")
+    store.set_status(run_id, status, "done", {})
+    store.close()
+    return judge(tmp_path / "lipon.db")
+
+
+SHEET = [(1, 1, 1), (1, 2, 1), (1, 3, 1), (2, 1, 2), (2, 2, 2), (2, 3, 2)]
+
+
+def test_a_clean_screening_store_passes(tmp_path):
+    v = _sheet(tmp_path, SHEET)
+    assert v.safe and (v.duplicates, v.disorder, v.gaps, v.readings) == (0, 0, [], 6)
+
+
+def test_a_touchdown_stored_after_a_later_one_and_a_missing_cell_are_found(tmp_path):
+    v = _sheet(tmp_path, [(1, 1, 1), (1, 2, 1), (1, 3, 3), (2, 1, 2), (2, 3, 2)])
+    assert v.disorder == 2 and v.duplicates == 0  # touchdown 2 after touchdown 3, twice
+    assert v.gaps == [("cell R02C02", 0.0, 0.0)]
+
+
+def test_a_screening_that_did_not_complete_is_not_judged_for_its_missing_cells(tmp_path):
+    assert _sheet(tmp_path, SHEET[:3], status="failed").gaps == []
+
+
+@pytest.mark.parametrize("last", [
+    "safe state: stage needles up; FAILED probe_pstat channel 5: sim://probe/5 is lost", None])
+def test_a_screening_whose_needles_are_not_known_up_or_channels_off_is_not_safe(
+        tmp_path, last):
+    v = _sheet(tmp_path, SHEET, last_safe=last)
+    assert not v.safe and v.why_unsafe
