@@ -64,6 +64,20 @@ def lab():
     served.stop()
 
 
+class CannedReplies:
+    """An endpoint answering every write with the next canned reply (b"" once they are
+    spent): a wire scripted byte for byte, for a Link (`SimPort(CannedReplies([...]))`)."""
+
+    def __init__(self, replies):
+        self.replies = list(replies)
+
+    def handle(self, data):
+        return self.replies.pop(0) if self.replies else b""
+
+    def reset_connection(self):
+        pass
+
+
 def sim_link(emulator, timeout_s: float = 0.2) -> Link:
     """A Link straight to an in-process emulator, as `sim://NAME` gives the drivers."""
     return Link(f"sim://{emulator.name}", SimPort(emulator), timeout_s=timeout_s)

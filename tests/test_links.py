@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from conftest import CannedReplies
 
 from lipon_hw.drivers.mks937b import MKS937B
 from lipon_hw.errors import InputError, LinkLost
@@ -110,19 +111,6 @@ def test_unreachable_port_is_lost_not_a_traceback():
         link.exchange(lambda lk: lk.write(b"x"))
 
 
-class _Replies:
-    """An endpoint answering every write with the next canned reply."""
-
-    def __init__(self, replies):
-        self.replies = list(replies)
-
-    def handle(self, data):
-        return self.replies.pop(0) if self.replies else b""
-
-    def reset_connection(self):
-        pass
-
-
 class _BytewisePort:
     """The same in-process port without `read_available`: read byte by byte."""
 
@@ -154,7 +142,7 @@ class _WaitingPort(_BytewisePort):
 
 def _outcomes(port_type):
     replies = [b"ab\ncd;FF\n", b"x" * 40 + b"\nrest\n", b"y" * 50, b"12345\r\nz\r\n", b"par"]
-    link = Link("sim://canned", port_type(_Replies(replies)))
+    link = Link("sim://canned", port_type(CannedReplies(replies)))
     reads = [
         lambda lk: lk.read_until(b"\n"), lambda lk: lk.read_until(b";FF"),
         lambda lk: lk.read_exact(1), lambda lk: lk.read_exact(2),
@@ -190,7 +178,7 @@ def test_bulk_reads_of_an_in_process_port_match_byte_by_byte_reads():
 def _frames_up_to_end(port_type):
     """Frames read with read_lines up to an END frame, the rest given back with unread
     and read on with read_until / read_exact."""
-    link = Link("sim://canned", port_type(_Replies([b"a\nbb\nEND\nc\n" + b"x" * 20 + b"\nd"])))
+    link = Link("sim://canned", port_type(CannedReplies([b"a\nbb\nEND\nc\n" + b"x" * 20 + b"\nd"])))
     link.write(b"?")
     frames: list = []
     while not frames or frames[-1] != b"END\n":
@@ -220,7 +208,7 @@ def test_read_lines_and_unread_read_as_read_until_does():
 def _blocks(read, stream: bytes, max_bytes: int) -> list:
     """What `read` (read_lines joined, or read_block) gives poll after poll, then the
     error that ends the stream."""
-    link = Link("sim://canned", SimPort(_Replies([stream])), timeout_s=0.01)
+    link = Link("sim://canned", SimPort(CannedReplies([stream])), timeout_s=0.01)
     link.write(b"?")
     got: list = []
     while True:
@@ -301,7 +289,7 @@ def test_read_arrived_takes_what_came_and_keeps_a_line_still_on_its_way():
 
 
 def test_read_arrived_of_an_in_process_port_takes_every_complete_line_at_once():
-    link = Link("sim://canned", SimPort(_Replies([b"a\nbb\nc", b"cc\n"])))
+    link = Link("sim://canned", SimPort(CannedReplies([b"a\nbb\nc", b"cc\n"])))
     link.write(b"\n")
     assert link.read_arrived(b"\n", 1.0, 0.1) == b"a\nbb\n"
     assert link.read_arrived(b"\n", 1.0, 0.1) == b""  # 'c' waits for the rest of its line

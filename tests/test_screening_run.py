@@ -215,18 +215,24 @@ def _small_sheet_with_a_dropped_channel(tmp_path, at_s: float, for_s: float | No
     return recipe, station
 
 
+def _every_cell_once(recipe, station, data):
+    """The small sheet screened to completion: its store, the result and its 128 cells,
+    each stored once."""
+    result = lifecycle.start(KIND, str(recipe), RunOptions(str(data), str(station), seed=1))
+    assert result.status == "completed", result.message
+    store = Store(data, read_only=True)
+    cells = store.screen_cells(result.run_id)
+    assert len(cells) == 128 and len({(c.row, c.col) for c in cells}) == 128
+    return store, result, cells
+
+
 def test_a_channel_lost_for_a_moment_is_ridden_out_and_its_cell_measured_again(tmp_path):
     """Channel 5's port drops for 20 s mid-sheet: its site waits for the link (alarm
     `hold`), the other sites measure on, then it stops what its channel still ran and
     measures its cell again (alarm `resume`); the sheet completes with every cell once,
     as the same sheet without the drop (it failed the whole sheet)."""
     recipe, station = _small_sheet_with_a_dropped_channel(tmp_path, at_s=5, for_s=20)
-    data = tmp_path / "d"
-    result = lifecycle.start(KIND, str(recipe), RunOptions(str(data), str(station), seed=1))
-    assert result.status == "completed", result.message
-    store = Store(data, read_only=True)
-    cells = store.screen_cells(result.run_id)
-    assert len(cells) == 128 and len({(c.row, c.col) for c in cells}) == 128
+    store, result, cells = _every_cell_once(recipe, station, tmp_path / "d")
     held = [a for a in store.alarms(result.run_id) if a.reaction == "hold"]
     again = [a for a in store.alarms(result.run_id) if a.reaction == "resume"]
     assert [a.source for a in held] == [a.source for a in again] == ["probe_pstat channel 5"]
@@ -250,12 +256,7 @@ def test_a_channel_in_fault_for_a_moment_is_switched_off_before_the_needles_come
                                                           fault="channel_fault")
     recipe.write_text(recipe.read_text(encoding="utf-8").replace(
         "retouch: 1", f"retouch: {retouch}"), encoding="utf-8")
-    data = tmp_path / "d"
-    result = lifecycle.start(KIND, str(recipe), RunOptions(str(data), str(station), seed=1))
-    assert result.status == "completed", result.message
-    store = Store(data, read_only=True)
-    cells = store.screen_cells(result.run_id)
-    assert len(cells) == 128 and len({(c.row, c.col) for c in cells}) == 128
+    store, result, cells = _every_cell_once(recipe, station, tmp_path / "d")
     (hit,) = [c for c in cells if c.site == 5 and c.touchdown == 2]
     if retouch:
         assert (hit.contact, hit.attempts) == ("ok", 2)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import CannedReplies
 from faulty import at, connect, station_text
 
 from lipon_hw.errors import InputError, InstrumentError, LinkLost
@@ -115,19 +116,6 @@ def test_channel_fault_ends_the_running_script_with_its_error_then_clears():
     assert len(again.poll()) == 2 and again.end_reason == "done"
 
 
-class _Answers:
-    """A MethodSCRIPT port answering each write with the next canned reply."""
-
-    def __init__(self, replies):
-        self.replies = list(replies)
-
-    def handle(self, data):
-        return self.replies.pop(0) if self.replies else b""
-
-    def reset_connection(self):
-        pass
-
-
 def test_a_garbled_refusal_of_an_abort_is_asked_again_not_taken_as_said():
     """`Z` answered with a refusal whose code a flipped byte made unreadable is a garbled
     frame: the Link asks again (after a flush) and the second, whole refusal is what the
@@ -136,7 +124,7 @@ def test_a_garbled_refusal_of_an_abort_is_asked_again_not_taken_as_said():
     from lipon_hw.links import Link
     from lipon_hw.ports import SimPort
 
-    wire = _Answers([b"Z!00\xb01\n", b"", b"Z!0032\n"])  # garbled, the flush, whole
+    wire = CannedReplies([b"Z!00\xb01\n", b"", b"Z!0032\n"])  # garbled, the flush, whole
     pstat = MethodScriptPotentiostat("p", Link("sim://p", SimPort(wire), timeout_s=0.05))
     with pytest.raises(InstrumentError) as said:
         pstat.stop(1)
