@@ -5,8 +5,8 @@ it is done or its patience is spent.
 Budgets (run clock; virtual in a simulated run, so the same on every machine):
 - LINK_PATIENCE_S: a start, poll, stop or cell-off that finds the link lost (an unplugged
   port, a silent or garbling instrument: `LinkLost` after the Link's own bounded retries)
-  is tried again after 1, 2, 4 … 30 s, for up to 15 minutes; then the channel fails with
-  the link's words. A MethodSCRIPT instrument runs its step on its own meanwhile, its
+  is tried again after 1, 2, 4 … 30 s, the last try at 15 minutes; then the channel fails
+  with the link's words. A MethodSCRIPT instrument runs its step on its own meanwhile, its
   limits in its script, and keeps what it measured while the port was unplugged.
 - OVERDUE_S: a step whose own end (the script's last lines) went unseen, lost on a
   garbling or silent wire, would be waited for forever; once it is overdue (its length,
@@ -42,9 +42,14 @@ def never_answered(channel) -> bool:
     earlier process of the run (a resumed channel's did)."""
     if getattr(channel, "ran_before", False):
         return False
-    watch = getattr(channel, "watch", None)
-    link = watch.link_of(channel.number) if watch is not None else None
+    link = _link_of(channel)
     return link is not None and not link.answered
+
+
+def _link_of(channel):
+    """The channel's Link, where its potentiostat's watch knows it (None: not known)."""
+    watch = getattr(channel, "watch", None)
+    return watch.link_of(channel.number) if watch is not None else None
 
 
 def patiently(channel, call):
@@ -63,7 +68,7 @@ def patiently(channel, call):
             first = first or exc  # the words of the outage's start: what went wrong
             if never_answered(channel):
                 raise
-            if env.now - since + wait > LINK_PATIENCE_S:
+            if env.now - since >= LINK_PATIENCE_S:
                 if exc is first:
                     raise
                 raise LinkLost(f"{first}; still lost after {env.now - since:.0f} s of "
@@ -75,7 +80,11 @@ def patiently(channel, call):
                     f"link lost from t = {since:.1f} s to t = {env.now:.1f} s, ridden out: "
                     f"no samples taken meanwhile ({first})", None, "gap")
             return result
-        yield env.timeout(wait)
+        last = env.now - since + wait >= LINK_PATIENCE_S
+        yield env.timeout(min(wait, LINK_PATIENCE_S - (env.now - since)))
+        if last and (link := _link_of(channel)) is not None:
+            link.reopen_now()  # the last try, at the patience, opens the port whatever the
+            # link's own back-off (it would refuse a try that comes before its next re-open)
         wait = min(2 * wait, RETRY_MAX_S)
 
 
