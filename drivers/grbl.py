@@ -45,7 +45,8 @@ it says False. Moves queue behind one still running, as GRBL's planner takes the
 Link recovery (`Link.exchange`'s retry rule). Idempotent: `?`, `$$`, `$I`, `$X`, and
 absolute moves (`G53` targets: sent twice they end where sent once). A soft reset is
 sent only alone, by `_recover`, never retried blind: the link flushes and the next
-status report says where things are.
+status report says where things are. A host that rode out a lost link asks
+`still_where_left()` before it moves on: a board reset meanwhile has lost its frame.
 """
 
 from __future__ import annotations
@@ -243,6 +244,25 @@ class GrblStage:
             raise InstrumentError(f"{self.name} is Idle at machine {_xyz(status.mpos)}, not at "
                                   f"its target {_xyz(self._target)}")
         return False
+
+    def still_where_left(self) -> None:
+        """After the link was lost and came back: one status report, which must not be an
+        alarm and must put the stage at (or moving to) the last target sent, or at the
+        position last reported (a move lost with the link never started); else
+        InstrumentError. A reconnect resets an Arduino-based board (the port's DTR): it
+        then starts in Alarm (homing enabled) or Idle at a position that is not this one.
+        Unverified on hardware: which of the two a given board does."""
+        known = [p for p in (self._target, self._last_mpos) if p is not None]
+        status = self.status()
+        there = any(all(abs(a - b) <= POSITION_TOLERANCE_MM
+                        for a, b in zip(status.mpos, p, strict=True)) for p in known)
+        if status.state == "Alarm" or (status.state not in ("Run", "Jog") and known
+                                       and not there):
+            left = _xyz(known[0] if known else None)
+            raise InstrumentError(
+                f"{self.name} reports {status.state} at machine {_xyz(status.mpos)} now that "
+                f"its link answers again, not where it was left ({left}): its controller "
+                "was reset, and its position is not known; home it, then resume the run")
 
     def wait_until_stopped(self, expected_s: float) -> None:
         """Sleep the expected time, then poll `moving()` (every `POLL_S`) until it rests;

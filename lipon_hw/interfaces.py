@@ -283,3 +283,8 @@ class ProberStage(Instrument, Protocol):
 
     def position_mm(self) -> tuple[float, float, float]:
         """(x, y) in the sheet's frame and the machine Z."""
+
+    def still_where_left(self) -> None:
+        """After its link was lost and came back: InstrumentError unless the stage knows
+        its position still and stands where this driver left it (its last target, or the
+        position it last reported); a controller reset meanwhile has lost its frame."""

@@ -194,6 +194,31 @@ def test_a_dropped_link_is_ridden_out_and_a_dead_one_is_lost(lab, stage):
     assert stage.status().state == "Idle"
 
 
+def test_a_stage_back_from_a_lost_link_must_stand_where_it_was_left(lab, stage, clock):
+    """After an outage the driver asks the controller where it is: at the target it was
+    sent, or where it last reported (the move lost with the link), it goes on; a
+    controller reset meanwhile (a USB reconnect resets an Arduino-based board: Alarm, or
+    Idle somewhere else) is refused in one sentence that says to home it."""
+    go(stage, 10, 5)
+    emulator = lab.sim.emulators["stage"]
+    emulator.faults.link_down = True
+    with pytest.raises(LinkLost):
+        stage.position_mm()
+    emulator.faults.link_down = False
+    stage.link.reopen_now()
+    stage.still_where_left()  # nothing happened to the controller
+    assert stage.position_mm()[:2] == (10.0, 5.0)
+    state = emulator.snapshot()
+    for reset in ({**state, "alarm": True}, {**state, "position": [0.0, 0.0, 0.0]}):
+        emulator.restore(reset)
+        with pytest.raises(InstrumentError, match=r"^stage reports (Alarm|Idle) at machine "
+                           r".* now that its link answers again, not where it was left "
+                           r"\(.*\): its controller was reset, and its position is not known; "
+                           r"home it, then resume the run$"):
+            stage.still_where_left()
+        emulator.restore(state)
+
+
 def test_make_safe_lifts_the_needles_even_mid_move(lab, stage, clock):
     go(stage, 0, 0)
     touch(stage, True)

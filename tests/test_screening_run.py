@@ -321,6 +321,27 @@ def test_a_channel_silent_mid_measurement_is_asked_for_its_end_and_ridden_out(tm
     assert "sim://probe/5 is lost" in said[0][1] and "measured again" in said[1][1]
 
 
+@pytest.mark.parametrize("fault", ["garble", "link_drop"])
+def test_the_stage_lost_for_a_moment_is_ridden_out_from_where_it_was(tmp_path, fault):
+    """The stage's link garbles or drops for 10 s mid-sheet: the prober waits for it
+    (alarm `hold` from the stage), finds the stage where it left it, and goes on (alarm
+    `resume`); the sheet completes as it does without the fault (it failed the sheet)."""
+    recipe, station = _small_sheet_with_a_dropped_channel(tmp_path, at_s=0, for_s=None)
+    text = (ROOT / "lipon_hw" / "data" / "sim_lab.yaml").read_text(encoding="utf-8")
+    station.write_text(text.replace("sim:\n  seed: 1\n", "sim:\n  seed: 1\n  faults:\n"
+                                    f"    - {{fault: {fault}, instrument: stage, at_s: 5, "
+                                    "for_s: 10}\n"), encoding="utf-8")  # the stage's, alone
+    store, result, cells = _every_cell_once(recipe, station, tmp_path / "d")
+    said = [(a.reaction, a.message) for a in store.alarms(result.run_id)
+            if a.source == "stage" and a.reaction != "safe state"]
+    assert [r for r, _ in said] == ["hold", "resume"], said
+    assert "sim://stage is lost" in said[0][1] and "where it was left" in said[1][1]
+    clean = lifecycle.start(KIND, str(recipe), RunOptions(str(tmp_path / "clean"), seed=1))
+    assert [(c.row, c.col, c.soft_bin) for c in cells] == [
+        (c.row, c.col, c.soft_bin) for c in Store(tmp_path / "clean", read_only=True)
+        .screen_cells(clean.run_id)]
+
+
 def test_a_channel_that_never_answers_fails_the_sheet_at_once(tmp_path):
     """Channel 5's port is dead from the start (a wrong address, a cable not plugged in):
     the sheet is not kept waiting for it; it fails in the port's words, at once, and says

@@ -190,7 +190,7 @@ class Prober:
         attempts: dict[int, int] = {}
         for attempt in range(plan.retouch + 1):
             yield from self._switch_off_the_rest()
-            yield from self._wait_stage(self.stage.contact(True))
+            yield from self._stage(lambda: self._wait_stage(self.stage.contact(True)))
             self.touchdowns_made += 1
             if plan.settle_s:
                 yield env.timeout(plan.settle_s)
@@ -201,7 +201,7 @@ class Prober:
                 results[t.site] = procs[t.site].value
                 attempts[t.site] = attempt + 1
             self._disconnect(t.channel for t in sites)
-            self.stage.contact(False)
+            yield from self._stage(lambda: self._sent(self.stage.contact(False)))
             if all(r.contact for r in results.values()):
                 break
         cells = []
@@ -258,7 +258,34 @@ class Prober:
 
     def _move(self, x_mm: float, y_mm: float):
         """The stage to (x, y) with the probes up, waited for on the run clock."""
-        yield from self._wait_stage(self.stage.move_to_mm(x_mm, y_mm))
+        yield from self._stage(lambda: self._wait_stage(self.stage.move_to_mm(x_mm, y_mm)))
+
+    def _stage(self, act):
+        """`act()` (a stage move and its wait, a generator), ridden through a lost link of
+        the stage: waited for on the run clock for up to LINK_GRACE_S (alarms `hold` and
+        `resume` from the stage), then the stage must be where it was left
+        (`still_where_left`: a controller reset meanwhile fails the sheet) and the move is
+        sent again (its targets are absolute: sent twice, it ends where sent once)."""
+        links = instrument_links(self.lab, self.plan.stage)
+        stage = self.plan.stage
+        return (yield from ride_out(
+            self.env, act, LINK_GRACE_S,
+            lambda: not self.resumed and bool(links) and not links[0].answered,
+            lambda exc: self.store.add_alarm(
+                self.run_id, self.env.now, "warning", stage, f"{exc}: the prober waits for "
+                f"the link (up to {LINK_GRACE_S:.0f} s), then goes on from where the stage "
+                "was", reaction="hold"),
+            lambda s: self.store.add_alarm(
+                self.run_id, self.env.now, "info", stage, f"the link answered again after "
+                f"{s:.0f} s, the stage where it was left: the prober goes on",
+                reaction="resume"),
+            again=self.stage.still_where_left))
+
+    @staticmethod
+    def _sent(expected_s: float):
+        """A move not waited for (the needles lifted: the next move queues behind it)."""
+        return expected_s
+        yield  # a generator, as `_stage` takes
 
     def _wait_stage(self, expected):
         """The time a stage move takes (it says), then until it rests, on the run clock."""
