@@ -42,10 +42,11 @@ def ride_out(env, attempt: Callable, grace_s: float, never_answered: Callable[[]
             if first is None:
                 first, since = exc, env.now
                 on_hold(exc)
-            elif env.now - since >= grace_s:
+            elif env.now >= since + grace_s:  # a deadline, not a difference: a wait of
+                # grace_s - (now - since) can round to nothing and stall the clock
                 raise LinkLost(f"{first}; still lost after {env.now - since:.0f} s of "
                                f"trying again ({exc})") from None
-            yield env.timeout(min(wait, grace_s - (env.now - since)))  # the last try at grace_s
+            yield env.timeout(min(wait, since + grace_s - env.now))  # the last try at grace_s
             wait = min(2 * wait, RIDE_OUT_MAX_S)
             continue
         if first is not None:

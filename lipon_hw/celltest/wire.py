@@ -68,7 +68,7 @@ def patiently(channel, call):
             first = first or exc  # the words of the outage's start: what went wrong
             if never_answered(channel):
                 raise
-            if env.now - since >= LINK_PATIENCE_S:
+            if env.now >= since + LINK_PATIENCE_S:  # a deadline (see `ride_out`)
                 if exc is first:
                     raise
                 raise LinkLost(f"{first}; still lost after {env.now - since:.0f} s of "
@@ -80,8 +80,8 @@ def patiently(channel, call):
                     f"link lost from t = {since:.1f} s to t = {env.now:.1f} s, ridden out: "
                     f"no samples taken meanwhile ({first})", None, "gap")
             return result
-        last = env.now - since + wait >= LINK_PATIENCE_S
-        yield env.timeout(min(wait, LINK_PATIENCE_S - (env.now - since)))
+        last = env.now + wait >= since + LINK_PATIENCE_S
+        yield env.timeout(min(wait, since + LINK_PATIENCE_S - env.now))
         if last and (link := _link_of(channel)) is not None:
             link.reopen_now()  # the last try, at the patience, opens the port whatever the
             # link's own back-off (it would refuse a try that comes before its next re-open)

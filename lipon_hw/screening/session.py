@@ -319,12 +319,12 @@ class Prober:
                     self.pstat.cell_off(channel)
                     break
                 except (InstrumentError, LinkLost) as exc:
-                    if self.env.now - since >= LINK_GRACE_S:
+                    if self.env.now >= since + LINK_GRACE_S:  # a deadline (`ride_out`)
                         raise InstrumentError(
                             f"{first}; {self.plan.potentiostat} channel {channel} still not "
                             f"switched off after {self.env.now - since:.0f} s of trying again "
                             f"({exc}), so the needles stay up") from None
-                    yield self.env.timeout(min(wait, LINK_GRACE_S - (self.env.now - since)))
+                    yield self.env.timeout(min(wait, since + LINK_GRACE_S - self.env.now))
                     wait = min(2 * wait, RIDE_OUT_MAX_S)
             del self._not_off[channel]
             self._site_alarm(channel, "info", f"switched off after {self.env.now - since:.0f} "
