@@ -23,12 +23,44 @@ from lipon_hw.link_health import RIDE_OUT_MAX_S
 NOT_WAITED = "it has not answered since the run started, so the run does not wait for it"
 
 
+class Patience:
+    """Tries again on the run clock from now: after `first_s`, then twice as long each time
+    up to `max_s`, the last try at the deadline now + `grace_s` itself. The deadline is
+    kept, not the time left: a wait of grace − (now − since) can round to nothing and
+    stall a simpy clock, while deadline − now lands on the deadline exactly."""
+
+    def __init__(self, env, grace_s: float, first_s: float = 1.0,
+                 max_s: float = RIDE_OUT_MAX_S):
+        self.env, self.since, self.deadline = env, env.now, env.now + grace_s
+        self._wait, self._max_s = first_s, max_s
+
+    @property
+    def spent(self) -> bool:
+        """The deadline has come: no more tries."""
+        return self.env.now >= self.deadline
+
+    @property
+    def elapsed_s(self) -> float:
+        return self.env.now - self.since
+
+    @property
+    def last(self) -> bool:
+        """The next try is the one at the deadline."""
+        return self.env.now + self._wait >= self.deadline
+
+    def wait(self):
+        """The timeout to the next try (yield it)."""
+        timeout = self.env.timeout(min(self._wait, self.deadline - self.env.now))
+        self._wait = min(2 * self._wait, self._max_s)
+        return timeout
+
+
 def ride_out(env, attempt: Callable, grace_s: float, never_answered: Callable[[], bool],
              on_hold: Callable[[LinkLost], None], on_back: Callable[[float], None],
              again: Callable | None = None):
     """`attempt()`'s result, ridden through lost links (see the module docstring). A
     generator: `yield from` it."""
-    first, since, wait = None, 0.0, 1.0
+    first, patience = None, None
     while True:
         try:
             if first is not None and again is not None:
@@ -40,15 +72,13 @@ def ride_out(env, attempt: Callable, grace_s: float, never_answered: Callable[[]
             if first is None and never_answered():
                 raise LinkLost(f"{exc}; {NOT_WAITED}") from None
             if first is None:
-                first, since = exc, env.now
+                first, patience = exc, Patience(env, grace_s)
                 on_hold(exc)
-            elif env.now >= since + grace_s:  # a deadline, not a difference: a wait of
-                # grace_s - (now - since) can round to nothing and stall the clock
-                raise LinkLost(f"{first}; still lost after {env.now - since:.0f} s of "
+            elif patience.spent:
+                raise LinkLost(f"{first}; still lost after {patience.elapsed_s:.0f} s of "
                                f"trying again ({exc})") from None
-            yield env.timeout(min(wait, since + grace_s - env.now))  # the last try at grace_s
-            wait = min(2 * wait, RIDE_OUT_MAX_S)
+            yield patience.wait()
             continue
         if first is not None:
-            on_back(env.now - since)
+            on_back(patience.elapsed_s)
         return result

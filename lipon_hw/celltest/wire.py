@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from lipon_hw.celltest.step_ends import MIN_POLL_S
 from lipon_hw.errors import LinkLost, LiponError
+from lipon_hw.ride_out import Patience
 from lipon_hw.techniques import CCCV, EIS, CyclicSweep, LinearSweep, sweep_legs
 
 LINK_PATIENCE_S = 900.0
@@ -60,7 +61,7 @@ def patiently(channel, call):
     ended unseen waits for the next) are no sample lost without a word. A generator:
     `yield from` it."""
     env = channel.env
-    since, wait, first = env.now, MIN_POLL_S, None
+    patience, first = Patience(env, LINK_PATIENCE_S, MIN_POLL_S, RETRY_MAX_S), None
     while True:
         try:
             result = call()
@@ -68,24 +69,21 @@ def patiently(channel, call):
             first = first or exc  # the words of the outage's start: what went wrong
             if never_answered(channel):
                 raise
-            if env.now >= since + LINK_PATIENCE_S:  # a deadline (see `ride_out`)
-                if exc is first:
-                    raise
-                raise LinkLost(f"{first}; still lost after {env.now - since:.0f} s of "
+            if patience.spent:
+                raise LinkLost(f"{first}; still lost after {patience.elapsed_s:.0f} s of "
                                f"trying again ({exc})") from None
         else:
             if first is not None:
                 channel.store.add_alarm(
                     channel.run_id, env.now, "warning", f"channel {channel.number}",
-                    f"link lost from t = {since:.1f} s to t = {env.now:.1f} s, ridden out: "
-                    f"no samples taken meanwhile ({first})", None, "gap")
+                    f"link lost from t = {patience.since:.1f} s to t = {env.now:.1f} s, "
+                    f"ridden out: no samples taken meanwhile ({first})", None, "gap")
             return result
-        last = env.now + wait >= since + LINK_PATIENCE_S
-        yield env.timeout(min(wait, since + LINK_PATIENCE_S - env.now))
+        last = patience.last
+        yield patience.wait()
         if last and (link := _link_of(channel)) is not None:
             link.reopen_now()  # the last try, at the patience, opens the port whatever the
             # link's own back-off (it would refuse a try that comes before its next re-open)
-        wait = min(2 * wait, RETRY_MAX_S)
 
 
 def tell_gaps(channel, run, t0: float) -> None:

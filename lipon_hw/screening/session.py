@@ -29,8 +29,8 @@ from lipon_hw.engine.operator import OperatorWish
 from lipon_hw.engine.ownership import Resource
 from lipon_hw.errors import InputError, InstrumentError, LinkLost, LiponError, RunTakenOver
 from lipon_hw.kinds import RunOptions
-from lipon_hw.link_health import LINK_GRACE_S, RIDE_OUT_MAX_S, instrument_links
-from lipon_hw.ride_out import ride_out
+from lipon_hw.link_health import LINK_GRACE_S, instrument_links
+from lipon_hw.ride_out import Patience, ride_out
 from lipon_hw.safe_retry import SAFE_PATIENCE_S, clock_moves_on
 from lipon_hw.screening.layout import Touchdown, touchdowns
 from lipon_hw.screening.measure import SiteResult, measure_site, physical_limit_s
@@ -309,25 +309,24 @@ class Prober:
 
     def _switch_off_the_rest(self):
         """The channels `_disconnect` could not switch off, stopped and switched off now,
-        tried on the run clock (1, 2, 4 … RIDE_OUT_MAX_S s apart) for up to LINK_GRACE_S
+        tried on the run clock (`Patience`: 1, 2, 4 … 30 s apart) for up to LINK_GRACE_S
         each; one still refusing fails the sheet, in its words, the needles up."""
         for channel, first in list(self._not_off.items()):
-            since, wait = self.env.now, 1.0
+            patience = Patience(self.env, LINK_GRACE_S)
             while True:
                 try:
                     self.pstat.stop(channel)
                     self.pstat.cell_off(channel)
                     break
                 except (InstrumentError, LinkLost) as exc:
-                    if self.env.now >= since + LINK_GRACE_S:  # a deadline (`ride_out`)
+                    if patience.spent:
                         raise InstrumentError(
                             f"{first}; {self.plan.potentiostat} channel {channel} still not "
-                            f"switched off after {self.env.now - since:.0f} s of trying again "
+                            f"switched off after {patience.elapsed_s:.0f} s of trying again "
                             f"({exc}), so the needles stay up") from None
-                    yield self.env.timeout(min(wait, since + LINK_GRACE_S - self.env.now))
-                    wait = min(2 * wait, RIDE_OUT_MAX_S)
+                    yield patience.wait()
             del self._not_off[channel]
-            self._site_alarm(channel, "info", f"switched off after {self.env.now - since:.0f} "
+            self._site_alarm(channel, "info", f"switched off after {patience.elapsed_s:.0f} "
                              "s: the needles come down", "resume")
 
     def make_safe(self, resumed: bool) -> list[str]:
