@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from lipon_hw import collector
 from lipon_hw.celltest import protocol as pr
 from lipon_hw.celltest.all_channels import run_channels
 from lipon_hw.celltest.channels import ChannelState, stop_reason
@@ -47,10 +48,11 @@ def run_group(store: Store, run_id: int, proto: pr.Protocol, station: Station,
     try:
         snapshots = {n: s.cell for n, s in states.items()}
         cells = mount_cells(lab, proto, store, seed, snapshots, run_id) if lab.cells else {}
-        run_channels(env, store, run_id, proto, pstat, states, cells,
-                     realtime=not station.in_process or speed is not None, on_cycle=on_cycle,
-                     operator=operator or OperatorWish(store, run_id),
-                     links=instrument_links(lab, proto.potentiostat))
+        with collector.rarely():  # the lab, its cells and all before: never scanned again
+            run_channels(env, store, run_id, proto, pstat, states, cells,
+                         realtime=not station.in_process or speed is not None,
+                         on_cycle=on_cycle, operator=operator or OperatorWish(store, run_id),
+                         links=instrument_links(lab, proto.potentiostat))
     except BaseException as exc:
         during = exc
         raise
