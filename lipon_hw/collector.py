@@ -4,12 +4,12 @@ what was loaded before it.
 A campaign makes a few tuples for every sample it measures, sends, reads and stores, and
 almost none of them is ever part of a reference cycle (plain reference counting frees
 them). With Python's default threshold (a collection every 700 new container objects) the
-collector ran every poll or two and every so often walked every object the process held
-(modules, station, protocol, lab): on the 16 × 600 cycling campaign (`bench/cycling.py`)
-about 4.5 s of its workers' CPU, in some 1,100 collections a worker of ~2 ms each. Inside `rarely()` what exists at its start is frozen (no
-collection scans it again) and a collection comes after COLLECT_AFTER new container
-objects; garbage cycles (a traceback, a generator's frame) are still collected, later. The
-threshold and the frozen objects are given back when the last `rarely()` ends."""
+collector ran some 1,100 times in each worker of the 16 × 600 cycling campaign
+(`bench/cycling.py`), ~2 ms each walking every object the worker held (modules, station,
+protocol, lab): about 4.5 s of the workers' CPU. Inside `rarely()` what exists at its start
+is frozen (no collection scans it again) and a collection comes after COLLECT_AFTER new
+container objects; garbage cycles (a traceback, a generator's frame) are still collected,
+later. The threshold and the frozen objects are given back when the last `rarely()` ends."""
 
 from __future__ import annotations
 
