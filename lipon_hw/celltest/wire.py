@@ -13,9 +13,10 @@ Budgets (run clock; virtual in a simulated run, so the same on every machine):
   as the technique says, plus a tenth plus a minute) the channel stops it (`Z`): the
   instrument says nothing runs, and the lost end is told as a gap (`end_overdue`).
 - SAFE_PATIENCE_S: a channel that has ended tries to stop its script and switch its cell
-  off for up to 30 minutes (a lost link, a channel in fault refusing commands) before it
-  says the cell could not be disconnected. A run that stops at once (Ctrl-C, the store
-  failing) does not wait: every cell gets one try, then the run's own bounded retry
+  off (after 1, 2, 4 … 30 s) for up to 30 minutes, the last try at the 30 minutes (a lost
+  link, a channel in fault refusing commands) before it says the cell could not be
+  disconnected. A run that stops at once (Ctrl-C, the store failing) does not wait:
+  every cell gets one try, then the run's own bounded retry
   (`groups.disconnect`).
 
 A port that has never answered (a run that could not start: not in this lab's life, and
@@ -79,11 +80,17 @@ def patiently(channel, call):
                     f"link lost from t = {patience.since:.1f} s to t = {env.now:.1f} s, "
                     f"ridden out: no samples taken meanwhile ({first})", None, "gap")
             return result
-        last = patience.last
-        yield patience.wait()
-        if last and (link := _link_of(channel)) is not None:
-            link.reopen_now()  # the last try, at the patience, opens the port whatever the
-            # link's own back-off (it would refuse a try that comes before its next re-open)
+        yield from _next_try(channel, patience)
+
+
+def _next_try(channel, patience: Patience):
+    """Wait for the next try; the last, at the deadline, opens the channel's port whatever
+    the link's own back-off (30 s apart by then, it would refuse a try that comes before its
+    next re-open)."""
+    last = patience.last
+    yield patience.wait()
+    if last and (link := _link_of(channel)) is not None:
+        link.reopen_now()
 
 
 def tell_gaps(channel, run, t0: float) -> None:
@@ -105,19 +112,18 @@ def disconnect_patiently(channel):
     if channel._disconnected:
         return
     env, pstat = channel.env, channel.pstat
-    since, wait = env.now, MIN_POLL_S
-    while env.now - since + wait <= SAFE_PATIENCE_S:
+    patience = Patience(env, SAFE_PATIENCE_S, MIN_POLL_S, RETRY_MAX_S)
+    while True:
         try:
             pstat.stop(channel.number)
             pstat.cell_off(channel.number)
         except LiponError:
-            if never_answered(channel):
+            if never_answered(channel) or patience.spent:
                 return  # the channel's own `_disconnect` tries once more and says so
-            yield env.timeout(wait)
-            wait = min(2 * wait, RETRY_MAX_S)
+            yield from _next_try(channel, patience)
             continue
         channel._disconnected = True
-        if env.now > since:  # it took more than one try: say when the cell was reached
+        if env.now > patience.since:  # more than one try: say when the cell was reached
             tell_reached(channel.store, channel.run_id, channel.number, env.now)
         return
 
