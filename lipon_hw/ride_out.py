@@ -14,7 +14,7 @@ after its first try (`safe_retry`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from lipon_hw.errors import LinkLost
 from lipon_hw.link_health import RIDE_OUT_MAX_S
@@ -57,9 +57,12 @@ class Patience:
 
 def ride_out(env, attempt: Callable, grace_s: float, never_answered: Callable[[], bool],
              on_hold: Callable[[LinkLost], None], on_back: Callable[[float], None],
-             again: Callable | None = None):
-    """`attempt()`'s result, ridden through lost links (see the module docstring). A
-    generator: `yield from` it."""
+             again: Callable | None = None, links: Callable[[], Iterable] = tuple):
+    """`attempt()`'s result, ridden through lost links (see the module docstring). The
+    last try, at the grace, first re-opens the `links()` the attempt goes through, whatever
+    their own back-off (a Link 30 s apart by then would refuse a try that comes before its
+    next re-open: a grace longer than LINK_GRACE_S could end on a refusal, the instrument
+    back meanwhile). A generator: `yield from` it."""
     first, patience = None, None
     while True:
         try:
@@ -77,7 +80,11 @@ def ride_out(env, attempt: Callable, grace_s: float, never_answered: Callable[[]
             elif patience.spent:
                 raise LinkLost(f"{first}; still lost after {patience.elapsed_s:.0f} s of "
                                f"trying again ({exc})") from None
+            last = patience.last
             yield patience.wait()
+            if last:
+                for link in links():
+                    link.reopen_now()
             continue
         if first is not None:
             on_back(patience.elapsed_s)

@@ -16,6 +16,7 @@ from lipon_hw.celltest.wire import SAFE_PATIENCE_S, disconnect_patiently, patien
 from lipon_hw.errors import InstrumentError, LinkLost
 from lipon_hw.link_health import instrument_links
 from lipon_hw.links import Health
+from lipon_hw.ride_out import ride_out
 from lipon_hw.safe_retry import SafeCall, retry_safe_state
 from lipon_hw.store import Store
 from lipon_hw.techniques import OCV, ConstantCurrent, Recording
@@ -257,6 +258,39 @@ def test_an_unplug_just_shorter_than_the_patience_is_ridden_out():
 
     env.run(until=env.process(channel()))
     assert env.now - 110 == 900.0 and len(ch.alarms) == 1
+
+
+@pytest.mark.parametrize("reopened", [True, False])
+def test_ride_out_opens_the_port_for_its_last_try_whatever_the_links_back_off(reopened):
+    """A grace of 100 s (a link_health rule's, longer than LINK_GRACE_S): tries at 0, 1, 3,
+    7, 15, 31, 61, 91 s and 100 s; the link back at 95 s. After its failed open at 91 s the
+    Link would re-open at 121 s, so the try at 100 s was refused unopened and the run
+    failed with its instrument answering; told its links, ride_out opens the port for it."""
+    env, lab = _on_env([{"fault": "link_drop", "instrument": "mes4", "at_s": 100,
+                         "for_s": 105}])
+    run = lab.instruments["mes4"].start(1, OCV(5000.0, 1.0, Recording(30.0)))
+    link = lab.pool.link("sim://mes4/1")
+
+    def attempt():
+        yield env.timeout(0)
+        return run.poll()
+
+    def rider():
+        yield env.timeout(110)
+        try:
+            return (yield from ride_out(env, attempt, 100.0, lambda: False, lambda exc: None,
+                                        lambda s: None,
+                                        links=(lambda: [link]) if reopened else tuple))
+        except LinkLost as exc:
+            return exc
+
+    proc = env.process(rider())
+    env.run(until=proc)
+    assert env.now == 210.0
+    if reopened:
+        assert isinstance(proc.value, list) and proc.value, proc.value  # samples read
+    else:
+        assert isinstance(proc.value, LinkLost) and "next re-open in" in str(proc.value)
 
 
 def test_a_channel_in_fault_is_disconnected_once_the_fault_clears():

@@ -156,7 +156,8 @@ class LinkWatch:
                                   f"(up to {grace:.0f} s), then goes on", reaction="hold"),
             lambda s: ctx.alarm("info", "engine", f"the link answered again after {s:.0f} s: "
                                 "process restored, the step went on", reaction="resume"),
-            again=restore)
+            again=restore, links=lambda: [link for inst in set(ctx.roles.values())
+                                          for link in instrument_links(self.lab, inst)])
 
     def _lost_never_answered(self, instruments) -> bool:
         """Some of these instruments' links are lost, and none of those ever answered."""

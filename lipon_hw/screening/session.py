@@ -224,6 +224,8 @@ class Prober:
         its cell again from the start; an outage ridden out is an alarm as it starts
         (`hold`) and as it ends (`resume`). Lost longer than LINK_GRACE_S, or a port that
         has not answered since the run started: the sheet fails, in the outage's words."""
+        link = self._link(channel)
+
         def stopped() -> None:  # what the channel ran when its link went
             self.pstat.stop(channel)
             self.pstat.cell_off(channel)
@@ -231,24 +233,25 @@ class Prober:
         try:
             return (yield from ride_out(
                 self.env, lambda: measure_site(self.env, self.pstat, channel, self.plan),
-                LINK_GRACE_S, lambda: not self.resumed and self._never_answered(channel),
+                LINK_GRACE_S, lambda: not self.resumed and link is not None and
+                not link.answered,
                 lambda exc: self._site_alarm(channel, "warning", f"{exc}: the site waits for "
                                              f"the link (up to {LINK_GRACE_S:.0f} s), then "
                                              "measures its cell again", "hold"),
                 lambda s: self._site_alarm(channel, "info", f"the link answered again after "
                                            f"{s:.0f} s: the cell was measured again", "resume"),
-                again=stopped))
+                again=stopped, links=lambda: [link] if link is not None else []))
         except InstrumentError as exc:  # it refused: its cell is the tester's fault
             self._site_alarm(channel, "warning", f"{exc}: its cell is not measured at this "
                                                  "touch (a tester fault if no touch measures "
                                                  "it)", None)
             return SiteResult(contact=False, why=str(exc))
 
-    def _never_answered(self, channel: int) -> bool:
+    def _link(self, channel: int):
+        """The Link a probe channel's exchanges go through (None: not known)."""
         links = instrument_links(self.lab, self.plan.potentiostat)
-        link = links[0] if len(links) == 1 else \
+        return links[0] if len(links) == 1 else \
             links[channel - 1] if 0 < channel <= len(links) else None
-        return link is not None and not link.answered
 
     def _site_alarm(self, channel: int, severity: str, message: str,
                     reaction: str | None) -> None:
@@ -279,7 +282,7 @@ class Prober:
                 self.run_id, self.env.now, "info", stage, f"the link answered again after "
                 f"{s:.0f} s, the stage where it was left: the prober goes on",
                 reaction="resume"),
-            again=self.stage.still_where_left))
+            again=self.stage.still_where_left, links=lambda: links))
 
     @staticmethod
     def _sent(expected_s: float):
