@@ -56,7 +56,7 @@ import re
 import time
 from dataclasses import dataclass
 
-from lipon_hw.errors import FrameError, InputError, InstrumentError
+from lipon_hw.errors import FrameError, InputError, InstrumentError, NeedsPerson
 from lipon_hw.interfaces import ProbeCard
 from lipon_hw.links import Link
 
@@ -197,6 +197,9 @@ class GrblStage:
         self._settings: dict[str, float] | None = None
         self._target: tuple[float, float, float] | None = None
         self._last_mpos: tuple[float, float, float] | None = None
+        #: why the controller's position can no longer be trusted (a reset while the
+        #: link was lost), once seen; only homing, a person's act, would mend it
+        self._position_lost: str | None = None
 
     # --- capability ---------------------------------------------------------------
     def identify(self) -> str:
@@ -247,22 +250,34 @@ class GrblStage:
 
     def still_where_left(self) -> None:
         """After the link was lost and came back: one status report, which must not be an
-        alarm and must put the stage at (or moving to) the last target sent, or at the
-        position last reported (a move lost with the link never started); else
+        alarm and must not put the stage at rest away from both the last target sent and
+        the position last reported (a move lost with the link never started); else
         InstrumentError. A reconnect resets an Arduino-based board (the port's DTR): it
         then starts in Alarm (homing enabled) or Idle at a position that is not this one.
         Unverified on hardware: which of the two a given board does."""
-        known = [p for p in (self._target, self._last_mpos) if p is not None]
-        status = self.status()
-        there = any(all(abs(a - b) <= POSITION_TOLERANCE_MM
-                        for a, b in zip(status.mpos, p, strict=True)) for p in known)
-        if status.state == "Alarm" or (status.state not in ("Run", "Jog") and known
-                                       and not there):
-            left = _xyz(known[0] if known else None)
-            raise InstrumentError(
-                f"{self.name} reports {status.state} at machine {_xyz(status.mpos)} now that "
-                f"its link answers again, not where it was left ({left}): its controller "
-                "was reset, and its position is not known; home it, then resume the run")
+        known = self._known()
+        lost = self._judge(self.status(), known)
+        if lost is not None:
+            raise InstrumentError(f"{lost}; home it, then resume the run")
+
+    def _known(self) -> list[tuple[float, float, float]]:
+        """Where the driver left the stage: the last target sent, the position last
+        reported (read before the next status report replaces it)."""
+        return [p for p in (self._target, self._last_mpos) if p is not None]
+
+    def _judge(self, status: Status, known: list) -> str | None:
+        """Why the controller's position is not to be trusted, if it is not: in Alarm, or
+        at rest away from everywhere the driver left it (a controller reset). Remembered:
+        once lost, the needles may be anywhere until a person homes the stage."""
+        if self._position_lost is None and known and (status.state == "Alarm" or (
+                status.state == "Idle" and not any(
+                    all(abs(a - b) <= POSITION_TOLERANCE_MM
+                        for a, b in zip(status.mpos, p, strict=True)) for p in known))):
+            self._position_lost = (
+                f"{self.name} reports {status.state} at machine {_xyz(status.mpos)}, not "
+                f"where it was left ({_xyz(known[0])}): its controller was reset, and its "
+                "position is not known")
+        return self._position_lost
 
     def wait_until_stopped(self, expected_s: float) -> None:
         """Sleep the expected time, then poll `moving()` (every `POLL_S`) until it rests;
@@ -280,8 +295,17 @@ class GrblStage:
     def make_safe(self) -> None:
         """Needles up: the cells disconnected from the probes. A stage in motion is
         reset at once (GRBL: ALARM:3, position to be re-homed), an alarm unlocked, and
-        Z sent to clear height; the lift is commanded, not waited for."""
+        Z sent to clear height; the lift is commanded, not waited for. A controller that
+        lost its position (reset while its link was lost, or in Alarm away from where the
+        driver left it) is not unlocked nor moved: its coordinates no longer say where the
+        needles are, so a lift to clear height may not lift them; NeedsPerson says so
+        (homing, Z first on GRBL's default build, is a person's act)."""
+        known = self._known()
         status = self.status()
+        lost = self._judge(status, known)
+        if lost is not None:
+            raise NeedsPerson(f"{lost}, so the needles may still be down: home it ($H) "
+                              "before anything moves under them")
         if status.state in ("Run", "Jog", "Hold", "Home"):
             self._recover()
         elif status.state == "Alarm":

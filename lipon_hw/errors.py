@@ -48,6 +48,11 @@ class InstrumentError(LiponError):
     """The instrument answered with a refusal (NAK, error status, out-of-range code)."""
 
 
+class NeedsPerson(InstrumentError):
+    """The instrument is in a state only a person may take it out of (a motion controller
+    whose position was lost must be homed): trying it again cannot help."""
+
+
 class RunAborted(LiponError):
     """A run was stopped (interlock, fault, operator) and the hardware left safe."""
 

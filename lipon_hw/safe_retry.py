@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import simpy
 
-from lipon_hw.errors import LiponError
+from lipon_hw.errors import LiponError, NeedsPerson
 from lipon_hw.links import Link
 
 #: how long (the run's clock) a safe state keeps trying the instruments that failed it, and
@@ -38,7 +38,8 @@ def retry_safe_state(calls: list[SafeCall], wait: Callable[[float], None],
                      on_retry: Callable[[dict[str, str]], None] | None = None,
                      answered_before: bool = False) -> dict[str, str]:
     """Each call once, in order; then those that failed with the instrument's or its link's
-    failure (LiponError) and whose link has answered before, again after `wait(s)` lets
+    failure (LiponError, but NeedsPerson: a person's to mend) and whose link has answered
+    before, again after `wait(s)` lets
     the run's clock move on s seconds (1, 2, 4 … SAFE_RETRY_MAX_S), for up to `patience_s`
     of waiting (`answered_before`: every link answered in an earlier process of the run —
     a resume — so all are tried again). `on_retry(failed)` is told once, before the first
@@ -54,6 +55,8 @@ def retry_safe_state(calls: list[SafeCall], wait: Callable[[float], None],
                 link.reopen_now()
             try:
                 safe.call()
+            except NeedsPerson as exc:  # said at once: no retry can help
+                failed[safe.name] = str(exc)
             except LiponError as exc:  # the instrument or its link
                 failed[safe.name] = str(exc)
                 if answered_before or any(link.answered for link in safe.links):

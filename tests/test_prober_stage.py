@@ -9,7 +9,7 @@ import pytest
 from conftest import ManualClock
 
 from lipon_hw.drivers.grbl import format_status, parse_status, trapezoid_s
-from lipon_hw.errors import InputError, InstrumentError, LinkLost
+from lipon_hw.errors import InputError, InstrumentError, LinkLost, NeedsPerson
 from lipon_hw.links import Health
 from lipon_hw.sim.cells.factories import cell_from_spec
 from lipon_hw.sim.chuck import ProbeContact
@@ -212,11 +212,67 @@ def test_a_stage_back_from_a_lost_link_must_stand_where_it_was_left(lab, stage, 
     for reset in ({**state, "alarm": True}, {**state, "position": [0.0, 0.0, 0.0]}):
         emulator.restore(reset)
         with pytest.raises(InstrumentError, match=r"^stage reports (Alarm|Idle) at machine "
-                           r".* now that its link answers again, not where it was left "
-                           r"\(.*\): its controller was reset, and its position is not known; "
-                           r"home it, then resume the run$"):
+                           r".*, not where it was left \(.*\): its controller was reset, and "
+                           r"its position is not known; home it, then resume the run$"):
             stage.still_where_left()
         emulator.restore(state)
+        stage._position_lost = None  # the next reset is judged afresh (a person homed it)
+
+
+def _reset_while_lost(lab, stage):
+    """The needles down on a cell, then the stage's link lost and its port opened again
+    on a board that resets when its port is opened (`resets_on_reconnect`)."""
+    emulator = lab.sim.emulators["stage"]
+    emulator.resets_on_reconnect = True
+    go(stage, 10, 5)
+    touch(stage, True)
+    assert emulator.in_contact
+    emulator.faults.link_down = True
+    with pytest.raises(LinkLost):
+        stage.position_mm()
+    emulator.faults.link_down = False
+    stage.link.reopen_now()
+    return emulator
+
+
+def test_a_board_reset_by_its_port_reopening_powers_up_where_it_stands(lab, stage, clock):
+    """GRBL's power-up as the documents give it: the banner, Alarm with homing on
+    (`[MSG:'$H'|'$X' to unlock]`), machine position counted from where the stage stands
+    (0, 0, 0); G-code locked (error:9); `$H` finds the switches: Z up first, the needles
+    off the cell, and the true position (−pull-off on every axis) again."""
+    emulator = lab.sim.emulators["stage"]
+    emulator.resets_on_reconnect = True
+    go(stage, 10, 5)
+    touch(stage, True)
+    where = emulator.planner.position
+    emulator.reset_connection()  # the first open was the session's: this one resets
+    out = emulator.handle(b"?")
+    assert out == (b"\r\nGrbl 1.1h ['$' for help]\r\n[MSG:'$H'|'$X' to unlock]\r\n"
+                   b"<Alarm|MPos:0.000,0.000,0.000|FS:0,0>\r\n"), out
+    assert emulator.planner.position == where and emulator.in_contact  # nothing moved
+    assert emulator.handle(b"G53 G0 Z-2\n") == b"error:9\r\n"
+    assert emulator.handle(b"$H\n") == b""  # its ok comes when homing ends
+    clock.advance(120)
+    assert emulator.handle(b"?") == b"ok\r\n<Idle|MPos:-1.000,-1.000,-1.000|FS:0,0>\r\n"
+    assert emulator.planner.position == (-1.0, -1.0, -1.0) and not emulator.in_contact
+
+
+def test_a_stage_reset_while_its_link_was_lost_is_not_trusted_to_lift_its_needles(
+        lab, stage):
+    """After the reset the controller says it stands at (0, 0, 0), above clear height:
+    unlocked and lifted to clear height as its coordinates say, the needles would stay
+    on the cell and the safe state say they were up. The driver refuses to go on and its
+    safe state fails at once in words that say the needles may be down (NeedsPerson: no
+    retry helps); the stage is neither unlocked nor moved."""
+    emulator = _reset_while_lost(lab, stage)
+    with pytest.raises(InstrumentError, match=r"^stage reports Alarm at machine \(0\.000, "
+                       r"0\.000, 0\.000\) mm, not where it was left .*; home it, then "
+                       r"resume the run$"):
+        stage.still_where_left()
+    with pytest.raises(NeedsPerson, match=r"its position is not known, so the needles may "
+                       r"still be down: home it \(\$H\) before anything moves under them$"):
+        stage.make_safe()
+    assert emulator.alarm and emulator.in_contact and not emulator.planner.busy
 
 
 def test_make_safe_lifts_the_needles_even_mid_move(lab, stage, clock):

@@ -342,6 +342,36 @@ def test_the_stage_lost_for_a_moment_is_ridden_out_from_where_it_was(tmp_path, f
         .screen_cells(clean.run_id)]
 
 
+def test_a_stage_whose_board_resets_on_reconnect_fails_the_sheet_with_its_needles_told(
+        tmp_path):
+    """The same 10 s drop on a board that resets when its port is opened again: the stage
+    answers in Alarm at (0, 0, 0), so the sheet fails ("home it, then resume the run"),
+    every site's cell is switched off, and the safe state says the needles may still be
+    down instead of "needles up" (it would have unlocked the stage and lifted Z to a
+    clear height counted from the wrong zero); no round of retries for it."""
+    recipe, station = _small_sheet_with_a_dropped_channel(tmp_path, at_s=0, for_s=None)
+    text = (ROOT / "lipon_hw" / "data" / "sim_lab.yaml").read_text(encoding="utf-8")
+    text = text.replace("      potentiostat: probe_pstat\n", "      potentiostat: probe_pstat\n"
+                        "      resets_on_reconnect: true\n")
+    station.write_text(text.replace("sim:\n  seed: 1\n", "sim:\n  seed: 1\n  faults:\n"
+                                    "    - {fault: link_drop, instrument: stage, at_s: 5, "
+                                    "for_s: 10}\n"), encoding="utf-8")
+    data = tmp_path / "d"
+    with pytest.raises(InstrumentError) as failed:
+        lifecycle.start(KIND, str(recipe), RunOptions(str(data), str(station), seed=1))
+    said = str(failed.value)
+    assert "stage reports Alarm at machine (0.000, 0.000, 0.000) mm, not where it was left" \
+        in said and "home it, then resume the run" in said, said
+    assert "the hardware was NOT all made safe: stage (needles up): " in said, said
+    store = Store(data, read_only=True)
+    safe = [a for a in store.alarms(1) if a.reaction == "safe state"]
+    assert len(safe) == 1, safe  # said once: not retried
+    assert safe[0].severity == "error" and "probe_pstat channels 1–32 off" in safe[0].message
+    assert "FAILED stage (needles up): " in safe[0].message
+    assert "so the needles may still be down: home it ($H)" in safe[0].message
+    assert "needles up;" not in safe[0].message and not safe[0].message.endswith("needles up")
+
+
 def test_a_channel_that_never_answers_fails_the_sheet_at_once(tmp_path):
     """Channel 5's port is dead from the start (a wrong address, a cable not plugged in):
     the sheet is not kept waiting for it; it fails in the port's words, at once, and says

@@ -37,12 +37,18 @@ interface.md lists as 500 mm/min, 10 mm/s², 200 mm): X/Y 6000 mm/min and 500 mm
 Z 600 mm/min and 100 mm/s², travel 400 × 300 × 20 mm, homing and soft limits on;
 `grbl_settings: {110: …}` overrides them. `homed: true` (default) starts Idle at the
 home position, as a rig homed at power-up; `false` starts in Alarm as GRBL does with
-homing enabled. `potentiostat`, `contact_miss` and `align_tolerance_mm` belong to the
-chuck (`lipon_hw.sim.chuck`), which `SimLab` attaches as `chuck`: every move that
-brings Z to or below the chuck's contact height calls `chuck.touch(x, y, True)` when
-it ends (an event on the lab's schedule, so it happens at its time even if the host
-talks only to the potentiostat meanwhile), and every move that starts from contact
-calls `chuck.touch(x, y, False)` as it starts.
+homing enabled. `resets_on_reconnect: true` is an Arduino-based board whose USB serial port
+resets the controller when it is opened again (DTR): a re-open after the first (a lost link
+the host re-opens) is a power-up, motion stopped where it is, the banner sent, the position
+counted from there as machine zero (the stage itself has not moved: the controller no
+longer knows where it is), and Alarm with homing on until `$H` (which finds the switches
+and the true position again) or `$X` (unlocked, the position still wrong).
+`potentiostat`, `contact_miss` and `align_tolerance_mm` belong to the chuck
+(`lipon_hw.sim.chuck`), which `SimLab` attaches as `chuck`: every move that brings Z to
+or below the chuck's contact height calls `chuck.touch(x, y, True)` when it ends (an
+event on the lab's schedule, so it happens at its time even if the host talks only to
+the potentiostat meanwhile), and every move that starts from contact calls
+`chuck.touch(x, y, False)` as it starts.
 """
 
 from __future__ import annotations
@@ -88,8 +94,15 @@ class GrblEmulator(Emulator):
 
     def __init__(self, name: str, tool, homed: bool = True,
                  grbl_settings: dict | None = None, potentiostat: str | None = None,
-                 contact_miss: float | None = None, align_tolerance_mm: float | None = None):
+                 contact_miss: float | None = None, align_tolerance_mm: float | None = None,
+                 resets_on_reconnect: bool = False):
         super().__init__(name)
+        self.resets_on_reconnect = resets_on_reconnect
+        self._opened = 0  # times the port was opened (the first is the session's start)
+        self._booted = False  # a power-up's banner waits for the next bytes
+        #: where the controller counts from: the stage's position = the position it
+        #: reports + this (zero until a power-up while away from machine zero)
+        self.offset = (0.0, 0.0, 0.0)
         self.clock = tool.world.clock
         self.settings = dict(DEFAULT_SETTINGS)
         for key, value in (grbl_settings or {}).items():
@@ -114,12 +127,30 @@ class GrblEmulator(Emulator):
         self.touches: list[tuple[float, float, bool, float]] = []  # (x, y, down, t)
 
     # --- bytes ----------------------------------------------------------------------
+    def reset_connection(self) -> None:
+        super().reset_connection()
+        self._opened += 1
+        if self.resets_on_reconnect and self._opened > 1:
+            self._power_up()
+
+    def _power_up(self) -> None:
+        """The board reset by its port being opened: see the module docstring."""
+        here = self.planner.flush(self.clock())
+        self._held, self._waiting, self.hold, self.critical = [], None, None, False
+        self.offset = here
+        self.alarm = bool(self.settings[22])
+        self.absolute, self.inches, self.motion, self.feed = True, False, 0, None
+        self._booted = True
+
     def handle(self, data: bytes, session: Session | None = None) -> bytes:
         self.session = session = session if session is not None else self._own_session
         self.check_plugged()
         if self.faults.link_down:
             return b""
         out = bytearray(self._tick())
+        if self._booted:
+            self._booted = False
+            out[:0] = (BANNER + (LOCKED if self.alarm else "")).encode("ascii")
         for byte in data:
             if byte in REALTIME:
                 out += self._realtime(byte)
@@ -161,6 +192,7 @@ class GrblEmulator(Emulator):
         now = self.clock()
         if byte == ord("?"):
             pos, speed = self.planner.now_at(now)
+            pos = self._counted(pos)
             if self.alarm:
                 state, sub = "Alarm", None
             elif self.hold is not None:
@@ -211,8 +243,8 @@ class GrblEmulator(Emulator):
         now = self.clock()
         self._announce()
         for segment, t_end in self.planner.advance(now):
-            if segment.kind == "home":
-                self.alarm = False
+            if segment.kind == "home":  # the switches found: the true position again
+                self.alarm, self.offset = False, (0.0, 0.0, 0.0)
             if self.hold == 1 and not self.planner.queue:
                 self.hold = 0
             if segment.kind != "dwell" and not self.in_contact and self._touching(segment.end):
@@ -370,19 +402,23 @@ class GrblEmulator(Emulator):
         if mode == 1 and not feed:
             return "error:22\r\n"
         start = self.planner.ends_at() if not self._held else self._held[-1].end
-        target = list(start)
+        target = list(self._counted(start))  # as the controller counts
         for i, axis in enumerate("XYZ"):
             if axis in axes:
-                target[i] = axes[axis] if (absolute or 53 in codes) else start[i] + axes[axis]
-        target = tuple(target)
+                target[i] = axes[axis] if (absolute or 53 in codes) else target[i] + axes[axis]
         if self.settings[20] and not self._within_travel(target):
             if jog:
                 return "error:15\r\n"
             self.planner.flush(self.clock())
             self.critical, self.alarm = True, True
             return "ALARM:2\r\n[MSG:Reset to continue]\r\n"
+        target = tuple(v + o for v, o in zip(target, self.offset, strict=True))  # the stage's
         self._queue_move(start, target, feed if mode == 1 else None, jog)
         return "ok\r\n"
+
+    def _counted(self, pos) -> tuple[float, float, float]:
+        """A position of the stage as the controller counts it (see `offset`)."""
+        return tuple(v - o for v, o in zip(pos, self.offset, strict=True))
 
     def _within_travel(self, target) -> bool:
         return all(-self.settings[130 + i] - 1e-9 <= v <= 1e-9 for i, v in enumerate(target))
@@ -426,6 +462,7 @@ class GrblEmulator(Emulator):
         """Where the stage ends up (moves queued are taken as done), its settings and the
         chuck's touchdown count (the seed of its next contact misses)."""
         return {"position": list(self.planner.ends_at()), "alarm": self.alarm,
+                "offset": list(self.offset),
                 "settings": {str(k): v for k, v in self.settings.items()},
                 "touchdowns": self.chuck.touchdowns if self.chuck is not None else 0}
 
@@ -435,6 +472,7 @@ class GrblEmulator(Emulator):
         self.planner.queue.clear()
         self.planner.position = tuple(state["position"])
         self.alarm, self.critical, self.hold, self._waiting = state["alarm"], False, None, None
+        self.offset = tuple(state.get("offset", (0.0, 0.0, 0.0)))
         self._held = []
         self.settings = {int(k): v for k, v in state["settings"].items()}
         self.in_contact = False
