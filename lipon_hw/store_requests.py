@@ -43,6 +43,14 @@ class OperatorRequests:
         self.made += 1
 
 
+    def last_toggle(self, run_id: int) -> tuple[str, str | None] | None:
+        """The operator's last pause or continue of the run (taken or not) and who asked:
+        what the operator last wanted of it; None if neither was asked."""
+        row = self._db.execute(
+            "SELECT action, author FROM requests WHERE run_id=? AND action IN "
+            "('pause', 'continue') ORDER BY rowid DESC LIMIT 1", (run_id,)).fetchone()
+        return None if row is None else (row[0], row[1])
+
     def pending(self, run_id: int) -> list[str]:
         """Requests not yet acted on, left pending (every worker of a run sees them)."""
         return [r[0] for r in self._db.execute(

@@ -326,3 +326,23 @@ def test_the_cli_submits_lists_and_cancels_on_a_real_server(tmp_path):
     finally:
         stop_process(server, wait_s=20)
     assert server.returncode == 0, server.stderr.read()
+
+
+def test_a_runs_last_pause_or_continue_is_read_with_who_asked_on_either_store(tmp_path,
+                                                                             backend):
+    """What the queue page shows of a running entry's run: the operator's last pause or
+    continue (taken by the engine or not), an abort or another run's toggle aside."""
+    store = Store(tmp_path)
+    run_id = store.create_run("r", "cycling", "r.yaml", "", "", 1, None)
+    other = store.create_run("o", "cycling", "o.yaml", "", "", 1, None)
+    assert store.requests.last_toggle(run_id) is None
+    store.requests.make(run_id, "pause", "otto")
+    store.requests.make(other, "continue", "ada")
+    assert store.requests.last_toggle(run_id) == ("pause", "otto")
+    store.requests.take(run_id)  # the engine acted on it: still what was last asked
+    store.flush()
+    store.requests.make(run_id, "abort", "ada")
+    assert store.requests.last_toggle(run_id) == ("pause", "otto")
+    store.requests.make(run_id, "continue", None)
+    assert store.requests.last_toggle(run_id) == ("continue", None)
+    store.close()

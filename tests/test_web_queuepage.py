@@ -204,6 +204,19 @@ def test_an_operator_queues_reorders_and_cancels_from_the_queue_page(browser, se
         page.click("#lane-sputter tr[data-entry='1'] button.pause")
         assert wait_text(page, "#said", "pause").startswith(
             f"run {run_1}: pause requested by otto")
+        row = "#lane-sputter tr[data-entry='1']"
+        assert wait_text(page, f"{row} .status.asked", "pause") == "pause asked by otto"
+        assert page.is_disabled(f"{row} button.pause") and \
+            page.is_enabled(f"{row} button.continue")
+        asked = get(f"{url}/api/queue", VIEWER)["entries"]
+        assert [(e["operator_asked"], e["operator_asked_by"]) for e in asked
+                if e["id"] == 1] == [("pause", "otto")]
+        page.click(f"{row} button.continue")
+        assert wait_text(page, "#said", "continue").startswith(
+            f"run {run_1}: continue requested by otto")
+        page.wait_for_selector(f"{row} .status.asked", state="detached", timeout=WAIT_MS)
+        assert page.is_enabled(f"{row} button.pause") and \
+            page.is_disabled(f"{row} button.continue")
         page.click("#lane-sputter tr[data-entry='1'] button.cancel")
         assert wait_text(page, "#said", "abort") == \
             f"queue entry 1: abort of run {run_1} requested by otto"

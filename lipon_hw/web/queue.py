@@ -178,14 +178,23 @@ def listing(request: Request, _user: User = viewer) -> dict:
     """Every entry not ended and the newest ended, and each lane's order."""
     with reading(request) as store:
         entries = [] if store is None else store.queue_entries()
-    live = [e for e in entries if e.state in ("running", "queued")]
+        live = [e for e in entries if e.state in ("running", "queued")]
+        # a running entry's run: the operator's last pause or continue of it, and who
+        asked = {e.id: store.requests.last_toggle(e.run_id) for e in live
+                 if e.state == "running" and e.run_id is not None}
     ended = sorted((e for e in entries if e.state not in ("running", "queued")),
                    key=lambda e: e.changed_at or 0)[-ENDED_LISTED:]
     lanes: dict[str, list[int]] = {}
     for entry in sorted(live, key=lambda e: (e.state != "running", e.position)):
         for lane in entry.lanes:
             lanes.setdefault(lane, []).append(entry.id)
-    return {"entries": [e.to_dict() for e in live + ended], "lanes": lanes}
+    listed = []
+    for e in live + ended:
+        d = e.to_dict()
+        if asked.get(e.id) is not None:
+            d["operator_asked"], d["operator_asked_by"] = asked[e.id]
+        listed.append(d)
+    return {"entries": listed, "lanes": lanes}
 
 
 @router.get("/shipped")

@@ -61,7 +61,15 @@ function by(who, t) {
     who, el("br"), el("time", {}, when(t)));
 }
 
-function state(e) { return el("span", { class: "status " + e.state }, e.state); }
+// a running entry's run that its operator last asked to pause says so (until continued)
+const pauseAsked = (e) => e.state === "running" && e.operator_asked === "pause";
+
+function state(e) {
+  const shown = el("span", { class: "status " + e.state }, e.state);
+  if (!pauseAsked(e)) return shown;
+  return el("span", {}, shown, " ", el("span", { class: "status paused asked" },
+    `pause asked${e.operator_asked_by ? " by " + e.operator_asked_by : ""}`));
+}
 
 function runLink(e) {
   if (e.run_id != null) return el("a", { href: `/runs/${e.run_id}`, class: "run-link" }, `run ${e.run_id}`);
@@ -115,8 +123,8 @@ function actions(e, lane, queued) {
     td.append(button("Cancel", "cancel", `take entry ${e.id} out of the queue`, false, () => cancel(e)));
   } else if (e.state === "running") {
     if (e.run_id != null) {
-      td.append(button("Pause", "pause", `pause run ${e.run_id}`, false, () => runAction(e, "pause")),
-        button("Continue", "continue", `continue run ${e.run_id}`, false, () => runAction(e, "continue")));
+      td.append(button("Pause", "pause", `pause run ${e.run_id}`, pauseAsked(e), () => runAction(e, "pause")),
+        button("Continue", "continue", `continue run ${e.run_id}`, !pauseAsked(e), () => runAction(e, "continue")));
     }
     td.append(button("Cancel", "cancel", `cancel entry ${e.id}: its run is aborted`, false, () => cancel(e), "danger"));
   }
