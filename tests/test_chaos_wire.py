@@ -313,12 +313,11 @@ def test_a_channel_in_fault_is_disconnected_once_the_fault_clears():
     assert not lab.sim.emulators["mes4/1"].cell_is_on
 
 
-def test_a_cell_off_refused_until_just_before_the_safe_patience_is_done_at_it():
-    """A channel fault from t = 50 s clearing at t = 1850 s; the cell-off is tried from
-    t = 60 s: the last try comes at the 30 minutes (t = 1860 s) and switches the cell off
-    (the old rule gave up at ~1831 s, when the next 30 s would have passed the patience)."""
+def _cell_off_refused_for(fault_s: float):
+    """A channel fault from t = 50 s lasting `fault_s`; the channel's end tries its
+    cell-off from t = 60 s (disconnect_patiently): the channel and its emulator after."""
     env, lab = _on_env([{"fault": "channel_fault", "instrument": "mes4", "channel": 1,
-                         "at_s": 50, "for_s": 1800}])
+                         "at_s": 50, "for_s": fault_s}])
     mes4 = lab.instruments["mes4"]
     run = mes4.start(1, ConstantCurrent(3e-6, 3000.0, 5.1, None, 1.0, Recording(30.0)))
     ch = _Channel(env, mes4, 1)
@@ -330,25 +329,21 @@ def test_a_cell_off_refused_until_just_before_the_safe_patience_is_done_at_it():
         yield from disconnect_patiently(ch)
 
     env.run(until=env.process(end()))
-    assert ch._disconnected and env.now == 60 + SAFE_PATIENCE_S
-    assert not lab.sim.emulators["mes4/1"].cell_is_on
+    return ch, lab.sim.emulators["mes4/1"]
+
+
+def test_a_cell_off_refused_until_just_before_the_safe_patience_is_done_at_it():
+    """The fault clears at t = 1850 s: the last try comes at the 30 minutes (t = 1860 s)
+    and switches the cell off (the old rule gave up at ~1831 s, when the next 30 s would
+    have passed the patience)."""
+    ch, emulator = _cell_off_refused_for(1800)
+    assert ch._disconnected and ch.env.now == 60 + SAFE_PATIENCE_S
+    assert not emulator.cell_is_on
 
 
 def test_a_cell_off_refused_past_the_safe_patience_is_left_to_the_channel_to_say():
-    env, lab = _on_env([{"fault": "channel_fault", "instrument": "mes4", "channel": 1,
-                         "at_s": 50, "for_s": 1900}])
-    mes4 = lab.instruments["mes4"]
-    run = mes4.start(1, ConstantCurrent(3e-6, 3000.0, 5.1, None, 1.0, Recording(30.0)))
-    ch = _Channel(env, mes4, 1)
-    ch.watch = _Watch(lab, "sim://mes4/1")
-
-    def end():
-        yield env.timeout(60)
-        run.poll()
-        yield from disconnect_patiently(ch)
-
-    env.run(until=env.process(end()))
-    assert not ch._disconnected and env.now == 60 + SAFE_PATIENCE_S  # its end says so
+    ch, _ = _cell_off_refused_for(1900)
+    assert not ch._disconnected and ch.env.now == 60 + SAFE_PATIENCE_S  # its end says so
 
 
 def _cells(tmp_path, told: bool):
