@@ -266,17 +266,24 @@ class GrblStage:
         return [p for p in (self._target, self._last_mpos) if p is not None]
 
     def _judge(self, status: Status, known: list) -> str | None:
-        """Why the controller's position is not to be trusted, if it is not: in Alarm, or
-        at rest away from everywhere the driver left it (a controller reset). Remembered:
-        once lost, the needles may be anywhere until a person homes the stage."""
-        if self._position_lost is None and known and (status.state == "Alarm" or (
-                status.state == "Idle" and not any(
-                    all(abs(a - b) <= POSITION_TOLERANCE_MM
-                        for a, b in zip(status.mpos, p, strict=True)) for p in known))):
+        """Why the controller's position is not to be trusted, if it is not: in Alarm (the
+        driver unlocks its own resets at once, so an Alarm it finds is a power-up with
+        homing on, a limit, or a reset it did not make: GRBL's position is then lost), or
+        at rest away from everywhere the driver left it (a board reset without homing).
+        Remembered: once lost, the needles may be anywhere until a person homes the stage.
+        A driver that has not moved the stage yet (a resumed run's, the guard's) knows no
+        position to compare: an Alarm is enough."""
+        if self._position_lost is not None:
+            return self._position_lost
+        away = status.state == "Idle" and known and not any(
+            all(abs(a - b) <= POSITION_TOLERANCE_MM for a, b in zip(status.mpos, p, strict=True))
+            for p in known)
+        if status.state == "Alarm" or away:
+            left = f"not where it was left ({_xyz(known[0])})" if known else \
+                "in a state GRBL enters after a reset or a limit"
             self._position_lost = (
-                f"{self.name} reports {status.state} at machine {_xyz(status.mpos)}, not "
-                f"where it was left ({_xyz(known[0])}): its controller was reset, and its "
-                "position is not known")
+                f"{self.name} reports {status.state} at machine {_xyz(status.mpos)}, {left}: "
+                "its controller was reset, and its position is not known")
         return self._position_lost
 
     def wait_until_stopped(self, expected_s: float) -> None:
@@ -294,11 +301,11 @@ class GrblStage:
 
     def make_safe(self) -> None:
         """Needles up: the cells disconnected from the probes. A stage in motion is
-        reset at once (GRBL: ALARM:3, position to be re-homed), an alarm unlocked, and
-        Z sent to clear height; the lift is commanded, not waited for. A controller that
-        lost its position (reset while its link was lost, or in Alarm away from where the
-        driver left it) is not unlocked nor moved: its coordinates no longer say where the
-        needles are, so a lift to clear height may not lift them; NeedsPerson says so
+        reset at once (GRBL: ALARM:3, unlocked at once: the driver's own reset) and Z sent
+        to clear height; the lift is commanded, not waited for. A controller whose
+        position is lost (found in Alarm, or at rest away from where the driver left it:
+        see `_judge`) is neither unlocked nor moved: its coordinates no longer say where
+        the needles are, so a lift to clear height may not lift them; NeedsPerson says so
         (homing, Z first on GRBL's default build, is a person's act)."""
         known = self._known()
         status = self.status()
@@ -308,8 +315,6 @@ class GrblStage:
                               "before anything moves under them")
         if status.state in ("Run", "Jog", "Hold", "Home"):
             self._recover()
-        elif status.state == "Alarm":
-            self._unlock()
         self._target = None
         here = self.status().mpos
         if here[2] < self.clear_z_mm - POSITION_TOLERANCE_MM:

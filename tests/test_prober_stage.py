@@ -273,6 +273,15 @@ def test_a_stage_reset_while_its_link_was_lost_is_not_trusted_to_lift_its_needle
                        r"still be down: home it \(\$H\) before anything moves under them$"):
         stage.make_safe()
     assert emulator.alarm and emulator.in_contact and not emulator.planner.busy
+    # a driver that never moved it (a resumed run's, the guard's after the engine died)
+    # finds it in Alarm: its position is not known to it either
+    fresh = type(stage)("stage", stage.link)
+    with pytest.raises(NeedsPerson, match=r"^stage reports Alarm at machine \(0\.000, "
+                       r"0\.000, 0\.000\) mm, in a state GRBL enters after a reset or a "
+                       r"limit: its controller was reset, .* so the needles may still be "
+                       r"down"):
+        fresh.make_safe()
+    assert emulator.alarm and emulator.in_contact and not emulator.planner.busy
 
 
 def test_make_safe_lifts_the_needles_even_mid_move(lab, stage, clock):
