@@ -38,13 +38,12 @@ def retry_safe_state(calls: list[SafeCall], wait: Callable[[float], None],
                      on_retry: Callable[[dict[str, str]], None] | None = None,
                      answered_before: bool = False) -> dict[str, str]:
     """Each call once, in order; then those that failed with the instrument's or its link's
-    failure (LiponError, but NeedsPerson: a person's to mend) and whose link has answered
-    before, again after `wait(s)` lets
-    the run's clock move on s seconds (1, 2, 4 … SAFE_RETRY_MAX_S), for up to `patience_s`
-    of waiting (`answered_before`: every link answered in an earlier process of the run —
-    a resume — so all are tried again). `on_retry(failed)` is told once, before the first
-    wait. Returns the name
-    → failure of those that never got through (empty: all made safe). Never raises for an
+    failure (LiponError, but NeedsPerson: a person's to mend) and whose link has
+    answered before, again after `wait(s)` lets the run's clock move on s seconds (1, 2,
+    4 … SAFE_RETRY_MAX_S), for up to `patience_s` of waiting (`answered_before`: every
+    link answered in an earlier process of the run — a resume — so all are tried again).
+    `on_retry(failed)` is told once, before the first wait. Returns the name → failure
+    of those that never got through (empty: all made safe). Never raises for an
     instrument: one never spares the others."""
     failed: dict[str, str] = {}
     pending, waited, pause = list(calls), 0.0, 1.0
