@@ -151,12 +151,31 @@ class SerialPort:
 
 
 class VisaPort:
-    """pyvisa with the pure-Python backend; raw bytes, no terminators."""
+    """pyvisa with the pure-Python backend; raw bytes, no terminators.
+
+    A TCPIP SOCKET session (an instrument's raw LAN port, SCPI's 5025) reads a long reply in
+    bulk: after the first BYTEWISE bytes of a reply, what has arrived in one call
+    (`read_waiting`), which waits BULK_WAIT_MS for the line to pause; a short reply is read
+    a byte at a time, as that wait would cost it more than its bytes (a gauge's query over a
+    served emulator: 0.46 ms byte by byte, 1.3 ms in bulk; GRBL's `$$`, 500 bytes: 12 ms
+    byte by byte, 5 ms in bulk). Other sessions are read a byte at a time: on message-based
+    ones (USBTMC, GPIB, VXI-11) a longer read waits for the message's END and on serial ones
+    for its count, and a read that times out loses what it had read (pyvisa raises), so
+    their replies cannot be taken "as far as they have come". Unverified on hardware: a LAN
+    instrument's socket."""
+
+    #: the wait (ms, pyvisa's least) for more bytes once the first has come, on a socket
+    BULK_WAIT_MS = 1
+    #: the bytes of each reply (counted from a write) read one at a time before the rest
+    #: is read in bulk, on a socket
+    BYTEWISE = 64
 
     def __init__(self, resource: str, settings: Mapping[str, object]):
         self._resource = resource
         self._settings = dict(settings)
         self._inst = None
+        self._socket = resource.strip().upper().endswith("::SOCKET")
+        self._since_write = 0  # bytes read since the last write
 
     def open(self) -> None:
         import pyvisa
@@ -169,6 +188,10 @@ class VisaPort:
             raise LinkError(f"cannot open {self._resource}: {exc}") from None
         self._inst.read_termination = None
         self._inst.write_termination = None
+        if self._socket:  # a read ends when the line pauses, with what came (not an error)
+            from pyvisa.constants import VI_FALSE, ResourceAttribute
+
+            self._inst.set_visa_attribute(ResourceAttribute.suppress_end_enabled, VI_FALSE)
 
     def close(self) -> None:
         if self._inst is not None:
@@ -178,6 +201,7 @@ class VisaPort:
                 self._inst = None
 
     def write(self, data: bytes) -> None:
+        self._since_write = 0
         try:
             self._inst.write_raw(data)
         except Exception as exc:
@@ -193,6 +217,28 @@ class VisaPort:
             return b""
         except Exception as exc:
             raise LinkError(f"read from {self._resource} failed: {exc}") from None
+
+    def read_waiting(self, timeout_s: float) -> bytes:
+        """Every byte that has arrived, once one has (waited for up to timeout_s): on a
+        socket past a reply's first BYTEWISE bytes, the rest in one read that returns once
+        the line pauses for BULK_WAIT_MS (with END suppression off, set at `open`,
+        pyvisa-py gives what it has, without an error, when nothing more comes);
+        otherwise the one byte (see the class)."""
+        first = self.read(1, timeout_s)
+        self._since_write += len(first)
+        if not first or not self._socket or self._since_write <= self.BYTEWISE:
+            return first
+        import pyvisa
+
+        self._inst.timeout = self.BULK_WAIT_MS
+        try:
+            more, _status = self._inst.visalib.read(self._inst.session, 1 << 16)
+        except pyvisa.errors.VisaIOError:  # nothing more within the wait
+            return first
+        except Exception as exc:
+            raise LinkError(f"read from {self._resource} failed: {exc}") from None
+        self._since_write += len(more)
+        return first + bytes(more)
 
     def reset_input(self) -> None:
         """Drop what has arrived with reads that end at once: a bounded number of them.

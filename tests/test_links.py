@@ -105,6 +105,35 @@ def test_driver_over_real_network_stacks(scheme):
         server.stop()
 
 
+def test_a_visa_socket_takes_a_long_reply_in_bulk_not_byte_by_byte(monkeypatch):
+    """GRBL's `$$` (some 500 bytes, one write of the served emulator) over pyvisa's TCPIP
+    SOCKET: its first VisaPort.BYTEWISE bytes are read one by one (a short reply is
+    quicker so), the rest in a few reads, not once a byte (it was: 350 VISA reads, each a
+    select and a recv of one byte)."""
+    from lipon_hw.drivers.grbl import GrblStage
+    from lipon_hw.ports import VisaPort
+    from lipon_hw.sim.emulators.grbl import GrblEmulator
+
+    reads = []
+    read = VisaPort.read
+
+    def counted(port, n, timeout_s):
+        got = read(port, n, timeout_s)
+        reads.append(len(got))
+        return got
+
+    monkeypatch.setattr(VisaPort, "read", counted)
+    server = serve(GrblEmulator("stage", World(time.monotonic, seed=1).sputter))
+    try:
+        link = LinkPool().open(f"TCPIP::127.0.0.1::{server.port}::SOCKET", timeout_s=2.0)
+        settings = GrblStage("stage", link).controller_settings()
+        assert settings["x_rate_mm_min"] == 6000.0 and len(settings) >= 9
+        link.close()
+    finally:
+        server.stop()
+    assert 0 < len(reads) <= VisaPort.BYTEWISE + 10, len(reads)  # 350 before
+
+
 def test_unreachable_port_is_lost_not_a_traceback():
     link = LinkPool().open("socket://127.0.0.1:9", timeout_s=0.2)  # discard port: closed
     with pytest.raises(LinkLost, match="could not be opened"):
