@@ -306,6 +306,19 @@ def test_the_station_refuses_a_bad_card(tmp_path):
         load_station(path)
 
 
+@pytest.mark.parametrize("key", ["homed", "resets_on_reconnect"])
+def test_the_simulated_stages_yes_or_no_options_take_only_true_or_false(tmp_path, key):
+    """`maybe` (or any other non-boolean) was taken as true; it is the file's line and
+    field, before anything runs."""
+    at = "      potentiostat: probe_pstat\n"
+    text = load_station(None).text.replace(at, f"{at}      {key}: maybe\n")
+    path = tmp_path / "station.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(InputError, match=rf"station.yaml:\d+: instruments\.stage\.sim\.{key}: "
+                       rf"{key} must be true or false, not 'maybe'$"):
+        load_station(path)
+
+
 def test_a_stage_card_beyond_the_potentiostat_is_refused(tmp_path):
     text = load_station(None).text.replace('"sim://probe/{1-32}"', '"sim://probe/{1-16}"')
     path = tmp_path / "station.yaml"

@@ -97,6 +97,9 @@ class GrblEmulator(Emulator):
                  contact_miss: float | None = None, align_tolerance_mm: float | None = None,
                  resets_on_reconnect: bool = False):
         super().__init__(name)
+        for key, value in (("homed", homed), ("resets_on_reconnect", resets_on_reconnect)):
+            if not isinstance(value, bool):  # a YAML "yes"/"maybe" is no answer
+                raise ValueError(f"{name}: {key} must be true or false, not {value!r}")
         self.resets_on_reconnect = resets_on_reconnect
         self._opened = 0  # times the port was opened (the first is the session's start)
         self._booted = False  # a power-up's banner waits for the next bytes
