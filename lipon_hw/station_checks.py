@@ -187,6 +187,10 @@ def _build_unconnected(doc: Doc, base: tuple, name: str, inst, cls: type):
         bad = _non_finite(value)
         if bad is not None:
             raise doc.error(loc, f"must be finite, not {bad}")
+        if key in params:
+            wanted = _wrong_kind(params[key], value)
+            if wanted is not None:
+                raise doc.error(loc, f"must be {wanted}, not {value!r}")
     from lipon_hw.station import driver_kwargs
 
     links = [_UnconnectedLink(a) for a in inst.addresses]
@@ -197,6 +201,31 @@ def _build_unconnected(doc: Doc, base: tuple, name: str, inst, cls: type):
     except (TypeError, ValueError, LinkError) as exc:
         message = f"driver {inst.driver} cannot use them ({exc})"
     raise doc.error(base + ("settings",), message)
+
+
+#: what a setting must be, by its driver's annotation of it: words and test
+_KINDS = {"bool": ("true or false", lambda v: isinstance(v, bool)),
+          "int": ("a whole number", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+          "float": ("a number", lambda v: isinstance(v, int | float)
+                    and not isinstance(v, bool)),
+          "str": ("text", lambda v: isinstance(v, str))}
+
+
+def _wrong_kind(param: inspect.Parameter, value) -> str | None:
+    """What the setting must be, if `value` is not that, as the driver's signature
+    declares it (`bool`, `int`, `float`, `str`, each or None); None if it is (or the
+    annotation says nothing this knows: a card's dict, a pair)."""
+    annotation = param.annotation
+    if not isinstance(annotation, str):  # a module without postponed annotations
+        annotation = getattr(annotation, "__name__", str(annotation))
+    kinds = [k.strip() for k in annotation.split("|")]
+    if value is None and "None" in kinds:
+        return None
+    kinds = [k for k in kinds if k != "None"]
+    if len(kinds) != 1 or kinds[0] not in _KINDS:
+        return None
+    words, ok = _KINDS[kinds[0]]
+    return None if ok(value) else words
 
 
 def _non_finite(value):
