@@ -203,18 +203,18 @@ def _build_unconnected(doc: Doc, base: tuple, name: str, inst, cls: type):
     raise doc.error(base + ("settings",), message)
 
 
-#: what a setting must be, by its driver's annotation of it: words and test
+#: what a setting must be, by its driver's annotation of it: words and test (text is
+#: left to the driver or emulator, whose words say how: "a quoted string", a unit's letter)
 _KINDS = {"bool": ("true or false", lambda v: isinstance(v, bool)),
           "int": ("a whole number", lambda v: isinstance(v, int) and not isinstance(v, bool)),
           "float": ("a number", lambda v: isinstance(v, int | float)
-                    and not isinstance(v, bool)),
-          "str": ("text", lambda v: isinstance(v, str))}
+                    and not isinstance(v, bool))}
 
 
 def _wrong_kind(param: inspect.Parameter, value) -> str | None:
     """What the setting must be, if `value` is not that, as the driver's signature
-    declares it (`bool`, `int`, `float`, `str`, each or None); None if it is (or the
-    annotation says nothing this knows: a card's dict, a pair)."""
+    declares it (`bool`, `int`, `float`, each or None); None if it is (or the annotation
+    says nothing this knows: text, a card's dict, a pair)."""
     annotation = param.annotation
     if not isinstance(annotation, str):  # a module without postponed annotations
         annotation = getattr(annotation, "__name__", str(annotation))
@@ -250,7 +250,13 @@ def _check_sim_section(doc: Doc, base: tuple, inst) -> None:
         factory = lab.cell_emulator_factory(inst.driver)
         known = set(lab.CELL_KEYS) - {"tool"} | _keywords(factory, skip=3)
     elif inst.driver in EMULATORS:
-        known = {"tool"} | _keywords(lab.emulator_class(inst.driver).__init__, skip=2)
+        init = lab.emulator_class(inst.driver).__init__
+        known = {"tool"} | _keywords(init, skip=2)
+        params = inspect.signature(init).parameters
+        for key, value in inst.sim.items():  # each as its emulator declares it
+            wanted = _wrong_kind(params[key], value) if key in params else None
+            if wanted is not None:
+                raise doc.error(base + ("sim", key), f"must be {wanted}, not {value!r}")
         tool = inst.sim.get("tool", "sputter")
         if tool not in TOOLS:
             raise doc.error(base + ("sim", "tool"), f"{tool!r} is not a tool of the simulated "

@@ -377,6 +377,8 @@ def test_generated_rf_limits_are_kept_only_when_known_finite_and_in_range(tmp_pa
      "instruments.evap_supply.settings.address", "must be a whole number, not True"),
     ("feed_mm_min: 600 ", "feed_mm_min: fast ", "instruments.stage.settings.feed_mm_min",
      "must be a number, not 'fast'"),
+    ("sim: {rated_power_W: 600}", "sim: {rated_power_W: '600'}",
+     "instruments.rf.sim.rated_power_W", "must be a number, not '600'"),
     ("driver: ae_bus ", 'driver: "this:s"', "instruments.rf.driver", "is unknown"),
     ("driver: ae_bus ", 'driver: "os:system"', "instruments.rf.driver", "is unknown"),
     ("potentiostat: smu", "potentiostat: rf", "tools.smu_bench.potentiostat",

@@ -307,7 +307,8 @@ def test_the_station_refuses_a_bad_card(tmp_path):
 
 
 @pytest.mark.parametrize("key", ["homed", "resets_on_reconnect"])
-def test_the_simulated_stages_yes_or_no_options_take_only_true_or_false(tmp_path, key):
+def test_the_simulated_stages_yes_or_no_options_take_only_true_or_false(tmp_path, key,
+                                                                      world):
     """`maybe` (or any other non-boolean) was taken as true; it is the file's line and
     field, before anything runs."""
     at = "      potentiostat: probe_pstat\n"
@@ -315,8 +316,10 @@ def test_the_simulated_stages_yes_or_no_options_take_only_true_or_false(tmp_path
     path = tmp_path / "station.yaml"
     path.write_text(text, encoding="utf-8")
     with pytest.raises(InputError, match=rf"station.yaml:\d+: instruments\.stage\.sim\.{key}: "
-                       rf"{key} must be true or false, not 'maybe'$"):
+                       r"must be true or false, not 'maybe'$"):
         load_station(path)
+    with pytest.raises(ValueError, match=rf"^stage: {key} must be true or false, not 'maybe'$"):
+        GrblEmulator("stage", world.sputter, **{key: "maybe"})  # built without a station
 
 
 def test_a_stage_card_beyond_the_potentiostat_is_refused(tmp_path):
