@@ -43,26 +43,25 @@ class Patience:
     def elapsed_s(self) -> float:
         return self.env.now - self.since
 
-    @property
-    def last(self) -> bool:
-        """The next try is the one at the deadline."""
-        return self.env.now + self._wait >= self.deadline
-
-    def wait(self):
-        """The timeout to the next try (yield it)."""
-        timeout = self.env.timeout(min(self._wait, self.deadline - self.env.now))
+    def next_try(self, links: Iterable = ()):
+        """Wait for the next try (a generator: `yield from` it). The last, at the deadline,
+        first re-opens `links`, the Links the try goes through, whatever their own back-off:
+        30 s apart by then, a Link would refuse a try that comes before its next re-open."""
+        last = self.env.now + self._wait >= self.deadline
+        yield self.env.timeout(min(self._wait, self.deadline - self.env.now))
         self._wait = min(2 * self._wait, self._max_s)
-        return timeout
+        if last:
+            for link in links:
+                link.reopen_now()
 
 
 def ride_out(env, attempt: Callable, grace_s: float, never_answered: Callable[[], bool],
              on_hold: Callable[[LinkLost], None], on_back: Callable[[float], None],
              again: Callable | None = None, links: Callable[[], Iterable] = tuple):
     """`attempt()`'s result, ridden through lost links (see the module docstring). The
-    last try, at the grace, first re-opens the `links()` the attempt goes through, whatever
-    their own back-off (a Link 30 s apart by then would refuse a try that comes before its
-    next re-open: a grace longer than LINK_GRACE_S could end on a refusal, the instrument
-    back meanwhile). A generator: `yield from` it."""
+    last try, at the grace, first re-opens the `links()` the attempt goes through
+    (`Patience.next_try`: a grace longer than LINK_GRACE_S could otherwise end on the Link's
+    refusal, the instrument back meanwhile). A generator: `yield from` it."""
     first, patience = None, None
     while True:
         try:
@@ -80,11 +79,7 @@ def ride_out(env, attempt: Callable, grace_s: float, never_answered: Callable[[]
             elif patience.spent:
                 raise LinkLost(f"{first}; still lost after {patience.elapsed_s:.0f} s of "
                                f"trying again ({exc})") from None
-            last = patience.last
-            yield patience.wait()
-            if last:
-                for link in links():
-                    link.reopen_now()
+            yield from patience.next_try(links())
             continue
         if first is not None:
             on_back(patience.elapsed_s)

@@ -54,6 +54,12 @@ def _link_of(channel):
     return watch.link_of(channel.number) if watch is not None else None
 
 
+def _links_of(channel) -> list:
+    """The channel's Link as a list (empty: not known), for `Patience.next_try`."""
+    link = _link_of(channel)
+    return [] if link is None else [link]
+
+
 def patiently(channel, call):
     """call(), tried again while its link is lost (LinkLost), on the run clock, for up to
     LINK_PATIENCE_S; then LinkLost, in the words of the outage's first failure and its last.
@@ -80,17 +86,7 @@ def patiently(channel, call):
                     f"link lost from t = {patience.since:.1f} s to t = {env.now:.1f} s, "
                     f"ridden out: no samples taken meanwhile ({first})", None, "gap")
             return result
-        yield from _next_try(channel, patience)
-
-
-def _next_try(channel, patience: Patience):
-    """Wait for the next try; the last, at the deadline, opens the channel's port whatever
-    the link's own back-off (30 s apart by then, it would refuse a try that comes before its
-    next re-open)."""
-    last = patience.last
-    yield patience.wait()
-    if last and (link := _link_of(channel)) is not None:
-        link.reopen_now()
+        yield from patience.next_try(_links_of(channel))
 
 
 def tell_gaps(channel, run, t0: float) -> None:
@@ -120,7 +116,7 @@ def disconnect_patiently(channel):
         except LiponError:
             if never_answered(channel) or patience.spent:
                 return  # the channel's own `_disconnect` tries once more and says so
-            yield from _next_try(channel, patience)
+            yield from patience.next_try(_links_of(channel))
             continue
         channel._disconnected = True
         if env.now > patience.since:  # more than one try: say when the cell was reached

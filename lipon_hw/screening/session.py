@@ -224,8 +224,6 @@ class Prober:
         its cell again from the start; an outage ridden out is an alarm as it starts
         (`hold`) and as it ends (`resume`). Lost longer than LINK_GRACE_S, or a port that
         has not answered since the run started: the sheet fails, in the outage's words."""
-        link = self._link(channel)
-
         def stopped() -> None:  # what the channel ran when its link went
             self.pstat.stop(channel)
             self.pstat.cell_off(channel)
@@ -233,25 +231,26 @@ class Prober:
         try:
             return (yield from ride_out(
                 self.env, lambda: measure_site(self.env, self.pstat, channel, self.plan),
-                LINK_GRACE_S, lambda: not self.resumed and link is not None and
-                not link.answered,
+                LINK_GRACE_S, lambda: not self.resumed and any(
+                    not link.answered for link in self._links(channel)),
                 lambda exc: self._site_alarm(channel, "warning", f"{exc}: the site waits for "
                                              f"the link (up to {LINK_GRACE_S:.0f} s), then "
                                              "measures its cell again", "hold"),
                 lambda s: self._site_alarm(channel, "info", f"the link answered again after "
                                            f"{s:.0f} s: the cell was measured again", "resume"),
-                again=stopped, links=lambda: [link] if link is not None else []))
+                again=stopped, links=lambda: self._links(channel)))
         except InstrumentError as exc:  # it refused: its cell is the tester's fault
             self._site_alarm(channel, "warning", f"{exc}: its cell is not measured at this "
                                                  "touch (a tester fault if no touch measures "
                                                  "it)", None)
             return SiteResult(contact=False, why=str(exc))
 
-    def _link(self, channel: int):
-        """The Link a probe channel's exchanges go through (None: not known)."""
+    def _links(self, channel: int) -> list:
+        """The Link a probe channel's exchanges go through, as a list (empty: not known);
+        looked up only when a link is lost."""
         links = instrument_links(self.lab, self.plan.potentiostat)
-        return links[0] if len(links) == 1 else \
-            links[channel - 1] if 0 < channel <= len(links) else None
+        return links[:1] if len(links) == 1 else \
+            links[channel - 1:channel] if 0 < channel <= len(links) else []
 
     def _site_alarm(self, channel: int, severity: str, message: str,
                     reaction: str | None) -> None:
@@ -312,8 +311,9 @@ class Prober:
 
     def _switch_off_the_rest(self):
         """The channels `_disconnect` could not switch off, stopped and switched off now,
-        tried on the run clock (`Patience`: 1, 2, 4 … 30 s apart) for up to LINK_GRACE_S
-        each; one still refusing fails the sheet, in its words, the needles up."""
+        tried on the run clock (`Patience`: 1, 2, 4 … 30 s apart, the last try at
+        LINK_GRACE_S re-opening a lost port) each; one still refusing fails the sheet, in
+        its words, the needles up."""
         for channel, first in list(self._not_off.items()):
             patience = Patience(self.env, LINK_GRACE_S)
             while True:
@@ -327,7 +327,7 @@ class Prober:
                             f"{first}; {self.plan.potentiostat} channel {channel} still not "
                             f"switched off after {patience.elapsed_s:.0f} s of trying again "
                             f"({exc}), so the needles stay up") from None
-                    yield patience.wait()
+                    yield from patience.next_try(self._links(channel))
             del self._not_off[channel]
             self._site_alarm(channel, "info", f"switched off after {patience.elapsed_s:.0f} "
                              "s: the needles come down", "resume")
