@@ -125,15 +125,22 @@ def _held(alarms: list[tuple], t0: float, t1: float, source: str | None = None) 
                for a in alarms)
 
 
-def _deposition(con, run_id: int, alarms: list[tuple], v: Verdict) -> None:
-    resumed_at = max((a[0] for a in alarms if a[4] == "resume"), default=-1)
-    safe = [a for a in alarms if a[4] == "safe state" and a[0] > resumed_at]
+def _ended_safe(v: Verdict, alarms: list[tuple], started: float, failed: str,
+                done: str) -> None:
+    """The run's last `safe state` alarm after its last start (`started`): safe when it
+    says `done` and not `failed`; else why not."""
+    safe = [a for a in alarms if a[4] == "safe state" and a[0] > started]
     if not safe:
         v.why_unsafe = "no safe-state alarm after the last start"
-    elif "FAILED for" in safe[-1][3] or "made safe" not in safe[-1][3]:
+    elif failed in safe[-1][3] or done not in safe[-1][3]:
         v.why_unsafe = safe[-1][3]
     else:
         v.safe = True
+
+
+def _deposition(con, run_id: int, alarms: list[tuple], v: Verdict) -> None:
+    resumed_at = max((a[0] for a in alarms if a[4] == "resume"), default=-1)
+    _ended_safe(v, alarms, resumed_at, "FAILED for", "made safe")
     rows = con.execute("SELECT r.quantity_id, q.name, r.t_s, r.value FROM readings r JOIN"
                        " quantities q ON q.id = r.quantity_id WHERE r.run_id=?"
                        " ORDER BY r.rowid", (run_id,)).fetchall()
@@ -244,13 +251,7 @@ def _cells(con, run_id: int, text: str, alarms: list[tuple], v: Verdict) -> None
 
 def _screening(con, run_id: int, text: str, alarms: list[tuple], v: Verdict) -> None:
     started = max((a[0] for a in alarms if a[4] == "resume" and a[2] == "engine"), default=-1)
-    safe = [a for a in alarms if a[4] == "safe state" and a[0] > started]
-    if not safe:
-        v.why_unsafe = "no safe-state alarm after the last start"
-    elif "FAILED" in safe[-1][3] or "needles up" not in safe[-1][3]:
-        v.why_unsafe = safe[-1][3]
-    else:
-        v.safe = True
+    _ended_safe(v, alarms, started, "FAILED", "needles up")
     rows = con.execute("SELECT row, col, touchdown, t_s FROM screen_cells WHERE run_id=?"
                        " ORDER BY rowid", (run_id,)).fetchall()
     v.readings = len(rows)
