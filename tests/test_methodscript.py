@@ -37,7 +37,8 @@ from lipon_hw.drivers.methodscript import (
 )
 from lipon_hw.drivers.methodscript.samples import columns_from_lines
 from lipon_hw.errors import InputError, InstrumentError, LinkLost
-from lipon_hw.links import Health, LinkPool
+from lipon_hw.links import Health, Link, LinkPool
+from lipon_hw.ports import SerialPort
 from lipon_hw.sim.cells.factories import cell_from_spec
 from lipon_hw.sim.emulators.methodscript import MethodScriptEmulator, parse_script
 from lipon_hw.sim.package_values import encode_batch, encode_lines, encode_values
@@ -961,10 +962,48 @@ def test_driver_over_tcp(server):
         pstat = MethodScriptPotentiostat("pstat", link)
         assert pstat.identify().startswith("PalmSens EmStat4 LR firmware 14")
         run = pstat.start(1, OCV(0.2, interval_s=0.05))
-        time.sleep(0.3)
-        samples = run.poll()
+        samples = _polled_to_its_end(run)
         assert [s.E_V for s in samples] == pytest.approx([1.0] * 4)
         assert run.end_reason == "done"
         pstat.make_safe()
     finally:
         pool.close()
+
+
+def _polled_to_its_end(run, limit_s: float = 10.0) -> list:
+    """The samples of polls taken one after the other until the run's end has come."""
+    samples, deadline = [], time.monotonic() + limit_s
+    while not run.finished and time.monotonic() < deadline:
+        samples += run.poll()
+        time.sleep(0.01)
+    assert run.finished, "the script's end never came"
+    return samples
+
+
+def test_a_poll_takes_what_has_arrived_and_waits_for_nothing(server):
+    """Every read of a poll asks the port for what has arrived, with no wait for a first
+    byte or for a pause: a host polls a bank's channels in turn, and a wait is paid per
+    channel whether or not anything comes (it was 50 ms for a first byte, so 128 channels
+    polled every 2 s spent 3.2 s of every second waiting). What is still on its way comes
+    with a later poll: every sample of the run arrives, in order, once."""
+
+    class WatchedPort(SerialPort):
+        waits: list[float] = []
+
+        def read_waiting(self, timeout_s: float) -> bytes:
+            self.waits.append(timeout_s)
+            return super().read_waiting(timeout_s)
+
+    address = f"socket://127.0.0.1:{server.port}"
+    link = Link(address, WatchedPort(address, MethodScriptPotentiostat.SERIAL_DEFAULTS),
+                timeout_s=1.0)
+    try:
+        pstat = MethodScriptPotentiostat("pstat", link)
+        run = pstat.start(1, OCV(0.4, interval_s=0.05))
+        WatchedPort.waits.clear()  # the upload's own reply is waited for, as it must be
+        samples = _polled_to_its_end(run)
+        assert WatchedPort.waits and set(WatchedPort.waits) == {0.0}
+        assert [s.E_V for s in samples] == pytest.approx([1.0] * 8)
+        assert [s.t_s for s in samples] == pytest.approx([0.05 * k for k in range(1, 9)])
+    finally:
+        link.close()

@@ -21,9 +21,12 @@ is told in `Run.gaps` (garbled lines; a stretch between samples longer than the 
 rule allows, i.e. output sent while the line was silent; an end that went unseen), never
 dropped without a word. Output the instrument sent while its port was unplugged is not
 lost: it waits in the instrument and comes with the next poll. A poll takes what has
-arrived, waiting POLL_REPLY_S for a first byte and then until the line is quiet for
-POLL_GAP_S, not a reply timeout (a script's output has no end to wait for): a line still
-on its way is the next poll's.
+arrived and waits for nothing, neither a reply timeout (a script's output has no end to
+wait for) nor a first byte or a pause on the line: a line still on its way is the next
+poll's. A host polls every channel of a bank in turn, so any wait is paid per channel:
+128 channels polled every 2 s that each waited 50 ms for a first byte that was not coming
+(a channel recording every 30 s has nothing most times) spent 3.2 s of every second
+waiting.
 
 Multisine impedance (`MultisineEIS`) is a lipon-hw extension, not in the MethodSCRIPT
 manual v1.8 (which has no multisine): `meas_loop_eis` with the option `multisine(k1,k2,…)`
@@ -56,13 +59,6 @@ from lipon_hw.drivers.methodscript.scripts import (
 from lipon_hw.errors import FrameError, InputError, InstrumentError, LinkLost
 from lipon_hw.links import Link
 from lipon_hw.techniques import MultisineEIS, Technique
-
-#: how long a poll waits for the first byte after its LF: a request/reply link's answer (the
-#: served lab's), a round trip through a terminal server; an instrument's buffered output
-#: is there at once
-POLL_REPLY_S = 0.05
-#: the silence that then ends a poll's read (lines at 921,600 Bd come ~0.4 ms apart)
-POLL_GAP_S = 0.005
 
 
 class MethodScriptPotentiostat:
@@ -212,14 +208,15 @@ class MethodScriptPotentiostat:
                                       f"{type(run.technique).__name__}; stop() it first")
 
     def _poll(self, channel: int) -> None:
-        """Send a bare LF and read every complete line that has arrived. PalmSens' own
-        resync sends one as a harmless flush; here it also makes request/reply links
-        (sim://, the loopback server) hand over what the instrument printed meanwhile."""
+        """Send a bare LF and read every complete line that has arrived, without waiting.
+        PalmSens' own resync sends one as a harmless flush; here it also makes the
+        in-process link (sim://) hand over what the instrument printed meanwhile (the
+        served lab pushes it unasked as well, as the instrument does on its port)."""
         run = self.runs[channel]
 
         def read(link: Link) -> None:
             link.write(TERMINATOR)
-            data = link.read_arrived(TERMINATOR, POLL_REPLY_S, POLL_GAP_S)
+            data = link.read_arrived(TERMINATOR, first_s=0.0, gap_s=0.0)
             if data:
                 taken = run.take(data)
                 if run.finished:  # what follows the script's end is not the run's
