@@ -118,3 +118,38 @@ def test_a_steady_step_recorded_rarely_is_not_polled_at_the_prompt_cadence(tmp_p
     gaps = [b[1] - a[2] for a, b in zip(steps[steady_from:], steps[steady_from + 1:],
                                         strict=False)]
     assert max(gaps) <= channels.NEAR_END_POLL_S + 2.0, gaps
+
+
+def test_a_first_step_ended_by_its_time_limit_is_seen_at_that_limit(tmp_path):
+    """A first constant current is expected to pass the cell's capacity (about half an
+    hour here), and polled rarely until then; its time limit (2 min) ends it first: the
+    host polls at that limit, so the next step starts promptly (it was found at the first
+    MAX_POLL_S poll, 900 s in, the cell idle meanwhile)."""
+    text = LNMO.format(channels="1", cycles=1).replace(
+        "until: {voltage_V: 5.1, time_h: 2}", "until: {voltage_V: 5.1, time_s: 120}")
+    assert "time_s: 120" in text
+    protocol = tmp_path / "lnmo.yaml"
+    protocol.write_text(text, encoding="utf-8")
+    result = start_cycling(str(protocol), tmp_path / "data", workers=1)
+    assert result.status == "completed", result.message
+    charge, discharge = _steps(tmp_path / "data" / "lipon.db")[:2]
+    assert charge[2] <= 120.0
+    gap = discharge[1] - charge[2]
+    assert gap < 60, gap  # the record rule's 30 s and a poll's second at most
+
+
+def test_a_sped_up_real_time_run_is_polled_in_wall_seconds(tmp_path, monkeypatch):
+    """A simulated lab run in real time at --speed 2000: its channels are polled at most
+    MAX_POLL_S["realtime"] of wall time apart (capped at the virtual clock's
+    MAX_POLL_S), as hardware is, not that much of the run's clock (every 2 s of it: some
+    600 polls a 20 min step, 1 ms of wall time apart; now 20-odd, as in virtual time)."""
+    assert channels.longest_poll_s(True, 2000.0) == channels.MAX_POLL_S["virtual"]
+    assert channels.longest_poll_s(True, 1.0) == channels.MAX_POLL_S["realtime"]
+    polls = _count_polls(monkeypatch)
+    protocol = tmp_path / "lnmo.yaml"
+    protocol.write_text(LNMO.format(channels="1", cycles=1), encoding="utf-8")
+    result = start_cycling(str(protocol), tmp_path / "data", workers=1, speed=2000.0)
+    assert result.status == "completed", result.message
+    steps = _steps(tmp_path / "data" / "lipon.db")
+    assert len(steps) == 2 and all(last - first > 600 for _, first, last in steps)
+    assert max(polls.count(n) for n, *_ in steps) <= 40, [polls.count(n) for n, *_ in steps]

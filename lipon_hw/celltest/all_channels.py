@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 import simpy
 
 from lipon_hw.celltest import protocol as pr
-from lipon_hw.celltest.channels import MAX_POLL_S, Channel, ChannelState, stop_reason
+from lipon_hw.celltest.channels import Channel, ChannelState, longest_poll_s, stop_reason
 from lipon_hw.celltest.pstat_watch import IN_FAULT, PotentiostatWatch
 from lipon_hw.engine.lifecycle import OPERATOR_STOP
 from lipon_hw.store import Store
@@ -23,9 +23,13 @@ def run_channels(env: simpy.Environment, store: Store, run_id: int, proto: pr.Pr
                  links: Sequence = ()) -> list[Channel]:
     """Run every channel to its end; Ctrl-C stops them all, each leaving its cell off.
     operator() gives the operator's standing wish — None, "pause", "continue" or "abort" —
-    asked between stretches of the clock (an hour of virtual time, a second of real).
+    asked between stretches of the clock (an hour of virtual time, a wall second of real
+    time at any speed).
     `links` are the potentiostat's (`link_health.instrument_links`), for its link health."""
-    max_poll = proto.poll_every_s or MAX_POLL_S["realtime" if realtime else "virtual"]
+    # a real-time clock's waits are wall seconds, whatever its speed (simpy's `factor`: wall
+    # seconds per second of the clock)
+    per_wall_s = 1.0 / env.factor if isinstance(env, simpy.rt.RealtimeEnvironment) else 1.0
+    max_poll = proto.poll_every_s or longest_poll_s(realtime, per_wall_s)
     watch = PotentiostatWatch(store, run_id, proto.potentiostat, proto.rules, links, pstat)
     channels = [Channel(env, store, run_id, plan, pstat, states[plan.channel], max_poll,
                         cell_physics.get(plan.channel), on_cycle, watch)
@@ -37,7 +41,8 @@ def run_channels(env: simpy.Environment, store: Store, run_id: int, proto: pr.Pr
     processes = [env.process(ch.process()) for ch in channels]
     if isinstance(env, simpy.rt.RealtimeEnvironment):
         env.sync()
-    stretch = 1.0 if isinstance(env, simpy.rt.RealtimeEnvironment) else 3600.0
+    stretch = min(per_wall_s, 3600.0) if isinstance(env, simpy.rt.RealtimeEnvironment) \
+        else 3600.0
     # one wait for every channel's end, made once: a condition remade of the live
     # channels each time one ends cost O(channels) per end, O(channels²) for a bank (a
     # shard of 10,000 channels stalled minutes at its end). A channel that fails ends it

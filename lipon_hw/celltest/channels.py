@@ -69,10 +69,23 @@ EXPECTED_FRACTION = 0.98  # of the step's last duration, after which its end is 
 NEAR_MARGIN_S = 5.0
 SHIFT_MARGINS = 3.0
 FIRST_TIME_FRACTION = 0.6  # of the time to pass the cell's capacity, for a step's first run
-#: longest wait between polls of a buffering instrument, virtual and real time
+#: longest wait between polls of a buffering instrument: on a virtual clock in its seconds,
+#: on a real-time clock in wall seconds (`longest_poll_s`)
 MAX_POLL_S = {"virtual": 900.0, "realtime": 2.0}
 
 ENDED = ("completed", "tripped", "failed", "stopped", "terminated", "aborted")
+
+
+def longest_poll_s(realtime: bool, clock_per_wall_s: float = 1.0) -> float:
+    """MAX_POLL_S in the run clock's seconds. A real-time clock may run faster than the
+    wall (a simulated lab at `--speed`: `clock_per_wall_s` of it a wall second); its
+    instruments are polled at least every MAX_POLL_S["realtime"] of wall time, as hardware
+    is, not that much of the clock (at --speed 600 that was every 3 ms of wall time, a
+    channel's samples taken a few at a time), and at most every MAX_POLL_S["virtual"] of
+    the clock, as on a virtual one."""
+    if not realtime:
+        return MAX_POLL_S["virtual"]
+    return min(MAX_POLL_S["virtual"], MAX_POLL_S["realtime"] * clock_per_wall_s)
 
 
 @dataclass
@@ -418,7 +431,9 @@ class Channel:
             # rarely until the step's end is near, then at the record cadence or faster
             end, near, known, steady = expected
             if now < near - MIN_POLL_S:  # unless the voltage says its end comes sooner
-                wait = min(self.max_poll_s, near - now)
+                # (nor past the step's own run time: a first constant current is expected
+                # to pass the cell's capacity, which its time limit may cut short)
+                wait = min(self.max_poll_s, near - now, max(MIN_POLL_S, ends.duration_left(now)))
                 soon = ends.voltage_time_left(now)
                 # an extrapolation already overdue is stale: the slope of two samples an
                 # hour apart (a rare record rule) points past a steady step's end for the

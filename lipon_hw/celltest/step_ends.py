@@ -109,12 +109,17 @@ class HostEnds:
 
     def time_left(self, now: float) -> float:
         """How long until the nearest end, as far as the samples tell (for polling)."""
-        left = self.voltage_time_left(now)
-        if self.duration is not None:
-            left = min(left, self.t0 + self.duration - now + MIN_POLL_S)
+        left = min(self.voltage_time_left(now), self.duration_left(now))
         if self.last is not None and self.capacity is not None and self.last[2]:
             left = min(left, (self.capacity - abs(self.q)) * 3600 / abs(self.last[2]))
         return left
+
+    def duration_left(self, now: float) -> float:
+        """How long until the step's own run time ends and the instrument has had a moment
+        to say so (inf without one)."""
+        if self.duration is None:
+            return math.inf
+        return self.t0 + self.duration - now + MIN_POLL_S
 
     def voltage_time_left(self, now: float) -> float:
         """How long until the voltage reaches its end at the slope of the last two samples

@@ -37,6 +37,10 @@ RETRY_MAX_S = 30.0
 #: how far past its expected length (plus a tenth of it) a step's own end may go unseen
 #: before the host asks the instrument whether the script still runs
 OVERDUE_S = 60.0
+#: and at least this much wall time on a real-time clock: a simulated lab run fast (at
+#: --speed 1000, 60 s of its clock pass in 60 ms) answers through sockets and threads
+#: whose delays are the wall's, and a loaded host can take that long to hear from it
+OVERDUE_WALL_S = 2.0
 
 
 def never_answered(channel) -> bool:
@@ -145,8 +149,13 @@ def expected_s(technique) -> float | None:
 
 
 def end_overdue(channel, run, t0: float) -> bool:
-    """Whether the step's own end is overdue (see OVERDUE_S): the caller stops it."""
+    """Whether the step's own end is overdue (see OVERDUE_S, OVERDUE_WALL_S): the caller
+    stops it."""
     if run.finished:
         return False
     expected = expected_s(run.technique)
-    return expected is not None and channel.env.now > t0 + 1.1 * expected + OVERDUE_S
+    if expected is None:
+        return False
+    factor = getattr(channel.env, "factor", None)  # a real-time clock's wall s per its s
+    margin = OVERDUE_S if factor is None else max(OVERDUE_S, OVERDUE_WALL_S / factor)
+    return channel.env.now > t0 + 1.1 * expected + margin
