@@ -121,7 +121,8 @@ def test_a_cell_test_page_shows_sixteen_channels_updating(browser, served, tmp_p
     url, data = served.url, served.data
     protocol = tmp_path / "lnmo16.yaml"
     protocol.write_text(LNMO_EIS.format(channels="1-16", cycles=20), encoding="utf-8")
-    run = cli_process("run", protocol, "--speed", 600, "--data", data, cwd=tmp_path)
+    # a cycle (about an hour of the run clock) in 2 s: the page waits for two to end
+    run = cli_process("run", protocol, "--speed", 1800, "--data", data, cwd=tmp_path)
     try:
         run_id = started(url, run)
         page = open_run(browser, url, run_id, VIEWER)
