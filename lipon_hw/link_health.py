@@ -15,8 +15,22 @@ QUANTITY = "link_health"
 LINK_GRACE_S = 60.0
 #: the longest wait between two tries of a lost link while it is ridden out
 RIDE_OUT_MAX_S = 30.0
+#: on a real-time clock, the least wall time an instrument's end may go unseen before it
+#: counts as lost (`wire_slack_s`)
+WIRE_SLACK_WALL_S = 2.0
 CODES = {Health.OK: 0, Health.RETRYING: 1, Health.LOST: 2}
 WORDS = {0: "restored", 1: "retrying", 2: "lost"}
+
+
+def wire_slack_s(env, run_clock_s: float) -> float:
+    """How long (run clock) something an instrument sends may go unseen past when it was
+    due: `run_clock_s`, or WIRE_SLACK_WALL_S of wall time where that is longer on `env`'s
+    clock (a real-time one: simpy's `factor` is wall seconds per second of it). A simulated
+    lab run fast answers through sockets and threads whose delays are the wall's (at
+    --speed 1000 a minute of its clock passes in 60 ms, less than a loaded host may take
+    to hear from it); on hardware (speed 1) `run_clock_s` is what counts."""
+    factor = getattr(env, "factor", None)
+    return run_clock_s if factor is None else max(run_clock_s, WIRE_SLACK_WALL_S / factor)
 
 
 def instrument_links(lab, instrument: str) -> list[Link]:

@@ -405,22 +405,32 @@ def test_a_step_whose_end_went_unseen_is_overdue_after_its_length_and_a_margin()
 
 def test_on_a_fast_real_time_clock_an_unseen_end_waits_for_the_wire_in_wall_time():
     """At --speed 1000 the margin of 60 s of the clock is 60 ms of wall time, less than a
-    loaded host may take to hear from a served lab: the margin is at least OVERDUE_WALL_S
-    of wall time there. On hardware (speed 1) it is OVERDUE_S as before."""
+    loaded host may take to hear from a served lab: the margin is at least
+    WIRE_SLACK_WALL_S of wall time there. On hardware (speed 1) it is OVERDUE_S as before."""
     from types import SimpleNamespace
 
-    from lipon_hw.celltest.wire import OVERDUE_S, OVERDUE_WALL_S, end_overdue
+    from lipon_hw.celltest.wire import OVERDUE_S, end_overdue
+    from lipon_hw.link_health import WIRE_SLACK_WALL_S
 
     lab, clock = connect([])
     run = lab.instruments["mes4"].start(1, OCV(100.0, 1.0, Recording(10.0)))
     fast = SimpleNamespace(env=SimpleNamespace(now=110.5 + OVERDUE_S, factor=1 / 1000))
     assert not end_overdue(fast, run, 0.0)
-    fast.env.now = 110.0 + OVERDUE_WALL_S * 1000
+    fast.env.now = 110.0 + WIRE_SLACK_WALL_S * 1000
     assert not end_overdue(fast, run, 0.0)
-    fast.env.now = 110.5 + OVERDUE_WALL_S * 1000
+    fast.env.now = 110.5 + WIRE_SLACK_WALL_S * 1000
     assert end_overdue(fast, run, 0.0)
     hardware = SimpleNamespace(env=SimpleNamespace(now=110.5 + OVERDUE_S, factor=1.0))
     assert end_overdue(hardware, run, 0.0)
+    # the same slack for a sheet's measurements (OVERDUE_S of 5 s): on a virtual clock, on
+    # hardware, and at --speed 10, where 5 s of the clock is half a second of wall time
+    from lipon_hw.link_health import wire_slack_s
+    from lipon_hw.screening import measure
+
+    assert wire_slack_s(SimpleNamespace(now=0.0), measure.OVERDUE_S) == measure.OVERDUE_S
+    assert wire_slack_s(hardware.env, measure.OVERDUE_S) == measure.OVERDUE_S
+    assert wire_slack_s(SimpleNamespace(factor=0.1), measure.OVERDUE_S) == \
+        pytest.approx(WIRE_SLACK_WALL_S * 10)
 
 
 def test_a_resumed_runs_port_is_tried_again_though_it_never_answered_this_process():

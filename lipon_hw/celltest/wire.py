@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from lipon_hw.celltest.step_ends import MIN_POLL_S
 from lipon_hw.errors import LinkLost, LiponError
+from lipon_hw.link_health import wire_slack_s
 from lipon_hw.ride_out import Patience
 from lipon_hw.techniques import CCCV, EIS, CyclicSweep, LinearSweep, sweep_legs
 
@@ -36,11 +37,8 @@ SAFE_PATIENCE_S = 1800.0
 RETRY_MAX_S = 30.0
 #: how far past its expected length (plus a tenth of it) a step's own end may go unseen
 #: before the host asks the instrument whether the script still runs
+#: (at least WIRE_SLACK_WALL_S of wall time on a real-time clock: `wire_slack_s`)
 OVERDUE_S = 60.0
-#: and at least this much wall time on a real-time clock: a simulated lab run fast (at
-#: --speed 1000, 60 s of its clock pass in 60 ms) answers through sockets and threads
-#: whose delays are the wall's, and a loaded host can take that long to hear from it
-OVERDUE_WALL_S = 2.0
 
 
 def never_answered(channel) -> bool:
@@ -149,13 +147,10 @@ def expected_s(technique) -> float | None:
 
 
 def end_overdue(channel, run, t0: float) -> bool:
-    """Whether the step's own end is overdue (see OVERDUE_S, OVERDUE_WALL_S): the caller
-    stops it."""
+    """Whether the step's own end is overdue (see OVERDUE_S): the caller stops it."""
     if run.finished:
         return False
     expected = expected_s(run.technique)
     if expected is None:
         return False
-    factor = getattr(channel.env, "factor", None)  # a real-time clock's wall s per its s
-    margin = OVERDUE_S if factor is None else max(OVERDUE_S, OVERDUE_WALL_S / factor)
-    return channel.env.now > t0 + 1.1 * expected + margin
+    return channel.env.now > t0 + 1.1 * expected + wire_slack_s(channel.env, OVERDUE_S)

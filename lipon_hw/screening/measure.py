@@ -22,12 +22,14 @@ from dataclasses import dataclass, field
 
 from lipon_hw import techniques as tq
 from lipon_hw.errors import InstrumentError
+from lipon_hw.link_health import wire_slack_s
 from lipon_hw.screening.recipe import ScreeningPlan, freq_label
 
 #: shortest wait between two polls of a running technique, s of run clock
 MIN_POLL_S = 0.01
 #: how long past its expected end (plus a tenth of its length) a technique's end may go
-#: unseen before the site stops it, s of run clock
+#: unseen before the site stops it, s of run clock (at least WIRE_SLACK_WALL_S of wall
+#: time on a real-time clock: `wire_slack_s`)
 OVERDUE_S = 5.0
 #: a pulse that moves the voltage this far to a limit ran away: nothing took its current
 RUNAWAY_V = 0.5
@@ -148,7 +150,8 @@ def _run(env, pstat, channel: int, technique, expected_s: float):
     run = pstat.start(channel, technique)
     samples = list(run.poll())
     wait = max(MIN_POLL_S, expected_s)
-    due = env.now + 1.1 * expected_s + OVERDUE_S
+    overdue_s = wire_slack_s(env, OVERDUE_S)
+    due = env.now + 1.1 * expected_s + overdue_s
     while not run.finished:
         yield env.timeout(wait)
         samples += run.poll()
@@ -156,7 +159,7 @@ def _run(env, pstat, channel: int, technique, expected_s: float):
         if not run.finished and env.now > due:
             pstat.stop(channel)
             raise InstrumentError(f"{pstat.name} channel {channel}: its "
-                                  f"{type(technique).__name__} had not ended {OVERDUE_S:g} s "
+                                  f"{type(technique).__name__} had not ended {overdue_s:g} s "
                                   "after it was due (its end lost on the wire, or the channel "
                                   "hung): stopped")
     error = getattr(run, "error", None)
