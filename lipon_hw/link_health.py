@@ -22,15 +22,30 @@ CODES = {Health.OK: 0, Health.RETRYING: 1, Health.LOST: 2}
 WORDS = {0: "restored", 1: "retrying", 2: "lost"}
 
 
+def clock_per_wall_s(env) -> float | None:
+    """Seconds of a real-time run clock a wall second (its `--speed`; simpy's `factor` is
+    the wall seconds per second of it); None for a virtual clock."""
+    factor = getattr(env, "factor", None)
+    return None if factor is None else 1.0 / factor
+
+
 def wire_slack_s(env, run_clock_s: float) -> float:
     """How long (run clock) something an instrument sends may go unseen past when it was
-    due: `run_clock_s`, or WIRE_SLACK_WALL_S of wall time where that is longer on `env`'s
-    clock (a real-time one: simpy's `factor` is wall seconds per second of it). A simulated
-    lab run fast answers through sockets and threads whose delays are the wall's (at
-    --speed 1000 a minute of its clock passes in 60 ms, less than a loaded host may take
-    to hear from it); on hardware (speed 1) `run_clock_s` is what counts."""
-    factor = getattr(env, "factor", None)
-    return run_clock_s if factor is None else max(run_clock_s, WIRE_SLACK_WALL_S / factor)
+    due: `run_clock_s`, or WIRE_SLACK_WALL_S of wall time where that is longer on a
+    real-time clock. A simulated lab run fast answers through sockets and threads whose
+    delays are the wall's (at --speed 1000 a minute of its clock passes in 60 ms, less
+    than a loaded host may take to hear from it); on hardware (speed 1) `run_clock_s` is
+    what counts."""
+    speed = clock_per_wall_s(env)
+    return run_clock_s if speed is None else max(run_clock_s, WIRE_SLACK_WALL_S * speed)
+
+
+def channel_links(links: list[Link], channel: int) -> list[Link]:
+    """The Link a potentiostat channel's exchanges go through, as a list: the one port all
+    channels share, or the channel's own (one port a channel); empty if not known."""
+    if len(links) == 1:
+        return links[:1]
+    return links[channel - 1:channel] if 0 < channel <= len(links) else []
 
 
 def instrument_links(lab, instrument: str) -> list[Link]:

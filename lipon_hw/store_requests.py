@@ -42,7 +42,6 @@ class OperatorRequests:
                          " VALUES (?,?,?,?)", (run_id, action, time.time(), author))
         self.made += 1
 
-
     def last_toggle(self, run_id: int) -> tuple[str, str | None] | None:
         """The operator's last pause or continue of the run (taken or not) and who asked:
         what the operator last wanted of it; None if neither was asked."""

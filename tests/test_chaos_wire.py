@@ -238,8 +238,8 @@ class _Watch:
     def __init__(self, lab, address):
         self.link = lab.pool.link(address)
 
-    def link_of(self, number):
-        return self.link
+    def links_of(self, number):
+        return [self.link]
 
 
 def test_an_unplug_just_shorter_than_the_patience_is_ridden_out():

@@ -13,6 +13,7 @@ from lipon_hw.celltest import protocol as pr
 from lipon_hw.celltest.channels import Channel, ChannelState, longest_poll_s, stop_reason
 from lipon_hw.celltest.pstat_watch import IN_FAULT, PotentiostatWatch
 from lipon_hw.engine.lifecycle import OPERATOR_STOP
+from lipon_hw.link_health import clock_per_wall_s
 from lipon_hw.store import Store
 
 
@@ -26,9 +27,8 @@ def run_channels(env: simpy.Environment, store: Store, run_id: int, proto: pr.Pr
     asked between stretches of the clock (an hour of virtual time, a wall second of real
     time at any speed).
     `links` are the potentiostat's (`link_health.instrument_links`), for its link health."""
-    # a real-time clock's waits are wall seconds, whatever its speed (simpy's `factor`: wall
-    # seconds per second of the clock)
-    per_wall_s = 1.0 / env.factor if isinstance(env, simpy.rt.RealtimeEnvironment) else 1.0
+    # a real-time clock's waits are wall seconds, whatever its speed
+    per_wall_s = clock_per_wall_s(env) or 1.0
     max_poll = proto.poll_every_s or longest_poll_s(realtime, per_wall_s)
     watch = PotentiostatWatch(store, run_id, proto.potentiostat, proto.rules, links, pstat)
     channels = [Channel(env, store, run_id, plan, pstat, states[plan.channel], max_poll,

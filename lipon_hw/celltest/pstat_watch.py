@@ -30,7 +30,7 @@ from collections.abc import Sequence
 
 from lipon_hw.celltest.wire import tell_reached
 from lipon_hw.engine import interlocks as il
-from lipon_hw.link_health import CODES, change_alarm, worst
+from lipon_hw.link_health import CODES, change_alarm, channel_links, worst
 from lipon_hw.link_health import QUANTITY as LINK_HEALTH
 from lipon_hw.links import Health, Link
 from lipon_hw.store import Store
@@ -146,8 +146,8 @@ class PotentiostatWatch:
         if self.pstat is None:
             return
         for ch in self.channels:
-            link = self.link_of(ch.number)
-            if ch.status in IN_FAULT and link is not None and link.health is Health.LOST:
+            if ch.status in IN_FAULT and any(link.health is Health.LOST
+                                             for link in self.links_of(ch.number)):
                 try:
                     self.pstat.stop(ch.number)
                     self.pstat.cell_off(ch.number)
@@ -155,10 +155,9 @@ class PotentiostatWatch:
                     continue
                 tell_reached(self.store, self.run_id, ch.number, now)
 
-    def link_of(self, channel: int) -> Link | None:
-        if len(self.links) == 1:
-            return self.links[0]
-        return self.links[channel - 1] if 0 < channel <= len(self.links) else None
+    def links_of(self, channel: int) -> list[Link]:
+        """The channel's Link as a list (`channel_links`: empty if not known)."""
+        return channel_links(self.links, channel)
 
     def _wake(self) -> None:
         for ch in self.channels:

@@ -46,20 +46,14 @@ def never_answered(channel) -> bool:
     earlier process of the run (a resumed channel's did)."""
     if getattr(channel, "ran_before", False):
         return False
-    link = _link_of(channel)
-    return link is not None and not link.answered
-
-
-def _link_of(channel):
-    """The channel's Link, where its potentiostat's watch knows it (None: not known)."""
-    watch = getattr(channel, "watch", None)
-    return watch.link_of(channel.number) if watch is not None else None
+    return any(not link.answered for link in _links_of(channel))
 
 
 def _links_of(channel) -> list:
-    """The channel's Link as a list (empty: not known), for `Patience.next_try`."""
-    link = _link_of(channel)
-    return [] if link is None else [link]
+    """The channel's Link as a list, where its potentiostat's watch knows it (empty: not
+    known)."""
+    watch = getattr(channel, "watch", None)
+    return watch.links_of(channel.number) if watch is not None else []
 
 
 def patiently(channel, call):

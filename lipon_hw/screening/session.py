@@ -29,7 +29,7 @@ from lipon_hw.engine.operator import OperatorWish
 from lipon_hw.engine.ownership import Resource
 from lipon_hw.errors import InputError, InstrumentError, LinkLost, LiponError, RunTakenOver
 from lipon_hw.kinds import RunOptions
-from lipon_hw.link_health import LINK_GRACE_S, instrument_links
+from lipon_hw.link_health import LINK_GRACE_S, channel_links, instrument_links
 from lipon_hw.ride_out import Patience, ride_out
 from lipon_hw.safe_retry import SAFE_PATIENCE_S, clock_moves_on
 from lipon_hw.screening.layout import Touchdown, touchdowns
@@ -246,11 +246,9 @@ class Prober:
             return SiteResult(contact=False, why=str(exc))
 
     def _links(self, channel: int) -> list:
-        """The Link a probe channel's exchanges go through, as a list (empty: not known);
-        looked up only when a link is lost."""
-        links = instrument_links(self.lab, self.plan.potentiostat)
-        return links[:1] if len(links) == 1 else \
-            links[channel - 1:channel] if 0 < channel <= len(links) else []
+        """The Link a probe channel's exchanges go through (`channel_links`); looked up only
+        when a link is lost."""
+        return channel_links(instrument_links(self.lab, self.plan.potentiostat), channel)
 
     def _site_alarm(self, channel: int, severity: str, message: str,
                     reaction: str | None) -> None:
