@@ -199,8 +199,10 @@ class Thermometer(Instrument, Protocol):
 class PotentiostatRun(Protocol):
     """One technique running on one channel. `poll()` returns the samples that arrived
     since the last call (in time order); once `finished`, `end_reason` says why:
-    'v_max', 'v_min', 'i_min' (a limit of the technique), 'done' (its time or sweep ran
-    out), 'aborted' (stopped) or 'error' (the instrument refused to go on)."""
+    'v_max', 'v_min', 'i_min' (a limit of the technique), 'window' (its safety window,
+    where the instrument judges it: a run's optional `judges_window` says so), 'done' (its
+    time or sweep ran out), 'aborted' (stopped) or 'error' (the instrument refused to go
+    on)."""
 
     channel: int
     finished: bool

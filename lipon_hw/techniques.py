@@ -51,6 +51,37 @@ class Recording:
 
 
 @dataclass(frozen=True)
+class Window:
+    """The cell's safety window: E from `min_V` to `max_V` and |I| at most `max_current_A`
+    (None: no such limit), a sample strictly past one being a breach. A cell test's host
+    judges every sample it takes against it; a driver that can also has the instrument
+    judge every measurement and stop there (a MethodSCRIPT script sends that sample and
+    aborts: E on a galvanostatic loop, where E moves, I on a potentiostatic one), so that
+    a cell is stopped within one measurement of a breach whatever the host does or however
+    seldom it asks."""
+
+    min_V: float | None = None
+    max_V: float | None = None
+    max_current_A: float | None = None
+
+    def reached(self, sample: Sample) -> str | None:
+        """'min_V', 'max_V' or 'max_current_A' if the sample is at or past that limit,
+        else None (NaN is past none). At, too: an instrument compares the value it
+        measured, which its wire format rounds, so a reading just past a limit may
+        arrive as the limit itself; a step that ended there is taken as stopped by it."""
+        potential, current = sample.E_V, sample.I_A
+        if potential is not None:
+            if self.min_V is not None and potential <= self.min_V:
+                return "min_V"
+            if self.max_V is not None and potential >= self.max_V:
+                return "max_V"
+        if current is not None and self.max_current_A is not None and \
+                abs(current) >= self.max_current_A:
+            return "max_current_A"
+        return None
+
+
+@dataclass(frozen=True)
 class OCV:
     duration_s: float
     interval_s: float = 1.0
@@ -67,6 +98,7 @@ class ConstantCurrent:
     v_min_V: float | None = None
     interval_s: float = 1.0
     record: Recording = Recording()
+    window: Window | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +110,7 @@ class ConstantVoltage:
     i_min_A: float | None = None
     interval_s: float = 1.0
     record: Recording = Recording()
+    window: Window | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +121,7 @@ class DCPolarization:
     duration_s: float
     interval_s: float = 1.0
     record: Recording = Recording()
+    window: Window | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +135,7 @@ class CCCV:
     duration_s: float
     interval_s: float = 1.0
     record: Recording = Recording()
+    window: Window | None = None
 
 
 @dataclass(frozen=True)
@@ -365,25 +400,45 @@ def _multisine_values(tq) -> str | None:
     return None if problem is None else f"MultisineEIS: {problem}"
 
 
+def _window_values(tq) -> str | None:
+    """A safety window's limits are finite numbers, min_V below max_V, a current above 0."""
+    window = tq.window
+    if window is None:
+        return None
+    if not isinstance(window, Window):
+        return f"{type(tq).__name__}: window is a Window, not {window!r}"
+    for name in ("min_V", "max_V", "max_current_A"):
+        value = getattr(window, name)
+        if value is not None and not (isinstance(value, int | float) and math.isfinite(value)):
+            return f"{type(tq).__name__}: window {name} {value!r} is not a finite number"
+    if window.min_V is not None and window.max_V is not None and window.min_V >= window.max_V:
+        return (f"{type(tq).__name__}: window min_V {window.min_V} must be below max_V "
+                f"{window.max_V}")
+    if window.max_current_A is not None and window.max_current_A <= 0:
+        return f"{type(tq).__name__}: window max_current_A must be above 0 A"
+    return None
+
+
 def _current_cutoff(tq) -> EndLimits:
     return EndLimits(i_min_A=tq.i_min_A)
 
 
 _TIMED = (_interval_within_duration,)
+_DRIVEN = (_interval_within_duration, _window_values)  # a cell driven by a current or voltage
 _SWEPT = (_positive_step_and_rate,)
 
 #: every technique type, keyed by its class
 KINDS: dict[type, TechniqueKind] = {
     OCV: TechniqueKind("open", records=True, measures_current=False, checks=_TIMED),
     ConstantCurrent: TechniqueKind("current", records=True, measures_current=True,
-                                   checks=_TIMED,
+                                   checks=_DRIVEN,
                                    limits=lambda tq: EndLimits(tq.v_max_V, tq.v_min_V)),
     ConstantVoltage: TechniqueKind("voltage", records=True, measures_current=True,
-                                   checks=_TIMED, limits=_current_cutoff),
+                                   checks=_DRIVEN, limits=_current_cutoff),
     DCPolarization: TechniqueKind("voltage", records=True, measures_current=True,
-                                  checks=_TIMED),
+                                  checks=_DRIVEN),
     CCCV: TechniqueKind("current, then voltage", records=True, measures_current=True,
-                        checks=_TIMED, limits=_current_cutoff),
+                        checks=_DRIVEN, limits=_current_cutoff),
     EIS: TechniqueKind("impedance", records=False, measures_current=False,
                        checks=(_positive_frequencies,)),
     MultisineEIS: TechniqueKind("impedance", records=False, measures_current=False,

@@ -1,7 +1,8 @@
 """The record points of a measurement loop under a constant control, found in bulk.
 
 A potentiostat measures every `interval` and a loop body decides what to send: a limit
-(E ≥ v_max, E ≤ v_min, or −i_min < I < i_min) sends the sample and ends the loop;
+(E ≥ v_max, E ≤ v_min, −i_min < I < i_min, or I out of a safety window's band) sends
+the sample and ends the loop;
 otherwise the Δt/ΔV/ΔI rule sends it when t ≥ t_last + dt or E ≥ E_last + dV or
 E ≤ E_last − dV or I ≥ I_last + dI or I ≤ I_last − dI, in the script's own float
 arithmetic: the rule and its thresholds are a `RecordGate` (lipon_hw/techniques.py),
@@ -46,7 +47,8 @@ class RecordLoop:
     """A measurement loop of n samples at t0 + k·interval (k = 1 … n) on a cell under a
     constant control, with limits and a Δt/ΔV/ΔI rule (None: no such rule; every_point
     sends every sample). Limits are (">=" | "<=", level, reason) on E, or ("in", (lo, hi),
-    reason) on I (lo < I < hi: a current cutoff), tested in their order. `timer0` is when
+    reason) on I (lo < I < hi: a current cutoff) or ("out", (lo, hi), reason) on I (I ≤ lo
+    or I ≥ hi: a safety window's current), tested in their order. `timer0` is when
     the loop's timer started; tn, eh, el, ih, il are the rule's thresholds when the loop
     starts (the driver's scripts start them at 0, so that the first sample is always
     sent). `run_to(k)` measures up to sample k."""
@@ -66,10 +68,11 @@ class RecordLoop:
         self.v_hi = min([x for op, x, _ in limits if op == ">=" and x == x], default=INF)
         self.v_lo = max([x for op, x, _ in limits if op == "<=" and x == x], default=-INF)
         self.i_bands = [x for op, x, _ in limits if op == "in"]
-        self.follows_current = dI is not None or bool(self.i_bands)
+        self.i_outs = [x for op, x, _ in limits if op == "out"]
+        self.follows_current = dI is not None or bool(self.i_bands) or bool(self.i_outs)
         self.nan_thresholds = any(x is not None and x != x for x in (
             *self.thresholds, dt, dV, dI,
-            *(x for band in self.i_bands for x in band)))
+            *(x for band in (*self.i_bands, *self.i_outs) for x in band)))
         self._ahead: tuple | None = None  # readings taken ahead (see _read_ahead)
         self._stretch = FIRST_STRETCH
         self.k = 0  # the last sample measured
@@ -134,26 +137,32 @@ class RecordLoop:
 
     def _plain_first(self, volts, amps, j, k, lo, hi, ih, il) -> int:
         """_first_firing read by read, with the script's own tests (NaN passes none)."""
-        current, bands = self.dI is not None, self.i_bands
+        current, bands, outs = self.dI is not None, self.i_bands, self.i_outs
         for x in range(j, k):
             v = volts[x]
             if v >= hi or v <= lo:
                 return x
-            if current or bands:
+            if current or bands or outs:
                 i = amps[x]
                 if current and (i >= ih or i <= il):
                     return x
                 for band_lo, band_hi in bands:
                     if band_lo < i < band_hi:
                         return x
+                for out_lo, out_hi in outs:
+                    if i <= out_lo or i >= out_hi:
+                        return x
         return k
 
     def _current_first(self, amps, runs, j, k, ih, il) -> int:
-        """The first reading in [j, k) where I leaves (il, ih) or enters a cutoff band."""
+        """The first reading in [j, k) where I leaves (il, ih) or enters a cutoff band or
+        leaves a window's."""
         if self.dI is not None:
             k = _leaves(amps, runs, j, k, il, ih)
         for band_lo, band_hi in self.i_bands:
             k = _enters(amps, runs, j, k, band_lo, band_hi)
+        for out_lo, out_hi in self.i_outs:
+            k = _leaves(amps, runs, j, k, out_lo, out_hi)
         return k
 
     def _read_ahead(self) -> tuple:
@@ -200,7 +209,8 @@ class RecordLoop:
             t, e, i = timer[k], volts[k], amps[k]
             for op, level, reason in self.limits:
                 if (e >= level) if op == ">=" else (e <= level) if op == "<=" else \
-                        level[0] < i < level[1]:
+                        level[0] < i < level[1] if op == "in" else \
+                        (i <= level[0] or i >= level[1]):
                     sent.append((t, e, i, reason))
                     self.end = reason
                     return k

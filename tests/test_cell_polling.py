@@ -6,12 +6,17 @@ host starting the next stays within the prompt cadence."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from pathlib import Path
+
+from faulty import fault_station
 
 from lipon_hw.celltest import channels
 from lipon_hw.celltest.session import start_cycling
 from lipon_hw.drivers.methodscript.run import Run
+from lipon_hw.errors import LiponError
+from lipon_hw.sim.cells.model import CellModel
 from lipon_hw.store import Store
 
 from recipes import LNMO
@@ -153,3 +158,37 @@ def test_a_sped_up_real_time_run_is_polled_in_wall_seconds(tmp_path, monkeypatch
     steps = _steps(tmp_path / "data" / "lipon.db")
     assert len(steps) == 2 and all(last - first > 600 for _, first, last in steps)
     assert max(polls.count(n) for n, *_ in steps) <= 40, [polls.count(n) for n, *_ in steps]
+
+
+def test_the_instrument_stops_a_shorted_cell_at_its_window_between_rare_polls(tmp_path,
+                                                                            monkeypatch):
+    """The protocol's safety window is in the instrument's script, so a virtual-clock cell
+    test without interlock rules polls a step up to WINDOW_POLL_S apart (a first charge is
+    asked about first at 60 % of the time to pass the cell's capacity, ~1060 s in). A
+    hard short 600 s into that charge is stopped by the instrument at the first sample
+    past min_V, not at the host's next poll: the cell is at open circuit from then (it
+    was driven at 3 µA until the poll at 900 s when only the host judged the window), and
+    the channel is tripped by the safety limit with that sample."""
+    opened: list[float] = []
+    real = CellModel.set_control
+
+    def watched(cell, t, mode, value):
+        if mode == "open":
+            opened.append(t)
+        return real(cell, t, mode, value)
+
+    monkeypatch.setattr(CellModel, "set_control", watched)
+    polls = _count_polls(monkeypatch)
+    station = fault_station(tmp_path, [{"fault": "cell_hard_short", "instrument": "mes4",
+                                        "channel": 1, "at_s": 600}])
+    protocol = tmp_path / "lnmo.yaml"
+    protocol.write_text(LNMO.format(channels="1", cycles=2), encoding="utf-8")
+    with contextlib.suppress(LiponError):
+        start_cycling(str(protocol), tmp_path / "data", station_path=str(station), workers=1)
+    store = Store(tmp_path / "data", read_only=True)
+    channel, = store.channels(1)
+    store.close()
+    assert channel.status == "tripped" and "V is below min_V 2.5 V at t = 60" in \
+        channel.message, channel.message
+    assert min(t for t in opened if t > 0) <= 600.0 + 1.0, opened  # one measurement
+    assert len(polls) == 1, polls  # the first poll found the step stopped

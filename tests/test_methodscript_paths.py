@@ -23,6 +23,7 @@ from lipon_hw.techniques import (
     LinearSweep,
     MultisineEIS,
     Recording,
+    Window,
 )
 
 #: techniques whose loops cannot run in bulk, and why
@@ -48,6 +49,12 @@ def techniques():
         yield DCPolarization(4.3, 600, 1.0, rec)
         yield CCCV(3e-6, 4.3, 1e-7, 600, 1.0, rec)
         yield CCCV(-3e-6, 4.0, 1e-7, 600, 1.0, rec)
+    window = Window(2.5, 5.2, 1e-4)  # a safety window the instrument judges (on E or I)
+    for rec in (Recording(), Recording(30, 0.005, 1e-8)):
+        yield ConstantCurrent(3e-6, 600, 5.1, None, 1.0, rec, window)
+        yield ConstantVoltage(4.3, 600, 1e-7, 1.0, rec, window)
+        yield DCPolarization(4.3, 600, 1.0, rec, window)
+        yield CCCV(3e-6, 4.3, 1e-7, 600, 1.0, rec, window)
     yield EIS(1e5, 10, 9)
     yield EIS(1e5, 10, 5, dc_V=4.0)
     yield MultisineEIS((1e5, 1e4, 1e3, 100.0, 10.0))

@@ -28,6 +28,8 @@ from lipon_hw.techniques import (
     ConstantVoltage,
     RecordGate,
     Recording,
+    Sample,
+    Window,
     recording_of,
 )
 
@@ -211,3 +213,57 @@ def test_cccv_limit_samples_leave_the_rule_where_it_was(record):
     for path in ("sample", "event", "bulk"):
         script = script_picks(technique, TableCell(volts, amps), path, {path: 2}, end="i_min")
         assert script == picked, path
+
+
+def ramp(start: float, step: float) -> list[float]:
+    """Readings start + k·step, each printed as it would print on the wire (exactly)."""
+    return [float(f"{start + k * step:.7g}") for k in range(STEPS + 1)]
+
+
+WINDOWED = {  # (technique, volts, amps, the first reading strictly past the window)
+    # discharging: E falls 0.2 mV a second and is 3.5 V (min_V, not past it) at 300 s
+    "cc": (ConstantCurrent(-3e-6, STEPS, None, 3.0, 1.0, Recording(30, 0.0005),
+                           window=Window(3.5, 4.5)), ramp(3.56, -0.0002), [-3e-6] * 601, 301),
+    # charging: E rises to max_V in the CC phase; the hold at 4.4 V must not follow
+    "cccv": (CCCV(3e-6, 4.4, 1e-7, STEPS, 1.0, Recording(30, 0.0005),
+                  window=Window(3.0, 4.2)), ramp(4.14, 0.0002), [3e-6] * 601, 301),
+    # a hold whose current rises 10 nA a second to max_current_A (4 µA) at 200 s
+    "cv": (ConstantVoltage(3.5, STEPS, None, 1.0, Recording(dI=5e-8),
+                           window=Window(2.0, 5.0, 4e-6)), [3.5] * 601,
+           [float(f"{2000 + 10 * k}e-9") for k in range(STEPS + 1)], 201),
+}
+
+
+@pytest.mark.parametrize("name", list(WINDOWED))
+def test_the_window_ends_the_script_at_its_first_sample_past_it_on_every_path(name):
+    """A technique's safety window, judged by the instrument: the script sends the first
+    sample strictly past it and aborts (a CCCV's hold never starts); a sample at the
+    limit is not past it. Every path of the emulator (sample by sample, event-driven,
+    in bulk) sends the same samples and ends there, and the driver says 'window'."""
+    technique, volts, amps, breach = WINDOWED[name]
+    window = technique.window
+    for level in (window.min_V, window.max_V, window.max_current_A):
+        assert level is None or parse_literal(format_literal(level))[0] == level
+    rule = recording_of(technique)
+    gate = RecordGate(rule)
+    expected = [k for k in range(1, breach) if gate.offer(float(k), volts[k], amps[k])]
+    expected.append(breach)
+    assert window.reached(Sample(volts[breach - 1], amps[breach - 1])) is not None  # at it
+    for path in ("sample", "event", "bulk"):
+        picked = script_picks(technique, TableCell(volts, amps), path, {path: 1},
+                              end="window")
+        assert picked == expected, path
+
+
+def test_the_window_is_written_into_the_script_before_the_steps_own_limits():
+    lines = [line.strip() for line in build_script(CCCV(
+        3e-6, 4.4, 1e-7, 600, window=Window(3.0, 4.5, 1e-5)))]
+    cc_start, cv_start = (n for n, line in enumerate(lines) if line.startswith("meas_loop"))
+    cc, cv = lines[cc_start:cv_start], lines[cv_start:]
+    assert cc[2:5] == ["if e < 3", "pck_start", "pck_add t"]
+    assert "if e > 4500m" in cc and cc.index("if e > 4500m") < cc.index("if e >= 4400m")
+    assert cc[cc.index("if e > 4500m") + 6] == "abort"
+    assert "if i > 10u" in cv and "if i < -10u" in cv
+    assert cv.index("if i < -10u") < cv.index("if i < 100n")  # before the cutoff
+    without = build_script(CCCV(3e-6, 4.4, 1e-7, 600))
+    assert not any("abort" in line for line in without)

@@ -204,16 +204,27 @@ class Run:
         self.finished = True  # on its own: why is judged from the last sample seen
 
     @property
+    def judges_window(self) -> bool:
+        """Whether the instrument stops the technique at its safety window (`Window`): the
+        script tests it at every measurement and aborts, sending that sample (E where a
+        current is applied, I where a voltage is)."""
+        return getattr(self.technique, "window", None) is not None
+
+    @property
     def end_reason(self) -> str | None:
-        """Why the script ended: 'aborted', 'error', the limit the last sample is past
-        ('v_max', 'v_min', 'i_min'), or 'done' (its time or sweep ran out); None while
-        it runs."""
+        """Why the script ended: 'aborted', 'error', 'window' (the last sample is at or
+        past the technique's safety window, where the script aborts: `Window.reached`),
+        the limit the last sample is past ('v_max', 'v_min', 'i_min'), or 'done' (its
+        time or sweep ran out); None while it runs."""
         if not self.finished:
             return None
         if self.aborted or self.error:
             return "aborted" if self.aborted else "error"
         if self.last is None:
             return "done"
+        window = getattr(self.technique, "window", None)
+        if window is not None and window.reached(self.last) is not None:
+            return "window"
         return end_limits(self.technique).reached(self.last) or "done"
 
     def _line(self, line: str) -> None:

@@ -19,6 +19,7 @@ from lipon_hw.techniques import (
     RecordGate,
     Recording,
     Technique,
+    Window,
     check_technique,
     end_limits,
     recording_of,
@@ -78,8 +79,10 @@ def _record_block(rec: Recording, names: Sequence[str]) -> list[str]:
     return [*lines, "endif"]
 
 
-def _limit(condition: str, names: Sequence[str]) -> list[str]:
-    return [f"if {condition}", *_indent(_package(names)), "  breakloop", "endif"]
+def _limit(condition: str, names: Sequence[str], end: str = "breakloop") -> list[str]:
+    """Send the sample and end the loop (`breakloop`) or the script (`abort`: on to
+    `on_finished:`, the cell switched off) when `condition` holds."""
+    return [f"if {condition}", *_indent(_package(names)), f"  {end}", "endif"]
 
 
 def _indent(lines: Sequence[str]) -> list[str]:
@@ -105,15 +108,37 @@ def _ocv_script(tq: OCV) -> list[str]:
             *_loop(f"meas_loop_ocp e {L(tq.interval_s)} {L(tq.duration_s)}", body)]
 
 
-def _cc_body(rec: Recording, v_max: float | None, v_min: float | None) -> list[str]:
-    body = ["timer_get t"]
+def _window_on_e(window: Window | None) -> list[str]:
+    """The safety window where E moves (a galvanostatic loop): a sample strictly past it
+    is sent and aborts the script (a CCCV's hold does not follow), tested before the
+    step's own limits (Window)."""
+    if window is None:
+        return []
+    return [*(_limit(f"e < {L(window.min_V)}", TEI, "abort")
+              if window.min_V is not None else []),
+            *(_limit(f"e > {L(window.max_V)}", TEI, "abort")
+              if window.max_V is not None else [])]
+
+
+def _window_on_i(window: Window | None) -> list[str]:
+    """The safety window's current where I moves (a potentiostatic loop): |I| strictly
+    above max_current_A, as two comparisons, each aborting the script."""
+    if window is None or window.max_current_A is None:
+        return []
+    i_max = window.max_current_A
+    return [*_limit(f"i > {L(i_max)}", TEI, "abort"), *_limit(f"i < {L(-i_max)}", TEI, "abort")]
+
+
+def _cc_body(rec: Recording, v_max: float | None, v_min: float | None,
+             window: Window | None) -> list[str]:
+    body = ["timer_get t", *_window_on_e(window)]
     body += _limit(f"e >= {L(v_max)}", TEI) if v_max is not None else []
     body += _limit(f"e <= {L(v_min)}", TEI) if v_min is not None else []
     return body + _record_block(rec, TEI)
 
 
-def _cv_body(rec: Recording, i_min: float | None) -> list[str]:
-    body = ["timer_get t"]
+def _cv_body(rec: Recording, i_min: float | None, window: Window | None) -> list[str]:
+    body = ["timer_get t", *_window_on_i(window)]
     if i_min is not None:  # |I| < i_min as two nested comparisons
         body += [f"if i < {L(i_min)}", *_indent(_limit(f"i > {L(-i_min)}", TEI)), "endif"]
     return body + _record_block(rec, TEI)
@@ -135,14 +160,16 @@ def _cc_script(tq: ConstantCurrent) -> list[str]:
     loop = f"meas_loop_cp e i {L(tq.current_A)} {L(tq.interval_s)} {L(tq.duration_s)}"
     return ["var t", "var e", "var i", *_record_vars(tq.record), "set_pgstat_chan 0",
             *_galvanostat(tq.current_A), "timer_start",
-            *_loop(loop, _cc_body(tq.record, tq.v_max_V, tq.v_min_V)), *_finish()]
+            *_loop(loop, _cc_body(tq.record, tq.v_max_V, tq.v_min_V, tq.window)),
+            *_finish()]
 
 
 def _cv_script(tq: ConstantVoltage | DCPolarization) -> list[str]:
     loop = f"meas_loop_ca e i {L(tq.voltage_V)} {L(tq.interval_s)} {L(tq.duration_s)}"
     return ["var t", "var e", "var i", *_record_vars(tq.record), "set_pgstat_chan 0",
             *potentiostat_lines(tq.voltage_V), "timer_start",
-            *_loop(loop, _cv_body(tq.record, end_limits(tq).i_min_A)), *_finish()]
+            *_loop(loop, _cv_body(tq.record, end_limits(tq).i_min_A, tq.window)),
+            *_finish()]
 
 
 def _cccv_script(tq: CCCV) -> list[str]:
@@ -152,8 +179,9 @@ def _cccv_script(tq: CCCV) -> list[str]:
     return ["var t", "var e", "var i", *_record_vars(tq.record), "set_pgstat_chan 0",
             *_galvanostat(tq.current_A), "timer_start",
             *_loop(cc, _cc_body(tq.record, tq.voltage_V if up else None,
-                                None if up else tq.voltage_V)),
-            *potentiostat_lines(tq.voltage_V), *_loop(cv, _cv_body(tq.record, tq.i_min_A)),
+                                None if up else tq.voltage_V, tq.window)),
+            *potentiostat_lines(tq.voltage_V),
+            *_loop(cv, _cv_body(tq.record, tq.i_min_A, tq.window)),
             *_finish()]
 
 

@@ -30,9 +30,10 @@ def run_channels(env: simpy.Environment, store: Store, run_id: int, proto: pr.Pr
     # a real-time clock's waits are wall seconds, whatever its speed
     per_wall_s = clock_per_wall_s(env) or 1.0
     max_poll = proto.poll_every_s or longest_poll_s(realtime, per_wall_s)
+    window_poll = proto.poll_every_s or longest_poll_s(realtime, per_wall_s, judged=True)
     watch = PotentiostatWatch(store, run_id, proto.potentiostat, proto.rules, links, pstat)
     channels = [Channel(env, store, run_id, plan, pstat, states[plan.channel], max_poll,
-                        cell_physics.get(plan.channel), on_cycle, watch)
+                        cell_physics.get(plan.channel), on_cycle, watch, window_poll)
                 for plan in proto.channels]
     watch.channels = channels
     if proto.rules:  # a resumed run: its channels that had ended in fault still count

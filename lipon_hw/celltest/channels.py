@@ -72,20 +72,28 @@ FIRST_TIME_FRACTION = 0.6  # of the time to pass the cell's capacity, for a step
 #: longest wait between polls of a buffering instrument: on a virtual clock in its seconds,
 #: on a real-time clock in wall seconds (`longest_poll_s`)
 MAX_POLL_S = {"virtual": 900.0, "realtime": 2.0}
+#: the longest on a virtual clock where the instrument judges the step's safety window
+#: itself (`techniques.Window`) and the channel has no interlock rule of its own: nothing
+#: the host judges on the samples would come later than on the instrument (a step's
+#: capacity and dV/dt ends are foreseen: see the module)
+WINDOW_POLL_S = 3600.0
 
 ENDED = ("completed", "tripped", "failed", "stopped", "terminated", "aborted")
 
 
-def longest_poll_s(realtime: bool, clock_per_wall_s: float = 1.0) -> float:
-    """MAX_POLL_S in the run clock's seconds. A real-time clock may run faster than the
-    wall (a simulated lab at `--speed`: `clock_per_wall_s` of it a wall second); its
-    instruments are polled at least every MAX_POLL_S["realtime"] of wall time, as hardware
-    is, not that much of the clock (at --speed 600 that was every 3 ms of wall time, a
-    channel's samples taken a few at a time), and at most every MAX_POLL_S["virtual"] of
-    the clock, as on a virtual one."""
+def longest_poll_s(realtime: bool, clock_per_wall_s: float = 1.0,
+                   judged: bool = False) -> float:
+    """MAX_POLL_S in the run clock's seconds (WINDOW_POLL_S for the virtual clock's where
+    the instrument judges the safety window: `judged`). A real-time clock may run faster
+    than the wall (a simulated lab at `--speed`: `clock_per_wall_s` of it a wall second);
+    its instruments are polled at least every MAX_POLL_S["realtime"] of wall time, as
+    hardware is, not that much of the clock (at --speed 600 that was every 3 ms of wall
+    time, a channel's samples taken a few at a time), and at most as seldom as on a
+    virtual one."""
+    virtual = WINDOW_POLL_S if judged else MAX_POLL_S["virtual"]
     if not realtime:
-        return MAX_POLL_S["virtual"]
-    return min(MAX_POLL_S["virtual"], MAX_POLL_S["realtime"] * clock_per_wall_s)
+        return virtual
+    return min(virtual, MAX_POLL_S["realtime"] * clock_per_wall_s)
 
 
 @dataclass
@@ -116,11 +124,16 @@ class Channel:
     def __init__(self, env: simpy.Environment, store: Store, run_id: int, plan: pr.ChannelPlan,
                  pstat, state: ChannelState, max_poll_s: float, cell_physics=None,
                  on_cycle: Callable[[int, int], None] | None = None,
-                 watch: PotentiostatWatch | None = None):
+                 watch: PotentiostatWatch | None = None, window_poll_s: float | None = None):
         self.env, self.store, self.run_id = env, store, run_id
         self.plan, self.pstat, self.state = plan, pstat, state
         self.number = plan.channel
         self.max_poll_s = max_poll_s
+        #: the longest wait while the instrument judges the step's safety window, where
+        #: neither the channel nor its potentiostat has a rule (the host judges rules on
+        #: the samples and link health as it polls): `longest_poll_s(…, judged=True)`
+        self.window_poll_s = window_poll_s if not plan.rules and not (
+            watch and watch.rules) else None
         self.cell_physics = cell_physics
         self.on_cycle = on_cycle
         self.status = "running"
@@ -423,9 +436,10 @@ class Channel:
         if getattr(run, "poll_interval_s", None):
             return run.poll_interval_s
         now, technique = self.env.now, run.technique
+        longest = self.window_poll_s if self.window_poll_s and getattr(
+            run, "judges_window", False) else self.max_poll_s
         if isinstance(technique, EIS):  # a few periods per frequency: poll a few times
-            return min(self.max_poll_s, max(MIN_POLL_S, sum(1 / f for f in
-                                                            technique.frequencies_Hz)))
+            return min(longest, max(MIN_POLL_S, sum(1 / f for f in technique.frequencies_Hz)))
         expected = self._expected_end(technique, ends)
         if expected is not None:
             # rarely until the step's end is near, then at the record cadence or faster
@@ -433,7 +447,7 @@ class Channel:
             if now < near - MIN_POLL_S:  # unless the voltage says its end comes sooner
                 # (nor past the step's own run time: a first constant current is expected
                 # to pass the cell's capacity, which its time limit may cut short)
-                wait = min(self.max_poll_s, near - now, max(MIN_POLL_S, ends.duration_left(now)))
+                wait = min(longest, near - now, max(MIN_POLL_S, ends.duration_left(now)))
                 soon = ends.voltage_time_left(now)
                 # an extrapolation already overdue is stale: the slope of two samples an
                 # hour apart (a rare record rule) points past a steady step's end for the
@@ -444,7 +458,7 @@ class Channel:
             if steady:  # its end foreseen to within the margin: the prompt cadence
                 return NEAR_END_POLL_S
         record = getattr(technique, "record", None)
-        cadence = min(getattr(record, "dt_s", None) or self.max_poll_s, self.max_poll_s)
+        cadence = min(getattr(record, "dt_s", None) or longest, longest)
         if expected is not None and known:
             cadence = min(cadence, NEAR_END_POLL_S)
         elif expected is not None:  # a first time: ever closer as the expected end nears

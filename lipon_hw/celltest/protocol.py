@@ -34,7 +34,7 @@ could loop forever, or run more than 10⁷ steps, is refused by `termination`.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pydantic import ValidationError
 
@@ -406,11 +406,17 @@ def recording(rec: Record) -> tq.Recording:
 
 def technique(st: PlannedStep, plan: ChannelPlan) -> tq.Technique:
     """The technique a channel runs for this step, currents resolved from C-rates (each
-    step kind builds its own: `protocol_schema`)."""
+    step kind builds its own: `protocol_schema`), with the step's safety window where the
+    technique drives the cell (`techniques.Window`: an instrument that can judges it too)."""
     rec = st.params.record or plan.program.record
-    return st.params.technique(Setting(recording(rec), rec.interval_s,
+    made = st.params.technique(Setting(recording(rec), rec.interval_s,
                                        st.params.until.duration_s or FOREVER_S,
                                        plan.capacity_Ah))
+    limits = safety(st, plan)
+    if "window" not in getattr(type(made), "__dataclass_fields__", {}) or \
+            (limits.min_V, limits.max_V, limits.max_current_A) == (None, None, None):
+        return made
+    return replace(made, window=tq.Window(limits.min_V, limits.max_V, limits.max_current_A))
 
 
 def safety(st: PlannedStep, plan: ChannelPlan) -> Safety:

@@ -135,6 +135,12 @@ class HostEnds:
             return StepOutcome("voltage_V")
         if reason == "i_min":
             return StepOutcome("current_A" if self.until.current_A is not None else "rate_C")
+        if reason == "window":  # its last sample at the limit (past it trips the host)
+            said = "" if self.last is None else (f": {self.last[1]:.3f} V, "
+                                                 f"{self.last[2]:.3g} A at t = "
+                                                 f"{self.last[0]:.0f} s")
+            raise ChannelTrip(f"channel {channel.number}: the instrument stopped the step at "
+                              f"its safety window{said}")
         if reason == "done":
             times = [k for k in ("time_s", "time_min", "time_h") if getattr(self.until, k)]
             return StepOutcome(times[0] if times else "done")

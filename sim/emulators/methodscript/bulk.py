@@ -6,6 +6,7 @@ cell gives its readings on the sampling grid a stretch at a time and `RecordLoop
 
 from __future__ import annotations
 
+import math
 from collections.abc import Generator
 from dataclasses import dataclass
 
@@ -42,8 +43,7 @@ class BulkLoops:
         start = {kind: value(var) for kind, (var, _) in steps.items()}
         loop = RecordLoop(
             self.cell, t0, dt, n, self.timer0,
-            [(op, (value(level[0]), value(level[1])) if op == "in" else value(level), reason)
-             for op, level, reason in body.limits],
+            [_loop_limit(op, level, reason, value) for op, level, reason in body.limits],
             steps["t"][1] if "t" in steps else None, steps["eh"][1] if "eh" in steps else None,
             start.get("t", 0.0), start.get("eh", 0.0), start.get("el", 0.0),
             every_point=body.every_point, dI=steps["ih"][1] if "ih" in steps else None,
@@ -71,6 +71,8 @@ class BulkLoops:
                 sent = loop.run_to(max(loop.k + 1, samples_by(self.clock())))
                 recorded = self._send_bulk(sent, templates, currents, metas) or recorded
                 self.t = t0 + loop.k * dt
+            if loop.end in body.aborts:  # the limit's `abort`: on to `on_finished:`
+                raise ScriptAborted
         except ScriptAborted:  # the variables as sampling every point would have left them
             loop.run_to(samples_by(self.t))
             raise
@@ -157,12 +159,32 @@ class _RecordBody:
     `add_var`/`sub_var`), every sample sent, or nothing more."""
 
     timer: str
-    # (">=" | "<=", level, reason) on E, ("in", (b, a), "i_min") on I, in body order
+    # (">=" | "<=" | ">" | "<", level, reason) on E, ("in", (b, a), "i_min") or
+    # ("i>" | "i<", level, reason) on I, in body order
     limits: tuple[tuple[str, object, str], ...]
     limit_names: dict  # reason → the names its package sends
     names: tuple[str, ...]  # what the rule sends
     rule: tuple[tuple[str, str, str], ...]  # ("t" | "eh" | "el" | "ih" | "il", var, step)
     every_point: bool
+    aborts: frozenset = frozenset()  # the limits that `abort` the script, not `breakloop`
+
+
+#: a strict comparison as the inclusive one RecordLoop tests, at the next float: for
+#: doubles, e > x exactly when e >= nextafter(x, +inf)
+def _loop_limit(op: str, level, reason: str, value) -> tuple[str, object, str]:
+    """A body's limit as RecordLoop takes it, its levels' values read."""
+    if op == "in":
+        return op, (value(level[0]), value(level[1])), reason
+    x = value(level)
+    if op == ">":
+        return ">=", math.nextafter(x, math.inf), reason
+    if op == "<":
+        return "<=", math.nextafter(x, -math.inf), reason
+    if op == "i>":  # I > x: out of (−inf, next(x)); I < x: out of (prev(x), +inf)
+        return "out", (-math.inf, math.nextafter(x, math.inf)), reason
+    if op == "i<":
+        return "out", (math.nextafter(x, -math.inf), math.inf), reason
+    return op, x, reason
 
 
 def _record_body(body: list, e_name: str, i_name: str | None) -> _RecordBody | None:
@@ -172,18 +194,20 @@ def _record_body(body: list, e_name: str, i_name: str | None) -> _RecordBody | N
     probes = {timer, e_name, i_name} - {None}
     if len(probes) != (3 if i_name else 2):
         return None
-    limits, limit_names, k = [], {}, 1
+    limits, limit_names, aborts, k = [], {}, set(), 1
     while k < len(body) and isinstance(body[k], IfChain) and _single(body[k]) is not None:
         limit = _limit(_single(body[k]), e_name, i_name)
         if limit is None:  # not a limit: a one-branch rule (Δt alone), or nothing known
             break
-        op, level, reason, names = limit
+        op, level, reason, names, aborting = limit
         levels = level if op == "in" else (level,)
         if any(x in probes for x in levels) or reason in limit_names \
                 or not set(names) <= probes:
             return None
         limits.append((op, level, reason))
         limit_names[reason] = names
+        if aborting:
+            aborts.add(reason)
         k += 1
     rest = body[k:]
     names = _package_names(rest)
@@ -191,33 +215,46 @@ def _record_body(body: list, e_name: str, i_name: str | None) -> _RecordBody | N
         every = names is not None
         if every and not set(names) <= probes:
             return None
-        return _RecordBody(timer, tuple(limits), limit_names, names or (), (), every)
+        return _RecordBody(timer, tuple(limits), limit_names, names or (), (), every,
+                           frozenset(aborts))
     if len(rest) != 1 or not isinstance(rest[0], IfChain) or rest[0].else_body is not None:
         return None
     rule = _rule(rest[0], timer, e_name, i_name, probes)
     if rule is None:
         return None
-    return _RecordBody(timer, tuple(limits), limit_names, rule[0], rule[1], False)
+    return _RecordBody(timer, tuple(limits), limit_names, rule[0], rule[1], False,
+                       frozenset(aborts))
+
+
+#: a limit on E or I by its comparison: its op for _RecordBody and the reason it ends with
+_E_LIMITS = {">=": (">=", "v_max"), "<=": ("<=", "v_min"), ">": (">", "window_max_V"),
+             "<": ("<", "window_min_V")}
+_I_LIMITS = {">": ("i>", "window_max_I"), "<": ("i<", "window_min_I")}
 
 
 def _limit(branch, e_name: str, i_name: str | None):
-    """(op, level, reason, names sent) of a limit's if (its one branch), else None: on E,
-    `if e >= a` / `if e <= a` sending a package and breaking; on I, a cutoff `if i < a`
-    holding only `if i > b` (or the other way round) that does so."""
+    """(op, level, reason, names sent, whether it aborts) of a limit's if (its one
+    branch), else None: on E, `if e >= a`, `e <= a`, `e > a` or `e < a`; on I, `if i > a`
+    or `if i < a`, or a cutoff `if i < a` holding only `if i > b` (or the other way
+    round); each sending a package, then `breakloop` (the loop ends) or `abort` (the
+    script goes on at `on_finished:`)."""
     (a, op, level), inner = branch
-    if a == e_name and op in (">=", "<="):
-        reason = "v_max" if op == ">=" else "v_min"
+    if a == e_name and op in _E_LIMITS:
+        op, reason = _E_LIMITS[op]
     elif a == i_name and i_name is not None and op in ("<", ">") and len(inner) == 1 and \
             isinstance(inner[0], IfChain) and _single(inner[0]) is not None:
         (a2, op2, level2), inner = _single(inner[0])
         if a2 != i_name or {op, op2} != {"<", ">"}:
             return None
         op, level, reason = "in", (level, level2) if op == ">" else (level2, level), "i_min"
+    elif a == i_name and i_name is not None and op in _I_LIMITS:
+        op, reason = _I_LIMITS[op]
     else:
         return None
-    names = _package_names(inner[:-1]) if inner and _is_cmd(inner[-1], "breakloop") \
-        else None
-    return None if names is None else (op, level, reason, names)
+    if not inner or not (_is_cmd(inner[-1], "breakloop") or _is_cmd(inner[-1], "abort")):
+        return None
+    names = _package_names(inner[:-1])
+    return None if names is None else (op, level, reason, names, _is_cmd(inner[-1], "abort"))
 
 
 def _rule(chain: IfChain, timer: str, e_name: str, i_name: str | None, probes: set):
