@@ -15,14 +15,19 @@ to change by as much as it changed last time (a fading cell's steps shorten cycl
 cycle); a first constant current about as long as it takes to pass the cell's capacity.
 Prompt polling starts a margin before the expected end: 2 % of the step, and once the step
 is steady (NEAR_MARGIN_S and SHIFT_MARGINS times its last change both less than that),
-the longer of those two. Before that, a step whose voltage is seen heading for its end
+the longer of those two; a steady step foreseen to within NEAR_END_POLL_S is first asked
+at its expected end itself (it is found ended then, or by a prompt poll within
+NEAR_END_POLL_S after: the same bound on the gap as polling from a margin before, with one
+poll fewer). Before that, a step whose voltage is seen heading for its end
 (the slope of its last two samples) is polled again at half the time that slope gives to
 reach it, or 5 s: a step that ends sooner than its last run (the second 15 h formation
 charge, 3 % shorter than the first) is caught in its knee. A steady step is polled so only
 when that slope says its end comes before its prompt polling would begin, and from then
-on at NEAR_END_POLL_S: three or four polls a step (halfway, the margin, the end), where
-the slope's polls made seven. So the gap between the instrument ending a step and the
-host starting the next stays a few seconds, while a month of cycling costs few exchanges.
+on at NEAR_END_POLL_S: one or two polls a step (its end; a halfway poll too where the
+longest wait is shorter than the step), where the slope's polls made seven. So the gap
+between the instrument ending a step and the host starting the next stays a few seconds,
+while a month of cycling costs few exchanges. The longest wait: MAX_POLL_S, or
+WINDOW_POLL_S where the instrument judges the safety window (see there).
 A host-timed instrument (an SMU) is polled at its measurement interval.
 
 A channel says it is running, committed, before its first technique starts.
@@ -436,11 +441,14 @@ class Channel:
         if getattr(run, "poll_interval_s", None):
             return run.poll_interval_s
         now, technique = self.env.now, run.technique
-        longest = self.window_poll_s if self.window_poll_s and getattr(
-            run, "judges_window", False) else self.max_poll_s
         if isinstance(technique, EIS):  # a few periods per frequency: poll a few times
-            return min(longest, max(MIN_POLL_S, sum(1 / f for f in technique.frequencies_Hz)))
+            return min(self.max_poll_s, max(MIN_POLL_S, sum(1 / f for f in
+                                                            technique.frequencies_Hz)))
         expected = self._expected_end(technique, ends)
+        # longer while the instrument judges the safety window and the step's end is
+        # known, not guessed (a first constant current's, from the cell's capacity)
+        longest = self.window_poll_s if self.window_poll_s and expected is not None and \
+            expected[2] and getattr(run, "judges_window", False) else self.max_poll_s
         if expected is not None:
             # rarely until the step's end is near, then at the record cadence or faster
             end, near, known, steady = expected
@@ -484,7 +492,9 @@ class Channel:
                 return ends.t0 + last, ends.t0 + last - window, True, False
             end = ends.t0 + last + shift
             margin = min(max(NEAR_MARGIN_S, SHIFT_MARGINS * abs(shift)), window)
-            return end, end - margin, True, margin < window
+            # foreseen to within the prompt cadence: first asked at the end itself
+            near = end if margin <= NEAR_END_POLL_S else end - margin
+            return end, near, True, margin < window
         current = getattr(technique, "current_A", None)
         if not isinstance(technique, ConstantCurrent) or not current:
             return None
