@@ -10,6 +10,7 @@ every line is a plain one of one layout, the same values, gaps and end as line b
 from __future__ import annotations
 
 import operator
+import re
 from typing import TYPE_CHECKING
 
 from lipon_hw.drivers.methodscript.codec import DeviceError, decode_error, is_marker
@@ -28,6 +29,9 @@ from lipon_hw.techniques import (
     end_limits,
     recording_of,
 )
+
+#: where a stretch of data lines ends: a line after it that is not one
+_DATA_ENDS = re.compile(rb"\n[^P]")
 
 if TYPE_CHECKING:
     from lipon_hw.drivers.methodscript.driver import MethodScriptPotentiostat
@@ -137,15 +141,20 @@ class Run:
 
     def take(self, data: bytes) -> int:
         """`lines` of whole output lines given as one bytes object (each line with its
-        LF, as `Link.read_block` gives them); returns how many bytes it took. Data lines
-        only, of one layout (many of one length: as a matrix), are decoded at once without
-        a bytes object each."""
+        LF, as `Link.read_block` gives them); returns how many bytes it took. A stretch of
+        data lines it starts with, of one layout (many of one length: as a matrix), is
+        decoded at once without a bytes object each; what follows it (the loop's end
+        marker and the script's end, when a poll comes after a step has ended) line by
+        line."""
         n = data.count(b"\n")
         if n >= MANY_LINES and data[:1] == b"P":
-            columns = columns_from_block(data, n)
+            cut = _DATA_ENDS.search(data)
+            head = data if cut is None else data[:cut.start() + 1]
+            count = n if cut is None else head.count(b"\n")
+            columns = columns_from_block(head, count) if count >= MANY_LINES else None
             if columns is not None:
                 self._columns(columns)
-                return len(data)
+                return len(head) + (self.take(data[len(head):]) if cut is not None else 0)
         lines = [line + b"\n" for line in data.split(b"\n")[:-1]]
         taken = self.lines(lines)
         return len(data) if taken == len(lines) else sum(map(len, lines[:taken]))
