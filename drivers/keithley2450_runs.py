@@ -39,8 +39,11 @@ class SmuRun:
     """One technique on the 2450, timed by the host: poll every `poll_interval_s`.
 
     Each `poll()` takes one reading; `finished` and `end_reason` ('v_max', 'v_min',
-    'i_min', 'done', 'aborted', 'error') as for any `PotentiostatRun`. A refusal by the
-    instrument ends the run with 'error' (kept in `error`); a lost link is raised.
+    'i_min', 'window', 'done', 'aborted', 'error') as for any `PotentiostatRun`. A refusal
+    by the instrument ends the run with 'error' (kept in `error`); a lost link is raised.
+    A technique's safety window is judged on every reading, recorded or not, as a
+    MethodSCRIPT script judges it on every measurement: the reading past it goes out and
+    ends the run, the output off.
     """
 
     channel = 1
@@ -111,6 +114,9 @@ class SmuRun:
         it goes out whatever the recording rule); moves a CCCV to its voltage phase and a
         sweep to its next level."""
         tq, control, volts = self.technique, self._control, s.E_V
+        window = getattr(tq, "window", None)
+        if window is not None and window.reached(s, at_limit=False) is not None:
+            return "window", True  # every reading judged, recorded or not (Window)
         over = s.t_s - self._phase_t0 >= getattr(tq, "duration_s", math.inf) * (1 - 1e-12)
         if control == "current" and tripped and tq.current_A > 0:
             return "v_max", True  # at the hardware limit: v_max_V or the station ceiling

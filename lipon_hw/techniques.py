@@ -64,19 +64,23 @@ class Window:
     max_V: float | None = None
     max_current_A: float | None = None
 
-    def reached(self, sample: Sample) -> str | None:
-        """'min_V', 'max_V' or 'max_current_A' if the sample is at or past that limit,
-        else None (NaN is past none). At, too: an instrument compares the value it
-        measured, which its wire format rounds, so a reading just past a limit may
-        arrive as the limit itself; a step that ended there is taken as stopped by it."""
+    def reached(self, sample: Sample, at_limit: bool = True) -> str | None:
+        """'min_V', 'max_V' or 'max_current_A' if the sample is at or past that limit
+        (strictly past with `at_limit` False: a breach), else None (NaN is past none).
+        At, for a driver judging why an instrument ended a step: the instrument compared
+        the value it measured, which its wire format rounds, so a reading just past a
+        limit may arrive as the limit itself."""
         potential, current = sample.E_V, sample.I_A
         if potential is not None:
-            if self.min_V is not None and potential <= self.min_V:
+            if self.min_V is not None and (potential <= self.min_V if at_limit
+                                           else potential < self.min_V):
                 return "min_V"
-            if self.max_V is not None and potential >= self.max_V:
+            if self.max_V is not None and (potential >= self.max_V if at_limit
+                                           else potential > self.max_V):
                 return "max_V"
-        if current is not None and self.max_current_A is not None and \
-                abs(current) >= self.max_current_A:
+        if current is not None and self.max_current_A is not None and (
+                abs(current) >= self.max_current_A if at_limit
+                else abs(current) > self.max_current_A):
             return "max_current_A"
         return None
 

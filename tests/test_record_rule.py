@@ -236,10 +236,11 @@ WINDOWED = {  # (technique, volts, amps, the first reading strictly past the win
 
 @pytest.mark.parametrize("name", list(WINDOWED))
 def test_the_window_ends_the_script_at_its_first_sample_past_it_on_every_path(name):
-    """A technique's safety window, judged by the instrument: the script sends the first
+    """A technique's safety window, judged at every measurement: the script sends the first
     sample strictly past it and aborts (a CCCV's hold never starts); a sample at the
     limit is not past it. Every path of the emulator (sample by sample, event-driven,
-    in bulk) sends the same samples and ends there, and the driver says 'window'."""
+    in bulk) sends the same samples and ends there, and the driver says 'window'; so does
+    the 2450's host-timed run, reading by reading."""
     technique, volts, amps, breach = WINDOWED[name]
     window = technique.window
     for level in (window.min_V, window.max_V, window.max_current_A):
@@ -249,6 +250,8 @@ def test_the_window_ends_the_script_at_its_first_sample_past_it_on_every_path(na
     expected = [k for k in range(1, breach) if gate.offer(float(k), volts[k], amps[k])]
     expected.append(breach)
     assert window.reached(Sample(volts[breach - 1], amps[breach - 1])) is not None  # at it
+    # the 2450, timed by the host, judges every reading as the script does
+    assert smu_picks(technique, TableCell(volts, amps), end="window") == expected
     for path in ("sample", "event", "bulk"):
         picked = script_picks(technique, TableCell(volts, amps), path, {path: 1},
                               end="window")
