@@ -447,8 +447,9 @@ class Channel:
         expected = self._expected_end(technique, ends)
         # longer while the instrument judges the safety window and the step's end is
         # known, not guessed (a first constant current's, from the cell's capacity)
-        longest = self.window_poll_s if self.window_poll_s and expected is not None and \
-            expected[2] and getattr(run, "judges_window", False) else self.max_poll_s
+        known_end = expected is not None and expected[2]
+        longest = self.window_poll_s if self.window_poll_s and known_end and \
+            getattr(run, "judges_window", False) else self.max_poll_s
         if expected is not None:
             # rarely until the step's end is near, then at the record cadence or faster
             end, near, known, steady = expected

@@ -1,8 +1,9 @@
 """The driver's record loops run in bulk, as a mixin of the channel: a measurement loop
 (OCP, chronopotentiometry, chronoamperometry) whose body is exactly the driver's (limits
-on E or a current cutoff, then a Δt/ΔV/ΔI rule or every sample) is recognised here; the
-cell gives its readings on the sampling grid a stretch at a time and `RecordLoop`
-(sim/recording.py) applies the rule to them, the same bytes for far less work."""
+on E or I that end the loop or abort the script, then a Δt/ΔV/ΔI rule or every sample) is
+recognised here; the cell gives its readings on the sampling grid a stretch at a time
+and `RecordLoop` (sim/recording.py) applies the rule to them, the same bytes for far less
+work."""
 
 from __future__ import annotations
 
@@ -169,10 +170,10 @@ class _RecordBody:
     aborts: frozenset = frozenset()  # the limits that `abort` the script, not `breakloop`
 
 
-#: a strict comparison as the inclusive one RecordLoop tests, at the next float: for
-#: doubles, e > x exactly when e >= nextafter(x, +inf)
 def _loop_limit(op: str, level, reason: str, value) -> tuple[str, object, str]:
-    """A body's limit as RecordLoop takes it, its levels' values read."""
+    """A body's limit as RecordLoop takes it, its levels' values read: a strict
+    comparison as the inclusive one at the next float (for doubles, e > x exactly when
+    e >= nextafter(x, +inf)), a bound on I as a band I must stay inside."""
     if op == "in":
         return op, (value(level[0]), value(level[1])), reason
     x = value(level)
