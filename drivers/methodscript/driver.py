@@ -28,6 +28,14 @@ poll's. A host polls every channel of a bank in turn, so any wait is paid per ch
 (a channel recording every 30 s has nothing most times) spent 3.2 s of every second
 waiting.
 
+A technique's safety window (`techniques.Window`) is written into its script, tested at
+every measurement before the step's own limits: the sample past it is sent and the script
+`abort`s (on to `on_finished:`, the cell off), and the run ends with 'window' (`Run`).
+Unverified on an instrument: what an EmStat4 prints after a script's own `abort` (the
+emulator prints the loop's end marker and the script's end, as after the host's `Z`
+without the `Z`; were it to print a `Z`, the run would end 'aborted', which the host also
+takes as a trip, its sample past the window having tripped it first).
+
 Multisine impedance (`MultisineEIS`) is a lipon-hw extension, not in the MethodSCRIPT
 manual v1.8 (which has no multisine): `meas_loop_eis` with the option `multisine(k1,k2,…)`
 (the tones' harmonic numbers of f_start, in MethodSCRIPT's parenthesised-option style, as
