@@ -152,6 +152,9 @@ def test_a_sped_up_real_time_run_is_polled_in_wall_seconds(tmp_path, monkeypatch
     600 polls a 20 min step, 1 ms of wall time apart; now 20-odd, as in virtual time)."""
     assert channels.longest_poll_s(True, 2000.0) == channels.MAX_POLL_S["virtual"]
     assert channels.longest_poll_s(True, 1.0) == channels.MAX_POLL_S["realtime"]
+    # hardware waits as long whether or not the instrument judges the safety window
+    assert channels.longest_poll_s(True, 1.0, judged=True) == channels.MAX_POLL_S["realtime"]
+    assert channels.longest_poll_s(False, judged=True) == channels.WINDOW_POLL_S
     polls = _count_polls(monkeypatch)
     protocol = tmp_path / "lnmo.yaml"
     protocol.write_text(LNMO.format(channels="1", cycles=1), encoding="utf-8")
