@@ -141,23 +141,28 @@ class Run:
 
     def take(self, data: bytes) -> int:
         """`lines` of whole output lines given as one bytes object (each line with its
-        LF, as `Link.read_block` gives them); returns how many bytes it took. A stretch of
-        data lines it starts with, of one layout (many of one length: as a matrix), is
-        decoded at once without a bytes object each; what follows it (the loop's end
-        marker and the script's end, when a poll comes after a step has ended) line by
-        line."""
-        n = data.count(b"\n")
-        if n >= MANY_LINES and data[:1] == b"P":
-            cut = _DATA_ENDS.search(data)
-            head = data if cut is None else data[:cut.start() + 1]
-            count = n if cut is None else head.count(b"\n")
-            columns = columns_from_block(head, count) if count >= MANY_LINES else None
+        LF, as `Link.read_block` gives them); returns how many bytes it took, up to the
+        script's end. Each stretch of data lines of one layout (many of one length: as a
+        matrix) is decoded at once from the bytes, without a bytes object a line; the
+        lines around them (a loop's start and end markers, the script's end: a poll after
+        a step has ended brings them all) one by one."""
+        pos, size = 0, len(data)
+        while pos < size and not self.finished:
+            if data[pos:pos + 1] != b"P":
+                end = data.index(b"\n", pos) + 1
+                self._line(data[pos:end - 1].decode("ascii", "replace"))
+                pos = end
+                continue
+            cut = _DATA_ENDS.search(data, pos)  # a data line never ends the script
+            end = size if cut is None else cut.start() + 1
+            count = data.count(b"\n", pos, end)
+            columns = columns_from_block(data[pos:end], count) if count >= MANY_LINES else None
             if columns is not None:
                 self._columns(columns)
-                return len(head) + (self.take(data[len(head):]) if cut is not None else 0)
-        lines = [line + b"\n" for line in data.split(b"\n")[:-1]]
-        taken = self.lines(lines)
-        return len(data) if taken == len(lines) else sum(map(len, lines[:taken]))
+            else:  # few, or not all of one layout: each group, or line, as it can be read
+                self.lines([line + b"\n" for line in data[pos:end].split(b"\n")[:-1]])
+            pos = end
+        return pos
 
     def _block(self, lines: list[bytes]) -> bool:
         """Data lines decoded at once, as `_sample` takes them one by one; False (and
