@@ -197,3 +197,27 @@ def test_the_instrument_stops_a_shorted_cell_at_its_window_between_rare_polls(tm
     assert "V is below min_V 2.5 V at t = 11000 s" in channel.message, channel.message
     assert min(t for t in opened if t > 10_633) <= 11_000.0 + 1.0, opened  # a measurement
     assert polls.count(7) == 1, polls  # the first poll found the step stopped
+
+
+def test_no_wait_between_polls_is_longer_than_the_longest(tmp_path, monkeypatch):
+    """A protocol's `poll_every_s` (and a real-time clock's 2 s of wall time) is the
+    longest wait between two polls, also where a first step nears the end expected from
+    the cell's capacity (a tenth of the time left was taken whole: 70.6 s here, some
+    1,400 s in a 150 nA formation charge on hardware) and at a steady step's end (its
+    prompt cadence, NEAR_END_POLL_S, 5 s)."""
+    waits: list[float] = []
+    real = channels.Channel._sleep
+
+    def sleep(channel, dt):
+        waits.append(dt)
+        return real(channel, dt)
+
+    monkeypatch.setattr(channels.Channel, "_sleep", sleep)
+    polls = _count_polls(monkeypatch)
+    protocol = tmp_path / "lnmo.yaml"
+    protocol.write_text(LNMO.format(channels="1", cycles=5) + "poll_every_s: 2\n",
+                        encoding="utf-8")
+    result = start_cycling(str(protocol), tmp_path / "data", workers=1)
+    assert result.status == "completed", result.message
+    assert max(waits) <= 2.0, max(waits)
+    assert len(polls) > 5 * 2 * 1700 / 2.0  # every 2 s of 5 cycles' 30 min steps

@@ -465,13 +465,13 @@ class Channel:
                     wait = min(wait, max(NEAR_END_POLL_S, 0.5 * soon))
                 return wait
             if steady:  # its end foreseen to within the margin: the prompt cadence
-                return NEAR_END_POLL_S
+                return min(NEAR_END_POLL_S, longest)
         record = getattr(technique, "record", None)
         cadence = min(getattr(record, "dt_s", None) or longest, longest)
         if expected is not None and known:
             cadence = min(cadence, NEAR_END_POLL_S)
         elif expected is not None:  # a first time: ever closer as the expected end nears
-            cadence = max(cadence, 0.1 * (end - now))
+            cadence = min(max(cadence, 0.1 * (end - now)), longest)
         return min(cadence, max(MIN_POLL_S, 0.7 * ends.time_left(now)))
 
     def _expected_end(self, technique, ends: HostEnds
