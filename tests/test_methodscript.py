@@ -286,7 +286,7 @@ def test_a_stretch_of_data_lines_decodes_at_once_as_line_by_line():
 def test_a_stretch_decoded_at_once_tells_the_same_gaps_as_line_by_line():
     """A stretch with a hole longer than the record rule allows, after a garbled line or
     not, gives the same samples and the same gaps whether it is taken at once or line by
-    line (Run.lines against Run._line)."""
+    line (Run.take against Run._line)."""
     from lipon_hw.drivers.methodscript.run import Run
 
     technique = ConstantCurrent(3e-6, 7200, v_max_V=5.1, interval_s=1.0,
@@ -296,8 +296,8 @@ def test_a_stretch_decoded_at_once_tells_the_same_gaps_as_line_by_line():
              f",10,20C\n".encode() for t in times]
     for before in ([], [b"Pgarbled\n"], [b"Pgarbled\n", b"Pgarbled too\n"]):
         at_once, one_by_one = Run(None, 1, technique), Run(None, 1, technique)
-        at_once.lines([*before, b"M000A\n"])
-        at_once.lines(lines)
+        at_once.take(b"".join([*before, b"M000A\n"]))
+        at_once.take(b"".join(lines))
         for line in [*before, b"M000A\n", *lines]:
             one_by_one._line(line[:-1].decode("ascii"))
         gaps = at_once.take_gaps()

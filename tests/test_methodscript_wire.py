@@ -199,21 +199,25 @@ def test_data_lines_before_the_scripts_end_are_decoded_from_the_bytes_as_they_ca
         monkeypatch):
     """A poll after a step has ended brings the loop's start marker, its data lines, then
     the loop's end and the script's: the data lines are decoded from the poll's bytes as
-    one block, without a bytes object made for each line and joined again
-    (`columns_from_lines`, which they went through whenever anything came with them: 0.80
-    µs a sample against 0.36 µs)."""
-    from lipon_hw.drivers.methodscript import run as run_module
-
+    one block, none of them on its own (before 306cabb they went through a bytes object
+    each and a join whenever anything came with them: 0.80 µs a sample against 0.36 µs;
+    the lines one by one are now only what is not all of one layout)."""
     technique = ConstantCurrent(3e-6, 7200, v_max_V=5.1, interval_s=1.0,
                                 record=Recording(30, 0.005))
     rng = random.Random(5)
     lines = [_clean_line(rng, 30.0 * k, [0.0]) for k in range(1, 60)]
-    split: list[int] = []
-    real = run_module.columns_from_lines
-    monkeypatch.setattr(run_module, "columns_from_lines",
-                        lambda many: (split.append(len(many)), real(many))[1])
+    from lipon_hw.drivers.methodscript import run as run_module
+
+    split: list[str] = []  # data lines decoded on their own, not in the block
+    real = Run._line
+    monkeypatch.setattr(Run, "_line", lambda run, line: (
+        split.append(line) if line.startswith("P") else None, real(run, line))[1])
+    blocks: list[int] = []  # the lines of each block decoded from the poll's bytes
+    from_bytes = run_module.columns_from_block
+    monkeypatch.setattr(run_module, "columns_from_block",
+                        lambda data, n: (blocks.append(n), from_bytes(data, n))[1])
     run = Run(None, 1, technique)
     data = ("M0007\n" + "".join(lines) + "*\n\n").encode("ascii")
     assert run.take(data + b"e\n") == len(data)  # what follows the end is not the run's
     assert run.finished and len(run.poll()) == len(lines)
-    assert split == []
+    assert split == [] and blocks == [len(lines)]

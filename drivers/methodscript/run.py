@@ -1,10 +1,9 @@
 """A technique running on one MethodSCRIPT channel (`Run`): its output lines turned into
 samples as they arrive, what the wire lost told as gaps, and why the script ended.
 
-A stretch of data lines read together (`lines`, or `take` for the bytes of many lines)
-is decoded at once into columns (`samples.columns_from_lines`/`columns_from_block`) when
-every line is a plain one of one layout, the same values, gaps and end as line by line;
-`poll_block` hands them over as a `SampleBlock`.
+A stretch of data lines in a poll's bytes (`take`) is decoded at once into columns
+(`samples.columns_from_block`) when every line is a plain one of one layout, the same
+values, gaps and end as line by line; `poll_block` hands them over as a `SampleBlock`.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ from lipon_hw.drivers.methodscript.codec import DeviceError, decode_error, is_ma
 from lipon_hw.drivers.methodscript.samples import (
     MANY_LINES,
     columns_from_block,
-    columns_from_lines,
     sample_from_line,
 )
 from lipon_hw.techniques import (
@@ -118,34 +116,14 @@ class Run:
         self.last = sample
         self._pending.append(sample)
 
-    def lines(self, lines: list[bytes]) -> int:
-        """Output lines of this run's script, each with its LF, in order, up to the
-        script's end (`finished`; a data line never ends it); a stretch of data lines
-        decoded at once where it can be. Returns how many lines it took."""
-        n, count = 0, len(lines)
-        while n < count:
-            if lines[n][:1] == b"P":
-                end = n + 1
-                while end < count and lines[end][:1] == b"P":
-                    end += 1
-                if end - n < MANY_LINES or not self._block(lines[n:end]):
-                    for line in lines[n:end]:
-                        self._line(line[:-1].decode("ascii", "replace"))
-                n = end
-                continue
-            self._line(lines[n][:-1].decode("ascii", "replace"))
-            n += 1
-            if self.finished:
-                return n
-        return n
-
     def take(self, data: bytes) -> int:
-        """`lines` of whole output lines given as one bytes object (each line with its
-        LF, as `Link.read_block` gives them); returns how many bytes it took, up to the
-        script's end. Each stretch of data lines of one layout (many of one length: as a
-        matrix) is decoded at once from the bytes, without a bytes object a line; the
-        lines around them (a loop's start and end markers, the script's end: a poll after
-        a step has ended brings them all) one by one."""
+        """Output lines of this run's script given as one bytes object (each line with its
+        LF, as `Link.read_block` gives them), in order, up to the script's end
+        (`finished`; a data line never ends it); returns how many bytes it took. Each
+        stretch of data lines of one layout (many of one length: as a matrix) is decoded
+        at once from the bytes, without a bytes object a line; the lines around them (a
+        loop's start and end markers, the script's end: a poll after a step has ended
+        brings them all), and a stretch that is not all of one layout, one by one."""
         pos, size = 0, len(data)
         while pos < size and not self.finished:
             if data[pos:pos + 1] != b"P":
@@ -159,19 +137,11 @@ class Run:
             columns = columns_from_block(data[pos:end], count) if count >= MANY_LINES else None
             if columns is not None:
                 self._columns(columns)
-            else:  # few, or not all of one layout: each group, or line, as it can be read
-                self.lines([line + b"\n" for line in data[pos:end].split(b"\n")[:-1]])
+            else:  # few, or not all of one layout: line by line
+                for line in data[pos:end - 1].split(b"\n"):
+                    self._line(line.decode("ascii", "replace"))
             pos = end
         return pos
-
-    def _block(self, lines: list[bytes]) -> bool:
-        """Data lines decoded at once, as `_sample` takes them one by one; False (and
-        nothing done) unless every line is a plain one of one layout."""
-        columns = columns_from_lines(lines)
-        if columns is None:
-            return False
-        self._columns(columns)
-        return True
 
     def _columns(self, columns: dict[str, list]) -> None:
         """Decoded data lines, as `_sample` takes them one by one."""
