@@ -115,7 +115,7 @@ class SmuRun:
         sweep to its next level."""
         tq, control, volts = self.technique, self._control, s.E_V
         window = getattr(tq, "window", None)
-        if window is not None and window.reached(s, at_limit=False) is not None:
+        if window is not None and window.past(s.E_V, s.I_A) is not None:
             return "window", True  # every reading judged, recorded or not (Window)
         over = s.t_s - self._phase_t0 >= getattr(tq, "duration_s", math.inf) * (1 - 1e-12)
         if control == "current" and tripped and tq.current_A > 0:

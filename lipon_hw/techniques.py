@@ -20,6 +20,7 @@ has its design and physics); `eis_physical_limit_s` is the shortest time either 
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -64,25 +65,27 @@ class Window:
     max_V: float | None = None
     max_current_A: float | None = None
 
-    def reached(self, sample: Sample, at_limit: bool = True) -> str | None:
-        """'min_V', 'max_V' or 'max_current_A' if the sample is at or past that limit
-        (strictly past with `at_limit` False: a breach), else None (NaN is past none).
-        At, for a driver judging why an instrument ended a step: the instrument compared
-        the value it measured, which its wire format rounds, so a reading just past a
-        limit may arrive as the limit itself."""
-        potential, current = sample.E_V, sample.I_A
-        if potential is not None:
-            if self.min_V is not None and (potential <= self.min_V if at_limit
-                                           else potential < self.min_V):
+    def past(self, volts: float | None, amps: float | None, at_limit: bool = False
+             ) -> str | None:
+        """'min_V', 'max_V' or 'max_current_A' if E (`volts`) or I (`amps`) is strictly
+        past that limit (a breach; at it too with `at_limit`), else None (NaN and None are
+        past none). The host's check of every sample, the 2450's of every reading."""
+        below, above = (operator.le, operator.ge) if at_limit else (operator.lt, operator.gt)
+        if volts is not None:
+            if self.min_V is not None and below(volts, self.min_V):
                 return "min_V"
-            if self.max_V is not None and (potential >= self.max_V if at_limit
-                                           else potential > self.max_V):
+            if self.max_V is not None and above(volts, self.max_V):
                 return "max_V"
-        if current is not None and self.max_current_A is not None and (
-                abs(current) >= self.max_current_A if at_limit
-                else abs(current) > self.max_current_A):
+        if amps is not None and self.max_current_A is not None and \
+                above(abs(amps), self.max_current_A):
             return "max_current_A"
         return None
+
+    def reached(self, sample: Sample) -> str | None:
+        """`past`, at the limit too: for a driver judging why an instrument ended a step.
+        The instrument compared the value it measured, which its wire format rounds, so a
+        reading just past a limit may arrive as the limit itself."""
+        return self.past(sample.E_V, sample.I_A, at_limit=True)
 
 
 @dataclass(frozen=True)

@@ -412,11 +412,11 @@ def technique(st: PlannedStep, plan: ChannelPlan) -> tq.Technique:
     made = st.params.technique(Setting(recording(rec), rec.interval_s,
                                        st.params.until.duration_s or FOREVER_S,
                                        plan.capacity_Ah))
-    limits = safety(st, plan)
+    window = safety(st, plan).window()
     if "window" not in getattr(type(made), "__dataclass_fields__", {}) or \
-            (limits.min_V, limits.max_V, limits.max_current_A) == (None, None, None):
+            window == tq.Window():
         return made
-    return replace(made, window=tq.Window(limits.min_V, limits.max_V, limits.max_current_A))
+    return replace(made, window=window)
 
 
 def safety(st: PlannedStep, plan: ChannelPlan) -> Safety:

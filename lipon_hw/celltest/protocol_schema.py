@@ -37,6 +37,10 @@ class Safety(_Model):
     max_V: r.VOLTS | None = None
     max_current_A: r.CELL_A_CUTOFF | None = None
 
+    def window(self) -> tq.Window:
+        """The limits as the technique's window, judged by host and instrument alike."""
+        return tq.Window(self.min_V, self.max_V, self.max_current_A)
+
 
 class Until(_Model):
     """Any-of end conditions; each is checked on every measurement."""

@@ -148,19 +148,21 @@ class HostEnds:
                           f"{reason}", rule=None)
 
 
+#: what a sample past each limit of the safety window is said as
+_BREACHES = {"min_V": "{v:.3f} V is below min_V {limit:g} V",
+             "max_V": "{v:.3f} V is above max_V {limit:g} V",
+             "max_current_A": "|{i:.3g}| A is above max_current_A {limit:g} A"}
+
+
 def check_safety(number: int, rows: list[tuple], limits: pr.Safety) -> None:
-    """A sample outside the step's safety limits trips the channel."""
-    lo, hi, i_max = limits.min_V, limits.max_V, limits.max_current_A
+    """A sample outside the step's safety limits trips the channel (`Window.past`, the
+    rule the instrument's script and the 2450's readings are judged by too)."""
+    window = limits.window()
     for t, v, i, *_ in rows:
-        if lo is not None and v < lo:
-            raise ChannelTrip(f"channel {number}: {v:.3f} V is below min_V {lo:g} V "
-                              f"at t = {t:.0f} s")
-        if hi is not None and v > hi:
-            raise ChannelTrip(f"channel {number}: {v:.3f} V is above max_V {hi:g} V "
-                              f"at t = {t:.0f} s")
-        if i_max is not None and abs(i) > i_max:
-            raise ChannelTrip(f"channel {number}: |{i:.3g}| A is above max_current_A "
-                              f"{i_max:g} A at t = {t:.0f} s")
+        which = window.past(v, i)
+        if which is not None:
+            said = _BREACHES[which].format(v=v, i=i, limit=getattr(window, which))
+            raise ChannelTrip(f"channel {number}: {said} at t = {t:.0f} s")
 
 
 def rest_of(technique, elapsed_s: float):
