@@ -183,7 +183,7 @@ def _query(db: Path, sql: str):
 def _has_readings(db: Path) -> bool:
     row = _query(db, "SELECT (SELECT COUNT(*) FROM runs), (SELECT COUNT(*) FROM"
                      " (SELECT 1 FROM readings LIMIT 3)) + (SELECT COUNT(*) FROM"
-                     " (SELECT 1 FROM cell_samples LIMIT 3)) + (SELECT COUNT(*) FROM"
+                     " (SELECT 1 FROM cell_blocks LIMIT 3)) + (SELECT COUNT(*) FROM"
                      " (SELECT 1 FROM screen_cells LIMIT 3))")
     return bool(row and row[0] and row[1] >= 3)
 

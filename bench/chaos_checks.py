@@ -60,6 +60,8 @@ from pathlib import Path
 
 import yaml
 
+from lipon_hw.store_cell_blocks import sample_rows
+
 ENDS = ("completed", "aborted", "failed", "tripped", "stopped", "terminated")
 
 
@@ -213,12 +215,11 @@ def _cells(con, run_id: int, text: str, alarms: list[tuple], v: Verdict) -> None
     if not channels:
         v.why_unsafe = "no channels stored"
     allowed = 1.5 * every_s(text) + 5.0
-    for (channel,) in con.execute("SELECT DISTINCT channel FROM cell_samples WHERE run_id=?",
-                                  (run_id,)).fetchall():
-        rows = con.execute("SELECT t_s, step_count, step_type, voltage_V, current_A FROM"
-                           " cell_samples WHERE"
-                           " run_id=? AND channel=? ORDER BY rowid", (run_id, channel)
-                           ).fetchall()
+    layout = con.execute("PRAGMA user_version").fetchone()[0]
+    by_channel: dict[int, list[tuple]] = {}
+    for r in sample_rows(con, layout, "run_id=?", (run_id,), order="channel, rowid"):
+        by_channel.setdefault(r[1], []).append((r[2], r[6], r[8], r[3], r[4]))
+    for channel, rows in by_channel.items():  # each channel's samples as they were written
         spectra = [t for (t,) in con.execute("SELECT DISTINCT t_s FROM spectra WHERE run_id=?"
                                              " AND channel=?", (run_id, channel))]
         v.readings += len(rows)

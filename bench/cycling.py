@@ -99,7 +99,7 @@ def campaign(path: str, data: Path, workers: int | None) -> dict:
     engine_cpu = cpu_s(resource.RUSAGE_SELF) - engine0
     workers_cpu = cpu_s(resource.RUSAGE_CHILDREN) - workers0
     con = sqlite3.connect(data / "lipon.db")
-    samples = con.execute("SELECT COUNT(*) FROM cell_samples").fetchone()[0]
+    samples = con.execute("SELECT SUM(n) FROM cell_blocks").fetchone()[0]
     con.close()
     db_MB = (data / "lipon.db").stat().st_size / 1e6
     channel_h = sum(ch["t_s"] for ch in _channels(data, result.run_id)) / 3600

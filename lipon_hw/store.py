@@ -47,6 +47,7 @@ from math import isfinite
 from pathlib import Path
 
 from lipon_hw import (
+    store_cell_blocks,
     store_location,
     store_metadata,
     store_migrations,
@@ -88,9 +89,9 @@ from lipon_hw.store_schema import (  # noqa: F401 (the store's API)
 from lipon_hw.store_screening import ScreeningRecords
 
 DB_NAME = store_location.DB_NAME
-#: the bulk tables' columns, in the order their buffered rows hold them
+#: the bulk tables' columns, in the order their buffered rows hold them (a cell test's
+#: samples: `store_cell_blocks.BLOCK_COLUMNS`)
 READING_COLUMNS = ("run_id", "t_s", "quantity_id", "value")
-CELL_COLUMNS = ("run_id", "channel", *CELL_SAMPLE_COLUMNS)
 SPECTRUM_COLUMNS = ("run_id", "channel", "t_s", "cycle", "step_count", "f_Hz", "z_re_ohm",
                     "z_im_ohm")
 #: how long a write made while a run goes on waits for another process's lock
@@ -404,7 +405,8 @@ class Store(AlarmRecords, CellTestRecords, SampleRecords, ScreeningRecords, Page
         (`_clear_pending`), so an interrupted write loses nothing: the next one redoes it."""
         self._db.insert_rows("readings", READING_COLUMNS, self._pending)
         if self._pending_cells:
-            self._db.insert_rows("cell_samples", CELL_COLUMNS, self._pending_cells)
+            self._db.insert_rows("cell_blocks", store_cell_blocks.BLOCK_COLUMNS,
+                                 store_cell_blocks.chunks_to_blocks(self._pending_cells.chunks))
         if self._pending_spectra:
             self._db.insert_rows("spectra", SPECTRUM_COLUMNS, self._pending_spectra)
         for args in self._pending_channels.values():

@@ -13,9 +13,12 @@ import math
 from collections.abc import Iterable, Iterator, Mapping
 from itertools import chain, repeat
 
+import numpy as np
+
+from lipon_hw import store_cell_blocks as blocks
 from lipon_hw.column_rows import ColumnRows
 from lipon_hw.store_plumbing import finite, tell
-from lipon_hw.store_schema import CELL_SAMPLE_COLUMNS, Alarm, Channel
+from lipon_hw.store_schema import Alarm, Channel
 
 
 class CellTestRecords:
@@ -149,19 +152,17 @@ class CellTestRecords:
             tell(self.taps, "cycle", run_id, channel, cycle, stats)
 
     def cell_samples(self, run_id: int, channel: int) -> Iterator[tuple]:
-        """Rows as CELL_SAMPLE_COLUMNS, in time order."""
+        """Rows as CELL_SAMPLE_COLUMNS, in (time, row) order (`store_cell_blocks`)."""
         self.flush()
-        yield from self._db.stream(
-            f"SELECT {', '.join(CELL_SAMPLE_COLUMNS)} FROM cell_samples WHERE run_id=? AND"
-            " channel=? ORDER BY t_s, rowid", (run_id, channel))
+        yield from blocks.samples_of(self._db.stream(blocks.block_query(
+            self.layout, "", "run_id=? AND channel=?"), (run_id, channel)))
 
     def cell_samples_of_cycles(self, run_id: int, channel: int, cycles: list[int]
                                ) -> list[tuple]:
         self.flush()
-        return self._db.execute(
-            f"SELECT {', '.join(CELL_SAMPLE_COLUMNS)} FROM cell_samples WHERE run_id=? AND"
-            f" channel=? AND cycle IN ({','.join('?' * len(cycles))}) ORDER BY t_s, rowid",
-            (run_id, channel, *cycles)).fetchall()
+        which = f"run_id=? AND channel=? AND cycle IN ({','.join('?' * len(cycles))})"
+        return list(blocks.samples_of(self._db.execute(
+            blocks.block_query(self.layout, "", which), (run_id, channel, *cycles)).fetchall()))
 
     def spectra(self, run_id: int, channel: int) -> list[tuple]:
         """(t_s, cycle, step_count, f_Hz, z_re_ohm, z_im_ohm) in time order."""
@@ -178,7 +179,8 @@ class CellTestRecords:
 
     def last_cell_sample_t(self, run_id: int, channel: int) -> float:
         self.flush()
-        row = self._db.execute("SELECT MAX(t_s) FROM cell_samples WHERE run_id=? AND"
+        last = "t_last_s" if self.layout >= blocks.BLOCKS_LAYOUT else "t_s"
+        row = self._db.execute(f"SELECT MAX({last}) FROM {self._cell_table} WHERE run_id=? AND"
                                " channel=?", (run_id, channel)).fetchone()
         return row[0] or 0.0
 
@@ -187,32 +189,59 @@ class CellTestRecords:
         back end: (samples, (channel, time) pairs stored more than once, channels with
         samples)."""
         self.flush()
-        row = self._db.execute(
-            "SELECT (SELECT COUNT(*) FROM cell_samples WHERE run_id=?),"
-            " (SELECT COUNT(*) FROM (SELECT channel, t_s FROM cell_samples WHERE run_id=?"
-            " GROUP BY channel, t_s HAVING COUNT(*) > 1) AS twice),"
-            " (SELECT COUNT(DISTINCT channel) FROM cell_samples WHERE run_id=?)",
-            (run_id, run_id, run_id)).fetchone()
-        return int(row[0]), int(row[1]), int(row[2])
+        times: dict[int, list[np.ndarray]] = {}
+        for b in self._db.stream(blocks.block_query(self.layout, "channel", "run_id=?",
+                                                    "channel, t_first_s, rowid"), (run_id,)):
+            times.setdefault(b[0], []).append(np.asarray(blocks.decoded(b, 1)[0]))
+        count = twice = 0
+        for parts in times.values():
+            t = np.concatenate(parts)
+            _, seen = np.unique(t, return_counts=True)
+            count += len(t)
+            twice += int(np.count_nonzero(seen > 1))
+        return count, twice, len(times)
 
     def max_step_count(self, run_id: int, channel: int) -> int:
         self.flush()
-        row = self._db.execute("SELECT MAX(step_count) FROM cell_samples WHERE run_id=? AND"
-                               " channel=?", (run_id, channel)).fetchone()
+        row = self._db.execute(f"SELECT MAX(step_count) FROM {self._cell_table} WHERE"
+                               " run_id=? AND channel=?", (run_id, channel)).fetchone()
         return row[0] or 0
+
+    @property
+    def _cell_table(self) -> str:
+        """Where the samples are: blocks, or a row each in a store before layout 11."""
+        return "cell_blocks" if self.layout >= blocks.BLOCKS_LAYOUT else "cell_samples"
 
     def rewind_channel(self, run_id: int, channel: int, t_s: float) -> None:
         """Forget what one channel recorded after `t_s` (its simulated cell rolled back)."""
         self.flush()
         with self._transaction():
-            for table in ("cell_samples", "spectra"):
-                self._db.execute(f"DELETE FROM {table} WHERE run_id=? AND channel=? AND t_s > ?",
-                                 (run_id, channel, t_s))
+            self._db.execute("DELETE FROM spectra WHERE run_id=? AND channel=? AND t_s > ?",
+                             (run_id, channel, t_s))
+            self._rewind_blocks(run_id, channel, t_s)
             later = [cycle for cycle, stats in self._db.execute(
                 "SELECT cycle, stats FROM cycles WHERE run_id=? AND channel=?",
                 (run_id, channel)).fetchall() if _ends_after(self._json(stats), t_s)]
             self._db.executemany("DELETE FROM cycles WHERE run_id=? AND channel=? AND cycle=?",
                                  [(run_id, channel, c) for c in later])
+
+    def _rewind_blocks(self, run_id: int, channel: int, t_s: float) -> None:
+        """The channel's samples after `t_s` gone: its blocks that begin after it deleted,
+        one that straddles it cut there."""
+        cut = self._db.execute(
+            "SELECT rowid, t_s, voltage_V, current_A FROM cell_blocks WHERE run_id=? AND"
+            " channel=? AND t_first_s <= ? AND t_last_s > ?",
+            (run_id, channel, t_s, t_s)).fetchall()
+        self._db.execute("DELETE FROM cell_blocks WHERE run_id=? AND channel=? AND"
+                         " t_first_s > ?", (run_id, channel, t_s))
+        for rowid, *columns in cut:
+            t, v, i = (blocks.unpack(c) for c in columns)
+            keep = [k for k, x in enumerate(t) if x <= t_s]
+            t, v, i = ([c[k] for k in keep] for c in (t, v, i))
+            self._db.execute("UPDATE cell_blocks SET t_first_s=?, t_last_s=?, n=?, t_s=?,"
+                             " voltage_V=?, current_A=? WHERE rowid=?",
+                             (min(t), max(t), len(t), blocks.pack(t), blocks.pack(v),
+                              blocks.pack(i), rowid))
 
 
 def _ends_after(stats, t_s: float) -> bool:
@@ -236,6 +265,11 @@ class PendingCells:
         if rows:
             self._chunks.append(rows)
             self._rows += len(rows)
+
+    @property
+    def chunks(self) -> list[list[tuple] | ColumnRows]:
+        """What was buffered, in order (written as blocks: `store_cell_blocks`)."""
+        return self._chunks
 
     def clear(self) -> None:
         self._chunks.clear()

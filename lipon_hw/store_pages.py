@@ -4,13 +4,15 @@ of a cell test stands without reading its history.
 
 A mixin of `store.Store`, kept in a module of its own for size only. A page of readings
 (or of a channel's samples) is in (time, row) order and ends with a cursor, (t_s, rowid)
-of its last row: the next page starts after it, so rows sharing a time are neither lost
-nor repeated across pages.
+of its last row (a sample's (t_s, seq), `store_cell_blocks`): the next page starts after
+it, so rows sharing a time are neither lost nor repeated across pages.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+
+from lipon_hw import store_cell_blocks as blocks
 
 
 class PagedReads:
@@ -48,12 +50,13 @@ class PagedReads:
                           ) -> tuple[list[tuple], tuple[float, int] | None]:
         """Up to `limit` samples (t_s, voltage_V, current_A, cycle) of one channel from
         `since_t` to `until_t` (both included) after the cursor `after`, in (time, row)
-        order; and the cursor of the next page (None: no more now)."""
+        order; and the cursor (t_s, seq) of the next page (None: no more now)."""
         self.try_flush()
-        sql, args = self._channel_span(run_id, channel, since_t, until_t, after)
-        rows = self._db.execute(
-            f"SELECT t_s, rowid, voltage_V, current_A, cycle FROM cell_samples WHERE {sql}"
-            " ORDER BY t_s, rowid LIMIT ?", [*args, limit + 1]).fetchall()
+        rows = []
+        for row in self._channel_span(run_id, channel, since_t, until_t, after):
+            rows.append(row)
+            if len(rows) > limit:
+                break
         more = len(rows) > limit
         rows = rows[:limit]
         cursor = (rows[-1][0], rows[-1][1]) if more else None
@@ -64,35 +67,43 @@ class PagedReads:
         """Every sample (t_s, voltage_V, current_A, cycle) of one channel from `since_t`
         to `until_t` (both included), in (time, row) order."""
         self.try_flush()
-        sql, args = self._channel_span(run_id, channel, since_t, until_t)
-        return self._db.execute(
-            f"SELECT t_s, voltage_V, current_A, cycle FROM cell_samples WHERE {sql}"
-            " ORDER BY t_s, rowid", args).fetchall()
+        return [(t, v, i, c) for t, _, v, i, c in
+                self._channel_span(run_id, channel, since_t, until_t)]
 
-    @staticmethod
-    def _channel_span(run_id: int, channel: int, since_t: float | None,
+    def _channel_span(self, run_id: int, channel: int, since_t: float | None,
                       until_t: float | None, after: tuple[float, int] | None = None
-                      ) -> tuple[str, list]:
-        """WHERE clause and arguments: a range of the index (run_id, channel, t_s)."""
+                      ) -> Iterator[tuple]:
+        """(t_s, seq, voltage_V, current_A, cycle) of the channel's samples in the span and
+        after the cursor, in (time, row) order: the blocks that reach into the span (a
+        range of the index (run_id, channel, t_first_s) from the top), read one by one."""
         sql, args = "run_id=? AND channel=?", [run_id, channel]
-        lowest = [t for t in (since_t, after[0] if after else None) if t is not None]
-        if lowest:
-            sql += " AND t_s >= ?"
-            args.append(max(lowest))
+        lowest = max((t for t in (since_t, after[0] if after else None) if t is not None),
+                     default=None)
+        if lowest is not None:
+            sql += " AND t_last_s >= ?"
+            args.append(lowest)
         if until_t is not None:
-            sql += " AND t_s <= ?"
+            sql += " AND t_first_s <= ?"
             args.append(until_t)
-        if after is not None:
-            sql += " AND (t_s > ? OR rowid > ?)"
-            args += [after[0], after[1]]
-        return sql, args
+        for b in self._db.stream(blocks.block_query(self.layout, "", sql), args):
+            seq0, cycle = b[0], b[2]
+            for k, (t, v, i) in enumerate(zip(*blocks.decoded(b), strict=True)):
+                if ((lowest is not None and t < lowest) or (until_t is not None and t > until_t)
+                        or (after is not None and t == after[0] and seq0 + k <= after[1])):
+                    continue
+                yield t, seq0 + k, v, i, cycle
 
     def last_cell_sample(self, run_id: int, channel: int) -> tuple | None:
         """(t_s, voltage_V, current_A, cycle) of the channel's latest sample, if any."""
         self.try_flush()
-        return self._db.execute(
-            "SELECT t_s, voltage_V, current_A, cycle FROM cell_samples WHERE run_id=? AND"
-            " channel=? ORDER BY t_s DESC, rowid DESC LIMIT 1", (run_id, channel)).fetchone()
+        b = self._db.execute(blocks.block_query(
+            self.layout, "", "run_id=? AND channel=?", "t_last_s DESC, rowid DESC") + " LIMIT 1",
+            (run_id, channel)).fetchone()
+        if b is None:
+            return None
+        t, v, i = blocks.decoded(b)
+        k = max(range(len(t)), key=lambda j: (t[j], j))
+        return t[k], v[k], i[k], b[2]
 
     def last_cycle(self, run_id: int, channel: int) -> dict | None:
         """The stats of the channel's latest finished cycle (`celltest.results`), if any."""

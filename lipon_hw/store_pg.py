@@ -39,6 +39,8 @@ from lipon_hw.extras import needs
 COPY_TYPES = {"readings": ("int8", "float8", "int8", "float8"),
               "cell_samples": ("int8", "int8", "float8", "float8", "float8", "int8", "int8",
                                "int8", "text"),
+              "cell_blocks": ("int8", "int8", "float8", "float8", "int8", "int8", "int8",
+                              "int8", "text", "bytea", "bytea", "bytea"),
               "spectra": ("int8", "int8", "float8", "int8", "int8", "float8", "float8",
                           "float8")}
 #: how long a writer waits for another connection's lock, as SQLite's busy timeout

@@ -9,6 +9,7 @@ import os
 import sqlite3
 from pathlib import Path
 
+from lipon_hw.store_cell_blocks import rows_table
 from lipon_hw.store_location import STORE_ENV
 from lipon_hw.store_pg import placeholders
 
@@ -16,7 +17,8 @@ from lipon_hw.store_pg import placeholders
 def committed(db: Path, sql: str, *args, while_made: bool = False) -> list[tuple]:
     """The rows `sql` reads from the committed store. while_made: the store may not be
     made yet (no file, or its tables not yet there): that reads as no rows. When the test
-    runs on PostgreSQL (`backend`: LIPON_HW_STORE names it), the rows are read there."""
+    runs on PostgreSQL (`backend`: LIPON_HW_STORE names it), the rows are read there. A
+    query of `cell_samples` reads the samples as rows (`store_cell_blocks.rows_table`)."""
     url = os.environ.get(STORE_ENV)
     if url:
         return _committed_pg(url, sql, args, while_made)
@@ -24,6 +26,8 @@ def committed(db: Path, sql: str, *args, while_made: bool = False) -> list[tuple
         return []
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
     try:
+        if "cell_samples" in sql:
+            rows_table(con, con.execute("PRAGMA user_version").fetchone()[0])
         return con.execute(sql, args).fetchall()
     except sqlite3.OperationalError:
         if while_made:
@@ -43,8 +47,19 @@ def _committed_pg(url: str, sql: str, args: tuple, while_made: bool) -> list[tup
 
     try:
         with psycopg.connect(url, autocommit=True) as con:
+            if "cell_samples" in sql:
+                rows_table(con, con.execute("SELECT version FROM schema_version"
+                                            ).fetchone()[0])
             return con.execute(placeholders(sql), args).fetchall()
     except psycopg.errors.UndefinedTable:
         if while_made:
             return []
         raise
+
+
+def samples_db(db: Path) -> sqlite3.Connection:
+    """A connection to a run's SQLite store whose `cell_samples` holds every sample as a
+    row (`store_cell_blocks.rows_table`), for a test's query in SQL."""
+    con = sqlite3.connect(db, timeout=10)
+    rows_table(con, con.execute("PRAGMA user_version").fetchone()[0])
+    return con

@@ -94,7 +94,7 @@ def test_a_sigterm_during_a_commit_waits_for_it_even_when_another_thread_takes_i
     old_handler = signal.signal(signal.SIGTERM, interrupt)
 
     def during_write(sql):
-        if sql.startswith("INSERT INTO cell_samples"):
+        if sql.startswith("INSERT INTO cell_blocks"):
             os.kill(os.getpid(), signal.SIGTERM)
             os.read(read_end, 1)  # the C-level handler has run (in whichever thread)
 
@@ -229,7 +229,7 @@ def test_a_store_that_refuses_writes_mid_run_disconnects_every_cell_first(served
     data = tmp_path / "data"
     Store(data).close()
     con = sqlite3.connect(data / "lipon.db")
-    con.execute("CREATE TRIGGER refuse BEFORE INSERT ON cell_samples WHEN NEW.cycle >= 3 "
+    con.execute("CREATE TRIGGER refuse BEFORE INSERT ON cell_blocks WHEN NEW.cycle >= 3 "
                 "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
     con.commit()
     con.close()

@@ -7,10 +7,10 @@ host starting the next stays within the prompt cadence."""
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 from pathlib import Path
 
 from faulty import fault_station
+from stores import committed
 
 from lipon_hw.celltest import channels
 from lipon_hw.celltest.session import start_cycling
@@ -26,9 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _steps(db):
     """(step_count, first sample t, last sample t) of channel 1's steps, in order."""
-    with sqlite3.connect(db) as con:
-        return con.execute("SELECT step_count, MIN(t_s), MAX(t_s) FROM cell_samples WHERE"
-                           " channel = 1 GROUP BY step_count ORDER BY step_count").fetchall()
+    return committed(db, "SELECT step_count, MIN(t_s), MAX(t_s) FROM cell_samples WHERE"
+                     " channel = 1 GROUP BY step_count ORDER BY step_count")
 
 
 def _count_polls(monkeypatch) -> list[int]:

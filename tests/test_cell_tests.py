@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from bdf_check import check_with_reference
-from stores import committed
+from stores import committed, samples_db
 
 from lipon_hw.celltest.plan import load
 from lipon_hw.celltest.session import resume_cycling, start_cycling
@@ -244,7 +244,7 @@ def test_kill_9_mid_campaign_then_resume_continues_every_channel(tmp_path):
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and ("running",) in _statuses(db):
         time.sleep(0.1)
-    con = sqlite3.connect(db)
+    con = samples_db(db)
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     before = con.execute("SELECT channel, MAX(step_count), MAX(cycle) FROM cell_samples"
                          " GROUP BY channel").fetchall()
@@ -259,7 +259,7 @@ def test_kill_9_mid_campaign_then_resume_continues_every_channel(tmp_path):
     result = resume_cycling(1, tmp_path / "lipon-data")
     assert result.status == "completed"
     assert [c["cycles"] for c in result.summary["channels"]] == [60] * 4
-    con = sqlite3.connect(db)
+    con = samples_db(db)
     for channel in range(1, 5):
         rows = con.execute("SELECT t_s, step_count, cycle FROM cell_samples WHERE channel=?"
                            " ORDER BY rowid", (channel,)).fetchall()
@@ -297,7 +297,7 @@ def test_li_cu_plating_returns_the_seeds_coulombic_efficiency(tmp_path):
     # seed 000: 82.7 % at 87.5 kPa stack pressure (stripped over plated)
     assert channel["mean_coulombic_efficiency"] == pytest.approx(0.827, abs=0.01)
     assert channel["last_discharge_uAh"] == pytest.approx(0.31e3 * 0.04, rel=0.01)  # plated
-    con = sqlite3.connect(tmp_path / "data" / "lipon.db")
+    con = samples_db(tmp_path / "data" / "lipon.db")
     first = con.execute("SELECT MIN(voltage_V) FROM cell_samples WHERE step_count=2").fetchone()
     con.close()
     assert first[0] < -0.5, "the nucleation dip of the first plating"
@@ -322,7 +322,7 @@ protocols:
     assert by_channel[1]["status"] == "completed" and by_channel[1]["cycles"] == 2
     probe = by_channel[2]
     assert probe["status"] == "tripped" and "below min_V 3.4 V" in probe["message"]
-    con = sqlite3.connect(tmp_path / "data" / "lipon.db")
+    con = samples_db(tmp_path / "data" / "lipon.db")
     kinds = con.execute("SELECT step_count, step_id, MIN(t_s), MAX(t_s) FROM cell_samples"
                         " WHERE channel=2 GROUP BY step_count ORDER BY step_count").fetchall()
     con.close()
@@ -384,7 +384,7 @@ def test_operator_pause_puts_every_channel_at_open_circuit_until_continue(tmp_pa
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 3, err
     assert json.loads(out.strip().splitlines()[-1])["status"] == "aborted"
-    con = sqlite3.connect(db)
+    con = samples_db(db)
     paused = con.execute("SELECT channel, COUNT(*), MAX(ABS(current_A)) FROM cell_samples"
                          " WHERE step_type='PAUSE' GROUP BY channel").fetchall()
     con.close()

@@ -26,6 +26,7 @@ from lipon_hw.cluster.connect import open_cluster
 from lipon_hw.cluster.shards import ShardOrder, run_shard
 from lipon_hw.errors import InstrumentError
 from lipon_hw.store import Store
+from lipon_hw.store_cell_blocks import BLOCK_COLUMNS, rows_to_blocks
 
 from recipes import LNMO, LNMO_EIS
 
@@ -102,9 +103,9 @@ def test_a_worker_killed_mid_campaign_loses_and_duplicates_nothing(cluster, refe
         if backend is None:  # never a second Store on an SQLite file in this process:
             con = sqlite3.connect(db, timeout=30)  # its check of the file's header would
             with con:  # drop the engine's POSIX locks on it (SQLite's own pitfall)
-                con.executemany("INSERT INTO cell_samples (run_id, channel, t_s, voltage_V, "
-                                "current_A, cycle, step_count, step_id, step_type) VALUES "
-                                "(1,?,?,?,?,?,?,?,?)", [(channel, *r) for r in fresh])
+                con.executemany(f"INSERT INTO cell_blocks ({', '.join(BLOCK_COLUMNS)}) VALUES"
+                                f" ({','.join('?' * len(BLOCK_COLUMNS))})",
+                                list(rows_to_blocks([(1, channel, *r) for r in fresh])))
             con.close()
         else:
             store = Store(data)  # the run's own PostgreSQL store

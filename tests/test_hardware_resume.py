@@ -24,6 +24,9 @@ from stores import committed
 
 from recipes import short_recipe
 
+#: a sample as a row (`store_cell_blocks.rows_table`; no rowid: it is not kept)
+ROW = "run_id, channel, t_s, voltage_V, current_A, cycle, step_count, step_id, step_type"
+
 #: the served lab's clock and the engine's: ~2.3 s of wall time from the start of the
 #: deposition to its presputter step; a cell-test step of 60 s lasts 0.2 s
 SPEED = 300.0
@@ -153,7 +156,7 @@ def test_a_cell_test_killed_mid_campaign_resumes_on_hardware_and_completes_whole
     run_then_kill(protocol, hardware.station_path, data, mid_campaign)
     for emulator in (hardware.lab.emulators["mes4/1"], hardware.lab.emulators["mes4/2"]):
         assert not emulator.running and not emulator.cell_is_on  # the guard's doing
-    before = {ch: committed(db, "SELECT * FROM cell_samples WHERE channel=? ORDER BY rowid",
+    before = {ch: committed(db, f"SELECT {ROW} FROM cell_samples WHERE channel=? ORDER BY rowid",
                             ch) for ch in (1, 2)}
     assert before[1]
     assert committed(db, "SELECT status FROM channels") == [("running",)] * 2  # mid-campaign
@@ -170,7 +173,7 @@ def test_a_cell_test_killed_mid_campaign_resumes_on_hardware_and_completes_whole
         samples = committed(db, "SELECT t_s, cycle, step_count FROM cell_samples WHERE "
                                 "channel=? ORDER BY rowid", ch)
         # nothing stored before the kill was lost (no rewind on hardware)
-        kept = committed(db, "SELECT * FROM cell_samples WHERE channel=? ORDER BY rowid", ch)
+        kept = committed(db, f"SELECT {ROW} FROM cell_samples WHERE channel=? ORDER BY rowid", ch)
         assert kept[:len(before[ch])] == before[ch]
         times = [t for t, _, _ in samples]
         assert all(b > a for a, b in zip(times, times[1:], strict=False)), \

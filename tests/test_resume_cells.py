@@ -24,6 +24,9 @@ from stores import committed
 
 from recipes import LNMO
 
+#: a sample as a row (`store_cell_blocks.rows_table`; no rowid: it is not kept)
+ROW = "run_id, channel, t_s, voltage_V, current_A, cycle, step_count, step_id, step_type"
+
 CYCLES = 12
 CHANNELS = (1, 2)
 #: LNMO's record period, plus the channel's poll that finds it due
@@ -67,7 +70,7 @@ def test_a_cell_test_killed_mid_cycle_resumes_with_its_numbers_monotonic_and_not
     assert committed(db, "SELECT status FROM channels") == [("running",)] * len(CHANNELS)
     boundary = {ch: json.loads(state)["t_s"] for ch, state in
                 committed(db, "SELECT channel, state FROM channels")}
-    before = {ch: committed(db, "SELECT * FROM cell_samples WHERE channel=? AND t_s <= ? "
+    before = {ch: committed(db, f"SELECT {ROW} FROM cell_samples WHERE channel=? AND t_s <= ? "
                                 "ORDER BY rowid", ch, boundary[ch]) for ch in CHANNELS}
     cut = {ch: committed(db, "SELECT COUNT(*) FROM cell_samples WHERE channel=? AND t_s > ?",
                          ch, boundary[ch])[0][0] for ch in CHANNELS}
@@ -84,7 +87,7 @@ def test_a_cell_test_killed_mid_cycle_resumes_with_its_numbers_monotonic_and_not
                              "channel=? ORDER BY rowid", ch)
         times, steps, cycles = (list(column) for column in zip(*rows, strict=True))
         # kept as it was up to the boundary the channel restarted from
-        assert committed(db, "SELECT * FROM cell_samples WHERE channel=? AND t_s <= ? "
+        assert committed(db, f"SELECT {ROW} FROM cell_samples WHERE channel=? AND t_s <= ? "
                              "ORDER BY rowid", ch, boundary[ch]) == before[ch]
         # never back, never twice
         assert all(b > a for a, b in zip(times, times[1:], strict=False)), f"ch {ch}: time"

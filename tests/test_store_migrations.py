@@ -111,7 +111,12 @@ def test_a_writer_migrates_the_older_store_to_the_latest_layout(old, tmp_path):
     counts = "SELECT (SELECT count(*) FROM readings), (SELECT count(*) FROM cell_samples)," \
              " (SELECT count(*) FROM layers), (SELECT count(*) FROM checkpoints)"
     before_rows = query(db, counts)
-    before_runs = Store(old, read_only=True).runs()
+    samples = "SELECT * FROM cell_samples ORDER BY run_id, channel, t_s"
+    before_samples = query(db, samples)
+    reader = Store(old, read_only=True)
+    before_runs = reader.runs()
+    read_before = [list(reader.cell_samples(r.id, 1)) for r in before_runs]
+    reader.close()
 
     con = sqlite3.connect(db)  # a request 0.1.0 made, which named no author
     with con:
@@ -124,8 +129,9 @@ def test_a_writer_migrates_the_older_store_to_the_latest_layout(old, tmp_path):
     # layouts 2-7: run metadata, sim truth, the steps a run planned, alarms' rule/reaction,
     # sheets, screened cells and links between samples, operator requests' authors; 8: the
     # run queue (empty); 9: each run's driver epoch (every older run at its first driver's);
-    # 10: cluster shards' attempts (none)
-    assert store.layout == SCHEMA_VERSION == store_migrations.LATEST == 10
+    # 10: cluster shards' attempts (none); 11: the cell samples in blocks
+    assert store.layout == SCHEMA_VERSION == store_migrations.LATEST == 11
+    assert [list(store.cell_samples(r.id, 1)) for r in before_runs] == read_before
     assert store.queue_entries() == []
     assert store.runs() == before_runs
     migrated = [a for r in before_runs for a in store.alarms(r.id)]
@@ -141,6 +147,8 @@ def test_a_writer_migrates_the_older_store_to_the_latest_layout(old, tmp_path):
     assert {m.host_name for m in metas} == {None}  # not known for runs made before layout 2
     assert query(db, "PRAGMA user_version") == [(store_migrations.LATEST,)]
     assert query(db, counts) == before_rows
+    assert query(db, samples) == before_samples and len(before_samples) > 100
+    assert query(db, "SELECT COUNT(*) FROM main.cell_samples") == [(0,)]  # moved to blocks
     assert query(db, "SELECT DISTINCT driver_epoch FROM runs") == [(1,)]
     assert query(db, "SELECT COUNT(*) FROM shard_attempts") == [(0,)]
     assert query(db, "SELECT run_id, action, author, taken FROM requests") == [
