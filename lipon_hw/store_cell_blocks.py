@@ -110,6 +110,14 @@ def decoded(block: tuple, skip: int = 0) -> tuple[list, list, list]:
     return unpack(t), unpack(v), unpack(i)
 
 
+def times_of(block: tuple, skip: int = 0) -> np.ndarray:
+    """The times of a block as `block_query` reads it, as an array."""
+    t = block[skip + 6]
+    if isinstance(t, float | int):  # a row of a store before BLOCKS_LAYOUT
+        return np.array([t], dtype=float)
+    return np.frombuffer(t, dtype=_F8)
+
+
 def samples_of(blocks: Iterable[tuple], skip: int = 0) -> Iterator[tuple]:
     """Samples as CELL_SAMPLE_COLUMNS from blocks as `block_query` reads them."""
     for b in blocks:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Iterator, Mapping
-from itertools import chain, repeat
+from itertools import chain, groupby, repeat
 
 import numpy as np
 
@@ -189,17 +189,15 @@ class CellTestRecords:
         back end: (samples, (channel, time) pairs stored more than once, channels with
         samples)."""
         self.flush()
-        times: dict[int, list[np.ndarray]] = {}
-        for b in self._db.stream(blocks.block_query(self.layout, "channel", "run_id=?",
-                                                    "channel, t_first_s, rowid"), (run_id,)):
-            times.setdefault(b[0], []).append(np.asarray(blocks.decoded(b, 1)[0]))
-        count = twice = 0
-        for parts in times.values():
-            t = np.concatenate(parts)
+        count = twice = channels = 0
+        for _, group in groupby(self._db.stream(blocks.block_query(
+                self.layout, "channel", "run_id=?", "channel, t_first_s, rowid"), (run_id,)),
+                key=lambda b: b[0]):  # a channel's times at a time, not the run's
+            t = np.concatenate([blocks.times_of(b, 1) for b in group])
             _, seen = np.unique(t, return_counts=True)
-            count += len(t)
+            count, channels = count + len(t), channels + 1
             twice += int(np.count_nonzero(seen > 1))
-        return count, twice, len(times)
+        return count, twice, channels
 
     def max_step_count(self, run_id: int, channel: int) -> int:
         self.flush()
