@@ -128,9 +128,9 @@ def samples_of(blocks: Iterable[tuple], skip: int = 0) -> Iterator[tuple]:
 
 def sample_rows(db, layout: int, where: str = "1=1", args=(),
                 order: str = "run_id, channel, t_first_s, rowid") -> Iterator[tuple]:
-    """(run_id, channel, *CELL_SAMPLE_COLUMNS) of every sample of the
-    blocks `where` selects, by run, channel and (time, row), or in the blocks' `order`
-    ("rowid": as they were written)."""
+    """(run_id, channel, *CELL_SAMPLE_COLUMNS) of every sample of the blocks `where`
+    selects, by run, channel and (time, row), or in the blocks' `order` ("channel, rowid":
+    each channel's as they were written)."""
     blocks = db.execute(block_query(layout, "run_id, channel", where, order), args).fetchall()
     for b in blocks:
         t, v, i = decoded(b, 2)

@@ -10,6 +10,7 @@ it, so rows sharing a time are neither lost nor repeated across pages.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator
 
 from lipon_hw import store_cell_blocks as blocks
@@ -53,10 +54,12 @@ class PagedReads:
         order; and the cursor (t_s, seq) of the next page (None: no more now)."""
         self.try_flush()
         rows = []
-        for row in self._channel_span(run_id, channel, since_t, until_t, after):
-            rows.append(row)
-            if len(rows) > limit:
-                break
+        with contextlib.closing(self._channel_span(run_id, channel, since_t, until_t,
+                                                   after)) as span:  # its query ended here
+            for row in span:
+                rows.append(row)
+                if len(rows) > limit:
+                    break
         more = len(rows) > limit
         rows = rows[:limit]
         cursor = (rows[-1][0], rows[-1][1]) if more else None
