@@ -147,24 +147,27 @@ def steps_after(version: int) -> list[Migration]:
     return [m for m in MIGRATIONS if m.to_version > max(version, 1)]
 
 
-def migrate(db, application_id: int) -> int:
-    """Bring the database on `db` (an autocommit connection) to LATEST in one
-    transaction; a new or empty file gets layout 1 and every step. Returns the version it
+def migrate(db, application_id: int, to_version: int = LATEST) -> int:
+    """Bring the database on `db` (an autocommit connection) to `to_version` (LATEST; an
+    older one makes a store of that layout, as `store_pg_schema.migrate` does) in one
+    transaction; a new or empty file gets layout 1 and the steps. Returns the version it
     found. Another writer may have migrated it since it was examined: the version is
     read again under the write lock."""
     db.execute("BEGIN IMMEDIATE")  # outside the try: a lock refused leaves nothing to undo
     try:
         found = db.execute("PRAGMA user_version").fetchone()[0]
-        if found < LATEST:
+        if found < to_version:
             if found <= 1:  # layout 1, perhaps made before some of its tables existed
                 for sql in statements(SCHEMA):
                     db.execute(sql)
             for step in steps_after(found):
+                if step.to_version > to_version:
+                    break
                 for sql in statements(step.sql):
                     db.execute(sql)
                 if step.fill is not None:
                     step.fill(db)
-            db.execute(f"PRAGMA user_version={LATEST}")
+            db.execute(f"PRAGMA user_version={to_version}")
             db.execute(f"PRAGMA application_id={application_id}")
         db.execute("COMMIT")
     except BaseException:

@@ -16,7 +16,6 @@ from lipon_hw.store import Store
 from lipon_hw.store_cell_blocks import MAX_BLOCK
 from lipon_hw.store_open import APPLICATION_ID
 from lipon_hw.store_pg import PgConnection
-from lipon_hw.store_schema import SCHEMA
 
 
 def _cycling(store: Store, channels=(1,)) -> int:
@@ -130,16 +129,8 @@ def test_the_census_counts_a_time_stored_twice(tmp_path, backend):
 
 
 def _layout_10_sqlite(path) -> None:
-    con = sqlite3.connect(path)
-    for sql in store_migrations.statements(SCHEMA):
-        con.execute(sql)
-    for step in store_migrations.MIGRATIONS:
-        if step.to_version <= 10:
-            for sql in store_migrations.statements(step.sql):
-                con.execute(sql)
-    con.execute("PRAGMA user_version=10")
-    con.execute(f"PRAGMA application_id={APPLICATION_ID}")
-    con.commit()
+    con = sqlite3.connect(path, isolation_level=None)
+    store_migrations.migrate(con, APPLICATION_ID, to_version=10)
     con.close()
 
 
