@@ -91,9 +91,15 @@ def block_query(layout: int, columns: str, where: str, order: str = "t_first_s, 
     after `columns` (SQL expressions of the block: rowid, t_first_s, …), `where` and
     `order` written with the block's names (t_first_s, t_last_s); for a store before
     BLOCKS_LAYOUT the same from its rows (each a block of one)."""
-    sql = (f"SELECT {columns}{', ' if columns else ''}rowid * {MAX_BLOCK}, n, cycle,"
-           f" step_count, step_id, step_type, t_s, voltage_V, current_A FROM cell_blocks"
-           f" WHERE {where} ORDER BY {order}")
+    return for_layout(layout, f"SELECT {columns}{', ' if columns else ''}rowid * {MAX_BLOCK},"
+                              " n, cycle, step_count, step_id, step_type, t_s, voltage_V,"
+                              f" current_A FROM cell_blocks WHERE {where} ORDER BY {order}")
+
+
+def for_layout(layout: int, sql: str) -> str:
+    """A query of `cell_blocks` as it reads a store of `layout`: as written, or, before
+    BLOCKS_LAYOUT, of its rows as blocks of one (`cell_samples`, t_s for the first and
+    last times, 1 for n, the rowid for the first seq)."""
     if layout >= BLOCKS_LAYOUT:
         return sql
     return (sql.replace(f"rowid * {MAX_BLOCK}", "rowid").replace(", n,", ", 1,")
@@ -131,11 +137,8 @@ def sample_rows(db, layout: int, where: str = "1=1", args=(),
     """(run_id, channel, *CELL_SAMPLE_COLUMNS) of every sample of the blocks `where`
     selects, by run, channel and (time, row), or in the blocks' `order` ("channel, rowid":
     each channel's as they were written)."""
-    blocks = db.execute(block_query(layout, "run_id, channel", where, order), args).fetchall()
-    for b in blocks:
-        t, v, i = decoded(b, 2)
-        yield from zip([b[0]] * len(t), [b[1]] * len(t), t, v, i,
-                       *(([k] * len(t)) for k in b[4:8]), strict=True)
+    for b in db.execute(block_query(layout, "run_id, channel", where, order), args).fetchall():
+        yield from ((b[0], b[1], *s) for s in samples_of((b,), 2))
 
 
 def rows_table(con, layout: int) -> None:

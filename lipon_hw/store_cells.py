@@ -179,9 +179,9 @@ class CellTestRecords:
 
     def last_cell_sample_t(self, run_id: int, channel: int) -> float:
         self.flush()
-        last = "t_last_s" if self.layout >= blocks.BLOCKS_LAYOUT else "t_s"
-        row = self._db.execute(f"SELECT MAX({last}) FROM {self._cell_table} WHERE run_id=? AND"
-                               " channel=?", (run_id, channel)).fetchone()
+        row = self._db.execute(blocks.for_layout(
+            self.layout, "SELECT MAX(t_last_s) FROM cell_blocks WHERE run_id=? AND channel=?"),
+            (run_id, channel)).fetchone()
         return row[0] or 0.0
 
     def sample_census(self, run_id: int) -> tuple[int, int, int]:
@@ -201,14 +201,10 @@ class CellTestRecords:
 
     def max_step_count(self, run_id: int, channel: int) -> int:
         self.flush()
-        row = self._db.execute(f"SELECT MAX(step_count) FROM {self._cell_table} WHERE"
-                               " run_id=? AND channel=?", (run_id, channel)).fetchone()
+        row = self._db.execute(blocks.for_layout(
+            self.layout, "SELECT MAX(step_count) FROM cell_blocks WHERE run_id=? AND"
+            " channel=?"), (run_id, channel)).fetchone()
         return row[0] or 0
-
-    @property
-    def _cell_table(self) -> str:
-        """Where the samples are: blocks, or a row each in a store before layout 11."""
-        return "cell_blocks" if self.layout >= blocks.BLOCKS_LAYOUT else "cell_samples"
 
     def rewind_channel(self, run_id: int, channel: int, t_s: float) -> None:
         """Forget what one channel recorded after `t_s` (its simulated cell rolled back)."""

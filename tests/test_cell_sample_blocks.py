@@ -168,11 +168,16 @@ def test_an_older_stores_rows_are_moved_into_blocks_as_they_were(tmp_path, backe
     assert reader.layout == 10
     want = {ch: [r[2:] for r in rows if r[1] == ch] for ch in (1, 2)}
     assert {ch: list(reader.cell_samples(1, ch)) for ch in (1, 2)} == want
+    figures = [(reader.last_cell_sample_t(1, ch), reader.max_step_count(1, ch),
+                reader.last_cell_sample(1, ch)) for ch in (1, 2)]
+    assert figures == [(w[-1][0], 5, w[-1][:3] + (w[-1][3],)) for w in want.values()]
     reader.close()
     writer = Store(tmp_path)
     assert writer.layout == store_migrations.LATEST
     assert {ch: list(writer.cell_samples(1, ch)) for ch in (1, 2)} == want
     assert writer.sample_census(1) == (len(rows), 0, 2)
+    assert [(writer.last_cell_sample_t(1, ch), writer.max_step_count(1, ch),
+             writer.last_cell_sample(1, ch)) for ch in (1, 2)] == figures
     assert writer._db.execute("SELECT COUNT(*) FROM cell_samples").fetchone()[0] == 0
     steps = writer._db.execute("SELECT COUNT(*) FROM cell_blocks").fetchone()[0]
     assert steps == 10  # one block a step and channel
