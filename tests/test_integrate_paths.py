@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from lipon_hw.analysis.cycles import CycleAccumulator
-from lipon_hw.analysis.integrate import interval_integrals, step_leads
+from lipon_hw.analysis.integrate import interval_integrals, interval_sums, step_leads
 from lipon_hw.errors import InputError
 
 
@@ -52,6 +52,26 @@ def test_interval_integrals_are_the_plain_rule(seed):
         got = np.array(interval_integrals(t, v, i, marks))
         assert np.all(got >= 0)
         np.testing.assert_allclose(got, plain_rule(t, v, i, marks), rtol=1e-12, atol=1e-30)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_interval_sums_are_the_sums_of_the_plain_rule(seed):
+    # one sign (the fast path: charge, or discharge), or both; a first interval that opens
+    # a step (its lead shorter or longer than the interval), or not
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 80))
+    t = np.cumsum(rng.choice([0.0, 0.5, 1.0, 30.0], n))
+    v = rng.normal(3.5, 0.8, n)
+    sign = (1.0, -1.0, None)[seed % 3]
+    i = rng.uniform(1e-7, 3e-6, n) * (sign if sign else rng.choice([-1.0, 0.0, 1.0], n))
+    lead = (None, 0.25, 60.0)[(seed // 3) % 3]
+    leads = np.full(max(n - 1, 0), np.nan)
+    if lead is not None and n > 1:
+        leads[0] = lead
+    want = plain_rule(t, v, i, leads).sum(axis=1) if n > 1 else np.zeros(4)
+    got = interval_sums(t, v, i, lead if n > 1 else None)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-30)
+    assert min(got) >= 0
 
 
 def test_a_step_that_opens_across_zero_current_counts_only_its_first_sample():

@@ -39,6 +39,7 @@ from lipon_hw.analysis.integrate import (
     as_columns,
     check_time_order,
     interval_integrals,
+    interval_sums,
     step_leads,
 )
 from lipon_hw.errors import InputError
@@ -184,35 +185,37 @@ class CycleAccumulator:
     def _feed_step(self, t, v, i, cycle: int, step: int, step_id: int, lead_s
                    ) -> list[CycleStats]:
         """`_feed` for finite columns of one cycle, step count and step id (`feed_columns`):
-        the same intervals, sums and closes, found without a column per sample of those
-        three numbers — a new step or cycle can open only at the block's first sample."""
+        the same intervals, sums and closes (`interval_sums`), found without a column per
+        sample of those three numbers — a new step or cycle can open only at the block's
+        first sample."""
         check_time_order("cycle samples", None if self._last is None else self._last[0], t)
-        joins = None if lead_s is None else np.full(len(t) - (self._last is None), np.nan)
-        new_cycle = False
+        lead, new_cycle = None, False
         if self._last is not None:  # the interval from the previous batch's last sample
             t = np.concatenate(([self._last[0]], t))
             v = np.concatenate(([self._last[1]], v))
             i = np.concatenate(([self._last[2]], i))
             new_cycle = self._cycle != cycle
-            if joins is not None and self._step is not None and self._step != step:
-                joins[0] = _lead_of(lead_s, step_id)
+            if lead_s is not None and self._step is not None and self._step != step:
+                lead = _lead_of(lead_s, step_id)
+                if math.isnan(lead):
+                    lead = None
         elif self._cycle is None:
             self._cycle = cycle
-        parts = interval_integrals(t, v, i, joins)
         finished: list[CycleStats] = []
-        start = 0
         if new_cycle:  # the block's first sample opens a cycle (see `_feed`)
-            start = 0 if joins is not None and not math.isnan(joins[0]) else 1
-            if start > 0:
-                for k in range(4):
-                    self._sums[k] += float(parts[k][:start].sum())
-            finished.append(self._close(float(t[1])))
+            if lead is None:  # the interval to it belongs to the cycle it closes
+                self._add(interval_sums(t[:2], v[:2], i[:2]))
+                t, v, i = t[1:], v[1:], i[1:]
+            finished.append(self._close(float(t[1] if lead is not None else t[0])))
             self._cycle = cycle
-        for k in range(4):
-            self._sums[k] += float(parts[k][start:].sum())
+        self._add(interval_sums(t, v, i, lead))
         self._last = (float(t[-1]), float(v[-1]), float(i[-1]))
         self._step = None if lead_s is None else step
         return finished
+
+    def _add(self, sums: list[float]) -> None:
+        for k in range(4):
+            self._sums[k] += sums[k]
 
     def finish(self) -> list[CycleStats]:
         """Close the running cycle (if it saw any sample) and return it."""
