@@ -58,7 +58,10 @@ class HostEnds:
         self.capacity = p.until.capacity_Ah
         self.dvdt = p.until.dVdt_mV_h * 1e-3 / 3600 if p.until.dVdt_mV_h else None
         self.v_end = p.until.voltage_V
-        self.q = before["q_Ah"]
+        self._q = before["q_Ah"]
+        #: columns (times, currents, from the sample before them) whose charge `q` has not
+        #: summed yet: a step without a capacity end needs it only if it is cut short
+        self._owed: list[tuple[list, list]] = []
         self.last: tuple | None = None  # (t, V, I) of the last sample
         self.slope = 0.0  # dV/dt between the last two samples
 
@@ -66,35 +69,53 @@ class HostEnds:
         """The samples (rows, and their times, voltages and currents as columns if the
         caller has them) against the ends judged here; the step's outcome if one is
         reached. Without a capacity or dV/dt end, none is, and the columns of more than a
-        few samples give the charge and the slope with the same arithmetic as the rows, in
-        the same order."""
+        few samples give the charge (summed when asked: `q`) and the slope with the same
+        arithmetic as the rows, in the same order."""
         if columns is not None and len(columns[0]) > 8 and self.capacity is None and \
                 self.dvdt is None:
             self._take_columns(*columns)
             return None
+        q = self.q
         for t, v, i, *_ in (rows if columns is None else zip(*columns, strict=True)):
             if self.last is not None:
                 t1, v1, i1 = self.last
                 dt = t - t1
-                self.q += 0.5 * (i + i1) * dt / 3600
+                q += 0.5 * (i + i1) * dt / 3600
                 if dt > 0:
                     self.slope = (v - v1) / dt
                     if self.dvdt is not None and abs(self.slope) < self.dvdt and t - self.t0 > dt:
                         self.last = (t, v, i)
+                        self._q = q
                         return StepOutcome("dVdt_mV_h")
             self.last = (t, v, i)
-            if self.capacity is not None and abs(self.q) >= self.capacity:
+            if self.capacity is not None and abs(q) >= self.capacity:
+                self._q = q
                 key = "capacity_uAh" if self.until.capacity_uAh is not None else "capacity_mAh"
                 return StepOutcome(key)
+        self._q = q
         return None
+
+    @property
+    def q(self) -> float:
+        """The charge the step has passed so far (Ah), the trapezoids summed in time order
+        (the columns owed summed as the rows would be)."""
+        for times, currents in self._owed:
+            self._q = reduce(operator.add, [0.5 * (i + i1) * (t - t1) / 3600 for t, i, t1, i1
+                                            in zip(times[1:], currents[1:], times, currents,
+                                                   strict=False)], self._q)
+        self._owed.clear()
+        return self._q
+
+    @q.setter
+    def q(self, value: float) -> None:
+        self._owed.clear()
+        self._q = value
 
     def _take_columns(self, times: list, volts: list, currents: list) -> None:
         if self.last is not None:
             times, volts, currents = ([self.last[k], *c] for k, c in
                                       enumerate((times, volts, currents)))
-        self.q = reduce(operator.add, [0.5 * (i + i1) * (t - t1) / 3600 for t, i, t1, i1 in
-                                       zip(times[1:], currents[1:], times, currents,
-                                           strict=False)], self.q)
+        self._owed.append((times, currents))
         for k in range(len(times) - 1, 0, -1):  # the slope of the last pair apart in time
             dt = times[k] - times[k - 1]
             if dt > 0:
