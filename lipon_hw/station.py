@@ -267,7 +267,8 @@ class CellLoading(Protocol):
 
 class PhysicsCheckpoint(Protocol):
     """`Lab.physics` (and a channel's cell): state that a checkpoint saves and a resume
-    restores, so what came after the checkpoint never happened."""
+    restores, so what came after the checkpoint never happened. A snapshot is a new
+    JSON-able dict each time: the caller keeps it as it was (a channel's saved state)."""
 
     def snapshot(self) -> dict: ...
 

@@ -409,9 +409,11 @@ class Store(AlarmRecords, CellTestRecords, SampleRecords, ScreeningRecords, Page
                                  store_cell_blocks.chunks_to_blocks(self._pending_cells.chunks))
         if self._pending_spectra:
             self._db.insert_rows("spectra", SPECTRUM_COLUMNS, self._pending_spectra)
-        for args in self._pending_channels.values():
+        for *head, state, run_id, channel in self._pending_channels.values():
+            text = state if isinstance(state, str) else json.dumps(state)
             self._db.execute("UPDATE channels SET status=?, message=?, cycle=?, step_count=?,"
-                             " t_s=?, state=? WHERE run_id=? AND channel=?", args)
+                             " t_s=?, state=? WHERE run_id=? AND channel=?",
+                             (*head, text, run_id, channel))
         for write in self._pending_writes:
             write(self._db)
         self._check_fences()  # last: the run's row is held from here to the commit only

@@ -31,10 +31,11 @@ class CellTestRecords:
     def update_channel(self, run_id: int, channel: int, status: str, message: str, cycle: int,
                        step_count: int, t_s: float, state: Mapping | str) -> None:
         """The channel's progress and resume state (a mapping, or its JSON); committed with
-        the samples before it."""
-        text = state if isinstance(state, str) else json.dumps(state)
+        the samples before it. A mapping is encoded when it is written (a channel saves its
+        state at every step, the store writes the last of them once a second): the caller
+        does not change it afterwards."""
         self._pending_channels[(run_id, channel)] = (
-            status, message, cycle, step_count, t_s, text, run_id, channel)
+            status, message, cycle, step_count, t_s, state, run_id, channel)
         self._maybe_flush()
 
     def channels(self, run_id: int) -> list[Channel]:

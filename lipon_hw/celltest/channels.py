@@ -40,7 +40,6 @@ largest step number it stored.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -118,6 +117,13 @@ class ChannelState:
     # rest of its time and capacity ({"elapsed_s", "q_Ah"}); None when it starts afresh
     done_before: dict | None = None
 
+    def copy(self) -> dict:
+        """The state as a dict that later changes to it do not reach (its own maps copied;
+        `cycles`, `cell` and `done_before` are replaced, not changed in place): for the
+        store to encode when it writes, not at every step."""
+        return {**vars(self), "loops": dict(self.loops), "durations": dict(self.durations),
+                "shifts": dict(self.shifts)}
+
     @classmethod
     def from_dict(cls, d: dict) -> ChannelState:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
@@ -152,7 +158,7 @@ class Channel:
         self._pause_wanted = False
         self._alarming: set[str] = set()  # `alarm` rules true at the last sample
         self._held_by: list[il.Rule] = []  # `hold` and `pause` rules holding the channel
-        self._saved: str = json.dumps(vars(state))
+        self._saved: dict = state.copy()
         self._last_sample_t = -math.inf
         self._disconnected = self._recorded = False
         #: the run stopped this channel from outside (`all_channels._stop_all`): its cell
@@ -528,7 +534,7 @@ class Channel:
         st.cycles = self.counter.state()
         if self.cell_physics is not None:
             st.cell = self.cell_physics.snapshot()
-        self._saved = json.dumps(vars(st))  # a copy: the state goes on changing
+        self._saved = st.copy()  # the state goes on changing
         self.store.update_channel(self.run_id, self.number, self.status, self.message,
                                   st.cycle, st.step_count, st.t_s, self._saved)
 
