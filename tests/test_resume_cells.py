@@ -102,3 +102,22 @@ def test_a_cell_test_killed_mid_cycle_resumes_with_its_numbers_monotonic_and_not
         assert max(b - a for a, b in zip(times, times[1:], strict=False)) <= EVERY_S + 1e-6
         assert [c for (c,) in committed(db, "SELECT cycle FROM cycles WHERE channel=? "
                                             "ORDER BY cycle", ch)] == list(range(1, CYCLES + 1))
+
+
+def test_a_saved_state_stays_as_it_was_while_the_channel_goes_on():
+    """A channel hands the store a copy of its state at every step, encoded only when the
+    store writes it: what the channel changes after (its loops, durations, shifts, the
+    next cycle figures and cell snapshot) must not reach the copy."""
+    from lipon_hw.celltest.channels import ChannelState
+
+    st = ChannelState(pc=3, loops={"4": 1}, cycle=2, step_count=5, durations={"2": 10.0},
+                      shifts={"2": 0.5}, cycles={"acc": {"sums": [1.0]}}, cell={"t": 1.0})
+    saved = st.copy()
+    text = json.dumps(saved)
+    st.pc, st.step_count = 4, 6
+    st.loops["4"] = 2
+    st.durations["2"] = 11.0
+    st.shifts["6"] = 1.0
+    st.cycles, st.cell, st.done_before = {"acc": {"sums": [2.0]}}, {"t": 2.0}, {"q_Ah": 1.0}
+    assert json.dumps(saved) == text
+    assert ChannelState.from_dict(json.loads(text)).loops == {"4": 1}

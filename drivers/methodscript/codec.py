@@ -4,6 +4,7 @@ the driver and the emulator; the format is described in the package docstring.""
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from bisect import bisect_left
@@ -88,8 +89,10 @@ def format_literal(value: float) -> str:
     raise ValueError(f"{value!r} is too large for a script number")
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_literal(text: str) -> tuple[float, bool]:
-    """A script number → (value, is an integer). ValueError if it is not one."""
+    """A script number → (value, is an integer). ValueError if it is not one. Kept for
+    the texts met last (a script's literals are read at every run of it)."""
     match = _LITERAL.fullmatch(text)
     if not match:
         raise ValueError(f"{text!r} is not a MethodSCRIPT number")

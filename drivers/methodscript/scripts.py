@@ -241,11 +241,17 @@ SCRIPT_BUILDERS = {OCV: _ocv_script, ConstantCurrent: _cc_script, ConstantVoltag
                    MultisineEIS: _multisine_script, LinearSweep: _lsv_script,
                    CyclicSweep: _cv_sweep_script}
 _SCRIPTS: dict[str, bytes] = {}  # a cycling test starts the same few techniques again
+#: the same by the technique object itself (a channel starts the one it made again):
+#: id → (the technique, held so that its id is not reused, its script)
+_BY_OBJECT: dict[int, tuple[Technique, bytes]] = {}
 
 
 def script_bytes_for(technique: Technique) -> bytes:
     """script_bytes(build_script(technique)), kept by the technique's repr (which tells
-    1 from 1.0, unlike ==)."""
+    1 from 1.0, unlike ==), and by the object (techniques are frozen)."""
+    known = _BY_OBJECT.get(id(technique))
+    if known is not None and known[0] is technique:
+        return known[1]
     key = f"{type(technique).__qualname__}{technique!r}"
     script = _SCRIPTS.get(key)
     if script is None:
@@ -253,5 +259,8 @@ def script_bytes_for(technique: Technique) -> bytes:
         if len(_SCRIPTS) >= 64:
             _SCRIPTS.clear()
         _SCRIPTS[key] = script
+    if len(_BY_OBJECT) >= 256:
+        _BY_OBJECT.clear()
+    _BY_OBJECT[id(technique)] = (technique, script)
     return script
 

@@ -170,6 +170,7 @@ class Channel:
         #: the potentiostat as a whole: its rules hold, pause or trip every channel
         self.watch = watch or PotentiostatWatch(store, run_id, "", [])
         self._wakeup = env.event()  # the watch's call to poll now, not at the next wait
+        self._made: dict[int, tuple] = {}  # each step's technique and limits (`_make`)
 
     # --- the program ----------------------------------------------------------------
     def process(self):
@@ -275,8 +276,8 @@ class Channel:
     def _run_step(self, step: pr.PlannedStep):
         st = self.state
         before = st.done_before or {"elapsed_s": 0.0, "q_Ah": 0.0}
-        technique = rest_of(pr.technique(step, self.plan), before["elapsed_s"])
-        limits = pr.safety(step, self.plan)
+        technique, limits = self._made.get(st.pc) or self._make(step)
+        technique = rest_of(technique, before["elapsed_s"])
         st.step_count += 1
         # on a real-time clock the instrument runs on while the host works (a step's end is
         # seen a poll later): a step never starts before the last sample of the one before
@@ -335,6 +336,14 @@ class Channel:
                 if outcome.end not in ("aborted", "paused"):
                     self._took((ends.last[0] if ends.last else self.env.now) - t0)
                 return outcome
+
+    def _make(self, step: pr.PlannedStep) -> tuple:
+        """The step's technique and safety limits, made once (a cycling protocol runs the
+        same few steps again and again): the same objects each time, so the driver finds
+        its script by the technique itself."""
+        made = self._made[self.state.pc] = (pr.technique(step, self.plan),
+                                            pr.safety(step, self.plan))
+        return made
 
     def _paused(self):
         """The cell at open circuit, its voltage recorded (step type PAUSE, a step of its
