@@ -18,11 +18,16 @@ sample in one process (`per_core_ratio`), and against the cell model run on ever
 at once, its channels shared as the workers share them (`per_core_ratio_every_core_busy`:
 cores that share caches and memory bandwidth are each slower when all are busy). The
 wall-time ratio of the old report (two workers against one process) is kept as
-`wall_ratio`, and `wall_ratio_per_core` is it times the workers.
+`wall_ratio`, and `wall_ratio_per_core` is it times the workers. Beside the whole
+campaign's figure, what a sample costs beyond what any campaign costs once (the workers'
+start and imports, the impedance spectra and their fits, the summary): the long
+campaign's CPU less the short one's (`--short`), over the samples it has more
+(`marginal_cpu_us_per_sample`, `per_core_ratio_marginal`).
 
     python bench/cycling.py [--cycles 600] [--channels 16] [--workers N] [--repeat N]
 
-`--repeat N` runs the cell model alone and the full campaign N times each (alternately)
+`--repeat N` runs the cell model alone and the full campaign (and the short one) N times
+each (alternately)
 and reports the medians: the median CPU time per sample of each, and the run of median
 wall time (each run's wall and CPU figures are in the JSON too).
 
@@ -195,10 +200,11 @@ def main() -> int:
               f"{short['cpu_us_per_sample']:.2f} µs CPU per sample; peak engine "
               f"{short['engine_MB']:.0f} MB, workers {short['workers_MB']:.0f} MB")
         fulls = [full_path(args.cycles, args.channels, args.workers, Path(tmp))]
-        alones = [alone]
+        alones, shorts = [alone], [short]
         for _ in range(repeat - 1):
             alones.append(cell_alone(args.cycles, args.channels))
             fulls.append(full_path(args.cycles, args.channels, args.workers, Path(tmp)))
+            shorts.append(full_path(args.short, args.channels, args.workers, Path(tmp)))
     full, alone = _median_run(fulls), _median_run(alones)
     full_us = _median([f["cpu_us_per_sample"] for f in fulls])
     workers_us = _median([f["workers_cpu_us_per_sample"] for f in fulls])
@@ -218,6 +224,15 @@ def main() -> int:
     print(f"per core: the full path {full_us:.2f} µs CPU per sample (its workers "
           f"{workers_us:.2f}), the cell model alone {alone_us:.2f}: {per_core:.2f}×; "
           f"with every core busy for both, {full_us / busy_us:.2f}×")
+    # what a sample costs beyond what every campaign costs once (the workers' start and
+    # imports, the impedance spectra and their fits, the summary): the long campaign's
+    # CPU less the short one's, over the samples it has more (the model alone has no
+    # such costs in its figure: it is timed inside one process, without spectra)
+    marginal_us = (_median([f["cpu_s"] for f in fulls]) - _median([s["cpu_s"] for s in shorts])) \
+        / (full["samples"] - short["samples"]) * 1e6
+    print(f"beyond what a campaign of {args.short} cycles costs (workers' start, imports, "
+          f"spectra, fits, summary): {marginal_us:.2f} µs CPU per sample, "
+          f"{marginal_us / alone_us:.2f}× the cell model alone")
     wall_ratio = alone["samples_per_s"] / full["samples_per_s"]
     print(f"wall: full path ({workers} workers) / cell alone (one process): {wall_ratio:.2f}× "
           f"the time per sample, {wall_ratio * workers:.2f}× per core")
@@ -228,6 +243,9 @@ def main() -> int:
                       "workers_cpu_us_per_sample": round(workers_us, 3),
                       "alone_cpu_us_per_sample": round(alone_us, 3),
                       "per_core_ratio": round(per_core, 2),
+                      "marginal_cpu_us_per_sample": round(marginal_us, 3),
+                      "per_core_ratio_marginal": round(marginal_us / alone_us, 2),
+                      "short_cpu_s_each": [round(s["cpu_s"], 3) for s in shorts],
                       "alone_every_core_cpu_us_per_sample": round(busy_us, 3),
                       "per_core_ratio_every_core_busy": round(full_us / busy_us, 2),
                       "wall_ratio": round(wall_ratio, 2),
