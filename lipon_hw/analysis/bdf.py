@@ -57,13 +57,16 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from lipon_hw.analysis.integrate import interval_integrals, step_leads
 from lipon_hw.errors import InputError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
 ONTOLOGY_VERSION = "1.2.0"
 TEST_TIME, VOLTAGE, CURRENT = "Test Time / s", "Voltage / V", "Current / A"
@@ -218,9 +221,13 @@ class BdfWriter:
             self._csv = csv.writer(self._csv_file)
             self._csv.writerow(BDF_COLUMNS)
         else:
+            import pyarrow.parquet as pq  # here: a run's worker that only fits never loads it
+
             self._pq = pq.ParquetWriter(self._tmp, self.schema())
 
     def schema(self) -> pa.Schema:
+        import pyarrow as pa
+
         def typ(name):
             if name in INT_COLUMNS:
                 return pa.int64()
@@ -248,6 +255,8 @@ class BdfWriter:
         if self.fmt == "csv":
             self._write_csv(cols, len(batch))
         else:
+            import pyarrow as pa
+
             arrays = [pa.array(cols[n], type=self.schema().field(n).type) for n in BDF_COLUMNS]
             self._pq.write_table(pa.Table.from_arrays(arrays, schema=self.schema()))
         self.rows += len(batch)
