@@ -22,7 +22,8 @@ wall-time ratio of the old report (two workers against one process) is kept as
 campaign's figure, what a sample costs beyond what any campaign costs once (the workers'
 start and imports, the impedance spectra and their fits, the summary): the long
 campaign's CPU less the short one's (`--short`), over the samples it has more
-(`marginal_cpu_us_per_sample`, `per_core_ratio_marginal`).
+(`marginal_cpu_us_per_sample`), against the same of the cell model alone
+(`per_core_ratio_marginal`).
 
     python bench/cycling.py [--cycles 600] [--channels 16] [--workers N] [--repeat N]
 
@@ -201,10 +202,12 @@ def main() -> int:
               f"{short['engine_MB']:.0f} MB, workers {short['workers_MB']:.0f} MB")
         fulls = [full_path(args.cycles, args.channels, args.workers, Path(tmp))]
         alones, shorts = [alone], [short]
+        short_alones = [cell_alone(args.short, args.channels)]
         for _ in range(repeat - 1):
             alones.append(cell_alone(args.cycles, args.channels))
             fulls.append(full_path(args.cycles, args.channels, args.workers, Path(tmp)))
             shorts.append(full_path(args.short, args.channels, args.workers, Path(tmp)))
+            short_alones.append(cell_alone(args.short, args.channels))
     full, alone = _median_run(fulls), _median_run(alones)
     full_us = _median([f["cpu_us_per_sample"] for f in fulls])
     workers_us = _median([f["workers_cpu_us_per_sample"] for f in fulls])
@@ -225,14 +228,14 @@ def main() -> int:
           f"{workers_us:.2f}), the cell model alone {alone_us:.2f}: {per_core:.2f}×; "
           f"with every core busy for both, {full_us / busy_us:.2f}×")
     # what a sample costs beyond what every campaign costs once (the workers' start and
-    # imports, the impedance spectra and their fits, the summary): the long campaign's
-    # CPU less the short one's, over the samples it has more (the model alone has no
-    # such costs in its figure: it is timed inside one process, without spectra)
-    marginal_us = (_median([f["cpu_s"] for f in fulls]) - _median([s["cpu_s"] for s in shorts])) \
-        / (full["samples"] - short["samples"]) * 1e6
+    # imports, the impedance spectra and their fits, the summary; the formation cycles
+    # both have): the long campaign's CPU less the short one's, over the samples it has
+    # more; the same for the cell model alone (the same cycles: only fast ones differ)
+    marginal_us = _marginal_us(fulls, shorts)
+    alone_marginal_us = _marginal_us(alones, short_alones)
     print(f"beyond what a campaign of {args.short} cycles costs (workers' start, imports, "
-          f"spectra, fits, summary): {marginal_us:.2f} µs CPU per sample, "
-          f"{marginal_us / alone_us:.2f}× the cell model alone")
+          f"spectra, fits, summary, formation): {marginal_us:.2f} µs CPU per sample, the "
+          f"cell model alone {alone_marginal_us:.2f}: {marginal_us / alone_marginal_us:.2f}×")
     wall_ratio = alone["samples_per_s"] / full["samples_per_s"]
     print(f"wall: full path ({workers} workers) / cell alone (one process): {wall_ratio:.2f}× "
           f"the time per sample, {wall_ratio * workers:.2f}× per core")
@@ -244,7 +247,8 @@ def main() -> int:
                       "alone_cpu_us_per_sample": round(alone_us, 3),
                       "per_core_ratio": round(per_core, 2),
                       "marginal_cpu_us_per_sample": round(marginal_us, 3),
-                      "per_core_ratio_marginal": round(marginal_us / alone_us, 2),
+                      "alone_marginal_cpu_us_per_sample": round(alone_marginal_us, 3),
+                      "per_core_ratio_marginal": round(marginal_us / alone_marginal_us, 2),
                       "short_cpu_s_each": [round(s["cpu_s"], 3) for s in shorts],
                       "alone_every_core_cpu_us_per_sample": round(busy_us, 3),
                       "per_core_ratio_every_core_busy": round(full_us / busy_us, 2),
@@ -257,6 +261,12 @@ def main() -> int:
                       "alone_wall_s_each": [round(a["wall_s"], 3) for a in alones],
                       "alone_cpu_s_each": [round(a["cpu_s"], 3) for a in alones]}))
     return 0 if all(f["status"] == "completed" for f in fulls) else 1
+
+
+def _marginal_us(longs: list[dict], shorts: list[dict]) -> float:
+    """CPU µs per sample of the long runs beyond the short ones (medians of each)."""
+    extra_cpu = _median([r["cpu_s"] for r in longs]) - _median([r["cpu_s"] for r in shorts])
+    return extra_cpu / (longs[0]["samples"] - shorts[0]["samples"]) * 1e6
 
 
 def _median(values: list[float]) -> float:
