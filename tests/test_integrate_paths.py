@@ -124,3 +124,33 @@ def test_rows_that_are_not_finite_numbers_are_refused_as_columns_are(bad):
             feed(CycleAccumulator())
         refused.append((type(exc.value), str(exc.value)))
     assert refused[0] == refused[1]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_step_fed_as_columns_gives_the_cycles_the_plain_feed_gives(seed):
+    # feed_columns (a step at a time: one cycle, step count and step id) against feed
+    # with every sample's cycle and step: with step leads (a new step counts its first
+    # sample over its lead) and without (the interval into a new cycle is the old one's)
+    rng = np.random.default_rng(seed)
+    leads = None if seed % 2 else {0: 1.0, 1: 2.0}
+    by_steps, plain = CycleAccumulator(), CycleAccumulator()
+    got, want, t = [], [], 0.0
+    for step in range(1, 9):
+        n = int(rng.integers(1, 30))
+        times = t + np.cumsum(rng.choice([0.5, 1.0, 30.0], n))
+        t = float(times[-1])
+        volts = rng.normal(4.0, 0.3, n)
+        sign = 1.0 if step % 2 else -1.0
+        currents = sign * rng.uniform(1e-7, 3e-6, n)
+        cycle, step_id = 1 + (step - 1) // 2, (step - 1) % 2
+        got += by_steps.feed_columns(times.tolist(), volts.tolist(), currents.tolist(),
+                                     cycle, step, step_id, leads)
+        want += plain.feed(times, volts, currents, [cycle] * n, step=[step] * n,
+                           lead_s=leads, step_id=[step_id] * n) if leads else \
+            plain.feed(times, volts, currents, [cycle] * n)
+    got += by_steps.finish()
+    want += plain.finish()
+    assert [(s.cycle, s.t_end_s) for s in got] == [(s.cycle, s.t_end_s) for s in want]
+    for s, w in zip(got, want, strict=True):
+        for name in ("charge_Ah", "discharge_Ah", "charge_Wh", "discharge_Wh"):
+            assert getattr(s, name) == pytest.approx(getattr(w, name), rel=1e-12, abs=1e-30)

@@ -203,10 +203,11 @@ class CycleAccumulator:
             self._cycle = cycle
         finished: list[CycleStats] = []
         if new_cycle:  # the block's first sample opens a cycle (see `_feed`)
+            opens_at = float(t[1])
             if lead is None:  # the interval to it belongs to the cycle it closes
                 self._add(interval_sums(t[:2], v[:2], i[:2]))
                 t, v, i = t[1:], v[1:], i[1:]
-            finished.append(self._close(float(t[1] if lead is not None else t[0])))
+            finished.append(self._close(opens_at))
             self._cycle = cycle
         self._add(interval_sums(t, v, i, lead))
         self._last = (float(t[-1]), float(v[-1]), float(i[-1]))
