@@ -39,12 +39,16 @@ def plain_rule(t, v, i, leads=None):
     return out
 
 
+def _times_and_volts(rng, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """n sample times (some shared: a step boundary) and voltages."""
+    return np.cumsum(rng.choice([0.0, 0.5, 1.0, 30.0], n)), rng.normal(3.5, 0.8, n)
+
+
 @pytest.mark.parametrize("seed", range(20))
 def test_interval_integrals_are_the_plain_rule(seed):
     rng = np.random.default_rng(seed)
     n = int(rng.integers(2, 60))
-    t = np.cumsum(rng.choice([0.0, 0.5, 1.0, 30.0], n))
-    v = rng.normal(3.5, 0.8, n)
+    t, v = _times_and_volts(rng, n)
     i = rng.choice([-3e-6, -1e-7, 0.0, 2e-7, 3e-6], n) * rng.uniform(0.5, 1.5, n)
     steps = np.cumsum(rng.random(n) < 0.15)
     leads = step_leads(steps, rng.choice([0.25, 1.0, 60.0]))
@@ -60,8 +64,7 @@ def test_interval_sums_are_the_sums_of_the_plain_rule(seed):
     # a step (its lead shorter or longer than the interval), or not
     rng = np.random.default_rng(seed)
     n = int(rng.integers(1, 80))
-    t = np.cumsum(rng.choice([0.0, 0.5, 1.0, 30.0], n))
-    v = rng.normal(3.5, 0.8, n)
+    t, v = _times_and_volts(rng, n)
     sign = (1.0, -1.0, None)[seed % 3]
     i = rng.uniform(1e-7, 3e-6, n) * (sign if sign else rng.choice([-1.0, 0.0, 1.0], n))
     lead = (None, 0.25, 60.0)[(seed // 3) % 3]
