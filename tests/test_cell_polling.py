@@ -12,7 +12,7 @@ from pathlib import Path
 from faulty import fault_station
 from stores import committed
 
-from lipon_hw.celltest import channels
+from lipon_hw.celltest import channels, polling
 from lipon_hw.celltest.session import start_cycling
 from lipon_hw.drivers.methodscript.run import Run
 from lipon_hw.errors import LiponError
@@ -77,7 +77,7 @@ def test_a_repeated_step_is_polled_promptly_only_near_its_expected_end(tmp_path,
     assert max(per_step) <= 2 and sum(per_step) <= 1.5 * len(per_step), per_step
     # the instrument waits at most a prompt poll (and the host's start) for the next step
     gaps = [b[1] - a[2] for a, b in zip(steps[4:], steps[5:], strict=False)]
-    assert max(gaps) <= channels.NEAR_END_POLL_S + 2.0, gaps
+    assert max(gaps) <= polling.NEAR_END_POLL_S + 2.0, gaps
 
 
 def test_a_step_shorter_than_its_last_run_is_caught_by_its_voltage(tmp_path):
@@ -123,7 +123,7 @@ def test_a_steady_step_recorded_rarely_is_not_polled_at_the_prompt_cadence(tmp_p
     assert max(per_step) <= 4, per_step
     gaps = [b[1] - a[2] for a, b in zip(steps[steady_from:], steps[steady_from + 1:],
                                         strict=False)]
-    assert max(gaps) <= channels.NEAR_END_POLL_S + 2.0, gaps
+    assert max(gaps) <= polling.NEAR_END_POLL_S + 2.0, gaps
 
 
 def test_a_first_step_ended_by_its_time_limit_is_seen_at_that_limit(tmp_path):
@@ -149,11 +149,11 @@ def test_a_sped_up_real_time_run_is_polled_in_wall_seconds(tmp_path, monkeypatch
     MAX_POLL_S["realtime"] of wall time apart (capped at the virtual clock's
     MAX_POLL_S), as hardware is, not that much of the run's clock (every 2 s of it: some
     600 polls a 20 min step, 1 ms of wall time apart; now 20-odd, as in virtual time)."""
-    assert channels.longest_poll_s(True, 2000.0) == channels.MAX_POLL_S["virtual"]
-    assert channels.longest_poll_s(True, 1.0) == channels.MAX_POLL_S["realtime"]
+    assert polling.longest_poll_s(True, 2000.0) == polling.MAX_POLL_S["virtual"]
+    assert polling.longest_poll_s(True, 1.0) == polling.MAX_POLL_S["realtime"]
     # hardware waits as long whether or not the instrument judges the safety window
-    assert channels.longest_poll_s(True, 1.0, judged=True) == channels.MAX_POLL_S["realtime"]
-    assert channels.longest_poll_s(False, judged=True) == channels.WINDOW_POLL_S
+    assert polling.longest_poll_s(True, 1.0, judged=True) == polling.MAX_POLL_S["realtime"]
+    assert polling.longest_poll_s(False, judged=True) == polling.WINDOW_POLL_S
     polls = _count_polls(monkeypatch)
     protocol = tmp_path / "lnmo.yaml"
     protocol.write_text(LNMO.format(channels="1", cycles=1), encoding="utf-8")

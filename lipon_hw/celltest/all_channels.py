@@ -10,7 +10,8 @@ from collections.abc import Callable, Sequence
 import simpy
 
 from lipon_hw.celltest import protocol as pr
-from lipon_hw.celltest.channels import Channel, ChannelState, longest_poll_s, stop_reason
+from lipon_hw.celltest.channels import Channel, ChannelState, stop_reason
+from lipon_hw.celltest.polling import longest_poll_s
 from lipon_hw.celltest.pstat_watch import IN_FAULT, PotentiostatWatch
 from lipon_hw.engine.lifecycle import OPERATOR_STOP
 from lipon_hw.link_health import clock_per_wall_s

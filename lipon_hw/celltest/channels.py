@@ -8,27 +8,7 @@ disconnected and the others go on — unless a rule on the potentiostat as a who
 link health, its channels in fault) then holds, pauses or trips them all (`pstat_watch`:
 each channel reads it as it polls, and is woken to poll at once when it acts).
 
-Polling: an instrument that measures and buffers on its own (MethodSCRIPT) is polled
-rarely while a step is far from its end and often when it is near: a step that ran
-before is expected to last about as long again (cycles repeat), or, once it has run twice,
-to change by as much as it changed last time (a fading cell's steps shorten cycle by
-cycle); a first constant current about as long as it takes to pass the cell's capacity.
-Prompt polling starts a margin before the expected end: 2 % of the step, and once the step
-is steady (NEAR_MARGIN_S and SHIFT_MARGINS times its last change both less than that),
-the longer of those two; a steady step foreseen to within NEAR_END_POLL_S is first asked
-at its expected end itself (it is found ended then, or by a prompt poll within
-NEAR_END_POLL_S after: the same bound on the gap as polling from a margin before, with one
-poll fewer). Before that, a step whose voltage is seen heading for its end
-(the slope of its last two samples) is polled again at half the time that slope gives to
-reach it, or 5 s: a step that ends sooner than its last run (the second 15 h formation
-charge, 3 % shorter than the first) is caught in its knee. A steady step is polled so only
-when that slope says its end comes before its prompt polling would begin, and from then
-on at NEAR_END_POLL_S: one or two polls a step (its end; a halfway poll too where the
-longest wait is shorter than the step), where the slope's polls made seven. So the gap
-between the instrument ending a step and the host starting the next stays a few seconds,
-while a month of cycling costs few exchanges. The longest wait: MAX_POLL_S, or
-WINDOW_POLL_S where the instrument judges the safety window (see there).
-A host-timed instrument (an SMU) is polled at its measurement interval.
+Polling (when a channel asks its instrument for samples) is `polling`'s.
 
 A channel says it is running, committed, before its first technique starts.
 After every step the channel's resume state (program position, loop counters, cycle
@@ -47,6 +27,7 @@ from dataclasses import dataclass, field
 import simpy
 
 from lipon_hw.analysis.cycles import CycleAccumulator
+from lipon_hw.celltest import polling
 from lipon_hw.celltest import protocol as pr
 from lipon_hw.celltest import step_ends as se
 from lipon_hw.celltest.cycle_counter import CycleCounter
@@ -64,40 +45,9 @@ from lipon_hw.engine import interlocks as il
 from lipon_hw.engine.lifecycle import OPERATOR_STOP
 from lipon_hw.errors import LiponError, StoreError
 from lipon_hw.store import Store
-from lipon_hw.techniques import EIS, OCV, ConstantCurrent, SampleBlock
-
-NEAR_END_POLL_S = 5.0
-EXPECTED_FRACTION = 0.98  # of the step's last duration, after which its end is near
-#: a step run twice or more: prompt polling starts this long before its expected end, or
-#: SHIFT_MARGINS times its last change in duration if that is longer
-NEAR_MARGIN_S = 5.0
-SHIFT_MARGINS = 3.0
-FIRST_TIME_FRACTION = 0.6  # of the time to pass the cell's capacity, for a step's first run
-#: longest wait between polls of a buffering instrument: on a virtual clock in its seconds,
-#: on a real-time clock in wall seconds (`longest_poll_s`)
-MAX_POLL_S = {"virtual": 900.0, "realtime": 2.0}
-#: the longest on a virtual clock where the instrument judges the step's safety window
-#: itself (`techniques.Window`) and the channel has no interlock rule of its own: nothing
-#: the host judges on the samples would come later than on the instrument (a step's
-#: capacity and dV/dt ends are foreseen: see the module)
-WINDOW_POLL_S = 3600.0
+from lipon_hw.techniques import OCV, SampleBlock
 
 ENDED = ("completed", "tripped", "failed", "stopped", "terminated", "aborted")
-
-
-def longest_poll_s(realtime: bool, clock_per_wall_s: float = 1.0,
-                   judged: bool = False) -> float:
-    """MAX_POLL_S in the run clock's seconds (WINDOW_POLL_S for the virtual clock's where
-    the instrument judges the safety window: `judged`). A real-time clock may run faster
-    than the wall (a simulated lab at `--speed`: `clock_per_wall_s` of it a wall second);
-    its instruments are polled at least every MAX_POLL_S["realtime"] of wall time, as
-    hardware is, not that much of the clock (at --speed 600 that was every 3 ms of wall
-    time, a channel's samples taken a few at a time), and at most as seldom as on a
-    virtual one."""
-    virtual = WINDOW_POLL_S if judged else MAX_POLL_S["virtual"]
-    if not realtime:
-        return virtual
-    return min(virtual, MAX_POLL_S["realtime"] * clock_per_wall_s)
 
 
 @dataclass
@@ -289,7 +239,7 @@ class Channel:
         step_type, step_id = step.step_type, st.pc
         poll = getattr(run, "poll_block", run.poll)  # in columns, where the driver can
         while True:
-            yield self._sleep(self._wait(run, ends))
+            yield self._sleep(polling.wait_s(self, run, ends))
             samples = yield from patiently(self, poll)
             tell_gaps(self, run, t0)
             if samples:
@@ -334,7 +284,7 @@ class Channel:
             if outcome is not None:
                 self._store_cycles(taken.feed(self.counter))
                 if outcome.end not in ("aborted", "paused"):
-                    self._took((ends.last[0] if ends.last else self.env.now) - t0)
+                    polling.took(st, (ends.last[0] if ends.last else self.env.now) - t0)
                 return outcome
 
     def _make(self, step: pr.PlannedStep) -> tuple:
@@ -450,85 +400,6 @@ class Channel:
             self._alarming = set(alarming)
             if not self._held_by:
                 self._held_by = [rule for rule in fired if rule.reaction in ("hold", "pause")]
-
-    def _wait(self, run, ends: HostEnds) -> float:
-        """How long to let the instrument run before asking for its samples."""
-        if getattr(run, "poll_interval_s", None):
-            return run.poll_interval_s
-        now, technique = self.env.now, run.technique
-        if isinstance(technique, EIS):  # a few periods per frequency: poll a few times
-            return min(self.max_poll_s, max(MIN_POLL_S, sum(1 / f for f in
-                                                            technique.frequencies_Hz)))
-        expected = self._expected_end(technique, ends)
-        # longer while the instrument judges the safety window and the step's end is
-        # known, not guessed (a first constant current's, from the cell's capacity)
-        known_end = expected is not None and expected[2]
-        longest = self.window_poll_s if self.window_poll_s and known_end and \
-            getattr(run, "judges_window", False) else self.max_poll_s
-        if expected is not None:
-            # rarely until the step's end is near, then at the record cadence or faster
-            end, near, known, steady = expected
-            if now < near - MIN_POLL_S:  # unless the voltage says its end comes sooner
-                # (nor past the step's own run time: a first constant current is expected
-                # to pass the cell's capacity, which its time limit may cut short)
-                wait = min(longest, near - now, max(MIN_POLL_S, ends.duration_left(now)))
-                soon = ends.voltage_time_left(now)
-                # an extrapolation already overdue is stale: the slope of two samples an
-                # hour apart (a rare record rule) points past a steady step's end for the
-                # rest of it, and would call a poll every NEAR_END_POLL_S till then
-                if not steady or 0 < soon < wait:
-                    wait = min(wait, max(NEAR_END_POLL_S, 0.5 * soon))
-                return wait
-            if steady:  # its end foreseen to within the margin: the prompt cadence
-                return min(NEAR_END_POLL_S, longest)
-        record = getattr(technique, "record", None)
-        cadence = min(getattr(record, "dt_s", None) or longest, longest)
-        if expected is not None and known:
-            cadence = min(cadence, NEAR_END_POLL_S)
-        elif expected is not None:  # a first time: ever closer as the expected end nears
-            cadence = min(max(cadence, 0.1 * (end - now)), longest)
-        return min(cadence, max(MIN_POLL_S, 0.7 * ends.time_left(now)))
-
-    def _expected_end(self, technique, ends: HostEnds
-                      ) -> tuple[float, float, bool, bool] | None:
-        """When the step should end, from when its end may come, and whether that is known
-        (from its runs before, or its own capacity end) rather than guessed (a first
-        constant current), and whether it is steady (foreseen from its last change, to
-        within a margin under 2 % of it); None when there is nothing to go by. A step that
-        ran before lasts as long again, changed by its last change when it has run twice; a
-        constant current passes the cell's capacity — or the step's own capacity end when
-        that comes first (it is exact: polled for, not guessed). The margins: see the
-        module."""
-        key = str(self.state.pc)
-        last = self.state.durations.get(key)
-        if last is not None:
-            shift = self.state.shifts.get(key)
-            window = (1 - EXPECTED_FRACTION) * last
-            if shift is None or abs(shift) > window:  # not steady (yet): 2 % of it
-                return ends.t0 + last, ends.t0 + last - window, True, False
-            end = ends.t0 + last + shift
-            margin = min(max(NEAR_MARGIN_S, SHIFT_MARGINS * abs(shift)), window)
-            # foreseen to within the prompt cadence: first asked at the end itself
-            near = end if margin <= NEAR_END_POLL_S else end - margin
-            return end, near, True, margin < window
-        current = getattr(technique, "current_A", None)
-        if not isinstance(technique, ConstantCurrent) or not current:
-            return None
-        if ends.capacity is not None:
-            expected = (ends.capacity - abs(ends.q)) * 3600 / abs(current)
-            return ends.t0 + expected, ends.t0 + EXPECTED_FRACTION * expected, True, False
-        if self.plan.capacity_Ah:
-            expected = self.plan.capacity_Ah * 3600 / abs(current)
-            return ends.t0 + expected, ends.t0 + FIRST_TIME_FRACTION * expected, False, False
-        return None
-
-    def _took(self, duration: float) -> None:
-        """The step at pc ran to its end in `duration`: its expected duration next time."""
-        key = str(self.state.pc)
-        last = self.state.durations.get(key)
-        if last is not None:
-            self.state.shifts[key] = duration - last
-        self.state.durations[key] = duration
 
     def _spectrum(self, samples, t0: float) -> None:
         st = self.state
