@@ -134,8 +134,10 @@ class Keithley2450:
     #: and ±1.05 A, and resolves currents down to 1 nA on its lowest useful range
     LIMITS = {"min_V": (-210.0, 210.0), "max_V": (-210.0, 210.0),
               "max_current_A": (1e-9, 1.05)}
-    #: timed by the host, reading by reading (no EIS: the 2450 has no AC source)
-    TECHNIQUES = tuple(t for t, kind in KINDS.items() if kind.control != "impedance")
+    #: timed by the host, reading by reading (no EIS: the 2450 has no AC source; no
+    #: Sequence: the host starts each step)
+    TECHNIQUES = tuple(t for t, kind in KINDS.items()
+                       if kind.control not in ("impedance", "sequence"))
 
     def __init__(self, name: str, link: Link, max_current_A: float | None = None,
                  voltage_window_V: Sequence[float] | None = None):

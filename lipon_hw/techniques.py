@@ -204,8 +204,24 @@ class CyclicSweep:
     scans: int = 1
 
 
+@dataclass(frozen=True)
+class Sequence:
+    """Recorded techniques run one after the other by the instrument itself, each to its
+    own end (its limits or its time), without the host between them: a cycle's charge and
+    discharge as one program on the instrument. The samples keep one time base (from the
+    first phase's start), and a driver that runs it tells each sample's phase and each
+    phase's end (`SequenceRun`). Only an instrument that runs programs on its own takes
+    it (MethodSCRIPT: one script, a measurement loop per phase); a safety window breached
+    in any phase ends the whole sequence."""
+
+    phases: tuple
+
+
+#: the techniques a Sequence is made of: recorded, each ended by its own limits or time
+SEQUENCE_PHASES = (OCV, ConstantCurrent, ConstantVoltage, DCPolarization, CCCV)
+
 Technique = (OCV | ConstantCurrent | ConstantVoltage | DCPolarization | CCCV | EIS
-             | MultisineEIS | LinearSweep | CyclicSweep)
+             | MultisineEIS | LinearSweep | CyclicSweep | Sequence)
 
 
 def log_frequencies(f_start: float, f_end: float, points: int) -> tuple[float, ...]:
@@ -426,6 +442,22 @@ def _window_values(tq) -> str | None:
     return None
 
 
+def _sequence_phases(tq) -> str | None:
+    """Two or more phases, each a recorded technique with good values of its own."""
+    phases = tq.phases
+    if not isinstance(phases, tuple) or len(phases) < 2:
+        return f"Sequence: phases is a tuple of two or more techniques, not {phases!r}"
+    for k, phase in enumerate(phases, 1):
+        if type(phase) not in SEQUENCE_PHASES:
+            return (f"Sequence: phase {k} is a {type(phase).__name__}; a phase is one of "
+                    f"{', '.join(t.__name__ for t in SEQUENCE_PHASES)}")
+        for check in KINDS[type(phase)].checks:
+            problem = check(phase)
+            if problem is not None:
+                return f"Sequence: phase {k}: {problem}"
+    return None
+
+
 def _current_cutoff(tq) -> EndLimits:
     return EndLimits(i_min_A=tq.i_min_A)
 
@@ -456,6 +488,9 @@ KINDS: dict[type, TechniqueKind] = {
         "sweep", records=False, measures_current=True, checks=(*_SWEPT, _at_least_one_scan),
         legs=lambda tq: [(tq.start_V, tq.vertex1_V), (tq.vertex1_V, tq.vertex2_V),
                          (tq.vertex2_V, tq.start_V)] * tq.scans),
+    # its phases record and end each by their own rules (`SequenceRun` tells which)
+    Sequence: TechniqueKind("sequence", records=False, measures_current=True,
+                            checks=(_sequence_phases,)),
 }
 
 

@@ -32,10 +32,11 @@ steps:
 """
 
 
-def run(tmp_path: Path, wishes: list[tuple[float, str]]):
+def run(tmp_path: Path, wishes: list[tuple[float, str]], protocol: str = PROTOCOL):
     """The protocol on the simulated lab, the operator wishing `wishes` from those times."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "pause.yaml"
-    path.write_text(PROTOCOL, encoding="utf-8")
+    path.write_text(protocol, encoding="utf-8")
     station, store = load_station(), Store(tmp_path / "data")
     proto = load(str(path), station, store)
     run_id = store.create_run(proto.name, "cycling", str(path), proto.text, station.text, 1,

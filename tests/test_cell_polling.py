@@ -11,10 +11,10 @@ from pathlib import Path
 
 from faulty import fault_station
 from stores import committed
+from test_cell_programs import steps_one_by_one
 
 from lipon_hw.celltest import channels, polling
 from lipon_hw.celltest.session import start_cycling
-from lipon_hw.drivers.methodscript.run import Run
 from lipon_hw.errors import LiponError
 from lipon_hw.sim.cells.model import CellModel
 from lipon_hw.store import Store
@@ -31,27 +31,23 @@ def _steps(db):
 
 
 def _count_polls(monkeypatch) -> list[int]:
-    """The step count of each poll of the channel's potentiostat, counted as it makes it."""
+    """The step count of each poll of the channel's potentiostat, counted as the channel
+    decides when to make it (one wait before each poll)."""
     polls: list[int] = []
-    state: dict = {}
-    real_poll = Run.poll_block
+    real_wait = polling.wait_s
 
-    def counted(run, *args, **kwargs):
-        polls.append(state["step"])
-        return real_poll(run, *args, **kwargs)
+    def counted(channel, *args, **kwargs):
+        polls.append(channel.state.step_count)
+        return real_wait(channel, *args, **kwargs)
 
-    real_step = channels.Channel._run_step
-
-    def step(channel, planned):
-        state["step"] = channel.state.step_count + 1
-        return (yield from real_step(channel, planned))
-
-    monkeypatch.setattr(Run, "poll_block", counted)
-    monkeypatch.setattr(channels.Channel, "_run_step", step)
+    monkeypatch.setattr(polling, "wait_s", counted)
     return polls
 
 
 def test_a_repeated_step_is_polled_promptly_only_near_its_expected_end(tmp_path, monkeypatch):
+    # each step started on its own, as where the host judges a step's end or a rule (a
+    # cycle as one program on the instrument: test_cell_programs)
+    steps_one_by_one(monkeypatch)
     polls = _count_polls(monkeypatch)
     protocol = tmp_path / "lnmo.yaml"
     protocol.write_text(LNMO.format(channels="1", cycles=40), encoding="utf-8")
@@ -105,7 +101,8 @@ def test_a_steady_step_recorded_rarely_is_not_polled_at_the_prompt_cadence(tmp_p
     last two samples (the jump at the step's start and the plateau) pointing at an end
     long past: that stale guess no longer calls a poll every NEAR_END_POLL_S for the rest
     of a steady step (it called about 170 per 30 min step), its end is still seen
-    promptly."""
+    promptly. Each step on its own, as above."""
+    steps_one_by_one(monkeypatch)
     polls = _count_polls(monkeypatch)
     protocol = tmp_path / "lnmo.yaml"
     protocol.write_text(LNMO.format(channels="1", cycles=12).replace(

@@ -9,7 +9,7 @@ import pytest
 from conftest import ManualClock, sim_link
 
 from lipon_hw.drivers.methodscript import MethodScriptPotentiostat
-from lipon_hw.drivers.methodscript.scripts import SCRIPT_BUILDERS
+from lipon_hw.drivers.methodscript.scripts import SCRIPT_BUILDERS, loop_counts
 from lipon_hw.sim.cells.factories import cell_from_spec
 from lipon_hw.sim.emulators.methodscript import MethodScriptEmulator
 from lipon_hw.techniques import (
@@ -23,6 +23,7 @@ from lipon_hw.techniques import (
     LinearSweep,
     MultisineEIS,
     Recording,
+    Sequence,
     Window,
 )
 
@@ -55,6 +56,12 @@ def techniques():
         yield ConstantVoltage(4.3, 600, 1e-7, 1.0, rec, window)
         yield DCPolarization(4.3, 600, 1.0, rec, window)
         yield CCCV(3e-6, 4.3, 1e-7, 600, 1.0, rec, window)
+    # a cycle as one program: each phase's loop its own, one after the other
+    for rec in (Recording(30, 0.005), Recording(30, 0.005, 1e-8)):
+        yield Sequence((ConstantCurrent(3e-6, 600, 5.1, None, 1.0, rec, window),
+                        ConstantCurrent(-3e-6, 600, None, 3.5, 1.0, rec, window)))
+        yield Sequence((OCV(120, 1.0, rec), CCCV(3e-6, 4.3, 1e-7, 600, 1.0, rec, window),
+                        ConstantVoltage(4.0, 300, None, 1.0, rec)))
     yield EIS(1e5, 10, 9)
     yield EIS(1e5, 10, 5, dc_V=4.0)
     yield MultisineEIS((1e5, 1e4, 1e3, 100.0, 10.0))
@@ -76,7 +83,11 @@ def test_the_drivers_scripts_take_the_bulk_path(technique):
         clock.advance(100.0)
         run.poll()
     assert run.error is None
-    loops = 2 if isinstance(technique, CCCV) else 1
+    # a CCCV runs two loops, every other technique one; a Sequence its phases' in turn
+    per_phase = tuple(2 if isinstance(phase, CCCV) else 1
+                      for phase in getattr(technique, "phases", (technique,)))
+    assert loop_counts(technique) == per_phase
+    loops = sum(per_phase)
     way = "stepped" if type(technique) in NOT_BULK else "bulk"
     assert dict(emulator.loops_served) == {way: loops}
 

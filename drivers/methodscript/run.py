@@ -4,6 +4,12 @@ samples as they arrive, what the wire lost told as gaps, and why the script ende
 A stretch of data lines in a poll's bytes (`take`) is decoded at once into columns
 (`samples.columns_from_block`) when every line is a plain one of one layout, the same
 values, gaps and end as line by line; `poll_block` hands them over as a `SampleBlock`.
+
+A `Sequence` runs its phases in one script, each phase's measurement loops one after the
+other (`scripts.loop_counts`): a loop's start (its `M` marker, or, were that lost on the
+wire, the first data line after the previous loop's `*`) tells where the next phase
+begins; `poll_phases` hands each phase's samples over apart, `phase_end` says why a phase
+ended (its last sample against its own limits, as `end_reason` does for the last).
 """
 
 from __future__ import annotations
@@ -18,11 +24,13 @@ from lipon_hw.drivers.methodscript.samples import (
     columns_from_block,
     sample_from_line,
 )
+from lipon_hw.drivers.methodscript.scripts import loop_counts
 from lipon_hw.techniques import (
     EIS,
     MultisineEIS,
     Sample,
     SampleBlock,
+    Sequence,
     Technique,
     end_limits,
     recording_of,
@@ -67,6 +75,15 @@ class Run:
         self._open_loops = 0
         self._pending: list[Sample | SampleBlock] = []  # in order
         self._pstat = pstat
+        #: the techniques the script runs one after the other (a Sequence's phases)
+        self.phases: tuple = technique.phases if isinstance(technique, Sequence) else (
+            technique,)
+        self.phase = 0  # the phase whose loop runs (or ran last)
+        self._phase_last: list[Sample | None] = [None] * len(self.phases)
+        self._pending_phase: list[int] = []  # each pending chunk's phase
+        self._loops_before = _loops_before(technique)  # loops of the phases before each
+        self._loops_started = 0
+        self._in_loop = False
 
     def poll(self) -> list[Sample]:
         """Read what the instrument has sent; return the samples not yet returned."""
@@ -87,13 +104,33 @@ class Run:
         if not self.finished:
             self._pstat._poll(self.channel)
         pending, self._pending = self._pending, []
-        if len(pending) == 1 and isinstance(pending[0], SampleBlock):
-            return pending[0]
-        block = SampleBlock.join(pending)
-        if block is not None:
-            return block
-        return [s for chunk in pending for s in (
-            chunk.samples() if isinstance(chunk, SampleBlock) else (chunk,))]
+        self._pending_phase.clear()
+        return _joined(pending)
+
+    def poll_phases(self) -> list[tuple[int, SampleBlock | list[Sample]]]:
+        """As `poll_block`, each phase's samples apart: (phase, samples) pairs in order,
+        phases counted from 0 (a technique of its own has phase 0 only), the phase
+        running now last (with no samples if none of it came yet)."""
+        if not self.finished:
+            self._pstat._poll(self.channel)
+        pending, self._pending = self._pending, []
+        phases, self._pending_phase = self._pending_phase, []
+        out, start = [], 0
+        for k in range(1, len(pending) + 1):
+            if k == len(pending) or phases[k] != phases[start]:
+                out.append((phases[start], _joined(pending[start:k])))
+                start = k
+        if not out or out[-1][0] < self.phase:
+            out.append((self.phase, []))
+        return out
+
+    def phase_end(self, phase: int) -> str:
+        """Why a phase before the running one ended: the limit its last sample reached
+        ('v_max', 'v_min', 'i_min'), or 'done' (its time ran out, or it sent nothing)."""
+        last = self._phase_last[phase]
+        if last is None:
+            return "done"
+        return end_limits(self.phases[phase]).reached(last) or "done"
 
     def __iter__(self):
         return iter(self.poll())
@@ -113,8 +150,9 @@ class Run:
             elif self._max_spacing_s is not None and t - last_t > self._max_spacing_s:
                 self._spacing_gap(last_t, t)
         self._garbled = 0
-        self.last = sample
+        self.last = self._phase_last[self.phase] = sample
         self._pending.append(sample)
+        self._pending_phase.append(self.phase)
 
     def take(self, data: bytes) -> int:
         """Output lines of this run's script given as one bytes object (each line with its
@@ -131,6 +169,7 @@ class Run:
                 self._line(data[pos:end - 1].decode("ascii", "replace"))
                 pos = end
                 continue
+            self._data()
             cut = _DATA_ENDS.search(data, pos)  # a data line never ends the script
             end = size if cut is None else cut.start() + 1
             count = data.count(b"\n", pos, end)
@@ -165,8 +204,22 @@ class Run:
                         if t[k] - before[k] > spacing:
                             self._spacing_gap(before[k], t[k])
         self._garbled = 0
-        self.last = block.sample(len(block) - 1)
+        self.last = self._phase_last[self.phase] = block.sample(len(block) - 1)
         self._pending.append(block)
+        self._pending_phase.append(self.phase)
+
+    def _data(self) -> None:
+        """A data line comes: outside a loop, a loop has started whose marker was lost."""
+        if not self._in_loop:
+            self._loop_started()
+
+    def _loop_started(self) -> None:
+        """A measurement loop starts: the phase it belongs to runs from now on."""
+        self._in_loop = True
+        self._loops_started += 1
+        while (self.phase + 1 < len(self.phases)
+               and self._loops_started > self._loops_before[self.phase + 1]):
+            self.phase += 1
 
     def _spacing_gap(self, last_t: float, t: float) -> None:
         self.gaps.append((last_t, t, f"no sample for {t - last_t:.0f} s where the record "
@@ -191,29 +244,36 @@ class Run:
     def judges_window(self) -> bool:
         """Whether the instrument stops the technique at its safety window (`Window`): the
         script tests it at every measurement and aborts, sending that sample (E where a
-        current is applied, I where a voltage is)."""
-        return getattr(self.technique, "window", None) is not None
+        current is applied, I where a voltage is). A Sequence's: every phase that drives
+        the cell has its window (a rest at open circuit drives nothing)."""
+        if len(self.phases) == 1:
+            return getattr(self.technique, "window", None) is not None
+        driven = [phase for phase in self.phases if "window" in phase.__dataclass_fields__]
+        return bool(driven) and all(phase.window is not None for phase in driven)
 
     @property
     def end_reason(self) -> str | None:
         """Why the script ended: 'aborted', 'error', 'window' (the last sample is at or
         past the technique's safety window, where the script aborts: `Window.reached`),
         the limit the last sample is past ('v_max', 'v_min', 'i_min'), or 'done' (its
-        time or sweep ran out); None while it runs."""
+        time or sweep ran out); None while it runs. A Sequence's: its last phase's (the
+        one that ran last, where a safety window aborted it)."""
         if not self.finished:
             return None
         if self.aborted or self.error:
             return "aborted" if self.aborted else "error"
-        if self.last is None:
+        last = self._phase_last[self.phase]
+        if last is None:
             return "done"
-        window = getattr(self.technique, "window", None)
-        if window is not None and window.reached(self.last) is not None:
+        window = getattr(self.phases[self.phase], "window", None)
+        if window is not None and window.reached(last) is not None:
             return "window"
-        return end_limits(self.technique).reached(self.last) or "done"
+        return self.phase_end(self.phase)
 
     def _line(self, line: str) -> None:
         """One output line of this run's script."""
         if line.startswith("P"):
+            self._data()
             try:
                 sample = sample_from_line(line)
             except (ValueError, TypeError):
@@ -227,6 +287,10 @@ class Run:
         elif line in ("*", "+") or line[:1] in ("M", "L") and is_marker(line):
             # a loop's start marker lost with an upload's answer must not keep the run open
             self._open_loops = max(0, self._open_loops + (1 if line[:1] in ("M", "L") else -1))
+            if line[:1] == "M":
+                self._loop_started()
+            elif line == "*":
+                self._in_loop = False
         elif line == "Z":
             self.aborted = True
         elif (error := decode_error(line)) is not None:
@@ -244,11 +308,37 @@ class Run:
         self._garbled = 0
 
 
+def _joined(chunks: list) -> SampleBlock | list[Sample]:
+    """Samples and SampleBlocks in one SampleBlock where they have the same fields, else
+    as a list of Samples."""
+    if len(chunks) == 1 and isinstance(chunks[0], SampleBlock):
+        return chunks[0]
+    block = SampleBlock.join(chunks)
+    if block is not None:
+        return block
+    return [s for chunk in chunks for s in (
+        chunk.samples() if isinstance(chunk, SampleBlock) else (chunk,))]
+
+
+def _loops_before(technique: Technique) -> list[int]:
+    """For each phase, how many measurement loops the phases before it run."""
+    if not isinstance(technique, Sequence):
+        return [0]
+    before, total = [], 0
+    for loops in loop_counts(technique):
+        before.append(total)
+        total += loops
+    return before
+
+
 def _max_spacing_s(technique: Technique) -> float | None:
     """The longest stretch between two samples the technique's record rule allows (a
     sample on the first measurement at or past `dt_s` after the last one, so less than
     `dt_s` + one interval), with one interval to spare; None when only ΔV or ΔI rules
     send samples (no bound) or the technique has no measurement interval."""
+    if isinstance(technique, Sequence):  # the loosest phase's
+        spacings = [_max_spacing_s(phase) for phase in technique.phases]
+        return None if None in spacings else max(spacings)
     interval = getattr(technique, "interval_s", None)
     if interval is None or isinstance(technique, EIS | MultisineEIS):
         return None

@@ -3,7 +3,8 @@ its limits and its record rule."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Sequence as Lines
+from functools import lru_cache
 
 from lipon_hw.drivers.methodscript.codec import format_literal, script_bytes
 from lipon_hw.techniques import (
@@ -18,6 +19,7 @@ from lipon_hw.techniques import (
     MultisineEIS,
     RecordGate,
     Recording,
+    Sequence,
     Technique,
     Window,
     check_technique,
@@ -52,11 +54,11 @@ def _record_vars(rec: Recording) -> list[str]:
     return lines
 
 
-def _package(names: Sequence[str]) -> list[str]:
+def _package(names: Lines[str]) -> list[str]:
     return ["pck_start", *(f"pck_add {name}" for name in names), "pck_end"]
 
 
-def _record_block(rec: Recording, names: Sequence[str]) -> list[str]:
+def _record_block(rec: Recording, names: Lines[str]) -> list[str]:
     """The body lines that send a sample: always, or by RecordGate's tests and moves written
     as script lines (ΔI only where the loop measures a current `i`)."""
     if rec.every_point:
@@ -79,17 +81,17 @@ def _record_block(rec: Recording, names: Sequence[str]) -> list[str]:
     return [*lines, "endif"]
 
 
-def _limit(condition: str, names: Sequence[str], end: str = "breakloop") -> list[str]:
+def _limit(condition: str, names: Lines[str], end: str = "breakloop") -> list[str]:
     """Send the sample and end the loop (`breakloop`) or the script (`abort`: on to
     `on_finished:`, the cell switched off) when `condition` holds."""
     return [f"if {condition}", *_indent(_package(names)), f"  {end}", "endif"]
 
 
-def _indent(lines: Sequence[str]) -> list[str]:
+def _indent(lines: Lines[str]) -> list[str]:
     return [f"  {line}" for line in lines]
 
 
-def _loop(head: str, body: Sequence[str]) -> list[str]:
+def _loop(head: str, body: Lines[str]) -> list[str]:
     return [head, *_indent(body), "endloop"]
 
 
@@ -235,11 +237,47 @@ def _sweep_script(tq: LinearSweep | CyclicSweep, loop: str) -> list[str]:
             *_loop(loop, ["timer_get t", *_package(TEI)]), *_finish()]
 
 
+def _sequence_script(tq: Sequence) -> list[str]:
+    """The phases' scripts one after the other in one script: their variables declared
+    once, at the top; the timer started once (every sample's time from the sequence's
+    start); each phase's record thresholds set afresh before its loop (its first sample
+    goes out, as in a script of its own); one `on_finished:` at the end, where a phase's
+    safety window `abort`s to. A phase's limit `breakloop`s on to the next phase."""
+    names: list[str] = []
+    body: list[str] = []
+    timer = False
+    for phase in tq.phases:
+        lines = SCRIPT_BUILDERS[type(phase)](phase)
+        if lines[-2:] == _finish():
+            lines = lines[:-2]
+        for line in lines:
+            if line.startswith("var "):
+                if line not in names:
+                    names.append(line)
+            elif line == "timer_start":
+                if not timer:
+                    body.append(line)
+                timer = True
+            else:
+                body.append(line)
+    return [*names, *body, *_finish()]
+
+
+@lru_cache(maxsize=64)
+def loop_counts(technique: Technique) -> tuple[int, ...]:
+    """How many measurement loops (start markers in the output) each phase of a
+    technique's script runs: one entry for a technique of its own, one a phase for a
+    Sequence."""
+    phases = technique.phases if isinstance(technique, Sequence) else (technique,)
+    return tuple(sum(line.startswith("meas_loop") for line in
+                     SCRIPT_BUILDERS[type(phase)](phase)) for phase in phases)
+
+
 #: the script of each technique type
 SCRIPT_BUILDERS = {OCV: _ocv_script, ConstantCurrent: _cc_script, ConstantVoltage: _cv_script,
                    DCPolarization: _cv_script, CCCV: _cccv_script, EIS: _eis_script,
                    MultisineEIS: _multisine_script, LinearSweep: _lsv_script,
-                   CyclicSweep: _cv_sweep_script}
+                   CyclicSweep: _cv_sweep_script, Sequence: _sequence_script}
 _SCRIPTS: dict[str, bytes] = {}  # a cycling test starts the same few techniques again
 #: the same by the technique object itself (a channel starts the one it made again):
 #: id → (the technique, held so that its id is not reused, its script)

@@ -45,7 +45,7 @@ from lipon_hw.engine import interlocks as il
 from lipon_hw.engine.lifecycle import OPERATOR_STOP
 from lipon_hw.errors import LiponError, StoreError
 from lipon_hw.store import Store
-from lipon_hw.techniques import OCV, SampleBlock
+from lipon_hw.techniques import OCV, SEQUENCE_PHASES, SampleBlock, Sequence
 
 ENDED = ("completed", "tripped", "failed", "stopped", "terminated", "aborted")
 
@@ -121,6 +121,7 @@ class Channel:
         self.watch = watch or PotentiostatWatch(store, run_id, "", [])
         self._wakeup = env.event()  # the watch's call to poll now, not at the next wait
         self._made: dict[int, tuple] = {}  # each step's technique and limits (`_make`)
+        self._programs: dict[tuple, Sequence] = {}  # each program's Sequence, made once
 
     # --- the program ----------------------------------------------------------------
     def process(self):
@@ -151,7 +152,8 @@ class Channel:
                         st.loops.pop(str(st.pc), None)
                         st.pc += 1
                     continue
-                outcome = yield from self._run_step(step)
+                outcome = yield from self._run_steps(self._program_from(st.pc))
+                step = steps[st.pc]  # the last step the instrument ran
                 if outcome.end == "paused":
                     yield from self._paused()
                     if not self._abort_requested:
@@ -222,12 +224,56 @@ class Channel:
         if self.on_cycle:
             self.on_cycle(self.number, self.completed_cycles)
 
-    # --- one step ---------------------------------------------------------------------
-    def _run_step(self, step: pr.PlannedStep):
-        st = self.state
+    # --- one step, or a program of steps ---------------------------------------------
+    def _program_from(self, pc: int) -> list[int]:
+        """The steps from `pc` the instrument runs as one program (a `Sequence`), or
+        [pc]: two or more steps up to the next loop (cycles are counted there), each
+        judged by the instrument alone (no capacity or dV/dt end, no `goto` on an end), each
+        run before (its duration known, for polling: a first run is polled as a step of its
+        own), on an instrument that runs programs, on a channel whose every sample the host
+        need not judge as it comes (no interlock rule of its own or its potentiostat's: a
+        `hold` acts between steps), with no pause wanted and no step cut short to finish.
+        The host sees each step's samples and end as they were, told apart by the
+        instrument's output; it does not stand between the steps, so there is no rest
+        while it would start the next, and a resume goes back to the program's start."""
+        steps = self.plan.program.steps
+        if self.window_poll_s is None or self._pause_wanted or self.state.done_before or \
+                Sequence not in getattr(self.pstat, "TECHNIQUES", ()):
+            return [pc]
+        pcs = []
+        for k in range(pc, len(steps)):
+            if steps[k].tag is not None:
+                continue
+            if steps[k].loop is not None or not self._judged_by_instrument(k):
+                break
+            pcs.append(k)
+        return pcs if len(pcs) > 1 else [pc]
+
+    def _judged_by_instrument(self, pc: int) -> bool:
+        step = self.plan.program.steps[pc]
+        until = step.params.until
+        technique = (self._made.get(pc) or self._make(pc))[0]
+        return (type(technique) in SEQUENCE_PHASES and until.capacity_Ah is None
+                and not until.dVdt_mV_h and not step.gotos
+                and str(pc) in self.state.durations)
+
+    def _run_steps(self, pcs: list[int]):
+        """The step at pcs[0], or the steps at `pcs` as one program on the instrument
+        (`_program_from`): each step's samples stored under its own step number, id and
+        type, its cycle figures and duration taken as it ends. Returns the last step's
+        outcome (st.pc at it), or where a pause or an abort cut the program short (st.pc at
+        the step it cut)."""
+        st, steps = self.state, self.plan.program.steps
         before = st.done_before or {"elapsed_s": 0.0, "q_Ah": 0.0}
-        technique, limits = self._made.get(st.pc) or self._make(step)
-        technique = rest_of(technique, before["elapsed_s"])
+        made = [self._made.get(pc) or self._make(pc) for pc in pcs]
+        if len(pcs) == 1:
+            technique = rest_of(made[0][0], before["elapsed_s"])
+        else:
+            key = tuple(pcs)
+            technique = self._programs.get(key) or self._programs.setdefault(
+                key, Sequence(tuple(tq for tq, _ in made)))
+        st.pc, phase = pcs[0], 0
+        step, limits = steps[st.pc], made[0][1]
         st.step_count += 1
         # on a real-time clock the instrument runs on while the host works (a step's end is
         # seen a poll later): a step never starts before the last sample of the one before
@@ -236,43 +282,29 @@ class Channel:
         ends = HostEnds(step, self.plan, t0, before)
         taken = Taken()  # the step's samples, for the cycle figures at its end
         outcome: StepOutcome | None = None
-        step_type, step_id = step.step_type, st.pc
-        poll = getattr(run, "poll_block", run.poll)  # in columns, where the driver can
+        # in columns, where the driver can; a program's by its steps
+        poll = getattr(run, "poll_block", run.poll) if len(pcs) == 1 else run.poll_phases
         while True:
-            yield self._sleep(polling.wait_s(self, run, ends))
-            samples = yield from patiently(self, poll)
+            yield self._sleep(polling.wait_s(self, run, ends, *(
+                (made[phase][0], [str(pc) for pc in pcs[phase + 1:]]) if len(pcs) > 1 else ())))
+            got = yield from patiently(self, poll)
             tell_gaps(self, run, t0)
-            if samples:
-                if isinstance(samples, SampleBlock) and not as_rows(samples):
-                    samples = samples.samples()
-                if not isinstance(samples, SampleBlock) and samples[0].f_Hz is not None:
-                    self._spectrum(samples, t0)
-                else:
-                    rows, columns = rows_of(samples, t0, st.cycle, st.step_count, step_id,
-                                            step_type)
-                    if columns is None:
-                        self.store.add_cell_samples(self.run_id, self.number, rows)
-                    else:  # buffered as columns: the store makes the rows as it writes
-                        self.store.add_cell_columns(self.run_id, self.number, *columns,
-                                                    st.cycle, st.step_count, step_id, step_type)
-                    taken.add(rows, columns)
-                    if rows:
-                        self._last_sample_t = rows[-1][0]
-                    try:  # what tripped it is kept
-                        check_limits(self.number, rows, limits, columns)
-                        self._check_rules(rows, step.kind)
-                    except ChannelTrip:
-                        self._store_cycles(taken.feed(self.counter))
-                        raise
-                    outcome = ends.take(rows, columns)
+            for k, samples in (got if len(pcs) > 1 else [(0, got)]):
+                while phase < k:  # the instrument went on to its next step
+                    phase += 1
+                    ends, taken = self._next_in_program(ends, taken, pcs[phase])
+                    step, limits = steps[st.pc], made[phase][1]
+                if samples:
+                    outcome = self._take(samples, t0, step, limits, ends, taken)
             self._check_watch(taken)
             if outcome is None and self._abort_requested:
                 outcome = StepOutcome("aborted", "stopped by the operator")
             if outcome is None and (self._pause_wanted or self.watch.pausing or any(
                     rule.reaction == "pause" for rule in self._held_by)):
                 outcome = StepOutcome("paused")
-                st.done_before = ends.done(self.env.now) if hasattr(technique, "duration_s") \
-                    else None  # a spectrum or a sweep cut short is measured again
+                st.done_before = ends.done(self.env.now) if hasattr(
+                    made[phase][0], "duration_s") else None  # a spectrum or a sweep cut
+                # short is measured again
             if outcome is None and end_overdue(self, run, t0):  # its end lost on the wire
                 yield from patiently(self, lambda: self.pstat.stop(self.number))
                 tell_gaps(self, run, t0)
@@ -284,15 +316,58 @@ class Channel:
             if outcome is not None:
                 self._store_cycles(taken.feed(self.counter))
                 if outcome.end not in ("aborted", "paused"):
-                    polling.took(st, (ends.last[0] if ends.last else self.env.now) - t0)
+                    polling.took(st, (ends.last[0] if ends.last else self.env.now) - ends.t0)
                 return outcome
 
-    def _make(self, step: pr.PlannedStep) -> tuple:
-        """The step's technique and safety limits, made once (a cycling protocol runs the
-        same few steps again and again): the same objects each time, so the driver finds
-        its script by the technique itself."""
-        made = self._made[self.state.pc] = (pr.technique(step, self.plan),
-                                            pr.safety(step, self.plan))
+    def _take(self, samples, t0: float, step: pr.PlannedStep, limits, ends: HostEnds,
+              taken: Taken) -> StepOutcome | None:
+        """A poll's samples of the step at pc (times from `t0`): stored, checked against
+        the safety limits and the channel's rules, added to what the step took, judged
+        against the ends the host judges (the outcome, if one is reached)."""
+        st = self.state
+        if isinstance(samples, SampleBlock) and not as_rows(samples):
+            samples = samples.samples()
+        if not isinstance(samples, SampleBlock) and samples[0].f_Hz is not None:
+            self._spectrum(samples, t0)
+            return None
+        step_type, step_id = step.step_type, st.pc
+        rows, columns = rows_of(samples, t0, st.cycle, st.step_count, step_id, step_type)
+        if columns is None:
+            self.store.add_cell_samples(self.run_id, self.number, rows)
+        else:  # buffered as columns: the store makes the rows as it writes
+            self.store.add_cell_columns(self.run_id, self.number, *columns,
+                                        st.cycle, st.step_count, step_id, step_type)
+        taken.add(rows, columns)
+        if rows:
+            self._last_sample_t = rows[-1][0]
+        try:  # what tripped it is kept
+            check_limits(self.number, rows, limits, columns)
+            self._check_rules(rows, step.kind)
+        except ChannelTrip:
+            self._store_cycles(taken.feed(self.counter))
+            raise
+        return ends.take(rows, columns)
+
+    def _next_in_program(self, ends: HostEnds, taken: Taken, pc: int
+                         ) -> tuple[HostEnds, Taken]:
+        """The step at st.pc has ended within a program (by its own limit or time, as
+        the instrument judged): its cycle figures and its duration taken (from its start,
+        the last sample of the step before, to its last sample); the step at `pc` begins
+        where it ended."""
+        st = self.state
+        self._store_cycles(taken.feed(self.counter))
+        end = ends.last[0] if ends.last else ends.t0
+        polling.took(st, end - ends.t0)
+        st.pc = pc
+        st.step_count += 1
+        return HostEnds(self.plan.program.steps[pc], self.plan, end), Taken()
+
+    def _make(self, pc: int) -> tuple:
+        """The technique and safety limits of the step at `pc`, made once (a cycling
+        protocol runs the same few steps again and again): the same objects each time, so
+        the driver finds its script by the technique itself."""
+        step = self.plan.program.steps[pc]
+        made = self._made[pc] = (pr.technique(step, self.plan), pr.safety(step, self.plan))
         return made
 
     def _paused(self):

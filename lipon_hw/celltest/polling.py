@@ -22,9 +22,17 @@ between the instrument ending a step and the host starting the next stays a few 
 while a month of cycling costs few exchanges. The longest wait: MAX_POLL_S, or
 WINDOW_POLL_S where the instrument judges the safety window (see there).
 A host-timed instrument (an SMU) is polled at its measurement interval.
+
+Steps the instrument runs one after the other as one program (a `Sequence`: see
+`channels`) are polled as one step: their end is the last one's, expected after the
+running step's expected duration and each later one's (`later`), steady when their
+changes together are; the running step's own ends (its time limit, the slope towards
+its voltage end) only bring the next step, not a poll.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from lipon_hw.celltest.step_ends import MIN_POLL_S, HostEnds
 from lipon_hw.techniques import EIS, ConstantCurrent
@@ -61,15 +69,17 @@ def longest_poll_s(realtime: bool, clock_per_wall_s: float = 1.0,
     return min(virtual, MAX_POLL_S["realtime"] * clock_per_wall_s)
 
 
-def wait_s(channel, run, ends: HostEnds) -> float:
-    """How long `channel` lets the instrument run before asking for its samples."""
+def wait_s(channel, run, ends: HostEnds, technique=None, later: Sequence[str] = ()) -> float:
+    """How long `channel` lets the instrument run before asking for its samples:
+    `technique` the step running (the run's own if None), `later` the keys of the steps
+    the instrument runs after it in the same program (a Sequence's)."""
     if getattr(run, "poll_interval_s", None):
         return run.poll_interval_s
-    now, technique = channel.env.now, run.technique
+    now, technique = channel.env.now, technique or run.technique
     if isinstance(technique, EIS):  # a few periods per frequency: poll a few times
         return min(channel.max_poll_s,
                    max(MIN_POLL_S, sum(1 / f for f in technique.frequencies_Hz)))
-    expected = expected_end(channel.state, channel.plan, technique, ends)
+    expected = expected_end(channel.state, channel.plan, technique, ends, later)
     # longer while the instrument judges the safety window and the step's end is
     # known, not guessed (a first constant current's, from the cell's capacity)
     known_end = expected is not None and expected[2]
@@ -81,7 +91,10 @@ def wait_s(channel, run, ends: HostEnds) -> float:
         if now < near - MIN_POLL_S:  # unless the voltage says its end comes sooner
             # (nor past the step's own run time: a first constant current is expected
             # to pass the cell's capacity, which its time limit may cut short)
-            wait = min(longest, near - now, max(MIN_POLL_S, ends.duration_left(now)))
+            wait = min(longest, near - now)
+            if later:  # the step's own ends bring the next step, not the program's end
+                return wait
+            wait = min(wait, max(MIN_POLL_S, ends.duration_left(now)))
             soon = ends.voltage_time_left(now)
             # an extrapolation already overdue is stale: the slope of two samples an
             # hour apart (a rare record rule) points past a steady step's end for the
@@ -97,10 +110,12 @@ def wait_s(channel, run, ends: HostEnds) -> float:
         cadence = min(cadence, NEAR_END_POLL_S)
     elif expected is not None:  # a first time: ever closer as the expected end nears
         cadence = min(max(cadence, 0.1 * (end - now)), longest)
+    if later:
+        return max(MIN_POLL_S, cadence)
     return min(cadence, max(MIN_POLL_S, 0.7 * ends.time_left(now)))
 
 
-def expected_end(state, plan, technique, ends: HostEnds
+def expected_end(state, plan, technique, ends: HostEnds, later: Sequence[str] = ()
                  ) -> tuple[float, float, bool, bool] | None:
     """When the step should end, from when its end may come, and whether that is known
     (from its runs before, or its own capacity end) rather than guessed (a first
@@ -109,16 +124,21 @@ def expected_end(state, plan, technique, ends: HostEnds
     ran before lasts as long again, changed by its last change when it has run twice; a
     constant current passes the cell's capacity — or the step's own capacity end when
     that comes first (it is exact: polled for, not guessed). The margins: see the
-    module's docstring."""
+    module's docstring. With `later` (the keys of the steps the instrument runs after this
+    one in the same program, each of which ran before), the end of the last of them: the
+    durations summed, steady when the changes' sizes summed are within 2 % of that."""
     key = str(state.pc)
     last = state.durations.get(key)
     if last is not None:
-        shift = state.shifts.get(key)
+        keys = (key, *later)
+        last = sum(state.durations[k] for k in keys)
+        shifts = [state.shifts.get(k) for k in keys]
         window = (1 - EXPECTED_FRACTION) * last
-        if shift is None or abs(shift) > window:  # not steady (yet): 2 % of it
+        change = None if None in shifts else sum(map(abs, shifts))
+        if change is None or change > window:  # not steady (yet): 2 % of it
             return ends.t0 + last, ends.t0 + last - window, True, False
-        end = ends.t0 + last + shift
-        margin = min(max(NEAR_MARGIN_S, SHIFT_MARGINS * abs(shift)), window)
+        end = ends.t0 + last + sum(shifts)
+        margin = min(max(NEAR_MARGIN_S, SHIFT_MARGINS * change), window)
         # foreseen to within the prompt cadence: first asked at the end itself
         near = end if margin <= NEAR_END_POLL_S else end - margin
         return end, near, True, margin < window

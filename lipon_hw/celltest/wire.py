@@ -30,7 +30,7 @@ from lipon_hw.celltest.step_ends import MIN_POLL_S
 from lipon_hw.errors import LinkLost, LiponError
 from lipon_hw.link_health import wire_slack_s
 from lipon_hw.ride_out import Patience
-from lipon_hw.techniques import CCCV, EIS, CyclicSweep, LinearSweep, sweep_legs
+from lipon_hw.techniques import CCCV, EIS, CyclicSweep, LinearSweep, Sequence, sweep_legs
 
 LINK_PATIENCE_S = 900.0
 SAFE_PATIENCE_S = 1800.0
@@ -128,8 +128,11 @@ def tell_reached(store, run_id: int, number: int, now: float) -> None:
 
 def expected_s(technique) -> float | None:
     """How long the instrument takes for the technique at most, as it says (None: not
-    known): its run time (a CCCV's two phases each), an EIS' three periods and 50 ms a
-    point, a sweep's legs at its rate."""
+    known): its run time (a CCCV's two phases each, a Sequence's phases' sum), an EIS'
+    three periods and 50 ms a point, a sweep's legs at its rate."""
+    if isinstance(technique, Sequence):  # its phases one after the other
+        phases = [expected_s(phase) for phase in technique.phases]
+        return None if None in phases else sum(phases)
     if isinstance(technique, EIS):
         return 1.0 + sum(3.0 / f + 0.05 for f in technique.frequencies_Hz)
     if isinstance(technique, LinearSweep | CyclicSweep):
