@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lipon_hw.analysis import eis
 from lipon_hw.analysis.eis import film_conductivity_S_cm, fit_spectrum
 from lipon_hw.sim.cells.factories import cell_from_spec
 from lipon_hw.sim.emulators.methodscript import EIS_NOISE
@@ -86,6 +87,35 @@ def test_merged_arcs_and_an_arc_above_the_band_give_no_number():
     _, hot, sigma = fitted("lnmo", 80)
     assert sigma is None and "uncertain" in hot.film_note
     assert hot.film.f_peak_Hz > 3e6  # the fit places the film's apex above the band
+
+
+@pytest.mark.parametrize(("kind", "temperature_C", "n_arcs"), [
+    ("lnmo", 25, 2),  # diffusion tail
+    ("lnmo", 60, 2),  # the film's apex above the band
+    ("blocking", 40, 2),  # blocking tail
+    ("blocking", 25, 1),
+])
+def test_the_scouted_fit_finds_what_fitting_every_start_to_the_end_finds(
+        monkeypatch, kind, temperature_C, n_arcs):
+    """The scouting's shortcuts (scouts stopped at a loose tolerance, only the best few
+    fitted to the end) against the plain search: every start fitted to convergence, the
+    best kept. Same model, same minimum (the tail's parameters along the directions the
+    data leave flat are not compared: a last bit of arithmetic moves them)."""
+    cell = cell_from_spec({"kind": kind, "temperature_C": temperature_C})
+    f, z = noisy_spectrum(cell, 2000 + temperature_C)
+    fit = fit_spectrum(f, z, n_arcs=n_arcs)
+    with monkeypatch.context() as plain:
+        plain.setattr(eis, "SCOUT_NFEV", 2000)
+        plain.setattr(eis, "SCOUT_FTOL", 1e-8)  # scipy's default
+        full = fit_spectrum(f, z, n_arcs=n_arcs)
+    assert type(fit.tail) is type(full.tail)
+    assert (fit.film_resolved, fit.film_note) == (full.film_resolved, full.film_note)
+    assert fit.rms_relative == pytest.approx(full.rms_relative, rel=1e-6)
+    assert fit.R0_ohm == pytest.approx(full.R0_ohm, rel=1e-3, abs=1e-3 * fit.film.R_ohm)
+    for a, b in zip(fit.arcs, full.arcs, strict=True):
+        assert (a.R_ohm, a.tau_s) == pytest.approx((b.R_ohm, b.tau_s), rel=1e-4)
+        assert a.alpha == pytest.approx(b.alpha, abs=1e-5)
+    assert fit.R_rel_uncertainty == pytest.approx(full.R_rel_uncertainty, rel=1e-3)
 
 
 @pytest.mark.parametrize(("temperature_C", "reported"), [(25, True), (0, True), (-30, False)])

@@ -4,7 +4,6 @@ its limits and its record rule."""
 from __future__ import annotations
 
 from collections.abc import Sequence as Lines
-from functools import lru_cache
 
 from lipon_hw.drivers.methodscript.codec import format_literal, script_bytes
 from lipon_hw.techniques import (
@@ -263,14 +262,20 @@ def _sequence_script(tq: Sequence) -> list[str]:
     return [*names, *body, *_finish()]
 
 
-@lru_cache(maxsize=64)
 def loop_counts(technique: Technique) -> tuple[int, ...]:
     """How many measurement loops (start markers in the output) each phase of a
     technique's script runs: one entry for a technique of its own, one a phase for a
-    Sequence."""
+    Sequence. Kept by the object, as its script (`script_bytes_for`)."""
+    known = _LOOPS_BY_OBJECT.get(id(technique))
+    if known is not None and known[0] is technique:
+        return known[1]
     phases = technique.phases if isinstance(technique, Sequence) else (technique,)
-    return tuple(sum(line.startswith("meas_loop") for line in
-                     SCRIPT_BUILDERS[type(phase)](phase)) for phase in phases)
+    counts = tuple(sum(line.startswith("meas_loop") for line in
+                       SCRIPT_BUILDERS[type(phase)](phase)) for phase in phases)
+    if len(_LOOPS_BY_OBJECT) >= 256:
+        _LOOPS_BY_OBJECT.clear()
+    _LOOPS_BY_OBJECT[id(technique)] = (technique, counts)
+    return counts
 
 
 #: the script of each technique type
@@ -282,6 +287,7 @@ _SCRIPTS: dict[str, bytes] = {}  # a cycling test starts the same few techniques
 #: the same by the technique object itself (a channel starts the one it made again):
 #: id → (the technique, held so that its id is not reused, its script)
 _BY_OBJECT: dict[int, tuple[Technique, bytes]] = {}
+_LOOPS_BY_OBJECT: dict[int, tuple[Technique, tuple[int, ...]]] = {}  # as _BY_OBJECT
 
 
 def script_bytes_for(technique: Technique) -> bytes:

@@ -17,6 +17,12 @@ not reveal (a shoulder under the tail) are seeded at several places, and a start
 fastest arc above the top frequency (a hot film's apex can lie beyond 3 MHz: its
 low-frequency side and the intercept with the next arc still fix R); the best fit is kept.
 
+The starts (both tails × the arc seeds: 18–34 for two arcs and a tail) are scouted: each is
+fitted until a step lowers the cost by less than SCOUT_FTOL, or for SCOUT_NFEV evaluations.
+The FINALISTS scouts with the lowest cost are then fitted to convergence (scipy's default
+tolerances) and the best of them is kept. The Jacobian is analytic, and the model's pieces
+at a point serve both the residuals and the Jacobian there.
+
 The fit reports each R's uncertainty (covariance s²·(JᵀJ)⁻¹ at the optimum) and whether
 the film's arc is resolved (`judge_film`): a σ is given only then, else a sentence why.
 
@@ -38,7 +44,8 @@ from lipon_hw.errors import InputError
 
 DEFAULT_ALPHA = 0.9
 SCOUT_NFEV = 60  # evaluations each start gets before the starts are compared
-FINALISTS = 4  # starts fitted to convergence
+SCOUT_FTOL = 1e-4  # a scout stops when a step lowers the cost by less than this fraction
+FINALISTS = 4  # scouts fitted to convergence
 
 
 @dataclass(frozen=True)
@@ -160,77 +167,117 @@ def ionic_conductivity_S_cm(R_ohm: float, thickness_nm: float, area_cm2: float) 
 
 # --- the model in fitting coordinates ------------------------------------------------------------
 CPE_TAIL, DIFFUSION_TAIL = "cpe", "diffusion"
+LN10 = math.log(10.0)
+
+
+def _coth_parts(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(coth(u), coth(u)/u − 1/u²) for complex u with Re u ≥ 0 (the finite-length Warburg
+    less its capacitor; a series near 0, where the difference cancels)."""
+    e = np.exp(-2 * u)  # |e| ≤ 1; underflows to 0 for a long diffusion length
+    coth = (1 + e) / (1 - e)
+    v = 1.0 / u
+    out = (coth - v) * v
+    small = np.abs(u) < 1e-3
+    if small.any():
+        us = u[small]
+        out[small] = 1.0 / 3.0 - us * us / 45.0
+    return coth, out
 
 
 def _coth_w(u: np.ndarray) -> np.ndarray:
-    """coth(u)/u − 1/u² for complex u (the finite-length Warburg less its capacitor)."""
-    out = np.empty(u.shape, dtype=complex)
-    small = np.abs(u) < 1e-3
-    us = u[small]
-    out[small] = 1.0 / 3.0 - us * us / 45.0
-    ub = u[~small]
-    e = np.where(ub.real < 20, np.exp(-2 * np.where(ub.real < 20, ub, 0)), 0)
-    out[~small] = (1 + e) / (1 - e) / ub - 1.0 / (ub * ub)
-    return out
+    """coth(u)/u − 1/u² for complex u, Re u ≥ 0 (see `_coth_parts`)."""
+    return _coth_parts(np.asarray(u, dtype=complex))[1]
 
 
-def _model(x: np.ndarray, w: np.ndarray, n_arcs: int, tail: str | None) -> np.ndarray:
-    z = np.full(w.shape, x[0], dtype=complex)
-    for k in range(n_arcs):
-        lr, lt, a = x[1 + 3 * k: 4 + 3 * k]
-        z = z + 10.0 ** lr / (1.0 + (1j * w * 10.0 ** lt) ** a)
-    if tail == CPE_TAIL:
-        lq, a, lc = x[1 + 3 * n_arcs: 4 + 3 * n_arcs]
-        z = z + 1.0 / (10.0 ** lq * (1j * w) ** a) + 1.0 / (10.0 ** lc * 1j * w)
-    elif tail == DIFFUSION_TAIL:
-        lr, lt, lc = x[1 + 3 * n_arcs: 4 + 3 * n_arcs]
-        z = z + 10.0 ** lr * _coth_w(np.sqrt(1j * w * 10.0 ** lt)) + \
-            1.0 / (10.0 ** lc * 1j * w)
-    return z
-
-
-def _residuals(x, w, z, weight, n_arcs, tail):
-    d = (_model(x, w, n_arcs, tail) - z) * weight
-    return np.concatenate((d.real, d.imag))
-
-
-def _coth_w_slope(u: np.ndarray) -> np.ndarray:
-    """d/du of `_coth_w`: −csch²(u)/u − coth(u)/u² + 2/u³ (series near 0)."""
-    out = np.empty(u.shape, dtype=complex)
+def _coth_w_slope_u(u: np.ndarray, coth: np.ndarray) -> np.ndarray:
+    """u·d/du of `_coth_w`: 1 − coth²(u) − coth(u)/u + 2/u² (series near 0)."""
+    v = 1.0 / u
+    out = 1.0 - coth * (coth + v) + 2.0 * v * v
     small = np.abs(u) < 1e-2
-    out[small] = -2.0 * u[small] / 45.0
-    ub = u[~small]
-    e = np.where(ub.real < 20, np.exp(-2 * np.where(ub.real < 20, ub, 0)), 0)
-    coth = (1 + e) / (1 - e)
-    out[~small] = -(coth * coth - 1) / ub - coth / (ub * ub) + 2.0 / ub ** 3
+    if small.any():
+        us = u[small]
+        out[small] = -2.0 * us * us / 45.0
     return out
 
 
-def _jacobian(x, w, z, weight, n_arcs, tail):
-    """∂residuals/∂x, analytic (the fit's hot loop: ~10× fewer model evaluations than
-    finite differences)."""
-    ln10 = math.log(10.0)
-    jw = 1j * w
-    cols = [np.ones(w.shape, dtype=complex)]
-    for k in range(n_arcs):
-        lr, lt, a = x[1 + 3 * k: 4 + 3 * k]
-        r, s = 10.0 ** lr, jw * 10.0 ** lt
-        u = s ** a
-        za = r / (1.0 + u)
-        dz_du = -za / (1.0 + u)
-        cols += [za * ln10, dz_du * a * u * ln10, dz_du * u * np.log(s)]
-    if tail == CPE_TAIL:
-        lq, a, lc = x[1 + 3 * n_arcs: 4 + 3 * n_arcs]
-        zq = 1.0 / (10.0 ** lq * jw ** a)
-        zc = 1.0 / (10.0 ** lc * jw)
-        cols += [-zq * ln10, -zq * np.log(jw), -zc * ln10]
-    elif tail == DIFFUSION_TAIL:
-        lr, lt, lc = x[1 + 3 * n_arcs: 4 + 3 * n_arcs]
-        r, u = 10.0 ** lr, np.sqrt(jw * 10.0 ** lt)
-        zc = 1.0 / (10.0 ** lc * jw)
-        cols += [r * _coth_w(u) * ln10, r * _coth_w_slope(u) * u * 0.5 * ln10, -zc * ln10]
-    jac = np.stack(cols, axis=1) * weight[:, None]
-    return np.concatenate((jac.real, jac.imag))
+class _Residuals:
+    """The real and imaginary residuals of one spectrum against the model (n_arcs, tail),
+    each divided by |Z| (interleaved: Re, Im of each point), and their Jacobian, analytic
+    (~10× fewer model evaluations than finite differences). Parameters in fitting
+    coordinates: R0, then (log10 R, log10 τ, α) per arc, then the tail's three. The
+    model's pieces at the last x are kept: least_squares asks for the Jacobian where it
+    has just evaluated the residuals. Powers of jω are exponentials of ln(jω) = ln ω + jπ/2,
+    computed once."""
+
+    def __init__(self, w: np.ndarray, z: np.ndarray, n_arcs: int, tail: str | None):
+        self.ln_jw = np.log(w) + 0.5j * np.pi  # ln(jω)
+        self.inv_jw = 1.0 / (1j * w)
+        self.weight = 1.0 / np.abs(z)
+        self.zw = z * self.weight
+        self.n_arcs, self.tail = n_arcs, tail
+        self._key = b""
+        self._parts = ()
+
+    def _evaluate(self, x: np.ndarray) -> tuple:
+        key = x.tobytes()
+        if key == self._key:
+            return self._parts
+        n = self.n_arcs
+        arcs = x[1: 1 + 3 * n].reshape(n, 3)
+        a = arcs[:, 2:3]
+        ln_s = self.ln_jw + arcs[:, 1:2] * LN10  # ln(jωτ), one row per arc
+        u = np.exp(a * ln_s)  # (jωτ)^α
+        den = 1.0 + u
+        za = 10.0 ** arcs[:, 0:1] / den
+        z = za.sum(axis=0) + x[0]
+        tail = ()
+        if self.tail == CPE_TAIL:
+            lq, at, lc = x[1 + 3 * n:].tolist()
+            zq = np.exp(self.ln_jw * -at - lq * LN10)
+            zc = self.inv_jw * 10.0 ** -lc
+            z += zq
+            z += zc
+            tail = (zq, zc)
+        elif self.tail == DIFFUSION_TAIL:
+            lr, lt, lc = x[1 + 3 * n:].tolist()
+            ud = np.exp(0.5 * (self.ln_jw + lt * LN10))  # √(jωτ)
+            coth, cw = _coth_parts(ud)
+            zd = cw * 10.0 ** lr
+            zc = self.inv_jw * 10.0 ** -lc
+            z += zd
+            z += zc
+            tail = (ud, coth, zd, zc)
+        self._key = key
+        self._parts = (z, a, ln_s, u, den, za, tail)
+        return self._parts
+
+    def residuals(self, x: np.ndarray) -> np.ndarray:
+        d = self._evaluate(x)[0] * self.weight
+        d -= self.zw
+        return d.view(np.float64)
+
+    def jacobian(self, x: np.ndarray) -> np.ndarray:
+        _, a, ln_s, u, den, za, tail = self._evaluate(x)
+        n = self.n_arcs
+        jac = np.empty((len(x), len(self.zw)), dtype=complex)  # one row per parameter
+        jac[0] = 1.0
+        g = za * u
+        g /= den  # −∂za/∂(ln u)
+        jac[1: 1 + 3 * n: 3] = za * LN10
+        jac[2: 2 + 3 * n: 3] = g * (a * -LN10)
+        jac[3: 3 + 3 * n: 3] = g * -ln_s
+        if self.tail == CPE_TAIL:
+            zq, zc = tail
+            jac[-3] = zq * -LN10
+            jac[-2] = zq * -self.ln_jw
+            jac[-1] = zc * -LN10
+        elif self.tail == DIFFUSION_TAIL:
+            ud, coth, zd, zc = tail
+            jac[-3] = zd * LN10
+            jac[-2] = _coth_w_slope_u(ud, coth) * (0.5 * LN10 * 10.0 ** x[-3])
+            jac[-1] = zc * -LN10
+        jac *= self.weight
+        return jac.view(np.float64).T  # rows: Re, Im of each point, as the residuals
 
 
 def _validate(f_Hz, z_ohm, n_arcs: int) -> tuple[np.ndarray, np.ndarray]:
@@ -377,26 +424,23 @@ def fit_spectrum(f_Hz, z_ohm, n_arcs: int = 2, blocking: bool = True) -> EisFit:
     from scipy.optimize import least_squares  # here: a run that fits nothing never loads scipy
 
     w = 2 * np.pi * f
-    weight = 1.0 / np.abs(z)
     # every start is scouted briefly; only the most promising few are fitted to the end
-    scouts = []
+    scouts, problems = [], {}
     for tail_kind in (CPE_TAIL, DIFFUSION_TAIL) if blocking else (None,):
+        p = _Residuals(w, z, n_arcs, tail_kind)
         for x0 in _starts(w, z, n_arcs, tail_kind):
             lo, hi, x0 = _bounds(w, z, n_arcs, tail_kind, x0)
-            res = least_squares(_residuals, x0, bounds=(lo, hi), x_scale="jac",
-                                jac=_jacobian, args=(w, z, weight, n_arcs, tail_kind),
-                                max_nfev=SCOUT_NFEV)
+            res = least_squares(p.residuals, x0, bounds=(lo, hi), x_scale="jac",
+                                jac=p.jacobian, max_nfev=SCOUT_NFEV, ftol=SCOUT_FTOL)
             scouts.append((res.cost, len(scouts), tail_kind, res))
-    best, best_tail = None, None
+        problems[tail_kind] = p, lo, hi
+    finals = []
     for _, _, tail_kind, scout in sorted(scouts)[:FINALISTS]:
-        res = scout
-        if scout.status == 0:  # stopped by the scouting budget, not converged
-            lo, hi, _ = _bounds(w, z, n_arcs, tail_kind, scout.x)
-            res = least_squares(_residuals, np.clip(scout.x, lo, hi), bounds=(lo, hi),
-                                x_scale="jac", jac=_jacobian,
-                                args=(w, z, weight, n_arcs, tail_kind), max_nfev=2000)
-        if best is None or res.cost < best.cost:
-            best, best_tail = res, tail_kind
+        p, lo, hi = problems[tail_kind]
+        finals.append((tail_kind, least_squares(
+            p.residuals, scout.x, bounds=(lo, hi), x_scale="jac", jac=p.jacobian,
+            max_nfev=2000)))
+    best_tail, best = min(finals, key=lambda f: f[1].cost)
     x = best.x
     cov = _covariance(best)
     arcs, rel_u, at_bound = [], [], []
