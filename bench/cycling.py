@@ -105,8 +105,8 @@ def campaign(path: str, data: Path, workers: int | None) -> dict:
     engine_cpu = cpu_s(resource.RUSAGE_SELF) - engine0
     workers_cpu = cpu_s(resource.RUSAGE_CHILDREN) - workers0
     con = sqlite3.connect(data / "lipon.db")
-    # a block is what one poll brought of one step: the polls that brought samples (each
-    # costs the path ~280 µs of CPU: the README's figures)
+    # a block is what one poll brought of one step (a poll of a cycle run as one program
+    # brings a block of each step it finds)
     samples, blocks = con.execute("SELECT SUM(n), COUNT(*) FROM cell_blocks").fetchone()
     con.close()
     db_MB = (data / "lipon.db").stat().st_size / 1e6
@@ -116,7 +116,7 @@ def campaign(path: str, data: Path, workers: int | None) -> dict:
     return {"status": result.status, "wall_s": wall, "campaign_h": result.t_s / 3600,
             "channel_h": channel_h, "channel_h_per_wall_s": channel_h / wall,
             "samples": samples, "samples_per_s": samples / wall, "db_MB": db_MB,
-            "polls_with_samples": blocks,
+            "cell_blocks": blocks,
             "engine_cpu_s": engine_cpu, "workers_cpu_s": workers_cpu,
             "cpu_s": engine_cpu + workers_cpu,
             "cpu_us_per_sample": (engine_cpu + workers_cpu) / samples * 1e6,
@@ -219,7 +219,7 @@ def main() -> int:
           f"{full['wall_s']:.1f} s wall; {full['campaign_h']:.0f} h of campaign "
           f"({full['campaign_h'] / full['wall_s']:.0f} simulated h per wall s, "
           f"{full['channel_h_per_wall_s']:.0f} channel-h/s); {full['samples']} samples "
-          f"({full['samples_per_s']:.0f}/s, {full['polls_with_samples']} polls brought them), "
+          f"({full['samples_per_s']:.0f}/s, {full['cell_blocks']} blocks: a poll's samples of a step), "
           f"database {full['db_MB']:.0f} MB; cycles "
           f"{full['cycles_min']}–{full['cycles_max']}, mean CE ≥ {full['mean_ce_min']:.5f}")
     print(f"CPU: engine {full['engine_cpu_s']:.1f} s, {workers} workers "

@@ -9,18 +9,20 @@ cycle); a first constant current about as long as it takes to pass the cell's ca
 Prompt polling starts a margin before the expected end: 2 % of the step, and once the step
 is steady (NEAR_MARGIN_S and SHIFT_MARGINS times its last change both less than that),
 the longer of those two; a steady step foreseen to within NEAR_END_POLL_S is first asked
-at its expected end itself (it is found ended then, or by a prompt poll within
-NEAR_END_POLL_S after: the same bound on the gap as polling from a margin before, with one
-poll fewer). Before that, a step whose voltage is seen heading for its end
-(the slope of its last two samples) is polled again at half the time that slope gives to
-reach it, or 5 s: a step that ends sooner than its last run (the second 15 h formation
-charge, 3 % shorter than the first) is caught in its knee. A steady step is polled so only
-when that slope says its end comes before its prompt polling would begin, and from then
-on at NEAR_END_POLL_S: one or two polls a step (its end; a halfway poll too where the
-longest wait is shorter than the step), where the slope's polls made seven. So the gap
-between the instrument ending a step and the host starting the next stays a few seconds,
-while a month of cycling costs few exchanges. The longest wait: MAX_POLL_S, or
-WINDOW_POLL_S where the instrument judges the safety window (see there).
+END_GRACE_INTERVALS measurements after its expected end (the instrument sees an end only
+at a measurement, and a foreseen end is off by about that much): it is found ended then,
+or by a prompt poll within NEAR_END_POLL_S after (one poll where two were needed a third
+of the time when the first came at the expected end itself). Before that, a step whose
+voltage is seen heading for its end (the slope of its last two samples) is polled again
+at half the time that slope gives to reach it, or 5 s: a step that ends sooner than its
+last run (the second 15 h formation charge, 3 % shorter than the first) is caught in its
+knee. A steady step is polled so only when that slope says its end comes before its
+expected end, and from then on at NEAR_END_POLL_S: one or two polls a step (its end; a
+halfway poll too where the longest wait is shorter than the step), where the slope's
+polls made seven. So the gap between the instrument ending a step and the host starting
+the next stays a few seconds, while a month of cycling costs few exchanges. The longest
+wait: MAX_POLL_S, or WINDOW_POLL_S where the instrument judges the safety window (see
+there), stretched by up to STRETCH_FRACTION to a steady step's expected end.
 A host-timed instrument (an SMU) is polled at its measurement interval.
 
 Steps the instrument runs one after the other as one program (a `Sequence`: see
@@ -32,12 +34,18 @@ its voltage end) only bring the next step, not a poll.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from lipon_hw.celltest.step_ends import MIN_POLL_S, HostEnds
 from lipon_hw.techniques import EIS, ConstantCurrent
 
 NEAR_END_POLL_S = 5.0
+#: a steady step (or program) is first asked this many of its measurement intervals after
+#: its expected end: in the 16 × 200-cycle LNMO campaign (1 s intervals) programs ended
+#: from 2 s before to 3 s after their foreseen end, a third of them after it and 6 % more
+#: than 2 s after
+END_GRACE_INTERVALS = 2.0
 EXPECTED_FRACTION = 0.98  # of the step's last duration, after which its end is near
 #: a step run twice or more: prompt polling starts this long before its expected end, or
 #: SHIFT_MARGINS times its last change in duration if that is longer
@@ -52,6 +60,9 @@ MAX_POLL_S = {"virtual": 900.0, "realtime": 2.0}
 #: the host judges on the samples would come later than on the instrument (a step's
 #: capacity and dV/dt ends are foreseen: see the module)
 WINDOW_POLL_S = 3600.0
+#: a steady end expected within this fraction of the longest wait after it is waited for,
+#: not polled just before (a 3,630 s cycle: one poll, not one at 3,600 s and one at its end)
+STRETCH_FRACTION = 0.05
 
 
 def longest_poll_s(realtime: bool, clock_per_wall_s: float = 1.0,
@@ -91,7 +102,8 @@ def wait_s(channel, run, ends: HostEnds, technique=None, later: Sequence[str] = 
         if now < near - MIN_POLL_S:  # unless the voltage says its end comes sooner
             # (nor past the step's own run time: a first constant current is expected
             # to pass the cell's capacity, which its time limit may cut short)
-            wait = min(longest, near - now)
+            wait = near - now if steady and near - now <= (1 + STRETCH_FRACTION) * longest \
+                else min(longest, near - now)
             if later:  # the step's own ends bring the next step, not the program's end
                 return wait
             wait = min(wait, max(MIN_POLL_S, ends.duration_left(now)))
@@ -99,7 +111,7 @@ def wait_s(channel, run, ends: HostEnds, technique=None, later: Sequence[str] = 
             # an extrapolation already overdue is stale: the slope of two samples an
             # hour apart (a rare record rule) points past a steady step's end for the
             # rest of it, and would call a poll every NEAR_END_POLL_S till then
-            if not steady or 0 < soon < wait:
+            if not steady or 0 < soon < min(wait, end - now):
                 wait = min(wait, max(NEAR_END_POLL_S, 0.5 * soon))
             return wait
         if steady:  # its end foreseen to within the margin: the prompt cadence
@@ -126,7 +138,7 @@ def expected_end(state, plan, technique, ends: HostEnds, later: Sequence[str] = 
     that comes first (it is exact: polled for, not guessed). The margins: see the
     module's docstring. With `later` (the keys of the steps the instrument runs after this
     one in the same program, each of which ran before), the end of the last of them: the
-    durations summed, steady when the changes' sizes summed are within 2 % of that."""
+    durations summed, its margin from the changes' sizes added in quadrature."""
     key = str(state.pc)
     last = state.durations.get(key)
     if last is not None:
@@ -134,13 +146,15 @@ def expected_end(state, plan, technique, ends: HostEnds, later: Sequence[str] = 
         last = sum(state.durations[k] for k in keys)
         shifts = [state.shifts.get(k) for k in keys]
         window = (1 - EXPECTED_FRACTION) * last
-        change = None if None in shifts else sum(map(abs, shifts))
+        # the steps' changes as independent: their sizes add in quadrature
+        change = None if None in shifts else math.hypot(*shifts)
         if change is None or change > window:  # not steady (yet): 2 % of it
             return ends.t0 + last, ends.t0 + last - window, True, False
         end = ends.t0 + last + sum(shifts)
         margin = min(max(NEAR_MARGIN_S, SHIFT_MARGINS * change), window)
-        # foreseen to within the prompt cadence: first asked at the end itself
-        near = end if margin <= NEAR_END_POLL_S else end - margin
+        # foreseen to within the prompt cadence: first asked just after the end itself
+        grace = END_GRACE_INTERVALS * getattr(technique, "interval_s", 1.0)
+        near = end + grace if margin <= NEAR_END_POLL_S else end - margin
         return end, near, True, margin < window
     current = getattr(technique, "current_A", None)
     if not isinstance(technique, ConstantCurrent) or not current:
