@@ -219,7 +219,8 @@ def main() -> int:
           f"{full['wall_s']:.1f} s wall; {full['campaign_h']:.0f} h of campaign "
           f"({full['campaign_h'] / full['wall_s']:.0f} simulated h per wall s, "
           f"{full['channel_h_per_wall_s']:.0f} channel-h/s); {full['samples']} samples "
-          f"({full['samples_per_s']:.0f}/s, {full['cell_blocks']} blocks: a poll's samples of a step), "
+          f"({full['samples_per_s']:.0f}/s, {full['cell_blocks']} blocks: a poll's samples "
+          "of a step), "
           f"database {full['db_MB']:.0f} MB; cycles "
           f"{full['cycles_min']}–{full['cycles_max']}, mean CE ≥ {full['mean_ce_min']:.5f}")
     print(f"CPU: engine {full['engine_cpu_s']:.1f} s, {workers} workers "

@@ -76,10 +76,20 @@ def test_a_repeated_step_is_polled_promptly_only_near_its_expected_end(tmp_path,
     assert max(gaps) <= polling.NEAR_END_POLL_S + 2.0, gaps
 
 
-def test_a_step_shorter_than_its_last_run_is_caught_by_its_voltage(tmp_path):
+def test_a_step_shorter_than_its_last_run_is_caught_by_its_voltage(tmp_path, monkeypatch):
     """The shipped protocol's second 15 h formation charge ends 3 % sooner than the first,
     before its prompt polling begins: the samples' slope toward 5.1 V calls the polls
-    that find its end (the 2 % rule alone found it 480 s late)."""
+    that find its end (the 2 % rule alone found it 480 s late). The second formation
+    cycle (charge and discharge of ~10 h, as one program) is polled promptly every
+    thousandth of it, not every 5 s: 164 polls then, under 60 now."""
+    cycles: list[int] = []  # the cycle of each poll
+    real_wait = polling.wait_s
+
+    def wait(channel, *args, **kwargs):
+        cycles.append(channel.state.cycle)
+        return real_wait(channel, *args, **kwargs)
+
+    monkeypatch.setattr(polling, "wait_s", wait)
     text = (ROOT / "sequences" / "lnmo_cycling.yaml").read_text(encoding="utf-8")
     text = text.replace("channels: 1-16", "channels: 1").replace("times: 598", "times: 1")
     protocol = tmp_path / "lnmo.yaml"
@@ -93,6 +103,7 @@ def test_a_step_shorter_than_its_last_run_is_caught_by_its_voltage(tmp_path):
     assert second < 0.98 * first  # before the 2 % rule's prompt polling
     gap = discharge[1] - second_charge[2]
     assert gap < 120, gap
+    assert cycles.count(2) < 60, cycles.count(2)
 
 
 def test_a_steady_step_recorded_rarely_is_not_polled_at_the_prompt_cadence(tmp_path,

@@ -41,6 +41,10 @@ from lipon_hw.celltest.step_ends import MIN_POLL_S, HostEnds
 from lipon_hw.techniques import EIS, ConstantCurrent
 
 NEAR_END_POLL_S = 5.0
+#: ... or this fraction of the step (or program), if longer: a 10 h formation step's end
+#: is asked for every 36 s, not every 5 s (once two runs of it differ by more than 2 %, 2 %
+#: of it — 720 s — is polled promptly: 144 polls at 5 s)
+PROMPT_FRACTION = 1e-3
 #: a steady step (or program) is first asked this many of its measurement intervals after
 #: its expected end: in the 16 × 200-cycle LNMO campaign (1 s intervals) programs ended
 #: from 2 s before to 3 s after their foreseen end, a third of them after it and 6 % more
@@ -99,6 +103,7 @@ def wait_s(channel, run, ends: HostEnds, technique=None, later: Sequence[str] = 
     if expected is not None:
         # rarely until the step's end is near, then at the record cadence or faster
         end, near, known, steady = expected
+        prompt = max(NEAR_END_POLL_S, PROMPT_FRACTION * (end - ends.t0))
         if now < near - MIN_POLL_S:  # unless the voltage says its end comes sooner
             # (nor past the step's own run time: a first constant current is expected
             # to pass the cell's capacity, which its time limit may cut short)
@@ -112,14 +117,14 @@ def wait_s(channel, run, ends: HostEnds, technique=None, later: Sequence[str] = 
             # hour apart (a rare record rule) points past a steady step's end for the
             # rest of it, and would call a poll every NEAR_END_POLL_S till then
             if not steady or 0 < soon < min(wait, end - now):
-                wait = min(wait, max(NEAR_END_POLL_S, 0.5 * soon))
+                wait = min(wait, max(prompt, 0.5 * soon))
             return wait
         if steady:  # its end foreseen to within the margin: the prompt cadence
-            return min(NEAR_END_POLL_S, longest)
+            return min(prompt, longest)
     record = getattr(technique, "record", None)
     cadence = min(getattr(record, "dt_s", None) or longest, longest)
     if expected is not None and known:
-        cadence = min(cadence, NEAR_END_POLL_S)
+        cadence = min(cadence, prompt)
     elif expected is not None:  # a first time: ever closer as the expected end nears
         cadence = min(max(cadence, 0.1 * (end - now)), longest)
     if later:
