@@ -101,3 +101,24 @@ def test_a_phase_whose_loop_marker_was_lost_is_still_told_apart():
         assert [(k, block.t_s) for k, block in phases] == [
             (0, pytest.approx([0.4, 2.4, 4.4, 6.4, 8.4, 9.6])),
             (1, pytest.approx([10.0, 12.0, 12.8]))]
+
+
+def test_a_sequence_whose_end_went_unseen_has_run_its_phases():
+    """The charge's samples came, then the wire lost the rest: when the instrument says
+    nothing runs (`Z!0006`: `_end_unseen`), the script ran to its end — the host takes
+    every phase as ended, the lost output told as a gap, nothing judged from it."""
+    clock = ManualClock()
+    emulator = MethodScriptEmulator("pstat", {1: RCCell(C=1e-2, Rs=100.0, V0=3.0)}, clock)
+    sequence = Sequence((CHARGE, DISCHARGE))
+    emulator.handle(script_bytes_for(sequence))
+    clock.advance(100)
+    output = emulator.handle(b"\n")
+    run = Run(None, 1, sequence)
+    run.take(b"M000A\n" + output[:output.index(b"*\n")])  # the charge's data lines only
+    assert run.phase == 0 and not run.finished
+    run._end_unseen()
+    assert run.finished and run.end_lost and run.phase == 1
+    assert run.end_reason == "done"  # the discharge sent nothing the host saw
+    assert [(k, len(block)) for k, block in run.poll_phases()] == [(0, 6), (1, 0)]
+    (gap,) = run.take_gaps()
+    assert gap[0] == pytest.approx(9.6) and gap[1] is None and "lost on the wire" in gap[2]

@@ -65,6 +65,9 @@ class Run:
         self.channel = channel
         self.technique = technique
         self.finished = False
+        #: the script ended while its end went unseen (`_end_unseen`): what it sent last
+        #: is lost, and a Sequence is taken to have run its phases to the last
+        self.end_lost = False
         self.aborted = False
         self.error: DeviceError | None = None
         self.last: Sample | None = None
@@ -238,7 +241,10 @@ class Run:
         self.gaps.append((last_t, None, f"the script's last output{garbled} and its end were "
                           "lost on the wire"))
         self._garbled = 0
-        self.finished = True  # on its own: why is judged from the last sample seen
+        self.finished = self.end_lost = True  # on its own: why is judged from the last
+        # sample seen; a Sequence's script ended after its last phase (or a window's
+        # abort, which the lost output would have told)
+        self.phase = len(self.phases) - 1
 
     @property
     def judges_window(self) -> bool:

@@ -79,6 +79,26 @@ class ChannelState:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
+@dataclass
+class _Running:
+    """A step, or a program of steps, as the instrument runs it: the steps (`pcs`, and each
+    one's technique and limits), when it started, which of them runs (`phase`), that
+    one's ends and samples, and the outcome its samples reached."""
+
+    pcs: list[int]
+    made: list[tuple]
+    t0: float
+    ends: HostEnds
+    taken: Taken = field(default_factory=Taken)
+    phase: int = 0
+    outcome: StepOutcome | None = None
+
+
+def run_end_lost(run) -> bool:
+    """Whether the run's end went unseen on the wire (its last output lost)."""
+    return getattr(run, "end_lost", False)
+
+
 class Channel:
     """One channel's protocol on one potentiostat channel."""
 
@@ -272,52 +292,57 @@ class Channel:
             key = tuple(pcs)
             technique = self._programs.get(key) or self._programs.setdefault(
                 key, Sequence(tuple(tq for tq, _ in made)))
-        st.pc, phase = pcs[0], 0
-        step, limits = steps[st.pc], made[0][1]
+        st.pc = pcs[0]
         st.step_count += 1
         # on a real-time clock the instrument runs on while the host works (a step's end is
         # seen a poll later): a step never starts before the last sample of the one before
         run = yield from patiently(self, lambda: self.pstat.start(self.number, technique))
         t0 = max(self.env.now, self._last_sample_t)  # after a lost link ridden out, if any
-        ends = HostEnds(step, self.plan, t0, before)
-        taken = Taken()  # the step's samples, for the cycle figures at its end
-        outcome: StepOutcome | None = None
+        r = _Running(pcs, made, t0, HostEnds(steps[st.pc], self.plan, t0, before))
         # in columns, where the driver can; a program's by its steps
         poll = getattr(run, "poll_block", run.poll) if len(pcs) == 1 else run.poll_phases
         while True:
-            yield self._sleep(polling.wait_s(self, run, ends, *(
-                (made[phase][0], [str(pc) for pc in pcs[phase + 1:]]) if len(pcs) > 1 else ())))
-            got = yield from patiently(self, poll)
-            tell_gaps(self, run, t0)
-            for k, samples in (got if len(pcs) > 1 else [(0, got)]):
-                while phase < k:  # the instrument went on to its next step
-                    phase += 1
-                    ends, taken = self._next_in_program(ends, taken, pcs[phase])
-                    step, limits = steps[st.pc], made[phase][1]
-                if samples:
-                    outcome = self._take(samples, t0, step, limits, ends, taken)
-            self._check_watch(taken)
+            yield self._sleep(polling.wait_s(self, run, r.ends, *(
+                (made[r.phase][0], [str(pc) for pc in pcs[r.phase + 1:]]) if len(pcs) > 1
+                else ())))
+            self._absorb(r, run, (yield from patiently(self, poll)))
+            self._check_watch(r.taken)
+            outcome = r.outcome
             if outcome is None and self._abort_requested:
                 outcome = StepOutcome("aborted", "stopped by the operator")
             if outcome is None and (self._pause_wanted or self.watch.pausing or any(
                     rule.reaction == "pause" for rule in self._held_by)):
                 outcome = StepOutcome("paused")
-                st.done_before = ends.done(self.env.now) if hasattr(
-                    made[phase][0], "duration_s") else None  # a spectrum or a sweep cut
+                st.done_before = r.ends.done(self.env.now) if hasattr(
+                    made[r.phase][0], "duration_s") else None  # a spectrum or a sweep cut
                 # short is measured again
             if outcome is None and end_overdue(self, run, t0):  # its end lost on the wire
                 yield from patiently(self, lambda: self.pstat.stop(self.number))
-                tell_gaps(self, run, t0)
+                self._absorb(r, run, poll())  # what the stop brought; the run has ended
             if outcome is None and run.finished:
-                outcome = ends.instrument_end(run.end_reason, self)
+                outcome = r.ends.instrument_end(run.end_reason, self)
             elif outcome is not None:
                 yield from patiently(self, lambda: self.pstat.stop(self.number))
                 tell_gaps(self, run, t0)
             if outcome is not None:
-                self._store_cycles(taken.feed(self.counter))
-                if outcome.end not in ("aborted", "paused"):
-                    polling.took(st, (ends.last[0] if ends.last else self.env.now) - ends.t0)
+                self._store_cycles(r.taken.feed(self.counter))
+                if outcome.end not in ("aborted", "paused") and not run_end_lost(run):
+                    polling.took(st, (r.ends.last[0] if r.ends.last else self.env.now)
+                                 - r.ends.t0)
                 return outcome
+
+    def _absorb(self, r: _Running, run, got) -> None:
+        """A poll's samples (a program's by its steps): each step the instrument went on
+        from ended (`_next_in_program`), each sample taken by its own step (`_take`); what
+        the wire lost told."""
+        tell_gaps(self, run, r.t0)
+        steps = self.plan.program.steps
+        for k, samples in (got if len(r.pcs) > 1 else [(0, got)]):
+            while r.phase < k:  # the instrument went on to its next step
+                self._next_in_program(r, not run_end_lost(run))
+            if samples:
+                r.outcome = self._take(samples, r.t0, steps[self.state.pc],
+                                       r.made[r.phase][1], r.ends, r.taken)
 
     def _take(self, samples, t0: float, step: pr.PlannedStep, limits, ends: HostEnds,
               taken: Taken) -> StepOutcome | None:
@@ -348,19 +373,21 @@ class Channel:
             raise
         return ends.take(rows, columns)
 
-    def _next_in_program(self, ends: HostEnds, taken: Taken, pc: int
-                         ) -> tuple[HostEnds, Taken]:
+    def _next_in_program(self, r: _Running, timed: bool) -> None:
         """The step at st.pc has ended within a program (by its own limit or time, as
-        the instrument judged): its cycle figures and its duration taken (from its start,
-        the last sample of the step before, to its last sample); the step at `pc` begins
-        where it ended."""
+        the instrument judged): its cycle figures taken, and its duration (from its start,
+        the last sample of the step before, to its last sample) where `timed` (not where
+        the program's end was lost on the wire: what it sent last is missing); the next
+        step begins where it ended."""
         st = self.state
-        self._store_cycles(taken.feed(self.counter))
-        end = ends.last[0] if ends.last else ends.t0
-        polling.took(st, end - ends.t0)
-        st.pc = pc
+        self._store_cycles(r.taken.feed(self.counter))
+        end = r.ends.last[0] if r.ends.last else r.ends.t0
+        if timed:
+            polling.took(st, end - r.ends.t0)
+        r.phase += 1
+        st.pc = r.pcs[r.phase]
         st.step_count += 1
-        return HostEnds(self.plan.program.steps[pc], self.plan, end), Taken()
+        r.ends, r.taken = HostEnds(self.plan.program.steps[st.pc], self.plan, end), Taken()
 
     def _make(self, pc: int) -> tuple:
         """The technique and safety limits of the step at `pc`, made once (a cycling
