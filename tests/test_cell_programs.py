@@ -1,4 +1,4 @@
-"""Steps the instrument runs as one program (`channels.Channel._program_from`): once a
+"""Steps the instrument runs as one program (`celltest.programs`): once a
 cycle's steps have each run, a MethodSCRIPT channel sends the whole cycle as one script
 (a `Sequence`), told apart again by its output. What is stored reads as the same steps
 run one by one — each step's samples under its own step number, id and type, its cycle
@@ -13,8 +13,7 @@ import collections
 import pytest
 from test_cell_pause import run, steps_of
 
-from lipon_hw.celltest import polling
-from lipon_hw.celltest.channels import Channel
+from lipon_hw.celltest import polling, programs
 from lipon_hw.drivers.methodscript.driver import MethodScriptPotentiostat
 
 #: a charge (~30 min), a 1 h rest and a discharge (~30 min) a cycle, 8 cycles: three
@@ -52,7 +51,7 @@ def _started(monkeypatch) -> list[str]:
 
 def steps_one_by_one(monkeypatch) -> None:
     """Every step started on its own, as an instrument that runs no programs would."""
-    monkeypatch.setattr(Channel, "_program_from", lambda channel, pc: [pc])
+    monkeypatch.setattr(programs, "program_from", lambda steps, pc, *_: [pc])
 
 
 def test_cycles_after_the_first_run_as_programs_their_steps_told_apart(tmp_path,

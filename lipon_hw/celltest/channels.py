@@ -8,7 +8,8 @@ disconnected and the others go on — unless a rule on the potentiostat as a who
 link health, its channels in fault) then holds, pauses or trips them all (`pstat_watch`:
 each channel reads it as it polls, and is woken to poll at once when it acts).
 
-Polling (when a channel asks its instrument for samples) is `polling`'s.
+Polling (when a channel asks its instrument for samples) is `polling`'s; which steps the
+instrument runs as one program, without the host between them, `programs`'.
 
 A channel says it is running, committed, before its first technique starts.
 After every step the channel's resume state (program position, loop counters, cycle
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 import simpy
 
 from lipon_hw.analysis.cycles import CycleAccumulator
-from lipon_hw.celltest import polling
+from lipon_hw.celltest import polling, programs
 from lipon_hw.celltest import protocol as pr
 from lipon_hw.celltest import step_ends as se
 from lipon_hw.celltest.cycle_counter import CycleCounter
@@ -45,7 +46,7 @@ from lipon_hw.engine import interlocks as il
 from lipon_hw.engine.lifecycle import OPERATOR_STOP
 from lipon_hw.errors import LiponError, StoreError
 from lipon_hw.store import Store
-from lipon_hw.techniques import OCV, SEQUENCE_PHASES, SampleBlock, Sequence
+from lipon_hw.techniques import OCV, SampleBlock, Sequence
 
 ENDED = ("completed", "tripped", "failed", "stopped", "terminated", "aborted")
 
@@ -246,40 +247,19 @@ class Channel:
 
     # --- one step, or a program of steps ---------------------------------------------
     def _program_from(self, pc: int) -> list[int]:
-        """The steps from `pc` the instrument runs as one program (a `Sequence`), or
-        [pc]: two or more steps up to the next loop (cycles are counted there), each
-        judged by the instrument alone (no capacity or dV/dt end, no `goto` on an end), each
-        run before (its duration known, for polling: a first run is polled as a step of its
-        own), on an instrument that runs programs, on a channel whose every sample the host
-        need not judge as it comes (no interlock rule of its own or its potentiostat's: a
-        `hold` acts between steps), with no pause wanted and no step cut short to finish.
-        The host sees each step's samples and end as they were, told apart by the
-        instrument's output; it does not stand between the steps, so there is no rest
-        while it would start the next, and a resume goes back to the program's start."""
-        steps = self.plan.program.steps
+        """The steps from `pc` to run as one program (`programs`), or [pc]: a channel runs
+        programs only on an instrument that does (`Sequence` in its TECHNIQUES), without
+        an interlock rule of its own or its potentiostat's (the host judges those on every
+        sample; a `hold` acts between steps), with no pause wanted and no step cut short."""
         if self.window_poll_s is None or self._pause_wanted or self.state.done_before or \
                 Sequence not in getattr(self.pstat, "TECHNIQUES", ()):
             return [pc]
-        pcs = []
-        for k in range(pc, len(steps)):
-            if steps[k].tag is not None:
-                continue
-            if steps[k].loop is not None or not self._judged_by_instrument(k):
-                break
-            pcs.append(k)
-        return pcs if len(pcs) > 1 else [pc]
-
-    def _judged_by_instrument(self, pc: int) -> bool:
-        step = self.plan.program.steps[pc]
-        until = step.params.until
-        technique = (self._made.get(pc) or self._make(pc))[0]
-        return (type(technique) in SEQUENCE_PHASES and until.capacity_Ah is None
-                and not until.dVdt_mV_h and not step.gotos
-                and str(pc) in self.state.durations)
+        return programs.program_from(self.plan.program.steps, pc, self.state,
+                                     lambda k: (self._made.get(k) or self._make(k))[0])
 
     def _run_steps(self, pcs: list[int]):
         """The step at pcs[0], or the steps at `pcs` as one program on the instrument
-        (`_program_from`): each step's samples stored under its own step number, id and
+        (`programs`): each step's samples stored under its own step number, id and
         type, its cycle figures and duration taken as it ends. Returns the last step's
         outcome (st.pc at it), or where a pause or an abort cut the program short (st.pc at
         the step it cut)."""
@@ -318,7 +298,9 @@ class Channel:
                 # short is measured again
             if outcome is None and end_overdue(self, run, t0):  # its end lost on the wire
                 yield from patiently(self, lambda: self.pstat.stop(self.number))
-                self._absorb(r, run, poll())  # what the stop brought; the run has ended
+                if run.finished:  # what the stop brought, from the instrument's buffer
+                    self._absorb(r, run, poll())
+                    outcome = r.outcome
             if outcome is None and run.finished:
                 outcome = r.ends.instrument_end(run.end_reason, self)
             elif outcome is not None:
