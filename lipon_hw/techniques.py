@@ -210,9 +210,9 @@ class Sequence:
     own end (its limits or its time), without the host between them: a cycle's charge and
     discharge as one program on the instrument. The samples keep one time base (from the
     first phase's start), and a driver that runs it tells each sample's phase and each
-    phase's end (`SequenceRun`). Only an instrument that runs programs on its own takes
-    it (MethodSCRIPT: one script, a measurement loop per phase); a safety window breached
-    in any phase ends the whole sequence."""
+    phase's end (a MethodSCRIPT Run's `poll_phases`, `phase_end`). Only an instrument
+    that runs programs on its own takes it (MethodSCRIPT: one script, a measurement loop
+    per phase); a safety window breached in any phase ends the whole sequence."""
 
     phases: tuple
 
@@ -488,7 +488,7 @@ KINDS: dict[type, TechniqueKind] = {
         "sweep", records=False, measures_current=True, checks=(*_SWEPT, _at_least_one_scan),
         legs=lambda tq: [(tq.start_V, tq.vertex1_V), (tq.vertex1_V, tq.vertex2_V),
                          (tq.vertex2_V, tq.start_V)] * tq.scans),
-    # its phases record and end each by their own rules (`SequenceRun` tells which)
+    # its phases record and end each by their own rules (the driver's run tells which)
     Sequence: TechniqueKind("sequence", records=False, measures_current=True,
                             checks=(_sequence_phases,)),
 }
