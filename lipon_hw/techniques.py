@@ -451,10 +451,9 @@ def _sequence_phases(tq) -> str | None:
         if type(phase) not in SEQUENCE_PHASES:
             return (f"Sequence: phase {k} is a {type(phase).__name__}; a phase is one of "
                     f"{', '.join(t.__name__ for t in SEQUENCE_PHASES)}")
-        for check in KINDS[type(phase)].checks:
-            problem = check(phase)
-            if problem is not None:
-                return f"Sequence: phase {k}: {problem}"
+        problem = problem_of(phase)
+        if problem is not None:
+            return f"Sequence: phase {k}: {problem}"
     return None
 
 
@@ -505,10 +504,18 @@ def kind_of(technique: Technique) -> TechniqueKind:
 
 def check_technique(technique: Technique) -> None:
     """InputError naming the first thing wrong with the technique's values."""
+    problem = problem_of(technique)
+    if problem is not None:
+        raise InputError(problem)
+
+
+def problem_of(technique: Technique) -> str | None:
+    """The first thing wrong with the technique's values (its kind's checks), or None."""
     for check in kind_of(technique).checks:
         problem = check(technique)
         if problem is not None:
-            raise InputError(problem)
+            return problem
+    return None
 
 
 def recording_of(technique: Technique) -> Recording:

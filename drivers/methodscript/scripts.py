@@ -266,16 +266,24 @@ def loop_counts(technique: Technique) -> tuple[int, ...]:
     """How many measurement loops (start markers in the output) each phase of a
     technique's script runs: one entry for a technique of its own, one a phase for a
     Sequence. Kept by the object, as its script (`script_bytes_for`)."""
-    known = _LOOPS_BY_OBJECT.get(id(technique))
+    phases = technique.phases if isinstance(technique, Sequence) else (technique,)
+    return _by_object(_LOOPS_BY_OBJECT, technique, lambda: tuple(
+        sum(line.startswith("meas_loop") for line in SCRIPT_BUILDERS[type(phase)](phase))
+        for phase in phases))
+
+
+def _by_object(cache: dict, technique: Technique, make):
+    """make(), kept in `cache` by the technique object (techniques are frozen: the same
+    object, the same answer): id → (the technique, held so that its id is not reused, the
+    answer); at most 256 kept."""
+    known = cache.get(id(technique))
     if known is not None and known[0] is technique:
         return known[1]
-    phases = technique.phases if isinstance(technique, Sequence) else (technique,)
-    counts = tuple(sum(line.startswith("meas_loop") for line in
-                       SCRIPT_BUILDERS[type(phase)](phase)) for phase in phases)
-    if len(_LOOPS_BY_OBJECT) >= 256:
-        _LOOPS_BY_OBJECT.clear()
-    _LOOPS_BY_OBJECT[id(technique)] = (technique, counts)
-    return counts
+    answer = make()
+    if len(cache) >= 256:
+        cache.clear()
+    cache[id(technique)] = (technique, answer)
+    return answer
 
 
 #: the script of each technique type
@@ -284,18 +292,18 @@ SCRIPT_BUILDERS = {OCV: _ocv_script, ConstantCurrent: _cc_script, ConstantVoltag
                    MultisineEIS: _multisine_script, LinearSweep: _lsv_script,
                    CyclicSweep: _cv_sweep_script, Sequence: _sequence_script}
 _SCRIPTS: dict[str, bytes] = {}  # a cycling test starts the same few techniques again
-#: the same by the technique object itself (a channel starts the one it made again):
-#: id → (the technique, held so that its id is not reused, its script)
+#: the same by the technique object itself (a channel starts the one it made again)
 _BY_OBJECT: dict[int, tuple[Technique, bytes]] = {}
-_LOOPS_BY_OBJECT: dict[int, tuple[Technique, tuple[int, ...]]] = {}  # as _BY_OBJECT
+_LOOPS_BY_OBJECT: dict[int, tuple[Technique, tuple[int, ...]]] = {}
 
 
 def script_bytes_for(technique: Technique) -> bytes:
     """script_bytes(build_script(technique)), kept by the technique's repr (which tells
-    1 from 1.0, unlike ==), and by the object (techniques are frozen)."""
-    known = _BY_OBJECT.get(id(technique))
-    if known is not None and known[0] is technique:
-        return known[1]
+    1 from 1.0, unlike ==), and by the object (`_by_object`)."""
+    return _by_object(_BY_OBJECT, technique, lambda: _script_by_repr(technique))
+
+
+def _script_by_repr(technique: Technique) -> bytes:
     key = f"{type(technique).__qualname__}{technique!r}"
     script = _SCRIPTS.get(key)
     if script is None:
@@ -303,8 +311,4 @@ def script_bytes_for(technique: Technique) -> bytes:
         if len(_SCRIPTS) >= 64:
             _SCRIPTS.clear()
         _SCRIPTS[key] = script
-    if len(_BY_OBJECT) >= 256:
-        _BY_OBJECT.clear()
-    _BY_OBJECT[id(technique)] = (technique, script)
     return script
-

@@ -255,7 +255,7 @@ class Channel:
                 Sequence not in getattr(self.pstat, "TECHNIQUES", ()):
             return [pc]
         return programs.program_from(self.plan.program.steps, pc, self.state,
-                                     lambda k: (self._made.get(k) or self._make(k))[0])
+                                     lambda k: self._make(k)[0])
 
     def _run_steps(self, pcs: list[int]):
         """The step at pcs[0], or the steps at `pcs` as one program on the instrument
@@ -265,7 +265,7 @@ class Channel:
         the step it cut)."""
         st, steps = self.state, self.plan.program.steps
         before = st.done_before or {"elapsed_s": 0.0, "q_Ah": 0.0}
-        made = [self._made.get(pc) or self._make(pc) for pc in pcs]
+        made = [self._make(pc) for pc in pcs]
         if len(pcs) == 1:
             technique = rest_of(made[0][0], before["elapsed_s"])
         else:
@@ -281,10 +281,10 @@ class Channel:
         r = _Running(pcs, made, t0, HostEnds(steps[st.pc], self.plan, t0, before))
         # in columns, where the driver can; a program's by its steps
         poll = getattr(run, "poll_block", run.poll) if len(pcs) == 1 else run.poll_phases
+        keys = [str(pc) for pc in pcs]  # each step's in the state (`polling`)
         while True:
             yield self._sleep(polling.wait_s(self, run, r.ends, *(
-                (made[r.phase][0], [str(pc) for pc in pcs[r.phase + 1:]]) if len(pcs) > 1
-                else ())))
+                (made[r.phase][0], keys[r.phase + 1:]) if len(pcs) > 1 else ())))
             self._absorb(r, run, (yield from patiently(self, poll)))
             self._check_watch(r.taken)
             outcome = r.outcome
@@ -375,8 +375,11 @@ class Channel:
         """The technique and safety limits of the step at `pc`, made once (a cycling
         protocol runs the same few steps again and again): the same objects each time, so
         the driver finds its script by the technique itself."""
-        step = self.plan.program.steps[pc]
-        made = self._made[pc] = (pr.technique(step, self.plan), pr.safety(step, self.plan))
+        made = self._made.get(pc)
+        if made is None:
+            step = self.plan.program.steps[pc]
+            made = self._made[pc] = (pr.technique(step, self.plan),
+                                     pr.safety(step, self.plan))
         return made
 
     def _paused(self):
