@@ -77,6 +77,35 @@ def test_interval_sums_are_the_sums_of_the_plain_rule(seed):
     assert min(got) >= 0
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_one_current_throughout_is_the_plain_rule(seed):
+    # a constant-current step's samples (one current, either sign; times from a run clock
+    # already far along, some shared), with and without a first interval opening the step
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 300))
+    t, v = _times_and_volts(rng, n)
+    t = t + float(rng.choice([0.0, 3.6e6]))
+    i = np.full(n, (3e-6, -1.5e-7)[seed % 2])
+    lead = (None, 1.0)[(seed // 2) % 2]
+    leads = np.full(n - 1, np.nan)
+    if lead is not None:
+        leads[0] = lead
+    got = interval_sums(t, v, i, lead)
+    np.testing.assert_allclose(got, plain_rule(t, v, i, leads).sum(axis=1), rtol=1e-12,
+                               atol=1e-30)
+    assert interval_sums(t, v, i, lead, np.diff(t)) == got
+
+
+def test_a_steps_columns_must_come_in_time_order():
+    acc = CycleAccumulator()
+    with pytest.raises(InputError, match="time order"):  # within the batch
+        acc.feed_columns([0.0, 2.0, 1.0], [4.0] * 3, [1e-6] * 3, 1, 1, 0)
+    acc.feed_columns([5.0, 6.0], [4.0] * 2, [1e-6] * 2, 1, 1, 0)
+    with pytest.raises(InputError, match="time order"):  # against the batch before
+        acc.feed_columns([5.5, 7.0], [4.0] * 2, [1e-6] * 2, 1, 1, 0)
+    assert acc.feed_columns([6.0, 7.0], [4.0] * 2, [1e-6] * 2, 1, 1, 0) == []
+
+
 def test_a_step_that_opens_across_zero_current_counts_only_its_first_sample():
     # discharge at −1 mA, then the next step's first sample at +2 mA, 1 s lead: no split
     ch, dis, _, _ = interval_integrals([0.0, 10.0], [3.0, 4.2], [-1e-3, 2e-3],

@@ -168,13 +168,14 @@ class CycleAccumulator:
         if len(t_s) == 0:
             return []
         block = np.array((t_s, voltage_V, current_A), dtype=float)
-        if block.ndim != 2 or not np.isfinite(block).all():  # feed_rows says what is wrong
-            n = len(t_s)
+        # one sum tests every value (NaN and ±inf propagate; an overflow looks again)
+        if block.ndim != 2 or not math.isfinite(block.sum()) and not np.isfinite(block).all():
+            n = len(t_s)  # feed_rows says what is wrong
             return self.feed_rows(zip(t_s, voltage_V, current_A, [cycle] * n, [step] * n,
                                       [step_id] * n, strict=True), lead_s)
         if _plain_int(cycle) and cycle >= 0 and _plain_int(step) and _plain_int(step_id) and \
                 (lead_s is None or isinstance(lead_s, Mapping) or _plain_number(lead_s)):
-            return self._feed_step(*block, cycle, step, step_id, lead_s)
+            return self._feed_step(block, cycle, step, step_id, lead_s)
         n = block.shape[1]
         cycles = np.full(n, float(cycle))
         if lead_s is None:
@@ -182,18 +183,17 @@ class CycleAccumulator:
         return self._feed(*block, cycles, np.full(n, float(step)), _leads(lead_s),
                           np.full(n, step_id))
 
-    def _feed_step(self, t, v, i, cycle: int, step: int, step_id: int, lead_s
+    def _feed_step(self, block, cycle: int, step: int, step_id: int, lead_s
                    ) -> list[CycleStats]:
-        """`_feed` for finite columns of one cycle, step count and step id (`feed_columns`):
-        the same intervals, sums and closes (`interval_sums`), found without a column per
-        sample of those three numbers — a new step or cycle can open only at the block's
-        first sample."""
-        check_time_order("cycle samples", None if self._last is None else self._last[0], t)
+        """`_feed` for finite columns of one cycle, step count and step id (`feed_columns`:
+        a (3, n) array of times, voltages and currents): the same intervals, sums and
+        closes (`interval_sums`), found without a column per sample of those three numbers
+        — a new step or cycle can open only at the block's first sample. The previous
+        batch's last sample is put before the block, and the intervals' lengths are taken
+        once (for the time order and the sums): a step's feed is a few array operations."""
         lead, new_cycle = None, False
         if self._last is not None:  # the interval from the previous batch's last sample
-            t = np.concatenate(([self._last[0]], t))
-            v = np.concatenate(([self._last[1]], v))
-            i = np.concatenate(([self._last[2]], i))
+            block = np.concatenate((np.reshape(self._last, (3, 1)), block), axis=1)
             new_cycle = self._cycle != cycle
             if lead_s is not None and self._step is not None and self._step != step:
                 lead = _lead_of(lead_s, step_id)
@@ -201,15 +201,20 @@ class CycleAccumulator:
                     lead = None
         elif self._cycle is None:
             self._cycle = cycle
+        t, v, i = block
+        dt = np.diff(t)
+        if len(dt) and dt.min() < 0:  # as check_time_order says it
+            raise InputError("cycle samples: samples must come in time order, but time goes "
+                             "back")
         finished: list[CycleStats] = []
         if new_cycle:  # the block's first sample opens a cycle (see `_feed`)
             opens_at = float(t[1])
             if lead is None:  # the interval to it belongs to the cycle it closes
-                self._add(interval_sums(t[:2], v[:2], i[:2]))
-                t, v, i = t[1:], v[1:], i[1:]
+                self._add(interval_sums(t[:2], v[:2], i[:2], dt=dt[:1]))
+                t, v, i, dt = t[1:], v[1:], i[1:], dt[1:]
             finished.append(self._close(opens_at))
             self._cycle = cycle
-        self._add(interval_sums(t, v, i, lead))
+        self._add(interval_sums(t, v, i, lead, dt))
         self._last = (float(t[-1]), float(v[-1]), float(i[-1]))
         self._step = None if lead_s is None else step
         return finished

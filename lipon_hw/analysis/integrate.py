@@ -95,33 +95,41 @@ def interval_integrals(t_s, voltage_V, current_A, leads=None):
     return charge_As, discharge_As, charge_Ws, discharge_Ws
 
 
-def interval_sums(t, v, i, lead: float | None = None) -> list[float]:
+def interval_sums(t, v, i, lead: float | None = None, dt=None) -> list[float]:
     """The sums of `interval_integrals`' four arrays over n samples (1-D float arrays):
     [charge_As, discharge_As, charge_Ws, discharge_Ws]; `lead`: the first interval opens a
-    step with that lead (None: it does not). The same figures to rounding (the order of
-    the additions may differ). A batch whose current keeps one strict sign (a step's
-    samples, as a channel hands them over) costs two products and two sums instead of the
-    arrays of every part."""
+    step with that lead (None: it does not); `dt`: np.diff(t), if the caller has it. The
+    same figures to rounding (the order of the additions may differ). A batch whose
+    current keeps one strict sign (a step's samples, as a channel hands them over) costs
+    two products and two sums instead of the arrays of every part; one current throughout
+    (a constant-current step's) a sum of the voltages' trapezoids: the charge is that
+    current times the time, the energy it times ∫V dt."""
     sums = [0.0, 0.0, 0.0, 0.0]
     if len(t) < 2:
         return sums
+    if dt is None:
+        dt = np.diff(t)
     if lead is not None:  # the new step's first sample over its lead, as `interval_integrals`
-        h = min(float(t[1] - t[0]), lead)
+        h = min(float(dt[0]), lead)
         i_open = float(i[1])
         q, e = i_open * h, float(v[1]) * i_open * h
         if i_open > 0:
             sums[0], sums[2] = q, e
         else:
             sums[1], sums[3] = -q, -e
-        t, v, i = t[1:], v[1:], i[1:]
+        t, v, i, dt = t[1:], v[1:], i[1:], dt[1:]
         if len(t) < 2:
             return sums
-    if i.min() > 0 or i.max() < 0:
-        dt = np.diff(t)
-        i0, i1 = i[:-1], i[1:]
-        q = float((0.5 * (i0 + i1) * dt).sum())
-        e = float(_product_integral(dt, v[:-1], v[1:], i0, i1).sum())
-        if i0[0] > 0:
+    low, high = float(i.min()), float(i.max())
+    if low > 0 or high < 0:
+        if low == high:  # Σ i·dt and Σ i·(v0 + v1)/2·dt with one i
+            q = low * float(t[-1] - t[0])
+            e = 0.5 * low * float(np.dot(v[:-1] + v[1:], dt))
+        else:
+            i0, i1 = i[:-1], i[1:]
+            q = float((0.5 * (i0 + i1) * dt).sum())
+            e = float(_product_integral(dt, v[:-1], v[1:], i0, i1).sum())
+        if low > 0:
             sums[0] += q
             sums[2] += e
         else:
