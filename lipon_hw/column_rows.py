@@ -9,11 +9,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from itertools import repeat
 
+import numpy as np
+
 
 class ColumnRows(Sequence):
-    """The rows (*head, column values…, *tail) of columns of one length (lists, never
-    changed once given). Read whole (iterated, sliced) the rows are made once and kept;
-    `stream` makes each as it is read and keeps none (a writer's single pass)."""
+    """The rows (*head, column values…, *tail) of columns of one length (lists or 1-D
+    arrays, never changed once given; an array's values come out as Python floats). Read
+    whole (iterated, sliced) the rows are made once and kept; `stream` makes each as it
+    is read and keeps none (a writer's single pass)."""
 
     __slots__ = ("head", "columns", "tail", "_rows")
 
@@ -30,7 +33,8 @@ class ColumnRows(Sequence):
 
     def __getitem__(self, k):
         if isinstance(k, int):  # one row (the first's keys, the last's time) alone
-            return (*self.head, *[c[k] for c in self.columns], *self.tail)
+            return (*self.head, *[c.item(k) if isinstance(c, np.ndarray) else c[k]
+                                  for c in self.columns], *self.tail)
         return self.rows()[k]
 
     def __iter__(self) -> Iterator[tuple]:
@@ -44,5 +48,6 @@ class ColumnRows(Sequence):
     def stream(self) -> Iterator[tuple]:
         if self._rows is not None:
             return iter(self._rows)
-        return zip(*map(repeat, self.head), *self.columns, *map(repeat, self.tail),
+        columns = [c.tolist() if isinstance(c, np.ndarray) else c for c in self.columns]
+        return zip(*map(repeat, self.head), *columns, *map(repeat, self.tail),
                    strict=False)  # the repeats are endless: the columns end it

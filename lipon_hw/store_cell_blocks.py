@@ -65,13 +65,15 @@ def unpack(blob) -> list[float]:
     return np.frombuffer(blob, dtype=_F8).tolist()
 
 
-def block_rows(run_id: int, channel: int, times: list, volts: list, currents: list,
-               keys: tuple) -> Iterator[tuple]:
-    """Rows of `cell_blocks` for samples given as columns sharing `keys` (cycle, step
-    count, step id, step type), cut at MAX_BLOCK."""
+def block_rows(run_id: int, channel: int, times, volts, currents, keys: tuple
+               ) -> Iterator[tuple]:
+    """Rows of `cell_blocks` for samples given as columns (lists of floats or 1-D float
+    arrays) sharing `keys` (cycle, step count, step id, step type), cut at MAX_BLOCK."""
     for a in range(0, len(times), MAX_BLOCK):
         t = times[a: a + MAX_BLOCK]
-        yield (run_id, channel, min(t), max(t), len(t), *keys, pack(t),
+        first, last = (float(t.min()), float(t.max())) if isinstance(t, np.ndarray) else \
+            (min(t), max(t))
+        yield (run_id, channel, first, last, len(t), *keys, pack(t),
                pack(volts[a: a + MAX_BLOCK]), pack(currents[a: a + MAX_BLOCK]))
 
 

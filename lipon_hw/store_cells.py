@@ -19,6 +19,7 @@ from lipon_hw import store_cell_blocks as blocks
 from lipon_hw.column_rows import ColumnRows
 from lipon_hw.store_plumbing import finite, tell
 from lipon_hw.store_schema import Alarm, Channel
+from lipon_hw.techniques import listed
 
 
 class CellTestRecords:
@@ -91,26 +92,23 @@ class CellTestRecords:
             tell(self.taps, "cell_samples", run_id, channel, kept)
         self._maybe_flush()
 
-    def add_cell_columns(self, run_id: int, channel: int, times: list, volts: list,
-                         currents: list, cycle: int, step_count: int, step_id: int,
-                         step_type: str) -> None:
+    def add_cell_columns(self, run_id: int, channel: int, times, volts, currents,
+                         cycle: int, step_count: int, step_id: int, step_type: str) -> None:
         """As `add_cell_samples` for samples of one cycle, step count, step id and step type
-        given as columns (lists of floats, left as they are from now on): buffered as they
-        are (a `ColumnRows`), without a row tuple each; the flush makes the rows as it
-        writes them, the same rows, and the taps are told of them as a sequence of rows
-        made if read. Columns with a non-finite value go through `add_cell_samples`."""
-        try:  # one sum a column tests it (NaN and ±inf propagate; an overflow looks again)
-            finite_ = math.isfinite(sum(times) + sum(volts) + sum(currents))
-        except TypeError:
-            finite_ = False
+        given as columns (lists of floats or 1-D float arrays, left as they are from now
+        on): buffered as arrays (a `ColumnRows`), without a row tuple each; the flush
+        writes them as blocks, and the taps are told of them as a sequence of rows made if
+        read. Columns with a non-finite value go through `add_cell_samples`."""
         n = len(times)
-        if not finite_ or not n == len(volts) == len(currents):
+        columns = _float_columns((times, volts, currents), n)
+        if columns is None:
             self.add_cell_samples(run_id, channel, list(zip(
-                times, volts, currents, repeat(cycle, n), repeat(step_count, n),
-                repeat(step_id, n), repeat(step_type, n), strict=True)))
+                *(listed(c) for c in (times, volts, currents)), repeat(cycle, n),
+                repeat(step_count, n), repeat(step_id, n), repeat(step_type, n),
+                strict=True)))
             return
-        if times:
-            rows = ColumnRows((run_id, channel), (times, volts, currents),
+        if n:
+            rows = ColumnRows((run_id, channel), columns,
                               (cycle, step_count, step_id, step_type))
             self._pending_cells.extend(rows)
             if self.taps:  # made only if a tap reads them
@@ -243,6 +241,25 @@ def _ends_after(stats, t_s: float) -> bool:
     """A cycle's statistics end after `t_s` (a number `t_end_s` past it)."""
     end = stats.get("t_end_s") if isinstance(stats, dict) else None
     return isinstance(end, int | float) and not isinstance(end, bool) and end > t_s
+
+
+def _float_columns(columns: tuple, n: int) -> tuple[np.ndarray, ...] | None:
+    """The columns as float arrays of n values each, if each is one of plain finite
+    numbers (not text, None or bool); else None. One sum a column tests them (NaN and
+    ±inf propagate; an overflow looks again, value by value)."""
+    out = []
+    for column in columns:
+        try:
+            a = np.asarray(column)
+        except (TypeError, ValueError):  # ragged
+            return None
+        if a.shape != (n,) or a.dtype.kind not in "fi":
+            return None
+        out.append(a.astype(float, copy=False))
+    if math.isfinite(sum(float(a.sum()) for a in out)) or \
+            all(bool(np.isfinite(a).all()) for a in out):
+        return tuple(out)
+    return None
 
 
 class PendingCells:

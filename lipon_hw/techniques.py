@@ -24,6 +24,8 @@ import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from lipon_hw import multisine
 from lipon_hw.errors import InputError
 
@@ -245,16 +247,17 @@ class Sample:
 
 @dataclass(frozen=True)
 class SampleBlock:
-    """Samples as columns, one list of values per Sample field that every one of them
-    has (None for a field none has): what a driver decoding a batch at once hands over,
-    without a Sample object each. `samples()` gives them as Samples."""
+    """Samples as columns, one list (or 1-D float array) of values per Sample field that
+    every one of them has (None for a field none has): what a driver decoding a batch at
+    once hands over, without a Sample object each. `samples()` gives them as Samples (of
+    Python floats)."""
 
-    t_s: list | None = None
-    E_V: list | None = None
-    I_A: list | None = None
-    f_Hz: list | None = None
-    z_re_ohm: list | None = None
-    z_im_ohm: list | None = None
+    t_s: list | np.ndarray | None = None
+    E_V: list | np.ndarray | None = None
+    I_A: list | np.ndarray | None = None
+    f_Hz: list | np.ndarray | None = None
+    z_re_ohm: list | np.ndarray | None = None
+    z_im_ohm: list | np.ndarray | None = None
 
     def __len__(self) -> int:
         for column in self._columns():
@@ -285,18 +288,24 @@ class SampleBlock:
         for chunk in chunks:
             for name, column in columns.items():
                 if isinstance(chunk, SampleBlock):
-                    column += getattr(chunk, name)
+                    column += listed(getattr(chunk, name))
                 else:
                     column.append(getattr(chunk, name))
         return cls(**columns)
 
     def sample(self, k: int) -> Sample:
-        return Sample(*(c[k] if c is not None else None for c in self._columns()))
+        return Sample(*(None if c is None else c.item(k) if isinstance(c, np.ndarray) else
+                        c[k] for c in self._columns()))
 
     def samples(self) -> list[Sample]:
         n = len(self)
-        return [Sample(*row) for row in zip(*[c if c is not None else [None] * n
+        return [Sample(*row) for row in zip(*[listed(c) if c is not None else [None] * n
                                               for c in self._columns()], strict=True)]
+
+
+def listed(column: list | np.ndarray) -> list:
+    """A column's values as a list of Python numbers."""
+    return column.tolist() if isinstance(column, np.ndarray) else column
 
 
 _SAMPLE_FIELDS = ("t_s", "E_V", "I_A", "f_Hz", "z_re_ohm", "z_im_ohm")

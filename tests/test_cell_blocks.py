@@ -162,11 +162,19 @@ def test_a_step_of_blocks_and_rows_feeds_the_counter_as_rows():
     assert fed.state() == by_rows.state()
 
 
-def test_a_block_of_arrays_makes_rows_of_python_floats():
-    block = SampleBlock(t_s=np.array([1.0, 2.0]), E_V=np.array([4.0, 4.1]), I_A=None)
+@pytest.mark.parametrize("as_array", [True, False])
+def test_a_block_makes_rows_of_python_floats_and_columns_of_arrays(as_array):
+    # a driver's columns as arrays (the MethodSCRIPT driver's) or lists (another's)
+    column = np.array if as_array else list
+    block = SampleBlock(t_s=column([1.0, 2.0]), E_V=column([4.0, 4.1]), I_A=None)
     rows, columns = rows_of(block, 10.0, 1, 2, 3, "REST")
     assert list(rows) == [(11.0, 4.0, 0.0, 1, 2, 3, "REST"), (12.0, 4.1, 0.0, 1, 2, 3, "REST")]
-    assert all(type(v) is float for column in columns for v in column)
+    assert all(type(v) is float for row in rows for v in row[:3])
+    assert type(rows[-1][0]) is float and rows[-1][:3] == (12.0, 4.1, 0.0)
+    assert all(isinstance(c, np.ndarray) and c.dtype == float for c in columns)
+    last = block.sample(1)
+    assert (type(last.t_s), type(last.E_V), last.I_A) == (float, float, None)
+    assert [type(v) for s in block.samples() for v in (s.t_s, s.E_V)] == [float] * 4
 
 
 def test_blocks_reach_the_store_as_the_same_rows_in_order(tmp_path, backend):

@@ -118,6 +118,34 @@ def test_a_rewind_cuts_the_block_it_falls_in_and_drops_those_after(tmp_path, bac
     store.close()
 
 
+def test_columns_as_arrays_or_lists_are_stored_alike_and_bad_ones_as_rows(tmp_path):
+    """A driver's columns come as float arrays (MethodSCRIPT's) or lists (another's): the
+    same blocks, bit for bit. A column of text, None or bool, or of another length, is
+    not taken as numbers: it goes through add_cell_samples, whose rows with a value that
+    is not a finite number are left out with an alarm."""
+    rng = random.Random(3)
+    store = Store(tmp_path)
+    run_id = _cycling(store, (1, 2, 3))
+    n = 40
+    times, volts, amps = [float(k) for k in range(n)], _odd_floats(n, rng), _odd_floats(n, rng)
+    store.add_cell_columns(run_id, 1, times, volts, amps, 1, 1, 1, "CC")
+    store.add_cell_columns(run_id, 2, *map(np.array, (times, volts, amps)), 1, 1, 1, "CC")
+    store.add_cell_columns(run_id, 3, [n + 0.5, n + 1.5], ["3.9", "3.9"], [1e-6] * 2, 1, 1,
+                           1, "CC")
+    store.add_cell_columns(run_id, 3, [n + 2.5], [None], [1e-6], 1, 1, 1, "CC")
+    store.add_cell_columns(run_id, 3, [n + 3.5], [3.9], np.array([True]), 1, 1, 1, "CC")
+    store.flush()
+    blobs = store._db.execute("SELECT channel, t_s, voltage_V, current_A FROM cell_blocks"
+                              " WHERE channel < 3 ORDER BY channel").fetchall()
+    assert [b[0] for b in blobs] == [1, 2] and blobs[0][1:] == blobs[1][1:]
+    assert list(store.cell_samples(run_id, 1)) == list(store.cell_samples(run_id, 2))
+    assert list(store.cell_samples(run_id, 3)) == [(n + 3.5, 3.9, True, 1, 1, 1, "CC")]
+    assert any("channel 3 sample" in a.message for a in store.alarms(run_id))
+    with pytest.raises(ValueError):  # columns of different lengths: a caller's mistake
+        store.add_cell_columns(run_id, 1, [1.0, 2.0], [3.9], [1e-6] * 2, 1, 1, 1, "CC")
+    store.close()
+
+
 def test_the_census_counts_a_time_stored_twice(tmp_path, backend):
     store = Store(tmp_path)
     run_id = _cycling(store)

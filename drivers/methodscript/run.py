@@ -14,9 +14,10 @@ ended (its last sample against its own limits, as `end_reason` does for the last
 
 from __future__ import annotations
 
-import operator
 import re
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from lipon_hw.drivers.methodscript.codec import DeviceError, decode_error, is_marker
 from lipon_hw.drivers.methodscript.samples import (
@@ -33,6 +34,7 @@ from lipon_hw.techniques import (
     Sequence,
     Technique,
     end_limits,
+    listed,
     recording_of,
 )
 
@@ -194,18 +196,18 @@ class Run:
             last_t = last.t_s if last is not None and last.t_s is not None else 0.0
             spacing = self._max_spacing_s
             if self._garbled:
-                self.gaps.append((last_t, t[0], f"{self._garbled} output line"
+                self.gaps.append((last_t, float(t[0]), f"{self._garbled} output line"
                                   f"{'s' * (self._garbled > 1)} garbled on the wire"))
                 spacing_from = 1
             else:
                 spacing_from = 0
             if spacing is not None:
-                before = [last_t, *t[:-1]]
-                if max(map(operator.sub, t[spacing_from:], before[spacing_from:]),
-                       default=0.0) > spacing:
+                steps = np.diff(t, prepend=last_t)[spacing_from:]
+                if len(steps) and steps.max() > spacing:
+                    before = [last_t, *listed(t)[:-1]]
                     for k in range(spacing_from, len(t)):  # rare: told one by one
                         if t[k] - before[k] > spacing:
-                            self._spacing_gap(before[k], t[k])
+                            self._spacing_gap(before[k], float(t[k]))
         self._garbled = 0
         self.last = self._phase_last[self.phase] = block.sample(len(block) - 1)
         self._pending.append(block)

@@ -141,7 +141,7 @@ _PREFIX_SCALES = {ord(p): scale for p, scale in SI_PREFIXES.items()}
 _UNBIAS = (-OFFSET).__add__  # a package value's mantissa from its seven hex digits
 
 
-def columns_from_lines(lines: list[bytes]) -> dict[str, list] | None:
+def columns_from_lines(lines: list[bytes]) -> dict[str, list | np.ndarray] | None:
     """`P…` lines, each with its LF, → {Sample field: its values, in order}: what
     `sample_from_line` gives line by line (the same floats), when every line is a plain
     one with the first line's variable types and no `i` (integer) value; else None, and
@@ -149,7 +149,7 @@ def columns_from_lines(lines: list[bytes]) -> dict[str, list] | None:
     return columns_from_block(b"".join(lines), len(lines))
 
 
-def columns_from_block(data: bytes, n: int) -> dict[str, list] | None:
+def columns_from_block(data: bytes, n: int) -> dict[str, list | np.ndarray] | None:
     """`columns_from_lines` of n lines given as one bytes object (each line with its
     LF, and no other LF in it)."""
     first = data[:data.find(b"\n") + 1]
@@ -274,7 +274,7 @@ def _columns_as_matrix(data: bytes, n: int, width: int, match: re.Match, layout
     table = (raw - OFFSET) * _SCALE_OF.take(rows.take(prefixes, axis=1))
     if math.isnan(table.sum()):  # a digit not hex, a prefix not SI (an integer value)
         return None
-    return dict(zip(names, table.T.tolist(), strict=True))
+    return dict(zip(names, np.ascontiguousarray(table.T), strict=True))  # a 1-D array each
 
 
 def _matrix_shape(starts: tuple[int, ...], width: int, layout) -> tuple:

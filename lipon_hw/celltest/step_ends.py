@@ -10,8 +10,11 @@ import operator
 from dataclasses import dataclass, replace
 from functools import reduce
 
+import numpy as np
+
 from lipon_hw.celltest import protocol as pr
 from lipon_hw.errors import LiponError
+from lipon_hw.techniques import listed
 
 MIN_POLL_S = 1.0
 
@@ -61,7 +64,7 @@ class HostEnds:
         self._q = before["q_Ah"]
         #: columns (times, currents, from the sample before them) whose charge `q` has not
         #: summed yet: a step without a capacity end needs it only if it is cut short
-        self._owed: list[tuple[list, list]] = []
+        self._owed: list[tuple[np.ndarray, np.ndarray]] = []
         self.last: tuple | None = None  # (t, V, I) of the last sample
         self.slope = 0.0  # dV/dt between the last two samples
 
@@ -76,7 +79,8 @@ class HostEnds:
             self._take_columns(*columns)
             return None
         q = self.q
-        for t, v, i, *_ in (rows if columns is None else zip(*columns, strict=True)):
+        for t, v, i, *_ in (rows if columns is None else
+                            zip(*map(listed, columns), strict=True)):
             if self.last is not None:
                 t1, v1, i1 = self.last
                 dt = t - t1
@@ -100,6 +104,7 @@ class HostEnds:
         """The charge the step has passed so far (Ah), the trapezoids summed in time order
         (the columns owed summed as the rows would be)."""
         for times, currents in self._owed:
+            times, currents = listed(times), listed(currents)
             self._q = reduce(operator.add, [0.5 * (i + i1) * (t - t1) / 3600 for t, i, t1, i1
                                             in zip(times[1:], currents[1:], times, currents,
                                                    strict=False)], self._q)
@@ -111,17 +116,18 @@ class HostEnds:
         self._owed.clear()
         self._q = value
 
-    def _take_columns(self, times: list, volts: list, currents: list) -> None:
+    def _take_columns(self, times: np.ndarray, volts: np.ndarray, currents: np.ndarray
+                      ) -> None:
         if self.last is not None:
-            times, volts, currents = ([self.last[k], *c] for k, c in
+            times, volts, currents = (np.concatenate(([self.last[k]], c)) for k, c in
                                       enumerate((times, volts, currents)))
         self._owed.append((times, currents))
         for k in range(len(times) - 1, 0, -1):  # the slope of the last pair apart in time
-            dt = times[k] - times[k - 1]
+            dt = float(times[k] - times[k - 1])
             if dt > 0:
-                self.slope = (volts[k] - volts[k - 1]) / dt
+                self.slope = float(volts[k] - volts[k - 1]) / dt
                 break
-        self.last = (times[-1], volts[-1], currents[-1])
+        self.last = (float(times[-1]), float(volts[-1]), float(currents[-1]))
 
     def done(self, now: float) -> dict:
         """What the step has done so far (time and charge), for it to continue later."""
