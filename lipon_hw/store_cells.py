@@ -249,13 +249,17 @@ def _float_columns(columns: tuple, n: int) -> tuple[np.ndarray, ...] | None:
     ±inf propagate; an overflow looks again, value by value)."""
     out = []
     for column in columns:
-        try:
-            a = np.asarray(column)
-        except (TypeError, ValueError):  # ragged
+        if type(column) is not np.ndarray or column.dtype != np.float64:  # else as it is
+            try:
+                column = np.asarray(column)
+            except (TypeError, ValueError):  # ragged
+                return None
+            if column.dtype.kind not in "fi":
+                return None
+            column = column.astype(float)
+        if column.shape != (n,):
             return None
-        if a.shape != (n,) or a.dtype.kind not in "fi":
-            return None
-        out.append(a.astype(float, copy=False))
+        out.append(column)
     if math.isfinite(sum(float(a.sum()) for a in out)) or \
             all(bool(np.isfinite(a).all()) for a in out):
         return tuple(out)

@@ -165,8 +165,7 @@ def encode_rows(template: str, columns: dict[int, list], texts: dict[int, str]) 
     own by encode_value; the bytes are the same."""
     row, places = _row(template, texts)
     n = len(next(iter(columns.values())))
-    flat = [x for k, _ in places for x in columns[k]]
-    values = np.array(flat, dtype=float)
+    values = np.array([columns[k] for k, _ in places], dtype=float).reshape(-1)  # by slot
     magnitudes = np.abs(values)
     first = _LIMITS_ARRAY.searchsorted(magnitudes)  # bisect_left, value by value
     alone = first >= len(_PREFIXES)  # too large, or NaN (sorted last)
@@ -181,7 +180,8 @@ def encode_rows(template: str, columns: dict[int, list], texts: dict[int, str]) 
     fields[:, 7] = _PREFIX_BYTES[first]  # (value, 8) bytes: its digits, its prefix
     if lonely:
         for r in np.flatnonzero(alone).tolist():
-            fields[r] = np.frombuffer(encode_value(flat[r]).encode("ascii"), np.uint8)
+            fields[r] = np.frombuffer(encode_value(columns[places[r // n][0]][r % n]).encode(
+                "ascii"), np.uint8)
     out = np.empty((n, len(row)), np.uint8)
     out[:] = row
     for c, (_, at) in enumerate(places):
