@@ -122,3 +122,33 @@ def test_a_sequence_whose_end_went_unseen_has_run_its_phases():
     assert [(k, len(block)) for k, block in run.poll_phases()] == [(0, 6), (1, 0)]
     (gap,) = run.take_gaps()
     assert gap[0] == pytest.approx(9.6) and gap[1] is None and "lost on the wire" in gap[2]
+
+
+def test_data_lines_lost_inside_a_block_or_before_it_are_told_as_gaps():
+    """The record rule sends a sample at least every 2 s (+ two 0.4 s measurements): data
+    lines lost on the wire leave a longer stretch, told as a gap whether it lies inside a
+    block decoded at once (as a matrix) or between the last sample before and a block's
+    first; the samples that came are all kept. A whole block without a loss tells none."""
+    technique = ConstantCurrent(1e-4, 60, v_max_V=9.0, interval_s=0.4, record=EVERY_2S)
+    clock = ManualClock()
+    emulator = MethodScriptEmulator("pstat", {1: RCCell(C=1e-2, Rs=100.0, V0=3.0)}, clock)
+    emulator.handle(script_bytes_for(technique))
+    clock.advance(100)
+    output = emulator.handle(b"\n")
+    lines = [line + b"\n" for line in output.split(b"\n") if line.startswith(b"P")]
+    end = b"*\n\n"  # the loop's end, the script's (its start marker came with the upload)
+    assert len(lines) == 30  # 0.4 s … 58.4 s, every 2 s, and its run time's end
+    whole = Run(None, 1, technique)
+    whole.take(b"M000A\n" + b"".join(lines) + end)
+    assert whole.take_gaps() == [] and len(whole.poll_block()) == 30
+    inside = Run(None, 1, technique)  # samples 12-14 lost (24.4 … 28.4 s)
+    inside.take(b"M000A\n" + b"".join(lines[:12] + lines[15:]) + end)
+    (gap,) = inside.take_gaps()
+    assert gap[:2] == pytest.approx((22.4, 30.4)) and "no sample for 8 s" in gap[2]
+    assert len(inside.poll_block()) == 27
+    before = Run(None, 1, technique)  # a block whose first lines were lost: from the last
+    before.take(b"M000A\n" + b"".join(lines[:10]))  # sample of the block before
+    before.take(b"".join(lines[13:]) + end)
+    (gap,) = before.take_gaps()
+    assert gap[:2] == pytest.approx((18.4, 26.4)) and "no sample for 8 s" in gap[2]
+    assert len(before.poll_block()) == 27

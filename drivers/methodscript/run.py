@@ -202,8 +202,11 @@ class Run:
             else:
                 spacing_from = 0
             if spacing is not None:
-                steps = np.diff(t, prepend=last_t)[spacing_from:]
-                if len(steps) and steps.max() > spacing:
+                times = t if isinstance(t, np.ndarray) else np.asarray(t, dtype=float)
+                widest = float((times[1:] - times[:-1]).max()) if len(times) > 1 else 0.0
+                if spacing_from == 0:  # from the sample before the block too
+                    widest = max(widest, float(times[0]) - last_t)
+                if widest > spacing:
                     before = [last_t, *listed(t)[:-1]]
                     for k in range(spacing_from, len(t)):  # rare: told one by one
                         if t[k] - before[k] > spacing:
