@@ -12,6 +12,16 @@ from itertools import repeat
 import numpy as np
 
 
+def listed(column: list | np.ndarray) -> list:
+    """A column's values as a list of Python numbers (a driver's may be an array)."""
+    return column.tolist() if isinstance(column, np.ndarray) else column
+
+
+def value_at(column: list | np.ndarray, k: int):
+    """A column's k-th value as a Python number."""
+    return column.item(k) if isinstance(column, np.ndarray) else column[k]
+
+
 class ColumnRows(Sequence):
     """The rows (*head, column values…, *tail) of columns of one length (lists or 1-D
     arrays, never changed once given; an array's values come out as Python floats). Read
@@ -33,8 +43,7 @@ class ColumnRows(Sequence):
 
     def __getitem__(self, k):
         if isinstance(k, int):  # one row (the first's keys, the last's time) alone
-            return (*self.head, *[c.item(k) if isinstance(c, np.ndarray) else c[k]
-                                  for c in self.columns], *self.tail)
+            return (*self.head, *[value_at(c, k) for c in self.columns], *self.tail)
         return self.rows()[k]
 
     def __iter__(self) -> Iterator[tuple]:
@@ -48,6 +57,5 @@ class ColumnRows(Sequence):
     def stream(self) -> Iterator[tuple]:
         if self._rows is not None:
             return iter(self._rows)
-        columns = [c.tolist() if isinstance(c, np.ndarray) else c for c in self.columns]
-        return zip(*map(repeat, self.head), *columns, *map(repeat, self.tail),
+        return zip(*map(repeat, self.head), *map(listed, self.columns), *map(repeat, self.tail),
                    strict=False)  # the repeats are endless: the columns end it

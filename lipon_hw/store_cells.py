@@ -16,10 +16,9 @@ from itertools import chain, groupby, repeat
 import numpy as np
 
 from lipon_hw import store_cell_blocks as blocks
-from lipon_hw.column_rows import ColumnRows
+from lipon_hw.column_rows import ColumnRows, listed
 from lipon_hw.store_plumbing import finite, tell
 from lipon_hw.store_schema import Alarm, Channel
-from lipon_hw.techniques import listed
 
 
 class CellTestRecords:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lipon_hw import multisine
+from lipon_hw.column_rows import listed, value_at
 from lipon_hw.errors import InputError
 
 INF = math.inf
@@ -294,18 +295,12 @@ class SampleBlock:
         return cls(**columns)
 
     def sample(self, k: int) -> Sample:
-        return Sample(*(None if c is None else c.item(k) if isinstance(c, np.ndarray) else
-                        c[k] for c in self._columns()))
+        return Sample(*(None if c is None else value_at(c, k) for c in self._columns()))
 
     def samples(self) -> list[Sample]:
         n = len(self)
         return [Sample(*row) for row in zip(*[listed(c) if c is not None else [None] * n
                                               for c in self._columns()], strict=True)]
-
-
-def listed(column: list | np.ndarray) -> list:
-    """A column's values as a list of Python numbers."""
-    return column.tolist() if isinstance(column, np.ndarray) else column
 
 
 _SAMPLE_FIELDS = ("t_s", "E_V", "I_A", "f_Hz", "z_re_ohm", "z_im_ohm")

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lipon_hw.column_rows import listed
 from lipon_hw.drivers.methodscript.codec import DeviceError, decode_error, is_marker
 from lipon_hw.drivers.methodscript.samples import (
     MANY_LINES,
@@ -34,7 +35,6 @@ from lipon_hw.techniques import (
     Sequence,
     Technique,
     end_limits,
-    listed,
     recording_of,
 )
 
@@ -202,7 +202,7 @@ class Run:
             else:
                 spacing_from = 0
             if spacing is not None:
-                times = t if isinstance(t, np.ndarray) else np.asarray(t, dtype=float)
+                times = np.asarray(t, dtype=float)
                 widest = float((times[1:] - times[:-1]).max()) if len(times) > 1 else 0.0
                 if spacing_from == 0:  # from the sample before the block too
                     widest = max(widest, float(times[0]) - last_t)

@@ -202,10 +202,8 @@ class CycleAccumulator:
         elif self._cycle is None:
             self._cycle = cycle
         t, v, i = block
-        dt = np.diff(t)
-        if len(dt) and dt.min() < 0:  # as check_time_order says it
-            raise InputError("cycle samples: samples must come in time order, but time goes "
-                             "back")
+        dt = np.diff(t)  # the previous batch's last sample is in the block
+        check_time_order("cycle samples", None, t, dt)
         finished: list[CycleStats] = []
         if new_cycle:  # the block's first sample opens a cycle (see `_feed`)
             opens_at = float(t[1])

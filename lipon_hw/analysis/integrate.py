@@ -177,9 +177,11 @@ def as_columns(name: str, *columns) -> list[np.ndarray]:
     return out
 
 
-def check_time_order(name: str, t_prev: float | None, t: np.ndarray) -> None:
-    """Samples must come in time order (equal times are allowed: a step boundary)."""
+def check_time_order(name: str, t_prev: float | None, t: np.ndarray, dt=None) -> None:
+    """Samples must come in time order (equal times are allowed: a step boundary); `dt`:
+    np.diff(t), if the caller has it."""
     if len(t) == 0:
         return
-    if np.any(np.diff(t) < 0) or (t_prev is not None and t[0] < t_prev):
+    if np.any((np.diff(t) if dt is None else dt) < 0) or (t_prev is not None and
+                                                          t[0] < t_prev):
         raise InputError(f"{name}: samples must come in time order, but time goes back")

@@ -13,8 +13,8 @@ from functools import reduce
 import numpy as np
 
 from lipon_hw.celltest import protocol as pr
+from lipon_hw.column_rows import listed
 from lipon_hw.errors import LiponError
-from lipon_hw.techniques import listed
 
 MIN_POLL_S = 1.0
 
