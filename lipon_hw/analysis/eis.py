@@ -17,11 +17,12 @@ not reveal (a shoulder under the tail) are seeded at several places, and a start
 fastest arc above the top frequency (a hot film's apex can lie beyond 3 MHz: its
 low-frequency side and the intercept with the next arc still fix R); the best fit is kept.
 
-The starts (both tails × the arc seeds: 18–34 for two arcs and a tail) are scouted: each is
-fitted until a step lowers the cost by less than SCOUT_FTOL, or for SCOUT_NFEV evaluations.
-The FINALISTS scouts with the lowest cost are then fitted to convergence (scipy's default
-tolerances) and the best of them is kept. The Jacobian is analytic, and the model's pieces
-at a point serve both the residuals and the Jacobian there.
+The starts (both tails × the arc seeds: 18–34 for two arcs and a tail) are scouted, all of
+one tail at once (`_scout`, a Levenberg–Marquardt on every start together): each until a
+step lowers the cost by less than SCOUT_FTOL, or for SCOUT_NFEV evaluations. The FINALISTS
+scouts with the lowest cost are then fitted to convergence by `least_squares` (scipy's
+default tolerances) and the best of them is kept. The Jacobian is analytic, and the
+model's pieces at a point serve both the residuals and the Jacobian there.
 
 The fit reports each R's uncertainty (covariance s²·(JᵀJ)⁻¹ at the optimum) and whether
 the film's arc is resolved (`judge_film`): a σ is given only then, else a sentence why.
@@ -45,7 +46,7 @@ from lipon_hw.errors import InputError
 DEFAULT_ALPHA = 0.9
 SCOUT_NFEV = 60  # evaluations each start gets before the starts are compared
 SCOUT_FTOL = 1e-4  # a scout stops when a step lowers the cost by less than this fraction
-FINALISTS = 4  # scouts fitted to convergence
+FINALISTS = 8  # scouts fitted to convergence (with 4, 2 of 102 validation spectra missed the best)
 
 
 @dataclass(frozen=True)
@@ -204,10 +205,13 @@ class _Residuals:
     """The real and imaginary residuals of one spectrum against the model (n_arcs, tail),
     each divided by |Z| (interleaved: Re, Im of each point), and their Jacobian, analytic
     (~10× fewer model evaluations than finite differences). Parameters in fitting
-    coordinates: R0, then (log10 R, log10 τ, α) per arc, then the tail's three. The
-    model's pieces at the last x are kept: least_squares asks for the Jacobian where it
-    has just evaluated the residuals. Powers of jω are exponentials of ln(jω) = ln ω + jπ/2,
-    computed once."""
+    coordinates: R0, then (log10 R, log10 τ, α) per arc, then the tail's three.
+
+    `residuals_of` and `jacobian_of` take several parameter vectors at once (rows of X),
+    for the scouting of every start together (`_scout`); `residuals` and `jacobian` take
+    one, for scipy. The model's pieces at the last X are kept: the Jacobian is asked
+    for where the residuals were just evaluated. Powers of jω are exponentials of
+    ln(jω) = ln ω + jπ/2, computed once."""
 
     def __init__(self, w: np.ndarray, z: np.ndarray, n_arcs: int, tail: str | None):
         self.ln_jw = np.log(w) + 0.5j * np.pi  # ln(jω)
@@ -218,66 +222,76 @@ class _Residuals:
         self._key = b""
         self._parts = ()
 
-    def _evaluate(self, x: np.ndarray) -> tuple:
-        key = x.tobytes()
+    def _evaluate(self, X: np.ndarray) -> tuple:
+        """The model's pieces at the rows of X (k × parameters): every array has the k
+        parameter vectors as its first axis."""
+        key = X.tobytes()
         if key == self._key:
             return self._parts
         n = self.n_arcs
-        arcs = x[1: 1 + 3 * n].reshape(n, 3)
-        a = arcs[:, 2:3]
-        ln_s = self.ln_jw + arcs[:, 1:2] * LN10  # ln(jωτ), one row per arc
+        arcs = X[:, 1: 1 + 3 * n].reshape(len(X), n, 3)
+        a = arcs[:, :, 2:3]
+        ln_s = self.ln_jw + arcs[:, :, 1:2] * LN10  # ln(jωτ), one row per arc
         u = np.exp(a * ln_s)  # (jωτ)^α
         den = 1.0 + u
-        za = 10.0 ** arcs[:, 0:1] / den
-        z = za.sum(axis=0) + x[0]
+        za = 10.0 ** arcs[:, :, 0:1] / den
+        z = za.sum(axis=1) + X[:, 0:1]
         tail = ()
         if self.tail == CPE_TAIL:
-            lq, at, lc = x[1 + 3 * n:].tolist()
+            lq, at, lc = X[:, -3:-2], X[:, -2:-1], X[:, -1:]
             zq = np.exp(self.ln_jw * -at - lq * LN10)
             zc = self.inv_jw * 10.0 ** -lc
             z += zq
             z += zc
             tail = (zq, zc)
         elif self.tail == DIFFUSION_TAIL:
-            lr, lt, lc = x[1 + 3 * n:].tolist()
+            lr, lt, lc = X[:, -3:-2], X[:, -2:-1], X[:, -1:]
             ud = np.exp(0.5 * (self.ln_jw + lt * LN10))  # √(jωτ)
             coth, cw = _coth_parts(ud)
             zd = cw * 10.0 ** lr
             zc = self.inv_jw * 10.0 ** -lc
             z += zd
             z += zc
-            tail = (ud, coth, zd, zc)
+            tail = (ud, coth, zd, zc, lr)
         self._key = key
         self._parts = (z, a, ln_s, u, den, za, tail)
         return self._parts
 
-    def residuals(self, x: np.ndarray) -> np.ndarray:
-        d = self._evaluate(x)[0] * self.weight
+    def residuals_of(self, X: np.ndarray) -> np.ndarray:
+        """The residuals at each row of X: k × (2 · points)."""
+        d = self._evaluate(X)[0] * self.weight
         d -= self.zw
         return d.view(np.float64)
 
-    def jacobian(self, x: np.ndarray) -> np.ndarray:
-        _, a, ln_s, u, den, za, tail = self._evaluate(x)
+    def jacobian_of(self, X: np.ndarray) -> np.ndarray:
+        """The Jacobian at each row of X: k × (2 · points) × parameters."""
+        _, a, ln_s, u, den, za, tail = self._evaluate(X)
         n = self.n_arcs
-        jac = np.empty((len(x), len(self.zw)), dtype=complex)  # one row per parameter
-        jac[0] = 1.0
+        jac = np.empty((len(X), X.shape[1], len(self.zw)), dtype=complex)  # row: parameter
+        jac[:, 0] = 1.0
         g = za * u
         g /= den  # −∂za/∂(ln u)
-        jac[1: 1 + 3 * n: 3] = za * LN10
-        jac[2: 2 + 3 * n: 3] = g * (a * -LN10)
-        jac[3: 3 + 3 * n: 3] = g * -ln_s
+        jac[:, 1: 1 + 3 * n: 3] = za * LN10
+        jac[:, 2: 2 + 3 * n: 3] = g * (a * -LN10)
+        jac[:, 3: 3 + 3 * n: 3] = g * -ln_s
         if self.tail == CPE_TAIL:
             zq, zc = tail
-            jac[-3] = zq * -LN10
-            jac[-2] = zq * -self.ln_jw
-            jac[-1] = zc * -LN10
+            jac[:, -3] = zq * -LN10
+            jac[:, -2] = zq * -self.ln_jw
+            jac[:, -1] = zc * -LN10
         elif self.tail == DIFFUSION_TAIL:
-            ud, coth, zd, zc = tail
-            jac[-3] = zd * LN10
-            jac[-2] = _coth_w_slope_u(ud, coth) * (0.5 * LN10 * 10.0 ** x[-3])
-            jac[-1] = zc * -LN10
+            ud, coth, zd, zc, lr = tail
+            jac[:, -3] = zd * LN10
+            jac[:, -2] = _coth_w_slope_u(ud, coth) * (0.5 * LN10 * 10.0 ** lr)
+            jac[:, -1] = zc * -LN10
         jac *= self.weight
-        return jac.view(np.float64).T  # rows: Re, Im of each point, as the residuals
+        return jac.view(np.float64).transpose(0, 2, 1)  # rows: Re, Im of each point
+
+    def residuals(self, x: np.ndarray) -> np.ndarray:
+        return self.residuals_of(x[np.newaxis])[0]
+
+    def jacobian(self, x: np.ndarray) -> np.ndarray:
+        return self.jacobian_of(x[np.newaxis])[0]
 
 
 def _validate(f_Hz, z_ohm, n_arcs: int) -> tuple[np.ndarray, np.ndarray]:
@@ -376,7 +390,7 @@ def _starts(w, z, n_arcs: int, tail: str | None) -> list[np.ndarray]:
     return starts
 
 
-def _bounds(w, z, n_arcs: int, tail: str | None, x0: np.ndarray):
+def _bounds(w, z, n_arcs: int, tail: str | None) -> tuple[np.ndarray, np.ndarray]:
     zmax = float(np.max(np.abs(z)))
     lr = (math.log10(float(np.min(np.abs(z)))) - 4, math.log10(zmax) + 3)
     lt = (-math.log10(w[0]) - 3, -math.log10(w[-1]) + 3)
@@ -390,8 +404,77 @@ def _bounds(w, z, n_arcs: int, tail: str | None, x0: np.ndarray):
     elif tail == DIFFUSION_TAIL:
         lo += [lr[0], lt[0], -25.0]
         hi += [lr[1], lt[1] + 3, 5.0]
-    lo, hi = np.array(lo), np.array(hi)
-    return lo, hi, np.clip(x0, lo + 1e-9 * (hi - lo), hi - 1e-9 * (hi - lo))
+    return np.array(lo), np.array(hi)
+
+
+def _scout(p: _Residuals, X: np.ndarray, lo: np.ndarray, hi: np.ndarray
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Every start (rows of X) fitted a short way, all at once: (the points reached, their
+    costs ½Σr²). Levenberg–Marquardt with Marquardt's scaling (the diagonal of JᵀJ, as
+    scipy's x_scale="jac") and Nielsen's update of the damping. A step is clipped to the
+    bounds, and a parameter at a bound that the descent pushes out of them is held there
+    for that step. A start stops once a step that its quadratic model predicted well
+    lowers the cost by less than SCOUT_FTOL of it (scipy's ftol test), when no step
+    lowers it any more, or after SCOUT_NFEV evaluations.
+
+    Why not scipy here: its trust-region solver takes the starts one by one, and its own
+    work per step is three times the model's on these spectra (~190 µs against 60 µs);
+    evaluated together, the starts' steps cost a few array operations. Only the ranking
+    of the starts and the points the finalists start from come from here: the FINALISTS
+    are fitted to convergence by scipy."""
+    inner_lo, inner_hi = lo + 1e-9 * (hi - lo), hi - 1e-9 * (hi - lo)
+    X = np.clip(X, inner_lo, inner_hi)
+    r = p.residuals_of(X)
+    cost = 0.5 * np.einsum("ij,ij->i", r, r)
+    J = p.jacobian_of(X).copy()
+    lam = np.full(len(X), 1e-3)
+    nu = np.full(len(X), 2.0)
+    going = np.isfinite(cost)
+    cost[~going] = np.inf
+    eye = np.eye(X.shape[1])
+    for _ in range(SCOUT_NFEV - 1):
+        k = np.flatnonzero(going)
+        if not len(k):
+            break
+        Jk, rk, Xk = J[k], r[k], X[k]
+        Jt = Jk.transpose(0, 2, 1)
+        A = Jt @ Jk
+        g = (Jt @ rk[:, :, np.newaxis])[:, :, 0]
+        d = np.diagonal(A, axis1=1, axis2=2)
+        d = np.maximum(d, 1e-12 * d.max(axis=1, keepdims=True) + 1e-300)
+        M = A + (lam[k, np.newaxis] * d)[:, :, np.newaxis] * eye
+        descent = -g
+        held = ((Xk <= inner_lo) & (g > 0)) | ((Xk >= inner_hi) & (g < 0))
+        if held.any():
+            i, j = np.nonzero(held)
+            M[i, j, :] = 0.0
+            M[i, :, j] = 0.0
+            M[i, j, j] = 1.0
+            descent[i, j] = 0.0
+        with np.errstate(all="ignore"):
+            step = np.linalg.solve(M, descent[:, :, np.newaxis])[:, :, 0]
+            Xn = np.clip(Xk + step, inner_lo, inner_hi)
+            s = Xn - Xk
+            rn = p.residuals_of(Xn)
+            cn = 0.5 * np.einsum("ij,ij->i", rn, rn)
+            As = (A @ s[:, :, np.newaxis])[:, :, 0]
+            predicted = -np.einsum("ij,ij->i", s, g + 0.5 * As)
+            rho = (cost[k] - cn) / predicted
+        better = np.isfinite(cn) & (cn < cost[k]) & (predicted > 0)
+        kb = k[better]
+        if len(kb):
+            Jn = p.jacobian_of(Xn)  # the pieces at Xn are kept: no second evaluation
+            gained = cost[kb] - cn[better]
+            going[kb] = (gained >= SCOUT_FTOL * cost[kb]) | (rho[better] <= 0.25)
+            X[kb], r[kb], cost[kb], J[kb] = Xn[better], rn[better], cn[better], Jn[better]
+            lam[kb] = np.maximum(1e-10, lam[kb] * np.maximum(
+                1.0 / 3.0, 1.0 - (2.0 * rho[better] - 1.0) ** 3))
+            nu[kb] = 2.0
+        kw = k[~better]
+        lam[kw] *= nu[kw]
+        nu[kw] *= 2.0
+        going[kw] &= lam[kw] < 1e16  # no step lowers its cost: where it is, it stays
+    return X, cost
 
 
 def _covariance(res) -> np.ndarray:
@@ -428,17 +511,16 @@ def fit_spectrum(f_Hz, z_ohm, n_arcs: int = 2, blocking: bool = True) -> EisFit:
     scouts, problems = [], {}
     for tail_kind in (CPE_TAIL, DIFFUSION_TAIL) if blocking else (None,):
         p = _Residuals(w, z, n_arcs, tail_kind)
-        for x0 in _starts(w, z, n_arcs, tail_kind):
-            lo, hi, x0 = _bounds(w, z, n_arcs, tail_kind, x0)
-            res = least_squares(p.residuals, x0, bounds=(lo, hi), x_scale="jac",
-                                jac=p.jacobian, max_nfev=SCOUT_NFEV, ftol=SCOUT_FTOL)
-            scouts.append((res.cost, len(scouts), tail_kind, res))
+        lo, hi = _bounds(w, z, n_arcs, tail_kind)
+        reached, costs = _scout(p, np.array(_starts(w, z, n_arcs, tail_kind)), lo, hi)
+        scouts += [(float(c), len(scouts) + k, tail_kind, x)
+                   for k, (c, x) in enumerate(zip(costs, reached, strict=True))]
         problems[tail_kind] = p, lo, hi
     finals = []
-    for _, _, tail_kind, scout in sorted(scouts)[:FINALISTS]:
+    for _, _, tail_kind, x0 in sorted(scouts)[:FINALISTS]:
         p, lo, hi = problems[tail_kind]
         finals.append((tail_kind, least_squares(
-            p.residuals, scout.x, bounds=(lo, hi), x_scale="jac", jac=p.jacobian,
+            p.residuals, x0, bounds=(lo, hi), x_scale="jac", jac=p.jacobian,
             max_nfev=2000)))
     best_tail, best = min(finals, key=lambda f: f[1].cost)
     x = best.x
