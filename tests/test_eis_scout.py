@@ -1,6 +1,6 @@
 """The EIS fit's pieces below `fit_spectrum`: the model's residuals and analytic Jacobian
-for several parameter vectors at once, and the scouting of the starts (`_scout`), a
-Levenberg–Marquardt run on every start together."""
+for several parameter vectors at once, and the scouting of the starts with
+`lsq.levenberg_marquardt` on every start together."""
 
 from __future__ import annotations
 
@@ -9,7 +9,20 @@ import pytest
 from test_eis_fit_range import noisy_spectrum
 
 from lipon_hw.analysis import eis
+from lipon_hw.analysis.lsq import levenberg_marquardt
 from lipon_hw.sim.cells.factories import cell_from_spec
+
+
+def single(p):
+    """The residuals and Jacobian at one parameter vector, as scipy asks for them."""
+    return ((lambda x: p.residuals_of(x[np.newaxis])[0]),
+            (lambda x: p.jacobian_of(x[np.newaxis])[0]))
+
+
+def scout(p, starts, lo, hi):
+    reached = levenberg_marquardt(p.residuals_of, p.jacobian_of, starts, lo, hi,
+                                  ftol=eis.SCOUT_FTOL, max_nfev=eis.SCOUT_NFEV)
+    return reached.x, reached.cost
 
 
 def problem(kind: str, temperature_C: int, tail: str | None, n_arcs: int = 2):
@@ -34,22 +47,24 @@ def test_many_parameter_vectors_give_what_each_gives_alone(kind, temperature_C, 
     together_j = p.jacobian_of(starts).copy()
     assert together_r.shape == (len(starts), 2 * len(p.zw))
     assert together_j.shape == (len(starts), 2 * len(p.zw), starts.shape[1])
+    residuals, jacobian = single(p)
     for k, x in enumerate(starts):
-        np.testing.assert_allclose(p.residuals(x), together_r[k], rtol=1e-12, atol=1e-15)
-        np.testing.assert_allclose(p.jacobian(x), together_j[k], rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(residuals(x), together_r[k], rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(jacobian(x), together_j[k], rtol=1e-12, atol=1e-15)
 
 
 @pytest.mark.parametrize(("kind", "temperature_C", "tail"), TAILS)
 def test_the_analytic_jacobian_is_the_residuals_slope(kind, temperature_C, tail):
     p, _, _, starts = problem(kind, temperature_C, tail)
+    residuals, jacobian = single(p)
     for x in starts[:3]:
-        jac = p.jacobian(x).copy()
+        jac = jacobian(x).copy()
         for i in range(len(x)):
             h = 1e-6 * max(1.0, abs(x[i]))
             up, down = x.copy(), x.copy()
             up[i] += h
             down[i] -= h
-            slope = (p.residuals(up) - p.residuals(down)) / (2 * h)
+            slope = (residuals(up) - residuals(down)) / (2 * h)
             scale = np.max(np.abs(slope)) + 1e-12
             assert np.max(np.abs(jac[:, i] - slope)) < 1e-5 * scale, (tail, i)
 
@@ -59,7 +74,7 @@ def test_scouting_lowers_every_start_and_stays_inside_the_bounds(kind, temperatu
     p, lo, hi, starts = problem(kind, temperature_C, tail)
     r0 = p.residuals_of(starts)
     before = 0.5 * np.sum(r0 * r0, axis=1)
-    reached, costs = eis._scout(p, starts.copy(), lo, hi)
+    reached, costs = scout(p, starts.copy(), lo, hi)
     assert np.all((reached >= lo) & (reached <= hi))
     assert np.all(costs <= before)
     assert np.all(costs[before > 1e-6] < 0.5 * before[before > 1e-6])  # not a no-op
@@ -78,12 +93,13 @@ def test_a_parameter_the_data_push_past_its_bound_is_held_at_it():
     hi = hi.copy()
     hi[3] = 0.8  # the first arc's α
     starts = np.minimum(starts, hi - 1e-9 * (hi - lo))
-    reached, costs = eis._scout(p, starts.copy(), lo, hi)
+    reached, costs = scout(p, starts.copy(), lo, hi)
     assert np.all(reached <= hi)
     best = reached[np.argmin(costs)]
     assert best[3] == pytest.approx(0.8, abs=1e-6)
-    bounded = min(least_squares(p.residuals, x, bounds=(lo, hi), x_scale="jac",
-                                jac=p.jacobian).cost for x in starts)
+    residuals, jacobian = single(p)
+    bounded = min(least_squares(residuals, x, bounds=(lo, hi), x_scale="jac",
+                                jac=jacobian).cost for x in starts)
     assert costs.min() < 1.01 * bounded
 
 
@@ -94,6 +110,6 @@ def test_the_scouts_reach_the_minimum_the_fit_reports():
     f, z = noisy_spectrum(cell, 102)
     fit = eis.fit_spectrum(f, z)
     p, lo, hi, starts = problem("lnmo", 25, eis.DIFFUSION_TAIL)
-    _, costs = eis._scout(p, starts, lo, hi)
+    _, costs = scout(p, starts, lo, hi)
     n_points = len(p.zw)
     assert 2 * costs.min() / (2 * n_points) == pytest.approx(fit.rms_relative ** 2, rel=0.05)

@@ -29,6 +29,25 @@ def test_a_cell_test_worker_starts_without_scipy(tmp_path):
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout[-500:]
 
 
+FIT = """
+import sys
+import numpy as np
+from lipon_hw.analysis.eis import fit_spectrum
+from lipon_hw.sim.cells.factories import cell_from_spec
+cell = cell_from_spec({"kind": "lnmo", "temperature_C": 25})
+f = np.logspace(6, -1, 50)
+fit = fit_spectrum(f, np.array([cell.impedance_ohm(0.0, x) for x in f]))
+assert fit.film_resolved, fit.film_note
+print(sorted(m for m in sys.modules if m == "scipy" or m.startswith("scipy.")))
+"""
+
+
+def test_fitting_a_spectrum_loads_no_scipy(tmp_path):
+    out = subprocess.run([sys.executable, "-c", FIT], capture_output=True, text=True,
+                         check=True, timeout=120, cwd=tmp_path)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout[-500:]
+
+
 def test_the_qcm_still_finds_a_loaded_crystal_frequency():
     from lipon_hw.sim import qcm
 

@@ -115,7 +115,7 @@ def _take_figures(box, figures: dict[int, dict]) -> None:
     with contextlib.suppress(EOFError, OSError):
         if box.empty():
             return
-        from lipon_hw.celltest.results import keep_fits  # scipy: once a worker has sent
+        from lipon_hw.celltest.results import keep_fits  # the analysis: once a worker has sent
 
         while not box.empty():
             sent, fits = box.get()
@@ -161,7 +161,7 @@ def _worker(data_dir: str, run_id: int, states: dict, seed: int | None,
         if figures_box is not None:
             if samples is not None:
                 samples.send(run_id)  # the live view's last samples before the fits
-            from lipon_hw.celltest.results import film_figures, kept_fits  # scipy: here only
+            from lipon_hw.celltest.results import film_figures, kept_fits  # the analysis: here only
 
             plans = {p.channel: p for p in proto.channels}
             figures = {n: film_figures(store, run_id, plans[n]) for n in sorted(mine)}
