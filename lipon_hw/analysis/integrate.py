@@ -182,6 +182,6 @@ def check_time_order(name: str, t_prev: float | None, t: np.ndarray, dt=None) ->
     np.diff(t), if the caller has it."""
     if len(t) == 0:
         return
-    if np.any((np.diff(t) if dt is None else dt) < 0) or (t_prev is not None and
-                                                          t[0] < t_prev):
+    if ((np.diff(t) if dt is None else dt) < 0).any() or (t_prev is not None and
+                                                        t[0] < t_prev):
         raise InputError(f"{name}: samples must come in time order, but time goes back")
