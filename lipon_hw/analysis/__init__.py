@@ -20,6 +20,9 @@ eis      fit_spectrum(f_Hz, z_ohm (complex), n_arcs=2, blocking=True) -> EisFit
            film_note (why not resolved), impedance(f_Hz), to_dict()
          ionic_conductivity_S_cm(R_ohm, thickness_nm, area_cm2) -> float
          film_conductivity_S_cm(fit, thickness_nm, area_cm2) -> float | None
+lsq      levenberg_marquardt(residuals_of, jacobian_of, xs, lo, hi, ftol=1e-8,
+           max_nfev=2000) -> Reached(x, cost, fun, jac, at_bound, converged, nfev)
+           bounded least squares from every row of xs at once (the EIS fit's solver)
 dcpol    steady_state_current(t_s, current_A, tail_start_fraction=0.1) -> SteadyCurrent
          electronic_conductivity_S_cm(I_ss_A, voltage_V, thickness_nm, area_cm2) -> float
          analyze_dc_polarization(t_s, current_A, voltage_V, thickness_nm, area_cm2)
