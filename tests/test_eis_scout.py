@@ -113,3 +113,16 @@ def test_the_scouts_reach_the_minimum_the_fit_reports():
     _, costs = scout(p, starts, lo, hi)
     n_points = len(p.zw)
     assert 2 * costs.min() / (2 * n_points) == pytest.approx(fit.rms_relative ** 2, rel=0.05)
+
+
+def test_a_spectrum_the_model_cannot_follow_anywhere_is_one_sentence(monkeypatch):
+    """Were the model's residuals not finite at every start (they are finite for any
+    spectrum `_validate` lets through), the fit says so as bad input, not with a
+    traceback from its linear algebra."""
+    cell = cell_from_spec({"kind": "lnmo", "temperature_C": 25})
+    f, z = noisy_spectrum(cell, 102)
+    real = eis._Residuals.residuals_of
+    monkeypatch.setattr(eis._Residuals, "residuals_of",
+                        lambda self, X: np.full_like(real(self, X), np.nan))
+    with pytest.raises(eis.InputError, match="no finite impedance at any starting point"):
+        eis.fit_spectrum(f, z)

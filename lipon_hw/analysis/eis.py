@@ -454,6 +454,9 @@ def fit_spectrum(f_Hz, z_ohm, n_arcs: int = 2, blocking: bool = True) -> EisFit:
         k = int(np.argmin(final.cost))
         if best is None or final.cost[k] < best_cost:
             best_cost, best_tail, best, row = float(final.cost[k]), tail_kind, final, k
+    if not math.isfinite(best_cost):
+        raise InputError("EIS fit: the model gives no finite impedance at any starting "
+                         "point on this spectrum")
     x = best.x[row]
     cov = _covariance(best.jac[row], best.fun[row])
     arcs, rel_u, at_bound = [], [], []
