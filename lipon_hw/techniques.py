@@ -28,6 +28,7 @@ import numpy as np
 
 from lipon_hw import multisine
 from lipon_hw.column_rows import listed, value_at
+from lipon_hw.engine import ranges as r
 from lipon_hw.errors import InputError
 
 INF = math.inf
@@ -394,26 +395,71 @@ class TechniqueKind:
     legs: Callable[[Technique], list[tuple[float, float]]] | None = None
 
 
+#: each number a technique (or its record rule, or its window) holds: its range, as the
+#: files that make techniques give it (`engine.ranges`), in the technique's SI units
+#: (the files' mV, mV/s and µA scaled). "Greater than zero" is not a range: a 1e-300 s
+#: interval passes it and the run never ends.
+_RANGES: dict[str, tuple[object, float]] = {
+    "duration_s": (r.TECHNIQUE_S, 1.0), "interval_s": (r.MEASURE_S, 1.0),
+    "current_A": (r.CELL_A, 1.0), "i_min_A": (r.CELL_A_CUTOFF, 1.0),
+    "max_current_A": (r.CELL_A_CUTOFF, 1.0),
+    **{name: (r.VOLTS, 1.0) for name in ("voltage_V", "v_max_V", "v_min_V", "dc_V", "min_V",
+                                         "max_V", "start_V", "end_V", "vertex1_V",
+                                         "vertex2_V")},
+    "f_start_Hz": (r.FREQ_HZ, 1.0), "f_end_Hz": (r.FREQ_HZ, 1.0),
+    "points": (r.EIS_POINTS, 1.0), "amplitude_V": (r.AMPLITUDE_MV, 1e-3),
+    "step_V": (r.SWEEP_STEP_MV, 1e-3), "rate_V_s": (r.SWEEP_RATE_MV_S, 1e-3),
+    "scans": (r.SCANS, 1.0),
+    "dt_s": (r.RECORD_S, 1.0), "dV": (r.RECORD_MV, 1e-3), "dI": (r.RECORD_UA, 1e-6),
+}
+#: fields that may be None (no such limit, rule or window); every other number is due
+_OPTIONAL = {"v_max_V", "v_min_V", "i_min_A", "dc_V", "min_V", "max_V", "max_current_A",
+             "dt_s", "dV", "dI"}
+
+
+def _out_of_range(owner: str, name: str, value) -> str | None:
+    """What is wrong with `value` as the field `name` (a key of _RANGES), or None: not a
+    number (a bool is not one, nor NaN or ±inf), or outside its range; `owner` names the
+    technique in the sentence."""
+    kind, scale = _RANGES[name]
+    span = r.span_of(kind)
+    lo, hi = span.lo * scale, span.hi * scale
+    unit = {"mV": "V", "mV/s": "V/s", "µA": "A"}.get(span.unit, span.unit)
+    where = f"{'±' if span.signed else ''}{lo:g}–{hi:g}{' ' + unit if unit else ''}"
+    if value is None and name in _OPTIONAL:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        return f"{owner}: {name} {value!r} is not a number (it is due within {where})"
+    whole = kind is r.EIS_POINTS or kind is r.SCANS
+    if whole and not (math.isfinite(value) and value == int(value)):
+        return f"{owner}: {name} {value!r} is not a whole number within {where}"
+    size = abs(value) if span.signed else value
+    if not lo <= size <= hi:  # NaN fails this too
+        return f"{owner}: {name} {value!r} is outside {where} ({span.why})"
+    return None
+
+
+def _values_in_range(tq) -> str | None:
+    """Each number of the technique, its record rule and its window within its range."""
+    owner = type(tq).__name__
+    parts = [(owner, tq)]
+    for name in ("record", "window"):
+        part = getattr(tq, name, None)
+        if isinstance(part, Recording | Window):
+            parts.append((f"{owner} {name}", part))
+    for label, part in parts:
+        for name, value in vars(part).items():
+            if name in _RANGES:
+                problem = _out_of_range(label, name, value)
+                if problem is not None:
+                    return problem
+    return None
+
+
 def _interval_within_duration(tq) -> str | None:
-    if not 0 < tq.interval_s <= tq.duration_s:
-        return (f"{type(tq).__name__}: interval_s {tq.interval_s} must be > 0 and at most "
+    if tq.interval_s > tq.duration_s:
+        return (f"{type(tq).__name__}: interval_s {tq.interval_s} must be at most "
                 f"duration_s {tq.duration_s}")
-    return None
-
-
-def _positive_step_and_rate(tq) -> str | None:
-    if not (tq.step_V > 0 and tq.rate_V_s > 0):
-        return f"{type(tq).__name__}: step_V and rate_V_s must be positive"
-    return None
-
-
-def _at_least_one_scan(tq) -> str | None:
-    return None if tq.scans >= 1 else f"CyclicSweep: scans must be at least 1, not {tq.scans}"
-
-
-def _positive_frequencies(tq) -> str | None:
-    if tq.points < 1 or min(tq.f_start_Hz, tq.f_end_Hz) <= 0:
-        return "EIS needs positive frequencies and at least one point"
     return None
 
 
@@ -428,21 +474,15 @@ def _multisine_values(tq) -> str | None:
 
 
 def _window_values(tq) -> str | None:
-    """A safety window's limits are finite numbers, min_V below max_V, a current above 0."""
+    """A safety window is a Window, min_V below max_V (its values' ranges: `_values_in_range`)."""
     window = tq.window
     if window is None:
         return None
     if not isinstance(window, Window):
         return f"{type(tq).__name__}: window is a Window, not {window!r}"
-    for name in ("min_V", "max_V", "max_current_A"):
-        value = getattr(window, name)
-        if value is not None and not (isinstance(value, int | float) and math.isfinite(value)):
-            return f"{type(tq).__name__}: window {name} {value!r} is not a finite number"
     if window.min_V is not None and window.max_V is not None and window.min_V >= window.max_V:
         return (f"{type(tq).__name__}: window min_V {window.min_V} must be below max_V "
                 f"{window.max_V}")
-    if window.max_current_A is not None and window.max_current_A <= 0:
-        return f"{type(tq).__name__}: window max_current_A must be above 0 A"
     return None
 
 
@@ -465,9 +505,9 @@ def _current_cutoff(tq) -> EndLimits:
     return EndLimits(i_min_A=tq.i_min_A)
 
 
-_TIMED = (_interval_within_duration,)
-_DRIVEN = (_interval_within_duration, _window_values)  # a cell driven by a current or voltage
-_SWEPT = (_positive_step_and_rate,)
+_TIMED = (_values_in_range, _interval_within_duration)
+_DRIVEN = (*_TIMED, _window_values)  # a cell driven by a current or voltage
+_SWEPT = (_values_in_range,)
 
 #: every technique type, keyed by its class
 KINDS: dict[type, TechniqueKind] = {
@@ -482,13 +522,13 @@ KINDS: dict[type, TechniqueKind] = {
     CCCV: TechniqueKind("current, then voltage", records=True, measures_current=True,
                         checks=_DRIVEN, limits=_current_cutoff),
     EIS: TechniqueKind("impedance", records=False, measures_current=False,
-                       checks=(_positive_frequencies,)),
+                       checks=(_values_in_range,)),
     MultisineEIS: TechniqueKind("impedance", records=False, measures_current=False,
                                 checks=(_multisine_values,)),
     LinearSweep: TechniqueKind("sweep", records=False, measures_current=True, checks=_SWEPT,
                                legs=lambda tq: [(tq.start_V, tq.end_V)]),
     CyclicSweep: TechniqueKind(
-        "sweep", records=False, measures_current=True, checks=(*_SWEPT, _at_least_one_scan),
+        "sweep", records=False, measures_current=True, checks=_SWEPT,
         legs=lambda tq: [(tq.start_V, tq.vertex1_V), (tq.vertex1_V, tq.vertex2_V),
                          (tq.vertex2_V, tq.start_V)] * tq.scans),
     # its phases record and end each by their own rules (the driver's run tells which)

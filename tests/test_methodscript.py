@@ -837,11 +837,29 @@ def test_running_channel_is_refused_and_wire_refusal_is_an_instrument_error(psta
 
 
 def test_instrument_error_ends_a_run(pstat, clock, emulator, cell):
-    run = pstat.start(1, EIS(1e3, 1, 3, amplitude_V=0))
-    clock.advance(1)
+    """A run-time error on the instrument (its channel failing mid-script) ends the run
+    with that error and the cell off. (An EIS of zero amplitude, the old way to provoke
+    one, is refused by the host now: the emulator's own refusal of it is tested on the
+    wire.)"""
+    run = pstat.start(1, EIS(1e3, 1, 3))
+    clock.advance(0.5)
+    emulator.channel_fault(0x4205, clock())
+    clock.advance(0.5)
     run.poll()
     assert run.error.code == 0x4205 and run.end_reason == "error"
     assert cell.mode == "open"
+
+
+def test_the_emulator_refuses_an_impedance_scan_of_zero_amplitude(emulator, clock):
+    """On the wire (the host's techniques cannot ask for it): meas_loop_eis with a 0 V
+    excitation stops the script with the run-time error 4205 on its line."""
+    lines = ["e", "var f", "var r", "var j", "set_pgstat_mode 3", "cell_on",
+             "meas_loop_eis f r j 0 1k 1 3i 0", "  pck_start", "  pck_add f", "  pck_end",
+             "endloop", ""]
+    answer = emulator.handle(("\n".join(lines) + "\n").encode("ascii")).decode("ascii")
+    clock.advance(10)
+    answer += emulator.handle(b"\n").decode("ascii")
+    assert "!4205: Line 6" in answer and "\nP" not in answer
 
 
 def test_garbled_reply_is_retried(pstat, emulator):

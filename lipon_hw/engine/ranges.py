@@ -14,6 +14,8 @@ power, a channel's voltage window, ...) narrow these further at validation.
                                              measurements would miss every limit
     POLL_S           0.01 – 3 600     s      faster than 10 ms floods a serial port
     CHECKPOINT_S     1 – 86 400       s      a resume point at least daily
+    TECHNIQUE_S      1e-3 – 1e7       s      a technique's run (lipon_hw.techniques): a 1 ms
+                                             screening pulse to the instrument's cap
     DEP_RECORD_S     0.05 – 3 600     s      serial links at 9.6–115 kbaud: 50 ms a poll
     STEP_TIME_*      0.01 – 1e7       s      a step's time limit: the instrument's own cap
                                              (protocol_checks.FOREVER_S, 116 days)
@@ -121,7 +123,8 @@ _NUMBER = BeforeValidator(_not_bool)
 
 class Span:
     """A range as JSON Schema says it (`lipon-hw schema`): bounds, unit and why, so an
-    editor shows and checks what validation will."""
+    editor shows and checks what validation will (and `span_of` gives it to a check that
+    is not a schema's: a technique's values)."""
 
     def __init__(self, lo: float, hi: float, unit: str, why: str, signed: bool = False):
         self.lo, self.hi, self.unit, self.why, self.signed = lo, hi, unit, why, signed
@@ -138,6 +141,11 @@ class Span:
         else:
             schema["minimum"], schema["maximum"] = self.lo, self.hi
         return schema
+
+
+def span_of(kind) -> Span:
+    """The Span of one of the types below (its bounds, unit and why)."""
+    return next(m for m in kind.__metadata__ if isinstance(m, Span))
 
 
 def real(lo: float, hi: float, unit: str, why: str):
@@ -165,6 +173,10 @@ MEASURE_S = real(1e-3, 3_600, "s", "the potentiostat measures from every ms to e
 POLL_S = real(0.01, 3_600, "s", "a channel is read from every 10 ms to every hour")
 CHECKPOINT_S = real(1, 86_400, "s", "a resume point from every second to every day")
 DEP_RECORD_S = real(0.05, 3_600, "s", "instruments on serial links answer in 50 ms at best")
+#: a technique's run on the instrument (`lipon_hw.techniques`): one 1 ms measurement (a
+#: screening pulse) to the instrument's cap (protocol_checks.FOREVER_S)
+TECHNIQUE_S = real(1e-3, 1.0e7, "s", "a technique runs from one 1 ms measurement to the "
+                   "instrument's cap, 116 days")
 STEP_TIME_S = real(0.01, 1.0e7, "s", "a step's time limit is at most the instrument's cap, "
                                      "116 days")
 STEP_TIME_MIN = real(0.01 / 60, 1.0e7 / 60, "min", "a step's time limit is at most the "
