@@ -4,7 +4,7 @@
 own: `RunKind.schema`), for editors: with the
 YAML language server, a first line `# yaml-language-server: $schema=<file>` gives
 completion, units and ranges while a recipe is typed. The schemas say what the models
-say — every number's range and unit (`engine.ranges.Span`), every default, unknown keys
+say — every number's range and unit (`ranges.Span`), every default, unknown keys
 refused — plus what the models leave to the loaders: a step is a mapping with exactly one
 step name, a station's roles and each built-in driver's limits. What values make together
 (a setpoint inside the station's limits, a loop that ends) is still `lipon-hw validate`'s.

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from lipon_hw import multisine
+from lipon_hw import ranges as r
 from lipon_hw.column_rows import listed, value_at
-from lipon_hw.engine import ranges as r
 from lipon_hw.errors import InputError
 
 INF = math.inf
@@ -396,7 +396,7 @@ class TechniqueKind:
 
 
 #: each number a technique (or its record rule, or its window) holds: its range, as the
-#: files that make techniques give it (`engine.ranges`), in the technique's SI units
+#: files that make techniques give it (`lipon_hw.ranges`), in the technique's SI units
 #: (the files' mV, mV/s and µA scaled). "Greater than zero" is not a range: a 1e-300 s
 #: interval passes it and the run never ends.
 _RANGES: dict[str, tuple[object, float]] = {

@@ -17,8 +17,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from lipon_hw import ranges
 from lipon_hw.cli import main
-from lipon_hw.engine import ranges
 from lipon_hw.json_schema import load_yaml12
 from lipon_hw.station import default_station_text
 

@@ -1,4 +1,4 @@
-"""Every number a technique holds has a range (`techniques._RANGES`, from engine.ranges in
+"""Every number a technique holds has a range (`techniques._RANGES`, from lipon_hw.ranges in
 SI units), checked by `check_technique` before any driver sends it: a value past it, NaN,
 ±inf, a bool or text gets one sentence naming the technique, the field and the range.
 "Greater than zero" is not a range: a 1e-300 s interval passed it."""

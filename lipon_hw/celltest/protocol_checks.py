@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from lipon_hw.engine import ranges as r
+from lipon_hw import ranges as r
 from lipon_hw.errors import CellParamError
 from lipon_hw.yamlfile import Doc
 

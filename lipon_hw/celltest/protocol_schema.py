@@ -12,9 +12,9 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, Discriminator, Field, Tag, ValidationError, model_validator
 
+from lipon_hw import ranges as r
 from lipon_hw import techniques as tq
 from lipon_hw.engine import interlocks as il
-from lipon_hw.engine import ranges as r
 
 CELL_KINDS = ("blocking", "plating", "lnmo", "lco", "lco_anodeless")
 #: areal capacity per µm of cathode, µAh/cm² (PHYSICS.md §6: LCO 69; LNMO 30 per 650 nm)

@@ -15,9 +15,9 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from lipon_hw import ranges as r
 from lipon_hw.deposition.link_watch import link_quantities
 from lipon_hw.engine import interlocks as il
-from lipon_hw.engine import ranges as r
 from lipon_hw.station import ROLES, Station
 from lipon_hw.yamlfile import Doc, load, loads, pydantic_error
 

@@ -143,7 +143,7 @@ def choose_sample(store: Store, recipe: Recipe, sample_id: str | None
 
 
 def check_sample_id(value: str) -> str:
-    from lipon_hw.engine.ranges import SAMPLE_ID_PATTERN, SAMPLE_ID_RULE
+    from lipon_hw.ranges import SAMPLE_ID_PATTERN, SAMPLE_ID_RULE
 
     if not SAMPLE_ID_PATTERN.fullmatch(value):
         raise InputError(f"--sample {value!r} is not a sample id: {SAMPLE_ID_RULE}")

@@ -35,7 +35,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from lipon_hw.engine.conditions import Condition, parse_condition
-from lipon_hw.engine.ranges import MAX_INTERLOCKS, MODEL_CONFIG
+from lipon_hw.ranges import MAX_INTERLOCKS, MODEL_CONFIG
 
 REACTIONS = ("alarm", "hold", "pause", "abort")
 __all__ = ["MAX_INTERLOCKS", "REACTIONS", "Rule", "RuleSpec", "bind", "declare", "tripped"]

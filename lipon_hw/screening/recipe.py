@@ -28,7 +28,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from lipon_hw.engine import ranges as r
+from lipon_hw import ranges as r
 from lipon_hw.errors import InputError
 from lipon_hw.screening.bins import BinRules, compile_rules
 from lipon_hw.screening.layout import CardSpec, SheetSpec
