@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -137,12 +137,12 @@ class DCPolarization:
 
 @dataclass(frozen=True)
 class CCCV:
-    """Constant current until E reaches `voltage_V`, then hold it until |I| < `i_min_A`;
-    each phase is capped at `duration_s`."""
+    """Constant current until E reaches `voltage_V`, then hold it until |I| < `i_min_A`
+    (0: no cutoff, the hold runs its time); each phase is capped at `duration_s`."""
 
     current_A: float
     voltage_V: float
-    i_min_A: float
+    i_min_A: float = field(metadata={"none": 0.0})  # see `_values_in_range`
     duration_s: float
     interval_s: float = 1.0
     record: Recording = Recording()
@@ -412,35 +412,33 @@ _RANGES: dict[str, tuple[object, float]] = {
     "scans": (r.SCANS, 1.0),
     "dt_s": (r.RECORD_S, 1.0), "dV": (r.RECORD_MV, 1e-3), "dI": (r.RECORD_UA, 1e-6),
 }
-#: fields that may be None (no such limit, rule or window); every other number is due
-_OPTIONAL = {"v_max_V", "v_min_V", "i_min_A", "dc_V", "min_V", "max_V", "max_current_A",
-             "dt_s", "dV", "dI"}
-
-
-def _out_of_range(owner: str, name: str, value) -> str | None:
+def _out_of_range(owner: str, name: str, value, optional: bool) -> str | None:
     """What is wrong with `value` as the field `name` (a key of _RANGES), or None: not a
-    number (a bool is not one, nor NaN or ±inf), or outside its range; `owner` names the
-    technique in the sentence."""
+    number (a bool is not one, nor NaN or ±inf), or outside its range (None is fine where
+    the field is `optional`); `owner` names the technique in the sentence."""
+    if value is None and optional:
+        return None
     kind, scale = _RANGES[name]
     span = r.span_of(kind)
     lo, hi = span.lo * scale, span.hi * scale
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        wrong = "is not a number (it is due within {where})"
+    elif (kind is r.EIS_POINTS or kind is r.SCANS) and not (
+            math.isfinite(value) and value == int(value)):
+        wrong = "is not a whole number within {where}"
+    elif not lo <= (abs(value) if span.signed else value) <= hi:  # NaN fails this too
+        wrong = "is outside {where} ({why})"
+    else:
+        return None
     unit = {"mV": "V", "mV/s": "V/s", "µA": "A"}.get(span.unit, span.unit)
     where = f"{'±' if span.signed else ''}{lo:g}–{hi:g}{' ' + unit if unit else ''}"
-    if value is None and name in _OPTIONAL:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        return f"{owner}: {name} {value!r} is not a number (it is due within {where})"
-    whole = kind is r.EIS_POINTS or kind is r.SCANS
-    if whole and not (math.isfinite(value) and value == int(value)):
-        return f"{owner}: {name} {value!r} is not a whole number within {where}"
-    size = abs(value) if span.signed else value
-    if not lo <= size <= hi:  # NaN fails this too
-        return f"{owner}: {name} {value!r} is outside {where} ({span.why})"
-    return None
+    return f"{owner}: {name} {value!r} " + wrong.format(where=where, why=span.why)
 
 
 def _values_in_range(tq) -> str | None:
-    """Each number of the technique, its record rule and its window within its range."""
+    """Each number of the technique, its record rule and its window within its range; a
+    field whose default is None (no such limit, rule or window) may be None, and one whose
+    metadata names a "none" value (CCCV's i_min_A 0: no cutoff) may be that."""
     owner = type(tq).__name__
     parts = [(owner, tq)]
     for name in ("record", "window"):
@@ -448,9 +446,13 @@ def _values_in_range(tq) -> str | None:
         if isinstance(part, Recording | Window):
             parts.append((f"{owner} {name}", part))
     for label, part in parts:
-        for name, value in vars(part).items():
-            if name in _RANGES:
-                problem = _out_of_range(label, name, value)
+        for f in fields(part):
+            if f.name in _RANGES:
+                value = getattr(part, f.name)
+                if "none" in f.metadata and not isinstance(value, bool) and \
+                        value == f.metadata["none"]:
+                    continue
+                problem = _out_of_range(label, f.name, value, optional=f.default is None)
                 if problem is not None:
                     return problem
     return None

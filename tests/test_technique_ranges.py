@@ -35,6 +35,7 @@ GOOD = [
     ConstantVoltage(4.2, 600, i_min_A=1e-7, record=Recording(dI=1e-9)),
     DCPolarization(-10.0, 600),
     CCCV(1e-6, 4.2, 1e-8, 3600),
+    CCCV(1e-6, 4.2, 0.0, 3600),  # no current cutoff: the hold runs its time
     EIS(1e7, 1e-5, 1000, amplitude_V=0.5, dc_V=3.7),
     EIS(1e3, 1e3, 1, amplitude_V=1e-4),
     LinearSweep(-10.0, 10.0, 1e-4, 10.0),
@@ -119,3 +120,26 @@ def test_the_shipped_protocols_make_only_techniques_within_range(tmp_path):
                     check_technique(technique(step, plan))
                     checked += 1
     assert checked > 10
+
+
+def test_a_cccv_step_without_a_current_end_makes_a_technique_the_drivers_take(tmp_path):
+    """`cccv` ended by time alone: its hold has no cutoff, which a CCCV says as i_min_A 0
+    (the MethodSCRIPT script's |I| < 0 never fires) — within range, not refused as 0 A."""
+    from lipon_hw.celltest.protocol import load_protocol, technique
+    from lipon_hw.station import load_station
+
+    path = tmp_path / "cccv.yaml"
+    path.write_text(
+        "name: cccv ends\nkind: cycling\npotentiostat: mes4\nchannels: 1\n"
+        "cell: {kind: lnmo, area_cm2: 0.049, capacity_uAh: 1.47}\n"
+        "record: {every_s: 30}\nsafety: {min_V: 2.5, max_V: 5.2}\n"
+        "steps:\n"
+        "  - cccv: {current_A: 1.5e-6, voltage_V: 5.0, until: {time_h: 2}}\n"
+        "  - cccv: {current_A: 1.5e-6, voltage_V: 5.0, until: {current_A: 1.0e-7, time_h: 2}}\n",
+        encoding="utf-8")
+    protocol = load_protocol(path, load_station())
+    plan = protocol.channels[0]
+    made = [technique(step, plan) for step in plan.program.steps if step.params is not None]
+    assert [tq.i_min_A for tq in made] == [0.0, 1.0e-7]
+    for tq in made:
+        check_technique(tq)
