@@ -50,9 +50,9 @@ from typing import TypeVar
 from lipon_hw.drivers.keithley2450_runs import SmuRun
 from lipon_hw.errors import FrameError, InputError, InstrumentError
 from lipon_hw.links import Link
+from lipon_hw.readings import Sample
 from lipon_hw.techniques import (
     KINDS,
-    Sample,
     check_technique,
 )
 

@@ -10,11 +10,11 @@ import math
 from typing import TYPE_CHECKING
 
 from lipon_hw.errors import InstrumentError, LiponError
+from lipon_hw.readings import Sample
 from lipon_hw.techniques import (
     CyclicSweep,
     LinearSweep,
     RecordGate,
-    Sample,
     end_limits,
     kind_of,
     recording_of,

@@ -1,9 +1,9 @@
-"""Electrochemical techniques and samples, independent of any instrument's make.
+"""Electrochemical techniques, independent of any instrument's make.
 
 A technique says what to apply, until when, and what to record; a `Potentiostat`
 driver turns it into its own wire language (a MethodSCRIPT script, SCPI settings and
-host-timed readings, ...). Samples come back in SI units. Current sign: positive
-charges the cell (Battery Data Format).
+host-timed readings, ...). Samples come back in SI units (`lipon_hw.readings`). Current
+sign: positive charges the cell (Battery Data Format).
 
 What every driver needs to know about a technique type lives here, once: its entry in
 `KINDS` (what it controls, whether it records by a rule and measures a current, how it
@@ -23,13 +23,16 @@ import math
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lipon_hw import multisine
 from lipon_hw import ranges as r
-from lipon_hw.column_rows import listed, value_at
 from lipon_hw.errors import InputError
+
+if TYPE_CHECKING:
+    from lipon_hw.readings import Sample
 
 INF = math.inf
 
@@ -233,78 +236,6 @@ def log_frequencies(f_start: float, f_end: float, points: int) -> tuple[float, .
         return (f_start,)
     ratio = (f_end / f_start) ** (1 / (points - 1))
     return tuple(f_start * ratio**k for k in range(points))
-
-
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """One decoded data package, SI units; fields the technique does not give are None."""
-
-    t_s: float | None = None
-    E_V: float | None = None
-    I_A: float | None = None
-    f_Hz: float | None = None
-    z_re_ohm: float | None = None
-    z_im_ohm: float | None = None
-
-
-@dataclass(frozen=True)
-class SampleBlock:
-    """Samples as columns, one list (or 1-D float array) of values per Sample field that
-    every one of them has (None for a field none has): what a driver decoding a batch at
-    once hands over, without a Sample object each. `samples()` gives them as Samples (of
-    Python floats)."""
-
-    t_s: list | np.ndarray | None = None
-    E_V: list | np.ndarray | None = None
-    I_A: list | np.ndarray | None = None
-    f_Hz: list | np.ndarray | None = None
-    z_re_ohm: list | np.ndarray | None = None
-    z_im_ohm: list | np.ndarray | None = None
-
-    def __len__(self) -> int:
-        for column in self._columns():
-            if column is not None:
-                return len(column)
-        return 0
-
-    @property
-    def fields(self) -> tuple[str, ...]:
-        """The fields it has, in Sample's order."""
-        return tuple(name for name, c in zip(_SAMPLE_FIELDS, self._columns(), strict=True)
-                     if c is not None)
-
-    def _columns(self) -> tuple:
-        return (self.t_s, self.E_V, self.I_A, self.f_Hz, self.z_re_ohm, self.z_im_ohm)
-
-    @classmethod
-    def join(cls, chunks: list) -> SampleBlock | None:
-        """Samples and SampleBlocks, in order, in one block; None unless they all have
-        the same fields."""
-        if not chunks:
-            return None
-        names = {c.fields if isinstance(c, SampleBlock) else
-                 tuple(n for n in _SAMPLE_FIELDS if getattr(c, n) is not None) for c in chunks}
-        if len(names) != 1:
-            return None
-        columns: dict[str, list] = {name: [] for name in next(iter(names))}
-        for chunk in chunks:
-            for name, column in columns.items():
-                if isinstance(chunk, SampleBlock):
-                    column += listed(getattr(chunk, name))
-                else:
-                    column.append(getattr(chunk, name))
-        return cls(**columns)
-
-    def sample(self, k: int) -> Sample:
-        return Sample(*(None if c is None else value_at(c, k) for c in self._columns()))
-
-    def samples(self) -> list[Sample]:
-        n = len(self)
-        return [Sample(*row) for row in zip(*[listed(c) if c is not None else [None] * n
-                                              for c in self._columns()], strict=True)]
-
-
-_SAMPLE_FIELDS = ("t_s", "E_V", "I_A", "f_Hz", "z_re_ohm", "z_im_ohm")
 
 
 # --- the record rule -----------------------------------------------------------------

@@ -16,8 +16,8 @@ from lipon_hw.celltest import protocol as pr
 from lipon_hw.celltest.cycle_counter import CycleCounter
 from lipon_hw.celltest.step_ends import ChannelTrip, HostEnds
 from lipon_hw.celltest.taken import Taken, check_limits, rows_of
+from lipon_hw.readings import SampleBlock
 from lipon_hw.store import Store
-from lipon_hw.techniques import SampleBlock
 
 T0 = 1000.0  # the step's start on the run clock
 N = 40

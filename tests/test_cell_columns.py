@@ -13,7 +13,7 @@ from lipon_hw.analysis.cycles import CycleAccumulator
 from lipon_hw.celltest import protocol as pr
 from lipon_hw.celltest.step_ends import ChannelTrip, HostEnds, check_safety
 from lipon_hw.celltest.taken import check_limits, rows_of
-from lipon_hw.techniques import Sample, SampleBlock
+from lipon_hw.readings import Sample, SampleBlock
 
 
 def _block(rng: random.Random, n: int, nan_at: int | None = None) -> SampleBlock:

@@ -19,6 +19,7 @@ from lipon_hw.drivers.methodscript import (
     format_literal,
     parse_literal,
 )
+from lipon_hw.readings import Sample
 from lipon_hw.sim.emulators.keithley2450 import Keithley2450Emulator
 from lipon_hw.sim.emulators.methodscript import MethodScriptEmulator
 from lipon_hw.techniques import (
@@ -28,7 +29,6 @@ from lipon_hw.techniques import (
     ConstantVoltage,
     RecordGate,
     Recording,
-    Sample,
     Window,
     recording_of,
 )

@@ -69,6 +69,7 @@ from lipon_hw.drivers.methodscript.codec import (
 from lipon_hw.drivers.methodscript.driver import MethodScriptPotentiostat, Run
 from lipon_hw.drivers.methodscript.samples import sample_from_line, sample_from_package
 from lipon_hw.drivers.methodscript.scripts import build_script
+from lipon_hw.readings import Sample
 from lipon_hw.techniques import (
     CCCV,
     EIS,
@@ -80,7 +81,6 @@ from lipon_hw.techniques import (
     LinearSweep,
     MultisineEIS,
     Recording,
-    Sample,
     Technique,
     log_frequencies,
 )

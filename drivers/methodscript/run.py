@@ -27,11 +27,10 @@ from lipon_hw.drivers.methodscript.samples import (
     sample_from_line,
 )
 from lipon_hw.drivers.methodscript.scripts import loop_counts
+from lipon_hw.readings import Sample, SampleBlock
 from lipon_hw.techniques import (
     EIS,
     MultisineEIS,
-    Sample,
-    SampleBlock,
     Sequence,
     Technique,
     end_limits,

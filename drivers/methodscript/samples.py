@@ -14,7 +14,7 @@ from dataclasses import fields as dataclass_fields
 import numpy as np
 
 from lipon_hw.drivers.methodscript.codec import NAN_FIELD, OFFSET, SI_PREFIXES, Variable
-from lipon_hw.techniques import Sample
+from lipon_hw.readings import Sample
 
 _SAMPLE_FIELDS = {"eb": "t_s", "ab": "E_V", "da": "E_V", "ba": "I_A", "db": "I_A",
                   "dc": "f_Hz", "cc": "z_re_ohm", "cd": "z_im_ohm"}

@@ -45,8 +45,9 @@ from lipon_hw.celltest.wire import (
 from lipon_hw.engine import interlocks as il
 from lipon_hw.engine.lifecycle import OPERATOR_STOP
 from lipon_hw.errors import LiponError, StoreError
+from lipon_hw.readings import SampleBlock
 from lipon_hw.store import Store
-from lipon_hw.techniques import OCV, SampleBlock, Sequence
+from lipon_hw.techniques import OCV, Sequence
 
 ENDED = ("completed", "tripped", "failed", "stopped", "terminated", "aborted")
 

@@ -15,7 +15,7 @@ import numpy as np
 from lipon_hw.celltest import protocol as pr
 from lipon_hw.celltest.step_ends import check_safety
 from lipon_hw.column_rows import ColumnRows
-from lipon_hw.techniques import SampleBlock
+from lipon_hw.readings import SampleBlock
 
 #: (times on the run clock, voltages, currents) of a poll's samples: 1-D float arrays
 Columns = tuple[np.ndarray, np.ndarray, np.ndarray]
