@@ -343,6 +343,8 @@ _RANGES: dict[str, tuple[object, float]] = {
     "scans": (r.SCANS, 1.0),
     "dt_s": (r.RECORD_S, 1.0), "dV": (r.RECORD_MV, 1e-3), "dI": (r.RECORD_UA, 1e-6),
 }
+
+
 def _out_of_range(owner: str, name: str, value, optional: bool) -> str | None:
     """What is wrong with `value` as the field `name` (a key of _RANGES), or None: not a
     number (a bool is not one, nor NaN or ±inf), or outside its range (None is fine where
@@ -400,10 +402,11 @@ def _multisine_values(tq) -> str | None:
     if not isinstance(tq.frequencies_Hz, tuple | list):
         return f"MultisineEIS: frequencies_Hz is a list of frequencies, not {tq.frequencies_Hz!r}"
     problem = multisine.problems(tq.frequencies_Hz, tq.amplitude_V)
-    if problem is None and tq.dc_V is not None and not (
-            isinstance(tq.dc_V, int | float) and math.isfinite(tq.dc_V)):
-        problem = f"dc_V {tq.dc_V!r} is not a potential in volts"
-    return None if problem is None else f"MultisineEIS: {problem}"
+    if problem is not None:
+        return f"MultisineEIS: {problem}"
+    # its tones and amplitude (the peak of their sum) have the multisine's own ranges; its
+    # potential is any technique's
+    return _out_of_range("MultisineEIS", "dc_V", tq.dc_V, optional=True)
 
 
 def _window_values(tq) -> str | None:

@@ -205,7 +205,9 @@ def test_a_stop_in_the_window_aborts_it_and_switches_the_cell_off():
     (MultisineEIS(SPECTRUM, amplitude_V=0.06), "amplitude_V 0.06 is outside 1–50 mV"),
     (MultisineEIS((10.0, 100.0, 104.0)), "100 Hz and 104 Hz both fall on harmonic 10"),
     (MultisineEIS((1.0, 2e5)), "200000 Hz is harmonic 200000 of the lowest frequency 1 Hz"),
-    (MultisineEIS(SPECTRUM, dc_V=math.nan), "dc_V nan is not a potential"),
+    (MultisineEIS(SPECTRUM, dc_V=math.nan), "dc_V nan is outside -10–10 V"),
+    (MultisineEIS(SPECTRUM, dc_V=50.0), "dc_V 50.0 is outside -10–10 V"),
+    (MultisineEIS(SPECTRUM, dc_V="2"), "dc_V '2' is not a number"),
     (MultisineEIS(1e3), "frequencies_Hz is a list of frequencies, not 1000.0"),
 ])
 def test_bad_values_are_refused_in_one_sentence(technique, words):
